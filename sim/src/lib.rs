@@ -1,0 +1,1 @@
+//! A Kubernetes API stand-in for DataGuardian's end-to-end tests (test infrastructure only).

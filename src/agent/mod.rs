@@ -1,0 +1,1 @@
+//! The agent: streaming backup, restore and validation pipelines that run inside Jobs.

@@ -1,0 +1,1 @@
+//! Custom resource types of the `dataguardian.io/v1alpha1` API, one file per kind.

@@ -1,0 +1,37 @@
+//! The `dataguardian` command line: `operator`, `agent`, `crd`.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub mod agent;
+pub mod crd;
+
+/// DataGuardian — backs up databases from Kubernetes, restores them, and proves the backups restore.
+#[derive(Debug, Parser)]
+#[command(name = "dataguardian", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the controllers (BackupStorage, BackupPolicy, BackupRun, RestoreRun, RestoreValidation).
+    Operator,
+    /// Run a backup, restore or validation (inside a Job, or by hand without Kubernetes).
+    Agent(agent::AgentArgs),
+    /// Print the CustomResourceDefinitions as YAML (the source of `crds/`).
+    Crd(crd::CrdArgs),
+}
+
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Operator => {
+            eprintln!("dataguardian operator: the control plane is not built yet (see the backup control plane issue)");
+            ExitCode::from(2)
+        }
+        Command::Agent(args) => agent::run(args),
+        Command::Crd(args) => crd::run(args),
+    }
+}

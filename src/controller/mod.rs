@@ -1,0 +1,1 @@
+//! The reconcilers, one per kind; pure planning functions are kept apart from API calls.

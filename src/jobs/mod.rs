@@ -1,0 +1,1 @@
+//! Builders for the Kubernetes Jobs the controllers launch.

@@ -1,0 +1,15 @@
+//! DataGuardian: a Kubernetes operator that backs up databases, restores them, and proves the
+//! backups restore.
+//!
+//! Module map (see `DESIGN.md` §2):
+//! - [`api`]: the custom resource types, one file per kind, no client code.
+//! - [`agent`]: the data path that runs inside backup/restore/validation Jobs.
+//! - [`controller`]: the reconcilers; pure planning separated from API calls.
+//! - [`jobs`]: builders for the Kubernetes Jobs the controllers launch.
+//! - [`cli`]: the command-line interface of the `dataguardian` binary.
+
+pub mod agent;
+pub mod api;
+pub mod cli;
+pub mod controller;
+pub mod jobs;
