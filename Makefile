@@ -16,7 +16,7 @@ deps:
 
 ## test: every test — unit, CRD drift, examples, RBAC matrix, agent against real databases and S3, stand-in contract tests, e2e
 test:
-	$(CARGO) test --workspace --all-targets
+	$(CARGO) test --workspace
 
 ## lint: formatting and clippy with warnings denied
 lint:
