@@ -13,11 +13,13 @@
 //! ```
 
 mod error;
+mod mariadb;
 mod net;
 mod postgres;
 mod process;
 
 pub use error::{Error, Result};
+pub use mariadb::{MariaDb, MariaDbBuilder};
 pub use net::{LOCALHOST, free_port, free_port_on, parse_loopback, port_is_closed, wait_for_port};
 pub use postgres::{DEFAULT_BIN_DIR as POSTGRES_BIN_DIR, Postgres, PostgresBuilder};
 pub use process::{
