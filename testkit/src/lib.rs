@@ -14,12 +14,14 @@
 
 mod error;
 mod mariadb;
+mod moto;
 mod net;
 mod postgres;
 mod process;
 
 pub use error::{Error, Result};
 pub use mariadb::{MariaDb, MariaDbBuilder};
+pub use moto::{ACCESS_KEY_ID, Moto, MotoBuilder, REGION, SECRET_ACCESS_KEY, s3_client};
 pub use net::{LOCALHOST, free_port, free_port_on, parse_loopback, port_is_closed, wait_for_port};
 pub use postgres::{DEFAULT_BIN_DIR as POSTGRES_BIN_DIR, Postgres, PostgresBuilder};
 pub use process::{
