@@ -246,7 +246,11 @@ impl Schedule {
     }
 
     fn same_offset(&self, a: DateTime<Utc>, b: DateTime<Utc>) -> bool {
-        let offset = |t: DateTime<Utc>| self.time_zone.offset_from_utc_datetime(&t.naive_utc()).fix();
+        let offset = |t: DateTime<Utc>| {
+            self.time_zone
+                .offset_from_utc_datetime(&t.naive_utc())
+                .fix()
+        };
         offset(a) == offset(b)
     }
 
@@ -292,14 +296,15 @@ pub fn parse_time_zone(name: Option<&str>) -> Result<Tz, ScheduleError> {
     let Some(name) = name.filter(|n| !n.is_empty()) else {
         return Ok(Tz::UTC);
     };
-    name.parse::<Tz>().map_err(|_| ScheduleError::InvalidTimeZone {
-        name: name.to_owned(),
-        suggestion: chrono_tz::TZ_VARIANTS
-            .iter()
-            .map(|tz| tz.name())
-            .find(|known| known.eq_ignore_ascii_case(name.trim()))
-            .map(str::to_owned),
-    })
+    name.parse::<Tz>()
+        .map_err(|_| ScheduleError::InvalidTimeZone {
+            name: name.to_owned(),
+            suggestion: chrono_tz::TZ_VARIANTS
+                .iter()
+                .map(|tz| tz.name())
+                .find(|known| known.eq_ignore_ascii_case(name.trim()))
+                .map(str::to_owned),
+        })
 }
 
 fn parse_cron(expression: &str) -> Result<Cron, ScheduleError> {
@@ -363,10 +368,7 @@ fn parse_cron(expression: &str) -> Result<Cron, ScheduleError> {
             parser.parse(&probe.join(" ")).is_ok()
         });
         match culprit {
-            Some(i) => invalid(format!(
-                "{} field {:?}: {err}",
-                FIELD_NAMES[i], fields[i]
-            )),
+            Some(i) => invalid(format!("{} field {:?}: {err}", FIELD_NAMES[i], fields[i])),
             None => invalid(err.to_string()),
         }
     })
@@ -720,7 +722,10 @@ mod tests {
             assert_eq!(err.reason(), "InvalidSchedule", "{expr}");
             let msg = err.to_string();
             assert!(msg.contains(expected), "{expr}: {msg}");
-            assert!(msg.contains(&format!("{expr:?}")), "message quotes the input: {msg}");
+            assert!(
+                msg.contains(&format!("{expr:?}")),
+                "message quotes the input: {msg}"
+            );
         }
     }
 
@@ -756,7 +761,11 @@ mod tests {
     fn time_zones_are_validated_with_a_hint() {
         let err = Schedule::parse("0 2 * * *", Some("america/new_york")).unwrap_err();
         assert_eq!(err.reason(), "InvalidTimeZone");
-        assert!(err.to_string().contains("did you mean \"America/New_York\""), "{err}");
+        assert!(
+            err.to_string()
+                .contains("did you mean \"America/New_York\""),
+            "{err}"
+        );
 
         let err = Schedule::parse("0 2 * * *", Some("Mars/Olympus_Mons")).unwrap_err();
         assert_eq!(err.reason(), "InvalidTimeZone");
@@ -764,23 +773,46 @@ mod tests {
         assert!(err.to_string().contains("IANA"), "{err}");
 
         assert_eq!(sched("0 2 * * *", "").time_zone(), Tz::UTC);
-        assert_eq!(Schedule::parse("0 2 * * *", None).unwrap().time_zone(), Tz::UTC);
+        assert_eq!(
+            Schedule::parse("0 2 * * *", None).unwrap().time_zone(),
+            Tz::UTC
+        );
         assert_eq!(sched("0 2 * * *", "Etc/UTC").time_zone(), Tz::Etc__UTC);
         // A bad time zone is reported even when the cron is also bad: the zone is checked first.
         assert_eq!(
-            Schedule::parse("nope", Some("Nope/Nope")).unwrap_err().reason(),
+            Schedule::parse("nope", Some("Nope/Nope"))
+                .unwrap_err()
+                .reason(),
             "InvalidTimeZone"
         );
     }
 
     #[test]
     fn dst_handling_follows_the_hour_field() {
-        assert_eq!(sched("30 2 * * *", "UTC").dst_handling(), DstHandling::WallClock);
-        assert_eq!(sched("0 1,13 * * *", "UTC").dst_handling(), DstHandling::WallClock);
-        assert_eq!(sched("*/10 2 * * *", "UTC").dst_handling(), DstHandling::WallClock);
-        assert_eq!(sched("0 * * * *", "UTC").dst_handling(), DstHandling::Interval);
-        assert_eq!(sched("0 */2 * * *", "UTC").dst_handling(), DstHandling::Interval);
-        assert_eq!(sched("@hourly", "UTC").dst_handling(), DstHandling::Interval);
+        assert_eq!(
+            sched("30 2 * * *", "UTC").dst_handling(),
+            DstHandling::WallClock
+        );
+        assert_eq!(
+            sched("0 1,13 * * *", "UTC").dst_handling(),
+            DstHandling::WallClock
+        );
+        assert_eq!(
+            sched("*/10 2 * * *", "UTC").dst_handling(),
+            DstHandling::WallClock
+        );
+        assert_eq!(
+            sched("0 * * * *", "UTC").dst_handling(),
+            DstHandling::Interval
+        );
+        assert_eq!(
+            sched("0 */2 * * *", "UTC").dst_handling(),
+            DstHandling::Interval
+        );
+        assert_eq!(
+            sched("@hourly", "UTC").dst_handling(),
+            DstHandling::Interval
+        );
     }
 
     // ---- fire times ----
@@ -999,7 +1031,12 @@ mod tests {
             let s = sched("*/15 * * * *", zone);
             let forward = fires(&s, "2025-12-31T00:00:00Z", "2027-01-02T00:00:00Z");
             for pair in forward.windows(2) {
-                assert_eq!(pair[1] - pair[0], TimeDelta::minutes(15), "{zone} at {}", pair[0]);
+                assert_eq!(
+                    pair[1] - pair[0],
+                    TimeDelta::minutes(15),
+                    "{zone} at {}",
+                    pair[0]
+                );
             }
             assert_eq!(
                 forward,
@@ -1104,7 +1141,10 @@ mod tests {
         // Created exactly at a fire time: that time is not run.
         let mut i = input(&[]);
         i.created_at = utc("2026-11-20T10:00:00Z");
-        assert_eq!(plan(&hourly(), utc("2026-11-20T10:00:00Z"), &i).create_run, None);
+        assert_eq!(
+            plan(&hourly(), utc("2026-11-20T10:00:00Z"), &i).create_run,
+            None
+        );
     }
 
     #[test]
@@ -1117,7 +1157,10 @@ mod tests {
         assert_eq!(run.late_by, Duration::from_millis(250));
         assert_eq!(p.missed, MissedRuns::default());
         assert_eq!(p.next_schedule_time, Some(utc("2026-11-20T12:00:00Z")));
-        assert_eq!(p.requeue_after, Some(Duration::from_millis(59 * 60 * 1000 + 59_750)));
+        assert_eq!(
+            p.requeue_after,
+            Some(Duration::from_millis(59 * 60 * 1000 + 59_750))
+        );
 
         // Once recorded in lastScheduleTime, the same time is not created again.
         let mut i = input(&[]);
@@ -1133,7 +1176,13 @@ mod tests {
         let run = p.create_run.expect("one catch-up run");
         assert_eq!(run.scheduled_time, utc("2026-11-20T15:00:00Z"));
         assert_eq!(run.late_by, Duration::from_secs(20 * 60));
-        assert_eq!(p.missed, MissedRuns { count: 3, capped: false }); // 12:00, 13:00, 14:00
+        assert_eq!(
+            p.missed,
+            MissedRuns {
+                count: 3,
+                capped: false
+            }
+        ); // 12:00, 13:00, 14:00
         assert_eq!(p.next_schedule_time, Some(utc("2026-11-20T16:00:00Z")));
         assert_eq!(p.requeue_after, Some(Duration::from_secs(40 * 60)));
 
@@ -1146,7 +1195,13 @@ mod tests {
             p.create_run.map(|r| r.scheduled_time),
             Some(utc("2026-11-20T11:00:00Z"))
         );
-        assert_eq!(p.missed, MissedRuns { count: MISSED_COUNT_CAP, capped: true });
+        assert_eq!(
+            p.missed,
+            MissedRuns {
+                count: MISSED_COUNT_CAP,
+                capped: true
+            }
+        );
     }
 
     #[test]
@@ -1158,7 +1213,10 @@ mod tests {
         assert_eq!(p.create_run, None);
         let skip = p.skip_reason.expect("skipped");
         assert_eq!(skip.reason(), "MissedSchedule");
-        assert!(skip.to_string().contains("startingDeadlineSeconds (600)"), "{skip}");
+        assert!(
+            skip.to_string().contains("startingDeadlineSeconds (600)"),
+            "{skip}"
+        );
         assert_eq!(p.requeue_after, Some(Duration::from_secs(40 * 60)));
 
         i.starting_deadline_seconds = Some(1800);
@@ -1169,7 +1227,11 @@ mod tests {
         );
         // Exactly at the deadline still runs.
         i.starting_deadline_seconds = Some(1200);
-        assert!(plan(&hourly(), utc("2026-11-20T15:20:00Z"), &i).create_run.is_some());
+        assert!(
+            plan(&hourly(), utc("2026-11-20T15:20:00Z"), &i)
+                .create_run
+                .is_some()
+        );
     }
 
     #[test]
@@ -1185,7 +1247,10 @@ mod tests {
         assert_eq!(p.create_run, None);
         let skip = p.skip_reason.expect("skipped");
         assert_eq!(skip.reason(), "ConcurrencyForbidden");
-        assert!(skip.to_string().contains("run nightly-202611201000 is"), "{skip}");
+        assert!(
+            skip.to_string().contains("run nightly-202611201000 is"),
+            "{skip}"
+        );
         assert_eq!(p.requeue_after, Some(Duration::from_secs(3599)));
 
         // The active run ends at 11:10: the 11:00 time still runs (late, once).
@@ -1265,9 +1330,16 @@ mod tests {
         // lastScheduleTime ahead of the clock: nothing is created.
         let mut i = input(&[]);
         i.last_schedule_time = Some(utc("2026-11-20T13:00:00Z"));
-        assert_eq!(plan(&hourly(), utc("2026-11-20T12:30:00Z"), &i).create_run, None);
+        assert_eq!(
+            plan(&hourly(), utc("2026-11-20T12:30:00Z"), &i).create_run,
+            None
+        );
         // A leap-day schedule is years away: the requeue is capped.
-        let p = plan(&sched("0 0 29 2 *", "UTC"), utc("2026-11-20T12:30:00Z"), &input(&[]));
+        let p = plan(
+            &sched("0 0 29 2 *", "UTC"),
+            utc("2026-11-20T12:30:00Z"),
+            &input(&[]),
+        );
         assert_eq!(p.next_schedule_time, Some(utc("2028-02-29T00:00:00Z")));
         assert_eq!(p.requeue_after, Some(MAX_REQUEUE));
     }
@@ -1328,7 +1400,10 @@ mod tests {
         );
         let s = sched("*/20 * * * *", "Europe/Berlin");
         let runs = simulate(&s, "2026-03-28T23:50:00Z", "2026-03-29T02:10:00Z", None);
-        assert_eq!(runs, fires(&s, "2026-03-28T23:50:00Z", "2026-03-29T02:10:00Z"));
+        assert_eq!(
+            runs,
+            fires(&s, "2026-03-28T23:50:00Z", "2026-03-29T02:10:00Z")
+        );
         assert_eq!(runs.len(), 7);
     }
 

@@ -95,7 +95,10 @@ mod tests {
 
     #[test]
     fn short_names_are_joined_unchanged() {
-        assert_eq!(bounded_name("nightly", "202611220200", 63), "nightly-202611220200");
+        assert_eq!(
+            bounded_name("nightly", "202611220200", 63),
+            "nightly-202611220200"
+        );
         assert_eq!(bounded_name("nightly", "", 63), "nightly");
         assert_eq!(label_value("shop"), "shop");
     }
