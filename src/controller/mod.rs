@@ -12,3 +12,4 @@ pub mod context;
 pub mod error;
 pub mod storage_access;
 pub mod backup_storage;
+pub mod backup_policy;
