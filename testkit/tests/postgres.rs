@@ -148,3 +148,23 @@ fn missing_binaries_are_reported_with_an_install_hint() {
     assert!(text.contains("initdb"), "{text}");
     assert!(text.contains("apt-get install postgresql-15"), "{text}");
 }
+
+#[test]
+fn postgres_restarts_with_its_data_after_stop_and_kill() {
+    let mut pg = Postgres::start().expect("start postgres");
+    pg.psql(
+        "postgres",
+        "CREATE TABLE t (x int); INSERT INTO t VALUES (1), (2);",
+    )
+    .unwrap();
+    let port = pg.port();
+    pg.stop();
+    assert!(pg.psql("postgres", "SELECT 1").is_err());
+    pg.restart().expect("restart after stop");
+    assert_eq!(pg.port(), port);
+    assert_eq!(pg.psql("postgres", "SELECT count(*) FROM t").unwrap(), "2");
+    pg.psql("postgres", "INSERT INTO t VALUES (3);").unwrap();
+    pg.kill();
+    pg.restart().expect("restart after kill (crash recovery)");
+    assert_eq!(pg.psql("postgres", "SELECT count(*) FROM t").unwrap(), "3");
+}
