@@ -114,10 +114,13 @@ fn crd_out_dir_writes_one_file_per_kind() {
     }
 }
 
-fn collect_rules(schema: &Value, path: &str, out: &mut Vec<(String, Value)>) {
+/// (path, rule, schema node carrying the rule)
+type RuleAt = (String, Value, Value);
+
+fn collect_rules(schema: &Value, path: &str, out: &mut Vec<RuleAt>) {
     if let Some(Value::Array(rules)) = schema.get("x-kubernetes-validations") {
         for r in rules {
-            out.push((path.to_string(), r.clone()));
+            out.push((path.to_string(), r.clone(), schema.clone()));
         }
     }
     if let Some(Value::Object(props)) = schema.get("properties") {
@@ -129,6 +132,19 @@ fn collect_rules(schema: &Value, path: &str, out: &mut Vec<(String, Value)>) {
         if let Some(v @ Value::Object(_)) = schema.get(key) {
             collect_rules(v, &format!("{path}[*]"), out);
         }
+    }
+}
+
+fn collect_formats(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(map) => {
+            if let Some(Value::String(f)) = map.get("format") {
+                out.push(f.clone());
+            }
+            map.values().for_each(|c| collect_formats(c, out));
+        }
+        Value::Array(items) => items.iter().for_each(|c| collect_formats(c, out)),
+        _ => {}
     }
 }
 
@@ -202,11 +218,31 @@ fn every_crd_has_status_columns_names_category_and_cel_rules() {
         let mut rules = Vec::new();
         collect_rules(&schema, "", &mut rules);
         assert!(!rules.is_empty(), "{kind} has no CEL rule");
-        for (path, rule) in &rules {
+        for (path, rule, node) in &rules {
             let message = rule.get("message").and_then(Value::as_str).unwrap_or("");
             assert!(
                 !message.is_empty(),
                 "{kind}{path}: rule {rule} has no message"
+            );
+            // Bounded inputs keep the API server's CEL cost estimate within budget.
+            match node["type"].as_str() {
+                Some("string") => assert!(
+                    node["maxLength"].is_number(),
+                    "{kind}{path}: string with a CEL rule needs maxLength"
+                ),
+                Some("array") => assert!(
+                    node["maxItems"].is_number(),
+                    "{kind}{path}: list with a CEL rule needs maxItems"
+                ),
+                _ => {}
+            }
+        }
+        let mut formats = Vec::new();
+        collect_formats(&schema, &mut formats);
+        for f in formats {
+            assert!(
+                dataguardian::api::KUBERNETES_FORMATS.contains(&f.as_str()),
+                "{kind}: format {f:?} is not one the API server recognises"
             );
         }
         // Every rule compiles (the stand-in's CEL engine is the judge).

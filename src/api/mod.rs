@@ -11,8 +11,11 @@ pub mod common;
 pub mod restore_run;
 pub mod restore_validation;
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSONSchemaProps,
+};
 use kube::CustomResourceExt;
+use serde_json::Value;
 
 pub use backup_policy::{BackupPolicy, BackupPolicySpec, BackupPolicyStatus};
 pub use backup_run::{BackupRun, BackupRunPhase, BackupRunSpec, BackupRunStatus};
@@ -40,5 +43,60 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         RestoreValidation::crd(),
     ];
     crds.sort_by(|a, b| a.spec.names.plural.cmp(&b.spec.names.plural));
+    for crd in &mut crds {
+        for version in &mut crd.spec.versions {
+            if let Some(schema) = version
+                .schema
+                .as_mut()
+                .and_then(|s| s.open_api_v3_schema.as_mut())
+            {
+                *schema = with_kubernetes_formats(schema);
+            }
+        }
+    }
     crds
+}
+
+/// Formats the API server recognises (others are ignored with a warning on CRD install).
+pub const KUBERNETES_FORMATS: &[&str] = &[
+    "int32",
+    "int64",
+    "float",
+    "double",
+    "byte",
+    "date",
+    "date-time",
+    "password",
+];
+
+/// Rewrites the unsigned integer formats schemars emits (`uint16`, `uint32`, `uint64`), which
+/// Kubernetes does not recognise, into `int32`/`int64` with the unsigned type's bounds, so the
+/// API server still refuses values the Rust types could not hold.
+fn with_kubernetes_formats(schema: &JSONSchemaProps) -> JSONSchemaProps {
+    fn walk(v: &mut Value) {
+        match v {
+            Value::Object(map) => {
+                let rewrite = match map.get("format").and_then(Value::as_str) {
+                    Some("uint8") => Some(("int32", Some(u32::from(u8::MAX)))),
+                    Some("uint16") => Some(("int32", Some(u32::from(u16::MAX)))),
+                    Some("uint32") => Some(("int64", Some(u32::MAX))),
+                    Some("uint64") | Some("uint") => Some(("int64", None::<u32>)),
+                    _ => None,
+                };
+                if let Some((format, max)) = rewrite {
+                    map.insert("format".into(), Value::from(format));
+                    if let Some(max) = max {
+                        map.entry("maximum").or_insert(Value::from(f64::from(max)));
+                    }
+                    map.entry("minimum").or_insert(Value::from(0.0));
+                }
+                map.values_mut().for_each(walk);
+            }
+            Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    let mut value = serde_json::to_value(schema).expect("a JSONSchemaProps serializes");
+    walk(&mut value);
+    serde_json::from_value(value).expect("rewriting formats keeps a valid JSONSchemaProps")
 }
