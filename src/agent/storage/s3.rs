@@ -175,6 +175,18 @@ impl S3Store {
         Ok(StoredObject { location: format!("s3://{}/{key}", self.bucket), size })
     }
 
+    /// Whether `key` holds exactly `size` bytes with composite checksum `expected`.
+    async fn confirm(&self, key: &str, size: u64, expected: &str, parts: usize) -> Result<bool> {
+        let out = self.client.head_object().bucket(&self.bucket).key(key).checksum_mode(ChecksumMode::Enabled).send().await;
+        Ok(match out {
+            Ok(o) => {
+                o.content_length().unwrap_or(-1) == size as i64
+                    && o.checksum_sha256().is_some_and(|c| checksum_matches(c, expected, parts))
+            }
+            Err(_) => false,
+        })
+    }
+
     async fn head(&self, key: &str) -> Result<(u64, Option<String>)> {
         with_retries(&self.settings, "HEAD", || async {
             let out = self
@@ -496,17 +508,39 @@ impl PendingUpload {
                     .collect(),
             ))
             .build();
-        with_retries(&store.settings, "CompleteMultipartUpload", || {
-            let req = store
+        let expected = composite_sha256(parts);
+        let mut delay = store.settings.backoff;
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let sent = store
                 .client
                 .complete_multipart_upload()
                 .bucket(&store.bucket)
                 .key(key)
                 .upload_id(upload_id)
-                .multipart_upload(completed.clone());
-            async move { req.send().await.map(|_| ()).map_err(|e| err_text(&e)) }
-        })
-        .await?;
+                .multipart_upload(completed.clone())
+                .send()
+                .await;
+            let err = match sent {
+                Ok(_) => break,
+                Err(e) => err_text(&e),
+            };
+            // The completion may have happened even though its response was lost or could not
+            // be read: the object itself is the proof (size and composite checksum).
+            if let Ok(true) = store.confirm(key, size, &expected, parts.len()).await {
+                tracing::warn!(key, error = %err, "completion response unreadable; the object is confirmed by HEAD");
+                break;
+            }
+            if attempt > store.settings.retries {
+                return Err(AgentError::Storage(format!(
+                    "CompleteMultipartUpload failed after {attempt} attempts: {err}"
+                )));
+            }
+            tracing::warn!(attempt, retry_in_ms = delay.as_millis() as u64, error = %err, "CompleteMultipartUpload failed, retrying");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(8));
+        }
         let (stored_size, checksum) = store.head(key).await?;
         if stored_size != size {
             return Err(AgentError::Integrity(format!(
@@ -514,9 +548,8 @@ impl PendingUpload {
                 store.bucket
             )));
         }
-        let expected = composite_sha256(parts);
         match checksum {
-            Some(got) if got == expected || got == expected.trim_end_matches(&format!("-{}", parts.len())) => {}
+            Some(got) if checksum_matches(&got, &expected, parts.len()) => {}
             Some(got) => {
                 return Err(AgentError::Integrity(format!(
                     "s3://{}/{key}: server checksum {got} differs from the uploaded parts' {expected}",
@@ -550,6 +583,10 @@ impl PendingUpload {
         store.abort_upload(&key, &upload_id).await;
         cause
     }
+}
+
+fn checksum_matches(got: &str, expected: &str, parts: usize) -> bool {
+    got == expected || got == expected.trim_end_matches(&format!("-{parts}"))
 }
 
 /// The S3 composite checksum of a multipart object: SHA-256 over the concatenated part
