@@ -118,14 +118,14 @@ pub struct DecodeStats {
 }
 
 /// A transformation of the plain stream.
-pub type Filter = for<'r> fn(Box<dyn Read + Send + 'r>) -> Box<dyn Read + Send + 'r>;
+pub type Filter = Box<dyn FnOnce(Box<dyn Read + Send>) -> Box<dyn Read + Send> + Send>;
 
 /// Options of one decode stream.
-pub struct DecodeOptions<'a> {
+pub struct DecodeOptions {
     /// Compression of the artifact.
     pub compression: Compression,
     /// Identities when the artifact is encrypted.
-    pub identities: Option<&'a Identities>,
+    pub identities: Option<Arc<Identities>>,
     /// Wrap the plain stream (e.g. the PostgreSQL globals filter).
     pub filter: Option<Filter>,
 }
@@ -144,16 +144,16 @@ fn classify_read(e: io::Error) -> AgentError {
 /// Run one restore stream (stored object → plain bytes into `dst`) on the current thread.
 /// The SHA-256 is computed over every stored byte read; the caller compares it with the
 /// manifest.
-pub fn decode_stream<'a>(
-    src: Box<dyn Read + Send + 'a>,
-    opts: &DecodeOptions<'a>,
+pub fn decode_stream(
+    src: Box<dyn Read + Send>,
+    opts: DecodeOptions,
     dst: &mut dyn Write,
     progress: &Arc<Progress>,
 ) -> Result<DecodeStats, DecodeError> {
     let tally = Tally::default();
     let counted = ProgressReader { inner: src, progress: Arc::clone(progress) };
-    let hashed: Box<dyn Read + Send + 'a> = Box::new(HashingReader::new(counted, tally.clone()));
-    let decrypted = match opts.identities {
+    let hashed: Box<dyn Read + Send> = Box::new(HashingReader::new(counted, tally.clone()));
+    let decrypted = match &opts.identities {
         Some(ids) => ids.decrypt(hashed).map_err(DecodeError::Source)?,
         None => hashed,
     };
@@ -250,7 +250,7 @@ mod tests {
         let idf = dir.path().join("id");
         use age::secrecy::ExposeSecret;
         std::fs::write(&idf, id.to_string().expose_secret()).unwrap();
-        let ids = Identities::from_file(&idf).unwrap();
+        let ids = Arc::new(Identities::from_file(&idf).unwrap());
         let r = Recipients::parse([id.to_public().to_string().as_str()]).unwrap();
         let data = sample();
         for c in [Compression::Zstd { level: 3 }, Compression::Gzip { level: 1 }, Compression::None] {
@@ -259,8 +259,8 @@ mod tests {
             assert_eq!(stats.sha256, crate::agent::hash::sha256_hex(&stored));
             let mut out = Vec::new();
             let p = Progress::new("restore");
-            let opts = DecodeOptions { compression: c, identities: Some(&ids), filter: None };
-            let d = decode_stream(Box::new(&stored[..]), &opts, &mut out, &p).unwrap();
+            let opts = DecodeOptions { compression: c, identities: Some(ids.clone()), filter: None };
+            let d = decode_stream(Box::new(io::Cursor::new(stored.clone())), opts, &mut out, &p).unwrap();
             assert_eq!(out, data);
             check_digest("x", &d, stats.stored_bytes, &stats.sha256).unwrap();
         }
@@ -275,7 +275,7 @@ mod tests {
         let mut out = Vec::new();
         let p = Progress::new("verify");
         let opts = DecodeOptions { compression: Compression::None, identities: None, filter: None };
-        let d = decode_stream(Box::new(&stored[..]), &opts, &mut out, &p).unwrap();
+        let d = decode_stream(Box::new(io::Cursor::new(stored.clone())), opts, &mut out, &p).unwrap();
         let e = check_digest("x", &d, stats.stored_bytes, &stats.sha256).unwrap_err();
         assert_eq!(e.category(), "integrity");
         // With zstd the frame checksum already catches it while streaming.
@@ -283,7 +283,7 @@ mod tests {
         let mid = stored.len() / 2;
         stored[mid] ^= 0x55;
         let opts = DecodeOptions { compression: Compression::Zstd { level: 3 }, identities: None, filter: None };
-        match decode_stream(Box::new(&stored[..]), &opts, &mut io::sink(), &p) {
+        match decode_stream(Box::new(io::Cursor::new(stored.clone())), opts, &mut io::sink(), &p) {
             Err(DecodeError::Source(e)) => assert_eq!(e.category(), "integrity"),
             Ok(d) => assert!(check_digest("x", &d, 0, "").is_err()),
             Err(DecodeError::Sink(e)) => panic!("unexpected sink error {e}"),

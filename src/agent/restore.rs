@@ -2,7 +2,6 @@
 //! optionally verify every artifact first, then stream each artifact into the restore tool and
 //! check its SHA-256 at the end.
 
-use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -161,8 +160,8 @@ pub async fn run(req: RestoreRequest) -> Result<RestoreOutcome> {
             let reader = store.open_reader(&dir.join(&a.key)).await?;
             let (ids, compression, p) = (identities.clone(), manifest.compression, Arc::clone(&progress));
             let stats = blocking(move || {
-                let opts = DecodeOptions { compression, identities: ids.as_deref(), filter: None };
-                decode_stream(reader, &opts, &mut std::io::sink(), &p).map_err(|e| match e {
+                let opts = DecodeOptions { compression, identities: ids, filter: None };
+                decode_stream(reader, opts, &mut std::io::sink(), &p).map_err(|e| match e {
                     DecodeError::Source(e) => e,
                     DecodeError::Sink(e) => AgentError::Io(e),
                 })
@@ -242,9 +241,6 @@ fn prepare_target(engine: Engine, uri: &DbUri, db: &str, missing: bool, clean: b
     }
 }
 
-fn globals_filter<'a>(r: Box<dyn Read + Send + 'a>) -> Box<dyn Read + Send + 'a> {
-    Box::new(postgres::GlobalsFilter::new(r))
-}
 
 #[allow(clippy::too_many_arguments)]
 async fn restore_artifact(
@@ -270,7 +266,10 @@ async fn restore_artifact(
                 (postgres::spawn_restore(&req.uri, db, &opts)?, None)
             }
             (Engine::Postgres, _, _) => {
-                (postgres::spawn_sql_restore(&req.uri, postgres::MAINTENANCE_DB)?, Some(globals_filter as _))
+                // The role the restore connects as is left as it is on the target.
+                let me = req.uri.user.clone().unwrap_or_else(|| "postgres".into());
+                let filter: Filter = Box::new(move |r| Box::new(postgres::GlobalsFilter::new(r, Some(me))));
+                (postgres::spawn_sql_restore(&req.uri, postgres::MAINTENANCE_DB)?, Some(filter))
             }
             (Engine::Mysql, _, db) => (mysql::spawn_restore(&req.uri, db.as_deref())?, None),
         };
@@ -280,8 +279,8 @@ async fn restore_artifact(
     };
     let p = Arc::clone(progress);
     let joined = tokio::task::spawn_blocking(move || {
-        let opts = DecodeOptions { compression, identities: identities.as_deref(), filter };
-        let res = decode_stream(reader, &opts, &mut stdin, &p);
+        let opts = DecodeOptions { compression, identities, filter };
+        let res = decode_stream(reader, opts, &mut stdin, &p);
         drop(stdin); // EOF for the tool
         res
     })

@@ -50,7 +50,9 @@ fn command(tool: &str, uri: &DbUri) -> Command {
     if let Some(u) = &uri.user {
         cmd.arg(format!("--user={u}"));
     }
-    cmd.arg("--connect-timeout=15");
+    if tool == client_tool() {
+        cmd.arg("--connect-timeout=15");
+    }
     for (k, v) in &uri.params {
         match (k.as_str(), v.as_str()) {
             ("ssl" | "tls", "true" | "1" | "required") => {
@@ -243,6 +245,16 @@ impl RowCounter {
             match self.state {
                 ScanState::LineStart => {
                     if b == b'\n' {
+                        // MariaDB ≥ 10.x puts `INSERT INTO `t` VALUES` on its own line and
+                        // each tuple on the following lines.
+                        if let Some(rest) = self.line_head.strip_prefix(b"INSERT INTO `")
+                            && self.line_head.ends_with(b" VALUES")
+                            && let Some((name, _)) = parse_ident(rest)
+                        {
+                            let t = self.table(&name);
+                            self.current = Some(t);
+                            self.state = ScanState::Values { depth: 0 };
+                        }
                         self.line_head.clear();
                     } else {
                         self.line_head.push(b);
@@ -388,7 +400,7 @@ DROP TABLE IF EXISTS `a``b`;\n\
 CREATE TABLE `a``b` (\n  `id` int NOT NULL\n) ENGINE=InnoDB;\n\
 CREATE TABLE `empty` (\n  `id` int\n);\n\
 INSERT INTO `a``b` VALUES (1,'x'),(2,'it\\'s (not) a row'),(3,'semi;colon'),(4,0x28);\n\
-INSERT INTO `a``b` VALUES (5,'\\\\'),(6,NULL);\n\
+INSERT INTO `a``b` VALUES\n(5,'\\\\'),\n(6,NULL);\n\
 /*!50001 CREATE VIEW `v` AS SELECT 1 AS `a` */;\n\
 INSERT INTO `t2` (`a`, `b`) VALUES ('(','('),(')',\"\\\")\");\n";
 

@@ -298,25 +298,41 @@ pub fn spawn_sql_restore(uri: &DbUri, db: &str) -> Result<ToolProcess> {
 
 /// Rewrites `pg_dumpall --globals-only` output so it restores into a cluster that already has
 /// some of the roles (at least the one restoring): each `CREATE ROLE x;` becomes a block that
-/// skips an existing role. Everything else passes unchanged, and psql still stops on the first
-/// real error.
+/// skips an existing role, and the role the restore connects as is never created or altered
+/// (its password and attributes stay as they are on the target). Everything else passes
+/// unchanged, and psql still stops on the first real error.
 pub struct GlobalsFilter<R> {
     inner: BufReader<R>,
     pending: Vec<u8>,
     pos: usize,
+    keep_role: Option<String>,
 }
 
 impl<R: Read> GlobalsFilter<R> {
-    /// Wrap the globals SQL stream.
-    pub fn new(inner: R) -> Self {
-        Self { inner: BufReader::with_capacity(64 << 10, inner), pending: Vec::new(), pos: 0 }
+    /// Wrap the globals SQL stream; `keep_role` is the role the restore connects as.
+    pub fn new(inner: R, keep_role: Option<String>) -> Self {
+        Self { inner: BufReader::with_capacity(64 << 10, inner), pending: Vec::new(), pos: 0, keep_role }
     }
 }
 
-/// Rewrite one line of globals SQL (see [`GlobalsFilter`]).
-pub fn rewrite_globals_line(line: &[u8]) -> Option<Vec<u8>> {
+/// How `pg_dumpall` spells a role name (quoted unless a plain lowercase identifier).
+fn role_spelling(name: &str) -> String {
+    let plain = name.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '$');
+    if plain { name.to_string() } else { format!("\"{}\"", name.replace('"', "\"\"")) }
+}
+
+/// Rewrite one line of globals SQL (see [`GlobalsFilter`]); `Some(empty)` drops the line.
+pub fn rewrite_globals_line(line: &[u8], keep_role: Option<&str>) -> Option<Vec<u8>> {
     let text = std::str::from_utf8(line).ok()?;
     let body = text.trim_end_matches(['\n', '\r']);
+    if let Some(me) = keep_role.map(role_spelling) {
+        let create = format!("CREATE ROLE {me};");
+        let alter = format!("ALTER ROLE {me} WITH ");
+        if body == create || body.starts_with(&alter) {
+            return Some(format!("-- dataguardian: role {me} (the restoring role) left unchanged\n").into_bytes());
+        }
+    }
     let role = body.strip_prefix("CREATE ROLE ")?.strip_suffix(';')?;
     Some(
         format!(
@@ -336,7 +352,7 @@ impl<R: Read> Read for GlobalsFilter<R> {
             if n == 0 {
                 return Ok(0);
             }
-            if let Some(rewritten) = rewrite_globals_line(&self.pending) {
+            if let Some(rewritten) = rewrite_globals_line(&self.pending, self.keep_role.as_deref()) {
                 self.pending = rewritten;
             }
         }
@@ -361,14 +377,16 @@ mod tests {
 
     #[test]
     fn globals_filter_wraps_create_role_only() {
-        let input = b"SET x = 1;\nCREATE ROLE app;\nALTER ROLE app WITH LOGIN;\nCREATE ROLE \"we'ird\";\n";
+        let input = b"SET x = 1;\nCREATE ROLE app;\nALTER ROLE app WITH LOGIN;\nCREATE ROLE \"we'ird\";\nCREATE ROLE postgres;\nALTER ROLE postgres WITH SUPERUSER PASSWORD 'x';\n";
         let mut out = String::new();
-        GlobalsFilter::new(&input[..]).read_to_string(&mut out).unwrap();
+        GlobalsFilter::new(&input[..], Some("postgres".into())).read_to_string(&mut out).unwrap();
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines[0], "SET x = 1;");
         assert!(lines[1].starts_with("DO $dataguardian$ BEGIN CREATE ROLE app; EXCEPTION WHEN duplicate_object"));
         assert_eq!(lines[2], "ALTER ROLE app WITH LOGIN;");
         assert!(lines[3].contains("CREATE ROLE \"we'ird\";") && lines[3].contains("role \"we''ird\" exists"));
+        assert!(lines[4].starts_with("--") && lines[5].starts_with("--"), "{out}");
+        assert_eq!(role_spelling("Admin"), "\"Admin\"");
     }
 
     #[test]
