@@ -25,6 +25,7 @@ pub mod server;
 pub mod store;
 pub mod table;
 pub mod types;
+pub mod validation;
 pub mod watch;
 
 pub use server::{RunningServer, Server, ServerError, ServerOptions};

@@ -1,1 +1,30 @@
 //! Real services for tests, started on loopback ports in temp dirs and stopped on drop.
+//!
+//! Every server this crate starts runs in its own process group inside its own temp dir.
+//! Dropping the handle (also while a test unwinds from a panic) stops the server, kills
+//! anything left in its process group and removes the temp dir. Only loopback addresses
+//! (127.0.0.0/8, ::1) are accepted as listen addresses.
+//!
+//! ```no_run
+//! let pg = testkit::Postgres::start()?;
+//! pg.create_database("shop")?;
+//! assert_eq!(pg.psql("shop", "SELECT 1")?, "1");
+//! # Ok::<(), testkit::Error>(())
+//! ```
+
+mod error;
+mod mariadb;
+mod moto;
+mod net;
+mod postgres;
+mod process;
+
+pub use error::{Error, Result};
+pub use mariadb::{MariaDb, MariaDbBuilder};
+pub use moto::{ACCESS_KEY_ID, Moto, MotoBuilder, REGION, SECRET_ACCESS_KEY, s3_client};
+pub use net::{LOCALHOST, free_port, free_port_on, parse_loopback, port_is_closed, wait_for_port};
+pub use postgres::{DEFAULT_BIN_DIR as POSTGRES_BIN_DIR, Postgres, PostgresBuilder};
+pub use process::{
+    OsUser, ServiceProcess, TempDir, find_binary, group_alive, pid_alive, random_password,
+    wait_group_gone,
+};
