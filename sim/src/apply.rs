@@ -76,7 +76,8 @@ fn scoped_view(rd: &ResourceDef, obj: &Value, sub: Option<&str>) -> Value {
 fn flatten(v: &Value, node: TypeNode<'_>, custom: bool, field: &str, prefix: &mut FieldPath, root: bool, out: &mut Flat) {
     match v {
         Value::Object(m) if !node.atomic_map() || root => {
-            if !prefix.is_empty() {
+            // Like the apiserver, `metadata` itself carries no "." marker.
+            if !prefix.is_empty() && !(prefix.len() == 1 && prefix[0] == "f:metadata") {
                 let mut p = prefix.clone();
                 p.push(".".into());
                 out.insert(p, Value::Bool(true));

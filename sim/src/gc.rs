@@ -181,6 +181,34 @@ pub fn namespace_pass(state: &State, inner: &mut Inner) -> bool {
     changed
 }
 
+/// The service account controller: every active namespace gets a `default` ServiceAccount.
+pub fn service_account_pass(state: &State, inner: &mut Inner) -> bool {
+    let Some(rd) = state.registry.find("", "v1", "serviceaccounts").cloned() else {
+        return false;
+    };
+    let active: Vec<String> = inner
+        .objects
+        .iter()
+        .filter(|(k, o)| k.group.is_empty() && k.resource == "namespaces" && !deleting(o))
+        .map(|(k, _)| k.name.clone())
+        .collect();
+    let mut changed = false;
+    for ns in active {
+        let key = crate::ops::key_for(&rd, &ns, "default");
+        if !inner.objects.contains_key(&key) {
+            let sa = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}});
+            let opts = crate::ops::WriteOpts {
+                manager: "kube-controller-manager".into(),
+                ..Default::default()
+            };
+            if state.create_in(inner, &rd, &ns, sa, &opts).is_ok() {
+                changed = true;
+            }
+        }
+    }
+    changed
+}
+
 /// Runs the garbage collector and namespace controller until the state is dropped.
 pub async fn run(state: Arc<State>) {
     loop {
@@ -189,7 +217,8 @@ pub async fn run(state: Arc<State>) {
             for _ in 0..16 {
                 let a = gc_pass(&state, &mut inner);
                 let b = namespace_pass(&state, &mut inner);
-                if !a && !b {
+                let c = service_account_pass(&state, &mut inner);
+                if !a && !b && !c {
                     break;
                 }
             }

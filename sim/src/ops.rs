@@ -228,7 +228,7 @@ fn admit(
                     return Err(ApiError::bad_request(format!(
                         "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
                         rd.kind,
-                        rd.api_version(),
+                        rd.version,
                         rd.kind,
                         list.join(", ")
                     )));
@@ -239,7 +239,7 @@ fn admit(
                 FieldValidation::Ignore => {}
             }
         }
-        errs.extend(schema::validate(s, obj, old));
+        errs.extend(schema::validate(rd, obj, old));
     }
     errs.extend(builtin::validate(rd, obj));
     if errs.is_empty() {
@@ -263,6 +263,11 @@ impl State {
         check_body(rd, &body)?;
         let mut inner = self.store.lock();
         self.create_locked(&mut inner, rd, ns, body, opts, Managed::Update(&opts.manager))
+    }
+
+    /// Create with the store already locked (controllers).
+    pub fn create_in(&self, inner: &mut Inner, rd: &ResourceDef, ns: &str, body: Value, opts: &WriteOpts) -> ApiResult<Outcome> {
+        self.create_locked(inner, rd, ns, body, opts, Managed::Update(&opts.manager))
     }
 
     fn create_locked(

@@ -84,6 +84,8 @@ pub struct ResourceDef {
     pub read_only: bool,
     /// The CRD version's `openAPIV3Schema` (custom resources only).
     pub schema: Option<Value>,
+    /// The compiled schema validator (custom resources only).
+    pub validator: Option<std::sync::Arc<crate::validation::SchemaValidator>>,
     /// Printer columns (custom resources only).
     pub printer_columns: Vec<PrinterColumn>,
     /// Special behaviour of built-in kinds; `None` for custom resources.
@@ -155,6 +157,7 @@ impl ResourceDef {
             orphan_by_default: false,
             read_only: false,
             schema: None,
+            validator: None,
             printer_columns: Vec::new(),
             builtin: Some(b),
             storage: (group.into(), plural.into()),
@@ -306,6 +309,13 @@ impl Registry {
             }
             let version = s(ver, "name").ok_or("version without name")?;
             let schema = ver.pointer("/schema/openAPIV3Schema").cloned();
+            let validator = match &schema {
+                Some(s) => Some(std::sync::Arc::new(
+                    crate::validation::SchemaValidator::new(s)
+                        .map_err(|e| format!("version {version}: schema does not compile: {e}"))?,
+                )),
+                None => None,
+            };
             let status_subresource = ver.pointer("/subresources/status").is_some();
             let printer_columns = ver
                 .get("additionalPrinterColumns")
@@ -341,6 +351,7 @@ impl Registry {
                 orphan_by_default: false,
                 read_only: false,
                 schema,
+                validator,
                 printer_columns,
                 builtin: None,
                 storage: (group.clone(), plural.clone()),
