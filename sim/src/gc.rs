@@ -86,18 +86,23 @@ pub fn gc_pass(state: &State, inner: &mut Inner) -> bool {
 
     // Dependents whose owners are gone (or being deleted in the foreground).
     let mut blocking: HashSet<String> = HashSet::new();
-    for (dkey, dep) in &dependents {
-        if !inner.objects.contains_key(dkey) {
+    for (dkey, _) in &dependents {
+        // Earlier steps of this pass may have changed or removed it.
+        let Some(dep) = inner.objects.get(dkey).cloned() else {
             continue;
-        }
+        };
+        let dep = &dep;
         let refs = owner_refs(dep);
         let mut solid = Vec::new();
         let mut dangling = Vec::new();
         let mut foreground_owner = false;
         for r in &refs {
             let uid = r.get("uid").and_then(Value::as_str).unwrap_or_default();
-            match by_uid.get(uid) {
-                Some((_, owner)) if inner.objects.contains_key(&by_uid[uid].0) => {
+            let current = by_uid.get(uid).and_then(|(k, _)| inner.objects.get(k)).filter(|o| {
+                o.pointer("/metadata/uid").and_then(Value::as_str) == Some(uid)
+            });
+            match current {
+                Some(owner) => {
                     if deleting(owner) && has_finalizer(owner, "foregroundDeletion") {
                         foreground_owner = true;
                         if r.get("blockOwnerDeletion") == Some(&Value::Bool(true)) {
