@@ -73,11 +73,19 @@ fn scoped_view(rd: &ResourceDef, obj: &Value, sub: Option<&str>) -> Value {
     Value::Object(out)
 }
 
-fn flatten(v: &Value, node: TypeNode<'_>, custom: bool, field: &str, prefix: &mut FieldPath, root: bool, out: &mut Flat) {
+fn flatten(
+    v: &Value,
+    node: TypeNode<'_>,
+    custom: bool,
+    field: &str,
+    prefix: &mut FieldPath,
+    root: bool,
+    out: &mut Flat,
+) {
     match v {
         Value::Object(m) if !node.atomic_map() || root => {
             // Like the apiserver, `metadata` itself carries no "." marker.
-            if !prefix.is_empty() && !(prefix.len() == 1 && prefix[0] == "f:metadata") {
+            if !(prefix.is_empty() || prefix.len() == 1 && prefix[0] == "f:metadata") {
                 let mut p = prefix.clone();
                 p.push(".".into());
                 out.insert(p, Value::Bool(true));
@@ -116,11 +124,26 @@ fn flatten(v: &Value, node: TypeNode<'_>, custom: bool, field: &str, prefix: &mu
 fn flat_of(rd: &ResourceDef, obj: &Value, sub: Option<&str>) -> Flat {
     let view = scoped_view(rd, obj, sub);
     let mut out = Flat::new();
-    flatten(&view, TypeNode::root(rd.schema.as_ref()), rd.is_custom(), "", &mut Vec::new(), true, &mut out);
+    flatten(
+        &view,
+        TypeNode::root(rd.schema.as_ref()),
+        rd.is_custom(),
+        "",
+        &mut Vec::new(),
+        true,
+        &mut out,
+    );
     out
 }
 
-fn apply_merge(live: &mut Value, applied: &Value, node: TypeNode<'_>, custom: bool, field: &str, root: bool) {
+fn apply_merge(
+    live: &mut Value,
+    applied: &Value,
+    node: TypeNode<'_>,
+    custom: bool,
+    field: &str,
+    root: bool,
+) {
     match applied {
         Value::Object(am) if live.is_object() && (!node.atomic_map() || root) => {
             let lm = live.as_object_mut().expect("object");
@@ -255,12 +278,20 @@ fn from_fields_v1(v: &Value, prefix: &mut FieldPath, out: &mut FieldSet) {
 
 /// Reads `metadata.managedFields`.
 pub fn read_managed(obj: &Value) -> Vec<ManagedEntry> {
-    let Some(list) = obj.pointer("/metadata/managedFields").and_then(Value::as_array) else {
+    let Some(list) = obj
+        .pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+    else {
         return Vec::new();
     };
     list.iter()
         .map(|e| {
-            let s = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+            let s = |k: &str| {
+                e.get(k)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string()
+            };
             let mut fields = FieldSet::new();
             if let Some(f) = e.get("fieldsV1") {
                 from_fields_v1(f, &mut Vec::new(), &mut fields);
@@ -270,7 +301,10 @@ pub fn read_managed(obj: &Value) -> Vec<ManagedEntry> {
                 operation: s("operation"),
                 api_version: s("apiVersion"),
                 time: s("time"),
-                subresource: e.get("subresource").and_then(Value::as_str).map(str::to_string),
+                subresource: e
+                    .get("subresource")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
                 fields,
             }
         })
@@ -323,7 +357,14 @@ fn changed_paths(a: &Flat, b: &Flat) -> FieldSet {
 
 /// Records a non-apply write (`operation: Update`) by `manager` that turned `old` into `new`:
 /// the manager takes the fields it changed, other managers lose them.
-pub fn record_update(rd: &ResourceDef, old: Option<&Value>, new: &mut Value, manager: &str, sub: Option<&str>, now: &str) {
+pub fn record_update(
+    rd: &ResourceDef,
+    old: Option<&Value>,
+    new: &mut Value,
+    manager: &str,
+    sub: Option<&str>,
+    now: &str,
+) {
     let empty = json!({});
     let old_v = old.unwrap_or(&empty);
     let before = flat_of(rd, old_v, sub);
@@ -335,9 +376,9 @@ pub fn record_update(rd: &ResourceDef, old: Option<&Value>, new: &mut Value, man
             e.fields.retain(|p| !changed.contains(p));
         }
         let sub_s = sub.map(str::to_string);
-        let idx = entries
-            .iter()
-            .position(|e| e.manager == manager && e.operation == "Update" && e.subresource == sub_s);
+        let idx = entries.iter().position(|e| {
+            e.manager == manager && e.operation == "Update" && e.subresource == sub_s
+        });
         let idx = match idx {
             Some(i) => i,
             None => {
@@ -375,7 +416,15 @@ pub fn server_side_apply(
     let applied_view = scoped_view(rd, applied, sub);
     let node = TypeNode::root(rd.schema.as_ref());
     let mut new_flat = Flat::new();
-    flatten(&applied_view, node, rd.is_custom(), "", &mut Vec::new(), true, &mut new_flat);
+    flatten(
+        &applied_view,
+        node,
+        rd.is_custom(),
+        "",
+        &mut Vec::new(),
+        true,
+        &mut new_flat,
+    );
     let new_set: FieldSet = new_flat.keys().cloned().collect();
 
     let mut merged = live.clone();
@@ -387,11 +436,16 @@ pub fn server_side_apply(
 
     let sub_s = sub.map(str::to_string);
     let mut entries = read_managed(live);
-    let is_mine = |e: &ManagedEntry| e.manager == manager && e.operation == "Apply" && e.subresource == sub_s;
+    let is_mine =
+        |e: &ManagedEntry| e.manager == manager && e.operation == "Apply" && e.subresource == sub_s;
 
     let mut conflicts: BTreeMap<(String, String), Vec<FieldPath>> = BTreeMap::new();
     for e in entries.iter().filter(|e| !is_mine(e)) {
-        for p in e.fields.iter().filter(|p| changed.contains(*p) && new_set.contains(*p)) {
+        for p in e
+            .fields
+            .iter()
+            .filter(|p| changed.contains(*p) && new_set.contains(*p))
+        {
             if p.last().map(String::as_str) == Some(".") {
                 continue;
             }
@@ -414,22 +468,38 @@ pub fn server_side_apply(
                 });
             }
             if paths.len() == 1 {
-                parts.push(format!("conflict with \"{mgr}\" using {av}: {}", render_path(&paths[0])));
+                parts.push(format!(
+                    "conflict with \"{mgr}\" using {av}: {}",
+                    render_path(&paths[0])
+                ));
             } else {
-                let list: Vec<String> = paths.iter().map(|p| format!("- {}", render_path(p))).collect();
-                parts.push(format!("conflicts with \"{mgr}\" using {av}:\n{}", list.join("\n")));
+                let list: Vec<String> = paths
+                    .iter()
+                    .map(|p| format!("- {}", render_path(p)))
+                    .collect();
+                parts.push(format!(
+                    "conflicts with \"{mgr}\" using {av}:\n{}",
+                    list.join("\n")
+                ));
             }
         }
         let plural = if total == 1 { "" } else { "s" };
-        let name = live.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+        let name = live
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let mut err = ApiError::conflict_msg(&rd.group, &rd.plural, name, "");
-        err.message = format!("Apply failed with {total} conflict{plural}: {}", parts.join("\n"));
+        err.message = format!(
+            "Apply failed with {total} conflict{plural}: {}",
+            parts.join("\n")
+        );
         err.causes = causes;
         return Err(err);
     }
     // Forced (or conflict-free): the applier takes the changed fields from everyone else.
     for e in entries.iter_mut().filter(|e| !is_mine(e)) {
-        e.fields.retain(|p| !(changed.contains(p) && new_set.contains(p)));
+        e.fields
+            .retain(|p| !(changed.contains(p) && new_set.contains(p)));
     }
     // Fields this manager applied before but no longer applies are removed unless someone
     // else also owns them.
@@ -482,7 +552,10 @@ mod tests {
     use crate::resources::Registry;
 
     fn cm() -> ResourceDef {
-        Registry::builtins().find("", "v1", "configmaps").unwrap().clone()
+        Registry::builtins()
+            .find("", "v1", "configmaps")
+            .unwrap()
+            .clone()
     }
 
     #[test]
@@ -495,7 +568,11 @@ mod tests {
         let b = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}, "data": {"k": "2"}});
         let err = server_side_apply(&rd, &v1, &b, "two", false, None, "t").unwrap_err();
         assert_eq!(err.code, 409);
-        assert!(err.message.contains("conflict with \"one\""), "{}", err.message);
+        assert!(
+            err.message.contains("conflict with \"one\""),
+            "{}",
+            err.message
+        );
         assert!(err.message.contains(".data.k"), "{}", err.message);
         // Same value: shared, no conflict.
         let v2 = server_side_apply(&rd, &v1, &a, "two", false, None, "t").unwrap();

@@ -12,7 +12,8 @@ const DNS1123_LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lowe
 fn is_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -24,11 +25,19 @@ fn is_subdomain(s: &str) -> bool {
 /// Validates `metadata.name` the way the resource's strategy does; returns the field error.
 pub fn name_error(rd: &ResourceDef, name: &str) -> Option<(String, &'static str, String)> {
     let label_only = matches!(rd.builtin, Some(Builtin::Namespace));
-    let ok = if label_only { is_label(name) } else { is_subdomain(name) };
+    let ok = if label_only {
+        is_label(name)
+    } else {
+        is_subdomain(name)
+    };
     if ok {
         None
     } else {
-        let msg = if label_only { DNS1123_LABEL_MSG } else { DNS1123_SUBDOMAIN_MSG };
+        let msg = if label_only {
+            DNS1123_LABEL_MSG
+        } else {
+            DNS1123_SUBDOMAIN_MSG
+        };
         Some((
             "metadata.name".into(),
             "FieldValueInvalid",
@@ -39,25 +48,34 @@ pub fn name_error(rd: &ResourceDef, name: &str) -> Option<(String, &'static str,
 
 fn default_container(c: &mut Value) {
     let Some(m) = c.as_object_mut() else { return };
-    m.entry("terminationMessagePath").or_insert(json!("/dev/termination-log"));
+    m.entry("terminationMessagePath")
+        .or_insert(json!("/dev/termination-log"));
     m.entry("terminationMessagePolicy").or_insert(json!("File"));
     m.entry("resources").or_insert(json!({}));
     if !m.contains_key("imagePullPolicy") {
         let image = m.get("image").and_then(Value::as_str).unwrap_or_default();
         let tag = image.rsplit('/').next().unwrap_or_default();
-        let policy = if !tag.contains(':') || tag.ends_with(":latest") { "Always" } else { "IfNotPresent" };
+        let policy = if !tag.contains(':') || tag.ends_with(":latest") {
+            "Always"
+        } else {
+            "IfNotPresent"
+        };
         m.insert("imagePullPolicy".into(), json!(policy));
     }
 }
 
 /// Pod spec defaults (also applied to Job pod templates).
 pub fn default_pod_spec(spec: &mut Value, restart_default: &str) {
-    let Some(m) = spec.as_object_mut() else { return };
+    let Some(m) = spec.as_object_mut() else {
+        return;
+    };
     m.entry("restartPolicy").or_insert(json!(restart_default));
-    m.entry("terminationGracePeriodSeconds").or_insert(json!(30));
+    m.entry("terminationGracePeriodSeconds")
+        .or_insert(json!(30));
     m.entry("dnsPolicy").or_insert(json!("ClusterFirst"));
     m.entry("securityContext").or_insert(json!({}));
-    m.entry("schedulerName").or_insert(json!("default-scheduler"));
+    m.entry("schedulerName")
+        .or_insert(json!("default-scheduler"));
     for key in ["containers", "initContainers"] {
         if let Some(Value::Array(cs)) = m.get_mut(key) {
             cs.iter_mut().for_each(default_container);
@@ -67,15 +85,25 @@ pub fn default_pod_spec(spec: &mut Value, restart_default: &str) {
 
 fn container_errors(spec: &Value, base: &str, errs: &mut Vec<(String, &'static str, String)>) {
     match spec.get("containers").and_then(Value::as_array) {
-        None => errs.push((format!("{base}.containers"), "FieldValueRequired", "Required value".into())),
-        Some(cs) if cs.is_empty() => {
-            errs.push((format!("{base}.containers"), "FieldValueRequired", "Required value".into()))
-        }
+        None => errs.push((
+            format!("{base}.containers"),
+            "FieldValueRequired",
+            "Required value".into(),
+        )),
+        Some(cs) if cs.is_empty() => errs.push((
+            format!("{base}.containers"),
+            "FieldValueRequired",
+            "Required value".into(),
+        )),
         Some(cs) => {
             for (i, c) in cs.iter().enumerate() {
                 for f in ["name", "image"] {
                     if c.get(f).and_then(Value::as_str).is_none_or(str::is_empty) {
-                        errs.push((format!("{base}.containers[{i}].{f}"), "FieldValueRequired", "Required value".into()));
+                        errs.push((
+                            format!("{base}.containers[{i}].{f}"),
+                            "FieldValueRequired",
+                            "Required value".into(),
+                        ));
                     }
                 }
             }
@@ -85,8 +113,16 @@ fn container_errors(spec: &Value, base: &str, errs: &mut Vec<(String, &'static s
 
 /// Create-time defaulting and status reset of built-in kinds.
 pub fn prepare_create(rd: &ResourceDef, obj: &mut Value) {
-    let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
-    let uid = obj.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default().to_string();
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let uid = obj
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     match rd.builtin {
         Some(Builtin::Namespace) => {
             obj["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!(name);
@@ -95,7 +131,11 @@ pub fn prepare_create(rd: &ResourceDef, obj: &mut Value) {
         }
         Some(Builtin::Secret) => {
             fold_string_data(obj);
-            if obj.get("type").and_then(Value::as_str).is_none_or(str::is_empty) {
+            if obj
+                .get("type")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+            {
                 obj["type"] = json!("Opaque");
             }
         }
@@ -121,7 +161,8 @@ pub fn prepare_create(rd: &ResourceDef, obj: &mut Value) {
                 m.entry("backoffLimit").or_insert(json!(6));
                 m.entry("completionMode").or_insert(json!("NonIndexed"));
                 m.entry("suspend").or_insert(json!(false));
-                m.entry("podReplacementPolicy").or_insert(json!("TerminatingOrFailed"));
+                m.entry("podReplacementPolicy")
+                    .or_insert(json!("TerminatingOrFailed"));
                 m.entry("manualSelector").or_insert(json!(false));
             }
             if spec.get("manualSelector") != Some(&json!(true)) {
@@ -131,7 +172,8 @@ pub fn prepare_create(rd: &ResourceDef, obj: &mut Value) {
                     "controller-uid": uid,
                     "job-name": name,
                 });
-                spec["selector"] = json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
+                spec["selector"] =
+                    json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
                 let tmpl = spec
                     .as_object_mut()
                     .expect("object")
@@ -163,21 +205,33 @@ pub fn prepare_create(rd: &ResourceDef, obj: &mut Value) {
 }
 
 /// Update-time conversions and immutability checks of built-in kinds.
-pub fn prepare_update(rd: &ResourceDef, old: &Value, new: &mut Value) -> Vec<(String, &'static str, String)> {
+pub fn prepare_update(
+    rd: &ResourceDef,
+    old: &Value,
+    new: &mut Value,
+) -> Vec<(String, &'static str, String)> {
     let mut errs = Vec::new();
     match rd.builtin {
         Some(Builtin::Secret) => {
             fold_string_data(new);
             if old.get("immutable") == Some(&json!(true)) && (old.get("data") != new.get("data")) {
-                errs.push(("data".into(), "FieldValueForbidden", "Forbidden: field is immutable when `immutable` is set".into()));
+                errs.push((
+                    "data".into(),
+                    "FieldValueForbidden",
+                    "Forbidden: field is immutable when `immutable` is set".into(),
+                ));
             }
         }
-        Some(Builtin::ConfigMap) => {
+        Some(Builtin::ConfigMap)
             if old.get("immutable") == Some(&json!(true))
-                && (old.get("data") != new.get("data") || old.get("binaryData") != new.get("binaryData"))
-            {
-                errs.push(("data".into(), "FieldValueForbidden", "Forbidden: field is immutable when `immutable` is set".into()));
-            }
+                && (old.get("data") != new.get("data")
+                    || old.get("binaryData") != new.get("binaryData")) =>
+        {
+            errs.push((
+                "data".into(),
+                "FieldValueForbidden",
+                "Forbidden: field is immutable when `immutable` is set".into(),
+            ));
         }
         Some(Builtin::Namespace) => {
             new["spec"] = old.get("spec").cloned().unwrap_or(json!({}));
@@ -185,12 +239,25 @@ pub fn prepare_update(rd: &ResourceDef, old: &Value, new: &mut Value) -> Vec<(St
         Some(Builtin::Job) => {
             for f in ["selector", "completions", "completionMode"] {
                 if old.pointer(&format!("/spec/{f}")) != new.pointer(&format!("/spec/{f}")) {
-                    errs.push((format!("spec.{f}"), "FieldValueInvalid", format!("Invalid value: {}: field is immutable", new.pointer(&format!("/spec/{f}")).cloned().unwrap_or(Value::Null))));
+                    errs.push((
+                        format!("spec.{f}"),
+                        "FieldValueInvalid",
+                        format!(
+                            "Invalid value: {}: field is immutable",
+                            new.pointer(&format!("/spec/{f}"))
+                                .cloned()
+                                .unwrap_or(Value::Null)
+                        ),
+                    ));
                 }
             }
             let suspended = old.pointer("/spec/suspend") == Some(&json!(true));
             if !suspended && old.pointer("/spec/template") != new.pointer("/spec/template") {
-                errs.push(("spec.template".into(), "FieldValueInvalid", "Invalid value: \"object\": field is immutable".into()));
+                errs.push((
+                    "spec.template".into(),
+                    "FieldValueInvalid",
+                    "Invalid value: \"object\": field is immutable".into(),
+                ));
             }
         }
         Some(Builtin::Pod) => {
@@ -246,9 +313,16 @@ pub fn validate(rd: &ResourceDef, obj: &Value) -> Vec<(String, &'static str, Str
         Some(Builtin::Secret) => {
             if let Some(Value::Object(data)) = obj.get("data") {
                 for (k, v) in data {
-                    let ok = v.as_str().is_some_and(|s| base64::engine::general_purpose::STANDARD.decode(s).is_ok());
+                    let ok = v.as_str().is_some_and(|s| {
+                        base64::engine::general_purpose::STANDARD.decode(s).is_ok()
+                    });
                     if !ok {
-                        errs.push((format!("data[{k}]"), "FieldValueInvalid", "Invalid value: \"<secret contents redacted>\": illegal base64 data".into()));
+                        errs.push((
+                            format!("data[{k}]"),
+                            "FieldValueInvalid",
+                            "Invalid value: \"<secret contents redacted>\": illegal base64 data"
+                                .into(),
+                        ));
                     }
                 }
             }
@@ -271,7 +345,10 @@ fn fold_string_data(obj: &mut Value) {
     if let Some(dm) = data.as_object_mut() {
         for (k, v) in sd {
             let s = v.as_str().unwrap_or_default();
-            dm.insert(k, json!(base64::engine::general_purpose::STANDARD.encode(s)));
+            dm.insert(
+                k,
+                json!(base64::engine::general_purpose::STANDARD.encode(s)),
+            );
         }
     }
 }

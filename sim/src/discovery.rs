@@ -177,7 +177,8 @@ pub fn aggregated(reg: &Registry, core: bool) -> Value {
 }
 
 /// The media type of aggregated discovery responses.
-pub const AGGREGATED_CONTENT_TYPE: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+pub const AGGREGATED_CONTENT_TYPE: &str =
+    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
 
 /// Whether an Accept header asks for aggregated discovery (v2).
 pub fn wants_aggregated(accept: &str) -> bool {

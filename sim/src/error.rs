@@ -25,14 +25,22 @@ pub struct ApiError {
     pub reason: &'static str,
     /// `Status.message`.
     pub message: String,
-    /// `details.name`.
-    pub name: Option<String>,
-    /// `details.group`.
-    pub group: Option<String>,
-    /// `details.kind` (the resource for most errors, the Kind for `Invalid`).
-    pub kind: Option<String>,
+    /// `details.name`, `details.group` and `details.kind` (the resource for most errors, the
+    /// Kind for `Invalid`).
+    pub details: Option<Box<Details>>,
     /// `details.causes`.
     pub causes: Vec<Cause>,
+}
+
+/// Who an error is about.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Details {
+    /// Object name (may be empty).
+    pub name: String,
+    /// API group.
+    pub group: String,
+    /// Resource (or Kind for `Invalid`).
+    pub kind: String,
 }
 
 /// Result alias for API operations.
@@ -52,19 +60,17 @@ impl ApiError {
             code,
             reason,
             message: message.into(),
-            name: None,
-            group: None,
-            kind: None,
+            details: None,
             causes: Vec::new(),
         }
     }
 
     fn with_details(mut self, group: &str, kind: &str, name: &str) -> Self {
-        self.group = Some(group.to_string());
-        self.kind = Some(kind.to_string());
-        if !name.is_empty() {
-            self.name = Some(name.to_string());
-        }
+        self.details = Some(Box::new(Details {
+            name: name.to_string(),
+            group: group.to_string(),
+            kind: kind.to_string(),
+        }));
         self
     }
 
@@ -127,14 +133,25 @@ impl ApiError {
     }
 
     /// 422 `Invalid` with field causes; `message` is the full `Kind.group "name" is invalid: ...`.
-    pub fn invalid(group: &str, kind: &str, name: &str, message: String, causes: Vec<Cause>) -> Self {
+    pub fn invalid(
+        group: &str,
+        kind: &str,
+        name: &str,
+        message: String,
+        causes: Vec<Cause>,
+    ) -> Self {
         let mut e = Self::new(422, "Invalid", message).with_details(group, kind, name);
         e.causes = causes;
         e
     }
 
     /// 422 `Invalid` built from `(field, reason, body)` triples in the apiserver's format.
-    pub fn invalid_fields(group: &str, kind: &str, name: &str, errs: &[(String, &str, String)]) -> Self {
+    pub fn invalid_fields(
+        group: &str,
+        kind: &str,
+        name: &str,
+        errs: &[(String, &str, String)],
+    ) -> Self {
         let rendered: Vec<String> = errs.iter().map(|(f, _, b)| format!("{f}: {b}")).collect();
         let list = if rendered.len() == 1 {
             rendered[0].clone()
@@ -195,14 +212,12 @@ impl ApiError {
             "code": self.code,
         });
         let mut details = serde_json::Map::new();
-        if let Some(n) = &self.name {
-            details.insert("name".into(), json!(n));
-        }
-        if let Some(g) = &self.group {
-            details.insert("group".into(), json!(g));
-        }
-        if let Some(k) = &self.kind {
-            details.insert("kind".into(), json!(k));
+        if let Some(d) = &self.details {
+            if !d.name.is_empty() {
+                details.insert("name".into(), json!(d.name));
+            }
+            details.insert("group".into(), json!(d.group));
+            details.insert("kind".into(), json!(d.kind));
         }
         if !self.causes.is_empty() {
             let causes: Vec<Value> = self

@@ -64,15 +64,24 @@ pub fn gc_pass(state: &State, inner: &mut Inner) -> bool {
         }
         for (dkey, dep) in &dependents {
             let refs = owner_refs(dep);
-            if refs.iter().any(|r| r.get("uid").and_then(Value::as_str) == Some(uid)) {
-                let mut new = inner.objects.get(dkey).cloned().unwrap_or_else(|| dep.clone());
+            if refs
+                .iter()
+                .any(|r| r.get("uid").and_then(Value::as_str) == Some(uid))
+            {
+                let mut new = inner
+                    .objects
+                    .get(dkey)
+                    .cloned()
+                    .unwrap_or_else(|| dep.clone());
                 let kept: Vec<Value> = refs
                     .into_iter()
                     .filter(|r| r.get("uid").and_then(Value::as_str) != Some(uid))
                     .collect();
                 new["metadata"]["ownerReferences"] = json!(kept);
                 if kept.is_empty() {
-                    new["metadata"].as_object_mut().map(|m| m.remove("ownerReferences"));
+                    new["metadata"]
+                        .as_object_mut()
+                        .map(|m| m.remove("ownerReferences"));
                 }
                 state.controller_update(inner, dkey, new, GC_MANAGER);
                 changed = true;
@@ -98,9 +107,10 @@ pub fn gc_pass(state: &State, inner: &mut Inner) -> bool {
         let mut foreground_owner = false;
         for r in &refs {
             let uid = r.get("uid").and_then(Value::as_str).unwrap_or_default();
-            let current = by_uid.get(uid).and_then(|(k, _)| inner.objects.get(k)).filter(|o| {
-                o.pointer("/metadata/uid").and_then(Value::as_str) == Some(uid)
-            });
+            let current = by_uid
+                .get(uid)
+                .and_then(|(k, _)| inner.objects.get(k))
+                .filter(|o| o.pointer("/metadata/uid").and_then(Value::as_str) == Some(uid));
             match current {
                 Some(owner) => {
                     if deleting(owner) && has_finalizer(owner, "foregroundDeletion") {
@@ -139,7 +149,8 @@ pub fn gc_pass(state: &State, inner: &mut Inner) -> bool {
 
     // Foreground owners whose blocking dependents are gone lose their finalizer.
     for (uid, (okey, owner)) in &by_uid {
-        if deleting(owner) && has_finalizer(owner, "foregroundDeletion") && !blocking.contains(uid) {
+        if deleting(owner) && has_finalizer(owner, "foregroundDeletion") && !blocking.contains(uid)
+        {
             let still_blocked = inner.objects.values().any(|o| {
                 owner_refs(o).iter().any(|r| {
                     r.get("uid").and_then(Value::as_str) == Some(uid)
@@ -147,7 +158,12 @@ pub fn gc_pass(state: &State, inner: &mut Inner) -> bool {
                 })
             });
             if !still_blocked && let Some(cur) = inner.objects.get(okey).cloned() {
-                state.controller_update(inner, okey, remove_finalizer(&cur, "foregroundDeletion"), GC_MANAGER);
+                state.controller_update(
+                    inner,
+                    okey,
+                    remove_finalizer(&cur, "foregroundDeletion"),
+                    GC_MANAGER,
+                );
                 changed = true;
             }
         }

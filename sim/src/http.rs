@@ -36,7 +36,12 @@ pub fn router(app: App) -> axum::Router {
 }
 
 fn json_response(code: StatusCode, v: &Value, warnings: &[String]) -> Response {
-    let mut resp = (code, [(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response();
+    let mut resp = (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        v.to_string(),
+    )
+        .into_response();
     for w in warnings {
         let escaped = w.replace('\\', "\\\\").replace('"', "\\\"");
         if let Ok(h) = HeaderValue::from_str(&format!("299 - \"{escaped}\"")) {
@@ -62,7 +67,13 @@ fn truthy(q: &Query, k: &str) -> bool {
     q.get(k).is_some_and(|v| v == "true" || v == "1")
 }
 
-async fn handle(AxState(app): AxState<App>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn handle(
+    AxState(app): AxState<App>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     match route(&app, &method, &uri, &headers, body).await {
         Ok(r) => r,
         Err(e) => {
@@ -72,7 +83,7 @@ async fn handle(AxState(app): AxState<App>, method: Method, uri: Uri, headers: H
     }
 }
 
-fn header_str<'a>(h: &'a HeaderMap, k: header::HeaderName) -> &'a str {
+fn header_str(h: &HeaderMap, k: header::HeaderName) -> &str {
     h.get(k).and_then(|v| v.to_str().ok()).unwrap_or("")
 }
 
@@ -116,7 +127,13 @@ fn resolve(app: &App, group: &str, version: &str, rest: &[&str]) -> Result<Targe
     }
 }
 
-async fn route(app: &App, method: &Method, uri: &Uri, headers: &HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+async fn route(
+    app: &App,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let path = uri.path().trim_end_matches('/');
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let accept = header_str(headers, header::ACCEPT);
@@ -136,12 +153,26 @@ async fn route(app: &App, method: &Method, uri: &Uri, headers: &HeaderMap, body:
             }
             return Ok(ok(&discovery::group_list(reg)));
         }
-        ["apis", g] => return discovery::group(reg, g).map(|v| ok(&v)).ok_or_else(ApiError::no_route),
-        ["api", v] => return discovery::resource_list(reg, "", v).map(|v| ok(&v)).ok_or_else(ApiError::no_route),
-        ["apis", g, v] => return discovery::resource_list(reg, g, v).map(|v| ok(&v)).ok_or_else(ApiError::no_route),
+        ["apis", g] => {
+            return discovery::group(reg, g)
+                .map(|v| ok(&v))
+                .ok_or_else(ApiError::no_route);
+        }
+        ["api", v] => {
+            return discovery::resource_list(reg, "", v)
+                .map(|v| ok(&v))
+                .ok_or_else(ApiError::no_route);
+        }
+        ["apis", g, v] => {
+            return discovery::resource_list(reg, g, v)
+                .map(|v| ok(&v))
+                .ok_or_else(ApiError::no_route);
+        }
         ["openapi", "v3"] => return Ok(ok(&openapi::root(reg))),
         ["openapi", "v3", rest @ ..] => {
-            return openapi::group_version_doc(reg, rest).map(|v| ok(&v)).ok_or_else(ApiError::no_route);
+            return openapi::group_version_doc(reg, rest)
+                .map(|v| ok(&v))
+                .ok_or_else(ApiError::no_route);
         }
         _ => {}
     }
@@ -159,7 +190,8 @@ async fn route(app: &App, method: &Method, uri: &Uri, headers: &HeaderMap, body:
     let content_type = header_str(headers, header::CONTENT_TYPE).to_string();
 
     if let Some(sub) = target.sub.as_deref() {
-        let ok_sub = (sub == "status" && rd.status_subresource) || (sub == "log" && rd.log_subresource);
+        let ok_sub =
+            (sub == "status" && rd.status_subresource) || (sub == "log" && rd.log_subresource);
         if !ok_sub {
             return Err(ApiError::no_route());
         }
@@ -168,9 +200,13 @@ async fn route(app: &App, method: &Method, uri: &Uri, headers: &HeaderMap, body:
 
     let write_opts = || -> Result<WriteOpts, ApiError> {
         let explicit = q.get("fieldManager").filter(|m| !m.is_empty()).cloned();
-        let manager = explicit
-            .clone()
-            .unwrap_or_else(|| user_agent.split('/').next().unwrap_or("unknown").to_string());
+        let manager = explicit.clone().unwrap_or_else(|| {
+            user_agent
+                .split('/')
+                .next()
+                .unwrap_or("unknown")
+                .to_string()
+        });
         let field_validation = match q.get("fieldValidation").map(String::as_str) {
             None | Some("") | Some("Warn") => FieldValidation::Warn,
             Some("Ignore") => FieldValidation::Ignore,
@@ -197,7 +233,8 @@ async fn route(app: &App, method: &Method, uri: &Uri, headers: &HeaderMap, body:
             continue_token: q.get("continue").cloned(),
         })
     };
-    let table_mode = wants_table(accept).then(|| IncludeObject::parse(q.get("includeObject").map(String::as_str)));
+    let table_mode = wants_table(accept)
+        .then(|| IncludeObject::parse(q.get("includeObject").map(String::as_str)));
 
     match (method.clone(), name) {
         (Method::GET, None) => {
@@ -215,7 +252,10 @@ async fn route(app: &App, method: &Method, uri: &Uri, headers: &HeaderMap, body:
                 };
                 let stream = watch(state, rd, p)?;
                 let mut resp = Response::new(Body::from_stream(stream));
-                resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                resp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
                 return Ok(resp);
             }
             let list = state.list(&rd, target.namespace.as_deref(), &list_opts()?)?;
@@ -235,30 +275,48 @@ async fn route(app: &App, method: &Method, uri: &Uri, headers: &HeaderMap, body:
                 };
                 let stream = pod_log(state, rd, ns, name, p).await?;
                 let mut resp = Response::new(Body::from_stream(stream));
-                resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+                resp.headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
                 return Ok(resp);
             }
             let obj = state.get(&rd, &ns, &name)?;
             if let Some(inc) = table_mode {
-                let rv = obj.pointer("/metadata/resourceVersion").cloned().unwrap_or(Value::Null);
-                return Ok(ok(&table(&rd, &[obj], inc, json!({"resourceVersion": rv}), true)));
+                let rv = obj
+                    .pointer("/metadata/resourceVersion")
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                return Ok(ok(&table(
+                    &rd,
+                    &[obj],
+                    inc,
+                    json!({"resourceVersion": rv}),
+                    true,
+                )));
             }
             Ok(ok(&obj))
         }
         (Method::POST, None) => {
             if rd.namespaced && target.namespace.is_none() {
-                return Err(ApiError::method_not_allowed(format!(
-                    "the server does not allow this method on the requested resource"
-                )));
+                return Err(ApiError::method_not_allowed(
+                    "the server does not allow this method on the requested resource",
+                ));
             }
             let obj = decode_body(&rd, &content_type, &body)?;
             let out = state.create(&rd, &ns, obj, &write_opts()?)?;
-            Ok(json_response(StatusCode::CREATED, &out.object, &out.warnings))
+            Ok(json_response(
+                StatusCode::CREATED,
+                &out.object,
+                &out.warnings,
+            ))
         }
         (Method::PUT, Some(name)) => {
             let obj = decode_body(&rd, &content_type, &body)?;
             let out = state.update(&rd, &ns, &name, obj, target.sub.as_deref(), &write_opts()?)?;
-            let code = if out.created { StatusCode::CREATED } else { StatusCode::OK };
+            let code = if out.created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
             Ok(json_response(code, &out.object, &out.warnings))
         }
         (Method::PATCH, Some(name)) => {
@@ -268,12 +326,26 @@ async fn route(app: &App, method: &Method, uri: &Uri, headers: &HeaderMap, body:
                 ))
             })?;
             let patch: Value = if ptype == PatchType::Apply {
-                serde_yaml::from_slice(&body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?
+                serde_yaml::from_slice(&body)
+                    .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?
             } else {
-                serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?
+                serde_json::from_slice(&body)
+                    .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?
             };
-            let out = state.patch(&rd, &ns, &name, ptype, patch, target.sub.as_deref(), &write_opts()?)?;
-            let code = if out.created { StatusCode::CREATED } else { StatusCode::OK };
+            let out = state.patch(
+                &rd,
+                &ns,
+                &name,
+                ptype,
+                patch,
+                target.sub.as_deref(),
+                &write_opts()?,
+            )?;
+            let code = if out.created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
             Ok(json_response(code, &out.object, &out.warnings))
         }
         (Method::DELETE, name) => {
@@ -283,7 +355,12 @@ async fn route(app: &App, method: &Method, uri: &Uri, headers: &HeaderMap, body:
                     let out = state.delete(&rd, &ns, &name, &opts)?;
                     Ok(ok(&out.object))
                 }
-                None => Ok(ok(&state.delete_collection(&rd, target.namespace.as_deref(), &list_opts()?, &opts)?)),
+                None => Ok(ok(&state.delete_collection(
+                    &rd,
+                    target.namespace.as_deref(),
+                    &list_opts()?,
+                    &opts,
+                )?)),
             }
         }
         _ => Err(ApiError::method_not_allowed(
@@ -319,12 +396,14 @@ fn delete_opts(q: &Query, body: &[u8]) -> Result<DeleteOpts, ApiError> {
     let b: Value = if body.is_empty() {
         json!({})
     } else {
-        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?
     };
-    let policy = q
-        .get("propagationPolicy")
-        .cloned()
-        .or_else(|| b.get("propagationPolicy").and_then(Value::as_str).map(str::to_string));
+    let policy = q.get("propagationPolicy").cloned().or_else(|| {
+        b.get("propagationPolicy")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    });
     let mut propagation = match policy.as_deref() {
         None | Some("") => None,
         Some("Background") => Some(Propagation::Background),
@@ -341,7 +420,13 @@ fn delete_opts(q: &Query, body: &[u8]) -> Result<DeleteOpts, ApiError> {
             .get("orphanDependents")
             .map(|v| v == "true")
             .or_else(|| b.get("orphanDependents").and_then(Value::as_bool));
-        propagation = orphan.map(|o| if o { Propagation::Orphan } else { Propagation::Background });
+        propagation = orphan.map(|o| {
+            if o {
+                Propagation::Orphan
+            } else {
+                Propagation::Background
+            }
+        });
     }
     let dry = q.get("dryRun").is_some_and(|d| d == "All")
         || b.get("dryRun")
@@ -349,7 +434,10 @@ fn delete_opts(q: &Query, body: &[u8]) -> Result<DeleteOpts, ApiError> {
             .is_some_and(|a| a.iter().any(|x| x == "All"));
     Ok(DeleteOpts {
         propagation,
-        uid: b.pointer("/preconditions/uid").and_then(Value::as_str).map(str::to_string),
+        uid: b
+            .pointer("/preconditions/uid")
+            .and_then(Value::as_str)
+            .map(str::to_string),
         resource_version: b
             .pointer("/preconditions/resourceVersion")
             .and_then(Value::as_str)

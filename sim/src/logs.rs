@@ -43,21 +43,28 @@ fn terminated(pod: &Value, container: &str) -> bool {
     if matches!(phase, Some("Succeeded" | "Failed")) {
         return true;
     }
-    ["containerStatuses", "initContainerStatuses"].iter().any(|k| {
-        pod.pointer(&format!("/status/{k}"))
-            .and_then(Value::as_array)
-            .is_some_and(|a| {
-                a.iter().any(|s| {
-                    s.get("name").and_then(Value::as_str) == Some(container)
-                        && s.pointer("/state/terminated").is_some()
+    ["containerStatuses", "initContainerStatuses"]
+        .iter()
+        .any(|k| {
+            pod.pointer(&format!("/status/{k}"))
+                .and_then(Value::as_array)
+                .is_some_and(|a| {
+                    a.iter().any(|s| {
+                        s.get("name").and_then(Value::as_str) == Some(container)
+                            && s.pointer("/state/terminated").is_some()
+                    })
                 })
-            })
-    })
+        })
 }
 
 /// The log file of a container.
 pub fn log_path(state: &State, ns: &str, pod: &str, container: &str) -> PathBuf {
-    state.state_dir.join("logs").join(ns).join(pod).join(format!("{container}.log"))
+    state
+        .state_dir
+        .join("logs")
+        .join(ns)
+        .join(pod)
+        .join(format!("{container}.log"))
 }
 
 fn tail(data: &[u8], n: usize) -> &[u8] {
@@ -65,7 +72,11 @@ fn tail(data: &[u8], n: usize) -> &[u8] {
         return &data[data.len()..];
     }
     let mut count = 0;
-    let end = if data.ends_with(b"\n") { data.len() - 1 } else { data.len() };
+    let end = if data.ends_with(b"\n") {
+        data.len() - 1
+    } else {
+        data.len()
+    };
     for i in (0..end).rev() {
         if data[i] == b'\n' {
             count += 1;
@@ -104,7 +115,10 @@ pub async fn pod_log(
                 main.join(" ")
             );
             if !init.is_empty() {
-                msg.push_str(&format!(" or one of the init containers: [{}]", init.join(" ")));
+                msg.push_str(&format!(
+                    " or one of the init containers: [{}]",
+                    init.join(" ")
+                ));
             }
             return Err(ApiError::bad_request(msg));
         }

@@ -37,7 +37,10 @@ async fn main() -> std::process::ExitCode {
         .init();
     let args = Args::parse();
     if !args.listen.ip().is_loopback() {
-        eprintln!("kube-sim: refusing to listen on non-loopback address {}", args.listen);
+        eprintln!(
+            "kube-sim: refusing to listen on non-loopback address {}",
+            args.listen
+        );
         return std::process::ExitCode::from(2);
     }
     let opts = kube_sim::ServerOptions {

@@ -56,7 +56,11 @@ fn doc(reg: &Registry, group: &str, version: &str) -> Value {
     for d in reg.in_group_version(group, version) {
         let gvk = json!({"group": d.group, "version": d.version, "kind": d.kind});
         let base = if d.namespaced {
-            format!("/{}/namespaces/{{namespace}}/{}", gv_path(group, version), d.plural)
+            format!(
+                "/{}/namespaces/{{namespace}}/{}",
+                gv_path(group, version),
+                d.plural
+            )
         } else {
             format!("/{}/{}", gv_path(group, version), d.plural)
         };
@@ -98,5 +102,9 @@ pub fn group_version_doc(reg: &Registry, rest: &[&str]) -> Option<Value> {
         ["apis", g, v] => (*g, *v),
         _ => return None,
     };
-    reg.groups().get(group)?.iter().any(|v| v == version).then(|| doc(reg, group, version))
+    reg.groups()
+        .get(group)?
+        .iter()
+        .any(|v| v == version)
+        .then(|| doc(reg, group, version))
 }

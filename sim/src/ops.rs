@@ -118,7 +118,11 @@ pub fn key_for(rd: &ResourceDef, ns: &str, name: &str) -> ObjKey {
     ObjKey {
         group: rd.storage.0.clone(),
         resource: rd.storage.1.clone(),
-        namespace: if rd.namespaced { ns.to_string() } else { String::new() },
+        namespace: if rd.namespaced {
+            ns.to_string()
+        } else {
+            String::new()
+        },
         name: name.to_string(),
     }
 }
@@ -142,13 +146,19 @@ fn to_internal(rd: &ResourceDef, external: &Value) -> Value {
 }
 
 fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
-    obj.get("metadata").and_then(|m| m.get(field)).and_then(Value::as_str)
+    obj.get("metadata")
+        .and_then(|m| m.get(field))
+        .and_then(Value::as_str)
 }
 
 fn finalizers(obj: &Value) -> Vec<String> {
     obj.pointer("/metadata/finalizers")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -182,7 +192,9 @@ fn without_rv(obj: &Value) -> Value {
 
 fn check_body(rd: &ResourceDef, body: &Value) -> ApiResult<()> {
     if !body.is_object() {
-        return Err(ApiError::bad_request("the body of the request was not a JSON object"));
+        return Err(ApiError::bad_request(
+            "the body of the request was not a JSON object",
+        ));
     }
     if let Some(av) = body.get("apiVersion").and_then(Value::as_str)
         && av != rd.api_version()
@@ -224,7 +236,10 @@ fn admit(
         if !pruned.is_empty() {
             match fv {
                 FieldValidation::Strict => {
-                    let list: Vec<String> = pruned.iter().map(|p| format!("unknown field \"{p}\"")).collect();
+                    let list: Vec<String> = pruned
+                        .iter()
+                        .map(|p| format!("unknown field \"{p}\""))
+                        .collect();
                     return Err(ApiError::bad_request(format!(
                         "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
                         rd.kind,
@@ -259,14 +274,34 @@ enum Managed<'a> {
 
 impl State {
     /// Creates an object (POST).
-    pub fn create(&self, rd: &ResourceDef, ns: &str, body: Value, opts: &WriteOpts) -> ApiResult<Outcome> {
+    pub fn create(
+        &self,
+        rd: &ResourceDef,
+        ns: &str,
+        body: Value,
+        opts: &WriteOpts,
+    ) -> ApiResult<Outcome> {
         check_body(rd, &body)?;
         let mut inner = self.store.lock();
-        self.create_locked(&mut inner, rd, ns, body, opts, Managed::Update(&opts.manager))
+        self.create_locked(
+            &mut inner,
+            rd,
+            ns,
+            body,
+            opts,
+            Managed::Update(&opts.manager),
+        )
     }
 
     /// Create with the store already locked (controllers).
-    pub fn create_in(&self, inner: &mut Inner, rd: &ResourceDef, ns: &str, body: Value, opts: &WriteOpts) -> ApiResult<Outcome> {
+    pub fn create_in(
+        &self,
+        inner: &mut Inner,
+        rd: &ResourceDef,
+        ns: &str,
+        body: Value,
+        opts: &WriteOpts,
+    ) -> ApiResult<Outcome> {
         self.create_locked(inner, rd, ns, body, opts, Managed::Update(&opts.manager))
     }
 
@@ -314,7 +349,11 @@ impl State {
         } else {
             mdm.remove("namespace");
         }
-        let mut name = mdm.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+        let mut name = mdm
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         if name.is_empty() {
             match mdm.get("generateName").and_then(Value::as_str) {
                 Some(g) if !g.is_empty() => {
@@ -375,7 +414,11 @@ impl State {
                         &name,
                         format!(
                             "{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
-                            if rd.group.is_empty() { rd.plural.clone() } else { format!("{}.{}", rd.plural, rd.group) }
+                            if rd.group.is_empty() {
+                                rd.plural.clone()
+                            } else {
+                                format!("{}.{}", rd.plural, rd.group)
+                            }
                         ),
                     );
                     e.causes.push(crate::error::Cause {
@@ -403,7 +446,11 @@ impl State {
         if let Managed::Update(mgr) = managed {
             record_update(rd, None, &mut obj, mgr, None, &now);
         }
-        let stored = if opts.dry_run { obj } else { inner.put(key, obj) };
+        let stored = if opts.dry_run {
+            obj
+        } else {
+            inner.put(key, obj)
+        };
         Ok(Outcome {
             object: to_external(rd, &stored),
             created: true,
@@ -494,7 +541,14 @@ impl State {
             if rd.allow_create_on_update && sub.is_none() {
                 let mut body = body;
                 body["metadata"]["name"] = json!(name);
-                return self.create_locked(&mut inner, rd, ns, body, opts, Managed::Update(&opts.manager));
+                return self.create_locked(
+                    &mut inner,
+                    rd,
+                    ns,
+                    body,
+                    opts,
+                    Managed::Update(&opts.manager),
+                );
             }
             return Err(ApiError::not_found(&rd.group, &rd.plural, name));
         };
@@ -520,7 +574,16 @@ impl State {
                 }
             }
         }
-        self.commit_update(&mut inner, rd, key, old, new, sub, opts, Managed::Update(&opts.manager))
+        self.commit_update(
+            &mut inner,
+            rd,
+            key,
+            old,
+            new,
+            sub,
+            opts,
+            Managed::Update(&opts.manager),
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -543,7 +606,9 @@ impl State {
         }
         let now = now();
         if !new.is_object() {
-            return Err(ApiError::bad_request("the body of the request was not a JSON object"));
+            return Err(ApiError::bad_request(
+                "the body of the request was not a JSON object",
+            ));
         }
         if sub == Some("status") {
             let status = new.get("status").cloned();
@@ -591,7 +656,10 @@ impl State {
                 match old.pointer("/metadata/managedFields") {
                     Some(v) => new["metadata"]["managedFields"] = v.clone(),
                     None => {
-                        new["metadata"].as_object_mut().expect("object").remove("managedFields");
+                        new["metadata"]
+                            .as_object_mut()
+                            .expect("object")
+                            .remove("managedFields");
                     }
                 }
             }
@@ -603,7 +671,10 @@ impl State {
         let mut errs = builtin::prepare_update(rd, &old, &mut new);
         if meta_str(&old, "deletionTimestamp").is_some() {
             let before = finalizers(&old);
-            let added: Vec<String> = finalizers(&new).into_iter().filter(|f| !before.contains(f)).collect();
+            let added: Vec<String> = finalizers(&new)
+                .into_iter()
+                .filter(|f| !before.contains(f))
+                .collect();
             if !added.is_empty() {
                 errs.push((
                     "metadata.finalizers".into(),
@@ -620,7 +691,10 @@ impl State {
         }
         let warnings = admit(rd, &mut new, Some(&old), opts.field_validation, &name)?;
         if rd.has_generation && sub.is_none() && spec_view(&old) != spec_view(&new) {
-            let g = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
+            let g = old
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
             new["metadata"]["generation"] = json!(g + 1);
         }
         if let Managed::Update(mgr) = managed {
@@ -640,7 +714,8 @@ impl State {
                 warnings,
             });
         }
-        let stored = if meta_str(&new, "deletionTimestamp").is_some() && finalizers(&new).is_empty() {
+        let stored = if meta_str(&new, "deletionTimestamp").is_some() && finalizers(&new).is_empty()
+        {
             inner.objects.insert(key.clone(), new);
             let gone = inner.remove(&key).expect("just inserted");
             self.gc_wake.notify_one();
@@ -705,7 +780,8 @@ impl State {
                     }
                 }
                 let ext = to_external(rd, &skeleton);
-                let mut obj = server_side_apply(rd, &ext, &patch, &opts.manager, opts.force, None, &now)?;
+                let mut obj =
+                    server_side_apply(rd, &ext, &patch, &opts.manager, opts.force, None, &now)?;
                 // Status is not part of a main-resource apply, but create keeps what the
                 // strategy keeps (nothing for CRs with a status subresource).
                 if !rd.status_subresource
@@ -754,7 +830,13 @@ impl State {
     }
 
     /// Deletes an object (honouring finalizers and the propagation policy).
-    pub fn delete(&self, rd: &ResourceDef, ns: &str, name: &str, opts: &DeleteOpts) -> ApiResult<Outcome> {
+    pub fn delete(
+        &self,
+        rd: &ResourceDef,
+        ns: &str,
+        name: &str,
+        opts: &DeleteOpts,
+    ) -> ApiResult<Outcome> {
         if rd.read_only {
             return Err(ApiError::method_not_allowed(format!(
                 "delete is not supported on resources of kind \"{}\"",
@@ -902,12 +984,9 @@ impl State {
 
     /// Internal delete used by the garbage collector and namespace controller.
     pub fn delete_key(&self, inner: &mut Inner, key: &ObjKey, propagation: Propagation) {
-        let Some(rd) = self
-            .registry
-            .defs
-            .iter()
-            .find(|d| d.storage.0 == key.group && d.storage.1 == key.resource && d.group == key.group)
-        else {
+        let Some(rd) = self.registry.defs.iter().find(|d| {
+            d.storage.0 == key.group && d.storage.1 == key.resource && d.group == key.group
+        }) else {
             return;
         };
         let opts = DeleteOpts {
@@ -927,7 +1006,9 @@ impl State {
             .registry
             .defs
             .iter()
-            .find(|d| d.storage.0 == key.group && d.storage.1 == key.resource && d.group == key.group)
+            .find(|d| {
+                d.storage.0 == key.group && d.storage.1 == key.resource && d.group == key.group
+            })
             .cloned()
         else {
             return;
@@ -938,7 +1019,16 @@ impl State {
             field_validation: FieldValidation::Ignore,
             ..Default::default()
         };
-        if let Err(e) = self.commit_update(inner, &rd, key.clone(), old, new, None, &opts, Managed::Update(manager)) {
+        if let Err(e) = self.commit_update(
+            inner,
+            &rd,
+            key.clone(),
+            old,
+            new,
+            None,
+            &opts,
+            Managed::Update(manager),
+        ) {
             tracing::warn!(error = %e, ?key, "controller update failed");
         }
     }
@@ -959,13 +1049,23 @@ fn encode_continue(rv: u64, last: &(String, String)) -> String {
 
 fn decode_continue(token: &str) -> ApiResult<(String, String)> {
     use base64::Engine as _;
-    let bad = || ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)");
+    let bad = || {
+        ApiError::bad_request(
+            "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)",
+        )
+    };
     let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(token)
         .map_err(|_| bad())?;
     let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
     Ok((
-        v.get("ns").and_then(Value::as_str).unwrap_or_default().to_string(),
-        v.get("name").and_then(Value::as_str).ok_or_else(bad)?.to_string(),
+        v.get("ns")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        v.get("name")
+            .and_then(Value::as_str)
+            .ok_or_else(bad)?
+            .to_string(),
     ))
 }

@@ -27,7 +27,9 @@ impl PatchType {
             "application/merge-patch+json" => Some(PatchType::Merge),
             "application/json-patch+json" => Some(PatchType::Json),
             "application/strategic-merge-patch+json" => Some(PatchType::Strategic),
-            "application/apply-patch+yaml" | "application/apply-patch+cbor" => Some(PatchType::Apply),
+            "application/apply-patch+yaml" | "application/apply-patch+cbor" => {
+                Some(PatchType::Apply)
+            }
             _ => None,
         }
     }
@@ -46,7 +48,9 @@ pub fn json_patch(target: &Value, patch: &Value) -> Result<Value, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
     let mut out = target.clone();
     json_patch::patch(&mut out, &p).map_err(|e| {
-        ApiError::internal(format!("the server rejected our request due to an error in our request: {e}"))
+        ApiError::internal(format!(
+            "the server rejected our request due to an error in our request: {e}"
+        ))
     })?;
     Ok(out)
 }
@@ -75,7 +79,9 @@ fn smp_object(target: &mut Value, patch: &Value) -> Result<(), ApiError> {
             return Ok(());
         }
         Some(other) => {
-            return Err(ApiError::bad_request(format!("unknown patch type: {other}")));
+            return Err(ApiError::bad_request(format!(
+                "unknown patch type: {other}"
+            )));
         }
         None => {}
     }
@@ -212,7 +218,10 @@ mod tests {
         let live = json!({"metadata": {"finalizers": ["a"]}, "spec": {"args": ["1", "2"]}});
         let patch = json!({"metadata": {"finalizers": ["b"]}, "spec": {"args": ["3"]}});
         let out = strategic_merge(&live, &patch).unwrap();
-        assert_eq!(out, json!({"metadata": {"finalizers": ["a", "b"]}, "spec": {"args": ["3"]}}));
+        assert_eq!(
+            out,
+            json!({"metadata": {"finalizers": ["a", "b"]}, "spec": {"args": ["3"]}})
+        );
         let del = json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["a"]}});
         let out = strategic_merge(&out, &del).unwrap();
         assert_eq!(out["metadata"]["finalizers"], json!(["b"]));

@@ -32,7 +32,11 @@ fn put_str(m: &mut Map<String, Value>, k: &str, v: &mut Option<String>) {
     }
 }
 
-fn put_map(m: &mut Map<String, Value>, k: &str, v: &mut std::collections::BTreeMap<String, String>) {
+fn put_map(
+    m: &mut Map<String, Value>,
+    k: &str,
+    v: &mut std::collections::BTreeMap<String, String>,
+) {
     if !v.is_empty() {
         m.insert(k.into(), json!(std::mem::take(v)));
     }
@@ -60,7 +64,9 @@ fn is_zero_wire(mut b: &[u8]) -> bool {
         None
     }
     while !b.is_empty() {
-        let Some(key) = varint(&mut b) else { return false };
+        let Some(key) = varint(&mut b) else {
+            return false;
+        };
         match key & 7 {
             0 => {
                 if varint(&mut b) != Some(0) {
@@ -75,7 +81,9 @@ fn is_zero_wire(mut b: &[u8]) -> bool {
                 b = &b[n..];
             }
             2 => {
-                let Some(len) = varint(&mut b) else { return false };
+                let Some(len) = varint(&mut b) else {
+                    return false;
+                };
                 let len = len as usize;
                 if b.len() < len || (len > 0 && !is_zero_wire(&b[..len])) {
                     return false;
@@ -111,7 +119,10 @@ fn object_meta(md: Option<meta::ObjectMeta>) -> Result<Value, ApiError> {
             .into_iter()
             .map(|r| {
                 let mut o = Map::new();
-                o.insert("apiVersion".into(), json!(r.api_version.unwrap_or_default()));
+                o.insert(
+                    "apiVersion".into(),
+                    json!(r.api_version.unwrap_or_default()),
+                );
                 o.insert("kind".into(), json!(r.kind.unwrap_or_default()));
                 o.insert("name".into(), json!(r.name.unwrap_or_default()));
                 o.insert("uid".into(), json!(r.uid.unwrap_or_default()));
@@ -132,7 +143,10 @@ fn object_meta(md: Option<meta::ObjectMeta>) -> Result<Value, ApiError> {
     md.generation = None;
     md.creation_timestamp = None;
     md.managed_fields.clear();
-    check_empty(&md, "metadata beyond name, generateName, namespace, labels, annotations, finalizers and ownerReferences")?;
+    check_empty(
+        &md,
+        "metadata beyond name, generateName, namespace, labels, annotations, finalizers and ownerReferences",
+    )?;
     Ok(Value::Object(m))
 }
 
@@ -159,8 +173,16 @@ fn container(mut c: core::Container) -> Result<Value, ApiError> {
     put_list(&mut m, "command", &mut c.command);
     put_list(&mut m, "args", &mut c.args);
     put_str(&mut m, "workingDir", &mut c.working_dir);
-    put_str(&mut m, "terminationMessagePath", &mut c.termination_message_path);
-    put_str(&mut m, "terminationMessagePolicy", &mut c.termination_message_policy);
+    put_str(
+        &mut m,
+        "terminationMessagePath",
+        &mut c.termination_message_path,
+    );
+    put_str(
+        &mut m,
+        "terminationMessagePolicy",
+        &mut c.termination_message_policy,
+    );
     put_str(&mut m, "imagePullPolicy", &mut c.image_pull_policy);
     put_str(&mut m, "restartPolicy", &mut c.restart_policy);
     if !c.env.is_empty() {
@@ -176,7 +198,10 @@ fn container(mut c: core::Container) -> Result<Value, ApiError> {
     }
     let res = c.resources.take();
     m.insert("resources".into(), resources(res)?);
-    check_empty(&c, "container fields beyond name, image, command, args, workingDir, env values and resources")?;
+    check_empty(
+        &c,
+        "container fields beyond name, image, command, args, workingDir, env values and resources",
+    )?;
     Ok(Value::Object(m))
 }
 
@@ -186,9 +211,15 @@ fn pod_template(t: Option<core::PodTemplateSpec>) -> Result<Value, ApiError> {
     out.insert("metadata".into(), object_meta(t.metadata.take())?);
     let mut s = t.spec.take().unwrap_or_default();
     let mut sm = Map::new();
-    for (k, list) in [("containers", &mut s.containers), ("initContainers", &mut s.init_containers)] {
+    for (k, list) in [
+        ("containers", &mut s.containers),
+        ("initContainers", &mut s.init_containers),
+    ] {
         if !list.is_empty() {
-            let cs = std::mem::take(list).into_iter().map(container).collect::<Result<Vec<_>, _>>()?;
+            let cs = std::mem::take(list)
+                .into_iter()
+                .map(container)
+                .collect::<Result<Vec<_>, _>>()?;
             sm.insert(k.into(), json!(cs));
         }
     }
@@ -204,7 +235,10 @@ fn pod_template(t: Option<core::PodTemplateSpec>) -> Result<Value, ApiError> {
         check_empty(&sc, "pod securityContext")?;
         sm.insert("securityContext".into(), json!({}));
     }
-    check_empty(&s, "pod spec fields beyond containers, restartPolicy and serviceAccountName")?;
+    check_empty(
+        &s,
+        "pod spec fields beyond containers, restartPolicy and serviceAccountName",
+    )?;
     out.insert("spec".into(), Value::Object(sm));
     Ok(Value::Object(out))
 }
@@ -218,7 +252,10 @@ fn job(mut j: batch::Job) -> Result<Value, ApiError> {
         ("parallelism", s.parallelism.take()),
         ("completions", s.completions.take()),
         ("backoffLimit", s.backoff_limit.take()),
-        ("ttlSecondsAfterFinished", s.ttl_seconds_after_finished.take()),
+        (
+            "ttlSecondsAfterFinished",
+            s.ttl_seconds_after_finished.take(),
+        ),
     ] {
         if let Some(v) = v {
             sm.insert(k.into(), json!(v));
@@ -232,7 +269,10 @@ fn job(mut j: batch::Job) -> Result<Value, ApiError> {
     }
     put_str(&mut sm, "completionMode", &mut s.completion_mode);
     sm.insert("template".into(), pod_template(s.template.take())?);
-    check_empty(&s, "job spec fields beyond parallelism, completions, backoffLimit, activeDeadlineSeconds, suspend and template")?;
+    check_empty(
+        &s,
+        "job spec fields beyond parallelism, completions, backoffLimit, activeDeadlineSeconds, suspend and template",
+    )?;
     out.insert("spec".into(), Value::Object(sm));
     if let Some(st) = j.status.take() {
         check_empty(&st, "job status")?;
@@ -246,7 +286,11 @@ pub fn decode(rd: &ResourceDef, body: &[u8]) -> Result<Value, ApiError> {
         .strip_prefix(MAGIC)
         .ok_or_else(|| bad("missing the k8s\\0 envelope"))?;
     let unknown = k8s_pb::apimachinery::pkg::runtime::Unknown::decode(raw).map_err(bad)?;
-    if unknown.content_encoding.as_deref().is_some_and(|e| !e.is_empty()) {
+    if unknown
+        .content_encoding
+        .as_deref()
+        .is_some_and(|e| !e.is_empty())
+    {
         return Err(bad("content encodings are not supported"));
     }
     let tm = unknown.type_meta.unwrap_or_default();
@@ -280,7 +324,12 @@ pub fn decode(rd: &ResourceDef, body: &[u8]) -> Result<Value, ApiError> {
             if !c.binary_data.is_empty() {
                 let b: Map<String, Value> = std::mem::take(&mut c.binary_data)
                     .into_iter()
-                    .map(|(k, v)| (k, json!(base64::engine::general_purpose::STANDARD.encode(v))))
+                    .map(|(k, v)| {
+                        (
+                            k,
+                            json!(base64::engine::general_purpose::STANDARD.encode(v)),
+                        )
+                    })
                     .collect();
                 out.insert("binaryData".into(), Value::Object(b));
             }
@@ -297,7 +346,12 @@ pub fn decode(rd: &ResourceDef, body: &[u8]) -> Result<Value, ApiError> {
             if !s.data.is_empty() {
                 let b: Map<String, Value> = std::mem::take(&mut s.data)
                     .into_iter()
-                    .map(|(k, v)| (k, json!(base64::engine::general_purpose::STANDARD.encode(v))))
+                    .map(|(k, v)| {
+                        (
+                            k,
+                            json!(base64::engine::general_purpose::STANDARD.encode(v)),
+                        )
+                    })
                     .collect();
                 out.insert("data".into(), Value::Object(b));
             }

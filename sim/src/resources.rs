@@ -208,24 +208,79 @@ impl Registry {
     pub fn builtins() -> Self {
         use Builtin::*;
         let mut defs = Vec::new();
-        let mut ns = ResourceDef::builtin("", "v1", "namespaces", "Namespace", false, &["ns"], &[], Namespace);
+        let mut ns = ResourceDef::builtin(
+            "",
+            "v1",
+            "namespaces",
+            "Namespace",
+            false,
+            &["ns"],
+            &[],
+            Namespace,
+        );
         ns.status_subresource = true;
         defs.push(ns);
-        defs.push(ResourceDef::builtin("", "v1", "secrets", "Secret", true, &[], &[], Secret));
-        defs.push(ResourceDef::builtin("", "v1", "configmaps", "ConfigMap", true, &["cm"], &[], ConfigMap));
-        defs.push(ResourceDef::builtin("", "v1", "serviceaccounts", "ServiceAccount", true, &["sa"], &[], ServiceAccount));
+        defs.push(ResourceDef::builtin(
+            "",
+            "v1",
+            "secrets",
+            "Secret",
+            true,
+            &[],
+            &[],
+            Secret,
+        ));
+        defs.push(ResourceDef::builtin(
+            "",
+            "v1",
+            "configmaps",
+            "ConfigMap",
+            true,
+            &["cm"],
+            &[],
+            ConfigMap,
+        ));
+        defs.push(ResourceDef::builtin(
+            "",
+            "v1",
+            "serviceaccounts",
+            "ServiceAccount",
+            true,
+            &["sa"],
+            &[],
+            ServiceAccount,
+        ));
         let mut pod = ResourceDef::builtin("", "v1", "pods", "Pod", true, &["po"], &["all"], Pod);
         pod.status_subresource = true;
         pod.log_subresource = true;
         defs.push(pod);
-        let mut ev = ResourceDef::builtin("", "v1", "events", "Event", true, &["ev"], &[], CoreEvent);
+        let mut ev =
+            ResourceDef::builtin("", "v1", "events", "Event", true, &["ev"], &[], CoreEvent);
         ev.allow_create_on_update = true;
         defs.push(ev);
-        let mut ev1 = ResourceDef::builtin("events.k8s.io", "v1", "events", "Event", true, &["ev"], &[], EventV1);
+        let mut ev1 = ResourceDef::builtin(
+            "events.k8s.io",
+            "v1",
+            "events",
+            "Event",
+            true,
+            &["ev"],
+            &[],
+            EventV1,
+        );
         ev1.allow_create_on_update = true;
         ev1.storage = (String::new(), "events".into());
         defs.push(ev1);
-        let mut lease = ResourceDef::builtin("coordination.k8s.io", "v1", "leases", "Lease", true, &[], &[], Lease);
+        let mut lease = ResourceDef::builtin(
+            "coordination.k8s.io",
+            "v1",
+            "leases",
+            "Lease",
+            true,
+            &[],
+            &[],
+            Lease,
+        );
         lease.allow_create_on_update = true;
         defs.push(lease);
         let mut job = ResourceDef::builtin("batch", "v1", "jobs", "Job", true, &[], &["all"], Job);
@@ -267,10 +322,11 @@ impl Registry {
         for file in files {
             let text = std::fs::read_to_string(&file).map_err(|e| io(&file, e))?;
             for doc in serde_yaml::Deserializer::from_str(&text) {
-                let v: Value = serde::Deserialize::deserialize(doc).map_err(|source| CrdLoadError::Yaml {
-                    path: file.display().to_string(),
-                    source,
-                })?;
+                let v: Value =
+                    serde::Deserialize::deserialize(doc).map_err(|source| CrdLoadError::Yaml {
+                        path: file.display().to_string(),
+                        source,
+                    })?;
                 if v.get("kind").and_then(Value::as_str) != Some("CustomResourceDefinition") {
                     continue;
                 }
@@ -289,7 +345,11 @@ impl Registry {
         let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
         let strings = |v: Option<&Value>| -> Vec<String> {
             v.and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x.as_str().map(str::to_string))
+                        .collect()
+                })
                 .unwrap_or_default()
         };
         let group = s(spec, "group").ok_or("missing spec.group")?;
@@ -399,7 +459,11 @@ impl Registry {
     }
 
     /// Resources of one group/version.
-    pub fn in_group_version<'a>(&'a self, group: &'a str, version: &'a str) -> impl Iterator<Item = &'a ResourceDef> + 'a {
+    pub fn in_group_version<'a>(
+        &'a self,
+        group: &'a str,
+        version: &'a str,
+    ) -> impl Iterator<Item = &'a ResourceDef> + 'a {
         self.defs
             .iter()
             .filter(move |d| d.group == group && d.version == version)

@@ -147,7 +147,10 @@ fn field_pointer(rd: &ResourceDef, field: &str) -> Option<String> {
         "metadata.name" | "metadata.namespace" => Some(format!("/{}", field.replace('.', "/"))),
         _ => match rd.builtin {
             Some(Builtin::Pod) => match field {
-                "status.phase" | "spec.nodeName" | "spec.restartPolicy" | "spec.serviceAccountName"
+                "status.phase"
+                | "spec.nodeName"
+                | "spec.restartPolicy"
+                | "spec.serviceAccountName"
                 | "status.podIP" => Some(format!("/{}", field.replace('.', "/"))),
                 _ => None,
             },
@@ -197,11 +200,8 @@ impl FieldSelector {
                 )));
             };
             let k = k.trim();
-            let ptr = field_pointer(rd, k).ok_or_else(|| {
-                ApiError::bad_request(format!(
-                    "field label not supported: {k}"
-                ))
-            })?;
+            let ptr = field_pointer(rd, k)
+                .ok_or_else(|| ApiError::bad_request(format!("field label not supported: {k}")))?;
             out.push((ptr, eq, v.trim().to_string()));
         }
         Ok(FieldSelector(out))

@@ -169,7 +169,9 @@ impl Server {
         let listener = tokio::net::TcpListener::bind(opts.listen)
             .await
             .map_err(io(format!("binding {}", opts.listen)))?;
-        let addr = listener.local_addr().map_err(io("reading the bound address"))?;
+        let addr = listener
+            .local_addr()
+            .map_err(io("reading the bound address"))?;
         let state = Arc::new(State {
             registry,
             store: Store::new(opts.history_limit),
@@ -236,9 +238,10 @@ impl RunningServer {
     pub async fn client(&self) -> Result<kube::Client, ServerError> {
         let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig)
             .map_err(|e| ServerError::Client(e.to_string()))?;
-        let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-            .await
-            .map_err(|e| ServerError::Client(e.to_string()))?;
+        let cfg =
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| ServerError::Client(e.to_string()))?;
         kube::Client::try_from(cfg).map_err(|e| ServerError::Client(e.to_string()))
     }
 

@@ -114,7 +114,14 @@ impl Inner {
     }
 
     /// Records an event produced at `rv` (which must be the latest allocated).
-    pub fn emit(&mut self, rv: u64, key: ObjKey, kind: EventType, object: Value, prev: Option<Value>) {
+    pub fn emit(
+        &mut self,
+        rv: u64,
+        key: ObjKey,
+        kind: EventType,
+        object: Value,
+        prev: Option<Value>,
+    ) {
         let ev = Arc::new(Event {
             rv,
             key,
@@ -163,7 +170,9 @@ impl Inner {
         namespace: Option<&'a str>,
     ) -> impl Iterator<Item = (&'a ObjKey, &'a Value)> + 'a {
         self.objects.iter().filter(move |(k, _)| {
-            k.group == group && k.resource == resource && namespace.is_none_or(|ns| k.namespace == ns)
+            k.group == group
+                && k.resource == resource
+                && namespace.is_none_or(|ns| k.namespace == ns)
         })
     }
 }

@@ -52,37 +52,70 @@ pub fn human_duration(secs: i64) -> String {
         format!("{secs}s")
     } else if m < 10 {
         let s = secs % 60;
-        if s == 0 { format!("{m}m") } else { format!("{m}m{s}s") }
+        if s == 0 {
+            format!("{m}m")
+        } else {
+            format!("{m}m{s}s")
+        }
     } else if m < 180 {
         format!("{m}m")
     } else if h < 8 {
         let mm = m % 60;
-        if mm == 0 { format!("{h}h") } else { format!("{h}h{mm}m") }
+        if mm == 0 {
+            format!("{h}h")
+        } else {
+            format!("{h}h{mm}m")
+        }
     } else if h < 48 {
         format!("{h}h")
     } else if h < 192 {
         let hh = h % 24;
-        if hh == 0 { format!("{d}d") } else { format!("{d}d{hh}h") }
+        if hh == 0 {
+            format!("{d}d")
+        } else {
+            format!("{d}d{hh}h")
+        }
     } else if d < 365 * 2 {
         format!("{d}d")
     } else if d < 365 * 8 {
         let dd = d % 365;
-        if dd == 0 { format!("{}y", d / 365) } else { format!("{}y{dd}d", d / 365) }
+        if dd == 0 {
+            format!("{}y", d / 365)
+        } else {
+            format!("{}y{dd}d", d / 365)
+        }
     } else {
         format!("{}y", d / 365)
     }
 }
 
 fn age(ts: Option<&Value>) -> Value {
-    match ts.and_then(Value::as_str).and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok()) {
-        Some(t) => json!(human_duration((chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds())),
+    match ts
+        .and_then(Value::as_str)
+        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+    {
+        Some(t) => json!(human_duration(
+            (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds()
+        )),
         None => json!("<unknown>"),
     }
 }
 
 fn columns(rd: &ResourceDef) -> Vec<PrinterColumn> {
-    let name = col("Name", "string", "name", "Name must be unique within a namespace.", 0);
-    let age_c = col("Age", "string", "", "CreationTimestamp is a timestamp representing the server time when this object was created.", 0);
+    let name = col(
+        "Name",
+        "string",
+        "name",
+        "Name must be unique within a namespace.",
+        0,
+    );
+    let age_c = col(
+        "Age",
+        "string",
+        "",
+        "CreationTimestamp is a timestamp representing the server time when this object was created.",
+        0,
+    );
     match rd.builtin {
         None => {
             let mut cols = vec![name];
@@ -95,32 +128,96 @@ fn columns(rd: &ResourceDef) -> Vec<PrinterColumn> {
         }
         Some(Builtin::Pod) => vec![
             name,
-            col("Ready", "string", "", "The aggregate readiness state of this pod for accepting traffic.", 0),
-            col("Status", "string", "", "The aggregate status of the containers in this pod.", 0),
-            col("Restarts", "string", "", "The number of times the containers in this pod have been restarted.", 0),
+            col(
+                "Ready",
+                "string",
+                "",
+                "The aggregate readiness state of this pod for accepting traffic.",
+                0,
+            ),
+            col(
+                "Status",
+                "string",
+                "",
+                "The aggregate status of the containers in this pod.",
+                0,
+            ),
+            col(
+                "Restarts",
+                "string",
+                "",
+                "The number of times the containers in this pod have been restarted.",
+                0,
+            ),
             age_c,
             col("IP", "string", "", "IP address allocated to the pod.", 1),
-            col("Node", "string", "", "Name of the node assigned to the pod.", 1),
+            col(
+                "Node",
+                "string",
+                "",
+                "Name of the node assigned to the pod.",
+                1,
+            ),
         ],
         Some(Builtin::Job) => vec![
             name,
             col("Status", "string", "", "Status of the job.", 0),
-            col("Completions", "string", "", "The completion status of the job.", 0),
-            col("Duration", "string", "", "Time required to complete the job.", 0),
+            col(
+                "Completions",
+                "string",
+                "",
+                "The completion status of the job.",
+                0,
+            ),
+            col(
+                "Duration",
+                "string",
+                "",
+                "Time required to complete the job.",
+                0,
+            ),
             age_c,
         ],
-        Some(Builtin::Namespace) => vec![name, col("Status", "string", "", "The status of the namespace", 0), age_c],
+        Some(Builtin::Namespace) => vec![
+            name,
+            col("Status", "string", "", "The status of the namespace", 0),
+            age_c,
+        ],
         Some(Builtin::Secret) => vec![
             name,
             col("Type", "string", "", "The type of the secret", 0),
-            col("Data", "string", "", "The number of data entries in the secret", 0),
+            col(
+                "Data",
+                "string",
+                "",
+                "The number of data entries in the secret",
+                0,
+            ),
             age_c,
         ],
-        Some(Builtin::ConfigMap) => vec![name, col("Data", "string", "", "The number of data entries", 0), age_c],
-        Some(Builtin::ServiceAccount) => vec![name, col("Secrets", "string", "", "The number of secrets", 0), age_c],
-        Some(Builtin::Lease) => vec![name, col("Holder", "string", "", "The holder of the lease", 0), age_c],
+        Some(Builtin::ConfigMap) => vec![
+            name,
+            col("Data", "string", "", "The number of data entries", 0),
+            age_c,
+        ],
+        Some(Builtin::ServiceAccount) => vec![
+            name,
+            col("Secrets", "string", "", "The number of secrets", 0),
+            age_c,
+        ],
+        Some(Builtin::Lease) => vec![
+            name,
+            col("Holder", "string", "", "The holder of the lease", 0),
+            age_c,
+        ],
         Some(Builtin::CoreEvent | Builtin::EventV1) => vec![
-            col("Last Seen", "string", "", "Time since the most recent occurrence", 0),
+            col(
+                "Last Seen",
+                "string",
+                "",
+                "Time since the most recent occurrence",
+                0,
+            ),
             col("Type", "string", "", "Type of this event", 0),
             col("Reason", "string", "", "Reason of this event", 0),
             col("Object", "string", "", "The object this event is about", 0),
@@ -138,7 +235,10 @@ fn jsonpath_cell(obj: &Value, c: &PrinterColumn) -> Value {
     } else {
         format!("${path}")
     };
-    let found = obj.query(&expr).ok().and_then(|v| v.first().map(|x| (*x).clone()));
+    let found = obj
+        .query(&expr)
+        .ok()
+        .and_then(|v| v.first().map(|x| (*x).clone()));
     let Some(v) = found else {
         return Value::Null;
     };
@@ -153,15 +253,35 @@ fn jsonpath_cell(obj: &Value, c: &PrinterColumn) -> Value {
 }
 
 fn pod_cells(o: &Value) -> Vec<Value> {
-    let statuses = o.pointer("/status/containerStatuses").and_then(Value::as_array).cloned().unwrap_or_default();
-    let total = o.pointer("/spec/containers").and_then(Value::as_array).map_or(0, Vec::len);
-    let ready = statuses.iter().filter(|s| s.get("ready") == Some(&json!(true))).count();
-    let restarts: i64 = statuses.iter().filter_map(|s| s.get("restartCount").and_then(Value::as_i64)).sum();
-    let mut status = o.pointer("/status/phase").and_then(Value::as_str).unwrap_or("Pending").to_string();
+    let statuses = o
+        .pointer("/status/containerStatuses")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let total = o
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    let ready = statuses
+        .iter()
+        .filter(|s| s.get("ready") == Some(&json!(true)))
+        .count();
+    let restarts: i64 = statuses
+        .iter()
+        .filter_map(|s| s.get("restartCount").and_then(Value::as_i64))
+        .sum();
+    let mut status = o
+        .pointer("/status/phase")
+        .and_then(Value::as_str)
+        .unwrap_or("Pending")
+        .to_string();
     for s in &statuses {
         if let Some(r) = s.pointer("/state/waiting/reason").and_then(Value::as_str) {
             status = r.to_string();
-        } else if let Some(r) = s.pointer("/state/terminated/reason").and_then(Value::as_str) {
+        } else if let Some(r) = s
+            .pointer("/state/terminated/reason")
+            .and_then(Value::as_str)
+        {
             status = r.to_string();
         }
     }
@@ -173,14 +293,26 @@ fn pod_cells(o: &Value) -> Vec<Value> {
         json!(status),
         json!(restarts.to_string()),
         age(o.pointer("/metadata/creationTimestamp")),
-        o.pointer("/status/podIP").cloned().unwrap_or(json!("<none>")),
-        o.pointer("/spec/nodeName").cloned().unwrap_or(json!("<none>")),
+        o.pointer("/status/podIP")
+            .cloned()
+            .unwrap_or(json!("<none>")),
+        o.pointer("/spec/nodeName")
+            .cloned()
+            .unwrap_or(json!("<none>")),
     ]
 }
 
 fn job_cells(o: &Value) -> Vec<Value> {
-    let conds = o.pointer("/status/conditions").and_then(Value::as_array).cloned().unwrap_or_default();
-    let has = |t: &str| conds.iter().any(|c| c.get("type") == Some(&json!(t)) && c.get("status") == Some(&json!("True")));
+    let conds = o
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let has = |t: &str| {
+        conds
+            .iter()
+            .any(|c| c.get("type") == Some(&json!(t)) && c.get("status") == Some(&json!("True")))
+    };
     let status = if has("Complete") {
         "Complete"
     } else if has("Failed") {
@@ -190,8 +322,14 @@ fn job_cells(o: &Value) -> Vec<Value> {
     } else {
         "Running"
     };
-    let succeeded = o.pointer("/status/succeeded").and_then(Value::as_i64).unwrap_or(0);
-    let completions = o.pointer("/spec/completions").and_then(Value::as_i64).unwrap_or(1);
+    let succeeded = o
+        .pointer("/status/succeeded")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    let completions = o
+        .pointer("/spec/completions")
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
     let ts = |p: &str| {
         o.pointer(p)
             .and_then(Value::as_str)
@@ -199,7 +337,9 @@ fn job_cells(o: &Value) -> Vec<Value> {
     };
     let duration = match (ts("/status/startTime"), ts("/status/completionTime")) {
         (Some(s), Some(e)) => human_duration((e - s).num_seconds()),
-        (Some(s), None) => human_duration((chrono::Utc::now() - s.with_timezone(&chrono::Utc)).num_seconds()),
+        (Some(s), None) => {
+            human_duration((chrono::Utc::now() - s.with_timezone(&chrono::Utc)).num_seconds())
+        }
         _ => String::new(),
     };
     vec![
@@ -212,7 +352,13 @@ fn job_cells(o: &Value) -> Vec<Value> {
 
 fn count(o: &Value, f: &str) -> Value {
     let n = o.get(f).and_then(Value::as_object).map_or(0, |m| m.len())
-        + if f == "data" { o.get("binaryData").and_then(Value::as_object).map_or(0, |m| m.len()) } else { 0 };
+        + if f == "data" {
+            o.get("binaryData")
+                .and_then(Value::as_object)
+                .map_or(0, |m| m.len())
+        } else {
+            0
+        };
     json!(n.to_string())
 }
 
@@ -231,7 +377,11 @@ fn cells(rd: &ResourceDef, o: &Value) -> Vec<Value> {
         Some(Builtin::Pod) => out.extend(pod_cells(o)),
         Some(Builtin::Job) => out.extend(job_cells(o)),
         Some(Builtin::Namespace) => {
-            out.push(o.pointer("/status/phase").cloned().unwrap_or(json!("Active")));
+            out.push(
+                o.pointer("/status/phase")
+                    .cloned()
+                    .unwrap_or(json!("Active")),
+            );
             out.push(created);
         }
         Some(Builtin::Secret) => {
@@ -244,11 +394,20 @@ fn cells(rd: &ResourceDef, o: &Value) -> Vec<Value> {
             out.push(created);
         }
         Some(Builtin::ServiceAccount) => {
-            out.push(json!(o.get("secrets").and_then(Value::as_array).map_or(0, Vec::len).to_string()));
+            out.push(json!(
+                o.get("secrets")
+                    .and_then(Value::as_array)
+                    .map_or(0, Vec::len)
+                    .to_string()
+            ));
             out.push(created);
         }
         Some(Builtin::Lease) => {
-            out.push(o.pointer("/spec/holderIdentity").cloned().unwrap_or(json!("")));
+            out.push(
+                o.pointer("/spec/holderIdentity")
+                    .cloned()
+                    .unwrap_or(json!("")),
+            );
             out.push(created);
         }
         Some(Builtin::CoreEvent | Builtin::EventV1) => {
@@ -266,7 +425,10 @@ fn cells(rd: &ResourceDef, o: &Value) -> Vec<Value> {
             let io = core.get("involvedObject").cloned().unwrap_or(json!({}));
             let obj = format!(
                 "{}/{}",
-                io.get("kind").and_then(Value::as_str).unwrap_or_default().to_lowercase(),
+                io.get("kind")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_lowercase(),
                 io.get("name").and_then(Value::as_str).unwrap_or_default()
             );
             out = vec![
@@ -278,7 +440,11 @@ fn cells(rd: &ResourceDef, o: &Value) -> Vec<Value> {
             ];
         }
         Some(Builtin::Crd) => {
-            out.push(o.pointer("/metadata/creationTimestamp").cloned().unwrap_or(Value::Null));
+            out.push(
+                o.pointer("/metadata/creationTimestamp")
+                    .cloned()
+                    .unwrap_or(Value::Null),
+            );
         }
     }
     out
@@ -301,7 +467,13 @@ fn row(rd: &ResourceDef, o: &Value, include: IncludeObject) -> Value {
 }
 
 /// A Table of `objects` (already in the client's representation).
-pub fn table(rd: &ResourceDef, objects: &[Value], include: IncludeObject, list_meta: Value, with_columns: bool) -> Value {
+pub fn table(
+    rd: &ResourceDef,
+    objects: &[Value],
+    include: IncludeObject,
+    list_meta: Value,
+    with_columns: bool,
+) -> Value {
     let defs: Vec<Value> = if with_columns {
         columns(rd)
             .iter()

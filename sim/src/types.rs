@@ -18,8 +18,13 @@ pub enum ListType {
 pub fn builtin_list_type(field: &str) -> ListType {
     let keys = |k: &[&str]| ListType::Map(k.iter().map(|s| s.to_string()).collect());
     match field {
-        "containers" | "initContainers" | "ephemeralContainers" | "env" | "volumes"
-        | "imagePullSecrets" | "secrets" => keys(&["name"]),
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "env"
+        | "volumes"
+        | "imagePullSecrets"
+        | "secrets" => keys(&["name"]),
         "volumeMounts" => keys(&["mountPath"]),
         "ports" => keys(&["containerPort", "protocol"]),
         "conditions" => keys(&["type"]),
@@ -86,7 +91,11 @@ impl<'a> TypeNode<'a> {
                 Some("map") => ListType::Map(
                     s.get("x-kubernetes-list-map-keys")
                         .and_then(Value::as_array)
-                        .map(|a| a.iter().filter_map(|k| k.as_str().map(str::to_string)).collect())
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|k| k.as_str().map(str::to_string))
+                                .collect()
+                        })
                         .unwrap_or_default(),
                 ),
                 _ => ListType::Atomic,

@@ -47,7 +47,11 @@ impl Filter {
     fn in_scope(&self, ev: &Event) -> bool {
         ev.key.group == self.rd.storage.0
             && ev.key.resource == self.rd.storage.1
-            && self.p.namespace.as_deref().is_none_or(|ns| !self.rd.namespaced || ev.key.namespace == ns)
+            && self
+                .p
+                .namespace
+                .as_deref()
+                .is_none_or(|ns| !self.rd.namespaced || ev.key.namespace == ns)
     }
 
     fn matches(&self, o: &Value) -> bool {
@@ -79,7 +83,13 @@ impl Filter {
         let obj = to_external(&self.rd, stored);
         let obj = match self.p.table {
             Some(inc) => {
-                let t = table(&self.rd, &[obj], inc, json!({"resourceVersion": stored.pointer("/metadata/resourceVersion").cloned().unwrap_or(Value::Null)}), *first);
+                let t = table(
+                    &self.rd,
+                    &[obj],
+                    inc,
+                    json!({"resourceVersion": stored.pointer("/metadata/resourceVersion").cloned().unwrap_or(Value::Null)}),
+                    *first,
+                );
                 *first = false;
                 t
             }
@@ -95,7 +105,8 @@ impl Filter {
         if initial_end {
             md["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
-        let obj = json!({"kind": self.rd.kind, "apiVersion": self.rd.api_version(), "metadata": md});
+        let obj =
+            json!({"kind": self.rd.kind, "apiVersion": self.rd.api_version(), "metadata": md});
         let mut s = json!({"type": "BOOKMARK", "object": obj}).to_string();
         s.push('\n');
         Bytes::from(s)
@@ -117,7 +128,11 @@ pub fn watch(
         let rv_param = filter.p.resource_version.clone().unwrap_or_default();
         let list_initial = rv_param.is_empty() || rv_param == "0" || filter.p.send_initial_events;
         if list_initial {
-            let ns = if filter.rd.namespaced { filter.p.namespace.as_deref() } else { None };
+            let ns = if filter.rd.namespaced {
+                filter.p.namespace.as_deref()
+            } else {
+                None
+            };
             for (_, o) in inner.list(&filter.rd.storage.0, &filter.rd.storage.1, ns) {
                 if filter.matches(o) {
                     initial.push(filter.line("ADDED", o, &mut first));

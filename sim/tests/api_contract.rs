@@ -10,15 +10,20 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Event as CoreEvent, Namespace, Pod, Secret};
 use kube::api::{
-    Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, PropagationPolicy,
-    WatchEvent, WatchParams,
+    Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
+    PropagationPolicy, WatchEvent, WatchParams,
 };
 use kube::runtime::{WatchStreamExt, watcher};
 use kube_sim::ServerOptions;
 use serde_json::{Value, json};
 
 fn rv(o: &DynamicObject) -> u64 {
-    o.metadata.resource_version.as_deref().unwrap().parse().unwrap()
+    o.metadata
+        .resource_version
+        .as_deref()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 fn generation(o: &DynamicObject) -> i64 {
@@ -30,7 +35,10 @@ async fn crud_resource_version_conflict_and_generation() {
     let server = start().await;
     let client = server.client().await.unwrap();
     let api = widgets(&client, "default");
-    let created = api.create(&PostParams::default(), &widget("w", json!({"size": 1}))).await.unwrap();
+    let created = api
+        .create(&PostParams::default(), &widget("w", json!({"size": 1})))
+        .await
+        .unwrap();
     assert!(created.metadata.uid.is_some());
     assert!(created.metadata.creation_timestamp.is_some());
     assert_eq!(generation(&created), 1);
@@ -38,7 +46,10 @@ async fn crud_resource_version_conflict_and_generation() {
     // A configmap write in between moves the cluster-wide counter.
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     let cm = cms
-        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "c"}})).unwrap())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "c"}})).unwrap(),
+        )
         .await
         .unwrap();
     let cm_rv: u64 = cm.metadata.resource_version.unwrap().parse().unwrap();
@@ -53,7 +64,11 @@ async fn crud_resource_version_conflict_and_generation() {
 
     // Stale resourceVersion: 409 Conflict in the real shape.
     w.data["spec"]["size"] = json!(3);
-    let err = api_err(api.replace("w", &PostParams::default(), &w).await.unwrap_err());
+    let err = api_err(
+        api.replace("w", &PostParams::default(), &w)
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(err.code, 409);
     assert_eq!(err.reason, "Conflict");
     assert_eq!(
@@ -61,17 +76,32 @@ async fn crud_resource_version_conflict_and_generation() {
         "Operation cannot be fulfilled on widgets.test.kube-sim.io \"w\": the object has been modified; please apply your changes to the latest version and try again"
     );
     let details = err.details.unwrap();
-    assert_eq!((details.name.as_str(), details.group.as_str(), details.kind.as_str()), ("w", "test.kube-sim.io", "widgets"));
+    assert_eq!(
+        (
+            details.name.as_str(),
+            details.group.as_str(),
+            details.kind.as_str()
+        ),
+        ("w", "test.kube-sim.io", "widgets")
+    );
 
     // Custom resources refuse unconditional updates (no resourceVersion).
     let mut unconditional = updated.clone();
     unconditional.metadata.resource_version = None;
-    let err = api_err(api.replace("w", &PostParams::default(), &unconditional).await.unwrap_err());
+    let err = api_err(
+        api.replace("w", &PostParams::default(), &unconditional)
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(err.code, 422);
 
     // Metadata-only change: no generation bump.
     let labelled = api
-        .patch("w", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}})))
+        .patch(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}})),
+        )
         .await
         .unwrap();
     assert_eq!(generation(&labelled), 2);
@@ -79,7 +109,11 @@ async fn crud_resource_version_conflict_and_generation() {
 
     // A no-op write keeps the resourceVersion.
     let same = api
-        .patch("w", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}})))
+        .patch(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}})),
+        )
         .await
         .unwrap();
     assert_eq!(rv(&same), rv(&labelled));
@@ -87,8 +121,15 @@ async fn crud_resource_version_conflict_and_generation() {
     // 404 and 409 AlreadyExists shapes.
     let err = api_err(api.get("missing").await.unwrap_err());
     assert_eq!((err.code, err.reason.as_str()), (404, "NotFound"));
-    assert_eq!(err.message, "widgets.test.kube-sim.io \"missing\" not found");
-    let err = api_err(api.create(&PostParams::default(), &widget("w", json!({"size": 1}))).await.unwrap_err());
+    assert_eq!(
+        err.message,
+        "widgets.test.kube-sim.io \"missing\" not found"
+    );
+    let err = api_err(
+        api.create(&PostParams::default(), &widget("w", json!({"size": 1})))
+            .await
+            .unwrap_err(),
+    );
     assert_eq!((err.code, err.reason.as_str()), (409, "AlreadyExists"));
     assert_eq!(err.message, "widgets.test.kube-sim.io \"w\" already exists");
 }
@@ -125,10 +166,17 @@ async fn status_subresource_split() {
     let mut w = widget("s", json!({"size": 1}));
     w.data["status"] = json!({"phase": "Sneaky"});
     let created = api.create(&PostParams::default(), &w).await.unwrap();
-    assert!(created.data.get("status").is_none(), "status is dropped on create");
+    assert!(
+        created.data.get("status").is_none(),
+        "status is dropped on create"
+    );
 
     let st = api
-        .patch_status("s", &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": "Ready"}, "spec": {"size": 50}})))
+        .patch_status(
+            "s",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Ready"}, "spec": {"size": 50}})),
+        )
         .await
         .unwrap();
     assert_eq!(st.data["status"]["phase"], "Ready");
@@ -136,10 +184,17 @@ async fn status_subresource_split() {
     assert_eq!(generation(&st), 1, "status writes do not bump generation");
 
     let main = api
-        .patch("s", &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": "Hacked"}, "spec": {"size": 4}})))
+        .patch(
+            "s",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Hacked"}, "spec": {"size": 4}})),
+        )
         .await
         .unwrap();
-    assert_eq!(main.data["status"]["phase"], "Ready", "main writes ignore status");
+    assert_eq!(
+        main.data["status"]["phase"], "Ready",
+        "main writes ignore status"
+    );
     assert_eq!(main.data["spec"]["size"], 4);
     assert_eq!(generation(&main), 2);
 
@@ -160,10 +215,16 @@ async fn schema_validation_cel_defaulting_and_pruning() {
     let server = start().await;
     let client = server.client().await.unwrap();
     let api = widgets(&client, "default");
-    let err = api_err(api.create(&PostParams::default(), &widget("bad", json!({"size": 300}))).await.unwrap_err());
+    let err = api_err(
+        api.create(&PostParams::default(), &widget("bad", json!({"size": 300})))
+            .await
+            .unwrap_err(),
+    );
     assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"));
     assert!(
-        err.message.starts_with("Widget.test.kube-sim.io \"bad\" is invalid: spec.size: Invalid value: 300"),
+        err.message.starts_with(
+            "Widget.test.kube-sim.io \"bad\" is invalid: spec.size: Invalid value: 300"
+        ),
         "{}",
         err.message
     );
@@ -172,15 +233,25 @@ async fn schema_validation_cel_defaulting_and_pruning() {
     assert_eq!(causes[0].reason, "FieldValueInvalid");
 
     let err = api_err(
-        api.create(&PostParams::default(), &widget("red", json!({"size": 50, "color": "red"})))
-            .await
-            .unwrap_err(),
+        api.create(
+            &PostParams::default(),
+            &widget("red", json!({"size": 50, "color": "red"})),
+        )
+        .await
+        .unwrap_err(),
     );
-    assert!(err.message.contains("red widgets must be small"), "{}", err.message);
+    assert!(
+        err.message.contains("red widgets must be small"),
+        "{}",
+        err.message
+    );
 
     // Defaulting and pruning of unknown fields.
     let w = api
-        .create(&PostParams::default(), &widget("ok", json!({"size": 1, "frozen": "ice", "bogus": true})))
+        .create(
+            &PostParams::default(),
+            &widget("ok", json!({"size": 1, "frozen": "ice", "bogus": true})),
+        )
         .await
         .unwrap();
     assert_eq!(w.data["spec"]["color"], "blue");
@@ -188,13 +259,21 @@ async fn schema_validation_cel_defaulting_and_pruning() {
 
     // Transition rule (oldSelf) on update.
     let err = api_err(
-        api.patch("ok", &PatchParams::default(), &Patch::Merge(json!({"spec": {"frozen": "water"}})))
-            .await
-            .unwrap_err(),
+        api.patch(
+            "ok",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"frozen": "water"}})),
+        )
+        .await
+        .unwrap_err(),
     );
     assert_eq!(err.code, 422);
     assert!(err.message.contains("spec.frozen"), "{}", err.message);
-    assert!(err.message.contains("frozen is immutable"), "{}", err.message);
+    assert!(
+        err.message.contains("frozen is immutable"),
+        "{}",
+        err.message
+    );
 }
 
 #[tokio::test]
@@ -231,29 +310,59 @@ async fn patch_types_merge_json_strategic() {
     assert_eq!(err.code, 422, "pod specs are immutable apart from images");
 
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    cms.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "c"}, "data": {"a": "1", "b": "2"}})).unwrap())
-        .await
-        .unwrap();
+    cms.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "c"}, "data": {"a": "1", "b": "2"}}))
+            .unwrap(),
+    )
+    .await
+    .unwrap();
     let merged = cms
-        .patch("c", &PatchParams::default(), &Patch::Merge(json!({"data": {"a": null, "c": "3"}})))
+        .patch(
+            "c",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"a": null, "c": "3"}})),
+        )
         .await
         .unwrap();
-    assert_eq!(merged.data.unwrap().into_iter().collect::<Vec<_>>(), vec![("b".into(), "2".into()), ("c".into(), "3".into())]);
-    let patch: json_patch::Patch = serde_json::from_value(json!([{"op": "replace", "path": "/data/b", "value": "20"}])).unwrap();
-    let jp = cms.patch("c", &PatchParams::default(), &Patch::<()>::Json(patch)).await.unwrap();
+    assert_eq!(
+        merged.data.unwrap().into_iter().collect::<Vec<_>>(),
+        vec![("b".into(), "2".into()), ("c".into(), "3".into())]
+    );
+    let patch: json_patch::Patch =
+        serde_json::from_value(json!([{"op": "replace", "path": "/data/b", "value": "20"}]))
+            .unwrap();
+    let jp = cms
+        .patch("c", &PatchParams::default(), &Patch::<()>::Json(patch))
+        .await
+        .unwrap();
     assert_eq!(jp.data.unwrap()["b"], "20");
 
     // Strategic merge is refused for custom resources, as by the real server.
     let api = widgets(&client, "default");
-    api.create(&PostParams::default(), &widget("w", json!({"size": 1}))).await.unwrap();
-    let err = api_err(api.patch("w", &PatchParams::default(), &Patch::Strategic(json!({"spec": {"size": 2}}))).await.unwrap_err());
+    api.create(&PostParams::default(), &widget("w", json!({"size": 1})))
+        .await
+        .unwrap();
+    let err = api_err(
+        api.patch(
+            "w",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"spec": {"size": 2}})),
+        )
+        .await
+        .unwrap_err(),
+    );
     assert_eq!(err.code, 415);
 
     // A merge patch carrying a stale resourceVersion conflicts.
     let err = api_err(
-        cms.patch("c", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"resourceVersion": "1"}, "data": {"x": "y"}})))
-            .await
-            .unwrap_err(),
+        cms.patch(
+            "c",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"resourceVersion": "1"}, "data": {"x": "y"}})),
+        )
+        .await
+        .unwrap_err(),
     );
     assert_eq!(err.code, 409);
 }
@@ -268,7 +377,10 @@ async fn server_side_apply_managers_conflicts_and_force() {
         "metadata": {"name": "a", "labels": {"team": "x"}},
         "spec": {"size": 1, "tags": ["one"], "parts": [{"name": "p1", "count": 1}]}
     });
-    let w = api.patch("a", &PatchParams::apply("alice"), &Patch::Apply(&applied)).await.unwrap();
+    let w = api
+        .patch("a", &PatchParams::apply("alice"), &Patch::Apply(&applied))
+        .await
+        .unwrap();
     assert_eq!(w.data["spec"]["size"], 1);
     let mf = w.metadata.managed_fields.clone().unwrap();
     assert_eq!(mf.len(), 1);
@@ -278,13 +390,25 @@ async fn server_side_apply_managers_conflicts_and_force() {
     // Another manager changing alice's field conflicts...
     let bob = json!({"apiVersion": "test.kube-sim.io/v1", "kind": "Widget", "metadata": {"name": "a"},
                      "spec": {"size": 2, "tags": ["two"], "parts": [{"name": "p2", "count": 2}]}});
-    let err = api_err(api.patch("a", &PatchParams::apply("bob"), &Patch::Apply(&bob)).await.unwrap_err());
+    let err = api_err(
+        api.patch("a", &PatchParams::apply("bob"), &Patch::Apply(&bob))
+            .await
+            .unwrap_err(),
+    );
     assert_eq!((err.code, err.reason.as_str()), (409, "Conflict"));
-    assert!(err.message.starts_with("Apply failed with 1 conflict: conflict with \"alice\""), "{}", err.message);
+    assert!(
+        err.message
+            .starts_with("Apply failed with 1 conflict: conflict with \"alice\""),
+        "{}",
+        err.message
+    );
     assert!(err.message.contains(".spec.size"), "{}", err.message);
 
     // ...unless forced; set and map lists merge.
-    let w = api.patch("a", &PatchParams::apply("bob").force(), &Patch::Apply(&bob)).await.unwrap();
+    let w = api
+        .patch("a", &PatchParams::apply("bob").force(), &Patch::Apply(&bob))
+        .await
+        .unwrap();
     assert_eq!(w.data["spec"]["size"], 2);
     assert_eq!(w.data["spec"]["tags"], json!(["one", "two"]));
     assert_eq!(w.data["spec"]["parts"].as_array().unwrap().len(), 2);
@@ -292,8 +416,16 @@ async fn server_side_apply_managers_conflicts_and_force() {
     // alice drops her label and part: they are removed (nobody else owns them).
     let alice2 = json!({"apiVersion": "test.kube-sim.io/v1", "kind": "Widget", "metadata": {"name": "a"},
                         "spec": {"tags": ["one"]}});
-    let w = api.patch("a", &PatchParams::apply("alice"), &Patch::Apply(&alice2)).await.unwrap();
-    assert!(w.metadata.labels.as_ref().is_none_or(|l| !l.contains_key("team")));
+    let w = api
+        .patch("a", &PatchParams::apply("alice"), &Patch::Apply(&alice2))
+        .await
+        .unwrap();
+    assert!(
+        w.metadata
+            .labels
+            .as_ref()
+            .is_none_or(|l| !l.contains_key("team"))
+    );
     assert_eq!(w.data["spec"]["parts"], json!([{"name": "p2", "count": 2}]));
     assert_eq!(w.data["spec"]["size"], 2);
 
@@ -308,9 +440,19 @@ async fn server_side_apply_managers_conflicts_and_force() {
         field_manager: Some("editor".into()),
         ..Default::default()
     };
-    let c = cms.patch("fresh", &editor, &Patch::Merge(json!({"data": {"k": "edited"}}))).await.unwrap();
+    let c = cms
+        .patch(
+            "fresh",
+            &editor,
+            &Patch::Merge(json!({"data": {"k": "edited"}})),
+        )
+        .await
+        .unwrap();
     let mf = c.metadata.managed_fields.unwrap();
-    let ed = mf.iter().find(|m| m.manager.as_deref() == Some("editor")).expect("editor entry");
+    let ed = mf
+        .iter()
+        .find(|m| m.manager.as_deref() == Some("editor"))
+        .expect("editor entry");
     assert_eq!(ed.operation.as_deref(), Some("Update"));
     // The applier lost the field to the editor: re-applying the old value conflicts.
     let err = api_err(
@@ -319,7 +461,11 @@ async fn server_side_apply_managers_conflicts_and_force() {
             .unwrap_err(),
     );
     assert_eq!(err.code, 409);
-    assert!(err.message.contains("conflict with \"editor\""), "{}", err.message);
+    assert!(
+        err.message.contains("conflict with \"editor\""),
+        "{}",
+        err.message
+    );
 }
 
 #[tokio::test]
@@ -332,9 +478,12 @@ async fn label_and_field_selectors() {
         ("b", json!({"app": "web", "tier": "frontend"})),
         ("c", json!({"app": "db"})),
     ] {
-        cms.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap())
-            .await
-            .unwrap();
+        cms.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap(),
+        )
+        .await
+        .unwrap();
     }
     let names = |sel: &'static str| {
         let cms = cms.clone();
@@ -360,17 +509,32 @@ async fn label_and_field_selectors() {
     assert_eq!(names("tier").await, ["a", "b"]);
     assert_eq!(names("!tier").await, ["c"]);
 
-    let by_name = cms.list(&ListParams::default().fields("metadata.name=b")).await.unwrap();
+    let by_name = cms
+        .list(&ListParams::default().fields("metadata.name=b"))
+        .await
+        .unwrap();
     assert_eq!(by_name.items.len(), 1);
-    let err = api_err(cms.list(&ListParams::default().fields("data.x=1")).await.unwrap_err());
+    let err = api_err(
+        cms.list(&ListParams::default().fields("data.x=1"))
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(err.code, 400);
 
     // Pagination with limit/continue.
     let page = cms.list(&ListParams::default().limit(2)).await.unwrap();
     assert_eq!(page.items.len(), 2);
     let token = page.metadata.continue_.clone().expect("continue token");
-    let rest = cms.list(&ListParams::default().limit(2).continue_token(&token)).await.unwrap();
-    let mut all: Vec<String> = page.items.iter().chain(rest.items.iter()).map(|c| c.metadata.name.clone().unwrap()).collect();
+    let rest = cms
+        .list(&ListParams::default().limit(2).continue_token(&token))
+        .await
+        .unwrap();
+    let mut all: Vec<String> = page
+        .items
+        .iter()
+        .chain(rest.items.iter())
+        .map(|c| c.metadata.name.clone().unwrap())
+        .collect();
     all.sort();
     // "kube-root-ca"-style extras do not exist here: exactly our three objects.
     assert_eq!(all, ["a", "b", "c"]);
@@ -382,10 +546,21 @@ async fn watch_resume_bookmarks_and_watcher() {
     let server = start().await;
     let client = server.client().await.unwrap();
     let api = widgets(&client, "default");
-    let first = api.create(&PostParams::default(), &widget("w1", json!({"size": 1}))).await.unwrap();
+    let first = api
+        .create(&PostParams::default(), &widget("w1", json!({"size": 1})))
+        .await
+        .unwrap();
     let resume_from = first.metadata.resource_version.clone().unwrap();
-    api.create(&PostParams::default(), &widget("w2", json!({"size": 2}))).await.unwrap();
-    api.patch("w1", &PatchParams::default(), &Patch::Merge(json!({"spec": {"size": 5}}))).await.unwrap();
+    api.create(&PostParams::default(), &widget("w2", json!({"size": 2})))
+        .await
+        .unwrap();
+    api.patch(
+        "w1",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"size": 5}})),
+    )
+    .await
+    .unwrap();
     api.delete("w2", &DeleteParams::default()).await.unwrap();
 
     // Resume from the first create's RV: exactly the later events, in order.
@@ -393,7 +568,10 @@ async fn watch_resume_bookmarks_and_watcher() {
     let mut stream = api.watch(&wp, &resume_from).await.unwrap().boxed();
     let mut seen = Vec::new();
     let mut bookmark = false;
-    while let Some(ev) = tokio::time::timeout(Duration::from_secs(5), stream.next()).await.unwrap() {
+    while let Some(ev) = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .unwrap()
+    {
         match ev.unwrap() {
             WatchEvent::Added(o) => seen.push(format!("ADDED {}", o.metadata.name.unwrap())),
             WatchEvent::Modified(o) => seen.push(format!("MODIFIED {}", o.metadata.name.unwrap())),
@@ -410,15 +588,23 @@ async fn watch_resume_bookmarks_and_watcher() {
     assert!(bookmark, "bookmarks are sent when allowed");
 
     // The kube-rs watcher (list + watch) sees later changes.
-    let mut w = watcher(api.clone(), watcher::Config::default()).applied_objects().boxed();
+    let mut w = watcher(api.clone(), watcher::Config::default())
+        .applied_objects()
+        .boxed();
     let api2 = api.clone();
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        api2.create(&PostParams::default(), &widget("w3", json!({"size": 3}))).await.unwrap();
+        api2.create(&PostParams::default(), &widget("w3", json!({"size": 3})))
+            .await
+            .unwrap();
     });
     let mut names = Vec::new();
     while !names.contains(&"w3".to_string()) {
-        let o = tokio::time::timeout(Duration::from_secs(10), w.try_next()).await.unwrap().unwrap().unwrap();
+        let o = tokio::time::timeout(Duration::from_secs(10), w.try_next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         names.push(o.metadata.name.unwrap());
     }
     assert!(names.contains(&"w1".to_string()));
@@ -435,16 +621,25 @@ async fn watch_too_old_resource_version_is_410() {
     let client = server.client().await.unwrap();
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     let first = cms
-        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "c0"}})).unwrap())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "c0"}})).unwrap(),
+        )
         .await
         .unwrap();
     for i in 1..10 {
-        cms.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": format!("c{i}")}})).unwrap())
-            .await
-            .unwrap();
+        cms.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": format!("c{i}")}})).unwrap(),
+        )
+        .await
+        .unwrap();
     }
     let mut stream = cms
-        .watch(&WatchParams::default().timeout(5), first.metadata.resource_version.as_deref().unwrap())
+        .watch(
+            &WatchParams::default().timeout(5),
+            first.metadata.resource_version.as_deref().unwrap(),
+        )
         .await
         .unwrap()
         .boxed();
@@ -452,7 +647,11 @@ async fn watch_too_old_resource_version_is_410() {
         WatchEvent::Error(e) => {
             assert_eq!(e.code, 410);
             assert_eq!(e.reason, "Expired");
-            assert!(e.message.starts_with("too old resource version"), "{}", e.message);
+            assert!(
+                e.message.starts_with("too old resource version"),
+                "{}",
+                e.message
+            );
         }
         other => panic!("expected a 410 ERROR event, got {other:?}"),
     }
@@ -463,17 +662,42 @@ async fn watch_label_selector_transitions() {
     let server = start().await;
     let client = server.client().await.unwrap();
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    let start_rv = cms.list(&ListParams::default()).await.unwrap().metadata.resource_version.unwrap();
+    let start_rv = cms
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
     let mut stream = cms
-        .watch(&WatchParams::default().labels("sel=yes").timeout(5), &start_rv)
+        .watch(
+            &WatchParams::default().labels("sel=yes").timeout(5),
+            &start_rv,
+        )
         .await
         .unwrap()
         .boxed();
-    cms.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "x", "labels": {"sel": "no"}}})).unwrap())
-        .await
-        .unwrap();
-    cms.patch("x", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"sel": "yes"}}}))).await.unwrap();
-    cms.patch("x", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"sel": "no"}}}))).await.unwrap();
+    cms.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "x", "labels": {"sel": "no"}}}))
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    cms.patch(
+        "x",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"sel": "yes"}}})),
+    )
+    .await
+    .unwrap();
+    cms.patch(
+        "x",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"sel": "no"}}})),
+    )
+    .await
+    .unwrap();
     let mut kinds = Vec::new();
     for _ in 0..2 {
         match stream.next().await.unwrap().unwrap() {
@@ -495,23 +719,51 @@ async fn finalizers_and_deletion_timestamp() {
     api.create(&PostParams::default(), &w).await.unwrap();
     api.delete("f", &DeleteParams::default()).await.unwrap();
     let cur = api.get("f").await.unwrap();
-    assert!(cur.metadata.deletion_timestamp.is_some(), "only marked for deletion");
-    assert_eq!(generation(&cur), 2, "setting deletionTimestamp bumps generation");
+    assert!(
+        cur.metadata.deletion_timestamp.is_some(),
+        "only marked for deletion"
+    );
+    assert_eq!(
+        generation(&cur),
+        2,
+        "setting deletionTimestamp bumps generation"
+    );
 
     let err = api_err(
-        api.patch("f", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": ["test.kube-sim.io/cleanup", "another"]}})))
-            .await
-            .unwrap_err(),
+        api.patch(
+            "f",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"finalizers": ["test.kube-sim.io/cleanup", "another"]}}),
+            ),
+        )
+        .await
+        .unwrap_err(),
     );
     assert_eq!(err.code, 422);
-    assert!(err.message.contains("no new finalizers can be added"), "{}", err.message);
+    assert!(
+        err.message.contains("no new finalizers can be added"),
+        "{}",
+        err.message
+    );
 
-    api.patch("f", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}}))).await.unwrap();
+    api.patch(
+        "f",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
     let err = api_err(api.get("f").await.unwrap_err());
-    assert_eq!(err.code, 404, "removing the last finalizer deletes the object");
+    assert_eq!(
+        err.code, 404,
+        "removing the last finalizer deletes the object"
+    );
 
     // Preconditions.
-    api.create(&PostParams::default(), &widget("p", json!({"size": 1}))).await.unwrap();
+    api.create(&PostParams::default(), &widget("p", json!({"size": 1})))
+        .await
+        .unwrap();
     let dp = DeleteParams {
         preconditions: Some(kube::api::Preconditions {
             uid: Some("not-the-uid".into()),
@@ -521,7 +773,12 @@ async fn finalizers_and_deletion_timestamp() {
     };
     let err = api_err(api.delete("p", &dp).await.unwrap_err());
     assert_eq!(err.code, 409);
-    assert!(err.message.contains("Precondition failed: UID in precondition: not-the-uid"), "{}", err.message);
+    assert!(
+        err.message
+            .contains("Precondition failed: UID in precondition: not-the-uid"),
+        "{}",
+        err.message
+    );
 }
 
 async fn owned_configmap(cms: &Api<ConfigMap>, name: &str, owner: &ConfigMap, block: bool) {
@@ -533,7 +790,9 @@ async fn owned_configmap(cms: &Api<ConfigMap>, name: &str, owner: &ConfigMap, bl
             "blockOwnerDeletion": block,
         }]}
     });
-    cms.create(&PostParams::default(), &serde_json::from_value(o).unwrap()).await.unwrap();
+    cms.create(&PostParams::default(), &serde_json::from_value(o).unwrap())
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -541,40 +800,85 @@ async fn owner_reference_garbage_collection() {
     let server = start().await;
     let client = server.client().await.unwrap();
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    let mk = |n: &str| serde_json::from_value::<ConfigMap>(json!({"metadata": {"name": n}})).unwrap();
+    let mk =
+        |n: &str| serde_json::from_value::<ConfigMap>(json!({"metadata": {"name": n}})).unwrap();
 
     // Background (default): dependents go after the owner.
-    let owner = cms.create(&PostParams::default(), &mk("owner")).await.unwrap();
-    owned_configmap(&cms, "dep", &owner, false).await;
-    cms.delete("owner", &DeleteParams::default()).await.unwrap();
-    eventually("background GC deletes the dependent", || async { cms.get_opt("dep").await.unwrap().is_none() }).await;
-
-    // Orphan: dependents stay, without the owner reference.
-    let owner = cms.create(&PostParams::default(), &mk("owner2")).await.unwrap();
-    owned_configmap(&cms, "dep2", &owner, false).await;
-    cms.delete("owner2", &DeleteParams { propagation_policy: Some(PropagationPolicy::Orphan), ..Default::default() })
+    let owner = cms
+        .create(&PostParams::default(), &mk("owner"))
         .await
         .unwrap();
-    eventually("orphaned owner goes away", || async { cms.get_opt("owner2").await.unwrap().is_none() }).await;
+    owned_configmap(&cms, "dep", &owner, false).await;
+    cms.delete("owner", &DeleteParams::default()).await.unwrap();
+    eventually("background GC deletes the dependent", || async {
+        cms.get_opt("dep").await.unwrap().is_none()
+    })
+    .await;
+
+    // Orphan: dependents stay, without the owner reference.
+    let owner = cms
+        .create(&PostParams::default(), &mk("owner2"))
+        .await
+        .unwrap();
+    owned_configmap(&cms, "dep2", &owner, false).await;
+    cms.delete(
+        "owner2",
+        &DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Orphan),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    eventually("orphaned owner goes away", || async {
+        cms.get_opt("owner2").await.unwrap().is_none()
+    })
+    .await;
     let dep = cms.get("dep2").await.unwrap();
     assert!(dep.metadata.owner_references.unwrap_or_default().is_empty());
 
     // Foreground: the owner waits (with a deletionTimestamp) until blocking dependents are gone.
-    let owner = cms.create(&PostParams::default(), &mk("owner3")).await.unwrap();
+    let owner = cms
+        .create(&PostParams::default(), &mk("owner3"))
+        .await
+        .unwrap();
     owned_configmap(&cms, "dep3", &owner, true).await;
     let mut dep3 = cms.get("dep3").await.unwrap();
     dep3.metadata.finalizers = Some(vec!["hold".into()]);
-    cms.replace("dep3", &PostParams::default(), &dep3).await.unwrap();
-    cms.delete("owner3", &DeleteParams::foreground()).await.unwrap();
+    cms.replace("dep3", &PostParams::default(), &dep3)
+        .await
+        .unwrap();
+    cms.delete("owner3", &DeleteParams::foreground())
+        .await
+        .unwrap();
     eventually("dependent marked for deletion", || async {
-        cms.get("dep3").await.unwrap().metadata.deletion_timestamp.is_some()
+        cms.get("dep3")
+            .await
+            .unwrap()
+            .metadata
+            .deletion_timestamp
+            .is_some()
     })
     .await;
     let o3 = cms.get("owner3").await.unwrap();
     assert!(o3.metadata.deletion_timestamp.is_some());
-    assert!(o3.metadata.finalizers.unwrap().contains(&"foregroundDeletion".to_string()));
-    cms.patch("dep3", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}}))).await.unwrap();
-    eventually("foreground owner deleted after its dependent", || async { cms.get_opt("owner3").await.unwrap().is_none() }).await;
+    assert!(
+        o3.metadata
+            .finalizers
+            .unwrap()
+            .contains(&"foregroundDeletion".to_string())
+    );
+    cms.patch(
+        "dep3",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    eventually("foreground owner deleted after its dependent", || async {
+        cms.get_opt("owner3").await.unwrap().is_none()
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -585,8 +889,10 @@ async fn jobs_default_to_orphan_and_get_selector_labels() {
     let job = jobs
         .create(
             &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": "j"}, "spec": {"template": {"spec": {
-                "restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}}))
+            &serde_json::from_value(
+                json!({"metadata": {"name": "j"}, "spec": {"template": {"spec": {
+                "restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}}),
+            )
             .unwrap(),
         )
         .await
@@ -601,15 +907,22 @@ async fn jobs_default_to_orphan_and_get_selector_labels() {
     let bad = jobs
         .create(
             &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": "bad"}, "spec": {"template": {"spec": {
-                "restartPolicy": "Always", "containers": [{"name": "c", "image": "busybox"}]}}}}))
+            &serde_json::from_value(
+                json!({"metadata": {"name": "bad"}, "spec": {"template": {"spec": {
+                "restartPolicy": "Always", "containers": [{"name": "c", "image": "busybox"}]}}}}),
+            )
             .unwrap(),
         )
         .await
         .unwrap_err();
     let bad = api_err(bad);
     assert_eq!(bad.code, 422);
-    assert!(bad.message.contains("spec.template.spec.restartPolicy: Unsupported value: \"Always\""), "{}", bad.message);
+    assert!(
+        bad.message
+            .contains("spec.template.spec.restartPolicy: Unsupported value: \"Always\""),
+        "{}",
+        bad.message
+    );
 
     // A pod owned by the job survives a default delete (orphan) but not a background one.
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
@@ -619,24 +932,41 @@ async fn jobs_default_to_orphan_and_get_selector_labels() {
             "spec": {"containers": [{"name": "c", "image": "busybox"}]}}))
         .unwrap()
     };
-    pods.create(&PostParams::default(), &mk_pod("p1", &uid)).await.unwrap();
+    pods.create(&PostParams::default(), &mk_pod("p1", &uid))
+        .await
+        .unwrap();
     jobs.delete("j", &DeleteParams::default()).await.unwrap();
-    eventually("job gone", || async { jobs.get_opt("j").await.unwrap().is_none() }).await;
+    eventually("job gone", || async {
+        jobs.get_opt("j").await.unwrap().is_none()
+    })
+    .await;
     let p1 = pods.get("p1").await.unwrap();
     assert!(p1.metadata.owner_references.unwrap_or_default().is_empty());
 
     let job = jobs
         .create(
             &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": "j2"}, "spec": {"template": {"spec": {
-                "restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}}))
+            &serde_json::from_value(
+                json!({"metadata": {"name": "j2"}, "spec": {"template": {"spec": {
+                "restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}}),
+            )
             .unwrap(),
         )
         .await
         .unwrap();
-    pods.create(&PostParams::default(), &mk_pod("p2", job.metadata.uid.as_deref().unwrap())).await.unwrap();
-    jobs.delete("j2", &DeleteParams::background()).await.unwrap();
-    eventually("pod of background-deleted job gone", || async { pods.get_opt("p2").await.unwrap().is_none() }).await;
+    pods.create(
+        &PostParams::default(),
+        &mk_pod("p2", job.metadata.uid.as_deref().unwrap()),
+    )
+    .await
+    .unwrap();
+    jobs.delete("j2", &DeleteParams::background())
+        .await
+        .unwrap();
+    eventually("pod of background-deleted job gone", || async {
+        pods.get_opt("p2").await.unwrap().is_none()
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -644,18 +974,33 @@ async fn namespace_lifecycle() {
     let server = start().await;
     let client = server.client().await.unwrap();
     let nss: Api<Namespace> = Api::all(client.clone());
-    nss.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "team"}})).unwrap())
-        .await
-        .unwrap();
-    let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), "team");
-    eventually("default service account created", || async { sas.get_opt("default").await.unwrap().is_some() }).await;
+    nss.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "team"}})).unwrap(),
+    )
+    .await
+    .unwrap();
+    let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(client.clone(), "team");
+    eventually("default service account created", || async {
+        sas.get_opt("default").await.unwrap().is_some()
+    })
+    .await;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), "team");
     let s = secrets
-        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "s"}, "stringData": {"k": "v"}})).unwrap())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "s"}, "stringData": {"k": "v"}}))
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(s.type_.as_deref(), Some("Opaque"));
-    assert_eq!(s.data.unwrap()["k"].0, b"v".to_vec(), "stringData is folded into data");
+    assert_eq!(
+        s.data.unwrap()["k"].0,
+        b"v".to_vec(),
+        "stringData is folded into data"
+    );
 
     let api = widgets(&client, "team");
     let mut w = widget("held", json!({"size": 1}));
@@ -665,21 +1010,51 @@ async fn namespace_lifecycle() {
     nss.delete("team", &DeleteParams::default()).await.unwrap();
     let ns = nss.get("team").await.unwrap();
     assert_eq!(ns.status.unwrap().phase.as_deref(), Some("Terminating"));
-    let err = api_err(secrets.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "late"}})).unwrap()).await.unwrap_err());
+    let err = api_err(
+        secrets
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": "late"}})).unwrap(),
+            )
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(err.code, 403);
-    assert!(err.message.contains("because it is being terminated"), "{}", err.message);
+    assert!(
+        err.message.contains("because it is being terminated"),
+        "{}",
+        err.message
+    );
 
-    eventually("contents deleted", || async { secrets.get_opt("s").await.unwrap().is_none() }).await;
-    assert!(nss.get_opt("team").await.unwrap().is_some(), "waits for finalizers of contents");
-    api.patch("held", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}}))).await.unwrap();
-    eventually("namespace removed", || async { nss.get_opt("team").await.unwrap().is_none() }).await;
+    eventually("contents deleted", || async {
+        secrets.get_opt("s").await.unwrap().is_none()
+    })
+    .await;
+    assert!(
+        nss.get_opt("team").await.unwrap().is_some(),
+        "waits for finalizers of contents"
+    );
+    api.patch(
+        "held",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    eventually("namespace removed", || async {
+        nss.get_opt("team").await.unwrap().is_none()
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn events_both_apis_share_storage() {
     let server = start().await;
     let client = server.client().await.unwrap();
-    let ar = kube::api::ApiResource::from_gvk_with_plural(&kube::api::GroupVersionKind::gvk("events.k8s.io", "v1", "Event"), "events");
+    let ar = kube::api::ApiResource::from_gvk_with_plural(
+        &kube::api::GroupVersionKind::gvk("events.k8s.io", "v1", "Event"),
+        "events",
+    );
     let v1: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &ar);
     let ev: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "events.k8s.io/v1", "kind": "Event",
@@ -692,11 +1067,17 @@ async fn events_both_apis_share_storage() {
     .unwrap();
     v1.create(&PostParams::default(), &ev).await.unwrap();
     let core: Api<CoreEvent> = Api::namespaced(client.clone(), "default");
-    let list = core.list(&ListParams::default().fields("involvedObject.name=w,involvedObject.kind=Widget")).await.unwrap();
+    let list = core
+        .list(&ListParams::default().fields("involvedObject.name=w,involvedObject.kind=Widget"))
+        .await
+        .unwrap();
     assert_eq!(list.items.len(), 1);
     let e = &list.items[0];
     assert_eq!(e.message.as_deref(), Some("created run"));
-    assert_eq!(e.reporting_component.as_deref(), Some("dataguardian.io/operator"));
+    assert_eq!(
+        e.reporting_component.as_deref(),
+        Some("dataguardian.io/operator")
+    );
     assert_eq!(e.involved_object.uid.as_deref(), Some("u-1"));
     let back = v1.get("w.1").await.unwrap();
     assert_eq!(back.data["note"], "created run");
@@ -715,9 +1096,17 @@ async fn leases_crud() {
     let mut stale = l.clone();
     let mut next = l.clone();
     next.spec.as_mut().unwrap().holder_identity = Some("b".into());
-    leases.replace("leader", &PostParams::default(), &next).await.unwrap();
+    leases
+        .replace("leader", &PostParams::default(), &next)
+        .await
+        .unwrap();
     stale.spec.as_mut().unwrap().holder_identity = Some("c".into());
-    let err = api_err(leases.replace("leader", &PostParams::default(), &stale).await.unwrap_err());
+    let err = api_err(
+        leases
+            .replace("leader", &PostParams::default(), &stale)
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(err.code, 409, "two candidates cannot both win");
 }
 
@@ -737,14 +1126,31 @@ async fn pod_logs_tail_and_follow() {
     let file = dir.join("main.log");
     std::fs::write(&file, "one\ntwo\nthree\n").unwrap();
 
-    let lp = kube::api::LogParams { container: Some("main".into()), tail_lines: Some(2), ..Default::default() };
+    let lp = kube::api::LogParams {
+        container: Some("main".into()),
+        tail_lines: Some(2),
+        ..Default::default()
+    };
     assert_eq!(pods.logs("p", &lp).await.unwrap(), "two\nthree\n");
-    let err = api_err(pods.logs("p", &kube::api::LogParams::default()).await.unwrap_err());
+    let err = api_err(
+        pods.logs("p", &kube::api::LogParams::default())
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(err.code, 400);
-    assert!(err.message.contains("a container name must be specified for pod p, choose one of: [main side]"), "{}", err.message);
+    assert!(
+        err.message
+            .contains("a container name must be specified for pod p, choose one of: [main side]"),
+        "{}",
+        err.message
+    );
 
     // follow: streams appended bytes until the container is terminated and the file drained.
-    let lp = kube::api::LogParams { container: Some("main".into()), follow: true, ..Default::default() };
+    let lp = kube::api::LogParams {
+        container: Some("main".into()),
+        follow: true,
+        ..Default::default()
+    };
     let reader = pods.log_stream("p", &lp).await.unwrap();
     let collect = tokio::spawn(async move {
         use futures::AsyncReadExt;
@@ -756,11 +1162,17 @@ async fn pod_logs_tail_and_follow() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     {
         use std::io::Write;
-        let mut f = std::fs::OpenOptions::new().append(true).open(&file).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&file)
+            .unwrap();
         f.write_all(b"four\n").unwrap();
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!collect.is_finished(), "follow keeps streaming while the container runs");
+    assert!(
+        !collect.is_finished(),
+        "follow keeps streaming while the container runs"
+    );
     pods.patch_status(
         "p",
         &PatchParams::default(),
@@ -769,7 +1181,10 @@ async fn pod_logs_tail_and_follow() {
     )
     .await
     .unwrap();
-    let all = tokio::time::timeout(Duration::from_secs(5), collect).await.unwrap().unwrap();
+    let all = tokio::time::timeout(Duration::from_secs(5), collect)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(all, "one\ntwo\nthree\nfour\n");
 }
 
@@ -781,16 +1196,25 @@ async fn discovery_documents() {
     assert_eq!((v.major.as_str(), v.minor.as_str()), ("1", "32"));
     let groups = client.list_api_groups().await.unwrap();
     assert!(groups.groups.iter().any(|g| g.name == "test.kube-sim.io"));
-    let res = client.list_api_group_resources("test.kube-sim.io/v1").await.unwrap();
+    let res = client
+        .list_api_group_resources("test.kube-sim.io/v1")
+        .await
+        .unwrap();
     let w = res.resources.iter().find(|r| r.name == "widgets").unwrap();
     assert_eq!(w.short_names.as_deref(), Some(&["wd".to_string()][..]));
-    assert_eq!(w.categories.as_deref(), Some(&["kubesimtest".to_string()][..]));
+    assert_eq!(
+        w.categories.as_deref(),
+        Some(&["kubesimtest".to_string()][..])
+    );
     assert!(w.namespaced);
     assert!(res.resources.iter().any(|r| r.name == "widgets/status"));
     let core = client.list_core_api_resources("v1").await.unwrap();
     assert!(core.resources.iter().any(|r| r.name == "pods/log"));
     // kube-rs discovery over everything works.
-    let d = kube::discovery::Discovery::new(client.clone()).run().await.unwrap();
+    let d = kube::discovery::Discovery::new(client.clone())
+        .run()
+        .await
+        .unwrap();
     assert!(d.groups().any(|g| g.name() == "batch"));
     let _: Vec<Value> = Vec::new();
 }

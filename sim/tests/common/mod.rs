@@ -30,7 +30,10 @@ pub async fn start_with(opts: ServerOptions) -> RunningServer {
 
 /// The Widget resource.
 pub fn widget_ar() -> ApiResource {
-    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("test.kube-sim.io", "v1", "Widget"), "widgets")
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("test.kube-sim.io", "v1", "Widget"),
+        "widgets",
+    )
 }
 
 /// A namespaced Widget API.
@@ -120,6 +123,10 @@ pub async fn kubectl_stdin(server: &RunningServer, args: &[&str], stdin: Option<
 /// Runs kubectl and requires success.
 pub async fn kubectl_ok(server: &RunningServer, args: &[&str]) -> String {
     let out = kubectl(server, args).await;
-    assert!(out.ok, "kubectl {args:?} failed: {}\n{}", out.stderr, out.stdout);
+    assert!(
+        out.ok,
+        "kubectl {args:?} failed: {}\n{}",
+        out.stderr, out.stdout
+    );
     out.stdout
 }
