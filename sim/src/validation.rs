@@ -555,10 +555,11 @@ fn body_path(path: &str) -> &str {
     if path.is_empty() { "body" } else { path }
 }
 
+/// Renders a schema bound the way the apiserver does (`60`, not `60.0`, for whole numbers).
 fn limit_str(v: &Value) -> String {
-    match v {
-        Value::Number(n) => n.to_string(),
-        other => other.to_string(),
+    match v.as_f64() {
+        Some(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", f as i64),
+        _ => v.to_string(),
     }
 }
 
@@ -1197,7 +1198,7 @@ mod tests {
                     ],
                     "properties": {
                         "schedule": {"type": "string", "pattern": "^\\S+( \\S+){4}$"},
-                        "port": {"type": "integer", "format": "int32", "minimum": 1, "maximum": 65535},
+                        "port": {"type": "integer", "format": "int32", "minimum": 1.0, "maximum": 65535.0},
                         "ratio": {"type": "number"},
                         "name": {"type": "string", "maxLength": 5, "minLength": 1},
                         "s3": {"type": "object", "properties": {"bucket": {"type": "string"}}},

@@ -1,1 +1,3 @@
 //! Builders for the Kubernetes Jobs the controllers launch.
+
+pub mod naming;

@@ -327,7 +327,6 @@ where
     E: std::error::Error + aws_sdk_s3::error::ProvideErrorMetadata + 'static,
     R: std::fmt::Debug,
 {
-    use aws_sdk_s3::error::ProvideErrorMetadata;
     let message = match err.as_service_error().and_then(|e| e.code()) {
         Some(code) => format!(
             "{code}: {}",
