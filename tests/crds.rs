@@ -372,3 +372,28 @@ fn schemas_are_structural() {
         );
     }
 }
+
+fn has_property_named(node: &Value, name: &str) -> bool {
+    match node {
+        Value::Object(map) => {
+            map.get("properties")
+                .and_then(Value::as_object)
+                .is_some_and(|p| p.contains_key(name))
+                || map.values().any(|v| has_property_named(v, name))
+        }
+        Value::Array(items) => items.iter().any(|v| has_property_named(v, name)),
+        _ => false,
+    }
+}
+
+#[test]
+fn references_never_name_another_namespace() {
+    for crd in dataguardian::api::crds() {
+        let schema = schema_of(&crd);
+        assert!(
+            !has_property_named(&schema["properties"]["spec"], "namespace"),
+            "{}: a spec field can point into another namespace",
+            crd.spec.names.kind
+        );
+    }
+}
