@@ -111,10 +111,13 @@ pub struct TempDir {
 }
 
 impl TempDir {
-    /// Creates `/tmp/testkit-<prefix>-XXXXXX` (mode 0700).
+    /// Creates `/tmp/testkit-<prefix>-XXXXXX` with mode 0700: servers keep Unix sockets
+    /// with local trust authentication in it, so nobody else may even look inside.
     pub fn new(prefix: &str) -> Result<TempDir> {
+        use std::os::unix::fs::PermissionsExt;
         let inner = tempfile::Builder::new()
             .prefix(&format!("testkit-{prefix}-"))
+            .permissions(std::fs::Permissions::from_mode(0o700))
             .tempdir()
             .context(|| format!("creating a temp dir for {prefix}"))?;
         Ok(TempDir { inner })
@@ -397,6 +400,11 @@ mod tests {
     fn temp_dir_is_removed_on_drop() {
         let dir = TempDir::new("unit").unwrap();
         let path = dir.path().to_path_buf();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = path.metadata().unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o700, "temp dirs are private");
+        }
         dir.write_private("f", b"x", OsUser::current()).unwrap();
         assert!(path.join("f").exists());
         drop(dir);
