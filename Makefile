@@ -29,3 +29,13 @@ fmt:
 ## crds: regenerate crds/ from the Rust API types
 crds:
 	$(CARGO) run -q --bin dataguardian -- crd --out-dir crds
+
+## demo: the product end to end on the local stand-ins
+demo:
+	@echo "make demo arrives with the e2e harness (issue: API stand-in and e2e); until then see 'make test'." >&2
+	@exit 1
+
+## bench: data-path benchmarks (release build; prints ratios against the DESIGN.md §4 anchors)
+bench:
+	@test -x bench/run.sh || { echo "bench/run.sh is missing" >&2; exit 1; }
+	bench/run.sh
