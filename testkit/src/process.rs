@@ -267,11 +267,36 @@ impl ServiceProcess {
     }
 
     /// Returns the exit status if the process has exited.
+    ///
+    /// The leader is not reaped here (`waitid` with `WNOWAIT`): as a zombie it keeps its
+    /// pid — our process-group id — reserved, so a later `killpg` can never hit an
+    /// unrelated group that reused the number. Only [`ServiceProcess::kill`] reaps.
     pub fn exit_status(&mut self) -> Option<ExitStatus> {
-        if self.exited.is_none() {
-            self.exited = self.child.try_wait().ok().flatten();
+        if self.exited.is_some() {
+            return self.exited;
         }
-        self.exited
+        use std::os::unix::process::ExitStatusExt;
+        // SAFETY: siginfo_t is plain old data; waitid writes it and we read it only when
+        // the call succeeded and reported our child.
+        unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            let rc = libc::waitid(
+                libc::P_PID,
+                self.child.id() as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            );
+            if rc != 0 || info.si_pid() == 0 {
+                return None;
+            }
+            let status = info.si_status();
+            let raw = match info.si_code {
+                libc::CLD_EXITED => (status & 0xff) << 8,
+                libc::CLD_DUMPED => status | 0x80,
+                _ => status,
+            };
+            Some(ExitStatus::from_raw(raw))
+        }
     }
 
     /// Fails with the log tail if the process has already exited.
@@ -291,22 +316,26 @@ impl ServiceProcess {
         }
     }
 
-    /// Sends `signal` to the whole process group.
+    /// Sends `signal` to the whole process group (until the leader has been reaped).
     pub fn signal_group(&mut self, signal: i32) {
-        if self.exit_status().is_some() && signal != libc::SIGKILL {
+        if self.exited.is_some() {
             return;
         }
-        // SAFETY: killpg has no memory-safety preconditions; the group id is our child's pid,
-        // which stays reserved until we reap it.
+        // SAFETY: killpg has no memory-safety preconditions; the group id is our unreaped
+        // child's pid, which the kernel cannot hand out again until we reap it.
         unsafe {
             libc::killpg(self.child.id() as libc::pid_t, signal);
         }
     }
 
-    /// Stops gracefully: sends the stop signal, waits up to `timeout`, then kills the group.
+    /// Stops gracefully: sends the stop signal to the leader (which shuts down its own
+    /// helpers), waits up to `timeout`, then kills whatever is left of the group.
     pub fn stop(&mut self, timeout: Duration) {
         if self.exit_status().is_none() {
-            self.signal_group(self.stop_signal);
+            // SAFETY: as in signal_group; the leader is not reaped yet.
+            unsafe {
+                libc::kill(self.child.id() as libc::pid_t, self.stop_signal);
+            }
             let start = Instant::now();
             while self.exit_status().is_none() && start.elapsed() < timeout {
                 std::thread::sleep(Duration::from_millis(10));
@@ -317,9 +346,10 @@ impl ServiceProcess {
 
     /// Kills the whole process group with SIGKILL and reaps the leader.
     pub fn kill(&mut self) {
-        // Always signal the group: helpers the leader started may still be around.
-        self.signal_group(libc::SIGKILL);
         if self.exited.is_none() {
+            // Signal the group, not just the leader: helpers it started (PostgreSQL
+            // backends, a shell's children) go too.
+            self.signal_group(libc::SIGKILL);
             self.exited = self.child.wait().ok();
         }
     }
