@@ -111,14 +111,18 @@ pub struct TempDir {
 }
 
 impl TempDir {
-    /// Creates `/tmp/testkit-<prefix>-XXXXXX` with mode 0700: servers keep Unix sockets
+    /// Creates `<temp>/testkit-<prefix>-XXXXXX` with mode 0700: servers keep Unix sockets
     /// with local trust authentication in it, so nobody else may even look inside.
+    ///
+    /// `<temp>` is the system temp dir (`TMPDIR`) when every directory above it can be
+    /// entered by other users — a server running as `postgres` or `mysql` must reach the
+    /// dir after it is chowned — and `/tmp` otherwise.
     pub fn new(prefix: &str) -> Result<TempDir> {
         use std::os::unix::fs::PermissionsExt;
         let inner = tempfile::Builder::new()
             .prefix(&format!("testkit-{prefix}-"))
             .permissions(std::fs::Permissions::from_mode(0o700))
-            .tempdir()
+            .tempdir_in(base_dir())
             .context(|| format!("creating a temp dir for {prefix}"))?;
         Ok(TempDir { inner })
     }
@@ -149,6 +153,25 @@ impl TempDir {
         chown(&path, user)?;
         Ok(path)
     }
+}
+
+/// The directory temp dirs are created in (see [`TempDir::new`]).
+fn base_dir() -> PathBuf {
+    let temp = std::env::temp_dir();
+    if traversable_by_others(&temp) {
+        temp
+    } else {
+        PathBuf::from("/tmp")
+    }
+}
+
+/// Whether every directory from `/` down to `dir` has the "others may enter" bit.
+fn traversable_by_others(dir: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    dir.ancestors().all(|d| {
+        d.metadata()
+            .is_ok_and(|m| m.is_dir() && m.permissions().mode() & 0o001 != 0)
+    })
 }
 
 /// Changes the owner of `path` to `user` (a no-op when it already is the current user).
@@ -424,6 +447,14 @@ mod tests {
             err.to_string(),
             "definitely-not-installed-xyz not found: apt-get install xyz"
         );
+    }
+
+    #[test]
+    fn temp_dirs_live_where_other_users_can_reach_them() {
+        assert!(traversable_by_others(Path::new("/tmp")));
+        let private = TempDir::new("unit").unwrap();
+        assert!(!traversable_by_others(private.path()), "0700 is private");
+        assert!(traversable_by_others(&base_dir()));
     }
 
     #[test]
