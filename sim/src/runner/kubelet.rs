@@ -923,7 +923,7 @@ impl PodWorker {
             set("KUBECONFIG", k.display().to_string());
         }
         for (k, v) in &launch.image_env {
-            set(k, v.clone());
+            set(k, mounts.rewrite(v));
         }
         for (k, v) in &env {
             set(k, mounts.rewrite(v));
