@@ -70,45 +70,60 @@ fn lock_path(n: u8) -> PathBuf {
 #[derive(Debug)]
 pub struct IpPool {
     octet: u8,
-    in_use: BTreeSet<u16>,
+    /// Addresses returned to the pool (below `next`), reused lowest first.
+    free: BTreeSet<u32>,
+    /// Index of the next never-used address.
+    next: u32,
+    in_use: usize,
 }
+
+/// Usable addresses per `x` block: y in 1..=254.
+const PER_BLOCK: u32 = 254;
 
 impl IpPool {
     /// A pool for `127.<octet>.x.y`.
     pub fn new(octet: u8) -> Self {
         IpPool {
             octet,
-            in_use: BTreeSet::new(),
+            free: BTreeSet::new(),
+            // 127.0.0.y holds the host's own 127.0.0.1: never hand out that block.
+            next: if octet == 0 { PER_BLOCK } else { 0 },
+            in_use: 0,
         }
     }
 
-    /// The next free address, or `None` when all 65,024 are in use.
+    fn addr(&self, index: u32) -> Ipv4Addr {
+        Ipv4Addr::new(127, self.octet, (index / PER_BLOCK) as u8, (index % PER_BLOCK + 1) as u8)
+    }
+
+    /// The next free address, or `None` when all are in use.
     pub fn allocate(&mut self) -> Option<Ipv4Addr> {
-        for x in 0..=255u16 {
-            // 127.0.0.y holds the host's own 127.0.0.1: never hand out that block.
-            if self.octet == 0 && x == 0 {
-                continue;
+        let index = match self.free.pop_first() {
+            Some(i) => i,
+            None if self.next < 256 * PER_BLOCK => {
+                self.next += 1;
+                self.next - 1
             }
-            for y in 1..=254u16 {
-                let key = (x << 8) | y;
-                if self.in_use.insert(key) {
-                    return Some(Ipv4Addr::new(127, self.octet, x as u8, y as u8));
-                }
-            }
-        }
-        None
+            None => return None,
+        };
+        self.in_use += 1;
+        Some(self.addr(index))
     }
 
     /// Returns an address to the pool.
     pub fn release(&mut self, ip: Ipv4Addr) {
         let [a, b, x, y] = ip.octets();
-        if a == 127 && b == self.octet {
-            self.in_use.remove(&(((x as u16) << 8) | y as u16));
+        if a != 127 || b != self.octet || y == 0 || y == 255 {
+            return;
+        }
+        let index = x as u32 * PER_BLOCK + (y as u32 - 1);
+        if index < self.next && self.free.insert(index) {
+            self.in_use -= 1;
         }
     }
 
     /// How many addresses are handed out.
     pub fn in_use(&self) -> usize {
-        self.in_use.len()
+        self.in_use
     }
 }
