@@ -13,3 +13,5 @@ pub mod api;
 pub mod cli;
 pub mod controller;
 pub mod jobs;
+pub mod operator;
+pub mod telemetry;

@@ -28,7 +28,9 @@ pub enum Command {
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Operator => {
-            eprintln!("dataguardian operator: the control plane is not built yet (see the backup control plane issue)");
+            eprintln!(
+                "dataguardian operator: the control plane is not built yet (see the backup control plane issue)"
+            );
             ExitCode::from(2)
         }
         Command::Agent(args) => agent::run(args),

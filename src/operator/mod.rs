@@ -1,0 +1,4 @@
+//! The operator process: leader election, health and metrics endpoints, controller startup.
+
+pub mod health;
+pub mod leader;

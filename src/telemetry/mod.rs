@@ -1,0 +1,4 @@
+//! Telemetry: JSON logs via `tracing` and Prometheus metrics via `prometheus-client`.
+
+pub mod logging;
+pub mod metrics;
