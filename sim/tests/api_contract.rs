@@ -539,6 +539,12 @@ async fn label_and_field_selectors() {
     // "kube-root-ca"-style extras do not exist here: exactly our three objects.
     assert_eq!(all, ["a", "b", "c"]);
     assert!(rest.metadata.continue_.is_none());
+
+    // deletecollection honours the selector.
+    cms.delete_collection(&DeleteParams::default(), &ListParams::default().labels("app=db"))
+        .await
+        .unwrap();
+    assert_eq!(names("").await, ["b"]);
 }
 
 #[tokio::test]
@@ -608,6 +614,21 @@ async fn watch_resume_bookmarks_and_watcher() {
         names.push(o.metadata.name.unwrap());
     }
     assert!(names.contains(&"w1".to_string()));
+
+    // Streaming lists (sendInitialEvents) work with the kube-rs watcher too.
+    let mut w = watcher(api.clone(), watcher::Config::default().streaming_lists())
+        .default_backoff()
+        .boxed();
+    let mut initial = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), w.try_next()).await.unwrap().unwrap().unwrap() {
+            watcher::Event::InitApply(o) => initial.push(o.metadata.name.unwrap()),
+            watcher::Event::InitDone => break,
+            _ => {}
+        }
+    }
+    initial.sort();
+    assert_eq!(initial, ["w1", "w3"]);
 }
 
 #[tokio::test]
