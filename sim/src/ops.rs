@@ -93,6 +93,8 @@ pub struct DeleteOpts {
     pub resource_version: Option<String>,
     /// `dryRun=All`.
     pub dry_run: bool,
+    /// `gracePeriodSeconds` (pods bound to a node terminate gracefully).
+    pub grace_period: Option<i64>,
 }
 
 /// List options.
@@ -922,7 +924,31 @@ impl State {
                 warnings: Vec::new(),
             });
         }
-        if fins.is_empty() {
+        // Pods bound to a node and not yet terminal are deleted gracefully: the kubelet stops
+        // them and then deletes them with a zero grace period.
+        let grace = if rd.builtin == Some(Builtin::Pod) {
+            let bound = obj
+                .pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .is_some_and(|n| !n.is_empty());
+            let terminal = matches!(
+                obj.pointer("/status/phase").and_then(Value::as_str),
+                Some("Succeeded" | "Failed")
+            );
+            if bound && !terminal {
+                opts.grace_period.unwrap_or_else(|| {
+                    obj.pointer("/spec/terminationGracePeriodSeconds")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(30)
+                })
+            } else {
+                0
+            }
+        } else {
+            0
+        }
+        .max(0);
+        if fins.is_empty() && grace == 0 {
             let gone = inner.remove(&key).expect("exists");
             self.gc_wake.notify_one();
             return Ok(Outcome {
@@ -933,9 +959,17 @@ impl State {
         }
         let before = obj.clone();
         obj["metadata"]["finalizers"] = json!(fins);
+        let current_grace = obj
+            .pointer("/metadata/deletionGracePeriodSeconds")
+            .and_then(Value::as_i64);
+        if already_deleting && current_grace.is_some_and(|g| grace < g) {
+            obj["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+        }
         if !already_deleting {
-            obj["metadata"]["deletionTimestamp"] = json!(now());
-            obj["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+            let at = chrono::Utc::now() + chrono::Duration::seconds(grace);
+            obj["metadata"]["deletionTimestamp"] =
+                json!(at.format("%Y-%m-%dT%H:%M:%SZ").to_string());
+            obj["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
             if let Some(g) = obj.pointer("/metadata/generation").and_then(Value::as_i64) {
                 obj["metadata"]["generation"] = json!(g + 1);
             }
@@ -949,6 +983,82 @@ impl State {
             created: false,
             warnings: Vec::new(),
         })
+    }
+
+    /// `pods/{name}/binding`: assigns a pod to a node (what the scheduler does).
+    pub fn bind_pod(
+        &self,
+        rd: &ResourceDef,
+        ns: &str,
+        name: &str,
+        binding: &Value,
+    ) -> ApiResult<Value> {
+        let node = binding
+            .pointer("/target/name")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| {
+                ApiError::invalid_fields(
+                    "",
+                    "Binding",
+                    name,
+                    &[(
+                        "target.name".into(),
+                        "FieldValueRequired",
+                        "Required value".into(),
+                    )],
+                )
+            })?;
+        let mut inner = self.store.lock();
+        let key = key_for(rd, ns, name);
+        let Some(mut pod) = inner.objects.get(&key).cloned() else {
+            return Err(ApiError::not_found("", "pods", name));
+        };
+        if let Some(uid) = binding.pointer("/metadata/uid").and_then(Value::as_str)
+            && !uid.is_empty()
+            && Some(uid) != meta_str(&pod, "uid")
+        {
+            return Err(ApiError::conflict_msg(
+                "",
+                "pods/binding",
+                name,
+                "the UID in the binding does not match the pod",
+            ));
+        }
+        if meta_str(&pod, "deletionTimestamp").is_some() {
+            return Err(ApiError::conflict_msg(
+                "",
+                "pods/binding",
+                name,
+                &format!("pod {name} is being deleted, cannot be assigned to a host"),
+            ));
+        }
+        if let Some(cur) = pod.pointer("/spec/nodeName").and_then(Value::as_str)
+            && !cur.is_empty()
+        {
+            return Err(ApiError::conflict_msg(
+                "",
+                "pods/binding",
+                name,
+                &format!("pod {name} is already assigned to node \"{cur}\""),
+            ));
+        }
+        pod["spec"]["nodeName"] = json!(node);
+        let cond = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now()});
+        match pod
+            .pointer_mut("/status/conditions")
+            .and_then(Value::as_array_mut)
+        {
+            Some(conds) => {
+                conds.retain(|c| c.get("type") != Some(&json!("PodScheduled")));
+                conds.push(cond);
+            }
+            None => pod["status"]["conditions"] = json!([cond]),
+        }
+        inner.put(key, pod);
+        Ok(
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+        )
     }
 
     /// Deletes every object matching the list options.

@@ -541,9 +541,12 @@ async fn label_and_field_selectors() {
     assert!(rest.metadata.continue_.is_none());
 
     // deletecollection honours the selector.
-    cms.delete_collection(&DeleteParams::default(), &ListParams::default().labels("app=db"))
-        .await
-        .unwrap();
+    cms.delete_collection(
+        &DeleteParams::default(),
+        &ListParams::default().labels("app=db"),
+    )
+    .await
+    .unwrap();
     assert_eq!(names("").await, ["b"]);
 }
 
@@ -621,7 +624,12 @@ async fn watch_resume_bookmarks_and_watcher() {
         .boxed();
     let mut initial = Vec::new();
     loop {
-        match tokio::time::timeout(Duration::from_secs(10), w.try_next()).await.unwrap().unwrap().unwrap() {
+        match tokio::time::timeout(Duration::from_secs(10), w.try_next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
             watcher::Event::InitApply(o) => initial.push(o.metadata.name.unwrap()),
             watcher::Event::InitDone => break,
             _ => {}
@@ -1238,4 +1246,77 @@ async fn discovery_documents() {
         .unwrap();
     assert!(d.groups().any(|g| g.name() == "batch"));
     let _: Vec<Value> = Vec::new();
+}
+
+#[tokio::test]
+async fn pod_binding_and_graceful_deletion() {
+    let server = start().await;
+    let client = server.client().await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let mk = |n: &str| -> Pod {
+        serde_json::from_value(
+            json!({"metadata": {"name": n}, "spec": {"containers": [{"name": "c", "image": "x"}]}}),
+        )
+        .unwrap()
+    };
+    pods.create(&PostParams::default(), &mk("unbound"))
+        .await
+        .unwrap();
+    pods.delete("unbound", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert!(
+        pods.get_opt("unbound").await.unwrap().is_none(),
+        "unscheduled pods go at once"
+    );
+
+    let p = pods
+        .create(&PostParams::default(), &mk("bound"))
+        .await
+        .unwrap();
+    let binding = json!({"apiVersion": "v1", "kind": "Binding",
+        "metadata": {"name": "bound", "uid": p.metadata.uid.clone().unwrap()},
+        "target": {"apiVersion": "v1", "kind": "Node", "name": "node-1"}});
+    let _: Value = pods
+        .create_subresource("binding", "bound", &PostParams::default(), &binding)
+        .await
+        .unwrap();
+    let p = pods.get("bound").await.unwrap();
+    assert_eq!(
+        p.spec.as_ref().unwrap().node_name.as_deref(),
+        Some("node-1")
+    );
+    let again: Result<Value, _> = pods
+        .create_subresource("binding", "bound", &PostParams::default(), &binding)
+        .await;
+    assert_eq!(api_err(again.unwrap_err()).code, 409);
+    let err = api_err(
+        pods.patch(
+            "bound",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"nodeName": "other"}})),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(err.code, 422, "nodeName changes only through binding");
+
+    pods.delete("bound", &DeleteParams::default())
+        .await
+        .unwrap();
+    let p = pods.get("bound").await.unwrap();
+    assert!(
+        p.metadata.deletion_timestamp.is_some(),
+        "a bound pod terminates gracefully"
+    );
+    assert_eq!(p.metadata.deletion_grace_period_seconds, Some(30));
+    let dp = DeleteParams {
+        grace_period_seconds: Some(0),
+        ..Default::default()
+    };
+    pods.delete("bound", &dp).await.unwrap();
+    assert!(
+        pods.get_opt("bound").await.unwrap().is_none(),
+        "the kubelet's zero-grace delete removes it"
+    );
 }
