@@ -889,6 +889,16 @@ impl State {
         }
         let already_deleting = meta_str(&obj, "deletionTimestamp").is_some();
         if rd.builtin == Some(Builtin::Namespace) {
+            if matches!(name, "default" | "kube-system" | "kube-public") {
+                return Err(ApiError::forbidden(
+                    "",
+                    "namespaces",
+                    name,
+                    format!(
+                        "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
+                    ),
+                ));
+            }
             if !already_deleting && !opts.dry_run {
                 obj["metadata"]["deletionTimestamp"] = json!(now());
                 obj["status"]["phase"] = json!("Terminating");
