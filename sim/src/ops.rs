@@ -716,7 +716,15 @@ impl State {
                 warnings,
             });
         }
-        let stored = if meta_str(&new, "deletionTimestamp").is_some() && finalizers(&new).is_empty()
+        // Like the apiserver's ShouldDeleteDuringUpdate: a deleting object without finalizers
+        // whose grace period is over (0) goes; a terminating pod waits for its kubelet.
+        let grace_over = new
+            .pointer("/metadata/deletionGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .is_none_or(|g| g == 0);
+        let stored = if meta_str(&new, "deletionTimestamp").is_some()
+            && finalizers(&new).is_empty()
+            && grace_over
         {
             inner.objects.insert(key.clone(), new);
             let gone = inner.remove(&key).expect("just inserted");

@@ -1310,6 +1310,15 @@ async fn pod_binding_and_graceful_deletion() {
         "a bound pod terminates gracefully"
     );
     assert_eq!(p.metadata.deletion_grace_period_seconds, Some(30));
+    // The kubelet's status updates while terminating do not remove the pod.
+    pods.patch_status(
+        "bound",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Running"}})),
+    )
+    .await
+    .unwrap();
+    assert!(pods.get_opt("bound").await.unwrap().is_some());
     let dp = DeleteParams {
         grace_period_seconds: Some(0),
         ..Default::default()
