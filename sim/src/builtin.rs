@@ -398,3 +398,62 @@ pub fn event_core_to_v1(v: &Value) -> Value {
     out.insert("kind".into(), json!("Event"));
     Value::Object(out)
 }
+
+fn roundtrip<T: serde::de::DeserializeOwned + serde::Serialize>(v: &Value) -> Option<Value> {
+    let typed: T = serde_json::from_value(v.clone()).ok()?;
+    serde_json::to_value(typed).ok()
+}
+
+/// Collects (and removes from `orig`) the fields the typed round trip dropped.
+fn diff_unknown(orig: &mut Value, typed: &Value, path: &str, out: &mut Vec<String>) {
+    match (orig, typed) {
+        (Value::Object(om), Value::Object(tm)) => {
+            let keys: Vec<String> = om.keys().cloned().collect();
+            for k in keys {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                match tm.get(&k) {
+                    None => {
+                        if !om[&k].is_null() {
+                            out.push(p);
+                        }
+                        om.remove(&k);
+                    }
+                    Some(t) => diff_unknown(om.get_mut(&k).expect("key"), t, &p, out),
+                }
+            }
+        }
+        (Value::Array(oa), Value::Array(ta)) if oa.len() == ta.len() => {
+            for (i, (o, t)) in oa.iter_mut().zip(ta).enumerate() {
+                diff_unknown(o, t, &format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Drops fields a built-in kind does not have (as decoding into the Go types does) and returns
+/// their paths, for `fieldValidation` (Strict → 400, Warn → warning). A body that does not
+/// decode into the kind's type is left alone (its validation reports the problem).
+pub fn prune_unknown(rd: &ResourceDef, obj: &mut Value) -> Vec<String> {
+    use k8s_openapi::api as k;
+    let typed = match rd.builtin {
+        Some(Builtin::Namespace) => roundtrip::<k::core::v1::Namespace>(obj),
+        Some(Builtin::Secret) => roundtrip::<k::core::v1::Secret>(obj),
+        Some(Builtin::ConfigMap) => roundtrip::<k::core::v1::ConfigMap>(obj),
+        Some(Builtin::ServiceAccount) => roundtrip::<k::core::v1::ServiceAccount>(obj),
+        Some(Builtin::Pod) => roundtrip::<k::core::v1::Pod>(obj),
+        Some(Builtin::CoreEvent) | Some(Builtin::EventV1) => roundtrip::<k::core::v1::Event>(obj),
+        Some(Builtin::Lease) => roundtrip::<k::coordination::v1::Lease>(obj),
+        Some(Builtin::Job) => roundtrip::<k::batch::v1::Job>(obj),
+        Some(Builtin::Crd) | None => None,
+    };
+    let mut out = Vec::new();
+    if let Some(t) = typed {
+        diff_unknown(obj, &t, "", &mut out);
+    }
+    out
+}

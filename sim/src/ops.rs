@@ -233,29 +233,32 @@ fn admit(
 ) -> ApiResult<Vec<String>> {
     let mut warnings = Vec::new();
     let mut errs = Vec::new();
-    if let Some(s) = &rd.schema {
-        let pruned = schema::default_and_prune(s, obj);
-        if !pruned.is_empty() {
-            match fv {
-                FieldValidation::Strict => {
-                    let list: Vec<String> = pruned
-                        .iter()
-                        .map(|p| format!("unknown field \"{p}\""))
-                        .collect();
-                    return Err(ApiError::bad_request(format!(
-                        "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
-                        rd.kind,
-                        rd.version,
-                        rd.kind,
-                        list.join(", ")
-                    )));
-                }
-                FieldValidation::Warn => {
-                    warnings.extend(pruned.iter().map(|p| format!("unknown field \"{p}\"")));
-                }
-                FieldValidation::Ignore => {}
+    let pruned = match &rd.schema {
+        Some(s) => schema::default_and_prune(s, obj),
+        None => builtin::prune_unknown(rd, obj),
+    };
+    if !pruned.is_empty() {
+        match fv {
+            FieldValidation::Strict => {
+                let list: Vec<String> = pruned
+                    .iter()
+                    .map(|p| format!("unknown field \"{p}\""))
+                    .collect();
+                return Err(ApiError::bad_request(format!(
+                    "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
+                    rd.kind,
+                    rd.version,
+                    rd.kind,
+                    list.join(", ")
+                )));
             }
+            FieldValidation::Warn => {
+                warnings.extend(pruned.iter().map(|p| format!("unknown field \"{p}\"")));
+            }
+            FieldValidation::Ignore => {}
         }
+    }
+    if rd.schema.is_some() {
         errs.extend(schema::validate(rd, obj, old));
     }
     errs.extend(builtin::validate(rd, obj));
