@@ -1329,3 +1329,42 @@ async fn pod_binding_and_graceful_deletion() {
         "the kubelet's zero-grace delete removes it"
     );
 }
+
+#[tokio::test]
+async fn server_side_apply_of_jobs_is_idempotent() {
+    let server = start().await;
+    let client = server.client().await.unwrap();
+    let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(client.clone(), "default");
+    let job = json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": "backup-1", "labels": {"app": "dg"}},
+        "spec": {"backoffLimit": 2, "template": {"metadata": {"labels": {"run": "1"}}, "spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "agent", "image": "dataguardian:dev", "args": ["agent", "backup"],
+                            "env": [{"name": "A", "value": "1"}]}]}}}
+    });
+    let pp = PatchParams::apply("dataguardian-backuprun").force();
+    let first = jobs.patch("backup-1", &pp, &Patch::Apply(&job)).await.unwrap();
+    let uid = first.metadata.uid.clone().unwrap();
+    let labels = first.spec.as_ref().unwrap().template.metadata.as_ref().unwrap().labels.clone().unwrap();
+    assert_eq!(labels["run"], "1");
+    assert_eq!(labels["batch.kubernetes.io/controller-uid"], uid, "server-generated labels kept");
+    let second = jobs.patch("backup-1", &pp, &Patch::Apply(&job)).await.unwrap();
+    assert_eq!(first.metadata.resource_version, second.metadata.resource_version, "re-applying is a no-op");
+
+    let mut changed = job.clone();
+    changed["spec"]["template"]["spec"]["containers"][0]["image"] = json!("dataguardian:v2");
+    let err = api_err(jobs.patch("backup-1", &pp, &Patch::Apply(&changed)).await.unwrap_err());
+    assert_eq!(err.code, 422);
+    assert!(err.message.contains("spec.template: Invalid value"), "{}", err.message);
+    assert!(err.message.contains("field is immutable"), "{}", err.message);
+
+    // Job status written through the status subresource by another manager.
+    let st = jobs
+        .patch_status("backup-1", &PatchParams::apply("job-controller").force(),
+            &Patch::Apply(json!({"apiVersion": "batch/v1", "kind": "Job", "status": {"active": 1}})))
+        .await
+        .unwrap();
+    assert_eq!(st.status.unwrap().active, Some(1));
+    assert_eq!(st.metadata.generation, Some(1));
+}
