@@ -125,8 +125,14 @@ pub fn gc_pass(state: &State, inner: &mut Inner) -> bool {
         let mut foreground_owner = false;
         for r in &refs {
             let uid = r.get("uid").and_then(Value::as_str).unwrap_or_default();
+            // Like the real GC: the owner is looked up by name in the dependent's namespace (or
+            // cluster-wide) and must have the referenced uid; a cross-namespace owner is absent.
+            let ref_name = r.get("name").and_then(Value::as_str).unwrap_or_default();
             let owner = by_uid
                 .get(uid)
+                .filter(|k| {
+                    k.name == ref_name && (k.namespace.is_empty() || k.namespace == dkey.namespace)
+                })
                 .and_then(|k| inner.objects.get(k))
                 .filter(|o| o.pointer("/metadata/uid").and_then(Value::as_str) == Some(uid));
             match owner {

@@ -261,12 +261,59 @@ fn admit(
     if rd.schema.is_some() {
         errs.extend(schema::validate(rd, obj, old));
     }
+    errs.extend(owner_reference_errors(obj));
     errs.extend(builtin::validate(rd, obj));
     if errs.is_empty() {
         Ok(warnings)
     } else {
         Err(ApiError::invalid_fields(&rd.group, &rd.kind, name, &errs))
     }
+}
+
+/// The apiserver's ownerReferences validation (required fields, at most one controller).
+fn owner_reference_errors(obj: &Value) -> Vec<schema::FieldErr> {
+    let mut errs = Vec::new();
+    let Some(refs) = obj
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+    else {
+        return errs;
+    };
+    let mut controllers = Vec::new();
+    for (i, r) in refs.iter().enumerate() {
+        for (f, what) in [
+            ("apiVersion", "version"),
+            ("kind", "kind"),
+            ("name", "name"),
+            ("uid", "uid"),
+        ] {
+            if r.get(f).and_then(Value::as_str).is_none_or(str::is_empty) {
+                errs.push((
+                    format!("metadata.ownerReferences[{i}].{f}"),
+                    "FieldValueInvalid",
+                    format!("Invalid value: \"\": {what} must not be empty"),
+                ));
+            }
+        }
+        if r.get("controller") == Some(&Value::Bool(true)) {
+            controllers.push(format!(
+                "{}/{}",
+                r.get("kind").and_then(Value::as_str).unwrap_or_default(),
+                r.get("name").and_then(Value::as_str).unwrap_or_default()
+            ));
+        }
+    }
+    if controllers.len() > 1 {
+        errs.push((
+            "metadata.ownerReferences".into(),
+            "FieldValueInvalid",
+            format!(
+                "Invalid value: \"[...]\": Only one reference can have Controller set to true. Found \"true\" in references for {}",
+                controllers.join(" and ")
+            ),
+        ));
+    }
+    errs
 }
 
 /// How managedFields are maintained by a write.

@@ -844,6 +844,39 @@ async fn owner_reference_garbage_collection() {
     })
     .await;
 
+    // An owner in another namespace does not count (the real GC looks owners up in the
+    // dependent's namespace): the dependent is collected.
+    let other: Api<ConfigMap> = Api::namespaced(client.clone(), "kube-system");
+    let foreign = other
+        .create(&PostParams::default(), &mk("foreign-owner"))
+        .await
+        .unwrap();
+    owned_configmap(&cms, "cross-ns-dep", &foreign, false).await;
+    eventually("cross-namespace dependent collected", || async {
+        cms.get_opt("cross-ns-dep").await.unwrap().is_none()
+    })
+    .await;
+
+    // Two controllers are refused.
+    let two = json!({"metadata": {"name": "two", "ownerReferences": [
+        {"apiVersion": "v1", "kind": "ConfigMap", "name": "a", "uid": "1", "controller": true},
+        {"apiVersion": "v1", "kind": "ConfigMap", "name": "b", "uid": "2", "controller": true}]}});
+    let err = api_err(
+        cms.create(
+            &PostParams::default(),
+            &serde_json::from_value(two).unwrap(),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(err.code, 422);
+    assert!(
+        err.message
+            .contains("Only one reference can have Controller set to true"),
+        "{}",
+        err.message
+    );
+
     // Orphan: dependents stay, without the owner reference.
     let owner = cms
         .create(&PostParams::default(), &mk("owner2"))
@@ -1344,25 +1377,64 @@ async fn server_side_apply_of_jobs_is_idempotent() {
                             "env": [{"name": "A", "value": "1"}]}]}}}
     });
     let pp = PatchParams::apply("dataguardian-backuprun").force();
-    let first = jobs.patch("backup-1", &pp, &Patch::Apply(&job)).await.unwrap();
+    let first = jobs
+        .patch("backup-1", &pp, &Patch::Apply(&job))
+        .await
+        .unwrap();
     let uid = first.metadata.uid.clone().unwrap();
-    let labels = first.spec.as_ref().unwrap().template.metadata.as_ref().unwrap().labels.clone().unwrap();
+    let labels = first
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .labels
+        .clone()
+        .unwrap();
     assert_eq!(labels["run"], "1");
-    assert_eq!(labels["batch.kubernetes.io/controller-uid"], uid, "server-generated labels kept");
-    let second = jobs.patch("backup-1", &pp, &Patch::Apply(&job)).await.unwrap();
-    assert_eq!(first.metadata.resource_version, second.metadata.resource_version, "re-applying is a no-op");
+    assert_eq!(
+        labels["batch.kubernetes.io/controller-uid"], uid,
+        "server-generated labels kept"
+    );
+    let second = jobs
+        .patch("backup-1", &pp, &Patch::Apply(&job))
+        .await
+        .unwrap();
+    assert_eq!(
+        first.metadata.resource_version, second.metadata.resource_version,
+        "re-applying is a no-op"
+    );
 
     let mut changed = job.clone();
     changed["spec"]["template"]["spec"]["containers"][0]["image"] = json!("dataguardian:v2");
-    let err = api_err(jobs.patch("backup-1", &pp, &Patch::Apply(&changed)).await.unwrap_err());
+    let err = api_err(
+        jobs.patch("backup-1", &pp, &Patch::Apply(&changed))
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(err.code, 422);
-    assert!(err.message.contains("spec.template: Invalid value"), "{}", err.message);
-    assert!(err.message.contains("field is immutable"), "{}", err.message);
+    assert!(
+        err.message.contains("spec.template: Invalid value"),
+        "{}",
+        err.message
+    );
+    assert!(
+        err.message.contains("field is immutable"),
+        "{}",
+        err.message
+    );
 
     // Job status written through the status subresource by another manager.
     let st = jobs
-        .patch_status("backup-1", &PatchParams::apply("job-controller").force(),
-            &Patch::Apply(json!({"apiVersion": "batch/v1", "kind": "Job", "status": {"active": 1}})))
+        .patch_status(
+            "backup-1",
+            &PatchParams::apply("job-controller").force(),
+            &Patch::Apply(
+                json!({"apiVersion": "batch/v1", "kind": "Job", "status": {"active": 1}}),
+            ),
+        )
         .await
         .unwrap();
     assert_eq!(st.status.unwrap().active, Some(1));

@@ -537,13 +537,24 @@ async fn kubectl_repo_crds_and_examples() {
 #[tokio::test]
 async fn kubectl_strict_validation_of_builtins() {
     let server = start().await;
-    let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\ndata:\n  a: b\ndatta:\n  x: y\n";
+    let cm =
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\ndata:\n  a: b\ndatta:\n  x: y\n";
     let out = kubectl_stdin(&server, &["apply", "-f", "-"], Some(cm)).await;
     assert!(!out.ok);
-    assert!(out.stderr.contains("strict decoding error: unknown field \"datta\""), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("strict decoding error: unknown field \"datta\""),
+        "{}",
+        out.stderr
+    );
     let out = kubectl_stdin(&server, &["apply", "--validate=false", "-f", "-"], Some(cm)).await;
     assert!(out.ok, "{}", out.stderr);
-    let v: Value = serde_json::from_str(&kubectl_ok(&server, &["get", "cm", "c", "-o", "json"]).await).unwrap();
-    assert!(v.get("datta").is_none(), "unknown fields are dropped like the Go decoder does");
+    let v: Value =
+        serde_json::from_str(&kubectl_ok(&server, &["get", "cm", "c", "-o", "json"]).await)
+            .unwrap();
+    assert!(
+        v.get("datta").is_none(),
+        "unknown fields are dropped like the Go decoder does"
+    );
     assert_eq!(v["data"]["a"], "b");
 }
