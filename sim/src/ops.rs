@@ -173,11 +173,14 @@ fn random_suffix() -> String {
         .collect()
 }
 
-fn spec_view(obj: &Value) -> Value {
+/// What generation tracks: everything but metadata (and status when it is a subresource).
+fn spec_view(obj: &Value, status_subresource: bool) -> Value {
     let mut v = obj.clone();
     if let Some(m) = v.as_object_mut() {
         m.remove("metadata");
-        m.remove("status");
+        if status_subresource {
+            m.remove("status");
+        }
         m.remove("apiVersion");
         m.remove("kind");
     }
@@ -334,6 +337,11 @@ impl State {
         opts: &WriteOpts,
     ) -> ApiResult<Outcome> {
         check_body(rd, &body)?;
+        if meta_str(&body, "resourceVersion").is_some_and(|rv| !rv.is_empty()) {
+            return Err(ApiError::bad_request(
+                "resourceVersion should not be set on objects to be created",
+            ));
+        }
         let mut inner = self.store.lock();
         self.create_locked(
             &mut inner,
@@ -742,7 +750,10 @@ impl State {
             return Err(ApiError::invalid_fields(&rd.group, &rd.kind, &name, &errs));
         }
         let warnings = admit(rd, &mut new, Some(&old), opts.field_validation, &name)?;
-        if rd.has_generation && sub.is_none() && spec_view(&old) != spec_view(&new) {
+        if rd.has_generation
+            && sub.is_none()
+            && spec_view(&old, rd.status_subresource) != spec_view(&new, rd.status_subresource)
+        {
             let g = old
                 .pointer("/metadata/generation")
                 .and_then(Value::as_i64)

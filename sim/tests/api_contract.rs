@@ -118,6 +118,13 @@ async fn crud_resource_version_conflict_and_generation() {
         .unwrap();
     assert_eq!(rv(&same), rv(&labelled));
 
+    // Creating with a resourceVersion is refused, as upstream.
+    let mut with_rv = widget("rv", json!({"size": 1}));
+    with_rv.metadata.resource_version = Some("5".into());
+    let err = api_err(api.create(&PostParams::default(), &with_rv).await.unwrap_err());
+    assert_eq!(err.code, 400);
+    assert_eq!(err.message, "resourceVersion should not be set on objects to be created");
+
     // 404 and 409 AlreadyExists shapes.
     let err = api_err(api.get("missing").await.unwrap_err());
     assert_eq!((err.code, err.reason.as_str()), (404, "NotFound"));
