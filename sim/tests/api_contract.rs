@@ -121,9 +121,16 @@ async fn crud_resource_version_conflict_and_generation() {
     // Creating with a resourceVersion is refused, as upstream.
     let mut with_rv = widget("rv", json!({"size": 1}));
     with_rv.metadata.resource_version = Some("5".into());
-    let err = api_err(api.create(&PostParams::default(), &with_rv).await.unwrap_err());
+    let err = api_err(
+        api.create(&PostParams::default(), &with_rv)
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(err.code, 400);
-    assert_eq!(err.message, "resourceVersion should not be set on objects to be created");
+    assert_eq!(
+        err.message,
+        "resourceVersion should not be set on objects to be created"
+    );
 
     // 404 and 409 AlreadyExists shapes.
     let err = api_err(api.get("missing").await.unwrap_err());
@@ -691,6 +698,31 @@ async fn watch_too_old_resource_version_is_410() {
         }
         other => panic!("expected a 410 ERROR event, got {other:?}"),
     }
+    // A resourceVersion from the future (e.g. after a server restart) is a 504 like upstream's
+    // "Too large resource version" (kube-rs would retry 504s; this client does not).
+    let kc = kube::config::Kubeconfig::read_from(server.kubeconfig_path()).unwrap();
+    let mut cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
+    cfg.default_retry = false;
+    let no_retry = kube::Client::try_from(cfg).unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(no_retry, "default");
+    let err = cms
+        .watch(&WatchParams::default().timeout(5), "999999")
+        .await;
+    let err = match err {
+        Err(e) => api_err(e),
+        Ok(s) => match s.boxed().next().await {
+            Some(Err(e)) => api_err(e),
+            other => panic!("expected an error, got {:?}", other.map(|r| r.map(|_| ()))),
+        },
+    };
+    assert_eq!(err.code, 504);
+    assert!(
+        err.message.starts_with("Too large resource version"),
+        "{}",
+        err.message
+    );
 }
 
 #[tokio::test]
