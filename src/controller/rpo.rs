@@ -1,12 +1,14 @@
 //! The `RPOMet` condition of a BackupPolicy: is the newest successful backup recent enough?
 //!
-//! The objective follows the schedule. Let `L` be the completion time of the last successful
-//! run and `interval` the length of the schedule period that contains `L` (from the fire time at
-//! or before `L` to the next one — for `0 2 * * 1-5` a Friday backup's period lasts until
-//! Monday, on a DST day a daily period lasts 23 or 25 hours). The objective is met while
-//! `now < L + interval + grace`: the next backup has its whole period plus `grace` (meant to
-//! cover how long a backup takes) to complete. The current schedule is used, so tightening the
-//! schedule tightens the objective immediately.
+//! The objective is either explicit (`spec.rpo`, e.g. `26h`: met while the newest successful
+//! backup is younger than that) or follows the schedule. Let `L` be the completion time of the
+//! last successful run and `interval` the length of the schedule period that contains `L` (from
+//! the fire time at or before `L` to the next one — for `0 2 * * 1-5` a Friday backup's period
+//! lasts until Monday, on a DST day a daily period lasts 23 or 25 hours). The schedule-derived
+//! objective is met while `now < L + interval + grace`: the next backup has its whole period plus
+//! `grace` (which covers how long a backup takes) to complete. `grace` defaults to one interval,
+//! i.e. twice the interval in total, as the API documents for an unset `spec.rpo`. The current
+//! schedule is used, so tightening the schedule tightens the objective immediately.
 //!
 //! A policy that never succeeded is measured from its creation time in the same way; until that
 //! deadline the condition is `Unknown` (`AwaitingFirstBackup`), then `False`
@@ -53,8 +55,11 @@ pub struct RpoInput {
     pub last_success: Option<DateTime<Utc>>,
     /// `spec.suspend`.
     pub suspended: bool,
-    /// Extra time allowed beyond the schedule interval (backup duration and slack).
-    pub grace: Duration,
+    /// `spec.rpo`: an explicit objective. When set, `grace` is not used.
+    pub objective: Option<Duration>,
+    /// Extra time allowed beyond the schedule interval (backup duration and slack); `None`
+    /// means one interval.
+    pub grace: Option<Duration>,
 }
 
 /// The evaluated `RPOMet` condition.
@@ -99,17 +104,31 @@ pub fn evaluate_rpo(schedule: &Schedule, input: &RpoInput) -> RpoCondition {
         .latest_fire_at_or_before(reference)
         .unwrap_or(reference);
     let interval = next - period_start;
-    let grace = TimeDelta::from_std(input.grace).unwrap_or(TimeDelta::MAX);
+    let to_delta = |d: Duration| TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX);
+    let (allowed, expectation) = match input.objective {
+        Some(rpo) => (
+            to_delta(rpo),
+            format!(
+                "the recovery point objective is {}",
+                HumanDuration(to_delta(rpo))
+            ),
+        ),
+        None => {
+            let grace = input.grace.map_or(interval, to_delta);
+            (
+                interval.checked_add(&grace).unwrap_or(TimeDelta::MAX),
+                format!(
+                    "the schedule expects one every {} (+{} grace)",
+                    HumanDuration(interval),
+                    HumanDuration(grace)
+                ),
+            )
+        }
+    };
     let deadline = reference
-        .checked_add_signed(interval)
-        .and_then(|t| t.checked_add_signed(grace))
+        .checked_add_signed(allowed)
         .unwrap_or(DateTime::<Utc>::MAX_UTC);
     let met = input.now < deadline;
-    let expectation = format!(
-        "the schedule expects one every {} (+{} grace)",
-        HumanDuration(interval),
-        HumanDuration(grace)
-    );
     let (status, reason, message) = match (input.last_success, met) {
         (Some(last), true) => (
             ConditionStatus::True,
@@ -197,7 +216,8 @@ mod tests {
             created_at: utc("2026-11-01T00:00:00Z"),
             last_success: last.map(utc),
             suspended: false,
-            grace: Duration::from_secs(3600),
+            objective: None,
+            grace: Some(Duration::from_secs(3600)),
         }
     }
 
@@ -251,7 +271,7 @@ mod tests {
     fn dst_days_have_23_and_25_hour_periods() {
         let s = Schedule::parse("0 2 * * *", Some("Europe/Berlin")).unwrap();
         let mut i = input("2026-03-29T00:00:00Z", Some("2026-03-28T01:05:00Z"));
-        i.grace = Duration::ZERO;
+        i.grace = Some(Duration::ZERO);
         // The period from 02:00 CET on the 28th to 03:00 CEST (gap end) on the 29th is 24h;
         // the 2026-10-25 period (02:00 CEST -> 02:00 CET) is 25h.
         assert_eq!(
@@ -280,6 +300,28 @@ mod tests {
         assert_eq!(c.status, ConditionStatus::False);
         assert_eq!(c.reason, "NeverSucceeded");
         assert!(c.message.contains("created 2d ago"), "{}", c.message);
+    }
+
+    #[test]
+    fn an_explicit_objective_replaces_the_schedule_interval() {
+        let mut i = input("2026-11-22T04:00:00Z", Some("2026-11-21T02:10:00Z"));
+        i.objective = Some(Duration::from_secs(26 * 3600));
+        let c = evaluate_rpo(&daily(), &i);
+        assert_eq!(c.status, ConditionStatus::True);
+        assert_eq!(c.deadline, Some(utc("2026-11-22T04:10:00Z")));
+        i.now = utc("2026-11-22T04:10:00Z");
+        let c = evaluate_rpo(&daily(), &i);
+        assert_eq!(c.reason, "BackupOverdue");
+        assert!(c.message.contains("objective is 1d2h"), "{}", c.message);
+    }
+
+    #[test]
+    fn the_default_grace_is_one_interval() {
+        let mut i = input("2026-11-23T02:09:00Z", Some("2026-11-21T02:10:00Z"));
+        i.grace = None;
+        let c = evaluate_rpo(&daily(), &i);
+        assert_eq!(c.deadline, Some(utc("2026-11-23T02:10:00Z")));
+        assert_eq!(c.status, ConditionStatus::True);
     }
 
     #[test]
