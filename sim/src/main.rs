@@ -64,11 +64,11 @@ async fn main() -> std::process::ExitCode {
     }
     println!("{}", server.addr().port());
     println!("kubeconfig: {}", server.kubeconfig_path().display());
-    if args.run_jobs {
-        if let Err(e) = start_runner(&mut server, &args.state_dir).await {
-            eprintln!("kube-sim: starting the Job runner: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
+    if args.run_jobs
+        && let Err(e) = start_runner(&mut server, &args.state_dir).await
+    {
+        eprintln!("kube-sim: starting the Job runner: {e}");
+        return std::process::ExitCode::FAILURE;
     }
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
