@@ -64,11 +64,7 @@ impl RunnerError {
         }
     }
 
-    pub(crate) fn io(
-        context: &'static str,
-        path: impl Into<PathBuf>,
-        source: std::io::Error,
-    ) -> Self {
+    pub(crate) fn io(context: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         RunnerError::Io {
             context,
             path: path.into(),

@@ -68,14 +68,12 @@ impl RunnerConfig {
 /// Runs the Job controller and the kubelet until one of them stops (an error) or the future is
 /// dropped. Dropping it stops every container process it started.
 pub async fn run(client: kube::Client, cfg: RunnerConfig) -> Result<(), RunnerError> {
-    std::fs::create_dir_all(cfg.state_dir.join("pods")).map_err(|e| {
-        RunnerError::io("creating pod directory root", cfg.state_dir.join("pods"), e)
-    })?;
+    std::fs::create_dir_all(cfg.state_dir.join("pods"))
+        .map_err(|e| RunnerError::io("creating pod directory root", cfg.state_dir.join("pods"), e))?;
     std::fs::create_dir_all(cfg.state_dir.join("logs"))
         .map_err(|e| RunnerError::io("creating log directory", cfg.state_dir.join("logs"), e))?;
     for dir in [cfg.state_dir.clone(), cfg.state_dir.join("pods")] {
-        kubelet::make_traversable(&dir)
-            .map_err(|e| RunnerError::io("making state dir traversable", dir.clone(), e))?;
+        kubelet::make_traversable(&dir).map_err(|e| RunnerError::io("making state dir traversable", dir.clone(), e))?;
     }
     let kubelet_ctx = Arc::new(kubelet::KubeletCtx {
         client: client.clone(),
