@@ -149,6 +149,13 @@ pub fn prepare_create(rd: &ResourceDef, obj: &mut Value) {
             }
             obj["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
         }
+        Some(Builtin::PersistentVolumeClaim) => {
+            if let Some(m) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+                m.entry("volumeMode").or_insert(json!("Filesystem"));
+            }
+            // No provisioner runs here: claims stay Pending, as on a cluster without one.
+            obj["status"] = json!({"phase": "Pending"});
+        }
         Some(Builtin::Job) => {
             let spec = obj
                 .as_object_mut()
@@ -310,6 +317,23 @@ pub fn validate(rd: &ResourceDef, obj: &Value) -> Vec<(String, &'static str, Str
                 )),
             }
         }
+        Some(Builtin::PersistentVolumeClaim) => {
+            let modes = obj.pointer("/spec/accessModes").and_then(Value::as_array);
+            if modes.is_none_or(|m| m.is_empty()) {
+                errs.push((
+                    "spec.accessModes".into(),
+                    "FieldValueRequired",
+                    "Required value: at least 1 access mode is required".into(),
+                ));
+            }
+            if obj.pointer("/spec/resources/requests/storage").is_none() {
+                errs.push((
+                    "spec.resources[storage]".into(),
+                    "FieldValueRequired",
+                    "Required value".into(),
+                ));
+            }
+        }
         Some(Builtin::Secret) => {
             if let Some(Value::Object(data)) = obj.get("data") {
                 for (k, v) in data {
@@ -446,6 +470,9 @@ pub fn prune_unknown(rd: &ResourceDef, obj: &mut Value) -> Vec<String> {
         Some(Builtin::ConfigMap) => roundtrip::<k::core::v1::ConfigMap>(obj),
         Some(Builtin::ServiceAccount) => roundtrip::<k::core::v1::ServiceAccount>(obj),
         Some(Builtin::Pod) => roundtrip::<k::core::v1::Pod>(obj),
+        Some(Builtin::PersistentVolumeClaim) => {
+            roundtrip::<k::core::v1::PersistentVolumeClaim>(obj)
+        }
         Some(Builtin::CoreEvent) | Some(Builtin::EventV1) => roundtrip::<k::core::v1::Event>(obj),
         Some(Builtin::Lease) => roundtrip::<k::coordination::v1::Lease>(obj),
         Some(Builtin::Job) => roundtrip::<k::batch::v1::Job>(obj),
