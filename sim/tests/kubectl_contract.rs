@@ -141,8 +141,9 @@ async fn kubectl_apply_is_validated_by_the_server() {
 #[tokio::test]
 async fn kubectl_generators_send_protobuf() {
     let server = start().await;
-    let runs: [&[&str]; 4] = [
+    let runs: [&[&str]; 5] = [
         &["create", "namespace", "shop"],
+        &["create", "serviceaccount", "backup", "-n", "shop"],
         &[
             "create",
             "configmap",
