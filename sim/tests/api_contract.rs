@@ -1479,3 +1479,58 @@ async fn server_side_apply_of_jobs_is_idempotent() {
     assert_eq!(st.status.unwrap().active, Some(1));
     assert_eq!(st.metadata.generation, Some(1));
 }
+
+#[tokio::test]
+async fn server_side_apply_of_status_drops_fields_no_longer_applied() {
+    let server = start().await;
+    let client = server.client().await.unwrap();
+    let api = widgets(&client, "default");
+    api.create(&PostParams::default(), &widget("s", json!({"size": 1})))
+        .await
+        .unwrap();
+    let pp = PatchParams::apply("widget-controller").force();
+    let body = |status: Value| json!({"apiVersion": "test.kube-sim.io/v1", "kind": "Widget", "status": status});
+    api.patch_status(
+        "s",
+        &pp,
+        &Patch::Apply(body(json!({
+        "phase": "Running", "observedGeneration": 1,
+        "conditions": [{"type": "Ready", "status": "False", "reason": "Starting"}]}))),
+    )
+    .await
+    .unwrap();
+    // Another controller owns a different condition type (map list keyed by type).
+    api.patch_status(
+        "s",
+        &PatchParams::apply("other").force(),
+        &Patch::Apply(body(json!({
+        "conditions": [{"type": "Healthy", "status": "True"}]}))),
+    )
+    .await
+    .unwrap();
+    let w = api
+        .patch_status(
+            "s",
+            &pp,
+            &Patch::Apply(body(json!({
+            "observedGeneration": 1,
+            "conditions": [{"type": "Ready", "status": "True", "reason": "Done"}]}))),
+        )
+        .await
+        .unwrap();
+    let st = &w.data["status"];
+    assert!(
+        st.get("phase").is_none(),
+        "a field the manager stopped applying is removed: {st}"
+    );
+    let conds = st["conditions"].as_array().unwrap();
+    assert_eq!(conds.len(), 2, "{st}");
+    assert!(
+        conds
+            .iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    );
+    assert!(conds.iter().any(|c| c["type"] == "Healthy"));
+    assert_eq!(w.data["spec"]["size"], 1);
+    assert_eq!(generation(&w), 1);
+}
