@@ -484,3 +484,116 @@ pub fn prune_unknown(rd: &ResourceDef, obj: &mut Value) -> Vec<String> {
     }
     out
 }
+
+fn is_qualified_name_part(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.first().is_some_and(u8::is_ascii_alphanumeric)
+        && b.last().is_some_and(u8::is_ascii_alphanumeric)
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+}
+
+/// Validates a label or annotation key (`[prefix/]name`), returning the apiserver's messages.
+fn key_errors(key: &str) -> Vec<String> {
+    const NAME_MSG: &str = "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
+    let mut out = Vec::new();
+    let (prefix, name) = match key.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    if name.is_empty() {
+        out.push("name part must be non-empty".to_string());
+    } else {
+        if name.len() > 63 {
+            out.push("name part must be no more than 63 characters".to_string());
+        }
+        if !is_qualified_name_part(name) {
+            out.push(NAME_MSG.to_string());
+        }
+    }
+    if let Some(p) = prefix {
+        if p.is_empty() {
+            out.push("prefix part must be non-empty".to_string());
+        } else if !is_subdomain(p) {
+            out.push(format!("prefix part {DNS1123_SUBDOMAIN_MSG}"));
+        }
+    }
+    out
+}
+
+/// `metadata.labels` and `metadata.annotations` validation (all kinds).
+pub fn metadata_errors(obj: &Value) -> Vec<(String, &'static str, String)> {
+    const VALUE_MSG: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
+    let mut errs = Vec::new();
+    let quote = |s: &str| Value::String(s.to_string()).to_string();
+    if let Some(Value::Object(labels)) = obj.pointer("/metadata/labels") {
+        for (k, v) in labels {
+            for m in key_errors(k) {
+                errs.push((
+                    "metadata.labels".into(),
+                    "FieldValueInvalid",
+                    format!("Invalid value: {}: {m}", quote(k)),
+                ));
+            }
+            let v = v.as_str().unwrap_or_default();
+            if v.len() > 63 {
+                errs.push((
+                    "metadata.labels".into(),
+                    "FieldValueInvalid",
+                    format!(
+                        "Invalid value: {}: must be no more than 63 characters",
+                        quote(v)
+                    ),
+                ));
+            }
+            if !v.is_empty() && !is_qualified_name_part(v) {
+                errs.push((
+                    "metadata.labels".into(),
+                    "FieldValueInvalid",
+                    format!("Invalid value: {}: {VALUE_MSG}", quote(v)),
+                ));
+            }
+        }
+    }
+    if let Some(Value::Object(ann)) = obj.pointer("/metadata/annotations") {
+        let mut total = 0;
+        for (k, v) in ann {
+            for m in key_errors(&k.to_lowercase()) {
+                errs.push((
+                    "metadata.annotations".into(),
+                    "FieldValueInvalid",
+                    format!("Invalid value: {}: {m}", quote(k)),
+                ));
+            }
+            total += k.len() + v.as_str().map_or(0, str::len);
+        }
+        if total > 256 * 1024 {
+            errs.push((
+                "metadata.annotations".into(),
+                "FieldValueTooLong",
+                "Too long: must have at most 262144 bytes".into(),
+            ));
+        }
+    }
+    errs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_rules() {
+        let ok = json!({"metadata": {"labels": {"app.kubernetes.io/name": "db", "x": "", "a_b": "A.b-c"}}});
+        assert!(metadata_errors(&ok).is_empty());
+        let long = "a".repeat(64);
+        let bad = json!({"metadata": {"labels": {"x": long, "bad key": "v", "Ex.com/y": "v", "z": "-v"}}});
+        let errs = metadata_errors(&bad);
+        assert_eq!(errs.len(), 4, "{errs:?}");
+        assert!(
+            errs.iter()
+                .any(|e| e.2.contains("must be no more than 63 characters"))
+        );
+    }
+}

@@ -265,6 +265,7 @@ fn admit(
         errs.extend(schema::validate(rd, obj, old));
     }
     errs.extend(owner_reference_errors(obj));
+    errs.extend(builtin::metadata_errors(obj));
     errs.extend(builtin::validate(rd, obj));
     if errs.is_empty() {
         Ok(warnings)

@@ -523,6 +523,25 @@ async fn label_and_field_selectors() {
     assert_eq!(names("tier").await, ["a", "b"]);
     assert_eq!(names("!tier").await, ["c"]);
 
+    // Label values are validated like the real server does (63 characters, charset).
+    let long = "v".repeat(64);
+    let err = api_err(
+        cms.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "long", "labels": {"k": long}}}))
+                .unwrap(),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(err.code, 422);
+    assert_eq!(
+        err.message,
+        format!(
+            "ConfigMap \"long\" is invalid: metadata.labels: Invalid value: \"{long}\": must be no more than 63 characters"
+        )
+    );
+
     let by_name = cms
         .list(&ListParams::default().fields("metadata.name=b"))
         .await
