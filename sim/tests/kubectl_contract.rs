@@ -559,3 +559,100 @@ async fn kubectl_strict_validation_of_builtins() {
     );
     assert_eq!(v["data"]["a"], "b");
 }
+
+/// The `kube-sim` binary: prints its port, writes a kubeconfig kubectl can use, runs Jobs with
+/// `--run-jobs` (pod logs included), and stops on SIGTERM.
+#[tokio::test]
+async fn kube_sim_binary_with_run_jobs() {
+    use tokio::io::AsyncBufReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let kubeconfig = dir.path().join("kubeconfig");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kube-sim"))
+        .args(["--listen", "127.0.0.1:0", "--crds"])
+        .arg(fixtures())
+        .arg("--state-dir")
+        .arg(&state)
+        .arg("--kubeconfig-out")
+        .arg(&kubeconfig)
+        .arg("--run-jobs")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let port: u16 = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(state.join("port")).unwrap(),
+        port.to_string()
+    );
+    let kc = std::fs::read_to_string(&kubeconfig).unwrap();
+    assert!(
+        kc.contains(&format!("server: http://127.0.0.1:{port}")),
+        "{kc}"
+    );
+
+    let run = |args: Vec<&'static str>| {
+        let kubeconfig = kubeconfig.clone();
+        let cache = dir.path().join("cache");
+        async move {
+            let out = tokio::process::Command::new("kubectl")
+                .args(&args)
+                .env("KUBECONFIG", &kubeconfig)
+                .env("KUBECACHEDIR", &cache)
+                .output()
+                .await
+                .expect("kubectl must be installed");
+            assert!(
+                out.status.success(),
+                "kubectl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        }
+    };
+    run(vec![
+        "create",
+        "job",
+        "hello",
+        "--image=busybox",
+        "--",
+        "sh",
+        "-c",
+        "echo hello from the runner",
+    ])
+    .await;
+    run(vec![
+        "wait",
+        "--for=condition=complete",
+        "job/hello",
+        "--timeout=60s",
+    ])
+    .await;
+    assert_eq!(
+        run(vec!["logs", "job/hello"]).await,
+        "hello from the runner\n"
+    );
+
+    let pid = child.id().expect("running");
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        exit.success(),
+        "kube-sim exits cleanly on SIGTERM: {exit:?}"
+    );
+}
