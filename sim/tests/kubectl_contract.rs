@@ -42,6 +42,34 @@ async fn kubectl_get_uses_printer_columns_short_names_and_categories() {
         let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
         assert_eq!(&row[..3], ["w1", "3", "Ready"], "{args:?}: {out}");
     }
+    // Discovery (kubectl 1.32 uses the aggregated form).
+    let out = kubectl(
+        &server,
+        &["api-resources", "--api-group=test.kube-sim.io", "-v=6"],
+    )
+    .await;
+    assert!(out.ok, "{}", out.stderr);
+    let row: Vec<&str> = out
+        .stdout
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        row,
+        ["widgets", "wd", "test.kube-sim.io/v1", "true", "Widget"],
+        "{}",
+        out.stdout
+    );
+    assert!(
+        !out.stderr.contains("/apis/test.kube-sim.io/v1?"),
+        "aggregated discovery avoids per-group requests: {}",
+        out.stderr
+    );
+    let out = kubectl_ok(&server, &["explain", "widget.spec.size"]).await;
+    assert!(out.contains("FIELD: size <integer>"), "{out}");
+
     // Built-ins get default columns.
     let out = kubectl_ok(&server, &["get", "namespaces"]).await;
     assert!(out.starts_with("NAME"), "{out}");
