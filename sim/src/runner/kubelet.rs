@@ -338,22 +338,22 @@ impl PodWorker {
                 .api
                 .create_subresource("binding", &self.name, &PostParams::default(), &binding)
                 .await;
-            match res {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 404 && s.reason == "NotFound" && s.message.contains("pods") => {
-                    return false;
-                }
-                Err(e) => {
-                    // No binding subresource: fall back to setting spec.nodeName.
-                    debug!(error = %e, "pods/binding failed, patching spec.nodeName");
-                    let patch = serde_json::json!({"spec": {"nodeName": NODE_NAME}});
-                    if let Err(e) = self
-                        .api
-                        .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
-                        .await
-                    {
-                        warn!(pod = %self.name, error = %e, "kubelet: cannot bind pod");
-                        return false;
+            if let Err(e) = res {
+                // No binding subresource on this server: set spec.nodeName instead.
+                debug!(error = %e, "pods/binding failed, patching spec.nodeName");
+                let patch = serde_json::json!({"spec": {"nodeName": NODE_NAME}});
+                if let Err(e) = self
+                    .api
+                    .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
+                    match e {
+                        kube::Error::Api(s) if s.code == 404 => return false,
+                        e => {
+                            // Neither pods/binding nor a nodeName patch is accepted: run the
+                            // pod unbound (spec.nodeName stays empty in the API).
+                            warn!(pod = %self.name, error = %e, "kubelet: cannot bind pod, running it unbound");
+                        }
                     }
                 }
             }

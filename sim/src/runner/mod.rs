@@ -94,3 +94,19 @@ pub async fn run(client: kube::Client, cfg: RunnerConfig) -> Result<(), RunnerEr
         r = jobcontroller::run(job_ctx) => r,
     }
 }
+
+/// Starts the runner against a [`crate::RunningServer`] as one of its background tasks, so it
+/// stops (and kills its processes) with the server. Containers get the server's kubeconfig as
+/// `KUBECONFIG` unless `cfg.kubeconfig` is set.
+pub async fn attach(server: &mut crate::RunningServer, mut cfg: RunnerConfig) -> Result<(), RunnerError> {
+    let client = server.client().await.map_err(|e| RunnerError::Client(e.to_string()))?;
+    if cfg.kubeconfig.is_none() {
+        cfg.kubeconfig = Some(server.kubeconfig_path().to_path_buf());
+    }
+    server.attach(tokio::spawn(async move {
+        if let Err(e) = run(client, cfg).await {
+            tracing::error!(error = %e, category = ?e.category(), "kube-sim job runner stopped");
+        }
+    }));
+    Ok(())
+}
