@@ -218,7 +218,7 @@ async fn active_deadline_kills_the_pod_and_fails_the_job() {
     let pods: Api<Pod> = Api::namespaced(sim.client.clone(), "default");
     let j = shell_job(
         "slow",
-        "echo pid=$$; exec sleep 300",
+        "echo pid=$$$$; exec sleep 300",
         json!({"activeDeadlineSeconds": 3, "backoffLimit": 5}),
     );
     jobs.create(&PostParams::default(), &j).await.unwrap();
@@ -248,7 +248,7 @@ async fn deleting_a_job_kills_its_processes() {
     let jobs: Api<Job> = Api::namespaced(sim.client.clone(), "default");
     let pods: Api<Pod> = Api::namespaced(sim.client.clone(), "default");
     // A child process in the background too: the whole process group must go.
-    let j = shell_job("doomed", "sleep 300 & echo child=$!; echo pid=$$; wait", json!({}));
+    let j = shell_job("doomed", "sleep 300 & echo child=$!; echo pid=$$$$; wait", json!({}));
     jobs.create(&PostParams::default(), &j).await.unwrap();
     let (pid, child) = wait_for("the pids", || async {
         let p = job_pods(&pods, "doomed").await.into_iter().next()?;
