@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams, PropagationPolicy};
 use kube::Client;
+use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams, PropagationPolicy};
 use kube_sim::runner::{RunnerConfig, attach};
 use kube_sim::{RunningServer, Server, ServerOptions};
 use serde_json::json;
@@ -39,7 +39,11 @@ async fn sim() -> Sim {
     cfg.container_restart_backoff = Duration::from_millis(200);
     attach(&mut server, cfg).await.unwrap();
     let client = server.client().await.unwrap();
-    Sim { client, server, dir }
+    Sim {
+        client,
+        server,
+        dir,
+    }
 }
 
 const TIMEOUT: Duration = Duration::from_secs(90);
@@ -67,7 +71,12 @@ fn job_condition(job: &Job, t: &str) -> Option<(String, String)> {
         .as_ref()?
         .iter()
         .find(|c| c.type_ == t && c.status == "True")
-        .map(|c| (c.reason.clone().unwrap_or_default(), c.message.clone().unwrap_or_default()))
+        .map(|c| {
+            (
+                c.reason.clone().unwrap_or_default(),
+                c.message.clone().unwrap_or_default(),
+            )
+        })
 }
 
 async fn wait_job_condition(jobs: &Api<Job>, name: &str, t: &str) -> Job {
@@ -113,11 +122,15 @@ fn shell_job(name: &str, script: &str, extra: serde_json::Value) -> Job {
 fn process_alive(pid: i32) -> bool {
     // SAFETY: signal 0 only checks for existence.
     let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 && std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| !s.contains(") Z ")).unwrap_or(false)
+    rc == 0
+        && std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| !s.contains(") Z "))
+            .unwrap_or(false)
 }
 
 fn read_pid(log: &str, marker: &str) -> Option<i32> {
-    log.lines().find_map(|l| l.strip_prefix(marker)?.trim().parse().ok())
+    log.lines()
+        .find_map(|l| l.strip_prefix(marker)?.trim().parse().ok())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,19 +139,31 @@ async fn job_succeeds_with_logs_termination_message_and_pod_metadata() {
     let jobs: Api<Job> = Api::namespaced(sim.client.clone(), "default");
     let pods: Api<Pod> = Api::namespaced(sim.client.clone(), "default");
     let script = "echo hi from $POD_NAME at $(POD_IP); echo done-msg > /dev/termination-log; echo to-stderr >&2";
-    let created = jobs.create(&PostParams::default(), &shell_job("hello", script, json!({}))).await.unwrap();
+    let created = jobs
+        .create(
+            &PostParams::default(),
+            &shell_job("hello", script, json!({})),
+        )
+        .await
+        .unwrap();
     let job = wait_job_condition(&jobs, "hello", "Complete").await;
     let status = job.status.clone().unwrap();
     assert_eq!(status.succeeded, Some(1));
     assert_eq!(status.active, None);
     assert!(status.start_time.is_some() && status.completion_time.is_some());
-    assert_eq!(job_condition(&job, "SuccessCriteriaMet").unwrap().0, "CompletionsReached");
+    assert_eq!(
+        job_condition(&job, "SuccessCriteriaMet").unwrap().0,
+        "CompletionsReached"
+    );
 
     let list = job_pods(&pods, "hello").await;
     assert_eq!(list.len(), 1);
     let pod = &list[0];
     let name = pod.metadata.name.clone().unwrap();
-    assert!(name.starts_with("hello-") && name.len() == "hello-".len() + 5, "{name}");
+    assert!(
+        name.starts_with("hello-") && name.len() == "hello-".len() + 5,
+        "{name}"
+    );
     let labels = pod.metadata.labels.clone().unwrap();
     let job_uid = created.metadata.uid.clone().unwrap();
     assert_eq!(labels["batch.kubernetes.io/job-name"], "hello");
@@ -146,7 +171,10 @@ async fn job_succeeds_with_logs_termination_message_and_pod_metadata() {
     assert_eq!(labels["batch.kubernetes.io/controller-uid"], job_uid);
     assert_eq!(labels["controller-uid"], job_uid);
     let owner = &pod.metadata.owner_references.clone().unwrap()[0];
-    assert_eq!((owner.kind.as_str(), owner.uid.as_str(), owner.controller), ("Job", job_uid.as_str(), Some(true)));
+    assert_eq!(
+        (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
+        ("Job", job_uid.as_str(), Some(true))
+    );
     assert_eq!(owner.block_owner_deletion, Some(true));
 
     let st = pod.status.clone().unwrap();
@@ -162,7 +190,12 @@ async fn job_succeeds_with_logs_termination_message_and_pod_metadata() {
     assert_eq!(term.message.as_deref(), Some("done-msg\n"));
     assert!(term.started_at.is_some() && term.finished_at.is_some());
     let conds = st.conditions.unwrap();
-    let cond = |t: &str| conds.iter().find(|c| c.type_ == t).map(|c| c.status.clone());
+    let cond = |t: &str| {
+        conds
+            .iter()
+            .find(|c| c.type_ == t)
+            .map(|c| c.status.clone())
+    };
     assert_eq!(cond("PodScheduled").as_deref(), Some("True"));
     assert_eq!(cond("Initialized").as_deref(), Some("True"));
     assert_eq!(cond("Ready").as_deref(), Some("False"));
@@ -171,7 +204,9 @@ async fn job_succeeds_with_logs_termination_message_and_pod_metadata() {
     let logs = pods.logs(&name, &LogParams::default()).await.unwrap();
     assert!(logs.contains(&format!("hi from {name} at {ip}")), "{logs}");
     assert!(logs.contains("to-stderr"), "{logs}");
-    let on_disk = std::fs::read_to_string(sim.dir.path().join(format!("logs/default/{name}/main.log"))).unwrap();
+    let on_disk =
+        std::fs::read_to_string(sim.dir.path().join(format!("logs/default/{name}/main.log")))
+            .unwrap();
     assert_eq!(on_disk, logs);
     drop(sim.server);
 }
@@ -191,17 +226,29 @@ async fn failing_job_retries_up_to_backoff_limit_then_fails() {
     let (reason, message) = job_condition(&job, "Failed").unwrap();
     assert_eq!(reason, "BackoffLimitExceeded");
     assert_eq!(message, "Job has reached the specified backoff limit");
-    assert_eq!(job_condition(&job, "FailureTarget").unwrap().0, "BackoffLimitExceeded");
+    assert_eq!(
+        job_condition(&job, "FailureTarget").unwrap().0,
+        "BackoffLimitExceeded"
+    );
     let status = job.status.unwrap();
     assert_eq!(status.failed, Some(3));
     assert_eq!(status.succeeded, None);
     assert!(status.completion_time.is_none());
     let list = job_pods(&pods, "flaky").await;
-    assert_eq!(list.len(), 3, "one pod per attempt: backoffLimit 2 = 3 attempts");
+    assert_eq!(
+        list.len(),
+        3,
+        "one pod per attempt: backoffLimit 2 = 3 attempts"
+    );
     for p in &list {
         let st = p.status.clone().unwrap();
         assert_eq!(st.phase.as_deref(), Some("Failed"));
-        let term = st.container_statuses.unwrap()[0].state.clone().unwrap().terminated.unwrap();
+        let term = st.container_statuses.unwrap()[0]
+            .state
+            .clone()
+            .unwrap()
+            .terminated
+            .unwrap();
         assert_eq!(term.exit_code, 3);
         assert_eq!(term.reason.as_deref(), Some("Error"));
         assert_eq!(term.message.as_deref(), Some("boom\n"));
@@ -236,9 +283,15 @@ async fn active_deadline_kills_the_pod_and_fails_the_job() {
     assert_eq!(reason, "DeadlineExceeded");
     assert_eq!(message, "Job was active longer than specified deadline");
     assert!(job.status.unwrap().active.is_none());
-    wait_for("the process to be killed", || async { (!process_alive(pid)).then_some(()) }).await;
+    wait_for("the process to be killed", || async {
+        (!process_alive(pid)).then_some(())
+    })
+    .await;
     // The job controller deleted its pod; no retry was started.
-    wait_for("the pod to be deleted", || async { pods.get_opt(&pod_name).await.ok()?.is_none().then_some(()) }).await;
+    wait_for("the pod to be deleted", || async {
+        pods.get_opt(&pod_name).await.ok()?.is_none().then_some(())
+    })
+    .await;
     assert!(job_pods(&pods, "slow").await.is_empty());
 }
 
@@ -248,11 +301,18 @@ async fn deleting_a_job_kills_its_processes() {
     let jobs: Api<Job> = Api::namespaced(sim.client.clone(), "default");
     let pods: Api<Pod> = Api::namespaced(sim.client.clone(), "default");
     // A child process in the background too: the whole process group must go.
-    let j = shell_job("doomed", "sleep 300 & echo child=$!; echo pid=$$$$; wait", json!({}));
+    let j = shell_job(
+        "doomed",
+        "sleep 300 & echo child=$!; echo pid=$$$$; wait",
+        json!({}),
+    );
     jobs.create(&PostParams::default(), &j).await.unwrap();
     let (pid, child) = wait_for("the pids", || async {
         let p = job_pods(&pods, "doomed").await.into_iter().next()?;
-        let log = pods.logs(p.metadata.name.as_deref()?, &LogParams::default()).await.ok()?;
+        let log = pods
+            .logs(p.metadata.name.as_deref()?, &LogParams::default())
+            .await
+            .ok()?;
         Some((read_pid(&log, "pid=")?, read_pid(&log, "child=")?))
     })
     .await;
@@ -266,10 +326,19 @@ async fn deleting_a_job_kills_its_processes() {
     assert!(cs[0].state.as_ref().unwrap().running.is_some());
     assert!(cs[0].ready);
 
-    let dp = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..DeleteParams::default() };
+    let dp = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..DeleteParams::default()
+    };
     jobs.delete("doomed", &dp).await.unwrap();
-    wait_for("the processes to be killed", || async { (!process_alive(pid) && !process_alive(child)).then_some(()) }).await;
-    wait_for("the pods to be gone", || async { job_pods(&pods, "doomed").await.is_empty().then_some(()) }).await;
+    wait_for("the processes to be killed", || async {
+        (!process_alive(pid) && !process_alive(child)).then_some(())
+    })
+    .await;
+    wait_for("the pods to be gone", || async {
+        job_pods(&pods, "doomed").await.is_empty().then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -291,23 +360,36 @@ async fn missing_secret_blocks_the_container_until_it_exists() {
     let waiting = wait_for("CreateContainerConfigError", || async {
         let p = job_pods(&pods, "needs-secret").await.into_iter().next()?;
         let st = p.status.clone()?;
-        let w = st.container_statuses.as_ref()?[0].state.as_ref()?.waiting.clone()?;
+        let w = st.container_statuses.as_ref()?[0]
+            .state
+            .as_ref()?
+            .waiting
+            .clone()?;
         (w.reason.as_deref() == Some("CreateContainerConfigError")).then_some((st, w))
     })
     .await;
     assert_eq!(waiting.0.phase.as_deref(), Some("Pending"));
-    assert_eq!(waiting.1.message.as_deref(), Some("secret \"db\" not found"));
+    assert_eq!(
+        waiting.1.message.as_deref(),
+        Some("secret \"db\" not found")
+    );
 
     let secret: Secret = serde_json::from_value(json!({
         "metadata": {"name": "db"},
         "stringData": {"password": "p@ss w0rd", "USER": "backup"}
     }))
     .unwrap();
-    secrets.create(&PostParams::default(), &secret).await.unwrap();
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
     let job = wait_job_condition(&jobs, "needs-secret", "Complete").await;
     assert_eq!(job.status.unwrap().succeeded, Some(1));
     let p = job_pods(&pods, "needs-secret").await.remove(0);
-    let logs = pods.logs(p.metadata.name.as_deref().unwrap(), &LogParams::default()).await.unwrap();
+    let logs = pods
+        .logs(p.metadata.name.as_deref().unwrap(), &LogParams::default())
+        .await
+        .unwrap();
     assert_eq!(logs, "user=backup\n");
 }
 
@@ -324,11 +406,24 @@ async fn unknown_image_is_err_image_pull() {
     let w = wait_for("ErrImagePull/ImagePullBackOff", || async {
         let p = pods.get("mystery").await.ok()?;
         let w = p.status?.container_statuses?[0].state.clone()?.waiting?;
-        matches!(w.reason.as_deref(), Some("ErrImagePull" | "ImagePullBackOff")).then_some(w)
+        matches!(
+            w.reason.as_deref(),
+            Some("ErrImagePull" | "ImagePullBackOff")
+        )
+        .then_some(w)
     })
     .await;
     assert!(w.message.unwrap().contains("example.com/nope:1"));
-    assert_eq!(pods.get("mystery").await.unwrap().status.unwrap().phase.as_deref(), Some("Pending"));
+    assert_eq!(
+        pods.get("mystery")
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .phase
+            .as_deref(),
+        Some("Pending")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -341,7 +436,10 @@ async fn native_postgres_sidecar_serves_the_main_container_then_stops() {
         "metadata": {"name": "sandbox"}, "stringData": {"password": "sandbox-pw"}
     }))
     .unwrap();
-    secrets.create(&PostParams::default(), &secret).await.unwrap();
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
     let pw = json!({"name": "PGPASSWORD", "valueFrom": {"secretKeyRef": {"name": "sandbox", "key": "password"}}});
     let j = job(
         "validate",
@@ -369,16 +467,68 @@ async fn native_postgres_sidecar_serves_the_main_container_then_stops() {
     let name = pod.metadata.name.clone().unwrap();
     let st = pod.status.unwrap();
     let ip = st.pod_ip.clone().unwrap();
-    let logs = pods.logs(&name, &LogParams { container: Some("check".into()), ..LogParams::default() }).await.unwrap();
-    assert_eq!(logs.trim(), format!("42|{ip}"), "main container reached the sidecar on the pod IP");
+    let logs = pods
+        .logs(
+            &name,
+            &LogParams {
+                container: Some("check".into()),
+                ..LogParams::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        logs.trim(),
+        format!("42|{ip}"),
+        "main container reached the sidecar on the pod IP"
+    );
     // The sidecar was stopped after the main container and is reported terminated.
     let sidecar = &st.init_container_statuses.unwrap()[0];
-    let term = sidecar.state.as_ref().unwrap().terminated.clone().expect("sidecar terminated");
-    assert!(term.finished_at.unwrap().0 >= st.container_statuses.unwrap()[0].state.clone().unwrap().terminated.unwrap().finished_at.unwrap().0);
-    let sidecar_log = pods.logs(&name, &LogParams { container: Some("sandbox".into()), ..LogParams::default() }).await.unwrap();
-    assert!(sidecar_log.contains("database system is ready to accept connections"), "{sidecar_log}");
-    assert!(sidecar_log.contains("database system is shut down"), "stopped cleanly: {sidecar_log}");
-    assert!(!sidecar_log.contains("sandbox-pw"), "the password must not be logged");
+    let term = sidecar
+        .state
+        .as_ref()
+        .unwrap()
+        .terminated
+        .clone()
+        .expect("sidecar terminated");
+    assert!(
+        term.finished_at.unwrap().0
+            >= st.container_statuses.unwrap()[0]
+                .state
+                .clone()
+                .unwrap()
+                .terminated
+                .unwrap()
+                .finished_at
+                .unwrap()
+                .0
+    );
+    let sidecar_log = pods
+        .logs(
+            &name,
+            &LogParams {
+                container: Some("sandbox".into()),
+                ..LogParams::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        sidecar_log.contains("database system is ready to accept connections"),
+        "{sidecar_log}"
+    );
+    assert!(
+        sidecar_log.contains("database system is shut down"),
+        "stopped cleanly: {sidecar_log}"
+    );
+    assert!(
+        !sidecar_log.contains("sandbox-pw"),
+        "the password must not be logged"
+    );
     // Nothing listens on the pod IP any more.
-    assert!(tokio::net::TcpStream::connect((ip.as_str(), 5432)).await.is_err());
+    assert!(
+        tokio::net::TcpStream::connect((ip.as_str(), 5432))
+            .await
+            .is_err()
+    );
 }

@@ -54,7 +54,9 @@ impl RunnerError {
     /// The broad class of this error.
     pub fn category(&self) -> ErrorCategory {
         match self {
-            RunnerError::Api { .. } | RunnerError::Watch(_) | RunnerError::Client(_) => ErrorCategory::Api,
+            RunnerError::Api { .. } | RunnerError::Watch(_) | RunnerError::Client(_) => {
+                ErrorCategory::Api
+            }
             RunnerError::Io { .. } => ErrorCategory::Io,
             RunnerError::ImageTable(_) | RunnerError::NoIpPrefix(_) => ErrorCategory::Config,
         }
@@ -67,7 +69,11 @@ impl RunnerError {
         }
     }
 
-    pub(crate) fn io(context: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub(crate) fn io(
+        context: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
         RunnerError::Io {
             context,
             path: path.into(),

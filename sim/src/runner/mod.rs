@@ -68,12 +68,14 @@ impl RunnerConfig {
 /// Runs the Job controller and the kubelet until one of them stops (an error) or the future is
 /// dropped. Dropping it stops every container process it started.
 pub async fn run(client: kube::Client, cfg: RunnerConfig) -> Result<(), RunnerError> {
-    std::fs::create_dir_all(cfg.state_dir.join("pods"))
-        .map_err(|e| RunnerError::io("creating pod directory root", cfg.state_dir.join("pods"), e))?;
+    std::fs::create_dir_all(cfg.state_dir.join("pods")).map_err(|e| {
+        RunnerError::io("creating pod directory root", cfg.state_dir.join("pods"), e)
+    })?;
     std::fs::create_dir_all(cfg.state_dir.join("logs"))
         .map_err(|e| RunnerError::io("creating log directory", cfg.state_dir.join("logs"), e))?;
     for dir in [cfg.state_dir.clone(), cfg.state_dir.join("pods")] {
-        kubelet::make_traversable(&dir).map_err(|e| RunnerError::io("making state dir traversable", dir.clone(), e))?;
+        kubelet::make_traversable(&dir)
+            .map_err(|e| RunnerError::io("making state dir traversable", dir.clone(), e))?;
     }
     let kubelet_ctx = Arc::new(kubelet::KubeletCtx {
         client: client.clone(),
@@ -98,8 +100,14 @@ pub async fn run(client: kube::Client, cfg: RunnerConfig) -> Result<(), RunnerEr
 /// Starts the runner against a [`crate::RunningServer`] as one of its background tasks, so it
 /// stops (and kills its processes) with the server. Containers get the server's kubeconfig as
 /// `KUBECONFIG` unless `cfg.kubeconfig` is set.
-pub async fn attach(server: &mut crate::RunningServer, mut cfg: RunnerConfig) -> Result<(), RunnerError> {
-    let client = server.client().await.map_err(|e| RunnerError::Client(e.to_string()))?;
+pub async fn attach(
+    server: &mut crate::RunningServer,
+    mut cfg: RunnerConfig,
+) -> Result<(), RunnerError> {
+    let client = server
+        .client()
+        .await
+        .map_err(|e| RunnerError::Client(e.to_string()))?;
     if cfg.kubeconfig.is_none() {
         cfg.kubeconfig = Some(server.kubeconfig_path().to_path_buf());
     }
