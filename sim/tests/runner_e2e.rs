@@ -532,3 +532,98 @@ async fn native_postgres_sidecar_serves_the_main_container_then_stops() {
             .is_err()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_the_server_kills_running_containers() {
+    let sim = sim().await;
+    let jobs: Api<Job> = Api::namespaced(sim.client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(sim.client.clone(), "default");
+    jobs.create(
+        &PostParams::default(),
+        &shell_job("forever", "echo pid=$$$$; exec sleep 300", json!({})),
+    )
+    .await
+    .unwrap();
+    let pid = wait_for("the pid", || async {
+        let p = job_pods(&pods, "forever").await.into_iter().next()?;
+        let log = pods
+            .logs(p.metadata.name.as_deref()?, &LogParams::default())
+            .await
+            .ok()?;
+        read_pid(&log, "pid=")
+    })
+    .await;
+    assert!(process_alive(pid));
+    drop(sim.server);
+    wait_for("the container to die with the runner", || async {
+        (!process_alive(pid)).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volumes_are_mapped_into_args_env_and_sim_mount_vars() {
+    let sim = sim().await;
+    let jobs: Api<Job> = Api::namespaced(sim.client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(sim.client.clone(), "default");
+    let secrets: Api<Secret> = Api::namespaced(sim.client.clone(), "default");
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "creds"}, "stringData": {"password": "hunter2"}
+    }))
+    .unwrap();
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let script = r#"set -e
+test "$(cat /etc/creds/pw)" = hunter2
+test "$(stat -c %a /etc/creds/pw)" = 400
+test "$SIM_MOUNT_ETC_CREDS" != ""
+test -f "$SIM_MOUNT_ETC_CREDS/pw"
+echo shared > /scratch/file
+test "$(cat "$OUT_DIR/file")" = shared
+test "$OUT_DIR" = "$SIM_MOUNT_SCRATCH"
+case "$OUT_DIR" in "$SIM_POD_DIR"/*) ;; *) exit 9;; esac
+echo ok > /dev/termination-log
+echo mapped"#;
+    let j = job(
+        "mounts",
+        json!({"backoffLimit": 0, "template": {"spec": {
+            "restartPolicy": "Never",
+            "volumes": [
+                {"name": "creds", "secret": {"secretName": "creds", "items": [{"key": "password", "path": "pw", "mode": 0o400}]}},
+                {"name": "scratch", "emptyDir": {}}
+            ],
+            "containers": [{
+                "name": "main", "image": "busybox",
+                "command": ["sh", "-c", script],
+                "env": [{"name": "OUT_DIR", "value": "/scratch"}],
+                "volumeMounts": [{"name": "creds", "mountPath": "/etc/creds", "readOnly": true},
+                                 {"name": "scratch", "mountPath": "/scratch"}]
+            }]
+        }}}),
+    );
+    jobs.create(&PostParams::default(), &j).await.unwrap();
+    let done = wait_for("the job to finish", || async {
+        let j = jobs.get("mounts").await.ok()?;
+        (job_condition(&j, "Complete").is_some() || job_condition(&j, "Failed").is_some())
+            .then_some(j)
+    })
+    .await;
+    let pod = job_pods(&pods, "mounts").await.remove(0);
+    let name = pod.metadata.name.clone().unwrap();
+    let logs = pods.logs(&name, &LogParams::default()).await.unwrap();
+    assert!(
+        job_condition(&done, "Complete").is_some(),
+        "job failed; logs: {logs}; status: {:?}",
+        pod.status
+    );
+    assert_eq!(logs, "mapped\n");
+    let term = pod.status.unwrap().container_statuses.unwrap()[0]
+        .state
+        .clone()
+        .unwrap()
+        .terminated
+        .unwrap();
+    assert_eq!(term.message.as_deref(), Some("ok\n"));
+}
