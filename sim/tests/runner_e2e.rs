@@ -20,6 +20,11 @@ struct Sim {
 }
 
 async fn sim() -> Sim {
+    sim_with_state(false).await
+}
+
+/// With `nested`, the state dir lies inside a private (0700) temp dir, as in the e2e harness.
+async fn sim_with_state(nested: bool) -> Sim {
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
         .with_env_filter(
@@ -28,13 +33,18 @@ async fn sim() -> Sim {
         )
         .try_init();
     let dir = tempfile::tempdir().unwrap();
+    let state = if nested {
+        dir.path().join("state")
+    } else {
+        dir.path().to_path_buf()
+    };
     let mut server = Server::start(ServerOptions {
-        state_dir: Some(dir.path().to_path_buf()),
+        state_dir: Some(state.clone()),
         ..ServerOptions::default()
     })
     .await
     .unwrap();
-    let mut cfg = RunnerConfig::new(dir.path().to_path_buf()).unwrap();
+    let mut cfg = RunnerConfig::new(state).unwrap();
     cfg.pod_backoff_base = Duration::from_millis(200);
     cfg.container_restart_backoff = Duration::from_millis(200);
     attach(&mut server, cfg).await.unwrap();
@@ -428,7 +438,8 @@ async fn unknown_image_is_err_image_pull() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn native_postgres_sidecar_serves_the_main_container_then_stops() {
-    let sim = sim().await;
+    // A private parent of the state dir must not keep the postgres user from its data dir.
+    let sim = sim_with_state(true).await;
     let jobs: Api<Job> = Api::namespaced(sim.client.clone(), "default");
     let pods: Api<Pod> = Api::namespaced(sim.client.clone(), "default");
     let secrets: Api<Secret> = Api::namespaced(sim.client.clone(), "default");

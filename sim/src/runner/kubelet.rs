@@ -43,6 +43,7 @@ const FIELD_MANAGER: &str = "kube-sim-kubelet";
 pub(crate) struct KubeletCtx {
     pub client: Client,
     pub state_dir: PathBuf,
+    pub pods_root: PathBuf,
     pub images: ImageTable,
     pub ips: Mutex<IpPool>,
     pub kubeconfig: Option<PathBuf>,
@@ -261,7 +262,7 @@ impl PodWorker {
         let (exit_tx, exit_rx) = mpsc::unbounded_channel();
         PodWorker {
             api: Api::namespaced(ctx.client.clone(), &namespace),
-            pod_dir: ctx.state_dir.join("pods").join(&uid),
+            pod_dir: ctx.pods_root.join(&uid),
             log_dir: ctx.state_dir.join("logs").join(&namespace).join(&name),
             ctx,
             record: PodRecord {
