@@ -638,3 +638,53 @@ echo mapped"#;
         .unwrap();
     assert_eq!(term.message.as_deref(), Some("ok\n"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_mariadb_sidecar_serves_the_main_container() {
+    let sim = sim().await;
+    let jobs: Api<Job> = Api::namespaced(sim.client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(sim.client.clone(), "default");
+    let j = job(
+        "validate-mysql",
+        json!({"backoffLimit": 0, "template": {"spec": {
+            "restartPolicy": "Never",
+            "initContainers": [{
+                "name": "sandbox", "image": "mariadb:10.11", "restartPolicy": "Always",
+                "env": [{"name": "MARIADB_ROOT_PASSWORD", "value": "r'oo\\t"},
+                        {"name": "MARIADB_DATABASE", "value": "shop"}],
+                "startupProbe": {"tcpSocket": {"port": 3306}, "periodSeconds": 1, "failureThreshold": 120}
+            }],
+            "containers": [{
+                "name": "check", "image": "debian:bookworm",
+                "command": ["mariadb", "-h", "$(POD_IP)", "-u", "root", "-pr'oo\\t", "shop", "-N", "-e", "select 6 * 7"],
+                "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]
+            }]
+        }}}),
+    );
+    jobs.create(&PostParams::default(), &j).await.unwrap();
+    let done = wait_for("the job to finish", || async {
+        let j = jobs.get("validate-mysql").await.ok()?;
+        (job_condition(&j, "Complete").is_some() || job_condition(&j, "Failed").is_some())
+            .then_some(j)
+    })
+    .await;
+    let pod = job_pods(&pods, "validate-mysql").await.remove(0);
+    let name = pod.metadata.name.clone().unwrap();
+    let logs = pods
+        .logs(
+            &name,
+            &LogParams {
+                container: Some("check".into()),
+                ..LogParams::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(job_condition(&done, "Complete").is_some(), "logs: {logs}");
+    assert_eq!(logs.trim(), "42");
+    let sidecar = &pod.status.unwrap().init_container_statuses.unwrap()[0];
+    assert!(
+        sidecar.state.as_ref().unwrap().terminated.is_some(),
+        "sidecar stopped after the main container"
+    );
+}
