@@ -67,6 +67,9 @@ pub(crate) async fn run(ctx: Arc<KubeletCtx>) -> Result<(), RunnerError> {
         .boxed();
     let mut workers: HashMap<String, watch::Sender<Option<Stop>>> = HashMap::new();
     let mut tasks: JoinSet<String> = JoinSet::new();
+    // UIDs listed since the watch (re)started: pods we run that are not among them were deleted
+    // while the watch was down.
+    let mut relisted: Option<std::collections::HashSet<String>> = None;
     loop {
         tokio::select! {
             Some(done) = tasks.join_next(), if !tasks.is_empty() => {
@@ -86,6 +89,9 @@ pub(crate) async fn run(ctx: Arc<KubeletCtx>) -> Result<(), RunnerError> {
                 match event {
                     watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) => {
                         let Some(uid) = pod.metadata.uid.clone() else { continue };
+                        if let Some(seen) = relisted.as_mut() {
+                            seen.insert(uid.clone());
+                        }
                         if let Some(tx) = workers.get(&uid) {
                             if pod.metadata.deletion_timestamp.is_some() {
                                 let grace = grace_period(&pod);
@@ -113,7 +119,17 @@ pub(crate) async fn run(ctx: Arc<KubeletCtx>) -> Result<(), RunnerError> {
                             });
                         }
                     }
-                    watcher::Event::Init | watcher::Event::InitDone => {}
+                    watcher::Event::Init => relisted = Some(Default::default()),
+                    watcher::Event::InitDone => {
+                        let seen = relisted.take().unwrap_or_default();
+                        for (uid, tx) in &workers {
+                            if !seen.contains(uid) {
+                                tx.send_if_modified(|s| {
+                                    if s != &Some(Stop::Gone) { *s = Some(Stop::Gone); true } else { false }
+                                });
+                            }
+                        }
+                    }
                 }
             }
         }
