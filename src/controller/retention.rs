@@ -35,14 +35,20 @@
 //!
 //! [`run_history_plan`] turns the retention verdicts and the `runHistory` limits into ordered
 //! cleanup actions per run: manifests first (an artifact without a manifest is not a backup, so
-//! a half-deleted artifact is never mistaken for one), then the data objects, then the BackupRun
-//! object.
+//! a half-deleted artifact is never mistaken for one), then the rest of the artifact's
+//! directory, then the BackupRun object.
 
 use std::fmt;
 use std::time::Duration;
 
 use chrono::{DateTime, Datelike, NaiveDate, TimeDelta, Utc};
 use chrono_tz::Tz;
+use kube::ResourceExt;
+
+use crate::api::BackupRun;
+use crate::api::backup_policy::{PIN_LABEL, Retention};
+use crate::api::backup_run::BackupRunPhase;
+use crate::api::common::{parse_duration, time_to_chrono};
 
 /// A successful backup as retention sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -408,15 +414,47 @@ pub enum FinishedPhase {
     Failed,
 }
 
-/// Where one copy of an artifact lives.
+/// Where one copy of an artifact lives. An artifact is a directory: its `manifest.json` commit
+/// marker plus one or more data objects (one per database for an all-databases backup).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArtifactLocation {
     /// The BackupStorage's name.
     pub storage: String,
-    /// Key of the data object.
-    pub data_key: String,
     /// Key of the `manifest.json` commit marker.
     pub manifest_key: String,
+    /// The artifact's directory, ending in `/`: every object under it belongs to this artifact.
+    pub prefix: String,
+}
+
+impl ArtifactLocation {
+    /// The location of the artifact whose manifest is `manifest`: an object key
+    /// (`shop/nightly/20261122T020000Z-nightly/manifest.json`) or a full location
+    /// (`s3://bucket/…/manifest.json`, `file:///…/manifest.json`). The manifest's directory is
+    /// the artifact's prefix. A manifest at the root of a bucket is refused: its "directory"
+    /// would be the whole bucket.
+    pub fn from_manifest(storage: &str, manifest: &str) -> Result<Self, String> {
+        let key = if let Some(rest) = manifest.strip_prefix("s3://") {
+            rest.split_once('/').map_or("", |(_bucket, key)| key)
+        } else if let Some(rest) = manifest.strip_prefix("file://") {
+            rest
+        } else {
+            manifest
+        };
+        let Some((dir, file)) = key.rsplit_once('/') else {
+            return Err(format!(
+                "manifest {manifest:?} is not inside a directory; refusing to treat the storage \
+                 root as one artifact"
+            ));
+        };
+        if file.is_empty() || dir.trim_matches('/').is_empty() {
+            return Err(format!("manifest {manifest:?} has no artifact directory"));
+        }
+        Ok(ArtifactLocation {
+            storage: storage.to_owned(),
+            manifest_key: key.to_owned(),
+            prefix: format!("{dir}/"),
+        })
+    }
 }
 
 /// A finished BackupRun as the history plan sees it.
@@ -456,12 +494,13 @@ pub enum CleanupAction {
         /// Object key.
         key: String,
     },
-    /// Delete an artifact's data object.
-    DeleteArtifactData {
+    /// Delete every remaining object under an artifact's directory (its data objects), after
+    /// its manifest is gone.
+    DeleteArtifactObjects {
         /// BackupStorage name.
         storage: String,
-        /// Object key.
-        key: String,
+        /// The artifact's directory, ending in `/`.
+        prefix: String,
     },
     /// Delete the BackupRun object (last).
     DeleteBackupRun,
@@ -563,9 +602,9 @@ pub fn run_history_plan(
         actions.extend(
             run.artifacts
                 .iter()
-                .map(|a| CleanupAction::DeleteArtifactData {
+                .map(|a| CleanupAction::DeleteArtifactObjects {
                     storage: a.storage.clone(),
-                    key: a.data_key.clone(),
+                    prefix: a.prefix.clone(),
                 }),
         );
         actions.push(CleanupAction::DeleteBackupRun);
@@ -576,6 +615,60 @@ pub fn run_history_plan(
         });
     }
     plan
+}
+
+// ---- From the API types ----
+
+impl RetentionPolicy {
+    /// Reads `spec.retention`; `None` (no retention block) keeps everything. Fails with a message
+    /// when `maxAge` is not a duration such as `90d` or `12w`.
+    pub fn from_spec(retention: Option<&Retention>) -> Result<Self, String> {
+        let Some(r) = retention else {
+            return Ok(RetentionPolicy::default());
+        };
+        let max_age = match r.max_age.as_deref() {
+            None => None,
+            Some(text) => Some(Duration::from_secs(parse_duration(text).ok_or_else(
+                || format!("retention.maxAge {text:?} is not a duration such as 90d, 12w or 720h"),
+            )?)),
+        };
+        Ok(RetentionPolicy {
+            keep_last: r.keep_last,
+            keep_daily: r.keep_daily,
+            keep_weekly: r.keep_weekly,
+            keep_monthly: r.keep_monthly,
+            keep_yearly: r.keep_yearly,
+            max_age,
+        })
+    }
+}
+
+/// Whether `run` carries the pin label. Any value but `false` pins: when in doubt, keep.
+pub fn is_pinned(run: &BackupRun) -> bool {
+    run.labels()
+        .get(PIN_LABEL)
+        .is_some_and(|v| !v.trim().eq_ignore_ascii_case("false"))
+}
+
+impl RetentionRun {
+    /// The retention view of a Succeeded run with a completion time; `None` for any other run
+    /// (only successful backups take part in retention).
+    pub fn from_run(run: &BackupRun) -> Option<Self> {
+        let status = run.status.as_ref()?;
+        if status.phase != Some(BackupRunPhase::Succeeded) {
+            return None;
+        }
+        Some(RetentionRun {
+            name: run.name_any(),
+            completed_at: status.completion_time.as_ref().map(time_to_chrono)?,
+            pinned: is_pinned(run),
+            retain_until: status
+                .artifact
+                .as_ref()
+                .and_then(|a| a.retain_until.as_ref())
+                .map(time_to_chrono),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -1045,10 +1138,34 @@ mod tests {
     // ---- run history ----
 
     fn loc(storage: &str, run: &str) -> ArtifactLocation {
-        ArtifactLocation {
-            storage: storage.to_owned(),
-            data_key: format!("shop/{run}/backup.dump.zst.age"),
-            manifest_key: format!("shop/{run}/manifest.json"),
+        ArtifactLocation::from_manifest(storage, &format!("shop/{run}/manifest.json")).unwrap()
+    }
+
+    #[test]
+    fn artifact_locations_come_from_the_manifest() {
+        let a = ArtifactLocation::from_manifest(
+            "main",
+            "s3://bucket/backups/shop/nightly/20261122T050000Z-r1/manifest.json",
+        )
+        .unwrap();
+        assert_eq!(
+            a.manifest_key,
+            "backups/shop/nightly/20261122T050000Z-r1/manifest.json"
+        );
+        assert_eq!(a.prefix, "backups/shop/nightly/20261122T050000Z-r1/");
+        let f = ArtifactLocation::from_manifest("pvc", "file:///backup/dumps/r1/manifest.json")
+            .unwrap();
+        assert_eq!(f.prefix, "/backup/dumps/r1/");
+        for bad in [
+            "manifest.json",
+            "s3://bucket/manifest.json",
+            "/manifest.json",
+            "dir/",
+        ] {
+            assert!(
+                ArtifactLocation::from_manifest("main", bad).is_err(),
+                "{bad}"
+            );
         }
     }
 
@@ -1105,13 +1222,13 @@ mod tests {
                         storage: "replica".into(),
                         key: "shop/old/manifest.json".into()
                     },
-                    CleanupAction::DeleteArtifactData {
+                    CleanupAction::DeleteArtifactObjects {
                         storage: "main".into(),
-                        key: "shop/old/backup.dump.zst.age".into()
+                        prefix: "shop/old/".into()
                     },
-                    CleanupAction::DeleteArtifactData {
+                    CleanupAction::DeleteArtifactObjects {
                         storage: "replica".into(),
-                        key: "shop/old/backup.dump.zst.age".into()
+                        prefix: "shop/old/".into()
                     },
                     CleanupAction::DeleteBackupRun,
                 ]
@@ -1225,5 +1342,74 @@ mod tests {
         let deleted: Vec<&str> = plan.cleanups.iter().map(|c| c.run.as_str()).collect();
         assert_eq!(deleted, ["d2026-11-17", "d2026-11-18", "d2026-11-19"]);
         assert_eq!(deleted, retention.pruned().collect::<Vec<_>>());
+    }
+
+    // ---- API adapters ----
+
+    #[test]
+    fn retention_policy_from_the_spec() {
+        assert_eq!(
+            RetentionPolicy::from_spec(None),
+            Ok(RetentionPolicy::default())
+        );
+        let spec = Retention {
+            keep_last: Some(7),
+            keep_weekly: Some(4),
+            max_age: Some("1w2d".into()),
+            ..Default::default()
+        };
+        let p = RetentionPolicy::from_spec(Some(&spec)).unwrap();
+        assert_eq!(p.keep_last, Some(7));
+        assert_eq!(p.keep_weekly, Some(4));
+        assert_eq!(p.max_age, Some(Duration::from_secs(9 * 86_400)));
+        let bad = Retention {
+            max_age: Some("forever".into()),
+            ..Default::default()
+        };
+        let err = RetentionPolicy::from_spec(Some(&bad)).unwrap_err();
+        assert!(err.contains("\"forever\""), "{err}");
+    }
+
+    #[test]
+    fn retention_runs_from_backup_runs() {
+        let run: BackupRun = serde_yaml::from_str(
+            r#"
+metadata: {name: r1, namespace: shop, labels: {dataguardian.io/pin: "true"}}
+spec: {policyRef: {name: nightly}}
+status:
+  phase: Succeeded
+  completionTime: "2026-11-21T02:10:00Z"
+  artifact: {storage: main, key: k, retainUntil: "2026-12-21T02:10:00Z"}
+"#,
+        )
+        .unwrap();
+        let r = RetentionRun::from_run(&run).unwrap();
+        assert_eq!(r.name, "r1");
+        assert_eq!(r.completed_at, utc("2026-11-21T02:10:00Z"));
+        assert!(r.pinned);
+        assert_eq!(r.retain_until, Some(utc("2026-12-21T02:10:00Z")));
+
+        let mut unpinned = run.clone();
+        unpinned
+            .metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert(PIN_LABEL.into(), "False".into());
+        assert!(!RetentionRun::from_run(&unpinned).unwrap().pinned);
+        let mut odd = run.clone();
+        odd.metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert(PIN_LABEL.into(), "".into());
+        assert!(is_pinned(&odd), "an empty value still pins");
+
+        let mut failed = run.clone();
+        failed.status.as_mut().unwrap().phase = Some(BackupRunPhase::Failed);
+        assert_eq!(RetentionRun::from_run(&failed), None);
+        let mut running = run;
+        running.status.as_mut().unwrap().completion_time = None;
+        assert_eq!(RetentionRun::from_run(&running), None);
     }
 }

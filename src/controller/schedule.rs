@@ -46,6 +46,12 @@ use chrono_tz::{GapInfo, Tz};
 use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
 
+use kube::ResourceExt;
+
+use crate::api::BackupRun;
+use crate::api::backup_policy::BackupPolicySpec;
+use crate::api::backup_run::{BackupRunPhase, Trigger};
+use crate::api::common::time_to_chrono;
 use crate::jobs::naming::{MAX_LABEL_LEN, bounded_name};
 
 /// The longest backward clock change (fall-back) the fire-time search allows for. Real zones
@@ -153,6 +159,11 @@ impl Schedule {
             });
         }
         Ok(schedule)
+    }
+
+    /// Parses `spec.schedule` in `spec.timeZone` of a BackupPolicy.
+    pub fn from_policy(spec: &BackupPolicySpec) -> Result<Self, ScheduleError> {
+        Schedule::parse(&spec.schedule, spec.time_zone.as_deref())
     }
 
     /// The expression as written.
@@ -386,18 +397,9 @@ pub fn scheduled_run_name(policy: &str, scheduled_time: DateTime<Utc>) -> String
     )
 }
 
-/// What the policy does when a fire time comes while earlier runs are still active.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum ConcurrencyPolicy {
-    /// Start the new run alongside the active ones.
-    Allow,
-    /// Skip the new run while any run of the policy is active.
-    #[default]
-    Forbid,
-    /// Cancel the active *scheduled* runs and start the new one. Manual runs are never
-    /// cancelled by the schedule.
-    Replace,
-}
+/// `spec.concurrencyPolicy` (the API's type): what the schedule does when a fire time comes
+/// while earlier runs of the policy are still active. See [`plan`] for the exact semantics.
+pub use crate::api::backup_policy::ConcurrencyPolicy;
 
 /// A BackupRun of the policy that has not finished yet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -406,6 +408,27 @@ pub struct ActiveRun {
     pub name: String,
     /// The fire time it was created for; `None` for a manual run.
     pub scheduled_time: Option<DateTime<Utc>>,
+}
+
+impl ActiveRun {
+    /// The active-run view of `run`, or `None` when it has finished. Only scheduled runs carry
+    /// their fire time (`spec.scheduledTime` with `trigger: Scheduled`).
+    pub fn from_run(run: &BackupRun) -> Option<Self> {
+        if run
+            .status
+            .as_ref()
+            .and_then(|s| s.phase)
+            .is_some_and(BackupRunPhase::is_finished)
+        {
+            return None;
+        }
+        Some(ActiveRun {
+            name: run.name_any(),
+            scheduled_time: (run.spec.trigger == Trigger::Scheduled)
+                .then(|| run.spec.scheduled_time.as_ref().map(time_to_chrono))
+                .flatten(),
+        })
+    }
 }
 
 /// The policy's scheduling settings and state, as read from the API.
@@ -420,6 +443,7 @@ pub struct ScheduleInput<'a> {
     /// `spec.suspend`.
     pub suspend: bool,
     /// `spec.startingDeadlineSeconds`: a fire time missed by more than this is not run.
+    /// (The API's `i64` converts with `u64::try_from(..).ok()`; it is validated ≥ 1.)
     pub starting_deadline_seconds: Option<u64>,
     /// `spec.concurrencyPolicy`.
     pub concurrency_policy: ConcurrencyPolicy,
@@ -1422,5 +1446,45 @@ mod tests {
             .chain(fires(&s, "2026-11-20T14:40:00Z", "2026-11-20T15:59:00Z"))
             .collect();
         assert_eq!(runs, expected);
+    }
+
+    #[test]
+    fn active_runs_and_policies_from_the_api() {
+        let run: BackupRun = serde_yaml::from_str(
+            r#"
+metadata: {name: nightly-202611220500, namespace: shop}
+spec: {policyRef: {name: nightly}, trigger: Scheduled, scheduledTime: "2026-11-22T05:00:00Z"}
+status: {phase: Running}
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            ActiveRun::from_run(&run),
+            Some(ActiveRun {
+                name: "nightly-202611220500".into(),
+                scheduled_time: Some(utc("2026-11-22T05:00:00Z")),
+            })
+        );
+        let mut manual = run.clone();
+        manual.spec.trigger = Trigger::Manual;
+        assert_eq!(ActiveRun::from_run(&manual).unwrap().scheduled_time, None);
+        let mut done = run;
+        done.status.as_mut().unwrap().phase = Some(BackupRunPhase::Failed);
+        assert_eq!(ActiveRun::from_run(&done), None);
+
+        let policy: crate::api::BackupPolicy = serde_yaml::from_str(
+            r#"
+metadata: {name: nightly, namespace: shop}
+spec:
+  source: {postgres: {host: db, database: shop, user: backup}}
+  storageRef: {name: main}
+  schedule: "0 2 * * *"
+  timeZone: Europe/Berlin
+"#,
+        )
+        .unwrap();
+        let s = Schedule::from_policy(&policy.spec).unwrap();
+        assert_eq!(s.time_zone(), chrono_tz::Europe::Berlin);
+        assert_eq!(policy.spec.concurrency_policy, ConcurrencyPolicy::Forbid);
     }
 }
