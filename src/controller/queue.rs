@@ -27,6 +27,8 @@ use std::num::NonZeroUsize;
 
 use chrono::{DateTime, Utc};
 
+use crate::api::common::DatabaseSpec;
+
 /// Identifies a run across namespaces.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RunKey {
@@ -265,6 +267,64 @@ impl TargetId {
         }
     }
 
+    /// The target of a database block whose host is in the spec; `None` when the block has no
+    /// engine or only a `connectionSecretRef` (resolve the Secret's URI and use
+    /// [`TargetId::from_uri`]).
+    pub fn from_database_spec(spec: &DatabaseSpec, namespace: &str) -> Option<Self> {
+        let (engine, host, port, database, all) = match (&spec.postgres, &spec.mysql) {
+            (Some(pg), _) => (
+                "postgres",
+                pg.host.as_deref()?,
+                pg.port,
+                pg.database.as_deref(),
+                pg.all_databases.unwrap_or(false),
+            ),
+            (None, Some(my)) => (
+                "mysql",
+                my.host.as_deref()?,
+                my.port,
+                my.database.as_deref(),
+                my.all_databases.unwrap_or(false),
+            ),
+            (None, None) => return None,
+        };
+        Some(TargetId::new(
+            engine,
+            host,
+            port,
+            if all { None } else { database },
+            namespace,
+        ))
+    }
+
+    /// The target of a connection URI (`postgresql://user:pw@host:5432/db`), e.g. one read from
+    /// a `connectionSecretRef`. The password is ignored and never stored. `None` when the URI
+    /// has no host.
+    pub fn from_uri(uri: &str, namespace: &str) -> Option<Self> {
+        let url = url::Url::parse(uri).ok()?;
+        let engine = url.scheme();
+        let port = url.port().unwrap_or(match engine {
+            "mysql" | "mariadb" => 3306,
+            _ => 5432,
+        });
+        let host = url
+            .host_str()?
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let database = url
+            .path_segments()
+            .and_then(|mut segments| segments.next())
+            .filter(|db| !db.is_empty())
+            .map(|db| percent_decode(db));
+        Some(TargetId::new(
+            engine,
+            host,
+            port,
+            database.as_deref(),
+            namespace,
+        ))
+    }
+
     /// Whether a restore into `self` and one into `other` must not run at the same time.
     pub fn conflicts_with(&self, other: &TargetId) -> bool {
         self.engine == other.engine
@@ -285,6 +345,26 @@ impl fmt::Display for TargetId {
             None => write!(f, " (all databases)"),
         }
     }
+}
+
+/// Decodes `%XX` escapes of a URI path segment (invalid escapes are kept as written).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(hex) = text.get(i + 1..i + 3)
+            && let Ok(byte) = u8::from_str_radix(hex, 16)
+        {
+            out.push(byte);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A RestoreRun waiting to start (phase Queued).
@@ -632,5 +712,47 @@ mod tests {
             "mysql://10.0.0.7:3306 (all databases)"
         );
         assert_eq!(canonical.to_string(), "postgres://db.shop:5432/shop");
+    }
+
+    #[test]
+    fn targets_from_specs_and_uris() {
+        let spec: DatabaseSpec =
+            serde_yaml::from_str("postgres: {host: db, database: shop, user: restore}").unwrap();
+        let from_spec = TargetId::from_database_spec(&spec, "shop").unwrap();
+        assert_eq!(from_spec, target("shop"));
+        let from_uri = TargetId::from_uri(
+            "postgresql://restore:s3cret@db.shop.svc:5432/shop?sslmode=require",
+            "shop",
+        )
+        .unwrap();
+        assert_eq!(from_uri, from_spec);
+        assert!(!from_uri.to_string().contains("s3cret"));
+        assert!(!format!("{from_uri:?}").contains("s3cret"));
+
+        let all: DatabaseSpec =
+            serde_yaml::from_str("mysql: {host: maria, allDatabases: true, user: root}").unwrap();
+        let all = TargetId::from_database_spec(&all, "shop").unwrap();
+        assert_eq!(all.to_string(), "mysql://maria.shop:3306 (all databases)");
+        let one = TargetId::from_uri("mariadb://root@maria.shop.svc.cluster.local/app%20db", "x")
+            .unwrap();
+        assert_eq!(one.to_string(), "mysql://maria.shop:3306/app db");
+        assert!(one.conflicts_with(&all));
+
+        let secret_only: DatabaseSpec = serde_yaml::from_str(
+            "postgres: {database: shop, connectionSecretRef: {name: uri, key: uri}}",
+        )
+        .unwrap();
+        assert_eq!(TargetId::from_database_spec(&secret_only, "shop"), None);
+        assert_eq!(
+            TargetId::from_database_spec(&DatabaseSpec::default(), "shop"),
+            None
+        );
+        assert_eq!(TargetId::from_uri("not a uri", "shop"), None);
+        assert_eq!(
+            TargetId::from_uri("postgresql://[::1]:5433/x", "shop")
+                .unwrap()
+                .to_string(),
+            "postgres://::1:5433/x"
+        );
     }
 }
