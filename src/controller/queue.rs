@@ -315,7 +315,7 @@ impl TargetId {
             .path_segments()
             .and_then(|mut segments| segments.next())
             .filter(|db| !db.is_empty())
-            .map(|db| percent_decode(db));
+            .map(percent_decode);
         Some(TargetId::new(
             engine,
             host,
