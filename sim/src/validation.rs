@@ -129,6 +129,18 @@ impl FieldError {
     }
 }
 
+impl FieldError {
+    /// The error as a `StatusCause` of a 422 response
+    /// (`{"reason": "FieldValueInvalid", "message": "Invalid value: ...", "field": "spec"}`).
+    pub fn to_cause(&self) -> Value {
+        serde_json::json!({
+            "reason": self.kind.reason(),
+            "message": self.body(),
+            "field": self.field,
+        })
+    }
+}
+
 impl fmt::Display for FieldError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.field.is_empty() {
@@ -248,6 +260,11 @@ impl SchemaValidator {
             rules,
             env,
         })
+    }
+
+    /// The schema this validator was compiled from.
+    pub fn schema(&self) -> &Value {
+        &self.schema
     }
 
     /// Validates `obj` (the whole object, `apiVersion`..`status`); `old` is the stored object
@@ -1524,6 +1541,32 @@ mod tests {
             vec![
                 r#"t: Invalid value: "yesterday": t in body must be of type date-time: "yesterday""#
             ]
+        );
+    }
+
+    #[test]
+    fn validator_can_be_shared_between_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<SchemaValidator>();
+        let v = Arc::new(SchemaValidator::new(&schema()).unwrap());
+        let o = obj(json!({"schedule": "0 2 * * *"}));
+        let handles: Vec<_> = (0..2)
+            .map(|_| {
+                let (v, o) = (v.clone(), o.clone());
+                std::thread::spawn(move || v.validate(&o, None).len())
+            })
+            .collect();
+        for h in handles {
+            assert_eq!(h.join().unwrap(), 1);
+        }
+    }
+
+    #[test]
+    fn causes_carry_reason_field_and_body() {
+        let errors = validate(&schema(), &obj(json!({"s3": {}})), None);
+        assert_eq!(
+            errors[0].to_cause(),
+            json!({"reason": "FieldValueRequired", "message": "Required value", "field": "spec.schedule"})
         );
     }
 

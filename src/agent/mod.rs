@@ -1,1 +1,27 @@
-//! The agent: streaming backup, restore and validation pipelines that run inside Jobs.
+//! The agent: streaming backup, restore and validation pipelines that run inside Jobs, and by
+//! hand without Kubernetes.
+//!
+//! Modules, in data-path order:
+//! - [`engine`]: dump and restore client processes, consistent row counts;
+//! - [`compress`], [`crypto`], [`hash`]: the stream stages;
+//! - [`pipeline`]: the blocking stream loops wiring the stages together;
+//! - [`storage`]: S3 (multipart) and filesystem (atomic rename) stores;
+//! - [`manifest`]: the commit marker written last;
+//! - [`backup`], [`restore`]: orchestration (pure planning + I/O);
+//! - [`progress`], [`summary`]: live progress logs and the final JSON line;
+//! - [`error`]: typed errors with categories.
+
+pub mod backup;
+pub mod compress;
+pub mod crypto;
+pub mod engine;
+pub mod error;
+pub mod hash;
+pub mod manifest;
+pub mod pipeline;
+pub mod progress;
+pub mod restore;
+pub mod storage;
+pub mod summary;
+
+pub use error::{AgentError, Result};

@@ -63,6 +63,7 @@ pub struct BackupPolicySpec {
     pub path_template: Option<String>,
     /// When to back up: a 5-field cron expression (minute hour day-of-month month day-of-week),
     /// e.g. `0 2 * * *`, evaluated in `timeZone`.
+    #[schemars(length(max = 128))]
     #[x_kube(validation = Rule::new(
         "self.matches('^\\\\s*\\\\S+(\\\\s+\\\\S+){4}\\\\s*$')"
     ).message("schedule must be a 5-field cron expression (minute hour day-of-month month day-of-week), e.g. \"0 2 * * *\""))]
@@ -70,6 +71,7 @@ pub struct BackupPolicySpec {
     /// IANA time zone of `schedule` and of the daily/weekly/monthly/yearly retention buckets,
     /// e.g. `America/Sao_Paulo`. Default `UTC`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
     #[x_kube(validation = Rule::new("self.matches('^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$')")
         .message("timeZone must be an IANA time zone name such as UTC or Europe/Berlin"))]
     pub time_zone: Option<String>,
@@ -116,6 +118,7 @@ pub struct BackupPolicySpec {
     /// backup is older than this, e.g. `26h`. Units s, m, h, d, w. Default: twice the interval
     /// between two scheduled runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
     #[x_kube(validation = Rule::new("self.matches('^([0-9]+[smhdw])+$')")
         .message("rpo must be a duration such as 26h, 2d or 1h30m"))]
     pub rpo: Option<String>,
@@ -171,6 +174,7 @@ pub struct Retention {
     /// Delete runs older than this, whatever the other rules say (pins and Object Lock still
     /// win), e.g. `400d`. Units s, m, h, d, w.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
     #[x_kube(validation = Rule::new("self.matches('^([0-9]+[smhdw])+$')")
         .message("maxAge must be a duration such as 90d, 12w or 720h"))]
     pub max_age: Option<String>,
@@ -219,6 +223,7 @@ pub struct ValidationPolicy {
     /// Validate the newest successful backup on this 5-field cron schedule (in the policy's
     /// time zone), e.g. `0 6 * * 0` for every Sunday morning.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
     #[x_kube(validation = Rule::new(
         "self.matches('^\\\\s*\\\\S+(\\\\s+\\\\S+){4}\\\\s*$')"
     ).message("schedule must be a 5-field cron expression, e.g. \"0 6 * * 0\""))]

@@ -58,6 +58,7 @@ pub struct S3Storage {
     /// Endpoint URL for S3-compatible servers, e.g. `https://minio.example:9000`. Absent means
     /// AWS S3.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
     #[x_kube(validation = Rule::new("self.matches('^https?://[^\\\\s/]+(/.*)?$')")
         .message("endpoint must be an http:// or https:// URL"))]
     pub endpoint: Option<String>,
@@ -67,6 +68,7 @@ pub struct S3Storage {
     pub force_path_style: bool,
     /// Key prefix inside the bucket under which every artifact is written, e.g. `shop/`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
     #[x_kube(validation = Rule::new("!self.startsWith('/')")
         .message("prefix must not start with '/'"))]
     pub prefix: Option<String>,
@@ -77,7 +79,7 @@ pub struct S3Storage {
     pub credentials_secret_ref: Option<LocalObjectReference>,
     /// Storage class of uploaded objects, e.g. `STANDARD_IA`. Absent means the bucket default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 64))]
     pub storage_class: Option<String>,
     /// Write every artifact with an Object Lock retention (WORM): nobody, including the
     /// operator, can delete or overwrite it before its retain-until date. The bucket must have
@@ -145,6 +147,7 @@ pub struct ServerSideEncryption {
     pub algorithm: SseAlgorithm,
     /// KMS key id or ARN for `aws:kms`; absent means the account's default S3 key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
     pub kms_key_id: Option<String>,
 }
 
@@ -158,6 +161,7 @@ pub struct FilesystemStorage {
     pub claim_name: String,
     /// Directory inside the volume under which artifacts are written.
     #[serde(default = "default_fs_path")]
+    #[schemars(length(min = 1, max = 4096))]
     #[x_kube(validation = Rule::new("self.startsWith('/') && !self.contains('..')")
         .message("path must be absolute and must not contain '..'"))]
     pub path: String,

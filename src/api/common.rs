@@ -166,7 +166,7 @@ pub struct PostgresEndpoint {
     /// Extra arguments appended to `pg_dump`/`pg_restore`, e.g. `["--exclude-table=audit_*"]`.
     /// Output format and file arguments are controlled by DataGuardian.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 32))]
+    #[schemars(length(max = 32), inner(length(min = 1, max = 1024)))]
     pub extra_args: Vec<String>,
 }
 
@@ -254,7 +254,7 @@ pub struct MysqlEndpoint {
     /// Extra arguments appended to the dump/restore client, e.g. `["--skip-lock-tables"]`.
     /// Passwords are refused here: they belong in `passwordSecretRef`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 32))]
+    #[schemars(length(max = 32), inner(length(min = 1, max = 1024)))]
     #[x_kube(validation = Rule::new(
         "self.all(a, !a.startsWith('--password') && !a.startsWith('-p'))"
     ).message("passwords must not be passed as arguments: use passwordSecretRef"))]

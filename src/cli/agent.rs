@@ -1,11 +1,356 @@
-//! `dataguardian agent …`: the data path inside Jobs.
+//! `dataguardian agent …`: the data path inside Jobs (and by hand without Kubernetes).
+//!
+//! Every flag can also come from an environment variable (`DG_…`), which is how Jobs pass
+//! settings. Secrets never come from argv: a password inside `--uri` is refused unless the URI
+//! came from `DG_URI` or `--uri-file`; the password can also come from `DG_PASSWORD` or
+//! `--password-file`. S3 credentials come from the standard AWS environment/IRSA chain.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
-#[derive(Debug, clap::Args)]
-pub struct AgentArgs {}
+use clap::{Args, Subcommand};
 
-pub fn run(_args: AgentArgs) -> ExitCode {
-    eprintln!("dataguardian agent: not built yet (see the agent issue)");
-    ExitCode::from(2)
+use crate::agent::backup::{self, BackupRequest};
+use crate::agent::compress::Compression;
+use crate::agent::crypto::Recipients;
+use crate::agent::engine::{DbUri, Secret};
+use crate::agent::error::{AgentError, Result};
+use crate::agent::manifest::{Engine, sanitize};
+use crate::agent::restore::{self, RestoreRequest};
+use crate::agent::storage::{Location, LockMode, ObjectLock, S3Settings, Sse};
+use crate::agent::summary;
+
+/// `dataguardian agent`.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    #[command(subcommand)]
+    pub command: AgentCommand,
+}
+
+/// Agent operations.
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Dump a database, compress, encrypt, checksum and store it, then write manifest.json.
+    Backup(BackupArgs),
+    /// Restore a backup from its manifest.json, verifying its checksum.
+    Restore(RestoreArgs),
+}
+
+/// Connection, storage and logging settings shared by backup and restore.
+#[derive(Debug, Args)]
+pub struct CommonArgs {
+    /// Database engine.
+    #[arg(long, env = "DG_ENGINE", value_enum)]
+    pub engine: Engine,
+    /// Connection URI (postgresql://user@host:port/db, mysql://user@host:port/db). A password
+    /// in it is accepted only from the DG_URI environment variable, never from argv.
+    #[arg(long, env = "DG_URI", hide_env_values = true)]
+    pub uri: Option<String>,
+    /// File holding the connection URI (may contain the password).
+    #[arg(long, env = "DG_URI_FILE")]
+    pub uri_file: Option<PathBuf>,
+    /// File holding the database password (else DG_PASSWORD, else the URI's).
+    #[arg(long, env = "DG_PASSWORD_FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Database (default: the URI's database).
+    #[arg(long, env = "DG_DATABASE")]
+    pub database: Option<String>,
+    /// S3 endpoint for S3-compatible servers (http:// allowed).
+    #[arg(long, env = "DG_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region (default: AWS_REGION, else us-east-1).
+    #[arg(long, env = "DG_S3_REGION")]
+    pub s3_region: Option<String>,
+    /// Path-style S3 addressing.
+    #[arg(long, env = "DG_S3_PATH_STYLE")]
+    pub s3_path_style: bool,
+    /// Multipart part size in MiB (≥ 5).
+    #[arg(long, env = "DG_S3_PART_SIZE_MIB", default_value_t = 8)]
+    pub s3_part_size_mib: usize,
+    /// Parts uploaded in parallel.
+    #[arg(long, env = "DG_S3_CONCURRENCY", default_value_t = 2)]
+    pub s3_concurrency: usize,
+    /// Retries per S3 request (each part is retried on its own) after the first attempt.
+    #[arg(long, env = "DG_S3_RETRIES", default_value_t = 4)]
+    pub s3_retries: u32,
+    /// First retry backoff in milliseconds (doubles per retry, at most 8 s).
+    #[arg(long, env = "DG_S3_BACKOFF_MS", default_value_t = 250)]
+    pub s3_backoff_ms: u64,
+    /// Timeout of one S3 request attempt, in seconds.
+    #[arg(long, env = "DG_S3_TIMEOUT_SECONDS", default_value_t = 120)]
+    pub s3_timeout_seconds: u64,
+    /// Where to write the Kubernetes termination message (default /dev/termination-log when
+    /// writable; an empty value disables it).
+    #[arg(long, env = "DG_TERMINATION_LOG")]
+    pub termination_log: Option<PathBuf>,
+    /// Seconds between progress log lines.
+    #[arg(long, env = "DG_PROGRESS_INTERVAL_SECONDS", default_value_t = 5)]
+    pub progress_interval_seconds: u64,
+    /// Log format on stderr.
+    #[arg(long, env = "DG_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable.
+    Text,
+}
+
+/// `agent backup`.
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Back up every database (PostgreSQL: plus roles and tablespaces).
+    #[arg(long, env = "DG_ALL_DATABASES")]
+    pub all_databases: bool,
+    /// Destination: s3://bucket/prefix or file:///dir. The backup goes to <to>/<run-id>/.
+    #[arg(long, env = "DG_TO")]
+    pub to: String,
+    /// Directory name of this backup under --to (default: UTC time and database).
+    #[arg(long, env = "DG_RUN_ID")]
+    pub run_id: Option<String>,
+    /// zstd[:LEVEL] (default zstd:3), gzip[:LEVEL] or none.
+    #[arg(long, env = "DG_COMPRESSION", default_value = "zstd:3")]
+    pub compression: Compression,
+    /// age X25519 recipient (public key); repeat for several. From the environment: comma-separated.
+    #[arg(long = "recipient", env = "DG_RECIPIENTS", value_delimiter = ',')]
+    pub recipients: Vec<String>,
+    /// File with age recipients, one per line.
+    #[arg(long, env = "DG_RECIPIENTS_FILE")]
+    pub recipients_file: Option<PathBuf>,
+    /// S3 Object Lock mode for every object written.
+    #[arg(long, env = "DG_OBJECT_LOCK_MODE", value_enum, requires = "object_lock_days")]
+    pub object_lock_mode: Option<LockMode>,
+    /// S3 Object Lock retention in days.
+    #[arg(long, env = "DG_OBJECT_LOCK_DAYS", requires = "object_lock_mode")]
+    pub object_lock_days: Option<u32>,
+    /// S3 server-side encryption: aws:kms or AES256.
+    #[arg(long, env = "DG_SSE")]
+    pub sse: Option<String>,
+    /// KMS key id for --sse aws:kms.
+    #[arg(long, env = "DG_SSE_KMS_KEY_ID")]
+    pub sse_kms_key_id: Option<String>,
+    /// S3 storage class.
+    #[arg(long, env = "DG_STORAGE_CLASS")]
+    pub storage_class: Option<String>,
+    /// Extra argument for the dump tool (repeatable).
+    #[arg(long = "dump-arg", env = "DG_DUMP_ARGS", value_delimiter = ',', allow_hyphen_values = true)]
+    pub dump_args: Vec<String>,
+}
+
+/// `agent restore`.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// The backup's manifest: s3://bucket/…/manifest.json or file:///…/manifest.json.
+    #[arg(long, env = "DG_FROM")]
+    pub from: String,
+    /// age identity file for encrypted backups.
+    #[arg(long, env = "DG_IDENTITY_FILE")]
+    pub identity_file: Option<PathBuf>,
+    /// Create the target database when it does not exist.
+    #[arg(long, env = "DG_CREATE_DATABASE")]
+    pub create_database: bool,
+    /// Drop existing objects first (PostgreSQL --clean --if-exists; MySQL drops and recreates the database).
+    #[arg(long, env = "DG_CLEAN")]
+    pub clean: bool,
+    /// Allow restoring into a database that is not empty.
+    #[arg(long, env = "DG_OVERWRITE")]
+    pub overwrite: bool,
+    /// Download and verify every artifact completely before touching the target.
+    #[arg(long, env = "DG_VERIFY_FIRST")]
+    pub verify_first: bool,
+    /// PostgreSQL: do not restore object ownership.
+    #[arg(long, env = "DG_NO_OWNER")]
+    pub no_owner: bool,
+    /// PostgreSQL: restore in one transaction (all or nothing).
+    #[arg(long, env = "DG_SINGLE_TRANSACTION")]
+    pub single_transaction: bool,
+    /// Extra argument for pg_restore (repeatable).
+    #[arg(long = "restore-arg", env = "DG_RESTORE_ARGS", value_delimiter = ',', allow_hyphen_values = true)]
+    pub restore_args: Vec<String>,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DG_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,aws_config=warn,aws_smithy_runtime=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Resolve the connection URI and its password without ever taking a secret from argv.
+pub fn resolve_uri(common: &CommonArgs) -> Result<DbUri> {
+    let env_uri = std::env::var("DG_URI").ok();
+    let (text, from_argv) = match (&common.uri, &common.uri_file) {
+        (Some(_), Some(_)) => return Err(AgentError::Config("give either --uri or --uri-file, not both".into())),
+        (Some(u), None) => (u.clone(), env_uri.as_deref() != Some(u.as_str())),
+        (None, Some(f)) => (
+            std::fs::read_to_string(f)
+                .map_err(|e| AgentError::Config(format!("cannot read --uri-file {}: {e}", f.display())))?
+                .trim()
+                .to_string(),
+            false,
+        ),
+        (None, None) => return Err(AgentError::Config("no connection: give --uri, DG_URI or --uri-file".into())),
+    };
+    let mut uri = DbUri::parse(&text)?;
+    if uri.password.is_some() && from_argv {
+        return Err(AgentError::Config(
+            "refusing a password in --uri on the command line (visible in the process list); \
+             put the URI in DG_URI or --uri-file, or the password in DG_PASSWORD or --password-file"
+                .into(),
+        ));
+    }
+    if let Some(f) = &common.password_file {
+        let pw = std::fs::read_to_string(f)
+            .map_err(|e| AgentError::Config(format!("cannot read --password-file {}: {e}", f.display())))?;
+        uri.password = Some(Secret(pw.trim_end_matches(['\n', '\r']).to_string()));
+    } else if uri.password.is_none()
+        && let Ok(pw) = std::env::var("DG_PASSWORD")
+    {
+        uri.password = Some(Secret(pw));
+    }
+    let scheme_engine = match uri.scheme.as_str() {
+        "postgres" | "postgresql" => Engine::Postgres,
+        _ => Engine::Mysql,
+    };
+    if scheme_engine != common.engine {
+        return Err(AgentError::Config(format!(
+            "--engine {} does not match the URI scheme {}://",
+            common.engine, uri.scheme
+        )));
+    }
+    Ok(uri)
+}
+
+fn s3_settings(common: &CommonArgs) -> S3Settings {
+    S3Settings {
+        endpoint: common.s3_endpoint.clone(),
+        region: common.s3_region.clone(),
+        path_style: common.s3_path_style,
+        part_size: common.s3_part_size_mib.saturating_mul(1 << 20),
+        concurrency: common.s3_concurrency,
+        retries: common.s3_retries,
+        backoff: Duration::from_millis(common.s3_backoff_ms),
+        attempt_timeout: Duration::from_secs(common.s3_timeout_seconds.max(1)),
+        ..S3Settings::default()
+    }
+}
+
+fn backup_request(args: &BackupArgs) -> Result<BackupRequest> {
+    let uri = resolve_uri(&args.common)?;
+    let database = if args.all_databases { args.common.database.clone() } else {
+        args.common.database.clone().or_else(|| uri.database.clone())
+    };
+    let mut recipients = Recipients::parse(args.recipients.iter().map(String::as_str))?;
+    if let Some(f) = &args.recipients_file {
+        recipients.extend(Recipients::from_file(f)?);
+    }
+    let mut s3 = s3_settings(&args.common);
+    if let (Some(mode), Some(days)) = (args.object_lock_mode, args.object_lock_days) {
+        if days == 0 {
+            return Err(AgentError::Config("--object-lock-days must be at least 1".into()));
+        }
+        s3.object_lock = Some(ObjectLock { mode, days });
+    }
+    s3.sse = match args.sse.as_deref() {
+        None => None,
+        Some("AES256") | Some("aes256") => Some(Sse::Aes256),
+        Some("aws:kms") | Some("kms") => Some(Sse::Kms { key_id: args.sse_kms_key_id.clone() }),
+        Some(other) => return Err(AgentError::Config(format!("--sse must be aws:kms or AES256, not {other:?}"))),
+    };
+    s3.storage_class = args.storage_class.clone();
+    let destination: Location = args.to.parse()?;
+    let run_id = match &args.run_id {
+        Some(id) => id.clone(),
+        None => format!(
+            "{}-{}",
+            chrono::Utc::now().format("%Y%m%dT%H%M%SZ"),
+            sanitize(database.as_deref().unwrap_or("all-databases"))
+        ),
+    };
+    Ok(BackupRequest {
+        engine: args.common.engine,
+        uri,
+        database,
+        all_databases: args.all_databases,
+        destination,
+        run_id,
+        compression: args.compression,
+        recipients,
+        s3,
+        dump_args: args.dump_args.clone(),
+        progress_interval: Duration::from_secs(args.common.progress_interval_seconds.max(1)),
+    })
+}
+
+fn restore_request(args: &RestoreArgs) -> Result<RestoreRequest> {
+    Ok(RestoreRequest {
+        engine: args.common.engine,
+        uri: resolve_uri(&args.common)?,
+        database: args.common.database.clone(),
+        from: args.from.parse()?,
+        identity_file: args.identity_file.clone(),
+        create_database: args.create_database,
+        clean: args.clean,
+        overwrite: args.overwrite,
+        verify_first: args.verify_first,
+        no_owner: args.no_owner,
+        single_transaction: args.single_transaction,
+        restore_args: args.restore_args.clone(),
+        s3: s3_settings(&args.common),
+        progress_interval: Duration::from_secs(args.common.progress_interval_seconds.max(1)),
+    })
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()
+}
+
+/// Run an agent subcommand; prints the JSON summary and returns the exit code.
+pub fn run(args: AgentArgs) -> ExitCode {
+    let clock = Instant::now();
+    let (operation, common) = match &args.command {
+        AgentCommand::Backup(b) => ("backup", &b.common),
+        AgentCommand::Restore(r) => ("restore", &r.common),
+    };
+    init_logging(common.log_format);
+    let termination_log = summary::termination_log_path(common.termination_log.clone());
+    let result = runtime().map_err(AgentError::Io).and_then(|rt| {
+        rt.block_on(async {
+            match &args.command {
+                AgentCommand::Backup(b) => {
+                    let outcome = backup::run(backup_request(b)?).await?;
+                    Ok(summary::backup_summary(&outcome))
+                }
+                AgentCommand::Restore(r) => {
+                    let req = restore_request(r)?;
+                    let from = req.from.clone();
+                    let outcome = restore::run(req).await?;
+                    Ok(summary::restore_summary(&outcome, &from))
+                }
+            }
+        })
+    });
+    match result {
+        Ok(v) => {
+            summary::emit(&v, termination_log.as_deref());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(category = e.category(), error = %e, "{operation} failed");
+            summary::emit(&summary::failure_summary(operation, &e, clock.elapsed().as_secs_f64()), termination_log.as_deref());
+            ExitCode::from(e.exit_code())
+        }
+    }
 }

@@ -4,3 +4,12 @@ pub mod queue;
 pub mod retention;
 pub mod rpo;
 pub mod schedule;
+
+pub mod agent_report;
+pub mod artifact_check;
+pub mod backup_run_plan;
+pub mod context;
+pub mod error;
+pub mod storage_access;
+pub mod backup_storage;
+pub mod backup_policy;

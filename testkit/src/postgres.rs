@@ -19,10 +19,10 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 const PORT_ATTEMPTS: usize = 3;
 
 /// Settings that make a test server start fast and stay small. Durability is off:
-/// the data dir is thrown away anyway.
+/// the data dir is thrown away anyway. Commits still reach the OS before they return
+/// (`synchronous_commit` stays on), so a killed server keeps them.
 const FAST_SETTINGS: &[(&str, &str)] = &[
     ("fsync", "off"),
-    ("synchronous_commit", "off"),
     ("full_page_writes", "off"),
     ("shared_buffers", "16MB"),
     ("max_connections", "40"),
@@ -370,6 +370,14 @@ impl Postgres {
             process.stop(Duration::from_secs(10));
         }
         self.remove_leftover_shared_memory();
+    }
+
+    /// Starts the server again on the same port and data dir, after [`Postgres::stop`] or
+    /// [`Postgres::kill`] (after a kill PostgreSQL runs crash recovery first). A running
+    /// server is stopped first.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop();
+        self.spawn_and_wait()
     }
 
     /// Kills the server and every backend with SIGKILL, as if the machine died —

@@ -1,0 +1,199 @@
+//! Compression stage: zstd (multi-threaded when cores allow), gzip, or none.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// A compression algorithm and level, as written on the command line (`zstd:3`, `gzip`, `none`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "algorithm", rename_all = "lowercase")]
+pub enum Compression {
+    /// Zstandard with a level (1–22; default 3).
+    Zstd { level: i32 },
+    /// gzip (deflate) with a level (0–9; default 6).
+    Gzip { level: u32 },
+    /// Stored as is.
+    None,
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Compression::Zstd { level: 3 }
+    }
+}
+
+impl Compression {
+    /// The file-name suffix for this compression (`.zst`, `.gz`, or empty).
+    pub fn suffix(&self) -> &'static str {
+        match self {
+            Compression::Zstd { .. } => ".zst",
+            Compression::Gzip { .. } => ".gz",
+            Compression::None => "",
+        }
+    }
+}
+
+impl fmt::Display for Compression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Compression::Zstd { level } => write!(f, "zstd:{level}"),
+            Compression::Gzip { level } => write!(f, "gzip:{level}"),
+            Compression::None => f.write_str("none"),
+        }
+    }
+}
+
+impl FromStr for Compression {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (alg, level) = match s.split_once(':') {
+            Some((a, l)) => (a, Some(l)),
+            None => (s, None),
+        };
+        let parse_level = |l: &str| l.parse::<i64>().map_err(|_| format!("invalid compression level {l:?}"));
+        match alg.to_ascii_lowercase().as_str() {
+            "zstd" => {
+                let level = level.map(parse_level).transpose()?.unwrap_or(3);
+                if !(1..=22).contains(&level) {
+                    return Err(format!("zstd level must be 1..=22, got {level}"));
+                }
+                Ok(Compression::Zstd { level: level as i32 })
+            }
+            "gzip" => {
+                let level = level.map(parse_level).transpose()?.unwrap_or(6);
+                if !(0..=9).contains(&level) {
+                    return Err(format!("gzip level must be 0..=9, got {level}"));
+                }
+                Ok(Compression::Gzip { level: level as u32 })
+            }
+            "none" if level.is_none() => Ok(Compression::None),
+            _ => Err(format!("unknown compression {s:?} (expected zstd[:LEVEL], gzip[:LEVEL] or none)")),
+        }
+    }
+}
+
+/// How many zstd worker threads to use: one less than the available cores (the calling thread
+/// also works: it encrypts and hashes), at most 4, and 0 (single-threaded) on one core.
+pub fn zstd_workers() -> u32 {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    (cores.saturating_sub(1)).min(4) as u32
+}
+
+/// A compressing writer; call [`CompressWriter::finish`] to write the trailer.
+pub enum CompressWriter<W: Write> {
+    /// zstd encoder.
+    Zstd(zstd::stream::write::Encoder<'static, W>),
+    /// gzip encoder.
+    Gzip(flate2::write::GzEncoder<W>),
+    /// Pass-through.
+    None(W),
+}
+
+impl<W: Write> CompressWriter<W> {
+    /// Start compressing into `inner`.
+    pub fn new(inner: W, compression: Compression) -> io::Result<Self> {
+        Ok(match compression {
+            Compression::Zstd { level } => {
+                let mut enc = zstd::stream::write::Encoder::new(inner, level)?;
+                enc.include_checksum(true)?;
+                let workers = zstd_workers();
+                if workers > 0 {
+                    enc.multithread(workers)?;
+                    // Small jobs keep memory flat: each worker holds about two jobs.
+                    enc.set_parameter(zstd::zstd_safe::CParameter::JobSize(2 << 20))?;
+                }
+                CompressWriter::Zstd(enc)
+            }
+            Compression::Gzip { level } => {
+                CompressWriter::Gzip(flate2::write::GzEncoder::new(inner, flate2::Compression::new(level)))
+            }
+            Compression::None => CompressWriter::None(inner),
+        })
+    }
+
+    /// Flush the trailer and return the inner writer.
+    pub fn finish(self) -> io::Result<W> {
+        match self {
+            CompressWriter::Zstd(e) => e.finish(),
+            CompressWriter::Gzip(e) => e.finish(),
+            CompressWriter::None(w) => Ok(w),
+        }
+    }
+}
+
+impl<W: Write> Write for CompressWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            CompressWriter::Zstd(e) => e.write(buf),
+            CompressWriter::Gzip(e) => e.write(buf),
+            CompressWriter::None(w) => w.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            CompressWriter::Zstd(e) => e.flush(),
+            CompressWriter::Gzip(e) => e.flush(),
+            CompressWriter::None(w) => w.flush(),
+        }
+    }
+}
+
+/// A decompressing reader for the restore side.
+pub fn decompress_reader<'a, R: Read + Send + 'a>(
+    inner: R,
+    compression: Compression,
+) -> io::Result<Box<dyn Read + Send + 'a>> {
+    Ok(match compression {
+        Compression::Zstd { .. } => Box::new(zstd::stream::read::Decoder::new(inner)?),
+        Compression::Gzip { .. } => Box::new(flate2::read::MultiGzDecoder::new(inner)),
+        Compression::None => Box::new(inner),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_displays() {
+        assert_eq!("zstd".parse::<Compression>().unwrap(), Compression::Zstd { level: 3 });
+        assert_eq!("zstd:19".parse::<Compression>().unwrap(), Compression::Zstd { level: 19 });
+        assert_eq!("GZIP:1".parse::<Compression>().unwrap(), Compression::Gzip { level: 1 });
+        assert_eq!("gzip".parse::<Compression>().unwrap(), Compression::Gzip { level: 6 });
+        assert_eq!("none".parse::<Compression>().unwrap(), Compression::None);
+        assert!("zstd:0".parse::<Compression>().is_err());
+        assert!("gzip:10".parse::<Compression>().is_err());
+        assert!("lz4".parse::<Compression>().is_err());
+        assert!("none:1".parse::<Compression>().is_err());
+        assert_eq!(Compression::Zstd { level: 5 }.to_string(), "zstd:5");
+    }
+
+    #[test]
+    fn round_trips_every_algorithm() {
+        let data: Vec<u8> = (0..300_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
+        for c in [Compression::Zstd { level: 3 }, Compression::Gzip { level: 1 }, Compression::None] {
+            let mut w = CompressWriter::new(Vec::new(), c).unwrap();
+            w.write_all(&data).unwrap();
+            let out = w.finish().unwrap();
+            let mut back = Vec::new();
+            decompress_reader(&out[..], c).unwrap().read_to_end(&mut back).unwrap();
+            assert_eq!(back, data, "{c}");
+        }
+    }
+
+    #[test]
+    fn zstd_detects_corruption() {
+        let data = vec![7u8; 100_000];
+        let mut w = CompressWriter::new(Vec::new(), Compression::Zstd { level: 3 }).unwrap();
+        w.write_all(&data).unwrap();
+        let mut out = w.finish().unwrap();
+        let n = out.len();
+        out[n - 2] ^= 0xff; // inside the content checksum
+        let mut back = Vec::new();
+        let r = decompress_reader(&out[..], Compression::Zstd { level: 3 }).unwrap().read_to_end(&mut back);
+        assert!(r.is_err());
+    }
+}

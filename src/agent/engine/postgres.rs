@@ -1,0 +1,400 @@
+//! PostgreSQL: `pg_dump -Fc -Z0` inside an exported snapshot, exact row counts from the same
+//! snapshot, `pg_dumpall --globals-only` for cluster objects, `pg_restore --exit-on-error`.
+//!
+//! Consistency: a `psql` session opens `BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY` and
+//! calls `pg_export_snapshot()`. `pg_dump --snapshot=<id>` imports that snapshot, and the row
+//! counts run inside the exporting transaction itself, so the dump and the counts see exactly
+//! the same data. The session stays open (holding the snapshot) until pg_dump has finished.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{ChildStdin, ChildStdout, Command, Stdio};
+
+use super::{DbUri, ToolProcess, conninfo_quote, spawn_tool};
+use crate::agent::error::{AgentError, Result};
+use crate::agent::manifest::TableCount;
+
+/// The database `psql` connects to for cluster-level statements.
+pub const MAINTENANCE_DB: &str = "postgres";
+
+const END_MARKER: &str = "__DATAGUARDIAN_END__";
+
+/// libpq `key=value` connection string for `db` (no password: that goes in `PGPASSWORD`).
+pub fn conninfo(uri: &DbUri, db: &str) -> String {
+    let mut parts = vec![format!("host={}", conninfo_quote(&uri.host))];
+    if let Some(p) = uri.port {
+        parts.push(format!("port={p}"));
+    }
+    if let Some(u) = &uri.user {
+        parts.push(format!("user={}", conninfo_quote(u)));
+    }
+    parts.push(format!("dbname={}", conninfo_quote(db)));
+    for (k, v) in &uri.params {
+        if k != "password" && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            parts.push(format!("{k}={}", conninfo_quote(v)));
+        }
+    }
+    parts.push("application_name='dataguardian'".into());
+    parts.join(" ")
+}
+
+fn command(tool: &str, uri: &DbUri) -> Command {
+    let mut cmd = Command::new(tool);
+    cmd.env_remove("PGPASSWORD");
+    if let Some(p) = &uri.password {
+        cmd.env("PGPASSWORD", &p.0);
+    }
+    if std::env::var_os("PGCONNECT_TIMEOUT").is_none() {
+        cmd.env("PGCONNECT_TIMEOUT", "15");
+    }
+    cmd
+}
+
+fn psql(uri: &DbUri, db: &str) -> Command {
+    let mut cmd = command("psql", uri);
+    cmd.args(["-X", "-w", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"]).arg(conninfo(uri, db));
+    cmd
+}
+
+/// Run SQL (given on stdin, so psql variables `-v k=v` interpolate) and return stdout lines.
+pub fn query(uri: &DbUri, db: &str, sql: &str, vars: &[(&str, &str)], fail: fn(String) -> AgentError) -> Result<Vec<String>> {
+    let mut cmd = psql(uri, db);
+    for (k, v) in vars {
+        cmd.arg("-v").arg(format!("{k}={v}"));
+    }
+    let mut proc = spawn_tool(cmd, "psql", Stdio::piped(), Stdio::piped())?;
+    let mut stdin = proc.take_stdin().ok_or_else(|| fail("psql has no stdin".into()))?;
+    let mut stdout = proc.take_stdout().ok_or_else(|| fail("psql has no stdout".into()))?;
+    let writer = {
+        let sql = sql.to_string();
+        std::thread::spawn(move || {
+            let _ = stdin.write_all(sql.as_bytes());
+        })
+    };
+    let mut out = String::new();
+    let read = stdout.read_to_string(&mut out);
+    let _ = writer.join();
+    proc.finish(fail)?;
+    read.map_err(|e| fail(format!("cannot read psql output: {e}")))?;
+    Ok(out.lines().map(str::to_string).filter(|l| !l.is_empty()).collect())
+}
+
+/// The server version (`SHOW server_version`).
+pub fn server_version(uri: &DbUri, db: &str) -> Result<String> {
+    let lines = query(uri, db, "SHOW server_version;\n", &[], AgentError::Source)?;
+    lines.first().cloned().ok_or_else(|| AgentError::Source("server returned no version".into()))
+}
+
+/// Databases that can be dumped (`datallowconn`, not templates).
+pub fn list_databases(uri: &DbUri) -> Result<Vec<String>> {
+    let db = uri.database.as_deref().unwrap_or(MAINTENANCE_DB);
+    query(
+        uri,
+        db,
+        "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY datname;\n",
+        &[],
+        AgentError::Source,
+    )
+}
+
+/// Exact per-table row counts, one JSON document. Only ordinary tables (partitions count as
+/// their own tables, their parents are not double-counted), no system or extension tables.
+const ROW_COUNTS_SQL: &str = r#"SELECT coalesce(json_agg(json_build_object(
+    'schema', n.nspname, 'name', c.relname,
+    'rows', (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM ONLY %I.%I', n.nspname, c.relname), false, true, '')))[1]::text::bigint)
+  ORDER BY n.nspname, c.relname), '[]'::json)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r'
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp%'
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e');
+"#;
+
+/// Parse the JSON produced by the row-count query.
+pub fn parse_row_counts(json: &str) -> Result<Vec<TableCount>> {
+    serde_json::from_str(json).map_err(|e| AgentError::Source(format!("cannot parse row counts: {e}")))
+}
+
+/// Exact row counts of `db` in a fresh snapshot (used by tests and restore checks).
+pub fn row_counts(uri: &DbUri, db: &str) -> Result<Vec<TableCount>> {
+    let lines = query(uri, db, ROW_COUNTS_SQL, &[], AgentError::Source)?;
+    parse_row_counts(&lines.join("\n"))
+}
+
+/// A `psql` session holding a REPEATABLE READ transaction whose snapshot was exported.
+pub struct SnapshotSession {
+    proc: ToolProcess,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    /// The exported snapshot id for `pg_dump --snapshot`.
+    pub snapshot: String,
+    /// `SHOW server_version` in this session.
+    pub server_version: String,
+}
+
+impl SnapshotSession {
+    /// Connect to `db`, begin the transaction and export its snapshot.
+    pub fn open(uri: &DbUri, db: &str) -> Result<Self> {
+        let mut proc = spawn_tool(psql(uri, db), "psql", Stdio::piped(), Stdio::piped())?;
+        let stdin = proc.take_stdin().ok_or_else(|| AgentError::Source("psql has no stdin".into()))?;
+        let stdout = BufReader::new(proc.take_stdout().ok_or_else(|| AgentError::Source("psql has no stdout".into()))?);
+        let mut s = SnapshotSession { proc, stdin, stdout, snapshot: String::new(), server_version: String::new() };
+        let lines = s.run(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\nSELECT pg_export_snapshot();\nSHOW server_version;\n",
+        )?;
+        match lines.as_slice() {
+            [snap, version] => {
+                s.snapshot = snap.trim().to_string();
+                s.server_version = version.trim().to_string();
+            }
+            _ => return Err(s.fail("unexpected output while exporting the snapshot")),
+        }
+        if s.snapshot.is_empty() || !s.snapshot.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            return Err(s.fail("invalid snapshot id"));
+        }
+        Ok(s)
+    }
+
+    fn fail(self, what: &str) -> AgentError {
+        let SnapshotSession { proc, stdin, .. } = self;
+        drop(stdin);
+        match proc.finish(AgentError::Source) {
+            Err(e) => e,
+            Ok(_) => AgentError::Source(format!("snapshot session: {what}")),
+        }
+    }
+
+    fn run(&mut self, sql: &str) -> Result<Vec<String>> {
+        let sent = writeln!(self.stdin, "{sql}\n\\echo {END_MARKER}").and_then(|_| self.stdin.flush());
+        let mut lines = Vec::new();
+        if sent.is_ok() {
+            loop {
+                let mut line = String::new();
+                match self.stdout.read_line(&mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        let line = line.trim_end_matches(['\n', '\r']).to_string();
+                        if line == END_MARKER {
+                            return Ok(lines);
+                        }
+                        if !line.is_empty() {
+                            lines.push(line);
+                        }
+                    }
+                }
+            }
+        }
+        // psql stopped (ON_ERROR_STOP): report its error.
+        Err(AgentError::Source("the snapshot session ended unexpectedly".into()))
+    }
+
+    /// Exact per-table row counts inside the exported snapshot.
+    pub fn row_counts(&mut self) -> Result<Vec<TableCount>> {
+        let lines = self.run(ROW_COUNTS_SQL)?;
+        parse_row_counts(&lines.join("\n"))
+    }
+
+    /// Commit (nothing was written) and close the session.
+    pub fn close(mut self) -> Result<()> {
+        let _ = writeln!(self.stdin, "COMMIT;\n\\q");
+        drop(self.stdin);
+        self.proc.finish(AgentError::Source).map(|_| ())
+    }
+
+    /// Close after a failure elsewhere, reporting the session's own error when it has one.
+    pub fn close_with_error(self) -> Option<AgentError> {
+        let SnapshotSession { proc, stdin, .. } = self;
+        drop(stdin);
+        proc.finish(AgentError::Source).err()
+    }
+}
+
+/// Start `pg_dump -Fc -Z0` of `db` in `snapshot` (stdout is the archive).
+pub fn spawn_dump(uri: &DbUri, db: &str, snapshot: &str, extra: &[String]) -> Result<ToolProcess> {
+    let mut cmd = command("pg_dump", uri);
+    cmd.args(["-w", "--format=custom", "--compress=0"])
+        .arg(format!("--snapshot={snapshot}"))
+        .args(extra)
+        .arg("-d")
+        .arg(conninfo(uri, db));
+    spawn_tool(cmd, "pg_dump", Stdio::null(), Stdio::piped())
+}
+
+/// Start `pg_dumpall --globals-only` (roles, memberships, tablespaces).
+pub fn spawn_globals(uri: &DbUri, extra: &[String]) -> Result<ToolProcess> {
+    let mut cmd = command("pg_dumpall", uri);
+    let db = uri.database.as_deref().unwrap_or(MAINTENANCE_DB);
+    cmd.args(["-w", "--globals-only"]).args(extra).arg("-d").arg(conninfo(uri, db));
+    spawn_tool(cmd, "pg_dumpall", Stdio::null(), Stdio::piped())
+}
+
+/// Whether `db` exists.
+pub fn database_exists(uri: &DbUri, db: &str) -> Result<bool> {
+    let lines = query(
+        uri,
+        MAINTENANCE_DB,
+        "SELECT count(*) FROM pg_database WHERE datname = :'name';\n",
+        &[("name", db)],
+        AgentError::Target,
+    )?;
+    Ok(lines.first().map(|l| l.trim() != "0").unwrap_or(false))
+}
+
+/// Number of user relations (tables, views, sequences, …) in `db`.
+pub fn user_relation_count(uri: &DbUri, db: &str) -> Result<u64> {
+    let lines = query(
+        uri,
+        db,
+        "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relkind IN ('r','p','v','m','S','f') AND n.nspname NOT IN ('pg_catalog','information_schema') \
+         AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%';\n",
+        &[],
+        AgentError::Target,
+    )?;
+    lines
+        .first()
+        .and_then(|l| l.trim().parse().ok())
+        .ok_or_else(|| AgentError::Target("cannot count relations in the target".into()))
+}
+
+/// `CREATE DATABASE`.
+pub fn create_database(uri: &DbUri, db: &str) -> Result<()> {
+    query(uri, MAINTENANCE_DB, "CREATE DATABASE :\"name\";\n", &[("name", db)], AgentError::Target).map(|_| ())
+}
+
+/// Options of `pg_restore`.
+#[derive(Debug, Clone, Default)]
+pub struct RestoreOptions {
+    /// `--clean --if-exists`: drop objects before recreating them.
+    pub clean: bool,
+    /// `--no-owner`: do not restore ownership (restoring as another user).
+    pub no_owner: bool,
+    /// `--single-transaction`: all or nothing.
+    pub single_transaction: bool,
+    /// Extra arguments.
+    pub extra: Vec<String>,
+}
+
+/// Start `pg_restore --exit-on-error` into `db`, reading the archive from stdin.
+pub fn spawn_restore(uri: &DbUri, db: &str, opts: &RestoreOptions) -> Result<ToolProcess> {
+    let mut cmd = command("pg_restore", uri);
+    cmd.args(["-w", "--exit-on-error"]);
+    if opts.clean {
+        cmd.args(["--clean", "--if-exists"]);
+    }
+    if opts.no_owner {
+        cmd.arg("--no-owner");
+    }
+    if opts.single_transaction {
+        cmd.arg("--single-transaction");
+    }
+    cmd.args(&opts.extra).arg("-d").arg(conninfo(uri, db));
+    spawn_tool(cmd, "pg_restore", Stdio::piped(), Stdio::null())
+}
+
+/// Start `psql -v ON_ERROR_STOP=1` reading SQL (globals) from stdin.
+pub fn spawn_sql_restore(uri: &DbUri, db: &str) -> Result<ToolProcess> {
+    spawn_tool(psql(uri, db), "psql", Stdio::piped(), Stdio::null())
+}
+
+/// Rewrites `pg_dumpall --globals-only` output so it restores into a cluster that already has
+/// some of the roles (at least the one restoring): each `CREATE ROLE x;` becomes a block that
+/// skips an existing role, and the role the restore connects as is never created or altered
+/// (its password and attributes stay as they are on the target). Everything else passes
+/// unchanged, and psql still stops on the first real error.
+pub struct GlobalsFilter<R> {
+    inner: BufReader<R>,
+    pending: Vec<u8>,
+    pos: usize,
+    keep_role: Option<String>,
+}
+
+impl<R: Read> GlobalsFilter<R> {
+    /// Wrap the globals SQL stream; `keep_role` is the role the restore connects as.
+    pub fn new(inner: R, keep_role: Option<String>) -> Self {
+        Self { inner: BufReader::with_capacity(64 << 10, inner), pending: Vec::new(), pos: 0, keep_role }
+    }
+}
+
+/// How `pg_dumpall` spells a role name (quoted unless a plain lowercase identifier).
+fn role_spelling(name: &str) -> String {
+    let plain = name.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '$');
+    if plain { name.to_string() } else { format!("\"{}\"", name.replace('"', "\"\"")) }
+}
+
+/// Rewrite one line of globals SQL (see [`GlobalsFilter`]); `Some(empty)` drops the line.
+pub fn rewrite_globals_line(line: &[u8], keep_role: Option<&str>) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(line).ok()?;
+    let body = text.trim_end_matches(['\n', '\r']);
+    if let Some(me) = keep_role.map(role_spelling) {
+        let create = format!("CREATE ROLE {me};");
+        let alter = format!("ALTER ROLE {me} WITH ");
+        if body == create || body.starts_with(&alter) {
+            return Some(format!("-- dataguardian: role {me} (the restoring role) left unchanged\n").into_bytes());
+        }
+    }
+    let role = body.strip_prefix("CREATE ROLE ")?.strip_suffix(';')?;
+    Some(
+        format!(
+            "DO $dataguardian$ BEGIN CREATE ROLE {role}; EXCEPTION WHEN duplicate_object THEN RAISE NOTICE 'role {} exists, kept'; END $dataguardian$;\n",
+            role.replace('\'', "''").replace('%', "%%")
+        )
+        .into_bytes(),
+    )
+}
+
+impl<R: Read> Read for GlobalsFilter<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.pos >= self.pending.len() {
+            self.pending.clear();
+            self.pos = 0;
+            let n = self.inner.read_until(b'\n', &mut self.pending)?;
+            if n == 0 {
+                return Ok(0);
+            }
+            if let Some(rewritten) = rewrite_globals_line(&self.pending, self.keep_role.as_deref()) {
+                self.pending = rewritten;
+            }
+        }
+        let n = buf.len().min(self.pending.len() - self.pos);
+        buf[..n].copy_from_slice(&self.pending[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conninfo_has_no_password() {
+        let uri = DbUri::parse("postgresql://bob:pw@127.0.0.1:5432/shop?sslmode=require").unwrap();
+        let c = conninfo(&uri, "other");
+        assert!(c.contains("dbname='other'") && c.contains("sslmode='require'") && c.contains("port=5432"));
+        assert!(!c.contains("pw"));
+    }
+
+    #[test]
+    fn globals_filter_wraps_create_role_only() {
+        let input = b"SET x = 1;\nCREATE ROLE app;\nALTER ROLE app WITH LOGIN;\nCREATE ROLE \"we'ird\";\nCREATE ROLE postgres;\nALTER ROLE postgres WITH SUPERUSER PASSWORD 'x';\n";
+        let mut out = String::new();
+        GlobalsFilter::new(&input[..], Some("postgres".into())).read_to_string(&mut out).unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], "SET x = 1;");
+        assert!(lines[1].starts_with("DO $dataguardian$ BEGIN CREATE ROLE app; EXCEPTION WHEN duplicate_object"));
+        assert_eq!(lines[2], "ALTER ROLE app WITH LOGIN;");
+        assert!(lines[3].contains("CREATE ROLE \"we'ird\";") && lines[3].contains("role \"we''ird\" exists"));
+        assert!(lines[4].starts_with("--") && lines[5].starts_with("--"), "{out}");
+        assert_eq!(role_spelling("Admin"), "\"Admin\"");
+    }
+
+    #[test]
+    fn parses_counts() {
+        let c = parse_row_counts(r#"[{"schema":"public","name":"t","rows":3},
+ {"schema":"s","name":"u","rows":0}]"#)
+        .unwrap();
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[0].rows, 3);
+    }
+}

@@ -1,0 +1,97 @@
+//! Typed errors of the agent, each with a category used in logs, summaries and exit codes.
+
+use std::io;
+
+/// Everything that can make a backup or restore fail.
+///
+/// Messages never contain secrets: URIs are shown without passwords, age identities and S3
+/// keys are never formatted.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The command line or environment is invalid (bad URI, missing identity, …).
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The database dump or a query on the source failed.
+    #[error("source database: {0}")]
+    Source(String),
+    /// The restore target refused the data, is not empty, or could not be prepared.
+    #[error("restore target: {0}")]
+    Target(String),
+    /// Reading or writing the artifact store failed.
+    #[error("storage: {0}")]
+    Storage(String),
+    /// The stored bytes are not the ones that were written (size or SHA-256 mismatch, corrupt
+    /// stream).
+    #[error("integrity: {0}")]
+    Integrity(String),
+    /// Encryption or decryption failed (wrong identity, bad recipient).
+    #[error("encryption: {0}")]
+    Crypto(String),
+    /// A local I/O error that belongs to none of the above.
+    #[error("i/o: {0}")]
+    Io(#[from] io::Error),
+}
+
+impl AgentError {
+    /// A short, stable category name (a metric label and a field of the JSON summary).
+    pub fn category(&self) -> &'static str {
+        match self {
+            AgentError::Config(_) => "config",
+            AgentError::Source(_) => "source",
+            AgentError::Target(_) => "target",
+            AgentError::Storage(_) => "storage",
+            AgentError::Integrity(_) => "integrity",
+            AgentError::Crypto(_) => "crypto",
+            AgentError::Io(_) => "io",
+        }
+    }
+
+    /// The process exit code for this error (distinct per category, never 0).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            AgentError::Config(_) => 2,
+            AgentError::Source(_) => 10,
+            AgentError::Target(_) => 11,
+            AgentError::Storage(_) => 12,
+            AgentError::Integrity(_) => 13,
+            AgentError::Crypto(_) => 14,
+            AgentError::Io(_) => 15,
+        }
+    }
+}
+
+/// Result alias of the agent.
+pub type Result<T, E = AgentError> = std::result::Result<T, E>;
+
+/// An I/O error that carries an [`AgentError`] through `std::io` plumbing (writers/readers
+/// inside the pipeline), so the original category survives.
+pub(crate) fn into_io(err: AgentError) -> io::Error {
+    io::Error::other(err)
+}
+
+/// Recover the [`AgentError`] carried by [`into_io`], or classify a plain I/O error with `f`.
+pub(crate) fn from_io(err: io::Error, f: impl FnOnce(io::Error) -> AgentError) -> AgentError {
+    if err.get_ref().is_some_and(|e| e.is::<AgentError>()) {
+        match err.into_inner().map(|e| e.downcast::<AgentError>()) {
+            Some(Ok(agent)) => *agent,
+            Some(Err(other)) => f(io::Error::other(other)),
+            None => AgentError::Io(io::Error::other("unknown i/o error")),
+        }
+    } else {
+        f(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_roundtrip_keeps_category() {
+        let e = into_io(AgentError::Integrity("x".into()));
+        let back = from_io(e, AgentError::Io);
+        assert_eq!(back.category(), "integrity");
+        let plain = from_io(io::Error::other("boom"), |e| AgentError::Storage(e.to_string()));
+        assert_eq!(plain.category(), "storage");
+    }
+}

@@ -1,0 +1,355 @@
+//! `agent restore`: read the manifest, check the target (pure planning + read-only queries),
+//! optionally verify every artifact first, then stream each artifact into the restore tool and
+//! check its SHA-256 at the end.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::crypto::Identities;
+use super::engine::{DbUri, ToolProcess, mysql, postgres};
+use super::error::{AgentError, Result};
+use super::manifest::{Artifact, ArtifactKind, Engine, Manifest};
+use super::pipeline::{Filter, DecodeError, DecodeOptions, DecodeStats, check_digest, decode_stream};
+use super::progress::Progress;
+use super::storage::{Location, S3Settings, Store};
+
+/// Largest manifest accepted.
+const MANIFEST_LIMIT: usize = 64 << 20;
+
+/// Everything a restore needs.
+#[derive(Debug, Clone)]
+pub struct RestoreRequest {
+    /// Target engine (must match the manifest).
+    pub engine: Engine,
+    /// Target connection.
+    pub uri: DbUri,
+    /// Target database for a single-database backup (default: the URI's database).
+    pub database: Option<String>,
+    /// The manifest (`s3://…/manifest.json` or `file:///…/manifest.json`).
+    pub from: Location,
+    /// age identity file for encrypted backups.
+    pub identity_file: Option<PathBuf>,
+    /// Create the target database(s) when missing.
+    pub create_database: bool,
+    /// Drop existing objects first (PostgreSQL `--clean --if-exists`; MySQL drops and recreates
+    /// the database).
+    pub clean: bool,
+    /// Allow restoring into a non-empty database.
+    pub overwrite: bool,
+    /// Read and check every artifact completely before touching the target.
+    pub verify_first: bool,
+    /// PostgreSQL: `--no-owner`.
+    pub no_owner: bool,
+    /// PostgreSQL: `--single-transaction`.
+    pub single_transaction: bool,
+    /// Extra arguments for `pg_restore`.
+    pub restore_args: Vec<String>,
+    /// S3 settings.
+    pub s3: S3Settings,
+    /// Interval of progress log lines.
+    pub progress_interval: Duration,
+}
+
+/// One step of a restore plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoreStep {
+    /// Index into the manifest's artifacts.
+    pub artifact: usize,
+    /// Database the artifact is restored into (`None`: the SQL names its databases, or
+    /// cluster-level globals).
+    pub target_database: Option<String>,
+}
+
+/// Plan where each artifact goes (pure).
+pub fn plan_restore(manifest: &Manifest, target_database: Option<&str>) -> Result<Vec<RestoreStep>> {
+    if manifest.all_databases {
+        return Ok(manifest
+            .artifacts
+            .iter()
+            .enumerate()
+            .map(|(i, a)| RestoreStep {
+                artifact: i,
+                target_database: match a.kind {
+                    ArtifactKind::Database => a.database.clone(),
+                    _ => None,
+                },
+            })
+            .collect());
+    }
+    let db = target_database.ok_or_else(|| {
+        AgentError::Config("no target database: give --database or put the database in the URI".into())
+    })?;
+    if manifest.artifacts.len() != 1 || manifest.artifacts[0].kind != ArtifactKind::Database {
+        return Err(AgentError::Config("a single-database backup must hold exactly one database artifact".into()));
+    }
+    Ok(vec![RestoreStep { artifact: 0, target_database: Some(db.to_string()) }])
+}
+
+/// Result of a finished restore.
+#[derive(Debug, Clone)]
+pub struct RestoreOutcome {
+    /// The manifest restored from.
+    pub manifest: Manifest,
+    /// Databases restored into.
+    pub databases: Vec<String>,
+    /// Stored bytes read (restore pass only).
+    pub stored_bytes: u64,
+    /// Plain bytes fed to the restore tools.
+    pub raw_bytes: u64,
+    /// Whether a full verification pass ran before the target was touched.
+    pub verified_first: bool,
+    /// Wall time.
+    pub duration_seconds: f64,
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| AgentError::Io(std::io::Error::other(format!("worker thread failed: {e}"))))?
+}
+
+/// Read and parse a manifest.
+pub async fn load_manifest(store: &Store, at: &Location) -> Result<Manifest> {
+    let bytes = store.get_small(at, MANIFEST_LIMIT).await?;
+    let manifest: Manifest = serde_json::from_slice(&bytes)
+        .map_err(|e| AgentError::Integrity(format!("{at} is not a valid manifest: {e}")))?;
+    manifest.validate().map_err(|e| AgentError::Integrity(format!("{at}: {e}")))?;
+    Ok(manifest)
+}
+
+/// Run a restore end to end.
+pub async fn run(req: RestoreRequest) -> Result<RestoreOutcome> {
+    let clock = Instant::now();
+    let (dir, _) = req.from.split_last()?;
+    let store = Store::open(&req.from, &req.s3).await?;
+    let manifest = load_manifest(&store, &req.from).await?;
+    if manifest.engine != req.engine {
+        return Err(AgentError::Config(format!(
+            "the backup is a {} backup; the target engine is {}",
+            manifest.engine, req.engine
+        )));
+    }
+    let identities = match (&manifest.encryption, &req.identity_file) {
+        (Some(_), Some(path)) => Some(Arc::new(Identities::from_file(path)?)),
+        (Some(enc), None) => {
+            return Err(AgentError::Config(format!(
+                "the backup is encrypted to {}; give --identity-file",
+                enc.recipients.join(", ")
+            )));
+        }
+        (None, _) => None,
+    };
+    let target_db = req.database.clone().or_else(|| req.uri.database.clone());
+    let steps = plan_restore(&manifest, target_db.as_deref())?;
+    tracing::info!(
+        from = %req.from, engine = %manifest.engine, server_version = %manifest.server_version,
+        target = %req.uri.redacted(), artifacts = steps.len(), verify_first = req.verify_first, "restore started"
+    );
+
+    // Read-only checks of the target before anything is written.
+    let (uri, create, overwrite, clean, engine) = (req.uri.clone(), req.create_database, req.overwrite, req.clean, req.engine);
+    let dbs: Vec<String> = steps.iter().filter_map(|s| s.target_database.clone()).collect();
+    let missing = blocking(move || check_targets(engine, &uri, &dbs, create, overwrite || clean)).await?;
+
+    if req.verify_first {
+        let progress = Progress::new("verify");
+        let _reporter = progress.start_reporter(req.progress_interval);
+        for step in &steps {
+            let a = &manifest.artifacts[step.artifact];
+            let reader = store.open_reader(&dir.join(&a.key)).await?;
+            let (ids, compression, p) = (identities.clone(), manifest.compression, Arc::clone(&progress));
+            let stats = blocking(move || {
+                let opts = DecodeOptions { compression, identities: ids, filter: None };
+                decode_stream(reader, opts, &mut std::io::sink(), &p).map_err(|e| match e {
+                    DecodeError::Source(e) => e,
+                    DecodeError::Sink(e) => AgentError::Io(e),
+                })
+            })
+            .await?;
+            check_digest(&format!("verification of {}", a.key), &stats, a.size_bytes, &a.sha256)?;
+            tracing::info!(key = %a.key, sha256 = %a.sha256, "artifact verified");
+        }
+    }
+
+    let progress = Progress::new("restore");
+    let _reporter = progress.start_reporter(req.progress_interval);
+    let (mut stored, mut raw) = (0u64, 0u64);
+    let mut restored = Vec::new();
+    for step in &steps {
+        let a = manifest.artifacts[step.artifact].clone();
+        if let Some(db) = &step.target_database {
+            let (uri, db2, is_missing) = (req.uri.clone(), db.clone(), missing.contains(db));
+            let (engine, clean) = (req.engine, req.clean);
+            blocking(move || prepare_target(engine, &uri, &db2, is_missing, clean)).await?;
+        }
+        let stats = restore_artifact(&req, &store, &dir, &a, step, identities.clone(), manifest.compression, &progress).await?;
+        stored += stats.stored_bytes;
+        raw += stats.raw_bytes;
+        if let Some(db) = &step.target_database {
+            restored.push(db.clone());
+        }
+        tracing::info!(key = %a.key, database = ?step.target_database, "artifact restored, checksum verified");
+    }
+    Ok(RestoreOutcome {
+        manifest,
+        databases: restored,
+        stored_bytes: stored,
+        raw_bytes: raw,
+        verified_first: req.verify_first,
+        duration_seconds: (clock.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+    })
+}
+
+/// Check each target database (read-only): returns the ones that do not exist yet. Refuses a
+/// missing database without `create`, and a non-empty one without `overwrite`.
+fn check_targets(engine: Engine, uri: &DbUri, dbs: &[String], create: bool, overwrite: bool) -> Result<Vec<String>> {
+    let mut missing = Vec::new();
+    for db in dbs {
+        let exists = match engine {
+            Engine::Postgres => postgres::database_exists(uri, db)?,
+            Engine::Mysql => mysql::database_exists(uri, db)?,
+        };
+        if !exists {
+            if !create {
+                return Err(AgentError::Target(format!(
+                    "database {db:?} does not exist (use --create-database)"
+                )));
+            }
+            missing.push(db.clone());
+            continue;
+        }
+        let objects = match engine {
+            Engine::Postgres => postgres::user_relation_count(uri, db)?,
+            Engine::Mysql => mysql::user_object_count(uri, db)?,
+        };
+        if objects > 0 && !overwrite {
+            return Err(AgentError::Target(format!(
+                "database {db:?} is not empty ({objects} objects); refusing to restore into it without --overwrite (or --clean)"
+            )));
+        }
+    }
+    Ok(missing)
+}
+
+fn prepare_target(engine: Engine, uri: &DbUri, db: &str, missing: bool, clean: bool) -> Result<()> {
+    match (engine, missing) {
+        (Engine::Postgres, true) => postgres::create_database(uri, db),
+        (Engine::Mysql, true) => mysql::create_database(uri, db),
+        (Engine::Mysql, false) if clean => mysql::recreate_database(uri, db),
+        _ => Ok(()),
+    }
+}
+
+
+#[allow(clippy::too_many_arguments)]
+async fn restore_artifact(
+    req: &RestoreRequest,
+    store: &Store,
+    dir: &Location,
+    a: &Artifact,
+    step: &RestoreStep,
+    identities: Option<Arc<Identities>>,
+    compression: super::compress::Compression,
+    progress: &Arc<Progress>,
+) -> Result<DecodeStats> {
+    let reader = store.open_reader(&dir.join(&a.key)).await?;
+    let (mut tool, filter): (ToolProcess, Option<Filter>) =
+        match (req.engine, a.kind, &step.target_database) {
+            (Engine::Postgres, ArtifactKind::Database, Some(db)) => {
+                let opts = postgres::RestoreOptions {
+                    clean: req.clean,
+                    no_owner: req.no_owner,
+                    single_transaction: req.single_transaction,
+                    extra: req.restore_args.clone(),
+                };
+                (postgres::spawn_restore(&req.uri, db, &opts)?, None)
+            }
+            (Engine::Postgres, _, _) => {
+                // The role the restore connects as is left as it is on the target.
+                let me = req.uri.user.clone().unwrap_or_else(|| "postgres".into());
+                let filter: Filter = Box::new(move |r| Box::new(postgres::GlobalsFilter::new(r, Some(me))));
+                (postgres::spawn_sql_restore(&req.uri, postgres::MAINTENANCE_DB)?, Some(filter))
+            }
+            (Engine::Mysql, _, db) => (mysql::spawn_restore(&req.uri, db.as_deref())?, None),
+        };
+    let Some(mut stdin) = tool.take_stdin() else {
+        tool.kill();
+        return Err(AgentError::Target("restore tool has no stdin".into()));
+    };
+    let p = Arc::clone(progress);
+    let joined = tokio::task::spawn_blocking(move || {
+        let opts = DecodeOptions { compression, identities, filter };
+        let res = decode_stream(reader, opts, &mut stdin, &p);
+        drop(stdin); // EOF for the tool
+        res
+    })
+    .await
+    .map_err(|e| AgentError::Io(std::io::Error::other(format!("pipeline thread failed: {e}"))))?;
+    match joined {
+        Ok(stats) => {
+            tool.finish(AgentError::Target)?;
+            check_digest(&format!("{} (the target was written; restore again from a good copy)", a.key), &stats, a.size_bytes, &a.sha256)?;
+            Ok(stats)
+        }
+        Err(DecodeError::Source(e)) => {
+            tool.kill();
+            Err(e)
+        }
+        Err(DecodeError::Sink(io)) => {
+            // The tool stopped reading: its exit status and stderr say why.
+            Err(tool
+                .finish(AgentError::Target)
+                .err()
+                .unwrap_or_else(|| AgentError::Target(format!("the restore tool stopped reading its input: {io}"))))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::compress::Compression;
+    use crate::agent::manifest::{FORMAT_VERSION, PayloadFormat};
+
+    fn manifest(all: bool, kinds: &[(ArtifactKind, Option<&str>)]) -> Manifest {
+        Manifest {
+            format_version: FORMAT_VERSION,
+            tool: "t".into(),
+            engine: Engine::Postgres,
+            server_version: "15".into(),
+            database: None,
+            all_databases: all,
+            compression: Compression::None,
+            encryption: None,
+            artifacts: kinds
+                .iter()
+                .map(|(k, d)| Artifact {
+                    key: "k".into(),
+                    kind: *k,
+                    database: d.map(str::to_string),
+                    format: PayloadFormat::Sql,
+                    size_bytes: 0,
+                    raw_bytes: 0,
+                    sha256: "0".repeat(64),
+                    tables: vec![],
+                    duration_seconds: 0.0,
+                })
+                .collect(),
+            started_at: chrono::Utc::now(),
+            completed_at: chrono::Utc::now(),
+            duration_seconds: 0.0,
+        }
+    }
+
+    #[test]
+    fn plans_single_and_all() {
+        let m = manifest(false, &[(ArtifactKind::Database, Some("shop"))]);
+        assert_eq!(plan_restore(&m, Some("copy")).unwrap()[0].target_database.as_deref(), Some("copy"));
+        assert!(plan_restore(&m, None).is_err());
+        let m = manifest(true, &[(ArtifactKind::Globals, None), (ArtifactKind::Database, Some("a"))]);
+        let p = plan_restore(&m, Some("ignored")).unwrap();
+        assert_eq!(p[0].target_database, None);
+        assert_eq!(p[1].target_database.as_deref(), Some("a"));
+    }
+}

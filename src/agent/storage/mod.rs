@@ -1,0 +1,337 @@
+//! Where artifacts live: S3 (multipart, parallel parts, per-part retry) or a directory
+//! (temp file, fsync, atomic rename). Both expose the same operations to the pipeline.
+
+use std::io::{self, Read, Write};
+use std::time::Duration;
+
+use super::error::{AgentError, Result};
+
+pub mod file;
+pub mod s3;
+
+/// A parsed `s3://bucket/prefix` or `file:///dir` location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// An S3 bucket and a key prefix (no leading or trailing `/`; may be empty).
+    S3 {
+        /// Bucket name.
+        bucket: String,
+        /// Key prefix.
+        prefix: String,
+    },
+    /// An absolute directory (or file, for a manifest) path.
+    File {
+        /// Absolute path.
+        path: std::path::PathBuf,
+    },
+}
+
+impl std::str::FromStr for Location {
+    type Err = AgentError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let url = url::Url::parse(s)
+            .map_err(|e| AgentError::Config(format!("invalid location {s:?}: {e} (expected s3://bucket/prefix or file:///dir)")))?;
+        match url.scheme() {
+            "s3" => {
+                let bucket = url.host_str().unwrap_or_default().to_string();
+                if bucket.is_empty() {
+                    return Err(AgentError::Config(format!("location {s:?} has no bucket")));
+                }
+                if !url.username().is_empty() || url.password().is_some() || url.query().is_some() {
+                    return Err(AgentError::Config(format!("location {s:?} must be s3://bucket/prefix only")));
+                }
+                let prefix = percent_decode(url.path().trim_matches('/'));
+                Ok(Location::S3 { bucket, prefix })
+            }
+            "file" => {
+                if url.host_str().is_some_and(|h| !h.is_empty() && h != "localhost") {
+                    return Err(AgentError::Config(format!("file location {s:?} must be file:///absolute/path")));
+                }
+                let path = url
+                    .to_file_path()
+                    .map_err(|_| AgentError::Config(format!("file location {s:?} is not an absolute path")))?;
+                Ok(Location::File { path })
+            }
+            other => Err(AgentError::Config(format!("unsupported location scheme {other:?} (use s3:// or file://)"))),
+        }
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::S3 { bucket, prefix } if prefix.is_empty() => write!(f, "s3://{bucket}"),
+            Location::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
+            Location::File { path } => write!(f, "file://{}", path.display()),
+        }
+    }
+}
+
+impl Location {
+    /// The location of `rel` below this one.
+    pub fn join(&self, rel: &str) -> Location {
+        let rel = rel.trim_matches('/');
+        match self {
+            Location::S3 { bucket, prefix } => Location::S3 {
+                bucket: bucket.clone(),
+                prefix: if prefix.is_empty() { rel.to_string() } else { format!("{prefix}/{rel}") },
+            },
+            Location::File { path } => Location::File { path: path.join(rel) },
+        }
+    }
+
+    /// Split a manifest location into its directory and file name.
+    pub fn split_last(&self) -> Result<(Location, String)> {
+        match self {
+            Location::S3 { bucket, prefix } => {
+                let (dir, name) = prefix.rsplit_once('/').unwrap_or(("", prefix.as_str()));
+                if name.is_empty() {
+                    return Err(AgentError::Config(format!("{self} does not name an object")));
+                }
+                Ok((Location::S3 { bucket: bucket.clone(), prefix: dir.to_string() }, name.to_string()))
+            }
+            Location::File { path } => {
+                let name = path
+                    .file_name()
+                    .ok_or_else(|| AgentError::Config(format!("{self} does not name a file")))?
+                    .to_string_lossy()
+                    .into_owned();
+                let dir = path.parent().map(|p| p.to_path_buf()).unwrap_or_default();
+                Ok((Location::File { path: dir }, name))
+            }
+        }
+    }
+}
+
+/// S3 connection and upload settings.
+#[derive(Debug, Clone)]
+pub struct S3Settings {
+    /// Custom endpoint (S3-compatible servers), e.g. `http://127.0.0.1:9000`.
+    pub endpoint: Option<String>,
+    /// Region (default: from the environment, else `us-east-1`).
+    pub region: Option<String>,
+    /// Path-style addressing (`endpoint/bucket/key`).
+    pub path_style: bool,
+    /// Size of each multipart part in bytes (≥ 5 MiB).
+    pub part_size: usize,
+    /// Parts uploaded in parallel.
+    pub concurrency: usize,
+    /// Retries per part (and per other request) after the first attempt.
+    pub retries: u32,
+    /// First backoff between retries; doubles on each retry, capped at 8 s.
+    pub backoff: Duration,
+    /// Timeout of one request attempt.
+    pub attempt_timeout: Duration,
+    /// Object Lock retention for every object written.
+    pub object_lock: Option<ObjectLock>,
+    /// Server-side encryption for every object written.
+    pub sse: Option<Sse>,
+    /// Storage class for every object written.
+    pub storage_class: Option<String>,
+}
+
+impl Default for S3Settings {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            region: None,
+            path_style: false,
+            part_size: 8 << 20,
+            concurrency: 2,
+            retries: 4,
+            backoff: Duration::from_millis(250),
+            attempt_timeout: Duration::from_secs(120),
+            object_lock: None,
+            sse: None,
+            storage_class: None,
+        }
+    }
+}
+
+/// Object Lock mode and retention period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectLock {
+    /// GOVERNANCE or COMPLIANCE.
+    pub mode: LockMode,
+    /// Retention in days from the time of writing.
+    pub days: u32,
+}
+
+/// Object Lock mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "UPPER")]
+pub enum LockMode {
+    /// Users with special permission may shorten the retention.
+    Governance,
+    /// Nobody can delete the object before its retain-until date.
+    Compliance,
+}
+
+/// Server-side encryption.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sse {
+    /// SSE-S3 (`AES256`).
+    Aes256,
+    /// SSE-KMS, optionally with a key id.
+    Kms {
+        /// KMS key id or ARN (default key when absent).
+        key_id: Option<String>,
+    },
+}
+
+/// The open store behind a location.
+pub enum Store {
+    /// S3 bucket.
+    S3(s3::S3Store),
+    /// Local directory.
+    File(file::FileStore),
+}
+
+/// A confirmed object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredObject {
+    /// Full location.
+    pub location: String,
+    /// Size confirmed by the store.
+    pub size: u64,
+}
+
+impl Store {
+    /// Open the store a location points into.
+    pub async fn open(location: &Location, settings: &S3Settings) -> Result<Store> {
+        match location {
+            Location::S3 { bucket, .. } => Ok(Store::S3(s3::S3Store::connect(bucket.clone(), settings.clone()).await?)),
+            Location::File { .. } => Ok(Store::File(file::FileStore)),
+        }
+    }
+
+    /// Whether an object exists.
+    pub async fn exists(&self, at: &Location) -> Result<bool> {
+        match (self, at) {
+            (Store::S3(s), Location::S3 { prefix, .. }) => s.exists(prefix).await,
+            (Store::File(f), Location::File { path }) => f.exists(path),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// Write a small object (the manifest) atomically and confirm it.
+    pub async fn put_small(&self, at: &Location, bytes: Vec<u8>) -> Result<StoredObject> {
+        match (self, at) {
+            (Store::S3(s), Location::S3 { prefix, .. }) => s.put_small(prefix, bytes).await,
+            (Store::File(f), Location::File { path }) => f.put_small(path, &bytes),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// Read a small object (the manifest), at most `limit` bytes.
+    pub async fn get_small(&self, at: &Location, limit: usize) -> Result<Vec<u8>> {
+        match (self, at) {
+            (Store::S3(s), Location::S3 { prefix, .. }) => s.get_small(prefix, limit).await,
+            (Store::File(f), Location::File { path }) => f.get_small(path, limit),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// Start writing an object: returns the writer the pipeline thread fills and the pending
+    /// upload to commit (confirm size and checksum) or abort afterwards.
+    pub async fn begin_upload(&self, at: &Location) -> Result<(Box<dyn SinkWriter>, Pending)> {
+        match (self, at) {
+            (Store::S3(s), Location::S3 { prefix, .. }) => {
+                let (w, p) = s.begin_upload(prefix).await?;
+                Ok((w, Pending::S3(p)))
+            }
+            (Store::File(f), Location::File { path }) => {
+                let (w, p) = f.begin_upload(path)?;
+                Ok((w, Pending::File(p)))
+            }
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// Open an object as a blocking reader (used from the pipeline thread).
+    pub async fn open_reader(&self, at: &Location) -> Result<Box<dyn Read + Send>> {
+        match (self, at) {
+            (Store::S3(s), Location::S3 { prefix, .. }) => s.open_reader(prefix).await,
+            (Store::File(f), Location::File { path }) => f.open_reader(path),
+            _ => Err(mismatch()),
+        }
+    }
+}
+
+fn mismatch() -> AgentError {
+    AgentError::Config("location does not belong to this store".into())
+}
+
+/// The writing end of an upload, filled by the pipeline thread.
+pub trait SinkWriter: Write + Send {
+    /// Flush everything (last part, fsync) after the last byte was written.
+    fn close(self: Box<Self>) -> io::Result<()>;
+}
+
+/// An upload whose bytes were written but which is not yet committed.
+pub enum Pending {
+    /// S3 multipart upload.
+    S3(s3::PendingUpload),
+    /// Temp file.
+    File(file::PendingFile),
+}
+
+impl Pending {
+    /// Make the object visible and confirm it holds `size` bytes with SHA-256 `sha256_hex`.
+    pub async fn commit(self, size: u64, sha256_hex: &str) -> Result<StoredObject> {
+        match self {
+            Pending::S3(p) => p.commit(size, sha256_hex).await,
+            Pending::File(p) => p.commit(size),
+        }
+    }
+
+    /// Discard the upload and return the uploader's own error, if it failed (the pipeline only
+    /// sees a closed channel when an upload fails).
+    pub async fn abort_with_cause(self) -> Option<AgentError> {
+        match self {
+            Pending::S3(p) => p.abort_with_cause().await,
+            Pending::File(p) => {
+                p.abort();
+                None
+            }
+        }
+    }
+
+    /// Discard the upload (abort the multipart upload, remove the temp file).
+    pub async fn abort(self) {
+        match self {
+            Pending::S3(p) => p.abort().await,
+            Pending::File(p) => p.abort(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_locations() {
+        let l: Location = "s3://bkt/a/b/".parse().unwrap();
+        assert_eq!(l, Location::S3 { bucket: "bkt".into(), prefix: "a/b".into() });
+        assert_eq!(l.join("run1/manifest.json").to_string(), "s3://bkt/a/b/run1/manifest.json");
+        let l: Location = "s3://bkt".parse().unwrap();
+        assert_eq!(l.join("x").to_string(), "s3://bkt/x");
+        let (dir, name) = "s3://bkt/p/r/manifest.json".parse::<Location>().unwrap().split_last().unwrap();
+        assert_eq!((dir.to_string(), name.as_str()), ("s3://bkt/p/r".into(), "manifest.json"));
+        let f: Location = "file:///var/backups".parse().unwrap();
+        assert_eq!(f, Location::File { path: "/var/backups".into() });
+        assert!("http://x/y".parse::<Location>().is_err());
+        assert!("s3:///nobucket".parse::<Location>().is_err());
+        assert!("s3://u:p@bkt/x".parse::<Location>().is_err());
+        assert!("file://remotehost/x".parse::<Location>().is_err());
+    }
+}
