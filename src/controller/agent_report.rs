@@ -141,7 +141,11 @@ mod tests {
         );
         assert_eq!(
             last_progress(log),
-            Some(ProgressSample { bytes_in: 300, bytes_out: 90, bytes_per_second: 100 })
+            Some(ProgressSample {
+                bytes_in: 300,
+                bytes_out: 90,
+                bytes_per_second: 100
+            })
         );
         assert_eq!(last_progress("nothing here"), None);
     }

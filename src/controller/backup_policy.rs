@@ -19,7 +19,10 @@ use serde_json::json;
 
 use crate::api::backup_policy::{ConcurrencyPolicy as ApiConcurrency, PIN_LABEL};
 use crate::api::backup_run::{BackupRunPhase, Trigger};
-use crate::api::common::{LocalObjectReference, RunSummary, find_condition, parse_duration, set_condition, time_from_chrono, time_to_chrono};
+use crate::api::common::{
+    LocalObjectReference, RunSummary, find_condition, parse_duration, set_condition,
+    time_from_chrono, time_to_chrono,
+};
 use crate::api::{BackupPolicy, BackupRun, BackupRunSpec, BackupStorage};
 use crate::telemetry::metrics::{ControllerLabels, ErrorLabels, PolicyLabels};
 
@@ -27,11 +30,13 @@ use super::artifact_check::parse_s3_location;
 use super::context::Context;
 use super::error::{Error, Result};
 use super::retention::{
-    ArtifactLocation, CleanupAction, FinishedPhase, HistoryRun, RetentionPolicy, RetentionRun, RunHistoryLimits, plan_retention,
-    run_history_plan,
+    ArtifactLocation, CleanupAction, FinishedPhase, HistoryRun, RetentionPolicy, RetentionRun,
+    RunHistoryLimits, plan_retention, run_history_plan,
 };
 use super::rpo::{RpoInput, evaluate_rpo};
-use super::schedule::{ActiveRun, ConcurrencyPolicy, Schedule, ScheduleInput, plan as plan_schedule};
+use super::schedule::{
+    ActiveRun, ConcurrencyPolicy, Schedule, ScheduleInput, plan as plan_schedule,
+};
 use super::storage_access::StorageAccess;
 
 /// Field manager of everything this controller writes.
@@ -43,7 +48,13 @@ pub const RPO_GRACE: Duration = Duration::from_secs(10 * 60);
 /// Upper bound between two reconciles of a healthy policy (status freshness).
 const MAX_REQUEUE: Duration = Duration::from_secs(5 * 60);
 
-fn condition(type_: &str, ok: bool, reason: &str, message: String, generation: Option<i64>) -> Condition {
+fn condition(
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+) -> Condition {
     Condition {
         type_: type_.into(),
         status: if ok { "True" } else { "False" }.into(),
@@ -67,7 +78,10 @@ fn phase_of(r: &BackupRun) -> Option<BackupRunPhase> {
 }
 
 fn finished_at(r: &BackupRun) -> Option<DateTime<Utc>> {
-    r.status.as_ref().and_then(|s| s.completion_time.as_ref()).map(time_to_chrono)
+    r.status
+        .as_ref()
+        .and_then(|s| s.completion_time.as_ref())
+        .map(time_to_chrono)
 }
 
 fn summary(r: &BackupRun) -> RunSummary {
@@ -75,15 +89,26 @@ fn summary(r: &BackupRun) -> RunSummary {
     RunSummary {
         name: r.name_any(),
         completion_time: s.and_then(|s| s.completion_time.clone()),
-        reason: s.and_then(|s| s.reason.clone()).filter(|_| phase_of(r) == Some(BackupRunPhase::Failed)),
-        message: s.and_then(|s| s.message.clone()).filter(|_| phase_of(r) == Some(BackupRunPhase::Failed)),
+        reason: s
+            .and_then(|s| s.reason.clone())
+            .filter(|_| phase_of(r) == Some(BackupRunPhase::Failed)),
+        message: s
+            .and_then(|s| s.message.clone())
+            .filter(|_| phase_of(r) == Some(BackupRunPhase::Failed)),
     }
 }
 
 /// Reconciles one BackupPolicy.
 pub async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<Action> {
-    ctx.metrics.reconciles.get_or_create(&ControllerLabels { controller: "backuppolicy".into() }).inc();
-    let ns = policy.namespace().ok_or(Error::MissingObjectField("metadata.namespace"))?;
+    ctx.metrics
+        .reconciles
+        .get_or_create(&ControllerLabels {
+            controller: "backuppolicy".into(),
+        })
+        .inc();
+    let ns = policy
+        .namespace()
+        .ok_or(Error::MissingObjectField("metadata.namespace"))?;
     let name = policy.name_any();
     let generation = policy.metadata.generation;
     let now = Utc::now();
@@ -93,14 +118,44 @@ pub async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<A
     // 1. The schedule.
     let schedule = match Schedule::parse(&policy.spec.schedule, policy.spec.time_zone.as_deref()) {
         Ok(s) => {
-            set_condition(&mut conditions, condition("ScheduleValid", true, "Valid", format!("{} in {}", policy.spec.schedule, policy.spec.time_zone_or_default()), generation));
+            set_condition(
+                &mut conditions,
+                condition(
+                    "ScheduleValid",
+                    true,
+                    "Valid",
+                    format!(
+                        "{} in {}",
+                        policy.spec.schedule,
+                        policy.spec.time_zone_or_default()
+                    ),
+                    generation,
+                ),
+            );
             Some(s)
         }
         Err(e) => {
-            let was = find_condition(&old_status.conditions, "ScheduleValid").map(|c| c.reason.clone());
-            set_condition(&mut conditions, condition("ScheduleValid", false, e.reason(), e.to_string(), generation));
+            let was =
+                find_condition(&old_status.conditions, "ScheduleValid").map(|c| c.reason.clone());
+            set_condition(
+                &mut conditions,
+                condition(
+                    "ScheduleValid",
+                    false,
+                    e.reason(),
+                    e.to_string(),
+                    generation,
+                ),
+            );
             if was.as_deref() != Some(e.reason()) {
-                ctx.event(policy.as_ref(), EventType::Warning, e.reason(), "ValidateSchedule", e.to_string()).await;
+                ctx.event(
+                    policy.as_ref(),
+                    EventType::Warning,
+                    e.reason(),
+                    "ValidateSchedule",
+                    e.to_string(),
+                )
+                .await;
             }
             None
         }
@@ -113,21 +168,61 @@ pub async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<A
         None => {
             set_condition(
                 &mut conditions,
-                condition("StorageReady", false, "StorageNotFound", format!("BackupStorage {} not found in namespace {ns}", policy.spec.storage_ref.name), generation),
+                condition(
+                    "StorageReady",
+                    false,
+                    "StorageNotFound",
+                    format!(
+                        "BackupStorage {} not found in namespace {ns}",
+                        policy.spec.storage_ref.name
+                    ),
+                    generation,
+                ),
             );
             false
         }
-        Some(s) => match s.status.as_ref().and_then(|st| find_condition(&st.conditions, "Ready")) {
+        Some(s) => match s
+            .status
+            .as_ref()
+            .and_then(|st| find_condition(&st.conditions, "Ready"))
+        {
             Some(c) if c.status == "True" => {
-                set_condition(&mut conditions, condition("StorageReady", true, "StorageReady", format!("BackupStorage {} is ready", s.name_any()), generation));
+                set_condition(
+                    &mut conditions,
+                    condition(
+                        "StorageReady",
+                        true,
+                        "StorageReady",
+                        format!("BackupStorage {} is ready", s.name_any()),
+                        generation,
+                    ),
+                );
                 true
             }
             Some(c) => {
-                set_condition(&mut conditions, condition("StorageReady", false, &c.reason, format!("BackupStorage {}: {}", s.name_any(), c.message), generation));
+                set_condition(
+                    &mut conditions,
+                    condition(
+                        "StorageReady",
+                        false,
+                        &c.reason,
+                        format!("BackupStorage {}: {}", s.name_any(), c.message),
+                        generation,
+                    ),
+                );
                 false
             }
             None => {
-                set_condition(&mut conditions, condition("StorageReady", false, "NotProbedYet", format!("BackupStorage {} has not been probed yet", s.name_any()), generation));
+                set_condition(
+                    &mut conditions,
+                    condition(
+                        "StorageReady",
+                        false,
+                        "NotProbedYet",
+                        format!("BackupStorage {} has not been probed yet", s.name_any()),
+                        generation,
+                    ),
+                );
                 false
             }
         },
@@ -138,14 +233,24 @@ pub async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<A
         .backup_runs
         .state()
         .into_iter()
-        .filter(|r| r.namespace().as_deref() == Some(ns.as_str()) && r.spec.policy_ref.name == name && r.meta().deletion_timestamp.is_none())
+        .filter(|r| {
+            r.namespace().as_deref() == Some(ns.as_str())
+                && r.spec.policy_ref.name == name
+                && r.meta().deletion_timestamp.is_none()
+        })
         .collect();
-    let active: Vec<&Arc<BackupRun>> = runs.iter().filter(|r| !phase_of(r).is_some_and(BackupRunPhase::is_finished)).collect();
+    let active: Vec<&Arc<BackupRun>> = runs
+        .iter()
+        .filter(|r| !phase_of(r).is_some_and(BackupRunPhase::is_finished))
+        .collect();
     let last_success = runs
         .iter()
         .filter(|r| phase_of(r) == Some(BackupRunPhase::Succeeded))
         .max_by_key(|r| finished_at(r));
-    let last_failure = runs.iter().filter(|r| phase_of(r) == Some(BackupRunPhase::Failed)).max_by_key(|r| finished_at(r));
+    let last_failure = runs
+        .iter()
+        .filter(|r| phase_of(r) == Some(BackupRunPhase::Failed))
+        .max_by_key(|r| finished_at(r));
 
     let mut requeue = MAX_REQUEUE;
     let mut last_schedule_time = old_status.last_schedule_time.clone();
@@ -156,14 +261,25 @@ pub async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<A
     if let Some(schedule) = &schedule {
         let active_runs: Vec<ActiveRun> = active
             .iter()
-            .map(|r| ActiveRun { name: r.name_any(), scheduled_time: r.spec.scheduled_time.as_ref().map(time_to_chrono) })
+            .map(|r| ActiveRun {
+                name: r.name_any(),
+                scheduled_time: r.spec.scheduled_time.as_ref().map(time_to_chrono),
+            })
             .collect();
         let input = ScheduleInput {
             policy_name: &name,
-            created_at: policy.metadata.creation_timestamp.as_ref().map(time_to_chrono).unwrap_or(now),
+            created_at: policy
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(time_to_chrono)
+                .unwrap_or(now),
             last_schedule_time: old_status.last_schedule_time.as_ref().map(time_to_chrono),
             suspend: policy.spec.suspend,
-            starting_deadline_seconds: policy.spec.starting_deadline_seconds.map(|s| s.max(0) as u64),
+            starting_deadline_seconds: policy
+                .spec
+                .starting_deadline_seconds
+                .map(|s| s.max(0) as u64),
             concurrency_policy: map_concurrency(policy.spec.concurrency_policy),
             active_runs: &active_runs,
         };
@@ -193,16 +309,40 @@ pub async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<A
             run.metadata.namespace = Some(ns.clone());
             run.metadata.labels = Some([(POLICY_LABEL.to_string(), name.clone())].into());
             let api: Api<BackupRun> = Api::namespaced(ctx.client.clone(), &ns);
-            match api.create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, &run).await {
+            match api
+                .create(
+                    &PostParams {
+                        field_manager: Some(FIELD_MANAGER.into()),
+                        ..Default::default()
+                    },
+                    &run,
+                )
+                .await
+            {
                 Ok(_) => {
                     let late = new.late_by.as_secs();
                     let note = if late > 60 {
                         let missed = plan.missed.count;
-                        format!("created catch-up run {} for {} ({late}s late; {missed} older missed time(s) skipped)", new.name, new.scheduled_time.to_rfc3339())
+                        format!(
+                            "created catch-up run {} for {} ({late}s late; {missed} older missed time(s) skipped)",
+                            new.name,
+                            new.scheduled_time.to_rfc3339()
+                        )
                     } else {
-                        format!("created run {} for {}", new.name, new.scheduled_time.to_rfc3339())
+                        format!(
+                            "created run {} for {}",
+                            new.name,
+                            new.scheduled_time.to_rfc3339()
+                        )
                     };
-                    ctx.event(policy.as_ref(), EventType::Normal, if late > 60 { "CatchUp" } else { "Scheduled" }, "CreateRun", note).await;
+                    ctx.event(
+                        policy.as_ref(),
+                        EventType::Normal,
+                        if late > 60 { "CatchUp" } else { "Scheduled" },
+                        "CreateRun",
+                        note,
+                    )
+                    .await;
                     created_now = Some(new.name.clone());
                 }
                 Err(kube::Error::Api(s)) if s.code == 409 => {} // created by an earlier pass
@@ -224,23 +364,73 @@ pub async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<A
     // 6. RPO.
     let last_success_time = last_success.and_then(|r| finished_at(r));
     if let Some(schedule) = &schedule {
-        let created = policy.metadata.creation_timestamp.as_ref().map(time_to_chrono).unwrap_or(now);
-        let (ok, reason, message, recheck) = match policy.spec.rpo.as_deref().and_then(parse_duration) {
+        let created = policy
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(time_to_chrono)
+            .unwrap_or(now);
+        let (ok, reason, message, recheck) = match policy
+            .spec
+            .rpo
+            .as_deref()
+            .and_then(parse_duration)
+        {
             Some(rpo_secs) => {
                 let reference = last_success_time.unwrap_or(created);
                 let deadline = reference + chrono::Duration::seconds(rpo_secs as i64);
                 if policy.spec.suspend {
-                    (None, "Suspended", "the schedule is suspended; the recovery point objective is not evaluated".to_string(), None)
+                    (
+                        None,
+                        "Suspended",
+                        "the schedule is suspended; the recovery point objective is not evaluated"
+                            .to_string(),
+                        None,
+                    )
                 } else if now <= deadline {
-                    (Some(true), "WithinRPO", format!("newest successful backup is within the RPO of {}", policy.spec.rpo.clone().unwrap_or_default()), Some(deadline))
+                    (
+                        Some(true),
+                        "WithinRPO",
+                        format!(
+                            "newest successful backup is within the RPO of {}",
+                            policy.spec.rpo.clone().unwrap_or_default()
+                        ),
+                        Some(deadline),
+                    )
                 } else if last_success_time.is_none() {
-                    (Some(false), "NoSuccessfulBackup", format!("no successful backup within the RPO of {} since the policy was created", policy.spec.rpo.clone().unwrap_or_default()), None)
+                    (
+                        Some(false),
+                        "NoSuccessfulBackup",
+                        format!(
+                            "no successful backup within the RPO of {} since the policy was created",
+                            policy.spec.rpo.clone().unwrap_or_default()
+                        ),
+                        None,
+                    )
                 } else {
-                    (Some(false), "RPOExceeded", format!("newest successful backup completed at {}, older than the RPO of {}", reference.to_rfc3339(), policy.spec.rpo.clone().unwrap_or_default()), None)
+                    (
+                        Some(false),
+                        "RPOExceeded",
+                        format!(
+                            "newest successful backup completed at {}, older than the RPO of {}",
+                            reference.to_rfc3339(),
+                            policy.spec.rpo.clone().unwrap_or_default()
+                        ),
+                        None,
+                    )
                 }
             }
             None => {
-                let c = evaluate_rpo(schedule, &RpoInput { now, created_at: created, last_success: last_success_time, suspended: policy.spec.suspend, grace: RPO_GRACE });
+                let c = evaluate_rpo(
+                    schedule,
+                    &RpoInput {
+                        now,
+                        created_at: created,
+                        last_success: last_success_time,
+                        suspended: policy.spec.suspend,
+                        grace: RPO_GRACE,
+                    },
+                );
                 let ok = match c.status.as_str() {
                     "True" => Some(true),
                     "False" => Some(false),
@@ -250,12 +440,25 @@ pub async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<A
             }
         };
         let was = find_condition(&old_status.conditions, "RPOMet").map(|c| c.status.clone());
-        let mut cond = condition("RPOMet", ok.unwrap_or(false), reason, message.clone(), generation);
+        let mut cond = condition(
+            "RPOMet",
+            ok.unwrap_or(false),
+            reason,
+            message.clone(),
+            generation,
+        );
         if ok.is_none() {
             cond.status = "Unknown".into();
         }
         if ok == Some(false) && was.as_deref() != Some("False") {
-            ctx.event(policy.as_ref(), EventType::Warning, "RPONotMet", "EvaluateRPO", message).await;
+            ctx.event(
+                policy.as_ref(),
+                EventType::Warning,
+                "RPONotMet",
+                "EvaluateRPO",
+                message,
+            )
+            .await;
         }
         set_condition(&mut conditions, cond);
         if let Some(at) = recheck {
@@ -266,18 +469,40 @@ pub async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<A
     if let Some(t) = last_success_time {
         ctx.metrics
             .last_success
-            .get_or_create(&PolicyLabels { namespace: ns.clone(), policy: name.clone() })
+            .get_or_create(&PolicyLabels {
+                namespace: ns.clone(),
+                policy: name.clone(),
+            })
             .set(t.timestamp() as f64);
     }
 
     // 7. Ready.
     let schedule_ok = schedule.is_some();
     let (ready, ready_reason, ready_message) = match (schedule_ok, storage_ready) {
-        (true, true) => (true, "Ready", "schedule valid and storage ready".to_string()),
-        (false, _) => (false, "ScheduleInvalid", find_condition(&conditions, "ScheduleValid").map(|c| c.message.clone()).unwrap_or_default()),
-        (true, false) => (false, "StorageNotReady", find_condition(&conditions, "StorageReady").map(|c| c.message.clone()).unwrap_or_default()),
+        (true, true) => (
+            true,
+            "Ready",
+            "schedule valid and storage ready".to_string(),
+        ),
+        (false, _) => (
+            false,
+            "ScheduleInvalid",
+            find_condition(&conditions, "ScheduleValid")
+                .map(|c| c.message.clone())
+                .unwrap_or_default(),
+        ),
+        (true, false) => (
+            false,
+            "StorageNotReady",
+            find_condition(&conditions, "StorageReady")
+                .map(|c| c.message.clone())
+                .unwrap_or_default(),
+        ),
     };
-    set_condition(&mut conditions, condition("Ready", ready, ready_reason, ready_message, generation));
+    set_condition(
+        &mut conditions,
+        condition("Ready", ready, ready_reason, ready_message, generation),
+    );
 
     let mut active_names: Vec<String> = active.iter().map(|r| r.name_any()).collect();
     if let Some(n) = created_now
@@ -297,14 +522,27 @@ pub async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<A
         "activeRuns": active_names,
     });
     let unchanged = serde_json::to_value(&old_status).ok().is_some_and(|old| {
-        ["conditions", "observedGeneration", "lastScheduleTime", "nextScheduleTime", "lastSuccessfulRun", "lastFailedRun", "activeRuns"]
-            .iter()
-            .all(|k| normalized(old.get(*k)) == normalized(status.get(*k)))
+        [
+            "conditions",
+            "observedGeneration",
+            "lastScheduleTime",
+            "nextScheduleTime",
+            "lastSuccessfulRun",
+            "lastFailedRun",
+            "activeRuns",
+        ]
+        .iter()
+        .all(|k| normalized(old.get(*k)) == normalized(status.get(*k)))
     });
     if !unchanged {
         let api: Api<BackupPolicy> = Api::namespaced(ctx.client.clone(), &ns);
         let body = json!({"apiVersion": BackupPolicy::api_version(&()), "kind": BackupPolicy::kind(&()), "status": status});
-        api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body)).await?;
+        api.patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await?;
     }
     Ok(Action::requeue(requeue))
 }
@@ -323,13 +561,23 @@ fn normalized(v: Option<&serde_json::Value>) -> Option<&serde_json::Value> {
 async fn replace_run(ctx: &Context, ns: &str, run: &BackupRun) -> Result<()> {
     if let Some(job) = run.status.as_ref().and_then(|s| s.job_name.as_ref()) {
         let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
-        let dp = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..Default::default() };
+        let dp = DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Background),
+            ..Default::default()
+        };
         match jobs.delete(job, &dp).await {
             Ok(_) | Err(kube::Error::Api(_)) => {}
             Err(e) => return Err(e.into()),
         }
     }
-    ctx.event(run, EventType::Warning, "Replaced", "Replace", "a newer scheduled run replaces this one (concurrencyPolicy: Replace)".into()).await;
+    ctx.event(
+        run,
+        EventType::Warning,
+        "Replaced",
+        "Replace",
+        "a newer scheduled run replaces this one (concurrencyPolicy: Replace)".into(),
+    )
+    .await;
     Ok(())
 }
 
@@ -342,15 +590,27 @@ async fn apply_retention(
     runs: &[Arc<BackupRun>],
     now: DateTime<Utc>,
 ) -> Result<Option<DateTime<Utc>>> {
-    let tz: chrono_tz::Tz = policy.spec.time_zone_or_default().parse().unwrap_or(chrono_tz::UTC);
-    let succeeded: Vec<&Arc<BackupRun>> = runs.iter().filter(|r| phase_of(r) == Some(BackupRunPhase::Succeeded)).collect();
+    let tz: chrono_tz::Tz = policy
+        .spec
+        .time_zone_or_default()
+        .parse()
+        .unwrap_or(chrono_tz::UTC);
+    let succeeded: Vec<&Arc<BackupRun>> = runs
+        .iter()
+        .filter(|r| phase_of(r) == Some(BackupRunPhase::Succeeded))
+        .collect();
     let retention_runs: Vec<RetentionRun> = succeeded
         .iter()
         .map(|r| RetentionRun {
             name: r.name_any(),
             completed_at: finished_at(r).unwrap_or(now),
             pinned: r.labels().get(PIN_LABEL).is_some_and(|v| v != "false"),
-            retain_until: r.status.as_ref().and_then(|s| s.artifact.as_ref()).and_then(|a| a.retain_until.as_ref()).map(time_to_chrono),
+            retain_until: r
+                .status
+                .as_ref()
+                .and_then(|s| s.artifact.as_ref())
+                .and_then(|a| a.retain_until.as_ref())
+                .map(time_to_chrono),
         })
         .collect();
     let mut requeue_at = None;
@@ -362,7 +622,11 @@ async fn apply_retention(
                 keep_weekly: r.keep_weekly,
                 keep_monthly: r.keep_monthly,
                 keep_yearly: r.keep_yearly,
-                max_age: r.max_age.as_deref().and_then(parse_duration).map(Duration::from_secs),
+                max_age: r
+                    .max_age
+                    .as_deref()
+                    .and_then(parse_duration)
+                    .map(Duration::from_secs),
             };
             let plan = plan_retention(&retention_runs, &rp, tz, now);
             requeue_at = plan.requeue_at;
@@ -394,13 +658,23 @@ async fn apply_retention(
                 phase,
                 finished_at: finished_at(r).unwrap_or(now),
                 artifacts,
-                artifact_retained: phase == FinishedPhase::Succeeded && kept.contains(&r.name_any()),
-                retain_until: artifact.and_then(|a| a.retain_until.as_ref()).map(time_to_chrono),
+                artifact_retained: phase == FinishedPhase::Succeeded
+                    && kept.contains(&r.name_any()),
+                retain_until: artifact
+                    .and_then(|a| a.retain_until.as_ref())
+                    .map(time_to_chrono),
             })
         })
         .collect();
     let limits = policy.spec.run_history_or_default();
-    let plan = run_history_plan(&history, RunHistoryLimits { successful: limits.successful, failed: limits.failed }, now);
+    let plan = run_history_plan(
+        &history,
+        RunHistoryLimits {
+            successful: limits.successful,
+            failed: limits.failed,
+        },
+        now,
+    );
     if let Some(t) = plan.requeue_at {
         requeue_at = Some(requeue_at.map_or(t, |r: DateTime<Utc>| r.min(t)));
     }
@@ -419,7 +693,10 @@ async fn apply_retention(
     };
     let api: Api<BackupRun> = Api::namespaced(ctx.client.clone(), ns);
     for cleanup in &plan.cleanups {
-        let needs_storage = cleanup.actions.iter().any(|a| !matches!(a, CleanupAction::DeleteBackupRun));
+        let needs_storage = cleanup
+            .actions
+            .iter()
+            .any(|a| !matches!(a, CleanupAction::DeleteBackupRun));
         if needs_storage && access.is_none() {
             // Filesystem artifacts live on a PVC the operator cannot reach; keep the run (and
             // with it the record of the artifact) rather than forget an artifact that still exists.
@@ -431,7 +708,9 @@ async fn apply_retention(
             match action {
                 CleanupAction::DeleteManifest { key, .. } => {
                     let Some(access) = &access else { continue };
-                    let key = parse_s3_location(key).map(|(_, k)| k).unwrap_or_else(|| key.clone());
+                    let key = parse_s3_location(key)
+                        .map(|(_, k)| k)
+                        .unwrap_or_else(|| key.clone());
                     // Read the manifest first: it lists the data objects to delete after it.
                     let data_keys = manifest_data_keys(access, &key).await;
                     if let Err(e) = access.delete(&key).await {
@@ -453,7 +732,14 @@ async fn apply_retention(
                     match api.delete(&cleanup.run, &DeleteParams::default()).await {
                         Ok(_) => {
                             if let Some(run) = runs.iter().find(|r| r.name_any() == cleanup.run) {
-                                ctx.event(policy, EventType::Normal, "Pruned", "Retention", format!("deleted run {} ({:?})", run.name_any(), cleanup.cause)).await;
+                                ctx.event(
+                                    policy,
+                                    EventType::Normal,
+                                    "Pruned",
+                                    "Retention",
+                                    format!("deleted run {} ({:?})", run.name_any(), cleanup.cause),
+                                )
+                                .await;
                             }
                         }
                         Err(kube::Error::Api(s)) if s.code == 404 => {}
@@ -479,7 +765,18 @@ async fn manifest_data_keys(access: &StorageAccess, manifest_key: &str) -> Vec<S
     let dir = manifest_key.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
     match access.get(manifest_key, 16 << 20).await {
         Ok(bytes) => serde_json::from_slice::<M>(&bytes)
-            .map(|m| m.artifacts.into_iter().map(|a| if dir.is_empty() { a.key } else { format!("{dir}/{}", a.key) }).collect())
+            .map(|m| {
+                m.artifacts
+                    .into_iter()
+                    .map(|a| {
+                        if dir.is_empty() {
+                            a.key
+                        } else {
+                            format!("{dir}/{}", a.key)
+                        }
+                    })
+                    .collect()
+            })
             .unwrap_or_default(),
         Err(_) => Vec::new(),
     }
@@ -489,7 +786,10 @@ async fn manifest_data_keys(access: &StorageAccess, manifest_key: &str) -> Vec<S
 pub fn error_policy(policy: Arc<BackupPolicy>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics
         .reconcile_errors
-        .get_or_create(&ErrorLabels { controller: "backuppolicy".into(), category: error.category().into() })
+        .get_or_create(&ErrorLabels {
+            controller: "backuppolicy".into(),
+            category: error.category().into(),
+        })
         .inc();
     tracing::warn!(policy = %policy.name_any(), category = error.category(), error = %error, "reconcile failed");
     match error.category() {

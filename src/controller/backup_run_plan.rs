@@ -35,11 +35,22 @@ pub enum JobState {
     /// `status.jobName` is set but the Job is gone (deleted by hand, or garbage collected).
     Vanished { name: String },
     /// The Job runs (or waits for its pod).
-    Active { attempts: u32, progress: Option<ProgressSample> },
+    Active {
+        attempts: u32,
+        progress: Option<ProgressSample>,
+    },
     /// The Job completed.
-    Succeeded { attempts: u32, report: Option<AgentReport> },
+    Succeeded {
+        attempts: u32,
+        report: Option<AgentReport>,
+    },
     /// The Job failed for good.
-    Failed { attempts: u32, reason: String, message: String, report: Option<AgentReport> },
+    Failed {
+        attempts: u32,
+        reason: String,
+        message: String,
+        report: Option<AgentReport>,
+    },
 }
 
 /// Everything the planner needs.
@@ -64,11 +75,19 @@ pub enum Step {
     /// Finished: nothing to do.
     Done,
     /// Stay Pending with this reason; look again later.
-    Wait { reason: String, message: String, requeue: Duration },
+    Wait {
+        reason: String,
+        message: String,
+        requeue: Duration,
+    },
     /// Create the Job, then record it in status.
     StartJob,
     /// Record progress; look again later.
-    Track { attempts: u32, progress: Option<ProgressSample>, requeue: Duration },
+    Track {
+        attempts: u32,
+        progress: Option<ProgressSample>,
+        requeue: Duration,
+    },
     /// The transfer stopped moving: stop the Job and fail.
     Stalled { message: String },
     /// The Job completed: confirm the artifact in storage, then succeed (or fail if it isn't there).
@@ -117,19 +136,32 @@ pub fn plan(o: &Observed<'_>) -> Step {
 
 fn plan_start(o: &Observed<'_>) -> Step {
     if let Err(blocker) = &o.references {
-        let waited = created_at(o.run).map(|c| (o.now - c).to_std().unwrap_or_default()).unwrap_or_default();
+        let waited = created_at(o.run)
+            .map(|c| (o.now - c).to_std().unwrap_or_default())
+            .unwrap_or_default();
         if waited >= BLOCKED_TIMEOUT {
             return Step::Fail {
                 reason: blocker.reason.clone(),
-                message: format!("{} (waited {} minutes for it to be fixed)", blocker.message, BLOCKED_TIMEOUT.as_secs() / 60),
+                message: format!(
+                    "{} (waited {} minutes for it to be fixed)",
+                    blocker.message,
+                    BLOCKED_TIMEOUT.as_secs() / 60
+                ),
             };
         }
-        return Step::Wait { reason: blocker.reason.clone(), message: blocker.message.clone(), requeue: WAIT_REQUEUE };
+        return Step::Wait {
+            reason: blocker.reason.clone(),
+            message: blocker.message.clone(),
+            requeue: WAIT_REQUEUE,
+        };
     }
     if !o.admitted {
         return Step::Wait {
             reason: "Queued".into(),
-            message: o.queue_message.clone().unwrap_or_else(|| "waiting for a free backup slot".into()),
+            message: o
+                .queue_message
+                .clone()
+                .unwrap_or_else(|| "waiting for a free backup slot".into()),
             requeue: WAIT_REQUEUE,
         };
     }
@@ -156,13 +188,24 @@ fn plan_active(o: &Observed<'_>, attempts: u32, progress: Option<ProgressSample>
             };
         }
     }
-    Step::Track { attempts, progress, requeue: TRACK_REQUEUE }
+    Step::Track {
+        attempts,
+        progress,
+        requeue: TRACK_REQUEUE,
+    }
 }
 
 /// Maps the Job's failure and the agent's report to a status reason and message.
-fn failure_reason(job_reason: &str, job_message: &str, report: Option<&AgentReport>) -> (String, String) {
+fn failure_reason(
+    job_reason: &str,
+    job_message: &str,
+    report: Option<&AgentReport>,
+) -> (String, String) {
     if job_reason == "DeadlineExceeded" {
-        return ("DeadlineExceeded".into(), "the backup did not finish within activeDeadlineSeconds".into());
+        return (
+            "DeadlineExceeded".into(),
+            "the backup did not finish within activeDeadlineSeconds".into(),
+        );
     }
     if let Some(r) = report.filter(|r| !r.succeeded()) {
         let reason = match r.category.as_deref() {
@@ -173,10 +216,24 @@ fn failure_reason(job_reason: &str, job_message: &str, report: Option<&AgentRepo
             Some("config") => "InvalidConfiguration",
             _ => "BackupFailed",
         };
-        return (reason.into(), r.error.clone().unwrap_or_else(|| job_message.to_string()));
+        return (
+            reason.into(),
+            r.error.clone().unwrap_or_else(|| job_message.to_string()),
+        );
     }
-    let reason = if job_reason.is_empty() { "JobFailed" } else { job_reason };
-    (reason.to_string(), if job_message.is_empty() { "the backup Job failed".into() } else { job_message.to_string() })
+    let reason = if job_reason.is_empty() {
+        "JobFailed"
+    } else {
+        job_reason
+    };
+    (
+        reason.to_string(),
+        if job_message.is_empty() {
+            "the backup Job failed".into()
+        } else {
+            job_message.to_string()
+        },
+    )
 }
 
 #[cfg(test)]
@@ -221,18 +278,32 @@ mod tests {
 
     #[test]
     fn finished_runs_are_left_alone() {
-        let r = run("2026-11-22T10:00:00Z", Some(BackupRunStatus { phase: Some(BackupRunPhase::Failed), ..Default::default() }));
-        assert_eq!(plan(&observed(&r, JobState::NotCreated, "2026-11-22T10:00:01Z")), Step::Done);
+        let r = run(
+            "2026-11-22T10:00:00Z",
+            Some(BackupRunStatus {
+                phase: Some(BackupRunPhase::Failed),
+                ..Default::default()
+            }),
+        );
+        assert_eq!(
+            plan(&observed(&r, JobState::NotCreated, "2026-11-22T10:00:01Z")),
+            Step::Done
+        );
     }
 
     #[test]
     fn blocked_runs_wait_then_fail_with_the_blocker_reason() {
         let r = run("2026-11-22T10:00:00Z", None);
         let mut o = observed(&r, JobState::NotCreated, "2026-11-22T10:01:00Z");
-        o.references = Err(Blocker { reason: "SecretNotFound".into(), message: "Secret db-creds not found".into() });
+        o.references = Err(Blocker {
+            reason: "SecretNotFound".into(),
+            message: "Secret db-creds not found".into(),
+        });
         assert!(matches!(plan(&o), Step::Wait { ref reason, .. } if reason == "SecretNotFound"));
         o.now = t("2026-11-22T10:10:00Z");
-        assert!(matches!(plan(&o), Step::Fail { ref reason, ref message } if reason == "SecretNotFound" && message.contains("db-creds")));
+        assert!(
+            matches!(plan(&o), Step::Fail { ref reason, ref message } if reason == "SecretNotFound" && message.contains("db-creds"))
+        );
     }
 
     #[test]
@@ -243,7 +314,11 @@ mod tests {
         o.queue_message = Some("position 3 of 5".into());
         assert_eq!(
             plan(&o),
-            Step::Wait { reason: "Queued".into(), message: "position 3 of 5".into(), requeue: WAIT_REQUEUE }
+            Step::Wait {
+                reason: "Queued".into(),
+                message: "position 3 of 5".into(),
+                requeue: WAIT_REQUEUE
+            }
         );
         o.admitted = true;
         assert_eq!(plan(&o), Step::StartJob);
@@ -251,8 +326,19 @@ mod tests {
 
     #[test]
     fn a_vanished_job_fails_the_run() {
-        let r = run("2026-11-22T10:00:00Z", Some(BackupRunStatus { phase: Some(BackupRunPhase::Running), job_name: Some("r1".into()), ..Default::default() }));
-        let s = plan(&observed(&r, JobState::Vanished { name: "r1".into() }, "2026-11-22T10:05:00Z"));
+        let r = run(
+            "2026-11-22T10:00:00Z",
+            Some(BackupRunStatus {
+                phase: Some(BackupRunPhase::Running),
+                job_name: Some("r1".into()),
+                ..Default::default()
+            }),
+        );
+        let s = plan(&observed(
+            &r,
+            JobState::Vanished { name: "r1".into() },
+            "2026-11-22T10:05:00Z",
+        ));
         assert!(matches!(s, Step::Fail { ref reason, .. } if reason == "JobDeleted"));
     }
 
@@ -261,23 +347,76 @@ mod tests {
         let status = BackupRunStatus {
             phase: Some(BackupRunPhase::Running),
             job_name: Some("r1".into()),
-            progress: Some(Progress { bytes_in: 500, bytes_out: 100, bytes_per_second: 0, updated: Some(time_from_chrono(t("2026-11-22T10:00:00Z"))) }),
+            progress: Some(Progress {
+                bytes_in: 500,
+                bytes_out: 100,
+                bytes_per_second: 0,
+                updated: Some(time_from_chrono(t("2026-11-22T10:00:00Z"))),
+            }),
             ..Default::default()
         };
         let r = run("2026-11-22T09:59:00Z", Some(status));
-        let same = Some(ProgressSample { bytes_in: 500, bytes_out: 100, bytes_per_second: 0 });
-        let moved = Some(ProgressSample { bytes_in: 900, bytes_out: 200, bytes_per_second: 40 });
-        assert!(matches!(plan(&observed(&r, JobState::Active { attempts: 1, progress: same }, "2026-11-22T10:05:00Z")), Step::Track { .. }));
-        assert!(matches!(plan(&observed(&r, JobState::Active { attempts: 1, progress: same }, "2026-11-22T10:10:00Z")), Step::Stalled { .. }));
-        assert!(matches!(plan(&observed(&r, JobState::Active { attempts: 1, progress: moved }, "2026-11-22T10:10:00Z")), Step::Track { .. }));
+        let same = Some(ProgressSample {
+            bytes_in: 500,
+            bytes_out: 100,
+            bytes_per_second: 0,
+        });
+        let moved = Some(ProgressSample {
+            bytes_in: 900,
+            bytes_out: 200,
+            bytes_per_second: 40,
+        });
+        assert!(matches!(
+            plan(&observed(
+                &r,
+                JobState::Active {
+                    attempts: 1,
+                    progress: same
+                },
+                "2026-11-22T10:05:00Z"
+            )),
+            Step::Track { .. }
+        ));
+        assert!(matches!(
+            plan(&observed(
+                &r,
+                JobState::Active {
+                    attempts: 1,
+                    progress: same
+                },
+                "2026-11-22T10:10:00Z"
+            )),
+            Step::Stalled { .. }
+        ));
+        assert!(matches!(
+            plan(&observed(
+                &r,
+                JobState::Active {
+                    attempts: 1,
+                    progress: moved
+                },
+                "2026-11-22T10:10:00Z"
+            )),
+            Step::Track { .. }
+        ));
     }
 
     #[test]
     fn completed_jobs_need_a_successful_report_to_be_confirmed() {
         let r = run("2026-11-22T10:00:00Z", None);
-        let ok = AgentReport { status: "succeeded".into(), ..Default::default() };
+        let ok = AgentReport {
+            status: "succeeded".into(),
+            ..Default::default()
+        };
         assert!(matches!(
-            plan(&observed(&r, JobState::Succeeded { attempts: 1, report: Some(ok) }, "2026-11-22T10:05:00Z")),
+            plan(&observed(
+                &r,
+                JobState::Succeeded {
+                    attempts: 1,
+                    report: Some(ok)
+                },
+                "2026-11-22T10:05:00Z"
+            )),
             Step::Confirm { attempts: 1, .. }
         ));
         assert!(matches!(
@@ -289,16 +428,33 @@ mod tests {
     #[test]
     fn failures_carry_the_agents_category_and_the_deadline() {
         let r = run("2026-11-22T10:00:00Z", None);
-        let report = AgentReport { status: "failed".into(), category: Some("source".into()), error: Some("pg_dump: connection refused".into()), ..Default::default() };
+        let report = AgentReport {
+            status: "failed".into(),
+            category: Some("source".into()),
+            error: Some("pg_dump: connection refused".into()),
+            ..Default::default()
+        };
         let s = plan(&observed(
             &r,
-            JobState::Failed { attempts: 3, reason: "BackoffLimitExceeded".into(), message: "Job has reached the specified backoff limit".into(), report: Some(report) },
+            JobState::Failed {
+                attempts: 3,
+                reason: "BackoffLimitExceeded".into(),
+                message: "Job has reached the specified backoff limit".into(),
+                report: Some(report),
+            },
             "2026-11-22T10:05:00Z",
         ));
-        assert!(matches!(s, Step::Fail { ref reason, ref message } if reason == "DumpFailed" && message.contains("connection refused") && message.contains("3 attempt")));
+        assert!(
+            matches!(s, Step::Fail { ref reason, ref message } if reason == "DumpFailed" && message.contains("connection refused") && message.contains("3 attempt"))
+        );
         let s = plan(&observed(
             &r,
-            JobState::Failed { attempts: 1, reason: "DeadlineExceeded".into(), message: String::new(), report: None },
+            JobState::Failed {
+                attempts: 1,
+                reason: "DeadlineExceeded".into(),
+                message: String::new(),
+                report: None,
+            },
             "2026-11-22T10:05:00Z",
         ));
         assert!(matches!(s, Step::Fail { ref reason, .. } if reason == "DeadlineExceeded"));

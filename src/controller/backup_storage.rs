@@ -40,16 +40,26 @@ pub struct Probe {
 pub fn probe_due(storage: &BackupStorage, now: chrono::DateTime<Utc>) -> Option<Duration> {
     let interval = Duration::from_secs(u64::from(storage.spec.probe_or_default().interval_seconds));
     let status = storage.status.as_ref();
-    let Some(last) = status.and_then(|s| s.last_probe.as_ref()) else { return None };
+    let Some(last) = status.and_then(|s| s.last_probe.as_ref()) else {
+        return None;
+    };
     if status.and_then(|s| s.observed_generation) != storage.metadata.generation {
         return None;
     }
-    let age = (now - time_to_chrono(&last.time)).to_std().unwrap_or_default();
+    let age = (now - time_to_chrono(&last.time))
+        .to_std()
+        .unwrap_or_default();
     (age < interval).then(|| interval - age)
 }
 
 /// Appends a probe to the status history, keeping the newest `limit`, and sets `Ready`.
-pub fn record_probe(status: &mut BackupStorageStatus, probe: &Probe, limit: usize, generation: Option<i64>, now: chrono::DateTime<Utc>) {
+pub fn record_probe(
+    status: &mut BackupStorageStatus,
+    probe: &Probe,
+    limit: usize,
+    generation: Option<i64>,
+    now: chrono::DateTime<Utc>,
+) {
     let result = ProbeResult {
         time: time_from_chrono(now),
         success: probe.success,
@@ -90,21 +100,34 @@ async fn probe_s3(ctx: &Context, ns: &str, storage: &BackupStorage) -> Probe {
         Err(e) => return fail("CredentialsUnavailable", e.to_string(), started),
     };
     let uid = storage.metadata.uid.clone().unwrap_or_default();
-    let key = access.key(&format!(".dataguardian-probe/{uid}-{}", Utc::now().timestamp_millis()));
+    let key = access.key(&format!(
+        ".dataguardian-probe/{uid}-{}",
+        Utc::now().timestamp_millis()
+    ));
     let payload = format!("dataguardian probe {}", Utc::now().to_rfc3339()).into_bytes();
     if let Err(e) = access.put(&key, payload.clone()).await {
         return fail("WriteFailed", e.to_string(), started);
     }
     match access.get(&key, 1 << 16).await {
         Ok(read) if read == payload => {}
-        Ok(_) => return fail("ReadMismatch", format!("probe object {key} read back different bytes"), started),
+        Ok(_) => {
+            return fail(
+                "ReadMismatch",
+                format!("probe object {key} read back different bytes"),
+                started,
+            );
+        }
         Err(e) => return fail("ReadFailed", e.to_string(), started),
     }
     if let Err(e) = access.delete(&key).await {
         return fail("DeleteFailed", e.to_string(), started);
     }
     let latency = started.elapsed();
-    let wants_lock = storage.spec.s3.as_ref().is_some_and(|s| s.object_lock.is_some());
+    let wants_lock = storage
+        .spec
+        .s3
+        .as_ref()
+        .is_some_and(|s| s.object_lock.is_some());
     let lock = if wants_lock {
         match access.object_lock_enabled().await {
             Ok(enabled) => Some(enabled),
@@ -119,7 +142,10 @@ async fn probe_s3(ctx: &Context, ns: &str, storage: &BackupStorage) -> Probe {
             latency,
             object_lock_enabled: Some(false),
             reason: "ObjectLockNotEnabled".into(),
-            message: format!("spec.s3.objectLock is set but bucket {} has no Object Lock enabled", access.bucket()),
+            message: format!(
+                "spec.s3.objectLock is set but bucket {} has no Object Lock enabled",
+                access.bucket()
+            ),
         };
     }
     Probe {
@@ -127,13 +153,20 @@ async fn probe_s3(ctx: &Context, ns: &str, storage: &BackupStorage) -> Probe {
         latency,
         object_lock_enabled: lock,
         reason: "ProbeSucceeded".into(),
-        message: format!("wrote, read back and deleted a probe object in {} ms", latency.as_millis()),
+        message: format!(
+            "wrote, read back and deleted a probe object in {} ms",
+            latency.as_millis()
+        ),
     }
 }
 
 async fn probe_filesystem(ctx: &Context, ns: &str, storage: &BackupStorage) -> Result<Probe> {
     let started = Instant::now();
-    let Some(fs) = &storage.spec.filesystem else { return Err(Error::InvalidSpec("neither s3 nor filesystem is set".into())) };
+    let Some(fs) = &storage.spec.filesystem else {
+        return Err(Error::InvalidSpec(
+            "neither s3 nor filesystem is set".into(),
+        ));
+    };
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
     let probe = match pvcs.get_opt(&fs.claim_name).await? {
         None => Probe {
@@ -141,7 +174,10 @@ async fn probe_filesystem(ctx: &Context, ns: &str, storage: &BackupStorage) -> R
             latency: started.elapsed(),
             object_lock_enabled: None,
             reason: "ClaimNotFound".into(),
-            message: format!("PersistentVolumeClaim {} not found in namespace {ns}", fs.claim_name),
+            message: format!(
+                "PersistentVolumeClaim {} not found in namespace {ns}",
+                fs.claim_name
+            ),
         },
         Some(pvc) => {
             let phase = pvc.status.and_then(|s| s.phase).unwrap_or_default();
@@ -151,7 +187,11 @@ async fn probe_filesystem(ctx: &Context, ns: &str, storage: &BackupStorage) -> R
                 success: usable,
                 latency: started.elapsed(),
                 object_lock_enabled: None,
-                reason: if usable { "ClaimAvailable".into() } else { "ClaimNotBound".into() },
+                reason: if usable {
+                    "ClaimAvailable".into()
+                } else {
+                    "ClaimNotBound".into()
+                },
                 message: format!(
                     "PersistentVolumeClaim {} is {phase}; its contents are checked by backup Jobs, which mount it",
                     fs.claim_name
@@ -164,35 +204,79 @@ async fn probe_filesystem(ctx: &Context, ns: &str, storage: &BackupStorage) -> R
 
 /// Reconciles one BackupStorage.
 pub async fn reconcile(storage: Arc<BackupStorage>, ctx: Arc<Context>) -> Result<Action> {
-    ctx.metrics.reconciles.get_or_create(&ControllerLabels { controller: "backupstorage".into() }).inc();
-    let ns = storage.namespace().ok_or(Error::MissingObjectField("metadata.namespace"))?;
+    ctx.metrics
+        .reconciles
+        .get_or_create(&ControllerLabels {
+            controller: "backupstorage".into(),
+        })
+        .inc();
+    let ns = storage
+        .namespace()
+        .ok_or(Error::MissingObjectField("metadata.namespace"))?;
     let now = Utc::now();
     if let Some(wait) = probe_due(&storage, now) {
         return Ok(Action::requeue(wait));
     }
-    let probe = if storage.spec.s3.is_some() { probe_s3(&ctx, &ns, &storage).await } else { probe_filesystem(&ctx, &ns, &storage).await? };
+    let probe = if storage.spec.s3.is_some() {
+        probe_s3(&ctx, &ns, &storage).await
+    } else {
+        probe_filesystem(&ctx, &ns, &storage).await?
+    };
     let settings = storage.spec.probe_or_default();
-    let before = storage.status.as_ref().and_then(|s| find_condition(&s.conditions, "Ready")).map(|c| c.status.clone());
+    let before = storage
+        .status
+        .as_ref()
+        .and_then(|s| find_condition(&s.conditions, "Ready"))
+        .map(|c| c.status.clone());
     let mut status = storage.status.clone().unwrap_or_default();
-    record_probe(&mut status, &probe, settings.history_limit as usize, storage.metadata.generation, now);
+    record_probe(
+        &mut status,
+        &probe,
+        settings.history_limit as usize,
+        storage.metadata.generation,
+        now,
+    );
     let api: Api<BackupStorage> = Api::namespaced(ctx.client.clone(), &ns);
     let body = json!({"apiVersion": BackupStorage::api_version(&()), "kind": BackupStorage::kind(&()), "status": status});
-    api.patch_status(&storage.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body)).await?;
+    api.patch_status(
+        &storage.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await?;
     let now_ready = if probe.success { "True" } else { "False" };
     if before.as_deref() != Some(now_ready) {
-        let (type_, reason) = if probe.success { (EventType::Normal, "Ready") } else { (EventType::Warning, "NotReady") };
-        ctx.event(storage.as_ref(), type_, reason, "Probe", format!("{}: {}", probe.reason, probe.message)).await;
+        let (type_, reason) = if probe.success {
+            (EventType::Normal, "Ready")
+        } else {
+            (EventType::Warning, "NotReady")
+        };
+        ctx.event(
+            storage.as_ref(),
+            type_,
+            reason,
+            "Probe",
+            format!("{}: {}", probe.reason, probe.message),
+        )
+        .await;
     }
     // On failure, probe again sooner (at most every 30 s) so that recovery shows quickly.
     let interval = Duration::from_secs(u64::from(settings.interval_seconds));
-    Ok(Action::requeue(if probe.success { interval } else { interval.min(Duration::from_secs(30)) }))
+    Ok(Action::requeue(if probe.success {
+        interval
+    } else {
+        interval.min(Duration::from_secs(30))
+    }))
 }
 
 /// Error policy: count and back off.
 pub fn error_policy(storage: Arc<BackupStorage>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics
         .reconcile_errors
-        .get_or_create(&ErrorLabels { controller: "backupstorage".into(), category: error.category().into() })
+        .get_or_create(&ErrorLabels {
+            controller: "backupstorage".into(),
+            category: error.category().into(),
+        })
         .inc();
     tracing::warn!(storage = %storage.name_any(), category = error.category(), error = %error, "reconcile failed");
     Action::requeue(Duration::from_secs(10))
@@ -206,7 +290,14 @@ mod tests {
     fn storage() -> BackupStorage {
         let mut s = BackupStorage::new(
             "main",
-            BackupStorageSpec { s3: None, filesystem: Some(FilesystemStorage { claim_name: "backups".into(), path: "/".into() }), probe: None },
+            BackupStorageSpec {
+                s3: None,
+                filesystem: Some(FilesystemStorage {
+                    claim_name: "backups".into(),
+                    path: "/".into(),
+                }),
+                probe: None,
+            },
         );
         s.metadata.generation = Some(1);
         s
@@ -227,14 +318,32 @@ mod tests {
         let mut status = BackupStorageStatus::default();
         let t0: chrono::DateTime<Utc> = "2026-11-22T10:00:00Z".parse().unwrap();
         for i in 0..25 {
-            record_probe(&mut status, &probe(i % 2 == 0), 20, Some(1), t0 + chrono::Duration::minutes(i));
+            record_probe(
+                &mut status,
+                &probe(i % 2 == 0),
+                20,
+                Some(1),
+                t0 + chrono::Duration::minutes(i),
+            );
         }
         assert_eq!(status.history.len(), 20);
         assert_eq!(status.history.last(), status.last_probe.as_ref());
-        assert_eq!(find_condition(&status.conditions, "Ready").unwrap().status, "True");
-        record_probe(&mut status, &probe(false), 20, Some(1), t0 + chrono::Duration::minutes(30));
+        assert_eq!(
+            find_condition(&status.conditions, "Ready").unwrap().status,
+            "True"
+        );
+        record_probe(
+            &mut status,
+            &probe(false),
+            20,
+            Some(1),
+            t0 + chrono::Duration::minutes(30),
+        );
         let ready = find_condition(&status.conditions, "Ready").unwrap();
-        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "WriteFailed"));
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "WriteFailed")
+        );
         assert_eq!(status.history.len(), 20);
     }
 
@@ -246,9 +355,16 @@ mod tests {
         let mut status = BackupStorageStatus::default();
         record_probe(&mut status, &probe(true), 20, Some(1), t0);
         s.status = Some(status);
-        assert_eq!(probe_due(&s, t0 + chrono::Duration::seconds(100)), Some(Duration::from_secs(200)));
+        assert_eq!(
+            probe_due(&s, t0 + chrono::Duration::seconds(100)),
+            Some(Duration::from_secs(200))
+        );
         assert_eq!(probe_due(&s, t0 + chrono::Duration::seconds(300)), None);
         s.metadata.generation = Some(2);
-        assert_eq!(probe_due(&s, t0 + chrono::Duration::seconds(100)), None, "spec changed: due now");
+        assert_eq!(
+            probe_due(&s, t0 + chrono::Duration::seconds(100)),
+            None,
+            "spec changed: due now"
+        );
     }
 }

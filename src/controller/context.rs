@@ -4,9 +4,9 @@ use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use kube::Client;
+use kube::Resource;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
-use kube::Resource;
 
 use crate::api::BackupRun;
 use crate::telemetry::metrics::Metrics;
@@ -29,7 +29,10 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            agent_image: format!("ghcr.io/dataguardian/dataguardian:{}", env!("CARGO_PKG_VERSION")),
+            agent_image: format!(
+                "ghcr.io/dataguardian/dataguardian:{}",
+                env!("CARGO_PKG_VERSION")
+            ),
             max_concurrent_backups: NonZeroUsize::new(10),
             max_concurrent_restores: NonZeroUsize::new(4),
             job_ttl_seconds: 86_400,
@@ -53,19 +56,48 @@ pub struct Context {
 pub const REPORTER: &str = "dataguardian-operator";
 
 impl Context {
-    pub fn new(client: Client, metrics: Metrics, settings: Settings, backup_runs: Store<BackupRun>) -> Self {
+    pub fn new(
+        client: Client,
+        metrics: Metrics,
+        settings: Settings,
+        backup_runs: Store<BackupRun>,
+    ) -> Self {
         let instance = std::env::var("POD_NAME").ok();
-        let recorder = Recorder::new(client.clone(), Reporter { controller: REPORTER.into(), instance });
-        Context { client, metrics, recorder, settings, backup_runs }
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: REPORTER.into(),
+                instance,
+            },
+        );
+        Context {
+            client,
+            metrics,
+            recorder,
+            settings,
+            backup_runs,
+        }
     }
 
     /// Publishes an Event about `obj`. Event failures are logged, never fatal: the status is the
     /// durable audit trail, Events are its live feed.
-    pub async fn event<K>(&self, obj: &K, type_: EventType, reason: &str, action: &str, note: String)
-    where
+    pub async fn event<K>(
+        &self,
+        obj: &K,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) where
         K: Resource<DynamicType = ()>,
     {
-        let ev = Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None };
+        let ev = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        };
         if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
             tracing::warn!(error = %e, reason, "could not publish event");
         }

@@ -7,9 +7,9 @@ pub mod schedule;
 
 pub mod agent_report;
 pub mod artifact_check;
+pub mod backup_policy;
 pub mod backup_run_plan;
+pub mod backup_storage;
 pub mod context;
 pub mod error;
 pub mod storage_access;
-pub mod backup_storage;
-pub mod backup_policy;

@@ -35,8 +35,8 @@
 //!
 //! [`run_history_plan`] turns the retention verdicts and the `runHistory` limits into ordered
 //! cleanup actions per run: manifests first (an artifact without a manifest is not a backup, so
-//! a half-deleted artifact is never mistaken for one), then the rest of the artifact's
-//! directory, then the BackupRun object.
+//! a half-deleted artifact is never mistaken for one), then the data, then the BackupRun
+//! object.
 
 use std::fmt;
 use std::time::Duration;
@@ -414,47 +414,17 @@ pub enum FinishedPhase {
     Failed,
 }
 
-/// Where one copy of an artifact lives. An artifact is a directory: its `manifest.json` commit
-/// marker plus one or more data objects (one per database for an all-databases backup).
+/// Where one copy of an artifact lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArtifactLocation {
     /// The BackupStorage's name.
     pub storage: String,
+    /// Key of the artifact's data (`status.artifact.key`). An all-databases artifact has
+    /// several data objects, which its manifest lists; the executor deletes what the manifest
+    /// lists, read before the manifest is deleted.
+    pub data_key: String,
     /// Key of the `manifest.json` commit marker.
     pub manifest_key: String,
-    /// The artifact's directory, ending in `/`: every object under it belongs to this artifact.
-    pub prefix: String,
-}
-
-impl ArtifactLocation {
-    /// The location of the artifact whose manifest is `manifest`: an object key
-    /// (`shop/nightly/20261122T020000Z-nightly/manifest.json`) or a full location
-    /// (`s3://bucket/…/manifest.json`, `file:///…/manifest.json`). The manifest's directory is
-    /// the artifact's prefix. A manifest at the root of a bucket is refused: its "directory"
-    /// would be the whole bucket.
-    pub fn from_manifest(storage: &str, manifest: &str) -> Result<Self, String> {
-        let key = if let Some(rest) = manifest.strip_prefix("s3://") {
-            rest.split_once('/').map_or("", |(_bucket, key)| key)
-        } else if let Some(rest) = manifest.strip_prefix("file://") {
-            rest
-        } else {
-            manifest
-        };
-        let Some((dir, file)) = key.rsplit_once('/') else {
-            return Err(format!(
-                "manifest {manifest:?} is not inside a directory; refusing to treat the storage \
-                 root as one artifact"
-            ));
-        };
-        if file.is_empty() || dir.trim_matches('/').is_empty() {
-            return Err(format!("manifest {manifest:?} has no artifact directory"));
-        }
-        Ok(ArtifactLocation {
-            storage: storage.to_owned(),
-            manifest_key: key.to_owned(),
-            prefix: format!("{dir}/"),
-        })
-    }
 }
 
 /// A finished BackupRun as the history plan sees it.
@@ -494,13 +464,12 @@ pub enum CleanupAction {
         /// Object key.
         key: String,
     },
-    /// Delete every remaining object under an artifact's directory (its data objects), after
-    /// its manifest is gone.
-    DeleteArtifactObjects {
+    /// Delete an artifact's data, after its manifest is gone.
+    DeleteArtifactData {
         /// BackupStorage name.
         storage: String,
-        /// The artifact's directory, ending in `/`.
-        prefix: String,
+        /// Object key ([`ArtifactLocation::data_key`]).
+        key: String,
     },
     /// Delete the BackupRun object (last).
     DeleteBackupRun,
@@ -602,9 +571,9 @@ pub fn run_history_plan(
         actions.extend(
             run.artifacts
                 .iter()
-                .map(|a| CleanupAction::DeleteArtifactObjects {
+                .map(|a| CleanupAction::DeleteArtifactData {
                     storage: a.storage.clone(),
-                    prefix: a.prefix.clone(),
+                    key: a.data_key.clone(),
                 }),
         );
         actions.push(CleanupAction::DeleteBackupRun);
@@ -1138,34 +1107,10 @@ mod tests {
     // ---- run history ----
 
     fn loc(storage: &str, run: &str) -> ArtifactLocation {
-        ArtifactLocation::from_manifest(storage, &format!("shop/{run}/manifest.json")).unwrap()
-    }
-
-    #[test]
-    fn artifact_locations_come_from_the_manifest() {
-        let a = ArtifactLocation::from_manifest(
-            "main",
-            "s3://bucket/backups/shop/nightly/20261122T050000Z-r1/manifest.json",
-        )
-        .unwrap();
-        assert_eq!(
-            a.manifest_key,
-            "backups/shop/nightly/20261122T050000Z-r1/manifest.json"
-        );
-        assert_eq!(a.prefix, "backups/shop/nightly/20261122T050000Z-r1/");
-        let f = ArtifactLocation::from_manifest("pvc", "file:///backup/dumps/r1/manifest.json")
-            .unwrap();
-        assert_eq!(f.prefix, "/backup/dumps/r1/");
-        for bad in [
-            "manifest.json",
-            "s3://bucket/manifest.json",
-            "/manifest.json",
-            "dir/",
-        ] {
-            assert!(
-                ArtifactLocation::from_manifest("main", bad).is_err(),
-                "{bad}"
-            );
+        ArtifactLocation {
+            storage: storage.to_owned(),
+            data_key: format!("shop/{run}/backup.dump.zst.age"),
+            manifest_key: format!("shop/{run}/manifest.json"),
         }
     }
 
@@ -1222,13 +1167,13 @@ mod tests {
                         storage: "replica".into(),
                         key: "shop/old/manifest.json".into()
                     },
-                    CleanupAction::DeleteArtifactObjects {
+                    CleanupAction::DeleteArtifactData {
                         storage: "main".into(),
-                        prefix: "shop/old/".into()
+                        key: "shop/old/backup.dump.zst.age".into()
                     },
-                    CleanupAction::DeleteArtifactObjects {
+                    CleanupAction::DeleteArtifactData {
                         storage: "replica".into(),
-                        prefix: "shop/old/".into()
+                        key: "shop/old/backup.dump.zst.age".into()
                     },
                     CleanupAction::DeleteBackupRun,
                 ]

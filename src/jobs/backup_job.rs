@@ -39,6 +39,7 @@ use crate::api::common::{
     time_to_chrono,
 };
 use crate::api::{BackupPolicy, BackupRun, BackupStorage};
+use crate::controller::context::Settings;
 
 use super::naming::{MAX_LABEL_LEN, bounded_name, label_value};
 
@@ -66,6 +67,21 @@ pub struct JobDefaults {
     pub agent_image: String,
     /// `ttlSecondsAfterFinished` of the Jobs (how long `kubectl logs` keeps working).
     pub ttl_seconds_after_finished: i32,
+}
+
+impl From<&JobDefaults> for JobDefaults {
+    fn from(defaults: &JobDefaults) -> Self {
+        defaults.clone()
+    }
+}
+
+impl From<&Settings> for JobDefaults {
+    fn from(settings: &Settings) -> Self {
+        JobDefaults {
+            agent_image: settings.agent_image.clone(),
+            ttl_seconds_after_finished: settings.job_ttl_seconds,
+        }
+    }
 }
 
 /// Why a Job cannot be built. These are spec problems: they wait for a change, not a retry.
@@ -107,14 +123,15 @@ pub fn job_name(run: &str, attempt: u32) -> String {
     bounded_name(run, &attempt.to_string(), MAX_LABEL_LEN)
 }
 
-/// Builds the backup Job for the first attempt of `run`.
+/// Builds the backup Job for the first attempt of `run`. `defaults` is a [`JobDefaults`] or the
+/// operator's [`Settings`].
 pub fn build(
     run: &BackupRun,
     policy: &BackupPolicy,
     storage: &BackupStorage,
-    defaults: &JobDefaults,
+    defaults: impl Into<JobDefaults>,
 ) -> Result<Job, JobBuildError> {
-    build_attempt(run, policy, storage, defaults, 1)
+    build_attempt(run, policy, storage, &defaults.into(), 1)
 }
 
 /// Builds the backup Job of attempt `attempt` of `run` (the attempt only changes the name).
@@ -844,7 +861,7 @@ spec: {policyRef: {name: nightly}, trigger: Scheduled, scheduledTime: "2026-11-2
             &run(run_yaml),
             &policy(policy_yaml),
             &storage(storage_yaml),
-            &defaults(),
+            defaults(),
         )
         .unwrap_or_else(|e| panic!("build: {e}"));
         serde_json::to_value(job).unwrap()
@@ -981,6 +998,22 @@ spec: {policyRef: {name: nightly}, trigger: Scheduled, scheduledTime: "2026-11-2
             expected,
             "actual:\n{}",
             serde_json::to_string_pretty(&job).unwrap()
+        );
+    }
+
+    #[test]
+    fn operator_settings_are_job_defaults() {
+        let settings = Settings {
+            agent_image: "registry.local/dg:1".into(),
+            job_ttl_seconds: 600,
+            ..Settings::default()
+        };
+        let job = build(&run(RUN), &policy(POLICY), &storage(S3_STORAGE), &settings).unwrap();
+        let spec = job.spec.unwrap();
+        assert_eq!(spec.ttl_seconds_after_finished, Some(600));
+        assert_eq!(
+            spec.template.spec.unwrap().containers[0].image.as_deref(),
+            Some("registry.local/dg:1")
         );
     }
 
@@ -1187,7 +1220,7 @@ spec: {policyRef: {name: maria}, activeDeadlineSeconds: 600}
         let s = storage(S3_STORAGE);
         let mut r = run(RUN);
         r.metadata.uid = None;
-        let err = build(&r, &p, &s, &defaults()).unwrap_err();
+        let err = build(&r, &p, &s, defaults()).unwrap_err();
         assert_eq!(err, JobBuildError::MissingRunField("metadata.uid"));
         assert_eq!(err.reason(), "InvalidRun");
 
@@ -1195,13 +1228,13 @@ spec: {policyRef: {name: maria}, activeDeadlineSeconds: 600}
         r.spec.scheduled_time = None;
         r.metadata.creation_timestamp = None;
         assert_eq!(
-            build(&r, &p, &s, &defaults()).unwrap_err(),
+            build(&r, &p, &s, defaults()).unwrap_err(),
             JobBuildError::MissingRunField("metadata.creationTimestamp")
         );
 
         let empty: BackupStorage =
             storage("metadata: {name: nothing, namespace: shop}\nspec: {}\n");
-        let err = build(&run(RUN), &p, &empty, &defaults()).unwrap_err();
+        let err = build(&run(RUN), &p, &empty, defaults()).unwrap_err();
         assert_eq!(err.reason(), "InvalidStorage");
         assert!(err.to_string().contains("nothing"));
 
@@ -1215,7 +1248,7 @@ spec: {policyRef: {name: maria}, activeDeadlineSeconds: 600}
         ] {
             let mut p = policy(POLICY);
             p.spec.path_template = Some(template.into());
-            let err = build(&run(RUN), &p, &s, &defaults()).unwrap_err();
+            let err = build(&run(RUN), &p, &s, defaults()).unwrap_err();
             assert_eq!(err.reason(), "InvalidPathTemplate", "{template}");
             assert!(err.to_string().contains(detail), "{template}: {err}");
         }
@@ -1223,12 +1256,12 @@ spec: {policyRef: {name: maria}, activeDeadlineSeconds: 600}
         let mut p = policy(POLICY);
         p.spec.source.postgres = None;
         assert_eq!(
-            build(&run(RUN), &p, &s, &defaults()).unwrap_err().reason(),
+            build(&run(RUN), &p, &s, defaults()).unwrap_err().reason(),
             "InvalidPolicy"
         );
         let mut p = policy(POLICY);
         p.spec.source.postgres.as_mut().unwrap().host = None;
-        let err = build(&run(RUN), &p, &s, &defaults()).unwrap_err();
+        let err = build(&run(RUN), &p, &s, defaults()).unwrap_err();
         assert!(
             err.to_string().contains("host and user are required"),
             "{err}"
@@ -1259,7 +1292,7 @@ spec: {policyRef: {name: maria}, activeDeadlineSeconds: 600}
             algorithm: CompressionAlgorithm::None,
             level: None,
         });
-        let job = build(&r, &policy(POLICY), &storage(S3_STORAGE), &defaults()).unwrap();
+        let job = build(&r, &policy(POLICY), &storage(S3_STORAGE), defaults()).unwrap();
         let job = serde_json::to_value(job).unwrap();
         let a = args(&job);
         let at = a.iter().position(|x| x == "--compression").unwrap();
