@@ -16,13 +16,17 @@
 //!   escalation, all capabilities dropped, `RuntimeDefault` seccomp) that the Job template's
 //!   `podSecurityContext`/`securityContext` are merged over; no service account token;
 //! - `/tmp` on an `emptyDir`, the agent's JSON summary in `/dev/termination-log`;
-//! - `activeDeadlineSeconds` (run override, else policy), `ttlSecondsAfterFinished`.
+//! - `activeDeadlineSeconds` (run override, else policy), `ttlSecondsAfterFinished`, and a pod
+//!   failure policy: configuration errors fail at once, evictions do not use up retries.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::DeepMerge;
-use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::batch::v1::{
+    Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
+    PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
+};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, KeyToPath,
     PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
@@ -57,6 +61,9 @@ const STORAGE_MOUNT: &str = "/backup";
 const RECIPIENTS_DIR: &str = "/etc/dataguardian/recipients";
 /// File name of the recipients inside [`RECIPIENTS_DIR`].
 const RECIPIENTS_FILE: &str = "recipients";
+/// Agent exit codes that no retry can fix: invalid configuration (2) and encryption setup, such
+/// as a malformed recipient (14). The Job fails at once instead of retrying them.
+pub const NON_RETRYABLE_EXIT_CODES: [i32; 2] = [2, 14];
 /// UID/GID the agent runs as when the template does not say otherwise (distroless `nonroot`).
 const NONROOT_ID: i64 = 65532;
 
@@ -309,6 +316,7 @@ pub fn build_attempt(
             ttl_seconds_after_finished: Some(defaults.ttl_seconds_after_finished),
             completions: Some(1),
             parallelism: Some(1),
+            pod_failure_policy: Some(pod_failure_policy()),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels),
@@ -343,6 +351,32 @@ fn labels(policy: &str, run: &str, extra: &BTreeMap<String, String>) -> BTreeMap
         .map(|(k, v)| (k.to_owned(), v)),
     );
     labels
+}
+
+/// Configuration errors fail the Job at once; evicted or preempted pods (node drain, spot
+/// reclaim) are retried without counting against `backoffLimit`.
+fn pod_failure_policy() -> PodFailurePolicy {
+    PodFailurePolicy {
+        rules: vec![
+            PodFailurePolicyRule {
+                action: "FailJob".into(),
+                on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
+                    container_name: Some(AGENT_CONTAINER.into()),
+                    operator: "In".into(),
+                    values: NON_RETRYABLE_EXIT_CODES.to_vec(),
+                }),
+                on_pod_conditions: None,
+            },
+            PodFailurePolicyRule {
+                action: "Ignore".into(),
+                on_exit_codes: None,
+                on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {
+                    type_: "DisruptionTarget".into(),
+                    status: Some("True".into()),
+                }]),
+            },
+        ],
+    }
 }
 
 fn default_resources() -> ResourceRequirements {
@@ -913,6 +947,12 @@ spec: {policyRef: {name: nightly}, trigger: Scheduled, scheduledTime: "2026-11-2
                 "ttlSecondsAfterFinished": 86400,
                 "completions": 1,
                 "parallelism": 1,
+                "podFailurePolicy": {"rules": [
+                    {"action": "FailJob", "onExitCodes": {
+                        "containerName": "agent", "operator": "In", "values": [2, 14]}},
+                    {"action": "Ignore", "onPodConditions": [
+                        {"type": "DisruptionTarget", "status": "True"}]}
+                ]},
                 "template": {
                     "metadata": {"labels": labels},
                     "spec": {
@@ -1014,6 +1054,18 @@ spec: {policyRef: {name: nightly}, trigger: Scheduled, scheduledTime: "2026-11-2
         assert_eq!(
             spec.template.spec.unwrap().containers[0].image.as_deref(),
             Some("registry.local/dg:1")
+        );
+    }
+
+    #[test]
+    fn non_retryable_exit_codes_match_the_agent() {
+        use crate::agent::error::AgentError;
+        assert_eq!(
+            NON_RETRYABLE_EXIT_CODES,
+            [
+                i32::from(AgentError::Config(String::new()).exit_code()),
+                i32::from(AgentError::Crypto(String::new()).exit_code())
+            ]
         );
     }
 
