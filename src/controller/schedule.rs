@@ -1487,4 +1487,156 @@ spec:
         assert_eq!(s.time_zone(), chrono_tz::Europe::Berlin);
         assert_eq!(policy.spec.concurrency_policy, ConcurrencyPolicy::Forbid);
     }
+
+    /// An independent oracle: scan every UTC minute of a window and decide from first principles
+    /// whether the schedule fires then (wall-clock match, DST rules of [`DstHandling`]).
+    fn oracle_fires(s: &Schedule, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<DateTime<Utc>> {
+        use chrono::LocalResult;
+        let tz = s.time_zone();
+        let matches = |local: NaiveDateTime| s.cron.is_time_matching(&local).unwrap();
+        let mut out = Vec::new();
+        let mut i = from + TimeDelta::minutes(1);
+        while i <= to {
+            let local = s.local(i);
+            let second_pass = matches!(
+                tz.from_local_datetime(&local),
+                LocalResult::Ambiguous(_, later) if later.to_utc() == i
+            );
+            let fires = match s.dst_handling() {
+                DstHandling::Interval => matches(local),
+                DstHandling::WallClock => {
+                    let before = s.local(i - TimeDelta::minutes(1)) + TimeDelta::minutes(1);
+                    // Wall times skipped just before `i` (a spring-forward gap ends at `i`).
+                    let mut skipped = before;
+                    let mut gap_match = false;
+                    while skipped < local {
+                        gap_match |= matches(skipped);
+                        skipped += TimeDelta::minutes(1);
+                    }
+                    (matches(local) && !second_pass) || gap_match
+                }
+            };
+            if fires {
+                out.push(i);
+            }
+            i += TimeDelta::minutes(1);
+        }
+        out
+    }
+
+    /// Instants where the zone's UTC offset changes during 2026 (scanned hourly).
+    fn transitions_2026(tz: Tz) -> Vec<DateTime<Utc>> {
+        let mut t = utc("2026-01-01T00:00:00Z");
+        let mut out = Vec::new();
+        while t < utc("2027-01-01T00:00:00Z") {
+            let next = t + TimeDelta::hours(1);
+            if tz.offset_from_utc_datetime(&t.naive_utc()).fix()
+                != tz.offset_from_utc_datetime(&next.naive_utc()).fix()
+            {
+                out.push(next);
+            }
+            t = next;
+        }
+        out
+    }
+
+    /// Tiny deterministic PRNG for test inputs (xorshift64*).
+    fn next_random(state: &mut u64) -> u64 {
+        *state ^= *state >> 12;
+        *state ^= *state << 25;
+        *state ^= *state >> 27;
+        state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    #[test]
+    fn fire_times_agree_with_a_brute_force_oracle_around_every_2026_transition() {
+        let zones = ["America/New_York", "Europe/Berlin", "Australia/Lord_Howe"];
+        let exprs = [
+            "30 2 * * *",
+            "0,30 2 * * *",
+            "45 1 * * *",
+            "0 1,13 * * *",
+            "*/10 2 * * *",
+            "*/15 * * * *",
+            "30 * * * *",
+            "0 */2 * * *",
+        ];
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        for zone in zones {
+            let tz: Tz = zone.parse().unwrap();
+            let transitions = transitions_2026(tz);
+            assert_eq!(transitions.len(), 2, "{zone}");
+            for expr in exprs {
+                let s = sched(expr, zone);
+                for at in &transitions {
+                    let (from, to) = (*at - TimeDelta::hours(30), *at + TimeDelta::hours(30));
+                    let expected = oracle_fires(&s, from, to);
+                    let mut got = Vec::new();
+                    let mut t = from;
+                    while let Some(next) = s.next_fire_after(t).filter(|n| *n <= to) {
+                        got.push(next);
+                        t = next;
+                    }
+                    assert_eq!(strs(&got), strs(&expected), "{expr} in {zone} around {at}");
+                    // Arbitrary query times (inside gaps, overlaps, on fire times) agree too.
+                    for _ in 0..200 {
+                        let offset = (next_random(&mut seed) % (60 * 3600 * 1000)) as i64;
+                        let q = from + TimeDelta::milliseconds(offset);
+                        let next = expected.iter().find(|f| **f > q).copied();
+                        if next.is_some() {
+                            assert_eq!(s.next_fire_after(q), next, "{expr} {zone} next after {q}");
+                        }
+                        let prev = expected.iter().rev().find(|f| **f <= q).copied();
+                        if prev.is_some() {
+                            assert_eq!(
+                                s.latest_fire_at_or_before(q),
+                                prev,
+                                "{expr} {zone} latest at or before {q}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_overlap_at_the_end_of_the_only_matching_day_still_fires_in_both_passes() {
+        // Sao Paulo 2019-02-17 00:00 -02 -> 2019-02-16 23:00 -03: the 16th's 23:xx repeats and
+        // the next matching day is a month away, so the answer is not the next wall-clock match.
+        let s = sched("*/15 * 16 * *", "America/Sao_Paulo");
+        let from = utc("2019-02-17T01:40:00Z"); // 23:40 -02, first pass
+        assert_eq!(
+            strs(&fires(&s, "2019-02-17T01:40:00Z", "2019-03-16T03:00:00Z")),
+            [
+                "2019-02-17T01:45:00Z",
+                "2019-02-17T02:00:00Z", // 23:00 -03, second pass
+                "2019-02-17T02:15:00Z",
+                "2019-02-17T02:30:00Z",
+                "2019-02-17T02:45:00Z",
+                "2019-03-16T03:00:00Z"
+            ]
+        );
+        let oracle = oracle_fires(&s, from, utc("2019-02-17T06:00:00Z"));
+        assert_eq!(oracle.len(), 5);
+        assert_eq!(
+            s.next_fire_after(utc("2019-02-17T01:50:00Z")),
+            Some(oracle[1])
+        );
+        assert_eq!(
+            s.latest_fire_at_or_before(utc("2019-03-16T02:59:00Z")),
+            Some(utc("2019-02-17T02:45:00Z"))
+        );
+        // Backward: at 23:10 -03 (second pass) the latest fire is 23:45 -02 of the first pass,
+        // a wall-clock time *after* the query's; the previous wall-clock match is 22 hours back.
+        let s = sched("45 */23 16 * *", "America/Sao_Paulo");
+        assert_eq!(
+            s.latest_fire_at_or_before(utc("2019-02-17T02:10:00Z")),
+            Some(utc("2019-02-17T01:45:00Z"))
+        );
+        assert_eq!(
+            s.next_fire_after(utc("2019-02-17T01:45:00Z")),
+            Some(utc("2019-02-17T02:45:00Z"))
+        );
+    }
 }
