@@ -371,9 +371,12 @@ pub fn plan_retention(
                 if let Some(max_age) = policy.max_age
                     && position != 0
                 {
-                    requeue(
-                        run.completed_at + TimeDelta::from_std(max_age).unwrap_or(TimeDelta::MAX),
-                    );
+                    // It is pruned once it reaches maxAge and its lock (if any) expired.
+                    let expiry = run
+                        .completed_at
+                        .checked_add_signed(TimeDelta::from_std(max_age).unwrap_or(TimeDelta::MAX))
+                        .unwrap_or(DateTime::<Utc>::MAX_UTC);
+                    requeue(lock.map_or(expiry, |until| until.max(expiry)));
                 }
                 keep.extend(lock.map(|until| KeepReason::ObjectLocked { until }));
                 Verdict::Keep(keep)
@@ -1356,5 +1359,238 @@ status:
         let mut running = run;
         running.status.as_mut().unwrap().completion_time = None;
         assert_eq!(RetentionRun::from_run(&running), None);
+    }
+
+    // ---- randomized invariants ----
+
+    /// Tiny deterministic PRNG for test inputs (xorshift64*).
+    fn next_random(state: &mut u64) -> u64 {
+        *state ^= *state >> 12;
+        *state ^= *state << 25;
+        *state ^= *state >> 27;
+        state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn verdicts(plan: &RetentionPlan) -> Vec<(String, bool)> {
+        let mut v: Vec<(String, bool)> = plan
+            .decisions
+            .iter()
+            .map(|d| (d.name.clone(), d.is_kept()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Independent oracle for one bucket rule: group by bucket, order buckets by their newest
+    /// run, take the first `n`, and name the newest run of each.
+    fn oracle_bucket(
+        runs: &[RetentionRun],
+        n: u32,
+        key: impl Fn(&RetentionRun) -> KeepReason,
+    ) -> Vec<(String, KeepReason)> {
+        let mut buckets: Vec<(KeepReason, &RetentionRun)> = Vec::new();
+        for run in runs {
+            let k = key(run);
+            match buckets.iter_mut().find(|(bk, _)| *bk == k) {
+                Some((_, best)) => {
+                    if (run.completed_at, &run.name) > (best.completed_at, &best.name) {
+                        *best = run;
+                    }
+                }
+                None => buckets.push((k, run)),
+            }
+        }
+        buckets.sort_by(|a, b| (b.1.completed_at, &b.1.name).cmp(&(a.1.completed_at, &a.1.name)));
+        buckets
+            .into_iter()
+            .take(n as usize)
+            .map(|(k, r)| (r.name.clone(), k))
+            .collect()
+    }
+
+    #[test]
+    fn random_histories_keep_the_documented_invariants() {
+        let zones = [
+            Tz::UTC,
+            chrono_tz::America::Sao_Paulo,
+            chrono_tz::Europe::Berlin,
+            chrono_tz::Australia::Lord_Howe,
+            chrono_tz::Pacific::Kiritimati,
+        ];
+        let mut seed = 0x0123_4567_89ab_cdef_u64;
+        let start = utc("2025-12-20T00:00:00Z");
+        for case in 0..300 {
+            let rnd = &mut seed;
+            let count = (next_random(rnd) % 60) as usize;
+            let mut runs: Vec<RetentionRun> = (0..count)
+                .map(|i| {
+                    // Mostly spread over ~3 years, sometimes clustered in one day.
+                    let span = if next_random(rnd) % 4 == 0 {
+                        86_400
+                    } else {
+                        3 * 365 * 86_400
+                    };
+                    let at = start + TimeDelta::seconds((next_random(rnd) % span) as i64);
+                    RetentionRun {
+                        name: format!("r{case}-{i:02}"),
+                        completed_at: at,
+                        pinned: next_random(rnd) % 10 == 0,
+                        retain_until: (next_random(rnd) % 5 == 0)
+                            .then(|| at + TimeDelta::days((next_random(rnd) % 900) as i64)),
+                    }
+                })
+                .collect();
+            if count > 3 && next_random(rnd) % 3 == 0 {
+                runs[1].completed_at = runs[0].completed_at; // same instant
+            }
+            let mut rule = || {
+                let v = next_random(rnd) % 7;
+                (v < 6).then_some(v as u32) // None or 0..=5
+            };
+            let policy = RetentionPolicy {
+                keep_last: rule(),
+                keep_daily: rule(),
+                keep_weekly: rule(),
+                keep_monthly: rule(),
+                keep_yearly: rule(),
+                max_age: (next_random(rnd) % 2 == 0)
+                    .then(|| Duration::from_secs(86_400 * (1 + next_random(rnd) % 800))),
+            };
+            let tz = zones[(next_random(rnd) % zones.len() as u64) as usize];
+            let now = start + TimeDelta::days(3 * 365 + (next_random(rnd) % 400) as i64);
+            let plan = plan_retention(&runs, &policy, tz, now);
+            let ctx = format!("case {case}: {policy:?} in {tz}");
+
+            assert_eq!(plan.decisions.len(), runs.len(), "{ctx}");
+            let newest = plan.decisions.first().map(|d| d.name.clone());
+            let has_rules = policy.has_keep_rules();
+            let reasons_of = |name: &str| -> Vec<KeepReason> {
+                match &plan
+                    .decisions
+                    .iter()
+                    .find(|d| d.name == name)
+                    .unwrap()
+                    .verdict
+                {
+                    Verdict::Keep(r) => r.clone(),
+                    Verdict::Prune(PruneReason::MaxAgeExceeded { overridden, .. }) => {
+                        overridden.clone()
+                    }
+                    Verdict::Prune(PruneReason::NotSelected) => vec![],
+                }
+            };
+
+            // Each bucket rule selects exactly what the oracle selects.
+            let local = |r: &RetentionRun| r.completed_at.with_timezone(&tz);
+            let rules: [(Option<u32>, Box<dyn Fn(&RetentionRun) -> KeepReason>); 4] = [
+                (
+                    policy.keep_daily,
+                    Box::new(|r| KeepReason::Daily(local(r).date_naive())),
+                ),
+                (
+                    policy.keep_weekly,
+                    Box::new(|r| KeepReason::Weekly {
+                        year: local(r).iso_week().year(),
+                        week: local(r).iso_week().week(),
+                    }),
+                ),
+                (
+                    policy.keep_monthly,
+                    Box::new(|r| KeepReason::Monthly {
+                        year: local(r).year(),
+                        month: local(r).month(),
+                    }),
+                ),
+                (
+                    policy.keep_yearly,
+                    Box::new(|r| KeepReason::Yearly(local(r).year())),
+                ),
+            ];
+            // A run kept only for its Object Lock after maxAge overrode its rules reports just
+            // the lock (the overridden rules would mislead); every other run reports its rules.
+            let lock_only = |run: &RetentionRun| {
+                let age = (now - run.completed_at).to_std().unwrap_or_default();
+                matches!(
+                    &plan.decisions.iter().find(|d| d.name == run.name).unwrap().verdict,
+                    Verdict::Keep(r) if matches!(r.as_slice(), [KeepReason::ObjectLocked { .. }])
+                ) && policy.max_age.is_some_and(|m| age >= m)
+            };
+            for (n, key) in rules {
+                let expected = oracle_bucket(&runs, n.unwrap_or(0), &key);
+                for run in runs.iter().filter(|r| !lock_only(r)) {
+                    let kind = std::mem::discriminant(&key(run));
+                    let got: Vec<KeepReason> = reasons_of(&run.name)
+                        .into_iter()
+                        .filter(|r| std::mem::discriminant(r) == kind)
+                        .collect();
+                    let want: Vec<KeepReason> = expected
+                        .iter()
+                        .filter(|(name, _)| *name == run.name)
+                        .map(|(_, k)| k.clone())
+                        .collect();
+                    assert_eq!(got, want, "{ctx}: {} ({})", run.name, run.completed_at);
+                }
+            }
+            // keepLast marks the n newest.
+            let last = policy.keep_last.unwrap_or(0) as usize;
+            for (i, d) in plan.decisions.iter().enumerate() {
+                if lock_only(runs.iter().find(|r| r.name == d.name).unwrap()) {
+                    continue;
+                }
+                let marked = reasons_of(&d.name)
+                    .iter()
+                    .any(|r| matches!(r, KeepReason::Last { .. }));
+                assert_eq!(marked, i < last, "{ctx}: {}", d.name);
+            }
+
+            // The verdict follows the documented rules.
+            for run in &runs {
+                let decision = plan.decisions.iter().find(|d| d.name == run.name).unwrap();
+                let age = (now - run.completed_at).to_std().unwrap_or_default();
+                let expired = policy.max_age.is_some_and(|m| age >= m);
+                let selected = !has_rules
+                    || reasons_of(&run.name).iter().any(|r| {
+                        !matches!(r, KeepReason::NoKeepRules | KeepReason::ObjectLocked { .. })
+                    });
+                let locked = run.retain_until.is_some_and(|u| u > now);
+                let expected = run.pinned
+                    || locked
+                    || newest.as_deref() == Some(run.name.as_str())
+                    || (selected && !expired);
+                assert_eq!(
+                    decision.is_kept(),
+                    expected,
+                    "{ctx}: {run:?} -> {decision:?}"
+                );
+                if run.pinned {
+                    assert!(reasons_of(&run.name).contains(&KeepReason::Pinned), "{ctx}");
+                }
+            }
+
+            // Nothing changes by time alone before requeue_at.
+            let horizon = plan.requeue_at.unwrap_or(now + TimeDelta::days(36_500));
+            assert!(horizon > now, "{ctx}");
+            for probe in [
+                now + (horizon - now) / 2,
+                horizon - TimeDelta::milliseconds(1),
+            ] {
+                let later = plan_retention(&runs, &policy, tz, probe);
+                assert_eq!(verdicts(&later), verdicts(&plan), "{ctx} at {probe}");
+            }
+            if let Some(at) = plan.requeue_at {
+                let after = plan_retention(&runs, &policy, tz, at);
+                assert_ne!(
+                    verdicts(&after),
+                    verdicts(&plan),
+                    "{ctx}: requeue_at {at} changes nothing"
+                );
+            }
+
+            // Input order never matters.
+            let mut shuffled = runs.clone();
+            shuffled.reverse();
+            shuffled.rotate_left(count / 3);
+            assert_eq!(plan_retention(&shuffled, &policy, tz, now), plan, "{ctx}");
+        }
     }
 }
