@@ -1425,7 +1425,7 @@ status:
             let mut runs: Vec<RetentionRun> = (0..count)
                 .map(|i| {
                     // Mostly spread over ~3 years, sometimes clustered in one day.
-                    let span = if next_random(rnd) % 4 == 0 {
+                    let span = if next_random(rnd).is_multiple_of(4) {
                         86_400
                     } else {
                         3 * 365 * 86_400
@@ -1434,13 +1434,13 @@ status:
                     RetentionRun {
                         name: format!("r{case}-{i:02}"),
                         completed_at: at,
-                        pinned: next_random(rnd) % 10 == 0,
-                        retain_until: (next_random(rnd) % 5 == 0)
+                        pinned: next_random(rnd).is_multiple_of(10),
+                        retain_until: (next_random(rnd).is_multiple_of(5))
                             .then(|| at + TimeDelta::days((next_random(rnd) % 900) as i64)),
                     }
                 })
                 .collect();
-            if count > 3 && next_random(rnd) % 3 == 0 {
+            if count > 3 && next_random(rnd).is_multiple_of(3) {
                 runs[1].completed_at = runs[0].completed_at; // same instant
             }
             let mut rule = || {
@@ -1453,7 +1453,7 @@ status:
                 keep_weekly: rule(),
                 keep_monthly: rule(),
                 keep_yearly: rule(),
-                max_age: (next_random(rnd) % 2 == 0)
+                max_age: (next_random(rnd).is_multiple_of(2))
                     .then(|| Duration::from_secs(86_400 * (1 + next_random(rnd) % 800))),
             };
             let tz = zones[(next_random(rnd) % zones.len() as u64) as usize];
@@ -1482,7 +1482,8 @@ status:
 
             // Each bucket rule selects exactly what the oracle selects.
             let local = |r: &RetentionRun| r.completed_at.with_timezone(&tz);
-            let rules: [(Option<u32>, Box<dyn Fn(&RetentionRun) -> KeepReason>); 4] = [
+            type BucketKey<'a> = Box<dyn Fn(&RetentionRun) -> KeepReason + 'a>;
+            let rules: [(Option<u32>, BucketKey); 4] = [
                 (
                     policy.keep_daily,
                     Box::new(|r| KeepReason::Daily(local(r).date_naive())),
