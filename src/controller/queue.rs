@@ -755,4 +755,197 @@ mod tests {
             "postgres://::1:5433/x"
         );
     }
+
+    /// Tiny deterministic PRNG for test inputs (xorshift64*).
+    fn next_random(state: &mut u64) -> u64 {
+        *state ^= *state >> 12;
+        *state ^= *state << 25;
+        *state ^= *state >> 27;
+        state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    #[test]
+    fn random_backup_queues_are_fair_and_complete() {
+        let mut seed = 0xdead_beef_cafe_f00d_u64;
+        let now = t0() + TimeDelta::hours(1);
+        for case in 0..500 {
+            let rnd = &mut seed;
+            let namespaces = 1 + next_random(rnd) % 5;
+            let pending: Vec<PendingBackup> = (0..next_random(rnd) % 40)
+                .map(|i| {
+                    let mut b = backup(
+                        &format!("ns{}", next_random(rnd) % namespaces),
+                        &format!("r{i}"),
+                        (next_random(rnd) % 120) as i64,
+                    );
+                    if next_random(rnd).is_multiple_of(6) {
+                        b.not_before =
+                            Some(t0() + TimeDelta::minutes((next_random(rnd) % 120) as i64));
+                    }
+                    b
+                })
+                .collect();
+            let running: Vec<RunKey> = (0..next_random(rnd) % 6)
+                .map(|i| {
+                    RunKey::new(
+                        format!("ns{}", next_random(rnd) % namespaces),
+                        format!("x{i}"),
+                    )
+                })
+                .collect();
+            let lim = limit((next_random(rnd) % 8) as usize);
+            let plan = plan_backup_queue(&pending, &running, lim, now);
+            let ctx = format!("case {case}");
+
+            // Every pending run is either started or waiting, exactly once.
+            assert_eq!(
+                plan.start.len() + plan.waiting.len(),
+                pending.len(),
+                "{ctx}"
+            );
+            let positions: Vec<u32> = plan.waiting.iter().map(|w| w.position).collect();
+            assert_eq!(
+                positions,
+                (1..=plan.waiting.len() as u32).collect::<Vec<_>>(),
+                "{ctx}"
+            );
+            let ready = pending
+                .iter()
+                .filter(|p| is_ready(p.not_before, now))
+                .count();
+            let slots = free_slots(lim, running.len());
+            assert_eq!(
+                plan.start.len(),
+                ready.min(slots),
+                "{ctx}: no idle slot, no overshoot"
+            );
+
+            // Fairness: a namespace that got a slot never ends more than one slot ahead of a
+            // namespace left with a ready run waiting.
+            let held = |ns: &str| {
+                running.iter().filter(|k| k.namespace == ns).count()
+                    + plan.start.iter().filter(|k| k.namespace == ns).count()
+            };
+            for started in &plan.start {
+                for w in plan
+                    .waiting
+                    .iter()
+                    .filter(|w| matches!(w.reason, WaitReason::GlobalLimit { .. }))
+                {
+                    let a = held(&started.namespace);
+                    let b = held(&w.key.namespace);
+                    assert!(
+                        a <= b + 1,
+                        "{ctx}: {started} started, {} waits ({a} vs {b})",
+                        w.key
+                    );
+                }
+            }
+            // Within a namespace, ready runs start oldest first.
+            for started in &plan.start {
+                let s = pending.iter().find(|p| &p.key == started).unwrap();
+                for w in &plan.waiting {
+                    let p = pending.iter().find(|p| p.key == w.key).unwrap();
+                    if p.key.namespace == s.key.namespace && is_ready(p.not_before, now) {
+                        assert!(
+                            (s.created_at, &s.key) < (p.created_at, &p.key),
+                            "{ctx}: {} started before older {}",
+                            s.key,
+                            p.key
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn random_restore_queues_never_double_book_a_target() {
+        let mut seed = 0x1357_9bdf_2468_ace0_u64;
+        let now = t0() + TimeDelta::hours(1);
+        for case in 0..500 {
+            let rnd = &mut seed;
+            let dbs = 1 + next_random(rnd) % 4;
+            let pending: Vec<PendingRestore> = (0..next_random(rnd) % 20)
+                .map(|i| {
+                    let mut r = restore(
+                        &format!("p{i}"),
+                        (next_random(rnd) % 60) as i64,
+                        target(&format!("db{}", next_random(rnd) % dbs)),
+                    );
+                    if next_random(rnd).is_multiple_of(5) {
+                        r.not_before =
+                            Some(t0() + TimeDelta::minutes((next_random(rnd) % 120) as i64));
+                    }
+                    r
+                })
+                .collect();
+            let running: Vec<RunningRestore> = (0..next_random(rnd) % 3)
+                .map(|i| RunningRestore {
+                    key: RunKey::new("shop", format!("x{i}")),
+                    target: target(&format!("db{}", next_random(rnd) % dbs)),
+                })
+                .collect();
+            let lim = limit((next_random(rnd) % 5) as usize);
+            let plan = plan_restore_queue(&pending, &running, lim, now);
+            let ctx = format!("case {case}");
+
+            assert_eq!(
+                plan.start.len() + plan.waiting.len(),
+                pending.len(),
+                "{ctx}"
+            );
+            let started: Vec<&PendingRestore> = plan
+                .start
+                .iter()
+                .map(|k| pending.iter().find(|p| &p.key == k).unwrap())
+                .collect();
+            assert!(
+                running.len() + started.len() <= lim.map_or(usize::MAX, NonZeroUsize::get)
+                    || started.is_empty(),
+                "{ctx}"
+            );
+            // No two started restores, nor a started and a running one, share a target.
+            for (i, a) in started.iter().enumerate() {
+                assert!(is_ready(a.not_before, now), "{ctx}");
+                for b in &started[i + 1..] {
+                    assert!(!a.target.conflicts_with(&b.target), "{ctx}");
+                }
+                for r in &running {
+                    assert!(!a.target.conflicts_with(&r.target), "{ctx}");
+                }
+            }
+            // FIFO: every waiting run waits for a stated reason, in creation order.
+            let mut last: Option<(DateTime<Utc>, &RunKey)> = None;
+            for w in &plan.waiting {
+                let p = pending.iter().find(|p| p.key == w.key).unwrap();
+                assert!(
+                    last < Some((p.created_at, &p.key)),
+                    "{ctx}: positions follow FIFO"
+                );
+                last = Some((p.created_at, &p.key));
+                match &w.reason {
+                    WaitReason::TargetBusy { holder } => {
+                        let holder_target = running
+                            .iter()
+                            .find(|r| &r.key == holder)
+                            .map(|r| &r.target)
+                            .or_else(|| {
+                                started.iter().find(|s| &s.key == holder).map(|s| &s.target)
+                            })
+                            .expect("the holder runs or starts now");
+                        assert!(holder_target.conflicts_with(&p.target), "{ctx}");
+                    }
+                    WaitReason::GlobalLimit { .. } => {
+                        assert_eq!(
+                            running.len() + started.len(),
+                            lim.unwrap().get().max(running.len()),
+                            "{ctx}: waits for a slot only when none is free"
+                        );
+                    }
+                    WaitReason::NotBefore(t) => assert!(*t > now, "{ctx}"),
+                }
+            }
+        }
+    }
 }
