@@ -320,3 +320,80 @@ fn conditions_are_a_map_list_keyed_by_type() {
         );
     }
 }
+
+/// The rules of a structural schema the API server enforces on CRD creation: every node has a
+/// `type` (unless it is int-or-string or preserves unknown fields), no `$ref`, no
+/// `additionalProperties` next to `properties`, no types inside `anyOf`/`allOf`/`oneOf`/`not`.
+fn structural_violations(node: &Value, path: &str, out: &mut Vec<String>) {
+    let Some(map) = node.as_object() else { return };
+    let int_or_string = map.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true));
+    let preserve = map.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true));
+    if !map.contains_key("type") && !int_or_string && !preserve {
+        out.push(format!("{path}: no type"));
+    }
+    for forbidden in ["$ref", "definitions", "$schema", "$defs", "oneOf"] {
+        if map.contains_key(forbidden) {
+            out.push(format!("{path}: {forbidden}"));
+        }
+    }
+    if map.contains_key("properties") && map.contains_key("additionalProperties") {
+        out.push(format!("{path}: properties and additionalProperties"));
+    }
+    for junction in ["anyOf", "allOf"] {
+        if let Some(Value::Array(branches)) = map.get(junction) {
+            for b in branches {
+                if b.get("type").is_some() && !int_or_string {
+                    out.push(format!("{path}: type inside {junction}"));
+                }
+            }
+        }
+    }
+    if let Some(Value::Object(props)) = map.get("properties") {
+        for (k, v) in props {
+            structural_violations(v, &format!("{path}.{k}"), out);
+        }
+    }
+    for key in ["items", "additionalProperties"] {
+        if let Some(v @ Value::Object(_)) = map.get(key) {
+            structural_violations(v, &format!("{path}[*]"), out);
+        }
+    }
+}
+
+#[test]
+fn schemas_are_structural() {
+    for crd in dataguardian::api::crds() {
+        let mut violations = Vec::new();
+        structural_violations(&schema_of(&crd), "", &mut violations);
+        assert!(
+            violations.is_empty(),
+            "{}: {violations:#?}",
+            crd.spec.names.kind
+        );
+    }
+}
+
+fn has_property_named(node: &Value, name: &str) -> bool {
+    match node {
+        Value::Object(map) => {
+            map.get("properties")
+                .and_then(Value::as_object)
+                .is_some_and(|p| p.contains_key(name))
+                || map.values().any(|v| has_property_named(v, name))
+        }
+        Value::Array(items) => items.iter().any(|v| has_property_named(v, name)),
+        _ => false,
+    }
+}
+
+#[test]
+fn references_never_name_another_namespace() {
+    for crd in dataguardian::api::crds() {
+        let schema = schema_of(&crd);
+        assert!(
+            !has_property_named(&schema["properties"]["spec"], "namespace"),
+            "{}: a spec field can point into another namespace",
+            crd.spec.names.kind
+        );
+    }
+}

@@ -8,7 +8,8 @@
 //!    patterns and formats. The OpenAPI v3.0 schema is translated into a JSON Schema (draft 4,
 //!    whose `exclusiveMinimum`/`exclusiveMaximum` are booleans like OpenAPI 3.0's) and checked
 //!    with the `jsonschema` crate; its errors are translated into Kubernetes-shaped field paths
-//!    (`spec.checks[0].sql`, `spec.labels[team]`) and messages.
+//!    (`spec.checks[0].sql`, `spec.labels[team]`) and messages. Lists of
+//!    `x-kubernetes-list-type: map`/`set` must not repeat a key/value.
 //! 3. **CEL validation** — every `x-kubernetes-validations` rule is evaluated at its node with
 //!    `self` bound to the node's value. Transition rules (rules that mention `oldSelf`) are only
 //!    evaluated on update, when the correlated old value exists — on create they are skipped,
@@ -310,7 +311,65 @@ impl SchemaValidator {
                 out.push(fe);
             }
         }
+        list_uniqueness(&self.schema, obj, &Path::root(), &mut out);
         out
+    }
+}
+
+/// `x-kubernetes-list-type: map` lists must not repeat a key tuple, `set` lists must not
+/// repeat a value (the apiserver reports `Duplicate value`).
+fn list_uniqueness(schema: &Value, value: &Value, path: &Path, out: &mut Vec<FieldError>) {
+    match value {
+        Value::Object(map) => {
+            let props = schema.get("properties").and_then(Value::as_object);
+            let additional = schema.get("additionalProperties").filter(|a| a.is_object());
+            for (k, child) in map {
+                match (props.and_then(|p| p.get(k)), additional) {
+                    (Some(s), _) => list_uniqueness(s, child, &path.child(k), out),
+                    (None, Some(a)) => list_uniqueness(a, child, &path.key(k), out),
+                    _ => {}
+                }
+            }
+        }
+        Value::Array(items) => {
+            let list_type = schema.get("x-kubernetes-list-type").and_then(Value::as_str);
+            let keys: Vec<&str> = schema
+                .get("x-kubernetes-list-map-keys")
+                .and_then(Value::as_array)
+                .map(|k| k.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            let identity = |item: &Value| -> Value {
+                match list_type {
+                    Some("map") => {
+                        let key: Map<String, Value> = keys
+                            .iter()
+                            .filter_map(|k| item.get(*k).map(|v| ((*k).to_string(), v.clone())))
+                            .collect();
+                        Value::Object(key)
+                    }
+                    _ => item.clone(),
+                }
+            };
+            if matches!(list_type, Some("map") | Some("set")) {
+                for (i, item) in items.iter().enumerate() {
+                    let id = identity(item);
+                    if items[..i].iter().any(|earlier| identity(earlier) == id) {
+                        out.push(FieldError::new(
+                            path.index(i).0,
+                            FieldErrorKind::Duplicate,
+                            Some(id),
+                            String::new(),
+                        ));
+                    }
+                }
+            }
+            if let Some(item_schema) = schema.get("items") {
+                for (i, item) in items.iter().enumerate() {
+                    list_uniqueness(item_schema, item, &path.index(i), out);
+                }
+            }
+        }
+        _ => {}
     }
 }
 
@@ -1505,6 +1564,28 @@ mod tests {
         assert_eq!(
             messages(&validate(&s, &bad, Some(&old))),
             vec![r#"items[0]: Invalid value: "object": v may only grow"#]
+        );
+    }
+
+    #[test]
+    fn map_and_set_lists_refuse_duplicates() {
+        let s = json!({"type": "object", "properties": {
+            "conditions": {"type": "array", "x-kubernetes-list-type": "map",
+                           "x-kubernetes-list-map-keys": ["type"],
+                           "items": {"type": "object", "properties": {"type": {"type": "string"}, "status": {"type": "string"}}}},
+            "tags": {"type": "array", "x-kubernetes-list-type": "set", "items": {"type": "string"}},
+            "free": {"type": "array", "items": {"type": "string"}}}});
+        let ok = json!({"conditions": [{"type": "Ready", "status": "True"}, {"type": "Failed", "status": "True"}],
+                        "tags": ["a", "b"], "free": ["x", "x"]});
+        assert!(validate(&s, &ok, None).is_empty());
+        let bad = json!({"conditions": [{"type": "Ready", "status": "True"}, {"type": "Ready", "status": "False"}],
+                         "tags": ["a", "a"]});
+        assert_eq!(
+            messages(&validate(&s, &bad, None)),
+            vec![
+                r#"conditions[1]: Duplicate value: {"type":"Ready"}"#,
+                r#"tags[1]: Duplicate value: "a""#
+            ]
         );
     }
 

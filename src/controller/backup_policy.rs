@@ -43,8 +43,6 @@ use super::storage_access::StorageAccess;
 pub const FIELD_MANAGER: &str = "dataguardian-backuppolicy";
 /// Label on every BackupRun the schedule creates.
 pub const POLICY_LABEL: &str = "dataguardian.io/policy";
-/// Grace added to the schedule interval before `RPOMet` turns False (when `spec.rpo` is unset).
-pub const RPO_GRACE: Duration = Duration::from_secs(10 * 60);
 /// Upper bound between two reconciles of a healthy policy (status freshness).
 const MAX_REQUEUE: Duration = Duration::from_secs(5 * 60);
 
@@ -370,75 +368,28 @@ pub async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<A
             .as_ref()
             .map(time_to_chrono)
             .unwrap_or(now);
-        let (ok, reason, message, recheck) = match policy
-            .spec
-            .rpo
-            .as_deref()
-            .and_then(parse_duration)
-        {
-            Some(rpo_secs) => {
-                let reference = last_success_time.unwrap_or(created);
-                let deadline = reference + chrono::Duration::seconds(rpo_secs as i64);
-                if policy.spec.suspend {
-                    (
-                        None,
-                        "Suspended",
-                        "the schedule is suspended; the recovery point objective is not evaluated"
-                            .to_string(),
-                        None,
-                    )
-                } else if now <= deadline {
-                    (
-                        Some(true),
-                        "WithinRPO",
-                        format!(
-                            "newest successful backup is within the RPO of {}",
-                            policy.spec.rpo.clone().unwrap_or_default()
-                        ),
-                        Some(deadline),
-                    )
-                } else if last_success_time.is_none() {
-                    (
-                        Some(false),
-                        "NoSuccessfulBackup",
-                        format!(
-                            "no successful backup within the RPO of {} since the policy was created",
-                            policy.spec.rpo.clone().unwrap_or_default()
-                        ),
-                        None,
-                    )
-                } else {
-                    (
-                        Some(false),
-                        "RPOExceeded",
-                        format!(
-                            "newest successful backup completed at {}, older than the RPO of {}",
-                            reference.to_rfc3339(),
-                            policy.spec.rpo.clone().unwrap_or_default()
-                        ),
-                        None,
-                    )
-                }
-            }
-            None => {
-                let c = evaluate_rpo(
-                    schedule,
-                    &RpoInput {
-                        now,
-                        created_at: created,
-                        last_success: last_success_time,
-                        suspended: policy.spec.suspend,
-                        grace: RPO_GRACE,
-                    },
-                );
-                let ok = match c.status.as_str() {
-                    "True" => Some(true),
-                    "False" => Some(false),
-                    _ => None,
-                };
-                (ok, c.reason, c.message, c.recheck_at)
-            }
+        let c = evaluate_rpo(
+            schedule,
+            &RpoInput {
+                now,
+                created_at: created,
+                last_success: last_success_time,
+                suspended: policy.spec.suspend,
+                objective: policy
+                    .spec
+                    .rpo
+                    .as_deref()
+                    .and_then(parse_duration)
+                    .map(Duration::from_secs),
+                grace: None,
+            },
+        );
+        let ok = match c.status.as_str() {
+            "True" => Some(true),
+            "False" => Some(false),
+            _ => None,
         };
+        let (reason, message, recheck) = (c.reason, c.message, c.recheck_at);
         let was = find_condition(&old_status.conditions, "RPOMet").map(|c| c.status.clone());
         let mut cond = condition(
             "RPOMet",

@@ -21,8 +21,13 @@ use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use crate::api::backup_run::{Artifact, ArtifactEncryption, BackupRun, BackupRunPhase, BackupRunStatus};
-use crate::api::common::{Progress, SecretKeySelector, format_bytes, format_duration, set_condition, time_from_chrono, time_to_chrono};
+use crate::api::backup_run::{
+    Artifact, ArtifactEncryption, BackupRun, BackupRunPhase, BackupRunStatus,
+};
+use crate::api::common::{
+    Progress, SecretKeySelector, format_bytes, format_duration, set_condition, time_from_chrono,
+    time_to_chrono,
+};
 use crate::api::{BackupPolicy, BackupStorage};
 use crate::telemetry::metrics::{PolicyLabels, RunLabels, RunResult};
 
@@ -32,20 +37,38 @@ use super::backup_run_plan::{Blocker, JobState, Observed, Step, plan};
 use super::context::Context;
 use super::error::{Error, Result};
 use super::queue::{PendingBackup, RunKey, plan_backup_queue};
+use crate::jobs::backup_job::AGENT_CONTAINER;
 
 /// Field manager of everything this controller writes.
 pub const FIELD_MANAGER: &str = "dataguardian-backuprun";
-/// Name of the agent container in backup Job pods.
-pub const AGENT_CONTAINER: &str = "agent";
 /// Status reasons that mean "blocked on the user", not "waiting in the queue".
-const BLOCKER_REASONS: &[&str] = &["PolicyNotFound", "StorageNotFound", "SecretNotFound", "SecretKeyNotFound", "InvalidPolicy"];
+const BLOCKER_REASONS: &[&str] = &[
+    "PolicyNotFound",
+    "StorageNotFound",
+    "SecretNotFound",
+    "SecretKeyNotFound",
+    "InvalidPolicy",
+];
 
 /// Reconciles one BackupRun.
 pub async fn reconcile(run: Arc<BackupRun>, ctx: Arc<Context>) -> Result<Action> {
-    ctx.metrics.reconciles.get_or_create(&crate::telemetry::metrics::ControllerLabels { controller: "backuprun".into() }).inc();
-    let ns = run.namespace().ok_or(Error::MissingObjectField("metadata.namespace"))?;
+    ctx.metrics
+        .reconciles
+        .get_or_create(&crate::telemetry::metrics::ControllerLabels {
+            controller: "backuprun".into(),
+        })
+        .inc();
+    let ns = run
+        .namespace()
+        .ok_or(Error::MissingObjectField("metadata.namespace"))?;
     let name = run.name_any();
-    if run.status.as_ref().and_then(|s| s.phase).is_some_and(BackupRunPhase::is_finished) || run.meta().deletion_timestamp.is_some() {
+    if run
+        .status
+        .as_ref()
+        .and_then(|s| s.phase)
+        .is_some_and(BackupRunPhase::is_finished)
+        || run.meta().deletion_timestamp.is_some()
+    {
         return Ok(Action::await_change());
     }
     let client = ctx.client.clone();
@@ -70,14 +93,29 @@ pub async fn reconcile(run: Arc<BackupRun>, ctx: Arc<Context>) -> Result<Action>
         .map(|p| Duration::from_secs(p.spec.stall_timeout_seconds_or_default().max(30) as u64))
         .unwrap_or(ctx.settings.default_stall_timeout);
     let now = Utc::now();
-    let step = plan(&Observed { run: &run, references, job, admitted, queue_message, stall_timeout, now });
+    let step = plan(&Observed {
+        run: &run,
+        references,
+        job,
+        admitted,
+        queue_message,
+        stall_timeout,
+        now,
+    });
     tracing::debug!(run = %format!("{ns}/{name}"), ?step, "planned");
 
     match step {
         Step::Done => Ok(Action::await_change()),
-        Step::Wait { reason, message, requeue } => {
+        Step::Wait {
+            reason,
+            message,
+            requeue,
+        } => {
             let status = run.status.clone().unwrap_or_default();
-            if status.reason.as_deref() != Some(reason.as_str()) || status.message.as_deref() != Some(message.as_str()) || status.phase.is_none() {
+            if status.reason.as_deref() != Some(reason.as_str())
+                || status.message.as_deref() != Some(message.as_str())
+                || status.phase.is_none()
+            {
                 let blocked = BLOCKER_REASONS.contains(&reason.as_str());
                 let mut next = status.clone();
                 next.phase = Some(BackupRunPhase::Pending);
@@ -86,20 +124,35 @@ pub async fn reconcile(run: Arc<BackupRun>, ctx: Arc<Context>) -> Result<Action>
                 next.observed_generation = run.metadata.generation;
                 apply_status(&ctx, &ns, &name, &next).await?;
                 if status.reason.as_deref() != Some(reason.as_str()) {
-                    let type_ = if blocked { EventType::Warning } else { EventType::Normal };
-                    ctx.event(run.as_ref(), type_, &reason, "Wait", message).await;
+                    let type_ = if blocked {
+                        EventType::Warning
+                    } else {
+                        EventType::Normal
+                    };
+                    ctx.event(run.as_ref(), type_, &reason, "Wait", message)
+                        .await;
                 }
             }
             Ok(Action::requeue(requeue))
         }
         Step::StartJob => start_job(&ctx, &ns, &run, policy, storage).await,
-        Step::Track { attempts, progress, requeue } => {
+        Step::Track {
+            attempts,
+            progress,
+            requeue,
+        } => {
             let status = run.status.clone().unwrap_or_default();
             let mut next = status.clone();
             next.attempts = Some(attempts.max(1));
             if let Some(sample) = progress {
-                let moved = status.progress.as_ref().is_none_or(|p| p.bytes_in != sample.bytes_in || p.bytes_out != sample.bytes_out);
-                let updated = if moved { Some(time_from_chrono(now)) } else { status.progress.as_ref().and_then(|p| p.updated.clone()) };
+                let moved = status.progress.as_ref().is_none_or(|p| {
+                    p.bytes_in != sample.bytes_in || p.bytes_out != sample.bytes_out
+                });
+                let updated = if moved {
+                    Some(time_from_chrono(now))
+                } else {
+                    status.progress.as_ref().and_then(|p| p.updated.clone())
+                };
                 next.progress = Some(Progress {
                     bytes_in: sample.bytes_in,
                     bytes_out: sample.bytes_out,
@@ -111,7 +164,14 @@ pub async fn reconcile(run: Arc<BackupRun>, ctx: Arc<Context>) -> Result<Action>
                 apply_status(&ctx, &ns, &name, &next).await?;
             }
             if attempts > status.attempts.unwrap_or(1) {
-                ctx.event(run.as_ref(), EventType::Warning, "Retrying", "Retry", format!("attempt {attempts} started after a failed attempt")).await;
+                ctx.event(
+                    run.as_ref(),
+                    EventType::Warning,
+                    "Retrying",
+                    "Retry",
+                    format!("attempt {attempts} started after a failed attempt"),
+                )
+                .await;
             }
             Ok(Action::requeue(requeue))
         }
@@ -119,19 +179,37 @@ pub async fn reconcile(run: Arc<BackupRun>, ctx: Arc<Context>) -> Result<Action>
             if let Some(job) = &job_name {
                 delete_job(&ctx, &ns, job).await?;
             }
-            finish(&ctx, &ns, &run, policy.as_ref(), BackupRunPhase::Failed, "Stalled", &message, None).await
+            finish(
+                &ctx,
+                &ns,
+                &run,
+                policy.as_ref(),
+                BackupRunPhase::Failed,
+                "Stalled",
+                &message,
+                None,
+            )
+            .await
         }
         Step::Confirm { attempts, report } => {
-            let storage_name = policy.as_ref().map(|p| p.spec.storage_ref.name.clone()).unwrap_or_default();
+            let storage_name = policy
+                .as_ref()
+                .map(|p| p.spec.storage_ref.name.clone())
+                .unwrap_or_default();
             let confirmed = match storage.as_ref() {
                 Some(s) => artifact_check::confirm(&ctx.client, &ns, s, &report).await,
-                None => Err(format!("BackupStorage {storage_name} no longer exists; the artifact cannot be confirmed")),
+                None => Err(format!(
+                    "BackupStorage {storage_name} no longer exists; the artifact cannot be confirmed"
+                )),
             };
             match confirmed {
                 Ok(check) => {
                     let artifact = artifact_from_report(&storage_name, &report, check.retain_until);
                     let mut run_with_attempts = (*run).clone();
-                    run_with_attempts.status.get_or_insert_with(Default::default).attempts = Some(attempts.max(1));
+                    run_with_attempts
+                        .status
+                        .get_or_insert_with(Default::default)
+                        .attempts = Some(attempts.max(1));
                     let msg = format!(
                         "backup of {} confirmed in storage {}: {} ({} raw), sha256 {}{}",
                         report.engine.as_deref().unwrap_or("database"),
@@ -141,12 +219,46 @@ pub async fn reconcile(run: Arc<BackupRun>, ctx: Arc<Context>) -> Result<Action>
                         &artifact.sha256.chars().take(16).collect::<String>(),
                         check.note.map(|n| format!(" ({n})")).unwrap_or_default()
                     );
-                    finish(&ctx, &ns, &run_with_attempts, policy.as_ref(), BackupRunPhase::Succeeded, "Completed", &msg, Some(artifact)).await
+                    finish(
+                        &ctx,
+                        &ns,
+                        &run_with_attempts,
+                        policy.as_ref(),
+                        BackupRunPhase::Succeeded,
+                        "Completed",
+                        &msg,
+                        Some(artifact),
+                    )
+                    .await
                 }
-                Err(why) => finish(&ctx, &ns, &run, policy.as_ref(), BackupRunPhase::Failed, "ArtifactNotConfirmed", &why, None).await,
+                Err(why) => {
+                    finish(
+                        &ctx,
+                        &ns,
+                        &run,
+                        policy.as_ref(),
+                        BackupRunPhase::Failed,
+                        "ArtifactNotConfirmed",
+                        &why,
+                        None,
+                    )
+                    .await
+                }
             }
         }
-        Step::Fail { reason, message } => finish(&ctx, &ns, &run, policy.as_ref(), BackupRunPhase::Failed, &reason, &message, None).await,
+        Step::Fail { reason, message } => {
+            finish(
+                &ctx,
+                &ns,
+                &run,
+                policy.as_ref(),
+                BackupRunPhase::Failed,
+                &reason,
+                &message,
+                None,
+            )
+            .await
+        }
     }
 }
 
@@ -154,7 +266,10 @@ pub async fn reconcile(run: Arc<BackupRun>, ctx: Arc<Context>) -> Result<Action>
 pub fn error_policy(run: Arc<BackupRun>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics
         .reconcile_errors
-        .get_or_create(&crate::telemetry::metrics::ErrorLabels { controller: "backuprun".into(), category: error.category().into() })
+        .get_or_create(&crate::telemetry::metrics::ErrorLabels {
+            controller: "backuprun".into(),
+            category: error.category().into(),
+        })
         .inc();
     tracing::warn!(run = %run.name_any(), namespace = run.namespace().unwrap_or_default(), category = error.category(), error = %error, "reconcile failed");
     match error.category() {
@@ -182,7 +297,12 @@ fn needed_secrets(policy: &BackupPolicy, storage: &BackupStorage) -> Vec<(String
     if let Some(enc) = &policy.spec.encryption {
         push(Some(&enc.recipients_secret_ref));
     }
-    if let Some(creds) = storage.spec.s3.as_ref().and_then(|s| s.credentials_secret_ref.as_ref()) {
+    if let Some(creds) = storage
+        .spec
+        .s3
+        .as_ref()
+        .and_then(|s| s.credentials_secret_ref.as_ref())
+    {
         out.push((creds.name.clone(), Some("AWS_ACCESS_KEY_ID".into())));
         out.push((creds.name.clone(), Some("AWS_SECRET_ACCESS_KEY".into())));
     }
@@ -199,30 +319,49 @@ async fn check_references(
     let Some(policy) = policy else {
         return Ok(Err(Blocker {
             reason: "PolicyNotFound".into(),
-            message: format!("BackupPolicy {} not found in namespace {ns}", run.spec.policy_ref.name),
+            message: format!(
+                "BackupPolicy {} not found in namespace {ns}",
+                run.spec.policy_ref.name
+            ),
         }));
     };
     if policy.spec.source.engine().is_none() {
-        return Ok(Err(Blocker { reason: "InvalidPolicy".into(), message: format!("BackupPolicy {} has no engine block", policy.name_any()) }));
+        return Ok(Err(Blocker {
+            reason: "InvalidPolicy".into(),
+            message: format!("BackupPolicy {} has no engine block", policy.name_any()),
+        }));
     }
     let Some(storage) = storage else {
         return Ok(Err(Blocker {
             reason: "StorageNotFound".into(),
-            message: format!("BackupStorage {} (of policy {}) not found in namespace {ns}", policy.spec.storage_ref.name, policy.name_any()),
+            message: format!(
+                "BackupStorage {} (of policy {}) not found in namespace {ns}",
+                policy.spec.storage_ref.name,
+                policy.name_any()
+            ),
         }));
     };
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     for (name, key) in needed_secrets(policy, storage) {
         match secrets.get_opt(&name).await? {
             None => {
-                return Ok(Err(Blocker { reason: "SecretNotFound".into(), message: format!("Secret {name} not found in namespace {ns}") }));
+                return Ok(Err(Blocker {
+                    reason: "SecretNotFound".into(),
+                    message: format!("Secret {name} not found in namespace {ns}"),
+                }));
             }
             Some(secret) => {
                 if let Some(key) = key {
                     let has = secret.data.as_ref().is_some_and(|d| d.contains_key(&key))
-                        || secret.string_data.as_ref().is_some_and(|d| d.contains_key(&key));
+                        || secret
+                            .string_data
+                            .as_ref()
+                            .is_some_and(|d| d.contains_key(&key));
                     if !has {
-                        return Ok(Err(Blocker { reason: "SecretKeyNotFound".into(), message: format!("Secret {name} has no key {key}") }));
+                        return Ok(Err(Blocker {
+                            reason: "SecretKeyNotFound".into(),
+                            message: format!("Secret {name} has no key {key}"),
+                        }));
                     }
                 }
             }
@@ -233,28 +372,58 @@ async fn check_references(
 
 /// Reads the run's Job and its pods into a [`JobState`].
 async fn observe_job(ctx: &Context, ns: &str, job_name: Option<&str>) -> Result<JobState> {
-    let Some(job_name) = job_name else { return Ok(JobState::NotCreated) };
+    let Some(job_name) = job_name else {
+        return Ok(JobState::NotCreated);
+    };
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
     let Some(job) = jobs.get_opt(job_name).await? else {
-        return Ok(JobState::Vanished { name: job_name.to_string() });
+        return Ok(JobState::Vanished {
+            name: job_name.to_string(),
+        });
     };
     let st = job.status.clone().unwrap_or_default();
-    let attempts = (st.failed.unwrap_or(0) + st.succeeded.unwrap_or(0) + st.active.unwrap_or(0)).max(1) as u32;
+    let attempts =
+        (st.failed.unwrap_or(0) + st.succeeded.unwrap_or(0) + st.active.unwrap_or(0)).max(1) as u32;
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-    let mut pod_list = pods.list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job_name}"))).await?.items;
+    let mut pod_list = pods
+        .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job_name}")))
+        .await?
+        .items;
     pod_list.sort_by_key(|p| p.metadata.creation_timestamp.clone().map(|t| t.0));
-    let condition = |type_: &str| st.conditions.as_ref().and_then(|cs| cs.iter().find(|c| c.type_ == type_ && c.status == "True")).cloned();
+    let condition = |type_: &str| {
+        st.conditions
+            .as_ref()
+            .and_then(|cs| cs.iter().find(|c| c.type_ == type_ && c.status == "True"))
+            .cloned()
+    };
     if condition("Complete").is_some() {
-        let report = pod_list.iter().rev().find(|p| pod_phase(p) == "Succeeded").and_then(agent_report);
+        let report = pod_list
+            .iter()
+            .rev()
+            .find(|p| pod_phase(p) == "Succeeded")
+            .and_then(agent_report);
         return Ok(JobState::Succeeded { attempts, report });
     }
     if let Some(c) = condition("Failed") {
-        let report = pod_list.iter().rev().find(|p| pod_phase(p) == "Failed").and_then(agent_report);
-        return Ok(JobState::Failed { attempts, reason: c.reason.unwrap_or_default(), message: c.message.unwrap_or_default(), report });
+        let report = pod_list
+            .iter()
+            .rev()
+            .find(|p| pod_phase(p) == "Failed")
+            .and_then(agent_report);
+        return Ok(JobState::Failed {
+            attempts,
+            reason: c.reason.unwrap_or_default(),
+            message: c.message.unwrap_or_default(),
+            report,
+        });
     }
     let progress = match pod_list.iter().rev().find(|p| pod_phase(p) == "Running") {
         Some(pod) => {
-            let params = LogParams { container: Some(AGENT_CONTAINER.into()), tail_lines: Some(50), ..Default::default() };
+            let params = LogParams {
+                container: Some(AGENT_CONTAINER.into()),
+                tail_lines: Some(50),
+                ..Default::default()
+            };
             match pods.logs(&pod.name_any(), &params).await {
                 Ok(log) => last_progress(&log),
                 Err(e) => {
@@ -269,14 +438,23 @@ async fn observe_job(ctx: &Context, ns: &str, job_name: Option<&str>) -> Result<
 }
 
 fn pod_phase(p: &Pod) -> &str {
-    p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("")
+    p.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("")
 }
 
 /// The agent's summary from the pod's agent container termination message.
 fn agent_report(pod: &Pod) -> Option<AgentReport> {
     let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
     let agent = statuses.iter().find(|c| c.name == AGENT_CONTAINER)?;
-    let message = agent.state.as_ref()?.terminated.as_ref()?.message.as_deref()?;
+    let message = agent
+        .state
+        .as_ref()?
+        .terminated
+        .as_ref()?
+        .message
+        .as_deref()?;
     AgentReport::parse(message)
 }
 
@@ -294,10 +472,18 @@ fn queue_decision(ctx: &Context, run: &BackupRun) -> (bool, Option<String>) {
         let key = RunKey::new(ns, r.name_any());
         if status.and_then(|s| s.job_name.as_ref()).is_some() {
             running.push(key);
-        } else if !status.and_then(|s| s.reason.as_deref()).is_some_and(|reason| BLOCKER_REASONS.contains(&reason)) {
+        } else if !status
+            .and_then(|s| s.reason.as_deref())
+            .is_some_and(|reason| BLOCKER_REASONS.contains(&reason))
+        {
             pending.push(PendingBackup {
                 key,
-                created_at: r.metadata.creation_timestamp.as_ref().map(time_to_chrono).unwrap_or_else(Utc::now),
+                created_at: r
+                    .metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map(time_to_chrono)
+                    .unwrap_or_else(Utc::now),
                 policy: r.spec.policy_ref.name.clone(),
                 not_before: None,
             });
@@ -308,29 +494,88 @@ fn queue_decision(ctx: &Context, run: &BackupRun) -> (bool, Option<String>) {
     if !pending.iter().any(|p| p.key == me) && !running.contains(&me) {
         pending.push(PendingBackup {
             key: me.clone(),
-            created_at: run.metadata.creation_timestamp.as_ref().map(time_to_chrono).unwrap_or_else(Utc::now),
+            created_at: run
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(time_to_chrono)
+                .unwrap_or_else(Utc::now),
             policy: run.spec.policy_ref.name.clone(),
             not_before: None,
         });
     }
-    let q = plan_backup_queue(&pending, &running, ctx.settings.max_concurrent_backups, Utc::now());
-    ctx.metrics.queue_depth.get_or_create(&crate::telemetry::metrics::QueueLabels { queue: "backup".into() }).set(q.waiting.len() as i64);
+    let q = plan_backup_queue(
+        &pending,
+        &running,
+        ctx.settings.max_concurrent_backups,
+        Utc::now(),
+    );
+    ctx.metrics
+        .queue_depth
+        .get_or_create(&crate::telemetry::metrics::QueueLabels {
+            queue: "backup".into(),
+        })
+        .set(q.waiting.len() as i64);
     if q.start.contains(&me) {
         return (true, None);
     }
-    let message = q.waiting.iter().find(|w| w.key == me).map(|w| format!("queued at position {} of {}: {}", w.position, q.waiting.len(), w.reason));
+    let message = q.waiting.iter().find(|w| w.key == me).map(|w| {
+        format!(
+            "queued at position {} of {}: {}",
+            w.position,
+            q.waiting.len(),
+            w.reason
+        )
+    });
     (false, message)
 }
 
-async fn start_job(ctx: &Context, ns: &str, run: &BackupRun, policy: Option<BackupPolicy>, storage: Option<BackupStorage>) -> Result<Action> {
+async fn start_job(
+    ctx: &Context,
+    ns: &str,
+    run: &BackupRun,
+    policy: Option<BackupPolicy>,
+    storage: Option<BackupStorage>,
+) -> Result<Action> {
     let (Some(policy), Some(storage)) = (policy, storage) else {
-        return Err(Error::InvalidSpec("policy or storage vanished while starting".into()));
+        return Err(Error::InvalidSpec(
+            "policy or storage vanished while starting".into(),
+        ));
     };
-    let job = crate::jobs::backup_job::build(run, &policy, &storage, &ctx.settings).map_err(|e| Error::JobBuild(e.to_string()))?;
-    let job_name = job.metadata.name.clone().ok_or(Error::MissingObjectField("job name"))?;
+    let defaults = crate::jobs::backup_job::JobDefaults {
+        agent_image: ctx.settings.agent_image.clone(),
+        ttl_seconds_after_finished: ctx.settings.job_ttl_seconds,
+    };
+    let job = match crate::jobs::backup_job::build(run, &policy, &storage, &defaults) {
+        Ok(job) => job,
+        // A spec problem: retrying cannot help, so the run fails with the reason.
+        Err(e) => {
+            return finish(
+                ctx,
+                ns,
+                run,
+                Some(&policy),
+                BackupRunPhase::Failed,
+                e.reason(),
+                &e.to_string(),
+                None,
+            )
+            .await;
+        }
+    };
+    let job_name = job
+        .metadata
+        .name
+        .clone()
+        .ok_or(Error::MissingObjectField("job name"))?;
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
     // Server-side apply is idempotent: re-applying after a crash finds the same Job.
-    jobs.patch(&job_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&job)).await?;
+    jobs.patch(
+        &job_name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&job),
+    )
+    .await?;
     let now = Utc::now();
     let mut status = run.status.clone().unwrap_or_default();
     status.phase = Some(BackupRunPhase::Running);
@@ -341,13 +586,26 @@ async fn start_job(ctx: &Context, ns: &str, run: &BackupRun, policy: Option<Back
     status.attempts = Some(1);
     status.observed_generation = run.metadata.generation;
     apply_status(ctx, ns, &run.name_any(), &status).await?;
-    ctx.event(run, EventType::Normal, "Started", "CreateJob", format!("backup Job {job_name} created for policy {}", policy.name_any())).await;
+    ctx.event(
+        run,
+        EventType::Normal,
+        "Started",
+        "CreateJob",
+        format!(
+            "backup Job {job_name} created for policy {}",
+            policy.name_any()
+        ),
+    )
+    .await;
     Ok(Action::requeue(Duration::from_secs(2)))
 }
 
 async fn delete_job(ctx: &Context, ns: &str, job: &str) -> Result<()> {
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
-    let dp = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..Default::default() };
+    let dp = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..Default::default()
+    };
     match jobs.delete(job, &dp).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
@@ -355,13 +613,21 @@ async fn delete_job(ctx: &Context, ns: &str, job: &str) -> Result<()> {
     }
 }
 
-fn artifact_from_report(storage: &str, r: &AgentReport, retain_until: Option<DateTime<Utc>>) -> Artifact {
+fn artifact_from_report(
+    storage: &str,
+    r: &AgentReport,
+    retain_until: Option<DateTime<Utc>>,
+) -> Artifact {
     let size_bytes = r.size_bytes.unwrap_or(0);
     let recipients = r
         .encryption
         .as_ref()
         .and_then(|e| e.get("recipients").and_then(|v| v.as_array()).cloned())
-        .map(|v| v.iter().filter_map(|x| x.as_str().map(str::to_string)).collect::<Vec<_>>());
+        .map(|v| {
+            v.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect::<Vec<_>>()
+        });
     Artifact {
         storage: storage.to_string(),
         key: r.key.clone().unwrap_or_default(),
@@ -371,7 +637,10 @@ fn artifact_from_report(storage: &str, r: &AgentReport, retain_until: Option<Dat
         raw_bytes: r.raw_bytes.unwrap_or(0),
         sha256: r.sha256.clone().unwrap_or_default(),
         compression: r.compression.clone().unwrap_or_default(),
-        encryption: recipients.map(|recipients| ArtifactEncryption { method: "age".into(), recipients }),
+        encryption: recipients.map(|recipients| ArtifactEncryption {
+            method: "age".into(),
+            recipients,
+        }),
         engine: r.engine.clone().unwrap_or_default(),
         server_version: r.server_version.clone(),
         tables: r.tables,
@@ -395,7 +664,12 @@ async fn finish(
 ) -> Result<Action> {
     let now = Utc::now();
     let mut status = run.status.clone().unwrap_or_default();
-    let started = status.start_time.as_ref().map(time_to_chrono).or_else(|| run.metadata.creation_timestamp.as_ref().map(time_to_chrono)).unwrap_or(now);
+    let started = status
+        .start_time
+        .as_ref()
+        .map(time_to_chrono)
+        .or_else(|| run.metadata.creation_timestamp.as_ref().map(time_to_chrono))
+        .unwrap_or(now);
     let seconds = (now - started).num_milliseconds().max(0) as f64 / 1000.0;
     status.phase = Some(phase);
     status.reason = Some(reason.to_string());
@@ -414,7 +688,11 @@ async fn finish(
     set_condition(
         &mut status.conditions,
         Condition {
-            type_: if succeeded { "Complete".into() } else { "Failed".into() },
+            type_: if succeeded {
+                "Complete".into()
+            } else {
+                "Failed".into()
+            },
             status: "True".into(),
             reason: reason.to_string(),
             message: message.to_string(),
@@ -423,19 +701,52 @@ async fn finish(
         },
     );
     apply_status(ctx, ns, &run.name_any(), &status).await?;
-    let (type_, ev_reason) = if succeeded { (EventType::Normal, "Succeeded") } else { (EventType::Warning, "Failed") };
-    ctx.event(run, type_, ev_reason, "Finish", format!("{reason}: {message}")).await;
+    let (type_, ev_reason) = if succeeded {
+        (EventType::Normal, "Succeeded")
+    } else {
+        (EventType::Warning, "Failed")
+    };
+    ctx.event(
+        run,
+        type_,
+        ev_reason,
+        "Finish",
+        format!("{reason}: {message}"),
+    )
+    .await;
 
-    let policy_name = policy.map(|p| p.name_any()).unwrap_or_else(|| run.spec.policy_ref.name.clone());
-    let labels = PolicyLabels { namespace: ns.to_string(), policy: policy_name.clone() };
+    let policy_name = policy
+        .map(|p| p.name_any())
+        .unwrap_or_else(|| run.spec.policy_ref.name.clone());
+    let labels = PolicyLabels {
+        namespace: ns.to_string(),
+        policy: policy_name.clone(),
+    };
     ctx.metrics
         .backup_runs
-        .get_or_create(&RunLabels { namespace: ns.to_string(), policy: policy_name, result: if succeeded { RunResult::Succeeded } else { RunResult::Failed } })
+        .get_or_create(&RunLabels {
+            namespace: ns.to_string(),
+            policy: policy_name,
+            result: if succeeded {
+                RunResult::Succeeded
+            } else {
+                RunResult::Failed
+            },
+        })
         .inc();
-    ctx.metrics.backup_duration.get_or_create(&labels).observe(seconds);
+    ctx.metrics
+        .backup_duration
+        .get_or_create(&labels)
+        .observe(seconds);
     if let Some(a) = &artifact {
-        ctx.metrics.backup_bytes.get_or_create(&labels).inc_by(a.size_bytes);
-        ctx.metrics.last_success.get_or_create(&labels).set(now.timestamp() as f64);
+        ctx.metrics
+            .backup_bytes
+            .get_or_create(&labels)
+            .inc_by(a.size_bytes);
+        ctx.metrics
+            .last_success
+            .get_or_create(&labels)
+            .set(now.timestamp() as f64);
     }
     Ok(Action::await_change())
 }
@@ -448,6 +759,11 @@ async fn apply_status(ctx: &Context, ns: &str, name: &str, status: &BackupRunSta
         "kind": BackupRun::kind(&()),
         "status": status,
     });
-    runs.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body)).await?;
+    runs.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await?;
     Ok(())
 }

@@ -91,7 +91,7 @@ pub enum Step {
     /// The transfer stopped moving: stop the Job and fail.
     Stalled { message: String },
     /// The Job completed: confirm the artifact in storage, then succeed (or fail if it isn't there).
-    Confirm { attempts: u32, report: AgentReport },
+    Confirm { attempts: u32, report: Box<AgentReport> },
     /// Fail the run.
     Fail { reason: String, message: String },
 }
@@ -117,7 +117,7 @@ pub fn plan(o: &Observed<'_>) -> Step {
         },
         JobState::Active { attempts, progress } => plan_active(o, *attempts, *progress),
         JobState::Succeeded { attempts, report } => match report {
-            Some(r) if r.succeeded() => Step::Confirm { attempts: *attempts, report: r.clone() },
+            Some(r) if r.succeeded() => Step::Confirm { attempts: *attempts, report: Box::new(r.clone()) },
             Some(r) => Step::Fail {
                 reason: "AgentReportedFailure".into(),
                 message: r.error.clone().unwrap_or_else(|| "the agent reported a failure".into()),

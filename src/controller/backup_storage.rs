@@ -40,9 +40,7 @@ pub struct Probe {
 pub fn probe_due(storage: &BackupStorage, now: chrono::DateTime<Utc>) -> Option<Duration> {
     let interval = Duration::from_secs(u64::from(storage.spec.probe_or_default().interval_seconds));
     let status = storage.status.as_ref();
-    let Some(last) = status.and_then(|s| s.last_probe.as_ref()) else {
-        return None;
-    };
+    let last = status.and_then(|s| s.last_probe.as_ref())?;
     if status.and_then(|s| s.observed_generation) != storage.metadata.generation {
         return None;
     }

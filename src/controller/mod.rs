@@ -8,6 +8,7 @@ pub mod schedule;
 pub mod agent_report;
 pub mod artifact_check;
 pub mod backup_policy;
+pub mod backup_run;
 pub mod backup_run_plan;
 pub mod backup_storage;
 pub mod context;

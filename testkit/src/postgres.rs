@@ -83,7 +83,7 @@ impl PostgresBuilder {
     /// Runs `initdb` in a fresh temp dir and starts the server.
     pub fn start(self) -> Result<Postgres> {
         let ip = parse_loopback(&self.listen)?;
-        for tool in ["initdb", "postgres", "psql", "pg_isready"] {
+        for tool in ["initdb", "postgres", "psql"] {
             require_binary_in(&self.bin_dir, tool, INSTALL_HINT)?;
         }
         let os_user = OsUser::for_service(
@@ -226,25 +226,29 @@ impl Postgres {
         // A fresh log per attempt, so a retry is judged by its own messages.
         let _ = std::fs::remove_file(&log);
         let process = ServiceProcess::spawn("postgres", cmd, &log, libc::SIGINT)?;
+        let pidfile = self.data_dir().join("postmaster.pid");
         let process = self.process.insert(process);
+        let pid = process.pid();
         let start = Instant::now();
         loop {
             process.ensure_running("postgres exited during startup")?;
-            let mut probe = Command::new(self.bin_dir.join("pg_isready"));
-            probe
-                .args(["-q", "-t", "1", "-h"])
-                .arg(self.ip.to_string())
-                .arg("-p")
-                .arg(self.port.to_string());
-            if run_tool(probe, "pg_isready", None).is_ok() {
-                return Ok(());
+            // Our own postmaster reports "ready" in its pid file (line 1 pid, line 8
+            // status) once it accepts connections; a different server that grabbed the
+            // port in the meantime cannot fake that.
+            if let Ok(text) = std::fs::read_to_string(&pidfile) {
+                let lines: Vec<&str> = text.lines().collect();
+                if lines.first().map(|l| l.trim()) == Some(pid.to_string().as_str())
+                    && lines.get(7).map(|l| l.trim()) == Some("ready")
+                {
+                    return Ok(());
+                }
             }
             if start.elapsed() > STARTUP_TIMEOUT {
                 return Err(process.startup_error(format!(
                     "not accepting connections after {STARTUP_TIMEOUT:?}"
                 )));
             }
-            std::thread::sleep(Duration::from_millis(25));
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 

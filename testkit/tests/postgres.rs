@@ -186,3 +186,13 @@ fn a_panicking_test_still_stops_its_server() {
     assert!(port_is_closed(addr));
     assert!(!dir.exists(), "{} survived the panic", dir.display());
 }
+
+#[test]
+fn a_taken_fixed_port_is_a_clear_startup_error() {
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = squatter.local_addr().unwrap().port();
+    let err = Postgres::builder().port(port).start().unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("postgres failed to start"), "{text}");
+    assert!(text.contains("Address already in use"), "{text}");
+}
