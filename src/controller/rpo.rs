@@ -6,8 +6,8 @@
 //! the fire time at or before `L` to the next one — for `0 2 * * 1-5` a Friday backup's period
 //! lasts until Monday, on a DST day a daily period lasts 23 or 25 hours). The schedule-derived
 //! objective is met while `now < L + interval + grace`: the next backup has its whole period plus
-//! `grace` (which covers how long a backup takes) to complete ([`RpoObjective`]; the API's
-//! default for an unset `spec.rpo` is a grace of one interval, twice the interval in all). The current
+//! `grace` (which covers how long a backup takes) to complete. `grace` defaults to one interval,
+//! i.e. twice the interval in total, as the API documents for an unset `spec.rpo`. The current
 //! schedule is used, so tightening the schedule tightens the objective immediately.
 //!
 //! A policy that never succeeded is measured from its creation time in the same way; until that
@@ -57,9 +57,11 @@ pub struct RpoInput {
     pub last_success: Option<DateTime<Utc>>,
     /// `spec.suspend`.
     pub suspended: bool,
-    /// Extra time allowed beyond the schedule interval (backup duration and slack), used by
-    /// [`evaluate_rpo`] ([`RpoObjective::ScheduleInterval`]).
-    pub grace: Duration,
+    /// `spec.rpo`: an explicit objective. When set, `grace` is not used.
+    pub objective: Option<Duration>,
+    /// Extra time allowed beyond the schedule interval (backup duration and slack); `None`
+    /// means one interval.
+    pub grace: Option<Duration>,
 }
 
 /// The evaluated `RPOMet` condition.
@@ -78,50 +80,21 @@ pub struct RpoCondition {
     pub recheck_at: Option<DateTime<Utc>>,
 }
 
-/// How old the newest successful backup may get.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RpoObjective {
-    /// The schedule period at the last success plus `grace`.
-    ScheduleInterval {
-        /// Extra time beyond the period.
-        grace: Duration,
-    },
-    /// Twice the schedule period at the last success (the API's default when `spec.rpo` is
-    /// unset: one period for the next backup to start, one for it to finish and be retried).
-    TwiceTheInterval,
-    /// An explicit objective (`spec.rpo`).
-    Fixed(Duration),
+/// Reads `spec.rpo` (e.g. `26h`); `Ok(None)` when unset. The error message is meant for the
+/// condition (reason `InvalidRPO`).
+pub fn objective_from_spec(spec: &BackupPolicySpec) -> Result<Option<Duration>, String> {
+    spec.rpo
+        .as_deref()
+        .map(|text| {
+            parse_duration(text)
+                .map(Duration::from_secs)
+                .ok_or_else(|| format!("rpo {text:?} is not a duration such as 26h, 2d or 1h30m"))
+        })
+        .transpose()
 }
 
-impl RpoObjective {
-    /// The objective of a policy: `spec.rpo` (e.g. `26h`) when set, else twice the interval.
-    /// The error message is meant for the condition (reason `InvalidRPO`).
-    pub fn from_spec(spec: &BackupPolicySpec) -> Result<Self, String> {
-        match spec.rpo.as_deref() {
-            None => Ok(RpoObjective::TwiceTheInterval),
-            Some(text) => parse_duration(text)
-                .map(|secs| RpoObjective::Fixed(Duration::from_secs(secs)))
-                .ok_or_else(|| format!("rpo {text:?} is not a duration such as 26h, 2d or 1h30m")),
-        }
-    }
-}
-
-/// Evaluates `RPOMet` for a policy with a valid `schedule`: the schedule period at the last
-/// success plus `input.grace`.
+/// Evaluates `RPOMet` for a policy with a valid `schedule`.
 pub fn evaluate_rpo(schedule: &Schedule, input: &RpoInput) -> RpoCondition {
-    evaluate_rpo_objective(
-        schedule,
-        input,
-        RpoObjective::ScheduleInterval { grace: input.grace },
-    )
-}
-
-/// Evaluates `RPOMet` against `objective` (`input.grace` is ignored).
-pub fn evaluate_rpo_objective(
-    schedule: &Schedule,
-    input: &RpoInput,
-    objective: RpoObjective,
-) -> RpoCondition {
     if input.suspended {
         return RpoCondition {
             status: ConditionStatus::Unknown,
@@ -147,26 +120,25 @@ pub fn evaluate_rpo_objective(
         .unwrap_or(reference);
     let interval = next - period_start;
     let to_delta = |d: Duration| TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX);
-    let with_grace = |grace: TimeDelta| {
-        (
-            interval.checked_add(&grace).unwrap_or(TimeDelta::MAX),
-            format!(
-                "the schedule expects one every {} (+{} grace)",
-                HumanDuration(interval),
-                HumanDuration(grace)
-            ),
-        )
-    };
-    let (allowed, expectation) = match objective {
-        RpoObjective::Fixed(rpo) => (
+    let (allowed, expectation) = match input.objective {
+        Some(rpo) => (
             to_delta(rpo),
             format!(
                 "the recovery point objective is {}",
                 HumanDuration(to_delta(rpo))
             ),
         ),
-        RpoObjective::ScheduleInterval { grace } => with_grace(to_delta(grace)),
-        RpoObjective::TwiceTheInterval => with_grace(interval),
+        None => {
+            let grace = input.grace.map_or(interval, to_delta);
+            (
+                interval.checked_add(&grace).unwrap_or(TimeDelta::MAX),
+                format!(
+                    "the schedule expects one every {} (+{} grace)",
+                    HumanDuration(interval),
+                    HumanDuration(grace)
+                ),
+            )
+        }
     };
     let deadline = reference
         .checked_add_signed(allowed)
@@ -259,7 +231,8 @@ mod tests {
             created_at: utc("2026-11-01T00:00:00Z"),
             last_success: last.map(utc),
             suspended: false,
-            grace: Duration::from_secs(3600),
+            objective: None,
+            grace: Some(Duration::from_secs(3600)),
         }
     }
 
@@ -313,7 +286,7 @@ mod tests {
     fn dst_days_have_23_and_25_hour_periods() {
         let s = Schedule::parse("0 2 * * *", Some("Europe/Berlin")).unwrap();
         let mut i = input("2026-03-29T00:00:00Z", Some("2026-03-28T01:05:00Z"));
-        i.grace = Duration::ZERO;
+        i.grace = Some(Duration::ZERO);
         // The period from 02:00 CET on the 28th to 03:00 CEST (gap end) on the 29th is 24h;
         // the 2026-10-25 period (02:00 CEST -> 02:00 CET) is 25h.
         assert_eq!(
@@ -347,20 +320,21 @@ mod tests {
     #[test]
     fn an_explicit_objective_replaces_the_schedule_interval() {
         let mut i = input("2026-11-22T04:00:00Z", Some("2026-11-21T02:10:00Z"));
-        let fixed = RpoObjective::Fixed(Duration::from_secs(26 * 3600));
-        let c = evaluate_rpo_objective(&daily(), &i, fixed);
+        i.objective = Some(Duration::from_secs(26 * 3600));
+        let c = evaluate_rpo(&daily(), &i);
         assert_eq!(c.status, ConditionStatus::True);
         assert_eq!(c.deadline, Some(utc("2026-11-22T04:10:00Z")));
         i.now = utc("2026-11-22T04:10:00Z");
-        let c = evaluate_rpo_objective(&daily(), &i, fixed);
+        let c = evaluate_rpo(&daily(), &i);
         assert_eq!(c.reason, "BackupOverdue");
         assert!(c.message.contains("objective is 1d2h"), "{}", c.message);
     }
 
     #[test]
     fn the_default_grace_is_one_interval() {
-        let i = input("2026-11-23T02:09:00Z", Some("2026-11-21T02:10:00Z"));
-        let c = evaluate_rpo_objective(&daily(), &i, RpoObjective::TwiceTheInterval);
+        let mut i = input("2026-11-23T02:09:00Z", Some("2026-11-21T02:10:00Z"));
+        i.grace = None;
+        let c = evaluate_rpo(&daily(), &i);
         assert_eq!(c.deadline, Some(utc("2026-11-23T02:10:00Z")));
         assert_eq!(c.status, ConditionStatus::True);
     }
@@ -382,21 +356,14 @@ mod tests {
             "source: {postgres: {host: db, database: shop, user: u}}\nstorageRef: {name: s}\nschedule: \"@daily\"\n",
         )
         .unwrap();
-        assert_eq!(
-            RpoObjective::from_spec(&spec),
-            Ok(RpoObjective::TwiceTheInterval)
-        );
+        assert_eq!(objective_from_spec(&spec), Ok(None));
         spec.rpo = Some("1d2h".into());
         assert_eq!(
-            RpoObjective::from_spec(&spec),
-            Ok(RpoObjective::Fixed(Duration::from_secs(26 * 3600)))
+            objective_from_spec(&spec),
+            Ok(Some(Duration::from_secs(26 * 3600)))
         );
         spec.rpo = Some("soon".into());
-        assert!(
-            RpoObjective::from_spec(&spec)
-                .unwrap_err()
-                .contains("\"soon\"")
-        );
+        assert!(objective_from_spec(&spec).unwrap_err().contains("\"soon\""));
     }
 
     #[test]
