@@ -256,6 +256,15 @@ pub fn build_attempt(
         plain_env("TMPDIR", "/tmp"),
     ]);
 
+    // The kubelet expands `$(VAR)` in args and env values; user text (database names, extra
+    // dump arguments, paths) must reach the agent literally, so `$` is escaped as `$$`.
+    let args: Vec<String> = args.iter().map(|a| escape_dollar(a)).collect();
+    for var in &mut env {
+        if let Some(value) = &mut var.value {
+            *value = escape_dollar(value);
+        }
+    }
+
     let labels = labels(&policy_name, &run_name, &template.labels);
     let annotations = (!template.annotations.is_empty()).then(|| template.annotations.clone());
 
@@ -440,6 +449,11 @@ fn compression_flag(compression: &Compression) -> String {
         (CompressionAlgorithm::None, _) | (_, None) => compression.algorithm.as_str().to_owned(),
         (algorithm, Some(level)) => format!("{}:{level}", algorithm.as_str()),
     }
+}
+
+/// Escapes `$` so that the kubelet's `$(VAR)` expansion leaves the text as written.
+fn escape_dollar(text: &str) -> String {
+    text.replace('$', "$$")
 }
 
 fn push_flag(args: &mut Vec<String>, flag: &str, value: &str) {
@@ -821,10 +835,13 @@ fn push_filesystem(
         ..Default::default()
     });
     let dir = join_key(&[&fs.path, &location.dir]);
+    // The minimal RFC 8089 form `file:/abs/path` (same meaning as `file:///abs/path`) keeps the
+    // mount path a whole word, so tools that map container paths (the e2e stand-in's kubelet)
+    // recognise it.
     let to = if dir.is_empty() {
-        format!("file://{STORAGE_MOUNT}")
+        format!("file:{STORAGE_MOUNT}")
     } else {
-        format!("file://{STORAGE_MOUNT}/{dir}")
+        format!("file:{STORAGE_MOUNT}/{dir}")
     };
     push_flag(args, "--to", &to);
 }
@@ -1147,7 +1164,7 @@ spec: {policyRef: {name: maria}, activeDeadlineSeconds: 600}
                 "mysql://root@maria.shop.svc:3306/?ssl=true",
                 "--all-databases",
                 "--to",
-                "file:///backup/dumps/mysql/all/2026-11-22",
+                "file:/backup/dumps/mysql/all/2026-11-22",
                 "--run-id",
                 "before-migration",
                 "--compression",
@@ -1317,6 +1334,25 @@ spec: {policyRef: {name: maria}, activeDeadlineSeconds: 600}
         assert!(
             err.to_string().contains("host and user are required"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn user_text_is_protected_from_kubelet_variable_expansion() {
+        let p = POLICY
+            .replace("database: shop,", "database: \"shop$(HOME)\",")
+            .replace("--exclude-table=audit_*,tmp_*", "--exclude-table=$$x");
+        let job = build_json(RUN, &p, S3_STORAGE);
+        let a = args(&job);
+        assert!(a.contains(&"shop$$(HOME)".to_owned()), "{a:?}");
+        assert!(
+            a.contains(&"--dump-arg=--exclude-table=$$$$x".to_owned()),
+            "{a:?}"
+        );
+        assert!(
+            a.iter()
+                .any(|x| x.ends_with("/shop$$(HOME)?sslmode=verify-full")),
+            "{a:?}"
         );
     }
 
