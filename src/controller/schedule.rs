@@ -26,11 +26,14 @@
 //!   interval. Times inside a gap do not exist and are skipped (the next interval comes soon);
 //!   times in an overlap fire in both passes, because real time passed between them.
 //!
-//! This deliberately differs from Kubernetes CronJobs (robfig/cron), which silently *skip* a
-//! fixed-time job that falls into a spring-forward gap and run it *twice* in a fall-back
-//! overlap. For a backup operator a skipped nightly backup is a missed restore point (and an
-//! `RPOMet=False`), and `0 2 * * *` in Europe/Berlin — the most common backup schedule — falls
-//! into the gap every March, so the "run at the end of the gap" rule is the safe one.
+//! This deliberately differs from Kubernetes CronJobs, whose cron library (robfig/cron) silently
+//! *skips* a fixed-time job that falls into a spring-forward gap (robfig/cron#541) and runs it
+//! *twice* in a fall-back overlap (kubernetes/kubernetes#121594: a `0 2 * * *` Europe/Berlin
+//! CronJob ran twice and collided with a running restore). It matches ISC/Vixie cron
+//! (`cron(8)`: jobs in a skipped interval run immediately, repeated times are not re-run). For a
+//! backup operator a skipped nightly backup is a missed restore point (and `RPOMet=False`), and
+//! `0 2 * * *` in Europe/Berlin — the most common backup schedule — falls into the gap every
+//! March.
 //!
 //! # Planning
 //!
@@ -1638,5 +1641,23 @@ spec:
             s.next_fire_after(utc("2019-02-17T01:45:00Z")),
             Some(utc("2019-02-17T02:45:00Z"))
         );
+    }
+
+    /// kubernetes/kubernetes#121594: a `0 2 * * *` Europe/Berlin CronJob ran twice when the
+    /// clocks went back. Here it fires once, also when driven like a controller.
+    #[test]
+    fn berlin_0200_fires_once_when_the_clocks_go_back() {
+        let s = sched("0 2 * * *", "Europe/Berlin");
+        let expected = [
+            "2026-10-24T00:00:00Z",
+            "2026-10-25T00:00:00Z",
+            "2026-10-26T01:00:00Z",
+        ];
+        assert_eq!(
+            strs(&fires(&s, "2026-10-23T12:00:00Z", "2026-10-26T12:00:00Z")),
+            expected
+        );
+        let runs = simulate(&s, "2026-10-23T12:00:00Z", "2026-10-26T12:00:00Z", None);
+        assert_eq!(strs(&runs), expected);
     }
 }
