@@ -560,6 +560,14 @@ impl Source {
                 ));
             }
         };
+        // The agent splits `--dump-arg` values at commas (its env form is a comma list), so an
+        // argument with a comma would reach the dump tool as two. Refuse it instead.
+        if let Some(arg) = common.extra.iter().find(|a| a.contains(',')) {
+            return Err(JobBuildError::InvalidSource(format!(
+                "extraArgs entry {arg:?} contains ','; give each value as its own argument \
+                 (e.g. two --exclude-table=… entries)"
+            )));
+        }
         if common.database.is_some() == common.all {
             return Err(JobBuildError::InvalidSource(
                 "set exactly one of database or allDatabases: true".into(),
@@ -871,7 +879,7 @@ spec:
   source:
     postgres: {host: db.shop.svc, port: 5432, database: shop, user: backup,
                passwordSecretRef: {name: db-creds, key: password}, sslMode: verify-full,
-               extraArgs: ["--exclude-table=audit_*,tmp_*"]}
+               extraArgs: ["--exclude-table=audit_*", "--exclude-table=tmp_*"]}
   storageRef: {name: main}
   schedule: "0 2 * * *"
   timeZone: America/Sao_Paulo
@@ -1012,7 +1020,8 @@ spec: {policyRef: {name: nightly}, trigger: Scheduled, scheduledTime: "2026-11-2
                                 "--run-id", "20261122T050000Z-nightly-202611220500",
                                 "--compression", "zstd:5",
                                 "--recipients-file", "/etc/dataguardian/recipients/recipients",
-                                "--dump-arg=--exclude-table=audit_*,tmp_*"
+                                "--dump-arg=--exclude-table=audit_*",
+                                "--dump-arg=--exclude-table=tmp_*"
                             ],
                             "env": [
                                 secret("DG_PASSWORD", "db-creds", "password"),
@@ -1329,6 +1338,11 @@ spec: {policyRef: {name: maria}, activeDeadlineSeconds: 600}
             "InvalidPolicy"
         );
         let mut p = policy(POLICY);
+        p.spec.source.postgres.as_mut().unwrap().extra_args = vec!["--exclude-table=a,b".into()];
+        let err = build(&run(RUN), &p, &s, defaults()).unwrap_err();
+        assert_eq!(err.reason(), "InvalidPolicy");
+        assert!(err.to_string().contains("contains ','"), "{err}");
+        let mut p = policy(POLICY);
         p.spec.source.postgres.as_mut().unwrap().host = None;
         let err = build(&run(RUN), &p, &s, defaults()).unwrap_err();
         assert!(
@@ -1337,11 +1351,74 @@ spec: {policyRef: {name: maria}, activeDeadlineSeconds: 600}
         );
     }
 
+    /// The agent's own command line parser accepts every flag the builder emits.
+    fn parse_with_the_agent_cli(job: &Value) -> crate::cli::agent::BackupArgs {
+        use clap::Parser;
+        let container = &job["spec"]["template"]["spec"]["containers"][0];
+        let mut argv: Vec<String> = serde_json::from_value(container["command"].clone()).unwrap();
+        argv.extend(args(job).iter().map(|a| a.replace("$$", "$")));
+        let cli = crate::cli::Cli::try_parse_from(&argv)
+            .unwrap_or_else(|e| panic!("the agent refuses {argv:?}: {e}"));
+        match cli.command {
+            crate::cli::Command::Agent(agent) => match agent.command {
+                crate::cli::agent::AgentCommand::Backup(b) => b,
+                other => panic!("not a backup: {other:?}"),
+            },
+            _ => panic!("not an agent command"),
+        }
+    }
+
+    #[test]
+    fn the_agent_cli_accepts_the_job_args() {
+        let b = parse_with_the_agent_cli(&build_json(RUN, POLICY, S3_STORAGE));
+        assert_eq!(b.to, "s3://shop-backups/backups/shop/nightly");
+        assert_eq!(
+            b.run_id.as_deref(),
+            Some("20261122T050000Z-nightly-202611220500")
+        );
+        assert_eq!(b.common.database.as_deref(), Some("shop"));
+        assert!(b.common.s3_path_style);
+        assert_eq!(b.object_lock_days, Some(30));
+        assert_eq!(
+            b.dump_args,
+            ["--exclude-table=audit_*", "--exclude-table=tmp_*"]
+        );
+        assert_eq!(
+            b.recipients_file.as_deref(),
+            Some(std::path::Path::new(
+                "/etc/dataguardian/recipients/recipients"
+            ))
+        );
+        assert!(!b.all_databases);
+
+        let p = POLICY.replace(
+            "passwordSecretRef: {name: db-creds, key: password}",
+            "connectionSecretRef: {name: db-uri, key: uri}",
+        );
+        let b = parse_with_the_agent_cli(&build_json(RUN, &p, S3_STORAGE));
+        assert_eq!(b.common.uri, None, "the URI comes from DG_URI at run time");
+
+        let p = r#"
+metadata: {name: maria, namespace: shop}
+spec:
+  source: {mysql: {host: maria, user: root, allDatabases: true}}
+  storageRef: {name: pvc}
+  schedule: "@daily"
+  compression: {algorithm: none}
+"#;
+        let s = "metadata: {name: pvc, namespace: shop}\nspec: {filesystem: {claimName: c}}\n";
+        let b = parse_with_the_agent_cli(&build_json(RUN, p, s));
+        assert!(b.all_databases);
+        assert_eq!(b.to, "file:/backup/shop/maria");
+        let location: crate::agent::storage::Location = b.to.parse().unwrap();
+        assert_eq!(location.to_string(), "file:///backup/shop/maria");
+    }
+
     #[test]
     fn user_text_is_protected_from_kubelet_variable_expansion() {
         let p = POLICY
             .replace("database: shop,", "database: \"shop$(HOME)\",")
-            .replace("--exclude-table=audit_*,tmp_*", "--exclude-table=$$x");
+            .replace("--exclude-table=audit_*", "--exclude-table=$$x");
         let job = build_json(RUN, &p, S3_STORAGE);
         let a = args(&job);
         assert!(a.contains(&"shop$$(HOME)".to_owned()), "{a:?}");
