@@ -38,6 +38,7 @@
 //! a half-deleted artifact is never mistaken for one), then the data, then the BackupRun
 //! object.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::time::Duration;
 
@@ -95,7 +96,7 @@ impl RetentionPolicy {
 }
 
 /// Why a run is kept. `Display` gives the short text used in status and Events.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum KeepReason {
     /// One of the `keepLast` newest runs (`rank` 1 = newest).
     Last {
@@ -315,17 +316,20 @@ pub fn plan_retention(
         let Some(mut remaining) = count.filter(|n| *n > 0) else {
             continue;
         };
-        let mut last_bucket: Option<KeepReason> = None;
+        // Buckets are contiguous in time order except where a clock change crosses a bucket
+        // boundary (a fall-back from 00:30 to 23:30 revisits the previous day), so kept buckets
+        // are remembered as a set rather than as "the last one".
+        let mut kept_buckets: HashSet<KeepReason> = HashSet::new();
         for (i, run) in order.iter().enumerate() {
             let key = bucket.reason(&run.completed_at.with_timezone(&time_zone));
-            if last_bucket.as_ref() == Some(&key) {
+            if kept_buckets.contains(&key) {
                 continue; // an older run of a bucket already kept
             }
             if remaining == 0 {
                 break;
             }
             remaining -= 1;
-            last_bucket = Some(key.clone());
+            kept_buckets.insert(key.clone());
             reasons[i].push(key);
         }
     }

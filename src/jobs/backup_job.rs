@@ -544,6 +544,9 @@ impl Source {
                     connection: my.connection_secret_ref.as_ref(),
                     extra: &my.extra_args,
                 },
+                // The agent's MySQL client knows `ssl=true|false` (and a CA file, which the API
+                // does not carry yet): the verify modes require TLS; certificate verification
+                // needs that CA option.
                 match my.ssl_mode {
                     Some(MysqlSslMode::Disabled) => vec![("ssl", "false".to_owned())],
                     Some(
