@@ -1660,4 +1660,36 @@ spec:
         let runs = simulate(&s, "2026-10-23T12:00:00Z", "2026-10-26T12:00:00Z", None);
         assert_eq!(strs(&runs), expected);
     }
+
+    #[test]
+    fn a_simulated_controller_matches_the_fire_times_across_both_2026_transitions() {
+        for zone in [
+            "America/New_York",
+            "Europe/Berlin",
+            "America/Sao_Paulo",
+            "Australia/Lord_Howe",
+        ] {
+            let tz: Tz = zone.parse().unwrap();
+            let mut windows = transitions_2026(tz);
+            if windows.is_empty() {
+                windows.push(utc("2026-11-01T00:00:00Z")); // Sao Paulo: no DST any more
+            }
+            for expr in ["30 2 * * *", "15 2 * * *", "45 1 * * *", "*/20 * * * *"] {
+                let s = sched(expr, zone);
+                for at in &windows {
+                    let from = (*at - TimeDelta::hours(26)).to_rfc3339();
+                    let to = (*at + TimeDelta::hours(26)).to_rfc3339();
+                    let runs = simulate(&s, &from, &to, None);
+                    // The simulated timer fires 3 ms late, so a fire time exactly at `to` is
+                    // reconciled just after the simulation ends.
+                    let last = (*at + TimeDelta::hours(26) - TimeDelta::seconds(1)).to_rfc3339();
+                    assert_eq!(
+                        strs(&runs),
+                        strs(&fires(&s, &from, &last)),
+                        "{expr} in {zone} around {at}"
+                    );
+                }
+            }
+        }
+    }
 }
