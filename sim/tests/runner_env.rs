@@ -2,7 +2,9 @@
 //! configMapKeyRef, fieldRef, resourceFieldRef, optional references and their errors.
 
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
-use kube_sim::runner::env::{EnvError, EnvSources, expand_command, field_value, referenced_objects, resolve_env};
+use kube_sim::runner::env::{
+    EnvError, EnvSources, expand_command, field_value, referenced_objects, resolve_env,
+};
 use kube_sim::runner::expand::expand;
 use serde_json::json;
 
@@ -104,7 +106,10 @@ fn resolves_every_source_in_kubelet_order() {
     assert_eq!(get(&env, "PORT"), Some("6543"), "env overrides envFrom");
     assert_eq!(get(&env, "DB_user"), Some("admin"));
     assert_eq!(get(&env, "DB_bad name"), None, "invalid names are skipped");
-    assert_eq!(get(&env, "URL"), Some("postgres://admin@db.shop.svc:6543/$(MISSING)"));
+    assert_eq!(
+        get(&env, "URL"),
+        Some("postgres://admin@db.shop.svc:6543/$(MISSING)")
+    );
     assert_eq!(get(&env, "PASSWORD"), Some("s3cr3t"));
     assert_eq!(get(&env, "CM_HOST"), Some("db.shop.svc"));
     assert_eq!(get(&env, "POD_NAME"), Some("job-abcde"));
@@ -123,31 +128,52 @@ fn resolves_every_source_in_kubelet_order() {
 #[test]
 fn command_and_args_expand_against_the_final_env() {
     let env = vec![("POD_IP".to_string(), "127.3.0.7".to_string())];
-    let out = expand_command(&["--host=$(POD_IP)".into(), "$(NOPE)".into(), "$$(POD_IP)".into()], &env);
+    let out = expand_command(
+        &[
+            "--host=$(POD_IP)".into(),
+            "$(NOPE)".into(),
+            "$$(POD_IP)".into(),
+        ],
+        &env,
+    );
     assert_eq!(out, vec!["--host=127.3.0.7", "$(NOPE)", "$(POD_IP)"]);
 }
 
 #[test]
 fn missing_objects_and_keys_are_config_errors_with_kubelet_messages() {
-    let c = container(json!({"env": [{"name": "P", "valueFrom": {"secretKeyRef": {"name": "nope", "key": "k"}}}]}));
+    let c = container(
+        json!({"env": [{"name": "P", "valueFrom": {"secretKeyRef": {"name": "nope", "key": "k"}}}]}),
+    );
     let err = resolve_env(&pod(), &c, &sources()).unwrap_err();
     assert_eq!(err, EnvError::SecretNotFound("nope".into()));
     assert_eq!(err.to_string(), "secret \"nope\" not found");
 
-    let c = container(json!({"env": [{"name": "P", "valueFrom": {"secretKeyRef": {"name": "db-creds", "key": "k"}}}]}));
+    let c = container(
+        json!({"env": [{"name": "P", "valueFrom": {"secretKeyRef": {"name": "db-creds", "key": "k"}}}]}),
+    );
     assert_eq!(
         resolve_env(&pod(), &c, &sources()).unwrap_err().to_string(),
         "couldn't find key k in Secret shop/db-creds"
     );
-    let c = container(json!({"env": [{"name": "P", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "k"}}}]}));
+    let c = container(
+        json!({"env": [{"name": "P", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "k"}}}]}),
+    );
     assert_eq!(
         resolve_env(&pod(), &c, &sources()).unwrap_err().to_string(),
         "couldn't find key k in ConfigMap shop/settings"
     );
     let c = container(json!({"envFrom": [{"configMapRef": {"name": "gone"}}]}));
-    assert_eq!(resolve_env(&pod(), &c, &sources()).unwrap_err().to_string(), "configmap \"gone\" not found");
-    let c = container(json!({"env": [{"name": "P", "valueFrom": {"fieldRef": {"fieldPath": "spec.bogus"}}}]}));
-    assert!(matches!(resolve_env(&pod(), &c, &sources()), Err(EnvError::UnsupportedField(_))));
+    assert_eq!(
+        resolve_env(&pod(), &c, &sources()).unwrap_err().to_string(),
+        "configmap \"gone\" not found"
+    );
+    let c = container(
+        json!({"env": [{"name": "P", "valueFrom": {"fieldRef": {"fieldPath": "spec.bogus"}}}]}),
+    );
+    assert!(matches!(
+        resolve_env(&pod(), &c, &sources()),
+        Err(EnvError::UnsupportedField(_))
+    ));
 }
 
 #[test]
@@ -183,6 +209,9 @@ fn field_values() {
     assert_eq!(field_value(&p, "status.hostIP").unwrap(), "127.0.0.1");
     assert_eq!(field_value(&p, "status.podIPs").unwrap(), "127.3.0.7");
     assert_eq!(field_value(&p, "spec.serviceAccountName").unwrap(), "dg");
-    assert_eq!(field_value(&p, "metadata.annotations['note']").unwrap(), "n");
+    assert_eq!(
+        field_value(&p, "metadata.annotations['note']").unwrap(),
+        "n"
+    );
     assert_eq!(field_value(&p, "metadata.labels['missing']").unwrap(), "");
 }

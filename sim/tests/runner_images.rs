@@ -48,7 +48,10 @@ fn globs() {
     assert!(glob_match("*", ""));
     assert!(glob_match("*x*y", "axbxy"));
     assert!(!glob_match("abc", "abcd"));
-    assert_eq!(normalize_image("docker.io/library/postgres:15"), "postgres:15");
+    assert_eq!(
+        normalize_image("docker.io/library/postgres:15"),
+        "postgres:15"
+    );
     assert_eq!(normalize_image("docker.io/bitnami/x"), "bitnami/x");
 }
 
@@ -66,14 +69,34 @@ fn substitution_with_defaults() {
 fn agent_image_runs_the_built_binary() {
     let t = table();
     // args only: the image's entrypoint, mapped to the host binary by basename.
-    let l = t.resolve("ghcr.io/dataguardian/dataguardian:v1", &[], &s(&["agent", "backup"])).unwrap();
-    assert_eq!(l.argv, s(&["/repo/target/debug/dataguardian", "agent", "backup"]));
+    let l = t
+        .resolve(
+            "ghcr.io/dataguardian/dataguardian:v1",
+            &[],
+            &s(&["agent", "backup"]),
+        )
+        .unwrap();
+    assert_eq!(
+        l.argv,
+        s(&["/repo/target/debug/dataguardian", "agent", "backup"])
+    );
     // command given: it replaces the entrypoint.
-    let l = t.resolve("dataguardian", &s(&["dataguardian", "agent"]), &s(&["validate"])).unwrap();
-    assert_eq!(l.argv, s(&["/repo/target/debug/dataguardian", "agent", "validate"]));
+    let l = t
+        .resolve(
+            "dataguardian",
+            &s(&["dataguardian", "agent"]),
+            &s(&["validate"]),
+        )
+        .unwrap();
+    assert_eq!(
+        l.argv,
+        s(&["/repo/target/debug/dataguardian", "agent", "validate"])
+    );
     assert_eq!(l.stop_signal, libc::SIGTERM);
     // Programs that the image does not have are a start error.
-    let e = t.resolve("dataguardian", &s(&["sh", "-c", "true"]), &[]).unwrap_err();
+    let e = t
+        .resolve("dataguardian", &s(&["sh", "-c", "true"]), &[])
+        .unwrap_err();
     assert!(matches!(e, ResolveError::CommandNotFound { .. }), "{e}");
     assert!(e.to_string().contains("executable file not found"));
 }
@@ -81,18 +104,32 @@ fn agent_image_runs_the_built_binary() {
 #[test]
 fn postgres_image_uses_entrypoint_cmd_and_stop_signal() {
     let t = table();
-    let l = t.resolve("docker.io/library/postgres:15.6", &[], &[]).unwrap();
+    let l = t
+        .resolve("docker.io/library/postgres:15.6", &[], &[])
+        .unwrap();
     assert_eq!(l.argv, s(&["/sim/images/postgres.sh", "postgres"]));
     assert_eq!(l.stop_signal, libc::SIGINT);
-    assert_eq!(l.image_env, vec![("PGDATA".to_string(), "/var/lib/postgresql/data".to_string())]);
+    assert_eq!(
+        l.image_env,
+        vec![("PGDATA".to_string(), "/var/lib/postgresql/data".to_string())]
+    );
     // args replace CMD but keep the ENTRYPOINT.
-    let l = t.resolve("postgres:15", &[], &s(&["-c", "fsync=off"])).unwrap();
+    let l = t
+        .resolve("postgres:15", &[], &s(&["-c", "fsync=off"]))
+        .unwrap();
     assert_eq!(l.argv, s(&["/sim/images/postgres.sh", "-c", "fsync=off"]));
     // command: postgres → the script in server mode.
-    let l = t.resolve("postgres:15", &s(&["postgres"]), &s(&["-c", "x=y"])).unwrap();
-    assert_eq!(l.argv, s(&["/sim/images/postgres.sh", "postgres", "-c", "x=y"]));
+    let l = t
+        .resolve("postgres:15", &s(&["postgres"]), &s(&["-c", "x=y"]))
+        .unwrap();
+    assert_eq!(
+        l.argv,
+        s(&["/sim/images/postgres.sh", "postgres", "-c", "x=y"])
+    );
     // host tools of the image (pg_isready for probes, sh) come from the host.
-    let l = t.resolve("postgres:15", &s(&["sh", "-c", "exit 0"]), &[]).unwrap();
+    let l = t
+        .resolve("postgres:15", &s(&["sh", "-c", "exit 0"]), &[])
+        .unwrap();
     assert_eq!(l.argv[0], "sh");
 }
 
@@ -100,9 +137,16 @@ fn postgres_image_uses_entrypoint_cmd_and_stop_signal() {
 fn unknown_images_and_missing_commands() {
     let t = table();
     let e = t.resolve("postgres:16", &[], &[]).unwrap_err();
-    assert_eq!(e, ResolveError::UnknownImage { image: "postgres:16".into() });
+    assert_eq!(
+        e,
+        ResolveError::UnknownImage {
+            image: "postgres:16".into()
+        }
+    );
     assert!(e.to_string().contains("sim/images.yaml"));
-    let e = t.resolve("busybox", &s(&["/definitely/not/here"]), &[]).unwrap_err();
+    let e = t
+        .resolve("busybox", &s(&["/definitely/not/here"]), &[])
+        .unwrap_err();
     assert!(matches!(e, ResolveError::CommandNotFound { .. }));
     let l = t.resolve("busybox:1.36", &[], &[]).unwrap();
     assert_eq!(l.argv, s(&["sh"]));
@@ -123,17 +167,30 @@ fn committed_table_loads_and_maps_expected_images() {
     ] {
         assert!(t.entry(image).is_some(), "{image} must be in the table");
     }
-    assert!(t.entry("postgres:16").is_none(), "only the installed PostgreSQL major is offered");
+    assert!(
+        t.entry("postgres:16").is_none(),
+        "only the installed PostgreSQL major is offered"
+    );
     let l = t.resolve("postgres:15", &[], &[]).unwrap();
     assert!(Path::new(&l.argv[0]).is_file(), "{} must exist", l.argv[0]);
     assert!(l.argv[0].ends_with("sim/images/postgres.sh"));
     let l = t.resolve("mariadb:11", &[], &[]).unwrap();
     assert!(Path::new(&l.argv[0]).is_file());
     assert_eq!(l.argv[1], "mariadbd");
-    let l = t.resolve("ghcr.io/dataguardian/dataguardian:v0.1.0", &[], &s(&["agent"])).unwrap();
+    let l = t
+        .resolve(
+            "ghcr.io/dataguardian/dataguardian:v0.1.0",
+            &[],
+            &s(&["agent"]),
+        )
+        .unwrap();
     match std::env::var("DATAGUARDIAN_BIN") {
         Ok(bin) if !bin.is_empty() => assert_eq!(l.argv[0], bin),
-        _ => assert!(l.argv[0].ends_with("target/debug/dataguardian"), "{}", l.argv[0]),
+        _ => assert!(
+            l.argv[0].ends_with("target/debug/dataguardian"),
+            "{}",
+            l.argv[0]
+        ),
     }
 }
 

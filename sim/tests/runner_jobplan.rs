@@ -56,13 +56,21 @@ fn pod(name: &str, phase: &str, finished: Option<i64>) -> Pod {
 
 fn ready_pod(name: &str) -> Pod {
     let mut p = pod(name, "Running", None);
-    p.status.as_mut().unwrap().conditions =
-        Some(vec![serde_json::from_value(json!({"type": "Ready", "status": "True"})).unwrap()]);
+    p.status.as_mut().unwrap().conditions = Some(vec![
+        serde_json::from_value(json!({"type": "Ready", "status": "True"})).unwrap(),
+    ]);
     p
 }
 
-fn cond<'a>(job_status: &'a k8s_openapi::api::batch::v1::JobStatus, t: &str) -> Option<&'a k8s_openapi::api::batch::v1::JobCondition> {
-    job_status.conditions.as_ref()?.iter().find(|c| c.type_ == t && c.status == "True")
+fn cond<'a>(
+    job_status: &'a k8s_openapi::api::batch::v1::JobStatus,
+    t: &str,
+) -> Option<&'a k8s_openapi::api::batch::v1::JobCondition> {
+    job_status
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == t && c.status == "True")
 }
 
 const BASE: Duration = Duration::from_secs(10);
@@ -82,10 +90,16 @@ fn pod_for_job_has_kubernetes_names_labels_and_owner() {
     assert_eq!(labels["app"], "agent");
     assert_eq!(p.metadata.annotations.unwrap()["a"], "b");
     let owner = &p.metadata.owner_references.unwrap()[0];
-    assert_eq!((owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str()), ("Job", "backup-1", "job-uid"));
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str()),
+        ("Job", "backup-1", "job-uid")
+    );
     assert_eq!(owner.controller, Some(true));
     assert_eq!(owner.block_owner_deletion, Some(true));
-    assert_eq!(p.spec.unwrap().containers[0].image.as_deref(), Some("busybox"));
+    assert_eq!(
+        p.spec.unwrap().containers[0].image.as_deref(),
+        Some("busybox")
+    );
 }
 
 #[test]
@@ -120,7 +134,12 @@ fn running_pod_is_counted_and_not_duplicated() {
 fn pods_of_other_jobs_are_ignored() {
     let mut other = ready_pod("other");
     other.metadata.owner_references.as_mut().unwrap()[0].uid = "someone-else".into();
-    let plan = plan_job(&job(json!({}), json!({"startTime": ts(0)})), &[other], t(1), BASE);
+    let plan = plan_job(
+        &job(json!({}), json!({"startTime": ts(0)})),
+        &[other],
+        t(1),
+        BASE,
+    );
     assert_eq!(plan.create_pods, 1);
 }
 
@@ -132,15 +151,24 @@ fn success_sets_success_criteria_complete_and_completion_time() {
     assert_eq!(s.succeeded, Some(1));
     assert_eq!(s.active, None);
     assert_eq!(plan.create_pods, 0);
-    assert_eq!(cond(s, "SuccessCriteriaMet").unwrap().reason.as_deref(), Some("CompletionsReached"));
-    assert_eq!(cond(s, "Complete").unwrap().reason.as_deref(), Some("CompletionsReached"));
+    assert_eq!(
+        cond(s, "SuccessCriteriaMet").unwrap().reason.as_deref(),
+        Some("CompletionsReached")
+    );
+    assert_eq!(
+        cond(s, "Complete").unwrap().reason.as_deref(),
+        Some("CompletionsReached")
+    );
     assert_eq!(s.completion_time.as_ref().unwrap().0, t(4));
     assert!(cond(s, "Failed").is_none());
 }
 
 #[test]
 fn failed_pod_is_replaced_after_backoff() {
-    let j = job(json!({"backoffLimit": 2}), json!({"startTime": ts(0), "active": 1}));
+    let j = job(
+        json!({"backoffLimit": 2}),
+        json!({"startTime": ts(0), "active": 1}),
+    );
     let pods = [pod("p1", "Failed", Some(10))];
     // Within the first backoff (10 s after the failure): wait.
     let plan = plan_job(&j, &pods, t(15), BASE);
@@ -166,13 +194,20 @@ fn backoff_doubles_and_is_capped() {
 #[test]
 fn exceeding_backoff_limit_fails_the_job() {
     let j = job(json!({"backoffLimit": 2}), json!({"startTime": ts(0)}));
-    let pods = [pod("p1", "Failed", Some(1)), pod("p2", "Failed", Some(20)), pod("p3", "Failed", Some(60))];
+    let pods = [
+        pod("p1", "Failed", Some(1)),
+        pod("p2", "Failed", Some(20)),
+        pod("p3", "Failed", Some(60)),
+    ];
     let plan = plan_job(&j, &pods, t(61), BASE);
     assert_eq!(plan.create_pods, 0);
     assert_eq!(plan.status.failed, Some(3));
     let failed = cond(&plan.status, "Failed").expect("Failed condition");
     assert_eq!(failed.reason.as_deref(), Some("BackoffLimitExceeded"));
-    assert_eq!(failed.message.as_deref(), Some("Job has reached the specified backoff limit"));
+    assert_eq!(
+        failed.message.as_deref(),
+        Some("Job has reached the specified backoff limit")
+    );
     assert!(cond(&plan.status, "FailureTarget").is_some());
     assert!(plan.status.completion_time.is_none());
 }
@@ -181,7 +216,10 @@ fn exceeding_backoff_limit_fails_the_job() {
 fn backoff_limit_zero_fails_on_first_failure() {
     let j = job(json!({"backoffLimit": 0}), json!({"startTime": ts(0)}));
     let plan = plan_job(&j, &[pod("p1", "Failed", Some(1))], t(2), BASE);
-    assert_eq!(cond(&plan.status, "Failed").unwrap().reason.as_deref(), Some("BackoffLimitExceeded"));
+    assert_eq!(
+        cond(&plan.status, "Failed").unwrap().reason.as_deref(),
+        Some("BackoffLimitExceeded")
+    );
 }
 
 #[test]
@@ -194,7 +232,10 @@ fn at_backoff_limit_still_retries() {
 
 #[test]
 fn deadline_kills_pods_then_fails() {
-    let j = job(json!({"activeDeadlineSeconds": 30}), json!({"startTime": ts(0), "active": 1}));
+    let j = job(
+        json!({"activeDeadlineSeconds": 30}),
+        json!({"startTime": ts(0), "active": 1}),
+    );
     let pods = [ready_pod("p1")];
     // Before the deadline: requeue for it.
     let plan = plan_job(&j, &pods, t(10), BASE);
@@ -203,7 +244,13 @@ fn deadline_kills_pods_then_fails() {
     // At the deadline: FailureTarget, pods deleted, not Failed yet while the pod runs.
     let plan = plan_job(&j, &pods, t(30), BASE);
     assert_eq!(plan.delete_pods, vec!["p1".to_string()]);
-    assert_eq!(cond(&plan.status, "FailureTarget").unwrap().reason.as_deref(), Some("DeadlineExceeded"));
+    assert_eq!(
+        cond(&plan.status, "FailureTarget")
+            .unwrap()
+            .reason
+            .as_deref(),
+        Some("DeadlineExceeded")
+    );
     assert!(cond(&plan.status, "Failed").is_none());
     // Once the pod is gone: Failed with DeadlineExceeded.
     let mut j2 = j.clone();
@@ -211,16 +258,23 @@ fn deadline_kills_pods_then_fails() {
     let plan = plan_job(&j2, &[], t(31), BASE);
     let failed = cond(&plan.status, "Failed").unwrap();
     assert_eq!(failed.reason.as_deref(), Some("DeadlineExceeded"));
-    assert_eq!(failed.message.as_deref(), Some("Job was active longer than specified deadline"));
+    assert_eq!(
+        failed.message.as_deref(),
+        Some("Job was active longer than specified deadline")
+    );
     assert_eq!(plan.create_pods, 0);
     assert_eq!(plan.status.active, None);
 }
 
 #[test]
 fn terminating_pods_delay_the_terminal_condition() {
-    let j = job(json!({"activeDeadlineSeconds": 5}), json!({"startTime": ts(0)}));
+    let j = job(
+        json!({"activeDeadlineSeconds": 5}),
+        json!({"startTime": ts(0)}),
+    );
     let mut p = ready_pod("p1");
-    p.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t(6)));
+    p.metadata.deletion_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t(6)));
     let plan = plan_job(&j, &[p], t(7), BASE);
     assert_eq!(plan.status.terminating, Some(1));
     assert!(cond(&plan.status, "FailureTarget").is_some());
@@ -250,21 +304,36 @@ fn finished_job_is_left_alone_until_ttl() {
 
 #[test]
 fn counts_never_go_down_when_pods_disappear() {
-    let j = job(json!({"backoffLimit": 6}), json!({"startTime": ts(0), "failed": 2}));
+    let j = job(
+        json!({"backoffLimit": 6}),
+        json!({"startTime": ts(0), "failed": 2}),
+    );
     let plan = plan_job(&j, &[], t(1000), BASE);
     assert_eq!(plan.status.failed, Some(2));
 }
 
 #[test]
 fn completions_and_parallelism() {
-    let j = job(json!({"completions": 3, "parallelism": 2}), json!({"startTime": ts(0)}));
+    let j = job(
+        json!({"completions": 3, "parallelism": 2}),
+        json!({"startTime": ts(0)}),
+    );
     let plan = plan_job(&j, &[], t(1), BASE);
     assert_eq!(plan.create_pods, 2);
-    let plan = plan_job(&j, &[pod("a", "Succeeded", Some(1)), ready_pod("b")], t(2), BASE);
+    let plan = plan_job(
+        &j,
+        &[pod("a", "Succeeded", Some(1)), ready_pod("b")],
+        t(2),
+        BASE,
+    );
     assert_eq!(plan.create_pods, 1);
     let plan = plan_job(
         &j,
-        &[pod("a", "Succeeded", Some(1)), pod("b", "Succeeded", Some(2)), pod("c", "Succeeded", Some(3))],
+        &[
+            pod("a", "Succeeded", Some(1)),
+            pod("b", "Succeeded", Some(2)),
+            pod("c", "Succeeded", Some(3)),
+        ],
         t(4),
         BASE,
     );
@@ -278,19 +347,38 @@ fn suspended_job_runs_nothing() {
     let plan = plan_job(&j, &[ready_pod("p1")], t(1), BASE);
     assert_eq!(plan.create_pods, 0);
     assert_eq!(plan.delete_pods, vec!["p1".to_string()]);
-    assert_eq!(cond(&plan.status, "Suspended").unwrap().reason.as_deref(), Some("JobSuspended"));
+    assert_eq!(
+        cond(&plan.status, "Suspended").unwrap().reason.as_deref(),
+        Some("JobSuspended")
+    );
 }
 
 #[test]
 fn restart_on_failure_counts_restarts_against_backoff_limit() {
     let mut j = job(json!({"backoffLimit": 2}), json!({"startTime": ts(0)}));
-    j.spec.as_mut().unwrap().template.spec.as_mut().unwrap().restart_policy = Some("OnFailure".into());
+    j.spec
+        .as_mut()
+        .unwrap()
+        .template
+        .spec
+        .as_mut()
+        .unwrap()
+        .restart_policy = Some("OnFailure".into());
     let mut p = ready_pod("p1");
-    p.status.as_mut().unwrap().container_statuses = Some(vec![serde_json::from_value(json!({
-        "name": "main", "image": "busybox", "imageID": "", "ready": true, "restartCount": 2
-    })).unwrap()]);
+    p.status.as_mut().unwrap().container_statuses = Some(vec![
+        serde_json::from_value(json!({
+            "name": "main", "image": "busybox", "imageID": "", "ready": true, "restartCount": 2
+        }))
+        .unwrap(),
+    ]);
     let plan = plan_job(&j, &[p], t(5), BASE);
-    assert_eq!(cond(&plan.status, "FailureTarget").unwrap().reason.as_deref(), Some("BackoffLimitExceeded"));
+    assert_eq!(
+        cond(&plan.status, "FailureTarget")
+            .unwrap()
+            .reason
+            .as_deref(),
+        Some("BackoffLimitExceeded")
+    );
     assert_eq!(plan.delete_pods, vec!["p1".to_string()]);
 }
 

@@ -9,7 +9,9 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Volume};
 use kube_sim::runner::env::EnvSources;
 use kube_sim::runner::ip::{IpPool, IpPrefix};
 use kube_sim::runner::mounts::{MountMap, mount_env_name};
-use kube_sim::runner::volumes::{VolumeError, VolumePlan, materialize, plan_volume, volume_references};
+use kube_sim::runner::volumes::{
+    VolumeError, VolumePlan, materialize, plan_volume, volume_references,
+};
 use serde_json::json;
 
 fn map() -> MountMap {
@@ -26,7 +28,11 @@ fn rewrites_whole_paths_and_prefixes_only() {
     let m = map();
     assert_eq!(m.rewrite("/data"), "/host/vol/data");
     assert_eq!(m.rewrite("/data/x.sql"), "/host/vol/data/x.sql");
-    assert_eq!(m.rewrite("/data/sub/y"), "/host/vol/sub/y", "longest mount wins");
+    assert_eq!(
+        m.rewrite("/data/sub/y"),
+        "/host/vol/sub/y",
+        "longest mount wins"
+    );
     assert_eq!(m.rewrite("--dir=/data/x"), "--dir=/host/vol/data/x");
     assert_eq!(m.rewrite("/database"), "/database");
     assert_eq!(m.rewrite("/srv/data"), "/srv/data");
@@ -42,11 +48,20 @@ fn rewrites_whole_paths_and_prefixes_only() {
 #[test]
 fn host_paths_and_env_names() {
     let m = map();
-    assert_eq!(m.host_path("/data/a/b"), Some(PathBuf::from("/host/vol/data/a/b")));
+    assert_eq!(
+        m.host_path("/data/a/b"),
+        Some(PathBuf::from("/host/vol/data/a/b"))
+    );
     assert_eq!(m.host_path("/datab"), None);
     assert_eq!(m.host_path("/tmp"), None);
-    assert_eq!(mount_env_name("/var/run/secrets/db"), "SIM_MOUNT_VAR_RUN_SECRETS_DB");
-    assert_eq!(mount_env_name("/dev/termination-log"), "SIM_MOUNT_DEV_TERMINATION_LOG");
+    assert_eq!(
+        mount_env_name("/var/run/secrets/db"),
+        "SIM_MOUNT_VAR_RUN_SECRETS_DB"
+    );
+    assert_eq!(
+        mount_env_name("/dev/termination-log"),
+        "SIM_MOUNT_DEV_TERMINATION_LOG"
+    );
     let vars = m.env_vars();
     assert!(vars.contains(&("SIM_MOUNT_DATA".into(), "/host/vol/data".into())));
     assert!(vars.contains(&("SIM_MOUNT_DATA_SUB".into(), "/host/vol/sub".into())));
@@ -66,7 +81,10 @@ fn sources() -> EnvSources {
     let mut s = EnvSources::default();
     s.secrets.insert(
         "creds".into(),
-        serde_json::from_value::<Secret>(json!({"metadata": {"name": "creds"}, "data": {"password": "cHc=", "user": "dQ=="}})).unwrap(),
+        serde_json::from_value::<Secret>(
+            json!({"metadata": {"name": "creds"}, "data": {"password": "cHc=", "user": "dQ=="}}),
+        )
+        .unwrap(),
     );
     s.config_maps.insert(
         "cfg".into(),
@@ -83,7 +101,10 @@ fn vol(v: serde_json::Value) -> Volume {
 fn volume_plans() {
     let p = pod();
     let s = sources();
-    assert_eq!(plan_volume(&p, &vol(json!({"name": "scratch", "emptyDir": {}})), &s).unwrap(), VolumePlan::EmptyDir);
+    assert_eq!(
+        plan_volume(&p, &vol(json!({"name": "scratch", "emptyDir": {}})), &s).unwrap(),
+        VolumePlan::EmptyDir
+    );
     let VolumePlan::Files(files) = plan_volume(
         &p,
         &vol(json!({"name": "c", "secret": {"secretName": "creds", "defaultMode": 0o400,
@@ -94,12 +115,27 @@ fn volume_plans() {
         panic!("files expected")
     };
     assert_eq!(files.len(), 2);
-    assert_eq!((files[0].path.as_str(), files[0].data.as_slice(), files[0].mode), ("pw/file", b"pw".as_slice(), 0o440));
+    assert_eq!(
+        (
+            files[0].path.as_str(),
+            files[0].data.as_slice(),
+            files[0].mode
+        ),
+        ("pw/file", b"pw".as_slice(), 0o440)
+    );
     assert_eq!(files[1].mode, 0o400);
-    let VolumePlan::Files(files) = plan_volume(&p, &vol(json!({"name": "c", "configMap": {"name": "cfg"}})), &s).unwrap() else {
+    let VolumePlan::Files(files) = plan_volume(
+        &p,
+        &vol(json!({"name": "c", "configMap": {"name": "cfg"}})),
+        &s,
+    )
+    .unwrap() else {
         panic!()
     };
-    assert_eq!(files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(), vec!["a.conf", "b.bin"]);
+    assert_eq!(
+        files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(),
+        vec!["a.conf", "b.bin"]
+    );
     assert_eq!(files[1].data, vec![0, 1]);
     assert_eq!(files[0].mode, 0o644);
     let VolumePlan::Files(files) = plan_volume(
@@ -114,7 +150,12 @@ fn volume_plans() {
     assert_eq!(files[0].data, b"127.4.0.1");
     assert_eq!(files[1].data, b"a=\"1\"\n");
     assert_eq!(
-        plan_volume(&p, &vol(json!({"name": "v", "persistentVolumeClaim": {"claimName": "backups"}})), &s).unwrap(),
+        plan_volume(
+            &p,
+            &vol(json!({"name": "v", "persistentVolumeClaim": {"claimName": "backups"}})),
+            &s
+        )
+        .unwrap(),
         VolumePlan::Persistent(PathBuf::from("pvc/shop/backups"))
     );
 }
@@ -123,23 +164,46 @@ fn volume_plans() {
 fn missing_and_optional_volume_sources() {
     let p = pod();
     let s = sources();
-    let err = plan_volume(&p, &vol(json!({"name": "c", "secret": {"secretName": "gone"}})), &s).unwrap_err();
+    let err = plan_volume(
+        &p,
+        &vol(json!({"name": "c", "secret": {"secretName": "gone"}})),
+        &s,
+    )
+    .unwrap_err();
     assert!(matches!(err, VolumeError::NotReady { .. }));
-    assert_eq!(err.to_string(), "MountVolume.SetUp failed for volume \"c\" : secret \"gone\" not found");
     assert_eq!(
-        plan_volume(&p, &vol(json!({"name": "c", "secret": {"secretName": "gone", "optional": true}})), &s).unwrap(),
+        err.to_string(),
+        "MountVolume.SetUp failed for volume \"c\" : secret \"gone\" not found"
+    );
+    assert_eq!(
+        plan_volume(
+            &p,
+            &vol(json!({"name": "c", "secret": {"secretName": "gone", "optional": true}})),
+            &s
+        )
+        .unwrap(),
         VolumePlan::Files(vec![])
     );
     let err = plan_volume(&p, &vol(json!({"name": "c", "configMap": {"name": "cfg", "items": [{"key": "nope", "path": "x"}]}})), &s)
         .unwrap_err();
     assert!(err.to_string().contains("non-existent config key: nope"));
-    let err = plan_volume(&p, &vol(json!({"name": "n", "nfs": {"server": "x", "path": "/"}})), &s).unwrap_err();
+    let err = plan_volume(
+        &p,
+        &vol(json!({"name": "n", "nfs": {"server": "x", "path": "/"}})),
+        &s,
+    )
+    .unwrap_err();
     assert!(matches!(err, VolumeError::Unsupported { .. }));
     let (secrets, cms) = volume_references(&[
         vol(json!({"name": "a", "secret": {"secretName": "s1"}})),
-        vol(json!({"name": "b", "projected": {"sources": [{"secret": {"name": "s2"}}, {"configMap": {"name": "c1"}}]}})),
+        vol(
+            json!({"name": "b", "projected": {"sources": [{"secret": {"name": "s2"}}, {"configMap": {"name": "c1"}}]}}),
+        ),
     ]);
-    assert_eq!(secrets, BTreeSet::from(["s1".to_string(), "s2".to_string()]));
+    assert_eq!(
+        secrets,
+        BTreeSet::from(["s1".to_string(), "s2".to_string()])
+    );
     assert_eq!(cms, BTreeSet::from(["c1".to_string()]));
 }
 
@@ -154,12 +218,33 @@ fn materialize_writes_files_with_modes() {
     .unwrap();
     let dir = materialize(&plan, "c", &tmp.path().join("volumes"), tmp.path()).unwrap();
     let file = dir.join("escape/pw");
-    assert!(file.starts_with(tmp.path().join("volumes")), "paths cannot escape the volume");
+    assert!(
+        file.starts_with(tmp.path().join("volumes")),
+        "paths cannot escape the volume"
+    );
     assert_eq!(std::fs::read(&file).unwrap(), b"pw");
-    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o7777, 0o400);
-    let d = materialize(&VolumePlan::EmptyDir, "scratch", &tmp.path().join("volumes"), tmp.path()).unwrap();
-    assert_eq!(std::fs::metadata(&d).unwrap().permissions().mode() & 0o777, 0o777);
-    let d = materialize(&VolumePlan::Persistent("pvc/shop/b".into()), "v", &tmp.path().join("volumes"), tmp.path()).unwrap();
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o7777,
+        0o400
+    );
+    let d = materialize(
+        &VolumePlan::EmptyDir,
+        "scratch",
+        &tmp.path().join("volumes"),
+        tmp.path(),
+    )
+    .unwrap();
+    assert_eq!(
+        std::fs::metadata(&d).unwrap().permissions().mode() & 0o777,
+        0o777
+    );
+    let d = materialize(
+        &VolumePlan::Persistent("pvc/shop/b".into()),
+        "v",
+        &tmp.path().join("volumes"),
+        tmp.path(),
+    )
+    .unwrap();
     assert_eq!(d, tmp.path().join("volumes/pvc/shop/b"));
 }
 

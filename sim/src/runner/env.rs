@@ -83,8 +83,16 @@ pub enum EnvError {
 
 /// Resolves a container's environment. `pod` must already carry the status fields a `fieldRef`
 /// may ask for (`status.podIP`, `spec.nodeName`, ...).
-pub fn resolve_env(pod: &Pod, container: &Container, sources: &EnvSources) -> Result<Vec<(String, String)>, EnvError> {
-    let namespace = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+pub fn resolve_env(
+    pod: &Pod,
+    container: &Container,
+    sources: &EnvSources,
+) -> Result<Vec<(String, String)>, EnvError> {
+    let namespace = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
     let mut out: Vec<(String, String)> = Vec::new();
     let set = |out: &mut Vec<(String, String)>, name: String, value: String| {
         if let Some(slot) = out.iter_mut().find(|(n, _)| *n == name) {
@@ -173,7 +181,10 @@ pub fn resolve_env(pod: &Pod, container: &Container, sources: &EnvSources) -> Re
             let raw = var.value.clone().unwrap_or_default();
             let known = out.clone();
             expand(&raw, &|name| {
-                known.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
+                known
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, v)| v.clone())
             })
         };
         set(&mut out, var.name.clone(), value);
@@ -197,7 +208,12 @@ pub fn field_value(pod: &Pod, path: &str) -> Result<String, EnvError> {
         Some(rest.to_string())
     };
     if let Some(key) = map_key("metadata.labels['") {
-        return Ok(meta.labels.as_ref().and_then(|l| l.get(&key)).cloned().unwrap_or_default());
+        return Ok(meta
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(&key))
+            .cloned()
+            .unwrap_or_default());
     }
     if let Some(key) = map_key("metadata.annotations['") {
         return Ok(meta
@@ -218,8 +234,16 @@ pub fn field_value(pod: &Pod, path: &str) -> Result<String, EnvError> {
             .unwrap_or_else(|| "default".into()),
         "status.podIP" => status.and_then(|s| s.pod_ip.clone()).unwrap_or_default(),
         "status.hostIP" => status.and_then(|s| s.host_ip.clone()).unwrap_or_default(),
-        "status.podIPs" => join_ips(status.and_then(|s| s.pod_ips.clone()).map(|v| v.into_iter().map(|i| i.ip).collect())),
-        "status.hostIPs" => join_ips(status.and_then(|s| s.host_ips.clone()).map(|v| v.into_iter().map(|i| i.ip).collect())),
+        "status.podIPs" => join_ips(
+            status
+                .and_then(|s| s.pod_ips.clone())
+                .map(|v| v.into_iter().map(|i| i.ip).collect()),
+        ),
+        "status.hostIPs" => join_ips(
+            status
+                .and_then(|s| s.host_ips.clone())
+                .map(|v| v.into_iter().map(|i| i.ip).collect()),
+        ),
         other => return Err(EnvError::UnsupportedField(other.to_string())),
     })
 }

@@ -42,6 +42,9 @@ pub enum RunnerError {
     /// The image table could not be loaded.
     #[error(transparent)]
     ImageTable(#[from] crate::runner::images::ImageTableError),
+    /// No API client could be built.
+    #[error("cannot build an API client: {0}")]
+    Client(String),
     /// No free loopback prefix could be claimed.
     #[error("no free 127.N.0.0/16 prefix for pod IPs: {0}")]
     NoIpPrefix(String),
@@ -51,7 +54,9 @@ impl RunnerError {
     /// The broad class of this error.
     pub fn category(&self) -> ErrorCategory {
         match self {
-            RunnerError::Api { .. } | RunnerError::Watch(_) => ErrorCategory::Api,
+            RunnerError::Api { .. } | RunnerError::Watch(_) | RunnerError::Client(_) => {
+                ErrorCategory::Api
+            }
             RunnerError::Io { .. } => ErrorCategory::Io,
             RunnerError::ImageTable(_) | RunnerError::NoIpPrefix(_) => ErrorCategory::Config,
         }
@@ -64,7 +69,11 @@ impl RunnerError {
         }
     }
 
-    pub(crate) fn io(context: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub(crate) fn io(
+        context: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
         RunnerError::Io {
             context,
             path: path.into(),

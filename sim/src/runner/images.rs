@@ -167,7 +167,10 @@ impl ImageTable {
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
         let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
-        let workspace = dir.parent().map(Path::to_path_buf).unwrap_or_else(|| dir.clone());
+        let workspace = dir
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| dir.clone());
         Self::parse(&text, &|name| match name {
             "SIM_DIR" => Some(dir.display().to_string()),
             "WORKSPACE" => Some(workspace.display().to_string()),
@@ -176,7 +179,10 @@ impl ImageTable {
     }
 
     /// Parses table text; `vars` answers `${VAR}` references.
-    pub fn parse(text: &str, vars: &dyn Fn(&str) -> Option<String>) -> Result<Self, ImageTableError> {
+    pub fn parse(
+        text: &str,
+        vars: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ImageTableError> {
         let file: TableFile = serde_yaml::from_str(text)?;
         let sub = |s: &str| substitute(s, vars);
         let subs = |v: Vec<String>| v.iter().map(|s| sub(s)).collect::<Result<Vec<_>, _>>();
@@ -192,7 +198,9 @@ impl ImageTable {
             }
             let stop_signal = match e.stop_signal.as_deref() {
                 None => libc::SIGTERM,
-                Some(name) => signal_number(name).ok_or_else(|| ImageTableError::Signal(name.into()))?,
+                Some(name) => {
+                    signal_number(name).ok_or_else(|| ImageTableError::Signal(name.into()))?
+                }
             };
             entries.push(ImageEntry {
                 patterns: e.patterns.into_vec(),
@@ -220,10 +228,17 @@ impl ImageTable {
 
     /// Combines the image with a container's `command`/`args` (already `$(VAR)`-expanded) the
     /// way a container runtime does, then maps the program to a host program.
-    pub fn resolve(&self, image: &str, command: &[String], args: &[String]) -> Result<Launch, ResolveError> {
-        let entry = self.entry(image).ok_or_else(|| ResolveError::UnknownImage {
-            image: image.to_string(),
-        })?;
+    pub fn resolve(
+        &self,
+        image: &str,
+        command: &[String],
+        args: &[String],
+    ) -> Result<Launch, ResolveError> {
+        let entry = self
+            .entry(image)
+            .ok_or_else(|| ResolveError::UnknownImage {
+                image: image.to_string(),
+            })?;
         let mut argv: Vec<String> = if !command.is_empty() {
             command.iter().chain(args).cloned().collect()
         } else if !args.is_empty() {
@@ -252,7 +267,11 @@ impl ImageTable {
         }
         Ok(Launch {
             argv,
-            image_env: entry.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            image_env: entry
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             stop_signal: entry.stop_signal,
         })
     }
@@ -296,7 +315,10 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 }
 
 /// Replaces `${VAR}` and `${VAR:-default}` (the default may itself contain references).
-pub fn substitute(input: &str, vars: &dyn Fn(&str) -> Option<String>) -> Result<String, ImageTableError> {
+pub fn substitute(
+    input: &str,
+    vars: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, ImageTableError> {
     let mut out = String::with_capacity(input.len());
     let mut rest = input;
     while let Some(start) = rest.find("${") {

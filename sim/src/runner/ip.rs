@@ -93,7 +93,12 @@ impl IpPool {
     }
 
     fn addr(&self, index: u32) -> Ipv4Addr {
-        Ipv4Addr::new(127, self.octet, (index / PER_BLOCK) as u8, (index % PER_BLOCK + 1) as u8)
+        Ipv4Addr::new(
+            127,
+            self.octet,
+            (index / PER_BLOCK) as u8,
+            (index % PER_BLOCK + 1) as u8,
+        )
     }
 
     /// The next free address, or `None` when all are in use.

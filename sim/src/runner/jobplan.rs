@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus, UncountedTerminatedPods};
-use k8s_openapi::api::core::v1::{Pod, PodSpec};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 /// Label with the Job's name.
 pub const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
@@ -27,7 +27,11 @@ pub const MAX_POD_BACKOFF: Duration = Duration::from_secs(360);
 pub fn pod_for_job(job: &Job) -> Pod {
     let name = job.metadata.name.clone().unwrap_or_default();
     let uid = job.metadata.uid.clone().unwrap_or_default();
-    let template = job.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
+    let template = job
+        .spec
+        .as_ref()
+        .map(|s| s.template.clone())
+        .unwrap_or_default();
     let tmeta = template.metadata.unwrap_or_default();
     let mut labels: BTreeMap<String, String> = tmeta.labels.unwrap_or_default();
     labels.insert(JOB_NAME_LABEL.into(), name.clone());
@@ -56,7 +60,7 @@ pub fn pod_for_job(job: &Job) -> Pod {
             }]),
             ..ObjectMeta::default()
         },
-        spec: Some(template.spec.unwrap_or_else(PodSpec::default)),
+        spec: Some(template.spec.unwrap_or_default()),
         status: None,
     }
 }
@@ -87,7 +91,10 @@ pub struct JobPlan {
 
 /// Pod phase helpers.
 fn phase(pod: &Pod) -> &str {
-    pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Pending")
+    pod.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("Pending")
 }
 
 fn is_terminal(pod: &Pod) -> bool {
@@ -128,12 +135,23 @@ pub fn pod_finish_time(pod: &Pod) -> Option<Timestamp> {
 }
 
 fn condition<'a>(conds: &'a [JobCondition], type_: &str) -> Option<&'a JobCondition> {
-    conds.iter().find(|c| c.type_ == type_ && c.status == "True")
+    conds
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == "True")
 }
 
-fn set_condition(conds: &mut Vec<JobCondition>, type_: &str, reason: &str, message: &str, now: Timestamp) {
+fn set_condition(
+    conds: &mut Vec<JobCondition>,
+    type_: &str,
+    reason: &str,
+    message: &str,
+    now: Timestamp,
+) {
     if let Some(c) = conds.iter_mut().find(|c| c.type_ == type_) {
-        if c.status == "True" && c.reason.as_deref() == Some(reason) && c.message.as_deref() == Some(message) {
+        if c.status == "True"
+            && c.reason.as_deref() == Some(reason)
+            && c.message.as_deref() == Some(message)
+        {
             return;
         }
         if c.status != "True" {
@@ -166,7 +184,11 @@ pub fn pod_backoff(base: Duration, failed: i32) -> Duration {
 }
 
 fn to_std(d: SignedDuration) -> Duration {
-    if d.is_negative() { Duration::ZERO } else { d.unsigned_abs() }
+    if d.is_negative() {
+        Duration::ZERO
+    } else {
+        d.unsigned_abs()
+    }
 }
 
 fn earliest(a: Option<Duration>, b: Duration) -> Option<Duration> {
@@ -192,7 +214,8 @@ pub fn plan_job(job: &Job, pods: &[Pod], now: Timestamp, backoff_base: Duration)
         .count() as i32;
     let succeeded = (pods.iter().filter(|p| phase(p) == "Succeeded").count() as i32)
         .max(old.succeeded.unwrap_or(0));
-    let failed = (pods.iter().filter(|p| phase(p) == "Failed").count() as i32).max(old.failed.unwrap_or(0));
+    let failed =
+        (pods.iter().filter(|p| phase(p) == "Failed").count() as i32).max(old.failed.unwrap_or(0));
     let ready = active.iter().filter(|p| is_ready(p)).count() as i32;
 
     let mut conditions = old.conditions.clone().unwrap_or_default();
@@ -205,9 +228,12 @@ pub fn plan_job(job: &Job, pods: &[Pod], now: Timestamp, backoff_base: Duration)
     };
     let mut start_time = old.start_time.clone();
     let mut completion_time = old.completion_time.clone();
-    let active_names = |ps: &[&Pod]| -> Vec<String> { ps.iter().filter_map(|p| p.metadata.name.clone()).collect() };
+    let active_names = |ps: &[&Pod]| -> Vec<String> {
+        ps.iter().filter_map(|p| p.metadata.name.clone()).collect()
+    };
 
-    let finished = condition(&conditions, "Complete").is_some() || condition(&conditions, "Failed").is_some();
+    let finished =
+        condition(&conditions, "Complete").is_some() || condition(&conditions, "Failed").is_some();
     let mut active_count = active.len() as i32;
 
     if finished {
@@ -231,16 +257,25 @@ pub fn plan_job(job: &Job, pods: &[Pod], now: Timestamp, backoff_base: Duration)
     } else if spec.suspend == Some(true) {
         plan.delete_pods = active_names(&active);
         active_count = 0;
-        set_condition(&mut conditions, "Suspended", "JobSuspended", "Job suspended", now);
+        set_condition(
+            &mut conditions,
+            "Suspended",
+            "JobSuspended",
+            "Job suspended",
+            now,
+        );
         start_time = None;
     } else {
-        if let Some(c) = conditions.iter_mut().find(|c| c.type_ == "Suspended" && c.status == "True") {
+        if let Some(c) = conditions
+            .iter_mut()
+            .find(|c| c.type_ == "Suspended" && c.status == "True")
+        {
             c.status = "False".into();
             c.reason = Some("JobResumed".into());
             c.message = Some("Job resumed".into());
             c.last_transition_time = Some(Time(now));
         }
-        let start = start_time.get_or_insert_with(|| Time(now)).0;
+        let start = start_time.get_or_insert(Time(now)).0;
 
         // Has a terminal decision already been taken (k8s 1.31+ interim conditions)?
         let mut failure = condition(&conditions, "FailureTarget").map(|c| {
@@ -253,7 +288,11 @@ pub fn plan_job(job: &Job, pods: &[Pod], now: Timestamp, backoff_base: Duration)
 
         if failure.is_none() && !success {
             let backoff_limit = spec.backoff_limit.unwrap_or(DEFAULT_BACKOFF_LIMIT);
-            let restart_on_failure = spec.template.spec.as_ref().and_then(|s| s.restart_policy.as_deref())
+            let restart_on_failure = spec
+                .template
+                .spec
+                .as_ref()
+                .and_then(|s| s.restart_policy.as_deref())
                 == Some("OnFailure");
             let restarts: i32 = if restart_on_failure {
                 active
@@ -309,7 +348,8 @@ pub fn plan_job(job: &Job, pods: &[Pod], now: Timestamp, backoff_base: Duration)
                 );
             } else {
                 if let Some(d) = deadline {
-                    plan.requeue_after = earliest(plan.requeue_after, to_std(d.duration_since(now)));
+                    plan.requeue_after =
+                        earliest(plan.requeue_after, to_std(d.duration_since(now)));
                 }
                 let parallelism = spec.parallelism.unwrap_or(1).max(0);
                 let wanted = match completions {
@@ -325,9 +365,12 @@ pub fn plan_job(job: &Job, pods: &[Pod], now: Timestamp, backoff_base: Duration)
                         .filter_map(|p| pod_finish_time(p))
                         .max();
                     if let Some(last) = last_failure {
-                        let ready_at = last + SignedDuration::try_from(pod_backoff(backoff_base, failed)).unwrap_or(SignedDuration::MAX);
+                        let ready_at = last
+                            + SignedDuration::try_from(pod_backoff(backoff_base, failed))
+                                .unwrap_or(SignedDuration::MAX);
                         if now < ready_at {
-                            plan.requeue_after = earliest(plan.requeue_after, to_std(ready_at.duration_since(now)));
+                            plan.requeue_after =
+                                earliest(plan.requeue_after, to_std(ready_at.duration_since(now)));
                             missing = 0;
                         }
                     }
@@ -363,7 +406,8 @@ pub fn plan_job(job: &Job, pods: &[Pod], now: Timestamp, backoff_base: Duration)
                     completion_time.get_or_insert(Time(now));
                 }
                 if let Some(ttl) = spec.ttl_seconds_after_finished {
-                    plan.requeue_after = earliest(plan.requeue_after, Duration::from_secs(ttl.max(0) as u64));
+                    plan.requeue_after =
+                        earliest(plan.requeue_after, Duration::from_secs(ttl.max(0) as u64));
                 }
             }
         }
@@ -390,7 +434,14 @@ pub fn plan_job(job: &Job, pods: &[Pod], now: Timestamp, backoff_base: Duration)
 pub fn job_status_patch(status: &JobStatus) -> serde_json::Value {
     let mut value = serde_json::to_value(status).unwrap_or_else(|_| serde_json::json!({}));
     if let Some(obj) = value.as_object_mut() {
-        for key in ["active", "succeeded", "failed", "completionTime", "startTime", "conditions"] {
+        for key in [
+            "active",
+            "succeeded",
+            "failed",
+            "completionTime",
+            "startTime",
+            "conditions",
+        ] {
             obj.entry(key).or_insert(serde_json::Value::Null);
         }
     }

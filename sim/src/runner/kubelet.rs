@@ -8,9 +8,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::jiff::Timestamp;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Binding, ConfigMap, Container, ObjectReference, Pod, Probe, Secret};
+use k8s_openapi::api::core::v1::{
+    Binding, ConfigMap, Container, ObjectReference, Pod, Probe, Secret,
+};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
@@ -23,7 +25,10 @@ use super::error::RunnerError;
 use super::images::{ImageTable, Launch, ResolveError};
 use super::ip::IpPool;
 use super::mounts::MountMap;
-use super::podstatus::{CState, ContainerRecord, PodRecord, exit_reason, final_phase, pod_status_patch, termination_message};
+use super::podstatus::{
+    CState, ContainerRecord, PodRecord, exit_reason, final_phase, pod_status_patch,
+    termination_message,
+};
 use super::process::{ContainerProcess, ProcessSpec, exit_code};
 use super::volumes::{materialize, plan_volume, volume_references};
 
@@ -38,6 +43,7 @@ const FIELD_MANAGER: &str = "kube-sim-kubelet";
 pub(crate) struct KubeletCtx {
     pub client: Client,
     pub state_dir: PathBuf,
+    pub pods_root: PathBuf,
     pub images: ImageTable,
     pub ips: Mutex<IpPool>,
     pub kubeconfig: Option<PathBuf>,
@@ -56,9 +62,14 @@ enum Stop {
 /// Runs the kubelet until the pod watch ends.
 pub(crate) async fn run(ctx: Arc<KubeletCtx>) -> Result<(), RunnerError> {
     let api: Api<Pod> = Api::all(ctx.client.clone());
-    let mut stream = watcher(api, watcher::Config::default()).default_backoff().boxed();
+    let mut stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
     let mut workers: HashMap<String, watch::Sender<Option<Stop>>> = HashMap::new();
     let mut tasks: JoinSet<String> = JoinSet::new();
+    // UIDs listed since the watch (re)started: pods we run that are not among them were deleted
+    // while the watch was down.
+    let mut relisted: Option<std::collections::HashSet<String>> = None;
     loop {
         tokio::select! {
             Some(done) = tasks.join_next(), if !tasks.is_empty() => {
@@ -78,6 +89,9 @@ pub(crate) async fn run(ctx: Arc<KubeletCtx>) -> Result<(), RunnerError> {
                 match event {
                     watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) => {
                         let Some(uid) = pod.metadata.uid.clone() else { continue };
+                        if let Some(seen) = relisted.as_mut() {
+                            seen.insert(uid.clone());
+                        }
                         if let Some(tx) = workers.get(&uid) {
                             if pod.metadata.deletion_timestamp.is_some() {
                                 let grace = grace_period(&pod);
@@ -105,7 +119,17 @@ pub(crate) async fn run(ctx: Arc<KubeletCtx>) -> Result<(), RunnerError> {
                             });
                         }
                     }
-                    watcher::Event::Init | watcher::Event::InitDone => {}
+                    watcher::Event::Init => relisted = Some(Default::default()),
+                    watcher::Event::InitDone => {
+                        let seen = relisted.take().unwrap_or_default();
+                        for (uid, tx) in &workers {
+                            if !seen.contains(uid) {
+                                tx.send_if_modified(|s| {
+                                    if s != &Some(Stop::Gone) { *s = Some(Stop::Gone); true } else { false }
+                                });
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -113,7 +137,11 @@ pub(crate) async fn run(ctx: Arc<KubeletCtx>) -> Result<(), RunnerError> {
 }
 
 fn should_run(pod: &Pod) -> bool {
-    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Pending");
+    let phase = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("Pending");
     if matches!(phase, "Succeeded" | "Failed") || pod.metadata.deletion_timestamp.is_some() {
         return false;
     }
@@ -133,7 +161,11 @@ fn grace_period(pod: &Pod) -> Duration {
     let secs = pod
         .metadata
         .deletion_grace_period_seconds
-        .or_else(|| pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds))
+        .or_else(|| {
+            pod.spec
+                .as_ref()
+                .and_then(|s| s.termination_grace_period_seconds)
+        })
         .unwrap_or(30);
     Duration::from_secs(secs.max(0) as u64)
 }
@@ -205,7 +237,11 @@ struct PodWorker {
 
 impl PodWorker {
     fn new(ctx: Arc<KubeletCtx>, pod: Pod, stop_rx: watch::Receiver<Option<Stop>>) -> Self {
-        let namespace = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+        let namespace = pod
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
         let name = pod.metadata.name.clone().unwrap_or_default();
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let spec = pod.spec.clone().unwrap_or_default();
@@ -213,7 +249,14 @@ impl PodWorker {
             .init_containers
             .iter()
             .flatten()
-            .map(|c| ContainerRecord::new(&c.name, c.image.as_deref().unwrap_or(""), "PodInitializing", is_sidecar(c)))
+            .map(|c| {
+                ContainerRecord::new(
+                    &c.name,
+                    c.image.as_deref().unwrap_or(""),
+                    "PodInitializing",
+                    is_sidecar(c),
+                )
+            })
             .collect();
         let main_reason = if spec.init_containers.as_ref().is_some_and(|v| !v.is_empty()) {
             "PodInitializing"
@@ -223,12 +266,19 @@ impl PodWorker {
         let main = spec
             .containers
             .iter()
-            .map(|c| ContainerRecord::new(&c.name, c.image.as_deref().unwrap_or(""), main_reason, false))
+            .map(|c| {
+                ContainerRecord::new(
+                    &c.name,
+                    c.image.as_deref().unwrap_or(""),
+                    main_reason,
+                    false,
+                )
+            })
             .collect();
         let (exit_tx, exit_rx) = mpsc::unbounded_channel();
         PodWorker {
             api: Api::namespaced(ctx.client.clone(), &namespace),
-            pod_dir: ctx.state_dir.join("pods").join(&uid),
+            pod_dir: ctx.pods_root.join(&uid),
             log_dir: ctx.state_dir.join("logs").join(&namespace).join(&name),
             ctx,
             record: PodRecord {
@@ -263,19 +313,27 @@ impl PodWorker {
     }
 
     fn restart_policy(&self) -> String {
-        self.spec().restart_policy.unwrap_or_else(|| "Always".into())
+        self.spec()
+            .restart_policy
+            .unwrap_or_else(|| "Always".into())
     }
 
     async fn run(mut self) {
         if !self.bind().await {
             return;
         }
-        let ip = self.ctx.ips.lock().map(|mut p| p.allocate()).unwrap_or(None);
+        let ip = self
+            .ctx
+            .ips
+            .lock()
+            .map(|mut p| p.allocate())
+            .unwrap_or(None);
         self.ip = ip;
         self.record.pod_ip = ip.map(|i| i.to_string());
         self.record.start_time = Timestamp::now();
         if let Some(secs) = self.spec().active_deadline_seconds {
-            self.deadline = Some(tokio::time::Instant::now() + Duration::from_secs(secs.max(0) as u64));
+            self.deadline =
+                Some(tokio::time::Instant::now() + Duration::from_secs(secs.max(0) as u64));
         }
         self.sync_pod_object();
         info!(pod = %self.name, namespace = %self.namespace, ip = ?ip, "kubelet: starting pod");
@@ -291,10 +349,7 @@ impl PodWorker {
         }
         self.release_ip();
         // Keep the pod's files until the object goes away, then finish deletion.
-        let stop = match *self.stop_rx.borrow() {
-            Some(s) => Some(s),
-            None => None,
-        };
+        let stop = *self.stop_rx.borrow();
         let stop = match stop {
             Some(s) => s,
             None => loop {
@@ -338,22 +393,22 @@ impl PodWorker {
                 .api
                 .create_subresource("binding", &self.name, &PostParams::default(), &binding)
                 .await;
-            match res {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 404 && s.reason == "NotFound" && s.message.contains("pods") => {
-                    return false;
-                }
-                Err(e) => {
-                    // No binding subresource: fall back to setting spec.nodeName.
-                    debug!(error = %e, "pods/binding failed, patching spec.nodeName");
-                    let patch = serde_json::json!({"spec": {"nodeName": NODE_NAME}});
-                    if let Err(e) = self
-                        .api
-                        .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
-                        .await
-                    {
-                        warn!(pod = %self.name, error = %e, "kubelet: cannot bind pod");
-                        return false;
+            if let Err(e) = res {
+                // No binding subresource on this server: set spec.nodeName instead.
+                debug!(error = %e, "pods/binding failed, patching spec.nodeName");
+                let patch = serde_json::json!({"spec": {"nodeName": NODE_NAME}});
+                if let Err(e) = self
+                    .api
+                    .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
+                    match e {
+                        kube::Error::Api(s) if s.code == 404 => return false,
+                        e => {
+                            // Neither pods/binding nor a nodeName patch is accepted: run the
+                            // pod unbound (spec.nodeName stays empty in the API).
+                            warn!(pod = %self.name, error = %e, "kubelet: cannot bind pod, running it unbound");
+                        }
                     }
                 }
             }
@@ -402,7 +457,11 @@ impl PodWorker {
             field_manager: pp.field_manager,
             ..PatchParams::default()
         };
-        if let Err(e) = self.api.patch_status(&self.name, &pp, &Patch::Merge(&patch)).await {
+        if let Err(e) = self
+            .api
+            .patch_status(&self.name, &pp, &Patch::Merge(&patch))
+            .await
+        {
             debug!(pod = %self.name, error = %e, "kubelet: status update failed");
         }
     }
@@ -513,15 +572,18 @@ impl PodWorker {
     }
 
     fn grace(&self) -> Duration {
-        Duration::from_secs(self.spec().termination_grace_period_seconds.unwrap_or(30).max(0) as u64)
+        Duration::from_secs(
+            self.spec()
+                .termination_grace_period_seconds
+                .unwrap_or(30)
+                .max(0) as u64,
+        )
     }
 
     /// Handles the exit of a running container outside of a step that waits for it
     /// (sidecars, main containers). Restarts per policy.
     async fn on_background_exit(&mut self, exit: Exit) -> Option<Interrupt> {
-        let Some(rc) = self.running.get(&exit.key) else {
-            return None;
-        };
+        let rc = self.running.get(&exit.key)?;
         if rc.run != exit.run {
             return None;
         }
@@ -538,7 +600,10 @@ impl PodWorker {
         self.push_status().await;
         if restart {
             let restarts = self.record_of(exit.key).restart_count.max(0) as u32;
-            let delay = self.ctx.restart_backoff.saturating_mul(1u32 << restarts.min(5));
+            let delay = self
+                .ctx
+                .restart_backoff
+                .saturating_mul(1u32 << restarts.min(5));
             if let Some(i) = Box::pin(self.pause(delay.min(Duration::from_secs(300)))).await {
                 return Some(i);
             }
@@ -621,14 +686,22 @@ impl PodWorker {
                                 break;
                             }
                         };
-                        match materialize(&plan, &v.name, &self.pod_dir.join("volumes"), &self.ctx.state_dir) {
+                        match materialize(
+                            &plan,
+                            &v.name,
+                            &self.pod_dir.join("volumes"),
+                            &self.ctx.state_dir,
+                        ) {
                             Ok(dir) => {
                                 if let Ok(m) = out.as_mut() {
                                     m.insert(v.name.clone(), dir);
                                 }
                             }
                             Err(e) => {
-                                out = Err(format!("MountVolume.SetUp failed for volume \"{}\" : {e}", v.name));
+                                out = Err(format!(
+                                    "MountVolume.SetUp failed for volume \"{}\" : {e}",
+                                    v.name
+                                ));
                                 break;
                             }
                         }
@@ -644,12 +717,21 @@ impl PodWorker {
                 }
                 Err(message) => {
                     debug!(pod = %self.name, %message, "kubelet: volumes not ready");
-                    for rec in self.record.init.iter_mut().chain(self.record.main.iter_mut()) {
+                    for rec in self
+                        .record
+                        .init
+                        .iter_mut()
+                        .chain(self.record.main.iter_mut())
+                    {
                         rec.state = CState::waiting("ContainerCreating", Some(message.clone()));
                     }
-                    self.record.init.iter_mut().for_each(|r| r.state = CState::waiting("PodInitializing", None));
+                    self.record
+                        .init
+                        .iter_mut()
+                        .for_each(|r| r.state = CState::waiting("PodInitializing", None));
                     if !self.record.init.is_empty() {
-                        self.record.init[0].state = CState::waiting("ContainerCreating", Some(message.clone()));
+                        self.record.init[0].state =
+                            CState::waiting("ContainerCreating", Some(message.clone()));
                     }
                     self.push_status().await;
                     if let Some(i) = self.pause(Duration::from_secs(1)).await {
@@ -726,7 +808,10 @@ impl PodWorker {
                 return Flow::Interrupted(Interrupt::InitFailed);
             }
             let restarts = self.record.init[i].restart_count.max(0) as u32;
-            let delay = self.ctx.restart_backoff.saturating_mul(1u32 << restarts.min(5));
+            let delay = self
+                .ctx
+                .restart_backoff
+                .saturating_mul(1u32 << restarts.min(5));
             if let Some(int) = self.pause(delay).await {
                 return Flow::Interrupted(int);
             }
@@ -744,7 +829,9 @@ impl PodWorker {
             let period = Duration::from_secs(probe.period_seconds.unwrap_or(10).max(1) as u64);
             let threshold = probe.failure_threshold.unwrap_or(3).max(1);
             if let Some(int) = self
-                .pause(Duration::from_secs(probe.initial_delay_seconds.unwrap_or(0).max(0) as u64))
+                .pause(Duration::from_secs(
+                    probe.initial_delay_seconds.unwrap_or(0).max(0) as u64,
+                ))
                 .await
             {
                 return Flow::Interrupted(int);
@@ -783,29 +870,38 @@ impl PodWorker {
     async fn probe(&mut self, container: &Container, probe: &Probe) -> bool {
         let timeout = Duration::from_secs(probe.timeout_seconds.unwrap_or(1).max(1) as u64);
         let ip = self.record.pod_ip.clone().unwrap_or_else(|| HOST_IP.into());
-        let port_of = |p: &k8s_openapi::apimachinery::pkg::util::intstr::IntOrString| -> Option<u16> {
-            use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-            match p {
-                IntOrString::Int(n) => u16::try_from(*n).ok(),
-                IntOrString::String(name) => container
-                    .ports
-                    .iter()
-                    .flatten()
-                    .find(|cp| cp.name.as_deref() == Some(name))
-                    .and_then(|cp| u16::try_from(cp.container_port).ok()),
-            }
-        };
+        let port_of =
+            |p: &k8s_openapi::apimachinery::pkg::util::intstr::IntOrString| -> Option<u16> {
+                use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+                match p {
+                    IntOrString::Int(n) => u16::try_from(*n).ok(),
+                    IntOrString::String(name) => container
+                        .ports
+                        .iter()
+                        .flatten()
+                        .find(|cp| cp.name.as_deref() == Some(name))
+                        .and_then(|cp| u16::try_from(cp.container_port).ok()),
+                }
+            };
         if let Some(tcp) = &probe.tcp_socket {
             let host = tcp.host.clone().unwrap_or(ip);
-            let Some(port) = port_of(&tcp.port) else { return false };
+            let Some(port) = port_of(&tcp.port) else {
+                return false;
+            };
             return matches!(
-                tokio::time::timeout(timeout, tokio::net::TcpStream::connect((host.as_str(), port))).await,
+                tokio::time::timeout(
+                    timeout,
+                    tokio::net::TcpStream::connect((host.as_str(), port))
+                )
+                .await,
                 Ok(Ok(_))
             );
         }
         if let Some(http) = &probe.http_get {
             let host = http.host.clone().unwrap_or(ip);
-            let Some(port) = port_of(&http.port) else { return false };
+            let Some(port) = port_of(&http.port) else {
+                return false;
+            };
             let path = http.path.clone().unwrap_or_else(|| "/".into());
             return tokio::time::timeout(timeout, http_probe(&host, port, &path))
                 .await
@@ -813,10 +909,14 @@ impl PodWorker {
         }
         if let Some(exec) = &probe.exec {
             let command = exec.command.clone().unwrap_or_default();
-            let Ok((spec, stop_signal)) = self.process_spec(container, Some(&command), "probe").await else {
+            let Ok((spec, stop_signal)) =
+                self.process_spec(container, Some(&command), "probe").await
+            else {
                 return false;
             };
-            let Ok(mut proc) = ContainerProcess::spawn(&spec, stop_signal) else { return false };
+            let Ok(mut proc) = ContainerProcess::spawn(&spec, stop_signal) else {
+                return false;
+            };
             return match tokio::time::timeout(timeout, proc.wait()).await {
                 Ok(Ok(status)) => status.success(),
                 _ => {
@@ -862,9 +962,17 @@ impl PodWorker {
             let sub = m
                 .sub_path
                 .clone()
-                .or_else(|| m.sub_path_expr.as_ref().map(|e| expand_command(std::slice::from_ref(e), &env).remove(0)))
+                .or_else(|| {
+                    m.sub_path_expr
+                        .as_ref()
+                        .map(|e| expand_command(std::slice::from_ref(e), &env).remove(0))
+                })
                 .unwrap_or_default();
-            let host = if sub.is_empty() { dir.clone() } else { dir.join(sub) };
+            let host = if sub.is_empty() {
+                dir.clone()
+            } else {
+                dir.join(sub)
+            };
             if !host.exists() {
                 let _ = std::fs::create_dir_all(&host);
             }
@@ -909,7 +1017,9 @@ impl PodWorker {
         };
         set(
             "PATH",
-            std::env::var("PATH").unwrap_or_else(|_| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()),
+            std::env::var("PATH").unwrap_or_else(|_| {
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()
+            }),
         );
         set("HOSTNAME", self.name.clone());
         set("HOME", self.pod_dir.join("home").display().to_string());
@@ -930,7 +1040,10 @@ impl PodWorker {
         }
         set("SIM_POD_IP", self.record.pod_ip.clone().unwrap_or_default());
         set("SIM_POD_DIR", self.pod_dir.display().to_string());
-        set("SIM_TERMINATION_MESSAGE_PATH", self.term_file(&container.name).display().to_string());
+        set(
+            "SIM_TERMINATION_MESSAGE_PATH",
+            self.term_file(&container.name).display().to_string(),
+        );
         for (k, v) in mounts.env_vars() {
             set(&k, v);
         }
@@ -972,9 +1085,16 @@ impl PodWorker {
                     // A new run: fresh termination-message file; rotate the previous log.
                     let term_file = self.term_file(&container.name);
                     let _ = std::fs::write(&term_file, b"");
-                    let _ = std::fs::set_permissions(&term_file, std::fs::Permissions::from_mode(0o666));
-                    if self.record_of(key).restart_count > 0 || matches!(self.record_of(key).state, CState::Terminated { .. }) {
-                        let prev = self.log_dir.join(format!("{}.previous.log", container.name));
+                    let _ = std::fs::set_permissions(
+                        &term_file,
+                        std::fs::Permissions::from_mode(0o666),
+                    );
+                    if self.record_of(key).restart_count > 0
+                        || matches!(self.record_of(key).state, CState::Terminated { .. })
+                    {
+                        let prev = self
+                            .log_dir
+                            .join(format!("{}.previous.log", container.name));
                         let _ = std::fs::rename(&spec.log_path, prev);
                     }
                     match ContainerProcess::spawn(&spec, stop_signal) {
@@ -995,9 +1115,11 @@ impl PodWorker {
                                     log_path: spec.log_path.clone(),
                                 },
                             );
-                            let sidecar_probe = matches!(key, Key::Init(_)) && container.startup_probe.is_some();
+                            let sidecar_probe =
+                                matches!(key, Key::Init(_)) && container.startup_probe.is_some();
                             let rec = self.record_of_mut(key);
-                            let previous = std::mem::replace(&mut rec.state, CState::Running { started_at });
+                            let previous =
+                                std::mem::replace(&mut rec.state, CState::Running { started_at });
                             if matches!(previous, CState::Terminated { .. }) {
                                 rec.last_state = Some(previous);
                             }
@@ -1062,7 +1184,12 @@ impl PodWorker {
     async fn stop_all(&mut self, grace: Duration, sidecars_only: bool) {
         let mut order: Vec<Key> = Vec::new();
         if !sidecars_only {
-            order.extend(self.running.keys().filter(|k| matches!(k, Key::Main(_))).copied());
+            order.extend(
+                self.running
+                    .keys()
+                    .filter(|k| matches!(k, Key::Main(_)))
+                    .copied(),
+            );
         }
         let mut inits: Vec<Key> = self
             .running
@@ -1070,9 +1197,11 @@ impl PodWorker {
             .filter(|k| matches!(k, Key::Init(_)))
             .copied()
             .collect();
-        inits.sort_by_key(|k| std::cmp::Reverse(match k {
-            Key::Init(i) | Key::Main(i) => *i,
-        }));
+        inits.sort_by_key(|k| {
+            std::cmp::Reverse(match k {
+                Key::Init(i) | Key::Main(i) => *i,
+            })
+        });
         // Main containers all at once, then each sidecar after the previous one stopped.
         let mains = order.clone();
         self.stop_keys(&mains, grace).await;
@@ -1121,7 +1250,8 @@ impl PodWorker {
             Interrupt::Deadline => {
                 self.record.phase = "Failed".into();
                 self.record.reason = Some("DeadlineExceeded".into());
-                self.record.message = Some("Pod was active on the node longer than the specified deadline".into());
+                self.record.message =
+                    Some("Pod was active on the node longer than the specified deadline".into());
             }
             Interrupt::InitFailed => {
                 self.record.phase = "Failed".into();
@@ -1175,7 +1305,9 @@ async fn http_probe(host: &str, port: u16, path: &str) -> bool {
         return false;
     }
     let mut buf = [0u8; 64];
-    let Ok(n) = s.read(&mut buf).await else { return false };
+    let Ok(n) = s.read(&mut buf).await else {
+        return false;
+    };
     let line = String::from_utf8_lossy(&buf[..n]);
     line.split_whitespace()
         .nth(1)

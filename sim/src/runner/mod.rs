@@ -35,7 +35,8 @@ pub use kubelet::{HOST_IP, NODE_NAME};
 pub struct RunnerConfig {
     /// Where pod directories (`pods/<uid>`), persistent volumes (`volumes/`) and container logs
     /// (`logs/<namespace>/<pod>/<container>.log`) live. Made traversable (`o+x`) so that
-    /// database servers running as their own users can reach their pod dirs.
+    /// database servers running as their own users can reach their pod dirs; when a parent of
+    /// it is private, pod dirs go to a temp dir of their own instead.
     pub state_dir: PathBuf,
     /// Image → local program table (normally [`ImageTable::load_default`]).
     pub images: ImageTable,
@@ -68,16 +69,14 @@ impl RunnerConfig {
 /// Runs the Job controller and the kubelet until one of them stops (an error) or the future is
 /// dropped. Dropping it stops every container process it started.
 pub async fn run(client: kube::Client, cfg: RunnerConfig) -> Result<(), RunnerError> {
-    std::fs::create_dir_all(cfg.state_dir.join("pods"))
-        .map_err(|e| RunnerError::io("creating pod directory root", cfg.state_dir.join("pods"), e))?;
     std::fs::create_dir_all(cfg.state_dir.join("logs"))
         .map_err(|e| RunnerError::io("creating log directory", cfg.state_dir.join("logs"), e))?;
-    for dir in [cfg.state_dir.clone(), cfg.state_dir.join("pods")] {
-        kubelet::make_traversable(&dir).map_err(|e| RunnerError::io("making state dir traversable", dir.clone(), e))?;
-    }
+    // Removed (after every process is gone) when the runner stops, if it is a temp dir.
+    let (pods_root, _pods_temp) = pods_root(&cfg.state_dir)?;
     let kubelet_ctx = Arc::new(kubelet::KubeletCtx {
         client: client.clone(),
         state_dir: cfg.state_dir.clone(),
+        pods_root,
         images: cfg.images,
         ips: Mutex::new(IpPool::new(cfg.ip_prefix.octet())),
         kubeconfig: cfg.kubeconfig,
@@ -93,4 +92,57 @@ pub async fn run(client: kube::Client, cfg: RunnerConfig) -> Result<(), RunnerEr
         r = kubelet::run(kubelet_ctx) => r,
         r = jobcontroller::run(job_ctx) => r,
     }
+}
+
+/// Where pod directories live: `{state_dir}/pods` when other users (the database servers'
+/// `postgres`/`mysql` users) can reach it, else a fresh `kube-sim-pods-*` temp dir (mode 0711),
+/// for example when `state_dir` lies inside a private (0700) temp dir.
+fn pods_root(
+    state_dir: &std::path::Path,
+) -> Result<(PathBuf, Option<tempfile::TempDir>), RunnerError> {
+    use std::os::unix::fs::PermissionsExt;
+    let abs = std::path::absolute(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
+    let ancestors_ok = abs
+        .ancestors()
+        .skip(1)
+        .all(|d| std::fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 != 0));
+    if ancestors_ok {
+        let dir = state_dir.join("pods");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| RunnerError::io("creating pod directory root", dir.clone(), e))?;
+        for d in [state_dir.to_path_buf(), dir.clone()] {
+            kubelet::make_traversable(&d)
+                .map_err(|e| RunnerError::io("making state dir traversable", d.clone(), e))?;
+        }
+        return Ok((dir, None));
+    }
+    let temp = tempfile::Builder::new()
+        .prefix("kube-sim-pods-")
+        .tempdir()
+        .map_err(|e| RunnerError::io("creating pod directory root", std::env::temp_dir(), e))?;
+    std::fs::set_permissions(temp.path(), std::fs::Permissions::from_mode(0o711))
+        .map_err(|e| RunnerError::io("making pod directory root traversable", temp.path(), e))?;
+    Ok((temp.path().to_path_buf(), Some(temp)))
+}
+
+/// Starts the runner against a [`crate::RunningServer`] as one of its background tasks, so it
+/// stops (and kills its processes) with the server. Containers get the server's kubeconfig as
+/// `KUBECONFIG` unless `cfg.kubeconfig` is set.
+pub async fn attach(
+    server: &mut crate::RunningServer,
+    mut cfg: RunnerConfig,
+) -> Result<(), RunnerError> {
+    let client = server
+        .client()
+        .await
+        .map_err(|e| RunnerError::Client(e.to_string()))?;
+    if cfg.kubeconfig.is_none() {
+        cfg.kubeconfig = Some(server.kubeconfig_path().to_path_buf());
+    }
+    server.attach(tokio::spawn(async move {
+        if let Err(e) = run(client, cfg).await {
+            tracing::error!(error = %e, category = ?e.category(), "kube-sim job runner stopped");
+        }
+    }));
+    Ok(())
 }

@@ -27,7 +27,8 @@ impl MountMap {
         }
         self.entries.retain(|(p, _)| p != path);
         self.entries.push((path.to_string(), host));
-        self.entries.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
+        self.entries
+            .sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
     }
 
     /// The mappings, longest container path first.

@@ -1,11 +1,11 @@
 //! The kubelet's view of one pod, and its rendering as `PodStatus` (pure).
 
-use k8s_openapi::jiff::Timestamp;
 use k8s_openapi::api::core::v1::{
-    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus,
-    HostIP, PodCondition, PodIP, PodStatus,
+    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
+    ContainerStatus, HostIP, PodCondition, PodIP, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
 
 /// State of one container.
 #[derive(Debug, Clone, PartialEq)]
@@ -150,7 +150,12 @@ impl ContainerRecord {
             restart_count: self.restart_count,
             started: Some(running && self.started),
             state: Some(self.state.to_api()),
-            last_state: Some(self.last_state.as_ref().map(CState::to_api).unwrap_or_default()),
+            last_state: Some(
+                self.last_state
+                    .as_ref()
+                    .map(CState::to_api)
+                    .unwrap_or_default(),
+            ),
             ..ContainerStatus::default()
         }
     }
@@ -196,13 +201,15 @@ impl PodRecord {
     /// Whether all main containers (and running sidecars) are ready.
     pub fn containers_ready(&self) -> bool {
         let running = |c: &ContainerRecord| matches!(c.state, CState::Running { .. }) && c.ready;
-        !self.main.is_empty() && self.main.iter().all(running) && self.init.iter().filter(|c| c.sidecar).all(running)
+        !self.main.is_empty()
+            && self.main.iter().all(running)
+            && self.init.iter().filter(|c| c.sidecar).all(running)
     }
 
     /// Recomputes conditions (keeping `lastTransitionTime` when a status did not change).
     pub fn refresh_conditions(&mut self, now: Timestamp) {
         let terminal = matches!(self.phase.as_str(), "Succeeded" | "Failed");
-        let completed = (!terminal).then_some(None).unwrap_or(Some("PodCompleted"));
+        let completed = if terminal { Some("PodCompleted") } else { None };
         let sandbox = self.pod_ip.is_some();
         let initialized = self.initialized();
         let ready = !terminal && self.containers_ready();
@@ -215,8 +222,16 @@ impl PodRecord {
                 initialized,
                 (!initialized).then_some("ContainersNotInitialized"),
             ),
-            ("ContainersReady", ready, (!ready).then_some(not_ready_reason).flatten()),
-            ("Ready", ready, (!ready).then_some(not_ready_reason).flatten()),
+            (
+                "ContainersReady",
+                ready,
+                (!ready).then_some(not_ready_reason).flatten(),
+            ),
+            (
+                "Ready",
+                ready,
+                (!ready).then_some(not_ready_reason).flatten(),
+            ),
         ];
         for (type_, status, reason) in wanted {
             let status = if status { "True" } else { "False" };
@@ -250,7 +265,10 @@ impl PodRecord {
                 ip: self.host_ip.clone(),
             }]),
             pod_ip: self.pod_ip.clone(),
-            pod_ips: self.pod_ip.as_ref().map(|ip| vec![PodIP { ip: ip.clone() }]),
+            pod_ips: self
+                .pod_ip
+                .as_ref()
+                .map(|ip| vec![PodIP { ip: ip.clone() }]),
             start_time: Some(Time(self.start_time)),
             conditions: Some(self.conditions.clone()),
             init_container_statuses: (!self.init.is_empty())
@@ -276,7 +294,13 @@ pub fn final_phase(main: &[ContainerRecord]) -> &'static str {
 pub fn pod_status_patch(status: &PodStatus) -> serde_json::Value {
     let mut value = serde_json::to_value(status).unwrap_or_else(|_| serde_json::json!({}));
     if let Some(obj) = value.as_object_mut() {
-        for key in ["reason", "message", "podIP", "podIPs", "initContainerStatuses"] {
+        for key in [
+            "reason",
+            "message",
+            "podIP",
+            "podIPs",
+            "initContainerStatuses",
+        ] {
             obj.entry(key).or_insert(serde_json::Value::Null);
         }
     }
@@ -286,7 +310,12 @@ pub fn pod_status_patch(status: &PodStatus) -> serde_json::Value {
 /// Termination message as the kubelet reads it: at most 4096 bytes of the file; with
 /// `FallbackToLogsOnError` and an empty file and a failed container, the log tail (last 80 lines,
 /// at most 2048 bytes).
-pub fn termination_message(file_contents: &[u8], policy: Option<&str>, exit_code: i32, log: &[u8]) -> Option<String> {
+pub fn termination_message(
+    file_contents: &[u8],
+    policy: Option<&str>,
+    exit_code: i32,
+    log: &[u8],
+) -> Option<String> {
     let file = &file_contents[..file_contents.len().min(4096)];
     if !file.is_empty() {
         return Some(String::from_utf8_lossy(file).into_owned());

@@ -108,7 +108,10 @@ fn project(
                     None => {
                         return Err(VolumeError::NotReady {
                             volume: volume.into(),
-                            message: format!("{kind} references non-existent config key: {}", item.key),
+                            message: format!(
+                                "{kind} references non-existent config key: {}",
+                                item.key
+                            ),
                         });
                     }
                 }
@@ -155,9 +158,17 @@ fn config_map_data(sources: &EnvSources, name: &str) -> Option<BTreeMap<String, 
 const DEFAULT_MODE: u32 = 0o644;
 
 /// Decides what a volume holds. `pod` must carry the status fields a downwardAPI item may read.
-pub fn plan_volume(pod: &Pod, volume: &Volume, sources: &EnvSources) -> Result<VolumePlan, VolumeError> {
+pub fn plan_volume(
+    pod: &Pod,
+    volume: &Volume,
+    sources: &EnvSources,
+) -> Result<VolumePlan, VolumeError> {
     let name = volume.name.as_str();
-    let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let ns = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
     if volume.empty_dir.is_some() {
         return Ok(VolumePlan::EmptyDir);
     }
@@ -237,7 +248,9 @@ pub fn plan_volume(pod: &Pod, volume: &Volume, sources: &EnvSources) -> Result<V
     }
     if let Some(pvc) = &volume.persistent_volume_claim {
         return Ok(VolumePlan::Persistent(
-            PathBuf::from("pvc").join(&ns).join(safe_component(&pvc.claim_name)),
+            PathBuf::from("pvc")
+                .join(&ns)
+                .join(safe_component(&pvc.claim_name)),
         ));
     }
     if let Some(h) = &volume.host_path {
@@ -312,7 +325,12 @@ fn safe_component(s: &str) -> String {
 
 /// Writes a volume plan. Returns the host directory of the volume.
 /// `pod_volumes` is the pod's private volume root, `state_dir` the runner's state dir.
-pub fn materialize(plan: &VolumePlan, name: &str, pod_volumes: &Path, state_dir: &Path) -> std::io::Result<PathBuf> {
+pub fn materialize(
+    plan: &VolumePlan,
+    name: &str,
+    pod_volumes: &Path,
+    state_dir: &Path,
+) -> std::io::Result<PathBuf> {
     match plan {
         VolumePlan::EmptyDir => {
             let dir = pod_volumes.join(safe_component(name));
