@@ -688,3 +688,32 @@ async fn native_mariadb_sidecar_serves_the_main_container() {
         "sidecar stopped after the main container"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_job_is_deleted_after_its_ttl_with_its_pods() {
+    let sim = sim().await;
+    let jobs: Api<Job> = Api::namespaced(sim.client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(sim.client.clone(), "default");
+    jobs.create(
+        &PostParams::default(),
+        &shell_job("short-lived", "true", json!({"ttlSecondsAfterFinished": 1})),
+    )
+    .await
+    .unwrap();
+    wait_job_condition(&jobs, "short-lived", "Complete").await;
+    wait_for("the job to be deleted", || async {
+        jobs.get_opt("short-lived")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    wait_for("its pods to be collected", || async {
+        job_pods(&pods, "short-lived")
+            .await
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+}
