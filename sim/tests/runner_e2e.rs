@@ -717,3 +717,126 @@ async fn finished_job_is_deleted_after_its_ttl_with_its_pods() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_failure_restarts_the_container_in_the_same_pod() {
+    let sim = sim().await;
+    let jobs: Api<Job> = Api::namespaced(sim.client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(sim.client.clone(), "default");
+    let j = job(
+        "retry-in-place",
+        json!({"backoffLimit": 3, "template": {"spec": {
+            "restartPolicy": "OnFailure",
+            "volumes": [{"name": "state", "emptyDir": {}}],
+            "initContainers": [{"name": "prepare", "image": "busybox", "command": ["sh", "-c", "echo prepared > /state/ready"],
+                                "volumeMounts": [{"name": "state", "mountPath": "/state"}]}],
+            "containers": [{
+                "name": "main", "image": "busybox",
+                "command": ["sh", "-c", "test -f /state/ready || exit 5; if [ -f /state/tried ]; then echo second; else touch /state/tried; echo first; exit 1; fi"],
+                "volumeMounts": [{"name": "state", "mountPath": "/state"}]
+            }]
+        }}}),
+    );
+    jobs.create(&PostParams::default(), &j).await.unwrap();
+    let job = wait_job_condition(&jobs, "retry-in-place", "Complete").await;
+    assert_eq!(job.status.unwrap().succeeded, Some(1));
+    let list = job_pods(&pods, "retry-in-place").await;
+    assert_eq!(list.len(), 1, "restarted in place, not a new pod");
+    let st = list[0].status.clone().unwrap();
+    let init = &st.init_container_statuses.unwrap()[0];
+    assert_eq!(
+        init.state
+            .as_ref()
+            .unwrap()
+            .terminated
+            .as_ref()
+            .unwrap()
+            .exit_code,
+        0
+    );
+    let main = &st.container_statuses.unwrap()[0];
+    assert_eq!(main.restart_count, 1);
+    assert_eq!(
+        main.last_state
+            .as_ref()
+            .unwrap()
+            .terminated
+            .as_ref()
+            .unwrap()
+            .exit_code,
+        1
+    );
+    assert_eq!(
+        main.state
+            .as_ref()
+            .unwrap()
+            .terminated
+            .as_ref()
+            .unwrap()
+            .exit_code,
+        0
+    );
+    let name = list[0].metadata.name.clone().unwrap();
+    let logs = pods
+        .logs(
+            &name,
+            &LogParams {
+                container: Some("main".into()),
+                ..LogParams::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(logs, "second\n", "the current run's log");
+    let previous = std::fs::read_to_string(
+        sim.server
+            .state_dir()
+            .join(format!("logs/default/{name}/main.previous.log")),
+    )
+    .unwrap();
+    assert_eq!(previous, "first\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_init_container_fails_the_pod_without_running_main() {
+    let sim = sim().await;
+    let pods: Api<Pod> = Api::namespaced(sim.client.clone(), "default");
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "bad-init"},
+        "spec": {"restartPolicy": "Never",
+                 "initContainers": [{"name": "init", "image": "busybox", "command": ["sh", "-c", "exit 4"]}],
+                 "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", "echo should-not-run"]}]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let st = wait_for("the pod to fail", || async {
+        let st = pods.get("bad-init").await.ok()?.status?;
+        (st.phase.as_deref() == Some("Failed")).then_some(st)
+    })
+    .await;
+    let init = &st.init_container_statuses.unwrap()[0];
+    assert_eq!(
+        init.state
+            .as_ref()
+            .unwrap()
+            .terminated
+            .as_ref()
+            .unwrap()
+            .exit_code,
+        4
+    );
+    let main = &st.container_statuses.unwrap()[0];
+    assert!(
+        main.state.as_ref().unwrap().waiting.is_some(),
+        "main never started: {main:?}"
+    );
+    let conds = st.conditions.unwrap();
+    assert_eq!(
+        conds
+            .iter()
+            .find(|c| c.type_ == "Initialized")
+            .unwrap()
+            .status,
+        "False"
+    );
+}
