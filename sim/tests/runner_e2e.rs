@@ -129,6 +129,26 @@ fn shell_job(name: &str, script: &str, extra: serde_json::Value) -> Job {
     job(name, spec)
 }
 
+/// Waits until events regarding `name` (in `default`) with all `reasons` exist; returns
+/// (reason, note) of all events regarding it.
+async fn events_about(client: &Client, name: &str, reasons: &[&str]) -> Vec<(String, String)> {
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), "default");
+    wait_for(&format!("events {reasons:?} about {name}"), || async {
+        let list = api.list(&ListParams::default()).await.ok()?;
+        let found: Vec<(String, String)> = list
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+            .collect();
+        reasons
+            .iter()
+            .all(|r| found.iter().any(|(fr, _)| fr == r))
+            .then_some(found)
+    })
+    .await
+}
+
 fn process_alive(pid: i32) -> bool {
     // SAFETY: signal 0 only checks for existence.
     let rc = unsafe { libc::kill(pid, 0) };
@@ -218,6 +238,22 @@ async fn job_succeeds_with_logs_termination_message_and_pod_metadata() {
         std::fs::read_to_string(sim.dir.path().join(format!("logs/default/{name}/main.log")))
             .unwrap();
     assert_eq!(on_disk, logs);
+
+    // Events like the real components': the Job controller's and the kubelet's.
+    let job_events = events_about(&sim.client, "hello", &["SuccessfulCreate", "Completed"]).await;
+    assert!(
+        job_events
+            .iter()
+            .any(|(r, n)| r == "SuccessfulCreate" && n == &format!("Created pod: {name}")),
+        "{job_events:?}"
+    );
+    let pod_events = events_about(&sim.client, &name, &["Started"]).await;
+    assert!(
+        pod_events
+            .iter()
+            .any(|(r, n)| r == "Started" && n == "Started container main"),
+        "{pod_events:?}"
+    );
     drop(sim.server);
 }
 
