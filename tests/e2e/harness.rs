@@ -20,8 +20,6 @@ use serde::de::DeserializeOwned;
 pub struct Cluster {
     pub client: Client,
     pub kubeconfig: PathBuf,
-    /// The stand-in's Job runner; aborting it stops every container process it started.
-    runner: Option<tokio::task::JoinHandle<()>>,
     _server: Option<kube_sim::RunningServer>,
     _dir: tempfile::TempDir,
 }
@@ -49,10 +47,10 @@ impl Cluster {
             .await
             .expect("E2E_KUBECONFIG");
             let client = Client::try_from(config).expect("client");
-            return Cluster { client, kubeconfig, runner: None, _server: None, _dir: dir };
+            return Cluster { client, kubeconfig, _server: None, _dir: dir };
         }
         let state = dir.path().join("sim");
-        let server = kube_sim::Server::start(kube_sim::ServerOptions {
+        let mut server = kube_sim::Server::start(kube_sim::ServerOptions {
             crds_dir: Some(workspace().join("crds")),
             state_dir: Some(state.clone()),
             ..Default::default()
@@ -61,20 +59,9 @@ impl Cluster {
         .expect("starting the API stand-in");
         let mut cfg = kube_sim::runner::RunnerConfig::new(state.clone()).expect("runner config");
         cfg.kubeconfig = Some(server.kubeconfig_path().to_path_buf());
+        kube_sim::runner::attach(&mut server, cfg).await.expect("starting the Job runner");
         let client = server.client().await.expect("client");
-        let runner_client = client.clone();
-        let runner = tokio::spawn(async move {
-            if let Err(e) = kube_sim::runner::run(runner_client, cfg).await {
-                eprintln!("kube-sim job runner stopped: {e}");
-            }
-        });
-        Cluster {
-            client,
-            kubeconfig: server.kubeconfig_path().to_path_buf(),
-            runner: Some(runner),
-            _server: Some(server),
-            _dir: dir,
-        }
+        Cluster { client, kubeconfig: server.kubeconfig_path().to_path_buf(), _server: Some(server), _dir: dir }
     }
 
     /// A fresh namespace for one scenario.
@@ -148,14 +135,6 @@ impl Cluster {
             }
         }
         out
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        if let Some(r) = self.runner.take() {
-            r.abort();
-        }
     }
 }
 
