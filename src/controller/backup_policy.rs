@@ -396,6 +396,15 @@ pub async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<A
             )
             .await;
         }
+        let labels = PolicyLabels { namespace: ns.clone(), policy: name.clone() };
+        match ok {
+            Some(met) => {
+                ctx.metrics.rpo_met.get_or_create(&labels).set(i64::from(met));
+            }
+            None => {
+                ctx.metrics.rpo_met.remove(&labels);
+            }
+        }
         set_condition(&mut conditions, cond);
         if let Some(at) = recheck {
             let until = (at - now).to_std().unwrap_or_default();

@@ -389,3 +389,67 @@ pub async fn events_for(cluster: &Cluster, ns: &str, name: &str) -> Vec<String> 
 pub type Policies = Api<BackupPolicy>;
 #[allow(dead_code)]
 pub type Storages = Api<BackupStorage>;
+
+/// A real Prometheus server scraping one target every second.
+pub struct Prometheus {
+    child: Child,
+    addr: String,
+    dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    pub fn start(target: &str) -> Prometheus {
+        let dir = tempfile::Builder::new().prefix("dg-prometheus-").tempdir().expect("temp dir");
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!("global: {{scrape_interval: 1s}}\nscrape_configs:\n  - job_name: dataguardian-operator\n    static_configs: [{{targets: ['{target}']}}]\n"),
+        )
+        .expect("prometheus config");
+        let addr = format!("127.0.0.1:{}", testkit::free_port());
+        let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("log");
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("prometheus is required (apt-get install prometheus)");
+        Prometheus { child, addr, dir }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default()
+    }
+
+    /// Polls an instant query until it returns a sample; the sample's value.
+    pub fn wait_for_value(&self, query: &str, timeout: Duration) -> Option<String> {
+        use std::io::Read;
+        let encoded: String = url::form_urlencoded::byte_serialize(query.as_bytes()).collect();
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Ok(mut s) = std::net::TcpStream::connect(&self.addr) {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                let _ = write!(s, "GET /api/v1/query?query={encoded} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+                let mut buf = String::new();
+                let _ = s.read_to_string(&mut buf);
+                if let Some((_, body)) = buf.split_once("\r\n\r\n")
+                    && let Ok(v) = serde_json::from_str::<serde_json::Value>(body)
+                    && let Some(value) = v["data"]["result"][0]["value"][1].as_str()
+                {
+                    return Some(value.to_string());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        None
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
