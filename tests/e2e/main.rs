@@ -7,6 +7,7 @@
 mod backup;
 mod demo;
 mod harness;
+mod operations;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
