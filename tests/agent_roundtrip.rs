@@ -168,6 +168,7 @@ fn postgres_file_encrypted_round_trip() {
             "--database",
             "copy",
             "--clean",
+            "--overwrite",
         ],
         &[("DG_URI", &uri)],
     )
@@ -623,9 +624,91 @@ fn mariadb_round_trips_file_plain_and_s3_encrypted() {
             "--database",
             "copy_enc",
             "--clean",
+            "--overwrite",
         ],
         &env,
     )
     .assert_ok();
     assert_eq!(my_fingerprint(&db, "copy_enc"), before);
+}
+
+#[test]
+fn s3_object_lock_and_sse_are_applied_to_every_object() {
+    let pg = Postgres::start().unwrap();
+    let moto = Moto::start().unwrap();
+    moto.create_bucket_with_object_lock("locked").unwrap();
+    pg.create_database("shop").unwrap();
+    pg_fill(&pg, "shop", 1);
+    let endpoint = moto.endpoint();
+    let uri = pg.uri("shop");
+    let mut env = s3_env();
+    env.extend([
+        ("DG_URI", uri.as_str()),
+        ("DG_S3_ENDPOINT", endpoint.as_str()),
+        ("DG_S3_PATH_STYLE", "true"),
+    ]);
+    let run = run_agent(
+        &[
+            "backup",
+            "--engine",
+            "postgres",
+            "--to",
+            "s3://locked/worm",
+            "--run-id",
+            "l",
+            "--object-lock-mode",
+            "GOVERNANCE",
+            "--object-lock-days",
+            "3",
+            "--sse",
+            "AES256",
+        ],
+        &env,
+    );
+    run.assert_ok();
+    let client = moto.s3_client();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for key in ["worm/l/databases/shop.pgdump.zst", "worm/l/manifest.json"] {
+        let head = rt
+            .block_on(client.head_object().bucket("locked").key(key).send())
+            .unwrap();
+        assert_eq!(
+            head.object_lock_mode().map(|m| m.as_str()),
+            Some("GOVERNANCE"),
+            "{key}"
+        );
+        let until = head
+            .object_lock_retain_until_date()
+            .expect("retain-until set")
+            .secs();
+        let days = (until - chrono::Utc::now().timestamp()) as f64 / 86400.0;
+        assert!(
+            (2.9..=3.01).contains(&days),
+            "{key}: retain-until in {days} days"
+        );
+        assert_eq!(
+            head.server_side_encryption().map(|s| s.as_str()),
+            Some("AES256"),
+            "{key}"
+        );
+    }
+    // Missing half of the lock settings is refused by the command line.
+    let out = agent_command()
+        .args([
+            "agent",
+            "backup",
+            "--engine",
+            "postgres",
+            "--to",
+            "s3://locked/x",
+            "--object-lock-days",
+            "3",
+        ])
+        .env("DG_URI", &uri)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
 }

@@ -162,19 +162,17 @@ pub async fn run(req: RestoreRequest) -> Result<RestoreOutcome> {
     );
 
     // Read-only checks of the target before anything is written.
-    let (uri, create, overwrite, clean, engine) = (
+    let (uri, create, overwrite, engine) = (
         req.uri.clone(),
         req.create_database,
         req.overwrite,
-        req.clean,
         req.engine,
     );
     let dbs: Vec<String> = steps
         .iter()
         .filter_map(|s| s.target_database.clone())
         .collect();
-    let missing =
-        blocking(move || check_targets(engine, &uri, &dbs, create, overwrite || clean)).await?;
+    let missing = blocking(move || check_targets(engine, &uri, &dbs, create, overwrite)).await?;
 
     if req.verify_first {
         let progress = Progress::new("verify");
@@ -278,7 +276,7 @@ fn check_targets(
         };
         if objects > 0 && !overwrite {
             return Err(AgentError::Target(format!(
-                "database {db:?} is not empty ({objects} objects); refusing to restore into it without --overwrite (or --clean)"
+                "database {db:?} is not empty ({objects} objects); refusing to restore into it without --overwrite"
             )));
         }
     }

@@ -36,10 +36,20 @@ pub struct S3Store {
 
 fn err_text<E, R>(e: &SdkError<E, R>) -> String
 where
-    E: std::error::Error + 'static,
+    E: std::error::Error + ProvideErrorMetadata + 'static,
     R: std::fmt::Debug,
 {
-    DisplayErrorContext(e).to_string()
+    if let Some(code) = e.as_service_error().and_then(|s| s.code()) {
+        let message = e.as_service_error().and_then(|s| s.message()).unwrap_or("");
+        return format!("{code}: {message}");
+    }
+    let mut text = DisplayErrorContext(e).to_string();
+    if text.len() > 600 {
+        let cut = (0..=600).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+        text.truncate(cut);
+        text.push_str(" …");
+    }
+    text
 }
 
 /// Build an S3 client: rustls with the ring provider (no aws-lc), plain-http endpoints allowed,
@@ -172,6 +182,7 @@ impl S3Store {
                 .bucket(&self.bucket)
                 .key(key)
                 .content_type("application/json")
+                .checksum_algorithm(ChecksumAlgorithm::Sha256)
                 .checksum_sha256(&sum)
                 .body(ByteStream::from(body.clone()));
             if let Some((mode, until)) = self.retain_until() {
