@@ -6,6 +6,7 @@
 #   (d) pg_dump -Fc -Z0 | zstd -3 -T0 | aws s3 cp -      a careful shell pipeline (no age CLI here)
 #   (e) pg_restore -d from a local -Z0 file               the restore limit
 #   (f) dataguardian agent restore ← S3 (zstd + age)      ours
+#   (g) dataguardian agent backup → file:// (zstd + age)  ours without the S3 server in the way
 # on a generated PostgreSQL database (pgbench tables plus random base64 text, so the dump
 # compresses about 2.5x instead of pgbench's ~100x) at two sizes, to show that memory stays flat.
 # Ratios are printed, not asserted. Everything runs on loopback in a temp dir, removed at exit.
@@ -116,6 +117,8 @@ SQL
 
   measure "raw_$size"   "pg_dump -Fc -Z0 -d $DB > /dev/null"
   measure "ours_$size"  "'$DG' agent backup --engine postgres --uri postgresql://postgres@127.0.0.1:$PGPORT_/$DB --to s3://bench/ours --run-id $size --recipient $RECIPIENT --s3-endpoint $ENDPOINT --s3-path-style --termination-log $WORK/termination.log"
+  measure "file_$size"  "'$DG' agent backup --engine postgres --uri postgresql://postgres@127.0.0.1:$PGPORT_/$DB --to file://$WORK/files --run-id $size --recipient $RECIPIENT --termination-log $WORK/termination.log"
+  rm -rf "$WORK/files"
   measure "gzip_$size"  "pg_dump -Fc -Z0 -d $DB | gzip | aws --endpoint-url $ENDPOINT s3 cp - s3://bench/gzip/$size.dump.gz"
   measure "zstd_$size"  "pg_dump -Fc -Z0 -d $DB | zstd -3 -T0 -q | aws --endpoint-url $ENDPOINT s3 cp - s3://bench/zstd/$size.dump.zst"
   measure "raw2_$size"  "pg_dump -Fc -Z0 -d $DB > /dev/null"
@@ -139,6 +142,7 @@ SQL
   row "raw_$size"  '(a) `pg_dump -Fc -Z0 > /dev/null` (1st run)' "$RAWAVG"
   row "raw2_$size" '(a) `pg_dump -Fc -Z0 > /dev/null` (2nd run)' "$RAWAVG"
   row "ours_$size" '(b) **`dataguardian agent backup` → S3, zstd:3 + age**' "$RAWAVG"
+  row "file_$size" '(g) `dataguardian agent backup` → local file (fsync), zstd:3 + age' "$RAWAVG"
   row "zstd_$size" '(d) `pg_dump \| zstd -3 -T0 \| aws s3 cp -`' "$RAWAVG"
   row "gzip_$size" '(c) `pg_dump \| gzip \| aws s3 cp -`' "$RAWAVG"
   row "pgrestore_$size" '(e) `pg_restore -d` from a local -Z0 file (restore limit)' "${WALL[pgrestore_$size]}"

@@ -114,7 +114,7 @@ impl<W: Write> CompressWriter<W> {
                 if workers > 0 {
                     enc.multithread(workers)?;
                     // Small jobs keep memory flat: each worker holds about two jobs.
-                    enc.set_parameter(zstd::zstd_safe::CParameter::JobSize(2 << 20))?;
+                    enc.set_parameter(zstd::zstd_safe::CParameter::JobSize(1 << 20))?;
                 }
                 CompressWriter::Zstd(enc)
             }

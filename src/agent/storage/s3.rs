@@ -19,7 +19,9 @@ use aws_sdk_s3::types::{
 };
 use aws_smithy_types::base64;
 use bytes::{Bytes, BytesMut};
-use tokio::sync::mpsc;
+use std::sync::Arc;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 use super::{LockMode, S3Settings, SinkWriter, Sse, StoredObject};
@@ -45,7 +47,10 @@ where
     }
     let mut text = DisplayErrorContext(e).to_string();
     if text.len() > 600 {
-        let cut = (0..=600).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+        let cut = (0..=600)
+            .rev()
+            .find(|i| text.is_char_boundary(*i))
+            .unwrap_or(0);
         text.truncate(cut);
         text.push_str(" …");
     }
@@ -319,16 +324,17 @@ impl S3Store {
             }
         })
         .await?;
-        let (tx, rx) = mpsc::channel::<Bytes>(1);
+        let (tx, rx) = mpsc::channel::<Part>(1);
         let store = self.clone();
         let task_key = key.to_string();
         let task_id = upload_id.clone();
         let task = tokio::spawn(async move { store.upload_parts(&task_key, &task_id, rx).await });
-        let writer = PartWriter {
-            buf: BytesMut::with_capacity(self.settings.part_size),
-            part_size: self.settings.part_size,
+        // One part being filled plus `concurrency` parts queued or in flight: the memory bound.
+        let writer = PartWriter::new(
+            self.settings.part_size,
+            Arc::new(Semaphore::new(self.settings.concurrency + 1)),
             tx,
-        };
+        );
         tracing::debug!(bucket = %self.bucket, key, "multipart upload started");
         Ok((
             Box::new(writer),
@@ -347,7 +353,7 @@ impl S3Store {
         &self,
         key: &str,
         upload_id: &str,
-        mut rx: mpsc::Receiver<Bytes>,
+        mut rx: mpsc::Receiver<Part>,
     ) -> Result<Vec<UploadedPart>> {
         let mut inflight: JoinSet<Result<UploadedPart>> = JoinSet::new();
         let mut parts = Vec::new();
@@ -365,7 +371,7 @@ impl S3Store {
                 }
                 chunk = rx.recv(), if !closed && inflight.len() < self.settings.concurrency => {
                     match chunk {
-                        Some(data) => {
+                        Some((data, permit)) => {
                             next_part += 1;
                             if next_part > 10_000 {
                                 inflight.abort_all();
@@ -374,7 +380,11 @@ impl S3Store {
                             let store = self.clone();
                             let (key, id) = (key.to_string(), upload_id.to_string());
                             let n = next_part;
-                            inflight.spawn(async move { store.upload_part(&key, &id, n, data).await });
+                            inflight.spawn(async move {
+                                let done = store.upload_part(&key, &id, n, data).await;
+                                drop(permit); // the part's buffer is gone: the writer may fill another
+                                done
+                            });
                         }
                         None => closed = true,
                     }
@@ -543,30 +553,56 @@ struct UploadedPart {
     size: u64,
 }
 
-/// Cuts the stored stream into parts and hands them to the uploader (blocking side).
+/// A part and the permit that accounts for its buffer.
+type Part = (Bytes, OwnedSemaphorePermit);
+
+/// Cuts the stored stream into parts and hands them to the uploader (blocking side). A part
+/// buffer is only allocated once a permit is free, so at most `concurrency + 1` parts exist.
 struct PartWriter {
     buf: BytesMut,
+    permit: Option<OwnedSemaphorePermit>,
     part_size: usize,
-    tx: mpsc::Sender<Bytes>,
+    permits: Arc<Semaphore>,
+    tx: mpsc::Sender<Part>,
 }
 
 impl PartWriter {
-    fn send(&mut self, data: Bytes) -> io::Result<()> {
+    fn new(part_size: usize, permits: Arc<Semaphore>, tx: mpsc::Sender<Part>) -> Self {
+        Self {
+            buf: BytesMut::new(),
+            permit: None,
+            part_size,
+            permits,
+            tx,
+        }
+    }
+
+    fn stopped() -> io::Error {
+        io::Error::new(io::ErrorKind::BrokenPipe, "the S3 uploader stopped")
+    }
+
+    fn send(&mut self) -> io::Result<()> {
+        let data = std::mem::take(&mut self.buf).freeze();
+        let permit = self.permit.take().ok_or_else(Self::stopped)?;
         self.tx
-            .blocking_send(data)
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the S3 uploader stopped"))
+            .blocking_send((data, permit))
+            .map_err(|_| Self::stopped())
     }
 }
 
 impl io::Write for PartWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.permit.is_none() {
+            let permit = futures::executor::block_on(Arc::clone(&self.permits).acquire_owned())
+                .map_err(|_| Self::stopped())?;
+            self.permit = Some(permit);
+            self.buf = BytesMut::with_capacity(self.part_size);
+        }
         let room = self.part_size - self.buf.len();
         let n = room.min(buf.len());
         self.buf.extend_from_slice(&buf[..n]);
         if self.buf.len() == self.part_size {
-            let part =
-                std::mem::replace(&mut self.buf, BytesMut::with_capacity(self.part_size)).freeze();
-            self.send(part)?;
+            self.send()?;
         }
         Ok(n)
     }
@@ -578,8 +614,7 @@ impl io::Write for PartWriter {
 impl SinkWriter for PartWriter {
     fn close(mut self: Box<Self>) -> io::Result<()> {
         if !self.buf.is_empty() {
-            let last = std::mem::take(&mut self.buf).freeze();
-            self.send(last)?;
+            self.send()?;
         }
         Ok(())
     }
@@ -799,13 +834,10 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        let (tx, mut rx) = mpsc::channel::<Bytes>(8);
+        let (tx, mut rx) = mpsc::channel::<Part>(8);
         let handle = std::thread::spawn(move || {
-            let mut w: Box<dyn SinkWriter> = Box::new(PartWriter {
-                buf: BytesMut::new(),
-                part_size: 10,
-                tx,
-            });
+            let mut w: Box<dyn SinkWriter> =
+                Box::new(PartWriter::new(10, Arc::new(Semaphore::new(8)), tx));
             io::Write::write_all(&mut w, &[1u8; 25]).unwrap();
             w.close().unwrap();
         });
@@ -813,7 +845,7 @@ mod tests {
         let sizes: Vec<usize> = rt.block_on(async {
             let mut v = Vec::new();
             while let Some(b) = rx.recv().await {
-                v.push(b.len());
+                v.push(b.0.len());
             }
             v
         });
