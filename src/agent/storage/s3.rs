@@ -221,6 +221,74 @@ impl S3Store {
         })
     }
 
+    /// With Object Lock configured, make sure the object carries the retention (some
+    /// S3-compatible servers ignore the lock headers of a multipart upload): set it with
+    /// `PutObjectRetention` when missing, then confirm it with a HEAD.
+    async fn ensure_retention(&self, key: &str) -> Result<()> {
+        let Some((mode, until)) = self.retain_until() else {
+            return Ok(());
+        };
+        let lock_of = |h: &aws_sdk_s3::operation::head_object::HeadObjectOutput| {
+            (
+                h.object_lock_mode().cloned(),
+                h.object_lock_retain_until_date().map(|d| d.secs()),
+            )
+        };
+        let head = with_retries(&self.settings, "HEAD", || async {
+            self.client
+                .head_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .send()
+                .await
+                .map_err(|e| err_text(&e))
+        })
+        .await?;
+        let (got_mode, got_until) = lock_of(&head);
+        if got_mode.as_ref() == Some(&mode) && got_until.is_some_and(|u| u >= until.secs() - 3600) {
+            return Ok(());
+        }
+        tracing::warn!(
+            key,
+            "object lock missing after upload; applying the retention explicitly"
+        );
+        with_retries(&self.settings, "PutObjectRetention", || async {
+            let retention = aws_sdk_s3::types::ObjectLockRetention::builder()
+                .mode(aws_sdk_s3::types::ObjectLockRetentionMode::from(
+                    mode.as_str(),
+                ))
+                .retain_until_date(until)
+                .build();
+            self.client
+                .put_object_retention()
+                .bucket(&self.bucket)
+                .key(key)
+                .retention(retention)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| err_text(&e))
+        })
+        .await?;
+        let head = with_retries(&self.settings, "HEAD", || async {
+            self.client
+                .head_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .send()
+                .await
+                .map_err(|e| err_text(&e))
+        })
+        .await?;
+        if lock_of(&head).0.as_ref() != Some(&mode) {
+            return Err(AgentError::Storage(format!(
+                "s3://{}/{key}: the bucket did not apply the requested Object Lock retention",
+                self.bucket
+            )));
+        }
+        Ok(())
+    }
+
     /// Whether `key` holds exactly `size` bytes with composite checksum `expected`.
     async fn confirm(&self, key: &str, size: u64, expected: &str, parts: usize) -> Result<bool> {
         let out = self
@@ -739,6 +807,7 @@ impl PendingUpload {
                 )));
             }
         }
+        store.ensure_retention(key).await?;
         tracing::info!(bucket = %store.bucket, key, bytes = size, parts = parts.len(), "upload confirmed (size and checksum)");
         Ok(StoredObject {
             location: format!("s3://{}/{key}", store.bucket),
