@@ -59,6 +59,18 @@ fn postgres_file_encrypted_round_trip() {
     );
     assert!(s["rawBytes"].as_u64().unwrap() > s["sizeBytes"].as_u64().unwrap());
     assert!(s["durationSeconds"].as_f64().unwrap() > 0.0);
+    // Progress is logged as structured JSON on stderr (the last line carries the totals).
+    let progress: Vec<serde_json::Value> = run
+        .stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["message"] == "progress")
+        .collect();
+    let last = progress.last().expect("progress lines on stderr");
+    assert_eq!(last["phase"], "backup");
+    assert_eq!(last["done"], true);
+    assert_eq!(last["bytes_in"], s["rawBytes"]);
+    assert_eq!(last["bytes_out"], s["sizeBytes"]);
 
     // Row counts in the summary and manifest are the real ones.
     let counts = summary_counts(s);
