@@ -8,7 +8,8 @@
 //!    patterns and formats. The OpenAPI v3.0 schema is translated into a JSON Schema (draft 4,
 //!    whose `exclusiveMinimum`/`exclusiveMaximum` are booleans like OpenAPI 3.0's) and checked
 //!    with the `jsonschema` crate; its errors are translated into Kubernetes-shaped field paths
-//!    (`spec.checks[0].sql`, `spec.labels[team]`) and messages.
+//!    (`spec.checks[0].sql`, `spec.labels[team]`) and messages. Lists of
+//!    `x-kubernetes-list-type: map`/`set` must not repeat a key/value.
 //! 3. **CEL validation** — every `x-kubernetes-validations` rule is evaluated at its node with
 //!    `self` bound to the node's value. Transition rules (rules that mention `oldSelf`) are only
 //!    evaluated on update, when the correlated old value exists — on create they are skipped,
@@ -126,6 +127,18 @@ impl FieldError {
             s.push_str(&self.message);
         }
         s
+    }
+}
+
+impl FieldError {
+    /// The error as a `StatusCause` of a 422 response
+    /// (`{"reason": "FieldValueInvalid", "message": "Invalid value: ...", "field": "spec"}`).
+    pub fn to_cause(&self) -> Value {
+        serde_json::json!({
+            "reason": self.kind.reason(),
+            "message": self.body(),
+            "field": self.field,
+        })
     }
 }
 
@@ -250,6 +263,11 @@ impl SchemaValidator {
         })
     }
 
+    /// The schema this validator was compiled from.
+    pub fn schema(&self) -> &Value {
+        &self.schema
+    }
+
     /// Validates `obj` (the whole object, `apiVersion`..`status`); `old` is the stored object
     /// on update and `None` on create. Returns every error found; empty means valid.
     pub fn validate(&self, obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
@@ -293,7 +311,65 @@ impl SchemaValidator {
                 out.push(fe);
             }
         }
+        list_uniqueness(&self.schema, obj, &Path::root(), &mut out);
         out
+    }
+}
+
+/// `x-kubernetes-list-type: map` lists must not repeat a key tuple, `set` lists must not
+/// repeat a value (the apiserver reports `Duplicate value`).
+fn list_uniqueness(schema: &Value, value: &Value, path: &Path, out: &mut Vec<FieldError>) {
+    match value {
+        Value::Object(map) => {
+            let props = schema.get("properties").and_then(Value::as_object);
+            let additional = schema.get("additionalProperties").filter(|a| a.is_object());
+            for (k, child) in map {
+                match (props.and_then(|p| p.get(k)), additional) {
+                    (Some(s), _) => list_uniqueness(s, child, &path.child(k), out),
+                    (None, Some(a)) => list_uniqueness(a, child, &path.key(k), out),
+                    _ => {}
+                }
+            }
+        }
+        Value::Array(items) => {
+            let list_type = schema.get("x-kubernetes-list-type").and_then(Value::as_str);
+            let keys: Vec<&str> = schema
+                .get("x-kubernetes-list-map-keys")
+                .and_then(Value::as_array)
+                .map(|k| k.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            let identity = |item: &Value| -> Value {
+                match list_type {
+                    Some("map") => {
+                        let key: Map<String, Value> = keys
+                            .iter()
+                            .filter_map(|k| item.get(*k).map(|v| ((*k).to_string(), v.clone())))
+                            .collect();
+                        Value::Object(key)
+                    }
+                    _ => item.clone(),
+                }
+            };
+            if matches!(list_type, Some("map") | Some("set")) {
+                for (i, item) in items.iter().enumerate() {
+                    let id = identity(item);
+                    if items[..i].iter().any(|earlier| identity(earlier) == id) {
+                        out.push(FieldError::new(
+                            path.index(i).0,
+                            FieldErrorKind::Duplicate,
+                            Some(id),
+                            String::new(),
+                        ));
+                    }
+                }
+            }
+            if let Some(item_schema) = schema.get("items") {
+                for (i, item) in items.iter().enumerate() {
+                    list_uniqueness(item_schema, item, &path.index(i), out);
+                }
+            }
+        }
+        _ => {}
     }
 }
 
@@ -555,10 +631,11 @@ fn body_path(path: &str) -> &str {
     if path.is_empty() { "body" } else { path }
 }
 
+/// Renders a schema bound the way the apiserver does (`60`, not `60.0`, for whole numbers).
 fn limit_str(v: &Value) -> String {
-    match v {
-        Value::Number(n) => n.to_string(),
-        other => other.to_string(),
+    match v.as_f64() {
+        Some(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", f as i64),
+        _ => v.to_string(),
     }
 }
 
@@ -1197,7 +1274,7 @@ mod tests {
                     ],
                     "properties": {
                         "schedule": {"type": "string", "pattern": "^\\S+( \\S+){4}$"},
-                        "port": {"type": "integer", "format": "int32", "minimum": 1, "maximum": 65535},
+                        "port": {"type": "integer", "format": "int32", "minimum": 1.0, "maximum": 65535.0},
                         "ratio": {"type": "number"},
                         "name": {"type": "string", "maxLength": 5, "minLength": 1},
                         "s3": {"type": "object", "properties": {"bucket": {"type": "string"}}},
@@ -1491,6 +1568,28 @@ mod tests {
     }
 
     #[test]
+    fn map_and_set_lists_refuse_duplicates() {
+        let s = json!({"type": "object", "properties": {
+            "conditions": {"type": "array", "x-kubernetes-list-type": "map",
+                           "x-kubernetes-list-map-keys": ["type"],
+                           "items": {"type": "object", "properties": {"type": {"type": "string"}, "status": {"type": "string"}}}},
+            "tags": {"type": "array", "x-kubernetes-list-type": "set", "items": {"type": "string"}},
+            "free": {"type": "array", "items": {"type": "string"}}}});
+        let ok = json!({"conditions": [{"type": "Ready", "status": "True"}, {"type": "Failed", "status": "True"}],
+                        "tags": ["a", "b"], "free": ["x", "x"]});
+        assert!(validate(&s, &ok, None).is_empty());
+        let bad = json!({"conditions": [{"type": "Ready", "status": "True"}, {"type": "Ready", "status": "False"}],
+                         "tags": ["a", "a"]});
+        assert_eq!(
+            messages(&validate(&s, &bad, None)),
+            vec![
+                r#"conditions[1]: Duplicate value: {"type":"Ready"}"#,
+                r#"tags[1]: Duplicate value: "a""#
+            ]
+        );
+    }
+
+    #[test]
     fn rule_without_message_reports_the_rule() {
         let s = json!({"type": "object", "x-kubernetes-validations": [{"rule": "has(self.a)"}],
                        "properties": {"a": {"type": "string"}}});
@@ -1523,6 +1622,32 @@ mod tests {
             vec![
                 r#"t: Invalid value: "yesterday": t in body must be of type date-time: "yesterday""#
             ]
+        );
+    }
+
+    #[test]
+    fn validator_can_be_shared_between_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<SchemaValidator>();
+        let v = Arc::new(SchemaValidator::new(&schema()).unwrap());
+        let o = obj(json!({"schedule": "0 2 * * *"}));
+        let handles: Vec<_> = (0..2)
+            .map(|_| {
+                let (v, o) = (v.clone(), o.clone());
+                std::thread::spawn(move || v.validate(&o, None).len())
+            })
+            .collect();
+        for h in handles {
+            assert_eq!(h.join().unwrap(), 1);
+        }
+    }
+
+    #[test]
+    fn causes_carry_reason_field_and_body() {
+        let errors = validate(&schema(), &obj(json!({"s3": {}})), None);
+        assert_eq!(
+            errors[0].to_cause(),
+            json!({"reason": "FieldValueRequired", "message": "Required value", "field": "spec.schedule"})
         );
     }
 

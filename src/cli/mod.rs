@@ -18,22 +18,39 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the controllers (BackupStorage, BackupPolicy, BackupRun, RestoreRun, RestoreValidation).
-    Operator,
+    Operator(Box<crate::operator::run::OperatorArgs>),
     /// Run a backup, restore or validation (inside a Job, or by hand without Kubernetes).
-    Agent(agent::AgentArgs),
+    Agent(Box<agent::AgentArgs>),
     /// Print the CustomResourceDefinitions as YAML (the source of `crds/`).
     Crd(crd::CrdArgs),
 }
 
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Operator => {
-            eprintln!(
-                "dataguardian operator: the control plane is not built yet (see the backup control plane issue)"
+        Command::Operator(args) => {
+            crate::telemetry::logging::init(
+                args.log_format,
+                "info,kube=warn,tower=warn,hyper=warn",
             );
-            ExitCode::from(2)
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("dataguardian operator: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(crate::operator::run::run(*args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "operator stopped");
+                    ExitCode::FAILURE
+                }
+            }
         }
-        Command::Agent(args) => agent::run(args),
+        Command::Agent(args) => agent::run(*args),
         Command::Crd(args) => crd::run(args),
     }
 }

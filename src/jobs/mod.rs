@@ -1,1 +1,4 @@
 //! Builders for the Kubernetes Jobs the controllers launch.
+
+pub mod backup_job;
+pub mod naming;

@@ -108,11 +108,7 @@ impl MariaDbBuilder {
         let mut attempt = 1;
         loop {
             match db.spawn_and_wait() {
-                Ok(()) => {
-                    // The init file holds the password; the server has read it.
-                    let _ = std::fs::remove_file(db.dir.path().join("init.sql"));
-                    return Ok(db);
-                }
+                Ok(()) => return Ok(db),
                 Err(err) => {
                     db.kill();
                     let port_taken = matches!(&err, Error::Startup { log, .. }
@@ -210,7 +206,8 @@ impl MariaDb {
                 "--performance-schema=OFF",
                 "--innodb-buffer-pool-size=32M",
                 "--innodb-log-file-size=16M",
-                "--innodb-flush-log-at-trx-commit=0",
+                // Written to the OS at every commit (survives a killed server), synced once a second.
+                "--innodb-flush-log-at-trx-commit=2",
                 "--innodb-doublewrite=0",
                 "--sync-binlog=0",
                 "--max-connections=50",
@@ -230,6 +227,8 @@ impl MariaDb {
                 process.ensure_running("mariadbd exited during startup")?;
             }
             if self.sql("", "SELECT 1").is_ok() {
+                // The init file holds the password; the server has read it.
+                let _ = std::fs::remove_file(dir.join("init.sql"));
                 return Ok(());
             }
             if start.elapsed() > STARTUP_TIMEOUT {
@@ -356,6 +355,14 @@ impl MariaDb {
         if let Some(process) = self.process.as_mut() {
             process.stop(Duration::from_secs(20));
         }
+    }
+
+    /// Starts the server again on the same port and data dir, after [`MariaDb::stop`] or
+    /// [`MariaDb::kill`]. A running server is stopped first.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop();
+        self.write_files()?;
+        self.spawn_and_wait()
     }
 
     /// Kills the server with SIGKILL, as if the machine died.

@@ -14,6 +14,7 @@ use crate::process::{ServiceProcess, TempDir, find_binary};
 
 const INSTALL_HINT: &str = "pip install 'moto[server]'";
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+const PORT_ATTEMPTS: usize = 3;
 
 /// The access key id every kit S3 client uses (moto accepts any key).
 pub const ACCESS_KEY_ID: &str = "AKIATESTKIT000000000";
@@ -56,27 +57,66 @@ impl MotoBuilder {
         let ip = parse_loopback(&self.listen)?;
         let binary = find_binary("moto_server", INSTALL_HINT)?;
         let dir = TempDir::new("moto")?;
-        let port = match self.port {
-            Some(port) => port,
-            None => free_port_on(ip)?,
-        };
-        let mut cmd = Command::new(binary);
-        cmd.arg("-H")
-            .arg(ip.to_string())
-            .arg("-p")
-            .arg(port.to_string())
-            .env("PYTHONUNBUFFERED", "1")
-            .current_dir(dir.path());
-        let log = dir.path().join("moto.log");
-        let process = ServiceProcess::spawn("moto_server", cmd, &log, libc::SIGTERM)?;
-        let mut moto = Moto {
-            process,
-            ip,
-            port,
-            dir,
-        };
-        moto.wait_ready()?;
-        Ok(moto)
+        let mut attempt = 1;
+        loop {
+            let port = match self.port {
+                Some(port) => port,
+                None => free_port_on(ip)?,
+            };
+            let mut cmd = Command::new(&binary);
+            cmd.arg("-H")
+                .arg(ip.to_string())
+                .arg("-p")
+                .arg(port.to_string())
+                .env("PYTHONUNBUFFERED", "1")
+                .current_dir(dir.path());
+            let log = dir.path().join("moto.log");
+            let _ = std::fs::remove_file(&log);
+            let mut process = ServiceProcess::spawn("moto_server", cmd, &log, libc::SIGTERM)?;
+            match wait_ready(&mut process, ip, port) {
+                Ok(()) => {
+                    return Ok(Moto {
+                        process,
+                        ip,
+                        port,
+                        dir,
+                    });
+                }
+                Err(err) => {
+                    process.kill();
+                    let port_taken = matches!(&err, Error::Startup { log, .. } if log.contains("Address already in use"));
+                    if !port_taken || self.port.is_some() || attempt == PORT_ATTEMPTS {
+                        return Err(err);
+                    }
+                    attempt += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Waits until this very process serves S3: its own log says it is listening (so a
+/// different server that grabbed the port cannot fool us) and ListBuckets answers.
+fn wait_ready(process: &mut ServiceProcess, ip: IpAddr, port: u16) -> Result<()> {
+    let start = Instant::now();
+    let endpoint = format!("http://{}", host_port(ip, port));
+    loop {
+        process.ensure_running("moto_server exited during startup")?;
+        let listening =
+            std::fs::read_to_string(process.log_path()).is_ok_and(|log| log.contains("Running on"));
+        if listening {
+            let client = s3_client(&endpoint);
+            let answered = block_on(async move { client.list_buckets().send().await.is_ok() });
+            if answered {
+                return Ok(());
+            }
+        }
+        if start.elapsed() > STARTUP_TIMEOUT {
+            return Err(process.startup_error(format!(
+                "no S3 answer on {endpoint} after {STARTUP_TIMEOUT:?}"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -101,29 +141,6 @@ impl Moto {
     /// A builder for a server on another loopback IP or port.
     pub fn builder() -> MotoBuilder {
         MotoBuilder::default()
-    }
-
-    fn wait_ready(&mut self) -> Result<()> {
-        let start = Instant::now();
-        loop {
-            self.process
-                .ensure_running("moto_server exited during startup")?;
-            if std::net::TcpStream::connect_timeout(&self.addr(), Duration::from_millis(200))
-                .is_ok()
-            {
-                // The port is open; make sure S3 requests are served.
-                if self.list_buckets().is_ok() {
-                    return Ok(());
-                }
-            }
-            if start.elapsed() > STARTUP_TIMEOUT {
-                return Err(self.process.startup_error(format!(
-                    "no S3 answer on {} after {STARTUP_TIMEOUT:?}",
-                    self.addr()
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
     }
 
     /// `http://<ip>:<port>`.

@@ -111,11 +111,18 @@ pub struct TempDir {
 }
 
 impl TempDir {
-    /// Creates `/tmp/testkit-<prefix>-XXXXXX` (mode 0700).
+    /// Creates `<temp>/testkit-<prefix>-XXXXXX` with mode 0700: servers keep Unix sockets
+    /// with local trust authentication in it, so nobody else may even look inside.
+    ///
+    /// `<temp>` is the system temp dir (`TMPDIR`) when every directory above it can be
+    /// entered by other users — a server running as `postgres` or `mysql` must reach the
+    /// dir after it is chowned — and `/tmp` otherwise.
     pub fn new(prefix: &str) -> Result<TempDir> {
+        use std::os::unix::fs::PermissionsExt;
         let inner = tempfile::Builder::new()
             .prefix(&format!("testkit-{prefix}-"))
-            .tempdir()
+            .permissions(std::fs::Permissions::from_mode(0o700))
+            .tempdir_in(base_dir())
             .context(|| format!("creating a temp dir for {prefix}"))?;
         Ok(TempDir { inner })
     }
@@ -146,6 +153,25 @@ impl TempDir {
         chown(&path, user)?;
         Ok(path)
     }
+}
+
+/// The directory temp dirs are created in (see [`TempDir::new`]).
+fn base_dir() -> PathBuf {
+    let temp = std::env::temp_dir();
+    if traversable_by_others(&temp) {
+        temp
+    } else {
+        PathBuf::from("/tmp")
+    }
+}
+
+/// Whether every directory from `/` down to `dir` has the "others may enter" bit.
+fn traversable_by_others(dir: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    dir.ancestors().all(|d| {
+        d.metadata()
+            .is_ok_and(|m| m.is_dir() && m.permissions().mode() & 0o001 != 0)
+    })
 }
 
 /// Changes the owner of `path` to `user` (a no-op when it already is the current user).
@@ -264,11 +290,36 @@ impl ServiceProcess {
     }
 
     /// Returns the exit status if the process has exited.
+    ///
+    /// The leader is not reaped here (`waitid` with `WNOWAIT`): as a zombie it keeps its
+    /// pid — our process-group id — reserved, so a later `killpg` can never hit an
+    /// unrelated group that reused the number. Only [`ServiceProcess::kill`] reaps.
     pub fn exit_status(&mut self) -> Option<ExitStatus> {
-        if self.exited.is_none() {
-            self.exited = self.child.try_wait().ok().flatten();
+        if self.exited.is_some() {
+            return self.exited;
         }
-        self.exited
+        use std::os::unix::process::ExitStatusExt;
+        // SAFETY: siginfo_t is plain old data; waitid writes it and we read it only when
+        // the call succeeded and reported our child.
+        unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            let rc = libc::waitid(
+                libc::P_PID,
+                self.child.id() as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            );
+            if rc != 0 || info.si_pid() == 0 {
+                return None;
+            }
+            let status = info.si_status();
+            let raw = match info.si_code {
+                libc::CLD_EXITED => (status & 0xff) << 8,
+                libc::CLD_DUMPED => status | 0x80,
+                _ => status,
+            };
+            Some(ExitStatus::from_raw(raw))
+        }
     }
 
     /// Fails with the log tail if the process has already exited.
@@ -288,22 +339,26 @@ impl ServiceProcess {
         }
     }
 
-    /// Sends `signal` to the whole process group.
+    /// Sends `signal` to the whole process group (until the leader has been reaped).
     pub fn signal_group(&mut self, signal: i32) {
-        if self.exit_status().is_some() && signal != libc::SIGKILL {
+        if self.exited.is_some() {
             return;
         }
-        // SAFETY: killpg has no memory-safety preconditions; the group id is our child's pid,
-        // which stays reserved until we reap it.
+        // SAFETY: killpg has no memory-safety preconditions; the group id is our unreaped
+        // child's pid, which the kernel cannot hand out again until we reap it.
         unsafe {
             libc::killpg(self.child.id() as libc::pid_t, signal);
         }
     }
 
-    /// Stops gracefully: sends the stop signal, waits up to `timeout`, then kills the group.
+    /// Stops gracefully: sends the stop signal to the leader (which shuts down its own
+    /// helpers), waits up to `timeout`, then kills whatever is left of the group.
     pub fn stop(&mut self, timeout: Duration) {
         if self.exit_status().is_none() {
-            self.signal_group(self.stop_signal);
+            // SAFETY: as in signal_group; the leader is not reaped yet.
+            unsafe {
+                libc::kill(self.child.id() as libc::pid_t, self.stop_signal);
+            }
             let start = Instant::now();
             while self.exit_status().is_none() && start.elapsed() < timeout {
                 std::thread::sleep(Duration::from_millis(10));
@@ -314,9 +369,10 @@ impl ServiceProcess {
 
     /// Kills the whole process group with SIGKILL and reaps the leader.
     pub fn kill(&mut self) {
-        // Always signal the group: helpers the leader started may still be around.
-        self.signal_group(libc::SIGKILL);
         if self.exited.is_none() {
+            // Signal the group, not just the leader: helpers it started (PostgreSQL
+            // backends, a shell's children) go too.
+            self.signal_group(libc::SIGKILL);
             self.exited = self.child.wait().ok();
         }
     }
@@ -394,9 +450,22 @@ mod tests {
     }
 
     #[test]
+    fn temp_dirs_live_where_other_users_can_reach_them() {
+        assert!(traversable_by_others(Path::new("/tmp")));
+        let private = TempDir::new("unit").unwrap();
+        assert!(!traversable_by_others(private.path()), "0700 is private");
+        assert!(traversable_by_others(&base_dir()));
+    }
+
+    #[test]
     fn temp_dir_is_removed_on_drop() {
         let dir = TempDir::new("unit").unwrap();
         let path = dir.path().to_path_buf();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = path.metadata().unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o700, "temp dirs are private");
+        }
         dir.write_private("f", b"x", OsUser::current()).unwrap();
         assert!(path.join("f").exists());
         drop(dir);

@@ -1,6 +1,7 @@
 //! A TCP proxy that injects faults: cut connections after N bytes or N requests,
 //! or refuse everything — to test S3 (or a database) failing mid-transfer.
 
+use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,15 +13,16 @@ use crate::error::{IoContext, Result};
 use crate::http_framing::RequestTracker;
 use crate::net::{LOCALHOST, host_port, loopback};
 
-/// What the proxy does to the traffic. Byte and request counts are client→upstream
-/// (uploads) and start from zero whenever a plan is set.
+/// What the proxy does to the traffic. "Upload" is client→upstream, "download" is
+/// upstream→client. Byte and request counts start from zero whenever a plan is set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FaultPlan {
     /// Forward everything.
     PassThrough,
-    /// Reset every new connection right after accepting it (the server is "down").
+    /// Reset every new connection right after accepting it, and open ones as soon as they
+    /// move data (the server is "down").
     RefuseAll,
-    /// Cut every connection once it alone has forwarded this many bytes upstream.
+    /// Cut every connection once it alone has uploaded this many bytes.
     CutEachConnectionAfterBytes(u64),
     /// Cut the connection during which the total upload passes this many bytes, then
     /// refuse everything: the storage went away for good.
@@ -28,11 +30,22 @@ pub enum FaultPlan {
     /// Cut the connection during which the total upload passes this many bytes, then
     /// forward normally again: a transient failure that a retry survives.
     CutOnceAfterBytes(u64),
+    /// Like [`FaultPlan::CutAfterBytes`], counting downloaded bytes (a restore's read).
+    CutDownloadAfterBytes(u64),
+    /// Like [`FaultPlan::CutOnceAfterBytes`], counting downloaded bytes.
+    CutDownloadOnceAfterBytes(u64),
     /// Forward the first N HTTP requests; cut the connection as request N+1 begins and
     /// refuse everything afterwards.
     CutAfterRequests(u64),
     /// Cut only the N-th HTTP request (1-based) as it begins; all others pass.
     CutRequest(u64),
+    /// Stop moving bytes in both directions on every connection, without closing
+    /// anything (a hung server), until another plan is set.
+    Stall,
+    /// Forward this many upload bytes, then behave like [`FaultPlan::Stall`].
+    StallAfterBytes(u64),
+    /// Forward this many download bytes, then behave like [`FaultPlan::Stall`].
+    StallDownloadAfterBytes(u64),
 }
 
 /// Counters of what the proxy has seen since it started.
@@ -56,10 +69,12 @@ pub struct ProxyStats {
 struct State {
     plan: FaultPlan,
     /// Upload bytes since the plan was set.
-    plan_bytes: u64,
+    plan_up: u64,
+    /// Download bytes since the plan was set.
+    plan_down: u64,
     /// Requests since the plan was set.
     plan_requests: u64,
-    /// A one-shot fault fired (CutOnceAfterBytes) or a permanent one tripped.
+    /// The plan's fault has fired (one-shot faults pass again; permanent ones refuse).
     tripped: bool,
     stats: ProxyStats,
     /// Sockets of open connections, so they can be cut from outside.
@@ -68,13 +83,40 @@ struct State {
 }
 
 impl State {
+    /// New connections are reset.
     fn refusing(&self) -> bool {
         match self.plan {
             FaultPlan::RefuseAll => true,
-            FaultPlan::CutAfterBytes(_) | FaultPlan::CutAfterRequests(_) => self.tripped,
+            FaultPlan::CutAfterBytes(_)
+            | FaultPlan::CutDownloadAfterBytes(_)
+            | FaultPlan::CutAfterRequests(_) => self.tripped,
             _ => false,
         }
     }
+
+    /// No bytes move in either direction.
+    fn stalled(&self) -> bool {
+        match self.plan {
+            FaultPlan::Stall => true,
+            FaultPlan::StallAfterBytes(_) | FaultPlan::StallDownloadAfterBytes(_) => self.tripped,
+            _ => false,
+        }
+    }
+
+    fn is_open(&self, id: u64) -> bool {
+        self.open.iter().any(|(open_id, _, _)| *open_id == id)
+    }
+}
+
+/// What to do with (part of) a chunk that was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Then {
+    /// Everything was forwarded.
+    Continue,
+    /// Forward the allowed bytes, then reset the connection.
+    Cut,
+    /// Forward the allowed bytes, then hold the rest until the stall ends.
+    Stall,
 }
 
 #[derive(Debug)]
@@ -117,7 +159,8 @@ impl FaultyProxy {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 plan,
-                plan_bytes: 0,
+                plan_up: 0,
+                plan_down: 0,
                 plan_requests: 0,
                 tripped: false,
                 stats: ProxyStats::default(),
@@ -160,7 +203,8 @@ impl FaultyProxy {
     pub fn set_plan(&self, plan: FaultPlan) {
         let mut state = self.shared.lock();
         state.plan = plan;
-        state.plan_bytes = 0;
+        state.plan_up = 0;
+        state.plan_down = 0;
         state.plan_requests = 0;
         state.tripped = false;
     }
@@ -265,32 +309,23 @@ fn serve(client: TcpStream, upstream: TcpStream, shared: Arc<Shared>) {
     };
     let down = {
         let shared = Arc::clone(&shared);
-        std::thread::spawn(move || pump_down(upstream_r, client_w, &shared))
+        std::thread::spawn(move || pump(upstream_r, client_w, &shared, id, Direction::Down))
     };
-    pump_up(client, upstream, &shared, id);
+    pump(client, upstream, &shared, id, Direction::Up);
     let _ = down.join();
     shared.lock().open.retain(|(open_id, _, _)| *open_id != id);
 }
 
-/// upstream → client: plain copy with a byte counter.
-fn pump_down(mut from: TcpStream, mut to: TcpStream, shared: &Shared) {
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        match from.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                if to.write_all(&buf[..n]).is_err() {
-                    break;
-                }
-                shared.lock().stats.bytes_down += n as u64;
-            }
-        }
-    }
-    let _ = to.shutdown(Shutdown::Write);
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    /// client → upstream
+    Up,
+    /// upstream → client
+    Down,
 }
 
-/// client → upstream: applies the fault plan to every chunk.
-fn pump_up(mut from: TcpStream, mut to: TcpStream, shared: &Shared, id: u64) {
+/// Copies one direction of a connection, applying the fault plan to every chunk.
+fn pump(mut from: TcpStream, mut to: TcpStream, shared: &Shared, id: u64, dir: Direction) {
     let mut buf = vec![0u8; 64 * 1024];
     let mut tracker = RequestTracker::default();
     let mut conn_bytes = 0u64;
@@ -299,37 +334,91 @@ fn pump_up(mut from: TcpStream, mut to: TcpStream, shared: &Shared, id: u64) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        let chunk = &buf[..n];
-        let starts = tracker.feed(chunk);
-        let (forward, cut) = decide(shared, chunk.len(), &starts, conn_bytes);
-        if forward > 0 && to.write_all(&chunk[..forward]).is_err() {
-            break;
-        }
-        conn_bytes += forward as u64;
-        if cut {
-            let mut state = shared.lock();
-            state.stats.cuts += 1;
-            state.open.retain(|(open_id, _, _)| *open_id != id);
-            drop(state);
-            reset(&from);
-            reset(&to);
-            return;
+        let mut starts: VecDeque<usize> = match dir {
+            Direction::Up => tracker.feed(&buf[..n]).into(),
+            Direction::Down => VecDeque::new(),
+        };
+        let mut offset = 0;
+        while offset < n {
+            let (forward, then) = decide(shared, dir, offset, n - offset, &mut starts, conn_bytes);
+            if forward > 0 && to.write_all(&buf[offset..offset + forward]).is_err() {
+                return finish(shared, id, &from, &to, false);
+            }
+            offset += forward;
+            conn_bytes += forward as u64;
+            match then {
+                Then::Continue => {}
+                Then::Cut => return finish(shared, id, &from, &to, true),
+                Then::Stall => {
+                    if !wait_out_stall(shared, id) {
+                        return finish(shared, id, &from, &to, false);
+                    }
+                }
+            }
         }
     }
     let _ = to.shutdown(Shutdown::Write);
 }
 
-/// Decides how many bytes of a chunk to forward and whether to cut afterwards.
-/// Updates the shared counters for what is forwarded.
-fn decide(shared: &Shared, len: usize, starts: &[usize], conn_bytes: u64) -> (usize, bool) {
+/// Ends a pump: on a cut, counts it and resets both sockets.
+fn finish(shared: &Shared, id: u64, from: &TcpStream, to: &TcpStream, cut: bool) {
+    if cut {
+        let mut state = shared.lock();
+        if state.is_open(id) {
+            state.stats.cuts += 1;
+            state.open.retain(|(open_id, _, _)| *open_id != id);
+        }
+    }
+    reset(from);
+    reset(to);
+}
+
+/// Sleeps while the proxy is stalled; false if the connection was cut or the proxy stops.
+fn wait_out_stall(shared: &Shared, id: u64) -> bool {
+    loop {
+        if shared.stopping.load(Ordering::SeqCst) {
+            return false;
+        }
+        {
+            let state = shared.lock();
+            if !state.is_open(id) {
+                return false;
+            }
+            if !state.stalled() {
+                return true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Decides how many bytes of `chunk[offset..offset + len]` to forward and what happens
+/// next, and updates the counters for what is forwarded. `starts` holds the chunk offsets
+/// where HTTP requests begin that have not been counted yet.
+fn decide(
+    shared: &Shared,
+    dir: Direction,
+    offset: usize,
+    len: usize,
+    starts: &mut VecDeque<usize>,
+    conn_bytes: u64,
+) -> (usize, Then) {
     let mut state = shared.lock();
+    if state.stalled() {
+        return (0, Then::Stall);
+    }
+    if state.refusing() {
+        // A permanent fault tripped (here or on another connection): this one dies too.
+        return (0, Then::Cut);
+    }
     let mut forward = len;
-    let mut cut = false;
-    // Request-based plans: find the first request start that must be cut.
-    for &start in starts {
-        if start >= forward {
+    let mut then = Then::Continue;
+    // Request-based plans: count the requests that begin in the forwarded range.
+    while let Some(&start) = starts.front() {
+        if start >= offset + forward {
             break;
         }
+        starts.pop_front();
         state.plan_requests += 1;
         state.stats.requests += 1;
         let number = state.plan_requests;
@@ -339,41 +428,53 @@ fn decide(shared: &Shared, len: usize, starts: &[usize], conn_bytes: u64) -> (us
             _ => false,
         };
         if cut_here {
-            forward = start;
-            cut = true;
+            forward = start - offset;
+            then = Then::Cut;
             if matches!(state.plan, FaultPlan::CutAfterRequests(_)) {
                 state.tripped = true;
             }
+            break;
         }
     }
     // Byte-based plans.
-    let budget = match state.plan {
-        FaultPlan::CutEachConnectionAfterBytes(n) => Some(n.saturating_sub(conn_bytes)),
-        FaultPlan::CutAfterBytes(n) if !state.tripped => Some(n.saturating_sub(state.plan_bytes)),
-        FaultPlan::CutOnceAfterBytes(n) if !state.tripped => {
-            Some(n.saturating_sub(state.plan_bytes))
+    let (up, down) = (state.plan_up, state.plan_down);
+    let budget = match (state.plan, dir) {
+        (FaultPlan::CutEachConnectionAfterBytes(n), Direction::Up) => {
+            Some((n.saturating_sub(conn_bytes), Then::Cut))
         }
-        FaultPlan::RefuseAll => Some(0),
+        (FaultPlan::CutAfterBytes(n) | FaultPlan::CutOnceAfterBytes(n), Direction::Up)
+            if !state.tripped =>
+        {
+            Some((n.saturating_sub(up), Then::Cut))
+        }
+        (
+            FaultPlan::CutDownloadAfterBytes(n) | FaultPlan::CutDownloadOnceAfterBytes(n),
+            Direction::Down,
+        ) if !state.tripped => Some((n.saturating_sub(down), Then::Cut)),
+        (FaultPlan::StallAfterBytes(n), Direction::Up) => Some((n.saturating_sub(up), Then::Stall)),
+        (FaultPlan::StallDownloadAfterBytes(n), Direction::Down) => {
+            Some((n.saturating_sub(down), Then::Stall))
+        }
         _ => None,
     };
-    if let Some(budget) = budget
+    if let Some((budget, fault)) = budget
         && (forward as u64) > budget
     {
         forward = budget as usize;
-        cut = true;
-        if matches!(
-            state.plan,
-            FaultPlan::CutAfterBytes(_) | FaultPlan::CutOnceAfterBytes(_)
-        ) {
+        then = fault;
+        if !matches!(state.plan, FaultPlan::CutEachConnectionAfterBytes(_)) {
             state.tripped = true;
         }
     }
-    if state.refusing() && !cut && matches!(state.plan, FaultPlan::CutAfterBytes(_)) {
-        // Another connection tripped the permanent fault: this one dies too.
-        forward = 0;
-        cut = true;
+    match dir {
+        Direction::Up => {
+            state.plan_up += forward as u64;
+            state.stats.bytes_up += forward as u64;
+        }
+        Direction::Down => {
+            state.plan_down += forward as u64;
+            state.stats.bytes_down += forward as u64;
+        }
     }
-    state.plan_bytes += forward as u64;
-    state.stats.bytes_up += forward as u64;
-    (forward, cut)
+    (forward, then)
 }

@@ -85,3 +85,18 @@ fn mariadb_listens_on_a_pod_ip_and_can_be_killed() {
     assert!(port_is_closed(db.addr()));
     assert!(db.sql("", "SELECT 1").is_err());
 }
+
+#[test]
+fn mariadb_restarts_with_its_data() {
+    let mut db = MariaDb::start().expect("start mariadb");
+    db.create_database("keep").unwrap();
+    db.sql(
+        "keep",
+        "CREATE TABLE t (x INT); INSERT INTO t VALUES (1), (2);",
+    )
+    .unwrap();
+    db.kill();
+    db.restart().expect("restart after kill");
+    assert_eq!(db.sql("keep", "SELECT count(*) FROM t").unwrap(), "2");
+    assert!(!db.dir().join("init.sql").exists());
+}

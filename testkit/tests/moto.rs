@@ -96,3 +96,13 @@ fn moto_listens_on_a_pod_ip_and_can_be_killed() {
     assert!(port_is_closed(moto.addr()));
     assert!(moto.create_bucket("ckt").is_err());
 }
+
+#[test]
+fn a_taken_fixed_port_is_a_clear_startup_error() {
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = squatter.local_addr().unwrap().port();
+    let err = Moto::builder().port(port).start().unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("moto_server failed to start"), "{text}");
+    assert!(text.contains("Address already in use"), "{text}");
+}

@@ -148,3 +148,51 @@ fn missing_binaries_are_reported_with_an_install_hint() {
     assert!(text.contains("initdb"), "{text}");
     assert!(text.contains("apt-get install postgresql-15"), "{text}");
 }
+
+#[test]
+fn postgres_restarts_with_its_data_after_stop_and_kill() {
+    let mut pg = Postgres::start().expect("start postgres");
+    pg.psql(
+        "postgres",
+        "CREATE TABLE t (x int); INSERT INTO t VALUES (1), (2);",
+    )
+    .unwrap();
+    let port = pg.port();
+    pg.stop();
+    assert!(pg.psql("postgres", "SELECT 1").is_err());
+    pg.restart().expect("restart after stop");
+    assert_eq!(pg.port(), port);
+    assert_eq!(pg.psql("postgres", "SELECT count(*) FROM t").unwrap(), "2");
+    pg.psql("postgres", "INSERT INTO t VALUES (3);").unwrap();
+    pg.kill();
+    pg.restart().expect("restart after kill (crash recovery)");
+    assert_eq!(pg.psql("postgres", "SELECT count(*) FROM t").unwrap(), "3");
+}
+
+#[test]
+fn a_panicking_test_still_stops_its_server() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let outcome = std::thread::spawn(move || {
+        let pg = Postgres::start().expect("start postgres");
+        tx.send((pg.pid().unwrap(), pg.addr(), pg.dir().to_path_buf()))
+            .unwrap();
+        panic!("the test body fails while the server runs");
+    })
+    .join();
+    assert!(outcome.is_err(), "the thread panicked");
+    let (pid, addr, dir) = rx.recv().unwrap();
+    assert!(!pid_alive(pid), "postmaster {pid} survived the panic");
+    assert!(wait_group_gone(pid, Duration::from_secs(5)));
+    assert!(port_is_closed(addr));
+    assert!(!dir.exists(), "{} survived the panic", dir.display());
+}
+
+#[test]
+fn a_taken_fixed_port_is_a_clear_startup_error() {
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = squatter.local_addr().unwrap().port();
+    let err = Postgres::builder().port(port).start().unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("postgres failed to start"), "{text}");
+    assert!(text.contains("Address already in use"), "{text}");
+}

@@ -151,3 +151,78 @@ fn s3_uploads_through_the_proxy_fail_and_retry_as_planned() {
         vec!["first", "ok", "one", "retried", "second"]
     );
 }
+
+#[test]
+fn stall_holds_bytes_until_the_plan_changes() {
+    let upstream = echo_server();
+    let proxy = FaultyProxy::start(upstream, FaultPlan::StallAfterBytes(3_000)).unwrap();
+    let mut stream = TcpStream::connect(proxy.addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    stream.write_all(&[1u8; 10_000]).unwrap();
+    let mut received = 0;
+    let mut buf = [0u8; 16_384];
+    // While stalled, at most the first 3000 bytes make the round trip and nothing closes.
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    while std::time::Instant::now() < deadline {
+        match stream.read(&mut buf) {
+            Ok(0) => panic!("a stall must not close the connection"),
+            Ok(n) => received += n,
+            Err(_) => {}
+        }
+    }
+    assert!(received <= 3_000, "{received} bytes passed a stall at 3000");
+    assert_eq!(proxy.stats().cuts, 0);
+
+    // The network recovers: the held bytes arrive.
+    proxy.set_plan(FaultPlan::PassThrough);
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    while received < 10_000 {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => received += n,
+        }
+    }
+    assert_eq!(received, 10_000);
+}
+
+#[test]
+fn s3_downloads_fail_mid_body_and_recover() {
+    let moto = Moto::start().expect("start moto");
+    moto.create_bucket("bkt").unwrap();
+    let body: Vec<u8> = (0..(1u32 << 18)).flat_map(|i| i.to_le_bytes()).collect();
+    moto.put_object("bkt", "artifact", body.clone()).unwrap();
+    let proxy = FaultyProxy::start(
+        moto.addr(),
+        FaultPlan::CutDownloadOnceAfterBytes(256 * 1024),
+    )
+    .unwrap();
+    let client = s3_client(&proxy.endpoint());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let get = || -> Result<Vec<u8>, String> {
+        rt.block_on(async {
+            let out = client
+                .get_object()
+                .bucket("bkt")
+                .key("artifact")
+                .send()
+                .await
+                .map_err(|e| aws_sdk_s3::error::DisplayErrorContext(e).to_string())?;
+            let bytes = out.body.collect().await.map_err(|e| e.to_string())?;
+            Ok(bytes.to_vec())
+        })
+    };
+    assert!(get().is_err(), "a download cut mid-body must fail");
+    assert_eq!(proxy.stats().cuts, 1);
+    assert_eq!(get().unwrap(), body, "the one-shot fault has passed");
+
+    proxy.set_plan(FaultPlan::CutDownloadAfterBytes(100));
+    assert!(get().is_err());
+    assert!(get().is_err(), "a permanent download fault keeps failing");
+}

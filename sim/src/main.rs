@@ -1,0 +1,106 @@
+//! `kube-sim`: runs the Kubernetes API stand-in until interrupted.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// A Kubernetes API stand-in for tests (plain HTTP on loopback).
+#[derive(Debug, Parser)]
+#[command(name = "kube-sim", version)]
+struct Args {
+    /// Address to listen on (loopback only; port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// Directory with CustomResourceDefinition YAML files to serve.
+    #[arg(long)]
+    crds: Option<PathBuf>,
+    /// State directory (pod logs under logs/{ns}/{pod}/{container}.log).
+    #[arg(long)]
+    state_dir: PathBuf,
+    /// Where to write the kubeconfig (default: {state-dir}/kubeconfig).
+    #[arg(long)]
+    kubeconfig_out: Option<PathBuf>,
+    /// Also run the Job runner (Job controller + kubelet stand-in).
+    #[arg(long)]
+    run_jobs: bool,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    if !args.listen.ip().is_loopback() {
+        eprintln!(
+            "kube-sim: refusing to listen on non-loopback address {}",
+            args.listen
+        );
+        return std::process::ExitCode::from(2);
+    }
+    let opts = kube_sim::ServerOptions {
+        listen: args.listen,
+        crds_dir: args.crds,
+        state_dir: Some(args.state_dir.clone()),
+        kubeconfig_out: args.kubeconfig_out,
+        ..Default::default()
+    };
+    let mut server = match kube_sim::Server::start(opts).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("kube-sim: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let port_file = args.state_dir.join("port");
+    if let Err(e) = std::fs::write(&port_file, server.addr().port().to_string()) {
+        eprintln!("kube-sim: writing {}: {e}", port_file.display());
+        return std::process::ExitCode::FAILURE;
+    }
+    println!("{}", server.addr().port());
+    println!("kubeconfig: {}", server.kubeconfig_path().display());
+    if args.run_jobs
+        && let Err(e) = start_runner(&mut server, &args.state_dir).await
+    {
+        eprintln!("kube-sim: starting the Job runner: {e}");
+        return std::process::ExitCode::FAILURE;
+    }
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate() => {}
+    }
+    drop(server);
+    std::process::ExitCode::SUCCESS
+}
+
+/// Runs the Job runner (Job controller + kubelet) against this server, talking HTTP like the
+/// real ones; it stops with the server.
+async fn start_runner(
+    server: &mut kube_sim::RunningServer,
+    state_dir: &std::path::Path,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let client = server.client().await?;
+    let mut cfg = kube_sim::runner::RunnerConfig::new(state_dir.to_path_buf())?;
+    cfg.kubeconfig = Some(server.kubeconfig_path().to_path_buf());
+    server.attach(tokio::spawn(async move {
+        if let Err(e) = kube_sim::runner::run(client, cfg).await {
+            tracing::error!(error = %e, "the Job runner stopped");
+            std::process::exit(1);
+        }
+    }));
+    Ok(())
+}
+
+async fn terminate() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut s) => {
+            s.recv().await;
+        }
+        Err(_) => std::future::pending::<()>().await,
+    }
+}

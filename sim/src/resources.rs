@@ -1,0 +1,485 @@
+//! The resource registry: built-in kinds and the custom resources loaded from CRD files.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::Value;
+
+/// Built-in kinds with special server-side behaviour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Builtin {
+    /// core/v1 Namespace.
+    Namespace,
+    /// core/v1 Secret.
+    Secret,
+    /// core/v1 ConfigMap.
+    ConfigMap,
+    /// core/v1 ServiceAccount.
+    ServiceAccount,
+    /// core/v1 Pod.
+    Pod,
+    /// core/v1 PersistentVolumeClaim.
+    PersistentVolumeClaim,
+    /// core/v1 Event (storage representation of all events).
+    CoreEvent,
+    /// events.k8s.io/v1 Event (converted to/from the core/v1 storage form).
+    EventV1,
+    /// coordination.k8s.io/v1 Lease.
+    Lease,
+    /// batch/v1 Job.
+    Job,
+    /// apiextensions.k8s.io/v1 CustomResourceDefinition (read-only).
+    Crd,
+}
+
+/// A CRD `additionalPrinterColumns` entry.
+#[derive(Debug, Clone)]
+pub struct PrinterColumn {
+    /// Column header.
+    pub name: String,
+    /// OpenAPI type (`string`, `integer`, `number`, `boolean`, `date`).
+    pub type_: String,
+    /// Optional format.
+    pub format: String,
+    /// Description.
+    pub description: String,
+    /// Priority (0 = shown by default).
+    pub priority: i64,
+    /// JSONPath like `.status.phase`.
+    pub json_path: String,
+}
+
+/// Everything the server knows about one resource (one group/version/plural).
+#[derive(Debug, Clone)]
+pub struct ResourceDef {
+    /// API group (`""` for core).
+    pub group: String,
+    /// Version served.
+    pub version: String,
+    /// Plural resource name (URL segment).
+    pub plural: String,
+    /// Singular name.
+    pub singular: String,
+    /// Kind.
+    pub kind: String,
+    /// List kind.
+    pub list_kind: String,
+    /// Namespaced or cluster-scoped.
+    pub namespaced: bool,
+    /// Short names.
+    pub short_names: Vec<String>,
+    /// Categories (e.g. `all`, `dataguardian`).
+    pub categories: Vec<String>,
+    /// Whether `/status` is a subresource (spec/status split).
+    pub status_subresource: bool,
+    /// Whether `/log` is a subresource (pods).
+    pub log_subresource: bool,
+    /// Whether `metadata.generation` is maintained.
+    pub has_generation: bool,
+    /// Whether PUT without `metadata.resourceVersion` is allowed.
+    pub allow_unconditional_update: bool,
+    /// Whether PUT creates a missing object.
+    pub allow_create_on_update: bool,
+    /// Whether deletes default to `propagationPolicy: Orphan` (batch/v1 Jobs).
+    pub orphan_by_default: bool,
+    /// Read-only resource (only get/list/watch).
+    pub read_only: bool,
+    /// The CRD version's `openAPIV3Schema` (custom resources only).
+    pub schema: Option<Value>,
+    /// The compiled schema validator (custom resources only).
+    pub validator: Option<std::sync::Arc<crate::validation::SchemaValidator>>,
+    /// Printer columns (custom resources only).
+    pub printer_columns: Vec<PrinterColumn>,
+    /// Special behaviour of built-in kinds; `None` for custom resources.
+    pub builtin: Option<Builtin>,
+    /// The group and plural under which objects are stored (events.k8s.io events share the
+    /// core/v1 storage).
+    pub storage: (String, String),
+}
+
+impl ResourceDef {
+    /// `group/version` or `version` for core.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.clone()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// Verbs of the main resource.
+    pub fn verbs(&self) -> Vec<&'static str> {
+        if self.read_only {
+            vec!["get", "list", "watch"]
+        } else {
+            vec![
+                "create",
+                "delete",
+                "deletecollection",
+                "get",
+                "list",
+                "patch",
+                "update",
+                "watch",
+            ]
+        }
+    }
+
+    /// Whether this is a custom resource.
+    pub fn is_custom(&self) -> bool {
+        self.builtin.is_none()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn builtin(
+        group: &str,
+        version: &str,
+        plural: &str,
+        kind: &str,
+        namespaced: bool,
+        short: &[&str],
+        categories: &[&str],
+        b: Builtin,
+    ) -> Self {
+        ResourceDef {
+            group: group.into(),
+            version: version.into(),
+            plural: plural.into(),
+            singular: kind.to_lowercase(),
+            kind: kind.into(),
+            list_kind: format!("{kind}List"),
+            namespaced,
+            short_names: short.iter().map(|s| s.to_string()).collect(),
+            categories: categories.iter().map(|s| s.to_string()).collect(),
+            status_subresource: false,
+            log_subresource: false,
+            has_generation: false,
+            allow_unconditional_update: true,
+            allow_create_on_update: false,
+            orphan_by_default: false,
+            read_only: false,
+            schema: None,
+            validator: None,
+            printer_columns: Vec::new(),
+            builtin: Some(b),
+            storage: (group.into(), plural.into()),
+        }
+    }
+}
+
+/// Errors loading CRD files.
+#[derive(Debug, thiserror::Error)]
+pub enum CrdLoadError {
+    /// The directory or a file could not be read.
+    #[error("reading {path}: {source}")]
+    Io {
+        /// Path.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A document is not valid YAML.
+    #[error("parsing {path}: {source}")]
+    Yaml {
+        /// Path.
+        path: String,
+        /// Cause.
+        source: serde_yaml::Error,
+    },
+    /// A CRD lacks a required field.
+    #[error("{path}: invalid CustomResourceDefinition: {detail}")]
+    Invalid {
+        /// Path.
+        path: String,
+        /// What is missing.
+        detail: String,
+    },
+}
+
+/// All resources the server serves.
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    /// Resource definitions.
+    pub defs: Vec<ResourceDef>,
+    /// The CRD objects themselves (served read-only under apiextensions.k8s.io).
+    pub crd_objects: Vec<Value>,
+}
+
+impl Registry {
+    /// The built-in resources.
+    pub fn builtins() -> Self {
+        use Builtin::*;
+        let mut defs = Vec::new();
+        let mut ns = ResourceDef::builtin(
+            "",
+            "v1",
+            "namespaces",
+            "Namespace",
+            false,
+            &["ns"],
+            &[],
+            Namespace,
+        );
+        ns.status_subresource = true;
+        defs.push(ns);
+        defs.push(ResourceDef::builtin(
+            "",
+            "v1",
+            "secrets",
+            "Secret",
+            true,
+            &[],
+            &[],
+            Secret,
+        ));
+        defs.push(ResourceDef::builtin(
+            "",
+            "v1",
+            "configmaps",
+            "ConfigMap",
+            true,
+            &["cm"],
+            &[],
+            ConfigMap,
+        ));
+        defs.push(ResourceDef::builtin(
+            "",
+            "v1",
+            "serviceaccounts",
+            "ServiceAccount",
+            true,
+            &["sa"],
+            &[],
+            ServiceAccount,
+        ));
+        let mut pod = ResourceDef::builtin("", "v1", "pods", "Pod", true, &["po"], &["all"], Pod);
+        pod.status_subresource = true;
+        pod.log_subresource = true;
+        defs.push(pod);
+        let mut pvc = ResourceDef::builtin(
+            "",
+            "v1",
+            "persistentvolumeclaims",
+            "PersistentVolumeClaim",
+            true,
+            &["pvc"],
+            &[],
+            PersistentVolumeClaim,
+        );
+        pvc.status_subresource = true;
+        defs.push(pvc);
+        let mut ev =
+            ResourceDef::builtin("", "v1", "events", "Event", true, &["ev"], &[], CoreEvent);
+        ev.allow_create_on_update = true;
+        defs.push(ev);
+        let mut ev1 = ResourceDef::builtin(
+            "events.k8s.io",
+            "v1",
+            "events",
+            "Event",
+            true,
+            &["ev"],
+            &[],
+            EventV1,
+        );
+        ev1.allow_create_on_update = true;
+        ev1.storage = (String::new(), "events".into());
+        defs.push(ev1);
+        let mut lease = ResourceDef::builtin(
+            "coordination.k8s.io",
+            "v1",
+            "leases",
+            "Lease",
+            true,
+            &[],
+            &[],
+            Lease,
+        );
+        lease.allow_create_on_update = true;
+        defs.push(lease);
+        let mut job = ResourceDef::builtin("batch", "v1", "jobs", "Job", true, &[], &["all"], Job);
+        job.status_subresource = true;
+        job.has_generation = true;
+        job.orphan_by_default = true;
+        defs.push(job);
+        let mut crd = ResourceDef::builtin(
+            "apiextensions.k8s.io",
+            "v1",
+            "customresourcedefinitions",
+            "CustomResourceDefinition",
+            false,
+            &["crd", "crds"],
+            &["api-extensions"],
+            Crd,
+        );
+        crd.read_only = true;
+        crd.has_generation = true;
+        defs.push(crd);
+        Registry {
+            defs,
+            crd_objects: Vec::new(),
+        }
+    }
+
+    /// Loads every `CustomResourceDefinition` from the YAML files (`*.yaml`, `*.yml`) in `dir`.
+    pub fn load_crds(&mut self, dir: &Path) -> Result<(), CrdLoadError> {
+        let io = |path: &Path, source| CrdLoadError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .map_err(|e| io(dir, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+            .collect();
+        files.sort();
+        for file in files {
+            let text = std::fs::read_to_string(&file).map_err(|e| io(&file, e))?;
+            for doc in serde_yaml::Deserializer::from_str(&text) {
+                let v: Value =
+                    serde::Deserialize::deserialize(doc).map_err(|source| CrdLoadError::Yaml {
+                        path: file.display().to_string(),
+                        source,
+                    })?;
+                if v.get("kind").and_then(Value::as_str) != Some("CustomResourceDefinition") {
+                    continue;
+                }
+                self.add_crd(v).map_err(|detail| CrdLoadError::Invalid {
+                    path: file.display().to_string(),
+                    detail,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Registers one CRD object (every served version becomes a resource).
+    pub fn add_crd(&mut self, crd: Value) -> Result<(), String> {
+        let spec = crd.get("spec").ok_or("missing spec")?;
+        let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+        let strings = |v: Option<&Value>| -> Vec<String> {
+            v.and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let group = s(spec, "group").ok_or("missing spec.group")?;
+        let names = spec.get("names").ok_or("missing spec.names")?;
+        let plural = s(names, "plural").ok_or("missing spec.names.plural")?;
+        let kind = s(names, "kind").ok_or("missing spec.names.kind")?;
+        let singular = s(names, "singular").unwrap_or_else(|| kind.to_lowercase());
+        let list_kind = s(names, "listKind").unwrap_or_else(|| format!("{kind}List"));
+        let namespaced = s(spec, "scope").as_deref() != Some("Cluster");
+        let versions = spec
+            .get("versions")
+            .and_then(Value::as_array)
+            .ok_or("missing spec.versions")?;
+        for ver in versions {
+            if ver.get("served") == Some(&Value::Bool(false)) {
+                continue;
+            }
+            let version = s(ver, "name").ok_or("version without name")?;
+            let schema = ver.pointer("/schema/openAPIV3Schema").cloned();
+            let validator = match &schema {
+                Some(s) => Some(std::sync::Arc::new(
+                    crate::validation::SchemaValidator::new(s)
+                        .map_err(|e| format!("version {version}: schema does not compile: {e}"))?,
+                )),
+                None => None,
+            };
+            let status_subresource = ver.pointer("/subresources/status").is_some();
+            let printer_columns = ver
+                .get("additionalPrinterColumns")
+                .and_then(Value::as_array)
+                .map(|cols| {
+                    cols.iter()
+                        .map(|c| PrinterColumn {
+                            name: s(c, "name").unwrap_or_default(),
+                            type_: s(c, "type").unwrap_or_else(|| "string".into()),
+                            format: s(c, "format").unwrap_or_default(),
+                            description: s(c, "description").unwrap_or_default(),
+                            priority: c.get("priority").and_then(Value::as_i64).unwrap_or(0),
+                            json_path: s(c, "jsonPath").unwrap_or_default(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            self.defs.push(ResourceDef {
+                group: group.clone(),
+                version,
+                plural: plural.clone(),
+                singular: singular.clone(),
+                kind: kind.clone(),
+                list_kind: list_kind.clone(),
+                namespaced,
+                short_names: strings(names.get("shortNames")),
+                categories: strings(names.get("categories")),
+                status_subresource,
+                log_subresource: false,
+                has_generation: true,
+                allow_unconditional_update: false,
+                allow_create_on_update: false,
+                orphan_by_default: false,
+                read_only: false,
+                schema,
+                validator,
+                printer_columns,
+                builtin: None,
+                storage: (group.clone(), plural.clone()),
+            });
+        }
+        self.crd_objects.push(crd);
+        Ok(())
+    }
+
+    /// Looks a resource up by group, version and plural.
+    pub fn find(&self, group: &str, version: &str, plural: &str) -> Option<&ResourceDef> {
+        self.defs
+            .iter()
+            .find(|d| d.group == group && d.version == version && d.plural == plural)
+    }
+
+    /// Looks a resource up by apiVersion and kind.
+    pub fn find_kind(&self, api_version: &str, kind: &str) -> Option<&ResourceDef> {
+        self.defs
+            .iter()
+            .find(|d| d.api_version() == api_version && d.kind == kind)
+    }
+
+    /// Group → versions, in registration order (core group first).
+    pub fn groups(&self) -> BTreeMap<String, Vec<String>> {
+        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for d in &self.defs {
+            let vs = out.entry(d.group.clone()).or_default();
+            if !vs.contains(&d.version) {
+                vs.push(d.version.clone());
+            }
+        }
+        out
+    }
+
+    /// Group names in the order discovery lists them (built-ins first, then CRD groups).
+    pub fn group_order(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for d in &self.defs {
+            if !d.group.is_empty() && !out.contains(&d.group) {
+                out.push(d.group.clone());
+            }
+        }
+        out
+    }
+
+    /// Resources of one group/version.
+    pub fn in_group_version<'a>(
+        &'a self,
+        group: &'a str,
+        version: &'a str,
+    ) -> impl Iterator<Item = &'a ResourceDef> + 'a {
+        self.defs
+            .iter()
+            .filter(move |d| d.group == group && d.version == version)
+    }
+}

@@ -1,0 +1,386 @@
+//! BackupPolicy: what to back up, when, where, and how long to keep it.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{
+    Compression, DatabaseSpec, Encryption, JobTemplate, LocalObjectReference, RunSummary,
+};
+use super::restore_validation::{Sandbox, ValidationCheck, ValidationResult};
+
+/// The default `pathTemplate`: one directory per policy, one key per run.
+pub const DEFAULT_PATH_TEMPLATE: &str = "{namespace}/{policy}/{timestamp}-{run}";
+
+/// Label that pins a BackupRun: retention never prunes a pinned run or its artifact.
+pub const PIN_LABEL: &str = "dataguardian.io/pin";
+
+/// A backup schedule for one database: what to dump, when, where to store it, how to compress
+/// and encrypt it, how long to keep it, and how often to prove that it restores.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[kube(
+    group = "dataguardian.io",
+    version = "v1alpha1",
+    kind = "BackupPolicy",
+    plural = "backuppolicies",
+    namespaced,
+    status = "BackupPolicyStatus",
+    shortname = "bp",
+    category = "dataguardian",
+    doc = "What to back up, when, where, and how long to keep it.",
+    printcolumn = r#"{"name":"Schedule","type":"string","jsonPath":".spec.schedule"}"#,
+    printcolumn = r#"{"name":"Suspend","type":"boolean","jsonPath":".spec.suspend"}"#,
+    printcolumn = r#"{"name":"Storage","type":"string","jsonPath":".spec.storageRef.name"}"#,
+    printcolumn = r#"{"name":"Last Success","type":"date","jsonPath":".status.lastSuccessfulRun.completionTime"}"#,
+    printcolumn = r#"{"name":"Next","type":"string","jsonPath":".status.nextScheduleTime"}"#,
+    printcolumn = r#"{"name":"RPO Met","type":"string","jsonPath":".status.conditions[?(@.type==\"RPOMet\")].status"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!has(self.secondaryStorageRefs) || self.secondaryStorageRefs.all(s, s.name != self.storageRef.name)")
+        .message("secondaryStorageRefs must not repeat storageRef"),
+    validation = Rule::new("!has(self.pathTemplate) || self.pathTemplate.contains('{run}') || self.pathTemplate.contains('{timestamp}')")
+        .message("pathTemplate must contain {run} or {timestamp} so that every run gets its own key")
+)]
+pub struct BackupPolicySpec {
+    /// The database to back up: exactly one engine block (`postgres` or `mysql`).
+    pub source: DatabaseSpec,
+    /// The BackupStorage (same namespace) every artifact is written to.
+    pub storage_ref: LocalObjectReference,
+    /// Further BackupStorages that receive a copy of every artifact (replication, e.g. to a
+    /// second region). A run succeeds only when every copy is confirmed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 4))]
+    pub secondary_storage_refs: Vec<LocalObjectReference>,
+    /// Object key of each artifact under the storage's prefix. Placeholders: `{namespace}`,
+    /// `{policy}`, `{run}`, `{engine}`, `{database}`, `{date}` (YYYY-MM-DD) and `{timestamp}`
+    /// (YYYYMMDDTHHMMSSZ), all in UTC. Default: `{namespace}/{policy}/{timestamp}-{run}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub path_template: Option<String>,
+    /// When to back up: a 5-field cron expression (minute hour day-of-month month day-of-week),
+    /// e.g. `0 2 * * *`, evaluated in `timeZone`.
+    #[schemars(length(max = 128))]
+    #[x_kube(validation = Rule::new(
+        "self.matches('^\\\\s*\\\\S+(\\\\s+\\\\S+){4}\\\\s*$')"
+    ).message("schedule must be a 5-field cron expression (minute hour day-of-month month day-of-week), e.g. \"0 2 * * *\""))]
+    pub schedule: String,
+    /// IANA time zone of `schedule` and of the daily/weekly/monthly/yearly retention buckets,
+    /// e.g. `America/Sao_Paulo`. Default `UTC`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$')")
+        .message("timeZone must be an IANA time zone name such as UTC or Europe/Berlin"))]
+    pub time_zone: Option<String>,
+    /// Stop creating scheduled runs (manual runs still work; running ones continue).
+    #[serde(default)]
+    pub suspend: bool,
+    /// A scheduled run that could not start within this many seconds of its cron time is
+    /// skipped. After an outage at most one catch-up run is started, never one per missed tick.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub starting_deadline_seconds: Option<i64>,
+    /// What to do when a run is due while another one of this policy is still active:
+    /// `Forbid` (default: skip the new one), `Allow` (run both) or `Replace` (stop the old one).
+    #[serde(default)]
+    pub concurrency_policy: ConcurrencyPolicy,
+    /// Compression of artifacts (default zstd level 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<Compression>,
+    /// Encryption of artifacts with age public keys. Absent means unencrypted artifacts
+    /// (rely on the storage's own encryption).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<Encryption>,
+    /// Which successful runs (and their artifacts) to keep. Absent keeps everything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Retention>,
+    /// How many finished BackupRun objects of this policy stay in the API (the artifacts'
+    /// lifetime is governed by `retention`, not by this).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_history: Option<RunHistory>,
+    /// Retries of a failed backup attempt before the run fails.
+    #[serde(default = "default_backoff_limit")]
+    #[schemars(range(min = 0, max = 10))]
+    pub backoff_limit: u32,
+    /// Upper bound on a run's wall time; the Job is stopped and the run fails after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 60))]
+    pub active_deadline_seconds: Option<i64>,
+    /// A run that moves no bytes for this many seconds is considered stalled and fails
+    /// (default 600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 30))]
+    pub stall_timeout_seconds: Option<i64>,
+    /// Recovery point objective: the `RPOMet` condition turns False when the newest successful
+    /// backup is older than this, e.g. `26h`. Units s, m, h, d, w. Default: twice the interval
+    /// between two scheduled runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+[smhdw])+$')")
+        .message("rpo must be a duration such as 26h, 2d or 1h30m"))]
+    pub rpo: Option<String>,
+    /// How often backups are proven restorable by a RestoreValidation, and with which checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<ValidationPolicy>,
+    /// Who hears about which events.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub notifications: Vec<NotificationRule>,
+    /// Overrides for the backup Jobs' Pods (image, resources, placement, security context).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_template: Option<JobTemplate>,
+}
+
+fn default_backoff_limit() -> u32 {
+    2
+}
+
+/// What happens when a run is due while another run of the policy is active.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ConcurrencyPolicy {
+    /// Skip the new run while one is active (default).
+    #[default]
+    Forbid,
+    /// Start the new run alongside the active one.
+    Allow,
+    /// Stop the active run and start the new one.
+    Replace,
+}
+
+/// Grandfather-father-son retention. A run is kept when any rule keeps it; pinned runs
+/// (label `dataguardian.io/pin`) are always kept; Object-Locked artifacts are deleted only
+/// after their retain-until date.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Retention {
+    /// Keep the newest N successful runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_last: Option<u32>,
+    /// Keep the newest run of each of the last N days (in the policy's time zone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_daily: Option<u32>,
+    /// Keep the newest run of each of the last N ISO weeks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_weekly: Option<u32>,
+    /// Keep the newest run of each of the last N months.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_monthly: Option<u32>,
+    /// Keep the newest run of each of the last N years.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_yearly: Option<u32>,
+    /// Delete runs older than this, whatever the other rules say (pins and Object Lock still
+    /// win), e.g. `400d`. Units s, m, h, d, w.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+[smhdw])+$')")
+        .message("maxAge must be a duration such as 90d, 12w or 720h"))]
+    pub max_age: Option<String>,
+}
+
+/// How many finished BackupRun objects are kept in the API.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunHistory {
+    /// Succeeded runs to keep (runs still referenced by retained artifacts are kept anyway).
+    #[serde(default = "default_successful_history")]
+    #[schemars(range(max = 1000))]
+    pub successful: u32,
+    /// Failed runs to keep.
+    #[serde(default = "default_failed_history")]
+    #[schemars(range(max = 1000))]
+    pub failed: u32,
+}
+
+impl Default for RunHistory {
+    fn default() -> Self {
+        RunHistory {
+            successful: default_successful_history(),
+            failed: default_failed_history(),
+        }
+    }
+}
+
+fn default_successful_history() -> u32 {
+    10
+}
+fn default_failed_history() -> u32 {
+    5
+}
+
+/// How often the policy's backups are proven restorable.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.everyNthBackup) != has(self.schedule)")
+    .message("set exactly one of everyNthBackup or schedule"))]
+pub struct ValidationPolicy {
+    /// Validate every Nth successful backup (1 = every backup).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub every_nth_backup: Option<u32>,
+    /// Validate the newest successful backup on this 5-field cron schedule (in the policy's
+    /// time zone), e.g. `0 6 * * 0` for every Sunday morning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
+    #[x_kube(validation = Rule::new(
+        "self.matches('^\\\\s*\\\\S+(\\\\s+\\\\S+){4}\\\\s*$')"
+    ).message("schedule must be a 5-field cron expression, e.g. \"0 6 * * 0\""))]
+    pub schedule: Option<String>,
+    /// Checks to run; default is a single `rowCounts` check.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub checks: Vec<ValidationCheck>,
+    /// Sandbox database image and resources for the validations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<Sandbox>,
+    /// How many RestoreValidation objects created by this policy stay in the API.
+    #[serde(default = "default_validation_history")]
+    #[schemars(range(min = 1, max = 100))]
+    pub history_limit: u32,
+}
+
+fn default_validation_history() -> u32 {
+    5
+}
+
+/// Events a notification rule can subscribe to.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum NotificationEvent {
+    /// A backup run succeeded.
+    BackupSucceeded,
+    /// A backup run failed.
+    BackupFailed,
+    /// A restore run succeeded.
+    RestoreSucceeded,
+    /// A restore run failed.
+    RestoreFailed,
+    /// A restore validation passed.
+    ValidationPassed,
+    /// A restore validation failed.
+    ValidationFailed,
+    /// The newest successful backup became older than the RPO.
+    RpoMissed,
+    /// The policy's storage stopped being Ready.
+    StorageUnhealthy,
+}
+
+/// One notification channel and the events it hears.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(has(self.webhook) ? 1 : 0) + (has(self.slack) ? 1 : 0) == 1")
+    .message("exactly one channel must be set: webhook or slack"))]
+pub struct NotificationRule {
+    /// Name of this rule (for status and logs).
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    /// Events that trigger a notification.
+    #[schemars(length(min = 1))]
+    pub events: Vec<NotificationEvent>,
+    /// A generic webhook receiving a JSON document per event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookChannel>,
+    /// A Slack incoming webhook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slack: Option<SlackChannel>,
+}
+
+/// A generic webhook.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookChannel {
+    /// Secret key holding the URL (URLs often embed tokens, so they live in Secrets).
+    pub url_secret_ref: super::common::SecretKeySelector,
+}
+
+/// A Slack incoming webhook.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SlackChannel {
+    /// Secret key holding the incoming-webhook URL.
+    pub webhook_url_secret_ref: super::common::SecretKeySelector,
+}
+
+/// Observed state of a BackupPolicy.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupPolicyStatus {
+    /// `Ready`, `ScheduleValid`, `StorageReady` and `RPOMet`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The cron time of the most recent scheduled run that was started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_schedule_time: Option<Time>,
+    /// The next cron time a run is due (absent while suspended or invalid).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_schedule_time: Option<Time>,
+    /// The newest succeeded BackupRun.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_successful_run: Option<RunSummary>,
+    /// The newest failed BackupRun, with its reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failed_run: Option<RunSummary>,
+    /// Names of the BackupRuns of this policy that are Pending or Running.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub active_runs: Vec<String>,
+    /// The newest RestoreValidation of this policy's backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_validation: Option<ValidationSummary>,
+    /// Successful backups since the last validation (drives `validation.everyNthBackup`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backups_since_validation: Option<u32>,
+}
+
+/// A reference to a RestoreValidation and its outcome.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ValidationSummary {
+    /// Name of the RestoreValidation.
+    pub name: String,
+    /// Name of the BackupRun it validated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_run: Option<String>,
+    /// `Passed` or `Failed` (absent while running).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<ValidationResult>,
+    /// When it finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+    /// Measured restore time in seconds (the real RTO).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_duration_seconds: Option<f64>,
+}
+
+impl BackupPolicySpec {
+    /// The path template, or [`DEFAULT_PATH_TEMPLATE`].
+    pub fn path_template_or_default(&self) -> &str {
+        self.path_template
+            .as_deref()
+            .unwrap_or(DEFAULT_PATH_TEMPLATE)
+    }
+
+    /// The time zone name, or `UTC`.
+    pub fn time_zone_or_default(&self) -> &str {
+        self.time_zone.as_deref().unwrap_or("UTC")
+    }
+
+    /// The compression settings, or zstd level 3.
+    pub fn compression_or_default(&self) -> Compression {
+        self.compression.clone().unwrap_or_default()
+    }
+
+    /// The run history limits, or the defaults (10 successful, 5 failed).
+    pub fn run_history_or_default(&self) -> RunHistory {
+        self.run_history.clone().unwrap_or_default()
+    }
+
+    /// The stall timeout in seconds (default 600).
+    pub fn stall_timeout_seconds_or_default(&self) -> i64 {
+        self.stall_timeout_seconds.unwrap_or(600)
+    }
+}

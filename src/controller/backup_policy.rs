@@ -1,0 +1,708 @@
+//! The BackupPolicy reconciler: validates the schedule and references, creates BackupRuns on
+//! schedule (computing the next fire time and requeueing until then — no polling), applies
+//! retention (artifacts first, manifest first of all, then the BackupRun objects) and run-history
+//! limits, evaluates `RPOMet`, and writes the policy status.
+//!
+//! The pure decisions live in [`super::schedule`], [`super::retention`] and [`super::rpo`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use crate::api::backup_run::{BackupRunPhase, Trigger};
+use crate::api::common::{
+    LocalObjectReference, RunSummary, find_condition, parse_duration, set_condition,
+    time_from_chrono, time_to_chrono,
+};
+use crate::api::{BackupPolicy, BackupRun, BackupRunSpec, BackupStorage};
+use crate::telemetry::metrics::{ControllerLabels, ErrorLabels, PolicyLabels};
+
+use super::artifact_check::parse_s3_location;
+use super::context::Context;
+use super::error::{Error, Result};
+use super::retention::{
+    ArtifactLocation, CleanupAction, FinishedPhase, HistoryRun, RetentionPolicy, RetentionRun,
+    RunHistoryLimits, plan_retention, run_history_plan,
+};
+use super::rpo::{RpoInput, evaluate_rpo};
+use super::schedule::{
+    ActiveRun, Schedule, ScheduleInput, plan as plan_schedule,
+};
+use super::storage_access::StorageAccess;
+
+/// Field manager of everything this controller writes.
+pub const FIELD_MANAGER: &str = "dataguardian-backuppolicy";
+/// Label on every BackupRun the schedule creates.
+pub const POLICY_LABEL: &str = "dataguardian.io/policy";
+/// Upper bound between two reconciles of a healthy policy (status freshness).
+const MAX_REQUEUE: Duration = Duration::from_secs(5 * 60);
+
+fn condition(
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+) -> Condition {
+    Condition {
+        type_: type_.into(),
+        status: if ok { "True" } else { "False" }.into(),
+        reason: reason.into(),
+        message,
+        last_transition_time: time_from_chrono(Utc::now()),
+        observed_generation: generation,
+    }
+}
+
+fn phase_of(r: &BackupRun) -> Option<BackupRunPhase> {
+    r.status.as_ref().and_then(|s| s.phase)
+}
+
+fn finished_at(r: &BackupRun) -> Option<DateTime<Utc>> {
+    r.status
+        .as_ref()
+        .and_then(|s| s.completion_time.as_ref())
+        .map(time_to_chrono)
+}
+
+fn summary(r: &BackupRun) -> RunSummary {
+    let s = r.status.as_ref();
+    RunSummary {
+        name: r.name_any(),
+        completion_time: s.and_then(|s| s.completion_time.clone()),
+        reason: s
+            .and_then(|s| s.reason.clone())
+            .filter(|_| phase_of(r) == Some(BackupRunPhase::Failed)),
+        message: s
+            .and_then(|s| s.message.clone())
+            .filter(|_| phase_of(r) == Some(BackupRunPhase::Failed)),
+    }
+}
+
+/// Reconciles one BackupPolicy.
+pub async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<Action> {
+    ctx.metrics
+        .reconciles
+        .get_or_create(&ControllerLabels {
+            controller: "backuppolicy".into(),
+        })
+        .inc();
+    let ns = policy
+        .namespace()
+        .ok_or(Error::MissingObjectField("metadata.namespace"))?;
+    let name = policy.name_any();
+    let generation = policy.metadata.generation;
+    let now = Utc::now();
+    let old_status = policy.status.clone().unwrap_or_default();
+    let mut conditions = old_status.conditions.clone();
+
+    // 1. The schedule.
+    let schedule = match Schedule::parse(&policy.spec.schedule, policy.spec.time_zone.as_deref()) {
+        Ok(s) => {
+            set_condition(
+                &mut conditions,
+                condition(
+                    "ScheduleValid",
+                    true,
+                    "Valid",
+                    format!(
+                        "{} in {}",
+                        policy.spec.schedule,
+                        policy.spec.time_zone_or_default()
+                    ),
+                    generation,
+                ),
+            );
+            Some(s)
+        }
+        Err(e) => {
+            let was =
+                find_condition(&old_status.conditions, "ScheduleValid").map(|c| c.reason.clone());
+            set_condition(
+                &mut conditions,
+                condition(
+                    "ScheduleValid",
+                    false,
+                    e.reason(),
+                    e.to_string(),
+                    generation,
+                ),
+            );
+            if was.as_deref() != Some(e.reason()) {
+                ctx.event(
+                    policy.as_ref(),
+                    EventType::Warning,
+                    e.reason(),
+                    "ValidateSchedule",
+                    e.to_string(),
+                )
+                .await;
+            }
+            None
+        }
+    };
+
+    // 2. The storage.
+    let storages: Api<BackupStorage> = Api::namespaced(ctx.client.clone(), &ns);
+    let storage = storages.get_opt(&policy.spec.storage_ref.name).await?;
+    let storage_ready = match &storage {
+        None => {
+            set_condition(
+                &mut conditions,
+                condition(
+                    "StorageReady",
+                    false,
+                    "StorageNotFound",
+                    format!(
+                        "BackupStorage {} not found in namespace {ns}",
+                        policy.spec.storage_ref.name
+                    ),
+                    generation,
+                ),
+            );
+            false
+        }
+        Some(s) => match s
+            .status
+            .as_ref()
+            .and_then(|st| find_condition(&st.conditions, "Ready"))
+        {
+            Some(c) if c.status == "True" => {
+                set_condition(
+                    &mut conditions,
+                    condition(
+                        "StorageReady",
+                        true,
+                        "StorageReady",
+                        format!("BackupStorage {} is ready", s.name_any()),
+                        generation,
+                    ),
+                );
+                true
+            }
+            Some(c) => {
+                set_condition(
+                    &mut conditions,
+                    condition(
+                        "StorageReady",
+                        false,
+                        &c.reason,
+                        format!("BackupStorage {}: {}", s.name_any(), c.message),
+                        generation,
+                    ),
+                );
+                false
+            }
+            None => {
+                set_condition(
+                    &mut conditions,
+                    condition(
+                        "StorageReady",
+                        false,
+                        "NotProbedYet",
+                        format!("BackupStorage {} has not been probed yet", s.name_any()),
+                        generation,
+                    ),
+                );
+                false
+            }
+        },
+    };
+
+    // 3. The policy's runs, from the shared cache.
+    let runs: Vec<Arc<BackupRun>> = ctx
+        .backup_runs
+        .state()
+        .into_iter()
+        .filter(|r| {
+            r.namespace().as_deref() == Some(ns.as_str())
+                && r.spec.policy_ref.name == name
+                && r.meta().deletion_timestamp.is_none()
+        })
+        .collect();
+    let active: Vec<&Arc<BackupRun>> = runs
+        .iter()
+        .filter(|r| !phase_of(r).is_some_and(BackupRunPhase::is_finished))
+        .collect();
+    let last_success = runs
+        .iter()
+        .filter(|r| phase_of(r) == Some(BackupRunPhase::Succeeded))
+        .max_by_key(|r| finished_at(r));
+    let last_failure = runs
+        .iter()
+        .filter(|r| phase_of(r) == Some(BackupRunPhase::Failed))
+        .max_by_key(|r| finished_at(r));
+
+    let mut requeue = MAX_REQUEUE;
+    let mut last_schedule_time = old_status.last_schedule_time.clone();
+    let mut next_schedule_time = None;
+    let mut created_now: Option<String> = None;
+
+    // 4. The schedule: at most one new run per reconcile, never a storm.
+    if let Some(schedule) = &schedule {
+        let active_runs: Vec<ActiveRun> = active.iter().filter_map(|r| ActiveRun::from_run(r)).collect();
+        let input = ScheduleInput {
+            policy_name: &name,
+            created_at: policy
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(time_to_chrono)
+                .unwrap_or(now),
+            last_schedule_time: old_status.last_schedule_time.as_ref().map(time_to_chrono),
+            suspend: policy.spec.suspend,
+            starting_deadline_seconds: policy
+                .spec
+                .starting_deadline_seconds
+                .map(|s| s.max(0) as u64),
+            concurrency_policy: policy.spec.concurrency_policy,
+            active_runs: &active_runs,
+        };
+        let plan = plan_schedule(schedule, now, &input);
+        next_schedule_time = plan.next_schedule_time.map(time_from_chrono);
+        if let Some(after) = plan.requeue_after {
+            // Wake up just after the fire time, so that "now" is past it.
+            requeue = requeue.min(after + Duration::from_millis(50));
+        }
+        for victim in &plan.replace_active {
+            if let Some(run) = active.iter().find(|r| &r.name_any() == victim) {
+                replace_run(&ctx, &ns, run).await?;
+            }
+        }
+        if let Some(new) = &plan.create_run {
+            let mut run = BackupRun::new(
+                &new.name,
+                BackupRunSpec {
+                    policy_ref: LocalObjectReference::new(name.clone()),
+                    trigger: Trigger::Scheduled,
+                    scheduled_time: Some(time_from_chrono(new.scheduled_time)),
+                    reason: None,
+                    compression: None,
+                    active_deadline_seconds: None,
+                },
+            );
+            run.metadata.namespace = Some(ns.clone());
+            run.metadata.labels = Some([(POLICY_LABEL.to_string(), name.clone())].into());
+            let api: Api<BackupRun> = Api::namespaced(ctx.client.clone(), &ns);
+            match api
+                .create(
+                    &PostParams {
+                        field_manager: Some(FIELD_MANAGER.into()),
+                        ..Default::default()
+                    },
+                    &run,
+                )
+                .await
+            {
+                Ok(_) => {
+                    let late = new.late_by.as_secs();
+                    let note = if late > 60 {
+                        let missed = plan.missed.count;
+                        format!(
+                            "created catch-up run {} for {} ({late}s late; {missed} older missed time(s) skipped)",
+                            new.name,
+                            new.scheduled_time.to_rfc3339()
+                        )
+                    } else {
+                        format!(
+                            "created run {} for {}",
+                            new.name,
+                            new.scheduled_time.to_rfc3339()
+                        )
+                    };
+                    ctx.event(
+                        policy.as_ref(),
+                        EventType::Normal,
+                        if late > 60 { "CatchUp" } else { "Scheduled" },
+                        "CreateRun",
+                        note,
+                    )
+                    .await;
+                    created_now = Some(new.name.clone());
+                }
+                Err(kube::Error::Api(s)) if s.code == 409 => {} // created by an earlier pass
+                Err(e) => return Err(e.into()),
+            }
+            last_schedule_time = Some(time_from_chrono(new.scheduled_time));
+            requeue = requeue.min(Duration::from_secs(1));
+        } else if let Some(skip) = &plan.skip_reason {
+            tracing::debug!(policy = %format!("{ns}/{name}"), reason = skip.reason(), "scheduled run skipped");
+        }
+    }
+
+    // 5. Retention and run history.
+    if let Some(at) = apply_retention(&ctx, &ns, &policy, storage.as_ref(), &runs, now).await? {
+        let until = (at - now).to_std().unwrap_or_default();
+        requeue = requeue.min(until.max(Duration::from_secs(1)));
+    }
+
+    // 6. RPO.
+    let last_success_time = last_success.and_then(|r| finished_at(r));
+    if let Some(schedule) = &schedule {
+        let created = policy
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(time_to_chrono)
+            .unwrap_or(now);
+        let c = evaluate_rpo(
+            schedule,
+            &RpoInput {
+                now,
+                created_at: created,
+                last_success: last_success_time,
+                suspended: policy.spec.suspend,
+                objective: policy
+                    .spec
+                    .rpo
+                    .as_deref()
+                    .and_then(parse_duration)
+                    .map(Duration::from_secs),
+                grace: None,
+            },
+        );
+        let ok = match c.status.as_str() {
+            "True" => Some(true),
+            "False" => Some(false),
+            _ => None,
+        };
+        let (reason, message, recheck) = (c.reason, c.message, c.recheck_at);
+        let was = find_condition(&old_status.conditions, "RPOMet").map(|c| c.status.clone());
+        let mut cond = condition(
+            "RPOMet",
+            ok.unwrap_or(false),
+            reason,
+            message.clone(),
+            generation,
+        );
+        if ok.is_none() {
+            cond.status = "Unknown".into();
+        }
+        if ok == Some(false) && was.as_deref() != Some("False") {
+            ctx.event(
+                policy.as_ref(),
+                EventType::Warning,
+                "RPONotMet",
+                "EvaluateRPO",
+                message,
+            )
+            .await;
+        }
+        set_condition(&mut conditions, cond);
+        if let Some(at) = recheck {
+            let until = (at - now).to_std().unwrap_or_default();
+            requeue = requeue.min(until.max(Duration::from_secs(1)));
+        }
+    }
+    if let Some(t) = last_success_time {
+        ctx.metrics
+            .last_success
+            .get_or_create(&PolicyLabels {
+                namespace: ns.clone(),
+                policy: name.clone(),
+            })
+            .set(t.timestamp() as f64);
+    }
+
+    // 7. Ready.
+    let schedule_ok = schedule.is_some();
+    let (ready, ready_reason, ready_message) = match (schedule_ok, storage_ready) {
+        (true, true) => (
+            true,
+            "Ready",
+            "schedule valid and storage ready".to_string(),
+        ),
+        (false, _) => (
+            false,
+            "ScheduleInvalid",
+            find_condition(&conditions, "ScheduleValid")
+                .map(|c| c.message.clone())
+                .unwrap_or_default(),
+        ),
+        (true, false) => (
+            false,
+            "StorageNotReady",
+            find_condition(&conditions, "StorageReady")
+                .map(|c| c.message.clone())
+                .unwrap_or_default(),
+        ),
+    };
+    set_condition(
+        &mut conditions,
+        condition("Ready", ready, ready_reason, ready_message, generation),
+    );
+
+    let mut active_names: Vec<String> = active.iter().map(|r| r.name_any()).collect();
+    if let Some(n) = created_now
+        && !active_names.contains(&n)
+    {
+        active_names.push(n);
+    }
+    active_names.sort();
+    // Only the fields this controller owns: validation fields belong to the validation controller.
+    let status = json!({
+        "conditions": conditions,
+        "observedGeneration": generation,
+        "lastScheduleTime": last_schedule_time,
+        "nextScheduleTime": next_schedule_time,
+        "lastSuccessfulRun": last_success.map(|r| summary(r)),
+        "lastFailedRun": last_failure.map(|r| summary(r)),
+        "activeRuns": active_names,
+    });
+    let unchanged = serde_json::to_value(&old_status).ok().is_some_and(|old| {
+        [
+            "conditions",
+            "observedGeneration",
+            "lastScheduleTime",
+            "nextScheduleTime",
+            "lastSuccessfulRun",
+            "lastFailedRun",
+            "activeRuns",
+        ]
+        .iter()
+        .all(|k| normalized(old.get(*k)) == normalized(status.get(*k)))
+    });
+    if !unchanged {
+        let api: Api<BackupPolicy> = Api::namespaced(ctx.client.clone(), &ns);
+        let body = json!({"apiVersion": BackupPolicy::api_version(&()), "kind": BackupPolicy::kind(&()), "status": status});
+        api.patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await?;
+    }
+    Ok(Action::requeue(requeue))
+}
+
+/// Nulls, empty arrays and absent fields compare equal.
+fn normalized(v: Option<&serde_json::Value>) -> Option<&serde_json::Value> {
+    match v {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::Array(a)) if a.is_empty() => None,
+        other => other,
+    }
+}
+
+/// `concurrencyPolicy: Replace`: stop the active scheduled run's Job; its controller then fails
+/// the run (the Job is gone before it finished).
+async fn replace_run(ctx: &Context, ns: &str, run: &BackupRun) -> Result<()> {
+    if let Some(job) = run.status.as_ref().and_then(|s| s.job_name.as_ref()) {
+        let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
+        let dp = DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Background),
+            ..Default::default()
+        };
+        match jobs.delete(job, &dp).await {
+            Ok(_) | Err(kube::Error::Api(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    ctx.event(
+        run,
+        EventType::Warning,
+        "Replaced",
+        "Replace",
+        "a newer scheduled run replaces this one (concurrencyPolicy: Replace)".into(),
+    )
+    .await;
+    Ok(())
+}
+
+/// Applies retention and run-history limits; returns when to look again (Object Lock expiry).
+async fn apply_retention(
+    ctx: &Context,
+    ns: &str,
+    policy: &BackupPolicy,
+    storage: Option<&BackupStorage>,
+    runs: &[Arc<BackupRun>],
+    now: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>> {
+    let tz: chrono_tz::Tz = policy
+        .spec
+        .time_zone_or_default()
+        .parse()
+        .unwrap_or(chrono_tz::UTC);
+    let retention_runs: Vec<RetentionRun> =
+        runs.iter().filter_map(|r| RetentionRun::from_run(r)).collect();
+    let mut requeue_at = None;
+    let kept: std::collections::BTreeSet<String> = match &policy.spec.retention {
+        Some(r) => {
+            let rp = RetentionPolicy::from_spec(Some(r)).map_err(Error::InvalidSpec)?;
+            let plan = plan_retention(&retention_runs, &rp, tz, now);
+            requeue_at = plan.requeue_at;
+            plan.kept().map(str::to_string).collect()
+        }
+        None => retention_runs.iter().map(|r| r.name.clone()).collect(),
+    };
+    let history: Vec<HistoryRun> = runs
+        .iter()
+        .filter_map(|r| {
+            let phase = match phase_of(r)? {
+                BackupRunPhase::Succeeded => FinishedPhase::Succeeded,
+                BackupRunPhase::Failed => FinishedPhase::Failed,
+                _ => return None,
+            };
+            let artifact = r.status.as_ref().and_then(|s| s.artifact.as_ref());
+            let artifacts = artifact
+                .filter(|_| phase == FinishedPhase::Succeeded)
+                .map(|a| {
+                    vec![ArtifactLocation {
+                        storage: a.storage.clone(),
+                        data_key: a.key.clone(),
+                        manifest_key: a.manifest_key.clone().unwrap_or_default(),
+                    }]
+                })
+                .unwrap_or_default();
+            Some(HistoryRun {
+                name: r.name_any(),
+                phase,
+                finished_at: finished_at(r).unwrap_or(now),
+                artifacts,
+                artifact_retained: phase == FinishedPhase::Succeeded
+                    && kept.contains(&r.name_any()),
+                retain_until: artifact
+                    .and_then(|a| a.retain_until.as_ref())
+                    .map(time_to_chrono),
+            })
+        })
+        .collect();
+    let limits = policy.spec.run_history_or_default();
+    let plan = run_history_plan(
+        &history,
+        RunHistoryLimits {
+            successful: limits.successful,
+            failed: limits.failed,
+        },
+        now,
+    );
+    if let Some(t) = plan.requeue_at {
+        requeue_at = Some(requeue_at.map_or(t, |r: DateTime<Utc>| r.min(t)));
+    }
+    if plan.cleanups.is_empty() {
+        return Ok(requeue_at);
+    }
+    let access = match storage {
+        Some(s) if s.spec.s3.is_some() => match StorageAccess::open(&ctx.client, ns, s).await {
+            Ok(a) => Some(a),
+            Err(e) => {
+                tracing::warn!(policy = %policy.name_any(), error = %e, "storage unavailable: retention waits");
+                return Ok(Some(now + chrono::Duration::seconds(60)));
+            }
+        },
+        _ => None,
+    };
+    let api: Api<BackupRun> = Api::namespaced(ctx.client.clone(), ns);
+    for cleanup in &plan.cleanups {
+        let needs_storage = cleanup
+            .actions
+            .iter()
+            .any(|a| !matches!(a, CleanupAction::DeleteBackupRun));
+        if needs_storage && access.is_none() {
+            // Filesystem artifacts live on a PVC the operator cannot reach; keep the run (and
+            // with it the record of the artifact) rather than forget an artifact that still exists.
+            tracing::info!(run = %cleanup.run, "retention: artifact on a filesystem storage is kept; delete it from the volume by hand");
+            continue;
+        }
+        let mut failed = false;
+        for action in &cleanup.actions {
+            match action {
+                CleanupAction::DeleteManifest { key, .. } => {
+                    let Some(access) = &access else { continue };
+                    let key = parse_s3_location(key)
+                        .map(|(_, k)| k)
+                        .unwrap_or_else(|| key.clone());
+                    // Read the manifest first: it lists the data objects to delete after it.
+                    let data_keys = manifest_data_keys(access, &key).await;
+                    if let Err(e) = access.delete(&key).await {
+                        tracing::warn!(run = %cleanup.run, error = %e, "retention: deleting manifest failed");
+                        break;
+                    }
+                    for data in data_keys {
+                        if let Err(e) = access.delete(&data).await {
+                            tracing::warn!(run = %cleanup.run, error = %e, "retention: deleting artifact data failed");
+                            failed = true;
+                        }
+                    }
+                }
+                CleanupAction::DeleteArtifactData { .. } => {} // deleted with the manifest's list above
+                CleanupAction::DeleteBackupRun => {
+                    if failed {
+                        break;
+                    }
+                    match api.delete(&cleanup.run, &DeleteParams::default()).await {
+                        Ok(_) => {
+                            if let Some(run) = runs.iter().find(|r| r.name_any() == cleanup.run) {
+                                ctx.event(
+                                    policy,
+                                    EventType::Normal,
+                                    "Pruned",
+                                    "Retention",
+                                    format!("deleted run {} ({:?})", run.name_any(), cleanup.cause),
+                                )
+                                .await;
+                            }
+                        }
+                        Err(kube::Error::Api(s)) if s.code == 404 => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+        }
+    }
+    Ok(requeue_at)
+}
+
+/// The data objects a manifest lists (full keys), or none when it cannot be read.
+async fn manifest_data_keys(access: &StorageAccess, manifest_key: &str) -> Vec<String> {
+    #[derive(serde::Deserialize)]
+    struct M {
+        artifacts: Vec<A>,
+    }
+    #[derive(serde::Deserialize)]
+    struct A {
+        key: String,
+    }
+    let dir = manifest_key.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+    match access.get(manifest_key, 16 << 20).await {
+        Ok(bytes) => serde_json::from_slice::<M>(&bytes)
+            .map(|m| {
+                m.artifacts
+                    .into_iter()
+                    .map(|a| {
+                        if dir.is_empty() {
+                            a.key
+                        } else {
+                            format!("{dir}/{}", a.key)
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Error policy: count and back off.
+pub fn error_policy(policy: Arc<BackupPolicy>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics
+        .reconcile_errors
+        .get_or_create(&ErrorLabels {
+            controller: "backuppolicy".into(),
+            category: error.category().into(),
+        })
+        .inc();
+    tracing::warn!(policy = %policy.name_any(), category = error.category(), error = %error, "reconcile failed");
+    match error.category() {
+        "conflict" => Action::requeue(Duration::from_millis(200)),
+        _ => Action::requeue(Duration::from_secs(5)),
+    }
+}

@@ -1,0 +1,105 @@
+//! What every reconciler shares: the client, metrics, the event recorder and settings.
+
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use kube::Client;
+use kube::Resource;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::Store;
+
+use crate::api::BackupRun;
+use crate::telemetry::metrics::Metrics;
+
+/// Operator-wide settings (from flags).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Image of the agent that backup/restore/validation Jobs run.
+    pub agent_image: String,
+    /// At most this many backups run at once across the cluster (`None` = unlimited).
+    pub max_concurrent_backups: Option<NonZeroUsize>,
+    /// At most this many restores run at once across the cluster (`None` = unlimited).
+    pub max_concurrent_restores: Option<NonZeroUsize>,
+    /// How long a finished Job stays for `kubectl logs` before Kubernetes deletes it.
+    pub job_ttl_seconds: i32,
+    /// Default stall timeout when a policy sets none.
+    pub default_stall_timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            agent_image: format!(
+                "ghcr.io/dataguardian/dataguardian:{}",
+                env!("CARGO_PKG_VERSION")
+            ),
+            max_concurrent_backups: NonZeroUsize::new(10),
+            max_concurrent_restores: NonZeroUsize::new(4),
+            job_ttl_seconds: 86_400,
+            default_stall_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Shared by all reconcilers.
+#[derive(Clone)]
+pub struct Context {
+    pub client: Client,
+    pub metrics: Metrics,
+    pub recorder: Recorder,
+    pub settings: Settings,
+    /// Every BackupRun in the cluster (for the fair backup queue).
+    pub backup_runs: Store<BackupRun>,
+}
+
+/// The name DataGuardian reports its Events under.
+pub const REPORTER: &str = "dataguardian-operator";
+
+impl Context {
+    pub fn new(
+        client: Client,
+        metrics: Metrics,
+        settings: Settings,
+        backup_runs: Store<BackupRun>,
+    ) -> Self {
+        let instance = std::env::var("POD_NAME").ok();
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: REPORTER.into(),
+                instance,
+            },
+        );
+        Context {
+            client,
+            metrics,
+            recorder,
+            settings,
+            backup_runs,
+        }
+    }
+
+    /// Publishes an Event about `obj`. Event failures are logged, never fatal: the status is the
+    /// durable audit trail, Events are its live feed.
+    pub async fn event<K>(
+        &self,
+        obj: &K,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) where
+        K: Resource<DynamicType = ()>,
+    {
+        let ev = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
+            tracing::warn!(error = %e, reason, "could not publish event");
+        }
+    }
+}

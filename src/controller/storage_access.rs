@@ -1,0 +1,324 @@
+//! The operator's own access to a BackupStorage: probing it, confirming artifacts, deleting
+//! pruned ones. S3 only — a filesystem storage lives on a PVC that only Job pods mount, so the
+//! operator cannot reach it (see [`StorageAccess::open`]).
+//!
+//! Credentials come from the storage's `credentialsSecretRef` (keys `AWS_ACCESS_KEY_ID`,
+//! `AWS_SECRET_ACCESS_KEY`, optional `AWS_SESSION_TOKEN`) or, when absent, from the operator's
+//! ambient credentials (IRSA, instance profile). They are never logged.
+
+use std::time::Duration;
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{Credentials, Region};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::ChecksumMode;
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+
+use crate::api::BackupStorage;
+use crate::api::backup_storage::S3Storage;
+
+/// Why the storage could not be used.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AccessError {
+    /// The storage is a filesystem (PVC) storage: only pods that mount it can read it.
+    #[error("filesystem storages are only reachable from Job pods")]
+    NotReachableFromOperator,
+    /// The credentials Secret is missing or incomplete.
+    #[error("{0}")]
+    Credentials(String),
+    /// S3 answered with an error or could not be reached.
+    #[error("{0}")]
+    S3(String),
+    /// The object does not exist.
+    #[error("object {0} not found")]
+    NotFound(String),
+}
+
+/// Metadata of a stored object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub size: u64,
+    pub retain_until: Option<DateTime<Utc>>,
+    pub checksum_sha256: Option<String>,
+}
+
+/// An S3 client bound to a storage's bucket and prefix.
+#[derive(Clone)]
+pub struct StorageAccess {
+    client: Client,
+    bucket: String,
+    prefix: String,
+}
+
+fn s3_error<E: std::error::Error + ProvideErrorMetadata + 'static>(
+    what: &str,
+    e: aws_sdk_s3::error::SdkError<E>,
+) -> AccessError {
+    AccessError::S3(format!("{what}: {}", DisplayErrorContext(e)))
+}
+
+impl StorageAccess {
+    /// Opens the storage, reading credentials from its Secret in `ns`.
+    pub async fn open(
+        client: &kube::Client,
+        ns: &str,
+        storage: &BackupStorage,
+    ) -> Result<Self, AccessError> {
+        let Some(s3) = &storage.spec.s3 else {
+            return Err(AccessError::NotReachableFromOperator);
+        };
+        let credentials = match &s3.credentials_secret_ref {
+            None => None,
+            Some(r) => {
+                let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+                let secret = secrets
+                    .get_opt(&r.name)
+                    .await
+                    .map_err(|e| {
+                        AccessError::Credentials(format!("reading Secret {}: {e}", r.name))
+                    })?
+                    .ok_or_else(|| {
+                        AccessError::Credentials(format!(
+                            "Secret {} not found in namespace {ns}",
+                            r.name
+                        ))
+                    })?;
+                let value = |key: &str| -> Option<String> {
+                    secret
+                        .data
+                        .as_ref()
+                        .and_then(|d| d.get(key))
+                        .map(|b| String::from_utf8_lossy(&b.0).trim().to_string())
+                        .or_else(|| {
+                            secret
+                                .string_data
+                                .as_ref()
+                                .and_then(|d| d.get(key))
+                                .map(|s| s.trim().to_string())
+                        })
+                };
+                let id = value("AWS_ACCESS_KEY_ID").ok_or_else(|| {
+                    AccessError::Credentials(format!(
+                        "Secret {} has no key AWS_ACCESS_KEY_ID",
+                        r.name
+                    ))
+                })?;
+                let key = value("AWS_SECRET_ACCESS_KEY").ok_or_else(|| {
+                    AccessError::Credentials(format!(
+                        "Secret {} has no key AWS_SECRET_ACCESS_KEY",
+                        r.name
+                    ))
+                })?;
+                Some(Credentials::new(
+                    id,
+                    key,
+                    value("AWS_SESSION_TOKEN"),
+                    None,
+                    "dataguardian-storage-secret",
+                ))
+            }
+        };
+        Ok(Self::connect(s3, credentials).await)
+    }
+
+    /// Builds the client from an S3 block and explicit (or ambient, when `None`) credentials.
+    pub async fn connect(s3: &S3Storage, credentials: Option<Credentials>) -> Self {
+        use aws_smithy_http_client::tls;
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(
+                tls::rustls_provider::CryptoMode::Ring,
+            ))
+            .build_https();
+        let timeouts = aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .operation_timeout(Duration::from_secs(30))
+            .build();
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .http_client(http)
+            .timeout_config(timeouts)
+            .region(Region::new(s3.region.clone()));
+        if let Some(c) = credentials {
+            loader = loader.credentials_provider(c);
+        }
+        let shared = loader.load().await;
+        let mut b =
+            aws_sdk_s3::config::Builder::from(&shared).force_path_style(s3.force_path_style);
+        if let Some(ep) = &s3.endpoint {
+            b = b.endpoint_url(ep.clone());
+        }
+        StorageAccess {
+            client: Client::from_conf(b.build()),
+            bucket: s3.bucket.clone(),
+            prefix: s3
+                .prefix
+                .clone()
+                .unwrap_or_default()
+                .trim_matches('/')
+                .to_string(),
+        }
+    }
+
+    /// The bucket.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// The full key of `rel` under the storage's prefix.
+    pub fn key(&self, rel: &str) -> String {
+        let rel = rel.trim_start_matches('/');
+        if self.prefix.is_empty() {
+            rel.to_string()
+        } else {
+            format!("{}/{rel}", self.prefix)
+        }
+    }
+
+    /// Reads a small object whole (manifests, probe objects).
+    pub async fn get(&self, key: &str, limit: usize) -> Result<Vec<u8>, AccessError> {
+        let out = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(o) => o,
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
+                return Err(AccessError::NotFound(key.to_string()));
+            }
+            Err(e) => return Err(s3_error(&format!("GET {key}"), e)),
+        };
+        if out.content_length().unwrap_or(0) as usize > limit {
+            return Err(AccessError::S3(format!(
+                "object {key} is larger than {limit} bytes"
+            )));
+        }
+        let bytes = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| AccessError::S3(format!("reading {key}: {e}")))?;
+        Ok(bytes.into_bytes().to_vec())
+    }
+
+    /// Size, retention and checksum of an object.
+    pub async fn head(&self, key: &str) -> Result<ObjectInfo, AccessError> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .checksum_mode(ChecksumMode::Enabled)
+            .send()
+            .await
+        {
+            Ok(o) => Ok(ObjectInfo {
+                size: o.content_length().unwrap_or(0).max(0) as u64,
+                retain_until: o
+                    .object_lock_retain_until_date()
+                    .and_then(|d| DateTime::from_timestamp(d.secs(), 0)),
+                checksum_sha256: o.checksum_sha256().map(str::to_string),
+            }),
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => {
+                Err(AccessError::NotFound(key.to_string()))
+            }
+            Err(e) => Err(s3_error(&format!("HEAD {key}"), e)),
+        }
+    }
+
+    /// Writes a small object.
+    pub async fn put(&self, key: &str, body: Vec<u8>) -> Result<(), AccessError> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| s3_error(&format!("PUT {key}"), e))?;
+        Ok(())
+    }
+
+    /// Deletes an object (and, in a versioned bucket, every version of it, so that retention
+    /// really frees the space). A missing object is not an error.
+    pub async fn delete(&self, key: &str) -> Result<(), AccessError> {
+        let versions = self
+            .client
+            .list_object_versions()
+            .bucket(&self.bucket)
+            .prefix(key)
+            .send()
+            .await;
+        if let Ok(v) = versions {
+            let mut any = false;
+            for ver in v.versions() {
+                if ver.key() == Some(key) {
+                    any = true;
+                    self.client
+                        .delete_object()
+                        .bucket(&self.bucket)
+                        .key(key)
+                        .set_version_id(ver.version_id().map(str::to_string))
+                        .send()
+                        .await
+                        .map_err(|e| s3_error(&format!("DELETE {key}"), e))?;
+                }
+            }
+            for marker in v.delete_markers() {
+                if marker.key() == Some(key) {
+                    self.client
+                        .delete_object()
+                        .bucket(&self.bucket)
+                        .key(key)
+                        .set_version_id(marker.version_id().map(str::to_string))
+                        .send()
+                        .await
+                        .map_err(|e| s3_error(&format!("DELETE {key} (marker)"), e))?;
+                }
+            }
+            if any {
+                return Ok(());
+            }
+        }
+        match self
+            .client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(()),
+            Err(e) => Err(s3_error(&format!("DELETE {key}"), e)),
+        }
+    }
+
+    /// Whether the bucket has Object Lock enabled.
+    pub async fn object_lock_enabled(&self) -> Result<bool, AccessError> {
+        match self
+            .client
+            .get_object_lock_configuration()
+            .bucket(&self.bucket)
+            .send()
+            .await
+        {
+            Ok(o) => Ok(o
+                .object_lock_configuration()
+                .and_then(|c| c.object_lock_enabled())
+                .is_some()),
+            Err(e)
+                if e.as_service_error()
+                    .and_then(|s| s.code())
+                    .is_some_and(|c| c.contains("ObjectLockConfigurationNotFound")) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(s3_error("GetObjectLockConfiguration", e)),
+        }
+    }
+}

@@ -1,0 +1,1476 @@
+//! Builds the `batch/v1` Job that runs one BackupRun: `dataguardian agent backup …` with the
+//! policy's source, the storage's destination and the policy's Job template.
+//!
+//! The build is pure and deterministic: the same run, policy, storage and settings always give
+//! the same Job, so a server-side apply after a crash finds the Job it already created. No
+//! secret value ever enters the Job: passwords, connection URIs and S3 keys are `secretKeyRef`
+//! environment variables, age recipients a read-only Secret volume.
+//!
+//! Shape of the Job:
+//! - name `<run>-<attempt>` (≤ 63 characters, truncated and hashed when the run name is long);
+//!   the Job itself retries failed pods up to the policy's `backoffLimit`;
+//! - a controller ownerReference to the BackupRun (garbage collection, watch mapping);
+//! - the recommended `app.kubernetes.io/*` labels plus `dataguardian.io/policy` and
+//!   `dataguardian.io/run`, on the Job and its Pod;
+//! - a restricted security context (non-root, read-only root filesystem, no privilege
+//!   escalation, all capabilities dropped, `RuntimeDefault` seccomp) that the Job template's
+//!   `podSecurityContext`/`securityContext` are merged over; no service account token;
+//! - `/tmp` on an `emptyDir`, the agent's JSON summary in `/dev/termination-log`;
+//! - `activeDeadlineSeconds` (run override, else policy), `ttlSecondsAfterFinished`, and a pod
+//!   failure policy: configuration errors fail at once, evictions do not use up retries.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::DeepMerge;
+use k8s_openapi::api::batch::v1::{
+    Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
+    PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
+};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, KeyToPath,
+    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
+    ResourceRequirements, SeccompProfile, SecretKeySelector as K8sSecretKeySelector,
+    SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::{Resource, ResourceExt};
+
+use crate::api::backup_storage::{FilesystemStorage, S3Storage, SseAlgorithm};
+use crate::api::common::{
+    Compression, CompressionAlgorithm, DatabaseSpec, Engine, MysqlSslMode, SecretKeySelector,
+    time_to_chrono,
+};
+use crate::api::{BackupPolicy, BackupRun, BackupStorage};
+use crate::controller::context::Settings;
+
+use super::naming::{MAX_LABEL_LEN, bounded_name, label_value};
+
+/// Name of the agent container (the reconciler reads its logs and termination message).
+pub const AGENT_CONTAINER: &str = "agent";
+/// Where the agent writes its JSON summary.
+pub const TERMINATION_LOG: &str = "/dev/termination-log";
+/// Label with the BackupPolicy's name.
+pub const POLICY_LABEL: &str = "dataguardian.io/policy";
+/// Label with the BackupRun's name.
+pub const RUN_LABEL: &str = "dataguardian.io/run";
+/// Where a filesystem storage's claim is mounted.
+const STORAGE_MOUNT: &str = "/backup";
+/// Where the recipients Secret is mounted.
+const RECIPIENTS_DIR: &str = "/etc/dataguardian/recipients";
+/// File name of the recipients inside [`RECIPIENTS_DIR`].
+const RECIPIENTS_FILE: &str = "recipients";
+/// Agent exit codes that no retry can fix: invalid configuration (2) and encryption setup, such
+/// as a malformed recipient (14). The Job fails at once instead of retrying them.
+pub const NON_RETRYABLE_EXIT_CODES: [i32; 2] = [2, 14];
+/// UID/GID the agent runs as when the template does not say otherwise (distroless `nonroot`).
+const NONROOT_ID: i64 = 65532;
+
+/// Operator-wide inputs of the Job builders (from the operator's flags).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobDefaults {
+    /// Agent image when the policy's Job template sets none (the operator's own image).
+    pub agent_image: String,
+    /// `ttlSecondsAfterFinished` of the Jobs (how long `kubectl logs` keeps working).
+    pub ttl_seconds_after_finished: i32,
+}
+
+impl From<&JobDefaults> for JobDefaults {
+    fn from(defaults: &JobDefaults) -> Self {
+        defaults.clone()
+    }
+}
+
+impl From<&Settings> for JobDefaults {
+    fn from(settings: &Settings) -> Self {
+        JobDefaults {
+            agent_image: settings.agent_image.clone(),
+            ttl_seconds_after_finished: settings.job_ttl_seconds,
+        }
+    }
+}
+
+/// Why a Job cannot be built. These are spec problems: they wait for a change, not a retry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JobBuildError {
+    /// The BackupRun lacks a field the API server always sets.
+    #[error("the BackupRun is missing {0}")]
+    MissingRunField(&'static str),
+    /// The policy's source has no engine block (or no host/user without a connection Secret).
+    #[error("the policy's source is incomplete: {0}")]
+    InvalidSource(String),
+    /// The storage sets neither `s3` nor `filesystem`.
+    #[error("the BackupStorage {0} sets neither s3 nor filesystem")]
+    NoStorageBackend(String),
+    /// The policy's `pathTemplate` uses an unknown placeholder or renders an invalid key.
+    #[error("invalid pathTemplate {template:?}: {detail}")]
+    InvalidPathTemplate {
+        /// The template.
+        template: String,
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+impl JobBuildError {
+    /// A CamelCase reason for status and Events.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            JobBuildError::MissingRunField(_) => "InvalidRun",
+            JobBuildError::InvalidSource(_) => "InvalidPolicy",
+            JobBuildError::NoStorageBackend(_) => "InvalidStorage",
+            JobBuildError::InvalidPathTemplate { .. } => "InvalidPathTemplate",
+        }
+    }
+}
+
+/// The deterministic name of the Job of attempt `attempt` of run `run`.
+pub fn job_name(run: &str, attempt: u32) -> String {
+    bounded_name(run, &attempt.to_string(), MAX_LABEL_LEN)
+}
+
+/// Builds the backup Job for the first attempt of `run`. `defaults` is a [`JobDefaults`] or the
+/// operator's [`Settings`].
+pub fn build(
+    run: &BackupRun,
+    policy: &BackupPolicy,
+    storage: &BackupStorage,
+    defaults: impl Into<JobDefaults>,
+) -> Result<Job, JobBuildError> {
+    build_attempt(run, policy, storage, &defaults.into(), 1)
+}
+
+/// Builds the backup Job of attempt `attempt` of `run` (the attempt only changes the name).
+pub fn build_attempt(
+    run: &BackupRun,
+    policy: &BackupPolicy,
+    storage: &BackupStorage,
+    defaults: &JobDefaults,
+    attempt: u32,
+) -> Result<Job, JobBuildError> {
+    let run_name = run
+        .metadata
+        .name
+        .clone()
+        .ok_or(JobBuildError::MissingRunField("metadata.name"))?;
+    let namespace = run
+        .metadata
+        .namespace
+        .clone()
+        .ok_or(JobBuildError::MissingRunField("metadata.namespace"))?;
+    let owner = run
+        .controller_owner_ref(&())
+        .ok_or(JobBuildError::MissingRunField("metadata.uid"))?;
+    let run_time = run
+        .spec
+        .scheduled_time
+        .as_ref()
+        .or(run.metadata.creation_timestamp.as_ref())
+        .map(time_to_chrono)
+        .ok_or(JobBuildError::MissingRunField("metadata.creationTimestamp"))?;
+    let policy_name = policy.name_any();
+    let spec = &policy.spec;
+    let template = spec.job_template.clone().unwrap_or_default();
+
+    let source = Source::from_spec(&spec.source)?;
+    let location = render_location(
+        spec.path_template_or_default(),
+        &PathValues {
+            namespace: &namespace,
+            policy: &policy_name,
+            run: &run_name,
+            engine: source.engine.as_str(),
+            database: source.database.as_deref().unwrap_or("all"),
+            time: run_time,
+        },
+    )?;
+    let compression = run
+        .spec
+        .compression
+        .clone()
+        .unwrap_or_else(|| spec.compression_or_default());
+
+    let mut args: Vec<String> = vec!["agent".into(), "backup".into()];
+    let mut env: Vec<EnvVar> = Vec::new();
+    let mut volumes: Vec<Volume> = vec![Volume {
+        name: "tmp".into(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            size_limit: Some(Quantity("1Gi".into())),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }];
+    let mut mounts: Vec<VolumeMount> = vec![VolumeMount {
+        name: "tmp".into(),
+        mount_path: "/tmp".into(),
+        ..Default::default()
+    }];
+
+    source.push_args(&mut args, &mut env);
+    push_destination(
+        storage,
+        &location,
+        &mut args,
+        &mut env,
+        &mut volumes,
+        &mut mounts,
+    )?;
+    push_flag(&mut args, "--run-id", &location.run_id);
+    push_flag(&mut args, "--compression", &compression_flag(&compression));
+    if let Some(encryption) = &spec.encryption {
+        let selector = &encryption.recipients_secret_ref;
+        volumes.push(Volume {
+            name: "recipients".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(selector.name.clone()),
+                items: Some(vec![KeyToPath {
+                    key: selector.key.clone(),
+                    path: RECIPIENTS_FILE.into(),
+                    ..Default::default()
+                }]),
+                default_mode: Some(0o440),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        mounts.push(VolumeMount {
+            name: "recipients".into(),
+            mount_path: RECIPIENTS_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+        push_flag(
+            &mut args,
+            "--recipients-file",
+            &format!("{RECIPIENTS_DIR}/{RECIPIENTS_FILE}"),
+        );
+    }
+    for extra in &source.extra_args {
+        args.push(format!("--dump-arg={extra}"));
+    }
+    env.extend([
+        plain_env("DG_TERMINATION_LOG", TERMINATION_LOG),
+        plain_env("DG_LOG_FORMAT", "json"),
+        plain_env("HOME", "/tmp"),
+        plain_env("TMPDIR", "/tmp"),
+    ]);
+
+    // The kubelet expands `$(VAR)` in args and env values; user text (database names, extra
+    // dump arguments, paths) must reach the agent literally, so `$` is escaped as `$$`.
+    let args: Vec<String> = args.iter().map(|a| escape_dollar(a)).collect();
+    for var in &mut env {
+        if let Some(value) = &mut var.value {
+            *value = escape_dollar(value);
+        }
+    }
+
+    let labels = labels(&policy_name, &run_name, &template.labels);
+    let annotations = (!template.annotations.is_empty()).then(|| template.annotations.clone());
+
+    let container = Container {
+        name: AGENT_CONTAINER.into(),
+        image: Some(
+            template
+                .image
+                .clone()
+                .unwrap_or_else(|| defaults.agent_image.clone()),
+        ),
+        image_pull_policy: template.image_pull_policy.map(|p| p.as_str().to_owned()),
+        command: Some(vec!["dataguardian".into()]),
+        args: Some(args),
+        env: Some(env),
+        resources: Some(template.resources.clone().unwrap_or_else(default_resources)),
+        security_context: Some(container_security_context(
+            template.security_context.clone(),
+        )),
+        volume_mounts: Some(mounts),
+        termination_message_path: Some(TERMINATION_LOG.into()),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        ..Default::default()
+    };
+
+    let pod_spec = PodSpec {
+        containers: vec![container],
+        restart_policy: Some("Never".into()),
+        service_account_name: template.service_account_name.clone(),
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        node_selector: (!template.node_selector.is_empty()).then(|| template.node_selector.clone()),
+        tolerations: (!template.tolerations.is_empty()).then(|| template.tolerations.clone()),
+        affinity: template.affinity.clone(),
+        priority_class_name: template.priority_class_name.clone(),
+        image_pull_secrets: (!template.image_pull_secrets.is_empty())
+            .then(|| template.image_pull_secrets.clone()),
+        security_context: Some(pod_security_context(template.pod_security_context.clone())),
+        volumes: Some(volumes),
+        ..Default::default()
+    };
+
+    Ok(Job {
+        metadata: ObjectMeta {
+            name: Some(job_name(&run_name, attempt)),
+            namespace: Some(namespace),
+            labels: Some(labels.clone()),
+            annotations: annotations.clone(),
+            owner_references: Some(vec![owner]),
+            ..Default::default()
+        },
+        spec: Some(JobSpec {
+            backoff_limit: Some(i32::try_from(spec.backoff_limit).unwrap_or(i32::MAX)),
+            active_deadline_seconds: run
+                .spec
+                .active_deadline_seconds
+                .or(spec.active_deadline_seconds),
+            ttl_seconds_after_finished: Some(defaults.ttl_seconds_after_finished),
+            completions: Some(1),
+            parallelism: Some(1),
+            pod_failure_policy: Some(pod_failure_policy()),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    annotations,
+                    ..Default::default()
+                }),
+                spec: Some(pod_spec),
+            },
+            ..Default::default()
+        }),
+        status: None,
+    })
+}
+
+/// The recommended labels plus DataGuardian's own; the template's extra labels never override
+/// these (selectors and the reconcilers depend on them).
+fn labels(policy: &str, run: &str, extra: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let mut labels = extra.clone();
+    labels.extend(
+        [
+            ("app.kubernetes.io/name", "dataguardian".to_owned()),
+            ("app.kubernetes.io/instance", label_value(policy)),
+            ("app.kubernetes.io/component", "backup".to_owned()),
+            (
+                "app.kubernetes.io/managed-by",
+                "dataguardian-operator".to_owned(),
+            ),
+            ("app.kubernetes.io/part-of", "dataguardian".to_owned()),
+            (POLICY_LABEL, label_value(policy)),
+            (RUN_LABEL, label_value(run)),
+        ]
+        .map(|(k, v)| (k.to_owned(), v)),
+    );
+    labels
+}
+
+/// Configuration errors fail the Job at once; evicted or preempted pods (node drain, spot
+/// reclaim) are retried without counting against `backoffLimit`.
+fn pod_failure_policy() -> PodFailurePolicy {
+    PodFailurePolicy {
+        rules: vec![
+            PodFailurePolicyRule {
+                action: "FailJob".into(),
+                on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
+                    container_name: Some(AGENT_CONTAINER.into()),
+                    operator: "In".into(),
+                    values: NON_RETRYABLE_EXIT_CODES.to_vec(),
+                }),
+                on_pod_conditions: None,
+            },
+            PodFailurePolicyRule {
+                action: "Ignore".into(),
+                on_exit_codes: None,
+                on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {
+                    type_: "DisruptionTarget".into(),
+                    status: Some("True".into()),
+                }]),
+            },
+        ],
+    }
+}
+
+fn default_resources() -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_owned(), Quantity("250m".into())),
+            ("memory".to_owned(), Quantity("128Mi".into())),
+        ])),
+        limits: Some(BTreeMap::from([(
+            "memory".to_owned(),
+            Quantity("1Gi".into()),
+        )])),
+        ..Default::default()
+    }
+}
+
+/// The restricted pod security context, with the template's fields merged over it.
+fn pod_security_context(overrides: Option<PodSecurityContext>) -> PodSecurityContext {
+    let mut context = PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(NONROOT_ID),
+        run_as_group: Some(NONROOT_ID),
+        fs_group: Some(NONROOT_ID),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            localhost_profile: None,
+        }),
+        ..Default::default()
+    };
+    if let Some(overrides) = overrides {
+        context.merge_from(overrides);
+    }
+    context
+}
+
+/// The restricted container security context, with the template's fields merged over it.
+fn container_security_context(overrides: Option<SecurityContext>) -> SecurityContext {
+    let mut context = SecurityContext {
+        run_as_non_root: Some(true),
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        privileged: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            add: None,
+        }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            localhost_profile: None,
+        }),
+        ..Default::default()
+    };
+    if let Some(overrides) = overrides {
+        context.merge_from(overrides);
+    }
+    context
+}
+
+fn compression_flag(compression: &Compression) -> String {
+    match (compression.algorithm, compression.effective_level()) {
+        (CompressionAlgorithm::None, _) | (_, None) => compression.algorithm.as_str().to_owned(),
+        (algorithm, Some(level)) => format!("{}:{level}", algorithm.as_str()),
+    }
+}
+
+/// Escapes `$` so that the kubelet's `$(VAR)` expansion leaves the text as written.
+fn escape_dollar(text: &str) -> String {
+    text.replace('$', "$$")
+}
+
+fn push_flag(args: &mut Vec<String>, flag: &str, value: &str) {
+    args.push(flag.to_owned());
+    args.push(value.to_owned());
+}
+
+fn plain_env(name: &str, value: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: Some(value.to_owned()),
+        value_from: None,
+    }
+}
+
+fn secret_env(name: &str, selector: &SecretKeySelector, optional: bool) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(K8sSecretKeySelector {
+                name: selector.name.clone(),
+                key: selector.key.clone(),
+                optional: optional.then_some(true),
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+/// The policy's source, reduced to what the agent needs.
+struct Source {
+    engine: Engine,
+    /// `postgresql://user@host:port/db?…` without a password; `None` when the URI comes from
+    /// a Secret.
+    uri: Option<String>,
+    password: Option<SecretKeySelector>,
+    connection: Option<SecretKeySelector>,
+    database: Option<String>,
+    all_databases: bool,
+    extra_args: Vec<String>,
+}
+
+impl Source {
+    fn from_spec(source: &DatabaseSpec) -> Result<Self, JobBuildError> {
+        struct Common<'a> {
+            host: Option<&'a str>,
+            port: u16,
+            user: Option<&'a str>,
+            database: Option<&'a String>,
+            all: bool,
+            password: Option<&'a SecretKeySelector>,
+            connection: Option<&'a SecretKeySelector>,
+            extra: &'a [String],
+        }
+        let (engine, common, params) = match (&source.postgres, &source.mysql) {
+            (Some(pg), _) => (
+                Engine::Postgres,
+                Common {
+                    host: pg.host.as_deref(),
+                    port: pg.port,
+                    user: pg.user.as_deref(),
+                    database: pg.database.as_ref(),
+                    all: pg.all_databases.unwrap_or(false),
+                    password: pg.password_secret_ref.as_ref(),
+                    connection: pg.connection_secret_ref.as_ref(),
+                    extra: &pg.extra_args,
+                },
+                pg.ssl_mode
+                    .map(|mode| {
+                        let value = serde_json::to_value(mode)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_owned))
+                            .unwrap_or_default();
+                        vec![("sslmode", value)]
+                    })
+                    .unwrap_or_default(),
+            ),
+            (None, Some(my)) => (
+                Engine::Mysql,
+                Common {
+                    host: my.host.as_deref(),
+                    port: my.port,
+                    user: my.user.as_deref(),
+                    database: my.database.as_ref(),
+                    all: my.all_databases.unwrap_or(false),
+                    password: my.password_secret_ref.as_ref(),
+                    connection: my.connection_secret_ref.as_ref(),
+                    extra: &my.extra_args,
+                },
+                // The agent's MySQL client knows `ssl=true|false` (and a CA file, which the API
+                // does not carry yet): the verify modes require TLS; certificate verification
+                // needs that CA option.
+                match my.ssl_mode {
+                    Some(MysqlSslMode::Disabled) => vec![("ssl", "false".to_owned())],
+                    Some(
+                        MysqlSslMode::Required
+                        | MysqlSslMode::VerifyCa
+                        | MysqlSslMode::VerifyIdentity,
+                    ) => vec![("ssl", "true".to_owned())],
+                    Some(MysqlSslMode::Preferred) | None => vec![],
+                },
+            ),
+            (None, None) => {
+                return Err(JobBuildError::InvalidSource(
+                    "no engine block (postgres or mysql) is set".into(),
+                ));
+            }
+        };
+        // The agent splits `--dump-arg` values at commas (its env form is a comma list), so an
+        // argument with a comma would reach the dump tool as two. Refuse it instead.
+        if let Some(arg) = common.extra.iter().find(|a| a.contains(',')) {
+            return Err(JobBuildError::InvalidSource(format!(
+                "extraArgs entry {arg:?} contains ','; give each value as its own argument \
+                 (e.g. two --exclude-table=… entries)"
+            )));
+        }
+        if common.database.is_some() == common.all {
+            return Err(JobBuildError::InvalidSource(
+                "set exactly one of database or allDatabases: true".into(),
+            ));
+        }
+        let uri = match common.connection {
+            Some(_) => None,
+            None => {
+                let (Some(host), Some(user)) = (common.host, common.user) else {
+                    return Err(JobBuildError::InvalidSource(
+                        "host and user are required unless connectionSecretRef is set".into(),
+                    ));
+                };
+                Some(connection_uri(
+                    engine,
+                    host,
+                    common.port,
+                    user,
+                    common.database.map(String::as_str),
+                    &params,
+                )?)
+            }
+        };
+        Ok(Source {
+            engine,
+            uri,
+            password: common.password.cloned(),
+            connection: common.connection.cloned(),
+            database: common.database.cloned(),
+            all_databases: common.all,
+            extra_args: common.extra.to_vec(),
+        })
+    }
+
+    fn push_args(&self, args: &mut Vec<String>, env: &mut Vec<EnvVar>) {
+        push_flag(args, "--engine", self.engine.as_str());
+        match (&self.uri, &self.connection) {
+            (Some(uri), _) => push_flag(args, "--uri", uri),
+            // A URI from a Secret may hold the password: it only ever travels as DG_URI.
+            (None, Some(connection)) => env.push(secret_env("DG_URI", connection, false)),
+            (None, None) => {}
+        }
+        if let Some(password) = &self.password {
+            env.push(secret_env("DG_PASSWORD", password, false));
+        }
+        if let Some(database) = &self.database {
+            push_flag(args, "--database", database);
+        }
+        if self.all_databases {
+            args.push("--all-databases".into());
+        }
+    }
+}
+
+/// Builds a connection URI without a password, percent-encoding user and database.
+fn connection_uri(
+    engine: Engine,
+    host: &str,
+    port: u16,
+    user: &str,
+    database: Option<&str>,
+    params: &[(&str, String)],
+) -> Result<String, JobBuildError> {
+    let scheme = match engine {
+        Engine::Postgres => "postgresql",
+        Engine::Mysql => "mysql",
+    };
+    let host_part = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]") // IPv6 literal
+    } else {
+        host.to_owned()
+    };
+    let mut url = url::Url::parse(&format!("{scheme}://{host_part}:{port}/")).map_err(|e| {
+        JobBuildError::InvalidSource(format!("host {host:?} does not form a valid URI: {e}"))
+    })?;
+    url.set_username(user)
+        .map_err(|()| JobBuildError::InvalidSource(format!("user {user:?} is not usable")))?;
+    if let Some(db) = database {
+        url.path_segments_mut()
+            .map_err(|()| JobBuildError::InvalidSource("cannot set the database".into()))?
+            .clear()
+            .push(db);
+    }
+    if !params.is_empty() {
+        url.query_pairs_mut()
+            .extend_pairs(params.iter().map(|(k, v)| (*k, v.as_str())));
+    }
+    Ok(url.to_string())
+}
+
+/// The rendered destination of one run: the directory under the storage root (`dir`) and the
+/// run's own directory name inside it (`run_id`, the agent's `--run-id`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Location {
+    dir: String,
+    run_id: String,
+}
+
+struct PathValues<'a> {
+    namespace: &'a str,
+    policy: &'a str,
+    run: &'a str,
+    engine: &'a str,
+    database: &'a str,
+    time: DateTime<Utc>,
+}
+
+/// Renders `pathTemplate`: placeholders `{namespace}`, `{policy}`, `{run}`, `{engine}`,
+/// `{database}`, `{date}` (YYYY-MM-DD) and `{timestamp}` (YYYYMMDDTHHMMSSZ), all in UTC. The
+/// time is the run's scheduled time, or its creation time for a manual run, so every build of
+/// the same run renders the same key. The last path segment becomes the agent's run id.
+fn render_location(template: &str, values: &PathValues<'_>) -> Result<Location, JobBuildError> {
+    let invalid = |detail: String| JobBuildError::InvalidPathTemplate {
+        template: template.to_owned(),
+        detail,
+    };
+    let mut rendered = String::new();
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        rendered.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let close = after
+            .find('}')
+            .ok_or_else(|| invalid("unclosed '{'".into()))?;
+        let value = match &after[..close] {
+            "namespace" => values.namespace.to_owned(),
+            "policy" => values.policy.to_owned(),
+            "run" => values.run.to_owned(),
+            "engine" => values.engine.to_owned(),
+            "database" => key_safe(values.database),
+            "date" => values.time.format("%Y-%m-%d").to_string(),
+            "timestamp" => values.time.format("%Y%m%dT%H%M%SZ").to_string(),
+            other => return Err(invalid(format!("unknown placeholder {{{other}}}"))),
+        };
+        rendered.push_str(&value);
+        rest = &after[close + 1..];
+    }
+    if rest.contains('}') {
+        return Err(invalid("unmatched '}'".into()));
+    }
+    rendered.push_str(rest);
+    let segments: Vec<&str> = rendered.split('/').filter(|s| !s.is_empty()).collect();
+    if segments.iter().any(|s| *s == "." || *s == "..") {
+        return Err(invalid("'.' and '..' segments are not allowed".into()));
+    }
+    let Some((run_id, dirs)) = segments.split_last() else {
+        return Err(invalid("it renders an empty key".into()));
+    };
+    if run_id.len() > 200
+        || !run_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        return Err(invalid(format!(
+            "the last segment {run_id:?} must be 1-200 characters of [A-Za-z0-9._-]"
+        )));
+    }
+    Ok(Location {
+        dir: dirs.join("/"),
+        run_id: (*run_id).to_owned(),
+    })
+}
+
+/// Replaces characters outside `[A-Za-z0-9._-]` (database names can hold anything).
+fn key_safe(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn join_key(parts: &[&str]) -> String {
+    parts
+        .iter()
+        .flat_map(|p| p.split('/'))
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn push_destination(
+    storage: &BackupStorage,
+    location: &Location,
+    args: &mut Vec<String>,
+    env: &mut Vec<EnvVar>,
+    volumes: &mut Vec<Volume>,
+    mounts: &mut Vec<VolumeMount>,
+) -> Result<(), JobBuildError> {
+    match (&storage.spec.s3, &storage.spec.filesystem) {
+        (Some(s3), _) => {
+            push_s3(s3, location, args, env);
+            Ok(())
+        }
+        (None, Some(fs)) => {
+            push_filesystem(fs, location, args, volumes, mounts);
+            Ok(())
+        }
+        (None, None) => Err(JobBuildError::NoStorageBackend(storage.name_any())),
+    }
+}
+
+fn push_s3(s3: &S3Storage, location: &Location, args: &mut Vec<String>, env: &mut Vec<EnvVar>) {
+    let key = join_key(&[s3.prefix.as_deref().unwrap_or(""), &location.dir]);
+    let to = if key.is_empty() {
+        format!("s3://{}", s3.bucket)
+    } else {
+        format!("s3://{}/{key}", s3.bucket)
+    };
+    push_flag(args, "--to", &to);
+    push_flag(args, "--s3-region", &s3.region);
+    if let Some(endpoint) = &s3.endpoint {
+        push_flag(args, "--s3-endpoint", endpoint);
+    }
+    if s3.force_path_style {
+        args.push("--s3-path-style".into());
+    }
+    if let Some(class) = &s3.storage_class {
+        push_flag(args, "--storage-class", class);
+    }
+    if let Some(lock) = &s3.object_lock {
+        push_flag(args, "--object-lock-mode", lock.mode.as_str());
+        push_flag(args, "--object-lock-days", &lock.days.to_string());
+    }
+    if let Some(sse) = &s3.server_side_encryption {
+        let algorithm = match sse.algorithm {
+            SseAlgorithm::Aes256 => "AES256",
+            SseAlgorithm::AwsKms => "aws:kms",
+        };
+        push_flag(args, "--sse", algorithm);
+        if let Some(key_id) = &sse.kms_key_id {
+            push_flag(args, "--sse-kms-key-id", key_id);
+        }
+    }
+    env.push(plain_env("AWS_REGION", &s3.region));
+    if let Some(creds) = &s3.credentials_secret_ref {
+        for (var, optional) in [
+            ("AWS_ACCESS_KEY_ID", false),
+            ("AWS_SECRET_ACCESS_KEY", false),
+            ("AWS_SESSION_TOKEN", true),
+        ] {
+            env.push(secret_env(
+                var,
+                &SecretKeySelector::new(creds.name.clone(), var),
+                optional,
+            ));
+        }
+    }
+}
+
+fn push_filesystem(
+    fs: &FilesystemStorage,
+    location: &Location,
+    args: &mut Vec<String>,
+    volumes: &mut Vec<Volume>,
+    mounts: &mut Vec<VolumeMount>,
+) {
+    volumes.push(Volume {
+        name: "storage".into(),
+        persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+            claim_name: fs.claim_name.clone(),
+            read_only: None,
+        }),
+        ..Default::default()
+    });
+    mounts.push(VolumeMount {
+        name: "storage".into(),
+        mount_path: STORAGE_MOUNT.into(),
+        ..Default::default()
+    });
+    let dir = join_key(&[&fs.path, &location.dir]);
+    // The minimal RFC 8089 form `file:/abs/path` (same meaning as `file:///abs/path`) keeps the
+    // mount path a whole word, so tools that map container paths (the e2e stand-in's kubelet)
+    // recognise it.
+    let to = if dir.is_empty() {
+        format!("file:{STORAGE_MOUNT}")
+    } else {
+        format!("file:{STORAGE_MOUNT}/{dir}")
+    };
+    push_flag(args, "--to", &to);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn policy(yaml: &str) -> BackupPolicy {
+        serde_yaml::from_str(yaml).unwrap_or_else(|e| panic!("policy fixture: {e}"))
+    }
+
+    fn storage(yaml: &str) -> BackupStorage {
+        serde_yaml::from_str(yaml).unwrap_or_else(|e| panic!("storage fixture: {e}"))
+    }
+
+    fn run(yaml: &str) -> BackupRun {
+        serde_yaml::from_str(yaml).unwrap_or_else(|e| panic!("run fixture: {e}"))
+    }
+
+    const POLICY: &str = r#"
+apiVersion: dataguardian.io/v1alpha1
+kind: BackupPolicy
+metadata: {name: nightly, namespace: shop, uid: 11111111-2222-3333-4444-555555555555}
+spec:
+  source:
+    postgres: {host: db.shop.svc, port: 5432, database: shop, user: backup,
+               passwordSecretRef: {name: db-creds, key: password}, sslMode: verify-full,
+               extraArgs: ["--exclude-table=audit_*", "--exclude-table=tmp_*"]}
+  storageRef: {name: main}
+  schedule: "0 2 * * *"
+  timeZone: America/Sao_Paulo
+  compression: {algorithm: zstd, level: 5}
+  encryption: {recipientsSecretRef: {name: backup-age, key: recipients}}
+  backoffLimit: 3
+  activeDeadlineSeconds: 7200
+"#;
+
+    const S3_STORAGE: &str = r#"
+apiVersion: dataguardian.io/v1alpha1
+kind: BackupStorage
+metadata: {name: main, namespace: shop}
+spec:
+  s3: {bucket: shop-backups, region: eu-central-1, endpoint: "https://minio.example:9000",
+       forcePathStyle: true, prefix: backups/, credentialsSecretRef: {name: s3-creds},
+       storageClass: STANDARD_IA, objectLock: {mode: COMPLIANCE, days: 30},
+       serverSideEncryption: {algorithm: "aws:kms", kmsKeyId: "alias/backups"}}
+"#;
+
+    const RUN: &str = r#"
+apiVersion: dataguardian.io/v1alpha1
+kind: BackupRun
+metadata: {name: nightly-202611220500, namespace: shop, uid: aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee,
+           creationTimestamp: "2026-11-22T05:00:01Z"}
+spec: {policyRef: {name: nightly}, trigger: Scheduled, scheduledTime: "2026-11-22T05:00:00Z"}
+"#;
+
+    fn defaults() -> JobDefaults {
+        JobDefaults {
+            agent_image: "ghcr.io/dataguardian/dataguardian:0.1.0".into(),
+            ttl_seconds_after_finished: 86_400,
+        }
+    }
+
+    fn build_json(run_yaml: &str, policy_yaml: &str, storage_yaml: &str) -> Value {
+        let job = build(
+            &run(run_yaml),
+            &policy(policy_yaml),
+            &storage(storage_yaml),
+            defaults(),
+        )
+        .unwrap_or_else(|e| panic!("build: {e}"));
+        serde_json::to_value(job).unwrap()
+    }
+
+    fn args(job: &Value) -> Vec<String> {
+        serde_json::from_value(job["spec"]["template"]["spec"]["containers"][0]["args"].clone())
+            .unwrap()
+    }
+
+    fn env(job: &Value) -> &Vec<Value> {
+        job["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .unwrap()
+    }
+
+    /// Snapshot of the whole Job for the canonical policy: every field that matters, reviewed.
+    #[test]
+    fn postgres_to_s3_job_snapshot() {
+        let job = build_json(RUN, POLICY, S3_STORAGE);
+        let labels = json!({
+            "app.kubernetes.io/name": "dataguardian",
+            "app.kubernetes.io/instance": "nightly",
+            "app.kubernetes.io/component": "backup",
+            "app.kubernetes.io/managed-by": "dataguardian-operator",
+            "app.kubernetes.io/part-of": "dataguardian",
+            "dataguardian.io/policy": "nightly",
+            "dataguardian.io/run": "nightly-202611220500"
+        });
+        let secret = |name: &str, secret: &str, key: &str| json!({"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}});
+        let expected = json!({
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {
+                "name": "nightly-202611220500-1",
+                "namespace": "shop",
+                "labels": labels,
+                "ownerReferences": [{
+                    "apiVersion": "dataguardian.io/v1alpha1",
+                    "kind": "BackupRun",
+                    "name": "nightly-202611220500",
+                    "uid": "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee",
+                    "controller": true
+                }]
+            },
+            "spec": {
+                "backoffLimit": 3,
+                "activeDeadlineSeconds": 7200,
+                "ttlSecondsAfterFinished": 86400,
+                "completions": 1,
+                "parallelism": 1,
+                "podFailurePolicy": {"rules": [
+                    {"action": "FailJob", "onExitCodes": {
+                        "containerName": "agent", "operator": "In", "values": [2, 14]}},
+                    {"action": "Ignore", "onPodConditions": [
+                        {"type": "DisruptionTarget", "status": "True"}]}
+                ]},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "restartPolicy": "Never",
+                        "automountServiceAccountToken": false,
+                        "enableServiceLinks": false,
+                        "securityContext": {
+                            "runAsNonRoot": true,
+                            "runAsUser": 65532,
+                            "runAsGroup": 65532,
+                            "fsGroup": 65532,
+                            "seccompProfile": {"type": "RuntimeDefault"}
+                        },
+                        "volumes": [
+                            {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
+                            {"name": "recipients", "secret": {
+                                "secretName": "backup-age",
+                                "items": [{"key": "recipients", "path": "recipients"}],
+                                "defaultMode": 288
+                            }}
+                        ],
+                        "containers": [{
+                            "name": "agent",
+                            "image": "ghcr.io/dataguardian/dataguardian:0.1.0",
+                            "command": ["dataguardian"],
+                            "args": [
+                                "agent", "backup",
+                                "--engine", "postgres",
+                                "--uri", "postgresql://backup@db.shop.svc:5432/shop?sslmode=verify-full",
+                                "--database", "shop",
+                                "--to", "s3://shop-backups/backups/shop/nightly",
+                                "--s3-region", "eu-central-1",
+                                "--s3-endpoint", "https://minio.example:9000",
+                                "--s3-path-style",
+                                "--storage-class", "STANDARD_IA",
+                                "--object-lock-mode", "COMPLIANCE",
+                                "--object-lock-days", "30",
+                                "--sse", "aws:kms",
+                                "--sse-kms-key-id", "alias/backups",
+                                "--run-id", "20261122T050000Z-nightly-202611220500",
+                                "--compression", "zstd:5",
+                                "--recipients-file", "/etc/dataguardian/recipients/recipients",
+                                "--dump-arg=--exclude-table=audit_*",
+                                "--dump-arg=--exclude-table=tmp_*"
+                            ],
+                            "env": [
+                                secret("DG_PASSWORD", "db-creds", "password"),
+                                {"name": "AWS_REGION", "value": "eu-central-1"},
+                                secret("AWS_ACCESS_KEY_ID", "s3-creds", "AWS_ACCESS_KEY_ID"),
+                                secret("AWS_SECRET_ACCESS_KEY", "s3-creds", "AWS_SECRET_ACCESS_KEY"),
+                                {"name": "AWS_SESSION_TOKEN", "valueFrom": {"secretKeyRef": {
+                                    "name": "s3-creds", "key": "AWS_SESSION_TOKEN", "optional": true}}},
+                                {"name": "DG_TERMINATION_LOG", "value": "/dev/termination-log"},
+                                {"name": "DG_LOG_FORMAT", "value": "json"},
+                                {"name": "HOME", "value": "/tmp"},
+                                {"name": "TMPDIR", "value": "/tmp"}
+                            ],
+                            "resources": {
+                                "requests": {"cpu": "250m", "memory": "128Mi"},
+                                "limits": {"memory": "1Gi"}
+                            },
+                            "securityContext": {
+                                "runAsNonRoot": true,
+                                "allowPrivilegeEscalation": false,
+                                "readOnlyRootFilesystem": true,
+                                "privileged": false,
+                                "capabilities": {"drop": ["ALL"]},
+                                "seccompProfile": {"type": "RuntimeDefault"}
+                            },
+                            "volumeMounts": [
+                                {"name": "tmp", "mountPath": "/tmp"},
+                                {"name": "recipients", "mountPath": "/etc/dataguardian/recipients",
+                                 "readOnly": true}
+                            ],
+                            "terminationMessagePath": "/dev/termination-log",
+                            "terminationMessagePolicy": "FallbackToLogsOnError"
+                        }]
+                    }
+                }
+            }
+        });
+        assert_eq!(
+            job,
+            expected,
+            "actual:\n{}",
+            serde_json::to_string_pretty(&job).unwrap()
+        );
+    }
+
+    #[test]
+    fn operator_settings_are_job_defaults() {
+        let settings = Settings {
+            agent_image: "registry.local/dg:1".into(),
+            job_ttl_seconds: 600,
+            ..Settings::default()
+        };
+        let job = build(&run(RUN), &policy(POLICY), &storage(S3_STORAGE), &settings).unwrap();
+        let spec = job.spec.unwrap();
+        assert_eq!(spec.ttl_seconds_after_finished, Some(600));
+        assert_eq!(
+            spec.template.spec.unwrap().containers[0].image.as_deref(),
+            Some("registry.local/dg:1")
+        );
+    }
+
+    #[test]
+    fn non_retryable_exit_codes_match_the_agent() {
+        use crate::agent::error::AgentError;
+        assert_eq!(
+            NON_RETRYABLE_EXIT_CODES,
+            [
+                i32::from(AgentError::Config(String::new()).exit_code()),
+                i32::from(AgentError::Crypto(String::new()).exit_code())
+            ]
+        );
+    }
+
+    #[test]
+    fn the_build_is_deterministic() {
+        let a = build_json(RUN, POLICY, S3_STORAGE);
+        let b = build_json(RUN, POLICY, S3_STORAGE);
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn no_secret_travels_outside_secret_refs() {
+        let job = build_json(RUN, POLICY, S3_STORAGE);
+        for var in env(&job) {
+            let name = var["name"].as_str().unwrap();
+            if name.starts_with("AWS_") && name != "AWS_REGION" || name == "DG_PASSWORD" {
+                assert!(var.get("value").is_none(), "{name} has an inline value");
+                assert!(var["valueFrom"]["secretKeyRef"].is_object(), "{name}");
+            }
+        }
+        let text = serde_json::to_string(&job).unwrap();
+        assert!(!text.to_lowercase().contains("password="), "{text}");
+        assert!(
+            !args(&job)
+                .iter()
+                .any(|a| a.contains(":pw@") || a.contains("password"))
+        );
+    }
+
+    #[test]
+    fn a_connection_secret_is_passed_only_as_dg_uri() {
+        let p = POLICY.replace(
+            "passwordSecretRef: {name: db-creds, key: password}",
+            "connectionSecretRef: {name: db-uri, key: uri}",
+        );
+        let job = build_json(RUN, &p, S3_STORAGE);
+        assert!(!args(&job).contains(&"--uri".to_owned()));
+        let uri = env(&job)
+            .iter()
+            .find(|v| v["name"] == "DG_URI")
+            .expect("DG_URI");
+        assert_eq!(
+            uri["valueFrom"]["secretKeyRef"],
+            json!({"name": "db-uri", "key": "uri"})
+        );
+        assert!(!env(&job).iter().any(|v| v["name"] == "DG_PASSWORD"));
+    }
+
+    #[test]
+    fn mysql_all_databases_to_a_filesystem_claim() {
+        let p = r#"
+metadata: {name: maria, namespace: shop}
+spec:
+  source:
+    mysql: {host: maria.shop.svc, user: root, allDatabases: true, sslMode: REQUIRED,
+            passwordSecretRef: {name: maria, key: root-password}}
+  storageRef: {name: pvc}
+  schedule: "@daily"
+  compression: {algorithm: gzip}
+  pathTemplate: "{engine}/{database}/{date}/{run}"
+"#;
+        let s = r#"
+metadata: {name: pvc, namespace: shop}
+spec: {filesystem: {claimName: backup-pvc, path: /dumps/}}
+"#;
+        let r = r#"
+metadata: {name: before-migration, namespace: shop, uid: u-1, creationTimestamp: "2026-11-22T10:11:12Z"}
+spec: {policyRef: {name: maria}, activeDeadlineSeconds: 600}
+"#;
+        let job = build_json(r, p, s);
+        assert_eq!(
+            args(&job),
+            [
+                "agent",
+                "backup",
+                "--engine",
+                "mysql",
+                "--uri",
+                "mysql://root@maria.shop.svc:3306/?ssl=true",
+                "--all-databases",
+                "--to",
+                "file:/backup/dumps/mysql/all/2026-11-22",
+                "--run-id",
+                "before-migration",
+                "--compression",
+                "gzip:6"
+            ]
+        );
+        let pod = &job["spec"]["template"]["spec"];
+        assert_eq!(
+            pod["volumes"][1],
+            json!({"name": "storage", "persistentVolumeClaim": {"claimName": "backup-pvc"}})
+        );
+        assert_eq!(
+            pod["containers"][0]["volumeMounts"][1],
+            json!({"name": "storage", "mountPath": "/backup"})
+        );
+        // The run's own deadline wins; the policy's default backoffLimit applies.
+        assert_eq!(job["spec"]["activeDeadlineSeconds"], 600);
+        assert_eq!(job["spec"]["backoffLimit"], 2);
+        // No S3 credentials for a filesystem storage.
+        assert!(
+            !env(&job)
+                .iter()
+                .any(|v| v["name"].as_str().unwrap().starts_with("AWS_"))
+        );
+    }
+
+    #[test]
+    fn job_template_overrides_apply_without_weakening_the_defaults_they_do_not_touch() {
+        let p = format!(
+            "{POLICY}{}",
+            r#"  jobTemplate:
+    image: registry.local/dg:custom
+    imagePullPolicy: IfNotPresent
+    imagePullSecrets: [{name: regcred}]
+    serviceAccountName: backup-irsa
+    priorityClassName: low
+    nodeSelector: {pool: backups}
+    tolerations: [{key: dedicated, operator: Equal, value: backups, effect: NoSchedule}]
+    affinity: {nodeAffinity: {requiredDuringSchedulingIgnoredDuringExecution: {nodeSelectorTerms: [{matchExpressions: [{key: zone, operator: In, values: [a]}]}]}}}
+    resources: {requests: {cpu: "1", memory: 256Mi}}
+    podSecurityContext: {runAsUser: 1000, fsGroup: 2000}
+    securityContext: {capabilities: {add: [NET_BIND_SERVICE]}}
+    labels: {team: shop, app.kubernetes.io/name: hijack}
+    annotations: {owner: shop-team}
+"#
+        );
+        let job = build_json(RUN, &p, S3_STORAGE);
+        let pod = &job["spec"]["template"]["spec"];
+        let c = &pod["containers"][0];
+        assert_eq!(c["image"], "registry.local/dg:custom");
+        assert_eq!(c["imagePullPolicy"], "IfNotPresent");
+        assert_eq!(pod["imagePullSecrets"], json!([{"name": "regcred"}]));
+        assert_eq!(pod["serviceAccountName"], "backup-irsa");
+        assert_eq!(pod["priorityClassName"], "low");
+        assert_eq!(pod["nodeSelector"], json!({"pool": "backups"}));
+        assert_eq!(pod["tolerations"][0]["key"], "dedicated");
+        assert_eq!(
+            pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+                [0]["matchExpressions"][0]["values"],
+            json!(["a"])
+        );
+        assert_eq!(
+            c["resources"],
+            json!({"requests": {"cpu": "1", "memory": "256Mi"}})
+        );
+        assert_eq!(
+            pod["securityContext"],
+            json!({"runAsNonRoot": true, "runAsUser": 1000, "runAsGroup": 65532,
+                   "fsGroup": 2000, "seccompProfile": {"type": "RuntimeDefault"}})
+        );
+        assert_eq!(
+            c["securityContext"]["capabilities"],
+            json!({"add": ["NET_BIND_SERVICE"], "drop": ["ALL"]})
+        );
+        assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+        let labels = &job["metadata"]["labels"];
+        assert_eq!(labels["team"], "shop");
+        assert_eq!(labels["app.kubernetes.io/name"], "dataguardian", "ours win");
+        assert_eq!(job["spec"]["template"]["metadata"]["labels"], *labels);
+        assert_eq!(
+            job["metadata"]["annotations"],
+            json!({"owner": "shop-team"})
+        );
+        assert_eq!(
+            job["spec"]["template"]["metadata"]["annotations"],
+            json!({"owner": "shop-team"})
+        );
+    }
+
+    #[test]
+    fn long_names_stay_within_kubernetes_limits() {
+        let long_run = format!("before-migration-{}", "x".repeat(230));
+        let long_policy = format!("policy-{}", "p".repeat(240));
+        let r = RUN.replace("nightly-202611220500", &long_run);
+        let p = POLICY
+            .replace("name: nightly,", &format!("name: {long_policy},"))
+            .replace(
+                "storageRef: {name: main}",
+                "storageRef: {name: main}\n  pathTemplate: \"{namespace}/{timestamp}\"",
+            );
+        let job = build_json(&r, &p, S3_STORAGE);
+        let name = job["metadata"]["name"].as_str().unwrap();
+        assert!(name.len() <= 63 && name.ends_with("-1"), "{name}");
+        assert!(
+            crate::jobs::naming::is_short_dns1123_subdomain(name),
+            "{name}"
+        );
+        for (k, v) in job["metadata"]["labels"].as_object().unwrap() {
+            assert!(v.as_str().unwrap().len() <= 63, "{k}={v}");
+        }
+        assert_eq!(
+            job["metadata"]["ownerReferences"][0]["name"],
+            long_run.as_str()
+        );
+        assert_eq!(job_name(&long_run, 2).len(), 63);
+        assert_ne!(job_name(&long_run, 1), job_name(&long_run, 2));
+    }
+
+    #[test]
+    fn bad_inputs_are_typed_errors() {
+        let p = policy(POLICY);
+        let s = storage(S3_STORAGE);
+        let mut r = run(RUN);
+        r.metadata.uid = None;
+        let err = build(&r, &p, &s, defaults()).unwrap_err();
+        assert_eq!(err, JobBuildError::MissingRunField("metadata.uid"));
+        assert_eq!(err.reason(), "InvalidRun");
+
+        let mut r = run(RUN);
+        r.spec.scheduled_time = None;
+        r.metadata.creation_timestamp = None;
+        assert_eq!(
+            build(&r, &p, &s, defaults()).unwrap_err(),
+            JobBuildError::MissingRunField("metadata.creationTimestamp")
+        );
+
+        let empty: BackupStorage =
+            storage("metadata: {name: nothing, namespace: shop}\nspec: {}\n");
+        let err = build(&run(RUN), &p, &empty, defaults()).unwrap_err();
+        assert_eq!(err.reason(), "InvalidStorage");
+        assert!(err.to_string().contains("nothing"));
+
+        for (template, detail) in [
+            ("{namespace}/{nope}", "unknown placeholder {nope}"),
+            ("{namespace}/{run", "unclosed"),
+            ("{run}}", "unmatched"),
+            ("{namespace}/../{run}", "'..'"),
+            ("///", "empty key"),
+            ("{run}/{namespace}:x", "last segment"),
+        ] {
+            let mut p = policy(POLICY);
+            p.spec.path_template = Some(template.into());
+            let err = build(&run(RUN), &p, &s, defaults()).unwrap_err();
+            assert_eq!(err.reason(), "InvalidPathTemplate", "{template}");
+            assert!(err.to_string().contains(detail), "{template}: {err}");
+        }
+
+        let mut p = policy(POLICY);
+        p.spec.source.postgres = None;
+        assert_eq!(
+            build(&run(RUN), &p, &s, defaults()).unwrap_err().reason(),
+            "InvalidPolicy"
+        );
+        let mut p = policy(POLICY);
+        p.spec.source.postgres.as_mut().unwrap().extra_args = vec!["--exclude-table=a,b".into()];
+        let err = build(&run(RUN), &p, &s, defaults()).unwrap_err();
+        assert_eq!(err.reason(), "InvalidPolicy");
+        assert!(err.to_string().contains("contains ','"), "{err}");
+        let mut p = policy(POLICY);
+        p.spec.source.postgres.as_mut().unwrap().host = None;
+        let err = build(&run(RUN), &p, &s, defaults()).unwrap_err();
+        assert!(
+            err.to_string().contains("host and user are required"),
+            "{err}"
+        );
+    }
+
+    /// The agent's own command line parser accepts every flag the builder emits.
+    fn parse_with_the_agent_cli(job: &Value) -> crate::cli::agent::BackupArgs {
+        use clap::Parser;
+        let container = &job["spec"]["template"]["spec"]["containers"][0];
+        let mut argv: Vec<String> = serde_json::from_value(container["command"].clone()).unwrap();
+        argv.extend(args(job).iter().map(|a| a.replace("$$", "$")));
+        let cli = crate::cli::Cli::try_parse_from(&argv)
+            .unwrap_or_else(|e| panic!("the agent refuses {argv:?}: {e}"));
+        match cli.command {
+            crate::cli::Command::Agent(agent) => match agent.command {
+                crate::cli::agent::AgentCommand::Backup(b) => b,
+                other => panic!("not a backup: {other:?}"),
+            },
+            _ => panic!("not an agent command"),
+        }
+    }
+
+    #[test]
+    fn the_agent_cli_accepts_the_job_args() {
+        let b = parse_with_the_agent_cli(&build_json(RUN, POLICY, S3_STORAGE));
+        assert_eq!(b.to, "s3://shop-backups/backups/shop/nightly");
+        assert_eq!(
+            b.run_id.as_deref(),
+            Some("20261122T050000Z-nightly-202611220500")
+        );
+        assert_eq!(b.common.database.as_deref(), Some("shop"));
+        assert!(b.common.s3_path_style);
+        assert_eq!(b.object_lock_days, Some(30));
+        assert_eq!(
+            b.dump_args,
+            ["--exclude-table=audit_*", "--exclude-table=tmp_*"]
+        );
+        assert_eq!(
+            b.recipients_file.as_deref(),
+            Some(std::path::Path::new(
+                "/etc/dataguardian/recipients/recipients"
+            ))
+        );
+        assert!(!b.all_databases);
+
+        let p = POLICY.replace(
+            "passwordSecretRef: {name: db-creds, key: password}",
+            "connectionSecretRef: {name: db-uri, key: uri}",
+        );
+        let b = parse_with_the_agent_cli(&build_json(RUN, &p, S3_STORAGE));
+        assert_eq!(b.common.uri, None, "the URI comes from DG_URI at run time");
+
+        let p = r#"
+metadata: {name: maria, namespace: shop}
+spec:
+  source: {mysql: {host: maria, user: root, allDatabases: true}}
+  storageRef: {name: pvc}
+  schedule: "@daily"
+  compression: {algorithm: none}
+"#;
+        let s = "metadata: {name: pvc, namespace: shop}\nspec: {filesystem: {claimName: c}}\n";
+        let b = parse_with_the_agent_cli(&build_json(RUN, p, s));
+        assert!(b.all_databases);
+        assert_eq!(b.to, "file:/backup/shop/maria");
+        let location: crate::agent::storage::Location = b.to.parse().unwrap();
+        assert_eq!(location.to_string(), "file:///backup/shop/maria");
+    }
+
+    #[test]
+    fn user_text_is_protected_from_kubelet_variable_expansion() {
+        let p = POLICY
+            .replace("database: shop,", "database: \"shop$(HOME)\",")
+            .replace("--exclude-table=audit_*", "--exclude-table=$$x");
+        let job = build_json(RUN, &p, S3_STORAGE);
+        let a = args(&job);
+        assert!(a.contains(&"shop$$(HOME)".to_owned()), "{a:?}");
+        assert!(
+            a.contains(&"--dump-arg=--exclude-table=$$$$x".to_owned()),
+            "{a:?}"
+        );
+        assert!(
+            a.iter()
+                .any(|x| x.ends_with("/shop$$(HOME)?sslmode=verify-full")),
+            "{a:?}"
+        );
+    }
+
+    #[test]
+    fn connection_uris_encode_awkward_names() {
+        assert_eq!(
+            connection_uri(
+                Engine::Postgres,
+                "::1",
+                5432,
+                "back up@x",
+                Some("my db/1"),
+                &[]
+            )
+            .unwrap(),
+            "postgresql://back%20up%40x@[::1]:5432/my%20db%2F1"
+        );
+        assert_eq!(key_safe("my db/1"), "my_db_1");
+    }
+
+    #[test]
+    fn run_overrides_compression_and_none_has_no_level() {
+        let mut r = run(RUN);
+        r.spec.compression = Some(Compression {
+            algorithm: CompressionAlgorithm::None,
+            level: None,
+        });
+        let job = build(&r, &policy(POLICY), &storage(S3_STORAGE), defaults()).unwrap();
+        let job = serde_json::to_value(job).unwrap();
+        let a = args(&job);
+        let at = a.iter().position(|x| x == "--compression").unwrap();
+        assert_eq!(a[at + 1], "none");
+        assert_eq!(
+            compression_flag(&Compression {
+                algorithm: CompressionAlgorithm::Zstd,
+                level: None
+            }),
+            "zstd:3"
+        );
+    }
+}

@@ -1,0 +1,260 @@
+//! Starts the operator: health/metrics server, leader election, then the controllers once this
+//! replica leads. Losing the lease stops the process (nothing acts on a stale belief of leading).
+
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use kube::api::Api;
+use kube::runtime::controller::Controller;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+
+use crate::api::{BackupPolicy, BackupRun, BackupStorage};
+use crate::controller::context::{Context, Settings};
+use crate::controller::{backup_policy, backup_run, backup_storage};
+use crate::telemetry::metrics::Metrics;
+
+use super::health::{self, Readiness};
+use super::leader::{LeaderElector, LeaseSettings};
+
+/// Flags of `dataguardian operator`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct OperatorArgs {
+    /// Address of the /healthz, /readyz and /metrics server.
+    #[arg(long, env = "DG_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+    /// Namespace of the leader-election Lease (the operator's own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "dataguardian-system")]
+    pub lease_namespace: String,
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "DG_LEASE_NAME", default_value = "dataguardian-operator")]
+    pub lease_name: String,
+    /// This replica's identity in the Lease (defaults to the pod name, then the host name).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Lease duration in seconds: a dead leader is replaced after at most this long.
+    #[arg(long, env = "DG_LEASE_DURATION_SECONDS", default_value_t = 15)]
+    pub lease_duration_seconds: u64,
+    /// At most this many backups run at once across the cluster (0 = unlimited).
+    #[arg(long, env = "DG_MAX_CONCURRENT_BACKUPS", default_value_t = 10)]
+    pub max_concurrent_backups: usize,
+    /// At most this many restores run at once across the cluster (0 = unlimited).
+    #[arg(long, env = "DG_MAX_CONCURRENT_RESTORES", default_value_t = 4)]
+    pub max_concurrent_restores: usize,
+    /// Image of the agent run by backup/restore/validation Jobs.
+    #[arg(long, env = "DG_AGENT_IMAGE")]
+    pub agent_image: Option<String>,
+    /// How long finished Jobs (and their logs) are kept, in seconds.
+    #[arg(long, env = "DG_JOB_TTL_SECONDS", default_value_t = 86_400)]
+    pub job_ttl_seconds: i32,
+    /// Log format.
+    #[arg(long, env = "DG_LOG_FORMAT", value_enum, default_value_t = crate::telemetry::logging::LogFormat::Json)]
+    pub log_format: crate::telemetry::logging::LogFormat,
+}
+
+impl OperatorArgs {
+    fn settings(&self) -> Settings {
+        let defaults = Settings::default();
+        Settings {
+            agent_image: self.agent_image.clone().unwrap_or(defaults.agent_image),
+            max_concurrent_backups: NonZeroUsize::new(self.max_concurrent_backups),
+            max_concurrent_restores: NonZeroUsize::new(self.max_concurrent_restores),
+            job_ttl_seconds: self.job_ttl_seconds,
+            default_stall_timeout: defaults.default_stall_timeout,
+        }
+    }
+}
+
+/// Errors that stop the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot build a Kubernetes client: {0}")]
+    Client(#[source] kube::Error),
+    #[error("health server: {0}")]
+    Health(#[source] std::io::Error),
+    #[error(transparent)]
+    Leader(#[from] super::leader::LeaderError),
+}
+
+/// Runs the operator until SIGTERM/SIGINT or the loss of the lease.
+pub async fn run(args: OperatorArgs) -> Result<(), RunError> {
+    let client = Client::try_default().await.map_err(RunError::Client)?;
+    let identity = args
+        .identity
+        .clone()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| format!("dataguardian-{}", std::process::id()));
+    let metrics = Metrics::new();
+    let lease = LeaseSettings {
+        namespace: args.lease_namespace.clone(),
+        name: args.lease_name.clone(),
+        identity: identity.clone(),
+        lease_duration: Duration::from_secs(args.lease_duration_seconds.max(2)),
+        renew_interval: Duration::from_secs((args.lease_duration_seconds / 3).max(1)),
+    };
+    let (elector, mut leading) = LeaderElector::new(client.clone(), lease.clone());
+    let readiness = Readiness::new(leading.clone());
+
+    let listener = tokio::net::TcpListener::bind(args.metrics_addr)
+        .await
+        .map_err(RunError::Health)?;
+    tracing::info!(addr = %listener.local_addr().map_err(RunError::Health)?, identity, "operator starting");
+    let app = health::router(readiness.clone(), metrics.clone());
+    let health_task = tokio::spawn(async move { axum::serve(listener, app).await });
+    let mut election = tokio::spawn(elector.run());
+
+    // Wait for leadership (or a signal, or the election failing).
+    loop {
+        if *leading.borrow() {
+            break;
+        }
+        tokio::select! {
+            changed = leading.changed() => { if changed.is_err() { break; } }
+            res = &mut election => {
+                health_task.abort();
+                return match res { Ok(r) => r.map_err(RunError::from), Err(e) => Err(RunError::Leader(super::leader::LeaderError::Lost { namespace: lease.namespace.clone(), name: lease.name.clone(), holder: e.to_string() })) };
+            }
+            _ = shutdown_signal() => { health_task.abort(); return Ok(()); }
+        }
+    }
+    tracing::info!("leading: starting controllers");
+
+    let settings = args.settings();
+    let runs_api: Api<BackupRun> = Api::all(client.clone());
+    let run_controller =
+        Controller::new(runs_api.clone(), watcher::Config::default().any_semantic()).owns(
+            Api::<Job>::all(client.clone()),
+            watcher::Config::default().labels("app.kubernetes.io/managed-by=dataguardian-operator"),
+        );
+    let store = run_controller.store();
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        metrics.clone(),
+        settings,
+        store.clone(),
+    ));
+
+    let policy_controller = Controller::new(
+        Api::<BackupPolicy>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+    );
+    let policies_store = policy_controller.store();
+    let policy_controller = policy_controller
+        .watches(
+            runs_api.clone(),
+            watcher::Config::default().any_semantic(),
+            |run: BackupRun| {
+                run.namespace()
+                    .map(|ns| ObjectRef::<BackupPolicy>::new(&run.spec.policy_ref.name).within(&ns))
+            },
+        )
+        .watches(
+            Api::<BackupStorage>::all(client.clone()),
+            watcher::Config::default().any_semantic(),
+            move |s: BackupStorage| {
+                // A storage's readiness feeds the StorageReady condition of the policies using it.
+                let (ns, name) = (s.namespace(), s.name_any());
+                policies_store
+                    .state()
+                    .into_iter()
+                    .filter(|p| p.namespace() == ns && p.spec.storage_ref.name == name)
+                    .map(|p| ObjectRef::from_obj(p.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        );
+    let storage_controller = Controller::new(
+        Api::<BackupStorage>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+    );
+
+    {
+        let readiness = readiness.clone();
+        let store = store.clone();
+        tokio::spawn(async move {
+            // Store readiness is a one-shot channel that wakes only its latest poller (the
+            // controller also waits on it), so poll it again until it answers.
+            loop {
+                match tokio::time::timeout(Duration::from_millis(250), store.wait_until_ready()).await {
+                    Ok(Ok(())) => {
+                        readiness.mark_caches_synced();
+                        tracing::info!("caches synced; ready");
+                        break;
+                    }
+                    Ok(Err(_)) => break,
+                    Err(_) => continue,
+                }
+            }
+        });
+    }
+
+    let runs = run_controller
+        .graceful_shutdown_on(shutdown_signal())
+        .run(backup_run::reconcile, backup_run::error_policy, ctx.clone())
+        .for_each(|r| log_result("backuprun", r));
+    let policies = policy_controller
+        .graceful_shutdown_on(shutdown_signal())
+        .run(
+            backup_policy::reconcile,
+            backup_policy::error_policy,
+            ctx.clone(),
+        )
+        .for_each(|r| log_result("backuppolicy", r));
+    let storages = storage_controller
+        .graceful_shutdown_on(shutdown_signal())
+        .run(
+            backup_storage::reconcile,
+            backup_storage::error_policy,
+            ctx.clone(),
+        )
+        .for_each(|r| log_result("backupstorage", r));
+
+    let controllers = async { tokio::join!(runs, policies, storages) };
+    let result = tokio::select! {
+        _ = controllers => Ok(()),
+        res = &mut election => match res {
+            Ok(Err(e)) => Err(RunError::from(e)),
+            _ => Ok(()),
+        },
+    };
+    let leases = Api::namespaced(client.clone(), &lease.namespace);
+    if let Err(e) = LeaderElector::release(&leases, &lease.name, &lease.identity).await {
+        tracing::warn!(error = %e, "could not release the lease");
+    }
+    health_task.abort();
+    result
+}
+
+async fn log_result<T, E: std::fmt::Display>(controller: &'static str, res: Result<T, E>) {
+    if let Err(e) = res {
+        tracing::debug!(controller, error = %e, "reconcile error");
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
