@@ -32,9 +32,9 @@ pub struct AgentArgs {
 #[derive(Debug, Subcommand)]
 pub enum AgentCommand {
     /// Dump a database, compress, encrypt, checksum and store it, then write manifest.json.
-    Backup(Box<BackupArgs>),
+    Backup(BackupArgs),
     /// Restore a backup from its manifest.json, verifying its checksum.
-    Restore(Box<RestoreArgs>),
+    Restore(RestoreArgs),
 }
 
 /// Connection, storage and logging settings shared by backup and restore.
