@@ -22,6 +22,6 @@ fi
 
 if ! command -v moto_server >/dev/null 2>&1; then
   echo "install-deps: pip install moto[server]"
-  python3 -m pip install -q 'moto[server]==5.*'
+  python3 -m pip install -q 'moto[server]>=5.2.2,<6'
 fi
 echo "install-deps: ok"

@@ -13,9 +13,19 @@ fn promtool(args: &[&str]) -> String {
         .args(args)
         .current_dir(dir())
         .output()
-        .unwrap_or_else(|e| panic!("promtool is required for this test (apt-get install prometheus): {e}"));
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "promtool {} failed:\n{text}", args.join(" "));
+        .unwrap_or_else(|e| {
+            panic!("promtool is required for this test (apt-get install prometheus): {e}")
+        });
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "promtool {} failed:\n{text}",
+        args.join(" ")
+    );
     text
 }
 
@@ -36,17 +46,38 @@ fn alert_rules_only_use_exported_metrics() {
     let rules = std::fs::read_to_string(dir().join("dataguardian-alerts.yaml")).unwrap();
     let metrics = dataguardian::telemetry::metrics::Metrics::new();
     // Make every family visible in the exposition.
-    let p = dataguardian::telemetry::metrics::PolicyLabels { namespace: "n".into(), policy: "p".into() };
-    let run = |result| dataguardian::telemetry::metrics::RunLabels { namespace: "n".into(), policy: "p".into(), result };
-    metrics.backup_runs.get_or_create(&run(dataguardian::telemetry::metrics::RunResult::Failed)).inc();
-    metrics.validations.get_or_create(&run(dataguardian::telemetry::metrics::RunResult::Failed)).inc();
+    let p = dataguardian::telemetry::metrics::PolicyLabels {
+        namespace: "n".into(),
+        policy: "p".into(),
+    };
+    let run = |result| dataguardian::telemetry::metrics::RunLabels {
+        namespace: "n".into(),
+        policy: "p".into(),
+        result,
+    };
+    metrics
+        .backup_runs
+        .get_or_create(&run(dataguardian::telemetry::metrics::RunResult::Failed))
+        .inc();
+    metrics
+        .validations
+        .get_or_create(&run(dataguardian::telemetry::metrics::RunResult::Failed))
+        .inc();
     metrics.last_success.get_or_create(&p).set(1.0);
     metrics.rpo_met.get_or_create(&p).set(1);
     metrics
         .reconcile_errors
-        .get_or_create(&dataguardian::telemetry::metrics::ErrorLabels { controller: "c".into(), category: "k".into() })
+        .get_or_create(&dataguardian::telemetry::metrics::ErrorLabels {
+            controller: "c".into(),
+            category: "k".into(),
+        })
         .inc();
-    metrics.queue_depth.get_or_create(&dataguardian::telemetry::metrics::QueueLabels { queue: "backup".into() }).set(1);
+    metrics
+        .queue_depth
+        .get_or_create(&dataguardian::telemetry::metrics::QueueLabels {
+            queue: "backup".into(),
+        })
+        .set(1);
     let exposition = metrics.encode();
     let used: std::collections::BTreeSet<&str> = rules
         .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
@@ -54,6 +85,9 @@ fn alert_rules_only_use_exported_metrics() {
         .collect();
     assert!(used.len() >= 5, "{used:?}");
     for name in used {
-        assert!(exposition.lines().any(|l| l.starts_with(name)), "alert rules use {name}, which the operator does not export:\n{exposition}");
+        assert!(
+            exposition.lines().any(|l| l.starts_with(name)),
+            "alert rules use {name}, which the operator does not export:\n{exposition}"
+        );
     }
 }

@@ -33,9 +33,7 @@ use super::retention::{
     RunHistoryLimits, plan_retention, run_history_plan,
 };
 use super::rpo::{RpoInput, evaluate_rpo};
-use super::schedule::{
-    ActiveRun, Schedule, ScheduleInput, plan as plan_schedule,
-};
+use super::schedule::{ActiveRun, Schedule, ScheduleInput, plan as plan_schedule};
 use super::storage_access::StorageAccess;
 
 /// Field manager of everything this controller writes.
@@ -248,7 +246,10 @@ pub async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<A
 
     // 4. The schedule: at most one new run per reconcile, never a storm.
     if let Some(schedule) = &schedule {
-        let active_runs: Vec<ActiveRun> = active.iter().filter_map(|r| ActiveRun::from_run(r)).collect();
+        let active_runs: Vec<ActiveRun> = active
+            .iter()
+            .filter_map(|r| ActiveRun::from_run(r))
+            .collect();
         let input = ScheduleInput {
             policy_name: &name,
             created_at: policy
@@ -396,10 +397,16 @@ pub async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<A
             )
             .await;
         }
-        let labels = PolicyLabels { namespace: ns.clone(), policy: name.clone() };
+        let labels = PolicyLabels {
+            namespace: ns.clone(),
+            policy: name.clone(),
+        };
         match ok {
             Some(met) => {
-                ctx.metrics.rpo_met.get_or_create(&labels).set(i64::from(met));
+                ctx.metrics
+                    .rpo_met
+                    .get_or_create(&labels)
+                    .set(i64::from(met));
             }
             None => {
                 ctx.metrics.rpo_met.remove(&labels);
@@ -460,11 +467,24 @@ pub async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<A
     if unsupported.is_empty() {
         conditions.retain(|c| c.type_ != "Unsupported");
     } else {
-        let message = format!("not implemented in this version: {}", unsupported.join("; "));
+        let message = format!(
+            "not implemented in this version: {}",
+            unsupported.join("; ")
+        );
         if find_condition(&old_status.conditions, "Unsupported").is_none() {
-            ctx.event(policy.as_ref(), EventType::Warning, "NotImplemented", "Validate", message.clone()).await;
+            ctx.event(
+                policy.as_ref(),
+                EventType::Warning,
+                "NotImplemented",
+                "Validate",
+                message.clone(),
+            )
+            .await;
         }
-        set_condition(&mut conditions, condition("Unsupported", true, "NotImplemented", message, generation));
+        set_condition(
+            &mut conditions,
+            condition("Unsupported", true, "NotImplemented", message, generation),
+        );
     }
 
     let mut active_names: Vec<String> = active.iter().map(|r| r.name_any()).collect();
@@ -558,8 +578,10 @@ async fn apply_retention(
         .time_zone_or_default()
         .parse()
         .unwrap_or(chrono_tz::UTC);
-    let retention_runs: Vec<RetentionRun> =
-        runs.iter().filter_map(|r| RetentionRun::from_run(r)).collect();
+    let retention_runs: Vec<RetentionRun> = runs
+        .iter()
+        .filter_map(|r| RetentionRun::from_run(r))
+        .collect();
     let mut requeue_at = None;
     let kept: std::collections::BTreeSet<String> = match &policy.spec.retention {
         Some(r) => {

@@ -91,7 +91,10 @@ pub enum Step {
     /// The transfer stopped moving: stop the Job and fail.
     Stalled { message: String },
     /// The Job completed: confirm the artifact in storage, then succeed (or fail if it isn't there).
-    Confirm { attempts: u32, report: Box<AgentReport> },
+    Confirm {
+        attempts: u32,
+        report: Box<AgentReport>,
+    },
     /// Fail the run.
     Fail { reason: String, message: String },
 }

@@ -179,7 +179,9 @@ pub async fn run(args: OperatorArgs) -> Result<(), RunError> {
             // Store readiness is a one-shot channel that wakes only its latest poller (the
             // controller also waits on it), so poll it again until it answers.
             loop {
-                match tokio::time::timeout(Duration::from_millis(250), store.wait_until_ready()).await {
+                match tokio::time::timeout(Duration::from_millis(250), store.wait_until_ready())
+                    .await
+                {
                     Ok(Ok(())) => {
                         readiness.mark_caches_synced();
                         tracing::info!("caches synced; ready");

@@ -34,10 +34,16 @@ impl Cluster {
     pub async fn start() -> Cluster {
         // The stand-in's own log (captured by the test harness, printed when a test fails).
         let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("E2E_LOG").unwrap_or_else(|_| "kube_sim=info".into()))
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_env("E2E_LOG")
+                    .unwrap_or_else(|_| "kube_sim=info".into()),
+            )
             .with_test_writer()
             .try_init();
-        let dir = tempfile::Builder::new().prefix("dg-e2e-").tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("dg-e2e-")
+            .tempdir()
+            .expect("temp dir");
         if let Ok(path) = std::env::var("E2E_KUBECONFIG") {
             let kubeconfig = PathBuf::from(path);
             let config = kube::Config::from_custom_kubeconfig(
@@ -47,7 +53,12 @@ impl Cluster {
             .await
             .expect("E2E_KUBECONFIG");
             let client = Client::try_from(config).expect("client");
-            return Cluster { client, kubeconfig, _server: None, _dir: dir };
+            return Cluster {
+                client,
+                kubeconfig,
+                _server: None,
+                _dir: dir,
+            };
         }
         let state = dir.path().join("sim");
         let mut server = kube_sim::Server::start(kube_sim::ServerOptions {
@@ -59,14 +70,22 @@ impl Cluster {
         .expect("starting the API stand-in");
         let mut cfg = kube_sim::runner::RunnerConfig::new(state.clone()).expect("runner config");
         cfg.kubeconfig = Some(server.kubeconfig_path().to_path_buf());
-        kube_sim::runner::attach(&mut server, cfg).await.expect("starting the Job runner");
+        kube_sim::runner::attach(&mut server, cfg)
+            .await
+            .expect("starting the Job runner");
         let client = server.client().await.expect("client");
-        Cluster { client, kubeconfig: server.kubeconfig_path().to_path_buf(), _server: Some(server), _dir: dir }
+        Cluster {
+            client,
+            kubeconfig: server.kubeconfig_path().to_path_buf(),
+            _server: Some(server),
+            _dir: dir,
+        }
     }
 
     /// A fresh namespace for one scenario.
     pub fn namespace(&self, name: &str) -> String {
-        self.kubectl(&["create", "namespace", name]).expect("create namespace");
+        self.kubectl(&["create", "namespace", name])
+            .expect("create namespace");
         name.to_string()
     }
 
@@ -78,16 +97,34 @@ impl Cluster {
     /// Runs kubectl with `stdin` (e.g. `apply -f -`).
     pub fn kubectl_stdin(&self, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
         let mut cmd = Command::new("kubectl");
-        cmd.args(args).env("KUBECONFIG", &self.kubeconfig).stdout(Stdio::piped()).stderr(Stdio::piped());
-        cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
-        let mut child = cmd.spawn().map_err(|e| format!("kubectl not runnable: {e}"))?;
+        cmd.args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("kubectl not runnable: {e}"))?;
         if let Some(input) = stdin {
-            child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(input.as_bytes())
+                .expect("write stdin");
         }
         let out = child.wait_with_output().expect("kubectl output");
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        if out.status.success() { Ok(stdout) } else { Err(format!("kubectl {}: {stderr}{stdout}", args.join(" "))) }
+        if out.status.success() {
+            Ok(stdout)
+        } else {
+            Err(format!("kubectl {}: {stderr}{stdout}", args.join(" ")))
+        }
     }
 
     /// `kubectl apply -f -` of a YAML stream.
@@ -100,8 +137,18 @@ impl Cluster {
     /// Everything useful for a post-mortem of namespace `ns`.
     pub async fn diagnostics(&self, ns: &str) -> String {
         let mut out = String::new();
-        for kind in ["backupstorages", "backuppolicies", "backupruns", "restoreruns", "restorevalidations", "jobs", "pods"] {
-            let text = self.kubectl(&["get", kind, "-n", ns, "-o", "yaml"]).unwrap_or_else(|e| e);
+        for kind in [
+            "backupstorages",
+            "backuppolicies",
+            "backupruns",
+            "restoreruns",
+            "restorevalidations",
+            "jobs",
+            "pods",
+        ] {
+            let text = self
+                .kubectl(&["get", kind, "-n", ns, "-o", "yaml"])
+                .unwrap_or_else(|e| e);
             out.push_str(&format!("\n===== {kind} =====\n{text}"));
         }
         let events: Api<Event> = Api::namespaced(self.client.clone(), ns);
@@ -123,11 +170,24 @@ impl Cluster {
                 let containers: Vec<String> = p
                     .spec
                     .as_ref()
-                    .map(|s| s.init_containers.iter().flatten().chain(s.containers.iter()).map(|c| c.name.clone()).collect())
+                    .map(|s| {
+                        s.init_containers
+                            .iter()
+                            .flatten()
+                            .chain(s.containers.iter())
+                            .map(|c| c.name.clone())
+                            .collect()
+                    })
                     .unwrap_or_default();
                 for c in containers {
                     let log = pods
-                        .logs(&p.name_any(), &LogParams { container: Some(c.clone()), ..Default::default() })
+                        .logs(
+                            &p.name_any(),
+                            &LogParams {
+                                container: Some(c.clone()),
+                                ..Default::default()
+                            },
+                        )
                         .await
                         .unwrap_or_else(|e| format!("(no log: {e})"));
                     out.push_str(&format!("\n===== log {}/{c} =====\n{log}", p.name_any()));
@@ -157,9 +217,17 @@ impl Operator {
     }
 
     /// Like [`Operator::start`], with extra environment (flags), e.g. `DG_MAX_CONCURRENT_BACKUPS`.
-    pub fn start_with(cluster: &Cluster, lease_ns: &str, identity: &str, env: &[(&str, &str)]) -> Operator {
+    pub fn start_with(
+        cluster: &Cluster,
+        lease_ns: &str,
+        identity: &str,
+        env: &[(&str, &str)],
+    ) -> Operator {
         let _ = cluster.kubectl(&["create", "namespace", lease_ns]);
-        let dir = tempfile::Builder::new().prefix("dg-operator-").tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("dg-operator-")
+            .tempdir()
+            .expect("temp dir");
         let port = testkit::free_port();
         let mut op = Operator {
             child: None,
@@ -168,7 +236,10 @@ impl Operator {
             kubeconfig: cluster.kubeconfig.clone(),
             identity: identity.to_string(),
             lease_ns: lease_ns.to_string(),
-            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             _dir: dir,
         };
         op.spawn();
@@ -176,7 +247,11 @@ impl Operator {
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("operator log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("operator log");
         let child = Command::new(env!("CARGO_BIN_EXE_dataguardian"))
             .arg("operator")
             .env("KUBECONFIG", &self.kubeconfig)
@@ -219,11 +294,18 @@ impl Operator {
         use std::io::Read;
         let mut s = std::net::TcpStream::connect(&self.metrics_addr).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
         let mut buf = String::new();
         s.read_to_string(&mut buf).ok()?;
         let code = buf.split_whitespace().nth(1)?.parse().ok()?;
-        let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        let body = buf
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
         Some((code, body))
     }
 
@@ -244,7 +326,10 @@ impl Drop for Operator {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
             // SIGTERM first so that it releases the lease, then make sure.
-            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
             let deadline = Instant::now() + Duration::from_secs(5);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = c.try_wait() {
@@ -259,9 +344,20 @@ impl Drop for Operator {
 }
 
 /// Polls `get` until `done` holds, or panics with diagnostics after `timeout`.
-pub async fn wait_for<K, F>(cluster: &Cluster, op: Option<&Operator>, ns: &str, name: &str, timeout: Duration, what: &str, done: F) -> K
+pub async fn wait_for<K, F>(
+    cluster: &Cluster,
+    op: Option<&Operator>,
+    ns: &str,
+    name: &str,
+    timeout: Duration,
+    what: &str,
+    done: F,
+) -> K
 where
-    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
     F: Fn(&K) -> bool,
 {
     let api: Api<K> = Api::namespaced(cluster.client.clone(), ns);
@@ -278,7 +374,9 @@ where
     }
     let diag = cluster.diagnostics(ns).await;
     let oplog = op.map(|o| o.log()).unwrap_or_default();
-    panic!("timed out after {timeout:?} waiting for {what} ({ns}/{name}); last seen: {last:#?}\n{diag}\n===== operator log =====\n{oplog}");
+    panic!(
+        "timed out after {timeout:?} waiting for {what} ({ns}/{name}); last seen: {last:#?}\n{diag}\n===== operator log =====\n{oplog}"
+    );
 }
 
 /// Real services for a scenario: PostgreSQL seeded with a small shop database, and S3.
@@ -307,7 +405,13 @@ impl Services {
     }
 
     /// The Secrets, BackupStorage and BackupPolicy of a scenario, as YAML.
-    pub fn manifests(&self, ns: &str, policy: &str, schedule: &str, extra_policy_spec: &str) -> String {
+    pub fn manifests(
+        &self,
+        ns: &str,
+        policy: &str,
+        schedule: &str,
+        extra_policy_spec: &str,
+    ) -> String {
         format!(
             r#"apiVersion: v1
 kind: Secret
@@ -364,18 +468,30 @@ pub fn manual_run(ns: &str, name: &str, policy: &str) -> String {
 
 /// Phase of a run.
 pub fn phase(r: &BackupRun) -> Option<String> {
-    r.status.as_ref().and_then(|s| s.phase).map(|p| format!("{p:?}"))
+    r.status
+        .as_ref()
+        .and_then(|s| s.phase)
+        .map(|p| format!("{p:?}"))
 }
 
 /// Reason of a run's status.
 pub fn reason(r: &BackupRun) -> String {
-    r.status.as_ref().and_then(|s| s.reason.clone()).unwrap_or_default()
+    r.status
+        .as_ref()
+        .and_then(|s| s.reason.clone())
+        .unwrap_or_default()
 }
 
 /// Jobs in a namespace, by name.
 pub async fn jobs(cluster: &Cluster, ns: &str) -> BTreeMap<String, Job> {
     let api: Api<Job> = Api::namespaced(cluster.client.clone(), ns);
-    api.list(&ListParams::default()).await.expect("list jobs").items.into_iter().map(|j| (j.name_any(), j)).collect()
+    api.list(&ListParams::default())
+        .await
+        .expect("list jobs")
+        .items
+        .into_iter()
+        .map(|j| (j.name_any(), j))
+        .collect()
 }
 
 /// Events about `name` in `ns`, as "Reason: message" lines.
@@ -387,7 +503,13 @@ pub async fn events_for(cluster: &Cluster, ns: &str, name: &str) -> Vec<String> 
             l.items
                 .into_iter()
                 .filter(|e| e.involved_object.name.as_deref() == Some(name))
-                .map(|e| format!("{}: {}", e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
+                .map(|e| {
+                    format!(
+                        "{}: {}",
+                        e.reason.unwrap_or_default(),
+                        e.message.unwrap_or_default()
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -407,7 +529,10 @@ pub struct Prometheus {
 
 impl Prometheus {
     pub fn start(target: &str) -> Prometheus {
-        let dir = tempfile::Builder::new().prefix("dg-prometheus-").tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("dg-prometheus-")
+            .tempdir()
+            .expect("temp dir");
         let config = dir.path().join("prometheus.yml");
         std::fs::write(
             &config,
@@ -418,7 +543,10 @@ impl Prometheus {
         let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("log");
         let child = Command::new("prometheus")
             .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
             .arg(format!("--web.listen-address={addr}"))
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -439,7 +567,10 @@ impl Prometheus {
         while start.elapsed() < timeout {
             if let Ok(mut s) = std::net::TcpStream::connect(&self.addr) {
                 let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-                let _ = write!(s, "GET /api/v1/query?query={encoded} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+                let _ = write!(
+                    s,
+                    "GET /api/v1/query?query={encoded} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                );
                 let mut buf = String::new();
                 let _ = s.read_to_string(&mut buf);
                 if let Some((_, body)) = buf.split_once("\r\n\r\n")
