@@ -231,3 +231,60 @@ async fn storage_outages_and_bad_schedules_are_reported_with_reasons() {
         "S3 secret in the operator log"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_backup_that_stops_moving_bytes_fails_as_stalled() {
+    let _serial = crate::serial().await;
+    let cluster = Cluster::start().await;
+    let services = Services::start();
+    let ns = cluster.namespace("stall");
+    let operator = Operator::start(&cluster, "dataguardian-system", "stall-op");
+    operator.wait_ready(Duration::from_secs(60)).await;
+    cluster.apply(&services.manifests(
+        &ns,
+        "shop",
+        "0 0 1 1 *",
+        "  stallTimeoutSeconds: 30\n  backoffLimit: 0\n",
+    ));
+    // The dump waits on a lock for far longer than the stall timeout: no bytes move.
+    let locker = std::thread::spawn({
+        let mut cmd = services.pg.client_command("psql");
+        cmd.args([
+            "-d",
+            "shop",
+            "-c",
+            "BEGIN; LOCK TABLE orders IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(90); COMMIT;",
+        ]);
+        move || cmd.output()
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.apply(&manual_run(&ns, "stuck", "shop"));
+    let r = wait_for::<BackupRun, _>(
+        &cluster,
+        Some(&operator),
+        &ns,
+        "stuck",
+        Duration::from_secs(120),
+        "run finished",
+        |r| matches!(phase(r).as_deref(), Some("Succeeded") | Some("Failed")),
+    )
+    .await;
+    let st = r.status.clone().unwrap();
+    assert_eq!(
+        (phase(&r).as_deref(), st.reason.as_deref()),
+        (Some("Failed"), Some("Stalled")),
+        "{st:#?}"
+    );
+    assert!(
+        st.message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("no bytes moved"),
+        "{st:#?}"
+    );
+    // Its Job is gone, so the dump does not linger.
+    let job = st.job_name.unwrap();
+    let jobs = crate::harness::jobs(&cluster, &ns).await;
+    assert!(!jobs.contains_key(&job), "stalled Job {job} still exists");
+    drop(locker);
+}
