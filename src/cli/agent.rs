@@ -35,6 +35,8 @@ pub enum AgentCommand {
     Backup(BackupArgs),
     /// Restore a backup from its manifest.json, verifying its checksum.
     Restore(RestoreArgs),
+    /// Restore a backup into a sandbox database and check it (row counts, SQL, schema).
+    Validate(crate::agent::validate::ValidateArgs),
 }
 
 /// Connection, storage and logging settings shared by backup and restore.
@@ -178,7 +180,7 @@ pub struct RestoreArgs {
     pub restore_args: Vec<String>,
 }
 
-fn init_logging(format: LogFormat) {
+pub(crate) fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("DG_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,aws_config=warn,aws_smithy_runtime=warn"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
@@ -233,7 +235,7 @@ pub fn resolve_uri(common: &CommonArgs) -> Result<DbUri> {
     Ok(uri)
 }
 
-fn s3_settings(common: &CommonArgs) -> S3Settings {
+pub(crate) fn s3_settings(common: &CommonArgs) -> S3Settings {
     S3Settings {
         endpoint: common.s3_endpoint.clone(),
         region: common.s3_region.clone(),
@@ -313,7 +315,7 @@ fn restore_request(args: &RestoreArgs) -> Result<RestoreRequest> {
     })
 }
 
-fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()
 }
 
@@ -323,6 +325,7 @@ pub fn run(args: AgentArgs) -> ExitCode {
     let (operation, common) = match &args.command {
         AgentCommand::Backup(b) => ("backup", &b.common),
         AgentCommand::Restore(r) => ("restore", &r.common),
+        AgentCommand::Validate(v) => return crate::agent::validate::run_cli(v),
     };
     init_logging(common.log_format);
     let termination_log = summary::termination_log_path(common.termination_log.clone());
@@ -339,6 +342,7 @@ pub fn run(args: AgentArgs) -> ExitCode {
                     let outcome = restore::run(req).await?;
                     Ok(summary::restore_summary(&outcome, &from))
                 }
+                AgentCommand::Validate(_) => Err(AgentError::Config("validate runs on its own path".into())),
             }
         })
     });
