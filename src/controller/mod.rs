@@ -14,3 +14,6 @@ pub mod backup_storage;
 pub mod context;
 pub mod error;
 pub mod storage_access;
+pub mod job_watch;
+pub mod restore_run;
+pub mod restore_run_plan;
