@@ -17,3 +17,4 @@ pub mod storage_access;
 pub mod job_watch;
 pub mod restore_run;
 pub mod restore_run_plan;
+pub mod restore_validation_plan;
