@@ -18,3 +18,4 @@ pub mod job_watch;
 pub mod restore_run;
 pub mod restore_run_plan;
 pub mod restore_validation_plan;
+pub mod restore_validation;
