@@ -3,11 +3,11 @@
 //!
 //! A validation: read → resolve the BackupRun (`backupRunRef`, or the policy's newest
 //! successful run for `policyRef` + `latest`), its storage and Secrets → plan (pure,
-//! [`super::restore_validation_plan`]) → create the per-validation sandbox Secret (a random
-//! password, owned by the validation) and the Job → on finish record the verdict, per-check
-//! results and the measured restore time, mark the BackupRun's `status.verification` (a
-//! server-side apply of only that field under this controller's field manager, so the BackupRun
-//! controller's fields are untouched), delete the sandbox Secret, raise Events and count it.
+//! [`super::restore_validation_plan`]) → create the Job (its sandbox password is generated
+//! inside the Pod, see [`crate::jobs::validation_job`]) → on finish record the verdict,
+//! per-check results and the measured restore time, mark the BackupRun's
+//! `status.verification` (a server-side apply of only that field under this controller's field
+//! manager, so the BackupRun controller's fields are untouched), raise Events and count it.
 //!
 //! A policy ([`reconcile_policy`]): create validations as its `validation` settings ask
 //! (every Nth successful backup, or on a cron schedule), prune finished ones beyond
@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use chrono::Utc;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, OwnerReference};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
@@ -220,12 +219,6 @@ async fn resolve(ctx: &Context, ns: &str, rv: &RestoreValidation) -> Result<(Sou
     ))
 }
 
-fn random_password() -> Result<String> {
-    let mut bytes = [0u8; 24];
-    getrandom::fill(&mut bytes).map_err(|e| Error::JobBuild(format!("no randomness for the sandbox password: {e}")))?;
-    Ok(hex::encode(bytes))
-}
-
 async fn start_job(ctx: &Context, ns: &str, rv: &RestoreValidation, r: Resolved) -> Result<Action> {
     let defaults = JobDefaults {
         agent_image: ctx.settings.agent_image.clone(),
@@ -254,26 +247,13 @@ async fn start_job(ctx: &Context, ns: &str, rv: &RestoreValidation, r: Resolved)
             return finish(ctx, ns, rv, outcome).await;
         }
     };
-    // The sandbox password: random, created once, never changed (a re-apply must not rotate
-    // it under a running Pod).
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    let secret_name = validation_job::sandbox_secret_name(&rv.name_any());
-    if secrets.get_opt(&secret_name).await?.is_none() {
-        let secret = validation_job::sandbox_secret(rv, &random_password()?)
-            .map_err(|e| Error::JobBuild(e.to_string()))?;
-        match secrets.create(&PostParams::default(), &secret).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 409 => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
     let job_name = job.metadata.name.clone().ok_or(Error::MissingObjectField("job name"))?;
     let sandbox_image = job
         .spec
         .as_ref()
         .and_then(|s| s.template.spec.as_ref())
         .and_then(|p| p.init_containers.as_ref())
-        .and_then(|c| c.first())
+        .and_then(|c| c.iter().find(|c| c.name == validation_job::SANDBOX_CONTAINER))
         .and_then(|c| c.image.clone());
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
     jobs.patch(&job_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&job)).await?;
@@ -336,14 +316,6 @@ async fn finish(ctx: &Context, ns: &str, rv: &RestoreValidation, o: Outcome) -> 
         },
     );
     apply_status(ctx, ns, &rv.name_any(), &status).await?;
-
-    // The sandbox password is useless now: remove it rather than wait for garbage collection.
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    match secrets.delete(&validation_job::sandbox_secret_name(&rv.name_any()), &DeleteParams::default()).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(s)) if s.code == 404 => {}
-        Err(e) => tracing::warn!(error = %e, "could not delete the sandbox Secret"),
-    }
 
     let (type_, reason) = if passed { (EventType::Normal, "Passed") } else { (EventType::Warning, "Failed") };
     let backup_name = status.backup_run_name.clone();

@@ -8,25 +8,24 @@
 //! The sandbox is the official image of the backup's engine and major version (`postgres:15`,
 //! `mariadb:10.11`, `mysql:8.0`) unless `spec.sandbox.image` says otherwise. It listens on
 //! 127.0.0.1 only, so nothing outside the Pod can reach it. Its password is random, generated
-//! by the controller into a per-validation Secret owned by the RestoreValidation, and reaches
-//! both containers only as a `secretKeyRef` environment variable.
+//! inside the Pod by a first init container into a memory-backed `emptyDir` that only this Pod
+//! mounts: no Secret object is created, the operator needs no write access to Secrets, and the
+//! password dies with the Pod. The sandbox reads it through the images' `*_PASSWORD_FILE`
+//! convention, the agent through `--password-file`.
 
-use std::collections::BTreeMap;
-
-use k8s_openapi::ByteString;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, EmptyDirVolumeSource, EnvVar, ExecAction, PodTemplateSpec, Probe,
-    SeccompProfile, Secret, SecurityContext, Volume, VolumeMount,
+    SeccompProfile, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 
-use crate::api::common::{Engine, JobTemplate, SecretKeySelector};
+use crate::api::common::{Engine, JobTemplate};
 use crate::api::restore_validation::{RowCountsCheck, Sandbox, ValidationCheck};
 use crate::api::{BackupStorage, RestoreValidation};
 
-use super::backup_job::{JobBuildError, JobDefaults, plain_env, push_flag, secret_env};
+use super::backup_job::{JobBuildError, JobDefaults, plain_env, push_flag};
 use super::naming::{MAX_LABEL_LEN, bounded_name};
 use super::restore_job::{
     agent_container, agent_env, labels, pod_spec, push_identity, push_storage_access, tmp_volume,
@@ -36,8 +35,14 @@ use super::restore_job::{
 pub const VALIDATION_LABEL: &str = "dataguardian.io/validation";
 /// Name of the sandbox sidecar container.
 pub const SANDBOX_CONTAINER: &str = "sandbox";
-/// Key of the sandbox password in the per-validation Secret.
-pub const SANDBOX_PASSWORD_KEY: &str = "password";
+/// Name of the init container that generates the sandbox password.
+pub const KEYGEN_CONTAINER: &str = "sandbox-password";
+/// Where the sandbox password file lives (a memory-backed emptyDir).
+pub const PASSWORD_DIR: &str = "/run/dataguardian-sandbox";
+/// The sandbox password file.
+pub const PASSWORD_FILE: &str = "/run/dataguardian-sandbox/password";
+/// The keygen script: 24 random bytes as hex, readable by the pod's group only.
+const KEYGEN_SCRIPT: &str = "umask 027 && head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \\n' > /run/dataguardian-sandbox/password";
 /// Default upper bound on a validation's wall time when the spec sets none.
 pub const DEFAULT_DEADLINE_SECONDS: i64 = 2 * 3600;
 /// UID/GID of the `postgres`/`mysql` user in the official database images.
@@ -46,47 +51,6 @@ const DB_IMAGE_UID: i64 = 999;
 /// The deterministic name of the validation Job of `validation`.
 pub fn job_name(validation: &str) -> String {
     bounded_name(validation, "validate", MAX_LABEL_LEN)
-}
-
-/// The name of the Secret holding the sandbox password of `validation`.
-pub fn sandbox_secret_name(validation: &str) -> String {
-    bounded_name(validation, "sandbox", MAX_LABEL_LEN)
-}
-
-/// The per-validation sandbox Secret (owned by the RestoreValidation, so it is garbage
-/// collected with it). `password` must be random; the caller generates it.
-pub fn sandbox_secret(
-    validation: &RestoreValidation,
-    password: &str,
-) -> Result<Secret, JobBuildError> {
-    let name = validation
-        .metadata
-        .name
-        .clone()
-        .ok_or(JobBuildError::MissingRunField("metadata.name"))?;
-    let owner = validation
-        .controller_owner_ref(&())
-        .ok_or(JobBuildError::MissingRunField("metadata.uid"))?;
-    Ok(Secret {
-        metadata: ObjectMeta {
-            name: Some(sandbox_secret_name(&name)),
-            namespace: validation.metadata.namespace.clone(),
-            labels: Some(labels(
-                "validation",
-                &name,
-                (VALIDATION_LABEL, &name),
-                &BTreeMap::new(),
-            )),
-            owner_references: Some(vec![owner]),
-            ..Default::default()
-        },
-        type_: Some("Opaque".into()),
-        data: Some(BTreeMap::from([(
-            SANDBOX_PASSWORD_KEY.to_owned(),
-            ByteString(password.as_bytes().to_vec()),
-        )])),
-        ..Default::default()
-    })
 }
 
 /// The default sandbox image for a backup of `engine` taken from a server reporting
@@ -194,6 +158,15 @@ fn empty_dir(name: &str) -> Volume {
     }
 }
 
+fn password_mount(read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: "sandbox-password".into(),
+        mount_path: PASSWORD_DIR.into(),
+        read_only: Some(read_only),
+        ..Default::default()
+    }
+}
+
 fn mount(name: &str, path: &str) -> VolumeMount {
     VolumeMount {
         name: name.into(),
@@ -207,8 +180,7 @@ fn sandbox_container(
     engine: Engine,
     image: String,
     sandbox: Option<&Sandbox>,
-    secret: &SecretKeySelector,
-) -> (Container, Vec<Volume>, String) {
+) -> (Vec<Container>, Vec<Volume>, String) {
     let probe = |cmd: Vec<&str>| Probe {
         exec: Some(ExecAction {
             command: Some(cmd.into_iter().map(str::to_owned).collect()),
@@ -221,7 +193,7 @@ fn sandbox_container(
     let (env, args, mounts, volumes, probe, uri) = match engine {
         Engine::Postgres => (
             vec![
-                secret_env("POSTGRES_PASSWORD", secret, false),
+                plain_env("POSTGRES_PASSWORD_FILE", PASSWORD_FILE),
                 plain_env("POSTGRES_USER", "postgres"),
                 plain_env("PGDATA", "/var/lib/postgresql/data/pgdata"),
             ],
@@ -230,6 +202,7 @@ fn sandbox_container(
                 mount("sandbox-data", "/var/lib/postgresql/data"),
                 mount("sandbox-run", "/var/run/postgresql"),
                 mount("sandbox-tmp", "/tmp"),
+                password_mount(true),
             ],
             vec![empty_dir("sandbox-data"), empty_dir("sandbox-run"), empty_dir("sandbox-tmp")],
             probe(vec!["pg_isready", "-h", "127.0.0.1", "-U", "postgres"]),
@@ -237,15 +210,16 @@ fn sandbox_container(
         ),
         Engine::Mysql => {
             let mariadb = image.contains("mariadb");
-            let password_var = if mariadb { "MARIADB_ROOT_PASSWORD" } else { "MYSQL_ROOT_PASSWORD" };
+            let password_var = if mariadb { "MARIADB_ROOT_PASSWORD_FILE" } else { "MYSQL_ROOT_PASSWORD_FILE" };
             let admin = if mariadb { "mariadb-admin" } else { "mysqladmin" };
             (
-                vec![secret_env(password_var, secret, false)],
+                vec![plain_env(password_var, PASSWORD_FILE)],
                 vec!["--bind-address=127.0.0.1".into()],
                 vec![
                     mount("sandbox-data", "/var/lib/mysql"),
                     mount("sandbox-run", "/run/mysqld"),
                     mount("sandbox-tmp", "/tmp"),
+                    password_mount(true),
                 ],
                 vec![empty_dir("sandbox-data"), empty_dir("sandbox-run"), empty_dir("sandbox-tmp")],
                 probe(vec![admin, "ping", "-h", "127.0.0.1", "--protocol=TCP"]),
@@ -253,6 +227,24 @@ fn sandbox_container(
             )
         }
     };
+    let keygen = Container {
+        name: KEYGEN_CONTAINER.into(),
+        image: Some(image.clone()),
+        command: Some(vec!["sh".into(), "-c".into(), KEYGEN_SCRIPT.into()]),
+        security_context: Some(restricted(DB_IMAGE_UID)),
+        volume_mounts: Some(vec![password_mount(false)]),
+        ..Default::default()
+    };
+    let mut volumes = volumes;
+    volumes.push(Volume {
+        name: "sandbox-password".into(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            medium: Some("Memory".into()),
+            size_limit: Some(k8s_openapi::apimachinery::pkg::api::resource::Quantity("1Mi".into())),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
     let container = Container {
         name: SANDBOX_CONTAINER.into(),
         image: Some(image),
@@ -266,7 +258,7 @@ fn sandbox_container(
         volume_mounts: Some(mounts),
         ..Default::default()
     };
-    (container, volumes, uri)
+    (vec![keygen, container], volumes, uri)
 }
 
 /// Builds the validation Job of `validation`.
@@ -295,14 +287,13 @@ pub fn build(
         Some(image) => image,
         None => sandbox_image(inputs.engine, inputs.server_version)?,
     };
-    let secret = SecretKeySelector::new(sandbox_secret_name(&name), SANDBOX_PASSWORD_KEY);
-    let (sidecar, mut volumes, uri) = sandbox_container(inputs.engine, image, sandbox, &secret);
+    let (init, mut volumes, uri) = sandbox_container(inputs.engine, image, sandbox);
 
     let mut args: Vec<String> = vec!["agent".into(), "validate".into()];
-    let mut env: Vec<EnvVar> = vec![secret_env("DG_PASSWORD", &secret, false)];
+    let mut env: Vec<EnvVar> = vec![plain_env("DG_PASSWORD_FILE", PASSWORD_FILE)];
     let (tmp, tmp_mount) = tmp_volume();
     volumes.push(tmp);
-    let mut mounts = vec![tmp_mount];
+    let mut mounts = vec![tmp_mount, password_mount(true)];
     push_flag(&mut args, "--engine", inputs.engine.as_str());
     push_flag(&mut args, "--uri", &uri);
     push_flag(&mut args, "--from", inputs.manifest_location);
@@ -316,7 +307,7 @@ pub fn build(
     let labels = labels("validation", &name, (VALIDATION_LABEL, &name), &template.labels);
     let annotations = (!template.annotations.is_empty()).then(|| template.annotations.clone());
     let container = agent_container(&template, defaults, args, env, mounts);
-    let pod = pod_spec(&template, vec![sidecar], container, volumes);
+    let pod = pod_spec(&template, init, container, volumes);
     Ok(Job {
         metadata: ObjectMeta {
             name: Some(job_name(&name)),
@@ -352,7 +343,6 @@ pub fn build(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::Value;
 
     fn validation(yaml: &str) -> RestoreValidation {
         serde_yaml::from_str(yaml).unwrap_or_else(|e| panic!("fixture: {e}"))
@@ -422,24 +412,30 @@ spec:
         assert_eq!(v["spec"]["backoffLimit"], 0);
         assert_eq!(v["spec"]["activeDeadlineSeconds"], DEFAULT_DEADLINE_SECONDS);
         let pod = &v["spec"]["template"]["spec"];
-        let sidecar = &pod["initContainers"][0];
+        let keygen = &pod["initContainers"][0];
+        assert_eq!(keygen["name"], KEYGEN_CONTAINER);
+        assert!(keygen["restartPolicy"].is_null(), "the keygen runs to completion first");
+        let sidecar = &pod["initContainers"][1];
         assert_eq!(sidecar["name"], SANDBOX_CONTAINER);
         assert_eq!(sidecar["restartPolicy"], "Always");
         assert_eq!(sidecar["image"], "postgres:15");
         assert!(sidecar["args"].as_array().unwrap().iter().any(|a| a == "listen_addresses=127.0.0.1"));
         assert_eq!(sidecar["securityContext"]["runAsNonRoot"], true);
         assert_eq!(sidecar["securityContext"]["allowPrivilegeEscalation"], false);
-        let pw = sidecar["env"].as_array().unwrap().iter().find(|e| e["name"] == "POSTGRES_PASSWORD").unwrap();
-        assert_eq!(pw["valueFrom"]["secretKeyRef"]["name"], "check-1-sandbox");
-        assert!(pw["value"].is_null());
+        let pw = sidecar["env"].as_array().unwrap().iter().find(|e| e["name"] == "POSTGRES_PASSWORD_FILE").unwrap();
+        assert_eq!(pw["value"], PASSWORD_FILE);
+        let vol = pod["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "sandbox-password").unwrap();
+        assert_eq!(vol["emptyDir"]["medium"], "Memory");
+        // No Secret, no literal password anywhere in the Job.
+        assert!(!serde_json::to_string(&job).unwrap().contains("secretKeyRef\":{\"key\":\"password"));
         let agent = &pod["containers"][0];
         let args: Vec<String> = serde_json::from_value(agent["args"].clone()).unwrap();
         let joined = args.join(" ");
         assert!(joined.starts_with("agent validate --engine postgres --uri postgresql://postgres@127.0.0.1:5432/postgres --from s3://shop-backups/shop/nightly/r1/manifest.json"), "{joined}");
         assert!(joined.contains("--identity-file /etc/dataguardian/identity/identity"));
         let env = agent["env"].as_array().unwrap();
-        let dg_pw = env.iter().find(|e| e["name"] == "DG_PASSWORD").unwrap();
-        assert_eq!(dg_pw["valueFrom"]["secretKeyRef"]["key"], SANDBOX_PASSWORD_KEY);
+        let dg_pw = env.iter().find(|e| e["name"] == "DG_PASSWORD_FILE").unwrap();
+        assert_eq!(dg_pw["value"], PASSWORD_FILE);
         let checks = env.iter().find(|e| e["name"] == "DG_CHECKS").unwrap();
         let parsed: Vec<ValidationCheck> = serde_json::from_str(checks["value"].as_str().unwrap()).unwrap();
         assert_eq!(parsed, rv.spec.checks);
@@ -462,9 +458,9 @@ spec:
         };
         let v = serde_json::to_value(build(&rv, &inputs, &defaults()).unwrap()).unwrap();
         let pod = &v["spec"]["template"]["spec"];
-        assert_eq!(pod["initContainers"][0]["image"], "registry.local/mariadb:10.11");
-        let env = pod["initContainers"][0]["env"].as_array().unwrap();
-        assert!(env.iter().any(|e| e["name"] == "MARIADB_ROOT_PASSWORD"));
+        assert_eq!(pod["initContainers"][1]["image"], "registry.local/mariadb:10.11");
+        let env = pod["initContainers"][1]["env"].as_array().unwrap();
+        assert!(env.iter().any(|e| e["name"] == "MARIADB_ROOT_PASSWORD_FILE"));
         let agent_env = pod["containers"][0]["env"].as_array().unwrap();
         let checks = agent_env.iter().find(|e| e["name"] == "DG_CHECKS").unwrap();
         let parsed: Vec<ValidationCheck> = serde_json::from_str(checks["value"].as_str().unwrap()).unwrap();
@@ -473,17 +469,5 @@ spec:
         // Without an override and without a recorded version the build refuses clearly.
         let rv = validation(RV);
         assert!(build(&rv, &inputs, &defaults()).is_err());
-    }
-
-    #[test]
-    fn sandbox_secret_is_owned_and_holds_only_the_password() {
-        let rv = validation(RV);
-        let s = sandbox_secret(&rv, "s3cr3t").unwrap();
-        assert_eq!(s.metadata.name.as_deref(), Some("check-1-sandbox"));
-        assert_eq!(s.metadata.owner_references.as_ref().unwrap()[0].kind, "RestoreValidation");
-        let data = s.data.unwrap();
-        assert_eq!(data.len(), 1);
-        assert_eq!(data[SANDBOX_PASSWORD_KEY].0, b"s3cr3t");
-        let _: Value = serde_json::Value::Null;
     }
 }
