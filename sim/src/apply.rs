@@ -580,8 +580,13 @@ mod tests {
         let v3 = server_side_apply(&rd, &v1, &b, "two", true, None, "t").unwrap();
         assert_eq!(v3["data"]["k"], "2");
         let m = read_managed(&v3);
-        assert_eq!(m.len(), 1, "{m:?}");
-        assert_eq!(m[0].manager, "two");
+        let k: FieldPath = vec!["f:data".into(), "f:k".into()];
+        let owners: Vec<&str> = m
+            .iter()
+            .filter(|e| e.fields.contains(&k))
+            .map(|e| e.manager.as_str())
+            .collect();
+        assert_eq!(owners, ["two"], "{m:?}");
     }
 
     #[test]

@@ -149,6 +149,13 @@ pub fn prepare_create(rd: &ResourceDef, obj: &mut Value) {
             }
             obj["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
         }
+        Some(Builtin::PersistentVolumeClaim) => {
+            if let Some(m) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+                m.entry("volumeMode").or_insert(json!("Filesystem"));
+            }
+            // No provisioner runs here: claims stay Pending, as on a cluster without one.
+            obj["status"] = json!({"phase": "Pending"});
+        }
         Some(Builtin::Job) => {
             let spec = obj
                 .as_object_mut()
@@ -310,6 +317,23 @@ pub fn validate(rd: &ResourceDef, obj: &Value) -> Vec<(String, &'static str, Str
                 )),
             }
         }
+        Some(Builtin::PersistentVolumeClaim) => {
+            let modes = obj.pointer("/spec/accessModes").and_then(Value::as_array);
+            if modes.is_none_or(|m| m.is_empty()) {
+                errs.push((
+                    "spec.accessModes".into(),
+                    "FieldValueRequired",
+                    "Required value: at least 1 access mode is required".into(),
+                ));
+            }
+            if obj.pointer("/spec/resources/requests/storage").is_none() {
+                errs.push((
+                    "spec.resources[storage]".into(),
+                    "FieldValueRequired",
+                    "Required value".into(),
+                ));
+            }
+        }
         Some(Builtin::Secret) => {
             if let Some(Value::Object(data)) = obj.get("data") {
                 for (k, v) in data {
@@ -397,4 +421,179 @@ pub fn event_core_to_v1(v: &Value) -> Value {
     out.insert("apiVersion".into(), json!("events.k8s.io/v1"));
     out.insert("kind".into(), json!("Event"));
     Value::Object(out)
+}
+
+fn roundtrip<T: serde::de::DeserializeOwned + serde::Serialize>(v: &Value) -> Option<Value> {
+    let typed: T = serde_json::from_value(v.clone()).ok()?;
+    serde_json::to_value(typed).ok()
+}
+
+/// Collects (and removes from `orig`) the fields the typed round trip dropped.
+fn diff_unknown(orig: &mut Value, typed: &Value, path: &str, out: &mut Vec<String>) {
+    match (orig, typed) {
+        (Value::Object(om), Value::Object(tm)) => {
+            let keys: Vec<String> = om.keys().cloned().collect();
+            for k in keys {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                match tm.get(&k) {
+                    None => {
+                        if !om[&k].is_null() {
+                            out.push(p);
+                        }
+                        om.remove(&k);
+                    }
+                    Some(t) => diff_unknown(om.get_mut(&k).expect("key"), t, &p, out),
+                }
+            }
+        }
+        (Value::Array(oa), Value::Array(ta)) if oa.len() == ta.len() => {
+            for (i, (o, t)) in oa.iter_mut().zip(ta).enumerate() {
+                diff_unknown(o, t, &format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Drops fields a built-in kind does not have (as decoding into the Go types does) and returns
+/// their paths, for `fieldValidation` (Strict → 400, Warn → warning). A body that does not
+/// decode into the kind's type is left alone (its validation reports the problem).
+pub fn prune_unknown(rd: &ResourceDef, obj: &mut Value) -> Vec<String> {
+    use k8s_openapi::api as k;
+    let typed = match rd.builtin {
+        Some(Builtin::Namespace) => roundtrip::<k::core::v1::Namespace>(obj),
+        Some(Builtin::Secret) => roundtrip::<k::core::v1::Secret>(obj),
+        Some(Builtin::ConfigMap) => roundtrip::<k::core::v1::ConfigMap>(obj),
+        Some(Builtin::ServiceAccount) => roundtrip::<k::core::v1::ServiceAccount>(obj),
+        Some(Builtin::Pod) => roundtrip::<k::core::v1::Pod>(obj),
+        Some(Builtin::PersistentVolumeClaim) => {
+            roundtrip::<k::core::v1::PersistentVolumeClaim>(obj)
+        }
+        Some(Builtin::CoreEvent) | Some(Builtin::EventV1) => roundtrip::<k::core::v1::Event>(obj),
+        Some(Builtin::Lease) => roundtrip::<k::coordination::v1::Lease>(obj),
+        Some(Builtin::Job) => roundtrip::<k::batch::v1::Job>(obj),
+        Some(Builtin::Crd) | None => None,
+    };
+    let mut out = Vec::new();
+    if let Some(t) = typed {
+        diff_unknown(obj, &t, "", &mut out);
+    }
+    out
+}
+
+fn is_qualified_name_part(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.first().is_some_and(u8::is_ascii_alphanumeric)
+        && b.last().is_some_and(u8::is_ascii_alphanumeric)
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+}
+
+/// Validates a label or annotation key (`[prefix/]name`), returning the apiserver's messages.
+fn key_errors(key: &str) -> Vec<String> {
+    const NAME_MSG: &str = "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
+    let mut out = Vec::new();
+    let (prefix, name) = match key.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    if name.is_empty() {
+        out.push("name part must be non-empty".to_string());
+    } else {
+        if name.len() > 63 {
+            out.push("name part must be no more than 63 characters".to_string());
+        }
+        if !is_qualified_name_part(name) {
+            out.push(NAME_MSG.to_string());
+        }
+    }
+    if let Some(p) = prefix {
+        if p.is_empty() {
+            out.push("prefix part must be non-empty".to_string());
+        } else if !is_subdomain(p) {
+            out.push(format!("prefix part {DNS1123_SUBDOMAIN_MSG}"));
+        }
+    }
+    out
+}
+
+/// `metadata.labels` and `metadata.annotations` validation (all kinds).
+pub fn metadata_errors(obj: &Value) -> Vec<(String, &'static str, String)> {
+    const VALUE_MSG: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
+    let mut errs = Vec::new();
+    let quote = |s: &str| Value::String(s.to_string()).to_string();
+    if let Some(Value::Object(labels)) = obj.pointer("/metadata/labels") {
+        for (k, v) in labels {
+            for m in key_errors(k) {
+                errs.push((
+                    "metadata.labels".into(),
+                    "FieldValueInvalid",
+                    format!("Invalid value: {}: {m}", quote(k)),
+                ));
+            }
+            let v = v.as_str().unwrap_or_default();
+            if v.len() > 63 {
+                errs.push((
+                    "metadata.labels".into(),
+                    "FieldValueInvalid",
+                    format!(
+                        "Invalid value: {}: must be no more than 63 characters",
+                        quote(v)
+                    ),
+                ));
+            }
+            if !v.is_empty() && !is_qualified_name_part(v) {
+                errs.push((
+                    "metadata.labels".into(),
+                    "FieldValueInvalid",
+                    format!("Invalid value: {}: {VALUE_MSG}", quote(v)),
+                ));
+            }
+        }
+    }
+    if let Some(Value::Object(ann)) = obj.pointer("/metadata/annotations") {
+        let mut total = 0;
+        for (k, v) in ann {
+            for m in key_errors(&k.to_lowercase()) {
+                errs.push((
+                    "metadata.annotations".into(),
+                    "FieldValueInvalid",
+                    format!("Invalid value: {}: {m}", quote(k)),
+                ));
+            }
+            total += k.len() + v.as_str().map_or(0, str::len);
+        }
+        if total > 256 * 1024 {
+            errs.push((
+                "metadata.annotations".into(),
+                "FieldValueTooLong",
+                "Too long: must have at most 262144 bytes".into(),
+            ));
+        }
+    }
+    errs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_rules() {
+        let ok = json!({"metadata": {"labels": {"app.kubernetes.io/name": "db", "x": "", "a_b": "A.b-c"}}});
+        assert!(metadata_errors(&ok).is_empty());
+        let long = "a".repeat(64);
+        let bad = json!({"metadata": {"labels": {"x": long, "bad key": "v", "Ex.com/y": "v", "z": "-v"}}});
+        let errs = metadata_errors(&bad);
+        assert_eq!(errs.len(), 4, "{errs:?}");
+        assert!(
+            errs.iter()
+                .any(|e| e.2.contains("must be no more than 63 characters"))
+        );
+    }
 }

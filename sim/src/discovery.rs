@@ -105,6 +105,13 @@ pub fn resource_list(reg: &Registry, group: &str, version: &str) -> Option<Value
                 "kind": d.kind,
                 "verbs": ["get"],
             }));
+            resources.push(json!({
+                "name": format!("{}/binding", d.plural),
+                "singularName": "",
+                "namespaced": d.namespaced,
+                "kind": "Binding",
+                "verbs": ["create"],
+            }));
         }
     }
     let gv = if group.is_empty() {
@@ -135,6 +142,7 @@ fn aggregated_group(reg: &Registry, group: &str) -> Value {
                     }
                     if d.log_subresource {
                         subs.push(json!({"subresource": "log", "responseKind": {"group": "", "version": "", "kind": ""}, "verbs": ["get"]}));
+                        subs.push(json!({"subresource": "binding", "responseKind": {"group": "", "version": "v1", "kind": "Binding"}, "verbs": ["create"]}));
                     }
                     let mut r = json!({
                         "resource": d.plural,

@@ -190,6 +190,11 @@ impl ApiError {
         Self::new(410, "Expired", message)
     }
 
+    /// 504 `Timeout` (e.g. a resourceVersion from the future).
+    pub fn timeout(message: impl Into<String>) -> Self {
+        Self::new(504, "Timeout", message)
+    }
+
     /// 415 `UnsupportedMediaType`.
     pub fn unsupported_media_type(message: impl Into<String>) -> Self {
         Self::new(415, "UnsupportedMediaType", message)

@@ -1,7 +1,7 @@
 //! The garbage collector (ownerReferences: background, foreground and orphan propagation) and
 //! the namespace controller (deleting a namespace's contents before the namespace).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,55 +37,75 @@ fn remove_finalizer(obj: &Value, f: &str) -> Value {
     new
 }
 
+fn refs_uid(obj: &Value, uid: &str) -> bool {
+    owner_refs(obj)
+        .iter()
+        .any(|r| r.get("uid").and_then(Value::as_str) == Some(uid))
+}
+
 /// One pass of garbage collection; returns whether anything changed.
 pub fn gc_pass(state: &State, inner: &mut Inner) -> bool {
     let mut changed = false;
-    // uid -> (key, object) of every object.
-    let by_uid: HashMap<String, (ObjKey, Value)> = inner
+    let uid_of = |o: &Value| {
+        o.pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    // uid -> key of every object (no object copies: this runs after every delete).
+    let by_uid: HashMap<String, ObjKey> = inner
         .objects
         .iter()
+        .filter_map(|(k, o)| uid_of(o).map(|u| (u, k.clone())))
+        .collect();
+    let dependents: Vec<ObjKey> = inner
+        .objects
+        .iter()
+        .filter(|(_, o)| {
+            o.pointer("/metadata/ownerReferences")
+                .and_then(Value::as_array)
+                .is_some_and(|a| !a.is_empty())
+        })
+        .map(|(k, _)| k.clone())
+        .collect();
+    let owners_in_deletion: Vec<(String, ObjKey, bool, bool)> = inner
+        .objects
+        .iter()
+        .filter(|(_, o)| deleting(o))
         .filter_map(|(k, o)| {
-            o.pointer("/metadata/uid")
-                .and_then(Value::as_str)
-                .map(|u| (u.to_string(), (k.clone(), o.clone())))
+            let (orphan, fg) = (
+                has_finalizer(o, "orphan"),
+                has_finalizer(o, "foregroundDeletion"),
+            );
+            (orphan || fg).then(|| uid_of(o).map(|u| (u, k.clone(), orphan, fg)))?
         })
         .collect();
-    let dependents: Vec<(ObjKey, Value)> = inner
-        .objects
-        .iter()
-        .filter(|(_, o)| !owner_refs(o).is_empty())
-        .map(|(k, o)| (k.clone(), o.clone()))
-        .collect();
 
-    // Owners being deleted with the orphan finalizer: drop our references, then the finalizer.
-    for (uid, (okey, owner)) in &by_uid {
-        if !deleting(owner) || !has_finalizer(owner, "orphan") {
+    // Owners being deleted with the orphan finalizer: drop the references, then the finalizer.
+    for (uid, okey, orphan, _) in &owners_in_deletion {
+        if !orphan {
             continue;
         }
-        for (dkey, dep) in &dependents {
-            let refs = owner_refs(dep);
-            if refs
-                .iter()
-                .any(|r| r.get("uid").and_then(Value::as_str) == Some(uid))
-            {
-                let mut new = inner
-                    .objects
-                    .get(dkey)
-                    .cloned()
-                    .unwrap_or_else(|| dep.clone());
-                let kept: Vec<Value> = refs
-                    .into_iter()
-                    .filter(|r| r.get("uid").and_then(Value::as_str) != Some(uid))
-                    .collect();
-                new["metadata"]["ownerReferences"] = json!(kept);
-                if kept.is_empty() {
-                    new["metadata"]
-                        .as_object_mut()
-                        .map(|m| m.remove("ownerReferences"));
-                }
-                state.controller_update(inner, dkey, new, GC_MANAGER);
-                changed = true;
+        for dkey in &dependents {
+            let Some(dep) = inner.objects.get(dkey) else {
+                continue;
+            };
+            if !refs_uid(dep, uid) {
+                continue;
             }
+            let mut new = dep.clone();
+            let kept: Vec<Value> = owner_refs(dep)
+                .into_iter()
+                .filter(|r| r.get("uid").and_then(Value::as_str) != Some(uid.as_str()))
+                .collect();
+            if kept.is_empty() {
+                if let Some(m) = new["metadata"].as_object_mut() {
+                    m.remove("ownerReferences");
+                }
+            } else {
+                new["metadata"]["ownerReferences"] = json!(kept);
+            }
+            state.controller_update(inner, dkey, new, GC_MANAGER);
+            changed = true;
         }
         if let Some(cur) = inner.objects.get(okey).cloned() {
             state.controller_update(inner, okey, remove_finalizer(&cur, "orphan"), GC_MANAGER);
@@ -94,39 +114,37 @@ pub fn gc_pass(state: &State, inner: &mut Inner) -> bool {
     }
 
     // Dependents whose owners are gone (or being deleted in the foreground).
-    let mut blocking: HashSet<String> = HashSet::new();
-    for (dkey, _) in &dependents {
+    for dkey in &dependents {
         // Earlier steps of this pass may have changed or removed it.
         let Some(dep) = inner.objects.get(dkey).cloned() else {
             continue;
         };
-        let dep = &dep;
-        let refs = owner_refs(dep);
-        let mut solid = Vec::new();
+        let refs = owner_refs(&dep);
+        let mut solid = 0;
         let mut dangling = Vec::new();
         let mut foreground_owner = false;
         for r in &refs {
             let uid = r.get("uid").and_then(Value::as_str).unwrap_or_default();
-            let current = by_uid
+            // Like the real GC: the owner is looked up by name in the dependent's namespace (or
+            // cluster-wide) and must have the referenced uid; a cross-namespace owner is absent.
+            let ref_name = r.get("name").and_then(Value::as_str).unwrap_or_default();
+            let owner = by_uid
                 .get(uid)
-                .and_then(|(k, _)| inner.objects.get(k))
+                .filter(|k| {
+                    k.name == ref_name && (k.namespace.is_empty() || k.namespace == dkey.namespace)
+                })
+                .and_then(|k| inner.objects.get(k))
                 .filter(|o| o.pointer("/metadata/uid").and_then(Value::as_str) == Some(uid));
-            match current {
-                Some(owner) => {
-                    if deleting(owner) && has_finalizer(owner, "foregroundDeletion") {
-                        foreground_owner = true;
-                        if r.get("blockOwnerDeletion") == Some(&Value::Bool(true)) {
-                            blocking.insert(uid.to_string());
-                        }
-                    } else {
-                        solid.push(r.clone());
-                    }
+            match owner {
+                Some(o) if deleting(o) && has_finalizer(o, "foregroundDeletion") => {
+                    foreground_owner = true;
                 }
-                _ => dangling.push(r.clone()),
+                Some(_) => solid += 1,
+                None => dangling.push(r.clone()),
             }
         }
-        if solid.is_empty() && (!dangling.is_empty() || foreground_owner) {
-            if !deleting(dep) {
+        if solid == 0 && (!dangling.is_empty() || foreground_owner) {
+            if !deleting(&dep) {
                 let policy = if foreground_owner {
                     Propagation::Foreground
                 } else {
@@ -147,25 +165,27 @@ pub fn gc_pass(state: &State, inner: &mut Inner) -> bool {
         }
     }
 
-    // Foreground owners whose blocking dependents are gone lose their finalizer.
-    for (uid, (okey, owner)) in &by_uid {
-        if deleting(owner) && has_finalizer(owner, "foregroundDeletion") && !blocking.contains(uid)
-        {
-            let still_blocked = inner.objects.values().any(|o| {
+    // Foreground owners lose their finalizer once no blocking dependent is left.
+    for (uid, okey, _, fg) in &owners_in_deletion {
+        if !fg {
+            continue;
+        }
+        let blocked = dependents.iter().any(|dkey| {
+            inner.objects.get(dkey).is_some_and(|o| {
                 owner_refs(o).iter().any(|r| {
-                    r.get("uid").and_then(Value::as_str) == Some(uid)
+                    r.get("uid").and_then(Value::as_str) == Some(uid.as_str())
                         && r.get("blockOwnerDeletion") == Some(&Value::Bool(true))
                 })
-            });
-            if !still_blocked && let Some(cur) = inner.objects.get(okey).cloned() {
-                state.controller_update(
-                    inner,
-                    okey,
-                    remove_finalizer(&cur, "foregroundDeletion"),
-                    GC_MANAGER,
-                );
-                changed = true;
-            }
+            })
+        });
+        if !blocked && let Some(cur) = inner.objects.get(okey).cloned() {
+            state.controller_update(
+                inner,
+                okey,
+                remove_finalizer(&cur, "foregroundDeletion"),
+                GC_MANAGER,
+            );
+            changed = true;
         }
     }
     changed
@@ -232,14 +252,19 @@ pub fn service_account_pass(state: &State, inner: &mut Inner) -> bool {
 
 /// Runs the garbage collector and namespace controller until the state is dropped.
 pub async fn run(state: Arc<State>) {
+    let mut last_rv = 0;
     loop {
         {
             let mut inner = state.store.lock();
             for _ in 0..16 {
+                if inner.rv == last_rv {
+                    break;
+                }
                 let a = gc_pass(&state, &mut inner);
                 let b = namespace_pass(&state, &mut inner);
                 let c = service_account_pass(&state, &mut inner);
                 if !a && !b && !c {
+                    last_rv = inner.rv;
                     break;
                 }
             }

@@ -190,8 +190,8 @@ async fn route(
     let content_type = header_str(headers, header::CONTENT_TYPE).to_string();
 
     if let Some(sub) = target.sub.as_deref() {
-        let ok_sub =
-            (sub == "status" && rd.status_subresource) || (sub == "log" && rd.log_subresource);
+        let ok_sub = (sub == "status" && rd.status_subresource)
+            || ((sub == "log" || sub == "binding") && rd.log_subresource);
         if !ok_sub {
             return Err(ApiError::no_route());
         }
@@ -309,7 +309,13 @@ async fn route(
                 &out.warnings,
             ))
         }
-        (Method::PUT, Some(name)) => {
+        (Method::POST, Some(name)) if target.sub.as_deref() == Some("binding") => {
+            let binding: Value = serde_json::from_slice(&body)
+                .map_err(|e| ApiError::bad_request(format!("error decoding Binding: {e}")))?;
+            let status = state.bind_pod(&rd, &ns, &name, &binding)?;
+            Ok(json_response(StatusCode::CREATED, &status, &[]))
+        }
+        (Method::PUT, Some(name)) if matches!(target.sub.as_deref(), None | Some("status")) => {
             let obj = decode_body(&rd, &content_type, &body)?;
             let out = state.update(&rd, &ns, &name, obj, target.sub.as_deref(), &write_opts()?)?;
             let code = if out.created {
@@ -319,7 +325,7 @@ async fn route(
             };
             Ok(json_response(code, &out.object, &out.warnings))
         }
-        (Method::PATCH, Some(name)) => {
+        (Method::PATCH, Some(name)) if matches!(target.sub.as_deref(), None | Some("status")) => {
             let ptype = PatchType::from_content_type(&content_type).ok_or_else(|| {
                 ApiError::unsupported_media_type(format!(
                     "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {content_type})"
@@ -432,7 +438,12 @@ fn delete_opts(q: &Query, body: &[u8]) -> Result<DeleteOpts, ApiError> {
         || b.get("dryRun")
             .and_then(Value::as_array)
             .is_some_and(|a| a.iter().any(|x| x == "All"));
+    let grace_period = q
+        .get("gracePeriodSeconds")
+        .and_then(|g| g.parse().ok())
+        .or_else(|| b.get("gracePeriodSeconds").and_then(Value::as_i64));
     Ok(DeleteOpts {
+        grace_period,
         propagation,
         uid: b
             .pointer("/preconditions/uid")

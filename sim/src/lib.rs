@@ -19,6 +19,7 @@ pub mod ops;
 pub mod patch;
 pub mod protobuf;
 pub mod resources;
+pub mod runner;
 pub mod schema;
 pub mod selectors;
 pub mod server;

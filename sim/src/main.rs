@@ -50,7 +50,7 @@ async fn main() -> std::process::ExitCode {
         kubeconfig_out: args.kubeconfig_out,
         ..Default::default()
     };
-    let server = match kube_sim::Server::start(opts).await {
+    let mut server = match kube_sim::Server::start(opts).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("kube-sim: {e}");
@@ -64,8 +64,10 @@ async fn main() -> std::process::ExitCode {
     }
     println!("{}", server.addr().port());
     println!("kubeconfig: {}", server.kubeconfig_path().display());
-    if args.run_jobs {
-        eprintln!("kube-sim: --run-jobs: the Job runner is not built into this kube-sim yet");
+    if args.run_jobs
+        && let Err(e) = start_runner(&mut server, &args.state_dir).await
+    {
+        eprintln!("kube-sim: starting the Job runner: {e}");
         return std::process::ExitCode::FAILURE;
     }
     tokio::select! {
@@ -74,6 +76,24 @@ async fn main() -> std::process::ExitCode {
     }
     drop(server);
     std::process::ExitCode::SUCCESS
+}
+
+/// Runs the Job runner (Job controller + kubelet) against this server, talking HTTP like the
+/// real ones; it stops with the server.
+async fn start_runner(
+    server: &mut kube_sim::RunningServer,
+    state_dir: &std::path::Path,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let client = server.client().await?;
+    let mut cfg = kube_sim::runner::RunnerConfig::new(state_dir.to_path_buf())?;
+    cfg.kubeconfig = Some(server.kubeconfig_path().to_path_buf());
+    server.attach(tokio::spawn(async move {
+        if let Err(e) = kube_sim::runner::run(client, cfg).await {
+            tracing::error!(error = %e, "the Job runner stopped");
+            std::process::exit(1);
+        }
+    }));
+    Ok(())
 }
 
 async fn terminate() {

@@ -93,6 +93,8 @@ pub struct DeleteOpts {
     pub resource_version: Option<String>,
     /// `dryRun=All`.
     pub dry_run: bool,
+    /// `gracePeriodSeconds` (pods bound to a node terminate gracefully).
+    pub grace_period: Option<i64>,
 }
 
 /// List options.
@@ -171,11 +173,14 @@ fn random_suffix() -> String {
         .collect()
 }
 
-fn spec_view(obj: &Value) -> Value {
+/// What generation tracks: everything but metadata (and status when it is a subresource).
+fn spec_view(obj: &Value, status_subresource: bool) -> Value {
     let mut v = obj.clone();
     if let Some(m) = v.as_object_mut() {
         m.remove("metadata");
-        m.remove("status");
+        if status_subresource {
+            m.remove("status");
+        }
         m.remove("apiVersion");
         m.remove("kind");
     }
@@ -231,37 +236,88 @@ fn admit(
 ) -> ApiResult<Vec<String>> {
     let mut warnings = Vec::new();
     let mut errs = Vec::new();
-    if let Some(s) = &rd.schema {
-        let pruned = schema::default_and_prune(s, obj);
-        if !pruned.is_empty() {
-            match fv {
-                FieldValidation::Strict => {
-                    let list: Vec<String> = pruned
-                        .iter()
-                        .map(|p| format!("unknown field \"{p}\""))
-                        .collect();
-                    return Err(ApiError::bad_request(format!(
-                        "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
-                        rd.kind,
-                        rd.version,
-                        rd.kind,
-                        list.join(", ")
-                    )));
-                }
-                FieldValidation::Warn => {
-                    warnings.extend(pruned.iter().map(|p| format!("unknown field \"{p}\"")));
-                }
-                FieldValidation::Ignore => {}
+    let pruned = match &rd.schema {
+        Some(s) => schema::default_and_prune(s, obj),
+        None => builtin::prune_unknown(rd, obj),
+    };
+    if !pruned.is_empty() {
+        match fv {
+            FieldValidation::Strict => {
+                let list: Vec<String> = pruned
+                    .iter()
+                    .map(|p| format!("unknown field \"{p}\""))
+                    .collect();
+                return Err(ApiError::bad_request(format!(
+                    "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
+                    rd.kind,
+                    rd.version,
+                    rd.kind,
+                    list.join(", ")
+                )));
             }
+            FieldValidation::Warn => {
+                warnings.extend(pruned.iter().map(|p| format!("unknown field \"{p}\"")));
+            }
+            FieldValidation::Ignore => {}
         }
+    }
+    if rd.schema.is_some() {
         errs.extend(schema::validate(rd, obj, old));
     }
+    errs.extend(owner_reference_errors(obj));
+    errs.extend(builtin::metadata_errors(obj));
     errs.extend(builtin::validate(rd, obj));
     if errs.is_empty() {
         Ok(warnings)
     } else {
         Err(ApiError::invalid_fields(&rd.group, &rd.kind, name, &errs))
     }
+}
+
+/// The apiserver's ownerReferences validation (required fields, at most one controller).
+fn owner_reference_errors(obj: &Value) -> Vec<schema::FieldErr> {
+    let mut errs = Vec::new();
+    let Some(refs) = obj
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+    else {
+        return errs;
+    };
+    let mut controllers = Vec::new();
+    for (i, r) in refs.iter().enumerate() {
+        for (f, what) in [
+            ("apiVersion", "version"),
+            ("kind", "kind"),
+            ("name", "name"),
+            ("uid", "uid"),
+        ] {
+            if r.get(f).and_then(Value::as_str).is_none_or(str::is_empty) {
+                errs.push((
+                    format!("metadata.ownerReferences[{i}].{f}"),
+                    "FieldValueInvalid",
+                    format!("Invalid value: \"\": {what} must not be empty"),
+                ));
+            }
+        }
+        if r.get("controller") == Some(&Value::Bool(true)) {
+            controllers.push(format!(
+                "{}/{}",
+                r.get("kind").and_then(Value::as_str).unwrap_or_default(),
+                r.get("name").and_then(Value::as_str).unwrap_or_default()
+            ));
+        }
+    }
+    if controllers.len() > 1 {
+        errs.push((
+            "metadata.ownerReferences".into(),
+            "FieldValueInvalid",
+            format!(
+                "Invalid value: \"[...]\": Only one reference can have Controller set to true. Found \"true\" in references for {}",
+                controllers.join(" and ")
+            ),
+        ));
+    }
+    errs
 }
 
 /// How managedFields are maintained by a write.
@@ -282,6 +338,11 @@ impl State {
         opts: &WriteOpts,
     ) -> ApiResult<Outcome> {
         check_body(rd, &body)?;
+        if meta_str(&body, "resourceVersion").is_some_and(|rv| !rv.is_empty()) {
+            return Err(ApiError::bad_request(
+                "resourceVersion should not be set on objects to be created",
+            ));
+        }
         let mut inner = self.store.lock();
         self.create_locked(
             &mut inner,
@@ -690,7 +751,10 @@ impl State {
             return Err(ApiError::invalid_fields(&rd.group, &rd.kind, &name, &errs));
         }
         let warnings = admit(rd, &mut new, Some(&old), opts.field_validation, &name)?;
-        if rd.has_generation && sub.is_none() && spec_view(&old) != spec_view(&new) {
+        if rd.has_generation
+            && sub.is_none()
+            && spec_view(&old, rd.status_subresource) != spec_view(&new, rd.status_subresource)
+        {
             let g = old
                 .pointer("/metadata/generation")
                 .and_then(Value::as_i64)
@@ -714,7 +778,15 @@ impl State {
                 warnings,
             });
         }
-        let stored = if meta_str(&new, "deletionTimestamp").is_some() && finalizers(&new).is_empty()
+        // Like the apiserver's ShouldDeleteDuringUpdate: a deleting object without finalizers
+        // whose grace period is over (0) goes; a terminating pod waits for its kubelet.
+        let grace_over = new
+            .pointer("/metadata/deletionGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .is_none_or(|g| g == 0);
+        let stored = if meta_str(&new, "deletionTimestamp").is_some()
+            && finalizers(&new).is_empty()
+            && grace_over
         {
             inner.objects.insert(key.clone(), new);
             let gone = inner.remove(&key).expect("just inserted");
@@ -887,6 +959,16 @@ impl State {
         }
         let already_deleting = meta_str(&obj, "deletionTimestamp").is_some();
         if rd.builtin == Some(Builtin::Namespace) {
+            if matches!(name, "default" | "kube-system" | "kube-public") {
+                return Err(ApiError::forbidden(
+                    "",
+                    "namespaces",
+                    name,
+                    format!(
+                        "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
+                    ),
+                ));
+            }
             if !already_deleting && !opts.dry_run {
                 obj["metadata"]["deletionTimestamp"] = json!(now());
                 obj["status"]["phase"] = json!("Terminating");
@@ -922,7 +1004,31 @@ impl State {
                 warnings: Vec::new(),
             });
         }
-        if fins.is_empty() {
+        // Pods bound to a node and not yet terminal are deleted gracefully: the kubelet stops
+        // them and then deletes them with a zero grace period.
+        let grace = if rd.builtin == Some(Builtin::Pod) {
+            let bound = obj
+                .pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .is_some_and(|n| !n.is_empty());
+            let terminal = matches!(
+                obj.pointer("/status/phase").and_then(Value::as_str),
+                Some("Succeeded" | "Failed")
+            );
+            if bound && !terminal {
+                opts.grace_period.unwrap_or_else(|| {
+                    obj.pointer("/spec/terminationGracePeriodSeconds")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(30)
+                })
+            } else {
+                0
+            }
+        } else {
+            0
+        }
+        .max(0);
+        if fins.is_empty() && grace == 0 {
             let gone = inner.remove(&key).expect("exists");
             self.gc_wake.notify_one();
             return Ok(Outcome {
@@ -933,9 +1039,17 @@ impl State {
         }
         let before = obj.clone();
         obj["metadata"]["finalizers"] = json!(fins);
+        let current_grace = obj
+            .pointer("/metadata/deletionGracePeriodSeconds")
+            .and_then(Value::as_i64);
+        if already_deleting && current_grace.is_some_and(|g| grace < g) {
+            obj["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+        }
         if !already_deleting {
-            obj["metadata"]["deletionTimestamp"] = json!(now());
-            obj["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+            let at = chrono::Utc::now() + chrono::Duration::seconds(grace);
+            obj["metadata"]["deletionTimestamp"] =
+                json!(at.format("%Y-%m-%dT%H:%M:%SZ").to_string());
+            obj["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
             if let Some(g) = obj.pointer("/metadata/generation").and_then(Value::as_i64) {
                 obj["metadata"]["generation"] = json!(g + 1);
             }
@@ -949,6 +1063,82 @@ impl State {
             created: false,
             warnings: Vec::new(),
         })
+    }
+
+    /// `pods/{name}/binding`: assigns a pod to a node (what the scheduler does).
+    pub fn bind_pod(
+        &self,
+        rd: &ResourceDef,
+        ns: &str,
+        name: &str,
+        binding: &Value,
+    ) -> ApiResult<Value> {
+        let node = binding
+            .pointer("/target/name")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| {
+                ApiError::invalid_fields(
+                    "",
+                    "Binding",
+                    name,
+                    &[(
+                        "target.name".into(),
+                        "FieldValueRequired",
+                        "Required value".into(),
+                    )],
+                )
+            })?;
+        let mut inner = self.store.lock();
+        let key = key_for(rd, ns, name);
+        let Some(mut pod) = inner.objects.get(&key).cloned() else {
+            return Err(ApiError::not_found("", "pods", name));
+        };
+        if let Some(uid) = binding.pointer("/metadata/uid").and_then(Value::as_str)
+            && !uid.is_empty()
+            && Some(uid) != meta_str(&pod, "uid")
+        {
+            return Err(ApiError::conflict_msg(
+                "",
+                "pods/binding",
+                name,
+                "the UID in the binding does not match the pod",
+            ));
+        }
+        if meta_str(&pod, "deletionTimestamp").is_some() {
+            return Err(ApiError::conflict_msg(
+                "",
+                "pods/binding",
+                name,
+                &format!("pod {name} is being deleted, cannot be assigned to a host"),
+            ));
+        }
+        if let Some(cur) = pod.pointer("/spec/nodeName").and_then(Value::as_str)
+            && !cur.is_empty()
+        {
+            return Err(ApiError::conflict_msg(
+                "",
+                "pods/binding",
+                name,
+                &format!("pod {name} is already assigned to node \"{cur}\""),
+            ));
+        }
+        pod["spec"]["nodeName"] = json!(node);
+        let cond = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now()});
+        match pod
+            .pointer_mut("/status/conditions")
+            .and_then(Value::as_array_mut)
+        {
+            Some(conds) => {
+                conds.retain(|c| c.get("type") != Some(&json!("PodScheduled")));
+                conds.push(cond);
+            }
+            None => pod["status"]["conditions"] = json!([cond]),
+        }
+        inner.put(key, pod);
+        Ok(
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+        )
     }
 
     /// Deletes every object matching the list options.

@@ -1,7 +1,7 @@
 //! Kubernetes protobuf request bodies (`application/vnd.kubernetes.protobuf`): the `k8s\0`
 //! envelope around a `runtime.Unknown`, decoded with the `k8s-pb` types and converted to JSON
 //! for the kinds kubectl's generator commands create (`create namespace|configmap|secret
-//! generic|job`). Fields outside the converted subset are refused with 415 rather than
+//! generic|job|serviceaccount`). Fields outside the converted subset are refused with 415 rather than
 //! silently dropped.
 
 use base64::Engine as _;
@@ -361,6 +361,26 @@ pub fn decode(rd: &ResourceDef, body: &[u8]) -> Result<Value, ApiError> {
                 out.insert("immutable".into(), json!(i));
             }
             check_empty(&s, "secret fields")?;
+            Value::Object(out)
+        }
+        Some(Builtin::ServiceAccount) => {
+            let mut sa = core::ServiceAccount::decode(inner.as_slice()).map_err(bad)?;
+            let mut out = Map::new();
+            out.insert("metadata".into(), object_meta(sa.metadata.take())?);
+            if !sa.image_pull_secrets.is_empty() {
+                let refs: Vec<Value> = std::mem::take(&mut sa.image_pull_secrets)
+                    .into_iter()
+                    .map(|r| json!({"name": r.name.unwrap_or_default()}))
+                    .collect();
+                out.insert("imagePullSecrets".into(), json!(refs));
+            }
+            if let Some(a) = sa.automount_service_account_token.take() {
+                out.insert("automountServiceAccountToken".into(), json!(a));
+            }
+            check_empty(
+                &sa,
+                "serviceaccount fields beyond imagePullSecrets and automountServiceAccountToken",
+            )?;
             Value::Object(out)
         }
         Some(Builtin::Job) => job(batch::Job::decode(inner.as_slice()).map_err(bad)?)?,

@@ -18,6 +18,8 @@ pub enum Builtin {
     ServiceAccount,
     /// core/v1 Pod.
     Pod,
+    /// core/v1 PersistentVolumeClaim.
+    PersistentVolumeClaim,
     /// core/v1 Event (storage representation of all events).
     CoreEvent,
     /// events.k8s.io/v1 Event (converted to/from the core/v1 storage form).
@@ -254,6 +256,18 @@ impl Registry {
         pod.status_subresource = true;
         pod.log_subresource = true;
         defs.push(pod);
+        let mut pvc = ResourceDef::builtin(
+            "",
+            "v1",
+            "persistentvolumeclaims",
+            "PersistentVolumeClaim",
+            true,
+            &["pvc"],
+            &[],
+            PersistentVolumeClaim,
+        );
+        pvc.status_subresource = true;
+        defs.push(pvc);
         let mut ev =
             ResourceDef::builtin("", "v1", "events", "Event", true, &["ev"], &[], CoreEvent);
         ev.allow_create_on_update = true;

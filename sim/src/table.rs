@@ -159,6 +159,21 @@ fn columns(rd: &ResourceDef) -> Vec<PrinterColumn> {
                 1,
             ),
         ],
+        Some(Builtin::PersistentVolumeClaim) => vec![
+            name,
+            col("Status", "string", "", "The status of the claim", 0),
+            col("Volume", "string", "", "The bound volume", 0),
+            col(
+                "Capacity",
+                "string",
+                "",
+                "The capacity of the bound volume",
+                0,
+            ),
+            col("Access Modes", "string", "", "The access modes", 0),
+            col("StorageClass", "string", "", "The storage class", 0),
+            age_c,
+        ],
         Some(Builtin::Job) => vec![
             name,
             col("Status", "string", "", "Status of the job.", 0),
@@ -375,6 +390,42 @@ fn cells(rd: &ResourceDef, o: &Value) -> Vec<Value> {
             }
         }
         Some(Builtin::Pod) => out.extend(pod_cells(o)),
+        Some(Builtin::PersistentVolumeClaim) => {
+            let modes: Vec<&str> = o
+                .pointer("/spec/accessModes")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(|m| match m {
+                            "ReadWriteOnce" => "RWO",
+                            "ReadOnlyMany" => "ROX",
+                            "ReadWriteMany" => "RWX",
+                            "ReadWriteOncePod" => "RWOP",
+                            other => other,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.push(
+                o.pointer("/status/phase")
+                    .cloned()
+                    .unwrap_or(json!("Pending")),
+            );
+            out.push(o.pointer("/spec/volumeName").cloned().unwrap_or(json!("")));
+            out.push(
+                o.pointer("/status/capacity/storage")
+                    .cloned()
+                    .unwrap_or(json!("")),
+            );
+            out.push(json!(modes.join(",")));
+            out.push(
+                o.pointer("/spec/storageClassName")
+                    .cloned()
+                    .unwrap_or(json!("<unset>")),
+            );
+            out.push(created);
+        }
         Some(Builtin::Job) => out.extend(job_cells(o)),
         Some(Builtin::Namespace) => {
             out.push(

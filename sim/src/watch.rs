@@ -146,6 +146,18 @@ pub fn watch(
             let n: u64 = rv_param.parse().map_err(|_| {
                 ApiError::bad_request(format!("invalid resource version: {rv_param}"))
             })?;
+            if n > inner.rv {
+                let mut e = ApiError::timeout(format!(
+                    "Too large resource version: {n}, current: {}",
+                    inner.rv
+                ));
+                e.causes.push(crate::error::Cause {
+                    reason: "ResourceVersionTooLarge".into(),
+                    message: "Too large resource version".into(),
+                    field: String::new(),
+                });
+                return Err(e);
+            }
             if n < inner.oldest_resumable {
                 let status = ApiError::gone(format!(
                     "too old resource version: {n} ({})",

@@ -118,6 +118,20 @@ async fn crud_resource_version_conflict_and_generation() {
         .unwrap();
     assert_eq!(rv(&same), rv(&labelled));
 
+    // Creating with a resourceVersion is refused, as upstream.
+    let mut with_rv = widget("rv", json!({"size": 1}));
+    with_rv.metadata.resource_version = Some("5".into());
+    let err = api_err(
+        api.create(&PostParams::default(), &with_rv)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(err.code, 400);
+    assert_eq!(
+        err.message,
+        "resourceVersion should not be set on objects to be created"
+    );
+
     // 404 and 409 AlreadyExists shapes.
     let err = api_err(api.get("missing").await.unwrap_err());
     assert_eq!((err.code, err.reason.as_str()), (404, "NotFound"));
@@ -509,6 +523,25 @@ async fn label_and_field_selectors() {
     assert_eq!(names("tier").await, ["a", "b"]);
     assert_eq!(names("!tier").await, ["c"]);
 
+    // Label values are validated like the real server does (63 characters, charset).
+    let long = "v".repeat(64);
+    let err = api_err(
+        cms.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "long", "labels": {"k": long}}}))
+                .unwrap(),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(err.code, 422);
+    assert_eq!(
+        err.message,
+        format!(
+            "ConfigMap \"long\" is invalid: metadata.labels: Invalid value: \"{long}\": must be no more than 63 characters"
+        )
+    );
+
     let by_name = cms
         .list(&ListParams::default().fields("metadata.name=b"))
         .await
@@ -539,6 +572,15 @@ async fn label_and_field_selectors() {
     // "kube-root-ca"-style extras do not exist here: exactly our three objects.
     assert_eq!(all, ["a", "b", "c"]);
     assert!(rest.metadata.continue_.is_none());
+
+    // deletecollection honours the selector.
+    cms.delete_collection(
+        &DeleteParams::default(),
+        &ListParams::default().labels("app=db"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(names("").await, ["b"]);
 }
 
 #[tokio::test]
@@ -608,6 +650,26 @@ async fn watch_resume_bookmarks_and_watcher() {
         names.push(o.metadata.name.unwrap());
     }
     assert!(names.contains(&"w1".to_string()));
+
+    // Streaming lists (sendInitialEvents) work with the kube-rs watcher too.
+    let mut w = watcher(api.clone(), watcher::Config::default().streaming_lists())
+        .default_backoff()
+        .boxed();
+    let mut initial = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), w.try_next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
+            watcher::Event::InitApply(o) => initial.push(o.metadata.name.unwrap()),
+            watcher::Event::InitDone => break,
+            _ => {}
+        }
+    }
+    initial.sort();
+    assert_eq!(initial, ["w1", "w3"]);
 }
 
 #[tokio::test]
@@ -655,6 +717,31 @@ async fn watch_too_old_resource_version_is_410() {
         }
         other => panic!("expected a 410 ERROR event, got {other:?}"),
     }
+    // A resourceVersion from the future (e.g. after a server restart) is a 504 like upstream's
+    // "Too large resource version" (kube-rs would retry 504s; this client does not).
+    let kc = kube::config::Kubeconfig::read_from(server.kubeconfig_path()).unwrap();
+    let mut cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
+    cfg.default_retry = false;
+    let no_retry = kube::Client::try_from(cfg).unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(no_retry, "default");
+    let err = cms
+        .watch(&WatchParams::default().timeout(5), "999999")
+        .await;
+    let err = match err {
+        Err(e) => api_err(e),
+        Ok(s) => match s.boxed().next().await {
+            Some(Err(e)) => api_err(e),
+            other => panic!("expected an error, got {:?}", other.map(|r| r.map(|_| ()))),
+        },
+    };
+    assert_eq!(err.code, 504);
+    assert!(
+        err.message.starts_with("Too large resource version"),
+        "{}",
+        err.message
+    );
 }
 
 #[tokio::test]
@@ -814,6 +901,39 @@ async fn owner_reference_garbage_collection() {
         cms.get_opt("dep").await.unwrap().is_none()
     })
     .await;
+
+    // An owner in another namespace does not count (the real GC looks owners up in the
+    // dependent's namespace): the dependent is collected.
+    let other: Api<ConfigMap> = Api::namespaced(client.clone(), "kube-system");
+    let foreign = other
+        .create(&PostParams::default(), &mk("foreign-owner"))
+        .await
+        .unwrap();
+    owned_configmap(&cms, "cross-ns-dep", &foreign, false).await;
+    eventually("cross-namespace dependent collected", || async {
+        cms.get_opt("cross-ns-dep").await.unwrap().is_none()
+    })
+    .await;
+
+    // Two controllers are refused.
+    let two = json!({"metadata": {"name": "two", "ownerReferences": [
+        {"apiVersion": "v1", "kind": "ConfigMap", "name": "a", "uid": "1", "controller": true},
+        {"apiVersion": "v1", "kind": "ConfigMap", "name": "b", "uid": "2", "controller": true}]}});
+    let err = api_err(
+        cms.create(
+            &PostParams::default(),
+            &serde_json::from_value(two).unwrap(),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(err.code, 422);
+    assert!(
+        err.message
+            .contains("Only one reference can have Controller set to true"),
+        "{}",
+        err.message
+    );
 
     // Orphan: dependents stay, without the owner reference.
     let owner = cms
@@ -1217,4 +1337,219 @@ async fn discovery_documents() {
         .unwrap();
     assert!(d.groups().any(|g| g.name() == "batch"));
     let _: Vec<Value> = Vec::new();
+}
+
+#[tokio::test]
+async fn pod_binding_and_graceful_deletion() {
+    let server = start().await;
+    let client = server.client().await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let mk = |n: &str| -> Pod {
+        serde_json::from_value(
+            json!({"metadata": {"name": n}, "spec": {"containers": [{"name": "c", "image": "x"}]}}),
+        )
+        .unwrap()
+    };
+    pods.create(&PostParams::default(), &mk("unbound"))
+        .await
+        .unwrap();
+    pods.delete("unbound", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert!(
+        pods.get_opt("unbound").await.unwrap().is_none(),
+        "unscheduled pods go at once"
+    );
+
+    let p = pods
+        .create(&PostParams::default(), &mk("bound"))
+        .await
+        .unwrap();
+    let binding = json!({"apiVersion": "v1", "kind": "Binding",
+        "metadata": {"name": "bound", "uid": p.metadata.uid.clone().unwrap()},
+        "target": {"apiVersion": "v1", "kind": "Node", "name": "node-1"}});
+    let _: Value = pods
+        .create_subresource("binding", "bound", &PostParams::default(), &binding)
+        .await
+        .unwrap();
+    let p = pods.get("bound").await.unwrap();
+    assert_eq!(
+        p.spec.as_ref().unwrap().node_name.as_deref(),
+        Some("node-1")
+    );
+    let again: Result<Value, _> = pods
+        .create_subresource("binding", "bound", &PostParams::default(), &binding)
+        .await;
+    assert_eq!(api_err(again.unwrap_err()).code, 409);
+    let err = api_err(
+        pods.patch(
+            "bound",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"nodeName": "other"}})),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(err.code, 422, "nodeName changes only through binding");
+
+    pods.delete("bound", &DeleteParams::default())
+        .await
+        .unwrap();
+    let p = pods.get("bound").await.unwrap();
+    assert!(
+        p.metadata.deletion_timestamp.is_some(),
+        "a bound pod terminates gracefully"
+    );
+    assert_eq!(p.metadata.deletion_grace_period_seconds, Some(30));
+    // The kubelet's status updates while terminating do not remove the pod.
+    pods.patch_status(
+        "bound",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Running"}})),
+    )
+    .await
+    .unwrap();
+    assert!(pods.get_opt("bound").await.unwrap().is_some());
+    let dp = DeleteParams {
+        grace_period_seconds: Some(0),
+        ..Default::default()
+    };
+    pods.delete("bound", &dp).await.unwrap();
+    assert!(
+        pods.get_opt("bound").await.unwrap().is_none(),
+        "the kubelet's zero-grace delete removes it"
+    );
+}
+
+#[tokio::test]
+async fn server_side_apply_of_jobs_is_idempotent() {
+    let server = start().await;
+    let client = server.client().await.unwrap();
+    let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(client.clone(), "default");
+    let job = json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": "backup-1", "labels": {"app": "dg"}},
+        "spec": {"backoffLimit": 2, "template": {"metadata": {"labels": {"run": "1"}}, "spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "agent", "image": "dataguardian:dev", "args": ["agent", "backup"],
+                            "env": [{"name": "A", "value": "1"}]}]}}}
+    });
+    let pp = PatchParams::apply("dataguardian-backuprun").force();
+    let first = jobs
+        .patch("backup-1", &pp, &Patch::Apply(&job))
+        .await
+        .unwrap();
+    let uid = first.metadata.uid.clone().unwrap();
+    let labels = first
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .labels
+        .clone()
+        .unwrap();
+    assert_eq!(labels["run"], "1");
+    assert_eq!(
+        labels["batch.kubernetes.io/controller-uid"], uid,
+        "server-generated labels kept"
+    );
+    let second = jobs
+        .patch("backup-1", &pp, &Patch::Apply(&job))
+        .await
+        .unwrap();
+    assert_eq!(
+        first.metadata.resource_version, second.metadata.resource_version,
+        "re-applying is a no-op"
+    );
+
+    let mut changed = job.clone();
+    changed["spec"]["template"]["spec"]["containers"][0]["image"] = json!("dataguardian:v2");
+    let err = api_err(
+        jobs.patch("backup-1", &pp, &Patch::Apply(&changed))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(err.code, 422);
+    assert!(
+        err.message.contains("spec.template: Invalid value"),
+        "{}",
+        err.message
+    );
+    assert!(
+        err.message.contains("field is immutable"),
+        "{}",
+        err.message
+    );
+
+    // Job status written through the status subresource by another manager.
+    let st = jobs
+        .patch_status(
+            "backup-1",
+            &PatchParams::apply("job-controller").force(),
+            &Patch::Apply(
+                json!({"apiVersion": "batch/v1", "kind": "Job", "status": {"active": 1}}),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(st.status.unwrap().active, Some(1));
+    assert_eq!(st.metadata.generation, Some(1));
+}
+
+#[tokio::test]
+async fn server_side_apply_of_status_drops_fields_no_longer_applied() {
+    let server = start().await;
+    let client = server.client().await.unwrap();
+    let api = widgets(&client, "default");
+    api.create(&PostParams::default(), &widget("s", json!({"size": 1})))
+        .await
+        .unwrap();
+    let pp = PatchParams::apply("widget-controller").force();
+    let body = |status: Value| json!({"apiVersion": "test.kube-sim.io/v1", "kind": "Widget", "status": status});
+    api.patch_status(
+        "s",
+        &pp,
+        &Patch::Apply(body(json!({
+        "phase": "Running", "observedGeneration": 1,
+        "conditions": [{"type": "Ready", "status": "False", "reason": "Starting"}]}))),
+    )
+    .await
+    .unwrap();
+    // Another controller owns a different condition type (map list keyed by type).
+    api.patch_status(
+        "s",
+        &PatchParams::apply("other").force(),
+        &Patch::Apply(body(json!({
+        "conditions": [{"type": "Healthy", "status": "True"}]}))),
+    )
+    .await
+    .unwrap();
+    let w = api
+        .patch_status(
+            "s",
+            &pp,
+            &Patch::Apply(body(json!({
+            "observedGeneration": 1,
+            "conditions": [{"type": "Ready", "status": "True", "reason": "Done"}]}))),
+        )
+        .await
+        .unwrap();
+    let st = &w.data["status"];
+    assert!(
+        st.get("phase").is_none(),
+        "a field the manager stopped applying is removed: {st}"
+    );
+    let conds = st["conditions"].as_array().unwrap();
+    assert_eq!(conds.len(), 2, "{st}");
+    assert!(
+        conds
+            .iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    );
+    assert!(conds.iter().any(|c| c["type"] == "Healthy"));
+    assert_eq!(w.data["spec"]["size"], 1);
+    assert_eq!(generation(&w), 1);
 }

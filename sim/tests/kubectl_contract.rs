@@ -42,6 +42,34 @@ async fn kubectl_get_uses_printer_columns_short_names_and_categories() {
         let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
         assert_eq!(&row[..3], ["w1", "3", "Ready"], "{args:?}: {out}");
     }
+    // Discovery (kubectl 1.32 uses the aggregated form).
+    let out = kubectl(
+        &server,
+        &["api-resources", "--api-group=test.kube-sim.io", "-v=6"],
+    )
+    .await;
+    assert!(out.ok, "{}", out.stderr);
+    let row: Vec<&str> = out
+        .stdout
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        row,
+        ["widgets", "wd", "test.kube-sim.io/v1", "true", "Widget"],
+        "{}",
+        out.stdout
+    );
+    assert!(
+        !out.stderr.contains("/apis/test.kube-sim.io/v1?"),
+        "aggregated discovery avoids per-group requests: {}",
+        out.stderr
+    );
+    let out = kubectl_ok(&server, &["explain", "widget.spec.size"]).await;
+    assert!(out.contains("FIELD: size <integer>"), "{out}");
+
     // Built-ins get default columns.
     let out = kubectl_ok(&server, &["get", "namespaces"]).await;
     assert!(out.starts_with("NAME"), "{out}");
@@ -141,8 +169,9 @@ async fn kubectl_apply_is_validated_by_the_server() {
 #[tokio::test]
 async fn kubectl_generators_send_protobuf() {
     let server = start().await;
-    let runs: [&[&str]; 4] = [
+    let runs: [&[&str]; 5] = [
         &["create", "namespace", "shop"],
+        &["create", "serviceaccount", "backup", "-n", "shop"],
         &[
             "create",
             "configmap",
@@ -451,7 +480,7 @@ spec:
 ";
 
 /// The repository's own CRDs (`crds/`) load, `kubectl get dataguardian` and printer columns
-/// work, their CEL rules are enforced, and every file in `examples/` (when present) applies.
+/// work, their CEL rules are enforced, and every file in `examples/` applies.
 #[tokio::test]
 async fn kubectl_repo_crds_and_examples() {
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -504,13 +533,7 @@ async fn kubectl_repo_crds_and_examples() {
     assert!(out.stderr.contains("spec is immutable"), "{}", out.stderr);
 
     let examples = repo.join("examples");
-    if !examples.is_dir() {
-        eprintln!(
-            "NOTE: {} does not exist yet; examples are not covered",
-            examples.display()
-        );
-        return;
-    }
+    assert!(examples.is_dir(), "{} must exist", examples.display());
     let mut files: Vec<_> = std::fs::read_dir(&examples)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -532,4 +555,126 @@ async fn kubectl_repo_crds_and_examples() {
     }
     let out = kubectl_ok(&server, &["get", "dataguardian", "-A"]).await;
     assert!(out.starts_with("NAMESPACE"), "{out}");
+}
+
+#[tokio::test]
+async fn kubectl_strict_validation_of_builtins() {
+    let server = start().await;
+    let cm =
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\ndata:\n  a: b\ndatta:\n  x: y\n";
+    let out = kubectl_stdin(&server, &["apply", "-f", "-"], Some(cm)).await;
+    assert!(!out.ok);
+    assert!(
+        out.stderr
+            .contains("strict decoding error: unknown field \"datta\""),
+        "{}",
+        out.stderr
+    );
+    let out = kubectl_stdin(&server, &["apply", "--validate=false", "-f", "-"], Some(cm)).await;
+    assert!(out.ok, "{}", out.stderr);
+    let v: Value =
+        serde_json::from_str(&kubectl_ok(&server, &["get", "cm", "c", "-o", "json"]).await)
+            .unwrap();
+    assert!(
+        v.get("datta").is_none(),
+        "unknown fields are dropped like the Go decoder does"
+    );
+    assert_eq!(v["data"]["a"], "b");
+}
+
+/// The `kube-sim` binary: prints its port, writes a kubeconfig kubectl can use, runs Jobs with
+/// `--run-jobs` (pod logs included), and stops on SIGTERM.
+#[tokio::test]
+async fn kube_sim_binary_with_run_jobs() {
+    use tokio::io::AsyncBufReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let kubeconfig = dir.path().join("kubeconfig");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kube-sim"))
+        .args(["--listen", "127.0.0.1:0", "--crds"])
+        .arg(fixtures())
+        .arg("--state-dir")
+        .arg(&state)
+        .arg("--kubeconfig-out")
+        .arg(&kubeconfig)
+        .arg("--run-jobs")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let port: u16 = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(state.join("port")).unwrap(),
+        port.to_string()
+    );
+    let kc = std::fs::read_to_string(&kubeconfig).unwrap();
+    assert!(
+        kc.contains(&format!("server: http://127.0.0.1:{port}")),
+        "{kc}"
+    );
+
+    let run = |args: Vec<&'static str>| {
+        let kubeconfig = kubeconfig.clone();
+        let cache = dir.path().join("cache");
+        async move {
+            let out = tokio::process::Command::new("kubectl")
+                .args(&args)
+                .env("KUBECONFIG", &kubeconfig)
+                .env("KUBECACHEDIR", &cache)
+                .output()
+                .await
+                .expect("kubectl must be installed");
+            assert!(
+                out.status.success(),
+                "kubectl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        }
+    };
+    run(vec![
+        "create",
+        "job",
+        "hello",
+        "--image=busybox",
+        "--",
+        "sh",
+        "-c",
+        "echo hello from the runner",
+    ])
+    .await;
+    run(vec![
+        "wait",
+        "--for=condition=complete",
+        "job/hello",
+        "--timeout=60s",
+    ])
+    .await;
+    assert_eq!(
+        run(vec!["logs", "job/hello"]).await,
+        "hello from the runner\n"
+    );
+
+    let pid = child.id().expect("running");
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        exit.success(),
+        "kube-sim exits cleanly on SIGTERM: {exit:?}"
+    );
 }

@@ -238,9 +238,18 @@ pub async fn run(args: OperatorArgs) -> Result<(), RunError> {
         let readiness = readiness.clone();
         let store = store.clone();
         tokio::spawn(async move {
-            if store.wait_until_ready().await.is_ok() {
-                readiness.mark_caches_synced();
-                tracing::info!("caches synced; ready");
+            // Store readiness is a one-shot channel that wakes only its latest poller (the
+            // controller also waits on it), so poll it again until it answers.
+            loop {
+                match tokio::time::timeout(Duration::from_millis(250), store.wait_until_ready()).await {
+                    Ok(Ok(())) => {
+                        readiness.mark_caches_synced();
+                        tracing::info!("caches synced; ready");
+                        break;
+                    }
+                    Ok(Err(_)) => break,
+                    Err(_) => continue,
+                }
             }
         });
     }

@@ -1,0 +1,1326 @@
+//! The kubelet: binds unassigned Pods to the sim node and runs their containers as host
+//! processes, reporting status through the API like a real kubelet.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{
+    Binding, ConfigMap, Container, ObjectReference, Pod, Probe, Secret,
+};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+use super::env::{EnvSources, expand_command, referenced_objects, resolve_env};
+use super::error::RunnerError;
+use super::images::{ImageTable, Launch, ResolveError};
+use super::ip::IpPool;
+use super::mounts::MountMap;
+use super::podstatus::{
+    CState, ContainerRecord, PodRecord, exit_reason, final_phase, pod_status_patch,
+    termination_message,
+};
+use super::process::{ContainerProcess, ProcessSpec, exit_code};
+use super::volumes::{materialize, plan_volume, volume_references};
+
+/// Name of the one node the sim has.
+pub const NODE_NAME: &str = "sim-node";
+/// Host IP of the sim node.
+pub const HOST_IP: &str = "127.0.0.1";
+const DEFAULT_TERMINATION_MESSAGE_PATH: &str = "/dev/termination-log";
+const FIELD_MANAGER: &str = "kube-sim-kubelet";
+
+/// Shared kubelet configuration and state.
+pub(crate) struct KubeletCtx {
+    pub client: Client,
+    pub state_dir: PathBuf,
+    pub pods_root: PathBuf,
+    pub images: ImageTable,
+    pub ips: Mutex<IpPool>,
+    pub kubeconfig: Option<PathBuf>,
+    pub restart_backoff: Duration,
+}
+
+/// Why a pod's containers are being stopped.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Stop {
+    /// `deletionTimestamp` set: stop with this grace, report, then remove the object.
+    Graceful(Duration),
+    /// The object is gone already.
+    Gone,
+}
+
+/// Runs the kubelet until the pod watch ends.
+pub(crate) async fn run(ctx: Arc<KubeletCtx>) -> Result<(), RunnerError> {
+    let api: Api<Pod> = Api::all(ctx.client.clone());
+    let mut stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    let mut workers: HashMap<String, watch::Sender<Option<Stop>>> = HashMap::new();
+    let mut tasks: JoinSet<String> = JoinSet::new();
+    // UIDs listed since the watch (re)started: pods we run that are not among them were deleted
+    // while the watch was down.
+    let mut relisted: Option<std::collections::HashSet<String>> = None;
+    loop {
+        tokio::select! {
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Ok(uid) = done {
+                    workers.remove(&uid);
+                }
+            }
+            event = stream.next() => {
+                let Some(event) = event else { return Ok(()) };
+                let event = match event {
+                    Ok(e) => e,
+                    Err(e) => {
+                        warn!(error = %e, "pod watch error");
+                        continue;
+                    }
+                };
+                match event {
+                    watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) => {
+                        let Some(uid) = pod.metadata.uid.clone() else { continue };
+                        if let Some(seen) = relisted.as_mut() {
+                            seen.insert(uid.clone());
+                        }
+                        if let Some(tx) = workers.get(&uid) {
+                            if pod.metadata.deletion_timestamp.is_some() {
+                                let grace = grace_period(&pod);
+                                tx.send_if_modified(|s| {
+                                    if s.is_none() { *s = Some(Stop::Graceful(grace)); true } else { false }
+                                });
+                            }
+                            continue;
+                        }
+                        if !should_run(&pod) {
+                            continue;
+                        }
+                        let (tx, rx) = watch::channel(None);
+                        workers.insert(uid.clone(), tx);
+                        let ctx = ctx.clone();
+                        tasks.spawn(async move {
+                            PodWorker::new(ctx, pod, rx).run().await;
+                            uid
+                        });
+                    }
+                    watcher::Event::Delete(pod) => {
+                        if let Some(tx) = pod.metadata.uid.as_ref().and_then(|u| workers.get(u)) {
+                            tx.send_if_modified(|s| {
+                                if s != &Some(Stop::Gone) { *s = Some(Stop::Gone); true } else { false }
+                            });
+                        }
+                    }
+                    watcher::Event::Init => relisted = Some(Default::default()),
+                    watcher::Event::InitDone => {
+                        let seen = relisted.take().unwrap_or_default();
+                        for (uid, tx) in &workers {
+                            if !seen.contains(uid) {
+                                tx.send_if_modified(|s| {
+                                    if s != &Some(Stop::Gone) { *s = Some(Stop::Gone); true } else { false }
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn should_run(pod: &Pod) -> bool {
+    let phase = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("Pending");
+    if matches!(phase, "Succeeded" | "Failed") || pod.metadata.deletion_timestamp.is_some() {
+        return false;
+    }
+    match pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) {
+        None | Some("") => true,
+        // A pod of ours that has no container state yet (bound, runner restarted before start).
+        Some(NODE_NAME) => pod
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .is_none(),
+        Some(_) => false,
+    }
+}
+
+fn grace_period(pod: &Pod) -> Duration {
+    let secs = pod
+        .metadata
+        .deletion_grace_period_seconds
+        .or_else(|| {
+            pod.spec
+                .as_ref()
+                .and_then(|s| s.termination_grace_period_seconds)
+        })
+        .unwrap_or(30);
+    Duration::from_secs(secs.max(0) as u64)
+}
+
+/// Which container a process belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Key {
+    Init(usize),
+    Main(usize),
+}
+
+/// A container process ended.
+#[derive(Debug)]
+struct Exit {
+    key: Key,
+    run: u32,
+    exit_code: i32,
+    signal: Option<i32>,
+}
+
+enum Event {
+    Exit(Exit),
+    Stop(Stop),
+    Deadline,
+    Tick,
+}
+
+/// Outcome of a step that may be interrupted.
+enum Flow {
+    Continue,
+    Interrupted(Interrupt),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Interrupt {
+    Stop(Stop),
+    Deadline,
+    /// A regular init container failed under `restartPolicy: Never`.
+    InitFailed,
+}
+
+struct RunningContainer {
+    stop: oneshot::Sender<Duration>,
+    run: u32,
+    started_at: Timestamp,
+    term_file: PathBuf,
+    log_path: PathBuf,
+}
+
+struct PodWorker {
+    ctx: Arc<KubeletCtx>,
+    api: Api<Pod>,
+    pod: Pod,
+    name: String,
+    namespace: String,
+    record: PodRecord,
+    pod_dir: PathBuf,
+    log_dir: PathBuf,
+    volumes: BTreeMap<String, PathBuf>,
+    stop_rx: watch::Receiver<Option<Stop>>,
+    deadline: Option<tokio::time::Instant>,
+    exit_tx: mpsc::UnboundedSender<Exit>,
+    exit_rx: mpsc::UnboundedReceiver<Exit>,
+    running: HashMap<Key, RunningContainer>,
+    runs: u32,
+    tasks: JoinSet<()>,
+    ip: Option<Ipv4Addr>,
+}
+
+impl PodWorker {
+    fn new(ctx: Arc<KubeletCtx>, pod: Pod, stop_rx: watch::Receiver<Option<Stop>>) -> Self {
+        let namespace = pod
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let spec = pod.spec.clone().unwrap_or_default();
+        let init = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .map(|c| {
+                ContainerRecord::new(
+                    &c.name,
+                    c.image.as_deref().unwrap_or(""),
+                    "PodInitializing",
+                    is_sidecar(c),
+                )
+            })
+            .collect();
+        let main_reason = if spec.init_containers.as_ref().is_some_and(|v| !v.is_empty()) {
+            "PodInitializing"
+        } else {
+            "ContainerCreating"
+        };
+        let main = spec
+            .containers
+            .iter()
+            .map(|c| {
+                ContainerRecord::new(
+                    &c.name,
+                    c.image.as_deref().unwrap_or(""),
+                    main_reason,
+                    false,
+                )
+            })
+            .collect();
+        let (exit_tx, exit_rx) = mpsc::unbounded_channel();
+        PodWorker {
+            api: Api::namespaced(ctx.client.clone(), &namespace),
+            pod_dir: ctx.pods_root.join(&uid),
+            log_dir: ctx.state_dir.join("logs").join(&namespace).join(&name),
+            ctx,
+            record: PodRecord {
+                uid,
+                phase: "Pending".into(),
+                reason: None,
+                message: None,
+                pod_ip: None,
+                host_ip: HOST_IP.into(),
+                start_time: Timestamp::now(),
+                init,
+                main,
+                conditions: Vec::new(),
+            },
+            pod,
+            name,
+            namespace,
+            volumes: BTreeMap::new(),
+            stop_rx,
+            deadline: None,
+            exit_tx,
+            exit_rx,
+            running: HashMap::new(),
+            runs: 0,
+            tasks: JoinSet::new(),
+            ip: None,
+        }
+    }
+
+    fn spec(&self) -> k8s_openapi::api::core::v1::PodSpec {
+        self.pod.spec.clone().unwrap_or_default()
+    }
+
+    fn restart_policy(&self) -> String {
+        self.spec()
+            .restart_policy
+            .unwrap_or_else(|| "Always".into())
+    }
+
+    async fn run(mut self) {
+        if !self.bind().await {
+            return;
+        }
+        let ip = self
+            .ctx
+            .ips
+            .lock()
+            .map(|mut p| p.allocate())
+            .unwrap_or(None);
+        self.ip = ip;
+        self.record.pod_ip = ip.map(|i| i.to_string());
+        self.record.start_time = Timestamp::now();
+        if let Some(secs) = self.spec().active_deadline_seconds {
+            self.deadline =
+                Some(tokio::time::Instant::now() + Duration::from_secs(secs.max(0) as u64));
+        }
+        self.sync_pod_object();
+        info!(pod = %self.name, namespace = %self.namespace, ip = ?ip, "kubelet: starting pod");
+        if let Err(e) = self.make_dirs() {
+            warn!(pod = %self.name, error = %e, "kubelet: cannot create pod directories");
+        }
+        self.push_status().await;
+
+        let outcome = self.run_containers().await;
+        match outcome {
+            Flow::Continue => {}
+            Flow::Interrupted(i) => self.terminate(i).await,
+        }
+        self.release_ip();
+        // Keep the pod's files until the object goes away, then finish deletion.
+        let stop = *self.stop_rx.borrow();
+        let stop = match stop {
+            Some(s) => s,
+            None => loop {
+                if self.stop_rx.changed().await.is_err() {
+                    break Stop::Gone;
+                }
+                if let Some(s) = *self.stop_rx.borrow() {
+                    break s;
+                }
+            },
+        };
+        if let Stop::Graceful(_) = stop {
+            self.finalize_deletion().await;
+        }
+        let _ = std::fs::remove_dir_all(&self.pod_dir);
+    }
+
+    async fn bind(&mut self) -> bool {
+        let bound = self
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_deref())
+            .is_some_and(|n| !n.is_empty());
+        if !bound {
+            let binding = Binding {
+                metadata: kube::api::ObjectMeta {
+                    name: Some(self.name.clone()),
+                    namespace: Some(self.namespace.clone()),
+                    uid: self.pod.metadata.uid.clone(),
+                    ..Default::default()
+                },
+                target: ObjectReference {
+                    api_version: Some("v1".into()),
+                    kind: Some("Node".into()),
+                    name: Some(NODE_NAME.into()),
+                    ..Default::default()
+                },
+            };
+            let res: Result<serde_json::Value, _> = self
+                .api
+                .create_subresource("binding", &self.name, &PostParams::default(), &binding)
+                .await;
+            if let Err(e) = res {
+                // No binding subresource on this server: set spec.nodeName instead.
+                debug!(error = %e, "pods/binding failed, patching spec.nodeName");
+                let patch = serde_json::json!({"spec": {"nodeName": NODE_NAME}});
+                if let Err(e) = self
+                    .api
+                    .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
+                    match e {
+                        kube::Error::Api(s) if s.code == 404 => return false,
+                        e => {
+                            // Neither pods/binding nor a nodeName patch is accepted: run the
+                            // pod unbound (spec.nodeName stays empty in the API).
+                            warn!(pod = %self.name, error = %e, "kubelet: cannot bind pod, running it unbound");
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(spec) = self.pod.spec.as_mut() {
+            spec.node_name = Some(NODE_NAME.into());
+        }
+        true
+    }
+
+    fn make_dirs(&self) -> std::io::Result<()> {
+        for (dir, mode) in [
+            (self.pod_dir.clone(), 0o755),
+            (self.pod_dir.join("root"), 0o755),
+            (self.pod_dir.join("home"), 0o755),
+            (self.pod_dir.join("tmp"), 0o1777),
+            (self.pod_dir.join("volumes"), 0o755),
+            (self.pod_dir.join("term"), 0o755),
+        ] {
+            std::fs::create_dir_all(&dir)?;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode))?;
+        }
+        std::fs::create_dir_all(&self.log_dir)?;
+        Ok(())
+    }
+
+    fn release_ip(&mut self) {
+        if let Some(ip) = self.ip.take()
+            && let Ok(mut pool) = self.ctx.ips.lock()
+        {
+            pool.release(ip);
+        }
+    }
+
+    /// Mirrors the record into the local pod object, so fieldRefs see podIP etc.
+    fn sync_pod_object(&mut self) {
+        self.record.refresh_conditions(Timestamp::now());
+        self.pod.status = Some(self.record.to_status());
+    }
+
+    async fn push_status(&mut self) {
+        self.sync_pod_object();
+        let patch = pod_status_patch(self.pod.status.as_ref().expect("status set"));
+        let pp = PatchParams::apply(FIELD_MANAGER);
+        let pp = PatchParams {
+            field_manager: pp.field_manager,
+            ..PatchParams::default()
+        };
+        if let Err(e) = self
+            .api
+            .patch_status(&self.name, &pp, &Patch::Merge(&patch))
+            .await
+        {
+            debug!(pod = %self.name, error = %e, "kubelet: status update failed");
+        }
+    }
+
+    async fn finalize_deletion(&mut self) {
+        let dp = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions {
+                uid: self.pod.metadata.uid.clone(),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        if let Err(e) = self.api.delete(&self.name, &dp).await {
+            debug!(pod = %self.name, error = %e, "kubelet: final delete failed");
+        }
+    }
+
+    /// Waits for the next event; `timer` adds a `Tick` after that long.
+    async fn next_event(&mut self, timer: Option<Duration>) -> Event {
+        if let Some(stop) = *self.stop_rx.borrow_and_update() {
+            return Event::Stop(stop);
+        }
+        let deadline = self.deadline;
+        tokio::select! {
+            Some(exit) = self.exit_rx.recv() => Event::Exit(exit),
+            changed = self.stop_rx.changed() => match (changed, *self.stop_rx.borrow()) {
+                (Err(_), _) => Event::Stop(Stop::Gone),
+                (Ok(()), Some(s)) => Event::Stop(s),
+                (Ok(()), None) => Event::Tick,
+            },
+            _ = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => Event::Deadline,
+            _ = tokio::time::sleep(timer.unwrap_or(Duration::ZERO)), if timer.is_some() => Event::Tick,
+        }
+    }
+
+    /// Sleeps while handling exits of sidecars; returns an interrupt if one happens.
+    async fn pause(&mut self, d: Duration) -> Option<Interrupt> {
+        let until = tokio::time::Instant::now() + d;
+        loop {
+            let left = until.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            match self.next_event(Some(left)).await {
+                Event::Tick => {}
+                Event::Stop(s) => return Some(Interrupt::Stop(s)),
+                Event::Deadline => return Some(Interrupt::Deadline),
+                Event::Exit(exit) => {
+                    if let Some(i) = self.on_background_exit(exit).await {
+                        return Some(i);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn run_containers(&mut self) -> Flow {
+        if let Flow::Interrupted(i) = self.prepare_volumes().await {
+            return Flow::Interrupted(i);
+        }
+        let spec = self.spec();
+        let inits = spec.init_containers.clone().unwrap_or_default();
+        for (i, c) in inits.iter().enumerate() {
+            self.record.init[i].state = CState::waiting("ContainerCreating", None);
+            let flow = if is_sidecar(c) {
+                self.start_sidecar(i).await
+            } else {
+                self.run_init(i).await
+            };
+            if let Flow::Interrupted(i) = flow {
+                return Flow::Interrupted(i);
+            }
+        }
+        for rec in &mut self.record.main {
+            rec.state = CState::waiting("ContainerCreating", None);
+        }
+        self.push_status().await;
+        for i in 0..spec.containers.len() {
+            if let Flow::Interrupted(int) = self.start(Key::Main(i)).await {
+                return Flow::Interrupted(int);
+            }
+        }
+        self.record.phase = "Running".into();
+        self.push_status().await;
+        // Wait for the main containers.
+        loop {
+            if self.record.main.iter().all(|c| c.state.is_terminated()) {
+                break;
+            }
+            match self.next_event(None).await {
+                Event::Tick => {}
+                Event::Stop(s) => return Flow::Interrupted(Interrupt::Stop(s)),
+                Event::Deadline => return Flow::Interrupted(Interrupt::Deadline),
+                Event::Exit(exit) => {
+                    if let Some(i) = self.on_background_exit(exit).await {
+                        return Flow::Interrupted(i);
+                    }
+                }
+            }
+        }
+        // All main containers are done: stop sidecars in reverse order, then report.
+        self.stop_all(self.grace(), true).await;
+        self.record.phase = final_phase(&self.record.main).into();
+        self.push_status().await;
+        info!(pod = %self.name, phase = %self.record.phase, "kubelet: pod finished");
+        Flow::Continue
+    }
+
+    fn grace(&self) -> Duration {
+        Duration::from_secs(
+            self.spec()
+                .termination_grace_period_seconds
+                .unwrap_or(30)
+                .max(0) as u64,
+        )
+    }
+
+    /// Handles the exit of a running container outside of a step that waits for it
+    /// (sidecars, main containers). Restarts per policy.
+    async fn on_background_exit(&mut self, exit: Exit) -> Option<Interrupt> {
+        let rc = self.running.get(&exit.key)?;
+        if rc.run != exit.run {
+            return None;
+        }
+        let rc = self.running.remove(&exit.key).expect("present");
+        self.record_exit(exit.key, &exit, &rc);
+        let restart = match exit.key {
+            Key::Init(i) => self.record.init[i].sidecar,
+            Key::Main(_) => match self.restart_policy().as_str() {
+                "Always" => true,
+                "OnFailure" => exit.exit_code != 0,
+                _ => false,
+            },
+        };
+        self.push_status().await;
+        if restart {
+            let restarts = self.record_of(exit.key).restart_count.max(0) as u32;
+            let delay = self
+                .ctx
+                .restart_backoff
+                .saturating_mul(1u32 << restarts.min(5));
+            if let Some(i) = Box::pin(self.pause(delay.min(Duration::from_secs(300)))).await {
+                return Some(i);
+            }
+            let rec = self.record_of_mut(exit.key);
+            rec.restart_count += 1;
+            if let Flow::Interrupted(i) = Box::pin(self.start(exit.key)).await {
+                return Some(i);
+            }
+            self.push_status().await;
+        }
+        None
+    }
+
+    fn record_of(&self, key: Key) -> &ContainerRecord {
+        match key {
+            Key::Init(i) => &self.record.init[i],
+            Key::Main(i) => &self.record.main[i],
+        }
+    }
+
+    fn record_of_mut(&mut self, key: Key) -> &mut ContainerRecord {
+        match key {
+            Key::Init(i) => &mut self.record.init[i],
+            Key::Main(i) => &mut self.record.main[i],
+        }
+    }
+
+    fn container(&self, key: Key) -> Container {
+        let spec = self.spec();
+        match key {
+            Key::Init(i) => spec.init_containers.unwrap_or_default()[i].clone(),
+            Key::Main(i) => spec.containers[i].clone(),
+        }
+    }
+
+    fn record_exit(&mut self, key: Key, exit: &Exit, rc: &RunningContainer) {
+        let container = self.container(key);
+        let file = std::fs::read(&rc.term_file).unwrap_or_default();
+        let log = std::fs::read(&rc.log_path).unwrap_or_default();
+        let message = termination_message(
+            &file,
+            container.termination_message_policy.as_deref(),
+            exit.exit_code,
+            &log,
+        );
+        let rec = self.record_of_mut(key);
+        let previous = std::mem::replace(
+            &mut rec.state,
+            CState::Terminated {
+                exit_code: exit.exit_code,
+                signal: exit.signal,
+                reason: exit_reason(exit.exit_code).into(),
+                message,
+                started_at: Some(rc.started_at),
+                finished_at: Timestamp::now(),
+            },
+        );
+        if matches!(previous, CState::Terminated { .. }) {
+            rec.last_state = Some(previous);
+        }
+        rec.ready = false;
+        debug!(pod = %self.name, container = %container.name, code = exit.exit_code, "kubelet: container exited");
+    }
+
+    async fn prepare_volumes(&mut self) -> Flow {
+        let volumes = self.spec().volumes.unwrap_or_default();
+        if volumes.is_empty() {
+            return Flow::Continue;
+        }
+        loop {
+            let (secrets, cms) = volume_references(&volumes);
+            let result = match self.fetch_sources(&secrets, &cms).await {
+                Ok(sources) => {
+                    let mut out = Ok(BTreeMap::new());
+                    for v in &volumes {
+                        let plan = match plan_volume(&self.pod, v, &sources) {
+                            Ok(p) => p,
+                            Err(e) => {
+                                out = Err(e.to_string());
+                                break;
+                            }
+                        };
+                        match materialize(
+                            &plan,
+                            &v.name,
+                            &self.pod_dir.join("volumes"),
+                            &self.ctx.state_dir,
+                        ) {
+                            Ok(dir) => {
+                                if let Ok(m) = out.as_mut() {
+                                    m.insert(v.name.clone(), dir);
+                                }
+                            }
+                            Err(e) => {
+                                out = Err(format!(
+                                    "MountVolume.SetUp failed for volume \"{}\" : {e}",
+                                    v.name
+                                ));
+                                break;
+                            }
+                        }
+                    }
+                    out
+                }
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(dirs) => {
+                    self.volumes = dirs;
+                    return Flow::Continue;
+                }
+                Err(message) => {
+                    debug!(pod = %self.name, %message, "kubelet: volumes not ready");
+                    for rec in self
+                        .record
+                        .init
+                        .iter_mut()
+                        .chain(self.record.main.iter_mut())
+                    {
+                        rec.state = CState::waiting("ContainerCreating", Some(message.clone()));
+                    }
+                    self.record
+                        .init
+                        .iter_mut()
+                        .for_each(|r| r.state = CState::waiting("PodInitializing", None));
+                    if !self.record.init.is_empty() {
+                        self.record.init[0].state =
+                            CState::waiting("ContainerCreating", Some(message.clone()));
+                    }
+                    self.push_status().await;
+                    if let Some(i) = self.pause(Duration::from_secs(1)).await {
+                        return Flow::Interrupted(i);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn fetch_sources(
+        &self,
+        secrets: &std::collections::BTreeSet<String>,
+        cms: &std::collections::BTreeSet<String>,
+    ) -> Result<EnvSources, String> {
+        let mut sources = EnvSources::default();
+        let sapi: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
+        let capi: Api<ConfigMap> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
+        for name in secrets {
+            match sapi.get_opt(name).await {
+                Ok(Some(s)) => {
+                    sources.secrets.insert(name.clone(), s);
+                }
+                Ok(None) => {}
+                Err(e) => return Err(format!("cannot read secret \"{name}\": {e}")),
+            }
+        }
+        for name in cms {
+            match capi.get_opt(name).await {
+                Ok(Some(c)) => {
+                    sources.config_maps.insert(name.clone(), c);
+                }
+                Ok(None) => {}
+                Err(e) => return Err(format!("cannot read configmap \"{name}\": {e}")),
+            }
+        }
+        Ok(sources)
+    }
+
+    async fn run_init(&mut self, i: usize) -> Flow {
+        loop {
+            if let Flow::Interrupted(int) = self.start(Key::Init(i)).await {
+                return Flow::Interrupted(int);
+            }
+            self.push_status().await;
+            // Wait for this init container (sidecars started earlier may exit meanwhile).
+            let code = loop {
+                if let CState::Terminated { exit_code, .. } = self.record.init[i].state
+                    && !self.running.contains_key(&Key::Init(i))
+                {
+                    break exit_code;
+                }
+                match self.next_event(None).await {
+                    Event::Tick => {}
+                    Event::Stop(s) => return Flow::Interrupted(Interrupt::Stop(s)),
+                    Event::Deadline => return Flow::Interrupted(Interrupt::Deadline),
+                    Event::Exit(exit) if exit.key == Key::Init(i) => {
+                        if let Some(rc) = self.running.remove(&exit.key) {
+                            self.record_exit(exit.key, &exit, &rc);
+                        }
+                    }
+                    Event::Exit(exit) => {
+                        if let Some(int) = self.on_background_exit(exit).await {
+                            return Flow::Interrupted(int);
+                        }
+                    }
+                }
+            };
+            self.push_status().await;
+            if code == 0 {
+                return Flow::Continue;
+            }
+            if self.restart_policy() == "Never" {
+                return Flow::Interrupted(Interrupt::InitFailed);
+            }
+            let restarts = self.record.init[i].restart_count.max(0) as u32;
+            let delay = self
+                .ctx
+                .restart_backoff
+                .saturating_mul(1u32 << restarts.min(5));
+            if let Some(int) = self.pause(delay).await {
+                return Flow::Interrupted(int);
+            }
+            self.record.init[i].restart_count += 1;
+        }
+    }
+
+    async fn start_sidecar(&mut self, i: usize) -> Flow {
+        if let Flow::Interrupted(int) = self.start(Key::Init(i)).await {
+            return Flow::Interrupted(int);
+        }
+        let container = self.container(Key::Init(i));
+        if let Some(probe) = container.startup_probe.clone() {
+            self.push_status().await;
+            let period = Duration::from_secs(probe.period_seconds.unwrap_or(10).max(1) as u64);
+            let threshold = probe.failure_threshold.unwrap_or(3).max(1);
+            if let Some(int) = self
+                .pause(Duration::from_secs(
+                    probe.initial_delay_seconds.unwrap_or(0).max(0) as u64,
+                ))
+                .await
+            {
+                return Flow::Interrupted(int);
+            }
+            let mut failures = 0;
+            loop {
+                if !self.running.contains_key(&Key::Init(i)) {
+                    // It exited (and was restarted or not) during the wait: probe again later.
+                    failures = 0;
+                } else if self.probe(&container, &probe).await {
+                    break;
+                } else {
+                    failures += 1;
+                    if failures >= threshold {
+                        // Startup probe failed: kill it; the exit restarts it.
+                        if let Some(rc) = self.running.get_mut(&Key::Init(i)) {
+                            let (tx, _) = oneshot::channel();
+                            let stop = std::mem::replace(&mut rc.stop, tx);
+                            let _ = stop.send(self.grace());
+                        }
+                        failures = 0;
+                    }
+                }
+                if let Some(int) = self.pause(period).await {
+                    return Flow::Interrupted(int);
+                }
+            }
+        }
+        let rec = &mut self.record.init[i];
+        rec.started = true;
+        rec.ready = true;
+        self.push_status().await;
+        Flow::Continue
+    }
+
+    async fn probe(&mut self, container: &Container, probe: &Probe) -> bool {
+        let timeout = Duration::from_secs(probe.timeout_seconds.unwrap_or(1).max(1) as u64);
+        let ip = self.record.pod_ip.clone().unwrap_or_else(|| HOST_IP.into());
+        let port_of =
+            |p: &k8s_openapi::apimachinery::pkg::util::intstr::IntOrString| -> Option<u16> {
+                use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+                match p {
+                    IntOrString::Int(n) => u16::try_from(*n).ok(),
+                    IntOrString::String(name) => container
+                        .ports
+                        .iter()
+                        .flatten()
+                        .find(|cp| cp.name.as_deref() == Some(name))
+                        .and_then(|cp| u16::try_from(cp.container_port).ok()),
+                }
+            };
+        if let Some(tcp) = &probe.tcp_socket {
+            let host = tcp.host.clone().unwrap_or(ip);
+            let Some(port) = port_of(&tcp.port) else {
+                return false;
+            };
+            return matches!(
+                tokio::time::timeout(
+                    timeout,
+                    tokio::net::TcpStream::connect((host.as_str(), port))
+                )
+                .await,
+                Ok(Ok(_))
+            );
+        }
+        if let Some(http) = &probe.http_get {
+            let host = http.host.clone().unwrap_or(ip);
+            let Some(port) = port_of(&http.port) else {
+                return false;
+            };
+            let path = http.path.clone().unwrap_or_else(|| "/".into());
+            return tokio::time::timeout(timeout, http_probe(&host, port, &path))
+                .await
+                .unwrap_or(false);
+        }
+        if let Some(exec) = &probe.exec {
+            let command = exec.command.clone().unwrap_or_default();
+            let Ok((spec, stop_signal)) =
+                self.process_spec(container, Some(&command), "probe").await
+            else {
+                return false;
+            };
+            let Ok(mut proc) = ContainerProcess::spawn(&spec, stop_signal) else {
+                return false;
+            };
+            return match tokio::time::timeout(timeout, proc.wait()).await {
+                Ok(Ok(status)) => status.success(),
+                _ => {
+                    let _ = proc.stop(Duration::ZERO).await;
+                    false
+                }
+            };
+        }
+        true
+    }
+
+    /// Builds what to run for a container. `override_command` replaces command+args (exec
+    /// probes). Errors are container waiting/terminated states.
+    async fn process_spec(
+        &mut self,
+        container: &Container,
+        override_command: Option<&[String]>,
+        log_name: &str,
+    ) -> Result<(ProcessSpec, i32), CState> {
+        let (secrets, cms) = referenced_objects(container);
+        let sources = self
+            .fetch_sources(&secrets, &cms)
+            .await
+            .map_err(|m| CState::waiting("CreateContainerConfigError", Some(m)))?;
+        let env = resolve_env(&self.pod, container, &sources)
+            .map_err(|e| CState::waiting("CreateContainerConfigError", Some(e.to_string())))?;
+
+        // Mounts: volume mounts and the termination-message file.
+        let mut mounts = MountMap::new();
+        let term_path = container
+            .termination_message_path
+            .clone()
+            .unwrap_or_else(|| DEFAULT_TERMINATION_MESSAGE_PATH.into());
+        let term_file = self.term_file(&container.name);
+        mounts.insert(&term_path, term_file);
+        for m in container.volume_mounts.iter().flatten() {
+            let Some(dir) = self.volumes.get(&m.name) else {
+                return Err(CState::waiting(
+                    "CreateContainerConfigError",
+                    Some(format!("volume \"{}\" not found", m.name)),
+                ));
+            };
+            let sub = m
+                .sub_path
+                .clone()
+                .or_else(|| {
+                    m.sub_path_expr
+                        .as_ref()
+                        .map(|e| expand_command(std::slice::from_ref(e), &env).remove(0))
+                })
+                .unwrap_or_default();
+            let host = if sub.is_empty() {
+                dir.clone()
+            } else {
+                dir.join(sub)
+            };
+            if !host.exists() {
+                let _ = std::fs::create_dir_all(&host);
+            }
+            mounts.insert(&m.mount_path, host);
+        }
+
+        let image = container.image.clone().unwrap_or_default();
+        let (command, args) = match override_command {
+            Some(cmd) => (expand_command(cmd, &env), Vec::new()),
+            None => (
+                expand_command(container.command.as_deref().unwrap_or_default(), &env),
+                expand_command(container.args.as_deref().unwrap_or_default(), &env),
+            ),
+        };
+        let command: Vec<String> = command.iter().map(|s| mounts.rewrite(s)).collect();
+        let args: Vec<String> = args.iter().map(|s| mounts.rewrite(s)).collect();
+        let launch: Launch = match self.ctx.images.resolve(&image, &command, &args) {
+            Ok(l) => l,
+            Err(e @ ResolveError::UnknownImage { .. }) => {
+                return Err(CState::waiting("ErrImagePull", Some(e.to_string())));
+            }
+            Err(e) => {
+                let now = Timestamp::now();
+                return Err(CState::Terminated {
+                    exit_code: 128,
+                    signal: None,
+                    reason: "StartError".into(),
+                    message: Some(e.to_string()),
+                    started_at: Some(now),
+                    finished_at: now,
+                });
+            }
+        };
+
+        let mut full: Vec<(String, String)> = Vec::new();
+        let mut set = |k: &str, v: String| {
+            if let Some(slot) = full.iter_mut().find(|(n, _)| n == k) {
+                slot.1 = v;
+            } else {
+                full.push((k.to_string(), v));
+            }
+        };
+        set(
+            "PATH",
+            std::env::var("PATH").unwrap_or_else(|_| {
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()
+            }),
+        );
+        set("HOSTNAME", self.name.clone());
+        set("HOME", self.pod_dir.join("home").display().to_string());
+        set("TMPDIR", self.pod_dir.join("tmp").display().to_string());
+        for name in &self.ctx.images.pass_env {
+            if let Ok(v) = std::env::var(name) {
+                set(name, v);
+            }
+        }
+        if let Some(k) = &self.ctx.kubeconfig {
+            set("KUBECONFIG", k.display().to_string());
+        }
+        for (k, v) in &launch.image_env {
+            set(k, mounts.rewrite(v));
+        }
+        for (k, v) in &env {
+            set(k, mounts.rewrite(v));
+        }
+        set("SIM_POD_IP", self.record.pod_ip.clone().unwrap_or_default());
+        set("SIM_POD_DIR", self.pod_dir.display().to_string());
+        set(
+            "SIM_TERMINATION_MESSAGE_PATH",
+            self.term_file(&container.name).display().to_string(),
+        );
+        for (k, v) in mounts.env_vars() {
+            set(&k, v);
+        }
+
+        let cwd = match container.working_dir.as_deref() {
+            Some(wd) if !wd.is_empty() => mounts
+                .host_path(wd)
+                .unwrap_or_else(|| self.pod_dir.join("root").join(wd.trim_start_matches('/'))),
+            _ => self.pod_dir.join("root"),
+        };
+        let _ = std::fs::create_dir_all(&cwd);
+        let log_path = if log_name == "probe" {
+            self.pod_dir.join(format!("probe-{}.log", container.name))
+        } else {
+            self.log_dir.join(format!("{}.log", container.name))
+        };
+        Ok((
+            ProcessSpec {
+                argv: launch.argv,
+                env: full,
+                cwd,
+                log_path,
+            },
+            launch.stop_signal,
+        ))
+    }
+
+    fn term_file(&self, container: &str) -> PathBuf {
+        self.pod_dir.join("term").join(container)
+    }
+
+    /// Starts one container; keeps retrying while its config or image is not available.
+    async fn start(&mut self, key: Key) -> Flow {
+        let container = self.container(key);
+        let mut attempts = 0u32;
+        loop {
+            match self.process_spec(&container, None, "main").await {
+                Ok((spec, stop_signal)) => {
+                    // A new run: fresh termination-message file; rotate the previous log.
+                    let term_file = self.term_file(&container.name);
+                    let _ = std::fs::write(&term_file, b"");
+                    let _ = std::fs::set_permissions(
+                        &term_file,
+                        std::fs::Permissions::from_mode(0o666),
+                    );
+                    if self.record_of(key).restart_count > 0
+                        || matches!(self.record_of(key).state, CState::Terminated { .. })
+                    {
+                        let prev = self
+                            .log_dir
+                            .join(format!("{}.previous.log", container.name));
+                        let _ = std::fs::rename(&spec.log_path, prev);
+                    }
+                    match ContainerProcess::spawn(&spec, stop_signal) {
+                        Ok(proc) => {
+                            let started_at = Timestamp::now();
+                            self.runs += 1;
+                            let run = self.runs;
+                            let (stop_tx, stop_rx) = oneshot::channel();
+                            let tx = self.exit_tx.clone();
+                            self.tasks.spawn(supervise(proc, stop_rx, key, run, tx));
+                            self.running.insert(
+                                key,
+                                RunningContainer {
+                                    stop: stop_tx,
+                                    run,
+                                    started_at,
+                                    term_file,
+                                    log_path: spec.log_path.clone(),
+                                },
+                            );
+                            let sidecar_probe =
+                                matches!(key, Key::Init(_)) && container.startup_probe.is_some();
+                            let rec = self.record_of_mut(key);
+                            let previous =
+                                std::mem::replace(&mut rec.state, CState::Running { started_at });
+                            if matches!(previous, CState::Terminated { .. }) {
+                                rec.last_state = Some(previous);
+                            }
+                            rec.started = !sidecar_probe;
+                            rec.ready = !sidecar_probe;
+                            return Flow::Continue;
+                        }
+                        Err(e) => {
+                            let now = Timestamp::now();
+                            let _ = std::fs::write(
+                                &spec.log_path,
+                                format!("kube-sim: cannot start {:?}: {e}\n", spec.argv.first()),
+                            );
+                            self.record_of_mut(key).state = CState::Terminated {
+                                exit_code: 128,
+                                signal: None,
+                                reason: "StartError".into(),
+                                message: Some(format!("failed to start container process: {e}")),
+                                started_at: Some(now),
+                                finished_at: now,
+                            };
+                            return Flow::Continue;
+                        }
+                    }
+                }
+                Err(state @ CState::Terminated { .. }) => {
+                    self.record_of_mut(key).state = state;
+                    return Flow::Continue;
+                }
+                Err(CState::Waiting { reason, message }) => {
+                    attempts += 1;
+                    let reason = if reason == "ErrImagePull" && attempts > 1 {
+                        "ImagePullBackOff".to_string()
+                    } else {
+                        reason
+                    };
+                    let message = if reason == "ImagePullBackOff" {
+                        Some(format!(
+                            "Back-off pulling image \"{}\": {}",
+                            container.image.clone().unwrap_or_default(),
+                            message.unwrap_or_default()
+                        ))
+                    } else {
+                        message
+                    };
+                    self.record_of_mut(key).state = CState::Waiting { reason, message };
+                    self.push_status().await;
+                    if let Some(i) = self.pause(Duration::from_secs(1)).await {
+                        return Flow::Interrupted(i);
+                    }
+                }
+                Err(other) => {
+                    self.record_of_mut(key).state = other;
+                    return Flow::Continue;
+                }
+            }
+        }
+    }
+
+    /// Stops running containers: main containers first (in parallel), then sidecars in reverse
+    /// order, each with `grace`. Records their final states.
+    async fn stop_all(&mut self, grace: Duration, sidecars_only: bool) {
+        let mut order: Vec<Key> = Vec::new();
+        if !sidecars_only {
+            order.extend(
+                self.running
+                    .keys()
+                    .filter(|k| matches!(k, Key::Main(_)))
+                    .copied(),
+            );
+        }
+        let mut inits: Vec<Key> = self
+            .running
+            .keys()
+            .filter(|k| matches!(k, Key::Init(_)))
+            .copied()
+            .collect();
+        inits.sort_by_key(|k| {
+            std::cmp::Reverse(match k {
+                Key::Init(i) | Key::Main(i) => *i,
+            })
+        });
+        // Main containers all at once, then each sidecar after the previous one stopped.
+        let mains = order.clone();
+        self.stop_keys(&mains, grace).await;
+        for k in inits {
+            self.stop_keys(&[k], grace).await;
+        }
+    }
+
+    async fn stop_keys(&mut self, keys: &[Key], grace: Duration) {
+        let mut waiting: Vec<Key> = Vec::new();
+        for k in keys {
+            if let Some(rc) = self.running.get_mut(k) {
+                let (tx, _) = oneshot::channel();
+                let stop = std::mem::replace(&mut rc.stop, tx);
+                let _ = stop.send(grace);
+                waiting.push(*k);
+            }
+        }
+        let hard_limit = tokio::time::Instant::now() + grace + Duration::from_secs(5);
+        while !waiting.is_empty() {
+            let exit = tokio::select! {
+                e = self.exit_rx.recv() => e,
+                _ = tokio::time::sleep_until(hard_limit) => None,
+            };
+            let Some(exit) = exit else { break };
+            if let Some(rc) = self.running.get(&exit.key)
+                && rc.run == exit.run
+            {
+                let rc = self.running.remove(&exit.key).expect("present");
+                self.record_exit(exit.key, &exit, &rc);
+                waiting.retain(|k| *k != exit.key);
+            }
+        }
+    }
+
+    /// Stops everything after an interruption and reports the final state.
+    async fn terminate(&mut self, why: Interrupt) {
+        let grace = match why {
+            Interrupt::Stop(Stop::Graceful(g)) => g,
+            Interrupt::Stop(Stop::Gone) => self.grace().min(Duration::from_secs(5)),
+            Interrupt::Deadline | Interrupt::InitFailed => self.grace(),
+        };
+        self.stop_all(grace, false).await;
+        // Containers that never ran stay waiting; the pod is over.
+        match why {
+            Interrupt::Deadline => {
+                self.record.phase = "Failed".into();
+                self.record.reason = Some("DeadlineExceeded".into());
+                self.record.message =
+                    Some("Pod was active on the node longer than the specified deadline".into());
+            }
+            Interrupt::InitFailed => {
+                self.record.phase = "Failed".into();
+            }
+            Interrupt::Stop(_) => {
+                let all_ok = self.record.main.iter().all(|c| c.state.succeeded());
+                self.record.phase = if all_ok { "Succeeded" } else { "Failed" }.into();
+            }
+        }
+        if !matches!(why, Interrupt::Stop(Stop::Gone)) {
+            self.push_status().await;
+        }
+        info!(pod = %self.name, phase = %self.record.phase, reason = ?why, "kubelet: pod stopped");
+    }
+}
+
+async fn supervise(
+    mut proc: ContainerProcess,
+    mut stop: oneshot::Receiver<Duration>,
+    key: Key,
+    run: u32,
+    tx: mpsc::UnboundedSender<Exit>,
+) {
+    let status = tokio::select! {
+        s = proc.wait() => s,
+        Ok(grace) = &mut stop => proc.stop(grace).await,
+    };
+    let (code, signal) = match status {
+        Ok(s) => exit_code(s),
+        Err(_) => (255, None),
+    };
+    let _ = tx.send(Exit {
+        key,
+        run,
+        exit_code: code,
+        signal,
+    });
+}
+
+fn is_sidecar(c: &Container) -> bool {
+    c.restart_policy.as_deref() == Some("Always")
+}
+
+async fn http_probe(host: &str, port: u16, path: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect((host, port)).await else {
+        return false;
+    };
+    let req = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: kube-probe/1.32\r\n\r\n");
+    if s.write_all(req.as_bytes()).await.is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 64];
+    let Ok(n) = s.read(&mut buf).await else {
+        return false;
+    };
+    let line = String::from_utf8_lossy(&buf[..n]);
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse::<u16>().ok())
+        .is_some_and(|c| (200..400).contains(&c))
+}
+
+/// Makes `dir` traversable by other users (adds `o+x`), so that database processes running as
+/// `postgres`/`mysql` can reach their data under the pod dirs. Parents are left alone.
+pub(crate) fn make_traversable(dir: &Path) -> std::io::Result<()> {
+    let mode = std::fs::metadata(dir)?.permissions().mode();
+    if mode & 0o001 == 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | 0o011))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,148 @@
+//! The Job runner: plays the Kubernetes Job controller and the kubelet for the sim.
+//!
+//! It talks to the API server only over HTTP through a [`kube::Client`], like the real
+//! controllers do, so it works against any API server. See `sim/README-runner.md` for how
+//! containers map to host processes.
+//!
+//! Pure planning lives in [`jobplan`] (Job controller decisions), [`env`] and [`expand`]
+//! (container environment), [`mounts`] and [`volumes`] (paths), [`podstatus`] (status
+//! rendering), [`images`] (image table); the I/O loops are in `jobcontroller` and `kubelet`.
+
+pub mod env;
+pub mod error;
+pub mod expand;
+pub mod images;
+pub mod ip;
+mod jobcontroller;
+pub mod jobplan;
+mod kubelet;
+pub mod mounts;
+pub mod podstatus;
+pub mod process;
+pub mod volumes;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub use error::{ErrorCategory, RunnerError};
+pub use images::ImageTable;
+pub use ip::{IpPool, IpPrefix};
+pub use kubelet::{HOST_IP, NODE_NAME};
+
+/// Configuration of the Job runner.
+#[derive(Debug)]
+pub struct RunnerConfig {
+    /// Where pod directories (`pods/<uid>`), persistent volumes (`volumes/`) and container logs
+    /// (`logs/<namespace>/<pod>/<container>.log`) live. Made traversable (`o+x`) so that
+    /// database servers running as their own users can reach their pod dirs; when a parent of
+    /// it is private, pod dirs go to a temp dir of their own instead.
+    pub state_dir: PathBuf,
+    /// Image → local program table (normally [`ImageTable::load_default`]).
+    pub images: ImageTable,
+    /// Second octet of pod IPs `127.N.x.y` (see [`IpPrefix::claim`]).
+    pub ip_prefix: IpPrefix,
+    /// Kubeconfig handed to containers as `KUBECONFIG` (stands in for the in-cluster service
+    /// account), if any.
+    pub kubeconfig: Option<PathBuf>,
+    /// First delay before a failed Job pod is replaced (doubling per failure, capped at 6 min).
+    /// Kubernetes uses 10 s; the default here is 1 s to keep tests quick.
+    pub pod_backoff_base: Duration,
+    /// First delay before a container is restarted in place (sidecars, `OnFailure`/`Always`).
+    pub container_restart_backoff: Duration,
+}
+
+impl RunnerConfig {
+    /// The committed image table, a claimed IP prefix, 1 s backoffs, no kubeconfig.
+    pub fn new(state_dir: PathBuf) -> Result<Self, RunnerError> {
+        Ok(RunnerConfig {
+            state_dir,
+            images: ImageTable::load_default()?,
+            ip_prefix: IpPrefix::claim()?,
+            kubeconfig: None,
+            pod_backoff_base: Duration::from_secs(1),
+            container_restart_backoff: Duration::from_secs(1),
+        })
+    }
+}
+
+/// Runs the Job controller and the kubelet until one of them stops (an error) or the future is
+/// dropped. Dropping it stops every container process it started.
+pub async fn run(client: kube::Client, cfg: RunnerConfig) -> Result<(), RunnerError> {
+    std::fs::create_dir_all(cfg.state_dir.join("logs"))
+        .map_err(|e| RunnerError::io("creating log directory", cfg.state_dir.join("logs"), e))?;
+    // Removed (after every process is gone) when the runner stops, if it is a temp dir.
+    let (pods_root, _pods_temp) = pods_root(&cfg.state_dir)?;
+    let kubelet_ctx = Arc::new(kubelet::KubeletCtx {
+        client: client.clone(),
+        state_dir: cfg.state_dir.clone(),
+        pods_root,
+        images: cfg.images,
+        ips: Mutex::new(IpPool::new(cfg.ip_prefix.octet())),
+        kubeconfig: cfg.kubeconfig,
+        restart_backoff: cfg.container_restart_backoff,
+    });
+    let job_ctx = Arc::new(jobcontroller::JobCtx {
+        client,
+        backoff_base: cfg.pod_backoff_base,
+    });
+    // Keep the prefix claimed for as long as the runner runs.
+    let _prefix = cfg.ip_prefix;
+    tokio::select! {
+        r = kubelet::run(kubelet_ctx) => r,
+        r = jobcontroller::run(job_ctx) => r,
+    }
+}
+
+/// Where pod directories live: `{state_dir}/pods` when other users (the database servers'
+/// `postgres`/`mysql` users) can reach it, else a fresh `kube-sim-pods-*` temp dir (mode 0711),
+/// for example when `state_dir` lies inside a private (0700) temp dir.
+fn pods_root(
+    state_dir: &std::path::Path,
+) -> Result<(PathBuf, Option<tempfile::TempDir>), RunnerError> {
+    use std::os::unix::fs::PermissionsExt;
+    let abs = std::path::absolute(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
+    let ancestors_ok = abs
+        .ancestors()
+        .skip(1)
+        .all(|d| std::fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 != 0));
+    if ancestors_ok {
+        let dir = state_dir.join("pods");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| RunnerError::io("creating pod directory root", dir.clone(), e))?;
+        for d in [state_dir.to_path_buf(), dir.clone()] {
+            kubelet::make_traversable(&d)
+                .map_err(|e| RunnerError::io("making state dir traversable", d.clone(), e))?;
+        }
+        return Ok((dir, None));
+    }
+    let temp = tempfile::Builder::new()
+        .prefix("kube-sim-pods-")
+        .tempdir()
+        .map_err(|e| RunnerError::io("creating pod directory root", std::env::temp_dir(), e))?;
+    std::fs::set_permissions(temp.path(), std::fs::Permissions::from_mode(0o711))
+        .map_err(|e| RunnerError::io("making pod directory root traversable", temp.path(), e))?;
+    Ok((temp.path().to_path_buf(), Some(temp)))
+}
+
+/// Starts the runner against a [`crate::RunningServer`] as one of its background tasks, so it
+/// stops (and kills its processes) with the server. Containers get the server's kubeconfig as
+/// `KUBECONFIG` unless `cfg.kubeconfig` is set.
+pub async fn attach(
+    server: &mut crate::RunningServer,
+    mut cfg: RunnerConfig,
+) -> Result<(), RunnerError> {
+    let client = server
+        .client()
+        .await
+        .map_err(|e| RunnerError::Client(e.to_string()))?;
+    if cfg.kubeconfig.is_none() {
+        cfg.kubeconfig = Some(server.kubeconfig_path().to_path_buf());
+    }
+    server.attach(tokio::spawn(async move {
+        if let Err(e) = run(client, cfg).await {
+            tracing::error!(error = %e, category = ?e.category(), "kube-sim job runner stopped");
+        }
+    }));
+    Ok(())
+}

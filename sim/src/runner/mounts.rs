@@ -1,0 +1,111 @@
+//! Mapping of in-container paths (volume mounts, the termination-message file) to host paths.
+//!
+//! Processes run on the host, so a container path such as `/var/run/secrets/db` does not exist
+//! for them. The runner therefore (1) rewrites occurrences of each mount path in the container's
+//! argv and env values to the host directory, and (2) tells programs the mapping through
+//! `SIM_MOUNT_<PATH>` variables (path upper-cased, non-alphanumerics as `_`).
+
+use std::path::PathBuf;
+
+/// In-container path → host path, longest container path first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MountMap {
+    entries: Vec<(String, PathBuf)>,
+}
+
+impl MountMap {
+    /// An empty map.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a mapping (a trailing `/` on the container path is ignored; `/` itself is ignored).
+    pub fn insert(&mut self, container_path: &str, host: PathBuf) {
+        let path = container_path.trim_end_matches('/');
+        if path.is_empty() {
+            return;
+        }
+        self.entries.retain(|(p, _)| p != path);
+        self.entries.push((path.to_string(), host));
+        self.entries
+            .sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
+    }
+
+    /// The mappings, longest container path first.
+    pub fn entries(&self) -> &[(String, PathBuf)] {
+        &self.entries
+    }
+
+    /// The host path for a container path, if it lies under a mapping.
+    pub fn host_path(&self, container_path: &str) -> Option<PathBuf> {
+        self.entries.iter().find_map(|(p, host)| {
+            let rest = container_path.strip_prefix(p.as_str())?;
+            if rest.is_empty() {
+                Some(host.clone())
+            } else {
+                rest.strip_prefix('/').map(|r| host.join(r))
+            }
+        })
+    }
+
+    /// Rewrites every occurrence of a mapped container path (as a whole path or path prefix) in
+    /// `s` to its host path. `/data` is rewritten in `--dir=/data/x` but not in `/database` or
+    /// `/srv/data`.
+    pub fn rewrite(&self, s: &str) -> String {
+        let mut out = String::with_capacity(s.len());
+        let mut i = 0;
+        'outer: while i < s.len() {
+            if s.as_bytes()[i] == b'/' && (i == 0 || !is_path_byte(s.as_bytes()[i - 1])) {
+                for (p, host) in &self.entries {
+                    if s[i..].starts_with(p.as_str()) {
+                        let end = i + p.len();
+                        let boundary = s
+                            .as_bytes()
+                            .get(end)
+                            .is_none_or(|&b| b == b'/' || !is_path_byte(b));
+                        if boundary {
+                            out.push_str(&host.display().to_string());
+                            i = end;
+                            continue 'outer;
+                        }
+                    }
+                }
+            }
+            let ch = s[i..].chars().next().map(char::len_utf8).unwrap_or(1);
+            out.push_str(&s[i..i + ch]);
+            i += ch;
+        }
+        out
+    }
+
+    /// `SIM_MOUNT_<PATH>=<host path>` variables for every mapping.
+    pub fn env_vars(&self) -> Vec<(String, String)> {
+        self.entries
+            .iter()
+            .map(|(p, host)| (mount_env_name(p), host.display().to_string()))
+            .collect()
+    }
+}
+
+fn is_path_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/')
+}
+
+/// The variable that carries a mount's host path: `/var/run/secrets/db` →
+/// `SIM_MOUNT_VAR_RUN_SECRETS_DB`.
+pub fn mount_env_name(container_path: &str) -> String {
+    let mut name = String::from("SIM_MOUNT_");
+    let sanitized: String = container_path
+        .trim_matches('/')
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    name.push_str(&sanitized);
+    name
+}

@@ -1,0 +1,249 @@
+//! The backup control plane end to end: the real operator binary, the API stand-in (or a real
+//! cluster), real PostgreSQL and S3.
+
+use std::time::Duration;
+
+use dataguardian::api::{BackupPolicy, BackupRun, BackupStorage};
+use kube::api::{Api, DeleteParams, ListParams};
+use kube::ResourceExt;
+
+use crate::harness::{Cluster, Operator, Services, events_for, jobs, manual_run, phase, reason, wait_for};
+
+const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn storage_ready(s: &BackupStorage) -> bool {
+    s.status.as_ref().is_some_and(|st| st.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn finished(r: &BackupRun) -> bool {
+    matches!(phase(r).as_deref(), Some("Succeeded") | Some("Failed"))
+}
+
+struct Scenario {
+    cluster: Cluster,
+    services: Services,
+    operator: Operator,
+    ns: String,
+}
+
+async fn scenario(ns: &str, schedule: &str, extra_policy_spec: &str) -> Scenario {
+    let cluster = Cluster::start().await;
+    let services = Services::start();
+    let ns = cluster.namespace(ns);
+    let operator = Operator::start(&cluster, "dataguardian-system", "e2e-operator");
+    operator.wait_ready(Duration::from_secs(60)).await;
+    cluster.apply(&services.manifests(&ns, "shop", schedule, extra_policy_spec));
+    wait_for::<BackupStorage, _>(&cluster, Some(&operator), &ns, "main", Duration::from_secs(60), "storage Ready", storage_ready).await;
+    Scenario { cluster, services, operator, ns }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn manual_backup_succeeds_with_a_confirmed_artifact_and_an_audit_trail() {
+    let _serial = crate::serial().await;
+    let s = scenario("manual", "0 0 1 1 *", "").await;
+    s.cluster.apply(&manual_run(&s.ns, "before-migration", "shop"));
+    let run = wait_for::<BackupRun, _>(&s.cluster, Some(&s.operator), &s.ns, "before-migration", RUN_TIMEOUT, "run finished", finished).await;
+    assert_eq!(phase(&run).as_deref(), Some("Succeeded"), "run: {:#?}\n{}", run.status, s.operator.log());
+
+    // The artifact is where status says, and its manifest (the commit marker) exists.
+    let status = run.status.clone().unwrap();
+    let artifact = status.artifact.clone().expect("artifact in status");
+    assert!(artifact.size_bytes > 0 && artifact.raw_bytes > artifact.size_bytes, "{artifact:?}");
+    assert_eq!(artifact.engine, "postgres");
+    assert_eq!(artifact.rows, Some(550), "customers + orders rows: {artifact:?}");
+    let keys = s.services.keys("e2e/");
+    assert!(keys.iter().any(|k| k.ends_with("manifest.json")), "{keys:?}");
+    assert!(keys.len() >= 2, "manifest and data: {keys:?}");
+    assert!(status.job_name.is_some() && status.start_time.is_some() && status.completion_time.is_some());
+    assert!(status.conditions.iter().any(|c| c.type_ == "Complete" && c.status == "True"));
+
+    // kubectl shows the printer columns.
+    let table = s.cluster.kubectl(&["get", "backupruns", "-n", &s.ns]).unwrap();
+    let header = table.lines().next().unwrap_or_default();
+    for col in ["NAME", "POLICY", "PHASE", "SIZE", "DURATION", "VERIFIED", "AGE"] {
+        assert!(header.contains(col), "missing column {col}: {table}");
+    }
+    assert!(table.contains("before-migration") && table.contains("Succeeded"), "{table}");
+
+    // Events tell the story; metrics count it.
+    let events = events_for(&s.cluster, &s.ns, "before-migration").await;
+    assert!(events.iter().any(|e| e.starts_with("Started")), "{events:?}");
+    assert!(events.iter().any(|e| e.starts_with("Succeeded")), "{events:?}");
+    let (code, metrics) = s.operator.http_get("/metrics").expect("metrics");
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains(&format!(r#"dataguardian_backup_runs_total{{namespace="{}",policy="shop",result="Succeeded"}} 1"#, s.ns)),
+        "{metrics}"
+    );
+    // No secret anywhere in what the operator printed or stored.
+    let everything = format!("{}{}", s.operator.log(), s.cluster.diagnostics(&s.ns).await.replace(s.services.pg.password(), "<SECRET-IN-SECRET-OBJECT>"));
+    let log = s.operator.log();
+    assert!(!log.contains(s.services.pg.password()), "database password in the operator log");
+    assert!(!log.contains(s.services.s3.secret_access_key()), "S3 secret in the operator log");
+    let runs_yaml = s.cluster.kubectl(&["get", "backupruns", "-n", &s.ns, "-o", "yaml"]).unwrap();
+    assert!(!runs_yaml.contains(s.services.pg.password()), "password in run status");
+    drop(everything);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_policy_scheduled_every_minute_produces_runs_on_time() {
+    let _serial = crate::serial().await;
+    let s = scenario("scheduled", "* * * * *", "").await;
+    let runs: Api<BackupRun> = Api::namespaced(s.cluster.client.clone(), &s.ns);
+    let deadline = std::time::Instant::now() + Duration::from_secs(150);
+    let first = loop {
+        let list = runs.list(&ListParams::default()).await.unwrap().items;
+        if let Some(r) = list.iter().find(|r| phase(r).as_deref() == Some("Succeeded")) {
+            break r.clone();
+        }
+        if std::time::Instant::now() > deadline {
+            panic!("no scheduled run succeeded\n{}\n{}", s.cluster.diagnostics(&s.ns).await, s.operator.log());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(format!("{:?}", first.spec.trigger), "Scheduled");
+    let scheduled = first.spec.scheduled_time.clone().expect("scheduledTime").0;
+    let created = first.metadata.creation_timestamp.clone().expect("created").0;
+    let late = created.duration_since(scheduled);
+    assert!(late.as_secs_f64() >= 0.0 && late.as_secs_f64() < 5.0, "run created {late:?} after its cron time");
+    assert_eq!(scheduled.as_second() % 60, 0, "cron time on the minute");
+    let policy: Api<BackupPolicy> = Api::namespaced(s.cluster.client.clone(), &s.ns);
+    let p = wait_for::<BackupPolicy, _>(&s.cluster, Some(&s.operator), &s.ns, "shop", Duration::from_secs(30), "policy status", |p| {
+        p.status.as_ref().is_some_and(|st| st.last_successful_run.is_some() && st.next_schedule_time.is_some())
+    })
+    .await;
+    let st = p.status.unwrap();
+    for c in ["Ready", "ScheduleValid", "StorageReady", "RPOMet"] {
+        let cond = st.conditions.iter().find(|x| x.type_ == c).unwrap_or_else(|| panic!("condition {c}: {:#?}", st.conditions));
+        assert_eq!(cond.status, "True", "{cond:?}");
+    }
+    drop(policy);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retention_keep_last_prunes_runs_and_their_artifacts() {
+    let _serial = crate::serial().await;
+    let s = scenario("retention", "0 0 1 1 *", "  retention: {keepLast: 1}\n").await;
+    for name in ["first", "second", "third"] {
+        s.cluster.apply(&manual_run(&s.ns, name, "shop"));
+        let r = wait_for::<BackupRun, _>(&s.cluster, Some(&s.operator), &s.ns, name, RUN_TIMEOUT, "run finished", finished).await;
+        assert_eq!(phase(&r).as_deref(), Some("Succeeded"), "{:#?}", r.status);
+    }
+    let runs: Api<BackupRun> = Api::namespaced(s.cluster.client.clone(), &s.ns);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let names: Vec<String> = runs.list(&ListParams::default()).await.unwrap().items.iter().map(|r| r.name_any()).collect();
+        let manifests: Vec<String> = s.services.keys("e2e/").into_iter().filter(|k| k.ends_with("manifest.json")).collect();
+        if names == ["third"] && manifests.len() == 1 {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!("retention did not prune: runs {names:?}, manifests {manifests:?}\n{}", s.operator.log());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // What remains is the third run's artifact, manifest and data alike.
+    let keys = s.services.keys("e2e/");
+    assert!(keys.iter().all(|k| k.contains("third")), "{keys:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_input_and_faults_end_in_clear_reasons() {
+    let _serial = crate::serial().await;
+    let s = scenario("faults", "0 0 1 1 *", "").await;
+
+    // A policy whose Secret does not exist: the run waits with SecretNotFound and an Event.
+    s.cluster.apply(&format!(
+        r#"apiVersion: dataguardian.io/v1alpha1
+kind: BackupPolicy
+metadata: {{name: nosecret, namespace: {ns}}}
+spec:
+  source: {{postgres: {{host: "{host}", port: {port}, database: shop, user: postgres, passwordSecretRef: {{name: missing-creds, key: password}}}}}}
+  storageRef: {{name: main}}
+  schedule: "0 0 1 1 *"
+"#,
+        ns = s.ns,
+        host = s.services.pg.host(),
+        port = s.services.pg.port()
+    ));
+    s.cluster.apply(&manual_run(&s.ns, "blocked", "nosecret"));
+    wait_for::<BackupRun, _>(&s.cluster, Some(&s.operator), &s.ns, "blocked", Duration::from_secs(30), "SecretNotFound", |r| reason(r) == "SecretNotFound").await;
+    let events = events_for(&s.cluster, &s.ns, "blocked").await;
+    assert!(events.iter().any(|e| e.starts_with("SecretNotFound") && e.contains("missing-creds")), "{events:?}");
+    // Fixing it lets the run go on.
+    s.cluster.apply(&format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: missing-creds, namespace: {}}}\nstringData: {{password: \"{}\"}}\n",
+        s.ns,
+        s.services.pg.password()
+    ));
+    let r = wait_for::<BackupRun, _>(&s.cluster, Some(&s.operator), &s.ns, "blocked", RUN_TIMEOUT, "run finished", finished).await;
+    assert_eq!(phase(&r).as_deref(), Some("Succeeded"), "{:#?}", r.status);
+
+    // A wrong password: the run fails with a reason, and the password appears nowhere.
+    s.cluster.apply(&format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: db-creds, namespace: {}}}\nstringData: {{password: \"wrong-password-123\"}}\n",
+        s.ns
+    ));
+    s.cluster.apply(&manual_run(&s.ns, "wrongpw", "shop"));
+    let r = wait_for::<BackupRun, _>(&s.cluster, Some(&s.operator), &s.ns, "wrongpw", RUN_TIMEOUT, "run finished", finished).await;
+    assert_eq!(phase(&r).as_deref(), Some("Failed"));
+    let st = r.status.clone().unwrap();
+    assert_eq!(st.reason.as_deref(), Some("DumpFailed"), "{st:#?}");
+    assert!(st.message.as_deref().unwrap_or_default().contains("password authentication failed"), "{st:#?}");
+    let yaml = s.cluster.kubectl(&["get", "backupruns,events", "-n", &s.ns, "-o", "yaml"]).unwrap();
+    assert!(!yaml.contains("wrong-password-123"), "password leaked into objects");
+    assert!(!s.operator.log().contains("wrong-password-123"), "password leaked into the operator log");
+
+    // A Job deleted by hand: the run fails with JobDeleted.
+    s.cluster.apply(&format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: db-creds, namespace: {}}}\nstringData: {{password: \"{}\"}}\n",
+        s.ns,
+        s.services.pg.password()
+    ));
+    s.services.pg.psql("shop", "SELECT 1").unwrap();
+    // Slow the dump down so there is time to delete its Job: lock a table it must read.
+    let locker = std::thread::spawn({
+        let mut cmd = s.services.pg.client_command("psql");
+        cmd.args(["-d", "shop", "-c", "BEGIN; LOCK TABLE orders IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(20); COMMIT;"]);
+        move || cmd.output()
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    s.cluster.apply(&manual_run(&s.ns, "orphaned", "shop"));
+    let r = wait_for::<BackupRun, _>(&s.cluster, Some(&s.operator), &s.ns, "orphaned", Duration::from_secs(30), "job created", |r| {
+        r.status.as_ref().is_some_and(|st| st.job_name.is_some())
+    })
+    .await;
+    let job = r.status.unwrap().job_name.unwrap();
+    s.cluster.kubectl(&["delete", "job", &job, "-n", &s.ns, "--wait=false"]).unwrap();
+    let r = wait_for::<BackupRun, _>(&s.cluster, Some(&s.operator), &s.ns, "orphaned", Duration::from_secs(60), "run finished", finished).await;
+    assert_eq!((phase(&r).as_deref(), reason(&r).as_str()), (Some("Failed"), "JobDeleted"), "{:#?}", r.status);
+    let _ = locker.join();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_operator_killed_mid_run_never_creates_a_second_job() {
+    let _serial = crate::serial().await;
+    let mut s = scenario("restart", "0 0 1 1 *", "").await;
+    let locker = std::thread::spawn({
+        let mut cmd = s.services.pg.client_command("psql");
+        cmd.args(["-d", "shop", "-c", "BEGIN; LOCK TABLE orders IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(8); COMMIT;"]);
+        move || cmd.output()
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    s.cluster.apply(&manual_run(&s.ns, "survivor", "shop"));
+    wait_for::<BackupRun, _>(&s.cluster, Some(&s.operator), &s.ns, "survivor", Duration::from_secs(30), "job created", |r| {
+        r.status.as_ref().is_some_and(|st| st.job_name.is_some())
+    })
+    .await;
+    s.operator.kill();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    s.operator.restart();
+    s.operator.wait_ready(Duration::from_secs(60)).await;
+    let r = wait_for::<BackupRun, _>(&s.cluster, Some(&s.operator), &s.ns, "survivor", RUN_TIMEOUT, "run finished", finished).await;
+    assert_eq!(phase(&r).as_deref(), Some("Succeeded"), "{:#?}", r.status);
+    let all = jobs(&s.cluster, &s.ns).await;
+    assert_eq!(all.len(), 1, "exactly one Job: {:?}", all.keys());
+    let _ = locker.join();
+    let runs: Api<BackupRun> = Api::namespaced(s.cluster.client.clone(), &s.ns);
+    runs.delete("survivor", &DeleteParams::default()).await.unwrap();
+}

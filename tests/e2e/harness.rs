@@ -1,0 +1,412 @@
+//! The e2e harness: a cluster (the in-repo API stand-in with its Job runner, or the cluster
+//! `E2E_KUBECONFIG` points at), real PostgreSQL/MariaDB/S3 servers, and the real operator binary
+//! as its own process. Everything is stopped and every temp dir removed on drop, also when a
+//! test fails; on failure the operator log, the objects and the pod logs are printed.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use dataguardian::api::{BackupPolicy, BackupRun, BackupStorage};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Event, Pod};
+use kube::api::{Api, ListParams, LogParams};
+use kube::{Client, ResourceExt};
+use serde::de::DeserializeOwned;
+
+/// The namespace every scenario works in (one per test, so tests can run in parallel).
+pub struct Cluster {
+    pub client: Client,
+    pub kubeconfig: PathBuf,
+    /// The stand-in's Job runner; aborting it stops every container process it started.
+    runner: Option<tokio::task::JoinHandle<()>>,
+    _server: Option<kube_sim::RunningServer>,
+    _dir: tempfile::TempDir,
+}
+
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+impl Cluster {
+    /// Starts the stand-in (CRDs from `crds/`, Job runner attached), or connects to the cluster
+    /// in `E2E_KUBECONFIG` (which must already have the CRDs installed).
+    pub async fn start() -> Cluster {
+        // The stand-in's own log (captured by the test harness, printed when a test fails).
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("E2E_LOG").unwrap_or_else(|_| "kube_sim=info".into()))
+            .with_test_writer()
+            .try_init();
+        let dir = tempfile::Builder::new().prefix("dg-e2e-").tempdir().expect("temp dir");
+        if let Ok(path) = std::env::var("E2E_KUBECONFIG") {
+            let kubeconfig = PathBuf::from(path);
+            let config = kube::Config::from_custom_kubeconfig(
+                kube::config::Kubeconfig::read_from(&kubeconfig).expect("reading E2E_KUBECONFIG"),
+                &Default::default(),
+            )
+            .await
+            .expect("E2E_KUBECONFIG");
+            let client = Client::try_from(config).expect("client");
+            return Cluster { client, kubeconfig, runner: None, _server: None, _dir: dir };
+        }
+        let state = dir.path().join("sim");
+        let server = kube_sim::Server::start(kube_sim::ServerOptions {
+            crds_dir: Some(workspace().join("crds")),
+            state_dir: Some(state.clone()),
+            ..Default::default()
+        })
+        .await
+        .expect("starting the API stand-in");
+        let mut cfg = kube_sim::runner::RunnerConfig::new(state.clone()).expect("runner config");
+        cfg.kubeconfig = Some(server.kubeconfig_path().to_path_buf());
+        let client = server.client().await.expect("client");
+        let runner_client = client.clone();
+        let runner = tokio::spawn(async move {
+            if let Err(e) = kube_sim::runner::run(runner_client, cfg).await {
+                eprintln!("kube-sim job runner stopped: {e}");
+            }
+        });
+        Cluster {
+            client,
+            kubeconfig: server.kubeconfig_path().to_path_buf(),
+            runner: Some(runner),
+            _server: Some(server),
+            _dir: dir,
+        }
+    }
+
+    /// A fresh namespace for one scenario.
+    pub fn namespace(&self, name: &str) -> String {
+        self.kubectl(&["create", "namespace", name]).expect("create namespace");
+        name.to_string()
+    }
+
+    /// Runs the installed kubectl against the cluster (the user's client).
+    pub fn kubectl(&self, args: &[&str]) -> Result<String, String> {
+        self.kubectl_stdin(args, None)
+    }
+
+    /// Runs kubectl with `stdin` (e.g. `apply -f -`).
+    pub fn kubectl_stdin(&self, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
+        let mut cmd = Command::new("kubectl");
+        cmd.args(args).env("KUBECONFIG", &self.kubeconfig).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+        let mut child = cmd.spawn().map_err(|e| format!("kubectl not runnable: {e}"))?;
+        if let Some(input) = stdin {
+            child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
+        }
+        let out = child.wait_with_output().expect("kubectl output");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        if out.status.success() { Ok(stdout) } else { Err(format!("kubectl {}: {stderr}{stdout}", args.join(" "))) }
+    }
+
+    /// `kubectl apply -f -` of a YAML stream.
+    pub fn apply(&self, yaml: &str) {
+        if let Err(e) = self.kubectl_stdin(&["apply", "-f", "-"], Some(yaml)) {
+            panic!("apply failed: {e}\n---\n{yaml}");
+        }
+    }
+
+    /// Everything useful for a post-mortem of namespace `ns`.
+    pub async fn diagnostics(&self, ns: &str) -> String {
+        let mut out = String::new();
+        for kind in ["backupstorages", "backuppolicies", "backupruns", "restoreruns", "restorevalidations", "jobs", "pods"] {
+            let text = self.kubectl(&["get", kind, "-n", ns, "-o", "yaml"]).unwrap_or_else(|e| e);
+            out.push_str(&format!("\n===== {kind} =====\n{text}"));
+        }
+        let events: Api<Event> = Api::namespaced(self.client.clone(), ns);
+        if let Ok(list) = events.list(&ListParams::default()).await {
+            out.push_str("\n===== events =====\n");
+            for e in list.items {
+                out.push_str(&format!(
+                    "{} {} {}: {}\n",
+                    e.type_.unwrap_or_default(),
+                    e.involved_object.name.unwrap_or_default(),
+                    e.reason.unwrap_or_default(),
+                    e.message.unwrap_or_default()
+                ));
+            }
+        }
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        if let Ok(list) = pods.list(&ListParams::default()).await {
+            for p in list.items {
+                let containers: Vec<String> = p
+                    .spec
+                    .as_ref()
+                    .map(|s| s.init_containers.iter().flatten().chain(s.containers.iter()).map(|c| c.name.clone()).collect())
+                    .unwrap_or_default();
+                for c in containers {
+                    let log = pods
+                        .logs(&p.name_any(), &LogParams { container: Some(c.clone()), ..Default::default() })
+                        .await
+                        .unwrap_or_else(|e| format!("(no log: {e})"));
+                    out.push_str(&format!("\n===== log {}/{c} =====\n{log}", p.name_any()));
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some(r) = self.runner.take() {
+            r.abort();
+        }
+    }
+}
+
+/// The operator binary running as its own process against the cluster.
+pub struct Operator {
+    child: Option<Child>,
+    log: PathBuf,
+    pub metrics_addr: String,
+    kubeconfig: PathBuf,
+    identity: String,
+    lease_ns: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Operator {
+    /// Starts `dataguardian operator` with the lease in `lease_ns` (created if missing).
+    pub fn start(cluster: &Cluster, lease_ns: &str, identity: &str) -> Operator {
+        let _ = cluster.kubectl(&["create", "namespace", lease_ns]);
+        let dir = tempfile::Builder::new().prefix("dg-operator-").tempdir().expect("temp dir");
+        let port = testkit::free_port();
+        let mut op = Operator {
+            child: None,
+            log: dir.path().join("operator.log"),
+            metrics_addr: format!("127.0.0.1:{port}"),
+            kubeconfig: cluster.kubeconfig.clone(),
+            identity: identity.to_string(),
+            lease_ns: lease_ns.to_string(),
+            _dir: dir,
+        };
+        op.spawn();
+        op
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("operator log");
+        let child = Command::new(env!("CARGO_BIN_EXE_dataguardian"))
+            .arg("operator")
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("DG_METRICS_ADDR", &self.metrics_addr)
+            .env("POD_NAMESPACE", &self.lease_ns)
+            .env("POD_NAME", &self.identity)
+            .env("DG_LEASE_DURATION_SECONDS", "4")
+            .env("DG_AGENT_IMAGE", "ghcr.io/dataguardian/dataguardian:dev")
+            .env("DG_LOG_FORMAT", "json")
+            .env("RUST_LOG", "info,dataguardian=debug,kube=warn")
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("starting dataguardian operator");
+        self.child = Some(child);
+    }
+
+    /// Kills the process at once (SIGKILL: no cleanup, like a node failure).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again after [`Operator::kill`].
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// The operator's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// GET on the health/metrics server (plain HTTP/1.1, no extra client).
+    pub fn http_get(&self, path: &str) -> Option<(u16, String)> {
+        use std::io::Read;
+        let mut s = std::net::TcpStream::connect(&self.metrics_addr).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).ok()?;
+        let code = buf.split_whitespace().nth(1)?.parse().ok()?;
+        let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        Some((code, body))
+    }
+
+    /// Waits until `/readyz` answers 200 (leader and caches synced).
+    pub async fn wait_ready(&self, timeout: Duration) {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Some((200, _)) = self.http_get("/readyz") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("operator not ready after {timeout:?}; log:\n{}", self.log());
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SIGTERM first so that it releases the lease, then make sure.
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Polls `get` until `done` holds, or panics with diagnostics after `timeout`.
+pub async fn wait_for<K, F>(cluster: &Cluster, op: Option<&Operator>, ns: &str, name: &str, timeout: Duration, what: &str, done: F) -> K
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    F: Fn(&K) -> bool,
+{
+    let api: Api<K> = Api::namespaced(cluster.client.clone(), ns);
+    let start = Instant::now();
+    let mut last = None;
+    while start.elapsed() < timeout {
+        if let Ok(Some(obj)) = api.get_opt(name).await {
+            if done(&obj) {
+                return obj;
+            }
+            last = Some(obj);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let diag = cluster.diagnostics(ns).await;
+    let oplog = op.map(|o| o.log()).unwrap_or_default();
+    panic!("timed out after {timeout:?} waiting for {what} ({ns}/{name}); last seen: {last:#?}\n{diag}\n===== operator log =====\n{oplog}");
+}
+
+/// Real services for a scenario: PostgreSQL seeded with a small shop database, and S3.
+pub struct Services {
+    pub pg: testkit::Postgres,
+    pub s3: testkit::Moto,
+    pub bucket: String,
+}
+
+impl Services {
+    pub fn start() -> Services {
+        let pg = testkit::Postgres::start().expect("PostgreSQL");
+        pg.create_database("shop").expect("create database");
+        pg.psql(
+            "shop",
+            "CREATE TABLE customers (id serial PRIMARY KEY, name text NOT NULL);
+             CREATE TABLE orders (id serial PRIMARY KEY, customer_id int REFERENCES customers(id), total numeric(10,2), created_at timestamptz DEFAULT now());
+             INSERT INTO customers (name) SELECT 'customer ' || g FROM generate_series(1, 50) g;
+             INSERT INTO orders (customer_id, total) SELECT 1 + g % 50, g * 1.5 FROM generate_series(1, 500) g;",
+        )
+        .expect("seed");
+        let s3 = testkit::Moto::start().expect("moto");
+        let bucket = "shop-backups".to_string();
+        s3.create_bucket(&bucket).expect("bucket");
+        Services { pg, s3, bucket }
+    }
+
+    /// The Secrets, BackupStorage and BackupPolicy of a scenario, as YAML.
+    pub fn manifests(&self, ns: &str, policy: &str, schedule: &str, extra_policy_spec: &str) -> String {
+        format!(
+            r#"apiVersion: v1
+kind: Secret
+metadata: {{name: s3-creds, namespace: {ns}}}
+stringData: {{AWS_ACCESS_KEY_ID: {key}, AWS_SECRET_ACCESS_KEY: {secret}}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: db-creds, namespace: {ns}}}
+stringData: {{password: "{pw}"}}
+---
+apiVersion: dataguardian.io/v1alpha1
+kind: BackupStorage
+metadata: {{name: main, namespace: {ns}}}
+spec:
+  s3: {{bucket: {bucket}, region: us-east-1, endpoint: "{endpoint}", forcePathStyle: true,
+       prefix: e2e/, credentialsSecretRef: {{name: s3-creds}}}}
+  probe: {{intervalSeconds: 10}}
+---
+apiVersion: dataguardian.io/v1alpha1
+kind: BackupPolicy
+metadata: {{name: {policy}, namespace: {ns}}}
+spec:
+  source:
+    postgres: {{host: "{host}", port: {port}, database: shop, user: {user},
+               passwordSecretRef: {{name: db-creds, key: password}}}}
+  storageRef: {{name: main}}
+  schedule: "{schedule}"
+  compression: {{algorithm: zstd, level: 3}}
+{extra_policy_spec}"#,
+            key = self.s3.access_key_id(),
+            secret = self.s3.secret_access_key(),
+            pw = self.pg.password(),
+            bucket = self.bucket,
+            endpoint = self.s3.endpoint(),
+            host = self.pg.host(),
+            port = self.pg.port(),
+            user = self.pg.user(),
+        )
+    }
+
+    /// Object keys under `prefix` in the scenario's bucket.
+    pub fn keys(&self, prefix: &str) -> Vec<String> {
+        self.s3.list_keys(&self.bucket, prefix).expect("list keys")
+    }
+}
+
+/// A manual BackupRun.
+pub fn manual_run(ns: &str, name: &str, policy: &str) -> String {
+    format!(
+        "apiVersion: dataguardian.io/v1alpha1\nkind: BackupRun\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {{policyRef: {{name: {policy}}}, trigger: Manual}}\n"
+    )
+}
+
+/// Phase of a run.
+pub fn phase(r: &BackupRun) -> Option<String> {
+    r.status.as_ref().and_then(|s| s.phase).map(|p| format!("{p:?}"))
+}
+
+/// Reason of a run's status.
+pub fn reason(r: &BackupRun) -> String {
+    r.status.as_ref().and_then(|s| s.reason.clone()).unwrap_or_default()
+}
+
+/// Jobs in a namespace, by name.
+pub async fn jobs(cluster: &Cluster, ns: &str) -> BTreeMap<String, Job> {
+    let api: Api<Job> = Api::namespaced(cluster.client.clone(), ns);
+    api.list(&ListParams::default()).await.expect("list jobs").items.into_iter().map(|j| (j.name_any(), j)).collect()
+}
+
+/// Events about `name` in `ns`, as "Reason: message" lines.
+pub async fn events_for(cluster: &Cluster, ns: &str, name: &str) -> Vec<String> {
+    let api: Api<Event> = Api::namespaced(cluster.client.clone(), ns);
+    api.list(&ListParams::default())
+        .await
+        .map(|l| {
+            l.items
+                .into_iter()
+                .filter(|e| e.involved_object.name.as_deref() == Some(name))
+                .map(|e| format!("{}: {}", e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[allow(dead_code)]
+pub type Policies = Api<BackupPolicy>;
+#[allow(dead_code)]
+pub type Storages = Api<BackupStorage>;
