@@ -6,8 +6,9 @@
 //! validation.
 //!
 //! The sandbox is the official image of the backup's engine and major version (`postgres:15`,
-//! `mariadb:10.11`, `mysql:8.0`) unless `spec.sandbox.image` says otherwise. It listens on
-//! 127.0.0.1 only, so nothing outside the Pod can reach it. Its password is random, generated
+//! `mariadb:10.11`, `mysql:8.0`) unless `spec.sandbox.image` says otherwise. It listens on the
+//! Pod's own IP (`status.podIP`, the address the agent beside it connects to) and its superuser
+//! password is random and known only inside the Pod. Its password is random, generated
 //! inside the Pod by a first init container into a memory-backed `emptyDir` that only this Pod
 //! mounts: no Secret object is created, the operator needs no write access to Secrets, and the
 //! password dies with the Pod. The sandbox reads it through the images' `*_PASSWORD_FILE`
@@ -15,8 +16,8 @@
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, EnvVar, ExecAction, PodTemplateSpec, Probe,
-    SeccompProfile, SecurityContext, Volume, VolumeMount,
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, ObjectFieldSelector,
+    PodTemplateSpec, SeccompProfile, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
@@ -158,6 +159,21 @@ fn empty_dir(name: &str) -> Volume {
     }
 }
 
+/// `POD_IP` from the downward API: the sandbox listens on it, the agent connects to it.
+fn pod_ip_env() -> EnvVar {
+    EnvVar {
+        name: "POD_IP".into(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: "status.podIP".into(),
+                api_version: None,
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
 fn password_mount(read_only: bool) -> VolumeMount {
     VolumeMount {
         name: "sandbox-password".into(),
@@ -181,23 +197,15 @@ fn sandbox_container(
     image: String,
     sandbox: Option<&Sandbox>,
 ) -> (Vec<Container>, Vec<Volume>, String) {
-    let probe = |cmd: Vec<&str>| Probe {
-        exec: Some(ExecAction {
-            command: Some(cmd.into_iter().map(str::to_owned).collect()),
-        }),
-        period_seconds: Some(2),
-        timeout_seconds: Some(5),
-        failure_threshold: Some(300),
-        ..Default::default()
-    };
-    let (env, args, mounts, volumes, probe, uri) = match engine {
+    let (env, args, mounts, volumes, uri) = match engine {
         Engine::Postgres => (
             vec![
+                pod_ip_env(),
                 plain_env("POSTGRES_PASSWORD_FILE", PASSWORD_FILE),
                 plain_env("POSTGRES_USER", "postgres"),
                 plain_env("PGDATA", "/var/lib/postgresql/data/pgdata"),
             ],
-            vec!["postgres".into(), "-c".into(), "listen_addresses=127.0.0.1".into()],
+            vec!["postgres".into(), "-c".into(), "listen_addresses=$(POD_IP)".into()],
             vec![
                 mount("sandbox-data", "/var/lib/postgresql/data"),
                 mount("sandbox-run", "/var/run/postgresql"),
@@ -205,16 +213,14 @@ fn sandbox_container(
                 password_mount(true),
             ],
             vec![empty_dir("sandbox-data"), empty_dir("sandbox-run"), empty_dir("sandbox-tmp")],
-            probe(vec!["pg_isready", "-h", "127.0.0.1", "-U", "postgres"]),
-            "postgresql://postgres@127.0.0.1:5432/postgres".to_owned(),
+            "postgresql://postgres@$(POD_IP):5432/postgres".to_owned(),
         ),
         Engine::Mysql => {
             let mariadb = image.contains("mariadb");
             let password_var = if mariadb { "MARIADB_ROOT_PASSWORD_FILE" } else { "MYSQL_ROOT_PASSWORD_FILE" };
-            let admin = if mariadb { "mariadb-admin" } else { "mysqladmin" };
             (
-                vec![plain_env(password_var, PASSWORD_FILE)],
-                vec!["--bind-address=127.0.0.1".into()],
+                vec![pod_ip_env(), plain_env(password_var, PASSWORD_FILE)],
+                vec!["--bind-address=$(POD_IP)".into()],
                 vec![
                     mount("sandbox-data", "/var/lib/mysql"),
                     mount("sandbox-run", "/run/mysqld"),
@@ -222,8 +228,7 @@ fn sandbox_container(
                     password_mount(true),
                 ],
                 vec![empty_dir("sandbox-data"), empty_dir("sandbox-run"), empty_dir("sandbox-tmp")],
-                probe(vec![admin, "ping", "-h", "127.0.0.1", "--protocol=TCP"]),
-                "mysql://root@127.0.0.1:3306/".to_owned(),
+                "mysql://root@$(POD_IP):3306/".to_owned(),
             )
         }
     };
@@ -252,7 +257,6 @@ fn sandbox_container(
         env: Some(env),
         // A native sidecar: starts before the agent, runs beside it, stops after it.
         restart_policy: Some("Always".into()),
-        startup_probe: Some(probe),
         resources: sandbox.and_then(|s| s.resources.clone()),
         security_context: Some(restricted(DB_IMAGE_UID)),
         volume_mounts: Some(mounts),
@@ -290,7 +294,7 @@ pub fn build(
     let (init, mut volumes, uri) = sandbox_container(inputs.engine, image, sandbox);
 
     let mut args: Vec<String> = vec!["agent".into(), "validate".into()];
-    let mut env: Vec<EnvVar> = vec![plain_env("DG_PASSWORD_FILE", PASSWORD_FILE)];
+    let mut env: Vec<EnvVar> = vec![pod_ip_env(), plain_env("DG_PASSWORD_FILE", PASSWORD_FILE)];
     let (tmp, tmp_mount) = tmp_volume();
     volumes.push(tmp);
     let mut mounts = vec![tmp_mount, password_mount(true)];
@@ -419,7 +423,7 @@ spec:
         assert_eq!(sidecar["name"], SANDBOX_CONTAINER);
         assert_eq!(sidecar["restartPolicy"], "Always");
         assert_eq!(sidecar["image"], "postgres:15");
-        assert!(sidecar["args"].as_array().unwrap().iter().any(|a| a == "listen_addresses=127.0.0.1"));
+        assert!(sidecar["args"].as_array().unwrap().iter().any(|a| a == "listen_addresses=$(POD_IP)"));
         assert_eq!(sidecar["securityContext"]["runAsNonRoot"], true);
         assert_eq!(sidecar["securityContext"]["allowPrivilegeEscalation"], false);
         let pw = sidecar["env"].as_array().unwrap().iter().find(|e| e["name"] == "POSTGRES_PASSWORD_FILE").unwrap();
@@ -431,7 +435,7 @@ spec:
         let agent = &pod["containers"][0];
         let args: Vec<String> = serde_json::from_value(agent["args"].clone()).unwrap();
         let joined = args.join(" ");
-        assert!(joined.starts_with("agent validate --engine postgres --uri postgresql://postgres@127.0.0.1:5432/postgres --from s3://shop-backups/shop/nightly/r1/manifest.json"), "{joined}");
+        assert!(joined.starts_with("agent validate --engine postgres --uri postgresql://postgres@$(POD_IP):5432/postgres --from s3://shop-backups/shop/nightly/r1/manifest.json"), "{joined}");
         assert!(joined.contains("--identity-file /etc/dataguardian/identity/identity"));
         let env = agent["env"].as_array().unwrap();
         let dg_pw = env.iter().find(|e| e["name"] == "DG_PASSWORD_FILE").unwrap();
