@@ -9,12 +9,27 @@ use agent_common::*;
 use serde_json::Value;
 use testkit::Postgres;
 
-fn validate(sandbox: &Postgres, from: &str, database: &str, checks: &str, term: &std::path::Path) -> Run {
+fn validate(
+    sandbox: &Postgres,
+    from: &str,
+    database: &str,
+    checks: &str,
+    term: &std::path::Path,
+) -> Run {
     let uri = sandbox.uri("postgres");
     run_agent(
         &[
-            "validate", "--engine", "postgres", "--from", from, "--database", database,
-            "--termination-log", &term.display().to_string(), "--wait-seconds", "30",
+            "validate",
+            "--engine",
+            "postgres",
+            "--from",
+            from,
+            "--database",
+            database,
+            "--termination-log",
+            &term.display().to_string(),
+            "--wait-seconds",
+            "30",
         ],
         &[("DG_URI", &uri), ("DG_CHECKS", checks)],
     )
@@ -38,7 +53,17 @@ fn postgres_validation_passes_fails_on_sql_and_on_tampering() {
     let store = tmp.path().join("backups");
     let to = format!("file://{}", store.display());
     let backup = run_agent(
-        &["backup", "--engine", "postgres", "--to", &to, "--run-id", "r1", "--termination-log", &tmp.path().join("backup-term").display().to_string()],
+        &[
+            "backup",
+            "--engine",
+            "postgres",
+            "--to",
+            &to,
+            "--run-id",
+            "r1",
+            "--termination-log",
+            &tmp.path().join("backup-term").display().to_string(),
+        ],
         &[("DG_URI", &source.uri("shop"))],
     );
     backup.assert_ok();
@@ -67,14 +92,20 @@ fn postgres_validation_passes_fails_on_sql_and_on_tampering() {
     let rc = check(s, "rowCounts-0");
     assert_eq!(rc["result"], "Passed");
     assert_eq!(rc["expected"], rc["observed"]);
-    assert!(rc["expected"].as_str().unwrap().starts_with("4 tables"), "{rc}");
+    assert!(
+        rc["expected"].as_str().unwrap().starts_with("4 tables"),
+        "{rc}"
+    );
     assert_eq!(check(s, "orders")["observed"], "3000");
     assert_eq!(check(s, "exact")["result"], "Passed");
     assert_eq!(check(s, "tables")["result"], "Passed");
     let written: Value = serde_json::from_str(&std::fs::read_to_string(&term).unwrap()).unwrap();
     assert_eq!(written["result"], "Passed");
     // The data really is in the sandbox.
-    assert_eq!(pg_fingerprint(&sandbox, "shop"), pg_fingerprint(&source, "shop"));
+    assert_eq!(
+        pg_fingerprint(&sandbox, "shop"),
+        pg_fingerprint(&source, "shop")
+    );
 
     // 2. A failing SQL check fails with expected vs observed; an erroring query fails too.
     let checks = r#"[
@@ -84,7 +115,11 @@ fn postgres_validation_passes_fails_on_sql_and_on_tampering() {
         {"rowCounts": {"tables": ["sales.orders"]}}
     ]"#;
     let bad = validate(&sandbox, &from, "shop_second", checks, &term);
-    assert_eq!(bad.code, 1, "a failed verdict exits 1: {}\n{}", bad.stdout, bad.stderr);
+    assert_eq!(
+        bad.code, 1,
+        "a failed verdict exits 1: {}\n{}",
+        bad.stdout, bad.stderr
+    );
     let s = &bad.summary;
     assert_eq!(s["status"], "succeeded", "the validation ran: {s}");
     assert_eq!(s["result"], "Failed");
@@ -95,7 +130,10 @@ fn postgres_validation_passes_fails_on_sql_and_on_tampering() {
     assert_eq!(c["observed"], "3000");
     let c = check(s, "broken");
     assert_eq!(c["result"], "Failed");
-    assert!(c["message"].as_str().unwrap().contains("no_such_table"), "{c}");
+    assert!(
+        c["message"].as_str().unwrap().contains("no_such_table"),
+        "{c}"
+    );
     assert_eq!(check(s, "missing")["result"], "Failed");
     assert_eq!(check(s, "rowCounts-3")["result"], "Passed");
     let written: Value = serde_json::from_str(&std::fs::read_to_string(&term).unwrap()).unwrap();
@@ -107,12 +145,21 @@ fn postgres_validation_passes_fails_on_sql_and_on_tampering() {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x5a;
     std::fs::write(&artifact, &bytes).unwrap();
-    let tampered = validate(&sandbox, &from, "shop_third", r#"[{"rowCounts": {}}]"#, &term);
+    let tampered = validate(
+        &sandbox,
+        &from,
+        "shop_third",
+        r#"[{"rowCounts": {}}]"#,
+        &term,
+    );
     assert_eq!(tampered.code, 1, "{}\n{}", tampered.stdout, tampered.stderr);
     let s = &tampered.summary;
     assert_eq!(s["result"], "Failed", "{s}");
     let reason = s["reason"].as_str().unwrap();
-    assert!(reason == "ChecksumMismatch" || reason == "RestoreFailed", "{reason}");
+    assert!(
+        reason == "ChecksumMismatch" || reason == "RestoreFailed",
+        "{reason}"
+    );
     assert!(s["restoreDurationSeconds"].is_null());
     assert_eq!(check(s, "rowCounts-0")["result"], "Failed");
 }
@@ -122,14 +169,32 @@ fn an_unreachable_sandbox_is_an_error_not_a_verdict() {
     let tmp = tempfile::tempdir().unwrap();
     let term = tmp.path().join("t");
     // Nothing listens on this loopback port.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let run = run_agent(
         &[
-            "validate", "--engine", "postgres", "--from", "file:///nonexistent/manifest.json",
-            "--termination-log", &term.display().to_string(), "--wait-seconds", "2",
+            "validate",
+            "--engine",
+            "postgres",
+            "--from",
+            "file:///nonexistent/manifest.json",
+            "--termination-log",
+            &term.display().to_string(),
+            "--wait-seconds",
+            "2",
         ],
-        &[("DG_URI", &format!("postgresql://postgres@127.0.0.1:{port}/postgres"))],
+        &[(
+            "DG_URI",
+            &format!("postgresql://postgres@127.0.0.1:{port}/postgres"),
+        )],
     );
     run.assert_failed("target");
-    assert!(run.error().contains("did not accept connections"), "{}", run.error());
+    assert!(
+        run.error().contains("did not accept connections"),
+        "{}",
+        run.error()
+    );
 }

@@ -126,7 +126,9 @@ pub fn parse_checks(json: Option<&str>) -> Result<Vec<ValidationCheck>> {
             )));
         }
         if c.sql.is_some() != c.expect.is_some() {
-            return Err(AgentError::Config(format!("check {i}: sql and expect go together")));
+            return Err(AgentError::Config(format!(
+                "check {i}: sql and expect go together"
+            )));
         }
     }
     if checks.is_empty() {
@@ -174,11 +176,17 @@ pub fn compare_row_counts(
     expected: &[TableCount],
     observed: &[TableCount],
 ) -> CheckResult {
-    let wanted: Vec<&TableCount> = expected.iter().filter(|t| table_matches(filter, t)).collect();
+    let wanted: Vec<&TableCount> = expected
+        .iter()
+        .filter(|t| table_matches(filter, t))
+        .collect();
     let mut problems = Vec::new();
     let (mut seen_tables, mut seen_rows) = (0usize, 0u64);
     for t in &wanted {
-        match observed.iter().find(|o| o.schema == t.schema && o.name == t.name) {
+        match observed
+            .iter()
+            .find(|o| o.schema == t.schema && o.name == t.name)
+        {
             None => problems.push(format!("{}.{}: missing", t.schema, t.name)),
             Some(o) => {
                 seen_tables += 1;
@@ -193,16 +201,27 @@ pub fn compare_row_counts(
         }
     }
     for f in filter {
-        if !expected.iter().any(|t| table_matches(std::slice::from_ref(f), t)) {
+        if !expected
+            .iter()
+            .any(|t| table_matches(std::slice::from_ref(f), t))
+        {
             problems.push(format!("{f}: not in the backup's manifest"));
         }
     }
     let expected_rows: u64 = wanted.iter().map(|t| t.rows).sum();
     let passed = problems.is_empty();
     let message = if passed {
-        format!("{} tables match the counts recorded at backup time", wanted.len())
+        format!(
+            "{} tables match the counts recorded at backup time",
+            wanted.len()
+        )
     } else {
-        let mut m = problems.iter().take(MAX_LISTED).cloned().collect::<Vec<_>>().join("; ");
+        let mut m = problems
+            .iter()
+            .take(MAX_LISTED)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("; ");
         if problems.len() > MAX_LISTED {
             m.push_str(&format!("; and {} more", problems.len() - MAX_LISTED));
         }
@@ -211,7 +230,11 @@ pub fn compare_row_counts(
     CheckResult {
         name,
         kind: CheckKind::RowCounts,
-        result: if passed { ValidationResult::Passed } else { ValidationResult::Failed },
+        result: if passed {
+            ValidationResult::Passed
+        } else {
+            ValidationResult::Failed
+        },
         expected: Some(format!("{} tables, {expected_rows} rows", wanted.len())),
         observed: Some(format!("{seen_tables} tables, {seen_rows} rows")),
         message: Some(truncate(&message, MESSAGE_LIMIT)),
@@ -281,7 +304,14 @@ pub fn first_value(engine: Engine, rows: &[String]) -> Option<String> {
     (!(engine == Engine::Mysql && v == "NULL")).then_some(v)
 }
 
-fn sql_check(engine: Engine, uri: &DbUri, db: Option<&str>, name: String, sql: &str, expect: &Expectation) -> CheckResult {
+fn sql_check(
+    engine: Engine,
+    uri: &DbUri,
+    db: Option<&str>,
+    name: String,
+    sql: &str,
+    expect: &Expectation,
+) -> CheckResult {
     let expected = describe_expectation(expect);
     let body = sql.trim().trim_end_matches(';');
     let rows = match engine {
@@ -300,12 +330,20 @@ fn sql_check(engine: Engine, uri: &DbUri, db: Option<&str>, name: String, sql: &
         ),
     };
     let (result, observed, message) = match rows {
-        Err(e) => (ValidationResult::Failed, Some("error".to_string()), Some(format!("the query failed: {e}"))),
+        Err(e) => (
+            ValidationResult::Failed,
+            Some("error".to_string()),
+            Some(format!("the query failed: {e}")),
+        ),
         Ok(rows) => {
             let value = first_value(engine, &rows);
             match meets(expect, value.as_deref()) {
                 Ok(()) => (ValidationResult::Passed, value, None),
-                Err(why) => (ValidationResult::Failed, value.or(Some("no rows".into())), Some(why)),
+                Err(why) => (
+                    ValidationResult::Failed,
+                    value.or(Some("no rows".into())),
+                    Some(why),
+                ),
             }
         }
     };
@@ -323,7 +361,13 @@ fn sql_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-fn schema_check(engine: Engine, uri: &DbUri, db: Option<&str>, name: String, check: &SchemaCheck) -> Result<CheckResult> {
+fn schema_check(
+    engine: Engine,
+    uri: &DbUri,
+    db: Option<&str>,
+    name: String,
+    check: &SchemaCheck,
+) -> Result<CheckResult> {
     let mut missing = Vec::new();
     for table in &check.tables {
         let exists = match engine {
@@ -365,22 +409,34 @@ fn schema_check(engine: Engine, uri: &DbUri, db: Option<&str>, name: String, che
     Ok(CheckResult {
         name,
         kind: CheckKind::Schema,
-        result: if missing.is_empty() { ValidationResult::Passed } else { ValidationResult::Failed },
+        result: if missing.is_empty() {
+            ValidationResult::Passed
+        } else {
+            ValidationResult::Failed
+        },
         expected: Some(format!("{} tables present", check.tables.len())),
         observed: Some(format!("{found} present")),
-        message: (!missing.is_empty()).then(|| truncate(&format!("missing: {}", missing.join(", ")), MESSAGE_LIMIT)),
+        message: (!missing.is_empty())
+            .then(|| truncate(&format!("missing: {}", missing.join(", ")), MESSAGE_LIMIT)),
     })
 }
 
 /// The row counts recorded in the manifest for each restored database, with MySQL schemas
 /// renamed when a single-database backup was restored under another name.
-fn expected_counts(manifest: &Manifest, target_db: Option<&str>) -> Vec<(Option<String>, Vec<TableCount>)> {
+fn expected_counts(
+    manifest: &Manifest,
+    target_db: Option<&str>,
+) -> Vec<(Option<String>, Vec<TableCount>)> {
     manifest
         .artifacts
         .iter()
         .filter(|a| a.kind != ArtifactKind::Globals)
         .map(|a| {
-            let db = if manifest.all_databases { a.database.clone() } else { target_db.map(str::to_string) };
+            let db = if manifest.all_databases {
+                a.database.clone()
+            } else {
+                target_db.map(str::to_string)
+            };
             let tables = a
                 .tables
                 .iter()
@@ -400,7 +456,12 @@ fn expected_counts(manifest: &Manifest, target_db: Option<&str>) -> Vec<(Option<
         .collect()
 }
 
-fn observed_counts(engine: Engine, uri: &DbUri, db: Option<&str>, expected: &[TableCount]) -> Result<Vec<TableCount>> {
+fn observed_counts(
+    engine: Engine,
+    uri: &DbUri,
+    db: Option<&str>,
+    expected: &[TableCount],
+) -> Result<Vec<TableCount>> {
     match (engine, db) {
         (Engine::Postgres, Some(db)) => postgres::row_counts(uri, db),
         (Engine::Postgres, None) => Ok(Vec::new()),
@@ -433,7 +494,13 @@ async fn wait_for_sandbox(engine: Engine, uri: &DbUri, wait: Duration) -> Result
     loop {
         let u = uri.clone();
         let res = blocking(move || match engine {
-            Engine::Postgres => postgres::query(&u, u.database.as_deref().unwrap_or(postgres::MAINTENANCE_DB), "SELECT 1;\n", &[], AgentError::Target),
+            Engine::Postgres => postgres::query(
+                &u,
+                u.database.as_deref().unwrap_or(postgres::MAINTENANCE_DB),
+                "SELECT 1;\n",
+                &[],
+                AgentError::Target,
+            ),
             Engine::Mysql => mysql::query(&u, None, "SELECT 1", AgentError::Target),
         })
         .await?;
@@ -472,7 +539,12 @@ pub async fn run(req: ValidateRequest) -> Result<ValidateOutcome> {
     let target_db = if manifest.all_databases {
         None
     } else {
-        Some(req.database.clone().or_else(|| manifest.database.clone()).unwrap_or_else(|| "restored".into()))
+        Some(
+            req.database
+                .clone()
+                .or_else(|| manifest.database.clone())
+                .unwrap_or_else(|| "restored".into()),
+        )
     };
     let restore_req = RestoreRequest {
         engine: req.engine,
@@ -491,7 +563,12 @@ pub async fn run(req: ValidateRequest) -> Result<ValidateOutcome> {
         s3: req.s3.clone(),
         progress_interval: req.progress_interval,
     };
-    let names: Vec<String> = req.checks.iter().enumerate().map(|(i, c)| c.display_name(i)).collect();
+    let names: Vec<String> = req
+        .checks
+        .iter()
+        .enumerate()
+        .map(|(i, c)| c.display_name(i))
+        .collect();
     let restore_clock = Instant::now();
     let restored = restore::run(restore_req).await;
     let restore_seconds = (restore_clock.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
@@ -509,7 +586,11 @@ pub async fn run(req: ValidateRequest) -> Result<ValidateOutcome> {
     let outcome = match restored {
         Ok(o) => o,
         Err(e @ (AgentError::Integrity(_) | AgentError::Crypto(_) | AgentError::Target(_))) => {
-            let reason = if matches!(e, AgentError::Integrity(_)) { "ChecksumMismatch" } else { "RestoreFailed" };
+            let reason = if matches!(e, AgentError::Integrity(_)) {
+                "ChecksumMismatch"
+            } else {
+                "RestoreFailed"
+            };
             tracing::warn!(category = e.category(), error = %e, "the backup did not restore");
             let checks = req
                 .checks
@@ -524,7 +605,14 @@ pub async fn run(req: ValidateRequest) -> Result<ValidateOutcome> {
                     message: Some("not run: the restore failed".into()),
                 })
                 .collect();
-            return Ok(base(ValidationResult::Failed, Some(reason), truncate(&format!("the backup did not restore: {e}"), MESSAGE_LIMIT), checks, None, Vec::new()));
+            return Ok(base(
+                ValidationResult::Failed,
+                Some(reason),
+                truncate(&format!("the backup did not restore: {e}"), MESSAGE_LIMIT),
+                checks,
+                None,
+                Vec::new(),
+            ));
         }
         Err(e) => return Err(e),
     };
@@ -547,7 +635,8 @@ pub async fn run(req: ValidateRequest) -> Result<ValidateOutcome> {
                         && expected.len() > 1
                     {
                         // Several databases: qualify the schema with the database.
-                        obs.iter_mut().for_each(|t| t.schema = format!("{db}/{}", t.schema));
+                        obs.iter_mut()
+                            .for_each(|t| t.schema = format!("{db}/{}", t.schema));
                         exp_all.extend(tables.iter().cloned().map(|mut t| {
                             t.schema = format!("{db}/{}", t.schema);
                             t
@@ -572,19 +661,36 @@ pub async fn run(req: ValidateRequest) -> Result<ValidateOutcome> {
         tracing::info!(check = %result.name, result = ?result.result, expected = ?result.expected, observed = ?result.observed, "check finished");
         results.push(result);
     }
-    let failed: Vec<&str> = results.iter().filter(|r| r.result == ValidationResult::Failed).map(|r| r.name.as_str()).collect();
+    let failed: Vec<&str> = results
+        .iter()
+        .filter(|r| r.result == ValidationResult::Failed)
+        .map(|r| r.name.as_str())
+        .collect();
     Ok(if failed.is_empty() {
         base(
             ValidationResult::Passed,
             None,
-            format!("restored in {restore_seconds:.1}s; {} checks passed", results.len()),
+            format!(
+                "restored in {restore_seconds:.1}s; {} checks passed",
+                results.len()
+            ),
             results,
             Some(restore_seconds),
             outcome.databases,
         )
     } else {
-        let message = format!("restored in {restore_seconds:.1}s; failed checks: {}", failed.join(", "));
-        base(ValidationResult::Failed, Some("CheckFailed"), message, results, Some(restore_seconds), outcome.databases)
+        let message = format!(
+            "restored in {restore_seconds:.1}s; failed checks: {}",
+            failed.join(", ")
+        );
+        base(
+            ValidationResult::Failed,
+            Some("CheckFailed"),
+            message,
+            results,
+            Some(restore_seconds),
+            outcome.databases,
+        )
     })
 }
 
@@ -616,7 +722,12 @@ pub fn compact(summary: &Value) -> String {
     }
     let mut v = summary.clone();
     v["truncated"] = json!(true);
-    for (field, max) in [("message", 120usize), ("observed", 60), ("expected", 60), ("message", 0)] {
+    for (field, max) in [
+        ("message", 120usize),
+        ("observed", 60),
+        ("expected", 60),
+        ("message", 0),
+    ] {
         if let Some(checks) = v.get_mut("checks").and_then(Value::as_array_mut) {
             for c in checks.iter_mut() {
                 if let Some(text) = c.get(field).and_then(Value::as_str).map(str::to_string) {
@@ -640,7 +751,9 @@ pub fn compact(summary: &Value) -> String {
         checks.sort_by_key(|c| c["result"] != "Failed");
     }
     while v.to_string().len() > TERMINATION_LIMIT {
-        let Some(checks) = v.get_mut("checks").and_then(Value::as_array_mut) else { break };
+        let Some(checks) = v.get_mut("checks").and_then(Value::as_array_mut) else {
+            break;
+        };
         if checks.pop().is_none() {
             break;
         }
@@ -650,9 +763,15 @@ pub fn compact(summary: &Value) -> String {
 
 fn request(args: &ValidateArgs) -> Result<ValidateRequest> {
     let checks_text = match (&args.checks, &args.checks_file) {
-        (Some(_), Some(_)) => return Err(AgentError::Config("give either --checks or --checks-file".into())),
+        (Some(_), Some(_)) => {
+            return Err(AgentError::Config(
+                "give either --checks or --checks-file".into(),
+            ));
+        }
         (Some(c), None) => Some(c.clone()),
-        (None, Some(f)) => Some(std::fs::read_to_string(f).map_err(|e| AgentError::Config(format!("cannot read --checks-file {}: {e}", f.display())))?),
+        (None, Some(f)) => Some(std::fs::read_to_string(f).map_err(|e| {
+            AgentError::Config(format!("cannot read --checks-file {}: {e}", f.display()))
+        })?),
         (None, None) => None,
     };
     Ok(ValidateRequest {
@@ -679,11 +798,21 @@ pub fn run_cli(args: &ValidateArgs) -> ExitCode {
         .and_then(|rt| rt.block_on(async { run(request(args)?).await }));
     let (value, code) = match result {
         Ok(o) => {
-            let from: Location = args.from.parse().unwrap_or(Location::File { path: PathBuf::new() });
-            let code = if o.result == ValidationResult::Passed { ExitCode::SUCCESS } else { ExitCode::from(1) };
+            let from: Location = args.from.parse().unwrap_or(Location::File {
+                path: PathBuf::new(),
+            });
+            let code = if o.result == ValidationResult::Passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            };
             match o.result {
-                ValidationResult::Passed => tracing::info!(rto = ?o.restore_duration_seconds, "validation passed"),
-                ValidationResult::Failed => tracing::warn!(reason = ?o.reason, message = %o.message, "validation failed"),
+                ValidationResult::Passed => {
+                    tracing::info!(rto = ?o.restore_duration_seconds, "validation passed")
+                }
+                ValidationResult::Failed => {
+                    tracing::warn!(reason = ?o.reason, message = %o.message, "validation failed")
+                }
             }
             (outcome_summary(&o, &from), code)
         }
@@ -709,12 +838,20 @@ mod tests {
     use super::*;
 
     fn t(schema: &str, name: &str, rows: u64) -> TableCount {
-        TableCount { schema: schema.into(), name: name.into(), rows }
+        TableCount {
+            schema: schema.into(),
+            name: name.into(),
+            rows,
+        }
     }
 
     #[test]
     fn row_counts_compare_every_table_and_list_mismatches() {
-        let expected = [t("public", "a", 3), t("public", "b", 0), t("sales", "orders", 120)];
+        let expected = [
+            t("public", "a", 3),
+            t("public", "b", 0),
+            t("sales", "orders", 120),
+        ];
         let ok = compare_row_counts("rc".into(), &[], &expected, &expected);
         assert_eq!(ok.result, ValidationResult::Passed);
         assert_eq!(ok.expected.as_deref(), Some("3 tables, 123 rows"));
@@ -724,7 +861,10 @@ mod tests {
         assert_eq!(bad.result, ValidationResult::Failed);
         let msg = bad.message.unwrap();
         assert!(msg.contains("public.b: missing"), "{msg}");
-        assert!(msg.contains("sales.orders: expected 120, observed 118"), "{msg}");
+        assert!(
+            msg.contains("sales.orders: expected 120, observed 118"),
+            "{msg}"
+        );
         assert_eq!(bad.observed.as_deref(), Some("2 tables, 121 rows"));
         // A filter limits the comparison; an unknown table in the filter fails.
         let only = compare_row_counts("rc".into(), &["a".into()], &expected, &observed);
@@ -737,27 +877,65 @@ mod tests {
     fn expectations() {
         let e = |min, max, equals| Expectation { min, max, equals };
         assert!(meets(&e(Some(1), None, None), Some("5")).is_ok());
-        assert!(meets(&e(Some(1), None, None), Some("0")).unwrap_err().contains("less than 1"));
+        assert!(
+            meets(&e(Some(1), None, None), Some("0"))
+                .unwrap_err()
+                .contains("less than 1")
+        );
         assert!(meets(&e(None, Some(10), None), Some("11")).is_err());
         assert!(meets(&e(None, None, Some(IntOrString::Int(42))), Some("42")).is_ok());
         assert!(meets(&e(None, None, Some(IntOrString::Int(42))), Some("41")).is_err());
-        assert!(meets(&e(None, None, Some(IntOrString::String("ok".into()))), Some("ok")).is_ok());
-        assert!(meets(&e(None, None, Some(IntOrString::String("ok".into()))), Some("no")).is_err());
-        assert!(meets(&e(Some(1), None, None), Some("abc")).unwrap_err().contains("not a number"));
+        assert!(
+            meets(
+                &e(None, None, Some(IntOrString::String("ok".into()))),
+                Some("ok")
+            )
+            .is_ok()
+        );
+        assert!(
+            meets(
+                &e(None, None, Some(IntOrString::String("ok".into()))),
+                Some("no")
+            )
+            .is_err()
+        );
+        assert!(
+            meets(&e(Some(1), None, None), Some("abc"))
+                .unwrap_err()
+                .contains("not a number")
+        );
         assert!(meets(&e(Some(1), None, None), None).is_err());
         assert_eq!(describe_expectation(&e(Some(1), None, None)), ">= 1");
-        assert_eq!(describe_expectation(&e(Some(1), Some(5), None)), "between 1 and 5");
-        assert_eq!(describe_expectation(&e(None, None, Some(IntOrString::Int(3)))), "= 3");
+        assert_eq!(
+            describe_expectation(&e(Some(1), Some(5), None)),
+            "between 1 and 5"
+        );
+        assert_eq!(
+            describe_expectation(&e(None, None, Some(IntOrString::Int(3)))),
+            "= 3"
+        );
     }
 
     #[test]
     fn first_values_and_table_names() {
-        assert_eq!(first_value(Engine::Postgres, &["12|x".into()]), Some("12".into()));
-        assert_eq!(first_value(Engine::Mysql, &["7\ty".into()]), Some("7".into()));
+        assert_eq!(
+            first_value(Engine::Postgres, &["12|x".into()]),
+            Some("12".into())
+        );
+        assert_eq!(
+            first_value(Engine::Mysql, &["7\ty".into()]),
+            Some("7".into())
+        );
         assert_eq!(first_value(Engine::Mysql, &["NULL".into()]), None);
         assert_eq!(first_value(Engine::Postgres, &[]), None);
-        assert_eq!(split_table("sales.orders", "public"), ("sales".into(), "orders".into()));
-        assert_eq!(split_table("orders", "public"), ("public".into(), "orders".into()));
+        assert_eq!(
+            split_table("sales.orders", "public"),
+            ("sales".into(), "orders".into())
+        );
+        assert_eq!(
+            split_table("orders", "public"),
+            ("public".into(), "orders".into())
+        );
     }
 
     #[test]
@@ -765,7 +943,10 @@ mod tests {
         let d = parse_checks(None).unwrap();
         assert_eq!(d.len(), 1);
         assert!(d[0].row_counts.is_some());
-        let c = parse_checks(Some(r#"[{"sql":"SELECT 1","expect":{"equals":1}},{"schema":{"tables":["a"]}}]"#)).unwrap();
+        let c = parse_checks(Some(
+            r#"[{"sql":"SELECT 1","expect":{"equals":1}},{"schema":{"tables":["a"]}}]"#,
+        ))
+        .unwrap();
         assert_eq!(c.len(), 2);
         assert!(parse_checks(Some(r#"[{"sql":"SELECT 1"}]"#)).is_err());
         assert!(parse_checks(Some(r#"[{"rowCounts":{},"schema":{"tables":["a"]}}]"#)).is_err());
@@ -786,6 +967,9 @@ mod tests {
         assert_eq!(back["reason"], "CheckFailed");
         assert_eq!(back["restoreDurationSeconds"], 1.5);
         assert_eq!(back["truncated"], true);
-        assert_eq!(back["checks"][0]["name"], "check-59", "failing checks are kept first");
+        assert_eq!(
+            back["checks"][0]["name"], "check-59",
+            "failing checks are kept first"
+        );
     }
 }

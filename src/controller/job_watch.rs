@@ -53,13 +53,7 @@ fn pod_phase(p: &Pod) -> &str {
 fn termination_message(pod: &Pod) -> Option<String> {
     let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
     let agent = statuses.iter().find(|c| c.name == AGENT_CONTAINER)?;
-    agent
-        .state
-        .as_ref()?
-        .terminated
-        .as_ref()?
-        .message
-        .clone()
+    agent.state.as_ref()?.terminated.as_ref()?.message.clone()
 }
 
 /// Reads the Job `job_name` (from status) and its Pods.

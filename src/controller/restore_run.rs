@@ -91,7 +91,8 @@ pub async fn reconcile(run: Arc<RestoreRun>, ctx: Arc<Context>) -> Result<Action
     } else {
         QueueState::default()
     };
-    let stall_timeout = Duration::from_secs(run.spec.stall_timeout_seconds.unwrap_or(600).max(30) as u64);
+    let stall_timeout =
+        Duration::from_secs(run.spec.stall_timeout_seconds.unwrap_or(600).max(30) as u64);
     let now = Utc::now();
     let step = plan(&Observed {
         run: &run,
@@ -124,15 +125,22 @@ pub async fn reconcile(run: Arc<RestoreRun>, ctx: Arc<Context>) -> Result<Action
                 next.observed_generation = run.metadata.generation;
                 apply_status(&ctx, &ns, &name, &next).await?;
                 if status.reason.as_deref() != Some(reason.as_str()) {
-                    let type_ = if blocked { EventType::Warning } else { EventType::Normal };
-                    ctx.event(run.as_ref(), type_, &reason, "Wait", message).await;
+                    let type_ = if blocked {
+                        EventType::Warning
+                    } else {
+                        EventType::Normal
+                    };
+                    ctx.event(run.as_ref(), type_, &reason, "Wait", message)
+                        .await;
                 }
             }
             Ok(Action::requeue(requeue))
         }
         Step::StartJob => {
             let Some(resolved) = resolved else {
-                return Err(Error::InvalidSpec("the restore's source vanished while starting".into()));
+                return Err(Error::InvalidSpec(
+                    "the restore's source vanished while starting".into(),
+                ));
             };
             start_job(&ctx, &ns, &run, resolved).await
         }
@@ -178,24 +186,56 @@ pub async fn reconcile(run: Arc<RestoreRun>, ctx: Arc<Context>) -> Result<Action
             if let Some(job) = &job_name {
                 delete_job(&ctx, &ns, job).await?;
             }
-            finish(&ctx, &ns, &run, RestoreRunPhase::Failed, "Stalled", &message, None).await
+            finish(
+                &ctx,
+                &ns,
+                &run,
+                RestoreRunPhase::Failed,
+                "Stalled",
+                &message,
+                None,
+            )
+            .await
         }
         Step::Succeed { attempts, report } => {
             let mut with_attempts = (*run).clone();
-            with_attempts.status.get_or_insert_with(Default::default).attempts = Some(attempts.max(1));
+            with_attempts
+                .status
+                .get_or_insert_with(Default::default)
+                .attempts = Some(attempts.max(1));
             let msg = format!(
                 "restored {} into {} ({} read, checksum verified before writing)",
                 source_text(&status),
                 target_text(&run),
                 format_bytes(report.size_bytes.unwrap_or(0)),
             );
-            finish(&ctx, &ns, &with_attempts, RestoreRunPhase::Succeeded, "Completed", &msg, Some(&report)).await
+            finish(
+                &ctx,
+                &ns,
+                &with_attempts,
+                RestoreRunPhase::Succeeded,
+                "Completed",
+                &msg,
+                Some(&report),
+            )
+            .await
         }
         Step::Fail {
             reason,
             message,
             report,
-        } => finish(&ctx, &ns, &run, RestoreRunPhase::Failed, &reason, &message, report.as_ref()).await,
+        } => {
+            finish(
+                &ctx,
+                &ns,
+                &run,
+                RestoreRunPhase::Failed,
+                &reason,
+                &message,
+                report.as_ref(),
+            )
+            .await
+        }
     }
 }
 
@@ -216,50 +256,117 @@ pub fn error_policy(run: Arc<RestoreRun>, error: &Error, ctx: Arc<Context>) -> A
 }
 
 fn blocked(reason: &str, message: String) -> SourceState {
-    SourceState::Blocked(Blocker { reason: reason.into(), message })
+    SourceState::Blocked(Blocker {
+        reason: reason.into(),
+        message,
+    })
 }
 
 fn invalid(reason: &str, message: String) -> SourceState {
-    SourceState::Invalid(Blocker { reason: reason.into(), message })
+    SourceState::Invalid(Blocker {
+        reason: reason.into(),
+        message,
+    })
 }
 
 /// Resolves the artifact, its storage and every Secret the Job will reference.
-async fn resolve(ctx: &Context, ns: &str, run: &RestoreRun) -> Result<(SourceState, Option<Resolved>)> {
+async fn resolve(
+    ctx: &Context,
+    ns: &str,
+    run: &RestoreRun,
+) -> Result<(SourceState, Option<Resolved>)> {
     let storages: Api<BackupStorage> = Api::namespaced(ctx.client.clone(), ns);
     let spec = &run.spec;
     let target_engine = spec.target.engine();
     let resolved = if let Some(r) = &spec.backup_run_ref {
         let runs: Api<BackupRun> = Api::namespaced(ctx.client.clone(), ns);
         let Some(backup) = runs.get_opt(&r.name).await? else {
-            return Ok((blocked("BackupRunNotFound", format!("BackupRun {} not found in namespace {ns}", r.name)), None));
+            return Ok((
+                blocked(
+                    "BackupRunNotFound",
+                    format!("BackupRun {} not found in namespace {ns}", r.name),
+                ),
+                None,
+            ));
         };
         let bstatus = backup.status.clone().unwrap_or_default();
         match bstatus.phase {
             Some(BackupRunPhase::Succeeded) => {}
             Some(BackupRunPhase::Failed) => {
-                return Ok((invalid("BackupRunFailed", format!("BackupRun {} failed; it has no artifact to restore", r.name)), None));
+                return Ok((
+                    invalid(
+                        "BackupRunFailed",
+                        format!("BackupRun {} failed; it has no artifact to restore", r.name),
+                    ),
+                    None,
+                ));
             }
             phase => {
                 return Ok((
-                    blocked("BackupRunNotReady", format!("BackupRun {} is {:?}; the restore waits for it to succeed", r.name, phase.unwrap_or_default())),
+                    blocked(
+                        "BackupRunNotReady",
+                        format!(
+                            "BackupRun {} is {:?}; the restore waits for it to succeed",
+                            r.name,
+                            phase.unwrap_or_default()
+                        ),
+                    ),
                     None,
                 ));
             }
         }
         let Some(artifact) = bstatus.artifact else {
-            return Ok((invalid("NoArtifact", format!("BackupRun {} succeeded but records no artifact", r.name)), None));
+            return Ok((
+                invalid(
+                    "NoArtifact",
+                    format!("BackupRun {} succeeded but records no artifact", r.name),
+                ),
+                None,
+            ));
         };
         if let Some(engine) = target_engine
             && !artifact.engine.is_empty()
             && artifact.engine != engine.as_str()
         {
-            return Ok((invalid("EngineMismatch", format!("the backup is a {} backup; the target is {}", artifact.engine, engine.as_str())), None));
+            return Ok((
+                invalid(
+                    "EngineMismatch",
+                    format!(
+                        "the backup is a {} backup; the target is {}",
+                        artifact.engine,
+                        engine.as_str()
+                    ),
+                ),
+                None,
+            ));
         }
         if artifact.encryption.is_some() && spec.decryption.is_none() {
-            return Ok((invalid("DecryptionRequired", format!("the backup is encrypted; set spec.decryption.identitySecretRef (recipients {})", artifact.encryption.as_ref().map(|e| e.recipients.join(", ")).unwrap_or_default())), None));
+            return Ok((
+                invalid(
+                    "DecryptionRequired",
+                    format!(
+                        "the backup is encrypted; set spec.decryption.identitySecretRef (recipients {})",
+                        artifact
+                            .encryption
+                            .as_ref()
+                            .map(|e| e.recipients.join(", "))
+                            .unwrap_or_default()
+                    ),
+                ),
+                None,
+            ));
         }
         let Some(storage) = storages.get_opt(&artifact.storage).await? else {
-            return Ok((blocked("StorageNotFound", format!("BackupStorage {} not found in namespace {ns}", artifact.storage)), None));
+            return Ok((
+                blocked(
+                    "StorageNotFound",
+                    format!(
+                        "BackupStorage {} not found in namespace {ns}",
+                        artifact.storage
+                    ),
+                ),
+                None,
+            ));
         };
         let location = match artifact.manifest_key.as_deref() {
             Some(loc) if restore_job::location_matches_storage(&storage, loc) => loc.to_string(),
@@ -286,10 +393,22 @@ async fn resolve(ctx: &Context, ns: &str, run: &RestoreRun) -> Result<(SourceSta
         }
     } else {
         let (Some(sref), Some(key)) = (&spec.storage_ref, &spec.key) else {
-            return Ok((invalid("InvalidSpec", "set backupRunRef, or storageRef and key".into()), None));
+            return Ok((
+                invalid(
+                    "InvalidSpec",
+                    "set backupRunRef, or storageRef and key".into(),
+                ),
+                None,
+            ));
         };
         let Some(storage) = storages.get_opt(&sref.name).await? else {
-            return Ok((blocked("StorageNotFound", format!("BackupStorage {} not found in namespace {ns}", sref.name)), None));
+            return Ok((
+                blocked(
+                    "StorageNotFound",
+                    format!("BackupStorage {} not found in namespace {ns}", sref.name),
+                ),
+                None,
+            ));
         };
         let location = match restore_job::manifest_location(&storage, key) {
             Ok(loc) => loc,
@@ -309,8 +428,14 @@ async fn resolve(ctx: &Context, ns: &str, run: &RestoreRun) -> Result<(SourceSta
     };
     let mut needed: Vec<SecretKeySelector> = Vec::new();
     for endpoint in [
-        spec.target.postgres.as_ref().map(|p| (&p.password_secret_ref, &p.connection_secret_ref)),
-        spec.target.mysql.as_ref().map(|m| (&m.password_secret_ref, &m.connection_secret_ref)),
+        spec.target
+            .postgres
+            .as_ref()
+            .map(|p| (&p.password_secret_ref, &p.connection_secret_ref)),
+        spec.target
+            .mysql
+            .as_ref()
+            .map(|m| (&m.password_secret_ref, &m.connection_secret_ref)),
     ]
     .into_iter()
     .flatten()
@@ -346,7 +471,11 @@ pub(crate) fn storage_secrets(storage: &BackupStorage) -> Vec<SecretKeySelector>
 
 /// The first Secret (or key) in `needed` that does not exist, as a blocker. Values are never
 /// read into messages.
-pub(crate) async fn missing_secret(ctx: &Context, ns: &str, needed: &[SecretKeySelector]) -> Result<Option<Blocker>> {
+pub(crate) async fn missing_secret(
+    ctx: &Context,
+    ns: &str,
+    needed: &[SecretKeySelector],
+) -> Result<Option<Blocker>> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     for sel in needed {
         match secrets.get_opt(&sel.name).await? {
@@ -357,8 +486,14 @@ pub(crate) async fn missing_secret(ctx: &Context, ns: &str, needed: &[SecretKeyS
                 }));
             }
             Some(secret) => {
-                let has = secret.data.as_ref().is_some_and(|d| d.contains_key(&sel.key))
-                    || secret.string_data.as_ref().is_some_and(|d| d.contains_key(&sel.key));
+                let has = secret
+                    .data
+                    .as_ref()
+                    .is_some_and(|d| d.contains_key(&sel.key))
+                    || secret
+                        .string_data
+                        .as_ref()
+                        .is_some_and(|d| d.contains_key(&sel.key));
                 if !has {
                     return Ok(Some(Blocker {
                         reason: "SecretKeyNotFound".into(),
@@ -385,12 +520,16 @@ fn queue_decision(ctx: &Context, run: &RestoreRun) -> QueueState {
     for r in ctx.restore_runs.state() {
         let Some(ns) = r.namespace() else { continue };
         let status = r.status.as_ref();
-        if status.and_then(|s| s.phase).is_some_and(RestoreRunPhase::is_finished)
+        if status
+            .and_then(|s| s.phase)
+            .is_some_and(RestoreRunPhase::is_finished)
             || r.meta().deletion_timestamp.is_some()
         {
             continue;
         }
-        let Some(target) = target_id(&r.spec.target, &ns) else { continue };
+        let Some(target) = target_id(&r.spec.target, &ns) else {
+            continue;
+        };
         let key = RunKey::new(ns, r.name_any());
         if status.and_then(|s| s.job_name.as_ref()).is_some() {
             running.push(RunningRestore { key, target });
@@ -398,32 +537,68 @@ fn queue_decision(ctx: &Context, run: &RestoreRun) -> QueueState {
             .and_then(|s| s.reason.as_deref())
             .is_some_and(|reason| BLOCKER_REASONS.contains(&reason))
         {
-            pending.push(PendingRestore { key, created_at: created(&r), target, not_before: None });
+            pending.push(PendingRestore {
+                key,
+                created_at: created(&r),
+                target,
+                not_before: None,
+            });
         }
     }
     let ns = run.namespace().unwrap_or_default();
     let me = RunKey::new(ns.clone(), run.name_any());
     if !pending.iter().any(|p| p.key == me) && !running.iter().any(|r| r.key == me) {
         match target_id(&run.spec.target, &ns) {
-            Some(target) => pending.push(PendingRestore { key: me.clone(), created_at: created(run), target, not_before: None }),
-            None => return QueueState { admitted: true, position: None, message: None },
+            Some(target) => pending.push(PendingRestore {
+                key: me.clone(),
+                created_at: created(run),
+                target,
+                not_before: None,
+            }),
+            None => {
+                return QueueState {
+                    admitted: true,
+                    position: None,
+                    message: None,
+                };
+            }
         }
     }
-    let q = plan_restore_queue(&pending, &running, ctx.settings.max_concurrent_restores, Utc::now());
+    let q = plan_restore_queue(
+        &pending,
+        &running,
+        ctx.settings.max_concurrent_restores,
+        Utc::now(),
+    );
     ctx.metrics
         .queue_depth
-        .get_or_create(&QueueLabels { queue: "restore".into() })
+        .get_or_create(&QueueLabels {
+            queue: "restore".into(),
+        })
         .set(q.waiting.len() as i64);
     if q.start.contains(&me) {
-        return QueueState { admitted: true, position: None, message: None };
+        return QueueState {
+            admitted: true,
+            position: None,
+            message: None,
+        };
     }
     match q.waiting.iter().find(|w| w.key == me) {
         Some(w) => QueueState {
             admitted: false,
             position: Some(w.position),
-            message: Some(format!("queued at position {} of {}: {}", w.position, q.waiting.len(), w.reason)),
+            message: Some(format!(
+                "queued at position {} of {}: {}",
+                w.position,
+                q.waiting.len(),
+                w.reason
+            )),
         },
-        None => QueueState { admitted: false, position: None, message: None },
+        None => QueueState {
+            admitted: false,
+            position: None,
+            message: None,
+        },
     }
 }
 
@@ -441,25 +616,53 @@ fn target_text(run: &RestoreRun) -> String {
     }
 }
 
-async fn start_job(ctx: &Context, ns: &str, run: &RestoreRun, resolved: Resolved) -> Result<Action> {
+async fn start_job(
+    ctx: &Context,
+    ns: &str,
+    run: &RestoreRun,
+    resolved: Resolved,
+) -> Result<Action> {
     let defaults = JobDefaults {
         agent_image: ctx.settings.agent_image.clone(),
         ttl_seconds_after_finished: ctx.settings.job_ttl_seconds,
     };
-    let job = match restore_job::build(run, &resolved.storage, &resolved.manifest_location, resolved.template.as_ref(), &defaults) {
+    let job = match restore_job::build(
+        run,
+        &resolved.storage,
+        &resolved.manifest_location,
+        resolved.template.as_ref(),
+        &defaults,
+    ) {
         Ok(job) => job,
         Err(e) => {
             let reason = match &e {
                 JobBuildError::InvalidSource(_) => "InvalidTarget",
                 other => other.reason(),
             };
-            return finish(ctx, ns, run, RestoreRunPhase::Failed, reason, &e.to_string(), None).await;
+            return finish(
+                ctx,
+                ns,
+                run,
+                RestoreRunPhase::Failed,
+                reason,
+                &e.to_string(),
+                None,
+            )
+            .await;
         }
     };
-    let job_name = job.metadata.name.clone().ok_or(Error::MissingObjectField("job name"))?;
+    let job_name = job
+        .metadata
+        .name
+        .clone()
+        .ok_or(Error::MissingObjectField("job name"))?;
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
-    jobs.patch(&job_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&job))
-        .await?;
+    jobs.patch(
+        &job_name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&job),
+    )
+    .await?;
     let mut status = run.status.clone().unwrap_or_default();
     status.phase = Some(RestoreRunPhase::Running);
     status.reason = Some("JobCreated".into());
@@ -483,7 +686,10 @@ async fn start_job(ctx: &Context, ns: &str, run: &RestoreRun, resolved: Resolved
         EventType::Normal,
         "Started",
         "CreateJob",
-        format!("restore Job {job_name} restores {what} into {}{who}", target_text(run)),
+        format!(
+            "restore Job {job_name} restores {what} into {}{who}",
+            target_text(run)
+        ),
     )
     .await;
     Ok(Action::requeue(Duration::from_secs(2)))
@@ -534,7 +740,9 @@ async fn finish(
         p.bytes_per_second = 0;
     }
     if let Some(r) = report {
-        let expected = expected_sha256(ctx, ns, run).await.unwrap_or_else(|| r.sha256.join(","));
+        let expected = expected_sha256(ctx, ns, run)
+            .await
+            .unwrap_or_else(|| r.sha256.join(","));
         if succeeded {
             status.checksum = Some(ChecksumVerification {
                 verified: true,
@@ -552,7 +760,11 @@ async fn finish(
     set_condition(
         &mut status.conditions,
         Condition {
-            type_: if succeeded { "Complete".into() } else { "Failed".into() },
+            type_: if succeeded {
+                "Complete".into()
+            } else {
+                "Failed".into()
+            },
             status: "True".into(),
             reason: reason.to_string(),
             message: message.to_string(),
@@ -566,13 +778,19 @@ async fn finish(
     } else {
         (EventType::Warning, "Failed")
     };
-    let who = requester(&run.metadata).map(|m| format!(" (created via {m})")).unwrap_or_default();
+    let who = requester(&run.metadata)
+        .map(|m| format!(" (created via {m})"))
+        .unwrap_or_default();
     ctx.event(
         run,
         type_,
         ev_reason,
         "Finish",
-        format!("{reason}: {message}; target {}{who}, took {}", target_text(run), format_duration(seconds.round() as u64)),
+        format!(
+            "{reason}: {message}; target {}{who}, took {}",
+            target_text(run),
+            format_duration(seconds.round() as u64)
+        ),
     )
     .await;
     let policy = match &run.spec.backup_run_ref {
@@ -590,7 +808,11 @@ async fn finish(
         .get_or_create(&RunLabels {
             namespace: ns.to_string(),
             policy,
-            result: if succeeded { RunResult::Succeeded } else { RunResult::Failed },
+            result: if succeeded {
+                RunResult::Succeeded
+            } else {
+                RunResult::Failed
+            },
         })
         .inc();
     Ok(Action::await_change())
@@ -599,19 +821,35 @@ async fn finish(
 /// The SHA-256 recorded at backup time, when the run restores a BackupRun's artifact.
 async fn expected_sha256(ctx: &Context, ns: &str, run: &RestoreRun) -> Option<String> {
     let name = &run.spec.backup_run_ref.as_ref()?.name;
-    let backup = Api::<BackupRun>::namespaced(ctx.client.clone(), ns).get_opt(name).await.ok()??;
-    backup.status?.artifact.map(|a| a.sha256).filter(|s| !s.is_empty())
+    let backup = Api::<BackupRun>::namespaced(ctx.client.clone(), ns)
+        .get_opt(name)
+        .await
+        .ok()??;
+    backup
+        .status?
+        .artifact
+        .map(|a| a.sha256)
+        .filter(|s| !s.is_empty())
 }
 
 /// Server-side applies the whole status under this controller's field manager.
-async fn apply_status(ctx: &Context, ns: &str, name: &str, status: &RestoreRunStatus) -> Result<()> {
+async fn apply_status(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    status: &RestoreRunStatus,
+) -> Result<()> {
     let api: Api<RestoreRun> = Api::namespaced(ctx.client.clone(), ns);
     let body = json!({
         "apiVersion": RestoreRun::api_version(&()),
         "kind": RestoreRun::kind(&()),
         "status": status,
     });
-    api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
-        .await?;
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await?;
     Ok(())
 }

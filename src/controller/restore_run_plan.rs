@@ -69,7 +69,10 @@ pub fn failure_reason(
     job_message: &str,
 ) -> (String, String) {
     if let Some(r) = report.filter(|r| !r.succeeded()) {
-        let error = r.error.clone().unwrap_or_else(|| "the agent reported a failure".into());
+        let error = r
+            .error
+            .clone()
+            .unwrap_or_else(|| "the agent reported a failure".into());
         let reason = match r.category.as_deref() {
             Some("integrity") => "ChecksumMismatch",
             Some("target") if error.contains("not empty") => "TargetNotEmpty",
@@ -87,7 +90,10 @@ pub fn failure_reason(
             "DeadlineExceeded".into(),
             format!("the restore exceeded its activeDeadlineSeconds: {job_message}"),
         ),
-        "" => ("RestoreFailed".into(), "the restore Job failed without a report".into()),
+        "" => (
+            "RestoreFailed".into(),
+            "the restore Job failed without a report".into(),
+        ),
         other => (
             other.to_string(),
             if job_message.is_empty() {
@@ -127,7 +133,13 @@ pub fn target_id(target: &DatabaseSpec, namespace: &str) -> Option<TargetId> {
         (None, None) => return None,
     };
     let database = if all { None } else { database };
-    Some(TargetId::new(engine, &host, port, database.as_deref(), namespace))
+    Some(TargetId::new(
+        engine,
+        &host,
+        port,
+        database.as_deref(),
+        namespace,
+    ))
 }
 
 /// Who created the object, as far as the API tells: the field manager of its `Create`
@@ -138,7 +150,11 @@ pub fn requester(meta: &ObjectMeta) -> Option<String> {
         .as_ref()?
         .iter()
         .filter(|m| m.subresource.as_deref().is_none_or(str::is_empty))
-        .filter(|m| m.manager.as_deref().is_some_and(|n| !n.starts_with("dataguardian-")))
+        .filter(|m| {
+            m.manager
+                .as_deref()
+                .is_some_and(|n| !n.starts_with("dataguardian-"))
+        })
         .find(|m| matches!(m.operation.as_deref(), Some("Create" | "Apply")))
         .and_then(|m| m.manager.clone())
 }
@@ -237,7 +253,10 @@ pub enum Step {
 /// Decides the next step.
 pub fn plan(o: &Observed<'_>) -> Step {
     let status = o.run.status.as_ref();
-    if status.and_then(|s| s.phase).is_some_and(RestoreRunPhase::is_finished) {
+    if status
+        .and_then(|s| s.phase)
+        .is_some_and(RestoreRunPhase::is_finished)
+    {
         return Step::Done;
     }
     match &o.job {
@@ -278,7 +297,9 @@ pub fn plan(o: &Observed<'_>) -> Step {
             message,
             termination_message,
         } => {
-            let report = termination_message.as_deref().and_then(RestoreReport::parse);
+            let report = termination_message
+                .as_deref()
+                .and_then(RestoreReport::parse);
             match (succeeded, report) {
                 (true, Some(r)) if r.succeeded() && r.checksum_verified == Some(true) => {
                     Step::Succeed {
@@ -386,7 +407,9 @@ spec:
     }
 
     fn t0() -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339("2026-11-22T10:01:00Z").unwrap().to_utc()
+        DateTime::parse_from_rfc3339("2026-11-22T10:01:00Z")
+            .unwrap()
+            .to_utc()
     }
 
     fn observed<'a>(r: &'a RestoreRun, job: JobObserved) -> Observed<'a> {
@@ -394,7 +417,11 @@ spec:
             run: r,
             source: SourceState::Ready,
             job,
-            queue: QueueState { admitted: true, position: None, message: None },
+            queue: QueueState {
+                admitted: true,
+                position: None,
+                message: None,
+            },
             stall_timeout: Duration::from_secs(600),
             now: t0(),
         }
@@ -404,7 +431,11 @@ spec:
         JobObserved::Finished {
             attempts: 1,
             succeeded,
-            reason: if succeeded { String::new() } else { "BackoffLimitExceeded".into() },
+            reason: if succeeded {
+                String::new()
+            } else {
+                "BackoffLimitExceeded".into()
+            },
             message: String::new(),
             termination_message: msg.map(str::to_string),
         }
@@ -415,9 +446,18 @@ spec:
         let r = run("");
         let mut o = observed(&r, JobObserved::NotCreated);
         assert_eq!(plan(&o), Step::StartJob);
-        o.queue = QueueState { admitted: false, position: Some(2), message: Some("queued at position 2".into()) };
+        o.queue = QueueState {
+            admitted: false,
+            position: Some(2),
+            message: Some("queued at position 2".into()),
+        };
         match plan(&o) {
-            Step::Wait { reason, queue_position, blocked, .. } => {
+            Step::Wait {
+                reason,
+                queue_position,
+                blocked,
+                ..
+            } => {
                 assert_eq!(reason, "Queued");
                 assert_eq!(queue_position, Some(2));
                 assert!(!blocked);
@@ -430,13 +470,19 @@ spec:
     fn blocked_runs_wait_then_fail_and_invalid_ones_fail_at_once() {
         let r = run("");
         let mut o = observed(&r, JobObserved::NotCreated);
-        let b = Blocker { reason: "SecretNotFound".into(), message: "Secret x not found".into() };
+        let b = Blocker {
+            reason: "SecretNotFound".into(),
+            message: "Secret x not found".into(),
+        };
         o.source = SourceState::Blocked(b.clone());
         assert!(matches!(plan(&o), Step::Wait { blocked: true, .. }));
         o.now = t0() + chrono::TimeDelta::minutes(30);
         assert!(matches!(plan(&o), Step::Fail { ref reason, .. } if reason == "SecretNotFound"));
         o.now = t0();
-        o.source = SourceState::Invalid(Blocker { reason: "EngineMismatch".into(), message: "m".into() });
+        o.source = SourceState::Invalid(Blocker {
+            reason: "EngineMismatch".into(),
+            message: "m".into(),
+        });
         assert!(matches!(plan(&o), Step::Fail { ref reason, .. } if reason == "EngineMismatch"));
     }
 
@@ -444,7 +490,10 @@ spec:
     fn finished_jobs_map_to_success_or_a_precise_reason() {
         let r = run("");
         let ok = r#"{"status":"succeeded","operation":"restore","databases":["copy"],"checksumVerified":true,"sha256":["ab"],"sizeBytes":10}"#;
-        assert!(matches!(plan(&observed(&r, finished(true, Some(ok)))), Step::Succeed { .. }));
+        assert!(matches!(
+            plan(&observed(&r, finished(true, Some(ok)))),
+            Step::Succeed { .. }
+        ));
         let tampered = r#"{"status":"failed","operation":"restore","category":"integrity","error":"checksum mismatch"}"#;
         match plan(&observed(&r, finished(false, Some(tampered)))) {
             Step::Fail { reason, report, .. } => {
@@ -454,12 +503,22 @@ spec:
             other => panic!("{other:?}"),
         }
         let not_empty = r#"{"status":"failed","category":"target","error":"restore target: database \"copy\" is not empty (3 objects)"}"#;
-        assert!(matches!(plan(&observed(&r, finished(false, Some(not_empty)))), Step::Fail { ref reason, .. } if reason == "TargetNotEmpty"));
-        assert!(matches!(plan(&observed(&r, finished(true, None))), Step::Fail { ref reason, .. } if reason == "NoAgentReport"));
-        assert!(matches!(plan(&observed(&r, finished(false, None))), Step::Fail { ref reason, .. } if reason == "BackoffLimitExceeded"));
+        assert!(
+            matches!(plan(&observed(&r, finished(false, Some(not_empty)))), Step::Fail { ref reason, .. } if reason == "TargetNotEmpty")
+        );
+        assert!(
+            matches!(plan(&observed(&r, finished(true, None))), Step::Fail { ref reason, .. } if reason == "NoAgentReport")
+        );
+        assert!(
+            matches!(plan(&observed(&r, finished(false, None))), Step::Fail { ref reason, .. } if reason == "BackoffLimitExceeded")
+        );
         let unverified = r#"{"status":"succeeded","checksumVerified":false}"#;
-        assert!(matches!(plan(&observed(&r, finished(true, Some(unverified)))), Step::Fail { ref reason, .. } if reason == "ChecksumNotVerified"));
-        assert!(matches!(plan(&observed(&r, JobObserved::Vanished { name: "j".into() })), Step::Fail { ref reason, .. } if reason == "JobDeleted"));
+        assert!(
+            matches!(plan(&observed(&r, finished(true, Some(unverified)))), Step::Fail { ref reason, .. } if reason == "ChecksumNotVerified")
+        );
+        assert!(
+            matches!(plan(&observed(&r, JobObserved::Vanished { name: "j".into() })), Step::Fail { ref reason, .. } if reason == "JobDeleted")
+        );
         let done = run("status: {phase: Succeeded}");
         assert_eq!(plan(&observed(&done, finished(true, Some(ok)))), Step::Done);
     }
@@ -474,11 +533,30 @@ spec:
             bytes_per_second: 0,
             updated: Some(time_from_chrono(t0() - chrono::TimeDelta::minutes(20))),
         });
-        let sample = ProgressSample { bytes_in: 100, bytes_out: 50, bytes_per_second: 0 };
-        let o = observed(&r, JobObserved::Active { attempts: 1, progress: Some(sample) });
+        let sample = ProgressSample {
+            bytes_in: 100,
+            bytes_out: 50,
+            bytes_per_second: 0,
+        };
+        let o = observed(
+            &r,
+            JobObserved::Active {
+                attempts: 1,
+                progress: Some(sample),
+            },
+        );
         assert!(matches!(plan(&o), Step::Stalled { .. }));
-        let moving = ProgressSample { bytes_in: 200, ..sample };
-        let o = observed(&r, JobObserved::Active { attempts: 1, progress: Some(moving) });
+        let moving = ProgressSample {
+            bytes_in: 200,
+            ..sample
+        };
+        let o = observed(
+            &r,
+            JobObserved::Active {
+                attempts: 1,
+                progress: Some(moving),
+            },
+        );
         assert!(matches!(plan(&o), Step::Track { .. }));
     }
 
@@ -486,7 +564,13 @@ spec:
     fn targets_are_identified_for_the_queue() {
         let r = run("");
         let a = target_id(&r.spec.target, "shop").unwrap();
-        let b = TargetId::new("postgresql", "db.shop.svc.cluster.local", 5432, Some("copy"), "shop");
+        let b = TargetId::new(
+            "postgresql",
+            "db.shop.svc.cluster.local",
+            5432,
+            Some("copy"),
+            "shop",
+        );
         assert!(a.conflicts_with(&b));
         let other_db = TargetId::new("postgres", "db", 5432, Some("other"), "shop");
         assert!(!a.conflicts_with(&other_db));
@@ -504,12 +588,23 @@ spec:
         use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
         let meta = ObjectMeta {
             managed_fields: Some(vec![
-                ManagedFieldsEntry { manager: Some("dataguardian-restorerun".into()), operation: Some("Update".into()), ..Default::default() },
-                ManagedFieldsEntry { manager: Some("kubectl-client-side-apply".into()), operation: Some("Create".into()), ..Default::default() },
+                ManagedFieldsEntry {
+                    manager: Some("dataguardian-restorerun".into()),
+                    operation: Some("Update".into()),
+                    ..Default::default()
+                },
+                ManagedFieldsEntry {
+                    manager: Some("kubectl-client-side-apply".into()),
+                    operation: Some("Create".into()),
+                    ..Default::default()
+                },
             ]),
             ..Default::default()
         };
-        assert_eq!(requester(&meta).as_deref(), Some("kubectl-client-side-apply"));
+        assert_eq!(
+            requester(&meta).as_deref(),
+            Some("kubectl-client-side-apply")
+        );
         assert_eq!(requester(&ObjectMeta::default()), None);
     }
 }

@@ -31,7 +31,9 @@ use crate::api::common::{
     Engine, LocalObjectReference, SecretKeySelector, find_condition, set_condition,
     time_from_chrono, time_to_chrono,
 };
-use crate::api::restore_validation::{RestoreValidationSpec, RestoreValidationStatus, ValidationResult};
+use crate::api::restore_validation::{
+    RestoreValidationSpec, RestoreValidationStatus, ValidationResult,
+};
 use crate::api::{
     BackupPolicy, BackupRun, BackupStorage, RestoreValidation, RestoreValidationPhase,
 };
@@ -65,23 +67,37 @@ struct Resolved {
 }
 
 fn blocked(reason: &str, message: String) -> SourceState {
-    SourceState::Blocked(Blocker { reason: reason.into(), message })
+    SourceState::Blocked(Blocker {
+        reason: reason.into(),
+        message,
+    })
 }
 
 fn invalid(reason: &str, message: String) -> SourceState {
-    SourceState::Invalid(Blocker { reason: reason.into(), message })
+    SourceState::Invalid(Blocker {
+        reason: reason.into(),
+        message,
+    })
 }
 
 /// Reconciles one RestoreValidation.
 pub async fn reconcile(rv: Arc<RestoreValidation>, ctx: Arc<Context>) -> Result<Action> {
     ctx.metrics
         .reconciles
-        .get_or_create(&ControllerLabels { controller: "restorevalidation".into() })
+        .get_or_create(&ControllerLabels {
+            controller: "restorevalidation".into(),
+        })
         .inc();
-    let ns = rv.namespace().ok_or(Error::MissingObjectField("metadata.namespace"))?;
+    let ns = rv
+        .namespace()
+        .ok_or(Error::MissingObjectField("metadata.namespace"))?;
     let name = rv.name_any();
     let status = rv.status.clone().unwrap_or_default();
-    if status.phase.is_some_and(RestoreValidationPhase::is_finished) || rv.meta().deletion_timestamp.is_some() {
+    if status
+        .phase
+        .is_some_and(RestoreValidationPhase::is_finished)
+        || rv.meta().deletion_timestamp.is_some()
+    {
         return Ok(Action::await_change());
     }
     let job_name = status.job_name.clone();
@@ -91,7 +107,12 @@ pub async fn reconcile(rv: Arc<RestoreValidation>, ctx: Arc<Context>) -> Result<
         resolve(&ctx, &ns, &rv).await?
     };
     let job = job_watch::observe(&ctx, &ns, job_name.as_deref()).await?;
-    let step = plan(&Observed { validation: &rv, source, job, now: Utc::now() });
+    let step = plan(&Observed {
+        validation: &rv,
+        source,
+        job,
+        now: Utc::now(),
+    });
     tracing::debug!(validation = %format!("{ns}/{name}"), ?step, "planned");
     match step {
         Step::Done => Ok(Action::await_change()),
@@ -103,13 +124,16 @@ pub async fn reconcile(rv: Arc<RestoreValidation>, ctx: Arc<Context>) -> Result<
                 next.message = Some(message.clone());
                 next.observed_generation = rv.metadata.generation;
                 apply_status(&ctx, &ns, &name, &next).await?;
-                ctx.event(rv.as_ref(), EventType::Warning, &reason, "Wait", message).await;
+                ctx.event(rv.as_ref(), EventType::Warning, &reason, "Wait", message)
+                    .await;
             }
             Ok(Action::requeue(Duration::from_secs(15)))
         }
         Step::StartJob => {
             let Some(resolved) = resolved else {
-                return Err(Error::InvalidSpec("the validation's backup vanished while starting".into()));
+                return Err(Error::InvalidSpec(
+                    "the validation's backup vanished while starting".into(),
+                ));
             };
             start_job(&ctx, &ns, &rv, resolved).await
         }
@@ -129,7 +153,10 @@ pub async fn reconcile(rv: Arc<RestoreValidation>, ctx: Arc<Context>) -> Result<
 pub fn error_policy(rv: Arc<RestoreValidation>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics
         .reconcile_errors
-        .get_or_create(&ErrorLabels { controller: "restorevalidation".into(), category: error.category().into() })
+        .get_or_create(&ErrorLabels {
+            controller: "restorevalidation".into(),
+            category: error.category().into(),
+        })
         .inc();
     tracing::warn!(validation = %rv.name_any(), namespace = rv.namespace().unwrap_or_default(), category = error.category(), error = %error, "reconcile failed");
     match error.category() {
@@ -138,13 +165,25 @@ pub fn error_policy(rv: Arc<RestoreValidation>, error: &Error, ctx: Arc<Context>
     }
 }
 
-async fn resolve(ctx: &Context, ns: &str, rv: &RestoreValidation) -> Result<(SourceState, Option<Resolved>)> {
+async fn resolve(
+    ctx: &Context,
+    ns: &str,
+    rv: &RestoreValidation,
+) -> Result<(SourceState, Option<Resolved>)> {
     let runs: Api<BackupRun> = Api::namespaced(ctx.client.clone(), ns);
     let spec = &rv.spec;
     let backup = if let Some(r) = &spec.backup_run_ref {
         match runs.get_opt(&r.name).await? {
             Some(b) => b,
-            None => return Ok((blocked("BackupRunNotFound", format!("BackupRun {} not found in namespace {ns}", r.name)), None)),
+            None => {
+                return Ok((
+                    blocked(
+                        "BackupRunNotFound",
+                        format!("BackupRun {} not found in namespace {ns}", r.name),
+                    ),
+                    None,
+                ));
+            }
         }
     } else if let Some(p) = &spec.policy_ref {
         let all = runs.list(&ListParams::default()).await?.items;
@@ -152,42 +191,92 @@ async fn resolve(ctx: &Context, ns: &str, rv: &RestoreValidation) -> Result<(Sou
             Some(b) => b.clone(),
             None => {
                 return Ok((
-                    blocked("NoSuccessfulBackup", format!("BackupPolicy {} has no successful BackupRun yet", p.name)),
+                    blocked(
+                        "NoSuccessfulBackup",
+                        format!("BackupPolicy {} has no successful BackupRun yet", p.name),
+                    ),
                     None,
                 ));
             }
         }
     } else {
-        return Ok((invalid("InvalidSpec", "set backupRunRef, or policyRef with latest: true".into()), None));
+        return Ok((
+            invalid(
+                "InvalidSpec",
+                "set backupRunRef, or policyRef with latest: true".into(),
+            ),
+            None,
+        ));
     };
     let bname = backup.name_any();
     let bstatus = backup.status.clone().unwrap_or_default();
     match bstatus.phase {
         Some(BackupRunPhase::Succeeded) => {}
         Some(BackupRunPhase::Failed) => {
-            return Ok((invalid("BackupRunFailed", format!("BackupRun {bname} failed; there is nothing to validate")), None));
+            return Ok((
+                invalid(
+                    "BackupRunFailed",
+                    format!("BackupRun {bname} failed; there is nothing to validate"),
+                ),
+                None,
+            ));
         }
         phase => {
             return Ok((
-                blocked("BackupRunNotReady", format!("BackupRun {bname} is {:?}; the validation waits for it to succeed", phase.unwrap_or_default())),
+                blocked(
+                    "BackupRunNotReady",
+                    format!(
+                        "BackupRun {bname} is {:?}; the validation waits for it to succeed",
+                        phase.unwrap_or_default()
+                    ),
+                ),
                 None,
             ));
         }
     }
     let Some(artifact) = bstatus.artifact.clone() else {
-        return Ok((invalid("NoArtifact", format!("BackupRun {bname} records no artifact")), None));
+        return Ok((
+            invalid(
+                "NoArtifact",
+                format!("BackupRun {bname} records no artifact"),
+            ),
+            None,
+        ));
     };
     let engine = match artifact.engine.as_str() {
         "postgres" => Engine::Postgres,
         "mysql" => Engine::Mysql,
-        other => return Ok((invalid("UnknownEngine", format!("BackupRun {bname} records engine {other:?}")), None)),
+        other => {
+            return Ok((
+                invalid(
+                    "UnknownEngine",
+                    format!("BackupRun {bname} records engine {other:?}"),
+                ),
+                None,
+            ));
+        }
     };
     if artifact.encryption.is_some() && spec.decryption.is_none() {
-        return Ok((invalid("DecryptionRequired", "the backup is encrypted; set spec.decryption.identitySecretRef".into()), None));
+        return Ok((
+            invalid(
+                "DecryptionRequired",
+                "the backup is encrypted; set spec.decryption.identitySecretRef".into(),
+            ),
+            None,
+        ));
     }
     let storages: Api<BackupStorage> = Api::namespaced(ctx.client.clone(), ns);
     let Some(storage) = storages.get_opt(&artifact.storage).await? else {
-        return Ok((blocked("StorageNotFound", format!("BackupStorage {} not found in namespace {ns}", artifact.storage)), None));
+        return Ok((
+            blocked(
+                "StorageNotFound",
+                format!(
+                    "BackupStorage {} not found in namespace {ns}",
+                    artifact.storage
+                ),
+            ),
+            None,
+        ));
     };
     let manifest_location = match artifact.manifest_key.as_deref() {
         Some(loc) if restore_job::location_matches_storage(&storage, loc) => loc.to_string(),
@@ -247,20 +336,35 @@ async fn start_job(ctx: &Context, ns: &str, rv: &RestoreValidation, r: Resolved)
             return finish(ctx, ns, rv, outcome).await;
         }
     };
-    let job_name = job.metadata.name.clone().ok_or(Error::MissingObjectField("job name"))?;
+    let job_name = job
+        .metadata
+        .name
+        .clone()
+        .ok_or(Error::MissingObjectField("job name"))?;
     let sandbox_image = job
         .spec
         .as_ref()
         .and_then(|s| s.template.spec.as_ref())
         .and_then(|p| p.init_containers.as_ref())
-        .and_then(|c| c.iter().find(|c| c.name == validation_job::SANDBOX_CONTAINER))
+        .and_then(|c| {
+            c.iter()
+                .find(|c| c.name == validation_job::SANDBOX_CONTAINER)
+        })
         .and_then(|c| c.image.clone());
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
-    jobs.patch(&job_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&job)).await?;
+    jobs.patch(
+        &job_name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&job),
+    )
+    .await?;
     let mut status = rv.status.clone().unwrap_or_default();
     status.phase = Some(RestoreValidationPhase::Running);
     status.reason = Some("JobCreated".into());
-    status.message = Some(format!("validation Job {job_name} restores BackupRun {} into a sandbox", r.backup.name_any()));
+    status.message = Some(format!(
+        "validation Job {job_name} restores BackupRun {} into a sandbox",
+        r.backup.name_any()
+    ));
     status.backup_run_name = Some(r.backup.name_any());
     status.job_name = Some(job_name.clone());
     status.sandbox_image = sandbox_image.clone();
@@ -307,7 +411,11 @@ async fn finish(ctx: &Context, ns: &str, rv: &RestoreValidation, o: Outcome) -> 
     set_condition(
         &mut status.conditions,
         Condition {
-            type_: if o.phase == RestoreValidationPhase::Succeeded { "Complete".into() } else { "Failed".into() },
+            type_: if o.phase == RestoreValidationPhase::Succeeded {
+                "Complete".into()
+            } else {
+                "Failed".into()
+            },
             status: "True".into(),
             reason: o.reason.clone(),
             message: o.message.clone(),
@@ -317,9 +425,16 @@ async fn finish(ctx: &Context, ns: &str, rv: &RestoreValidation, o: Outcome) -> 
     );
     apply_status(ctx, ns, &rv.name_any(), &status).await?;
 
-    let (type_, reason) = if passed { (EventType::Normal, "Passed") } else { (EventType::Warning, "Failed") };
+    let (type_, reason) = if passed {
+        (EventType::Normal, "Passed")
+    } else {
+        (EventType::Warning, "Failed")
+    };
     let backup_name = status.backup_run_name.clone();
-    let rto = o.restore_duration_seconds.map(|s| format!(", restore took {s:.1}s")).unwrap_or_default();
+    let rto = o
+        .restore_duration_seconds
+        .map(|s| format!(", restore took {s:.1}s"))
+        .unwrap_or_default();
     ctx.event(
         rv,
         type_,
@@ -342,15 +457,29 @@ async fn finish(ctx: &Context, ns: &str, rv: &RestoreValidation, o: Outcome) -> 
                 "kind": BackupRun::kind(&()),
                 "status": {"verification": verification(&rv.name_any(), &o, now)},
             });
-            runs.patch_status(bname, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
-                .await?;
+            runs.patch_status(
+                bname,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&body),
+            )
+            .await?;
             let (t, r, what) = if passed {
                 (EventType::Normal, "Verified", "passed")
             } else {
                 (EventType::Warning, "VerificationFailed", "failed")
             };
-            ctx.event(&backup, t, r, "Verify", format!("RestoreValidation {} {what}: {}{rto}", rv.name_any(), o.message))
-                .await;
+            ctx.event(
+                &backup,
+                t,
+                r,
+                "Verify",
+                format!(
+                    "RestoreValidation {} {what}: {}{rto}",
+                    rv.name_any(),
+                    o.message
+                ),
+            )
+            .await;
         }
     }
     ctx.metrics
@@ -358,22 +487,35 @@ async fn finish(ctx: &Context, ns: &str, rv: &RestoreValidation, o: Outcome) -> 
         .get_or_create(&RunLabels {
             namespace: ns.to_string(),
             policy,
-            result: if passed { RunResult::Succeeded } else { RunResult::Failed },
+            result: if passed {
+                RunResult::Succeeded
+            } else {
+                RunResult::Failed
+            },
         })
         .inc();
     Ok(Action::await_change())
 }
 
 /// Server-side applies the whole status under this controller's field manager.
-async fn apply_status(ctx: &Context, ns: &str, name: &str, status: &RestoreValidationStatus) -> Result<()> {
+async fn apply_status(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    status: &RestoreValidationStatus,
+) -> Result<()> {
     let api: Api<RestoreValidation> = Api::namespaced(ctx.client.clone(), ns);
     let body = json!({
         "apiVersion": RestoreValidation::api_version(&()),
         "kind": RestoreValidation::kind(&()),
         "status": status,
     });
-    api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
-        .await?;
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await?;
     Ok(())
 }
 
@@ -381,14 +523,21 @@ async fn apply_status(ctx: &Context, ns: &str, name: &str, status: &RestoreValid
 pub async fn reconcile_policy(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<Action> {
     ctx.metrics
         .reconciles
-        .get_or_create(&ControllerLabels { controller: "policyvalidation".into() })
+        .get_or_create(&ControllerLabels {
+            controller: "policyvalidation".into(),
+        })
         .inc();
-    let ns = policy.namespace().ok_or(Error::MissingObjectField("metadata.namespace"))?;
+    let ns = policy
+        .namespace()
+        .ok_or(Error::MissingObjectField("metadata.namespace"))?;
     let name = policy.name_any();
     if policy.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    let runs = Api::<BackupRun>::namespaced(ctx.client.clone(), &ns).list(&ListParams::default()).await?.items;
+    let runs = Api::<BackupRun>::namespaced(ctx.client.clone(), &ns)
+        .list(&ListParams::default())
+        .await?
+        .items;
     let vals_api: Api<RestoreValidation> = Api::namespaced(ctx.client.clone(), &ns);
     let validations = vals_api.list(&ListParams::default()).await?.items;
     let now = Utc::now();
@@ -396,12 +545,21 @@ pub async fn reconcile_policy(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> R
     let cfg = policy.spec.validation.clone();
 
     if let (Some(run), Some(cfg)) = (&p.create_for, &cfg) {
-        let owner = policy.controller_owner_ref(&()).map(|o| OwnerReference { controller: Some(false), ..o });
+        let owner = policy.controller_owner_ref(&()).map(|o| OwnerReference {
+            controller: Some(false),
+            ..o
+        });
         let rv = RestoreValidation {
             metadata: ObjectMeta {
                 name: Some(auto_validation_name(run)),
                 namespace: Some(ns.clone()),
-                labels: Some([(POLICY_LABEL.to_string(), crate::jobs::naming::label_value(&name))].into()),
+                labels: Some(
+                    [(
+                        POLICY_LABEL.to_string(),
+                        crate::jobs::naming::label_value(&name),
+                    )]
+                    .into(),
+                ),
                 owner_references: owner.map(|o| vec![o]),
                 ..Default::default()
             },
@@ -433,7 +591,9 @@ pub async fn reconcile_policy(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> R
     }
     for old in &p.prune {
         match vals_api.delete(old, &DeleteParams::background()).await {
-            Ok(_) => tracing::info!(policy = %name, validation = %old, "pruned a RestoreValidation beyond the history limit"),
+            Ok(_) => {
+                tracing::info!(policy = %name, validation = %old, "pruned a RestoreValidation beyond the history limit")
+            }
             Err(kube::Error::Api(s)) if s.code == 404 => {}
             Err(e) => return Err(e.into()),
         }
@@ -450,7 +610,10 @@ pub async fn reconcile_policy(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> R
         let unchanged = old.last_validation == p.last_validation
             && old.backups_since_validation == Some(p.backups_since_validation)
             && find_condition(&old.conditions, "Verified").is_some_and(|c| {
-                c.status == verified.status && c.reason == verified.reason && c.message == verified.message && c.observed_generation == verified.observed_generation
+                c.status == verified.status
+                    && c.reason == verified.reason
+                    && c.message == verified.message
+                    && c.observed_generation == verified.observed_generation
             });
         if !unchanged {
             let api: Api<BackupPolicy> = Api::namespaced(ctx.client.clone(), &ns);
@@ -463,7 +626,12 @@ pub async fn reconcile_policy(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> R
                     "conditions": [verified],
                 },
             });
-            api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body)).await?;
+            api.patch_status(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&body),
+            )
+            .await?;
         }
     }
     let requeue = p
@@ -479,7 +647,10 @@ pub async fn reconcile_policy(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> R
 pub fn policy_error_policy(policy: Arc<BackupPolicy>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics
         .reconcile_errors
-        .get_or_create(&ErrorLabels { controller: "policyvalidation".into(), category: error.category().into() })
+        .get_or_create(&ErrorLabels {
+            controller: "policyvalidation".into(),
+            category: error.category().into(),
+        })
         .inc();
     tracing::warn!(policy = %policy.name_any(), category = error.category(), error = %error, "validation reconcile failed");
     Action::requeue(Duration::from_secs(10))

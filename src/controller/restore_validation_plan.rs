@@ -127,7 +127,10 @@ fn fail(reason: &str, message: String) -> Step {
 /// Decides the next step of a validation.
 pub fn plan(o: &Observed<'_>) -> Step {
     let status = o.validation.status.as_ref();
-    if status.and_then(|s| s.phase).is_some_and(RestoreValidationPhase::is_finished) {
+    if status
+        .and_then(|s| s.phase)
+        .is_some_and(RestoreValidationPhase::is_finished)
+    {
         return Step::Done;
     }
     match &o.job {
@@ -143,9 +146,15 @@ pub fn plan(o: &Observed<'_>) -> Step {
                     .map(|c| (o.now - time_to_chrono(c)).to_std().unwrap_or_default())
                     .unwrap_or_default();
                 if waited >= super::backup_run_plan::BLOCKED_TIMEOUT {
-                    fail(&b.reason, format!("{} (waited 10 minutes for it to be fixed)", b.message))
+                    fail(
+                        &b.reason,
+                        format!("{} (waited 10 minutes for it to be fixed)", b.message),
+                    )
                 } else {
-                    Step::Wait { reason: b.reason.clone(), message: b.message.clone() }
+                    Step::Wait {
+                        reason: b.reason.clone(),
+                        message: b.message.clone(),
+                    }
                 }
             }
         },
@@ -153,9 +162,18 @@ pub fn plan(o: &Observed<'_>) -> Step {
             "JobDeleted",
             format!("the validation Job {name} was deleted before it finished"),
         ),
-        JobObserved::Active { attempts, .. } => Step::Track { attempts: *attempts },
-        JobObserved::Finished { reason, message, termination_message, .. } => {
-            let report = termination_message.as_deref().and_then(ValidationReport::parse);
+        JobObserved::Active { attempts, .. } => Step::Track {
+            attempts: *attempts,
+        },
+        JobObserved::Finished {
+            reason,
+            message,
+            termination_message,
+            ..
+        } => {
+            let report = termination_message
+                .as_deref()
+                .and_then(ValidationReport::parse);
             Step::Finish(outcome(report, reason, message))
         }
     }
@@ -171,7 +189,9 @@ pub fn outcome(report: Option<ValidationReport>, job_reason: &str, job_message: 
                 result,
                 reason: match result {
                     ValidationResult::Passed => "Passed".into(),
-                    ValidationResult::Failed => r.reason.clone().unwrap_or_else(|| "CheckFailed".into()),
+                    ValidationResult::Failed => {
+                        r.reason.clone().unwrap_or_else(|| "CheckFailed".into())
+                    }
                 },
                 message: r.message.clone().unwrap_or_default(),
                 checks: r.checks.into_iter().take(32).collect(),
@@ -188,14 +208,20 @@ pub fn outcome(report: Option<ValidationReport>, job_reason: &str, job_message: 
                 _ => "ValidationError",
             }
             .into(),
-            message: r.error.unwrap_or_else(|| "the agent reported a failure".into()),
+            message: r
+                .error
+                .unwrap_or_else(|| "the agent reported a failure".into()),
             checks: Vec::new(),
             restore_duration_seconds: None,
         },
         None => Outcome {
             phase: RestoreValidationPhase::Failed,
             result: ValidationResult::Failed,
-            reason: if job_reason.is_empty() { "NoAgentReport".into() } else { job_reason.to_string() },
+            reason: if job_reason.is_empty() {
+                "NoAgentReport".into()
+            } else {
+                job_reason.to_string()
+            },
             message: if job_message.is_empty() {
                 "the validation Job ended without a verdict from the agent".into()
             } else {
@@ -259,7 +285,10 @@ fn created(v: &RestoreValidation) -> Option<DateTime<Utc>> {
 }
 
 fn finished(v: &RestoreValidation) -> bool {
-    v.status.as_ref().and_then(|s| s.phase).is_some_and(RestoreValidationPhase::is_finished)
+    v.status
+        .as_ref()
+        .and_then(|s| s.phase)
+        .is_some_and(RestoreValidationPhase::is_finished)
 }
 
 fn validated_run(v: &RestoreValidation) -> Option<String> {
@@ -284,7 +313,10 @@ pub fn plan_policy(
         .filter(|v| {
             v.labels().get(POLICY_LABEL).is_some_and(|p| *p == name)
                 || v.spec.policy_ref.as_ref().is_some_and(|p| p.name == name)
-                || validated_run(v).is_some_and(|r| runs.iter().any(|b| b.name_any() == r && b.spec.policy_ref.name == name))
+                || validated_run(v).is_some_and(|r| {
+                    runs.iter()
+                        .any(|b| b.name_any() == r && b.spec.policy_ref.name == name)
+                })
         })
         .collect();
     ours.sort_by_key(|v| (created(v), v.name_any()));
@@ -300,14 +332,21 @@ pub fn plan_policy(
             restore_duration_seconds: st.restore_duration_seconds,
         }
     });
-    let mut successful: Vec<&BackupRun> =
-        runs.iter().filter(|r| r.spec.policy_ref.name == name && succeeded(r)).collect();
+    let mut successful: Vec<&BackupRun> = runs
+        .iter()
+        .filter(|r| r.spec.policy_ref.name == name && succeeded(r))
+        .collect();
     successful.sort_by_key(|r| (completed_at(r), r.name_any()));
     // Backups newer than the newest validated one.
     let last_validated_at = ours
         .iter()
         .filter_map(|v| validated_run(v))
-        .filter_map(|r| successful.iter().find(|b| b.name_any() == r).and_then(|b| completed_at(b)))
+        .filter_map(|r| {
+            successful
+                .iter()
+                .find(|b| b.name_any() == r)
+                .and_then(|b| completed_at(b))
+        })
         .max();
     let since: Vec<&&BackupRun> = successful
         .iter()
@@ -316,7 +355,10 @@ pub fn plan_policy(
     let backups_since_validation = since.len() as u32;
     let active = ours.iter().any(|v| !finished(v));
     let latest = successful.last().map(|r| r.name_any());
-    let already_validated = |run: &str| ours.iter().any(|v| validated_run(v).as_deref() == Some(run));
+    let already_validated = |run: &str| {
+        ours.iter()
+            .any(|v| validated_run(v).as_deref() == Some(run))
+    };
 
     let mut create_for = None;
     let mut next_check = None;
@@ -333,7 +375,13 @@ pub fn plan_policy(
         {
             let since = newest
                 .and_then(created)
-                .or_else(|| policy.metadata.creation_timestamp.as_ref().map(time_to_chrono))
+                .or_else(|| {
+                    policy
+                        .metadata
+                        .creation_timestamp
+                        .as_ref()
+                        .map(time_to_chrono)
+                })
                 .unwrap_or(now);
             match schedule.next_fire_after(since) {
                 Some(due) if due <= now => {
@@ -347,8 +395,15 @@ pub fn plan_policy(
         }
     }
 
-    let limit = policy.spec.validation.as_ref().map_or(usize::MAX, |c| c.history_limit.max(1) as usize);
-    let finished_ours: Vec<&&RestoreValidation> = ours.iter().filter(|v| finished(v) && v.labels().contains_key(POLICY_LABEL)).collect();
+    let limit = policy
+        .spec
+        .validation
+        .as_ref()
+        .map_or(usize::MAX, |c| c.history_limit.max(1) as usize);
+    let finished_ours: Vec<&&RestoreValidation> = ours
+        .iter()
+        .filter(|v| finished(v) && v.labels().contains_key(POLICY_LABEL))
+        .collect();
     let prune = finished_ours
         .iter()
         .take(finished_ours.len().saturating_sub(limit))
@@ -363,7 +418,9 @@ pub fn plan_policy(
                 "RestoreValidation {} proved BackupRun {} restores{}",
                 last_finished.map(|v| v.name_any()).unwrap_or_default(),
                 st.backup_run_name.unwrap_or_default(),
-                st.restore_duration_seconds.map(|s| format!(" in {s:.1}s")).unwrap_or_default()
+                st.restore_duration_seconds
+                    .map(|s| format!(" in {s:.1}s"))
+                    .unwrap_or_default()
             ),
         ),
         Some(st) => (
@@ -376,7 +433,11 @@ pub fn plan_policy(
                 st.message.unwrap_or_default()
             ),
         ),
-        None => ("Unknown", "NotValidated", "no restore validation has finished yet".to_string()),
+        None => (
+            "Unknown",
+            "NotValidated",
+            "no restore validation has finished yet".to_string(),
+        ),
     };
     PolicyValidationPlan {
         create_for,
@@ -466,34 +527,86 @@ spec:
 
     #[test]
     fn verdicts_become_outcomes() {
-        let passed = ValidationReport::parse(r#"{"status":"succeeded","operation":"validate","result":"Passed","restoreDurationSeconds":2.5,"checks":[{"name":"rowCounts-0","type":"rowCounts","result":"Passed","expected":"3 tables, 5 rows","observed":"3 tables, 5 rows"}]}"#);
+        let passed = ValidationReport::parse(
+            r#"{"status":"succeeded","operation":"validate","result":"Passed","restoreDurationSeconds":2.5,"checks":[{"name":"rowCounts-0","type":"rowCounts","result":"Passed","expected":"3 tables, 5 rows","observed":"3 tables, 5 rows"}]}"#,
+        );
         let o = outcome(passed, "", "");
         assert_eq!(o.phase, RestoreValidationPhase::Succeeded);
         assert_eq!(o.result, ValidationResult::Passed);
         assert_eq!(o.restore_duration_seconds, Some(2.5));
         assert_eq!(o.checks.len(), 1);
-        let failed = ValidationReport::parse(r#"{"status":"succeeded","result":"Failed","reason":"ChecksumMismatch","message":"bad"}"#);
+        let failed = ValidationReport::parse(
+            r#"{"status":"succeeded","result":"Failed","reason":"ChecksumMismatch","message":"bad"}"#,
+        );
         let o = outcome(failed, "BackoffLimitExceeded", "");
-        assert_eq!((o.phase, o.result, o.reason.as_str()), (RestoreValidationPhase::Succeeded, ValidationResult::Failed, "ChecksumMismatch"));
-        let error = ValidationReport::parse(r#"{"status":"failed","category":"storage","error":"no such key"}"#);
+        assert_eq!(
+            (o.phase, o.result, o.reason.as_str()),
+            (
+                RestoreValidationPhase::Succeeded,
+                ValidationResult::Failed,
+                "ChecksumMismatch"
+            )
+        );
+        let error = ValidationReport::parse(
+            r#"{"status":"failed","category":"storage","error":"no such key"}"#,
+        );
         let o = outcome(error, "BackoffLimitExceeded", "");
-        assert_eq!((o.phase, o.reason.as_str()), (RestoreValidationPhase::Failed, "ArtifactUnavailable"));
+        assert_eq!(
+            (o.phase, o.reason.as_str()),
+            (RestoreValidationPhase::Failed, "ArtifactUnavailable")
+        );
         let o = outcome(None, "DeadlineExceeded", "too slow");
-        assert_eq!((o.phase, o.reason.as_str()), (RestoreValidationPhase::Failed, "DeadlineExceeded"));
+        assert_eq!(
+            (o.phase, o.reason.as_str()),
+            (RestoreValidationPhase::Failed, "DeadlineExceeded")
+        );
     }
 
     #[test]
     fn plan_steps() {
         let v = rv("", "");
         let now = t("2026-11-22T10:01:00Z");
-        let obs = |source, job| Observed { validation: &v, source, job, now };
-        assert_eq!(plan(&obs(SourceState::Ready, JobObserved::NotCreated)), Step::StartJob);
-        let b = Blocker { reason: "SecretNotFound".into(), message: "m".into() };
-        assert!(matches!(plan(&obs(SourceState::Blocked(b.clone()), JobObserved::NotCreated)), Step::Wait { .. }));
-        assert!(matches!(plan(&obs(SourceState::Invalid(b), JobObserved::NotCreated)), Step::Finish(ref o) if o.phase == RestoreValidationPhase::Failed));
-        assert_eq!(plan(&obs(SourceState::Ready, JobObserved::Active { attempts: 1, progress: None })), Step::Track { attempts: 1 });
+        let obs = |source, job| Observed {
+            validation: &v,
+            source,
+            job,
+            now,
+        };
+        assert_eq!(
+            plan(&obs(SourceState::Ready, JobObserved::NotCreated)),
+            Step::StartJob
+        );
+        let b = Blocker {
+            reason: "SecretNotFound".into(),
+            message: "m".into(),
+        };
+        assert!(matches!(
+            plan(&obs(
+                SourceState::Blocked(b.clone()),
+                JobObserved::NotCreated
+            )),
+            Step::Wait { .. }
+        ));
+        assert!(
+            matches!(plan(&obs(SourceState::Invalid(b), JobObserved::NotCreated)), Step::Finish(ref o) if o.phase == RestoreValidationPhase::Failed)
+        );
+        assert_eq!(
+            plan(&obs(
+                SourceState::Ready,
+                JobObserved::Active {
+                    attempts: 1,
+                    progress: None
+                }
+            )),
+            Step::Track { attempts: 1 }
+        );
         let done = rv("status: {phase: Succeeded, result: Passed}", "");
-        let o = Observed { validation: &done, source: SourceState::Ready, job: JobObserved::NotCreated, now };
+        let o = Observed {
+            validation: &done,
+            source: SourceState::Ready,
+            job: JobObserved::NotCreated,
+            now,
+        };
         assert_eq!(plan(&o), Step::Done);
     }
 
@@ -504,7 +617,10 @@ spec:
             backup("b2", "2026-11-21T02:00:00Z", "Succeeded"),
             backup("b3", "2026-11-22T02:00:00Z", "Failed"),
         ];
-        assert_eq!(latest_successful(&runs, "nightly").unwrap().name_any(), "b2");
+        assert_eq!(
+            latest_successful(&runs, "nightly").unwrap().name_any(),
+            "b2"
+        );
         assert!(latest_successful(&runs, "other").is_none());
     }
 
@@ -524,19 +640,37 @@ spec:
         // b2 validated and passed; one more backup is not enough for N = 2.
         let mut runs2 = runs.clone();
         runs2.push(backup("b3", "2026-11-22T02:00:00Z", "Succeeded"));
-        let vals = vec![validation_of("b2-validation", "b2", "2026-11-21T03:00:00Z", "{phase: Succeeded, result: Passed, backupRunName: b2, restoreDurationSeconds: 4.0}")];
+        let vals = vec![validation_of(
+            "b2-validation",
+            "b2",
+            "2026-11-21T03:00:00Z",
+            "{phase: Succeeded, result: Passed, backupRunName: b2, restoreDurationSeconds: 4.0}",
+        )];
         let plan = plan_policy(&p, &runs2, &vals, now);
         assert_eq!(plan.backups_since_validation, 1);
         assert_eq!(plan.create_for, None);
         assert_eq!(plan.verified.status, "True");
-        assert_eq!(plan.last_validation.as_ref().unwrap().backup_run.as_deref(), Some("b2"));
+        assert_eq!(
+            plan.last_validation.as_ref().unwrap().backup_run.as_deref(),
+            Some("b2")
+        );
 
         // A running validation holds off new ones; a failed one flips Verified to False.
         runs2.push(backup("b4", "2026-11-22T06:00:00Z", "Succeeded"));
         let mut vals2 = vals.clone();
-        vals2.push(validation_of("b3-validation", "b3", "2026-11-22T03:00:00Z", "{phase: Running}"));
+        vals2.push(validation_of(
+            "b3-validation",
+            "b3",
+            "2026-11-22T03:00:00Z",
+            "{phase: Running}",
+        ));
         assert_eq!(plan_policy(&p, &runs2, &vals2, now).create_for, None);
-        vals2[1] = validation_of("b3-validation", "b3", "2026-11-22T03:00:00Z", "{phase: Succeeded, result: Failed, backupRunName: b3, message: orders mismatch}");
+        vals2[1] = validation_of(
+            "b3-validation",
+            "b3",
+            "2026-11-22T03:00:00Z",
+            "{phase: Succeeded, result: Failed, backupRunName: b3, message: orders mismatch}",
+        );
         let plan = plan_policy(&p, &runs2, &vals2, now);
         assert_eq!(plan.verified.status, "False");
         assert!(plan.verified.message.contains("orders mismatch"));
@@ -548,14 +682,22 @@ spec:
     fn a_cron_schedule_creates_when_due() {
         let p = policy("validation: {schedule: \"0 6 * * *\"}");
         let runs = vec![backup("b1", "2026-11-22T02:00:00Z", "Succeeded")];
-        let vals = vec![validation_of("old", "b0", "2026-11-21T06:00:00Z", "{phase: Succeeded, result: Passed}")];
+        let vals = vec![validation_of(
+            "old",
+            "b0",
+            "2026-11-21T06:00:00Z",
+            "{phase: Succeeded, result: Passed}",
+        )];
         let before = plan_policy(&p, &runs, &vals, t("2026-11-22T05:59:00Z"));
         assert_eq!(before.create_for, None);
         assert_eq!(before.next_check, Some(t("2026-11-22T06:00:00Z")));
         let due = plan_policy(&p, &runs, &vals, t("2026-11-22T06:00:30Z"));
         assert_eq!(due.create_for.as_deref(), Some("b1"));
         // Without validation settings nothing is created.
-        assert_eq!(plan_policy(&policy(""), &runs, &[], t("2026-11-22T06:00:30Z")).create_for, None);
+        assert_eq!(
+            plan_policy(&policy(""), &runs, &[], t("2026-11-22T06:00:30Z")).create_for,
+            None
+        );
     }
 
     #[test]

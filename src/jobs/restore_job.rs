@@ -15,8 +15,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, EnvVar, KeyToPath, PersistentVolumeClaimVolumeSource,
-    PodSpec, PodTemplateSpec, SecretVolumeSource, Volume, VolumeMount,
+    Container, EmptyDirVolumeSource, EnvVar, KeyToPath, PersistentVolumeClaimVolumeSource, PodSpec,
+    PodTemplateSpec, SecretVolumeSource, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -354,7 +354,12 @@ pub fn build(
     }
     push_flag(&mut args, "--from", manifest_location);
     push_storage_access(storage, &mut args, &mut env, &mut volumes, &mut mounts)?;
-    push_identity(spec.decryption.as_ref(), &mut args, &mut volumes, &mut mounts);
+    push_identity(
+        spec.decryption.as_ref(),
+        &mut args,
+        &mut volumes,
+        &mut mounts,
+    );
     // The checksum is always verified before the target is touched.
     args.push("--verify-first".into());
     if spec.create_database {
@@ -483,7 +488,10 @@ spec:
         assert_eq!(v["metadata"]["name"], "copy-1-restore");
         assert_eq!(v["metadata"]["ownerReferences"][0]["kind"], "RestoreRun");
         assert_eq!(v["metadata"]["ownerReferences"][0]["controller"], true);
-        assert_eq!(v["metadata"]["labels"]["app.kubernetes.io/component"], "restore");
+        assert_eq!(
+            v["metadata"]["labels"]["app.kubernetes.io/component"],
+            "restore"
+        );
         assert_eq!(v["metadata"]["labels"][RESTORE_LABEL], "copy-1");
         assert_eq!(v["spec"]["backoffLimit"], DEFAULT_BACKOFF_LIMIT);
         let a = args(&v);
@@ -491,9 +499,15 @@ spec:
         assert!(joined.starts_with("agent restore --engine postgres --uri postgresql://restore@db-staging.shop.svc:5432/shop_copy"), "{joined}");
         assert!(joined.contains(&format!("--from {loc}")));
         assert!(joined.contains("--s3-endpoint http://127.0.0.1:9000 --s3-path-style"));
-        assert!(a.contains(&"--verify-first".to_string()), "always verify first");
+        assert!(
+            a.contains(&"--verify-first".to_string()),
+            "always verify first"
+        );
         assert!(a.contains(&"--create-database".to_string()));
-        assert!(!a.contains(&"--overwrite".to_string()), "overwrite only when asked");
+        assert!(
+            !a.contains(&"--overwrite".to_string()),
+            "overwrite only when asked"
+        );
         assert!(!a.contains(&"--clean".to_string()));
         assert!(joined.contains("--identity-file /etc/dataguardian/identity/identity"));
         let pod = &v["spec"]["template"]["spec"];
@@ -505,7 +519,10 @@ spec:
         let env = c["env"].as_array().unwrap();
         let pw = env.iter().find(|e| e["name"] == "DG_PASSWORD").unwrap();
         assert_eq!(pw["valueFrom"]["secretKeyRef"]["name"], "staging-creds");
-        let key = env.iter().find(|e| e["name"] == "AWS_SECRET_ACCESS_KEY").unwrap();
+        let key = env
+            .iter()
+            .find(|e| e["name"] == "AWS_SECRET_ACCESS_KEY")
+            .unwrap();
         assert_eq!(key["valueFrom"]["secretKeyRef"]["name"], "s3-creds");
         // Every env var with a secret-looking name comes from a secretKeyRef.
         for e in env {
@@ -523,17 +540,30 @@ spec:
         assert_eq!(identity["secret"]["secretName"], "backup-age-identity");
         assert_eq!(identity["secret"]["items"][0]["key"], "identity");
         // Deterministic.
-        assert_eq!(job, build(&run(RUN), &storage_s3(), loc, None, &defaults()).unwrap());
+        assert_eq!(
+            job,
+            build(&run(RUN), &storage_s3(), loc, None, &defaults()).unwrap()
+        );
     }
 
     #[test]
     fn overwrite_and_clean_only_when_set_and_template_falls_back_to_the_policy() {
-        let yaml = RUN.replace("createDatabase: true", "overwrite: true\n  clean: true\n  backoffLimit: 0");
+        let yaml = RUN.replace(
+            "createDatabase: true",
+            "overwrite: true\n  clean: true\n  backoffLimit: 0",
+        );
         let tpl = JobTemplate {
             image: Some("custom:1".into()),
             ..Default::default()
         };
-        let job = build(&run(&yaml), &storage_fs(), "file:///backup/shop/r1/manifest.json", Some(&tpl), &defaults()).unwrap();
+        let job = build(
+            &run(&yaml),
+            &storage_fs(),
+            "file:///backup/shop/r1/manifest.json",
+            Some(&tpl),
+            &defaults(),
+        )
+        .unwrap();
         let v = json(&job);
         let a = args(&v);
         assert!(a.contains(&"--overwrite".to_string()));
@@ -542,7 +572,12 @@ spec:
         assert_eq!(v["spec"]["backoffLimit"], 0);
         let pod = &v["spec"]["template"]["spec"];
         assert_eq!(pod["containers"][0]["image"], "custom:1");
-        let storage = pod["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "storage").unwrap();
+        let storage = pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "storage")
+            .unwrap();
         assert_eq!(storage["persistentVolumeClaim"]["claimName"], "backups");
         assert_eq!(storage["persistentVolumeClaim"]["readOnly"], true);
     }
@@ -569,9 +604,15 @@ spec:
             "file:///backup/shop/r1/manifest.json"
         );
         assert!(manifest_location(&fs, "/etc/passwd").is_err());
-        assert!(location_matches_storage(&s3, "s3://shop-backups/x/manifest.json"));
+        assert!(location_matches_storage(
+            &s3,
+            "s3://shop-backups/x/manifest.json"
+        ));
         assert!(!location_matches_storage(&s3, "s3://other/x/manifest.json"));
-        assert!(location_matches_storage(&fs, "file:///backup/x/manifest.json"));
+        assert!(location_matches_storage(
+            &fs,
+            "file:///backup/x/manifest.json"
+        ));
     }
 
     #[test]
@@ -580,7 +621,14 @@ spec:
         assert!(job_name(&long).len() <= MAX_LABEL_LEN);
         assert_ne!(job_name(&long), job_name(&format!("{long}x")));
         let bad = RUN.replace("database: shop_copy, ", "");
-        let err = build(&run(&bad), &storage_s3(), "s3://b/k/manifest.json", None, &defaults()).unwrap_err();
+        let err = build(
+            &run(&bad),
+            &storage_s3(),
+            "s3://b/k/manifest.json",
+            None,
+            &defaults(),
+        )
+        .unwrap_err();
         assert_eq!(err.reason(), "InvalidPolicy");
     }
 }

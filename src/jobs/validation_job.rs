@@ -57,7 +57,10 @@ pub fn job_name(validation: &str) -> String {
 /// The default sandbox image for a backup of `engine` taken from a server reporting
 /// `server_version`: the official image of the same major version. MariaDB and MySQL are told
 /// apart by the version string (`10.11.6-MariaDB-…`).
-pub fn sandbox_image(engine: Engine, server_version: Option<&str>) -> Result<String, JobBuildError> {
+pub fn sandbox_image(
+    engine: Engine,
+    server_version: Option<&str>,
+) -> Result<String, JobBuildError> {
     let version = server_version
         .map(str::trim)
         .filter(|v| !v.is_empty())
@@ -205,19 +208,31 @@ fn sandbox_container(
                 plain_env("POSTGRES_USER", "postgres"),
                 plain_env("PGDATA", "/var/lib/postgresql/data/pgdata"),
             ],
-            vec!["postgres".into(), "-c".into(), "listen_addresses=$(POD_IP)".into()],
+            vec![
+                "postgres".into(),
+                "-c".into(),
+                "listen_addresses=$(POD_IP)".into(),
+            ],
             vec![
                 mount("sandbox-data", "/var/lib/postgresql/data"),
                 mount("sandbox-run", "/var/run/postgresql"),
                 mount("sandbox-tmp", "/tmp"),
                 password_mount(true),
             ],
-            vec![empty_dir("sandbox-data"), empty_dir("sandbox-run"), empty_dir("sandbox-tmp")],
+            vec![
+                empty_dir("sandbox-data"),
+                empty_dir("sandbox-run"),
+                empty_dir("sandbox-tmp"),
+            ],
             "postgresql://postgres@$(POD_IP):5432/postgres".to_owned(),
         ),
         Engine::Mysql => {
             let mariadb = image.contains("mariadb");
-            let password_var = if mariadb { "MARIADB_ROOT_PASSWORD_FILE" } else { "MYSQL_ROOT_PASSWORD_FILE" };
+            let password_var = if mariadb {
+                "MARIADB_ROOT_PASSWORD_FILE"
+            } else {
+                "MYSQL_ROOT_PASSWORD_FILE"
+            };
             (
                 vec![pod_ip_env(), plain_env(password_var, PASSWORD_FILE)],
                 vec!["--bind-address=$(POD_IP)".into()],
@@ -227,7 +242,11 @@ fn sandbox_container(
                     mount("sandbox-tmp", "/tmp"),
                     password_mount(true),
                 ],
-                vec![empty_dir("sandbox-data"), empty_dir("sandbox-run"), empty_dir("sandbox-tmp")],
+                vec![
+                    empty_dir("sandbox-data"),
+                    empty_dir("sandbox-run"),
+                    empty_dir("sandbox-tmp"),
+                ],
                 "mysql://root@$(POD_IP):3306/".to_owned(),
             )
         }
@@ -245,7 +264,9 @@ fn sandbox_container(
         name: "sandbox-password".into(),
         empty_dir: Some(EmptyDirVolumeSource {
             medium: Some("Memory".into()),
-            size_limit: Some(k8s_openapi::apimachinery::pkg::api::resource::Quantity("1Mi".into())),
+            size_limit: Some(k8s_openapi::apimachinery::pkg::api::resource::Quantity(
+                "1Mi".into(),
+            )),
             ..Default::default()
         }),
         ..Default::default()
@@ -301,14 +322,30 @@ pub fn build(
     push_flag(&mut args, "--engine", inputs.engine.as_str());
     push_flag(&mut args, "--uri", &uri);
     push_flag(&mut args, "--from", inputs.manifest_location);
-    push_storage_access(inputs.storage, &mut args, &mut env, &mut volumes, &mut mounts)?;
-    push_identity(spec.decryption.as_ref(), &mut args, &mut volumes, &mut mounts);
+    push_storage_access(
+        inputs.storage,
+        &mut args,
+        &mut env,
+        &mut volumes,
+        &mut mounts,
+    )?;
+    push_identity(
+        spec.decryption.as_ref(),
+        &mut args,
+        &mut volumes,
+        &mut mounts,
+    );
     let checks = serde_json::to_string(&effective_checks(&spec.checks))
         .map_err(|e| JobBuildError::InvalidSource(format!("cannot encode the checks: {e}")))?;
     env.push(plain_env("DG_CHECKS", &checks));
     env.extend(agent_env());
 
-    let labels = labels("validation", &name, (VALIDATION_LABEL, &name), &template.labels);
+    let labels = labels(
+        "validation",
+        &name,
+        (VALIDATION_LABEL, &name),
+        &template.labels,
+    );
     let annotations = (!template.annotations.is_empty()).then(|| template.annotations.clone());
     let container = agent_container(&template, defaults, args, env, mounts);
     let pod = pod_spec(&template, init, container, volumes);
@@ -325,7 +362,8 @@ pub fn build(
             // A verdict (passed or failed) is final; the sandbox is fresh on every Pod anyway.
             backoff_limit: Some(0),
             active_deadline_seconds: Some(
-                spec.active_deadline_seconds.unwrap_or(DEFAULT_DEADLINE_SECONDS),
+                spec.active_deadline_seconds
+                    .unwrap_or(DEFAULT_DEADLINE_SECONDS),
             ),
             ttl_seconds_after_finished: Some(defaults.ttl_seconds_after_finished),
             completions: Some(1),
@@ -389,10 +427,16 @@ spec:
     fn sandbox_images_follow_engine_and_major_version() {
         let img = |e, v| sandbox_image(e, Some(v)).unwrap();
         assert_eq!(img(Engine::Postgres, "15.8"), "postgres:15");
-        assert_eq!(img(Engine::Postgres, "15.8 (Debian 15.8-1.pgdg120+1)"), "postgres:15");
+        assert_eq!(
+            img(Engine::Postgres, "15.8 (Debian 15.8-1.pgdg120+1)"),
+            "postgres:15"
+        );
         assert_eq!(img(Engine::Postgres, "16beta1"), "postgres:16");
         assert_eq!(img(Engine::Postgres, "9.6.24"), "postgres:9.6");
-        assert_eq!(img(Engine::Mysql, "10.11.6-MariaDB-0+deb12u1"), "mariadb:10.11");
+        assert_eq!(
+            img(Engine::Mysql, "10.11.6-MariaDB-0+deb12u1"),
+            "mariadb:10.11"
+        );
         assert_eq!(img(Engine::Mysql, "8.0.36"), "mysql:8.0");
         assert!(sandbox_image(Engine::Postgres, None).is_err());
         assert!(sandbox_image(Engine::Mysql, Some("eight")).is_err());
@@ -412,38 +456,75 @@ spec:
         let job = build(&rv, &inputs, &defaults()).unwrap();
         let v = serde_json::to_value(&job).unwrap();
         assert_eq!(v["metadata"]["name"], "check-1-validate");
-        assert_eq!(v["metadata"]["ownerReferences"][0]["kind"], "RestoreValidation");
+        assert_eq!(
+            v["metadata"]["ownerReferences"][0]["kind"],
+            "RestoreValidation"
+        );
         assert_eq!(v["spec"]["backoffLimit"], 0);
         assert_eq!(v["spec"]["activeDeadlineSeconds"], DEFAULT_DEADLINE_SECONDS);
         let pod = &v["spec"]["template"]["spec"];
         let keygen = &pod["initContainers"][0];
         assert_eq!(keygen["name"], KEYGEN_CONTAINER);
-        assert!(keygen["restartPolicy"].is_null(), "the keygen runs to completion first");
+        assert!(
+            keygen["restartPolicy"].is_null(),
+            "the keygen runs to completion first"
+        );
         let sidecar = &pod["initContainers"][1];
         assert_eq!(sidecar["name"], SANDBOX_CONTAINER);
         assert_eq!(sidecar["restartPolicy"], "Always");
         assert_eq!(sidecar["image"], "postgres:15");
-        assert!(sidecar["args"].as_array().unwrap().iter().any(|a| a == "listen_addresses=$(POD_IP)"));
+        assert!(
+            sidecar["args"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a == "listen_addresses=$(POD_IP)")
+        );
         assert_eq!(sidecar["securityContext"]["runAsNonRoot"], true);
-        assert_eq!(sidecar["securityContext"]["allowPrivilegeEscalation"], false);
-        let pw = sidecar["env"].as_array().unwrap().iter().find(|e| e["name"] == "POSTGRES_PASSWORD_FILE").unwrap();
+        assert_eq!(
+            sidecar["securityContext"]["allowPrivilegeEscalation"],
+            false
+        );
+        let pw = sidecar["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == "POSTGRES_PASSWORD_FILE")
+            .unwrap();
         assert_eq!(pw["value"], PASSWORD_FILE);
-        let vol = pod["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "sandbox-password").unwrap();
+        let vol = pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "sandbox-password")
+            .unwrap();
         assert_eq!(vol["emptyDir"]["medium"], "Memory");
         // No Secret, no literal password anywhere in the Job.
-        assert!(!serde_json::to_string(&job).unwrap().contains("secretKeyRef\":{\"key\":\"password"));
+        assert!(
+            !serde_json::to_string(&job)
+                .unwrap()
+                .contains("secretKeyRef\":{\"key\":\"password")
+        );
         let agent = &pod["containers"][0];
         let args: Vec<String> = serde_json::from_value(agent["args"].clone()).unwrap();
         let joined = args.join(" ");
         assert!(joined.starts_with("agent validate --engine postgres --uri postgresql://postgres@$(POD_IP):5432/postgres --from s3://shop-backups/shop/nightly/r1/manifest.json"), "{joined}");
         assert!(joined.contains("--identity-file /etc/dataguardian/identity/identity"));
         let env = agent["env"].as_array().unwrap();
-        let dg_pw = env.iter().find(|e| e["name"] == "DG_PASSWORD_FILE").unwrap();
+        let dg_pw = env
+            .iter()
+            .find(|e| e["name"] == "DG_PASSWORD_FILE")
+            .unwrap();
         assert_eq!(dg_pw["value"], PASSWORD_FILE);
         let checks = env.iter().find(|e| e["name"] == "DG_CHECKS").unwrap();
-        let parsed: Vec<ValidationCheck> = serde_json::from_str(checks["value"].as_str().unwrap()).unwrap();
+        let parsed: Vec<ValidationCheck> =
+            serde_json::from_str(checks["value"].as_str().unwrap()).unwrap();
         assert_eq!(parsed, rv.spec.checks);
-        assert_eq!(job, build(&rv, &inputs, &defaults()).unwrap(), "deterministic");
+        assert_eq!(
+            job,
+            build(&rv, &inputs, &defaults()).unwrap(),
+            "deterministic"
+        );
     }
 
     #[test]
@@ -462,12 +543,19 @@ spec:
         };
         let v = serde_json::to_value(build(&rv, &inputs, &defaults()).unwrap()).unwrap();
         let pod = &v["spec"]["template"]["spec"];
-        assert_eq!(pod["initContainers"][1]["image"], "registry.local/mariadb:10.11");
+        assert_eq!(
+            pod["initContainers"][1]["image"],
+            "registry.local/mariadb:10.11"
+        );
         let env = pod["initContainers"][1]["env"].as_array().unwrap();
-        assert!(env.iter().any(|e| e["name"] == "MARIADB_ROOT_PASSWORD_FILE"));
+        assert!(
+            env.iter()
+                .any(|e| e["name"] == "MARIADB_ROOT_PASSWORD_FILE")
+        );
         let agent_env = pod["containers"][0]["env"].as_array().unwrap();
         let checks = agent_env.iter().find(|e| e["name"] == "DG_CHECKS").unwrap();
-        let parsed: Vec<ValidationCheck> = serde_json::from_str(checks["value"].as_str().unwrap()).unwrap();
+        let parsed: Vec<ValidationCheck> =
+            serde_json::from_str(checks["value"].as_str().unwrap()).unwrap();
         assert_eq!(parsed.len(), 1);
         assert!(parsed[0].row_counts.is_some());
         // Without an override and without a recorded version the build refuses clearly.
