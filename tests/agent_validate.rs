@@ -198,3 +198,99 @@ fn an_unreachable_sandbox_is_an_error_not_a_verdict() {
         run.error()
     );
 }
+
+#[test]
+fn mariadb_encrypted_backup_validates_into_a_fresh_server() {
+    let source = testkit::MariaDb::start().unwrap();
+    source.create_database("shop").unwrap();
+    my_fill(&source, "shop", 500);
+    let tmp = tempfile::tempdir().unwrap();
+    let (public, identity, _) = age_keypair(tmp.path(), "id.txt");
+    let to = format!("file://{}", tmp.path().join("backups").display());
+    let backup_term = tmp.path().join("backup-term").display().to_string();
+    run_agent(
+        &[
+            "backup",
+            "--engine",
+            "mysql",
+            "--to",
+            &to,
+            "--run-id",
+            "m1",
+            "--recipient",
+            &public,
+            "--termination-log",
+            &backup_term,
+        ],
+        &[("DG_URI", &source.uri("shop"))],
+    )
+    .assert_ok();
+    let from = format!("{to}/m1/manifest.json");
+    let sandbox = testkit::MariaDb::start().unwrap();
+    let term = tmp.path().join("term").display().to_string();
+    let identity = identity.display().to_string();
+    let checks = r#"[
+        {"rowCounts": {}},
+        {"name": "orders", "sql": "SELECT COUNT(*) FROM orders", "expect": {"equals": 500}},
+        {"name": "fn", "sql": "SELECT add_one(41)", "expect": {"equals": "42"}},
+        {"name": "wrong", "sql": "SELECT COUNT(*) FROM customers", "expect": {"max": 10}},
+        {"schema": {"tables": ["customers", "odd`name"]}}
+    ]"#;
+    let run = run_agent(
+        &[
+            "validate",
+            "--engine",
+            "mysql",
+            "--from",
+            &from,
+            "--identity-file",
+            &identity,
+            "--termination-log",
+            &term,
+            "--wait-seconds",
+            "30",
+        ],
+        &[("DG_URI", &sandbox.uri("")), ("DG_CHECKS", checks)],
+    );
+    assert_eq!(
+        run.code, 1,
+        "one check fails: {}\n{}",
+        run.stdout, run.stderr
+    );
+    run.assert_no_secret(sandbox.password());
+    let s = &run.summary;
+    assert_eq!(s["result"], "Failed");
+    assert_eq!(s["reason"], "CheckFailed");
+    assert!(s["restoreDurationSeconds"].as_f64().unwrap() > 0.0);
+    let rc = check(s, "rowCounts-0");
+    assert_eq!(rc["result"], "Passed", "{rc}");
+    assert_eq!(rc["expected"], rc["observed"]);
+    assert_eq!(check(s, "orders")["result"], "Passed");
+    assert_eq!(check(s, "fn")["result"], "Passed");
+    let wrong = check(s, "wrong");
+    assert_eq!(wrong["result"], "Failed");
+    assert_eq!(
+        (wrong["expected"].as_str(), wrong["observed"].as_str()),
+        (Some("<= 10"), Some("2000"))
+    );
+    assert_eq!(check(s, "schema-4")["result"], "Passed");
+
+    // Without the identity the encrypted backup cannot be validated: a clear configuration error.
+    let run = run_agent(
+        &[
+            "validate",
+            "--engine",
+            "mysql",
+            "--from",
+            &from,
+            "--database",
+            "other",
+            "--termination-log",
+            &term,
+            "--wait-seconds",
+            "30",
+        ],
+        &[("DG_URI", &sandbox.uri(""))],
+    );
+    run.assert_failed("config");
+}
