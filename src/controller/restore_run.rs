@@ -37,21 +37,12 @@ use super::backup_run_plan::Blocker;
 use super::context::Context;
 use super::error::{Error, Result};
 use super::job_watch;
-use super::queue::{PendingRestore, RunKey, RunningRestore, plan_restore_queue};
 use super::restore_run_plan::{
-    Observed, QueueState, RestoreReport, SourceState, Step, plan, requester, target_id,
+    Observed, QueueState, RestoreReport, SourceState, Step, plan, queue_state, requester, target_id,
 };
 
 /// Field manager of everything this controller writes.
 pub const FIELD_MANAGER: &str = "dataguardian-restorerun";
-/// Status reasons that mean "blocked on the user", not "waiting in the queue".
-const BLOCKER_REASONS: &[&str] = &[
-    "BackupRunNotFound",
-    "BackupRunNotReady",
-    "StorageNotFound",
-    "SecretNotFound",
-    "SecretKeyNotFound",
-];
 
 /// The artifact a run restores, resolved.
 struct Resolved {
@@ -508,98 +499,20 @@ pub(crate) async fn missing_secret(
 
 /// The restore queue's decision for `run`, from every RestoreRun in the cache.
 fn queue_decision(ctx: &Context, run: &RestoreRun) -> QueueState {
-    let mut pending = Vec::new();
-    let mut running = Vec::new();
-    let created = |r: &RestoreRun| {
-        r.metadata
-            .creation_timestamp
-            .as_ref()
-            .map(time_to_chrono)
-            .unwrap_or_else(Utc::now)
-    };
-    for r in ctx.restore_runs.state() {
-        let Some(ns) = r.namespace() else { continue };
-        let status = r.status.as_ref();
-        if status
-            .and_then(|s| s.phase)
-            .is_some_and(RestoreRunPhase::is_finished)
-            || r.meta().deletion_timestamp.is_some()
-        {
-            continue;
-        }
-        let Some(target) = target_id(&r.spec.target, &ns) else {
-            continue;
-        };
-        let key = RunKey::new(ns, r.name_any());
-        if status.and_then(|s| s.job_name.as_ref()).is_some() {
-            running.push(RunningRestore { key, target });
-        } else if !status
-            .and_then(|s| s.reason.as_deref())
-            .is_some_and(|reason| BLOCKER_REASONS.contains(&reason))
-        {
-            pending.push(PendingRestore {
-                key,
-                created_at: created(&r),
-                target,
-                not_before: None,
-            });
-        }
-    }
-    let ns = run.namespace().unwrap_or_default();
-    let me = RunKey::new(ns.clone(), run.name_any());
-    if !pending.iter().any(|p| p.key == me) && !running.iter().any(|r| r.key == me) {
-        match target_id(&run.spec.target, &ns) {
-            Some(target) => pending.push(PendingRestore {
-                key: me.clone(),
-                created_at: created(run),
-                target,
-                not_before: None,
-            }),
-            None => {
-                return QueueState {
-                    admitted: true,
-                    position: None,
-                    message: None,
-                };
-            }
-        }
-    }
-    let q = plan_restore_queue(
-        &pending,
-        &running,
-        ctx.settings.max_concurrent_restores,
-        Utc::now(),
-    );
+    let all: Vec<RestoreRun> = ctx
+        .restore_runs
+        .state()
+        .iter()
+        .map(|r| (**r).clone())
+        .collect();
+    let (state, waiting) = queue_state(&all, run, ctx.settings.max_concurrent_restores, Utc::now());
     ctx.metrics
         .queue_depth
         .get_or_create(&QueueLabels {
             queue: "restore".into(),
         })
-        .set(q.waiting.len() as i64);
-    if q.start.contains(&me) {
-        return QueueState {
-            admitted: true,
-            position: None,
-            message: None,
-        };
-    }
-    match q.waiting.iter().find(|w| w.key == me) {
-        Some(w) => QueueState {
-            admitted: false,
-            position: Some(w.position),
-            message: Some(format!(
-                "queued at position {} of {}: {}",
-                w.position,
-                q.waiting.len(),
-                w.reason
-            )),
-        },
-        None => QueueState {
-            admitted: false,
-            position: None,
-            message: None,
-        },
-    }
+        .set(waiting as i64);
+    state
 }
 
 fn source_text(status: &RestoreRunStatus) -> String {

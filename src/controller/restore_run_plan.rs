@@ -3,6 +3,7 @@
 //! pure helpers the reconciler needs (the target's identity for the queue, the agent's report,
 //! failure reasons, who asked for the restore). No API calls here.
 
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -15,7 +16,7 @@ use crate::api::restore_run::{RestoreRun, RestoreRunPhase};
 use super::agent_report::ProgressSample;
 use super::backup_run_plan::{BLOCKED_TIMEOUT, Blocker, TRACK_REQUEUE, WAIT_REQUEUE};
 use super::job_watch::Observed as JobObserved;
-use super::queue::TargetId;
+use super::queue::{PendingRestore, RunKey, RunningRestore, TargetId, plan_restore_queue};
 
 /// The agent's `restore` summary (or failure summary), from the termination message.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -157,6 +158,108 @@ pub fn requester(meta: &ObjectMeta) -> Option<String> {
         })
         .find(|m| matches!(m.operation.as_deref(), Some("Create" | "Apply")))
         .and_then(|m| m.manager.clone())
+}
+
+/// Status reasons that mean "blocked on the user", not "waiting in the queue": such runs do not
+/// hold a place in the queue.
+pub const BLOCKER_REASONS: &[&str] = &[
+    "BackupRunNotFound",
+    "BackupRunNotReady",
+    "StorageNotFound",
+    "SecretNotFound",
+    "SecretKeyNotFound",
+];
+
+/// The restore queue's decision for `me` given every RestoreRun known (`all`, which may not
+/// contain `me` yet), under the global `limit`; also returns how many runs keep waiting.
+pub fn queue_state(
+    all: &[RestoreRun],
+    me: &RestoreRun,
+    limit: Option<NonZeroUsize>,
+    now: DateTime<Utc>,
+) -> (QueueState, usize) {
+    let created = |r: &RestoreRun| {
+        r.metadata
+            .creation_timestamp
+            .as_ref()
+            .map(time_to_chrono)
+            .unwrap_or(now)
+    };
+    let key_of = |r: &RestoreRun| {
+        RunKey::new(
+            r.metadata.namespace.clone().unwrap_or_default(),
+            r.metadata.name.clone().unwrap_or_default(),
+        )
+    };
+    let mut pending = Vec::new();
+    let mut running = Vec::new();
+    for r in all {
+        let Some(ns) = r.metadata.namespace.as_deref() else {
+            continue;
+        };
+        let status = r.status.as_ref();
+        if status
+            .and_then(|s| s.phase)
+            .is_some_and(RestoreRunPhase::is_finished)
+            || r.metadata.deletion_timestamp.is_some()
+        {
+            continue;
+        }
+        let Some(target) = target_id(&r.spec.target, ns) else {
+            continue;
+        };
+        if status.and_then(|s| s.job_name.as_ref()).is_some() {
+            running.push(RunningRestore {
+                key: key_of(r),
+                target,
+            });
+        } else if !status
+            .and_then(|s| s.reason.as_deref())
+            .is_some_and(|reason| BLOCKER_REASONS.contains(&reason))
+        {
+            pending.push(PendingRestore {
+                key: key_of(r),
+                created_at: created(r),
+                target,
+                not_before: None,
+            });
+        }
+    }
+    let me_key = key_of(me);
+    let admitted = QueueState {
+        admitted: true,
+        position: None,
+        message: None,
+    };
+    if !pending.iter().any(|p| p.key == me_key) && !running.iter().any(|r| r.key == me_key) {
+        // The cache may not have seen this run yet (just created): it still competes.
+        match target_id(&me.spec.target, &me_key.namespace) {
+            Some(target) => pending.push(PendingRestore {
+                key: me_key.clone(),
+                created_at: created(me),
+                target,
+                not_before: None,
+            }),
+            None => return (admitted, 0),
+        }
+    }
+    let q = plan_restore_queue(&pending, &running, limit, now);
+    let waiting = q.waiting.len();
+    if q.start.contains(&me_key) {
+        return (admitted, waiting);
+    }
+    let state = match q.waiting.iter().find(|w| w.key == me_key) {
+        Some(w) => QueueState {
+            admitted: false,
+            position: Some(w.position),
+            message: Some(format!(
+                "queued at position {} of {waiting}: {}",
+                w.position, w.reason
+            )),
+        },
+        None => QueueState::default(),
+    };
+    (state, waiting)
 }
 
 /// Whether the run's source (BackupRun or storage + key), storage and Secrets resolve.
@@ -581,6 +684,76 @@ spec:
         let whole = target_id(&spec, "shop").unwrap();
         assert!(whole.to_string().contains("secret-conn"));
         assert!(target_id(&DatabaseSpec::default(), "shop").is_none());
+    }
+
+    fn named(name: &str, minute: u32, database: &str, status: &str) -> RestoreRun {
+        serde_yaml::from_str(&format!(
+            r#"
+apiVersion: dataguardian.io/v1alpha1
+kind: RestoreRun
+metadata: {{name: {name}, namespace: shop, creationTimestamp: "2026-11-22T10:{minute:02}:00Z"}}
+spec:
+  backupRunRef: {{name: b1}}
+  target: {{postgres: {{host: db, port: 5432, database: {database}, user: u}}}}
+{status}
+"#
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_queue_serializes_one_target_and_reports_positions() {
+        let limit = NonZeroUsize::new(4);
+        let now = t0() + chrono::TimeDelta::hours(1);
+        let q1 = named(
+            "q1",
+            1,
+            "same",
+            "status: {phase: Running, jobName: q1-restore}",
+        );
+        let q2 = named("q2", 2, "same", "");
+        let q3 = named("q3", 3, "same", "status: {phase: Queued, reason: Queued}");
+        let other = named("other", 4, "elsewhere", "");
+        let all = vec![q1.clone(), q2.clone(), q3.clone(), other.clone()];
+        let (s2, waiting) = queue_state(&all, &q2, limit, now);
+        assert_eq!(waiting, 2);
+        assert_eq!((s2.admitted, s2.position), (false, Some(1)));
+        assert!(s2.message.unwrap().contains("q1"), "names the holder");
+        let (s3, _) = queue_state(&all, &q3, limit, now);
+        assert_eq!((s3.admitted, s3.position), (false, Some(2)));
+        // Another database goes ahead.
+        assert!(queue_state(&all, &other, limit, now).0.admitted);
+        // Once q1 finished, q2 (the oldest) starts and q3 keeps waiting behind it.
+        let done = named(
+            "q1",
+            1,
+            "same",
+            "status: {phase: Succeeded, jobName: q1-restore}",
+        );
+        let all = vec![done, q2.clone(), q3.clone()];
+        assert!(queue_state(&all, &q2, limit, now).0.admitted);
+        assert_eq!(queue_state(&all, &q3, limit, now).0.position, Some(1));
+        // A run the cache has not seen yet still competes; a blocked run holds no place.
+        let blocked = named(
+            "q0",
+            0,
+            "same",
+            "status: {phase: Queued, reason: SecretNotFound}",
+        );
+        let fresh = named("q9", 9, "fresh", "");
+        let all = vec![blocked, q2.clone()];
+        assert!(queue_state(&all, &q2, limit, now).0.admitted);
+        assert!(queue_state(&all, &fresh, limit, now).0.admitted);
+        // The global limit holds back restores to other databases too.
+        let busy = named(
+            "busy",
+            0,
+            "x",
+            "status: {phase: Running, jobName: busy-restore}",
+        );
+        let all = vec![busy, other.clone()];
+        let (s, _) = queue_state(&all, &other, NonZeroUsize::new(1), now);
+        assert_eq!((s.admitted, s.position), (false, Some(1)));
     }
 
     #[test]
