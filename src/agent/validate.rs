@@ -874,6 +874,58 @@ mod tests {
     }
 
     #[test]
+    fn expected_counts_follow_the_restored_database() {
+        use crate::agent::compress::Compression;
+        use crate::agent::manifest::{Artifact, FORMAT_VERSION, PayloadFormat};
+        let art = |kind, db: Option<&str>, tables: Vec<TableCount>| Artifact {
+            key: "k".into(),
+            kind,
+            database: db.map(str::to_string),
+            format: PayloadFormat::Sql,
+            size_bytes: 1,
+            raw_bytes: 1,
+            sha256: "0".repeat(64),
+            tables,
+            duration_seconds: 0.0,
+        };
+        let mut m = Manifest {
+            format_version: FORMAT_VERSION,
+            tool: "t".into(),
+            engine: Engine::Mysql,
+            server_version: "10.11".into(),
+            database: Some("shop".into()),
+            all_databases: false,
+            compression: Compression::None,
+            encryption: None,
+            artifacts: vec![art(
+                ArtifactKind::Database,
+                Some("shop"),
+                vec![t("shop", "orders", 5)],
+            )],
+            started_at: chrono::Utc::now(),
+            completed_at: chrono::Utc::now(),
+            duration_seconds: 0.0,
+        };
+        // MySQL: the schema is the database, renamed to where it was restored.
+        let e = expected_counts(&m, Some("copy"));
+        assert_eq!(e, vec![(Some("copy".into()), vec![t("copy", "orders", 5)])]);
+        // PostgreSQL: schemas stay; all-databases backups keep their names; globals are skipped.
+        m.engine = Engine::Postgres;
+        assert_eq!(
+            expected_counts(&m, Some("copy"))[0].1,
+            vec![t("shop", "orders", 5)]
+        );
+        m.all_databases = true;
+        m.artifacts = vec![
+            art(ArtifactKind::Globals, None, vec![]),
+            art(ArtifactKind::Database, Some("a"), vec![t("public", "x", 1)]),
+        ];
+        let e = expected_counts(&m, None);
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].0.as_deref(), Some("a"));
+    }
+
+    #[test]
     fn expectations() {
         let e = |min, max, equals| Expectation { min, max, equals };
         assert!(meets(&e(Some(1), None, None), Some("5")).is_ok());
