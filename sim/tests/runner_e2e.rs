@@ -129,6 +129,26 @@ fn shell_job(name: &str, script: &str, extra: serde_json::Value) -> Job {
     job(name, spec)
 }
 
+/// Waits until events regarding `name` (in `default`) with all `reasons` exist; returns
+/// (reason, note) of all events regarding it.
+async fn events_about(client: &Client, name: &str, reasons: &[&str]) -> Vec<(String, String)> {
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), "default");
+    wait_for(&format!("events {reasons:?} about {name}"), || async {
+        let list = api.list(&ListParams::default()).await.ok()?;
+        let found: Vec<(String, String)> = list
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+            .collect();
+        reasons
+            .iter()
+            .all(|r| found.iter().any(|(fr, _)| fr == r))
+            .then_some(found)
+    })
+    .await
+}
+
 fn process_alive(pid: i32) -> bool {
     // SAFETY: signal 0 only checks for existence.
     let rc = unsafe { libc::kill(pid, 0) };
@@ -218,6 +238,22 @@ async fn job_succeeds_with_logs_termination_message_and_pod_metadata() {
         std::fs::read_to_string(sim.dir.path().join(format!("logs/default/{name}/main.log")))
             .unwrap();
     assert_eq!(on_disk, logs);
+
+    // Events like the real components': the Job controller's and the kubelet's.
+    let job_events = events_about(&sim.client, "hello", &["SuccessfulCreate", "Completed"]).await;
+    assert!(
+        job_events
+            .iter()
+            .any(|(r, n)| r == "SuccessfulCreate" && n == &format!("Created pod: {name}")),
+        "{job_events:?}"
+    );
+    let pod_events = events_about(&sim.client, &name, &["Started"]).await;
+    assert!(
+        pod_events
+            .iter()
+            .any(|(r, n)| r == "Started" && n == "Started container main"),
+        "{pod_events:?}"
+    );
     drop(sim.server);
 }
 
@@ -686,5 +722,157 @@ async fn native_mariadb_sidecar_serves_the_main_container() {
     assert!(
         sidecar.state.as_ref().unwrap().terminated.is_some(),
         "sidecar stopped after the main container"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_job_is_deleted_after_its_ttl_with_its_pods() {
+    let sim = sim().await;
+    let jobs: Api<Job> = Api::namespaced(sim.client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(sim.client.clone(), "default");
+    jobs.create(
+        &PostParams::default(),
+        &shell_job("short-lived", "true", json!({"ttlSecondsAfterFinished": 1})),
+    )
+    .await
+    .unwrap();
+    wait_job_condition(&jobs, "short-lived", "Complete").await;
+    wait_for("the job to be deleted", || async {
+        jobs.get_opt("short-lived")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    wait_for("its pods to be collected", || async {
+        job_pods(&pods, "short-lived")
+            .await
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_failure_restarts_the_container_in_the_same_pod() {
+    let sim = sim().await;
+    let jobs: Api<Job> = Api::namespaced(sim.client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(sim.client.clone(), "default");
+    let j = job(
+        "retry-in-place",
+        json!({"backoffLimit": 3, "template": {"spec": {
+            "restartPolicy": "OnFailure",
+            "volumes": [{"name": "state", "emptyDir": {}}],
+            "initContainers": [{"name": "prepare", "image": "busybox", "command": ["sh", "-c", "echo prepared > /state/ready"],
+                                "volumeMounts": [{"name": "state", "mountPath": "/state"}]}],
+            "containers": [{
+                "name": "main", "image": "busybox",
+                "command": ["sh", "-c", "test -f /state/ready || exit 5; if [ -f /state/tried ]; then echo second; else touch /state/tried; echo first; exit 1; fi"],
+                "volumeMounts": [{"name": "state", "mountPath": "/state"}]
+            }]
+        }}}),
+    );
+    jobs.create(&PostParams::default(), &j).await.unwrap();
+    let job = wait_job_condition(&jobs, "retry-in-place", "Complete").await;
+    assert_eq!(job.status.unwrap().succeeded, Some(1));
+    let list = job_pods(&pods, "retry-in-place").await;
+    assert_eq!(list.len(), 1, "restarted in place, not a new pod");
+    let st = list[0].status.clone().unwrap();
+    let init = &st.init_container_statuses.unwrap()[0];
+    assert_eq!(
+        init.state
+            .as_ref()
+            .unwrap()
+            .terminated
+            .as_ref()
+            .unwrap()
+            .exit_code,
+        0
+    );
+    let main = &st.container_statuses.unwrap()[0];
+    assert_eq!(main.restart_count, 1);
+    assert_eq!(
+        main.last_state
+            .as_ref()
+            .unwrap()
+            .terminated
+            .as_ref()
+            .unwrap()
+            .exit_code,
+        1
+    );
+    assert_eq!(
+        main.state
+            .as_ref()
+            .unwrap()
+            .terminated
+            .as_ref()
+            .unwrap()
+            .exit_code,
+        0
+    );
+    let name = list[0].metadata.name.clone().unwrap();
+    let logs = pods
+        .logs(
+            &name,
+            &LogParams {
+                container: Some("main".into()),
+                ..LogParams::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(logs, "second\n", "the current run's log");
+    let previous = std::fs::read_to_string(
+        sim.server
+            .state_dir()
+            .join(format!("logs/default/{name}/main.previous.log")),
+    )
+    .unwrap();
+    assert_eq!(previous, "first\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_init_container_fails_the_pod_without_running_main() {
+    let sim = sim().await;
+    let pods: Api<Pod> = Api::namespaced(sim.client.clone(), "default");
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "bad-init"},
+        "spec": {"restartPolicy": "Never",
+                 "initContainers": [{"name": "init", "image": "busybox", "command": ["sh", "-c", "exit 4"]}],
+                 "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", "echo should-not-run"]}]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let st = wait_for("the pod to fail", || async {
+        let st = pods.get("bad-init").await.ok()?.status?;
+        (st.phase.as_deref() == Some("Failed")).then_some(st)
+    })
+    .await;
+    let init = &st.init_container_statuses.unwrap()[0];
+    assert_eq!(
+        init.state
+            .as_ref()
+            .unwrap()
+            .terminated
+            .as_ref()
+            .unwrap()
+            .exit_code,
+        4
+    );
+    let main = &st.container_statuses.unwrap()[0];
+    assert!(
+        main.state.as_ref().unwrap().waiting.is_some(),
+        "main never started: {main:?}"
+    );
+    let conds = st.conditions.unwrap();
+    assert_eq!(
+        conds
+            .iter()
+            .find(|c| c.type_ == "Initialized")
+            .unwrap()
+            .status,
+        "False"
     );
 }

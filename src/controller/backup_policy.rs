@@ -17,7 +17,6 @@ use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use crate::api::backup_policy::{ConcurrencyPolicy as ApiConcurrency, PIN_LABEL};
 use crate::api::backup_run::{BackupRunPhase, Trigger};
 use crate::api::common::{
     LocalObjectReference, RunSummary, find_condition, parse_duration, set_condition,
@@ -35,7 +34,7 @@ use super::retention::{
 };
 use super::rpo::{RpoInput, evaluate_rpo};
 use super::schedule::{
-    ActiveRun, ConcurrencyPolicy, Schedule, ScheduleInput, plan as plan_schedule,
+    ActiveRun, Schedule, ScheduleInput, plan as plan_schedule,
 };
 use super::storage_access::StorageAccess;
 
@@ -60,14 +59,6 @@ fn condition(
         message,
         last_transition_time: time_from_chrono(Utc::now()),
         observed_generation: generation,
-    }
-}
-
-fn map_concurrency(c: ApiConcurrency) -> ConcurrencyPolicy {
-    match c {
-        ApiConcurrency::Allow => ConcurrencyPolicy::Allow,
-        ApiConcurrency::Forbid => ConcurrencyPolicy::Forbid,
-        ApiConcurrency::Replace => ConcurrencyPolicy::Replace,
     }
 }
 
@@ -257,13 +248,7 @@ pub async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<A
 
     // 4. The schedule: at most one new run per reconcile, never a storm.
     if let Some(schedule) = &schedule {
-        let active_runs: Vec<ActiveRun> = active
-            .iter()
-            .map(|r| ActiveRun {
-                name: r.name_any(),
-                scheduled_time: r.spec.scheduled_time.as_ref().map(time_to_chrono),
-            })
-            .collect();
+        let active_runs: Vec<ActiveRun> = active.iter().filter_map(|r| ActiveRun::from_run(r)).collect();
         let input = ScheduleInput {
             policy_name: &name,
             created_at: policy
@@ -278,7 +263,7 @@ pub async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<A
                 .spec
                 .starting_deadline_seconds
                 .map(|s| s.max(0) as u64),
-            concurrency_policy: map_concurrency(policy.spec.concurrency_policy),
+            concurrency_policy: policy.spec.concurrency_policy,
             active_runs: &active_runs,
         };
         let plan = plan_schedule(schedule, now, &input);
@@ -410,6 +395,15 @@ pub async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<A
                 message,
             )
             .await;
+        }
+        let labels = PolicyLabels { namespace: ns.clone(), policy: name.clone() };
+        match ok {
+            Some(met) => {
+                ctx.metrics.rpo_met.get_or_create(&labels).set(i64::from(met));
+            }
+            None => {
+                ctx.metrics.rpo_met.remove(&labels);
+            }
         }
         set_condition(&mut conditions, cond);
         if let Some(at) = recheck {
@@ -546,39 +540,12 @@ async fn apply_retention(
         .time_zone_or_default()
         .parse()
         .unwrap_or(chrono_tz::UTC);
-    let succeeded: Vec<&Arc<BackupRun>> = runs
-        .iter()
-        .filter(|r| phase_of(r) == Some(BackupRunPhase::Succeeded))
-        .collect();
-    let retention_runs: Vec<RetentionRun> = succeeded
-        .iter()
-        .map(|r| RetentionRun {
-            name: r.name_any(),
-            completed_at: finished_at(r).unwrap_or(now),
-            pinned: r.labels().get(PIN_LABEL).is_some_and(|v| v != "false"),
-            retain_until: r
-                .status
-                .as_ref()
-                .and_then(|s| s.artifact.as_ref())
-                .and_then(|a| a.retain_until.as_ref())
-                .map(time_to_chrono),
-        })
-        .collect();
+    let retention_runs: Vec<RetentionRun> =
+        runs.iter().filter_map(|r| RetentionRun::from_run(r)).collect();
     let mut requeue_at = None;
     let kept: std::collections::BTreeSet<String> = match &policy.spec.retention {
         Some(r) => {
-            let rp = RetentionPolicy {
-                keep_last: r.keep_last,
-                keep_daily: r.keep_daily,
-                keep_weekly: r.keep_weekly,
-                keep_monthly: r.keep_monthly,
-                keep_yearly: r.keep_yearly,
-                max_age: r
-                    .max_age
-                    .as_deref()
-                    .and_then(parse_duration)
-                    .map(Duration::from_secs),
-            };
+            let rp = RetentionPolicy::from_spec(Some(r)).map_err(Error::InvalidSpec)?;
             let plan = plan_retention(&retention_runs, &rp, tz, now);
             requeue_at = plan.requeue_at;
             plan.kept().map(str::to_string).collect()

@@ -27,6 +27,8 @@ use std::num::NonZeroUsize;
 
 use chrono::{DateTime, Utc};
 
+use crate::api::common::DatabaseSpec;
+
 /// Identifies a run across namespaces.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RunKey {
@@ -265,6 +267,64 @@ impl TargetId {
         }
     }
 
+    /// The target of a database block whose host is in the spec; `None` when the block has no
+    /// engine or only a `connectionSecretRef` (resolve the Secret's URI and use
+    /// [`TargetId::from_uri`]).
+    pub fn from_database_spec(spec: &DatabaseSpec, namespace: &str) -> Option<Self> {
+        let (engine, host, port, database, all) = match (&spec.postgres, &spec.mysql) {
+            (Some(pg), _) => (
+                "postgres",
+                pg.host.as_deref()?,
+                pg.port,
+                pg.database.as_deref(),
+                pg.all_databases.unwrap_or(false),
+            ),
+            (None, Some(my)) => (
+                "mysql",
+                my.host.as_deref()?,
+                my.port,
+                my.database.as_deref(),
+                my.all_databases.unwrap_or(false),
+            ),
+            (None, None) => return None,
+        };
+        Some(TargetId::new(
+            engine,
+            host,
+            port,
+            if all { None } else { database },
+            namespace,
+        ))
+    }
+
+    /// The target of a connection URI (`postgresql://user:pw@host:5432/db`), e.g. one read from
+    /// a `connectionSecretRef`. The password is ignored and never stored. `None` when the URI
+    /// has no host.
+    pub fn from_uri(uri: &str, namespace: &str) -> Option<Self> {
+        let url = url::Url::parse(uri).ok()?;
+        let engine = url.scheme();
+        let port = url.port().unwrap_or(match engine {
+            "mysql" | "mariadb" => 3306,
+            _ => 5432,
+        });
+        let host = url
+            .host_str()?
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let database = url
+            .path_segments()
+            .and_then(|mut segments| segments.next())
+            .filter(|db| !db.is_empty())
+            .map(percent_decode);
+        Some(TargetId::new(
+            engine,
+            host,
+            port,
+            database.as_deref(),
+            namespace,
+        ))
+    }
+
     /// Whether a restore into `self` and one into `other` must not run at the same time.
     pub fn conflicts_with(&self, other: &TargetId) -> bool {
         self.engine == other.engine
@@ -285,6 +345,26 @@ impl fmt::Display for TargetId {
             None => write!(f, " (all databases)"),
         }
     }
+}
+
+/// Decodes `%XX` escapes of a URI path segment (invalid escapes are kept as written).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(hex) = text.get(i + 1..i + 3)
+            && let Ok(byte) = u8::from_str_radix(hex, 16)
+        {
+            out.push(byte);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A RestoreRun waiting to start (phase Queued).
@@ -632,5 +712,240 @@ mod tests {
             "mysql://10.0.0.7:3306 (all databases)"
         );
         assert_eq!(canonical.to_string(), "postgres://db.shop:5432/shop");
+    }
+
+    #[test]
+    fn targets_from_specs_and_uris() {
+        let spec: DatabaseSpec =
+            serde_yaml::from_str("postgres: {host: db, database: shop, user: restore}").unwrap();
+        let from_spec = TargetId::from_database_spec(&spec, "shop").unwrap();
+        assert_eq!(from_spec, target("shop"));
+        let from_uri = TargetId::from_uri(
+            "postgresql://restore:s3cret@db.shop.svc:5432/shop?sslmode=require",
+            "shop",
+        )
+        .unwrap();
+        assert_eq!(from_uri, from_spec);
+        assert!(!from_uri.to_string().contains("s3cret"));
+        assert!(!format!("{from_uri:?}").contains("s3cret"));
+
+        let all: DatabaseSpec =
+            serde_yaml::from_str("mysql: {host: maria, allDatabases: true, user: root}").unwrap();
+        let all = TargetId::from_database_spec(&all, "shop").unwrap();
+        assert_eq!(all.to_string(), "mysql://maria.shop:3306 (all databases)");
+        let one = TargetId::from_uri("mariadb://root@maria.shop.svc.cluster.local/app%20db", "x")
+            .unwrap();
+        assert_eq!(one.to_string(), "mysql://maria.shop:3306/app db");
+        assert!(one.conflicts_with(&all));
+
+        let secret_only: DatabaseSpec = serde_yaml::from_str(
+            "postgres: {database: shop, connectionSecretRef: {name: uri, key: uri}}",
+        )
+        .unwrap();
+        assert_eq!(TargetId::from_database_spec(&secret_only, "shop"), None);
+        assert_eq!(
+            TargetId::from_database_spec(&DatabaseSpec::default(), "shop"),
+            None
+        );
+        assert_eq!(TargetId::from_uri("not a uri", "shop"), None);
+        assert_eq!(
+            TargetId::from_uri("postgresql://[::1]:5433/x", "shop")
+                .unwrap()
+                .to_string(),
+            "postgres://::1:5433/x"
+        );
+    }
+
+    /// Tiny deterministic PRNG for test inputs (xorshift64*).
+    fn next_random(state: &mut u64) -> u64 {
+        *state ^= *state >> 12;
+        *state ^= *state << 25;
+        *state ^= *state >> 27;
+        state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    #[test]
+    fn random_backup_queues_are_fair_and_complete() {
+        let mut seed = 0xdead_beef_cafe_f00d_u64;
+        let now = t0() + TimeDelta::hours(1);
+        for case in 0..500 {
+            let rnd = &mut seed;
+            let namespaces = 1 + next_random(rnd) % 5;
+            let pending: Vec<PendingBackup> = (0..next_random(rnd) % 40)
+                .map(|i| {
+                    let mut b = backup(
+                        &format!("ns{}", next_random(rnd) % namespaces),
+                        &format!("r{i}"),
+                        (next_random(rnd) % 120) as i64,
+                    );
+                    if next_random(rnd).is_multiple_of(6) {
+                        b.not_before =
+                            Some(t0() + TimeDelta::minutes((next_random(rnd) % 120) as i64));
+                    }
+                    b
+                })
+                .collect();
+            let running: Vec<RunKey> = (0..next_random(rnd) % 6)
+                .map(|i| {
+                    RunKey::new(
+                        format!("ns{}", next_random(rnd) % namespaces),
+                        format!("x{i}"),
+                    )
+                })
+                .collect();
+            let lim = limit((next_random(rnd) % 8) as usize);
+            let plan = plan_backup_queue(&pending, &running, lim, now);
+            let ctx = format!("case {case}");
+
+            // Every pending run is either started or waiting, exactly once.
+            assert_eq!(
+                plan.start.len() + plan.waiting.len(),
+                pending.len(),
+                "{ctx}"
+            );
+            let positions: Vec<u32> = plan.waiting.iter().map(|w| w.position).collect();
+            assert_eq!(
+                positions,
+                (1..=plan.waiting.len() as u32).collect::<Vec<_>>(),
+                "{ctx}"
+            );
+            let ready = pending
+                .iter()
+                .filter(|p| is_ready(p.not_before, now))
+                .count();
+            let slots = free_slots(lim, running.len());
+            assert_eq!(
+                plan.start.len(),
+                ready.min(slots),
+                "{ctx}: no idle slot, no overshoot"
+            );
+
+            // Fairness: a namespace that got a slot never ends more than one slot ahead of a
+            // namespace left with a ready run waiting.
+            let held = |ns: &str| {
+                running.iter().filter(|k| k.namespace == ns).count()
+                    + plan.start.iter().filter(|k| k.namespace == ns).count()
+            };
+            for started in &plan.start {
+                for w in plan
+                    .waiting
+                    .iter()
+                    .filter(|w| matches!(w.reason, WaitReason::GlobalLimit { .. }))
+                {
+                    let a = held(&started.namespace);
+                    let b = held(&w.key.namespace);
+                    assert!(
+                        a <= b + 1,
+                        "{ctx}: {started} started, {} waits ({a} vs {b})",
+                        w.key
+                    );
+                }
+            }
+            // Within a namespace, ready runs start oldest first.
+            for started in &plan.start {
+                let s = pending.iter().find(|p| &p.key == started).unwrap();
+                for w in &plan.waiting {
+                    let p = pending.iter().find(|p| p.key == w.key).unwrap();
+                    if p.key.namespace == s.key.namespace && is_ready(p.not_before, now) {
+                        assert!(
+                            (s.created_at, &s.key) < (p.created_at, &p.key),
+                            "{ctx}: {} started before older {}",
+                            s.key,
+                            p.key
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn random_restore_queues_never_double_book_a_target() {
+        let mut seed = 0x1357_9bdf_2468_ace0_u64;
+        let now = t0() + TimeDelta::hours(1);
+        for case in 0..500 {
+            let rnd = &mut seed;
+            let dbs = 1 + next_random(rnd) % 4;
+            let pending: Vec<PendingRestore> = (0..next_random(rnd) % 20)
+                .map(|i| {
+                    let mut r = restore(
+                        &format!("p{i}"),
+                        (next_random(rnd) % 60) as i64,
+                        target(&format!("db{}", next_random(rnd) % dbs)),
+                    );
+                    if next_random(rnd).is_multiple_of(5) {
+                        r.not_before =
+                            Some(t0() + TimeDelta::minutes((next_random(rnd) % 120) as i64));
+                    }
+                    r
+                })
+                .collect();
+            let running: Vec<RunningRestore> = (0..next_random(rnd) % 3)
+                .map(|i| RunningRestore {
+                    key: RunKey::new("shop", format!("x{i}")),
+                    target: target(&format!("db{}", next_random(rnd) % dbs)),
+                })
+                .collect();
+            let lim = limit((next_random(rnd) % 5) as usize);
+            let plan = plan_restore_queue(&pending, &running, lim, now);
+            let ctx = format!("case {case}");
+
+            assert_eq!(
+                plan.start.len() + plan.waiting.len(),
+                pending.len(),
+                "{ctx}"
+            );
+            let started: Vec<&PendingRestore> = plan
+                .start
+                .iter()
+                .map(|k| pending.iter().find(|p| &p.key == k).unwrap())
+                .collect();
+            assert!(
+                running.len() + started.len() <= lim.map_or(usize::MAX, NonZeroUsize::get)
+                    || started.is_empty(),
+                "{ctx}"
+            );
+            // No two started restores, nor a started and a running one, share a target.
+            for (i, a) in started.iter().enumerate() {
+                assert!(is_ready(a.not_before, now), "{ctx}");
+                for b in &started[i + 1..] {
+                    assert!(!a.target.conflicts_with(&b.target), "{ctx}");
+                }
+                for r in &running {
+                    assert!(!a.target.conflicts_with(&r.target), "{ctx}");
+                }
+            }
+            // FIFO: every waiting run waits for a stated reason, in creation order.
+            let mut last: Option<(DateTime<Utc>, &RunKey)> = None;
+            for w in &plan.waiting {
+                let p = pending.iter().find(|p| p.key == w.key).unwrap();
+                assert!(
+                    last < Some((p.created_at, &p.key)),
+                    "{ctx}: positions follow FIFO"
+                );
+                last = Some((p.created_at, &p.key));
+                match &w.reason {
+                    WaitReason::TargetBusy { holder } => {
+                        let holder_target = running
+                            .iter()
+                            .find(|r| &r.key == holder)
+                            .map(|r| &r.target)
+                            .or_else(|| {
+                                started.iter().find(|s| &s.key == holder).map(|s| &s.target)
+                            })
+                            .expect("the holder runs or starts now");
+                        assert!(holder_target.conflicts_with(&p.target), "{ctx}");
+                    }
+                    WaitReason::GlobalLimit { .. } => {
+                        assert_eq!(
+                            running.len() + started.len(),
+                            lim.unwrap().get().max(running.len()),
+                            "{ctx}: waits for a slot only when none is free"
+                        );
+                    }
+                    WaitReason::NotBefore(t) => assert!(*t > now, "{ctx}"),
+                }
+            }
+        }
     }
 }

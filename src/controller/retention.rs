@@ -35,14 +35,21 @@
 //!
 //! [`run_history_plan`] turns the retention verdicts and the `runHistory` limits into ordered
 //! cleanup actions per run: manifests first (an artifact without a manifest is not a backup, so
-//! a half-deleted artifact is never mistaken for one), then the data objects, then the BackupRun
+//! a half-deleted artifact is never mistaken for one), then the data, then the BackupRun
 //! object.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::time::Duration;
 
 use chrono::{DateTime, Datelike, NaiveDate, TimeDelta, Utc};
 use chrono_tz::Tz;
+use kube::ResourceExt;
+
+use crate::api::BackupRun;
+use crate::api::backup_policy::{PIN_LABEL, Retention};
+use crate::api::backup_run::BackupRunPhase;
+use crate::api::common::{parse_duration, time_to_chrono};
 
 /// A successful backup as retention sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,7 +96,7 @@ impl RetentionPolicy {
 }
 
 /// Why a run is kept. `Display` gives the short text used in status and Events.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum KeepReason {
     /// One of the `keepLast` newest runs (`rank` 1 = newest).
     Last {
@@ -309,17 +316,20 @@ pub fn plan_retention(
         let Some(mut remaining) = count.filter(|n| *n > 0) else {
             continue;
         };
-        let mut last_bucket: Option<KeepReason> = None;
+        // Buckets are contiguous in time order except where a clock change crosses a bucket
+        // boundary (a fall-back from 00:30 to 23:30 revisits the previous day), so kept buckets
+        // are remembered as a set rather than as "the last one".
+        let mut kept_buckets: HashSet<KeepReason> = HashSet::new();
         for (i, run) in order.iter().enumerate() {
             let key = bucket.reason(&run.completed_at.with_timezone(&time_zone));
-            if last_bucket.as_ref() == Some(&key) {
+            if kept_buckets.contains(&key) {
                 continue; // an older run of a bucket already kept
             }
             if remaining == 0 {
                 break;
             }
             remaining -= 1;
-            last_bucket = Some(key.clone());
+            kept_buckets.insert(key.clone());
             reasons[i].push(key);
         }
     }
@@ -365,9 +375,12 @@ pub fn plan_retention(
                 if let Some(max_age) = policy.max_age
                     && position != 0
                 {
-                    requeue(
-                        run.completed_at + TimeDelta::from_std(max_age).unwrap_or(TimeDelta::MAX),
-                    );
+                    // It is pruned once it reaches maxAge and its lock (if any) expired.
+                    let expiry = run
+                        .completed_at
+                        .checked_add_signed(TimeDelta::from_std(max_age).unwrap_or(TimeDelta::MAX))
+                        .unwrap_or(DateTime::<Utc>::MAX_UTC);
+                    requeue(lock.map_or(expiry, |until| until.max(expiry)));
                 }
                 keep.extend(lock.map(|until| KeepReason::ObjectLocked { until }));
                 Verdict::Keep(keep)
@@ -413,7 +426,9 @@ pub enum FinishedPhase {
 pub struct ArtifactLocation {
     /// The BackupStorage's name.
     pub storage: String,
-    /// Key of the data object.
+    /// Key of the artifact's data (`status.artifact.key`). An all-databases artifact has
+    /// several data objects, which its manifest lists; the executor deletes what the manifest
+    /// lists, read before the manifest is deleted.
     pub data_key: String,
     /// Key of the `manifest.json` commit marker.
     pub manifest_key: String,
@@ -456,11 +471,11 @@ pub enum CleanupAction {
         /// Object key.
         key: String,
     },
-    /// Delete an artifact's data object.
+    /// Delete an artifact's data, after its manifest is gone.
     DeleteArtifactData {
         /// BackupStorage name.
         storage: String,
-        /// Object key.
+        /// Object key ([`ArtifactLocation::data_key`]).
         key: String,
     },
     /// Delete the BackupRun object (last).
@@ -576,6 +591,60 @@ pub fn run_history_plan(
         });
     }
     plan
+}
+
+// ---- From the API types ----
+
+impl RetentionPolicy {
+    /// Reads `spec.retention`; `None` (no retention block) keeps everything. Fails with a message
+    /// when `maxAge` is not a duration such as `90d` or `12w`.
+    pub fn from_spec(retention: Option<&Retention>) -> Result<Self, String> {
+        let Some(r) = retention else {
+            return Ok(RetentionPolicy::default());
+        };
+        let max_age = match r.max_age.as_deref() {
+            None => None,
+            Some(text) => Some(Duration::from_secs(parse_duration(text).ok_or_else(
+                || format!("retention.maxAge {text:?} is not a duration such as 90d, 12w or 720h"),
+            )?)),
+        };
+        Ok(RetentionPolicy {
+            keep_last: r.keep_last,
+            keep_daily: r.keep_daily,
+            keep_weekly: r.keep_weekly,
+            keep_monthly: r.keep_monthly,
+            keep_yearly: r.keep_yearly,
+            max_age,
+        })
+    }
+}
+
+/// Whether `run` carries the pin label. Any value but `false` pins: when in doubt, keep.
+pub fn is_pinned(run: &BackupRun) -> bool {
+    run.labels()
+        .get(PIN_LABEL)
+        .is_some_and(|v| !v.trim().eq_ignore_ascii_case("false"))
+}
+
+impl RetentionRun {
+    /// The retention view of a Succeeded run with a completion time; `None` for any other run
+    /// (only successful backups take part in retention).
+    pub fn from_run(run: &BackupRun) -> Option<Self> {
+        let status = run.status.as_ref()?;
+        if status.phase != Some(BackupRunPhase::Succeeded) {
+            return None;
+        }
+        Some(RetentionRun {
+            name: run.name_any(),
+            completed_at: status.completion_time.as_ref().map(time_to_chrono)?,
+            pinned: is_pinned(run),
+            retain_until: status
+                .artifact
+                .as_ref()
+                .and_then(|a| a.retain_until.as_ref())
+                .map(time_to_chrono),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -1225,5 +1294,308 @@ mod tests {
         let deleted: Vec<&str> = plan.cleanups.iter().map(|c| c.run.as_str()).collect();
         assert_eq!(deleted, ["d2026-11-17", "d2026-11-18", "d2026-11-19"]);
         assert_eq!(deleted, retention.pruned().collect::<Vec<_>>());
+    }
+
+    // ---- API adapters ----
+
+    #[test]
+    fn retention_policy_from_the_spec() {
+        assert_eq!(
+            RetentionPolicy::from_spec(None),
+            Ok(RetentionPolicy::default())
+        );
+        let spec = Retention {
+            keep_last: Some(7),
+            keep_weekly: Some(4),
+            max_age: Some("1w2d".into()),
+            ..Default::default()
+        };
+        let p = RetentionPolicy::from_spec(Some(&spec)).unwrap();
+        assert_eq!(p.keep_last, Some(7));
+        assert_eq!(p.keep_weekly, Some(4));
+        assert_eq!(p.max_age, Some(Duration::from_secs(9 * 86_400)));
+        let bad = Retention {
+            max_age: Some("forever".into()),
+            ..Default::default()
+        };
+        let err = RetentionPolicy::from_spec(Some(&bad)).unwrap_err();
+        assert!(err.contains("\"forever\""), "{err}");
+    }
+
+    #[test]
+    fn retention_runs_from_backup_runs() {
+        let run: BackupRun = serde_yaml::from_str(
+            r#"
+metadata: {name: r1, namespace: shop, labels: {dataguardian.io/pin: "true"}}
+spec: {policyRef: {name: nightly}}
+status:
+  phase: Succeeded
+  completionTime: "2026-11-21T02:10:00Z"
+  artifact: {storage: main, key: k, retainUntil: "2026-12-21T02:10:00Z"}
+"#,
+        )
+        .unwrap();
+        let r = RetentionRun::from_run(&run).unwrap();
+        assert_eq!(r.name, "r1");
+        assert_eq!(r.completed_at, utc("2026-11-21T02:10:00Z"));
+        assert!(r.pinned);
+        assert_eq!(r.retain_until, Some(utc("2026-12-21T02:10:00Z")));
+
+        let mut unpinned = run.clone();
+        unpinned
+            .metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert(PIN_LABEL.into(), "False".into());
+        assert!(!RetentionRun::from_run(&unpinned).unwrap().pinned);
+        let mut odd = run.clone();
+        odd.metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert(PIN_LABEL.into(), "".into());
+        assert!(is_pinned(&odd), "an empty value still pins");
+
+        let mut failed = run.clone();
+        failed.status.as_mut().unwrap().phase = Some(BackupRunPhase::Failed);
+        assert_eq!(RetentionRun::from_run(&failed), None);
+        let mut running = run;
+        running.status.as_mut().unwrap().completion_time = None;
+        assert_eq!(RetentionRun::from_run(&running), None);
+    }
+
+    // ---- randomized invariants ----
+
+    /// Tiny deterministic PRNG for test inputs (xorshift64*).
+    fn next_random(state: &mut u64) -> u64 {
+        *state ^= *state >> 12;
+        *state ^= *state << 25;
+        *state ^= *state >> 27;
+        state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn verdicts(plan: &RetentionPlan) -> Vec<(String, bool)> {
+        let mut v: Vec<(String, bool)> = plan
+            .decisions
+            .iter()
+            .map(|d| (d.name.clone(), d.is_kept()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Independent oracle for one bucket rule: group by bucket, order buckets by their newest
+    /// run, take the first `n`, and name the newest run of each.
+    fn oracle_bucket(
+        runs: &[RetentionRun],
+        n: u32,
+        key: impl Fn(&RetentionRun) -> KeepReason,
+    ) -> Vec<(String, KeepReason)> {
+        let mut buckets: Vec<(KeepReason, &RetentionRun)> = Vec::new();
+        for run in runs {
+            let k = key(run);
+            match buckets.iter_mut().find(|(bk, _)| *bk == k) {
+                Some((_, best)) => {
+                    if (run.completed_at, &run.name) > (best.completed_at, &best.name) {
+                        *best = run;
+                    }
+                }
+                None => buckets.push((k, run)),
+            }
+        }
+        buckets.sort_by(|a, b| (b.1.completed_at, &b.1.name).cmp(&(a.1.completed_at, &a.1.name)));
+        buckets
+            .into_iter()
+            .take(n as usize)
+            .map(|(k, r)| (r.name.clone(), k))
+            .collect()
+    }
+
+    #[test]
+    fn random_histories_keep_the_documented_invariants() {
+        let zones = [
+            Tz::UTC,
+            chrono_tz::America::Sao_Paulo,
+            chrono_tz::Europe::Berlin,
+            chrono_tz::Australia::Lord_Howe,
+            chrono_tz::Pacific::Kiritimati,
+        ];
+        let mut seed = 0x0123_4567_89ab_cdef_u64;
+        let start = utc("2025-12-20T00:00:00Z");
+        for case in 0..300 {
+            let rnd = &mut seed;
+            let count = (next_random(rnd) % 60) as usize;
+            let mut runs: Vec<RetentionRun> = (0..count)
+                .map(|i| {
+                    // Mostly spread over ~3 years, sometimes clustered in one day.
+                    let span = if next_random(rnd).is_multiple_of(4) {
+                        86_400
+                    } else {
+                        3 * 365 * 86_400
+                    };
+                    let at = start + TimeDelta::seconds((next_random(rnd) % span) as i64);
+                    RetentionRun {
+                        name: format!("r{case}-{i:02}"),
+                        completed_at: at,
+                        pinned: next_random(rnd).is_multiple_of(10),
+                        retain_until: (next_random(rnd).is_multiple_of(5))
+                            .then(|| at + TimeDelta::days((next_random(rnd) % 900) as i64)),
+                    }
+                })
+                .collect();
+            if count > 3 && next_random(rnd).is_multiple_of(3) {
+                runs[1].completed_at = runs[0].completed_at; // same instant
+            }
+            let mut rule = || {
+                let v = next_random(rnd) % 7;
+                (v < 6).then_some(v as u32) // None or 0..=5
+            };
+            let policy = RetentionPolicy {
+                keep_last: rule(),
+                keep_daily: rule(),
+                keep_weekly: rule(),
+                keep_monthly: rule(),
+                keep_yearly: rule(),
+                max_age: (next_random(rnd).is_multiple_of(2))
+                    .then(|| Duration::from_secs(86_400 * (1 + next_random(rnd) % 800))),
+            };
+            let tz = zones[(next_random(rnd) % zones.len() as u64) as usize];
+            let now = start + TimeDelta::days(3 * 365 + (next_random(rnd) % 400) as i64);
+            let plan = plan_retention(&runs, &policy, tz, now);
+            let ctx = format!("case {case}: {policy:?} in {tz}");
+
+            assert_eq!(plan.decisions.len(), runs.len(), "{ctx}");
+            let newest = plan.decisions.first().map(|d| d.name.clone());
+            let has_rules = policy.has_keep_rules();
+            let reasons_of = |name: &str| -> Vec<KeepReason> {
+                match &plan
+                    .decisions
+                    .iter()
+                    .find(|d| d.name == name)
+                    .unwrap()
+                    .verdict
+                {
+                    Verdict::Keep(r) => r.clone(),
+                    Verdict::Prune(PruneReason::MaxAgeExceeded { overridden, .. }) => {
+                        overridden.clone()
+                    }
+                    Verdict::Prune(PruneReason::NotSelected) => vec![],
+                }
+            };
+
+            // Each bucket rule selects exactly what the oracle selects.
+            let local = |r: &RetentionRun| r.completed_at.with_timezone(&tz);
+            type BucketKey<'a> = Box<dyn Fn(&RetentionRun) -> KeepReason + 'a>;
+            let rules: [(Option<u32>, BucketKey); 4] = [
+                (
+                    policy.keep_daily,
+                    Box::new(|r| KeepReason::Daily(local(r).date_naive())),
+                ),
+                (
+                    policy.keep_weekly,
+                    Box::new(|r| KeepReason::Weekly {
+                        year: local(r).iso_week().year(),
+                        week: local(r).iso_week().week(),
+                    }),
+                ),
+                (
+                    policy.keep_monthly,
+                    Box::new(|r| KeepReason::Monthly {
+                        year: local(r).year(),
+                        month: local(r).month(),
+                    }),
+                ),
+                (
+                    policy.keep_yearly,
+                    Box::new(|r| KeepReason::Yearly(local(r).year())),
+                ),
+            ];
+            // A run kept only for its Object Lock after maxAge overrode its rules reports just
+            // the lock (the overridden rules would mislead); every other run reports its rules.
+            let lock_only = |run: &RetentionRun| {
+                let age = (now - run.completed_at).to_std().unwrap_or_default();
+                matches!(
+                    &plan.decisions.iter().find(|d| d.name == run.name).unwrap().verdict,
+                    Verdict::Keep(r) if matches!(r.as_slice(), [KeepReason::ObjectLocked { .. }])
+                ) && policy.max_age.is_some_and(|m| age >= m)
+            };
+            for (n, key) in rules {
+                let expected = oracle_bucket(&runs, n.unwrap_or(0), &key);
+                for run in runs.iter().filter(|r| !lock_only(r)) {
+                    let kind = std::mem::discriminant(&key(run));
+                    let got: Vec<KeepReason> = reasons_of(&run.name)
+                        .into_iter()
+                        .filter(|r| std::mem::discriminant(r) == kind)
+                        .collect();
+                    let want: Vec<KeepReason> = expected
+                        .iter()
+                        .filter(|(name, _)| *name == run.name)
+                        .map(|(_, k)| k.clone())
+                        .collect();
+                    assert_eq!(got, want, "{ctx}: {} ({})", run.name, run.completed_at);
+                }
+            }
+            // keepLast marks the n newest.
+            let last = policy.keep_last.unwrap_or(0) as usize;
+            for (i, d) in plan.decisions.iter().enumerate() {
+                if lock_only(runs.iter().find(|r| r.name == d.name).unwrap()) {
+                    continue;
+                }
+                let marked = reasons_of(&d.name)
+                    .iter()
+                    .any(|r| matches!(r, KeepReason::Last { .. }));
+                assert_eq!(marked, i < last, "{ctx}: {}", d.name);
+            }
+
+            // The verdict follows the documented rules.
+            for run in &runs {
+                let decision = plan.decisions.iter().find(|d| d.name == run.name).unwrap();
+                let age = (now - run.completed_at).to_std().unwrap_or_default();
+                let expired = policy.max_age.is_some_and(|m| age >= m);
+                let selected = !has_rules
+                    || reasons_of(&run.name).iter().any(|r| {
+                        !matches!(r, KeepReason::NoKeepRules | KeepReason::ObjectLocked { .. })
+                    });
+                let locked = run.retain_until.is_some_and(|u| u > now);
+                let expected = run.pinned
+                    || locked
+                    || newest.as_deref() == Some(run.name.as_str())
+                    || (selected && !expired);
+                assert_eq!(
+                    decision.is_kept(),
+                    expected,
+                    "{ctx}: {run:?} -> {decision:?}"
+                );
+                if run.pinned {
+                    assert!(reasons_of(&run.name).contains(&KeepReason::Pinned), "{ctx}");
+                }
+            }
+
+            // Nothing changes by time alone before requeue_at.
+            let horizon = plan.requeue_at.unwrap_or(now + TimeDelta::days(36_500));
+            assert!(horizon > now, "{ctx}");
+            for probe in [
+                now + (horizon - now) / 2,
+                horizon - TimeDelta::milliseconds(1),
+            ] {
+                let later = plan_retention(&runs, &policy, tz, probe);
+                assert_eq!(verdicts(&later), verdicts(&plan), "{ctx} at {probe}");
+            }
+            if let Some(at) = plan.requeue_at {
+                let after = plan_retention(&runs, &policy, tz, at);
+                assert_ne!(
+                    verdicts(&after),
+                    verdicts(&plan),
+                    "{ctx}: requeue_at {at} changes nothing"
+                );
+            }
+
+            // Input order never matters.
+            let mut shuffled = runs.clone();
+            shuffled.reverse();
+            shuffled.rotate_left(count / 3);
+            assert_eq!(plan_retention(&shuffled, &policy, tz, now), plan, "{ctx}");
+        }
     }
 }

@@ -21,6 +21,8 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::schedule::Schedule;
+use crate::api::backup_policy::BackupPolicySpec;
+use crate::api::common::parse_duration;
 
 /// A condition status, as in `metav1.Condition`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +78,19 @@ pub struct RpoCondition {
     pub deadline: Option<DateTime<Utc>>,
     /// When the condition flips by the passage of time alone (the deadline, while it is ahead).
     pub recheck_at: Option<DateTime<Utc>>,
+}
+
+/// Reads `spec.rpo` (e.g. `26h`); `Ok(None)` when unset. The error message is meant for the
+/// condition (reason `InvalidRPO`).
+pub fn objective_from_spec(spec: &BackupPolicySpec) -> Result<Option<Duration>, String> {
+    spec.rpo
+        .as_deref()
+        .map(|text| {
+            parse_duration(text)
+                .map(Duration::from_secs)
+                .ok_or_else(|| format!("rpo {text:?} is not a duration such as 26h, 2d or 1h30m"))
+        })
+        .transpose()
 }
 
 /// Evaluates `RPOMet` for a policy with a valid `schedule`.
@@ -333,6 +348,22 @@ mod tests {
         assert_eq!(c.reason, "Suspended");
         assert_eq!(c.recheck_at, None);
         assert_eq!(c.status.as_str(), "Unknown");
+    }
+
+    #[test]
+    fn objectives_from_the_spec() {
+        let mut spec: BackupPolicySpec = serde_yaml::from_str(
+            "source: {postgres: {host: db, database: shop, user: u}}\nstorageRef: {name: s}\nschedule: \"@daily\"\n",
+        )
+        .unwrap();
+        assert_eq!(objective_from_spec(&spec), Ok(None));
+        spec.rpo = Some("1d2h".into());
+        assert_eq!(
+            objective_from_spec(&spec),
+            Ok(Some(Duration::from_secs(26 * 3600)))
+        );
+        spec.rpo = Some("soon".into());
+        assert!(objective_from_spec(&spec).unwrap_err().contains("\"soon\""));
     }
 
     #[test]

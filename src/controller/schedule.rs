@@ -26,11 +26,14 @@
 //!   interval. Times inside a gap do not exist and are skipped (the next interval comes soon);
 //!   times in an overlap fire in both passes, because real time passed between them.
 //!
-//! This deliberately differs from Kubernetes CronJobs (robfig/cron), which silently *skip* a
-//! fixed-time job that falls into a spring-forward gap and run it *twice* in a fall-back
-//! overlap. For a backup operator a skipped nightly backup is a missed restore point (and an
-//! `RPOMet=False`), and `0 2 * * *` in Europe/Berlin — the most common backup schedule — falls
-//! into the gap every March, so the "run at the end of the gap" rule is the safe one.
+//! This deliberately differs from Kubernetes CronJobs, whose cron library (robfig/cron) silently
+//! *skips* a fixed-time job that falls into a spring-forward gap (robfig/cron#541) and runs it
+//! *twice* in a fall-back overlap (kubernetes/kubernetes#121594: a `0 2 * * *` Europe/Berlin
+//! CronJob ran twice and collided with a running restore). It matches ISC/Vixie cron
+//! (`cron(8)`: jobs in a skipped interval run immediately, repeated times are not re-run). For a
+//! backup operator a skipped nightly backup is a missed restore point (and `RPOMet=False`), and
+//! `0 2 * * *` in Europe/Berlin — the most common backup schedule — falls into the gap every
+//! March.
 //!
 //! # Planning
 //!
@@ -46,6 +49,12 @@ use chrono_tz::{GapInfo, Tz};
 use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
 
+use kube::ResourceExt;
+
+use crate::api::BackupRun;
+use crate::api::backup_policy::BackupPolicySpec;
+use crate::api::backup_run::{BackupRunPhase, Trigger};
+use crate::api::common::time_to_chrono;
 use crate::jobs::naming::{MAX_LABEL_LEN, bounded_name};
 
 /// The longest backward clock change (fall-back) the fire-time search allows for. Real zones
@@ -153,6 +162,11 @@ impl Schedule {
             });
         }
         Ok(schedule)
+    }
+
+    /// Parses `spec.schedule` in `spec.timeZone` of a BackupPolicy.
+    pub fn from_policy(spec: &BackupPolicySpec) -> Result<Self, ScheduleError> {
+        Schedule::parse(&spec.schedule, spec.time_zone.as_deref())
     }
 
     /// The expression as written.
@@ -386,18 +400,9 @@ pub fn scheduled_run_name(policy: &str, scheduled_time: DateTime<Utc>) -> String
     )
 }
 
-/// What the policy does when a fire time comes while earlier runs are still active.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum ConcurrencyPolicy {
-    /// Start the new run alongside the active ones.
-    Allow,
-    /// Skip the new run while any run of the policy is active.
-    #[default]
-    Forbid,
-    /// Cancel the active *scheduled* runs and start the new one. Manual runs are never
-    /// cancelled by the schedule.
-    Replace,
-}
+/// `spec.concurrencyPolicy` (the API's type): what the schedule does when a fire time comes
+/// while earlier runs of the policy are still active. See [`plan`] for the exact semantics.
+pub use crate::api::backup_policy::ConcurrencyPolicy;
 
 /// A BackupRun of the policy that has not finished yet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -406,6 +411,27 @@ pub struct ActiveRun {
     pub name: String,
     /// The fire time it was created for; `None` for a manual run.
     pub scheduled_time: Option<DateTime<Utc>>,
+}
+
+impl ActiveRun {
+    /// The active-run view of `run`, or `None` when it has finished. Only scheduled runs carry
+    /// their fire time (`spec.scheduledTime` with `trigger: Scheduled`).
+    pub fn from_run(run: &BackupRun) -> Option<Self> {
+        if run
+            .status
+            .as_ref()
+            .and_then(|s| s.phase)
+            .is_some_and(BackupRunPhase::is_finished)
+        {
+            return None;
+        }
+        Some(ActiveRun {
+            name: run.name_any(),
+            scheduled_time: (run.spec.trigger == Trigger::Scheduled)
+                .then(|| run.spec.scheduled_time.as_ref().map(time_to_chrono))
+                .flatten(),
+        })
+    }
 }
 
 /// The policy's scheduling settings and state, as read from the API.
@@ -420,6 +446,7 @@ pub struct ScheduleInput<'a> {
     /// `spec.suspend`.
     pub suspend: bool,
     /// `spec.startingDeadlineSeconds`: a fire time missed by more than this is not run.
+    /// (The API's `i64` converts with `u64::try_from(..).ok()`; it is validated ≥ 1.)
     pub starting_deadline_seconds: Option<u64>,
     /// `spec.concurrencyPolicy`.
     pub concurrency_policy: ConcurrencyPolicy,
@@ -1422,5 +1449,247 @@ mod tests {
             .chain(fires(&s, "2026-11-20T14:40:00Z", "2026-11-20T15:59:00Z"))
             .collect();
         assert_eq!(runs, expected);
+    }
+
+    #[test]
+    fn active_runs_and_policies_from_the_api() {
+        let run: BackupRun = serde_yaml::from_str(
+            r#"
+metadata: {name: nightly-202611220500, namespace: shop}
+spec: {policyRef: {name: nightly}, trigger: Scheduled, scheduledTime: "2026-11-22T05:00:00Z"}
+status: {phase: Running}
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            ActiveRun::from_run(&run),
+            Some(ActiveRun {
+                name: "nightly-202611220500".into(),
+                scheduled_time: Some(utc("2026-11-22T05:00:00Z")),
+            })
+        );
+        let mut manual = run.clone();
+        manual.spec.trigger = Trigger::Manual;
+        assert_eq!(ActiveRun::from_run(&manual).unwrap().scheduled_time, None);
+        let mut done = run;
+        done.status.as_mut().unwrap().phase = Some(BackupRunPhase::Failed);
+        assert_eq!(ActiveRun::from_run(&done), None);
+
+        let policy: crate::api::BackupPolicy = serde_yaml::from_str(
+            r#"
+metadata: {name: nightly, namespace: shop}
+spec:
+  source: {postgres: {host: db, database: shop, user: backup}}
+  storageRef: {name: main}
+  schedule: "0 2 * * *"
+  timeZone: Europe/Berlin
+"#,
+        )
+        .unwrap();
+        let s = Schedule::from_policy(&policy.spec).unwrap();
+        assert_eq!(s.time_zone(), chrono_tz::Europe::Berlin);
+        assert_eq!(policy.spec.concurrency_policy, ConcurrencyPolicy::Forbid);
+    }
+
+    /// An independent oracle: scan every UTC minute of a window and decide from first principles
+    /// whether the schedule fires then (wall-clock match, DST rules of [`DstHandling`]).
+    fn oracle_fires(s: &Schedule, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<DateTime<Utc>> {
+        use chrono::LocalResult;
+        let tz = s.time_zone();
+        let matches = |local: NaiveDateTime| s.cron.is_time_matching(&local).unwrap();
+        let mut out = Vec::new();
+        let mut i = from + TimeDelta::minutes(1);
+        while i <= to {
+            let local = s.local(i);
+            let second_pass = matches!(
+                tz.from_local_datetime(&local),
+                LocalResult::Ambiguous(_, later) if later.to_utc() == i
+            );
+            let fires = match s.dst_handling() {
+                DstHandling::Interval => matches(local),
+                DstHandling::WallClock => {
+                    let before = s.local(i - TimeDelta::minutes(1)) + TimeDelta::minutes(1);
+                    // Wall times skipped just before `i` (a spring-forward gap ends at `i`).
+                    let mut skipped = before;
+                    let mut gap_match = false;
+                    while skipped < local {
+                        gap_match |= matches(skipped);
+                        skipped += TimeDelta::minutes(1);
+                    }
+                    (matches(local) && !second_pass) || gap_match
+                }
+            };
+            if fires {
+                out.push(i);
+            }
+            i += TimeDelta::minutes(1);
+        }
+        out
+    }
+
+    /// Instants where the zone's UTC offset changes during 2026 (scanned hourly).
+    fn transitions_2026(tz: Tz) -> Vec<DateTime<Utc>> {
+        let mut t = utc("2026-01-01T00:00:00Z");
+        let mut out = Vec::new();
+        while t < utc("2027-01-01T00:00:00Z") {
+            let next = t + TimeDelta::hours(1);
+            if tz.offset_from_utc_datetime(&t.naive_utc()).fix()
+                != tz.offset_from_utc_datetime(&next.naive_utc()).fix()
+            {
+                out.push(next);
+            }
+            t = next;
+        }
+        out
+    }
+
+    /// Tiny deterministic PRNG for test inputs (xorshift64*).
+    fn next_random(state: &mut u64) -> u64 {
+        *state ^= *state >> 12;
+        *state ^= *state << 25;
+        *state ^= *state >> 27;
+        state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    #[test]
+    fn fire_times_agree_with_a_brute_force_oracle_around_every_2026_transition() {
+        let zones = ["America/New_York", "Europe/Berlin", "Australia/Lord_Howe"];
+        let exprs = [
+            "30 2 * * *",
+            "0,30 2 * * *",
+            "45 1 * * *",
+            "0 1,13 * * *",
+            "*/10 2 * * *",
+            "*/15 * * * *",
+            "30 * * * *",
+            "0 */2 * * *",
+        ];
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        for zone in zones {
+            let tz: Tz = zone.parse().unwrap();
+            let transitions = transitions_2026(tz);
+            assert_eq!(transitions.len(), 2, "{zone}");
+            for expr in exprs {
+                let s = sched(expr, zone);
+                for at in &transitions {
+                    let (from, to) = (*at - TimeDelta::hours(30), *at + TimeDelta::hours(30));
+                    let expected = oracle_fires(&s, from, to);
+                    let mut got = Vec::new();
+                    let mut t = from;
+                    while let Some(next) = s.next_fire_after(t).filter(|n| *n <= to) {
+                        got.push(next);
+                        t = next;
+                    }
+                    assert_eq!(strs(&got), strs(&expected), "{expr} in {zone} around {at}");
+                    // Arbitrary query times (inside gaps, overlaps, on fire times) agree too.
+                    for _ in 0..200 {
+                        let offset = (next_random(&mut seed) % (60 * 3600 * 1000)) as i64;
+                        let q = from + TimeDelta::milliseconds(offset);
+                        let next = expected.iter().find(|f| **f > q).copied();
+                        if next.is_some() {
+                            assert_eq!(s.next_fire_after(q), next, "{expr} {zone} next after {q}");
+                        }
+                        let prev = expected.iter().rev().find(|f| **f <= q).copied();
+                        if prev.is_some() {
+                            assert_eq!(
+                                s.latest_fire_at_or_before(q),
+                                prev,
+                                "{expr} {zone} latest at or before {q}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_overlap_at_the_end_of_the_only_matching_day_still_fires_in_both_passes() {
+        // Sao Paulo 2019-02-17 00:00 -02 -> 2019-02-16 23:00 -03: the 16th's 23:xx repeats and
+        // the next matching day is a month away, so the answer is not the next wall-clock match.
+        let s = sched("*/15 * 16 * *", "America/Sao_Paulo");
+        let from = utc("2019-02-17T01:40:00Z"); // 23:40 -02, first pass
+        assert_eq!(
+            strs(&fires(&s, "2019-02-17T01:40:00Z", "2019-03-16T03:00:00Z")),
+            [
+                "2019-02-17T01:45:00Z",
+                "2019-02-17T02:00:00Z", // 23:00 -03, second pass
+                "2019-02-17T02:15:00Z",
+                "2019-02-17T02:30:00Z",
+                "2019-02-17T02:45:00Z",
+                "2019-03-16T03:00:00Z"
+            ]
+        );
+        let oracle = oracle_fires(&s, from, utc("2019-02-17T06:00:00Z"));
+        assert_eq!(oracle.len(), 5);
+        assert_eq!(
+            s.next_fire_after(utc("2019-02-17T01:50:00Z")),
+            Some(oracle[1])
+        );
+        assert_eq!(
+            s.latest_fire_at_or_before(utc("2019-03-16T02:59:00Z")),
+            Some(utc("2019-02-17T02:45:00Z"))
+        );
+        // Backward: at 23:10 -03 (second pass) the latest fire is 23:45 -02 of the first pass,
+        // a wall-clock time *after* the query's; the previous wall-clock match is 22 hours back.
+        let s = sched("45 */23 16 * *", "America/Sao_Paulo");
+        assert_eq!(
+            s.latest_fire_at_or_before(utc("2019-02-17T02:10:00Z")),
+            Some(utc("2019-02-17T01:45:00Z"))
+        );
+        assert_eq!(
+            s.next_fire_after(utc("2019-02-17T01:45:00Z")),
+            Some(utc("2019-02-17T02:45:00Z"))
+        );
+    }
+
+    /// kubernetes/kubernetes#121594: a `0 2 * * *` Europe/Berlin CronJob ran twice when the
+    /// clocks went back. Here it fires once, also when driven like a controller.
+    #[test]
+    fn berlin_0200_fires_once_when_the_clocks_go_back() {
+        let s = sched("0 2 * * *", "Europe/Berlin");
+        let expected = [
+            "2026-10-24T00:00:00Z",
+            "2026-10-25T00:00:00Z",
+            "2026-10-26T01:00:00Z",
+        ];
+        assert_eq!(
+            strs(&fires(&s, "2026-10-23T12:00:00Z", "2026-10-26T12:00:00Z")),
+            expected
+        );
+        let runs = simulate(&s, "2026-10-23T12:00:00Z", "2026-10-26T12:00:00Z", None);
+        assert_eq!(strs(&runs), expected);
+    }
+
+    #[test]
+    fn a_simulated_controller_matches_the_fire_times_across_both_2026_transitions() {
+        for zone in [
+            "America/New_York",
+            "Europe/Berlin",
+            "America/Sao_Paulo",
+            "Australia/Lord_Howe",
+        ] {
+            let tz: Tz = zone.parse().unwrap();
+            let mut windows = transitions_2026(tz);
+            if windows.is_empty() {
+                windows.push(utc("2026-11-01T00:00:00Z")); // Sao Paulo: no DST any more
+            }
+            for expr in ["30 2 * * *", "15 2 * * *", "45 1 * * *", "*/20 * * * *"] {
+                let s = sched(expr, zone);
+                for at in &windows {
+                    let from = (*at - TimeDelta::hours(26)).to_rfc3339();
+                    let to = (*at + TimeDelta::hours(26)).to_rfc3339();
+                    let runs = simulate(&s, &from, &to, None);
+                    // The simulated timer fires 3 ms late, so a fire time exactly at `to` is
+                    // reconciled just after the simulation ends.
+                    let last = (*at + TimeDelta::hours(26) - TimeDelta::seconds(1)).to_rfc3339();
+                    assert_eq!(
+                        strs(&runs),
+                        strs(&fires(&s, &from, &last)),
+                        "{expr} in {zone} around {at}"
+                    );
+                }
+            }
+        }
     }
 }

@@ -16,13 +16,17 @@
 //!   escalation, all capabilities dropped, `RuntimeDefault` seccomp) that the Job template's
 //!   `podSecurityContext`/`securityContext` are merged over; no service account token;
 //! - `/tmp` on an `emptyDir`, the agent's JSON summary in `/dev/termination-log`;
-//! - `activeDeadlineSeconds` (run override, else policy), `ttlSecondsAfterFinished`.
+//! - `activeDeadlineSeconds` (run override, else policy), `ttlSecondsAfterFinished`, and a pod
+//!   failure policy: configuration errors fail at once, evictions do not use up retries.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::DeepMerge;
-use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::batch::v1::{
+    Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
+    PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
+};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, KeyToPath,
     PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
@@ -39,6 +43,7 @@ use crate::api::common::{
     time_to_chrono,
 };
 use crate::api::{BackupPolicy, BackupRun, BackupStorage};
+use crate::controller::context::Settings;
 
 use super::naming::{MAX_LABEL_LEN, bounded_name, label_value};
 
@@ -56,6 +61,9 @@ pub(crate) const STORAGE_MOUNT: &str = "/backup";
 const RECIPIENTS_DIR: &str = "/etc/dataguardian/recipients";
 /// File name of the recipients inside [`RECIPIENTS_DIR`].
 const RECIPIENTS_FILE: &str = "recipients";
+/// Agent exit codes that no retry can fix: invalid configuration (2) and encryption setup, such
+/// as a malformed recipient (14). The Job fails at once instead of retrying them.
+pub const NON_RETRYABLE_EXIT_CODES: [i32; 2] = [2, 14];
 /// UID/GID the agent runs as when the template does not say otherwise (distroless `nonroot`).
 pub(crate) const NONROOT_ID: i64 = 65532;
 
@@ -66,6 +74,21 @@ pub struct JobDefaults {
     pub agent_image: String,
     /// `ttlSecondsAfterFinished` of the Jobs (how long `kubectl logs` keeps working).
     pub ttl_seconds_after_finished: i32,
+}
+
+impl From<&JobDefaults> for JobDefaults {
+    fn from(defaults: &JobDefaults) -> Self {
+        defaults.clone()
+    }
+}
+
+impl From<&Settings> for JobDefaults {
+    fn from(settings: &Settings) -> Self {
+        JobDefaults {
+            agent_image: settings.agent_image.clone(),
+            ttl_seconds_after_finished: settings.job_ttl_seconds,
+        }
+    }
 }
 
 /// Why a Job cannot be built. These are spec problems: they wait for a change, not a retry.
@@ -107,14 +130,15 @@ pub fn job_name(run: &str, attempt: u32) -> String {
     bounded_name(run, &attempt.to_string(), MAX_LABEL_LEN)
 }
 
-/// Builds the backup Job for the first attempt of `run`.
+/// Builds the backup Job for the first attempt of `run`. `defaults` is a [`JobDefaults`] or the
+/// operator's [`Settings`].
 pub fn build(
     run: &BackupRun,
     policy: &BackupPolicy,
     storage: &BackupStorage,
-    defaults: &JobDefaults,
+    defaults: impl Into<JobDefaults>,
 ) -> Result<Job, JobBuildError> {
-    build_attempt(run, policy, storage, defaults, 1)
+    build_attempt(run, policy, storage, &defaults.into(), 1)
 }
 
 /// Builds the backup Job of attempt `attempt` of `run` (the attempt only changes the name).
@@ -232,6 +256,15 @@ pub fn build_attempt(
         plain_env("TMPDIR", "/tmp"),
     ]);
 
+    // The kubelet expands `$(VAR)` in args and env values; user text (database names, extra
+    // dump arguments, paths) must reach the agent literally, so `$` is escaped as `$$`.
+    let args: Vec<String> = args.iter().map(|a| escape_dollar(a)).collect();
+    for var in &mut env {
+        if let Some(value) = &mut var.value {
+            *value = escape_dollar(value);
+        }
+    }
+
     let labels = labels(&policy_name, &run_name, &template.labels);
     let annotations = (!template.annotations.is_empty()).then(|| template.annotations.clone());
 
@@ -292,6 +325,7 @@ pub fn build_attempt(
             ttl_seconds_after_finished: Some(defaults.ttl_seconds_after_finished),
             completions: Some(1),
             parallelism: Some(1),
+            pod_failure_policy: Some(pod_failure_policy()),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels),
@@ -326,6 +360,32 @@ fn labels(policy: &str, run: &str, extra: &BTreeMap<String, String>) -> BTreeMap
         .map(|(k, v)| (k.to_owned(), v)),
     );
     labels
+}
+
+/// Configuration errors fail the Job at once; evicted or preempted pods (node drain, spot
+/// reclaim) are retried without counting against `backoffLimit`.
+fn pod_failure_policy() -> PodFailurePolicy {
+    PodFailurePolicy {
+        rules: vec![
+            PodFailurePolicyRule {
+                action: "FailJob".into(),
+                on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
+                    container_name: Some(AGENT_CONTAINER.into()),
+                    operator: "In".into(),
+                    values: NON_RETRYABLE_EXIT_CODES.to_vec(),
+                }),
+                on_pod_conditions: None,
+            },
+            PodFailurePolicyRule {
+                action: "Ignore".into(),
+                on_exit_codes: None,
+                on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {
+                    type_: "DisruptionTarget".into(),
+                    status: Some("True".into()),
+                }]),
+            },
+        ],
+    }
 }
 
 pub(crate) fn default_resources() -> ResourceRequirements {
@@ -389,6 +449,11 @@ fn compression_flag(compression: &Compression) -> String {
         (CompressionAlgorithm::None, _) | (_, None) => compression.algorithm.as_str().to_owned(),
         (algorithm, Some(level)) => format!("{}:{level}", algorithm.as_str()),
     }
+}
+
+/// Escapes `$` so that the kubelet's `$(VAR)` expansion leaves the text as written.
+pub(crate) fn escape_dollar(text: &str) -> String {
+    text.replace('$', "$$")
 }
 
 pub(crate) fn push_flag(args: &mut Vec<String>, flag: &str, value: &str) {
@@ -479,6 +544,9 @@ impl Source {
                     connection: my.connection_secret_ref.as_ref(),
                     extra: &my.extra_args,
                 },
+                // The agent's MySQL client knows `ssl=true|false` (and a CA file, which the API
+                // does not carry yet): the verify modes require TLS; certificate verification
+                // needs that CA option.
                 match my.ssl_mode {
                     Some(MysqlSslMode::Disabled) => vec![("ssl", "false".to_owned())],
                     Some(
@@ -495,6 +563,14 @@ impl Source {
                 ));
             }
         };
+        // The agent splits `--dump-arg` values at commas (its env form is a comma list), so an
+        // argument with a comma would reach the dump tool as two. Refuse it instead.
+        if let Some(arg) = common.extra.iter().find(|a| a.contains(',')) {
+            return Err(JobBuildError::InvalidSource(format!(
+                "extraArgs entry {arg:?} contains ','; give each value as its own argument \
+                 (e.g. two --exclude-table=… entries)"
+            )));
+        }
         if common.database.is_some() == common.all {
             return Err(JobBuildError::InvalidSource(
                 "set exactly one of database or allDatabases: true".into(),
@@ -770,10 +846,13 @@ fn push_filesystem(
         ..Default::default()
     });
     let dir = join_key(&[&fs.path, &location.dir]);
+    // The minimal RFC 8089 form `file:/abs/path` (same meaning as `file:///abs/path`) keeps the
+    // mount path a whole word, so tools that map container paths (the e2e stand-in's kubelet)
+    // recognise it.
     let to = if dir.is_empty() {
-        format!("file://{STORAGE_MOUNT}")
+        format!("file:{STORAGE_MOUNT}")
     } else {
-        format!("file://{STORAGE_MOUNT}/{dir}")
+        format!("file:{STORAGE_MOUNT}/{dir}")
     };
     push_flag(args, "--to", &to);
 }
@@ -803,7 +882,7 @@ spec:
   source:
     postgres: {host: db.shop.svc, port: 5432, database: shop, user: backup,
                passwordSecretRef: {name: db-creds, key: password}, sslMode: verify-full,
-               extraArgs: ["--exclude-table=audit_*,tmp_*"]}
+               extraArgs: ["--exclude-table=audit_*", "--exclude-table=tmp_*"]}
   storageRef: {name: main}
   schedule: "0 2 * * *"
   timeZone: America/Sao_Paulo
@@ -844,7 +923,7 @@ spec: {policyRef: {name: nightly}, trigger: Scheduled, scheduledTime: "2026-11-2
             &run(run_yaml),
             &policy(policy_yaml),
             &storage(storage_yaml),
-            &defaults(),
+            defaults(),
         )
         .unwrap_or_else(|e| panic!("build: {e}"));
         serde_json::to_value(job).unwrap()
@@ -896,6 +975,12 @@ spec: {policyRef: {name: nightly}, trigger: Scheduled, scheduledTime: "2026-11-2
                 "ttlSecondsAfterFinished": 86400,
                 "completions": 1,
                 "parallelism": 1,
+                "podFailurePolicy": {"rules": [
+                    {"action": "FailJob", "onExitCodes": {
+                        "containerName": "agent", "operator": "In", "values": [2, 14]}},
+                    {"action": "Ignore", "onPodConditions": [
+                        {"type": "DisruptionTarget", "status": "True"}]}
+                ]},
                 "template": {
                     "metadata": {"labels": labels},
                     "spec": {
@@ -938,7 +1023,8 @@ spec: {policyRef: {name: nightly}, trigger: Scheduled, scheduledTime: "2026-11-2
                                 "--run-id", "20261122T050000Z-nightly-202611220500",
                                 "--compression", "zstd:5",
                                 "--recipients-file", "/etc/dataguardian/recipients/recipients",
-                                "--dump-arg=--exclude-table=audit_*,tmp_*"
+                                "--dump-arg=--exclude-table=audit_*",
+                                "--dump-arg=--exclude-table=tmp_*"
                             ],
                             "env": [
                                 secret("DG_PASSWORD", "db-creds", "password"),
@@ -981,6 +1067,34 @@ spec: {policyRef: {name: nightly}, trigger: Scheduled, scheduledTime: "2026-11-2
             expected,
             "actual:\n{}",
             serde_json::to_string_pretty(&job).unwrap()
+        );
+    }
+
+    #[test]
+    fn operator_settings_are_job_defaults() {
+        let settings = Settings {
+            agent_image: "registry.local/dg:1".into(),
+            job_ttl_seconds: 600,
+            ..Settings::default()
+        };
+        let job = build(&run(RUN), &policy(POLICY), &storage(S3_STORAGE), &settings).unwrap();
+        let spec = job.spec.unwrap();
+        assert_eq!(spec.ttl_seconds_after_finished, Some(600));
+        assert_eq!(
+            spec.template.spec.unwrap().containers[0].image.as_deref(),
+            Some("registry.local/dg:1")
+        );
+    }
+
+    #[test]
+    fn non_retryable_exit_codes_match_the_agent() {
+        use crate::agent::error::AgentError;
+        assert_eq!(
+            NON_RETRYABLE_EXIT_CODES,
+            [
+                i32::from(AgentError::Config(String::new()).exit_code()),
+                i32::from(AgentError::Crypto(String::new()).exit_code())
+            ]
         );
     }
 
@@ -1062,7 +1176,7 @@ spec: {policyRef: {name: maria}, activeDeadlineSeconds: 600}
                 "mysql://root@maria.shop.svc:3306/?ssl=true",
                 "--all-databases",
                 "--to",
-                "file:///backup/dumps/mysql/all/2026-11-22",
+                "file:/backup/dumps/mysql/all/2026-11-22",
                 "--run-id",
                 "before-migration",
                 "--compression",
@@ -1187,7 +1301,7 @@ spec: {policyRef: {name: maria}, activeDeadlineSeconds: 600}
         let s = storage(S3_STORAGE);
         let mut r = run(RUN);
         r.metadata.uid = None;
-        let err = build(&r, &p, &s, &defaults()).unwrap_err();
+        let err = build(&r, &p, &s, defaults()).unwrap_err();
         assert_eq!(err, JobBuildError::MissingRunField("metadata.uid"));
         assert_eq!(err.reason(), "InvalidRun");
 
@@ -1195,13 +1309,13 @@ spec: {policyRef: {name: maria}, activeDeadlineSeconds: 600}
         r.spec.scheduled_time = None;
         r.metadata.creation_timestamp = None;
         assert_eq!(
-            build(&r, &p, &s, &defaults()).unwrap_err(),
+            build(&r, &p, &s, defaults()).unwrap_err(),
             JobBuildError::MissingRunField("metadata.creationTimestamp")
         );
 
         let empty: BackupStorage =
             storage("metadata: {name: nothing, namespace: shop}\nspec: {}\n");
-        let err = build(&run(RUN), &p, &empty, &defaults()).unwrap_err();
+        let err = build(&run(RUN), &p, &empty, defaults()).unwrap_err();
         assert_eq!(err.reason(), "InvalidStorage");
         assert!(err.to_string().contains("nothing"));
 
@@ -1215,7 +1329,7 @@ spec: {policyRef: {name: maria}, activeDeadlineSeconds: 600}
         ] {
             let mut p = policy(POLICY);
             p.spec.path_template = Some(template.into());
-            let err = build(&run(RUN), &p, &s, &defaults()).unwrap_err();
+            let err = build(&run(RUN), &p, &s, defaults()).unwrap_err();
             assert_eq!(err.reason(), "InvalidPathTemplate", "{template}");
             assert!(err.to_string().contains(detail), "{template}: {err}");
         }
@@ -1223,15 +1337,102 @@ spec: {policyRef: {name: maria}, activeDeadlineSeconds: 600}
         let mut p = policy(POLICY);
         p.spec.source.postgres = None;
         assert_eq!(
-            build(&run(RUN), &p, &s, &defaults()).unwrap_err().reason(),
+            build(&run(RUN), &p, &s, defaults()).unwrap_err().reason(),
             "InvalidPolicy"
         );
         let mut p = policy(POLICY);
+        p.spec.source.postgres.as_mut().unwrap().extra_args = vec!["--exclude-table=a,b".into()];
+        let err = build(&run(RUN), &p, &s, defaults()).unwrap_err();
+        assert_eq!(err.reason(), "InvalidPolicy");
+        assert!(err.to_string().contains("contains ','"), "{err}");
+        let mut p = policy(POLICY);
         p.spec.source.postgres.as_mut().unwrap().host = None;
-        let err = build(&run(RUN), &p, &s, &defaults()).unwrap_err();
+        let err = build(&run(RUN), &p, &s, defaults()).unwrap_err();
         assert!(
             err.to_string().contains("host and user are required"),
             "{err}"
+        );
+    }
+
+    /// The agent's own command line parser accepts every flag the builder emits.
+    fn parse_with_the_agent_cli(job: &Value) -> crate::cli::agent::BackupArgs {
+        use clap::Parser;
+        let container = &job["spec"]["template"]["spec"]["containers"][0];
+        let mut argv: Vec<String> = serde_json::from_value(container["command"].clone()).unwrap();
+        argv.extend(args(job).iter().map(|a| a.replace("$$", "$")));
+        let cli = crate::cli::Cli::try_parse_from(&argv)
+            .unwrap_or_else(|e| panic!("the agent refuses {argv:?}: {e}"));
+        match cli.command {
+            crate::cli::Command::Agent(agent) => match agent.command {
+                crate::cli::agent::AgentCommand::Backup(b) => b,
+                other => panic!("not a backup: {other:?}"),
+            },
+            _ => panic!("not an agent command"),
+        }
+    }
+
+    #[test]
+    fn the_agent_cli_accepts_the_job_args() {
+        let b = parse_with_the_agent_cli(&build_json(RUN, POLICY, S3_STORAGE));
+        assert_eq!(b.to, "s3://shop-backups/backups/shop/nightly");
+        assert_eq!(
+            b.run_id.as_deref(),
+            Some("20261122T050000Z-nightly-202611220500")
+        );
+        assert_eq!(b.common.database.as_deref(), Some("shop"));
+        assert!(b.common.s3_path_style);
+        assert_eq!(b.object_lock_days, Some(30));
+        assert_eq!(
+            b.dump_args,
+            ["--exclude-table=audit_*", "--exclude-table=tmp_*"]
+        );
+        assert_eq!(
+            b.recipients_file.as_deref(),
+            Some(std::path::Path::new(
+                "/etc/dataguardian/recipients/recipients"
+            ))
+        );
+        assert!(!b.all_databases);
+
+        let p = POLICY.replace(
+            "passwordSecretRef: {name: db-creds, key: password}",
+            "connectionSecretRef: {name: db-uri, key: uri}",
+        );
+        let b = parse_with_the_agent_cli(&build_json(RUN, &p, S3_STORAGE));
+        assert_eq!(b.common.uri, None, "the URI comes from DG_URI at run time");
+
+        let p = r#"
+metadata: {name: maria, namespace: shop}
+spec:
+  source: {mysql: {host: maria, user: root, allDatabases: true}}
+  storageRef: {name: pvc}
+  schedule: "@daily"
+  compression: {algorithm: none}
+"#;
+        let s = "metadata: {name: pvc, namespace: shop}\nspec: {filesystem: {claimName: c}}\n";
+        let b = parse_with_the_agent_cli(&build_json(RUN, p, s));
+        assert!(b.all_databases);
+        assert_eq!(b.to, "file:/backup/shop/maria");
+        let location: crate::agent::storage::Location = b.to.parse().unwrap();
+        assert_eq!(location.to_string(), "file:///backup/shop/maria");
+    }
+
+    #[test]
+    fn user_text_is_protected_from_kubelet_variable_expansion() {
+        let p = POLICY
+            .replace("database: shop,", "database: \"shop$(HOME)\",")
+            .replace("--exclude-table=audit_*", "--exclude-table=$$x");
+        let job = build_json(RUN, &p, S3_STORAGE);
+        let a = args(&job);
+        assert!(a.contains(&"shop$$(HOME)".to_owned()), "{a:?}");
+        assert!(
+            a.contains(&"--dump-arg=--exclude-table=$$$$x".to_owned()),
+            "{a:?}"
+        );
+        assert!(
+            a.iter()
+                .any(|x| x.ends_with("/shop$$(HOME)?sslmode=verify-full")),
+            "{a:?}"
         );
     }
 
@@ -1259,7 +1460,7 @@ spec: {policyRef: {name: maria}, activeDeadlineSeconds: 600}
             algorithm: CompressionAlgorithm::None,
             level: None,
         });
-        let job = build(&r, &policy(POLICY), &storage(S3_STORAGE), &defaults()).unwrap();
+        let job = build(&r, &policy(POLICY), &storage(S3_STORAGE), defaults()).unwrap();
         let job = serde_json::to_value(job).unwrap();
         let a = args(&job);
         let at = a.iter().position(|x| x == "--compression").unwrap();

@@ -27,8 +27,8 @@ use crate::api::{BackupStorage, RestoreRun};
 
 use super::backup_job::{
     AGENT_CONTAINER, JobBuildError, JobDefaults, STORAGE_MOUNT, Source, TERMINATION_LOG,
-    container_security_context, default_resources, join_key, plain_env, pod_security_context,
-    push_flag, secret_env,
+    container_security_context, default_resources, escape_dollar, join_key, plain_env,
+    pod_security_context, push_flag, secret_env,
 };
 use super::naming::{MAX_LABEL_LEN, bounded_name, label_value};
 
@@ -211,6 +211,15 @@ pub(crate) fn tmp_volume() -> (Volume, VolumeMount) {
     )
 }
 
+/// Escapes `$` in every literal env value (see [`escape_dollar`]).
+pub(crate) fn escape_env(env: &mut [EnvVar]) {
+    for var in env {
+        if let Some(value) = &mut var.value {
+            *value = escape_dollar(value);
+        }
+    }
+}
+
 /// The agent's logging and termination-message environment.
 pub(crate) fn agent_env() -> Vec<EnvVar> {
     vec![
@@ -375,6 +384,9 @@ pub fn build(
         args.push(format!("--restore-arg={extra}"));
     }
     env.extend(agent_env());
+    // The kubelet expands `$(VAR)`: user text must reach the agent literally.
+    let args: Vec<String> = args.iter().map(|a| escape_dollar(a)).collect();
+    escape_env(&mut env);
 
     let labels = labels(
         "restore",
@@ -539,6 +551,12 @@ spec:
             .unwrap();
         assert_eq!(identity["secret"]["secretName"], "backup-age-identity");
         assert_eq!(identity["secret"]["items"][0]["key"], "identity");
+        // User text reaches the agent literally through the kubelet's $(VAR) expansion.
+        let odd = RUN.replace("database: shop_copy", "database: \"shop$(HOME)\"");
+        let a = args(&json(
+            &build(&run(&odd), &storage_s3(), loc, None, &defaults()).unwrap(),
+        ));
+        assert!(a.contains(&"shop$$(HOME)".to_string()), "{a:?}");
         // Deterministic.
         assert_eq!(
             job,

@@ -26,10 +26,11 @@ use crate::api::common::{Engine, JobTemplate};
 use crate::api::restore_validation::{RowCountsCheck, Sandbox, ValidationCheck};
 use crate::api::{BackupStorage, RestoreValidation};
 
-use super::backup_job::{JobBuildError, JobDefaults, plain_env, push_flag};
+use super::backup_job::{JobBuildError, JobDefaults, escape_dollar, plain_env, push_flag};
 use super::naming::{MAX_LABEL_LEN, bounded_name};
 use super::restore_job::{
-    agent_container, agent_env, labels, pod_spec, push_identity, push_storage_access, tmp_volume,
+    agent_container, agent_env, escape_env, labels, pod_spec, push_identity, push_storage_access,
+    tmp_volume,
 };
 
 /// Label with the RestoreValidation's name.
@@ -339,6 +340,20 @@ pub fn build(
         .map_err(|e| JobBuildError::InvalidSource(format!("cannot encode the checks: {e}")))?;
     env.push(plain_env("DG_CHECKS", &checks));
     env.extend(agent_env());
+    // The kubelet expands `$(VAR)`: only the sandbox URI uses it (`$(POD_IP)`); user text (the
+    // checks' SQL, paths) must reach the agent literally.
+    let args: Vec<String> = args
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            if i > 0 && args[i - 1] == "--uri" {
+                a.clone()
+            } else {
+                escape_dollar(a)
+            }
+        })
+        .collect();
+    escape_env(&mut env);
 
     let labels = labels(
         "validation",
@@ -525,6 +540,19 @@ spec:
             build(&rv, &inputs, &defaults()).unwrap(),
             "deterministic"
         );
+        // SQL with `$` survives the kubelet's $(VAR) expansion; the sandbox URI keeps $(POD_IP).
+        let dollar =
+            validation(&RV.replace("SELECT count(*) FROM orders", "SELECT $$a$$ || $(HOME)"));
+        let v = serde_json::to_value(build(&dollar, &inputs, &defaults()).unwrap()).unwrap();
+        let env = v["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .unwrap()
+            .clone();
+        let checks = env.iter().find(|e| e["name"] == "DG_CHECKS").unwrap()["value"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(checks.contains("$$$$a$$$$ || $$(HOME)"), "{checks}");
     }
 
     #[test]

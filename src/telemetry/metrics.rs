@@ -67,6 +67,7 @@ pub struct Metrics {
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub reconciles: Family<ControllerLabels, Counter>,
     pub queue_depth: Family<QueueLabels, Gauge>,
+    pub rpo_met: Family<PolicyLabels, Gauge>,
 }
 
 fn duration_histogram() -> Histogram {
@@ -141,6 +142,12 @@ impl Metrics {
             "Runs waiting in a queue",
             queue_depth.clone(),
         );
+        let rpo_met = Family::<PolicyLabels, Gauge>::default();
+        registry.register(
+            "policy_rpo_met",
+            "1 when the policy's newest successful backup is within its recovery point objective, 0 when not",
+            rpo_met.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             backup_runs,
@@ -152,6 +159,7 @@ impl Metrics {
             reconcile_errors,
             reconciles,
             queue_depth,
+            rpo_met,
         }
     }
 

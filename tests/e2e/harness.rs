@@ -20,8 +20,6 @@ use serde::de::DeserializeOwned;
 pub struct Cluster {
     pub client: Client,
     pub kubeconfig: PathBuf,
-    /// The stand-in's Job runner; aborting it stops every container process it started.
-    runner: Option<tokio::task::JoinHandle<()>>,
     _server: Option<kube_sim::RunningServer>,
     _dir: tempfile::TempDir,
 }
@@ -49,10 +47,10 @@ impl Cluster {
             .await
             .expect("E2E_KUBECONFIG");
             let client = Client::try_from(config).expect("client");
-            return Cluster { client, kubeconfig, runner: None, _server: None, _dir: dir };
+            return Cluster { client, kubeconfig, _server: None, _dir: dir };
         }
         let state = dir.path().join("sim");
-        let server = kube_sim::Server::start(kube_sim::ServerOptions {
+        let mut server = kube_sim::Server::start(kube_sim::ServerOptions {
             crds_dir: Some(workspace().join("crds")),
             state_dir: Some(state.clone()),
             ..Default::default()
@@ -61,20 +59,9 @@ impl Cluster {
         .expect("starting the API stand-in");
         let mut cfg = kube_sim::runner::RunnerConfig::new(state.clone()).expect("runner config");
         cfg.kubeconfig = Some(server.kubeconfig_path().to_path_buf());
+        kube_sim::runner::attach(&mut server, cfg).await.expect("starting the Job runner");
         let client = server.client().await.expect("client");
-        let runner_client = client.clone();
-        let runner = tokio::spawn(async move {
-            if let Err(e) = kube_sim::runner::run(runner_client, cfg).await {
-                eprintln!("kube-sim job runner stopped: {e}");
-            }
-        });
-        Cluster {
-            client,
-            kubeconfig: server.kubeconfig_path().to_path_buf(),
-            runner: Some(runner),
-            _server: Some(server),
-            _dir: dir,
-        }
+        Cluster { client, kubeconfig: server.kubeconfig_path().to_path_buf(), _server: Some(server), _dir: dir }
     }
 
     /// A fresh namespace for one scenario.
@@ -148,14 +135,6 @@ impl Cluster {
             }
         }
         out
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        if let Some(r) = self.runner.take() {
-            r.abort();
-        }
     }
 }
 
@@ -410,3 +389,67 @@ pub async fn events_for(cluster: &Cluster, ns: &str, name: &str) -> Vec<String> 
 pub type Policies = Api<BackupPolicy>;
 #[allow(dead_code)]
 pub type Storages = Api<BackupStorage>;
+
+/// A real Prometheus server scraping one target every second.
+pub struct Prometheus {
+    child: Child,
+    addr: String,
+    dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    pub fn start(target: &str) -> Prometheus {
+        let dir = tempfile::Builder::new().prefix("dg-prometheus-").tempdir().expect("temp dir");
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!("global: {{scrape_interval: 1s}}\nscrape_configs:\n  - job_name: dataguardian-operator\n    static_configs: [{{targets: ['{target}']}}]\n"),
+        )
+        .expect("prometheus config");
+        let addr = format!("127.0.0.1:{}", testkit::free_port());
+        let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("log");
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("prometheus is required (apt-get install prometheus)");
+        Prometheus { child, addr, dir }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default()
+    }
+
+    /// Polls an instant query until it returns a sample; the sample's value.
+    pub fn wait_for_value(&self, query: &str, timeout: Duration) -> Option<String> {
+        use std::io::Read;
+        let encoded: String = url::form_urlencoded::byte_serialize(query.as_bytes()).collect();
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Ok(mut s) = std::net::TcpStream::connect(&self.addr) {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                let _ = write!(s, "GET /api/v1/query?query={encoded} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+                let mut buf = String::new();
+                let _ = s.read_to_string(&mut buf);
+                if let Some((_, body)) = buf.split_once("\r\n\r\n")
+                    && let Ok(v) = serde_json::from_str::<serde_json::Value>(body)
+                    && let Some(value) = v["data"]["result"][0]["value"][1].as_str()
+                {
+                    return Some(value.to_string());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        None
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -10,7 +10,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{debug, info, warn};
 
 use super::error::RunnerError;
@@ -20,6 +20,7 @@ const FIELD_MANAGER: &str = "kube-sim-job-controller";
 
 pub(crate) struct JobCtx {
     pub client: Client,
+    pub events: super::events::Events,
     pub backoff_base: Duration,
 }
 
@@ -67,10 +68,22 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<JobCtx>) -> Result<Action, RunnerErro
         .items;
 
     let plan = plan_job(&job, &pods, Timestamp::now(), ctx.backoff_base);
+    let job_ref = job.object_ref(&());
 
     for pod_name in &plan.delete_pods {
         match pods_api.delete(pod_name, &DeleteParams::default()).await {
-            Ok(_) => debug!(job = %name, pod = %pod_name, "job controller: deleting pod"),
+            Ok(_) => {
+                debug!(job = %name, pod = %pod_name, "job controller: deleting pod");
+                ctx.events
+                    .publish(
+                        &job_ref,
+                        false,
+                        "SuccessfulDelete",
+                        "Delete",
+                        format!("Deleted pod: {pod_name}"),
+                    )
+                    .await;
+            }
             Err(kube::Error::Api(s)) if s.code == 404 => {}
             Err(e) => return Err(RunnerError::api(format!("deleting pod {ns}/{pod_name}"), e)),
         }
@@ -79,7 +92,18 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<JobCtx>) -> Result<Action, RunnerErro
     for _ in 0..plan.create_pods {
         let pod = pod_for_job(&job);
         match pods_api.create(&PostParams::default(), &pod).await {
-            Ok(p) => info!(job = %name, pod = %p.name_any(), "job controller: created pod"),
+            Ok(p) => {
+                info!(job = %name, pod = %p.name_any(), "job controller: created pod");
+                ctx.events
+                    .publish(
+                        &job_ref,
+                        false,
+                        "SuccessfulCreate",
+                        "Create",
+                        format!("Created pod: {}", p.name_any()),
+                    )
+                    .await;
+            }
             Err(e) => {
                 status.active = status.active.map(|a| a - 1).filter(|a| *a > 0);
                 warn!(job = %name, error = %e, "job controller: cannot create pod");
@@ -95,6 +119,38 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<JobCtx>) -> Result<Action, RunnerErro
             .patch_status(&name, &pp, &Patch::Merge(&job_status_patch(&status)))
             .await
             .map_err(|e| RunnerError::api(format!("updating status of job {ns}/{name}"), e))?;
+        let was = |t: &str| has_condition(job.status.as_ref(), t);
+        let is = |t: &str| has_condition(Some(&status), t);
+        if is("Complete") && !was("Complete") {
+            ctx.events
+                .publish(
+                    &job_ref,
+                    false,
+                    "Completed",
+                    "Complete",
+                    "Job completed".into(),
+                )
+                .await;
+        }
+        if is("Failed")
+            && !was("Failed")
+            && let Some(c) = status
+                .conditions
+                .iter()
+                .flatten()
+                .find(|c| c.type_ == "Failed")
+        {
+            let reason = c.reason.clone().unwrap_or_else(|| "Failed".into());
+            ctx.events
+                .publish(
+                    &job_ref,
+                    true,
+                    &reason,
+                    "Fail",
+                    c.message.clone().unwrap_or_default(),
+                )
+                .await;
+        }
     }
     if plan.delete_job {
         info!(job = %name, "job controller: TTL after finished expired, deleting job");
@@ -113,4 +169,10 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<JobCtx>) -> Result<Action, RunnerErro
         Some(d) => Action::requeue(d + Duration::from_millis(50)),
         None => Action::await_change(),
     })
+}
+
+fn has_condition(status: Option<&k8s_openapi::api::batch::v1::JobStatus>, t: &str) -> bool {
+    status
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == t && c.status == "True"))
 }

@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client};
+use kube::{Api, Client, Resource};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
@@ -42,6 +42,7 @@ const FIELD_MANAGER: &str = "kube-sim-kubelet";
 /// Shared kubelet configuration and state.
 pub(crate) struct KubeletCtx {
     pub client: Client,
+    pub events: super::events::Events,
     pub state_dir: PathBuf,
     pub pods_root: PathBuf,
     pub images: ImageTable,
@@ -337,6 +338,16 @@ impl PodWorker {
         }
         self.sync_pod_object();
         info!(pod = %self.name, namespace = %self.namespace, ip = ?ip, "kubelet: starting pod");
+        self.event(
+            false,
+            "Scheduled",
+            "Binding",
+            format!(
+                "Successfully assigned {}/{} to {NODE_NAME}",
+                self.namespace, self.name
+            ),
+        )
+        .await;
         if let Err(e) = self.make_dirs() {
             warn!(pod = %self.name, error = %e, "kubelet: cannot create pod directories");
         }
@@ -417,6 +428,15 @@ impl PodWorker {
             spec.node_name = Some(NODE_NAME.into());
         }
         true
+    }
+
+    /// Publishes an event about this pod.
+    async fn event(&self, warning: bool, reason: &str, action: &str, note: String) {
+        let regarding = self.pod.object_ref(&());
+        self.ctx
+            .events
+            .publish(&regarding, warning, reason, action, note)
+            .await;
     }
 
     fn make_dirs(&self) -> std::io::Result<()> {
@@ -673,6 +693,7 @@ impl PodWorker {
         if volumes.is_empty() {
             return Flow::Continue;
         }
+        let mut mount_warned = false;
         loop {
             let (secrets, cms) = volume_references(&volumes);
             let result = match self.fetch_sources(&secrets, &cms).await {
@@ -717,6 +738,11 @@ impl PodWorker {
                 }
                 Err(message) => {
                     debug!(pod = %self.name, %message, "kubelet: volumes not ready");
+                    if !mount_warned {
+                        mount_warned = true;
+                        self.event(true, "FailedMount", "Mount", message.clone())
+                            .await;
+                    }
                     for rec in self
                         .record
                         .init
@@ -845,6 +871,13 @@ impl PodWorker {
                     break;
                 } else {
                     failures += 1;
+                    self.event(
+                        true,
+                        "Unhealthy",
+                        "Probe",
+                        format!("Startup probe failed for container {}", container.name),
+                    )
+                    .await;
                     if failures >= threshold {
                         // Startup probe failed: kill it; the exit restarts it.
                         if let Some(rc) = self.running.get_mut(&Key::Init(i)) {
@@ -1099,6 +1132,28 @@ impl PodWorker {
                     }
                     match ContainerProcess::spawn(&spec, stop_signal) {
                         Ok(proc) => {
+                            let image = container.image.clone().unwrap_or_default();
+                            self.event(
+                                false,
+                                "Pulled",
+                                "Pull",
+                                format!("Container image \"{image}\" already present on machine"),
+                            )
+                            .await;
+                            self.event(
+                                false,
+                                "Created",
+                                "Create",
+                                format!("Created container: {}", container.name),
+                            )
+                            .await;
+                            self.event(
+                                false,
+                                "Started",
+                                "Start",
+                                format!("Started container {}", container.name),
+                            )
+                            .await;
                             let started_at = Timestamp::now();
                             self.runs += 1;
                             let run = self.runs;
@@ -1151,6 +1206,33 @@ impl PodWorker {
                 }
                 Err(CState::Waiting { reason, message }) => {
                     attempts += 1;
+                    let image = container.image.clone().unwrap_or_default();
+                    let detail = message.clone().unwrap_or_default();
+                    match (reason.as_str(), attempts) {
+                        ("ErrImagePull", 1) => {
+                            self.event(
+                                true,
+                                "Failed",
+                                "Pull",
+                                format!("Failed to pull image \"{image}\": {detail}"),
+                            )
+                            .await;
+                        }
+                        ("ErrImagePull", 2) => {
+                            self.event(
+                                true,
+                                "BackOff",
+                                "Pull",
+                                format!("Back-off pulling image \"{image}\""),
+                            )
+                            .await;
+                        }
+                        (_, 1) => {
+                            self.event(true, "Failed", "Create", format!("Error: {detail}"))
+                                .await
+                        }
+                        _ => {}
+                    }
                     let reason = if reason == "ErrImagePull" && attempts > 1 {
                         "ImagePullBackOff".to_string()
                     } else {
@@ -1213,6 +1295,16 @@ impl PodWorker {
     async fn stop_keys(&mut self, keys: &[Key], grace: Duration) {
         let mut waiting: Vec<Key> = Vec::new();
         for k in keys {
+            if self.running.contains_key(k) {
+                let name = self.record_of(*k).name.clone();
+                self.event(
+                    false,
+                    "Killing",
+                    "Kill",
+                    format!("Stopping container {name}"),
+                )
+                .await;
+            }
             if let Some(rc) = self.running.get_mut(k) {
                 let (tx, _) = oneshot::channel();
                 let stop = std::mem::replace(&mut rc.stop, tx);
@@ -1248,6 +1340,13 @@ impl PodWorker {
         // Containers that never ran stay waiting; the pod is over.
         match why {
             Interrupt::Deadline => {
+                self.event(
+                    false,
+                    "DeadlineExceeded",
+                    "Kill",
+                    "Pod was active on the node longer than the specified deadline".into(),
+                )
+                .await;
                 self.record.phase = "Failed".into();
                 self.record.reason = Some("DeadlineExceeded".into());
                 self.record.message =

@@ -10,6 +10,7 @@
 
 pub mod env;
 pub mod error;
+mod events;
 pub mod expand;
 pub mod images;
 pub mod ip;
@@ -74,6 +75,7 @@ pub async fn run(client: kube::Client, cfg: RunnerConfig) -> Result<(), RunnerEr
     // Removed (after every process is gone) when the runner stops, if it is a temp dir.
     let (pods_root, _pods_temp) = pods_root(&cfg.state_dir)?;
     let kubelet_ctx = Arc::new(kubelet::KubeletCtx {
+        events: events::Events::new(client.clone(), "kubelet", Some(NODE_NAME)),
         client: client.clone(),
         state_dir: cfg.state_dir.clone(),
         pods_root,
@@ -83,6 +85,7 @@ pub async fn run(client: kube::Client, cfg: RunnerConfig) -> Result<(), RunnerEr
         restart_backoff: cfg.container_restart_backoff,
     });
     let job_ctx = Arc::new(jobcontroller::JobCtx {
+        events: events::Events::new(client.clone(), "job-controller", None),
         client,
         backoff_base: cfg.pod_backoff_base,
     });

@@ -1,0 +1,59 @@
+//! The shipped Prometheus alert rules are valid and fire when they should (promtool unit tests),
+//! and every metric they use is one the operator exports.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/prometheus")
+}
+
+fn promtool(args: &[&str]) -> String {
+    let out = Command::new("promtool")
+        .args(args)
+        .current_dir(dir())
+        .output()
+        .unwrap_or_else(|e| panic!("promtool is required for this test (apt-get install prometheus): {e}"));
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "promtool {} failed:\n{text}", args.join(" "));
+    text
+}
+
+#[test]
+fn alert_rules_are_valid() {
+    let out = promtool(&["check", "rules", "dataguardian-alerts.yaml"]);
+    assert!(out.contains("SUCCESS"), "{out}");
+}
+
+#[test]
+fn alert_rules_fire_when_they_should() {
+    let out = promtool(&["test", "rules", "dataguardian-alerts.test.yaml"]);
+    assert!(out.contains("SUCCESS"), "{out}");
+}
+
+#[test]
+fn alert_rules_only_use_exported_metrics() {
+    let rules = std::fs::read_to_string(dir().join("dataguardian-alerts.yaml")).unwrap();
+    let metrics = dataguardian::telemetry::metrics::Metrics::new();
+    // Make every family visible in the exposition.
+    let p = dataguardian::telemetry::metrics::PolicyLabels { namespace: "n".into(), policy: "p".into() };
+    let run = |result| dataguardian::telemetry::metrics::RunLabels { namespace: "n".into(), policy: "p".into(), result };
+    metrics.backup_runs.get_or_create(&run(dataguardian::telemetry::metrics::RunResult::Failed)).inc();
+    metrics.validations.get_or_create(&run(dataguardian::telemetry::metrics::RunResult::Failed)).inc();
+    metrics.last_success.get_or_create(&p).set(1.0);
+    metrics.rpo_met.get_or_create(&p).set(1);
+    metrics
+        .reconcile_errors
+        .get_or_create(&dataguardian::telemetry::metrics::ErrorLabels { controller: "c".into(), category: "k".into() })
+        .inc();
+    metrics.queue_depth.get_or_create(&dataguardian::telemetry::metrics::QueueLabels { queue: "backup".into() }).set(1);
+    let exposition = metrics.encode();
+    let used: std::collections::BTreeSet<&str> = rules
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("dataguardian_"))
+        .collect();
+    assert!(used.len() >= 5, "{used:?}");
+    for name in used {
+        assert!(exposition.lines().any(|l| l.starts_with(name)), "alert rules use {name}, which the operator does not export:\n{exposition}");
+    }
+}
