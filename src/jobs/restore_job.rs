@@ -13,7 +13,10 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::batch::v1::{
+    Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
+    PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
+};
 use k8s_openapi::api::core::v1::{
     Container, EmptyDirVolumeSource, EnvVar, KeyToPath, PersistentVolumeClaimVolumeSource, PodSpec,
     PodTemplateSpec, SecretVolumeSource, Volume, VolumeMount,
@@ -40,6 +43,38 @@ pub const IDENTITY_DIR: &str = "/etc/dataguardian/identity";
 pub const IDENTITY_FILE: &str = "identity";
 /// Default `backoffLimit` of a restore Job (a restore retries transient failures).
 pub const DEFAULT_BACKOFF_LIMIT: u32 = 2;
+
+/// Agent exit codes a restore retry cannot fix: invalid configuration (2), a target that
+/// refuses the restore, e.g. not empty (11), an artifact whose checksum does not match (13) and
+/// a wrong identity (14). The Job fails at once on them instead of retrying.
+pub const NON_RETRYABLE_EXIT_CODES: [i32; 4] = [2, 11, 13, 14];
+
+/// Fails the Job at once on `codes` of the agent container; evicted or preempted pods (node
+/// drain, spot reclaim) are retried without counting against `backoffLimit`.
+/// With no `codes`, only the eviction rule is set.
+pub(crate) fn pod_failure_policy(codes: &[i32]) -> PodFailurePolicy {
+    let mut rules = Vec::new();
+    if !codes.is_empty() {
+        rules.push(PodFailurePolicyRule {
+            action: "FailJob".into(),
+            on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
+                container_name: Some(AGENT_CONTAINER.into()),
+                operator: "In".into(),
+                values: codes.to_vec(),
+            }),
+            on_pod_conditions: None,
+        });
+    }
+    rules.push(PodFailurePolicyRule {
+        action: "Ignore".into(),
+        on_exit_codes: None,
+        on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {
+            type_: "DisruptionTarget".into(),
+            status: Some("True".into()),
+        }]),
+    });
+    PodFailurePolicy { rules }
+}
 
 /// The deterministic name of the restore Job of `run`.
 pub fn job_name(run: &str) -> String {
@@ -410,6 +445,7 @@ pub fn build(
         spec: Some(JobSpec {
             backoff_limit: Some(i32::try_from(backoff).unwrap_or(i32::MAX)),
             active_deadline_seconds: spec.active_deadline_seconds,
+            pod_failure_policy: Some(pod_failure_policy(&NON_RETRYABLE_EXIT_CODES)),
             ttl_seconds_after_finished: Some(defaults.ttl_seconds_after_finished),
             completions: Some(1),
             parallelism: Some(1),
@@ -506,6 +542,12 @@ spec:
         );
         assert_eq!(v["metadata"]["labels"][RESTORE_LABEL], "copy-1");
         assert_eq!(v["spec"]["backoffLimit"], DEFAULT_BACKOFF_LIMIT);
+        let rule = &v["spec"]["podFailurePolicy"]["rules"][0];
+        assert_eq!(rule["action"], "FailJob");
+        assert_eq!(
+            rule["onExitCodes"]["values"],
+            serde_json::json!([2, 11, 13, 14])
+        );
         let a = args(&v);
         let joined = a.join(" ");
         assert!(joined.starts_with("agent restore --engine postgres --uri postgresql://restore@db-staging.shop.svc:5432/shop_copy"), "{joined}");
@@ -598,6 +640,21 @@ spec:
             .unwrap();
         assert_eq!(storage["persistentVolumeClaim"]["claimName"], "backups");
         assert_eq!(storage["persistentVolumeClaim"]["readOnly"], true);
+    }
+
+    #[test]
+    fn non_retryable_exit_codes_match_the_agent() {
+        use crate::agent::error::AgentError;
+        let codes: Vec<i32> = [
+            AgentError::Config(String::new()),
+            AgentError::Target(String::new()),
+            AgentError::Integrity(String::new()),
+            AgentError::Crypto(String::new()),
+        ]
+        .iter()
+        .map(|e| i32::from(e.exit_code()))
+        .collect();
+        assert_eq!(codes, NON_RETRYABLE_EXIT_CODES);
     }
 
     #[test]

@@ -29,8 +29,8 @@ use crate::api::{BackupStorage, RestoreValidation};
 use super::backup_job::{JobBuildError, JobDefaults, escape_dollar, plain_env, push_flag};
 use super::naming::{MAX_LABEL_LEN, bounded_name};
 use super::restore_job::{
-    agent_container, agent_env, escape_env, labels, pod_spec, push_identity, push_storage_access,
-    tmp_volume,
+    agent_container, agent_env, escape_env, labels, pod_failure_policy, pod_spec, push_identity,
+    push_storage_access, tmp_volume,
 };
 
 /// Label with the RestoreValidation's name.
@@ -376,6 +376,8 @@ pub fn build(
         spec: Some(JobSpec {
             // A verdict (passed or failed) is final; the sandbox is fresh on every Pod anyway.
             backoff_limit: Some(0),
+            // Evictions do not count as a verdict (an evicted Pod is retried).
+            pod_failure_policy: Some(pod_failure_policy(&[])),
             active_deadline_seconds: Some(
                 spec.active_deadline_seconds
                     .unwrap_or(DEFAULT_DEADLINE_SECONDS),
@@ -476,6 +478,9 @@ spec:
             "RestoreValidation"
         );
         assert_eq!(v["spec"]["backoffLimit"], 0);
+        let rules = v["spec"]["podFailurePolicy"]["rules"].as_array().unwrap();
+        assert_eq!(rules.len(), 1);
+        assert_eq!(rules[0]["action"], "Ignore");
         assert_eq!(v["spec"]["activeDeadlineSeconds"], DEFAULT_DEADLINE_SECONDS);
         let pod = &v["spec"]["template"]["spec"];
         let keygen = &pod["initContainers"][0];
