@@ -14,7 +14,9 @@ use testkit::{FaultPlan, FaultyProxy, MariaDb, Moto, Postgres};
 /// change stays valid text for the database (only the checksum can catch it).
 fn flip_text_byte(bytes: &mut [u8]) -> usize {
     let mid = bytes.len() / 2;
-    let pos = (mid..bytes.len()).find(|&i| bytes[i].is_ascii_hexdigit() && bytes[i].is_ascii_lowercase()).unwrap();
+    let pos = (mid..bytes.len())
+        .find(|&i| bytes[i].is_ascii_hexdigit() && bytes[i].is_ascii_lowercase())
+        .unwrap();
     bytes[pos] ^= 0x01;
     pos
 }
@@ -31,7 +33,13 @@ fn flipped_byte_fails_the_checksum_and_verify_first_leaves_the_target_untouched(
     let to = format!("file://{}", tmp.path().display());
 
     // File sink, zstd: the flipped byte is caught by --verify-first before the target exists.
-    run_agent(&["backup", "--engine", "postgres", "--to", &to, "--run-id", "z"], &[("DG_URI", &uri)]).assert_ok();
+    run_agent(
+        &[
+            "backup", "--engine", "postgres", "--to", &to, "--run-id", "z",
+        ],
+        &[("DG_URI", &uri)],
+    )
+    .assert_ok();
     let artifact = tmp.path().join("z/databases/shop.pgdump.zst");
     let mut bytes = std::fs::read(&artifact).unwrap();
     let mid = bytes.len() / 2;
@@ -39,33 +47,97 @@ fn flipped_byte_fails_the_checksum_and_verify_first_leaves_the_target_untouched(
     std::fs::write(&artifact, &bytes).unwrap();
     let from = format!("file://{}/z/manifest.json", tmp.path().display());
     let run = run_agent(
-        &["restore", "--engine", "postgres", "--from", &from, "--create-database", "--database", "copy", "--verify-first"],
+        &[
+            "restore",
+            "--engine",
+            "postgres",
+            "--from",
+            &from,
+            "--create-database",
+            "--database",
+            "copy",
+            "--verify-first",
+        ],
         &[("DG_URI", &uri)],
     );
     run.assert_failed("integrity");
-    assert_eq!(pg.psql("postgres", "SELECT count(*) FROM pg_database WHERE datname = 'copy'").unwrap(), "0", "target untouched");
+    assert_eq!(
+        pg.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname = 'copy'"
+        )
+        .unwrap(),
+        "0",
+        "target untouched"
+    );
 
     // S3 sink, uncompressed and unencrypted: nothing but the SHA-256 can notice the change.
     let endpoint = moto.endpoint();
     let mut env = s3_env();
-    env.extend([("DG_URI", uri.as_str()), ("DG_S3_ENDPOINT", endpoint.as_str()), ("DG_S3_PATH_STYLE", "true")]);
-    run_agent(&["backup", "--engine", "postgres", "--to", "s3://backups/p", "--run-id", "raw", "--compression", "none"], &env)
-        .assert_ok();
+    env.extend([
+        ("DG_URI", uri.as_str()),
+        ("DG_S3_ENDPOINT", endpoint.as_str()),
+        ("DG_S3_PATH_STYLE", "true"),
+    ]);
+    run_agent(
+        &[
+            "backup",
+            "--engine",
+            "postgres",
+            "--to",
+            "s3://backups/p",
+            "--run-id",
+            "raw",
+            "--compression",
+            "none",
+        ],
+        &env,
+    )
+    .assert_ok();
     let key = "p/raw/databases/shop.pgdump";
     let mut bytes = moto.get_object("backups", key).unwrap();
     flip_text_byte(&mut bytes);
     moto.put_object("backups", key, bytes).unwrap();
     let from = "s3://backups/p/raw/manifest.json";
     let run = run_agent(
-        &["restore", "--engine", "postgres", "--from", from, "--create-database", "--database", "copy2", "--verify-first"],
+        &[
+            "restore",
+            "--engine",
+            "postgres",
+            "--from",
+            from,
+            "--create-database",
+            "--database",
+            "copy2",
+            "--verify-first",
+        ],
         &env,
     );
     run.assert_failed("integrity");
     assert!(run.error().contains("SHA-256 mismatch"), "{}", run.error());
-    assert_eq!(pg.psql("postgres", "SELECT count(*) FROM pg_database WHERE datname = 'copy2'").unwrap(), "0");
+    assert_eq!(
+        pg.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname = 'copy2'"
+        )
+        .unwrap(),
+        "0"
+    );
 
     // Without --verify-first the stream is restored, and the checksum at the end fails the run.
-    let run = run_agent(&["restore", "--engine", "postgres", "--from", from, "--create-database", "--database", "copy3"], &env);
+    let run = run_agent(
+        &[
+            "restore",
+            "--engine",
+            "postgres",
+            "--from",
+            from,
+            "--create-database",
+            "--database",
+            "copy3",
+        ],
+        &env,
+    );
     run.assert_failed("integrity");
     assert!(run.error().contains("SHA-256 mismatch"), "{}", run.error());
 }
@@ -80,21 +152,62 @@ fn wrong_or_missing_identity_is_a_clear_error() {
     let (_, wrong, wrong_secret) = age_keypair(tmp.path(), "wrong.txt");
     let uri = pg.uri("shop");
     let to = format!("file://{}", tmp.path().display());
-    run_agent(&["backup", "--engine", "postgres", "--to", &to, "--run-id", "e", "--recipient", &public], &[("DG_URI", &uri)])
-        .assert_ok();
+    run_agent(
+        &[
+            "backup",
+            "--engine",
+            "postgres",
+            "--to",
+            &to,
+            "--run-id",
+            "e",
+            "--recipient",
+            &public,
+        ],
+        &[("DG_URI", &uri)],
+    )
+    .assert_ok();
     let from = format!("file://{}/e/manifest.json", tmp.path().display());
     let wrong_s = wrong.display().to_string();
     let run = run_agent(
-        &["restore", "--engine", "postgres", "--from", &from, "--identity-file", &wrong_s, "--create-database", "--database", "copy", "--verify-first"],
+        &[
+            "restore",
+            "--engine",
+            "postgres",
+            "--from",
+            &from,
+            "--identity-file",
+            &wrong_s,
+            "--create-database",
+            "--database",
+            "copy",
+            "--verify-first",
+        ],
         &[("DG_URI", &uri)],
     );
     run.assert_failed("crypto");
     assert!(run.error().contains("wrong identity"), "{}", run.error());
     run.assert_no_secret(&wrong_secret);
-    assert_eq!(pg.psql("postgres", "SELECT count(*) FROM pg_database WHERE datname = 'copy'").unwrap(), "0");
+    assert_eq!(
+        pg.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname = 'copy'"
+        )
+        .unwrap(),
+        "0"
+    );
 
     let run = run_agent(
-        &["restore", "--engine", "postgres", "--from", &from, "--create-database", "--database", "copy"],
+        &[
+            "restore",
+            "--engine",
+            "postgres",
+            "--from",
+            &from,
+            "--create-database",
+            "--database",
+            "copy",
+        ],
         &[("DG_URI", &uri)],
     );
     run.assert_failed("config");
@@ -104,7 +217,9 @@ fn wrong_or_missing_identity_is_a_clear_error() {
     let secret = std::fs::read_to_string(&wrong).unwrap();
     let secret_line = secret.lines().last().unwrap();
     let run = run_agent(
-        &["backup", "--engine", "postgres", "--to", &to, "--run-id", "bad"],
+        &[
+            "backup", "--engine", "postgres", "--to", &to, "--run-id", "bad",
+        ],
         &[("DG_URI", &uri), ("DG_RECIPIENTS", secret_line)],
     );
     run.assert_failed("config");
@@ -118,22 +233,43 @@ fn bad_credentials_and_passwords_in_argv_fail_without_a_manifest() {
     let tmp = tempfile::tempdir().unwrap();
     let to = format!("file://{}", tmp.path().display());
     let uri = pg.uri("shop").replace(pg.password(), "not-the-password");
-    let run = run_agent(&["backup", "--engine", "postgres", "--to", &to, "--run-id", "x"], &[("DG_URI", &uri)]);
+    let run = run_agent(
+        &[
+            "backup", "--engine", "postgres", "--to", &to, "--run-id", "x",
+        ],
+        &[("DG_URI", &uri)],
+    );
     run.assert_failed("source");
-    assert!(run.error().contains("password authentication failed"), "{}", run.error());
+    assert!(
+        run.error().contains("password authentication failed"),
+        "{}",
+        run.error()
+    );
     run.assert_no_secret("not-the-password");
-    assert!(files_below(tmp.path()).is_empty(), "nothing written: {:?}", files_below(tmp.path()));
+    assert!(
+        files_below(tmp.path()).is_empty(),
+        "nothing written: {:?}",
+        files_below(tmp.path())
+    );
 
     // A password inside --uri on the command line is refused before anything runs.
     let argv_uri = pg.uri("shop");
-    let run = run_agent(&["backup", "--engine", "postgres", "--uri", &argv_uri, "--to", &to], &[]);
+    let run = run_agent(
+        &[
+            "backup", "--engine", "postgres", "--uri", &argv_uri, "--to", &to,
+        ],
+        &[],
+    );
     run.assert_failed("config");
     run.assert_no_secret(pg.password());
 
     let db = MariaDb::start().unwrap();
     db.create_database("shop").unwrap();
     let uri = db.uri("shop").replace(db.password(), "wrong-pw");
-    let run = run_agent(&["backup", "--engine", "mysql", "--to", &to, "--run-id", "m"], &[("DG_URI", &uri)]);
+    let run = run_agent(
+        &["backup", "--engine", "mysql", "--to", &to, "--run-id", "m"],
+        &[("DG_URI", &uri)],
+    );
     run.assert_failed("source");
     run.assert_no_secret("wrong-pw");
     assert!(files_below(tmp.path()).is_empty());
@@ -150,25 +286,51 @@ fn database_killed_mid_dump_fails_and_aborts_the_multipart_upload() {
     let endpoint = proxy.endpoint();
     let uri = pg.uri("shop");
     let mut cmd = agent_command();
-    cmd.args(["agent", "backup", "--engine", "postgres", "--to", "s3://backups/k", "--run-id", "dies", "--compression", "none", "--s3-part-size-mib", "5"]);
+    cmd.args([
+        "agent",
+        "backup",
+        "--engine",
+        "postgres",
+        "--to",
+        "s3://backups/k",
+        "--run-id",
+        "dies",
+        "--compression",
+        "none",
+        "--s3-part-size-mib",
+        "5",
+    ]);
     for (k, v) in s3_env() {
         cmd.env(k, v);
     }
-    cmd.env("DG_URI", &uri).env("DG_S3_ENDPOINT", &endpoint).env("DG_S3_PATH_STYLE", "true");
-    cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    cmd.env("DG_URI", &uri)
+        .env("DG_S3_ENDPOINT", &endpoint)
+        .env("DG_S3_PATH_STYLE", "true");
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
     let child = cmd.spawn().unwrap();
     // Wait until data is flowing to S3, then kill the database.
     let start = Instant::now();
     while proxy.stats().bytes_up < 6 << 20 {
-        assert!(start.elapsed() < Duration::from_secs(120), "no upload started");
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no upload started"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     pg.kill();
     let run = finish(child.wait_with_output().unwrap());
     run.assert_failed("source");
     assert!(run.error().contains("pg_dump"), "{}", run.error());
-    assert_eq!(open_multipart_uploads(&moto, "backups"), 0, "the multipart upload was aborted");
-    assert!(moto.list_keys("backups", "k/").unwrap().is_empty(), "no object, no manifest");
+    assert_eq!(
+        open_multipart_uploads(&moto, "backups"),
+        0,
+        "the multipart upload was aborted"
+    );
+    assert!(
+        moto.list_keys("backups", "k/").unwrap().is_empty(),
+        "no object, no manifest"
+    );
 }
 
 #[test]
@@ -182,17 +344,48 @@ fn s3_failing_mid_upload_retries_then_aborts_cleanly() {
     let uri = pg.uri("shop");
 
     // Every connection is cut after 1 MiB: small requests pass, no 5 MiB part ever does.
-    let proxy = FaultyProxy::start(moto.addr(), FaultPlan::CutEachConnectionAfterBytes(1 << 20)).unwrap();
+    let proxy =
+        FaultyProxy::start(moto.addr(), FaultPlan::CutEachConnectionAfterBytes(1 << 20)).unwrap();
     let endpoint = proxy.endpoint();
     let mut env = s3_env();
-    env.extend([("DG_URI", uri.as_str()), ("DG_S3_ENDPOINT", endpoint.as_str()), ("DG_S3_PATH_STYLE", "true")]);
-    let args = ["backup", "--engine", "postgres", "--to", "s3://backups/f", "--compression", "none", "--s3-part-size-mib", "5", "--s3-retries", "2", "--s3-backoff-ms", "50"];
+    env.extend([
+        ("DG_URI", uri.as_str()),
+        ("DG_S3_ENDPOINT", endpoint.as_str()),
+        ("DG_S3_PATH_STYLE", "true"),
+    ]);
+    let args = [
+        "backup",
+        "--engine",
+        "postgres",
+        "--to",
+        "s3://backups/f",
+        "--compression",
+        "none",
+        "--s3-part-size-mib",
+        "5",
+        "--s3-retries",
+        "2",
+        "--s3-backoff-ms",
+        "50",
+    ];
     let run = run_agent(&[&args[..], &["--run-id", "broken"]].concat(), &env);
     run.assert_failed("storage");
-    assert!(run.error().contains("UploadPart") && run.error().contains("after 3 attempts"), "{}", run.error());
-    assert!(proxy.stats().cuts >= 3, "each attempt was cut: {:?}", proxy.stats());
+    assert!(
+        run.error().contains("UploadPart") && run.error().contains("after 3 attempts"),
+        "{}",
+        run.error()
+    );
+    assert!(
+        proxy.stats().cuts >= 3,
+        "each attempt was cut: {:?}",
+        proxy.stats()
+    );
     assert!(run.stderr.contains("retrying"), "retries are logged");
-    assert_eq!(open_multipart_uploads(&moto, "backups"), 0, "the multipart upload was aborted");
+    assert_eq!(
+        open_multipart_uploads(&moto, "backups"),
+        0,
+        "the multipart upload was aborted"
+    );
     assert!(moto.list_keys("backups", "f/").unwrap().is_empty());
 
     // A transient cut is survived by the per-part retry; the backup restores.
@@ -200,10 +393,25 @@ fn s3_failing_mid_upload_retries_then_aborts_cleanly() {
     proxy.set_plan(FaultPlan::CutOnceAfterBytes(6 << 20));
     let run = run_agent(&[&args[..], &["--run-id", "flaky"]].concat(), &env);
     run.assert_ok();
-    assert_eq!(proxy.stats().cuts, cuts_before + 1, "exactly one cut, survived: {:?}", proxy.stats());
+    assert_eq!(
+        proxy.stats().cuts,
+        cuts_before + 1,
+        "exactly one cut, survived: {:?}",
+        proxy.stats()
+    );
     assert_eq!(open_multipart_uploads(&moto, "backups"), 0);
     run_agent(
-        &["restore", "--engine", "postgres", "--from", "s3://backups/f/flaky/manifest.json", "--create-database", "--database", "copy", "--verify-first"],
+        &[
+            "restore",
+            "--engine",
+            "postgres",
+            "--from",
+            "s3://backups/f/flaky/manifest.json",
+            "--create-database",
+            "--database",
+            "copy",
+            "--verify-first",
+        ],
         &env,
     )
     .assert_ok();

@@ -12,8 +12,8 @@ use super::engine::mysql::RowCounter;
 use super::engine::{DbUri, ToolProcess, mysql, postgres};
 use super::error::{AgentError, Result};
 use super::manifest::{
-    Artifact, ArtifactKind, EncryptionInfo, Engine, FORMAT_VERSION, MANIFEST_NAME, Manifest, PayloadFormat, TableCount,
-    artifact_name,
+    Artifact, ArtifactKind, EncryptionInfo, Engine, FORMAT_VERSION, MANIFEST_NAME, Manifest,
+    PayloadFormat, TableCount, artifact_name,
 };
 use super::pipeline::{StreamStats, encode_stream};
 use super::progress::Progress;
@@ -73,7 +73,9 @@ pub fn plan_artifacts(
         key: artifact_name(engine, kind, db, compression, encrypted),
     };
     match (engine, all_databases, database) {
-        (_, true, Some(_)) => Err(AgentError::Config("--database and --all-databases exclude each other".into())),
+        (_, true, Some(_)) => Err(AgentError::Config(
+            "--database and --all-databases exclude each other".into(),
+        )),
         (_, false, None) => Err(AgentError::Config(
             "no database: give --database, a database in the URI, or --all-databases".into(),
         )),
@@ -81,14 +83,19 @@ pub fn plan_artifacts(
         (Engine::Mysql, true, None) => Ok(vec![one(ArtifactKind::AllDatabases, None)]),
         (Engine::Postgres, true, None) => {
             if databases.is_empty() {
-                return Err(AgentError::Source("the server lists no database to back up".into()));
+                return Err(AgentError::Source(
+                    "the server lists no database to back up".into(),
+                ));
             }
             let mut out = vec![one(ArtifactKind::Globals, None)];
             let mut seen = std::collections::HashSet::new();
             for db in databases {
                 let a = one(ArtifactKind::Database, Some(db));
                 if !seen.insert(a.key.clone()) {
-                    return Err(AgentError::Source(format!("two databases map to the same artifact key {}", a.key)));
+                    return Err(AgentError::Source(format!(
+                        "two databases map to the same artifact key {}",
+                        a.key
+                    )));
                 }
                 out.push(a);
             }
@@ -128,7 +135,11 @@ pub async fn run(req: BackupRequest) -> Result<BackupOutcome> {
             Engine::Postgres => {
                 let db = uri.database.as_deref().unwrap_or(postgres::MAINTENANCE_DB);
                 let version = postgres::server_version(&uri, db)?;
-                let dbs = if all { postgres::list_databases(&uri)? } else { Vec::new() };
+                let dbs = if all {
+                    postgres::list_databases(&uri)?
+                } else {
+                    Vec::new()
+                };
                 Ok((version, dbs))
             }
             Engine::Mysql => Ok((mysql::server_version(&uri)?, Vec::new())),
@@ -167,18 +178,25 @@ pub async fn run(req: BackupRequest) -> Result<BackupOutcome> {
         database: req.database.clone(),
         all_databases: req.all_databases,
         compression: req.compression,
-        encryption: (!req.recipients.is_empty())
-            .then(|| EncryptionInfo { scheme: "age-x25519".into(), recipients: req.recipients.fingerprints() }),
+        encryption: (!req.recipients.is_empty()).then(|| EncryptionInfo {
+            scheme: "age-x25519".into(),
+            recipients: req.recipients.fingerprints(),
+        }),
         artifacts,
         started_at,
         completed_at: Utc::now(),
         duration_seconds: round3(clock.elapsed().as_secs_f64()),
     };
-    let bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| AgentError::Storage(format!("cannot encode manifest: {e}")))?;
+    let bytes = serde_json::to_vec_pretty(&manifest)
+        .map_err(|e| AgentError::Storage(format!("cannot encode manifest: {e}")))?;
     let manifest_sha256 = super::hash::sha256_hex(&bytes);
     store.put_small(&manifest_location, bytes).await?;
     tracing::info!(manifest = %manifest_location, "manifest written; backup complete");
-    Ok(BackupOutcome { manifest, manifest_location, manifest_sha256 })
+    Ok(BackupOutcome {
+        manifest,
+        manifest_location,
+        manifest_sha256,
+    })
 }
 
 /// Run-ids become one key segment: no slashes, no dot-dot.
@@ -187,7 +205,9 @@ pub fn validate_run_id(id: &str) -> Result<()> {
         || id.len() > 200
         || id == "."
         || id == ".."
-        || !id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
     {
         return Err(AgentError::Config(format!(
             "invalid run id {id:?}: use 1-200 characters of [A-Za-z0-9._-]"
@@ -227,11 +247,20 @@ async fn backup_artifact(
             (stats, Vec::new(), PayloadFormat::Sql)
         }
         (Engine::Mysql, kind) => {
-            let db = if kind == ArtifactKind::Database { item.database.as_deref() } else { None };
+            let db = if kind == ArtifactKind::Database {
+                item.database.as_deref()
+            } else {
+                None
+            };
             let tool = mysql::spawn_dump(&req.uri, db, &req.dump_args)?;
             let counter = RowCounter::new(db.unwrap_or(""));
-            let (stats, counter) = stream_tool(req, store, &at, tool, Some(counter), progress).await?;
-            (stats, counter.map(RowCounter::finish).unwrap_or_default(), PayloadFormat::Sql)
+            let (stats, counter) =
+                stream_tool(req, store, &at, tool, Some(counter), progress).await?;
+            (
+                stats,
+                counter.map(RowCounter::finish).unwrap_or_default(),
+                PayloadFormat::Sql,
+            )
         }
     };
     Ok(Artifact {
@@ -272,9 +301,11 @@ async fn postgres_database(
         (session, counts)
     });
     let streamed = stream_to_pending(req, store, at, tool, None, progress).await;
-    let (session, counts) = counts
-        .await
-        .map_err(|e| AgentError::Io(std::io::Error::other(format!("row count thread failed: {e}"))))?;
+    let (session, counts) = counts.await.map_err(|e| {
+        AgentError::Io(std::io::Error::other(format!(
+            "row count thread failed: {e}"
+        )))
+    })?;
     match streamed {
         Err(e) => {
             let _ = session.close_with_error();
@@ -321,16 +352,32 @@ async fn stream_to_pending(
             return Err(e);
         }
     };
-    let (compression, recipients, progress2) = (req.compression, req.recipients.clone(), Arc::clone(progress));
+    let (compression, recipients, progress2) = (
+        req.compression,
+        req.recipients.clone(),
+        Arc::clone(progress),
+    );
     let joined = tokio::task::spawn_blocking(move || {
         let mut counter = counter;
-        let res = encode_stream(stdout, writer, compression, &recipients, &progress2, counter.as_mut());
+        let res = encode_stream(
+            stdout,
+            writer,
+            compression,
+            &recipients,
+            &progress2,
+            counter.as_mut(),
+        );
         (res, counter)
     })
     .await;
     let (res, counter) = match joined {
         Ok(x) => x,
-        Err(e) => (Err(AgentError::Io(std::io::Error::other(format!("pipeline thread failed: {e}")))), None),
+        Err(e) => (
+            Err(AgentError::Io(std::io::Error::other(format!(
+                "pipeline thread failed: {e}"
+            )))),
+            None,
+        ),
     };
     match res {
         Ok(stats) => match tool.finish(AgentError::Source) {
@@ -358,7 +405,8 @@ async fn stream_tool(
     counter: Option<RowCounter>,
     progress: &Arc<Progress>,
 ) -> Result<(StreamStats, Option<RowCounter>)> {
-    let (pending, stats, counter) = stream_to_pending(req, store, at, tool, counter, progress).await?;
+    let (pending, stats, counter) =
+        stream_to_pending(req, store, at, tool, counter, progress).await?;
     pending.commit(stats.stored_bytes, &stats.sha256).await?;
     Ok((stats, counter))
 }
@@ -375,11 +423,14 @@ mod tests {
         assert_eq!(p[0].key, "databases/shop.pgdump.zst.age");
         let dbs = vec!["a".to_string(), "postgres".to_string()];
         let p = plan_artifacts(Engine::Postgres, None, true, &dbs, c, false).unwrap();
-        assert_eq!(p.iter().map(|a| a.key.as_str()).collect::<Vec<_>>(), [
-            "globals.sql.zst",
-            "databases/a.pgdump.zst",
-            "databases/postgres.pgdump.zst"
-        ]);
+        assert_eq!(
+            p.iter().map(|a| a.key.as_str()).collect::<Vec<_>>(),
+            [
+                "globals.sql.zst",
+                "databases/a.pgdump.zst",
+                "databases/postgres.pgdump.zst"
+            ]
+        );
         let p = plan_artifacts(Engine::Mysql, None, true, &[], Compression::None, false).unwrap();
         assert_eq!(p[0].kind, ArtifactKind::AllDatabases);
         assert!(plan_artifacts(Engine::Mysql, None, false, &[], c, false).is_err());

@@ -53,24 +53,33 @@ impl FromStr for Compression {
             Some((a, l)) => (a, Some(l)),
             None => (s, None),
         };
-        let parse_level = |l: &str| l.parse::<i64>().map_err(|_| format!("invalid compression level {l:?}"));
+        let parse_level = |l: &str| {
+            l.parse::<i64>()
+                .map_err(|_| format!("invalid compression level {l:?}"))
+        };
         match alg.to_ascii_lowercase().as_str() {
             "zstd" => {
                 let level = level.map(parse_level).transpose()?.unwrap_or(3);
                 if !(1..=22).contains(&level) {
                     return Err(format!("zstd level must be 1..=22, got {level}"));
                 }
-                Ok(Compression::Zstd { level: level as i32 })
+                Ok(Compression::Zstd {
+                    level: level as i32,
+                })
             }
             "gzip" => {
                 let level = level.map(parse_level).transpose()?.unwrap_or(6);
                 if !(0..=9).contains(&level) {
                     return Err(format!("gzip level must be 0..=9, got {level}"));
                 }
-                Ok(Compression::Gzip { level: level as u32 })
+                Ok(Compression::Gzip {
+                    level: level as u32,
+                })
             }
             "none" if level.is_none() => Ok(Compression::None),
-            _ => Err(format!("unknown compression {s:?} (expected zstd[:LEVEL], gzip[:LEVEL] or none)")),
+            _ => Err(format!(
+                "unknown compression {s:?} (expected zstd[:LEVEL], gzip[:LEVEL] or none)"
+            )),
         }
     }
 }
@@ -78,7 +87,9 @@ impl FromStr for Compression {
 /// How many zstd worker threads to use: one less than the available cores (the calling thread
 /// also works: it encrypts and hashes), at most 4, and 0 (single-threaded) on one core.
 pub fn zstd_workers() -> u32 {
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     (cores.saturating_sub(1)).min(4) as u32
 }
 
@@ -103,13 +114,14 @@ impl<W: Write> CompressWriter<W> {
                 if workers > 0 {
                     enc.multithread(workers)?;
                     // Small jobs keep memory flat: each worker holds about two jobs.
-                    enc.set_parameter(zstd::zstd_safe::CParameter::JobSize(2 << 20))?;
+                    enc.set_parameter(zstd::zstd_safe::CParameter::JobSize(1 << 20))?;
                 }
                 CompressWriter::Zstd(enc)
             }
-            Compression::Gzip { level } => {
-                CompressWriter::Gzip(flate2::write::GzEncoder::new(inner, flate2::Compression::new(level)))
-            }
+            Compression::Gzip { level } => CompressWriter::Gzip(flate2::write::GzEncoder::new(
+                inner,
+                flate2::Compression::new(level),
+            )),
             Compression::None => CompressWriter::None(inner),
         })
     }
@@ -159,10 +171,22 @@ mod tests {
 
     #[test]
     fn parses_and_displays() {
-        assert_eq!("zstd".parse::<Compression>().unwrap(), Compression::Zstd { level: 3 });
-        assert_eq!("zstd:19".parse::<Compression>().unwrap(), Compression::Zstd { level: 19 });
-        assert_eq!("GZIP:1".parse::<Compression>().unwrap(), Compression::Gzip { level: 1 });
-        assert_eq!("gzip".parse::<Compression>().unwrap(), Compression::Gzip { level: 6 });
+        assert_eq!(
+            "zstd".parse::<Compression>().unwrap(),
+            Compression::Zstd { level: 3 }
+        );
+        assert_eq!(
+            "zstd:19".parse::<Compression>().unwrap(),
+            Compression::Zstd { level: 19 }
+        );
+        assert_eq!(
+            "GZIP:1".parse::<Compression>().unwrap(),
+            Compression::Gzip { level: 1 }
+        );
+        assert_eq!(
+            "gzip".parse::<Compression>().unwrap(),
+            Compression::Gzip { level: 6 }
+        );
         assert_eq!("none".parse::<Compression>().unwrap(), Compression::None);
         assert!("zstd:0".parse::<Compression>().is_err());
         assert!("gzip:10".parse::<Compression>().is_err());
@@ -173,13 +197,22 @@ mod tests {
 
     #[test]
     fn round_trips_every_algorithm() {
-        let data: Vec<u8> = (0..300_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
-        for c in [Compression::Zstd { level: 3 }, Compression::Gzip { level: 1 }, Compression::None] {
+        let data: Vec<u8> = (0..300_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
+        for c in [
+            Compression::Zstd { level: 3 },
+            Compression::Gzip { level: 1 },
+            Compression::None,
+        ] {
             let mut w = CompressWriter::new(Vec::new(), c).unwrap();
             w.write_all(&data).unwrap();
             let out = w.finish().unwrap();
             let mut back = Vec::new();
-            decompress_reader(&out[..], c).unwrap().read_to_end(&mut back).unwrap();
+            decompress_reader(&out[..], c)
+                .unwrap()
+                .read_to_end(&mut back)
+                .unwrap();
             assert_eq!(back, data, "{c}");
         }
     }
@@ -193,7 +226,9 @@ mod tests {
         let n = out.len();
         out[n - 2] ^= 0xff; // inside the content checksum
         let mut back = Vec::new();
-        let r = decompress_reader(&out[..], Compression::Zstd { level: 3 }).unwrap().read_to_end(&mut back);
+        let r = decompress_reader(&out[..], Compression::Zstd { level: 3 })
+            .unwrap()
+            .read_to_end(&mut back);
         assert!(r.is_err());
     }
 }

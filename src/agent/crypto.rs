@@ -53,8 +53,12 @@ impl Recipients {
 
     /// Read a recipients file (one `age1…` key per line).
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| AgentError::Config(format!("cannot read recipients file {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            AgentError::Config(format!(
+                "cannot read recipients file {}: {e}",
+                path.display()
+            ))
+        })?;
         Self::parse([text.as_str()])
     }
 
@@ -99,8 +103,10 @@ impl<W: Write> EncryptWriter<W> {
         if recipients.is_empty() {
             return Ok(EncryptWriter::Plain(inner));
         }
-        let enc = age::Encryptor::with_recipients(recipients.keys.iter().map(|k| k as &dyn age::Recipient))
-            .map_err(|e| AgentError::Crypto(format!("cannot set up encryption: {e}")))?;
+        let enc = age::Encryptor::with_recipients(
+            recipients.keys.iter().map(|k| k as &dyn age::Recipient),
+        )
+        .map_err(|e| AgentError::Crypto(format!("cannot set up encryption: {e}")))?;
         let w = enc.wrap_output(inner)?;
         Ok(EncryptWriter::Age(w))
     }
@@ -143,14 +149,25 @@ impl std::fmt::Debug for Identities {
 impl Identities {
     /// Load an age identity file (`AGE-SECRET-KEY-1…` lines). Its content is never echoed.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let file = age::IdentityFile::from_file(path.to_string_lossy().into_owned()).map_err(|e| {
-            AgentError::Config(format!("cannot read identity file {}: {}", path.display(), e.kind()))
+        let file =
+            age::IdentityFile::from_file(path.to_string_lossy().into_owned()).map_err(|e| {
+                AgentError::Config(format!(
+                    "cannot read identity file {}: {}",
+                    path.display(),
+                    e.kind()
+                ))
+            })?;
+        let ids = file.into_identities().map_err(|_| {
+            AgentError::Crypto(format!(
+                "identity file {} holds no usable age identity",
+                path.display()
+            ))
         })?;
-        let ids = file
-            .into_identities()
-            .map_err(|_| AgentError::Crypto(format!("identity file {} holds no usable age identity", path.display())))?;
         if ids.is_empty() {
-            return Err(AgentError::Crypto(format!("identity file {} holds no age identity", path.display())));
+            return Err(AgentError::Crypto(format!(
+                "identity file {} holds no age identity",
+                path.display()
+            )));
         }
         Ok(Self { ids })
     }
@@ -162,7 +179,9 @@ impl Identities {
                 age::DecryptError::Io(io) => super::error::from_io(io, |e| {
                     AgentError::Integrity(format!("cannot read the age header: {e}"))
                 }),
-                other => AgentError::Integrity(format!("the stored object is not a valid age file: {other}")),
+                other => AgentError::Integrity(format!(
+                    "the stored object is not a valid age file: {other}"
+                )),
             })?;
         let reader = dec.decrypt(self.ids.iter().map(|i| i.as_ref() as &dyn age::Identity)).map_err(|e| match e {
             age::DecryptError::NoMatchingKeys => AgentError::Crypto(
@@ -181,7 +200,10 @@ mod tests {
 
     fn keypair() -> (String, String) {
         let id = age::x25519::Identity::generate();
-        (id.to_public().to_string(), id.to_string().expose_secret().to_string())
+        (
+            id.to_public().to_string(),
+            id.to_string().expose_secret().to_string(),
+        )
     }
 
     #[test]

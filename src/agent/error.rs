@@ -91,7 +91,9 @@ mod tests {
         let e = into_io(AgentError::Integrity("x".into()));
         let back = from_io(e, AgentError::Io);
         assert_eq!(back.category(), "integrity");
-        let plain = from_io(io::Error::other("boom"), |e| AgentError::Storage(e.to_string()));
+        let plain = from_io(io::Error::other("boom"), |e| {
+            AgentError::Storage(e.to_string())
+        });
         assert_eq!(plain.category(), "storage");
     }
 }

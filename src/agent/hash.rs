@@ -98,7 +98,10 @@ mod tests {
         w.write_all(b"abc").unwrap();
         let (hex, n) = tally.finish();
         assert_eq!(n, 3);
-        assert_eq!(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            hex,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
         let rt = Tally::default();
         let mut r = HashingReader::new(&b"abc"[..], rt.clone());
         io::copy(&mut r, &mut io::sink()).unwrap();

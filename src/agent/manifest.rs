@@ -164,7 +164,11 @@ impl Manifest {
 
     /// Number of rows over all artifacts.
     pub fn row_count(&self) -> u64 {
-        self.artifacts.iter().flat_map(|a| &a.tables).map(|t| t.rows).sum()
+        self.artifacts
+            .iter()
+            .flat_map(|a| &a.tables)
+            .map(|t| t.rows)
+            .sum()
     }
 
     /// Check the manifest is one this agent can restore.
@@ -180,7 +184,10 @@ impl Manifest {
         }
         for a in &self.artifacts {
             if a.key.starts_with('/') || a.key.split('/').any(|p| p == ".." || p.is_empty()) {
-                return Err(format!("artifact key {:?} is not a plain relative key", a.key));
+                return Err(format!(
+                    "artifact key {:?} is not a plain relative key",
+                    a.key
+                ));
             }
             if a.sha256.len() != 64 || !a.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(format!("artifact {:?} has an invalid sha256", a.key));
@@ -201,12 +208,23 @@ pub fn artifact_name(
     let base = match (engine, kind) {
         (Engine::Postgres, ArtifactKind::Globals) => "globals.sql".to_string(),
         (Engine::Postgres, ArtifactKind::Database) => {
-            format!("databases/{}.pgdump", sanitize(database.unwrap_or("database")))
+            format!(
+                "databases/{}.pgdump",
+                sanitize(database.unwrap_or("database"))
+            )
         }
-        (Engine::Mysql, ArtifactKind::Database) => format!("{}.sql", sanitize(database.unwrap_or("database"))),
-        (_, ArtifactKind::AllDatabases) | (Engine::Mysql, ArtifactKind::Globals) => "all-databases.sql".into(),
+        (Engine::Mysql, ArtifactKind::Database) => {
+            format!("{}.sql", sanitize(database.unwrap_or("database")))
+        }
+        (_, ArtifactKind::AllDatabases) | (Engine::Mysql, ArtifactKind::Globals) => {
+            "all-databases.sql".into()
+        }
     };
-    format!("{base}{}{}", compression.suffix(), if encrypted { ".age" } else { "" })
+    format!(
+        "{base}{}{}",
+        compression.suffix(),
+        if encrypted { ".age" } else { "" }
+    )
 }
 
 /// Make a database name safe as a key segment (anything but `[A-Za-z0-9._-]` becomes `_`,
@@ -214,7 +232,13 @@ pub fn artifact_name(
 pub fn sanitize(name: &str) -> String {
     let clean: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     let clean = clean.trim_start_matches('.').to_string();
     if clean == name && !clean.is_empty() {
@@ -237,7 +261,10 @@ mod tests {
             database: Some("shop".into()),
             all_databases: false,
             compression: Compression::Zstd { level: 3 },
-            encryption: Some(EncryptionInfo { scheme: "age-x25519".into(), recipients: vec!["sha256:00".into()] }),
+            encryption: Some(EncryptionInfo {
+                scheme: "age-x25519".into(),
+                recipients: vec!["sha256:00".into()],
+            }),
             artifacts: vec![Artifact {
                 key: "databases/shop.pgdump.zst.age".into(),
                 kind: ArtifactKind::Database,
@@ -246,7 +273,11 @@ mod tests {
                 size_bytes: 10,
                 raw_bytes: 30,
                 sha256: "a".repeat(64),
-                tables: vec![TableCount { schema: "public".into(), name: "t".into(), rows: 5 }],
+                tables: vec![TableCount {
+                    schema: "public".into(),
+                    name: "t".into(),
+                    rows: 5,
+                }],
                 duration_seconds: 1.5,
             }],
             started_at: Utc::now(),
@@ -286,11 +317,29 @@ mod tests {
     fn names() {
         let c = Compression::Zstd { level: 3 };
         assert_eq!(
-            artifact_name(Engine::Postgres, ArtifactKind::Database, Some("shop"), c, true),
+            artifact_name(
+                Engine::Postgres,
+                ArtifactKind::Database,
+                Some("shop"),
+                c,
+                true
+            ),
             "databases/shop.pgdump.zst.age"
         );
-        assert_eq!(artifact_name(Engine::Mysql, ArtifactKind::Database, Some("shop"), Compression::None, false), "shop.sql");
-        assert_eq!(artifact_name(Engine::Postgres, ArtifactKind::Globals, None, c, false), "globals.sql.zst");
+        assert_eq!(
+            artifact_name(
+                Engine::Mysql,
+                ArtifactKind::Database,
+                Some("shop"),
+                Compression::None,
+                false
+            ),
+            "shop.sql"
+        );
+        assert_eq!(
+            artifact_name(Engine::Postgres, ArtifactKind::Globals, None, c, false),
+            "globals.sql.zst"
+        );
         assert_eq!(sanitize("shop"), "shop");
         assert!(sanitize("a/b").starts_with("a_b-"));
         assert_ne!(sanitize("a/b"), sanitize("a?b"));

@@ -9,7 +9,7 @@
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 
-use super::compress::{Compression, CompressWriter, decompress_reader};
+use super::compress::{CompressWriter, Compression, decompress_reader};
 use super::crypto::{EncryptWriter, Identities, Recipients};
 use super::engine::mysql::RowCounter;
 use super::error::{AgentError, Result, from_io};
@@ -67,9 +67,16 @@ pub fn encode_stream(
     progress: &Arc<Progress>,
     counter: Option<&mut RowCounter>,
 ) -> Result<StreamStats> {
-    let storage_err = |e: io::Error| from_io(e, |e| AgentError::Storage(format!("writing the artifact: {e}")));
+    let storage_err = |e: io::Error| {
+        from_io(e, |e| {
+            AgentError::Storage(format!("writing the artifact: {e}"))
+        })
+    };
     let tally = Tally::default();
-    let counted = CountingWriter { inner: sink, progress: Arc::clone(progress) };
+    let counted = CountingWriter {
+        inner: sink,
+        progress: Arc::clone(progress),
+    };
     let hashing = HashingWriter::new(counted, tally.clone());
     let enc = EncryptWriter::new(hashing, recipients)?;
     let mut comp = CompressWriter::new(enc, compression).map_err(storage_err)?;
@@ -94,7 +101,11 @@ pub fn encode_stream(
     let counted = hashing.into_inner();
     counted.inner.close().map_err(storage_err)?;
     let (sha256, stored_bytes) = tally.finish();
-    Ok(StreamStats { raw_bytes: raw, stored_bytes, sha256 })
+    Ok(StreamStats {
+        raw_bytes: raw,
+        stored_bytes,
+        sha256,
+    })
 }
 
 /// Where a restore stream's failure happened.
@@ -132,11 +143,12 @@ pub struct DecodeOptions {
 
 fn classify_read(e: io::Error) -> AgentError {
     from_io(e, |e| match e.kind() {
-        io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidInput | io::ErrorKind::Other => {
-            AgentError::Integrity(format!(
-                "the stored object is corrupt or was tampered with (decryption/decompression failed: {e})"
-            ))
-        }
+        io::ErrorKind::InvalidData
+        | io::ErrorKind::UnexpectedEof
+        | io::ErrorKind::InvalidInput
+        | io::ErrorKind::Other => AgentError::Integrity(format!(
+            "the stored object is corrupt or was tampered with (decryption/decompression failed: {e})"
+        )),
         _ => AgentError::Storage(format!("reading the artifact: {e}")),
     })
 }
@@ -151,13 +163,17 @@ pub fn decode_stream(
     progress: &Arc<Progress>,
 ) -> Result<DecodeStats, DecodeError> {
     let tally = Tally::default();
-    let counted = ProgressReader { inner: src, progress: Arc::clone(progress) };
+    let counted = ProgressReader {
+        inner: src,
+        progress: Arc::clone(progress),
+    };
     let hashed: Box<dyn Read + Send> = Box::new(HashingReader::new(counted, tally.clone()));
     let decrypted = match &opts.identities {
         Some(ids) => ids.decrypt(hashed).map_err(DecodeError::Source)?,
         None => hashed,
     };
-    let plain = decompress_reader(decrypted, opts.compression).map_err(|e| DecodeError::Source(classify_read(e)))?;
+    let plain = decompress_reader(decrypted, opts.compression)
+        .map_err(|e| DecodeError::Source(classify_read(e)))?;
     let mut plain = match opts.filter {
         Some(f) => f(plain),
         None => plain,
@@ -165,7 +181,8 @@ pub fn decode_stream(
     let mut buf = vec![0u8; BUFFER_SIZE];
     let mut raw = 0u64;
     loop {
-        let n = read_retry(&mut plain, &mut buf).map_err(|e| DecodeError::Source(classify_read(e)))?;
+        let n =
+            read_retry(&mut plain, &mut buf).map_err(|e| DecodeError::Source(classify_read(e)))?;
         if n == 0 {
             break;
         }
@@ -176,7 +193,11 @@ pub fn decode_stream(
     dst.flush().map_err(DecodeError::Sink)?;
     drop(plain);
     let (sha256, stored_bytes) = tally.finish();
-    Ok(DecodeStats { stored_bytes, sha256, raw_bytes: raw })
+    Ok(DecodeStats {
+        stored_bytes,
+        sha256,
+        raw_bytes: raw,
+    })
 }
 
 struct ProgressReader<R> {
@@ -225,14 +246,19 @@ mod tests {
     }
     impl SinkWriter for VecSink {
         fn close(self: Box<Self>) -> io::Result<()> {
-            if self.1 { Err(io::Error::other("close failed")) } else { Ok(()) }
+            if self.1 {
+                Err(io::Error::other("close failed"))
+            } else {
+                Ok(())
+            }
         }
     }
 
     fn encode(data: &[u8], c: Compression, r: &Recipients) -> (Vec<u8>, StreamStats) {
         let out = Arc::new(std::sync::Mutex::new(Vec::new()));
         let p = Progress::new("backup");
-        let stats = encode_stream(data, Box::new(VecSink(out.clone(), false)), c, r, &p, None).unwrap();
+        let stats =
+            encode_stream(data, Box::new(VecSink(out.clone(), false)), c, r, &p, None).unwrap();
         assert_eq!(p.snapshot().bytes_in, data.len() as u64);
         assert_eq!(p.snapshot().bytes_out, stats.stored_bytes);
         let v = out.lock().unwrap().clone();
@@ -240,7 +266,9 @@ mod tests {
     }
 
     fn sample() -> Vec<u8> {
-        (0..2_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8 & 0x3f).collect()
+        (0..2_000_000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8 & 0x3f)
+            .collect()
     }
 
     #[test]
@@ -253,14 +281,28 @@ mod tests {
         let ids = Arc::new(Identities::from_file(&idf).unwrap());
         let r = Recipients::parse([id.to_public().to_string().as_str()]).unwrap();
         let data = sample();
-        for c in [Compression::Zstd { level: 3 }, Compression::Gzip { level: 1 }, Compression::None] {
+        for c in [
+            Compression::Zstd { level: 3 },
+            Compression::Gzip { level: 1 },
+            Compression::None,
+        ] {
             let (stored, stats) = encode(&data, c, &r);
             assert_eq!(stats.raw_bytes, data.len() as u64);
             assert_eq!(stats.sha256, crate::agent::hash::sha256_hex(&stored));
             let mut out = Vec::new();
             let p = Progress::new("restore");
-            let opts = DecodeOptions { compression: c, identities: Some(ids.clone()), filter: None };
-            let d = decode_stream(Box::new(io::Cursor::new(stored.clone())), opts, &mut out, &p).unwrap();
+            let opts = DecodeOptions {
+                compression: c,
+                identities: Some(ids.clone()),
+                filter: None,
+            };
+            let d = decode_stream(
+                Box::new(io::Cursor::new(stored.clone())),
+                opts,
+                &mut out,
+                &p,
+            )
+            .unwrap();
             assert_eq!(out, data);
             check_digest("x", &d, stats.stored_bytes, &stats.sha256).unwrap();
         }
@@ -274,16 +316,35 @@ mod tests {
         stored[1000] ^= 1;
         let mut out = Vec::new();
         let p = Progress::new("verify");
-        let opts = DecodeOptions { compression: Compression::None, identities: None, filter: None };
-        let d = decode_stream(Box::new(io::Cursor::new(stored.clone())), opts, &mut out, &p).unwrap();
+        let opts = DecodeOptions {
+            compression: Compression::None,
+            identities: None,
+            filter: None,
+        };
+        let d = decode_stream(
+            Box::new(io::Cursor::new(stored.clone())),
+            opts,
+            &mut out,
+            &p,
+        )
+        .unwrap();
         let e = check_digest("x", &d, stats.stored_bytes, &stats.sha256).unwrap_err();
         assert_eq!(e.category(), "integrity");
         // With zstd the frame checksum already catches it while streaming.
         let (mut stored, _) = encode(&data, Compression::Zstd { level: 3 }, &r);
         let mid = stored.len() / 2;
         stored[mid] ^= 0x55;
-        let opts = DecodeOptions { compression: Compression::Zstd { level: 3 }, identities: None, filter: None };
-        match decode_stream(Box::new(io::Cursor::new(stored.clone())), opts, &mut io::sink(), &p) {
+        let opts = DecodeOptions {
+            compression: Compression::Zstd { level: 3 },
+            identities: None,
+            filter: None,
+        };
+        match decode_stream(
+            Box::new(io::Cursor::new(stored.clone())),
+            opts,
+            &mut io::sink(),
+            &p,
+        ) {
             Err(DecodeError::Source(e)) => assert_eq!(e.category(), "integrity"),
             Ok(d) => assert!(check_digest("x", &d, 0, "").is_err()),
             Err(DecodeError::Sink(e)) => panic!("unexpected sink error {e}"),
@@ -294,8 +355,15 @@ mod tests {
     fn a_failing_sink_fails_the_stream() {
         let out = Arc::new(std::sync::Mutex::new(Vec::new()));
         let p = Progress::new("backup");
-        let e = encode_stream(&b"abc"[..], Box::new(VecSink(out, true)), Compression::None, &Recipients::default(), &p, None)
-            .unwrap_err();
+        let e = encode_stream(
+            &b"abc"[..],
+            Box::new(VecSink(out, true)),
+            Compression::None,
+            &Recipients::default(),
+            &p,
+            None,
+        )
+        .unwrap_err();
         assert_eq!(e.category(), "storage");
     }
 }

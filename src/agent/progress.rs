@@ -30,7 +30,12 @@ pub struct ProgressSnapshot {
 impl Progress {
     /// New counters for `phase` (`backup`, `restore`, `verify`).
     pub fn new(phase: &'static str) -> Arc<Self> {
-        Arc::new(Self { phase, started: Instant::now(), bytes_in: AtomicU64::new(0), bytes_out: AtomicU64::new(0) })
+        Arc::new(Self {
+            phase,
+            started: Instant::now(),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+        })
     }
 
     /// Count bytes read from the source.
@@ -51,7 +56,11 @@ impl Progress {
             bytes_in,
             bytes_out: self.bytes_out.load(Ordering::Relaxed),
             elapsed_seconds: elapsed,
-            bytes_per_second: if elapsed > 0.0 { bytes_in as f64 / elapsed } else { 0.0 },
+            bytes_per_second: if elapsed > 0.0 {
+                bytes_in as f64 / elapsed
+            } else {
+                0.0
+            },
         }
     }
 
@@ -81,7 +90,10 @@ impl Progress {
                 me.log(false);
             }
         });
-        ReporterGuard { handle, progress: Arc::clone(self) }
+        ReporterGuard {
+            handle,
+            progress: Arc::clone(self),
+        }
     }
 }
 

@@ -10,7 +10,9 @@ use super::crypto::Identities;
 use super::engine::{DbUri, ToolProcess, mysql, postgres};
 use super::error::{AgentError, Result};
 use super::manifest::{Artifact, ArtifactKind, Engine, Manifest};
-use super::pipeline::{Filter, DecodeError, DecodeOptions, DecodeStats, check_digest, decode_stream};
+use super::pipeline::{
+    DecodeError, DecodeOptions, DecodeStats, Filter, check_digest, decode_stream,
+};
 use super::progress::Progress;
 use super::storage::{Location, S3Settings, Store};
 
@@ -62,7 +64,10 @@ pub struct RestoreStep {
 }
 
 /// Plan where each artifact goes (pure).
-pub fn plan_restore(manifest: &Manifest, target_database: Option<&str>) -> Result<Vec<RestoreStep>> {
+pub fn plan_restore(
+    manifest: &Manifest,
+    target_database: Option<&str>,
+) -> Result<Vec<RestoreStep>> {
     if manifest.all_databases {
         return Ok(manifest
             .artifacts
@@ -78,12 +83,19 @@ pub fn plan_restore(manifest: &Manifest, target_database: Option<&str>) -> Resul
             .collect());
     }
     let db = target_database.ok_or_else(|| {
-        AgentError::Config("no target database: give --database or put the database in the URI".into())
+        AgentError::Config(
+            "no target database: give --database or put the database in the URI".into(),
+        )
     })?;
     if manifest.artifacts.len() != 1 || manifest.artifacts[0].kind != ArtifactKind::Database {
-        return Err(AgentError::Config("a single-database backup must hold exactly one database artifact".into()));
+        return Err(AgentError::Config(
+            "a single-database backup must hold exactly one database artifact".into(),
+        ));
     }
-    Ok(vec![RestoreStep { artifact: 0, target_database: Some(db.to_string()) }])
+    Ok(vec![RestoreStep {
+        artifact: 0,
+        target_database: Some(db.to_string()),
+    }])
 }
 
 /// Result of a finished restore.
@@ -114,7 +126,9 @@ pub async fn load_manifest(store: &Store, at: &Location) -> Result<Manifest> {
     let bytes = store.get_small(at, MANIFEST_LIMIT).await?;
     let manifest: Manifest = serde_json::from_slice(&bytes)
         .map_err(|e| AgentError::Integrity(format!("{at} is not a valid manifest: {e}")))?;
-    manifest.validate().map_err(|e| AgentError::Integrity(format!("{at}: {e}")))?;
+    manifest
+        .validate()
+        .map_err(|e| AgentError::Integrity(format!("{at}: {e}")))?;
     Ok(manifest)
 }
 
@@ -148,9 +162,17 @@ pub async fn run(req: RestoreRequest) -> Result<RestoreOutcome> {
     );
 
     // Read-only checks of the target before anything is written.
-    let (uri, create, overwrite, clean, engine) = (req.uri.clone(), req.create_database, req.overwrite, req.clean, req.engine);
-    let dbs: Vec<String> = steps.iter().filter_map(|s| s.target_database.clone()).collect();
-    let missing = blocking(move || check_targets(engine, &uri, &dbs, create, overwrite || clean)).await?;
+    let (uri, create, overwrite, engine) = (
+        req.uri.clone(),
+        req.create_database,
+        req.overwrite,
+        req.engine,
+    );
+    let dbs: Vec<String> = steps
+        .iter()
+        .filter_map(|s| s.target_database.clone())
+        .collect();
+    let missing = blocking(move || check_targets(engine, &uri, &dbs, create, overwrite)).await?;
 
     if req.verify_first {
         let progress = Progress::new("verify");
@@ -158,16 +180,29 @@ pub async fn run(req: RestoreRequest) -> Result<RestoreOutcome> {
         for step in &steps {
             let a = &manifest.artifacts[step.artifact];
             let reader = store.open_reader(&dir.join(&a.key)).await?;
-            let (ids, compression, p) = (identities.clone(), manifest.compression, Arc::clone(&progress));
+            let (ids, compression, p) = (
+                identities.clone(),
+                manifest.compression,
+                Arc::clone(&progress),
+            );
             let stats = blocking(move || {
-                let opts = DecodeOptions { compression, identities: ids, filter: None };
+                let opts = DecodeOptions {
+                    compression,
+                    identities: ids,
+                    filter: None,
+                };
                 decode_stream(reader, opts, &mut std::io::sink(), &p).map_err(|e| match e {
                     DecodeError::Source(e) => e,
                     DecodeError::Sink(e) => AgentError::Io(e),
                 })
             })
             .await?;
-            check_digest(&format!("verification of {}", a.key), &stats, a.size_bytes, &a.sha256)?;
+            check_digest(
+                &format!("verification of {}", a.key),
+                &stats,
+                a.size_bytes,
+                &a.sha256,
+            )?;
             tracing::info!(key = %a.key, sha256 = %a.sha256, "artifact verified");
         }
     }
@@ -183,7 +218,17 @@ pub async fn run(req: RestoreRequest) -> Result<RestoreOutcome> {
             let (engine, clean) = (req.engine, req.clean);
             blocking(move || prepare_target(engine, &uri, &db2, is_missing, clean)).await?;
         }
-        let stats = restore_artifact(&req, &store, &dir, &a, step, identities.clone(), manifest.compression, &progress).await?;
+        let stats = restore_artifact(
+            &req,
+            &store,
+            &dir,
+            &a,
+            step,
+            identities.clone(),
+            manifest.compression,
+            &progress,
+        )
+        .await?;
         stored += stats.stored_bytes;
         raw += stats.raw_bytes;
         if let Some(db) = &step.target_database {
@@ -203,7 +248,13 @@ pub async fn run(req: RestoreRequest) -> Result<RestoreOutcome> {
 
 /// Check each target database (read-only): returns the ones that do not exist yet. Refuses a
 /// missing database without `create`, and a non-empty one without `overwrite`.
-fn check_targets(engine: Engine, uri: &DbUri, dbs: &[String], create: bool, overwrite: bool) -> Result<Vec<String>> {
+fn check_targets(
+    engine: Engine,
+    uri: &DbUri,
+    dbs: &[String],
+    create: bool,
+    overwrite: bool,
+) -> Result<Vec<String>> {
     let mut missing = Vec::new();
     for db in dbs {
         let exists = match engine {
@@ -225,7 +276,7 @@ fn check_targets(engine: Engine, uri: &DbUri, dbs: &[String], create: bool, over
         };
         if objects > 0 && !overwrite {
             return Err(AgentError::Target(format!(
-                "database {db:?} is not empty ({objects} objects); refusing to restore into it without --overwrite (or --clean)"
+                "database {db:?} is not empty ({objects} objects); refusing to restore into it without --overwrite"
             )));
         }
     }
@@ -240,7 +291,6 @@ fn prepare_target(engine: Engine, uri: &DbUri, db: &str, missing: bool, clean: b
         _ => Ok(()),
     }
 }
-
 
 #[allow(clippy::too_many_arguments)]
 async fn restore_artifact(
@@ -268,8 +318,12 @@ async fn restore_artifact(
             (Engine::Postgres, _, _) => {
                 // The role the restore connects as is left as it is on the target.
                 let me = req.uri.user.clone().unwrap_or_else(|| "postgres".into());
-                let filter: Filter = Box::new(move |r| Box::new(postgres::GlobalsFilter::new(r, Some(me))));
-                (postgres::spawn_sql_restore(&req.uri, postgres::MAINTENANCE_DB)?, Some(filter))
+                let filter: Filter =
+                    Box::new(move |r| Box::new(postgres::GlobalsFilter::new(r, Some(me))));
+                (
+                    postgres::spawn_sql_restore(&req.uri, postgres::MAINTENANCE_DB)?,
+                    Some(filter),
+                )
             }
             (Engine::Mysql, _, db) => (mysql::spawn_restore(&req.uri, db.as_deref())?, None),
         };
@@ -279,17 +333,33 @@ async fn restore_artifact(
     };
     let p = Arc::clone(progress);
     let joined = tokio::task::spawn_blocking(move || {
-        let opts = DecodeOptions { compression, identities, filter };
+        let opts = DecodeOptions {
+            compression,
+            identities,
+            filter,
+        };
         let res = decode_stream(reader, opts, &mut stdin, &p);
         drop(stdin); // EOF for the tool
         res
     })
     .await
-    .map_err(|e| AgentError::Io(std::io::Error::other(format!("pipeline thread failed: {e}"))))?;
+    .map_err(|e| {
+        AgentError::Io(std::io::Error::other(format!(
+            "pipeline thread failed: {e}"
+        )))
+    })?;
     match joined {
         Ok(stats) => {
             tool.finish(AgentError::Target)?;
-            check_digest(&format!("{} (the target was written; restore again from a good copy)", a.key), &stats, a.size_bytes, &a.sha256)?;
+            check_digest(
+                &format!(
+                    "{} (the target was written; restore again from a good copy)",
+                    a.key
+                ),
+                &stats,
+                a.size_bytes,
+                &a.sha256,
+            )?;
             Ok(stats)
         }
         Err(DecodeError::Source(e)) => {
@@ -298,10 +368,9 @@ async fn restore_artifact(
         }
         Err(DecodeError::Sink(io)) => {
             // The tool stopped reading: its exit status and stderr say why.
-            Err(tool
-                .finish(AgentError::Target)
-                .err()
-                .unwrap_or_else(|| AgentError::Target(format!("the restore tool stopped reading its input: {io}"))))
+            Err(tool.finish(AgentError::Target).err().unwrap_or_else(|| {
+                AgentError::Target(format!("the restore tool stopped reading its input: {io}"))
+            }))
         }
     }
 }
@@ -345,9 +414,20 @@ mod tests {
     #[test]
     fn plans_single_and_all() {
         let m = manifest(false, &[(ArtifactKind::Database, Some("shop"))]);
-        assert_eq!(plan_restore(&m, Some("copy")).unwrap()[0].target_database.as_deref(), Some("copy"));
+        assert_eq!(
+            plan_restore(&m, Some("copy")).unwrap()[0]
+                .target_database
+                .as_deref(),
+            Some("copy")
+        );
         assert!(plan_restore(&m, None).is_err());
-        let m = manifest(true, &[(ArtifactKind::Globals, None), (ArtifactKind::Database, Some("a"))]);
+        let m = manifest(
+            true,
+            &[
+                (ArtifactKind::Globals, None),
+                (ArtifactKind::Database, Some("a")),
+            ],
+        );
         let p = plan_restore(&m, Some("ignored")).unwrap();
         assert_eq!(p[0].target_database, None);
         assert_eq!(p[1].target_database.as_deref(), Some("a"));

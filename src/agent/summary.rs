@@ -116,7 +116,10 @@ pub fn compact(summary: &Value) -> String {
     if s.len() <= TERMINATION_LIMIT {
         return s;
     }
-    if let Some(e) = v.get_mut("error").and_then(|e| e.as_str().map(str::to_string)) {
+    if let Some(e) = v
+        .get_mut("error")
+        .and_then(|e| e.as_str().map(str::to_string))
+    {
         v["error"] = json!(e.chars().take(2000).collect::<String>());
     }
     v.to_string()
@@ -142,7 +145,11 @@ pub fn termination_log_path(explicit: Option<PathBuf>) -> Option<PathBuf> {
         return (!p.as_os_str().is_empty()).then_some(p);
     }
     let default = Path::new(DEFAULT_TERMINATION_LOG);
-    std::fs::OpenOptions::new().write(true).open(default).ok().map(|_| default.to_path_buf())
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(default)
+        .ok()
+        .map(|_| default.to_path_buf())
 }
 
 #[cfg(test)]
@@ -151,7 +158,9 @@ mod tests {
 
     #[test]
     fn compact_drops_tables_then_artifacts() {
-        let tables: Vec<Value> = (0..500).map(|i| json!({"schema": "s", "name": format!("t{i}"), "rows": i})).collect();
+        let tables: Vec<Value> = (0..500)
+            .map(|i| json!({"schema": "s", "name": format!("t{i}"), "rows": i}))
+            .collect();
         let v = json!({"status": "succeeded", "artifacts": [{"key": "a", "tables": tables}]});
         let c = compact(&v);
         assert!(c.len() <= TERMINATION_LIMIT);

@@ -791,6 +791,7 @@ fn request(args: &ValidateArgs) -> Result<ValidateRequest> {
 /// code (0 Passed, 1 Failed, else the error category's code).
 pub fn run_cli(args: &ValidateArgs) -> ExitCode {
     let clock = Instant::now();
+    crate::cli::agent::tune_allocator();
     crate::cli::agent::init_logging(args.common.log_format);
     let termination_log = summary::termination_log_path(args.common.termination_log.clone());
     let result = crate::cli::agent::runtime()

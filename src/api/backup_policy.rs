@@ -51,7 +51,8 @@ pub struct BackupPolicySpec {
     /// The BackupStorage (same namespace) every artifact is written to.
     pub storage_ref: LocalObjectReference,
     /// Further BackupStorages that receive a copy of every artifact (replication, e.g. to a
-    /// second region). A run succeeds only when every copy is confirmed.
+    /// second region). Not implemented yet: the operator sets the policy condition
+    /// `Unsupported` and writes artifacts to `storageRef` only.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 4))]
     pub secondary_storage_refs: Vec<LocalObjectReference>,
@@ -125,7 +126,8 @@ pub struct BackupPolicySpec {
     /// How often backups are proven restorable by a RestoreValidation, and with which checks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validation: Option<ValidationPolicy>,
-    /// Who hears about which events.
+    /// Who hears about which events. Not implemented yet (the policy condition `Unsupported`
+    /// says so): use the Events and the shipped Prometheus alert rules.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     pub notifications: Vec<NotificationRule>,

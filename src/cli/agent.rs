@@ -127,7 +127,12 @@ pub struct BackupArgs {
     #[arg(long, env = "DG_RECIPIENTS_FILE")]
     pub recipients_file: Option<PathBuf>,
     /// S3 Object Lock mode for every object written.
-    #[arg(long, env = "DG_OBJECT_LOCK_MODE", value_enum, requires = "object_lock_days")]
+    #[arg(
+        long,
+        env = "DG_OBJECT_LOCK_MODE",
+        value_enum,
+        requires = "object_lock_days"
+    )]
     pub object_lock_mode: Option<LockMode>,
     /// S3 Object Lock retention in days.
     #[arg(long, env = "DG_OBJECT_LOCK_DAYS", requires = "object_lock_mode")]
@@ -142,7 +147,12 @@ pub struct BackupArgs {
     #[arg(long, env = "DG_STORAGE_CLASS")]
     pub storage_class: Option<String>,
     /// Extra argument for the dump tool (repeatable).
-    #[arg(long = "dump-arg", env = "DG_DUMP_ARGS", value_delimiter = ',', allow_hyphen_values = true)]
+    #[arg(
+        long = "dump-arg",
+        env = "DG_DUMP_ARGS",
+        value_delimiter = ',',
+        allow_hyphen_values = true
+    )]
     pub dump_args: Vec<String>,
 }
 
@@ -176,16 +186,28 @@ pub struct RestoreArgs {
     #[arg(long, env = "DG_SINGLE_TRANSACTION")]
     pub single_transaction: bool,
     /// Extra argument for pg_restore (repeatable).
-    #[arg(long = "restore-arg", env = "DG_RESTORE_ARGS", value_delimiter = ',', allow_hyphen_values = true)]
+    #[arg(
+        long = "restore-arg",
+        env = "DG_RESTORE_ARGS",
+        value_delimiter = ',',
+        allow_hyphen_values = true
+    )]
     pub restore_args: Vec<String>,
 }
 
 pub(crate) fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("DG_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,aws_config=warn,aws_smithy_runtime=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DG_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,aws_config=warn,aws_smithy_runtime=warn")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
         LogFormat::Text => builder.try_init(),
     };
 }
@@ -194,16 +216,26 @@ pub(crate) fn init_logging(format: LogFormat) {
 pub fn resolve_uri(common: &CommonArgs) -> Result<DbUri> {
     let env_uri = std::env::var("DG_URI").ok();
     let (text, from_argv) = match (&common.uri, &common.uri_file) {
-        (Some(_), Some(_)) => return Err(AgentError::Config("give either --uri or --uri-file, not both".into())),
+        (Some(_), Some(_)) => {
+            return Err(AgentError::Config(
+                "give either --uri or --uri-file, not both".into(),
+            ));
+        }
         (Some(u), None) => (u.clone(), env_uri.as_deref() != Some(u.as_str())),
         (None, Some(f)) => (
             std::fs::read_to_string(f)
-                .map_err(|e| AgentError::Config(format!("cannot read --uri-file {}: {e}", f.display())))?
+                .map_err(|e| {
+                    AgentError::Config(format!("cannot read --uri-file {}: {e}", f.display()))
+                })?
                 .trim()
                 .to_string(),
             false,
         ),
-        (None, None) => return Err(AgentError::Config("no connection: give --uri, DG_URI or --uri-file".into())),
+        (None, None) => {
+            return Err(AgentError::Config(
+                "no connection: give --uri, DG_URI or --uri-file".into(),
+            ));
+        }
     };
     let mut uri = DbUri::parse(&text)?;
     if uri.password.is_some() && from_argv {
@@ -214,8 +246,9 @@ pub fn resolve_uri(common: &CommonArgs) -> Result<DbUri> {
         ));
     }
     if let Some(f) = &common.password_file {
-        let pw = std::fs::read_to_string(f)
-            .map_err(|e| AgentError::Config(format!("cannot read --password-file {}: {e}", f.display())))?;
+        let pw = std::fs::read_to_string(f).map_err(|e| {
+            AgentError::Config(format!("cannot read --password-file {}: {e}", f.display()))
+        })?;
         uri.password = Some(Secret(pw.trim_end_matches(['\n', '\r']).to_string()));
     } else if uri.password.is_none()
         && let Ok(pw) = std::env::var("DG_PASSWORD")
@@ -251,8 +284,13 @@ pub(crate) fn s3_settings(common: &CommonArgs) -> S3Settings {
 
 fn backup_request(args: &BackupArgs) -> Result<BackupRequest> {
     let uri = resolve_uri(&args.common)?;
-    let database = if args.all_databases { args.common.database.clone() } else {
-        args.common.database.clone().or_else(|| uri.database.clone())
+    let database = if args.all_databases {
+        args.common.database.clone()
+    } else {
+        args.common
+            .database
+            .clone()
+            .or_else(|| uri.database.clone())
     };
     let mut recipients = Recipients::parse(args.recipients.iter().map(String::as_str))?;
     if let Some(f) = &args.recipients_file {
@@ -261,15 +299,23 @@ fn backup_request(args: &BackupArgs) -> Result<BackupRequest> {
     let mut s3 = s3_settings(&args.common);
     if let (Some(mode), Some(days)) = (args.object_lock_mode, args.object_lock_days) {
         if days == 0 {
-            return Err(AgentError::Config("--object-lock-days must be at least 1".into()));
+            return Err(AgentError::Config(
+                "--object-lock-days must be at least 1".into(),
+            ));
         }
         s3.object_lock = Some(ObjectLock { mode, days });
     }
     s3.sse = match args.sse.as_deref() {
         None => None,
         Some("AES256") | Some("aes256") => Some(Sse::Aes256),
-        Some("aws:kms") | Some("kms") => Some(Sse::Kms { key_id: args.sse_kms_key_id.clone() }),
-        Some(other) => return Err(AgentError::Config(format!("--sse must be aws:kms or AES256, not {other:?}"))),
+        Some("aws:kms") | Some("kms") => Some(Sse::Kms {
+            key_id: args.sse_kms_key_id.clone(),
+        }),
+        Some(other) => {
+            return Err(AgentError::Config(format!(
+                "--sse must be aws:kms or AES256, not {other:?}"
+            )));
+        }
     };
     s3.storage_class = args.storage_class.clone();
     let destination: Location = args.to.parse()?;
@@ -315,8 +361,25 @@ fn restore_request(args: &RestoreArgs) -> Result<RestoreRequest> {
     })
 }
 
+/// Keep the agent's memory flat: large pipeline buffers (S3 parts, zstd jobs) are freed back to
+/// the OS instead of lingering in glibc arenas, whose dynamic mmap threshold otherwise grows to
+/// the part size and fragments the heap as the run goes on.
+pub(crate) fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tunables; it is called before any other thread
+    // of this process exists (the runtime is built afterwards).
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 20);
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 pub(crate) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
 }
 
 /// Run an agent subcommand; prints the JSON summary and returns the exit code.
@@ -327,6 +390,7 @@ pub fn run(args: AgentArgs) -> ExitCode {
         AgentCommand::Restore(r) => ("restore", &r.common),
         AgentCommand::Validate(v) => return crate::agent::validate::run_cli(v),
     };
+    tune_allocator();
     init_logging(common.log_format);
     let termination_log = summary::termination_log_path(common.termination_log.clone());
     let result = runtime().map_err(AgentError::Io).and_then(|rt| {
@@ -353,7 +417,10 @@ pub fn run(args: AgentArgs) -> ExitCode {
         }
         Err(e) => {
             tracing::error!(category = e.category(), error = %e, "{operation} failed");
-            summary::emit(&summary::failure_summary(operation, &e, clock.elapsed().as_secs_f64()), termination_log.as_deref());
+            summary::emit(
+                &summary::failure_summary(operation, &e, clock.elapsed().as_secs_f64()),
+                termination_log.as_deref(),
+            );
             ExitCode::from(e.exit_code())
         }
     }

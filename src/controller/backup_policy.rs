@@ -449,6 +449,24 @@ pub async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<A
         condition("Ready", ready, ready_reason, ready_message, generation),
     );
 
+    // Fields of the API that this version does not act on yet: say so instead of ignoring them.
+    let mut unsupported = Vec::new();
+    if !policy.spec.secondary_storage_refs.is_empty() {
+        unsupported.push("secondaryStorageRefs (artifacts are written to storageRef only)");
+    }
+    if !policy.spec.notifications.is_empty() {
+        unsupported.push("notifications (use Events and the shipped Prometheus alerts)");
+    }
+    if unsupported.is_empty() {
+        conditions.retain(|c| c.type_ != "Unsupported");
+    } else {
+        let message = format!("not implemented in this version: {}", unsupported.join("; "));
+        if find_condition(&old_status.conditions, "Unsupported").is_none() {
+            ctx.event(policy.as_ref(), EventType::Warning, "NotImplemented", "Validate", message.clone()).await;
+        }
+        set_condition(&mut conditions, condition("Unsupported", true, "NotImplemented", message, generation));
+    }
+
     let mut active_names: Vec<String> = active.iter().map(|r| r.name_any()).collect();
     if let Some(n) = created_now
         && !active_names.contains(&n)

@@ -20,20 +20,39 @@ pub struct Run {
 
 impl Run {
     pub fn assert_ok(&self) -> &Self {
-        assert_eq!(self.code, 0, "agent failed:\nstdout: {}\nstderr: {}", self.stdout, tail(&self.stderr));
+        assert_eq!(
+            self.code,
+            0,
+            "agent failed:\nstdout: {}\nstderr: {}",
+            self.stdout,
+            tail(&self.stderr)
+        );
         assert_eq!(self.summary["status"], "succeeded");
         self
     }
 
     pub fn assert_failed(&self, category: &str) -> &Self {
-        assert_ne!(self.code, 0, "agent unexpectedly succeeded: {}", self.stdout);
+        assert_ne!(
+            self.code, 0,
+            "agent unexpectedly succeeded: {}",
+            self.stdout
+        );
         assert_eq!(self.summary["status"], "failed", "stdout: {}", self.stdout);
-        assert_eq!(self.summary["category"], category, "summary: {}\nstderr: {}", self.summary, tail(&self.stderr));
+        assert_eq!(
+            self.summary["category"],
+            category,
+            "summary: {}\nstderr: {}",
+            self.summary,
+            tail(&self.stderr)
+        );
         self
     }
 
     pub fn error(&self) -> String {
-        self.summary["error"].as_str().unwrap_or_default().to_string()
+        self.summary["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     }
 
     /// Neither output contains `secret`.
@@ -52,7 +71,8 @@ fn tail(s: &str) -> String {
 pub fn agent_command() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_dataguardian"));
     for (k, _) in std::env::vars() {
-        if k.starts_with("DG_") || k.starts_with("AWS_") || k.starts_with("PG") || k == "MYSQL_PWD" {
+        if k.starts_with("DG_") || k.starts_with("AWS_") || k.starts_with("PG") || k == "MYSQL_PWD"
+        {
             cmd.env_remove(k);
         }
     }
@@ -75,10 +95,22 @@ pub fn finish(out: Output) -> Run {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let last = stdout.lines().last().unwrap_or("").to_string();
     let summary = serde_json::from_str(&last).unwrap_or_else(|e| {
-        panic!("stdout's last line is not a JSON summary ({e}):\nstdout: {stdout}\nstderr: {}", tail(&stderr))
+        panic!(
+            "stdout's last line is not a JSON summary ({e}):\nstdout: {stdout}\nstderr: {}",
+            tail(&stderr)
+        )
     });
-    assert_eq!(stdout.lines().count(), 1, "exactly one line on stdout: {stdout}");
-    Run { code: out.status.code().unwrap_or(-1), stdout, stderr, summary }
+    assert_eq!(
+        stdout.lines().count(),
+        1,
+        "exactly one line on stdout: {stdout}"
+    );
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout,
+        stderr,
+        summary,
+    }
 }
 
 /// An age key pair: (public key, path of an identity file in `dir`, the secret text).
@@ -169,7 +201,9 @@ pub fn my_fingerprint(db: &testkit::MariaDb, name: &str) -> BTreeMap<String, (u6
     let mut out = BTreeMap::new();
     for t in tables.lines().filter(|l| !l.is_empty()) {
         let q = t.replace('`', "``");
-        let n = db.sql(name, &format!("SELECT COUNT(*) FROM `{q}`")).unwrap();
+        let n = db
+            .sql(name, &format!("SELECT COUNT(*) FROM `{q}`"))
+            .unwrap();
         let sum = db.sql(name, &format!("CHECKSUM TABLE `{q}`")).unwrap();
         let sum = sum.split('\t').nth(1).unwrap_or("").to_string();
         out.insert(t.to_string(), (n.trim().parse().unwrap(), sum));
@@ -183,7 +217,11 @@ pub fn summary_counts(summary: &Value) -> BTreeMap<String, u64> {
     for a in summary["artifacts"].as_array().unwrap() {
         for t in a["tables"].as_array().unwrap() {
             out.insert(
-                format!("{}.{}", t["schema"].as_str().unwrap(), t["name"].as_str().unwrap()),
+                format!(
+                    "{}.{}",
+                    t["schema"].as_str().unwrap(),
+                    t["name"].as_str().unwrap()
+                ),
                 t["rows"].as_u64().unwrap(),
             );
         }
@@ -215,9 +253,17 @@ pub fn files_below(dir: &Path) -> Vec<String> {
 pub fn open_multipart_uploads(moto: &testkit::Moto, bucket: &str) -> usize {
     let client = moto.s3_client();
     let bucket = bucket.to_string();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async move {
-        let out = client.list_multipart_uploads().bucket(bucket).send().await.unwrap();
+        let out = client
+            .list_multipart_uploads()
+            .bucket(bucket)
+            .send()
+            .await
+            .unwrap();
         out.uploads().len()
     })
 }

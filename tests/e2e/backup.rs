@@ -181,6 +181,39 @@ spec:
     let r = wait_for::<BackupRun, _>(&s.cluster, Some(&s.operator), &s.ns, "blocked", RUN_TIMEOUT, "run finished", finished).await;
     assert_eq!(phase(&r).as_deref(), Some("Succeeded"), "{:#?}", r.status);
 
+    // A policy whose storage does not exist; a database nobody listens on.
+    let closed_port = testkit::free_port();
+    s.cluster.apply(&format!(
+        r#"apiVersion: dataguardian.io/v1alpha1
+kind: BackupPolicy
+metadata: {{name: nostorage, namespace: {ns}}}
+spec:
+  source: {{postgres: {{host: "{host}", port: {port}, database: shop, user: postgres, passwordSecretRef: {{name: db-creds, key: password}}}}}}
+  storageRef: {{name: ghost}}
+  schedule: "0 0 1 1 *"
+---
+apiVersion: dataguardian.io/v1alpha1
+kind: BackupPolicy
+metadata: {{name: unreachable, namespace: {ns}}}
+spec:
+  source: {{postgres: {{host: "127.0.0.1", port: {closed_port}, database: shop, user: postgres, passwordSecretRef: {{name: db-creds, key: password}}}}}}
+  storageRef: {{name: main}}
+  schedule: "0 0 1 1 *"
+  backoffLimit: 0
+"#,
+        ns = s.ns,
+        host = s.services.pg.host(),
+        port = s.services.pg.port()
+    ));
+    s.cluster.apply(&manual_run(&s.ns, "lost", "nostorage"));
+    s.cluster.apply(&manual_run(&s.ns, "nodb", "unreachable"));
+    let r = wait_for::<BackupRun, _>(&s.cluster, Some(&s.operator), &s.ns, "lost", Duration::from_secs(30), "StorageNotFound", |r| reason(r) == "StorageNotFound").await;
+    assert!(r.status.unwrap().message.unwrap_or_default().contains("ghost"));
+    let r = wait_for::<BackupRun, _>(&s.cluster, Some(&s.operator), &s.ns, "nodb", RUN_TIMEOUT, "run finished", finished).await;
+    let st = r.status.clone().unwrap();
+    assert_eq!((phase(&r).as_deref(), st.reason.as_deref()), (Some("Failed"), Some("DumpFailed")), "{st:#?}");
+    assert!(st.message.as_deref().unwrap_or_default().to_lowercase().contains("connect"), "{st:#?}");
+
     // A wrong password: the run fails with a reason, and the password appears nowhere.
     s.cluster.apply(&format!(
         "apiVersion: v1\nkind: Secret\nmetadata: {{name: db-creds, namespace: {}}}\nstringData: {{password: \"wrong-password-123\"}}\n",

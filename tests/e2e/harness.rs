@@ -146,12 +146,18 @@ pub struct Operator {
     kubeconfig: PathBuf,
     identity: String,
     lease_ns: String,
+    env: Vec<(String, String)>,
     _dir: tempfile::TempDir,
 }
 
 impl Operator {
     /// Starts `dataguardian operator` with the lease in `lease_ns` (created if missing).
     pub fn start(cluster: &Cluster, lease_ns: &str, identity: &str) -> Operator {
+        Self::start_with(cluster, lease_ns, identity, &[])
+    }
+
+    /// Like [`Operator::start`], with extra environment (flags), e.g. `DG_MAX_CONCURRENT_BACKUPS`.
+    pub fn start_with(cluster: &Cluster, lease_ns: &str, identity: &str, env: &[(&str, &str)]) -> Operator {
         let _ = cluster.kubectl(&["create", "namespace", lease_ns]);
         let dir = tempfile::Builder::new().prefix("dg-operator-").tempdir().expect("temp dir");
         let port = testkit::free_port();
@@ -162,6 +168,7 @@ impl Operator {
             kubeconfig: cluster.kubeconfig.clone(),
             identity: identity.to_string(),
             lease_ns: lease_ns.to_string(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             _dir: dir,
         };
         op.spawn();
@@ -180,6 +187,7 @@ impl Operator {
             .env("DG_AGENT_IMAGE", "ghcr.io/dataguardian/dataguardian:dev")
             .env("DG_LOG_FORMAT", "json")
             .env("RUST_LOG", "info,dataguardian=debug,kube=warn")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()

@@ -8,6 +8,7 @@ mod backup;
 mod demo;
 mod restore;
 mod harness;
+mod operations;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 

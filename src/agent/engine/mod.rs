@@ -46,9 +46,13 @@ pub struct DbUri {
 impl DbUri {
     /// Parse a URI. The password, if any, is kept in [`Secret`].
     pub fn parse(text: &str) -> Result<Self> {
-        let url = url::Url::parse(text).map_err(|e| AgentError::Config(format!("invalid database URI: {e}")))?;
+        let url = url::Url::parse(text)
+            .map_err(|e| AgentError::Config(format!("invalid database URI: {e}")))?;
         let scheme = url.scheme().to_string();
-        if !matches!(scheme.as_str(), "postgres" | "postgresql" | "mysql" | "mariadb") {
+        if !matches!(
+            scheme.as_str(),
+            "postgres" | "postgresql" | "mysql" | "mariadb"
+        ) {
             return Err(AgentError::Config(format!(
                 "unsupported database URI scheme {scheme:?} (postgresql://, mysql:// or mariadb://)"
             )));
@@ -59,7 +63,10 @@ impl DbUri {
                 .map(|(_, v)| v.into_owned())
                 .unwrap_or_default()
         };
-        let host = url.host_str().map(|h| h.trim_matches(['[', ']']).to_string()).unwrap_or_default();
+        let host = url
+            .host_str()
+            .map(|h| h.trim_matches(['[', ']']).to_string())
+            .unwrap_or_default();
         if host.is_empty() {
             return Err(AgentError::Config("database URI has no host".into()));
         }
@@ -73,7 +80,10 @@ impl DbUri {
             user,
             password,
             database: (!db.is_empty()).then_some(db),
-            params: url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect(),
+            params: url
+                .query_pairs()
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
         })
     }
 
@@ -98,7 +108,10 @@ impl DbUri {
 
     /// This URI with another database.
     pub fn with_database(&self, db: &str) -> DbUri {
-        DbUri { database: Some(db.to_string()), ..self.clone() }
+        DbUri {
+            database: Some(db.to_string()),
+            ..self.clone()
+        }
     }
 }
 
@@ -110,16 +123,27 @@ pub struct ToolProcess {
 }
 
 /// Spawn `cmd` with stdin/stdout as given and stderr collected (and logged line by line).
-pub fn spawn_tool(mut cmd: Command, tool: &str, stdin: Stdio, stdout: Stdio) -> Result<ToolProcess> {
+pub fn spawn_tool(
+    mut cmd: Command,
+    tool: &str,
+    stdin: Stdio,
+    stdout: Stdio,
+) -> Result<ToolProcess> {
     cmd.stdin(stdin).stdout(stdout).stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|e| {
-        AgentError::Config(format!("cannot start {tool}: {e} (is it installed and on PATH?)"))
+        AgentError::Config(format!(
+            "cannot start {tool}: {e} (is it installed and on PATH?)"
+        ))
     })?;
     let stderr = child.stderr.take().map(|err| {
         let tool = tool.to_string();
         std::thread::spawn(move || collect_stderr(&tool, err))
     });
-    Ok(ToolProcess { tool: tool.to_string(), child, stderr })
+    Ok(ToolProcess {
+        tool: tool.to_string(),
+        child,
+        stderr,
+    })
 }
 
 fn collect_stderr(tool: &str, err: impl Read) -> String {
@@ -132,7 +156,9 @@ fn collect_stderr(tool: &str, err: impl Read) -> String {
         tail.push('\n');
         if tail.len() > 2 * KEEP {
             let cut = tail.len() - KEEP;
-            let cut = (cut..tail.len()).find(|i| tail.is_char_boundary(*i)).unwrap_or(cut);
+            let cut = (cut..tail.len())
+                .find(|i| tail.is_char_boundary(*i))
+                .unwrap_or(cut);
             tail.drain(..cut);
         }
     }
@@ -163,8 +189,15 @@ impl ToolProcess {
     /// `fail: fn(String) -> AgentError` picks the category (source for dumps, target for
     /// restores).
     pub fn finish(mut self, fail: fn(String) -> AgentError) -> Result<String> {
-        let status = self.child.wait().map_err(|e| fail(format!("cannot wait for {}: {e}", self.tool)))?;
-        let stderr = self.stderr.take().and_then(|h| h.join().ok()).unwrap_or_default();
+        let status = self
+            .child
+            .wait()
+            .map_err(|e| fail(format!("cannot wait for {}: {e}", self.tool)))?;
+        let stderr = self
+            .stderr
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
         check_exit(&self.tool, status, &stderr).map_err(fail)?;
         Ok(stderr)
     }
@@ -174,18 +207,26 @@ impl ToolProcess {
 pub fn check_exit(tool: &str, status: ExitStatus, stderr: &str) -> std::result::Result<(), String> {
     let error_line = stderr.lines().find(|l| is_error_line(l));
     if !status.success() {
-        let detail = error_line.map(str::to_string).unwrap_or_else(|| last_lines(stderr, 3));
+        let detail = error_line
+            .map(str::to_string)
+            .unwrap_or_else(|| last_lines(stderr, 3));
         return Err(format!("{tool} failed ({status}): {}", detail.trim()));
     }
     if let Some(line) = error_line {
-        return Err(format!("{tool} exited 0 but reported an error: {}", line.trim()));
+        return Err(format!(
+            "{tool} exited 0 but reported an error: {}",
+            line.trim()
+        ));
     }
     Ok(())
 }
 
 fn is_error_line(line: &str) -> bool {
     let l = line.to_ascii_lowercase();
-    l.contains("error:") || l.starts_with("error ") || l.contains("fatal:") || l.contains(": error ")
+    l.contains("error:")
+        || l.starts_with("error ")
+        || l.contains("fatal:")
+        || l.contains(": error ")
 }
 
 fn last_lines(s: &str, n: usize) -> String {
@@ -205,7 +246,8 @@ mod tests {
 
     #[test]
     fn parses_uri_and_redacts() {
-        let u = DbUri::parse("postgresql://bob:s%40cret@127.0.0.1:5433/shop?sslmode=disable").unwrap();
+        let u =
+            DbUri::parse("postgresql://bob:s%40cret@127.0.0.1:5433/shop?sslmode=disable").unwrap();
         assert_eq!(u.user.as_deref(), Some("bob"));
         assert_eq!(u.password, Some(Secret("s@cret".into())));
         assert_eq!(u.port, Some(5433));
@@ -226,7 +268,14 @@ mod tests {
         assert!(check_exit("pg_dump", bad, "").is_err());
         let e = check_exit("pg_dump", ok, "pg_dump: error: query failed\n").unwrap_err();
         assert!(e.contains("query failed"));
-        assert!(check_exit("mariadb-dump", ok, "mariadb-dump: Got error: 2013: Lost connection").is_err());
+        assert!(
+            check_exit(
+                "mariadb-dump",
+                ok,
+                "mariadb-dump: Got error: 2013: Lost connection"
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -43,7 +43,8 @@ fn command(tool: &str, uri: &DbUri) -> Command {
     }
     // Never read ~/.my.cnf: the URI is the whole configuration.
     cmd.arg("--no-defaults");
-    cmd.arg(format!("--host={}", uri.host)).arg("--protocol=TCP");
+    cmd.arg(format!("--host={}", uri.host))
+        .arg("--protocol=TCP");
     if let Some(p) = uri.port {
         cmd.arg(format!("--port={p}"));
     }
@@ -71,7 +72,12 @@ fn command(tool: &str, uri: &DbUri) -> Command {
 }
 
 /// Run SQL with the client in batch mode and return the output rows (tab-separated).
-pub fn query(uri: &DbUri, db: Option<&str>, sql: &str, fail: fn(String) -> AgentError) -> Result<Vec<String>> {
+pub fn query(
+    uri: &DbUri,
+    db: Option<&str>,
+    sql: &str,
+    fail: fn(String) -> AgentError,
+) -> Result<Vec<String>> {
     let mut cmd = command(client_tool(), uri);
     cmd.args(["--batch", "--skip-column-names", "--raw"]);
     if let Some(db) = db {
@@ -80,7 +86,8 @@ pub fn query(uri: &DbUri, db: Option<&str>, sql: &str, fail: fn(String) -> Agent
     cmd.arg("--execute").arg(sql);
     let mut proc = spawn_tool(cmd, client_tool(), Stdio::null(), Stdio::piped())?;
     let mut out = String::new();
-    let read = std::io::Read::read_to_string(&mut proc.take_stdout().expect("stdout is piped"), &mut out);
+    let read =
+        std::io::Read::read_to_string(&mut proc.take_stdout().expect("stdout is piped"), &mut out);
     proc.finish(fail)?;
     read.map_err(|e| fail(format!("cannot read client output: {e}")))?;
     Ok(out.lines().map(str::to_string).collect())
@@ -99,7 +106,9 @@ pub fn quote_ident(s: &str) -> String {
 /// `SELECT VERSION()`.
 pub fn server_version(uri: &DbUri) -> Result<String> {
     let rows = query(uri, None, "SELECT VERSION()", AgentError::Source)?;
-    rows.first().cloned().ok_or_else(|| AgentError::Source("server returned no version".into()))
+    rows.first()
+        .cloned()
+        .ok_or_else(|| AgentError::Source("server returned no version".into()))
 }
 
 /// Start the dump of `db` (or every database). Stdout is SQL.
@@ -132,7 +141,10 @@ pub fn database_exists(uri: &DbUri, db: &str) -> Result<bool> {
     let rows = query(
         uri,
         None,
-        &format!("SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name = {}", quote_str(db)),
+        &format!(
+            "SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name = {}",
+            quote_str(db)
+        ),
         AgentError::Target,
     )?;
     Ok(rows.first().is_some_and(|r| r.trim() != "0"))
@@ -157,13 +169,25 @@ pub fn user_object_count(uri: &DbUri, db: &str) -> Result<u64> {
 
 /// `CREATE DATABASE`.
 pub fn create_database(uri: &DbUri, db: &str) -> Result<()> {
-    query(uri, None, &format!("CREATE DATABASE {}", quote_ident(db)), AgentError::Target).map(|_| ())
+    query(
+        uri,
+        None,
+        &format!("CREATE DATABASE {}", quote_ident(db)),
+        AgentError::Target,
+    )
+    .map(|_| ())
 }
 
 /// `DROP DATABASE` + `CREATE DATABASE` (the MySQL meaning of `--clean`).
 pub fn recreate_database(uri: &DbUri, db: &str) -> Result<()> {
     let q = quote_ident(db);
-    query(uri, None, &format!("DROP DATABASE IF EXISTS {q}; CREATE DATABASE {q}"), AgentError::Target).map(|_| ())
+    query(
+        uri,
+        None,
+        &format!("DROP DATABASE IF EXISTS {q}; CREATE DATABASE {q}"),
+        AgentError::Target,
+    )
+    .map(|_| ())
 }
 
 /// Start the client reading SQL from stdin into `db` (or the databases named in the SQL).
@@ -191,9 +215,21 @@ pub fn row_counts(uri: &DbUri, db: &str) -> Result<Vec<TableCount>> {
     )?;
     let mut out = Vec::new();
     for t in tables {
-        let rows = query(uri, Some(db), &format!("SELECT COUNT(*) FROM {}", quote_ident(&t)), AgentError::Source)?;
-        let rows = rows.first().and_then(|r| r.trim().parse().ok()).unwrap_or(0);
-        out.push(TableCount { schema: db.to_string(), name: t, rows });
+        let rows = query(
+            uri,
+            Some(db),
+            &format!("SELECT COUNT(*) FROM {}", quote_ident(&t)),
+            AgentError::Source,
+        )?;
+        let rows = rows
+            .first()
+            .and_then(|r| r.trim().parse().ok())
+            .unwrap_or(0);
+        out.push(TableCount {
+            schema: db.to_string(),
+            name: t,
+            rows,
+        });
     }
     Ok(out)
 }
@@ -226,7 +262,11 @@ enum ScanState {
     /// Inside `INSERT … VALUES`, outside any tuple.
     Values { depth: u32 },
     /// Inside a quoted string within values.
-    Quoted { depth: u32, quote: u8, escaped: bool },
+    Quoted {
+        depth: u32,
+        quote: u8,
+        escaped: bool,
+    },
 }
 
 const HEAD_LIMIT: usize = 512;
@@ -234,7 +274,11 @@ const HEAD_LIMIT: usize = 512;
 impl RowCounter {
     /// A counter for a dump of `db` (the schema recorded for each table until a `USE`).
     pub fn new(db: &str) -> Self {
-        Self { default_db: db.to_string(), current_db: db.to_string(), ..Default::default() }
+        Self {
+            default_db: db.to_string(),
+            current_db: db.to_string(),
+            ..Default::default()
+        }
     }
 
     /// Feed the next bytes of the dump.
@@ -280,23 +324,49 @@ impl RowCounter {
                         }
                         self.state = ScanState::Values { depth: depth + 1 };
                     }
-                    b')' => self.state = ScanState::Values { depth: depth.saturating_sub(1) },
-                    b'\'' | b'"' => self.state = ScanState::Quoted { depth, quote: b, escaped: false },
+                    b')' => {
+                        self.state = ScanState::Values {
+                            depth: depth.saturating_sub(1),
+                        }
+                    }
+                    b'\'' | b'"' => {
+                        self.state = ScanState::Quoted {
+                            depth,
+                            quote: b,
+                            escaped: false,
+                        }
+                    }
                     b';' if depth == 0 => {
                         self.current = None;
                         self.state = ScanState::SkipLine;
                     }
                     _ => {}
                 },
-                ScanState::Quoted { depth, quote, escaped } => {
+                ScanState::Quoted {
+                    depth,
+                    quote,
+                    escaped,
+                } => {
                     self.state = if escaped {
-                        ScanState::Quoted { depth, quote, escaped: false }
+                        ScanState::Quoted {
+                            depth,
+                            quote,
+                            escaped: false,
+                        }
                     } else if b == b'\\' {
-                        ScanState::Quoted { depth, quote, escaped: true }
+                        ScanState::Quoted {
+                            depth,
+                            quote,
+                            escaped: true,
+                        }
                     } else if b == quote {
                         ScanState::Values { depth }
                     } else {
-                        ScanState::Quoted { depth, quote, escaped: false }
+                        ScanState::Quoted {
+                            depth,
+                            quote,
+                            escaped: false,
+                        }
                     };
                 }
             }
@@ -312,24 +382,24 @@ impl RowCounter {
         if let Some(rest) = head.strip_prefix(b"INSERT INTO `") {
             // Wait for "VALUES (" — the name (and any column list) is complete and the first
             // tuple starts.
-            if head.ends_with(b" VALUES (") {
-                if let Some((name, _)) = parse_ident(rest) {
-                    let t = self.table(&name);
-                    self.tables[t].rows += 1;
-                    self.current = Some(t);
-                    self.state = ScanState::Values { depth: 1 };
-                    return true;
-                }
+            if head.ends_with(b" VALUES (")
+                && let Some((name, _)) = parse_ident(rest)
+            {
+                let t = self.table(&name);
+                self.tables[t].rows += 1;
+                self.current = Some(t);
+                self.state = ScanState::Values { depth: 1 };
+                return true;
             }
             return false;
         }
         if let Some(rest) = head.strip_prefix(b"CREATE TABLE `") {
-            if last == b'(' || last == b' ' {
-                if let Some((name, _)) = parse_ident(rest) {
-                    self.table(&name);
-                    self.state = ScanState::SkipLine;
-                    return true;
-                }
+            if (last == b'(' || last == b' ')
+                && let Some((name, _)) = parse_ident(rest)
+            {
+                self.table(&name);
+                self.state = ScanState::SkipLine;
+                return true;
             }
             return false;
         }
@@ -357,7 +427,11 @@ impl RowCounter {
         if let Some(&i) = self.index.get(&key) {
             return i;
         }
-        self.tables.push(TableCount { schema: key.0.clone(), name: key.1.clone(), rows: 0 });
+        self.tables.push(TableCount {
+            schema: key.0.clone(),
+            name: key.1.clone(),
+            rows: 0,
+        });
         self.index.insert(key, self.tables.len() - 1);
         self.tables.len() - 1
     }
@@ -365,7 +439,8 @@ impl RowCounter {
     /// The counts, sorted by schema and table.
     pub fn finish(mut self) -> Vec<TableCount> {
         let _ = &self.default_db;
-        self.tables.sort_by(|a, b| (&a.schema, &a.name).cmp(&(&b.schema, &b.name)));
+        self.tables
+            .sort_by(|a, b| (&a.schema, &a.name).cmp(&(&b.schema, &b.name)));
         self.tables
     }
 }

@@ -51,19 +51,30 @@ fn command(tool: &str, uri: &DbUri) -> Command {
 
 fn psql(uri: &DbUri, db: &str) -> Command {
     let mut cmd = command("psql", uri);
-    cmd.args(["-X", "-w", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"]).arg(conninfo(uri, db));
+    cmd.args(["-X", "-w", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"])
+        .arg(conninfo(uri, db));
     cmd
 }
 
 /// Run SQL (given on stdin, so psql variables `-v k=v` interpolate) and return stdout lines.
-pub fn query(uri: &DbUri, db: &str, sql: &str, vars: &[(&str, &str)], fail: fn(String) -> AgentError) -> Result<Vec<String>> {
+pub fn query(
+    uri: &DbUri,
+    db: &str,
+    sql: &str,
+    vars: &[(&str, &str)],
+    fail: fn(String) -> AgentError,
+) -> Result<Vec<String>> {
     let mut cmd = psql(uri, db);
     for (k, v) in vars {
         cmd.arg("-v").arg(format!("{k}={v}"));
     }
     let mut proc = spawn_tool(cmd, "psql", Stdio::piped(), Stdio::piped())?;
-    let mut stdin = proc.take_stdin().ok_or_else(|| fail("psql has no stdin".into()))?;
-    let mut stdout = proc.take_stdout().ok_or_else(|| fail("psql has no stdout".into()))?;
+    let mut stdin = proc
+        .take_stdin()
+        .ok_or_else(|| fail("psql has no stdin".into()))?;
+    let mut stdout = proc
+        .take_stdout()
+        .ok_or_else(|| fail("psql has no stdout".into()))?;
     let writer = {
         let sql = sql.to_string();
         std::thread::spawn(move || {
@@ -75,13 +86,20 @@ pub fn query(uri: &DbUri, db: &str, sql: &str, vars: &[(&str, &str)], fail: fn(S
     let _ = writer.join();
     proc.finish(fail)?;
     read.map_err(|e| fail(format!("cannot read psql output: {e}")))?;
-    Ok(out.lines().map(str::to_string).filter(|l| !l.is_empty()).collect())
+    Ok(out
+        .lines()
+        .map(str::to_string)
+        .filter(|l| !l.is_empty())
+        .collect())
 }
 
 /// The server version (`SHOW server_version`).
 pub fn server_version(uri: &DbUri, db: &str) -> Result<String> {
     let lines = query(uri, db, "SHOW server_version;\n", &[], AgentError::Source)?;
-    lines.first().cloned().ok_or_else(|| AgentError::Source("server returned no version".into()))
+    lines
+        .first()
+        .cloned()
+        .ok_or_else(|| AgentError::Source("server returned no version".into()))
 }
 
 /// Databases that can be dumped (`datallowconn`, not templates).
@@ -111,7 +129,8 @@ WHERE c.relkind = 'r'
 
 /// Parse the JSON produced by the row-count query.
 pub fn parse_row_counts(json: &str) -> Result<Vec<TableCount>> {
-    serde_json::from_str(json).map_err(|e| AgentError::Source(format!("cannot parse row counts: {e}")))
+    serde_json::from_str(json)
+        .map_err(|e| AgentError::Source(format!("cannot parse row counts: {e}")))
 }
 
 /// Exact row counts of `db` in a fresh snapshot (used by tests and restore checks).
@@ -135,9 +154,20 @@ impl SnapshotSession {
     /// Connect to `db`, begin the transaction and export its snapshot.
     pub fn open(uri: &DbUri, db: &str) -> Result<Self> {
         let mut proc = spawn_tool(psql(uri, db), "psql", Stdio::piped(), Stdio::piped())?;
-        let stdin = proc.take_stdin().ok_or_else(|| AgentError::Source("psql has no stdin".into()))?;
-        let stdout = BufReader::new(proc.take_stdout().ok_or_else(|| AgentError::Source("psql has no stdout".into()))?);
-        let mut s = SnapshotSession { proc, stdin, stdout, snapshot: String::new(), server_version: String::new() };
+        let stdin = proc
+            .take_stdin()
+            .ok_or_else(|| AgentError::Source("psql has no stdin".into()))?;
+        let stdout = BufReader::new(
+            proc.take_stdout()
+                .ok_or_else(|| AgentError::Source("psql has no stdout".into()))?,
+        );
+        let mut s = SnapshotSession {
+            proc,
+            stdin,
+            stdout,
+            snapshot: String::new(),
+            server_version: String::new(),
+        };
         let lines = s.run(
             "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\nSELECT pg_export_snapshot();\nSHOW server_version;\n",
         )?;
@@ -148,7 +178,12 @@ impl SnapshotSession {
             }
             _ => return Err(s.fail("unexpected output while exporting the snapshot")),
         }
-        if s.snapshot.is_empty() || !s.snapshot.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+        if s.snapshot.is_empty()
+            || !s
+                .snapshot
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() || c == '-')
+        {
             return Err(s.fail("invalid snapshot id"));
         }
         Ok(s)
@@ -164,7 +199,8 @@ impl SnapshotSession {
     }
 
     fn run(&mut self, sql: &str) -> Result<Vec<String>> {
-        let sent = writeln!(self.stdin, "{sql}\n\\echo {END_MARKER}").and_then(|_| self.stdin.flush());
+        let sent =
+            writeln!(self.stdin, "{sql}\n\\echo {END_MARKER}").and_then(|_| self.stdin.flush());
         let mut lines = Vec::new();
         if sent.is_ok() {
             loop {
@@ -184,7 +220,9 @@ impl SnapshotSession {
             }
         }
         // psql stopped (ON_ERROR_STOP): report its error.
-        Err(AgentError::Source("the snapshot session ended unexpectedly".into()))
+        Err(AgentError::Source(
+            "the snapshot session ended unexpectedly".into(),
+        ))
     }
 
     /// Exact per-table row counts inside the exported snapshot.
@@ -223,7 +261,10 @@ pub fn spawn_dump(uri: &DbUri, db: &str, snapshot: &str, extra: &[String]) -> Re
 pub fn spawn_globals(uri: &DbUri, extra: &[String]) -> Result<ToolProcess> {
     let mut cmd = command("pg_dumpall", uri);
     let db = uri.database.as_deref().unwrap_or(MAINTENANCE_DB);
-    cmd.args(["-w", "--globals-only"]).args(extra).arg("-d").arg(conninfo(uri, db));
+    cmd.args(["-w", "--globals-only"])
+        .args(extra)
+        .arg("-d")
+        .arg(conninfo(uri, db));
     spawn_tool(cmd, "pg_dumpall", Stdio::null(), Stdio::piped())
 }
 
@@ -258,7 +299,14 @@ pub fn user_relation_count(uri: &DbUri, db: &str) -> Result<u64> {
 
 /// `CREATE DATABASE`.
 pub fn create_database(uri: &DbUri, db: &str) -> Result<()> {
-    query(uri, MAINTENANCE_DB, "CREATE DATABASE :\"name\";\n", &[("name", db)], AgentError::Target).map(|_| ())
+    query(
+        uri,
+        MAINTENANCE_DB,
+        "CREATE DATABASE :\"name\";\n",
+        &[("name", db)],
+        AgentError::Target,
+    )
+    .map(|_| ())
 }
 
 /// Options of `pg_restore`.
@@ -311,15 +359,29 @@ pub struct GlobalsFilter<R> {
 impl<R: Read> GlobalsFilter<R> {
     /// Wrap the globals SQL stream; `keep_role` is the role the restore connects as.
     pub fn new(inner: R, keep_role: Option<String>) -> Self {
-        Self { inner: BufReader::with_capacity(64 << 10, inner), pending: Vec::new(), pos: 0, keep_role }
+        Self {
+            inner: BufReader::with_capacity(64 << 10, inner),
+            pending: Vec::new(),
+            pos: 0,
+            keep_role,
+        }
     }
 }
 
 /// How `pg_dumpall` spells a role name (quoted unless a plain lowercase identifier).
 fn role_spelling(name: &str) -> String {
-    let plain = name.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '$');
-    if plain { name.to_string() } else { format!("\"{}\"", name.replace('"', "\"\"")) }
+    let plain = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '$');
+    if plain {
+        name.to_string()
+    } else {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    }
 }
 
 /// Rewrite one line of globals SQL (see [`GlobalsFilter`]); `Some(empty)` drops the line.
@@ -330,7 +392,10 @@ pub fn rewrite_globals_line(line: &[u8], keep_role: Option<&str>) -> Option<Vec<
         let create = format!("CREATE ROLE {me};");
         let alter = format!("ALTER ROLE {me} WITH ");
         if body == create || body.starts_with(&alter) {
-            return Some(format!("-- dataguardian: role {me} (the restoring role) left unchanged\n").into_bytes());
+            return Some(
+                format!("-- dataguardian: role {me} (the restoring role) left unchanged\n")
+                    .into_bytes(),
+            );
         }
     }
     let role = body.strip_prefix("CREATE ROLE ")?.strip_suffix(';')?;
@@ -352,7 +417,8 @@ impl<R: Read> Read for GlobalsFilter<R> {
             if n == 0 {
                 return Ok(0);
             }
-            if let Some(rewritten) = rewrite_globals_line(&self.pending, self.keep_role.as_deref()) {
+            if let Some(rewritten) = rewrite_globals_line(&self.pending, self.keep_role.as_deref())
+            {
                 self.pending = rewritten;
             }
         }
@@ -371,7 +437,11 @@ mod tests {
     fn conninfo_has_no_password() {
         let uri = DbUri::parse("postgresql://bob:pw@127.0.0.1:5432/shop?sslmode=require").unwrap();
         let c = conninfo(&uri, "other");
-        assert!(c.contains("dbname='other'") && c.contains("sslmode='require'") && c.contains("port=5432"));
+        assert!(
+            c.contains("dbname='other'")
+                && c.contains("sslmode='require'")
+                && c.contains("port=5432")
+        );
         assert!(!c.contains("pw"));
     }
 
@@ -379,20 +449,32 @@ mod tests {
     fn globals_filter_wraps_create_role_only() {
         let input = b"SET x = 1;\nCREATE ROLE app;\nALTER ROLE app WITH LOGIN;\nCREATE ROLE \"we'ird\";\nCREATE ROLE postgres;\nALTER ROLE postgres WITH SUPERUSER PASSWORD 'x';\n";
         let mut out = String::new();
-        GlobalsFilter::new(&input[..], Some("postgres".into())).read_to_string(&mut out).unwrap();
+        GlobalsFilter::new(&input[..], Some("postgres".into()))
+            .read_to_string(&mut out)
+            .unwrap();
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines[0], "SET x = 1;");
-        assert!(lines[1].starts_with("DO $dataguardian$ BEGIN CREATE ROLE app; EXCEPTION WHEN duplicate_object"));
+        assert!(lines[1].starts_with(
+            "DO $dataguardian$ BEGIN CREATE ROLE app; EXCEPTION WHEN duplicate_object"
+        ));
         assert_eq!(lines[2], "ALTER ROLE app WITH LOGIN;");
-        assert!(lines[3].contains("CREATE ROLE \"we'ird\";") && lines[3].contains("role \"we''ird\" exists"));
-        assert!(lines[4].starts_with("--") && lines[5].starts_with("--"), "{out}");
+        assert!(
+            lines[3].contains("CREATE ROLE \"we'ird\";")
+                && lines[3].contains("role \"we''ird\" exists")
+        );
+        assert!(
+            lines[4].starts_with("--") && lines[5].starts_with("--"),
+            "{out}"
+        );
         assert_eq!(role_spelling("Admin"), "\"Admin\"");
     }
 
     #[test]
     fn parses_counts() {
-        let c = parse_row_counts(r#"[{"schema":"public","name":"t","rows":3},
- {"schema":"s","name":"u","rows":0}]"#)
+        let c = parse_row_counts(
+            r#"[{"schema":"public","name":"t","rows":3},
+ {"schema":"s","name":"u","rows":0}]"#,
+        )
         .unwrap();
         assert_eq!(c.len(), 2);
         assert_eq!(c[0].rows, 3);

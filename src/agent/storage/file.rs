@@ -23,13 +23,21 @@ fn temp_path(path: &Path) -> Result<PathBuf> {
         .to_string_lossy()
         .into_owned();
     let nonce: u64 = rand_u64();
-    Ok(path.with_file_name(format!(".{name}.partial-{}-{nonce:016x}", std::process::id())))
+    Ok(path.with_file_name(format!(
+        ".{name}.partial-{}-{nonce:016x}",
+        std::process::id()
+    )))
 }
 
 fn rand_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
     h.finish()
 }
 
@@ -50,8 +58,10 @@ impl FileStore {
     /// Write a small file atomically.
     pub fn put_small(&self, path: &Path, bytes: &[u8]) -> Result<StoredObject> {
         let (mut w, pending) = self.begin_upload(path)?;
-        w.write_all(bytes).map_err(|e| storage_err("cannot write", path, e))?;
-        w.close().map_err(|e| storage_err("cannot write", path, e))?;
+        w.write_all(bytes)
+            .map_err(|e| storage_err("cannot write", path, e))?;
+        w.close()
+            .map_err(|e| storage_err("cannot write", path, e))?;
         pending.commit(bytes.len() as u64)
     }
 
@@ -59,16 +69,23 @@ impl FileStore {
     pub fn get_small(&self, path: &Path, limit: usize) -> Result<Vec<u8>> {
         let f = File::open(path).map_err(|e| storage_err("cannot open", path, e))?;
         let mut buf = Vec::new();
-        f.take(limit as u64 + 1).read_to_end(&mut buf).map_err(|e| storage_err("cannot read", path, e))?;
+        f.take(limit as u64 + 1)
+            .read_to_end(&mut buf)
+            .map_err(|e| storage_err("cannot read", path, e))?;
         if buf.len() > limit {
-            return Err(AgentError::Storage(format!("{} is larger than {limit} bytes", path.display())));
+            return Err(AgentError::Storage(format!(
+                "{} is larger than {limit} bytes",
+                path.display()
+            )));
         }
         Ok(buf)
     }
 
     /// Open a temp file next to `path`.
     pub fn begin_upload(&self, path: &Path) -> Result<(Box<dyn SinkWriter>, PendingFile)> {
-        let dir = path.parent().ok_or_else(|| AgentError::Config(format!("{} has no parent", path.display())))?;
+        let dir = path
+            .parent()
+            .ok_or_else(|| AgentError::Config(format!("{} has no parent", path.display())))?;
         fs::create_dir_all(dir).map_err(|e| storage_err("cannot create directory", dir, e))?;
         let temp = temp_path(path)?;
         let file = OpenOptions::new()
@@ -76,8 +93,16 @@ impl FileStore {
             .create_new(true)
             .open(&temp)
             .map_err(|e| storage_err("cannot create", &temp, e))?;
-        let writer = FileWriter { inner: BufWriter::with_capacity(1 << 20, file) };
-        Ok((Box::new(writer), PendingFile { temp, target: path.to_path_buf() }))
+        let writer = FileWriter {
+            inner: BufWriter::with_capacity(1 << 20, file),
+        };
+        Ok((
+            Box::new(writer),
+            PendingFile {
+                temp,
+                target: path.to_path_buf(),
+            },
+        ))
     }
 
     /// Open a file for streaming reads.
@@ -117,9 +142,14 @@ pub struct PendingFile {
 impl PendingFile {
     /// Check the size, rename into place, fsync the directory.
     pub fn commit(self, size: u64) -> Result<StoredObject> {
-        let actual = fs::metadata(&self.temp).map_err(|e| storage_err("cannot stat", &self.temp, e))?.len();
+        let actual = fs::metadata(&self.temp)
+            .map_err(|e| storage_err("cannot stat", &self.temp, e))?
+            .len();
         if actual != size {
-            let err = AgentError::Integrity(format!("{} holds {actual} bytes, {size} were written", self.target.display()));
+            let err = AgentError::Integrity(format!(
+                "{} holds {actual} bytes, {size} were written",
+                self.target.display()
+            ));
             self.abort();
             return Err(err);
         }
@@ -131,7 +161,10 @@ impl PendingFile {
         if let Some(dir) = self.target.parent() {
             sync_dir(dir).map_err(|e| storage_err("cannot fsync directory", dir, e))?;
         }
-        Ok(StoredObject { location: format!("file://{}", self.target.display()), size })
+        Ok(StoredObject {
+            location: format!("file://{}", self.target.display()),
+            size,
+        })
     }
 
     /// Remove the temp file.

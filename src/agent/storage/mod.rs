@@ -30,8 +30,11 @@ impl std::str::FromStr for Location {
     type Err = AgentError;
 
     fn from_str(s: &str) -> Result<Self> {
-        let url = url::Url::parse(s)
-            .map_err(|e| AgentError::Config(format!("invalid location {s:?}: {e} (expected s3://bucket/prefix or file:///dir)")))?;
+        let url = url::Url::parse(s).map_err(|e| {
+            AgentError::Config(format!(
+                "invalid location {s:?}: {e} (expected s3://bucket/prefix or file:///dir)"
+            ))
+        })?;
         match url.scheme() {
             "s3" => {
                 let bucket = url.host_str().unwrap_or_default().to_string();
@@ -39,21 +42,30 @@ impl std::str::FromStr for Location {
                     return Err(AgentError::Config(format!("location {s:?} has no bucket")));
                 }
                 if !url.username().is_empty() || url.password().is_some() || url.query().is_some() {
-                    return Err(AgentError::Config(format!("location {s:?} must be s3://bucket/prefix only")));
+                    return Err(AgentError::Config(format!(
+                        "location {s:?} must be s3://bucket/prefix only"
+                    )));
                 }
                 let prefix = percent_decode(url.path().trim_matches('/'));
                 Ok(Location::S3 { bucket, prefix })
             }
             "file" => {
-                if url.host_str().is_some_and(|h| !h.is_empty() && h != "localhost") {
-                    return Err(AgentError::Config(format!("file location {s:?} must be file:///absolute/path")));
+                if url
+                    .host_str()
+                    .is_some_and(|h| !h.is_empty() && h != "localhost")
+                {
+                    return Err(AgentError::Config(format!(
+                        "file location {s:?} must be file:///absolute/path"
+                    )));
                 }
-                let path = url
-                    .to_file_path()
-                    .map_err(|_| AgentError::Config(format!("file location {s:?} is not an absolute path")))?;
+                let path = url.to_file_path().map_err(|_| {
+                    AgentError::Config(format!("file location {s:?} is not an absolute path"))
+                })?;
                 Ok(Location::File { path })
             }
-            other => Err(AgentError::Config(format!("unsupported location scheme {other:?} (use s3:// or file://)"))),
+            other => Err(AgentError::Config(format!(
+                "unsupported location scheme {other:?} (use s3:// or file://)"
+            ))),
         }
     }
 }
@@ -82,9 +94,15 @@ impl Location {
         match self {
             Location::S3 { bucket, prefix } => Location::S3 {
                 bucket: bucket.clone(),
-                prefix: if prefix.is_empty() { rel.to_string() } else { format!("{prefix}/{rel}") },
+                prefix: if prefix.is_empty() {
+                    rel.to_string()
+                } else {
+                    format!("{prefix}/{rel}")
+                },
             },
-            Location::File { path } => Location::File { path: path.join(rel) },
+            Location::File { path } => Location::File {
+                path: path.join(rel),
+            },
         }
     }
 
@@ -94,9 +112,17 @@ impl Location {
             Location::S3 { bucket, prefix } => {
                 let (dir, name) = prefix.rsplit_once('/').unwrap_or(("", prefix.as_str()));
                 if name.is_empty() {
-                    return Err(AgentError::Config(format!("{self} does not name an object")));
+                    return Err(AgentError::Config(format!(
+                        "{self} does not name an object"
+                    )));
                 }
-                Ok((Location::S3 { bucket: bucket.clone(), prefix: dir.to_string() }, name.to_string()))
+                Ok((
+                    Location::S3 {
+                        bucket: bucket.clone(),
+                        prefix: dir.to_string(),
+                    },
+                    name.to_string(),
+                ))
             }
             Location::File { path } => {
                 let name = path
@@ -208,7 +234,9 @@ impl Store {
     /// Open the store a location points into.
     pub async fn open(location: &Location, settings: &S3Settings) -> Result<Store> {
         match location {
-            Location::S3 { bucket, .. } => Ok(Store::S3(s3::S3Store::connect(bucket.clone(), settings.clone()).await?)),
+            Location::S3 { bucket, .. } => Ok(Store::S3(
+                s3::S3Store::connect(bucket.clone(), settings.clone()).await?,
+            )),
             Location::File { .. } => Ok(Store::File(file::FileStore)),
         }
     }
@@ -321,14 +349,35 @@ mod tests {
     #[test]
     fn parses_locations() {
         let l: Location = "s3://bkt/a/b/".parse().unwrap();
-        assert_eq!(l, Location::S3 { bucket: "bkt".into(), prefix: "a/b".into() });
-        assert_eq!(l.join("run1/manifest.json").to_string(), "s3://bkt/a/b/run1/manifest.json");
+        assert_eq!(
+            l,
+            Location::S3 {
+                bucket: "bkt".into(),
+                prefix: "a/b".into()
+            }
+        );
+        assert_eq!(
+            l.join("run1/manifest.json").to_string(),
+            "s3://bkt/a/b/run1/manifest.json"
+        );
         let l: Location = "s3://bkt".parse().unwrap();
         assert_eq!(l.join("x").to_string(), "s3://bkt/x");
-        let (dir, name) = "s3://bkt/p/r/manifest.json".parse::<Location>().unwrap().split_last().unwrap();
-        assert_eq!((dir.to_string(), name.as_str()), ("s3://bkt/p/r".into(), "manifest.json"));
+        let (dir, name) = "s3://bkt/p/r/manifest.json"
+            .parse::<Location>()
+            .unwrap()
+            .split_last()
+            .unwrap();
+        assert_eq!(
+            (dir.to_string(), name.as_str()),
+            ("s3://bkt/p/r".into(), "manifest.json")
+        );
         let f: Location = "file:///var/backups".parse().unwrap();
-        assert_eq!(f, Location::File { path: "/var/backups".into() });
+        assert_eq!(
+            f,
+            Location::File {
+                path: "/var/backups".into()
+            }
+        );
         assert!("http://x/y".parse::<Location>().is_err());
         assert!("s3:///nobucket".parse::<Location>().is_err());
         assert!("s3://u:p@bkt/x".parse::<Location>().is_err());

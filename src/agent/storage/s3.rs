@@ -19,7 +19,9 @@ use aws_sdk_s3::types::{
 };
 use aws_smithy_types::base64;
 use bytes::{Bytes, BytesMut};
-use tokio::sync::mpsc;
+use std::sync::Arc;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 use super::{LockMode, S3Settings, SinkWriter, Sse, StoredObject};
@@ -36,10 +38,23 @@ pub struct S3Store {
 
 fn err_text<E, R>(e: &SdkError<E, R>) -> String
 where
-    E: std::error::Error + 'static,
+    E: std::error::Error + ProvideErrorMetadata + 'static,
     R: std::fmt::Debug,
 {
-    DisplayErrorContext(e).to_string()
+    if let Some(code) = e.as_service_error().and_then(|s| s.code()) {
+        let message = e.as_service_error().and_then(|s| s.message()).unwrap_or("");
+        return format!("{code}: {message}");
+    }
+    let mut text = DisplayErrorContext(e).to_string();
+    if text.len() > 600 {
+        let cut = (0..=600)
+            .rev()
+            .find(|i| text.is_char_boundary(*i))
+            .unwrap_or(0);
+        text.truncate(cut);
+        text.push_str(" …");
+    }
+    text
 }
 
 /// Build an S3 client: rustls with the ring provider (no aws-lc), plain-http endpoints allowed,
@@ -48,7 +63,9 @@ where
 pub async fn client(settings: &S3Settings) -> Client {
     use aws_smithy_http_client::tls;
     let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ))
         .build_https();
     let timeouts = aws_sdk_s3::config::timeout::TimeoutConfig::builder()
         .connect_timeout(Duration::from_secs(10))
@@ -86,7 +103,9 @@ where
         match f().await {
             Ok(v) => return Ok(v),
             Err(e) if attempt > settings.retries => {
-                return Err(AgentError::Storage(format!("{what} failed after {attempt} attempts: {e}")));
+                return Err(AgentError::Storage(format!(
+                    "{what} failed after {attempt} attempts: {e}"
+                )));
             }
             Err(e) => {
                 tracing::warn!(attempt, retry_in_ms = delay.as_millis() as u64, error = %e, "{what} failed, retrying");
@@ -101,13 +120,21 @@ impl S3Store {
     /// Connect to `bucket` with `settings`.
     pub async fn connect(bucket: String, settings: S3Settings) -> Result<Self> {
         if settings.part_size < 5 << 20 {
-            return Err(AgentError::Config("S3 part size must be at least 5 MiB".into()));
+            return Err(AgentError::Config(
+                "S3 part size must be at least 5 MiB".into(),
+            ));
         }
         if settings.concurrency == 0 {
-            return Err(AgentError::Config("S3 upload concurrency must be at least 1".into()));
+            return Err(AgentError::Config(
+                "S3 upload concurrency must be at least 1".into(),
+            ));
         }
         let client = client(&settings).await;
-        Ok(Self { client, bucket, settings })
+        Ok(Self {
+            client,
+            bucket,
+            settings,
+        })
     }
 
     /// The underlying client (tests and the operator's storage probe reuse it).
@@ -122,14 +149,24 @@ impl S3Store {
                 LockMode::Governance => ObjectLockMode::Governance,
                 LockMode::Compliance => ObjectLockMode::Compliance,
             };
-            (mode, aws_smithy_types::DateTime::from_secs(until.timestamp()))
+            (
+                mode,
+                aws_smithy_types::DateTime::from_secs(until.timestamp()),
+            )
         })
     }
 
     /// Whether `key` exists.
     pub async fn exists(&self, key: &str) -> Result<bool> {
         with_retries(&self.settings, "HEAD", || async {
-            match self.client.head_object().bucket(&self.bucket).key(key).send().await {
+            match self
+                .client
+                .head_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .send()
+                .await
+            {
                 Ok(_) => Ok(true),
                 Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(false),
                 Err(e) => Err(err_text(&e)),
@@ -150,16 +187,19 @@ impl S3Store {
                 .bucket(&self.bucket)
                 .key(key)
                 .content_type("application/json")
+                .checksum_algorithm(ChecksumAlgorithm::Sha256)
                 .checksum_sha256(&sum)
                 .body(ByteStream::from(body.clone()));
             if let Some((mode, until)) = self.retain_until() {
-                req = req.object_lock_mode(mode).object_lock_retain_until_date(until);
+                req = req
+                    .object_lock_mode(mode)
+                    .object_lock_retain_until_date(until);
             }
             req = match &self.settings.sse {
                 Some(Sse::Aes256) => req.server_side_encryption(ServerSideEncryption::Aes256),
-                Some(Sse::Kms { key_id }) => {
-                    req.server_side_encryption(ServerSideEncryption::AwsKms).set_ssekms_key_id(key_id.clone())
-                }
+                Some(Sse::Kms { key_id }) => req
+                    .server_side_encryption(ServerSideEncryption::AwsKms)
+                    .set_ssekms_key_id(key_id.clone()),
                 None => req,
             };
             if let Some(class) = &self.settings.storage_class {
@@ -170,18 +210,100 @@ impl S3Store {
         .await?;
         let head = self.head(key).await?;
         if head.0 != size {
-            return Err(AgentError::Integrity(format!("s3://{}/{key} holds {} bytes, {size} were written", self.bucket, head.0)));
+            return Err(AgentError::Integrity(format!(
+                "s3://{}/{key} holds {} bytes, {size} were written",
+                self.bucket, head.0
+            )));
         }
-        Ok(StoredObject { location: format!("s3://{}/{key}", self.bucket), size })
+        Ok(StoredObject {
+            location: format!("s3://{}/{key}", self.bucket),
+            size,
+        })
+    }
+
+    /// With Object Lock configured, make sure the object carries the retention (some
+    /// S3-compatible servers ignore the lock headers of a multipart upload): set it with
+    /// `PutObjectRetention` when missing, then confirm it with a HEAD.
+    async fn ensure_retention(&self, key: &str) -> Result<()> {
+        let Some((mode, until)) = self.retain_until() else {
+            return Ok(());
+        };
+        let lock_of = |h: &aws_sdk_s3::operation::head_object::HeadObjectOutput| {
+            (
+                h.object_lock_mode().cloned(),
+                h.object_lock_retain_until_date().map(|d| d.secs()),
+            )
+        };
+        let head = with_retries(&self.settings, "HEAD", || async {
+            self.client
+                .head_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .send()
+                .await
+                .map_err(|e| err_text(&e))
+        })
+        .await?;
+        let (got_mode, got_until) = lock_of(&head);
+        if got_mode.as_ref() == Some(&mode) && got_until.is_some_and(|u| u >= until.secs() - 3600) {
+            return Ok(());
+        }
+        tracing::warn!(
+            key,
+            "object lock missing after upload; applying the retention explicitly"
+        );
+        with_retries(&self.settings, "PutObjectRetention", || async {
+            let retention = aws_sdk_s3::types::ObjectLockRetention::builder()
+                .mode(aws_sdk_s3::types::ObjectLockRetentionMode::from(
+                    mode.as_str(),
+                ))
+                .retain_until_date(until)
+                .build();
+            self.client
+                .put_object_retention()
+                .bucket(&self.bucket)
+                .key(key)
+                .retention(retention)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| err_text(&e))
+        })
+        .await?;
+        let head = with_retries(&self.settings, "HEAD", || async {
+            self.client
+                .head_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .send()
+                .await
+                .map_err(|e| err_text(&e))
+        })
+        .await?;
+        if lock_of(&head).0.as_ref() != Some(&mode) {
+            return Err(AgentError::Storage(format!(
+                "s3://{}/{key}: the bucket did not apply the requested Object Lock retention",
+                self.bucket
+            )));
+        }
+        Ok(())
     }
 
     /// Whether `key` holds exactly `size` bytes with composite checksum `expected`.
     async fn confirm(&self, key: &str, size: u64, expected: &str, parts: usize) -> Result<bool> {
-        let out = self.client.head_object().bucket(&self.bucket).key(key).checksum_mode(ChecksumMode::Enabled).send().await;
+        let out = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .checksum_mode(ChecksumMode::Enabled)
+            .send()
+            .await;
         Ok(match out {
             Ok(o) => {
                 o.content_length().unwrap_or(-1) == size as i64
-                    && o.checksum_sha256().is_some_and(|c| checksum_matches(c, expected, parts))
+                    && o.checksum_sha256()
+                        .is_some_and(|c| checksum_matches(c, expected, parts))
             }
             Err(_) => false,
         })
@@ -198,7 +320,10 @@ impl S3Store {
                 .send()
                 .await
                 .map_err(|e| err_text(&e))?;
-            Ok((out.content_length().unwrap_or(-1).max(0) as u64, out.checksum_sha256().map(str::to_string)))
+            Ok((
+                out.content_length().unwrap_or(-1).max(0) as u64,
+                out.checksum_sha256().map(str::to_string),
+            ))
         })
         .await
     }
@@ -206,15 +331,27 @@ impl S3Store {
     /// GET a small object.
     pub async fn get_small(&self, key: &str, limit: usize) -> Result<Vec<u8>> {
         with_retries(&self.settings, "GET", || async {
-            let out = self.client.get_object().bucket(&self.bucket).key(key).send().await.map_err(|e| {
-                if e.as_service_error().is_some_and(|s| s.code() == Some("NoSuchKey")) {
-                    format!("s3://{}/{key} does not exist", self.bucket)
-                } else {
-                    err_text(&e)
-                }
-            })?;
+            let out = self
+                .client
+                .get_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .send()
+                .await
+                .map_err(|e| {
+                    if e.as_service_error()
+                        .is_some_and(|s| s.code() == Some("NoSuchKey"))
+                    {
+                        format!("s3://{}/{key} does not exist", self.bucket)
+                    } else {
+                        err_text(&e)
+                    }
+                })?;
             if out.content_length().unwrap_or(0) as u64 > limit as u64 {
-                return Err(format!("s3://{}/{key} is larger than {limit} bytes", self.bucket));
+                return Err(format!(
+                    "s3://{}/{key} is larger than {limit} bytes",
+                    self.bucket
+                ));
             }
             let data = out.body.collect().await.map_err(|e| e.to_string())?;
             Ok(data.into_bytes().to_vec())
@@ -233,13 +370,15 @@ impl S3Store {
                 .content_type("application/octet-stream")
                 .checksum_algorithm(ChecksumAlgorithm::Sha256);
             if let Some((mode, until)) = self.retain_until() {
-                req = req.object_lock_mode(mode).object_lock_retain_until_date(until);
+                req = req
+                    .object_lock_mode(mode)
+                    .object_lock_retain_until_date(until);
             }
             req = match &self.settings.sse {
                 Some(Sse::Aes256) => req.server_side_encryption(ServerSideEncryption::Aes256),
-                Some(Sse::Kms { key_id }) => {
-                    req.server_side_encryption(ServerSideEncryption::AwsKms).set_ssekms_key_id(key_id.clone())
-                }
+                Some(Sse::Kms { key_id }) => req
+                    .server_side_encryption(ServerSideEncryption::AwsKms)
+                    .set_ssekms_key_id(key_id.clone()),
                 None => req,
             };
             if let Some(class) = &self.settings.storage_class {
@@ -247,23 +386,43 @@ impl S3Store {
             }
             async move {
                 let out = req.send().await.map_err(|e| err_text(&e))?;
-                out.upload_id().map(str::to_string).ok_or_else(|| "no upload id returned".to_string())
+                out.upload_id()
+                    .map(str::to_string)
+                    .ok_or_else(|| "no upload id returned".to_string())
             }
         })
         .await?;
-        let (tx, rx) = mpsc::channel::<Bytes>(1);
+        let (tx, rx) = mpsc::channel::<Part>(1);
         let store = self.clone();
         let task_key = key.to_string();
         let task_id = upload_id.clone();
         let task = tokio::spawn(async move { store.upload_parts(&task_key, &task_id, rx).await });
-        let writer = PartWriter { buf: BytesMut::with_capacity(self.settings.part_size), part_size: self.settings.part_size, tx };
+        // One part being filled plus `concurrency` parts queued or in flight: the memory bound.
+        let writer = PartWriter::new(
+            self.settings.part_size,
+            Arc::new(Semaphore::new(self.settings.concurrency + 1)),
+            tx,
+        );
         tracing::debug!(bucket = %self.bucket, key, "multipart upload started");
-        Ok((Box::new(writer), PendingUpload { store: self.clone(), key: key.to_string(), upload_id, task }))
+        Ok((
+            Box::new(writer),
+            PendingUpload {
+                store: self.clone(),
+                key: key.to_string(),
+                upload_id,
+                task,
+            },
+        ))
     }
 
     /// Receive parts and upload them, at most `concurrency` at once. On error every in-flight
     /// part is cancelled and the error returned (the caller aborts the upload).
-    async fn upload_parts(&self, key: &str, upload_id: &str, mut rx: mpsc::Receiver<Bytes>) -> Result<Vec<UploadedPart>> {
+    async fn upload_parts(
+        &self,
+        key: &str,
+        upload_id: &str,
+        mut rx: mpsc::Receiver<Part>,
+    ) -> Result<Vec<UploadedPart>> {
         let mut inflight: JoinSet<Result<UploadedPart>> = JoinSet::new();
         let mut parts = Vec::new();
         let mut next_part: i32 = 0;
@@ -280,7 +439,7 @@ impl S3Store {
                 }
                 chunk = rx.recv(), if !closed && inflight.len() < self.settings.concurrency => {
                     match chunk {
-                        Some(data) => {
+                        Some((data, permit)) => {
                             next_part += 1;
                             if next_part > 10_000 {
                                 inflight.abort_all();
@@ -289,7 +448,11 @@ impl S3Store {
                             let store = self.clone();
                             let (key, id) = (key.to_string(), upload_id.to_string());
                             let n = next_part;
-                            inflight.spawn(async move { store.upload_part(&key, &id, n, data).await });
+                            inflight.spawn(async move {
+                                let done = store.upload_part(&key, &id, n, data).await;
+                                drop(permit); // the part's buffer is gone: the writer may fill another
+                                done
+                            });
                         }
                         None => closed = true,
                     }
@@ -301,7 +464,13 @@ impl S3Store {
         Ok(parts)
     }
 
-    async fn upload_part(&self, key: &str, upload_id: &str, number: i32, data: Bytes) -> Result<UploadedPart> {
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        data: Bytes,
+    ) -> Result<UploadedPart> {
         let digest = sha256_raw(&data);
         let sum = base64::encode(digest);
         let size = data.len() as u64;
@@ -322,28 +491,51 @@ impl S3Store {
                 if let Some(returned) = out.checksum_sha256()
                     && returned != sum.as_str()
                 {
-                    return Err(format!("server computed checksum {returned} for part {number}, expected {sum}"));
+                    return Err(format!(
+                        "server computed checksum {returned} for part {number}, expected {sum}"
+                    ));
                 }
                 Ok(out.e_tag().unwrap_or_default().to_string())
             }
         })
         .await?;
         tracing::debug!(part = number, bytes = size, "part uploaded");
-        Ok(UploadedPart { number, etag, sha256: digest, sha256_b64: sum, size })
+        Ok(UploadedPart {
+            number,
+            etag,
+            sha256: digest,
+            sha256_b64: sum,
+            size,
+        })
     }
 
     async fn abort_upload(&self, key: &str, upload_id: &str) {
         let res = with_retries(&self.settings, "AbortMultipartUpload", || async {
-            match self.client.abort_multipart_upload().bucket(&self.bucket).key(key).upload_id(upload_id).send().await {
+            match self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .send()
+                .await
+            {
                 Ok(_) => Ok(()),
-                Err(e) if e.as_service_error().is_some_and(|s| s.code() == Some("NoSuchUpload")) => Ok(()),
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.code() == Some("NoSuchUpload")) =>
+                {
+                    Ok(())
+                }
                 Err(e) => Err(err_text(&e)),
             }
         })
         .await;
         match res {
             Ok(()) => tracing::info!(bucket = %self.bucket, key, "multipart upload aborted"),
-            Err(e) => tracing::error!(bucket = %self.bucket, key, error = %e, "could not abort the multipart upload; a bucket lifecycle rule for incomplete uploads will clean it"),
+            Err(e) => {
+                tracing::error!(bucket = %self.bucket, key, error = %e, "could not abort the multipart upload; a bucket lifecycle rule for incomplete uploads will clean it")
+            }
         }
     }
 
@@ -360,7 +552,10 @@ impl S3Store {
                 let _ = tx.send(Err(into_io(e))).await;
             }
         });
-        Ok(Box::new(ChannelReader { rx, current: Bytes::new() }))
+        Ok(Box::new(ChannelReader {
+            rx,
+            current: Bytes::new(),
+        }))
     }
 
     async fn get_from(&self, key: &str, offset: u64) -> Result<ByteStream> {
@@ -370,7 +565,9 @@ impl S3Store {
                 req = req.range(format!("bytes={offset}-"));
             }
             req.send().await.map(|o| o.body).map_err(|e| {
-                if e.as_service_error().is_some_and(|s| s.code() == Some("NoSuchKey")) {
+                if e.as_service_error()
+                    .is_some_and(|s| s.code() == Some("NoSuchKey"))
+                {
                     format!("s3://{}/{key} does not exist", self.bucket)
                 } else {
                     err_text(&e)
@@ -380,7 +577,12 @@ impl S3Store {
         .await
     }
 
-    async fn stream_into(&self, key: &str, mut body: ByteStream, tx: &mpsc::Sender<io::Result<Bytes>>) -> Result<()> {
+    async fn stream_into(
+        &self,
+        key: &str,
+        mut body: ByteStream,
+        tx: &mpsc::Sender<io::Result<Bytes>>,
+    ) -> Result<()> {
         let mut offset = 0u64;
         let mut resumes = 0u32;
         loop {
@@ -394,7 +596,10 @@ impl S3Store {
                 Some(Err(e)) => {
                     resumes += 1;
                     if resumes > self.settings.retries {
-                        return Err(AgentError::Storage(format!("download of s3://{}/{key} broke at byte {offset}: {e}", self.bucket)));
+                        return Err(AgentError::Storage(format!(
+                            "download of s3://{}/{key} broke at byte {offset}: {e}",
+                            self.bucket
+                        )));
                     }
                     tracing::warn!(offset, error = %e, "download interrupted, resuming");
                     tokio::time::sleep(self.settings.backoff).await;
@@ -416,29 +621,56 @@ struct UploadedPart {
     size: u64,
 }
 
-/// Cuts the stored stream into parts and hands them to the uploader (blocking side).
+/// A part and the permit that accounts for its buffer.
+type Part = (Bytes, OwnedSemaphorePermit);
+
+/// Cuts the stored stream into parts and hands them to the uploader (blocking side). A part
+/// buffer is only allocated once a permit is free, so at most `concurrency + 1` parts exist.
 struct PartWriter {
     buf: BytesMut,
+    permit: Option<OwnedSemaphorePermit>,
     part_size: usize,
-    tx: mpsc::Sender<Bytes>,
+    permits: Arc<Semaphore>,
+    tx: mpsc::Sender<Part>,
 }
 
 impl PartWriter {
-    fn send(&mut self, data: Bytes) -> io::Result<()> {
+    fn new(part_size: usize, permits: Arc<Semaphore>, tx: mpsc::Sender<Part>) -> Self {
+        Self {
+            buf: BytesMut::new(),
+            permit: None,
+            part_size,
+            permits,
+            tx,
+        }
+    }
+
+    fn stopped() -> io::Error {
+        io::Error::new(io::ErrorKind::BrokenPipe, "the S3 uploader stopped")
+    }
+
+    fn send(&mut self) -> io::Result<()> {
+        let data = std::mem::take(&mut self.buf).freeze();
+        let permit = self.permit.take().ok_or_else(Self::stopped)?;
         self.tx
-            .blocking_send(data)
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the S3 uploader stopped"))
+            .blocking_send((data, permit))
+            .map_err(|_| Self::stopped())
     }
 }
 
 impl io::Write for PartWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.permit.is_none() {
+            let permit = futures::executor::block_on(Arc::clone(&self.permits).acquire_owned())
+                .map_err(|_| Self::stopped())?;
+            self.permit = Some(permit);
+            self.buf = BytesMut::with_capacity(self.part_size);
+        }
         let room = self.part_size - self.buf.len();
         let n = room.min(buf.len());
         self.buf.extend_from_slice(&buf[..n]);
         if self.buf.len() == self.part_size {
-            let part = std::mem::replace(&mut self.buf, BytesMut::with_capacity(self.part_size)).freeze();
-            self.send(part)?;
+            self.send()?;
         }
         Ok(n)
     }
@@ -450,8 +682,7 @@ impl io::Write for PartWriter {
 impl SinkWriter for PartWriter {
     fn close(mut self: Box<Self>) -> io::Result<()> {
         if !self.buf.is_empty() {
-            let last = std::mem::take(&mut self.buf).freeze();
-            self.send(last)?;
+            self.send()?;
         }
         Ok(())
     }
@@ -468,7 +699,12 @@ pub struct PendingUpload {
 impl PendingUpload {
     /// Wait for the parts, complete the upload and confirm size and composite SHA-256.
     pub async fn commit(self, size: u64, _sha256_hex: &str) -> Result<StoredObject> {
-        let PendingUpload { store, key, upload_id, task } = self;
+        let PendingUpload {
+            store,
+            key,
+            upload_id,
+            task,
+        } = self;
         let parts = match task.await {
             Ok(Ok(parts)) => parts,
             Ok(Err(e)) => {
@@ -489,10 +725,18 @@ impl PendingUpload {
         }
     }
 
-    async fn complete(store: &S3Store, key: &str, upload_id: &str, parts: &[UploadedPart], size: u64) -> Result<StoredObject> {
+    async fn complete(
+        store: &S3Store,
+        key: &str,
+        upload_id: &str,
+        parts: &[UploadedPart],
+        size: u64,
+    ) -> Result<StoredObject> {
         let uploaded: u64 = parts.iter().map(|p| p.size).sum();
         if uploaded != size {
-            return Err(AgentError::Integrity(format!("{uploaded} bytes were uploaded, {size} were written")));
+            return Err(AgentError::Integrity(format!(
+                "{uploaded} bytes were uploaded, {size} were written"
+            )));
         }
         let completed = CompletedMultipartUpload::builder()
             .set_parts(Some(
@@ -563,8 +807,12 @@ impl PendingUpload {
                 )));
             }
         }
+        store.ensure_retention(key).await?;
         tracing::info!(bucket = %store.bucket, key, bytes = size, parts = parts.len(), "upload confirmed (size and checksum)");
-        Ok(StoredObject { location: format!("s3://{}/{key}", store.bucket), size })
+        Ok(StoredObject {
+            location: format!("s3://{}/{key}", store.bucket),
+            size,
+        })
     }
 
     /// Abort the multipart upload (after the uploader stopped).
@@ -574,7 +822,12 @@ impl PendingUpload {
 
     /// Abort the multipart upload and return the uploader's error, if it failed.
     pub async fn abort_with_cause(self) -> Option<AgentError> {
-        let PendingUpload { store, key, upload_id, task } = self;
+        let PendingUpload {
+            store,
+            key,
+            upload_id,
+            task,
+        } = self;
         let cause = match task.await {
             Ok(Ok(_)) => None,
             Ok(Err(e)) => Some(e),
@@ -623,19 +876,37 @@ mod tests {
 
     #[test]
     fn composite_checksum_matches_s3_definition() {
-        let a = UploadedPart { number: 1, etag: String::new(), sha256: sha256_raw(b"a"), sha256_b64: String::new(), size: 1 };
-        let b = UploadedPart { number: 2, etag: String::new(), sha256: sha256_raw(b"b"), sha256_b64: String::new(), size: 1 };
+        let a = UploadedPart {
+            number: 1,
+            etag: String::new(),
+            sha256: sha256_raw(b"a"),
+            sha256_b64: String::new(),
+            size: 1,
+        };
+        let b = UploadedPart {
+            number: 2,
+            etag: String::new(),
+            sha256: sha256_raw(b"b"),
+            sha256_b64: String::new(),
+            size: 1,
+        };
         let mut concat = sha256_raw(b"a").to_vec();
         concat.extend(sha256_raw(b"b"));
-        assert_eq!(composite_sha256(&[a, b]), format!("{}-2", base64::encode(sha256_raw(&concat))));
+        assert_eq!(
+            composite_sha256(&[a, b]),
+            format!("{}-2", base64::encode(sha256_raw(&concat)))
+        );
     }
 
     #[test]
     fn part_writer_cuts_exact_parts() {
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        let (tx, mut rx) = mpsc::channel::<Bytes>(8);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let (tx, mut rx) = mpsc::channel::<Part>(8);
         let handle = std::thread::spawn(move || {
-            let mut w: Box<dyn SinkWriter> = Box::new(PartWriter { buf: BytesMut::new(), part_size: 10, tx });
+            let mut w: Box<dyn SinkWriter> =
+                Box::new(PartWriter::new(10, Arc::new(Semaphore::new(8)), tx));
             io::Write::write_all(&mut w, &[1u8; 25]).unwrap();
             w.close().unwrap();
         });
@@ -643,7 +914,7 @@ mod tests {
         let sizes: Vec<usize> = rt.block_on(async {
             let mut v = Vec::new();
             while let Some(b) = rx.recv().await {
-                v.push(b.len());
+                v.push(b.0.len());
             }
             v
         });

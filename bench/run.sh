@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# DataGuardian agent benchmark (`make bench`): wall time and peak RSS of
+#   (a) pg_dump -Fc -Z0 > /dev/null                       the limit
+#   (b) dataguardian agent backup → S3, zstd:3 + age      ours
+#   (c) pg_dump -Fc -Z0 | gzip | aws s3 cp -             what logical-backup CronJobs run
+#   (d) pg_dump -Fc -Z0 | zstd -3 -T0 | aws s3 cp -      a careful shell pipeline (no age CLI here)
+#   (e) pg_restore -d from a local -Z0 file               the restore limit
+#   (f) dataguardian agent restore ← S3 (zstd + age)      ours
+#   (g) dataguardian agent backup → file:// (zstd + age)  ours without the S3 server in the way
+# on a generated PostgreSQL database (pgbench tables plus random base64 text, so the dump
+# compresses about 2.5x instead of pgbench's ~100x) at two sizes, to show that memory stays flat.
+# Ratios are printed, not asserted. Everything runs on loopback in a temp dir, removed at exit.
+#
+# Environment: BENCH_SIZES="small large" (default; "tiny" is a smoke test), BENCH_OUT=<file for
+#   the markdown table>, BENCH_KEEP=1 keeps the temp dir, BENCH_BIN=<binary> skips the release build.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/.." && pwd)"
+PGBIN="${PGBIN:-/usr/lib/postgresql/15/bin}"
+SIZES="${BENCH_SIZES:-small large}"
+OUT="${BENCH_OUT:-$ROOT/target/bench/results.md}"
+
+need() { command -v "$1" >/dev/null 2>&1 || { echo "bench: $1 is required but not installed ($2)" >&2; exit 1; }; }
+need "$PGBIN/pg_ctl" "apt-get install postgresql-15"
+need pgbench "apt-get install postgresql-contrib"
+need moto_server "pip install 'moto[server]'"
+need aws "pip install awscli"
+need zstd "apt-get install zstd"
+need gzip "apt-get install gzip"
+[ -x /usr/bin/time ] || { echo "bench: /usr/bin/time is required (apt-get install time)" >&2; exit 1; }
+
+if [ -n "${BENCH_BIN:-}" ]; then
+  DG="$BENCH_BIN"
+else
+  echo "bench: building the release binary" >&2
+  (cd "$ROOT" && cargo build --release --bin dataguardian >&2)
+  DG="$ROOT/target/release/dataguardian"
+fi
+
+WORK="$(mktemp -d /tmp/dg-bench.XXXXXX)"
+chmod 755 "$WORK"
+touch "$WORK/pg.log" && chown postgres "$WORK/pg.log"
+PGDATA="$WORK/pg"
+MOTO_PID=""
+cleanup() {
+  set +e
+  [ -n "$MOTO_PID" ] && kill "$MOTO_PID" 2>/dev/null && wait "$MOTO_PID" 2>/dev/null
+  [ -d "$PGDATA" ] && runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDATA" -m immediate stop >/dev/null 2>&1
+  [ "${BENCH_KEEP:-0}" = 1 ] || rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+PGPORT_="$(free_port)"
+MOTO_PORT="$(free_port)"
+
+# PostgreSQL 15 as the postgres user, trust auth on loopback only.
+mkdir -p "$PGDATA" && chown postgres "$PGDATA"
+runuser -u postgres -- "$PGBIN/initdb" -D "$PGDATA" -U postgres --auth=trust -E UTF8 >/dev/null
+runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDATA" -l "$PGDATA/../pg.log" -w start \
+  -o "-p $PGPORT_ -c listen_addresses=127.0.0.1 -k $PGDATA -c shared_buffers=256MB -c max_wal_size=4GB -c fsync=off -c synchronous_commit=off -c full_page_writes=off" >/dev/null
+export PGHOST=127.0.0.1 PGPORT="$PGPORT_" PGUSER=postgres
+
+# moto S3.
+moto_server -H 127.0.0.1 -p "$MOTO_PORT" >"$WORK/moto.log" 2>&1 &
+MOTO_PID=$!
+export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
+ENDPOINT="http://127.0.0.1:$MOTO_PORT"
+for _ in $(seq 1 100); do curl -fs "$ENDPOINT" >/dev/null 2>&1 && break; sleep 0.1; done
+aws --endpoint-url "$ENDPOINT" s3 mb s3://bench >/dev/null
+
+RECIPIENT="$(python3 "$HERE/age_keygen.py" "$WORK/identity.txt")"
+
+# measure NAME CMD: runs CMD under /usr/bin/time -v; records wall seconds and peak RSS (KiB,
+# the largest single process of the command's tree, as getrusage(RUSAGE_CHILDREN) reports).
+declare -A WALL RSS
+measure() {
+  local name="$1"; shift
+  sync
+  /usr/bin/time -v -o "$WORK/time.$name" bash -c "$*" >"$WORK/out.$name" 2>"$WORK/err.$name" || {
+    echo "bench: $name failed:" >&2; tail -20 "$WORK/err.$name" >&2; exit 1; }
+  local wall rss
+  wall="$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$WORK/time.$name" | awk -F: '{ if (NF==3) print $1*3600+$2*60+$3; else print $1*60+$2 }')"
+  rss="$(awk -F': ' '/Maximum resident set size/ {print $2}' "$WORK/time.$name")"
+  WALL[$name]="$wall"; RSS[$name]="$rss"
+  printf 'bench: %-22s %8.2f s  %7.1f MiB\n' "$name" "$wall" "$(echo "$rss/1024" | bc -l)" >&2
+}
+
+ratio() { echo "scale=2; $1 / $2" | bc -l; }
+mib() { echo "scale=1; $1 / 1024" | bc -l; }
+
+mkdir -p "$(dirname "$OUT")"
+{
+  echo "| size | db size | raw dump | stored (zstd+age) | pipeline | wall s | × raw dump | peak RSS MiB |"
+  echo "|---|---|---|---|---|---|---|---|"
+} >"$OUT"
+
+for size in $SIZES; do
+  case "$size" in
+    tiny)  SCALE=1;  RANDOM_ROWS=10000 ;;
+    small) SCALE=8;  RANDOM_ROWS=170000 ;;
+    large) SCALE=34; RANDOM_ROWS=680000 ;;
+    *) echo "bench: unknown size $size (tiny|small|large)" >&2; exit 1 ;;
+  esac
+  DB="bench_$size"
+  echo "bench: generating $DB (pgbench scale $SCALE + $RANDOM_ROWS random-text rows)" >&2
+  createdb "$DB"
+  pgbench -i -q -s "$SCALE" "$DB" >/dev/null 2>&1
+  psql -X -q -d "$DB" -v ON_ERROR_STOP=1 <<SQL
+CREATE EXTENSION pgcrypto;
+CREATE TABLE random_text (id bigint PRIMARY KEY, body text NOT NULL);
+INSERT INTO random_text SELECT g, encode(gen_random_bytes(750), 'base64') FROM generate_series(1, $RANDOM_ROWS) g;
+VACUUM ANALYZE;
+SQL
+  DBSIZE="$(psql -X -At -d "$DB" -c "SELECT pg_size_pretty(pg_database_size(current_database()))")"
+
+  measure "raw_$size"   "pg_dump -Fc -Z0 -d $DB > /dev/null"
+  measure "ours_$size"  "'$DG' agent backup --engine postgres --uri postgresql://postgres@127.0.0.1:$PGPORT_/$DB --to s3://bench/ours --run-id $size --recipient $RECIPIENT --s3-endpoint $ENDPOINT --s3-path-style --termination-log $WORK/termination.log"
+  measure "file_$size"  "'$DG' agent backup --engine postgres --uri postgresql://postgres@127.0.0.1:$PGPORT_/$DB --to file://$WORK/files --run-id $size --recipient $RECIPIENT --termination-log $WORK/termination.log"
+  rm -rf "$WORK/files"
+  measure "gzip_$size"  "pg_dump -Fc -Z0 -d $DB | gzip | aws --endpoint-url $ENDPOINT s3 cp - s3://bench/gzip/$size.dump.gz"
+  measure "zstd_$size"  "pg_dump -Fc -Z0 -d $DB | zstd -3 -T0 -q | aws --endpoint-url $ENDPOINT s3 cp - s3://bench/zstd/$size.dump.zst"
+  measure "raw2_$size"  "pg_dump -Fc -Z0 -d $DB > /dev/null"
+
+  RAWBYTES="$(python3 -c "import json,sys; print(json.loads(open('$WORK/out.ours_$size').read().splitlines()[-1])['rawBytes'])")"
+  STORED="$(python3 -c "import json,sys; print(json.loads(open('$WORK/out.ours_$size').read().splitlines()[-1])['sizeBytes'])")"
+
+  # Restore: pg_restore from a local uncompressed file vs ours from S3.
+  pg_dump -Fc -Z0 -d "$DB" -f "$WORK/local.dump"
+  createdb "${DB}_local"
+  measure "pgrestore_$size" "pg_restore -d ${DB}_local '$WORK/local.dump'"
+  rm -f "$WORK/local.dump"
+  measure "ours_restore_$size" "'$DG' agent restore --engine postgres --uri postgresql://postgres@127.0.0.1:$PGPORT_/${DB}_ours --from s3://bench/ours/$size/manifest.json --identity-file '$WORK/identity.txt' --create-database --s3-endpoint $ENDPOINT --s3-path-style --termination-log $WORK/termination.log"
+  [ "$(psql -X -At -d "${DB}_ours" -c 'SELECT count(*) FROM random_text')" = "$RANDOM_ROWS" ] || { echo "bench: restored row count differs" >&2; exit 1; }
+
+  RAWAVG="$(echo "(${WALL[raw_$size]} + ${WALL[raw2_$size]}) / 2" | bc -l)"
+  row() { # name label baseline
+    printf '| %s | %s | %s MiB | %s MiB | %s | %.2f | %s | %s |\n' "$size" "$DBSIZE" "$(echo "scale=0; $RAWBYTES/1048576" | bc)" \
+      "$(echo "scale=0; $STORED/1048576" | bc)" "$2" "${WALL[$1]}" "$(ratio "${WALL[$1]}" "$3")×" "$(mib "${RSS[$1]}")" >>"$OUT"
+  }
+  row "raw_$size"  '(a) `pg_dump -Fc -Z0 > /dev/null` (1st run)' "$RAWAVG"
+  row "raw2_$size" '(a) `pg_dump -Fc -Z0 > /dev/null` (2nd run)' "$RAWAVG"
+  row "ours_$size" '(b) **`dataguardian agent backup` → S3, zstd:3 + age**' "$RAWAVG"
+  row "file_$size" '(g) `dataguardian agent backup` → local file (fsync), zstd:3 + age' "$RAWAVG"
+  row "zstd_$size" '(d) `pg_dump \| zstd -3 -T0 \| aws s3 cp -`' "$RAWAVG"
+  row "gzip_$size" '(c) `pg_dump \| gzip \| aws s3 cp -`' "$RAWAVG"
+  row "pgrestore_$size" '(e) `pg_restore -d` from a local -Z0 file (restore limit)' "${WALL[pgrestore_$size]}"
+  row "ours_restore_$size" '(f) **`dataguardian agent restore` ← S3, zstd + age**' "${WALL[pgrestore_$size]}"
+  echo "bench: $size: ours/raw = $(ratio "${WALL[ours_$size]}" "$RAWAVG")×, ours/gzip = $(ratio "${WALL[ours_$size]}" "${WALL[gzip_$size]}")×, restore ours/pg_restore = $(ratio "${WALL[ours_restore_$size]}" "${WALL[pgrestore_$size]}")×, compression $(ratio "$RAWBYTES" "$STORED")×" >&2
+  dropdb "${DB}_local"; dropdb "${DB}_ours"; dropdb "$DB"
+done
+
+echo >&2
+cat "$OUT"
