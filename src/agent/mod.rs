@@ -23,5 +23,6 @@ pub mod progress;
 pub mod restore;
 pub mod storage;
 pub mod summary;
+pub mod validate;
 
 pub use error::{AgentError, Result};

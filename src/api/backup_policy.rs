@@ -237,6 +237,10 @@ pub struct ValidationPolicy {
     /// Sandbox database image and resources for the validations.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sandbox: Option<Sandbox>,
+    /// Identity to decrypt the policy's encrypted backups in its validations (only the
+    /// validation Jobs mount it; the backup Jobs never see it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decryption: Option<super::common::Decryption>,
     /// How many RestoreValidation objects created by this policy stay in the API.
     #[serde(default = "default_validation_history")]
     #[schemars(range(min = 1, max = 100))]

@@ -35,6 +35,8 @@ pub enum AgentCommand {
     Backup(BackupArgs),
     /// Restore a backup from its manifest.json, verifying its checksum.
     Restore(RestoreArgs),
+    /// Restore a backup into a sandbox database and check it (row counts, SQL, schema).
+    Validate(crate::agent::validate::ValidateArgs),
 }
 
 /// Connection, storage and logging settings shared by backup and restore.
@@ -193,7 +195,7 @@ pub struct RestoreArgs {
     pub restore_args: Vec<String>,
 }
 
-fn init_logging(format: LogFormat) {
+pub(crate) fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("DG_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("info,aws_config=warn,aws_smithy_runtime=warn")
     });
@@ -266,7 +268,7 @@ pub fn resolve_uri(common: &CommonArgs) -> Result<DbUri> {
     Ok(uri)
 }
 
-fn s3_settings(common: &CommonArgs) -> S3Settings {
+pub(crate) fn s3_settings(common: &CommonArgs) -> S3Settings {
     S3Settings {
         endpoint: common.s3_endpoint.clone(),
         region: common.s3_region.clone(),
@@ -362,7 +364,7 @@ fn restore_request(args: &RestoreArgs) -> Result<RestoreRequest> {
 /// Keep the agent's memory flat: large pipeline buffers (S3 parts, zstd jobs) are freed back to
 /// the OS instead of lingering in glibc arenas, whose dynamic mmap threshold otherwise grows to
 /// the part size and fragments the heap as the run goes on.
-fn tune_allocator() {
+pub(crate) fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator tunables; it is called before any other thread
     // of this process exists (the runtime is built afterwards).
@@ -373,7 +375,7 @@ fn tune_allocator() {
     }
 }
 
-fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -386,6 +388,7 @@ pub fn run(args: AgentArgs) -> ExitCode {
     let (operation, common) = match &args.command {
         AgentCommand::Backup(b) => ("backup", &b.common),
         AgentCommand::Restore(r) => ("restore", &r.common),
+        AgentCommand::Validate(v) => return crate::agent::validate::run_cli(v),
     };
     tune_allocator();
     init_logging(common.log_format);
@@ -402,6 +405,9 @@ pub fn run(args: AgentArgs) -> ExitCode {
                     let from = req.from.clone();
                     let outcome = restore::run(req).await?;
                     Ok(summary::restore_summary(&outcome, &from))
+                }
+                AgentCommand::Validate(_) => {
+                    Err(AgentError::Config("validate runs on its own path".into()))
                 }
             }
         })

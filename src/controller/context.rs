@@ -8,7 +8,7 @@ use kube::Resource;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
 
-use crate::api::BackupRun;
+use crate::api::{BackupRun, RestoreRun};
 use crate::telemetry::metrics::Metrics;
 
 /// Operator-wide settings (from flags).
@@ -50,6 +50,9 @@ pub struct Context {
     pub settings: Settings,
     /// Every BackupRun in the cluster (for the fair backup queue).
     pub backup_runs: Store<BackupRun>,
+    /// Every RestoreRun in the cluster (for the restore queue); empty until
+    /// [`Context::with_restore_runs`] supplies the RestoreRun controller's store.
+    pub restore_runs: Store<RestoreRun>,
 }
 
 /// The name DataGuardian reports its Events under.
@@ -76,7 +79,14 @@ impl Context {
             recorder,
             settings,
             backup_runs,
+            restore_runs: kube::runtime::reflector::store::Writer::default().as_reader(),
         }
+    }
+
+    /// Uses `store` (the RestoreRun controller's reflector) for the restore queue.
+    pub fn with_restore_runs(mut self, store: Store<RestoreRun>) -> Self {
+        self.restore_runs = store;
+        self
     }
 
     /// Publishes an Event about `obj`. Event failures are logged, never fatal: the status is the

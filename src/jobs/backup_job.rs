@@ -56,7 +56,7 @@ pub const POLICY_LABEL: &str = "dataguardian.io/policy";
 /// Label with the BackupRun's name.
 pub const RUN_LABEL: &str = "dataguardian.io/run";
 /// Where a filesystem storage's claim is mounted.
-const STORAGE_MOUNT: &str = "/backup";
+pub(crate) const STORAGE_MOUNT: &str = "/backup";
 /// Where the recipients Secret is mounted.
 const RECIPIENTS_DIR: &str = "/etc/dataguardian/recipients";
 /// File name of the recipients inside [`RECIPIENTS_DIR`].
@@ -65,7 +65,7 @@ const RECIPIENTS_FILE: &str = "recipients";
 /// as a malformed recipient (14). The Job fails at once instead of retrying them.
 pub const NON_RETRYABLE_EXIT_CODES: [i32; 2] = [2, 14];
 /// UID/GID the agent runs as when the template does not say otherwise (distroless `nonroot`).
-const NONROOT_ID: i64 = 65532;
+pub(crate) const NONROOT_ID: i64 = 65532;
 
 /// Operator-wide inputs of the Job builders (from the operator's flags).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -388,7 +388,7 @@ fn pod_failure_policy() -> PodFailurePolicy {
     }
 }
 
-fn default_resources() -> ResourceRequirements {
+pub(crate) fn default_resources() -> ResourceRequirements {
     ResourceRequirements {
         requests: Some(BTreeMap::from([
             ("cpu".to_owned(), Quantity("250m".into())),
@@ -403,7 +403,7 @@ fn default_resources() -> ResourceRequirements {
 }
 
 /// The restricted pod security context, with the template's fields merged over it.
-fn pod_security_context(overrides: Option<PodSecurityContext>) -> PodSecurityContext {
+pub(crate) fn pod_security_context(overrides: Option<PodSecurityContext>) -> PodSecurityContext {
     let mut context = PodSecurityContext {
         run_as_non_root: Some(true),
         run_as_user: Some(NONROOT_ID),
@@ -422,7 +422,7 @@ fn pod_security_context(overrides: Option<PodSecurityContext>) -> PodSecurityCon
 }
 
 /// The restricted container security context, with the template's fields merged over it.
-fn container_security_context(overrides: Option<SecurityContext>) -> SecurityContext {
+pub(crate) fn container_security_context(overrides: Option<SecurityContext>) -> SecurityContext {
     let mut context = SecurityContext {
         run_as_non_root: Some(true),
         allow_privilege_escalation: Some(false),
@@ -452,16 +452,16 @@ fn compression_flag(compression: &Compression) -> String {
 }
 
 /// Escapes `$` so that the kubelet's `$(VAR)` expansion leaves the text as written.
-fn escape_dollar(text: &str) -> String {
+pub(crate) fn escape_dollar(text: &str) -> String {
     text.replace('$', "$$")
 }
 
-fn push_flag(args: &mut Vec<String>, flag: &str, value: &str) {
+pub(crate) fn push_flag(args: &mut Vec<String>, flag: &str, value: &str) {
     args.push(flag.to_owned());
     args.push(value.to_owned());
 }
 
-fn plain_env(name: &str, value: &str) -> EnvVar {
+pub(crate) fn plain_env(name: &str, value: &str) -> EnvVar {
     EnvVar {
         name: name.to_owned(),
         value: Some(value.to_owned()),
@@ -469,7 +469,7 @@ fn plain_env(name: &str, value: &str) -> EnvVar {
     }
 }
 
-fn secret_env(name: &str, selector: &SecretKeySelector, optional: bool) -> EnvVar {
+pub(crate) fn secret_env(name: &str, selector: &SecretKeySelector, optional: bool) -> EnvVar {
     EnvVar {
         name: name.to_owned(),
         value: None,
@@ -485,20 +485,20 @@ fn secret_env(name: &str, selector: &SecretKeySelector, optional: bool) -> EnvVa
 }
 
 /// The policy's source, reduced to what the agent needs.
-struct Source {
-    engine: Engine,
+pub(crate) struct Source {
+    pub(crate) engine: Engine,
     /// `postgresql://user@host:port/db?…` without a password; `None` when the URI comes from
     /// a Secret.
-    uri: Option<String>,
-    password: Option<SecretKeySelector>,
-    connection: Option<SecretKeySelector>,
-    database: Option<String>,
-    all_databases: bool,
-    extra_args: Vec<String>,
+    pub(crate) uri: Option<String>,
+    pub(crate) password: Option<SecretKeySelector>,
+    pub(crate) connection: Option<SecretKeySelector>,
+    pub(crate) database: Option<String>,
+    pub(crate) all_databases: bool,
+    pub(crate) extra_args: Vec<String>,
 }
 
 impl Source {
-    fn from_spec(source: &DatabaseSpec) -> Result<Self, JobBuildError> {
+    pub(crate) fn from_spec(source: &DatabaseSpec) -> Result<Self, JobBuildError> {
         struct Common<'a> {
             host: Option<&'a str>,
             port: u16,
@@ -747,7 +747,7 @@ fn key_safe(text: &str) -> String {
         .collect()
 }
 
-fn join_key(parts: &[&str]) -> String {
+pub(crate) fn join_key(parts: &[&str]) -> String {
     parts
         .iter()
         .flat_map(|p| p.split('/'))

@@ -2,3 +2,5 @@
 
 pub mod backup_job;
 pub mod naming;
+pub mod restore_job;
+pub mod validation_job;

@@ -14,9 +14,13 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
-use crate::api::{BackupPolicy, BackupRun, BackupStorage};
+use crate::api::{
+    BackupPolicy, BackupRun, BackupStorage, RestoreRun, RestoreRunPhase, RestoreValidation,
+};
 use crate::controller::context::{Context, Settings};
-use crate::controller::{backup_policy, backup_run, backup_storage};
+use crate::controller::{
+    backup_policy, backup_run, backup_storage, restore_run, restore_validation,
+};
 use crate::telemetry::metrics::Metrics;
 
 use super::health::{self, Readiness};
@@ -132,12 +136,90 @@ pub async fn run(args: OperatorArgs) -> Result<(), RunError> {
             watcher::Config::default().labels("app.kubernetes.io/managed-by=dataguardian-operator"),
         );
     let store = run_controller.store();
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        metrics.clone(),
-        settings,
-        store.clone(),
-    ));
+    // Restores: the reflector feeds the restore queue; a finished restore wakes the queued ones.
+    let restores_api: Api<RestoreRun> = Api::all(client.clone());
+    let restore_controller = Controller::new(
+        restores_api.clone(),
+        watcher::Config::default().any_semantic(),
+    )
+    .owns(
+        Api::<Job>::all(client.clone()),
+        watcher::Config::default().labels("app.kubernetes.io/managed-by=dataguardian-operator"),
+    );
+    let restore_store = restore_controller.store();
+    let queued = restore_store.clone();
+    let restore_controller = restore_controller.watches(
+        restores_api,
+        watcher::Config::default().any_semantic(),
+        move |r: RestoreRun| {
+            if !r
+                .status
+                .as_ref()
+                .and_then(|s| s.phase)
+                .is_some_and(RestoreRunPhase::is_finished)
+            {
+                return Vec::new();
+            }
+            queued
+                .state()
+                .into_iter()
+                .filter(|q| {
+                    q.status.as_ref().and_then(|s| s.phase) == Some(RestoreRunPhase::Queued)
+                })
+                .map(|q| ObjectRef::from_obj(q.as_ref()))
+                .collect::<Vec<_>>()
+        },
+    );
+    let ctx = Arc::new(
+        Context::new(client.clone(), metrics.clone(), settings, store.clone())
+            .with_restore_runs(restore_store),
+    );
+    let validations_api: Api<RestoreValidation> = Api::all(client.clone());
+    let validation_controller = Controller::new(
+        validations_api.clone(),
+        watcher::Config::default().any_semantic(),
+    )
+    .owns(
+        Api::<Job>::all(client.clone()),
+        watcher::Config::default().labels("app.kubernetes.io/managed-by=dataguardian-operator"),
+    );
+    // A policy's automatic validations: woken by its BackupRuns and RestoreValidations.
+    let runs_by_name = store.clone();
+    let policy_validation_controller = Controller::new(
+        Api::<BackupPolicy>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+    )
+    .watches(
+        runs_api.clone(),
+        watcher::Config::default().any_semantic(),
+        |run: BackupRun| {
+            run.namespace()
+                .map(|ns| ObjectRef::<BackupPolicy>::new(&run.spec.policy_ref.name).within(&ns))
+        },
+    )
+    .watches(
+        validations_api,
+        watcher::Config::default().any_semantic(),
+        move |v: RestoreValidation| {
+            let ns = v.namespace()?;
+            let policy = v
+                .labels()
+                .get(crate::controller::restore_validation_plan::POLICY_LABEL)
+                .cloned()
+                .or_else(|| v.spec.policy_ref.as_ref().map(|p| p.name.clone()))
+                .or_else(|| {
+                    let run = v
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.backup_run_name.clone())
+                        .or_else(|| v.spec.backup_run_ref.as_ref().map(|r| r.name.clone()))?;
+                    runs_by_name
+                        .get(&ObjectRef::<BackupRun>::new(&run).within(&ns))
+                        .map(|r| r.spec.policy_ref.name.clone())
+                })?;
+            Some(ObjectRef::<BackupPolicy>::new(&policy).within(&ns))
+        },
+    );
 
     let policy_controller = Controller::new(
         Api::<BackupPolicy>::all(client.clone()),
@@ -215,7 +297,41 @@ pub async fn run(args: OperatorArgs) -> Result<(), RunError> {
         )
         .for_each(|r| log_result("backupstorage", r));
 
-    let controllers = async { tokio::join!(runs, policies, storages) };
+    let restores = restore_controller
+        .graceful_shutdown_on(shutdown_signal())
+        .run(
+            restore_run::reconcile,
+            restore_run::error_policy,
+            ctx.clone(),
+        )
+        .for_each(|r| log_result("restorerun", r));
+    let validations = validation_controller
+        .graceful_shutdown_on(shutdown_signal())
+        .run(
+            restore_validation::reconcile,
+            restore_validation::error_policy,
+            ctx.clone(),
+        )
+        .for_each(|r| log_result("restorevalidation", r));
+    let policy_validations = policy_validation_controller
+        .graceful_shutdown_on(shutdown_signal())
+        .run(
+            restore_validation::reconcile_policy,
+            restore_validation::policy_error_policy,
+            ctx.clone(),
+        )
+        .for_each(|r| log_result("policyvalidation", r));
+
+    let controllers = async {
+        tokio::join!(
+            runs,
+            policies,
+            storages,
+            restores,
+            validations,
+            policy_validations
+        )
+    };
     let result = tokio::select! {
         _ = controllers => Ok(()),
         res = &mut election => match res {

@@ -8,6 +8,7 @@ mod backup;
 mod demo;
 mod harness;
 mod operations;
+mod restore;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 

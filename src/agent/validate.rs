@@ -1,0 +1,1028 @@
+//! `agent validate`: prove that a backup restores. Waits for a sandbox database to accept
+//! connections, restores the artifact into it (the same code path as `agent restore`), measures
+//! how long the restore took (the real RTO), then runs the checks:
+//!
+//! - `rowCounts`: every table's exact row count against the counts recorded in the artifact's
+//!   manifest at backup time (taken in the same snapshot as the dump);
+//! - `sql`: a query returning one value, compared with `min`/`max`/`equals`; it runs in a
+//!   read-only transaction through `psql` (`ON_ERROR_STOP`) or the MariaDB/MySQL client, and
+//!   an error fails the check with the error as the observed value;
+//! - `schema`: tables that must exist.
+//!
+//! The verdict is a JSON summary on stdout and in the termination log (at most 4096 bytes:
+//! per-check detail is shortened first, the result never). Exit codes: 0 = Passed,
+//! 1 = Failed (a verdict about the backup), other codes = the validation could not be carried
+//! out (the agent's error categories).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde_json::{Value, json};
+
+use super::engine::{DbUri, mysql, postgres};
+use super::error::{AgentError, Result};
+use super::manifest::{ArtifactKind, Engine, Manifest, TableCount};
+use super::restore::{self, RestoreRequest};
+use super::storage::{Location, S3Settings, Store};
+use super::summary::{self, TERMINATION_LIMIT};
+use crate::api::restore_validation::{
+    CheckKind, CheckResult, Expectation, RowCountsCheck, SchemaCheck, ValidationCheck,
+    ValidationResult,
+};
+use crate::cli::agent::CommonArgs;
+
+/// Mismatching tables listed in a row-count check's message.
+const MAX_LISTED: usize = 10;
+/// Longest `message` of a check result (the API's limit).
+const MESSAGE_LIMIT: usize = 1024;
+
+/// `agent validate`.
+#[derive(Debug, clap::Args)]
+pub struct ValidateArgs {
+    /// Connection to the sandbox database (`--database` picks the database to restore into;
+    /// default: the backup's own database name).
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// The backup's manifest: s3://bucket/…/manifest.json or file:///…/manifest.json.
+    #[arg(long, env = "DG_FROM")]
+    pub from: String,
+    /// age identity file for encrypted backups.
+    #[arg(long, env = "DG_IDENTITY_FILE")]
+    pub identity_file: Option<PathBuf>,
+    /// The checks as JSON (a RestoreValidation's `spec.checks`); default: one rowCounts check.
+    #[arg(long, env = "DG_CHECKS")]
+    pub checks: Option<String>,
+    /// File holding the checks as JSON.
+    #[arg(long, env = "DG_CHECKS_FILE")]
+    pub checks_file: Option<PathBuf>,
+    /// How long to wait for the sandbox to accept connections, in seconds.
+    #[arg(long, env = "DG_SANDBOX_WAIT_SECONDS", default_value_t = 300)]
+    pub wait_seconds: u64,
+}
+
+/// Everything a validation needs.
+#[derive(Debug, Clone)]
+pub struct ValidateRequest {
+    /// Sandbox engine (must match the backup).
+    pub engine: Engine,
+    /// Sandbox connection (a superuser of the throwaway server).
+    pub uri: DbUri,
+    /// Database to restore a single-database backup into (default: the backup's own name).
+    pub database: Option<String>,
+    /// The manifest.
+    pub from: Location,
+    /// age identity file.
+    pub identity_file: Option<PathBuf>,
+    /// Checks to run (empty = one rowCounts check).
+    pub checks: Vec<ValidationCheck>,
+    /// S3 settings.
+    pub s3: S3Settings,
+    /// How long to wait for the sandbox.
+    pub wait: Duration,
+    /// Interval of progress log lines.
+    pub progress_interval: Duration,
+}
+
+/// The verdict of a validation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidateOutcome {
+    /// Passed when the restore and every check passed.
+    pub result: ValidationResult,
+    /// `RestoreFailed`, `ChecksumMismatch` or `CheckFailed` when Failed.
+    pub reason: Option<String>,
+    /// Human-readable detail.
+    pub message: String,
+    /// How long the restore took (absent when it failed).
+    pub restore_duration_seconds: Option<f64>,
+    /// Per-check results.
+    pub checks: Vec<CheckResult>,
+    /// Engine of the backup.
+    pub engine: Engine,
+    /// Server version recorded in the backup.
+    pub server_version: String,
+    /// Databases restored into the sandbox.
+    pub databases: Vec<String>,
+    /// Wall time of the whole validation.
+    pub duration_seconds: f64,
+}
+
+/// Parse the checks JSON; an empty list means one rowCounts check.
+pub fn parse_checks(json: Option<&str>) -> Result<Vec<ValidationCheck>> {
+    let checks: Vec<ValidationCheck> = match json.map(str::trim).filter(|s| !s.is_empty()) {
+        None => Vec::new(),
+        Some(text) => serde_json::from_str(text)
+            .map_err(|e| AgentError::Config(format!("the checks are not valid JSON: {e}")))?,
+    };
+    for (i, c) in checks.iter().enumerate() {
+        let set = [c.row_counts.is_some(), c.sql.is_some(), c.schema.is_some()]
+            .iter()
+            .filter(|b| **b)
+            .count();
+        if set != 1 {
+            return Err(AgentError::Config(format!(
+                "check {i} must set exactly one of rowCounts, sql or schema"
+            )));
+        }
+        if c.sql.is_some() != c.expect.is_some() {
+            return Err(AgentError::Config(format!(
+                "check {i}: sql and expect go together"
+            )));
+        }
+    }
+    if checks.is_empty() {
+        return Ok(vec![ValidationCheck {
+            name: Some("rowCounts".into()),
+            row_counts: Some(RowCountsCheck::default()),
+            sql: None,
+            expect: None,
+            schema: None,
+        }]);
+    }
+    Ok(checks)
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut cut = max.saturating_sub(3);
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}...", &text[..cut])
+}
+
+/// `schema.table` → (`schema`, `table`); a bare `table` gets `default_schema`.
+pub fn split_table(name: &str, default_schema: &str) -> (String, String) {
+    match name.split_once('.') {
+        Some((s, t)) => (s.to_string(), t.to_string()),
+        None => (default_schema.to_string(), name.to_string()),
+    }
+}
+
+fn table_matches(filter: &[String], t: &TableCount) -> bool {
+    filter.is_empty()
+        || filter
+            .iter()
+            .any(|f| *f == t.name || *f == format!("{}.{}", t.schema, t.name))
+}
+
+/// Compare the recorded row counts with the observed ones (pure).
+pub fn compare_row_counts(
+    name: String,
+    filter: &[String],
+    expected: &[TableCount],
+    observed: &[TableCount],
+) -> CheckResult {
+    let wanted: Vec<&TableCount> = expected
+        .iter()
+        .filter(|t| table_matches(filter, t))
+        .collect();
+    let mut problems = Vec::new();
+    let (mut seen_tables, mut seen_rows) = (0usize, 0u64);
+    for t in &wanted {
+        match observed
+            .iter()
+            .find(|o| o.schema == t.schema && o.name == t.name)
+        {
+            None => problems.push(format!("{}.{}: missing", t.schema, t.name)),
+            Some(o) => {
+                seen_tables += 1;
+                seen_rows += o.rows;
+                if o.rows != t.rows {
+                    problems.push(format!(
+                        "{}.{}: expected {}, observed {}",
+                        t.schema, t.name, t.rows, o.rows
+                    ));
+                }
+            }
+        }
+    }
+    for f in filter {
+        if !expected
+            .iter()
+            .any(|t| table_matches(std::slice::from_ref(f), t))
+        {
+            problems.push(format!("{f}: not in the backup's manifest"));
+        }
+    }
+    let expected_rows: u64 = wanted.iter().map(|t| t.rows).sum();
+    let passed = problems.is_empty();
+    let message = if passed {
+        format!(
+            "{} tables match the counts recorded at backup time",
+            wanted.len()
+        )
+    } else {
+        let mut m = problems
+            .iter()
+            .take(MAX_LISTED)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("; ");
+        if problems.len() > MAX_LISTED {
+            m.push_str(&format!("; and {} more", problems.len() - MAX_LISTED));
+        }
+        m
+    };
+    CheckResult {
+        name,
+        kind: CheckKind::RowCounts,
+        result: if passed {
+            ValidationResult::Passed
+        } else {
+            ValidationResult::Failed
+        },
+        expected: Some(format!("{} tables, {expected_rows} rows", wanted.len())),
+        observed: Some(format!("{seen_tables} tables, {seen_rows} rows")),
+        message: Some(truncate(&message, MESSAGE_LIMIT)),
+    }
+}
+
+/// How an expectation reads in status (`>= 1`, `<= 5`, `= 42`, `1..5`).
+pub fn describe_expectation(e: &Expectation) -> String {
+    let mut parts = Vec::new();
+    match (e.min, e.max) {
+        (Some(a), Some(b)) => parts.push(format!("between {a} and {b}")),
+        (Some(a), None) => parts.push(format!(">= {a}")),
+        (None, Some(b)) => parts.push(format!("<= {b}")),
+        (None, None) => {}
+    }
+    match &e.equals {
+        Some(IntOrString::Int(n)) => parts.push(format!("= {n}")),
+        Some(IntOrString::String(s)) => parts.push(format!("= {s:?}")),
+        None => {}
+    }
+    parts.join(" and ")
+}
+
+/// Whether `value` meets the expectation (pure). `None` = the query returned no row.
+pub fn meets(e: &Expectation, value: Option<&str>) -> std::result::Result<(), String> {
+    let Some(value) = value.map(str::trim) else {
+        return Err("the query returned no row".into());
+    };
+    let number = value.parse::<f64>().ok();
+    if e.min.is_some() || e.max.is_some() || matches!(e.equals, Some(IntOrString::Int(_))) {
+        let Some(n) = number else {
+            return Err(format!("{value:?} is not a number"));
+        };
+        if let Some(min) = e.min
+            && n < min as f64
+        {
+            return Err(format!("{value} is less than {min}"));
+        }
+        if let Some(max) = e.max
+            && n > max as f64
+        {
+            return Err(format!("{value} is greater than {max}"));
+        }
+        if let Some(IntOrString::Int(want)) = e.equals
+            && n != f64::from(want)
+        {
+            return Err(format!("{value} is not {want}"));
+        }
+    }
+    if let Some(IntOrString::String(want)) = &e.equals
+        && value != want
+    {
+        return Err(format!("{value:?} is not {want:?}"));
+    }
+    Ok(())
+}
+
+/// The first column of the first output row (psql `-A -t` separates with `|`, the MySQL
+/// client with a tab). `NULL` from MySQL counts as no value.
+pub fn first_value(engine: Engine, rows: &[String]) -> Option<String> {
+    let row = rows.first()?;
+    let sep = match engine {
+        Engine::Postgres => '|',
+        Engine::Mysql => '\t',
+    };
+    let v = row.split(sep).next().unwrap_or("").to_string();
+    (!(engine == Engine::Mysql && v == "NULL")).then_some(v)
+}
+
+fn sql_check(
+    engine: Engine,
+    uri: &DbUri,
+    db: Option<&str>,
+    name: String,
+    sql: &str,
+    expect: &Expectation,
+) -> CheckResult {
+    let expected = describe_expectation(expect);
+    let body = sql.trim().trim_end_matches(';');
+    let rows = match engine {
+        Engine::Postgres => postgres::query(
+            uri,
+            db.unwrap_or(postgres::MAINTENANCE_DB),
+            &format!("SET default_transaction_read_only = on;\n{body};\n"),
+            &[],
+            AgentError::Target,
+        ),
+        Engine::Mysql => mysql::query(
+            uri,
+            db,
+            &format!("SET SESSION TRANSACTION READ ONLY; {body}"),
+            AgentError::Target,
+        ),
+    };
+    let (result, observed, message) = match rows {
+        Err(e) => (
+            ValidationResult::Failed,
+            Some("error".to_string()),
+            Some(format!("the query failed: {e}")),
+        ),
+        Ok(rows) => {
+            let value = first_value(engine, &rows);
+            match meets(expect, value.as_deref()) {
+                Ok(()) => (ValidationResult::Passed, value, None),
+                Err(why) => (
+                    ValidationResult::Failed,
+                    value.or(Some("no rows".into())),
+                    Some(why),
+                ),
+            }
+        }
+    };
+    CheckResult {
+        name,
+        kind: CheckKind::Sql,
+        result,
+        expected: Some(expected),
+        observed: observed.map(|o| truncate(&o, 256)),
+        message: message.map(|m| truncate(&m, MESSAGE_LIMIT)),
+    }
+}
+
+fn sql_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+fn schema_check(
+    engine: Engine,
+    uri: &DbUri,
+    db: Option<&str>,
+    name: String,
+    check: &SchemaCheck,
+) -> Result<CheckResult> {
+    let mut missing = Vec::new();
+    for table in &check.tables {
+        let exists = match engine {
+            Engine::Postgres => {
+                let (schema, t) = split_table(table, "public");
+                let rows = postgres::query(
+                    uri,
+                    db.unwrap_or(postgres::MAINTENANCE_DB),
+                    &format!(
+                        "SELECT count(*) FROM information_schema.tables WHERE table_schema = {} AND table_name = {};\n",
+                        sql_literal(&schema),
+                        sql_literal(&t)
+                    ),
+                    &[],
+                    AgentError::Target,
+                )?;
+                rows.first().is_some_and(|r| r.trim() != "0")
+            }
+            Engine::Mysql => {
+                let (schema, t) = split_table(table, db.unwrap_or(""));
+                let rows = mysql::query(
+                    uri,
+                    None,
+                    &format!(
+                        "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = {} AND table_name = {}",
+                        mysql::quote_str(&schema),
+                        mysql::quote_str(&t)
+                    ),
+                    AgentError::Target,
+                )?;
+                rows.first().is_some_and(|r| r.trim() != "0")
+            }
+        };
+        if !exists {
+            missing.push(table.clone());
+        }
+    }
+    let found = check.tables.len() - missing.len();
+    Ok(CheckResult {
+        name,
+        kind: CheckKind::Schema,
+        result: if missing.is_empty() {
+            ValidationResult::Passed
+        } else {
+            ValidationResult::Failed
+        },
+        expected: Some(format!("{} tables present", check.tables.len())),
+        observed: Some(format!("{found} present")),
+        message: (!missing.is_empty())
+            .then(|| truncate(&format!("missing: {}", missing.join(", ")), MESSAGE_LIMIT)),
+    })
+}
+
+/// The row counts recorded in the manifest for each restored database, with MySQL schemas
+/// renamed when a single-database backup was restored under another name.
+fn expected_counts(
+    manifest: &Manifest,
+    target_db: Option<&str>,
+) -> Vec<(Option<String>, Vec<TableCount>)> {
+    manifest
+        .artifacts
+        .iter()
+        .filter(|a| a.kind != ArtifactKind::Globals)
+        .map(|a| {
+            let db = if manifest.all_databases {
+                a.database.clone()
+            } else {
+                target_db.map(str::to_string)
+            };
+            let tables = a
+                .tables
+                .iter()
+                .map(|t| {
+                    let mut t = t.clone();
+                    if manifest.engine == Engine::Mysql
+                        && !manifest.all_databases
+                        && let Some(db) = &db
+                    {
+                        t.schema = db.clone();
+                    }
+                    t
+                })
+                .collect();
+            (db, tables)
+        })
+        .collect()
+}
+
+fn observed_counts(
+    engine: Engine,
+    uri: &DbUri,
+    db: Option<&str>,
+    expected: &[TableCount],
+) -> Result<Vec<TableCount>> {
+    match (engine, db) {
+        (Engine::Postgres, Some(db)) => postgres::row_counts(uri, db),
+        (Engine::Postgres, None) => Ok(Vec::new()),
+        (Engine::Mysql, Some(db)) => mysql::row_counts(uri, db),
+        (Engine::Mysql, None) => {
+            // One stream of every database: count each schema the manifest names.
+            let mut schemas: Vec<&str> = expected.iter().map(|t| t.schema.as_str()).collect();
+            schemas.sort_unstable();
+            schemas.dedup();
+            let mut out = Vec::new();
+            for s in schemas {
+                if mysql::database_exists(uri, s)? {
+                    out.extend(mysql::row_counts(uri, s)?);
+                }
+            }
+            Ok(out)
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| AgentError::Io(std::io::Error::other(format!("worker thread failed: {e}"))))
+}
+
+/// Wait until the sandbox answers `SELECT 1`.
+async fn wait_for_sandbox(engine: Engine, uri: &DbUri, wait: Duration) -> Result<()> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let u = uri.clone();
+        let res = blocking(move || match engine {
+            Engine::Postgres => postgres::query(
+                &u,
+                u.database.as_deref().unwrap_or(postgres::MAINTENANCE_DB),
+                "SELECT 1;\n",
+                &[],
+                AgentError::Target,
+            ),
+            Engine::Mysql => mysql::query(&u, None, "SELECT 1", AgentError::Target),
+        })
+        .await?;
+        match res {
+            Ok(_) => return Ok(()),
+            Err(AgentError::Config(m)) => return Err(AgentError::Config(m)),
+            Err(e) if Instant::now() >= deadline => {
+                return Err(AgentError::Target(format!(
+                    "the sandbox did not accept connections within {}s: {e}",
+                    wait.as_secs()
+                )));
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "waiting for the sandbox database");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Run a validation end to end. `Err` means it could not be carried out (sandbox down,
+/// manifest unreadable, bad configuration); a backup that does not restore or does not pass
+/// its checks is an `Ok` outcome with result Failed.
+pub async fn run(req: ValidateRequest) -> Result<ValidateOutcome> {
+    let clock = Instant::now();
+    wait_for_sandbox(req.engine, &req.uri, req.wait).await?;
+    let store = Store::open(&req.from, &req.s3).await?;
+    let manifest = restore::load_manifest(&store, &req.from).await?;
+    drop(store);
+    if manifest.engine != req.engine {
+        return Err(AgentError::Config(format!(
+            "the backup is a {} backup; the sandbox is {}",
+            manifest.engine, req.engine
+        )));
+    }
+    let target_db = if manifest.all_databases {
+        None
+    } else {
+        Some(
+            req.database
+                .clone()
+                .or_else(|| manifest.database.clone())
+                .unwrap_or_else(|| "restored".into()),
+        )
+    };
+    let restore_req = RestoreRequest {
+        engine: req.engine,
+        uri: req.uri.clone(),
+        database: target_db.clone(),
+        from: req.from.clone(),
+        identity_file: req.identity_file.clone(),
+        create_database: true,
+        clean: false,
+        overwrite: false,
+        verify_first: false,
+        // The sandbox has none of the source's roles.
+        no_owner: req.engine == Engine::Postgres,
+        single_transaction: false,
+        restore_args: Vec::new(),
+        s3: req.s3.clone(),
+        progress_interval: req.progress_interval,
+    };
+    let names: Vec<String> = req
+        .checks
+        .iter()
+        .enumerate()
+        .map(|(i, c)| c.display_name(i))
+        .collect();
+    let restore_clock = Instant::now();
+    let restored = restore::run(restore_req).await;
+    let restore_seconds = (restore_clock.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
+    let base = |result, reason: Option<&str>, message: String, checks, rto, dbs| ValidateOutcome {
+        result,
+        reason: reason.map(str::to_string),
+        message,
+        restore_duration_seconds: rto,
+        checks,
+        engine: manifest.engine,
+        server_version: manifest.server_version.clone(),
+        databases: dbs,
+        duration_seconds: (clock.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+    };
+    let outcome = match restored {
+        Ok(o) => o,
+        Err(e @ (AgentError::Integrity(_) | AgentError::Crypto(_) | AgentError::Target(_))) => {
+            let reason = if matches!(e, AgentError::Integrity(_)) {
+                "ChecksumMismatch"
+            } else {
+                "RestoreFailed"
+            };
+            tracing::warn!(category = e.category(), error = %e, "the backup did not restore");
+            let checks = req
+                .checks
+                .iter()
+                .zip(&names)
+                .map(|(c, n)| CheckResult {
+                    name: n.clone(),
+                    kind: c.kind(),
+                    result: ValidationResult::Failed,
+                    expected: None,
+                    observed: None,
+                    message: Some("not run: the restore failed".into()),
+                })
+                .collect();
+            return Ok(base(
+                ValidationResult::Failed,
+                Some(reason),
+                truncate(&format!("the backup did not restore: {e}"), MESSAGE_LIMIT),
+                checks,
+                None,
+                Vec::new(),
+            ));
+        }
+        Err(e) => return Err(e),
+    };
+    tracing::info!(seconds = restore_seconds, databases = ?outcome.databases, "restored into the sandbox");
+
+    let first_db = outcome.databases.first().cloned();
+    let expected = expected_counts(&manifest, target_db.as_deref());
+    let mut results = Vec::new();
+    for (check, name) in req.checks.iter().zip(names) {
+        let (engine, uri) = (req.engine, req.uri.clone());
+        let result = if let Some(rc) = &check.row_counts {
+            let (rc, expected) = (rc.clone(), expected.clone());
+            blocking(move || -> Result<CheckResult> {
+                let mut exp_all = Vec::new();
+                let mut obs_all = Vec::new();
+                for (db, tables) in &expected {
+                    let mut obs = observed_counts(engine, &uri, db.as_deref(), tables)?;
+                    if let Some(db) = db
+                        && engine == Engine::Postgres
+                        && expected.len() > 1
+                    {
+                        // Several databases: qualify the schema with the database.
+                        obs.iter_mut()
+                            .for_each(|t| t.schema = format!("{db}/{}", t.schema));
+                        exp_all.extend(tables.iter().cloned().map(|mut t| {
+                            t.schema = format!("{db}/{}", t.schema);
+                            t
+                        }));
+                    } else {
+                        exp_all.extend(tables.iter().cloned());
+                    }
+                    obs_all.extend(obs);
+                }
+                Ok(compare_row_counts(name, &rc.tables, &exp_all, &obs_all))
+            })
+            .await??
+        } else if let (Some(sql), Some(expect)) = (&check.sql, &check.expect) {
+            let (sql, expect, db) = (sql.clone(), expect.clone(), first_db.clone());
+            blocking(move || sql_check(engine, &uri, db.as_deref(), name, &sql, &expect)).await?
+        } else if let Some(schema) = &check.schema {
+            let (schema, db) = (schema.clone(), first_db.clone());
+            blocking(move || schema_check(engine, &uri, db.as_deref(), name, &schema)).await??
+        } else {
+            return Err(AgentError::Config(format!("check {name} sets no kind")));
+        };
+        tracing::info!(check = %result.name, result = ?result.result, expected = ?result.expected, observed = ?result.observed, "check finished");
+        results.push(result);
+    }
+    let failed: Vec<&str> = results
+        .iter()
+        .filter(|r| r.result == ValidationResult::Failed)
+        .map(|r| r.name.as_str())
+        .collect();
+    Ok(if failed.is_empty() {
+        base(
+            ValidationResult::Passed,
+            None,
+            format!(
+                "restored in {restore_seconds:.1}s; {} checks passed",
+                results.len()
+            ),
+            results,
+            Some(restore_seconds),
+            outcome.databases,
+        )
+    } else {
+        let message = format!(
+            "restored in {restore_seconds:.1}s; failed checks: {}",
+            failed.join(", ")
+        );
+        base(
+            ValidationResult::Failed,
+            Some("CheckFailed"),
+            message,
+            results,
+            Some(restore_seconds),
+            outcome.databases,
+        )
+    })
+}
+
+/// The JSON summary of a verdict.
+pub fn outcome_summary(o: &ValidateOutcome, from: &Location) -> Value {
+    json!({
+        "status": "succeeded",
+        "operation": "validate",
+        "result": o.result,
+        "reason": o.reason,
+        "message": o.message,
+        "engine": o.engine,
+        "serverVersion": o.server_version,
+        "from": from.to_string(),
+        "databases": o.databases,
+        "restoreDurationSeconds": o.restore_duration_seconds,
+        "checks": o.checks,
+        "durationSeconds": o.duration_seconds,
+    })
+}
+
+/// Shrink a validation summary to the termination-message limit: check messages first, then
+/// observed/expected values, then the checks beyond the first failing ones. The result, reason
+/// and restore duration always stay.
+pub fn compact(summary: &Value) -> String {
+    let full = summary.to_string();
+    if full.len() <= TERMINATION_LIMIT {
+        return full;
+    }
+    let mut v = summary.clone();
+    v["truncated"] = json!(true);
+    for (field, max) in [
+        ("message", 120usize),
+        ("observed", 60),
+        ("expected", 60),
+        ("message", 0),
+    ] {
+        if let Some(checks) = v.get_mut("checks").and_then(Value::as_array_mut) {
+            for c in checks.iter_mut() {
+                if let Some(text) = c.get(field).and_then(Value::as_str).map(str::to_string) {
+                    if max == 0 {
+                        c.as_object_mut().map(|o| o.remove(field));
+                    } else {
+                        c[field] = json!(truncate(&text, max));
+                    }
+                }
+            }
+        }
+        if v.to_string().len() <= TERMINATION_LIMIT {
+            return v.to_string();
+        }
+    }
+    if let Some(m) = v.get("message").and_then(Value::as_str).map(str::to_string) {
+        v["message"] = json!(truncate(&m, 300));
+    }
+    // Keep failing checks first, drop from the end until it fits.
+    if let Some(checks) = v.get_mut("checks").and_then(Value::as_array_mut) {
+        checks.sort_by_key(|c| c["result"] != "Failed");
+    }
+    while v.to_string().len() > TERMINATION_LIMIT {
+        let Some(checks) = v.get_mut("checks").and_then(Value::as_array_mut) else {
+            break;
+        };
+        if checks.pop().is_none() {
+            break;
+        }
+    }
+    v.to_string()
+}
+
+fn request(args: &ValidateArgs) -> Result<ValidateRequest> {
+    let checks_text = match (&args.checks, &args.checks_file) {
+        (Some(_), Some(_)) => {
+            return Err(AgentError::Config(
+                "give either --checks or --checks-file".into(),
+            ));
+        }
+        (Some(c), None) => Some(c.clone()),
+        (None, Some(f)) => Some(std::fs::read_to_string(f).map_err(|e| {
+            AgentError::Config(format!("cannot read --checks-file {}: {e}", f.display()))
+        })?),
+        (None, None) => None,
+    };
+    Ok(ValidateRequest {
+        engine: args.common.engine,
+        uri: crate::cli::agent::resolve_uri(&args.common)?,
+        database: args.common.database.clone(),
+        from: args.from.parse()?,
+        identity_file: args.identity_file.clone(),
+        checks: parse_checks(checks_text.as_deref())?,
+        s3: crate::cli::agent::s3_settings(&args.common),
+        wait: Duration::from_secs(args.wait_seconds.max(1)),
+        progress_interval: Duration::from_secs(args.common.progress_interval_seconds.max(1)),
+    })
+}
+
+/// Run `agent validate`: print the summary, write the termination message, return the exit
+/// code (0 Passed, 1 Failed, else the error category's code).
+pub fn run_cli(args: &ValidateArgs) -> ExitCode {
+    let clock = Instant::now();
+    crate::cli::agent::tune_allocator();
+    crate::cli::agent::init_logging(args.common.log_format);
+    let termination_log = summary::termination_log_path(args.common.termination_log.clone());
+    let result = crate::cli::agent::runtime()
+        .map_err(AgentError::Io)
+        .and_then(|rt| rt.block_on(async { run(request(args)?).await }));
+    let (value, code) = match result {
+        Ok(o) => {
+            let from: Location = args.from.parse().unwrap_or(Location::File {
+                path: PathBuf::new(),
+            });
+            let code = if o.result == ValidationResult::Passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            };
+            match o.result {
+                ValidationResult::Passed => {
+                    tracing::info!(rto = ?o.restore_duration_seconds, "validation passed")
+                }
+                ValidationResult::Failed => {
+                    tracing::warn!(reason = ?o.reason, message = %o.message, "validation failed")
+                }
+            }
+            (outcome_summary(&o, &from), code)
+        }
+        Err(e) => {
+            tracing::error!(category = e.category(), error = %e, "validate failed");
+            (
+                summary::failure_summary("validate", &e, clock.elapsed().as_secs_f64()),
+                ExitCode::from(e.exit_code()),
+            )
+        }
+    };
+    println!("{value}");
+    if let Some(path) = termination_log
+        && let Err(e) = std::fs::write(&path, compact(&value))
+    {
+        tracing::warn!(path = %path.display(), error = %e, "cannot write the termination message");
+    }
+    code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(schema: &str, name: &str, rows: u64) -> TableCount {
+        TableCount {
+            schema: schema.into(),
+            name: name.into(),
+            rows,
+        }
+    }
+
+    #[test]
+    fn row_counts_compare_every_table_and_list_mismatches() {
+        let expected = [
+            t("public", "a", 3),
+            t("public", "b", 0),
+            t("sales", "orders", 120),
+        ];
+        let ok = compare_row_counts("rc".into(), &[], &expected, &expected);
+        assert_eq!(ok.result, ValidationResult::Passed);
+        assert_eq!(ok.expected.as_deref(), Some("3 tables, 123 rows"));
+        assert_eq!(ok.observed.as_deref(), Some("3 tables, 123 rows"));
+        let observed = [t("public", "a", 3), t("sales", "orders", 118)];
+        let bad = compare_row_counts("rc".into(), &[], &expected, &observed);
+        assert_eq!(bad.result, ValidationResult::Failed);
+        let msg = bad.message.unwrap();
+        assert!(msg.contains("public.b: missing"), "{msg}");
+        assert!(
+            msg.contains("sales.orders: expected 120, observed 118"),
+            "{msg}"
+        );
+        assert_eq!(bad.observed.as_deref(), Some("2 tables, 121 rows"));
+        // A filter limits the comparison; an unknown table in the filter fails.
+        let only = compare_row_counts("rc".into(), &["a".into()], &expected, &observed);
+        assert_eq!(only.result, ValidationResult::Passed);
+        let unknown = compare_row_counts("rc".into(), &["public.zzz".into()], &expected, &observed);
+        assert_eq!(unknown.result, ValidationResult::Failed);
+    }
+
+    #[test]
+    fn expected_counts_follow_the_restored_database() {
+        use crate::agent::compress::Compression;
+        use crate::agent::manifest::{Artifact, FORMAT_VERSION, PayloadFormat};
+        let art = |kind, db: Option<&str>, tables: Vec<TableCount>| Artifact {
+            key: "k".into(),
+            kind,
+            database: db.map(str::to_string),
+            format: PayloadFormat::Sql,
+            size_bytes: 1,
+            raw_bytes: 1,
+            sha256: "0".repeat(64),
+            tables,
+            duration_seconds: 0.0,
+        };
+        let mut m = Manifest {
+            format_version: FORMAT_VERSION,
+            tool: "t".into(),
+            engine: Engine::Mysql,
+            server_version: "10.11".into(),
+            database: Some("shop".into()),
+            all_databases: false,
+            compression: Compression::None,
+            encryption: None,
+            artifacts: vec![art(
+                ArtifactKind::Database,
+                Some("shop"),
+                vec![t("shop", "orders", 5)],
+            )],
+            started_at: chrono::Utc::now(),
+            completed_at: chrono::Utc::now(),
+            duration_seconds: 0.0,
+        };
+        // MySQL: the schema is the database, renamed to where it was restored.
+        let e = expected_counts(&m, Some("copy"));
+        assert_eq!(e, vec![(Some("copy".into()), vec![t("copy", "orders", 5)])]);
+        // PostgreSQL: schemas stay; all-databases backups keep their names; globals are skipped.
+        m.engine = Engine::Postgres;
+        assert_eq!(
+            expected_counts(&m, Some("copy"))[0].1,
+            vec![t("shop", "orders", 5)]
+        );
+        m.all_databases = true;
+        m.artifacts = vec![
+            art(ArtifactKind::Globals, None, vec![]),
+            art(ArtifactKind::Database, Some("a"), vec![t("public", "x", 1)]),
+        ];
+        let e = expected_counts(&m, None);
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].0.as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn expectations() {
+        let e = |min, max, equals| Expectation { min, max, equals };
+        assert!(meets(&e(Some(1), None, None), Some("5")).is_ok());
+        assert!(
+            meets(&e(Some(1), None, None), Some("0"))
+                .unwrap_err()
+                .contains("less than 1")
+        );
+        assert!(meets(&e(None, Some(10), None), Some("11")).is_err());
+        assert!(meets(&e(None, None, Some(IntOrString::Int(42))), Some("42")).is_ok());
+        assert!(meets(&e(None, None, Some(IntOrString::Int(42))), Some("41")).is_err());
+        assert!(
+            meets(
+                &e(None, None, Some(IntOrString::String("ok".into()))),
+                Some("ok")
+            )
+            .is_ok()
+        );
+        assert!(
+            meets(
+                &e(None, None, Some(IntOrString::String("ok".into()))),
+                Some("no")
+            )
+            .is_err()
+        );
+        assert!(
+            meets(&e(Some(1), None, None), Some("abc"))
+                .unwrap_err()
+                .contains("not a number")
+        );
+        assert!(meets(&e(Some(1), None, None), None).is_err());
+        assert_eq!(describe_expectation(&e(Some(1), None, None)), ">= 1");
+        assert_eq!(
+            describe_expectation(&e(Some(1), Some(5), None)),
+            "between 1 and 5"
+        );
+        assert_eq!(
+            describe_expectation(&e(None, None, Some(IntOrString::Int(3)))),
+            "= 3"
+        );
+    }
+
+    #[test]
+    fn first_values_and_table_names() {
+        assert_eq!(
+            first_value(Engine::Postgres, &["12|x".into()]),
+            Some("12".into())
+        );
+        assert_eq!(
+            first_value(Engine::Mysql, &["7\ty".into()]),
+            Some("7".into())
+        );
+        assert_eq!(first_value(Engine::Mysql, &["NULL".into()]), None);
+        assert_eq!(first_value(Engine::Postgres, &[]), None);
+        assert_eq!(
+            split_table("sales.orders", "public"),
+            ("sales".into(), "orders".into())
+        );
+        assert_eq!(
+            split_table("orders", "public"),
+            ("public".into(), "orders".into())
+        );
+    }
+
+    #[test]
+    fn checks_parse_with_a_default() {
+        let d = parse_checks(None).unwrap();
+        assert_eq!(d.len(), 1);
+        assert!(d[0].row_counts.is_some());
+        let c = parse_checks(Some(
+            r#"[{"sql":"SELECT 1","expect":{"equals":1}},{"schema":{"tables":["a"]}}]"#,
+        ))
+        .unwrap();
+        assert_eq!(c.len(), 2);
+        assert!(parse_checks(Some(r#"[{"sql":"SELECT 1"}]"#)).is_err());
+        assert!(parse_checks(Some(r#"[{"rowCounts":{},"schema":{"tables":["a"]}}]"#)).is_err());
+        assert!(parse_checks(Some("nope")).is_err());
+    }
+
+    #[test]
+    fn compact_keeps_the_result() {
+        let checks: Vec<Value> = (0..60)
+            .map(|i| json!({"name": format!("check-{i}"), "type": "sql", "result": if i == 59 {"Failed"} else {"Passed"},
+                "expected": ">= 1", "observed": "x".repeat(200), "message": "m".repeat(900)}))
+            .collect();
+        let v = json!({"status": "succeeded", "result": "Failed", "reason": "CheckFailed", "restoreDurationSeconds": 1.5, "checks": checks});
+        let c = compact(&v);
+        assert!(c.len() <= TERMINATION_LIMIT, "{}", c.len());
+        let back: Value = serde_json::from_str(&c).unwrap();
+        assert_eq!(back["result"], "Failed");
+        assert_eq!(back["reason"], "CheckFailed");
+        assert_eq!(back["restoreDurationSeconds"], 1.5);
+        assert_eq!(back["truncated"], true);
+        assert_eq!(
+            back["checks"][0]["name"], "check-59",
+            "failing checks are kept first"
+        );
+    }
+}

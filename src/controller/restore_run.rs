@@ -1,0 +1,794 @@
+//! The RestoreRun reconciler: read → resolve the artifact (a Succeeded BackupRun of the same
+//! namespace, or a storage + key) and the Secrets → queue (FIFO, global limit, one restore per
+//! target database; [`super::queue::plan_restore_queue`]) → plan (pure,
+//! [`super::restore_run_plan`]) → apply (server-side apply of the Job, then of the whole
+//! status) → Events and metrics.
+//!
+//! Invariants (as for backups): one Job per run with a deterministic name, recorded in status
+//! right after it is applied; the agent always verifies every artifact's checksum before it
+//! touches the target (`--verify-first`), so a tampered artifact fails the run with reason
+//! `ChecksumMismatch` and the target untouched.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PropagationPolicy};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use crate::api::backup_run::BackupRunPhase;
+use crate::api::common::{
+    JobTemplate, Progress, SecretKeySelector, format_bytes, format_duration, set_condition,
+    time_from_chrono, time_to_chrono,
+};
+use crate::api::restore_run::{ChecksumVerification, RestoreRunStatus, RestoreSource};
+use crate::api::{BackupPolicy, BackupRun, BackupStorage, RestoreRun, RestoreRunPhase};
+use crate::jobs::backup_job::{JobBuildError, JobDefaults};
+use crate::jobs::restore_job;
+use crate::telemetry::metrics::{ControllerLabels, ErrorLabels, QueueLabels, RunLabels, RunResult};
+
+use super::backup_run_plan::Blocker;
+use super::context::Context;
+use super::error::{Error, Result};
+use super::job_watch;
+use super::restore_run_plan::{
+    Observed, QueueState, RestoreReport, SourceState, Step, plan, queue_state, requester, target_id,
+};
+
+/// Field manager of everything this controller writes.
+pub const FIELD_MANAGER: &str = "dataguardian-restorerun";
+
+/// The artifact a run restores, resolved.
+struct Resolved {
+    storage: BackupStorage,
+    manifest_location: String,
+    source: RestoreSource,
+    template: Option<JobTemplate>,
+}
+
+/// Reconciles one RestoreRun.
+pub async fn reconcile(run: Arc<RestoreRun>, ctx: Arc<Context>) -> Result<Action> {
+    ctx.metrics
+        .reconciles
+        .get_or_create(&ControllerLabels {
+            controller: "restorerun".into(),
+        })
+        .inc();
+    let ns = run
+        .namespace()
+        .ok_or(Error::MissingObjectField("metadata.namespace"))?;
+    let name = run.name_any();
+    let status = run.status.clone().unwrap_or_default();
+    if status.phase.is_some_and(RestoreRunPhase::is_finished)
+        || run.meta().deletion_timestamp.is_some()
+    {
+        return Ok(Action::await_change());
+    }
+    let job_name = status.job_name.clone();
+    let (source_state, resolved) = if job_name.is_some() {
+        (SourceState::Ready, None) // checked before the Job was created
+    } else {
+        resolve(&ctx, &ns, &run).await?
+    };
+    let job = job_watch::observe(&ctx, &ns, job_name.as_deref()).await?;
+    let queue = if job_name.is_none() && source_state == SourceState::Ready {
+        queue_decision(&ctx, &run)
+    } else {
+        QueueState::default()
+    };
+    let stall_timeout =
+        Duration::from_secs(run.spec.stall_timeout_seconds.unwrap_or(600).max(30) as u64);
+    let now = Utc::now();
+    let step = plan(&Observed {
+        run: &run,
+        source: source_state,
+        job,
+        queue,
+        stall_timeout,
+        now,
+    });
+    tracing::debug!(run = %format!("{ns}/{name}"), ?step, "planned");
+    match step {
+        Step::Done => Ok(Action::await_change()),
+        Step::Wait {
+            reason,
+            message,
+            queue_position,
+            blocked,
+            requeue,
+        } => {
+            if status.reason.as_deref() != Some(reason.as_str())
+                || status.message.as_deref() != Some(message.as_str())
+                || status.queue_position != queue_position
+                || status.phase.is_none()
+            {
+                let mut next = status.clone();
+                next.phase = Some(RestoreRunPhase::Queued);
+                next.reason = Some(reason.clone());
+                next.message = Some(message.clone());
+                next.queue_position = queue_position;
+                next.observed_generation = run.metadata.generation;
+                apply_status(&ctx, &ns, &name, &next).await?;
+                if status.reason.as_deref() != Some(reason.as_str()) {
+                    let type_ = if blocked {
+                        EventType::Warning
+                    } else {
+                        EventType::Normal
+                    };
+                    ctx.event(run.as_ref(), type_, &reason, "Wait", message)
+                        .await;
+                }
+            }
+            Ok(Action::requeue(requeue))
+        }
+        Step::StartJob => {
+            let Some(resolved) = resolved else {
+                return Err(Error::InvalidSpec(
+                    "the restore's source vanished while starting".into(),
+                ));
+            };
+            start_job(&ctx, &ns, &run, resolved).await
+        }
+        Step::Track {
+            attempts,
+            progress,
+            requeue,
+        } => {
+            let mut next = status.clone();
+            next.attempts = Some(attempts.max(1));
+            if let Some(sample) = progress {
+                let moved = status.progress.as_ref().is_none_or(|p| {
+                    p.bytes_in != sample.bytes_in || p.bytes_out != sample.bytes_out
+                });
+                let updated = if moved {
+                    Some(time_from_chrono(now))
+                } else {
+                    status.progress.as_ref().and_then(|p| p.updated.clone())
+                };
+                next.progress = Some(Progress {
+                    bytes_in: sample.bytes_in,
+                    bytes_out: sample.bytes_out,
+                    bytes_per_second: sample.bytes_per_second,
+                    updated: updated.or_else(|| Some(time_from_chrono(now))),
+                });
+            }
+            if next != status {
+                apply_status(&ctx, &ns, &name, &next).await?;
+            }
+            if attempts > status.attempts.unwrap_or(1) {
+                ctx.event(
+                    run.as_ref(),
+                    EventType::Warning,
+                    "Retrying",
+                    "Retry",
+                    format!("restore attempt {attempts} started after a failed attempt"),
+                )
+                .await;
+            }
+            Ok(Action::requeue(requeue))
+        }
+        Step::Stalled { message } => {
+            if let Some(job) = &job_name {
+                delete_job(&ctx, &ns, job).await?;
+            }
+            finish(
+                &ctx,
+                &ns,
+                &run,
+                RestoreRunPhase::Failed,
+                "Stalled",
+                &message,
+                None,
+            )
+            .await
+        }
+        Step::Succeed { attempts, report } => {
+            let mut with_attempts = (*run).clone();
+            with_attempts
+                .status
+                .get_or_insert_with(Default::default)
+                .attempts = Some(attempts.max(1));
+            let msg = format!(
+                "restored {} into {} ({} read, checksum verified before writing)",
+                source_text(&status),
+                target_text(&run),
+                format_bytes(report.size_bytes.unwrap_or(0)),
+            );
+            finish(
+                &ctx,
+                &ns,
+                &with_attempts,
+                RestoreRunPhase::Succeeded,
+                "Completed",
+                &msg,
+                Some(&report),
+            )
+            .await
+        }
+        Step::Fail {
+            reason,
+            message,
+            report,
+        } => {
+            finish(
+                &ctx,
+                &ns,
+                &run,
+                RestoreRunPhase::Failed,
+                &reason,
+                &message,
+                report.as_ref(),
+            )
+            .await
+        }
+    }
+}
+
+/// Requeue policy on errors: conflicts retry fast, everything else backs off a little.
+pub fn error_policy(run: Arc<RestoreRun>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics
+        .reconcile_errors
+        .get_or_create(&ErrorLabels {
+            controller: "restorerun".into(),
+            category: error.category().into(),
+        })
+        .inc();
+    tracing::warn!(run = %run.name_any(), namespace = run.namespace().unwrap_or_default(), category = error.category(), error = %error, "reconcile failed");
+    match error.category() {
+        "conflict" => Action::requeue(Duration::from_millis(200)),
+        _ => Action::requeue(Duration::from_secs(5)),
+    }
+}
+
+fn blocked(reason: &str, message: String) -> SourceState {
+    SourceState::Blocked(Blocker {
+        reason: reason.into(),
+        message,
+    })
+}
+
+fn invalid(reason: &str, message: String) -> SourceState {
+    SourceState::Invalid(Blocker {
+        reason: reason.into(),
+        message,
+    })
+}
+
+/// Resolves the artifact, its storage and every Secret the Job will reference.
+async fn resolve(
+    ctx: &Context,
+    ns: &str,
+    run: &RestoreRun,
+) -> Result<(SourceState, Option<Resolved>)> {
+    let storages: Api<BackupStorage> = Api::namespaced(ctx.client.clone(), ns);
+    let spec = &run.spec;
+    let target_engine = spec.target.engine();
+    let resolved = if let Some(r) = &spec.backup_run_ref {
+        let runs: Api<BackupRun> = Api::namespaced(ctx.client.clone(), ns);
+        let Some(backup) = runs.get_opt(&r.name).await? else {
+            return Ok((
+                blocked(
+                    "BackupRunNotFound",
+                    format!("BackupRun {} not found in namespace {ns}", r.name),
+                ),
+                None,
+            ));
+        };
+        let bstatus = backup.status.clone().unwrap_or_default();
+        match bstatus.phase {
+            Some(BackupRunPhase::Succeeded) => {}
+            Some(BackupRunPhase::Failed) => {
+                return Ok((
+                    invalid(
+                        "BackupRunFailed",
+                        format!("BackupRun {} failed; it has no artifact to restore", r.name),
+                    ),
+                    None,
+                ));
+            }
+            phase => {
+                return Ok((
+                    blocked(
+                        "BackupRunNotReady",
+                        format!(
+                            "BackupRun {} is {:?}; the restore waits for it to succeed",
+                            r.name,
+                            phase.unwrap_or_default()
+                        ),
+                    ),
+                    None,
+                ));
+            }
+        }
+        let Some(artifact) = bstatus.artifact else {
+            return Ok((
+                invalid(
+                    "NoArtifact",
+                    format!("BackupRun {} succeeded but records no artifact", r.name),
+                ),
+                None,
+            ));
+        };
+        if let Some(engine) = target_engine
+            && !artifact.engine.is_empty()
+            && artifact.engine != engine.as_str()
+        {
+            return Ok((
+                invalid(
+                    "EngineMismatch",
+                    format!(
+                        "the backup is a {} backup; the target is {}",
+                        artifact.engine,
+                        engine.as_str()
+                    ),
+                ),
+                None,
+            ));
+        }
+        if artifact.encryption.is_some() && spec.decryption.is_none() {
+            return Ok((
+                invalid(
+                    "DecryptionRequired",
+                    format!(
+                        "the backup is encrypted; set spec.decryption.identitySecretRef (recipients {})",
+                        artifact
+                            .encryption
+                            .as_ref()
+                            .map(|e| e.recipients.join(", "))
+                            .unwrap_or_default()
+                    ),
+                ),
+                None,
+            ));
+        }
+        let Some(storage) = storages.get_opt(&artifact.storage).await? else {
+            return Ok((
+                blocked(
+                    "StorageNotFound",
+                    format!(
+                        "BackupStorage {} not found in namespace {ns}",
+                        artifact.storage
+                    ),
+                ),
+                None,
+            ));
+        };
+        let location = match artifact.manifest_key.as_deref() {
+            Some(loc) if restore_job::location_matches_storage(&storage, loc) => loc.to_string(),
+            _ => match restore_job::manifest_location(&storage, &artifact.key) {
+                Ok(loc) => loc,
+                Err(e) => return Ok((invalid("InvalidSource", e.to_string()), None)),
+            },
+        };
+        let policies: Api<BackupPolicy> = Api::namespaced(ctx.client.clone(), ns);
+        let template = policies
+            .get_opt(&backup.spec.policy_ref.name)
+            .await?
+            .and_then(|p| p.spec.job_template);
+        Resolved {
+            source: RestoreSource {
+                storage: artifact.storage.clone(),
+                key: artifact.key.clone(),
+                size_bytes: Some(artifact.size_bytes),
+                engine: Some(artifact.engine.clone()).filter(|e| !e.is_empty()),
+            },
+            storage,
+            manifest_location: location,
+            template,
+        }
+    } else {
+        let (Some(sref), Some(key)) = (&spec.storage_ref, &spec.key) else {
+            return Ok((
+                invalid(
+                    "InvalidSpec",
+                    "set backupRunRef, or storageRef and key".into(),
+                ),
+                None,
+            ));
+        };
+        let Some(storage) = storages.get_opt(&sref.name).await? else {
+            return Ok((
+                blocked(
+                    "StorageNotFound",
+                    format!("BackupStorage {} not found in namespace {ns}", sref.name),
+                ),
+                None,
+            ));
+        };
+        let location = match restore_job::manifest_location(&storage, key) {
+            Ok(loc) => loc,
+            Err(e) => return Ok((invalid("InvalidSource", e.to_string()), None)),
+        };
+        Resolved {
+            source: RestoreSource {
+                storage: sref.name.clone(),
+                key: key.clone(),
+                size_bytes: None,
+                engine: None,
+            },
+            storage,
+            manifest_location: location,
+            template: None,
+        }
+    };
+    let mut needed: Vec<SecretKeySelector> = Vec::new();
+    for endpoint in [
+        spec.target
+            .postgres
+            .as_ref()
+            .map(|p| (&p.password_secret_ref, &p.connection_secret_ref)),
+        spec.target
+            .mysql
+            .as_ref()
+            .map(|m| (&m.password_secret_ref, &m.connection_secret_ref)),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        needed.extend(endpoint.0.iter().cloned());
+        needed.extend(endpoint.1.iter().cloned());
+    }
+    if let Some(d) = &spec.decryption {
+        needed.push(d.identity_secret_ref.clone());
+    }
+    needed.extend(storage_secrets(&resolved.storage));
+    if let Some(b) = missing_secret(ctx, ns, &needed).await? {
+        return Ok((SourceState::Blocked(b), None));
+    }
+    Ok((SourceState::Ready, Some(resolved)))
+}
+
+/// The S3 credential keys a Job reading `storage` references.
+pub(crate) fn storage_secrets(storage: &BackupStorage) -> Vec<SecretKeySelector> {
+    storage
+        .spec
+        .s3
+        .as_ref()
+        .and_then(|s| s.credentials_secret_ref.as_ref())
+        .map(|c| {
+            ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
+                .iter()
+                .map(|k| SecretKeySelector::new(c.name.clone(), *k))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The first Secret (or key) in `needed` that does not exist, as a blocker. Values are never
+/// read into messages.
+pub(crate) async fn missing_secret(
+    ctx: &Context,
+    ns: &str,
+    needed: &[SecretKeySelector],
+) -> Result<Option<Blocker>> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    for sel in needed {
+        match secrets.get_opt(&sel.name).await? {
+            None => {
+                return Ok(Some(Blocker {
+                    reason: "SecretNotFound".into(),
+                    message: format!("Secret {} not found in namespace {ns}", sel.name),
+                }));
+            }
+            Some(secret) => {
+                let has = secret
+                    .data
+                    .as_ref()
+                    .is_some_and(|d| d.contains_key(&sel.key))
+                    || secret
+                        .string_data
+                        .as_ref()
+                        .is_some_and(|d| d.contains_key(&sel.key));
+                if !has {
+                    return Ok(Some(Blocker {
+                        reason: "SecretKeyNotFound".into(),
+                        message: format!("Secret {} has no key {}", sel.name, sel.key),
+                    }));
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The restore queue's decision for `run`, from every RestoreRun in the cache.
+fn queue_decision(ctx: &Context, run: &RestoreRun) -> QueueState {
+    let all: Vec<RestoreRun> = ctx
+        .restore_runs
+        .state()
+        .iter()
+        .map(|r| (**r).clone())
+        .collect();
+    let (state, waiting) = queue_state(&all, run, ctx.settings.max_concurrent_restores, Utc::now());
+    ctx.metrics
+        .queue_depth
+        .get_or_create(&QueueLabels {
+            queue: "restore".into(),
+        })
+        .set(waiting as i64);
+    state
+}
+
+fn source_text(status: &RestoreRunStatus) -> String {
+    match &status.source {
+        Some(s) => format!("{} from storage {}", s.key, s.storage),
+        None => "the artifact".into(),
+    }
+}
+
+fn target_text(run: &RestoreRun) -> String {
+    match target_id(&run.spec.target, &run.namespace().unwrap_or_default()) {
+        Some(t) => t.to_string(),
+        None => "the target".into(),
+    }
+}
+
+async fn start_job(
+    ctx: &Context,
+    ns: &str,
+    run: &RestoreRun,
+    resolved: Resolved,
+) -> Result<Action> {
+    let defaults = JobDefaults {
+        agent_image: ctx.settings.agent_image.clone(),
+        ttl_seconds_after_finished: ctx.settings.job_ttl_seconds,
+    };
+    let job = match restore_job::build(
+        run,
+        &resolved.storage,
+        &resolved.manifest_location,
+        resolved.template.as_ref(),
+        &defaults,
+    ) {
+        Ok(job) => job,
+        Err(e) => {
+            let reason = match &e {
+                JobBuildError::InvalidSource(_) => "InvalidTarget",
+                other => other.reason(),
+            };
+            return finish(
+                ctx,
+                ns,
+                run,
+                RestoreRunPhase::Failed,
+                reason,
+                &e.to_string(),
+                None,
+            )
+            .await;
+        }
+    };
+    let job_name = job
+        .metadata
+        .name
+        .clone()
+        .ok_or(Error::MissingObjectField("job name"))?;
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
+    jobs.patch(
+        &job_name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&job),
+    )
+    .await?;
+    let mut status = run.status.clone().unwrap_or_default();
+    status.phase = Some(RestoreRunPhase::Running);
+    status.reason = Some("JobCreated".into());
+    status.queue_position = None;
+    status.job_name = Some(job_name.clone());
+    status.start_time = Some(time_from_chrono(Utc::now()));
+    status.attempts = Some(1);
+    status.source = Some(resolved.source.clone());
+    status.message = Some(format!("restore Job {job_name} started"));
+    status.observed_generation = run.metadata.generation;
+    apply_status(ctx, ns, &run.name_any(), &status).await?;
+    let who = requester(&run.metadata)
+        .map(|m| format!("; created via {m}"))
+        .unwrap_or_default();
+    let what = match &run.spec.backup_run_ref {
+        Some(b) => format!("BackupRun {} ({})", b.name, resolved.manifest_location),
+        None => resolved.manifest_location.clone(),
+    };
+    ctx.event(
+        run,
+        EventType::Normal,
+        "Started",
+        "CreateJob",
+        format!(
+            "restore Job {job_name} restores {what} into {}{who}",
+            target_text(run)
+        ),
+    )
+    .await;
+    Ok(Action::requeue(Duration::from_secs(2)))
+}
+
+async fn delete_job(ctx: &Context, ns: &str, job: &str) -> Result<()> {
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
+    let dp = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..Default::default()
+    };
+    match jobs.delete(job, &dp).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Writes the final status, the Event and the metrics of a finished restore.
+async fn finish(
+    ctx: &Context,
+    ns: &str,
+    run: &RestoreRun,
+    phase: RestoreRunPhase,
+    reason: &str,
+    message: &str,
+    report: Option<&RestoreReport>,
+) -> Result<Action> {
+    let now = Utc::now();
+    let mut status = run.status.clone().unwrap_or_default();
+    let started = status
+        .start_time
+        .as_ref()
+        .map(time_to_chrono)
+        .or_else(|| run.metadata.creation_timestamp.as_ref().map(time_to_chrono))
+        .unwrap_or(now);
+    let seconds = (now - started).num_milliseconds().max(0) as f64 / 1000.0;
+    let succeeded = phase == RestoreRunPhase::Succeeded;
+    status.phase = Some(phase);
+    status.reason = Some(reason.to_string());
+    status.message = Some(message.to_string());
+    status.queue_position = None;
+    status.completion_time = Some(time_from_chrono(now));
+    status.duration_seconds = Some(seconds);
+    status.duration = Some(format_duration(seconds.round() as u64));
+    status.observed_generation = run.metadata.generation;
+    if let Some(p) = status.progress.as_mut() {
+        p.bytes_per_second = 0;
+    }
+    if let Some(r) = report {
+        let expected = expected_sha256(ctx, ns, run)
+            .await
+            .unwrap_or_else(|| r.sha256.join(","));
+        if succeeded {
+            status.checksum = Some(ChecksumVerification {
+                verified: true,
+                expected_sha256: expected,
+                observed_sha256: Some(r.sha256.join(",")).filter(|s| !s.is_empty()),
+            });
+        } else if reason == "ChecksumMismatch" {
+            status.checksum = Some(ChecksumVerification {
+                verified: false,
+                expected_sha256: expected,
+                observed_sha256: None,
+            });
+        }
+    }
+    set_condition(
+        &mut status.conditions,
+        Condition {
+            type_: if succeeded {
+                "Complete".into()
+            } else {
+                "Failed".into()
+            },
+            status: "True".into(),
+            reason: reason.to_string(),
+            message: message.to_string(),
+            last_transition_time: time_from_chrono(now),
+            observed_generation: run.metadata.generation,
+        },
+    );
+    apply_status(ctx, ns, &run.name_any(), &status).await?;
+    let (type_, ev_reason) = if succeeded {
+        (EventType::Normal, "Succeeded")
+    } else {
+        (EventType::Warning, "Failed")
+    };
+    let who = requester(&run.metadata)
+        .map(|m| format!(" (created via {m})"))
+        .unwrap_or_default();
+    ctx.event(
+        run,
+        type_,
+        ev_reason,
+        "Finish",
+        format!(
+            "{reason}: {message}; target {}{who}, took {}",
+            target_text(run),
+            format_duration(seconds.round() as u64)
+        ),
+    )
+    .await;
+    let policy = match &run.spec.backup_run_ref {
+        Some(b) => Api::<BackupRun>::namespaced(ctx.client.clone(), ns)
+            .get_opt(&b.name)
+            .await
+            .ok()
+            .flatten()
+            .map(|r| r.spec.policy_ref.name)
+            .unwrap_or_default(),
+        None => String::new(),
+    };
+    ctx.metrics
+        .restore_runs
+        .get_or_create(&RunLabels {
+            namespace: ns.to_string(),
+            policy,
+            result: if succeeded {
+                RunResult::Succeeded
+            } else {
+                RunResult::Failed
+            },
+        })
+        .inc();
+    Ok(Action::await_change())
+}
+
+/// The SHA-256 recorded at backup time, when the run restores a BackupRun's artifact.
+async fn expected_sha256(ctx: &Context, ns: &str, run: &RestoreRun) -> Option<String> {
+    let name = &run.spec.backup_run_ref.as_ref()?.name;
+    let backup = Api::<BackupRun>::namespaced(ctx.client.clone(), ns)
+        .get_opt(name)
+        .await
+        .ok()??;
+    backup
+        .status?
+        .artifact
+        .map(|a| a.sha256)
+        .filter(|s| !s.is_empty())
+}
+
+/// Server-side applies the whole status under this controller's field manager.
+async fn apply_status(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    status: &RestoreRunStatus,
+) -> Result<()> {
+    let api: Api<RestoreRun> = Api::namespaced(ctx.client.clone(), ns);
+    let body = json!({
+        "apiVersion": RestoreRun::api_version(&()),
+        "kind": RestoreRun::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn s3_credentials_are_the_only_storage_secrets() {
+        let s3: BackupStorage = serde_yaml::from_str(
+            "apiVersion: dataguardian.io/v1alpha1\nkind: BackupStorage\nmetadata: {name: m, namespace: shop}\nspec: {s3: {bucket: b, region: r, credentialsSecretRef: {name: creds}}}",
+        )
+        .unwrap();
+        let keys: Vec<String> = storage_secrets(&s3)
+            .into_iter()
+            .map(|s| format!("{}/{}", s.name, s.key))
+            .collect();
+        assert_eq!(
+            keys,
+            ["creds/AWS_ACCESS_KEY_ID", "creds/AWS_SECRET_ACCESS_KEY"]
+        );
+        let ambient: BackupStorage = serde_yaml::from_str(
+            "apiVersion: dataguardian.io/v1alpha1\nkind: BackupStorage\nmetadata: {name: m, namespace: shop}\nspec: {s3: {bucket: b, region: r}}",
+        )
+        .unwrap();
+        assert!(storage_secrets(&ambient).is_empty());
+    }
+}

@@ -1,0 +1,657 @@
+//! The RestoreValidation reconciler, and the part of BackupPolicy reconciliation that belongs to
+//! validations.
+//!
+//! A validation: read → resolve the BackupRun (`backupRunRef`, or the policy's newest
+//! successful run for `policyRef` + `latest`), its storage and Secrets → plan (pure,
+//! [`super::restore_validation_plan`]) → create the Job (its sandbox password is generated
+//! inside the Pod, see [`crate::jobs::validation_job`]) → on finish record the verdict,
+//! per-check results and the measured restore time, mark the BackupRun's
+//! `status.verification` (a server-side apply of only that field under this controller's field
+//! manager, so the BackupRun controller's fields are untouched), raise Events and count it.
+//!
+//! A policy ([`reconcile_policy`]): create validations as its `validation` settings ask
+//! (every Nth successful backup, or on a cron schedule), prune finished ones beyond
+//! `historyLimit`, and apply the policy's `lastValidation`, `backupsSinceValidation` and
+//! `Verified` condition — only those fields, under this controller's field manager.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, OwnerReference};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use crate::api::backup_run::BackupRunPhase;
+use crate::api::common::{
+    Engine, LocalObjectReference, SecretKeySelector, find_condition, set_condition,
+    time_from_chrono, time_to_chrono,
+};
+use crate::api::restore_validation::{
+    RestoreValidationSpec, RestoreValidationStatus, ValidationResult,
+};
+use crate::api::{
+    BackupPolicy, BackupRun, BackupStorage, RestoreValidation, RestoreValidationPhase,
+};
+use crate::jobs::backup_job::JobDefaults;
+use crate::jobs::{restore_job, validation_job};
+use crate::telemetry::metrics::{ControllerLabels, ErrorLabels, RunLabels, RunResult};
+
+use super::backup_run_plan::Blocker;
+use super::context::Context;
+use super::error::{Error, Result};
+use super::job_watch;
+use super::restore_run::{missing_secret, storage_secrets};
+use super::restore_run_plan::SourceState;
+use super::restore_validation_plan::{
+    Observed, Outcome, POLICY_LABEL, Step, auto_validation_name, latest_successful, plan,
+    plan_policy, verification,
+};
+
+/// Field manager of everything this controller writes (validation status, the BackupRun's
+/// `status.verification`, the policy's validation fields).
+pub const FIELD_MANAGER: &str = "dataguardian-restorevalidation";
+
+/// What a validation's Job needs, resolved.
+struct Resolved {
+    backup: BackupRun,
+    storage: BackupStorage,
+    manifest_location: String,
+    engine: Engine,
+    server_version: Option<String>,
+    policy: Option<BackupPolicy>,
+}
+
+fn blocked(reason: &str, message: String) -> SourceState {
+    SourceState::Blocked(Blocker {
+        reason: reason.into(),
+        message,
+    })
+}
+
+fn invalid(reason: &str, message: String) -> SourceState {
+    SourceState::Invalid(Blocker {
+        reason: reason.into(),
+        message,
+    })
+}
+
+/// Reconciles one RestoreValidation.
+pub async fn reconcile(rv: Arc<RestoreValidation>, ctx: Arc<Context>) -> Result<Action> {
+    ctx.metrics
+        .reconciles
+        .get_or_create(&ControllerLabels {
+            controller: "restorevalidation".into(),
+        })
+        .inc();
+    let ns = rv
+        .namespace()
+        .ok_or(Error::MissingObjectField("metadata.namespace"))?;
+    let name = rv.name_any();
+    let status = rv.status.clone().unwrap_or_default();
+    if status
+        .phase
+        .is_some_and(RestoreValidationPhase::is_finished)
+        || rv.meta().deletion_timestamp.is_some()
+    {
+        return Ok(Action::await_change());
+    }
+    let job_name = status.job_name.clone();
+    let (source, resolved) = if job_name.is_some() {
+        (SourceState::Ready, None)
+    } else {
+        resolve(&ctx, &ns, &rv).await?
+    };
+    let job = job_watch::observe(&ctx, &ns, job_name.as_deref()).await?;
+    let step = plan(&Observed {
+        validation: &rv,
+        source,
+        job,
+        now: Utc::now(),
+    });
+    tracing::debug!(validation = %format!("{ns}/{name}"), ?step, "planned");
+    match step {
+        Step::Done => Ok(Action::await_change()),
+        Step::Wait { reason, message } => {
+            if status.reason.as_deref() != Some(reason.as_str()) || status.phase.is_none() {
+                let mut next = status.clone();
+                next.phase = Some(RestoreValidationPhase::Pending);
+                next.reason = Some(reason.clone());
+                next.message = Some(message.clone());
+                next.observed_generation = rv.metadata.generation;
+                apply_status(&ctx, &ns, &name, &next).await?;
+                ctx.event(rv.as_ref(), EventType::Warning, &reason, "Wait", message)
+                    .await;
+            }
+            Ok(Action::requeue(Duration::from_secs(15)))
+        }
+        Step::StartJob => {
+            let Some(resolved) = resolved else {
+                return Err(Error::InvalidSpec(
+                    "the validation's backup vanished while starting".into(),
+                ));
+            };
+            start_job(&ctx, &ns, &rv, resolved).await
+        }
+        Step::Track { attempts } => {
+            if status.attempts != Some(attempts) {
+                let mut next = status.clone();
+                next.attempts = Some(attempts);
+                apply_status(&ctx, &ns, &name, &next).await?;
+            }
+            Ok(Action::requeue(Duration::from_secs(10)))
+        }
+        Step::Finish(outcome) => finish(&ctx, &ns, &rv, outcome).await,
+    }
+}
+
+/// Requeue policy on errors.
+pub fn error_policy(rv: Arc<RestoreValidation>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics
+        .reconcile_errors
+        .get_or_create(&ErrorLabels {
+            controller: "restorevalidation".into(),
+            category: error.category().into(),
+        })
+        .inc();
+    tracing::warn!(validation = %rv.name_any(), namespace = rv.namespace().unwrap_or_default(), category = error.category(), error = %error, "reconcile failed");
+    match error.category() {
+        "conflict" => Action::requeue(Duration::from_millis(200)),
+        _ => Action::requeue(Duration::from_secs(5)),
+    }
+}
+
+async fn resolve(
+    ctx: &Context,
+    ns: &str,
+    rv: &RestoreValidation,
+) -> Result<(SourceState, Option<Resolved>)> {
+    let runs: Api<BackupRun> = Api::namespaced(ctx.client.clone(), ns);
+    let spec = &rv.spec;
+    let backup = if let Some(r) = &spec.backup_run_ref {
+        match runs.get_opt(&r.name).await? {
+            Some(b) => b,
+            None => {
+                return Ok((
+                    blocked(
+                        "BackupRunNotFound",
+                        format!("BackupRun {} not found in namespace {ns}", r.name),
+                    ),
+                    None,
+                ));
+            }
+        }
+    } else if let Some(p) = &spec.policy_ref {
+        let all = runs.list(&ListParams::default()).await?.items;
+        match latest_successful(&all, &p.name) {
+            Some(b) => b.clone(),
+            None => {
+                return Ok((
+                    blocked(
+                        "NoSuccessfulBackup",
+                        format!("BackupPolicy {} has no successful BackupRun yet", p.name),
+                    ),
+                    None,
+                ));
+            }
+        }
+    } else {
+        return Ok((
+            invalid(
+                "InvalidSpec",
+                "set backupRunRef, or policyRef with latest: true".into(),
+            ),
+            None,
+        ));
+    };
+    let bname = backup.name_any();
+    let bstatus = backup.status.clone().unwrap_or_default();
+    match bstatus.phase {
+        Some(BackupRunPhase::Succeeded) => {}
+        Some(BackupRunPhase::Failed) => {
+            return Ok((
+                invalid(
+                    "BackupRunFailed",
+                    format!("BackupRun {bname} failed; there is nothing to validate"),
+                ),
+                None,
+            ));
+        }
+        phase => {
+            return Ok((
+                blocked(
+                    "BackupRunNotReady",
+                    format!(
+                        "BackupRun {bname} is {:?}; the validation waits for it to succeed",
+                        phase.unwrap_or_default()
+                    ),
+                ),
+                None,
+            ));
+        }
+    }
+    let Some(artifact) = bstatus.artifact.clone() else {
+        return Ok((
+            invalid(
+                "NoArtifact",
+                format!("BackupRun {bname} records no artifact"),
+            ),
+            None,
+        ));
+    };
+    let engine = match artifact.engine.as_str() {
+        "postgres" => Engine::Postgres,
+        "mysql" => Engine::Mysql,
+        other => {
+            return Ok((
+                invalid(
+                    "UnknownEngine",
+                    format!("BackupRun {bname} records engine {other:?}"),
+                ),
+                None,
+            ));
+        }
+    };
+    if artifact.encryption.is_some() && spec.decryption.is_none() {
+        return Ok((
+            invalid(
+                "DecryptionRequired",
+                "the backup is encrypted; set spec.decryption.identitySecretRef".into(),
+            ),
+            None,
+        ));
+    }
+    let storages: Api<BackupStorage> = Api::namespaced(ctx.client.clone(), ns);
+    let Some(storage) = storages.get_opt(&artifact.storage).await? else {
+        return Ok((
+            blocked(
+                "StorageNotFound",
+                format!(
+                    "BackupStorage {} not found in namespace {ns}",
+                    artifact.storage
+                ),
+            ),
+            None,
+        ));
+    };
+    let manifest_location = match artifact.manifest_key.as_deref() {
+        Some(loc) if restore_job::location_matches_storage(&storage, loc) => loc.to_string(),
+        _ => match restore_job::manifest_location(&storage, &artifact.key) {
+            Ok(loc) => loc,
+            Err(e) => return Ok((invalid("InvalidSource", e.to_string()), None)),
+        },
+    };
+    let mut needed: Vec<SecretKeySelector> = storage_secrets(&storage);
+    if let Some(d) = &spec.decryption {
+        needed.push(d.identity_secret_ref.clone());
+    }
+    if let Some(b) = missing_secret(ctx, ns, &needed).await? {
+        return Ok((SourceState::Blocked(b), None));
+    }
+    let policy = Api::<BackupPolicy>::namespaced(ctx.client.clone(), ns)
+        .get_opt(&backup.spec.policy_ref.name)
+        .await?;
+    Ok((
+        SourceState::Ready,
+        Some(Resolved {
+            server_version: artifact.server_version.clone(),
+            backup,
+            storage,
+            manifest_location,
+            engine,
+            policy,
+        }),
+    ))
+}
+
+async fn start_job(ctx: &Context, ns: &str, rv: &RestoreValidation, r: Resolved) -> Result<Action> {
+    let defaults = JobDefaults {
+        agent_image: ctx.settings.agent_image.clone(),
+        ttl_seconds_after_finished: ctx.settings.job_ttl_seconds,
+    };
+    let policy_validation = r.policy.as_ref().and_then(|p| p.spec.validation.clone());
+    let inputs = validation_job::ValidationInputs {
+        storage: &r.storage,
+        manifest_location: &r.manifest_location,
+        engine: r.engine,
+        server_version: r.server_version.as_deref(),
+        fallback_sandbox: policy_validation.as_ref().and_then(|v| v.sandbox.as_ref()),
+        template: r.policy.as_ref().and_then(|p| p.spec.job_template.as_ref()),
+    };
+    let job = match validation_job::build(rv, &inputs, &defaults) {
+        Ok(job) => job,
+        Err(e) => {
+            let outcome = Outcome {
+                phase: RestoreValidationPhase::Failed,
+                result: ValidationResult::Failed,
+                reason: "InvalidSandbox".into(),
+                message: e.to_string(),
+                checks: Vec::new(),
+                restore_duration_seconds: None,
+            };
+            return finish(ctx, ns, rv, outcome).await;
+        }
+    };
+    let job_name = job
+        .metadata
+        .name
+        .clone()
+        .ok_or(Error::MissingObjectField("job name"))?;
+    let sandbox_image = job
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|p| p.init_containers.as_ref())
+        .and_then(|c| {
+            c.iter()
+                .find(|c| c.name == validation_job::SANDBOX_CONTAINER)
+        })
+        .and_then(|c| c.image.clone());
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
+    jobs.patch(
+        &job_name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&job),
+    )
+    .await?;
+    let mut status = rv.status.clone().unwrap_or_default();
+    status.phase = Some(RestoreValidationPhase::Running);
+    status.reason = Some("JobCreated".into());
+    status.message = Some(format!(
+        "validation Job {job_name} restores BackupRun {} into a sandbox",
+        r.backup.name_any()
+    ));
+    status.backup_run_name = Some(r.backup.name_any());
+    status.job_name = Some(job_name.clone());
+    status.sandbox_image = sandbox_image.clone();
+    status.start_time = Some(time_from_chrono(Utc::now()));
+    status.attempts = Some(1);
+    status.observed_generation = rv.metadata.generation;
+    apply_status(ctx, ns, &rv.name_any(), &status).await?;
+    ctx.event(
+        rv,
+        EventType::Normal,
+        "Started",
+        "CreateJob",
+        format!(
+            "validation Job {job_name} restores BackupRun {} ({}) into a {} sandbox",
+            r.backup.name_any(),
+            r.manifest_location,
+            sandbox_image.unwrap_or_default()
+        ),
+    )
+    .await;
+    Ok(Action::requeue(Duration::from_secs(2)))
+}
+
+async fn finish(ctx: &Context, ns: &str, rv: &RestoreValidation, o: Outcome) -> Result<Action> {
+    let now = Utc::now();
+    let mut status = rv.status.clone().unwrap_or_default();
+    let started = status
+        .start_time
+        .as_ref()
+        .map(time_to_chrono)
+        .or_else(|| rv.metadata.creation_timestamp.as_ref().map(time_to_chrono))
+        .unwrap_or(now);
+    let seconds = (now - started).num_milliseconds().max(0) as f64 / 1000.0;
+    status.phase = Some(o.phase);
+    status.result = Some(o.result);
+    status.reason = Some(o.reason.clone());
+    status.message = Some(o.message.clone());
+    status.checks = o.checks.clone();
+    status.restore_duration_seconds = o.restore_duration_seconds;
+    status.completion_time = Some(time_from_chrono(now));
+    status.duration_seconds = Some(seconds);
+    status.observed_generation = rv.metadata.generation;
+    let passed = o.result == ValidationResult::Passed;
+    set_condition(
+        &mut status.conditions,
+        Condition {
+            type_: if o.phase == RestoreValidationPhase::Succeeded {
+                "Complete".into()
+            } else {
+                "Failed".into()
+            },
+            status: "True".into(),
+            reason: o.reason.clone(),
+            message: o.message.clone(),
+            last_transition_time: time_from_chrono(now),
+            observed_generation: rv.metadata.generation,
+        },
+    );
+    apply_status(ctx, ns, &rv.name_any(), &status).await?;
+
+    let (type_, reason) = if passed {
+        (EventType::Normal, "Passed")
+    } else {
+        (EventType::Warning, "Failed")
+    };
+    let backup_name = status.backup_run_name.clone();
+    let rto = o
+        .restore_duration_seconds
+        .map(|s| format!(", restore took {s:.1}s"))
+        .unwrap_or_default();
+    ctx.event(
+        rv,
+        type_,
+        reason,
+        "Finish",
+        format!("{}: {}{rto}", o.reason, o.message),
+    )
+    .await;
+
+    let mut policy = String::new();
+    // A verdict about the backup (not "could not run") marks the BackupRun.
+    if o.phase == RestoreValidationPhase::Succeeded
+        && let Some(bname) = &backup_name
+    {
+        let runs: Api<BackupRun> = Api::namespaced(ctx.client.clone(), ns);
+        if let Some(backup) = runs.get_opt(bname).await? {
+            policy = backup.spec.policy_ref.name.clone();
+            let body = json!({
+                "apiVersion": BackupRun::api_version(&()),
+                "kind": BackupRun::kind(&()),
+                "status": {"verification": verification(&rv.name_any(), &o, now)},
+            });
+            runs.patch_status(
+                bname,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&body),
+            )
+            .await?;
+            let (t, r, what) = if passed {
+                (EventType::Normal, "Verified", "passed")
+            } else {
+                (EventType::Warning, "VerificationFailed", "failed")
+            };
+            ctx.event(
+                &backup,
+                t,
+                r,
+                "Verify",
+                format!(
+                    "RestoreValidation {} {what}: {}{rto}",
+                    rv.name_any(),
+                    o.message
+                ),
+            )
+            .await;
+        }
+    }
+    ctx.metrics
+        .validations
+        .get_or_create(&RunLabels {
+            namespace: ns.to_string(),
+            policy,
+            result: if passed {
+                RunResult::Succeeded
+            } else {
+                RunResult::Failed
+            },
+        })
+        .inc();
+    Ok(Action::await_change())
+}
+
+/// Server-side applies the whole status under this controller's field manager.
+async fn apply_status(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    status: &RestoreValidationStatus,
+) -> Result<()> {
+    let api: Api<RestoreValidation> = Api::namespaced(ctx.client.clone(), ns);
+    let body = json!({
+        "apiVersion": RestoreValidation::api_version(&()),
+        "kind": RestoreValidation::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Reconciles a BackupPolicy's automatic validations and its validation status fields.
+pub async fn reconcile_policy(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<Action> {
+    ctx.metrics
+        .reconciles
+        .get_or_create(&ControllerLabels {
+            controller: "policyvalidation".into(),
+        })
+        .inc();
+    let ns = policy
+        .namespace()
+        .ok_or(Error::MissingObjectField("metadata.namespace"))?;
+    let name = policy.name_any();
+    if policy.meta().deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let runs = Api::<BackupRun>::namespaced(ctx.client.clone(), &ns)
+        .list(&ListParams::default())
+        .await?
+        .items;
+    let vals_api: Api<RestoreValidation> = Api::namespaced(ctx.client.clone(), &ns);
+    let validations = vals_api.list(&ListParams::default()).await?.items;
+    let now = Utc::now();
+    let p = plan_policy(&policy, &runs, &validations, now);
+    let cfg = policy.spec.validation.clone();
+
+    if let (Some(run), Some(cfg)) = (&p.create_for, &cfg) {
+        let owner = policy.controller_owner_ref(&()).map(|o| OwnerReference {
+            controller: Some(false),
+            ..o
+        });
+        let rv = RestoreValidation {
+            metadata: ObjectMeta {
+                name: Some(auto_validation_name(run)),
+                namespace: Some(ns.clone()),
+                labels: Some(
+                    [(
+                        POLICY_LABEL.to_string(),
+                        crate::jobs::naming::label_value(&name),
+                    )]
+                    .into(),
+                ),
+                owner_references: owner.map(|o| vec![o]),
+                ..Default::default()
+            },
+            spec: RestoreValidationSpec {
+                backup_run_ref: Some(LocalObjectReference::new(run.clone())),
+                policy_ref: None,
+                latest: None,
+                sandbox: cfg.sandbox.clone(),
+                checks: cfg.checks.clone(),
+                decryption: cfg.decryption.clone(),
+                active_deadline_seconds: None,
+            },
+            status: None,
+        };
+        match vals_api.create(&PostParams::default(), &rv).await {
+            Ok(_) => {
+                ctx.event(
+                    policy.as_ref(),
+                    EventType::Normal,
+                    "ValidationCreated",
+                    "CreateValidation",
+                    format!("RestoreValidation {} created to prove BackupRun {run} ({} successful backups since the last validation)", auto_validation_name(run), p.backups_since_validation),
+                )
+                .await;
+            }
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    for old in &p.prune {
+        match vals_api.delete(old, &DeleteParams::background()).await {
+            Ok(_) => {
+                tracing::info!(policy = %name, validation = %old, "pruned a RestoreValidation beyond the history limit")
+            }
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+
+    if cfg.is_some() || p.last_validation.is_some() {
+        let old = policy.status.clone().unwrap_or_default();
+        let mut verified = p.verified.clone();
+        if let Some(prev) = find_condition(&old.conditions, "Verified")
+            && prev.status == verified.status
+        {
+            verified.last_transition_time = prev.last_transition_time.clone();
+        }
+        let unchanged = old.last_validation == p.last_validation
+            && old.backups_since_validation == Some(p.backups_since_validation)
+            && find_condition(&old.conditions, "Verified").is_some_and(|c| {
+                c.status == verified.status
+                    && c.reason == verified.reason
+                    && c.message == verified.message
+                    && c.observed_generation == verified.observed_generation
+            });
+        if !unchanged {
+            let api: Api<BackupPolicy> = Api::namespaced(ctx.client.clone(), &ns);
+            let body = json!({
+                "apiVersion": BackupPolicy::api_version(&()),
+                "kind": BackupPolicy::kind(&()),
+                "status": {
+                    "lastValidation": p.last_validation,
+                    "backupsSinceValidation": p.backups_since_validation,
+                    "conditions": [verified],
+                },
+            });
+            api.patch_status(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&body),
+            )
+            .await?;
+        }
+    }
+    let requeue = p
+        .next_check
+        .and_then(|t| (t - now).to_std().ok())
+        .map(|d| d + Duration::from_secs(1))
+        .unwrap_or(Duration::from_secs(300))
+        .min(Duration::from_secs(300));
+    Ok(Action::requeue(requeue))
+}
+
+/// Requeue policy on errors of [`reconcile_policy`].
+pub fn policy_error_policy(policy: Arc<BackupPolicy>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics
+        .reconcile_errors
+        .get_or_create(&ErrorLabels {
+            controller: "policyvalidation".into(),
+            category: error.category().into(),
+        })
+        .inc();
+    tracing::warn!(policy = %policy.name_any(), category = error.category(), error = %error, "validation reconcile failed");
+    Action::requeue(Duration::from_secs(10))
+}

@@ -1,0 +1,296 @@
+//! `dataguardian agent validate` against real PostgreSQL 15 servers: back up one server, then
+//! validate the backup into a second, fresh server playing the sandbox sidecar. Passing checks
+//! pass with a measured restore time; a failing SQL check fails with expected vs observed; a
+//! tampered artifact fails the validation without any check passing.
+
+mod agent_common;
+
+use agent_common::*;
+use serde_json::Value;
+use testkit::Postgres;
+
+fn validate(
+    sandbox: &Postgres,
+    from: &str,
+    database: &str,
+    checks: &str,
+    term: &std::path::Path,
+) -> Run {
+    let uri = sandbox.uri("postgres");
+    run_agent(
+        &[
+            "validate",
+            "--engine",
+            "postgres",
+            "--from",
+            from,
+            "--database",
+            database,
+            "--termination-log",
+            &term.display().to_string(),
+            "--wait-seconds",
+            "30",
+        ],
+        &[("DG_URI", &uri), ("DG_CHECKS", checks)],
+    )
+}
+
+fn check<'a>(summary: &'a Value, name: &str) -> &'a Value {
+    summary["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no check {name} in {summary}"))
+}
+
+#[test]
+fn postgres_validation_passes_fails_on_sql_and_on_tampering() {
+    let source = Postgres::start().unwrap();
+    source.create_database("shop").unwrap();
+    pg_fill(&source, "shop", 1);
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("backups");
+    let to = format!("file://{}", store.display());
+    let backup = run_agent(
+        &[
+            "backup",
+            "--engine",
+            "postgres",
+            "--to",
+            &to,
+            "--run-id",
+            "r1",
+            "--termination-log",
+            &tmp.path().join("backup-term").display().to_string(),
+        ],
+        &[("DG_URI", &source.uri("shop"))],
+    );
+    backup.assert_ok();
+    let from = format!("file://{}/r1/manifest.json", store.display());
+
+    // A fresh server acts as the sandbox.
+    let sandbox = Postgres::start().unwrap();
+    let term = tmp.path().join("termination-log");
+
+    // 1. Passing checks pass, with the RTO measured.
+    let checks = r#"[
+        {"rowCounts": {}},
+        {"name": "orders", "sql": "SELECT count(*) FROM sales.orders", "expect": {"min": 1, "max": 3000}},
+        {"name": "exact", "sql": "SELECT count(*) FROM customers", "expect": {"equals": 2000}},
+        {"name": "tables", "schema": {"tables": ["sales.orders", "customers", "empty_table"]}}
+    ]"#;
+    let ok = validate(&sandbox, &from, "shop", checks, &term);
+    assert_eq!(ok.code, 0, "stdout: {}\nstderr: {}", ok.stdout, ok.stderr);
+    ok.assert_no_secret(sandbox.password());
+    let s = &ok.summary;
+    assert_eq!(s["status"], "succeeded");
+    assert_eq!(s["operation"], "validate");
+    assert_eq!(s["result"], "Passed", "{s}");
+    assert!(s["restoreDurationSeconds"].as_f64().unwrap() > 0.0);
+    assert_eq!(s["checks"].as_array().unwrap().len(), 4);
+    let rc = check(s, "rowCounts-0");
+    assert_eq!(rc["result"], "Passed");
+    assert_eq!(rc["expected"], rc["observed"]);
+    assert!(
+        rc["expected"].as_str().unwrap().starts_with("4 tables"),
+        "{rc}"
+    );
+    assert_eq!(check(s, "orders")["observed"], "3000");
+    assert_eq!(check(s, "exact")["result"], "Passed");
+    assert_eq!(check(s, "tables")["result"], "Passed");
+    let written: Value = serde_json::from_str(&std::fs::read_to_string(&term).unwrap()).unwrap();
+    assert_eq!(written["result"], "Passed");
+    // The data really is in the sandbox.
+    assert_eq!(
+        pg_fingerprint(&sandbox, "shop"),
+        pg_fingerprint(&source, "shop")
+    );
+
+    // 2. A failing SQL check fails with expected vs observed; an erroring query fails too.
+    let checks = r#"[
+        {"name": "too-many", "sql": "SELECT count(*) FROM sales.orders", "expect": {"equals": 5}},
+        {"name": "broken", "sql": "SELECT * FROM no_such_table", "expect": {"min": 1}},
+        {"name": "missing", "schema": {"tables": ["public.nope"]}},
+        {"rowCounts": {"tables": ["sales.orders"]}}
+    ]"#;
+    let bad = validate(&sandbox, &from, "shop_second", checks, &term);
+    assert_eq!(
+        bad.code, 1,
+        "a failed verdict exits 1: {}\n{}",
+        bad.stdout, bad.stderr
+    );
+    let s = &bad.summary;
+    assert_eq!(s["status"], "succeeded", "the validation ran: {s}");
+    assert_eq!(s["result"], "Failed");
+    assert_eq!(s["reason"], "CheckFailed");
+    let c = check(s, "too-many");
+    assert_eq!(c["result"], "Failed");
+    assert_eq!(c["expected"], "= 5");
+    assert_eq!(c["observed"], "3000");
+    let c = check(s, "broken");
+    assert_eq!(c["result"], "Failed");
+    assert!(
+        c["message"].as_str().unwrap().contains("no_such_table"),
+        "{c}"
+    );
+    assert_eq!(check(s, "missing")["result"], "Failed");
+    assert_eq!(check(s, "rowCounts-3")["result"], "Passed");
+    let written: Value = serde_json::from_str(&std::fs::read_to_string(&term).unwrap()).unwrap();
+    assert_eq!(written["result"], "Failed");
+
+    // 3. A tampered artifact fails the validation; no check passes.
+    let artifact = store.join("r1/databases/shop.pgdump.zst");
+    let mut bytes = std::fs::read(&artifact).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x5a;
+    std::fs::write(&artifact, &bytes).unwrap();
+    let tampered = validate(
+        &sandbox,
+        &from,
+        "shop_third",
+        r#"[{"rowCounts": {}}]"#,
+        &term,
+    );
+    assert_eq!(tampered.code, 1, "{}\n{}", tampered.stdout, tampered.stderr);
+    let s = &tampered.summary;
+    assert_eq!(s["result"], "Failed", "{s}");
+    let reason = s["reason"].as_str().unwrap();
+    assert!(
+        reason == "ChecksumMismatch" || reason == "RestoreFailed",
+        "{reason}"
+    );
+    assert!(s["restoreDurationSeconds"].is_null());
+    assert_eq!(check(s, "rowCounts-0")["result"], "Failed");
+}
+
+#[test]
+fn an_unreachable_sandbox_is_an_error_not_a_verdict() {
+    let tmp = tempfile::tempdir().unwrap();
+    let term = tmp.path().join("t");
+    // Nothing listens on this loopback port.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let run = run_agent(
+        &[
+            "validate",
+            "--engine",
+            "postgres",
+            "--from",
+            "file:///nonexistent/manifest.json",
+            "--termination-log",
+            &term.display().to_string(),
+            "--wait-seconds",
+            "2",
+        ],
+        &[(
+            "DG_URI",
+            &format!("postgresql://postgres@127.0.0.1:{port}/postgres"),
+        )],
+    );
+    run.assert_failed("target");
+    assert!(
+        run.error().contains("did not accept connections"),
+        "{}",
+        run.error()
+    );
+}
+
+#[test]
+fn mariadb_encrypted_backup_validates_into_a_fresh_server() {
+    let source = testkit::MariaDb::start().unwrap();
+    source.create_database("shop").unwrap();
+    my_fill(&source, "shop", 500);
+    let tmp = tempfile::tempdir().unwrap();
+    let (public, identity, _) = age_keypair(tmp.path(), "id.txt");
+    let to = format!("file://{}", tmp.path().join("backups").display());
+    let backup_term = tmp.path().join("backup-term").display().to_string();
+    run_agent(
+        &[
+            "backup",
+            "--engine",
+            "mysql",
+            "--to",
+            &to,
+            "--run-id",
+            "m1",
+            "--recipient",
+            &public,
+            "--termination-log",
+            &backup_term,
+        ],
+        &[("DG_URI", &source.uri("shop"))],
+    )
+    .assert_ok();
+    let from = format!("{to}/m1/manifest.json");
+    let sandbox = testkit::MariaDb::start().unwrap();
+    let term = tmp.path().join("term").display().to_string();
+    let identity = identity.display().to_string();
+    let checks = r#"[
+        {"rowCounts": {}},
+        {"name": "orders", "sql": "SELECT COUNT(*) FROM orders", "expect": {"equals": 500}},
+        {"name": "fn", "sql": "SELECT add_one(41)", "expect": {"equals": "42"}},
+        {"name": "wrong", "sql": "SELECT COUNT(*) FROM customers", "expect": {"max": 10}},
+        {"schema": {"tables": ["customers", "odd`name"]}}
+    ]"#;
+    let run = run_agent(
+        &[
+            "validate",
+            "--engine",
+            "mysql",
+            "--from",
+            &from,
+            "--identity-file",
+            &identity,
+            "--termination-log",
+            &term,
+            "--wait-seconds",
+            "30",
+        ],
+        &[("DG_URI", &sandbox.uri("")), ("DG_CHECKS", checks)],
+    );
+    assert_eq!(
+        run.code, 1,
+        "one check fails: {}\n{}",
+        run.stdout, run.stderr
+    );
+    run.assert_no_secret(sandbox.password());
+    let s = &run.summary;
+    assert_eq!(s["result"], "Failed");
+    assert_eq!(s["reason"], "CheckFailed");
+    assert!(s["restoreDurationSeconds"].as_f64().unwrap() > 0.0);
+    let rc = check(s, "rowCounts-0");
+    assert_eq!(rc["result"], "Passed", "{rc}");
+    assert_eq!(rc["expected"], rc["observed"]);
+    assert_eq!(check(s, "orders")["result"], "Passed");
+    assert_eq!(check(s, "fn")["result"], "Passed");
+    let wrong = check(s, "wrong");
+    assert_eq!(wrong["result"], "Failed");
+    assert_eq!(
+        (wrong["expected"].as_str(), wrong["observed"].as_str()),
+        (Some("<= 10"), Some("2000"))
+    );
+    assert_eq!(check(s, "schema-4")["result"], "Passed");
+
+    // Without the identity the encrypted backup cannot be validated: a clear configuration error.
+    let run = run_agent(
+        &[
+            "validate",
+            "--engine",
+            "mysql",
+            "--from",
+            &from,
+            "--database",
+            "other",
+            "--termination-log",
+            &term,
+            "--wait-seconds",
+            "30",
+        ],
+        &[("DG_URI", &sandbox.uri(""))],
+    );
+    run.assert_failed("config");
+}
