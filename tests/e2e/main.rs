@@ -7,6 +7,7 @@
 mod backup;
 mod demo;
 mod harness;
+mod mariadb;
 mod operations;
 mod restore;
 
