@@ -58,3 +58,9 @@ sim-down:
 bench:
 	@test -x bench/run.sh || { echo "bench/run.sh is missing" >&2; exit 1; }
 	bench/run.sh
+
+## bench-operator: operator benchmark on the API stand-in (1,000 policies, 10,000 runs; release build; prints ratios against the DESIGN.md §4 targets)
+.PHONY: bench-operator
+bench-operator:
+	$(CARGO) build --release --bin dataguardian
+	$(CARGO) bench --bench operator
