@@ -111,6 +111,17 @@ fn print_percentiles(label: &str, p: &Percentiles, target: Duration) {
 async fn main() -> Result<()> {
     // `cargo bench` passes `--bench`; there are no other arguments.
     let cfg = Config::from_env()?;
+    // On Ctrl-C/SIGTERM the benchmark future is dropped, so the operator process is stopped
+    // and the temp dirs are removed by their guards.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        res = run(cfg) => res,
+        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
+        _ = term.recv() => anyhow::bail!("terminated"),
+    }
+}
+
+async fn run(cfg: Config) -> Result<()> {
     anyhow::ensure!(
         cfg.binary.is_file(),
         "operator binary {} not found (build it with `cargo build --release`)",
