@@ -61,6 +61,8 @@ bench:
 
 ## bench-operator: operator benchmark on the API stand-in (1,000 policies, 10,000 runs; release build; prints ratios against the DESIGN.md §4 targets)
 .PHONY: bench-operator
+# `cargo bench` builds the operator binary (and the harness) with the release settings first; a
+# separate `cargo build --release --bin dataguardian` would resolve features without the
+# dev-dependencies and compile everything a second time.
 bench-operator:
-	$(CARGO) build --release --bin dataguardian
 	$(CARGO) bench --bench operator
