@@ -58,3 +58,11 @@ sim-down:
 bench:
 	@test -x bench/run.sh || { echo "bench/run.sh is missing" >&2; exit 1; }
 	bench/run.sh
+
+## bench-operator: operator benchmark on the API stand-in (1,000 policies, 10,000 runs; release build; prints ratios against the DESIGN.md §4 targets)
+.PHONY: bench-operator
+# `cargo bench` builds the operator binary (and the harness) with the release settings first; a
+# separate `cargo build --release --bin dataguardian` would resolve features without the
+# dev-dependencies and compile everything a second time.
+bench-operator:
+	$(CARGO) bench --bench operator
