@@ -70,10 +70,28 @@ impl ContainerProcess {
             .stderr(Stdio::from(log))
             .process_group(0)
             .kill_on_drop(true);
-        // SAFETY: prctl is async-signal-safe; it only asks the kernel to SIGKILL the child if
-        // the spawning thread dies, so no process outlives a crashed runner.
+        // SAFETY: prctl, signal and sigprocmask are async-signal-safe. PR_SET_PDEATHSIG asks
+        // the kernel to SIGKILL the child if the spawning thread dies, so no process outlives a
+        // crashed runner. A container starts with default signal dispositions and an empty
+        // signal mask whatever the runtime inherited (a shell that started us in the background
+        // ignores SIGINT/SIGQUIT, and ignored signals survive exec): reset them like a container
+        // runtime does, so stop signals behave as in a pod.
         unsafe {
             cmd.pre_exec(|| {
+                for sig in [
+                    libc::SIGINT,
+                    libc::SIGQUIT,
+                    libc::SIGTERM,
+                    libc::SIGHUP,
+                    libc::SIGPIPE,
+                    libc::SIGUSR1,
+                    libc::SIGUSR2,
+                ] {
+                    libc::signal(sig, libc::SIG_DFL);
+                }
+                let mut empty: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut empty);
+                libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
                 libc::prctl(
                     libc::PR_SET_PDEATHSIG,
                     libc::SIGKILL as libc::c_ulong,
