@@ -202,8 +202,15 @@ async fn run(cfg: Config) -> Result<()> {
 
     // 2. Manual run → Job latency.
     let (jobs, watch) = JobSightings::watch(&client).await?;
-    let latencies =
+    let (latencies, misses) =
         measure::run_to_job_latency(&client, &mut op, &jobs, shape, cfg.latency_samples).await?;
+    if !misses.is_empty() {
+        println!(
+            "manual BackupRun -> Job: {} of {} runs got no Job within 30 s: {misses:?}",
+            misses.len(),
+            cfg.latency_samples
+        );
+    }
     watch.abort();
     let run_to_job = Percentiles::of(&latencies).context("no latency samples")?;
     print_percentiles(

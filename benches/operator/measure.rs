@@ -172,15 +172,17 @@ impl JobSightings {
 /// Creates `samples` manual BackupRuns one after another (spread over the loaded policies) and
 /// measures, for each, the time from the create call returning to its Job appearing on the
 /// watch. Each measured run is deleted once its Job was seen (its Job is garbage-collected
-/// with it), so the concurrency limit never queues the next one.
+/// with it), so the concurrency limit never queues the next one. A run whose Job does not
+/// appear within 30 s is returned as a miss (and deleted like the others).
 pub async fn run_to_job_latency(
     client: &Client,
     op: &mut OperatorProcess,
     jobs: &JobSightings,
     shape: Shape,
     samples: usize,
-) -> Result<Vec<Duration>> {
+) -> Result<(Vec<Duration>, Vec<String>)> {
     let mut latencies = Vec::with_capacity(samples);
+    let mut misses = Vec::new();
     let stride = (shape.policies / samples.max(1)).max(1);
     for i in 0..samples {
         op.ensure_running()?;
@@ -206,11 +208,13 @@ pub async fn run_to_job_latency(
             .await
             .with_context(|| format!("creating {ns}/{name}"))?;
         let created = Instant::now();
-        let seen = jobs
-            .wait_for(&ns, &name, Duration::from_secs(30))
-            .await
-            .with_context(|| format!("operator log tail:\n{}", op.log_tail(20)))?;
-        latencies.push(seen.saturating_duration_since(created));
+        match jobs.wait_for(&ns, &name, Duration::from_secs(30)).await {
+            Ok(seen) => latencies.push(seen.saturating_duration_since(created)),
+            Err(e) => {
+                eprintln!("  {e}; counted as a miss");
+                misses.push(format!("{ns}/{name}"));
+            }
+        }
         let dp = DeleteParams {
             propagation_policy: Some(PropagationPolicy::Background),
             ..Default::default()
@@ -219,7 +223,7 @@ pub async fn run_to_job_latency(
             .await
             .with_context(|| format!("deleting {ns}/{name}"))?;
     }
-    Ok(latencies)
+    Ok((latencies, misses))
 }
 
 /// Creates `count` policies scheduled every minute in a fresh namespace and measures, for the
