@@ -87,6 +87,10 @@ fn summary(r: &BackupRun) -> RunSummary {
 
 /// Reconciles one BackupPolicy.
 pub async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<Action> {
+    if !ctx.runs_synced() {
+        // The BackupRun cache is still loading: acting now would see no runs at all.
+        return Ok(Action::requeue(Duration::from_millis(500)));
+    }
     ctx.metrics
         .reconciles
         .get_or_create(&ControllerLabels {

@@ -1,6 +1,8 @@
 //! What every reconciler shares: the client, metrics, the event recorder and settings.
 
 use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use kube::Client;
@@ -53,6 +55,10 @@ pub struct Context {
     /// Every RestoreRun in the cluster (for the restore queue); empty until
     /// [`Context::with_restore_runs`] supplies the RestoreRun controller's store.
     pub restore_runs: Store<RestoreRun>,
+    /// Set once the BackupRun cache holds its first full list. Reconcilers that read other
+    /// objects' runs from it (policies: status, retention, RPO) wait for it, so that a fresh
+    /// start never reports a policy as having no backups.
+    runs_synced: Arc<AtomicBool>,
 }
 
 /// The name DataGuardian reports its Events under.
@@ -80,7 +86,18 @@ impl Context {
             settings,
             backup_runs,
             restore_runs: kube::runtime::reflector::store::Writer::default().as_reader(),
+            runs_synced: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Marks the BackupRun cache as synced (see [`Context::runs_synced`]).
+    pub fn mark_runs_synced(&self) {
+        self.runs_synced.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the BackupRun cache holds its first full list.
+    pub fn runs_synced(&self) -> bool {
+        self.runs_synced.load(Ordering::SeqCst)
     }
 
     /// Uses `store` (the RestoreRun controller's reflector) for the restore queue.

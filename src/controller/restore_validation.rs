@@ -521,6 +521,10 @@ async fn apply_status(
 
 /// Reconciles a BackupPolicy's automatic validations and its validation status fields.
 pub async fn reconcile_policy(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<Action> {
+    if !ctx.runs_synced() {
+        // The BackupRun cache is still loading: acting now would see no runs at all.
+        return Ok(Action::requeue(Duration::from_millis(500)));
+    }
     ctx.metrics
         .reconciles
         .get_or_create(&ControllerLabels {

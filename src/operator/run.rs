@@ -257,6 +257,7 @@ pub async fn run(args: OperatorArgs) -> Result<(), RunError> {
     {
         let readiness = readiness.clone();
         let store = store.clone();
+        let ctx = ctx.clone();
         tokio::spawn(async move {
             // Store readiness is a one-shot channel that wakes only its latest poller (the
             // controller also waits on it), so poll it again until it answers.
@@ -265,6 +266,7 @@ pub async fn run(args: OperatorArgs) -> Result<(), RunError> {
                     .await
                 {
                     Ok(Ok(())) => {
+                        ctx.mark_runs_synced();
                         readiness.mark_caches_synced();
                         tracing::info!("caches synced; ready");
                         break;
@@ -347,6 +349,9 @@ pub async fn run(args: OperatorArgs) -> Result<(), RunError> {
     result
 }
 
+/// Reconciles in flight per controller.
+const RECONCILE_CONCURRENCY: u16 = 16;
+
 /// The client-side-apply annotation kubectl writes: a copy of the whole object the operator
 /// never reads.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
@@ -380,7 +385,11 @@ where
 {
     let (reader, writer) = reflector::store();
     let stream = reflector(writer, slim_watch(api, cfg)).applied_objects();
-    Controller::for_stream(stream, reader)
+    // Bounded parallelism: a cold start with 1,000 policies must not fire 1,000 reconciles (and
+    // their API calls) at once.
+    Controller::for_stream(stream, reader).with_config(
+        kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY),
+    )
 }
 
 async fn log_result<T, E: std::fmt::Display>(controller: &'static str, res: Result<T, E>) {
