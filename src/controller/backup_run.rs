@@ -19,13 +19,12 @@ use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, Pr
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
-use serde_json::json;
 
 use crate::api::backup_run::{
     Artifact, ArtifactEncryption, BackupRun, BackupRunPhase, BackupRunStatus,
 };
 use crate::api::common::{
-    Progress, SecretKeySelector, format_bytes, format_duration, set_condition, time_from_chrono,
+    SecretKeySelector, format_bytes, format_duration, set_condition, time_from_chrono,
     time_to_chrono,
 };
 use crate::api::{BackupPolicy, BackupStorage};
@@ -145,20 +144,11 @@ pub async fn reconcile(run: Arc<BackupRun>, ctx: Arc<Context>) -> Result<Action>
             let mut next = status.clone();
             next.attempts = Some(attempts.max(1));
             if let Some(sample) = progress {
-                let moved = status.progress.as_ref().is_none_or(|p| {
-                    p.bytes_in != sample.bytes_in || p.bytes_out != sample.bytes_out
-                });
-                let updated = if moved {
-                    Some(time_from_chrono(now))
-                } else {
-                    status.progress.as_ref().and_then(|p| p.updated.clone())
-                };
-                next.progress = Some(Progress {
-                    bytes_in: sample.bytes_in,
-                    bytes_out: sample.bytes_out,
-                    bytes_per_second: sample.bytes_per_second,
-                    updated: updated.or_else(|| Some(time_from_chrono(now))),
-                });
+                next.progress = Some(super::status::advance_progress(
+                    status.progress.as_ref(),
+                    sample,
+                    now,
+                ));
             }
             if next != status {
                 apply_status(&ctx, &ns, &name, &next).await?;
@@ -753,17 +743,5 @@ async fn finish(
 
 /// Server-side applies the whole status under this controller's field manager.
 async fn apply_status(ctx: &Context, ns: &str, name: &str, status: &BackupRunStatus) -> Result<()> {
-    let runs: Api<BackupRun> = Api::namespaced(ctx.client.clone(), ns);
-    let body = json!({
-        "apiVersion": BackupRun::api_version(&()),
-        "kind": BackupRun::kind(&()),
-        "status": status,
-    });
-    runs.patch_status(
-        name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&body),
-    )
-    .await?;
-    Ok(())
+    super::status::apply_status::<BackupRun>(&ctx.client, ns, name, FIELD_MANAGER, status).await
 }

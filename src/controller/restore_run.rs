@@ -20,12 +20,11 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PropagationPolicy};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
-use serde_json::json;
 
 use crate::api::backup_run::BackupRunPhase;
 use crate::api::common::{
-    JobTemplate, Progress, SecretKeySelector, format_bytes, format_duration, set_condition,
-    time_from_chrono, time_to_chrono,
+    JobTemplate, SecretKeySelector, format_bytes, format_duration, set_condition, time_from_chrono,
+    time_to_chrono,
 };
 use crate::api::restore_run::{ChecksumVerification, RestoreRunStatus, RestoreSource};
 use crate::api::{BackupPolicy, BackupRun, BackupStorage, RestoreRun, RestoreRunPhase};
@@ -143,20 +142,11 @@ pub async fn reconcile(run: Arc<RestoreRun>, ctx: Arc<Context>) -> Result<Action
             let mut next = status.clone();
             next.attempts = Some(attempts.max(1));
             if let Some(sample) = progress {
-                let moved = status.progress.as_ref().is_none_or(|p| {
-                    p.bytes_in != sample.bytes_in || p.bytes_out != sample.bytes_out
-                });
-                let updated = if moved {
-                    Some(time_from_chrono(now))
-                } else {
-                    status.progress.as_ref().and_then(|p| p.updated.clone())
-                };
-                next.progress = Some(Progress {
-                    bytes_in: sample.bytes_in,
-                    bytes_out: sample.bytes_out,
-                    bytes_per_second: sample.bytes_per_second,
-                    updated: updated.or_else(|| Some(time_from_chrono(now))),
-                });
+                next.progress = Some(super::status::advance_progress(
+                    status.progress.as_ref(),
+                    sample,
+                    now,
+                ));
             }
             if next != status {
                 apply_status(&ctx, &ns, &name, &next).await?;
@@ -752,19 +742,7 @@ async fn apply_status(
     name: &str,
     status: &RestoreRunStatus,
 ) -> Result<()> {
-    let api: Api<RestoreRun> = Api::namespaced(ctx.client.clone(), ns);
-    let body = json!({
-        "apiVersion": RestoreRun::api_version(&()),
-        "kind": RestoreRun::kind(&()),
-        "status": status,
-    });
-    api.patch_status(
-        name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&body),
-    )
-    .await?;
-    Ok(())
+    super::status::apply_status::<RestoreRun>(&ctx.client, ns, name, FIELD_MANAGER, status).await
 }
 
 #[cfg(test)]

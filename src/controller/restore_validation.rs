@@ -504,19 +504,8 @@ async fn apply_status(
     name: &str,
     status: &RestoreValidationStatus,
 ) -> Result<()> {
-    let api: Api<RestoreValidation> = Api::namespaced(ctx.client.clone(), ns);
-    let body = json!({
-        "apiVersion": RestoreValidation::api_version(&()),
-        "kind": RestoreValidation::kind(&()),
-        "status": status,
-    });
-    api.patch_status(
-        name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&body),
-    )
-    .await?;
-    Ok(())
+    super::status::apply_status::<RestoreValidation>(&ctx.client, ns, name, FIELD_MANAGER, status)
+        .await
 }
 
 /// Reconciles a BackupPolicy's automatic validations and its validation status fields.
