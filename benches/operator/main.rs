@@ -293,6 +293,9 @@ async fn run(cfg: Config) -> Result<()> {
     );
     drop(op);
     drop(server);
+    if std::env::var_os("DG_BENCH_KEEP").is_some() {
+        println!("kept {}", workdir.keep().display());
+    }
     Ok(())
 }
 

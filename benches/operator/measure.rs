@@ -208,6 +208,10 @@ pub async fn run_to_job_latency(
             .await
             .with_context(|| format!("creating {ns}/{name}"))?;
         let created = Instant::now();
+        if std::env::var_os("DG_BENCH_KEEP").is_some() {
+            // For reading alongside the kept operator logs.
+            eprintln!("created {ns}/{name} at {}", chrono::Utc::now().to_rfc3339());
+        }
         match jobs.wait_for(&ns, &name, Duration::from_secs(30)).await {
             Ok(seen) => latencies.push(seen.saturating_duration_since(created)),
             Err(e) => {

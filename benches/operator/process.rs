@@ -43,7 +43,10 @@ impl OperatorCommand {
             .env("DG_LEASE_DURATION_SECONDS", "15")
             .env("DG_AGENT_IMAGE", "ghcr.io/dataguardian/dataguardian:bench")
             .env("DG_LOG_FORMAT", "json")
-            .env("RUST_LOG", "info,kube=warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("DG_BENCH_RUST_LOG").unwrap_or_else(|_| "info,kube=warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)

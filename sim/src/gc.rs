@@ -1,7 +1,6 @@
 //! The garbage collector (ownerReferences: background, foreground and orphan propagation) and
 //! the namespace controller (deleting a namespace's contents before the namespace).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,27 +50,12 @@ pub fn gc_pass(state: &State, inner: &mut Inner) -> bool {
             .and_then(Value::as_str)
             .map(str::to_string)
     };
-    // uid -> key of every object (no object copies: this runs after every delete).
-    let by_uid: HashMap<String, ObjKey> = inner
-        .objects
-        .iter()
-        .filter_map(|(k, o)| uid_of(o).map(|u| (u, k.clone())))
-        .collect();
-    let dependents: Vec<ObjKey> = inner
-        .objects
-        .iter()
-        .filter(|(_, o)| {
-            o.pointer("/metadata/ownerReferences")
-                .and_then(Value::as_array)
-                .is_some_and(|a| !a.is_empty())
-        })
-        .map(|(k, _)| k.clone())
-        .collect();
+    let dependents: Vec<ObjKey> = inner.owned.iter().cloned().collect();
     let owners_in_deletion: Vec<(String, ObjKey, bool, bool)> = inner
-        .objects
+        .deleting
         .iter()
-        .filter(|(_, o)| deleting(o))
-        .filter_map(|(k, o)| {
+        .filter_map(|k| {
+            let o = inner.objects.get(k)?;
             let (orphan, fg) = (
                 has_finalizer(o, "orphan"),
                 has_finalizer(o, "foregroundDeletion"),
@@ -128,7 +112,8 @@ pub fn gc_pass(state: &State, inner: &mut Inner) -> bool {
             // Like the real GC: the owner is looked up by name in the dependent's namespace (or
             // cluster-wide) and must have the referenced uid; a cross-namespace owner is absent.
             let ref_name = r.get("name").and_then(Value::as_str).unwrap_or_default();
-            let owner = by_uid
+            let owner = inner
+                .uids
                 .get(uid)
                 .filter(|k| {
                     k.name == ref_name && (k.namespace.is_empty() || k.namespace == dkey.namespace)
@@ -195,10 +180,10 @@ pub fn gc_pass(state: &State, inner: &mut Inner) -> bool {
 pub fn namespace_pass(state: &State, inner: &mut Inner) -> bool {
     let mut changed = false;
     let terminating: Vec<(ObjKey, String)> = inner
-        .objects
+        .deleting
         .iter()
-        .filter(|(k, o)| k.group.is_empty() && k.resource == "namespaces" && deleting(o))
-        .map(|(k, _)| (k.clone(), k.name.clone()))
+        .filter(|k| k.group.is_empty() && k.resource == "namespaces")
+        .map(|k| (k.clone(), k.name.clone()))
         .collect();
     for (nskey, ns) in terminating {
         let contents: Vec<(ObjKey, bool)> = inner
@@ -228,9 +213,8 @@ pub fn service_account_pass(state: &State, inner: &mut Inner) -> bool {
         return false;
     };
     let active: Vec<String> = inner
-        .objects
-        .iter()
-        .filter(|(k, o)| k.group.is_empty() && k.resource == "namespaces" && !deleting(o))
+        .list("", "namespaces", None)
+        .filter(|(_, o)| !deleting(o))
         .map(|(k, _)| k.name.clone())
         .collect();
     let mut changed = false;
@@ -252,19 +236,18 @@ pub fn service_account_pass(state: &State, inner: &mut Inner) -> bool {
 
 /// Runs the garbage collector and namespace controller until the state is dropped.
 pub async fn run(state: Arc<State>) {
-    let mut last_rv = 0;
     loop {
         {
             let mut inner = state.store.lock();
             for _ in 0..16 {
-                if inner.rv == last_rv {
+                if !inner.gc_dirty {
                     break;
                 }
+                inner.gc_dirty = false;
                 let a = gc_pass(&state, &mut inner);
                 let b = namespace_pass(&state, &mut inner);
                 let c = service_account_pass(&state, &mut inner);
                 if !a && !b && !c {
-                    last_rv = inner.rv;
                     break;
                 }
             }

@@ -527,10 +527,15 @@ pub async fn reconcile_policy(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> R
     if policy.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    let runs = Api::<BackupRun>::namespaced(ctx.client.clone(), &ns)
-        .list(&ListParams::default())
-        .await?
-        .items;
+    // The policy's runs, from the shared cache (finished runs there keep what the plan reads:
+    // phase, completion time, artifact).
+    let runs: Vec<BackupRun> = ctx
+        .backup_runs
+        .state()
+        .iter()
+        .filter(|r| r.spec.policy_ref.name == name && r.namespace().as_deref() == Some(ns.as_str()))
+        .map(|r| BackupRun::clone(r))
+        .collect();
     let vals_api: Api<RestoreValidation> = Api::namespaced(ctx.client.clone(), &ns);
     let validations = vals_api.list(&ListParams::default()).await?.items;
     let now = Utc::now();

@@ -3,3 +3,4 @@
 pub mod health;
 pub mod leader;
 pub mod run;
+pub mod run_watch;

@@ -26,6 +26,7 @@ use crate::telemetry::metrics::Metrics;
 
 use super::health::{self, Readiness};
 use super::leader::{LeaderElector, LeaseSettings};
+use super::run_watch;
 
 /// Flags of `dataguardian operator`.
 #[derive(Debug, Clone, clap::Args)]
@@ -131,12 +132,23 @@ pub async fn run(args: OperatorArgs) -> Result<(), RunError> {
 
     let settings = args.settings();
     let runs_api: Api<BackupRun> = Api::all(client.clone());
-    let run_controller =
-        slim_controller(runs_api.clone(), watcher::Config::default().any_semantic()).owns(
+    // One watch over BackupRuns feeds the run cache and wakes the three controllers that care
+    // (started below, once the context exists).
+    let (run_watch, run_feed) = run_watch::new();
+    let store = run_watch.store.clone();
+    let run_controller = Controller::for_stream(
+        futures::stream::empty::<Result<BackupRun, watcher::Error>>(),
+        store.clone(),
+    )
+    .with_config(controller_config())
+    .reconcile_on(run_watch.runs)
+    .owns_stream(
+        slim_watch(
             Api::<Job>::all(client.clone()),
             watcher::Config::default().labels("app.kubernetes.io/managed-by=dataguardian-operator"),
-        );
-    let store = run_controller.store();
+        )
+        .touched_objects(),
+    );
     // Restores: the reflector feeds the restore queue; a finished restore wakes the queued ones.
     let restores_api: Api<RestoreRun> = Api::all(client.clone());
     let restore_controller = slim_controller(
@@ -175,6 +187,14 @@ pub async fn run(args: OperatorArgs) -> Result<(), RunError> {
         Context::new(client.clone(), metrics.clone(), settings, store.clone())
             .with_restore_runs(restore_store),
     );
+    let run_watch_task = {
+        let (ctx, readiness) = (ctx.clone(), readiness.clone());
+        run_feed.spawn(runs_api.clone(), move || {
+            ctx.mark_runs_synced();
+            readiness.mark_caches_synced();
+            tracing::info!("BackupRun cache synced; ready");
+        })
+    };
     let validations_api: Api<RestoreValidation> = Api::all(client.clone());
     let validation_controller = slim_controller(
         validations_api.clone(),
@@ -190,13 +210,7 @@ pub async fn run(args: OperatorArgs) -> Result<(), RunError> {
         Api::<BackupPolicy>::all(client.clone()),
         watcher::Config::default().any_semantic(),
     )
-    .watches_stream(
-        slim_watch(runs_api.clone(), watcher::Config::default().any_semantic()).touched_objects(),
-        |run: BackupRun| {
-            run.namespace()
-                .map(|ns| ObjectRef::<BackupPolicy>::new(&run.spec.policy_ref.name).within(&ns))
-        },
-    )
+    .reconcile_on(run_watch.policy_validations)
     .watches(
         validations_api,
         watcher::Config::default().any_semantic(),
@@ -226,57 +240,24 @@ pub async fn run(args: OperatorArgs) -> Result<(), RunError> {
         watcher::Config::default().any_semantic(),
     );
     let policies_store = policy_controller.store();
-    let policy_controller = policy_controller
-        .watches_stream(
-            slim_watch(runs_api.clone(), watcher::Config::default().any_semantic())
-                .touched_objects(),
-            |run: BackupRun| {
-                run.namespace()
-                    .map(|ns| ObjectRef::<BackupPolicy>::new(&run.spec.policy_ref.name).within(&ns))
-            },
-        )
-        .watches(
-            Api::<BackupStorage>::all(client.clone()),
-            watcher::Config::default().any_semantic(),
-            move |s: BackupStorage| {
-                // A storage's readiness feeds the StorageReady condition of the policies using it.
-                let (ns, name) = (s.namespace(), s.name_any());
-                policies_store
-                    .state()
-                    .into_iter()
-                    .filter(|p| p.namespace() == ns && p.spec.storage_ref.name == name)
-                    .map(|p| ObjectRef::from_obj(p.as_ref()))
-                    .collect::<Vec<_>>()
-            },
-        );
+    let policy_controller = policy_controller.reconcile_on(run_watch.policies).watches(
+        Api::<BackupStorage>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+        move |s: BackupStorage| {
+            // A storage's readiness feeds the StorageReady condition of the policies using it.
+            let (ns, name) = (s.namespace(), s.name_any());
+            policies_store
+                .state()
+                .into_iter()
+                .filter(|p| p.namespace() == ns && p.spec.storage_ref.name == name)
+                .map(|p| ObjectRef::from_obj(p.as_ref()))
+                .collect::<Vec<_>>()
+        },
+    );
     let storage_controller = slim_controller(
         Api::<BackupStorage>::all(client.clone()),
         watcher::Config::default().any_semantic(),
     );
-
-    {
-        let readiness = readiness.clone();
-        let store = store.clone();
-        let ctx = ctx.clone();
-        tokio::spawn(async move {
-            // Store readiness is a one-shot channel that wakes only its latest poller (the
-            // controller also waits on it), so poll it again until it answers.
-            loop {
-                match tokio::time::timeout(Duration::from_millis(250), store.wait_until_ready())
-                    .await
-                {
-                    Ok(Ok(())) => {
-                        ctx.mark_runs_synced();
-                        readiness.mark_caches_synced();
-                        tracing::info!("caches synced; ready");
-                        break;
-                    }
-                    Ok(Err(_)) => break,
-                    Err(_) => continue,
-                }
-            }
-        });
-    }
 
     let runs = run_controller
         .graceful_shutdown_on(shutdown_signal())
@@ -341,6 +322,7 @@ pub async fn run(args: OperatorArgs) -> Result<(), RunError> {
             _ => Ok(()),
         },
     };
+    run_watch_task.abort();
     let leases = Api::namespaced(client.clone(), &lease.namespace);
     if let Err(e) = LeaderElector::release(&leases, &lease.name, &lease.identity).await {
         tracing::warn!(error = %e, "could not release the lease");
@@ -352,13 +334,14 @@ pub async fn run(args: OperatorArgs) -> Result<(), RunError> {
 /// Reconciles in flight per controller.
 const RECONCILE_CONCURRENCY: u16 = 16;
 
-/// The client-side-apply annotation kubectl writes: a copy of the whole object the operator
-/// never reads.
-const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+/// Bounded parallelism: a cold start with 1,000 policies must not fire 1,000 reconciles (and
+/// their API calls) at once.
+fn controller_config() -> kube::runtime::controller::Config {
+    kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY)
+}
 
-/// A watch whose objects lose what the operator never reads (`managedFields`, kubectl's
-/// last-applied annotation) before they reach a cache or a mapper. With 10,000 BackupRuns the
-/// managedFields alone were ~80 % of the run cache's memory (see docs/benchmarks.md).
+/// A watch whose objects lose what the operator never reads ([`run_watch::strip_metadata`])
+/// before they reach a cache or a mapper.
 fn slim_watch<K>(
     api: Api<K>,
     cfg: watcher::Config,
@@ -366,10 +349,9 @@ fn slim_watch<K>(
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {
-    watcher(api, cfg).default_backoff().modify(|o: &mut K| {
-        o.managed_fields_mut().clear();
-        o.annotations_mut().remove(LAST_APPLIED);
-    })
+    watcher(api, cfg)
+        .default_backoff()
+        .modify(run_watch::strip_metadata::<K>)
 }
 
 /// A controller whose cache holds slimmed objects ([`slim_watch`]).
@@ -385,11 +367,7 @@ where
 {
     let (reader, writer) = reflector::store();
     let stream = reflector(writer, slim_watch(api, cfg)).applied_objects();
-    // Bounded parallelism: a cold start with 1,000 policies must not fire 1,000 reconciles (and
-    // their API calls) at once.
-    Controller::for_stream(stream, reader).with_config(
-        kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY),
-    )
+    Controller::for_stream(stream, reader).with_config(controller_config())
 }
 
 async fn log_result<T, E: std::fmt::Display>(controller: &'static str, res: Result<T, E>) {
