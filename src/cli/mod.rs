@@ -28,6 +28,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Operator(args) => {
+            crate::operator::memory::limit_malloc_arenas();
             crate::telemetry::logging::init(
                 args.log_format,
                 "info,kube=warn,tower=warn,hyper=warn",

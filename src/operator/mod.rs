@@ -2,5 +2,7 @@
 
 pub mod health;
 pub mod leader;
+pub mod memory;
 pub mod run;
 pub mod run_watch;
+pub mod shared_watch;

@@ -26,7 +26,7 @@ use crate::telemetry::metrics::Metrics;
 
 use super::health::{self, Readiness};
 use super::leader::{LeaderElector, LeaseSettings};
-use super::run_watch;
+use super::{run_watch, shared_watch};
 
 /// Flags of `dataguardian operator`.
 #[derive(Debug, Clone, clap::Args)]
@@ -204,12 +204,23 @@ pub async fn run(args: OperatorArgs) -> Result<(), RunError> {
         Api::<Job>::all(client.clone()),
         watcher::Config::default().labels("app.kubernetes.io/managed-by=dataguardian-operator"),
     );
+    // BackupPolicies: one watch and cache for the policy controller and the policy's automatic
+    // validations. Both controllers wait for the same cache to fill; they are polled together
+    // (one `join!` below), so the cache's ready signal reaches both.
+    let mut policy_watch = shared_watch::spawn(Api::<BackupPolicy>::all(client.clone()), 2);
+    let (Some(policy_refs_for_validations), Some(policy_refs)) =
+        (policy_watch.consumers.pop(), policy_watch.consumers.pop())
+    else {
+        unreachable!("two consumers were asked for");
+    };
     // A policy's automatic validations: woken by its BackupRuns and RestoreValidations.
     let runs_by_name = store.clone();
-    let policy_validation_controller = slim_controller(
-        Api::<BackupPolicy>::all(client.clone()),
-        watcher::Config::default().any_semantic(),
+    let policy_validation_controller = Controller::for_stream(
+        futures::stream::empty::<Result<BackupPolicy, watcher::Error>>(),
+        policy_watch.store.clone(),
     )
+    .with_config(controller_config())
+    .reconcile_on(policy_refs_for_validations)
     .reconcile_on(run_watch.policy_validations)
     .watches(
         validations_api,
@@ -235,12 +246,15 @@ pub async fn run(args: OperatorArgs) -> Result<(), RunError> {
         },
     );
 
-    let policy_controller = slim_controller(
-        Api::<BackupPolicy>::all(client.clone()),
-        watcher::Config::default().any_semantic(),
-    );
-    let policies_store = policy_controller.store();
-    let policy_controller = policy_controller.reconcile_on(run_watch.policies).watches(
+    let policies_store = policy_watch.store.clone();
+    let policy_controller = Controller::for_stream(
+        futures::stream::empty::<Result<BackupPolicy, watcher::Error>>(),
+        policy_watch.store.clone(),
+    )
+    .with_config(controller_config())
+    .reconcile_on(policy_refs)
+    .reconcile_on(run_watch.policies)
+    .watches(
         Api::<BackupStorage>::all(client.clone()),
         watcher::Config::default().any_semantic(),
         move |s: BackupStorage| {
@@ -323,6 +337,7 @@ pub async fn run(args: OperatorArgs) -> Result<(), RunError> {
         },
     };
     run_watch_task.abort();
+    policy_watch.task.abort();
     let leases = Api::namespaced(client.clone(), &lease.namespace);
     if let Err(e) = LeaderElector::release(&leases, &lease.name, &lease.identity).await {
         tracing::warn!(error = %e, "could not release the lease");
@@ -349,7 +364,7 @@ fn slim_watch<K>(
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {
-    watcher(api, cfg)
+    watcher(api, cfg.page_size(run_watch::LIST_PAGE_SIZE))
         .default_backoff()
         .modify(run_watch::strip_metadata::<K>)
 }

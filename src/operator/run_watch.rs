@@ -13,6 +13,8 @@
 //! operator only ever reads its phase, times, outcome and artifact location from the cache. With
 //! 10,000s of runs in a cluster that is most of the operator's memory.
 
+use std::collections::HashSet;
+
 use futures::StreamExt;
 use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
 use kube::api::Api;
@@ -20,6 +22,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 
+use crate::api::backup_policy::PIN_LABEL;
 use crate::api::{BackupPolicy, BackupRun, BackupRunPhase};
 
 /// The client-side-apply annotation kubectl writes: a copy of the whole object the operator
@@ -35,16 +38,30 @@ pub fn strip_metadata<K: Resource>(o: &mut K) {
 
 /// Trims a BackupRun for the cache: [`strip_metadata`], and for a finished run everything but
 /// what the policy side reads (phase, reason and message, times, the artifact's location, size
-/// and retain-until, verification, labels, spec). Active runs are kept whole: their reconciler
-/// writes their status.
+/// and retain-until, verification, spec, the pin label). Active runs are kept whole: their
+/// reconciler writes their status.
 pub fn slim(run: &mut BackupRun) {
     strip_metadata(run);
+    let finished = run
+        .status
+        .as_ref()
+        .and_then(|s| s.phase)
+        .is_some_and(BackupRunPhase::is_finished);
+    if !finished {
+        return;
+    }
+    // A label map costs a ~0.5 KiB tree node however few labels it holds; of a finished run's
+    // labels only the pin (retention) is ever read.
+    let pin = run
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get_key_value(PIN_LABEL))
+        .map(|(k, v)| (k.clone(), v.clone()));
+    run.metadata.labels = pin.map(|kv| [kv].into());
     let Some(status) = run.status.as_mut() else {
         return;
     };
-    if !status.phase.is_some_and(BackupRunPhase::is_finished) {
-        return;
-    }
     status.conditions = Vec::new();
     status.progress = None;
     status.failed_attempts = Vec::new();
@@ -75,19 +92,39 @@ struct Senders {
 }
 
 impl Senders {
+    /// A run was created or changed. Finished runs are history: their reconciler has nothing
+    /// to do, so only their policy hears of them.
     fn changed(&self, run: &BackupRun) {
-        // A closed receiver is a controller that stopped (shutdown): nothing to tell it.
-        let _ = self.runs.unbounded_send(ObjectRef::from_obj(run));
-        self.touched(run);
-    }
-
-    fn touched(&self, run: &BackupRun) {
+        if needs_reconcile(run) {
+            // A closed receiver is a controller that stopped (shutdown): nothing to tell it.
+            let _ = self.runs.unbounded_send(ObjectRef::from_obj(run));
+        }
         if let Some(policy) = policy_of(run) {
-            let _ = self.policies.unbounded_send(policy.clone());
-            let _ = self.policy_validations.unbounded_send(policy);
+            self.policy(policy);
         }
     }
+
+    fn policy(&self, policy: ObjectRef<BackupPolicy>) {
+        let _ = self.policies.unbounded_send(policy.clone());
+        let _ = self.policy_validations.unbounded_send(policy);
+    }
 }
+
+/// Whether the run reconciler has work for this run: it is still to start or running (finished
+/// and deleting runs are left alone).
+pub fn needs_reconcile(run: &BackupRun) -> bool {
+    run.meta().deletion_timestamp.is_none()
+        && !run
+            .status
+            .as_ref()
+            .and_then(|s| s.phase)
+            .is_some_and(BackupRunPhase::is_finished)
+}
+
+/// Objects per page of the initial list. Every page is deserialized whole, `managedFields`
+/// included (several times the object's size), before [`slim`] runs: small pages keep that
+/// transient small.
+pub const LIST_PAGE_SIZE: u32 = 100;
 
 /// The BackupPolicy a run belongs to.
 pub fn policy_of(run: &BackupRun) -> Option<ObjectRef<BackupPolicy>> {
@@ -135,20 +172,40 @@ impl Feed {
         on_synced: impl Fn() + Send + 'static,
     ) -> tokio::task::JoinHandle<()> {
         let Feed { writer, senders } = self;
-        let events = watcher(api, watcher::Config::default().any_semantic())
-            .default_backoff()
-            .modify(slim)
-            .reflect(writer);
+        let events = watcher(
+            api,
+            watcher::Config::default()
+                .any_semantic()
+                .page_size(LIST_PAGE_SIZE),
+        )
+        .default_backoff()
+        .modify(slim)
+        .reflect(writer);
         tokio::spawn(async move {
             let mut events = std::pin::pin!(events);
+            // During a (re-)list, each policy is told once, at the end, not once per run.
+            let mut listed: HashSet<ObjectRef<BackupPolicy>> = HashSet::new();
             while let Some(event) = events.next().await {
                 match event {
-                    Ok(watcher::Event::Apply(run) | watcher::Event::InitApply(run)) => {
-                        senders.changed(&run)
+                    Ok(watcher::Event::Apply(run)) => senders.changed(&run),
+                    Ok(watcher::Event::InitApply(run)) => {
+                        if needs_reconcile(&run) {
+                            let _ = senders.runs.unbounded_send(ObjectRef::from_obj(&run));
+                        }
+                        listed.extend(policy_of(&run));
                     }
-                    Ok(watcher::Event::Delete(run)) => senders.touched(&run),
-                    Ok(watcher::Event::Init) => {}
-                    Ok(watcher::Event::InitDone) => on_synced(),
+                    Ok(watcher::Event::Delete(run)) => {
+                        if let Some(policy) = policy_of(&run) {
+                            senders.policy(policy);
+                        }
+                    }
+                    Ok(watcher::Event::Init) => listed.clear(),
+                    Ok(watcher::Event::InitDone) => {
+                        on_synced();
+                        for policy in std::mem::take(&mut listed) {
+                            senders.policy(policy);
+                        }
+                    }
                     Err(e) => tracing::warn!(error = %e, "BackupRun watch failed; retrying"),
                 }
             }
@@ -177,6 +234,13 @@ mod tests {
             },
         );
         r.metadata.namespace = Some("ns".into());
+        r.metadata.labels = Some(
+            [
+                ("dataguardian.io/policy".to_string(), "p1".to_string()),
+                (PIN_LABEL.to_string(), "true".to_string()),
+            ]
+            .into(),
+        );
         r.metadata.managed_fields = Some(vec![Default::default()]);
         r.metadata.annotations = Some(
             [
@@ -229,6 +293,9 @@ mod tests {
             assert!(s.conditions.is_empty() && s.progress.is_none() && s.duration.is_none());
             let a = s.artifact.as_ref().unwrap();
             assert_eq!((a.storage.as_str(), a.key.as_str()), ("s3", "k"));
+            let labels = r.metadata.labels.as_ref().unwrap();
+            assert_eq!(labels.len(), 1, "only the pin is kept: {labels:?}");
+            assert_eq!(labels.get(PIN_LABEL).map(String::as_str), Some("true"));
             assert!(a.size.is_none() && a.server_version.is_none());
         }
     }
@@ -243,7 +310,29 @@ mod tests {
             assert_eq!(s.conditions.len(), 1);
             assert!(s.progress.is_some() && s.duration.is_some());
             assert!(s.artifact.as_ref().unwrap().size.is_some());
+            assert_eq!(r.metadata.labels.as_ref().unwrap().len(), 2);
         }
+        let mut unpinned = run(BackupRunPhase::Succeeded);
+        unpinned.metadata.labels.as_mut().unwrap().remove(PIN_LABEL);
+        slim(&mut unpinned);
+        assert!(unpinned.metadata.labels.is_none());
+    }
+
+    #[test]
+    fn only_active_runs_wake_the_run_reconciler() {
+        assert!(needs_reconcile(&run(BackupRunPhase::Pending)));
+        assert!(needs_reconcile(&run(BackupRunPhase::Running)));
+        let mut fresh = run(BackupRunPhase::Pending);
+        fresh.status = None;
+        assert!(needs_reconcile(&fresh), "a run without status is new");
+        assert!(!needs_reconcile(&run(BackupRunPhase::Succeeded)));
+        assert!(!needs_reconcile(&run(BackupRunPhase::Failed)));
+        let mut deleting = run(BackupRunPhase::Running);
+        deleting.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            ));
+        assert!(!needs_reconcile(&deleting));
     }
 
     #[test]
