@@ -85,10 +85,12 @@ fn ms(d: Duration) -> f64 {
 
 fn print_stats(label: &str, s: ProcStats) {
     println!(
-        "{label}: peak RSS (VmHWM) {:.1} MiB = {:.2}x the {TARGET_RSS_MIB:.0} MiB target; RSS now {:.1} MiB; CPU so far {:.1} s",
+        "{label}: peak RSS (VmHWM) {:.1} MiB = {:.2}x the {TARGET_RSS_MIB:.0} MiB target; RSS now {:.1} MiB ({:.1} MiB heap and stacks, {:.1} MiB the binary's pages); CPU so far {:.1} s",
         mib(s.peak_rss),
         mib(s.peak_rss) / TARGET_RSS_MIB,
         mib(s.rss),
+        mib(s.rss_anon),
+        mib(s.rss_file),
         s.cpu.as_secs_f64()
     );
 }

@@ -74,6 +74,10 @@ pub struct ProcStats {
     pub peak_rss: u64,
     /// Current resident set size (VmRSS), bytes.
     pub rss: u64,
+    /// Of which anonymous memory (heap, stacks), bytes.
+    pub rss_anon: u64,
+    /// Of which file-backed pages (the binary's code and read-only data), bytes.
+    pub rss_file: u64,
     /// User + system CPU time.
     pub cpu: Duration,
 }
@@ -106,6 +110,8 @@ impl ProcStats {
         Ok(ProcStats {
             peak_rss: kib("VmHWM:")?,
             rss: kib("VmRSS:")?,
+            rss_anon: kib("RssAnon:")?,
+            rss_file: kib("RssFile:")?,
             cpu: Duration::from_secs_f64(ticks as f64 / hz as f64),
         })
     }

@@ -37,9 +37,10 @@ pub fn strip_metadata<K: Resource>(o: &mut K) {
 }
 
 /// Trims a BackupRun for the cache: [`strip_metadata`], and for a finished run everything but
-/// what the policy side reads (phase, reason and message, times, the artifact's location, size
-/// and retain-until, verification, spec, the pin label). Active runs are kept whole: their
-/// reconciler writes their status.
+/// what the policy side reads (phase, a failure's reason and message, times, the artifact's
+/// location, sizes and retain-until, verification, spec, the pin label). Active runs are kept
+/// whole: their reconciler writes their status. Whoever needs a finished run in full (restores,
+/// validations) reads it from the API.
 pub fn slim(run: &mut BackupRun) {
     strip_metadata(run);
     let finished = run
@@ -66,10 +67,19 @@ pub fn slim(run: &mut BackupRun) {
     status.progress = None;
     status.failed_attempts = Vec::new();
     status.duration = None;
+    status.job_name = None;
+    if status.phase == Some(BackupRunPhase::Succeeded) {
+        // Only a failure's reason and message are shown on the policy (lastFailure).
+        status.reason = None;
+        status.message = None;
+    }
     if let Some(a) = status.artifact.as_mut() {
         a.encryption = None;
         a.server_version = None;
         a.size = None;
+        a.sha256 = String::new();
+        a.compression = String::new();
+        a.engine = String::new();
     }
 }
 
@@ -288,8 +298,12 @@ mod tests {
             assert_eq!(ann.get("keep").map(String::as_str), Some("me"));
             let s = r.status.as_ref().unwrap();
             assert_eq!(s.phase, Some(phase));
-            assert_eq!(s.reason.as_deref(), Some("DumpFailed"));
-            assert_eq!(s.message.as_deref(), Some("pg_dump exited 1"));
+            if phase == BackupRunPhase::Failed {
+                assert_eq!(s.reason.as_deref(), Some("DumpFailed"));
+                assert_eq!(s.message.as_deref(), Some("pg_dump exited 1"));
+            } else {
+                assert!(s.reason.is_none() && s.message.is_none());
+            }
             assert!(s.conditions.is_empty() && s.progress.is_none() && s.duration.is_none());
             let a = s.artifact.as_ref().unwrap();
             assert_eq!((a.storage.as_str(), a.key.as_str()), ("s3", "k"));
