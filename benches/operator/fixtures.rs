@@ -197,29 +197,31 @@ fn finished_run(
         completion_time: Some(time_from_chrono(completed)),
         duration_seconds: Some(seconds as f64),
         duration: Some(format_duration(seconds)),
-        progress: Some(Progress {
+        progress: Some(Box::new(Progress {
             bytes_in: if failed { 0 } else { raw },
             bytes_out: if failed { 0 } else { size },
             bytes_per_second: 0,
             updated: Some(time_from_chrono(completed)),
-        }),
-        artifact: (!failed).then(|| Artifact {
-            storage: "main".into(),
-            key: format!("{key}/dump.pgc.zst"),
-            manifest_key: Some(format!("s3://backups/{key}/manifest.json")),
-            size_bytes: size,
-            size: Some(format_bytes(size)),
-            raw_bytes: raw,
-            sha256: format!(
-                "{:064x}",
-                (days_ago as u128 + 1) * 0x9e37_79b9_7f4a_7c15_u128
-            ),
-            compression: "zstd".into(),
-            engine: "postgres".into(),
-            server_version: Some("15.8".into()),
-            tables: Some(42),
-            rows: Some(1_250_000 + days_ago as u64),
-            ..Default::default()
+        })),
+        artifact: (!failed).then(|| {
+            Box::new(Artifact {
+                storage: "main".into(),
+                key: format!("{key}/dump.pgc.zst"),
+                manifest_key: Some(format!("s3://backups/{key}/manifest.json")),
+                size_bytes: size,
+                size: Some(format_bytes(size)),
+                raw_bytes: raw,
+                sha256: format!(
+                    "{:064x}",
+                    (days_ago as u128 + 1) * 0x9e37_79b9_7f4a_7c15_u128
+                ),
+                compression: "zstd".into(),
+                engine: "postgres".into(),
+                server_version: Some("15.8".into()),
+                tables: Some(42),
+                rows: Some(1_250_000 + days_ago as u64),
+                ..Default::default()
+            })
         }),
         conditions: vec![Condition {
             type_: condition.into(),

@@ -133,7 +133,7 @@ pub struct BackupPolicySpec {
     pub notifications: Vec<NotificationRule>,
     /// Overrides for the backup Jobs' Pods (image, resources, placement, security context).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub job_template: Option<JobTemplate>,
+    pub job_template: Option<Box<JobTemplate>>,
 }
 
 fn default_backoff_limit() -> u32 {

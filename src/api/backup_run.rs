@@ -121,13 +121,13 @@ pub struct BackupRunStatus {
     pub duration: Option<String>,
     /// Live progress while running; final figures afterwards.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub progress: Option<Progress>,
+    pub progress: Option<Box<Progress>>,
     /// What was produced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub artifact: Option<Artifact>,
+    pub artifact: Option<Box<Artifact>>,
     /// Set by a RestoreValidation that restored this backup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub verification: Option<Verification>,
+    pub verification: Option<Box<Verification>>,
     /// Failed attempts, oldest first (at most 10): what failed and why.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 10))]

@@ -144,11 +144,11 @@ pub async fn reconcile(run: Arc<BackupRun>, ctx: Arc<Context>) -> Result<Action>
             let mut next = status.clone();
             next.attempts = Some(attempts.max(1));
             if let Some(sample) = progress {
-                next.progress = Some(super::status::advance_progress(
-                    status.progress.as_ref(),
+                next.progress = Some(Box::new(super::status::advance_progress(
+                    status.progress.as_deref(),
                     sample,
                     now,
-                ));
+                )));
             }
             if next != status {
                 apply_status(&ctx, &ns, &name, &next).await?;
@@ -670,7 +670,7 @@ async fn finish(
     status.observed_generation = run.metadata.generation;
     let succeeded = phase == BackupRunPhase::Succeeded;
     if let Some(a) = &artifact {
-        status.artifact = Some(a.clone());
+        status.artifact = Some(Box::new(a.clone()));
     }
     if let Some(p) = status.progress.as_mut() {
         p.bytes_per_second = 0;

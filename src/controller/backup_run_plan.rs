@@ -350,12 +350,12 @@ mod tests {
         let status = BackupRunStatus {
             phase: Some(BackupRunPhase::Running),
             job_name: Some("r1".into()),
-            progress: Some(Progress {
+            progress: Some(Box::new(Progress {
                 bytes_in: 500,
                 bytes_out: 100,
                 bytes_per_second: 0,
                 updated: Some(time_from_chrono(t("2026-11-22T10:00:00Z"))),
-            }),
+            })),
             ..Default::default()
         };
         let r = run("2026-11-22T09:59:00Z", Some(status));

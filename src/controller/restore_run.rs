@@ -360,7 +360,7 @@ async fn resolve(
         let template = policies
             .get_opt(&backup.spec.policy_ref.name)
             .await?
-            .and_then(|p| p.spec.job_template);
+            .and_then(|p| p.spec.job_template.map(|t| *t));
         Resolved {
             source: RestoreSource {
                 storage: artifact.storage.clone(),

@@ -320,7 +320,10 @@ async fn start_job(ctx: &Context, ns: &str, rv: &RestoreValidation, r: Resolved)
         engine: r.engine,
         server_version: r.server_version.as_deref(),
         fallback_sandbox: policy_validation.as_ref().and_then(|v| v.sandbox.as_ref()),
-        template: r.policy.as_ref().and_then(|p| p.spec.job_template.as_ref()),
+        template: r
+            .policy
+            .as_ref()
+            .and_then(|p| p.spec.job_template.as_deref()),
     };
     let job = match validation_job::build(rv, &inputs, &defaults) {
         Ok(job) => job,

@@ -125,13 +125,9 @@ impl StorageAccess {
     }
 
     /// Builds the client from an S3 block and explicit (or ambient, when `None`) credentials.
+    /// All clients share one HTTPS client (TLS roots, connection pool).
     pub async fn connect(s3: &S3Storage, credentials: Option<Credentials>) -> Self {
-        use aws_smithy_http_client::tls;
-        let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(tls::Provider::Rustls(
-                tls::rustls_provider::CryptoMode::Ring,
-            ))
-            .build_https();
+        let http = shared_http_client();
         let timeouts = aws_sdk_s3::config::timeout::TimeoutConfig::builder()
             .connect_timeout(Duration::from_secs(5))
             .operation_timeout(Duration::from_secs(30))
@@ -321,4 +317,22 @@ impl StorageAccess {
             Err(e) => Err(s3_error("GetObjectLockConfiguration", e)),
         }
     }
+}
+
+/// The operator's one HTTPS client for S3, shared by every storage's client: building one
+/// loads and parses the TLS root certificates, which every probe of every storage used to repeat
+/// (with 100 storages probed at start-up, megabytes of garbage and CPU for nothing). Its
+/// connection pool is keyed by endpoint, so storages do not share connections.
+fn shared_http_client() -> aws_sdk_s3::config::SharedHttpClient {
+    use aws_smithy_http_client::tls;
+    static HTTP: std::sync::OnceLock<aws_sdk_s3::config::SharedHttpClient> =
+        std::sync::OnceLock::new();
+    HTTP.get_or_init(|| {
+        aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(
+                tls::rustls_provider::CryptoMode::Ring,
+            ))
+            .build_https()
+    })
+    .clone()
 }

@@ -60,6 +60,10 @@ pub fn slim(run: &mut BackupRun) {
         .and_then(|l| l.get_key_value(PIN_LABEL))
         .map(|(k, v)| (k.clone(), v.clone()));
     run.metadata.labels = pin.map(|kv| [kv].into());
+    // Nothing reads a finished run's identity from the cache (deletes go by name; the watch
+    // tracks resource versions before this runs).
+    run.metadata.uid = None;
+    run.metadata.resource_version = None;
     let Some(status) = run.status.as_mut() else {
         return;
     };
@@ -275,13 +279,13 @@ mod tests {
                 ),
                 observed_generation: None,
             }],
-            artifact: Some(Artifact {
+            artifact: Some(Box::new(Artifact {
                 storage: "s3".into(),
                 key: "k".into(),
                 size: Some("1 MiB".into()),
                 server_version: Some("15.4".into()),
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         });
         r
