@@ -530,17 +530,23 @@ pub async fn reconcile_policy(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> R
     if policy.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    // The policy's runs, from the shared cache (finished runs there keep what the plan reads:
-    // phase, completion time, artifact).
-    let runs: Vec<BackupRun> = ctx
-        .backup_runs
-        .state()
-        .iter()
-        .filter(|r| r.spec.policy_ref.name == name && r.namespace().as_deref() == Some(ns.as_str()))
-        .map(|r| BackupRun::clone(r))
-        .collect();
     let vals_api: Api<RestoreValidation> = Api::namespaced(ctx.client.clone(), &ns);
     let validations = vals_api.list(&ListParams::default()).await?.items;
+    // The policy's runs, from the shared cache (finished runs there keep what the plan reads:
+    // phase, completion time, artifact). A policy without automatic validations, in a namespace
+    // without any RestoreValidation, has nothing to plan: skip copying its runs.
+    let runs: Vec<BackupRun> = if policy.spec.validation.is_none() && validations.is_empty() {
+        Vec::new()
+    } else {
+        ctx.backup_runs
+            .state()
+            .iter()
+            .filter(|r| {
+                r.spec.policy_ref.name == name && r.namespace().as_deref() == Some(ns.as_str())
+            })
+            .map(|r| BackupRun::clone(r))
+            .collect()
+    };
     let now = Utc::now();
     let p = plan_policy(&policy, &runs, &validations, now);
     let cfg = policy.spec.validation.clone();

@@ -138,7 +138,7 @@ pub fn needs_reconcile(run: &BackupRun) -> bool {
 /// Objects per page of the initial list. Every page is deserialized whole, `managedFields`
 /// included (several times the object's size), before [`slim`] runs: small pages keep that
 /// transient small.
-pub const LIST_PAGE_SIZE: u32 = 100;
+pub const LIST_PAGE_SIZE: u32 = 50;
 
 /// The BackupPolicy a run belongs to.
 pub fn policy_of(run: &BackupRun) -> Option<ObjectRef<BackupPolicy>> {
