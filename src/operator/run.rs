@@ -136,19 +136,16 @@ pub async fn run(args: OperatorArgs) -> Result<(), RunError> {
     // (started below, once the context exists).
     let (run_watch, run_feed) = run_watch::new();
     let store = run_watch.store.clone();
-    let run_controller = Controller::for_stream(
-        futures::stream::empty::<Result<BackupRun, watcher::Error>>(),
-        store.clone(),
-    )
-    .with_config(controller_config())
-    .reconcile_on(run_watch.runs)
-    .owns_stream(
-        slim_watch(
-            Api::<Job>::all(client.clone()),
-            watcher::Config::default().labels("app.kubernetes.io/managed-by=dataguardian-operator"),
-        )
-        .touched_objects(),
-    );
+    let run_controller = fed_controller(store.clone())
+        .reconcile_on(run_watch.runs)
+        .owns_stream(
+            slim_watch(
+                Api::<Job>::all(client.clone()),
+                watcher::Config::default()
+                    .labels("app.kubernetes.io/managed-by=dataguardian-operator"),
+            )
+            .touched_objects(),
+        );
     // Restores: the reflector feeds the restore queue; a finished restore wakes the queued ones.
     let restores_api: Api<RestoreRun> = Api::all(client.clone());
     let restore_controller = slim_controller(
@@ -215,59 +212,51 @@ pub async fn run(args: OperatorArgs) -> Result<(), RunError> {
     };
     // A policy's automatic validations: woken by its BackupRuns and RestoreValidations.
     let runs_by_name = store.clone();
-    let policy_validation_controller = Controller::for_stream(
-        futures::stream::empty::<Result<BackupPolicy, watcher::Error>>(),
-        policy_watch.store.clone(),
-    )
-    .with_config(controller_config())
-    .reconcile_on(policy_refs_for_validations)
-    .reconcile_on(run_watch.policy_validations)
-    .watches(
-        validations_api,
-        watcher::Config::default().any_semantic(),
-        move |v: RestoreValidation| {
-            let ns = v.namespace()?;
-            let policy = v
-                .labels()
-                .get(crate::controller::restore_validation_plan::POLICY_LABEL)
-                .cloned()
-                .or_else(|| v.spec.policy_ref.as_ref().map(|p| p.name.clone()))
-                .or_else(|| {
-                    let run = v
-                        .status
-                        .as_ref()
-                        .and_then(|s| s.backup_run_name.clone())
-                        .or_else(|| v.spec.backup_run_ref.as_ref().map(|r| r.name.clone()))?;
-                    runs_by_name
-                        .get(&ObjectRef::<BackupRun>::new(&run).within(&ns))
-                        .map(|r| r.spec.policy_ref.name.clone())
-                })?;
-            Some(ObjectRef::<BackupPolicy>::new(&policy).within(&ns))
-        },
-    );
+    let policy_validation_controller = fed_controller(policy_watch.store.clone())
+        .reconcile_on(policy_refs_for_validations)
+        .reconcile_on(run_watch.policy_validations)
+        .watches(
+            validations_api,
+            watcher::Config::default().any_semantic(),
+            move |v: RestoreValidation| {
+                let ns = v.namespace()?;
+                let policy = v
+                    .labels()
+                    .get(crate::controller::restore_validation_plan::POLICY_LABEL)
+                    .cloned()
+                    .or_else(|| v.spec.policy_ref.as_ref().map(|p| p.name.clone()))
+                    .or_else(|| {
+                        let run = v
+                            .status
+                            .as_ref()
+                            .and_then(|s| s.backup_run_name.clone())
+                            .or_else(|| v.spec.backup_run_ref.as_ref().map(|r| r.name.clone()))?;
+                        runs_by_name
+                            .get(&ObjectRef::<BackupRun>::new(&run).within(&ns))
+                            .map(|r| r.spec.policy_ref.name.clone())
+                    })?;
+                Some(ObjectRef::<BackupPolicy>::new(&policy).within(&ns))
+            },
+        );
 
     let policies_store = policy_watch.store.clone();
-    let policy_controller = Controller::for_stream(
-        futures::stream::empty::<Result<BackupPolicy, watcher::Error>>(),
-        policy_watch.store.clone(),
-    )
-    .with_config(controller_config())
-    .reconcile_on(policy_refs)
-    .reconcile_on(run_watch.policies)
-    .watches(
-        Api::<BackupStorage>::all(client.clone()),
-        watcher::Config::default().any_semantic(),
-        move |s: BackupStorage| {
-            // A storage's readiness feeds the StorageReady condition of the policies using it.
-            let (ns, name) = (s.namespace(), s.name_any());
-            policies_store
-                .state()
-                .into_iter()
-                .filter(|p| p.namespace() == ns && p.spec.storage_ref.name == name)
-                .map(|p| ObjectRef::from_obj(p.as_ref()))
-                .collect::<Vec<_>>()
-        },
-    );
+    let policy_controller = fed_controller(policy_watch.store.clone())
+        .reconcile_on(policy_refs)
+        .reconcile_on(run_watch.policies)
+        .watches(
+            Api::<BackupStorage>::all(client.clone()),
+            watcher::Config::default().any_semantic(),
+            move |s: BackupStorage| {
+                // A storage's readiness feeds the StorageReady condition of the policies using it.
+                let (ns, name) = (s.namespace(), s.name_any());
+                policies_store
+                    .state()
+                    .into_iter()
+                    .filter(|p| p.namespace() == ns && p.spec.storage_ref.name == name)
+                    .map(|p| ObjectRef::from_obj(p.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        );
     let storage_controller = slim_controller(
         Api::<BackupStorage>::all(client.clone()),
         watcher::Config::default().any_semantic(),
@@ -364,9 +353,7 @@ fn slim_watch<K>(
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {
-    watcher(api, cfg.page_size(run_watch::LIST_PAGE_SIZE))
-        .default_backoff()
-        .modify(run_watch::strip_metadata::<K>)
+    run_watch::trimmed_watch(api, cfg, run_watch::strip_metadata::<K>)
 }
 
 /// A controller whose cache holds slimmed objects ([`slim_watch`]).
@@ -383,6 +370,22 @@ where
     let (reader, writer) = reflector::store();
     let stream = reflector(writer, slim_watch(api, cfg)).applied_objects();
     Controller::for_stream(stream, reader).with_config(controller_config())
+}
+
+/// A controller over a cache another task fills (a shared watch): it reconciles only what it is
+/// told through `reconcile_on`, and the streams it `owns`/`watches`.
+fn fed_controller<K>(store: reflector::Store<K>) -> Controller<K>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    Controller::for_stream(futures::stream::empty::<Result<K, watcher::Error>>(), store)
+        .with_config(controller_config())
 }
 
 async fn log_result<T, E: std::fmt::Display>(controller: &'static str, res: Result<T, E>) {

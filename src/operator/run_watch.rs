@@ -87,6 +87,21 @@ pub fn slim(run: &mut BackupRun) {
     }
 }
 
+/// A watch over every `K`, listed in pages of [`LIST_PAGE_SIZE`], retried with backoff, each
+/// object trimmed by `trim` before it reaches a cache or a mapper.
+pub fn trimmed_watch<K>(
+    api: Api<K>,
+    cfg: watcher::Config,
+    trim: fn(&mut K),
+) -> impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    watcher(api, cfg.page_size(LIST_PAGE_SIZE))
+        .default_backoff()
+        .modify(trim)
+}
+
 /// The receiving ends of the fan-out, one per consumer.
 pub struct RunWatch {
     /// Every BackupRun in the cluster (finished ones [`slim`]).
@@ -186,15 +201,8 @@ impl Feed {
         on_synced: impl Fn() + Send + 'static,
     ) -> tokio::task::JoinHandle<()> {
         let Feed { writer, senders } = self;
-        let events = watcher(
-            api,
-            watcher::Config::default()
-                .any_semantic()
-                .page_size(LIST_PAGE_SIZE),
-        )
-        .default_backoff()
-        .modify(slim)
-        .reflect(writer);
+        let events =
+            trimmed_watch(api, watcher::Config::default().any_semantic(), slim).reflect(writer);
         tokio::spawn(async move {
             let mut events = std::pin::pin!(events);
             // During a (re-)list, each policy is told once, at the end, not once per run.

@@ -13,7 +13,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde::de::DeserializeOwned;
 
-use super::run_watch::{LIST_PAGE_SIZE, strip_metadata};
+use super::run_watch::{strip_metadata, trimmed_watch};
 
 /// The cache, one receiver per consumer, and the task feeding them.
 pub struct SharedWatch<K: Resource<DynamicType = ()> + 'static> {
@@ -39,14 +39,11 @@ where
     let (reader, writer) = reflector::store();
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..consumers).map(|_| unbounded()).unzip();
     let kind = K::kind(&()).to_string();
-    let events = watcher(
+    let events = trimmed_watch(
         api,
-        watcher::Config::default()
-            .any_semantic()
-            .page_size(LIST_PAGE_SIZE),
+        watcher::Config::default().any_semantic(),
+        strip_metadata::<K>,
     )
-    .default_backoff()
-    .modify(strip_metadata::<K>)
     .reflect(writer)
     .applied_objects();
     let task = tokio::spawn(async move {
