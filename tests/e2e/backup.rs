@@ -8,7 +8,7 @@ use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams};
 
 use crate::harness::{
-    Cluster, Operator, Services, events_for, jobs, manual_run, phase, reason, wait_for,
+    Cluster, Operator, Services, jobs, manual_run, phase, reason, wait_for, wait_for_events,
 };
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
@@ -129,15 +129,11 @@ async fn manual_backup_succeeds_with_a_confirmed_artifact_and_an_audit_trail() {
     );
 
     // Events tell the story; metrics count it.
-    let events = events_for(&s.cluster, &s.ns, "before-migration").await;
-    assert!(
-        events.iter().any(|e| e.starts_with("Started")),
-        "{events:?}"
-    );
-    assert!(
-        events.iter().any(|e| e.starts_with("Succeeded")),
-        "{events:?}"
-    );
+    wait_for_events(&s.cluster, &s.ns, "before-migration", |events| {
+        events.iter().any(|e| e.starts_with("Started"))
+            && events.iter().any(|e| e.starts_with("Succeeded"))
+    })
+    .await;
     let (code, metrics) = s.operator.http_get("/metrics").expect("metrics");
     assert_eq!(code, 200);
     assert!(
@@ -321,13 +317,12 @@ spec:
         |r| reason(r) == "SecretNotFound",
     )
     .await;
-    let events = events_for(&s.cluster, &s.ns, "blocked").await;
-    assert!(
+    wait_for_events(&s.cluster, &s.ns, "blocked", |events| {
         events
             .iter()
-            .any(|e| e.starts_with("SecretNotFound") && e.contains("missing-creds")),
-        "{events:?}"
-    );
+            .any(|e| e.starts_with("SecretNotFound") && e.contains("missing-creds"))
+    })
+    .await;
     // Fixing it lets the run go on.
     s.cluster.apply(&format!(
         "apiVersion: v1\nkind: Secret\nmetadata: {{name: missing-creds, namespace: {}}}\nstringData: {{password: \"{}\"}}\n",

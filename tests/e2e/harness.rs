@@ -515,6 +515,29 @@ pub async fn events_for(cluster: &Cluster, ns: &str, name: &str) -> Vec<String> 
         .unwrap_or_default()
 }
 
+/// Waits until the Events about `name` in `ns` satisfy `ok` and returns them. Events are
+/// recorded next to, not atomically with, the status write a test waits for, so a test that
+/// has seen the status must still wait for the Event (on a real cluster too).
+pub async fn wait_for_events(
+    cluster: &Cluster,
+    ns: &str,
+    name: &str,
+    ok: impl Fn(&[String]) -> bool,
+) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let events = events_for(cluster, ns, name).await;
+        if ok(&events) {
+            return events;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no matching Event about {ns}/{name} within 20s: {events:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[allow(dead_code)]
 pub type Policies = Api<BackupPolicy>;
 #[allow(dead_code)]

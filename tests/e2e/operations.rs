@@ -5,7 +5,7 @@ use std::time::Duration;
 use dataguardian::api::{BackupPolicy, BackupRun, BackupStorage};
 
 use crate::harness::{
-    Cluster, Operator, Services, events_for, manual_run, phase, reason, wait_for,
+    Cluster, Operator, Services, manual_run, phase, reason, wait_for, wait_for_events,
 };
 
 fn condition(
@@ -170,13 +170,12 @@ async fn storage_outages_and_bad_schedules_are_reported_with_reasons() {
         "InvalidTimeZone"
     );
     assert_eq!(condition(&st.conditions, "Ready").unwrap().0, "False");
-    let events = events_for(&cluster, &ns, "shop").await;
-    assert!(
+    wait_for_events(&cluster, &ns, "shop", |events| {
         events
             .iter()
-            .any(|e| e.starts_with("InvalidTimeZone") && e.contains("Mars/Olympus_Mons")),
-        "{events:?}"
-    );
+            .any(|e| e.starts_with("InvalidTimeZone") && e.contains("Mars/Olympus_Mons"))
+    })
+    .await;
 
     // The storage goes down: Ready turns False with the failing step, and an Event says so.
     wait_for::<BackupStorage, _>(
@@ -221,11 +220,10 @@ async fn storage_outages_and_bad_schedules_are_reported_with_reasons() {
         "{:#?}",
         st.history
     );
-    let events = events_for(&cluster, &ns, "main").await;
-    assert!(
-        events.iter().any(|e| e.starts_with("NotReady")),
-        "{events:?}"
-    );
+    wait_for_events(&cluster, &ns, "main", |events| {
+        events.iter().any(|e| e.starts_with("NotReady"))
+    })
+    .await;
     assert!(
         !operator.log().contains(services.s3.secret_access_key()),
         "S3 secret in the operator log"

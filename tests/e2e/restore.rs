@@ -7,7 +7,7 @@ use dataguardian::api::{BackupPolicy, BackupRun, BackupStorage, RestoreRun, Rest
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 
-use crate::harness::{Cluster, Operator, Services, events_for, manual_run, phase, wait_for};
+use crate::harness::{Cluster, Operator, Services, manual_run, phase, wait_for, wait_for_events};
 
 const TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -184,17 +184,13 @@ async fn restore_validate_and_tamper() {
     assert!(checksum.verified);
     assert_eq!(checksum.expected_sha256, artifact.sha256);
     assert!(st.job_name.is_some() && st.start_time.is_some() && st.completion_time.is_some());
-    let events = events_for(&s.cluster, &s.ns, "copy").await;
-    assert!(
+    wait_for_events(&s.cluster, &s.ns, "copy", |events| {
         events
             .iter()
-            .any(|e| e.starts_with("Started") && e.contains("b1") && e.contains("shop_copy")),
-        "{events:?}"
-    );
-    assert!(
-        events.iter().any(|e| e.starts_with("Succeeded")),
-        "{events:?}"
-    );
+            .any(|e| e.starts_with("Started") && e.contains("b1") && e.contains("shop_copy"))
+            && events.iter().any(|e| e.starts_with("Succeeded"))
+    })
+    .await;
 
     // A failing SQL check → Failed with expected vs observed; the BackupRun is marked.
     s.cluster.apply(&s.validation_yaml(
@@ -308,11 +304,10 @@ async fn restore_validate_and_tamper() {
         .apply(&s.validation_yaml("v-tampered", "b1", "    - rowCounts: {}\n"));
     let v = s.validation_finished("v-tampered").await;
     assert_eq!(result(&v), "Failed", "{:#?}", v.status);
-    let events = events_for(&s.cluster, &s.ns, "b1").await;
-    assert!(
-        events.iter().any(|e| e.starts_with("VerificationFailed")),
-        "{events:?}"
-    );
+    wait_for_events(&s.cluster, &s.ns, "b1", |events| {
+        events.iter().any(|e| e.starts_with("VerificationFailed"))
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
