@@ -17,7 +17,7 @@ use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use crate::api::backup_run::{BackupRunPhase, Trigger};
+use crate::api::backup_run::Trigger;
 use crate::api::common::{
     LocalObjectReference, RunSummary, find_condition, parse_duration, set_condition,
     time_from_chrono, time_to_chrono,
@@ -33,6 +33,7 @@ use super::retention::{
     RunHistoryLimits, plan_retention, run_history_plan,
 };
 use super::rpo::{RpoInput, evaluate_rpo};
+use super::run_cache::FinishedRun;
 use super::schedule::{ActiveRun, Schedule, ScheduleInput, plan as plan_schedule};
 use super::storage_access::StorageAccess;
 
@@ -60,28 +61,13 @@ fn condition(
     }
 }
 
-fn phase_of(r: &BackupRun) -> Option<BackupRunPhase> {
-    r.status.as_ref().and_then(|s| s.phase)
-}
-
-fn finished_at(r: &BackupRun) -> Option<DateTime<Utc>> {
-    r.status
-        .as_ref()
-        .and_then(|s| s.completion_time.as_ref())
-        .map(time_to_chrono)
-}
-
-fn summary(r: &BackupRun) -> RunSummary {
-    let s = r.status.as_ref();
+fn summary(r: &FinishedRun) -> RunSummary {
+    let failure = r.failure.as_deref();
     RunSummary {
-        name: r.name_any(),
-        completion_time: s.and_then(|s| s.completion_time.clone()),
-        reason: s
-            .and_then(|s| s.reason.clone())
-            .filter(|_| phase_of(r) == Some(BackupRunPhase::Failed)),
-        message: s
-            .and_then(|s| s.message.clone())
-            .filter(|_| phase_of(r) == Some(BackupRunPhase::Failed)),
+        name: r.name.clone(),
+        completion_time: r.completed_at.map(time_from_chrono),
+        reason: failure.and_then(|f| f.reason.clone()),
+        message: failure.and_then(|f| f.message.clone()),
     }
 }
 
@@ -220,28 +206,16 @@ pub async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<A
     };
 
     // 3. The policy's runs, from the shared cache.
-    let runs: Vec<Arc<BackupRun>> = ctx
-        .backup_runs
-        .state()
-        .into_iter()
-        .filter(|r| {
-            r.namespace().as_deref() == Some(ns.as_str())
-                && r.spec.policy_ref.name == name
-                && r.meta().deletion_timestamp.is_none()
-        })
-        .collect();
-    let active: Vec<&Arc<BackupRun>> = runs
+    let active = ctx.runs.active_of(&ns, &name);
+    let finished = ctx.runs.finished_of(&ns, &name);
+    let last_success = finished
         .iter()
-        .filter(|r| !phase_of(r).is_some_and(BackupRunPhase::is_finished))
-        .collect();
-    let last_success = runs
+        .filter(|r| r.succeeded)
+        .max_by_key(|r| r.completed_at);
+    let last_failure = finished
         .iter()
-        .filter(|r| phase_of(r) == Some(BackupRunPhase::Succeeded))
-        .max_by_key(|r| finished_at(r));
-    let last_failure = runs
-        .iter()
-        .filter(|r| phase_of(r) == Some(BackupRunPhase::Failed))
-        .max_by_key(|r| finished_at(r));
+        .filter(|r| !r.succeeded)
+        .max_by_key(|r| r.completed_at);
 
     let mut requeue = MAX_REQUEUE;
     let mut last_schedule_time = old_status.last_schedule_time.clone();
@@ -344,13 +318,13 @@ pub async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<A
     }
 
     // 5. Retention and run history.
-    if let Some(at) = apply_retention(&ctx, &ns, &policy, storage.as_ref(), &runs, now).await? {
+    if let Some(at) = apply_retention(&ctx, &ns, &policy, storage.as_ref(), &finished, now).await? {
         let until = (at - now).to_std().unwrap_or_default();
         requeue = requeue.min(until.max(Duration::from_secs(1)));
     }
 
     // 6. RPO.
-    let last_success_time = last_success.and_then(|r| finished_at(r));
+    let last_success_time = last_success.and_then(|r| r.completed_at);
     if let Some(schedule) = &schedule {
         let created = policy
             .metadata
@@ -504,8 +478,8 @@ pub async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<A
         "observedGeneration": generation,
         "lastScheduleTime": last_schedule_time,
         "nextScheduleTime": next_schedule_time,
-        "lastSuccessfulRun": last_success.map(|r| summary(r)),
-        "lastFailedRun": last_failure.map(|r| summary(r)),
+        "lastSuccessfulRun": last_success.map(summary),
+        "lastFailedRun": last_failure.map(summary),
         "activeRuns": active_names,
     });
     let unchanged = serde_json::to_value(&old_status).ok().is_some_and(|old| {
@@ -574,7 +548,7 @@ async fn apply_retention(
     ns: &str,
     policy: &BackupPolicy,
     storage: Option<&BackupStorage>,
-    runs: &[Arc<BackupRun>],
+    runs: &[FinishedRun],
     now: DateTime<Utc>,
 ) -> Result<Option<DateTime<Utc>>> {
     let tz: chrono_tz::Tz = policy
@@ -584,7 +558,7 @@ async fn apply_retention(
         .unwrap_or(chrono_tz::UTC);
     let retention_runs: Vec<RetentionRun> = runs
         .iter()
-        .filter_map(|r| RetentionRun::from_run(r))
+        .filter_map(RetentionRun::from_finished)
         .collect();
     let mut requeue_at = None;
     let kept: std::collections::BTreeSet<String> = match &policy.spec.retention {
@@ -598,13 +572,13 @@ async fn apply_retention(
     };
     let history: Vec<HistoryRun> = runs
         .iter()
-        .filter_map(|r| {
-            let phase = match phase_of(r)? {
-                BackupRunPhase::Succeeded => FinishedPhase::Succeeded,
-                BackupRunPhase::Failed => FinishedPhase::Failed,
-                _ => return None,
+        .map(|r| {
+            let phase = if r.succeeded {
+                FinishedPhase::Succeeded
+            } else {
+                FinishedPhase::Failed
             };
-            let artifact = r.status.as_ref().and_then(|s| s.artifact.as_ref());
+            let artifact = r.artifact.as_deref();
             let artifacts = artifact
                 .filter(|_| phase == FinishedPhase::Succeeded)
                 .map(|a| {
@@ -615,17 +589,14 @@ async fn apply_retention(
                     }]
                 })
                 .unwrap_or_default();
-            Some(HistoryRun {
-                name: r.name_any(),
+            HistoryRun {
+                name: r.name.clone(),
                 phase,
-                finished_at: finished_at(r).unwrap_or(now),
+                finished_at: r.completed_at.unwrap_or(now),
                 artifacts,
-                artifact_retained: phase == FinishedPhase::Succeeded
-                    && kept.contains(&r.name_any()),
-                retain_until: artifact
-                    .and_then(|a| a.retain_until.as_ref())
-                    .map(time_to_chrono),
-            })
+                artifact_retained: phase == FinishedPhase::Succeeded && kept.contains(&r.name),
+                retain_until: artifact.and_then(|a| a.retain_until),
+            }
         })
         .collect();
     let limits = policy.spec.run_history_or_default();
@@ -693,16 +664,14 @@ async fn apply_retention(
                     }
                     match api.delete(&cleanup.run, &DeleteParams::default()).await {
                         Ok(_) => {
-                            if let Some(run) = runs.iter().find(|r| r.name_any() == cleanup.run) {
-                                ctx.event(
-                                    policy,
-                                    EventType::Normal,
-                                    "Pruned",
-                                    "Retention",
-                                    format!("deleted run {} ({:?})", run.name_any(), cleanup.cause),
-                                )
-                                .await;
-                            }
+                            ctx.event(
+                                policy,
+                                EventType::Normal,
+                                "Pruned",
+                                "Retention",
+                                format!("deleted run {} ({:?})", cleanup.run, cleanup.cause),
+                            )
+                            .await;
                         }
                         Err(kube::Error::Api(s)) if s.code == 404 => {}
                         Err(e) => return Err(e.into()),

@@ -452,7 +452,7 @@ fn agent_report(pod: &Pod) -> Option<AgentReport> {
 fn queue_decision(ctx: &Context, run: &BackupRun) -> (bool, Option<String>) {
     let mut pending = Vec::new();
     let mut running = Vec::new();
-    for r in ctx.backup_runs.state() {
+    for r in ctx.runs.active().state() {
         let Some(ns) = r.namespace() else { continue };
         let status = r.status.as_ref();
         let phase = status.and_then(|s| s.phase);

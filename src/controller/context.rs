@@ -10,7 +10,8 @@ use kube::Resource;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
 
-use crate::api::{BackupRun, RestoreRun};
+use crate::api::RestoreRun;
+use crate::controller::run_cache::RunCache;
 use crate::telemetry::metrics::Metrics;
 
 /// Operator-wide settings (from flags).
@@ -50,8 +51,9 @@ pub struct Context {
     pub metrics: Metrics,
     pub recorder: Recorder,
     pub settings: Settings,
-    /// Every BackupRun in the cluster (for the fair backup queue).
-    pub backup_runs: Store<BackupRun>,
+    /// Every BackupRun in the cluster: active ones whole (the fair backup queue), finished ones
+    /// as records by policy (status, retention, RPO, automatic validations).
+    pub runs: RunCache,
     /// Every RestoreRun in the cluster (for the restore queue); empty until
     /// [`Context::with_restore_runs`] supplies the RestoreRun controller's store.
     pub restore_runs: Store<RestoreRun>,
@@ -65,12 +67,7 @@ pub struct Context {
 pub const REPORTER: &str = "dataguardian-operator";
 
 impl Context {
-    pub fn new(
-        client: Client,
-        metrics: Metrics,
-        settings: Settings,
-        backup_runs: Store<BackupRun>,
-    ) -> Self {
+    pub fn new(client: Client, metrics: Metrics, settings: Settings, runs: RunCache) -> Self {
         let instance = std::env::var("POD_NAME").ok();
         let recorder = Recorder::new(
             client.clone(),
@@ -84,7 +81,7 @@ impl Context {
             metrics,
             recorder,
             settings,
-            backup_runs,
+            runs,
             restore_runs: kube::runtime::reflector::store::Writer::default().as_reader(),
             runs_synced: Arc::new(AtomicBool::new(false)),
         }

@@ -18,5 +18,6 @@ pub mod restore_run;
 pub mod restore_run_plan;
 pub mod restore_validation;
 pub mod restore_validation_plan;
+pub mod run_cache;
 pub mod status;
 pub mod storage_access;

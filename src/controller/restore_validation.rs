@@ -532,20 +532,13 @@ pub async fn reconcile_policy(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> R
     }
     let vals_api: Api<RestoreValidation> = Api::namespaced(ctx.client.clone(), &ns);
     let validations = vals_api.list(&ListParams::default()).await?.items;
-    // The policy's runs, from the shared cache (finished runs there keep what the plan reads:
-    // phase, completion time, artifact). A policy without automatic validations, in a namespace
-    // without any RestoreValidation, has nothing to plan: skip copying its runs.
-    let runs: Vec<BackupRun> = if policy.spec.validation.is_none() && validations.is_empty() {
+    // The policy's finished runs, from the shared cache. A policy without automatic
+    // validations, in a namespace without any RestoreValidation, has nothing to plan: skip
+    // copying its runs.
+    let runs = if policy.spec.validation.is_none() && validations.is_empty() {
         Vec::new()
     } else {
-        ctx.backup_runs
-            .state()
-            .iter()
-            .filter(|r| {
-                r.spec.policy_ref.name == name && r.namespace().as_deref() == Some(ns.as_str())
-            })
-            .map(|r| BackupRun::clone(r))
-            .collect()
+        ctx.runs.finished_of(&ns, &name)
     };
     let now = Utc::now();
     let p = plan_policy(&policy, &runs, &validations, now);

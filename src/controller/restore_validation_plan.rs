@@ -18,6 +18,7 @@ use crate::api::restore_validation::{
 
 use super::job_watch::Observed as JobObserved;
 use super::restore_run_plan::SourceState;
+use super::run_cache::FinishedRun;
 use super::schedule::Schedule;
 
 /// Label on RestoreValidations a BackupPolicy created, with the policy's name.
@@ -298,11 +299,11 @@ fn validated_run(v: &RestoreValidation) -> Option<String> {
         .or_else(|| v.spec.backup_run_ref.as_ref().map(|r| r.name.clone()))
 }
 
-/// Plans a policy's automatic validations. `runs` are the namespace's BackupRuns,
+/// Plans a policy's automatic validations. `runs` are the policy's finished BackupRuns,
 /// `validations` the namespace's RestoreValidations (those of other policies are ignored).
 pub fn plan_policy(
     policy: &BackupPolicy,
-    runs: &[BackupRun],
+    runs: &[FinishedRun],
     validations: &[RestoreValidation],
     now: DateTime<Utc>,
 ) -> PolicyValidationPlan {
@@ -313,10 +314,7 @@ pub fn plan_policy(
         .filter(|v| {
             v.labels().get(POLICY_LABEL).is_some_and(|p| *p == name)
                 || v.spec.policy_ref.as_ref().is_some_and(|p| p.name == name)
-                || validated_run(v).is_some_and(|r| {
-                    runs.iter()
-                        .any(|b| b.name_any() == r && b.spec.policy_ref.name == name)
-                })
+                || validated_run(v).is_some_and(|r| runs.iter().any(|b| b.name == r))
         })
         .collect();
     ours.sort_by_key(|v| (created(v), v.name_any()));
@@ -332,11 +330,11 @@ pub fn plan_policy(
             restore_duration_seconds: st.restore_duration_seconds,
         }
     });
-    let mut successful: Vec<&BackupRun> = runs
+    let mut successful: Vec<&FinishedRun> = runs
         .iter()
-        .filter(|r| r.spec.policy_ref.name == name && succeeded(r))
+        .filter(|r| r.succeeded && r.artifact.is_some())
         .collect();
-    successful.sort_by_key(|r| (completed_at(r), r.name_any()));
+    successful.sort_by_key(|r| (r.completed_at, r.name.as_str()));
     // Backups newer than the newest validated one.
     let last_validated_at = ours
         .iter()
@@ -344,17 +342,17 @@ pub fn plan_policy(
         .filter_map(|r| {
             successful
                 .iter()
-                .find(|b| b.name_any() == r)
-                .and_then(|b| completed_at(b))
+                .find(|b| b.name == r)
+                .and_then(|b| b.completed_at)
         })
         .max();
-    let since: Vec<&&BackupRun> = successful
+    let since: Vec<&&FinishedRun> = successful
         .iter()
-        .filter(|b| last_validated_at.is_none_or(|t| completed_at(b).is_some_and(|c| c > t)))
+        .filter(|b| last_validated_at.is_none_or(|t| b.completed_at.is_some_and(|c| c > t)))
         .collect();
     let backups_since_validation = since.len() as u32;
     let active = ours.iter().any(|v| !finished(v));
-    let latest = successful.last().map(|r| r.name_any());
+    let latest = successful.last().map(|r| r.name.clone());
     let already_validated = |run: &str| {
         ours.iter()
             .any(|v| validated_run(v).as_deref() == Some(run))
@@ -496,6 +494,10 @@ status: {{phase: {phase}, completionTime: "{done}", artifact: {{storage: main, k
         .unwrap()
     }
 
+    fn finished(runs: &[BackupRun]) -> Vec<FinishedRun> {
+        runs.iter().filter_map(FinishedRun::from_run).collect()
+    }
+
     fn validation_of(name: &str, run: &str, created: &str, status: &str) -> RestoreValidation {
         serde_yaml::from_str(&format!(
             r#"
@@ -632,7 +634,7 @@ spec:
             backup("b1", "2026-11-20T02:00:00Z", "Succeeded"),
             backup("b2", "2026-11-21T02:00:00Z", "Succeeded"),
         ];
-        let plan = plan_policy(&p, &runs, &[], now);
+        let plan = plan_policy(&p, &finished(&runs), &[], now);
         assert_eq!(plan.backups_since_validation, 2);
         assert_eq!(plan.create_for.as_deref(), Some("b2"));
         assert_eq!(plan.verified.status, "Unknown");
@@ -646,7 +648,7 @@ spec:
             "2026-11-21T03:00:00Z",
             "{phase: Succeeded, result: Passed, backupRunName: b2, restoreDurationSeconds: 4.0}",
         )];
-        let plan = plan_policy(&p, &runs2, &vals, now);
+        let plan = plan_policy(&p, &finished(&runs2), &vals, now);
         assert_eq!(plan.backups_since_validation, 1);
         assert_eq!(plan.create_for, None);
         assert_eq!(plan.verified.status, "True");
@@ -664,14 +666,17 @@ spec:
             "2026-11-22T03:00:00Z",
             "{phase: Running}",
         ));
-        assert_eq!(plan_policy(&p, &runs2, &vals2, now).create_for, None);
+        assert_eq!(
+            plan_policy(&p, &finished(&runs2), &vals2, now).create_for,
+            None
+        );
         vals2[1] = validation_of(
             "b3-validation",
             "b3",
             "2026-11-22T03:00:00Z",
             "{phase: Succeeded, result: Failed, backupRunName: b3, message: orders mismatch}",
         );
-        let plan = plan_policy(&p, &runs2, &vals2, now);
+        let plan = plan_policy(&p, &finished(&runs2), &vals2, now);
         assert_eq!(plan.verified.status, "False");
         assert!(plan.verified.message.contains("orders mismatch"));
         // historyLimit 1: the older finished one is pruned.
@@ -688,14 +693,20 @@ spec:
             "2026-11-21T06:00:00Z",
             "{phase: Succeeded, result: Passed}",
         )];
-        let before = plan_policy(&p, &runs, &vals, t("2026-11-22T05:59:00Z"));
+        let before = plan_policy(&p, &finished(&runs), &vals, t("2026-11-22T05:59:00Z"));
         assert_eq!(before.create_for, None);
         assert_eq!(before.next_check, Some(t("2026-11-22T06:00:00Z")));
-        let due = plan_policy(&p, &runs, &vals, t("2026-11-22T06:00:30Z"));
+        let due = plan_policy(&p, &finished(&runs), &vals, t("2026-11-22T06:00:30Z"));
         assert_eq!(due.create_for.as_deref(), Some("b1"));
         // Without validation settings nothing is created.
         assert_eq!(
-            plan_policy(&policy(""), &runs, &[], t("2026-11-22T06:00:30Z")).create_for,
+            plan_policy(
+                &policy(""),
+                &finished(&runs),
+                &[],
+                t("2026-11-22T06:00:30Z")
+            )
+            .create_for,
             None
         );
     }

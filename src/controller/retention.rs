@@ -48,8 +48,8 @@ use kube::ResourceExt;
 
 use crate::api::BackupRun;
 use crate::api::backup_policy::{PIN_LABEL, Retention};
-use crate::api::backup_run::BackupRunPhase;
-use crate::api::common::{parse_duration, time_to_chrono};
+use crate::api::common::parse_duration;
+use crate::controller::run_cache::FinishedRun;
 
 /// A successful backup as retention sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -629,20 +629,15 @@ pub fn is_pinned(run: &BackupRun) -> bool {
 impl RetentionRun {
     /// The retention view of a Succeeded run with a completion time; `None` for any other run
     /// (only successful backups take part in retention).
-    pub fn from_run(run: &BackupRun) -> Option<Self> {
-        let status = run.status.as_ref()?;
-        if status.phase != Some(BackupRunPhase::Succeeded) {
+    pub fn from_finished(run: &FinishedRun) -> Option<Self> {
+        if !run.succeeded {
             return None;
         }
         Some(RetentionRun {
-            name: run.name_any(),
-            completed_at: status.completion_time.as_ref().map(time_to_chrono)?,
-            pinned: is_pinned(run),
-            retain_until: status
-                .artifact
-                .as_ref()
-                .and_then(|a| a.retain_until.as_ref())
-                .map(time_to_chrono),
+            name: run.name.clone(),
+            completed_at: run.completed_at?,
+            pinned: run.pinned,
+            retain_until: run.artifact.as_ref().and_then(|a| a.retain_until),
         })
     }
 }
@@ -650,6 +645,7 @@ impl RetentionRun {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::backup_run::BackupRunPhase;
 
     fn utc(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s)
@@ -1324,6 +1320,9 @@ mod tests {
 
     #[test]
     fn retention_runs_from_backup_runs() {
+        let from_run = |run: &BackupRun| {
+            RetentionRun::from_finished(&FinishedRun::from_run(run).expect("a finished run"))
+        };
         let run: BackupRun = serde_yaml::from_str(
             r#"
 metadata: {name: r1, namespace: shop, labels: {dataguardian.io/pin: "true"}}
@@ -1335,7 +1334,7 @@ status:
 "#,
         )
         .unwrap();
-        let r = RetentionRun::from_run(&run).unwrap();
+        let r = from_run(&run).unwrap();
         assert_eq!(r.name, "r1");
         assert_eq!(r.completed_at, utc("2026-11-21T02:10:00Z"));
         assert!(r.pinned);
@@ -1348,7 +1347,7 @@ status:
             .as_mut()
             .unwrap()
             .insert(PIN_LABEL.into(), "False".into());
-        assert!(!RetentionRun::from_run(&unpinned).unwrap().pinned);
+        assert!(!from_run(&unpinned).unwrap().pinned);
         let mut odd = run.clone();
         odd.metadata
             .labels
@@ -1359,10 +1358,10 @@ status:
 
         let mut failed = run.clone();
         failed.status.as_mut().unwrap().phase = Some(BackupRunPhase::Failed);
-        assert_eq!(RetentionRun::from_run(&failed), None);
+        assert_eq!(from_run(&failed), None);
         let mut running = run;
         running.status.as_mut().unwrap().completion_time = None;
-        assert_eq!(RetentionRun::from_run(&running), None);
+        assert_eq!(from_run(&running), None);
     }
 
     // ---- randomized invariants ----

@@ -135,8 +135,9 @@ pub async fn run(args: OperatorArgs) -> Result<(), RunError> {
     // One watch over BackupRuns feeds the run cache and wakes the three controllers that care
     // (started below, once the context exists).
     let (run_watch, run_feed) = run_watch::new();
-    let store = run_watch.store.clone();
-    let run_controller = fed_controller(store.clone())
+    let runs_cache = run_watch.cache.clone();
+    // The run controller reconciles active runs: those are whole in the cache.
+    let run_controller = fed_controller(runs_cache.active().clone())
         .reconcile_on(run_watch.runs)
         .owns_stream(
             slim_watch(
@@ -181,8 +182,13 @@ pub async fn run(args: OperatorArgs) -> Result<(), RunError> {
         },
     );
     let ctx = Arc::new(
-        Context::new(client.clone(), metrics.clone(), settings, store.clone())
-            .with_restore_runs(restore_store),
+        Context::new(
+            client.clone(),
+            metrics.clone(),
+            settings,
+            runs_cache.clone(),
+        )
+        .with_restore_runs(restore_store),
     );
     let run_watch_task = {
         let (ctx, readiness) = (ctx.clone(), readiness.clone());
@@ -211,7 +217,7 @@ pub async fn run(args: OperatorArgs) -> Result<(), RunError> {
         unreachable!("two consumers were asked for");
     };
     // A policy's automatic validations: woken by its BackupRuns and RestoreValidations.
-    let runs_by_name = store.clone();
+    let runs_by_name = runs_cache.clone();
     let policy_validation_controller = fed_controller(policy_watch.store.clone())
         .reconcile_on(policy_refs_for_validations)
         .reconcile_on(run_watch.policy_validations)
@@ -231,9 +237,7 @@ pub async fn run(args: OperatorArgs) -> Result<(), RunError> {
                             .as_ref()
                             .and_then(|s| s.backup_run_name.clone())
                             .or_else(|| v.spec.backup_run_ref.as_ref().map(|r| r.name.clone()))?;
-                        runs_by_name
-                            .get(&ObjectRef::<BackupRun>::new(&run).within(&ns))
-                            .map(|r| r.spec.policy_ref.name.clone())
+                        runs_by_name.policy_of_run(&ns, &run)
                     })?;
                 Some(ObjectRef::<BackupPolicy>::new(&policy).within(&ns))
             },

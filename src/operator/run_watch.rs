@@ -4,26 +4,23 @@
 //! policy's automatic validations), and the fair queue, retention, run history and RPO read
 //! every run. Each controller opening its own watch meant three initial lists of every run in
 //! the cluster at each start and three copies in flight; instead one watcher feeds one cache
-//! ([`Store`]) and fans the changes out as object references:
+//! ([`RunCache`]: active runs whole, finished runs as compact records) and fans the changes out
+//! as object references:
 //!
-//! - the run controller gets the run itself (created or changed);
+//! - the run controller gets the run itself (created or changed, while it is active);
 //! - the policy controllers get the run's BackupPolicy (created, changed or deleted).
-//!
-//! The cache keeps finished runs slim ([`slim`]): a Succeeded or Failed run is history, and the
-//! operator only ever reads its phase, times, outcome and artifact location from the cache. With
-//! 10,000s of runs in a cluster that is most of the operator's memory.
 
 use std::collections::HashSet;
 
 use futures::StreamExt;
 use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
 use kube::api::Api;
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 
-use crate::api::backup_policy::PIN_LABEL;
 use crate::api::{BackupPolicy, BackupRun, BackupRunPhase};
+use crate::controller::run_cache::{self, RunCache, RunCacheWriter};
 
 /// The client-side-apply annotation kubectl writes: a copy of the whole object the operator
 /// never reads.
@@ -34,57 +31,6 @@ pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration
 pub fn strip_metadata<K: Resource>(o: &mut K) {
     o.managed_fields_mut().clear();
     o.annotations_mut().remove(LAST_APPLIED);
-}
-
-/// Trims a BackupRun for the cache: [`strip_metadata`], and for a finished run everything but
-/// what the policy side reads (phase, a failure's reason and message, times, the artifact's
-/// location, sizes and retain-until, verification, spec, the pin label). Active runs are kept
-/// whole: their reconciler writes their status. Whoever needs a finished run in full (restores,
-/// validations) reads it from the API.
-pub fn slim(run: &mut BackupRun) {
-    strip_metadata(run);
-    let finished = run
-        .status
-        .as_ref()
-        .and_then(|s| s.phase)
-        .is_some_and(BackupRunPhase::is_finished);
-    if !finished {
-        return;
-    }
-    // A label map costs a ~0.5 KiB tree node however few labels it holds; of a finished run's
-    // labels only the pin (retention) is ever read.
-    let pin = run
-        .metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get_key_value(PIN_LABEL))
-        .map(|(k, v)| (k.clone(), v.clone()));
-    run.metadata.labels = pin.map(|kv| [kv].into());
-    // Nothing reads a finished run's identity from the cache (deletes go by name; the watch
-    // tracks resource versions before this runs).
-    run.metadata.uid = None;
-    run.metadata.resource_version = None;
-    let Some(status) = run.status.as_mut() else {
-        return;
-    };
-    status.conditions = Vec::new();
-    status.progress = None;
-    status.failed_attempts = Vec::new();
-    status.duration = None;
-    status.job_name = None;
-    if status.phase == Some(BackupRunPhase::Succeeded) {
-        // Only a failure's reason and message are shown on the policy (lastFailure).
-        status.reason = None;
-        status.message = None;
-    }
-    if let Some(a) = status.artifact.as_mut() {
-        a.encryption = None;
-        a.server_version = None;
-        a.size = None;
-        a.sha256 = String::new();
-        a.compression = String::new();
-        a.engine = String::new();
-    }
 }
 
 /// A watch over every `K`, listed in pages of [`LIST_PAGE_SIZE`], retried with backoff, each
@@ -104,8 +50,8 @@ where
 
 /// The receiving ends of the fan-out, one per consumer.
 pub struct RunWatch {
-    /// Every BackupRun in the cluster (finished ones [`slim`]).
-    pub store: Store<BackupRun>,
+    /// Every BackupRun in the cluster.
+    pub cache: RunCache,
     /// Runs created or changed: for the run controller.
     pub runs: UnboundedReceiver<ObjectRef<BackupRun>>,
     /// The policies of runs created, changed or deleted: for the policy controller.
@@ -151,7 +97,7 @@ pub fn needs_reconcile(run: &BackupRun) -> bool {
 }
 
 /// Objects per page of the initial list. Every page is deserialized whole, `managedFields`
-/// included (several times the object's size), before [`slim`] runs: small pages keep that
+/// included (several times the object's size), before it is trimmed: small pages keep that
 /// transient small.
 pub const LIST_PAGE_SIZE: u32 = 50;
 
@@ -163,20 +109,20 @@ pub fn policy_of(run: &BackupRun) -> Option<ObjectRef<BackupPolicy>> {
 
 /// The feeding end: the cache's writer and the senders of the fan-out.
 pub struct Feed {
-    writer: reflector::store::Writer<BackupRun>,
+    writer: RunCacheWriter,
     senders: Senders,
 }
 
 /// The cache and the receivers (for the controllers) and the [`Feed`] that fills them once
 /// [`Feed::spawn`]ed.
 pub fn new() -> (RunWatch, Feed) {
-    let (reader, writer) = reflector::store();
+    let (cache, writer) = run_cache::new();
     let (runs_tx, runs) = unbounded();
     let (policies_tx, policies) = unbounded();
     let (validations_tx, policy_validations) = unbounded();
     (
         RunWatch {
-            store: reader,
+            cache,
             runs,
             policies,
             policy_validations,
@@ -200,14 +146,23 @@ impl Feed {
         api: Api<BackupRun>,
         on_synced: impl Fn() + Send + 'static,
     ) -> tokio::task::JoinHandle<()> {
-        let Feed { writer, senders } = self;
-        let events =
-            trimmed_watch(api, watcher::Config::default().any_semantic(), slim).reflect(writer);
+        let Feed {
+            mut writer,
+            senders,
+        } = self;
+        let events = trimmed_watch(
+            api,
+            watcher::Config::default().any_semantic(),
+            strip_metadata,
+        );
         tokio::spawn(async move {
             let mut events = std::pin::pin!(events);
             // During a (re-)list, each policy is told once, at the end, not once per run.
             let mut listed: HashSet<ObjectRef<BackupPolicy>> = HashSet::new();
             while let Some(event) = events.next().await {
+                if let Ok(event) = &event {
+                    writer.apply(event);
+                }
                 match event {
                     Ok(watcher::Event::Apply(run)) => senders.changed(&run),
                     Ok(watcher::Event::InitApply(run)) => {
@@ -238,6 +193,7 @@ impl Feed {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::backup_policy::PIN_LABEL;
     use crate::api::BackupRunSpec;
     use crate::api::backup_run::{Artifact, BackupRunStatus, Trigger};
     use crate::api::common::LocalObjectReference;
@@ -300,48 +256,14 @@ mod tests {
     }
 
     #[test]
-    fn finished_runs_keep_what_the_policy_side_reads() {
-        for phase in [BackupRunPhase::Succeeded, BackupRunPhase::Failed] {
-            let mut r = run(phase);
-            slim(&mut r);
-            assert!(r.metadata.managed_fields.as_ref().is_none_or(Vec::is_empty));
-            let ann = r.metadata.annotations.as_ref().unwrap();
-            assert!(!ann.contains_key(LAST_APPLIED));
-            assert_eq!(ann.get("keep").map(String::as_str), Some("me"));
-            let s = r.status.as_ref().unwrap();
-            assert_eq!(s.phase, Some(phase));
-            if phase == BackupRunPhase::Failed {
-                assert_eq!(s.reason.as_deref(), Some("DumpFailed"));
-                assert_eq!(s.message.as_deref(), Some("pg_dump exited 1"));
-            } else {
-                assert!(s.reason.is_none() && s.message.is_none());
-            }
-            assert!(s.conditions.is_empty() && s.progress.is_none() && s.duration.is_none());
-            let a = s.artifact.as_ref().unwrap();
-            assert_eq!((a.storage.as_str(), a.key.as_str()), ("s3", "k"));
-            let labels = r.metadata.labels.as_ref().unwrap();
-            assert_eq!(labels.len(), 1, "only the pin is kept: {labels:?}");
-            assert_eq!(labels.get(PIN_LABEL).map(String::as_str), Some("true"));
-            assert!(a.size.is_none() && a.server_version.is_none());
-        }
-    }
-
-    #[test]
-    fn active_runs_are_kept_whole() {
-        for phase in [BackupRunPhase::Pending, BackupRunPhase::Running] {
-            let mut r = run(phase);
-            slim(&mut r);
-            assert!(r.metadata.managed_fields.as_ref().is_none_or(Vec::is_empty));
-            let s = r.status.as_ref().unwrap();
-            assert_eq!(s.conditions.len(), 1);
-            assert!(s.progress.is_some() && s.duration.is_some());
-            assert!(s.artifact.as_ref().unwrap().size.is_some());
-            assert_eq!(r.metadata.labels.as_ref().unwrap().len(), 2);
-        }
-        let mut unpinned = run(BackupRunPhase::Succeeded);
-        unpinned.metadata.labels.as_mut().unwrap().remove(PIN_LABEL);
-        slim(&mut unpinned);
-        assert!(unpinned.metadata.labels.is_none());
+    fn cached_objects_lose_managed_fields_and_the_last_applied_copy() {
+        let mut r = run(BackupRunPhase::Running);
+        strip_metadata(&mut r);
+        assert!(r.metadata.managed_fields.as_ref().is_none_or(Vec::is_empty));
+        let ann = r.metadata.annotations.as_ref().unwrap();
+        assert!(!ann.contains_key(LAST_APPLIED));
+        assert_eq!(ann.get("keep").map(String::as_str), Some("me"));
+        assert_eq!(r.metadata.labels.as_ref().unwrap().len(), 2);
     }
 
     #[test]

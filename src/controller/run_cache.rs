@@ -1,0 +1,450 @@
+//! The operator's cache of BackupRuns, in two parts:
+//!
+//! - **active** runs (new, Pending, Running), whole, in a kube reflector [`Store`]: the run
+//!   controller reconciles them and the fair backup queue reads them;
+//! - **finished** runs (Succeeded, Failed) as compact [`FinishedRun`] records, indexed by their
+//!   policy: the policy side (status, retention, run history, RPO, automatic validations) reads
+//!   them.
+//!
+//! A finished run is history: nothing in the operator writes it again, and the policy side
+//! reads only its name, outcome, completion time, pin and artifact location. With 10,000s of
+//! runs in a cluster, keeping those as typed objects (~1.3 KB each) was half of the operator's
+//! memory; a record is a few hundred bytes. Whoever needs a finished run in full (restores,
+//! validations) reads it from the API.
+//!
+//! [`RunCacheWriter::apply`] takes the BackupRun watch's events and keeps both parts in step,
+//! including the atomic swap of a re-list.
+
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use chrono::{DateTime, Utc};
+use kube::ResourceExt;
+use kube::runtime::reflector::{self, Store, store::Writer};
+use kube::runtime::watcher;
+
+use crate::api::common::time_to_chrono;
+use crate::api::{BackupRun, BackupRunPhase};
+use crate::controller::retention::is_pinned;
+
+/// What the policy side knows of a finished BackupRun.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FinishedRun {
+    pub name: String,
+    /// Succeeded (else Failed).
+    pub succeeded: bool,
+    /// `status.completionTime`.
+    pub completed_at: Option<DateTime<Utc>>,
+    /// Carries the pin label: retention never deletes it.
+    pub pinned: bool,
+    /// A failed run's reason and message (the policy's `lastFailedRun`).
+    pub failure: Option<Box<Failure>>,
+    /// Where the artifact is (retention deletes it, validations restore it).
+    pub artifact: Option<Box<ArtifactRef>>,
+}
+
+/// Why a run failed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Failure {
+    pub reason: Option<String>,
+    pub message: Option<String>,
+}
+
+/// Where a run's artifact is, and how long Object Lock keeps it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ArtifactRef {
+    pub storage: String,
+    pub key: String,
+    pub manifest_key: Option<String>,
+    pub retain_until: Option<DateTime<Utc>>,
+}
+
+impl FinishedRun {
+    /// The record of `run` if it is finished and not being deleted.
+    pub fn from_run(run: &BackupRun) -> Option<Self> {
+        if run.metadata.deletion_timestamp.is_some() {
+            return None;
+        }
+        let status = run.status.as_ref()?;
+        let succeeded = match status.phase? {
+            BackupRunPhase::Succeeded => true,
+            BackupRunPhase::Failed => false,
+            BackupRunPhase::Pending | BackupRunPhase::Running => return None,
+        };
+        Some(FinishedRun {
+            name: run.name_any(),
+            succeeded,
+            completed_at: status.completion_time.as_ref().map(time_to_chrono),
+            pinned: is_pinned(run),
+            failure: (!succeeded).then(|| {
+                Box::new(Failure {
+                    reason: status.reason.clone(),
+                    message: status.message.clone(),
+                })
+            }),
+            artifact: status.artifact.as_ref().map(|a| {
+                Box::new(ArtifactRef {
+                    storage: a.storage.clone(),
+                    key: a.key.clone(),
+                    manifest_key: a.manifest_key.clone(),
+                    retain_until: a.retain_until.as_ref().map(time_to_chrono),
+                })
+            }),
+        })
+    }
+
+    pub fn phase(&self) -> BackupRunPhase {
+        if self.succeeded {
+            BackupRunPhase::Succeeded
+        } else {
+            BackupRunPhase::Failed
+        }
+    }
+}
+
+/// (namespace, policy name).
+type PolicyKey = (String, String);
+
+/// Finished runs by policy.
+type Index = HashMap<PolicyKey, Vec<FinishedRun>>;
+
+fn key_of(run: &BackupRun) -> Option<PolicyKey> {
+    Some((run.namespace()?, run.spec.policy_ref.name.clone()))
+}
+
+fn insert(index: &mut Index, key: PolicyKey, record: FinishedRun) {
+    let runs = index.entry(key).or_default();
+    match runs.iter_mut().find(|r| r.name == record.name) {
+        Some(old) => *old = record,
+        None => runs.push(record),
+    }
+}
+
+fn remove(index: &mut Index, key: &PolicyKey, name: &str) {
+    if let Some(runs) = index.get_mut(key) {
+        runs.retain(|r| r.name != name);
+        if runs.is_empty() {
+            index.remove(key);
+        }
+    }
+}
+
+/// The reading side; cheap to clone.
+#[derive(Clone)]
+pub struct RunCache {
+    active: Store<BackupRun>,
+    finished: Arc<RwLock<Index>>,
+}
+
+/// The writing side, driven by the BackupRun watch.
+pub struct RunCacheWriter {
+    active: Writer<BackupRun>,
+    finished: Arc<RwLock<Index>>,
+    /// The index being rebuilt by a (re-)list, swapped in when it completes.
+    relist: Option<Index>,
+}
+
+/// An empty cache and its writer.
+pub fn new() -> (RunCache, RunCacheWriter) {
+    let (active, writer) = reflector::store();
+    let finished = Arc::new(RwLock::new(Index::new()));
+    (
+        RunCache {
+            active,
+            finished: finished.clone(),
+        },
+        RunCacheWriter {
+            active: writer,
+            finished,
+            relist: None,
+        },
+    )
+}
+
+impl RunCache {
+    /// Every active run (new, Pending or Running), whole; deleting ones included.
+    pub fn active(&self) -> &Store<BackupRun> {
+        &self.active
+    }
+
+    /// The active runs of a policy that are not being deleted.
+    pub fn active_of(&self, ns: &str, policy: &str) -> Vec<Arc<BackupRun>> {
+        self.active
+            .state()
+            .into_iter()
+            .filter(|r| {
+                r.metadata.namespace.as_deref() == Some(ns)
+                    && r.spec.policy_ref.name == policy
+                    && r.metadata.deletion_timestamp.is_none()
+            })
+            .collect()
+    }
+
+    /// The finished runs of a policy that are not being deleted, in no particular order.
+    pub fn finished_of(&self, ns: &str, policy: &str) -> Vec<FinishedRun> {
+        let index = self.finished.read().unwrap_or_else(PoisonError::into_inner);
+        index
+            .get(&(ns.to_string(), policy.to_string()))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The policy the run `ns/name` belongs to, if the run is cached.
+    pub fn policy_of_run(&self, ns: &str, name: &str) -> Option<String> {
+        if let Some(run) = self
+            .active
+            .get(&reflector::ObjectRef::<BackupRun>::new(name).within(ns))
+        {
+            return Some(run.spec.policy_ref.name.clone());
+        }
+        let index = self.finished.read().unwrap_or_else(PoisonError::into_inner);
+        index
+            .iter()
+            .find(|((n, _), runs)| n == ns && runs.iter().any(|r| r.name == name))
+            .map(|((_, policy), _)| policy.clone())
+    }
+}
+
+impl RunCacheWriter {
+    /// Applies one event of the BackupRun watch.
+    pub fn apply(&mut self, event: &watcher::Event<BackupRun>) {
+        match event {
+            watcher::Event::Init => {
+                self.active.apply_watcher_event(event);
+                self.relist = Some(Index::new());
+            }
+            watcher::Event::InitApply(run) => match FinishedRun::from_run(run) {
+                Some(record) => {
+                    if let (Some(index), Some(key)) = (self.relist.as_mut(), key_of(run)) {
+                        insert(index, key, record);
+                    }
+                }
+                None if is_finished(run) => {} // finished and being deleted: gone
+                None => self.active.apply_watcher_event(event),
+            },
+            watcher::Event::InitDone => {
+                self.active.apply_watcher_event(event);
+                if let Some(index) = self.relist.take() {
+                    *self
+                        .finished
+                        .write()
+                        .unwrap_or_else(PoisonError::into_inner) = index;
+                }
+            }
+            watcher::Event::Apply(run) => {
+                let record = FinishedRun::from_run(run);
+                if record.is_some() || is_finished(run) {
+                    self.active
+                        .apply_watcher_event(&watcher::Event::Delete(run.clone()));
+                } else {
+                    self.active.apply_watcher_event(event);
+                }
+                let Some(key) = key_of(run) else { return };
+                let mut index = self
+                    .finished
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner);
+                match record {
+                    Some(record) => insert(&mut index, key, record),
+                    None => remove(&mut index, &key, &run.name_any()),
+                }
+            }
+            watcher::Event::Delete(run) => {
+                self.active.apply_watcher_event(event);
+                if let Some(key) = key_of(run) {
+                    let mut index = self
+                        .finished
+                        .write()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    remove(&mut index, &key, &run.name_any());
+                }
+            }
+        }
+    }
+}
+
+fn is_finished(run: &BackupRun) -> bool {
+    run.status
+        .as_ref()
+        .and_then(|s| s.phase)
+        .is_some_and(BackupRunPhase::is_finished)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::BackupRunSpec;
+    use crate::api::backup_policy::PIN_LABEL;
+    use crate::api::backup_run::{Artifact, BackupRunStatus, Trigger};
+    use crate::api::common::LocalObjectReference;
+    use crate::api::common::time_from_chrono;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    fn run(name: &str, policy: &str, phase: Option<BackupRunPhase>) -> BackupRun {
+        let mut r = BackupRun::new(
+            name,
+            BackupRunSpec {
+                policy_ref: LocalObjectReference::new(policy),
+                trigger: Trigger::Manual,
+                scheduled_time: None,
+                reason: None,
+                compression: None,
+                active_deadline_seconds: None,
+            },
+        );
+        r.metadata.namespace = Some("ns".into());
+        r.status = phase.map(|phase| BackupRunStatus {
+            phase: Some(phase),
+            reason: Some("DumpFailed".into()),
+            message: Some("pg_dump exited 1".into()),
+            completion_time: Some(time_from_chrono(at("2026-11-22T01:00:00Z"))),
+            artifact: Some(Box::new(Artifact {
+                storage: "s3".into(),
+                key: "ns/p/r/data".into(),
+                manifest_key: Some("ns/p/r/manifest.json".into()),
+                retain_until: Some(time_from_chrono(at("2026-12-01T00:00:00Z"))),
+                size: Some("1 MiB".into()),
+                ..Default::default()
+            })),
+            ..Default::default()
+        });
+        r
+    }
+
+    fn names(runs: &[FinishedRun]) -> Vec<&str> {
+        let mut n: Vec<&str> = runs.iter().map(|r| r.name.as_str()).collect();
+        n.sort();
+        n
+    }
+
+    #[test]
+    fn a_record_keeps_what_the_policy_side_reads() {
+        let mut ok = run("r1", "p", Some(BackupRunPhase::Succeeded));
+        ok.labels_mut().insert(PIN_LABEL.into(), "true".into());
+        let r = FinishedRun::from_run(&ok).unwrap();
+        assert!(r.succeeded && r.pinned && r.failure.is_none());
+        assert_eq!(r.phase(), BackupRunPhase::Succeeded);
+        assert_eq!(r.completed_at, Some(at("2026-11-22T01:00:00Z")));
+        let a = r.artifact.unwrap();
+        assert_eq!(
+            (
+                a.storage.as_str(),
+                a.key.as_str(),
+                a.manifest_key.as_deref()
+            ),
+            ("s3", "ns/p/r/data", Some("ns/p/r/manifest.json"))
+        );
+        assert_eq!(a.retain_until, Some(at("2026-12-01T00:00:00Z")));
+
+        let failed = FinishedRun::from_run(&run("r2", "p", Some(BackupRunPhase::Failed))).unwrap();
+        assert!(!failed.succeeded && !failed.pinned);
+        let f = failed.failure.unwrap();
+        assert_eq!(f.reason.as_deref(), Some("DumpFailed"));
+        assert_eq!(f.message.as_deref(), Some("pg_dump exited 1"));
+
+        for phase in [
+            None,
+            Some(BackupRunPhase::Pending),
+            Some(BackupRunPhase::Running),
+        ] {
+            assert!(FinishedRun::from_run(&run("r", "p", phase)).is_none());
+        }
+        let mut deleting = run("r3", "p", Some(BackupRunPhase::Succeeded));
+        deleting.metadata.deletion_timestamp = Some(time_from_chrono(Utc::now()));
+        assert!(FinishedRun::from_run(&deleting).is_none());
+    }
+
+    #[test]
+    fn runs_move_from_active_to_finished_and_out() {
+        let (cache, mut w) = new();
+        w.apply(&watcher::Event::Init);
+        w.apply(&watcher::Event::InitApply(run("new", "p", None)));
+        w.apply(&watcher::Event::InitApply(run(
+            "old",
+            "p",
+            Some(BackupRunPhase::Succeeded),
+        )));
+        w.apply(&watcher::Event::InitApply(run(
+            "other",
+            "q",
+            Some(BackupRunPhase::Failed),
+        )));
+        // Nothing is visible before the list completes.
+        assert!(cache.finished_of("ns", "p").is_empty());
+        w.apply(&watcher::Event::InitDone);
+        assert_eq!(names(&cache.finished_of("ns", "p")), ["old"]);
+        assert_eq!(names(&cache.finished_of("ns", "q")), ["other"]);
+        assert!(cache.finished_of("other-ns", "p").is_empty());
+        let active: Vec<String> = cache
+            .active_of("ns", "p")
+            .iter()
+            .map(|r| r.name_any())
+            .collect();
+        assert_eq!(active, ["new"]);
+        assert!(cache.active_of("ns", "q").is_empty());
+        assert_eq!(cache.policy_of_run("ns", "new").as_deref(), Some("p"));
+        assert_eq!(cache.policy_of_run("ns", "other").as_deref(), Some("q"));
+        assert_eq!(cache.policy_of_run("ns", "missing"), None);
+
+        // The active run finishes: it leaves the active store for the index.
+        w.apply(&watcher::Event::Apply(run(
+            "new",
+            "p",
+            Some(BackupRunPhase::Running),
+        )));
+        assert_eq!(cache.active().state().len(), 1);
+        w.apply(&watcher::Event::Apply(run(
+            "new",
+            "p",
+            Some(BackupRunPhase::Succeeded),
+        )));
+        assert!(cache.active().state().is_empty());
+        assert_eq!(names(&cache.finished_of("ns", "p")), ["new", "old"]);
+        // Applied again (e.g. a label change): replaced, not duplicated.
+        let mut pinned = run("new", "p", Some(BackupRunPhase::Succeeded));
+        pinned.labels_mut().insert(PIN_LABEL.into(), "true".into());
+        w.apply(&watcher::Event::Apply(pinned));
+        let p = cache.finished_of("ns", "p");
+        assert_eq!(names(&p), ["new", "old"]);
+        assert!(p.iter().find(|r| r.name == "new").unwrap().pinned);
+
+        // Marked for deletion, then deleted.
+        let mut deleting = run("old", "p", Some(BackupRunPhase::Succeeded));
+        deleting.metadata.deletion_timestamp = Some(time_from_chrono(Utc::now()));
+        w.apply(&watcher::Event::Apply(deleting.clone()));
+        assert_eq!(names(&cache.finished_of("ns", "p")), ["new"]);
+        w.apply(&watcher::Event::Delete(deleting));
+        w.apply(&watcher::Event::Delete(run(
+            "new",
+            "p",
+            Some(BackupRunPhase::Succeeded),
+        )));
+        assert!(cache.finished_of("ns", "p").is_empty());
+        assert_eq!(names(&cache.finished_of("ns", "q")), ["other"]);
+    }
+
+    #[test]
+    fn a_relist_replaces_the_index_whole() {
+        let (cache, mut w) = new();
+        w.apply(&watcher::Event::Init);
+        w.apply(&watcher::Event::InitApply(run(
+            "gone",
+            "p",
+            Some(BackupRunPhase::Succeeded),
+        )));
+        w.apply(&watcher::Event::InitDone);
+        // A re-list (e.g. after the watch expired) no longer sees "gone".
+        w.apply(&watcher::Event::Init);
+        w.apply(&watcher::Event::InitApply(run(
+            "kept",
+            "p",
+            Some(BackupRunPhase::Succeeded),
+        )));
+        assert_eq!(names(&cache.finished_of("ns", "p")), ["gone"]);
+        w.apply(&watcher::Event::InitDone);
+        assert_eq!(names(&cache.finished_of("ns", "p")), ["kept"]);
+    }
+}
