@@ -193,8 +193,8 @@ impl Feed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::backup_policy::PIN_LABEL;
     use crate::api::BackupRunSpec;
+    use crate::api::backup_policy::PIN_LABEL;
     use crate::api::backup_run::{Artifact, BackupRunStatus, Trigger};
     use crate::api::common::LocalObjectReference;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
