@@ -13,5 +13,6 @@ pub mod api;
 pub mod cli;
 pub mod controller;
 pub mod jobs;
+pub mod notify;
 pub mod operator;
 pub mod telemetry;

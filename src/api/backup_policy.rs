@@ -126,8 +126,9 @@ pub struct BackupPolicySpec {
     /// How often backups are proven restorable by a RestoreValidation, and with which checks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validation: Option<ValidationPolicy>,
-    /// Who hears about which events. Not implemented yet (the policy condition `Unsupported`
-    /// says so): use the Events and the shipped Prometheus alert rules.
+    /// Who hears about which events: each rule sends the events it lists to one channel (a
+    /// JSON webhook or a Slack incoming webhook). Delivery is retried briefly and at most once;
+    /// a failed delivery is a Warning Event `NotificationFailed` on the policy.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     pub notifications: Vec<NotificationRule>,

@@ -17,12 +17,14 @@ use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
+use crate::api::backup_policy::NotificationEvent;
 use crate::api::backup_run::Trigger;
 use crate::api::common::{
     LocalObjectReference, RunSummary, find_condition, parse_duration, set_condition,
     time_from_chrono, time_to_chrono,
 };
 use crate::api::{BackupPolicy, BackupRun, BackupRunSpec, BackupStorage};
+use crate::notify::message::Notification;
 use crate::telemetry::metrics::{ControllerLabels, ErrorLabels, PolicyLabels};
 
 use super::artifact_check::parse_s3_location;
@@ -205,6 +207,31 @@ pub async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<A
         },
     };
 
+    // The storage turning unhealthy is news for the policy's channels (not a storage that was
+    // never probed yet, and not again while it stays down).
+    let unhealthy = |c: Option<&Condition>| {
+        c.is_some_and(|c| c.status == "False" && c.reason != "NotProbedYet")
+    };
+    let storage_now = find_condition(&conditions, "StorageReady");
+    if unhealthy(storage_now)
+        && !unhealthy(find_condition(&old_status.conditions, "StorageReady"))
+        && let Some(c) = storage_now
+    {
+        ctx.notify(
+            &policy,
+            Notification {
+                event: NotificationEvent::StorageUnhealthy,
+                namespace: ns.clone(),
+                policy: name.clone(),
+                kind: "BackupPolicy",
+                name: name.clone(),
+                reason: c.reason.clone(),
+                message: c.message.clone(),
+                time: now,
+            },
+        );
+    }
+
     // 3. The policy's runs, from the shared cache.
     let active = ctx.runs.active_of(&ns, &name);
     let finished = ctx.runs.finished_of(&ns, &name);
@@ -366,6 +393,19 @@ pub async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<A
             cond.status = "Unknown".into();
         }
         if ok == Some(false) && was.as_deref() != Some("False") {
+            ctx.notify(
+                &policy,
+                Notification {
+                    event: NotificationEvent::RpoMissed,
+                    namespace: ns.clone(),
+                    policy: name.clone(),
+                    kind: "BackupPolicy",
+                    name: name.clone(),
+                    reason: cond.reason.clone(),
+                    message: message.clone(),
+                    time: now,
+                },
+            );
             ctx.event(
                 policy.as_ref(),
                 EventType::Warning,
@@ -438,9 +478,6 @@ pub async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<A
     let mut unsupported = Vec::new();
     if !policy.spec.secondary_storage_refs.is_empty() {
         unsupported.push("secondaryStorageRefs (artifacts are written to storageRef only)");
-    }
-    if !policy.spec.notifications.is_empty() {
-        unsupported.push("notifications (use Events and the shipped Prometheus alerts)");
     }
     if unsupported.is_empty() {
         conditions.retain(|c| c.type_ != "Unsupported");

@@ -8,6 +8,8 @@
 //! - a run is `Succeeded` only after the artifact was confirmed in storage;
 //! - every phase change is an Event (the live audit trail) and lands in status (the durable one).
 
+use crate::api::backup_policy::NotificationEvent;
+use crate::notify::message::Notification;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -704,6 +706,25 @@ async fn finish(
         format!("{reason}: {message}"),
     )
     .await;
+    if let Some(p) = policy {
+        ctx.notify(
+            p,
+            Notification {
+                event: if succeeded {
+                    NotificationEvent::BackupSucceeded
+                } else {
+                    NotificationEvent::BackupFailed
+                },
+                namespace: ns.to_string(),
+                policy: p.name_any(),
+                kind: "BackupRun",
+                name: run.name_any(),
+                reason: reason.to_string(),
+                message: message.to_string(),
+                time: now,
+            },
+        );
+    }
 
     let policy_name = policy
         .map(|p| p.name_any())

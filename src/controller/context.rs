@@ -5,14 +5,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use kube::Client;
 use kube::Resource;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
+use kube::{Api, Client};
 
-use crate::api::RestoreRun;
+use crate::api::{BackupPolicy, RestoreRun};
 use crate::controller::run_cache::RunCache;
-use crate::telemetry::metrics::Metrics;
+use crate::notify::message::{Notification, rules_for};
+use crate::telemetry::metrics::{Metrics, NotificationLabels};
 
 /// Operator-wide settings (from flags).
 #[derive(Debug, Clone)]
@@ -126,4 +127,80 @@ impl Context {
             tracing::warn!(error = %e, reason, "could not publish event");
         }
     }
+
+    /// Sends `n` to the channels of `policy` that hear its event, on a task of its own (a
+    /// slow receiver never holds up a reconcile). Failures become a Warning Event on the
+    /// policy; every outcome is counted.
+    pub fn notify(&self, policy: &BackupPolicy, n: Notification) {
+        if rules_for(&policy.spec.notifications, n.event).is_empty() {
+            return;
+        }
+        let ctx = self.clone();
+        let policy = policy.clone();
+        tokio::spawn(async move {
+            let outcomes =
+                crate::notify::send(&ctx.client, &policy.spec.notifications, &n, NOTIFY_BACKOFF)
+                    .await;
+            for (rule, outcome) in outcomes {
+                let result = match &outcome {
+                    Ok(()) => "delivered",
+                    Err(e) => e.category(),
+                };
+                ctx.metrics
+                    .notifications
+                    .get_or_create(&NotificationLabels {
+                        namespace: n.namespace.clone(),
+                        policy: n.policy.clone(),
+                        event: n.event.as_str().into(),
+                        result: result.into(),
+                    })
+                    .inc();
+                match outcome {
+                    Ok(()) => tracing::info!(
+                        namespace = %n.namespace, policy = %n.policy, rule = %rule,
+                        event = n.event.as_str(), object = %n.name, "notification delivered"
+                    ),
+                    Err(e) => {
+                        tracing::warn!(
+                            namespace = %n.namespace, policy = %n.policy, rule = %rule,
+                            event = n.event.as_str(), error = %e, "notification not delivered"
+                        );
+                        ctx.event(
+                            &policy,
+                            EventType::Warning,
+                            "NotificationFailed",
+                            "Notify",
+                            format!(
+                                "rule {rule}: {} about {} {}: {e}",
+                                n.event.as_str(),
+                                n.kind,
+                                n.name
+                            ),
+                        )
+                        .await;
+                    }
+                }
+            }
+        });
+    }
+
+    /// [`Context::notify`] for the policy `ns/name`, read from the API (restores and
+    /// validations know their policy by name only). Nothing is sent when it is gone.
+    pub async fn notify_policy_named(&self, ns: &str, name: &str, n: Notification) {
+        if name.is_empty() {
+            return;
+        }
+        let policies: Api<BackupPolicy> = Api::namespaced(self.client.clone(), ns);
+        match policies.get_opt(name).await {
+            Ok(Some(policy)) => self.notify(&policy, n),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(
+                namespace = ns, policy = name, error = %e,
+                "notification skipped: the policy could not be read"
+            ),
+        }
+    }
 }
+
+/// Pause before a notification's retries (× 1, × 2).
+const NOTIFY_BACKOFF: Duration = Duration::from_secs(2);

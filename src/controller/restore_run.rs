@@ -9,6 +9,8 @@
 //! touches the target (`--verify-first`), so a tampered artifact fails the run with reason
 //! `ChecksumMismatch` and the target untouched.
 
+use crate::api::backup_policy::NotificationEvent;
+use crate::notify::message::Notification;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -706,6 +708,25 @@ async fn finish(
             .unwrap_or_default(),
         None => String::new(),
     };
+    ctx.notify_policy_named(
+        ns,
+        &policy,
+        Notification {
+            event: if succeeded {
+                NotificationEvent::RestoreSucceeded
+            } else {
+                NotificationEvent::RestoreFailed
+            },
+            namespace: ns.to_string(),
+            policy: policy.clone(),
+            kind: "RestoreRun",
+            name: run.name_any(),
+            reason: reason.to_string(),
+            message: format!("{message}; target {}", target_text(run)),
+            time: now,
+        },
+    )
+    .await;
     ctx.metrics
         .restore_runs
         .get_or_create(&RunLabels {

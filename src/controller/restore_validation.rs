@@ -14,6 +14,8 @@
 //! `historyLimit`, and apply the policy's `lastValidation`, `backupsSinceValidation` and
 //! `Verified` condition — only those fields, under this controller's field manager.
 
+use crate::api::backup_policy::NotificationEvent;
+use crate::notify::message::Notification;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -485,6 +487,51 @@ async fn finish(ctx: &Context, ns: &str, rv: &RestoreValidation, o: Outcome) -> 
             .await;
         }
     }
+    // The policy whose channels hear the verdict (also when the validation could not run).
+    let notify_policy = if policy.is_empty() {
+        match rv
+            .labels()
+            .get(POLICY_LABEL)
+            .cloned()
+            .or_else(|| rv.spec.policy_ref.as_ref().map(|p| p.name.clone()))
+        {
+            Some(p) => p,
+            None => match &backup_name {
+                Some(b) => Api::<BackupRun>::namespaced(ctx.client.clone(), ns)
+                    .get_opt(b)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|r| r.spec.policy_ref.name)
+                    .unwrap_or_default(),
+                None => String::new(),
+            },
+        }
+    } else {
+        policy.clone()
+    };
+    ctx.notify_policy_named(
+        ns,
+        &notify_policy,
+        Notification {
+            event: if passed {
+                NotificationEvent::ValidationPassed
+            } else {
+                NotificationEvent::ValidationFailed
+            },
+            namespace: ns.to_string(),
+            policy: notify_policy.clone(),
+            kind: "RestoreValidation",
+            name: rv.name_any(),
+            reason: o.reason.clone(),
+            message: match &backup_name {
+                Some(b) => format!("BackupRun {b}: {}{rto}", o.message),
+                None => format!("{}{rto}", o.message),
+            },
+            time: now,
+        },
+    )
+    .await;
     ctx.metrics
         .validations
         .get_or_create(&RunLabels {

@@ -42,6 +42,16 @@ pub struct ErrorLabels {
     pub category: String,
 }
 
+/// Labels for a notification: its policy, event and outcome (`delivered`, or why not:
+/// `config`, `rejected`, `unreachable`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotificationLabels {
+    pub namespace: String,
+    pub policy: String,
+    pub event: String,
+    pub result: String,
+}
+
 /// Labels for a queue.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct QueueLabels {
@@ -68,6 +78,7 @@ pub struct Metrics {
     pub reconciles: Family<ControllerLabels, Counter>,
     pub queue_depth: Family<QueueLabels, Gauge>,
     pub rpo_met: Family<PolicyLabels, Gauge>,
+    pub notifications: Family<NotificationLabels, Counter>,
 }
 
 fn duration_histogram() -> Histogram {
@@ -148,6 +159,12 @@ impl Metrics {
             "1 when the policy's newest successful backup is within its recovery point objective, 0 when not",
             rpo_met.clone(),
         );
+        let notifications = Family::<NotificationLabels, Counter>::default();
+        registry.register(
+            "notifications",
+            "Notifications by policy, event and outcome (delivered, config, rejected, unreachable)",
+            notifications.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             backup_runs,
@@ -160,6 +177,7 @@ impl Metrics {
             reconciles,
             queue_depth,
             rpo_met,
+            notifications,
         }
     }
 

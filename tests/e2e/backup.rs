@@ -11,7 +11,7 @@ use crate::harness::{
     Cluster, Operator, Services, jobs, manual_run, phase, reason, wait_for, wait_for_events,
 };
 
-const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+pub const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 
 fn storage_ready(s: &BackupStorage) -> bool {
     s.status.as_ref().is_some_and(|st| {
@@ -21,18 +21,20 @@ fn storage_ready(s: &BackupStorage) -> bool {
     })
 }
 
-fn finished(r: &BackupRun) -> bool {
+pub fn finished(r: &BackupRun) -> bool {
     matches!(phase(r).as_deref(), Some("Succeeded") | Some("Failed"))
 }
 
-struct Scenario {
-    cluster: Cluster,
-    services: Services,
-    operator: Operator,
-    ns: String,
+pub struct Scenario {
+    pub cluster: Cluster,
+    pub services: Services,
+    pub operator: Operator,
+    pub ns: String,
 }
 
-async fn scenario(ns: &str, schedule: &str, extra_policy_spec: &str) -> Scenario {
+/// A cluster, the databases and S3, the operator, and a storage `main` (Ready) with a
+/// PostgreSQL policy `shop` on `schedule` (plus `extra_policy_spec`) in namespace `ns`.
+pub async fn scenario(ns: &str, schedule: &str, extra_policy_spec: &str) -> Scenario {
     let cluster = Cluster::start().await;
     let services = Services::start();
     let ns = cluster.namespace(ns);

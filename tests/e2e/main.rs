@@ -8,6 +8,7 @@ mod backup;
 mod demo;
 mod harness;
 mod mariadb;
+mod notify;
 mod operations;
 mod restore;
 

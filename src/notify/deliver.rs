@@ -1,0 +1,298 @@
+//! Delivering a notification: the receiver's URL from its Secret, one JSON POST, retried.
+//!
+//! Webhook URLs carry tokens (Slack's do), so a URL never appears in an error, a log line, an
+//! Event or a metric: errors name the Secret and key the URL came from, and the HTTP status or
+//! the kind of transport failure.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client as HttpClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+
+use crate::api::common::SecretKeySelector;
+
+/// Attempts per notification (the first try and two retries).
+pub const ATTEMPTS: u32 = 3;
+/// Time allowed for one attempt (connect, send, answer).
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a notification was not delivered. Never carries the URL.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum DeliveryError {
+    #[error("Secret {secret} not found")]
+    SecretNotFound { secret: String },
+    #[error("Secret {secret} has no key {key}")]
+    KeyNotFound { secret: String, key: String },
+    #[error("reading Secret {secret} failed ({reason})")]
+    SecretUnreadable { secret: String, reason: String },
+    #[error("the value of Secret {secret} key {key} is not an http or https URL")]
+    InvalidUrl { secret: String, key: String },
+    #[error("the receiver answered HTTP {status} ({attempts} attempt(s))")]
+    Rejected { status: u16, attempts: u32 },
+    #[error("no answer from the receiver within {}s ({attempts} attempt(s))", ATTEMPT_TIMEOUT.as_secs())]
+    TimedOut { attempts: u32 },
+    #[error("could not reach the receiver ({attempts} attempt(s))")]
+    Unreachable { attempts: u32 },
+}
+
+impl DeliveryError {
+    /// A short category for metrics.
+    pub fn category(&self) -> &'static str {
+        match self {
+            DeliveryError::SecretNotFound { .. }
+            | DeliveryError::KeyNotFound { .. }
+            | DeliveryError::SecretUnreadable { .. }
+            | DeliveryError::InvalidUrl { .. } => "config",
+            DeliveryError::Rejected { .. } => "rejected",
+            DeliveryError::TimedOut { .. } | DeliveryError::Unreachable { .. } => "unreachable",
+        }
+    }
+}
+
+/// Reads the receiver's URL from `selector` in `ns`.
+pub async fn url_from_secret(
+    client: &kube::Client,
+    ns: &str,
+    selector: &SecretKeySelector,
+) -> Result<hyper::Uri, DeliveryError> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let secret = secrets
+        .get_opt(&selector.name)
+        .await
+        .map_err(|e| DeliveryError::SecretUnreadable {
+            secret: selector.name.clone(),
+            reason: match e {
+                kube::Error::Api(s) => format!("HTTP {}: {}", s.code, s.reason),
+                _ => "API unreachable".into(),
+            },
+        })?
+        .ok_or_else(|| DeliveryError::SecretNotFound {
+            secret: selector.name.clone(),
+        })?;
+    let value = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(&selector.key))
+        .map(|b| String::from_utf8_lossy(&b.0).trim().to_string())
+        .or_else(|| {
+            secret
+                .string_data
+                .as_ref()
+                .and_then(|d| d.get(&selector.key))
+                .map(|s| s.trim().to_string())
+        })
+        .ok_or_else(|| DeliveryError::KeyNotFound {
+            secret: selector.name.clone(),
+            key: selector.key.clone(),
+        })?;
+    parse_url(&value).ok_or_else(|| DeliveryError::InvalidUrl {
+        secret: selector.name.clone(),
+        key: selector.key.clone(),
+    })
+}
+
+/// An http(s) URL with a host, or `None`.
+pub fn parse_url(value: &str) -> Option<hyper::Uri> {
+    let uri: hyper::Uri = value.parse().ok()?;
+    let ok = matches!(uri.scheme_str(), Some("http" | "https"))
+        && uri.host().is_some_and(|h| !h.is_empty());
+    ok.then_some(uri)
+}
+
+type Https = HttpClient<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// The HTTP(S) client every notification uses (TLS roots loaded once, connections pooled).
+fn http() -> &'static Https {
+    static HTTP: OnceLock<Https> = OnceLock::new();
+    HTTP.get_or_init(|| {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = hyper_rustls::HttpsConnectorBuilder::new();
+        let builder = match builder.with_provider_and_native_roots(provider.clone()) {
+            Ok(b) => b,
+            Err(e) => {
+                // No system CA bundle: https receivers will fail their TLS handshake (and say
+                // so per notification); http receivers still work.
+                tracing::warn!(error = %e, "no TLS root certificates found for notifications");
+                let config = rustls::ClientConfig::builder_with_provider(provider)
+                    .with_safe_default_protocol_versions()
+                    .map(|b| {
+                        b.with_root_certificates(rustls::RootCertStore::empty())
+                            .with_no_client_auth()
+                    })
+                    .unwrap_or_else(|_| unreachable!("ring supports the default TLS versions"));
+                hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config)
+            }
+        };
+        let connector = builder.https_or_http().enable_http1().build();
+        HttpClient::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector)
+    })
+}
+
+/// POSTs `body` as JSON to `url`: up to [`ATTEMPTS`] tries, `backoff` × 1, 2, … between them.
+/// Server errors (5xx), 429 and transport failures are retried; other answers are final.
+pub async fn post_json(
+    url: &hyper::Uri,
+    body: &serde_json::Value,
+    backoff: Duration,
+) -> Result<(), DeliveryError> {
+    let bytes = Bytes::from(serde_json::to_vec(body).unwrap_or_default());
+    let mut last = DeliveryError::Unreachable { attempts: 0 };
+    for attempt in 1..=ATTEMPTS {
+        if attempt > 1 {
+            tokio::time::sleep(backoff * (attempt - 1)).await;
+        }
+        let request = hyper::Request::post(url.clone())
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .header(hyper::header::USER_AGENT, "dataguardian-operator")
+            .body(Full::new(bytes.clone()));
+        let Ok(request) = request else {
+            return Err(DeliveryError::Unreachable { attempts: attempt });
+        };
+        match tokio::time::timeout(ATTEMPT_TIMEOUT, http().request(request)).await {
+            Ok(Ok(response)) => {
+                let status = response.status();
+                if status.is_success() {
+                    return Ok(());
+                }
+                last = DeliveryError::Rejected {
+                    status: status.as_u16(),
+                    attempts: attempt,
+                };
+                if !(status.is_server_error() || status.as_u16() == 429) {
+                    return Err(last);
+                }
+            }
+            Ok(Err(_)) => last = DeliveryError::Unreachable { attempts: attempt },
+            Err(_) => last = DeliveryError::TimedOut { attempts: attempt },
+        }
+    }
+    Err(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[test]
+    fn only_http_urls_with_a_host_are_accepted() {
+        assert!(parse_url("https://hooks.slack.com/services/T0/B0/xyz").is_some());
+        assert!(parse_url("http://127.0.0.1:8080/hook").is_some());
+        for bad in [
+            "",
+            "hooks.example",
+            "ftp://x/y",
+            "file:///etc/passwd",
+            "http://",
+        ] {
+            assert!(parse_url(bad).is_none(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn errors_never_carry_the_url() {
+        let errors = [
+            DeliveryError::Rejected {
+                status: 403,
+                attempts: 1,
+            },
+            DeliveryError::TimedOut { attempts: 3 },
+            DeliveryError::Unreachable { attempts: 3 },
+            DeliveryError::InvalidUrl {
+                secret: "hooks".into(),
+                key: "url".into(),
+            },
+        ];
+        for e in errors {
+            let text = e.to_string();
+            assert!(
+                !text.contains("http://") && !text.contains("https://"),
+                "{text}"
+            );
+        }
+    }
+
+    /// A receiver on loopback answering with `statuses` in turn (then 200), recording bodies.
+    async fn receiver(statuses: Vec<u16>) -> (hyper::Uri, Arc<Mutex<Vec<String>>>, Arc<AtomicU32>) {
+        use axum::routing::post;
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let calls = Arc::new(AtomicU32::new(0));
+        let (b, c) = (bodies.clone(), calls.clone());
+        let app = axum::Router::new().route(
+            "/hook/{token}",
+            post(move |body: String| {
+                let (b, c, statuses) = (b.clone(), c.clone(), statuses.clone());
+                async move {
+                    let n = c.fetch_add(1, Ordering::SeqCst) as usize;
+                    b.lock().unwrap().push(body);
+                    axum::http::StatusCode::from_u16(*statuses.get(n).unwrap_or(&200)).unwrap()
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let url = format!("http://{addr}/hook/s3cr3t").parse().unwrap();
+        (url, bodies, calls)
+    }
+
+    #[tokio::test]
+    async fn a_post_is_retried_on_server_errors_and_delivered() {
+        let (url, bodies, calls) = receiver(vec![503, 500]).await;
+        let body = serde_json::json!({"event": "BackupFailed"});
+        post_json(&url, &body, Duration::from_millis(10))
+            .await
+            .unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        let bodies = bodies.lock().unwrap();
+        assert!(bodies.iter().all(|b| b == r#"{"event":"BackupFailed"}"#));
+    }
+
+    #[tokio::test]
+    async fn a_client_error_is_final_and_retries_are_bounded() {
+        let (url, _, calls) = receiver(vec![404]).await;
+        let body = serde_json::json!({});
+        assert_eq!(
+            post_json(&url, &body, Duration::from_millis(10)).await,
+            Err(DeliveryError::Rejected {
+                status: 404,
+                attempts: 1
+            })
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+        let (url, _, calls) = receiver(vec![500, 500, 500, 500]).await;
+        assert_eq!(
+            post_json(&url, &body, Duration::from_millis(10)).await,
+            Err(DeliveryError::Rejected {
+                status: 500,
+                attempts: ATTEMPTS
+            })
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), ATTEMPTS);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_receiver_fails_after_the_retries() {
+        // A port nothing listens on: bind, note the port, close.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let url = format!("http://127.0.0.1:{port}/hook").parse().unwrap();
+        assert_eq!(
+            post_json(&url, &serde_json::json!({}), Duration::from_millis(10)).await,
+            Err(DeliveryError::Unreachable { attempts: ATTEMPTS })
+        );
+    }
+}
