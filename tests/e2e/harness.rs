@@ -538,6 +538,80 @@ pub async fn wait_for_events(
     }
 }
 
+/// A webhook receiver on loopback for notification tests: it records every POST (path and JSON
+/// body); `/fail/...` answers 500, every other path 200.
+pub struct Webhooks {
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    got: std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>,
+}
+
+impl Webhooks {
+    pub async fn start() -> Self {
+        use axum::extract::Path;
+        use axum::routing::post;
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let g = got.clone();
+        let app = axum::Router::new().route(
+            "/{kind}/{token}",
+            post(
+                move |Path((kind, token)): Path<(String, String)>, body: String| {
+                    let g = g.clone();
+                    async move {
+                        let value = serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
+                        g.lock().unwrap().push((format!("/{kind}/{token}"), value));
+                        if kind == "fail" {
+                            axum::http::StatusCode::INTERNAL_SERVER_ERROR
+                        } else {
+                            axum::http::StatusCode::OK
+                        }
+                    }
+                },
+            ),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the webhook receiver");
+        let addr = listener.local_addr().expect("receiver address");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Webhooks {
+            base: format!("http://{addr}"),
+            got,
+        }
+    }
+
+    /// The bodies POSTed on `path`, in order.
+    pub fn posts(&self, path: &str) -> Vec<serde_json::Value> {
+        self.got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, _)| p == path)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    /// Waits (30 s) for a POST on `path` whose body satisfies `ok`, and returns the body.
+    pub async fn wait_for(
+        &self,
+        path: &str,
+        ok: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(v) = self.posts(path).into_iter().find(|v| ok(v)) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no matching POST on {path} within 30s; got {:?}",
+                self.got.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
 #[allow(dead_code)]
 pub type Policies = Api<BackupPolicy>;
 #[allow(dead_code)]

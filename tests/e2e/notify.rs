@@ -2,70 +2,16 @@
 //! Slack-style webhook (a real HTTP receiver on loopback), a failing receiver becomes a Warning
 //! Event and a metric, and the URLs (their tokens) never show anywhere.
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
 use dataguardian::api::BackupRun;
 
 use crate::backup::{RUN_TIMEOUT, finished, scenario};
-use crate::harness::{manual_run, phase, wait_for, wait_for_events};
-
-/// What the receiver got: (path, body) per POST.
-type Received = Arc<Mutex<Vec<(String, serde_json::Value)>>>;
-
-/// An HTTP receiver on loopback: `/fail/...` answers 500, every other path 200.
-async fn receiver() -> (String, Received) {
-    use axum::extract::Path;
-    use axum::routing::post;
-    let got: Received = Arc::new(Mutex::new(Vec::new()));
-    let g = got.clone();
-    let app = axum::Router::new().route(
-        "/{kind}/{token}",
-        post(
-            move |Path((kind, token)): Path<(String, String)>, body: String| {
-                let g = g.clone();
-                async move {
-                    let value = serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
-                    g.lock().unwrap().push((format!("/{kind}/{token}"), value));
-                    if kind == "fail" {
-                        axum::http::StatusCode::INTERNAL_SERVER_ERROR
-                    } else {
-                        axum::http::StatusCode::OK
-                    }
-                }
-            },
-        ),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (format!("http://{addr}"), got)
-}
-
-/// Waits until the receiver holds a POST on `path` satisfying `ok`.
-async fn wait_for_post(
-    got: &Received,
-    path: &str,
-    ok: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some((_, v)) = got.lock().unwrap().iter().find(|(p, v)| p == path && ok(v)) {
-            return v.clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no matching POST on {path} within 30s; got {:?}",
-            got.lock().unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
+use crate::harness::{Webhooks, manual_run, phase, wait_for, wait_for_events};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn backup_outcomes_reach_webhooks_and_failures_are_reported() {
     let _serial = crate::serial().await;
-    let (base, got) = receiver().await;
+    let hooks = Webhooks::start().await;
+    let base = &hooks.base;
     let rules = r#"  notifications:
     - name: ops
       events: [BackupSucceeded, BackupFailed]
@@ -121,7 +67,9 @@ spec:
         "{:#?}",
         run.status
     );
-    let doc = wait_for_post(&got, "/hook/tok-ops-1", |v| v["object"]["name"] == "good").await;
+    let doc = hooks
+        .wait_for("/hook/tok-ops-1", |v| v["object"]["name"] == "good")
+        .await;
     assert_eq!(doc["event"], "BackupSucceeded");
     assert_eq!(doc["severity"], "info");
     assert_eq!(doc["namespace"], s.ns.as_str());
@@ -131,10 +79,11 @@ spec:
         doc["time"].as_str().is_some_and(|t| t.ends_with('Z')),
         "{doc}"
     );
-    let slack = wait_for_post(&got, "/slack/tok-team-2", |v| {
-        v["text"].as_str().is_some_and(|t| t.contains("good"))
-    })
-    .await;
+    let slack = hooks
+        .wait_for("/slack/tok-team-2", |v| {
+            v["text"].as_str().is_some_and(|t| t.contains("good"))
+        })
+        .await;
     let text = slack["text"].as_str().unwrap();
     assert!(
         text.contains("*BackupSucceeded*") && text.contains("policy `shop`"),
@@ -151,13 +100,11 @@ spec:
         })
     })
     .await;
-    let broken_posts = got
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(p, _)| p == "/fail/tok-broken-3")
-        .count();
-    assert_eq!(broken_posts, 3, "one try and two retries");
+    assert_eq!(
+        hooks.posts("/fail/tok-broken-3").len(),
+        3,
+        "one try and two retries"
+    );
 
     // A failed backup: the ops webhook hears it as a warning; the rule whose Secret is missing
     // says so in an Event.
@@ -173,18 +120,19 @@ spec:
     )
     .await;
     assert_eq!(phase(&run).as_deref(), Some("Failed"), "{:#?}", run.status);
-    let doc = wait_for_post(&got, "/hook/tok-ops-1", |v| v["object"]["name"] == "bad").await;
+    let doc = hooks
+        .wait_for("/hook/tok-ops-1", |v| v["object"]["name"] == "bad")
+        .await;
     assert_eq!(doc["event"], "BackupFailed");
     assert_eq!(doc["severity"], "warning");
     assert_eq!(doc["policy"], "nodb");
     let status = run.status.clone().unwrap();
     assert_eq!(doc["reason"], status.reason.clone().unwrap().as_str());
     assert!(
-        !got.lock()
-            .unwrap()
+        !hooks
+            .posts("/slack/tok-team-2")
             .iter()
-            .any(|(p, v)| p == "/slack/tok-team-2"
-                && v["text"].as_str().is_some_and(|t| t.contains("bad"))),
+            .any(|v| v["text"].as_str().is_some_and(|t| t.contains("bad"))),
         "the Slack rule does not hear failures"
     );
     wait_for_events(&s.cluster, &s.ns, "nodb", |events| {

@@ -5,7 +5,7 @@ use std::time::Duration;
 use dataguardian::api::{BackupPolicy, BackupRun, BackupStorage};
 
 use crate::harness::{
-    Cluster, Operator, Services, manual_run, phase, reason, wait_for, wait_for_events,
+    Cluster, Operator, Services, Webhooks, manual_run, phase, reason, wait_for, wait_for_events,
 };
 
 fn condition(
@@ -147,7 +147,18 @@ async fn storage_outages_and_bad_schedules_are_reported_with_reasons() {
     let ns = cluster.namespace("outage");
     let operator = Operator::start(&cluster, "dataguardian-system", "outage-op");
     operator.wait_ready(Duration::from_secs(60)).await;
-    cluster.apply(&services.manifests(&ns, "shop", "0 0 1 1 *", "  timeZone: Mars/Olympus_Mons\n"));
+    // An unhealthy storage is news for the policy's channels.
+    let hooks = Webhooks::start().await;
+    cluster.apply(&services.manifests(
+        &ns,
+        "shop",
+        "0 0 1 1 *",
+        "  timeZone: Mars/Olympus_Mons\n  notifications:\n    - {name: storage, events: [StorageUnhealthy], webhook: {urlSecretRef: {name: hooks, key: url}}}\n",
+    ));
+    cluster.apply(&format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: hooks, namespace: {ns}}}\nstringData: {{url: \"{}/storage/tok-st\"}}\n",
+        hooks.base
+    ));
 
     // An unknown time zone passes the CRD's pattern but not the operator.
     let p = wait_for::<BackupPolicy, _>(
@@ -224,6 +235,19 @@ async fn storage_outages_and_bad_schedules_are_reported_with_reasons() {
         events.iter().any(|e| e.starts_with("NotReady"))
     })
     .await;
+    let doc = hooks
+        .wait_for("/storage/tok-st", |v| v["event"] == "StorageUnhealthy")
+        .await;
+    assert_eq!(
+        (doc["object"]["kind"].as_str(), doc["policy"].as_str()),
+        (Some("BackupPolicy"), Some("shop"))
+    );
+    assert_eq!(doc["reason"], "WriteFailed", "{doc}");
+    assert_eq!(
+        hooks.posts("/storage/tok-st").len(),
+        1,
+        "one notification per outage, not one per probe"
+    );
     assert!(
         !operator.log().contains(services.s3.secret_access_key()),
         "S3 secret in the operator log"

@@ -3,50 +3,18 @@
 
 use std::time::Duration;
 
-use dataguardian::api::{BackupPolicy, BackupRun, BackupStorage, RestoreRun, RestoreValidation};
+use dataguardian::api::{BackupPolicy, BackupRun, RestoreRun, RestoreValidation};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 
-use crate::harness::{Cluster, Operator, Services, manual_run, phase, wait_for, wait_for_events};
+use crate::backup::Scenario;
+use crate::harness::{Webhooks, manual_run, phase, wait_for, wait_for_events};
 
 const TIMEOUT: Duration = Duration::from_secs(180);
 
-struct Scenario {
-    cluster: Cluster,
-    services: Services,
-    operator: Operator,
-    ns: String,
-}
-
+/// The backup scenario (storage `main`, policy `shop` that never fires on its own).
 async fn scenario(ns: &str, extra_policy_spec: &str) -> Scenario {
-    let cluster = Cluster::start().await;
-    let services = Services::start();
-    let ns = cluster.namespace(ns);
-    let operator = Operator::start(&cluster, "dataguardian-system", "e2e-operator");
-    operator.wait_ready(Duration::from_secs(60)).await;
-    cluster.apply(&services.manifests(&ns, "shop", "0 0 1 1 *", extra_policy_spec));
-    wait_for::<BackupStorage, _>(
-        &cluster,
-        Some(&operator),
-        &ns,
-        "main",
-        Duration::from_secs(60),
-        "storage Ready",
-        |s| {
-            s.status.as_ref().is_some_and(|st| {
-                st.conditions
-                    .iter()
-                    .any(|c| c.type_ == "Ready" && c.status == "True")
-            })
-        },
-    )
-    .await;
-    Scenario {
-        cluster,
-        services,
-        operator,
-        ns,
-    }
+    crate::backup::scenario(ns, "0 0 1 1 *", extra_policy_spec).await
 }
 
 impl Scenario {
@@ -153,7 +121,17 @@ fn result(v: &RestoreValidation) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn restore_validate_and_tamper() {
     let _serial = crate::serial().await;
-    let s = scenario("restore", "").await;
+    // Restore and validation outcomes go to the policy's webhook.
+    let hooks = Webhooks::start().await;
+    let s = scenario(
+        "restore",
+        "  notifications:\n    - name: dr\n      events: [RestoreSucceeded, RestoreFailed, ValidationPassed, ValidationFailed]\n      webhook: {urlSecretRef: {name: hooks, key: dr}}\n",
+    )
+    .await;
+    s.cluster.apply(&format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: hooks, namespace: {}}}\nstringData: {{dr: \"{}/dr/tok-dr\"}}\n",
+        s.ns, hooks.base
+    ));
     let b1 = s.backup("b1").await;
     let artifact = b1.status.clone().unwrap().artifact.unwrap();
 
@@ -192,6 +170,21 @@ async fn restore_validate_and_tamper() {
     })
     .await;
 
+    let doc = hooks
+        .wait_for("/dr/tok-dr", |v| v["object"]["name"] == "copy")
+        .await;
+    assert_eq!(
+        (doc["event"].as_str(), doc["object"]["kind"].as_str()),
+        (Some("RestoreSucceeded"), Some("RestoreRun"))
+    );
+    assert_eq!(doc["policy"], "shop");
+    assert!(
+        doc["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("shop_copy")),
+        "{doc}"
+    );
+
     // A failing SQL check → Failed with expected vs observed; the BackupRun is marked.
     s.cluster.apply(&s.validation_yaml(
         "v-fail",
@@ -205,6 +198,14 @@ async fn restore_validate_and_tamper() {
         (c.expected.as_deref(), c.observed.as_deref()),
         (Some("= 5"), Some("500")),
         "{c:?}"
+    );
+    let doc = hooks
+        .wait_for("/dr/tok-dr", |v| v["object"]["name"] == "v-fail")
+        .await;
+    assert_eq!(doc["event"], "ValidationFailed");
+    assert!(
+        doc["message"].as_str().is_some_and(|m| m.contains("b1")),
+        "{doc}"
     );
     let b = wait_for::<BackupRun, _>(
         &s.cluster,
@@ -237,6 +238,10 @@ async fn restore_validate_and_tamper() {
     let vs = v.status.clone().unwrap();
     assert_eq!(result(&v), "Passed", "{vs:#?}\n{}", s.operator.log());
     assert!(vs.restore_duration_seconds.unwrap() > 0.0);
+    let doc = hooks
+        .wait_for("/dr/tok-dr", |v| v["object"]["name"] == "v-pass")
+        .await;
+    assert_eq!(doc["event"], "ValidationPassed");
     assert_eq!(vs.checks.len(), 3);
     assert_eq!(vs.sandbox_image.as_deref(), Some("postgres:15"));
     wait_for::<BackupRun, _>(
@@ -290,6 +295,13 @@ async fn restore_validate_and_tamper() {
     let st = r.status.clone().unwrap();
     assert_eq!(format!("{:?}", st.phase.unwrap()), "Failed");
     assert_eq!(st.reason.as_deref(), Some("ChecksumMismatch"), "{st:#?}");
+    let doc = hooks
+        .wait_for("/dr/tok-dr", |v| v["object"]["name"] == "tampered")
+        .await;
+    assert_eq!(
+        (doc["event"].as_str(), doc["reason"].as_str()),
+        (Some("RestoreFailed"), Some("ChecksumMismatch"))
+    );
     assert!(!st.checksum.unwrap().verified);
     let exists = s
         .services
