@@ -201,7 +201,8 @@ pub struct SchemaCheck {
 /// Lifecycle phase of a RestoreValidation.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum RestoreValidationPhase {
-    /// Waiting for its Job (queued like restores).
+    /// Waiting to start: for a slot under the operator's limit on concurrent validations
+    /// (reason `Queued`, with `queuePosition`), or for what it needs (the reason says what).
     #[default]
     Pending,
     /// The validation Job is running.
@@ -254,6 +255,10 @@ pub struct RestoreValidationStatus {
     /// Attempts started so far.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempts: Option<u32>,
+    /// 1-based place in the validation queue while the operator's limit on concurrent
+    /// validations holds it back (phase `Pending`, reason `Queued`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_position: Option<u32>,
     /// Name of the validation Job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_name: Option<String>,

@@ -10,7 +10,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
 use kube::{Api, Client};
 
-use crate::api::{BackupPolicy, RestoreRun};
+use crate::api::{BackupPolicy, RestoreRun, RestoreValidation};
 use crate::controller::run_cache::RunCache;
 use crate::notify::message::{Notification, rules_for};
 use crate::telemetry::metrics::{Metrics, NotificationLabels};
@@ -24,6 +24,9 @@ pub struct Settings {
     pub max_concurrent_backups: Option<NonZeroUsize>,
     /// At most this many restores run at once across the cluster (`None` = unlimited).
     pub max_concurrent_restores: Option<NonZeroUsize>,
+    /// At most this many restore validations run at once across the cluster (`None` =
+    /// unlimited): each one runs a sandbox database.
+    pub max_concurrent_validations: Option<NonZeroUsize>,
     /// How long a finished Job stays for `kubectl logs` before Kubernetes deletes it.
     pub job_ttl_seconds: i32,
     /// Default stall timeout when a policy sets none.
@@ -39,6 +42,7 @@ impl Default for Settings {
             ),
             max_concurrent_backups: NonZeroUsize::new(10),
             max_concurrent_restores: NonZeroUsize::new(4),
+            max_concurrent_validations: NonZeroUsize::new(2),
             job_ttl_seconds: 86_400,
             default_stall_timeout: Duration::from_secs(600),
         }
@@ -55,6 +59,9 @@ pub struct Context {
     /// Every BackupRun in the cluster: active ones whole (the fair backup queue), finished ones
     /// as records by policy (status, retention, RPO, automatic validations).
     pub runs: RunCache,
+    /// Every RestoreValidation in the cluster (for the validation queue); empty until
+    /// [`Context::with_validations`] supplies the RestoreValidation controller's store.
+    pub validations: Store<RestoreValidation>,
     /// Every RestoreRun in the cluster (for the restore queue); empty until
     /// [`Context::with_restore_runs`] supplies the RestoreRun controller's store.
     pub restore_runs: Store<RestoreRun>,
@@ -84,6 +91,7 @@ impl Context {
             settings,
             runs,
             restore_runs: kube::runtime::reflector::store::Writer::default().as_reader(),
+            validations: kube::runtime::reflector::store::Writer::default().as_reader(),
             runs_synced: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -101,6 +109,12 @@ impl Context {
     /// Uses `store` (the RestoreRun controller's reflector) for the restore queue.
     pub fn with_restore_runs(mut self, store: Store<RestoreRun>) -> Self {
         self.restore_runs = store;
+        self
+    }
+
+    /// Uses `store` (the RestoreValidation controller's reflector) for the validation queue.
+    pub fn with_validations(mut self, store: Store<RestoreValidation>) -> Self {
+        self.validations = store;
         self
     }
 

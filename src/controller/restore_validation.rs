@@ -14,6 +14,7 @@
 //! `historyLimit`, and apply the policy's `lastValidation`, `backupsSinceValidation` and
 //! `Verified` condition — only those fields, under this controller's field manager.
 
+use super::queue::{PendingBackup, RunKey, plan_backup_queue};
 use crate::api::backup_policy::NotificationEvent;
 use crate::notify::message::Notification;
 use std::sync::Arc;
@@ -137,6 +138,26 @@ pub async fn reconcile(rv: Arc<RestoreValidation>, ctx: Arc<Context>) -> Result<
                     "the validation's backup vanished while starting".into(),
                 ));
             };
+            if let Some((position, message)) = queue_decision(&ctx, &rv) {
+                if status.reason.as_deref() != Some(QUEUED)
+                    || status.queue_position != Some(position)
+                    || status.message.as_deref() != Some(message.as_str())
+                {
+                    let mut next = status.clone();
+                    next.phase = Some(RestoreValidationPhase::Pending);
+                    next.reason = Some(QUEUED.into());
+                    next.message = Some(message.clone());
+                    next.queue_position = Some(position);
+                    next.observed_generation = rv.metadata.generation;
+                    apply_status(&ctx, &ns, &name, &next).await?;
+                    if status.reason.as_deref() != Some(QUEUED) {
+                        ctx.event(rv.as_ref(), EventType::Normal, QUEUED, "Queue", message)
+                            .await;
+                    }
+                }
+                // A slot frees when another validation finishes: look again shortly.
+                return Ok(Action::requeue(QUEUE_RECHECK));
+            }
             start_job(&ctx, &ns, &rv, resolved).await
         }
         Step::Track { attempts } => {
@@ -149,6 +170,83 @@ pub async fn reconcile(rv: Arc<RestoreValidation>, ctx: Arc<Context>) -> Result<
         }
         Step::Finish(outcome) => finish(&ctx, &ns, &rv, outcome).await,
     }
+}
+
+/// Reason of a validation waiting for a slot under the global limit.
+const QUEUED: &str = "Queued";
+/// How often a queued validation looks for a free slot.
+const QUEUE_RECHECK: Duration = Duration::from_secs(3);
+
+/// The validation queue's verdict on `rv`: `None` when it may start now, else its queue
+/// position and a message. Validations share a global limit (each runs a sandbox database),
+/// fairly across namespaces like backups ([`plan_backup_queue`]).
+fn queue_decision(ctx: &Context, rv: &RestoreValidation) -> Option<(u32, String)> {
+    let created = |v: &RestoreValidation| {
+        v.metadata
+            .creation_timestamp
+            .as_ref()
+            .map(time_to_chrono)
+            .unwrap_or_else(Utc::now)
+    };
+    let pending_entry = |v: &RestoreValidation, ns: String| PendingBackup {
+        key: RunKey::new(ns, v.name_any()),
+        created_at: created(v),
+        policy: String::new(),
+        not_before: None,
+    };
+    let mut pending = Vec::new();
+    let mut running = Vec::new();
+    for v in ctx.validations.state() {
+        let Some(ns) = v.namespace() else { continue };
+        let st = v.status.as_ref();
+        if st
+            .and_then(|s| s.phase)
+            .is_some_and(RestoreValidationPhase::is_finished)
+            || v.meta().deletion_timestamp.is_some()
+        {
+            continue;
+        }
+        if st.and_then(|s| s.job_name.as_ref()).is_some() {
+            running.push(RunKey::new(ns, v.name_any()));
+        } else if st
+            .and_then(|s| s.reason.as_deref())
+            .is_none_or(|r| r == QUEUED)
+        {
+            // New or queued; one waiting on a blocker (a missing backup, a Secret) does not
+            // compete until it is unblocked.
+            pending.push(pending_entry(&v, ns));
+        }
+    }
+    let me = RunKey::new(rv.namespace().unwrap_or_default(), rv.name_any());
+    // The cache may not have seen this validation yet, or still sees it blocked: it competes.
+    if !pending.iter().any(|p| p.key == me) && !running.contains(&me) {
+        pending.push(pending_entry(rv, me.namespace.clone()));
+    }
+    let q = plan_backup_queue(
+        &pending,
+        &running,
+        ctx.settings.max_concurrent_validations,
+        Utc::now(),
+    );
+    ctx.metrics
+        .queue_depth
+        .get_or_create(&crate::telemetry::metrics::QueueLabels {
+            queue: "validation".into(),
+        })
+        .set(q.waiting.len() as i64);
+    if q.start.contains(&me) {
+        return None;
+    }
+    let w = q.waiting.iter().find(|w| w.key == me)?;
+    Some((
+        w.position,
+        format!(
+            "queued at position {} of {}: {}",
+            w.position,
+            q.waiting.len(),
+            w.reason
+        ),
+    ))
 }
 
 /// Requeue policy on errors.
@@ -365,6 +463,7 @@ async fn start_job(ctx: &Context, ns: &str, rv: &RestoreValidation, r: Resolved)
     .await?;
     let mut status = rv.status.clone().unwrap_or_default();
     status.phase = Some(RestoreValidationPhase::Running);
+    status.queue_position = None;
     status.reason = Some("JobCreated".into());
     status.message = Some(format!(
         "validation Job {job_name} restores BackupRun {} into a sandbox",
@@ -404,6 +503,7 @@ async fn finish(ctx: &Context, ns: &str, rv: &RestoreValidation, o: Outcome) -> 
         .unwrap_or(now);
     let seconds = (now - started).num_milliseconds().max(0) as f64 / 1000.0;
     status.phase = Some(o.phase);
+    status.queue_position = None;
     status.result = Some(o.result);
     status.reason = Some(o.reason.clone());
     status.message = Some(o.message.clone());

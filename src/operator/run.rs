@@ -52,6 +52,10 @@ pub struct OperatorArgs {
     /// At most this many restores run at once across the cluster (0 = unlimited).
     #[arg(long, env = "DG_MAX_CONCURRENT_RESTORES", default_value_t = 4)]
     pub max_concurrent_restores: usize,
+    /// At most this many restore validations (each with a sandbox database) run at once
+    /// across the cluster (0 = unlimited).
+    #[arg(long, env = "DG_MAX_CONCURRENT_VALIDATIONS", default_value_t = 2)]
+    pub max_concurrent_validations: usize,
     /// Image of the agent run by backup/restore/validation Jobs.
     #[arg(long, env = "DG_AGENT_IMAGE")]
     pub agent_image: Option<String>,
@@ -70,6 +74,7 @@ impl OperatorArgs {
             agent_image: self.agent_image.clone().unwrap_or(defaults.agent_image),
             max_concurrent_backups: NonZeroUsize::new(self.max_concurrent_backups),
             max_concurrent_restores: NonZeroUsize::new(self.max_concurrent_restores),
+            max_concurrent_validations: NonZeroUsize::new(self.max_concurrent_validations),
             job_ttl_seconds: self.job_ttl_seconds,
             default_stall_timeout: defaults.default_stall_timeout,
         }
@@ -181,23 +186,7 @@ pub async fn run(args: OperatorArgs) -> Result<(), RunError> {
                 .collect::<Vec<_>>()
         },
     );
-    let ctx = Arc::new(
-        Context::new(
-            client.clone(),
-            metrics.clone(),
-            settings,
-            runs_cache.clone(),
-        )
-        .with_restore_runs(restore_store),
-    );
-    let run_watch_task = {
-        let (ctx, readiness) = (ctx.clone(), readiness.clone());
-        run_feed.spawn(runs_api.clone(), move || {
-            ctx.mark_runs_synced();
-            readiness.mark_caches_synced();
-            tracing::info!("BackupRun cache synced; ready");
-        })
-    };
+    // Validations: the reflector feeds the validation queue.
     let validations_api: Api<RestoreValidation> = Api::all(client.clone());
     let validation_controller = slim_controller(
         validations_api.clone(),
@@ -207,6 +196,24 @@ pub async fn run(args: OperatorArgs) -> Result<(), RunError> {
         Api::<Job>::all(client.clone()),
         watcher::Config::default().labels("app.kubernetes.io/managed-by=dataguardian-operator"),
     );
+    let ctx = Arc::new(
+        Context::new(
+            client.clone(),
+            metrics.clone(),
+            settings,
+            runs_cache.clone(),
+        )
+        .with_restore_runs(restore_store)
+        .with_validations(validation_controller.store()),
+    );
+    let run_watch_task = {
+        let (ctx, readiness) = (ctx.clone(), readiness.clone());
+        run_feed.spawn(runs_api.clone(), move || {
+            ctx.mark_runs_synced();
+            readiness.mark_caches_synced();
+            tracing::info!("BackupRun cache synced; ready");
+        })
+    };
     // BackupPolicies: one watch and cache for the policy controller and the policy's automatic
     // validations. Both controllers wait for the same cache to fill; they are polled together
     // (one `join!` below), so the cache's ready signal reaches both.

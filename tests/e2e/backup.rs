@@ -35,10 +35,20 @@ pub struct Scenario {
 /// A cluster, the databases and S3, the operator, and a storage `main` (Ready) with a
 /// PostgreSQL policy `shop` on `schedule` (plus `extra_policy_spec`) in namespace `ns`.
 pub async fn scenario(ns: &str, schedule: &str, extra_policy_spec: &str) -> Scenario {
+    scenario_with(ns, schedule, extra_policy_spec, &[]).await
+}
+
+/// [`scenario`], the operator started with `env` (its flags' variables).
+pub async fn scenario_with(
+    ns: &str,
+    schedule: &str,
+    extra_policy_spec: &str,
+    env: &[(&str, &str)],
+) -> Scenario {
     let cluster = Cluster::start().await;
     let services = Services::start();
     let ns = cluster.namespace(ns);
-    let operator = Operator::start(&cluster, "dataguardian-system", "e2e-operator");
+    let operator = Operator::start_with(&cluster, "dataguardian-system", "e2e-operator", env);
     operator.wait_ready(Duration::from_secs(60)).await;
     cluster.apply(&services.manifests(&ns, "shop", schedule, extra_policy_spec));
     wait_for::<BackupStorage, _>(

@@ -406,6 +406,88 @@ async fn restores_to_one_target_are_serialized_with_queue_positions() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn validations_beyond_the_global_limit_wait_in_a_queue() {
+    let _serial = crate::serial().await;
+    let s = crate::backup::scenario_with(
+        "vqueue",
+        "0 0 1 1 *",
+        "",
+        &[("DG_MAX_CONCURRENT_VALIDATIONS", "1")],
+    )
+    .await;
+    s.backup("b1").await;
+    for name in ["v1", "v2", "v3"] {
+        s.cluster
+            .apply(&s.validation_yaml(name, "b1", "    - rowCounts: {}\n"));
+    }
+    // One sandbox at a time: while v1 runs, v2 and v3 wait with their places in the queue.
+    let queued = wait_for::<RestoreValidation, _>(
+        &s.cluster,
+        Some(&s.operator),
+        &s.ns,
+        "v3",
+        Duration::from_secs(60),
+        "v3 queued at position 2",
+        |v| {
+            v.status.as_ref().is_some_and(|st| {
+                st.reason.as_deref() == Some("Queued") && st.queue_position == Some(2)
+            })
+        },
+    )
+    .await;
+    let st = queued.status.unwrap();
+    assert_eq!(
+        st.phase.map(|p| format!("{p:?}")).as_deref(),
+        Some("Pending")
+    );
+    assert!(
+        st.message
+            .as_deref()
+            .is_some_and(|m| m.contains("position 2 of 2") && m.contains("1 concurrent")),
+        "{st:#?}"
+    );
+    let validations: Api<RestoreValidation> = Api::namespaced(s.cluster.client.clone(), &s.ns);
+    let mut max_running = 0;
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        let all = validations
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items;
+        let running = all
+            .iter()
+            .filter(|v| {
+                v.status.as_ref().is_some_and(|st| {
+                    st.job_name.is_some() && !st.phase.is_some_and(|p| p.is_finished())
+                })
+            })
+            .count();
+        max_running = max_running.max(running);
+        if all.len() == 3 && all.iter().all(|v| result(v) == "Passed") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "validations did not all pass: {:#?}\n{}",
+            all.iter().map(|v| &v.status).collect::<Vec<_>>(),
+            s.operator.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(max_running, 1, "never more than one validation at a time");
+    // The queue is gone with them.
+    for v in validations
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+    {
+        assert_eq!(v.status.unwrap().queue_position, None);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_policy_validates_its_backups_automatically() {
     let _serial = crate::serial().await;
     let s = scenario(
