@@ -46,6 +46,35 @@ fn rewrites_whole_paths_and_prefixes_only() {
 }
 
 #[test]
+fn a_file_url_names_the_path_after_its_slashes() {
+    let m = map();
+    assert_eq!(m.rewrite("file:///data/x"), "file:///host/vol/data/x");
+    assert_eq!(m.rewrite("file:/data/x"), "file:/host/vol/data/x");
+    assert_eq!(
+        m.rewrite("x//data"),
+        "x//data",
+        "a path continues through //"
+    );
+}
+
+#[test]
+fn host_paths_a_process_reports_become_container_paths_again() {
+    let m = map();
+    let report = r#"{"location":"file:///host/vol/data/x/manifest.json","sub":"/host/vol/sub/y"}"#;
+    assert_eq!(
+        m.to_container(report),
+        r#"{"location":"file:///data/x/manifest.json","sub":"/data/sub/y"}"#
+    );
+    assert_eq!(
+        m.to_container("/host/vol/database"),
+        "/host/vol/database",
+        "only whole host paths"
+    );
+    let arg = "--from=file:///data/x/manifest.json";
+    assert_eq!(m.to_container(&m.rewrite(arg)), arg);
+}
+
+#[test]
 fn host_paths_and_env_names() {
     let m = map();
     assert_eq!(

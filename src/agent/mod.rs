@@ -20,6 +20,7 @@ pub mod hash;
 pub mod manifest;
 pub mod pipeline;
 pub mod progress;
+pub mod prune;
 pub mod restore;
 pub mod storage;
 pub mod summary;

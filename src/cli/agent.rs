@@ -37,6 +37,8 @@ pub enum AgentCommand {
     Restore(RestoreArgs),
     /// Restore a backup into a sandbox database and check it (row counts, SQL, schema).
     Validate(crate::agent::validate::ValidateArgs),
+    /// Delete one backup's artifact from a directory (a filesystem storage): manifest first.
+    Prune(crate::agent::prune::PruneArgs),
 }
 
 /// Connection, storage and logging settings shared by backup and restore.
@@ -389,6 +391,7 @@ pub fn run(args: AgentArgs) -> ExitCode {
         AgentCommand::Backup(b) => ("backup", &b.common),
         AgentCommand::Restore(r) => ("restore", &r.common),
         AgentCommand::Validate(v) => return crate::agent::validate::run_cli(v),
+        AgentCommand::Prune(p) => return crate::agent::prune::run_cli(p),
     };
     tune_allocator();
     init_logging(common.log_format);
@@ -406,9 +409,9 @@ pub fn run(args: AgentArgs) -> ExitCode {
                     let outcome = restore::run(req).await?;
                     Ok(summary::restore_summary(&outcome, &from))
                 }
-                AgentCommand::Validate(_) => {
-                    Err(AgentError::Config("validate runs on its own path".into()))
-                }
+                AgentCommand::Validate(_) | AgentCommand::Prune(_) => Err(AgentError::Config(
+                    "validate and prune run on their own paths".into(),
+                )),
             }
         })
     });

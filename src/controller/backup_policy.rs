@@ -30,14 +30,16 @@ use crate::telemetry::metrics::{ControllerLabels, ErrorLabels, PolicyLabels};
 use super::artifact_check::parse_s3_location;
 use super::context::Context;
 use super::error::{Error, Result};
+use super::job_watch::{self, Observed};
 use super::retention::{
     ArtifactLocation, CleanupAction, FinishedPhase, HistoryRun, RetentionPolicy, RetentionRun,
-    RunHistoryLimits, plan_retention, run_history_plan,
+    RunCleanup, RunHistoryLimits, plan_retention, run_history_plan,
 };
 use super::rpo::{RpoInput, evaluate_rpo};
 use super::run_cache::FinishedRun;
 use super::schedule::{ActiveRun, Schedule, ScheduleInput, plan as plan_schedule};
 use super::storage_access::StorageAccess;
+use crate::jobs::{prune_job, restore_job};
 
 /// Field manager of everything this controller writes.
 pub const FIELD_MANAGER: &str = "dataguardian-backuppolicy";
@@ -668,9 +670,20 @@ async fn apply_retention(
             .iter()
             .any(|a| !matches!(a, CleanupAction::DeleteBackupRun));
         if needs_storage && access.is_none() {
-            // Filesystem artifacts live on a PVC the operator cannot reach; keep the run (and
-            // with it the record of the artifact) rather than forget an artifact that still exists.
-            tracing::info!(run = %cleanup.run, "retention: artifact on a filesystem storage is kept; delete it from the volume by hand");
+            match storage {
+                // Filesystem artifacts live on a claim only a pod can mount: a prune Job deletes
+                // them, then the run goes.
+                Some(s) if s.spec.filesystem.is_some() => {
+                    if let Some(at) = prune_on_claim(ctx, ns, policy, s, cleanup, now).await? {
+                        requeue_at = Some(requeue_at.map_or(at, |r: DateTime<Utc>| r.min(at)));
+                    }
+                }
+                // The storage is gone: keep the run (the record of an artifact that may still
+                // exist) rather than forget it.
+                _ => {
+                    tracing::info!(run = %cleanup.run, "retention: the storage is unavailable; the run and its artifact are kept")
+                }
+            }
             continue;
         }
         let mut failed = false;
@@ -718,6 +731,151 @@ async fn apply_retention(
         }
     }
     Ok(requeue_at)
+}
+
+/// Retention of an artifact on a filesystem storage: a prune Job (`<run>-prune`) deletes it from
+/// the claim, manifest first; once it has succeeded the BackupRun is deleted. Returns when to
+/// look again while the Job runs. A failed Job is reported (Warning Event `PruneFailed`) and
+/// removed, so that a later reconcile tries again; the run and its artifact stay meanwhile.
+async fn prune_on_claim(
+    ctx: &Context,
+    ns: &str,
+    policy: &BackupPolicy,
+    storage: &BackupStorage,
+    cleanup: &RunCleanup,
+    now: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>> {
+    let mut manifest_key = None;
+    let mut data_key = None;
+    for action in &cleanup.actions {
+        match action {
+            CleanupAction::DeleteManifest { key, .. } => manifest_key = Some(key.as_str()),
+            CleanupAction::DeleteArtifactData { key, .. } => data_key = Some(key.as_str()),
+            CleanupAction::DeleteBackupRun => {}
+        }
+    }
+    let location = match restore_job::artifact_manifest_location(
+        storage,
+        data_key.unwrap_or_default(),
+        manifest_key.filter(|k| !k.is_empty()),
+    ) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(run = %cleanup.run, error = %e, "retention: cannot locate the artifact on the claim; the run is kept");
+            return Ok(None);
+        }
+    };
+    let name = prune_job::job_name(&cleanup.run);
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
+    let recheck = Some(now + chrono::Duration::seconds(3));
+    match job_watch::observe(ctx, ns, Some(&name)).await? {
+        Observed::Vanished { .. } | Observed::NotCreated => {
+            let defaults = crate::jobs::backup_job::JobDefaults {
+                agent_image: ctx.settings.agent_image.clone(),
+                ttl_seconds_after_finished: ctx.settings.job_ttl_seconds,
+            };
+            let job = match prune_job::build(&cleanup.run, policy, storage, &location, &defaults) {
+                Ok(job) => job,
+                Err(e) => {
+                    tracing::warn!(run = %cleanup.run, error = %e, "retention: cannot build the prune Job; the run is kept");
+                    return Ok(None);
+                }
+            };
+            let pp = PostParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..Default::default()
+            };
+            match jobs.create(&pp, &job).await {
+                Ok(_) => {
+                    ctx.event(
+                        policy,
+                        EventType::Normal,
+                        "Pruning",
+                        "Retention",
+                        format!(
+                            "Job {name} deletes the artifact of run {} ({:?}) from claim {}",
+                            cleanup.run,
+                            cleanup.cause,
+                            storage
+                                .spec
+                                .filesystem
+                                .as_ref()
+                                .map(|f| f.claim_name.as_str())
+                                .unwrap_or_default()
+                        ),
+                    )
+                    .await;
+                }
+                Err(kube::Error::Api(s)) if s.code == 409 => {}
+                Err(e) => return Err(e.into()),
+            }
+            Ok(recheck)
+        }
+        Observed::Active { .. } => Ok(recheck),
+        Observed::Finished {
+            succeeded: true, ..
+        } => {
+            let runs: Api<BackupRun> = Api::namespaced(ctx.client.clone(), ns);
+            match runs.delete(&cleanup.run, &DeleteParams::default()).await {
+                Ok(_) => {
+                    ctx.event(
+                        policy,
+                        EventType::Normal,
+                        "Pruned",
+                        "Retention",
+                        format!(
+                            "deleted run {} and its artifact ({:?})",
+                            cleanup.run, cleanup.cause
+                        ),
+                    )
+                    .await;
+                }
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+            delete_job(&jobs, &name).await?;
+            Ok(None)
+        }
+        Observed::Finished {
+            succeeded: false,
+            reason,
+            message,
+            termination_message,
+            ..
+        } => {
+            let detail = termination_message
+                .as_deref()
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok())
+                .and_then(|v| v["error"].as_str().map(str::to_string))
+                .unwrap_or(message);
+            ctx.event(
+                policy,
+                EventType::Warning,
+                "PruneFailed",
+                "Retention",
+                format!(
+                    "Job {name} could not delete the artifact of run {} ({reason}: {detail}); the run and its artifact are kept and the prune is tried again",
+                    cleanup.run
+                ),
+            )
+            .await;
+            delete_job(&jobs, &name).await?;
+            Ok(Some(now + chrono::Duration::seconds(60)))
+        }
+    }
+}
+
+/// Deletes a Job and its Pods; a Job already gone is fine.
+async fn delete_job(jobs: &Api<Job>, name: &str) -> Result<()> {
+    let dp = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..Default::default()
+    };
+    match jobs.delete(name, &dp).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The data objects a manifest lists (full keys), or none when it cannot be read.

@@ -351,12 +351,13 @@ async fn resolve(
                 None,
             ));
         };
-        let location = match artifact.manifest_key.as_deref() {
-            Some(loc) if restore_job::location_matches_storage(&storage, loc) => loc.to_string(),
-            _ => match restore_job::manifest_location(&storage, &artifact.key) {
-                Ok(loc) => loc,
-                Err(e) => return Ok((invalid("InvalidSource", e.to_string()), None)),
-            },
+        let location = match restore_job::artifact_manifest_location(
+            &storage,
+            &artifact.key,
+            artifact.manifest_key.as_deref(),
+        ) {
+            Ok(loc) => loc,
+            Err(e) => return Ok((invalid("InvalidSource", e.to_string()), None)),
         };
         let policies: Api<BackupPolicy> = Api::namespaced(ctx.client.clone(), ns);
         let template = policies

@@ -378,12 +378,13 @@ async fn resolve(
             None,
         ));
     };
-    let manifest_location = match artifact.manifest_key.as_deref() {
-        Some(loc) if restore_job::location_matches_storage(&storage, loc) => loc.to_string(),
-        _ => match restore_job::manifest_location(&storage, &artifact.key) {
-            Ok(loc) => loc,
-            Err(e) => return Ok((invalid("InvalidSource", e.to_string()), None)),
-        },
+    let manifest_location = match restore_job::artifact_manifest_location(
+        &storage,
+        &artifact.key,
+        artifact.manifest_key.as_deref(),
+    ) {
+        Ok(loc) => loc,
+        Err(e) => return Ok((invalid("InvalidSource", e.to_string()), None)),
     };
     let mut needed: Vec<SecretKeySelector> = storage_secrets(&storage);
     if let Some(d) = &spec.decryption {

@@ -2,5 +2,6 @@
 
 pub mod backup_job;
 pub mod naming;
+pub mod prune_job;
 pub mod restore_job;
 pub mod validation_job;

@@ -125,6 +125,19 @@ pub fn manifest_location(storage: &BackupStorage, key: &str) -> Result<String, J
     }
 }
 
+/// The manifest of a BackupRun's artifact on `storage`: the recorded `manifest_key` when the
+/// agent can read it from there, else derived from the artifact `key` ([`manifest_location`]).
+pub fn artifact_manifest_location(
+    storage: &BackupStorage,
+    key: &str,
+    manifest_key: Option<&str>,
+) -> Result<String, JobBuildError> {
+    match manifest_key {
+        Some(loc) if location_matches_storage(storage, loc) => Ok(loc.to_string()),
+        _ => manifest_location(storage, key),
+    }
+}
+
 /// Whether `location` (`s3://…` / `file://…`) is one the agent can read from `storage`.
 pub fn location_matches_storage(storage: &BackupStorage, location: &str) -> bool {
     match (&storage.spec.s3, &storage.spec.filesystem) {

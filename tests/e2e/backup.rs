@@ -299,6 +299,137 @@ async fn retention_keep_last_prunes_runs_and_their_artifacts() {
     assert!(keys.iter().all(|k| k.contains("third")), "{keys:?}");
 }
 
+/// Files under `dir` (relative paths), recursively.
+fn files_under(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p.strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retention_on_a_filesystem_storage_prunes_through_a_job() {
+    let _serial = crate::serial().await;
+    let s = scenario("fsretention", "0 0 1 1 *", "").await;
+    s.cluster.apply(&format!(
+        r#"apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {{name: backups, namespace: {ns}}}
+spec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 1Gi}}}}}}
+---
+apiVersion: dataguardian.io/v1alpha1
+kind: BackupStorage
+metadata: {{name: local, namespace: {ns}}}
+spec: {{filesystem: {{claimName: backups, path: /dumps}}}}
+---
+apiVersion: dataguardian.io/v1alpha1
+kind: BackupPolicy
+metadata: {{name: onclaim, namespace: {ns}}}
+spec:
+  source:
+    postgres: {{host: "{host}", port: {port}, database: shop, user: {user},
+               passwordSecretRef: {{name: db-creds, key: password}}}}
+  storageRef: {{name: local}}
+  schedule: "0 0 1 1 *"
+  retention: {{keepLast: 1}}
+"#,
+        ns = s.ns,
+        host = s.services.pg.host(),
+        port = s.services.pg.port(),
+        user = s.services.pg.user(),
+    ));
+    wait_for::<BackupStorage, _>(
+        &s.cluster,
+        Some(&s.operator),
+        &s.ns,
+        "local",
+        Duration::from_secs(60),
+        "filesystem storage Ready",
+        storage_ready,
+    )
+    .await;
+    for name in ["fs-first", "fs-second", "fs-third"] {
+        s.cluster.apply(&manual_run(&s.ns, name, "onclaim"));
+        let r = wait_for::<BackupRun, _>(
+            &s.cluster,
+            Some(&s.operator),
+            &s.ns,
+            name,
+            RUN_TIMEOUT,
+            "run finished",
+            finished,
+        )
+        .await;
+        assert_eq!(phase(&r).as_deref(), Some("Succeeded"), "{:#?}", r.status);
+        let manifest = r.status.unwrap().artifact.unwrap().manifest_key.unwrap();
+        assert!(
+            manifest.starts_with("file:///backup/dumps/"),
+            "the artifact is recorded at its path in the container: {manifest}"
+        );
+    }
+    // keepLast 1: a prune Job deletes the two older artifacts from the claim, then their runs go.
+    let runs: Api<BackupRun> = Api::namespaced(s.cluster.client.clone(), &s.ns);
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let names: Vec<String> = runs
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|r| r.name_any())
+            .collect();
+        if names == ["fs-third"] {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!(
+                "retention did not prune the claim: runs {names:?}\n{}\n{}",
+                s.cluster.diagnostics(&s.ns).await,
+                s.operator.log()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // (Events with the same reason about one object are folded into a series by the
+    // recorder: the first prune's note is the one shown.)
+    wait_for_events(&s.cluster, &s.ns, "onclaim", |events| {
+        events
+            .iter()
+            .any(|e| e.starts_with("Pruning") && e.contains("fs-first-prune"))
+            && events.iter().any(|e| e.starts_with("Pruned"))
+    })
+    .await;
+    if let Some(dir) = s.cluster.claim_dir(&s.ns, "backups") {
+        let files = files_under(&dir);
+        assert!(
+            !files.is_empty() && files.iter().all(|f| f.contains("fs-third")),
+            "only the kept run's artifact remains on the claim: {files:?}"
+        );
+        assert!(
+            files.iter().any(|f| f.ends_with("manifest.json")),
+            "{files:?}"
+        );
+    }
+    // The kept run's manifest is on the claim where its status says.
+    let kept = runs.get("fs-third").await.unwrap();
+    let manifest = kept.status.unwrap().artifact.unwrap().manifest_key.unwrap();
+    if let Some(dir) = s.cluster.claim_dir(&s.ns, "backups") {
+        let path = manifest.trim_start_matches("file:///backup/");
+        assert!(dir.join(path).exists(), "{manifest} not on the claim");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_input_and_faults_end_in_clear_reasons() {
     let _serial = crate::serial().await;

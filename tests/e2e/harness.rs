@@ -82,6 +82,19 @@ impl Cluster {
         }
     }
 
+    /// Where the stand-in's kubelet keeps the contents of the claim `ns/claim` (`None` on a real
+    /// cluster, whose volumes the tests cannot look into).
+    #[allow(dead_code)]
+    pub fn claim_dir(&self, ns: &str, claim: &str) -> Option<PathBuf> {
+        self._server.as_ref().map(|_| {
+            self._dir
+                .path()
+                .join("sim/volumes/pvc")
+                .join(ns)
+                .join(claim)
+        })
+    }
+
     /// A fresh namespace for one scenario.
     pub fn namespace(&self, name: &str) -> String {
         self.kubectl(&["create", "namespace", name])

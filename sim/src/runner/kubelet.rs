@@ -214,6 +214,7 @@ struct RunningContainer {
     started_at: Timestamp,
     term_file: PathBuf,
     log_path: PathBuf,
+    mounts: MountMap,
 }
 
 struct PodWorker {
@@ -663,12 +664,15 @@ impl PodWorker {
         let container = self.container(key);
         let file = std::fs::read(&rc.term_file).unwrap_or_default();
         let log = std::fs::read(&rc.log_path).unwrap_or_default();
+        // The process wrote host paths where a container writes its own: show them back as
+        // the container paths a real container would have reported.
         let message = termination_message(
             &file,
             container.termination_message_policy.as_deref(),
             exit.exit_code,
             &log,
-        );
+        )
+        .map(|m| rc.mounts.to_container(&m));
         let rec = self.record_of_mut(key);
         let previous = std::mem::replace(
             &mut rec.state,
@@ -1099,6 +1103,7 @@ impl PodWorker {
                 env: full,
                 cwd,
                 log_path,
+                mounts,
             },
             launch.stop_signal,
         ))
@@ -1168,6 +1173,7 @@ impl PodWorker {
                                     started_at,
                                     term_file,
                                     log_path: spec.log_path.clone(),
+                                    mounts: spec.mounts.clone(),
                                 },
                             );
                             let sidecar_probe =

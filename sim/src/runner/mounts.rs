@@ -55,7 +55,7 @@ impl MountMap {
         let mut out = String::with_capacity(s.len());
         let mut i = 0;
         'outer: while i < s.len() {
-            if s.as_bytes()[i] == b'/' && (i == 0 || !is_path_byte(s.as_bytes()[i - 1])) {
+            if s.as_bytes()[i] == b'/' && starts_a_path(s.as_bytes(), i) {
                 for (p, host) in &self.entries {
                     if s[i..].starts_with(p.as_str()) {
                         let end = i + p.len();
@@ -78,6 +78,42 @@ impl MountMap {
         out
     }
 
+    /// The inverse of [`MountMap::rewrite`]: every occurrence of a mapped host directory (as a
+    /// whole path or path prefix) in `s` becomes its container path again. Used on what a
+    /// process reports about itself (the termination message), which a container would have
+    /// written in container paths.
+    pub fn to_container(&self, s: &str) -> String {
+        let mut hosts: Vec<(String, &str)> = self
+            .entries
+            .iter()
+            .map(|(p, host)| (host.display().to_string(), p.as_str()))
+            .filter(|(h, _)| h.len() > 1)
+            .collect();
+        hosts.sort_by_key(|h| std::cmp::Reverse(h.0.len()));
+        let mut out = String::with_capacity(s.len());
+        let mut i = 0;
+        'outer: while i < s.len() {
+            for (host, container) in &hosts {
+                if s[i..].starts_with(host.as_str()) {
+                    let end = i + host.len();
+                    let boundary = s
+                        .as_bytes()
+                        .get(end)
+                        .is_none_or(|&b| b == b'/' || !is_path_byte(b));
+                    if boundary {
+                        out.push_str(container);
+                        i = end;
+                        continue 'outer;
+                    }
+                }
+            }
+            let ch = s[i..].chars().next().map(char::len_utf8).unwrap_or(1);
+            out.push_str(&s[i..i + ch]);
+            i += ch;
+        }
+        out
+    }
+
     /// `SIM_MOUNT_<PATH>=<host path>` variables for every mapping.
     pub fn env_vars(&self) -> Vec<(String, String)> {
         self.entries
@@ -85,6 +121,16 @@ impl MountMap {
             .map(|(p, host)| (mount_env_name(p), host.display().to_string()))
             .collect()
     }
+}
+
+/// Whether the `/` at `i` can begin a path: it follows a non-path byte, or it ends a run of
+/// slashes that does (`file:///data/x` names `/data/x`).
+fn starts_a_path(s: &[u8], i: usize) -> bool {
+    let mut j = i;
+    while j > 0 && s[j - 1] == b'/' {
+        j -= 1;
+    }
+    j == 0 || !is_path_byte(s[j - 1])
 }
 
 fn is_path_byte(b: u8) -> bool {

@@ -18,6 +18,8 @@ pub struct ProcessSpec {
     pub cwd: PathBuf,
     /// stdout and stderr both append here.
     pub log_path: PathBuf,
+    /// The container's path mapping (to show host paths back as container paths).
+    pub mounts: super::mounts::MountMap,
 }
 
 /// A started container process (group leader). Dropping it kills the whole group.
