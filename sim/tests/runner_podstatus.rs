@@ -231,6 +231,7 @@ fn spec(dir: &std::path::Path, script: &str) -> ProcessSpec {
         ],
         cwd: dir.to_path_buf(),
         log_path: dir.join("c.log"),
+        mounts: Default::default(),
     }
 }
 
