@@ -15,4 +15,5 @@ pub mod controller;
 pub mod jobs;
 pub mod notify;
 pub mod operator;
+pub mod plugin;
 pub mod telemetry;

@@ -140,6 +140,32 @@ impl Cluster {
         }
     }
 
+    /// `kubectl dataguardian ARGS` — the plugin as a user runs it: kubectl finds the built
+    /// `kubectl-dataguardian` on PATH. Returns the exit code, stdout and stderr.
+    #[allow(dead_code)]
+    pub fn plugin(&self, args: &[&str]) -> (i32, String, String) {
+        let bin = PathBuf::from(env!("CARGO_BIN_EXE_kubectl-dataguardian"));
+        let dir = bin.parent().expect("plugin directory");
+        let path = format!(
+            "{}:{}",
+            dir.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let out = Command::new("kubectl")
+            .arg("dataguardian")
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("PATH", path)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running kubectl dataguardian");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     /// `kubectl apply -f -` of a YAML stream.
     pub fn apply(&self, yaml: &str) {
         if let Err(e) = self.kubectl_stdin(&["apply", "-f", "-"], Some(yaml)) {

@@ -10,6 +10,7 @@ mod harness;
 mod mariadb;
 mod notify;
 mod operations;
+mod plugin;
 mod restore;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
