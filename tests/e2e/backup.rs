@@ -421,6 +421,25 @@ spec:
             "{files:?}"
         );
     }
+    // The kept backup restores from the claim (a Job mounts it read-only).
+    s.cluster
+        .apply(&s.restore_yaml("from-claim", "fs-third", "shop_from_claim", ""));
+    let r = s.restore_finished("from-claim").await;
+    let st = r.status.unwrap();
+    assert_eq!(
+        st.phase.map(|p| format!("{p:?}")).as_deref(),
+        Some("Succeeded"),
+        "{st:#?}"
+    );
+    assert!(st.checksum.is_some_and(|c| c.verified));
+    assert_eq!(
+        s.services
+            .pg
+            .psql("shop_from_claim", "SELECT count(*) FROM orders")
+            .unwrap()
+            .trim(),
+        "500"
+    );
     // The kept run's manifest is on the claim where its status says.
     let kept = runs.get("fs-third").await.unwrap();
     let manifest = kept.status.unwrap().artifact.unwrap().manifest_key.unwrap();

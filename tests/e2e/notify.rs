@@ -144,6 +144,34 @@ spec:
     })
     .await;
 
+    // A policy whose recovery point objective passes without a backup: RpoMissed.
+    s.cluster.apply(&format!(
+        r#"apiVersion: dataguardian.io/v1alpha1
+kind: BackupPolicy
+metadata: {{name: strict, namespace: {ns}}}
+spec:
+  source:
+    postgres: {{host: "{host}", port: {port}, database: shop, user: {user},
+               passwordSecretRef: {{name: db-creds, key: password}}}}
+  storageRef: {{name: main}}
+  schedule: "0 0 1 1 *"
+  rpo: 2s
+  notifications:
+    - {{name: ops, events: [RpoMissed], webhook: {{urlSecretRef: {{name: hooks, key: ops}}}}}}
+"#,
+        ns = s.ns,
+        host = s.services.pg.host(),
+        port = s.services.pg.port(),
+        user = s.services.pg.user(),
+    ));
+    let doc = hooks
+        .wait_for("/hook/tok-ops-1", |v| v["event"] == "RpoMissed")
+        .await;
+    assert_eq!(
+        (doc["policy"].as_str(), doc["object"]["kind"].as_str()),
+        (Some("strict"), Some("BackupPolicy"))
+    );
+
     // Every outcome is counted by result.
     let (_, metrics) = s.operator.http_get("/metrics").expect("metrics");
     for (policy, event, result) in [

@@ -39,7 +39,13 @@ impl Scenario {
         run
     }
 
-    fn restore_yaml(&self, name: &str, backup: &str, database: &str, extra: &str) -> String {
+    pub(crate) fn restore_yaml(
+        &self,
+        name: &str,
+        backup: &str,
+        database: &str,
+        extra: &str,
+    ) -> String {
         format!(
             r#"apiVersion: dataguardian.io/v1alpha1
 kind: RestoreRun
@@ -57,7 +63,7 @@ spec:
         )
     }
 
-    async fn restore_finished(&self, name: &str) -> RestoreRun {
+    pub(crate) async fn restore_finished(&self, name: &str) -> RestoreRun {
         wait_for::<RestoreRun, _>(
             &self.cluster,
             Some(&self.operator),
