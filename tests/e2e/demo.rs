@@ -225,6 +225,13 @@ spec:
     }
     show(&cluster, &["get", "backupruns", "-n", &ns]);
 
+    say("The same at a glance, through the kubectl plugin: kubectl dataguardian status");
+    let (code, table, err) = cluster.plugin(&["status", "-n", &ns]);
+    assert_eq!(code, 0, "kubectl dataguardian status: {err}");
+    for line in table.lines() {
+        println!("  {line}");
+    }
+
     say("Objects in S3 (one artifact + manifest.json per run)");
     for key in services.keys("e2e/") {
         println!("  s3://{}/{key}", services.bucket);
