@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use futures::channel::mpsc::UnboundedSender;
 use kube::Resource;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client};
 
 use crate::api::{BackupPolicy, RestoreRun, RestoreValidation};
@@ -62,6 +63,8 @@ pub struct Context {
     /// Every RestoreValidation in the cluster (for the validation queue); empty until
     /// [`Context::with_validations`] supplies the RestoreValidation controller's store.
     pub validations: Store<RestoreValidation>,
+    /// Wakes the RestoreValidation controller for a validation (queued ones, when a slot frees).
+    validation_wake: Option<UnboundedSender<ObjectRef<RestoreValidation>>>,
     /// Every RestoreRun in the cluster (for the restore queue); empty until
     /// [`Context::with_restore_runs`] supplies the RestoreRun controller's store.
     pub restore_runs: Store<RestoreRun>,
@@ -92,6 +95,7 @@ impl Context {
             runs,
             restore_runs: kube::runtime::reflector::store::Writer::default().as_reader(),
             validations: kube::runtime::reflector::store::Writer::default().as_reader(),
+            validation_wake: None,
             runs_synced: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -113,9 +117,32 @@ impl Context {
     }
 
     /// Uses `store` (the RestoreValidation controller's reflector) for the validation queue.
-    pub fn with_validations(mut self, store: Store<RestoreValidation>) -> Self {
+    /// `wake` reaches the same controller (its `reconcile_on`).
+    pub fn with_validations(
+        mut self,
+        store: Store<RestoreValidation>,
+        wake: UnboundedSender<ObjectRef<RestoreValidation>>,
+    ) -> Self {
         self.validations = store;
+        self.validation_wake = Some(wake);
         self
+    }
+
+    /// Wakes every validation waiting in the queue (a slot just freed).
+    pub fn wake_queued_validations(&self) {
+        let Some(wake) = &self.validation_wake else {
+            return;
+        };
+        for v in self.validations.state() {
+            let queued = v
+                .status
+                .as_ref()
+                .is_some_and(|s| s.queue_position.is_some() && s.job_name.is_none());
+            if queued {
+                // A closed channel is a controller shutting down: nobody to wake.
+                let _ = wake.unbounded_send(ObjectRef::from_obj(v.as_ref()));
+            }
+        }
     }
 
     /// Publishes an Event about `obj`. Event failures are logged, never fatal: the status is the

@@ -101,6 +101,9 @@ pub async fn reconcile(rv: Arc<RestoreValidation>, ctx: Arc<Context>) -> Result<
         .is_some_and(RestoreValidationPhase::is_finished)
         || rv.meta().deletion_timestamp.is_some()
     {
+        // Its slot is free, and the cache already says so (this reconcile was triggered by the
+        // cache seeing it finished): the queue moves now.
+        ctx.wake_queued_validations();
         return Ok(Action::await_change());
     }
     let job_name = status.job_name.clone();
@@ -155,7 +158,8 @@ pub async fn reconcile(rv: Arc<RestoreValidation>, ctx: Arc<Context>) -> Result<
                             .await;
                     }
                 }
-                // A slot frees when another validation finishes: look again shortly.
+                // A finishing validation wakes this one; the requeue covers a running one
+                // that is deleted instead.
                 return Ok(Action::requeue(QUEUE_RECHECK));
             }
             start_job(&ctx, &ns, &rv, resolved).await
@@ -174,8 +178,9 @@ pub async fn reconcile(rv: Arc<RestoreValidation>, ctx: Arc<Context>) -> Result<
 
 /// Reason of a validation waiting for a slot under the global limit.
 const QUEUED: &str = "Queued";
-/// How often a queued validation looks for a free slot.
-const QUEUE_RECHECK: Duration = Duration::from_secs(3);
+/// How often a queued validation looks for a free slot on its own; a finishing validation wakes
+/// the queued ones at once ([`Context::wake_queued_validations`]).
+const QUEUE_RECHECK: Duration = Duration::from_secs(10);
 
 /// The validation queue's verdict on `rv`: `None` when it may start now, else its queue
 /// position and a message. Validations share a global limit (each runs a sandbox database),

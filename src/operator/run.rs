@@ -188,6 +188,8 @@ pub async fn run(args: OperatorArgs) -> Result<(), RunError> {
     );
     // Validations: the reflector feeds the validation queue.
     let validations_api: Api<RestoreValidation> = Api::all(client.clone());
+    // A finished validation wakes the queued ones through this channel.
+    let (validation_wake, validation_woken) = futures::channel::mpsc::unbounded();
     let validation_controller = slim_controller(
         validations_api.clone(),
         watcher::Config::default().any_semantic(),
@@ -195,7 +197,8 @@ pub async fn run(args: OperatorArgs) -> Result<(), RunError> {
     .owns(
         Api::<Job>::all(client.clone()),
         watcher::Config::default().labels("app.kubernetes.io/managed-by=dataguardian-operator"),
-    );
+    )
+    .reconcile_on(validation_woken);
     let ctx = Arc::new(
         Context::new(
             client.clone(),
@@ -204,7 +207,7 @@ pub async fn run(args: OperatorArgs) -> Result<(), RunError> {
             runs_cache.clone(),
         )
         .with_restore_runs(restore_store)
-        .with_validations(validation_controller.store()),
+        .with_validations(validation_controller.store(), validation_wake),
     );
     let run_watch_task = {
         let (ctx, readiness) = (ctx.clone(), readiness.clone());
