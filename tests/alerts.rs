@@ -78,6 +78,15 @@ fn alert_rules_only_use_exported_metrics() {
             queue: "backup".into(),
         })
         .set(1);
+    metrics
+        .notifications
+        .get_or_create(&dataguardian::telemetry::metrics::NotificationLabels {
+            namespace: "n".into(),
+            policy: "p".into(),
+            event: "BackupFailed".into(),
+            result: "rejected".into(),
+        })
+        .inc();
     let exposition = metrics.encode();
     let used: std::collections::BTreeSet<&str> = rules
         .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
