@@ -663,7 +663,6 @@ async fn apply_retention(
         },
         _ => None,
     };
-    let api: Api<BackupRun> = Api::namespaced(ctx.client.clone(), ns);
     for cleanup in &plan.cleanups {
         let needs_storage = cleanup
             .actions
@@ -712,25 +711,33 @@ async fn apply_retention(
                     if failed {
                         break;
                     }
-                    match api.delete(&cleanup.run, &DeleteParams::default()).await {
-                        Ok(_) => {
-                            ctx.event(
-                                policy,
-                                EventType::Normal,
-                                "Pruned",
-                                "Retention",
-                                format!("deleted run {} ({:?})", cleanup.run, cleanup.cause),
-                            )
-                            .await;
-                        }
-                        Err(kube::Error::Api(s)) if s.code == 404 => {}
-                        Err(e) => return Err(e.into()),
-                    }
+                    let note = format!("deleted run {} ({:?})", cleanup.run, cleanup.cause);
+                    delete_pruned_run(ctx, ns, policy, &cleanup.run, note).await?;
                 }
             }
         }
     }
     Ok(requeue_at)
+}
+
+/// Deletes a run retention pruned (one already gone is fine) and says so on the policy.
+async fn delete_pruned_run(
+    ctx: &Context,
+    ns: &str,
+    policy: &BackupPolicy,
+    run: &str,
+    note: String,
+) -> Result<()> {
+    let runs: Api<BackupRun> = Api::namespaced(ctx.client.clone(), ns);
+    match runs.delete(run, &DeleteParams::default()).await {
+        Ok(_) => {
+            ctx.event(policy, EventType::Normal, "Pruned", "Retention", note)
+                .await;
+            Ok(())
+        }
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Retention of an artifact on a filesystem storage: a prune Job (`<run>-prune`) deletes it from
@@ -815,25 +822,12 @@ async fn prune_on_claim(
         Observed::Finished {
             succeeded: true, ..
         } => {
-            let runs: Api<BackupRun> = Api::namespaced(ctx.client.clone(), ns);
-            match runs.delete(&cleanup.run, &DeleteParams::default()).await {
-                Ok(_) => {
-                    ctx.event(
-                        policy,
-                        EventType::Normal,
-                        "Pruned",
-                        "Retention",
-                        format!(
-                            "deleted run {} and its artifact ({:?})",
-                            cleanup.run, cleanup.cause
-                        ),
-                    )
-                    .await;
-                }
-                Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(e) => return Err(e.into()),
-            }
-            delete_job(&jobs, &name).await?;
+            let note = format!(
+                "deleted run {} and its artifact ({:?})",
+                cleanup.run, cleanup.cause
+            );
+            delete_pruned_run(ctx, ns, policy, &cleanup.run, note).await?;
+            job_watch::delete(ctx, ns, &name).await?;
             Ok(None)
         }
         Observed::Finished {
@@ -859,22 +853,9 @@ async fn prune_on_claim(
                 ),
             )
             .await;
-            delete_job(&jobs, &name).await?;
+            job_watch::delete(ctx, ns, &name).await?;
             Ok(Some(now + chrono::Duration::seconds(60)))
         }
-    }
-}
-
-/// Deletes a Job and its Pods; a Job already gone is fine.
-async fn delete_job(jobs: &Api<Job>, name: &str) -> Result<()> {
-    let dp = DeleteParams {
-        propagation_policy: Some(PropagationPolicy::Background),
-        ..Default::default()
-    };
-    match jobs.delete(name, &dp).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(e) => Err(e.into()),
     }
 }
 

@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PropagationPolicy};
+use kube::api::{Api, ListParams, LogParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
@@ -169,7 +169,7 @@ pub async fn reconcile(run: Arc<BackupRun>, ctx: Arc<Context>) -> Result<Action>
         }
         Step::Stalled { message } => {
             if let Some(job) = &job_name {
-                delete_job(&ctx, &ns, job).await?;
+                super::job_watch::delete(&ctx, &ns, job).await?;
             }
             finish(
                 &ctx,
@@ -590,19 +590,6 @@ async fn start_job(
     )
     .await;
     Ok(Action::requeue(Duration::from_secs(2)))
-}
-
-async fn delete_job(ctx: &Context, ns: &str, job: &str) -> Result<()> {
-    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
-    let dp = DeleteParams {
-        propagation_policy: Some(PropagationPolicy::Background),
-        ..Default::default()
-    };
-    match jobs.delete(job, &dp).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(e) => Err(e.into()),
-    }
 }
 
 fn artifact_from_report(

@@ -1,15 +1,29 @@
-//! Observing a restore or validation Job: its state, the agent's termination message, and the
-//! newest progress line of its log. Shared by the RestoreRun and RestoreValidation reconcilers.
+//! Observing a Job: its state, the agent's termination message, and the newest progress line of
+//! its log; and deleting one. Shared by the reconcilers that launch Jobs.
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
-use kube::api::{Api, ListParams, LogParams};
+use kube::api::{Api, DeleteParams, ListParams, LogParams, PropagationPolicy};
 
 use super::agent_report::{ProgressSample, last_progress};
 use super::context::Context;
 use super::error::Result;
 use crate::jobs::backup_job::AGENT_CONTAINER;
+
+/// Deletes the Job `name` and its Pods; a Job already gone is fine.
+pub async fn delete(ctx: &Context, ns: &str, name: &str) -> Result<()> {
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
+    let dp = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..Default::default()
+    };
+    match jobs.delete(name, &dp).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
 
 /// A Job as observed.
 #[derive(Debug, Clone, PartialEq)]

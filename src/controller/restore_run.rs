@@ -18,7 +18,7 @@ use chrono::Utc;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PropagationPolicy};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
@@ -167,7 +167,7 @@ pub async fn reconcile(run: Arc<RestoreRun>, ctx: Arc<Context>) -> Result<Action
         }
         Step::Stalled { message } => {
             if let Some(job) = &job_name {
-                delete_job(&ctx, &ns, job).await?;
+                job_watch::delete(&ctx, &ns, job).await?;
             }
             finish(
                 &ctx,
@@ -601,19 +601,6 @@ async fn start_job(
     Ok(Action::requeue(Duration::from_secs(2)))
 }
 
-async fn delete_job(ctx: &Context, ns: &str, job: &str) -> Result<()> {
-    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
-    let dp = DeleteParams {
-        propagation_policy: Some(PropagationPolicy::Background),
-        ..Default::default()
-    };
-    match jobs.delete(job, &dp).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(e) => Err(e.into()),
-    }
-}
-
 /// Writes the final status, the Event and the metrics of a finished restore.
 async fn finish(
     ctx: &Context,
@@ -699,16 +686,13 @@ async fn finish(
         ),
     )
     .await;
-    let policy = match &run.spec.backup_run_ref {
-        Some(b) => Api::<BackupRun>::namespaced(ctx.client.clone(), ns)
-            .get_opt(&b.name)
-            .await
-            .ok()
-            .flatten()
-            .map(|r| r.spec.policy_ref.name)
-            .unwrap_or_default(),
-        None => String::new(),
-    };
+    // The backup's policy, from the run cache (an artifact given by storage + key has none).
+    let policy = run
+        .spec
+        .backup_run_ref
+        .as_ref()
+        .and_then(|b| ctx.runs.policy_of_run(ns, &b.name))
+        .unwrap_or_default();
     ctx.notify_policy_named(
         ns,
         &policy,

@@ -602,16 +602,10 @@ async fn finish(ctx: &Context, ns: &str, rv: &RestoreValidation, o: Outcome) -> 
             .or_else(|| rv.spec.policy_ref.as_ref().map(|p| p.name.clone()))
         {
             Some(p) => p,
-            None => match &backup_name {
-                Some(b) => Api::<BackupRun>::namespaced(ctx.client.clone(), ns)
-                    .get_opt(b)
-                    .await
-                    .ok()
-                    .flatten()
-                    .map(|r| r.spec.policy_ref.name)
-                    .unwrap_or_default(),
-                None => String::new(),
-            },
+            None => backup_name
+                .as_deref()
+                .and_then(|b| ctx.runs.policy_of_run(ns, b))
+                .unwrap_or_default(),
         }
     } else {
         policy.clone()

@@ -24,17 +24,16 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use k8s_openapi::DeepMerge;
 use k8s_openapi::api::batch::v1::{
-    Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
+    Job, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
     PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, KeyToPath,
-    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
-    ResourceRequirements, SeccompProfile, SecretKeySelector as K8sSecretKeySelector,
-    SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    Capabilities, EmptyDirVolumeSource, EnvVar, EnvVarSource, KeyToPath,
+    PersistentVolumeClaimVolumeSource, PodSecurityContext, ResourceRequirements, SeccompProfile,
+    SecretKeySelector as K8sSecretKeySelector, SecretVolumeSource, SecurityContext, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 
 use crate::api::backup_storage::{FilesystemStorage, S3Storage, SseAlgorithm};
@@ -46,6 +45,7 @@ use crate::api::{BackupPolicy, BackupRun, BackupStorage};
 use crate::controller::context::Settings;
 
 use super::naming::{MAX_LABEL_LEN, bounded_name, label_value};
+use super::restore_job::{JobShell, agent_container, job, pod_spec};
 
 /// Name of the agent container (the reconciler reads its logs and termination message).
 pub const AGENT_CONTAINER: &str = "agent";
@@ -268,76 +268,25 @@ pub fn build_attempt(
     let labels = labels(&policy_name, &run_name, &template.labels);
     let annotations = (!template.annotations.is_empty()).then(|| template.annotations.clone());
 
-    let container = Container {
-        name: AGENT_CONTAINER.into(),
-        image: Some(
-            template
-                .image
-                .clone()
-                .unwrap_or_else(|| defaults.agent_image.clone()),
-        ),
-        image_pull_policy: template.image_pull_policy.map(|p| p.as_str().to_owned()),
-        command: Some(vec!["dataguardian".into()]),
-        args: Some(args),
-        env: Some(env),
-        resources: Some(template.resources.clone().unwrap_or_else(default_resources)),
-        security_context: Some(container_security_context(
-            template.security_context.clone(),
-        )),
-        volume_mounts: Some(mounts),
-        termination_message_path: Some(TERMINATION_LOG.into()),
-        termination_message_policy: Some("FallbackToLogsOnError".into()),
-        ..Default::default()
-    };
-
-    let pod_spec = PodSpec {
-        containers: vec![container],
-        restart_policy: Some("Never".into()),
-        service_account_name: template.service_account_name.clone(),
-        automount_service_account_token: Some(false),
-        enable_service_links: Some(false),
-        node_selector: (!template.node_selector.is_empty()).then(|| template.node_selector.clone()),
-        tolerations: (!template.tolerations.is_empty()).then(|| template.tolerations.clone()),
-        affinity: template.affinity.clone(),
-        priority_class_name: template.priority_class_name.clone(),
-        image_pull_secrets: (!template.image_pull_secrets.is_empty())
-            .then(|| template.image_pull_secrets.clone()),
-        security_context: Some(pod_security_context(template.pod_security_context.clone())),
-        volumes: Some(volumes),
-        ..Default::default()
-    };
-
-    Ok(Job {
-        metadata: ObjectMeta {
-            name: Some(job_name(&run_name, attempt)),
-            namespace: Some(namespace),
-            labels: Some(labels.clone()),
-            annotations: annotations.clone(),
-            owner_references: Some(vec![owner]),
-            ..Default::default()
-        },
-        spec: Some(JobSpec {
-            backoff_limit: Some(i32::try_from(spec.backoff_limit).unwrap_or(i32::MAX)),
+    let container = agent_container(&template, defaults, args, env, mounts);
+    let pod = pod_spec(&template, Vec::new(), container, volumes);
+    Ok(job(
+        JobShell {
+            name: job_name(&run_name, attempt),
+            namespace,
+            labels,
+            annotations,
+            owner,
+            backoff_limit: i32::try_from(spec.backoff_limit).unwrap_or(i32::MAX),
             active_deadline_seconds: run
                 .spec
                 .active_deadline_seconds
                 .or(spec.active_deadline_seconds),
-            ttl_seconds_after_finished: Some(defaults.ttl_seconds_after_finished),
-            completions: Some(1),
-            parallelism: Some(1),
-            pod_failure_policy: Some(pod_failure_policy()),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels),
-                    annotations,
-                    ..Default::default()
-                }),
-                spec: Some(pod_spec),
-            },
-            ..Default::default()
-        }),
-        status: None,
-    })
+            pod_failure_policy: pod_failure_policy(),
+            ttl_seconds_after_finished: defaults.ttl_seconds_after_finished,
+        },
+        pod,
+    ))
 }
 
 /// The recommended labels plus DataGuardian's own; the template's extra labels never override

@@ -9,11 +9,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::batch::v1::{Job, JobSpec};
-use k8s_openapi::api::core::v1::{
-    EnvVar, PersistentVolumeClaimVolumeSource, PodTemplateSpec, Volume, VolumeMount,
-};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{EnvVar, PersistentVolumeClaimVolumeSource, Volume, VolumeMount};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::{Resource, ResourceExt};
 
 use crate::api::{BackupPolicy, BackupStorage};
@@ -23,7 +21,8 @@ use super::backup_job::{
 };
 use super::naming::{MAX_LABEL_LEN, bounded_name};
 use super::restore_job::{
-    agent_container, agent_env, escape_env, labels, pod_failure_policy, pod_spec, tmp_volume,
+    JobShell, agent_container, agent_env, escape_env, job, labels, pod_failure_policy, pod_spec,
+    tmp_volume,
 };
 
 /// Retries of a prune Job (deleting files is idempotent).
@@ -107,34 +106,20 @@ pub fn build(
     let annotations = (!template.annotations.is_empty()).then(|| template.annotations.clone());
     let container = agent_container(&template, defaults, args, env, mounts);
     let pod = pod_spec(&template, Vec::new(), container, volumes);
-    Ok(Job {
-        metadata: ObjectMeta {
-            name: Some(job_name(run)),
-            namespace: Some(namespace),
-            labels: Some(labels.clone()),
-            annotations: annotations.clone(),
-            owner_references: Some(vec![owner]),
-            ..Default::default()
-        },
-        spec: Some(JobSpec {
-            backoff_limit: Some(BACKOFF_LIMIT),
+    Ok(job(
+        JobShell {
+            name: job_name(run),
+            namespace,
+            labels,
+            annotations,
+            owner,
+            backoff_limit: BACKOFF_LIMIT,
             active_deadline_seconds: Some(ACTIVE_DEADLINE_SECONDS),
-            pod_failure_policy: Some(pod_failure_policy(&NON_RETRYABLE_EXIT_CODES)),
-            ttl_seconds_after_finished: Some(defaults.ttl_seconds_after_finished),
-            completions: Some(1),
-            parallelism: Some(1),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels),
-                    annotations,
-                    ..Default::default()
-                }),
-                spec: Some(pod),
-            },
-            ..Default::default()
-        }),
-        status: None,
-    })
+            pod_failure_policy: pod_failure_policy(&NON_RETRYABLE_EXIT_CODES),
+            ttl_seconds_after_finished: defaults.ttl_seconds_after_finished,
+        },
+        pod,
+    ))
 }
 
 #[cfg(test)]

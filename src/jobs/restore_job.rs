@@ -22,7 +22,7 @@ use k8s_openapi::api::core::v1::{
     PodTemplateSpec, SecretVolumeSource, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
 
 use crate::api::common::{Decryption, JobTemplate, SecretKeySelector};
@@ -360,6 +360,53 @@ pub(crate) fn pod_spec(
     }
 }
 
+/// What sets one DataGuardian Job apart from another, around its Pod.
+pub(crate) struct JobShell {
+    pub name: String,
+    pub namespace: String,
+    /// On the Job and its Pod.
+    pub labels: BTreeMap<String, String>,
+    /// On the Job and its Pod.
+    pub annotations: Option<BTreeMap<String, String>>,
+    pub owner: OwnerReference,
+    pub backoff_limit: i32,
+    pub active_deadline_seconds: Option<i64>,
+    pub pod_failure_policy: PodFailurePolicy,
+    pub ttl_seconds_after_finished: i32,
+}
+
+/// The Job of every builder: one Pod run to completion, labelled and annotated like the Job.
+pub(crate) fn job(shell: JobShell, pod: PodSpec) -> Job {
+    Job {
+        metadata: ObjectMeta {
+            name: Some(shell.name),
+            namespace: Some(shell.namespace),
+            labels: Some(shell.labels.clone()),
+            annotations: shell.annotations.clone(),
+            owner_references: Some(vec![shell.owner]),
+            ..Default::default()
+        },
+        spec: Some(JobSpec {
+            backoff_limit: Some(shell.backoff_limit),
+            active_deadline_seconds: shell.active_deadline_seconds,
+            pod_failure_policy: Some(shell.pod_failure_policy),
+            ttl_seconds_after_finished: Some(shell.ttl_seconds_after_finished),
+            completions: Some(1),
+            parallelism: Some(1),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(shell.labels),
+                    annotations: shell.annotations,
+                    ..Default::default()
+                }),
+                spec: Some(pod),
+            },
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
 /// Builds the restore Job of `run`, reading the manifest at `manifest_location` (see
 /// [`manifest_location`]) from `storage`. `fallback_template` is the backup policy's Job
 /// template, used when the run sets none.
@@ -446,34 +493,20 @@ pub fn build(
     let container = agent_container(&template, defaults, args, env, mounts);
     let pod = pod_spec(&template, Vec::new(), container, volumes);
     let backoff = spec.backoff_limit.unwrap_or(DEFAULT_BACKOFF_LIMIT);
-    Ok(Job {
-        metadata: ObjectMeta {
-            name: Some(job_name(&run_name)),
-            namespace: Some(namespace),
-            labels: Some(labels.clone()),
-            annotations: annotations.clone(),
-            owner_references: Some(vec![owner]),
-            ..Default::default()
-        },
-        spec: Some(JobSpec {
-            backoff_limit: Some(i32::try_from(backoff).unwrap_or(i32::MAX)),
+    Ok(job(
+        JobShell {
+            name: job_name(&run_name),
+            namespace,
+            labels,
+            annotations,
+            owner,
+            backoff_limit: i32::try_from(backoff).unwrap_or(i32::MAX),
             active_deadline_seconds: spec.active_deadline_seconds,
-            pod_failure_policy: Some(pod_failure_policy(&NON_RETRYABLE_EXIT_CODES)),
-            ttl_seconds_after_finished: Some(defaults.ttl_seconds_after_finished),
-            completions: Some(1),
-            parallelism: Some(1),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels),
-                    annotations,
-                    ..Default::default()
-                }),
-                spec: Some(pod),
-            },
-            ..Default::default()
-        }),
-        status: None,
-    })
+            pod_failure_policy: pod_failure_policy(&NON_RETRYABLE_EXIT_CODES),
+            ttl_seconds_after_finished: defaults.ttl_seconds_after_finished,
+        },
+        pod,
+    ))
 }
 
 #[cfg(test)]

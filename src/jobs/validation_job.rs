@@ -14,12 +14,11 @@
 //! password dies with the Pod. The sandbox reads it through the images' `*_PASSWORD_FILE`
 //! convention, the agent through `--password-file`.
 
-use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, ObjectFieldSelector,
-    PodTemplateSpec, SeccompProfile, SecurityContext, Volume, VolumeMount,
+    SeccompProfile, SecurityContext, Volume, VolumeMount,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 
 use crate::api::common::{Engine, JobTemplate};
@@ -29,8 +28,8 @@ use crate::api::{BackupStorage, RestoreValidation};
 use super::backup_job::{JobBuildError, JobDefaults, escape_dollar, plain_env, push_flag};
 use super::naming::{MAX_LABEL_LEN, bounded_name};
 use super::restore_job::{
-    agent_container, agent_env, escape_env, labels, pod_failure_policy, pod_spec, push_identity,
-    push_storage_access, tmp_volume,
+    JobShell, agent_container, agent_env, escape_env, job, labels, pod_failure_policy, pod_spec,
+    push_identity, push_storage_access, tmp_volume,
 };
 
 /// Label with the RestoreValidation's name.
@@ -364,39 +363,25 @@ pub fn build(
     let annotations = (!template.annotations.is_empty()).then(|| template.annotations.clone());
     let container = agent_container(&template, defaults, args, env, mounts);
     let pod = pod_spec(&template, init, container, volumes);
-    Ok(Job {
-        metadata: ObjectMeta {
-            name: Some(job_name(&name)),
-            namespace: Some(namespace),
-            labels: Some(labels.clone()),
-            annotations: annotations.clone(),
-            owner_references: Some(vec![owner]),
-            ..Default::default()
-        },
-        spec: Some(JobSpec {
+    Ok(job(
+        JobShell {
+            name: job_name(&name),
+            namespace,
+            labels,
+            annotations,
+            owner,
             // A verdict (passed or failed) is final; the sandbox is fresh on every Pod anyway.
-            backoff_limit: Some(0),
-            // Evictions do not count as a verdict (an evicted Pod is retried).
-            pod_failure_policy: Some(pod_failure_policy(&[])),
+            backoff_limit: 0,
             active_deadline_seconds: Some(
                 spec.active_deadline_seconds
                     .unwrap_or(DEFAULT_DEADLINE_SECONDS),
             ),
-            ttl_seconds_after_finished: Some(defaults.ttl_seconds_after_finished),
-            completions: Some(1),
-            parallelism: Some(1),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels),
-                    annotations,
-                    ..Default::default()
-                }),
-                spec: Some(pod),
-            },
-            ..Default::default()
-        }),
-        status: None,
-    })
+            // Evictions do not count as a verdict (an evicted Pod is retried).
+            pod_failure_policy: pod_failure_policy(&[]),
+            ttl_seconds_after_finished: defaults.ttl_seconds_after_finished,
+        },
+        pod,
+    ))
 }
 
 #[cfg(test)]

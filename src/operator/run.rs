@@ -26,6 +26,7 @@ use crate::telemetry::metrics::Metrics;
 
 use super::health::{self, Readiness};
 use super::leader::{LeaderElector, LeaseSettings};
+use super::run_watch::Watched;
 use super::{run_watch, shared_watch};
 
 /// Flags of `dataguardian operator`.
@@ -373,13 +374,7 @@ where
 /// A controller whose cache holds slimmed objects ([`slim_watch`]).
 fn slim_controller<K>(api: Api<K>, cfg: watcher::Config) -> Controller<K>
 where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
+    K: Watched,
 {
     let (reader, writer) = reflector::store();
     let stream = reflector(writer, slim_watch(api, cfg)).applied_objects();
@@ -390,13 +385,7 @@ where
 /// told through `reconcile_on`, and the streams it `owns`/`watches`.
 fn fed_controller<K>(store: reflector::Store<K>) -> Controller<K>
 where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
+    K: Watched,
 {
     Controller::for_stream(futures::stream::empty::<Result<K, watcher::Error>>(), store)
         .with_config(controller_config())

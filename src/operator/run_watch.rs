@@ -22,6 +22,30 @@ use kube::{Resource, ResourceExt};
 use crate::api::{BackupPolicy, BackupRun, BackupRunPhase};
 use crate::controller::run_cache::{self, RunCache, RunCacheWriter};
 
+/// A kind the operator watches and caches (a shorthand for the bounds watches and controllers
+/// need).
+pub trait Watched:
+    Resource<DynamicType = ()>
+    + Clone
+    + serde::de::DeserializeOwned
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> Watched for K where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// The client-side-apply annotation kubectl writes: a copy of the whole object the operator
 /// never reads.
 pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";

@@ -11,9 +11,8 @@ use kube::Resource;
 use kube::api::Api;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use serde::de::DeserializeOwned;
 
-use super::run_watch::{strip_metadata, trimmed_watch};
+use super::run_watch::{Watched, strip_metadata, trimmed_watch};
 
 /// The cache, one receiver per consumer, and the task feeding them.
 pub struct SharedWatch<K: Resource<DynamicType = ()> + 'static> {
@@ -28,13 +27,7 @@ pub struct SharedWatch<K: Resource<DynamicType = ()> + 'static> {
 /// Starts watching every `K` for `consumers` consumers.
 pub fn spawn<K>(api: Api<K>, consumers: usize) -> SharedWatch<K>
 where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
+    K: Watched,
 {
     let (reader, writer) = reflector::store();
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..consumers).map(|_| unbounded()).unzip();

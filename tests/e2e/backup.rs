@@ -11,7 +11,7 @@ use crate::harness::{
     Cluster, Operator, Services, jobs, manual_run, phase, reason, wait_for, wait_for_events,
 };
 
-pub const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+pub const RUN_TIMEOUT: Duration = Duration::from_secs(180);
 
 fn storage_ready(s: &BackupStorage) -> bool {
     s.status.as_ref().is_some_and(|st| {
@@ -66,6 +66,58 @@ pub async fn scenario_with(
         services,
         operator,
         ns,
+    }
+}
+
+impl Scenario {
+    /// A manual BackupRun `name` of `policy`, followed until it finishes (either way).
+    pub async fn run_to_end(&self, name: &str, policy: &str) -> BackupRun {
+        self.cluster.apply(&manual_run(&self.ns, name, policy));
+        wait_for::<BackupRun, _>(
+            &self.cluster,
+            Some(&self.operator),
+            &self.ns,
+            name,
+            RUN_TIMEOUT,
+            "run finished",
+            finished,
+        )
+        .await
+    }
+
+    /// Waits until the namespace's BackupRuns are exactly `names` and `also` says `Ok` (else
+    /// what it is still waiting for).
+    pub async fn wait_for_runs(
+        &self,
+        names: &[&str],
+        timeout: Duration,
+        also: impl Fn() -> Result<(), String>,
+    ) {
+        let runs: Api<BackupRun> = Api::namespaced(self.cluster.client.clone(), &self.ns);
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let now: Vec<String> = runs
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .iter()
+                .map(|r| r.name_any())
+                .collect();
+            let extra = also();
+            if now == names && extra.is_ok() {
+                return;
+            }
+            if std::time::Instant::now() > deadline {
+                panic!(
+                    "runs {now:?}, expected {names:?}; {}\n{}\n{}",
+                    extra.err().unwrap_or_default(),
+                    self.cluster.diagnostics(&self.ns).await,
+                    self.operator.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
     }
 }
 
@@ -253,47 +305,23 @@ async fn retention_keep_last_prunes_runs_and_their_artifacts() {
     let _serial = crate::serial().await;
     let s = scenario("retention", "0 0 1 1 *", "  retention: {keepLast: 1}\n").await;
     for name in ["first", "second", "third"] {
-        s.cluster.apply(&manual_run(&s.ns, name, "shop"));
-        let r = wait_for::<BackupRun, _>(
-            &s.cluster,
-            Some(&s.operator),
-            &s.ns,
-            name,
-            RUN_TIMEOUT,
-            "run finished",
-            finished,
-        )
-        .await;
+        let r = s.run_to_end(name, "shop").await;
         assert_eq!(phase(&r).as_deref(), Some("Succeeded"), "{:#?}", r.status);
     }
-    let runs: Api<BackupRun> = Api::namespaced(s.cluster.client.clone(), &s.ns);
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let names: Vec<String> = runs
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .iter()
-            .map(|r| r.name_any())
-            .collect();
+    s.wait_for_runs(&["third"], Duration::from_secs(60), || {
         let manifests: Vec<String> = s
             .services
             .keys("e2e/")
             .into_iter()
             .filter(|k| k.ends_with("manifest.json"))
             .collect();
-        if names == ["third"] && manifests.len() == 1 {
-            break;
+        if manifests.len() == 1 {
+            Ok(())
+        } else {
+            Err(format!("retention did not prune: manifests {manifests:?}"))
         }
-        if std::time::Instant::now() > deadline {
-            panic!(
-                "retention did not prune: runs {names:?}, manifests {manifests:?}\n{}",
-                s.operator.log()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    })
+    .await;
     // What remains is the third run's artifact, manifest and data alike.
     let keys = s.services.keys("e2e/");
     assert!(keys.iter().all(|k| k.contains("third")), "{keys:?}");
@@ -332,21 +360,15 @@ kind: BackupStorage
 metadata: {{name: local, namespace: {ns}}}
 spec: {{filesystem: {{claimName: backups, path: /dumps}}}}
 ---
-apiVersion: dataguardian.io/v1alpha1
-kind: BackupPolicy
-metadata: {{name: onclaim, namespace: {ns}}}
-spec:
-  source:
-    postgres: {{host: "{host}", port: {port}, database: shop, user: {user},
-               passwordSecretRef: {{name: db-creds, key: password}}}}
-  storageRef: {{name: local}}
-  schedule: "0 0 1 1 *"
-  retention: {{keepLast: 1}}
-"#,
+{policy}"#,
         ns = s.ns,
-        host = s.services.pg.host(),
-        port = s.services.pg.port(),
-        user = s.services.pg.user(),
+        policy = s.services.postgres_policy(
+            &s.ns,
+            "onclaim",
+            "shop",
+            "local",
+            "  schedule: \"0 0 1 1 *\"\n  retention: {keepLast: 1}\n",
+        ),
     ));
     wait_for::<BackupStorage, _>(
         &s.cluster,
@@ -359,17 +381,7 @@ spec:
     )
     .await;
     for name in ["fs-first", "fs-second", "fs-third"] {
-        s.cluster.apply(&manual_run(&s.ns, name, "onclaim"));
-        let r = wait_for::<BackupRun, _>(
-            &s.cluster,
-            Some(&s.operator),
-            &s.ns,
-            name,
-            RUN_TIMEOUT,
-            "run finished",
-            finished,
-        )
-        .await;
+        let r = s.run_to_end(name, "onclaim").await;
         assert_eq!(phase(&r).as_deref(), Some("Succeeded"), "{:#?}", r.status);
         let manifest = r.status.unwrap().artifact.unwrap().manifest_key.unwrap();
         assert!(
@@ -378,29 +390,8 @@ spec:
         );
     }
     // keepLast 1: a prune Job deletes the two older artifacts from the claim, then their runs go.
-    let runs: Api<BackupRun> = Api::namespaced(s.cluster.client.clone(), &s.ns);
-    let deadline = std::time::Instant::now() + Duration::from_secs(90);
-    loop {
-        let names: Vec<String> = runs
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .iter()
-            .map(|r| r.name_any())
-            .collect();
-        if names == ["fs-third"] {
-            break;
-        }
-        if std::time::Instant::now() > deadline {
-            panic!(
-                "retention did not prune the claim: runs {names:?}\n{}\n{}",
-                s.cluster.diagnostics(&s.ns).await,
-                s.operator.log()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    s.wait_for_runs(&["fs-third"], Duration::from_secs(90), || Ok(()))
+        .await;
     // (Events with the same reason about one object are folded into a series by the
     // recorder: the first prune's note is the one shown.)
     wait_for_events(&s.cluster, &s.ns, "onclaim", |events| {
@@ -441,6 +432,7 @@ spec:
         "500"
     );
     // The kept run's manifest is on the claim where its status says.
+    let runs: Api<BackupRun> = Api::namespaced(s.cluster.client.clone(), &s.ns);
     let kept = runs.get("fs-third").await.unwrap();
     let manifest = kept.status.unwrap().artifact.unwrap().manifest_key.unwrap();
     if let Some(dir) = s.cluster.claim_dir(&s.ns, "backups") {

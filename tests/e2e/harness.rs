@@ -470,22 +470,49 @@ spec:
        prefix: e2e/, credentialsSecretRef: {{name: s3-creds}}}}
   probe: {{intervalSeconds: 10}}
 ---
-apiVersion: dataguardian.io/v1alpha1
-kind: BackupPolicy
-metadata: {{name: {policy}, namespace: {ns}}}
-spec:
-  source:
-    postgres: {{host: "{host}", port: {port}, database: shop, user: {user},
-               passwordSecretRef: {{name: db-creds, key: password}}}}
-  storageRef: {{name: main}}
-  schedule: "{schedule}"
-  compression: {{algorithm: zstd, level: 3}}
-{extra_policy_spec}"#,
+{policy}"#,
             key = self.s3.access_key_id(),
             secret = self.s3.secret_access_key(),
             pw = self.pg.password(),
             bucket = self.bucket,
             endpoint = self.s3.endpoint(),
+            policy = self.postgres_policy(
+                ns,
+                policy,
+                "shop",
+                "main",
+                &format!("  schedule: \"{schedule}\"\n  compression: {{algorithm: zstd, level: 3}}\n{extra_policy_spec}"),
+            ),
+        )
+    }
+
+    /// A BackupPolicy `name` of the PostgreSQL `database` (credentials from the Secret
+    /// `db-creds` that [`Services::manifests`] creates) onto `storage`, with `extra` spec lines.
+    pub fn postgres_policy(
+        &self,
+        ns: &str,
+        name: &str,
+        database: &str,
+        storage: &str,
+        extra: &str,
+    ) -> String {
+        format!(
+            r#"apiVersion: dataguardian.io/v1alpha1
+kind: BackupPolicy
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  source: {{postgres: {endpoint}}}
+  storageRef: {{name: {storage}}}
+{extra}"#,
+            endpoint = self.postgres_endpoint(database),
+        )
+    }
+
+    /// The test PostgreSQL server's `database` as a `postgres` block (one line of flow YAML),
+    /// credentials from the Secret `db-creds`.
+    pub fn postgres_endpoint(&self, database: &str) -> String {
+        format!(
+            r#"{{host: "{host}", port: {port}, database: {database}, user: {user}, passwordSecretRef: {{name: db-creds, key: password}}}}"#,
             host = self.pg.host(),
             port = self.pg.port(),
             user = self.pg.user(),

@@ -2,10 +2,8 @@
 //! Slack-style webhook (a real HTTP receiver on loopback), a failing receiver becomes a Warning
 //! Event and a metric, and the URLs (their tokens) never show anywhere.
 
-use dataguardian::api::BackupRun;
-
-use crate::backup::{RUN_TIMEOUT, finished, scenario};
-use crate::harness::{Webhooks, manual_run, phase, wait_for, wait_for_events};
+use crate::backup::scenario;
+use crate::harness::{Webhooks, phase, wait_for_events};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn backup_outcomes_reach_webhooks_and_failures_are_reported() {
@@ -32,35 +30,16 @@ async fn backup_outcomes_reach_webhooks_and_failures_are_reported() {
         ns = s.ns
     ));
     // A second policy on a database that does not exist: its backups fail.
-    s.cluster.apply(&format!(
-        r#"apiVersion: dataguardian.io/v1alpha1
-kind: BackupPolicy
-metadata: {{name: nodb, namespace: {ns}}}
-spec:
-  source:
-    postgres: {{host: "{host}", port: {port}, database: no_such_db, user: {user},
-               passwordSecretRef: {{name: db-creds, key: password}}}}
-  storageRef: {{name: main}}
-  schedule: "0 0 1 1 *"
-{rules}"#,
-        ns = s.ns,
-        host = s.services.pg.host(),
-        port = s.services.pg.port(),
-        user = s.services.pg.user(),
+    s.cluster.apply(&s.services.postgres_policy(
+        &s.ns,
+        "nodb",
+        "no_such_db",
+        "main",
+        &format!("  schedule: \"0 0 1 1 *\"\n{rules}"),
     ));
 
     // A successful backup: the JSON webhook and the Slack webhook hear it.
-    s.cluster.apply(&manual_run(&s.ns, "good", "shop"));
-    let run = wait_for::<BackupRun, _>(
-        &s.cluster,
-        Some(&s.operator),
-        &s.ns,
-        "good",
-        RUN_TIMEOUT,
-        "run finished",
-        finished,
-    )
-    .await;
+    let run = s.run_to_end("good", "shop").await;
     assert_eq!(
         phase(&run).as_deref(),
         Some("Succeeded"),
@@ -108,17 +87,7 @@ spec:
 
     // A failed backup: the ops webhook hears it as a warning; the rule whose Secret is missing
     // says so in an Event.
-    s.cluster.apply(&manual_run(&s.ns, "bad", "nodb"));
-    let run = wait_for::<BackupRun, _>(
-        &s.cluster,
-        Some(&s.operator),
-        &s.ns,
-        "bad",
-        RUN_TIMEOUT,
-        "run finished",
-        finished,
-    )
-    .await;
+    let run = s.run_to_end("bad", "nodb").await;
     assert_eq!(phase(&run).as_deref(), Some("Failed"), "{:#?}", run.status);
     let doc = hooks
         .wait_for("/hook/tok-ops-1", |v| v["object"]["name"] == "bad")
@@ -145,24 +114,12 @@ spec:
     .await;
 
     // A policy whose recovery point objective passes without a backup: RpoMissed.
-    s.cluster.apply(&format!(
-        r#"apiVersion: dataguardian.io/v1alpha1
-kind: BackupPolicy
-metadata: {{name: strict, namespace: {ns}}}
-spec:
-  source:
-    postgres: {{host: "{host}", port: {port}, database: shop, user: {user},
-               passwordSecretRef: {{name: db-creds, key: password}}}}
-  storageRef: {{name: main}}
-  schedule: "0 0 1 1 *"
-  rpo: 2s
-  notifications:
-    - {{name: ops, events: [RpoMissed], webhook: {{urlSecretRef: {{name: hooks, key: ops}}}}}}
-"#,
-        ns = s.ns,
-        host = s.services.pg.host(),
-        port = s.services.pg.port(),
-        user = s.services.pg.user(),
+    s.cluster.apply(&s.services.postgres_policy(
+        &s.ns,
+        "strict",
+        "shop",
+        "main",
+        "  schedule: \"0 0 1 1 *\"\n  rpo: 2s\n  notifications:\n    - {name: ops, events: [RpoMissed], webhook: {urlSecretRef: {name: hooks, key: ops}}}\n",
     ));
     let doc = hooks
         .wait_for("/hook/tok-ops-1", |v| v["event"] == "RpoMissed")

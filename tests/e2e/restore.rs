@@ -8,7 +8,7 @@ use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 
 use crate::backup::Scenario;
-use crate::harness::{Webhooks, manual_run, phase, wait_for, wait_for_events};
+use crate::harness::{Webhooks, phase, wait_for, wait_for_events};
 
 const TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -19,17 +19,7 @@ async fn scenario(ns: &str, extra_policy_spec: &str) -> Scenario {
 
 impl Scenario {
     async fn backup(&self, name: &str) -> BackupRun {
-        self.cluster.apply(&manual_run(&self.ns, name, "shop"));
-        let run = wait_for::<BackupRun, _>(
-            &self.cluster,
-            Some(&self.operator),
-            &self.ns,
-            name,
-            TIMEOUT,
-            "backup finished",
-            |r| matches!(phase(r).as_deref(), Some("Succeeded") | Some("Failed")),
-        )
-        .await;
+        let run = self.run_to_end(name, "shop").await;
         assert_eq!(
             phase(&run).as_deref(),
             Some("Succeeded"),
@@ -52,14 +42,11 @@ kind: RestoreRun
 metadata: {{name: {name}, namespace: {ns}}}
 spec:
   backupRunRef: {{name: {backup}}}
-  target: {{postgres: {{host: "{host}", port: {port}, database: {database}, user: {user},
-                      passwordSecretRef: {{name: db-creds, key: password}}}}}}
+  target: {{postgres: {endpoint}}}
   createDatabase: true
 {extra}"#,
             ns = self.ns,
-            host = self.services.pg.host(),
-            port = self.services.pg.port(),
-            user = self.services.pg.user(),
+            endpoint = self.services.postgres_endpoint(database),
         )
     }
 

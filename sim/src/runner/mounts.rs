@@ -52,30 +52,12 @@ impl MountMap {
     /// `s` to its host path. `/data` is rewritten in `--dir=/data/x` but not in `/database` or
     /// `/srv/data`.
     pub fn rewrite(&self, s: &str) -> String {
-        let mut out = String::with_capacity(s.len());
-        let mut i = 0;
-        'outer: while i < s.len() {
-            if s.as_bytes()[i] == b'/' && starts_a_path(s.as_bytes(), i) {
-                for (p, host) in &self.entries {
-                    if s[i..].starts_with(p.as_str()) {
-                        let end = i + p.len();
-                        let boundary = s
-                            .as_bytes()
-                            .get(end)
-                            .is_none_or(|&b| b == b'/' || !is_path_byte(b));
-                        if boundary {
-                            out.push_str(&host.display().to_string());
-                            i = end;
-                            continue 'outer;
-                        }
-                    }
-                }
-            }
-            let ch = s[i..].chars().next().map(char::len_utf8).unwrap_or(1);
-            out.push_str(&s[i..i + ch]);
-            i += ch;
-        }
-        out
+        let pairs: Vec<(&str, String)> = self
+            .entries
+            .iter()
+            .map(|(p, host)| (p.as_str(), host.display().to_string()))
+            .collect();
+        replace_paths(s, &pairs)
     }
 
     /// The inverse of [`MountMap::rewrite`]: every occurrence of a mapped host directory (as a
@@ -83,35 +65,14 @@ impl MountMap {
     /// process reports about itself (the termination message), which a container would have
     /// written in container paths.
     pub fn to_container(&self, s: &str) -> String {
-        let mut hosts: Vec<(String, &str)> = self
+        let mut pairs: Vec<(String, &str)> = self
             .entries
             .iter()
             .map(|(p, host)| (host.display().to_string(), p.as_str()))
             .filter(|(h, _)| h.len() > 1)
             .collect();
-        hosts.sort_by_key(|h| std::cmp::Reverse(h.0.len()));
-        let mut out = String::with_capacity(s.len());
-        let mut i = 0;
-        'outer: while i < s.len() {
-            for (host, container) in &hosts {
-                if s[i..].starts_with(host.as_str()) {
-                    let end = i + host.len();
-                    let boundary = s
-                        .as_bytes()
-                        .get(end)
-                        .is_none_or(|&b| b == b'/' || !is_path_byte(b));
-                    if boundary {
-                        out.push_str(container);
-                        i = end;
-                        continue 'outer;
-                    }
-                }
-            }
-            let ch = s[i..].chars().next().map(char::len_utf8).unwrap_or(1);
-            out.push_str(&s[i..i + ch]);
-            i += ch;
-        }
-        out
+        pairs.sort_by_key(|(h, _)| std::cmp::Reverse(h.len()));
+        replace_paths(s, &pairs)
     }
 
     /// `SIM_MOUNT_<PATH>=<host path>` variables for every mapping.
@@ -121,6 +82,37 @@ impl MountMap {
             .map(|(p, host)| (mount_env_name(p), host.display().to_string()))
             .collect()
     }
+}
+
+/// Replaces each `from` path (longest first in `pairs`) with its `to`, where it stands as a whole
+/// path or a path prefix: it begins a path ([`starts_a_path`]) and ends at `/` or a non-path
+/// byte.
+fn replace_paths(s: &str, pairs: &[(impl AsRef<str>, impl AsRef<str>)]) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    'outer: while i < s.len() {
+        if s.as_bytes()[i] == b'/' && starts_a_path(s.as_bytes(), i) {
+            for (from, to) in pairs {
+                let from = from.as_ref();
+                if s[i..].starts_with(from) {
+                    let end = i + from.len();
+                    let boundary = s
+                        .as_bytes()
+                        .get(end)
+                        .is_none_or(|&b| b == b'/' || !is_path_byte(b));
+                    if boundary {
+                        out.push_str(to.as_ref());
+                        i = end;
+                        continue 'outer;
+                    }
+                }
+            }
+        }
+        let ch = s[i..].chars().next().map(char::len_utf8).unwrap_or(1);
+        out.push_str(&s[i..i + ch]);
+        i += ch;
+    }
+    out
 }
 
 /// Whether the `/` at `i` can begin a path: it follows a non-path byte, or it ends a run of
