@@ -15,7 +15,6 @@
 //! out (the agent's error categories).
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -26,41 +25,16 @@ use super::error::{AgentError, Result};
 use super::manifest::{ArtifactKind, Engine, Manifest, TableCount};
 use super::restore::{self, RestoreRequest};
 use super::storage::{Location, S3Settings, Store};
-use super::summary::{self, TERMINATION_LIMIT};
+use super::summary::TERMINATION_LIMIT;
 use crate::api::restore_validation::{
     CheckKind, CheckResult, Expectation, RowCountsCheck, SchemaCheck, ValidationCheck,
     ValidationResult,
 };
-use crate::cli::agent::CommonArgs;
 
 /// Mismatching tables listed in a row-count check's message.
 const MAX_LISTED: usize = 10;
 /// Longest `message` of a check result (the API's limit).
 const MESSAGE_LIMIT: usize = 1024;
-
-/// `agent validate`.
-#[derive(Debug, clap::Args)]
-pub struct ValidateArgs {
-    /// Connection to the sandbox database (`--database` picks the database to restore into;
-    /// default: the backup's own database name).
-    #[command(flatten)]
-    pub common: CommonArgs,
-    /// The backup's manifest: s3://bucket/…/manifest.json or file:///…/manifest.json.
-    #[arg(long, env = "DG_FROM")]
-    pub from: String,
-    /// age identity file for encrypted backups.
-    #[arg(long, env = "DG_IDENTITY_FILE")]
-    pub identity_file: Option<PathBuf>,
-    /// The checks as JSON (a RestoreValidation's `spec.checks`); default: one rowCounts check.
-    #[arg(long, env = "DG_CHECKS")]
-    pub checks: Option<String>,
-    /// File holding the checks as JSON.
-    #[arg(long, env = "DG_CHECKS_FILE")]
-    pub checks_file: Option<PathBuf>,
-    /// How long to wait for the sandbox to accept connections, in seconds.
-    #[arg(long, env = "DG_SANDBOX_WAIT_SECONDS", default_value_t = 300)]
-    pub wait_seconds: u64,
-}
 
 /// Everything a validation needs.
 #[derive(Debug, Clone)]
@@ -759,79 +733,6 @@ pub fn compact(summary: &Value) -> String {
         }
     }
     v.to_string()
-}
-
-fn request(args: &ValidateArgs) -> Result<ValidateRequest> {
-    let checks_text = match (&args.checks, &args.checks_file) {
-        (Some(_), Some(_)) => {
-            return Err(AgentError::Config(
-                "give either --checks or --checks-file".into(),
-            ));
-        }
-        (Some(c), None) => Some(c.clone()),
-        (None, Some(f)) => Some(std::fs::read_to_string(f).map_err(|e| {
-            AgentError::Config(format!("cannot read --checks-file {}: {e}", f.display()))
-        })?),
-        (None, None) => None,
-    };
-    Ok(ValidateRequest {
-        engine: args.common.engine,
-        uri: crate::cli::agent::resolve_uri(&args.common)?,
-        database: args.common.database.clone(),
-        from: args.from.parse()?,
-        identity_file: args.identity_file.clone(),
-        checks: parse_checks(checks_text.as_deref())?,
-        s3: crate::cli::agent::s3_settings(&args.common),
-        wait: Duration::from_secs(args.wait_seconds.max(1)),
-        progress_interval: Duration::from_secs(args.common.progress_interval_seconds.max(1)),
-    })
-}
-
-/// Run `agent validate`: print the summary, write the termination message, return the exit
-/// code (0 Passed, 1 Failed, else the error category's code).
-pub fn run_cli(args: &ValidateArgs) -> ExitCode {
-    let clock = Instant::now();
-    crate::cli::agent::tune_allocator();
-    crate::cli::agent::init_logging(args.common.log_format);
-    let termination_log = summary::termination_log_path(args.common.termination_log.clone());
-    let result = crate::cli::agent::runtime()
-        .map_err(AgentError::Io)
-        .and_then(|rt| rt.block_on(async { run(request(args)?).await }));
-    let (value, code) = match result {
-        Ok(o) => {
-            let from: Location = args.from.parse().unwrap_or(Location::File {
-                path: PathBuf::new(),
-            });
-            let code = if o.result == ValidationResult::Passed {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            };
-            match o.result {
-                ValidationResult::Passed => {
-                    tracing::info!(rto = ?o.restore_duration_seconds, "validation passed")
-                }
-                ValidationResult::Failed => {
-                    tracing::warn!(reason = ?o.reason, message = %o.message, "validation failed")
-                }
-            }
-            (outcome_summary(&o, &from), code)
-        }
-        Err(e) => {
-            tracing::error!(category = e.category(), error = %e, "validate failed");
-            (
-                summary::failure_summary("validate", &e, clock.elapsed().as_secs_f64()),
-                ExitCode::from(e.exit_code()),
-            )
-        }
-    };
-    println!("{value}");
-    if let Some(path) = termination_log
-        && let Err(e) = std::fs::write(&path, compact(&value))
-    {
-        tracing::warn!(path = %path.display(), error = %e, "cannot write the termination message");
-    }
-    code
 }
 
 #[cfg(test)]

@@ -246,3 +246,10 @@ pub struct AttemptFailure {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }
+
+/// Whether `run` carries the pin label. Any value but `false` pins: when in doubt, keep.
+pub fn is_pinned(run: &BackupRun) -> bool {
+    kube::ResourceExt::labels(run)
+        .get(super::backup_policy::PIN_LABEL)
+        .is_some_and(|v| !v.trim().eq_ignore_ascii_case("false"))
+}

@@ -22,41 +22,29 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use k8s_openapi::DeepMerge;
 use k8s_openapi::api::batch::v1::{
     Job, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
     PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, EmptyDirVolumeSource, EnvVar, EnvVarSource, KeyToPath,
-    PersistentVolumeClaimVolumeSource, PodSecurityContext, ResourceRequirements, SeccompProfile,
-    SecretKeySelector as K8sSecretKeySelector, SecretVolumeSource, SecurityContext, Volume,
-    VolumeMount,
+    EmptyDirVolumeSource, EnvVar, KeyToPath, PersistentVolumeClaimVolumeSource, SecretVolumeSource,
+    Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::{Resource, ResourceExt};
 
 use crate::api::backup_storage::{FilesystemStorage, S3Storage, SseAlgorithm};
-use crate::api::common::{
-    Compression, CompressionAlgorithm, DatabaseSpec, Engine, MysqlSslMode, SecretKeySelector,
-    time_to_chrono,
-};
+use crate::api::common::{Compression, CompressionAlgorithm, SecretKeySelector, time_to_chrono};
 use crate::api::{BackupPolicy, BackupRun, BackupStorage};
-use crate::controller::context::Settings;
 
 use super::naming::{MAX_LABEL_LEN, bounded_name, label_value};
-use super::restore_job::{JobShell, agent_container, job, pod_spec};
+use super::shell::{
+    AGENT_CONTAINER, JobBuildError, JobDefaults, JobShell, POLICY_LABEL, RUN_LABEL, STORAGE_MOUNT,
+    TERMINATION_LOG, agent_container, escape_dollar, job, plain_env, pod_spec, push_flag,
+    secret_env,
+};
+use super::source::{Source, join_key};
 
-/// Name of the agent container (the reconciler reads its logs and termination message).
-pub const AGENT_CONTAINER: &str = "agent";
-/// Where the agent writes its JSON summary.
-pub const TERMINATION_LOG: &str = "/dev/termination-log";
-/// Label with the BackupPolicy's name.
-pub const POLICY_LABEL: &str = "dataguardian.io/policy";
-/// Label with the BackupRun's name.
-pub const RUN_LABEL: &str = "dataguardian.io/run";
-/// Where a filesystem storage's claim is mounted.
-pub(crate) const STORAGE_MOUNT: &str = "/backup";
 /// Where the recipients Secret is mounted.
 const RECIPIENTS_DIR: &str = "/etc/dataguardian/recipients";
 /// File name of the recipients inside [`RECIPIENTS_DIR`].
@@ -64,74 +52,13 @@ const RECIPIENTS_FILE: &str = "recipients";
 /// Agent exit codes that no retry can fix: invalid configuration (2) and encryption setup, such
 /// as a malformed recipient (14). The Job fails at once instead of retrying them.
 pub const NON_RETRYABLE_EXIT_CODES: [i32; 2] = [2, 14];
-/// UID/GID the agent runs as when the template does not say otherwise (distroless `nonroot`).
-pub(crate) const NONROOT_ID: i64 = 65532;
-
-/// Operator-wide inputs of the Job builders (from the operator's flags).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JobDefaults {
-    /// Agent image when the policy's Job template sets none (the operator's own image).
-    pub agent_image: String,
-    /// `ttlSecondsAfterFinished` of the Jobs (how long `kubectl logs` keeps working).
-    pub ttl_seconds_after_finished: i32,
-}
-
-impl From<&JobDefaults> for JobDefaults {
-    fn from(defaults: &JobDefaults) -> Self {
-        defaults.clone()
-    }
-}
-
-impl From<&Settings> for JobDefaults {
-    fn from(settings: &Settings) -> Self {
-        JobDefaults {
-            agent_image: settings.agent_image.clone(),
-            ttl_seconds_after_finished: settings.job_ttl_seconds,
-        }
-    }
-}
-
-/// Why a Job cannot be built. These are spec problems: they wait for a change, not a retry.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum JobBuildError {
-    /// The BackupRun lacks a field the API server always sets.
-    #[error("the BackupRun is missing {0}")]
-    MissingRunField(&'static str),
-    /// The policy's source has no engine block (or no host/user without a connection Secret).
-    #[error("the policy's source is incomplete: {0}")]
-    InvalidSource(String),
-    /// The storage sets neither `s3` nor `filesystem`.
-    #[error("the BackupStorage {0} sets neither s3 nor filesystem")]
-    NoStorageBackend(String),
-    /// The policy's `pathTemplate` uses an unknown placeholder or renders an invalid key.
-    #[error("invalid pathTemplate {template:?}: {detail}")]
-    InvalidPathTemplate {
-        /// The template.
-        template: String,
-        /// What is wrong.
-        detail: String,
-    },
-}
-
-impl JobBuildError {
-    /// A CamelCase reason for status and Events.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            JobBuildError::MissingRunField(_) => "InvalidRun",
-            JobBuildError::InvalidSource(_) => "InvalidPolicy",
-            JobBuildError::NoStorageBackend(_) => "InvalidStorage",
-            JobBuildError::InvalidPathTemplate { .. } => "InvalidPathTemplate",
-        }
-    }
-}
-
 /// The deterministic name of the Job of attempt `attempt` of run `run`.
 pub fn job_name(run: &str, attempt: u32) -> String {
     bounded_name(run, &attempt.to_string(), MAX_LABEL_LEN)
 }
 
 /// Builds the backup Job for the first attempt of `run`. `defaults` is a [`JobDefaults`] or the
-/// operator's [`Settings`].
+/// operator's `Settings`.
 pub fn build(
     run: &BackupRun,
     policy: &BackupPolicy,
@@ -337,277 +264,11 @@ fn pod_failure_policy() -> PodFailurePolicy {
     }
 }
 
-pub(crate) fn default_resources() -> ResourceRequirements {
-    ResourceRequirements {
-        requests: Some(BTreeMap::from([
-            ("cpu".to_owned(), Quantity("250m".into())),
-            ("memory".to_owned(), Quantity("128Mi".into())),
-        ])),
-        limits: Some(BTreeMap::from([(
-            "memory".to_owned(),
-            Quantity("1Gi".into()),
-        )])),
-        ..Default::default()
-    }
-}
-
-/// The restricted pod security context, with the template's fields merged over it.
-pub(crate) fn pod_security_context(overrides: Option<PodSecurityContext>) -> PodSecurityContext {
-    let mut context = PodSecurityContext {
-        run_as_non_root: Some(true),
-        run_as_user: Some(NONROOT_ID),
-        run_as_group: Some(NONROOT_ID),
-        fs_group: Some(NONROOT_ID),
-        seccomp_profile: Some(SeccompProfile {
-            type_: "RuntimeDefault".into(),
-            localhost_profile: None,
-        }),
-        ..Default::default()
-    };
-    if let Some(overrides) = overrides {
-        context.merge_from(overrides);
-    }
-    context
-}
-
-/// The restricted container security context, with the template's fields merged over it.
-pub(crate) fn container_security_context(overrides: Option<SecurityContext>) -> SecurityContext {
-    let mut context = SecurityContext {
-        run_as_non_root: Some(true),
-        allow_privilege_escalation: Some(false),
-        read_only_root_filesystem: Some(true),
-        privileged: Some(false),
-        capabilities: Some(Capabilities {
-            drop: Some(vec!["ALL".into()]),
-            add: None,
-        }),
-        seccomp_profile: Some(SeccompProfile {
-            type_: "RuntimeDefault".into(),
-            localhost_profile: None,
-        }),
-        ..Default::default()
-    };
-    if let Some(overrides) = overrides {
-        context.merge_from(overrides);
-    }
-    context
-}
-
 fn compression_flag(compression: &Compression) -> String {
     match (compression.algorithm, compression.effective_level()) {
         (CompressionAlgorithm::None, _) | (_, None) => compression.algorithm.as_str().to_owned(),
         (algorithm, Some(level)) => format!("{}:{level}", algorithm.as_str()),
     }
-}
-
-/// Escapes `$` so that the kubelet's `$(VAR)` expansion leaves the text as written.
-pub(crate) fn escape_dollar(text: &str) -> String {
-    text.replace('$', "$$")
-}
-
-pub(crate) fn push_flag(args: &mut Vec<String>, flag: &str, value: &str) {
-    args.push(flag.to_owned());
-    args.push(value.to_owned());
-}
-
-pub(crate) fn plain_env(name: &str, value: &str) -> EnvVar {
-    EnvVar {
-        name: name.to_owned(),
-        value: Some(value.to_owned()),
-        value_from: None,
-    }
-}
-
-pub(crate) fn secret_env(name: &str, selector: &SecretKeySelector, optional: bool) -> EnvVar {
-    EnvVar {
-        name: name.to_owned(),
-        value: None,
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(K8sSecretKeySelector {
-                name: selector.name.clone(),
-                key: selector.key.clone(),
-                optional: optional.then_some(true),
-            }),
-            ..Default::default()
-        }),
-    }
-}
-
-/// The policy's source, reduced to what the agent needs.
-pub(crate) struct Source {
-    pub(crate) engine: Engine,
-    /// `postgresql://user@host:port/db?…` without a password; `None` when the URI comes from
-    /// a Secret.
-    pub(crate) uri: Option<String>,
-    pub(crate) password: Option<SecretKeySelector>,
-    pub(crate) connection: Option<SecretKeySelector>,
-    pub(crate) database: Option<String>,
-    pub(crate) all_databases: bool,
-    pub(crate) extra_args: Vec<String>,
-}
-
-impl Source {
-    pub(crate) fn from_spec(source: &DatabaseSpec) -> Result<Self, JobBuildError> {
-        struct Common<'a> {
-            host: Option<&'a str>,
-            port: u16,
-            user: Option<&'a str>,
-            database: Option<&'a String>,
-            all: bool,
-            password: Option<&'a SecretKeySelector>,
-            connection: Option<&'a SecretKeySelector>,
-            extra: &'a [String],
-        }
-        let (engine, common, params) = match (&source.postgres, &source.mysql) {
-            (Some(pg), _) => (
-                Engine::Postgres,
-                Common {
-                    host: pg.host.as_deref(),
-                    port: pg.port,
-                    user: pg.user.as_deref(),
-                    database: pg.database.as_ref(),
-                    all: pg.all_databases.unwrap_or(false),
-                    password: pg.password_secret_ref.as_ref(),
-                    connection: pg.connection_secret_ref.as_ref(),
-                    extra: &pg.extra_args,
-                },
-                pg.ssl_mode
-                    .map(|mode| {
-                        let value = serde_json::to_value(mode)
-                            .ok()
-                            .and_then(|v| v.as_str().map(str::to_owned))
-                            .unwrap_or_default();
-                        vec![("sslmode", value)]
-                    })
-                    .unwrap_or_default(),
-            ),
-            (None, Some(my)) => (
-                Engine::Mysql,
-                Common {
-                    host: my.host.as_deref(),
-                    port: my.port,
-                    user: my.user.as_deref(),
-                    database: my.database.as_ref(),
-                    all: my.all_databases.unwrap_or(false),
-                    password: my.password_secret_ref.as_ref(),
-                    connection: my.connection_secret_ref.as_ref(),
-                    extra: &my.extra_args,
-                },
-                // The agent's MySQL client knows `ssl=true|false` (and a CA file, which the API
-                // does not carry yet): the verify modes require TLS; certificate verification
-                // needs that CA option.
-                match my.ssl_mode {
-                    Some(MysqlSslMode::Disabled) => vec![("ssl", "false".to_owned())],
-                    Some(
-                        MysqlSslMode::Required
-                        | MysqlSslMode::VerifyCa
-                        | MysqlSslMode::VerifyIdentity,
-                    ) => vec![("ssl", "true".to_owned())],
-                    Some(MysqlSslMode::Preferred) | None => vec![],
-                },
-            ),
-            (None, None) => {
-                return Err(JobBuildError::InvalidSource(
-                    "no engine block (postgres or mysql) is set".into(),
-                ));
-            }
-        };
-        // The agent splits `--dump-arg` values at commas (its env form is a comma list), so an
-        // argument with a comma would reach the dump tool as two. Refuse it instead.
-        if let Some(arg) = common.extra.iter().find(|a| a.contains(',')) {
-            return Err(JobBuildError::InvalidSource(format!(
-                "extraArgs entry {arg:?} contains ','; give each value as its own argument \
-                 (e.g. two --exclude-table=… entries)"
-            )));
-        }
-        if common.database.is_some() == common.all {
-            return Err(JobBuildError::InvalidSource(
-                "set exactly one of database or allDatabases: true".into(),
-            ));
-        }
-        let uri = match common.connection {
-            Some(_) => None,
-            None => {
-                let (Some(host), Some(user)) = (common.host, common.user) else {
-                    return Err(JobBuildError::InvalidSource(
-                        "host and user are required unless connectionSecretRef is set".into(),
-                    ));
-                };
-                Some(connection_uri(
-                    engine,
-                    host,
-                    common.port,
-                    user,
-                    common.database.map(String::as_str),
-                    &params,
-                )?)
-            }
-        };
-        Ok(Source {
-            engine,
-            uri,
-            password: common.password.cloned(),
-            connection: common.connection.cloned(),
-            database: common.database.cloned(),
-            all_databases: common.all,
-            extra_args: common.extra.to_vec(),
-        })
-    }
-
-    fn push_args(&self, args: &mut Vec<String>, env: &mut Vec<EnvVar>) {
-        push_flag(args, "--engine", self.engine.as_str());
-        match (&self.uri, &self.connection) {
-            (Some(uri), _) => push_flag(args, "--uri", uri),
-            // A URI from a Secret may hold the password: it only ever travels as DG_URI.
-            (None, Some(connection)) => env.push(secret_env("DG_URI", connection, false)),
-            (None, None) => {}
-        }
-        if let Some(password) = &self.password {
-            env.push(secret_env("DG_PASSWORD", password, false));
-        }
-        if let Some(database) = &self.database {
-            push_flag(args, "--database", database);
-        }
-        if self.all_databases {
-            args.push("--all-databases".into());
-        }
-    }
-}
-
-/// Builds a connection URI without a password, percent-encoding user and database.
-fn connection_uri(
-    engine: Engine,
-    host: &str,
-    port: u16,
-    user: &str,
-    database: Option<&str>,
-    params: &[(&str, String)],
-) -> Result<String, JobBuildError> {
-    let scheme = match engine {
-        Engine::Postgres => "postgresql",
-        Engine::Mysql => "mysql",
-    };
-    let host_part = if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]") // IPv6 literal
-    } else {
-        host.to_owned()
-    };
-    let mut url = url::Url::parse(&format!("{scheme}://{host_part}:{port}/")).map_err(|e| {
-        JobBuildError::InvalidSource(format!("host {host:?} does not form a valid URI: {e}"))
-    })?;
-    url.set_username(user)
-        .map_err(|()| JobBuildError::InvalidSource(format!("user {user:?} is not usable")))?;
-    if let Some(db) = database {
-        url.path_segments_mut()
-            .map_err(|()| JobBuildError::InvalidSource("cannot set the database".into()))?
-            .clear()
-            .push(db);
-    }
-    if !params.is_empty() {
-        url.query_pairs_mut()
-            .extend_pairs(params.iter().map(|(k, v)| (*k, v.as_str())));
-    }
-    Ok(url.to_string())
 }
 
 /// The rendered destination of one run: the directory under the storage root (`dir`) and the
@@ -694,15 +355,6 @@ fn key_safe(text: &str) -> String {
             }
         })
         .collect()
-}
-
-pub(crate) fn join_key(parts: &[&str]) -> String {
-    parts
-        .iter()
-        .flat_map(|p| p.split('/'))
-        .filter(|s| !s.is_empty())
-        .collect::<Vec<_>>()
-        .join("/")
 }
 
 fn push_destination(
@@ -809,6 +461,8 @@ fn push_filesystem(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::common::Engine;
+    use crate::jobs::source::connection_uri;
     use serde_json::{Value, json};
 
     fn policy(yaml: &str) -> BackupPolicy {
@@ -1021,6 +675,7 @@ spec: {policyRef: {name: nightly}, trigger: Scheduled, scheduledTime: "2026-11-2
 
     #[test]
     fn operator_settings_are_job_defaults() {
+        use crate::controller::common::context::Settings;
         let settings = Settings {
             agent_image: "registry.local/dg:1".into(),
             job_ttl_seconds: 600,

@@ -16,12 +16,10 @@ use kube::{Resource, ResourceExt};
 
 use crate::api::{BackupPolicy, BackupStorage};
 
-use super::backup_job::{
-    JobBuildError, JobDefaults, POLICY_LABEL, RUN_LABEL, STORAGE_MOUNT, escape_dollar, push_flag,
-};
 use super::naming::{MAX_LABEL_LEN, bounded_name};
-use super::restore_job::{
-    JobShell, agent_container, agent_env, escape_env, job, labels, pod_failure_policy, pod_spec,
+use super::shell::{
+    JobBuildError, JobDefaults, JobShell, POLICY_LABEL, RUN_LABEL, STORAGE_MOUNT, agent_container,
+    agent_env, escape_dollar, escape_env, job, labels, pod_failure_policy, pod_spec, push_flag,
     tmp_volume,
 };
 

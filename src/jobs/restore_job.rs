@@ -11,36 +11,22 @@
 //! before the target is touched, so a tampered artifact fails the restore with the target
 //! untouched. `--overwrite` is passed only when the RestoreRun says `overwrite: true`.
 
-use std::collections::BTreeMap;
-
-use k8s_openapi::api::batch::v1::{
-    Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
-    PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
-};
-use k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, EnvVar, KeyToPath, PersistentVolumeClaimVolumeSource, PodSpec,
-    PodTemplateSpec, SecretVolumeSource, Volume, VolumeMount,
-};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::EnvVar;
 use kube::{Resource, ResourceExt};
 
-use crate::api::common::{Decryption, JobTemplate, SecretKeySelector};
+use crate::api::common::JobTemplate;
 use crate::api::{BackupStorage, RestoreRun};
 
-use super::backup_job::{
-    AGENT_CONTAINER, JobBuildError, JobDefaults, STORAGE_MOUNT, Source, TERMINATION_LOG,
-    container_security_context, default_resources, escape_dollar, join_key, plain_env,
-    pod_security_context, push_flag, secret_env,
+use super::naming::{MAX_LABEL_LEN, bounded_name};
+use super::shell::{
+    JobBuildError, JobDefaults, JobShell, STORAGE_MOUNT, agent_container, agent_env, escape_dollar,
+    escape_env, job, labels, pod_failure_policy, pod_spec, push_flag, secret_env, tmp_volume,
 };
-use super::naming::{MAX_LABEL_LEN, bounded_name, label_value};
+use super::source::{Source, join_key, push_identity, push_storage_access};
 
 /// Label with the RestoreRun's name.
 pub const RESTORE_LABEL: &str = "dataguardian.io/restore";
-/// Where the identity Secret is mounted.
-pub const IDENTITY_DIR: &str = "/etc/dataguardian/identity";
-/// File name of the identity inside [`IDENTITY_DIR`].
-pub const IDENTITY_FILE: &str = "identity";
 /// Default `backoffLimit` of a restore Job (a restore retries transient failures).
 pub const DEFAULT_BACKOFF_LIMIT: u32 = 2;
 
@@ -48,33 +34,6 @@ pub const DEFAULT_BACKOFF_LIMIT: u32 = 2;
 /// refuses the restore, e.g. not empty (11), an artifact whose checksum does not match (13) and
 /// a wrong identity (14). The Job fails at once on them instead of retrying.
 pub const NON_RETRYABLE_EXIT_CODES: [i32; 4] = [2, 11, 13, 14];
-
-/// Fails the Job at once on `codes` of the agent container; evicted or preempted pods (node
-/// drain, spot reclaim) are retried without counting against `backoffLimit`.
-/// With no `codes`, only the eviction rule is set.
-pub(crate) fn pod_failure_policy(codes: &[i32]) -> PodFailurePolicy {
-    let mut rules = Vec::new();
-    if !codes.is_empty() {
-        rules.push(PodFailurePolicyRule {
-            action: "FailJob".into(),
-            on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
-                container_name: Some(AGENT_CONTAINER.into()),
-                operator: "In".into(),
-                values: codes.to_vec(),
-            }),
-            on_pod_conditions: None,
-        });
-    }
-    rules.push(PodFailurePolicyRule {
-        action: "Ignore".into(),
-        on_exit_codes: None,
-        on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {
-            type_: "DisruptionTarget".into(),
-            status: Some("True".into()),
-        }]),
-    });
-    PodFailurePolicy { rules }
-}
 
 /// The deterministic name of the restore Job of `run`.
 pub fn job_name(run: &str) -> String {
@@ -144,266 +103,6 @@ pub fn location_matches_storage(storage: &BackupStorage, location: &str) -> bool
         (Some(s3), _) => location.starts_with(&format!("s3://{}/", s3.bucket)),
         (None, Some(_)) => location.starts_with(&format!("file://{STORAGE_MOUNT}/")),
         (None, None) => false,
-    }
-}
-
-/// Adds read access to `storage` to a Job: S3 settings and the credentials Secret's keys as
-/// `secretKeyRef` env vars, or the claim mounted read-only.
-pub(crate) fn push_storage_access(
-    storage: &BackupStorage,
-    args: &mut Vec<String>,
-    env: &mut Vec<EnvVar>,
-    volumes: &mut Vec<Volume>,
-    mounts: &mut Vec<VolumeMount>,
-) -> Result<(), JobBuildError> {
-    match (&storage.spec.s3, &storage.spec.filesystem) {
-        (Some(s3), _) => {
-            push_flag(args, "--s3-region", &s3.region);
-            if let Some(endpoint) = &s3.endpoint {
-                push_flag(args, "--s3-endpoint", endpoint);
-            }
-            if s3.force_path_style {
-                args.push("--s3-path-style".into());
-            }
-            env.push(plain_env("AWS_REGION", &s3.region));
-            if let Some(creds) = &s3.credentials_secret_ref {
-                for (var, optional) in [
-                    ("AWS_ACCESS_KEY_ID", false),
-                    ("AWS_SECRET_ACCESS_KEY", false),
-                    ("AWS_SESSION_TOKEN", true),
-                ] {
-                    env.push(secret_env(
-                        var,
-                        &SecretKeySelector::new(creds.name.clone(), var),
-                        optional,
-                    ));
-                }
-            }
-            Ok(())
-        }
-        (None, Some(fs)) => {
-            volumes.push(Volume {
-                name: "storage".into(),
-                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                    claim_name: fs.claim_name.clone(),
-                    read_only: Some(true),
-                }),
-                ..Default::default()
-            });
-            mounts.push(VolumeMount {
-                name: "storage".into(),
-                mount_path: STORAGE_MOUNT.into(),
-                read_only: Some(true),
-                ..Default::default()
-            });
-            Ok(())
-        }
-        (None, None) => Err(JobBuildError::NoStorageBackend(storage.name_any())),
-    }
-}
-
-/// Mounts the identity Secret read-only and points `--identity-file` at it.
-pub(crate) fn push_identity(
-    decryption: Option<&Decryption>,
-    args: &mut Vec<String>,
-    volumes: &mut Vec<Volume>,
-    mounts: &mut Vec<VolumeMount>,
-) {
-    let Some(decryption) = decryption else {
-        return;
-    };
-    let selector = &decryption.identity_secret_ref;
-    volumes.push(Volume {
-        name: "identity".into(),
-        secret: Some(SecretVolumeSource {
-            secret_name: Some(selector.name.clone()),
-            items: Some(vec![KeyToPath {
-                key: selector.key.clone(),
-                path: IDENTITY_FILE.into(),
-                ..Default::default()
-            }]),
-            default_mode: Some(0o440),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
-    mounts.push(VolumeMount {
-        name: "identity".into(),
-        mount_path: IDENTITY_DIR.into(),
-        read_only: Some(true),
-        ..Default::default()
-    });
-    push_flag(
-        args,
-        "--identity-file",
-        &format!("{IDENTITY_DIR}/{IDENTITY_FILE}"),
-    );
-}
-
-/// The `/tmp` emptyDir every agent container gets (read-only root filesystem).
-pub(crate) fn tmp_volume() -> (Volume, VolumeMount) {
-    (
-        Volume {
-            name: "tmp".into(),
-            empty_dir: Some(EmptyDirVolumeSource {
-                size_limit: Some(Quantity("1Gi".into())),
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
-        VolumeMount {
-            name: "tmp".into(),
-            mount_path: "/tmp".into(),
-            ..Default::default()
-        },
-    )
-}
-
-/// Escapes `$` in every literal env value (see [`escape_dollar`]).
-pub(crate) fn escape_env(env: &mut [EnvVar]) {
-    for var in env {
-        if let Some(value) = &mut var.value {
-            *value = escape_dollar(value);
-        }
-    }
-}
-
-/// The agent's logging and termination-message environment.
-pub(crate) fn agent_env() -> Vec<EnvVar> {
-    vec![
-        plain_env("DG_TERMINATION_LOG", TERMINATION_LOG),
-        plain_env("DG_LOG_FORMAT", "json"),
-        plain_env("HOME", "/tmp"),
-        plain_env("TMPDIR", "/tmp"),
-    ]
-}
-
-/// The recommended labels plus DataGuardian's own for a Job of `component`.
-pub(crate) fn labels(
-    component: &str,
-    instance: &str,
-    own: (&str, &str),
-    extra: &BTreeMap<String, String>,
-) -> BTreeMap<String, String> {
-    let mut labels = extra.clone();
-    labels.extend(
-        [
-            ("app.kubernetes.io/name", "dataguardian".to_owned()),
-            ("app.kubernetes.io/instance", label_value(instance)),
-            ("app.kubernetes.io/component", component.to_owned()),
-            (
-                "app.kubernetes.io/managed-by",
-                "dataguardian-operator".to_owned(),
-            ),
-            ("app.kubernetes.io/part-of", "dataguardian".to_owned()),
-            (own.0, label_value(own.1)),
-        ]
-        .map(|(k, v)| (k.to_owned(), v)),
-    );
-    labels
-}
-
-/// The agent container of a restore or validation Job.
-pub(crate) fn agent_container(
-    template: &JobTemplate,
-    defaults: &JobDefaults,
-    args: Vec<String>,
-    env: Vec<EnvVar>,
-    mounts: Vec<VolumeMount>,
-) -> Container {
-    Container {
-        name: AGENT_CONTAINER.into(),
-        image: Some(
-            template
-                .image
-                .clone()
-                .unwrap_or_else(|| defaults.agent_image.clone()),
-        ),
-        image_pull_policy: template.image_pull_policy.map(|p| p.as_str().to_owned()),
-        command: Some(vec!["dataguardian".into()]),
-        args: Some(args),
-        env: Some(env),
-        resources: Some(template.resources.clone().unwrap_or_else(default_resources)),
-        security_context: Some(container_security_context(
-            template.security_context.clone(),
-        )),
-        volume_mounts: Some(mounts),
-        termination_message_path: Some(TERMINATION_LOG.into()),
-        termination_message_policy: Some("FallbackToLogsOnError".into()),
-        ..Default::default()
-    }
-}
-
-/// The Pod spec around the containers, from the Job template.
-pub(crate) fn pod_spec(
-    template: &JobTemplate,
-    init_containers: Vec<Container>,
-    container: Container,
-    volumes: Vec<Volume>,
-) -> PodSpec {
-    PodSpec {
-        init_containers: (!init_containers.is_empty()).then_some(init_containers),
-        containers: vec![container],
-        restart_policy: Some("Never".into()),
-        service_account_name: template.service_account_name.clone(),
-        automount_service_account_token: Some(false),
-        enable_service_links: Some(false),
-        node_selector: (!template.node_selector.is_empty()).then(|| template.node_selector.clone()),
-        tolerations: (!template.tolerations.is_empty()).then(|| template.tolerations.clone()),
-        affinity: template.affinity.clone(),
-        priority_class_name: template.priority_class_name.clone(),
-        image_pull_secrets: (!template.image_pull_secrets.is_empty())
-            .then(|| template.image_pull_secrets.clone()),
-        security_context: Some(pod_security_context(template.pod_security_context.clone())),
-        volumes: Some(volumes),
-        ..Default::default()
-    }
-}
-
-/// What sets one DataGuardian Job apart from another, around its Pod.
-pub(crate) struct JobShell {
-    pub name: String,
-    pub namespace: String,
-    /// On the Job and its Pod.
-    pub labels: BTreeMap<String, String>,
-    /// On the Job and its Pod.
-    pub annotations: Option<BTreeMap<String, String>>,
-    pub owner: OwnerReference,
-    pub backoff_limit: i32,
-    pub active_deadline_seconds: Option<i64>,
-    pub pod_failure_policy: PodFailurePolicy,
-    pub ttl_seconds_after_finished: i32,
-}
-
-/// The Job of every builder: one Pod run to completion, labelled and annotated like the Job.
-pub(crate) fn job(shell: JobShell, pod: PodSpec) -> Job {
-    Job {
-        metadata: ObjectMeta {
-            name: Some(shell.name),
-            namespace: Some(shell.namespace),
-            labels: Some(shell.labels.clone()),
-            annotations: shell.annotations.clone(),
-            owner_references: Some(vec![shell.owner]),
-            ..Default::default()
-        },
-        spec: Some(JobSpec {
-            backoff_limit: Some(shell.backoff_limit),
-            active_deadline_seconds: shell.active_deadline_seconds,
-            pod_failure_policy: Some(shell.pod_failure_policy),
-            ttl_seconds_after_finished: Some(shell.ttl_seconds_after_finished),
-            completions: Some(1),
-            parallelism: Some(1),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(shell.labels),
-                    annotations: shell.annotations,
-                    ..Default::default()
-                }),
-                spec: Some(pod),
-            },
-            ..Default::default()
-        }),
-        status: None,
     }
 }
 

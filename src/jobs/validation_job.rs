@@ -25,12 +25,12 @@ use crate::api::common::{Engine, JobTemplate};
 use crate::api::restore_validation::{RowCountsCheck, Sandbox, ValidationCheck};
 use crate::api::{BackupStorage, RestoreValidation};
 
-use super::backup_job::{JobBuildError, JobDefaults, escape_dollar, plain_env, push_flag};
 use super::naming::{MAX_LABEL_LEN, bounded_name};
-use super::restore_job::{
-    JobShell, agent_container, agent_env, escape_env, job, labels, pod_failure_policy, pod_spec,
-    push_identity, push_storage_access, tmp_volume,
+use super::shell::{
+    JobBuildError, JobDefaults, JobShell, agent_container, agent_env, escape_dollar, escape_env,
+    job, labels, plain_env, pod_failure_policy, pod_spec, push_flag, tmp_volume,
 };
+use super::source::{push_identity, push_storage_access};
 
 /// Label with the RestoreValidation's name.
 pub const VALIDATION_LABEL: &str = "dataguardian.io/validation";

@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 use crate::api::{
     BackupPolicy, BackupRun, BackupStorage, RestoreRun, RestoreRunPhase, RestoreValidation,
 };
-use crate::controller::context::{Context, Settings};
+use crate::controller::common::context::{Context, Settings};
 use crate::controller::{
     backup_policy, backup_run, backup_storage, restore_run, restore_validation,
 };
@@ -239,7 +239,7 @@ pub async fn run(args: OperatorArgs) -> Result<(), RunError> {
                 let ns = v.namespace()?;
                 let policy = v
                     .labels()
-                    .get(crate::controller::restore_validation_plan::POLICY_LABEL)
+                    .get(crate::controller::restore_validation::plan::POLICY_LABEL)
                     .cloned()
                     .or_else(|| v.spec.policy_ref.as_ref().map(|p| p.name.clone()))
                     .or_else(|| {

@@ -20,7 +20,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 
 use crate::api::{BackupPolicy, BackupRun, BackupRunPhase};
-use crate::controller::run_cache::{self, RunCache, RunCacheWriter};
+use crate::controller::common::run_cache::{self, RunCache, RunCacheWriter};
 
 /// A kind the operator watches and caches (a shorthand for the bounds watches and controllers
 /// need).

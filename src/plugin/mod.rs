@@ -508,7 +508,7 @@ async fn logs(
     };
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let params = LogParams {
-        container: Some(crate::jobs::backup_job::AGENT_CONTAINER.into()),
+        container: Some(crate::jobs::shell::AGENT_CONTAINER.into()),
         follow,
         ..Default::default()
     };

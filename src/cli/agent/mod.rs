@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
 
+pub mod prune;
+pub mod validate;
+
 use crate::agent::backup::{self, BackupRequest};
 use crate::agent::compress::Compression;
 use crate::agent::crypto::Recipients;
@@ -36,9 +39,9 @@ pub enum AgentCommand {
     /// Restore a backup from its manifest.json, verifying its checksum.
     Restore(RestoreArgs),
     /// Restore a backup into a sandbox database and check it (row counts, SQL, schema).
-    Validate(crate::agent::validate::ValidateArgs),
+    Validate(validate::ValidateArgs),
     /// Delete one backup's artifact from a directory (a filesystem storage): manifest first.
-    Prune(crate::agent::prune::PruneArgs),
+    Prune(prune::PruneArgs),
 }
 
 /// Connection, storage and logging settings shared by backup and restore.
@@ -390,8 +393,8 @@ pub fn run(args: AgentArgs) -> ExitCode {
     let (operation, common) = match &args.command {
         AgentCommand::Backup(b) => ("backup", &b.common),
         AgentCommand::Restore(r) => ("restore", &r.common),
-        AgentCommand::Validate(v) => return crate::agent::validate::run_cli(v),
-        AgentCommand::Prune(p) => return crate::agent::prune::run_cli(p),
+        AgentCommand::Validate(v) => return validate::run_cli(v),
+        AgentCommand::Prune(p) => return prune::run_cli(p),
     };
     tune_allocator();
     init_logging(common.log_format);

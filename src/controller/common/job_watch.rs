@@ -6,10 +6,10 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, LogParams, PropagationPolicy};
 
-use super::agent_report::{ProgressSample, last_progress};
-use super::context::Context;
-use super::error::Result;
-use crate::jobs::backup_job::AGENT_CONTAINER;
+use crate::controller::common::agent_report::{ProgressSample, last_progress};
+use crate::controller::common::context::Context;
+use crate::controller::common::error::Result;
+use crate::jobs::shell::AGENT_CONTAINER;
 
 /// Deletes the Job `name` and its Pods; a Job already gone is fine.
 pub async fn delete(ctx: &Context, ns: &str, name: &str) -> Result<()> {

@@ -1,13 +1,15 @@
 //! The RestoreRun reconciler: read → resolve the artifact (a Succeeded BackupRun of the same
 //! namespace, or a storage + key) and the Secrets → queue (FIFO, global limit, one restore per
-//! target database; [`super::queue::plan_restore_queue`]) → plan (pure,
-//! [`super::restore_run_plan`]) → apply (server-side apply of the Job, then of the whole
+//! target database; [`crate::controller::common::queue::plan_restore_queue`]) → plan (pure,
+//! [`crate::controller::restore_run::plan`]) → apply (server-side apply of the Job, then of the whole
 //! status) → Events and metrics.
 //!
 //! Invariants (as for backups): one Job per run with a deterministic name, recorded in status
 //! right after it is applied; the agent always verifies every artifact's checksum before it
 //! touches the target (`--verify-first`), so a tampered artifact fails the run with reason
 //! `ChecksumMismatch` and the target untouched.
+
+pub mod plan;
 
 use crate::api::backup_policy::NotificationEvent;
 use crate::notify::message::Notification;
@@ -30,15 +32,15 @@ use crate::api::common::{
 };
 use crate::api::restore_run::{ChecksumVerification, RestoreRunStatus, RestoreSource};
 use crate::api::{BackupPolicy, BackupRun, BackupStorage, RestoreRun, RestoreRunPhase};
-use crate::jobs::backup_job::{JobBuildError, JobDefaults};
 use crate::jobs::restore_job;
+use crate::jobs::shell::{JobBuildError, JobDefaults};
 use crate::telemetry::metrics::{ControllerLabels, ErrorLabels, QueueLabels, RunLabels, RunResult};
 
-use super::backup_run_plan::Blocker;
-use super::context::Context;
-use super::error::{Error, Result};
-use super::job_watch;
-use super::restore_run_plan::{
+use crate::controller::backup_run::plan::Blocker;
+use crate::controller::common::context::Context;
+use crate::controller::common::error::{Error, Result};
+use crate::controller::common::job_watch;
+use crate::controller::restore_run::plan::{
     Observed, QueueState, RestoreReport, SourceState, Step, plan, queue_state, requester, target_id,
 };
 
@@ -144,7 +146,7 @@ pub async fn reconcile(run: Arc<RestoreRun>, ctx: Arc<Context>) -> Result<Action
             let mut next = status.clone();
             next.attempts = Some(attempts.max(1));
             if let Some(sample) = progress {
-                next.progress = Some(super::status::advance_progress(
+                next.progress = Some(crate::controller::common::status::advance_progress(
                     status.progress.as_ref(),
                     sample,
                     now,
@@ -748,7 +750,14 @@ async fn apply_status(
     name: &str,
     status: &RestoreRunStatus,
 ) -> Result<()> {
-    super::status::apply_status::<RestoreRun>(&ctx.client, ns, name, FIELD_MANAGER, status).await
+    crate::controller::common::status::apply_status::<RestoreRun>(
+        &ctx.client,
+        ns,
+        name,
+        FIELD_MANAGER,
+        status,
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -20,9 +20,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use super::schedule::Schedule;
 use crate::api::backup_policy::BackupPolicySpec;
 use crate::api::common::parse_duration;
+use crate::controller::backup_policy::schedule::Schedule;
 
 /// A condition status, as in `metav1.Condition`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

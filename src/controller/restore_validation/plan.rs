@@ -16,10 +16,10 @@ use crate::api::restore_validation::{
     CheckResult, RestoreValidation, RestoreValidationPhase, ValidationResult,
 };
 
-use super::job_watch::Observed as JobObserved;
-use super::restore_run_plan::SourceState;
-use super::run_cache::FinishedRun;
-use super::schedule::Schedule;
+use crate::controller::backup_policy::schedule::Schedule;
+use crate::controller::common::job_watch::Observed as JobObserved;
+use crate::controller::common::run_cache::FinishedRun;
+use crate::controller::restore_run::plan::SourceState;
 
 /// Label on RestoreValidations a BackupPolicy created, with the policy's name.
 pub const POLICY_LABEL: &str = "dataguardian.io/policy";
@@ -146,7 +146,7 @@ pub fn plan(o: &Observed<'_>) -> Step {
                     .as_ref()
                     .map(|c| (o.now - time_to_chrono(c)).to_std().unwrap_or_default())
                     .unwrap_or_default();
-                if waited >= super::backup_run_plan::BLOCKED_TIMEOUT {
+                if waited >= crate::controller::backup_run::plan::BLOCKED_TIMEOUT {
                     fail(
                         &b.reason,
                         format!("{} (waited 10 minutes for it to be fixed)", b.message),
@@ -462,7 +462,7 @@ pub fn auto_validation_name(backup_run: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::backup_run_plan::Blocker;
+    use crate::controller::backup_run::plan::Blocker;
 
     fn rv(yaml_status: &str, labels: &str) -> RestoreValidation {
         serde_yaml::from_str(&format!(

@@ -3,7 +3,11 @@
 //! retention (artifacts first, manifest first of all, then the BackupRun objects) and run-history
 //! limits, evaluates `RPOMet`, and writes the policy status.
 //!
-//! The pure decisions live in [`super::schedule`], [`super::retention`] and [`super::rpo`].
+//! The pure decisions live in [`crate::controller::backup_policy::schedule`], [`crate::controller::backup_policy::retention`] and [`crate::controller::backup_policy::rpo`].
+
+pub mod retention;
+pub mod rpo;
+pub mod schedule;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,18 +31,20 @@ use crate::api::{BackupPolicy, BackupRun, BackupRunSpec, BackupStorage};
 use crate::notify::message::Notification;
 use crate::telemetry::metrics::{ControllerLabels, ErrorLabels, PolicyLabels};
 
-use super::artifact_check::parse_s3_location;
-use super::context::Context;
-use super::error::{Error, Result};
-use super::job_watch::{self, Observed};
-use super::retention::{
+use crate::controller::backup_policy::retention::{
     ArtifactLocation, CleanupAction, FinishedPhase, HistoryRun, RetentionPolicy, RetentionRun,
     RunCleanup, RunHistoryLimits, plan_retention, run_history_plan,
 };
-use super::rpo::{RpoInput, evaluate_rpo};
-use super::run_cache::FinishedRun;
-use super::schedule::{ActiveRun, Schedule, ScheduleInput, plan as plan_schedule};
-use super::storage_access::StorageAccess;
+use crate::controller::backup_policy::rpo::{RpoInput, evaluate_rpo};
+use crate::controller::backup_policy::schedule::{
+    ActiveRun, Schedule, ScheduleInput, plan as plan_schedule,
+};
+use crate::controller::common::artifact_check::parse_s3_location;
+use crate::controller::common::context::Context;
+use crate::controller::common::error::{Error, Result};
+use crate::controller::common::job_watch::{self, Observed};
+use crate::controller::common::run_cache::FinishedRun;
+use crate::controller::common::storage_access::StorageAccess;
 use crate::jobs::{prune_job, restore_job};
 
 /// Field manager of everything this controller writes.
@@ -777,7 +783,7 @@ async fn prune_on_claim(
     let recheck = Some(now + chrono::Duration::seconds(3));
     match job_watch::observe(ctx, ns, Some(&name)).await? {
         Observed::Vanished { .. } | Observed::NotCreated => {
-            let defaults = crate::jobs::backup_job::JobDefaults {
+            let defaults = crate::jobs::shell::JobDefaults {
                 agent_image: ctx.settings.agent_image.clone(),
                 ttl_seconds_after_finished: ctx.settings.job_ttl_seconds,
             };

@@ -3,7 +3,7 @@
 //!
 //! A validation: read → resolve the BackupRun (`backupRunRef`, or the policy's newest
 //! successful run for `policyRef` + `latest`), its storage and Secrets → plan (pure,
-//! [`super::restore_validation_plan`]) → create the Job (its sandbox password is generated
+//! [`crate::controller::restore_validation::plan`]) → create the Job (its sandbox password is generated
 //! inside the Pod, see [`crate::jobs::validation_job`]) → on finish record the verdict,
 //! per-check results and the measured restore time, mark the BackupRun's
 //! `status.verification` (a server-side apply of only that field under this controller's field
@@ -14,8 +14,10 @@
 //! `historyLimit`, and apply the policy's `lastValidation`, `backupsSinceValidation` and
 //! `Verified` condition — only those fields, under this controller's field manager.
 
-use super::queue::{PendingBackup, RunKey, plan_backup_queue};
+pub mod plan;
+
 use crate::api::backup_policy::NotificationEvent;
+use crate::controller::common::queue::{PendingBackup, RunKey, plan_backup_queue};
 use crate::notify::message::Notification;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,17 +42,17 @@ use crate::api::restore_validation::{
 use crate::api::{
     BackupPolicy, BackupRun, BackupStorage, RestoreValidation, RestoreValidationPhase,
 };
-use crate::jobs::backup_job::JobDefaults;
+use crate::jobs::shell::JobDefaults;
 use crate::jobs::{restore_job, validation_job};
 use crate::telemetry::metrics::{ControllerLabels, ErrorLabels, RunLabels, RunResult};
 
-use super::backup_run_plan::Blocker;
-use super::context::Context;
-use super::error::{Error, Result};
-use super::job_watch;
-use super::restore_run::{missing_secret, storage_secrets};
-use super::restore_run_plan::SourceState;
-use super::restore_validation_plan::{
+use crate::controller::backup_run::plan::Blocker;
+use crate::controller::common::context::Context;
+use crate::controller::common::error::{Error, Result};
+use crate::controller::common::job_watch;
+use crate::controller::restore_run::plan::SourceState;
+use crate::controller::restore_run::{missing_secret, storage_secrets};
+use crate::controller::restore_validation::plan::{
     Observed, Outcome, POLICY_LABEL, Step, auto_validation_name, latest_successful, plan,
     plan_policy, verification,
 };
@@ -654,8 +656,14 @@ async fn apply_status(
     name: &str,
     status: &RestoreValidationStatus,
 ) -> Result<()> {
-    super::status::apply_status::<RestoreValidation>(&ctx.client, ns, name, FIELD_MANAGER, status)
-        .await
+    crate::controller::common::status::apply_status::<RestoreValidation>(
+        &ctx.client,
+        ns,
+        name,
+        FIELD_MANAGER,
+        status,
+    )
+    .await
 }
 
 /// Reconciles a BackupPolicy's automatic validations and its validation status fields.

@@ -8,8 +8,8 @@ use sha2::{Digest, Sha256};
 
 use crate::api::BackupStorage;
 
-use super::agent_report::AgentReport;
-use super::storage_access::{AccessError, StorageAccess};
+use crate::controller::common::agent_report::AgentReport;
+use crate::controller::common::storage_access::{AccessError, StorageAccess};
 
 /// Manifests are small; anything larger is not one of ours.
 const MANIFEST_LIMIT: usize = 16 << 20;

@@ -44,12 +44,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Datelike, NaiveDate, TimeDelta, Utc};
 use chrono_tz::Tz;
-use kube::ResourceExt;
 
-use crate::api::BackupRun;
-use crate::api::backup_policy::{PIN_LABEL, Retention};
+use crate::api::backup_policy::Retention;
 use crate::api::common::parse_duration;
-use crate::controller::run_cache::FinishedRun;
+use crate::controller::common::run_cache::FinishedRun;
 
 /// A successful backup as retention sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -619,13 +617,6 @@ impl RetentionPolicy {
     }
 }
 
-/// Whether `run` carries the pin label. Any value but `false` pins: when in doubt, keep.
-pub fn is_pinned(run: &BackupRun) -> bool {
-    run.labels()
-        .get(PIN_LABEL)
-        .is_some_and(|v| !v.trim().eq_ignore_ascii_case("false"))
-}
-
 impl RetentionRun {
     /// The retention view of a Succeeded run with a completion time; `None` for any other run
     /// (only successful backups take part in retention).
@@ -645,7 +636,10 @@ impl RetentionRun {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::BackupRun;
+    use crate::api::backup_policy::PIN_LABEL;
     use crate::api::backup_run::BackupRunPhase;
+    use crate::api::backup_run::is_pinned;
 
     fn utc(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s)

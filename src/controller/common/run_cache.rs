@@ -23,9 +23,9 @@ use kube::ResourceExt;
 use kube::runtime::reflector::{self, Store, store::Writer};
 use kube::runtime::watcher;
 
+use crate::api::backup_run::is_pinned;
 use crate::api::common::time_to_chrono;
 use crate::api::{BackupRun, BackupRunPhase};
-use crate::controller::retention::is_pinned;
 
 /// What the policy side knows of a finished BackupRun.
 #[derive(Clone, Debug, PartialEq)]

@@ -11,8 +11,8 @@ use serde_json::json;
 
 use crate::api::common::{Progress, time_from_chrono};
 
-use super::agent_report::ProgressSample;
-use super::error::Result;
+use crate::controller::common::agent_report::ProgressSample;
+use crate::controller::common::error::Result;
 
 /// Server-side applies `status` as the whole status of `K` `ns/name` under `field_manager`.
 pub async fn apply_status<K>(

@@ -13,10 +13,12 @@ use serde::Deserialize;
 use crate::api::common::{DatabaseSpec, time_to_chrono};
 use crate::api::restore_run::{RestoreRun, RestoreRunPhase};
 
-use super::agent_report::ProgressSample;
-use super::backup_run_plan::{BLOCKED_TIMEOUT, Blocker, TRACK_REQUEUE, WAIT_REQUEUE};
-use super::job_watch::Observed as JobObserved;
-use super::queue::{PendingRestore, RunKey, RunningRestore, TargetId, plan_restore_queue};
+use crate::controller::backup_run::plan::{BLOCKED_TIMEOUT, Blocker, TRACK_REQUEUE, WAIT_REQUEUE};
+use crate::controller::common::agent_report::ProgressSample;
+use crate::controller::common::job_watch::Observed as JobObserved;
+use crate::controller::common::queue::{
+    PendingRestore, RunKey, RunningRestore, TargetId, plan_restore_queue,
+};
 
 /// The agent's `restore` summary (or failure summary), from the termination message.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]

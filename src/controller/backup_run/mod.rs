@@ -1,4 +1,4 @@
-//! The BackupRun reconciler: read → check references → plan (pure, [`super::backup_run_plan`]) →
+//! The BackupRun reconciler: read → check references → plan (pure, [`crate::controller::backup_run::plan`]) →
 //! apply (server-side apply of the Job, then of the status) → Events and metrics.
 //!
 //! Invariants:
@@ -7,6 +7,8 @@
 //!   creates a second Job;
 //! - a run is `Succeeded` only after the artifact was confirmed in storage;
 //! - every phase change is an Event (the live audit trail) and lands in status (the durable one).
+
+pub mod plan;
 
 use crate::api::backup_policy::NotificationEvent;
 use crate::notify::message::Notification;
@@ -32,13 +34,13 @@ use crate::api::common::{
 use crate::api::{BackupPolicy, BackupStorage};
 use crate::telemetry::metrics::{PolicyLabels, RunLabels, RunResult};
 
-use super::agent_report::{AgentReport, last_progress};
-use super::artifact_check;
-use super::backup_run_plan::{Blocker, JobState, Observed, Step, plan};
-use super::context::Context;
-use super::error::{Error, Result};
-use super::queue::{PendingBackup, RunKey, plan_backup_queue};
-use crate::jobs::backup_job::AGENT_CONTAINER;
+use crate::controller::backup_run::plan::{Blocker, JobState, Observed, Step, plan};
+use crate::controller::common::agent_report::{AgentReport, last_progress};
+use crate::controller::common::artifact_check;
+use crate::controller::common::context::Context;
+use crate::controller::common::error::{Error, Result};
+use crate::controller::common::queue::{PendingBackup, RunKey, plan_backup_queue};
+use crate::jobs::shell::AGENT_CONTAINER;
 
 /// Field manager of everything this controller writes.
 pub const FIELD_MANAGER: &str = "dataguardian-backuprun";
@@ -146,11 +148,13 @@ pub async fn reconcile(run: Arc<BackupRun>, ctx: Arc<Context>) -> Result<Action>
             let mut next = status.clone();
             next.attempts = Some(attempts.max(1));
             if let Some(sample) = progress {
-                next.progress = Some(Box::new(super::status::advance_progress(
-                    status.progress.as_deref(),
-                    sample,
-                    now,
-                )));
+                next.progress = Some(Box::new(
+                    crate::controller::common::status::advance_progress(
+                        status.progress.as_deref(),
+                        sample,
+                        now,
+                    ),
+                ));
             }
             if next != status {
                 apply_status(&ctx, &ns, &name, &next).await?;
@@ -169,7 +173,7 @@ pub async fn reconcile(run: Arc<BackupRun>, ctx: Arc<Context>) -> Result<Action>
         }
         Step::Stalled { message } => {
             if let Some(job) = &job_name {
-                super::job_watch::delete(&ctx, &ns, job).await?;
+                crate::controller::common::job_watch::delete(&ctx, &ns, job).await?;
             }
             finish(
                 &ctx,
@@ -534,7 +538,7 @@ async fn start_job(
             "policy or storage vanished while starting".into(),
         ));
     };
-    let defaults = crate::jobs::backup_job::JobDefaults {
+    let defaults = crate::jobs::shell::JobDefaults {
         agent_image: ctx.settings.agent_image.clone(),
         ttl_seconds_after_finished: ctx.settings.job_ttl_seconds,
     };
@@ -751,5 +755,12 @@ async fn finish(
 
 /// Server-side applies the whole status under this controller's field manager.
 async fn apply_status(ctx: &Context, ns: &str, name: &str, status: &BackupRunStatus) -> Result<()> {
-    super::status::apply_status::<BackupRun>(&ctx.client, ns, name, FIELD_MANAGER, status).await
+    crate::controller::common::status::apply_status::<BackupRun>(
+        &ctx.client,
+        ns,
+        name,
+        FIELD_MANAGER,
+        status,
+    )
+    .await
 }

@@ -12,7 +12,8 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client};
 
 use crate::api::{BackupPolicy, RestoreRun, RestoreValidation};
-use crate::controller::run_cache::RunCache;
+use crate::controller::common::run_cache::RunCache;
+use crate::jobs::shell::JobDefaults;
 use crate::notify::message::{Notification, rules_for};
 use crate::telemetry::metrics::{Metrics, NotificationLabels};
 
@@ -46,6 +47,15 @@ impl Default for Settings {
             max_concurrent_validations: NonZeroUsize::new(2),
             job_ttl_seconds: 86_400,
             default_stall_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+impl From<&Settings> for JobDefaults {
+    fn from(settings: &Settings) -> Self {
+        JobDefaults {
+            agent_image: settings.agent_image.clone(),
+            ttl_seconds_after_finished: settings.job_ttl_seconds,
         }
     }
 }

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use crate::api::backup_run::{BackupRun, BackupRunPhase};
 use crate::api::common::time_to_chrono;
 
-use super::agent_report::{AgentReport, ProgressSample};
+use crate::controller::common::agent_report::{AgentReport, ProgressSample};
 
 /// A run that cannot start because of a problem the user must fix (missing policy, storage or
 /// Secret) waits this long for the fix before it fails.

@@ -19,9 +19,9 @@ use crate::api::backup_storage::{BackupStorageStatus, ProbeResult};
 use crate::api::common::{find_condition, set_condition, time_from_chrono, time_to_chrono};
 use crate::telemetry::metrics::{ControllerLabels, ErrorLabels};
 
-use super::context::Context;
-use super::error::{Error, Result};
-use super::storage_access::StorageAccess;
+use crate::controller::common::context::Context;
+use crate::controller::common::error::{Error, Result};
+use crate::controller::common::storage_access::StorageAccess;
 
 /// Field manager of the status this controller writes.
 pub const FIELD_MANAGER: &str = "dataguardian-backupstorage";

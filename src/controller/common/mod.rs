@@ -1,0 +1,12 @@
+//! What several controllers share: the context, errors, status writing, Job observation, the
+//! fair queues, the run cache, storage access and artifact confirmation.
+
+pub mod agent_report;
+pub mod artifact_check;
+pub mod context;
+pub mod error;
+pub mod job_watch;
+pub mod queue;
+pub mod run_cache;
+pub mod status;
+pub mod storage_access;
