@@ -19,6 +19,7 @@ use crate::api::{
     BackupPolicy, BackupRun, BackupStorage, RestoreRun, RestoreRunPhase, RestoreValidation,
 };
 use crate::controller::common::context::{Context, Settings};
+use crate::controller::common::reconcile::{ControllerKind, error_policy, instrumented};
 use crate::controller::{
     backup_policy, backup_run, backup_storage, restore_run, restore_validation,
 };
@@ -279,21 +280,39 @@ pub async fn run(args: OperatorArgs) -> Result<(), RunError> {
 
     let runs = run_controller
         .graceful_shutdown_on(shutdown_signal())
-        .run(backup_run::reconcile, backup_run::error_policy, ctx.clone())
+        .run(
+            |obj, ctx| instrumented(ControllerKind::BackupRun, obj, ctx, backup_run::reconcile),
+            |obj, err, ctx| error_policy(ControllerKind::BackupRun, obj.as_ref(), err, &ctx),
+            ctx.clone(),
+        )
         .for_each(|r| log_result("backuprun", r));
     let policies = policy_controller
         .graceful_shutdown_on(shutdown_signal())
         .run(
-            backup_policy::reconcile,
-            backup_policy::error_policy,
+            |obj, ctx| {
+                instrumented(
+                    ControllerKind::BackupPolicy,
+                    obj,
+                    ctx,
+                    backup_policy::reconcile,
+                )
+            },
+            |obj, err, ctx| error_policy(ControllerKind::BackupPolicy, obj.as_ref(), err, &ctx),
             ctx.clone(),
         )
         .for_each(|r| log_result("backuppolicy", r));
     let storages = storage_controller
         .graceful_shutdown_on(shutdown_signal())
         .run(
-            backup_storage::reconcile,
-            backup_storage::error_policy,
+            |obj, ctx| {
+                instrumented(
+                    ControllerKind::BackupStorage,
+                    obj,
+                    ctx,
+                    backup_storage::reconcile,
+                )
+            },
+            |obj, err, ctx| error_policy(ControllerKind::BackupStorage, obj.as_ref(), err, &ctx),
             ctx.clone(),
         )
         .for_each(|r| log_result("backupstorage", r));
@@ -301,24 +320,40 @@ pub async fn run(args: OperatorArgs) -> Result<(), RunError> {
     let restores = restore_controller
         .graceful_shutdown_on(shutdown_signal())
         .run(
-            restore_run::reconcile,
-            restore_run::error_policy,
+            |obj, ctx| instrumented(ControllerKind::RestoreRun, obj, ctx, restore_run::reconcile),
+            |obj, err, ctx| error_policy(ControllerKind::RestoreRun, obj.as_ref(), err, &ctx),
             ctx.clone(),
         )
         .for_each(|r| log_result("restorerun", r));
     let validations = validation_controller
         .graceful_shutdown_on(shutdown_signal())
         .run(
-            restore_validation::reconcile,
-            restore_validation::error_policy,
+            |obj, ctx| {
+                instrumented(
+                    ControllerKind::RestoreValidation,
+                    obj,
+                    ctx,
+                    restore_validation::reconcile,
+                )
+            },
+            |obj, err, ctx| {
+                error_policy(ControllerKind::RestoreValidation, obj.as_ref(), err, &ctx)
+            },
             ctx.clone(),
         )
         .for_each(|r| log_result("restorevalidation", r));
     let policy_validations = policy_validation_controller
         .graceful_shutdown_on(shutdown_signal())
         .run(
-            restore_validation::reconcile_policy,
-            restore_validation::policy_error_policy,
+            |obj, ctx| {
+                instrumented(
+                    ControllerKind::PolicyValidation,
+                    obj,
+                    ctx,
+                    restore_validation::reconcile_policy,
+                )
+            },
+            |obj, err, ctx| error_policy(ControllerKind::PolicyValidation, obj.as_ref(), err, &ctx),
             ctx.clone(),
         )
         .for_each(|r| log_result("policyvalidation", r));

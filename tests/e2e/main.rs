@@ -12,6 +12,7 @@ mod notify;
 mod operations;
 mod plugin;
 mod restore;
+mod telemetry;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 

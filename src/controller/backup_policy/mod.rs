@@ -29,7 +29,7 @@ use crate::api::common::{
 };
 use crate::api::{BackupPolicy, BackupRun, BackupRunSpec, BackupStorage};
 use crate::notify::message::Notification;
-use crate::telemetry::metrics::{ControllerLabels, ErrorLabels, PolicyLabels};
+use crate::telemetry::metrics::PolicyLabels;
 
 use crate::controller::backup_policy::retention::{
     ArtifactLocation, CleanupAction, FinishedPhase, HistoryRun, RetentionPolicy, RetentionRun,
@@ -87,12 +87,6 @@ pub async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<A
         // The BackupRun cache is still loading: acting now would see no runs at all.
         return Ok(Action::requeue(Duration::from_millis(500)));
     }
-    ctx.metrics
-        .reconciles
-        .get_or_create(&ControllerLabels {
-            controller: "backuppolicy".into(),
-        })
-        .inc();
     let ns = policy
         .namespace()
         .ok_or(Error::MissingObjectField("metadata.namespace"))?;
@@ -892,21 +886,5 @@ async fn manifest_data_keys(access: &StorageAccess, manifest_key: &str) -> Vec<S
             })
             .unwrap_or_default(),
         Err(_) => Vec::new(),
-    }
-}
-
-/// Error policy: count and back off.
-pub fn error_policy(policy: Arc<BackupPolicy>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics
-        .reconcile_errors
-        .get_or_create(&ErrorLabels {
-            controller: "backuppolicy".into(),
-            category: error.category().into(),
-        })
-        .inc();
-    tracing::warn!(policy = %policy.name_any(), category = error.category(), error = %error, "reconcile failed");
-    match error.category() {
-        "conflict" => Action::requeue(Duration::from_millis(200)),
-        _ => Action::requeue(Duration::from_secs(5)),
     }
 }

@@ -55,12 +55,6 @@ const BLOCKER_REASONS: &[&str] = &[
 
 /// Reconciles one BackupRun.
 pub async fn reconcile(run: Arc<BackupRun>, ctx: Arc<Context>) -> Result<Action> {
-    ctx.metrics
-        .reconciles
-        .get_or_create(&crate::telemetry::metrics::ControllerLabels {
-            controller: "backuprun".into(),
-        })
-        .inc();
     let ns = run
         .namespace()
         .ok_or(Error::MissingObjectField("metadata.namespace"))?;
@@ -255,22 +249,6 @@ pub async fn reconcile(run: Arc<BackupRun>, ctx: Arc<Context>) -> Result<Action>
             )
             .await
         }
-    }
-}
-
-/// Requeue policy on errors: conflicts retry fast, everything else backs off a little.
-pub fn error_policy(run: Arc<BackupRun>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics
-        .reconcile_errors
-        .get_or_create(&crate::telemetry::metrics::ErrorLabels {
-            controller: "backuprun".into(),
-            category: error.category().into(),
-        })
-        .inc();
-    tracing::warn!(run = %run.name_any(), namespace = run.namespace().unwrap_or_default(), category = error.category(), error = %error, "reconcile failed");
-    match error.category() {
-        "conflict" => Action::requeue(Duration::from_millis(200)),
-        _ => Action::requeue(Duration::from_secs(5)),
     }
 }
 

@@ -17,7 +17,6 @@ use serde_json::json;
 use crate::api::BackupStorage;
 use crate::api::backup_storage::{BackupStorageStatus, ProbeResult};
 use crate::api::common::{find_condition, set_condition, time_from_chrono, time_to_chrono};
-use crate::telemetry::metrics::{ControllerLabels, ErrorLabels};
 
 use crate::controller::common::context::Context;
 use crate::controller::common::error::{Error, Result};
@@ -202,12 +201,6 @@ async fn probe_filesystem(ctx: &Context, ns: &str, storage: &BackupStorage) -> R
 
 /// Reconciles one BackupStorage.
 pub async fn reconcile(storage: Arc<BackupStorage>, ctx: Arc<Context>) -> Result<Action> {
-    ctx.metrics
-        .reconciles
-        .get_or_create(&ControllerLabels {
-            controller: "backupstorage".into(),
-        })
-        .inc();
     let ns = storage
         .namespace()
         .ok_or(Error::MissingObjectField("metadata.namespace"))?;
@@ -265,19 +258,6 @@ pub async fn reconcile(storage: Arc<BackupStorage>, ctx: Arc<Context>) -> Result
     } else {
         interval.min(Duration::from_secs(30))
     }))
-}
-
-/// Error policy: count and back off.
-pub fn error_policy(storage: Arc<BackupStorage>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics
-        .reconcile_errors
-        .get_or_create(&ErrorLabels {
-            controller: "backupstorage".into(),
-            category: error.category().into(),
-        })
-        .inc();
-    tracing::warn!(storage = %storage.name_any(), category = error.category(), error = %error, "reconcile failed");
-    Action::requeue(Duration::from_secs(10))
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! Reconcile errors, with a category used as the `category` label of
 //! `dataguardian_reconcile_errors_total` and to choose between "wait for a change" and "back off".
 
+use prometheus_client::encoding::{EncodeLabelValue, LabelValueEncoder};
+
 /// An error of a reconcile pass. Messages never contain secret values.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -21,21 +23,103 @@ pub enum Error {
     MissingObjectField(&'static str),
 }
 
-impl Error {
-    /// The category label: stable, low-cardinality.
-    pub fn category(&self) -> &'static str {
+/// What kind of failure a reconcile error is: stable and low-cardinality, a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCategory {
+    /// 409: someone else wrote the object first; retried at once.
+    Conflict,
+    /// 404 from the API.
+    NotFound,
+    /// 422: the API refused the request as invalid.
+    Invalid,
+    /// Any other Kubernetes API failure (transport, 5xx, …).
+    KubeApi,
+    /// The spec cannot be acted on until it changes.
+    InvalidSpec,
+    /// The storage could not be reached or answered unexpectedly.
+    Storage,
+    /// A Job could not be built.
+    JobBuild,
+    /// The object lacks a field the API server always sets.
+    MalformedObject,
+}
+
+impl ErrorCategory {
+    /// The label value.
+    pub const fn as_str(self) -> &'static str {
         match self {
-            Error::Kube(kube::Error::Api(s)) if s.code == 409 => "conflict",
-            Error::Kube(kube::Error::Api(s)) if s.code == 404 => "not-found",
-            Error::Kube(kube::Error::Api(s)) if s.code == 422 => "invalid",
-            Error::Kube(_) => "kube-api",
-            Error::InvalidSpec(_) => "invalid-spec",
-            Error::Storage(_) => "storage",
-            Error::JobBuild(_) => "job-build",
-            Error::MissingObjectField(_) => "malformed-object",
+            ErrorCategory::Conflict => "conflict",
+            ErrorCategory::NotFound => "not-found",
+            ErrorCategory::Invalid => "invalid",
+            ErrorCategory::KubeApi => "kube-api",
+            ErrorCategory::InvalidSpec => "invalid-spec",
+            ErrorCategory::Storage => "storage",
+            ErrorCategory::JobBuild => "job-build",
+            ErrorCategory::MalformedObject => "malformed-object",
         }
+    }
+}
+
+impl std::fmt::Display for ErrorCategory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl EncodeLabelValue for ErrorCategory {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        EncodeLabelValue::encode(&self.as_str(), encoder)
+    }
+}
+
+impl Error {
+    /// The category of this error.
+    pub fn category(&self) -> ErrorCategory {
+        match self {
+            Error::Kube(kube::Error::Api(s)) if s.code == 409 => ErrorCategory::Conflict,
+            Error::Kube(kube::Error::Api(s)) if s.code == 404 => ErrorCategory::NotFound,
+            Error::Kube(kube::Error::Api(s)) if s.code == 422 => ErrorCategory::Invalid,
+            Error::Kube(_) => ErrorCategory::KubeApi,
+            Error::InvalidSpec(_) => ErrorCategory::InvalidSpec,
+            Error::Storage(_) => ErrorCategory::Storage,
+            Error::JobBuild(_) => ErrorCategory::JobBuild,
+            Error::MissingObjectField(_) => ErrorCategory::MalformedObject,
+        }
+    }
+
+    /// The category label: stable, low-cardinality.
+    pub fn metric_label(&self) -> &'static str {
+        self.category().as_str()
     }
 }
 
 /// Result of a reconcile pass.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn categories_label_kube_statuses() {
+        let status = |code| {
+            Error::Kube(kube::Error::Api(
+                kube::core::Status::failure("x", "y")
+                    .with_code(code)
+                    .boxed(),
+            ))
+        };
+        assert_eq!(status(409).metric_label(), "conflict");
+        assert_eq!(status(404).metric_label(), "not-found");
+        assert_eq!(status(422).metric_label(), "invalid");
+        assert_eq!(status(500).metric_label(), "kube-api");
+        assert_eq!(
+            Error::InvalidSpec(String::new()).metric_label(),
+            "invalid-spec"
+        );
+        assert_eq!(
+            Error::MissingObjectField("uid").category(),
+            ErrorCategory::MalformedObject
+        );
+    }
+}

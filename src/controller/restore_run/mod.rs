@@ -34,7 +34,7 @@ use crate::api::restore_run::{ChecksumVerification, RestoreRunStatus, RestoreSou
 use crate::api::{BackupPolicy, BackupRun, BackupStorage, RestoreRun, RestoreRunPhase};
 use crate::jobs::restore_job;
 use crate::jobs::shell::{JobBuildError, JobDefaults};
-use crate::telemetry::metrics::{ControllerLabels, ErrorLabels, QueueLabels, RunLabels, RunResult};
+use crate::telemetry::metrics::{QueueLabels, RunLabels, RunResult};
 
 use crate::controller::backup_run::plan::Blocker;
 use crate::controller::common::context::Context;
@@ -57,12 +57,6 @@ struct Resolved {
 
 /// Reconciles one RestoreRun.
 pub async fn reconcile(run: Arc<RestoreRun>, ctx: Arc<Context>) -> Result<Action> {
-    ctx.metrics
-        .reconciles
-        .get_or_create(&ControllerLabels {
-            controller: "restorerun".into(),
-        })
-        .inc();
     let ns = run
         .namespace()
         .ok_or(Error::MissingObjectField("metadata.namespace"))?;
@@ -221,22 +215,6 @@ pub async fn reconcile(run: Arc<RestoreRun>, ctx: Arc<Context>) -> Result<Action
             )
             .await
         }
-    }
-}
-
-/// Requeue policy on errors: conflicts retry fast, everything else backs off a little.
-pub fn error_policy(run: Arc<RestoreRun>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics
-        .reconcile_errors
-        .get_or_create(&ErrorLabels {
-            controller: "restorerun".into(),
-            category: error.category().into(),
-        })
-        .inc();
-    tracing::warn!(run = %run.name_any(), namespace = run.namespace().unwrap_or_default(), category = error.category(), error = %error, "reconcile failed");
-    match error.category() {
-        "conflict" => Action::requeue(Duration::from_millis(200)),
-        _ => Action::requeue(Duration::from_secs(5)),
     }
 }
 

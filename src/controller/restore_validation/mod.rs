@@ -44,7 +44,7 @@ use crate::api::{
 };
 use crate::jobs::shell::JobDefaults;
 use crate::jobs::{restore_job, validation_job};
-use crate::telemetry::metrics::{ControllerLabels, ErrorLabels, RunLabels, RunResult};
+use crate::telemetry::metrics::{RunLabels, RunResult};
 
 use crate::controller::backup_run::plan::Blocker;
 use crate::controller::common::context::Context;
@@ -87,12 +87,6 @@ fn invalid(reason: &str, message: String) -> SourceState {
 
 /// Reconciles one RestoreValidation.
 pub async fn reconcile(rv: Arc<RestoreValidation>, ctx: Arc<Context>) -> Result<Action> {
-    ctx.metrics
-        .reconciles
-        .get_or_create(&ControllerLabels {
-            controller: "restorevalidation".into(),
-        })
-        .inc();
     let ns = rv
         .namespace()
         .ok_or(Error::MissingObjectField("metadata.namespace"))?;
@@ -254,22 +248,6 @@ fn queue_decision(ctx: &Context, rv: &RestoreValidation) -> Option<(u32, String)
             w.reason
         ),
     ))
-}
-
-/// Requeue policy on errors.
-pub fn error_policy(rv: Arc<RestoreValidation>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics
-        .reconcile_errors
-        .get_or_create(&ErrorLabels {
-            controller: "restorevalidation".into(),
-            category: error.category().into(),
-        })
-        .inc();
-    tracing::warn!(validation = %rv.name_any(), namespace = rv.namespace().unwrap_or_default(), category = error.category(), error = %error, "reconcile failed");
-    match error.category() {
-        "conflict" => Action::requeue(Duration::from_millis(200)),
-        _ => Action::requeue(Duration::from_secs(5)),
-    }
 }
 
 async fn resolve(
@@ -672,12 +650,6 @@ pub async fn reconcile_policy(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> R
         // The BackupRun cache is still loading: acting now would see no runs at all.
         return Ok(Action::requeue(Duration::from_millis(500)));
     }
-    ctx.metrics
-        .reconciles
-        .get_or_create(&ControllerLabels {
-            controller: "policyvalidation".into(),
-        })
-        .inc();
     let ns = policy
         .namespace()
         .ok_or(Error::MissingObjectField("metadata.namespace"))?;
@@ -796,17 +768,4 @@ pub async fn reconcile_policy(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> R
         .unwrap_or(Duration::from_secs(300))
         .min(Duration::from_secs(300));
     Ok(Action::requeue(requeue))
-}
-
-/// Requeue policy on errors of [`reconcile_policy`].
-pub fn policy_error_policy(policy: Arc<BackupPolicy>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics
-        .reconcile_errors
-        .get_or_create(&ErrorLabels {
-            controller: "policyvalidation".into(),
-            category: error.category().into(),
-        })
-        .inc();
-    tracing::warn!(policy = %policy.name_any(), category = error.category(), error = %error, "validation reconcile failed");
-    Action::requeue(Duration::from_secs(10))
 }

@@ -1,0 +1,147 @@
+//! The one reconcile wrapper every controller runs in: a `tracing` span per reconcile (controller,
+//! namespace, name, generation), the reconcile counter, the duration histogram
+//! `dataguardian_reconcile_duration_seconds{controller,result}`, and one error policy that counts
+//! errors by category and chooses the retry.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
+use tracing::Instrument;
+
+use crate::telemetry::metrics::{ControllerLabels, ErrorLabels, ReconcileLabels, ReconcileResult};
+
+use super::context::Context;
+use super::error::{Error, ErrorCategory, Result};
+
+/// The operator's controllers: the `controller` label of every reconcile metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ControllerKind {
+    BackupRun,
+    BackupPolicy,
+    BackupStorage,
+    RestoreRun,
+    RestoreValidation,
+    /// A policy's automatic validations (a second controller over BackupPolicies).
+    PolicyValidation,
+}
+
+impl ControllerKind {
+    /// The label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ControllerKind::BackupRun => "backuprun",
+            ControllerKind::BackupPolicy => "backuppolicy",
+            ControllerKind::BackupStorage => "backupstorage",
+            ControllerKind::RestoreRun => "restorerun",
+            ControllerKind::RestoreValidation => "restorevalidation",
+            ControllerKind::PolicyValidation => "policyvalidation",
+        }
+    }
+
+    /// When to try again after an error of `category`: a conflict is a lost race and retries
+    /// almost at once; storages and automatic validations wait a little longer (they talk to
+    /// storage or create objects, and a failure there is rarely gone in a second).
+    pub fn retry_after(self, category: ErrorCategory) -> Duration {
+        match (self, category) {
+            (ControllerKind::BackupStorage | ControllerKind::PolicyValidation, _) => {
+                Duration::from_secs(10)
+            }
+            (_, ErrorCategory::Conflict) => Duration::from_millis(200),
+            _ => Duration::from_secs(5),
+        }
+    }
+}
+
+/// Runs `reconcile` for `obj` inside a span, counting it and timing it.
+pub async fn instrumented<K, F, Fut>(
+    kind: ControllerKind,
+    obj: Arc<K>,
+    ctx: Arc<Context>,
+    reconcile: F,
+) -> Result<Action>
+where
+    K: Resource,
+    F: FnOnce(Arc<K>, Arc<Context>) -> Fut,
+    Fut: Future<Output = Result<Action>>,
+{
+    let span = tracing::info_span!(
+        "reconcile",
+        controller = kind.as_str(),
+        namespace = obj.namespace().unwrap_or_default(),
+        name = obj.name_any(),
+        generation = obj.meta().generation,
+    );
+    ctx.metrics
+        .reconciles
+        .get_or_create(&ControllerLabels {
+            controller: kind.as_str().into(),
+        })
+        .inc();
+    let metrics = ctx.metrics.clone();
+    let started = Instant::now();
+    let result = reconcile(obj, ctx).instrument(span).await;
+    metrics
+        .reconcile_duration
+        .get_or_create(&ReconcileLabels {
+            controller: kind.as_str().into(),
+            result: if result.is_ok() {
+                ReconcileResult::Ok
+            } else {
+                ReconcileResult::Error
+            },
+        })
+        .observe(started.elapsed().as_secs_f64());
+    result
+}
+
+/// The error policy of every controller: count the error by category, log it, retry.
+pub fn error_policy<K>(kind: ControllerKind, obj: &K, error: &Error, ctx: &Context) -> Action
+where
+    K: Resource,
+{
+    let category = error.category();
+    ctx.metrics
+        .reconcile_errors
+        .get_or_create(&ErrorLabels {
+            controller: kind.as_str().into(),
+            category,
+        })
+        .inc();
+    tracing::warn!(
+        controller = kind.as_str(),
+        namespace = obj.namespace().unwrap_or_default(),
+        name = obj.name_any(),
+        category = category.as_str(),
+        error = %error,
+        "reconcile failed"
+    );
+    Action::requeue(kind.retry_after(category))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_follow_the_category_and_the_controller() {
+        assert_eq!(
+            ControllerKind::BackupRun.retry_after(ErrorCategory::Conflict),
+            Duration::from_millis(200)
+        );
+        assert_eq!(
+            ControllerKind::RestoreRun.retry_after(ErrorCategory::KubeApi),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            ControllerKind::BackupStorage.retry_after(ErrorCategory::Conflict),
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            ControllerKind::PolicyValidation.retry_after(ErrorCategory::Storage),
+            Duration::from_secs(10)
+        );
+    }
+}
