@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
+use super::blocking;
 use super::compress::Compression;
 use super::crypto::Recipients;
 use super::engine::mysql::RowCounter;
@@ -218,12 +219,6 @@ pub fn validate_run_id(id: &str) -> Result<()> {
 
 fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| AgentError::Io(std::io::Error::other(format!("worker thread failed: {e}"))))?
 }
 
 async fn backup_artifact(

@@ -26,24 +26,8 @@ pub const FORMAT_VERSION: u32 = 1;
 /// File name of the manifest inside a run directory.
 pub const MANIFEST_NAME: &str = "manifest.json";
 
-/// Which database engine produced a backup.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Engine {
-    /// PostgreSQL (`pg_dump` custom format, `pg_restore`).
-    Postgres,
-    /// MySQL or MariaDB (`mariadb-dump`/`mysqldump` SQL, the `mariadb`/`mysql` client).
-    Mysql,
-}
-
-impl std::fmt::Display for Engine {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Engine::Postgres => "postgres",
-            Engine::Mysql => "mysql",
-        })
-    }
-}
+/// Which database engine produced a backup: the API's one engine type.
+pub use crate::api::common::Engine;
 
 /// What one artifact holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -27,3 +27,13 @@ pub mod summary;
 pub mod validate;
 
 pub use error::{AgentError, Result};
+
+/// Runs blocking work (a database client, a file) on tokio's blocking pool; a worker that
+/// panicked is an I/O error.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| AgentError::Io(std::io::Error::other(format!("worker thread failed: {e}"))))?
+}

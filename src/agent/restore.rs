@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::blocking;
 use super::crypto::Identities;
 use super::engine::{DbUri, ToolProcess, mysql, postgres};
 use super::error::{AgentError, Result};
@@ -113,12 +114,6 @@ pub struct RestoreOutcome {
     pub verified_first: bool,
     /// Wall time.
     pub duration_seconds: f64,
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| AgentError::Io(std::io::Error::other(format!("worker thread failed: {e}"))))?
 }
 
 /// Read and parse a manifest.

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{Value, json};
 
+use super::blocking;
 use super::engine::{DbUri, mysql, postgres};
 use super::error::{AgentError, Result};
 use super::manifest::{ArtifactKind, Engine, Manifest, TableCount};
@@ -456,26 +457,22 @@ fn observed_counts(
     }
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| AgentError::Io(std::io::Error::other(format!("worker thread failed: {e}"))))
-}
-
 /// Wait until the sandbox answers `SELECT 1`.
 async fn wait_for_sandbox(engine: Engine, uri: &DbUri, wait: Duration) -> Result<()> {
     let deadline = Instant::now() + wait;
     loop {
         let u = uri.clone();
-        let res = blocking(move || match engine {
-            Engine::Postgres => postgres::query(
-                &u,
-                u.database.as_deref().unwrap_or(postgres::MAINTENANCE_DB),
-                "SELECT 1;\n",
-                &[],
-                AgentError::Target,
-            ),
-            Engine::Mysql => mysql::query(&u, None, "SELECT 1", AgentError::Target),
+        let res = blocking(move || {
+            Ok(match engine {
+                Engine::Postgres => postgres::query(
+                    &u,
+                    u.database.as_deref().unwrap_or(postgres::MAINTENANCE_DB),
+                    "SELECT 1;\n",
+                    &[],
+                    AgentError::Target,
+                ),
+                Engine::Mysql => mysql::query(&u, None, "SELECT 1", AgentError::Target),
+            })
         })
         .await?;
         match res {
@@ -622,13 +619,14 @@ pub async fn run(req: ValidateRequest) -> Result<ValidateOutcome> {
                 }
                 Ok(compare_row_counts(name, &rc.tables, &exp_all, &obs_all))
             })
-            .await??
+            .await?
         } else if let (Some(sql), Some(expect)) = (&check.sql, &check.expect) {
             let (sql, expect, db) = (sql.clone(), expect.clone(), first_db.clone());
-            blocking(move || sql_check(engine, &uri, db.as_deref(), name, &sql, &expect)).await?
+            blocking(move || Ok(sql_check(engine, &uri, db.as_deref(), name, &sql, &expect)))
+                .await?
         } else if let Some(schema) = &check.schema {
             let (schema, db) = (schema.clone(), first_db.clone());
-            blocking(move || schema_check(engine, &uri, db.as_deref(), name, &schema)).await??
+            blocking(move || schema_check(engine, &uri, db.as_deref(), name, &schema)).await?
         } else {
             return Err(AgentError::Config(format!("check {name} sets no kind")));
         };

@@ -13,6 +13,10 @@ use super::restore_validation::{Sandbox, ValidationCheck, ValidationResult};
 /// The default `pathTemplate`: one directory per policy, one key per run.
 pub const DEFAULT_PATH_TEMPLATE: &str = "{namespace}/{policy}/{timestamp}-{run}";
 
+/// Label with the BackupPolicy's name, on its BackupRuns, their Jobs and pods, and the
+/// RestoreValidations it creates.
+pub const POLICY_LABEL: &str = "dataguardian.io/policy";
+
 /// Label that pins a BackupRun: retention never prunes a pinned run or its artifact.
 pub const PIN_LABEL: &str = "dataguardian.io/pin";
 

@@ -33,13 +33,14 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::{Resource, ResourceExt};
 
+use crate::api::backup_policy::POLICY_LABEL;
 use crate::api::backup_storage::{FilesystemStorage, S3Storage, SseAlgorithm};
 use crate::api::common::{Compression, CompressionAlgorithm, SecretKeySelector, time_to_chrono};
 use crate::api::{BackupPolicy, BackupRun, BackupStorage};
 
 use super::naming::{MAX_LABEL_LEN, bounded_name, label_value};
 use super::shell::{
-    AGENT_CONTAINER, JobBuildError, JobDefaults, JobShell, POLICY_LABEL, RUN_LABEL, STORAGE_MOUNT,
+    AGENT_CONTAINER, JobBuildError, JobDefaults, JobShell, RUN_LABEL, STORAGE_MOUNT,
     TERMINATION_LOG, agent_container, escape_dollar, job, plain_env, pod_spec, push_flag,
     secret_env,
 };

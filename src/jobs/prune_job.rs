@@ -14,13 +14,13 @@ use k8s_openapi::api::core::v1::{EnvVar, PersistentVolumeClaimVolumeSource, Volu
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::{Resource, ResourceExt};
 
+use crate::api::backup_policy::POLICY_LABEL;
 use crate::api::{BackupPolicy, BackupStorage};
 
 use super::naming::{MAX_LABEL_LEN, bounded_name};
 use super::shell::{
-    JobBuildError, JobDefaults, JobShell, POLICY_LABEL, RUN_LABEL, STORAGE_MOUNT, agent_container,
-    agent_env, escape_dollar, escape_env, job, labels, pod_failure_policy, pod_spec, push_flag,
-    tmp_volume,
+    JobBuildError, JobDefaults, JobShell, RUN_LABEL, STORAGE_MOUNT, agent_container, agent_env,
+    escape_dollar, escape_env, job, labels, pod_failure_policy, pod_spec, push_flag, tmp_volume,
 };
 
 /// Retries of a prune Job (deleting files is idempotent).

@@ -28,9 +28,6 @@ pub const AGENT_CONTAINER: &str = "agent";
 /// Where the agent writes its JSON summary.
 pub const TERMINATION_LOG: &str = "/dev/termination-log";
 
-/// Label with the BackupPolicy's name.
-pub const POLICY_LABEL: &str = "dataguardian.io/policy";
-
 /// Label with the BackupRun's name.
 pub const RUN_LABEL: &str = "dataguardian.io/run";
 

@@ -240,7 +240,7 @@ pub async fn run(args: OperatorArgs) -> Result<(), RunError> {
                 let ns = v.namespace()?;
                 let policy = v
                     .labels()
-                    .get(crate::controller::restore_validation::plan::POLICY_LABEL)
+                    .get(crate::api::backup_policy::POLICY_LABEL)
                     .cloned()
                     .or_else(|| v.spec.policy_ref.as_ref().map(|p| p.name.clone()))
                     .or_else(|| {
@@ -350,7 +350,7 @@ pub async fn run(args: OperatorArgs) -> Result<(), RunError> {
                     ControllerKind::PolicyValidation,
                     obj,
                     ctx,
-                    restore_validation::reconcile_policy,
+                    backup_policy::validation::reconcile_policy,
                 )
             },
             |obj, err, ctx| error_policy(ControllerKind::PolicyValidation, obj.as_ref(), err, &ctx),

@@ -46,7 +46,9 @@ impl std::str::FromStr for Location {
                         "location {s:?} must be s3://bucket/prefix only"
                     )));
                 }
-                let prefix = percent_decode(url.path().trim_matches('/'));
+                let prefix = percent_encoding::percent_decode_str(url.path().trim_matches('/'))
+                    .decode_utf8_lossy()
+                    .into_owned();
                 Ok(Location::S3 { bucket, prefix })
             }
             "file" => {
@@ -68,13 +70,6 @@ impl std::str::FromStr for Location {
             ))),
         }
     }
-}
-
-fn percent_decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
 }
 
 impl std::fmt::Display for Location {

@@ -44,11 +44,21 @@ pub enum AgentCommand {
     Prune(prune::PruneArgs),
 }
 
+/// `--engine`: the API's engine names (`postgres`, `mysql`), listed in `--help`.
+fn engine_parser() -> impl clap::builder::TypedValueParser<Value = Engine> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new([Engine::Postgres.as_str(), Engine::Mysql.as_str()])
+        .map(|name| match name.as_str() {
+            "postgres" => Engine::Postgres,
+            _ => Engine::Mysql,
+        })
+}
+
 /// Connection, storage and logging settings shared by backup and restore.
 #[derive(Debug, Args)]
 pub struct CommonArgs {
     /// Database engine.
-    #[arg(long, env = "DG_ENGINE", value_enum)]
+    #[arg(long, env = "DG_ENGINE", value_parser = engine_parser())]
     pub engine: Engine,
     /// Connection URI (postgresql://user@host:port/db, mysql://user@host:port/db). A password
     /// in it is accepted only from the DG_URI environment variable, never from argv.

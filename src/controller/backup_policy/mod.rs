@@ -5,9 +5,12 @@
 //!
 //! The pure decisions live in [`crate::controller::backup_policy::schedule`], [`crate::controller::backup_policy::retention`] and [`crate::controller::backup_policy::rpo`].
 
+pub mod plan;
 pub mod retention;
 pub mod rpo;
 pub mod schedule;
+pub mod validation;
+pub mod validation_plan;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,19 +18,14 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::api::{Api, DeleteParams, PostParams, PropagationPolicy};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::{Resource, ResourceExt};
-use serde_json::json;
+use kube::ResourceExt;
 
 use crate::api::backup_policy::NotificationEvent;
-use crate::api::backup_run::Trigger;
-use crate::api::common::{
-    LocalObjectReference, RunSummary, find_condition, parse_duration, set_condition,
-    time_from_chrono, time_to_chrono,
-};
-use crate::api::{BackupPolicy, BackupRun, BackupRunSpec, BackupStorage};
+use crate::api::common::{parse_duration, set_condition, time_from_chrono, time_to_chrono};
+use crate::api::{BackupPolicy, BackupRun, BackupStorage};
 use crate::notify::message::Notification;
 use crate::telemetry::metrics::PolicyLabels;
 
@@ -44,44 +42,18 @@ use crate::controller::common::context::Context;
 use crate::controller::common::error::{Error, Result};
 use crate::controller::common::job_watch::{self, Observed};
 use crate::controller::common::run_cache::FinishedRun;
+use crate::controller::common::status::apply_status;
 use crate::controller::common::storage_access::StorageAccess;
 use crate::jobs::{prune_job, restore_job};
 
 /// Field manager of everything this controller writes.
 pub const FIELD_MANAGER: &str = "dataguardian-backuppolicy";
-/// Label on every BackupRun the schedule creates.
-pub const POLICY_LABEL: &str = "dataguardian.io/policy";
 /// Upper bound between two reconciles of a healthy policy (status freshness).
 const MAX_REQUEUE: Duration = Duration::from_secs(5 * 60);
 
-fn condition(
-    type_: &str,
-    ok: bool,
-    reason: &str,
-    message: String,
-    generation: Option<i64>,
-) -> Condition {
-    Condition {
-        type_: type_.into(),
-        status: if ok { "True" } else { "False" }.into(),
-        reason: reason.into(),
-        message,
-        last_transition_time: time_from_chrono(Utc::now()),
-        observed_generation: generation,
-    }
-}
-
-fn summary(r: &FinishedRun) -> RunSummary {
-    let failure = r.failure.as_deref();
-    RunSummary {
-        name: r.name.clone(),
-        completion_time: r.completed_at.map(time_from_chrono),
-        reason: failure.and_then(|f| f.reason.clone()),
-        message: failure.and_then(|f| f.message.clone()),
-    }
-}
-
-/// Reconciles one BackupPolicy.
+/// Reconciles one BackupPolicy: observe (storage, the policy's runs from the cache) → plan
+/// ([`plan`], [`schedule`], [`retention`], [`rpo`]) → apply (runs created or replaced,
+/// retention) → the owned status, written only when it changed.
 pub async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<Action> {
     if !ctx.runs_synced() {
         // The BackupRun cache is still loading: acting now would see no runs at all.
@@ -94,157 +66,33 @@ pub async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<A
     let generation = policy.metadata.generation;
     let now = Utc::now();
     let old_status = policy.status.clone().unwrap_or_default();
-    let mut conditions = old_status.conditions.clone();
+    let previous = &old_status.conditions;
+    let mut conditions = previous.clone();
 
     // 1. The schedule.
-    let schedule = match Schedule::parse(&policy.spec.schedule, policy.spec.time_zone.as_deref()) {
-        Ok(s) => {
-            set_condition(
-                &mut conditions,
-                condition(
-                    "ScheduleValid",
-                    true,
-                    "Valid",
-                    format!(
-                        "{} in {}",
-                        policy.spec.schedule,
-                        policy.spec.time_zone_or_default()
-                    ),
-                    generation,
-                ),
-            );
-            Some(s)
-        }
-        Err(e) => {
-            let was =
-                find_condition(&old_status.conditions, "ScheduleValid").map(|c| c.reason.clone());
-            set_condition(
-                &mut conditions,
-                condition(
-                    "ScheduleValid",
-                    false,
-                    e.reason(),
-                    e.to_string(),
-                    generation,
-                ),
-            );
-            if was.as_deref() != Some(e.reason()) {
-                ctx.event(
-                    policy.as_ref(),
-                    EventType::Warning,
-                    e.reason(),
-                    "ValidateSchedule",
-                    e.to_string(),
-                )
-                .await;
-            }
-            None
-        }
-    };
+    let parsed = Schedule::parse(&policy.spec.schedule, policy.spec.time_zone.as_deref());
+    let (schedule_valid, event) = plan::schedule_condition(&policy, &parsed, previous, now);
+    set_condition(&mut conditions, schedule_valid);
+    publish(&ctx, &policy, event).await;
+    let schedule = parsed.ok();
 
     // 2. The storage.
     let storages: Api<BackupStorage> = Api::namespaced(ctx.client.clone(), &ns);
     let storage = storages.get_opt(&policy.spec.storage_ref.name).await?;
-    let storage_ready = match &storage {
-        None => {
-            set_condition(
-                &mut conditions,
-                condition(
-                    "StorageReady",
-                    false,
-                    "StorageNotFound",
-                    format!(
-                        "BackupStorage {} not found in namespace {ns}",
-                        policy.spec.storage_ref.name
-                    ),
-                    generation,
-                ),
-            );
-            false
-        }
-        Some(s) => match s
-            .status
-            .as_ref()
-            .and_then(|st| find_condition(&st.conditions, "Ready"))
-        {
-            Some(c) if c.status == "True" => {
-                set_condition(
-                    &mut conditions,
-                    condition(
-                        "StorageReady",
-                        true,
-                        "StorageReady",
-                        format!("BackupStorage {} is ready", s.name_any()),
-                        generation,
-                    ),
-                );
-                true
-            }
-            Some(c) => {
-                set_condition(
-                    &mut conditions,
-                    condition(
-                        "StorageReady",
-                        false,
-                        &c.reason,
-                        format!("BackupStorage {}: {}", s.name_any(), c.message),
-                        generation,
-                    ),
-                );
-                false
-            }
-            None => {
-                set_condition(
-                    &mut conditions,
-                    condition(
-                        "StorageReady",
-                        false,
-                        "NotProbedYet",
-                        format!("BackupStorage {} has not been probed yet", s.name_any()),
-                        generation,
-                    ),
-                );
-                false
-            }
-        },
-    };
-
-    // The storage turning unhealthy is news for the policy's channels (not a storage that was
-    // never probed yet, and not again while it stays down).
-    let unhealthy = |c: Option<&Condition>| {
-        c.is_some_and(|c| c.status == "False" && c.reason != "NotProbedYet")
-    };
-    let storage_now = find_condition(&conditions, "StorageReady");
-    if unhealthy(storage_now)
-        && !unhealthy(find_condition(&old_status.conditions, "StorageReady"))
-        && let Some(c) = storage_now
-    {
+    let (storage_ready_condition, storage_ready) =
+        plan::storage_condition(&policy, &ns, storage.as_ref(), now);
+    set_condition(&mut conditions, storage_ready_condition);
+    if let Some(c) = plan::storage_turned_unhealthy(previous, &conditions) {
         ctx.notify(
             &policy,
-            Notification {
-                event: NotificationEvent::StorageUnhealthy,
-                namespace: ns.clone(),
-                policy: name.clone(),
-                kind: "BackupPolicy",
-                name: name.clone(),
-                reason: c.reason.clone(),
-                message: c.message.clone(),
-                time: now,
-            },
+            policy_notification(&ns, &name, NotificationEvent::StorageUnhealthy, c, now),
         );
     }
 
     // 3. The policy's runs, from the shared cache.
     let active = ctx.runs.active_of(&ns, &name);
     let finished = ctx.runs.finished_of(&ns, &name);
-    let last_success = finished
-        .iter()
-        .filter(|r| r.succeeded)
-        .max_by_key(|r| r.completed_at);
-    let last_failure = finished
-        .iter()
-        .filter(|r| !r.succeeded)
-        .max_by_key(|r| r.completed_at);
+    let (last_success, last_failure) = plan::newest_outcomes(&finished);
 
     let mut requeue = MAX_REQUEUE;
     let mut last_schedule_time = old_status.last_schedule_time.clone();
@@ -286,54 +134,16 @@ pub async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<A
             }
         }
         if let Some(new) = &plan.create_run {
-            let mut run = BackupRun::new(
-                &new.name,
-                BackupRunSpec {
-                    policy_ref: LocalObjectReference::new(name.clone()),
-                    trigger: Trigger::Scheduled,
-                    scheduled_time: Some(time_from_chrono(new.scheduled_time)),
-                    reason: None,
-                    compression: None,
-                    active_deadline_seconds: None,
-                },
-            );
-            run.metadata.namespace = Some(ns.clone());
-            run.metadata.labels = Some([(POLICY_LABEL.to_string(), name.clone())].into());
+            let run = plan::scheduled_run(&ns, &name, new);
             let api: Api<BackupRun> = Api::namespaced(ctx.client.clone(), &ns);
-            match api
-                .create(
-                    &PostParams {
-                        field_manager: Some(FIELD_MANAGER.into()),
-                        ..Default::default()
-                    },
-                    &run,
-                )
-                .await
-            {
+            let params = PostParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..Default::default()
+            };
+            match api.create(&params, &run).await {
                 Ok(_) => {
-                    let late = new.late_by.as_secs();
-                    let note = if late > 60 {
-                        let missed = plan.missed.count;
-                        format!(
-                            "created catch-up run {} for {} ({late}s late; {missed} older missed time(s) skipped)",
-                            new.name,
-                            new.scheduled_time.to_rfc3339()
-                        )
-                    } else {
-                        format!(
-                            "created run {} for {}",
-                            new.name,
-                            new.scheduled_time.to_rfc3339()
-                        )
-                    };
-                    ctx.event(
-                        policy.as_ref(),
-                        EventType::Normal,
-                        if late > 60 { "CatchUp" } else { "Scheduled" },
-                        "CreateRun",
-                        note,
-                    )
-                    .await;
+                    let event = plan::created_run_event(new, plan.missed.count);
+                    publish(&ctx, &policy, Some(event)).await;
                     created_now = Some(new.name.clone());
                 }
                 Err(kube::Error::Api(s)) if s.code == 409 => {} // created by an earlier pass
@@ -354,6 +164,10 @@ pub async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<A
 
     // 6. RPO.
     let last_success_time = last_success.and_then(|r| r.completed_at);
+    let labels = PolicyLabels {
+        namespace: ns.clone(),
+        policy: name.clone(),
+    };
     if let Some(schedule) = &schedule {
         let created = policy
             .metadata
@@ -361,7 +175,7 @@ pub async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<A
             .as_ref()
             .map(time_to_chrono)
             .unwrap_or(now);
-        let c = evaluate_rpo(
+        let verdict = evaluate_rpo(
             schedule,
             &RpoInput {
                 now,
@@ -377,51 +191,22 @@ pub async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<A
                 grace: None,
             },
         );
-        let ok = match c.status.as_str() {
-            "True" => Some(true),
-            "False" => Some(false),
-            _ => None,
-        };
-        let (reason, message, recheck) = (c.reason, c.message, c.recheck_at);
-        let was = find_condition(&old_status.conditions, "RPOMet").map(|c| c.status.clone());
-        let mut cond = condition(
-            "RPOMet",
-            ok.unwrap_or(false),
-            reason,
-            message.clone(),
-            generation,
-        );
-        if ok.is_none() {
-            cond.status = "Unknown".into();
-        }
-        if ok == Some(false) && was.as_deref() != Some("False") {
+        let recheck = verdict.recheck_at;
+        let rpo = plan::rpo_plan(verdict, previous, generation, now);
+        if let Some(event) = rpo.missed_now {
             ctx.notify(
                 &policy,
-                Notification {
-                    event: NotificationEvent::RpoMissed,
-                    namespace: ns.clone(),
-                    policy: name.clone(),
-                    kind: "BackupPolicy",
-                    name: name.clone(),
-                    reason: cond.reason.clone(),
-                    message: message.clone(),
-                    time: now,
-                },
+                policy_notification(
+                    &ns,
+                    &name,
+                    NotificationEvent::RpoMissed,
+                    &rpo.condition,
+                    now,
+                ),
             );
-            ctx.event(
-                policy.as_ref(),
-                EventType::Warning,
-                "RPONotMet",
-                "EvaluateRPO",
-                message,
-            )
-            .await;
+            publish(&ctx, &policy, Some(event)).await;
         }
-        let labels = PolicyLabels {
-            namespace: ns.clone(),
-            policy: name.clone(),
-        };
-        match ok {
+        match rpo.met {
             Some(met) => {
                 ctx.metrics
                     .rpo_met
@@ -432,7 +217,7 @@ pub async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<A
                 ctx.metrics.rpo_met.remove(&labels);
             }
         }
-        set_condition(&mut conditions, cond);
+        set_condition(&mut conditions, rpo.condition);
         if let Some(at) = recheck {
             let until = (at - now).to_std().unwrap_or_default();
             requeue = requeue.min(until.max(Duration::from_secs(1)));
@@ -441,118 +226,70 @@ pub async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<A
     if let Some(t) = last_success_time {
         ctx.metrics
             .last_success
-            .get_or_create(&PolicyLabels {
-                namespace: ns.clone(),
-                policy: name.clone(),
-            })
+            .get_or_create(&labels)
             .set(t.timestamp() as f64);
     }
 
-    // 7. Ready.
-    let schedule_ok = schedule.is_some();
-    let (ready, ready_reason, ready_message) = match (schedule_ok, storage_ready) {
-        (true, true) => (
-            true,
-            "Ready",
-            "schedule valid and storage ready".to_string(),
-        ),
-        (false, _) => (
-            false,
-            "ScheduleInvalid",
-            find_condition(&conditions, "ScheduleValid")
-                .map(|c| c.message.clone())
-                .unwrap_or_default(),
-        ),
-        (true, false) => (
-            false,
-            "StorageNotReady",
-            find_condition(&conditions, "StorageReady")
-                .map(|c| c.message.clone())
-                .unwrap_or_default(),
+    // 7. Ready, and fields this version does not act on.
+    let ready = plan::ready_condition(
+        &conditions,
+        schedule.is_some(),
+        storage_ready,
+        generation,
+        now,
+    );
+    set_condition(&mut conditions, ready);
+    let event = plan::apply_unsupported(&policy, previous, &mut conditions, now);
+    publish(&ctx, &policy, event).await;
+
+    // 8. The owned status, when it changed.
+    let status = plan::OwnedStatus {
+        conditions,
+        observed_generation: generation,
+        last_schedule_time,
+        next_schedule_time,
+        last_successful_run: last_success.map(plan::run_summary),
+        last_failed_run: last_failure.map(plan::run_summary),
+        active_runs: plan::active_run_names(
+            active.iter().map(|r| r.name_any()).collect(),
+            created_now,
         ),
     };
-    set_condition(
-        &mut conditions,
-        condition("Ready", ready, ready_reason, ready_message, generation),
-    );
-
-    // Fields of the API that this version does not act on yet: say so instead of ignoring them.
-    let mut unsupported = Vec::new();
-    if !policy.spec.secondary_storage_refs.is_empty() {
-        unsupported.push("secondaryStorageRefs (artifacts are written to storageRef only)");
-    }
-    if unsupported.is_empty() {
-        conditions.retain(|c| c.type_ != "Unsupported");
-    } else {
-        let message = format!(
-            "not implemented in this version: {}",
-            unsupported.join("; ")
-        );
-        if find_condition(&old_status.conditions, "Unsupported").is_none() {
-            ctx.event(
-                policy.as_ref(),
-                EventType::Warning,
-                "NotImplemented",
-                "Validate",
-                message.clone(),
-            )
-            .await;
-        }
-        set_condition(
-            &mut conditions,
-            condition("Unsupported", true, "NotImplemented", message, generation),
-        );
-    }
-
-    let mut active_names: Vec<String> = active.iter().map(|r| r.name_any()).collect();
-    if let Some(n) = created_now
-        && !active_names.contains(&n)
-    {
-        active_names.push(n);
-    }
-    active_names.sort();
-    // Only the fields this controller owns: validation fields belong to the validation controller.
-    let status = json!({
-        "conditions": conditions,
-        "observedGeneration": generation,
-        "lastScheduleTime": last_schedule_time,
-        "nextScheduleTime": next_schedule_time,
-        "lastSuccessfulRun": last_success.map(summary),
-        "lastFailedRun": last_failure.map(summary),
-        "activeRuns": active_names,
-    });
-    let unchanged = serde_json::to_value(&old_status).ok().is_some_and(|old| {
-        [
-            "conditions",
-            "observedGeneration",
-            "lastScheduleTime",
-            "nextScheduleTime",
-            "lastSuccessfulRun",
-            "lastFailedRun",
-            "activeRuns",
-        ]
-        .iter()
-        .all(|k| normalized(old.get(*k)) == normalized(status.get(*k)))
-    });
-    if !unchanged {
-        let api: Api<BackupPolicy> = Api::namespaced(ctx.client.clone(), &ns);
-        let body = json!({"apiVersion": BackupPolicy::api_version(&()), "kind": BackupPolicy::kind(&()), "status": status});
-        api.patch_status(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&body),
-        )
-        .await?;
+    if !status.same_on_the_wire(&plan::OwnedStatus::of(&old_status)) {
+        apply_status::<BackupPolicy>(&ctx.client, &ns, &name, FIELD_MANAGER, &status).await?;
     }
     Ok(Action::requeue(requeue))
 }
 
-/// Nulls, empty arrays and absent fields compare equal.
-fn normalized(v: Option<&serde_json::Value>) -> Option<&serde_json::Value> {
-    match v {
-        None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::Array(a)) if a.is_empty() => None,
-        other => other,
+/// Publishes the Event a plan asked for, if any.
+async fn publish(ctx: &Context, policy: &BackupPolicy, event: Option<plan::PolicyEvent>) {
+    if let Some(e) = event {
+        let type_ = if e.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        ctx.event(policy, type_, e.reason, e.action, e.note).await;
+    }
+}
+
+/// A notification about the policy itself, from one of its conditions.
+fn policy_notification(
+    ns: &str,
+    name: &str,
+    event: NotificationEvent,
+    c: &Condition,
+    now: DateTime<Utc>,
+) -> Notification {
+    Notification {
+        event,
+        namespace: ns.to_owned(),
+        policy: name.to_owned(),
+        kind: "BackupPolicy",
+        name: name.to_owned(),
+        reason: c.reason.clone(),
+        message: c.message.clone(),
+        time: now,
     }
 }
 

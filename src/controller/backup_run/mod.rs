@@ -34,9 +34,10 @@ use crate::api::common::{
 use crate::api::{BackupPolicy, BackupStorage};
 use crate::telemetry::metrics::{PolicyLabels, RunLabels, RunResult};
 
-use crate::controller::backup_run::plan::{Blocker, JobState, Observed, Step, plan};
+use crate::controller::backup_run::plan::{JobState, Observed, Step, plan};
 use crate::controller::common::agent_report::{AgentReport, last_progress};
 use crate::controller::common::artifact_check;
+use crate::controller::common::blockers::Blocker;
 use crate::controller::common::context::Context;
 use crate::controller::common::error::{Error, Result};
 use crate::controller::common::queue::{PendingBackup, RunKey, plan_backup_queue};

@@ -9,23 +9,7 @@ use crate::api::backup_run::{BackupRun, BackupRunPhase};
 use crate::api::common::time_to_chrono;
 
 use crate::controller::common::agent_report::{AgentReport, ProgressSample};
-
-/// A run that cannot start because of a problem the user must fix (missing policy, storage or
-/// Secret) waits this long for the fix before it fails.
-pub const BLOCKED_TIMEOUT: Duration = Duration::from_secs(10 * 60);
-/// How often a waiting run is looked at again.
-pub const WAIT_REQUEUE: Duration = Duration::from_secs(15);
-/// How often a running run's progress is sampled.
-pub const TRACK_REQUEUE: Duration = Duration::from_secs(10);
-
-/// Something the user must fix before the run can start.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Blocker {
-    /// Condition/status reason, e.g. `PolicyNotFound`, `SecretNotFound`.
-    pub reason: String,
-    /// Human-readable detail (never a secret value).
-    pub message: String,
-}
+use crate::controller::common::blockers::{BLOCKED_TIMEOUT, Blocker, TRACK_REQUEUE, WAIT_REQUEUE};
 
 /// The run's Job as observed.
 #[derive(Debug, Clone, PartialEq)]

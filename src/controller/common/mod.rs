@@ -3,6 +3,7 @@
 
 pub mod agent_report;
 pub mod artifact_check;
+pub mod blockers;
 pub mod context;
 pub mod error;
 pub mod job_watch;
@@ -11,3 +12,5 @@ pub mod reconcile;
 pub mod run_cache;
 pub mod status;
 pub mod storage_access;
+#[cfg(test)]
+pub mod testing;

@@ -315,7 +315,11 @@ impl TargetId {
             .path_segments()
             .and_then(|mut segments| segments.next())
             .filter(|db| !db.is_empty())
-            .map(percent_decode);
+            .map(|s| {
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            });
         Some(TargetId::new(
             engine,
             host,
@@ -345,26 +349,6 @@ impl fmt::Display for TargetId {
             None => write!(f, " (all databases)"),
         }
     }
-}
-
-/// Decodes `%XX` escapes of a URI path segment (invalid escapes are kept as written).
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Some(hex) = text.get(i + 1..i + 3)
-            && let Ok(byte) = u8::from_str_radix(hex, 16)
-        {
-            out.push(byte);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A RestoreRun waiting to start (phase Queued).

@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use chrono::Utc;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -36,12 +35,14 @@ use crate::jobs::restore_job;
 use crate::jobs::shell::{JobBuildError, JobDefaults};
 use crate::telemetry::metrics::{QueueLabels, RunLabels, RunResult};
 
-use crate::controller::backup_run::plan::Blocker;
+use crate::controller::common::blockers::{
+    SourceState, blocked, invalid, missing_secret, storage_secrets,
+};
 use crate::controller::common::context::Context;
 use crate::controller::common::error::{Error, Result};
 use crate::controller::common::job_watch;
 use crate::controller::restore_run::plan::{
-    Observed, QueueState, RestoreReport, SourceState, Step, plan, queue_state, requester, target_id,
+    Observed, QueueState, RestoreReport, Step, plan, queue_state, requester, target_id,
 };
 
 /// Field manager of everything this controller writes.
@@ -216,20 +217,6 @@ pub async fn reconcile(run: Arc<RestoreRun>, ctx: Arc<Context>) -> Result<Action
             .await
         }
     }
-}
-
-fn blocked(reason: &str, message: String) -> SourceState {
-    SourceState::Blocked(Blocker {
-        reason: reason.into(),
-        message,
-    })
-}
-
-fn invalid(reason: &str, message: String) -> SourceState {
-    SourceState::Invalid(Blocker {
-        reason: reason.into(),
-        message,
-    })
 }
 
 /// Resolves the artifact, its storage and every Secret the Job will reference.
@@ -415,59 +402,6 @@ async fn resolve(
         return Ok((SourceState::Blocked(b), None));
     }
     Ok((SourceState::Ready, Some(resolved)))
-}
-
-/// The S3 credential keys a Job reading `storage` references.
-pub(crate) fn storage_secrets(storage: &BackupStorage) -> Vec<SecretKeySelector> {
-    storage
-        .spec
-        .s3
-        .as_ref()
-        .and_then(|s| s.credentials_secret_ref.as_ref())
-        .map(|c| {
-            ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
-                .iter()
-                .map(|k| SecretKeySelector::new(c.name.clone(), *k))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// The first Secret (or key) in `needed` that does not exist, as a blocker. Values are never
-/// read into messages.
-pub(crate) async fn missing_secret(
-    ctx: &Context,
-    ns: &str,
-    needed: &[SecretKeySelector],
-) -> Result<Option<Blocker>> {
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    for sel in needed {
-        match secrets.get_opt(&sel.name).await? {
-            None => {
-                return Ok(Some(Blocker {
-                    reason: "SecretNotFound".into(),
-                    message: format!("Secret {} not found in namespace {ns}", sel.name),
-                }));
-            }
-            Some(secret) => {
-                let has = secret
-                    .data
-                    .as_ref()
-                    .is_some_and(|d| d.contains_key(&sel.key))
-                    || secret
-                        .string_data
-                        .as_ref()
-                        .is_some_and(|d| d.contains_key(&sel.key));
-                if !has {
-                    return Ok(Some(Blocker {
-                        reason: "SecretKeyNotFound".into(),
-                        message: format!("Secret {} has no key {}", sel.name, sel.key),
-                    }));
-                }
-            }
-        }
-    }
-    Ok(None)
 }
 
 /// The restore queue's decision for `run`, from every RestoreRun in the cache.

@@ -13,8 +13,10 @@ use serde::Deserialize;
 use crate::api::common::{DatabaseSpec, time_to_chrono};
 use crate::api::restore_run::{RestoreRun, RestoreRunPhase};
 
-use crate::controller::backup_run::plan::{BLOCKED_TIMEOUT, Blocker, TRACK_REQUEUE, WAIT_REQUEUE};
 use crate::controller::common::agent_report::ProgressSample;
+use crate::controller::common::blockers::{
+    BLOCKED_TIMEOUT, SourceState, TRACK_REQUEUE, WAIT_REQUEUE,
+};
 use crate::controller::common::job_watch::Observed as JobObserved;
 use crate::controller::common::queue::{
     PendingRestore, RunKey, RunningRestore, TargetId, plan_restore_queue,
@@ -264,17 +266,6 @@ pub fn queue_state(
     (state, waiting)
 }
 
-/// Whether the run's source (BackupRun or storage + key), storage and Secrets resolve.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SourceState {
-    /// Everything the Job needs exists.
-    Ready,
-    /// Something the user can still fix (e.g. a Secret not created yet).
-    Blocked(Blocker),
-    /// A problem no waiting fixes (e.g. the BackupRun failed, engine mismatch).
-    Invalid(Blocker),
-}
-
 /// The restore queue's decision for this run.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct QueueState {
@@ -492,6 +483,7 @@ fn plan_start(o: &Observed<'_>) -> Step {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controller::common::blockers::Blocker;
     use crate::api::common::time_from_chrono;
 
     fn run(status: &str) -> RestoreRun {

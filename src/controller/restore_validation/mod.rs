@@ -24,8 +24,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, OwnerReference};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
@@ -33,12 +33,9 @@ use serde_json::json;
 
 use crate::api::backup_run::BackupRunPhase;
 use crate::api::common::{
-    Engine, LocalObjectReference, SecretKeySelector, find_condition, set_condition,
-    time_from_chrono, time_to_chrono,
+    Engine, SecretKeySelector, set_condition, time_from_chrono, time_to_chrono,
 };
-use crate::api::restore_validation::{
-    RestoreValidationSpec, RestoreValidationStatus, ValidationResult,
-};
+use crate::api::restore_validation::{RestoreValidationStatus, ValidationResult};
 use crate::api::{
     BackupPolicy, BackupRun, BackupStorage, RestoreValidation, RestoreValidationPhase,
 };
@@ -46,19 +43,19 @@ use crate::jobs::shell::JobDefaults;
 use crate::jobs::{restore_job, validation_job};
 use crate::telemetry::metrics::{RunLabels, RunResult};
 
-use crate::controller::backup_run::plan::Blocker;
+use crate::api::backup_policy::POLICY_LABEL;
+use crate::controller::common::blockers::{
+    SourceState, blocked, invalid, missing_secret, storage_secrets,
+};
 use crate::controller::common::context::Context;
 use crate::controller::common::error::{Error, Result};
 use crate::controller::common::job_watch;
-use crate::controller::restore_run::plan::SourceState;
-use crate::controller::restore_run::{missing_secret, storage_secrets};
 use crate::controller::restore_validation::plan::{
-    Observed, Outcome, POLICY_LABEL, Step, auto_validation_name, latest_successful, plan,
-    plan_policy, verification,
+    Observed, Outcome, Step, latest_successful, plan, verification,
 };
 
 /// Field manager of everything this controller writes (validation status, the BackupRun's
-/// `status.verification`, the policy's validation fields).
+/// `status.verification`).
 pub const FIELD_MANAGER: &str = "dataguardian-restorevalidation";
 
 /// What a validation's Job needs, resolved.
@@ -69,20 +66,6 @@ struct Resolved {
     engine: Engine,
     server_version: Option<String>,
     policy: Option<BackupPolicy>,
-}
-
-fn blocked(reason: &str, message: String) -> SourceState {
-    SourceState::Blocked(Blocker {
-        reason: reason.into(),
-        message,
-    })
-}
-
-fn invalid(reason: &str, message: String) -> SourceState {
-    SourceState::Invalid(Blocker {
-        reason: reason.into(),
-        message,
-    })
 }
 
 /// Reconciles one RestoreValidation.
@@ -642,130 +625,4 @@ async fn apply_status(
         status,
     )
     .await
-}
-
-/// Reconciles a BackupPolicy's automatic validations and its validation status fields.
-pub async fn reconcile_policy(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<Action> {
-    if !ctx.runs_synced() {
-        // The BackupRun cache is still loading: acting now would see no runs at all.
-        return Ok(Action::requeue(Duration::from_millis(500)));
-    }
-    let ns = policy
-        .namespace()
-        .ok_or(Error::MissingObjectField("metadata.namespace"))?;
-    let name = policy.name_any();
-    if policy.meta().deletion_timestamp.is_some() {
-        return Ok(Action::await_change());
-    }
-    let vals_api: Api<RestoreValidation> = Api::namespaced(ctx.client.clone(), &ns);
-    let validations = vals_api.list(&ListParams::default()).await?.items;
-    // The policy's finished runs, from the shared cache. A policy without automatic
-    // validations, in a namespace without any RestoreValidation, has nothing to plan: skip
-    // copying its runs.
-    let runs = if policy.spec.validation.is_none() && validations.is_empty() {
-        Vec::new()
-    } else {
-        ctx.runs.finished_of(&ns, &name)
-    };
-    let now = Utc::now();
-    let p = plan_policy(&policy, &runs, &validations, now);
-    let cfg = policy.spec.validation.clone();
-
-    if let (Some(run), Some(cfg)) = (&p.create_for, &cfg) {
-        let owner = policy.controller_owner_ref(&()).map(|o| OwnerReference {
-            controller: Some(false),
-            ..o
-        });
-        let rv = RestoreValidation {
-            metadata: ObjectMeta {
-                name: Some(auto_validation_name(run)),
-                namespace: Some(ns.clone()),
-                labels: Some(
-                    [(
-                        POLICY_LABEL.to_string(),
-                        crate::jobs::naming::label_value(&name),
-                    )]
-                    .into(),
-                ),
-                owner_references: owner.map(|o| vec![o]),
-                ..Default::default()
-            },
-            spec: RestoreValidationSpec {
-                backup_run_ref: Some(LocalObjectReference::new(run.clone())),
-                policy_ref: None,
-                latest: None,
-                sandbox: cfg.sandbox.clone(),
-                checks: cfg.checks.clone(),
-                decryption: cfg.decryption.clone(),
-                active_deadline_seconds: None,
-            },
-            status: None,
-        };
-        match vals_api.create(&PostParams::default(), &rv).await {
-            Ok(_) => {
-                ctx.event(
-                    policy.as_ref(),
-                    EventType::Normal,
-                    "ValidationCreated",
-                    "CreateValidation",
-                    format!("RestoreValidation {} created to prove BackupRun {run} ({} successful backups since the last validation)", auto_validation_name(run), p.backups_since_validation),
-                )
-                .await;
-            }
-            Err(kube::Error::Api(s)) if s.code == 409 => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    for old in &p.prune {
-        match vals_api.delete(old, &DeleteParams::background()).await {
-            Ok(_) => {
-                tracing::info!(policy = %name, validation = %old, "pruned a RestoreValidation beyond the history limit")
-            }
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-
-    if cfg.is_some() || p.last_validation.is_some() {
-        let old = policy.status.clone().unwrap_or_default();
-        let mut verified = p.verified.clone();
-        if let Some(prev) = find_condition(&old.conditions, "Verified")
-            && prev.status == verified.status
-        {
-            verified.last_transition_time = prev.last_transition_time.clone();
-        }
-        let unchanged = old.last_validation == p.last_validation
-            && old.backups_since_validation == Some(p.backups_since_validation)
-            && find_condition(&old.conditions, "Verified").is_some_and(|c| {
-                c.status == verified.status
-                    && c.reason == verified.reason
-                    && c.message == verified.message
-                    && c.observed_generation == verified.observed_generation
-            });
-        if !unchanged {
-            let api: Api<BackupPolicy> = Api::namespaced(ctx.client.clone(), &ns);
-            let body = json!({
-                "apiVersion": BackupPolicy::api_version(&()),
-                "kind": BackupPolicy::kind(&()),
-                "status": {
-                    "lastValidation": p.last_validation,
-                    "backupsSinceValidation": p.backups_since_validation,
-                    "conditions": [verified],
-                },
-            });
-            api.patch_status(
-                &name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&body),
-            )
-            .await?;
-        }
-    }
-    let requeue = p
-        .next_check
-        .and_then(|t| (t - now).to_std().ok())
-        .map(|d| d + Duration::from_secs(1))
-        .unwrap_or(Duration::from_secs(300))
-        .min(Duration::from_secs(300));
-    Ok(Action::requeue(requeue))
 }

@@ -1,0 +1,111 @@
+//! What keeps a run from starting, shared by the run kinds: blockers the user can fix, problems
+//! no waiting fixes, the Secrets a Job will reference, and how often waiting and running runs
+//! are looked at again.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+
+use crate::api::BackupStorage;
+use crate::api::common::SecretKeySelector;
+
+use super::context::Context;
+use super::error::Result;
+
+/// A run that cannot start because of a problem the user must fix (missing policy, storage or
+/// Secret) waits this long for the fix before it fails.
+pub const BLOCKED_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+
+/// How often a waiting run is looked at again.
+pub const WAIT_REQUEUE: Duration = Duration::from_secs(15);
+
+/// How often a running run's progress is sampled.
+pub const TRACK_REQUEUE: Duration = Duration::from_secs(10);
+
+/// Something the user must fix before the run can start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blocker {
+    /// Condition/status reason, e.g. `PolicyNotFound`, `SecretNotFound`.
+    pub reason: String,
+    /// Human-readable detail (never a secret value).
+    pub message: String,
+}
+
+/// Whether the run's source (BackupRun or storage + key), storage and Secrets resolve.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceState {
+    /// Everything the Job needs exists.
+    Ready,
+    /// Something the user can still fix (e.g. a Secret not created yet).
+    Blocked(Blocker),
+    /// A problem no waiting fixes (e.g. the BackupRun failed, engine mismatch).
+    Invalid(Blocker),
+}
+
+pub fn blocked(reason: &str, message: String) -> SourceState {
+    SourceState::Blocked(Blocker {
+        reason: reason.into(),
+        message,
+    })
+}
+
+pub fn invalid(reason: &str, message: String) -> SourceState {
+    SourceState::Invalid(Blocker {
+        reason: reason.into(),
+        message,
+    })
+}
+
+/// The S3 credential keys a Job reading `storage` references.
+pub fn storage_secrets(storage: &BackupStorage) -> Vec<SecretKeySelector> {
+    storage
+        .spec
+        .s3
+        .as_ref()
+        .and_then(|s| s.credentials_secret_ref.as_ref())
+        .map(|c| {
+            ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
+                .iter()
+                .map(|k| SecretKeySelector::new(c.name.clone(), *k))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The first Secret (or key) in `needed` that does not exist, as a blocker. Values are never
+/// read into messages.
+pub async fn missing_secret(
+    ctx: &Context,
+    ns: &str,
+    needed: &[SecretKeySelector],
+) -> Result<Option<Blocker>> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    for sel in needed {
+        match secrets.get_opt(&sel.name).await? {
+            None => {
+                return Ok(Some(Blocker {
+                    reason: "SecretNotFound".into(),
+                    message: format!("Secret {} not found in namespace {ns}", sel.name),
+                }));
+            }
+            Some(secret) => {
+                let has = secret
+                    .data
+                    .as_ref()
+                    .is_some_and(|d| d.contains_key(&sel.key))
+                    || secret
+                        .string_data
+                        .as_ref()
+                        .is_some_and(|d| d.contains_key(&sel.key));
+                if !has {
+                    return Ok(Some(Blocker {
+                        reason: "SecretKeyNotFound".into(),
+                        message: format!("Secret {} has no key {}", sel.name, sel.key),
+                    }));
+                }
+            }
+        }
+    }
+    Ok(None)
+}
