@@ -7,10 +7,13 @@
 //! - [`controller`]: the reconcilers; pure planning separated from API calls.
 //! - [`jobs`]: builders for the Kubernetes Jobs the controllers launch.
 //! - [`cli`]: the command-line interface of the `dataguardian` binary.
+//! - [`contract`]: the operator↔agent contract (summary, progress line, manifest view, exit
+//!   codes, Job constants).
 
 pub mod agent;
 pub mod api;
 pub mod cli;
+pub mod contract;
 pub mod controller;
 pub mod jobs;
 pub mod notify;

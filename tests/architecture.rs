@@ -224,7 +224,7 @@ impl Crate {
     fn resolve(&self, module: &[String]) -> Option<String> {
         (1..=module.len())
             .rev()
-            .find_map(|n| self.files.get(&module[..n].to_vec()).cloned())
+            .find_map(|n| self.files.get(&module[..n]).cloned())
     }
 
     /// Strongly connected components of more than one file (Tarjan).

@@ -2,6 +2,8 @@
 
 use std::io;
 
+use crate::contract::FailureCategory;
+
 /// Everything that can make a backup or restore fail.
 ///
 /// Messages never contain secrets: URIs are shown without passwords, age identities and S3
@@ -33,30 +35,27 @@ pub enum AgentError {
 }
 
 impl AgentError {
-    /// A short, stable category name (a metric label and a field of the JSON summary).
-    pub fn category(&self) -> &'static str {
+    /// The failure category (the summary's `category`, a metric label, the exit code).
+    pub fn failure_category(&self) -> FailureCategory {
         match self {
-            AgentError::Config(_) => "config",
-            AgentError::Source(_) => "source",
-            AgentError::Target(_) => "target",
-            AgentError::Storage(_) => "storage",
-            AgentError::Integrity(_) => "integrity",
-            AgentError::Crypto(_) => "crypto",
-            AgentError::Io(_) => "io",
+            AgentError::Config(_) => FailureCategory::Config,
+            AgentError::Source(_) => FailureCategory::Source,
+            AgentError::Target(_) => FailureCategory::Target,
+            AgentError::Storage(_) => FailureCategory::Storage,
+            AgentError::Integrity(_) => FailureCategory::Integrity,
+            AgentError::Crypto(_) => FailureCategory::Crypto,
+            AgentError::Io(_) => FailureCategory::Io,
         }
     }
 
-    /// The process exit code for this error (distinct per category, never 0).
+    /// A short, stable category name (a metric label and a field of the JSON summary).
+    pub fn category(&self) -> &'static str {
+        self.failure_category().as_str()
+    }
+
+    /// The process exit code for this error (distinct per category, never 0 or 1).
     pub fn exit_code(&self) -> u8 {
-        match self {
-            AgentError::Config(_) => 2,
-            AgentError::Source(_) => 10,
-            AgentError::Target(_) => 11,
-            AgentError::Storage(_) => 12,
-            AgentError::Integrity(_) => 13,
-            AgentError::Crypto(_) => 14,
-            AgentError::Io(_) => 15,
-        }
+        self.failure_category().exit_code()
     }
 }
 

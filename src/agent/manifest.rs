@@ -23,23 +23,11 @@ use super::compress::Compression;
 /// The manifest format version this agent writes and understands.
 pub const FORMAT_VERSION: u32 = 1;
 
-/// File name of the manifest inside a run directory.
-pub const MANIFEST_NAME: &str = "manifest.json";
-
 /// Which database engine produced a backup: the API's one engine type.
 pub use crate::api::common::Engine;
 
-/// What one artifact holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum ArtifactKind {
-    /// One database.
-    Database,
-    /// Cluster-wide objects (PostgreSQL roles and tablespaces from `pg_dumpall --globals-only`).
-    Globals,
-    /// Every database in one SQL stream (MySQL `--all-databases`).
-    AllDatabases,
-}
+/// The manifest's types shared with the summary and the operator.
+pub use crate::contract::manifest::{ArtifactKind, EncryptionInfo, MANIFEST_NAME, TableCount};
 
 /// The payload format inside the compression and encryption layers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,18 +37,6 @@ pub enum PayloadFormat {
     PgDumpCustom,
     /// Plain SQL (pg_dumpall globals, mariadb-dump), restored with the SQL client.
     Sql,
-}
-
-/// Row count of one table, taken consistently with the dump.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TableCount {
-    /// Schema (PostgreSQL) or database (MySQL) of the table.
-    pub schema: String,
-    /// Table name.
-    pub name: String,
-    /// Exact number of rows.
-    pub rows: u64,
 }
 
 /// One stored object of a backup.
@@ -86,16 +62,6 @@ pub struct Artifact {
     pub tables: Vec<TableCount>,
     /// Wall time of this artifact's dump and upload.
     pub duration_seconds: f64,
-}
-
-/// Encryption of the artifacts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct EncryptionInfo {
-    /// Always `age-x25519`.
-    pub scheme: String,
-    /// Fingerprints of the recipients' public keys (never identities).
-    pub recipients: Vec<String>,
 }
 
 /// The manifest of one backup run.
@@ -327,5 +293,16 @@ mod tests {
         assert_eq!(sanitize("shop"), "shop");
         assert!(sanitize("a/b").starts_with("a_b-"));
         assert_ne!(sanitize("a/b"), sanitize("a?b"));
+    }
+
+    #[test]
+    fn the_operator_reads_what_the_agent_writes() {
+        let m = sample();
+        let bytes = serde_json::to_vec_pretty(&m).unwrap();
+        let view = crate::contract::ManifestView::parse(&bytes).unwrap();
+        assert_eq!(view.artifacts.len(), m.artifacts.len());
+        assert_eq!(view.artifacts[0].key, m.artifacts[0].key);
+        assert_eq!(view.artifacts[0].size_bytes, m.artifacts[0].size_bytes);
+        assert_eq!(view.artifacts[0].sha256, m.artifacts[0].sha256);
     }
 }

@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::contract::ProgressLine;
+
 /// Byte counters of one pipeline run.
 #[derive(Debug)]
 pub struct Progress {
@@ -67,16 +69,15 @@ impl Progress {
     /// Emit one structured progress log line.
     pub fn log(&self, done: bool) {
         let s = self.snapshot();
-        tracing::info!(
-            target: "dataguardian::progress",
-            phase = self.phase,
+        ProgressLine {
+            phase: self.phase,
             done,
-            bytes_in = s.bytes_in,
-            bytes_out = s.bytes_out,
-            bytes_per_second = s.bytes_per_second.round() as u64,
-            elapsed_seconds = (s.elapsed_seconds * 10.0).round() / 10.0,
-            "progress"
-        );
+            bytes_in: s.bytes_in,
+            bytes_out: s.bytes_out,
+            bytes_per_second: s.bytes_per_second.round() as u64,
+            elapsed_seconds: (s.elapsed_seconds * 10.0).round() / 10.0,
+        }
+        .log();
     }
 
     /// Log every `interval` until the returned guard is dropped (then log a final line).

@@ -10,12 +10,10 @@ use super::backup::BackupOutcome;
 use super::error::AgentError;
 use super::restore::RestoreOutcome;
 use super::storage::Location;
-
-/// Kubernetes keeps at most 4096 bytes of a termination message.
-pub const TERMINATION_LIMIT: usize = 4096;
-
-/// Default termination-message path inside a pod.
-pub const DEFAULT_TERMINATION_LOG: &str = "/dev/termination-log";
+use crate::contract::{
+    ArtifactSummary, BackupSummary, FailureSummary, Operation, RestoreSummary, Summary,
+    TERMINATION_LIMIT, TERMINATION_LOG,
+};
 
 fn object_key(loc: &Location) -> String {
     match loc {
@@ -25,68 +23,77 @@ fn object_key(loc: &Location) -> String {
 }
 
 /// Summary of a successful backup.
-pub fn backup_summary(o: &BackupOutcome) -> Value {
+pub fn backup_summary(o: &BackupOutcome) -> Summary {
     let m = &o.manifest;
     let single = (m.artifacts.len() == 1).then(|| &m.artifacts[0]);
-    json!({
-        "status": "succeeded",
-        "operation": "backup",
-        "engine": m.engine,
-        "serverVersion": m.server_version,
-        "database": m.database,
-        "allDatabases": m.all_databases,
-        "location": o.manifest_location.to_string(),
-        "key": object_key(&o.manifest_location),
-        "manifestSha256": o.manifest_sha256,
-        "sha256": single.map(|a| a.sha256.clone()).unwrap_or_else(|| o.manifest_sha256.clone()),
-        "sizeBytes": m.size_bytes(),
-        "rawBytes": m.raw_bytes(),
-        "compression": m.compression.to_string(),
-        "encryption": m.encryption,
-        "tables": m.table_count(),
-        "rows": m.row_count(),
-        "artifacts": m.artifacts.iter().map(|a| json!({
-            "key": a.key,
-            "kind": a.kind,
-            "database": a.database,
-            "sizeBytes": a.size_bytes,
-            "rawBytes": a.raw_bytes,
-            "sha256": a.sha256,
-            "durationSeconds": a.duration_seconds,
-            "tables": a.tables,
-        })).collect::<Vec<_>>(),
-        "startedAt": m.started_at,
-        "completedAt": m.completed_at,
-        "durationSeconds": m.duration_seconds,
-    })
+    BackupSummary {
+        engine: m.engine,
+        server_version: m.server_version.clone(),
+        database: m.database.clone(),
+        all_databases: m.all_databases,
+        location: o.manifest_location.to_string(),
+        key: object_key(&o.manifest_location),
+        manifest_sha256: o.manifest_sha256.clone(),
+        sha256: single
+            .map(|a| a.sha256.clone())
+            .unwrap_or_else(|| o.manifest_sha256.clone()),
+        size_bytes: m.size_bytes(),
+        raw_bytes: m.raw_bytes(),
+        compression: m.compression.to_string(),
+        encryption: m.encryption.clone(),
+        tables: m.table_count() as u64,
+        rows: m.row_count(),
+        artifacts: m
+            .artifacts
+            .iter()
+            .map(|a| ArtifactSummary {
+                key: a.key.clone(),
+                kind: a.kind,
+                database: a.database.clone(),
+                size_bytes: a.size_bytes,
+                raw_bytes: a.raw_bytes,
+                sha256: a.sha256.clone(),
+                duration_seconds: a.duration_seconds,
+                tables: a.tables.clone(),
+            })
+            .collect(),
+        started_at: m.started_at,
+        completed_at: m.completed_at,
+        duration_seconds: m.duration_seconds,
+    }
+    .into()
 }
 
 /// Summary of a successful restore.
-pub fn restore_summary(o: &RestoreOutcome, from: &Location) -> Value {
-    json!({
-        "status": "succeeded",
-        "operation": "restore",
-        "engine": o.manifest.engine,
-        "from": from.to_string(),
-        "databases": o.databases,
-        "sizeBytes": o.stored_bytes,
-        "rawBytes": o.raw_bytes,
-        "checksumVerified": true,
-        "verifiedFirst": o.verified_first,
-        "sha256": o.manifest.artifacts.iter().map(|a| a.sha256.clone()).collect::<Vec<_>>(),
-        "durationSeconds": o.duration_seconds,
-    })
+pub fn restore_summary(o: &RestoreOutcome, from: &Location) -> Summary {
+    RestoreSummary {
+        engine: o.manifest.engine,
+        from: from.to_string(),
+        databases: o.databases.clone(),
+        size_bytes: o.stored_bytes,
+        raw_bytes: o.raw_bytes,
+        checksum_verified: true,
+        verified_first: o.verified_first,
+        sha256: o
+            .manifest
+            .artifacts
+            .iter()
+            .map(|a| a.sha256.clone())
+            .collect(),
+        duration_seconds: o.duration_seconds,
+    }
+    .into()
 }
 
 /// Summary of a failure.
-pub fn failure_summary(operation: &str, err: &AgentError, duration_seconds: f64) -> Value {
-    json!({
-        "status": "failed",
-        "operation": operation,
-        "category": err.category(),
-        "error": err.to_string(),
-        "durationSeconds": (duration_seconds * 1000.0).round() / 1000.0,
-    })
+pub fn failure_summary(operation: Operation, err: &AgentError, duration_seconds: f64) -> Summary {
+    FailureSummary {
+        operation,
+        category: err.failure_category(),
+        error: err.to_string(),
+        duration_seconds: (duration_seconds * 1000.0).round() / 1000.0,
+    }
+    .into()
 }
 
 /// Shrink a summary until it fits the termination-message limit: per-table counts go first
@@ -126,13 +133,14 @@ pub fn compact(summary: &Value) -> String {
 }
 
 /// Print the summary line on stdout and write the compact form to the termination log.
-pub fn emit(summary: &Value, termination_log: Option<&Path>) {
-    let line = summary.to_string();
+pub fn emit(summary: &Summary, termination_log: Option<&Path>) {
+    let value = summary.to_value();
+    let line = value.to_string();
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
     if let Some(path) = termination_log
-        && let Err(e) = std::fs::write(path, compact(summary))
+        && let Err(e) = std::fs::write(path, compact(&value))
     {
         tracing::warn!(path = %path.display(), error = %e, "cannot write the termination message");
     }
@@ -144,7 +152,7 @@ pub fn termination_log_path(explicit: Option<PathBuf>) -> Option<PathBuf> {
     if let Some(p) = explicit {
         return (!p.as_os_str().is_empty()).then_some(p);
     }
-    let default = Path::new(DEFAULT_TERMINATION_LOG);
+    let default = Path::new(TERMINATION_LOG);
     std::fs::OpenOptions::new()
         .write(true)
         .open(default)
@@ -154,7 +162,310 @@ pub fn termination_log_path(explicit: Option<PathBuf>) -> Option<PathBuf> {
 
 #[cfg(test)]
 mod tests {
+    use chrono::{DateTime, Utc};
+
     use super::*;
+    use crate::agent::compress::Compression;
+    use crate::agent::manifest::{
+        Artifact, ArtifactKind, EncryptionInfo, Engine, FORMAT_VERSION, Manifest, PayloadFormat,
+        TableCount,
+    };
+
+    /// `backup_summary` as it was before the contract (`json!`).
+    fn legacy_backup_summary(o: &BackupOutcome) -> Value {
+        let m = &o.manifest;
+        let single = (m.artifacts.len() == 1).then(|| &m.artifacts[0]);
+        json!({
+            "status": "succeeded",
+            "operation": "backup",
+            "engine": m.engine,
+            "serverVersion": m.server_version,
+            "database": m.database,
+            "allDatabases": m.all_databases,
+            "location": o.manifest_location.to_string(),
+            "key": object_key(&o.manifest_location),
+            "manifestSha256": o.manifest_sha256,
+            "sha256": single.map(|a| a.sha256.clone()).unwrap_or_else(|| o.manifest_sha256.clone()),
+            "sizeBytes": m.size_bytes(),
+            "rawBytes": m.raw_bytes(),
+            "compression": m.compression.to_string(),
+            "encryption": m.encryption,
+            "tables": m.table_count(),
+            "rows": m.row_count(),
+            "artifacts": m.artifacts.iter().map(|a| json!({
+                "key": a.key,
+                "kind": a.kind,
+                "database": a.database,
+                "sizeBytes": a.size_bytes,
+                "rawBytes": a.raw_bytes,
+                "sha256": a.sha256,
+                "durationSeconds": a.duration_seconds,
+                "tables": a.tables,
+            })).collect::<Vec<_>>(),
+            "startedAt": m.started_at,
+            "completedAt": m.completed_at,
+            "durationSeconds": m.duration_seconds,
+        })
+    }
+
+    /// `restore_summary` as it was before the contract (`json!`).
+    fn legacy_restore_summary(o: &RestoreOutcome, from: &Location) -> Value {
+        json!({
+            "status": "succeeded",
+            "operation": "restore",
+            "engine": o.manifest.engine,
+            "from": from.to_string(),
+            "databases": o.databases,
+            "sizeBytes": o.stored_bytes,
+            "rawBytes": o.raw_bytes,
+            "checksumVerified": true,
+            "verifiedFirst": o.verified_first,
+            "sha256": o.manifest.artifacts.iter().map(|a| a.sha256.clone()).collect::<Vec<_>>(),
+            "durationSeconds": o.duration_seconds,
+        })
+    }
+
+    /// `failure_summary` as it was before the contract (`json!`).
+    fn legacy_failure_summary(operation: &str, err: &AgentError, duration_seconds: f64) -> Value {
+        json!({
+            "status": "failed",
+            "operation": operation,
+            "category": err.category(),
+            "error": err.to_string(),
+            "durationSeconds": (duration_seconds * 1000.0).round() / 1000.0,
+        })
+    }
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().to_utc()
+    }
+
+    fn tables(n: u64) -> Vec<TableCount> {
+        (0..n)
+            .map(|i| TableCount {
+                schema: "public".into(),
+                name: format!("t{i}"),
+                rows: i * 7,
+            })
+            .collect()
+    }
+
+    /// The manifest of `agent/manifest.rs`'s tests: one encrypted database.
+    fn sample() -> Manifest {
+        Manifest {
+            format_version: FORMAT_VERSION,
+            tool: "dataguardian test".into(),
+            engine: Engine::Postgres,
+            server_version: "15.8".into(),
+            database: Some("shop".into()),
+            all_databases: false,
+            compression: Compression::Zstd { level: 3 },
+            encryption: Some(EncryptionInfo {
+                scheme: "age-x25519".into(),
+                recipients: vec!["sha256:00".into()],
+            }),
+            artifacts: vec![Artifact {
+                key: "databases/shop.pgdump.zst.age".into(),
+                kind: ArtifactKind::Database,
+                database: Some("shop".into()),
+                format: PayloadFormat::PgDumpCustom,
+                size_bytes: 10,
+                raw_bytes: 30,
+                sha256: "a".repeat(64),
+                tables: vec![TableCount {
+                    schema: "public".into(),
+                    name: "t".into(),
+                    rows: 5,
+                }],
+                duration_seconds: 1.5,
+            }],
+            started_at: Utc::now(),
+            completed_at: Utc::now(),
+            duration_seconds: 2.0,
+        }
+    }
+
+    /// All databases, unencrypted, several artifacts (one without a database), odd floats.
+    fn all_databases(compression: Compression, table_count: u64) -> Manifest {
+        Manifest {
+            format_version: FORMAT_VERSION,
+            tool: "dataguardian test".into(),
+            engine: Engine::Mysql,
+            server_version: "10.11.6-MariaDB".into(),
+            database: None,
+            all_databases: true,
+            compression,
+            encryption: None,
+            artifacts: vec![
+                Artifact {
+                    key: "globals.sql".into(),
+                    kind: ArtifactKind::Globals,
+                    database: None,
+                    format: PayloadFormat::Sql,
+                    size_bytes: 0,
+                    raw_bytes: 0,
+                    sha256: "b".repeat(64),
+                    tables: Vec::new(),
+                    duration_seconds: 0.0,
+                },
+                Artifact {
+                    key: "all-databases.sql.gz".into(),
+                    kind: ArtifactKind::AllDatabases,
+                    database: None,
+                    format: PayloadFormat::Sql,
+                    size_bytes: u64::from(u32::MAX) + 7,
+                    raw_bytes: 1 << 40,
+                    sha256: "c".repeat(64),
+                    tables: tables(table_count),
+                    duration_seconds: 0.1 + 0.2,
+                },
+                Artifact {
+                    key: "databases/a b.pgdump".into(),
+                    kind: ArtifactKind::Database,
+                    database: Some("a b \"quoted\" ü".into()),
+                    format: PayloadFormat::PgDumpCustom,
+                    size_bytes: 3,
+                    raw_bytes: 4,
+                    sha256: "d".repeat(64),
+                    tables: tables(2),
+                    duration_seconds: 1e-7,
+                },
+            ],
+            started_at: at("2026-11-22T10:00:00.123456789Z"),
+            completed_at: at("2026-11-22T10:00:00Z"),
+            duration_seconds: 12345.678901,
+        }
+    }
+
+    fn backups() -> Vec<BackupOutcome> {
+        let s3 = Location::S3 {
+            bucket: "b".into(),
+            prefix: "p/r1".into(),
+        };
+        let file = Location::File {
+            path: "/backup/shop/r2/manifest.json".into(),
+        };
+        let mut empty = sample();
+        empty.artifacts.clear();
+        vec![
+            BackupOutcome {
+                manifest: sample(),
+                manifest_location: s3.clone(),
+                manifest_sha256: "f".repeat(64),
+            },
+            BackupOutcome {
+                manifest: all_databases(Compression::Gzip { level: 6 }, 3),
+                manifest_location: file.clone(),
+                manifest_sha256: "e".repeat(64),
+            },
+            BackupOutcome {
+                manifest: all_databases(Compression::None, 0),
+                manifest_location: s3,
+                manifest_sha256: "e".repeat(64),
+            },
+            // Too big for the termination message: compaction kicks in.
+            BackupOutcome {
+                manifest: all_databases(Compression::Zstd { level: 19 }, 400),
+                manifest_location: file,
+                manifest_sha256: "e".repeat(64),
+            },
+            // No artifacts: `sha256` falls back to the manifest's.
+            BackupOutcome {
+                manifest: empty,
+                manifest_location: Location::S3 {
+                    bucket: "b".into(),
+                    prefix: String::new(),
+                },
+                manifest_sha256: "0".repeat(64),
+            },
+        ]
+    }
+
+    #[test]
+    fn backup_summaries_are_byte_for_byte_the_legacy_ones() {
+        let mut compacted = false;
+        for o in backups() {
+            let new = backup_summary(&o).to_value();
+            let old = legacy_backup_summary(&o);
+            assert_eq!(new.to_string(), old.to_string());
+            assert_eq!(compact(&new), compact(&old));
+            compacted |= old.to_string().len() > TERMINATION_LIMIT;
+        }
+        assert!(compacted, "one fixture exercises compaction");
+    }
+
+    #[test]
+    fn restore_summaries_are_byte_for_byte_the_legacy_ones() {
+        let from = Location::S3 {
+            bucket: "b".into(),
+            prefix: "p/r1/manifest.json".into(),
+        };
+        for (manifest, databases, verified_first, duration_seconds) in [
+            (sample(), vec!["copy".to_string()], true, 3.25),
+            (
+                all_databases(Compression::None, 1),
+                vec!["a".into(), "b \"c\"".into()],
+                false,
+                0.1 + 0.2,
+            ),
+            (sample(), Vec::new(), false, 0.0),
+        ] {
+            let o = RestoreOutcome {
+                manifest,
+                databases,
+                stored_bytes: 1024,
+                raw_bytes: u64::MAX,
+                verified_first,
+                duration_seconds,
+            };
+            let new = restore_summary(&o, &from).to_value();
+            let old = legacy_restore_summary(&o, &from);
+            assert_eq!(new.to_string(), old.to_string());
+            assert_eq!(compact(&new), compact(&old));
+        }
+    }
+
+    #[test]
+    fn failure_summaries_are_byte_for_byte_the_legacy_ones() {
+        let long = "x\"\n".repeat(3000);
+        let errors = || {
+            [
+                AgentError::Config("bad uri".into()),
+                AgentError::Source("pg_dump exited with 1".into()),
+                AgentError::Target("database \"copy\" is not empty".into()),
+                AgentError::Storage(long.clone()),
+                AgentError::Integrity("sha256 mismatch".into()),
+                AgentError::Crypto("no identity matched".into()),
+                AgentError::Io(std::io::Error::other("disk full")),
+            ]
+        };
+        for (operation, name) in [
+            (Operation::Backup, "backup"),
+            (Operation::Restore, "restore"),
+            (Operation::Validate, "validate"),
+            (Operation::Prune, "prune"),
+        ] {
+            for err in errors() {
+                for duration in [0.0, 1.23456, 0.0005, 98765.4321] {
+                    let new = failure_summary(operation, &err, duration).to_value();
+                    let old = legacy_failure_summary(name, &err, duration);
+                    assert_eq!(new.to_string(), old.to_string());
+                    assert_eq!(compact(&new), compact(&old));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn emit_writes_the_legacy_termination_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("termination-log");
+        for o in backups() {
+            emit(&backup_summary(&o), Some(&path));
+            let written = std::fs::read_to_string(&path).unwrap();
+            assert_eq!(written, compact(&legacy_backup_summary(&o)));
+        }
+    }
 
     #[test]
     fn compact_drops_tables_then_artifacts() {
@@ -173,7 +484,12 @@ mod tests {
 
     #[test]
     fn failure_has_category() {
-        let v = failure_summary("backup", &AgentError::Integrity("x".into()), 1.23456);
+        let v = failure_summary(
+            Operation::Backup,
+            &AgentError::Integrity("x".into()),
+            1.23456,
+        )
+        .to_value();
         assert_eq!(v["category"], "integrity");
         assert_eq!(v["durationSeconds"], 1.235);
     }

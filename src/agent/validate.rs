@@ -26,11 +26,11 @@ use super::error::{AgentError, Result};
 use super::manifest::{ArtifactKind, Engine, Manifest, TableCount};
 use super::restore::{self, RestoreRequest};
 use super::storage::{Location, S3Settings, Store};
-use super::summary::TERMINATION_LIMIT;
 use crate::api::restore_validation::{
     CheckKind, CheckResult, Expectation, RowCountsCheck, SchemaCheck, ValidationCheck,
     ValidationResult,
 };
+use crate::contract::{Summary, TERMINATION_LIMIT, ValidateSummary};
 
 /// Mismatching tables listed in a row-count check's message.
 const MAX_LISTED: usize = 10;
@@ -667,21 +667,20 @@ pub async fn run(req: ValidateRequest) -> Result<ValidateOutcome> {
 }
 
 /// The JSON summary of a verdict.
-pub fn outcome_summary(o: &ValidateOutcome, from: &Location) -> Value {
-    json!({
-        "status": "succeeded",
-        "operation": "validate",
-        "result": o.result,
-        "reason": o.reason,
-        "message": o.message,
-        "engine": o.engine,
-        "serverVersion": o.server_version,
-        "from": from.to_string(),
-        "databases": o.databases,
-        "restoreDurationSeconds": o.restore_duration_seconds,
-        "checks": o.checks,
-        "durationSeconds": o.duration_seconds,
-    })
+pub fn outcome_summary(o: &ValidateOutcome, from: &Location) -> Summary {
+    ValidateSummary {
+        result: o.result,
+        reason: o.reason.clone(),
+        message: o.message.clone(),
+        engine: o.engine,
+        server_version: o.server_version.clone(),
+        from: from.to_string(),
+        databases: o.databases.clone(),
+        restore_duration_seconds: o.restore_duration_seconds,
+        checks: o.checks.clone(),
+        duration_seconds: o.duration_seconds,
+    }
+    .into()
 }
 
 /// Shrink a validation summary to the termination-message limit: check messages first, then
@@ -923,5 +922,82 @@ mod tests {
             back["checks"][0]["name"], "check-59",
             "failing checks are kept first"
         );
+    }
+
+    /// `outcome_summary` as it was before the contract (`json!`).
+    fn legacy_outcome_summary(o: &ValidateOutcome, from: &Location) -> Value {
+        json!({
+            "status": "succeeded",
+            "operation": "validate",
+            "result": o.result,
+            "reason": o.reason,
+            "message": o.message,
+            "engine": o.engine,
+            "serverVersion": o.server_version,
+            "from": from.to_string(),
+            "databases": o.databases,
+            "restoreDurationSeconds": o.restore_duration_seconds,
+            "checks": o.checks,
+            "durationSeconds": o.duration_seconds,
+        })
+    }
+
+    #[test]
+    fn outcome_summaries_are_byte_for_byte_the_legacy_ones() {
+        let check = |i: usize, result: ValidationResult, detail: bool| CheckResult {
+            name: format!("check-{i}"),
+            kind: if i.is_multiple_of(2) {
+                CheckKind::RowCounts
+            } else {
+                CheckKind::Sql
+            },
+            result,
+            expected: detail.then(|| ">= 1".to_string()),
+            observed: detail.then(|| "x \"y\"".repeat(40)),
+            message: detail.then(|| "m".repeat(900)),
+        };
+        let passed = ValidateOutcome {
+            result: ValidationResult::Passed,
+            reason: None,
+            message: "restored in 1.5s; 2 checks passed".into(),
+            restore_duration_seconds: Some(0.1 + 0.2),
+            checks: vec![
+                check(0, ValidationResult::Passed, true),
+                check(1, ValidationResult::Passed, false),
+            ],
+            engine: Engine::Postgres,
+            server_version: "15.8".into(),
+            databases: vec!["shop".into()],
+            duration_seconds: 4.75,
+        };
+        let failed = ValidateOutcome {
+            result: ValidationResult::Failed,
+            reason: Some("CheckFailed".into()),
+            message: "1 of 60 checks failed".into(),
+            restore_duration_seconds: None,
+            checks: (0..60)
+                .map(|i| {
+                    let r = if i == 59 {
+                        ValidationResult::Failed
+                    } else {
+                        ValidationResult::Passed
+                    };
+                    check(i, r, true)
+                })
+                .collect(),
+            engine: Engine::Mysql,
+            server_version: "10.11".into(),
+            databases: Vec::new(),
+            duration_seconds: 0.0,
+        };
+        let from = Location::File {
+            path: "/backup/r1/manifest.json".into(),
+        };
+        for o in [passed, failed] {
+            let new = outcome_summary(&o, &from).to_value();
+            let old = legacy_outcome_summary(&o, &from);
+            assert_eq!(new.to_string(), old.to_string());
+            assert_eq!(compact(&new), compact(&old));
+        }
     }
 }

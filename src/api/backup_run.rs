@@ -81,6 +81,15 @@ pub enum BackupRunPhase {
 }
 
 impl BackupRunPhase {
+    /// How it ended: `Some(true)` Succeeded, `Some(false)` Failed, `None` while it goes on.
+    pub fn outcome(self) -> Option<bool> {
+        match self {
+            BackupRunPhase::Succeeded => Some(true),
+            BackupRunPhase::Failed => Some(false),
+            _ => None,
+        }
+    }
+
     /// Whether the run has finished (Succeeded or Failed).
     pub fn is_finished(self) -> bool {
         matches!(self, BackupRunPhase::Succeeded | BackupRunPhase::Failed)

@@ -2,7 +2,8 @@
 //!
 //! The field documentation here becomes the `kubectl explain` text of the CRDs, and the
 //! validation rules (OpenAPI bounds and CEL `x-kubernetes-validations`) are what the API server
-//! enforces: see `DESIGN.md` §1 for the contract. This module holds no client code.
+//! enforces; `README.md` and `examples/` show them in use, `docs/architecture.md` where they sit.
+//! This module holds no client code and imports nothing else of the crate.
 
 pub mod backup_policy;
 pub mod backup_run;

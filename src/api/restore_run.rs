@@ -106,6 +106,15 @@ pub enum RestoreRunPhase {
 }
 
 impl RestoreRunPhase {
+    /// How it ended: `Some(true)` Succeeded, `Some(false)` Failed, `None` while it goes on.
+    pub fn outcome(self) -> Option<bool> {
+        match self {
+            RestoreRunPhase::Succeeded => Some(true),
+            RestoreRunPhase::Failed => Some(false),
+            _ => None,
+        }
+    }
+
     /// Whether the restore has finished (Succeeded or Failed).
     pub fn is_finished(self) -> bool {
         matches!(self, RestoreRunPhase::Succeeded | RestoreRunPhase::Failed)

@@ -215,6 +215,15 @@ pub enum RestoreValidationPhase {
 }
 
 impl RestoreValidationPhase {
+    /// How it ended: `Some(true)` Succeeded, `Some(false)` Failed, `None` while it goes on.
+    pub fn outcome(self) -> Option<bool> {
+        match self {
+            RestoreValidationPhase::Succeeded => Some(true),
+            RestoreValidationPhase::Failed => Some(false),
+            _ => None,
+        }
+    }
+
     /// Whether the validation has finished.
     pub fn is_finished(self) -> bool {
         matches!(

@@ -1,5 +1,5 @@
 //! The kubectl plugin: `kubectl dataguardian backup now|restore|validate|status|logs`.
 
 fn main() -> std::process::ExitCode {
-    dataguardian::plugin::main()
+    dataguardian::cli::plugin::main()
 }

@@ -6,6 +6,8 @@ use clap::{Parser, Subcommand};
 
 pub mod agent;
 pub mod crd;
+pub mod operator;
+pub mod plugin;
 
 /// DataGuardian — backs up databases from Kubernetes, restores them, and proves the backups restore.
 #[derive(Debug, Parser)]
@@ -18,7 +20,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the controllers (BackupStorage, BackupPolicy, BackupRun, RestoreRun, RestoreValidation).
-    Operator(Box<crate::operator::run::OperatorArgs>),
+    Operator(Box<operator::OperatorArgs>),
     /// Run a backup, restore or validation (inside a Job, or by hand without Kubernetes).
     Agent(Box<agent::AgentArgs>),
     /// Print the CustomResourceDefinitions as YAML (the source of `crds/`).
@@ -27,30 +29,7 @@ pub enum Command {
 
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Operator(args) => {
-            crate::operator::memory::limit_malloc_arenas();
-            crate::telemetry::logging::init(
-                args.log_format,
-                "info,kube=warn,tower=warn,hyper=warn",
-            );
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("dataguardian operator: cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(crate::operator::run::run(*args)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!(error = %e, "operator stopped");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        Command::Operator(args) => operator::run(&args),
         Command::Agent(args) => agent::run(*args),
         Command::Crd(args) => crd::run(args),
     }

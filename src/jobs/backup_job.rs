@@ -22,10 +22,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use k8s_openapi::api::batch::v1::{
-    Job, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
-    PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
-};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
     EmptyDirVolumeSource, EnvVar, KeyToPath, PersistentVolumeClaimVolumeSource, SecretVolumeSource,
     Volume, VolumeMount,
@@ -37,12 +34,15 @@ use crate::api::backup_policy::POLICY_LABEL;
 use crate::api::backup_storage::{FilesystemStorage, S3Storage, SseAlgorithm};
 use crate::api::common::{Compression, CompressionAlgorithm, SecretKeySelector, time_to_chrono};
 use crate::api::{BackupPolicy, BackupRun, BackupStorage};
+use crate::contract::{
+    APP_NAME, COMPONENT_BACKUP, COMPONENT_LABEL, INSTANCE_LABEL, MANAGED_BY_LABEL, NAME_LABEL,
+    OPERATOR_NAME, PART_OF_LABEL, RUN_LABEL, exit,
+};
 
 use super::naming::{MAX_LABEL_LEN, bounded_name, label_value};
 use super::shell::{
-    AGENT_CONTAINER, JobBuildError, JobDefaults, JobShell, RUN_LABEL, STORAGE_MOUNT,
-    TERMINATION_LOG, agent_container, escape_dollar, job, plain_env, pod_spec, push_flag,
-    secret_env,
+    JobBuildError, JobDefaults, JobShell, STORAGE_MOUNT, agent_container, agent_env, escape_dollar,
+    job, plain_env, pod_failure_policy, pod_spec, push_flag, secret_env,
 };
 use super::source::{Source, join_key};
 
@@ -50,9 +50,6 @@ use super::source::{Source, join_key};
 const RECIPIENTS_DIR: &str = "/etc/dataguardian/recipients";
 /// File name of the recipients inside [`RECIPIENTS_DIR`].
 const RECIPIENTS_FILE: &str = "recipients";
-/// Agent exit codes that no retry can fix: invalid configuration (2) and encryption setup, such
-/// as a malformed recipient (14). The Job fails at once instead of retrying them.
-pub const NON_RETRYABLE_EXIT_CODES: [i32; 2] = [2, 14];
 /// The deterministic name of the Job of attempt `attempt` of run `run`.
 pub fn job_name(run: &str, attempt: u32) -> String {
     bounded_name(run, &attempt.to_string(), MAX_LABEL_LEN)
@@ -177,12 +174,7 @@ pub fn build_attempt(
     for extra in &source.extra_args {
         args.push(format!("--dump-arg={extra}"));
     }
-    env.extend([
-        plain_env("DG_TERMINATION_LOG", TERMINATION_LOG),
-        plain_env("DG_LOG_FORMAT", "json"),
-        plain_env("HOME", "/tmp"),
-        plain_env("TMPDIR", "/tmp"),
-    ]);
+    env.extend(agent_env());
 
     // The kubelet expands `$(VAR)` in args and env values; user text (database names, extra
     // dump arguments, paths) must reach the agent literally, so `$` is escaped as `$$`.
@@ -210,7 +202,7 @@ pub fn build_attempt(
                 .spec
                 .active_deadline_seconds
                 .or(spec.active_deadline_seconds),
-            pod_failure_policy: pod_failure_policy(),
+            pod_failure_policy: pod_failure_policy(&exit::BACKUP_NON_RETRYABLE),
             ttl_seconds_after_finished: defaults.ttl_seconds_after_finished,
         },
         pod,
@@ -223,46 +215,17 @@ fn labels(policy: &str, run: &str, extra: &BTreeMap<String, String>) -> BTreeMap
     let mut labels = extra.clone();
     labels.extend(
         [
-            ("app.kubernetes.io/name", "dataguardian".to_owned()),
-            ("app.kubernetes.io/instance", label_value(policy)),
-            ("app.kubernetes.io/component", "backup".to_owned()),
-            (
-                "app.kubernetes.io/managed-by",
-                "dataguardian-operator".to_owned(),
-            ),
-            ("app.kubernetes.io/part-of", "dataguardian".to_owned()),
+            (NAME_LABEL, APP_NAME.to_owned()),
+            (INSTANCE_LABEL, label_value(policy)),
+            (COMPONENT_LABEL, COMPONENT_BACKUP.to_owned()),
+            (MANAGED_BY_LABEL, OPERATOR_NAME.to_owned()),
+            (PART_OF_LABEL, APP_NAME.to_owned()),
             (POLICY_LABEL, label_value(policy)),
             (RUN_LABEL, label_value(run)),
         ]
         .map(|(k, v)| (k.to_owned(), v)),
     );
     labels
-}
-
-/// Configuration errors fail the Job at once; evicted or preempted pods (node drain, spot
-/// reclaim) are retried without counting against `backoffLimit`.
-fn pod_failure_policy() -> PodFailurePolicy {
-    PodFailurePolicy {
-        rules: vec![
-            PodFailurePolicyRule {
-                action: "FailJob".into(),
-                on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
-                    container_name: Some(AGENT_CONTAINER.into()),
-                    operator: "In".into(),
-                    values: NON_RETRYABLE_EXIT_CODES.to_vec(),
-                }),
-                on_pod_conditions: None,
-            },
-            PodFailurePolicyRule {
-                action: "Ignore".into(),
-                on_exit_codes: None,
-                on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {
-                    type_: "DisruptionTarget".into(),
-                    status: Some("True".into()),
-                }]),
-            },
-        ],
-    }
 }
 
 fn compression_flag(compression: &Compression) -> String {
@@ -695,7 +658,7 @@ spec: {policyRef: {name: nightly}, trigger: Scheduled, scheduledTime: "2026-11-2
     fn non_retryable_exit_codes_match_the_agent() {
         use crate::agent::error::AgentError;
         assert_eq!(
-            NON_RETRYABLE_EXIT_CODES,
+            exit::BACKUP_NON_RETRYABLE,
             [
                 i32::from(AgentError::Config(String::new()).exit_code()),
                 i32::from(AgentError::Crypto(String::new()).exit_code())

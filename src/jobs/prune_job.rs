@@ -16,20 +16,18 @@ use kube::{Resource, ResourceExt};
 
 use crate::api::backup_policy::POLICY_LABEL;
 use crate::api::{BackupPolicy, BackupStorage};
+use crate::contract::{COMPONENT_PRUNE, RUN_LABEL, exit};
 
 use super::naming::{MAX_LABEL_LEN, bounded_name};
 use super::shell::{
-    JobBuildError, JobDefaults, JobShell, RUN_LABEL, STORAGE_MOUNT, agent_container, agent_env,
-    escape_dollar, escape_env, job, labels, pod_failure_policy, pod_spec, push_flag, tmp_volume,
+    JobBuildError, JobDefaults, JobShell, STORAGE_MOUNT, agent_container, agent_env, escape_dollar,
+    escape_env, job, labels, pod_failure_policy, pod_spec, push_flag, tmp_volume,
 };
 
 /// Retries of a prune Job (deleting files is idempotent).
 pub const BACKOFF_LIMIT: i32 = 2;
 /// A prune that takes longer than this is stuck.
 pub const ACTIVE_DEADLINE_SECONDS: i64 = 600;
-/// Agent exit code of a configuration error (2) or a manifest listing paths outside its
-/// directory (13): no retry fixes them.
-const NON_RETRYABLE_EXIT_CODES: [i32; 2] = [2, 13];
 
 /// The deterministic name of the prune Job of `run`.
 pub fn job_name(run: &str) -> String {
@@ -100,7 +98,7 @@ pub fn build(
 
     let mut extra: BTreeMap<String, String> = template.labels.clone();
     extra.insert(POLICY_LABEL.into(), policy.name_any());
-    let labels = labels("prune", run, (RUN_LABEL, run), &extra);
+    let labels = labels(COMPONENT_PRUNE, run, (RUN_LABEL, run), &extra);
     let annotations = (!template.annotations.is_empty()).then(|| template.annotations.clone());
     let container = agent_container(&template, defaults, args, env, mounts);
     let pod = pod_spec(&template, Vec::new(), container, volumes);
@@ -113,7 +111,7 @@ pub fn build(
             owner,
             backoff_limit: BACKOFF_LIMIT,
             active_deadline_seconds: Some(ACTIVE_DEADLINE_SECONDS),
-            pod_failure_policy: pod_failure_policy(&NON_RETRYABLE_EXIT_CODES),
+            pod_failure_policy: pod_failure_policy(&exit::PRUNE_NON_RETRYABLE),
             ttl_seconds_after_finished: defaults.ttl_seconds_after_finished,
         },
         pod,

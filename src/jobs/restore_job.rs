@@ -17,6 +17,7 @@ use kube::{Resource, ResourceExt};
 
 use crate::api::common::JobTemplate;
 use crate::api::{BackupStorage, RestoreRun};
+use crate::contract::{COMPONENT_RESTORE, MANIFEST_NAME, RESTORE_LABEL, exit};
 
 use super::naming::{MAX_LABEL_LEN, bounded_name};
 use super::shell::{
@@ -25,15 +26,8 @@ use super::shell::{
 };
 use super::source::{Source, join_key, push_identity, push_storage_access};
 
-/// Label with the RestoreRun's name.
-pub const RESTORE_LABEL: &str = "dataguardian.io/restore";
 /// Default `backoffLimit` of a restore Job (a restore retries transient failures).
 pub const DEFAULT_BACKOFF_LIMIT: u32 = 2;
-
-/// Agent exit codes a restore retry cannot fix: invalid configuration (2), a target that
-/// refuses the restore, e.g. not empty (11), an artifact whose checksum does not match (13) and
-/// a wrong identity (14). The Job fails at once on them instead of retrying.
-pub const NON_RETRYABLE_EXIT_CODES: [i32; 4] = [2, 11, 13, 14];
 
 /// The deterministic name of the restore Job of `run`.
 pub fn job_name(run: &str) -> String {
@@ -56,10 +50,10 @@ pub fn manifest_location(storage: &BackupStorage, key: &str) -> Result<String, J
     }
     let with_manifest = |k: &str| {
         let k = k.trim_end_matches('/');
-        if k.ends_with("manifest.json") {
+        if k.ends_with(MANIFEST_NAME) {
             k.to_owned()
         } else {
-            format!("{k}/manifest.json")
+            format!("{k}/{MANIFEST_NAME}")
         }
     };
     match (&storage.spec.s3, &storage.spec.filesystem) {
@@ -183,7 +177,7 @@ pub fn build(
     escape_env(&mut env);
 
     let labels = labels(
-        "restore",
+        COMPONENT_RESTORE,
         &run_name,
         (RESTORE_LABEL, &run_name),
         &template.labels,
@@ -201,7 +195,7 @@ pub fn build(
             owner,
             backoff_limit: i32::try_from(backoff).unwrap_or(i32::MAX),
             active_deadline_seconds: spec.active_deadline_seconds,
-            pod_failure_policy: pod_failure_policy(&NON_RETRYABLE_EXIT_CODES),
+            pod_failure_policy: pod_failure_policy(&exit::RESTORE_NON_RETRYABLE),
             ttl_seconds_after_finished: defaults.ttl_seconds_after_finished,
         },
         pod,
@@ -399,7 +393,7 @@ spec:
         .iter()
         .map(|e| i32::from(e.exit_code()))
         .collect();
-        assert_eq!(codes, NON_RETRYABLE_EXIT_CODES);
+        assert_eq!(codes, exit::RESTORE_NON_RETRYABLE);
     }
 
     #[test]

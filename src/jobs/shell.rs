@@ -19,17 +19,13 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
 use crate::api::common::{JobTemplate, SecretKeySelector};
+use crate::contract::{
+    AGENT_CONTAINER, APP_NAME, COMPONENT_LABEL, INSTANCE_LABEL, LOG_FORMAT_ENV, LOG_FORMAT_JSON,
+    MANAGED_BY_LABEL, NAME_LABEL, OPERATOR_NAME, PART_OF_LABEL, TERMINATION_LOG,
+    TERMINATION_LOG_ENV,
+};
 
 use super::naming::label_value;
-
-/// Name of the agent container (the reconciler reads its logs and termination message).
-pub const AGENT_CONTAINER: &str = "agent";
-
-/// Where the agent writes its JSON summary.
-pub const TERMINATION_LOG: &str = "/dev/termination-log";
-
-/// Label with the BackupRun's name.
-pub const RUN_LABEL: &str = "dataguardian.io/run";
 
 /// Where a filesystem storage's claim is mounted.
 pub(crate) const STORAGE_MOUNT: &str = "/backup";
@@ -233,8 +229,8 @@ pub(crate) fn escape_env(env: &mut [EnvVar]) {
 /// The agent's logging and termination-message environment.
 pub(crate) fn agent_env() -> Vec<EnvVar> {
     vec![
-        plain_env("DG_TERMINATION_LOG", TERMINATION_LOG),
-        plain_env("DG_LOG_FORMAT", "json"),
+        plain_env(TERMINATION_LOG_ENV, TERMINATION_LOG),
+        plain_env(LOG_FORMAT_ENV, LOG_FORMAT_JSON),
         plain_env("HOME", "/tmp"),
         plain_env("TMPDIR", "/tmp"),
     ]
@@ -250,14 +246,11 @@ pub(crate) fn labels(
     let mut labels = extra.clone();
     labels.extend(
         [
-            ("app.kubernetes.io/name", "dataguardian".to_owned()),
-            ("app.kubernetes.io/instance", label_value(instance)),
-            ("app.kubernetes.io/component", component.to_owned()),
-            (
-                "app.kubernetes.io/managed-by",
-                "dataguardian-operator".to_owned(),
-            ),
-            ("app.kubernetes.io/part-of", "dataguardian".to_owned()),
+            (NAME_LABEL, APP_NAME.to_owned()),
+            (INSTANCE_LABEL, label_value(instance)),
+            (COMPONENT_LABEL, component.to_owned()),
+            (MANAGED_BY_LABEL, OPERATOR_NAME.to_owned()),
+            (PART_OF_LABEL, APP_NAME.to_owned()),
             (own.0, label_value(own.1)),
         ]
         .map(|(k, v)| (k.to_owned(), v)),

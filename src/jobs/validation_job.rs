@@ -24,6 +24,7 @@ use kube::Resource;
 use crate::api::common::{Engine, JobTemplate};
 use crate::api::restore_validation::{RowCountsCheck, Sandbox, ValidationCheck};
 use crate::api::{BackupStorage, RestoreValidation};
+use crate::contract::{COMPONENT_VALIDATION, VALIDATION_LABEL, exit};
 
 use super::naming::{MAX_LABEL_LEN, bounded_name};
 use super::shell::{
@@ -32,8 +33,6 @@ use super::shell::{
 };
 use super::source::{push_identity, push_storage_access};
 
-/// Label with the RestoreValidation's name.
-pub const VALIDATION_LABEL: &str = "dataguardian.io/validation";
 /// Name of the sandbox sidecar container.
 pub const SANDBOX_CONTAINER: &str = "sandbox";
 /// Name of the init container that generates the sandbox password.
@@ -355,7 +354,7 @@ pub fn build(
     escape_env(&mut env);
 
     let labels = labels(
-        "validation",
+        COMPONENT_VALIDATION,
         &name,
         (VALIDATION_LABEL, &name),
         &template.labels,
@@ -377,7 +376,7 @@ pub fn build(
                     .unwrap_or(DEFAULT_DEADLINE_SECONDS),
             ),
             // Evictions do not count as a verdict (an evicted Pod is retried).
-            pod_failure_policy: pod_failure_policy(&[]),
+            pod_failure_policy: pod_failure_policy(&exit::VALIDATION_NON_RETRYABLE),
             ttl_seconds_after_finished: defaults.ttl_seconds_after_finished,
         },
         pod,

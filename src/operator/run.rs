@@ -2,7 +2,6 @@
 //! replica leads. Losing the lease stops the process (nothing acts on a stale belief of leading).
 
 use std::net::SocketAddr;
-use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,57 +29,21 @@ use super::leader::{LeaderElector, LeaseSettings};
 use super::run_watch::Watched;
 use super::{run_watch, shared_watch};
 
-/// Flags of `dataguardian operator`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct OperatorArgs {
+/// What the operator runs with (from the command line, [`crate::cli::operator`]).
+#[derive(Debug, Clone)]
+pub struct OperatorConfig {
     /// Address of the /healthz, /readyz and /metrics server.
-    #[arg(long, env = "DG_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
-    /// Namespace of the leader-election Lease (the operator's own namespace).
-    #[arg(long, env = "POD_NAMESPACE", default_value = "dataguardian-system")]
+    /// Namespace of the leader-election Lease.
     pub lease_namespace: String,
     /// Name of the leader-election Lease.
-    #[arg(long, env = "DG_LEASE_NAME", default_value = "dataguardian-operator")]
     pub lease_name: String,
-    /// This replica's identity in the Lease (defaults to the pod name, then the host name).
-    #[arg(long, env = "POD_NAME")]
+    /// This replica's identity in the Lease (`None`: the host name, then the process id).
     pub identity: Option<String>,
-    /// Lease duration in seconds: a dead leader is replaced after at most this long.
-    #[arg(long, env = "DG_LEASE_DURATION_SECONDS", default_value_t = 15)]
+    /// Lease duration in seconds.
     pub lease_duration_seconds: u64,
-    /// At most this many backups run at once across the cluster (0 = unlimited).
-    #[arg(long, env = "DG_MAX_CONCURRENT_BACKUPS", default_value_t = 10)]
-    pub max_concurrent_backups: usize,
-    /// At most this many restores run at once across the cluster (0 = unlimited).
-    #[arg(long, env = "DG_MAX_CONCURRENT_RESTORES", default_value_t = 4)]
-    pub max_concurrent_restores: usize,
-    /// At most this many restore validations (each with a sandbox database) run at once
-    /// across the cluster (0 = unlimited).
-    #[arg(long, env = "DG_MAX_CONCURRENT_VALIDATIONS", default_value_t = 2)]
-    pub max_concurrent_validations: usize,
-    /// Image of the agent run by backup/restore/validation Jobs.
-    #[arg(long, env = "DG_AGENT_IMAGE")]
-    pub agent_image: Option<String>,
-    /// How long finished Jobs (and their logs) are kept, in seconds.
-    #[arg(long, env = "DG_JOB_TTL_SECONDS", default_value_t = 86_400)]
-    pub job_ttl_seconds: i32,
-    /// Log format.
-    #[arg(long, env = "DG_LOG_FORMAT", value_enum, default_value_t = crate::telemetry::logging::LogFormat::Json)]
-    pub log_format: crate::telemetry::logging::LogFormat,
-}
-
-impl OperatorArgs {
-    fn settings(&self) -> Settings {
-        let defaults = Settings::default();
-        Settings {
-            agent_image: self.agent_image.clone().unwrap_or(defaults.agent_image),
-            max_concurrent_backups: NonZeroUsize::new(self.max_concurrent_backups),
-            max_concurrent_restores: NonZeroUsize::new(self.max_concurrent_restores),
-            max_concurrent_validations: NonZeroUsize::new(self.max_concurrent_validations),
-            job_ttl_seconds: self.job_ttl_seconds,
-            default_stall_timeout: defaults.default_stall_timeout,
-        }
-    }
+    /// Settings every reconciler reads.
+    pub settings: Settings,
 }
 
 /// Errors that stop the operator.
@@ -95,7 +58,7 @@ pub enum RunError {
 }
 
 /// Runs the operator until SIGTERM/SIGINT or the loss of the lease.
-pub async fn run(args: OperatorArgs) -> Result<(), RunError> {
+pub async fn run(args: OperatorConfig) -> Result<(), RunError> {
     let client = Client::try_default().await.map_err(RunError::Client)?;
     let identity = args
         .identity
@@ -137,7 +100,7 @@ pub async fn run(args: OperatorArgs) -> Result<(), RunError> {
     }
     tracing::info!("leading: starting controllers");
 
-    let settings = args.settings();
+    let settings = args.settings.clone();
     let runs_api: Api<BackupRun> = Api::all(client.clone());
     // One watch over BackupRuns feeds the run cache and wakes the three controllers that care
     // (started below, once the context exists).
@@ -149,8 +112,7 @@ pub async fn run(args: OperatorArgs) -> Result<(), RunError> {
         .owns_stream(
             slim_watch(
                 Api::<Job>::all(client.clone()),
-                watcher::Config::default()
-                    .labels("app.kubernetes.io/managed-by=dataguardian-operator"),
+                watcher::Config::default().labels(crate::contract::JOB_SELECTOR),
             )
             .touched_objects(),
         );
@@ -162,7 +124,7 @@ pub async fn run(args: OperatorArgs) -> Result<(), RunError> {
     )
     .owns(
         Api::<Job>::all(client.clone()),
-        watcher::Config::default().labels("app.kubernetes.io/managed-by=dataguardian-operator"),
+        watcher::Config::default().labels(crate::contract::JOB_SELECTOR),
     );
     let restore_store = restore_controller.store();
     let queued = restore_store.clone();
@@ -198,7 +160,7 @@ pub async fn run(args: OperatorArgs) -> Result<(), RunError> {
     )
     .owns(
         Api::<Job>::all(client.clone()),
-        watcher::Config::default().labels("app.kubernetes.io/managed-by=dataguardian-operator"),
+        watcher::Config::default().labels(crate::contract::JOB_SELECTOR),
     )
     .reconcile_on(validation_woken);
     let ctx = Arc::new(

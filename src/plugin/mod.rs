@@ -11,130 +11,20 @@ pub mod render;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use crate::cli::plugin::args::{BackupCommand, Plugin, PluginCommand, WaitArgs};
 use chrono::Utc;
-use clap::{Args, Parser, Subcommand};
 use futures::{AsyncBufReadExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, LogParams, PostParams};
 use kube::{Client, ResourceExt};
 
 use crate::api::common::{Decryption, SecretKeySelector, format_bytes};
+use crate::api::restore_validation::ValidationResult;
 use crate::api::{BackupPolicy, BackupRun, RestoreRun, RestoreValidation};
 use render::{RestoreOptions, generated_name, progress_line};
 
 /// Field manager of the objects the plugin creates (shown in managedFields and Events).
 pub const FIELD_MANAGER: &str = "kubectl-dataguardian";
-
-/// `kubectl dataguardian`.
-#[derive(Debug, Parser)]
-#[command(
-    name = "kubectl-dataguardian",
-    version,
-    about = "Back up, restore and validate databases managed by DataGuardian"
-)]
-pub struct Plugin {
-    /// Namespace (default: the kubeconfig context's).
-    #[arg(short, long, global = true)]
-    pub namespace: Option<String>,
-    #[command(subcommand)]
-    pub command: PluginCommand,
-}
-
-/// The plugin's commands.
-#[derive(Debug, Subcommand)]
-pub enum PluginCommand {
-    /// Backups: `backup now POLICY`.
-    Backup {
-        #[command(subcommand)]
-        what: BackupCommand,
-    },
-    /// Restore a BackupRun into another database on the policy's server.
-    Restore(RestoreArgs),
-    /// Prove a BackupRun restores: a RestoreValidation with the row-count check.
-    Validate(ValidateArgs),
-    /// The namespace's policies: readiness, RPO, last runs, next run, last validation.
-    Status {
-        /// Only this policy.
-        policy: Option<String>,
-    },
-    /// The logs of a BackupRun's, RestoreRun's or RestoreValidation's Job.
-    Logs {
-        /// The run's name.
-        name: String,
-        /// Keep streaming while the Job runs.
-        #[arg(short, long)]
-        follow: bool,
-    },
-}
-
-/// `backup …`.
-#[derive(Debug, Subcommand)]
-pub enum BackupCommand {
-    /// Start a manual backup of POLICY now.
-    Now {
-        /// The BackupPolicy.
-        policy: String,
-        /// Name of the BackupRun (default: `<policy>-manual-<timestamp>`).
-        #[arg(long)]
-        name: Option<String>,
-        /// Why (recorded in the run's spec).
-        #[arg(long)]
-        reason: Option<String>,
-        #[command(flatten)]
-        wait: WaitArgs,
-    },
-}
-
-/// Following a run until it ends.
-#[derive(Debug, Args)]
-pub struct WaitArgs {
-    /// Follow the run with live progress until it ends; the exit code tells how it ended.
-    #[arg(short, long)]
-    pub wait: bool,
-    /// Give up waiting after this many seconds (the run goes on).
-    #[arg(long, default_value_t = 3600)]
-    pub timeout: u64,
-}
-
-/// `restore`.
-#[derive(Debug, Args)]
-pub struct RestoreArgs {
-    /// The BackupRun to restore.
-    pub backup_run: String,
-    /// The database to restore into, on the backed-up server with the policy's credentials.
-    #[arg(long)]
-    pub database: String,
-    /// Create the database first.
-    #[arg(long)]
-    pub create_database: bool,
-    /// Allow restoring into a database that already has tables.
-    #[arg(long)]
-    pub overwrite: bool,
-    /// Drop existing objects first (needs --overwrite).
-    #[arg(long)]
-    pub clean: bool,
-    /// Secret with the age identity for an encrypted backup, as NAME or NAME:KEY (default key
-    /// `identity`; default Secret: the policy's validation identity, if any).
-    #[arg(long)]
-    pub identity_secret: Option<String>,
-    /// Name of the RestoreRun (default: `<backup run>-restore-<timestamp>`).
-    #[arg(long)]
-    pub name: Option<String>,
-    #[command(flatten)]
-    pub wait: WaitArgs,
-}
-
-/// `validate`.
-#[derive(Debug, Args)]
-pub struct ValidateArgs {
-    /// The BackupRun to validate.
-    pub backup_run: String,
-    /// Name of the RestoreValidation (default: `<backup run>-check-<timestamp>`).
-    #[arg(long)]
-    pub name: Option<String>,
-    #[command(flatten)]
-    pub wait: WaitArgs,
-}
 
 /// Why a command stopped.
 #[derive(Debug, thiserror::Error)]
@@ -145,28 +35,6 @@ pub enum PluginError {
     Kube(#[from] kube::Error),
     #[error("cannot reach the cluster: {0}")]
     Config(String),
-}
-
-/// Entry point of the `kubectl-dataguardian` binary.
-pub fn main() -> ExitCode {
-    let plugin = Plugin::parse();
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    match rt.block_on(run(plugin)) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(2)
-        }
-    }
 }
 
 async fn client(namespace: Option<String>) -> Result<(Client, String), PluginError> {
@@ -203,8 +71,8 @@ pub async fn run(plugin: Plugin) -> Result<ExitCode, PluginError> {
             }
             follow(&api, &name, &wait, |r: &BackupRun| {
                 let st = r.status.clone().unwrap_or_default();
-                let phase = st.phase.map(|p| format!("{p:?}"));
-                let done = ended(phase.as_deref());
+                let done = st.phase.and_then(|p| p.outcome());
+                let phase = st.phase.map(|p| format!("{p:?}")); // shown, never matched on
                 let line = match (done, st.artifact.as_deref()) {
                     (Some(true), Some(a)) => format!(
                         "Succeeded: {} stored ({} raw) in {}, sha256 {}",
@@ -261,8 +129,8 @@ pub async fn run(plugin: Plugin) -> Result<ExitCode, PluginError> {
             }
             follow(&api, &name, &a.wait, |r: &RestoreRun| {
                 let st = r.status.clone().unwrap_or_default();
-                let phase = st.phase.map(|p| format!("{p:?}"));
-                let done = ended(phase.as_deref());
+                let done = st.phase.and_then(|p| p.outcome());
+                let phase = st.phase.map(|p| format!("{p:?}")); // shown, never matched on
                 let line = match done {
                     Some(true) => format!(
                         "Succeeded: restored into {} in {}{}",
@@ -304,9 +172,9 @@ pub async fn run(plugin: Plugin) -> Result<ExitCode, PluginError> {
             }
             follow(&api, &name, &a.wait, |v: &RestoreValidation| {
                 let st = v.status.clone().unwrap_or_default();
-                let phase = st.phase.map(|p| format!("{p:?}"));
-                let passed = st.result.map(|r| format!("{r:?}") == "Passed");
-                let finished = matches!(phase.as_deref(), Some("Succeeded" | "Failed"));
+                let passed = st.result.map(|r| r == ValidationResult::Passed);
+                let finished = st.phase.is_some_and(|p| p.is_finished());
+                let phase = st.phase.map(|p| format!("{p:?}")); // shown, never matched on
                 let done = finished.then(|| passed.unwrap_or(false));
                 let line = if finished {
                     let checks: Vec<String> = st
@@ -372,15 +240,6 @@ where
         .get_opt(name)
         .await?
         .ok_or_else(|| PluginError::Usage(format!("{kind} {name} not found in namespace {ns}")))
-}
-
-/// How a run's phase ended: `Some(true)` Succeeded, `Some(false)` Failed, `None` still going.
-fn ended(phase: Option<&str>) -> Option<bool> {
-    match phase {
-        Some("Succeeded") => Some(true),
-        Some("Failed") => Some(false),
-        _ => None,
-    }
 }
 
 fn post_params() -> PostParams {
@@ -508,7 +367,7 @@ async fn logs(
     };
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let params = LogParams {
-        container: Some(crate::jobs::shell::AGENT_CONTAINER.into()),
+        container: Some(crate::contract::AGENT_CONTAINER.into()),
         follow,
         ..Default::default()
     };

@@ -23,6 +23,7 @@ use crate::agent::manifest::{Engine, sanitize};
 use crate::agent::restore::{self, RestoreRequest};
 use crate::agent::storage::{Location, LockMode, ObjectLock, S3Settings, Sse};
 use crate::agent::summary;
+use crate::contract::{LOG_FORMAT_ENV, Operation, TERMINATION_LOG_ENV};
 
 /// `dataguardian agent`.
 #[derive(Debug, Args)]
@@ -99,13 +100,13 @@ pub struct CommonArgs {
     pub s3_timeout_seconds: u64,
     /// Where to write the Kubernetes termination message (default /dev/termination-log when
     /// writable; an empty value disables it).
-    #[arg(long, env = "DG_TERMINATION_LOG")]
+    #[arg(long, env = TERMINATION_LOG_ENV)]
     pub termination_log: Option<PathBuf>,
     /// Seconds between progress log lines.
     #[arg(long, env = "DG_PROGRESS_INTERVAL_SECONDS", default_value_t = 5)]
     pub progress_interval_seconds: u64,
     /// Log format on stderr.
-    #[arg(long, env = "DG_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    #[arg(long, env = LOG_FORMAT_ENV, value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
 }
 
@@ -401,8 +402,8 @@ pub(crate) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 pub fn run(args: AgentArgs) -> ExitCode {
     let clock = Instant::now();
     let (operation, common) = match &args.command {
-        AgentCommand::Backup(b) => ("backup", &b.common),
-        AgentCommand::Restore(r) => ("restore", &r.common),
+        AgentCommand::Backup(b) => (Operation::Backup, &b.common),
+        AgentCommand::Restore(r) => (Operation::Restore, &r.common),
         AgentCommand::Validate(v) => return validate::run_cli(v),
         AgentCommand::Prune(p) => return prune::run_cli(p),
     };

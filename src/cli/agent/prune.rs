@@ -6,12 +6,12 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Args;
-use serde_json::json;
 
 use crate::agent::error::AgentError;
 use crate::agent::prune::prune;
 use crate::agent::storage::Location;
 use crate::agent::summary;
+use crate::contract::{LOG_FORMAT_ENV, Operation, PruneSummary, TERMINATION_LOG_ENV};
 
 use super::LogFormat;
 
@@ -23,10 +23,10 @@ pub struct PruneArgs {
     pub manifest: String,
     /// Where to write the Kubernetes termination message (default /dev/termination-log when
     /// writable; an empty value disables it).
-    #[arg(long, env = "DG_TERMINATION_LOG")]
+    #[arg(long, env = TERMINATION_LOG_ENV)]
     pub termination_log: Option<PathBuf>,
     /// Log format on stderr.
-    #[arg(long, env = "DG_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    #[arg(long, env = LOG_FORMAT_ENV, value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
 }
 
@@ -54,13 +54,12 @@ pub fn run_cli(args: &PruneArgs) -> ExitCode {
                 v.iter().map(|p| p.display().to_string()).collect()
             };
             summary::emit(
-                &json!({
-                    "status": "succeeded",
-                    "operation": "prune",
-                    "deleted": paths(&o.deleted),
-                    "alreadyGone": paths(&o.already_gone),
-                    "durationSeconds": clock.elapsed().as_secs_f64(),
-                }),
+                &PruneSummary {
+                    deleted: paths(&o.deleted),
+                    already_gone: paths(&o.already_gone),
+                    duration_seconds: clock.elapsed().as_secs_f64(),
+                }
+                .into(),
                 termination_log.as_deref(),
             );
             ExitCode::SUCCESS
@@ -68,10 +67,52 @@ pub fn run_cli(args: &PruneArgs) -> ExitCode {
         Err(e) => {
             tracing::error!(category = e.category(), error = %e, "prune failed");
             summary::emit(
-                &summary::failure_summary("prune", &e, clock.elapsed().as_secs_f64()),
+                &summary::failure_summary(Operation::Prune, &e, clock.elapsed().as_secs_f64()),
                 termination_log.as_deref(),
             );
             ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::contract::Summary;
+
+    #[test]
+    fn the_prune_summary_is_byte_for_byte_the_legacy_one() {
+        let deleted = vec![
+            "/backup/shop/r1/databases/shop.pgdump.zst".to_string(),
+            "/backup/shop/r1/manifest.json".to_string(),
+        ];
+        let gone = vec!["/backup/shop/r1/globals \"x\".sql".to_string()];
+        for (deleted, already_gone, duration_seconds) in [
+            (deleted.clone(), gone.clone(), 0.012345678901),
+            (Vec::new(), Vec::new(), 0.0),
+            (deleted, Vec::new(), 0.1 + 0.2),
+        ] {
+            // What `run_cli` wrote before the contract.
+            let legacy = json!({
+                "status": "succeeded",
+                "operation": "prune",
+                "deleted": deleted,
+                "alreadyGone": already_gone,
+                "durationSeconds": duration_seconds,
+            });
+            let summary: Summary = PruneSummary {
+                deleted,
+                already_gone,
+                duration_seconds,
+            }
+            .into();
+            assert_eq!(summary.to_value().to_string(), legacy.to_string());
+            assert_eq!(
+                summary::compact(&summary.to_value()),
+                summary::compact(&legacy)
+            );
         }
     }
 }

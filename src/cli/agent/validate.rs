@@ -10,6 +10,7 @@ use crate::agent::storage::Location;
 use crate::agent::summary;
 use crate::agent::validate::{ValidateRequest, compact, outcome_summary, parse_checks, run};
 use crate::api::restore_validation::ValidationResult;
+use crate::contract::{Operation, exit::VALIDATION_FAILED};
 
 use super::CommonArgs;
 
@@ -73,7 +74,7 @@ pub fn run_cli(args: &ValidateArgs) -> ExitCode {
     let result = super::runtime()
         .map_err(AgentError::Io)
         .and_then(|rt| rt.block_on(async { run(request(args)?).await }));
-    let (value, code) = match result {
+    let (summary_out, code) = match result {
         Ok(o) => {
             let from: Location = args.from.parse().unwrap_or(Location::File {
                 path: PathBuf::new(),
@@ -81,7 +82,7 @@ pub fn run_cli(args: &ValidateArgs) -> ExitCode {
             let code = if o.result == ValidationResult::Passed {
                 ExitCode::SUCCESS
             } else {
-                ExitCode::from(1)
+                ExitCode::from(VALIDATION_FAILED)
             };
             match o.result {
                 ValidationResult::Passed => {
@@ -96,11 +97,12 @@ pub fn run_cli(args: &ValidateArgs) -> ExitCode {
         Err(e) => {
             tracing::error!(category = e.category(), error = %e, "validate failed");
             (
-                summary::failure_summary("validate", &e, clock.elapsed().as_secs_f64()),
+                summary::failure_summary(Operation::Validate, &e, clock.elapsed().as_secs_f64()),
                 ExitCode::from(e.exit_code()),
             )
         }
     };
+    let value = summary_out.to_value();
     println!("{value}");
     if let Some(path) = termination_log
         && let Err(e) = std::fs::write(&path, compact(&value))

@@ -18,14 +18,15 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, PostParams, PropagationPolicy};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::ResourceExt;
 
 use crate::api::backup_policy::NotificationEvent;
 use crate::api::common::{parse_duration, set_condition, time_from_chrono, time_to_chrono};
 use crate::api::{BackupPolicy, BackupRun, BackupStorage};
+use crate::contract::AgentReport;
 use crate::notify::message::Notification;
 use crate::telemetry::metrics::PolicyLabels;
 
@@ -576,8 +577,8 @@ async fn prune_on_claim(
         } => {
             let detail = termination_message
                 .as_deref()
-                .and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok())
-                .and_then(|v| v["error"].as_str().map(str::to_string))
+                .and_then(AgentReport::parse)
+                .and_then(|r| r.error)
                 .unwrap_or(message);
             ctx.event(
                 policy,
@@ -625,3 +626,6 @@ async fn manifest_data_keys(access: &StorageAccess, manifest_key: &str) -> Vec<S
         Err(_) => Vec::new(),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -13,6 +13,7 @@ use crate::api::common::{
     LocalObjectReference, RunSummary, find_condition, set_condition, time_from_chrono,
 };
 use crate::api::{BackupPolicy, BackupRun, BackupRunSpec, BackupStorage};
+use crate::controller::common::reason::Reason;
 use crate::controller::common::run_cache::FinishedRun;
 
 use super::rpo::{ConditionStatus, RpoCondition};
@@ -132,7 +133,7 @@ pub fn storage_condition(
             ),
             None => (
                 false,
-                "NotProbedYet".to_owned(),
+                Reason::NotProbedYet.to_string(),
                 format!("BackupStorage {} has not been probed yet", s.name_any()),
             ),
         },
@@ -150,7 +151,7 @@ pub fn storage_turned_unhealthy<'a>(
     current: &'a [Condition],
 ) -> Option<&'a Condition> {
     let unhealthy = |c: Option<&Condition>| {
-        c.is_some_and(|c| c.status == "False" && c.reason != "NotProbedYet")
+        c.is_some_and(|c| c.status == "False" && !Reason::saved_is_not_probed_yet(&c.reason))
     };
     let now = find_condition(current, "StorageReady");
     (unhealthy(now) && !unhealthy(find_condition(previous, "StorageReady")))
@@ -242,7 +243,7 @@ pub fn rpo_plan(
     if met.is_none() {
         cond.status = "Unknown".into();
     }
-    let missed_now = (met == Some(false) && was != Some("False")).then(|| PolicyEvent {
+    let missed_now = (met == Some(false) && was != Some("False")).then_some(PolicyEvent {
         warning: true,
         reason: "RPONotMet",
         action: "EvaluateRPO",

@@ -32,27 +32,19 @@ use crate::api::common::{
     time_to_chrono,
 };
 use crate::api::{BackupPolicy, BackupStorage};
+use crate::contract::{AGENT_CONTAINER, AgentReport, last_progress};
 use crate::telemetry::metrics::{PolicyLabels, RunLabels, RunResult};
 
 use crate::controller::backup_run::plan::{JobState, Observed, Step, plan};
-use crate::controller::common::agent_report::{AgentReport, last_progress};
 use crate::controller::common::artifact_check;
 use crate::controller::common::blockers::Blocker;
 use crate::controller::common::context::Context;
 use crate::controller::common::error::{Error, Result};
 use crate::controller::common::queue::{PendingBackup, RunKey, plan_backup_queue};
-use crate::jobs::shell::AGENT_CONTAINER;
+use crate::controller::common::reason::Reason;
 
 /// Field manager of everything this controller writes.
 pub const FIELD_MANAGER: &str = "dataguardian-backuprun";
-/// Status reasons that mean "blocked on the user", not "waiting in the queue".
-const BLOCKER_REASONS: &[&str] = &[
-    "PolicyNotFound",
-    "StorageNotFound",
-    "SecretNotFound",
-    "SecretKeyNotFound",
-    "InvalidPolicy",
-];
 
 /// Reconciles one BackupRun.
 pub async fn reconcile(run: Arc<BackupRun>, ctx: Arc<Context>) -> Result<Action> {
@@ -114,7 +106,7 @@ pub async fn reconcile(run: Arc<BackupRun>, ctx: Arc<Context>) -> Result<Action>
                 || status.message.as_deref() != Some(message.as_str())
                 || status.phase.is_none()
             {
-                let blocked = BLOCKER_REASONS.contains(&reason.as_str());
+                let blocked = Reason::saved_blocks_backup(Some(&reason));
                 let mut next = status.clone();
                 next.phase = Some(BackupRunPhase::Pending);
                 next.reason = Some(reason.clone());
@@ -447,10 +439,7 @@ fn queue_decision(ctx: &Context, run: &BackupRun) -> (bool, Option<String>) {
         let key = RunKey::new(ns, r.name_any());
         if status.and_then(|s| s.job_name.as_ref()).is_some() {
             running.push(key);
-        } else if !status
-            .and_then(|s| s.reason.as_deref())
-            .is_some_and(|reason| BLOCKER_REASONS.contains(&reason))
-        {
+        } else if !Reason::saved_blocks_backup(status.and_then(|s| s.reason.as_deref())) {
             pending.push(PendingBackup {
                 key,
                 created_at: r
@@ -743,3 +732,6 @@ async fn apply_status(ctx: &Context, ns: &str, name: &str, status: &BackupRunSta
     )
     .await
 }
+
+#[cfg(test)]
+mod tests;

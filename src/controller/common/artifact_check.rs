@@ -3,12 +3,11 @@
 //! hashes to what the agent reported, and every artifact it lists exists with the listed size.
 
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::api::BackupStorage;
 
-use crate::controller::common::agent_report::AgentReport;
+use crate::contract::{AgentReport, ManifestView};
 use crate::controller::common::storage_access::{AccessError, StorageAccess};
 
 /// Manifests are small; anything larger is not one of ours.
@@ -21,20 +20,6 @@ pub struct Confirmation {
     pub retain_until: Option<DateTime<Utc>>,
     /// A note for the status message (e.g. how it was confirmed).
     pub note: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ManifestView {
-    artifacts: Vec<ManifestArtifact>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ManifestArtifact {
-    key: String,
-    size_bytes: u64,
-    sha256: String,
 }
 
 /// Splits `s3://bucket/key` into its parts.
@@ -105,7 +90,7 @@ pub async fn confirm_with(
             "manifest {manifest_key} has sha256 {digest}, the agent reported {expected}"
         ));
     }
-    let view: ManifestView = serde_json::from_slice(&manifest)
+    let view = ManifestView::parse(&manifest)
         .map_err(|e| format!("manifest {manifest_key} is not valid: {e}"))?;
     if view.artifacts.is_empty() {
         return Err(format!("manifest {manifest_key} lists no artifacts"));

@@ -6,10 +6,9 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, LogParams, PropagationPolicy};
 
-use crate::controller::common::agent_report::{ProgressSample, last_progress};
+use crate::contract::{AGENT_CONTAINER, ProgressSample, last_progress};
 use crate::controller::common::context::Context;
 use crate::controller::common::error::Result;
-use crate::jobs::shell::AGENT_CONTAINER;
 
 /// Deletes the Job `name` and its Pods; a Job already gone is fine.
 pub async fn delete(ctx: &Context, ns: &str, name: &str) -> Result<()> {

@@ -1,13 +1,13 @@
 //! What several controllers share: the context, errors, status writing, Job observation, the
 //! fair queues, the run cache, storage access and artifact confirmation.
 
-pub mod agent_report;
 pub mod artifact_check;
 pub mod blockers;
 pub mod context;
 pub mod error;
 pub mod job_watch;
 pub mod queue;
+pub mod reason;
 pub mod reconcile;
 pub mod run_cache;
 pub mod status;

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::api::common::{Progress, time_from_chrono};
 
-use crate::controller::common::agent_report::ProgressSample;
+use crate::contract::ProgressSample;
 use crate::controller::common::error::Result;
 
 /// Server-side applies `status` as the whole status of `K` `ns/name` under `field_manager`.

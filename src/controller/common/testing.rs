@@ -22,3 +22,109 @@ status: {{phase: {phase}, completionTime: "{done}", artifact: {{storage: main, k
     ))
     .unwrap()
 }
+
+/// The API stand-in running in this process (CRDs from `crds/`), and a [`Context`] on it: what
+/// reconcile tests call `reconcile` with.
+pub struct Sim {
+    _server: kube_sim::RunningServer,
+    pub ctx: std::sync::Arc<super::context::Context>,
+}
+
+impl Sim {
+    /// Starts the stand-in with the namespace `shop`; the run cache is marked synced (it is
+    /// empty, as the stand-in is).
+    pub async fn start() -> Sim {
+        let server = kube_sim::Server::start(kube_sim::ServerOptions {
+            crds_dir: Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds")),
+            ..Default::default()
+        })
+        .await
+        .expect("starting the API stand-in");
+        let client = server.client().await.expect("client");
+        let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
+            kube::Api::all(client.clone());
+        namespaces
+            .create(
+                &Default::default(),
+                &serde_json::from_value(serde_json::json!({"metadata": {"name": "shop"}}))
+                    .expect("namespace"),
+            )
+            .await
+            .expect("creating namespace shop");
+        let (runs, _writer) = super::run_cache::new();
+        let ctx = super::context::Context::new(
+            client,
+            crate::telemetry::metrics::Metrics::new(),
+            super::context::Settings::default(),
+            runs,
+        );
+        ctx.mark_runs_synced();
+        Sim {
+            _server: server,
+            ctx: std::sync::Arc::new(ctx),
+        }
+    }
+
+    /// Creates `yaml` (one object of a namespaced kind) and returns it as the API stored it.
+    pub async fn create<K>(&self, yaml: &str) -> K
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + serde::Serialize
+            + std::fmt::Debug,
+    {
+        let obj: K = serde_yaml::from_str(yaml).expect("test YAML");
+        let ns = obj.meta().namespace.clone().expect("namespace");
+        let api: kube::Api<K> = kube::Api::namespaced(self.ctx.client.clone(), &ns);
+        api.create(&Default::default(), &obj).await.expect("create")
+    }
+
+    /// Reads `ns/name` back.
+    pub async fn get<K>(&self, ns: &str, name: &str) -> K
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let api: kube::Api<K> = kube::Api::namespaced(self.ctx.client.clone(), ns);
+        api.get(name).await.expect("get")
+    }
+
+    /// Runs `reconcile` on `obj` through the reconcile wrapper (as the operator does) and
+    /// returns the object as the API holds it afterwards.
+    pub async fn reconcile<K, F, Fut>(
+        &self,
+        kind: super::reconcile::ControllerKind,
+        obj: K,
+        reconcile: F,
+    ) -> K
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+        F: FnOnce(std::sync::Arc<K>, std::sync::Arc<super::context::Context>) -> Fut,
+        Fut: std::future::Future<Output = super::error::Result<kube::runtime::controller::Action>>,
+    {
+        let ns = obj.meta().namespace.clone().expect("namespace");
+        let name = obj.meta().name.clone().expect("name");
+        super::reconcile::instrumented(kind, std::sync::Arc::new(obj), self.ctx.clone(), reconcile)
+            .await
+            .expect("reconcile");
+        self.get(&ns, &name).await
+    }
+
+    /// The reasons of the Events about the object `name`.
+    pub async fn event_reasons(&self, ns: &str, name: &str) -> Vec<String> {
+        let api: kube::Api<k8s_openapi::api::events::v1::Event> =
+            kube::Api::namespaced(self.ctx.client.clone(), ns);
+        let list = api.list(&Default::default()).await.expect("events");
+        list.items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .filter_map(|e| e.reason)
+            .collect()
+    }
+}

@@ -31,6 +31,7 @@ use crate::api::common::{
 };
 use crate::api::restore_run::{ChecksumVerification, RestoreRunStatus, RestoreSource};
 use crate::api::{BackupPolicy, BackupRun, BackupStorage, RestoreRun, RestoreRunPhase};
+use crate::contract::RestoreReport;
 use crate::jobs::restore_job;
 use crate::jobs::shell::{JobBuildError, JobDefaults};
 use crate::telemetry::metrics::{QueueLabels, RunLabels, RunResult};
@@ -42,7 +43,7 @@ use crate::controller::common::context::Context;
 use crate::controller::common::error::{Error, Result};
 use crate::controller::common::job_watch;
 use crate::controller::restore_run::plan::{
-    Observed, QueueState, RestoreReport, Step, plan, queue_state, requester, target_id,
+    Observed, QueueState, Step, plan, queue_state, requester, target_id,
 };
 
 /// Field manager of everything this controller writes.
@@ -673,27 +674,4 @@ async fn apply_status(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn s3_credentials_are_the_only_storage_secrets() {
-        let s3: BackupStorage = serde_yaml::from_str(
-            "apiVersion: dataguardian.io/v1alpha1\nkind: BackupStorage\nmetadata: {name: m, namespace: shop}\nspec: {s3: {bucket: b, region: r, credentialsSecretRef: {name: creds}}}",
-        )
-        .unwrap();
-        let keys: Vec<String> = storage_secrets(&s3)
-            .into_iter()
-            .map(|s| format!("{}/{}", s.name, s.key))
-            .collect();
-        assert_eq!(
-            keys,
-            ["creds/AWS_ACCESS_KEY_ID", "creds/AWS_SECRET_ACCESS_KEY"]
-        );
-        let ambient: BackupStorage = serde_yaml::from_str(
-            "apiVersion: dataguardian.io/v1alpha1\nkind: BackupStorage\nmetadata: {name: m, namespace: shop}\nspec: {s3: {bucket: b, region: r}}",
-        )
-        .unwrap();
-        assert!(storage_secrets(&ambient).is_empty());
-    }
-}
+mod tests;

@@ -8,12 +8,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use serde::Deserialize;
 
 use crate::api::common::{DatabaseSpec, time_to_chrono};
 use crate::api::restore_run::{RestoreRun, RestoreRunPhase};
+use crate::contract::{ProgressSample, RestoreReport};
 
-use crate::controller::common::agent_report::ProgressSample;
 use crate::controller::common::blockers::{
     BLOCKED_TIMEOUT, SourceState, TRACK_REQUEUE, WAIT_REQUEUE,
 };
@@ -21,51 +20,7 @@ use crate::controller::common::job_watch::Observed as JobObserved;
 use crate::controller::common::queue::{
     PendingRestore, RunKey, RunningRestore, TargetId, plan_restore_queue,
 };
-
-/// The agent's `restore` summary (or failure summary), from the termination message.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RestoreReport {
-    /// `succeeded` or `failed`.
-    pub status: String,
-    /// Failure category (`integrity`, `target`, `crypto`, `storage`, `config`, …).
-    #[serde(default)]
-    pub category: Option<String>,
-    /// Failure text (never contains secrets).
-    #[serde(default)]
-    pub error: Option<String>,
-    /// Databases restored into.
-    #[serde(default)]
-    pub databases: Vec<String>,
-    /// Stored bytes read.
-    #[serde(default)]
-    pub size_bytes: Option<u64>,
-    /// Plain bytes restored.
-    #[serde(default)]
-    pub raw_bytes: Option<u64>,
-    /// Whether every artifact's SHA-256 matched.
-    #[serde(default)]
-    pub checksum_verified: Option<bool>,
-    /// SHA-256 of every artifact read.
-    #[serde(default)]
-    pub sha256: Vec<String>,
-    /// Wall time of the agent's work.
-    #[serde(default)]
-    pub duration_seconds: Option<f64>,
-}
-
-impl RestoreReport {
-    /// Parses a termination message; `None` when it is not the agent's summary.
-    pub fn parse(message: &str) -> Option<RestoreReport> {
-        let r: RestoreReport = serde_json::from_str(message.trim()).ok()?;
-        (!r.status.is_empty()).then_some(r)
-    }
-
-    /// Whether the agent reported success.
-    pub fn succeeded(&self) -> bool {
-        self.status == "succeeded"
-    }
-}
+use crate::controller::common::reason::Reason;
 
 /// The status reason for a failed restore, from the agent's report and the Job's condition.
 pub fn failure_reason(
@@ -164,16 +119,6 @@ pub fn requester(meta: &ObjectMeta) -> Option<String> {
         .and_then(|m| m.manager.clone())
 }
 
-/// Status reasons that mean "blocked on the user", not "waiting in the queue": such runs do not
-/// hold a place in the queue.
-pub const BLOCKER_REASONS: &[&str] = &[
-    "BackupRunNotFound",
-    "BackupRunNotReady",
-    "StorageNotFound",
-    "SecretNotFound",
-    "SecretKeyNotFound",
-];
-
 /// The restore queue's decision for `me` given every RestoreRun known (`all`, which may not
 /// contain `me` yet), under the global `limit`; also returns how many runs keep waiting.
 pub fn queue_state(
@@ -217,10 +162,7 @@ pub fn queue_state(
                 key: key_of(r),
                 target,
             });
-        } else if !status
-            .and_then(|s| s.reason.as_deref())
-            .is_some_and(|reason| BLOCKER_REASONS.contains(&reason))
-        {
+        } else if !Reason::saved_blocks_restore(status.and_then(|s| s.reason.as_deref())) {
             pending.push(PendingRestore {
                 key: key_of(r),
                 created_at: created(r),
@@ -483,8 +425,8 @@ fn plan_start(o: &Observed<'_>) -> Step {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::common::blockers::Blocker;
     use crate::api::common::time_from_chrono;
+    use crate::controller::common::blockers::Blocker;
 
     fn run(status: &str) -> RestoreRun {
         let mut r: RestoreRun = serde_yaml::from_str(&format!(

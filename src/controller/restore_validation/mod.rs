@@ -50,6 +50,7 @@ use crate::controller::common::blockers::{
 use crate::controller::common::context::Context;
 use crate::controller::common::error::{Error, Result};
 use crate::controller::common::job_watch;
+use crate::controller::common::reason::Reason;
 use crate::controller::restore_validation::plan::{
     Observed, Outcome, Step, latest_successful, plan, verification,
 };
@@ -156,7 +157,7 @@ pub async fn reconcile(rv: Arc<RestoreValidation>, ctx: Arc<Context>) -> Result<
 }
 
 /// Reason of a validation waiting for a slot under the global limit.
-const QUEUED: &str = "Queued";
+const QUEUED: &str = Reason::Queued.as_str();
 /// How often a queued validation looks for a free slot on its own; a finishing validation wakes
 /// the queued ones at once ([`Context::wake_queued_validations`]).
 const QUEUE_RECHECK: Duration = Duration::from_secs(10);
@@ -192,10 +193,7 @@ fn queue_decision(ctx: &Context, rv: &RestoreValidation) -> Option<(u32, String)
         }
         if st.and_then(|s| s.job_name.as_ref()).is_some() {
             running.push(RunKey::new(ns, v.name_any()));
-        } else if st
-            .and_then(|s| s.reason.as_deref())
-            .is_none_or(|r| r == QUEUED)
-        {
+        } else if Reason::saved_competes_for_validation_slot(st.and_then(|s| s.reason.as_deref())) {
             // New or queued; one waiting on a blocker (a missing backup, a Secret) does not
             // compete until it is unblocked.
             pending.push(pending_entry(&v, ns));
@@ -626,3 +624,6 @@ async fn apply_status(
     )
     .await
 }
+
+#[cfg(test)]
+mod tests;

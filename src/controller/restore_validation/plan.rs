@@ -6,53 +6,16 @@
 
 use chrono::{DateTime, Utc};
 use kube::ResourceExt;
-use serde::Deserialize;
 
 use crate::api::backup_run::{BackupRun, BackupRunPhase, Verification};
 use crate::api::common::{time_from_chrono, time_to_chrono};
 use crate::api::restore_validation::{
     CheckResult, RestoreValidation, RestoreValidationPhase, ValidationResult,
 };
+use crate::contract::ValidationReport;
 
 use crate::controller::common::blockers::{BLOCKED_TIMEOUT, SourceState};
 use crate::controller::common::job_watch::Observed as JobObserved;
-
-/// The agent's `validate` summary (or failure summary).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ValidationReport {
-    /// `succeeded` (a verdict was reached) or `failed` (the validation could not run).
-    pub status: String,
-    /// `Passed` or `Failed`, with a verdict.
-    #[serde(default)]
-    pub result: Option<ValidationResult>,
-    /// `CheckFailed`, `ChecksumMismatch`, `RestoreFailed` with a Failed verdict.
-    #[serde(default)]
-    pub reason: Option<String>,
-    /// Detail of the verdict.
-    #[serde(default)]
-    pub message: Option<String>,
-    /// Failure category when the validation could not run.
-    #[serde(default)]
-    pub category: Option<String>,
-    /// Failure text when the validation could not run.
-    #[serde(default)]
-    pub error: Option<String>,
-    /// Measured restore time.
-    #[serde(default)]
-    pub restore_duration_seconds: Option<f64>,
-    /// Per-check results.
-    #[serde(default)]
-    pub checks: Vec<CheckResult>,
-}
-
-impl ValidationReport {
-    /// Parses a termination message; `None` when it is not the agent's summary.
-    pub fn parse(message: &str) -> Option<ValidationReport> {
-        let r: ValidationReport = serde_json::from_str(message.trim()).ok()?;
-        (!r.status.is_empty()).then_some(r)
-    }
-}
 
 /// How a validation ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -176,7 +139,7 @@ pub fn plan(o: &Observed<'_>) -> Step {
 /// The outcome from the agent's report and the Job's condition (pure).
 pub fn outcome(report: Option<ValidationReport>, job_reason: &str, job_message: &str) -> Outcome {
     match report {
-        Some(r) if r.status == "succeeded" && r.result.is_some() => {
+        Some(r) if r.succeeded() && r.result.is_some() => {
             let result = r.result.unwrap_or(ValidationResult::Failed);
             Outcome {
                 phase: RestoreValidationPhase::Succeeded,

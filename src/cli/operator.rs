@@ -1,0 +1,97 @@
+//! `dataguardian operator`: its flags and the process frame (allocator, logging, runtime) around
+//! [`crate::operator::run`].
+
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::process::ExitCode;
+
+use crate::controller::common::context::Settings;
+use crate::operator::run::OperatorConfig;
+
+/// Flags of `dataguardian operator`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct OperatorArgs {
+    /// Address of the /healthz, /readyz and /metrics server.
+    #[arg(long, env = "DG_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+    /// Namespace of the leader-election Lease (the operator's own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "dataguardian-system")]
+    pub lease_namespace: String,
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "DG_LEASE_NAME", default_value = "dataguardian-operator")]
+    pub lease_name: String,
+    /// This replica's identity in the Lease (defaults to the pod name, then the host name).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Lease duration in seconds: a dead leader is replaced after at most this long.
+    #[arg(long, env = "DG_LEASE_DURATION_SECONDS", default_value_t = 15)]
+    pub lease_duration_seconds: u64,
+    /// At most this many backups run at once across the cluster (0 = unlimited).
+    #[arg(long, env = "DG_MAX_CONCURRENT_BACKUPS", default_value_t = 10)]
+    pub max_concurrent_backups: usize,
+    /// At most this many restores run at once across the cluster (0 = unlimited).
+    #[arg(long, env = "DG_MAX_CONCURRENT_RESTORES", default_value_t = 4)]
+    pub max_concurrent_restores: usize,
+    /// At most this many restore validations (each with a sandbox database) run at once
+    /// across the cluster (0 = unlimited).
+    #[arg(long, env = "DG_MAX_CONCURRENT_VALIDATIONS", default_value_t = 2)]
+    pub max_concurrent_validations: usize,
+    /// Image of the agent run by backup/restore/validation Jobs.
+    #[arg(long, env = "DG_AGENT_IMAGE")]
+    pub agent_image: Option<String>,
+    /// How long finished Jobs (and their logs) are kept, in seconds.
+    #[arg(long, env = "DG_JOB_TTL_SECONDS", default_value_t = 86_400)]
+    pub job_ttl_seconds: i32,
+    /// Log format.
+    #[arg(long, env = "DG_LOG_FORMAT", value_enum, default_value_t = crate::telemetry::logging::LogFormat::Json)]
+    pub log_format: crate::telemetry::logging::LogFormat,
+}
+
+impl OperatorArgs {
+    /// The operator's configuration from these flags.
+    pub fn config(&self) -> OperatorConfig {
+        OperatorConfig {
+            metrics_addr: self.metrics_addr,
+            lease_namespace: self.lease_namespace.clone(),
+            lease_name: self.lease_name.clone(),
+            identity: self.identity.clone(),
+            lease_duration_seconds: self.lease_duration_seconds,
+            settings: self.settings(),
+        }
+    }
+
+    fn settings(&self) -> Settings {
+        let defaults = Settings::default();
+        Settings {
+            agent_image: self.agent_image.clone().unwrap_or(defaults.agent_image),
+            max_concurrent_backups: NonZeroUsize::new(self.max_concurrent_backups),
+            max_concurrent_restores: NonZeroUsize::new(self.max_concurrent_restores),
+            max_concurrent_validations: NonZeroUsize::new(self.max_concurrent_validations),
+            job_ttl_seconds: self.job_ttl_seconds,
+            default_stall_timeout: defaults.default_stall_timeout,
+        }
+    }
+}
+
+/// Runs the operator until it stops; the exit code says how.
+pub fn run(args: &OperatorArgs) -> ExitCode {
+    crate::operator::memory::limit_malloc_arenas();
+    crate::telemetry::logging::init(args.log_format, "info,kube=warn,tower=warn,hyper=warn");
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("dataguardian operator: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(crate::operator::run::run(args.config())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "operator stopped");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! Reconcile tests: the real `reconcile` against the API stand-in, in process.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::batch::v1::Job;
+use kube::Api;
+
+use crate::api::{BackupRun, BackupRunPhase};
+use crate::controller::common::reconcile::ControllerKind;
+use crate::controller::common::testing::Sim;
+
+const RUN: &str = r#"
+apiVersion: dataguardian.io/v1alpha1
+kind: BackupRun
+metadata: {name: before-migration, namespace: shop}
+spec: {policyRef: {name: nightly}, trigger: Manual}
+"#;
+
+#[tokio::test]
+async fn a_run_of_a_missing_policy_waits_with_a_reason_an_event_and_no_job() {
+    let sim = Sim::start().await;
+    let run: BackupRun = sim.create(RUN).await;
+    let run: BackupRun = sim
+        .reconcile(ControllerKind::BackupRun, run, super::reconcile)
+        .await;
+    let status = run.status.expect("the status is written");
+    assert_eq!(status.phase, Some(BackupRunPhase::Pending));
+    assert_eq!(status.reason.as_deref(), Some("PolicyNotFound"));
+    assert!(
+        status
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("nightly"),
+        "{status:?}"
+    );
+    assert_eq!(status.job_name, None, "no Job without a policy");
+    let jobs: Api<Job> = Api::namespaced(sim.ctx.client.clone(), "shop");
+    assert!(
+        jobs.list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert!(
+        sim.event_reasons("shop", "before-migration")
+            .await
+            .contains(&"PolicyNotFound".to_owned())
+    );
+
+    // The wrapper timed and counted it.
+    let metrics = sim.ctx.metrics.encode();
+    assert!(
+        metrics.contains(
+            r#"dataguardian_reconcile_duration_seconds_count{controller="backuprun",result="ok"} 1"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"dataguardian_reconciles_total{controller="backuprun"} 1"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_finished_run_is_left_alone() {
+    let sim = Sim::start().await;
+    let run: BackupRun = sim.create(RUN).await;
+    let mut finished = run.clone();
+    finished.status = Some(crate::api::backup_run::BackupRunStatus {
+        phase: Some(BackupRunPhase::Failed),
+        reason: Some("JobFailed".into()),
+        ..Default::default()
+    });
+    super::reconcile(Arc::new(finished), sim.ctx.clone())
+        .await
+        .expect("reconcile");
+    let run: BackupRun = sim.get("shop", "before-migration").await;
+    assert!(run.status.is_none(), "nothing written: {:?}", run.status);
+}

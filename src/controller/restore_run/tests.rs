@@ -1,0 +1,54 @@
+//! Reconcile tests: the real `reconcile` against the API stand-in, in process.
+
+use crate::api::{RestoreRun, RestoreRunPhase};
+use crate::controller::common::reconcile::ControllerKind;
+use crate::controller::common::testing::Sim;
+
+#[tokio::test]
+async fn a_restore_of_a_missing_backup_waits_with_a_reason() {
+    let sim = Sim::start().await;
+    let run: RestoreRun = sim
+        .create(
+            r#"
+apiVersion: dataguardian.io/v1alpha1
+kind: RestoreRun
+metadata: {name: to-staging, namespace: shop}
+spec:
+  backupRunRef: {name: before-migration}
+  target: {postgres: {host: db-staging, port: 5432, database: shop_copy, user: restore}}
+"#,
+        )
+        .await;
+    let run: RestoreRun = sim
+        .reconcile(ControllerKind::RestoreRun, run, super::reconcile)
+        .await;
+    let status = run.status.expect("the status is written");
+    assert_ne!(status.phase, Some(RestoreRunPhase::Running));
+    assert_eq!(status.reason.as_deref(), Some("BackupRunNotFound"));
+    assert_eq!(status.job_name, None);
+}
+
+mod pure {
+    use super::super::*;
+
+    #[test]
+    fn s3_credentials_are_the_only_storage_secrets() {
+        let s3: BackupStorage = serde_yaml::from_str(
+            "apiVersion: dataguardian.io/v1alpha1\nkind: BackupStorage\nmetadata: {name: m, namespace: shop}\nspec: {s3: {bucket: b, region: r, credentialsSecretRef: {name: creds}}}",
+        )
+        .unwrap();
+        let keys: Vec<String> = storage_secrets(&s3)
+            .into_iter()
+            .map(|s| format!("{}/{}", s.name, s.key))
+            .collect();
+        assert_eq!(
+            keys,
+            ["creds/AWS_ACCESS_KEY_ID", "creds/AWS_SECRET_ACCESS_KEY"]
+        );
+        let ambient: BackupStorage = serde_yaml::from_str(
+            "apiVersion: dataguardian.io/v1alpha1\nkind: BackupStorage\nmetadata: {name: m, namespace: shop}\nspec: {s3: {bucket: b, region: r}}",
+        )
+        .unwrap();
+        assert!(storage_secrets(&ambient).is_empty());
+    }
+}
