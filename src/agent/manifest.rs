@@ -199,10 +199,11 @@ pub fn sanitize(name: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn sample() -> Manifest {
+    /// A manifest of one encrypted database (also the summary tests' fixture).
+    pub(crate) fn sample() -> Manifest {
         Manifest {
             format_version: FORMAT_VERSION,
             tool: "dataguardian test".into(),

@@ -96,11 +96,16 @@ pub fn failure_summary(operation: Operation, err: &AgentError, duration_seconds:
     .into()
 }
 
+/// The summary as printed, when it fits the termination-message limit as it is.
+pub fn fitting(summary: &Value) -> Option<String> {
+    let full = summary.to_string();
+    (full.len() <= TERMINATION_LIMIT).then_some(full)
+}
+
 /// Shrink a summary until it fits the termination-message limit: per-table counts go first
 /// (they stay in the manifest), then the artifact list.
 pub fn compact(summary: &Value) -> String {
-    let full = summary.to_string();
-    if full.len() <= TERMINATION_LIMIT {
+    if let Some(full) = fitting(summary) {
         return full;
     }
     let mut v = summary.clone();
@@ -167,8 +172,7 @@ mod tests {
     use super::*;
     use crate::agent::compress::Compression;
     use crate::agent::manifest::{
-        Artifact, ArtifactKind, EncryptionInfo, Engine, FORMAT_VERSION, Manifest, PayloadFormat,
-        TableCount,
+        Artifact, ArtifactKind, Engine, FORMAT_VERSION, Manifest, PayloadFormat, TableCount,
     };
 
     /// `backup_summary` as it was before the contract (`json!`).
@@ -250,40 +254,7 @@ mod tests {
             .collect()
     }
 
-    /// The manifest of `agent/manifest.rs`'s tests: one encrypted database.
-    fn sample() -> Manifest {
-        Manifest {
-            format_version: FORMAT_VERSION,
-            tool: "dataguardian test".into(),
-            engine: Engine::Postgres,
-            server_version: "15.8".into(),
-            database: Some("shop".into()),
-            all_databases: false,
-            compression: Compression::Zstd { level: 3 },
-            encryption: Some(EncryptionInfo {
-                scheme: "age-x25519".into(),
-                recipients: vec!["sha256:00".into()],
-            }),
-            artifacts: vec![Artifact {
-                key: "databases/shop.pgdump.zst.age".into(),
-                kind: ArtifactKind::Database,
-                database: Some("shop".into()),
-                format: PayloadFormat::PgDumpCustom,
-                size_bytes: 10,
-                raw_bytes: 30,
-                sha256: "a".repeat(64),
-                tables: vec![TableCount {
-                    schema: "public".into(),
-                    name: "t".into(),
-                    rows: 5,
-                }],
-                duration_seconds: 1.5,
-            }],
-            started_at: Utc::now(),
-            completed_at: Utc::now(),
-            duration_seconds: 2.0,
-        }
-    }
+    use crate::agent::manifest::tests::sample;
 
     /// All databases, unencrypted, several artifacts (one without a database), odd floats.
     fn all_databases(compression: Compression, table_count: u64) -> Manifest {

@@ -687,8 +687,7 @@ pub fn outcome_summary(o: &ValidateOutcome, from: &Location) -> Summary {
 /// observed/expected values, then the checks beyond the first failing ones. The result, reason
 /// and restore duration always stay.
 pub fn compact(summary: &Value) -> String {
-    let full = summary.to_string();
-    if full.len() <= TERMINATION_LIMIT {
+    if let Some(full) = super::summary::fitting(summary) {
         return full;
     }
     let mut v = summary.clone();

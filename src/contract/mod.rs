@@ -29,7 +29,7 @@ pub use progress::{
     PROGRESS_MESSAGE, PROGRESS_TARGET, ProgressLine, ProgressSample, last_progress,
 };
 pub use summary::{
-    AgentReport, ArtifactSummary, BackupSummary, FailureSummary, Operation, PruneSummary,
+    AgentReport, ArtifactSummary, BackupSummary, FailureSummary, Operation, PruneSummary, Report,
     RestoreReport, RestoreSummary, STATUS_FAILED, STATUS_SUCCEEDED, Succeeded, Summary,
     ValidateSummary, ValidationReport,
 };

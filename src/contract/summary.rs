@@ -334,22 +334,13 @@ pub struct AgentReport {
     pub checksum_verified: Option<bool>,
 }
 
-impl AgentReport {
-    /// Parses a termination message; `None` when it is not the agent's summary (e.g. empty, or a
-    /// crash before the agent could write it).
-    pub fn parse(message: &str) -> Option<AgentReport> {
-        let report: AgentReport = serde_json::from_str(message.trim()).ok()?;
-        (!report.status.is_empty()).then_some(report)
+impl Report for AgentReport {
+    fn status(&self) -> &str {
+        &self.status
     }
 
-    /// Whether the agent reported success.
-    pub fn succeeded(&self) -> bool {
-        self.status == STATUS_SUCCEEDED
-    }
-
-    /// The failure category, when it is one of the agent's.
-    pub fn failure_category(&self) -> Option<FailureCategory> {
-        self.category.as_deref().and_then(FailureCategory::parse)
+    fn category(&self) -> Option<&str> {
+        self.category.as_deref()
     }
 }
 
@@ -385,21 +376,13 @@ pub struct RestoreReport {
     pub duration_seconds: Option<f64>,
 }
 
-impl RestoreReport {
-    /// Parses a termination message; `None` when it is not the agent's summary.
-    pub fn parse(message: &str) -> Option<RestoreReport> {
-        let r: RestoreReport = serde_json::from_str(message.trim()).ok()?;
-        (!r.status.is_empty()).then_some(r)
+impl Report for RestoreReport {
+    fn status(&self) -> &str {
+        &self.status
     }
 
-    /// Whether the agent reported success.
-    pub fn succeeded(&self) -> bool {
-        self.status == STATUS_SUCCEEDED
-    }
-
-    /// The failure category, when it is one of the agent's.
-    pub fn failure_category(&self) -> Option<FailureCategory> {
-        self.category.as_deref().and_then(FailureCategory::parse)
+    fn category(&self) -> Option<&str> {
+        self.category.as_deref()
     }
 }
 
@@ -432,21 +415,41 @@ pub struct ValidationReport {
     pub checks: Vec<CheckResult>,
 }
 
-impl ValidationReport {
-    /// Parses a termination message; `None` when it is not the agent's summary.
-    pub fn parse(message: &str) -> Option<ValidationReport> {
-        let r: ValidationReport = serde_json::from_str(message.trim()).ok()?;
-        (!r.status.is_empty()).then_some(r)
+impl Report for ValidationReport {
+    fn status(&self) -> &str {
+        &self.status
     }
 
-    /// Whether the agent reached a verdict (Passed or Failed): status `succeeded`.
-    pub fn succeeded(&self) -> bool {
-        self.status == STATUS_SUCCEEDED
+    fn category(&self) -> Option<&str> {
+        self.category.as_deref()
+    }
+}
+
+/// What every reader of an agent summary shares: the summary's `status` and, on failure, its
+/// `category`. The readers are lenient (unknown fields are ignored, missing ones default) so
+/// that an agent of another version is still understood.
+pub trait Report: serde::de::DeserializeOwned {
+    /// `succeeded` or `failed`.
+    fn status(&self) -> &str;
+    /// The failure category as written.
+    fn category(&self) -> Option<&str>;
+
+    /// Parses a termination message; `None` when it is not the agent's summary (e.g. empty, or
+    /// a crash before the agent could write it).
+    fn parse(message: &str) -> Option<Self> {
+        let report: Self = serde_json::from_str(message.trim()).ok()?;
+        (!report.status().is_empty()).then_some(report)
+    }
+
+    /// Whether the agent reported success (for a validation: it reached a verdict, Passed or
+    /// Failed).
+    fn succeeded(&self) -> bool {
+        self.status() == STATUS_SUCCEEDED
     }
 
     /// The failure category, when it is one of the agent's.
-    pub fn failure_category(&self) -> Option<FailureCategory> {
-        self.category.as_deref().and_then(FailureCategory::parse)
+    fn failure_category(&self) -> Option<FailureCategory> {
+        self.category().and_then(FailureCategory::parse)
     }
 }
 

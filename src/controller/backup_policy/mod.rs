@@ -26,7 +26,7 @@ use kube::runtime::events::EventType;
 use crate::api::backup_policy::NotificationEvent;
 use crate::api::common::{parse_duration, set_condition, time_from_chrono, time_to_chrono};
 use crate::api::{BackupPolicy, BackupRun, BackupStorage};
-use crate::contract::AgentReport;
+use crate::contract::{AgentReport, Report};
 use crate::notify::message::Notification;
 use crate::telemetry::metrics::PolicyLabels;
 
@@ -42,6 +42,7 @@ use crate::controller::common::artifact_check::parse_s3_location;
 use crate::controller::common::context::Context;
 use crate::controller::common::error::{Error, Result};
 use crate::controller::common::job_watch::{self, Observed};
+use crate::controller::common::reconcile::{RUNS_CACHE_WAIT, namespace_and_name};
 use crate::controller::common::run_cache::FinishedRun;
 use crate::controller::common::status::apply_status;
 use crate::controller::common::storage_access::StorageAccess;
@@ -57,13 +58,9 @@ const MAX_REQUEUE: Duration = Duration::from_secs(5 * 60);
 /// retention) → the owned status, written only when it changed.
 pub async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<Action> {
     if !ctx.runs_synced() {
-        // The BackupRun cache is still loading: acting now would see no runs at all.
-        return Ok(Action::requeue(Duration::from_millis(500)));
+        return Ok(Action::requeue(RUNS_CACHE_WAIT));
     }
-    let ns = policy
-        .namespace()
-        .ok_or(Error::MissingObjectField("metadata.namespace"))?;
-    let name = policy.name_any();
+    let (ns, name) = namespace_and_name(policy.as_ref())?;
     let generation = policy.metadata.generation;
     let now = Utc::now();
     let old_status = policy.status.clone().unwrap_or_default();

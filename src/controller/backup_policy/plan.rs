@@ -395,23 +395,7 @@ pub fn active_run_names(mut names: Vec<String>, created_now: Option<String>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::common::testing::t;
-
-    fn policy(extra: &str) -> BackupPolicy {
-        serde_yaml::from_str(&format!(
-            r#"
-apiVersion: dataguardian.io/v1alpha1
-kind: BackupPolicy
-metadata: {{name: nightly, namespace: shop, generation: 4}}
-spec:
-  source: {{postgres: {{host: db, port: 5432, database: shop, user: u}}}}
-  storageRef: {{name: main}}
-  schedule: "0 2 * * *"
-  {extra}
-"#
-        ))
-        .unwrap()
-    }
+    use crate::controller::common::testing::{policy, t};
 
     fn storage(status: &str) -> BackupStorage {
         serde_yaml::from_str(&format!(
@@ -436,7 +420,7 @@ spec: {{s3: {{bucket: b, region: us-east-1}}}}
             (c.status.as_str(), c.reason.as_str()),
             ("False", "InvalidSchedule")
         );
-        assert_eq!(c.observed_generation, Some(4));
+        assert_eq!(c.observed_generation, Some(3));
         let event = event.expect("a Warning Event the first time");
         assert!(event.warning && event.action == "ValidateSchedule");
         let (_, again) = schedule_condition(&p, &bad, &[c], now);

@@ -3,7 +3,7 @@
 use crate::api::BackupPolicy;
 use crate::api::common::find_condition;
 use crate::controller::common::reconcile::ControllerKind;
-use crate::controller::common::testing::Sim;
+use crate::controller::common::testing::{Given, Sim};
 
 fn policy(schedule: &str, extra: &str) -> String {
     format!(
@@ -21,8 +21,12 @@ spec:
 }
 
 async fn reconcile(sim: &Sim, policy: BackupPolicy) -> BackupPolicy {
-    sim.reconcile(ControllerKind::BackupPolicy, policy, super::reconcile)
-        .await
+    sim.reconcile(
+        ControllerKind::BackupPolicy,
+        Given::Stored(policy),
+        super::reconcile,
+    )
+    .await
 }
 
 #[tokio::test]

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use chrono::Utc;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::Resource;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use crate::api::backup_policy::POLICY_LABEL;
@@ -18,7 +18,8 @@ use crate::api::common::{LocalObjectReference, find_condition};
 use crate::api::restore_validation::RestoreValidationSpec;
 use crate::api::{BackupPolicy, RestoreValidation};
 use crate::controller::common::context::Context;
-use crate::controller::common::error::{Error, Result};
+use crate::controller::common::error::Result;
+use crate::controller::common::reconcile::{RUNS_CACHE_WAIT, namespace_and_name};
 
 use super::validation_plan::{auto_validation_name, plan_policy};
 
@@ -30,13 +31,9 @@ const FIELD_MANAGER: &str = "dataguardian-restorevalidation";
 /// Reconciles a BackupPolicy's automatic validations and its validation status fields.
 pub async fn reconcile_policy(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<Action> {
     if !ctx.runs_synced() {
-        // The BackupRun cache is still loading: acting now would see no runs at all.
-        return Ok(Action::requeue(Duration::from_millis(500)));
+        return Ok(Action::requeue(RUNS_CACHE_WAIT));
     }
-    let ns = policy
-        .namespace()
-        .ok_or(Error::MissingObjectField("metadata.namespace"))?;
-    let name = policy.name_any();
+    let (ns, name) = namespace_and_name(policy.as_ref())?;
     if policy.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }

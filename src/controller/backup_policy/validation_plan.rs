@@ -212,7 +212,7 @@ pub fn auto_validation_name(backup_run: &str) -> String {
 mod tests {
     use super::*;
     use crate::api::BackupRun;
-    use crate::controller::common::testing::{backup, t};
+    use crate::controller::common::testing::{backup, policy, t};
 
     fn finished(runs: &[BackupRun]) -> Vec<FinishedRun> {
         runs.iter().filter_map(FinishedRun::from_run).collect()
@@ -226,22 +226,6 @@ kind: RestoreValidation
 metadata: {{name: {name}, namespace: shop, creationTimestamp: "{created}", labels: {{dataguardian.io/policy: nightly}}}}
 spec: {{backupRunRef: {{name: {run}}}}}
 status: {status}
-"#
-        ))
-        .unwrap()
-    }
-
-    fn policy(validation: &str) -> BackupPolicy {
-        serde_yaml::from_str(&format!(
-            r#"
-apiVersion: dataguardian.io/v1alpha1
-kind: BackupPolicy
-metadata: {{name: nightly, namespace: shop, creationTimestamp: "2026-11-01T00:00:00Z", generation: 3}}
-spec:
-  source: {{postgres: {{host: db, port: 5432, database: shop, user: u}}}}
-  storageRef: {{name: main}}
-  schedule: "0 2 * * *"
-  {validation}
 "#
         ))
         .unwrap()

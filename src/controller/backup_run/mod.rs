@@ -32,7 +32,7 @@ use crate::api::common::{
     time_to_chrono,
 };
 use crate::api::{BackupPolicy, BackupStorage};
-use crate::contract::{AGENT_CONTAINER, AgentReport, last_progress};
+use crate::contract::{AGENT_CONTAINER, AgentReport, Report, last_progress};
 use crate::telemetry::metrics::{PolicyLabels, RunLabels, RunResult};
 
 use crate::controller::backup_run::plan::{JobState, Observed, Step, plan};
@@ -42,16 +42,15 @@ use crate::controller::common::context::Context;
 use crate::controller::common::error::{Error, Result};
 use crate::controller::common::queue::{PendingBackup, RunKey, plan_backup_queue};
 use crate::controller::common::reason::Reason;
+use crate::controller::common::reconcile::namespace_and_name;
+use crate::controller::common::status::{ControllerStatus, apply as apply_status};
 
 /// Field manager of everything this controller writes.
 pub const FIELD_MANAGER: &str = "dataguardian-backuprun";
 
 /// Reconciles one BackupRun.
 pub async fn reconcile(run: Arc<BackupRun>, ctx: Arc<Context>) -> Result<Action> {
-    let ns = run
-        .namespace()
-        .ok_or(Error::MissingObjectField("metadata.namespace"))?;
-    let name = run.name_any();
+    let (ns, name) = namespace_and_name(run.as_ref())?;
     if run
         .status
         .as_ref()
@@ -721,16 +720,9 @@ async fn finish(
     Ok(Action::await_change())
 }
 
-/// Server-side applies the whole status under this controller's field manager.
-async fn apply_status(ctx: &Context, ns: &str, name: &str, status: &BackupRunStatus) -> Result<()> {
-    crate::controller::common::status::apply_status::<BackupRun>(
-        &ctx.client,
-        ns,
-        name,
-        FIELD_MANAGER,
-        status,
-    )
-    .await
+impl ControllerStatus for BackupRunStatus {
+    type Kind = BackupRun;
+    const FIELD_MANAGER: &'static str = FIELD_MANAGER;
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 use crate::api::backup_run::{BackupRun, BackupRunPhase};
 use crate::api::common::time_to_chrono;
-use crate::contract::{AgentReport, ProgressSample};
+use crate::contract::{AgentReport, ProgressSample, Report};
 
 use crate::controller::common::blockers::{BLOCKED_TIMEOUT, Blocker, TRACK_REQUEUE, WAIT_REQUEUE};
 

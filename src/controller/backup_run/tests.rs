@@ -7,7 +7,7 @@ use kube::Api;
 
 use crate::api::{BackupRun, BackupRunPhase};
 use crate::controller::common::reconcile::ControllerKind;
-use crate::controller::common::testing::Sim;
+use crate::controller::common::testing::{Given, Sim};
 
 const RUN: &str = r#"
 apiVersion: dataguardian.io/v1alpha1
@@ -19,9 +19,12 @@ spec: {policyRef: {name: nightly}, trigger: Manual}
 #[tokio::test]
 async fn a_run_of_a_missing_policy_waits_with_a_reason_an_event_and_no_job() {
     let sim = Sim::start().await;
-    let run: BackupRun = sim.create(RUN).await;
     let run: BackupRun = sim
-        .reconcile(ControllerKind::BackupRun, run, super::reconcile)
+        .reconcile(
+            ControllerKind::BackupRun,
+            Given::Yaml(RUN),
+            super::reconcile,
+        )
         .await;
     let status = run.status.expect("the status is written");
     assert_eq!(status.phase, Some(BackupRunPhase::Pending));

@@ -3,23 +3,24 @@
 use crate::api::BackupStorage;
 use crate::api::common::find_condition;
 use crate::controller::common::reconcile::ControllerKind;
-use crate::controller::common::testing::Sim;
+use crate::controller::common::testing::{Given, Sim};
+
+const STORAGE: &str = r#"
+apiVersion: dataguardian.io/v1alpha1
+kind: BackupStorage
+metadata: {name: local, namespace: shop}
+spec: {filesystem: {claimName: backups}}
+"#;
 
 #[tokio::test]
 async fn a_filesystem_storage_without_its_claim_is_not_ready() {
     let sim = Sim::start().await;
     let storage: BackupStorage = sim
-        .create(
-            r#"
-apiVersion: dataguardian.io/v1alpha1
-kind: BackupStorage
-metadata: {name: local, namespace: shop}
-spec: {filesystem: {claimName: backups}}
-"#,
+        .reconcile(
+            ControllerKind::BackupStorage,
+            Given::Yaml(STORAGE),
+            super::reconcile,
         )
-        .await;
-    let storage: BackupStorage = sim
-        .reconcile(ControllerKind::BackupStorage, storage, super::reconcile)
         .await;
     let status = storage.status.expect("the status is written");
     let ready = find_condition(&status.conditions, "Ready").expect("Ready");

@@ -55,6 +55,18 @@ impl ControllerKind {
     }
 }
 
+/// How long a controller that reads the BackupRun cache waits while the cache loads its first
+/// full list (acting before would see no runs at all).
+pub const RUNS_CACHE_WAIT: Duration = Duration::from_millis(500);
+
+/// The namespace and name of a namespaced object (the API server always sets both).
+pub fn namespace_and_name<K: Resource>(obj: &K) -> Result<(String, String)> {
+    let ns = obj
+        .namespace()
+        .ok_or(Error::MissingObjectField("metadata.namespace"))?;
+    Ok((ns, obj.name_any()))
+}
+
 /// Runs `reconcile` for `obj` inside a span, counting it and timing it.
 pub async fn instrumented<K, F, Fut>(
     kind: ControllerKind,

@@ -12,6 +12,7 @@ use serde_json::json;
 use crate::api::common::{Progress, time_from_chrono};
 
 use crate::contract::ProgressSample;
+use crate::controller::common::context::Context;
 use crate::controller::common::error::Result;
 
 /// Server-side applies `status` as the whole status of `K` `ns/name` under `field_manager`.
@@ -41,6 +42,28 @@ where
     )
     .await?;
     Ok(())
+}
+
+/// A status one controller applies whole: the kind it belongs to and that controller's field
+/// manager.
+pub trait ControllerStatus: Serialize {
+    /// The kind whose status this is.
+    type Kind: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug;
+    /// The field manager of the controller that owns it.
+    const FIELD_MANAGER: &'static str;
+}
+
+/// [`apply_status`] of a [`ControllerStatus`]: the whole status of `ns/name`.
+pub async fn apply<S: ControllerStatus>(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    status: &S,
+) -> Result<()> {
+    apply_status::<S::Kind>(&ctx.client, ns, name, S::FIELD_MANAGER, status).await
 }
 
 /// The progress record after a new sample: `updated` moves only when bytes moved, so that an

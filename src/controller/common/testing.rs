@@ -23,6 +23,50 @@ status: {{phase: {phase}, completionTime: "{done}", artifact: {{storage: main, k
     .unwrap()
 }
 
+/// The BackupPolicy `shop/nightly` (generation 3), nightly at 02:00, with `extra` spec lines.
+pub fn policy(extra: &str) -> crate::api::BackupPolicy {
+    serde_yaml::from_str(&format!(
+        r#"
+apiVersion: dataguardian.io/v1alpha1
+kind: BackupPolicy
+metadata: {{name: nightly, namespace: shop, creationTimestamp: "2026-11-01T00:00:00Z", generation: 3}}
+spec:
+  source: {{postgres: {{host: db, port: 5432, database: shop, user: u}}}}
+  storageRef: {{name: main}}
+  schedule: "0 2 * * *"
+  {extra}
+"#
+    ))
+    .unwrap()
+}
+
+/// A namespaced object the tests create, reconcile and read back.
+pub trait Object:
+    kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + serde::de::DeserializeOwned
+    + serde::Serialize
+    + std::fmt::Debug
+{
+}
+
+impl<K> Object for K where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug
+{
+}
+
+/// What a reconcile test hands to [`Sim::reconcile`].
+pub enum Given<'a, K> {
+    /// An object to create first.
+    Yaml(&'a str),
+    /// An object as the API stored it.
+    Stored(K),
+}
+
 /// The API stand-in running in this process (CRDs from `crds/`), and a [`Context`] on it: what
 /// reconcile tests call `reconcile` with.
 pub struct Sim {
@@ -66,14 +110,7 @@ impl Sim {
     }
 
     /// Creates `yaml` (one object of a namespaced kind) and returns it as the API stored it.
-    pub async fn create<K>(&self, yaml: &str) -> K
-    where
-        K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + serde::de::DeserializeOwned
-            + serde::Serialize
-            + std::fmt::Debug,
-    {
+    pub async fn create<K: Object>(&self, yaml: &str) -> K {
         let obj: K = serde_yaml::from_str(yaml).expect("test YAML");
         let ns = obj.meta().namespace.clone().expect("namespace");
         let api: kube::Api<K> = kube::Api::namespaced(self.ctx.client.clone(), &ns);
@@ -81,33 +118,28 @@ impl Sim {
     }
 
     /// Reads `ns/name` back.
-    pub async fn get<K>(&self, ns: &str, name: &str) -> K
-    where
-        K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + serde::de::DeserializeOwned
-            + std::fmt::Debug,
-    {
+    pub async fn get<K: Object>(&self, ns: &str, name: &str) -> K {
         let api: kube::Api<K> = kube::Api::namespaced(self.ctx.client.clone(), ns);
         api.get(name).await.expect("get")
     }
 
-    /// Runs `reconcile` on `obj` through the reconcile wrapper (as the operator does) and
-    /// returns the object as the API holds it afterwards.
+    /// Runs `reconcile` through the reconcile wrapper (as the operator does) on the object
+    /// `given` (created first when it is YAML) and returns it as the API holds it afterwards.
     pub async fn reconcile<K, F, Fut>(
         &self,
         kind: super::reconcile::ControllerKind,
-        obj: K,
+        given: Given<'_, K>,
         reconcile: F,
     ) -> K
     where
-        K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + serde::de::DeserializeOwned
-            + std::fmt::Debug,
+        K: Object,
         F: FnOnce(std::sync::Arc<K>, std::sync::Arc<super::context::Context>) -> Fut,
         Fut: std::future::Future<Output = super::error::Result<kube::runtime::controller::Action>>,
     {
+        let obj = match given {
+            Given::Yaml(yaml) => self.create(yaml).await,
+            Given::Stored(obj) => obj,
+        };
         let ns = obj.meta().namespace.clone().expect("namespace");
         let name = obj.meta().name.clone().expect("name");
         super::reconcile::instrumented(kind, std::sync::Arc::new(obj), self.ctx.clone(), reconcile)

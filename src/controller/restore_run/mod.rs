@@ -37,11 +37,13 @@ use crate::jobs::shell::{JobBuildError, JobDefaults};
 use crate::telemetry::metrics::{QueueLabels, RunLabels, RunResult};
 
 use crate::controller::common::blockers::{
-    SourceState, blocked, invalid, missing_secret, storage_secrets,
+    SourceState, blocked, invalid, locate_artifact, missing_secret, storage_secrets,
 };
 use crate::controller::common::context::Context;
 use crate::controller::common::error::{Error, Result};
 use crate::controller::common::job_watch;
+use crate::controller::common::reconcile::namespace_and_name;
+use crate::controller::common::status::{ControllerStatus, apply as apply_status};
 use crate::controller::restore_run::plan::{
     Observed, QueueState, Step, plan, queue_state, requester, target_id,
 };
@@ -59,10 +61,7 @@ struct Resolved {
 
 /// Reconciles one RestoreRun.
 pub async fn reconcile(run: Arc<RestoreRun>, ctx: Arc<Context>) -> Result<Action> {
-    let ns = run
-        .namespace()
-        .ok_or(Error::MissingObjectField("metadata.namespace"))?;
-    let name = run.name_any();
+    let (ns, name) = namespace_and_name(run.as_ref())?;
     let status = run.status.clone().unwrap_or_default();
     if status.phase.is_some_and(RestoreRunPhase::is_finished)
         || run.meta().deletion_timestamp.is_some()
@@ -307,25 +306,9 @@ async fn resolve(
                 None,
             ));
         }
-        let Some(storage) = storages.get_opt(&artifact.storage).await? else {
-            return Ok((
-                blocked(
-                    "StorageNotFound",
-                    format!(
-                        "BackupStorage {} not found in namespace {ns}",
-                        artifact.storage
-                    ),
-                ),
-                None,
-            ));
-        };
-        let location = match restore_job::artifact_manifest_location(
-            &storage,
-            &artifact.key,
-            artifact.manifest_key.as_deref(),
-        ) {
-            Ok(loc) => loc,
-            Err(e) => return Ok((invalid("InvalidSource", e.to_string()), None)),
+        let (storage, location) = match locate_artifact(ctx, ns, &artifact).await? {
+            Ok(found) => found,
+            Err(state) => return Ok((state, None)),
         };
         let policies: Api<BackupPolicy> = Api::namespaced(ctx.client.clone(), ns);
         let template = policies
@@ -656,21 +639,9 @@ async fn expected_sha256(ctx: &Context, ns: &str, run: &RestoreRun) -> Option<St
         .filter(|s| !s.is_empty())
 }
 
-/// Server-side applies the whole status under this controller's field manager.
-async fn apply_status(
-    ctx: &Context,
-    ns: &str,
-    name: &str,
-    status: &RestoreRunStatus,
-) -> Result<()> {
-    crate::controller::common::status::apply_status::<RestoreRun>(
-        &ctx.client,
-        ns,
-        name,
-        FIELD_MANAGER,
-        status,
-    )
-    .await
+impl ControllerStatus for RestoreRunStatus {
+    type Kind = RestoreRun;
+    const FIELD_MANAGER: &'static str = FIELD_MANAGER;
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::api::common::{DatabaseSpec, time_to_chrono};
 use crate::api::restore_run::{RestoreRun, RestoreRunPhase};
-use crate::contract::{ProgressSample, RestoreReport};
+use crate::contract::{ProgressSample, Report, RestoreReport};
 
 use crate::controller::common::blockers::{
     BLOCKED_TIMEOUT, SourceState, TRACK_REQUEUE, WAIT_REQUEUE,

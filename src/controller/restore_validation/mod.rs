@@ -40,17 +40,19 @@ use crate::api::{
     BackupPolicy, BackupRun, BackupStorage, RestoreValidation, RestoreValidationPhase,
 };
 use crate::jobs::shell::JobDefaults;
-use crate::jobs::{restore_job, validation_job};
+use crate::jobs::validation_job;
 use crate::telemetry::metrics::{RunLabels, RunResult};
 
 use crate::api::backup_policy::POLICY_LABEL;
 use crate::controller::common::blockers::{
-    SourceState, blocked, invalid, missing_secret, storage_secrets,
+    SourceState, blocked, invalid, locate_artifact, missing_secret, storage_secrets,
 };
 use crate::controller::common::context::Context;
 use crate::controller::common::error::{Error, Result};
 use crate::controller::common::job_watch;
 use crate::controller::common::reason::Reason;
+use crate::controller::common::reconcile::namespace_and_name;
+use crate::controller::common::status::{ControllerStatus, apply as apply_status};
 use crate::controller::restore_validation::plan::{
     Observed, Outcome, Step, latest_successful, plan, verification,
 };
@@ -71,10 +73,7 @@ struct Resolved {
 
 /// Reconciles one RestoreValidation.
 pub async fn reconcile(rv: Arc<RestoreValidation>, ctx: Arc<Context>) -> Result<Action> {
-    let ns = rv
-        .namespace()
-        .ok_or(Error::MissingObjectField("metadata.namespace"))?;
-    let name = rv.name_any();
+    let (ns, name) = namespace_and_name(rv.as_ref())?;
     let status = rv.status.clone().unwrap_or_default();
     if status
         .phase
@@ -331,26 +330,9 @@ async fn resolve(
             None,
         ));
     }
-    let storages: Api<BackupStorage> = Api::namespaced(ctx.client.clone(), ns);
-    let Some(storage) = storages.get_opt(&artifact.storage).await? else {
-        return Ok((
-            blocked(
-                "StorageNotFound",
-                format!(
-                    "BackupStorage {} not found in namespace {ns}",
-                    artifact.storage
-                ),
-            ),
-            None,
-        ));
-    };
-    let manifest_location = match restore_job::artifact_manifest_location(
-        &storage,
-        &artifact.key,
-        artifact.manifest_key.as_deref(),
-    ) {
-        Ok(loc) => loc,
-        Err(e) => return Ok((invalid("InvalidSource", e.to_string()), None)),
+    let (storage, manifest_location) = match locate_artifact(ctx, ns, &artifact).await? {
+        Ok(found) => found,
+        Err(state) => return Ok((state, None)),
     };
     let mut needed: Vec<SecretKeySelector> = storage_secrets(&storage);
     if let Some(d) = &spec.decryption {
@@ -608,21 +590,9 @@ async fn finish(ctx: &Context, ns: &str, rv: &RestoreValidation, o: Outcome) -> 
     Ok(Action::await_change())
 }
 
-/// Server-side applies the whole status under this controller's field manager.
-async fn apply_status(
-    ctx: &Context,
-    ns: &str,
-    name: &str,
-    status: &RestoreValidationStatus,
-) -> Result<()> {
-    crate::controller::common::status::apply_status::<RestoreValidation>(
-        &ctx.client,
-        ns,
-        name,
-        FIELD_MANAGER,
-        status,
-    )
-    .await
+impl ControllerStatus for RestoreValidationStatus {
+    type Kind = RestoreValidation;
+    const FIELD_MANAGER: &'static str = FIELD_MANAGER;
 }
 
 #[cfg(test)]

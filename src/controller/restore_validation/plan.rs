@@ -12,7 +12,7 @@ use crate::api::common::{time_from_chrono, time_to_chrono};
 use crate::api::restore_validation::{
     CheckResult, RestoreValidation, RestoreValidationPhase, ValidationResult,
 };
-use crate::contract::ValidationReport;
+use crate::contract::{Report, ValidationReport};
 
 use crate::controller::common::blockers::{BLOCKED_TIMEOUT, SourceState};
 use crate::controller::common::job_watch::Observed as JobObserved;
