@@ -42,7 +42,7 @@ use crate::contract::{
 use super::naming::{MAX_LABEL_LEN, bounded_name, label_value};
 use super::shell::{
     JobBuildError, JobDefaults, JobShell, STORAGE_MOUNT, agent_container, agent_env, escape_dollar,
-    job, plain_env, pod_failure_policy, pod_spec, push_flag, secret_env,
+    job, plain_env, pod_failure_policy, pod_spec, push_flag, required, secret_env,
 };
 use super::source::{Source, join_key};
 
@@ -74,16 +74,8 @@ pub fn build_attempt(
     defaults: &JobDefaults,
     attempt: u32,
 ) -> Result<Job, JobBuildError> {
-    let run_name = run
-        .metadata
-        .name
-        .clone()
-        .ok_or(JobBuildError::MissingRunField("metadata.name"))?;
-    let namespace = run
-        .metadata
-        .namespace
-        .clone()
-        .ok_or(JobBuildError::MissingRunField("metadata.namespace"))?;
+    let run_name = required(&run.metadata.name, "metadata.name")?;
+    let namespace = required(&run.metadata.namespace, "metadata.namespace")?;
     let owner = run
         .controller_owner_ref(&())
         .ok_or(JobBuildError::MissingRunField("metadata.uid"))?;

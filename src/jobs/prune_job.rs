@@ -21,7 +21,7 @@ use crate::contract::{COMPONENT_PRUNE, RUN_LABEL, exit};
 use super::naming::{MAX_LABEL_LEN, bounded_name};
 use super::shell::{
     JobBuildError, JobDefaults, JobShell, STORAGE_MOUNT, agent_container, agent_env, escape_dollar,
-    escape_env, job, labels, pod_failure_policy, pod_spec, push_flag, tmp_volume,
+    escape_env, job, labels, pod_failure_policy, pod_spec, push_flag, required, tmp_volume,
 };
 
 /// Retries of a prune Job (deleting files is idempotent).
@@ -51,11 +51,7 @@ pub fn build(
             "artifact {manifest_location:?} is not under the storage mount {STORAGE_MOUNT}"
         )));
     }
-    let namespace = policy
-        .metadata
-        .namespace
-        .clone()
-        .ok_or(JobBuildError::MissingRunField("metadata.namespace"))?;
+    let namespace = required(&policy.metadata.namespace, "metadata.namespace")?;
     let owner = policy
         .controller_owner_ref(&())
         .map(|o| OwnerReference {

@@ -22,7 +22,8 @@ use crate::contract::{COMPONENT_RESTORE, MANIFEST_NAME, RESTORE_LABEL, exit};
 use super::naming::{MAX_LABEL_LEN, bounded_name};
 use super::shell::{
     JobBuildError, JobDefaults, JobShell, STORAGE_MOUNT, agent_container, agent_env, escape_dollar,
-    escape_env, job, labels, pod_failure_policy, pod_spec, push_flag, secret_env, tmp_volume,
+    escape_env, job, labels, pod_failure_policy, pod_spec, push_flag, required, secret_env,
+    tmp_volume,
 };
 use super::source::{Source, join_key, push_identity, push_storage_access};
 
@@ -110,16 +111,8 @@ pub fn build(
     fallback_template: Option<&JobTemplate>,
     defaults: &JobDefaults,
 ) -> Result<Job, JobBuildError> {
-    let run_name = run
-        .metadata
-        .name
-        .clone()
-        .ok_or(JobBuildError::MissingRunField("metadata.name"))?;
-    let namespace = run
-        .metadata
-        .namespace
-        .clone()
-        .ok_or(JobBuildError::MissingRunField("metadata.namespace"))?;
+    let run_name = required(&run.metadata.name, "metadata.name")?;
+    let namespace = required(&run.metadata.namespace, "metadata.namespace")?;
     let owner = run
         .controller_owner_ref(&())
         .ok_or(JobBuildError::MissingRunField("metadata.uid"))?;

@@ -70,6 +70,14 @@ pub enum JobBuildError {
     },
 }
 
+/// A metadata field the API server always sets, or the build error that names it.
+pub(crate) fn required(
+    value: &Option<String>,
+    field: &'static str,
+) -> Result<String, JobBuildError> {
+    value.clone().ok_or(JobBuildError::MissingRunField(field))
+}
+
 impl JobBuildError {
     /// A CamelCase reason for status and Events.
     pub fn reason(&self) -> &'static str {

@@ -29,7 +29,7 @@ use crate::contract::{COMPONENT_VALIDATION, VALIDATION_LABEL, exit};
 use super::naming::{MAX_LABEL_LEN, bounded_name};
 use super::shell::{
     JobBuildError, JobDefaults, JobShell, agent_container, agent_env, escape_dollar, escape_env,
-    job, labels, plain_env, pod_failure_policy, pod_spec, push_flag, tmp_volume,
+    job, labels, plain_env, pod_failure_policy, pod_spec, push_flag, required, tmp_volume,
 };
 use super::source::{push_identity, push_storage_access};
 
@@ -291,16 +291,8 @@ pub fn build(
     inputs: &ValidationInputs<'_>,
     defaults: &JobDefaults,
 ) -> Result<Job, JobBuildError> {
-    let name = validation
-        .metadata
-        .name
-        .clone()
-        .ok_or(JobBuildError::MissingRunField("metadata.name"))?;
-    let namespace = validation
-        .metadata
-        .namespace
-        .clone()
-        .ok_or(JobBuildError::MissingRunField("metadata.namespace"))?;
+    let name = required(&validation.metadata.name, "metadata.name")?;
+    let namespace = required(&validation.metadata.namespace, "metadata.namespace")?;
     let owner = validation
         .controller_owner_ref(&())
         .ok_or(JobBuildError::MissingRunField("metadata.uid"))?;

@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::api::{Api, ListParams, LogParams, Patch, PatchParams};
+use kube::api::{Api, ListParams, LogParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
@@ -40,6 +40,7 @@ use crate::controller::common::artifact_check;
 use crate::controller::common::blockers::Blocker;
 use crate::controller::common::context::Context;
 use crate::controller::common::error::{Error, Result};
+use crate::controller::common::job_watch;
 use crate::controller::common::queue::{PendingBackup, RunKey, plan_backup_queue};
 use crate::controller::common::reason::Reason;
 use crate::controller::common::reconcile::namespace_and_name;
@@ -526,19 +527,8 @@ async fn start_job(
             .await;
         }
     };
-    let job_name = job
-        .metadata
-        .name
-        .clone()
-        .ok_or(Error::MissingObjectField("job name"))?;
-    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
     // Server-side apply is idempotent: re-applying after a crash finds the same Job.
-    jobs.patch(
-        &job_name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&job),
-    )
-    .await?;
+    let job_name = job_watch::apply(ctx, ns, FIELD_MANAGER, &job).await?;
     let now = Utc::now();
     let mut status = run.status.clone().unwrap_or_default();
     status.phase = Some(BackupRunPhase::Running);

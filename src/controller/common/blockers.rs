@@ -58,6 +58,16 @@ pub fn invalid(reason: &str, message: String) -> SourceState {
     })
 }
 
+/// A resolution that stops at a blocker the user can fix: `Ok((Blocked, None))`.
+pub fn stop_blocked<T>(reason: &str, message: String) -> Result<(SourceState, Option<T>)> {
+    Ok((blocked(reason, message), None))
+}
+
+/// A resolution that stops at a problem no waiting fixes: `Ok((Invalid, None))`.
+pub fn stop_invalid<T>(reason: &str, message: String) -> Result<(SourceState, Option<T>)> {
+    Ok((invalid(reason, message), None))
+}
+
 /// The S3 credential keys a Job reading `storage` references.
 pub fn storage_secrets(storage: &BackupStorage) -> Vec<SecretKeySelector> {
     storage

@@ -4,11 +4,11 @@
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams, LogParams, PropagationPolicy};
+use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PropagationPolicy};
 
 use crate::contract::{AGENT_CONTAINER, ProgressSample, last_progress};
 use crate::controller::common::context::Context;
-use crate::controller::common::error::Result;
+use crate::controller::common::error::{Error, Result};
 
 /// Deletes the Job `name` and its Pods; a Job already gone is fine.
 pub async fn delete(ctx: &Context, ns: &str, name: &str) -> Result<()> {
@@ -22,6 +22,24 @@ pub async fn delete(ctx: &Context, ns: &str, name: &str) -> Result<()> {
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Server-side applies `job` under `field_manager` and returns its name. The apply is
+/// idempotent: re-applying after a crash finds the Job already created and changes nothing.
+pub async fn apply(ctx: &Context, ns: &str, field_manager: &str, job: &Job) -> Result<String> {
+    let name = job
+        .metadata
+        .name
+        .clone()
+        .ok_or(Error::MissingObjectField("job name"))?;
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
+    jobs.patch(
+        &name,
+        &PatchParams::apply(field_manager).force(),
+        &Patch::Apply(job),
+    )
+    .await?;
+    Ok(name)
 }
 
 /// A Job as observed.

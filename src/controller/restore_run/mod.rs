@@ -17,9 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
@@ -37,7 +36,8 @@ use crate::jobs::shell::{JobBuildError, JobDefaults};
 use crate::telemetry::metrics::{QueueLabels, RunLabels, RunResult};
 
 use crate::controller::common::blockers::{
-    SourceState, blocked, invalid, locate_artifact, missing_secret, storage_secrets,
+    SourceState, invalid, locate_artifact, missing_secret, stop_blocked, stop_invalid,
+    storage_secrets,
 };
 use crate::controller::common::context::Context;
 use crate::controller::common::error::{Error, Result};
@@ -231,80 +231,62 @@ async fn resolve(
     let resolved = if let Some(r) = &spec.backup_run_ref {
         let runs: Api<BackupRun> = Api::namespaced(ctx.client.clone(), ns);
         let Some(backup) = runs.get_opt(&r.name).await? else {
-            return Ok((
-                blocked(
-                    "BackupRunNotFound",
-                    format!("BackupRun {} not found in namespace {ns}", r.name),
-                ),
-                None,
-            ));
+            return stop_blocked(
+                "BackupRunNotFound",
+                format!("BackupRun {} not found in namespace {ns}", r.name),
+            );
         };
         let bstatus = backup.status.clone().unwrap_or_default();
         match bstatus.phase {
             Some(BackupRunPhase::Succeeded) => {}
             Some(BackupRunPhase::Failed) => {
-                return Ok((
-                    invalid(
-                        "BackupRunFailed",
-                        format!("BackupRun {} failed; it has no artifact to restore", r.name),
-                    ),
-                    None,
-                ));
+                return stop_invalid(
+                    "BackupRunFailed",
+                    format!("BackupRun {} failed; it has no artifact to restore", r.name),
+                );
             }
             phase => {
-                return Ok((
-                    blocked(
-                        "BackupRunNotReady",
-                        format!(
-                            "BackupRun {} is {:?}; the restore waits for it to succeed",
-                            r.name,
-                            phase.unwrap_or_default()
-                        ),
+                return stop_blocked(
+                    "BackupRunNotReady",
+                    format!(
+                        "BackupRun {} is {:?}; the restore waits for it to succeed",
+                        r.name,
+                        phase.unwrap_or_default()
                     ),
-                    None,
-                ));
+                );
             }
         }
         let Some(artifact) = bstatus.artifact else {
-            return Ok((
-                invalid(
-                    "NoArtifact",
-                    format!("BackupRun {} succeeded but records no artifact", r.name),
-                ),
-                None,
-            ));
+            return stop_invalid(
+                "NoArtifact",
+                format!("BackupRun {} succeeded but records no artifact", r.name),
+            );
         };
         if let Some(engine) = target_engine
             && !artifact.engine.is_empty()
             && artifact.engine != engine.as_str()
         {
-            return Ok((
-                invalid(
-                    "EngineMismatch",
-                    format!(
-                        "the backup is a {} backup; the target is {}",
-                        artifact.engine,
-                        engine.as_str()
-                    ),
+            return stop_invalid(
+                "EngineMismatch",
+                format!(
+                    "the backup is a {} backup; the target is {}",
+                    artifact.engine,
+                    engine.as_str()
                 ),
-                None,
-            ));
+            );
         }
         if artifact.encryption.is_some() && spec.decryption.is_none() {
-            return Ok((
-                invalid(
-                    "DecryptionRequired",
-                    format!(
-                        "the backup is encrypted; set spec.decryption.identitySecretRef (recipients {})",
-                        artifact
-                            .encryption
-                            .as_ref()
-                            .map(|e| e.recipients.join(", "))
-                            .unwrap_or_default()
-                    ),
+            return stop_invalid(
+                "DecryptionRequired",
+                format!(
+                    "the backup is encrypted; set spec.decryption.identitySecretRef (recipients {})",
+                    artifact
+                        .encryption
+                        .as_ref()
+                        .map(|e| e.recipients.join(", "))
+                        .unwrap_or_default()
                 ),
-                None,
-            ));
+            );
         }
         let (storage, location) = match locate_artifact(ctx, ns, &artifact).await? {
             Ok(found) => found,
@@ -328,22 +310,16 @@ async fn resolve(
         }
     } else {
         let (Some(sref), Some(key)) = (&spec.storage_ref, &spec.key) else {
-            return Ok((
-                invalid(
-                    "InvalidSpec",
-                    "set backupRunRef, or storageRef and key".into(),
-                ),
-                None,
-            ));
+            return stop_invalid(
+                "InvalidSpec",
+                "set backupRunRef, or storageRef and key".into(),
+            );
         };
         let Some(storage) = storages.get_opt(&sref.name).await? else {
-            return Ok((
-                blocked(
-                    "StorageNotFound",
-                    format!("BackupStorage {} not found in namespace {ns}", sref.name),
-                ),
-                None,
-            ));
+            return stop_blocked(
+                "StorageNotFound",
+                format!("BackupStorage {} not found in namespace {ns}", sref.name),
+            );
         };
         let location = match restore_job::manifest_location(&storage, key) {
             Ok(loc) => loc,
@@ -455,18 +431,7 @@ async fn start_job(
             .await;
         }
     };
-    let job_name = job
-        .metadata
-        .name
-        .clone()
-        .ok_or(Error::MissingObjectField("job name"))?;
-    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
-    jobs.patch(
-        &job_name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&job),
-    )
-    .await?;
+    let job_name = job_watch::apply(ctx, ns, FIELD_MANAGER, &job).await?;
     let mut status = run.status.clone().unwrap_or_default();
     status.phase = Some(RestoreRunPhase::Running);
     status.reason = Some("JobCreated".into());

@@ -23,7 +23,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -45,7 +44,7 @@ use crate::telemetry::metrics::{RunLabels, RunResult};
 
 use crate::api::backup_policy::POLICY_LABEL;
 use crate::controller::common::blockers::{
-    SourceState, blocked, invalid, locate_artifact, missing_secret, storage_secrets,
+    SourceState, locate_artifact, missing_secret, stop_blocked, stop_invalid, storage_secrets,
 };
 use crate::controller::common::context::Context;
 use crate::controller::common::error::{Error, Result};
@@ -241,13 +240,10 @@ async fn resolve(
         match runs.get_opt(&r.name).await? {
             Some(b) => b,
             None => {
-                return Ok((
-                    blocked(
-                        "BackupRunNotFound",
-                        format!("BackupRun {} not found in namespace {ns}", r.name),
-                    ),
-                    None,
-                ));
+                return stop_blocked(
+                    "BackupRunNotFound",
+                    format!("BackupRun {} not found in namespace {ns}", r.name),
+                );
             }
         }
     } else if let Some(p) = &spec.policy_ref {
@@ -255,80 +251,59 @@ async fn resolve(
         match latest_successful(&all, &p.name) {
             Some(b) => b.clone(),
             None => {
-                return Ok((
-                    blocked(
-                        "NoSuccessfulBackup",
-                        format!("BackupPolicy {} has no successful BackupRun yet", p.name),
-                    ),
-                    None,
-                ));
+                return stop_blocked(
+                    "NoSuccessfulBackup",
+                    format!("BackupPolicy {} has no successful BackupRun yet", p.name),
+                );
             }
         }
     } else {
-        return Ok((
-            invalid(
-                "InvalidSpec",
-                "set backupRunRef, or policyRef with latest: true".into(),
-            ),
-            None,
-        ));
+        return stop_invalid(
+            "InvalidSpec",
+            "set backupRunRef, or policyRef with latest: true".into(),
+        );
     };
     let bname = backup.name_any();
     let bstatus = backup.status.clone().unwrap_or_default();
     match bstatus.phase {
         Some(BackupRunPhase::Succeeded) => {}
         Some(BackupRunPhase::Failed) => {
-            return Ok((
-                invalid(
-                    "BackupRunFailed",
-                    format!("BackupRun {bname} failed; there is nothing to validate"),
-                ),
-                None,
-            ));
+            return stop_invalid(
+                "BackupRunFailed",
+                format!("BackupRun {bname} failed; there is nothing to validate"),
+            );
         }
         phase => {
-            return Ok((
-                blocked(
-                    "BackupRunNotReady",
-                    format!(
-                        "BackupRun {bname} is {:?}; the validation waits for it to succeed",
-                        phase.unwrap_or_default()
-                    ),
+            return stop_blocked(
+                "BackupRunNotReady",
+                format!(
+                    "BackupRun {bname} is {:?}; the validation waits for it to succeed",
+                    phase.unwrap_or_default()
                 ),
-                None,
-            ));
+            );
         }
     }
     let Some(artifact) = bstatus.artifact.clone() else {
-        return Ok((
-            invalid(
-                "NoArtifact",
-                format!("BackupRun {bname} records no artifact"),
-            ),
-            None,
-        ));
+        return stop_invalid(
+            "NoArtifact",
+            format!("BackupRun {bname} records no artifact"),
+        );
     };
     let engine = match artifact.engine.as_str() {
         "postgres" => Engine::Postgres,
         "mysql" => Engine::Mysql,
         other => {
-            return Ok((
-                invalid(
-                    "UnknownEngine",
-                    format!("BackupRun {bname} records engine {other:?}"),
-                ),
-                None,
-            ));
+            return stop_invalid(
+                "UnknownEngine",
+                format!("BackupRun {bname} records engine {other:?}"),
+            );
         }
     };
     if artifact.encryption.is_some() && spec.decryption.is_none() {
-        return Ok((
-            invalid(
-                "DecryptionRequired",
-                "the backup is encrypted; set spec.decryption.identitySecretRef".into(),
-            ),
-            None,
-        ));
+        return stop_invalid(
+            "DecryptionRequired",
+            "the backup is encrypted; set spec.decryption.identitySecretRef".into(),
+        );
     }
     let (storage, manifest_location) = match locate_artifact(ctx, ns, &artifact).await? {
         Ok(found) => found,
@@ -388,11 +363,6 @@ async fn start_job(ctx: &Context, ns: &str, rv: &RestoreValidation, r: Resolved)
             return finish(ctx, ns, rv, outcome).await;
         }
     };
-    let job_name = job
-        .metadata
-        .name
-        .clone()
-        .ok_or(Error::MissingObjectField("job name"))?;
     let sandbox_image = job
         .spec
         .as_ref()
@@ -403,13 +373,7 @@ async fn start_job(ctx: &Context, ns: &str, rv: &RestoreValidation, r: Resolved)
                 .find(|c| c.name == validation_job::SANDBOX_CONTAINER)
         })
         .and_then(|c| c.image.clone());
-    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
-    jobs.patch(
-        &job_name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&job),
-    )
-    .await?;
+    let job_name = job_watch::apply(ctx, ns, FIELD_MANAGER, &job).await?;
     let mut status = rv.status.clone().unwrap_or_default();
     status.phase = Some(RestoreValidationPhase::Running);
     status.queue_position = None;
