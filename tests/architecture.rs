@@ -46,7 +46,7 @@ fn module_of(rel: &str) -> Option<Module> {
     Some(parts)
 }
 
-/// The source without test modules and comment lines.
+/// The source without test modules and plain (non-doc) comment lines.
 fn production_code(text: &str) -> String {
     let cut = text
         .find("#[cfg(test)]\nmod tests")
@@ -54,7 +54,11 @@ fn production_code(text: &str) -> String {
         .unwrap_or(text.len());
     text[..cut]
         .lines()
-        .filter(|l| !l.trim_start().starts_with("//"))
+        // Doc comments stay: an intra-doc link is a dependency too.
+        .filter(|l| {
+            let l = l.trim_start();
+            !l.starts_with("//") || l.starts_with("///") || l.starts_with("//!")
+        })
         .collect::<Vec<_>>()
         .join("\n")
 }

@@ -1,7 +1,7 @@
 //! The Job shell every kind builder uses: the agent container, the Pod spec, labels, the
 //! restricted security contexts, `/tmp`, environment helpers, the pod failure policy, the
 //! operator-wide defaults and the build errors. Kind builders (`backup_job`, `restore_job`,
-//! `validation_job`, `prune_job`) use this module and [`super::source`], never each other.
+//! `validation_job`, `prune_job`) use this module and `source.rs`, never each other.
 
 use std::collections::BTreeMap;
 

@@ -29,7 +29,7 @@ use super::leader::{LeaderElector, LeaseSettings};
 use super::run_watch::Watched;
 use super::{run_watch, shared_watch};
 
-/// What the operator runs with (from the command line, [`crate::cli::operator`]).
+/// What the operator runs with (built from the `dataguardian operator` flags).
 #[derive(Debug, Clone)]
 pub struct OperatorConfig {
     /// Address of the /healthz, /readyz and /metrics server.
