@@ -60,12 +60,27 @@ pub enum Engine {
 }
 
 impl Engine {
+    /// Every engine.
+    pub const ALL: [Engine; 2] = [Engine::Postgres, Engine::Mysql];
+
     /// The lower-case name used in status, labels and manifests (`postgres`, `mysql`).
     pub fn as_str(self) -> &'static str {
         match self {
             Engine::Postgres => "postgres",
             Engine::Mysql => "mysql",
         }
+    }
+}
+
+impl std::str::FromStr for Engine {
+    type Err = String;
+
+    /// Parses the lower-case name ([`Engine::as_str`]).
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        Engine::ALL
+            .into_iter()
+            .find(|e| e.as_str() == name)
+            .ok_or_else(|| format!("unknown engine {name:?} (postgres or mysql)"))
     }
 }
 
@@ -588,6 +603,15 @@ pub const CRON_PATTERN: &str = r"^\s*\S+(\s+\S+){4}\s*$";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn engines_parse_from_their_names_only() {
+        for e in Engine::ALL {
+            assert_eq!(e.as_str().parse::<Engine>(), Ok(e));
+        }
+        let err = "oracle".parse::<Engine>().unwrap_err();
+        assert!(err.contains("oracle") && err.contains("postgres"), "{err}");
+    }
 
     #[test]
     fn bytes_are_human_readable() {

@@ -48,11 +48,8 @@ pub enum AgentCommand {
 /// `--engine`: the API's engine names (`postgres`, `mysql`), listed in `--help`.
 fn engine_parser() -> impl clap::builder::TypedValueParser<Value = Engine> {
     use clap::builder::TypedValueParser as _;
-    clap::builder::PossibleValuesParser::new([Engine::Postgres.as_str(), Engine::Mysql.as_str()])
-        .map(|name| match name.as_str() {
-            "postgres" => Engine::Postgres,
-            _ => Engine::Mysql,
-        })
+    clap::builder::PossibleValuesParser::new(Engine::ALL.map(Engine::as_str))
+        .try_map(|name| name.parse::<Engine>())
 }
 
 /// Connection, storage and logging settings shared by backup and restore.

@@ -38,28 +38,3 @@ async fn a_restore_of_a_missing_backup_waits_with_a_reason() {
         "{status:?}"
     );
 }
-
-mod pure {
-    use super::super::*;
-
-    #[test]
-    fn s3_credentials_are_the_only_storage_secrets() {
-        let s3: BackupStorage = serde_yaml::from_str(
-            "apiVersion: dataguardian.io/v1alpha1\nkind: BackupStorage\nmetadata: {name: m, namespace: shop}\nspec: {s3: {bucket: b, region: r, credentialsSecretRef: {name: creds}}}",
-        )
-        .unwrap();
-        let keys: Vec<String> = storage_secrets(&s3)
-            .into_iter()
-            .map(|s| format!("{}/{}", s.name, s.key))
-            .collect();
-        assert_eq!(
-            keys,
-            ["creds/AWS_ACCESS_KEY_ID", "creds/AWS_SECRET_ACCESS_KEY"]
-        );
-        let ambient: BackupStorage = serde_yaml::from_str(
-            "apiVersion: dataguardian.io/v1alpha1\nkind: BackupStorage\nmetadata: {name: m, namespace: shop}\nspec: {s3: {bucket: b, region: r}}",
-        )
-        .unwrap();
-        assert!(storage_secrets(&ambient).is_empty());
-    }
-}
