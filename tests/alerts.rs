@@ -69,7 +69,7 @@ fn alert_rules_only_use_exported_metrics() {
         .reconcile_errors
         .get_or_create(&dataguardian::telemetry::metrics::ErrorLabels {
             controller: "c".into(),
-            category: dataguardian::controller::common::error::ErrorCategory::KubeApi,
+            category: "k".into(),
         })
         .inc();
     metrics

@@ -385,6 +385,17 @@ fn layers_import_only_downwards() {
             ],
         ),
         (
+            "telemetry/",
+            &[
+                "controller/",
+                "jobs/",
+                "operator/",
+                "cli/",
+                "plugin/",
+                "agent/",
+            ],
+        ),
+        (
             "contract/",
             &[
                 "agent/",

@@ -13,8 +13,6 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
-use crate::controller::common::error::ErrorCategory;
-
 /// How a run ended.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
 pub enum RunResult {
@@ -41,7 +39,8 @@ pub struct RunLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
     pub controller: String,
-    pub category: ErrorCategory,
+    /// A stable, low-cardinality category name (the controllers' `ErrorCategory::as_str`).
+    pub category: String,
 }
 
 /// How a reconcile ended.

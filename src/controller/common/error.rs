@@ -1,8 +1,6 @@
 //! Reconcile errors, with a category used as the `category` label of
 //! `dataguardian_reconcile_errors_total` and to choose between "wait for a change" and "back off".
 
-use prometheus_client::encoding::{EncodeLabelValue, LabelValueEncoder};
-
 /// An error of a reconcile pass. Messages never contain secret values.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -63,12 +61,6 @@ impl ErrorCategory {
 impl std::fmt::Display for ErrorCategory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-impl EncodeLabelValue for ErrorCategory {
-    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
-        EncodeLabelValue::encode(&self.as_str(), encoder)
     }
 }
 

@@ -119,7 +119,7 @@ where
         .reconcile_errors
         .get_or_create(&ErrorLabels {
             controller: kind.as_str().into(),
-            category,
+            category: category.as_str().into(),
         })
         .inc();
     tracing::warn!(
