@@ -266,7 +266,7 @@ fn mariadb_encrypted_backup_validates_into_a_fresh_server() {
     assert_eq!(rc["result"], "Passed", "{rc}");
     assert_eq!(rc["expected"], rc["observed"]);
     assert_eq!(check(s, "orders")["result"], "Passed");
-    assert_eq!(check(s, "fn")["result"], "Passed");
+    assert_eq!(check(s, "fn")["result"], "Passed", "{}", check(s, "fn"));
     let wrong = check(s, "wrong");
     assert_eq!(wrong["result"], "Failed");
     assert_eq!(

@@ -313,8 +313,11 @@ async fn restore_artifact(
             (Engine::Postgres, _, _) => {
                 // The role the restore connects as is left as it is on the target.
                 let me = req.uri.user.clone().unwrap_or_else(|| "postgres".into());
+                // psql runs in restricted mode under a key made for this restore: an
+                // artifact's meta-commands are refused, never run.
+                let key = super::engine::random_hex()?;
                 let filter: Filter =
-                    Box::new(move |r| Box::new(postgres::GlobalsFilter::new(r, Some(me))));
+                    Box::new(move |r| Box::new(postgres::GlobalsFilter::new(r, Some(me), &key)));
                 (
                     postgres::spawn_sql_restore(&req.uri, postgres::MAINTENANCE_DB)?,
                     Some(filter),

@@ -4,9 +4,9 @@
 //!
 //! - `rowCounts`: every table's exact row count against the counts recorded in the artifact's
 //!   manifest at backup time (taken in the same snapshot as the dump);
-//! - `sql`: a query returning one value, compared with `min`/`max`/`equals`; it runs in a
-//!   read-only transaction through `psql` (`ON_ERROR_STOP`) or the MariaDB/MySQL client, and
-//!   an error fails the check with the error as the observed value;
+//! - `sql`: one statement returning one value, compared with `min`/`max`/`equals`; it runs
+//!   through a database driver as a read-only role in a process that holds no Secrets (see
+//!   [`super::checks`]), and an error fails the check with the error as the observed value;
 //! - `schema`: tables that must exist.
 //!
 //! The verdict is a JSON summary on stdout and in the termination log (at most 4096 bytes:
@@ -21,14 +21,14 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{Value, json};
 
 use super::blocking;
+use super::checks::{self, CheckSpec, NamedCheck, truncate};
 use super::engine::{DbUri, mysql, postgres};
 use super::error::{AgentError, Result};
 use super::manifest::{ArtifactKind, Engine, Manifest, TableCount};
 use super::restore::{self, RestoreRequest};
 use super::storage::{Location, S3Settings, Store};
 use crate::api::restore_validation::{
-    CheckKind, CheckResult, Expectation, RowCountsCheck, SchemaCheck, ValidationCheck,
-    ValidationResult,
+    CheckKind, CheckResult, Expectation, RowCountsCheck, ValidationCheck, ValidationResult,
 };
 use crate::contract::{Summary, TERMINATION_LIMIT, ValidateSummary};
 
@@ -116,17 +116,6 @@ pub fn parse_checks(json: Option<&str>) -> Result<Vec<ValidationCheck>> {
         }]);
     }
     Ok(checks)
-}
-
-fn truncate(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_string();
-    }
-    let mut cut = max.saturating_sub(3);
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{}...", &text[..cut])
 }
 
 /// `schema.table` → (`schema`, `table`); a bare `table` gets `default_schema`.
@@ -265,135 +254,6 @@ pub fn meets(e: &Expectation, value: Option<&str>) -> std::result::Result<(), St
         return Err(format!("{value:?} is not {want:?}"));
     }
     Ok(())
-}
-
-/// The first column of the first output row (psql `-A -t` separates with `|`, the MySQL
-/// client with a tab). `NULL` from MySQL counts as no value.
-pub fn first_value(engine: Engine, rows: &[String]) -> Option<String> {
-    let row = rows.first()?;
-    let sep = match engine {
-        Engine::Postgres => '|',
-        Engine::Mysql => '\t',
-    };
-    let v = row.split(sep).next().unwrap_or("").to_string();
-    (!(engine == Engine::Mysql && v == "NULL")).then_some(v)
-}
-
-fn sql_check(
-    engine: Engine,
-    uri: &DbUri,
-    db: Option<&str>,
-    name: String,
-    sql: &str,
-    expect: &Expectation,
-) -> CheckResult {
-    let expected = describe_expectation(expect);
-    let body = sql.trim().trim_end_matches(';');
-    let rows = match engine {
-        Engine::Postgres => postgres::query(
-            uri,
-            db.unwrap_or(postgres::MAINTENANCE_DB),
-            &format!("SET default_transaction_read_only = on;\n{body};\n"),
-            &[],
-            AgentError::Target,
-        ),
-        Engine::Mysql => mysql::query(
-            uri,
-            db,
-            &format!("SET SESSION TRANSACTION READ ONLY; {body}"),
-            AgentError::Target,
-        ),
-    };
-    let (result, observed, message) = match rows {
-        Err(e) => (
-            ValidationResult::Failed,
-            Some("error".to_string()),
-            Some(format!("the query failed: {e}")),
-        ),
-        Ok(rows) => {
-            let value = first_value(engine, &rows);
-            match meets(expect, value.as_deref()) {
-                Ok(()) => (ValidationResult::Passed, value, None),
-                Err(why) => (
-                    ValidationResult::Failed,
-                    value.or(Some("no rows".into())),
-                    Some(why),
-                ),
-            }
-        }
-    };
-    CheckResult {
-        name,
-        kind: CheckKind::Sql,
-        result,
-        expected: Some(expected),
-        observed: observed.map(|o| truncate(&o, 256)),
-        message: message.map(|m| truncate(&m, MESSAGE_LIMIT)),
-    }
-}
-
-fn sql_literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
-fn schema_check(
-    engine: Engine,
-    uri: &DbUri,
-    db: Option<&str>,
-    name: String,
-    check: &SchemaCheck,
-) -> Result<CheckResult> {
-    let mut missing = Vec::new();
-    for table in &check.tables {
-        let exists = match engine {
-            Engine::Postgres => {
-                let (schema, t) = split_table(table, "public");
-                let rows = postgres::query(
-                    uri,
-                    db.unwrap_or(postgres::MAINTENANCE_DB),
-                    &format!(
-                        "SELECT count(*) FROM information_schema.tables WHERE table_schema = {} AND table_name = {};\n",
-                        sql_literal(&schema),
-                        sql_literal(&t)
-                    ),
-                    &[],
-                    AgentError::Target,
-                )?;
-                rows.first().is_some_and(|r| r.trim() != "0")
-            }
-            Engine::Mysql => {
-                let (schema, t) = split_table(table, db.unwrap_or(""));
-                let rows = mysql::query(
-                    uri,
-                    None,
-                    &format!(
-                        "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = {} AND table_name = {}",
-                        mysql::quote_str(&schema),
-                        mysql::quote_str(&t)
-                    ),
-                    AgentError::Target,
-                )?;
-                rows.first().is_some_and(|r| r.trim() != "0")
-            }
-        };
-        if !exists {
-            missing.push(table.clone());
-        }
-    }
-    let found = check.tables.len() - missing.len();
-    Ok(CheckResult {
-        name,
-        kind: CheckKind::Schema,
-        result: if missing.is_empty() {
-            ValidationResult::Passed
-        } else {
-            ValidationResult::Failed
-        },
-        expected: Some(format!("{} tables present", check.tables.len())),
-        observed: Some(format!("{found} present")),
-        message: (!missing.is_empty())
-            .then(|| truncate(&format!("missing: {}", missing.join(", ")), MESSAGE_LIMIT)),
-    })
 }
 
 /// The row counts recorded in the manifest for each restored database, with MySQL schemas
@@ -589,14 +449,17 @@ pub async fn run(req: ValidateRequest) -> Result<ValidateOutcome> {
     };
     tracing::info!(seconds = restore_seconds, databases = ?outcome.databases, "restored into the sandbox");
 
-    let first_db = outcome.databases.first().cloned();
     let expected = expected_counts(&manifest, target_db.as_deref());
-    let mut results = Vec::new();
+    // Row counts run here (fixed SQL, as the sandbox's superuser); the user-written checks run
+    // apart, as a read-only role in a process without Secrets (see `checks`).
+    let mut slots: Vec<Option<CheckResult>> = Vec::with_capacity(req.checks.len());
+    let mut user_checks = Vec::new();
+    let mut user_slots = Vec::new();
     for (check, name) in req.checks.iter().zip(names) {
-        let (engine, uri) = (req.engine, req.uri.clone());
-        let result = if let Some(rc) = &check.row_counts {
+        if let Some(rc) = &check.row_counts {
+            let (engine, uri) = (req.engine, req.uri.clone());
             let (rc, expected) = (rc.clone(), expected.clone());
-            blocking(move || -> Result<CheckResult> {
+            let result = blocking(move || -> Result<CheckResult> {
                 let mut exp_all = Vec::new();
                 let mut obs_all = Vec::new();
                 for (db, tables) in &expected {
@@ -619,19 +482,47 @@ pub async fn run(req: ValidateRequest) -> Result<ValidateOutcome> {
                 }
                 Ok(compare_row_counts(name, &rc.tables, &exp_all, &obs_all))
             })
-            .await?
-        } else if let (Some(sql), Some(expect)) = (&check.sql, &check.expect) {
-            let (sql, expect, db) = (sql.clone(), expect.clone(), first_db.clone());
-            blocking(move || Ok(sql_check(engine, &uri, db.as_deref(), name, &sql, &expect)))
-                .await?
+            .await?;
+            slots.push(Some(result));
+            continue;
+        }
+        let spec = if let (Some(sql), Some(expect)) = (&check.sql, &check.expect) {
+            CheckSpec::Sql {
+                sql: sql.clone(),
+                expect: expect.clone(),
+            }
         } else if let Some(schema) = &check.schema {
-            let (schema, db) = (schema.clone(), first_db.clone());
-            blocking(move || schema_check(engine, &uri, db.as_deref(), name, &schema)).await?
+            CheckSpec::Schema {
+                tables: schema.tables.clone(),
+            }
         } else {
             return Err(AgentError::Config(format!("check {name} sets no kind")));
         };
+        user_slots.push(slots.len());
+        slots.push(None);
+        user_checks.push(NamedCheck { name, spec });
+    }
+    if !user_checks.is_empty() {
+        let (engine, uri, dbs) = (req.engine, req.uri.clone(), outcome.databases.clone());
+        let answers = blocking(move || {
+            let role = checks::prepare_role(engine, &uri, &dbs)?;
+            checks::run_isolated(engine, &role, user_checks)
+        })
+        .await?;
+        if answers.len() != user_slots.len() {
+            return Err(AgentError::Target(format!(
+                "the check process answered {} of {} checks",
+                answers.len(),
+                user_slots.len()
+            )));
+        }
+        for (slot, answer) in user_slots.into_iter().zip(answers) {
+            slots[slot] = Some(answer);
+        }
+    }
+    let results: Vec<CheckResult> = slots.into_iter().flatten().collect();
+    for result in &results {
         tracing::info!(check = %result.name, result = ?result.result, expected = ?result.expected, observed = ?result.observed, "check finished");
-        results.push(result);
     }
     let failed: Vec<&str> = results
         .iter()
@@ -867,17 +758,7 @@ mod tests {
     }
 
     #[test]
-    fn first_values_and_table_names() {
-        assert_eq!(
-            first_value(Engine::Postgres, &["12|x".into()]),
-            Some("12".into())
-        );
-        assert_eq!(
-            first_value(Engine::Mysql, &["7\ty".into()]),
-            Some("7".into())
-        );
-        assert_eq!(first_value(Engine::Mysql, &["NULL".into()]), None);
-        assert_eq!(first_value(Engine::Postgres, &[]), None);
+    fn table_names() {
         assert_eq!(
             split_table("sales.orders", "public"),
             ("sales".into(), "orders".into())

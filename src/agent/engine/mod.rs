@@ -13,6 +13,17 @@ use super::error::{AgentError, Result};
 pub mod mysql;
 pub mod postgres;
 
+/// 16 random bytes from the kernel, as 32 hex digits: role names, passwords and keys nobody
+/// can guess.
+pub fn random_hex() -> Result<String> {
+    use std::io::Read as _;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(AgentError::Io)?;
+    Ok(hex::encode(bytes))
+}
+
 /// A password, redacted in `Debug`.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Secret(pub String);

@@ -71,7 +71,9 @@ fn command(tool: &str, uri: &DbUri) -> Command {
     cmd
 }
 
-/// Run SQL with the client in batch mode and return the output rows (tab-separated).
+/// Run SQL with the client in batch mode and return the output rows (tab-separated). The SQL
+/// goes on stdin (never argv, where a password in it would show), and `--binary-mode` turns
+/// off the client's own commands (`system`, `\!`, `source`, `tee`, …).
 pub fn query(
     uri: &DbUri,
     db: Option<&str>,
@@ -79,15 +81,22 @@ pub fn query(
     fail: fn(String) -> AgentError,
 ) -> Result<Vec<String>> {
     let mut cmd = command(client_tool(), uri);
-    cmd.args(["--batch", "--skip-column-names", "--raw"]);
+    cmd.args(["--batch", "--binary-mode", "--skip-column-names", "--raw"]);
     if let Some(db) = db {
         cmd.arg(format!("--database={db}"));
     }
-    cmd.arg("--execute").arg(sql);
-    let mut proc = spawn_tool(cmd, client_tool(), Stdio::null(), Stdio::piped())?;
+    let mut proc = spawn_tool(cmd, client_tool(), Stdio::piped(), Stdio::piped())?;
+    let mut stdin = proc.take_stdin().expect("stdin is piped");
+    let writer = {
+        let sql = sql.to_string();
+        std::thread::spawn(move || {
+            let _ = std::io::Write::write_all(&mut stdin, sql.as_bytes());
+        })
+    };
     let mut out = String::new();
     let read =
         std::io::Read::read_to_string(&mut proc.take_stdout().expect("stdout is piped"), &mut out);
+    let _ = writer.join();
     proc.finish(fail)?;
     read.map_err(|e| fail(format!("cannot read client output: {e}")))?;
     Ok(out.lines().map(str::to_string).collect())
@@ -191,10 +200,19 @@ pub fn recreate_database(uri: &DbUri, db: &str) -> Result<()> {
 }
 
 /// Start the client reading SQL from stdin into `db` (or the databases named in the SQL).
+///
+/// `--binary-mode` makes the client send everything but `DELIMITER` to the server: the
+/// client's own commands (`system`/`\!`, `source`/`\.`, `tee`, `pager`, `connect`, …) in an
+/// artifact are SQL syntax errors there, so a rewritten artifact cannot run anything in the
+/// Job, and the restore stops at that line.
 pub fn spawn_restore(uri: &DbUri, db: Option<&str>) -> Result<ToolProcess> {
     let tool = client_tool();
     let mut cmd = command(tool, uri);
-    cmd.args(["--batch", "--default-character-set=utf8mb4"]);
+    cmd.args([
+        "--batch",
+        "--binary-mode",
+        "--default-character-set=utf8mb4",
+    ]);
     if let Some(db) = db {
         cmd.arg(format!("--database={db}"));
     }

@@ -339,7 +339,8 @@ pub fn spawn_restore(uri: &DbUri, db: &str, opts: &RestoreOptions) -> Result<Too
     spawn_tool(cmd, "pg_restore", Stdio::piped(), Stdio::null())
 }
 
-/// Start `psql -v ON_ERROR_STOP=1` reading SQL (globals) from stdin.
+/// Start `psql -v ON_ERROR_STOP=1` reading SQL (globals) from stdin; feed it through a
+/// [`GlobalsFilter`], which puts psql in restricted mode first.
 pub fn spawn_sql_restore(uri: &DbUri, db: &str) -> Result<ToolProcess> {
     spawn_tool(psql(uri, db), "psql", Stdio::piped(), Stdio::null())
 }
@@ -349,21 +350,30 @@ pub fn spawn_sql_restore(uri: &DbUri, db: &str) -> Result<ToolProcess> {
 /// skips an existing role, and the role the restore connects as is never created or altered
 /// (its password and attributes stay as they are on the target). Everything else passes
 /// unchanged, and psql still stops on the first real error.
+///
+/// The stream starts with `\restrict <key>`, a key made for this restore: from then on psql
+/// refuses every meta-command (`\!`, `\copy`, `\lo_import`, `\connect`, `\o`, …) that the
+/// artifact may carry, and with `ON_ERROR_STOP` the restore stops there. The dump's own
+/// `\restrict`/`\unrestrict` lines (pg_dumpall writes them since the August 2025 minors) are
+/// dropped; an artifact cannot know this key, so it cannot leave restricted mode.
 pub struct GlobalsFilter<R> {
     inner: BufReader<R>,
     pending: Vec<u8>,
     pos: usize,
     keep_role: Option<String>,
+    preamble: Option<Vec<u8>>,
 }
 
 impl<R: Read> GlobalsFilter<R> {
-    /// Wrap the globals SQL stream; `keep_role` is the role the restore connects as.
-    pub fn new(inner: R, keep_role: Option<String>) -> Self {
+    /// Wrap the globals SQL stream; `keep_role` is the role the restore connects as and
+    /// `restrict_key` the secret key of psql's restricted mode (letters and digits).
+    pub fn new(inner: R, keep_role: Option<String>, restrict_key: &str) -> Self {
         Self {
             inner: BufReader::with_capacity(64 << 10, inner),
             pending: Vec::new(),
             pos: 0,
             keep_role,
+            preamble: Some(format!("\\restrict {restrict_key}\n").into_bytes()),
         }
     }
 }
@@ -388,6 +398,9 @@ fn role_spelling(name: &str) -> String {
 pub fn rewrite_globals_line(line: &[u8], keep_role: Option<&str>) -> Option<Vec<u8>> {
     let text = std::str::from_utf8(line).ok()?;
     let body = text.trim_end_matches(['\n', '\r']);
+    if body.starts_with("\\restrict ") || body.starts_with("\\unrestrict ") {
+        return Some(b"-- dataguardian: the dump's own restricted-mode line is dropped\n".to_vec());
+    }
     if let Some(me) = keep_role.map(role_spelling) {
         let create = format!("CREATE ROLE {me};");
         let alter = format!("ALTER ROLE {me} WITH ");
@@ -413,6 +426,13 @@ impl<R: Read> Read for GlobalsFilter<R> {
         if self.pos >= self.pending.len() {
             self.pending.clear();
             self.pos = 0;
+            if let Some(preamble) = self.preamble.take() {
+                self.pending = preamble;
+                let n = buf.len().min(self.pending.len());
+                buf[..n].copy_from_slice(&self.pending[..n]);
+                self.pos = n;
+                return Ok(n);
+            }
             let n = self.inner.read_until(b'\n', &mut self.pending)?;
             if n == 0 {
                 return Ok(0);
@@ -449,10 +469,11 @@ mod tests {
     fn globals_filter_wraps_create_role_only() {
         let input = b"SET x = 1;\nCREATE ROLE app;\nALTER ROLE app WITH LOGIN;\nCREATE ROLE \"we'ird\";\nCREATE ROLE postgres;\nALTER ROLE postgres WITH SUPERUSER PASSWORD 'x';\n";
         let mut out = String::new();
-        GlobalsFilter::new(&input[..], Some("postgres".into()))
+        GlobalsFilter::new(&input[..], Some("postgres".into()), "k3y")
             .read_to_string(&mut out)
             .unwrap();
-        let lines: Vec<&str> = out.lines().collect();
+        let lines: Vec<&str> = out.lines().skip(1).collect();
+        assert_eq!(out.lines().next(), Some("\\restrict k3y"));
         assert_eq!(lines[0], "SET x = 1;");
         assert!(lines[1].starts_with(
             "DO $dataguardian$ BEGIN CREATE ROLE app; EXCEPTION WHEN duplicate_object"
@@ -467,6 +488,22 @@ mod tests {
             "{out}"
         );
         assert_eq!(role_spelling("Admin"), "\"Admin\"");
+    }
+
+    #[test]
+    fn globals_start_restricted_and_lose_the_dumps_own_restrict_lines() {
+        let input = b"\\restrict AbC\nCREATE ROLE app;\n\\! touch /tmp/x\n\\unrestrict AbC\n";
+        let mut out = String::new();
+        GlobalsFilter::new(&input[..], None, "ourkey")
+            .read_to_string(&mut out)
+            .unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], "\\restrict ourkey");
+        assert!(lines[1].starts_with("--"), "{out}");
+        // Any other meta-command reaches psql, which refuses it in restricted mode.
+        assert_eq!(lines[3], "\\! touch /tmp/x");
+        assert!(lines[4].starts_with("--"), "{out}");
+        assert!(!out.contains("AbC"));
     }
 
     #[test]

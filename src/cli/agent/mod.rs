@@ -43,6 +43,32 @@ pub enum AgentCommand {
     Validate(validate::ValidateArgs),
     /// Delete one backup's artifact from a directory (a filesystem storage): manifest first.
     Prune(prune::PruneArgs),
+    /// Internal: run a validation's user-written checks (a job on stdin, results on stdout).
+    /// `agent validate` starts it with an empty environment; not for use by hand.
+    #[command(hide = true)]
+    Checks(ChecksArgs),
+}
+
+/// `agent checks` (internal).
+#[derive(Debug, Args)]
+pub struct ChecksArgs {
+    /// Log format.
+    #[arg(long, env = LOG_FORMAT_ENV, value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
+}
+
+fn run_checks(args: &ChecksArgs) -> ExitCode {
+    init_logging(args.log_format);
+    let result = runtime()
+        .map_err(AgentError::Io)
+        .and_then(|rt| rt.block_on(crate::agent::checks::serve_stdio()));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(category = e.category(), error = %e, "the checks could not run");
+            ExitCode::from(e.exit_code())
+        }
+    }
 }
 
 /// `--engine`: the API's engine names (`postgres`, `mysql`), listed in `--help`.
@@ -403,6 +429,7 @@ pub fn run(args: AgentArgs) -> ExitCode {
         AgentCommand::Restore(r) => (Operation::Restore, &r.common),
         AgentCommand::Validate(v) => return validate::run_cli(v),
         AgentCommand::Prune(p) => return prune::run_cli(p),
+        AgentCommand::Checks(c) => return run_checks(c),
     };
     tune_allocator();
     init_logging(common.log_format);
@@ -420,9 +447,11 @@ pub fn run(args: AgentArgs) -> ExitCode {
                     let outcome = restore::run(req).await?;
                     Ok(summary::restore_summary(&outcome, &from))
                 }
-                AgentCommand::Validate(_) | AgentCommand::Prune(_) => Err(AgentError::Config(
-                    "validate and prune run on their own paths".into(),
-                )),
+                AgentCommand::Validate(_) | AgentCommand::Prune(_) | AgentCommand::Checks(_) => {
+                    Err(AgentError::Config(
+                        "validate, prune and checks run on their own paths".into(),
+                    ))
+                }
             }
         })
     });
