@@ -45,7 +45,7 @@ use crate::controller::common::job_watch;
 use crate::controller::common::reconcile::namespace_and_name;
 use crate::controller::common::status::{ControllerStatus, apply as apply_status};
 use crate::controller::restore_run::plan::{
-    Observed, QueueState, Step, plan, queue_state, requester, target_id,
+    Observed, QueueState, Step, creator_note, plan, queue_state, target_id,
 };
 
 /// Field manager of everything this controller writes.
@@ -443,9 +443,10 @@ async fn start_job(
     status.message = Some(format!("restore Job {job_name} started"));
     status.observed_generation = run.metadata.generation;
     apply_status(ctx, ns, &run.name_any(), &status).await?;
-    let who = requester(&run.metadata)
-        .map(|m| format!("; created via {m}"))
-        .unwrap_or_default();
+    let who = match creator_note(&run.metadata) {
+        note if note.is_empty() => note,
+        note => format!("; {note}"),
+    };
     let what = match &run.spec.backup_run_ref {
         Some(b) => format!("BackupRun {} ({})", b.name, resolved.manifest_location),
         None => resolved.manifest_location.clone(),
@@ -534,9 +535,10 @@ async fn finish(
     } else {
         (EventType::Warning, "Failed")
     };
-    let who = requester(&run.metadata)
-        .map(|m| format!(" (created via {m})"))
-        .unwrap_or_default();
+    let who = match creator_note(&run.metadata) {
+        note if note.is_empty() => note,
+        note => format!(" ({note})"),
+    };
     ctx.event(
         run,
         type_,

@@ -102,9 +102,10 @@ pub fn target_id(target: &DatabaseSpec, namespace: &str) -> Option<TargetId> {
     ))
 }
 
-/// Who created the object, as far as the API tells: the field manager of its `Create`
-/// operation (e.g. `kubectl-client-side-apply`, `argocd-controller`). Kubernetes does not
-/// record the user on the object; audit logs do.
+/// The field manager of the object's `Create` operation (e.g. `kubectl-client-side-apply`,
+/// `argocd-controller`). The client chooses it freely, so it is shown as what it is — a
+/// client-chosen label — and never as the requester: Kubernetes does not record the user on
+/// the object (audit logs do; the admission webhook of issue 16 stamps the real one).
 pub fn requester(meta: &ObjectMeta) -> Option<String> {
     meta.managed_fields
         .as_ref()?
@@ -117,6 +118,13 @@ pub fn requester(meta: &ObjectMeta) -> Option<String> {
         })
         .find(|m| matches!(m.operation.as_deref(), Some("Create" | "Apply")))
         .and_then(|m| m.manager.clone())
+}
+
+/// How Events name the creator: the field manager, marked as client-chosen (empty when none).
+pub fn creator_note(meta: &ObjectMeta) -> String {
+    requester(meta)
+        .map(|m| format!("client-chosen field manager {m:?}, not an authenticated user"))
+        .unwrap_or_default()
 }
 
 /// The restore queue's decision for `me` given every RestoreRun known (`all`, which may not
@@ -715,5 +723,11 @@ spec:
             Some("kubectl-client-side-apply")
         );
         assert_eq!(requester(&ObjectMeta::default()), None);
+        // Never presented as the person who asked: any client may call itself anything.
+        assert_eq!(
+            creator_note(&meta),
+            "client-chosen field manager \"kubectl-client-side-apply\", not an authenticated user"
+        );
+        assert_eq!(creator_note(&ObjectMeta::default()), "");
     }
 }
