@@ -2,13 +2,21 @@
 CARGO ?= cargo
 SIM_DIR := target/sim
 
-.PHONY: all build test lint fmt crds deps demo e2e sim-up sim-down bench
+.PHONY: all build test lint fmt crds deps demo e2e sim-up sim-down bench images base-images
 
 all: build
 
 ## build: compile the workspace (operator/agent binary and the API stand-in)
 build:
 	$(CARGO) build --workspace --bins
+
+## images: the agent and operator images (release binary) and the test sandbox images, on the local Docker Engine
+images:
+	scripts/build-images.sh --profile $(or $(PROFILE),release)
+
+## base-images: debian:bookworm-slim from debootstrap (the engine here cannot pull)
+base-images:
+	scripts/base-images.sh
 
 ## deps: install the services the tests use (MariaDB, Prometheus, moto S3, zstd)
 deps:
