@@ -24,4 +24,21 @@ if ! command -v moto_server >/dev/null 2>&1; then
   echo "install-deps: pip install moto[server]"
   python3 -m pip install -q 'moto[server]>=5.2.2,<6'
 fi
+# A PostgreSQL newer than the agent's bundled client (Debian's 15): PostgreSQL 16 server and
+# client binaries from the pgserver wheel on PyPI, for the client-version tests (ClientTooOld,
+# picking the newest bundled major). Unpacked where the postgres OS user can run them.
+PG16_DIR=/opt/dataguardian-test/postgresql-16
+if [ ! -x "$PG16_DIR/bin/postgres" ]; then
+  echo "install-deps: PostgreSQL 16 (pgserver wheel) into $PG16_DIR"
+  tmp="$(mktemp -d)"
+  python3 -m pip download -q --no-deps --only-binary=:all: -d "$tmp" 'pgserver==0.1.4'
+  python3 -m zipfile -e "$tmp"/pgserver-*.whl "$tmp/x"
+  # The binaries find their libpq at $ORIGIN/../../../pgserver.libs: keep the wheel's layout.
+  wheel_dir="$(dirname "$PG16_DIR")/pgserver-0.1.4"
+  rm -rf "$wheel_dir" "$PG16_DIR" && mkdir -p "$wheel_dir"
+  cp -r "$tmp/x/pgserver" "$tmp/x/pgserver.libs" "$wheel_dir/"
+  chmod -R a+rX "$wheel_dir" && chmod a+x "$wheel_dir"/pgserver/pginstall/bin/*
+  ln -s "$wheel_dir/pgserver/pginstall" "$PG16_DIR"
+  rm -rf "$tmp"
+fi
 echo "install-deps: ok"

@@ -10,6 +10,7 @@ use super::blocking;
 use super::compress::Compression;
 use super::crypto::Recipients;
 use super::engine::mysql::RowCounter;
+use super::engine::pg_tools::{self, PgTools};
 use super::engine::{DbUri, ToolProcess, mysql, postgres};
 use super::error::{AgentError, Result};
 use super::manifest::{
@@ -131,19 +132,26 @@ pub async fn run(req: BackupRequest) -> Result<BackupOutcome> {
     }
 
     let (uri, engine, all) = (req.uri.clone(), req.engine, req.all_databases);
-    let (server_version, databases) = blocking(move || -> Result<(String, Vec<String>)> {
-        match engine {
-            Engine::Postgres => {
-                let db = uri.database.as_deref().unwrap_or(postgres::MAINTENANCE_DB);
-                let version = postgres::server_version(&uri, db)?;
-                let dbs = if all {
-                    postgres::list_databases(&uri)?
-                } else {
-                    Vec::new()
-                };
-                Ok((version, dbs))
-            }
-            Engine::Mysql => Ok((mysql::server_version(&uri)?, Vec::new())),
+    // The server's version picks the client tools (never a pg_dump older than the server);
+    // nothing is written before they are known to fit.
+    let (server_version, databases, tools, dump_tool) = blocking(move || match engine {
+        Engine::Postgres => {
+            let db = uri.database.as_deref().unwrap_or(postgres::MAINTENANCE_DB);
+            let version = postgres::server_version(&uri, db)?;
+            let tools = pg_tools::for_server(&version)?;
+            let dump_tool = tools.version_of("pg_dump")?;
+            let dbs = if all {
+                postgres::list_databases(&uri)?
+            } else {
+                Vec::new()
+            };
+            Ok((version, dbs, Some(tools), dump_tool))
+        }
+        Engine::Mysql => {
+            let version = mysql::server_version(&uri)?;
+            let dump_tool = mysql::dump_tool_version()?;
+            mysql::check_pair(&dump_tool, &version)?;
+            Ok((version, Vec::new(), None, dump_tool))
         }
     })
     .await?;
@@ -156,7 +164,7 @@ pub async fn run(req: BackupRequest) -> Result<BackupOutcome> {
         !req.recipients.is_empty(),
     )?;
     tracing::info!(
-        engine = %req.engine, server_version, source = %req.uri.redacted(), destination = %run_dir,
+        engine = %req.engine, server_version, dump_tool, source = %req.uri.redacted(), destination = %run_dir,
         artifacts = plan.len(), compression = %req.compression, encrypted = !req.recipients.is_empty(),
         "backup started"
     );
@@ -165,7 +173,8 @@ pub async fn run(req: BackupRequest) -> Result<BackupOutcome> {
     let _reporter = progress.start_reporter(req.progress_interval);
     let mut artifacts = Vec::new();
     for item in &plan {
-        let artifact = backup_artifact(&req, &store, &run_dir, item, &progress).await?;
+        let artifact =
+            backup_artifact(&req, tools.as_ref(), &store, &run_dir, item, &progress).await?;
         tracing::info!(key = %artifact.key, size_bytes = artifact.size_bytes, raw_bytes = artifact.raw_bytes,
             sha256 = %artifact.sha256, tables = artifact.tables.len(), "artifact stored");
         artifacts.push(artifact);
@@ -176,6 +185,7 @@ pub async fn run(req: BackupRequest) -> Result<BackupOutcome> {
         tool: format!("dataguardian {}", env!("CARGO_PKG_VERSION")),
         engine: req.engine,
         server_version,
+        dump_tool: Some(dump_tool),
         database: req.database.clone(),
         all_databases: req.all_databases,
         compression: req.compression,
@@ -223,6 +233,7 @@ fn round3(x: f64) -> f64 {
 
 async fn backup_artifact(
     req: &BackupRequest,
+    tools: Option<&PgTools>,
     store: &Store,
     run_dir: &Location,
     item: &PlannedArtifact,
@@ -233,11 +244,13 @@ async fn backup_artifact(
     let (stats, tables, format) = match (req.engine, item.kind) {
         (Engine::Postgres, ArtifactKind::Database) => {
             let db = item.database.clone().unwrap_or_default();
-            let (stats, tables) = postgres_database(req, store, &at, &db, progress).await?;
+            let tools = tools.ok_or_else(|| AgentError::Config("no PostgreSQL tools".into()))?;
+            let (stats, tables) = postgres_database(req, tools, store, &at, &db, progress).await?;
             (stats, tables, PayloadFormat::PgDumpCustom)
         }
         (Engine::Postgres, _) => {
-            let tool = postgres::spawn_globals(&req.uri, &[])?;
+            let tools = tools.ok_or_else(|| AgentError::Config("no PostgreSQL tools".into()))?;
+            let tool = postgres::spawn_globals(tools, &req.uri, &[])?;
             let (stats, _) = stream_tool(req, store, &at, tool, None, progress).await?;
             (stats, Vec::new(), PayloadFormat::Sql)
         }
@@ -274,6 +287,7 @@ async fn backup_artifact(
 /// One PostgreSQL database: export a snapshot, dump in it, count rows in it concurrently.
 async fn postgres_database(
     req: &BackupRequest,
+    tools: &PgTools,
     store: &Store,
     at: &Location,
     db: &str,
@@ -282,7 +296,7 @@ async fn postgres_database(
     let (uri, dbname) = (req.uri.clone(), db.to_string());
     let session = blocking(move || postgres::SnapshotSession::open(&uri, &dbname)).await?;
     tracing::info!(database = db, snapshot = %session.snapshot, "snapshot exported");
-    let tool = match postgres::spawn_dump(&req.uri, db, &session.snapshot, &req.dump_args) {
+    let tool = match postgres::spawn_dump(tools, &req.uri, db, &session.snapshot, &req.dump_args) {
         Ok(t) => t,
         Err(e) => {
             let _ = session.close_with_error();

@@ -32,6 +32,9 @@ pub enum AgentError {
     /// A local I/O error that belongs to none of the above.
     #[error("i/o: {0}")]
     Io(#[from] io::Error),
+    /// The client tools cannot handle the server or the archive (too old, or a known-bad pair).
+    #[error("client tools: {0}")]
+    ClientTooOld(String),
 }
 
 impl AgentError {
@@ -45,6 +48,7 @@ impl AgentError {
             AgentError::Integrity(_) => FailureCategory::Integrity,
             AgentError::Crypto(_) => FailureCategory::Crypto,
             AgentError::Io(_) => FailureCategory::Io,
+            AgentError::ClientTooOld(_) => FailureCategory::ClientTooOld,
         }
     }
 

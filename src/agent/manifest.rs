@@ -76,6 +76,11 @@ pub struct Manifest {
     pub engine: Engine,
     /// Server version reported by the source.
     pub server_version: String,
+    /// The dump tool that wrote the artifacts, as its `--version` prints it (`pg_dump
+    /// (PostgreSQL) 15.20 (Debian …)`, `mariadb-dump from 10.11.19-MariaDB, …`). A restore
+    /// picks a `pg_restore` not older than it. Absent in manifests of older agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dump_tool: Option<String>,
     /// The database backed up, or `None` with `all_databases`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<String>,
@@ -209,6 +214,7 @@ pub(crate) mod tests {
             tool: "dataguardian test".into(),
             engine: Engine::Postgres,
             server_version: "15.8".into(),
+            dump_tool: None,
             database: Some("shop".into()),
             all_databases: false,
             compression: Compression::Zstd { level: 3 },

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::blocking;
 use super::crypto::Identities;
+use super::engine::pg_tools::{self, PgTools};
 use super::engine::{DbUri, ToolProcess, mysql, postgres};
 use super::error::{AgentError, Result};
 use super::manifest::{Artifact, ArtifactKind, Engine, Manifest};
@@ -151,6 +152,14 @@ pub async fn run(req: RestoreRequest) -> Result<RestoreOutcome> {
     };
     let target_db = req.database.clone().or_else(|| req.uri.database.clone());
     let steps = plan_restore(&manifest, target_db.as_deref())?;
+    // Never a pg_restore older than the pg_dump that wrote the archive.
+    let tools = match manifest.engine {
+        Engine::Postgres => Some(pg_tools::for_archive(
+            manifest.dump_tool.as_deref(),
+            &manifest.server_version,
+        )?),
+        Engine::Mysql => None,
+    };
     tracing::info!(
         from = %req.from, engine = %manifest.engine, server_version = %manifest.server_version,
         target = %req.uri.redacted(), artifacts = steps.len(), verify_first = req.verify_first, "restore started"
@@ -215,6 +224,7 @@ pub async fn run(req: RestoreRequest) -> Result<RestoreOutcome> {
         }
         let stats = restore_artifact(
             &req,
+            tools.as_ref(),
             &store,
             &dir,
             &a,
@@ -290,6 +300,7 @@ fn prepare_target(engine: Engine, uri: &DbUri, db: &str, missing: bool, clean: b
 #[allow(clippy::too_many_arguments)]
 async fn restore_artifact(
     req: &RestoreRequest,
+    tools: Option<&PgTools>,
     store: &Store,
     dir: &Location,
     a: &Artifact,
@@ -308,7 +319,9 @@ async fn restore_artifact(
                     single_transaction: req.single_transaction,
                     extra: req.restore_args.clone(),
                 };
-                (postgres::spawn_restore(&req.uri, db, &opts)?, None)
+                let tools =
+                    tools.ok_or_else(|| AgentError::Config("no PostgreSQL tools".into()))?;
+                (postgres::spawn_restore(tools, &req.uri, db, &opts)?, None)
             }
             (Engine::Postgres, _, _) => {
                 // The role the restore connects as is left as it is on the target.
@@ -385,6 +398,7 @@ mod tests {
             tool: "t".into(),
             engine: Engine::Postgres,
             server_version: "15".into(),
+            dump_tool: None,
             database: None,
             all_databases: all,
             compression: Compression::None,

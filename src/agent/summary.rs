@@ -263,6 +263,7 @@ mod tests {
             tool: "dataguardian test".into(),
             engine: Engine::Mysql,
             server_version: "10.11.6-MariaDB".into(),
+            dump_tool: None,
             database: None,
             all_databases: true,
             compression,

@@ -682,6 +682,7 @@ mod tests {
             tool: "t".into(),
             engine: Engine::Mysql,
             server_version: "10.11".into(),
+            dump_tool: None,
             database: Some("shop".into()),
             all_databases: false,
             compression: Compression::None,

@@ -30,11 +30,15 @@ pub enum FailureCategory {
     Crypto,
     /// A local I/O error that belongs to none of the above.
     Io,
+    /// The bundled client tools are older than the server or the archive (`pg_dump` refuses a
+    /// newer server), or the client and server are a known-incompatible pair.
+    #[serde(rename = "client-too-old")]
+    ClientTooOld,
 }
 
 impl FailureCategory {
     /// Every category.
-    pub const ALL: [FailureCategory; 7] = [
+    pub const ALL: [FailureCategory; 8] = [
         FailureCategory::Config,
         FailureCategory::Source,
         FailureCategory::Target,
@@ -42,6 +46,7 @@ impl FailureCategory {
         FailureCategory::Integrity,
         FailureCategory::Crypto,
         FailureCategory::Io,
+        FailureCategory::ClientTooOld,
     ];
 
     /// The name in the summary's `category` field.
@@ -54,6 +59,7 @@ impl FailureCategory {
             FailureCategory::Integrity => "integrity",
             FailureCategory::Crypto => "crypto",
             FailureCategory::Io => "io",
+            FailureCategory::ClientTooOld => "client-too-old",
         }
     }
 
@@ -67,6 +73,7 @@ impl FailureCategory {
             FailureCategory::Integrity => 13,
             FailureCategory::Crypto => 14,
             FailureCategory::Io => 15,
+            FailureCategory::ClientTooOld => 16,
         }
     }
 
@@ -88,16 +95,20 @@ const fn code(category: FailureCategory) -> i32 {
 
 /// Backup Jobs fail at once on invalid configuration and on encryption setup (a malformed
 /// recipient); everything else is retried up to the policy's `backoffLimit`.
-pub const BACKUP_NON_RETRYABLE: [i32; 2] =
-    [code(FailureCategory::Config), code(FailureCategory::Crypto)];
+pub const BACKUP_NON_RETRYABLE: [i32; 3] = [
+    code(FailureCategory::Config),
+    code(FailureCategory::Crypto),
+    code(FailureCategory::ClientTooOld),
+];
 
 /// Restore Jobs fail at once on invalid configuration, a target that refuses the restore (e.g.
 /// not empty), an artifact whose checksum does not match, and a wrong identity.
-pub const RESTORE_NON_RETRYABLE: [i32; 4] = [
+pub const RESTORE_NON_RETRYABLE: [i32; 5] = [
     code(FailureCategory::Config),
     code(FailureCategory::Target),
     code(FailureCategory::Integrity),
     code(FailureCategory::Crypto),
+    code(FailureCategory::ClientTooOld),
 ];
 
 /// Prune Jobs fail at once on invalid configuration and on a manifest listing paths outside its
@@ -118,7 +129,7 @@ mod tests {
     #[test]
     fn categories_have_distinct_names_and_codes() {
         let codes: Vec<u8> = FailureCategory::ALL.iter().map(|c| c.exit_code()).collect();
-        assert_eq!(codes, [2, 10, 11, 12, 13, 14, 15]);
+        assert_eq!(codes, [2, 10, 11, 12, 13, 14, 15, 16]);
         let names: Vec<&str> = FailureCategory::ALL.iter().map(|c| c.as_str()).collect();
         assert_eq!(
             names,
@@ -129,7 +140,8 @@ mod tests {
                 "storage",
                 "integrity",
                 "crypto",
-                "io"
+                "io",
+                "client-too-old"
             ]
         );
         for c in FailureCategory::ALL {
@@ -143,9 +155,10 @@ mod tests {
 
     #[test]
     fn non_retryable_codes_per_job_kind() {
-        // The values the Job builders used before the contract existed.
-        assert_eq!(BACKUP_NON_RETRYABLE, [2, 14]);
-        assert_eq!(RESTORE_NON_RETRYABLE, [2, 11, 13, 14]);
+        // The values the Job builders used before the contract existed, plus client-too-old
+        // (retrying cannot make the tools newer).
+        assert_eq!(BACKUP_NON_RETRYABLE, [2, 14, 16]);
+        assert_eq!(RESTORE_NON_RETRYABLE, [2, 11, 13, 14, 16]);
         assert_eq!(PRUNE_NON_RETRYABLE, [2, 13]);
         assert!(VALIDATION_NON_RETRYABLE.is_empty());
     }

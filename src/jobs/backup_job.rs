@@ -536,7 +536,7 @@ spec: {policyRef: {name: nightly}, trigger: Scheduled, scheduledTime: "2026-11-2
                 "parallelism": 1,
                 "podFailurePolicy": {"rules": [
                     {"action": "FailJob", "onExitCodes": {
-                        "containerName": "agent", "operator": "In", "values": [2, 14]}},
+                        "containerName": "agent", "operator": "In", "values": [2, 14, 16]}},
                     {"action": "Ignore", "onPodConditions": [
                         {"type": "DisruptionTarget", "status": "True"}]}
                 ]},
@@ -653,7 +653,8 @@ spec: {policyRef: {name: nightly}, trigger: Scheduled, scheduledTime: "2026-11-2
             exit::BACKUP_NON_RETRYABLE,
             [
                 i32::from(AgentError::Config(String::new()).exit_code()),
-                i32::from(AgentError::Crypto(String::new()).exit_code())
+                i32::from(AgentError::Crypto(String::new()).exit_code()),
+                i32::from(AgentError::ClientTooOld(String::new()).exit_code())
             ]
         );
     }

@@ -278,7 +278,7 @@ spec:
         assert_eq!(rule["action"], "FailJob");
         assert_eq!(
             rule["onExitCodes"]["values"],
-            serde_json::json!([2, 11, 13, 14])
+            serde_json::json!([2, 11, 13, 14, 16])
         );
         let a = args(&v);
         let joined = a.join(" ");
@@ -382,6 +382,7 @@ spec:
             AgentError::Target(String::new()),
             AgentError::Integrity(String::new()),
             AgentError::Crypto(String::new()),
+            AgentError::ClientTooOld(String::new()),
         ]
         .iter()
         .map(|e| i32::from(e.exit_code()))

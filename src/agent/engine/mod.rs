@@ -11,6 +11,7 @@ use std::thread::JoinHandle;
 use super::error::{AgentError, Result};
 
 pub mod mysql;
+pub mod pg_tools;
 pub mod postgres;
 
 /// 16 random bytes from the kernel, as 32 hex digits: role names, passwords and keys nobody

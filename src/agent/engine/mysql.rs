@@ -120,6 +120,81 @@ pub fn server_version(uri: &DbUri) -> Result<String> {
         .ok_or_else(|| AgentError::Source("server returned no version".into()))
 }
 
+/// What the dump tool prints for `--version` (`mariadb-dump from 10.11.19-MariaDB, client
+/// 10.11.19 for debian-linux-gnu (x86_64)`, `mysqldump  Ver 8.0.36 for Linux on x86_64`).
+pub fn dump_tool_version() -> Result<String> {
+    let tool = dump_tool();
+    let out = Command::new(tool)
+        .arg("--version")
+        .output()
+        .map_err(|e| AgentError::Config(format!("cannot run {tool} --version: {e}")))?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !out.status.success() || text.is_empty() {
+        return Err(AgentError::Config(format!(
+            "{tool} --version failed ({})",
+            out.status
+        )));
+    }
+    Ok(text)
+}
+
+/// A MySQL-family product and its `major.minor`, from what servers (`SELECT VERSION()`) and
+/// tools (`--version`) print.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flavour {
+    /// MariaDB (else Oracle MySQL).
+    pub mariadb: bool,
+    /// `(major, minor)`.
+    pub version: (u32, u32),
+}
+
+/// Parse a server's `VERSION()` or a tool's `--version` (pure).
+pub fn flavour(text: &str) -> Option<Flavour> {
+    let mariadb = text.to_ascii_lowercase().contains("mariadb");
+    // Tools print "Ver 8.0.36" or "from 10.11.19-MariaDB"; servers "8.0.36" / "10.11.19-MariaDB".
+    let start = text
+        .find("from ")
+        .map(|i| i + 5)
+        .or_else(|| text.find("Ver ").map(|i| i + 4))
+        .unwrap_or(0);
+    let rest = &text[start..];
+    let at = rest.find(|c: char| c.is_ascii_digit())?;
+    let mut parts = rest[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|p| !p.is_empty());
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    Some(Flavour {
+        mariadb,
+        version: (major, minor),
+    })
+}
+
+/// Refuse a client/server pair known not to work (pure), with both versions in the reason:
+/// - a client of the same product older than the server (`mysqldump` 5.7 misses what 8.0
+///   servers have; `mariadb-dump` 10.6 does not know 11.x);
+/// - Oracle `mysqldump` 8.0+ against MariaDB (it queries `COLUMN_STATISTICS`, which MariaDB
+///   does not have, and fails).
+///
+/// Other pairs are allowed and recorded in the manifest.
+pub fn check_pair(tool: &str, server: &str) -> Result<()> {
+    let (Some(c), Some(s)) = (flavour(tool), flavour(server)) else {
+        return Ok(());
+    };
+    let refuse = if c.mariadb == s.mariadb {
+        c.version < s.version
+    } else {
+        !c.mariadb && s.mariadb && c.version.0 >= 8
+    };
+    if refuse {
+        return Err(AgentError::ClientTooOld(format!(
+            "the dump tool ({tool}) cannot dump this server ({server}); use an agent image whose \
+             client matches the server"
+        )));
+    }
+    Ok(())
+}
+
 /// Start the dump of `db` (or every database). Stdout is SQL.
 pub fn spawn_dump(uri: &DbUri, db: Option<&str>, extra: &[String]) -> Result<ToolProcess> {
     let tool = dump_tool();
@@ -496,6 +571,38 @@ INSERT INTO `a``b` VALUES (1,'x'),(2,'it\\'s (not) a row'),(3,'semi;colon'),(4,0
 INSERT INTO `a``b` VALUES\n(5,'\\\\'),\n(6,NULL);\n\
 /*!50001 CREATE VIEW `v` AS SELECT 1 AS `a` */;\n\
 INSERT INTO `t2` (`a`, `b`) VALUES ('(','('),(')',\"\\\")\");\n";
+
+    #[test]
+    fn known_bad_client_server_pairs_are_refused() {
+        let maria_11 =
+            "mariadb-dump from 10.11.19-MariaDB, client 10.11.19 for debian-linux-gnu (x86_64)";
+        assert_eq!(
+            flavour(maria_11),
+            Some(Flavour {
+                mariadb: true,
+                version: (10, 11)
+            })
+        );
+        assert_eq!(
+            flavour("8.0.36"),
+            Some(Flavour {
+                mariadb: false,
+                version: (8, 0)
+            })
+        );
+        assert!(check_pair(maria_11, "10.11.6-MariaDB").is_ok());
+        assert!(check_pair(maria_11, "10.6.20-MariaDB-log").is_ok());
+        assert!(check_pair(maria_11, "8.0.36").is_ok());
+        let err = check_pair(maria_11, "11.4.2-MariaDB").unwrap_err();
+        assert_eq!(err.category(), "client-too-old");
+        assert!(err.to_string().contains("11.4.2-MariaDB") && err.to_string().contains("10.11.19"));
+        let mysqldump_8 =
+            "mysqldump  Ver 8.0.36 for Linux on x86_64 (MySQL Community Server - GPL)";
+        assert!(check_pair(mysqldump_8, "10.11.6-MariaDB").is_err());
+        assert!(check_pair(mysqldump_8, "8.4.0").is_err());
+        assert!(check_pair(mysqldump_8, "8.0.40").is_ok());
+        assert!(check_pair("something else", "8.0.40").is_ok());
+    }
 
     #[test]
     fn counts_rows_in_any_chunking() {

@@ -9,6 +9,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{ChildStdin, ChildStdout, Command, Stdio};
 
+use super::pg_tools::{self, PgTools};
 use super::{DbUri, ToolProcess, conninfo_quote, spawn_tool};
 use crate::agent::error::{AgentError, Result};
 use crate::agent::manifest::TableCount;
@@ -37,8 +38,8 @@ pub fn conninfo(uri: &DbUri, db: &str) -> String {
     parts.join(" ")
 }
 
-fn command(tool: &str, uri: &DbUri) -> Command {
-    let mut cmd = Command::new(tool);
+fn command(program: std::path::PathBuf, uri: &DbUri) -> Command {
+    let mut cmd = Command::new(program);
     cmd.env_remove("PGPASSWORD");
     if let Some(p) = &uri.password {
         cmd.env("PGPASSWORD", &p.0);
@@ -50,7 +51,8 @@ fn command(tool: &str, uri: &DbUri) -> Command {
 }
 
 fn psql(uri: &DbUri, db: &str) -> Command {
-    let mut cmd = command("psql", uri);
+    // psql talks to servers of any version: the newest bundled one.
+    let mut cmd = command(pg_tools::newest().program("psql"), uri);
     cmd.args(["-X", "-w", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"])
         .arg(conninfo(uri, db));
     cmd
@@ -114,12 +116,10 @@ pub fn list_databases(uri: &DbUri) -> Result<Vec<String>> {
     )
 }
 
-/// Exact per-table row counts, one JSON document. Only ordinary tables (partitions count as
-/// their own tables, their parents are not double-counted), no system or extension tables.
-const ROW_COUNTS_SQL: &str = r#"SELECT coalesce(json_agg(json_build_object(
-    'schema', n.nspname, 'name', c.relname,
-    'rows', (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM ONLY %I.%I', n.nspname, c.relname), false, true, '')))[1]::text::bigint)
-  ORDER BY n.nspname, c.relname), '[]'::json)
+/// The tables whose rows are counted, as one JSON array of `[schema, table]`: only ordinary
+/// tables (partitions count as their own tables, their parents are not double-counted), no
+/// system or extension tables.
+const TABLES_SQL: &str = r#"SELECT coalesce(json_agg(json_build_array(n.nspname, c.relname) ORDER BY n.nspname, c.relname), '[]'::json)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind = 'r'
   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
@@ -127,16 +127,71 @@ WHERE c.relkind = 'r'
   AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e');
 "#;
 
-/// Parse the JSON produced by the row-count query.
-pub fn parse_row_counts(json: &str) -> Result<Vec<TableCount>> {
-    serde_json::from_str(json)
-        .map_err(|e| AgentError::Source(format!("cannot parse row counts: {e}")))
+/// Tables counted per query (one `count(*)` sub-select each).
+const COUNTS_PER_QUERY: usize = 200;
+
+/// A PostgreSQL identifier, always quoted.
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Parse the JSON list of tables.
+fn parse_tables(json: &str) -> Result<Vec<(String, String)>> {
+    serde_json::from_str(json).map_err(|e| AgentError::Source(format!("cannot list tables: {e}")))
+}
+
+/// `SELECT json_build_array((SELECT count(*) FROM ONLY "s"."t"), …)` for a batch of tables.
+fn counts_sql(tables: &[(String, String)]) -> String {
+    let parts: Vec<String> = tables
+        .iter()
+        .map(|(s, t)| {
+            format!(
+                "(SELECT count(*) FROM ONLY {}.{})",
+                quote_ident(s),
+                quote_ident(t)
+            )
+        })
+        .collect();
+    format!("SELECT json_build_array({});\n", parts.join(", "))
+}
+
+/// Exact per-table row counts through `run` (a statement in → output lines): the tables, then
+/// their counts in batches — plain SQL, nothing the server may lack (no XML functions).
+fn count_rows(mut run: impl FnMut(&str) -> Result<Vec<String>>) -> Result<Vec<TableCount>> {
+    let tables = parse_tables(&run(TABLES_SQL)?.join("\n"))?;
+    let mut out = Vec::with_capacity(tables.len());
+    for batch in tables.chunks(COUNTS_PER_QUERY) {
+        let counts: Vec<u64> = serde_json::from_str(&run(&counts_sql(batch))?.join("\n"))
+            .map_err(|e| AgentError::Source(format!("cannot parse row counts: {e}")))?;
+        if counts.len() != batch.len() {
+            return Err(AgentError::Source(format!(
+                "{} row counts for {} tables",
+                counts.len(),
+                batch.len()
+            )));
+        }
+        out.extend(
+            batch
+                .iter()
+                .zip(counts)
+                .map(|((schema, name), rows)| TableCount {
+                    schema: schema.clone(),
+                    name: name.clone(),
+                    rows,
+                }),
+        );
+    }
+    Ok(out)
 }
 
 /// Exact row counts of `db` in a fresh snapshot (used by tests and restore checks).
 pub fn row_counts(uri: &DbUri, db: &str) -> Result<Vec<TableCount>> {
-    let lines = query(uri, db, ROW_COUNTS_SQL, &[], AgentError::Source)?;
-    parse_row_counts(&lines.join("\n"))
+    // One psql session: the listing and the counts see the same snapshot.
+    let mut session = SnapshotSession::open(uri, db)?;
+    match session.row_counts() {
+        Ok(counts) => session.close().map(|_| counts),
+        Err(e) => Err(session.close_with_error().unwrap_or(e)),
+    }
 }
 
 /// A `psql` session holding a REPEATABLE READ transaction whose snapshot was exported.
@@ -227,8 +282,7 @@ impl SnapshotSession {
 
     /// Exact per-table row counts inside the exported snapshot.
     pub fn row_counts(&mut self) -> Result<Vec<TableCount>> {
-        let lines = self.run(ROW_COUNTS_SQL)?;
-        parse_row_counts(&lines.join("\n"))
+        count_rows(|sql| self.run(sql))
     }
 
     /// Commit (nothing was written) and close the session.
@@ -246,9 +300,16 @@ impl SnapshotSession {
     }
 }
 
-/// Start `pg_dump -Fc -Z0` of `db` in `snapshot` (stdout is the archive).
-pub fn spawn_dump(uri: &DbUri, db: &str, snapshot: &str, extra: &[String]) -> Result<ToolProcess> {
-    let mut cmd = command("pg_dump", uri);
+/// Start `pg_dump -Fc -Z0` of `db` in `snapshot` (stdout is the archive), from `tools`
+/// ([`pg_tools::for_server`]).
+pub fn spawn_dump(
+    tools: &PgTools,
+    uri: &DbUri,
+    db: &str,
+    snapshot: &str,
+    extra: &[String],
+) -> Result<ToolProcess> {
+    let mut cmd = command(tools.program("pg_dump"), uri);
     cmd.args(["-w", "--format=custom", "--compress=0"])
         .arg(format!("--snapshot={snapshot}"))
         .args(extra)
@@ -258,8 +319,8 @@ pub fn spawn_dump(uri: &DbUri, db: &str, snapshot: &str, extra: &[String]) -> Re
 }
 
 /// Start `pg_dumpall --globals-only` (roles, memberships, tablespaces).
-pub fn spawn_globals(uri: &DbUri, extra: &[String]) -> Result<ToolProcess> {
-    let mut cmd = command("pg_dumpall", uri);
+pub fn spawn_globals(tools: &PgTools, uri: &DbUri, extra: &[String]) -> Result<ToolProcess> {
+    let mut cmd = command(tools.program("pg_dumpall"), uri);
     let db = uri.database.as_deref().unwrap_or(MAINTENANCE_DB);
     cmd.args(["-w", "--globals-only"])
         .args(extra)
@@ -322,9 +383,15 @@ pub struct RestoreOptions {
     pub extra: Vec<String>,
 }
 
-/// Start `pg_restore --exit-on-error` into `db`, reading the archive from stdin.
-pub fn spawn_restore(uri: &DbUri, db: &str, opts: &RestoreOptions) -> Result<ToolProcess> {
-    let mut cmd = command("pg_restore", uri);
+/// Start `pg_restore --exit-on-error` into `db`, reading the archive from stdin, from `tools`
+/// ([`pg_tools::for_archive`]).
+pub fn spawn_restore(
+    tools: &PgTools,
+    uri: &DbUri,
+    db: &str,
+    opts: &RestoreOptions,
+) -> Result<ToolProcess> {
+    let mut cmd = command(tools.program("pg_restore"), uri);
     cmd.args(["-w", "--exit-on-error"]);
     if opts.clean {
         cmd.args(["--clean", "--if-exists"]);
@@ -507,13 +574,27 @@ mod tests {
     }
 
     #[test]
-    fn parses_counts() {
-        let c = parse_row_counts(
-            r#"[{"schema":"public","name":"t","rows":3},
- {"schema":"s","name":"u","rows":0}]"#,
-        )
+    fn counts_batch_quoted_tables() {
+        let tables = vec![
+            ("public".to_string(), "t".to_string()),
+            ("we\"ird".to_string(), "x y".to_string()),
+        ];
+        assert_eq!(
+            counts_sql(&tables),
+            "SELECT json_build_array((SELECT count(*) FROM ONLY \"public\".\"t\"), (SELECT count(*) FROM ONLY \"we\"\"ird\".\"x y\"));\n"
+        );
+        let mut asked = Vec::new();
+        let counts = count_rows(|sql| {
+            asked.push(sql.to_string());
+            Ok(vec![if sql == TABLES_SQL {
+                r#"[["public","t"],["s","u"]]"#.to_string()
+            } else {
+                "[3, 0]".to_string()
+            }])
+        })
         .unwrap();
-        assert_eq!(c.len(), 2);
-        assert_eq!(c[0].rows, 3);
+        assert_eq!(asked.len(), 2);
+        assert_eq!((counts[0].rows, counts[1].name.as_str()), (3, "u"));
+        assert!(count_rows(|_| Ok(vec!["[[\"a\",\"b\"]]".into()])).is_err());
     }
 }

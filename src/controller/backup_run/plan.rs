@@ -201,6 +201,7 @@ fn failure_reason(
             Some("integrity") => "ChecksumMismatch",
             Some("crypto") => "EncryptionFailed",
             Some("config") => "InvalidConfiguration",
+            Some("client-too-old") => "ClientTooOld",
             _ => "BackupFailed",
         };
         return (

@@ -180,6 +180,11 @@ reasons! {
     InvalidConfiguration = "InvalidConfiguration",
     /// The backup agent failed with any other category.
     BackupFailed = "BackupFailed",
+    /// The agent's client tools are older than the server or the archive, or a known-bad pair
+    /// (agent category `client-too-old`; backups and restores). The message names both versions.
+    ClientTooOld = "ClientTooOld",
+    /// The agent container was killed for exceeding its memory limit (`OOMKilled`).
+    OutOfMemory = "OutOfMemory",
 
     // --- Restore failures reported by the agent ---
     /// The restore target database is not empty and the restore does not overwrite or clean it.
@@ -468,7 +473,7 @@ mod tests {
         for (i, &r) in Reason::ALL.iter().enumerate() {
             assert_eq!(r as usize, i, "{r:?} is out of place in ALL");
         }
-        assert_eq!(Reason::ALL.len(), 95);
+        assert_eq!(Reason::ALL.len(), 97);
         assert_eq!(Reason::ALL.last(), Some(&Reason::NotReady));
     }
 

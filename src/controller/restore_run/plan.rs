@@ -41,6 +41,7 @@ pub fn failure_reason(
             Some("crypto") => "DecryptionFailed",
             Some("storage") => "StorageError",
             Some("config") => "InvalidConfiguration",
+            Some("client-too-old") => "ClientTooOld",
             _ => "RestoreFailed",
         };
         return (reason.into(), error);
