@@ -474,6 +474,7 @@ spec: {policyRef: {name: nightly}, trigger: Scheduled, scheduledTime: "2026-11-2
         JobDefaults {
             agent_image: "ghcr.io/dataguardian/dataguardian:0.1.0".into(),
             ttl_seconds_after_finished: 86_400,
+            egress: Default::default(),
         }
     }
 

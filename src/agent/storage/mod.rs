@@ -5,6 +5,7 @@ use std::io::{self, Read, Write};
 use std::time::Duration;
 
 use super::error::{AgentError, Result};
+use crate::egress::EgressPolicy;
 
 pub mod file;
 pub mod s3;
@@ -157,6 +158,8 @@ pub struct S3Settings {
     pub sse: Option<Sse>,
     /// Storage class for every object written.
     pub storage_class: Option<String>,
+    /// Which internal address ranges the endpoint may resolve to (from the operator).
+    pub egress: EgressPolicy,
 }
 
 impl Default for S3Settings {
@@ -173,6 +176,7 @@ impl Default for S3Settings {
             object_lock: None,
             sse: None,
             storage_class: None,
+            egress: EgressPolicy::default(),
         }
     }
 }

@@ -27,6 +27,7 @@ use tokio::task::JoinSet;
 use super::{LockMode, S3Settings, SinkWriter, Sse, StoredObject};
 use crate::agent::error::{AgentError, Result, into_io};
 use crate::agent::hash::sha256_raw;
+use crate::egress::cap::{CollectError, collect_capped};
 
 /// A connected S3 bucket.
 #[derive(Clone)]
@@ -59,14 +60,11 @@ where
 
 /// Build an S3 client: rustls with the ring provider (no aws-lc), plain-http endpoints allowed,
 /// optional path-style addressing. Credentials come from the standard AWS chain (environment,
-/// web identity / IRSA, profile, container or instance metadata).
+/// web identity / IRSA, profile, container or instance metadata) over the platform's client;
+/// the S3 calls themselves go through the egress policy's client (resolved address checked
+/// before each connection, replies capped).
 pub async fn client(settings: &S3Settings) -> Client {
-    use aws_smithy_http_client::tls;
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(
-            tls::rustls_provider::CryptoMode::Ring,
-        ))
-        .build_https();
+    let http = crate::egress::s3::platform_http_client();
     let timeouts = aws_sdk_s3::config::timeout::TimeoutConfig::builder()
         .connect_timeout(Duration::from_secs(10))
         .operation_attempt_timeout(settings.attempt_timeout)
@@ -81,7 +79,8 @@ pub async fn client(settings: &S3Settings) -> Client {
     let mut b = aws_sdk_s3::config::Builder::from(&shared)
         .force_path_style(settings.path_style)
         // Our own per-request retry loop handles backoff; the SDK makes one attempt.
-        .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled());
+        .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
+        .http_client(crate::egress::s3::http_client(&settings.egress));
     if shared.region().is_none() {
         b = b.region(aws_sdk_s3::config::Region::new("us-east-1"));
     }
@@ -353,8 +352,15 @@ impl S3Store {
                     self.bucket
                 ));
             }
-            let data = out.body.collect().await.map_err(|e| e.to_string())?;
-            Ok(data.into_bytes().to_vec())
+            // A reply without Content-Length (chunked) is read only up to the limit.
+            collect_capped(out.body, limit as u64)
+                .await
+                .map_err(|e| match e {
+                    CollectError::Cap(_) => {
+                        format!("s3://{}/{key} is larger than {limit} bytes", self.bucket)
+                    }
+                    CollectError::Read(e) => format!("reading s3://{}/{key}: {}", self.bucket, DisplayErrorContext(e)),
+                })
         })
         .await
     }

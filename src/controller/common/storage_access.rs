@@ -19,6 +19,8 @@ use kube::Api;
 
 use crate::api::BackupStorage;
 use crate::api::backup_storage::S3Storage;
+use crate::egress::EgressPolicy;
+use crate::egress::cap::{CollectError, collect_capped};
 
 /// Why the storage could not be used.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -66,6 +68,7 @@ impl StorageAccess {
         client: &kube::Client,
         ns: &str,
         storage: &BackupStorage,
+        egress: &EgressPolicy,
     ) -> Result<Self, AccessError> {
         let Some(s3) = &storage.spec.s3 else {
             return Err(AccessError::NotReachableFromOperator);
@@ -121,13 +124,19 @@ impl StorageAccess {
                 ))
             }
         };
-        Ok(Self::connect(s3, credentials).await)
+        Ok(Self::connect(s3, credentials, egress).await)
     }
 
     /// Builds the client from an S3 block and explicit (or ambient, when `None`) credentials.
-    /// All clients share one HTTPS client (TLS roots, connection pool).
-    pub async fn connect(s3: &S3Storage, credentials: Option<Credentials>) -> Self {
-        let http = shared_http_client();
+    /// Every connection to the endpoint goes through `egress` (the resolved address is checked
+    /// before the socket opens; replies are capped); the ambient credential providers keep the
+    /// platform's client. All clients share those two HTTPS clients (TLS roots, connection pool).
+    pub async fn connect(
+        s3: &S3Storage,
+        credentials: Option<Credentials>,
+        egress: &EgressPolicy,
+    ) -> Self {
+        let http = crate::egress::s3::platform_http_client();
         let timeouts = aws_sdk_s3::config::timeout::TimeoutConfig::builder()
             .connect_timeout(Duration::from_secs(5))
             .operation_timeout(Duration::from_secs(30))
@@ -140,8 +149,9 @@ impl StorageAccess {
             loader = loader.credentials_provider(c);
         }
         let shared = loader.load().await;
-        let mut b =
-            aws_sdk_s3::config::Builder::from(&shared).force_path_style(s3.force_path_style);
+        let mut b = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(s3.force_path_style)
+            .http_client(crate::egress::s3::http_client(egress));
         if let Some(ep) = &s3.endpoint {
             b = b.endpoint_url(ep.clone());
         }
@@ -188,17 +198,17 @@ impl StorageAccess {
             }
             Err(e) => return Err(s3_error(&format!("GET {key}"), e)),
         };
-        if out.content_length().unwrap_or(0) as usize > limit {
-            return Err(AccessError::S3(format!(
-                "object {key} is larger than {limit} bytes"
-            )));
+        let too_large = || AccessError::S3(format!("object {key} is larger than {limit} bytes"));
+        if out.content_length().unwrap_or(0) as u64 > limit as u64 {
+            return Err(too_large());
         }
-        let bytes = out
-            .body
-            .collect()
+        // A reply without Content-Length (chunked) is read only up to the limit.
+        collect_capped(out.body, limit as u64)
             .await
-            .map_err(|e| AccessError::S3(format!("reading {key}: {e}")))?;
-        Ok(bytes.into_bytes().to_vec())
+            .map_err(|e| match e {
+                CollectError::Cap(_) => too_large(),
+                CollectError::Read(e) => AccessError::S3(format!("reading {key}: {}", DisplayErrorContext(e))),
+            })
     }
 
     /// Size, retention and checksum of an object.
@@ -317,22 +327,4 @@ impl StorageAccess {
             Err(e) => Err(s3_error("GetObjectLockConfiguration", e)),
         }
     }
-}
-
-/// The operator's one HTTPS client for S3, shared by every storage's client: building one
-/// loads and parses the TLS root certificates, which every probe of every storage used to repeat
-/// (with 100 storages probed at start-up, megabytes of garbage and CPU for nothing). Its
-/// connection pool is keyed by endpoint, so storages do not share connections.
-fn shared_http_client() -> aws_sdk_s3::config::SharedHttpClient {
-    use aws_smithy_http_client::tls;
-    static HTTP: std::sync::OnceLock<aws_sdk_s3::config::SharedHttpClient> =
-        std::sync::OnceLock::new();
-    HTTP.get_or_init(|| {
-        aws_smithy_http_client::Builder::new()
-            .tls_provider(tls::Provider::Rustls(
-                tls::rustls_provider::CryptoMode::Ring,
-            ))
-            .build_https()
-    })
-    .clone()
 }
