@@ -49,7 +49,9 @@ impl Cidr {
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.network, ip) {
             (IpAddr::V4(n), IpAddr::V4(a)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(n) & mask == u32::from(a) & mask
             }
             (IpAddr::V6(n), IpAddr::V6(a)) => {
@@ -190,7 +192,10 @@ fn classify_v4(ip: Ipv4Addr) -> AddressClass {
         (Cidr::v4(10, 0, 0, 0, 8), AddressClass::Private),
         (Cidr::v4(172, 16, 0, 0, 12), AddressClass::Private),
         (Cidr::v4(192, 168, 0, 0, 16), AddressClass::Private),
-        (Cidr::v4(100, 64, 0, 0, 10), AddressClass::SharedAddressSpace),
+        (
+            Cidr::v4(100, 64, 0, 0, 10),
+            AddressClass::SharedAddressSpace,
+        ),
         (Cidr::v4(192, 0, 0, 0, 24), AddressClass::Reserved),
         (Cidr::v4(192, 0, 2, 0, 24), AddressClass::Reserved),
         (Cidr::v4(198, 18, 0, 0, 15), AddressClass::Reserved),

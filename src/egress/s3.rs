@@ -112,8 +112,10 @@ fn reply_cap(request_query: Option<&str>, status: u16) -> Option<u64> {
     if !(200..300).contains(&status) {
         return Some(cap::ERROR_BODY_CAP);
     }
-    let download = request_query
-        .is_some_and(|q| q.split('&').any(|p| p.eq_ignore_ascii_case("x-id=GetObject")));
+    let download = request_query.is_some_and(|q| {
+        q.split('&')
+            .any(|p| p.eq_ignore_ascii_case("x-id=GetObject"))
+    });
     (!download).then_some(cap::BUFFERED_REPLY_CAP)
 }
 
@@ -142,6 +144,69 @@ impl HttpConnector for PolicyConnector {
     }
 }
 
+/// What an S3 error may say in status, Events and logs: the egress refusal or read cap when
+/// that is what stopped it, the S3 error code and (shortened) message when the endpoint
+/// answered as S3 does, otherwise only the kind of failure — never a reply body or a
+/// transport detail from whatever answered.
+pub fn error_text<E>(
+    e: &aws_smithy_runtime_api::client::result::SdkError<
+        E,
+        aws_smithy_runtime_api::client::orchestrator::HttpResponse,
+    >,
+) -> String
+where
+    E: std::error::Error + aws_smithy_types::error::metadata::ProvideErrorMetadata + 'static,
+{
+    use aws_smithy_runtime_api::client::result::SdkError;
+    if let Some(refused) = super::refusal(e) {
+        return refused.to_string();
+    }
+    if let Some(cap) = find::<cap::CapExceeded>(e) {
+        return cap.to_string();
+    }
+    match e {
+        SdkError::ServiceError(s) => {
+            let code = s.err().code().unwrap_or("an unrecognised error");
+            let status = s.raw().status().as_u16();
+            match s.err().message() {
+                Some(m) => format!("HTTP {status}, {}: {}", clean(code, 64), clean(m, 200)),
+                None => format!("HTTP {status}, {}", clean(code, 64)),
+            }
+        }
+        SdkError::TimeoutError(_) => "the endpoint did not answer in time".into(),
+        SdkError::DispatchFailure(d) if d.is_timeout() => {
+            "the endpoint did not answer in time".into()
+        }
+        SdkError::DispatchFailure(d) if d.is_io() => "could not connect to the endpoint".into(),
+        SdkError::DispatchFailure(_) => "the request could not be sent".into(),
+        SdkError::ResponseError(_) => "the endpoint's reply is not an S3 reply".into(),
+        SdkError::ConstructionFailure(_) => "the request could not be built".into(),
+        _ => "the S3 request failed".into(),
+    }
+}
+
+fn find<'a, T: std::error::Error + 'static>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut cur: Option<&'a (dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = cur {
+        if let Some(found) = e.downcast_ref::<T>() {
+            return Some(found);
+        }
+        cur = e.source();
+    }
+    None
+}
+
+/// At most `max` characters of `text`, without control characters.
+fn clean(text: &str, max: usize) -> String {
+    let mut out: String = text.chars().filter(|c| !c.is_control()).take(max).collect();
+    if text.chars().count() > max {
+        out.push('…');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,10 +214,7 @@ mod tests {
     #[test]
     fn downloads_stream_and_everything_else_is_capped() {
         assert_eq!(reply_cap(Some("x-id=GetObject"), 200), None);
-        assert_eq!(
-            reply_cap(Some("versionId=1&x-id=GetObject"), 206),
-            None
-        );
+        assert_eq!(reply_cap(Some("versionId=1&x-id=GetObject"), 206), None);
         assert_eq!(
             reply_cap(Some("list-type=2&prefix=a"), 200),
             Some(cap::BUFFERED_REPLY_CAP)

@@ -69,7 +69,12 @@ impl EndlessServer {
                         return;
                     }
                     let chunk = vec![b'A'; 64 << 10];
-                    let framed = [format!("{:x}\r\n", chunk.len()).into_bytes(), chunk, b"\r\n".to_vec()].concat();
+                    let framed = [
+                        format!("{:x}\r\n", chunk.len()).into_bytes(),
+                        chunk,
+                        b"\r\n".to_vec(),
+                    ]
+                    .concat();
                     loop {
                         if socket.write_all(&framed).await.is_err() {
                             return;

@@ -22,14 +22,24 @@ fn cidrs_parse_print_and_contain() {
     assert!(!v6.contains(ip("fe80::1")));
     let host: Cidr = "::1/128".parse().unwrap();
     assert!(host.contains(ip("::1")));
-    for bad in ["10.0.0.0", "10.0.0.0/33", "fd00::/129", "x/8", "10.0.0.0/-1", ""] {
+    for bad in [
+        "10.0.0.0",
+        "10.0.0.0/33",
+        "fd00::/129",
+        "x/8",
+        "10.0.0.0/-1",
+        "",
+    ] {
         assert!(bad.parse::<Cidr>().is_err(), "{bad:?} accepted");
     }
     assert!(EgressPolicy::from_list("127.0.0.0/8, nope").is_err());
     let p = EgressPolicy::from_list(" 127.0.0.0/8 ,fd00::/8,").unwrap();
     assert_eq!(p.to_list(), "127.0.0.0/8,fd00::/8");
     assert_eq!(EgressPolicy::from_list(&p.to_list()).unwrap(), p);
-    assert_eq!(EgressPolicy::from_list("").unwrap(), EgressPolicy::default());
+    assert_eq!(
+        EgressPolicy::from_list("").unwrap(),
+        EgressPolicy::default()
+    );
 }
 
 #[test]
@@ -95,16 +105,29 @@ fn metadata_addresses_are_refused_even_when_allowed() {
 fn internal_addresses_need_an_allowed_range() {
     let none = EgressPolicy::default();
     let lo = loopback_only();
-    for addr in ["127.0.0.1", "10.0.0.1", "192.168.0.10", "100.64.1.1", "fd00::1", "::1"] {
+    for addr in [
+        "127.0.0.1",
+        "10.0.0.1",
+        "192.168.0.10",
+        "100.64.1.1",
+        "fd00::1",
+        "::1",
+    ] {
         let err = none.check("h", ip(addr)).unwrap_err();
         assert!(matches!(err, EgressError::NotAllowed { .. }), "{addr}");
         assert!(err.to_string().contains("DG_EGRESS_ALLOW_CIDRS"), "{err}");
     }
     assert!(lo.check("h", ip("127.0.0.1")).is_ok());
     assert!(lo.check("h", ip("127.9.9.9")).is_ok());
-    assert!(lo.check("h", ip("::ffff:127.0.0.1")).is_ok(), "mapped loopback");
+    assert!(
+        lo.check("h", ip("::ffff:127.0.0.1")).is_ok(),
+        "mapped loopback"
+    );
     for addr in ["10.0.0.1", "172.16.0.1", "::1", "fd00::1"] {
-        assert!(lo.check("h", ip(addr)).is_err(), "{addr} passed a 127/8 policy");
+        assert!(
+            lo.check("h", ip(addr)).is_err(),
+            "{addr} passed a 127/8 policy"
+        );
     }
     for addr in ["8.8.8.8", "2600:1f18::1"] {
         assert!(none.check("h", ip(addr)).is_ok(), "{addr}");
@@ -124,7 +147,10 @@ fn refusals_name_the_host_as_written_and_never_the_resolved_address() {
 #[tokio::test]
 async fn names_are_checked_after_resolution() {
     // `localhost` resolves to loopback: a name does not hide the address it reaches.
-    let err = EgressPolicy::default().resolve("localhost").await.unwrap_err();
+    let err = EgressPolicy::default()
+        .resolve("localhost")
+        .await
+        .unwrap_err();
     assert!(matches!(err, EgressError::NotAllowed { .. }), "{err:?}");
     let addrs = loopback_only().resolve("localhost").await;
     // Some hosts also map localhost to ::1, which a 127/8 policy refuses as a whole.

@@ -18,13 +18,13 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
-use crate::egress::{ENV_ALLOW_CIDRS, EgressPolicy};
 use crate::api::common::{JobTemplate, SecretKeySelector};
 use crate::contract::{
     AGENT_CONTAINER, APP_NAME, COMPONENT_LABEL, INSTANCE_LABEL, LOG_FORMAT_ENV, LOG_FORMAT_JSON,
     MANAGED_BY_LABEL, NAME_LABEL, OPERATOR_NAME, PART_OF_LABEL, TERMINATION_LOG,
     TERMINATION_LOG_ENV,
 };
+use crate::egress::{ENV_ALLOW_CIDRS, EgressPolicy};
 
 use super::naming::label_value;
 

@@ -295,7 +295,8 @@ mod tests {
     async fn a_post_is_retried_on_server_errors_and_delivered() {
         let (url, bodies, calls) = receiver(vec![503, 500]).await;
         let body = serde_json::json!({"event": "BackupFailed"});
-        loopback().post_json(&url, &body, Duration::from_millis(10))
+        loopback()
+            .post_json(&url, &body, Duration::from_millis(10))
             .await
             .unwrap();
         assert_eq!(calls.load(Ordering::SeqCst), 3);
@@ -308,7 +309,9 @@ mod tests {
         let (url, _, calls) = receiver(vec![404]).await;
         let body = serde_json::json!({});
         assert_eq!(
-            loopback().post_json(&url, &body, Duration::from_millis(10)).await,
+            loopback()
+                .post_json(&url, &body, Duration::from_millis(10))
+                .await,
             Err(DeliveryError::Rejected {
                 status: 404,
                 attempts: 1
@@ -318,7 +321,9 @@ mod tests {
 
         let (url, _, calls) = receiver(vec![500, 500, 500, 500]).await;
         assert_eq!(
-            loopback().post_json(&url, &body, Duration::from_millis(10)).await,
+            loopback()
+                .post_json(&url, &body, Duration::from_millis(10))
+                .await,
             Err(DeliveryError::Rejected {
                 status: 500,
                 attempts: ATTEMPTS
@@ -336,7 +341,9 @@ mod tests {
         };
         let url = format!("http://127.0.0.1:{port}/hook").parse().unwrap();
         assert_eq!(
-            loopback().post_json(&url, &serde_json::json!({}), Duration::from_millis(10)).await,
+            loopback()
+                .post_json(&url, &serde_json::json!({}), Duration::from_millis(10))
+                .await,
             Err(DeliveryError::Unreachable { attempts: ATTEMPTS })
         );
     }
@@ -353,7 +360,11 @@ mod tests {
             format!("http://localhost:{port}/hook/s3cr3t"),
         ] {
             let err = nothing_internal
-                .post_json(&url.parse().unwrap(), &serde_json::json!({}), Duration::ZERO)
+                .post_json(
+                    &url.parse().unwrap(),
+                    &serde_json::json!({}),
+                    Duration::ZERO,
+                )
                 .await
                 .unwrap_err();
             assert!(
@@ -375,7 +386,11 @@ mod tests {
         ] {
             let started = std::time::Instant::now();
             let err = loopback()
-                .post_json(&url.parse().unwrap(), &serde_json::json!({}), Duration::ZERO)
+                .post_json(
+                    &url.parse().unwrap(),
+                    &serde_json::json!({}),
+                    Duration::ZERO,
+                )
                 .await
                 .unwrap_err();
             assert!(started.elapsed() < Duration::from_secs(1), "{url}");

@@ -11,7 +11,7 @@ use std::io::{self, Read};
 use std::time::Duration;
 
 use aws_sdk_s3::Client;
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
     ChecksumAlgorithm, ChecksumMode, CompletedMultipartUpload, CompletedPart, ObjectLockMode,
@@ -37,25 +37,15 @@ pub struct S3Store {
     settings: S3Settings,
 }
 
-fn err_text<E, R>(e: &SdkError<E, R>) -> String
+/// The error text: the egress refusal or read cap, the S3 code and message, or the kind of
+/// failure — never a reply body from the endpoint ([`crate::egress::s3::error_text`]).
+fn err_text<E>(
+    e: &SdkError<E, aws_smithy_runtime_api::client::orchestrator::HttpResponse>,
+) -> String
 where
     E: std::error::Error + ProvideErrorMetadata + 'static,
-    R: std::fmt::Debug,
 {
-    if let Some(code) = e.as_service_error().and_then(|s| s.code()) {
-        let message = e.as_service_error().and_then(|s| s.message()).unwrap_or("");
-        return format!("{code}: {message}");
-    }
-    let mut text = DisplayErrorContext(e).to_string();
-    if text.len() > 600 {
-        let cut = (0..=600)
-            .rev()
-            .find(|i| text.is_char_boundary(*i))
-            .unwrap_or(0);
-        text.truncate(cut);
-        text.push_str(" …");
-    }
-    text
+    crate::egress::s3::error_text(e)
 }
 
 /// Build an S3 client: rustls with the ring provider (no aws-lc), plain-http endpoints allowed,
@@ -359,7 +349,10 @@ impl S3Store {
                     CollectError::Cap(_) => {
                         format!("s3://{}/{key} is larger than {limit} bytes", self.bucket)
                     }
-                    CollectError::Read(e) => format!("reading s3://{}/{key}: {}", self.bucket, DisplayErrorContext(e)),
+                    CollectError::Read(_) => format!(
+                        "reading s3://{}/{key}: the reply broke off or exceeded a read cap",
+                        self.bucket
+                    ),
                 })
         })
         .await

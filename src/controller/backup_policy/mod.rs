@@ -389,13 +389,15 @@ async fn apply_retention(
         return Ok(requeue_at);
     }
     let access = match storage {
-        Some(s) if s.spec.s3.is_some() => match StorageAccess::open(&ctx.client, ns, s, &ctx.settings.egress).await {
-            Ok(a) => Some(a),
-            Err(e) => {
-                tracing::warn!(policy = %policy.name_any(), error = %e, "storage unavailable: retention waits");
-                return Ok(Some(now + chrono::Duration::seconds(60)));
+        Some(s) if s.spec.s3.is_some() => {
+            match StorageAccess::open(&ctx.client, ns, s, &ctx.settings.egress).await {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    tracing::warn!(policy = %policy.name_any(), error = %e, "storage unavailable: retention waits");
+                    return Ok(Some(now + chrono::Duration::seconds(60)));
+                }
             }
-        },
+        }
         _ => None,
     };
     for cleanup in &plan.cleanups {

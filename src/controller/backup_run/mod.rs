@@ -180,7 +180,10 @@ pub async fn reconcile(run: Arc<BackupRun>, ctx: Arc<Context>) -> Result<Action>
                 .map(|p| p.spec.storage_ref.name.clone())
                 .unwrap_or_default();
             let confirmed = match storage.as_ref() {
-                Some(s) => artifact_check::confirm(&ctx.client, &ns, s, &report, &ctx.settings.egress).await,
+                Some(s) => {
+                    artifact_check::confirm(&ctx.client, &ns, s, &report, &ctx.settings.egress)
+                        .await
+                }
                 None => Err(format!(
                     "BackupStorage {storage_name} no longer exists; the artifact cannot be confirmed"
                 )),

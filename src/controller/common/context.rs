@@ -199,15 +199,14 @@ impl Context {
         let ctx = self.clone();
         let policy = policy.clone();
         tokio::spawn(async move {
-            let outcomes =
-                crate::notify::send(
-                    &ctx.client,
-                    &ctx.webhooks,
-                    &policy.spec.notifications,
-                    &n,
-                    NOTIFY_BACKOFF,
-                )
-                .await;
+            let outcomes = crate::notify::send(
+                &ctx.client,
+                &ctx.webhooks,
+                &policy.spec.notifications,
+                &n,
+                NOTIFY_BACKOFF,
+            )
+            .await;
             for (rule, outcome) in outcomes {
                 let result = match &outcome {
                     Ok(()) => "delivered",

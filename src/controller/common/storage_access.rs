@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{Credentials, Region};
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ChecksumMode;
 use chrono::{DateTime, Utc};
@@ -55,11 +55,12 @@ pub struct StorageAccess {
     prefix: String,
 }
 
+/// The error in status and Events: never a reply body or transport detail from the endpoint.
 fn s3_error<E: std::error::Error + ProvideErrorMetadata + 'static>(
     what: &str,
     e: aws_sdk_s3::error::SdkError<E>,
 ) -> AccessError {
-    AccessError::S3(format!("{what}: {}", DisplayErrorContext(e)))
+    AccessError::S3(format!("{what}: {}", crate::egress::s3::error_text(&e)))
 }
 
 impl StorageAccess {
@@ -207,7 +208,9 @@ impl StorageAccess {
             .await
             .map_err(|e| match e {
                 CollectError::Cap(_) => too_large(),
-                CollectError::Read(e) => AccessError::S3(format!("reading {key}: {}", DisplayErrorContext(e))),
+                CollectError::Read(_) => AccessError::S3(format!(
+                    "reading {key}: the reply broke off or exceeded a read cap"
+                )),
             })
     }
 
@@ -326,5 +329,136 @@ impl StorageAccess {
             }
             Err(e) => Err(s3_error("GetObjectLockConfiguration", e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::egress::testing::{AcceptCounter, EndlessServer};
+    use std::time::Instant;
+
+    fn storage(endpoint: &str) -> S3Storage {
+        serde_json::from_value(serde_json::json!({
+            "bucket": "tenant-bucket",
+            "endpoint": endpoint,
+            "forcePathStyle": true,
+        }))
+        .unwrap()
+    }
+
+    fn creds() -> Option<Credentials> {
+        Some(Credentials::new(
+            "AKIDTEST",
+            "secret-key-value",
+            None,
+            None,
+            "test",
+        ))
+    }
+
+    fn loopback() -> EgressPolicy {
+        EgressPolicy::from_list("127.0.0.0/8").unwrap()
+    }
+
+    async fn get_error(endpoint: &str, egress: &EgressPolicy) -> String {
+        let access = StorageAccess::connect(&storage(endpoint), creds(), egress).await;
+        match access.get("manifest.json", 1 << 20).await {
+            Err(AccessError::S3(text)) => text,
+            other => panic!("{endpoint}: expected an S3 error, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_s3_endpoint_at_a_refused_address_is_never_contacted() {
+        let listener = AcceptCounter::start("127.0.0.1").await;
+        let port = listener.addr.port();
+        let nothing_internal = EgressPolicy::default();
+        for endpoint in [
+            format!("http://127.0.0.1:{port}"),
+            format!("http://localhost:{port}"),
+        ] {
+            let text = get_error(&endpoint, &nothing_internal).await;
+            assert!(text.contains("egress policy refused"), "{text}");
+            assert!(text.contains("DG_EGRESS_ALLOW_CIDRS"), "{text}");
+        }
+        for (endpoint, class) in [
+            ("http://169.254.169.254", "link-local"),
+            ("http://[fe80::1]:9000", "link-local"),
+            ("http://10.0.0.1:9000", "private"),
+            ("http://100.64.0.1:9000", "CGNAT"),
+        ] {
+            let started = Instant::now();
+            let text = get_error(endpoint, &loopback()).await;
+            assert!(
+                text.contains("egress policy refused") && text.contains(class),
+                "{endpoint}: {text}"
+            );
+            // Refused before connecting: no connect timeout (5 s) was waited for.
+            assert!(started.elapsed() < Duration::from_secs(3), "{endpoint}");
+        }
+        assert_eq!(listener.accepted(), 0, "a refused endpoint was contacted");
+        // Positive control: the same listener counts a connection once loopback is allowed.
+        let _ = get_error(&format!("http://127.0.0.1:{port}"), &loopback()).await;
+        assert!(listener.accepted() >= 1);
+    }
+
+    #[tokio::test]
+    async fn an_endless_s3_reply_is_read_only_up_to_the_cap() {
+        // An object download without Content-Length: the caller's limit stops it.
+        let server = EndlessServer::start(200).await;
+        let access = StorageAccess::connect(
+            &storage(&format!("http://{}", server.addr)),
+            creds(),
+            &loopback(),
+        )
+        .await;
+        let err = access.get("manifest.json", 1 << 20).await.unwrap_err();
+        assert!(
+            err.to_string().contains("larger than 1048576 bytes"),
+            "{err}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // The limit plus what the loopback socket buffers hold, nothing like "endless".
+        let sent = server.sent();
+        assert!(sent < (1 << 20) + (16 << 20), "{sent} bytes were sent");
+
+        // A reply the SDK buffers (an XML answer) stops at the client's cap, on every one of
+        // the SDK's attempts.
+        let server = EndlessServer::start(200).await;
+        let access = StorageAccess::connect(
+            &storage(&format!("http://{}", server.addr)),
+            creds(),
+            &loopback(),
+        )
+        .await;
+        let err = access.object_lock_enabled().await.unwrap_err().to_string();
+        assert!(err.contains("read cap"), "{err}");
+        assert!(!err.contains("AAAA"), "the reply body leaked: {err}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let sent = server.sent();
+        let attempts = 3;
+        assert!(
+            sent < attempts * (crate::egress::cap::BUFFERED_REPLY_CAP + (16 << 20)),
+            "{sent} bytes were sent"
+        );
+
+        // An error reply that never ends: capped, and its body is not echoed.
+        let server = EndlessServer::start(500).await;
+        let access = StorageAccess::connect(
+            &storage(&format!("http://{}", server.addr)),
+            creds(),
+            &loopback(),
+        )
+        .await;
+        let err = access.head("manifest.json").await.unwrap_err().to_string();
+        assert!(!err.contains("AAAA"), "{err}");
+        let err = access
+            .put("probe", b"x".to_vec())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("read cap"), "{err}");
+        assert!(!err.contains("AAAA"), "{err}");
     }
 }
