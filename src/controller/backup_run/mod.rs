@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::api::{Api, ListParams, LogParams};
+use kube::api::{Api, ListParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
@@ -389,11 +389,7 @@ async fn observe_job(ctx: &Context, ns: &str, job_name: Option<&str>) -> Result<
     }
     let progress = match pod_list.iter().rev().find(|p| pod_phase(p) == "Running") {
         Some(pod) => {
-            let params = LogParams {
-                container: Some(AGENT_CONTAINER.into()),
-                tail_lines: Some(50),
-                ..Default::default()
-            };
+            let params = crate::controller::common::job_watch::progress_log_params();
             match pods.logs(&pod.name_any(), &params).await {
                 Ok(log) => last_progress(&log),
                 Err(e) => {
