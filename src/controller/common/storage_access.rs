@@ -39,6 +39,16 @@ pub enum AccessError {
     NotFound(String),
 }
 
+/// The storage's credentials Secret is missing or incomplete. These messages reach BackupRun
+/// status, whose readers did not write the storage: they name the field, not the Secret, and
+/// read the same whether the Secret or a key is missing.
+fn unusable_credentials() -> AccessError {
+    AccessError::Credentials(
+        "the storage's credentialsSecretRef Secret does not exist or lacks AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
+            .into(),
+    )
+}
+
 /// Metadata of a stored object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectInfo {
@@ -82,14 +92,15 @@ impl StorageAccess {
                     .get_opt(&r.name)
                     .await
                     .map_err(|e| {
-                        AccessError::Credentials(format!("reading Secret {}: {e}", r.name))
+                        AccessError::Credentials(match e {
+                            kube::Error::Api(s) => format!(
+                                "reading the storage's credentialsSecretRef Secret failed (HTTP {})",
+                                s.code
+                            ),
+                            _ => "reading the storage's credentialsSecretRef Secret failed".into(),
+                        })
                     })?
-                    .ok_or_else(|| {
-                        AccessError::Credentials(format!(
-                            "Secret {} not found in namespace {ns}",
-                            r.name
-                        ))
-                    })?;
+                    .ok_or_else(unusable_credentials)?;
                 let value = |key: &str| -> Option<String> {
                     secret
                         .data
@@ -104,18 +115,8 @@ impl StorageAccess {
                                 .map(|s| s.trim().to_string())
                         })
                 };
-                let id = value("AWS_ACCESS_KEY_ID").ok_or_else(|| {
-                    AccessError::Credentials(format!(
-                        "Secret {} has no key AWS_ACCESS_KEY_ID",
-                        r.name
-                    ))
-                })?;
-                let key = value("AWS_SECRET_ACCESS_KEY").ok_or_else(|| {
-                    AccessError::Credentials(format!(
-                        "Secret {} has no key AWS_SECRET_ACCESS_KEY",
-                        r.name
-                    ))
-                })?;
+                let id = value("AWS_ACCESS_KEY_ID").ok_or_else(unusable_credentials)?;
+                let key = value("AWS_SECRET_ACCESS_KEY").ok_or_else(unusable_credentials)?;
                 Some(Credentials::new(
                     id,
                     key,
