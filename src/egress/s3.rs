@@ -77,7 +77,7 @@ impl ResolveDns for PolicyResolver {
             self.policy
                 .resolve(name)
                 .await
-                .map_err(|e| ResolveDnsError::new(e))
+                .map_err(ResolveDnsError::new)
         })
     }
 }

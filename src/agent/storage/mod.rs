@@ -273,7 +273,7 @@ impl Store {
         match (self, at) {
             (Store::S3(s), Location::S3 { prefix, .. }) => {
                 let (w, p) = s.begin_upload(prefix).await?;
-                Ok((w, Pending::S3(p)))
+                Ok((w, Pending::S3(Box::new(p))))
             }
             (Store::File(f), Location::File { path }) => {
                 let (w, p) = f.begin_upload(path)?;
@@ -306,7 +306,7 @@ pub trait SinkWriter: Write + Send {
 /// An upload whose bytes were written but which is not yet committed.
 pub enum Pending {
     /// S3 multipart upload.
-    S3(s3::PendingUpload),
+    S3(Box<s3::PendingUpload>),
     /// Temp file.
     File(file::PendingFile),
 }
