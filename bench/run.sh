@@ -65,6 +65,7 @@ export PGHOST=127.0.0.1 PGPORT="$PGPORT_" PGUSER=postgres
 # moto S3.
 moto_server -H 127.0.0.1 -p "$MOTO_PORT" >"$WORK/moto.log" 2>&1 &
 MOTO_PID=$!
+export DG_EGRESS_ALLOW_CIDRS=127.0.0.0/8
 export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
 ENDPOINT="http://127.0.0.1:$MOTO_PORT"
 for _ in $(seq 1 100); do curl -fs "$ENDPOINT" >/dev/null 2>&1 && break; sleep 0.1; done

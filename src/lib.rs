@@ -9,12 +9,15 @@
 //! - [`cli`]: the command-line interface of the `dataguardian` binary.
 //! - [`contract`]: the operator↔agent contract (summary, progress line, manifest view, exit
 //!   codes, Job constants).
+//! - [`egress`]: where tenant-named endpoints may be reached (the resolved-address policy) and
+//!   the caps on what is read from them.
 
 pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod contract;
 pub mod controller;
+pub mod egress;
 pub mod jobs;
 pub mod notify;
 pub mod operator;

@@ -417,3 +417,75 @@ fn s3_failing_mid_upload_retries_then_aborts_cleanly() {
     .assert_ok();
     assert_eq!(pg_fingerprint(&pg, "copy"), before);
 }
+
+/// A listener on 127.0.0.1 that counts the connections it accepts.
+fn accept_counter() -> (u16, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let count = std::sync::Arc::new(AtomicU64::new(0));
+    let seen = count.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            seen.fetch_add(1, Ordering::SeqCst);
+            drop(conn);
+        }
+    });
+    (port, count)
+}
+
+#[test]
+fn an_s3_endpoint_at_a_refused_address_is_never_contacted_by_the_agent() {
+    use std::sync::atomic::Ordering;
+    let (port, accepted) = accept_counter();
+    let restore = |endpoint: &str, allowed: &str| {
+        let mut env = s3_env();
+        env.push(("DG_EGRESS_ALLOW_CIDRS", allowed));
+        env.push(("DG_URI", "postgres://restore@127.0.0.1:1/shop"));
+        let started = Instant::now();
+        let run = run_agent(
+            &[
+                "restore",
+                "--engine",
+                "postgres",
+                "--from",
+                "s3://backups/nightly/manifest.json",
+                "--s3-endpoint",
+                endpoint,
+                "--s3-path-style",
+                "--s3-retries",
+                "0",
+            ],
+            &env,
+        );
+        (run, started.elapsed())
+    };
+    // Loopback when the operator allows nothing internal (by address and by name), the cloud
+    // metadata address and a cluster address when it allows loopback only.
+    let own = format!("http://127.0.0.1:{port}");
+    let named = format!("http://localhost:{port}");
+    for (endpoint, allowed) in [
+        (own.as_str(), ""),
+        (named.as_str(), ""),
+        ("http://169.254.169.254", "127.0.0.0/8"),
+        ("http://10.0.0.1:9000", "127.0.0.0/8"),
+    ] {
+        let (run, took) = restore(endpoint, allowed);
+        run.assert_failed("storage");
+        assert!(
+            run.error().contains("egress policy refused"),
+            "{endpoint}: {}",
+            run.error()
+        );
+        assert!(took < Duration::from_secs(8), "{endpoint}: took {took:?}");
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        0,
+        "a refused endpoint was contacted"
+    );
+    // Positive control: allowed, the same listener is contacted.
+    let (run, _) = restore(&own, "127.0.0.0/8");
+    assert_ne!(run.code, 0);
+    assert!(accepted.load(Ordering::SeqCst) >= 1);
+}

@@ -396,6 +396,22 @@ fn layers_import_only_downwards() {
             ],
         ),
         (
+            // The egress policy is a leaf every layer may use: it imports nothing of ours.
+            "egress/",
+            &[
+                "agent/",
+                "api/",
+                "cli/",
+                "contract/",
+                "controller/",
+                "jobs/",
+                "notify/",
+                "operator/",
+                "plugin/",
+                "telemetry/",
+            ],
+        ),
+        (
             "contract/",
             &[
                 "agent/",

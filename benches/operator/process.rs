@@ -43,6 +43,7 @@ impl OperatorCommand {
             .env("DG_LEASE_DURATION_SECONDS", "15")
             .env("DG_AGENT_IMAGE", "ghcr.io/dataguardian/dataguardian:bench")
             .env("DG_LOG_FORMAT", "json")
+            .env("DG_EGRESS_ALLOW_CIDRS", "127.0.0.0/8")
             .env(
                 "RUST_LOG",
                 std::env::var("DG_BENCH_RUST_LOG").unwrap_or_else(|_| "info,kube=warn".into()),

@@ -6,6 +6,7 @@ use std::num::NonZeroUsize;
 use std::process::ExitCode;
 
 use crate::controller::common::context::Settings;
+use crate::egress::EgressPolicy;
 use crate::operator::run::OperatorConfig;
 
 /// Flags of `dataguardian operator`.
@@ -42,6 +43,12 @@ pub struct OperatorArgs {
     /// How long finished Jobs (and their logs) are kept, in seconds.
     #[arg(long, env = "DG_JOB_TTL_SECONDS", default_value_t = 86_400)]
     pub job_ttl_seconds: i32,
+    /// Internal address ranges (comma-separated CIDRs) that tenant endpoints — BackupStorage
+    /// S3 endpoints and webhook URLs — may resolve to; agent Jobs get the same list. Loopback,
+    /// private (RFC 1918), CGNAT and unique-local addresses are refused unless listed here;
+    /// link-local addresses (cloud metadata) are refused always. Empty: public addresses only.
+    #[arg(long, env = crate::egress::ENV_ALLOW_CIDRS, default_value = "", value_parser = parse_egress)]
+    pub egress_allow_cidrs: EgressPolicy,
     /// Log format.
     #[arg(long, env = "DG_LOG_FORMAT", value_enum, default_value_t = crate::telemetry::logging::LogFormat::Json)]
     pub log_format: crate::telemetry::logging::LogFormat,
@@ -69,8 +76,14 @@ impl OperatorArgs {
             max_concurrent_validations: NonZeroUsize::new(self.max_concurrent_validations),
             job_ttl_seconds: self.job_ttl_seconds,
             default_stall_timeout: defaults.default_stall_timeout,
+            egress: self.egress_allow_cidrs.clone(),
         }
     }
+}
+
+/// Reads `--egress-allow-cidrs`.
+pub(crate) fn parse_egress(list: &str) -> Result<EgressPolicy, String> {
+    EgressPolicy::from_list(list).map_err(|e| e.to_string())
 }
 
 /// Runs the operator until it stops; the exit code says how.

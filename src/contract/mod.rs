@@ -19,6 +19,7 @@
 pub mod exit;
 pub mod manifest;
 pub mod progress;
+pub mod redact;
 pub mod summary;
 
 pub use exit::FailureCategory;

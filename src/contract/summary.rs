@@ -14,6 +14,7 @@
 //!   partial ones. `parse` gives `None` for anything that is not a JSON object with a non-empty
 //!   string `status` (an empty message, a crash's last log lines).
 
+use super::redact::redact_failure;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -342,6 +343,10 @@ impl Report for AgentReport {
     fn category(&self) -> Option<&str> {
         self.category.as_deref()
     }
+
+    fn redact(&mut self) {
+        self.error = self.error.as_deref().map(redact_failure);
+    }
 }
 
 /// The summary of a restore Job (a `restore` summary or a failure summary).
@@ -384,6 +389,10 @@ impl Report for RestoreReport {
     fn category(&self) -> Option<&str> {
         self.category.as_deref()
     }
+
+    fn redact(&mut self) {
+        self.error = self.error.as_deref().map(redact_failure);
+    }
 }
 
 /// The summary of a validation Job (a `validate` summary or a failure summary).
@@ -423,6 +432,11 @@ impl Report for ValidationReport {
     fn category(&self) -> Option<&str> {
         self.category.as_deref()
     }
+
+    fn redact(&mut self) {
+        self.error = self.error.as_deref().map(redact_failure);
+        self.message = self.message.as_deref().map(redact_failure);
+    }
 }
 
 /// What every reader of an agent summary shares: the summary's `status` and, on failure, its
@@ -434,12 +448,18 @@ pub trait Report: serde::de::DeserializeOwned {
     /// The failure category as written.
     fn category(&self) -> Option<&str>;
 
-    /// Parses a termination message; `None` when it is not the agent's summary (e.g. empty, or
+    /// Parses a termination message, redacted; `None` when it is not the agent's summary (e.g. empty, or
     /// a crash before the agent could write it).
     fn parse(message: &str) -> Option<Self> {
-        let report: Self = serde_json::from_str(message.trim()).ok()?;
+        let mut report: Self = serde_json::from_str(message.trim()).ok()?;
+        report.redact();
         (!report.status().is_empty()).then_some(report)
     }
+
+    /// Redacts the failure text the agent wrote ([`redact_failure`]): what a report says goes
+    /// into status, Events and notifications, so the tools' echoes of data and any credential
+    /// stay in the Job's log.
+    fn redact(&mut self);
 
     /// Whether the agent reported success (for a validation: it reached a verdict, Passed or
     /// Failed).
@@ -990,5 +1010,29 @@ mod tests {
             )
             .is_some()
         );
+    }
+
+    #[test]
+    fn tool_stderr_in_a_report_is_redacted_before_status_sees_it() {
+        let stderr = "pg_restore failed (exit status: 1): pg_restore: error: COPY failed for table \"users\": ERROR:  duplicate key value violates unique constraint \"users_email_key\"\nDETAIL:  Key (email)=(alice@example.com) already exists. | connection: postgres://restore:hunter2@db/shop";
+        let raw = json!({"status": "failed", "operation": "restore", "category": "target", "error": stderr}).to_string();
+        for error in [
+            AgentReport::parse(&raw).unwrap().error,
+            RestoreReport::parse(&raw).unwrap().error,
+            ValidationReport::parse(&raw).unwrap().error,
+        ] {
+            let error = error.unwrap();
+            assert!(
+                error.contains("duplicate key value violates unique constraint"),
+                "{error}"
+            );
+            assert!(!error.contains("alice@example.com"), "{error}");
+            assert!(!error.contains("hunter2"), "{error}");
+        }
+        let verdict = json!({"status": "succeeded", "result": "Failed", "reason": "RestoreFailed",
+            "message": "restore failed: ERROR: x DETAIL: Failing row contains (4111111111111111)"})
+        .to_string();
+        let message = ValidationReport::parse(&verdict).unwrap().message.unwrap();
+        assert!(!message.contains("4111"), "{message}");
     }
 }

@@ -474,6 +474,7 @@ spec: {policyRef: {name: nightly}, trigger: Scheduled, scheduledTime: "2026-11-2
         JobDefaults {
             agent_image: "ghcr.io/dataguardian/dataguardian:0.1.0".into(),
             ttl_seconds_after_finished: 86_400,
+            egress: Default::default(),
         }
     }
 
@@ -595,7 +596,8 @@ spec: {policyRef: {name: nightly}, trigger: Scheduled, scheduledTime: "2026-11-2
                                 {"name": "DG_TERMINATION_LOG", "value": "/dev/termination-log"},
                                 {"name": "DG_LOG_FORMAT", "value": "json"},
                                 {"name": "HOME", "value": "/tmp"},
-                                {"name": "TMPDIR", "value": "/tmp"}
+                                {"name": "TMPDIR", "value": "/tmp"},
+                                {"name": "DG_EGRESS_ALLOW_CIDRS", "value": ""}
                             ],
                             "resources": {
                                 "requests": {"cpu": "250m", "memory": "128Mi"},
@@ -635,15 +637,23 @@ spec: {policyRef: {name: nightly}, trigger: Scheduled, scheduledTime: "2026-11-2
         let settings = Settings {
             agent_image: "registry.local/dg:1".into(),
             job_ttl_seconds: 600,
+            egress: crate::egress::EgressPolicy::from_list("127.0.0.0/8,fd00::/8").unwrap(),
             ..Settings::default()
         };
         let job = build(&run(RUN), &policy(POLICY), &storage(S3_STORAGE), &settings).unwrap();
         let spec = job.spec.unwrap();
         assert_eq!(spec.ttl_seconds_after_finished, Some(600));
-        assert_eq!(
-            spec.template.spec.unwrap().containers[0].image.as_deref(),
-            Some("registry.local/dg:1")
-        );
+        let container = spec.template.spec.unwrap().containers[0].clone();
+        assert_eq!(container.image.as_deref(), Some("registry.local/dg:1"));
+        // The agent reaches no more than the operator may: it gets the same egress list, once.
+        let egress: Vec<_> = container
+            .env
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| e.name == crate::egress::ENV_ALLOW_CIDRS)
+            .map(|e| e.value)
+            .collect();
+        assert_eq!(egress, vec![Some("127.0.0.0/8,fd00::/8".to_string())]);
     }
 
     #[test]

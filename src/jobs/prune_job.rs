@@ -148,6 +148,7 @@ spec:
         let d = JobDefaults {
             agent_image: "img:1".into(),
             ttl_seconds_after_finished: 60,
+            egress: Default::default(),
         };
         let job = build("nightly-r1", &policy(), &storage(), MANIFEST, &d).unwrap();
         assert_eq!(job.metadata.name.as_deref(), Some("nightly-r1-prune"));
@@ -206,6 +207,7 @@ spec:
         let d = JobDefaults {
             agent_image: "img:1".into(),
             ttl_seconds_after_finished: 60,
+            egress: Default::default(),
         };
         assert!(build("r", &policy(), &storage(), "file:///etc/manifest.json", &d).is_err());
         let s3: BackupStorage = serde_yaml::from_str(

@@ -248,6 +248,7 @@ spec:
         JobDefaults {
             agent_image: "dg:test".into(),
             ttl_seconds_after_finished: 3600,
+            egress: Default::default(),
         }
     }
 

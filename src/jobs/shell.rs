@@ -24,6 +24,7 @@ use crate::contract::{
     MANAGED_BY_LABEL, NAME_LABEL, OPERATOR_NAME, PART_OF_LABEL, TERMINATION_LOG,
     TERMINATION_LOG_ENV,
 };
+use crate::egress::{ENV_ALLOW_CIDRS, EgressPolicy};
 
 use super::naming::label_value;
 
@@ -40,6 +41,9 @@ pub struct JobDefaults {
     pub agent_image: String,
     /// `ttlSecondsAfterFinished` of the Jobs (how long `kubectl logs` keeps working).
     pub ttl_seconds_after_finished: i32,
+    /// The operator's egress policy, handed to every agent ([`ENV_ALLOW_CIDRS`]) so that a
+    /// Job reaches no more than the operator itself may.
+    pub egress: EgressPolicy,
 }
 
 impl From<&JobDefaults> for JobDefaults {
@@ -266,6 +270,13 @@ pub(crate) fn labels(
     labels
 }
 
+/// `env` plus the egress policy, last, replacing any earlier value of the same name.
+fn with_egress(mut env: Vec<EnvVar>, egress: &EgressPolicy) -> Vec<EnvVar> {
+    env.retain(|e| e.name != ENV_ALLOW_CIDRS);
+    env.push(plain_env(ENV_ALLOW_CIDRS, &egress.to_list()));
+    env
+}
+
 /// The agent container of a restore or validation Job.
 pub(crate) fn agent_container(
     template: &JobTemplate,
@@ -285,7 +296,7 @@ pub(crate) fn agent_container(
         image_pull_policy: template.image_pull_policy.map(|p| p.as_str().to_owned()),
         command: Some(vec!["dataguardian".into()]),
         args: Some(args),
-        env: Some(env),
+        env: Some(with_egress(env, &defaults.egress)),
         resources: Some(template.resources.clone().unwrap_or_else(default_resources)),
         security_context: Some(container_security_context(
             template.security_context.clone(),

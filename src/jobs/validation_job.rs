@@ -413,6 +413,7 @@ spec:
         JobDefaults {
             agent_image: "dg:test".into(),
             ttl_seconds_after_finished: 600,
+            egress: Default::default(),
         }
     }
 

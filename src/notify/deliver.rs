@@ -11,12 +11,13 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client as HttpClient;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 
 use crate::api::common::SecretKeySelector;
+use crate::egress::webhook::PolicyGate;
+use crate::egress::{EgressError, EgressPolicy};
 
 /// Attempts per notification (the first try and two retries).
 pub const ATTEMPTS: u32 = 3;
@@ -40,6 +41,10 @@ pub enum DeliveryError {
     TimedOut { attempts: u32 },
     #[error("could not reach the receiver ({attempts} attempt(s))")]
     Unreachable { attempts: u32 },
+    /// The URL's host resolves to an address the operator's egress policy refuses; nothing
+    /// was sent.
+    #[error("{0}")]
+    Refused(EgressError),
 }
 
 impl DeliveryError {
@@ -52,6 +57,7 @@ impl DeliveryError {
             | DeliveryError::InvalidUrl { .. } => "config",
             DeliveryError::Rejected { .. } => "rejected",
             DeliveryError::TimedOut { .. } | DeliveryError::Unreachable { .. } => "unreachable",
+            DeliveryError::Refused(_) => "refused",
         }
     }
 }
@@ -106,12 +112,84 @@ pub fn parse_url(value: &str) -> Option<hyper::Uri> {
     ok.then_some(uri)
 }
 
-type Https = HttpClient<HttpsConnector<HttpConnector>, Full<Bytes>>;
+type Https = HttpClient<HttpsConnector<PolicyGate>, Full<Bytes>>;
 
-/// The HTTP(S) client every notification uses (TLS roots loaded once, connections pooled).
-fn http() -> &'static Https {
-    static HTTP: OnceLock<Https> = OnceLock::new();
-    HTTP.get_or_init(|| {
+/// The HTTP(S) client notifications use, under the operator's egress policy: the receiver's
+/// resolved address is checked before every new connection ([`crate::egress::webhook`]).
+/// Cheap to clone; TLS roots are loaded on first use and connections are pooled.
+#[derive(Clone)]
+pub struct Webhooks {
+    policy: EgressPolicy,
+    http: Arc<OnceLock<Https>>,
+}
+
+impl Webhooks {
+    /// A client for `policy`.
+    pub fn new(policy: EgressPolicy) -> Self {
+        Webhooks {
+            policy,
+            http: Arc::new(OnceLock::new()),
+        }
+    }
+
+    fn http(&self) -> &Https {
+        self.http.get_or_init(|| build_http(&self.policy))
+    }
+
+    /// POSTs `body` as JSON to `url`: up to [`ATTEMPTS`] tries, `backoff` × 1, 2, … between
+    /// them. Server errors (5xx), 429 and transport failures are retried; other answers, and a
+    /// refusal by the egress policy, are final. The receiver's answer is judged by its status
+    /// alone: its body is never read.
+    pub async fn post_json(
+        &self,
+        url: &hyper::Uri,
+        body: &serde_json::Value,
+        backoff: Duration,
+    ) -> Result<(), DeliveryError> {
+        let bytes = Bytes::from(serde_json::to_vec(body).unwrap_or_default());
+        let mut last = DeliveryError::Unreachable { attempts: 0 };
+        for attempt in 1..=ATTEMPTS {
+            if attempt > 1 {
+                tokio::time::sleep(backoff * (attempt - 1)).await;
+            }
+            let request = hyper::Request::post(url.clone())
+                .header(hyper::header::CONTENT_TYPE, "application/json")
+                .header(hyper::header::USER_AGENT, "dataguardian-operator")
+                .body(Full::new(bytes.clone()));
+            let Ok(request) = request else {
+                return Err(DeliveryError::Unreachable { attempts: attempt });
+            };
+            match tokio::time::timeout(ATTEMPT_TIMEOUT, self.http().request(request)).await {
+                Ok(Ok(response)) => {
+                    let status = response.status();
+                    // Dropped unread: an endless reply costs nothing.
+                    drop(response);
+                    if status.is_success() {
+                        return Ok(());
+                    }
+                    last = DeliveryError::Rejected {
+                        status: status.as_u16(),
+                        attempts: attempt,
+                    };
+                    if !(status.is_server_error() || status.as_u16() == 429) {
+                        return Err(last);
+                    }
+                }
+                Ok(Err(e)) => {
+                    if let Some(refused) = crate::egress::refusal(&e) {
+                        return Err(DeliveryError::Refused(refused.clone()));
+                    }
+                    last = DeliveryError::Unreachable { attempts: attempt };
+                }
+                Err(_) => last = DeliveryError::TimedOut { attempts: attempt },
+            }
+        }
+        Err(last)
+    }
+}
+
+fn build_http(policy: &EgressPolicy) -> Https {
+    {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = hyper_rustls::HttpsConnectorBuilder::new();
         let builder = match builder.with_provider_and_native_roots(provider.clone()) {
@@ -130,52 +208,14 @@ fn http() -> &'static Https {
                 hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config)
             }
         };
-        let connector = builder.https_or_http().enable_http1().build();
+        let connector = builder
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(PolicyGate::new(policy.clone()));
         HttpClient::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector)
-    })
-}
-
-/// POSTs `body` as JSON to `url`: up to [`ATTEMPTS`] tries, `backoff` × 1, 2, … between them.
-/// Server errors (5xx), 429 and transport failures are retried; other answers are final.
-pub async fn post_json(
-    url: &hyper::Uri,
-    body: &serde_json::Value,
-    backoff: Duration,
-) -> Result<(), DeliveryError> {
-    let bytes = Bytes::from(serde_json::to_vec(body).unwrap_or_default());
-    let mut last = DeliveryError::Unreachable { attempts: 0 };
-    for attempt in 1..=ATTEMPTS {
-        if attempt > 1 {
-            tokio::time::sleep(backoff * (attempt - 1)).await;
-        }
-        let request = hyper::Request::post(url.clone())
-            .header(hyper::header::CONTENT_TYPE, "application/json")
-            .header(hyper::header::USER_AGENT, "dataguardian-operator")
-            .body(Full::new(bytes.clone()));
-        let Ok(request) = request else {
-            return Err(DeliveryError::Unreachable { attempts: attempt });
-        };
-        match tokio::time::timeout(ATTEMPT_TIMEOUT, http().request(request)).await {
-            Ok(Ok(response)) => {
-                let status = response.status();
-                if status.is_success() {
-                    return Ok(());
-                }
-                last = DeliveryError::Rejected {
-                    status: status.as_u16(),
-                    attempts: attempt,
-                };
-                if !(status.is_server_error() || status.as_u16() == 429) {
-                    return Err(last);
-                }
-            }
-            Ok(Err(_)) => last = DeliveryError::Unreachable { attempts: attempt },
-            Err(_) => last = DeliveryError::TimedOut { attempts: attempt },
-        }
     }
-    Err(last)
 }
 
 #[cfg(test)]
@@ -222,6 +262,11 @@ mod tests {
         }
     }
 
+    /// The tests' policy: loopback allowed, nothing else internal.
+    fn loopback() -> Webhooks {
+        Webhooks::new(EgressPolicy::from_list("127.0.0.0/8").unwrap())
+    }
+
     /// A receiver on loopback answering with `statuses` in turn (then 200), recording bodies.
     async fn receiver(statuses: Vec<u16>) -> (hyper::Uri, Arc<Mutex<Vec<String>>>, Arc<AtomicU32>) {
         use axum::routing::post;
@@ -250,7 +295,8 @@ mod tests {
     async fn a_post_is_retried_on_server_errors_and_delivered() {
         let (url, bodies, calls) = receiver(vec![503, 500]).await;
         let body = serde_json::json!({"event": "BackupFailed"});
-        post_json(&url, &body, Duration::from_millis(10))
+        loopback()
+            .post_json(&url, &body, Duration::from_millis(10))
             .await
             .unwrap();
         assert_eq!(calls.load(Ordering::SeqCst), 3);
@@ -263,7 +309,9 @@ mod tests {
         let (url, _, calls) = receiver(vec![404]).await;
         let body = serde_json::json!({});
         assert_eq!(
-            post_json(&url, &body, Duration::from_millis(10)).await,
+            loopback()
+                .post_json(&url, &body, Duration::from_millis(10))
+                .await,
             Err(DeliveryError::Rejected {
                 status: 404,
                 attempts: 1
@@ -273,7 +321,9 @@ mod tests {
 
         let (url, _, calls) = receiver(vec![500, 500, 500, 500]).await;
         assert_eq!(
-            post_json(&url, &body, Duration::from_millis(10)).await,
+            loopback()
+                .post_json(&url, &body, Duration::from_millis(10))
+                .await,
             Err(DeliveryError::Rejected {
                 status: 500,
                 attempts: ATTEMPTS
@@ -291,8 +341,88 @@ mod tests {
         };
         let url = format!("http://127.0.0.1:{port}/hook").parse().unwrap();
         assert_eq!(
-            post_json(&url, &serde_json::json!({}), Duration::from_millis(10)).await,
+            loopback()
+                .post_json(&url, &serde_json::json!({}), Duration::from_millis(10))
+                .await,
             Err(DeliveryError::Unreachable { attempts: ATTEMPTS })
         );
+    }
+
+    #[tokio::test]
+    async fn a_webhook_at_a_refused_address_is_never_contacted() {
+        use crate::egress::testing::AcceptCounter;
+        let listener = AcceptCounter::start("127.0.0.1").await;
+        let port = listener.addr.port();
+        let nothing_internal = Webhooks::new(EgressPolicy::default());
+        // Loopback by address and by name, when the platform team has not allowed it.
+        for url in [
+            format!("http://127.0.0.1:{port}/hook/s3cr3t"),
+            format!("http://localhost:{port}/hook/s3cr3t"),
+        ] {
+            let err = nothing_internal
+                .post_json(
+                    &url.parse().unwrap(),
+                    &serde_json::json!({}),
+                    Duration::ZERO,
+                )
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, DeliveryError::Refused(EgressError::NotAllowed { .. })),
+                "{url}: {err:?}"
+            );
+            let text = err.to_string();
+            assert!(text.contains("egress policy"), "{text}");
+            assert!(!text.contains("s3cr3t"), "{text}");
+            assert_eq!(err.category(), "refused");
+        }
+        // Cloud metadata and cluster addresses, even with loopback allowed: refused at once,
+        // not after a connect timeout.
+        for (url, always) in [
+            ("http://169.254.169.254/latest/meta-data/", true),
+            ("http://[fe80::1]/hook", true),
+            ("http://10.0.0.1/hook", false),
+            ("http://100.64.0.10/hook", false),
+        ] {
+            let started = std::time::Instant::now();
+            let err = loopback()
+                .post_json(
+                    &url.parse().unwrap(),
+                    &serde_json::json!({}),
+                    Duration::ZERO,
+                )
+                .await
+                .unwrap_err();
+            assert!(started.elapsed() < Duration::from_secs(1), "{url}");
+            match (&err, always) {
+                (DeliveryError::Refused(EgressError::AlwaysRefused { .. }), true)
+                | (DeliveryError::Refused(EgressError::NotAllowed { .. }), false) => {}
+                _ => panic!("{url}: {err:?}"),
+            }
+        }
+        assert_eq!(listener.accepted(), 0, "a refused receiver was contacted");
+        // The same listener is reachable once loopback is allowed: the count above is real.
+        let _ = loopback()
+            .post_json(
+                &format!("http://127.0.0.1:{port}/hook").parse().unwrap(),
+                &serde_json::json!({}),
+                Duration::ZERO,
+            )
+            .await;
+        assert!(listener.accepted() >= 1);
+    }
+
+    #[tokio::test]
+    async fn an_endless_receiver_reply_is_never_read() {
+        use crate::egress::testing::EndlessServer;
+        let server = EndlessServer::start(200).await;
+        let url = format!("http://{}/hook", server.addr).parse().unwrap();
+        loopback()
+            .post_json(&url, &serde_json::json!({}), Duration::ZERO)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Only what fits in the socket buffers left the server.
+        assert!(server.sent() < 16 << 20, "{} bytes read", server.sent());
     }
 }

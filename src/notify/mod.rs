@@ -2,7 +2,7 @@
 //! Slack incoming webhook, their URLs in Secrets) and the events each one hears.
 //!
 //! Delivery happens next to the Kubernetes Event of the same transition, off the reconcile
-//! path, with bounded retries ([`deliver::post_json`]). It is at most once: an operator that
+//! path, with bounded retries ([`deliver::Webhooks::post_json`]), under the operator's egress policy. It is at most once: an operator that
 //! dies between the status write and the POST does not send it again after restarting (the
 //! status and the Event remain the durable record). A failed delivery becomes a Warning Event
 //! `NotificationFailed` on the policy and a `dataguardian_notifications_total` sample with its
@@ -14,12 +14,13 @@ pub mod message;
 use std::time::Duration;
 
 use crate::api::backup_policy::NotificationRule;
-use deliver::{DeliveryError, post_json, url_from_secret};
+use deliver::{DeliveryError, Webhooks, url_from_secret};
 use message::{Notification, rules_for, slack_body, webhook_body};
 
 /// Sends `n` to every rule subscribed to its event; returns each rule's name and outcome.
 pub async fn send(
     client: &kube::Client,
+    webhooks: &Webhooks,
     rules: &[NotificationRule],
     n: &Notification,
     backoff: Duration,
@@ -33,7 +34,7 @@ pub async fn send(
             (None, None) => continue,
         };
         let result = match url_from_secret(client, &n.namespace, selector).await {
-            Ok(url) => post_json(&url, &body, backoff).await,
+            Ok(url) => webhooks.post_json(&url, &body, backoff).await,
             Err(e) => Err(e),
         };
         outcomes.push((rule.name.clone(), result));

@@ -77,6 +77,8 @@ pub fn agent_command() -> Command {
         }
     }
     cmd.env("DG_PROGRESS_INTERVAL_SECONDS", "1");
+    // The test services (moto, s3s) listen on loopback: the only internal range allowed.
+    cmd.env("DG_EGRESS_ALLOW_CIDRS", "127.0.0.0/8");
     cmd
 }
 

@@ -472,9 +472,11 @@ spec:
     )
     .await;
     wait_for_events(&s.cluster, &s.ns, "blocked", |events| {
-        events
-            .iter()
-            .any(|e| e.starts_with("SecretNotFound") && e.contains("missing-creds"))
+        events.iter().any(|e| {
+            e.starts_with("SecretNotFound")
+                && e.contains("passwordSecretRef")
+                && !e.contains("missing-creds")
+        })
     })
     .await;
     // Fixing it lets the run go on.

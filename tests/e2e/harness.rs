@@ -300,6 +300,9 @@ impl Operator {
             .env("DG_LEASE_DURATION_SECONDS", "4")
             .env("DG_AGENT_IMAGE", "ghcr.io/dataguardian/dataguardian:dev")
             .env("DG_LOG_FORMAT", "json")
+            // Everything in the e2e suite lives on 127.0.0.0/8, and nothing else may be
+            // reached; the operator hands the same list to its agent Jobs.
+            .env("DG_EGRESS_ALLOW_CIDRS", "127.0.0.0/8")
             .env("RUST_LOG", "info,dataguardian=debug,kube=warn")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(log.try_clone().expect("log"))

@@ -5,6 +5,7 @@ use std::io::{self, Read, Write};
 use std::time::Duration;
 
 use super::error::{AgentError, Result};
+use crate::egress::EgressPolicy;
 
 pub mod file;
 pub mod s3;
@@ -157,6 +158,8 @@ pub struct S3Settings {
     pub sse: Option<Sse>,
     /// Storage class for every object written.
     pub storage_class: Option<String>,
+    /// Which internal address ranges the endpoint may resolve to (from the operator).
+    pub egress: EgressPolicy,
 }
 
 impl Default for S3Settings {
@@ -173,6 +176,7 @@ impl Default for S3Settings {
             object_lock: None,
             sse: None,
             storage_class: None,
+            egress: EgressPolicy::default(),
         }
     }
 }
@@ -269,7 +273,7 @@ impl Store {
         match (self, at) {
             (Store::S3(s), Location::S3 { prefix, .. }) => {
                 let (w, p) = s.begin_upload(prefix).await?;
-                Ok((w, Pending::S3(p)))
+                Ok((w, Pending::S3(Box::new(p))))
             }
             (Store::File(f), Location::File { path }) => {
                 let (w, p) = f.begin_upload(path)?;
@@ -302,7 +306,7 @@ pub trait SinkWriter: Write + Send {
 /// An upload whose bytes were written but which is not yet committed.
 pub enum Pending {
     /// S3 multipart upload.
-    S3(s3::PendingUpload),
+    S3(Box<s3::PendingUpload>),
     /// Temp file.
     File(file::PendingFile),
 }

@@ -11,7 +11,7 @@ use std::io::{self, Read};
 use std::time::Duration;
 
 use aws_sdk_s3::Client;
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
     ChecksumAlgorithm, ChecksumMode, CompletedMultipartUpload, CompletedPart, ObjectLockMode,
@@ -27,6 +27,7 @@ use tokio::task::JoinSet;
 use super::{LockMode, S3Settings, SinkWriter, Sse, StoredObject};
 use crate::agent::error::{AgentError, Result, into_io};
 use crate::agent::hash::sha256_raw;
+use crate::egress::cap::{CollectError, collect_capped};
 
 /// A connected S3 bucket.
 #[derive(Clone)]
@@ -36,37 +37,24 @@ pub struct S3Store {
     settings: S3Settings,
 }
 
-fn err_text<E, R>(e: &SdkError<E, R>) -> String
+/// The error text: the egress refusal or read cap, the S3 code and message, or the kind of
+/// failure — never a reply body from the endpoint ([`crate::egress::s3::error_text`]).
+fn err_text<E>(
+    e: &SdkError<E, aws_smithy_runtime_api::client::orchestrator::HttpResponse>,
+) -> String
 where
     E: std::error::Error + ProvideErrorMetadata + 'static,
-    R: std::fmt::Debug,
 {
-    if let Some(code) = e.as_service_error().and_then(|s| s.code()) {
-        let message = e.as_service_error().and_then(|s| s.message()).unwrap_or("");
-        return format!("{code}: {message}");
-    }
-    let mut text = DisplayErrorContext(e).to_string();
-    if text.len() > 600 {
-        let cut = (0..=600)
-            .rev()
-            .find(|i| text.is_char_boundary(*i))
-            .unwrap_or(0);
-        text.truncate(cut);
-        text.push_str(" …");
-    }
-    text
+    crate::egress::s3::error_text(e)
 }
 
 /// Build an S3 client: rustls with the ring provider (no aws-lc), plain-http endpoints allowed,
 /// optional path-style addressing. Credentials come from the standard AWS chain (environment,
-/// web identity / IRSA, profile, container or instance metadata).
+/// web identity / IRSA, profile, container or instance metadata) over the platform's client;
+/// the S3 calls themselves go through the egress policy's client (resolved address checked
+/// before each connection, replies capped).
 pub async fn client(settings: &S3Settings) -> Client {
-    use aws_smithy_http_client::tls;
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(
-            tls::rustls_provider::CryptoMode::Ring,
-        ))
-        .build_https();
+    let http = crate::egress::s3::platform_http_client();
     let timeouts = aws_sdk_s3::config::timeout::TimeoutConfig::builder()
         .connect_timeout(Duration::from_secs(10))
         .operation_attempt_timeout(settings.attempt_timeout)
@@ -81,7 +69,8 @@ pub async fn client(settings: &S3Settings) -> Client {
     let mut b = aws_sdk_s3::config::Builder::from(&shared)
         .force_path_style(settings.path_style)
         // Our own per-request retry loop handles backoff; the SDK makes one attempt.
-        .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled());
+        .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
+        .http_client(crate::egress::s3::http_client(&settings.egress));
     if shared.region().is_none() {
         b = b.region(aws_sdk_s3::config::Region::new("us-east-1"));
     }
@@ -353,8 +342,18 @@ impl S3Store {
                     self.bucket
                 ));
             }
-            let data = out.body.collect().await.map_err(|e| e.to_string())?;
-            Ok(data.into_bytes().to_vec())
+            // A reply without Content-Length (chunked) is read only up to the limit.
+            collect_capped(out.body, limit as u64)
+                .await
+                .map_err(|e| match e {
+                    CollectError::Cap(_) => {
+                        format!("s3://{}/{key} is larger than {limit} bytes", self.bucket)
+                    }
+                    CollectError::Read(_) => format!(
+                        "reading s3://{}/{key}: the reply broke off or exceeded a read cap",
+                        self.bucket
+                    ),
+                })
         })
         .await
     }

@@ -121,6 +121,12 @@ pub struct CommonArgs {
     /// Timeout of one S3 request attempt, in seconds.
     #[arg(long, env = "DG_S3_TIMEOUT_SECONDS", default_value_t = 120)]
     pub s3_timeout_seconds: u64,
+    /// Internal address ranges (comma-separated CIDRs) the S3 endpoint may resolve to; the
+    /// operator passes its own list. Loopback, private, CGNAT and unique-local addresses are
+    /// refused unless listed; link-local (cloud metadata) always. By hand against a local
+    /// server: `--egress-allow-cidrs 127.0.0.0/8`.
+    #[arg(long, env = crate::egress::ENV_ALLOW_CIDRS, default_value = "", value_parser = crate::cli::operator::parse_egress)]
+    pub egress_allow_cidrs: crate::egress::EgressPolicy,
     /// Where to write the Kubernetes termination message (default /dev/termination-log when
     /// writable; an empty value disables it).
     #[arg(long, env = TERMINATION_LOG_ENV)]
@@ -317,6 +323,7 @@ pub(crate) fn s3_settings(common: &CommonArgs) -> S3Settings {
         retries: common.s3_retries,
         backoff: Duration::from_millis(common.s3_backoff_ms),
         attempt_timeout: Duration::from_secs(common.s3_timeout_seconds.max(1)),
+        egress: common.egress_allow_cidrs.clone(),
         ..S3Settings::default()
     }
 }

@@ -389,13 +389,15 @@ async fn apply_retention(
         return Ok(requeue_at);
     }
     let access = match storage {
-        Some(s) if s.spec.s3.is_some() => match StorageAccess::open(&ctx.client, ns, s).await {
-            Ok(a) => Some(a),
-            Err(e) => {
-                tracing::warn!(policy = %policy.name_any(), error = %e, "storage unavailable: retention waits");
-                return Ok(Some(now + chrono::Duration::seconds(60)));
+        Some(s) if s.spec.s3.is_some() => {
+            match StorageAccess::open(&ctx.client, ns, s, &ctx.settings.egress).await {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    tracing::warn!(policy = %policy.name_any(), error = %e, "storage unavailable: retention waits");
+                    return Ok(Some(now + chrono::Duration::seconds(60)));
+                }
             }
-        },
+        }
         _ => None,
     };
     for cleanup in &plan.cleanups {
@@ -512,10 +514,7 @@ async fn prune_on_claim(
     let recheck = Some(now + chrono::Duration::seconds(3));
     match job_watch::observe(ctx, ns, Some(&name)).await? {
         Observed::Vanished { .. } | Observed::NotCreated => {
-            let defaults = crate::jobs::shell::JobDefaults {
-                agent_image: ctx.settings.agent_image.clone(),
-                ttl_seconds_after_finished: ctx.settings.job_ttl_seconds,
-            };
+            let defaults = crate::jobs::shell::JobDefaults::from(&ctx.settings);
             let job = match prune_job::build(&cleanup.run, policy, storage, &location, &defaults) {
                 Ok(job) => job,
                 Err(e) => {

@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::api::{Api, ListParams, LogParams};
+use kube::api::{Api, ListParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
@@ -180,7 +180,10 @@ pub async fn reconcile(run: Arc<BackupRun>, ctx: Arc<Context>) -> Result<Action>
                 .map(|p| p.spec.storage_ref.name.clone())
                 .unwrap_or_default();
             let confirmed = match storage.as_ref() {
-                Some(s) => artifact_check::confirm(&ctx.client, &ns, s, &report).await,
+                Some(s) => {
+                    artifact_check::confirm(&ctx.client, &ns, s, &report, &ctx.settings.egress)
+                        .await
+                }
                 None => Err(format!(
                     "BackupStorage {storage_name} no longer exists; the artifact cannot be confirmed"
                 )),
@@ -246,23 +249,48 @@ pub async fn reconcile(run: Arc<BackupRun>, ctx: Arc<Context>) -> Result<Action>
 }
 
 /// The Secrets a backup of this policy needs (never their values).
-fn needed_secrets(policy: &BackupPolicy, storage: &BackupStorage) -> Vec<(String, Option<String>)> {
-    let mut out: Vec<(String, Option<String>)> = Vec::new();
-    let mut push = |sel: Option<&SecretKeySelector>| {
+/// The Secrets a backup needs: (where the reference is written, Secret, key).
+fn needed_secrets(
+    policy: &BackupPolicy,
+    storage: &BackupStorage,
+) -> Vec<(String, String, Option<String>)> {
+    let policy_name = policy.metadata.name.clone().unwrap_or_default();
+    let storage_name = storage.metadata.name.clone().unwrap_or_default();
+    let mut out: Vec<(String, String, Option<String>)> = Vec::new();
+    let mut push = |field: &str, sel: Option<&SecretKeySelector>| {
         if let Some(s) = sel {
-            out.push((s.name.clone(), Some(s.key.clone())));
+            out.push((
+                format!("BackupPolicy {policy_name} {field}"),
+                s.name.clone(),
+                Some(s.key.clone()),
+            ));
         }
     };
     if let Some(pg) = &policy.spec.source.postgres {
-        push(pg.password_secret_ref.as_ref());
-        push(pg.connection_secret_ref.as_ref());
+        push(
+            "spec.source.postgres.passwordSecretRef",
+            pg.password_secret_ref.as_ref(),
+        );
+        push(
+            "spec.source.postgres.connectionSecretRef",
+            pg.connection_secret_ref.as_ref(),
+        );
     }
     if let Some(my) = &policy.spec.source.mysql {
-        push(my.password_secret_ref.as_ref());
-        push(my.connection_secret_ref.as_ref());
+        push(
+            "spec.source.mysql.passwordSecretRef",
+            my.password_secret_ref.as_ref(),
+        );
+        push(
+            "spec.source.mysql.connectionSecretRef",
+            my.connection_secret_ref.as_ref(),
+        );
     }
     if let Some(enc) = &policy.spec.encryption {
-        push(Some(&enc.recipients_secret_ref));
+        push(
+            "spec.encryption.recipientsSecretRef",
+            Some(&enc.recipients_secret_ref),
+        );
     }
     if let Some(creds) = storage
         .spec
@@ -270,10 +298,28 @@ fn needed_secrets(policy: &BackupPolicy, storage: &BackupStorage) -> Vec<(String
         .as_ref()
         .and_then(|s| s.credentials_secret_ref.as_ref())
     {
-        out.push((creds.name.clone(), Some("AWS_ACCESS_KEY_ID".into())));
-        out.push((creds.name.clone(), Some("AWS_SECRET_ACCESS_KEY".into())));
+        for key in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
+            out.push((
+                format!("BackupStorage {storage_name} spec.s3.credentialsSecretRef"),
+                creds.name.clone(),
+                Some(key.into()),
+            ));
+        }
     }
     out
+}
+
+/// Why a referenced Secret cannot be used, for the run's status. A run's author wrote only the
+/// policy's name: the message names the reference (object and field), never the Secret or the
+/// key it names, and a missing Secret reads the same as a missing key (no probing which
+/// Secrets or keys exist through runs).
+fn unusable_secret(field: &str) -> Blocker {
+    Blocker {
+        reason: "SecretNotFound".into(),
+        message: format!(
+            "the Secret referenced by {field} does not exist or lacks the referenced key"
+        ),
+    }
 }
 
 async fn check_references(
@@ -309,14 +355,9 @@ async fn check_references(
         }));
     };
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    for (name, key) in needed_secrets(policy, storage) {
+    for (field, name, key) in needed_secrets(policy, storage) {
         match secrets.get_opt(&name).await? {
-            None => {
-                return Ok(Err(Blocker {
-                    reason: "SecretNotFound".into(),
-                    message: format!("Secret {name} not found in namespace {ns}"),
-                }));
-            }
+            None => return Ok(Err(unusable_secret(&field))),
             Some(secret) => {
                 if let Some(key) = key {
                     let has = secret.data.as_ref().is_some_and(|d| d.contains_key(&key))
@@ -325,10 +366,7 @@ async fn check_references(
                             .as_ref()
                             .is_some_and(|d| d.contains_key(&key));
                     if !has {
-                        return Ok(Err(Blocker {
-                            reason: "SecretKeyNotFound".into(),
-                            message: format!("Secret {name} has no key {key}"),
-                        }));
+                        return Ok(Err(unusable_secret(&field)));
                     }
                 }
             }
@@ -386,11 +424,7 @@ async fn observe_job(ctx: &Context, ns: &str, job_name: Option<&str>) -> Result<
     }
     let progress = match pod_list.iter().rev().find(|p| pod_phase(p) == "Running") {
         Some(pod) => {
-            let params = LogParams {
-                container: Some(AGENT_CONTAINER.into()),
-                tail_lines: Some(50),
-                ..Default::default()
-            };
+            let params = crate::controller::common::job_watch::progress_log_params();
             match pods.logs(&pod.name_any(), &params).await {
                 Ok(log) => last_progress(&log),
                 Err(e) => {
@@ -506,10 +540,7 @@ async fn start_job(
             "policy or storage vanished while starting".into(),
         ));
     };
-    let defaults = crate::jobs::shell::JobDefaults {
-        agent_image: ctx.settings.agent_image.clone(),
-        ttl_seconds_after_finished: ctx.settings.job_ttl_seconds,
-    };
+    let defaults = crate::jobs::shell::JobDefaults::from(&ctx.settings);
     let job = match crate::jobs::backup_job::build(run, &policy, &storage, &defaults) {
         Ok(job) => job,
         // A spec problem: retrying cannot help, so the run fails with the reason.

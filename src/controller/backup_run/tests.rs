@@ -82,3 +82,86 @@ async fn a_finished_run_is_left_alone() {
     let run: BackupRun = sim.get("shop", "before-migration").await;
     assert!(run.status.is_none(), "nothing written: {:?}", run.status);
 }
+
+#[tokio::test]
+async fn secret_messages_name_the_reference_not_the_secret_and_do_not_tell_missing_from_keyless() {
+    use k8s_openapi::api::core::v1::Secret;
+    let sim = Sim::start().await;
+    let _: crate::api::BackupStorage = sim
+        .create(
+            r#"
+apiVersion: dataguardian.io/v1alpha1
+kind: BackupStorage
+metadata: {name: main, namespace: shop}
+spec: {s3: {bucket: shop-backups, endpoint: "http://127.0.0.1:9", forcePathStyle: true}}
+"#,
+        )
+        .await;
+    let _: crate::api::BackupPolicy = sim
+        .create(
+            r#"
+apiVersion: dataguardian.io/v1alpha1
+kind: BackupPolicy
+metadata: {name: nightly, namespace: shop}
+spec:
+  source: {postgres: {host: db, port: 5432, database: shop, user: u,
+                      passwordSecretRef: {name: platform-db-admin, key: superuser-password}}}
+  storageRef: {name: main}
+  schedule: "0 2 * * *"
+"#,
+        )
+        .await;
+    let message = |run: BackupRun| {
+        let status = run.status.expect("status");
+        assert_eq!(
+            status.reason.as_deref(),
+            Some("SecretNotFound"),
+            "{status:?}"
+        );
+        status.message.unwrap_or_default()
+    };
+    // The Secret is missing.
+    let missing = message(
+        sim.reconcile(
+            ControllerKind::BackupRun,
+            Given::Yaml(RUN),
+            super::reconcile,
+        )
+        .await,
+    );
+    // The Secret exists, without the key.
+    let secrets: Api<Secret> = Api::namespaced(sim.ctx.client.clone(), "shop");
+    secrets
+        .create(
+            &Default::default(),
+            &serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "platform-db-admin"},
+                "stringData": {"other": "x"}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let stored: BackupRun = sim.get("shop", "before-migration").await;
+    let keyless = message(
+        sim.reconcile(
+            ControllerKind::BackupRun,
+            Given::Stored(stored),
+            super::reconcile,
+        )
+        .await,
+    );
+    for text in [&missing, &keyless] {
+        assert!(
+            text.contains("spec.source.postgres.passwordSecretRef"),
+            "{text}"
+        );
+        assert!(text.contains("nightly"), "{text}");
+        assert!(!text.contains("platform-db-admin"), "{text}");
+        assert!(!text.contains("superuser-password"), "{text}");
+    }
+    assert_eq!(
+        missing, keyless,
+        "a missing Secret and a missing key read the same"
+    );
+}

@@ -92,7 +92,7 @@ async fn probe_s3(ctx: &Context, ns: &str, storage: &BackupStorage) -> Probe {
         reason: reason.into(),
         message,
     };
-    let access = match StorageAccess::open(&ctx.client, ns, storage).await {
+    let access = match StorageAccess::open(&ctx.client, ns, storage, &ctx.settings.egress).await {
         Ok(a) => a,
         Err(e) => return fail("CredentialsUnavailable", e.to_string(), started),
     };

@@ -40,6 +40,7 @@ pub async fn confirm(
     ns: &str,
     storage: &BackupStorage,
     report: &AgentReport,
+    egress: &crate::egress::EgressPolicy,
 ) -> Result<Confirmation, String> {
     if storage.spec.s3.is_none() {
         // A PVC is mounted only by Job pods; the agent confirmed size and checksum after the
@@ -55,7 +56,7 @@ pub async fn confirm(
         .ok_or("the agent's report has no artifact location")?;
     let (bucket, manifest_key) = parse_s3_location(location)
         .ok_or_else(|| format!("unexpected artifact location {location}"))?;
-    let access = StorageAccess::open(client, ns, storage)
+    let access = StorageAccess::open(client, ns, storage, egress)
         .await
         .map_err(|e| format!("cannot open storage: {e}"))?;
     if bucket != access.bucket() {

@@ -85,7 +85,9 @@ pub fn storage_secrets(storage: &BackupStorage) -> Vec<SecretKeySelector> {
 }
 
 /// The first Secret (or key) in `needed` that does not exist, as a blocker. Values are never
-/// read into messages.
+/// read into messages; the message names the Secret and key as the object's author wrote them
+/// and reads the same whether the Secret or only the key is missing, so a reference cannot be
+/// used to probe which Secrets or keys exist.
 pub async fn missing_secret(
     ctx: &Context,
     ns: &str,
@@ -94,12 +96,7 @@ pub async fn missing_secret(
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     for sel in needed {
         match secrets.get_opt(&sel.name).await? {
-            None => {
-                return Ok(Some(Blocker {
-                    reason: "SecretNotFound".into(),
-                    message: format!("Secret {} not found in namespace {ns}", sel.name),
-                }));
-            }
+            None => return Ok(Some(unusable_secret(sel))),
             Some(secret) => {
                 let has = secret
                     .data
@@ -110,15 +107,23 @@ pub async fn missing_secret(
                         .as_ref()
                         .is_some_and(|d| d.contains_key(&sel.key));
                 if !has {
-                    return Ok(Some(Blocker {
-                        reason: "SecretKeyNotFound".into(),
-                        message: format!("Secret {} has no key {}", sel.name, sel.key),
-                    }));
+                    return Ok(Some(unusable_secret(sel)));
                 }
             }
         }
     }
     Ok(None)
+}
+
+/// The blocker for a Secret reference that cannot be used (see [`missing_secret`]).
+pub fn unusable_secret(sel: &SecretKeySelector) -> Blocker {
+    Blocker {
+        reason: "SecretNotFound".into(),
+        message: format!(
+            "Secret {} key {} is not available (the Secret or the key does not exist)",
+            sel.name, sel.key
+        ),
+    }
 }
 
 /// The storage holding an artifact and the location of the artifact's manifest, or why a

@@ -13,7 +13,9 @@ use kube::{Api, Client};
 
 use crate::api::{BackupPolicy, RestoreRun, RestoreValidation};
 use crate::controller::common::run_cache::RunCache;
+use crate::egress::EgressPolicy;
 use crate::jobs::shell::JobDefaults;
+use crate::notify::deliver::Webhooks;
 use crate::notify::message::{Notification, rules_for};
 use crate::telemetry::metrics::{Metrics, NotificationLabels};
 
@@ -33,6 +35,9 @@ pub struct Settings {
     pub job_ttl_seconds: i32,
     /// Default stall timeout when a policy sets none.
     pub default_stall_timeout: Duration,
+    /// Which internal address ranges tenant endpoints (S3, webhooks) may reach, for the
+    /// operator and, passed on, its agent Jobs (`--egress-allow-cidrs`).
+    pub egress: EgressPolicy,
 }
 
 impl Default for Settings {
@@ -47,6 +52,7 @@ impl Default for Settings {
             max_concurrent_validations: NonZeroUsize::new(2),
             job_ttl_seconds: 86_400,
             default_stall_timeout: Duration::from_secs(600),
+            egress: EgressPolicy::default(),
         }
     }
 }
@@ -56,6 +62,7 @@ impl From<&Settings> for JobDefaults {
         JobDefaults {
             agent_image: settings.agent_image.clone(),
             ttl_seconds_after_finished: settings.job_ttl_seconds,
+            egress: settings.egress.clone(),
         }
     }
 }
@@ -82,6 +89,8 @@ pub struct Context {
     /// objects' runs from it (policies: status, retention, RPO) wait for it, so that a fresh
     /// start never reports a policy as having no backups.
     runs_synced: Arc<AtomicBool>,
+    /// The notification client, under [`Settings::egress`].
+    pub webhooks: Webhooks,
 }
 
 /// The name DataGuardian reports its Events under.
@@ -101,6 +110,7 @@ impl Context {
             client,
             metrics,
             recorder,
+            webhooks: Webhooks::new(settings.egress.clone()),
             settings,
             runs,
             restore_runs: kube::runtime::reflector::store::Writer::default().as_reader(),
@@ -189,9 +199,14 @@ impl Context {
         let ctx = self.clone();
         let policy = policy.clone();
         tokio::spawn(async move {
-            let outcomes =
-                crate::notify::send(&ctx.client, &policy.spec.notifications, &n, NOTIFY_BACKOFF)
-                    .await;
+            let outcomes = crate::notify::send(
+                &ctx.client,
+                &ctx.webhooks,
+                &policy.spec.notifications,
+                &n,
+                NOTIFY_BACKOFF,
+            )
+            .await;
             for (rule, outcome) in outcomes {
                 let result = match &outcome {
                     Ok(()) => "delivered",

@@ -133,11 +133,7 @@ pub async fn observe(ctx: &Context, ns: &str, job_name: Option<&str>) -> Result<
     }
     let progress = match pod_list.iter().rev().find(|p| pod_phase(p) == "Running") {
         Some(pod) => {
-            let params = LogParams {
-                container: Some(AGENT_CONTAINER.into()),
-                tail_lines: Some(50),
-                ..Default::default()
-            };
+            let params = progress_log_params();
             match pods.logs(&pod.name_any(), &params).await {
                 Ok(log) => last_progress(&log),
                 Err(e) => {
@@ -149,4 +145,32 @@ pub async fn observe(ctx: &Context, ns: &str, job_name: Option<&str>) -> Result<
         None => None,
     };
     Ok(Observed::Active { attempts, progress })
+}
+
+/// Most bytes of agent log read per look at a running pod: the newest progress line is among
+/// the last lines, and a container that writes endless lines costs no more than this.
+pub const PROGRESS_LOG_LIMIT_BYTES: i64 = 64 << 10;
+
+/// How the operator reads a running agent's log for its progress: the agent container's last
+/// 50 lines, at most [`PROGRESS_LOG_LIMIT_BYTES`] (`limitBytes`, enforced by the API server).
+pub fn progress_log_params() -> LogParams {
+    LogParams {
+        container: Some(AGENT_CONTAINER.into()),
+        tail_lines: Some(50),
+        limit_bytes: Some(PROGRESS_LOG_LIMIT_BYTES),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod log_cap_tests {
+    use super::*;
+
+    #[test]
+    fn progress_reads_are_capped_by_the_api_server() {
+        let p = progress_log_params();
+        assert_eq!(p.limit_bytes, Some(PROGRESS_LOG_LIMIT_BYTES));
+        assert_eq!(p.container.as_deref(), Some(AGENT_CONTAINER));
+        assert!(!p.follow);
+    }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{Credentials, Region};
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ChecksumMode;
 use chrono::{DateTime, Utc};
@@ -19,6 +19,8 @@ use kube::Api;
 
 use crate::api::BackupStorage;
 use crate::api::backup_storage::S3Storage;
+use crate::egress::EgressPolicy;
+use crate::egress::cap::{CollectError, collect_capped};
 
 /// Why the storage could not be used.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -37,6 +39,16 @@ pub enum AccessError {
     NotFound(String),
 }
 
+/// The storage's credentials Secret is missing or incomplete. These messages reach BackupRun
+/// status, whose readers did not write the storage: they name the field, not the Secret, and
+/// read the same whether the Secret or a key is missing.
+fn unusable_credentials() -> AccessError {
+    AccessError::Credentials(
+        "the storage's credentialsSecretRef Secret does not exist or lacks AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
+            .into(),
+    )
+}
+
 /// Metadata of a stored object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectInfo {
@@ -53,11 +65,12 @@ pub struct StorageAccess {
     prefix: String,
 }
 
+/// The error in status and Events: never a reply body or transport detail from the endpoint.
 fn s3_error<E: std::error::Error + ProvideErrorMetadata + 'static>(
     what: &str,
     e: aws_sdk_s3::error::SdkError<E>,
 ) -> AccessError {
-    AccessError::S3(format!("{what}: {}", DisplayErrorContext(e)))
+    AccessError::S3(format!("{what}: {}", crate::egress::s3::error_text(&e)))
 }
 
 impl StorageAccess {
@@ -66,6 +79,7 @@ impl StorageAccess {
         client: &kube::Client,
         ns: &str,
         storage: &BackupStorage,
+        egress: &EgressPolicy,
     ) -> Result<Self, AccessError> {
         let Some(s3) = &storage.spec.s3 else {
             return Err(AccessError::NotReachableFromOperator);
@@ -78,14 +92,15 @@ impl StorageAccess {
                     .get_opt(&r.name)
                     .await
                     .map_err(|e| {
-                        AccessError::Credentials(format!("reading Secret {}: {e}", r.name))
+                        AccessError::Credentials(match e {
+                            kube::Error::Api(s) => format!(
+                                "reading the storage's credentialsSecretRef Secret failed (HTTP {})",
+                                s.code
+                            ),
+                            _ => "reading the storage's credentialsSecretRef Secret failed".into(),
+                        })
                     })?
-                    .ok_or_else(|| {
-                        AccessError::Credentials(format!(
-                            "Secret {} not found in namespace {ns}",
-                            r.name
-                        ))
-                    })?;
+                    .ok_or_else(unusable_credentials)?;
                 let value = |key: &str| -> Option<String> {
                     secret
                         .data
@@ -100,18 +115,8 @@ impl StorageAccess {
                                 .map(|s| s.trim().to_string())
                         })
                 };
-                let id = value("AWS_ACCESS_KEY_ID").ok_or_else(|| {
-                    AccessError::Credentials(format!(
-                        "Secret {} has no key AWS_ACCESS_KEY_ID",
-                        r.name
-                    ))
-                })?;
-                let key = value("AWS_SECRET_ACCESS_KEY").ok_or_else(|| {
-                    AccessError::Credentials(format!(
-                        "Secret {} has no key AWS_SECRET_ACCESS_KEY",
-                        r.name
-                    ))
-                })?;
+                let id = value("AWS_ACCESS_KEY_ID").ok_or_else(unusable_credentials)?;
+                let key = value("AWS_SECRET_ACCESS_KEY").ok_or_else(unusable_credentials)?;
                 Some(Credentials::new(
                     id,
                     key,
@@ -121,13 +126,19 @@ impl StorageAccess {
                 ))
             }
         };
-        Ok(Self::connect(s3, credentials).await)
+        Ok(Self::connect(s3, credentials, egress).await)
     }
 
     /// Builds the client from an S3 block and explicit (or ambient, when `None`) credentials.
-    /// All clients share one HTTPS client (TLS roots, connection pool).
-    pub async fn connect(s3: &S3Storage, credentials: Option<Credentials>) -> Self {
-        let http = shared_http_client();
+    /// Every connection to the endpoint goes through `egress` (the resolved address is checked
+    /// before the socket opens; replies are capped); the ambient credential providers keep the
+    /// platform's client. All clients share those two HTTPS clients (TLS roots, connection pool).
+    pub async fn connect(
+        s3: &S3Storage,
+        credentials: Option<Credentials>,
+        egress: &EgressPolicy,
+    ) -> Self {
+        let http = crate::egress::s3::platform_http_client();
         let timeouts = aws_sdk_s3::config::timeout::TimeoutConfig::builder()
             .connect_timeout(Duration::from_secs(5))
             .operation_timeout(Duration::from_secs(30))
@@ -140,8 +151,9 @@ impl StorageAccess {
             loader = loader.credentials_provider(c);
         }
         let shared = loader.load().await;
-        let mut b =
-            aws_sdk_s3::config::Builder::from(&shared).force_path_style(s3.force_path_style);
+        let mut b = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(s3.force_path_style)
+            .http_client(crate::egress::s3::http_client(egress));
         if let Some(ep) = &s3.endpoint {
             b = b.endpoint_url(ep.clone());
         }
@@ -188,17 +200,19 @@ impl StorageAccess {
             }
             Err(e) => return Err(s3_error(&format!("GET {key}"), e)),
         };
-        if out.content_length().unwrap_or(0) as usize > limit {
-            return Err(AccessError::S3(format!(
-                "object {key} is larger than {limit} bytes"
-            )));
+        let too_large = || AccessError::S3(format!("object {key} is larger than {limit} bytes"));
+        if out.content_length().unwrap_or(0) as u64 > limit as u64 {
+            return Err(too_large());
         }
-        let bytes = out
-            .body
-            .collect()
+        // A reply without Content-Length (chunked) is read only up to the limit.
+        collect_capped(out.body, limit as u64)
             .await
-            .map_err(|e| AccessError::S3(format!("reading {key}: {e}")))?;
-        Ok(bytes.into_bytes().to_vec())
+            .map_err(|e| match e {
+                CollectError::Cap(_) => too_large(),
+                CollectError::Read(_) => AccessError::S3(format!(
+                    "reading {key}: the reply broke off or exceeded a read cap"
+                )),
+            })
     }
 
     /// Size, retention and checksum of an object.
@@ -319,20 +333,133 @@ impl StorageAccess {
     }
 }
 
-/// The operator's one HTTPS client for S3, shared by every storage's client: building one
-/// loads and parses the TLS root certificates, which every probe of every storage used to repeat
-/// (with 100 storages probed at start-up, megabytes of garbage and CPU for nothing). Its
-/// connection pool is keyed by endpoint, so storages do not share connections.
-fn shared_http_client() -> aws_sdk_s3::config::SharedHttpClient {
-    use aws_smithy_http_client::tls;
-    static HTTP: std::sync::OnceLock<aws_sdk_s3::config::SharedHttpClient> =
-        std::sync::OnceLock::new();
-    HTTP.get_or_init(|| {
-        aws_smithy_http_client::Builder::new()
-            .tls_provider(tls::Provider::Rustls(
-                tls::rustls_provider::CryptoMode::Ring,
-            ))
-            .build_https()
-    })
-    .clone()
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::egress::testing::{AcceptCounter, EndlessServer};
+    use std::time::Instant;
+
+    fn storage(endpoint: &str) -> S3Storage {
+        serde_json::from_value(serde_json::json!({
+            "bucket": "tenant-bucket",
+            "endpoint": endpoint,
+            "forcePathStyle": true,
+        }))
+        .unwrap()
+    }
+
+    fn creds() -> Option<Credentials> {
+        Some(Credentials::new(
+            "AKIDTEST",
+            "secret-key-value",
+            None,
+            None,
+            "test",
+        ))
+    }
+
+    fn loopback() -> EgressPolicy {
+        EgressPolicy::from_list("127.0.0.0/8").unwrap()
+    }
+
+    async fn get_error(endpoint: &str, egress: &EgressPolicy) -> String {
+        let access = StorageAccess::connect(&storage(endpoint), creds(), egress).await;
+        match access.get("manifest.json", 1 << 20).await {
+            Err(AccessError::S3(text)) => text,
+            other => panic!("{endpoint}: expected an S3 error, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_s3_endpoint_at_a_refused_address_is_never_contacted() {
+        let listener = AcceptCounter::start("127.0.0.1").await;
+        let port = listener.addr.port();
+        let nothing_internal = EgressPolicy::default();
+        for endpoint in [
+            format!("http://127.0.0.1:{port}"),
+            format!("http://localhost:{port}"),
+        ] {
+            let text = get_error(&endpoint, &nothing_internal).await;
+            assert!(text.contains("egress policy refused"), "{text}");
+            assert!(text.contains("DG_EGRESS_ALLOW_CIDRS"), "{text}");
+        }
+        for (endpoint, class) in [
+            ("http://169.254.169.254", "link-local"),
+            ("http://[fe80::1]:9000", "link-local"),
+            ("http://10.0.0.1:9000", "private"),
+            ("http://100.64.0.1:9000", "CGNAT"),
+        ] {
+            let started = Instant::now();
+            let text = get_error(endpoint, &loopback()).await;
+            assert!(
+                text.contains("egress policy refused") && text.contains(class),
+                "{endpoint}: {text}"
+            );
+            // Refused before connecting: no connect timeout (5 s) was waited for.
+            assert!(started.elapsed() < Duration::from_secs(3), "{endpoint}");
+        }
+        assert_eq!(listener.accepted(), 0, "a refused endpoint was contacted");
+        // Positive control: the same listener counts a connection once loopback is allowed.
+        let _ = get_error(&format!("http://127.0.0.1:{port}"), &loopback()).await;
+        assert!(listener.accepted() >= 1);
+    }
+
+    #[tokio::test]
+    async fn an_endless_s3_reply_is_read_only_up_to_the_cap() {
+        // An object download without Content-Length: the caller's limit stops it.
+        let server = EndlessServer::start(200).await;
+        let access = StorageAccess::connect(
+            &storage(&format!("http://{}", server.addr)),
+            creds(),
+            &loopback(),
+        )
+        .await;
+        let err = access.get("manifest.json", 1 << 20).await.unwrap_err();
+        assert!(
+            err.to_string().contains("larger than 1048576 bytes"),
+            "{err}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // The limit plus what the loopback socket buffers hold, nothing like "endless".
+        let sent = server.sent();
+        assert!(sent < (1 << 20) + (16 << 20), "{sent} bytes were sent");
+
+        // A reply the SDK buffers (an XML answer) stops at the client's cap, on every one of
+        // the SDK's attempts.
+        let server = EndlessServer::start(200).await;
+        let access = StorageAccess::connect(
+            &storage(&format!("http://{}", server.addr)),
+            creds(),
+            &loopback(),
+        )
+        .await;
+        let err = access.object_lock_enabled().await.unwrap_err().to_string();
+        assert!(err.contains("read cap"), "{err}");
+        assert!(!err.contains("AAAA"), "the reply body leaked: {err}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let sent = server.sent();
+        let attempts = 3;
+        assert!(
+            sent < attempts * (crate::egress::cap::BUFFERED_REPLY_CAP + (16 << 20)),
+            "{sent} bytes were sent"
+        );
+
+        // An error reply that never ends: capped, and its body is not echoed.
+        let server = EndlessServer::start(500).await;
+        let access = StorageAccess::connect(
+            &storage(&format!("http://{}", server.addr)),
+            creds(),
+            &loopback(),
+        )
+        .await;
+        let err = access.head("manifest.json").await.unwrap_err().to_string();
+        assert!(!err.contains("AAAA"), "{err}");
+        let err = access
+            .put("probe", b"x".to_vec())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("read cap"), "{err}");
+        assert!(!err.contains("AAAA"), "{err}");
+    }
 }

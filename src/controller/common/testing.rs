@@ -99,7 +99,12 @@ impl Sim {
         let ctx = super::context::Context::new(
             client,
             crate::telemetry::metrics::Metrics::new(),
-            super::context::Settings::default(),
+            // The tests' services live on loopback, which is all the platform team allows here.
+            super::context::Settings {
+                egress: crate::egress::EgressPolicy::from_list("127.0.0.0/8")
+                    .expect("a valid CIDR"),
+                ..super::context::Settings::default()
+            },
             runs,
         );
         ctx.mark_runs_synced();

@@ -333,10 +333,7 @@ async fn resolve(
 }
 
 async fn start_job(ctx: &Context, ns: &str, rv: &RestoreValidation, r: Resolved) -> Result<Action> {
-    let defaults = JobDefaults {
-        agent_image: ctx.settings.agent_image.clone(),
-        ttl_seconds_after_finished: ctx.settings.job_ttl_seconds,
-    };
+    let defaults = JobDefaults::from(&ctx.settings);
     let policy_validation = r.policy.as_ref().and_then(|p| p.spec.validation.clone());
     let inputs = validation_job::ValidationInputs {
         storage: &r.storage,
