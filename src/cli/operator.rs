@@ -39,6 +39,13 @@ pub struct OperatorArgs {
     /// Image of the agent run by backup/restore/validation Jobs.
     #[arg(long, env = "DG_AGENT_IMAGE")]
     pub agent_image: Option<String>,
+    /// Images DataGuardian Jobs may run (agent, sandbox), comma-separated: exact references
+    /// or prefixes ending in `*` (e.g. `registry.corp/dataguardian:*`). A policy's
+    /// `jobTemplate.image` or a validation's `sandbox.image` outside this list is refused with
+    /// reason `ImageNotAllowed`. Default: the agent image and `postgres:*`, `mariadb:*`,
+    /// `mysql:*` (the default sandbox images).
+    #[arg(long, env = "DG_ALLOWED_IMAGES", value_delimiter = ',')]
+    pub allowed_images: Vec<String>,
     /// How long finished Jobs (and their logs) are kept, in seconds.
     #[arg(long, env = "DG_JOB_TTL_SECONDS", default_value_t = 86_400)]
     pub job_ttl_seconds: i32,
@@ -64,6 +71,12 @@ impl OperatorArgs {
         let defaults = Settings::default();
         Settings {
             agent_image: self.agent_image.clone().unwrap_or(defaults.agent_image),
+            allowed_images: self
+                .allowed_images
+                .iter()
+                .map(|p| p.trim().to_owned())
+                .filter(|p| !p.is_empty())
+                .collect(),
             max_concurrent_backups: NonZeroUsize::new(self.max_concurrent_backups),
             max_concurrent_restores: NonZeroUsize::new(self.max_concurrent_restores),
             max_concurrent_validations: NonZeroUsize::new(self.max_concurrent_validations),

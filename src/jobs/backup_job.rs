@@ -182,7 +182,7 @@ pub fn build_attempt(
 
     let container = agent_container(&template, defaults, args, env, mounts);
     let pod = pod_spec(&template, Vec::new(), container, volumes);
-    Ok(job(
+    job(
         JobShell {
             name: job_name(&run_name, attempt),
             namespace,
@@ -198,7 +198,8 @@ pub fn build_attempt(
             ttl_seconds_after_finished: defaults.ttl_seconds_after_finished,
         },
         pod,
-    ))
+        defaults,
+    )
 }
 
 /// The recommended labels plus DataGuardian's own; the template's extra labels never override
@@ -417,6 +418,7 @@ fn push_filesystem(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::jobs::shell::ImageAllowList;
     use crate::api::common::Engine;
     use crate::jobs::source::connection_uri;
     use serde_json::{Value, json};
@@ -472,8 +474,8 @@ spec: {policyRef: {name: nightly}, trigger: Scheduled, scheduledTime: "2026-11-2
 
     fn defaults() -> JobDefaults {
         JobDefaults {
-            agent_image: "ghcr.io/dataguardian/dataguardian:0.1.0".into(),
             ttl_seconds_after_finished: 86_400,
+            ..JobDefaults::new("ghcr.io/dataguardian/dataguardian:0.1.0")
         }
     }
 
@@ -764,6 +766,40 @@ spec: {policyRef: {name: maria}, activeDeadlineSeconds: 600}
     }
 
     #[test]
+    fn job_template_asking_for_privilege_is_refused_not_merged() {
+        // Each of these templates would weaken the restricted profile if it were merged over
+        // the defaults; the builder refuses every one (the API refuses them too, see the
+        // backup_policy reconcile tests).
+        for (template, why) in [
+            ("securityContext: {privileged: true}", "privileged"),
+            ("securityContext: {allowPrivilegeEscalation: true}", "allowPrivilegeEscalation"),
+            ("securityContext: {runAsUser: 0}", "user 0"),
+            ("podSecurityContext: {runAsUser: 0}", "runAsUser 0"),
+            ("securityContext: {runAsNonRoot: false}", "non-root"),
+            ("podSecurityContext: {runAsNonRoot: false}", "non-root"),
+            ("securityContext: {capabilities: {add: [SYS_ADMIN]}}", "SYS_ADMIN"),
+            ("securityContext: {capabilities: {drop: [NET_RAW]}}", "drop ALL"),
+            ("securityContext: {seccompProfile: {type: Unconfined}}", "seccompProfile"),
+            ("podSecurityContext: {seccompProfile: {type: Unconfined}}", "seccompProfile"),
+            ("securityContext: {procMount: Unmasked}", "procMount"),
+            ("podSecurityContext: {sysctls: [{name: kernel.msgmax, value: '1'}]}", "sysctls"),
+            ("securityContext: {seLinuxOptions: {type: spc_t}}", "SELinux"),
+            ("securityContext: {appArmorProfile: {type: Unconfined}}", "AppArmor"),
+            ("securityContext: {windowsOptions: {hostProcess: true}}", "host process"),
+            (
+                "annotations: {container.apparmor.security.beta.kubernetes.io/agent: unconfined}",
+                "annotation",
+            ),
+        ] {
+            let p = format!("{POLICY}  jobTemplate:\n    {template}\n");
+            let err = build(&run(RUN), &policy(&p), &storage(S3_STORAGE), defaults())
+                .expect_err(template);
+            assert_eq!(err.reason(), "PrivilegeNotAllowed", "{template}: {err}");
+            assert!(err.to_string().contains(why), "{template}: {err}");
+        }
+    }
+
+    #[test]
     fn job_template_overrides_apply_without_weakening_the_defaults_they_do_not_touch() {
         let p = format!(
             "{POLICY}{}",
@@ -783,7 +819,21 @@ spec: {policyRef: {name: maria}, activeDeadlineSeconds: 600}
     annotations: {owner: shop-team}
 "#
         );
-        let job = build_json(RUN, &p, S3_STORAGE);
+        // The custom image is refused until the platform team puts it on the allow-list.
+        let refused = build(&run(RUN), &policy(&p), &storage(S3_STORAGE), defaults()).unwrap_err();
+        assert_eq!(
+            refused,
+            JobBuildError::ImageNotAllowed("registry.local/dg:custom".into())
+        );
+        assert_eq!(refused.reason(), "ImageNotAllowed");
+        let allowing = JobDefaults {
+            allowed_images: ImageAllowList::new(["registry.local/dg:*"]),
+            ..defaults()
+        };
+        let job = serde_json::to_value(
+            build(&run(RUN), &policy(&p), &storage(S3_STORAGE), allowing).unwrap(),
+        )
+        .unwrap();
         let pod = &job["spec"]["template"]["spec"];
         let c = &pod["containers"][0];
         assert_eq!(c["image"], "registry.local/dg:custom");

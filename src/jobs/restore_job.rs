@@ -117,11 +117,13 @@ pub fn build(
         .controller_owner_ref(&())
         .ok_or(JobBuildError::MissingRunField("metadata.uid"))?;
     let spec = &run.spec;
-    let template = spec
-        .job_template
-        .clone()
-        .or_else(|| fallback_template.cloned())
-        .unwrap_or_default();
+    // The policy's template (or the defaults) decides image, ServiceAccount and security; the
+    // run may only lay resources and scheduling over it.
+    let base = fallback_template.cloned().unwrap_or_default();
+    let template = match &spec.job_template {
+        Some(run_template) => run_template.over(base),
+        None => base,
+    };
     let target = Source::from_spec(&spec.target)?;
 
     let mut args: Vec<String> = vec!["agent".into(), "restore".into()];
@@ -179,7 +181,7 @@ pub fn build(
     let container = agent_container(&template, defaults, args, env, mounts);
     let pod = pod_spec(&template, Vec::new(), container, volumes);
     let backoff = spec.backoff_limit.unwrap_or(DEFAULT_BACKOFF_LIMIT);
-    Ok(job(
+    job(
         JobShell {
             name: job_name(&run_name),
             namespace,
@@ -192,12 +194,14 @@ pub fn build(
             ttl_seconds_after_finished: defaults.ttl_seconds_after_finished,
         },
         pod,
-    ))
+        defaults,
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::jobs::shell::ImageAllowList;
     use serde_json::Value;
 
     fn run(yaml: &str) -> RestoreRun {
@@ -246,8 +250,8 @@ spec:
 
     fn defaults() -> JobDefaults {
         JobDefaults {
-            agent_image: "dg:test".into(),
             ttl_seconds_after_finished: 3600,
+            ..JobDefaults::new("dg:test")
         }
     }
 
@@ -346,14 +350,25 @@ spec:
         );
         let tpl = JobTemplate {
             image: Some("custom:1".into()),
+            service_account_name: Some("backup-irsa".into()),
+            priority_class_name: Some("low".into()),
             ..Default::default()
         };
+        let allowing = JobDefaults {
+            allowed_images: ImageAllowList::new(["custom:1"]),
+            ..defaults()
+        };
+        // The run lays only resources and scheduling over the policy's template.
+        let yaml = yaml.replace(
+            "  backoffLimit: 0",
+            "  backoffLimit: 0\n  jobTemplate: {resources: {limits: {memory: 2Gi}}, nodeSelector: {pool: restore}}",
+        );
         let job = build(
             &run(&yaml),
             &storage_fs(),
             "file:///backup/shop/r1/manifest.json",
             Some(&tpl),
-            &defaults(),
+            &allowing,
         )
         .unwrap();
         let v = json(&job);
@@ -364,6 +379,23 @@ spec:
         assert_eq!(v["spec"]["backoffLimit"], 0);
         let pod = &v["spec"]["template"]["spec"];
         assert_eq!(pod["containers"][0]["image"], "custom:1");
+        assert_eq!(pod["serviceAccountName"], "backup-irsa");
+        assert_eq!(pod["priorityClassName"], "low");
+        assert_eq!(pod["nodeSelector"], serde_json::json!({"pool": "restore"}));
+        assert_eq!(
+            pod["containers"][0]["resources"],
+            serde_json::json!({"limits": {"memory": "2Gi"}})
+        );
+        // The policy's image must be on the allow-list like any other.
+        let err = build(
+            &run(&yaml),
+            &storage_fs(),
+            "file:///backup/shop/r1/manifest.json",
+            Some(&tpl),
+            &defaults(),
+        )
+        .unwrap_err();
+        assert_eq!(err.reason(), "ImageNotAllowed");
         let storage = pod["volumes"]
             .as_array()
             .unwrap()

@@ -512,10 +512,7 @@ async fn prune_on_claim(
     let recheck = Some(now + chrono::Duration::seconds(3));
     match job_watch::observe(ctx, ns, Some(&name)).await? {
         Observed::Vanished { .. } | Observed::NotCreated => {
-            let defaults = crate::jobs::shell::JobDefaults {
-                agent_image: ctx.settings.agent_image.clone(),
-                ttl_seconds_after_finished: ctx.settings.job_ttl_seconds,
-            };
+            let defaults = crate::jobs::shell::JobDefaults::from(&ctx.settings);
             let job = match prune_job::build(&cleanup.run, policy, storage, &location, &defaults) {
                 Ok(job) => job,
                 Err(e) => {

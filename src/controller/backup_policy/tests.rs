@@ -85,3 +85,64 @@ async fn an_invalid_schedule_is_reported_with_its_reason() {
             .contains(&"InvalidSchedule".to_owned())
     );
 }
+
+/// Finding 5: a policy's `jobTemplate` could override the restricted security context
+/// (privileged, root, added capabilities). The API refuses each with a clear message; an
+/// override the restricted profile allows (another non-root user, NET_BIND_SERVICE) passes.
+#[tokio::test]
+async fn a_policy_asking_for_privilege_is_refused_by_the_api() {
+    let sim = Sim::start().await;
+    let policy = |name: &str, template: serde_json::Value| {
+        serde_json::json!({
+            "apiVersion": "dataguardian.io/v1alpha1",
+            "kind": "BackupPolicy",
+            "metadata": {"name": name, "namespace": "shop"},
+            "spec": {
+                "source": {"postgres": {"host": "db", "database": "shop", "user": "u"}},
+                "storageRef": {"name": "main"},
+                "schedule": "0 2 * * *",
+                "jobTemplate": template
+            }
+        })
+    };
+    for (i, (template, expected)) in [
+        (serde_json::json!({"securityContext": {"privileged": true}}), "securityContext.privileged is not allowed"),
+        (serde_json::json!({"securityContext": {"allowPrivilegeEscalation": true}}), "allowPrivilegeEscalation: true is not allowed"),
+        (serde_json::json!({"securityContext": {"runAsUser": 0}}), "runAsUser: 0 is not allowed"),
+        (serde_json::json!({"podSecurityContext": {"runAsUser": 0}}), "runAsUser: 0 is not allowed"),
+        (serde_json::json!({"podSecurityContext": {"runAsNonRoot": false}}), "runAsNonRoot: false is not allowed"),
+        (serde_json::json!({"securityContext": {"capabilities": {"add": ["SYS_ADMIN"]}}}), "capabilities.add may only contain NET_BIND_SERVICE"),
+        (serde_json::json!({"securityContext": {"capabilities": {"drop": ["NET_RAW"]}}}), "capabilities.drop must contain ALL"),
+        (serde_json::json!({"securityContext": {"seccompProfile": {"type": "Unconfined"}}}), "seccompProfile.type must be RuntimeDefault or Localhost"),
+        (serde_json::json!({"podSecurityContext": {"appArmorProfile": {"type": "Unconfined"}}}), "appArmorProfile.type Unconfined is not allowed"),
+        (serde_json::json!({"securityContext": {"procMount": "Unmasked"}}), "procMount must be Default"),
+        (serde_json::json!({"securityContext": {"windowsOptions": {"hostProcess": true}}}), "hostProcess is not allowed"),
+        (serde_json::json!({"securityContext": {"seLinuxOptions": {"type": "spc_t"}}}), "seLinuxOptions may not set user or role"),
+        (serde_json::json!({"podSecurityContext": {"sysctls": [{"name": "kernel.msgmax", "value": "1"}]}}), "sysctls are not allowed"),
+        (serde_json::json!({"annotations": {"container.apparmor.security.beta.kubernetes.io/agent": "unconfined"}}), "annotations may not set AppArmor or seccomp profiles"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        match sim
+            .create_json::<BackupPolicy>(policy(&format!("p{i}"), template.clone()))
+            .await
+        {
+            Err(kube::Error::Api(status)) => {
+                assert_eq!(status.code, 422, "{template}: {status:?}");
+                assert!(status.message.contains(expected), "{template}: {}", status.message);
+            }
+            other => panic!("{template}: expected a 422 refusal, got {other:?}"),
+        }
+    }
+    sim.create_json::<BackupPolicy>(policy(
+        "fine",
+        serde_json::json!({
+            "podSecurityContext": {"runAsUser": 1000, "fsGroup": 2000, "seccompProfile": {"type": "RuntimeDefault"}},
+            "securityContext": {"capabilities": {"add": ["NET_BIND_SERVICE"], "drop": ["ALL"]}, "seLinuxOptions": {"level": "s0:c1"}},
+            "annotations": {"owner": "shop-team"}
+        }),
+    ))
+    .await
+    .expect("what the restricted profile allows is accepted");
+}

@@ -506,10 +506,7 @@ async fn start_job(
             "policy or storage vanished while starting".into(),
         ));
     };
-    let defaults = crate::jobs::shell::JobDefaults {
-        agent_image: ctx.settings.agent_image.clone(),
-        ttl_seconds_after_finished: ctx.settings.job_ttl_seconds,
-    };
+    let defaults = crate::jobs::shell::JobDefaults::from(&ctx.settings);
     let job = match crate::jobs::backup_job::build(run, &policy, &storage, &defaults) {
         Ok(job) => job,
         // A spec problem: retrying cannot help, so the run fails with the reason.

@@ -402,10 +402,7 @@ async fn start_job(
     run: &RestoreRun,
     resolved: Resolved,
 ) -> Result<Action> {
-    let defaults = JobDefaults {
-        agent_image: ctx.settings.agent_image.clone(),
-        ttl_seconds_after_finished: ctx.settings.job_ttl_seconds,
-    };
+    let defaults = JobDefaults::from(&ctx.settings);
     let job = match restore_job::build(
         run,
         &resolved.storage,

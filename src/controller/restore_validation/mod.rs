@@ -38,7 +38,7 @@ use crate::api::restore_validation::{RestoreValidationStatus, ValidationResult};
 use crate::api::{
     BackupPolicy, BackupRun, BackupStorage, RestoreValidation, RestoreValidationPhase,
 };
-use crate::jobs::shell::JobDefaults;
+use crate::jobs::shell::{JobBuildError, JobDefaults};
 use crate::jobs::validation_job;
 use crate::telemetry::metrics::{RunLabels, RunResult};
 
@@ -333,10 +333,7 @@ async fn resolve(
 }
 
 async fn start_job(ctx: &Context, ns: &str, rv: &RestoreValidation, r: Resolved) -> Result<Action> {
-    let defaults = JobDefaults {
-        agent_image: ctx.settings.agent_image.clone(),
-        ttl_seconds_after_finished: ctx.settings.job_ttl_seconds,
-    };
+    let defaults = JobDefaults::from(&ctx.settings);
     let policy_validation = r.policy.as_ref().and_then(|p| p.spec.validation.clone());
     let inputs = validation_job::ValidationInputs {
         storage: &r.storage,
@@ -355,7 +352,12 @@ async fn start_job(ctx: &Context, ns: &str, rv: &RestoreValidation, r: Resolved)
             let outcome = Outcome {
                 phase: RestoreValidationPhase::Failed,
                 result: ValidationResult::Failed,
-                reason: "InvalidSandbox".into(),
+                reason: match &e {
+                    JobBuildError::ImageNotAllowed(_) | JobBuildError::PrivilegeNotAllowed(_) => {
+                        e.reason().into()
+                    }
+                    _ => "InvalidSandbox".into(),
+                },
                 message: e.to_string(),
                 checks: Vec::new(),
                 restore_duration_seconds: None,
