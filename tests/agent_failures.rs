@@ -417,3 +417,92 @@ fn s3_failing_mid_upload_retries_then_aborts_cleanly() {
     .assert_ok();
     assert_eq!(pg_fingerprint(&pg, "copy"), before);
 }
+
+/// Finding 5: `extraArgs` reached pg_dump/pg_restore unchecked, so a policy could make the
+/// dump write a file (`--file`), read one (`--filter`) or talk to another server (`--host`).
+/// The agent refuses every option off the allow-list before it connects or writes anything;
+/// allow-listed options still work.
+#[test]
+fn extra_args_off_the_allow_list_are_refused_before_anything_runs() {
+    let pg = Postgres::start().unwrap();
+    pg.create_database("shop").unwrap();
+    pg_fill(&pg, "shop", 1);
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let uri = pg.uri("shop");
+    let to = format!("file://{}", tmp.path().display());
+    let stolen = out.path().join("stolen.dump");
+    for (i, arg) in [
+        format!("--dump-arg=--file={}", stolen.display()),
+        "--dump-arg=-f/tmp/dg-stolen".to_string(),
+        "--dump-arg=--host=127.0.0.2".to_string(),
+        "--dump-arg=--filter=/proc/self/environ".to_string(),
+        "--dump-arg=--snapshot=00000003-00000002-1".to_string(),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let run_id = format!("bad{i}");
+        let run = run_agent(
+            &[
+                "backup", "--engine", "postgres", "--to", &to, "--run-id", &run_id, arg,
+            ],
+            &[("DG_URI", &uri)],
+        );
+        run.assert_failed("config");
+        assert!(run.error().contains("pg_dump"), "{arg}: {}", run.error());
+        run.assert_no_secret(pg.password());
+    }
+    assert!(!stolen.exists(), "pg_dump never ran with --file");
+    assert!(!std::path::Path::new("/tmp/dg-stolen").exists());
+    assert!(
+        files_below(tmp.path()).is_empty(),
+        "{:?}",
+        files_below(tmp.path())
+    );
+
+    // An allow-listed option passes and shapes the dump.
+    run_agent(
+        &[
+            "backup",
+            "--engine",
+            "postgres",
+            "--to",
+            &to,
+            "--run-id",
+            "ok",
+            "--dump-arg=--no-comments",
+            "--dump-arg=--exclude-table-data=nothing_matches",
+        ],
+        &[("DG_URI", &uri)],
+    )
+    .assert_ok();
+
+    // pg_restore --file would write the decrypted dump to a file instead of the database.
+    let from = format!("file://{}/ok/manifest.json", tmp.path().display());
+    let written = out.path().join("restored.sql");
+    let run = run_agent(
+        &[
+            "restore",
+            "--engine",
+            "postgres",
+            "--from",
+            &from,
+            "--create-database",
+            "--database",
+            "copy",
+            &format!("--restore-arg=--file={}", written.display()),
+        ],
+        &[("DG_URI", &uri)],
+    );
+    run.assert_failed("config");
+    assert!(run.error().contains("pg_restore"), "{}", run.error());
+    assert!(!written.exists());
+    assert!(
+        pg.psql("postgres", "SELECT count(*) FROM pg_database WHERE datname = 'copy'")
+            .unwrap()
+            .trim()
+            == "0",
+        "the target was not created"
+    );
+}

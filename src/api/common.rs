@@ -178,8 +178,12 @@ pub struct PostgresEndpoint {
     /// TLS mode (libpq `sslmode`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssl_mode: Option<PostgresSslMode>,
-    /// Extra arguments appended to `pg_dump`/`pg_restore`, e.g. `["--exclude-table=audit_*"]`.
-    /// Output format and file arguments are controlled by DataGuardian.
+    /// Extra arguments appended to `pg_dump` (in a policy) or `pg_restore` (in a restore
+    /// target), e.g. `["--exclude-table=audit_*"]`. Only options on DataGuardian's allow-list
+    /// are accepted, as full long names with `--option=value` (content selection such as
+    /// `--schema=`, `--exclude-table=`, `--no-comments`); anything that writes or reads files,
+    /// changes the connection or role, or overrides the format, snapshot or compression is
+    /// refused with reason `ArgumentNotAllowed` (`docs/threat-model.md`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32), inner(length(min = 1, max = 1024)))]
     pub extra_args: Vec<String>,
@@ -266,8 +270,11 @@ pub struct MysqlEndpoint {
     /// TLS mode (`--ssl-mode`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssl_mode: Option<MysqlSslMode>,
-    /// Extra arguments appended to the dump/restore client, e.g. `["--skip-lock-tables"]`.
-    /// Passwords are refused here: they belong in `passwordSecretRef`.
+    /// Extra arguments appended to `mysqldump`/`mariadb-dump`, e.g. `["--skip-lock-tables"]`.
+    /// Only options on DataGuardian's allow-list are accepted, as full long names with
+    /// `--option=value` (e.g. `--ignore-table=db.table`, `--skip-comments`); anything else is
+    /// refused with reason `ArgumentNotAllowed`. Restores take no extra arguments. Passwords
+    /// are refused here: they belong in `passwordSecretRef`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32), inner(length(min = 1, max = 1024)))]
     #[x_kube(validation = Rule::new(

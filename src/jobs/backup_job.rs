@@ -36,7 +36,7 @@ use crate::api::common::{Compression, CompressionAlgorithm, SecretKeySelector, t
 use crate::api::{BackupPolicy, BackupRun, BackupStorage};
 use crate::contract::{
     APP_NAME, COMPONENT_BACKUP, COMPONENT_LABEL, INSTANCE_LABEL, MANAGED_BY_LABEL, NAME_LABEL,
-    OPERATOR_NAME, PART_OF_LABEL, RUN_LABEL, exit,
+    OPERATOR_NAME, PART_OF_LABEL, RUN_LABEL, exit, extra_args,
 };
 
 use super::naming::{MAX_LABEL_LEN, bounded_name, label_value};
@@ -163,6 +163,9 @@ pub fn build_attempt(
             &format!("{RECIPIENTS_DIR}/{RECIPIENTS_FILE}"),
         );
     }
+    // Only allow-listed options reach the dump tool; the agent checks again.
+    extra_args::check(extra_args::Tool::dump(source.engine), &source.extra_args)
+        .map_err(|e| JobBuildError::ArgumentNotAllowed(e.to_string()))?;
     for extra in &source.extra_args {
         args.push(format!("--dump-arg={extra}"));
     }
@@ -962,6 +965,39 @@ spec: {policyRef: {name: maria}, activeDeadlineSeconds: 600}
             err.to_string().contains("host and user are required"),
             "{err}"
         );
+    }
+
+    /// Finding 5: `extraArgs` reached pg_dump unchecked. Off-list options are refused before a
+    /// Job exists, with a reason and a message naming the option (never its value).
+    #[test]
+    fn extra_args_off_the_allow_list_are_refused_before_a_job_is_built() {
+        let s = storage(S3_STORAGE);
+        for arg in [
+            "--file=/tmp/out",
+            "-f/tmp/out",
+            "--host=10.0.0.9",
+            "--dbname=postgres://elsewhere",
+            "--snapshot=1-2-3",
+            "--filter=/etc/dataguardian/recipients/recipients",
+        ] {
+            let mut p = policy(POLICY);
+            p.spec.source.postgres.as_mut().unwrap().extra_args = vec![arg.into()];
+            let err = build(&run(RUN), &p, &s, defaults()).unwrap_err();
+            assert_eq!(err.reason(), "ArgumentNotAllowed", "{arg}: {err}");
+            assert!(err.to_string().contains("pg_dump"), "{err}");
+        }
+        let mut p = policy(POLICY);
+        p.spec.source.postgres = None;
+        p.spec.source.mysql = Some(crate::api::common::MysqlEndpoint {
+            host: Some("db".into()),
+            user: Some("u".into()),
+            database: Some("shop".into()),
+            extra_args: vec!["--result-file=/tmp/x".into()],
+            ..Default::default()
+        });
+        let err = build(&run(RUN), &p, &s, defaults()).unwrap_err();
+        assert_eq!(err.reason(), "ArgumentNotAllowed", "{err}");
+        assert!(err.to_string().contains("--result-file") && !err.to_string().contains("/tmp/x"));
     }
 
     /// The agent's own command line parser accepts every flag the builder emits.

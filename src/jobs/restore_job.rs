@@ -17,7 +17,7 @@ use kube::{Resource, ResourceExt};
 
 use crate::api::common::JobTemplate;
 use crate::api::{BackupStorage, RestoreRun};
-use crate::contract::{COMPONENT_RESTORE, MANIFEST_NAME, RESTORE_LABEL, exit};
+use crate::contract::{COMPONENT_RESTORE, MANIFEST_NAME, RESTORE_LABEL, exit, extra_args};
 
 use super::naming::{MAX_LABEL_LEN, bounded_name};
 use super::shell::{
@@ -163,6 +163,9 @@ pub fn build(
     if spec.overwrite {
         args.push("--overwrite".into());
     }
+    // Only allow-listed options reach the restore tool; the agent checks again.
+    extra_args::check(extra_args::Tool::restore(target.engine), &target.extra_args)
+        .map_err(|e| JobBuildError::ArgumentNotAllowed(e.to_string()))?;
     for extra in &target.extra_args {
         args.push(format!("--restore-arg={extra}"));
     }
@@ -404,6 +407,26 @@ spec:
             .unwrap();
         assert_eq!(storage["persistentVolumeClaim"]["claimName"], "backups");
         assert_eq!(storage["persistentVolumeClaim"]["readOnly"], true);
+    }
+
+    #[test]
+    fn restore_args_off_the_allow_list_are_refused_before_a_job_is_built() {
+        let loc = "s3://shop-backups/shop/nightly/r1/manifest.json";
+        // --file would write the decrypted dump to a file; --clean would bypass overwrite.
+        for arg in ["--file=/tmp/x", "--clean", "--superuser=postgres", "--use-list=/tmp/l"] {
+            let yaml = RUN.replace(
+                "database: shop_copy, ",
+                &format!("database: shop_copy, extraArgs: [\"{arg}\"], "),
+            );
+            let err = build(&run(&yaml), &storage_s3(), loc, None, &defaults()).unwrap_err();
+            assert_eq!(err.reason(), "ArgumentNotAllowed", "{arg}: {err}");
+        }
+        let yaml = RUN.replace(
+            "database: shop_copy, ",
+            "database: shop_copy, extraArgs: [\"--no-owner\"], ",
+        );
+        let job = build(&run(&yaml), &storage_s3(), loc, None, &defaults()).unwrap();
+        assert!(args(&json(&job)).contains(&"--restore-arg=--no-owner".to_string()));
     }
 
     #[test]
