@@ -108,3 +108,42 @@ pub fn run(args: &OperatorArgs) -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::cli::{Cli, Command};
+    use crate::jobs::shell::JobDefaults;
+
+    fn settings(argv: &[&str]) -> crate::controller::common::context::Settings {
+        let cli = Cli::try_parse_from(argv).expect("flags parse");
+        let Command::Operator(args) = cli.command else {
+            panic!("not the operator command");
+        };
+        args.settings()
+    }
+
+    #[test]
+    fn the_image_allow_list_comes_from_the_platform_teams_flag() {
+        let s = settings(&[
+            "dataguardian",
+            "operator",
+            "--agent-image=registry.corp/dg:2",
+            "--allowed-images=registry.corp/dg:*, registry.corp/mirror/postgres:*",
+        ]);
+        let defaults = JobDefaults::from(&s);
+        assert!(defaults.allowed_images.allows("registry.corp/dg:2"));
+        assert!(defaults.allowed_images.allows("registry.corp/mirror/postgres:16"));
+        assert!(!defaults.allowed_images.allows("postgres:16"), "the flag replaces the default");
+        // Without the flag: the agent image and the default sandbox images only.
+        let defaults = JobDefaults::from(&settings(&[
+            "dataguardian",
+            "operator",
+            "--agent-image=registry.corp/dg:2",
+        ]));
+        assert!(defaults.allowed_images.allows("registry.corp/dg:2"));
+        assert!(defaults.allowed_images.allows("postgres:16"));
+        assert!(!defaults.allowed_images.allows("registry.corp/dg:3"));
+    }
+}
