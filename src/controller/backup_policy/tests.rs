@@ -146,3 +146,80 @@ async fn a_policy_asking_for_privilege_is_refused_by_the_api() {
     .await
     .expect("what the restricted profile allows is accepted");
 }
+
+/// Finding 8: retention must be able to tell the schedule's runs from runs anyone with
+/// `create backupruns` made. The policy marks the runs its schedule creates in status (which
+/// users cannot write); the run controller's own status writes keep the mark.
+#[tokio::test]
+async fn runs_the_schedule_creates_are_marked_scheduled_in_status() {
+    use kube::api::Api;
+
+    use crate::api::BackupRun;
+    use crate::controller::backup_policy::retention::{RetentionRun, RunOrigin};
+    use crate::controller::common::run_cache::FinishedRun;
+
+    let sim = Sim::start().await;
+    let created: BackupPolicy = sim.create(&policy("* * * * *", "")).await;
+    // As if created ten minutes ago: minutes were missed, so the schedule creates one
+    // catch-up run now.
+    let mut stored = created;
+    stored.metadata.creation_timestamp = Some(crate::api::common::time_from_chrono(
+        chrono::Utc::now() - chrono::Duration::minutes(10),
+    ));
+    reconcile(&sim, stored).await;
+
+    let runs: Api<BackupRun> = Api::namespaced(sim.ctx.client.clone(), "shop");
+    let list = runs.list(&Default::default()).await.expect("runs").items;
+    assert_eq!(list.len(), 1, "one catch-up run");
+    let run = list.into_iter().next().unwrap();
+    assert_eq!(run.status.as_ref().and_then(|s| s.scheduled), Some(true));
+
+    // The run controller applies its whole status under its own field manager, possibly from
+    // a copy read before the mark: the mark stays (it is the policy controller's field).
+    let whole = crate::api::BackupRunStatus {
+        phase: Some(crate::api::BackupRunPhase::Pending),
+        reason: Some("StorageNotFound".into()),
+        ..Default::default()
+    };
+    crate::controller::common::status::apply_status::<BackupRun>(
+        &sim.ctx.client,
+        "shop",
+        &run.metadata.name.clone().unwrap(),
+        "dataguardian-backuprun",
+        &whole,
+    )
+    .await
+    .expect("status apply");
+    let after: BackupRun = sim.get("shop", run.metadata.name.as_deref().unwrap()).await;
+    let status = after.status.expect("status");
+    assert_eq!(status.reason.as_deref(), Some("StorageNotFound"), "{status:?}");
+    assert_eq!(status.scheduled, Some(true));
+
+    // A client's run saying `trigger: Scheduled` is still a manual run for retention.
+    let forged: BackupRun = sim
+        .create(
+            r#"
+apiVersion: dataguardian.io/v1alpha1
+kind: BackupRun
+metadata: {name: forged, namespace: shop}
+spec: {policyRef: {name: nightly}, trigger: Scheduled}
+"#,
+        )
+        .await;
+    let mut finished = forged.clone();
+    finished.status = Some(serde_json::from_value(serde_json::json!({
+        "phase": "Succeeded", "completionTime": "2026-11-22T10:00:00Z"
+    })).unwrap());
+    let record = FinishedRun::from_run(&finished).expect("finished");
+    assert_eq!(
+        RetentionRun::from_finished(&record).map(|r| r.origin),
+        Some(RunOrigin::Manual)
+    );
+    let mut genuine = finished;
+    genuine.status.as_mut().unwrap().scheduled = Some(true);
+    let record = FinishedRun::from_run(&genuine).expect("finished");
+    assert_eq!(
+        RetentionRun::from_finished(&record).map(|r| r.origin),
+        Some(RunOrigin::Schedule)
+    );
+}
