@@ -506,3 +506,37 @@ fn extra_args_off_the_allow_list_are_refused_before_anything_runs() {
         "the target was not created"
     );
 }
+
+/// Finding 9: `sslMode: VERIFY_CA`/`VERIFY_IDENTITY` became a bare `--ssl`, which the MariaDB
+/// client treats as "TLS if available": against a server without a certificate the backup
+/// went through in plaintext. A verify mode now verifies the certificate or fails; a server
+/// without TLS (the test server has none) is refused before any data moves.
+#[test]
+fn mysql_verify_modes_never_fall_back_to_an_unverified_connection() {
+    let db = MariaDb::start().unwrap();
+    db.create_database("shop").unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let to = format!("file://{}", tmp.path().display());
+    for mode in ["VERIFY_CA", "VERIFY_IDENTITY"] {
+        let uri = format!("{}?ssl-mode={mode}", db.uri("shop"));
+        let run = run_agent(
+            &["backup", "--engine", "mysql", "--to", &to, "--run-id", mode],
+            &[("DG_URI", &uri)],
+        );
+        run.assert_failed("source");
+        assert!(run.error().contains("SSL"), "{mode}: {}", run.error());
+        run.assert_no_secret(db.password());
+        assert!(
+            files_below(tmp.path()).is_empty(),
+            "{mode}: nothing written: {:?}",
+            files_below(tmp.path())
+        );
+    }
+    // The same server with PREFERRED (the default) works: the refusals above are TLS's.
+    let uri = format!("{}?ssl-mode=PREFERRED", db.uri("shop"));
+    run_agent(
+        &["backup", "--engine", "mysql", "--to", &to, "--run-id", "preferred"],
+        &[("DG_URI", &uri)],
+    )
+    .assert_ok();
+}

@@ -128,7 +128,9 @@ pub enum PostgresSslMode {
     Prefer,
     /// Always use TLS, without verifying the certificate.
     Require,
-    /// Always use TLS and verify the certificate chain.
+    /// Always use TLS and verify the certificate chain (the agent image's CA bundle); the
+    /// connection fails rather than fall back. The MariaDB client (the agent's default) checks
+    /// the host name as well.
     VerifyCa,
     /// Always use TLS, verify the chain and the host name.
     VerifyFull,

@@ -738,7 +738,7 @@ spec: {policyRef: {name: maria}, activeDeadlineSeconds: 600}
                 "--engine",
                 "mysql",
                 "--uri",
-                "mysql://root@maria.shop.svc:3306/?ssl=true",
+                "mysql://root@maria.shop.svc:3306/?ssl-mode=REQUIRED",
                 "--all-databases",
                 "--to",
                 "file:/backup/dumps/mysql/all/2026-11-22",
@@ -998,6 +998,37 @@ spec: {policyRef: {name: maria}, activeDeadlineSeconds: 600}
         let err = build(&run(RUN), &p, &s, defaults()).unwrap_err();
         assert_eq!(err.reason(), "ArgumentNotAllowed", "{err}");
         assert!(err.to_string().contains("--result-file") && !err.to_string().contains("/tmp/x"));
+    }
+
+    /// Finding 9: the MySQL verify modes reached the agent as a bare `ssl=true`.
+    #[test]
+    fn mysql_ssl_modes_reach_the_agent_unchanged() {
+        for (mode, param) in [
+            ("DISABLED", Some("ssl-mode=DISABLED")),
+            ("PREFERRED", None),
+            ("REQUIRED", Some("ssl-mode=REQUIRED")),
+            ("VERIFY_CA", Some("ssl-mode=VERIFY_CA")),
+            ("VERIFY_IDENTITY", Some("ssl-mode=VERIFY_IDENTITY")),
+        ] {
+            let mut p = policy(POLICY);
+            p.spec.source.postgres = None;
+            p.spec.source.mysql = Some(
+                serde_json::from_value(json!({
+                    "host": "db", "user": "u", "database": "shop", "sslMode": mode
+                }))
+                .unwrap(),
+            );
+            let job = serde_json::to_value(
+                build(&run(RUN), &p, &storage(S3_STORAGE), defaults()).unwrap(),
+            )
+            .unwrap();
+            let a = args(&job);
+            let uri = &a[a.iter().position(|x| x == "--uri").unwrap() + 1];
+            match param {
+                Some(param) => assert!(uri.ends_with(&format!("?{param}")), "{mode}: {uri}"),
+                None => assert!(!uri.contains('?'), "{mode}: {uri}"),
+            }
+        }
     }
 
     /// The agent's own command line parser accepts every flag the builder emits.
