@@ -499,9 +499,12 @@ fn extra_args_off_the_allow_list_are_refused_before_anything_runs() {
     assert!(run.error().contains("pg_restore"), "{}", run.error());
     assert!(!written.exists());
     assert!(
-        pg.psql("postgres", "SELECT count(*) FROM pg_database WHERE datname = 'copy'")
-            .unwrap()
-            .trim()
+        pg.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname = 'copy'"
+        )
+        .unwrap()
+        .trim()
             == "0",
         "the target was not created"
     );
@@ -535,7 +538,15 @@ fn mysql_verify_modes_never_fall_back_to_an_unverified_connection() {
     // The same server with PREFERRED (the default) works: the refusals above are TLS's.
     let uri = format!("{}?ssl-mode=PREFERRED", db.uri("shop"));
     run_agent(
-        &["backup", "--engine", "mysql", "--to", &to, "--run-id", "preferred"],
+        &[
+            "backup",
+            "--engine",
+            "mysql",
+            "--to",
+            &to,
+            "--run-id",
+            "preferred",
+        ],
         &[("DG_URI", &uri)],
     )
     .assert_ok();

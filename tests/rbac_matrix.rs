@@ -1246,7 +1246,10 @@ fn resources_documented_as_not_granted_are_not_granted() {
         .collect();
     assert!(named.contains(&"configmaps"), "{named:?}");
     let m = Manifests::load();
-    let rules = m.cluster_roles[CONTROLLER_ROLE].rules.clone().unwrap_or_default();
+    let rules = m.cluster_roles[CONTROLLER_ROLE]
+        .rules
+        .clone()
+        .unwrap_or_default();
     for resource in named {
         if ["escalate", "bind", "impersonate"].contains(&resource) {
             continue; // verbs, checked by controller_role_is_least_privilege_without_wildcards

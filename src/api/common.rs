@@ -537,14 +537,38 @@ fn job_template_rules(schema: &mut schemars::Schema) {
 /// Pod runs, as whom, or with which privileges (the Pod holds the decryption identity and the
 /// target's credentials).
 pub const RESTORE_REFUSED_FIELDS: &[(&str, &str)] = &[
-    ("image", "the restore runs the policy's or the operator's agent image"),
-    ("imagePullPolicy", "the restore uses the policy's pull settings"),
-    ("imagePullSecrets", "the restore uses the policy's pull settings"),
-    ("serviceAccountName", "the restore runs as the policy's ServiceAccount"),
-    ("podSecurityContext", "the restore Pod always runs under the restricted Pod Security profile"),
-    ("securityContext", "the restore Pod always runs under the restricted Pod Security profile"),
-    ("labels", "labels can select the restore Pod into network or admission policies"),
-    ("annotations", "annotations can change the restore Pod's confinement"),
+    (
+        "image",
+        "the restore runs the policy's or the operator's agent image",
+    ),
+    (
+        "imagePullPolicy",
+        "the restore uses the policy's pull settings",
+    ),
+    (
+        "imagePullSecrets",
+        "the restore uses the policy's pull settings",
+    ),
+    (
+        "serviceAccountName",
+        "the restore runs as the policy's ServiceAccount",
+    ),
+    (
+        "podSecurityContext",
+        "the restore Pod always runs under the restricted Pod Security profile",
+    ),
+    (
+        "securityContext",
+        "the restore Pod always runs under the restricted Pod Security profile",
+    ),
+    (
+        "labels",
+        "labels can select the restore Pod into network or admission policies",
+    ),
+    (
+        "annotations",
+        "annotations can change the restore Pod's confinement",
+    ),
 ];
 
 /// Overrides a RestoreRun may make to its restore Job's Pod: resources and scheduling only.

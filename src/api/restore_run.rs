@@ -6,9 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::backup_run::AttemptFailure;
-use super::common::{
-    DatabaseSpec, Decryption, LocalObjectReference, Progress, RestoreJobTemplate,
-};
+use super::common::{DatabaseSpec, Decryption, LocalObjectReference, Progress, RestoreJobTemplate};
 
 /// Restores one backup — a BackupRun's artifact, or any artifact by storage and key — into a
 /// target database. Restores are queued: at most one runs per target at a time. The spec is

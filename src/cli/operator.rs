@@ -134,8 +134,15 @@ mod tests {
         ]);
         let defaults = JobDefaults::from(&s);
         assert!(defaults.allowed_images.allows("registry.corp/dg:2"));
-        assert!(defaults.allowed_images.allows("registry.corp/mirror/postgres:16"));
-        assert!(!defaults.allowed_images.allows("postgres:16"), "the flag replaces the default");
+        assert!(
+            defaults
+                .allowed_images
+                .allows("registry.corp/mirror/postgres:16")
+        );
+        assert!(
+            !defaults.allowed_images.allows("postgres:16"),
+            "the flag replaces the default"
+        );
         // Without the flag: the agent image and the default sandbox images only.
         let defaults = JobDefaults::from(&settings(&[
             "dataguardian",

@@ -421,8 +421,8 @@ fn push_filesystem(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::jobs::shell::ImageAllowList;
     use crate::api::common::Engine;
+    use crate::jobs::shell::ImageAllowList;
     use crate::jobs::source::connection_uri;
     use serde_json::{Value, json};
 
@@ -775,20 +775,47 @@ spec: {policyRef: {name: maria}, activeDeadlineSeconds: 600}
         // backup_policy reconcile tests).
         for (template, why) in [
             ("securityContext: {privileged: true}", "privileged"),
-            ("securityContext: {allowPrivilegeEscalation: true}", "allowPrivilegeEscalation"),
+            (
+                "securityContext: {allowPrivilegeEscalation: true}",
+                "allowPrivilegeEscalation",
+            ),
             ("securityContext: {runAsUser: 0}", "user 0"),
             ("podSecurityContext: {runAsUser: 0}", "runAsUser 0"),
             ("securityContext: {runAsNonRoot: false}", "non-root"),
             ("podSecurityContext: {runAsNonRoot: false}", "non-root"),
-            ("securityContext: {capabilities: {add: [SYS_ADMIN]}}", "SYS_ADMIN"),
-            ("securityContext: {capabilities: {drop: [NET_RAW]}}", "drop ALL"),
-            ("securityContext: {seccompProfile: {type: Unconfined}}", "seccompProfile"),
-            ("podSecurityContext: {seccompProfile: {type: Unconfined}}", "seccompProfile"),
+            (
+                "securityContext: {capabilities: {add: [SYS_ADMIN]}}",
+                "SYS_ADMIN",
+            ),
+            (
+                "securityContext: {capabilities: {drop: [NET_RAW]}}",
+                "drop ALL",
+            ),
+            (
+                "securityContext: {seccompProfile: {type: Unconfined}}",
+                "seccompProfile",
+            ),
+            (
+                "podSecurityContext: {seccompProfile: {type: Unconfined}}",
+                "seccompProfile",
+            ),
             ("securityContext: {procMount: Unmasked}", "procMount"),
-            ("podSecurityContext: {sysctls: [{name: kernel.msgmax, value: '1'}]}", "sysctls"),
-            ("securityContext: {seLinuxOptions: {type: spc_t}}", "SELinux"),
-            ("securityContext: {appArmorProfile: {type: Unconfined}}", "AppArmor"),
-            ("securityContext: {windowsOptions: {hostProcess: true}}", "host process"),
+            (
+                "podSecurityContext: {sysctls: [{name: kernel.msgmax, value: '1'}]}",
+                "sysctls",
+            ),
+            (
+                "securityContext: {seLinuxOptions: {type: spc_t}}",
+                "SELinux",
+            ),
+            (
+                "securityContext: {appArmorProfile: {type: Unconfined}}",
+                "AppArmor",
+            ),
+            (
+                "securityContext: {windowsOptions: {hostProcess: true}}",
+                "host process",
+            ),
             (
                 "annotations: {container.apparmor.security.beta.kubernetes.io/agent: unconfined}",
                 "annotation",

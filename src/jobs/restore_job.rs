@@ -413,7 +413,12 @@ spec:
     fn restore_args_off_the_allow_list_are_refused_before_a_job_is_built() {
         let loc = "s3://shop-backups/shop/nightly/r1/manifest.json";
         // --file would write the decrypted dump to a file; --clean would bypass overwrite.
-        for arg in ["--file=/tmp/x", "--clean", "--superuser=postgres", "--use-list=/tmp/l"] {
+        for arg in [
+            "--file=/tmp/x",
+            "--clean",
+            "--superuser=postgres",
+            "--use-list=/tmp/l",
+        ] {
             let yaml = RUN.replace(
                 "database: shop_copy, ",
                 &format!("database: shop_copy, extraArgs: [\"{arg}\"], "),

@@ -11,9 +11,10 @@ use k8s_openapi::api::batch::v1::{
     PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
 };
 use k8s_openapi::api::core::v1::{
-    AppArmorProfile, Capabilities, SELinuxOptions, WindowsSecurityContextOptions, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, PodSecurityContext,
-    PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile,
-    SecretKeySelector as K8sSecretKeySelector, SecurityContext, Volume, VolumeMount,
+    AppArmorProfile, Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements, SELinuxOptions,
+    SeccompProfile, SecretKeySelector as K8sSecretKeySelector, SecurityContext, Volume,
+    VolumeMount, WindowsSecurityContextOptions,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -428,7 +429,11 @@ pub(crate) struct JobShell {
 /// The Job of every builder: one Pod run to completion, labelled and annotated like the Job.
 /// Refused unless every container image is on the allow-list and the Pod is restricted
 /// ([`check_restricted`]): this is the one door every Job goes out by.
-pub(crate) fn job(shell: JobShell, pod: PodSpec, defaults: &JobDefaults) -> Result<Job, JobBuildError> {
+pub(crate) fn job(
+    shell: JobShell,
+    pod: PodSpec,
+    defaults: &JobDefaults,
+) -> Result<Job, JobBuildError> {
     for container in pod.init_containers.iter().flatten().chain(&pod.containers) {
         let image = container.image.as_deref().unwrap_or_default();
         if !defaults.allowed_images.allows(image) {
@@ -487,8 +492,7 @@ pub(crate) fn check_restricted(
     annotations: Option<&BTreeMap<String, String>>,
 ) -> Result<(), JobBuildError> {
     let refuse = |what: String| Err(JobBuildError::PrivilegeNotAllowed(what));
-    if pod.host_network == Some(true) || pod.host_pid == Some(true) || pod.host_ipc == Some(true)
-    {
+    if pod.host_network == Some(true) || pod.host_pid == Some(true) || pod.host_ipc == Some(true) {
         return refuse("host namespaces (hostNetwork, hostPID, hostIPC) are not allowed".into());
     }
     if pod.host_users == Some(true) {
@@ -505,7 +509,10 @@ pub(crate) fn check_restricted(
             .flat_map(|m| m.keys())
             .find(|k| *k != "name" && !RESTRICTED_VOLUME_SOURCES.contains(&k.as_str()))
         {
-            return refuse(format!("volume {} of type {source} is not allowed", volume.name));
+            return refuse(format!(
+                "volume {} of type {source} is not allowed",
+                volume.name
+            ));
         }
     }
     for key in annotations.into_iter().flat_map(|a| a.keys()) {
@@ -580,7 +587,11 @@ pub(crate) fn check_restricted(
         if sc.proc_mount.as_deref().is_some_and(|m| m != "Default") {
             return refuse(format!("container {name} must use the Default procMount"));
         }
-        if c.ports.iter().flatten().any(|p| p.host_port.is_some_and(|h| h != 0)) {
+        if c.ports
+            .iter()
+            .flatten()
+            .any(|p| p.host_port.is_some_and(|h| h != 0))
+        {
             return refuse(format!("container {name} may not use host ports"));
         }
         check_common(
@@ -629,7 +640,11 @@ mod tests {
 
     #[test]
     fn image_allow_list_matches_exact_names_and_star_prefixes_only() {
-        let list = ImageAllowList::new(["registry.corp/dg:1.2", "registry.corp/mirror/postgres:*", " "]);
+        let list = ImageAllowList::new([
+            "registry.corp/dg:1.2",
+            "registry.corp/mirror/postgres:*",
+            " ",
+        ]);
         assert_eq!(list.patterns().len(), 2);
         assert!(list.allows("registry.corp/dg:1.2"));
         assert!(!list.allows("registry.corp/dg:1.2-evil"));
@@ -655,7 +670,12 @@ mod tests {
             security_context: Some(container_security_context(None)),
             ..Default::default()
         };
-        pod_spec(&JobTemplate::default(), Vec::new(), container, vec![tmp_volume().0])
+        pod_spec(
+            &JobTemplate::default(),
+            Vec::new(),
+            container,
+            vec![tmp_volume().0],
+        )
     }
 
     #[test]

@@ -192,7 +192,11 @@ async fn runs_the_schedule_creates_are_marked_scheduled_in_status() {
     .expect("status apply");
     let after: BackupRun = sim.get("shop", run.metadata.name.as_deref().unwrap()).await;
     let status = after.status.expect("status");
-    assert_eq!(status.reason.as_deref(), Some("StorageNotFound"), "{status:?}");
+    assert_eq!(
+        status.reason.as_deref(),
+        Some("StorageNotFound"),
+        "{status:?}"
+    );
     assert_eq!(status.scheduled, Some(true));
 
     // A client's run saying `trigger: Scheduled` is still a manual run for retention.
@@ -207,9 +211,12 @@ spec: {policyRef: {name: nightly}, trigger: Scheduled}
         )
         .await;
     let mut finished = forged.clone();
-    finished.status = Some(serde_json::from_value(serde_json::json!({
-        "phase": "Succeeded", "completionTime": "2026-11-22T10:00:00Z"
-    })).unwrap());
+    finished.status = Some(
+        serde_json::from_value(serde_json::json!({
+            "phase": "Succeeded", "completionTime": "2026-11-22T10:00:00Z"
+        }))
+        .unwrap(),
+    );
     let record = FinishedRun::from_run(&finished).expect("finished");
     assert_eq!(
         RetentionRun::from_finished(&record).map(|r| r.origin),

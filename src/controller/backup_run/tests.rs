@@ -139,12 +139,21 @@ spec:
         "{message}"
     );
     let jobs: Api<Job> = Api::namespaced(sim.ctx.client.clone(), "shop");
-    assert!(jobs.list(&Default::default()).await.unwrap().items.is_empty());
+    assert!(
+        jobs.list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
 
     let run: BackupRun = sim
         .reconcile(
             ControllerKind::BackupRun,
-            Given::Yaml(&RUN.replace("before-migration", "fine").replace("nightly", "plain")),
+            Given::Yaml(
+                &RUN.replace("before-migration", "fine")
+                    .replace("nightly", "plain"),
+            ),
             super::reconcile,
         )
         .await;
@@ -152,6 +161,16 @@ spec:
     assert_eq!(status.reason.as_deref(), Some("JobCreated"), "{status:?}");
     let jobs = jobs.list(&Default::default()).await.unwrap().items;
     assert_eq!(jobs.len(), 1);
-    let pod = jobs[0].spec.as_ref().unwrap().template.spec.as_ref().unwrap();
-    assert_eq!(pod.containers[0].image, Some(sim.ctx.settings.agent_image.clone()));
+    let pod = jobs[0]
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        pod.containers[0].image,
+        Some(sim.ctx.settings.agent_image.clone())
+    );
 }

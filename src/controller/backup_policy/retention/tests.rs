@@ -980,7 +980,11 @@ fn manual_runs_never_evict_scheduled_restore_points() {
         assert!(kept.contains(&s), "scheduled {s} must stay: {kept:?}");
     }
     // The manual runs are bounded by the same rules, counted among themselves.
-    assert_eq!(kept.iter().filter(|k| k.starts_with('m')).count(), 3, "{kept:?}");
+    assert_eq!(
+        kept.iter().filter(|k| k.starts_with('m')).count(),
+        3,
+        "{kept:?}"
+    );
     assert!(kept.contains(&"m9") && kept.contains(&"m8") && kept.contains(&"m7"));
     let pruned: Vec<&str> = plan.pruned().collect();
     assert_eq!(pruned, ["m0", "m1", "m2", "m3", "m4", "m5", "m6"]);
@@ -997,9 +1001,17 @@ fn manual_runs_never_evict_scheduled_restore_points() {
             ..r.clone()
         })
         .collect();
-    let plan = plan_retention(&together, &policy, chrono_tz::UTC, utc("2026-11-23T00:00:00Z"));
+    let plan = plan_retention(
+        &together,
+        &policy,
+        chrono_tz::UTC,
+        utc("2026-11-23T00:00:00Z"),
+    );
     let pruned: Vec<&str> = plan.pruned().collect();
-    assert!(pruned.contains(&"s1") && pruned.contains(&"s3"), "{pruned:?}");
+    assert!(
+        pruned.contains(&"s1") && pruned.contains(&"s3"),
+        "{pruned:?}"
+    );
 }
 
 /// `maxAge` keeps the newest run of each kind, so a burst of manual runs does not leave the
