@@ -489,3 +489,137 @@ fn an_s3_endpoint_at_a_refused_address_is_never_contacted_by_the_agent() {
     assert_ne!(run.code, 0);
     assert!(accepted.load(Ordering::SeqCst) >= 1);
 }
+
+/// Finding 5: `extraArgs` reached pg_dump/pg_restore unchecked, so a policy could make the
+/// dump write a file (`--file`), read one (`--filter`) or talk to another server (`--host`).
+/// The agent refuses every option off the allow-list before it connects or writes anything;
+/// allow-listed options still work.
+#[test]
+fn extra_args_off_the_allow_list_are_refused_before_anything_runs() {
+    let pg = Postgres::start().unwrap();
+    pg.create_database("shop").unwrap();
+    pg_fill(&pg, "shop", 1);
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let uri = pg.uri("shop");
+    let to = format!("file://{}", tmp.path().display());
+    let stolen = out.path().join("stolen.dump");
+    for (i, arg) in [
+        format!("--dump-arg=--file={}", stolen.display()),
+        "--dump-arg=-f/tmp/dg-stolen".to_string(),
+        "--dump-arg=--host=127.0.0.2".to_string(),
+        "--dump-arg=--filter=/proc/self/environ".to_string(),
+        "--dump-arg=--snapshot=00000003-00000002-1".to_string(),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let run_id = format!("bad{i}");
+        let run = run_agent(
+            &[
+                "backup", "--engine", "postgres", "--to", &to, "--run-id", &run_id, arg,
+            ],
+            &[("DG_URI", &uri)],
+        );
+        run.assert_failed("config");
+        assert!(run.error().contains("pg_dump"), "{arg}: {}", run.error());
+        run.assert_no_secret(pg.password());
+    }
+    assert!(!stolen.exists(), "pg_dump never ran with --file");
+    assert!(!std::path::Path::new("/tmp/dg-stolen").exists());
+    assert!(
+        files_below(tmp.path()).is_empty(),
+        "{:?}",
+        files_below(tmp.path())
+    );
+
+    // An allow-listed option passes and shapes the dump.
+    run_agent(
+        &[
+            "backup",
+            "--engine",
+            "postgres",
+            "--to",
+            &to,
+            "--run-id",
+            "ok",
+            "--dump-arg=--no-comments",
+            "--dump-arg=--exclude-table-data=nothing_matches",
+        ],
+        &[("DG_URI", &uri)],
+    )
+    .assert_ok();
+
+    // pg_restore --file would write the decrypted dump to a file instead of the database.
+    let from = format!("file://{}/ok/manifest.json", tmp.path().display());
+    let written = out.path().join("restored.sql");
+    let run = run_agent(
+        &[
+            "restore",
+            "--engine",
+            "postgres",
+            "--from",
+            &from,
+            "--create-database",
+            "--database",
+            "copy",
+            &format!("--restore-arg=--file={}", written.display()),
+        ],
+        &[("DG_URI", &uri)],
+    );
+    run.assert_failed("config");
+    assert!(run.error().contains("pg_restore"), "{}", run.error());
+    assert!(!written.exists());
+    assert!(
+        pg.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname = 'copy'"
+        )
+        .unwrap()
+        .trim()
+            == "0",
+        "the target was not created"
+    );
+}
+
+/// Finding 9: `sslMode: VERIFY_CA`/`VERIFY_IDENTITY` became a bare `--ssl`, which the MariaDB
+/// client treats as "TLS if available": against a server without a certificate the backup
+/// went through in plaintext. A verify mode now verifies the certificate or fails; a server
+/// without TLS (the test server has none) is refused before any data moves.
+#[test]
+fn mysql_verify_modes_never_fall_back_to_an_unverified_connection() {
+    let db = MariaDb::start().unwrap();
+    db.create_database("shop").unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let to = format!("file://{}", tmp.path().display());
+    for mode in ["VERIFY_CA", "VERIFY_IDENTITY"] {
+        let uri = format!("{}?ssl-mode={mode}", db.uri("shop"));
+        let run = run_agent(
+            &["backup", "--engine", "mysql", "--to", &to, "--run-id", mode],
+            &[("DG_URI", &uri)],
+        );
+        run.assert_failed("source");
+        assert!(run.error().contains("SSL"), "{mode}: {}", run.error());
+        run.assert_no_secret(db.password());
+        assert!(
+            files_below(tmp.path()).is_empty(),
+            "{mode}: nothing written: {:?}",
+            files_below(tmp.path())
+        );
+    }
+    // The same server with PREFERRED (the default) works: the refusals above are TLS's.
+    let uri = format!("{}?ssl-mode=PREFERRED", db.uri("shop"));
+    run_agent(
+        &[
+            "backup",
+            "--engine",
+            "mysql",
+            "--to",
+            &to,
+            "--run-id",
+            "preferred",
+        ],
+        &[("DG_URI", &uri)],
+    )
+    .assert_ok();
+}

@@ -1220,3 +1220,45 @@ fn aggregation_follows_selectors_transitively() {
         &get
     ));
 }
+
+/// The prose of `docs/rbac.md` must not contradict the operator's ClusterRole: every resource
+/// the "Not granted, on purpose" paragraph names has no rule at all (issue 11, finding 9: the
+/// paragraph listed `persistentvolumeclaims` while the role grants `get`).
+#[test]
+fn resources_documented_as_not_granted_are_not_granted() {
+    let doc = std::fs::read_to_string(repo_path("docs/rbac.md")).expect("docs/rbac.md exists");
+    let start = doc
+        .find("Not granted, on purpose:")
+        .expect("docs/rbac.md has the not-granted paragraph");
+    let paragraph = doc[start..].split("\n\n").next().unwrap();
+    // The first sentence: up to a full stop followed by a space or a line break.
+    let end = paragraph
+        .match_indices('.')
+        .map(|(i, _)| i)
+        .find(|i| matches!(paragraph.as_bytes().get(i + 1), Some(b' ' | b'\n') | None))
+        .unwrap_or(paragraph.len());
+    let sentence = &paragraph[..end];
+    let named: Vec<&str> = sentence
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|w| w.chars().all(|c| c.is_ascii_lowercase()))
+        .collect();
+    assert!(named.contains(&"configmaps"), "{named:?}");
+    let m = Manifests::load();
+    let rules = m.cluster_roles[CONTROLLER_ROLE]
+        .rules
+        .clone()
+        .unwrap_or_default();
+    for resource in named {
+        if ["escalate", "bind", "impersonate"].contains(&resource) {
+            continue; // verbs, checked by controller_role_is_least_privilege_without_wildcards
+        }
+        assert!(
+            !rules
+                .iter()
+                .any(|r| r.resources.iter().flatten().any(|x| x == resource)),
+            "docs/rbac.md says {resource} is not granted, but the operator's ClusterRole grants it"
+        );
+    }
+}

@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
+use crate::contract::extra_args;
+
 use super::blocking;
 use super::compress::Compression;
 use super::crypto::Recipients;
@@ -122,6 +124,10 @@ pub async fn run(req: BackupRequest) -> Result<BackupOutcome> {
     let started_at = Utc::now();
     let clock = Instant::now();
     validate_run_id(&req.run_id)?;
+    // Extra dump arguments come from the policy: only the allow-listed options reach pg_dump or
+    // mysqldump (nothing that writes files, runs commands or changes the connection).
+    extra_args::check(extra_args::Tool::dump(req.engine), &req.dump_args)
+        .map_err(|e| AgentError::Config(e.to_string()))?;
     let run_dir = req.destination.join(&req.run_id);
     let manifest_location = run_dir.join(MANIFEST_NAME);
     let store = Store::open(&run_dir, &req.s3).await?;

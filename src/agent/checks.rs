@@ -27,8 +27,8 @@ use serde::{Deserialize, Serialize};
 use super::engine::{DbUri, Secret, mysql, postgres, random_hex};
 use super::error::{AgentError, Result};
 use super::manifest::Engine;
-use super::validate::{describe_expectation, meets, split_table};
 use crate::api::restore_validation::{CheckKind, CheckResult, Expectation, ValidationResult};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 /// The longest a single check may run (a server-side statement timeout as well).
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(300);
@@ -110,6 +110,65 @@ pub(crate) fn truncate(text: &str, max: usize) -> String {
         cut -= 1;
     }
     format!("{}...", &text[..cut])
+}
+
+/// `schema.table` → (`schema`, `table`); a bare `table` gets `default_schema`.
+pub fn split_table(name: &str, default_schema: &str) -> (String, String) {
+    match name.split_once('.') {
+        Some((s, t)) => (s.to_string(), t.to_string()),
+        None => (default_schema.to_string(), name.to_string()),
+    }
+}
+
+/// How an expectation reads in status (`>= 1`, `<= 5`, `= 42`, `1..5`).
+pub fn describe_expectation(e: &Expectation) -> String {
+    let mut parts = Vec::new();
+    match (e.min, e.max) {
+        (Some(a), Some(b)) => parts.push(format!("between {a} and {b}")),
+        (Some(a), None) => parts.push(format!(">= {a}")),
+        (None, Some(b)) => parts.push(format!("<= {b}")),
+        (None, None) => {}
+    }
+    match &e.equals {
+        Some(IntOrString::Int(n)) => parts.push(format!("= {n}")),
+        Some(IntOrString::String(s)) => parts.push(format!("= {s:?}")),
+        None => {}
+    }
+    parts.join(" and ")
+}
+
+/// Whether `value` meets the expectation (pure). `None` = the query returned no row.
+pub fn meets(e: &Expectation, value: Option<&str>) -> std::result::Result<(), String> {
+    let Some(value) = value.map(str::trim) else {
+        return Err("the query returned no row".into());
+    };
+    let number = value.parse::<f64>().ok();
+    if e.min.is_some() || e.max.is_some() || matches!(e.equals, Some(IntOrString::Int(_))) {
+        let Some(n) = number else {
+            return Err(format!("{value:?} is not a number"));
+        };
+        if let Some(min) = e.min
+            && n < min as f64
+        {
+            return Err(format!("{value} is less than {min}"));
+        }
+        if let Some(max) = e.max
+            && n > max as f64
+        {
+            return Err(format!("{value} is greater than {max}"));
+        }
+        if let Some(IntOrString::Int(want)) = e.equals
+            && n != f64::from(want)
+        {
+            return Err(format!("{value} is not {want}"));
+        }
+    }
+    if let Some(IntOrString::String(want)) = &e.equals
+        && value != want
+    {
+        return Err(format!("{value:?} is not {want:?}"));
+    }
+    Ok(())
 }
 
 /// The result of a `sql` check from the first value it returned (or its error).

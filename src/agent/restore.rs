@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::contract::extra_args;
+
 use super::blocking;
 use super::crypto::Identities;
 use super::engine::pg_tools::{self, PgTools};
@@ -131,6 +133,9 @@ pub async fn load_manifest(store: &Store, at: &Location) -> Result<Manifest> {
 /// Run a restore end to end.
 pub async fn run(req: RestoreRequest) -> Result<RestoreOutcome> {
     let clock = Instant::now();
+    // Checked before anything is read or touched (see contract::extra_args).
+    extra_args::check(extra_args::Tool::restore(req.engine), &req.restore_args)
+        .map_err(|e| AgentError::Config(e.to_string()))?;
     let (dir, _) = req.from.split_last()?;
     let store = Store::open(&req.from, &req.s3).await?;
     let manifest = load_manifest(&store, &req.from).await?;

@@ -17,18 +17,18 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{Value, json};
 
 use super::blocking;
 use super::checks::{self, CheckSpec, NamedCheck, truncate};
+pub use super::checks::{describe_expectation, meets, split_table};
 use super::engine::{DbUri, mysql, postgres};
 use super::error::{AgentError, Result};
 use super::manifest::{ArtifactKind, Engine, Manifest, TableCount};
 use super::restore::{self, RestoreRequest};
 use super::storage::{Location, S3Settings, Store};
 use crate::api::restore_validation::{
-    CheckKind, CheckResult, Expectation, RowCountsCheck, ValidationCheck, ValidationResult,
+    CheckKind, CheckResult, RowCountsCheck, ValidationCheck, ValidationResult,
 };
 use crate::contract::{Summary, TERMINATION_LIMIT, ValidateSummary};
 
@@ -118,14 +118,6 @@ pub fn parse_checks(json: Option<&str>) -> Result<Vec<ValidationCheck>> {
     Ok(checks)
 }
 
-/// `schema.table` → (`schema`, `table`); a bare `table` gets `default_schema`.
-pub fn split_table(name: &str, default_schema: &str) -> (String, String) {
-    match name.split_once('.') {
-        Some((s, t)) => (s.to_string(), t.to_string()),
-        None => (default_schema.to_string(), name.to_string()),
-    }
-}
-
 fn table_matches(filter: &[String], t: &TableCount) -> bool {
     filter.is_empty()
         || filter
@@ -203,57 +195,6 @@ pub fn compare_row_counts(
         observed: Some(format!("{seen_tables} tables, {seen_rows} rows")),
         message: Some(truncate(&message, MESSAGE_LIMIT)),
     }
-}
-
-/// How an expectation reads in status (`>= 1`, `<= 5`, `= 42`, `1..5`).
-pub fn describe_expectation(e: &Expectation) -> String {
-    let mut parts = Vec::new();
-    match (e.min, e.max) {
-        (Some(a), Some(b)) => parts.push(format!("between {a} and {b}")),
-        (Some(a), None) => parts.push(format!(">= {a}")),
-        (None, Some(b)) => parts.push(format!("<= {b}")),
-        (None, None) => {}
-    }
-    match &e.equals {
-        Some(IntOrString::Int(n)) => parts.push(format!("= {n}")),
-        Some(IntOrString::String(s)) => parts.push(format!("= {s:?}")),
-        None => {}
-    }
-    parts.join(" and ")
-}
-
-/// Whether `value` meets the expectation (pure). `None` = the query returned no row.
-pub fn meets(e: &Expectation, value: Option<&str>) -> std::result::Result<(), String> {
-    let Some(value) = value.map(str::trim) else {
-        return Err("the query returned no row".into());
-    };
-    let number = value.parse::<f64>().ok();
-    if e.min.is_some() || e.max.is_some() || matches!(e.equals, Some(IntOrString::Int(_))) {
-        let Some(n) = number else {
-            return Err(format!("{value:?} is not a number"));
-        };
-        if let Some(min) = e.min
-            && n < min as f64
-        {
-            return Err(format!("{value} is less than {min}"));
-        }
-        if let Some(max) = e.max
-            && n > max as f64
-        {
-            return Err(format!("{value} is greater than {max}"));
-        }
-        if let Some(IntOrString::Int(want)) = e.equals
-            && n != f64::from(want)
-        {
-            return Err(format!("{value} is not {want}"));
-        }
-    }
-    if let Some(IntOrString::String(want)) = &e.equals
-        && value != want
-    {
-        return Err(format!("{value:?} is not {want:?}"));
-    }
-    Ok(())
 }
 
 /// The row counts recorded in the manifest for each restored database, with MySQL schemas
@@ -625,6 +566,8 @@ pub fn compact(summary: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::restore_validation::Expectation;
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
     fn t(schema: &str, name: &str, rows: u64) -> TableCount {
         TableCount {

@@ -159,11 +159,13 @@ pub enum ConcurrencyPolicy {
 
 /// Grandfather-father-son retention. A run is kept when any rule keeps it; pinned runs
 /// (label `dataguardian.io/pin`) are always kept; Object-Locked artifacts are deleted only
-/// after their retain-until date.
+/// after their retain-until date. Runs the schedule created and all other (manual) runs are
+/// counted separately: every rule keeps its count of scheduled runs and, independently, of
+/// manual runs, so manual runs never evict a scheduled restore point.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Retention {
-    /// Keep the newest N successful runs.
+    /// Keep the newest N successful scheduled runs, and the newest N manual runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_last: Option<u32>,
     /// Keep the newest run of each of the last N days (in the policy's time zone).

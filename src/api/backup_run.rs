@@ -148,6 +148,13 @@ pub struct BackupRunStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// `true` when the operator's schedule created this run. Written by the operator only
+    /// (users cannot write status), so unlike `spec.trigger` it cannot be claimed by whoever
+    /// creates a run. Retention counts these as the scheduled restore points; every other run
+    /// (manual, or `trigger: Scheduled` set by a client) is counted with the manual runs, so
+    /// manual runs never evict scheduled ones from `keepLast` or the calendar buckets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled: Option<bool>,
 }
 
 /// The artifact of a backup. Per-table row counts live in the artifact's `manifest.json`,

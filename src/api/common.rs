@@ -128,7 +128,9 @@ pub enum PostgresSslMode {
     Prefer,
     /// Always use TLS, without verifying the certificate.
     Require,
-    /// Always use TLS and verify the certificate chain.
+    /// Always use TLS and verify the certificate chain (the agent image's CA bundle); the
+    /// connection fails rather than fall back. The MariaDB client (the agent's default) checks
+    /// the host name as well.
     VerifyCa,
     /// Always use TLS, verify the chain and the host name.
     VerifyFull,
@@ -178,8 +180,12 @@ pub struct PostgresEndpoint {
     /// TLS mode (libpq `sslmode`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssl_mode: Option<PostgresSslMode>,
-    /// Extra arguments appended to `pg_dump`/`pg_restore`, e.g. `["--exclude-table=audit_*"]`.
-    /// Output format and file arguments are controlled by DataGuardian.
+    /// Extra arguments appended to `pg_dump` (in a policy) or `pg_restore` (in a restore
+    /// target), e.g. `["--exclude-table=audit_*"]`. Only options on DataGuardian's allow-list
+    /// are accepted, as full long names with `--option=value` (content selection such as
+    /// `--schema=`, `--exclude-table=`, `--no-comments`); anything that writes or reads files,
+    /// changes the connection or role, or overrides the format, snapshot or compression is
+    /// refused with reason `ArgumentNotAllowed` (`docs/threat-model.md`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32), inner(length(min = 1, max = 1024)))]
     pub extra_args: Vec<String>,
@@ -266,8 +272,11 @@ pub struct MysqlEndpoint {
     /// TLS mode (`--ssl-mode`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssl_mode: Option<MysqlSslMode>,
-    /// Extra arguments appended to the dump/restore client, e.g. `["--skip-lock-tables"]`.
-    /// Passwords are refused here: they belong in `passwordSecretRef`.
+    /// Extra arguments appended to `mysqldump`/`mariadb-dump`, e.g. `["--skip-lock-tables"]`.
+    /// Only options on DataGuardian's allow-list are accepted, as full long names with
+    /// `--option=value` (e.g. `--ignore-table=db.table`, `--skip-comments`); anything else is
+    /// refused with reason `ArgumentNotAllowed`. Restores take no extra arguments. Passwords
+    /// are refused here: they belong in `passwordSecretRef`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32), inner(length(min = 1, max = 1024)))]
     #[x_kube(validation = Rule::new(
@@ -370,8 +379,14 @@ pub struct Decryption {
 }
 
 /// Overrides for the Pods of the Jobs DataGuardian launches.
+///
+/// Every Job DataGuardian builds runs under the `restricted` Pod Security profile: the API
+/// refuses a template that asks for more (see [`JOB_TEMPLATE_RULES`]) and the Job builders
+/// refuse to build a Pod that is not restricted. `image` must be on the operator's image
+/// allow-list (`--allowed-images`).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = job_template_rules)]
 pub struct JobTemplate {
     /// Container image of the agent. Defaults to the operator's own image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -403,17 +418,240 @@ pub struct JobTemplate {
     pub priority_class_name: Option<String>,
     /// Pod-level security context; merged over DataGuardian's restricted defaults
     /// (non-root, read-only root filesystem, no privilege escalation, RuntimeDefault seccomp).
+    /// Nothing the `restricted` Pod Security profile forbids is accepted (root, `Unconfined`
+    /// seccomp or AppArmor, sysctls, host processes, SELinux user/role/type changes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_security_context: Option<PodSecurityContext>,
-    /// Container-level security context; merged over the restricted defaults.
+    /// Container-level security context; merged over the restricted defaults. Refused:
+    /// `privileged`, `allowPrivilegeEscalation: true`, `runAsNonRoot: false`, `runAsUser: 0`,
+    /// added capabilities other than `NET_BIND_SERVICE`, a `drop` list without `ALL`,
+    /// `procMount: Unmasked`, `Unconfined` seccomp or AppArmor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security_context: Option<SecurityContext>,
     /// Extra labels for the Job and its Pod.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
-    /// Extra annotations for the Job and its Pod.
+    /// Extra annotations for the Job and its Pod. The legacy AppArmor and seccomp annotation
+    /// keys (`container.apparmor.security.beta.kubernetes.io/…`,
+    /// `seccomp.security.alpha.kubernetes.io/…`) are refused.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+}
+
+/// Annotation key prefixes that change a Pod's confinement (legacy AppArmor and seccomp).
+pub const CONFINEMENT_ANNOTATION_PREFIXES: &[&str] = &[
+    "container.apparmor.security.beta.kubernetes.io/",
+    "seccomp.security.alpha.kubernetes.io/",
+];
+
+/// Capabilities the `restricted` Pod Security profile lets a container add.
+pub const ALLOWED_ADDED_CAPABILITIES: &[&str] = &["NET_BIND_SERVICE"];
+
+/// SELinux types the `restricted` Pod Security profile allows.
+pub const ALLOWED_SELINUX_TYPES: &[&str] = &[
+    "",
+    "container_t",
+    "container_init_t",
+    "container_kvm_t",
+    "container_engine_t",
+];
+
+/// CEL rules (rule, message) of a [`JobTemplate`]: everything the `restricted` Pod Security
+/// profile forbids is refused by the API server, for every role that may write the template.
+pub const JOB_TEMPLATE_RULES: &[(&str, &str)] = &[
+    (
+        "!has(self.securityContext) || !has(self.securityContext.privileged) || !self.securityContext.privileged",
+        "securityContext.privileged is not allowed: DataGuardian Jobs run under the restricted Pod Security profile",
+    ),
+    (
+        "!has(self.securityContext) || !has(self.securityContext.allowPrivilegeEscalation) || !self.securityContext.allowPrivilegeEscalation",
+        "securityContext.allowPrivilegeEscalation: true is not allowed: DataGuardian Jobs run under the restricted Pod Security profile",
+    ),
+    (
+        "(!has(self.securityContext) || !has(self.securityContext.runAsNonRoot) || self.securityContext.runAsNonRoot) && (!has(self.podSecurityContext) || !has(self.podSecurityContext.runAsNonRoot) || self.podSecurityContext.runAsNonRoot)",
+        "runAsNonRoot: false is not allowed: DataGuardian Jobs never run as root",
+    ),
+    (
+        "(!has(self.securityContext) || !has(self.securityContext.runAsUser) || self.securityContext.runAsUser != 0) && (!has(self.podSecurityContext) || !has(self.podSecurityContext.runAsUser) || self.podSecurityContext.runAsUser != 0)",
+        "runAsUser: 0 is not allowed: DataGuardian Jobs never run as root",
+    ),
+    (
+        "!has(self.securityContext) || !has(self.securityContext.capabilities) || !has(self.securityContext.capabilities.add) || self.securityContext.capabilities.add.all(c, c == 'NET_BIND_SERVICE')",
+        "securityContext.capabilities.add may only contain NET_BIND_SERVICE (restricted Pod Security profile)",
+    ),
+    (
+        "!has(self.securityContext) || !has(self.securityContext.capabilities) || !has(self.securityContext.capabilities.drop) || self.securityContext.capabilities.drop.exists(c, c == 'ALL')",
+        "securityContext.capabilities.drop must contain ALL (restricted Pod Security profile)",
+    ),
+    (
+        "(!has(self.securityContext) || !has(self.securityContext.seccompProfile) || self.securityContext.seccompProfile.type in ['RuntimeDefault', 'Localhost']) && (!has(self.podSecurityContext) || !has(self.podSecurityContext.seccompProfile) || self.podSecurityContext.seccompProfile.type in ['RuntimeDefault', 'Localhost'])",
+        "seccompProfile.type must be RuntimeDefault or Localhost (restricted Pod Security profile)",
+    ),
+    (
+        "(!has(self.securityContext) || !has(self.securityContext.appArmorProfile) || self.securityContext.appArmorProfile.type != 'Unconfined') && (!has(self.podSecurityContext) || !has(self.podSecurityContext.appArmorProfile) || self.podSecurityContext.appArmorProfile.type != 'Unconfined')",
+        "appArmorProfile.type Unconfined is not allowed (restricted Pod Security profile)",
+    ),
+    (
+        "!has(self.securityContext) || !has(self.securityContext.procMount) || self.securityContext.procMount == 'Default'",
+        "securityContext.procMount must be Default (restricted Pod Security profile)",
+    ),
+    (
+        "(!has(self.securityContext) || !has(self.securityContext.windowsOptions) || !has(self.securityContext.windowsOptions.hostProcess) || !self.securityContext.windowsOptions.hostProcess) && (!has(self.podSecurityContext) || !has(self.podSecurityContext.windowsOptions) || !has(self.podSecurityContext.windowsOptions.hostProcess) || !self.podSecurityContext.windowsOptions.hostProcess)",
+        "windowsOptions.hostProcess is not allowed (restricted Pod Security profile)",
+    ),
+    (
+        "(!has(self.securityContext) || !has(self.securityContext.seLinuxOptions) || (!has(self.securityContext.seLinuxOptions.user) && !has(self.securityContext.seLinuxOptions.role) && (!has(self.securityContext.seLinuxOptions.type) || self.securityContext.seLinuxOptions.type in ['', 'container_t', 'container_init_t', 'container_kvm_t', 'container_engine_t']))) && (!has(self.podSecurityContext) || !has(self.podSecurityContext.seLinuxOptions) || (!has(self.podSecurityContext.seLinuxOptions.user) && !has(self.podSecurityContext.seLinuxOptions.role) && (!has(self.podSecurityContext.seLinuxOptions.type) || self.podSecurityContext.seLinuxOptions.type in ['', 'container_t', 'container_init_t', 'container_kvm_t', 'container_engine_t'])))",
+        "seLinuxOptions may not set user or role, and type must be one the restricted Pod Security profile allows",
+    ),
+    (
+        "!has(self.podSecurityContext) || !has(self.podSecurityContext.sysctls) || size(self.podSecurityContext.sysctls) == 0",
+        "podSecurityContext.sysctls are not allowed in DataGuardian Jobs",
+    ),
+    (
+        "!has(self.annotations) || self.annotations.all(k, !k.startsWith('container.apparmor.security.beta.kubernetes.io/') && !k.startsWith('seccomp.security.alpha.kubernetes.io/'))",
+        "annotations may not set AppArmor or seccomp profiles (container.apparmor.security.beta.kubernetes.io/*, seccomp.security.alpha.kubernetes.io/*)",
+    ),
+];
+
+/// Appends `rules` to a schema's `x-kubernetes-validations`.
+fn push_rules(schema: &mut schemars::Schema, rules: &[(&str, &str)]) {
+    let list = schema
+        .ensure_object()
+        .entry("x-kubernetes-validations")
+        .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+    if let serde_json::Value::Array(list) = list {
+        list.extend(
+            rules
+                .iter()
+                .map(|(rule, message)| serde_json::json!({"rule": rule, "message": message})),
+        );
+    }
+}
+
+fn job_template_rules(schema: &mut schemars::Schema) {
+    push_rules(schema, JOB_TEMPLATE_RULES);
+}
+
+/// Fields of a [`JobTemplate`] that a RestoreRun may not set, and why. A RestoreRun keeps only
+/// resources and scheduling: whoever may create a RestoreRun must not choose what the restore
+/// Pod runs, as whom, or with which privileges (the Pod holds the decryption identity and the
+/// target's credentials).
+pub const RESTORE_REFUSED_FIELDS: &[(&str, &str)] = &[
+    (
+        "image",
+        "the restore runs the policy's or the operator's agent image",
+    ),
+    (
+        "imagePullPolicy",
+        "the restore uses the policy's pull settings",
+    ),
+    (
+        "imagePullSecrets",
+        "the restore uses the policy's pull settings",
+    ),
+    (
+        "serviceAccountName",
+        "the restore runs as the policy's ServiceAccount",
+    ),
+    (
+        "podSecurityContext",
+        "the restore Pod always runs under the restricted Pod Security profile",
+    ),
+    (
+        "securityContext",
+        "the restore Pod always runs under the restricted Pod Security profile",
+    ),
+    (
+        "labels",
+        "labels can select the restore Pod into network or admission policies",
+    ),
+    (
+        "annotations",
+        "annotations can change the restore Pod's confinement",
+    ),
+];
+
+/// Overrides a RestoreRun may make to its restore Job's Pod: resources and scheduling only.
+/// Everything else comes from the backup policy's `jobTemplate` (or the operator's defaults);
+/// the fields in [`RESTORE_REFUSED_FIELDS`] are refused by the API server with a message that
+/// says why.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = restore_job_template_refusals)]
+pub struct RestoreJobTemplate {
+    /// CPU/memory requests and limits of the agent container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Node labels the Pod must match.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Tolerations of the Pod.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// Affinity rules of the Pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// PriorityClass of the Pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+}
+
+impl RestoreJobTemplate {
+    /// `base` (the policy's template, or the defaults) with this run's resources and
+    /// scheduling laid over it; nothing else of `base` changes.
+    pub fn over(&self, base: JobTemplate) -> JobTemplate {
+        let mut out = base;
+        if let Some(resources) = &self.resources {
+            out.resources = Some(resources.clone());
+        }
+        if !self.node_selector.is_empty() {
+            out.node_selector = self.node_selector.clone();
+        }
+        if !self.tolerations.is_empty() {
+            out.tolerations = self.tolerations.clone();
+        }
+        if let Some(affinity) = &self.affinity {
+            out.affinity = Some(affinity.clone());
+        }
+        if let Some(priority) = &self.priority_class_name {
+            out.priority_class_name = Some(priority.clone());
+        }
+        out
+    }
+}
+
+/// Declares the refused fields (any value, so that they survive pruning and reach the rules)
+/// and one rule per field that refuses it with its reason.
+fn restore_job_template_refusals(schema: &mut schemars::Schema) {
+    let object = schema.ensure_object();
+    let properties = object
+        .entry("properties")
+        .or_insert_with(|| serde_json::Value::Object(Default::default()));
+    if let serde_json::Value::Object(properties) = properties {
+        for (field, why) in RESTORE_REFUSED_FIELDS {
+            properties.insert(
+                (*field).to_owned(),
+                serde_json::json!({
+                    "description": format!("Not allowed on a RestoreRun: {why}."),
+                    "x-kubernetes-preserve-unknown-fields": true
+                }),
+            );
+        }
+    }
+    let rules: Vec<(String, String)> = RESTORE_REFUSED_FIELDS
+        .iter()
+        .map(|(field, why)| {
+            (
+                format!("!has(self.{field})"),
+                format!("jobTemplate.{field} cannot be set on a RestoreRun: {why}; a RestoreRun may set only resources, nodeSelector, tolerations, affinity and priorityClassName"),
+            )
+        })
+        .collect();
+    let borrowed: Vec<(&str, &str)> = rules
+        .iter()
+        .map(|(r, m)| (r.as_str(), m.as_str()))
+        .collect();
+    push_rules(schema, &borrowed);
 }
 
 /// Image pull policy.

@@ -6,7 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::backup_run::AttemptFailure;
-use super::common::{DatabaseSpec, Decryption, JobTemplate, LocalObjectReference, Progress};
+use super::common::{DatabaseSpec, Decryption, LocalObjectReference, Progress, RestoreJobTemplate};
 
 /// Restores one backup — a BackupRun's artifact, or any artifact by storage and key — into a
 /// target database. Restores are queued: at most one runs per target at a time. The spec is
@@ -86,9 +86,12 @@ pub struct RestoreRunSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 30))]
     pub stall_timeout_seconds: Option<i64>,
-    /// Overrides for the restore Job's Pod; defaults to the backup policy's `jobTemplate`.
+    /// Resources and scheduling of the restore Job's Pod, laid over the backup policy's
+    /// `jobTemplate`. Nothing else can be set here: image, ServiceAccount, security contexts,
+    /// labels and annotations come from the policy (or the operator) and are refused by the
+    /// API server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub job_template: Option<JobTemplate>,
+    pub job_template: Option<RestoreJobTemplate>,
 }
 
 /// Lifecycle phase of a RestoreRun.

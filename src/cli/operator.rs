@@ -40,6 +40,13 @@ pub struct OperatorArgs {
     /// Image of the agent run by backup/restore/validation Jobs.
     #[arg(long, env = "DG_AGENT_IMAGE")]
     pub agent_image: Option<String>,
+    /// Images DataGuardian Jobs may run (agent, sandbox), comma-separated: exact references
+    /// or prefixes ending in `*` (e.g. `registry.corp/dataguardian:*`). A policy's
+    /// `jobTemplate.image` or a validation's `sandbox.image` outside this list is refused with
+    /// reason `ImageNotAllowed`. Default: the agent image and `postgres:*`, `mariadb:*`,
+    /// `mysql:*` (the default sandbox images).
+    #[arg(long, env = "DG_ALLOWED_IMAGES", value_delimiter = ',')]
+    pub allowed_images: Vec<String>,
     /// How long finished Jobs (and their logs) are kept, in seconds.
     #[arg(long, env = "DG_JOB_TTL_SECONDS", default_value_t = 86_400)]
     pub job_ttl_seconds: i32,
@@ -71,6 +78,12 @@ impl OperatorArgs {
         let defaults = Settings::default();
         Settings {
             agent_image: self.agent_image.clone().unwrap_or(defaults.agent_image),
+            allowed_images: self
+                .allowed_images
+                .iter()
+                .map(|p| p.trim().to_owned())
+                .filter(|p| !p.is_empty())
+                .collect(),
             max_concurrent_backups: NonZeroUsize::new(self.max_concurrent_backups),
             max_concurrent_restores: NonZeroUsize::new(self.max_concurrent_restores),
             max_concurrent_validations: NonZeroUsize::new(self.max_concurrent_validations),
@@ -106,5 +119,51 @@ pub fn run(args: &OperatorArgs) -> ExitCode {
             tracing::error!(error = %e, "operator stopped");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::cli::{Cli, Command};
+    use crate::jobs::shell::JobDefaults;
+
+    fn settings(argv: &[&str]) -> crate::controller::common::context::Settings {
+        let cli = Cli::try_parse_from(argv).expect("flags parse");
+        let Command::Operator(args) = cli.command else {
+            panic!("not the operator command");
+        };
+        args.settings()
+    }
+
+    #[test]
+    fn the_image_allow_list_comes_from_the_platform_teams_flag() {
+        let s = settings(&[
+            "dataguardian",
+            "operator",
+            "--agent-image=registry.corp/dg:2",
+            "--allowed-images=registry.corp/dg:*, registry.corp/mirror/postgres:*",
+        ]);
+        let defaults = JobDefaults::from(&s);
+        assert!(defaults.allowed_images.allows("registry.corp/dg:2"));
+        assert!(
+            defaults
+                .allowed_images
+                .allows("registry.corp/mirror/postgres:16")
+        );
+        assert!(
+            !defaults.allowed_images.allows("postgres:16"),
+            "the flag replaces the default"
+        );
+        // Without the flag: the agent image and the default sandbox images only.
+        let defaults = JobDefaults::from(&settings(&[
+            "dataguardian",
+            "operator",
+            "--agent-image=registry.corp/dg:2",
+        ]));
+        assert!(defaults.allowed_images.allows("registry.corp/dg:2"));
+        assert!(defaults.allowed_images.allows("postgres:16"));
+        assert!(!defaults.allowed_images.allows("registry.corp/dg:3"));
     }
 }

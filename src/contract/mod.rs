@@ -17,6 +17,7 @@
 //! `jobs/`, `cli/`, `plugin/`) may use it.
 
 pub mod exit;
+pub mod extra_args;
 pub mod manifest;
 pub mod progress;
 pub mod redact;

@@ -36,7 +36,7 @@ use crate::api::common::{Compression, CompressionAlgorithm, SecretKeySelector, t
 use crate::api::{BackupPolicy, BackupRun, BackupStorage};
 use crate::contract::{
     APP_NAME, COMPONENT_BACKUP, COMPONENT_LABEL, INSTANCE_LABEL, MANAGED_BY_LABEL, NAME_LABEL,
-    OPERATOR_NAME, PART_OF_LABEL, RUN_LABEL, exit,
+    OPERATOR_NAME, PART_OF_LABEL, RUN_LABEL, exit, extra_args,
 };
 
 use super::naming::{MAX_LABEL_LEN, bounded_name, label_value};
@@ -163,6 +163,9 @@ pub fn build_attempt(
             &format!("{RECIPIENTS_DIR}/{RECIPIENTS_FILE}"),
         );
     }
+    // Only allow-listed options reach the dump tool; the agent checks again.
+    extra_args::check(extra_args::Tool::dump(source.engine), &source.extra_args)
+        .map_err(|e| JobBuildError::ArgumentNotAllowed(e.to_string()))?;
     for extra in &source.extra_args {
         args.push(format!("--dump-arg={extra}"));
     }
@@ -182,7 +185,7 @@ pub fn build_attempt(
 
     let container = agent_container(&template, defaults, args, env, mounts);
     let pod = pod_spec(&template, Vec::new(), container, volumes);
-    Ok(job(
+    job(
         JobShell {
             name: job_name(&run_name, attempt),
             namespace,
@@ -198,7 +201,8 @@ pub fn build_attempt(
             ttl_seconds_after_finished: defaults.ttl_seconds_after_finished,
         },
         pod,
-    ))
+        defaults,
+    )
 }
 
 /// The recommended labels plus DataGuardian's own; the template's extra labels never override
@@ -418,6 +422,7 @@ fn push_filesystem(
 mod tests {
     use super::*;
     use crate::api::common::Engine;
+    use crate::jobs::shell::ImageAllowList;
     use crate::jobs::source::connection_uri;
     use serde_json::{Value, json};
 
@@ -472,9 +477,8 @@ spec: {policyRef: {name: nightly}, trigger: Scheduled, scheduledTime: "2026-11-2
 
     fn defaults() -> JobDefaults {
         JobDefaults {
-            agent_image: "ghcr.io/dataguardian/dataguardian:0.1.0".into(),
             ttl_seconds_after_finished: 86_400,
-            egress: Default::default(),
+            ..JobDefaults::new("ghcr.io/dataguardian/dataguardian:0.1.0")
         }
     }
 
@@ -744,7 +748,7 @@ spec: {policyRef: {name: maria}, activeDeadlineSeconds: 600}
                 "--engine",
                 "mysql",
                 "--uri",
-                "mysql://root@maria.shop.svc:3306/?ssl=true",
+                "mysql://root@maria.shop.svc:3306/?ssl-mode=REQUIRED",
                 "--all-databases",
                 "--to",
                 "file:/backup/dumps/mysql/all/2026-11-22",
@@ -775,6 +779,67 @@ spec: {policyRef: {name: maria}, activeDeadlineSeconds: 600}
     }
 
     #[test]
+    fn job_template_asking_for_privilege_is_refused_not_merged() {
+        // Each of these templates would weaken the restricted profile if it were merged over
+        // the defaults; the builder refuses every one (the API refuses them too, see the
+        // backup_policy reconcile tests).
+        for (template, why) in [
+            ("securityContext: {privileged: true}", "privileged"),
+            (
+                "securityContext: {allowPrivilegeEscalation: true}",
+                "allowPrivilegeEscalation",
+            ),
+            ("securityContext: {runAsUser: 0}", "user 0"),
+            ("podSecurityContext: {runAsUser: 0}", "runAsUser 0"),
+            ("securityContext: {runAsNonRoot: false}", "non-root"),
+            ("podSecurityContext: {runAsNonRoot: false}", "non-root"),
+            (
+                "securityContext: {capabilities: {add: [SYS_ADMIN]}}",
+                "SYS_ADMIN",
+            ),
+            (
+                "securityContext: {capabilities: {drop: [NET_RAW]}}",
+                "drop ALL",
+            ),
+            (
+                "securityContext: {seccompProfile: {type: Unconfined}}",
+                "seccompProfile",
+            ),
+            (
+                "podSecurityContext: {seccompProfile: {type: Unconfined}}",
+                "seccompProfile",
+            ),
+            ("securityContext: {procMount: Unmasked}", "procMount"),
+            (
+                "podSecurityContext: {sysctls: [{name: kernel.msgmax, value: '1'}]}",
+                "sysctls",
+            ),
+            (
+                "securityContext: {seLinuxOptions: {type: spc_t}}",
+                "SELinux",
+            ),
+            (
+                "securityContext: {appArmorProfile: {type: Unconfined}}",
+                "AppArmor",
+            ),
+            (
+                "securityContext: {windowsOptions: {hostProcess: true}}",
+                "host process",
+            ),
+            (
+                "annotations: {container.apparmor.security.beta.kubernetes.io/agent: unconfined}",
+                "annotation",
+            ),
+        ] {
+            let p = format!("{POLICY}  jobTemplate:\n    {template}\n");
+            let err = build(&run(RUN), &policy(&p), &storage(S3_STORAGE), defaults())
+                .expect_err(template);
+            assert_eq!(err.reason(), "PrivilegeNotAllowed", "{template}: {err}");
+            assert!(err.to_string().contains(why), "{template}: {err}");
+        }
+    }
+
+    #[test]
     fn job_template_overrides_apply_without_weakening_the_defaults_they_do_not_touch() {
         let p = format!(
             "{POLICY}{}",
@@ -794,7 +859,21 @@ spec: {policyRef: {name: maria}, activeDeadlineSeconds: 600}
     annotations: {owner: shop-team}
 "#
         );
-        let job = build_json(RUN, &p, S3_STORAGE);
+        // The custom image is refused until the platform team puts it on the allow-list.
+        let refused = build(&run(RUN), &policy(&p), &storage(S3_STORAGE), defaults()).unwrap_err();
+        assert_eq!(
+            refused,
+            JobBuildError::ImageNotAllowed("registry.local/dg:custom".into())
+        );
+        assert_eq!(refused.reason(), "ImageNotAllowed");
+        let allowing = JobDefaults {
+            allowed_images: ImageAllowList::new(["registry.local/dg:*"]),
+            ..defaults()
+        };
+        let job = serde_json::to_value(
+            build(&run(RUN), &policy(&p), &storage(S3_STORAGE), allowing).unwrap(),
+        )
+        .unwrap();
         let pod = &job["spec"]["template"]["spec"];
         let c = &pod["containers"][0];
         assert_eq!(c["image"], "registry.local/dg:custom");
@@ -923,6 +1002,70 @@ spec: {policyRef: {name: maria}, activeDeadlineSeconds: 600}
             err.to_string().contains("host and user are required"),
             "{err}"
         );
+    }
+
+    /// Finding 5: `extraArgs` reached pg_dump unchecked. Off-list options are refused before a
+    /// Job exists, with a reason and a message naming the option (never its value).
+    #[test]
+    fn extra_args_off_the_allow_list_are_refused_before_a_job_is_built() {
+        let s = storage(S3_STORAGE);
+        for arg in [
+            "--file=/tmp/out",
+            "-f/tmp/out",
+            "--host=10.0.0.9",
+            "--dbname=postgres://elsewhere",
+            "--snapshot=1-2-3",
+            "--filter=/etc/dataguardian/recipients/recipients",
+        ] {
+            let mut p = policy(POLICY);
+            p.spec.source.postgres.as_mut().unwrap().extra_args = vec![arg.into()];
+            let err = build(&run(RUN), &p, &s, defaults()).unwrap_err();
+            assert_eq!(err.reason(), "ArgumentNotAllowed", "{arg}: {err}");
+            assert!(err.to_string().contains("pg_dump"), "{err}");
+        }
+        let mut p = policy(POLICY);
+        p.spec.source.postgres = None;
+        p.spec.source.mysql = Some(crate::api::common::MysqlEndpoint {
+            host: Some("db".into()),
+            user: Some("u".into()),
+            database: Some("shop".into()),
+            extra_args: vec!["--result-file=/tmp/x".into()],
+            ..Default::default()
+        });
+        let err = build(&run(RUN), &p, &s, defaults()).unwrap_err();
+        assert_eq!(err.reason(), "ArgumentNotAllowed", "{err}");
+        assert!(err.to_string().contains("--result-file") && !err.to_string().contains("/tmp/x"));
+    }
+
+    /// Finding 9: the MySQL verify modes reached the agent as a bare `ssl=true`.
+    #[test]
+    fn mysql_ssl_modes_reach_the_agent_unchanged() {
+        for (mode, param) in [
+            ("DISABLED", Some("ssl-mode=DISABLED")),
+            ("PREFERRED", None),
+            ("REQUIRED", Some("ssl-mode=REQUIRED")),
+            ("VERIFY_CA", Some("ssl-mode=VERIFY_CA")),
+            ("VERIFY_IDENTITY", Some("ssl-mode=VERIFY_IDENTITY")),
+        ] {
+            let mut p = policy(POLICY);
+            p.spec.source.postgres = None;
+            p.spec.source.mysql = Some(
+                serde_json::from_value(json!({
+                    "host": "db", "user": "u", "database": "shop", "sslMode": mode
+                }))
+                .unwrap(),
+            );
+            let job = serde_json::to_value(
+                build(&run(RUN), &p, &storage(S3_STORAGE), defaults()).unwrap(),
+            )
+            .unwrap();
+            let a = args(&job);
+            let uri = &a[a.iter().position(|x| x == "--uri").unwrap() + 1];
+            match param {
+                Some(param) => assert!(uri.ends_with(&format!("?{param}")), "{mode}: {uri}"),
+                None => assert!(!uri.contains('?'), "{mode}: {uri}"),
+            }
+        }
     }
 
     /// The agent's own command line parser accepts every flag the builder emits.

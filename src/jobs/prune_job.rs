@@ -98,7 +98,7 @@ pub fn build(
     let annotations = (!template.annotations.is_empty()).then(|| template.annotations.clone());
     let container = agent_container(&template, defaults, args, env, mounts);
     let pod = pod_spec(&template, Vec::new(), container, volumes);
-    Ok(job(
+    job(
         JobShell {
             name: job_name(run),
             namespace,
@@ -111,7 +111,8 @@ pub fn build(
             ttl_seconds_after_finished: defaults.ttl_seconds_after_finished,
         },
         pod,
-    ))
+        defaults,
+    )
 }
 
 #[cfg(test)]
@@ -146,9 +147,8 @@ spec:
     #[test]
     fn the_prune_job_mounts_the_claim_writable_and_runs_the_agent() {
         let d = JobDefaults {
-            agent_image: "img:1".into(),
             ttl_seconds_after_finished: 60,
-            egress: Default::default(),
+            ..JobDefaults::new("img:1")
         };
         let job = build("nightly-r1", &policy(), &storage(), MANIFEST, &d).unwrap();
         assert_eq!(job.metadata.name.as_deref(), Some("nightly-r1-prune"));
@@ -205,9 +205,8 @@ spec:
     #[test]
     fn only_artifacts_under_the_mount_of_a_filesystem_storage_are_pruned() {
         let d = JobDefaults {
-            agent_image: "img:1".into(),
             ttl_seconds_after_finished: 60,
-            egress: Default::default(),
+            ..JobDefaults::new("img:1")
         };
         assert!(build("r", &policy(), &storage(), "file:///etc/manifest.json", &d).is_err());
         let s3: BackupStorage = serde_yaml::from_str(

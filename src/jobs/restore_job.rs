@@ -17,7 +17,7 @@ use kube::{Resource, ResourceExt};
 
 use crate::api::common::JobTemplate;
 use crate::api::{BackupStorage, RestoreRun};
-use crate::contract::{COMPONENT_RESTORE, MANIFEST_NAME, RESTORE_LABEL, exit};
+use crate::contract::{COMPONENT_RESTORE, MANIFEST_NAME, RESTORE_LABEL, exit, extra_args};
 
 use super::naming::{MAX_LABEL_LEN, bounded_name};
 use super::shell::{
@@ -117,11 +117,13 @@ pub fn build(
         .controller_owner_ref(&())
         .ok_or(JobBuildError::MissingRunField("metadata.uid"))?;
     let spec = &run.spec;
-    let template = spec
-        .job_template
-        .clone()
-        .or_else(|| fallback_template.cloned())
-        .unwrap_or_default();
+    // The policy's template (or the defaults) decides image, ServiceAccount and security; the
+    // run may only lay resources and scheduling over it.
+    let base = fallback_template.cloned().unwrap_or_default();
+    let template = match &spec.job_template {
+        Some(run_template) => run_template.over(base),
+        None => base,
+    };
     let target = Source::from_spec(&spec.target)?;
 
     let mut args: Vec<String> = vec!["agent".into(), "restore".into()];
@@ -161,6 +163,9 @@ pub fn build(
     if spec.overwrite {
         args.push("--overwrite".into());
     }
+    // Only allow-listed options reach the restore tool; the agent checks again.
+    extra_args::check(extra_args::Tool::restore(target.engine), &target.extra_args)
+        .map_err(|e| JobBuildError::ArgumentNotAllowed(e.to_string()))?;
     for extra in &target.extra_args {
         args.push(format!("--restore-arg={extra}"));
     }
@@ -179,7 +184,7 @@ pub fn build(
     let container = agent_container(&template, defaults, args, env, mounts);
     let pod = pod_spec(&template, Vec::new(), container, volumes);
     let backoff = spec.backoff_limit.unwrap_or(DEFAULT_BACKOFF_LIMIT);
-    Ok(job(
+    job(
         JobShell {
             name: job_name(&run_name),
             namespace,
@@ -192,12 +197,14 @@ pub fn build(
             ttl_seconds_after_finished: defaults.ttl_seconds_after_finished,
         },
         pod,
-    ))
+        defaults,
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::jobs::shell::ImageAllowList;
     use serde_json::Value;
 
     fn run(yaml: &str) -> RestoreRun {
@@ -246,9 +253,8 @@ spec:
 
     fn defaults() -> JobDefaults {
         JobDefaults {
-            agent_image: "dg:test".into(),
             ttl_seconds_after_finished: 3600,
-            egress: Default::default(),
+            ..JobDefaults::new("dg:test")
         }
     }
 
@@ -347,14 +353,25 @@ spec:
         );
         let tpl = JobTemplate {
             image: Some("custom:1".into()),
+            service_account_name: Some("backup-irsa".into()),
+            priority_class_name: Some("low".into()),
             ..Default::default()
         };
+        let allowing = JobDefaults {
+            allowed_images: ImageAllowList::new(["custom:1"]),
+            ..defaults()
+        };
+        // The run lays only resources and scheduling over the policy's template.
+        let yaml = yaml.replace(
+            "  backoffLimit: 0",
+            "  backoffLimit: 0\n  jobTemplate: {resources: {limits: {memory: 2Gi}}, nodeSelector: {pool: restore}}",
+        );
         let job = build(
             &run(&yaml),
             &storage_fs(),
             "file:///backup/shop/r1/manifest.json",
             Some(&tpl),
-            &defaults(),
+            &allowing,
         )
         .unwrap();
         let v = json(&job);
@@ -365,6 +382,23 @@ spec:
         assert_eq!(v["spec"]["backoffLimit"], 0);
         let pod = &v["spec"]["template"]["spec"];
         assert_eq!(pod["containers"][0]["image"], "custom:1");
+        assert_eq!(pod["serviceAccountName"], "backup-irsa");
+        assert_eq!(pod["priorityClassName"], "low");
+        assert_eq!(pod["nodeSelector"], serde_json::json!({"pool": "restore"}));
+        assert_eq!(
+            pod["containers"][0]["resources"],
+            serde_json::json!({"limits": {"memory": "2Gi"}})
+        );
+        // The policy's image must be on the allow-list like any other.
+        let err = build(
+            &run(&yaml),
+            &storage_fs(),
+            "file:///backup/shop/r1/manifest.json",
+            Some(&tpl),
+            &defaults(),
+        )
+        .unwrap_err();
+        assert_eq!(err.reason(), "ImageNotAllowed");
         let storage = pod["volumes"]
             .as_array()
             .unwrap()
@@ -373,6 +407,31 @@ spec:
             .unwrap();
         assert_eq!(storage["persistentVolumeClaim"]["claimName"], "backups");
         assert_eq!(storage["persistentVolumeClaim"]["readOnly"], true);
+    }
+
+    #[test]
+    fn restore_args_off_the_allow_list_are_refused_before_a_job_is_built() {
+        let loc = "s3://shop-backups/shop/nightly/r1/manifest.json";
+        // --file would write the decrypted dump to a file; --clean would bypass overwrite.
+        for arg in [
+            "--file=/tmp/x",
+            "--clean",
+            "--superuser=postgres",
+            "--use-list=/tmp/l",
+        ] {
+            let yaml = RUN.replace(
+                "database: shop_copy, ",
+                &format!("database: shop_copy, extraArgs: [\"{arg}\"], "),
+            );
+            let err = build(&run(&yaml), &storage_s3(), loc, None, &defaults()).unwrap_err();
+            assert_eq!(err.reason(), "ArgumentNotAllowed", "{arg}: {err}");
+        }
+        let yaml = RUN.replace(
+            "database: shop_copy, ",
+            "database: shop_copy, extraArgs: [\"--no-owner\"], ",
+        );
+        let job = build(&run(&yaml), &storage_s3(), loc, None, &defaults()).unwrap();
+        assert!(args(&json(&job)).contains(&"--restore-arg=--no-owner".to_string()));
     }
 
     #[test]

@@ -11,14 +11,18 @@ use k8s_openapi::api::batch::v1::{
     PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, PodSecurityContext,
-    PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile,
-    SecretKeySelector as K8sSecretKeySelector, SecurityContext, Volume, VolumeMount,
+    AppArmorProfile, Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements, SELinuxOptions,
+    SeccompProfile, SecretKeySelector as K8sSecretKeySelector, SecurityContext, Volume,
+    VolumeMount, WindowsSecurityContextOptions,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
-use crate::api::common::{JobTemplate, SecretKeySelector};
+use crate::api::common::{
+    ALLOWED_ADDED_CAPABILITIES, ALLOWED_SELINUX_TYPES, CONFINEMENT_ANNOTATION_PREFIXES,
+    JobTemplate, SecretKeySelector,
+};
 use crate::contract::{
     AGENT_CONTAINER, APP_NAME, COMPONENT_LABEL, INSTANCE_LABEL, LOG_FORMAT_ENV, LOG_FORMAT_JSON,
     MANAGED_BY_LABEL, NAME_LABEL, OPERATOR_NAME, PART_OF_LABEL, TERMINATION_LOG,
@@ -44,6 +48,77 @@ pub struct JobDefaults {
     /// The operator's egress policy, handed to every agent ([`ENV_ALLOW_CIDRS`]) so that a
     /// Job reaches no more than the operator itself may.
     pub egress: EgressPolicy,
+    /// The images a Job may run (every container, init containers and the sandbox included).
+    pub allowed_images: ImageAllowList,
+}
+
+impl JobDefaults {
+    /// Defaults with `agent_image`, a TTL of one day and the default allow-list
+    /// ([`ImageAllowList::default_for`]).
+    pub fn new(agent_image: impl Into<String>) -> Self {
+        let agent_image = agent_image.into();
+        JobDefaults {
+            allowed_images: ImageAllowList::default_for(&agent_image),
+            agent_image,
+            ttl_seconds_after_finished: 86_400,
+            egress: EgressPolicy::default(),
+        }
+    }
+}
+
+/// Image patterns of the default sandbox images (`postgres:<major>`, `mariadb:<major.minor>`,
+/// `mysql:<major.minor>`, see `validation_job::sandbox_image`).
+pub const DEFAULT_SANDBOX_IMAGE_PATTERNS: &[&str] = &["postgres:*", "mariadb:*", "mysql:*"];
+
+/// The images the platform team lets DataGuardian Jobs run (`--allowed-images` /
+/// `DG_ALLOWED_IMAGES`). A pattern is an exact image reference, or a prefix ending in `*`
+/// (`registry.corp/dataguardian:*`, `registry.corp/mirror/postgres:*`). Without the flag the
+/// list holds the operator's agent image and the default sandbox images.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageAllowList {
+    patterns: Vec<String>,
+}
+
+impl ImageAllowList {
+    /// An allow-list of exactly `patterns` (blank entries are ignored).
+    pub fn new<I, S>(patterns: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        ImageAllowList {
+            patterns: patterns
+                .into_iter()
+                .map(Into::into)
+                .map(|p| p.trim().to_owned())
+                .filter(|p| !p.is_empty())
+                .collect(),
+        }
+    }
+
+    /// The default list: `agent_image` and [`DEFAULT_SANDBOX_IMAGE_PATTERNS`].
+    pub fn default_for(agent_image: &str) -> Self {
+        ImageAllowList::new(
+            std::iter::once(agent_image).chain(DEFAULT_SANDBOX_IMAGE_PATTERNS.iter().copied()),
+        )
+    }
+
+    /// The patterns, in order.
+    pub fn patterns(&self) -> &[String] {
+        &self.patterns
+    }
+
+    /// Whether `image` matches a pattern. A `*` is only special at the end of a pattern; an
+    /// image containing whitespace or control characters never matches.
+    pub fn allows(&self, image: &str) -> bool {
+        if image.is_empty() || image.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return false;
+        }
+        self.patterns.iter().any(|p| match p.strip_suffix('*') {
+            Some(prefix) => image.starts_with(prefix) && image.len() > prefix.len(),
+            None => image == p,
+        })
+    }
 }
 
 impl From<&JobDefaults> for JobDefaults {
@@ -72,6 +147,17 @@ pub enum JobBuildError {
         /// What is wrong.
         detail: String,
     },
+    /// A container image is not on the operator's allow-list.
+    #[error(
+        "image {0:?} is not on the operator's image allow-list (set by the platform team with --allowed-images / DG_ALLOWED_IMAGES)"
+    )]
+    ImageNotAllowed(String),
+    /// The Pod would ask for more than the `restricted` Pod Security profile allows.
+    #[error("the Job's Pod would not be restricted: {0}")]
+    PrivilegeNotAllowed(String),
+    /// A dump or restore argument is not on the allow-list of its tool.
+    #[error("{0}")]
+    ArgumentNotAllowed(String),
 }
 
 /// A metadata field the API server always sets, or the build error that names it.
@@ -90,6 +176,9 @@ impl JobBuildError {
             JobBuildError::InvalidSource(_) => "InvalidPolicy",
             JobBuildError::NoStorageBackend(_) => "InvalidStorage",
             JobBuildError::InvalidPathTemplate { .. } => "InvalidPathTemplate",
+            JobBuildError::ImageNotAllowed(_) => "ImageNotAllowed",
+            JobBuildError::PrivilegeNotAllowed(_) => "PrivilegeNotAllowed",
+            JobBuildError::ArgumentNotAllowed(_) => "ArgumentNotAllowed",
         }
     }
 }
@@ -350,8 +439,21 @@ pub(crate) struct JobShell {
 }
 
 /// The Job of every builder: one Pod run to completion, labelled and annotated like the Job.
-pub(crate) fn job(shell: JobShell, pod: PodSpec) -> Job {
-    Job {
+/// Refused unless every container image is on the allow-list and the Pod is restricted
+/// ([`check_restricted`]): this is the one door every Job goes out by.
+pub(crate) fn job(
+    shell: JobShell,
+    pod: PodSpec,
+    defaults: &JobDefaults,
+) -> Result<Job, JobBuildError> {
+    for container in pod.init_containers.iter().flatten().chain(&pod.containers) {
+        let image = container.image.as_deref().unwrap_or_default();
+        if !defaults.allowed_images.allows(image) {
+            return Err(JobBuildError::ImageNotAllowed(image.to_owned()));
+        }
+    }
+    check_restricted(&pod, shell.annotations.as_ref())?;
+    Ok(Job {
         metadata: ObjectMeta {
             name: Some(shell.name),
             namespace: Some(shell.namespace),
@@ -378,5 +480,253 @@ pub(crate) fn job(shell: JobShell, pod: PodSpec) -> Job {
             ..Default::default()
         }),
         status: None,
+    })
+}
+
+/// Volume sources the `restricted` Pod Security profile allows.
+const RESTRICTED_VOLUME_SOURCES: &[&str] = &[
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+];
+
+/// Checks a Pod against the `restricted` Pod Security profile (Kubernetes' `restricted`
+/// level, latest version), plus DataGuardian's own rule that Job Pods never mount a
+/// ServiceAccount token. The restricted settings are not defaults a template may weaken: a
+/// Pod that asks for more is refused here, whatever produced it.
+pub(crate) fn check_restricted(
+    pod: &PodSpec,
+    annotations: Option<&BTreeMap<String, String>>,
+) -> Result<(), JobBuildError> {
+    let refuse = |what: String| Err(JobBuildError::PrivilegeNotAllowed(what));
+    if pod.host_network == Some(true) || pod.host_pid == Some(true) || pod.host_ipc == Some(true) {
+        return refuse("host namespaces (hostNetwork, hostPID, hostIPC) are not allowed".into());
+    }
+    if pod.host_users == Some(true) {
+        return refuse("hostUsers is not allowed".into());
+    }
+    if pod.automount_service_account_token != Some(false) {
+        return refuse("the ServiceAccount token must not be mounted".into());
+    }
+    for volume in pod.volumes.iter().flatten() {
+        let value = serde_json::to_value(volume).unwrap_or_default();
+        if let Some(source) = value
+            .as_object()
+            .into_iter()
+            .flat_map(|m| m.keys())
+            .find(|k| *k != "name" && !RESTRICTED_VOLUME_SOURCES.contains(&k.as_str()))
+        {
+            return refuse(format!(
+                "volume {} of type {source} is not allowed",
+                volume.name
+            ));
+        }
+    }
+    for key in annotations.into_iter().flat_map(|a| a.keys()) {
+        if CONFINEMENT_ANNOTATION_PREFIXES
+            .iter()
+            .any(|p| key.starts_with(p))
+        {
+            return refuse(format!("annotation {key} is not allowed"));
+        }
+    }
+    let pod_context = pod.security_context.clone().unwrap_or_default();
+    if pod_context.sysctls.as_ref().is_some_and(|s| !s.is_empty()) {
+        return refuse("sysctls are not allowed".into());
+    }
+    if pod_context.run_as_user == Some(0) {
+        return refuse("runAsUser 0 is not allowed".into());
+    }
+    if pod_context.run_as_non_root == Some(false) {
+        return refuse("the Pod must run as non-root (runAsNonRoot: false)".into());
+    }
+    check_common(
+        "the Pod",
+        pod_context.se_linux_options.as_ref(),
+        pod_context.windows_options.as_ref(),
+        pod_context.app_armor_profile.as_ref(),
+    )?;
+    let seccomp_ok = |p: Option<&SeccompProfile>| {
+        p.map(|p| p.type_ == "RuntimeDefault" || p.type_ == "Localhost")
+    };
+    if seccomp_ok(pod_context.seccomp_profile.as_ref()) == Some(false) {
+        return refuse("the Pod's seccompProfile must be RuntimeDefault or Localhost".into());
+    }
+    for c in pod.init_containers.iter().flatten().chain(&pod.containers) {
+        let name = &c.name;
+        let sc = c.security_context.clone().unwrap_or_default();
+        if sc.privileged == Some(true) {
+            return refuse(format!("container {name} is privileged"));
+        }
+        if sc.allow_privilege_escalation != Some(false) {
+            return refuse(format!(
+                "container {name} must set allowPrivilegeEscalation: false"
+            ));
+        }
+        if sc.run_as_non_root.or(pod_context.run_as_non_root) != Some(true) {
+            return refuse(format!("container {name} must run as non-root"));
+        }
+        if sc.run_as_user == Some(0) {
+            return refuse(format!("container {name} may not run as user 0"));
+        }
+        match seccomp_ok(sc.seccomp_profile.as_ref()) {
+            Some(true) => {}
+            Some(false) => {
+                return refuse(format!(
+                    "container {name}'s seccompProfile must be RuntimeDefault or Localhost"
+                ));
+            }
+            None if seccomp_ok(pod_context.seccomp_profile.as_ref()) == Some(true) => {}
+            None => return refuse(format!("container {name} has no seccompProfile")),
+        }
+        let caps = sc.capabilities.clone().unwrap_or_default();
+        if !caps.drop.iter().flatten().any(|c| c == "ALL") {
+            return refuse(format!("container {name} must drop ALL capabilities"));
+        }
+        if let Some(cap) = caps
+            .add
+            .iter()
+            .flatten()
+            .find(|c| !ALLOWED_ADDED_CAPABILITIES.contains(&c.as_str()))
+        {
+            return refuse(format!("container {name} may not add capability {cap}"));
+        }
+        if sc.proc_mount.as_deref().is_some_and(|m| m != "Default") {
+            return refuse(format!("container {name} must use the Default procMount"));
+        }
+        if c.ports
+            .iter()
+            .flatten()
+            .any(|p| p.host_port.is_some_and(|h| h != 0))
+        {
+            return refuse(format!("container {name} may not use host ports"));
+        }
+        check_common(
+            &format!("container {name}"),
+            sc.se_linux_options.as_ref(),
+            sc.windows_options.as_ref(),
+            sc.app_armor_profile.as_ref(),
+        )?;
+    }
+    Ok(())
+}
+
+/// SELinux, Windows host process and AppArmor rules shared by Pod and container contexts.
+fn check_common(
+    who: &str,
+    se_linux: Option<&SELinuxOptions>,
+    windows: Option<&WindowsSecurityContextOptions>,
+    app_armor: Option<&AppArmorProfile>,
+) -> Result<(), JobBuildError> {
+    let refuse = |what: String| Err(JobBuildError::PrivilegeNotAllowed(what));
+    if let Some(se) = se_linux {
+        if se.user.is_some() || se.role.is_some() {
+            return refuse(format!("{who} may not set an SELinux user or role"));
+        }
+        if se
+            .type_
+            .as_deref()
+            .is_some_and(|t| !ALLOWED_SELINUX_TYPES.contains(&t))
+        {
+            return refuse(format!("{who} may not use this SELinux type"));
+        }
+    }
+    if windows.and_then(|w| w.host_process) == Some(true) {
+        return refuse(format!("{who} may not be a Windows host process"));
+    }
+    if app_armor.is_some_and(|a| a.type_ == "Unconfined") {
+        return refuse(format!("{who} may not be AppArmor Unconfined"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::HostPathVolumeSource;
+
+    #[test]
+    fn image_allow_list_matches_exact_names_and_star_prefixes_only() {
+        let list = ImageAllowList::new([
+            "registry.corp/dg:1.2",
+            "registry.corp/mirror/postgres:*",
+            " ",
+        ]);
+        assert_eq!(list.patterns().len(), 2);
+        assert!(list.allows("registry.corp/dg:1.2"));
+        assert!(!list.allows("registry.corp/dg:1.2-evil"));
+        assert!(!list.allows("registry.corp/dg:1.3"));
+        assert!(list.allows("registry.corp/mirror/postgres:15"));
+        assert!(!list.allows("registry.corp/mirror/postgres:"));
+        assert!(!list.allows("registry.corp/mirror/postgresx:15"));
+        assert!(!list.allows("evil.io/registry.corp/mirror/postgres:15"));
+        assert!(!list.allows(""));
+        assert!(!list.allows("registry.corp/dg:1.2 "));
+        let default = ImageAllowList::default_for("ghcr.io/dataguardian/dataguardian:0.1.0");
+        assert!(default.allows("ghcr.io/dataguardian/dataguardian:0.1.0"));
+        assert!(!default.allows("ghcr.io/dataguardian/dataguardian:0.0.9"));
+        assert!(default.allows("postgres:16") && default.allows("mariadb:10.11"));
+        assert!(default.allows("mysql:8.0"));
+        assert!(!default.allows("attacker/postgres:15"));
+    }
+
+    fn restricted_pod() -> PodSpec {
+        let container = Container {
+            name: "agent".into(),
+            image: Some("dg:1".into()),
+            security_context: Some(container_security_context(None)),
+            ..Default::default()
+        };
+        pod_spec(
+            &JobTemplate::default(),
+            Vec::new(),
+            container,
+            vec![tmp_volume().0],
+        )
+    }
+
+    #[test]
+    fn the_default_pod_is_restricted_and_host_access_is_refused() {
+        assert_eq!(check_restricted(&restricted_pod(), None), Ok(()));
+        let refused = |pod: PodSpec| check_restricted(&pod, None).unwrap_err().to_string();
+        let mut pod = restricted_pod();
+        pod.host_network = Some(true);
+        assert!(refused(pod).contains("host namespaces"));
+        let mut pod = restricted_pod();
+        pod.host_pid = Some(true);
+        assert!(refused(pod).contains("host namespaces"));
+        let mut pod = restricted_pod();
+        pod.volumes.get_or_insert_default().push(Volume {
+            name: "root".into(),
+            host_path: Some(HostPathVolumeSource {
+                path: "/".into(),
+                type_: None,
+            }),
+            ..Default::default()
+        });
+        assert!(refused(pod).contains("volume root of type hostPath"));
+        let mut pod = restricted_pod();
+        pod.automount_service_account_token = None;
+        assert!(refused(pod).contains("ServiceAccount token"));
+        let mut pod = restricted_pod();
+        pod.containers[0].ports = Some(vec![k8s_openapi::api::core::v1::ContainerPort {
+            container_port: 80,
+            host_port: Some(80),
+            ..Default::default()
+        }]);
+        assert!(refused(pod).contains("host ports"));
+        // A container without an explicit allowPrivilegeEscalation: false is not restricted.
+        let mut pod = restricted_pod();
+        pod.containers[0]
+            .security_context
+            .as_mut()
+            .unwrap()
+            .allow_privilege_escalation = None;
+        assert!(refused(pod).contains("allowPrivilegeEscalation"));
     }
 }

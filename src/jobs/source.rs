@@ -25,6 +25,17 @@ pub(crate) struct Source {
     pub(crate) extra_args: Vec<String>,
 }
 
+/// The MySQL client's spelling of `mode` (`--ssl-mode`).
+fn mysql_ssl_mode(mode: MysqlSslMode) -> &'static str {
+    match mode {
+        MysqlSslMode::Disabled => "DISABLED",
+        MysqlSslMode::Preferred => "PREFERRED",
+        MysqlSslMode::Required => "REQUIRED",
+        MysqlSslMode::VerifyCa => "VERIFY_CA",
+        MysqlSslMode::VerifyIdentity => "VERIFY_IDENTITY",
+    }
+}
+
 impl Source {
     pub(crate) fn from_spec(source: &DatabaseSpec) -> Result<Self, JobBuildError> {
         struct Common<'a> {
@@ -72,17 +83,11 @@ impl Source {
                     connection: my.connection_secret_ref.as_ref(),
                     extra: &my.extra_args,
                 },
-                // The agent's MySQL client knows `ssl=true|false` (and a CA file, which the API
-                // does not carry yet): the verify modes require TLS; certificate verification
-                // needs that CA option.
+                // The mode goes to the agent unchanged (`ssl-mode=VERIFY_IDENTITY`): the verify
+                // modes verify the server's certificate, never just "use TLS".
                 match my.ssl_mode {
-                    Some(MysqlSslMode::Disabled) => vec![("ssl", "false".to_owned())],
-                    Some(
-                        MysqlSslMode::Required
-                        | MysqlSslMode::VerifyCa
-                        | MysqlSslMode::VerifyIdentity,
-                    ) => vec![("ssl", "true".to_owned())],
                     Some(MysqlSslMode::Preferred) | None => vec![],
+                    Some(mode) => vec![("ssl-mode", mysql_ssl_mode(mode).to_owned())],
                 },
             ),
             (None, None) => {

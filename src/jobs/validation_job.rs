@@ -354,7 +354,7 @@ pub fn build(
     let annotations = (!template.annotations.is_empty()).then(|| template.annotations.clone());
     let container = agent_container(&template, defaults, args, env, mounts);
     let pod = pod_spec(&template, init, container, volumes);
-    Ok(job(
+    job(
         JobShell {
             name: job_name(&name),
             namespace,
@@ -372,12 +372,14 @@ pub fn build(
             ttl_seconds_after_finished: defaults.ttl_seconds_after_finished,
         },
         pod,
-    ))
+        defaults,
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::jobs::shell::ImageAllowList;
 
     fn validation(yaml: &str) -> RestoreValidation {
         serde_yaml::from_str(yaml).unwrap_or_else(|e| panic!("fixture: {e}"))
@@ -411,9 +413,8 @@ spec:
 
     fn defaults() -> JobDefaults {
         JobDefaults {
-            agent_image: "dg:test".into(),
             ttl_seconds_after_finished: 600,
-            egress: Default::default(),
+            ..JobDefaults::new("dg:test")
         }
     }
 
@@ -551,7 +552,17 @@ spec:
             fallback_sandbox: None,
             template: None,
         };
-        let v = serde_json::to_value(build(&rv, &inputs, &defaults()).unwrap()).unwrap();
+        // A sandbox image off the allow-list could "verify" any backup: refused.
+        let err = build(&rv, &inputs, &defaults()).unwrap_err();
+        assert_eq!(
+            err,
+            JobBuildError::ImageNotAllowed("registry.local/mariadb:10.11".into())
+        );
+        let allowing = JobDefaults {
+            allowed_images: ImageAllowList::new(["dg:test", "registry.local/mariadb:*"]),
+            ..defaults()
+        };
+        let v = serde_json::to_value(build(&rv, &inputs, &allowing).unwrap()).unwrap();
         let pod = &v["spec"]["template"]["spec"];
         assert_eq!(
             pod["initContainers"][1]["image"],

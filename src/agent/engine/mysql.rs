@@ -65,6 +65,22 @@ fn command(tool: &str, uri: &DbUri) -> Command {
             ("ssl-ca" | "sslrootcert", path) => {
                 cmd.arg(format!("--ssl-ca={path}"));
             }
+            // The policy's sslMode, passed through unchanged: a verify mode must verify the
+            // server's certificate (MariaDB's client has one switch for chain and host name,
+            // the stricter reading of VERIFY_CA); an unknown mode verifies too.
+            ("ssl-mode" | "sslmode", mode) => {
+                let mode = mode.to_ascii_uppercase();
+                match (mode.as_str(), tool.starts_with("mariadb")) {
+                    ("DISABLED", _) => cmd.arg("--skip-ssl"),
+                    ("PREFERRED", _) => &mut cmd,
+                    ("REQUIRED", true) => cmd.arg("--ssl"),
+                    ("VERIFY_CA" | "VERIFY_IDENTITY" | "REQUIRED", false) => {
+                        cmd.arg(format!("--ssl-mode={mode}"))
+                    }
+                    (_, true) => cmd.args(["--ssl", "--ssl-verify-server-cert"]),
+                    (_, false) => cmd.arg("--ssl-mode=VERIFY_IDENTITY"),
+                };
+            }
             _ => {}
         }
     }

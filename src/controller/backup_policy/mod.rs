@@ -140,6 +140,17 @@ pub async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<A
             };
             match api.create(&params, &run).await {
                 Ok(_) => {
+                    // Only the operator writes status: this marks the run as the schedule's,
+                    // which `spec.trigger` (client-chosen) cannot (retention counts scheduled
+                    // and manual runs separately).
+                    apply_status::<BackupRun>(
+                        &ctx.client,
+                        &ns,
+                        &new.name,
+                        FIELD_MANAGER,
+                        &serde_json::json!({"scheduled": true}),
+                    )
+                    .await?;
                     let event = plan::created_run_event(new, plan.missed.count);
                     publish(&ctx, &policy, Some(event)).await;
                     created_now = Some(new.name.clone());

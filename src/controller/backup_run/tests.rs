@@ -165,3 +165,95 @@ spec:
         "a missing Secret and a missing key read the same"
     );
 }
+
+/// Finding 5: a policy's `jobTemplate.image` ran whatever image it named, with the policy's
+/// Secrets. An image off the operator's allow-list fails the run with `ImageNotAllowed` and
+/// no Job; the same policy with the default image gets its Job.
+#[tokio::test]
+async fn an_image_off_the_allow_list_fails_the_run_without_a_job() {
+    let sim = Sim::start().await;
+    let _: crate::api::BackupStorage = sim
+        .create(
+            r#"
+apiVersion: dataguardian.io/v1alpha1
+kind: BackupStorage
+metadata: {name: main, namespace: shop}
+spec: {filesystem: {claimName: backups, path: /shop}}
+"#,
+        )
+        .await;
+    let policy = |name: &str, template: &str| {
+        format!(
+            r#"
+apiVersion: dataguardian.io/v1alpha1
+kind: BackupPolicy
+metadata: {{name: {name}, namespace: shop}}
+spec:
+  source: {{postgres: {{host: db, database: shop, user: backup}}}}
+  storageRef: {{name: main}}
+  schedule: "0 2 * * *"
+  {template}
+"#
+        )
+    };
+    let _: crate::api::BackupPolicy = sim
+        .create(&policy(
+            "nightly",
+            "jobTemplate: {image: \"attacker.example/agent:1\"}",
+        ))
+        .await;
+    let _: crate::api::BackupPolicy = sim
+        .create(&policy("plain", "jobTemplate: {priorityClassName: low}"))
+        .await;
+
+    let run: BackupRun = sim
+        .reconcile(
+            ControllerKind::BackupRun,
+            Given::Yaml(RUN),
+            super::reconcile,
+        )
+        .await;
+    let status = run.status.expect("the status is written");
+    assert_eq!(status.phase, Some(BackupRunPhase::Failed), "{status:?}");
+    assert_eq!(status.reason.as_deref(), Some("ImageNotAllowed"));
+    let message = status.message.unwrap_or_default();
+    assert!(
+        message.contains("attacker.example/agent:1") && message.contains("allow-list"),
+        "{message}"
+    );
+    let jobs: Api<Job> = Api::namespaced(sim.ctx.client.clone(), "shop");
+    assert!(
+        jobs.list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+
+    let run: BackupRun = sim
+        .reconcile(
+            ControllerKind::BackupRun,
+            Given::Yaml(
+                &RUN.replace("before-migration", "fine")
+                    .replace("nightly", "plain"),
+            ),
+            super::reconcile,
+        )
+        .await;
+    let status = run.status.expect("the status is written");
+    assert_eq!(status.reason.as_deref(), Some("JobCreated"), "{status:?}");
+    let jobs = jobs.list(&Default::default()).await.unwrap().items;
+    assert_eq!(jobs.len(), 1);
+    let pod = jobs[0]
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        pod.containers[0].image,
+        Some(sim.ctx.settings.agent_image.clone())
+    );
+}

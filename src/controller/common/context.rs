@@ -14,7 +14,7 @@ use kube::{Api, Client};
 use crate::api::{BackupPolicy, RestoreRun, RestoreValidation};
 use crate::controller::common::run_cache::RunCache;
 use crate::egress::EgressPolicy;
-use crate::jobs::shell::JobDefaults;
+use crate::jobs::shell::{ImageAllowList, JobDefaults};
 use crate::notify::deliver::Webhooks;
 use crate::notify::message::{Notification, rules_for};
 use crate::telemetry::metrics::{Metrics, NotificationLabels};
@@ -24,6 +24,9 @@ use crate::telemetry::metrics::{Metrics, NotificationLabels};
 pub struct Settings {
     /// Image of the agent that backup/restore/validation Jobs run.
     pub agent_image: String,
+    /// The images Jobs may run (`--allowed-images`); empty = the agent image and the default
+    /// sandbox images.
+    pub allowed_images: Vec<String>,
     /// At most this many backups run at once across the cluster (`None` = unlimited).
     pub max_concurrent_backups: Option<NonZeroUsize>,
     /// At most this many restores run at once across the cluster (`None` = unlimited).
@@ -47,6 +50,7 @@ impl Default for Settings {
                 "ghcr.io/dataguardian/dataguardian:{}",
                 env!("CARGO_PKG_VERSION")
             ),
+            allowed_images: Vec::new(),
             max_concurrent_backups: NonZeroUsize::new(10),
             max_concurrent_restores: NonZeroUsize::new(4),
             max_concurrent_validations: NonZeroUsize::new(2),
@@ -59,10 +63,16 @@ impl Default for Settings {
 
 impl From<&Settings> for JobDefaults {
     fn from(settings: &Settings) -> Self {
+        let allowed_images = if settings.allowed_images.is_empty() {
+            ImageAllowList::default_for(&settings.agent_image)
+        } else {
+            ImageAllowList::new(settings.allowed_images.iter().cloned())
+        };
         JobDefaults {
             agent_image: settings.agent_image.clone(),
             ttl_seconds_after_finished: settings.job_ttl_seconds,
             egress: settings.egress.clone(),
+            allowed_images,
         }
     }
 }

@@ -37,6 +37,8 @@ pub struct FinishedRun {
     pub completed_at: Option<DateTime<Utc>>,
     /// Carries the pin label: retention never deletes it.
     pub pinned: bool,
+    /// Created by the operator's schedule (`status.scheduled`, written only by the operator).
+    pub scheduled: bool,
     /// A failed run's reason and message (the policy's `lastFailedRun`).
     pub failure: Option<Box<Failure>>,
     /// Where the artifact is (retention deletes it, validations restore it).
@@ -76,6 +78,7 @@ impl FinishedRun {
             succeeded,
             completed_at: status.completion_time.as_ref().map(time_to_chrono),
             pinned: is_pinned(run),
+            scheduled: status.scheduled == Some(true),
             failure: (!succeeded).then(|| {
                 Box::new(Failure {
                     reason: status.reason.clone(),

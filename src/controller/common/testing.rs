@@ -122,6 +122,24 @@ impl Sim {
         api.create(&Default::default(), &obj).await.expect("create")
     }
 
+    /// Creates `object` (JSON, any fields, so that fields the Rust types do not have reach the
+    /// API too) as a `K`; the API's answer, unwrapped from the typed client.
+    pub async fn create_json<K: Object>(
+        &self,
+        object: serde_json::Value,
+    ) -> Result<serde_json::Value, kube::Error> {
+        let ns = object["metadata"]["namespace"]
+            .as_str()
+            .expect("namespace")
+            .to_owned();
+        let resource = kube::api::ApiResource::erase::<K>(&());
+        let api: kube::Api<kube::api::DynamicObject> =
+            kube::Api::namespaced_with(self.ctx.client.clone(), &ns, &resource);
+        let obj: kube::api::DynamicObject = serde_json::from_value(object).expect("object JSON");
+        let created = api.create(&Default::default(), &obj).await?;
+        Ok(serde_json::to_value(created).expect("JSON"))
+    }
+
     /// Reads `ns/name` back.
     pub async fn get<K: Object>(&self, ns: &str, name: &str) -> K {
         let api: kube::Api<K> = kube::Api::namespaced(self.ctx.client.clone(), ns);

@@ -38,7 +38,7 @@ use crate::api::restore_validation::{RestoreValidationStatus, ValidationResult};
 use crate::api::{
     BackupPolicy, BackupRun, BackupStorage, RestoreValidation, RestoreValidationPhase,
 };
-use crate::jobs::shell::JobDefaults;
+use crate::jobs::shell::{JobBuildError, JobDefaults};
 use crate::jobs::validation_job;
 use crate::telemetry::metrics::{RunLabels, RunResult};
 
@@ -352,7 +352,12 @@ async fn start_job(ctx: &Context, ns: &str, rv: &RestoreValidation, r: Resolved)
             let outcome = Outcome {
                 phase: RestoreValidationPhase::Failed,
                 result: ValidationResult::Failed,
-                reason: "InvalidSandbox".into(),
+                reason: match &e {
+                    JobBuildError::ImageNotAllowed(_) | JobBuildError::PrivilegeNotAllowed(_) => {
+                        e.reason().into()
+                    }
+                    _ => "InvalidSandbox".into(),
+                },
                 message: e.to_string(),
                 checks: Vec::new(),
                 restore_duration_seconds: None,

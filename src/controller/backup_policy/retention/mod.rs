@@ -18,6 +18,18 @@
 //! - A policy without any positive keep rule keeps every run (retention by `maxAge` only, or none
 //!   at all): a missing rule never means "delete everything".
 //!
+//! # Manual runs
+//!
+//! Scheduled runs (those the operator's schedule created, `status.scheduled`, which only the
+//! operator can write) and all other runs are counted **separately**: every keep rule is
+//! evaluated over the scheduled runs and, independently, over the manual runs. `keepLast: 7`
+//! keeps the 7 newest scheduled runs *and* the 7 newest manual runs; a day's bucket keeps the
+//! newest scheduled run of the day *and* the newest manual one. So someone who may only create
+//! BackupRuns cannot prune a single scheduled restore point by creating many runs, while their
+//! own manual runs stay bounded by the same rules. Claiming `spec.trigger: Scheduled` does not
+//! help: only `status.scheduled` counts. The `maxAge` guard below keeps the newest run of each
+//! kind.
+//!
 //! # maxAge, pins and Object Lock
 //!
 //! - `maxAge` caps age: a run whose age reached `maxAge` is pruned **even if a keep rule selects
@@ -60,6 +72,18 @@ pub struct RetentionRun {
     pub pinned: bool,
     /// Object Lock retain-until date of its artifact, if the storage locks objects.
     pub retain_until: Option<DateTime<Utc>>,
+    /// Who started it; the keep rules count each origin on its own.
+    pub origin: RunOrigin,
+}
+
+/// Where a run came from, as retention counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RunOrigin {
+    /// Created by the operator's schedule (`status.scheduled`).
+    Schedule,
+    /// Anything else: `trigger: Manual`, or a run a client created (whatever its
+    /// `spec.trigger` says).
+    Manual,
 }
 
 /// `spec.retention` of a BackupPolicy. `None` and `Some(0)` both mean "rule not used".
@@ -280,6 +304,11 @@ impl Bucket {
 
 /// Decides, for every successful run, whether its artifact is kept or pruned, and why.
 ///
+/// Scheduled and manual runs are counted **separately** (see "Manual runs" in the module
+/// docs): every rule is evaluated over the scheduled runs and, on its own, over the manual
+/// runs, so however many manual runs someone creates, they never push a scheduled restore
+/// point out of `keepLast` or a calendar bucket.
+///
 /// `time_zone` is the policy's time zone (the buckets' calendar). Deterministic: runs with equal
 /// completion times are ordered by name (the greater name counts as newer).
 pub fn plan_retention(
@@ -288,7 +317,36 @@ pub fn plan_retention(
     time_zone: Tz,
     now: DateTime<Utc>,
 ) -> RetentionPlan {
-    let mut order: Vec<&RetentionRun> = runs.iter().collect();
+    let mut decisions = Vec::with_capacity(runs.len());
+    let mut requeue_at: Option<DateTime<Utc>> = None;
+    for origin in [RunOrigin::Schedule, RunOrigin::Manual] {
+        let group: Vec<&RetentionRun> = runs.iter().filter(|r| r.origin == origin).collect();
+        let plan = plan_group(&group, policy, time_zone, now);
+        decisions.extend(plan.decisions);
+        requeue_at = match (requeue_at, plan.requeue_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    decisions.sort_by(|a, b| {
+        b.completed_at
+            .cmp(&a.completed_at)
+            .then_with(|| b.name.cmp(&a.name))
+    });
+    RetentionPlan {
+        decisions,
+        requeue_at,
+    }
+}
+
+/// [`plan_retention`] over the runs of one origin.
+fn plan_group(
+    runs: &[&RetentionRun],
+    policy: &RetentionPolicy,
+    time_zone: Tz,
+    now: DateTime<Utc>,
+) -> RetentionPlan {
+    let mut order: Vec<&RetentionRun> = runs.to_vec();
     order.sort_by(|a, b| {
         b.completed_at
             .cmp(&a.completed_at)
@@ -629,6 +687,11 @@ impl RetentionRun {
             completed_at: run.completed_at?,
             pinned: run.pinned,
             retain_until: run.artifact.as_ref().and_then(|a| a.retain_until),
+            origin: if run.scheduled {
+                RunOrigin::Schedule
+            } else {
+                RunOrigin::Manual
+            },
         })
     }
 }

@@ -18,6 +18,7 @@ fn run(name: &str, completed_at: &str) -> RetentionRun {
         completed_at: utc(completed_at),
         pinned: false,
         retain_until: None,
+        origin: RunOrigin::Schedule,
     }
 }
 
@@ -793,6 +794,7 @@ fn random_histories_keep_the_documented_invariants() {
                     pinned: next_random(rnd).is_multiple_of(10),
                     retain_until: (next_random(rnd).is_multiple_of(5))
                         .then(|| at + TimeDelta::days((next_random(rnd) % 900) as i64)),
+                    origin: RunOrigin::Schedule,
                 }
             })
             .collect();
@@ -949,4 +951,85 @@ fn random_histories_keep_the_documented_invariants() {
         shuffled.rotate_left(count / 3);
         assert_eq!(plan_retention(&shuffled, &policy, tz, now), plan, "{ctx}");
     }
+}
+
+/// Finding 8: with `keepLast` (and the calendar buckets) counting every run together, someone
+/// who may only create BackupRuns could prune every scheduled restore point by creating
+/// `keepLast` manual runs. Scheduled and manual runs are now counted separately.
+#[test]
+fn manual_runs_never_evict_scheduled_restore_points() {
+    let manual = |name: &str, at: &str| RetentionRun {
+        origin: RunOrigin::Manual,
+        ..run(name, at)
+    };
+    let mut runs = vec![
+        run("s1", "2026-11-20T02:00:00Z"),
+        run("s2", "2026-11-21T02:00:00Z"),
+        run("s3", "2026-11-22T02:00:00Z"),
+    ];
+    // Ten manual runs, all newer than every scheduled one, all on the last scheduled day.
+    runs.extend((0..10).map(|i| manual(&format!("m{i}"), &format!("2026-11-22T1{i}:00:00Z"))));
+    let policy = RetentionPolicy {
+        keep_last: Some(3),
+        keep_daily: Some(2),
+        ..Default::default()
+    };
+    let plan = plan_retention(&runs, &policy, chrono_tz::UTC, utc("2026-11-23T00:00:00Z"));
+    let kept: Vec<&str> = plan.kept().collect();
+    for s in ["s1", "s2", "s3"] {
+        assert!(kept.contains(&s), "scheduled {s} must stay: {kept:?}");
+    }
+    // The manual runs are bounded by the same rules, counted among themselves.
+    assert_eq!(
+        kept.iter().filter(|k| k.starts_with('m')).count(),
+        3,
+        "{kept:?}"
+    );
+    assert!(kept.contains(&"m9") && kept.contains(&"m8") && kept.contains(&"m7"));
+    let pruned: Vec<&str> = plan.pruned().collect();
+    assert_eq!(pruned, ["m0", "m1", "m2", "m3", "m4", "m5", "m6"]);
+    // Decisions stay newest first across both kinds.
+    assert_eq!(plan.decisions.first().map(|d| d.name.as_str()), Some("m9"));
+    assert_eq!(plan.decisions.last().map(|d| d.name.as_str()), Some("s1"));
+
+    // Before the fix, with everything counted together, s1..s3 were pruned: the same runs
+    // all scheduled show what the manual runs would have done.
+    let together: Vec<RetentionRun> = runs
+        .iter()
+        .map(|r| RetentionRun {
+            origin: RunOrigin::Schedule,
+            ..r.clone()
+        })
+        .collect();
+    let plan = plan_retention(
+        &together,
+        &policy,
+        chrono_tz::UTC,
+        utc("2026-11-23T00:00:00Z"),
+    );
+    let pruned: Vec<&str> = plan.pruned().collect();
+    assert!(
+        pruned.contains(&"s1") && pruned.contains(&"s3"),
+        "{pruned:?}"
+    );
+}
+
+/// `maxAge` keeps the newest run of each kind, so a burst of manual runs does not leave the
+/// newest scheduled restore point to age out.
+#[test]
+fn max_age_keeps_the_newest_scheduled_run_besides_newer_manual_ones() {
+    let runs = vec![
+        run("s1", "2026-10-01T02:00:00Z"),
+        RetentionRun {
+            origin: RunOrigin::Manual,
+            ..run("m1", "2026-11-22T10:00:00Z")
+        },
+    ];
+    let policy = RetentionPolicy {
+        keep_last: Some(5),
+        max_age: Some(Duration::from_secs(30 * 86_400)),
+        ..Default::default()
+    };
+    let plan = plan_retention(&runs, &policy, chrono_tz::UTC, utc("2026-11-23T00:00:00Z"));
+    assert_eq!(plan.kept().collect::<Vec<_>>(), ["m1", "s1"]);
 }
