@@ -25,7 +25,8 @@ use super::shell::{
     escape_env, job, labels, pod_failure_policy, pod_spec, push_flag, required, secret_env,
     tmp_volume,
 };
-use super::source::{Source, join_key, push_identity, push_storage_access};
+use super::source::{Source, join_key, push_identity, push_pin, push_storage_access};
+use crate::contract::ArtifactPin;
 
 /// Default `backoffLimit` of a restore Job (a restore retries transient failures).
 pub const DEFAULT_BACKOFF_LIMIT: u32 = 2;
@@ -108,6 +109,7 @@ pub fn build(
     run: &RestoreRun,
     storage: &BackupStorage,
     manifest_location: &str,
+    pin: &ArtifactPin,
     fallback_template: Option<&JobTemplate>,
     defaults: &JobDefaults,
 ) -> Result<Job, JobBuildError> {
@@ -143,6 +145,8 @@ pub fn build(
         push_flag(&mut args, "--database", database);
     }
     push_flag(&mut args, "--from", manifest_location);
+    // What the operator recorded: the agent refuses any other manifest before the target.
+    push_pin(pin, &mut args);
     push_storage_access(storage, &mut args, &mut env, &mut volumes, &mut mounts)?;
     push_identity(
         spec.decryption.as_ref(),
@@ -263,8 +267,26 @@ spec:
     #[test]
     fn postgres_restore_from_s3_job() {
         let loc = "s3://shop-backups/shop/nightly/r1/manifest.json";
-        let job = build(&run(RUN), &storage_s3(), loc, None, &defaults()).unwrap();
+        let pin = ArtifactPin {
+            manifest_sha256: Some("ab".repeat(32)),
+            encryption: Some(crate::contract::ExpectedEncryption::Age {
+                recipients: vec!["sha256:01".into(), "sha256:02".into()],
+            }),
+            scope: Some(crate::contract::BackupScope::Database),
+        };
+        let job = build(&run(RUN), &storage_s3(), loc, &pin, None, &defaults()).unwrap();
         let v = json(&job);
+        let joined = args(&v).join(" ");
+        assert!(
+            joined.contains(&format!(
+                "--manifest-sha256 {} --expect-encryption age --expect-recipient sha256:01 --expect-recipient sha256:02 --expect-scope Database",
+                "ab".repeat(32)
+            )),
+            "the recorded pin reaches the agent: {joined}"
+        );
+        let job = build(&run(RUN), &storage_s3(), loc, &ArtifactPin::default(), None, &defaults()).unwrap();
+        let v = json(&job);
+        assert!(!args(&v).join(" ").contains("--manifest-sha256"));
         assert_eq!(v["metadata"]["name"], "copy-1-restore");
         assert_eq!(v["metadata"]["ownerReferences"][0]["kind"], "RestoreRun");
         assert_eq!(v["metadata"]["ownerReferences"][0]["controller"], true);
@@ -328,13 +350,13 @@ spec:
         // User text reaches the agent literally through the kubelet's $(VAR) expansion.
         let odd = RUN.replace("database: shop_copy", "database: \"shop$(HOME)\"");
         let a = args(&json(
-            &build(&run(&odd), &storage_s3(), loc, None, &defaults()).unwrap(),
+            &build(&run(&odd), &storage_s3(), loc, &ArtifactPin::default(), None, &defaults()).unwrap(),
         ));
         assert!(a.contains(&"shop$$(HOME)".to_string()), "{a:?}");
         // Deterministic.
         assert_eq!(
             job,
-            build(&run(RUN), &storage_s3(), loc, None, &defaults()).unwrap()
+            build(&run(RUN), &storage_s3(), loc, &ArtifactPin::default(), None, &defaults()).unwrap()
         );
     }
 
@@ -352,6 +374,7 @@ spec:
             &run(&yaml),
             &storage_fs(),
             "file:///backup/shop/r1/manifest.json",
+            &ArtifactPin::default(),
             Some(&tpl),
             &defaults(),
         )
@@ -432,6 +455,7 @@ spec:
             &run(&bad),
             &storage_s3(),
             "s3://b/k/manifest.json",
+            &ArtifactPin::default(),
             None,
             &defaults(),
         )

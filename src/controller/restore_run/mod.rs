@@ -39,7 +39,9 @@ use crate::controller::common::blockers::{
     SourceState, invalid, locate_artifact, missing_secret, stop_blocked, stop_invalid,
     storage_secrets,
 };
+use crate::contract::ArtifactPin;
 use crate::controller::common::context::Context;
+use crate::jobs::source::artifact_pin;
 use crate::controller::common::error::{Error, Result};
 use crate::controller::common::job_watch;
 use crate::controller::common::reconcile::namespace_and_name;
@@ -55,6 +57,9 @@ pub const FIELD_MANAGER: &str = "dataguardian-restorerun";
 struct Resolved {
     storage: BackupStorage,
     manifest_location: String,
+    /// What the BackupRun recorded (nothing for storage + key); the agent refuses any other
+    /// manifest before it touches the target.
+    pin: ArtifactPin,
     source: RestoreSource,
     template: Option<JobTemplate>,
 }
@@ -306,6 +311,7 @@ async fn resolve(
             },
             storage,
             manifest_location: location,
+            pin: artifact_pin(&artifact),
             template,
         }
     } else {
@@ -334,6 +340,7 @@ async fn resolve(
             },
             storage,
             manifest_location: location,
+            pin: ArtifactPin::default(),
             template: None,
         }
     };
@@ -410,6 +417,7 @@ async fn start_job(
         run,
         &resolved.storage,
         &resolved.manifest_location,
+        &resolved.pin,
         resolved.template.as_ref(),
         &defaults,
     ) {

@@ -46,7 +46,9 @@ use crate::api::backup_policy::POLICY_LABEL;
 use crate::controller::common::blockers::{
     SourceState, locate_artifact, missing_secret, stop_blocked, stop_invalid, storage_secrets,
 };
+use crate::contract::ArtifactPin;
 use crate::controller::common::context::Context;
+use crate::jobs::source::artifact_pin;
 use crate::controller::common::error::{Error, Result};
 use crate::controller::common::job_watch;
 use crate::controller::common::reason::Reason;
@@ -65,6 +67,8 @@ struct Resolved {
     backup: BackupRun,
     storage: BackupStorage,
     manifest_location: String,
+    /// What the BackupRun recorded; the agent refuses any other manifest.
+    pin: ArtifactPin,
     engine: Engine,
     server_version: Option<String>,
     policy: Option<BackupPolicy>,
@@ -322,6 +326,7 @@ async fn resolve(
     Ok((
         SourceState::Ready,
         Some(Resolved {
+            pin: artifact_pin(&artifact),
             server_version: artifact.server_version.clone(),
             backup,
             storage,
@@ -341,6 +346,7 @@ async fn start_job(ctx: &Context, ns: &str, rv: &RestoreValidation, r: Resolved)
     let inputs = validation_job::ValidationInputs {
         storage: &r.storage,
         manifest_location: &r.manifest_location,
+        pin: &r.pin,
         engine: r.engine,
         server_version: r.server_version.as_deref(),
         fallback_sandbox: policy_validation.as_ref().and_then(|v| v.sandbox.as_ref()),
