@@ -220,6 +220,7 @@ pub async fn confirm_with(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::contract::Report as _;
 
     #[test]
     fn s3_locations_split_into_bucket_and_key() {
