@@ -154,3 +154,57 @@ async fn a_manifest_swapped_with_its_artifact_is_refused_by_the_recorded_digest(
         .unwrap();
     assert_eq!(planted.trim(), "1");
 }
+
+/// Issue 11, finding 4: retention deletes only what the operator computed itself and the
+/// recorded manifest digest vouches for. A manifest rewritten in the bucket to list another
+/// tenant's object makes retention keep the run and delete nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retention_deletes_nothing_a_rewritten_manifest_names() {
+    let _serial = crate::serial().await;
+    let s = crate::backup::scenario("pinprune", "0 0 1 1 *", "  retention: {keepLast: 1}\n").await;
+    let first = s.run_to_end("first", "shop").await;
+    assert_eq!(phase(&first).as_deref(), Some("Succeeded"), "{:#?}", first.status);
+    let key = first.status.clone().unwrap().artifact.unwrap().key;
+    // Another tenant's object in the same bucket, and the first run's manifest rewritten to
+    // name it.
+    let victim = "victim/nightly/r1/databases/crm.pgdump.zst";
+    s.services
+        .s3
+        .put_object(&s.services.bucket, victim, b"someone else's backup".to_vec())
+        .unwrap();
+    let mut manifest: serde_json::Value = serde_json::from_slice(
+        &s.services.s3.get_object(&s.services.bucket, &key).unwrap(),
+    )
+    .unwrap();
+    let depth = key.matches('/').count();
+    manifest["artifacts"][0]["key"] = format!("{}{victim}", "../".repeat(depth)).into();
+    s.services
+        .s3
+        .put_object(
+            &s.services.bucket,
+            &key,
+            serde_json::to_vec_pretty(&manifest).unwrap(),
+        )
+        .unwrap();
+
+    // keepLast 1: the second run makes retention prune the first.
+    let second = s.run_to_end("second", "shop").await;
+    assert_eq!(phase(&second).as_deref(), Some("Succeeded"), "{:#?}", second.status);
+    crate::harness::wait_for_events(&s.cluster, &s.ns, "shop", |events| {
+        events
+            .iter()
+            .any(|e| e.starts_with("RetentionRefused") && e.contains("first") && e.contains("altered"))
+    })
+    .await;
+    assert_eq!(
+        s.services.s3.get_object(&s.services.bucket, victim).unwrap(),
+        b"someone else's backup".to_vec(),
+        "the other tenant's object is untouched"
+    );
+    assert!(
+        s.services.keys("e2e/").iter().any(|k| k == &key),
+        "the altered manifest is kept as evidence"
+    );
+    let runs = s.cluster.kubectl(&["get", "backupruns", "-n", &s.ns]).unwrap();
+    assert!(runs.lines().any(|l| l.starts_with("first")), "{runs}");
+}
