@@ -42,6 +42,15 @@ pub struct OperatorArgs {
     /// How long finished Jobs (and their logs) are kept, in seconds.
     #[arg(long, env = "DG_JOB_TTL_SECONDS", default_value_t = 86_400)]
     pub job_ttl_seconds: i32,
+    /// A namespace whose BackupStorages may omit `credentialsSecretRef` and so use the
+    /// operator's own cloud identity (IRSA, instance profile); repeat for several. By default
+    /// no namespace may: a tenant's storage always brings its own credentials.
+    #[arg(
+        long = "allow-ambient-credentials-in",
+        env = "DG_ALLOW_AMBIENT_CREDENTIALS_NAMESPACES",
+        value_delimiter = ','
+    )]
+    pub ambient_credentials_namespaces: Vec<String>,
     /// Log format.
     #[arg(long, env = "DG_LOG_FORMAT", value_enum, default_value_t = crate::telemetry::logging::LogFormat::Json)]
     pub log_format: crate::telemetry::logging::LogFormat,
@@ -69,6 +78,12 @@ impl OperatorArgs {
             max_concurrent_validations: NonZeroUsize::new(self.max_concurrent_validations),
             job_ttl_seconds: self.job_ttl_seconds,
             default_stall_timeout: defaults.default_stall_timeout,
+            ambient_credentials_namespaces: self
+                .ambient_credentials_namespaces
+                .iter()
+                .map(|n| n.trim().to_string())
+                .filter(|n| !n.is_empty())
+                .collect(),
         }
     }
 }

@@ -388,7 +388,14 @@ async fn apply_retention(
         return Ok(requeue_at);
     }
     let access = match storage {
-        Some(s) if s.spec.s3.is_some() => match StorageAccess::open(&ctx.client, ns, s).await {
+        Some(s) if s.spec.s3.is_some() => match StorageAccess::open(
+            &ctx.client,
+            ns,
+            s,
+            ctx.settings.allows_ambient_credentials(ns),
+        )
+        .await
+        {
             Ok(a) => Some(a),
             Err(e) => {
                 tracing::warn!(policy = %policy.name_any(), error = %e, "storage unavailable: retention waits");

@@ -182,8 +182,15 @@ pub async fn reconcile(run: Arc<BackupRun>, ctx: Arc<Context>) -> Result<Action>
             let confirmed = match (storage.as_ref(), policy.as_ref()) {
                 (Some(s), Some(p)) => match crate::jobs::backup_job::expected_backup(&run, p, s) {
                     Ok(expected) => {
-                        artifact_check::confirm(&ctx.client, &ns, s, &report, &expected)
-                            .await
+                        artifact_check::confirm(
+                            &ctx.client,
+                            &ns,
+                            s,
+                            &report,
+                            &expected,
+                            ctx.settings.allows_ambient_credentials(&ns),
+                        )
+                        .await
                             .map(|check| (check, expected))
                     }
                     Err(e) => Err(format!("cannot compute where this run writes: {e}")),
@@ -319,6 +326,16 @@ async fn check_references(
             ),
         }));
     };
+    if let Some(message) = crate::controller::common::storage_access::ambient_refusal(
+        storage,
+        ns,
+        ctx.settings.allows_ambient_credentials(ns),
+    ) {
+        return Ok(Err(Blocker {
+            reason: crate::controller::common::storage_access::AMBIENT_CREDENTIALS_REFUSED.into(),
+            message,
+        }));
+    }
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     for (name, key) in needed_secrets(policy, storage) {
         match secrets.get_opt(&name).await? {

@@ -101,6 +101,7 @@ pub async fn confirm(
     storage: &BackupStorage,
     report: &AgentReport,
     expected: &ExpectedBackup,
+    allow_ambient: bool,
 ) -> Result<Confirmation, String> {
     check_location(report, expected)?;
     if storage.spec.s3.is_none() {
@@ -122,7 +123,7 @@ pub async fn confirm(
             encryption,
         });
     }
-    let access = StorageAccess::open(client, ns, storage)
+    let access = StorageAccess::open(client, ns, storage, allow_ambient)
         .await
         .map_err(|e| format!("cannot open storage: {e}"))?;
     confirm_with(&access, report, expected).await

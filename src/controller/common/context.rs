@@ -33,6 +33,17 @@ pub struct Settings {
     pub job_ttl_seconds: i32,
     /// Default stall timeout when a policy sets none.
     pub default_stall_timeout: Duration,
+    /// Namespaces whose BackupStorages may go without `credentialsSecretRef`, i.e. use the
+    /// cloud identity of the operator (and of the Job pods): the platform team's explicit
+    /// choice, per namespace. Empty (the default): every storage needs its own credentials.
+    pub ambient_credentials_namespaces: Vec<String>,
+}
+
+impl Settings {
+    /// Whether storages in `ns` may use ambient (the operator's) cloud credentials.
+    pub fn allows_ambient_credentials(&self, ns: &str) -> bool {
+        self.ambient_credentials_namespaces.iter().any(|n| n == ns)
+    }
 }
 
 impl Default for Settings {
@@ -47,6 +58,7 @@ impl Default for Settings {
             max_concurrent_validations: NonZeroUsize::new(2),
             job_ttl_seconds: 86_400,
             default_stall_timeout: Duration::from_secs(600),
+            ambient_credentials_namespaces: Vec::new(),
         }
     }
 }

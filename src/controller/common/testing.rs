@@ -78,6 +78,11 @@ impl Sim {
     /// Starts the stand-in with the namespace `shop`; the run cache is marked synced (it is
     /// empty, as the stand-in is).
     pub async fn start() -> Sim {
+        Sim::start_with(super::context::Settings::default()).await
+    }
+
+    /// [`Sim::start`] with the operator's `settings`.
+    pub async fn start_with(settings: super::context::Settings) -> Sim {
         let server = kube_sim::Server::start(kube_sim::ServerOptions {
             crds_dir: Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds")),
             ..Default::default()
@@ -99,7 +104,7 @@ impl Sim {
         let ctx = super::context::Context::new(
             client,
             crate::telemetry::metrics::Metrics::new(),
-            super::context::Settings::default(),
+            settings,
             runs,
         );
         ctx.mark_runs_synced();

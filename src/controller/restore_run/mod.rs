@@ -36,7 +36,7 @@ use crate::jobs::shell::{JobBuildError, JobDefaults};
 use crate::telemetry::metrics::{QueueLabels, RunLabels, RunResult};
 
 use crate::controller::common::blockers::{
-    SourceState, invalid, locate_artifact, missing_secret, stop_blocked, stop_invalid,
+    SourceState, blocked, invalid, locate_artifact, missing_secret, stop_blocked, stop_invalid,
     storage_secrets,
 };
 use crate::contract::ArtifactPin;
@@ -363,6 +363,19 @@ async fn resolve(
     }
     if let Some(d) = &spec.decryption {
         needed.push(d.identity_secret_ref.clone());
+    }
+    if let Some(message) = crate::controller::common::storage_access::ambient_refusal(
+        &resolved.storage,
+        ns,
+        ctx.settings.allows_ambient_credentials(ns),
+    ) {
+        return Ok((
+            blocked(
+                crate::controller::common::storage_access::AMBIENT_CREDENTIALS_REFUSED,
+                message,
+            ),
+            None,
+        ));
     }
     needed.extend(storage_secrets(&resolved.storage));
     if let Some(b) = missing_secret(ctx, ns, &needed).await? {

@@ -44,7 +44,7 @@ use crate::telemetry::metrics::{RunLabels, RunResult};
 
 use crate::api::backup_policy::POLICY_LABEL;
 use crate::controller::common::blockers::{
-    SourceState, locate_artifact, missing_secret, stop_blocked, stop_invalid, storage_secrets,
+    SourceState, blocked, locate_artifact, missing_secret, stop_blocked, stop_invalid, storage_secrets,
 };
 use crate::contract::ArtifactPin;
 use crate::controller::common::context::Context;
@@ -313,6 +313,19 @@ async fn resolve(
         Ok(found) => found,
         Err(state) => return Ok((state, None)),
     };
+    if let Some(message) = crate::controller::common::storage_access::ambient_refusal(
+        &storage,
+        ns,
+        ctx.settings.allows_ambient_credentials(ns),
+    ) {
+        return Ok((
+            blocked(
+                crate::controller::common::storage_access::AMBIENT_CREDENTIALS_REFUSED,
+                message,
+            ),
+            None,
+        ));
+    }
     let mut needed: Vec<SecretKeySelector> = storage_secrets(&storage);
     if let Some(d) = &spec.decryption {
         needed.push(d.identity_secret_ref.clone());
