@@ -37,12 +37,14 @@ pub fn job_name(run: &str) -> String {
 }
 
 /// The full location of an artifact's `manifest.json` as the agent reads it (`--from`), from a
-/// storage and a key.
+/// storage and a key. The key never leaves the storage's own root (its S3 `prefix`, its
+/// filesystem `path`): that root is the storage's boundary, whatever the key says.
 ///
 /// For S3 the key is the object key inside the bucket (as shown in a BackupRun's
-/// `status.artifact.key`); for a filesystem storage it is either the absolute path the backup
-/// Job wrote (under the claim's mount) or a path relative to the storage's directory. A key
-/// that does not name the manifest itself is taken as the artifact's directory.
+/// `status.artifact.key`, which starts with the prefix) or a key relative to the prefix; for a
+/// filesystem storage it is either the absolute path the backup Job wrote (under the claim's
+/// mount and the storage's path) or a path relative to the storage's directory. A key that does
+/// not name the manifest itself is taken as the artifact's directory.
 pub fn manifest_location(storage: &BackupStorage, key: &str) -> Result<String, JobBuildError> {
     let key = key.trim();
     if key.split('/').any(|s| s == "..") {
@@ -58,19 +60,32 @@ pub fn manifest_location(storage: &BackupStorage, key: &str) -> Result<String, J
             format!("{k}/{MANIFEST_NAME}")
         }
     };
+    // `key` below `root` (segment-wise): as is when it already starts with the root, else
+    // joined under it.
+    let under = |root: &str, key: &str| {
+        let root = join_key(&[root]);
+        let key = join_key(&[key]);
+        if root.is_empty() || key == root || key.starts_with(&format!("{root}/")) {
+            key
+        } else {
+            join_key(&[&root, &key])
+        }
+    };
     match (&storage.spec.s3, &storage.spec.filesystem) {
         (Some(s3), _) => {
-            let k = with_manifest(key.trim_start_matches('/'));
-            Ok(format!("s3://{}/{k}", s3.bucket))
+            let k = under(s3.prefix.as_deref().unwrap_or(""), key);
+            Ok(format!("s3://{}/{}", s3.bucket, with_manifest(&k)))
         }
         (None, Some(fs)) => {
+            let root = join_key(&[STORAGE_MOUNT, &fs.path]);
             if key.starts_with('/') {
-                if !key.starts_with(&format!("{STORAGE_MOUNT}/")) {
+                let rel = join_key(&[key]);
+                if rel != root && !rel.starts_with(&format!("{root}/")) {
                     return Err(JobBuildError::InvalidSource(format!(
-                        "artifact path {key:?} is outside the storage mount {STORAGE_MOUNT}"
+                        "artifact path {key:?} is outside the storage's directory /{root}"
                     )));
                 }
-                Ok(format!("file://{}", with_manifest(key)))
+                Ok(format!("file:///{}", with_manifest(&rel)))
             } else {
                 let rel = join_key(&[&fs.path, key]);
                 Ok(format!("file://{STORAGE_MOUNT}/{}", with_manifest(&rel)))
@@ -96,7 +111,15 @@ pub fn artifact_manifest_location(
 /// Whether `location` (`s3://…` / `file://…`) is one the agent can read from `storage`.
 pub fn location_matches_storage(storage: &BackupStorage, location: &str) -> bool {
     match (&storage.spec.s3, &storage.spec.filesystem) {
-        (Some(s3), _) => location.starts_with(&format!("s3://{}/", s3.bucket)),
+        (Some(s3), _) => {
+            let prefix = join_key(&[s3.prefix.as_deref().unwrap_or("")]);
+            let root = if prefix.is_empty() {
+                format!("s3://{}/", s3.bucket)
+            } else {
+                format!("s3://{}/{prefix}/", s3.bucket)
+            };
+            location.starts_with(&root) && !location.split('/').any(|s| s == "..")
+        }
         (None, Some(_)) => location.starts_with(&format!("file://{STORAGE_MOUNT}/")),
         (None, None) => false,
     }
@@ -424,6 +447,24 @@ spec:
             "s3://shop-backups/shop/nightly/r1/manifest.json"
         );
         assert!(manifest_location(&s3, "shop/../other").is_err());
+        // Issue 11, finding 9: a key outside the storage's prefix stays inside it.
+        assert_eq!(
+            manifest_location(&s3, "other-tenant/nightly/r1/manifest.json").unwrap(),
+            "s3://shop-backups/shop/other-tenant/nightly/r1/manifest.json"
+        );
+        assert_eq!(
+            manifest_location(&s3, "/nightly/r1").unwrap(),
+            "s3://shop-backups/shop/nightly/r1/manifest.json"
+        );
+        assert_eq!(
+            manifest_location(&s3, "shopping/r1").unwrap(),
+            "s3://shop-backups/shop/shopping/r1/manifest.json",
+            "the prefix is matched by whole segments"
+        );
+        assert!(!location_matches_storage(
+            &s3,
+            "s3://shop-backups/other-tenant/r1/manifest.json"
+        ));
         let fs = storage_fs();
         assert_eq!(
             manifest_location(&fs, "nightly/r1").unwrap(),
@@ -434,7 +475,15 @@ spec:
             "file:///backup/shop/r1/manifest.json"
         );
         assert!(manifest_location(&fs, "/etc/passwd").is_err());
+        assert!(
+            manifest_location(&fs, "/backup/other-tenant/r1/manifest.json").is_err(),
+            "an absolute path stays under the storage's path"
+        );
         assert!(location_matches_storage(
+            &s3,
+            "s3://shop-backups/shop/x/manifest.json"
+        ));
+        assert!(!location_matches_storage(
             &s3,
             "s3://shop-backups/x/manifest.json"
         ));
