@@ -44,8 +44,11 @@ fn a_manifest_swapped_with_its_artifact_is_refused_by_digest_before_the_target_i
     pg.create_database("shop").unwrap();
     pg_fill(&pg, "shop", 1);
     pg.create_database("evil").unwrap();
-    pg.psql("evil", "CREATE TABLE planted (x int); INSERT INTO planted VALUES (1)")
-        .unwrap();
+    pg.psql(
+        "evil",
+        "CREATE TABLE planted (x int); INSERT INTO planted VALUES (1)",
+    )
+    .unwrap();
     let endpoint = moto.endpoint();
     let mut env = s3_env();
     env.extend([
@@ -71,10 +74,15 @@ fn a_manifest_swapped_with_its_artifact_is_refused_by_digest_before_the_target_i
     };
     let honest = backup("shop", "honest");
     honest.assert_ok();
-    let digest = honest.summary["manifestSha256"].as_str().unwrap().to_string();
+    let digest = honest.summary["manifestSha256"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(digest.len(), 64);
     backup("evil", "evil").assert_ok();
-    let honest_manifest = moto.get_object("backups", "t/honest/manifest.json").unwrap();
+    let honest_manifest = moto
+        .get_object("backups", "t/honest/manifest.json")
+        .unwrap();
     // The attacker rewrites both: the manifest and its artifact agree, every bucket hash matches.
     copy_prefix(&moto, "backups", "t/evil", "t/honest");
 
@@ -107,13 +115,20 @@ fn a_manifest_swapped_with_its_artifact_is_refused_by_digest_before_the_target_i
     let before = pg_db_count(&pg);
     let run = restore("pinned", &["--manifest-sha256", &digest]);
     run.assert_failed("integrity");
-    assert!(run.error().contains("replaced or altered"), "{}", run.error());
+    assert!(
+        run.error().contains("replaced or altered"),
+        "{}",
+        run.error()
+    );
     assert!(run.error().contains(&digest), "{}", run.error());
     assert!(!pg_db_exists(&pg, "pinned"), "the target was not touched");
     assert_eq!(pg_db_count(&pg), before);
     // Also through the environment, as Jobs may pass it.
     let mut e = env.clone();
-    e.extend([("DG_URI", uri.as_str()), ("DG_MANIFEST_SHA256", digest.as_str())]);
+    e.extend([
+        ("DG_URI", uri.as_str()),
+        ("DG_MANIFEST_SHA256", digest.as_str()),
+    ]);
     run_agent(
         &[
             "restore",
@@ -163,7 +178,9 @@ fn a_manifest_claiming_unencrypted_other_recipients_or_all_databases_is_refused(
     let to = format!("file://{}", store.display());
     let uri = pg.uri("shop");
     let backup = |run_id: &str, extra: &[&str]| {
-        let mut args = vec!["backup", "--engine", "postgres", "--to", &to, "--run-id", run_id];
+        let mut args = vec![
+            "backup", "--engine", "postgres", "--to", &to, "--run-id", run_id,
+        ];
         args.extend_from_slice(extra);
         let r = run_agent(&args, &[("DG_URI", &uri)]);
         r.assert_ok();
@@ -199,7 +216,11 @@ fn a_manifest_claiming_unencrypted_other_recipients_or_all_databases_is_refused(
     };
 
     // The attacker replaces the encrypted backup by an unencrypted one of their choosing.
-    std::fs::copy(store.join("plain/manifest.json"), store.join("enc/manifest.json")).unwrap();
+    std::fs::copy(
+        store.join("plain/manifest.json"),
+        store.join("enc/manifest.json"),
+    )
+    .unwrap();
     std::fs::create_dir_all(store.join("enc/databases")).unwrap();
     std::fs::copy(
         store.join("plain/databases/shop.pgdump.zst"),
@@ -293,11 +314,16 @@ fn a_validation_refuses_a_swapped_manifest_before_restoring_into_the_sandbox() {
     let to = format!("file://{}", tmp.path().display());
     let uri = source.uri("shop");
     let honest = run_agent(
-        &["backup", "--engine", "postgres", "--to", &to, "--run-id", "r"],
+        &[
+            "backup", "--engine", "postgres", "--to", &to, "--run-id", "r",
+        ],
         &[("DG_URI", &uri)],
     );
     honest.assert_ok();
-    let digest = honest.summary["manifestSha256"].as_str().unwrap().to_string();
+    let digest = honest.summary["manifestSha256"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let manifest = tmp.path().join("r/manifest.json");
     let original = std::fs::read(&manifest).unwrap();
     // A consistent rewrite: still valid JSON with the same artifacts, other bytes.
@@ -327,8 +353,15 @@ fn a_validation_refuses_a_swapped_manifest_before_restoring_into_the_sandbox() {
     };
     let run = validate(&["--manifest-sha256", &digest]);
     run.assert_failed("integrity");
-    assert!(run.error().contains("replaced or altered"), "{}", run.error());
-    assert!(!pg_db_exists(&sandbox, "shop"), "nothing restored into the sandbox");
+    assert!(
+        run.error().contains("replaced or altered"),
+        "{}",
+        run.error()
+    );
+    assert!(
+        !pg_db_exists(&sandbox, "shop"),
+        "nothing restored into the sandbox"
+    );
 
     std::fs::write(&manifest, &original).unwrap();
     let run = validate(&[
@@ -351,7 +384,9 @@ fn mariadb_restore_refuses_an_all_databases_manifest_in_place_of_one_database() 
     let to = format!("file://{}", tmp.path().display());
     let uri = db.uri("shop");
     let one = run_agent(
-        &["backup", "--engine", "mysql", "--to", &to, "--run-id", "one"],
+        &[
+            "backup", "--engine", "mysql", "--to", &to, "--run-id", "one",
+        ],
         &[("DG_URI", &uri)],
     );
     one.assert_ok();
@@ -379,7 +414,10 @@ fn mariadb_restore_refuses_an_all_databases_manifest_in_place_of_one_database() 
     }
     let from = format!("file://{}/one/manifest.json", tmp.path().display());
     let restore_uri = db.uri("copy");
-    let databases = || db.sql("", "SELECT count(*) FROM information_schema.schemata").unwrap();
+    let databases = || {
+        db.sql("", "SELECT count(*) FROM information_schema.schemata")
+            .unwrap()
+    };
     let before = databases();
     for pin in [
         vec!["--expect-scope", "Database"],

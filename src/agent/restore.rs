@@ -436,8 +436,8 @@ mod tests {
         // A consistent rewrite (another artifact digest) hashes differently.
         let mut swapped = honest.clone();
         swapped.artifacts[0].sha256 = "1".repeat(64);
-        let e = parse_pinned_manifest(&serde_json::to_vec(&swapped).unwrap(), &at, &pin)
-            .unwrap_err();
+        let e =
+            parse_pinned_manifest(&serde_json::to_vec(&swapped).unwrap(), &at, &pin).unwrap_err();
         assert_eq!(e.category(), "integrity");
         assert!(e.to_string().contains("replaced or altered"), "{e}");
         // Without a digest pin, the scope and encryption pins still hold.
@@ -447,8 +447,7 @@ mod tests {
         };
         let mut all = honest.clone();
         all.all_databases = true;
-        let e = parse_pinned_manifest(&serde_json::to_vec(&all).unwrap(), &at, &loose)
-            .unwrap_err();
+        let e = parse_pinned_manifest(&serde_json::to_vec(&all).unwrap(), &at, &loose).unwrap_err();
         assert!(e.to_string().contains("scope AllDatabases"), "{e}");
     }
 

@@ -137,7 +137,9 @@ pub struct ArtifactPin {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PinMismatch {
     /// The manifest's bytes hash to another digest.
-    #[error("the manifest has sha256 {actual}, the backup recorded {expected}: it was replaced or altered")]
+    #[error(
+        "the manifest has sha256 {actual}, the backup recorded {expected}: it was replaced or altered"
+    )]
     ManifestDigest {
         /// Recorded digest.
         expected: String,
@@ -179,7 +181,11 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 fn encryption_word(encrypted: bool) -> &'static str {
-    if encrypted { "encrypted" } else { "unencrypted" }
+    if encrypted {
+        "encrypted"
+    } else {
+        "unencrypted"
+    }
 }
 
 impl ArtifactPin {
@@ -372,7 +378,8 @@ mod tests {
             scope: Some(BackupScope::AllDatabases),
         };
         pin.check_bytes(bytes).unwrap();
-        pin.check_contents(Some(&enc(&["sha256:00"])), true).unwrap();
+        pin.check_contents(Some(&enc(&["sha256:00"])), true)
+            .unwrap();
 
         let mut swapped = bytes.to_vec();
         swapped.push(b'\n');
@@ -400,7 +407,11 @@ mod tests {
             encryption: Some(ExpectedEncryption::None),
             ..Default::default()
         };
-        assert!(unencrypted.check_contents(Some(&enc(&["x"])), false).is_err());
+        assert!(
+            unencrypted
+                .check_contents(Some(&enc(&["x"])), false)
+                .is_err()
+        );
         unencrypted.check_contents(None, true).unwrap();
         // A pin that is not a digest never matches anything.
         let bad = ArtifactPin {

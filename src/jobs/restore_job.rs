@@ -307,7 +307,15 @@ spec:
             )),
             "the recorded pin reaches the agent: {joined}"
         );
-        let job = build(&run(RUN), &storage_s3(), loc, &ArtifactPin::default(), None, &defaults()).unwrap();
+        let job = build(
+            &run(RUN),
+            &storage_s3(),
+            loc,
+            &ArtifactPin::default(),
+            None,
+            &defaults(),
+        )
+        .unwrap();
         let v = json(&job);
         assert!(!args(&v).join(" ").contains("--manifest-sha256"));
         assert_eq!(v["metadata"]["name"], "copy-1-restore");
@@ -373,13 +381,29 @@ spec:
         // User text reaches the agent literally through the kubelet's $(VAR) expansion.
         let odd = RUN.replace("database: shop_copy", "database: \"shop$(HOME)\"");
         let a = args(&json(
-            &build(&run(&odd), &storage_s3(), loc, &ArtifactPin::default(), None, &defaults()).unwrap(),
+            &build(
+                &run(&odd),
+                &storage_s3(),
+                loc,
+                &ArtifactPin::default(),
+                None,
+                &defaults(),
+            )
+            .unwrap(),
         ));
         assert!(a.contains(&"shop$$(HOME)".to_string()), "{a:?}");
         // Deterministic.
         assert_eq!(
             job,
-            build(&run(RUN), &storage_s3(), loc, &ArtifactPin::default(), None, &defaults()).unwrap()
+            build(
+                &run(RUN),
+                &storage_s3(),
+                loc,
+                &ArtifactPin::default(),
+                None,
+                &defaults()
+            )
+            .unwrap()
         );
     }
 

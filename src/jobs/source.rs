@@ -9,11 +9,11 @@ use kube::ResourceExt;
 
 use crate::api::BackupStorage;
 use crate::api::backup_run::Artifact;
+use crate::api::common::{DatabaseSpec, Decryption, Engine, MysqlSslMode, SecretKeySelector};
 use crate::contract::manifest::{
     EXPECT_ENCRYPTION_FLAG, EXPECT_RECIPIENT_FLAG, EXPECT_SCOPE_FLAG, MANIFEST_SHA256_FLAG,
 };
 use crate::contract::{ArtifactPin, EncryptionMode, ExpectedEncryption};
-use crate::api::common::{DatabaseSpec, Decryption, Engine, MysqlSslMode, SecretKeySelector};
 
 use super::shell::{JobBuildError, STORAGE_MOUNT, plain_env, push_flag, secret_env};
 
@@ -234,12 +234,14 @@ pub(crate) fn push_storage_access(
 /// from the agent's report.
 pub fn artifact_pin(artifact: &Artifact) -> ArtifactPin {
     let manifest_sha256 = artifact.manifest_sha256.clone().filter(|d| !d.is_empty());
-    let encryption = manifest_sha256.as_ref().map(|_| match &artifact.encryption {
-        None => ExpectedEncryption::None,
-        Some(e) => ExpectedEncryption::Age {
-            recipients: e.recipients.clone(),
-        },
-    });
+    let encryption = manifest_sha256
+        .as_ref()
+        .map(|_| match &artifact.encryption {
+            None => ExpectedEncryption::None,
+            Some(e) => ExpectedEncryption::Age {
+                recipients: e.recipients.clone(),
+            },
+        });
     ArtifactPin {
         manifest_sha256,
         encryption,

@@ -458,10 +458,9 @@ spec:
         let job = build(&rv, &inputs, &defaults()).unwrap();
         let v = serde_json::to_value(&job).unwrap();
         assert_eq!(v["metadata"]["name"], "check-1-validate");
-        let agent_args: Vec<String> = serde_json::from_value(
-            v["spec"]["template"]["spec"]["containers"][0]["args"].clone(),
-        )
-        .unwrap();
+        let agent_args: Vec<String> =
+            serde_json::from_value(v["spec"]["template"]["spec"]["containers"][0]["args"].clone())
+                .unwrap();
         assert!(
             agent_args.join(" ").contains(&format!(
                 "--manifest-sha256 {} --expect-encryption none --expect-scope AllDatabases",

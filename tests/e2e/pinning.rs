@@ -36,7 +36,10 @@ async fn a_manifest_swapped_with_its_artifact_is_refused_by_the_recorded_digest(
     // A second backup with planted data; its manifest and artifact replace b1's in the bucket.
     s.services
         .pg
-        .psql("shop", "CREATE TABLE planted (x int); INSERT INTO planted VALUES (1)")
+        .psql(
+            "shop",
+            "CREATE TABLE planted (x int); INSERT INTO planted VALUES (1)",
+        )
         .unwrap();
     let b2 = s.run_to_end("b2", "shop").await;
     assert_eq!(phase(&b2).as_deref(), Some("Succeeded"), "{:#?}", b2.status);
@@ -163,19 +166,27 @@ async fn retention_deletes_nothing_a_rewritten_manifest_names() {
     let _serial = crate::serial().await;
     let s = crate::backup::scenario("pinprune", "0 0 1 1 *", "  retention: {keepLast: 1}\n").await;
     let first = s.run_to_end("first", "shop").await;
-    assert_eq!(phase(&first).as_deref(), Some("Succeeded"), "{:#?}", first.status);
+    assert_eq!(
+        phase(&first).as_deref(),
+        Some("Succeeded"),
+        "{:#?}",
+        first.status
+    );
     let key = first.status.clone().unwrap().artifact.unwrap().key;
     // Another tenant's object in the same bucket, and the first run's manifest rewritten to
     // name it.
     let victim = "victim/nightly/r1/databases/crm.pgdump.zst";
     s.services
         .s3
-        .put_object(&s.services.bucket, victim, b"someone else's backup".to_vec())
+        .put_object(
+            &s.services.bucket,
+            victim,
+            b"someone else's backup".to_vec(),
+        )
         .unwrap();
-    let mut manifest: serde_json::Value = serde_json::from_slice(
-        &s.services.s3.get_object(&s.services.bucket, &key).unwrap(),
-    )
-    .unwrap();
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&s.services.s3.get_object(&s.services.bucket, &key).unwrap())
+            .unwrap();
     let depth = key.matches('/').count();
     manifest["artifacts"][0]["key"] = format!("{}{victim}", "../".repeat(depth)).into();
     s.services
@@ -189,15 +200,23 @@ async fn retention_deletes_nothing_a_rewritten_manifest_names() {
 
     // keepLast 1: the second run makes retention prune the first.
     let second = s.run_to_end("second", "shop").await;
-    assert_eq!(phase(&second).as_deref(), Some("Succeeded"), "{:#?}", second.status);
+    assert_eq!(
+        phase(&second).as_deref(),
+        Some("Succeeded"),
+        "{:#?}",
+        second.status
+    );
     crate::harness::wait_for_events(&s.cluster, &s.ns, "shop", |events| {
-        events
-            .iter()
-            .any(|e| e.starts_with("RetentionRefused") && e.contains("first") && e.contains("altered"))
+        events.iter().any(|e| {
+            e.starts_with("RetentionRefused") && e.contains("first") && e.contains("altered")
+        })
     })
     .await;
     assert_eq!(
-        s.services.s3.get_object(&s.services.bucket, victim).unwrap(),
+        s.services
+            .s3
+            .get_object(&s.services.bucket, victim)
+            .unwrap(),
         b"someone else's backup".to_vec(),
         "the other tenant's object is untouched"
     );
@@ -205,6 +224,9 @@ async fn retention_deletes_nothing_a_rewritten_manifest_names() {
         s.services.keys("e2e/").iter().any(|k| k == &key),
         "the altered manifest is kept as evidence"
     );
-    let runs = s.cluster.kubectl(&["get", "backupruns", "-n", &s.ns]).unwrap();
+    let runs = s
+        .cluster
+        .kubectl(&["get", "backupruns", "-n", &s.ns])
+        .unwrap();
     assert!(runs.lines().any(|l| l.starts_with("first")), "{runs}");
 }

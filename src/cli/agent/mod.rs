@@ -184,7 +184,11 @@ pub struct PinArgs {
     pub expect_encryption: Option<EncryptionMode>,
     /// Recipient fingerprint the manifest must list (repeat; the set must match exactly).
     /// Requires --expect-encryption age.
-    #[arg(long = "expect-recipient", env = "DG_EXPECT_RECIPIENTS", value_delimiter = ',')]
+    #[arg(
+        long = "expect-recipient",
+        env = "DG_EXPECT_RECIPIENTS",
+        value_delimiter = ','
+    )]
     pub expect_recipients: Vec<String>,
     /// What the backup must hold: Database or AllDatabases.
     #[arg(long, env = "DG_EXPECT_SCOPE", value_parser = scope_parser())]

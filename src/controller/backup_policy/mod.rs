@@ -435,27 +435,33 @@ async fn apply_retention(
                     };
                     // Only what the operator computes itself and the recorded manifest digest
                     // vouches for: never the keys a status, a report or the bucket names.
-                    let keys =
-                        match pinned_deletions(ctx, ns, policy, storage, access, &cleanup.run)
-                            .await?
-                        {
-                            Ok(keys) => keys,
-                            Err(why) => {
-                                tracing::warn!(run = %cleanup.run, reason = %why, "retention: the artifact is kept");
-                                ctx.event(
-                                    policy,
-                                    EventType::Warning,
-                                    "RetentionRefused",
-                                    "Retention",
-                                    format!(
-                                        "the artifact of run {} is kept and the run with it: {why}",
-                                        cleanup.run
-                                    ),
-                                )
-                                .await;
-                                break;
-                            }
-                        };
+                    let keys = match pinned_deletions(
+                        ctx,
+                        ns,
+                        policy,
+                        storage,
+                        access,
+                        &cleanup.run,
+                    )
+                    .await?
+                    {
+                        Ok(keys) => keys,
+                        Err(why) => {
+                            tracing::warn!(run = %cleanup.run, reason = %why, "retention: the artifact is kept");
+                            ctx.event(
+                                policy,
+                                EventType::Warning,
+                                "RetentionRefused",
+                                "Retention",
+                                format!(
+                                    "the artifact of run {} is kept and the run with it: {why}",
+                                    cleanup.run
+                                ),
+                            )
+                            .await;
+                            break;
+                        }
+                    };
                     let mut keys = keys.into_iter();
                     if let Some(manifest) = keys.next()
                         && let Err(e) = access.delete(&manifest).await

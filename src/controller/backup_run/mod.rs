@@ -181,18 +181,16 @@ pub async fn reconcile(run: Arc<BackupRun>, ctx: Arc<Context>) -> Result<Action>
                 .unwrap_or_default();
             let confirmed = match (storage.as_ref(), policy.as_ref()) {
                 (Some(s), Some(p)) => match crate::jobs::backup_job::expected_backup(&run, p, s) {
-                    Ok(expected) => {
-                        artifact_check::confirm(
-                            &ctx.client,
-                            &ns,
-                            s,
-                            &report,
-                            &expected,
-                            ctx.settings.allows_ambient_credentials(&ns),
-                        )
-                        .await
-                            .map(|check| (check, expected))
-                    }
+                    Ok(expected) => artifact_check::confirm(
+                        &ctx.client,
+                        &ns,
+                        s,
+                        &report,
+                        &expected,
+                        ctx.settings.allows_ambient_credentials(&ns),
+                    )
+                    .await
+                    .map(|check| (check, expected)),
                     Err(e) => Err(format!("cannot compute where this run writes: {e}")),
                 },
                 (None, _) => Err(format!(

@@ -121,5 +121,11 @@ async fn a_run_on_a_storage_without_credentials_waits_and_gets_no_job() {
         "{status:?}"
     );
     let jobs: Api<Job> = Api::namespaced(sim.ctx.client.clone(), "shop");
-    assert!(jobs.list(&Default::default()).await.unwrap().items.is_empty());
+    assert!(
+        jobs.list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
 }

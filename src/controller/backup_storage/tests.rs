@@ -77,7 +77,11 @@ async fn a_storage_without_credentials_is_refused_unless_its_namespace_may_use_a
         ("False", "AmbientCredentialsNotAllowed"),
         "{ready:?}"
     );
-    assert!(ready.message.contains("credentialsSecretRef"), "{}", ready.message);
+    assert!(
+        ready.message.contains("credentialsSecretRef"),
+        "{}",
+        ready.message
+    );
     assert_eq!(connections.load(Ordering::SeqCst), 0, "nothing was sent");
 
     // Allowed for namespace shop: the operator's identity is used (the probe goes out).

@@ -38,7 +38,9 @@ pub struct Confirmation {
 pub fn is_plain_relative_key(key: &str) -> bool {
     !key.is_empty()
         && !key.starts_with('/')
-        && key.split('/').all(|s| !s.is_empty() && s != "." && s != "..")
+        && key
+            .split('/')
+            .all(|s| !s.is_empty() && s != "." && s != "..")
 }
 
 /// Checks the agent's reported location against the one the operator computed.
@@ -267,8 +269,16 @@ mod tests {
         assert!(check_location(&report, &e).is_err());
 
         check_contents(&e, Some(false), true).unwrap();
-        assert!(check_contents(&e, Some(true), true).unwrap_err().contains("AllDatabases"));
-        assert!(check_contents(&e, Some(false), false).unwrap_err().contains("unencrypted"));
+        assert!(
+            check_contents(&e, Some(true), true)
+                .unwrap_err()
+                .contains("AllDatabases")
+        );
+        assert!(
+            check_contents(&e, Some(false), false)
+                .unwrap_err()
+                .contains("unencrypted")
+        );
         assert!(check_contents(&expected(BackupScope::Database, false), None, true).is_err());
     }
 }

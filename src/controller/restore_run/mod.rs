@@ -35,13 +35,12 @@ use crate::jobs::restore_job;
 use crate::jobs::shell::{JobBuildError, JobDefaults};
 use crate::telemetry::metrics::{QueueLabels, RunLabels, RunResult};
 
+use crate::contract::ArtifactPin;
 use crate::controller::common::blockers::{
     SourceState, blocked, invalid, locate_artifact, missing_secret, stop_blocked, stop_invalid,
     storage_secrets,
 };
-use crate::contract::ArtifactPin;
 use crate::controller::common::context::Context;
-use crate::jobs::source::artifact_pin;
 use crate::controller::common::error::{Error, Result};
 use crate::controller::common::job_watch;
 use crate::controller::common::reconcile::namespace_and_name;
@@ -49,6 +48,7 @@ use crate::controller::common::status::{ControllerStatus, apply as apply_status}
 use crate::controller::restore_run::plan::{
     Observed, QueueState, Step, plan, queue_state, requester, target_id,
 };
+use crate::jobs::source::artifact_pin;
 
 /// Field manager of everything this controller writes.
 pub const FIELD_MANAGER: &str = "dataguardian-restorerun";

@@ -103,7 +103,12 @@ async fn the_restore_job_is_pinned_to_the_recorded_manifest_digest_encryption_an
     );
     let mut run: RestoreRun = sim.create(&yaml).await;
     for _ in 0..4 {
-        if run.status.as_ref().and_then(|s| s.job_name.as_ref()).is_some() {
+        if run
+            .status
+            .as_ref()
+            .and_then(|s| s.job_name.as_ref())
+            .is_some()
+        {
             break;
         }
         run = sim

@@ -43,12 +43,12 @@ use crate::jobs::validation_job;
 use crate::telemetry::metrics::{RunLabels, RunResult};
 
 use crate::api::backup_policy::POLICY_LABEL;
-use crate::controller::common::blockers::{
-    SourceState, blocked, locate_artifact, missing_secret, stop_blocked, stop_invalid, storage_secrets,
-};
 use crate::contract::ArtifactPin;
+use crate::controller::common::blockers::{
+    SourceState, blocked, locate_artifact, missing_secret, stop_blocked, stop_invalid,
+    storage_secrets,
+};
 use crate::controller::common::context::Context;
-use crate::jobs::source::artifact_pin;
 use crate::controller::common::error::{Error, Result};
 use crate::controller::common::job_watch;
 use crate::controller::common::reason::Reason;
@@ -57,6 +57,7 @@ use crate::controller::common::status::{ControllerStatus, apply as apply_status}
 use crate::controller::restore_validation::plan::{
     Observed, Outcome, Step, latest_successful, plan, verification,
 };
+use crate::jobs::source::artifact_pin;
 
 /// Field manager of everything this controller writes (validation status, the BackupRun's
 /// `status.verification`).

@@ -664,7 +664,11 @@ pub fn pinned_deletion_keys(
             expected.location
         ));
     }
-    let Some(recorded) = artifact.manifest_sha256.as_deref().filter(|d| !d.is_empty()) else {
+    let Some(recorded) = artifact
+        .manifest_sha256
+        .as_deref()
+        .filter(|d| !d.is_empty())
+    else {
         return Err(
             "the run records no manifest digest, so what its manifest lists cannot be trusted"
                 .into(),
@@ -684,11 +688,7 @@ pub fn pinned_deletion_keys(
     }
     let view = ManifestView::parse(bytes)
         .map_err(|e| format!("manifest {} is not valid: {e}", expected.key))?;
-    let dir = expected
-        .key
-        .rsplit_once('/')
-        .map(|(d, _)| d)
-        .unwrap_or("");
+    let dir = expected.key.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
     let mut keys = vec![expected.key.clone()];
     for a in &view.artifacts {
         if !is_plain_relative_key(&a.key) {

@@ -957,7 +957,8 @@ mod pinned_deletions {
     use crate::contract::manifest::sha256_hex;
     use crate::jobs::backup_job::ExpectedBackup;
 
-    const MANIFEST: &str = r#"{"artifacts":[{"key":"databases/shop.pgdump.zst","sizeBytes":3,"sha256":"00"}]}"#;
+    const MANIFEST: &str =
+        r#"{"artifacts":[{"key":"databases/shop.pgdump.zst","sizeBytes":3,"sha256":"00"}]}"#;
 
     fn expected() -> ExpectedBackup {
         ExpectedBackup {
@@ -1017,8 +1018,8 @@ mod pinned_deletions {
             .unwrap_err();
         assert!(why.contains("altered"), "{why}");
         // Even a manifest whose digest was recorded may list only plain keys.
-        let why = pinned_deletion_keys(&artifact(evil), &expected(), Some(evil.as_bytes()))
-            .unwrap_err();
+        let why =
+            pinned_deletion_keys(&artifact(evil), &expected(), Some(evil.as_bytes())).unwrap_err();
         assert!(why.contains("not a plain key"), "{why}");
         let mut a = artifact(MANIFEST);
         a.manifest_sha256 = None;
