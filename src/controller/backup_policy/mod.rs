@@ -528,13 +528,19 @@ async fn prune_on_claim(
     let location = match runs.get_opt(&cleanup.run).await? {
         None => None,
         Some(run) => {
-            let recorded = run
-                .status
-                .as_ref()
-                .and_then(|s| s.artifact.as_deref())
-                .and_then(|a| a.manifest_key.clone());
+            let artifact = run.status.as_ref().and_then(|s| s.artifact.as_deref());
+            let recorded = artifact.and_then(|a| a.manifest_key.clone());
+            let Some(digest) = artifact
+                .and_then(|a| a.manifest_sha256.clone())
+                .filter(|d| !d.is_empty())
+            else {
+                tracing::warn!(run = %cleanup.run, "retention: the run records no manifest digest; its artifact and the run are kept");
+                return Ok(None);
+            };
             match crate::jobs::backup_job::expected_backup(&run, policy, storage) {
-                Ok(e) if recorded.as_deref() == Some(e.location.as_str()) => Some(e.location),
+                Ok(e) if recorded.as_deref() == Some(e.location.as_str()) => {
+                    Some((e.location, digest))
+                }
                 Ok(e) => {
                     tracing::warn!(run = %cleanup.run, recorded = ?recorded, expected = %e.location, "retention: the run's status names another location; the run is kept");
                     return Ok(None);
@@ -546,7 +552,7 @@ async fn prune_on_claim(
             }
         }
     };
-    let Some(location) = location else {
+    let Some((location, digest)) = location else {
         return Ok(None);
     };
     let name = prune_job::job_name(&cleanup.run);
@@ -558,7 +564,14 @@ async fn prune_on_claim(
                 agent_image: ctx.settings.agent_image.clone(),
                 ttl_seconds_after_finished: ctx.settings.job_ttl_seconds,
             };
-            let job = match prune_job::build(&cleanup.run, policy, storage, &location, &defaults) {
+            let job = match prune_job::build(
+                &cleanup.run,
+                policy,
+                storage,
+                &location,
+                &digest,
+                &defaults,
+            ) {
                 Ok(job) => job,
                 Err(e) => {
                     tracing::warn!(run = %cleanup.run, error = %e, "retention: cannot build the prune Job; the run is kept");
