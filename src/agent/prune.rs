@@ -53,8 +53,10 @@ fn remove(path: &Path) -> Result<bool> {
     }
 }
 
-/// Prunes the artifact whose manifest is `manifest`.
-pub fn prune(manifest: &Path) -> Result<PruneOutcome> {
+/// Prunes the artifact whose manifest is `manifest`. With `manifest_sha256` (the digest the
+/// operator recorded for the run), a manifest with other bytes deletes nothing: it may have
+/// been rewritten to list files of other backups.
+pub fn prune(manifest: &Path, manifest_sha256: Option<&str>) -> Result<PruneOutcome> {
     let dir = manifest
         .parent()
         .ok_or_else(|| AgentError::Config(format!("{} has no directory", manifest.display())))?;
@@ -81,6 +83,12 @@ pub fn prune(manifest: &Path) -> Result<PruneOutcome> {
             .read_to_end(&mut bytes)
             .map_err(|e| io_err("cannot read", &source, e))?;
     }
+    let pin = crate::contract::ArtifactPin {
+        manifest_sha256: manifest_sha256.map(str::to_string),
+        ..Default::default()
+    };
+    pin.check_bytes(&bytes)
+        .map_err(|e| AgentError::Integrity(format!("{}: {e}", source.display())))?;
     // Only the artifact list is read: a manifest of any format version lists its files.
     #[derive(serde::Deserialize)]
     struct Listed {
@@ -164,7 +172,7 @@ mod tests {
         let run = tmp.path().join("ns/policy/run-1");
         let m = artifact(&run, &["shop.dump.zst", "globals/roles.sql.zst"]);
         let other = artifact(&tmp.path().join("ns/policy/run-2"), &["shop.dump.zst"]);
-        let o = prune(&m).unwrap();
+        let o = prune(&m, None).unwrap();
         assert_eq!(o.deleted.len(), 3, "{o:?}");
         assert_eq!(o.deleted.last(), Some(&m), "the manifest is reported last");
         assert!(o.already_gone.is_empty());
@@ -174,7 +182,7 @@ mod tests {
         );
         assert!(other.exists(), "another run's artifact is untouched");
         // Again: nothing left to do, no error.
-        assert_eq!(prune(&m).unwrap(), PruneOutcome::default());
+        assert_eq!(prune(&m, None).unwrap(), PruneOutcome::default());
     }
 
     #[test]
@@ -185,7 +193,7 @@ mod tests {
         // As if a prune died after hiding the manifest and deleting one file.
         std::fs::rename(&m, run.join(".manifest.json.pruning")).unwrap();
         std::fs::remove_file(run.join("a.zst")).unwrap();
-        let o = prune(&m).unwrap();
+        let o = prune(&m, None).unwrap();
         assert_eq!(o.already_gone, vec![run.join("a.zst")]);
         assert_eq!(o.deleted, vec![run.join("b.zst"), m.clone()]);
         assert!(!run.exists(), "the emptied directory is removed");
@@ -202,12 +210,24 @@ mod tests {
         let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&m).unwrap()).unwrap();
         v["artifacts"][0]["key"] = json!("../victim");
         std::fs::write(&m, serde_json::to_vec(&v).unwrap()).unwrap();
-        let e = prune(&m).unwrap_err();
+        let e = prune(&m, None).unwrap_err();
         assert!(e.to_string().contains("not a path inside"), "{e}");
         assert!(victim.exists());
         assert!(
             m.exists() && run.join("ok.zst").exists(),
             "nothing was touched"
         );
+    }
+
+    #[test]
+    fn a_manifest_that_is_not_the_recorded_one_prunes_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let m = artifact(tmp.path(), &["databases/shop.pgdump"]);
+        let recorded = crate::contract::manifest::sha256_hex(&std::fs::read(&m).unwrap());
+        let e = prune(&m, Some(&"0".repeat(64))).unwrap_err();
+        assert_eq!(e.category(), "integrity");
+        assert!(m.exists() && tmp.path().join("databases/shop.pgdump").exists());
+        let o = prune(&m, Some(&recorded)).unwrap();
+        assert!(!m.exists() && !o.deleted.is_empty());
     }
 }

@@ -19,6 +19,7 @@ use super::pipeline::{
 };
 use super::progress::Progress;
 use super::storage::{Location, S3Settings, Store};
+use crate::contract::ArtifactPin;
 
 /// Largest manifest accepted.
 const MANIFEST_LIMIT: usize = 64 << 20;
@@ -34,6 +35,9 @@ pub struct RestoreRequest {
     pub database: Option<String>,
     /// The manifest (`s3://…/manifest.json` or `file:///…/manifest.json`).
     pub from: Location,
+    /// What the operator recorded about the backup (manifest digest, encryption, scope): a
+    /// manifest that differs is refused before the target is touched.
+    pub pin: ArtifactPin,
     /// age identity file for encrypted backups.
     pub identity_file: Option<PathBuf>,
     /// Create the target database(s) when missing.
@@ -119,13 +123,24 @@ pub struct RestoreOutcome {
     pub duration_seconds: f64,
 }
 
-/// Read and parse a manifest.
-pub async fn load_manifest(store: &Store, at: &Location) -> Result<Manifest> {
+/// Read and parse a manifest, refusing one that does not match `pin` (its bytes' SHA-256
+/// first, then its encryption and scope). Every artifact digest the manifest lists is thereby
+/// pinned too: the restore checks each artifact against them.
+pub async fn load_manifest(store: &Store, at: &Location, pin: &ArtifactPin) -> Result<Manifest> {
     let bytes = store.get_small(at, MANIFEST_LIMIT).await?;
-    let manifest: Manifest = serde_json::from_slice(&bytes)
+    parse_pinned_manifest(&bytes, at, pin)
+}
+
+/// The pure part of [`load_manifest`].
+pub fn parse_pinned_manifest(bytes: &[u8], at: &Location, pin: &ArtifactPin) -> Result<Manifest> {
+    pin.check_bytes(bytes)
+        .map_err(|e| AgentError::Integrity(format!("{at}: {e}")))?;
+    let manifest: Manifest = serde_json::from_slice(bytes)
         .map_err(|e| AgentError::Integrity(format!("{at} is not a valid manifest: {e}")))?;
     manifest
         .validate()
+        .map_err(|e| AgentError::Integrity(format!("{at}: {e}")))?;
+    pin.check_contents(manifest.encryption.as_ref(), manifest.all_databases)
         .map_err(|e| AgentError::Integrity(format!("{at}: {e}")))?;
     Ok(manifest)
 }
@@ -138,7 +153,7 @@ pub async fn run(req: RestoreRequest) -> Result<RestoreOutcome> {
         .map_err(|e| AgentError::Config(e.to_string()))?;
     let (dir, _) = req.from.split_last()?;
     let store = Store::open(&req.from, &req.s3).await?;
-    let manifest = load_manifest(&store, &req.from).await?;
+    let manifest = load_manifest(&store, &req.from, &req.pin).await?;
     if manifest.engine != req.engine {
         return Err(AgentError::Config(format!(
             "the backup is a {} backup; the target engine is {}",
@@ -426,6 +441,36 @@ mod tests {
             completed_at: chrono::Utc::now(),
             duration_seconds: 0.0,
         }
+    }
+
+    #[test]
+    fn a_pinned_manifest_is_refused_when_swapped_or_when_it_claims_less() {
+        use crate::contract::{BackupScope, ExpectedEncryption};
+        let at: Location = "file:///b/r/manifest.json".parse().unwrap();
+        let honest = manifest(false, &[(ArtifactKind::Database, Some("shop"))]);
+        let bytes = serde_json::to_vec(&honest).unwrap();
+        let pin = ArtifactPin {
+            manifest_sha256: Some(crate::contract::manifest::sha256_hex(&bytes)),
+            encryption: Some(ExpectedEncryption::None),
+            scope: Some(BackupScope::Database),
+        };
+        assert_eq!(parse_pinned_manifest(&bytes, &at, &pin).unwrap(), honest);
+        // A consistent rewrite (another artifact digest) hashes differently.
+        let mut swapped = honest.clone();
+        swapped.artifacts[0].sha256 = "1".repeat(64);
+        let e =
+            parse_pinned_manifest(&serde_json::to_vec(&swapped).unwrap(), &at, &pin).unwrap_err();
+        assert_eq!(e.category(), "integrity");
+        assert!(e.to_string().contains("replaced or altered"), "{e}");
+        // Without a digest pin, the scope and encryption pins still hold.
+        let loose = ArtifactPin {
+            manifest_sha256: None,
+            ..pin
+        };
+        let mut all = honest.clone();
+        all.all_databases = true;
+        let e = parse_pinned_manifest(&serde_json::to_vec(&all).unwrap(), &at, &loose).unwrap_err();
+        assert!(e.to_string().contains("scope AllDatabases"), "{e}");
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub struct ValidateRequest {
     pub database: Option<String>,
     /// The manifest.
     pub from: Location,
+    /// What the operator recorded about the backup; a manifest that differs is refused.
+    pub pin: crate::contract::ArtifactPin,
     /// age identity file.
     pub identity_file: Option<PathBuf>,
     /// Checks to run (empty = one rowCounts check).
@@ -300,7 +302,7 @@ pub async fn run(req: ValidateRequest) -> Result<ValidateOutcome> {
     let clock = Instant::now();
     wait_for_sandbox(req.engine, &req.uri, req.wait).await?;
     let store = Store::open(&req.from, &req.s3).await?;
-    let manifest = restore::load_manifest(&store, &req.from).await?;
+    let manifest = restore::load_manifest(&store, &req.from, &req.pin).await?;
     drop(store);
     if manifest.engine != req.engine {
         return Err(AgentError::Config(format!(
@@ -323,6 +325,7 @@ pub async fn run(req: ValidateRequest) -> Result<ValidateOutcome> {
         uri: req.uri.clone(),
         database: target_db.clone(),
         from: req.from.clone(),
+        pin: req.pin.clone(),
         identity_file: req.identity_file.clone(),
         create_database: true,
         clean: false,

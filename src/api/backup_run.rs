@@ -166,9 +166,19 @@ pub struct Artifact {
     pub storage: String,
     /// Object key (S3) or relative path (filesystem) of the artifact.
     pub key: String,
-    /// Key of the artifact's manifest (written last: the commit marker).
+    /// Key of the artifact's manifest (written last: the commit marker). The operator computes
+    /// it from the policy and the storage and requires the agent to have written exactly there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest_key: Option<String>,
+    /// Hex SHA-256 of the manifest's bytes, computed by the operator when it confirmed the
+    /// backup: restores and validations refuse a manifest that does not hash to it, and
+    /// retention deletes nothing a manifest with another digest names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_sha256: Option<String>,
+    /// What the backup holds: one `Database` or `AllDatabases` (from the policy, confirmed
+    /// against the manifest). Restores and validations refuse a manifest that says otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<BackupScope>,
     /// Stored size in bytes (after compression and encryption), confirmed on the storage.
     #[serde(default)]
     pub size_bytes: u64,
@@ -206,6 +216,53 @@ pub struct Artifact {
     /// Confirmed copies on the policy's secondary storages.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub copies: Vec<ArtifactCopy>,
+}
+
+/// Whether a backup holds one database or every database of the server.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum BackupScope {
+    /// One database.
+    Database,
+    /// Every database (PostgreSQL: plus roles and tablespaces).
+    AllDatabases,
+}
+
+impl BackupScope {
+    /// Every scope.
+    pub const ALL: [BackupScope; 2] = [BackupScope::Database, BackupScope::AllDatabases];
+
+    /// The wire name (also the agent's `--expect-scope` value).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackupScope::Database => "Database",
+            BackupScope::AllDatabases => "AllDatabases",
+        }
+    }
+
+    /// The scope of a backup that does (or does not) include every database.
+    pub fn from_all_databases(all: bool) -> Self {
+        if all {
+            BackupScope::AllDatabases
+        } else {
+            BackupScope::Database
+        }
+    }
+}
+
+impl std::fmt::Display for BackupScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for BackupScope {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        BackupScope::ALL
+            .into_iter()
+            .find(|v| v.as_str() == s)
+            .ok_or_else(|| format!("unknown scope {s:?} (Database or AllDatabases)"))
+    }
 }
 
 /// Encryption of an artifact.

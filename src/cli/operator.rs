@@ -56,6 +56,15 @@ pub struct OperatorArgs {
     /// link-local addresses (cloud metadata) are refused always. Empty: public addresses only.
     #[arg(long, env = crate::egress::ENV_ALLOW_CIDRS, default_value = "", value_parser = parse_egress)]
     pub egress_allow_cidrs: EgressPolicy,
+    /// A namespace whose BackupStorages may omit `credentialsSecretRef` and so use the
+    /// operator's own cloud identity (IRSA, instance profile); repeat for several. By default
+    /// no namespace may: a tenant's storage always brings its own credentials.
+    #[arg(
+        long = "allow-ambient-credentials-in",
+        env = "DG_ALLOW_AMBIENT_CREDENTIALS_NAMESPACES",
+        value_delimiter = ','
+    )]
+    pub ambient_credentials_namespaces: Vec<String>,
     /// Log format.
     #[arg(long, env = "DG_LOG_FORMAT", value_enum, default_value_t = crate::telemetry::logging::LogFormat::Json)]
     pub log_format: crate::telemetry::logging::LogFormat,
@@ -90,6 +99,12 @@ impl OperatorArgs {
             job_ttl_seconds: self.job_ttl_seconds,
             default_stall_timeout: defaults.default_stall_timeout,
             egress: self.egress_allow_cidrs.clone(),
+            ambient_credentials_namespaces: self
+                .ambient_credentials_namespaces
+                .iter()
+                .map(|n| n.trim().to_string())
+                .filter(|n| !n.is_empty())
+                .collect(),
         }
     }
 }

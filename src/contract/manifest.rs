@@ -9,6 +9,9 @@
 //! template may pin one) as long as those three fields keep their meaning.
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub use crate::api::backup_run::BackupScope;
 
 /// File name of the manifest inside a backup's directory.
 pub const MANIFEST_NAME: &str = "manifest.json";
@@ -53,6 +56,206 @@ pub struct EncryptionInfo {
 pub struct ManifestView {
     /// The artifacts, in restore order.
     pub artifacts: Vec<ManifestArtifactView>,
+    /// Whether every database is included (absent in a manifest of another format: unknown).
+    #[serde(default)]
+    pub all_databases: Option<bool>,
+    /// Encryption of the artifacts (absent or `null`: unencrypted).
+    #[serde(default)]
+    pub encryption: Option<EncryptionInfo>,
+}
+
+/// Agent flag (and `DG_MANIFEST_SHA256`): the hex SHA-256 the manifest's bytes must have.
+pub const MANIFEST_SHA256_FLAG: &str = "--manifest-sha256";
+/// Agent flag (and `DG_EXPECT_ENCRYPTION`): `none` or `age`.
+pub const EXPECT_ENCRYPTION_FLAG: &str = "--expect-encryption";
+/// Agent flag (and `DG_EXPECT_RECIPIENTS`, comma-separated): a recipient fingerprint the
+/// manifest must list; the set must match exactly.
+pub const EXPECT_RECIPIENT_FLAG: &str = "--expect-recipient";
+/// Agent flag (and `DG_EXPECT_SCOPE`): `Database` or `AllDatabases`.
+pub const EXPECT_SCOPE_FLAG: &str = "--expect-scope";
+
+/// The encryption a restore or validation expects, as the operator recorded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExpectedEncryption {
+    /// The backup was written unencrypted.
+    None,
+    /// The backup was age-encrypted; with fingerprints, to exactly these recipients.
+    Age {
+        /// Recipient fingerprints (`sha256:…`); empty: any.
+        recipients: Vec<String>,
+    },
+}
+
+/// The encryption modes of `--expect-encryption`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EncryptionMode {
+    /// Unencrypted.
+    None,
+    /// age.
+    Age,
+}
+
+impl EncryptionMode {
+    /// Every mode.
+    pub const ALL: [EncryptionMode; 2] = [EncryptionMode::None, EncryptionMode::Age];
+
+    /// The flag value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EncryptionMode::None => "none",
+            EncryptionMode::Age => "age",
+        }
+    }
+}
+
+impl std::str::FromStr for EncryptionMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        EncryptionMode::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| format!("unknown encryption mode {s:?} (none or age)"))
+    }
+}
+
+/// What the operator recorded about a backup when it confirmed it, handed to the restore and
+/// validation agents so that they believe nothing the bucket says on its own: the manifest must
+/// hash to the recorded digest (which pins every artifact's digest it lists), and its
+/// encryption and scope must be the recorded ones. `None` fields are not checked (a backup
+/// restored by storage and key, with nothing recorded).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ArtifactPin {
+    /// Hex SHA-256 of the manifest's bytes.
+    pub manifest_sha256: Option<String>,
+    /// Expected encryption.
+    pub encryption: Option<ExpectedEncryption>,
+    /// Expected scope.
+    pub scope: Option<BackupScope>,
+}
+
+/// Why a manifest does not match its pin (shown in status; holds no secret).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PinMismatch {
+    /// The manifest's bytes hash to another digest.
+    #[error(
+        "the manifest has sha256 {actual}, the backup recorded {expected}: it was replaced or altered"
+    )]
+    ManifestDigest {
+        /// Recorded digest.
+        expected: String,
+        /// Digest of the bytes read.
+        actual: String,
+    },
+    /// The manifest says unencrypted, the backup was encrypted (or the reverse).
+    #[error("the manifest says the backup is {actual}, the backup recorded {expected}")]
+    Encryption {
+        /// Recorded.
+        expected: &'static str,
+        /// In the manifest.
+        actual: &'static str,
+    },
+    /// The recipients differ.
+    #[error("the manifest lists recipients [{actual}], the backup recorded [{expected}]")]
+    Recipients {
+        /// Recorded.
+        expected: String,
+        /// In the manifest.
+        actual: String,
+    },
+    /// The manifest's scope differs.
+    #[error("the manifest says scope {actual}, the backup recorded {expected}")]
+    Scope {
+        /// Recorded.
+        expected: BackupScope,
+        /// In the manifest.
+        actual: BackupScope,
+    },
+    /// A pin that is not a SHA-256.
+    #[error("the recorded manifest digest {0:?} is not a hex SHA-256")]
+    InvalidDigest(String),
+}
+
+/// Hex SHA-256 of `bytes` (lowercase).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn encryption_word(encrypted: bool) -> &'static str {
+    if encrypted {
+        "encrypted"
+    } else {
+        "unencrypted"
+    }
+}
+
+impl ArtifactPin {
+    /// Whether nothing is pinned.
+    pub fn is_empty(&self) -> bool {
+        self.manifest_sha256.is_none() && self.encryption.is_none() && self.scope.is_none()
+    }
+
+    /// Checks the manifest's raw bytes against the pinned digest (before they are parsed).
+    pub fn check_bytes(&self, bytes: &[u8]) -> Result<(), PinMismatch> {
+        let Some(expected) = &self.manifest_sha256 else {
+            return Ok(());
+        };
+        if expected.len() != 64 || !expected.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(PinMismatch::InvalidDigest(expected.clone()));
+        }
+        let actual = sha256_hex(bytes);
+        if !actual.eq_ignore_ascii_case(expected) {
+            return Err(PinMismatch::ManifestDigest {
+                expected: expected.to_ascii_lowercase(),
+                actual,
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks what a parsed manifest says against the pinned encryption and scope.
+    pub fn check_contents(
+        &self,
+        encryption: Option<&EncryptionInfo>,
+        all_databases: bool,
+    ) -> Result<(), PinMismatch> {
+        match (&self.encryption, encryption) {
+            (None, _) => {}
+            (Some(ExpectedEncryption::None), None) => {}
+            (Some(ExpectedEncryption::None), Some(_)) => {
+                return Err(PinMismatch::Encryption {
+                    expected: encryption_word(false),
+                    actual: encryption_word(true),
+                });
+            }
+            (Some(ExpectedEncryption::Age { .. }), None) => {
+                return Err(PinMismatch::Encryption {
+                    expected: encryption_word(true),
+                    actual: encryption_word(false),
+                });
+            }
+            (Some(ExpectedEncryption::Age { recipients }), Some(info)) => {
+                let mut want: Vec<&str> = recipients.iter().map(String::as_str).collect();
+                let mut have: Vec<&str> = info.recipients.iter().map(String::as_str).collect();
+                want.sort_unstable();
+                want.dedup();
+                have.sort_unstable();
+                have.dedup();
+                if !want.is_empty() && want != have {
+                    return Err(PinMismatch::Recipients {
+                        expected: want.join(", "),
+                        actual: have.join(", "),
+                    });
+                }
+            }
+        }
+        if let Some(expected) = self.scope {
+            let actual = BackupScope::from_all_databases(all_databases);
+            if actual != expected {
+                return Err(PinMismatch::Scope { expected, actual });
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The part of one listed artifact the operator reads.
@@ -148,8 +351,80 @@ mod tests {
                         sha256: "a".repeat(64),
                     },
                 ],
+                all_databases: Some(true),
+                encryption: Some(EncryptionInfo {
+                    scheme: "age-x25519".into(),
+                    recipients: vec!["sha256:00".into()],
+                }),
             }
         );
+    }
+
+    fn enc(recipients: &[&str]) -> EncryptionInfo {
+        EncryptionInfo {
+            scheme: "age-x25519".into(),
+            recipients: recipients.iter().map(|r| r.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_pin_refuses_another_digest_encryption_recipients_or_scope() {
+        let bytes = WRITTEN.as_bytes();
+        let pin = ArtifactPin {
+            manifest_sha256: Some(sha256_hex(bytes).to_uppercase()),
+            encryption: Some(ExpectedEncryption::Age {
+                recipients: vec!["sha256:00".into()],
+            }),
+            scope: Some(BackupScope::AllDatabases),
+        };
+        pin.check_bytes(bytes).unwrap();
+        pin.check_contents(Some(&enc(&["sha256:00"])), true)
+            .unwrap();
+
+        let mut swapped = bytes.to_vec();
+        swapped.push(b'\n');
+        assert!(matches!(
+            pin.check_bytes(&swapped),
+            Err(PinMismatch::ManifestDigest { .. })
+        ));
+        let e = pin.check_contents(None, true).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the manifest says the backup is unencrypted, the backup recorded encrypted"
+        );
+        assert!(matches!(
+            pin.check_contents(Some(&enc(&["sha256:00", "sha256:11"])), true),
+            Err(PinMismatch::Recipients { .. })
+        ));
+        assert!(matches!(
+            pin.check_contents(Some(&enc(&["sha256:00"])), false),
+            Err(PinMismatch::Scope {
+                expected: BackupScope::AllDatabases,
+                actual: BackupScope::Database
+            })
+        ));
+        let unencrypted = ArtifactPin {
+            encryption: Some(ExpectedEncryption::None),
+            ..Default::default()
+        };
+        assert!(
+            unencrypted
+                .check_contents(Some(&enc(&["x"])), false)
+                .is_err()
+        );
+        unencrypted.check_contents(None, true).unwrap();
+        // A pin that is not a digest never matches anything.
+        let bad = ArtifactPin {
+            manifest_sha256: Some("abc".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            bad.check_bytes(bytes),
+            Err(PinMismatch::InvalidDigest(_))
+        ));
+        // Nothing pinned: nothing checked.
+        assert!(ArtifactPin::default().is_empty());
+        ArtifactPin::default().check_bytes(b"anything").unwrap();
     }
 
     #[test]

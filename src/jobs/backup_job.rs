@@ -31,6 +31,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::{Resource, ResourceExt};
 
 use crate::api::backup_policy::POLICY_LABEL;
+use crate::api::backup_run::BackupScope;
 use crate::api::backup_storage::{FilesystemStorage, S3Storage, SseAlgorithm};
 use crate::api::common::{Compression, CompressionAlgorithm, SecretKeySelector, time_to_chrono};
 use crate::api::{BackupPolicy, BackupRun, BackupStorage};
@@ -79,29 +80,12 @@ pub fn build_attempt(
     let owner = run
         .controller_owner_ref(&())
         .ok_or(JobBuildError::MissingRunField("metadata.uid"))?;
-    let run_time = run
-        .spec
-        .scheduled_time
-        .as_ref()
-        .or(run.metadata.creation_timestamp.as_ref())
-        .map(time_to_chrono)
-        .ok_or(JobBuildError::MissingRunField("metadata.creationTimestamp"))?;
     let policy_name = policy.name_any();
     let spec = &policy.spec;
     let template = spec.job_template.clone().unwrap_or_default();
 
     let source = Source::from_spec(&spec.source)?;
-    let location = render_location(
-        spec.path_template_or_default(),
-        &PathValues {
-            namespace: &namespace,
-            policy: &policy_name,
-            run: &run_name,
-            engine: source.engine.as_str(),
-            database: source.database.as_deref().unwrap_or("all"),
-            time: run_time,
-        },
-    )?;
+    let location = run_location(run, policy, &source)?;
     let compression = run
         .spec
         .compression
@@ -302,6 +286,88 @@ fn render_location(template: &str, values: &PathValues<'_>) -> Result<Location, 
         dir: dirs.join("/"),
         run_id: (*run_id).to_owned(),
     })
+}
+
+/// Renders the run's destination from the policy's `pathTemplate` (pure, deterministic).
+fn run_location(
+    run: &BackupRun,
+    policy: &BackupPolicy,
+    source: &Source,
+) -> Result<Location, JobBuildError> {
+    let run_name = required(&run.metadata.name, "metadata.name")?;
+    let namespace = required(&run.metadata.namespace, "metadata.namespace")?;
+    let run_time = run
+        .spec
+        .scheduled_time
+        .as_ref()
+        .or(run.metadata.creation_timestamp.as_ref())
+        .map(time_to_chrono)
+        .ok_or(JobBuildError::MissingRunField("metadata.creationTimestamp"))?;
+    render_location(
+        policy.spec.path_template_or_default(),
+        &PathValues {
+            namespace: &namespace,
+            policy: &policy.name_any(),
+            run: &run_name,
+            engine: source.engine.as_str(),
+            database: source.database.as_deref().unwrap_or("all"),
+            time: run_time,
+        },
+    )
+}
+
+/// What a run's backup must be, computed by the operator from the run, its policy and the
+/// storage — never taken from what the agent reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpectedBackup {
+    /// The manifest's full location as the agent names it (`s3://bucket/key/manifest.json`,
+    /// `file:///…/manifest.json`).
+    pub location: String,
+    /// The manifest's object key (S3) or its path inside the pod (filesystem).
+    pub key: String,
+    /// One database or all of them (the policy's source).
+    pub scope: BackupScope,
+    /// Whether the policy encrypts.
+    pub encrypted: bool,
+}
+
+/// What the backup Job of `run` writes, and where (the same rendering as [`build`]).
+pub fn expected_backup(
+    run: &BackupRun,
+    policy: &BackupPolicy,
+    storage: &BackupStorage,
+) -> Result<ExpectedBackup, JobBuildError> {
+    let source = Source::from_spec(&policy.spec.source)?;
+    let location = run_location(run, policy, &source)?;
+    let scope = BackupScope::from_all_databases(source.all_databases);
+    let encrypted = policy.spec.encryption.is_some();
+    match (&storage.spec.s3, &storage.spec.filesystem) {
+        (Some(s3), _) => {
+            let dir = join_key(&[
+                s3.prefix.as_deref().unwrap_or(""),
+                &location.dir,
+                &location.run_id,
+            ]);
+            let key = format!("{dir}/{}", crate::contract::MANIFEST_NAME);
+            Ok(ExpectedBackup {
+                location: format!("s3://{}/{key}", s3.bucket),
+                key,
+                scope,
+                encrypted,
+            })
+        }
+        (None, Some(fs)) => {
+            let dir = join_key(&[&fs.path, &location.dir, &location.run_id]);
+            let key = format!("{STORAGE_MOUNT}/{dir}/{}", crate::contract::MANIFEST_NAME);
+            Ok(ExpectedBackup {
+                location: format!("file://{key}"),
+                key,
+                scope,
+                encrypted,
+            })
+        }
+        (None, None) => Err(JobBuildError::NoStorageBackend(storage.name_any())),
+    }
 }
 
 /// Replaces characters outside `[A-Za-z0-9._-]` (database names can hold anything).

@@ -35,12 +35,14 @@ pub fn job_name(run: &str) -> String {
 }
 
 /// Builds the Job that prunes the artifact of the BackupRun `run` whose manifest is at
-/// `manifest_location` (`file:///backup/…`) on the filesystem `storage`.
+/// `manifest_location` (`file:///backup/…`) on the filesystem `storage` and must hash to
+/// `manifest_sha256` (the digest recorded for the run).
 pub fn build(
     run: &str,
     policy: &BackupPolicy,
     storage: &BackupStorage,
     manifest_location: &str,
+    manifest_sha256: &str,
     defaults: &JobDefaults,
 ) -> Result<Job, JobBuildError> {
     let Some(fs) = &storage.spec.filesystem else {
@@ -68,6 +70,11 @@ pub fn build(
 
     let mut args: Vec<String> = vec!["agent".into(), "prune".into()];
     push_flag(&mut args, "--manifest", manifest_location);
+    push_flag(
+        &mut args,
+        crate::contract::manifest::MANIFEST_SHA256_FLAG,
+        manifest_sha256,
+    );
     let (tmp, tmp_mount) = tmp_volume();
     let volumes = vec![
         tmp,
@@ -150,7 +157,8 @@ spec:
             ttl_seconds_after_finished: 60,
             ..JobDefaults::new("img:1")
         };
-        let job = build("nightly-r1", &policy(), &storage(), MANIFEST, &d).unwrap();
+        let digest = "ab".repeat(32);
+        let job = build("nightly-r1", &policy(), &storage(), MANIFEST, &digest, &d).unwrap();
         assert_eq!(job.metadata.name.as_deref(), Some("nightly-r1-prune"));
         let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
         assert_eq!(
@@ -179,7 +187,14 @@ spec:
         let c = &pod.containers[0];
         assert_eq!(
             c.args.as_deref().unwrap(),
-            ["agent", "prune", "--manifest", MANIFEST]
+            [
+                "agent",
+                "prune",
+                "--manifest",
+                MANIFEST,
+                "--manifest-sha256",
+                &digest
+            ]
         );
         let mount = c
             .volume_mounts
@@ -208,11 +223,21 @@ spec:
             ttl_seconds_after_finished: 60,
             ..JobDefaults::new("img:1")
         };
-        assert!(build("r", &policy(), &storage(), "file:///etc/manifest.json", &d).is_err());
+        assert!(
+            build(
+                "r",
+                &policy(),
+                &storage(),
+                "file:///etc/manifest.json",
+                "",
+                &d
+            )
+            .is_err()
+        );
         let s3: BackupStorage = serde_yaml::from_str(
             "apiVersion: dataguardian.io/v1alpha1\nkind: BackupStorage\nmetadata: {name: s3, namespace: shop}\nspec: {s3: {bucket: b, region: r}}\n",
         )
         .unwrap();
-        assert!(build("r", &policy(), &s3, MANIFEST, &d).is_err());
+        assert!(build("r", &policy(), &s3, MANIFEST, "", &d).is_err());
     }
 }

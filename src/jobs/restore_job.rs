@@ -25,7 +25,8 @@ use super::shell::{
     escape_env, job, labels, pod_failure_policy, pod_spec, push_flag, required, secret_env,
     tmp_volume,
 };
-use super::source::{Source, join_key, push_identity, push_storage_access};
+use super::source::{Source, join_key, push_identity, push_pin, push_storage_access};
+use crate::contract::ArtifactPin;
 
 /// Default `backoffLimit` of a restore Job (a restore retries transient failures).
 pub const DEFAULT_BACKOFF_LIMIT: u32 = 2;
@@ -36,12 +37,14 @@ pub fn job_name(run: &str) -> String {
 }
 
 /// The full location of an artifact's `manifest.json` as the agent reads it (`--from`), from a
-/// storage and a key.
+/// storage and a key. The key never leaves the storage's own root (its S3 `prefix`, its
+/// filesystem `path`): that root is the storage's boundary, whatever the key says.
 ///
 /// For S3 the key is the object key inside the bucket (as shown in a BackupRun's
-/// `status.artifact.key`); for a filesystem storage it is either the absolute path the backup
-/// Job wrote (under the claim's mount) or a path relative to the storage's directory. A key
-/// that does not name the manifest itself is taken as the artifact's directory.
+/// `status.artifact.key`, which starts with the prefix) or a key relative to the prefix; for a
+/// filesystem storage it is either the absolute path the backup Job wrote (under the claim's
+/// mount and the storage's path) or a path relative to the storage's directory. A key that does
+/// not name the manifest itself is taken as the artifact's directory.
 pub fn manifest_location(storage: &BackupStorage, key: &str) -> Result<String, JobBuildError> {
     let key = key.trim();
     if key.split('/').any(|s| s == "..") {
@@ -57,19 +60,32 @@ pub fn manifest_location(storage: &BackupStorage, key: &str) -> Result<String, J
             format!("{k}/{MANIFEST_NAME}")
         }
     };
+    // `key` below `root` (segment-wise): as is when it already starts with the root, else
+    // joined under it.
+    let under = |root: &str, key: &str| {
+        let root = join_key(&[root]);
+        let key = join_key(&[key]);
+        if root.is_empty() || key == root || key.starts_with(&format!("{root}/")) {
+            key
+        } else {
+            join_key(&[&root, &key])
+        }
+    };
     match (&storage.spec.s3, &storage.spec.filesystem) {
         (Some(s3), _) => {
-            let k = with_manifest(key.trim_start_matches('/'));
-            Ok(format!("s3://{}/{k}", s3.bucket))
+            let k = under(s3.prefix.as_deref().unwrap_or(""), key);
+            Ok(format!("s3://{}/{}", s3.bucket, with_manifest(&k)))
         }
         (None, Some(fs)) => {
+            let root = join_key(&[STORAGE_MOUNT, &fs.path]);
             if key.starts_with('/') {
-                if !key.starts_with(&format!("{STORAGE_MOUNT}/")) {
+                let rel = join_key(&[key]);
+                if rel != root && !rel.starts_with(&format!("{root}/")) {
                     return Err(JobBuildError::InvalidSource(format!(
-                        "artifact path {key:?} is outside the storage mount {STORAGE_MOUNT}"
+                        "artifact path {key:?} is outside the storage's directory /{root}"
                     )));
                 }
-                Ok(format!("file://{}", with_manifest(key)))
+                Ok(format!("file:///{}", with_manifest(&rel)))
             } else {
                 let rel = join_key(&[&fs.path, key]);
                 Ok(format!("file://{STORAGE_MOUNT}/{}", with_manifest(&rel)))
@@ -95,7 +111,15 @@ pub fn artifact_manifest_location(
 /// Whether `location` (`s3://…` / `file://…`) is one the agent can read from `storage`.
 pub fn location_matches_storage(storage: &BackupStorage, location: &str) -> bool {
     match (&storage.spec.s3, &storage.spec.filesystem) {
-        (Some(s3), _) => location.starts_with(&format!("s3://{}/", s3.bucket)),
+        (Some(s3), _) => {
+            let prefix = join_key(&[s3.prefix.as_deref().unwrap_or("")]);
+            let root = if prefix.is_empty() {
+                format!("s3://{}/", s3.bucket)
+            } else {
+                format!("s3://{}/{prefix}/", s3.bucket)
+            };
+            location.starts_with(&root) && !location.split('/').any(|s| s == "..")
+        }
         (None, Some(_)) => location.starts_with(&format!("file://{STORAGE_MOUNT}/")),
         (None, None) => false,
     }
@@ -108,6 +132,7 @@ pub fn build(
     run: &RestoreRun,
     storage: &BackupStorage,
     manifest_location: &str,
+    pin: &ArtifactPin,
     fallback_template: Option<&JobTemplate>,
     defaults: &JobDefaults,
 ) -> Result<Job, JobBuildError> {
@@ -145,6 +170,8 @@ pub fn build(
         push_flag(&mut args, "--database", database);
     }
     push_flag(&mut args, "--from", manifest_location);
+    // What the operator recorded: the agent refuses any other manifest before the target.
+    push_pin(pin, &mut args);
     push_storage_access(storage, &mut args, &mut env, &mut volumes, &mut mounts)?;
     push_identity(
         spec.decryption.as_ref(),
@@ -270,8 +297,34 @@ spec:
     #[test]
     fn postgres_restore_from_s3_job() {
         let loc = "s3://shop-backups/shop/nightly/r1/manifest.json";
-        let job = build(&run(RUN), &storage_s3(), loc, None, &defaults()).unwrap();
+        let pin = ArtifactPin {
+            manifest_sha256: Some("ab".repeat(32)),
+            encryption: Some(crate::contract::ExpectedEncryption::Age {
+                recipients: vec!["sha256:01".into(), "sha256:02".into()],
+            }),
+            scope: Some(crate::contract::BackupScope::Database),
+        };
+        let job = build(&run(RUN), &storage_s3(), loc, &pin, None, &defaults()).unwrap();
         let v = json(&job);
+        let joined = args(&v).join(" ");
+        assert!(
+            joined.contains(&format!(
+                "--manifest-sha256 {} --expect-encryption age --expect-recipient sha256:01 --expect-recipient sha256:02 --expect-scope Database",
+                "ab".repeat(32)
+            )),
+            "the recorded pin reaches the agent: {joined}"
+        );
+        let job = build(
+            &run(RUN),
+            &storage_s3(),
+            loc,
+            &ArtifactPin::default(),
+            None,
+            &defaults(),
+        )
+        .unwrap();
+        let v = json(&job);
+        assert!(!args(&v).join(" ").contains("--manifest-sha256"));
         assert_eq!(v["metadata"]["name"], "copy-1-restore");
         assert_eq!(v["metadata"]["ownerReferences"][0]["kind"], "RestoreRun");
         assert_eq!(v["metadata"]["ownerReferences"][0]["controller"], true);
@@ -335,13 +388,29 @@ spec:
         // User text reaches the agent literally through the kubelet's $(VAR) expansion.
         let odd = RUN.replace("database: shop_copy", "database: \"shop$(HOME)\"");
         let a = args(&json(
-            &build(&run(&odd), &storage_s3(), loc, None, &defaults()).unwrap(),
+            &build(
+                &run(&odd),
+                &storage_s3(),
+                loc,
+                &ArtifactPin::default(),
+                None,
+                &defaults(),
+            )
+            .unwrap(),
         ));
         assert!(a.contains(&"shop$$(HOME)".to_string()), "{a:?}");
         // Deterministic.
         assert_eq!(
             job,
-            build(&run(RUN), &storage_s3(), loc, None, &defaults()).unwrap()
+            build(
+                &run(RUN),
+                &storage_s3(),
+                loc,
+                &ArtifactPin::default(),
+                None,
+                &defaults()
+            )
+            .unwrap()
         );
     }
 
@@ -370,6 +439,7 @@ spec:
             &run(&yaml),
             &storage_fs(),
             "file:///backup/shop/r1/manifest.json",
+            &ArtifactPin::default(),
             Some(&tpl),
             &allowing,
         )
@@ -394,6 +464,7 @@ spec:
             &run(&yaml),
             &storage_fs(),
             "file:///backup/shop/r1/manifest.json",
+            &ArtifactPin::default(),
             Some(&tpl),
             &defaults(),
         )
@@ -423,14 +494,30 @@ spec:
                 "database: shop_copy, ",
                 &format!("database: shop_copy, extraArgs: [\"{arg}\"], "),
             );
-            let err = build(&run(&yaml), &storage_s3(), loc, None, &defaults()).unwrap_err();
+            let err = build(
+                &run(&yaml),
+                &storage_s3(),
+                loc,
+                &ArtifactPin::default(),
+                None,
+                &defaults(),
+            )
+            .unwrap_err();
             assert_eq!(err.reason(), "ArgumentNotAllowed", "{arg}: {err}");
         }
         let yaml = RUN.replace(
             "database: shop_copy, ",
             "database: shop_copy, extraArgs: [\"--no-owner\"], ",
         );
-        let job = build(&run(&yaml), &storage_s3(), loc, None, &defaults()).unwrap();
+        let job = build(
+            &run(&yaml),
+            &storage_s3(),
+            loc,
+            &ArtifactPin::default(),
+            None,
+            &defaults(),
+        )
+        .unwrap();
         assert!(args(&json(&job)).contains(&"--restore-arg=--no-owner".to_string()));
     }
 
@@ -462,6 +549,24 @@ spec:
             "s3://shop-backups/shop/nightly/r1/manifest.json"
         );
         assert!(manifest_location(&s3, "shop/../other").is_err());
+        // Issue 11, finding 9: a key outside the storage's prefix stays inside it.
+        assert_eq!(
+            manifest_location(&s3, "other-tenant/nightly/r1/manifest.json").unwrap(),
+            "s3://shop-backups/shop/other-tenant/nightly/r1/manifest.json"
+        );
+        assert_eq!(
+            manifest_location(&s3, "/nightly/r1").unwrap(),
+            "s3://shop-backups/shop/nightly/r1/manifest.json"
+        );
+        assert_eq!(
+            manifest_location(&s3, "shopping/r1").unwrap(),
+            "s3://shop-backups/shop/shopping/r1/manifest.json",
+            "the prefix is matched by whole segments"
+        );
+        assert!(!location_matches_storage(
+            &s3,
+            "s3://shop-backups/other-tenant/r1/manifest.json"
+        ));
         let fs = storage_fs();
         assert_eq!(
             manifest_location(&fs, "nightly/r1").unwrap(),
@@ -472,7 +577,15 @@ spec:
             "file:///backup/shop/r1/manifest.json"
         );
         assert!(manifest_location(&fs, "/etc/passwd").is_err());
+        assert!(
+            manifest_location(&fs, "/backup/other-tenant/r1/manifest.json").is_err(),
+            "an absolute path stays under the storage's path"
+        );
         assert!(location_matches_storage(
+            &s3,
+            "s3://shop-backups/shop/x/manifest.json"
+        ));
+        assert!(!location_matches_storage(
             &s3,
             "s3://shop-backups/x/manifest.json"
         ));
@@ -493,6 +606,7 @@ spec:
             &run(&bad),
             &storage_s3(),
             "s3://b/k/manifest.json",
+            &ArtifactPin::default(),
             None,
             &defaults(),
         )

@@ -8,7 +8,12 @@ use k8s_openapi::api::core::v1::{
 use kube::ResourceExt;
 
 use crate::api::BackupStorage;
+use crate::api::backup_run::Artifact;
 use crate::api::common::{DatabaseSpec, Decryption, Engine, MysqlSslMode, SecretKeySelector};
+use crate::contract::manifest::{
+    EXPECT_ENCRYPTION_FLAG, EXPECT_RECIPIENT_FLAG, EXPECT_SCOPE_FLAG, MANIFEST_SHA256_FLAG,
+};
+use crate::contract::{ArtifactPin, EncryptionMode, ExpectedEncryption};
 
 use super::shell::{JobBuildError, STORAGE_MOUNT, plain_env, push_flag, secret_env};
 
@@ -225,6 +230,50 @@ pub(crate) fn push_storage_access(
             Ok(())
         }
         (None, None) => Err(JobBuildError::NoStorageBackend(storage.name_any())),
+    }
+}
+
+/// What a BackupRun's status records about its artifact, as the pin the restore and
+/// validation agents check the manifest against. Encryption is pinned only for artifacts the
+/// operator confirmed itself (those with a recorded manifest digest): older records took it
+/// from the agent's report.
+pub fn artifact_pin(artifact: &Artifact) -> ArtifactPin {
+    let manifest_sha256 = artifact.manifest_sha256.clone().filter(|d| !d.is_empty());
+    let encryption = manifest_sha256
+        .as_ref()
+        .map(|_| match &artifact.encryption {
+            None => ExpectedEncryption::None,
+            Some(e) => ExpectedEncryption::Age {
+                recipients: e.recipients.clone(),
+            },
+        });
+    ArtifactPin {
+        manifest_sha256,
+        encryption,
+        scope: artifact.scope,
+    }
+}
+
+/// Passes `pin` to the agent (`--manifest-sha256`, `--expect-encryption`,
+/// `--expect-recipient`, `--expect-scope`).
+pub(crate) fn push_pin(pin: &ArtifactPin, args: &mut Vec<String>) {
+    if let Some(digest) = &pin.manifest_sha256 {
+        push_flag(args, MANIFEST_SHA256_FLAG, digest);
+    }
+    match &pin.encryption {
+        None => {}
+        Some(ExpectedEncryption::None) => {
+            push_flag(args, EXPECT_ENCRYPTION_FLAG, EncryptionMode::None.as_str())
+        }
+        Some(ExpectedEncryption::Age { recipients }) => {
+            push_flag(args, EXPECT_ENCRYPTION_FLAG, EncryptionMode::Age.as_str());
+            for r in recipients {
+                push_flag(args, EXPECT_RECIPIENT_FLAG, r);
+            }
+        }
+    }
+    if let Some(scope) = pin.scope {
+        push_flag(args, EXPECT_SCOPE_FLAG, scope.as_str());
     }
 }
 

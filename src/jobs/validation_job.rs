@@ -123,6 +123,9 @@ pub struct ValidationInputs<'a> {
     pub storage: &'a BackupStorage,
     /// The manifest's location (`s3://…/manifest.json`, `file:///backup/…/manifest.json`).
     pub manifest_location: &'a str,
+    /// What the BackupRun recorded (manifest digest, encryption, scope): the agent refuses any
+    /// other manifest.
+    pub pin: &'a crate::contract::ArtifactPin,
     /// Engine of the backup.
     pub engine: Engine,
     /// Server version recorded in the backup (picks the sandbox image).
@@ -313,6 +316,7 @@ pub fn build(
     push_flag(&mut args, "--engine", inputs.engine.as_str());
     push_flag(&mut args, "--uri", &uri);
     push_flag(&mut args, "--from", inputs.manifest_location);
+    super::source::push_pin(inputs.pin, &mut args);
     push_storage_access(
         inputs.storage,
         &mut args,
@@ -443,6 +447,11 @@ spec:
         let inputs = ValidationInputs {
             storage: &storage(),
             manifest_location: "s3://shop-backups/shop/nightly/r1/manifest.json",
+            pin: &crate::contract::ArtifactPin {
+                manifest_sha256: Some("cd".repeat(32)),
+                encryption: Some(crate::contract::ExpectedEncryption::None),
+                scope: Some(crate::contract::BackupScope::AllDatabases),
+            },
             engine: Engine::Postgres,
             server_version: Some("15.8"),
             fallback_sandbox: None,
@@ -451,6 +460,16 @@ spec:
         let job = build(&rv, &inputs, &defaults()).unwrap();
         let v = serde_json::to_value(&job).unwrap();
         assert_eq!(v["metadata"]["name"], "check-1-validate");
+        let agent_args: Vec<String> =
+            serde_json::from_value(v["spec"]["template"]["spec"]["containers"][0]["args"].clone())
+                .unwrap();
+        assert!(
+            agent_args.join(" ").contains(&format!(
+                "--manifest-sha256 {} --expect-encryption none --expect-scope AllDatabases",
+                "cd".repeat(32)
+            )),
+            "validations verify the recorded pin too: {agent_args:?}"
+        );
         assert_eq!(
             v["metadata"]["ownerReferences"][0]["kind"],
             "RestoreValidation"
@@ -547,6 +566,7 @@ spec:
         let inputs = ValidationInputs {
             storage: &storage(),
             manifest_location: "s3://shop-backups/x/manifest.json",
+            pin: &crate::contract::ArtifactPin::default(),
             engine: Engine::Mysql,
             server_version: None,
             fallback_sandbox: None,

@@ -10,6 +10,7 @@ mod harness;
 mod mariadb;
 mod notify;
 mod operations;
+mod pinning;
 mod plugin;
 mod restore;
 mod telemetry;

@@ -23,7 +23,10 @@ use crate::agent::manifest::{Engine, sanitize};
 use crate::agent::restore::{self, RestoreRequest};
 use crate::agent::storage::{Location, LockMode, ObjectLock, S3Settings, Sse};
 use crate::agent::summary;
-use crate::contract::{LOG_FORMAT_ENV, Operation, TERMINATION_LOG_ENV};
+use crate::contract::{
+    ArtifactPin, BackupScope, EncryptionMode, ExpectedEncryption, LOG_FORMAT_ENV, Operation,
+    TERMINATION_LOG_ENV,
+};
 
 /// `dataguardian agent`.
 #[derive(Debug, Args)]
@@ -201,6 +204,79 @@ pub struct BackupArgs {
     pub dump_args: Vec<String>,
 }
 
+/// What the operator recorded about a backup (restore and validate): the agent refuses a
+/// manifest that differs before it touches any database.
+#[derive(Debug, Args, Default)]
+pub struct PinArgs {
+    /// Hex SHA-256 the manifest's bytes must have (pins every artifact digest it lists).
+    #[arg(long, env = "DG_MANIFEST_SHA256")]
+    pub manifest_sha256: Option<String>,
+    /// Whether the backup must be encrypted: none or age.
+    #[arg(long, env = "DG_EXPECT_ENCRYPTION", value_parser = encryption_mode_parser())]
+    pub expect_encryption: Option<EncryptionMode>,
+    /// Recipient fingerprint the manifest must list (repeat; the set must match exactly).
+    /// Requires --expect-encryption age.
+    #[arg(
+        long = "expect-recipient",
+        env = "DG_EXPECT_RECIPIENTS",
+        value_delimiter = ','
+    )]
+    pub expect_recipients: Vec<String>,
+    /// What the backup must hold: Database or AllDatabases.
+    #[arg(long, env = "DG_EXPECT_SCOPE", value_parser = scope_parser())]
+    pub expect_scope: Option<BackupScope>,
+}
+
+fn encryption_mode_parser() -> impl clap::builder::TypedValueParser<Value = EncryptionMode> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(EncryptionMode::ALL.map(EncryptionMode::as_str))
+        .try_map(|name| name.parse::<EncryptionMode>())
+}
+
+fn scope_parser() -> impl clap::builder::TypedValueParser<Value = BackupScope> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(BackupScope::ALL.map(BackupScope::as_str))
+        .try_map(|name| name.parse::<BackupScope>())
+}
+
+impl PinArgs {
+    /// The pin, or a configuration error for an inconsistent set of flags.
+    pub fn pin(&self) -> Result<ArtifactPin> {
+        let recipients: Vec<String> = self
+            .expect_recipients
+            .iter()
+            .map(|r| r.trim().to_string())
+            .filter(|r| !r.is_empty())
+            .collect();
+        let encryption = match (self.expect_encryption, recipients.is_empty()) {
+            (None, true) => None,
+            (None, false) | (Some(EncryptionMode::None), false) => {
+                return Err(AgentError::Config(
+                    "--expect-recipient needs --expect-encryption age".into(),
+                ));
+            }
+            (Some(EncryptionMode::None), true) => Some(ExpectedEncryption::None),
+            (Some(EncryptionMode::Age), _) => Some(ExpectedEncryption::Age { recipients }),
+        };
+        let manifest_sha256 = match self.manifest_sha256.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(d) if d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                Some(d.to_ascii_lowercase())
+            }
+            Some(d) => {
+                return Err(AgentError::Config(format!(
+                    "--manifest-sha256 {d:?} is not a hex SHA-256"
+                )));
+            }
+        };
+        Ok(ArtifactPin {
+            manifest_sha256,
+            encryption,
+            scope: self.expect_scope,
+        })
+    }
+}
+
 /// `agent restore`.
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
@@ -209,6 +285,8 @@ pub struct RestoreArgs {
     /// The backup's manifest: s3://bucket/…/manifest.json or file:///…/manifest.json.
     #[arg(long, env = "DG_FROM")]
     pub from: String,
+    #[command(flatten)]
+    pub pin: PinArgs,
     /// age identity file for encrypted backups.
     #[arg(long, env = "DG_IDENTITY_FILE")]
     pub identity_file: Option<PathBuf>,
@@ -394,6 +472,7 @@ fn restore_request(args: &RestoreArgs) -> Result<RestoreRequest> {
         uri: resolve_uri(&args.common)?,
         database: args.common.database.clone(),
         from: args.from.parse()?,
+        pin: args.pin.pin()?,
         identity_file: args.identity_file.clone(),
         create_database: args.create_database,
         clean: args.clean,

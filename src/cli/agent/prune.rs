@@ -21,6 +21,10 @@ pub struct PruneArgs {
     /// The artifact's manifest: file:///dir/manifest.json.
     #[arg(long, env = "DG_MANIFEST")]
     pub manifest: String,
+    /// Hex SHA-256 the manifest must have (the digest the operator recorded for the run):
+    /// a manifest with other bytes deletes nothing.
+    #[arg(long, env = "DG_MANIFEST_SHA256")]
+    pub manifest_sha256: Option<String>,
     /// Where to write the Kubernetes termination message (default /dev/termination-log when
     /// writable; an empty value disables it).
     #[arg(long, env = TERMINATION_LOG_ENV)]
@@ -36,7 +40,7 @@ pub fn run_cli(args: &PruneArgs) -> ExitCode {
     super::init_logging(args.log_format);
     let termination_log = summary::termination_log_path(args.termination_log.clone());
     let result = match args.manifest.parse::<Location>() {
-        Ok(Location::File { path }) => prune(&path),
+        Ok(Location::File { path }) => prune(&path, args.manifest_sha256.as_deref()),
         Ok(Location::S3 { .. }) => Err(AgentError::Config(
             "prune removes artifacts from a directory (file://); the operator deletes S3 artifacts itself".into(),
         )),

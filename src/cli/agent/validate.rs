@@ -24,6 +24,8 @@ pub struct ValidateArgs {
     /// The backup's manifest: s3://bucket/…/manifest.json or file:///…/manifest.json.
     #[arg(long, env = "DG_FROM")]
     pub from: String,
+    #[command(flatten)]
+    pub pin: super::PinArgs,
     /// age identity file for encrypted backups.
     #[arg(long, env = "DG_IDENTITY_FILE")]
     pub identity_file: Option<PathBuf>,
@@ -56,6 +58,7 @@ fn request(args: &ValidateArgs) -> Result<ValidateRequest> {
         uri: super::resolve_uri(&args.common)?,
         database: args.common.database.clone(),
         from: args.from.parse()?,
+        pin: args.pin.pin()?,
         identity_file: args.identity_file.clone(),
         checks: parse_checks(checks_text.as_deref())?,
         s3: super::s3_settings(&args.common),

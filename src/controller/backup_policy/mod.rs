@@ -38,7 +38,6 @@ use crate::controller::backup_policy::rpo::{RpoInput, evaluate_rpo};
 use crate::controller::backup_policy::schedule::{
     ActiveRun, Schedule, ScheduleInput, plan as plan_schedule,
 };
-use crate::controller::common::artifact_check::parse_s3_location;
 use crate::controller::common::context::Context;
 use crate::controller::common::error::{Error, Result};
 use crate::controller::common::job_watch::{self, Observed};
@@ -46,7 +45,7 @@ use crate::controller::common::reconcile::{RUNS_CACHE_WAIT, namespace_and_name};
 use crate::controller::common::run_cache::FinishedRun;
 use crate::controller::common::status::apply_status;
 use crate::controller::common::storage_access::StorageAccess;
-use crate::jobs::{prune_job, restore_job};
+use crate::jobs::prune_job;
 
 /// Field manager of everything this controller writes.
 pub const FIELD_MANAGER: &str = "dataguardian-backuppolicy";
@@ -400,15 +399,21 @@ async fn apply_retention(
         return Ok(requeue_at);
     }
     let access = match storage {
-        Some(s) if s.spec.s3.is_some() => {
-            match StorageAccess::open(&ctx.client, ns, s, &ctx.settings.egress).await {
-                Ok(a) => Some(a),
-                Err(e) => {
-                    tracing::warn!(policy = %policy.name_any(), error = %e, "storage unavailable: retention waits");
-                    return Ok(Some(now + chrono::Duration::seconds(60)));
-                }
+        Some(s) if s.spec.s3.is_some() => match StorageAccess::open(
+            &ctx.client,
+            ns,
+            s,
+            &ctx.settings.egress,
+            ctx.settings.allows_ambient_credentials(ns),
+        )
+        .await
+        {
+            Ok(a) => Some(a),
+            Err(e) => {
+                tracing::warn!(policy = %policy.name_any(), error = %e, "storage unavailable: retention waits");
+                return Ok(Some(now + chrono::Duration::seconds(60)));
             }
-        }
+        },
         _ => None,
     };
     for cleanup in &plan.cleanups {
@@ -436,18 +441,47 @@ async fn apply_retention(
         let mut failed = false;
         for action in &cleanup.actions {
             match action {
-                CleanupAction::DeleteManifest { key, .. } => {
-                    let Some(access) = &access else { continue };
-                    let key = parse_s3_location(key)
-                        .map(|(_, k)| k)
-                        .unwrap_or_else(|| key.clone());
-                    // Read the manifest first: it lists the data objects to delete after it.
-                    let data_keys = manifest_data_keys(access, &key).await;
-                    if let Err(e) = access.delete(&key).await {
+                CleanupAction::DeleteManifest { .. } => {
+                    let (Some(access), Some(storage)) = (&access, storage) else {
+                        continue;
+                    };
+                    // Only what the operator computes itself and the recorded manifest digest
+                    // vouches for: never the keys a status, a report or the bucket names.
+                    let keys = match pinned_deletions(
+                        ctx,
+                        ns,
+                        policy,
+                        storage,
+                        access,
+                        &cleanup.run,
+                    )
+                    .await?
+                    {
+                        Ok(keys) => keys,
+                        Err(why) => {
+                            tracing::warn!(run = %cleanup.run, reason = %why, "retention: the artifact is kept");
+                            ctx.event(
+                                policy,
+                                EventType::Warning,
+                                "RetentionRefused",
+                                "Retention",
+                                format!(
+                                    "the artifact of run {} is kept and the run with it: {why}",
+                                    cleanup.run
+                                ),
+                            )
+                            .await;
+                            break;
+                        }
+                    };
+                    let mut keys = keys.into_iter();
+                    if let Some(manifest) = keys.next()
+                        && let Err(e) = access.delete(&manifest).await
+                    {
                         tracing::warn!(run = %cleanup.run, error = %e, "retention: deleting manifest failed");
                         break;
                     }
-                    for data in data_keys {
+                    for data in keys {
                         if let Err(e) = access.delete(&data).await {
                             tracing::warn!(run = %cleanup.run, error = %e, "retention: deleting artifact data failed");
                             failed = true;
@@ -500,25 +534,38 @@ async fn prune_on_claim(
     cleanup: &RunCleanup,
     now: DateTime<Utc>,
 ) -> Result<Option<DateTime<Utc>>> {
-    let mut manifest_key = None;
-    let mut data_key = None;
-    for action in &cleanup.actions {
-        match action {
-            CleanupAction::DeleteManifest { key, .. } => manifest_key = Some(key.as_str()),
-            CleanupAction::DeleteArtifactData { key, .. } => data_key = Some(key.as_str()),
-            CleanupAction::DeleteBackupRun => {}
+    // The location is the one the operator computes for the run, and the run's status must
+    // name exactly it: a status naming another place prunes nothing.
+    let runs: Api<BackupRun> = Api::namespaced(ctx.client.clone(), ns);
+    let location = match runs.get_opt(&cleanup.run).await? {
+        None => None,
+        Some(run) => {
+            let artifact = run.status.as_ref().and_then(|s| s.artifact.as_deref());
+            let recorded = artifact.and_then(|a| a.manifest_key.clone());
+            let Some(digest) = artifact
+                .and_then(|a| a.manifest_sha256.clone())
+                .filter(|d| !d.is_empty())
+            else {
+                tracing::warn!(run = %cleanup.run, "retention: the run records no manifest digest; its artifact and the run are kept");
+                return Ok(None);
+            };
+            match crate::jobs::backup_job::expected_backup(&run, policy, storage) {
+                Ok(e) if recorded.as_deref() == Some(e.location.as_str()) => {
+                    Some((e.location, digest))
+                }
+                Ok(e) => {
+                    tracing::warn!(run = %cleanup.run, recorded = ?recorded, expected = %e.location, "retention: the run's status names another location; the run is kept");
+                    return Ok(None);
+                }
+                Err(e) => {
+                    tracing::warn!(run = %cleanup.run, error = %e, "retention: cannot locate the artifact on the claim; the run is kept");
+                    return Ok(None);
+                }
+            }
         }
-    }
-    let location = match restore_job::artifact_manifest_location(
-        storage,
-        data_key.unwrap_or_default(),
-        manifest_key.filter(|k| !k.is_empty()),
-    ) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::warn!(run = %cleanup.run, error = %e, "retention: cannot locate the artifact on the claim; the run is kept");
-            return Ok(None);
-        }
+    };
+    let Some((location, digest)) = location else {
+        return Ok(None);
     };
     let name = prune_job::job_name(&cleanup.run);
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
@@ -526,7 +573,14 @@ async fn prune_on_claim(
     match job_watch::observe(ctx, ns, Some(&name)).await? {
         Observed::Vanished { .. } | Observed::NotCreated => {
             let defaults = crate::jobs::shell::JobDefaults::from(&ctx.settings);
-            let job = match prune_job::build(&cleanup.run, policy, storage, &location, &defaults) {
+            let job = match prune_job::build(
+                &cleanup.run,
+                policy,
+                storage,
+                &location,
+                &digest,
+                &defaults,
+            ) {
                 Ok(job) => job,
                 Err(e) => {
                     tracing::warn!(run = %cleanup.run, error = %e, "retention: cannot build the prune Job; the run is kept");
@@ -604,34 +658,45 @@ async fn prune_on_claim(
     }
 }
 
-/// The data objects a manifest lists (full keys), or none when it cannot be read.
-async fn manifest_data_keys(access: &StorageAccess, manifest_key: &str) -> Vec<String> {
-    #[derive(serde::Deserialize)]
-    struct M {
-        artifacts: Vec<A>,
+/// What retention may delete for run `name` on an S3 storage ([`retention::pinned_deletion_keys`]):
+/// the location is computed from the run, the policy and the storage, the manifest is read there
+/// and must hash to the digest recorded when the run was confirmed. `Ok(Err(why))`: keep it.
+async fn pinned_deletions(
+    ctx: &Context,
+    ns: &str,
+    policy: &BackupPolicy,
+    storage: &BackupStorage,
+    access: &StorageAccess,
+    name: &str,
+) -> Result<std::result::Result<Vec<String>, String>> {
+    let runs: Api<BackupRun> = Api::namespaced(ctx.client.clone(), ns);
+    let Some(run) = runs.get_opt(name).await? else {
+        return Ok(Ok(Vec::new()));
+    };
+    let Some(artifact) = run.status.as_ref().and_then(|s| s.artifact.as_deref()) else {
+        return Ok(Ok(Vec::new()));
+    };
+    if artifact.storage != storage.name_any() {
+        return Ok(Err(format!(
+            "the run's artifact is on storage {}, not on the policy's storage {}",
+            artifact.storage,
+            storage.name_any()
+        )));
     }
-    #[derive(serde::Deserialize)]
-    struct A {
-        key: String,
-    }
-    let dir = manifest_key.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
-    match access.get(manifest_key, 16 << 20).await {
-        Ok(bytes) => serde_json::from_slice::<M>(&bytes)
-            .map(|m| {
-                m.artifacts
-                    .into_iter()
-                    .map(|a| {
-                        if dir.is_empty() {
-                            a.key
-                        } else {
-                            format!("{dir}/{}", a.key)
-                        }
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
-        Err(_) => Vec::new(),
-    }
+    let expected = match crate::jobs::backup_job::expected_backup(&run, policy, storage) {
+        Ok(e) => e,
+        Err(e) => return Ok(Err(format!("cannot compute where the run wrote: {e}"))),
+    };
+    let manifest = match access.get(&expected.key, 16 << 20).await {
+        Ok(bytes) => Some(bytes),
+        Err(crate::controller::common::storage_access::AccessError::NotFound(_)) => None,
+        Err(e) => return Ok(Err(format!("reading manifest {}: {e}", expected.key))),
+    };
+    Ok(retention::pinned_deletion_keys(
+        artifact,
+        &expected,
+        manifest.as_deref(),
+    ))
 }
 
 #[cfg(test)]

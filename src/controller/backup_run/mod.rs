@@ -15,7 +15,7 @@ use crate::notify::message::Notification;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -179,18 +179,32 @@ pub async fn reconcile(run: Arc<BackupRun>, ctx: Arc<Context>) -> Result<Action>
                 .as_ref()
                 .map(|p| p.spec.storage_ref.name.clone())
                 .unwrap_or_default();
-            let confirmed = match storage.as_ref() {
-                Some(s) => {
-                    artifact_check::confirm(&ctx.client, &ns, s, &report, &ctx.settings.egress)
-                        .await
-                }
-                None => Err(format!(
+            let confirmed = match (storage.as_ref(), policy.as_ref()) {
+                (Some(s), Some(p)) => match crate::jobs::backup_job::expected_backup(&run, p, s) {
+                    Ok(expected) => artifact_check::confirm(
+                        &ctx.client,
+                        &ns,
+                        s,
+                        &report,
+                        &expected,
+                        &ctx.settings.egress,
+                        ctx.settings.allows_ambient_credentials(&ns),
+                    )
+                    .await
+                    .map(|check| (check, expected)),
+                    Err(e) => Err(format!("cannot compute where this run writes: {e}")),
+                },
+                (None, _) => Err(format!(
                     "BackupStorage {storage_name} no longer exists; the artifact cannot be confirmed"
+                )),
+                (_, None) => Err(format!(
+                    "BackupPolicy {} no longer exists; the artifact cannot be confirmed",
+                    run.spec.policy_ref.name
                 )),
             };
             match confirmed {
-                Ok(check) => {
-                    let artifact = artifact_from_report(&storage_name, &report, check.retain_until);
+                Ok((check, expected)) => {
+                    let artifact = artifact_from_report(&storage_name, &report, &check, &expected);
                     let mut run_with_attempts = (*run).clone();
                     run_with_attempts
                         .status
@@ -354,6 +368,16 @@ async fn check_references(
             ),
         }));
     };
+    if let Some(message) = crate::controller::common::storage_access::ambient_refusal(
+        storage,
+        ns,
+        ctx.settings.allows_ambient_credentials(ns),
+    ) {
+        return Ok(Err(Blocker {
+            reason: crate::controller::common::storage_access::AMBIENT_CREDENTIALS_REFUSED.into(),
+            message,
+        }));
+    }
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     for (field, name, key) in needed_secrets(policy, storage) {
         match secrets.get_opt(&name).await? {
@@ -584,39 +608,36 @@ async fn start_job(
     Ok(Action::requeue(Duration::from_secs(2)))
 }
 
+/// The artifact recorded in status: where it is and its manifest's digest, scope and
+/// encryption come from the operator's own computation and reading; sizes and counts from the
+/// agent's report (confirmed against storage for S3).
 fn artifact_from_report(
     storage: &str,
     r: &AgentReport,
-    retain_until: Option<DateTime<Utc>>,
+    check: &artifact_check::Confirmation,
+    expected: &crate::jobs::backup_job::ExpectedBackup,
 ) -> Artifact {
     let size_bytes = r.size_bytes.unwrap_or(0);
-    let recipients = r
-        .encryption
-        .as_ref()
-        .and_then(|e| e.get("recipients").and_then(|v| v.as_array()).cloned())
-        .map(|v| {
-            v.iter()
-                .filter_map(|x| x.as_str().map(str::to_string))
-                .collect::<Vec<_>>()
-        });
     Artifact {
         storage: storage.to_string(),
-        key: r.key.clone().unwrap_or_default(),
-        manifest_key: r.location.clone(),
+        key: expected.key.clone(),
+        manifest_key: Some(expected.location.clone()),
+        manifest_sha256: check.manifest_sha256.clone(),
+        scope: Some(expected.scope),
         size_bytes,
         size: Some(format_bytes(size_bytes)),
         raw_bytes: r.raw_bytes.unwrap_or(0),
         sha256: r.sha256.clone().unwrap_or_default(),
         compression: r.compression.clone().unwrap_or_default(),
-        encryption: recipients.map(|recipients| ArtifactEncryption {
+        encryption: check.encryption.as_ref().map(|e| ArtifactEncryption {
             method: "age".into(),
-            recipients,
+            recipients: e.recipients.clone(),
         }),
         engine: r.engine.clone().unwrap_or_default(),
         server_version: r.server_version.clone(),
         tables: r.tables,
         rows: r.rows,
-        retain_until: retain_until.map(time_from_chrono),
+        retain_until: check.retain_until.map(time_from_chrono),
         copies: Vec::new(),
     }
 }

@@ -86,7 +86,13 @@ async fn a_finished_run_is_left_alone() {
 #[tokio::test]
 async fn secret_messages_name_the_reference_not_the_secret_and_do_not_tell_missing_from_keyless() {
     use k8s_openapi::api::core::v1::Secret;
-    let sim = Sim::start().await;
+    // The storage has no credentials Secret: the namespace may use ambient ones, so the
+    // policy's own Secret is what the run waits for.
+    let sim = Sim::start_with(crate::controller::common::context::Settings {
+        ambient_credentials_namespaces: vec!["shop".into()],
+        ..Default::default()
+    })
+    .await;
     let _: crate::api::BackupStorage = sim
         .create(
             r#"
@@ -255,5 +261,52 @@ spec:
     assert_eq!(
         pod.containers[0].image,
         Some(sim.ctx.settings.agent_image.clone())
+    );
+}
+
+/// Issue 11, finding 4: a run whose storage has no credentials Secret, in a namespace the
+/// operator does not allow ambient credentials in, waits with a clear reason and gets no Job
+/// (the Job's pod would otherwise run with whatever cloud identity the node has).
+#[tokio::test]
+async fn a_run_on_a_storage_without_credentials_waits_and_gets_no_job() {
+    let sim = Sim::start().await;
+    let _: crate::api::BackupStorage = sim
+        .create(
+            "apiVersion: dataguardian.io/v1alpha1\nkind: BackupStorage\nmetadata: {name: main, namespace: shop}\nspec: {s3: {bucket: shop-backups, region: us-east-1}}\n",
+        )
+        .await;
+    let _: crate::api::BackupPolicy = sim
+        .create(
+            "apiVersion: dataguardian.io/v1alpha1\nkind: BackupPolicy\nmetadata: {name: nightly, namespace: shop}\nspec:\n  source: {postgres: {host: db, port: 5432, database: shop, user: u}}\n  storageRef: {name: main}\n  schedule: \"0 2 * * *\"\n",
+        )
+        .await;
+    let run: BackupRun = sim
+        .reconcile(
+            ControllerKind::BackupRun,
+            Given::Yaml(RUN),
+            super::reconcile,
+        )
+        .await;
+    let status = run.status.expect("the status is written");
+    assert_eq!(status.phase, Some(BackupRunPhase::Pending));
+    assert_eq!(
+        status.reason.as_deref(),
+        Some("AmbientCredentialsNotAllowed"),
+        "{status:?}"
+    );
+    assert!(
+        status
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("credentialsSecretRef")),
+        "{status:?}"
+    );
+    let jobs: Api<Job> = Api::namespaced(sim.ctx.client.clone(), "shop");
+    assert!(
+        jobs.list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
     );
 }

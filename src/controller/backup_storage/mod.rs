@@ -20,7 +20,9 @@ use crate::api::common::{find_condition, set_condition, time_from_chrono, time_t
 
 use crate::controller::common::context::Context;
 use crate::controller::common::error::{Error, Result};
-use crate::controller::common::storage_access::StorageAccess;
+use crate::controller::common::storage_access::{
+    AMBIENT_CREDENTIALS_REFUSED, AccessError, StorageAccess,
+};
 
 /// Field manager of the status this controller writes.
 pub const FIELD_MANAGER: &str = "dataguardian-backupstorage";
@@ -92,10 +94,15 @@ async fn probe_s3(ctx: &Context, ns: &str, storage: &BackupStorage) -> Probe {
         reason: reason.into(),
         message,
     };
-    let access = match StorageAccess::open(&ctx.client, ns, storage, &ctx.settings.egress).await {
-        Ok(a) => a,
-        Err(e) => return fail("CredentialsUnavailable", e.to_string(), started),
-    };
+    let allow = ctx.settings.allows_ambient_credentials(ns);
+    let access =
+        match StorageAccess::open(&ctx.client, ns, storage, &ctx.settings.egress, allow).await {
+            Ok(a) => a,
+            Err(e @ AccessError::AmbientCredentialsRefused(_)) => {
+                return fail(AMBIENT_CREDENTIALS_REFUSED, e.to_string(), started);
+            }
+            Err(e) => return fail("CredentialsUnavailable", e.to_string(), started),
+        };
     let uid = storage.metadata.uid.clone().unwrap_or_default();
     let key = access.key(&format!(
         ".dataguardian-probe/{uid}-{}",

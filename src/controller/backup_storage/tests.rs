@@ -39,6 +39,71 @@ async fn a_filesystem_storage_without_its_claim_is_not_ready() {
     );
 }
 
+/// Issue 11, finding 4: a tenant's S3 storage without `credentialsSecretRef` never gets the
+/// operator's own cloud identity: it is refused, before any request is sent, with a clear
+/// reason — unless the platform team allowed ambient credentials in its namespace.
+#[tokio::test]
+async fn a_storage_without_credentials_is_refused_unless_its_namespace_may_use_ambient_ones() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    // An endpoint that counts the connections it receives.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&connections);
+    let accept = tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            drop(sock);
+        }
+    });
+    let yaml = format!(
+        "apiVersion: dataguardian.io/v1alpha1\nkind: BackupStorage\nmetadata: {{name: ambient, namespace: shop}}\nspec: {{s3: {{bucket: other-teams-bucket, region: us-east-1, endpoint: \"{endpoint}\", forcePathStyle: true}}, probe: {{timeoutSeconds: 5}}}}\n"
+    );
+
+    let sim = Sim::start().await;
+    let storage: BackupStorage = sim
+        .reconcile(
+            ControllerKind::BackupStorage,
+            Given::Yaml(&yaml),
+            super::reconcile,
+        )
+        .await;
+    let status = storage.status.expect("the status is written");
+    let ready = find_condition(&status.conditions, "Ready").expect("Ready");
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "AmbientCredentialsNotAllowed"),
+        "{ready:?}"
+    );
+    assert!(
+        ready.message.contains("credentialsSecretRef"),
+        "{}",
+        ready.message
+    );
+    assert_eq!(connections.load(Ordering::SeqCst), 0, "nothing was sent");
+
+    // Allowed for namespace shop: the operator's identity is used (the probe goes out).
+    let sim = Sim::start_with(crate::controller::common::context::Settings {
+        ambient_credentials_namespaces: vec!["shop".into()],
+        ..Default::default()
+    })
+    .await;
+    let storage: BackupStorage = sim
+        .reconcile(
+            ControllerKind::BackupStorage,
+            Given::Yaml(&yaml),
+            super::reconcile,
+        )
+        .await;
+    let ready = find_condition(&storage.status.unwrap().conditions, "Ready")
+        .cloned()
+        .expect("Ready");
+    assert_ne!(ready.reason, "AmbientCredentialsNotAllowed", "{ready:?}");
+    accept.abort();
+}
+
 mod probes {
     use super::super::*;
     use crate::api::backup_storage::{BackupStorageSpec, FilesystemStorage};

@@ -41,6 +41,17 @@ pub struct Settings {
     /// Which internal address ranges tenant endpoints (S3, webhooks) may reach, for the
     /// operator and, passed on, its agent Jobs (`--egress-allow-cidrs`).
     pub egress: EgressPolicy,
+    /// Namespaces whose BackupStorages may go without `credentialsSecretRef`, i.e. use the
+    /// cloud identity of the operator (and of the Job pods): the platform team's explicit
+    /// choice, per namespace. Empty (the default): every storage needs its own credentials.
+    pub ambient_credentials_namespaces: Vec<String>,
+}
+
+impl Settings {
+    /// Whether storages in `ns` may use ambient (the operator's) cloud credentials.
+    pub fn allows_ambient_credentials(&self, ns: &str) -> bool {
+        self.ambient_credentials_namespaces.iter().any(|n| n == ns)
+    }
 }
 
 impl Default for Settings {
@@ -57,6 +68,7 @@ impl Default for Settings {
             job_ttl_seconds: 86_400,
             default_stall_timeout: Duration::from_secs(600),
             egress: EgressPolicy::default(),
+            ambient_credentials_namespaces: Vec::new(),
         }
     }
 }

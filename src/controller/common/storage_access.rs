@@ -3,8 +3,10 @@
 //! operator cannot reach it (see [`StorageAccess::open`]).
 //!
 //! Credentials come from the storage's `credentialsSecretRef` (keys `AWS_ACCESS_KEY_ID`,
-//! `AWS_SECRET_ACCESS_KEY`, optional `AWS_SESSION_TOKEN`) or, when absent, from the operator's
-//! ambient credentials (IRSA, instance profile). They are never logged.
+//! `AWS_SECRET_ACCESS_KEY`, optional `AWS_SESSION_TOKEN`). Without one, the operator's ambient
+//! credentials (IRSA, instance profile) are used only in the namespaces the platform team
+//! allowed (`--allow-ambient-credentials-in`): otherwise a tenant could point a storage at any
+//! bucket the operator's identity can reach ([`ambient_refusal`]). They are never logged.
 
 use std::time::Duration;
 
@@ -37,6 +39,25 @@ pub enum AccessError {
     /// The object does not exist.
     #[error("object {0} not found")]
     NotFound(String),
+    /// The storage has no credentials Secret and its namespace may not use ambient ones.
+    #[error("{0}")]
+    AmbientCredentialsRefused(String),
+}
+
+/// Status reason of a storage that would use ambient credentials where that is not allowed.
+pub const AMBIENT_CREDENTIALS_REFUSED: &str = "AmbientCredentialsNotAllowed";
+
+/// Why an S3 `storage` in `ns` may not be used: it has no `credentialsSecretRef` and `ns` is not
+/// among the namespaces allowed to use the operator's ambient identity. `None`: it may.
+pub fn ambient_refusal(storage: &BackupStorage, ns: &str, allowed: bool) -> Option<String> {
+    let s3 = storage.spec.s3.as_ref()?;
+    if s3.credentials_secret_ref.is_some() || allowed {
+        return None;
+    }
+    Some(format!(
+        "BackupStorage {} has no credentialsSecretRef, and the operator does not allow storages in namespace {ns} to use its own cloud identity; set spec.s3.credentialsSecretRef (or ask the platform team to allow ambient credentials in {ns})",
+        kube::ResourceExt::name_any(storage)
+    ))
 }
 
 /// The storage's credentials Secret is missing or incomplete. These messages reach BackupRun
@@ -74,16 +95,22 @@ fn s3_error<E: std::error::Error + ProvideErrorMetadata + 'static>(
 }
 
 impl StorageAccess {
-    /// Opens the storage, reading credentials from its Secret in `ns`.
+    /// Opens the storage, reading credentials from its Secret in `ns`. Without a Secret the
+    /// operator's ambient credentials are used only when `allow_ambient` (the operator allows
+    /// them in `ns`, [`ambient_refusal`]).
     pub async fn open(
         client: &kube::Client,
         ns: &str,
         storage: &BackupStorage,
         egress: &EgressPolicy,
+        allow_ambient: bool,
     ) -> Result<Self, AccessError> {
         let Some(s3) = &storage.spec.s3 else {
             return Err(AccessError::NotReachableFromOperator);
         };
+        if let Some(why) = ambient_refusal(storage, ns, allow_ambient) {
+            return Err(AccessError::AmbientCredentialsRefused(why));
+        }
         let credentials = match &s3.credentials_secret_ref {
             None => None,
             Some(r) => {

@@ -78,6 +78,11 @@ impl Sim {
     /// Starts the stand-in with the namespace `shop`; the run cache is marked synced (it is
     /// empty, as the stand-in is).
     pub async fn start() -> Sim {
+        Sim::start_with(super::context::Settings::default()).await
+    }
+
+    /// [`Sim::start`] with the operator's `settings`.
+    pub async fn start_with(settings: super::context::Settings) -> Sim {
         let server = kube_sim::Server::start(kube_sim::ServerOptions {
             crds_dir: Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds")),
             ..Default::default()
@@ -99,11 +104,15 @@ impl Sim {
         let ctx = super::context::Context::new(
             client,
             crate::telemetry::metrics::Metrics::new(),
-            // The tests' services live on loopback, which is all the platform team allows here.
+            // The tests' services live on loopback, which is all the platform team allows here
+            // (unless a test sets its own egress policy).
             super::context::Settings {
-                egress: crate::egress::EgressPolicy::from_list("127.0.0.0/8")
-                    .expect("a valid CIDR"),
-                ..super::context::Settings::default()
+                egress: if settings.egress == crate::egress::EgressPolicy::default() {
+                    crate::egress::EgressPolicy::from_list("127.0.0.0/8").expect("a valid CIDR")
+                } else {
+                    settings.egress
+                },
+                ..settings
             },
             runs,
         );

@@ -35,8 +35,9 @@ use crate::jobs::restore_job;
 use crate::jobs::shell::{JobBuildError, JobDefaults};
 use crate::telemetry::metrics::{QueueLabels, RunLabels, RunResult};
 
+use crate::contract::ArtifactPin;
 use crate::controller::common::blockers::{
-    SourceState, invalid, locate_artifact, missing_secret, stop_blocked, stop_invalid,
+    SourceState, blocked, invalid, locate_artifact, missing_secret, stop_blocked, stop_invalid,
     storage_secrets,
 };
 use crate::controller::common::context::Context;
@@ -47,6 +48,7 @@ use crate::controller::common::status::{ControllerStatus, apply as apply_status}
 use crate::controller::restore_run::plan::{
     Observed, QueueState, Step, creator_note, plan, queue_state, target_id,
 };
+use crate::jobs::source::artifact_pin;
 
 /// Field manager of everything this controller writes.
 pub const FIELD_MANAGER: &str = "dataguardian-restorerun";
@@ -55,6 +57,9 @@ pub const FIELD_MANAGER: &str = "dataguardian-restorerun";
 struct Resolved {
     storage: BackupStorage,
     manifest_location: String,
+    /// What the BackupRun recorded (nothing for storage + key); the agent refuses any other
+    /// manifest before it touches the target.
+    pin: ArtifactPin,
     source: RestoreSource,
     template: Option<JobTemplate>,
 }
@@ -306,6 +311,7 @@ async fn resolve(
             },
             storage,
             manifest_location: location,
+            pin: artifact_pin(&artifact),
             template,
         }
     } else {
@@ -334,6 +340,7 @@ async fn resolve(
             },
             storage,
             manifest_location: location,
+            pin: ArtifactPin::default(),
             template: None,
         }
     };
@@ -356,6 +363,19 @@ async fn resolve(
     }
     if let Some(d) = &spec.decryption {
         needed.push(d.identity_secret_ref.clone());
+    }
+    if let Some(message) = crate::controller::common::storage_access::ambient_refusal(
+        &resolved.storage,
+        ns,
+        ctx.settings.allows_ambient_credentials(ns),
+    ) {
+        return Ok((
+            blocked(
+                crate::controller::common::storage_access::AMBIENT_CREDENTIALS_REFUSED,
+                message,
+            ),
+            None,
+        ));
     }
     needed.extend(storage_secrets(&resolved.storage));
     if let Some(b) = missing_secret(ctx, ns, &needed).await? {
@@ -407,6 +427,7 @@ async fn start_job(
         run,
         &resolved.storage,
         &resolved.manifest_location,
+        &resolved.pin,
         resolved.template.as_ref(),
         &defaults,
     ) {

@@ -114,3 +114,105 @@ async fn a_restore_run_asking_for_privilege_is_refused_by_the_api() {
     let template = run.spec.job_template.expect("template");
     assert_eq!(template.priority_class_name.as_deref(), Some("low"));
 }
+
+const STORAGE: &str = r#"
+apiVersion: dataguardian.io/v1alpha1
+kind: BackupStorage
+metadata: {name: main, namespace: shop}
+spec: {s3: {bucket: shop-backups, region: us-east-1, prefix: shop/, credentialsSecretRef: {name: s3-creds}}}
+"#;
+
+const BACKUP: &str = r#"
+apiVersion: dataguardian.io/v1alpha1
+kind: BackupRun
+metadata: {name: before-migration, namespace: shop}
+spec: {policyRef: {name: nightly}, trigger: Manual}
+"#;
+
+const SECRETS: [&str; 3] = [
+    r#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"s3-creds","namespace":"shop"},"stringData":{"AWS_ACCESS_KEY_ID":"a","AWS_SECRET_ACCESS_KEY":"b"}}"#,
+    r#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"staging-creds","namespace":"shop"},"stringData":{"password":"p"}}"#,
+    r#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"age-id","namespace":"shop"},"stringData":{"identity":"i"}}"#,
+];
+
+/// Issue 11, finding 3: the restore Job receives what the operator recorded when it confirmed
+/// the backup (manifest digest, encryption and recipients, scope), so the agent can refuse a
+/// manifest the bucket swapped.
+#[tokio::test]
+async fn the_restore_job_is_pinned_to_the_recorded_manifest_digest_encryption_and_scope() {
+    use k8s_openapi::api::batch::v1::Job;
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::Api;
+    use kube::api::{Patch, PatchParams};
+
+    use crate::api::{BackupRun, BackupStorage};
+
+    let sim = Sim::start().await;
+    let _: BackupStorage = sim.create(STORAGE).await;
+    for s in SECRETS {
+        let _: Secret = sim.create(s).await;
+    }
+    let _: BackupRun = sim.create(BACKUP).await;
+    let digest = "5e".repeat(32);
+    let runs: Api<BackupRun> = Api::namespaced(sim.ctx.client.clone(), "shop");
+    runs.patch_status(
+        "before-migration",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"status": {
+            "phase": "Succeeded",
+            "artifact": {
+                "storage": "main",
+                "key": "shop/shop/nightly/r1/manifest.json",
+                "manifestKey": "s3://shop-backups/shop/shop/nightly/r1/manifest.json",
+                "manifestSha256": digest,
+                "scope": "Database",
+                "sizeBytes": 10, "sha256": "ab".repeat(32), "engine": "postgres",
+                "encryption": {"method": "age", "recipients": ["sha256:aa", "sha256:bb"]}
+            }
+        }})),
+    )
+    .await
+    .unwrap();
+    let yaml = RESTORE.replace(
+        "user: restore}}",
+        "user: restore, passwordSecretRef: {name: staging-creds, key: password}}}\n  decryption: {identitySecretRef: {name: age-id, key: identity}}",
+    );
+    let mut run: RestoreRun = sim.create(&yaml).await;
+    for _ in 0..4 {
+        if run
+            .status
+            .as_ref()
+            .and_then(|s| s.job_name.as_ref())
+            .is_some()
+        {
+            break;
+        }
+        run = sim
+            .reconcile(
+                ControllerKind::RestoreRun,
+                Given::Stored(run),
+                super::reconcile,
+            )
+            .await;
+    }
+    let jobs: Api<Job> = Api::namespaced(sim.ctx.client.clone(), "shop");
+    let job = jobs
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("a restore Job: {:?}", run.status));
+    let args = job.spec.unwrap().template.spec.unwrap().containers[0]
+        .args
+        .clone()
+        .unwrap()
+        .join(" ");
+    assert!(
+        args.contains(&format!(
+            "--from s3://shop-backups/shop/shop/nightly/r1/manifest.json --manifest-sha256 {digest} --expect-encryption age --expect-recipient sha256:aa --expect-recipient sha256:bb --expect-scope Database"
+        )),
+        "{args}"
+    );
+}

@@ -43,8 +43,10 @@ use crate::jobs::validation_job;
 use crate::telemetry::metrics::{RunLabels, RunResult};
 
 use crate::api::backup_policy::POLICY_LABEL;
+use crate::contract::ArtifactPin;
 use crate::controller::common::blockers::{
-    SourceState, locate_artifact, missing_secret, stop_blocked, stop_invalid, storage_secrets,
+    SourceState, blocked, locate_artifact, missing_secret, stop_blocked, stop_invalid,
+    storage_secrets,
 };
 use crate::controller::common::context::Context;
 use crate::controller::common::error::{Error, Result};
@@ -55,6 +57,7 @@ use crate::controller::common::status::{ControllerStatus, apply as apply_status}
 use crate::controller::restore_validation::plan::{
     Observed, Outcome, Step, latest_successful, plan, verification,
 };
+use crate::jobs::source::artifact_pin;
 
 /// Field manager of everything this controller writes (validation status, the BackupRun's
 /// `status.verification`).
@@ -65,6 +68,8 @@ struct Resolved {
     backup: BackupRun,
     storage: BackupStorage,
     manifest_location: String,
+    /// What the BackupRun recorded; the agent refuses any other manifest.
+    pin: ArtifactPin,
     engine: Engine,
     server_version: Option<String>,
     policy: Option<BackupPolicy>,
@@ -309,6 +314,19 @@ async fn resolve(
         Ok(found) => found,
         Err(state) => return Ok((state, None)),
     };
+    if let Some(message) = crate::controller::common::storage_access::ambient_refusal(
+        &storage,
+        ns,
+        ctx.settings.allows_ambient_credentials(ns),
+    ) {
+        return Ok((
+            blocked(
+                crate::controller::common::storage_access::AMBIENT_CREDENTIALS_REFUSED,
+                message,
+            ),
+            None,
+        ));
+    }
     let mut needed: Vec<SecretKeySelector> = storage_secrets(&storage);
     if let Some(d) = &spec.decryption {
         needed.push(d.identity_secret_ref.clone());
@@ -322,6 +340,7 @@ async fn resolve(
     Ok((
         SourceState::Ready,
         Some(Resolved {
+            pin: artifact_pin(&artifact),
             server_version: artifact.server_version.clone(),
             backup,
             storage,
@@ -338,6 +357,7 @@ async fn start_job(ctx: &Context, ns: &str, rv: &RestoreValidation, r: Resolved)
     let inputs = validation_job::ValidationInputs {
         storage: &r.storage,
         manifest_location: &r.manifest_location,
+        pin: &r.pin,
         engine: r.engine,
         server_version: r.server_version.as_deref(),
         fallback_sandbox: policy_validation.as_ref().and_then(|v| v.sandbox.as_ref()),

@@ -162,6 +162,9 @@ pub fn outcome(report: Option<ValidationReport>, job_reason: &str, job_message: 
                 Some("storage") => "ArtifactUnavailable",
                 Some("target") => "SandboxUnavailable",
                 Some("config") => "InvalidConfiguration",
+                // The manifest is not the one recorded (swapped, or claims another encryption
+                // or scope), or an artifact's digest differs.
+                Some("integrity") => "ChecksumMismatch",
                 _ => "ValidationError",
             }
             .into(),
@@ -270,6 +273,20 @@ spec: {{backupRunRef: {{name: b1}}}}
             (o.phase, o.reason.as_str()),
             (RestoreValidationPhase::Failed, "ArtifactUnavailable")
         );
+        // A manifest that is not the recorded one is refused by the agent: ChecksumMismatch.
+        let swapped = ValidationReport::parse(
+            r#"{"status":"failed","category":"integrity","error":"the manifest has sha256 …, the backup recorded …: it was replaced or altered"}"#,
+        );
+        let o = outcome(swapped, "BackoffLimitExceeded", "");
+        assert_eq!(
+            (o.phase, o.result, o.reason.as_str()),
+            (
+                RestoreValidationPhase::Failed,
+                ValidationResult::Failed,
+                "ChecksumMismatch"
+            )
+        );
+        assert!(o.message.contains("replaced or altered"));
         let o = outcome(None, "DeadlineExceeded", "too slow");
         assert_eq!(
             (o.phase, o.reason.as_str()),

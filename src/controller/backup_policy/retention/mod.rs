@@ -696,5 +696,78 @@ impl RetentionRun {
     }
 }
 
+/// The objects retention may delete for one run's S3 artifact, in order (manifest first, then
+/// the data it lists) — pure, from what the operator computed itself:
+///
+/// - `expected` is where this run writes, rendered by the operator from the run, the policy and
+///   the storage; the run's status must name exactly that manifest (`manifestKey` and `key`),
+///   so a status or a report naming someone else's keys deletes nothing;
+/// - the status must record the manifest's SHA-256 (taken when the operator confirmed the
+///   backup), and `manifest` (its current bytes; `None` when it is already gone) must still hash
+///   to it, so a manifest rewritten in the bucket to list other keys deletes nothing;
+/// - every key it lists must be a plain key below the manifest's own directory.
+///
+/// `Err` is the reason the artifact is kept.
+pub fn pinned_deletion_keys(
+    artifact: &crate::api::backup_run::Artifact,
+    expected: &crate::jobs::backup_job::ExpectedBackup,
+    manifest: Option<&[u8]>,
+) -> Result<Vec<String>, String> {
+    use crate::contract::ManifestView;
+    use crate::contract::manifest::sha256_hex;
+    use crate::controller::common::artifact_check::is_plain_relative_key;
+
+    if artifact.manifest_key.as_deref() != Some(expected.location.as_str())
+        || artifact.key != expected.key
+    {
+        return Err(format!(
+            "the run's status names {} ({}), but this run writes {}",
+            artifact.manifest_key.as_deref().unwrap_or("no manifest"),
+            artifact.key,
+            expected.location
+        ));
+    }
+    let Some(recorded) = artifact
+        .manifest_sha256
+        .as_deref()
+        .filter(|d| !d.is_empty())
+    else {
+        return Err(
+            "the run records no manifest digest, so what its manifest lists cannot be trusted"
+                .into(),
+        );
+    };
+    let Some(bytes) = manifest else {
+        // Already deleted (a previous attempt deleted the manifest first): nothing of this run
+        // can be identified any more.
+        return Ok(Vec::new());
+    };
+    let actual = sha256_hex(bytes);
+    if !actual.eq_ignore_ascii_case(recorded) {
+        return Err(format!(
+            "manifest {} has sha256 {actual}, the run recorded {recorded}: it was altered, nothing it lists is deleted",
+            expected.key
+        ));
+    }
+    let view = ManifestView::parse(bytes)
+        .map_err(|e| format!("manifest {} is not valid: {e}", expected.key))?;
+    let dir = expected.key.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+    let mut keys = vec![expected.key.clone()];
+    for a in &view.artifacts {
+        if !is_plain_relative_key(&a.key) {
+            return Err(format!(
+                "manifest {} lists {:?}, which is not a plain key below its directory",
+                expected.key, a.key
+            ));
+        }
+        keys.push(if dir.is_empty() {
+            a.key.clone()
+        } else {
+            format!("{dir}/{}", a.key)
+        });
+    }
+    Ok(keys)
+}
+
 #[cfg(test)]
 mod tests;

@@ -1033,3 +1033,79 @@ fn max_age_keeps_the_newest_scheduled_run_besides_newer_manual_ones() {
     let plan = plan_retention(&runs, &policy, chrono_tz::UTC, utc("2026-11-23T00:00:00Z"));
     assert_eq!(plan.kept().collect::<Vec<_>>(), ["m1", "s1"]);
 }
+
+mod pinned_deletions {
+    use super::super::pinned_deletion_keys;
+    use crate::api::backup_run::{Artifact, BackupScope};
+    use crate::contract::manifest::sha256_hex;
+    use crate::jobs::backup_job::ExpectedBackup;
+
+    const MANIFEST: &str =
+        r#"{"artifacts":[{"key":"databases/shop.pgdump.zst","sizeBytes":3,"sha256":"00"}]}"#;
+
+    fn expected() -> ExpectedBackup {
+        ExpectedBackup {
+            location: "s3://b/shop/nightly/r1/manifest.json".into(),
+            key: "shop/nightly/r1/manifest.json".into(),
+            scope: BackupScope::Database,
+            encrypted: false,
+        }
+    }
+
+    fn artifact(manifest: &str) -> Artifact {
+        Artifact {
+            storage: "main".into(),
+            key: "shop/nightly/r1/manifest.json".into(),
+            manifest_key: Some("s3://b/shop/nightly/r1/manifest.json".into()),
+            manifest_sha256: Some(sha256_hex(manifest.as_bytes())),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_computed_manifest_and_what_it_lists_are_deleted_manifest_first() {
+        assert_eq!(
+            pinned_deletion_keys(&artifact(MANIFEST), &expected(), Some(MANIFEST.as_bytes()))
+                .unwrap(),
+            [
+                "shop/nightly/r1/manifest.json",
+                "shop/nightly/r1/databases/shop.pgdump.zst"
+            ]
+        );
+        // Already gone: nothing to delete, nothing refused.
+        assert!(
+            pinned_deletion_keys(&artifact(MANIFEST), &expected(), None)
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn another_tenants_location_is_never_deleted() {
+        let mut a = artifact(MANIFEST);
+        a.manifest_key = Some("s3://b/other-tenant/nightly/r9/manifest.json".into());
+        a.key = "other-tenant/nightly/r9/manifest.json".into();
+        let why = pinned_deletion_keys(&a, &expected(), Some(MANIFEST.as_bytes())).unwrap_err();
+        assert!(why.contains("other-tenant"), "{why}");
+        // Only the key differs: still refused.
+        let mut a = artifact(MANIFEST);
+        a.key = "other-tenant/x/manifest.json".into();
+        assert!(pinned_deletion_keys(&a, &expected(), Some(MANIFEST.as_bytes())).is_err());
+    }
+
+    #[test]
+    fn a_rewritten_manifest_or_one_without_a_recorded_digest_deletes_nothing() {
+        let evil = r#"{"artifacts":[{"key":"../../other-tenant/nightly/r9/databases/shop.pgdump.zst","sizeBytes":3,"sha256":"00"}]}"#;
+        // Rewritten in the bucket after the run was confirmed.
+        let why = pinned_deletion_keys(&artifact(MANIFEST), &expected(), Some(evil.as_bytes()))
+            .unwrap_err();
+        assert!(why.contains("altered"), "{why}");
+        // Even a manifest whose digest was recorded may list only plain keys.
+        let why =
+            pinned_deletion_keys(&artifact(evil), &expected(), Some(evil.as_bytes())).unwrap_err();
+        assert!(why.contains("not a plain key"), "{why}");
+        let mut a = artifact(MANIFEST);
+        a.manifest_sha256 = None;
+        assert!(pinned_deletion_keys(&a, &expected(), Some(MANIFEST.as_bytes())).is_err());
+    }
+}
