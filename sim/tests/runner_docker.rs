@@ -296,8 +296,9 @@ async fn security_context_and_volumes_are_enforced_by_the_engine() {
     let jobs: Api<Job> = Api::namespaced(sim.client.clone(), ns);
     let pods: Api<Pod> = Api::namespaced(sim.client.clone(), ns);
     let script = r#"echo "ids=$(id -u):$(id -g) groups=$(id -G)"
-if touch /rootfs-probe 2>/dev/null; then echo rootfs=writable; else echo rootfs=readonly; fi
-if touch /secret/x 2>/dev/null; then echo secretvol=writable; else echo secretvol=readonly; fi
+# /tmp of the image is world-writable: only a read-only root fs refuses this.
+if touch /tmp/rootfs-probe 2>/dev/null; then echo rootfs=writable; else echo rootfs=readonly; fi
+grep -E ' /secret ' /proc/mounts | awk '{split($4, o, ","); print "secretmount=" o[1]}'
 echo "secret=$(cat /secret/token) default=$(cat /defaults/other)"
 stat -c 'mode=%a' /secret/token
 grep -E '^(NoNewPrivs|CapEff|Seccomp):' /proc/self/status
@@ -339,7 +340,7 @@ exit 0"#;
     for expected in [
         "ids=65532:65532 groups=65532",
         "rootfs=readonly",
-        "secretvol=readonly",
+        "secretmount=ro",
         // defaultMode 0400 with fsGroup: group-readable (0440), so uid 65532 reads it; the
         // default mode 0644 is readable anyway.
         "secret=tok-123 default=o",
