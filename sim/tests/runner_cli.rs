@@ -35,7 +35,11 @@ fn kube_sim(cwd: &Path) -> Command {
 fn wait_file(path: &Path) {
     let start = Instant::now();
     while !path.exists() || std::fs::metadata(path).map(|m| m.len()).unwrap_or(0) == 0 {
-        assert!(start.elapsed() < Duration::from_secs(30), "{} never appeared", path.display());
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{} never appeared",
+            path.display()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -46,7 +50,13 @@ async fn relative_state_dir_hands_pods_absolute_paths() {
     // As `make sim-up`: started from the checkout with a relative state dir.
     let _sim = Running(
         kube_sim(cwd.path())
-            .args(["--listen", "127.0.0.1:0", "--state-dir", "target/sim", "--run-jobs"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--state-dir",
+                "target/sim",
+                "--run-jobs",
+            ])
             .args(["--container-runtime", "process"])
             .spawn()
             .unwrap(),
@@ -71,7 +81,10 @@ async fn relative_state_dir_hands_pods_absolute_paths() {
     jobs.create(&PostParams::default(), &job).await.unwrap();
     let start = Instant::now();
     let (name, term) = loop {
-        assert!(start.elapsed() < Duration::from_secs(60), "the pod never finished");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the pod never finished"
+        );
         let list = pods
             .list(&ListParams::default().labels("batch.kubernetes.io/job-name=rel"))
             .await
@@ -107,7 +120,12 @@ fn exits_with(mut child: Child, within: Duration) -> (i32, String) {
         if let Some(status) = child.try_wait().unwrap() {
             let mut err = String::new();
             use std::io::Read;
-            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
             return (status.code().unwrap_or(-1), err);
         }
         if start.elapsed() > within {
@@ -129,7 +147,9 @@ fn docker_is_the_default_and_an_unreachable_engine_fails_the_start() {
     let (code, err) = exits_with(child, Duration::from_secs(40));
     assert_ne!(code, 0, "{err}");
     assert!(
-        err.contains("the Docker container runtime is selected but the Docker Engine is not reachable"),
+        err.contains(
+            "the Docker container runtime is selected but the Docker Engine is not reachable"
+        ),
         "{err}"
     );
     assert!(err.contains("--container-runtime process"), "{err}");
@@ -149,7 +169,13 @@ fn docker_is_the_default_and_an_unreachable_engine_fails_the_start() {
 
     // An unknown runtime name is refused.
     let child = kube_sim(cwd.path())
-        .args(["--state-dir", "q", "--run-jobs", "--container-runtime", "podman"])
+        .args([
+            "--state-dir",
+            "q",
+            "--run-jobs",
+            "--container-runtime",
+            "podman",
+        ])
         .spawn()
         .unwrap();
     let (code, err) = exits_with(child, Duration::from_secs(20));

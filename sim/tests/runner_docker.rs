@@ -130,7 +130,12 @@ async fn job_pod<T>(
 }
 
 fn main_status(pod: &Pod) -> Option<ContainerStatus> {
-    pod.status.as_ref()?.container_statuses.as_ref()?.first().cloned()
+    pod.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .first()
+        .cloned()
 }
 
 fn terminated(pod: &Pod) -> Option<ContainerStateTerminated> {
@@ -375,9 +380,12 @@ async fn run_as_non_root_refuses_an_image_that_runs_as_root() {
         .await
         .unwrap();
     // The same policy with an image whose USER is 65532 runs.
-    jobs.create(&PostParams::default(), &job("dk-nonroot", spec(NONROOT_IMAGE)))
-        .await
-        .unwrap();
+    jobs.create(
+        &PostParams::default(),
+        &job("dk-nonroot", spec(NONROOT_IMAGE)),
+    )
+    .await
+    .unwrap();
     let (pod, (reason, message)) = job_pod(&pods, "dk-root", "CreateContainerConfigError", |p| {
         let w = main_status(p)?.state?.waiting?;
         (w.reason.as_deref() == Some("CreateContainerConfigError"))
@@ -396,10 +404,19 @@ async fn run_as_non_root_refuses_an_image_that_runs_as_root() {
         Some("Pending")
     );
     assert!(containers_of(pod.metadata.uid.as_deref().unwrap()).is_empty());
-    let (ok_pod, term) = job_pod(&pods, "dk-nonroot", "the non-root pod to finish", terminated).await;
+    let (ok_pod, term) = job_pod(
+        &pods,
+        "dk-nonroot",
+        "the non-root pod to finish",
+        terminated,
+    )
+    .await;
     assert_eq!(term.exit_code, 0);
     let logs = pods
-        .logs(ok_pod.metadata.name.as_deref().unwrap(), &LogParams::default())
+        .logs(
+            ok_pod.metadata.name.as_deref().unwrap(),
+            &LogParams::default(),
+        )
         .await
         .unwrap();
     assert_eq!(logs.trim(), "65532");
@@ -424,7 +441,13 @@ async fn memory_limit_oom_kills_with_137_and_cpu_limit_is_applied() {
     jobs.create(&PostParams::default(), &job("dk-oom", spec))
         .await
         .unwrap();
-    let (pod, term) = job_pod(&pods, "dk-oom", "the container to be OOM-killed", terminated).await;
+    let (pod, term) = job_pod(
+        &pods,
+        "dk-oom",
+        "the container to be OOM-killed",
+        terminated,
+    )
+    .await;
     assert_eq!(term.reason.as_deref(), Some("OOMKilled"), "{term:?}");
     assert_eq!(term.exit_code, 137);
     let uid = pod.metadata.uid.clone().unwrap();
@@ -491,13 +514,27 @@ async fn stopping_the_runner_removes_its_containers_and_a_new_one_removes_stale_
     tokio::task::spawn_blocking(images).await.unwrap();
     let stale = format!("k8s_stale_{}", uuid_like());
     let out = Command::new("docker")
-        .args(["create", "--name", &stale, "--label", "io.kube-sim.runner=999999999-1"])
+        .args([
+            "create",
+            "--name",
+            &stale,
+            "--label",
+            "io.kube-sim.runner=999999999-1",
+        ])
         .args(["--label", "io.kube-sim.pod-uid=stale", ROOT_IMAGE, "true"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let sim = sim().await;
-    assert_eq!(inspect(&stale, "{{.Name}}"), "", "the stale container is still there");
+    assert_eq!(
+        inspect(&stale, "{{.Name}}"),
+        "",
+        "the stale container is still there"
+    );
 
     let jobs: Api<Job> = Api::namespaced(sim.client.clone(), "default");
     let pods: Api<Pod> = Api::namespaced(sim.client.clone(), "default");

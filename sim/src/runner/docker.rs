@@ -111,11 +111,27 @@ pub struct ContainerPlan {
 }
 
 /// `k8s_<container>_<pod>_<namespace>_<uid8>_<attempt>`, like the kubelet's dockershim names.
-pub fn container_name(container: &str, pod: &str, namespace: &str, uid: &str, attempt: u32) -> String {
-    let uid8: String = uid.chars().filter(|c| c.is_ascii_alphanumeric()).take(8).collect();
+pub fn container_name(
+    container: &str,
+    pod: &str,
+    namespace: &str,
+    uid: &str,
+    attempt: u32,
+) -> String {
+    let uid8: String = uid
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(8)
+        .collect();
     let clean = |s: &str| -> String {
         s.chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '-' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                    c
+                } else {
+                    '-'
+                }
+            })
             .collect()
     };
     format!(
@@ -153,7 +169,11 @@ fn pod_label(pod: &Pod) -> String {
 /// The security options of `container` in `pod`, given the image's `Config.User`. An error is
 /// the kubelet's `CreateContainerConfigError` message (runAsNonRoot violations, unsupported
 /// seccomp profiles).
-pub fn security_plan(pod: &Pod, container: &Container, image_user: &str) -> Result<SecurityPlan, String> {
+pub fn security_plan(
+    pod: &Pod,
+    container: &Container,
+    image_user: &str,
+) -> Result<SecurityPlan, String> {
     let psc = pod
         .spec
         .as_ref()
@@ -205,10 +225,7 @@ pub fn security_plan(pod: &Pod, container: &Container, image_user: &str) -> Resu
             group_add.push(*g);
         }
     }
-    let seccomp = csc
-        .seccomp_profile
-        .or(psc.seccomp_profile)
-        .map(|p| p.type_);
+    let seccomp = csc.seccomp_profile.or(psc.seccomp_profile).map(|p| p.type_);
     let seccomp_unconfined = match seccomp.as_deref() {
         Some("RuntimeDefault") => false,
         None | Some("Unconfined") => true,
@@ -480,7 +497,10 @@ impl Engine {
     pub async fn remove_stale(&self) {
         let fmt = format!("{{{{.Names}}}}\t{{{{.Label \"{LABEL_RUNNER}\"}}}}");
         let filter = format!("label={LABEL_RUNNER}");
-        if let Ok(out) = self.run(&["ps", "-a", "--filter", &filter, "--format", &fmt]).await {
+        if let Ok(out) = self
+            .run(&["ps", "-a", "--filter", &filter, "--format", &fmt])
+            .await
+        {
             let stale: Vec<String> = out
                 .lines()
                 .filter_map(|l| l.split_once('\t'))
@@ -507,7 +527,14 @@ impl Engine {
     pub async fn image_config(&self, image: &str) -> Result<Option<ImageConfig>, String> {
         let out = self
             .cmd()
-            .args(["image", "inspect", "--format", "{{json .Config.User}}", "--", image])
+            .args([
+                "image",
+                "inspect",
+                "--format",
+                "{{json .Config.User}}",
+                "--",
+                image,
+            ])
             .output()
             .await
             .map_err(|e| e.to_string())?;
@@ -541,8 +568,15 @@ impl Engine {
     }
 
     /// Starts a created container attached: its stdout and stderr append to `log`.
-    pub fn start_attached(self: &Arc<Self>, name: &str, log: &Path) -> std::io::Result<DockerContainer> {
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    pub fn start_attached(
+        self: &Arc<Self>,
+        name: &str,
+        log: &Path,
+    ) -> std::io::Result<DockerContainer> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)?;
         let child = self
             .cmd()
             .args(["start", "--attach", name])
@@ -560,7 +594,14 @@ impl Engine {
     /// How an exited container ended.
     pub async fn exit_info(&self, name: &str) -> Result<ExitInfo, String> {
         let out = self
-            .run(&["inspect", "--type", "container", "--format", "{{json .State}}", name])
+            .run(&[
+                "inspect",
+                "--type",
+                "container",
+                "--format",
+                "{{json .State}}",
+                name,
+            ])
             .await?;
         let state: serde_json::Value =
             serde_json::from_str(out.trim()).map_err(|e| e.to_string())?;
@@ -580,7 +621,11 @@ impl Engine {
     /// `docker exec` (exec probes); true when the command exits 0 within `timeout`.
     pub async fn exec(&self, name: &str, command: &[String], timeout: Duration) -> bool {
         let mut c = self.cmd();
-        c.arg("exec").arg(name).args(command).stdout(Stdio::null()).stderr(Stdio::null());
+        c.arg("exec")
+            .arg(name)
+            .args(command)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         matches!(
             tokio::time::timeout(timeout, c.status()).await,
             Ok(Ok(s)) if s.success()
@@ -593,7 +638,10 @@ impl Engine {
             return;
         }
         let mut c = self.cmd();
-        c.args(["rm", "-f", "-v"]).args(names).stdout(Stdio::null()).stderr(Stdio::null());
+        c.args(["rm", "-f", "-v"])
+            .args(names)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         let _ = c.status().await;
     }
 
@@ -612,8 +660,21 @@ impl Engine {
         let runner_label = format!("{LABEL_RUNNER}={}", self.runner);
         let o = format!("o={opts}");
         self.run(&[
-            "volume", "create", "--driver", "local", "--opt", "type=tmpfs", "--opt",
-            "device=tmpfs", "--opt", &o, "--label", &uid_label, "--label", &runner_label, name,
+            "volume",
+            "create",
+            "--driver",
+            "local",
+            "--opt",
+            "type=tmpfs",
+            "--opt",
+            "device=tmpfs",
+            "--opt",
+            &o,
+            "--label",
+            &uid_label,
+            "--label",
+            &runner_label,
+            name,
         ])
         .await
         .map(|_| ())
@@ -625,17 +686,28 @@ impl Engine {
             return;
         }
         let mut c = self.cmd();
-        c.args(["volume", "rm", "-f"]).args(names).stdout(Stdio::null()).stderr(Stdio::null());
+        c.args(["volume", "rm", "-f"])
+            .args(names)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         let _ = c.status().await;
     }
 
     /// Removes containers, then volumes, waiting for the CLI (for `Drop`).
     pub fn remove_blocking(&self, containers: &[String], volumes: &[String]) {
         if !containers.is_empty() {
-            let _ = self.std_cmd().args(["rm", "-f", "-v"]).args(containers).status();
+            let _ = self
+                .std_cmd()
+                .args(["rm", "-f", "-v"])
+                .args(containers)
+                .status();
         }
         if !volumes.is_empty() {
-            let _ = self.std_cmd().args(["volume", "rm", "-f"]).args(volumes).status();
+            let _ = self
+                .std_cmd()
+                .args(["volume", "rm", "-f"])
+                .args(volumes)
+                .status();
         }
     }
 }

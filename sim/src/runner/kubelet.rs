@@ -885,13 +885,26 @@ impl PodWorker {
             Some(q) => Some(memory_bytes(&q.0).map_err(|e| e.to_string())?),
             None => None,
         };
-        let uid8: String = self.record.uid.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+        let uid8: String = self
+            .record
+            .uid
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .collect();
         let clean: String = name
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '-' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                    c
+                } else {
+                    '-'
+                }
+            })
             .collect();
         let vol = format!("k8s_{clean}_{}_{uid8}", self.name);
-        engine.create_memory_volume(&vol, size, &self.record.uid).await?;
+        engine
+            .create_memory_volume(&vol, size, &self.record.uid)
+            .await?;
         self.docker_volumes.insert(name.to_string(), vol);
         Ok(())
     }
@@ -1463,8 +1476,8 @@ impl PodWorker {
             .fetch_sources(&secrets, &cms)
             .await
             .map_err(config_error)?;
-        let env = resolve_env(&self.pod, container, &sources)
-            .map_err(|e| config_error(e.to_string()))?;
+        let env =
+            resolve_env(&self.pod, container, &sources).map_err(|e| config_error(e.to_string()))?;
         let image = container.image.clone().unwrap_or_default();
         let image_config = match engine.image_config(&image).await {
             Ok(Some(c)) => c,
@@ -1539,7 +1552,11 @@ impl PodWorker {
                     "subPath \"{sub}\" must be a relative path without \"..\""
                 )));
             }
-            let host = if sub.is_empty() { dir.clone() } else { dir.join(&sub) };
+            let host = if sub.is_empty() {
+                dir.clone()
+            } else {
+                dir.join(&sub)
+            };
             if !host.exists() {
                 let _ = std::fs::create_dir_all(&host);
                 let _ = std::fs::set_permissions(&host, std::fs::Permissions::from_mode(0o777));
