@@ -404,6 +404,27 @@ async fn run_as_non_root_refuses_an_image_that_runs_as_root() {
         Some("Pending")
     );
     assert!(containers_of(pod.metadata.uid.as_deref().unwrap()).is_empty());
+    // A subPath that climbs out of its volume is refused, never bind-mounted.
+    let escape = json!({
+        "restartPolicy": "Never",
+        "volumes": [{"name": "scratch", "emptyDir": {}}],
+        "containers": [{"name": "main", "image": ROOT_IMAGE, "command": ["true"],
+            "volumeMounts": [{"name": "scratch", "mountPath": "/x", "subPath": "../../../etc"}]}]
+    });
+    jobs.create(&PostParams::default(), &job("dk-escape", escape))
+        .await
+        .unwrap();
+    let (esc_pod, message) = job_pod(&pods, "dk-escape", "the subPath refusal", |p| {
+        let w = main_status(p)?.state?.waiting?;
+        (w.reason.as_deref() == Some("CreateContainerConfigError"))
+            .then(|| w.message.unwrap_or_default())
+    })
+    .await;
+    assert!(
+        message.contains("must be a relative path without"),
+        "{message}"
+    );
+    assert!(containers_of(esc_pod.metadata.uid.as_deref().unwrap()).is_empty());
     let (ok_pod, term) = job_pod(
         &pods,
         "dk-nonroot",
