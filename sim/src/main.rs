@@ -24,6 +24,11 @@ struct Args {
     /// Also run the Job runner (Job controller + kubelet stand-in).
     #[arg(long)]
     run_jobs: bool,
+    /// How the Job runner runs pod containers: `docker` (containers of the pods' images; the
+    /// default, the engine must be reachable) or `process` (host processes mapped through
+    /// sim/images.yaml; development only).
+    #[arg(long, env = kube_sim::runner::RUNTIME_ENV, default_value = "docker")]
+    container_runtime: kube_sim::runner::Runtime,
 }
 
 #[tokio::main]
@@ -35,7 +40,15 @@ async fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let args = Args::parse();
+    let mut args = Args::parse();
+    // Every path handed to containers must be absolute, whatever directory we were started in.
+    args.state_dir = match kube_sim::runner::absolute_state_dir(&args.state_dir) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("kube-sim: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     if !args.listen.ip().is_loopback() {
         eprintln!(
             "kube-sim: refusing to listen on non-loopback address {}",
@@ -65,7 +78,7 @@ async fn main() -> std::process::ExitCode {
     println!("{}", server.addr().port());
     println!("kubeconfig: {}", server.kubeconfig_path().display());
     if args.run_jobs
-        && let Err(e) = start_runner(&mut server, &args.state_dir).await
+        && let Err(e) = start_runner(&mut server, &args.state_dir, args.container_runtime).await
     {
         eprintln!("kube-sim: starting the Job runner: {e}");
         return std::process::ExitCode::FAILURE;
@@ -83,16 +96,13 @@ async fn main() -> std::process::ExitCode {
 async fn start_runner(
     server: &mut kube_sim::RunningServer,
     state_dir: &std::path::Path,
+    runtime: kube_sim::runner::Runtime,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let client = server.client().await?;
     let mut cfg = kube_sim::runner::RunnerConfig::new(state_dir.to_path_buf())?;
     cfg.kubeconfig = Some(server.kubeconfig_path().to_path_buf());
-    server.attach(tokio::spawn(async move {
-        if let Err(e) = kube_sim::runner::run(client, cfg).await {
-            tracing::error!(error = %e, "the Job runner stopped");
-            std::process::exit(1);
-        }
-    }));
+    cfg.runtime = runtime;
+    // Checks the engine (Docker) before returning: a missing engine fails the start loudly.
+    kube_sim::runner::attach(server, cfg).await?;
     Ok(())
 }
 

@@ -8,7 +8,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams, PropagationPolicy};
-use kube_sim::runner::{RunnerConfig, attach};
+use kube_sim::runner::{RunnerConfig, Runtime, attach};
 use kube_sim::{RunningServer, Server, ServerOptions};
 use serde_json::json;
 
@@ -45,6 +45,9 @@ async fn sim_with_state(nested: bool) -> Sim {
     .await
     .unwrap();
     let mut cfg = RunnerConfig::new(state).unwrap();
+    // These scenarios run host processes (busybox, postgres, mariadb from the image table);
+    // the Docker runtime has its own tests (runner_docker.rs).
+    cfg.runtime = Runtime::Process;
     cfg.pod_backoff_base = Duration::from_millis(200);
     cfg.container_restart_backoff = Duration::from_millis(200);
     attach(&mut server, cfg).await.unwrap();

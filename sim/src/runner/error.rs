@@ -45,6 +45,12 @@ pub enum RunnerError {
     /// No API client could be built.
     #[error("cannot build an API client: {0}")]
     Client(String),
+    /// The Docker runtime is selected but the engine cannot be used.
+    #[error(transparent)]
+    Engine(#[from] crate::runner::docker::EngineError),
+    /// An unknown runtime was asked for.
+    #[error(transparent)]
+    Runtime(#[from] crate::runner::runtime::UnknownRuntime),
     /// No free loopback prefix could be claimed.
     #[error("no free 127.N.0.0/16 prefix for pod IPs: {0}")]
     NoIpPrefix(String),
@@ -58,7 +64,10 @@ impl RunnerError {
                 ErrorCategory::Api
             }
             RunnerError::Io { .. } => ErrorCategory::Io,
-            RunnerError::ImageTable(_) | RunnerError::NoIpPrefix(_) => ErrorCategory::Config,
+            RunnerError::ImageTable(_)
+            | RunnerError::NoIpPrefix(_)
+            | RunnerError::Engine(_)
+            | RunnerError::Runtime(_) => ErrorCategory::Config,
         }
     }
 

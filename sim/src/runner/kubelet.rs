@@ -1,5 +1,6 @@
-//! The kubelet: binds unassigned Pods to the sim node and runs their containers as host
-//! processes, reporting status through the API like a real kubelet.
+//! The kubelet: binds unassigned Pods to the sim node and runs their containers as Docker
+//! containers (or host processes with [`super::Runtime::Process`]), reporting status through
+//! the API like a real kubelet.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
@@ -20,6 +21,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
+use super::docker::{
+    ContainerPlan, DockerContainer, Engine, ExitInfo, KUBECONFIG_MOUNT, LABEL_POD_UID,
+    LABEL_RUNNER, MountSpec, command_line, container_name, security_plan,
+};
 use super::env::{EnvSources, expand_command, referenced_objects, resolve_env};
 use super::error::RunnerError;
 use super::images::{ImageTable, Launch, ResolveError};
@@ -30,7 +35,8 @@ use super::podstatus::{
     termination_message,
 };
 use super::process::{ContainerProcess, ProcessSpec, exit_code};
-use super::volumes::{materialize, plan_volume, volume_references};
+use super::quantity::{cpu_millis, memory_bytes};
+use super::volumes::{apply_fs_group, materialize, plan_volume, volume_references};
 
 /// Name of the one node the sim has.
 pub const NODE_NAME: &str = "sim-node";
@@ -49,6 +55,8 @@ pub(crate) struct KubeletCtx {
     pub ips: Mutex<IpPool>,
     pub kubeconfig: Option<PathBuf>,
     pub restart_backoff: Duration,
+    /// The Docker Engine (Docker runtime); `None` runs host processes.
+    pub engine: Option<Arc<Engine>>,
 }
 
 /// Why a pod's containers are being stopped.
@@ -185,6 +193,10 @@ struct Exit {
     run: u32,
     exit_code: i32,
     signal: Option<i32>,
+    /// Killed by the OOM killer (memory limit).
+    oom_killed: bool,
+    /// The runtime could not start it (reason `StartError`, exit code 128).
+    start_error: Option<String>,
 }
 
 enum Event {
@@ -215,6 +227,22 @@ struct RunningContainer {
     term_file: PathBuf,
     log_path: PathBuf,
     mounts: MountMap,
+    /// The Docker container's name (Docker runtime).
+    docker: Option<String>,
+}
+
+/// A started container, whichever the runtime.
+enum Handle {
+    Process(ContainerProcess),
+    Docker(DockerContainer),
+}
+
+/// What [`PodWorker::launch`] started.
+struct Launched {
+    handle: Handle,
+    log_path: PathBuf,
+    mounts: MountMap,
+    docker: Option<String>,
 }
 
 struct PodWorker {
@@ -235,6 +263,25 @@ struct PodWorker {
     runs: u32,
     tasks: JoinSet<()>,
     ip: Option<Ipv4Addr>,
+    /// Volumes the kubelet forces read-only (secret, configMap, downwardAPI, projected).
+    read_only_volumes: std::collections::BTreeSet<String>,
+    /// Memory-backed emptyDirs as Docker volumes: pod volume name → Docker volume name.
+    docker_volumes: BTreeMap<String, String>,
+    /// Docker containers created for this pod (removed with the pod).
+    docker_containers: Vec<String>,
+}
+
+impl Drop for PodWorker {
+    fn drop(&mut self) {
+        // The runner stopped while this pod ran: remove its containers now (blocking; the
+        // async path in `run` has emptied these lists when the pod ended normally).
+        if let Some(engine) = &self.ctx.engine
+            && (!self.docker_containers.is_empty() || !self.docker_volumes.is_empty())
+        {
+            let volumes: Vec<String> = self.docker_volumes.values().cloned().collect();
+            engine.remove_blocking(&self.docker_containers, &volumes);
+        }
+    }
 }
 
 impl PodWorker {
@@ -307,6 +354,9 @@ impl PodWorker {
             runs: 0,
             tasks: JoinSet::new(),
             ip: None,
+            read_only_volumes: Default::default(),
+            docker_volumes: BTreeMap::new(),
+            docker_containers: Vec::new(),
         }
     }
 
@@ -376,7 +426,21 @@ impl PodWorker {
         if let Stop::Graceful(_) = stop {
             self.finalize_deletion().await;
         }
+        self.remove_docker_objects().await;
         let _ = std::fs::remove_dir_all(&self.pod_dir);
+    }
+
+    /// Removes the pod's Docker containers and volumes (Docker runtime).
+    async fn remove_docker_objects(&mut self) {
+        let Some(engine) = self.ctx.engine.clone() else {
+            return;
+        };
+        let containers = std::mem::take(&mut self.docker_containers);
+        let volumes: Vec<String> = std::mem::take(&mut self.docker_volumes)
+            .into_values()
+            .collect();
+        engine.remove_containers(&containers).await;
+        engine.remove_volumes(&volumes).await;
     }
 
     async fn bind(&mut self) -> bool {
@@ -673,13 +737,18 @@ impl PodWorker {
             &log,
         )
         .map(|m| rc.mounts.to_container(&m));
+        let (reason, message) = match (&exit.start_error, exit.oom_killed) {
+            (Some(err), _) => ("StartError", Some(err.clone())),
+            (None, true) => ("OOMKilled", message),
+            (None, false) => (exit_reason(exit.exit_code), message),
+        };
         let rec = self.record_of_mut(key);
         let previous = std::mem::replace(
             &mut rec.state,
             CState::Terminated {
                 exit_code: exit.exit_code,
                 signal: exit.signal,
-                reason: exit_reason(exit.exit_code).into(),
+                reason: reason.into(),
                 message,
                 started_at: Some(rc.started_at),
                 finished_at: Timestamp::now(),
@@ -711,12 +780,42 @@ impl PodWorker {
                                 break;
                             }
                         };
+                        if v.secret.is_some()
+                            || v.config_map.is_some()
+                            || v.downward_api.is_some()
+                            || v.projected.is_some()
+                        {
+                            self.read_only_volumes.insert(v.name.clone());
+                        }
+                        if let Some(engine) = self.ctx.engine.clone()
+                            && let Some(ed) = v.empty_dir.as_ref()
+                            && ed.medium.as_deref() == Some("Memory")
+                        {
+                            if let Err(e) = self.memory_volume(&engine, &v.name, ed).await {
+                                out = Err(format!(
+                                    "MountVolume.SetUp failed for volume \"{}\" : {e}",
+                                    v.name
+                                ));
+                                break;
+                            }
+                            continue;
+                        }
+                        let fs_group = self
+                            .spec()
+                            .security_context
+                            .and_then(|sc| sc.fs_group)
+                            .filter(|_| v.host_path.is_none());
+                        let read_only = self.read_only_volumes.contains(&v.name);
                         match materialize(
                             &plan,
                             &v.name,
                             &self.pod_dir.join("volumes"),
                             &self.ctx.state_dir,
-                        ) {
+                        )
+                        .and_then(|dir| match fs_group {
+                            Some(g) => apply_fs_group(&dir, g as u32, read_only).map(|()| dir),
+                            None => Ok(dir),
+                        }) {
                             Ok(dir) => {
                                 if let Ok(m) = out.as_mut() {
                                     m.insert(v.name.clone(), dir);
@@ -770,6 +869,44 @@ impl PodWorker {
                 }
             }
         }
+    }
+
+    /// Creates the Docker tmpfs volume of a memory-backed emptyDir (size from `sizeLimit`).
+    async fn memory_volume(
+        &mut self,
+        engine: &Engine,
+        name: &str,
+        ed: &k8s_openapi::api::core::v1::EmptyDirVolumeSource,
+    ) -> Result<(), String> {
+        if self.docker_volumes.contains_key(name) {
+            return Ok(());
+        }
+        let size = match &ed.size_limit {
+            Some(q) => Some(memory_bytes(&q.0).map_err(|e| e.to_string())?),
+            None => None,
+        };
+        let uid8: String = self
+            .record
+            .uid
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .collect();
+        let clean: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        let vol = format!("k8s_{clean}_{}_{uid8}", self.name);
+        engine
+            .create_memory_volume(&vol, size, &self.record.uid)
+            .await?;
+        self.docker_volumes.insert(name.to_string(), vol);
+        Ok(())
     }
 
     async fn fetch_sources(
@@ -871,7 +1008,7 @@ impl PodWorker {
                 if !self.running.contains_key(&Key::Init(i)) {
                     // It exited (and was restarted or not) during the wait: probe again later.
                     failures = 0;
-                } else if self.probe(&container, &probe).await {
+                } else if self.probe(Key::Init(i), &container, &probe).await {
                     break;
                 } else {
                     failures += 1;
@@ -904,7 +1041,7 @@ impl PodWorker {
         Flow::Continue
     }
 
-    async fn probe(&mut self, container: &Container, probe: &Probe) -> bool {
+    async fn probe(&mut self, key: Key, container: &Container, probe: &Probe) -> bool {
         let timeout = Duration::from_secs(probe.timeout_seconds.unwrap_or(1).max(1) as u64);
         let ip = self.record.pod_ip.clone().unwrap_or_else(|| HOST_IP.into());
         let port_of =
@@ -946,6 +1083,12 @@ impl PodWorker {
         }
         if let Some(exec) = &probe.exec {
             let command = exec.command.clone().unwrap_or_default();
+            if let Some(engine) = self.ctx.engine.clone() {
+                let Some(name) = self.running.get(&key).and_then(|r| r.docker.clone()) else {
+                    return false;
+                };
+                return engine.exec(&name, &command, timeout).await;
+            }
             let Ok((spec, stop_signal)) =
                 self.process_spec(container, Some(&command), "probe").await
             else {
@@ -1118,93 +1261,60 @@ impl PodWorker {
         let container = self.container(key);
         let mut attempts = 0u32;
         loop {
-            match self.process_spec(&container, None, "main").await {
-                Ok((spec, stop_signal)) => {
-                    // A new run: fresh termination-message file; rotate the previous log.
-                    let term_file = self.term_file(&container.name);
-                    let _ = std::fs::write(&term_file, b"");
-                    let _ = std::fs::set_permissions(
-                        &term_file,
-                        std::fs::Permissions::from_mode(0o666),
+            match self.launch(key, &container).await {
+                Ok(launched) => {
+                    let image = container.image.clone().unwrap_or_default();
+                    self.event(
+                        false,
+                        "Pulled",
+                        "Pull",
+                        format!("Container image \"{image}\" already present on machine"),
+                    )
+                    .await;
+                    self.event(
+                        false,
+                        "Created",
+                        "Create",
+                        format!("Created container: {}", container.name),
+                    )
+                    .await;
+                    self.event(
+                        false,
+                        "Started",
+                        "Start",
+                        format!("Started container {}", container.name),
+                    )
+                    .await;
+                    let started_at = Timestamp::now();
+                    self.runs += 1;
+                    let run = self.runs;
+                    let (stop_tx, stop_rx) = oneshot::channel();
+                    let tx = self.exit_tx.clone();
+                    self.tasks
+                        .spawn(supervise(launched.handle, stop_rx, key, run, tx));
+                    self.running.insert(
+                        key,
+                        RunningContainer {
+                            stop: stop_tx,
+                            run,
+                            started_at,
+                            term_file: self.term_file(&container.name),
+                            log_path: launched.log_path,
+                            mounts: launched.mounts,
+                            docker: launched.docker,
+                        },
                     );
-                    if self.record_of(key).restart_count > 0
-                        || matches!(self.record_of(key).state, CState::Terminated { .. })
-                    {
-                        let prev = self
-                            .log_dir
-                            .join(format!("{}.previous.log", container.name));
-                        let _ = std::fs::rename(&spec.log_path, prev);
+                    let sidecar_probe =
+                        matches!(key, Key::Init(_)) && container.startup_probe.is_some();
+                    let rec = self.record_of_mut(key);
+                    let previous =
+                        std::mem::replace(&mut rec.state, CState::Running { started_at });
+                    if matches!(previous, CState::Terminated { .. }) {
+                        rec.last_state = Some(previous);
                     }
-                    match ContainerProcess::spawn(&spec, stop_signal) {
-                        Ok(proc) => {
-                            let image = container.image.clone().unwrap_or_default();
-                            self.event(
-                                false,
-                                "Pulled",
-                                "Pull",
-                                format!("Container image \"{image}\" already present on machine"),
-                            )
-                            .await;
-                            self.event(
-                                false,
-                                "Created",
-                                "Create",
-                                format!("Created container: {}", container.name),
-                            )
-                            .await;
-                            self.event(
-                                false,
-                                "Started",
-                                "Start",
-                                format!("Started container {}", container.name),
-                            )
-                            .await;
-                            let started_at = Timestamp::now();
-                            self.runs += 1;
-                            let run = self.runs;
-                            let (stop_tx, stop_rx) = oneshot::channel();
-                            let tx = self.exit_tx.clone();
-                            self.tasks.spawn(supervise(proc, stop_rx, key, run, tx));
-                            self.running.insert(
-                                key,
-                                RunningContainer {
-                                    stop: stop_tx,
-                                    run,
-                                    started_at,
-                                    term_file,
-                                    log_path: spec.log_path.clone(),
-                                    mounts: spec.mounts.clone(),
-                                },
-                            );
-                            let sidecar_probe =
-                                matches!(key, Key::Init(_)) && container.startup_probe.is_some();
-                            let rec = self.record_of_mut(key);
-                            let previous =
-                                std::mem::replace(&mut rec.state, CState::Running { started_at });
-                            if matches!(previous, CState::Terminated { .. }) {
-                                rec.last_state = Some(previous);
-                            }
-                            rec.started = !sidecar_probe;
-                            rec.ready = !sidecar_probe;
-                            return Flow::Continue;
-                        }
-                        Err(e) => {
-                            let now = Timestamp::now();
-                            let _ = std::fs::write(
-                                &spec.log_path,
-                                format!("kube-sim: cannot start {:?}: {e}\n", spec.argv.first()),
-                            );
-                            self.record_of_mut(key).state = CState::Terminated {
-                                exit_code: 128,
-                                signal: None,
-                                reason: "StartError".into(),
-                                message: Some(format!("failed to start container process: {e}")),
-                                started_at: Some(now),
-                                finished_at: now,
-                            };
-                            return Flow::Continue;
-                        }
-                    }
+                    rec.started = !sidecar_probe;
+                    rec.ready = !sidecar_probe;
+                    return Flow::Continue;
                 }
                 Err(state @ CState::Terminated { .. }) => {
                     self.record_of_mut(key).state = state;
@@ -1265,6 +1375,241 @@ impl PodWorker {
                 }
             }
         }
+    }
+
+    /// A new run of a container: a fresh termination-message file, the previous log moved to
+    /// `{container}.previous.log`.
+    fn fresh_run_files(&self, key: Key, container: &Container, log_path: &Path) {
+        let term_file = self.term_file(&container.name);
+        let _ = std::fs::write(&term_file, b"");
+        let _ = std::fs::set_permissions(&term_file, std::fs::Permissions::from_mode(0o666));
+        if self.record_of(key).restart_count > 0
+            || matches!(self.record_of(key).state, CState::Terminated { .. })
+        {
+            let prev = self
+                .log_dir
+                .join(format!("{}.previous.log", container.name));
+            let _ = std::fs::rename(log_path, prev);
+        }
+    }
+
+    /// Starts a container with the configured runtime. Errors are waiting/terminated states.
+    async fn launch(&mut self, key: Key, container: &Container) -> Result<Launched, CState> {
+        if let Some(engine) = self.ctx.engine.clone() {
+            return self.launch_docker(&engine, key, container).await;
+        }
+        let (spec, stop_signal) = self.process_spec(container, None, "main").await?;
+        self.fresh_run_files(key, container, &spec.log_path);
+        match ContainerProcess::spawn(&spec, stop_signal) {
+            Ok(proc) => Ok(Launched {
+                handle: Handle::Process(proc),
+                log_path: spec.log_path,
+                mounts: spec.mounts,
+                docker: None,
+            }),
+            Err(e) => {
+                let now = Timestamp::now();
+                let _ = std::fs::write(
+                    &spec.log_path,
+                    format!("kube-sim: cannot start {:?}: {e}\n", spec.argv.first()),
+                );
+                Err(CState::Terminated {
+                    exit_code: 128,
+                    signal: None,
+                    reason: "StartError".into(),
+                    message: Some(format!("failed to start container process: {e}")),
+                    started_at: Some(now),
+                    finished_at: now,
+                })
+            }
+        }
+    }
+
+    async fn launch_docker(
+        &mut self,
+        engine: &Arc<Engine>,
+        key: Key,
+        container: &Container,
+    ) -> Result<Launched, CState> {
+        let attempt = self.record_of(key).restart_count.max(0) as u32;
+        let plan = self.docker_plan(engine, container, attempt).await?;
+        let log_path = self.log_dir.join(format!("{}.log", container.name));
+        self.fresh_run_files(key, container, &log_path);
+        engine
+            .create(&plan)
+            .await
+            .map_err(|e| CState::waiting("CreateContainerError", Some(e)))?;
+        if !self.docker_containers.contains(&plan.name) {
+            self.docker_containers.push(plan.name.clone());
+        }
+        match engine.start_attached(&plan.name, &log_path) {
+            Ok(dc) => Ok(Launched {
+                handle: Handle::Docker(dc),
+                log_path,
+                mounts: MountMap::new(),
+                docker: Some(plan.name),
+            }),
+            Err(e) => {
+                let now = Timestamp::now();
+                Err(CState::Terminated {
+                    exit_code: 128,
+                    signal: None,
+                    reason: "StartError".into(),
+                    message: Some(format!("cannot run the docker CLI: {e}")),
+                    started_at: Some(now),
+                    finished_at: now,
+                })
+            }
+        }
+    }
+
+    /// What `docker create` is told for `container` (Docker runtime).
+    async fn docker_plan(
+        &mut self,
+        engine: &Engine,
+        container: &Container,
+        attempt: u32,
+    ) -> Result<ContainerPlan, CState> {
+        let config_error = |m: String| CState::waiting("CreateContainerConfigError", Some(m));
+        let (secrets, cms) = referenced_objects(container);
+        let sources = self
+            .fetch_sources(&secrets, &cms)
+            .await
+            .map_err(config_error)?;
+        let env =
+            resolve_env(&self.pod, container, &sources).map_err(|e| config_error(e.to_string()))?;
+        let image = container.image.clone().unwrap_or_default();
+        let image_config = match engine.image_config(&image).await {
+            Ok(Some(c)) => c,
+            Ok(None) => {
+                return Err(CState::waiting(
+                    "ErrImagePull",
+                    Some(format!(
+                        "failed to pull image \"{image}\": kube-sim never pulls (no registry) and the image is not present on the node; build or import it (docker images)"
+                    )),
+                ));
+            }
+            Err(e) => return Err(CState::waiting("ErrImagePull", Some(e))),
+        };
+        let security =
+            security_plan(&self.pod, container, &image_config.user).map_err(config_error)?;
+
+        let mut mounts = Vec::new();
+        let term_path = container
+            .termination_message_path
+            .clone()
+            .unwrap_or_else(|| DEFAULT_TERMINATION_MESSAGE_PATH.into());
+        let term_file = self.term_file(&container.name);
+        if !term_file.exists() {
+            let _ = std::fs::write(&term_file, b"");
+            let _ = std::fs::set_permissions(&term_file, std::fs::Permissions::from_mode(0o666));
+        }
+        mounts.push(MountSpec::Bind {
+            source: term_file,
+            target: term_path,
+            read_only: false,
+        });
+        let mut full_env: Vec<(String, String)> = Vec::new();
+        if let Some(k) = &self.ctx.kubeconfig {
+            mounts.push(MountSpec::Bind {
+                source: std::path::absolute(k).unwrap_or_else(|_| k.clone()),
+                target: KUBECONFIG_MOUNT.into(),
+                read_only: true,
+            });
+            full_env.push(("KUBECONFIG".into(), KUBECONFIG_MOUNT.into()));
+        }
+        full_env.extend(env.iter().cloned());
+        for m in container.volume_mounts.iter().flatten() {
+            let read_only = m.read_only == Some(true) || self.read_only_volumes.contains(&m.name);
+            let sub = m
+                .sub_path
+                .clone()
+                .or_else(|| {
+                    m.sub_path_expr
+                        .as_ref()
+                        .map(|e| expand_command(std::slice::from_ref(e), &env).remove(0))
+                })
+                .unwrap_or_default();
+            if let Some(vol) = self.docker_volumes.get(&m.name) {
+                if !sub.is_empty() {
+                    return Err(config_error(format!(
+                        "subPath on the memory-backed emptyDir \"{}\" is not supported by kube-sim",
+                        m.name
+                    )));
+                }
+                mounts.push(MountSpec::Volume {
+                    name: vol.clone(),
+                    target: m.mount_path.clone(),
+                    read_only,
+                });
+                continue;
+            }
+            let Some(dir) = self.volumes.get(&m.name) else {
+                return Err(config_error(format!("volume \"{}\" not found", m.name)));
+            };
+            if sub.split('/').any(|c| c == "..") || sub.starts_with('/') {
+                return Err(config_error(format!(
+                    "subPath \"{sub}\" must be a relative path without \"..\""
+                )));
+            }
+            let host = if sub.is_empty() {
+                dir.clone()
+            } else {
+                dir.join(&sub)
+            };
+            if !host.exists() {
+                let _ = std::fs::create_dir_all(&host);
+                let _ = std::fs::set_permissions(&host, std::fs::Permissions::from_mode(0o777));
+            }
+            mounts.push(MountSpec::Bind {
+                source: host,
+                target: m.mount_path.clone(),
+                read_only,
+            });
+        }
+        let (command, args) = command_line(
+            &expand_command(container.command.as_deref().unwrap_or_default(), &env),
+            &expand_command(container.args.as_deref().unwrap_or_default(), &env),
+        );
+        let limits = container
+            .resources
+            .as_ref()
+            .and_then(|r| r.limits.clone())
+            .unwrap_or_default();
+        let memory = match limits.get("memory") {
+            Some(q) => Some(memory_bytes(&q.0).map_err(|e| config_error(e.to_string()))?),
+            None => None,
+        };
+        let cpu = match limits.get("cpu") {
+            Some(q) => Some(cpu_millis(&q.0).map_err(|e| config_error(e.to_string()))?),
+            None => None,
+        };
+        Ok(ContainerPlan {
+            name: container_name(
+                &container.name,
+                &self.name,
+                &self.namespace,
+                &self.record.uid,
+                attempt,
+            ),
+            image,
+            labels: vec![
+                (LABEL_POD_UID.into(), self.record.uid.clone()),
+                (LABEL_RUNNER.into(), engine.runner_label().to_string()),
+                ("io.kube-sim.pod".into(), self.name.clone()),
+                ("io.kube-sim.namespace".into(), self.namespace.clone()),
+                ("io.kube-sim.container".into(), container.name.clone()),
+            ],
+            hostname: self.name.clone(),
+            entrypoint: command,
+            args,
+            env: full_env,
+            working_dir: container.working_dir.clone().filter(|w| !w.is_empty()),
+            mounts,
+            security,
+            memory_bytes: memory,
+            cpu_millis: cpu,
+        })
     }
 
     /// Stops running containers: main containers first (in parallel), then sidecars in reverse
@@ -1374,25 +1719,48 @@ impl PodWorker {
 }
 
 async fn supervise(
-    mut proc: ContainerProcess,
+    handle: Handle,
     mut stop: oneshot::Receiver<Duration>,
     key: Key,
     run: u32,
     tx: mpsc::UnboundedSender<Exit>,
 ) {
-    let status = tokio::select! {
-        s = proc.wait() => s,
-        Ok(grace) = &mut stop => proc.stop(grace).await,
-    };
-    let (code, signal) = match status {
-        Ok(s) => exit_code(s),
-        Err(_) => (255, None),
+    let info = match handle {
+        Handle::Process(mut proc) => {
+            let status = tokio::select! {
+                s = proc.wait() => s,
+                Ok(grace) = &mut stop => proc.stop(grace).await,
+            };
+            let (exit_code, signal) = match status {
+                Ok(s) => exit_code(s),
+                Err(_) => (255, None),
+            };
+            ExitInfo {
+                exit_code,
+                signal,
+                oom_killed: false,
+                start_error: None,
+            }
+        }
+        Handle::Docker(mut dc) => {
+            tokio::select! {
+                i = dc.wait() => i,
+                Ok(grace) = &mut stop => dc.stop(grace).await,
+            }
+        }
     };
     let _ = tx.send(Exit {
         key,
         run,
-        exit_code: code,
-        signal,
+        // The kubelet reports a container that never started with exit code 128.
+        exit_code: if info.start_error.is_some() {
+            128
+        } else {
+            info.exit_code
+        },
+        signal: info.signal,
+        oom_killed: info.oom_killed,
+        start_error: info.start_error,
     });
 }
 

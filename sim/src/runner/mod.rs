@@ -8,6 +8,7 @@
 //! (container environment), [`mounts`] and [`volumes`] (paths), [`podstatus`] (status
 //! rendering), [`images`] (image table); the I/O loops are in `jobcontroller` and `kubelet`.
 
+pub mod docker;
 pub mod env;
 pub mod error;
 mod events;
@@ -20,6 +21,8 @@ mod kubelet;
 pub mod mounts;
 pub mod podstatus;
 pub mod process;
+pub mod quantity;
+pub mod runtime;
 pub mod volumes;
 
 use std::path::PathBuf;
@@ -30,6 +33,7 @@ pub use error::{ErrorCategory, RunnerError};
 pub use images::ImageTable;
 pub use ip::{IpPool, IpPrefix};
 pub use kubelet::{HOST_IP, NODE_NAME};
+pub use runtime::{RUNTIME_ENV, Runtime};
 
 /// Configuration of the Job runner.
 #[derive(Debug)]
@@ -51,12 +55,17 @@ pub struct RunnerConfig {
     pub pod_backoff_base: Duration,
     /// First delay before a container is restarted in place (sidecars, `OnFailure`/`Always`).
     pub container_restart_backoff: Duration,
+    /// How containers run: Docker containers of the pod's images (the default) or host
+    /// processes mapped through `images` (development only).
+    pub runtime: Runtime,
 }
 
 impl RunnerConfig {
-    /// The committed image table, a claimed IP prefix, 1 s backoffs, no kubeconfig.
+    /// The committed image table, a claimed IP prefix, 1 s backoffs, no kubeconfig, and the
+    /// runtime named by `KUBE_SIM_CONTAINER_RUNTIME` (`docker` when unset).
     pub fn new(state_dir: PathBuf) -> Result<Self, RunnerError> {
         Ok(RunnerConfig {
+            runtime: Runtime::from_env()?,
             state_dir,
             images: ImageTable::load_default()?,
             ip_prefix: IpPrefix::claim()?,
@@ -68,8 +77,45 @@ impl RunnerConfig {
 }
 
 /// Runs the Job controller and the kubelet until one of them stops (an error) or the future is
-/// dropped. Dropping it stops every container process it started.
+/// dropped. Dropping it stops every container it started (Docker containers are removed).
+///
+/// `state_dir` is made absolute first (relative to the current directory), so that every path
+/// handed to a container (termination-message file, volumes) is absolute. With
+/// [`Runtime::Docker`] an engine that does not answer is an error here.
 pub async fn run(client: kube::Client, cfg: RunnerConfig) -> Result<(), RunnerError> {
+    let prepared = prepare(cfg).await?;
+    run_prepared(client, prepared).await
+}
+
+/// A configuration whose state dir is absolute and whose engine answered.
+struct Prepared {
+    cfg: RunnerConfig,
+    engine: Option<Arc<docker::Engine>>,
+}
+
+async fn prepare(mut cfg: RunnerConfig) -> Result<Prepared, RunnerError> {
+    cfg.state_dir = absolute_state_dir(&cfg.state_dir)?;
+    let engine = match cfg.runtime {
+        Runtime::Process => None,
+        Runtime::Docker => {
+            let engine = docker::Engine::connect().await?;
+            engine.remove_stale().await;
+            Some(Arc::new(engine))
+        }
+    };
+    Ok(Prepared { cfg, engine })
+}
+
+/// Creates `state_dir` and returns its canonical absolute path.
+pub fn absolute_state_dir(state_dir: &std::path::Path) -> Result<PathBuf, RunnerError> {
+    std::fs::create_dir_all(state_dir)
+        .map_err(|e| RunnerError::io("creating the state directory", state_dir, e))?;
+    std::fs::canonicalize(state_dir)
+        .map_err(|e| RunnerError::io("resolving the state directory", state_dir, e))
+}
+
+async fn run_prepared(client: kube::Client, prepared: Prepared) -> Result<(), RunnerError> {
+    let Prepared { cfg, engine } = prepared;
     std::fs::create_dir_all(cfg.state_dir.join("logs"))
         .map_err(|e| RunnerError::io("creating log directory", cfg.state_dir.join("logs"), e))?;
     // Removed (after every process is gone) when the runner stops, if it is a temp dir.
@@ -83,6 +129,7 @@ pub async fn run(client: kube::Client, cfg: RunnerConfig) -> Result<(), RunnerEr
         ips: Mutex::new(IpPool::new(cfg.ip_prefix.octet())),
         kubeconfig: cfg.kubeconfig,
         restart_backoff: cfg.container_restart_backoff,
+        engine,
     });
     let job_ctx = Arc::new(jobcontroller::JobCtx {
         events: events::Events::new(client.clone(), "job-controller", None),
@@ -129,8 +176,10 @@ fn pods_root(
 }
 
 /// Starts the runner against a [`crate::RunningServer`] as one of its background tasks, so it
-/// stops (and kills its processes) with the server. Containers get the server's kubeconfig as
-/// `KUBECONFIG` unless `cfg.kubeconfig` is set.
+/// stops (and kills its processes, removes its containers) with the server. Containers get the
+/// server's kubeconfig as `KUBECONFIG` unless `cfg.kubeconfig` is set. The state dir is made
+/// absolute and the container engine checked before this returns (an unreachable Docker Engine
+/// is an error here, not in the background).
 pub async fn attach(
     server: &mut crate::RunningServer,
     mut cfg: RunnerConfig,
@@ -142,8 +191,9 @@ pub async fn attach(
     if cfg.kubeconfig.is_none() {
         cfg.kubeconfig = Some(server.kubeconfig_path().to_path_buf());
     }
+    let prepared = prepare(cfg).await?;
     server.attach(tokio::spawn(async move {
-        if let Err(e) = run(client, cfg).await {
+        if let Err(e) = run_prepared(client, prepared).await {
             tracing::error!(error = %e, category = ?e.category(), "kube-sim job runner stopped");
         }
     }));

@@ -370,3 +370,27 @@ pub fn materialize(
         }
     }
 }
+
+/// What the kubelet does for a pod's `fsGroup` (`SetVolumeOwnership`): every file and directory
+/// of the volume gets group `gid`, group read (read-only volumes) or read-write permission,
+/// and directories the setgid bit and group search permission, so the container's processes
+/// (which run with `gid` as a supplementary group) can use them.
+pub fn apply_fs_group(dir: &Path, gid: u32, read_only: bool) -> std::io::Result<()> {
+    let meta = std::fs::symlink_metadata(dir)?;
+    if meta.file_type().is_symlink() {
+        return Ok(());
+    }
+    std::os::unix::fs::chown(dir, None, Some(gid))?;
+    let mut mask = if read_only { 0o440 } else { 0o660 };
+    if meta.is_dir() {
+        mask |= 0o2000 | 0o110;
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | mask))?;
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(dir)? {
+            apply_fs_group(&entry?.path(), gid, read_only)?;
+        }
+    }
+    Ok(())
+}

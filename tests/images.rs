@@ -1,0 +1,178 @@
+//! The agent and operator images (issue 12), built from the binary under test by
+//! `scripts/build-images.sh` on the local Docker Engine:
+//!
+//! - both run as 65532 with a read-only root filesystem;
+//! - the agent image's bundled PostgreSQL client is the one the agent selects: a real backup run
+//!   inside the image records that tool in its manifest;
+//! - no secret is in any layer, label or environment variable of either image.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use testkit::Postgres;
+
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn images() -> testkit::images::Images {
+    testkit::images::ensure(
+        &workspace(),
+        Path::new(env!("CARGO_BIN_EXE_dataguardian")),
+        env!("CARGO_PKG_VERSION"),
+    )
+}
+
+fn docker(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker is installed");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    )
+}
+
+#[test]
+fn both_images_run_as_65532_with_a_read_only_root() {
+    let images = images();
+    for image in [&images.agent, &images.operator] {
+        let (ok, user, err) = docker(&["image", "inspect", "-f", "{{.Config.User}}", image]);
+        assert!(ok, "{err}");
+        assert_eq!(user, "65532:65532", "{image}");
+        let (ok, version, err) = docker(&["run", "--rm", "--read-only", "--network", "host", image, "--version"]);
+        assert!(ok, "{image}: {err}");
+        assert_eq!(version, format!("dataguardian {}", env!("CARGO_PKG_VERSION")));
+    }
+    // The agent image has a shell (for the keygen of validations); the root stays read-only.
+    let (ok, out, err) = docker(&[
+        "run",
+        "--rm",
+        "--read-only",
+        "--entrypoint",
+        "sh",
+        &images.agent,
+        "-c",
+        "id -u; id -g; touch /usr/local/bin/x 2>&1 || echo refused",
+    ]);
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(&lines[..2], ["65532", "65532"]);
+    assert_eq!(lines.last(), Some(&"refused"), "{out}");
+    // The operator image has nothing but the program: no shell to run.
+    let (ok, _, _) = docker(&["run", "--rm", "--entrypoint", "sh", &images.operator, "-c", "true"]);
+    assert!(!ok, "the operator image must not carry a shell");
+}
+
+#[test]
+fn the_agent_in_its_image_dumps_with_the_bundled_client_it_selects() {
+    let images = images();
+    let pg = Postgres::start().unwrap();
+    pg.create_database("shop").unwrap();
+    pg.psql("shop", "CREATE TABLE t (id int); INSERT INTO t SELECT generate_series(1, 100);")
+        .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    // The container user must be able to write the mounted volume, as with an emptyDir.
+    std::fs::set_permissions(out.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let volume = format!("{}:/backups", out.path().display());
+    let uri = pg.uri("shop");
+    let (ok, stdout, stderr) = docker(&[
+        "run",
+        "--rm",
+        "--read-only",
+        "--network",
+        "host",
+        "--tmpfs",
+        "/tmp",
+        "-v",
+        &volume,
+        "--env",
+        &format!("DG_URI={uri}"),
+        &images.agent,
+        "agent",
+        "backup",
+        "--engine",
+        "postgres",
+        "--to",
+        "file:///backups",
+        "--run-id",
+        "in-image",
+        "--termination-log",
+        "/tmp/term",
+    ]);
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(!stderr.contains(pg.password()) && !stdout.contains(pg.password()));
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out.path().join("in-image/manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let (ok, bundled, err) = docker(&[
+        "run",
+        "--rm",
+        "--entrypoint",
+        "/usr/lib/postgresql/15/bin/pg_dump",
+        &images.agent,
+        "--version",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(manifest["dumpTool"], bundled.as_str(), "{manifest}");
+    let (ok, majors, _) = docker(&["image", "inspect", "-f", "{{index .Config.Labels \"io.dataguardian.postgres-majors\"}}", &images.agent]);
+    assert!(ok);
+    assert_eq!(majors, "15", "Debian's client, as the Dockerfile documents for this machine");
+}
+
+#[test]
+fn no_secret_in_any_layer_label_or_environment() {
+    let images = images();
+    for image in [&images.agent, &images.operator] {
+        let (ok, config, err) = docker(&["image", "inspect", "-f", "{{json .Config}}", image]);
+        assert!(ok, "{err}");
+        let config: serde_json::Value = serde_json::from_str(&config).unwrap();
+        for env in config["Env"].as_array().into_iter().flatten() {
+            let name = env.as_str().unwrap().split('=').next().unwrap().to_ascii_uppercase();
+            for word in ["PASSWORD", "SECRET", "TOKEN", "KEY", "CREDENTIAL"] {
+                assert!(!name.contains(word), "{image}: environment variable {name}");
+            }
+        }
+        let labels = config["Labels"].to_string().to_ascii_lowercase();
+        for word in ["password", "secret", "token", "private"] {
+            assert!(!labels.contains(word), "{image}: label mentions {word}: {labels}");
+        }
+        // Every byte of every layer: no private keys, no age identities, no AWS secret keys.
+        let mut save = Command::new("docker")
+            .args(["save", image])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stream = save.stdout.take().unwrap();
+        let needles: [&[u8]; 4] = [
+            b"AGE-SECRET-KEY-1",
+            b"PRIVATE KEY-----",
+            b"aws_secret_access_key",
+            b"AWS_SECRET_ACCESS_KEY=",
+        ];
+        let (mut buf, mut tail, mut total) = (vec![0u8; 1 << 20], Vec::new(), 0u64);
+        loop {
+            let n = stream.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+            let mut window = std::mem::take(&mut tail);
+            window.extend_from_slice(&buf[..n]);
+            for needle in needles {
+                assert!(
+                    !window.windows(needle.len()).any(|w| w == needle),
+                    "{image}: a layer contains {:?}",
+                    String::from_utf8_lossy(needle)
+                );
+            }
+            tail = window[window.len().saturating_sub(64)..].to_vec();
+        }
+        assert!(save.wait().unwrap().success());
+        assert!(total > 1 << 20, "{image}: docker save produced {total} bytes");
+    }
+}
