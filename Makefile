@@ -47,9 +47,10 @@ demo: deps
 e2e:
 	$(CARGO) test --test e2e
 
-## sim-up: start the Kubernetes API stand-in (with its Job runner) in the background
+## sim-up: start the Kubernetes API stand-in (with its Job runner: Job pods are Docker containers of the images) in the background
 sim-up:
 	$(CARGO) build -p kube-sim -p dataguardian --bins
+	scripts/build-images.sh --profile debug --binary target/debug/dataguardian
 	@mkdir -p $(SIM_DIR)
 	@if [ -f $(SIM_DIR)/pid ] && kill -0 $$(cat $(SIM_DIR)/pid) 2>/dev/null; then echo "already running (pid $$(cat $(SIM_DIR)/pid))"; else \
 	  nohup target/debug/kube-sim --listen 127.0.0.1:0 --crds crds --state-dir $(SIM_DIR) \

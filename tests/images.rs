@@ -43,9 +43,20 @@ fn both_images_run_as_65532_with_a_read_only_root() {
         let (ok, user, err) = docker(&["image", "inspect", "-f", "{{.Config.User}}", image]);
         assert!(ok, "{err}");
         assert_eq!(user, "65532:65532", "{image}");
-        let (ok, version, err) = docker(&["run", "--rm", "--read-only", "--network", "host", image, "--version"]);
+        let (ok, version, err) = docker(&[
+            "run",
+            "--rm",
+            "--read-only",
+            "--network",
+            "host",
+            image,
+            "--version",
+        ]);
         assert!(ok, "{image}: {err}");
-        assert_eq!(version, format!("dataguardian {}", env!("CARGO_PKG_VERSION")));
+        assert_eq!(
+            version,
+            format!("dataguardian {}", env!("CARGO_PKG_VERSION"))
+        );
     }
     // The agent image has a shell (for the keygen of validations); the root stays read-only.
     let (ok, out, err) = docker(&[
@@ -63,7 +74,15 @@ fn both_images_run_as_65532_with_a_read_only_root() {
     assert_eq!(&lines[..2], ["65532", "65532"]);
     assert_eq!(lines.last(), Some(&"refused"), "{out}");
     // The operator image has nothing but the program: no shell to run.
-    let (ok, _, _) = docker(&["run", "--rm", "--entrypoint", "sh", &images.operator, "-c", "true"]);
+    let (ok, _, _) = docker(&[
+        "run",
+        "--rm",
+        "--entrypoint",
+        "sh",
+        &images.operator,
+        "-c",
+        "true",
+    ]);
     assert!(!ok, "the operator image must not carry a shell");
 }
 
@@ -72,11 +91,18 @@ fn the_agent_in_its_image_dumps_with_the_bundled_client_it_selects() {
     let images = images();
     let pg = Postgres::start().unwrap();
     pg.create_database("shop").unwrap();
-    pg.psql("shop", "CREATE TABLE t (id int); INSERT INTO t SELECT generate_series(1, 100);")
-        .unwrap();
+    pg.psql(
+        "shop",
+        "CREATE TABLE t (id int); INSERT INTO t SELECT generate_series(1, 100);",
+    )
+    .unwrap();
     let out = tempfile::tempdir().unwrap();
     // The container user must be able to write the mounted volume, as with an emptyDir.
-    std::fs::set_permissions(out.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    std::fs::set_permissions(
+        out.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
     let volume = format!("{}:/backups", out.path().display());
     let uri = pg.uri("shop");
     let (ok, stdout, stderr) = docker(&[
@@ -105,10 +131,9 @@ fn the_agent_in_its_image_dumps_with_the_bundled_client_it_selects() {
     ]);
     assert!(ok, "{stdout}\n{stderr}");
     assert!(!stderr.contains(pg.password()) && !stdout.contains(pg.password()));
-    let manifest: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(out.path().join("in-image/manifest.json")).unwrap(),
-    )
-    .unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("in-image/manifest.json")).unwrap())
+            .unwrap();
     let (ok, bundled, err) = docker(&[
         "run",
         "--rm",
@@ -119,9 +144,18 @@ fn the_agent_in_its_image_dumps_with_the_bundled_client_it_selects() {
     ]);
     assert!(ok, "{err}");
     assert_eq!(manifest["dumpTool"], bundled.as_str(), "{manifest}");
-    let (ok, majors, _) = docker(&["image", "inspect", "-f", "{{index .Config.Labels \"io.dataguardian.postgres-majors\"}}", &images.agent]);
+    let (ok, majors, _) = docker(&[
+        "image",
+        "inspect",
+        "-f",
+        "{{index .Config.Labels \"io.dataguardian.postgres-majors\"}}",
+        &images.agent,
+    ]);
     assert!(ok);
-    assert_eq!(majors, "15", "Debian's client, as the Dockerfile documents for this machine");
+    assert_eq!(
+        majors, "15",
+        "Debian's client, as the Dockerfile documents for this machine"
+    );
 }
 
 #[test]
@@ -132,14 +166,23 @@ fn no_secret_in_any_layer_label_or_environment() {
         assert!(ok, "{err}");
         let config: serde_json::Value = serde_json::from_str(&config).unwrap();
         for env in config["Env"].as_array().into_iter().flatten() {
-            let name = env.as_str().unwrap().split('=').next().unwrap().to_ascii_uppercase();
+            let name = env
+                .as_str()
+                .unwrap()
+                .split('=')
+                .next()
+                .unwrap()
+                .to_ascii_uppercase();
             for word in ["PASSWORD", "SECRET", "TOKEN", "KEY", "CREDENTIAL"] {
                 assert!(!name.contains(word), "{image}: environment variable {name}");
             }
         }
         let labels = config["Labels"].to_string().to_ascii_lowercase();
         for word in ["password", "secret", "token", "private"] {
-            assert!(!labels.contains(word), "{image}: label mentions {word}: {labels}");
+            assert!(
+                !labels.contains(word),
+                "{image}: label mentions {word}: {labels}"
+            );
         }
         // Every byte of every layer: no private keys, no age identities, no AWS secret keys.
         let mut save = Command::new("docker")
@@ -173,6 +216,9 @@ fn no_secret_in_any_layer_label_or_environment() {
             tail = window[window.len().saturating_sub(64)..].to_vec();
         }
         assert!(save.wait().unwrap().success());
-        assert!(total > 1 << 20, "{image}: docker save produced {total} bytes");
+        assert!(
+            total > 1 << 20,
+            "{image}: docker save produced {total} bytes"
+        );
     }
 }

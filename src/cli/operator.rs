@@ -47,6 +47,13 @@ pub struct OperatorArgs {
     /// `mysql:*` (the default sandbox images).
     #[arg(long, env = "DG_ALLOWED_IMAGES", value_delimiter = ',')]
     pub allowed_images: Vec<String>,
+    /// Registry (and path) that replaces the registry of every image the operator puts in a
+    /// Job — the agent image and the default sandbox images — for clusters that pull only from
+    /// a mirror (e.g. `registry.corp/mirror`: `postgres:15` becomes
+    /// `registry.corp/mirror/library/postgres:15`). A policy's `jobTemplate.image` and a
+    /// validation's `sandbox.image` are used as written. The allow-list follows.
+    #[arg(long, env = "DG_IMAGE_REGISTRY", value_parser = parse_registry)]
+    pub image_registry: Option<String>,
     /// How long finished Jobs (and their logs) are kept, in seconds.
     #[arg(long, env = "DG_JOB_TTL_SECONDS", default_value_t = 86_400)]
     pub job_ttl_seconds: i32,
@@ -87,6 +94,7 @@ impl OperatorArgs {
         let defaults = Settings::default();
         Settings {
             agent_image: self.agent_image.clone().unwrap_or(defaults.agent_image),
+            image_registry: self.image_registry.clone(),
             allowed_images: self
                 .allowed_images
                 .iter()
@@ -107,6 +115,29 @@ impl OperatorArgs {
                 .collect(),
         }
     }
+}
+
+/// Reads `--image-registry`: a registry host with an optional path, no scheme, no tag.
+pub(crate) fn parse_registry(text: &str) -> Result<String, String> {
+    let registry = text.trim().trim_end_matches('/');
+    let host = registry.split('/').next().unwrap_or("");
+    if registry.is_empty()
+        || registry.contains("://")
+        || registry.contains('@')
+        || registry
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+        || host.is_empty()
+        || registry
+            .split('/')
+            .skip(1)
+            .any(|p| p.is_empty() || p.contains(':'))
+    {
+        return Err(format!(
+            "{text:?} is not a registry: give a host with an optional path, e.g. registry.corp/mirror"
+        ));
+    }
+    Ok(registry.to_string())
 }
 
 /// Reads `--egress-allow-cidrs`.
@@ -150,6 +181,54 @@ mod tests {
             panic!("not the operator command");
         };
         args.settings()
+    }
+
+    /// Air-gapped clusters: one setting moves every image the operator chooses to the mirror
+    /// (agent and default sandbox images), and the default allow-list follows.
+    #[test]
+    fn the_image_registry_flag_moves_the_agent_and_sandbox_images_to_the_mirror() {
+        let s = settings(&[
+            "dataguardian",
+            "operator",
+            "--image-registry=registry.corp/mirror/",
+        ]);
+        let defaults = JobDefaults::from(&s);
+        assert_eq!(
+            defaults.agent_image,
+            format!(
+                "registry.corp/mirror/dataguardian/dataguardian:{}",
+                env!("CARGO_PKG_VERSION")
+            )
+        );
+        assert_eq!(
+            defaults.image_registry.as_deref(),
+            Some("registry.corp/mirror")
+        );
+        assert!(defaults.allowed_images.allows(&defaults.agent_image));
+        assert!(
+            defaults
+                .allowed_images
+                .allows("registry.corp/mirror/library/postgres:16")
+        );
+        assert!(!defaults.allowed_images.allows("postgres:16"));
+        assert!(
+            !defaults
+                .allowed_images
+                .allows("ghcr.io/dataguardian/dataguardian:1")
+        );
+        for bad in [
+            "https://registry.corp",
+            "registry.corp/a:b",
+            "reg istry",
+            "registry.corp//x",
+        ] {
+            let argv = [
+                "dataguardian",
+                "operator",
+                &format!("--image-registry={bad}"),
+            ];
+            assert!(Cli::try_parse_from(argv).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -50,6 +50,9 @@ pub struct JobDefaults {
     pub egress: EgressPolicy,
     /// The images a Job may run (every container, init containers and the sandbox included).
     pub allowed_images: ImageAllowList,
+    /// The registry replacing that of the default sandbox images ([`with_registry`]); the
+    /// agent image above is already rewritten.
+    pub image_registry: Option<String>,
 }
 
 impl JobDefaults {
@@ -62,8 +65,34 @@ impl JobDefaults {
             agent_image,
             ttl_seconds_after_finished: 86_400,
             egress: EgressPolicy::default(),
+            image_registry: None,
         }
     }
+}
+
+/// `image` pulled from `registry` instead of its own (pure): the registry part (a first
+/// component with a `.` or `:`, or `localhost`, as Docker reads references) is replaced, and
+/// Docker Hub's official images get their `library/` path. `None` leaves the image as it is.
+///
+/// `ghcr.io/dataguardian/dataguardian:1` → `registry.corp/mirror/dataguardian/dataguardian:1`,
+/// `postgres:15` → `registry.corp/mirror/library/postgres:15`.
+pub fn with_registry(image: &str, registry: Option<&str>) -> String {
+    let Some(registry) = registry
+        .map(|r| r.trim_end_matches('/'))
+        .filter(|r| !r.is_empty())
+    else {
+        return image.to_string();
+    };
+    let path = match image.split_once('/') {
+        Some((first, rest))
+            if first.contains('.') || first.contains(':') || first == "localhost" =>
+        {
+            rest.to_string()
+        }
+        Some(_) => image.to_string(),
+        None => format!("library/{image}"),
+    };
+    format!("{registry}/{path}")
 }
 
 /// Image patterns of the default sandbox images (`postgres:<major>`, `mariadb:<major.minor>`,
@@ -100,6 +129,18 @@ impl ImageAllowList {
     pub fn default_for(agent_image: &str) -> Self {
         ImageAllowList::new(
             std::iter::once(agent_image).chain(DEFAULT_SANDBOX_IMAGE_PATTERNS.iter().copied()),
+        )
+    }
+
+    /// The default list for images pulled through `registry` (`None`: [`Self::default_for`]):
+    /// the agent image and the default sandbox images, rewritten ([`with_registry`]).
+    pub fn default_for_registry(agent_image: &str, registry: Option<&str>) -> Self {
+        ImageAllowList::new(
+            std::iter::once(agent_image.to_string()).chain(
+                DEFAULT_SANDBOX_IMAGE_PATTERNS
+                    .iter()
+                    .map(|p| with_registry(p, registry)),
+            ),
         )
     }
 
@@ -728,5 +769,40 @@ mod tests {
             .unwrap()
             .allow_privilege_escalation = None;
         assert!(refused(pod).contains("allowPrivilegeEscalation"));
+    }
+}
+
+#[cfg(test)]
+mod registry_tests {
+    use super::with_registry;
+
+    #[test]
+    fn images_move_to_the_mirror_with_their_path() {
+        let m = Some("registry.corp/mirror");
+        assert_eq!(
+            with_registry("ghcr.io/dataguardian/dataguardian:1", m),
+            "registry.corp/mirror/dataguardian/dataguardian:1"
+        );
+        assert_eq!(
+            with_registry("postgres:15", m),
+            "registry.corp/mirror/library/postgres:15"
+        );
+        assert_eq!(
+            with_registry("bitnami/postgresql:16", m),
+            "registry.corp/mirror/bitnami/postgresql:16"
+        );
+        assert_eq!(
+            with_registry("localhost/x:1", m),
+            "registry.corp/mirror/x:1"
+        );
+        assert_eq!(
+            with_registry("reg:5000/a/b@sha256:00", m),
+            "registry.corp/mirror/a/b@sha256:00"
+        );
+        assert_eq!(
+            with_registry("postgres:*", m),
+            "registry.corp/mirror/library/postgres:*"
+        );
+        assert_eq!(with_registry("postgres:15", None), "postgres:15");
     }
 }

@@ -304,7 +304,11 @@ pub fn build(
     let sandbox = spec.sandbox.as_ref().or(inputs.fallback_sandbox);
     let image = match sandbox.and_then(|s| s.image.clone()) {
         Some(image) => image,
-        None => sandbox_image(inputs.engine, inputs.server_version)?,
+        // The default image follows the operator's registry; one the user named is used as is.
+        None => crate::jobs::shell::with_registry(
+            &sandbox_image(inputs.engine, inputs.server_version)?,
+            defaults.image_registry.as_deref(),
+        ),
     };
     let (init, mut volumes, uri) = sandbox_container(inputs.engine, image, sandbox);
 
@@ -457,6 +461,18 @@ spec:
             fallback_sandbox: None,
             template: None,
         };
+        // Behind a mirror, the default sandbox image comes from it too.
+        let mirrored = JobDefaults {
+            image_registry: Some("registry.corp/mirror".into()),
+            allowed_images: crate::jobs::shell::ImageAllowList::new(["*"]),
+            ..defaults()
+        };
+        let job = build(&rv, &inputs, &mirrored).unwrap();
+        let v = serde_json::to_value(&job).unwrap();
+        assert_eq!(
+            v["spec"]["template"]["spec"]["initContainers"][1]["image"],
+            "registry.corp/mirror/library/postgres:15"
+        );
         let job = build(&rv, &inputs, &defaults()).unwrap();
         let v = serde_json::to_value(&job).unwrap();
         assert_eq!(v["metadata"]["name"], "check-1-validate");

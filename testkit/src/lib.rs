@@ -28,6 +28,7 @@
 
 mod error;
 mod http_framing;
+pub mod images;
 mod mariadb;
 mod moto;
 mod net;

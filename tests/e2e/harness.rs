@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,15 @@ pub struct Cluster {
 
 fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The agent image every Job of the suite runs: built from the binary under test.
+pub fn agent_image() -> String {
+    format!(
+        "{}:{}",
+        testkit::images::AGENT_REPOSITORY,
+        env!("CARGO_PKG_VERSION")
+    )
 }
 
 impl Cluster {
@@ -60,6 +69,13 @@ impl Cluster {
                 _dir: dir,
             };
         }
+        // Job pods run as containers of the project's images (the stand-in's kubelet uses the
+        // Docker Engine; KUBE_SIM_CONTAINER_RUNTIME=process is for development only).
+        testkit::images::ensure(
+            &workspace(),
+            Path::new(env!("CARGO_BIN_EXE_dataguardian")),
+            env!("CARGO_PKG_VERSION"),
+        );
         let state = dir.path().join("sim");
         let mut server = kube_sim::Server::start(kube_sim::ServerOptions {
             crds_dir: Some(workspace().join("crds")),
@@ -298,7 +314,7 @@ impl Operator {
             .env("POD_NAMESPACE", &self.lease_ns)
             .env("POD_NAME", &self.identity)
             .env("DG_LEASE_DURATION_SECONDS", "4")
-            .env("DG_AGENT_IMAGE", "ghcr.io/dataguardian/dataguardian:dev")
+            .env("DG_AGENT_IMAGE", agent_image())
             .env("DG_LOG_FORMAT", "json")
             // Everything in the e2e suite lives on 127.0.0.0/8, and nothing else may be
             // reached; the operator hands the same list to its agent Jobs.

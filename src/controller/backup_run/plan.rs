@@ -188,6 +188,9 @@ fn failure_reason(
     job_message: &str,
     report: Option<&AgentReport>,
 ) -> (String, String) {
+    if job_reason == crate::controller::common::job_watch::OOM_KILLED {
+        return ("OutOfMemory".into(), job_message.to_string());
+    }
     if job_reason == "DeadlineExceeded" {
         return (
             "DeadlineExceeded".into(),

@@ -24,6 +24,8 @@ use crate::telemetry::metrics::{Metrics, NotificationLabels};
 pub struct Settings {
     /// Image of the agent that backup/restore/validation Jobs run.
     pub agent_image: String,
+    /// The registry replacing that of the agent and default sandbox images (`--image-registry`).
+    pub image_registry: Option<String>,
     /// The images Jobs may run (`--allowed-images`); empty = the agent image and the default
     /// sandbox images.
     pub allowed_images: Vec<String>,
@@ -61,6 +63,7 @@ impl Default for Settings {
                 "ghcr.io/dataguardian/dataguardian:{}",
                 env!("CARGO_PKG_VERSION")
             ),
+            image_registry: None,
             allowed_images: Vec::new(),
             max_concurrent_backups: NonZeroUsize::new(10),
             max_concurrent_restores: NonZeroUsize::new(4),
@@ -75,13 +78,16 @@ impl Default for Settings {
 
 impl From<&Settings> for JobDefaults {
     fn from(settings: &Settings) -> Self {
+        let registry = settings.image_registry.as_deref();
+        let agent_image = crate::jobs::shell::with_registry(&settings.agent_image, registry);
         let allowed_images = if settings.allowed_images.is_empty() {
-            ImageAllowList::default_for(&settings.agent_image)
+            ImageAllowList::default_for_registry(&agent_image, registry)
         } else {
             ImageAllowList::new(settings.allowed_images.iter().cloned())
         };
         JobDefaults {
-            agent_image: settings.agent_image.clone(),
+            agent_image,
+            image_registry: settings.image_registry.clone(),
             ttl_seconds_after_finished: settings.job_ttl_seconds,
             egress: settings.egress.clone(),
             allowed_images,

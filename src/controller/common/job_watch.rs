@@ -87,6 +87,53 @@ fn termination_message(pod: &Pod) -> Option<String> {
     agent.state.as_ref()?.terminated.as_ref()?.message.clone()
 }
 
+/// The Job condition reason the watchers report when the agent container of the newest failed
+/// Pod was killed for its memory limit (the Job itself only says `BackoffLimitExceeded`).
+pub const OOM_KILLED: &str = "OOMKilled";
+
+/// Why `pod`'s agent container was killed for exceeding its memory limit, when it was
+/// (`OOMKilled` in its current or last state), naming the limit (pure).
+pub fn out_of_memory(pod: &Pod) -> Option<String> {
+    let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
+    let agent = statuses.iter().find(|c| c.name == AGENT_CONTAINER)?;
+    let killed = [agent.state.as_ref(), agent.last_state.as_ref()]
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.terminated.as_ref())
+        .any(|t| t.reason.as_deref() == Some(OOM_KILLED));
+    if !killed {
+        return None;
+    }
+    let limit = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.iter().find(|c| c.name == AGENT_CONTAINER))
+        .and_then(|c| {
+            c.resources
+                .as_ref()?
+                .limits
+                .as_ref()?
+                .get("memory")
+                .cloned()
+        })
+        .map(|q| q.0);
+    Some(match limit {
+        Some(limit) => format!(
+            "the agent was killed for exceeding its memory limit of {limit} (OOMKilled); raise jobTemplate.resources.limits.memory"
+        ),
+        None => "the agent was killed for running out of memory (OOMKilled); set or raise jobTemplate.resources.limits.memory".into(),
+    })
+}
+
+/// The newest failed Pod's out-of-memory kill, if the Job failed without an agent report.
+pub fn failed_out_of_memory(pods: &[Pod]) -> Option<String> {
+    pods.iter()
+        .rev()
+        .find(|p| pod_phase(p) == "Failed")
+        .filter(|p| termination_message(p).is_none())
+        .and_then(out_of_memory)
+}
+
 /// Reads the Job `job_name` (from status) and its Pods.
 pub async fn observe(ctx: &Context, ns: &str, job_name: Option<&str>) -> Result<Observed> {
     let Some(job_name) = job_name else {
@@ -123,11 +170,18 @@ pub async fn observe(ctx: &Context, ns: &str, job_name: Option<&str>) -> Result<
             .rev()
             .filter(|p| pod_phase(p) == wanted || pod_phase(p) == "Failed")
             .find_map(termination_message);
+        let oom = (!succeeded && termination_message.is_none())
+            .then(|| failed_out_of_memory(&pod_list))
+            .flatten();
+        let (reason, message) = match oom {
+            Some(why) => (OOM_KILLED.to_string(), why),
+            None => (c.reason.unwrap_or_default(), c.message.unwrap_or_default()),
+        };
         return Ok(Observed::Finished {
             attempts,
             succeeded,
-            reason: c.reason.unwrap_or_default(),
-            message: c.message.unwrap_or_default(),
+            reason,
+            message,
             termination_message,
         });
     }
@@ -172,5 +226,48 @@ mod log_cap_tests {
         assert_eq!(p.limit_bytes, Some(PROGRESS_LOG_LIMIT_BYTES));
         assert_eq!(p.container.as_deref(), Some(AGENT_CONTAINER));
         assert!(!p.follow);
+    }
+}
+
+#[cfg(test)]
+mod oom_tests {
+    use super::*;
+
+    fn pod(phase: &str, agent_state: serde_json::Value, limit: Option<&str>) -> Pod {
+        let resources = match limit {
+            Some(l) => serde_json::json!({"limits": {"memory": l}}),
+            None => serde_json::json!({}),
+        };
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p"},
+            "spec": {"containers": [{"name": AGENT_CONTAINER, "resources": resources}]},
+            "status": {"phase": phase, "containerStatuses": [{
+                "name": AGENT_CONTAINER, "ready": false, "restartCount": 0, "image": "i", "imageID": "",
+                "state": agent_state
+            }]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn an_oom_killed_agent_names_its_memory_limit() {
+        let killed = serde_json::json!({"terminated": {"exitCode": 137, "reason": "OOMKilled"}});
+        let why = out_of_memory(&pod("Failed", killed.clone(), Some("64Mi"))).unwrap();
+        assert!(why.contains("64Mi") && why.contains("OOMKilled"), "{why}");
+        assert!(out_of_memory(&pod("Failed", killed.clone(), None)).is_some());
+        let plain = serde_json::json!({"terminated": {"exitCode": 10, "reason": "Error"}});
+        assert_eq!(
+            out_of_memory(&pod("Failed", plain.clone(), Some("64Mi"))),
+            None
+        );
+        // The newest failed pod decides; one with a report (termination message) is no OOM.
+        let pods = [
+            pod("Failed", killed.clone(), Some("64Mi")),
+            pod("Failed", plain, Some("64Mi")),
+        ];
+        assert_eq!(failed_out_of_memory(&pods), None);
+        let reported = serde_json::json!({"terminated": {"exitCode": 137, "reason": "OOMKilled", "message": "{}"}});
+        assert_eq!(failed_out_of_memory(&[pod("Failed", reported, None)]), None);
+        assert!(failed_out_of_memory(&[pod("Failed", killed, Some("1Gi"))]).is_some());
     }
 }

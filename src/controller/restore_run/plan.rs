@@ -47,6 +47,9 @@ pub fn failure_reason(
         return (reason.into(), error);
     }
     match job_reason {
+        crate::controller::common::job_watch::OOM_KILLED => {
+            ("OutOfMemory".into(), job_message.to_string())
+        }
         "DeadlineExceeded" => (
             "DeadlineExceeded".into(),
             format!("the restore exceeded its activeDeadlineSeconds: {job_message}"),
