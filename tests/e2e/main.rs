@@ -5,6 +5,7 @@
 //! 2-core machine is not asked to run several databases and operators at once.
 
 mod backup;
+mod containers;
 mod demo;
 mod harness;
 mod mariadb;

@@ -645,41 +645,6 @@ impl Engine {
         let _ = c.status().await;
     }
 
-    /// Creates a memory-backed (tmpfs) volume, `size` bytes at most if given.
-    pub async fn create_memory_volume(
-        &self,
-        name: &str,
-        size: Option<u64>,
-        pod_uid: &str,
-    ) -> Result<(), String> {
-        let mut opts = String::from("mode=1777");
-        if let Some(s) = size {
-            opts.push_str(&format!(",size={s}"));
-        }
-        let uid_label = format!("{LABEL_POD_UID}={pod_uid}");
-        let runner_label = format!("{LABEL_RUNNER}={}", self.runner);
-        let o = format!("o={opts}");
-        self.run(&[
-            "volume",
-            "create",
-            "--driver",
-            "local",
-            "--opt",
-            "type=tmpfs",
-            "--opt",
-            "device=tmpfs",
-            "--opt",
-            &o,
-            "--label",
-            &uid_label,
-            "--label",
-            &runner_label,
-            name,
-        ])
-        .await
-        .map(|_| ())
-    }
-
     /// Removes volumes.
     pub async fn remove_volumes(&self, names: &[String]) {
         if names.is_empty() {

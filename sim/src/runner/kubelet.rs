@@ -269,6 +269,41 @@ struct PodWorker {
     docker_volumes: BTreeMap<String, String>,
     /// Docker containers created for this pod (removed with the pod).
     docker_containers: Vec<String>,
+    /// Memory-backed emptyDirs (Docker runtime): host directories with a tmpfs mounted on
+    /// them for the pod's lifetime, shared by its containers as Kubernetes shares them.
+    tmpfs_mounts: Vec<PathBuf>,
+}
+
+/// Mounts a tmpfs of at most `size` bytes on `dir` (a memory-backed emptyDir). Needs root; a
+/// runner without it keeps the plain directory (memory is then not the medium and the size
+/// is not enforced) and says so.
+fn mount_tmpfs(dir: &Path, size: Option<u64>) -> bool {
+    let mut opts = String::from("mode=1777");
+    if let Some(s) = size {
+        opts.push_str(&format!(",size={s}"));
+    }
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &opts, "tmpfs"])
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        warn!(dir = %dir.display(), "kubelet: cannot mount a tmpfs (not root?): the memory-backed emptyDir is a plain directory");
+    }
+    ok
+}
+
+fn unmount_all(dirs: &mut Vec<PathBuf>) {
+    for dir in dirs.drain(..) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
 }
 
 impl Drop for PodWorker {
@@ -281,6 +316,7 @@ impl Drop for PodWorker {
             let volumes: Vec<String> = self.docker_volumes.values().cloned().collect();
             engine.remove_blocking(&self.docker_containers, &volumes);
         }
+        unmount_all(&mut self.tmpfs_mounts);
     }
 }
 
@@ -356,6 +392,7 @@ impl PodWorker {
             ip: None,
             read_only_volumes: Default::default(),
             docker_volumes: BTreeMap::new(),
+            tmpfs_mounts: Vec::new(),
             docker_containers: Vec::new(),
         }
     }
@@ -427,6 +464,7 @@ impl PodWorker {
             self.finalize_deletion().await;
         }
         self.remove_docker_objects().await;
+        unmount_all(&mut self.tmpfs_mounts);
         let _ = std::fs::remove_dir_all(&self.pod_dir);
     }
 
@@ -787,19 +825,27 @@ impl PodWorker {
                         {
                             self.read_only_volumes.insert(v.name.clone());
                         }
-                        if let Some(engine) = self.ctx.engine.clone()
-                            && let Some(ed) = v.empty_dir.as_ref()
-                            && ed.medium.as_deref() == Some("Memory")
-                        {
-                            if let Err(e) = self.memory_volume(&engine, &v.name, ed).await {
-                                out = Err(format!(
-                                    "MountVolume.SetUp failed for volume \"{}\" : {e}",
-                                    v.name
-                                ));
-                                break;
+                        // A memory-backed emptyDir (Docker runtime): a host directory with a
+                        // tmpfs on it, alive as long as the pod, shared by its containers.
+                        let memory_size = match v.empty_dir.as_ref() {
+                            Some(ed)
+                                if self.ctx.engine.is_some()
+                                    && ed.medium.as_deref() == Some("Memory") =>
+                            {
+                                match ed.size_limit.as_ref().map(|q| memory_bytes(&q.0)) {
+                                    Some(Err(e)) => {
+                                        out = Err(format!(
+                                            "MountVolume.SetUp failed for volume \"{}\" : {e}",
+                                            v.name
+                                        ));
+                                        break;
+                                    }
+                                    Some(Ok(bytes)) => Some(Some(bytes)),
+                                    None => Some(None),
+                                }
                             }
-                            continue;
-                        }
+                            _ => None,
+                        };
                         let fs_group = self
                             .spec()
                             .security_context
@@ -817,6 +863,15 @@ impl PodWorker {
                             None => Ok(dir),
                         }) {
                             Ok(dir) => {
+                                if let Some(size) = memory_size
+                                    && !self.tmpfs_mounts.contains(&dir)
+                                    && mount_tmpfs(&dir, size)
+                                {
+                                    if let Some(g) = fs_group {
+                                        let _ = apply_fs_group(&dir, g as u32, read_only);
+                                    }
+                                    self.tmpfs_mounts.push(dir.clone());
+                                }
                                 if let Ok(m) = out.as_mut() {
                                     m.insert(v.name.clone(), dir);
                                 }
@@ -869,44 +924,6 @@ impl PodWorker {
                 }
             }
         }
-    }
-
-    /// Creates the Docker tmpfs volume of a memory-backed emptyDir (size from `sizeLimit`).
-    async fn memory_volume(
-        &mut self,
-        engine: &Engine,
-        name: &str,
-        ed: &k8s_openapi::api::core::v1::EmptyDirVolumeSource,
-    ) -> Result<(), String> {
-        if self.docker_volumes.contains_key(name) {
-            return Ok(());
-        }
-        let size = match &ed.size_limit {
-            Some(q) => Some(memory_bytes(&q.0).map_err(|e| e.to_string())?),
-            None => None,
-        };
-        let uid8: String = self
-            .record
-            .uid
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric())
-            .collect();
-        let clean: String = name
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
-                    c
-                } else {
-                    '-'
-                }
-            })
-            .collect();
-        let vol = format!("k8s_{clean}_{}_{uid8}", self.name);
-        engine
-            .create_memory_volume(&vol, size, &self.record.uid)
-            .await?;
-        self.docker_volumes.insert(name.to_string(), vol);
-        Ok(())
     }
 
     async fn fetch_sources(
