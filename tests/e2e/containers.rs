@@ -44,7 +44,7 @@ fn fingerprint(pg: &testkit::Postgres, db: &str) -> String {
     .expect("fingerprint")
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_agent_limited_to_64mib_backs_up_and_restores_a_large_database() {
     let _serial = crate::serial().await;
     let s = scenario(
@@ -54,7 +54,7 @@ async fn an_agent_limited_to_64mib_backs_up_and_restores_a_large_database() {
     )
     .await;
     // Mixed content: incompressible bytes, text, numbers, JSON; ~1 KiB per row.
-    let rows = large_db_mb() * 1024;
+    let rows = large_db_mb() * 1400;
     s.services
         .pg
         .psql(
@@ -135,7 +135,7 @@ async fn an_agent_limited_to_64mib_backs_up_and_restores_a_large_database() {
     assert_eq!(fingerprint(&s.services.pg, "shop_copy"), before);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_memory_limit_far_too_small_ends_the_run_out_of_memory() {
     let _serial = crate::serial().await;
     let s = scenario(
@@ -156,7 +156,7 @@ async fn a_memory_limit_far_too_small_ends_the_run_out_of_memory() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_server_newer_than_every_bundled_pg_dump_ends_client_too_old() {
     let _serial = crate::serial().await;
     let s = scenario("e2e-client-too-old", "0 0 1 1 *", "").await;
