@@ -598,6 +598,9 @@ async fn kube_sim_binary_with_run_jobs() {
         .arg("--kubeconfig-out")
         .arg(&kubeconfig)
         .arg("--run-jobs")
+        // busybox maps to the host's shell in the image table (process runtime); the Docker
+        // runtime, the default, is covered by runner_docker.rs and the e2e suite.
+        .args(["--container-runtime", "process"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
