@@ -22,6 +22,7 @@ make_debian() {
   fi
   if ! command -v debootstrap >/dev/null; then
     echo "base-images: apt-get install debootstrap"
+    apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
   fi
   local root
