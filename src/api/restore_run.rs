@@ -41,6 +41,8 @@ use super::common::{DatabaseSpec, Decryption, LocalObjectReference, Progress, Re
         .message("set exactly one of backupRunRef or storageRef + key"),
     validation = Rule::new("has(self.storageRef) == has(self.key)")
         .message("storageRef and key must be set together"),
+    validation = Rule::new("!has(self.manifestSha256) || has(self.storageRef)")
+        .message("manifestSha256 pins a restore by storageRef + key; a backupRunRef restore is pinned to what its BackupRun recorded"),
     validation = Rule::new("!(has(self.clean) && self.clean) || (has(self.overwrite) && self.overwrite)")
         .message("clean drops existing objects in the target: set overwrite: true to confirm")
 )]
@@ -56,6 +58,14 @@ pub struct RestoreRunSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 1024))]
     pub key: Option<String>,
+    /// With `storageRef` + `key`: the SHA-256 (lowercase hex) of the backup's `manifest.json`,
+    /// as `kubectl get backuprun -o jsonpath='{.status.artifact.manifestSha256}'` showed it in
+    /// the cluster that made the backup. The agent refuses any other manifest before touching
+    /// the target (its artifact digests are pinned by it). Without it, a storage + key restore
+    /// believes the bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
+    pub manifest_sha256: Option<String>,
     /// The database to restore into: exactly one engine block, of the same engine as the
     /// backup.
     pub target: DatabaseSpec,

@@ -340,7 +340,11 @@ async fn resolve(
             },
             storage,
             manifest_location: location,
-            pin: ArtifactPin::default(),
+            // Nothing was recorded here: the digest the user pins (if any) is the pin.
+            pin: ArtifactPin {
+                manifest_sha256: spec.manifest_sha256.clone(),
+                ..ArtifactPin::default()
+            },
             template: None,
         }
     };

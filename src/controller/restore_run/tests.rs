@@ -216,3 +216,102 @@ async fn the_restore_job_is_pinned_to_the_recorded_manifest_digest_encryption_an
         "{args}"
     );
 }
+
+/// A restore by storage and key has no BackupRun to pin against: the digest the user gives in
+/// `spec.manifestSha256` reaches the agent, which refuses any other manifest. The API refuses
+/// the field on a backupRunRef restore and anything that is not a SHA-256.
+#[tokio::test]
+async fn a_storage_and_key_restore_is_pinned_to_the_digest_its_spec_names() {
+    use k8s_openapi::api::batch::v1::Job;
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::Api;
+
+    use crate::api::BackupStorage;
+
+    let sim = Sim::start().await;
+    let _: BackupStorage = sim.create(STORAGE).await;
+    for s in SECRETS {
+        let _: Secret = sim.create(s).await;
+    }
+    let digest = "7a".repeat(32);
+    let by_key = |name: &str, extra: &str| {
+        serde_json::json!({
+            "apiVersion": "dataguardian.io/v1alpha1",
+            "kind": "RestoreRun",
+            "metadata": {"name": name, "namespace": "shop"},
+            "spec": serde_json::from_str::<serde_json::Value>(&format!(
+                r#"{{"storageRef": {{"name": "main"}}, "key": "shop/nightly/r1/manifest.json",
+                    "target": {{"postgres": {{"host": "db-staging", "port": 5432, "database": "shop_copy", "user": "restore",
+                                            "passwordSecretRef": {{"name": "staging-creds", "key": "password"}}}}}}{extra}}}"#
+            ))
+            .unwrap()
+        })
+    };
+    for (name, bad) in [
+        (
+            "short",
+            format!(r#", "manifestSha256": "{}""#, "7a".repeat(31)),
+        ),
+        (
+            "upper",
+            format!(r#", "manifestSha256": "{}""#, "7A".repeat(32)),
+        ),
+    ] {
+        assert!(
+            sim.create_json::<RestoreRun>(by_key(name, &bad))
+                .await
+                .is_err(),
+            "{name}"
+        );
+    }
+    let mut on_run: serde_json::Value = serde_yaml::from_str(RESTORE).unwrap();
+    on_run["metadata"]["name"] = "on-run".into();
+    on_run["spec"]["manifestSha256"] = digest.clone().into();
+    assert!(sim.create_json::<RestoreRun>(on_run).await.is_err());
+
+    let created = sim
+        .create_json::<RestoreRun>(by_key(
+            "by-key",
+            &format!(r#", "manifestSha256": "{digest}""#),
+        ))
+        .await
+        .expect("a pinned storage + key restore is accepted");
+    let mut run: RestoreRun = serde_json::from_value(created).unwrap();
+    for _ in 0..4 {
+        if run
+            .status
+            .as_ref()
+            .and_then(|s| s.job_name.as_ref())
+            .is_some()
+        {
+            break;
+        }
+        run = sim
+            .reconcile(
+                ControllerKind::RestoreRun,
+                Given::Stored(run),
+                super::reconcile,
+            )
+            .await;
+    }
+    let jobs: Api<Job> = Api::namespaced(sim.ctx.client.clone(), "shop");
+    let job = jobs
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("a restore Job: {:?}", run.status));
+    let args = job.spec.unwrap().template.spec.unwrap().containers[0]
+        .args
+        .clone()
+        .unwrap()
+        .join(" ");
+    assert!(
+        args.contains(&format!(
+            "--from s3://shop-backups/shop/nightly/r1/manifest.json --manifest-sha256 {digest}"
+        )),
+        "{args}"
+    );
+}
