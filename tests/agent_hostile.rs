@@ -16,15 +16,6 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use testkit::{MariaDb, Postgres};
 
-fn check<'a>(summary: &'a Value, name: &str) -> &'a Value {
-    summary["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == name)
-        .unwrap_or_else(|| panic!("no check {name} in {summary}"))
-}
-
 /// Rewrite the stored artifact `key` of the backup in `dir` (zstd, unencrypted) with `edit`,
 /// and update the manifest so that its sizes and digest match: the bucket is consistent.
 fn rewrite_artifact(dir: &Path, key: &str, edit: impl Fn(String) -> String) {

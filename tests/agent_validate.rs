@@ -35,15 +35,6 @@ fn validate(
     )
 }
 
-fn check<'a>(summary: &'a Value, name: &str) -> &'a Value {
-    summary["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == name)
-        .unwrap_or_else(|| panic!("no check {name} in {summary}"))
-}
-
 #[test]
 fn postgres_validation_passes_fails_on_sql_and_on_tampering() {
     let source = Postgres::start().unwrap();

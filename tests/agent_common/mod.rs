@@ -269,3 +269,13 @@ pub fn open_multipart_uploads(moto: &testkit::Moto, bucket: &str) -> usize {
         out.uploads().len()
     })
 }
+
+/// The check named `name` in a validation summary.
+pub fn check<'a>(summary: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    summary["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no check {name} in {summary}"))
+}

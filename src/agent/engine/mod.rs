@@ -25,6 +25,23 @@ pub fn random_hex() -> Result<String> {
     Ok(hex::encode(bytes))
 }
 
+/// What `program --version` prints (trimmed), for the manifest's `dumpTool`.
+pub fn tool_version(program: &std::path::Path) -> Result<String> {
+    let name = program.display();
+    let out = Command::new(program)
+        .arg("--version")
+        .output()
+        .map_err(|e| AgentError::Config(format!("cannot run {name} --version: {e}")))?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !out.status.success() || text.is_empty() {
+        return Err(AgentError::Config(format!(
+            "{name} --version failed ({})",
+            out.status
+        )));
+    }
+    Ok(text)
+}
+
 /// A password, redacted in `Debug`.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Secret(pub String);

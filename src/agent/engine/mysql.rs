@@ -139,19 +139,7 @@ pub fn server_version(uri: &DbUri) -> Result<String> {
 /// What the dump tool prints for `--version` (`mariadb-dump from 10.11.19-MariaDB, client
 /// 10.11.19 for debian-linux-gnu (x86_64)`, `mysqldump  Ver 8.0.36 for Linux on x86_64`).
 pub fn dump_tool_version() -> Result<String> {
-    let tool = dump_tool();
-    let out = Command::new(tool)
-        .arg("--version")
-        .output()
-        .map_err(|e| AgentError::Config(format!("cannot run {tool} --version: {e}")))?;
-    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if !out.status.success() || text.is_empty() {
-        return Err(AgentError::Config(format!(
-            "{tool} --version failed ({})",
-            out.status
-        )));
-    }
-    Ok(text)
+    super::tool_version(std::path::Path::new(dump_tool()))
 }
 
 /// A MySQL-family product and its `major.minor`, from what servers (`SELECT VERSION()`) and

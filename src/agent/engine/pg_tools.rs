@@ -10,7 +10,6 @@
 //! candidate, with the major their `--version` reports.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use crate::agent::error::{AgentError, Result};
 
@@ -40,18 +39,7 @@ impl PgTools {
     /// What `<tool> --version` prints (`pg_dump (PostgreSQL) 15.20 (Debian …)`), for the
     /// manifest.
     pub fn version_of(&self, tool: &str) -> Result<String> {
-        let out = Command::new(self.program(tool))
-            .arg("--version")
-            .output()
-            .map_err(|e| AgentError::Config(format!("cannot run {tool} --version: {e}")))?;
-        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        if !out.status.success() || text.is_empty() {
-            return Err(AgentError::Config(format!(
-                "{tool} --version failed ({})",
-                out.status
-            )));
-        }
-        Ok(text)
+        super::tool_version(&self.program(tool))
     }
 }
 

@@ -439,17 +439,12 @@ async fn observe_job(ctx: &Context, ns: &str, job_name: Option<&str>) -> Result<
             .rev()
             .find(|p| pod_phase(p) == "Failed")
             .and_then(agent_report);
-        let oom = report
-            .is_none()
-            .then(|| crate::controller::common::job_watch::failed_out_of_memory(&pod_list))
-            .flatten();
-        let (reason, message) = match oom {
-            Some(why) => (
-                crate::controller::common::job_watch::OOM_KILLED.to_string(),
-                why,
-            ),
-            None => (c.reason.unwrap_or_default(), c.message.unwrap_or_default()),
-        };
+        let (reason, message) = crate::controller::common::job_watch::failure_cause(
+            &pod_list,
+            report.is_some(),
+            c.reason,
+            c.message,
+        );
         return Ok(JobState::Failed {
             attempts,
             reason,

@@ -189,7 +189,10 @@ fn failure_reason(
     report: Option<&AgentReport>,
 ) -> (String, String) {
     if job_reason == crate::controller::common::job_watch::OOM_KILLED {
-        return ("OutOfMemory".into(), job_message.to_string());
+        return (
+            crate::controller::common::reason::Reason::OutOfMemory.into(),
+            job_message.to_string(),
+        );
     }
     if job_reason == "DeadlineExceeded" {
         return (

@@ -134,6 +134,24 @@ pub fn failed_out_of_memory(pods: &[Pod]) -> Option<String> {
         .and_then(out_of_memory)
 }
 
+/// The reason and message a failed Job is reported with: its condition's, unless the agent
+/// left no report and the newest failed Pod's agent was OOM-killed ([`OOM_KILLED`], naming the
+/// limit).
+pub fn failure_cause(
+    pods: &[Pod],
+    reported: bool,
+    condition_reason: Option<String>,
+    condition_message: Option<String>,
+) -> (String, String) {
+    match (!reported).then(|| failed_out_of_memory(pods)).flatten() {
+        Some(why) => (OOM_KILLED.to_string(), why),
+        None => (
+            condition_reason.unwrap_or_default(),
+            condition_message.unwrap_or_default(),
+        ),
+    }
+}
+
 /// Reads the Job `job_name` (from status) and its Pods.
 pub async fn observe(ctx: &Context, ns: &str, job_name: Option<&str>) -> Result<Observed> {
     let Some(job_name) = job_name else {
@@ -170,13 +188,12 @@ pub async fn observe(ctx: &Context, ns: &str, job_name: Option<&str>) -> Result<
             .rev()
             .filter(|p| pod_phase(p) == wanted || pod_phase(p) == "Failed")
             .find_map(termination_message);
-        let oom = (!succeeded && termination_message.is_none())
-            .then(|| failed_out_of_memory(&pod_list))
-            .flatten();
-        let (reason, message) = match oom {
-            Some(why) => (OOM_KILLED.to_string(), why),
-            None => (c.reason.unwrap_or_default(), c.message.unwrap_or_default()),
-        };
+        let (reason, message) = failure_cause(
+            &pod_list,
+            succeeded || termination_message.is_some(),
+            c.reason,
+            c.message,
+        );
         return Ok(Observed::Finished {
             attempts,
             succeeded,

@@ -48,7 +48,7 @@ pub fn failure_reason(
     }
     match job_reason {
         crate::controller::common::job_watch::OOM_KILLED => {
-            ("OutOfMemory".into(), job_message.to_string())
+            (Reason::OutOfMemory.into(), job_message.to_string())
         }
         "DeadlineExceeded" => (
             "DeadlineExceeded".into(),
