@@ -1,0 +1,3 @@
+{{- define "mini.fullname" -}}
+{{ .Release.Name }}-{{ .Chart.Name }}
+{{- end }}
