@@ -2,7 +2,7 @@
 CARGO ?= cargo
 SIM_DIR := target/sim
 
-.PHONY: all build test lint fmt crds deps demo e2e sim-up sim-down bench images base-images
+.PHONY: all build test lint fmt crds chart deps demo e2e sim-up sim-down bench images base-images
 
 all: build
 
@@ -18,12 +18,12 @@ images:
 base-images:
 	scripts/base-images.sh
 
-## deps: install the services the tests use (MariaDB, Prometheus, moto S3, zstd)
+## deps: install the services and tools the tests use (MariaDB, Prometheus, moto S3, zstd, Go + sprig for the chart renderer, kubernetes-validate)
 deps:
 	scripts/install-deps.sh
 
 ## test: every test — unit, CRD drift, examples, RBAC matrix, agent against real databases and S3, stand-in contract tests, e2e
-test:
+test: deps
 	$(CARGO) test --workspace
 
 ## lint: formatting and clippy with warnings denied
@@ -34,9 +34,14 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-## crds: regenerate crds/ from the Rust API types
+## crds: regenerate crds/ from the Rust API types, then their copies in the chart and config/crd (make chart)
 crds:
 	$(CARGO) run -q --bin dataguardian -- crd --out-dir crds
+	$(MAKE) chart
+
+## chart: regenerate the copies of crds/, config/rbac/, config/prometheus/, config/grafana/ and the crate version in charts/dataguardian and config/ (tests/chart.rs fails when they drift)
+chart:
+	$(CARGO) run -q -p testkit --bin sync-chart
 
 ## demo: the product end to end on the local stand-ins (API stand-in, PostgreSQL, MariaDB, S3)
 demo: deps

@@ -12,6 +12,15 @@ command -v zstd >/dev/null 2>&1 || need_apt+=(zstd)
 # Base images for the Docker Engine, which cannot pull (scripts/base-images.sh).
 command -v debootstrap >/dev/null 2>&1 || need_apt+=(debootstrap)
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need_apt+=(postgresql-15)
+# The chart renderer (tools/helm-template: Helm's template engine, built in GOPATH mode from
+# Debian's Go libraries; no helm binary and no Go module proxy are needed).
+command -v go >/dev/null 2>&1 || need_apt+=(golang-go)
+for pkg_dir in github.com/Masterminds/sprig:golang-github-masterminds-sprig-dev \
+               sigs.k8s.io/yaml:golang-k8s-sigs-yaml-dev \
+               github.com/xeipuuv/gojsonschema:golang-github-xeipuuv-gojsonschema-dev \
+               github.com/gobwas/glob:golang-github-gobwas-glob-dev; do
+  [ -d "/usr/share/gocode/src/${pkg_dir%%:*}" ] || need_apt+=("${pkg_dir##*:}")
+done
 command -v kubectl >/dev/null 2>&1 || { echo "kubectl is required (v1.32 is preinstalled on this kind of machine)" >&2; exit 1; }
 
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -22,6 +31,11 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 # The Debian package may start a system MariaDB; tests start their own on free loopback ports.
 
+# Upstream Kubernetes JSON schemas for the rendered chart and kustomize base (tests/chart.rs).
+if ! command -v kubernetes-validate >/dev/null 2>&1; then
+  echo "install-deps: pip install kubernetes-validate"
+  python3 -m pip install -q 'kubernetes-validate>=1.32,<2'
+fi
 if ! command -v moto_server >/dev/null 2>&1; then
   echo "install-deps: pip install moto[server]"
   python3 -m pip install -q 'moto[server]>=5.2.2,<6'

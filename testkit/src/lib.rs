@@ -13,6 +13,8 @@
 //!   helpers and [`s3_client`] for an `aws_sdk_s3::Client` (path-style, plain HTTP).
 //! - [`FaultyProxy`]: a TCP proxy that cuts connections after N bytes or N HTTP requests,
 //!   or refuses everything, following a [`FaultPlan`] that can change at run time.
+//! - [`chart`]: the Helm chart rendered like `helm template` (tools/helm-template), and the
+//!   copies of CRDs, RBAC, alert rules and dashboards that `make chart` generates.
 //! - Helpers: [`free_port`], [`free_port_on`], [`wait_for_port`], [`TempDir`].
 //!
 //! Each service has a `builder()` with `.listen("127.0.x.y")` to bind a simulated pod IP.
@@ -26,6 +28,7 @@
 //! # Ok::<(), testkit::Error>(())
 //! ```
 
+pub mod chart;
 mod error;
 mod http_framing;
 pub mod images;
