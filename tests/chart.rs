@@ -1167,12 +1167,26 @@ fn an_air_gapped_install_pulls_every_image_from_the_mirror_by_digest() {
         notes: true,
         ..RenderOptions::new(
             &[],
-            &[("global.imageRegistry", "registry.corp:5000/mirror")],
+            &[
+                ("global.imageRegistry", "registry.corp:5000/mirror"),
+                ("image.digest", DIGEST),
+                ("agent.image.digest", AGENT_DIGEST),
+            ],
         )
     })
     .unwrap();
+    // NOTES.txt lists what to mirror: exactly the references the operator will use.
     assert!(
         notes.contains("Images come from registry.corp:5000/mirror"),
+        "{notes}"
+    );
+    let operator_image = container(&objects)["image"].as_str().unwrap();
+    assert!(
+        notes.contains(&format!("  {operator_image} (the operator)")),
+        "{notes}"
+    );
+    assert!(
+        notes.contains(&format!("  {} (the agent", jobs.agent_image)),
         "{notes}"
     );
 }

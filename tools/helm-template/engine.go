@@ -159,15 +159,16 @@ func fail(msg string) (string, error) {
 	return "", fmt.Errorf("%s", warnWrap(msg))
 }
 
-// sortTemplates orders template names deepest path first (Helm parses them in this order so
-// that higher-level templates override nested ones' defines).
+// sortTemplates orders template names like Helm's sort.Reverse(byPathLen): deepest path first,
+// names of equal depth in reverse lexical order. Templates are parsed in this order, so a
+// `define` in a higher-level file overrides one of the same name in a nested file.
 func sortTemplates(names []string) []string {
 	sort.Slice(names, func(i, j int) bool {
 		ci, cj := strings.Count(names[i], "/"), strings.Count(names[j], "/")
 		if ci != cj {
 			return ci > cj
 		}
-		return names[i] < names[j]
+		return names[i] > names[j]
 	})
 	return names
 }

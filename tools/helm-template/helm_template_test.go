@@ -163,3 +163,13 @@ func TestNotes(t *testing.T) {
 		t.Fatalf("got %q", out)
 	}
 }
+
+// Helm parses deeper templates first and, at equal depth, in reverse lexical order: the define
+// parsed last wins.
+func TestTemplateParseOrder(t *testing.T) {
+	got := sortTemplates([]string{"c/templates/b.yaml", "c/templates/sub/x.tpl", "c/templates/a.yaml", "c/templates/_h.tpl"})
+	want := "c/templates/sub/x.tpl,c/templates/b.yaml,c/templates/a.yaml,c/templates/_h.tpl"
+	if strings.Join(got, ",") != want {
+		t.Fatalf("got %v, want %s", got, want)
+	}
+}
