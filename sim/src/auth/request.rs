@@ -72,12 +72,10 @@ pub fn attributes(
     }
     .to_string();
     let mut namespace = String::new();
-    if rest.first() == Some(&"namespaces") {
-        if rest.len() > 1 {
-            namespace = rest[1].to_string();
-            if rest.len() > 2 && !matches!(rest[2], "status" | "finalize") {
-                rest = &rest[2..];
-            }
+    if rest.first() == Some(&"namespaces") && rest.len() > 1 {
+        namespace = rest[1].to_string();
+        if rest.len() > 2 && !matches!(rest[2], "status" | "finalize") {
+            rest = &rest[2..];
         }
     }
     let resource = rest.first().map(|s| s.to_string()).unwrap_or_default();
