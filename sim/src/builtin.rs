@@ -207,6 +207,7 @@ pub fn prepare_create(rd: &ResourceDef, obj: &mut Value) {
             }
             obj["status"] = json!({});
         }
+        Some(Builtin::RoleBinding) => crate::auth::escalation::default_subjects(obj),
         _ => {}
     }
 }
@@ -290,6 +291,10 @@ pub fn prepare_update(
                 errs.push(("spec".into(), "FieldValueForbidden", "Forbidden: pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)".into()));
             }
         }
+        Some(Builtin::RoleBinding) => {
+            crate::auth::escalation::default_subjects(new);
+            errs.extend(crate::auth::escalation::validate_binding_update(old, new));
+        }
         _ => {}
     }
     errs
@@ -351,6 +356,13 @@ pub fn validate(rd: &ResourceDef, obj: &Value) -> Vec<(String, &'static str, Str
                 }
             }
         }
+        Some(Builtin::Role) => {
+            errs.extend(crate::auth::escalation::validate_role(obj, rd.namespaced))
+        }
+        Some(Builtin::RoleBinding) => errs.extend(crate::auth::escalation::validate_binding(
+            obj,
+            rd.namespaced,
+        )),
         _ => {}
     }
     errs
@@ -476,7 +488,11 @@ pub fn prune_unknown(rd: &ResourceDef, obj: &mut Value) -> Vec<String> {
         Some(Builtin::CoreEvent) | Some(Builtin::EventV1) => roundtrip::<k::core::v1::Event>(obj),
         Some(Builtin::Lease) => roundtrip::<k::coordination::v1::Lease>(obj),
         Some(Builtin::Job) => roundtrip::<k::batch::v1::Job>(obj),
-        Some(Builtin::Crd) | None => None,
+        Some(Builtin::Role) if rd.namespaced => roundtrip::<k::rbac::v1::Role>(obj),
+        Some(Builtin::Role) => roundtrip::<k::rbac::v1::ClusterRole>(obj),
+        Some(Builtin::RoleBinding) if rd.namespaced => roundtrip::<k::rbac::v1::RoleBinding>(obj),
+        Some(Builtin::RoleBinding) => roundtrip::<k::rbac::v1::ClusterRoleBinding>(obj),
+        Some(Builtin::Crd | Builtin::Review) | None => None,
     };
     let mut out = Vec::new();
     if let Some(t) = typed {

@@ -113,6 +113,17 @@ pub fn resource_list(reg: &Registry, group: &str, version: &str) -> Option<Value
                 "verbs": ["create"],
             }));
         }
+        if d.builtin == Some(crate::resources::Builtin::ServiceAccount) {
+            resources.push(json!({
+                "name": "serviceaccounts/token",
+                "singularName": "",
+                "namespaced": true,
+                "group": "authentication.k8s.io",
+                "version": "v1",
+                "kind": "TokenRequest",
+                "verbs": ["create"],
+            }));
+        }
     }
     let gv = if group.is_empty() {
         version.to_string()
@@ -143,6 +154,9 @@ fn aggregated_group(reg: &Registry, group: &str) -> Value {
                     if d.log_subresource {
                         subs.push(json!({"subresource": "log", "responseKind": {"group": "", "version": "", "kind": ""}, "verbs": ["get"]}));
                         subs.push(json!({"subresource": "binding", "responseKind": {"group": "", "version": "v1", "kind": "Binding"}, "verbs": ["create"]}));
+                    }
+                    if d.builtin == Some(crate::resources::Builtin::ServiceAccount) {
+                        subs.push(json!({"subresource": "token", "responseKind": {"group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest"}, "verbs": ["create"]}));
                     }
                     let mut r = json!({
                         "resource": d.plural,

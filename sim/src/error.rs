@@ -175,6 +175,11 @@ impl ApiError {
         Self::new(400, "BadRequest", message)
     }
 
+    /// 401 `Unauthorized` (unknown or invalid credentials).
+    pub fn unauthorized() -> Self {
+        Self::new(401, "Unauthorized", "Unauthorized")
+    }
+
     /// 403 `Forbidden`.
     pub fn forbidden(group: &str, resource: &str, name: &str, message: impl Into<String>) -> Self {
         Self::new(403, "Forbidden", message).with_details(group, resource, name)
@@ -218,11 +223,12 @@ impl ApiError {
         });
         let mut details = serde_json::Map::new();
         if let Some(d) = &self.details {
-            if !d.name.is_empty() {
-                details.insert("name".into(), json!(d.name));
+            // Go's `omitempty`: empty name, group (core) and kind are left out.
+            for (k, v) in [("name", &d.name), ("group", &d.group), ("kind", &d.kind)] {
+                if !v.is_empty() {
+                    details.insert(k.into(), json!(v));
+                }
             }
-            details.insert("group".into(), json!(d.group));
-            details.insert("kind".into(), json!(d.kind));
         }
         if !self.causes.is_empty() {
             let causes: Vec<Value> = self
@@ -240,7 +246,7 @@ impl ApiError {
                 .collect();
             details.insert("causes".into(), Value::Array(causes));
         }
-        if !details.is_empty() {
+        if !details.is_empty() || self.details.is_some() {
             s["details"] = Value::Object(details);
         }
         s

@@ -247,7 +247,8 @@ pub async fn run(state: Arc<State>) {
                 let a = gc_pass(&state, &mut inner);
                 let b = namespace_pass(&state, &mut inner);
                 let c = service_account_pass(&state, &mut inner);
-                if !a && !b && !c {
+                let d = crate::auth::controllers::pass(&state, &mut inner);
+                if !a && !b && !c && !d {
                     break;
                 }
             }

@@ -16,7 +16,7 @@ use crate::openapi;
 use crate::ops::{DeleteOpts, FieldValidation, ListOpts, Propagation, State, WriteOpts};
 use crate::patch::PatchType;
 use crate::protobuf;
-use crate::resources::ResourceDef;
+use crate::resources::{Builtin, ResourceDef};
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::table::{IncludeObject, table, wants_table};
 use crate::watch::{WatchParams, watch};
@@ -74,8 +74,24 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    match route(&app, &method, &uri, &headers, body).await {
-        Ok(r) => r,
+    // Authentication, impersonation and authorization, as kube-apiserver's filters do before
+    // any handler runs.
+    let user = match crate::auth::gate(&app.state, &method, &uri, &headers) {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::debug!(%method, %uri, error = %e, "request refused");
+            return e.into_response();
+        }
+    };
+    match route(&app, &user, &method, &uri, &headers, body).await {
+        Ok(r) => {
+            if method != Method::GET {
+                // Let the controllers (garbage collector, namespaces, service accounts, RBAC
+                // aggregation, root CA) look at the change now rather than at their next tick.
+                app.state.gc_wake.notify_one();
+            }
+            r
+        }
         Err(e) => {
             tracing::debug!(%method, %uri, error = %e, "request failed");
             e.into_response()
@@ -129,6 +145,7 @@ fn resolve(app: &App, group: &str, version: &str, rest: &[&str]) -> Result<Targe
 
 async fn route(
     app: &App,
+    user: &crate::auth::UserInfo,
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
@@ -191,7 +208,8 @@ async fn route(
 
     if let Some(sub) = target.sub.as_deref() {
         let ok_sub = (sub == "status" && rd.status_subresource)
-            || ((sub == "log" || sub == "binding") && rd.log_subresource);
+            || ((sub == "log" || sub == "binding") && rd.log_subresource)
+            || (sub == "token" && rd.builtin == Some(Builtin::ServiceAccount));
         if !ok_sub {
             return Err(ApiError::no_route());
         }
@@ -223,6 +241,7 @@ async fn route(
             manager_explicit: explicit.is_some(),
             field_validation,
             force: truthy(&q, "force"),
+            requester: Some(user.clone()),
         })
     };
     let list_opts = || -> Result<ListOpts, ApiError> {
@@ -233,6 +252,9 @@ async fn route(
             continue_token: q.get("continue").cloned(),
         })
     };
+    if rd.builtin == Some(Builtin::Review) || target.sub.as_deref() == Some("token") {
+        return auth_create(app, user, method, &rd, &target, &content_type, &body, &q);
+    }
     let table_mode = wants_table(accept)
         .then(|| IncludeObject::parse(q.get("includeObject").map(String::as_str)));
 
@@ -302,6 +324,9 @@ async fn route(
                 ));
             }
             let obj = decode_body(&rd, &content_type, &body)?;
+            if rd.builtin == Some(Builtin::Pod) {
+                crate::auth::admission::wait_for_default_service_account(&state, &ns, &obj).await;
+            }
             let out = state.create(&rd, &ns, obj, &write_opts()?)?;
             Ok(json_response(
                 StatusCode::CREATED,
@@ -373,6 +398,40 @@ async fn route(
             "the server does not allow this method on the requested resource",
         )),
     }
+}
+
+/// The create-only reviews and `serviceaccounts/{name}/token` (TokenRequest).
+#[allow(clippy::too_many_arguments)]
+fn auth_create(
+    app: &App,
+    user: &crate::auth::UserInfo,
+    method: &Method,
+    rd: &ResourceDef,
+    target: &Target,
+    content_type: &str,
+    body: &[u8],
+    q: &Query,
+) -> Result<Response, ApiError> {
+    use crate::auth::reviews;
+    if method != Method::POST {
+        return Err(ApiError::method_not_allowed(
+            "the server does not allow this method on the requested resource",
+        ));
+    }
+    let out = match (&target.name, target.sub.as_deref()) {
+        (None, None) => {
+            let obj = reviews::decode(&rd.kind, content_type, body)?;
+            reviews::review(&app.state, &rd.kind, target.namespace.as_deref(), user, obj)?
+        }
+        (Some(name), Some("token")) => {
+            let obj = reviews::decode("TokenRequest", content_type, body)?;
+            let ns = target.namespace.clone().unwrap_or_default();
+            let dry_run = q.get("dryRun").is_some_and(|d| d == "All");
+            reviews::token_request(&app.state, &ns, name, obj, dry_run)?
+        }
+        _ => return Err(ApiError::no_route()),
+    };
+    Ok(json_response(StatusCode::CREATED, &out, &[]))
 }
 
 fn aggregated(v: &Value) -> Response {

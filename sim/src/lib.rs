@@ -1,6 +1,7 @@
 //! A Kubernetes API stand-in for DataGuardian's end-to-end tests (test infrastructure only).
 //!
-//! It serves built-in kinds and the CRDs from a directory over plain HTTP on loopback, with the
+//! It serves built-in kinds and the CRDs from a directory over HTTPS on loopback (a CA made at
+//! start, bearer-token authentication, RBAC on every request), with the
 //! semantics the operator relies on: resourceVersion and 409 conflicts, generation, the status
 //! subresource split, finalizers, ownerReference garbage collection, label/field selectors,
 //! watches with resume and bookmarks, every patch type including server-side apply, discovery,
@@ -8,6 +9,7 @@
 //! See `sim/README.md` for what differs from a real kube-apiserver.
 
 pub mod apply;
+pub mod auth;
 pub mod builtin;
 pub mod discovery;
 pub mod error;
@@ -25,8 +27,10 @@ pub mod selectors;
 pub mod server;
 pub mod store;
 pub mod table;
+pub mod tls;
 pub mod types;
 pub mod validation;
 pub mod watch;
 
+pub use auth::StaticUser;
 pub use server::{RunningServer, Server, ServerError, ServerOptions};

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-/// A Kubernetes API stand-in for tests (plain HTTP on loopback).
+/// A Kubernetes API stand-in for tests (HTTPS on loopback, bearer tokens, RBAC).
 #[derive(Debug, Parser)]
 #[command(name = "kube-sim", version)]
 struct Args {
@@ -18,9 +18,12 @@ struct Args {
     /// State directory (pod logs under logs/{ns}/{pod}/{container}.log).
     #[arg(long)]
     state_dir: PathBuf,
-    /// Where to write the kubeconfig (default: {state-dir}/kubeconfig).
+    /// Where to write the cluster-admin kubeconfig (default: {state-dir}/kubeconfig).
     #[arg(long)]
     kubeconfig_out: Option<PathBuf>,
+    /// Static users, as kube-apiserver's flag: a CSV file of `token,user,uid,"group1,group2"`.
+    #[arg(long)]
+    token_auth_file: Option<PathBuf>,
     /// Also run the Job runner (Job controller + kubelet stand-in).
     #[arg(long)]
     run_jobs: bool,
@@ -61,6 +64,7 @@ async fn main() -> std::process::ExitCode {
         crds_dir: args.crds,
         state_dir: Some(args.state_dir.clone()),
         kubeconfig_out: args.kubeconfig_out,
+        token_auth_file: args.token_auth_file,
         ..Default::default()
     };
     let mut server = match kube_sim::Server::start(opts).await {
@@ -91,15 +95,14 @@ async fn main() -> std::process::ExitCode {
     std::process::ExitCode::SUCCESS
 }
 
-/// Runs the Job runner (Job controller + kubelet) against this server, talking HTTP like the
-/// real ones; it stops with the server.
+/// Runs the Job runner (Job controller + kubelet) against this server, talking HTTPS like the
+/// real ones (as the cluster admin); it stops with the server.
 async fn start_runner(
     server: &mut kube_sim::RunningServer,
     state_dir: &std::path::Path,
     runtime: kube_sim::runner::Runtime,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let mut cfg = kube_sim::runner::RunnerConfig::new(state_dir.to_path_buf())?;
-    cfg.kubeconfig = Some(server.kubeconfig_path().to_path_buf());
     cfg.runtime = runtime;
     // Checks the engine (Docker) before returning: a missing engine fails the start loudly.
     kube_sim::runner::attach(server, cfg).await?;

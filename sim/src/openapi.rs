@@ -72,6 +72,10 @@ fn doc(reg: &Registry, group: &str, version: &str) -> Value {
                 "responses": {"200": {"description": "OK"}},
             })
         };
+        if d.builtin == Some(crate::resources::Builtin::Review) {
+            paths.insert(base, json!({"post": op("post")}));
+            continue;
+        }
         if d.read_only {
             paths.insert(format!("{base}/{{name}}"), json!({"get": op("get")}));
             continue;

@@ -31,6 +31,8 @@ pub struct State {
     pub gc_wake: Notify,
     /// How often watches with `allowWatchBookmarks` get a BOOKMARK.
     pub bookmark_interval: Duration,
+    /// Authentication state (static users, the token signer, the cluster CA).
+    pub auth: crate::auth::Auth,
 }
 
 /// `fieldValidation` query parameter.
@@ -58,6 +60,9 @@ pub struct WriteOpts {
     pub field_validation: FieldValidation,
     /// `force` (server-side apply).
     pub force: bool,
+    /// Who asks (API requests: RBAC objects they write are checked for privilege escalation);
+    /// `None` for the server's own controllers.
+    pub requester: Option<crate::auth::UserInfo>,
 }
 
 /// The result of a write.
@@ -415,6 +420,14 @@ impl State {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string();
+        // How admission errors name the object (its generateName before one is generated).
+        let display_name = if name.is_empty() {
+            meta_str(&body, "generateName")
+                .unwrap_or_default()
+                .to_string()
+        } else {
+            name.clone()
+        };
         if name.is_empty() {
             match mdm.get("generateName").and_then(Value::as_str) {
                 Some(g) if !g.is_empty() => {
@@ -503,7 +516,13 @@ impl State {
             m.remove("status");
         }
         builtin::prepare_create(rd, &mut obj);
+        if rd.builtin == Some(Builtin::Pod) {
+            crate::auth::admission::admit_pod(inner, ns, &display_name, &mut obj)?;
+        }
         let warnings = admit(rd, &mut obj, None, opts.field_validation, &name)?;
+        if let Some(user) = &opts.requester {
+            crate::auth::escalation::check(inner, rd, ns, &obj, None, user)?;
+        }
         if let Managed::Update(mgr) = managed {
             record_update(rd, None, &mut obj, mgr, None, &now);
         }
@@ -751,6 +770,9 @@ impl State {
             return Err(ApiError::invalid_fields(&rd.group, &rd.kind, &name, &errs));
         }
         let warnings = admit(rd, &mut new, Some(&old), opts.field_validation, &name)?;
+        if let Some(user) = &opts.requester {
+            crate::auth::escalation::check(inner, rd, &key.namespace, &new, Some(&old), user)?;
+        }
         if rd.has_generation
             && sub.is_none()
             && spec_view(&old, rd.status_subresource) != spec_view(&new, rd.status_subresource)

@@ -16,23 +16,23 @@ use crate::resources::{Builtin, ResourceDef};
 
 const MAGIC: &[u8] = b"k8s\0";
 
-fn unsupported(what: &str) -> ApiError {
+pub(crate) fn unsupported(what: &str) -> ApiError {
     ApiError::unsupported_media_type(format!(
         "kube-sim decodes protobuf bodies only for the fields kubectl's generators set; {what} must be sent as JSON"
     ))
 }
 
-fn bad(e: impl std::fmt::Display) -> ApiError {
+pub(crate) fn bad(e: impl std::fmt::Display) -> ApiError {
     ApiError::bad_request(format!("error decoding protobuf body: {e}"))
 }
 
-fn put_str(m: &mut Map<String, Value>, k: &str, v: &mut Option<String>) {
+pub(crate) fn put_str(m: &mut Map<String, Value>, k: &str, v: &mut Option<String>) {
     if let Some(s) = v.take().filter(|s| !s.is_empty()) {
         m.insert(k.into(), json!(s));
     }
 }
 
-fn put_map(
+pub(crate) fn put_map(
     m: &mut Map<String, Value>,
     k: &str,
     v: &mut std::collections::BTreeMap<String, String>,
@@ -42,7 +42,7 @@ fn put_map(
     }
 }
 
-fn put_list(m: &mut Map<String, Value>, k: &str, v: &mut Vec<String>) {
+pub(crate) fn put_list(m: &mut Map<String, Value>, k: &str, v: &mut Vec<String>) {
     if !v.is_empty() {
         m.insert(k.into(), json!(std::mem::take(v)));
     }
@@ -96,7 +96,7 @@ fn is_zero_wire(mut b: &[u8]) -> bool {
     true
 }
 
-fn check_empty<T: Message>(rest: &T, what: &str) -> Result<(), ApiError> {
+pub(crate) fn check_empty<T: Message>(rest: &T, what: &str) -> Result<(), ApiError> {
     if is_zero_wire(&rest.encode_to_vec()) {
         Ok(())
     } else {
@@ -104,7 +104,7 @@ fn check_empty<T: Message>(rest: &T, what: &str) -> Result<(), ApiError> {
     }
 }
 
-fn object_meta(md: Option<meta::ObjectMeta>) -> Result<Value, ApiError> {
+pub(crate) fn object_meta(md: Option<meta::ObjectMeta>) -> Result<Value, ApiError> {
     let mut md = md.unwrap_or_default();
     let mut m = Map::new();
     put_str(&mut m, "name", &mut md.name);
@@ -280,8 +280,8 @@ fn job(mut j: batch::Job) -> Result<Value, ApiError> {
     Ok(Value::Object(out))
 }
 
-/// Decodes a protobuf request body for `rd` into its JSON form.
-pub fn decode(rd: &ResourceDef, body: &[u8]) -> Result<Value, ApiError> {
+/// The kind and raw object bytes of a `k8s\0` + `runtime.Unknown` envelope.
+pub(crate) fn unwrap_envelope(body: &[u8]) -> Result<(String, Vec<u8>), ApiError> {
     let raw = body
         .strip_prefix(MAGIC)
         .ok_or_else(|| bad("missing the k8s\\0 envelope"))?;
@@ -294,8 +294,12 @@ pub fn decode(rd: &ResourceDef, body: &[u8]) -> Result<Value, ApiError> {
         return Err(bad("content encodings are not supported"));
     }
     let tm = unknown.type_meta.unwrap_or_default();
-    let inner = unknown.raw.unwrap_or_default();
-    let kind = tm.kind.unwrap_or_default();
+    Ok((tm.kind.unwrap_or_default(), unknown.raw.unwrap_or_default()))
+}
+
+/// Decodes a protobuf request body for `rd` into its JSON form.
+pub fn decode(rd: &ResourceDef, body: &[u8]) -> Result<Value, ApiError> {
+    let (kind, inner) = unwrap_envelope(body)?;
     if kind != rd.kind {
         return Err(ApiError::bad_request(format!(
             "the kind in the data ({kind}) does not match the expected kind ({})",
@@ -384,6 +388,9 @@ pub fn decode(rd: &ResourceDef, body: &[u8]) -> Result<Value, ApiError> {
             Value::Object(out)
         }
         Some(Builtin::Job) => job(batch::Job::decode(inner.as_slice()).map_err(bad)?)?,
+        Some(Builtin::Role | Builtin::RoleBinding | Builtin::Review) => {
+            crate::auth::protobuf::decode(&rd.kind, &inner)?
+        }
         _ => return Err(unsupported(&format!("{} objects", rd.kind))),
     };
     v["apiVersion"] = json!(rd.api_version());

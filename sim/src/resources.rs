@@ -30,6 +30,13 @@ pub enum Builtin {
     Job,
     /// apiextensions.k8s.io/v1 CustomResourceDefinition (read-only).
     Crd,
+    /// rbac.authorization.k8s.io/v1 Role and ClusterRole.
+    Role,
+    /// rbac.authorization.k8s.io/v1 RoleBinding and ClusterRoleBinding.
+    RoleBinding,
+    /// A create-only review (`authorization.k8s.io`, `authentication.k8s.io`): answered from
+    /// the request, never stored.
+    Review,
 }
 
 /// A CRD `additionalPrinterColumns` entry.
@@ -109,6 +116,9 @@ impl ResourceDef {
 
     /// Verbs of the main resource.
     pub fn verbs(&self) -> Vec<&'static str> {
+        if self.builtin == Some(Builtin::Review) {
+            return vec!["create"];
+        }
         if self.read_only {
             vec!["get", "list", "watch"]
         } else {
@@ -131,7 +141,7 @@ impl ResourceDef {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn builtin(
+    pub(crate) fn builtin(
         group: &str,
         version: &str,
         plural: &str,
@@ -315,6 +325,7 @@ impl Registry {
         crd.read_only = true;
         crd.has_generation = true;
         defs.push(crd);
+        defs.extend(crate::auth::resource_defs());
         Registry {
             defs,
             crd_objects: Vec::new(),

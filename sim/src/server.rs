@@ -9,6 +9,7 @@ use serde_json::json;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+use crate::auth::StaticUser;
 use crate::http::{App, router};
 use crate::ops::{State, now};
 use crate::resources::{CrdLoadError, Registry};
@@ -31,6 +32,9 @@ pub enum ServerError {
     /// Building the kube client failed.
     #[error("building a kube client: {0}")]
     Client(String),
+    /// Generating the CA, certificates or signing keys, or reading the token file failed.
+    #[error("{0}")]
+    Auth(String),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServerError {
@@ -53,6 +57,10 @@ pub struct ServerOptions {
     pub history_limit: usize,
     /// Bookmark interval for watches that allow bookmarks.
     pub bookmark_interval: Duration,
+    /// Static users from a kube-apiserver `--token-auth-file` (CSV `token,user,uid,"g1,g2"`).
+    pub token_auth_file: Option<PathBuf>,
+    /// More static users (tests).
+    pub users: Vec<StaticUser>,
 }
 
 impl Default for ServerOptions {
@@ -64,6 +72,8 @@ impl Default for ServerOptions {
             kubeconfig_out: None,
             history_limit: 10_000,
             bookmark_interval: Duration::from_secs(5),
+            token_auth_file: None,
+            users: Vec::new(),
         }
     }
 }
@@ -76,6 +86,7 @@ pub struct Server;
 #[derive(Debug)]
 pub struct RunningServer {
     addr: SocketAddr,
+    url: String,
     kubeconfig: PathBuf,
     state: Arc<State>,
     tasks: Vec<JoinHandle<()>>,
@@ -83,16 +94,10 @@ pub struct RunningServer {
     _temp: Option<tempfile::TempDir>,
 }
 
-/// Writes a kubeconfig for `url` (plain http on loopback, a dummy token).
-pub fn write_kubeconfig(path: &Path, url: &str) -> std::io::Result<()> {
-    let text = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: kube-sim\n  cluster:\n    server: {url}\nusers:\n- name: kube-sim\n  user:\n    token: kube-sim\ncontexts:\n- name: kube-sim\n  context:\n    cluster: kube-sim\n    user: kube-sim\n    namespace: default\ncurrent-context: kube-sim\n"
-    );
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(path, text)
-}
+pub use crate::auth::users::write_kubeconfig;
+
+/// The user of the kubeconfig the server writes (a cluster admin through `system:masters`).
+pub const ADMIN_USER: &str = "kubernetes-admin";
 
 fn seed(state: &State) {
     let mut inner = state.store.lock();
@@ -143,6 +148,11 @@ fn seed(state: &State) {
         };
         inner.put(key, obj);
     }
+    crate::auth::bootstrap::seed(&mut inner);
+    // What kube-controller-manager does right after start: default ServiceAccounts, the
+    // aggregated roles and the `kube-root-ca.crt` ConfigMaps.
+    crate::gc::service_account_pass(state, &mut inner);
+    crate::auth::controllers::pass(state, &mut inner);
 }
 
 impl Server {
@@ -172,19 +182,44 @@ impl Server {
         let addr = listener
             .local_addr()
             .map_err(io("reading the bound address"))?;
+        let pki = crate::tls::generate(addr.ip()).map_err(ServerError::Auth)?;
+        let auth = crate::auth::Auth::new(pki.ca_pem.clone()).map_err(ServerError::Auth)?;
+        let mut users = opts.users.clone();
+        if let Some(f) = &opts.token_auth_file {
+            let text =
+                std::fs::read_to_string(f).map_err(io(format!("reading {}", f.display())))?;
+            users.extend(
+                crate::auth::users::parse_token_file(&text)
+                    .map_err(|e| ServerError::Auth(format!("{}: {e}", f.display())))?,
+            );
+        }
+        let admin = StaticUser {
+            token: crate::auth::random_token(),
+            name: ADMIN_USER.into(),
+            uid: uuid::Uuid::new_v4().to_string(),
+            groups: vec![crate::auth::authorizer::SYSTEM_MASTERS.into()],
+        };
+        users.push(admin.clone());
+        for u in &users {
+            auth.add_user(u);
+        }
         let state = Arc::new(State {
             registry,
             store: Store::new(opts.history_limit),
             state_dir: state_dir.clone(),
             gc_wake: Notify::new(),
             bookmark_interval: opts.bookmark_interval,
+            auth,
         });
         seed(&state);
+        std::fs::write(state_dir.join("ca.crt"), &pki.ca_pem)
+            .map_err(io("writing the CA certificate"))?;
+        let url = format!("https://{addr}");
         let kubeconfig = opts
             .kubeconfig_out
             .clone()
             .unwrap_or_else(|| state_dir.join("kubeconfig"));
-        write_kubeconfig(&kubeconfig, &format!("http://{addr}"))
+        write_kubeconfig(&kubeconfig, &url, &pki.ca_pem, ADMIN_USER, &admin.token)
             .map_err(io(format!("writing {}", kubeconfig.display())))?;
         let shutdown = Arc::new(Notify::new());
         let app = App {
@@ -192,6 +227,8 @@ impl Server {
             address: addr.to_string(),
         };
         let stop = shutdown.clone();
+        let (listener, acceptor) = crate::tls::TlsListener::start(listener, pki.server.clone())
+            .map_err(io("starting the TLS listener"))?;
         let http = tokio::spawn(async move {
             let server = axum::serve(listener, router(app)).with_graceful_shutdown(async move {
                 stop.notified().await;
@@ -201,12 +238,13 @@ impl Server {
             }
         });
         let gc = tokio::spawn(crate::gc::run(state.clone()));
-        tracing::info!(%addr, "kube-sim listening");
+        tracing::info!(%addr, "kube-sim listening (https)");
         Ok(RunningServer {
             addr,
+            url,
             kubeconfig,
             state,
-            tasks: vec![http, gc],
+            tasks: vec![http, gc, acceptor],
             shutdown,
             _temp: temp,
         })
@@ -219,14 +257,75 @@ impl RunningServer {
         self.addr
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `https://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.url.clone()
     }
 
-    /// The kubeconfig written for this server.
+    /// The kubeconfig written for this server: a cluster admin (user `kubernetes-admin` in
+    /// group `system:masters`).
     pub fn kubeconfig_path(&self) -> &Path {
         &self.kubeconfig
+    }
+
+    /// The cluster CA certificate (PEM); also in `{state_dir}/ca.crt`, every kubeconfig and
+    /// every namespace's `kube-root-ca.crt` ConfigMap.
+    pub fn ca_pem(&self) -> &str {
+        &self.state.auth.ca_pem
+    }
+
+    /// Adds a static user `name` in `groups` (plus `system:authenticated`) with a fresh token
+    /// and writes a kubeconfig for it (same cluster and CA) to `{state_dir}/users/NAME.kubeconfig`,
+    /// whose path is returned. Adding a name again adds another token for it.
+    pub fn add_user(&self, name: &str, groups: &[&str]) -> Result<PathBuf, ServerError> {
+        let user = StaticUser {
+            token: crate::auth::random_token(),
+            name: name.into(),
+            uid: uuid::Uuid::new_v4().to_string(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+        };
+        let file: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let path = self
+            .state
+            .state_dir
+            .join("users")
+            .join(format!("{file}.kubeconfig"));
+        self.add_user_with(&user, &path)?;
+        Ok(path)
+    }
+
+    /// Registers `user` (its token and identity) and writes its kubeconfig to `path`.
+    pub fn add_user_with(&self, user: &StaticUser, path: &Path) -> Result<(), ServerError> {
+        self.state.auth.add_user(user);
+        write_kubeconfig(
+            path,
+            &self.url,
+            &self.state.auth.ca_pem,
+            &user.name,
+            &user.token,
+        )
+        .map_err(io(format!("writing {}", path.display())))
+    }
+
+    /// A kube client for another kubeconfig of this server (e.g. one from
+    /// [`RunningServer::add_user`]).
+    pub async fn client_for(&self, kubeconfig: &Path) -> Result<kube::Client, ServerError> {
+        let kc = kube::config::Kubeconfig::read_from(kubeconfig)
+            .map_err(|e| ServerError::Client(e.to_string()))?;
+        let cfg =
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| ServerError::Client(e.to_string()))?;
+        kube::Client::try_from(cfg).map_err(|e| ServerError::Client(e.to_string()))
     }
 
     /// The state directory (pod logs live under `logs/`).
@@ -234,15 +333,9 @@ impl RunningServer {
         &self.state.state_dir
     }
 
-    /// A kube client for this server.
+    /// A kube client for this server (as the cluster admin).
     pub async fn client(&self) -> Result<kube::Client, ServerError> {
-        let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig)
-            .map_err(|e| ServerError::Client(e.to_string()))?;
-        let cfg =
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-                .await
-                .map_err(|e| ServerError::Client(e.to_string()))?;
-        kube::Client::try_from(cfg).map_err(|e| ServerError::Client(e.to_string()))
+        self.client_for(&self.kubeconfig).await
     }
 
     /// Adds a background task that is aborted with the server (e.g. the Job runner).

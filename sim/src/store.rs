@@ -124,6 +124,7 @@ impl Store {
 fn gc_relevant(key: &ObjKey, obj: &Value) -> bool {
     let meta = &obj["metadata"];
     (key.group.is_empty() && key.resource == "namespaces")
+        || crate::auth::controllers::watches(key)
         || meta.get("deletionTimestamp").is_some_and(|v| !v.is_null())
         || meta
             .get("ownerReferences")

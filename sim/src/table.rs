@@ -239,6 +239,22 @@ fn columns(rd: &ResourceDef) -> Vec<PrinterColumn> {
             col("Message", "string", "", "Message of this event", 0),
         ],
         Some(Builtin::Crd) => vec![name, col("Created At", "date", "", "Creation time", 0)],
+        Some(Builtin::Role) => vec![name, col("Created At", "date", "", "Creation time", 0)],
+        Some(Builtin::RoleBinding) => vec![
+            name,
+            col("Role", "string", "", "Role", 0),
+            age_c,
+            col("Users", "string", "", "Users in the binding", 1),
+            col("Groups", "string", "", "Groups in the binding", 1),
+            col(
+                "ServiceAccounts",
+                "string",
+                "",
+                "ServiceAccounts in the binding",
+                1,
+            ),
+        ],
+        Some(Builtin::Review) => vec![name],
     }
 }
 
@@ -490,15 +506,53 @@ fn cells(rd: &ResourceDef, o: &Value) -> Vec<Value> {
                 core.get("message").cloned().unwrap_or(json!("")),
             ];
         }
-        Some(Builtin::Crd) => {
+        Some(Builtin::Crd | Builtin::Role) => {
             out.push(
                 o.pointer("/metadata/creationTimestamp")
                     .cloned()
                     .unwrap_or(Value::Null),
             );
         }
+        Some(Builtin::RoleBinding) => out.extend(role_binding_cells(o, created)),
+        Some(Builtin::Review) => {}
     }
     out
+}
+
+fn role_binding_cells(o: &Value, created: Value) -> Vec<Value> {
+    let s = |v: &Value, k: &str| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let rr = o.get("roleRef").cloned().unwrap_or(Value::Null);
+    let subjects = o
+        .get("subjects")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let of = |kind: &str| -> Value {
+        let names: Vec<String> = subjects
+            .iter()
+            .filter(|x| s(x, "kind") == kind)
+            .map(|x| {
+                if kind == "ServiceAccount" {
+                    format!("{}/{}", s(x, "namespace"), s(x, "name"))
+                } else {
+                    s(x, "name")
+                }
+            })
+            .collect();
+        json!(names.join(", "))
+    };
+    vec![
+        json!(format!("{}/{}", s(&rr, "kind"), s(&rr, "name"))),
+        created,
+        of("User"),
+        of("Group"),
+        of("ServiceAccount"),
+    ]
 }
 
 fn row(rd: &ResourceDef, o: &Value, include: IncludeObject) -> Value {

@@ -509,6 +509,8 @@ async fn label_and_field_selectors() {
                 .items
                 .into_iter()
                 .map(|c| c.metadata.name.unwrap())
+                // Every namespace also holds the root-CA publisher's ConfigMap (no labels).
+                .filter(|n| n != "kube-root-ca.crt")
                 .collect();
             v.sort();
             v
@@ -554,7 +556,8 @@ async fn label_and_field_selectors() {
     );
     assert_eq!(err.code, 400);
 
-    // Pagination with limit/continue.
+    // Pagination with limit/continue (three pages of two: our three objects and the
+    // namespace's kube-root-ca.crt).
     let page = cms.list(&ListParams::default().limit(2)).await.unwrap();
     assert_eq!(page.items.len(), 2);
     let token = page.metadata.continue_.clone().expect("continue token");
@@ -562,6 +565,7 @@ async fn label_and_field_selectors() {
         .list(&ListParams::default().limit(2).continue_token(&token))
         .await
         .unwrap();
+    assert_eq!(rest.items.len(), 2);
     let mut all: Vec<String> = page
         .items
         .iter()
@@ -569,8 +573,7 @@ async fn label_and_field_selectors() {
         .map(|c| c.metadata.name.clone().unwrap())
         .collect();
     all.sort();
-    // "kube-root-ca"-style extras do not exist here: exactly our three objects.
-    assert_eq!(all, ["a", "b", "c"]);
+    assert_eq!(all, ["a", "b", "c", "kube-root-ca.crt"]);
     assert!(rest.metadata.continue_.is_none());
 
     // deletecollection honours the selector.

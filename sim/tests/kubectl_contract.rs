@@ -582,7 +582,7 @@ async fn kubectl_strict_validation_of_builtins() {
     assert_eq!(v["data"]["a"], "b");
 }
 
-/// The `kube-sim` binary: prints its port, writes a kubeconfig kubectl can use, runs Jobs with
+/// The `kube-sim` binary: prints its port, writes an https kubeconfig (with the CA) kubectl can use, runs Jobs with
 /// `--run-jobs` (pod logs included), and stops on SIGTERM.
 #[tokio::test]
 async fn kube_sim_binary_with_run_jobs() {
@@ -620,8 +620,16 @@ async fn kube_sim_binary_with_run_jobs() {
     );
     let kc = std::fs::read_to_string(&kubeconfig).unwrap();
     assert!(
-        kc.contains(&format!("server: http://127.0.0.1:{port}")),
+        kc.contains(&format!("server: https://127.0.0.1:{port}"))
+            && kc.contains("certificate-authority-data: "),
         "{kc}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(state.join("ca.crt"))
+            .unwrap()
+            .lines()
+            .next(),
+        Some("-----BEGIN CERTIFICATE-----")
     );
 
     let run = |args: Vec<&'static str>| {

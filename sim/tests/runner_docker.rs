@@ -199,7 +199,8 @@ async fn job_pod_runs_as_a_container_of_its_image() {
     // workingDir; a native sidecar gated by an exec startup probe; the termination message.
     let script = r#"echo "pwd=$(pwd) host=$(hostname) ip=$POD_IP pw=$PASSWORD"
 grep -E '^Seccomp:' /proc/self/status
-test -f /var/run/kube-sim/kubeconfig && echo kubeconfig-mounted
+test -s /var/run/secrets/kubernetes.io/serviceaccount/token && echo token-mounted
+echo "api=$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT"
 echo to-stderr >&2
 printf 'all good' > /dev/termination-log
 exit 0"#;
@@ -243,7 +244,13 @@ exit 0"#;
     );
     // No seccompProfile: unconfined, as the kubelet's default.
     assert!(logs.contains("Seccomp:\t0"), "{logs}");
-    assert!(logs.contains("kubeconfig-mounted"), "{logs}");
+    // The default ServiceAccount's token (the API server added the kube-api-access volume)
+    // and the `kubernetes` Service's variables naming the API server.
+    assert!(logs.contains("token-mounted"), "{logs}");
+    assert!(
+        logs.contains(&format!("api=127.0.0.1:{}", sim.server.addr().port())),
+        "{logs}"
+    );
     assert!(logs.contains("to-stderr"), "{logs}");
 
     // Real containers, on the host network, labelled with the pod; the secret is not on any

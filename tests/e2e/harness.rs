@@ -84,8 +84,7 @@ impl Cluster {
         })
         .await
         .expect("starting the API stand-in");
-        let mut cfg = kube_sim::runner::RunnerConfig::new(state.clone()).expect("runner config");
-        cfg.kubeconfig = Some(server.kubeconfig_path().to_path_buf());
+        let cfg = kube_sim::runner::RunnerConfig::new(state.clone()).expect("runner config");
         kube_sim::runner::attach(&mut server, cfg)
             .await
             .expect("starting the Job runner");

@@ -18,8 +18,6 @@ use tokio::process::{Child, Command};
 pub const LABEL_POD_UID: &str = "io.kube-sim.pod-uid";
 /// Label on every container and volume: the runner that made it (`<pid>-<start time>`).
 pub const LABEL_RUNNER: &str = "io.kube-sim.runner";
-/// Where the kubeconfig (the stand-in for the service-account token) is mounted.
-pub const KUBECONFIG_MOUNT: &str = "/var/run/kube-sim/kubeconfig";
 
 /// Why the Docker runtime cannot be used at all.
 #[derive(Debug, thiserror::Error)]

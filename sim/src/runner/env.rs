@@ -16,6 +16,13 @@ pub struct EnvSources {
     pub secrets: BTreeMap<String, Secret>,
     /// ConfigMaps by name.
     pub config_maps: BTreeMap<String, ConfigMap>,
+    /// Service-account tokens for the pod's `serviceAccountToken` projections, by audience
+    /// (`""` = the API server's).
+    pub service_account_tokens: BTreeMap<String, String>,
+    /// The `kubernetes` Service's variables (`KUBERNETES_SERVICE_HOST`, ...): usable in
+    /// `$(VAR)` references and added after the container's own variables unless it defines
+    /// them, as the kubelet does.
+    pub service_env: Vec<(String, String)>,
 }
 
 /// Names of the Secrets and ConfigMaps a container's env and envFrom refer to.
@@ -183,11 +190,17 @@ pub fn resolve_env(
             expand(&raw, &|name| {
                 known
                     .iter()
+                    .chain(sources.service_env.iter())
                     .find(|(n, _)| n == name)
                     .map(|(_, v)| v.clone())
             })
         };
         set(&mut out, var.name.clone(), value);
+    }
+    for (k, v) in &sources.service_env {
+        if !out.iter().any(|(n, _)| n == k) {
+            out.push((k.clone(), v.clone()));
+        }
     }
     Ok(out)
 }

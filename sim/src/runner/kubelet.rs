@@ -22,8 +22,8 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use super::docker::{
-    ContainerPlan, DockerContainer, Engine, ExitInfo, KUBECONFIG_MOUNT, LABEL_POD_UID,
-    LABEL_RUNNER, MountSpec, command_line, container_name, security_plan,
+    ContainerPlan, DockerContainer, Engine, ExitInfo, LABEL_POD_UID, LABEL_RUNNER, MountSpec,
+    command_line, container_name, security_plan,
 };
 use super::env::{EnvSources, expand_command, referenced_objects, resolve_env};
 use super::error::RunnerError;
@@ -53,7 +53,8 @@ pub(crate) struct KubeletCtx {
     pub pods_root: PathBuf,
     pub images: ImageTable,
     pub ips: Mutex<IpPool>,
-    pub kubeconfig: Option<PathBuf>,
+    /// The API server as the `kubernetes` Service (`KUBERNETES_SERVICE_*`).
+    pub api_server: Option<std::net::SocketAddr>,
     pub restart_backoff: Duration,
     /// The Docker Engine (Docker runtime); `None` runs host processes.
     pub engine: Option<Arc<Engine>>,
@@ -807,7 +808,14 @@ impl PodWorker {
         let mut mount_warned = false;
         loop {
             let (secrets, cms) = volume_references(&volumes);
-            let result = match self.fetch_sources(&secrets, &cms).await {
+            let fetched = match self.fetch_sources(&secrets, &cms).await {
+                Ok(mut sources) => self
+                    .fetch_tokens(&volumes, &mut sources)
+                    .await
+                    .map(|()| sources),
+                Err(e) => Err(e),
+            };
+            let result = match fetched {
                 Ok(sources) => {
                     let mut out = Ok(BTreeMap::new());
                     for v in &volumes {
@@ -926,12 +934,68 @@ impl PodWorker {
         }
     }
 
+    /// Requests, through the TokenRequest API, the ServiceAccount tokens the pod's
+    /// `serviceAccountToken` projections need, bound to the pod (as the kubelet does).
+    async fn fetch_tokens(
+        &self,
+        volumes: &[k8s_openapi::api::core::v1::Volume],
+        sources: &mut EnvSources,
+    ) -> Result<(), String> {
+        use k8s_openapi::api::authentication::v1::{
+            BoundObjectReference, TokenRequest, TokenRequestSpec,
+        };
+        use k8s_openapi::api::core::v1::ServiceAccount;
+        let needs = super::serviceaccount::token_needs(volumes);
+        if needs.is_empty() {
+            return Ok(());
+        }
+        let sa = self
+            .spec()
+            .service_account_name
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "default".into());
+        let api: Api<ServiceAccount> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
+        for need in needs {
+            let req = TokenRequest {
+                spec: Some(TokenRequestSpec {
+                    audiences: (!need.audience.is_empty()).then(|| vec![need.audience.clone()]),
+                    expiration_seconds: Some(need.expiration_seconds),
+                    bound_object_ref: Some(BoundObjectReference {
+                        api_version: Some("v1".into()),
+                        kind: Some("Pod".into()),
+                        name: Some(self.name.clone()),
+                        uid: self.pod.metadata.uid.clone(),
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            let out: TokenRequest = api
+                .create_subresource("token", &sa, &PostParams::default(), &req)
+                .await
+                .map_err(|e| {
+                    let why = match e {
+                        kube::Error::Api(s) => s.message,
+                        other => other.to_string(),
+                    };
+                    format!("failed to fetch token: {why}")
+                })?;
+            let token = out.status.and_then(|s| s.token).unwrap_or_default();
+            sources.service_account_tokens.insert(need.audience, token);
+        }
+        Ok(())
+    }
+
     async fn fetch_sources(
         &self,
         secrets: &std::collections::BTreeSet<String>,
         cms: &std::collections::BTreeSet<String>,
     ) -> Result<EnvSources, String> {
         let mut sources = EnvSources::default();
+        if let Some(addr) = self.ctx.api_server {
+            sources.service_env =
+                super::serviceaccount::service_env(&addr.ip().to_string(), addr.port());
+        }
         let sapi: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
         let capi: Api<ConfigMap> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
         for name in secrets {
@@ -1226,8 +1290,21 @@ impl PodWorker {
                 set(name, v);
             }
         }
-        if let Some(k) = &self.ctx.kubeconfig {
-            set("KUBECONFIG", k.display().to_string());
+        // A host process cannot see the token volume at its container path: it gets a
+        // kubeconfig using the volume's files (same ServiceAccount, same CA) instead.
+        if let (Some(addr), Some(dir)) = (
+            self.ctx.api_server,
+            mounts.host_path(super::serviceaccount::TOKEN_MOUNT_PATH),
+        ) {
+            let path = self.pod_dir.join(format!("{}.kubeconfig", container.name));
+            let text = super::serviceaccount::incluster_kubeconfig(
+                &format!("https://{addr}"),
+                &dir,
+                &self.namespace,
+            );
+            if std::fs::write(&path, text).is_ok() {
+                set("KUBECONFIG", path.display().to_string());
+            }
         }
         for (k, v) in &launch.image_env {
             set(k, mounts.rewrite(v));
@@ -1526,16 +1603,7 @@ impl PodWorker {
             target: term_path,
             read_only: false,
         });
-        let mut full_env: Vec<(String, String)> = Vec::new();
-        if let Some(k) = &self.ctx.kubeconfig {
-            mounts.push(MountSpec::Bind {
-                source: std::path::absolute(k).unwrap_or_else(|_| k.clone()),
-                target: KUBECONFIG_MOUNT.into(),
-                read_only: true,
-            });
-            full_env.push(("KUBECONFIG".into(), KUBECONFIG_MOUNT.into()));
-        }
-        full_env.extend(env.iter().cloned());
+        let full_env: Vec<(String, String)> = env.clone();
         for m in container.volume_mounts.iter().flatten() {
             let read_only = m.read_only == Some(true) || self.read_only_volumes.contains(&m.name);
             let sub = m

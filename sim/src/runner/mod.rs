@@ -23,6 +23,7 @@ pub mod podstatus;
 pub mod process;
 pub mod quantity;
 pub mod runtime;
+pub mod serviceaccount;
 pub mod volumes;
 
 use std::path::PathBuf;
@@ -47,9 +48,11 @@ pub struct RunnerConfig {
     pub images: ImageTable,
     /// Second octet of pod IPs `127.N.x.y` (see [`IpPrefix::claim`]).
     pub ip_prefix: IpPrefix,
-    /// Kubeconfig handed to containers as `KUBECONFIG` (stands in for the in-cluster service
-    /// account), if any.
-    pub kubeconfig: Option<PathBuf>,
+    /// The API server pods reach as the `kubernetes` Service (`KUBERNETES_SERVICE_HOST`/`PORT`
+    /// and the rest of that family); [`attach`] sets it to the server's address. Pods get their
+    /// ServiceAccount's token, the CA and the namespace in the projected volume the API server
+    /// added at `/var/run/secrets/kubernetes.io/serviceaccount`.
+    pub api_server: Option<std::net::SocketAddr>,
     /// First delay before a failed Job pod is replaced (doubling per failure, capped at 6 min).
     /// Kubernetes uses 10 s; the default here is 1 s to keep tests quick.
     pub pod_backoff_base: Duration,
@@ -61,7 +64,7 @@ pub struct RunnerConfig {
 }
 
 impl RunnerConfig {
-    /// The committed image table, a claimed IP prefix, 1 s backoffs, no kubeconfig, and the
+    /// The committed image table, a claimed IP prefix, 1 s backoffs, no API server address, and the
     /// runtime named by `KUBE_SIM_CONTAINER_RUNTIME` (`docker` when unset).
     pub fn new(state_dir: PathBuf) -> Result<Self, RunnerError> {
         Ok(RunnerConfig {
@@ -69,7 +72,7 @@ impl RunnerConfig {
             state_dir,
             images: ImageTable::load_default()?,
             ip_prefix: IpPrefix::claim()?,
-            kubeconfig: None,
+            api_server: None,
             pod_backoff_base: Duration::from_secs(1),
             container_restart_backoff: Duration::from_secs(1),
         })
@@ -127,7 +130,7 @@ async fn run_prepared(client: kube::Client, prepared: Prepared) -> Result<(), Ru
         pods_root,
         images: cfg.images,
         ips: Mutex::new(IpPool::new(cfg.ip_prefix.octet())),
-        kubeconfig: cfg.kubeconfig,
+        api_server: cfg.api_server,
         restart_backoff: cfg.container_restart_backoff,
         engine,
     });
@@ -176,8 +179,8 @@ fn pods_root(
 }
 
 /// Starts the runner against a [`crate::RunningServer`] as one of its background tasks, so it
-/// stops (and kills its processes, removes its containers) with the server. Containers get the
-/// server's kubeconfig as `KUBECONFIG` unless `cfg.kubeconfig` is set. The state dir is made
+/// stops (and kills its processes, removes its containers) with the server. Pods reach the
+/// server at its address unless `cfg.api_server` is set. The state dir is made
 /// absolute and the container engine checked before this returns (an unreachable Docker Engine
 /// is an error here, not in the background).
 pub async fn attach(
@@ -188,8 +191,8 @@ pub async fn attach(
         .client()
         .await
         .map_err(|e| RunnerError::Client(e.to_string()))?;
-    if cfg.kubeconfig.is_none() {
-        cfg.kubeconfig = Some(server.kubeconfig_path().to_path_buf());
+    if cfg.api_server.is_none() {
+        cfg.api_server = Some(server.addr());
     }
     let prepared = prepare(cfg).await?;
     server.attach(tokio::spawn(async move {

@@ -235,8 +235,21 @@ pub fn plan_volume(
                 for item in d.items.iter().flatten() {
                     files.push(downward_file(pod, name, item, mode)?);
                 }
-            } else if source.service_account_token.is_some() {
-                // Processes reach the API through KUBECONFIG instead of a projected token.
+            } else if let Some(t) = &source.service_account_token {
+                let audience = t.audience.clone().unwrap_or_default();
+                let Some(token) = sources.service_account_tokens.get(&audience) else {
+                    return Err(VolumeError::NotReady {
+                        volume: name.into(),
+                        message:
+                            "failed to fetch token: no token was requested for this projection"
+                                .into(),
+                    });
+                };
+                files.push(VolumeFile {
+                    path: t.path.clone(),
+                    data: token.clone().into_bytes(),
+                    mode,
+                });
             } else {
                 return Err(VolumeError::Unsupported {
                     volume: name.into(),

@@ -90,11 +90,26 @@ pub async fn kubectl(server: &RunningServer, args: &[&str]) -> Kubectl {
 
 /// Runs kubectl with `stdin` piped in.
 pub async fn kubectl_stdin(server: &RunningServer, args: &[&str], stdin: Option<&str>) -> Kubectl {
+    kubectl_with(server, server.kubeconfig_path(), args, stdin).await
+}
+
+/// Runs kubectl as the user of `kubeconfig` (e.g. from `RunningServer::add_user`).
+pub async fn kubectl_as(server: &RunningServer, kubeconfig: &Path, args: &[&str]) -> Kubectl {
+    kubectl_with(server, kubeconfig, args, None).await
+}
+
+/// Runs kubectl with `kubeconfig` and `stdin`.
+pub async fn kubectl_with(
+    server: &RunningServer,
+    kubeconfig: &Path,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> Kubectl {
     use tokio::io::AsyncWriteExt;
     let cache = server.state_dir().join("kubectl-cache");
     let mut cmd = tokio::process::Command::new("kubectl");
     cmd.args(args)
-        .env("KUBECONFIG", server.kubeconfig_path())
+        .env("KUBECONFIG", kubeconfig)
         .env("KUBECACHEDIR", &cache)
         .env("HOME", server.state_dir())
         .stdin(std::process::Stdio::piped())
