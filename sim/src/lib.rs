@@ -20,6 +20,7 @@ pub mod patch;
 pub mod protobuf;
 pub mod resources;
 pub mod runner;
+pub mod scale;
 pub mod schema;
 pub mod selectors;
 pub mod server;
@@ -28,5 +29,6 @@ pub mod table;
 pub mod types;
 pub mod validation;
 pub mod watch;
+pub mod workloads;
 
 pub use server::{RunningServer, Server, ServerError, ServerOptions};

@@ -321,7 +321,7 @@ fn owner_reference_errors(obj: &Value) -> Vec<schema::FieldErr> {
 }
 
 /// How managedFields are maintained by a write.
-enum Managed<'a> {
+pub(crate) enum Managed<'a> {
     /// Record an `Update` by this manager.
     Update(&'a str),
     /// Already computed by server-side apply.
@@ -504,6 +504,7 @@ impl State {
         }
         builtin::prepare_create(rd, &mut obj);
         let warnings = admit(rd, &mut obj, None, opts.field_validation, &name)?;
+        crate::workloads::allocate(inner, rd, None, &mut obj)?;
         if let Managed::Update(mgr) = managed {
             record_update(rd, None, &mut obj, mgr, None, &now);
         }
@@ -648,7 +649,7 @@ impl State {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn commit_update(
+    pub(crate) fn commit_update(
         &self,
         inner: &mut Inner,
         rd: &ResourceDef,
@@ -674,7 +675,9 @@ impl State {
         if sub == Some("status") {
             let status = new.get("status").cloned();
             let mf = new.pointer("/metadata/managedFields").cloned();
+            let annotations = new.pointer("/metadata/annotations").cloned();
             new = old.clone();
+            crate::workloads::status_write_annotations(rd, annotations, &mut new);
             match status {
                 Some(s) => new["status"] = s,
                 None => {
@@ -751,6 +754,7 @@ impl State {
             return Err(ApiError::invalid_fields(&rd.group, &rd.kind, &name, &errs));
         }
         let warnings = admit(rd, &mut new, Some(&old), opts.field_validation, &name)?;
+        crate::workloads::allocate(inner, rd, Some(&old), &mut new)?;
         if rd.has_generation
             && sub.is_none()
             && spec_view(&old, rd.status_subresource) != spec_view(&new, rd.status_subresource)

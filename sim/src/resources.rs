@@ -30,6 +30,20 @@ pub enum Builtin {
     Job,
     /// apiextensions.k8s.io/v1 CustomResourceDefinition (read-only).
     Crd,
+    /// apps/v1 Deployment (see [`crate::workloads`]).
+    Deployment,
+    /// apps/v1 ReplicaSet.
+    ReplicaSet,
+    /// core/v1 Service (stored; ClusterIP and NodePort allocation, no proxying).
+    Service,
+    /// policy/v1 PodDisruptionBudget (stored; no disruption controller).
+    PodDisruptionBudget,
+    /// networking.k8s.io/v1 NetworkPolicy (stored; not enforced).
+    NetworkPolicy,
+    /// admissionregistration.k8s.io/v1 ValidatingWebhookConfiguration (stored; not called).
+    ValidatingWebhookConfiguration,
+    /// admissionregistration.k8s.io/v1 MutatingWebhookConfiguration (stored; not called).
+    MutatingWebhookConfiguration,
 }
 
 /// A CRD `additionalPrinterColumns` entry.
@@ -74,6 +88,8 @@ pub struct ResourceDef {
     pub status_subresource: bool,
     /// Whether `/log` is a subresource (pods).
     pub log_subresource: bool,
+    /// Whether `/scale` is a subresource (`autoscaling/v1` Scale of `spec.replicas`).
+    pub scale_subresource: bool,
     /// Whether `metadata.generation` is maintained.
     pub has_generation: bool,
     /// Whether PUT without `metadata.resourceVersion` is allowed.
@@ -131,7 +147,7 @@ impl ResourceDef {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn builtin(
+    pub(crate) fn builtin(
         group: &str,
         version: &str,
         plural: &str,
@@ -153,6 +169,7 @@ impl ResourceDef {
             categories: categories.iter().map(|s| s.to_string()).collect(),
             status_subresource: false,
             log_subresource: false,
+            scale_subresource: false,
             has_generation: false,
             allow_unconditional_update: true,
             allow_create_on_update: false,
@@ -302,6 +319,7 @@ impl Registry {
         job.has_generation = true;
         job.orphan_by_default = true;
         defs.push(job);
+        crate::workloads::register(&mut defs);
         let mut crd = ResourceDef::builtin(
             "apiextensions.k8s.io",
             "v1",
@@ -419,6 +437,7 @@ impl Registry {
                 categories: strings(names.get("categories")),
                 status_subresource,
                 log_subresource: false,
+                scale_subresource: false,
                 has_generation: true,
                 allow_unconditional_update: false,
                 allow_create_on_update: false,
