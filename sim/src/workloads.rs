@@ -593,15 +593,14 @@ pub fn scaled_value(v: &Value, total: i64, round_up: bool) -> Option<i64> {
 fn int_or_percent_errors(v: Option<&Value>, field: &str, errs: &mut Vec<FieldErr>) {
     let Some(v) = v else { return };
     match v {
-        Value::Number(n) => {
-            if n.as_i64().is_none_or(|i| i < 0) {
-                errs.push((
-                    field.into(),
-                    "FieldValueInvalid",
-                    format!("Invalid value: {n}: must be greater than or equal to 0"),
-                ));
-            }
+        Value::Number(n) if n.as_i64().is_none_or(|i| i < 0) => {
+            errs.push((
+                field.into(),
+                "FieldValueInvalid",
+                format!("Invalid value: {n}: must be greater than or equal to 0"),
+            ));
         }
+        Value::Number(_) => {}
         Value::String(s) => {
             let pct = s
                 .strip_suffix('%')

@@ -698,3 +698,68 @@ webhooks:
         out.stderr
     );
 }
+
+#[tokio::test]
+async fn kubectl_generators_create_deployments_and_services() {
+    // kubectl's generators send protobuf bodies.
+    let server = start().await;
+    let out = kubectl_ok(
+        &server,
+        &[
+            "create",
+            "deployment",
+            "web",
+            "--image=web:1",
+            "--replicas=2",
+            "--port=8080",
+        ],
+    )
+    .await;
+    assert_eq!(out.trim(), "deployment.apps/web created");
+    let out = kubectl_ok(
+        &server,
+        &["create", "service", "clusterip", "websvc", "--tcp=80:8080"],
+    )
+    .await;
+    assert_eq!(out.trim(), "service/websvc created");
+    let out = kubectl_ok(
+        &server,
+        &[
+            "expose",
+            "deployment",
+            "web",
+            "--port=81",
+            "--target-port=http",
+            "--name=web2",
+        ],
+    )
+    .await;
+    assert_eq!(out.trim(), "service/web2 exposed");
+    let client = server.client().await.unwrap();
+    let d = Api::<Deployment>::namespaced(client.clone(), "default")
+        .get("web")
+        .await
+        .unwrap();
+    assert_eq!(d.spec.replicas, Some(2));
+    assert_eq!(d.spec.selector.match_labels.as_ref().unwrap()["app"], "web");
+    let c = &d.spec.template.spec.as_ref().unwrap().containers[0];
+    assert_eq!(
+        (c.name.as_str(), c.image.as_deref()),
+        ("web", Some("web:1"))
+    );
+    assert_eq!(c.ports.as_ref().unwrap()[0].container_port, 8080);
+    let svcs: Api<Service> = Api::namespaced(client, "default");
+    let s = svcs.get("websvc").await.unwrap().spec.unwrap();
+    let p = &s.ports.as_ref().unwrap()[0];
+    assert_eq!((p.port, p.name.as_deref()), (80, Some("80-8080")));
+    assert_eq!(
+        p.target_port,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(8080))
+    );
+    let s = svcs.get("web2").await.unwrap().spec.unwrap();
+    assert_eq!(
+        s.ports.as_ref().unwrap()[0].target_port,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String("http".into()))
+    );
+    assert_eq!(s.selector.unwrap()["app"], "web");
+}

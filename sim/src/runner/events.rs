@@ -20,6 +20,8 @@ use tracing::debug;
 const SERIES_WINDOW: SignedDuration = SignedDuration::from_mins(6);
 
 type Key = (String, String, bool, String, String, String);
+/// A published event: its name, how often it occurred, when last.
+type Seen = HashMap<Key, (String, i32, Timestamp)>;
 
 /// An event recorder for one component.
 #[derive(Clone)]
@@ -28,7 +30,7 @@ pub(crate) struct Events {
     controller: String,
     instance: String,
     /// Published events by identity: (event name, count, last seen).
-    seen: Arc<Mutex<HashMap<Key, (String, i32, Timestamp)>>>,
+    seen: Arc<Mutex<Seen>>,
 }
 
 impl Events {
