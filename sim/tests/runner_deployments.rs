@@ -596,6 +596,49 @@ async fn scaling_replacement_recreate_and_cascading_delete() {
         Some(("True".into(), "NewReplicaSetAvailable".into()))
     );
 
+    // Orphaned ReplicaSets are adopted by a Deployment that selects them; its pods stay.
+    let before = deploys.get("rec").await.unwrap();
+    let pods_before = pod_names(&pods, "rec", true).await;
+    kubectl_ok(
+        &s.server,
+        &["delete", "deployment", "rec", "--cascade=orphan"],
+    )
+    .await;
+    wait_for("the replicasets to be orphaned", || async {
+        let rss = replica_sets(&s.client, "rec").await;
+        (!rss.is_empty() && rss.iter().all(|r| r.metadata.owner_references.is_none())).then_some(())
+    })
+    .await;
+    let mut again = before.clone();
+    again.metadata = kube::api::ObjectMeta {
+        name: Some("rec".into()),
+        ..Default::default()
+    };
+    again.status = None;
+    let again = deploys
+        .create(&PostParams::default(), &again)
+        .await
+        .unwrap();
+    let new_uid = again.metadata.uid.clone().unwrap();
+    wait_for("the replicasets to be adopted", || async {
+        let rss = replica_sets(&s.client, "rec").await;
+        rss.iter()
+            .all(|r| {
+                r.metadata
+                    .owner_references
+                    .as_ref()
+                    .is_some_and(|o| o[0].uid == new_uid && o[0].controller == Some(true))
+            })
+            .then_some(())
+    })
+    .await;
+    rollout_status(&s.server, "rec").await;
+    assert_eq!(
+        pod_names(&pods, "rec", true).await,
+        pods_before,
+        "no pod was replaced"
+    );
+
     // Deleting the Deployment garbage-collects its ReplicaSets and pods.
     kubectl_ok(&s.server, &["delete", "deployment", "rec"]).await;
     wait_for("replicasets and pods to be collected", || async {
