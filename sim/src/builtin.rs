@@ -46,8 +46,39 @@ pub fn name_error(rd: &ResourceDef, name: &str) -> Option<(String, &'static str,
     }
 }
 
+fn default_probe(p: &mut Value) {
+    let Some(m) = p.as_object_mut() else { return };
+    m.entry("timeoutSeconds").or_insert(json!(1));
+    m.entry("periodSeconds").or_insert(json!(10));
+    m.entry("successThreshold").or_insert(json!(1));
+    m.entry("failureThreshold").or_insert(json!(3));
+    if let Some(h) = m.get_mut("httpGet").and_then(Value::as_object_mut) {
+        h.entry("path").or_insert(json!("/"));
+        h.entry("scheme").or_insert(json!("HTTP"));
+    }
+}
+
 fn default_container(c: &mut Value) {
     let Some(m) = c.as_object_mut() else { return };
+    if let Some(Value::Array(ports)) = m.get_mut("ports") {
+        for p in ports.iter_mut().filter_map(Value::as_object_mut) {
+            p.entry("protocol").or_insert(json!("TCP"));
+        }
+    }
+    for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+        if let Some(p) = m.get_mut(probe) {
+            default_probe(p);
+        }
+    }
+    if let Some(Value::Array(env)) = m.get_mut("env") {
+        for fr in env
+            .iter_mut()
+            .filter_map(|e| e.pointer_mut("/valueFrom/fieldRef"))
+            .filter_map(Value::as_object_mut)
+        {
+            fr.entry("apiVersion").or_insert(json!("v1"));
+        }
+    }
     m.entry("terminationMessagePath")
         .or_insert(json!("/dev/termination-log"));
     m.entry("terminationMessagePolicy").or_insert(json!("File"));
@@ -83,7 +114,11 @@ pub fn default_pod_spec(spec: &mut Value, restart_default: &str) {
     }
 }
 
-fn container_errors(spec: &Value, base: &str, errs: &mut Vec<(String, &'static str, String)>) {
+pub(crate) fn container_errors(
+    spec: &Value,
+    base: &str,
+    errs: &mut Vec<(String, &'static str, String)>,
+) {
     match spec.get("containers").and_then(Value::as_array) {
         None => errs.push((
             format!("{base}.containers"),
@@ -208,7 +243,7 @@ pub fn prepare_create(rd: &ResourceDef, obj: &mut Value) {
             obj["status"] = json!({});
         }
         Some(Builtin::RoleBinding) => crate::auth::escalation::default_subjects(obj),
-        _ => {}
+        _ => crate::workloads::prepare_create(rd, obj),
     }
 }
 
@@ -295,7 +330,7 @@ pub fn prepare_update(
             crate::auth::escalation::default_subjects(new);
             errs.extend(crate::auth::escalation::validate_binding_update(old, new));
         }
-        _ => {}
+        _ => errs.extend(crate::workloads::prepare_update(rd, old, new)),
     }
     errs
 }
@@ -363,7 +398,7 @@ pub fn validate(rd: &ResourceDef, obj: &Value) -> Vec<(String, &'static str, Str
             obj,
             rd.namespaced,
         )),
-        _ => {}
+        _ => errs.extend(crate::workloads::validate(rd, obj)),
     }
     errs
 }
@@ -435,7 +470,9 @@ pub fn event_core_to_v1(v: &Value) -> Value {
     Value::Object(out)
 }
 
-fn roundtrip<T: serde::de::DeserializeOwned + serde::Serialize>(v: &Value) -> Option<Value> {
+pub(crate) fn roundtrip<T: serde::de::DeserializeOwned + serde::Serialize>(
+    v: &Value,
+) -> Option<Value> {
     let typed: T = serde_json::from_value(v.clone()).ok()?;
     serde_json::to_value(typed).ok()
 }
@@ -493,6 +530,7 @@ pub fn prune_unknown(rd: &ResourceDef, obj: &mut Value) -> Vec<String> {
         Some(Builtin::RoleBinding) if rd.namespaced => roundtrip::<k::rbac::v1::RoleBinding>(obj),
         Some(Builtin::RoleBinding) => roundtrip::<k::rbac::v1::ClusterRoleBinding>(obj),
         Some(Builtin::Crd | Builtin::Review) | None => None,
+        Some(other) => crate::workloads::typed_roundtrip(other, obj),
     };
     let mut out = Vec::new();
     if let Some(t) = typed {

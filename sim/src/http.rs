@@ -17,6 +17,7 @@ use crate::ops::{DeleteOpts, FieldValidation, ListOpts, Propagation, State, Writ
 use crate::patch::PatchType;
 use crate::protobuf;
 use crate::resources::{Builtin, ResourceDef};
+use crate::scale::ScaleWrite;
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::table::{IncludeObject, table, wants_table};
 use crate::watch::{WatchParams, watch};
@@ -208,6 +209,7 @@ async fn route(
 
     if let Some(sub) = target.sub.as_deref() {
         let ok_sub = (sub == "status" && rd.status_subresource)
+            || (sub == "scale" && rd.scale_subresource)
             || ((sub == "log" || sub == "binding") && rd.log_subresource)
             || (sub == "token" && rd.builtin == Some(Builtin::ServiceAccount));
         if !ok_sub {
@@ -286,6 +288,30 @@ async fn route(
                 return Ok(ok(&table(&rd, &items, inc, list["metadata"].clone(), true)));
             }
             Ok(ok(&list))
+        }
+        (Method::GET, Some(name)) if target.sub.as_deref() == Some("scale") => {
+            Ok(ok(&state.get_scale(&rd, &ns, &name)?))
+        }
+        (Method::PUT | Method::PATCH, Some(name)) if target.sub.as_deref() == Some("scale") => {
+            let write = if method == Method::PUT {
+                ScaleWrite::Replace(decode_body(&rd, &content_type, &body)?)
+            } else {
+                let ptype = PatchType::from_content_type(&content_type).ok_or_else(|| {
+                    ApiError::unsupported_media_type(format!(
+                        "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {content_type})"
+                    ))
+                })?;
+                let patch: Value = serde_json::from_slice(&body)
+                    .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+                ScaleWrite::Patch(ptype, patch)
+            };
+            Ok(ok(&state.write_scale(
+                &rd,
+                &ns,
+                &name,
+                write,
+                &write_opts()?,
+            )?))
         }
         (Method::GET, Some(name)) => {
             if target.sub.as_deref() == Some("log") {

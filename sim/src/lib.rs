@@ -22,6 +22,7 @@ pub mod patch;
 pub mod protobuf;
 pub mod resources;
 pub mod runner;
+pub mod scale;
 pub mod schema;
 pub mod selectors;
 pub mod server;
@@ -31,6 +32,7 @@ pub mod tls;
 pub mod types;
 pub mod validation;
 pub mod watch;
+pub mod workloads;
 
 pub use auth::StaticUser;
 pub use server::{RunningServer, Server, ServerError, ServerOptions};

@@ -326,7 +326,7 @@ fn owner_reference_errors(obj: &Value) -> Vec<schema::FieldErr> {
 }
 
 /// How managedFields are maintained by a write.
-enum Managed<'a> {
+pub(crate) enum Managed<'a> {
     /// Record an `Update` by this manager.
     Update(&'a str),
     /// Already computed by server-side apply.
@@ -523,6 +523,7 @@ impl State {
         if let Some(user) = &opts.requester {
             crate::auth::escalation::check(inner, rd, ns, &obj, None, user)?;
         }
+        crate::workloads::allocate(inner, rd, None, &mut obj)?;
         if let Managed::Update(mgr) = managed {
             record_update(rd, None, &mut obj, mgr, None, &now);
         }
@@ -667,7 +668,7 @@ impl State {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn commit_update(
+    pub(crate) fn commit_update(
         &self,
         inner: &mut Inner,
         rd: &ResourceDef,
@@ -693,7 +694,9 @@ impl State {
         if sub == Some("status") {
             let status = new.get("status").cloned();
             let mf = new.pointer("/metadata/managedFields").cloned();
+            let annotations = new.pointer("/metadata/annotations").cloned();
             new = old.clone();
+            crate::workloads::status_write_annotations(rd, annotations, &mut new);
             match status {
                 Some(s) => new["status"] = s,
                 None => {
@@ -773,6 +776,7 @@ impl State {
         if let Some(user) = &opts.requester {
             crate::auth::escalation::check(inner, rd, &key.namespace, &new, Some(&old), user)?;
         }
+        crate::workloads::allocate(inner, rd, Some(&old), &mut new)?;
         if rd.has_generation
             && sub.is_none()
             && spec_view(&old, rd.status_subresource) != spec_view(&new, rd.status_subresource)

@@ -1,10 +1,11 @@
 //! Kubernetes protobuf request bodies (`application/vnd.kubernetes.protobuf`): the `k8s\0`
 //! envelope around a `runtime.Unknown`, decoded with the `k8s-pb` types and converted to JSON
 //! for the kinds kubectl's generator commands create (`create namespace|configmap|secret
-//! generic|job|serviceaccount`). Fields outside the converted subset are refused with 415 rather than
+//! generic|job|serviceaccount|deployment|service`, `expose`). Fields outside the converted subset are refused with 415 rather than
 //! silently dropped.
 
 use base64::Engine as _;
+use k8s_pb::api::apps::v1 as apps;
 use k8s_pb::api::batch::v1 as batch;
 use k8s_pb::api::core::v1 as core;
 use k8s_pb::apimachinery::pkg::apis::meta::v1 as meta;
@@ -196,11 +197,28 @@ fn container(mut c: core::Container) -> Result<Value, ApiError> {
         }
         m.insert("env".into(), json!(env));
     }
+    if !c.ports.is_empty() {
+        let mut ports = Vec::new();
+        for mut p in std::mem::take(&mut c.ports) {
+            let mut pm = Map::new();
+            put_str(&mut pm, "name", &mut p.name);
+            if let Some(n) = p.container_port.take() {
+                pm.insert("containerPort".into(), json!(n));
+            }
+            put_str(&mut pm, "protocol", &mut p.protocol);
+            check_empty(
+                &p,
+                "container port fields beyond name, containerPort and protocol",
+            )?;
+            ports.push(Value::Object(pm));
+        }
+        m.insert("ports".into(), json!(ports));
+    }
     let res = c.resources.take();
     m.insert("resources".into(), resources(res)?);
     check_empty(
         &c,
-        "container fields beyond name, image, command, args, workingDir, env values and resources",
+        "container fields beyond name, image, command, args, workingDir, env values, ports and resources",
     )?;
     Ok(Value::Object(m))
 }
@@ -276,6 +294,115 @@ fn job(mut j: batch::Job) -> Result<Value, ApiError> {
     out.insert("spec".into(), Value::Object(sm));
     if let Some(st) = j.status.take() {
         check_empty(&st, "job status")?;
+    }
+    Ok(Value::Object(out))
+}
+
+fn match_labels(sel: Option<meta::LabelSelector>) -> Result<Option<Value>, ApiError> {
+    let Some(mut sel) = sel else { return Ok(None) };
+    let mut m = Map::new();
+    put_map(&mut m, "matchLabels", &mut sel.match_labels);
+    check_empty(&sel, "label selector expressions")?;
+    Ok(Some(Value::Object(m)))
+}
+
+/// `kubectl create deployment`.
+fn deployment(mut d: apps::Deployment) -> Result<Value, ApiError> {
+    let mut out = Map::new();
+    out.insert("metadata".into(), object_meta(d.metadata.take())?);
+    let mut s = d.spec.take().unwrap_or_default();
+    let mut sm = Map::new();
+    for (k, v) in [
+        ("replicas", s.replicas.take()),
+        ("minReadySeconds", s.min_ready_seconds.take()),
+        ("revisionHistoryLimit", s.revision_history_limit.take()),
+        (
+            "progressDeadlineSeconds",
+            s.progress_deadline_seconds.take(),
+        ),
+    ] {
+        if let Some(v) = v {
+            sm.insert(k.into(), json!(v));
+        }
+    }
+    if let Some(p) = s.paused.take() {
+        sm.insert("paused".into(), json!(p));
+    }
+    if let Some(sel) = match_labels(s.selector.take())? {
+        sm.insert("selector".into(), sel);
+    }
+    if let Some(mut st) = s.strategy.take() {
+        let mut stm = Map::new();
+        put_str(&mut stm, "type", &mut st.r#type);
+        check_empty(&st, "deployment strategy rollingUpdate")?;
+        sm.insert("strategy".into(), Value::Object(stm));
+    }
+    sm.insert("template".into(), pod_template(s.template.take())?);
+    check_empty(
+        &s,
+        "deployment spec fields beyond replicas, selector, template, strategy type and counts",
+    )?;
+    out.insert("spec".into(), Value::Object(sm));
+    if let Some(st) = d.status.take() {
+        check_empty(&st, "deployment status")?;
+    }
+    Ok(Value::Object(out))
+}
+
+/// `kubectl create service` / `kubectl expose`.
+fn service(mut svc: core::Service) -> Result<Value, ApiError> {
+    let mut out = Map::new();
+    out.insert("metadata".into(), object_meta(svc.metadata.take())?);
+    let mut s = svc.spec.take().unwrap_or_default();
+    let mut sm = Map::new();
+    if !s.ports.is_empty() {
+        let mut ports = Vec::new();
+        for mut p in std::mem::take(&mut s.ports) {
+            let mut pm = Map::new();
+            put_str(&mut pm, "name", &mut p.name);
+            put_str(&mut pm, "protocol", &mut p.protocol);
+            if let Some(n) = p.port.take() {
+                pm.insert("port".into(), json!(n));
+            }
+            if let Some(n) = p.node_port.take().filter(|n| *n != 0) {
+                pm.insert("nodePort".into(), json!(n));
+            }
+            if let Some(mut t) = p.target_port.take() {
+                match t.r#type.take() {
+                    Some(1) => {
+                        pm.insert(
+                            "targetPort".into(),
+                            json!(t.str_val.take().unwrap_or_default()),
+                        );
+                    }
+                    _ => {
+                        pm.insert("targetPort".into(), json!(t.int_val.take().unwrap_or(0)));
+                    }
+                }
+                t.int_val = None;
+                check_empty(&t, "targetPort")?;
+            }
+            check_empty(
+                &p,
+                "service port fields beyond name, protocol, port, targetPort and nodePort",
+            )?;
+            ports.push(Value::Object(pm));
+        }
+        sm.insert("ports".into(), json!(ports));
+    }
+    put_map(&mut sm, "selector", &mut s.selector);
+    put_str(&mut sm, "clusterIP", &mut s.cluster_ip);
+    put_str(&mut sm, "type", &mut s.r#type);
+    put_str(&mut sm, "externalName", &mut s.external_name);
+    put_str(&mut sm, "sessionAffinity", &mut s.session_affinity);
+    put_list(&mut sm, "externalIPs", &mut s.external_ips);
+    check_empty(
+        &s,
+        "service spec fields beyond ports, selector, clusterIP, type, externalName, sessionAffinity and externalIPs",
+    )?;
+    out.insert("spec".into(), Value::Object(sm));
+    if let Some(st) = svc.status.take() {
+        check_empty(&st, "service status")?;
     }
     Ok(Value::Object(out))
 }
@@ -391,6 +518,10 @@ pub fn decode(rd: &ResourceDef, body: &[u8]) -> Result<Value, ApiError> {
         Some(Builtin::Role | Builtin::RoleBinding | Builtin::Review) => {
             crate::auth::protobuf::decode(&rd.kind, &inner)?
         }
+        Some(Builtin::Deployment) => {
+            deployment(apps::Deployment::decode(inner.as_slice()).map_err(bad)?)?
+        }
+        Some(Builtin::Service) => service(core::Service::decode(inner.as_slice()).map_err(bad)?)?,
         _ => return Err(unsupported(&format!("{} objects", rd.kind))),
     };
     v["apiVersion"] = json!(rd.api_version());

@@ -37,6 +37,20 @@ pub enum Builtin {
     /// A create-only review (`authorization.k8s.io`, `authentication.k8s.io`): answered from
     /// the request, never stored.
     Review,
+    /// apps/v1 Deployment (see [`crate::workloads`]).
+    Deployment,
+    /// apps/v1 ReplicaSet.
+    ReplicaSet,
+    /// core/v1 Service (stored; ClusterIP and NodePort allocation, no proxying).
+    Service,
+    /// policy/v1 PodDisruptionBudget (stored; no disruption controller).
+    PodDisruptionBudget,
+    /// networking.k8s.io/v1 NetworkPolicy (stored; not enforced).
+    NetworkPolicy,
+    /// admissionregistration.k8s.io/v1 ValidatingWebhookConfiguration (stored; not called).
+    ValidatingWebhookConfiguration,
+    /// admissionregistration.k8s.io/v1 MutatingWebhookConfiguration (stored; not called).
+    MutatingWebhookConfiguration,
 }
 
 /// A CRD `additionalPrinterColumns` entry.
@@ -81,6 +95,8 @@ pub struct ResourceDef {
     pub status_subresource: bool,
     /// Whether `/log` is a subresource (pods).
     pub log_subresource: bool,
+    /// Whether `/scale` is a subresource (`autoscaling/v1` Scale of `spec.replicas`).
+    pub scale_subresource: bool,
     /// Whether `metadata.generation` is maintained.
     pub has_generation: bool,
     /// Whether PUT without `metadata.resourceVersion` is allowed.
@@ -163,6 +179,7 @@ impl ResourceDef {
             categories: categories.iter().map(|s| s.to_string()).collect(),
             status_subresource: false,
             log_subresource: false,
+            scale_subresource: false,
             has_generation: false,
             allow_unconditional_update: true,
             allow_create_on_update: false,
@@ -312,6 +329,7 @@ impl Registry {
         job.has_generation = true;
         job.orphan_by_default = true;
         defs.push(job);
+        crate::workloads::register(&mut defs);
         let mut crd = ResourceDef::builtin(
             "apiextensions.k8s.io",
             "v1",
@@ -430,6 +448,7 @@ impl Registry {
                 categories: strings(names.get("categories")),
                 status_subresource,
                 log_subresource: false,
+                scale_subresource: false,
                 has_generation: true,
                 allow_unconditional_update: false,
                 allow_create_on_update: false,

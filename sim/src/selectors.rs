@@ -180,6 +180,12 @@ fn field_pointer(rd: &ResourceDef, field: &str) -> Option<String> {
             Some(Builtin::Secret) if field == "type" => Some("/type".into()),
             Some(Builtin::Namespace) if field == "status.phase" => Some("/status/phase".into()),
             Some(Builtin::Job) if field == "status.successful" => Some("/status/succeeded".into()),
+            Some(Builtin::ReplicaSet) if field == "status.replicas" => {
+                Some("/status/replicas".into())
+            }
+            Some(Builtin::Service) if matches!(field, "spec.clusterIP" | "spec.type") => {
+                Some(format!("/{}", field.replace('.', "/")))
+            }
             _ => None,
         },
     }

@@ -28,7 +28,13 @@ impl IncludeObject {
     }
 }
 
-fn col(name: &str, type_: &str, format: &str, desc: &str, priority: i64) -> PrinterColumn {
+pub(crate) fn col(
+    name: &str,
+    type_: &str,
+    format: &str,
+    desc: &str,
+    priority: i64,
+) -> PrinterColumn {
     PrinterColumn {
         name: name.into(),
         type_: type_.into(),
@@ -89,7 +95,7 @@ pub fn human_duration(secs: i64) -> String {
     }
 }
 
-fn age(ts: Option<&Value>) -> Value {
+pub(crate) fn age(ts: Option<&Value>) -> Value {
     match ts
         .and_then(Value::as_str)
         .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
@@ -255,6 +261,7 @@ fn columns(rd: &ResourceDef) -> Vec<PrinterColumn> {
             ),
         ],
         Some(Builtin::Review) => vec![name],
+        Some(other) => crate::workloads::columns(other, name, age_c),
     }
 }
 
@@ -515,6 +522,7 @@ fn cells(rd: &ResourceDef, o: &Value) -> Vec<Value> {
         }
         Some(Builtin::RoleBinding) => out.extend(role_binding_cells(o, created)),
         Some(Builtin::Review) => {}
+        Some(other) => out.extend(crate::workloads::cells(other, o)),
     }
     out
 }

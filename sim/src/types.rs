@@ -26,7 +26,12 @@ pub fn builtin_list_type(field: &str) -> ListType {
         | "imagePullSecrets"
         | "secrets" => keys(&["name"]),
         "volumeMounts" => keys(&["mountPath"]),
-        "ports" => keys(&["containerPort", "protocol"]),
+        // Container ports are keyed by containerPort+protocol, Service ports by port+protocol:
+        // an item has only one of the two numbers, so the union keys both kinds.
+        "ports" => keys(&["containerPort", "port", "protocol"]),
+        "topologySpreadConstraints" => keys(&["topologyKey", "whenUnsatisfiable"]),
+        "hostAliases" => keys(&["ip"]),
+        "volumeDevices" => keys(&["devicePath"]),
         "conditions" => keys(&["type"]),
         "ownerReferences" => keys(&["uid"]),
         "finalizers" => ListType::Set,
@@ -115,11 +120,19 @@ impl<'a> TypeNode<'a> {
 }
 
 /// The key of a map-list item, rendered like managedFields' `k:{...}` (sorted, compact JSON).
+/// A key field with a schema default counts with that default when absent, as in
+/// structured-merge-diff: a port's `protocol` is `TCP`, so an applied port without it is the
+/// same item as the live (defaulted) one.
 pub fn item_key(item: &Value, keys: &[String]) -> String {
     let mut m = serde_json::Map::new();
     for k in keys {
         if let Some(v) = item.get(k) {
             m.insert(k.clone(), v.clone());
+        } else if k == "protocol"
+            && item.is_object()
+            && keys.iter().any(|x| x == "containerPort" || x == "port")
+        {
+            m.insert(k.clone(), Value::String("TCP".into()));
         }
     }
     Value::Object(m).to_string()

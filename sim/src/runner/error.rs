@@ -54,15 +54,19 @@ pub enum RunnerError {
     /// No free loopback prefix could be claimed.
     #[error("no free 127.N.0.0/16 prefix for pod IPs: {0}")]
     NoIpPrefix(String),
+    /// A controller could not do what its object asks (retried).
+    #[error("{0}")]
+    Controller(String),
 }
 
 impl RunnerError {
     /// The broad class of this error.
     pub fn category(&self) -> ErrorCategory {
         match self {
-            RunnerError::Api { .. } | RunnerError::Watch(_) | RunnerError::Client(_) => {
-                ErrorCategory::Api
-            }
+            RunnerError::Api { .. }
+            | RunnerError::Watch(_)
+            | RunnerError::Client(_)
+            | RunnerError::Controller(_) => ErrorCategory::Api,
             RunnerError::Io { .. } => ErrorCategory::Io,
             RunnerError::ImageTable(_)
             | RunnerError::NoIpPrefix(_)

@@ -34,6 +34,7 @@ use super::podstatus::{
     CState, ContainerRecord, PodRecord, exit_reason, final_phase, pod_status_patch,
     termination_message,
 };
+use super::probes::{ProbeKind, ProbeWorker, Verdict, started_and_ready, workers_for};
 use super::process::{ContainerProcess, ProcessSpec, exit_code};
 use super::quantity::{cpu_millis, memory_bytes};
 use super::volumes::{apply_fs_group, materialize, plan_volume, volume_references};
@@ -273,6 +274,8 @@ struct PodWorker {
     /// Memory-backed emptyDirs (Docker runtime): host directories with a tmpfs mounted on
     /// them for the pod's lifetime, shared by its containers as Kubernetes shares them.
     tmpfs_mounts: Vec<PathBuf>,
+    /// Startup, readiness and liveness probe workers of the running main containers.
+    probes: HashMap<Key, Vec<ProbeWorker>>,
 }
 
 /// Mounts a tmpfs of at most `size` bytes on `dir` (a memory-backed emptyDir). Needs root; a
@@ -395,6 +398,7 @@ impl PodWorker {
             docker_volumes: BTreeMap::new(),
             tmpfs_mounts: Vec::new(),
             docker_containers: Vec::new(),
+            probes: HashMap::new(),
         }
     }
 
@@ -604,21 +608,129 @@ impl PodWorker {
         }
     }
 
-    /// Waits for the next event; `timer` adds a `Tick` after that long.
+    /// Waits for the next event; `timer` adds a `Tick` after that long. Probes of running
+    /// containers that fall due meanwhile are run (and their results reported) on the way.
     async fn next_event(&mut self, timer: Option<Duration>) -> Event {
-        if let Some(stop) = *self.stop_rx.borrow_and_update() {
-            return Event::Stop(stop);
+        let until = timer.map(|t| tokio::time::Instant::now() + t);
+        loop {
+            if let Some(stop) = *self.stop_rx.borrow_and_update() {
+                return Event::Stop(stop);
+            }
+            let deadline = self.deadline;
+            let probe_at = self.next_probe_due();
+            let event = tokio::select! {
+                Some(exit) = self.exit_rx.recv() => Some(Event::Exit(exit)),
+                changed = self.stop_rx.changed() => Some(match (changed, *self.stop_rx.borrow()) {
+                    (Err(_), _) => Event::Stop(Stop::Gone),
+                    (Ok(()), Some(s)) => Event::Stop(s),
+                    (Ok(()), None) => Event::Tick,
+                }),
+                _ = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => Some(Event::Deadline),
+                _ = async { tokio::time::sleep_until(until.expect("guarded")).await }, if until.is_some() => Some(Event::Tick),
+                _ = async { tokio::time::sleep_until(probe_at.expect("guarded")).await }, if probe_at.is_some() => None,
+            };
+            match event {
+                Some(e) => return e,
+                None => self.run_due_probes().await,
+            }
         }
-        let deadline = self.deadline;
-        tokio::select! {
-            Some(exit) = self.exit_rx.recv() => Event::Exit(exit),
-            changed = self.stop_rx.changed() => match (changed, *self.stop_rx.borrow()) {
-                (Err(_), _) => Event::Stop(Stop::Gone),
-                (Ok(()), Some(s)) => Event::Stop(s),
-                (Ok(()), None) => Event::Tick,
-            },
-            _ = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => Event::Deadline,
-            _ = tokio::time::sleep(timer.unwrap_or(Duration::ZERO)), if timer.is_some() => Event::Tick,
+    }
+
+    /// When the next probe of a running container is due.
+    fn next_probe_due(&self) -> Option<tokio::time::Instant> {
+        self.probes
+            .iter()
+            .filter(|(k, _)| self.running.contains_key(k))
+            .flat_map(|(_, ws)| ws.iter().filter_map(ProbeWorker::due))
+            .min()
+    }
+
+    /// Runs the probes that are due, applies their verdicts (ready/started, restart on a failed
+    /// liveness or startup probe) and reports a changed status.
+    async fn run_due_probes(&mut self) {
+        let now = tokio::time::Instant::now();
+        let mut keys: Vec<Key> = self.probes.keys().copied().collect();
+        keys.sort_by_key(|k| match k {
+            Key::Init(i) | Key::Main(i) => *i,
+        });
+        let mut changed = false;
+        for key in keys {
+            if !self.running.contains_key(&key) {
+                continue;
+            }
+            let container = self.container(key);
+            let count = self.probes.get(&key).map_or(0, Vec::len);
+            for i in 0..count {
+                let started = self.record_of(key).started;
+                let Some(w) = self.probes.get_mut(&key).and_then(|ws| ws.get_mut(i)) else {
+                    break;
+                };
+                if !w.tick(now, started) {
+                    continue;
+                }
+                let (kind, probe) = (w.kind, w.probe.clone());
+                let outcome = self.probe(key, &container, &probe).await;
+                let Some(w) = self.probes.get_mut(&key).and_then(|ws| ws.get_mut(i)) else {
+                    break;
+                };
+                let verdict = w.record(outcome.is_ok());
+                if let Err(detail) = &outcome {
+                    self.event(
+                        true,
+                        "Unhealthy",
+                        "Probe",
+                        format!("{} probe failed: {detail}", kind.label()),
+                    )
+                    .await;
+                }
+                match verdict {
+                    Verdict::Unchanged => {}
+                    Verdict::Changed(ok) => {
+                        if kind == ProbeKind::Startup && ok {
+                            // The kubelet runs readiness at once when startup passes.
+                            for w in self.probes.get_mut(&key).into_iter().flatten() {
+                                if w.kind == ProbeKind::Readiness {
+                                    w.trigger(now);
+                                }
+                            }
+                        }
+                    }
+                    Verdict::Restart => {
+                        self.event(
+                            false,
+                            "Killing",
+                            "Kill",
+                            format!(
+                                "Container {} failed {} probe, will be restarted",
+                                container.name,
+                                kind.label().to_lowercase()
+                            ),
+                        )
+                        .await;
+                        let grace = probe
+                            .termination_grace_period_seconds
+                            .map(|g| Duration::from_secs(g.max(0) as u64))
+                            .unwrap_or_else(|| self.grace());
+                        if let Some(rc) = self.running.get_mut(&key) {
+                            let (tx, _) = oneshot::channel();
+                            let stop = std::mem::replace(&mut rc.stop, tx);
+                            let _ = stop.send(grace);
+                        }
+                    }
+                }
+            }
+            if let Some(ws) = self.probes.get(&key) {
+                let (started, ready) = started_and_ready(ws);
+                let rec = self.record_of_mut(key);
+                if rec.started != started || rec.ready != ready {
+                    rec.started = started;
+                    rec.ready = ready;
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            self.push_status().await;
         }
     }
 
@@ -797,6 +909,7 @@ impl PodWorker {
             rec.last_state = Some(previous);
         }
         rec.ready = false;
+        self.probes.remove(&key);
         debug!(pod = %self.name, container = %container.name, code = exit.exit_code, "kubelet: container exited");
     }
 
@@ -1089,7 +1202,7 @@ impl PodWorker {
                 if !self.running.contains_key(&Key::Init(i)) {
                     // It exited (and was restarted or not) during the wait: probe again later.
                     failures = 0;
-                } else if self.probe(Key::Init(i), &container, &probe).await {
+                } else if self.probe(Key::Init(i), &container, &probe).await.is_ok() {
                     break;
                 } else {
                     failures += 1;
@@ -1122,71 +1235,91 @@ impl PodWorker {
         Flow::Continue
     }
 
-    async fn probe(&mut self, key: Key, container: &Container, probe: &Probe) -> bool {
+    /// Runs one probe; the error is the kubelet's failure detail (for the `Unhealthy` event).
+    async fn probe(
+        &mut self,
+        key: Key,
+        container: &Container,
+        probe: &Probe,
+    ) -> Result<(), String> {
         let timeout = Duration::from_secs(probe.timeout_seconds.unwrap_or(1).max(1) as u64);
         let ip = self.record.pod_ip.clone().unwrap_or_else(|| HOST_IP.into());
         let port_of =
-            |p: &k8s_openapi::apimachinery::pkg::util::intstr::IntOrString| -> Option<u16> {
+            |p: &k8s_openapi::apimachinery::pkg::util::intstr::IntOrString| -> Result<u16, String> {
                 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
                 match p {
-                    IntOrString::Int(n) => u16::try_from(*n).ok(),
+                    IntOrString::Int(n) => {
+                        u16::try_from(*n).map_err(|_| format!("invalid port number: {n}"))
+                    }
                     IntOrString::String(name) => container
                         .ports
                         .iter()
                         .flatten()
                         .find(|cp| cp.name.as_deref() == Some(name))
-                        .and_then(|cp| u16::try_from(cp.container_port).ok()),
+                        .and_then(|cp| u16::try_from(cp.container_port).ok())
+                        .ok_or_else(|| format!("couldn't find port {name} in container")),
                 }
             };
         if let Some(tcp) = &probe.tcp_socket {
             let host = tcp.host.clone().unwrap_or(ip);
-            let Some(port) = port_of(&tcp.port) else {
-                return false;
+            let port = port_of(&tcp.port)?;
+            return match tokio::time::timeout(
+                timeout,
+                tokio::net::TcpStream::connect((host.as_str(), port)),
+            )
+            .await
+            {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(format!(
+                    "dial tcp {host}:{port}: connect: {}",
+                    go_net_error(&e)
+                )),
+                Err(_) => Err(format!("dial tcp {host}:{port}: i/o timeout")),
             };
-            return matches!(
-                tokio::time::timeout(
-                    timeout,
-                    tokio::net::TcpStream::connect((host.as_str(), port))
-                )
-                .await,
-                Ok(Ok(_))
-            );
         }
         if let Some(http) = &probe.http_get {
             let host = http.host.clone().unwrap_or(ip);
-            let Some(port) = port_of(&http.port) else {
-                return false;
-            };
+            let port = port_of(&http.port)?;
             let path = http.path.clone().unwrap_or_else(|| "/".into());
             return tokio::time::timeout(timeout, http_probe(&host, port, &path))
                 .await
-                .unwrap_or(false);
+                .unwrap_or_else(|_| {
+                    Err(format!(
+                        "Get \"http://{host}:{port}{path}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
+                    ))
+                });
         }
         if let Some(exec) = &probe.exec {
             let command = exec.command.clone().unwrap_or_default();
+            let failed = || format!("command {command:?} failed");
             if let Some(engine) = self.ctx.engine.clone() {
                 let Some(name) = self.running.get(&key).and_then(|r| r.docker.clone()) else {
-                    return false;
+                    return Err(failed());
                 };
-                return engine.exec(&name, &command, timeout).await;
+                return if engine.exec(&name, &command, timeout).await {
+                    Ok(())
+                } else {
+                    Err(failed())
+                };
             }
             let Ok((spec, stop_signal)) =
                 self.process_spec(container, Some(&command), "probe").await
             else {
-                return false;
+                return Err(failed());
             };
             let Ok(mut proc) = ContainerProcess::spawn(&spec, stop_signal) else {
-                return false;
+                return Err(failed());
             };
             return match tokio::time::timeout(timeout, proc.wait()).await {
-                Ok(Ok(status)) => status.success(),
-                _ => {
+                Ok(Ok(status)) if status.success() => Ok(()),
+                Ok(_) => Err(failed()),
+                Err(_) => {
                     let _ = proc.stop(Duration::ZERO).await;
-                    false
+                    Err(format!("command {command:?} timed out"))
                 }
             };
         }
-        true
+        Ok(())
     }
 
     /// Builds what to run for a container. `override_command` replaces command+args (exec
@@ -1398,16 +1531,32 @@ impl PodWorker {
                             docker: launched.docker,
                         },
                     );
-                    let sidecar_probe =
-                        matches!(key, Key::Init(_)) && container.startup_probe.is_some();
+                    let (started, ready) = match key {
+                        // Sidecars: the startup probe is run by `start_sidecar`.
+                        Key::Init(_) => {
+                            let started = container.startup_probe.is_none();
+                            (started, started)
+                        }
+                        Key::Main(_) => {
+                            let workers = workers_for(
+                                container.startup_probe.as_ref(),
+                                container.readiness_probe.as_ref(),
+                                container.liveness_probe.as_ref(),
+                                tokio::time::Instant::now(),
+                            );
+                            let sr = started_and_ready(&workers);
+                            self.probes.insert(key, workers);
+                            sr
+                        }
+                    };
                     let rec = self.record_of_mut(key);
                     let previous =
                         std::mem::replace(&mut rec.state, CState::Running { started_at });
                     if matches!(previous, CState::Terminated { .. }) {
                         rec.last_state = Some(previous);
                     }
-                    rec.started = !sidecar_probe;
-                    rec.ready = !sidecar_probe;
+                    rec.started = started;
+                    rec.ready = ready;
                     return Flow::Continue;
                 }
                 Err(state @ CState::Terminated { .. }) => {
@@ -1853,24 +2002,46 @@ fn is_sidecar(c: &Container) -> bool {
     c.restart_policy.as_deref() == Some("Always")
 }
 
-async fn http_probe(host: &str, port: u16, path: &str) -> bool {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut s) = tokio::net::TcpStream::connect((host, port)).await else {
-        return false;
-    };
-    let req = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: kube-probe/1.32\r\n\r\n");
-    if s.write_all(req.as_bytes()).await.is_err() {
-        return false;
+/// A network error as Go's net package words it (`connection refused`, ...).
+fn go_net_error(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => "connection refused".into(),
+        std::io::ErrorKind::TimedOut => "i/o timeout".into(),
+        std::io::ErrorKind::ConnectionReset => "connection reset by peer".into(),
+        _ => e.to_string(),
     }
+}
+
+async fn http_probe(host: &str, port: u16, path: &str) -> Result<(), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let url = format!("http://{host}:{port}{path}");
+    let mut s = tokio::net::TcpStream::connect((host, port))
+        .await
+        .map_err(|e| {
+            format!(
+                "Get \"{url}\": dial tcp {host}:{port}: connect: {}",
+                go_net_error(&e)
+            )
+        })?;
+    let req = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: kube-probe/1.32\r\n\r\n");
+    s.write_all(req.as_bytes())
+        .await
+        .map_err(|e| format!("Get \"{url}\": {e}"))?;
     let mut buf = [0u8; 64];
-    let Ok(n) = s.read(&mut buf).await else {
-        return false;
-    };
+    let n = s
+        .read(&mut buf)
+        .await
+        .map_err(|e| format!("Get \"{url}\": {e}"))?;
     let line = String::from_utf8_lossy(&buf[..n]);
-    line.split_whitespace()
+    match line
+        .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse::<u16>().ok())
-        .is_some_and(|c| (200..400).contains(&c))
+    {
+        Some(c) if (200..400).contains(&c) => Ok(()),
+        Some(c) => Err(format!("HTTP probe failed with statuscode: {c}")),
+        None => Err(format!("Get \"{url}\": malformed HTTP response")),
+    }
 }
 
 /// Makes `dir` traversable by other users (adds `o+x`), so that database processes running as

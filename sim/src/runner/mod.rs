@@ -1,13 +1,18 @@
-//! The Job runner: plays the Kubernetes Job controller and the kubelet for the sim.
+//! The Job runner: plays the Kubernetes Job, ReplicaSet and Deployment controllers and the
+//! kubelet for the sim.
 //!
 //! It talks to the API server only over HTTP through a [`kube::Client`], like the real
 //! controllers do, so it works against any API server. See `sim/README-runner.md` for how
 //! containers map to host processes.
 //!
-//! Pure planning lives in [`jobplan`] (Job controller decisions), [`env`] and [`expand`]
+//! Pure planning lives in [`jobplan`] (Job controller decisions), [`rsplan`] and [`deployplan`]
+//! (ReplicaSet and Deployment controllers), [`probes`] (probe workers), [`env`] and [`expand`]
 //! (container environment), [`mounts`] and [`volumes`] (paths), [`podstatus`] (status
-//! rendering), [`images`] (image table); the I/O loops are in `jobcontroller` and `kubelet`.
+//! rendering), [`images`] (image table); the I/O loops are in `jobcontroller`, `replicaset`,
+//! `deployment` and `kubelet`.
 
+mod deployment;
+pub mod deployplan;
 pub mod docker;
 pub mod env;
 pub mod error;
@@ -20,8 +25,11 @@ pub mod jobplan;
 mod kubelet;
 pub mod mounts;
 pub mod podstatus;
+pub mod probes;
 pub mod process;
 pub mod quantity;
+mod replicaset;
+pub mod rsplan;
 pub mod runtime;
 pub mod serviceaccount;
 pub mod volumes;
@@ -134,6 +142,14 @@ async fn run_prepared(client: kube::Client, prepared: Prepared) -> Result<(), Ru
         restart_backoff: cfg.container_restart_backoff,
         engine,
     });
+    let rs_ctx = Arc::new(replicaset::RsCtx {
+        events: events::Events::new(client.clone(), "replicaset-controller", None),
+        client: client.clone(),
+    });
+    let deploy_ctx = Arc::new(deployment::DeployCtx {
+        events: events::Events::new(client.clone(), "deployment-controller", None),
+        client: client.clone(),
+    });
     let job_ctx = Arc::new(jobcontroller::JobCtx {
         events: events::Events::new(client.clone(), "job-controller", None),
         client,
@@ -144,6 +160,8 @@ async fn run_prepared(client: kube::Client, prepared: Prepared) -> Result<(), Ru
     tokio::select! {
         r = kubelet::run(kubelet_ctx) => r,
         r = jobcontroller::run(job_ctx) => r,
+        r = replicaset::run(rs_ctx) => r,
+        r = deployment::run(deploy_ctx) => r,
     }
 }
 
