@@ -17,8 +17,8 @@
 //! Credentials never appear in logs or errors ([`ProxyConfig`]'s `Display` and `Debug` redact
 //! them) and are never copied into agent Jobs ([`ProxyConfig::job_env`]).
 //!
-//! The egress policy still judges the destination, not the proxy: [`super::s3`] and
-//! [`super::webhook`] resolve and check the destination host before a request is handed to the
+//! The egress policy still judges the destination, not the proxy: `egress::s3` and
+//! `egress::webhook` resolve and check the destination host before a request is handed to the
 //! proxy, exactly as they would before connecting directly. The proxy itself is platform
 //! configuration (like the API server's address) and is not subject to the tenant egress
 //! policy.
