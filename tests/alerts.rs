@@ -87,6 +87,12 @@ fn alert_rules_only_use_exported_metrics() {
             result: "rejected".into(),
         })
         .inc();
+    metrics
+        .leader
+        .get_or_create(&dataguardian::telemetry::metrics::LeaderLabels {
+            identity: "replica-a".into(),
+        })
+        .set(1);
     let exposition = metrics.encode();
     let used: std::collections::BTreeSet<&str> = rules
         .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))

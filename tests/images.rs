@@ -4,7 +4,10 @@
 //! - both run as 65532 with a read-only root filesystem;
 //! - the agent image's bundled PostgreSQL client is the one the agent selects: a real backup run
 //!   inside the image records that tool in its manifest;
-//! - no secret is in any layer, label or environment variable of either image.
+//! - no secret is in any layer, label or environment variable of either image;
+//! - the operator in its image (read-only root, 65532, no capabilities, PID 1) becomes ready
+//!   against the API stand-in and, on `docker stop` (SIGTERM), stops within seconds and
+//!   releases its Lease.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -280,4 +283,122 @@ fn the_secret_scanner_finds_key_material_and_not_format_names() {
         ),
         Some("an AWS secret key")
     );
+}
+
+#[test]
+fn the_operator_in_its_image_runs_read_only_and_releases_the_lease_on_sigterm() {
+    let images = images();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let sim = rt
+        .block_on(kube_sim::Server::start(kube_sim::ServerOptions {
+            crds_dir: Some(workspace().join("crds")),
+            ..Default::default()
+        }))
+        .expect("the API stand-in");
+    let client = rt.block_on(sim.client()).unwrap();
+    let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
+        kube::Api::all(client.clone());
+    rt.block_on(namespaces.create(
+        &Default::default(),
+        &serde_json::from_value(serde_json::json!({"metadata": {"name": "dataguardian-system"}}))
+            .unwrap(),
+    ))
+    .unwrap();
+    let port = testkit::free_port();
+    let name = format!("dg-operator-test-{}", std::process::id());
+    let kubeconfig = format!(
+        "{}:/etc/dataguardian/kubeconfig:ro",
+        sim.kubeconfig_path().display()
+    );
+    let (ok, _, err) = docker(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--read-only",
+        "--user",
+        "65532:65532",
+        "--cap-drop",
+        "ALL",
+        "--security-opt",
+        "no-new-privileges",
+        "--network",
+        "host",
+        "-v",
+        &kubeconfig,
+        "-e",
+        "KUBECONFIG=/etc/dataguardian/kubeconfig",
+        "-e",
+        &format!("DG_METRICS_ADDR=127.0.0.1:{port}"),
+        "-e",
+        "POD_NAMESPACE=dataguardian-system",
+        "-e",
+        "POD_NAME=in-image",
+        &images.operator,
+    ]);
+    assert!(ok, "{err}");
+    // Whatever happens below, the container this test started goes away.
+    struct Remove(String);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = Command::new("docker")
+                .args(["rm", "-f", &self.0])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+    let _remove = Remove(name.clone());
+    let logs = || docker(&["logs", &name]).2;
+    let start = std::time::Instant::now();
+    loop {
+        if let Some((200, body)) = http_get(port, "/readyz")
+            && body.contains("ok (leader)")
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "the operator in its image did not become ready; log:\n{}",
+            logs()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // A rolling update's SIGTERM (to PID 1): a prompt, clean stop that hands the lease over.
+    let stopping = std::time::Instant::now();
+    let (ok, _, err) = docker(&["stop", "-t", "30", &name]);
+    assert!(ok, "{err}");
+    let took = stopping.elapsed();
+    assert!(took < std::time::Duration::from_secs(12), "stopping took {took:?}");
+    let (_, code, _) = docker(&["inspect", "-f", "{{.State.ExitCode}}", &name]);
+    assert_eq!(code, "0", "log:\n{}", logs());
+    assert!(logs().contains("released the lease"), "{}", logs());
+    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+        kube::Api::namespaced(client, "dataguardian-system");
+    let lease = rt
+        .block_on(leases.get("dataguardian-operator"))
+        .unwrap();
+    assert_eq!(
+        lease.spec.and_then(|s| s.holder_identity),
+        None,
+        "the lease is free for the next replica"
+    );
+    drop(sim);
+}
+
+/// GET on the operator's health server: (status, body).
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let code = buf.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, buf.split_once("\r\n\r\n")?.1.to_string()))
 }

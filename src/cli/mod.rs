@@ -28,6 +28,15 @@ pub enum Command {
 }
 
 pub fn run(cli: Cli) -> ExitCode {
+    // The operator and the agent reach S3 and webhooks through HTTPS_PROXY/HTTP_PROXY/NO_PROXY:
+    // a proxy setting they cannot use stops them before they start (the message never shows
+    // credentials).
+    if matches!(cli.command, Command::Operator(_) | Command::Agent(_))
+        && let Err(e) = crate::egress::ProxyConfig::from_env()
+    {
+        eprintln!("dataguardian: {e}");
+        return ExitCode::from(2);
+    }
     match cli.command {
         Command::Operator(args) => operator::run(&args),
         Command::Agent(args) => agent::run(*args),

@@ -61,6 +61,10 @@ pub struct OperatorArgs {
     /// S3 endpoints and webhook URLs — may resolve to; agent Jobs get the same list. Loopback,
     /// private (RFC 1918), CGNAT and unique-local addresses are refused unless listed here;
     /// link-local addresses (cloud metadata) are refused always. Empty: public addresses only.
+    /// With `HTTPS_PROXY`/`HTTP_PROXY` set (`NO_PROXY` for exceptions), S3 and webhook requests
+    /// go through the proxy; the endpoint is still resolved and checked against this list, the
+    /// proxy's own address is not (it is the platform's setting). Agent Jobs get the same proxy
+    /// variables unless a proxy URL carries credentials.
     #[arg(long, env = crate::egress::ENV_ALLOW_CIDRS, default_value = "", value_parser = parse_egress)]
     pub egress_allow_cidrs: EgressPolicy,
     /// A namespace whose BackupStorages may omit `credentialsSecretRef` and so use the
@@ -159,7 +163,18 @@ pub fn run(args: &OperatorArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(crate::operator::run::run(args.config())) {
+    let mut config = args.config();
+    let proxy = crate::egress::ProxyConfig::from_env().unwrap_or_default();
+    if proxy.is_enabled() {
+        tracing::info!(%proxy, "S3 and webhook requests go through the proxy");
+        if proxy.job_env().is_none() {
+            tracing::warn!(
+                "a proxy URL carries credentials: agent Jobs get no proxy settings (a Job's environment is readable by whoever may read Jobs or Pods in its namespace); give agents a proxy without credentials or a direct route"
+            );
+        }
+    }
+    config.settings.egress = config.settings.egress.with_proxy(proxy);
+    match runtime.block_on(crate::operator::run::run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "operator stopped");

@@ -18,10 +18,17 @@
 //! the resolved address or anything the endpoint answered.
 //!
 //! [`cap`] bounds every read from such an endpoint.
+//!
+//! [`proxy`]: the same clients honour `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY`. Through a proxy,
+//! the destination host is resolved and checked before the request is handed to the proxy
+//! (the proxy itself is platform configuration and is not checked).
 
 pub mod cap;
+pub mod proxy;
 pub mod s3;
 pub mod webhook;
+
+pub use proxy::ProxyConfig;
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -267,10 +274,12 @@ pub enum EgressError {
     Unresolved { host: String },
 }
 
-/// The operator-wide egress policy (cheap to clone).
+/// The operator-wide egress policy (cheap to clone): the internal ranges tenants may reach,
+/// and the proxies connections go through.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct EgressPolicy {
     allowed: Arc<Vec<Cidr>>,
+    proxy: ProxyConfig,
 }
 
 impl EgressPolicy {
@@ -278,7 +287,19 @@ impl EgressPolicy {
     pub fn allowing(allowed: Vec<Cidr>) -> Self {
         EgressPolicy {
             allowed: Arc::new(allowed),
+            proxy: ProxyConfig::none(),
         }
+    }
+
+    /// The same policy, its connections going through `proxy` (destinations are still checked).
+    pub fn with_proxy(mut self, proxy: ProxyConfig) -> Self {
+        self.proxy = proxy;
+        self
+    }
+
+    /// The proxies connections go through.
+    pub fn proxy(&self) -> &ProxyConfig {
+        &self.proxy
     }
 
     /// Reads a comma-separated list of CIDRs (empty = no internal range allowed).

@@ -5,13 +5,21 @@
 //! buffers (everything but an object download) at [`cap::BUFFERED_REPLY_CAP`]. Object
 //! downloads stream; whoever reads one whole caps it themselves ([`cap::collect_capped`]).
 //!
+//! Through a proxy ([`super::proxy`]; `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY`), the destination
+//! host is resolved and checked by the policy first, then the request goes to the proxy: a
+//! `CONNECT` tunnel for `https://` endpoints, an absolute-form request for `http://` ones (the
+//! SDK client's own proxy support does both). The proxy's address is not checked: it is the
+//! platform's configuration, not a tenant's.
+//!
 //! Only the S3 calls use this client. The SDK's credential providers (instance metadata, EKS
 //! Pod Identity, STS) keep the default client: they reach the platform's own endpoints, never a
 //! tenant's.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use aws_smithy_async::rt::sleep::SharedAsyncSleep;
 
 use aws_smithy_http_client::tls;
 use aws_smithy_runtime_api::client::dns::{DnsFuture, ResolveDns, ResolveDnsError};
@@ -25,7 +33,8 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::body::SdkBody;
 
 use super::cap::{self, CappedBody};
-use super::{EgressPolicy, ip_literal};
+use super::proxy::Route;
+use super::{EgressError, EgressPolicy, ip_literal};
 
 /// The SDK HTTP client for tenant S3 endpoints under `policy`, one per policy per process
 /// (building one loads the TLS roots).
@@ -46,6 +55,7 @@ pub fn http_client(policy: &EgressPolicy) -> SharedHttpClient {
             SharedHttpClient::new(PolicyClient {
                 inner,
                 policy: policy.clone(),
+                proxied: ProxiedConnectors::default(),
             })
         })
         .clone()
@@ -82,10 +92,23 @@ impl ResolveDns for PolicyResolver {
     }
 }
 
-#[derive(Debug)]
 struct PolicyClient {
     inner: SharedHttpClient,
     policy: EgressPolicy,
+    /// Connectors through each proxy, per connector settings (each keeps its connection pool).
+    proxied: ProxiedConnectors,
+}
+
+/// A proxy (its key, without credentials) and the timeouts of the connectors through it.
+type ProxiedKey = (String, Option<Duration>, Option<Duration>);
+type ProxiedConnectors = Arc<Mutex<HashMap<ProxiedKey, SharedHttpConnector>>>;
+
+impl std::fmt::Debug for PolicyClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyClient")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
 }
 
 impl HttpClient for PolicyClient {
@@ -97,14 +120,60 @@ impl HttpClient for PolicyClient {
         SharedHttpConnector::new(PolicyConnector {
             inner: self.inner.http_connector(settings, components),
             policy: self.policy.clone(),
+            settings: settings.clone(),
+            sleep: components.sleep_impl(),
+            proxied: self.proxied.clone(),
         })
     }
 }
 
-#[derive(Debug)]
 struct PolicyConnector {
     inner: SharedHttpConnector,
     policy: EgressPolicy,
+    settings: HttpConnectorSettings,
+    sleep: Option<SharedAsyncSleep>,
+    proxied: ProxiedConnectors,
+}
+
+impl std::fmt::Debug for PolicyConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyConnector")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PolicyConnector {
+    /// The connector through the proxy at `url` (credentials included, never shown), made on
+    /// first use: the SDK client's proxy support (a `CONNECT` tunnel for https, absolute form
+    /// and `Proxy-Authorization` for http), resolving the proxy's host with the system
+    /// resolver (the proxy is not a tenant's address).
+    fn through(&self, key: &str, url: &str) -> Result<SharedHttpConnector, ConnectorError> {
+        let cache_key = (
+            key.to_string(),
+            self.settings.connect_timeout(),
+            self.settings.read_timeout(),
+        );
+        let mut cache = self.proxied.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = cache.get(&cache_key) {
+            return Ok(c.clone());
+        }
+        let config = aws_smithy_http_client::proxy::ProxyConfig::all(url)
+            .map_err(|_| ConnectorError::user(format!("the proxy {key} cannot be used").into()))?;
+        let mut builder = aws_smithy_http_client::Connector::builder()
+            .connector_settings(self.settings.clone())
+            .proxy_config(config);
+        builder.set_sleep_impl(self.sleep.clone());
+        let connector = SharedHttpConnector::new(
+            builder
+                .tls_provider(tls::Provider::Rustls(
+                    tls::rustls_provider::CryptoMode::Ring,
+                ))
+                .build(),
+        );
+        cache.insert(cache_key, connector.clone());
+        Ok(connector)
+    }
 }
 
 /// How much of a reply may be read: `None` = streamed to the caller (an object download).
@@ -122,15 +191,45 @@ fn reply_cap(request_query: Option<&str>, status: u16) -> Option<u64> {
 impl HttpConnector for PolicyConnector {
     fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
         let uri: Option<hyper::Uri> = request.uri().parse().ok();
-        let host = uri.as_ref().and_then(|u| u.host()).unwrap_or_default();
-        let literal: Option<IpAddr> = ip_literal(host);
-        if let Some(ip) = literal
-            && let Err(e) = self.policy.check(host, ip)
-        {
-            return HttpConnectorFuture::ready(Err(ConnectorError::user(Box::new(e))));
-        }
+        let host = uri
+            .as_ref()
+            .and_then(|u| u.host())
+            .unwrap_or_default()
+            .to_string();
         let query = uri.as_ref().and_then(|u| u.query()).map(str::to_string);
-        let response = self.inner.call(request);
+        let route = uri
+            .as_ref()
+            .map_or(Route::Direct, |u| self.policy.proxy().route(u));
+        let response = match route {
+            Route::Direct => {
+                // Names are checked by the resolver at connect time; hyper never resolves an
+                // IP literal, so it is checked here.
+                if let Some(ip) = ip_literal(&host)
+                    && let Err(e) = self.policy.check(&host, ip)
+                {
+                    return HttpConnectorFuture::ready(Err(ConnectorError::user(Box::new(e))));
+                }
+                self.inner.call(request)
+            }
+            Route::Proxy { key, url, .. } => {
+                let through = match self.through(&key, &url) {
+                    Ok(c) => c,
+                    Err(e) => return HttpConnectorFuture::ready(Err(e)),
+                };
+                let policy = self.policy.clone();
+                // The proxy resolves the destination itself: it is resolved and checked here
+                // first, as a direct connection would be.
+                HttpConnectorFuture::new(async move {
+                    if let Err(e) = policy.resolve(&host).await {
+                        return Err(match e {
+                            EgressError::Unresolved { .. } => ConnectorError::io(Box::new(e)),
+                            refused => ConnectorError::user(Box::new(refused)),
+                        });
+                    }
+                    through.call(request).await
+                })
+            }
+        };
         HttpConnectorFuture::new(async move {
             let response = response.await?;
             let status = response.status().as_u16();

@@ -727,6 +727,52 @@ spec: {policyRef: {name: nightly}, trigger: Scheduled, scheduledTime: "2026-11-2
     }
 
     #[test]
+    fn the_operators_proxies_reach_the_agent_without_credentials() {
+        use crate::controller::common::context::Settings;
+        use crate::egress::{EgressPolicy, ProxyConfig};
+        let env_of = |proxy: ProxyConfig| {
+            let settings = Settings {
+                egress: EgressPolicy::default().with_proxy(proxy),
+                ..Settings::default()
+            };
+            let job = build(&run(RUN), &policy(POLICY), &storage(S3_STORAGE), &settings).unwrap();
+            job.spec.unwrap().template.spec.unwrap().containers[0]
+                .env
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|e| e.name.ends_with("_PROXY"))
+                .map(|e| (e.name, e.value.unwrap_or_default()))
+                .collect::<Vec<_>>()
+        };
+        let plain = ProxyConfig::new(
+            Some("http://proxy.corp:3128"),
+            Some("http://proxy.corp:3128"),
+            ".svc,10.0.0.0/8",
+        )
+        .unwrap();
+        assert_eq!(
+            env_of(plain),
+            vec![
+                (
+                    "HTTPS_PROXY".to_string(),
+                    "http://proxy.corp:3128".to_string()
+                ),
+                (
+                    "HTTP_PROXY".to_string(),
+                    "http://proxy.corp:3128".to_string()
+                ),
+                ("NO_PROXY".to_string(), ".svc,10.0.0.0/8".to_string()),
+            ]
+        );
+        // Credentials stay with the operator: the Job (readable by the tenant) gets none.
+        let with_credentials =
+            ProxyConfig::new(None, Some("http://user:secret@proxy.corp:3128"), "").unwrap();
+        assert_eq!(env_of(with_credentials), vec![]);
+        assert_eq!(env_of(ProxyConfig::none()), vec![]);
+    }
+
+    #[test]
     fn non_retryable_exit_codes_match_the_agent() {
         use crate::agent::error::AgentError;
         assert_eq!(

@@ -400,10 +400,17 @@ pub(crate) fn labels(
     labels
 }
 
-/// `env` plus the egress policy, last, replacing any earlier value of the same name.
+/// `env` plus the egress policy, last, replacing any earlier value of the same name: the
+/// allowed ranges, and the operator's proxies (`HTTPS_PROXY`, `HTTP_PROXY`, `NO_PROXY`) unless
+/// a proxy URL carries credentials (never copied into a Job, whose spec tenants may read).
 fn with_egress(mut env: Vec<EnvVar>, egress: &EgressPolicy) -> Vec<EnvVar> {
-    env.retain(|e| e.name != ENV_ALLOW_CIDRS);
+    env.retain(|e| {
+        e.name != ENV_ALLOW_CIDRS && !crate::egress::ProxyConfig::variables().any(|v| v == e.name)
+    });
     env.push(plain_env(ENV_ALLOW_CIDRS, &egress.to_list()));
+    for (name, value) in egress.proxy().job_env().unwrap_or_default() {
+        env.push(plain_env(name, &value));
+    }
     env
 }
 

@@ -136,6 +136,25 @@ impl Webhooks {
         self.http.get_or_init(|| build_http(&self.policy))
     }
 
+    /// A client that trusts only the CA in `ca_pem` (tests with a private CA).
+    #[cfg(test)]
+    fn trusting(policy: EgressPolicy, ca_pem: &[u8]) -> Self {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(ca_pem) {
+            roots
+                .add(cert.expect("a PEM certificate"))
+                .expect("a CA certificate");
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder =
+            hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls_config(provider, roots));
+        let webhooks = Webhooks::new(policy.clone());
+        let _ = webhooks.http.set(client(builder, &policy));
+        webhooks
+    }
+
     /// POSTs `body` as JSON to `url`: up to [`ATTEMPTS`] tries, `backoff` × 1, 2, … between
     /// them. Server errors (5xx), 429 and transport failures are retried; other answers, and a
     /// refusal by the egress policy, are final. The receiver's answer is judged by its status
@@ -152,10 +171,13 @@ impl Webhooks {
             if attempt > 1 {
                 tokio::time::sleep(backoff * (attempt - 1)).await;
             }
-            let request = hyper::Request::post(url.clone())
+            let mut request = hyper::Request::post(url.clone())
                 .header(hyper::header::CONTENT_TYPE, "application/json")
-                .header(hyper::header::USER_AGENT, "dataguardian-operator")
-                .body(Full::new(bytes.clone()));
+                .header(hyper::header::USER_AGENT, "dataguardian-operator");
+            if let Some(auth) = crate::egress::webhook::proxy_authorization(&self.policy, url) {
+                request = request.header(hyper::header::PROXY_AUTHORIZATION, auth);
+            }
+            let request = request.body(Full::new(bytes.clone()));
             let Ok(request) = request else {
                 return Err(DeliveryError::Unreachable { attempts: attempt });
             };
@@ -189,33 +211,42 @@ impl Webhooks {
 }
 
 fn build_http(policy: &EgressPolicy) -> Https {
-    {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = hyper_rustls::HttpsConnectorBuilder::new();
-        let builder = match builder.with_provider_and_native_roots(provider.clone()) {
-            Ok(b) => b,
-            Err(e) => {
-                // No system CA bundle: https receivers will fail their TLS handshake (and say
-                // so per notification); http receivers still work.
-                tracing::warn!(error = %e, "no TLS root certificates found for notifications");
-                let config = rustls::ClientConfig::builder_with_provider(provider)
-                    .with_safe_default_protocol_versions()
-                    .map(|b| {
-                        b.with_root_certificates(rustls::RootCertStore::empty())
-                            .with_no_client_auth()
-                    })
-                    .unwrap_or_else(|_| unreachable!("ring supports the default TLS versions"));
-                hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config)
-            }
-        };
-        let connector = builder
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(PolicyGate::new(policy.clone()));
-        HttpClient::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector)
-    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = hyper_rustls::HttpsConnectorBuilder::new();
+    let builder = match builder.with_provider_and_native_roots(provider.clone()) {
+        Ok(b) => b,
+        Err(e) => {
+            // No system CA bundle: https receivers will fail their TLS handshake (and say
+            // so per notification); http receivers still work.
+            tracing::warn!(error = %e, "no TLS root certificates found for notifications");
+            hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(tls_config(provider, rustls::RootCertStore::empty()))
+        }
+    };
+    client(builder, policy)
+}
+
+fn tls_config(
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    roots: rustls::RootCertStore,
+) -> rustls::ClientConfig {
+    rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+        .unwrap_or_else(|_| unreachable!("ring supports the default TLS versions"))
+}
+
+fn client(
+    builder: hyper_rustls::HttpsConnectorBuilder<hyper_rustls::builderstates::WantsSchemes>,
+    policy: &EgressPolicy,
+) -> Https {
+    let connector = builder
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(PolicyGate::new(policy.clone()));
+    HttpClient::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build(connector)
 }
 
 #[cfg(test)]
@@ -424,5 +455,127 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(200)).await;
         // Only what fits in the socket buffers left the server.
         assert!(server.sent() < 16 << 20, "{} bytes read", server.sent());
+    }
+
+    /// The policy of the proxy tests: loopback allowed, the proxy's URL for `scheme`.
+    fn via_proxy(proxy: &str, scheme: &str, no_proxy: &str) -> EgressPolicy {
+        let config = if scheme == "https" {
+            crate::egress::ProxyConfig::new(None, Some(proxy), no_proxy)
+        } else {
+            crate::egress::ProxyConfig::new(Some(proxy), None, no_proxy)
+        };
+        EgressPolicy::from_list("127.0.0.0/8")
+            .unwrap()
+            .with_proxy(config.unwrap())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_webhook_goes_through_the_proxy_unless_no_proxy_names_it() {
+        let proxy = testkit::ForwardProxy::with_credentials("hooks", "pr0xy-s3cret").unwrap();
+        let proxy_url = proxy.url_with_credentials("hooks", "pr0xy-s3cret");
+        let (url, bodies, calls) = receiver(vec![]).await;
+        let body = serde_json::json!({"event": "BackupSucceeded"});
+
+        // http:// receiver: the request goes to the proxy in absolute form, with the
+        // credentials; the receiver gets it (the proxy forwards it in origin form).
+        Webhooks::new(via_proxy(&proxy_url, "http", ""))
+            .post_json(&url, &body, Duration::ZERO)
+            .await
+            .unwrap();
+        let seen = proxy.requests();
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert_eq!(seen[0].method, "POST");
+        assert_eq!(seen[0].target, url.to_string());
+        assert_eq!(
+            seen[0].proxy_authorization.as_deref(),
+            Some("Basic aG9va3M6cHIweHktczNjcmV0"),
+            "base64(hooks:pr0xy-s3cret)"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(bodies.lock().unwrap()[0], r#"{"event":"BackupSucceeded"}"#);
+
+        // NO_PROXY names the receiver: straight to it.
+        Webhooks::new(via_proxy(&proxy_url, "http", "127.0.0.0/8"))
+            .post_json(&url, &body, Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(proxy.requests().len(), 1, "NO_PROXY was not honoured");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+
+        // A receiver the egress policy refuses never reaches the proxy.
+        let err = Webhooks::new(via_proxy(&proxy_url, "http", ""))
+            .post_json(
+                &"http://10.0.0.1/hook/s3cr3t".parse().unwrap(),
+                &body,
+                Duration::ZERO,
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, DeliveryError::Refused(_)), "{err:?}");
+        assert!(!err.to_string().contains("pr0xy-s3cret"), "{err}");
+        assert_eq!(proxy.requests().len(), 1);
+
+        // Wrong credentials: the proxy answers 407, nothing reaches the receiver.
+        let wrong = proxy.url_with_credentials("hooks", "wrong");
+        let err = Webhooks::new(via_proxy(&wrong, "http", ""))
+            .post_json(&url, &body, Duration::ZERO)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err,
+            DeliveryError::Rejected {
+                status: 407,
+                attempts: 1
+            }
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_https_webhook_goes_through_a_connect_tunnel_with_tls_to_the_receiver() {
+        // An HTTPS server with a certificate from a test CA (moto serves any path).
+        let certs = testkit::TestCertificates::generate().unwrap();
+        let server = testkit::Moto::builder().tls(&certs).start().unwrap();
+        let ca = std::fs::read(certs.ca()).unwrap();
+        let proxy = testkit::ForwardProxy::with_credentials("hooks", "pr0xy-s3cret").unwrap();
+        let proxy_url = proxy.url_with_credentials("hooks", "pr0xy-s3cret");
+        let url: hyper::Uri = format!("{}/hook/s3cr3t", server.endpoint())
+            .parse()
+            .unwrap();
+        let webhooks = Webhooks::trusting(via_proxy(&proxy_url, "https", ""), &ca);
+        let result = webhooks
+            .post_json(&url, &serde_json::json!({}), Duration::ZERO)
+            .await;
+        // The receiver answered over TLS through the tunnel (with whatever status an S3
+        // server gives a POST): not a transport failure.
+        assert!(
+            matches!(result, Ok(()) | Err(DeliveryError::Rejected { .. })),
+            "{result:?}"
+        );
+        // One tunnel per attempt (an S3 server may answer a POST with a retried 5xx).
+        let seen = proxy.requests();
+        assert!(!seen.is_empty());
+        for r in &seen {
+            assert_eq!(r.method, "CONNECT", "{seen:?}");
+            assert_eq!(r.target, format!("127.0.0.1:{}", server.port()));
+            assert_eq!(
+                r.proxy_authorization.as_deref(),
+                Some("Basic aG9va3M6cHIweHktczNjcmV0")
+            );
+            assert!(r.forwarded);
+        }
+        let tunnels = seen.len();
+
+        // The certificate is still checked end to end: a client that does not trust the test
+        // CA fails, through the same tunnel.
+        let untrusting = Webhooks::new(via_proxy(&proxy_url, "https", ""));
+        let result = untrusting
+            .post_json(&url, &serde_json::json!({}), Duration::ZERO)
+            .await;
+        assert!(
+            matches!(result, Err(DeliveryError::Unreachable { .. })),
+            "{result:?}"
+        );
+        assert!(proxy.requests().len() > tunnels);
     }
 }

@@ -1,12 +1,21 @@
 //! `/healthz`, `/readyz` and `/metrics` for the operator.
 //!
-//! `/healthz` answers while the process serves requests. `/readyz` answers 200 only when the
-//! controllers' caches are synced AND this replica holds the leader lease (a follower is alive
-//! but not ready to act); the body says which condition is missing.
+//! `/healthz` answers 200 while the process serves requests (liveness). `/readyz` answers 200
+//! when this replica can do its job at once:
+//!
+//! - every replica, leader or not, keeps the standby caches (BackupRuns and BackupPolicies) and
+//!   must have them synced, and must be able to take part in the election (its Lease namespace
+//!   exists, RBAC lets it read and write the Lease, the API server answers);
+//! - the leader must also have the caches of the controllers it started synced.
+//!
+//! So both replicas of a Deployment become Ready (the follower can take over at once), and a
+//! replica that could never lead says why. The body is `ok (leader)` / `ok (standby, leader:
+//! NAME)`, or the reasons it is not ready, one per line (`caches not synced: BackupRun`,
+//! `lease namespace "x" not found: …`).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::State;
@@ -15,36 +24,131 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio::sync::watch;
 
+use super::leader::Election;
 use crate::telemetry::metrics::Metrics;
+
+/// Whether one cache holds its first full list; set once by whoever feeds it.
+#[derive(Clone, Debug, Default)]
+pub struct Synced(Arc<AtomicBool>);
+
+impl Synced {
+    /// The cache holds its first full list.
+    pub fn mark(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether [`Synced::mark`] was called.
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    /// The flag itself (for code that keeps an `Arc<AtomicBool>`).
+    pub fn flag(&self) -> Arc<AtomicBool> {
+        self.0.clone()
+    }
+}
+
+/// Who needs a cache to be synced before this replica is ready.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheRole {
+    /// Every replica keeps it (a follower needs it to take over at once).
+    Standby,
+    /// Only the leader keeps it (the caches of the controllers it starts).
+    Leader,
+}
+
+#[derive(Debug)]
+struct Cache {
+    name: &'static str,
+    role: CacheRole,
+    synced: Synced,
+}
 
 /// Shared readiness state.
 #[derive(Clone)]
 pub struct Readiness {
-    caches_synced: Arc<AtomicBool>,
-    leader: watch::Receiver<bool>,
+    election: watch::Receiver<Election>,
+    caches: Arc<Mutex<Vec<Cache>>>,
+    /// The leader has built and started its controllers (their caches are tracked).
+    controllers_started: Arc<AtomicBool>,
+    stopping: Arc<AtomicBool>,
 }
 
 impl Readiness {
-    pub fn new(leader: watch::Receiver<bool>) -> Self {
+    pub fn new(election: watch::Receiver<Election>) -> Self {
         Self {
-            caches_synced: Arc::new(AtomicBool::new(false)),
-            leader,
+            election,
+            caches: Arc::default(),
+            controllers_started: Arc::default(),
+            stopping: Arc::default(),
         }
     }
 
-    /// Called once every controller's reflector has its first full list.
-    pub fn mark_caches_synced(&self) {
-        self.caches_synced.store(true, Ordering::SeqCst);
+    /// Tracks a cache called `name` (as `/readyz` names it); mark the returned flag once it
+    /// holds its first full list.
+    pub fn track(&self, name: &'static str, role: CacheRole) -> Synced {
+        let synced = Synced::default();
+        self.caches
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Cache {
+                name,
+                role,
+                synced: synced.clone(),
+            });
+        synced
     }
 
-    /// Why the operator is not ready, or None when it is.
-    pub fn not_ready_reason(&self) -> Option<&'static str> {
-        if !*self.leader.borrow() {
-            Some("not the leader (waiting for the lease)")
-        } else if !self.caches_synced.load(Ordering::SeqCst) {
-            Some("caches not synced yet")
+    /// The leader's controllers are built (and their caches tracked).
+    pub fn mark_controllers_started(&self) {
+        self.controllers_started.store(true, Ordering::SeqCst);
+    }
+
+    /// The process is shutting down: no longer ready.
+    pub fn mark_stopping(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    /// Why the operator is not ready (one reason per item), or empty when it is.
+    pub fn not_ready_reasons(&self) -> Vec<String> {
+        let election = self.election.borrow().clone();
+        let mut reasons = Vec::new();
+        if self.stopping.load(Ordering::SeqCst) {
+            reasons.push("shutting down".to_string());
+        }
+        if let Some(problem) = &election.problem {
+            reasons.push(problem.to_string());
+        } else if !election.checked {
+            reasons.push("the leader Lease has not been read yet".to_string());
+        }
+        let unsynced: Vec<&'static str> = self
+            .caches
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|c| c.role == CacheRole::Standby || election.leading)
+            .filter(|c| !c.synced.get())
+            .map(|c| c.name)
+            .collect();
+        if !unsynced.is_empty() {
+            reasons.push(format!("caches not synced: {}", unsynced.join(", ")));
+        }
+        if election.leading && !self.controllers_started.load(Ordering::SeqCst) {
+            reasons.push("leading; starting the controllers".to_string());
+        }
+        reasons
+    }
+
+    /// What `/readyz` says when ready.
+    fn ready_text(&self) -> String {
+        let election = self.election.borrow();
+        if election.leading {
+            "ok (leader)".to_string()
         } else {
-            None
+            match &election.holder {
+                Some(holder) => format!("ok (standby, leader: {holder})"),
+                None => "ok (standby)".to_string(),
+            }
         }
     }
 }
@@ -65,9 +169,11 @@ pub fn router(readiness: Readiness, metrics: Metrics) -> Router {
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    match state.readiness.not_ready_reason() {
-        None => (StatusCode::OK, "ok".to_string()),
-        Some(reason) => (StatusCode::SERVICE_UNAVAILABLE, reason.to_string()),
+    let reasons = state.readiness.not_ready_reasons();
+    if reasons.is_empty() {
+        (StatusCode::OK, state.readiness.ready_text())
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, reasons.join("\n"))
     }
 }
 
@@ -95,45 +201,110 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::operator::leader::LeaseProblem;
+
+    async fn get(addr: SocketAddr, path: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+            )
+            .await
+            .unwrap();
+        let mut buf = String::new();
+        stream.read_to_string(&mut buf).await.unwrap();
+        buf
+    }
 
     #[tokio::test]
-    async fn readyz_needs_lease_and_synced_caches() {
-        let (tx, rx) = watch::channel(false);
+    async fn a_follower_is_ready_with_its_standby_caches_and_the_leader_with_all_of_them() {
+        let (tx, rx) = watch::channel(Election::default());
         let readiness = Readiness::new(rx);
+        let runs = readiness.track("BackupRun", CacheRole::Standby);
+        let policies = readiness.track("BackupPolicy", CacheRole::Standby);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let app = router(readiness.clone(), Metrics::new());
         tokio::spawn(async move { axum::serve(listener, app).await });
 
-        let get = |path: &'static str| async move {
-            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            stream
-                .write_all(
-                    format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                        .as_bytes(),
-                )
-                .await
-                .unwrap();
-            let mut buf = String::new();
-            stream.read_to_string(&mut buf).await.unwrap();
-            buf
-        };
-        assert!(get("/healthz").await.starts_with("HTTP/1.1 200"));
-        let r = get("/readyz").await;
+        assert!(get(addr, "/healthz").await.starts_with("HTTP/1.1 200"));
+        let r = get(addr, "/readyz").await;
         assert!(
-            r.starts_with("HTTP/1.1 503") && r.contains("not the leader"),
+            r.starts_with("HTTP/1.1 503")
+                && r.contains("caches not synced: BackupRun, BackupPolicy")
+                && r.contains("Lease has not been read yet"),
             "{r}"
         );
-        tx.send_replace(true);
-        let r = get("/readyz").await;
+        runs.mark();
+        policies.mark();
+        let r = get(addr, "/readyz").await;
         assert!(
-            r.starts_with("HTTP/1.1 503") && r.contains("caches not synced"),
+            r.starts_with("HTTP/1.1 503") && !r.contains("caches"),
             "{r}"
         );
-        readiness.mark_caches_synced();
-        assert!(get("/readyz").await.starts_with("HTTP/1.1 200"));
-        let m = get("/metrics").await;
+        tx.send_replace(Election {
+            checked: true,
+            leading: false,
+            holder: Some("replica-a".into()),
+            problem: None,
+        });
+        let r = get(addr, "/readyz").await;
+        assert!(
+            r.starts_with("HTTP/1.1 200") && r.contains("ok (standby, leader: replica-a)"),
+            "a follower with synced caches is ready: {r}"
+        );
+
+        // It cannot reach its Lease: not ready, and the body says why and what fixes it.
+        tx.send_replace(Election {
+            checked: true,
+            leading: false,
+            holder: None,
+            problem: Some(LeaseProblem::NamespaceMissing {
+                namespace: "x".into(),
+            }),
+        });
+        let r = get(addr, "/readyz").await;
+        assert!(
+            r.starts_with("HTTP/1.1 503")
+                && r.contains("lease namespace \"x\" not found")
+                && r.contains("--lease-namespace"),
+            "{r}"
+        );
+
+        // It leads: ready only once the controllers are started and their caches synced.
+        tx.send_replace(Election {
+            checked: true,
+            leading: true,
+            holder: Some("me".into()),
+            problem: None,
+        });
+        let r = get(addr, "/readyz").await;
+        assert!(
+            r.starts_with("HTTP/1.1 503") && r.contains("starting the controllers"),
+            "{r}"
+        );
+        let restores = readiness.track("RestoreRun", CacheRole::Leader);
+        readiness.mark_controllers_started();
+        let r = get(addr, "/readyz").await;
+        assert!(
+            r.starts_with("HTTP/1.1 503") && r.contains("caches not synced: RestoreRun"),
+            "{r}"
+        );
+        restores.mark();
+        let r = get(addr, "/readyz").await;
+        assert!(
+            r.starts_with("HTTP/1.1 200") && r.contains("ok (leader)"),
+            "{r}"
+        );
+
+        readiness.mark_stopping();
+        let r = get(addr, "/readyz").await;
+        assert!(
+            r.starts_with("HTTP/1.1 503") && r.contains("shutting down"),
+            "{r}"
+        );
+        let m = get(addr, "/metrics").await;
         assert!(m.contains("# EOF"), "{m}");
     }
 }

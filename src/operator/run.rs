@@ -1,5 +1,8 @@
-//! Starts the operator: health/metrics server, leader election, then the controllers once this
-//! replica leads. Losing the lease stops the process (nothing acts on a stale belief of leading).
+//! Starts the operator: health/metrics server, leader election and the standby watches on every
+//! replica, then the controllers once this replica leads. Losing the lease stops the process
+//! (nothing acts on a stale belief of leading); SIGTERM stops the controllers (in-flight
+//! reconciles get [`SHUTDOWN_GRACE`]) and releases the lease so that a standby replica takes
+//! over within its retry period (2 s), not after the lease duration.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,9 +17,7 @@ use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
-use crate::api::{
-    BackupPolicy, BackupRun, BackupStorage, RestoreRun, RestoreRunPhase, RestoreValidation,
-};
+use crate::api::{BackupPolicy, BackupStorage, RestoreRun, RestoreRunPhase, RestoreValidation};
 use crate::controller::common::context::{Context, Settings};
 use crate::controller::common::reconcile::{ControllerKind, error_policy, instrumented};
 use crate::controller::{
@@ -24,7 +25,7 @@ use crate::controller::{
 };
 use crate::telemetry::metrics::Metrics;
 
-use super::health::{self, Readiness};
+use super::health::{self, CacheRole, Readiness, Synced};
 use super::leader::{LeaderElector, LeaseSettings};
 use super::run_watch::Watched;
 use super::{run_watch, shared_watch};
@@ -57,7 +58,16 @@ pub enum RunError {
     Leader(#[from] super::leader::LeaderError),
 }
 
+/// How long in-flight reconciles may run on after SIGTERM before they are stopped and the
+/// lease released (well inside Kubernetes' default 30 s termination grace period).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
 /// Runs the operator until SIGTERM/SIGINT or the loss of the lease.
+///
+/// Every replica starts the health server, the election and the standby watches (BackupRuns and
+/// BackupPolicies: the caches a replica needs to take over at once; `/readyz` turns 200 once
+/// they are synced). Only the leader starts the controllers (and the watches only they need),
+/// and only then do the standby watches wake them.
 pub async fn run(args: OperatorConfig) -> Result<(), RunError> {
     let client = Client::try_default().await.map_err(RunError::Client)?;
     let identity = args
@@ -66,46 +76,98 @@ pub async fn run(args: OperatorConfig) -> Result<(), RunError> {
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| format!("dataguardian-{}", std::process::id()));
     let metrics = Metrics::new();
-    let lease = LeaseSettings {
-        namespace: args.lease_namespace.clone(),
-        name: args.lease_name.clone(),
-        identity: identity.clone(),
-        lease_duration: Duration::from_secs(args.lease_duration_seconds.max(2)),
-        renew_interval: Duration::from_secs((args.lease_duration_seconds / 3).max(1)),
-    };
-    let (elector, mut leading) = LeaderElector::new(client.clone(), lease.clone());
-    let readiness = Readiness::new(leading.clone());
+    let lease = LeaseSettings::new(
+        &args.lease_namespace,
+        &args.lease_name,
+        &identity,
+        args.lease_duration_seconds,
+    );
+    let (elector, mut election) =
+        LeaderElector::new(client.clone(), lease.clone(), metrics.clone());
+    let readiness = Readiness::new(election.clone());
 
     let listener = tokio::net::TcpListener::bind(args.metrics_addr)
         .await
         .map_err(RunError::Health)?;
-    tracing::info!(addr = %listener.local_addr().map_err(RunError::Health)?, identity, "operator starting");
+    tracing::info!(addr = %listener.local_addr().map_err(RunError::Health)?, identity, lease_namespace = %lease.namespace, lease = %lease.name, "operator starting");
     let app = health::router(readiness.clone(), metrics.clone());
     let health_task = tokio::spawn(async move { axum::serve(listener, app).await });
-    let mut election = tokio::spawn(elector.run());
+    let mut election_task = tokio::spawn(elector.run());
+    let stopping_task = {
+        let readiness = readiness.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            readiness.mark_stopping();
+        })
+    };
+
+    // The standby watches, on every replica. Their controllers are told about changes once
+    // `act` turns true (this replica leads and the controllers exist).
+    let (act_tx, act) = tokio::sync::watch::channel(false);
+    // One watch over BackupRuns feeds the run cache and wakes the three controllers that care.
+    let (run_watch, run_feed) = run_watch::new();
+    let runs_cache = run_watch.cache.clone();
+    let runs_synced = readiness.track("BackupRun", CacheRole::Standby);
+    let run_watch_task = {
+        let synced = runs_synced.clone();
+        run_feed.spawn(Api::all(client.clone()), act.clone(), move || {
+            if !synced.get() {
+                tracing::info!("BackupRun cache synced");
+            }
+            synced.mark();
+        })
+    };
+    // BackupPolicies: one watch and cache for the policy controller and the policy's automatic
+    // validations. Both controllers wait for the same cache to fill; they are polled together
+    // (one `join!` below), so the cache's ready signal reaches both.
+    let mut policy_watch = shared_watch::spawn(
+        Api::<BackupPolicy>::all(client.clone()),
+        2,
+        act.clone(),
+        readiness.track("BackupPolicy", CacheRole::Standby),
+    );
+    let mut background = vec![run_watch_task, policy_watch.task, stopping_task];
+    let stop = |background: &mut Vec<tokio::task::JoinHandle<()>>| {
+        for task in background.drain(..) {
+            task.abort();
+        }
+        health_task.abort();
+    };
 
     // Wait for leadership (or a signal, or the election failing).
     loop {
-        if *leading.borrow() {
+        if election.borrow_and_update().leading {
             break;
         }
         tokio::select! {
-            changed = leading.changed() => { if changed.is_err() { break; } }
-            res = &mut election => {
-                health_task.abort();
-                return match res { Ok(r) => r.map_err(RunError::from), Err(e) => Err(RunError::Leader(super::leader::LeaderError::Lost { namespace: lease.namespace.clone(), name: lease.name.clone(), holder: e.to_string() })) };
+            changed = election.changed() => {
+                if changed.is_err() {
+                    // The elector stopped: its task says why (next iteration).
+                    tokio::task::yield_now().await;
+                }
             }
-            _ = shutdown_signal() => { health_task.abort(); return Ok(()); }
+            res = &mut election_task => {
+                stop(&mut background);
+                return match res {
+                    Ok(r) => r.map_err(RunError::from),
+                    Err(e) => Err(RunError::Leader(super::leader::LeaderError::Lost {
+                        namespace: lease.namespace.clone(),
+                        name: lease.name.clone(),
+                        holder: e.to_string(),
+                    })),
+                };
+            }
+            _ = shutdown_signal() => {
+                readiness.mark_stopping();
+                tracing::info!("stopping (standing by, nothing to hand over)");
+                stop(&mut background);
+                return Ok(());
+            }
         }
     }
     tracing::info!("leading: starting controllers");
 
     let settings = args.settings.clone();
-    let runs_api: Api<BackupRun> = Api::all(client.clone());
-    // One watch over BackupRuns feeds the run cache and wakes the three controllers that care
-    // (started below, once the context exists).
-    let (run_watch, run_feed) = run_watch::new();
-    let runs_cache = run_watch.cache.clone();
     // The run controller reconciles active runs: those are whole in the cache.
     let run_controller = fed_controller(runs_cache.active().clone())
         .reconcile_on(run_watch.runs)
@@ -121,6 +183,7 @@ pub async fn run(args: OperatorConfig) -> Result<(), RunError> {
     let restore_controller = slim_controller(
         restores_api.clone(),
         watcher::Config::default().any_semantic(),
+        readiness.track("RestoreRun", CacheRole::Leader),
     )
     .owns(
         Api::<Job>::all(client.clone()),
@@ -157,6 +220,7 @@ pub async fn run(args: OperatorConfig) -> Result<(), RunError> {
     let validation_controller = slim_controller(
         validations_api.clone(),
         watcher::Config::default().any_semantic(),
+        readiness.track("RestoreValidation", CacheRole::Leader),
     )
     .owns(
         Api::<Job>::all(client.clone()),
@@ -170,21 +234,10 @@ pub async fn run(args: OperatorConfig) -> Result<(), RunError> {
             settings,
             runs_cache.clone(),
         )
+        .with_runs_synced(runs_synced.flag())
         .with_restore_runs(restore_store)
         .with_validations(validation_controller.store(), validation_wake),
     );
-    let run_watch_task = {
-        let (ctx, readiness) = (ctx.clone(), readiness.clone());
-        run_feed.spawn(runs_api.clone(), move || {
-            ctx.mark_runs_synced();
-            readiness.mark_caches_synced();
-            tracing::info!("BackupRun cache synced; ready");
-        })
-    };
-    // BackupPolicies: one watch and cache for the policy controller and the policy's automatic
-    // validations. Both controllers wait for the same cache to fill; they are polled together
-    // (one `join!` below), so the cache's ready signal reaches both.
-    let mut policy_watch = shared_watch::spawn(Api::<BackupPolicy>::all(client.clone()), 2);
     let (Some(policy_refs_for_validations), Some(policy_refs)) =
         (policy_watch.consumers.pop(), policy_watch.consumers.pop())
     else {
@@ -238,6 +291,7 @@ pub async fn run(args: OperatorConfig) -> Result<(), RunError> {
     let storage_controller = slim_controller(
         Api::<BackupStorage>::all(client.clone()),
         watcher::Config::default().any_semantic(),
+        readiness.track("BackupStorage", CacheRole::Leader),
     );
 
     let runs = run_controller
@@ -330,20 +384,35 @@ pub async fn run(args: OperatorConfig) -> Result<(), RunError> {
             policy_validations
         )
     };
-    let result = tokio::select! {
-        _ = controllers => Ok(()),
-        res = &mut election => match res {
-            Ok(Err(e)) => Err(RunError::from(e)),
-            _ => Ok(()),
-        },
+    // Everything exists: from now on the standby watches wake the controllers (and replay
+    // what they cached while standing by).
+    act_tx.send_replace(true);
+    readiness.mark_controllers_started();
+    let result = {
+        let mut controllers = std::pin::pin!(controllers);
+        tokio::select! {
+            _ = &mut controllers => Ok(()),
+            res = &mut election_task => match res {
+                Ok(Err(e)) => Err(RunError::from(e)),
+                _ => Ok(()),
+            },
+            _ = async {
+                shutdown_signal().await;
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            } => {
+                tracing::warn!(grace = ?SHUTDOWN_GRACE, "reconciles still running after the shutdown grace period; stopping them");
+                Ok(())
+            }
+        }
+        // Dropping the controllers here cancels what still runs, before the lease goes.
     };
-    run_watch_task.abort();
-    policy_watch.task.abort();
+    election_task.abort();
+    stop(&mut background);
     let leases = Api::namespaced(client.clone(), &lease.namespace);
-    if let Err(e) = LeaderElector::release(&leases, &lease.name, &lease.identity).await {
-        tracing::warn!(error = %e, "could not release the lease");
+    match LeaderElector::release(&leases, &lease.name, &lease.identity).await {
+        Ok(()) => tracing::info!(lease = %lease.name, "released the lease"),
+        Err(e) => tracing::warn!(error = %e, "could not release the lease"),
     }
-    health_task.abort();
     result
 }
 
@@ -368,13 +437,18 @@ where
     run_watch::trimmed_watch(api, cfg, run_watch::strip_metadata::<K>)
 }
 
-/// A controller whose cache holds slimmed objects ([`slim_watch`]).
-fn slim_controller<K>(api: Api<K>, cfg: watcher::Config) -> Controller<K>
+/// A controller whose cache holds slimmed objects ([`slim_watch`]); `synced` is marked once the
+/// cache holds its first full list.
+fn slim_controller<K>(api: Api<K>, cfg: watcher::Config, synced: Synced) -> Controller<K>
 where
     K: Watched,
 {
     let (reader, writer) = reflector::store();
-    let stream = reflector(writer, slim_watch(api, cfg)).applied_objects();
+    let stream = reflector(
+        writer,
+        run_watch::marking_synced(slim_watch(api, cfg), synced),
+    )
+    .applied_objects();
     Controller::for_stream(stream, reader).with_config(controller_config())
 }
 

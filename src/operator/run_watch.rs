@@ -72,6 +72,24 @@ where
         .modify(trim)
 }
 
+/// `events`, marking `synced` when the first complete list has been seen (`InitDone`).
+///
+/// (Not `Store::wait_until_ready`: its one-shot wakes a single waiter, and the controller
+/// reading the same store is already waiting on it.)
+pub fn marking_synced<K, S>(
+    events: S,
+    synced: crate::operator::health::Synced,
+) -> impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static
+where
+    S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+{
+    events.inspect(move |event| {
+        if let Ok(watcher::Event::InitDone) = event {
+            synced.mark();
+        }
+    })
+}
+
 /// The receiving ends of the fan-out, one per consumer.
 pub struct RunWatch {
     /// Every BackupRun in the cluster.
@@ -135,6 +153,7 @@ pub fn policy_of(run: &BackupRun) -> Option<ObjectRef<BackupPolicy>> {
 pub struct Feed {
     writer: RunCacheWriter,
     senders: Senders,
+    cache: RunCache,
 }
 
 /// The cache and the receivers (for the controllers) and the [`Feed`] that fills them once
@@ -146,7 +165,7 @@ pub fn new() -> (RunWatch, Feed) {
     let (validations_tx, policy_validations) = unbounded();
     (
         RunWatch {
-            cache,
+            cache: cache.clone(),
             runs,
             policies,
             policy_validations,
@@ -158,44 +177,73 @@ pub fn new() -> (RunWatch, Feed) {
                 policies: policies_tx,
                 policy_validations: validations_tx,
             },
+            cache,
         },
     )
 }
 
 impl Feed {
-    /// Starts the watch on a task of its own. `on_synced` is called each time the cache holds a
-    /// complete list (after the first list, and after a re-list).
+    /// Starts the watch on a task of its own. The cache is filled at once, on every replica;
+    /// the controllers hear of changes only while `act` is true (this replica leads): when it
+    /// turns true, every run still to reconcile is sent once, so nothing that changed while
+    /// standing by is missed. `on_synced` is called each time the cache holds a complete list
+    /// (after the first list, and after a re-list).
     pub fn spawn(
         self,
         api: Api<BackupRun>,
+        mut act: tokio::sync::watch::Receiver<bool>,
         on_synced: impl Fn() + Send + 'static,
     ) -> tokio::task::JoinHandle<()> {
         let Feed {
             mut writer,
             senders,
+            cache,
         } = self;
         let events = trimmed_watch(
             api,
             watcher::Config::default().any_semantic(),
             strip_metadata,
         );
+        let active = cache.active().clone();
         tokio::spawn(async move {
             let mut events = std::pin::pin!(events);
             // During a (re-)list, each policy is told once, at the end, not once per run.
             let mut listed: HashSet<ObjectRef<BackupPolicy>> = HashSet::new();
-            while let Some(event) = events.next().await {
+            let mut acting = *act.borrow_and_update();
+            loop {
+                let event = tokio::select! {
+                    changed = act.changed(), if !acting => {
+                        if changed.is_err() {
+                            // The operator stopped: the cache has nobody to serve.
+                            return;
+                        }
+                        acting = *act.borrow_and_update();
+                        if acting {
+                            for run in active.state() {
+                                if needs_reconcile(&run) {
+                                    let _ = senders.runs.unbounded_send(ObjectRef::from_obj(run.as_ref()));
+                                }
+                            }
+                        }
+                        continue;
+                    }
+                    event = events.next() => match event {
+                        Some(event) => event,
+                        None => return,
+                    },
+                };
                 if let Ok(event) = &event {
                     writer.apply(event);
                 }
                 match event {
-                    Ok(watcher::Event::Apply(run)) => senders.changed(&run),
-                    Ok(watcher::Event::InitApply(run)) => {
+                    Ok(watcher::Event::Apply(run)) if acting => senders.changed(&run),
+                    Ok(watcher::Event::InitApply(run)) if acting => {
                         if needs_reconcile(&run) {
                             let _ = senders.runs.unbounded_send(ObjectRef::from_obj(&run));
                         }
                         listed.extend(policy_of(&run));
                     }
-                    Ok(watcher::Event::Delete(run)) => {
+                    Ok(watcher::Event::Delete(run)) if acting => {
                         if let Some(policy) = policy_of(&run) {
                             senders.policy(policy);
                         }
@@ -207,6 +255,8 @@ impl Feed {
                             senders.policy(policy);
                         }
                     }
+                    // Standing by: the cache is up to date, the controllers are not running.
+                    Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "BackupRun watch failed; retrying"),
                 }
             }

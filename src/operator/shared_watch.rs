@@ -3,7 +3,9 @@
 //! operator lists and caches it once.
 //!
 //! Each consumer gets the reference of every object created or changed; the controllers read
-//! the objects from the shared [`Store`].
+//! the objects from the shared [`Store`]. The cache is filled on every replica (a follower keeps
+//! it so that it can take over at once); the consumers hear of changes only while `act` is true
+//! (this replica leads), and when it turns true each consumer is sent every cached object once.
 
 use futures::StreamExt;
 use futures::channel::mpsc::{UnboundedReceiver, unbounded};
@@ -12,7 +14,8 @@ use kube::api::Api;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 
-use super::run_watch::{Watched, strip_metadata, trimmed_watch};
+use super::health::Synced;
+use super::run_watch::{Watched, marking_synced, strip_metadata, trimmed_watch};
 
 /// The cache, one receiver per consumer, and the task feeding them.
 pub struct SharedWatch<K: Resource<DynamicType = ()> + 'static> {
@@ -24,25 +27,58 @@ pub struct SharedWatch<K: Resource<DynamicType = ()> + 'static> {
     pub task: tokio::task::JoinHandle<()>,
 }
 
-/// Starts watching every `K` for `consumers` consumers.
-pub fn spawn<K>(api: Api<K>, consumers: usize) -> SharedWatch<K>
+/// Starts watching every `K` for `consumers` consumers, who hear of changes while `act` is
+/// true.
+pub fn spawn<K>(
+    api: Api<K>,
+    consumers: usize,
+    mut act: tokio::sync::watch::Receiver<bool>,
+    synced: Synced,
+) -> SharedWatch<K>
 where
     K: Watched,
 {
     let (reader, writer) = reflector::store();
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..consumers).map(|_| unbounded()).unzip();
     let kind = K::kind(&()).to_string();
-    let events = trimmed_watch(
-        api,
-        watcher::Config::default().any_semantic(),
-        strip_metadata::<K>,
+    let events = marking_synced(
+        trimmed_watch(
+            api,
+            watcher::Config::default().any_semantic(),
+            strip_metadata::<K>,
+        ),
+        synced,
     )
     .reflect(writer)
     .applied_objects();
+    let store = reader.clone();
     let task = tokio::spawn(async move {
         let mut events = std::pin::pin!(events);
-        while let Some(event) = events.next().await {
+        let mut acting = *act.borrow_and_update();
+        loop {
+            let event = tokio::select! {
+                changed = act.changed(), if !acting => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    acting = *act.borrow_and_update();
+                    if acting {
+                        for obj in store.state() {
+                            let r = ObjectRef::from_obj(obj.as_ref());
+                            for tx in &senders {
+                                let _ = tx.unbounded_send(r.clone());
+                            }
+                        }
+                    }
+                    continue;
+                }
+                event = events.next() => match event {
+                    Some(event) => event,
+                    None => return,
+                },
+            };
             match event {
+                Ok(_) if !acting => {}
                 Ok(obj) => {
                     let r = ObjectRef::from_obj(&obj);
                     for tx in &senders {

@@ -89,6 +89,12 @@ pub struct ControllerLabels {
     pub controller: String,
 }
 
+/// Labels for leader election: this replica's identity in the Lease.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LeaderLabels {
+    pub identity: String,
+}
+
 /// Every metric the operator exports, registered in one registry.
 #[derive(Clone)]
 pub struct Metrics {
@@ -105,6 +111,11 @@ pub struct Metrics {
     pub queue_depth: Family<QueueLabels, Gauge>,
     pub rpo_met: Family<PolicyLabels, Gauge>,
     pub notifications: Family<NotificationLabels, Counter>,
+    /// 1 while this replica holds the leader Lease, 0 while it stands by.
+    pub leader: Family<LeaderLabels, Gauge>,
+    /// `spec.leaseTransitions` of the leader Lease as this replica last read or wrote it: how
+    /// often leadership changed hands since the Lease was created.
+    pub lease_transitions: Gauge,
 }
 
 /// 1 ms … ~16 s: a reconcile is a few API calls, a storage probe at most.
@@ -206,6 +217,18 @@ impl Metrics {
             "Notifications by policy, event and outcome (delivered, config, rejected, unreachable)",
             notifications.clone(),
         );
+        let leader = Family::<LeaderLabels, Gauge>::default();
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader Lease (reconciles), 0 while it stands by",
+            leader.clone(),
+        );
+        let lease_transitions = Gauge::default();
+        registry.register(
+            "leader_lease_transitions",
+            "spec.leaseTransitions of the leader Lease as last seen by this replica (leadership changes since the Lease was created)",
+            lease_transitions.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             backup_runs,
@@ -220,6 +243,8 @@ impl Metrics {
             queue_depth,
             rpo_met,
             notifications,
+            leader,
+            lease_transitions,
         }
     }
 

@@ -15,6 +15,10 @@
 //!   or refuses everything, following a [`FaultPlan`] that can change at run time.
 //! - [`chart`]: the Helm chart rendered like `helm template` (tools/helm-template), and the
 //!   copies of CRDs, RBAC, alert rules and dashboards that `make chart` generates.
+//! - [`TestCertificates`]: a throwaway CA and server certificate (openssl) for HTTPS test
+//!   servers, e.g. moto with [`MotoBuilder::tls`].
+//! - [`ForwardProxy`]: an HTTP forward proxy (`CONNECT` tunnels, absolute-form requests,
+//!   optional Basic credentials) that records what went through it.
 //! - Helpers: [`free_port`], [`free_port_on`], [`wait_for_port`], [`TempDir`].
 //!
 //! Each service has a `builder()` with `.listen("127.0.x.y")` to bind a simulated pod IP.
@@ -30,6 +34,7 @@
 
 pub mod chart;
 mod error;
+mod forward_proxy;
 mod http_framing;
 pub mod images;
 mod mariadb;
@@ -38,8 +43,10 @@ mod net;
 mod postgres;
 mod process;
 mod proxy;
+mod tls;
 
 pub use error::{Error, Result};
+pub use forward_proxy::{ForwardProxy, ProxiedRequest};
 pub use mariadb::{MariaDb, MariaDbBuilder};
 pub use moto::{ACCESS_KEY_ID, Moto, MotoBuilder, REGION, SECRET_ACCESS_KEY, s3_client};
 pub use net::{LOCALHOST, free_port, free_port_on, parse_loopback, port_is_closed, wait_for_port};
@@ -49,3 +56,4 @@ pub use process::{
     wait_group_gone,
 };
 pub use proxy::{FaultPlan, FaultyProxy, ProxyStats};
+pub use tls::TestCertificates;

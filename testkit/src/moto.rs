@@ -28,6 +28,15 @@ pub const REGION: &str = "us-east-1";
 pub struct MotoBuilder {
     listen: String,
     port: Option<u16>,
+    /// Serve HTTPS with this certificate and key; the CA that signed it.
+    tls: Option<Tls>,
+}
+
+#[derive(Debug, Clone)]
+struct Tls {
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+    ca: std::path::PathBuf,
 }
 
 impl Default for MotoBuilder {
@@ -35,6 +44,7 @@ impl Default for MotoBuilder {
         MotoBuilder {
             listen: LOCALHOST.to_string(),
             port: None,
+            tls: None,
         }
     }
 }
@@ -49,6 +59,16 @@ impl MotoBuilder {
     /// Uses this port instead of a free one.
     pub fn port(mut self, port: u16) -> Self {
         self.port = Some(port);
+        self
+    }
+
+    /// Serves HTTPS (`https://` endpoint) with the server certificate of `certs`.
+    pub fn tls(mut self, certs: &crate::TestCertificates) -> Self {
+        self.tls = Some(Tls {
+            cert: certs.cert(),
+            key: certs.key(),
+            ca: certs.ca(),
+        });
         self
     }
 
@@ -70,16 +90,27 @@ impl MotoBuilder {
                 .arg(port.to_string())
                 .env("PYTHONUNBUFFERED", "1")
                 .current_dir(dir.path());
+            if let Some(tls) = &self.tls {
+                cmd.arg("-c").arg(&tls.cert).arg("-k").arg(&tls.key);
+            }
             let log = dir.path().join("moto.log");
             let _ = std::fs::remove_file(&log);
             let mut process = ServiceProcess::spawn("moto_server", cmd, &log, libc::SIGTERM)?;
-            match wait_ready(&mut process, ip, port) {
+            let ca = match &self.tls {
+                Some(tls) => Some(std::fs::read(&tls.ca).map_err(|source| Error::Io {
+                    context: format!("reading {}", tls.ca.display()),
+                    source,
+                })?),
+                None => None,
+            };
+            match wait_ready(&mut process, ip, port, ca.clone()) {
                 Ok(()) => {
                     return Ok(Moto {
                         process,
                         ip,
                         port,
                         dir,
+                        ca,
                     });
                 }
                 Err(err) => {
@@ -97,15 +128,21 @@ impl MotoBuilder {
 
 /// Waits until this very process serves S3: its own log says it is listening (so a
 /// different server that grabbed the port cannot fool us) and ListBuckets answers.
-fn wait_ready(process: &mut ServiceProcess, ip: IpAddr, port: u16) -> Result<()> {
+fn wait_ready(
+    process: &mut ServiceProcess,
+    ip: IpAddr,
+    port: u16,
+    ca: Option<Vec<u8>>,
+) -> Result<()> {
     let start = Instant::now();
-    let endpoint = format!("http://{}", host_port(ip, port));
+    let scheme = if ca.is_some() { "https" } else { "http" };
+    let endpoint = format!("{scheme}://{}", host_port(ip, port));
     loop {
         process.ensure_running("moto_server exited during startup")?;
         let listening =
             std::fs::read_to_string(process.log_path()).is_ok_and(|log| log.contains("Running on"));
         if listening {
-            let client = s3_client(&endpoint);
+            let client = client_trusting(&endpoint, ca.as_deref());
             let answered = block_on(async move { client.list_buckets().send().await.is_ok() });
             if answered {
                 return Ok(());
@@ -130,6 +167,8 @@ pub struct Moto {
     ip: IpAddr,
     port: u16,
     dir: TempDir,
+    /// The CA of its certificate (PEM), when it serves HTTPS.
+    ca: Option<Vec<u8>>,
 }
 
 impl Moto {
@@ -143,9 +182,10 @@ impl Moto {
         MotoBuilder::default()
     }
 
-    /// `http://<ip>:<port>`.
+    /// `http://<ip>:<port>` (`https://` when built with [`MotoBuilder::tls`]).
     pub fn endpoint(&self) -> String {
-        format!("http://{}", host_port(self.ip, self.port))
+        let scheme = if self.ca.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", host_port(self.ip, self.port))
     }
 
     /// `ip:port`.
@@ -193,9 +233,9 @@ impl Moto {
         crate::process::log_tail(&self.dir.path().join("moto.log"), 200)
     }
 
-    /// An S3 client for this server.
+    /// An S3 client for this server (trusting its CA when it serves HTTPS).
     pub fn s3_client(&self) -> aws_sdk_s3::Client {
-        s3_client(&self.endpoint())
+        client_trusting(&self.endpoint(), self.ca.as_deref())
     }
 
     /// Creates a bucket.
@@ -317,11 +357,23 @@ impl Moto {
 /// An S3 client for any endpoint (e.g. a [`crate::FaultyProxy`] in front of moto) with
 /// the kit's credentials, region and path-style addressing.
 pub fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-        ))
-        .build_https();
+    client_trusting(endpoint, None)
+}
+
+/// [`s3_client`], trusting the CA in `ca` (PEM) besides the system's roots.
+fn client_trusting(endpoint: &str, ca: Option<&[u8]>) -> aws_sdk_s3::Client {
+    use aws_smithy_http_client::tls;
+    let mut builder = aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::Rustls(
+        tls::rustls_provider::CryptoMode::Ring,
+    ));
+    if let Some(ca) = ca {
+        let context = tls::TlsContext::builder()
+            .with_trust_store(tls::TrustStore::empty().with_pem_certificate(ca.to_vec()))
+            .build()
+            .expect("a TLS context from the test CA");
+        builder = builder.tls_context(context);
+    }
+    let http = builder.build_https();
     let config = aws_sdk_s3::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(REGION))

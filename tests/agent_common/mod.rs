@@ -67,11 +67,16 @@ fn tail(s: &str) -> String {
     lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
-/// A command for the real binary with a clean environment (no inherited DG_/AWS_ settings).
+/// A command for the real binary with a clean environment (no inherited DG_/AWS_/PG or proxy
+/// settings).
 pub fn agent_command() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_dataguardian"));
     for (k, _) in std::env::vars() {
-        if k.starts_with("DG_") || k.starts_with("AWS_") || k.starts_with("PG") || k == "MYSQL_PWD"
+        if k.starts_with("DG_")
+            || k.starts_with("AWS_")
+            || k.starts_with("PG")
+            || k == "MYSQL_PWD"
+            || k.to_ascii_uppercase().ends_with("_PROXY")
         {
             cmd.env_remove(k);
         }

@@ -366,7 +366,8 @@ impl Operator {
         Some((code, body))
     }
 
-    /// Waits until `/readyz` answers 200 (leader and caches synced).
+    /// Waits until `/readyz` answers 200: caches synced (a follower is ready too) and, when
+    /// this is the only replica, leading (it takes the lease in its first round).
     pub async fn wait_ready(&self, timeout: Duration) {
         let start = Instant::now();
         while start.elapsed() < timeout {
@@ -376,6 +377,24 @@ impl Operator {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         panic!("operator not ready after {timeout:?}; log:\n{}", self.log());
+    }
+
+    /// Waits until this replica leads and is ready (`/readyz` says `ok (leader)`).
+    #[allow(dead_code)]
+    pub async fn wait_leading(&self, timeout: Duration) {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Some((200, body)) = self.http_get("/readyz")
+                && body.contains("ok (leader)")
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!(
+            "operator not leading after {timeout:?}; log:\n{}",
+            self.log()
+        );
     }
 }
 

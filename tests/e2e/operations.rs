@@ -27,19 +27,16 @@ async fn two_replicas_one_leads_and_the_other_takes_over() {
     let mut a = Operator::start(&cluster, "dataguardian-system", "replica-a");
     a.wait_ready(Duration::from_secs(60)).await;
     let b = Operator::start(&cluster, "dataguardian-system", "replica-b");
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The follower is Ready too (its standby caches are synced), but does not lead.
+    b.wait_ready(Duration::from_secs(60)).await;
     let (code, body) = b.http_get("/readyz").expect("replica b answers");
-    assert_eq!(code, 503, "the follower must not be ready: {body}");
-    assert!(body.contains("leader"), "{body}");
-    assert_eq!(
-        b.http_get("/healthz").map(|r| r.0),
-        Some(200),
-        "but it is alive"
-    );
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("standby, leader: replica-a"), "{body}");
+    assert_eq!(b.http_get("/healthz").map(|r| r.0), Some(200));
 
     // The leader dies without releasing the lease: the follower takes over after it expires.
     a.kill();
-    b.wait_ready(Duration::from_secs(30)).await;
+    b.wait_leading(Duration::from_secs(30)).await;
     cluster.apply(&services.manifests(&ns, "shop", "0 0 1 1 *", ""));
     cluster.apply(&manual_run(&ns, "after-failover", "shop"));
     let r = wait_for::<BackupRun, _>(

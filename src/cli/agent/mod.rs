@@ -127,7 +127,9 @@ pub struct CommonArgs {
     /// Internal address ranges (comma-separated CIDRs) the S3 endpoint may resolve to; the
     /// operator passes its own list. Loopback, private, CGNAT and unique-local addresses are
     /// refused unless listed; link-local (cloud metadata) always. By hand against a local
-    /// server: `--egress-allow-cidrs 127.0.0.0/8`.
+    /// server: `--egress-allow-cidrs 127.0.0.0/8`. With `HTTPS_PROXY`/`HTTP_PROXY` set (and
+    /// `NO_PROXY` for exceptions), S3 requests go through that proxy; the endpoint itself must
+    /// still pass this check (the proxy's own address is not checked).
     #[arg(long, env = crate::egress::ENV_ALLOW_CIDRS, default_value = "", value_parser = crate::cli::operator::parse_egress)]
     pub egress_allow_cidrs: crate::egress::EgressPolicy,
     /// Where to write the Kubernetes termination message (default /dev/termination-log when
@@ -401,7 +403,10 @@ pub(crate) fn s3_settings(common: &CommonArgs) -> S3Settings {
         retries: common.s3_retries,
         backoff: Duration::from_millis(common.s3_backoff_ms),
         attempt_timeout: Duration::from_secs(common.s3_timeout_seconds.max(1)),
-        egress: common.egress_allow_cidrs.clone(),
+        egress: common
+            .egress_allow_cidrs
+            .clone()
+            .with_proxy(crate::egress::ProxyConfig::from_env().unwrap_or_default()),
         ..S3Settings::default()
     }
 }

@@ -153,6 +153,13 @@ impl Context {
         self.runs_synced.store(true, Ordering::SeqCst);
     }
 
+    /// Uses `flag` as the BackupRun cache's sync flag: the operator's BackupRun feed, started
+    /// before this context (on every replica), sets it.
+    pub fn with_runs_synced(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.runs_synced = flag;
+        self
+    }
+
     /// Whether the BackupRun cache holds its first full list.
     pub fn runs_synced(&self) -> bool {
         self.runs_synced.load(Ordering::SeqCst)
