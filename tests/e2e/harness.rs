@@ -124,61 +124,81 @@ impl Cluster {
 
     /// Runs kubectl with `stdin` (e.g. `apply -f -`).
     pub fn kubectl_stdin(&self, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
-        let mut cmd = Command::new("kubectl");
-        cmd.args(args)
-            .env("KUBECONFIG", &self.kubeconfig)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        cmd.stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        });
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("kubectl not runnable: {e}"))?;
-        if let Some(input) = stdin {
-            child
-                .stdin
-                .take()
-                .expect("stdin")
-                .write_all(input.as_bytes())
-                .expect("write stdin");
+        run_kubectl(&self.kubeconfig, args, stdin)
+    }
+
+    /// Runs kubectl as `user`.
+    #[allow(dead_code)]
+    pub fn kubectl_as(&self, user: &TestUser, args: &[&str]) -> Result<String, String> {
+        run_kubectl(&user.kubeconfig, args, None)
+    }
+
+    /// Runs kubectl as `user` with `stdin`.
+    #[allow(dead_code)]
+    pub fn kubectl_stdin_as(
+        &self,
+        user: &TestUser,
+        args: &[&str],
+        stdin: Option<&str>,
+    ) -> Result<String, String> {
+        run_kubectl(&user.kubeconfig, args, stdin)
+    }
+
+    /// A person with their own credentials (and no permissions until bound): a static user
+    /// of the stand-in in `groups`, or on a real cluster a ServiceAccount of the namespace
+    /// `e2e-people` with a token (`groups` unused there: bind the returned subject).
+    #[allow(dead_code)]
+    pub fn user(&self, name: &str, groups: &[&str]) -> TestUser {
+        if let Some(server) = &self._server {
+            let kubeconfig = server.add_user(name, groups).expect("adding a test user");
+            return TestUser {
+                name: name.to_string(),
+                subject: format!(
+                    "{{kind: User, apiGroup: rbac.authorization.k8s.io, name: {name}}}"
+                ),
+                kubeconfig,
+            };
         }
-        let out = child.wait_with_output().expect("kubectl output");
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        if out.status.success() {
-            Ok(stdout)
-        } else {
-            Err(format!("kubectl {}: {stderr}{stdout}", args.join(" ")))
+        let people = "e2e-people";
+        let _ = self.kubectl(&["create", "namespace", people]);
+        let _ = self.kubectl(&["create", "serviceaccount", name, "-n", people]);
+        let token = self
+            .kubectl(&["create", "token", name, "-n", people, "--duration=2h"])
+            .expect("kubectl create token");
+        let raw = self
+            .kubectl(&[
+                "config",
+                "view",
+                "--raw",
+                "--minify",
+                "--flatten",
+                "-o",
+                "json",
+            ])
+            .expect("kubectl config view");
+        let mut cfg: serde_json::Value = serde_json::from_str(&raw).expect("kubeconfig json");
+        cfg["users"] = serde_json::json!([{"name": name, "user": {"token": token.trim()}}]);
+        cfg["contexts"][0]["context"]["user"] = serde_json::json!(name);
+        let kubeconfig = self._dir.path().join(format!("{name}.kubeconfig"));
+        std::fs::write(&kubeconfig, cfg.to_string()).expect("write kubeconfig");
+        TestUser {
+            name: name.to_string(),
+            subject: format!("{{kind: ServiceAccount, name: {name}, namespace: {people}}}"),
+            kubeconfig,
         }
+    }
+
+    /// `kubectl dataguardian ARGS` as `user`.
+    #[allow(dead_code)]
+    pub fn plugin_as(&self, user: &TestUser, args: &[&str]) -> (i32, String, String) {
+        plugin_with(&user.kubeconfig, args)
     }
 
     /// `kubectl dataguardian ARGS` — the plugin as a user runs it: kubectl finds the built
     /// `kubectl-dataguardian` on PATH. Returns the exit code, stdout and stderr.
     #[allow(dead_code)]
     pub fn plugin(&self, args: &[&str]) -> (i32, String, String) {
-        let bin = PathBuf::from(env!("CARGO_BIN_EXE_kubectl-dataguardian"));
-        let dir = bin.parent().expect("plugin directory");
-        let path = format!(
-            "{}:{}",
-            dir.display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        let out = Command::new("kubectl")
-            .arg("dataguardian")
-            .args(args)
-            .env("KUBECONFIG", &self.kubeconfig)
-            .env("PATH", path)
-            .stdin(Stdio::null())
-            .output()
-            .expect("running kubectl dataguardian");
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        plugin_with(&self.kubeconfig, args)
     }
 
     /// `kubectl apply -f -` of a YAML stream.
@@ -417,6 +437,72 @@ impl Drop for Operator {
             let _ = c.wait();
         }
     }
+}
+
+/// Runs kubectl with `kubeconfig` (and `stdin`, if any).
+fn run_kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
+    let mut cmd = Command::new("kubectl");
+    cmd.args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("kubectl not runnable: {e}"))?;
+    if let Some(input) = stdin {
+        // kubectl may exit before reading it all (a bad flag): its output says why.
+        let _ = child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes());
+    }
+    let out = child.wait_with_output().expect("kubectl output");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if out.status.success() {
+        Ok(stdout)
+    } else {
+        Err(format!("kubectl {}: {stderr}{stdout}", args.join(" ")))
+    }
+}
+
+/// A person using the cluster with their own kubeconfig ([`Cluster::user`]).
+#[allow(dead_code)]
+pub struct TestUser {
+    pub name: String,
+    /// The RBAC subject naming them, as a YAML flow mapping.
+    pub subject: String,
+    pub kubeconfig: PathBuf,
+}
+
+/// `kubectl dataguardian ARGS` with `kubeconfig`.
+fn plugin_with(kubeconfig: &Path, args: &[&str]) -> (i32, String, String) {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_kubectl-dataguardian"));
+    let dir = bin.parent().expect("plugin directory");
+    let path = format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new("kubectl")
+        .arg("dataguardian")
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .env("PATH", path)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running kubectl dataguardian");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Polls `get` until `done` holds, or panics with diagnostics after `timeout`.

@@ -8,6 +8,7 @@ mod backup;
 mod containers;
 mod demo;
 mod harness;
+mod install;
 mod mariadb;
 mod notify;
 mod operations;
