@@ -278,7 +278,12 @@ pub enum EgressError {
 /// and the proxies connections go through.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct EgressPolicy {
-    allowed: Arc<Vec<Cidr>>,
+    inner: Arc<Policy>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+struct Policy {
+    allowed: Vec<Cidr>,
     proxy: ProxyConfig,
 }
 
@@ -286,20 +291,22 @@ impl EgressPolicy {
     /// A policy that allows these internal ranges.
     pub fn allowing(allowed: Vec<Cidr>) -> Self {
         EgressPolicy {
-            allowed: Arc::new(allowed),
-            proxy: ProxyConfig::none(),
+            inner: Arc::new(Policy {
+                allowed,
+                proxy: ProxyConfig::none(),
+            }),
         }
     }
 
     /// The same policy, its connections going through `proxy` (destinations are still checked).
     pub fn with_proxy(mut self, proxy: ProxyConfig) -> Self {
-        self.proxy = proxy;
+        Arc::make_mut(&mut self.inner).proxy = proxy;
         self
     }
 
     /// The proxies connections go through.
     pub fn proxy(&self) -> &ProxyConfig {
-        &self.proxy
+        &self.inner.proxy
     }
 
     /// Reads a comma-separated list of CIDRs (empty = no internal range allowed).
@@ -315,7 +322,8 @@ impl EgressPolicy {
 
     /// The allowed ranges, as [`EgressPolicy::from_list`] reads them.
     pub fn to_list(&self) -> String {
-        self.allowed
+        self.inner
+            .allowed
             .iter()
             .map(Cidr::to_string)
             .collect::<Vec<_>>()
@@ -338,7 +346,7 @@ impl EgressPolicy {
         });
         let mut allowed = false;
         for target in targets {
-            allowed |= self.allowed.iter().any(|c| c.contains(target));
+            allowed |= self.inner.allowed.iter().any(|c| c.contains(target));
         }
         if allowed {
             Ok(())
