@@ -21,7 +21,7 @@ struct Args {
     /// Where to write the kubeconfig (default: {state-dir}/kubeconfig).
     #[arg(long)]
     kubeconfig_out: Option<PathBuf>,
-    /// Also run the Job runner (Job controller + kubelet stand-in).
+    /// Also run the runner (Job, Deployment and ReplicaSet controllers + kubelet stand-in).
     #[arg(long)]
     run_jobs: bool,
     /// How the Job runner runs pod containers: `docker` (containers of the pods' images; the
@@ -91,8 +91,8 @@ async fn main() -> std::process::ExitCode {
     std::process::ExitCode::SUCCESS
 }
 
-/// Runs the Job runner (Job controller + kubelet) against this server, talking HTTP like the
-/// real ones; it stops with the server.
+/// Runs the runner (Job, Deployment and ReplicaSet controllers + kubelet) against this server,
+/// talking HTTP like the real ones; it stops with the server.
 async fn start_runner(
     server: &mut kube_sim::RunningServer,
     state_dir: &std::path::Path,
