@@ -24,7 +24,7 @@ struct Args {
     /// Static users, as kube-apiserver's flag: a CSV file of `token,user,uid,"group1,group2"`.
     #[arg(long)]
     token_auth_file: Option<PathBuf>,
-    /// Also run the Job runner (Job controller + kubelet stand-in).
+    /// Also run the runner (Job, Deployment and ReplicaSet controllers + kubelet stand-in).
     #[arg(long)]
     run_jobs: bool,
     /// How the Job runner runs pod containers: `docker` (containers of the pods' images; the
@@ -95,8 +95,8 @@ async fn main() -> std::process::ExitCode {
     std::process::ExitCode::SUCCESS
 }
 
-/// Runs the Job runner (Job controller + kubelet) against this server, talking HTTPS like the
-/// real ones (as the cluster admin); it stops with the server.
+/// Runs the runner (Job, Deployment and ReplicaSet controllers + kubelet) against this server,
+/// talking HTTPS like the real ones (as the cluster admin); it stops with the server.
 async fn start_runner(
     server: &mut kube_sim::RunningServer,
     state_dir: &std::path::Path,

@@ -24,7 +24,10 @@ pub fn builtin_list_type(field: &str) -> ListType {
         | "env"
         | "volumes"
         | "imagePullSecrets"
-        | "secrets" => keys(&["name"]),
+        | "secrets"
+        | "resourceClaims"
+        | "webhooks" => keys(&["name"]),
+        "resizePolicy" => keys(&["resourceName"]),
         "volumeMounts" => keys(&["mountPath"]),
         // Container ports are keyed by containerPort+protocol, Service ports by port+protocol:
         // an item has only one of the two numbers, so the union keys both kinds.

@@ -763,3 +763,53 @@ async fn kubectl_generators_create_deployments_and_services() {
     );
     assert_eq!(s.selector.unwrap()["app"], "web");
 }
+
+#[tokio::test]
+async fn kubectl_client_side_apply_updates_deployments_by_strategic_merge() {
+    // `kubectl apply -k` / `-f` without --server-side: strategic merge patches computed from
+    // the last-applied annotation ($setElementOrder, $retainKeys on the strategy).
+    let server = start().await;
+    let out = kubectl_stdin(&server, &["apply", "-f", "-"], Some(INSTALL)).await;
+    assert!(out.ok, "{}", out.stderr);
+    assert!(
+        out.stdout.contains("deployment.apps/op created"),
+        "{}",
+        out.stdout
+    );
+    let upgraded = INSTALL
+        .replace("image: op:1", "image: op:2")
+        .replace(
+            "        env:\n        - {name: A, value: \"1\"}\n",
+            "        env:\n        - {name: C, value: \"3\"}\n",
+        )
+        .replace(
+            "  replicas: 2\n",
+            "  replicas: 2\n  strategy:\n    type: Recreate\n",
+        );
+    let out = kubectl_stdin(&server, &["apply", "-f", "-"], Some(&upgraded)).await;
+    assert!(out.ok, "{}", out.stderr);
+    assert!(
+        out.stdout.contains("deployment.apps/op configured"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("service/op-metrics unchanged"),
+        "{}",
+        out.stdout
+    );
+    let client = server.client().await.unwrap();
+    let d = serde_json::to_value(
+        Api::<Deployment>::namespaced(client, "default")
+            .get("op")
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let c = &d["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["image"], "op:2");
+    assert_eq!(c["env"], json!([{"name": "C", "value": "3"}]));
+    // $retainKeys dropped the defaulted rollingUpdate when the type changed.
+    assert_eq!(d["spec"]["strategy"], json!({"type": "Recreate"}));
+    assert_eq!(d["metadata"]["generation"], 2);
+}
