@@ -11,8 +11,10 @@
 //!   `dataguardian-leader-election`).
 //!
 //! Between the operator and the stand-in sits a small forwarding front that records every
-//! request and can answer the Lease calls with the real API server's 403 (the stand-in in this
-//! tree does not enforce RBAC itself).
+//! request (forwarding it over HTTPS, with the caller's credentials, to the stand-in) and can
+//! answer the Lease calls with the real API server's 403. The operators use the stand-in's
+//! admin credentials here: what they may do is checked against `config/rbac/` from the record;
+//! the install e2e scenarios run the operator under exactly the chart's RBAC.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -26,6 +28,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{Request, Response, StatusCode};
 use hyper_util::client::legacy::Client as HttpClient;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -55,7 +58,7 @@ impl Cluster {
             .prefix("dg-incluster-")
             .tempdir()
             .expect("temp dir");
-        let front = Front::start(sim.addr(), dir.path()).await;
+        let front = Front::start(&sim, dir.path()).await;
         Cluster { sim, front, dir }
     }
 
@@ -104,7 +107,7 @@ struct Seen {
 #[derive(Clone)]
 struct FrontState {
     upstream: SocketAddr,
-    http: HttpClient<HttpConnector, Body>,
+    http: HttpClient<HttpsConnector<HttpConnector>, Body>,
     seen: Arc<Mutex<Vec<Seen>>>,
     deny_leases: Arc<AtomicBool>,
 }
@@ -125,10 +128,28 @@ impl Drop for Front {
 }
 
 impl Front {
-    async fn start(upstream: SocketAddr, dir: &Path) -> Front {
+    async fn start(sim: &kube_sim::RunningServer, dir: &Path) -> Front {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(sim.ca_pem().as_bytes()) {
+            roots.add(cert.expect("the stand-in's CA")).expect("CA");
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_only()
+            .enable_http1()
+            .build();
         let state = FrontState {
-            upstream,
-            http: HttpClient::builder(TokioExecutor::new()).build_http(),
+            upstream: sim.addr(),
+            http: HttpClient::builder(TokioExecutor::new()).build(https),
             seen: Arc::default(),
             deny_leases: Arc::default(),
         };
@@ -141,7 +162,14 @@ impl Front {
             let _ = axum::serve(listener, app).await;
         });
         let kubeconfig = dir.join("front-kubeconfig");
-        kube_sim::server::write_kubeconfig(&kubeconfig, &format!("http://{addr}")).unwrap();
+        kube_sim::server::write_kubeconfig(
+            &kubeconfig,
+            &format!("http://{addr}"),
+            sim.ca_pem(),
+            kube_sim::server::ADMIN_USER,
+            &admin_token(sim.kubeconfig_path()),
+        )
+        .unwrap();
         Front {
             kubeconfig,
             seen: state.seen,
@@ -171,7 +199,7 @@ async fn forward(State(state): State<FrontState>, req: Request<Body>) -> Respons
         return forbidden(&method, &path);
     }
     let (mut parts, body) = req.into_parts();
-    parts.uri = format!("http://{}{path_and_query}", state.upstream)
+    parts.uri = format!("https://{}{path_and_query}", state.upstream)
         .parse()
         .unwrap();
     match state.http.request(Request::from_parts(parts, body)).await {
@@ -181,6 +209,16 @@ async fn forward(State(state): State<FrontState>, req: Request<Body>) -> Respons
             .body(Body::from(e.to_string()))
             .unwrap(),
     }
+}
+
+/// The bearer token of a kubeconfig's (first) user.
+fn admin_token(kubeconfig: &Path) -> String {
+    let text = std::fs::read_to_string(kubeconfig).expect("the stand-in's kubeconfig");
+    let kc: serde_yaml::Value = serde_yaml::from_str(&text).expect("kubeconfig YAML");
+    kc["users"][0]["user"]["token"]
+        .as_str()
+        .expect("a bearer token")
+        .to_string()
 }
 
 /// The body kube-apiserver sends when RBAC refuses a Lease call.
