@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use dataguardian::api::{BackupPolicy, BackupRun, BackupStorage};
+use dataguardian::api::{BackupPolicy, BackupRun, BackupStorage, RestoreValidation};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams};
 
@@ -335,7 +335,10 @@ async fn a_policy_scheduled_every_minute_produces_runs_on_time() {
     let st = p.status.unwrap();
     let rpo = st.conditions.iter().find(|c| c.type_ == "RPOMet").unwrap();
     assert_eq!(rpo.status, "Unknown", "{rpo:?}");
-    assert_eq!(st.next_schedule_time, None, "nothing is due while suspended");
+    assert_eq!(
+        st.next_schedule_time, None,
+        "nothing is due while suspended"
+    );
     let ready = st.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
     assert_eq!(ready.status, "True", "suspended is not unready: {ready:?}");
 }
@@ -604,6 +607,36 @@ spec:
             .contains("connect"),
         "{st:#?}"
     );
+    // Validating a failed backup fails at once: there is nothing to restore.
+    s.cluster.apply(&format!(
+        "apiVersion: dataguardian.io/v1alpha1\nkind: RestoreValidation\nmetadata: {{name: check-nodb, namespace: {}}}\nspec: {{backupRunRef: {{name: nodb}}}}\n",
+        s.ns
+    ));
+    let v = wait_for::<RestoreValidation, _>(
+        &s.cluster,
+        Some(&s.operator),
+        &s.ns,
+        "check-nodb",
+        Duration::from_secs(30),
+        "validation finished",
+        |v| {
+            v.status
+                .as_ref()
+                .and_then(|st| st.phase)
+                .is_some_and(|p| p.is_finished())
+        },
+    )
+    .await;
+    let vs = v.status.unwrap();
+    assert_eq!(
+        (
+            vs.phase.map(|p| format!("{p:?}")).as_deref(),
+            vs.reason.as_deref()
+        ),
+        (Some("Failed"), Some("BackupRunFailed")),
+        "{vs:#?}"
+    );
+    assert_eq!(vs.job_name, None, "no Job for a validation that cannot run");
 
     // A wrong password: the run fails with a reason, and the password appears nowhere.
     s.cluster.apply(&format!(

@@ -517,7 +517,10 @@ impl Capture {
         if let Some(meta) = obj.get_mut("metadata").and_then(|m| m.as_object_mut()) {
             meta.remove("managedFields");
         }
-        let name = obj["metadata"]["name"].as_str().unwrap_or("unnamed").to_string();
+        let name = obj["metadata"]["name"]
+            .as_str()
+            .unwrap_or("unnamed")
+            .to_string();
         let label = obj["status"]["phase"]
             .as_str()
             .map(str::to_string)
@@ -539,7 +542,11 @@ impl Capture {
             "# Captured from e2e scenario {} while waiting for \"{}\" ({}).\n{yaml}",
             self.scenario,
             self.what,
-            if satisfied { "the state waited for" } else { "on the way" },
+            if satisfied {
+                "the state waited for"
+            } else {
+                "on the way"
+            },
         );
         std::fs::write(&file, text).expect("writing a captured object");
         self.last_state = Some(state);
