@@ -18,7 +18,7 @@ images:
 base-images:
 	scripts/base-images.sh
 
-## deps: install the services the tests use (MariaDB, Prometheus, moto S3, zstd)
+## deps: install the services and tools the tests use (MariaDB, Prometheus, moto S3, zstd, Lua 5.1)
 deps:
 	scripts/install-deps.sh
 
