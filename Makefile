@@ -18,7 +18,7 @@ images:
 base-images:
 	scripts/base-images.sh
 
-## deps: install the services and tools the tests use (MariaDB, Prometheus, moto S3, zstd, Go + sprig for the chart renderer, kubernetes-validate)
+## deps: install the services and tools the tests use (MariaDB, Prometheus, moto S3, zstd, Go + sprig for the chart renderer, kubernetes-validate, Lua 5.1)
 deps:
 	scripts/install-deps.sh
 

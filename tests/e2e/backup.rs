@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use dataguardian::api::{BackupPolicy, BackupRun, BackupStorage};
+use dataguardian::api::{BackupPolicy, BackupRun, BackupStorage, RestoreValidation};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams};
 
@@ -298,6 +298,49 @@ async fn a_policy_scheduled_every_minute_produces_runs_on_time() {
         assert_eq!(cond.status, "True", "{cond:?}");
     }
     drop(policy);
+
+    // Suspended (a spec change, generation 2): nothing is due any more and the RPO is not
+    // judged, once the operator has observed the new generation.
+    s.cluster
+        .kubectl(&[
+            "patch",
+            "backuppolicy",
+            "shop",
+            "-n",
+            &s.ns,
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"suspend":true}}"#,
+        ])
+        .expect("suspending the policy");
+    let p = wait_for::<BackupPolicy, _>(
+        &s.cluster,
+        Some(&s.operator),
+        &s.ns,
+        "shop",
+        Duration::from_secs(30),
+        "policy suspended",
+        |p| {
+            p.status.as_ref().is_some_and(|st| {
+                st.observed_generation == p.metadata.generation
+                    && st
+                        .conditions
+                        .iter()
+                        .any(|c| c.type_ == "RPOMet" && c.reason == "Suspended")
+            })
+        },
+    )
+    .await;
+    assert_eq!(p.metadata.generation, Some(2));
+    let st = p.status.unwrap();
+    let rpo = st.conditions.iter().find(|c| c.type_ == "RPOMet").unwrap();
+    assert_eq!(rpo.status, "Unknown", "{rpo:?}");
+    assert_eq!(
+        st.next_schedule_time, None,
+        "nothing is due while suspended"
+    );
+    let ready = st.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!(ready.status, "True", "suspended is not unready: {ready:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -564,6 +607,36 @@ spec:
             .contains("connect"),
         "{st:#?}"
     );
+    // Validating a failed backup fails at once: there is nothing to restore.
+    s.cluster.apply(&format!(
+        "apiVersion: dataguardian.io/v1alpha1\nkind: RestoreValidation\nmetadata: {{name: check-nodb, namespace: {}}}\nspec: {{backupRunRef: {{name: nodb}}}}\n",
+        s.ns
+    ));
+    let v = wait_for::<RestoreValidation, _>(
+        &s.cluster,
+        Some(&s.operator),
+        &s.ns,
+        "check-nodb",
+        Duration::from_secs(30),
+        "validation finished",
+        |v| {
+            v.status
+                .as_ref()
+                .and_then(|st| st.phase)
+                .is_some_and(|p| p.is_finished())
+        },
+    )
+    .await;
+    let vs = v.status.unwrap();
+    assert_eq!(
+        (
+            vs.phase.map(|p| format!("{p:?}")).as_deref(),
+            vs.reason.as_deref()
+        ),
+        (Some("Failed"), Some("BackupRunFailed")),
+        "{vs:#?}"
+    );
+    assert_eq!(vs.job_name, None, "no Job for a validation that cannot run");
 
     // A wrong password: the run fails with a reason, and the password appears nowhere.
     s.cluster.apply(&format!(

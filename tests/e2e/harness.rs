@@ -505,7 +505,9 @@ fn plugin_with(kubeconfig: &Path, args: &[&str]) -> (i32, String, String) {
     )
 }
 
-/// Polls `get` until `done` holds, or panics with diagnostics after `timeout`.
+/// Polls `get` until `done` holds, or panics with diagnostics after `timeout`. With
+/// `E2E_CAPTURE_DIR` set, the object is also written there each time its state changes while
+/// waiting ([`Capture`]).
 pub async fn wait_for<K, F>(
     cluster: &Cluster,
     op: Option<&Operator>,
@@ -523,11 +525,20 @@ where
     F: Fn(&K) -> bool,
 {
     let api: Api<K> = Api::namespaced(cluster.client.clone(), ns);
+    let mut capture = Capture::start::<K>(cluster, ns, what);
     let start = Instant::now();
     let mut last = None;
     while start.elapsed() < timeout {
-        if let Ok(Some(obj)) = api.get_opt(name).await {
-            if done(&obj) {
+        let got = match &mut capture {
+            None => api.get_opt(name).await.ok().flatten(),
+            Some(c) => c.get(name).await,
+        };
+        if let Some(obj) = got {
+            let finished = done(&obj);
+            if let Some(c) = &mut capture {
+                c.write(finished);
+            }
+            if finished {
                 return obj;
             }
             last = Some(obj);
@@ -539,6 +550,132 @@ where
     panic!(
         "timed out after {timeout:?} waiting for {what} ({ns}/{name}); last seen: {last:#?}\n{diag}\n===== operator log =====\n{oplog}"
     );
+}
+
+/// Opt-in capture of the objects scenarios wait on (`E2E_CAPTURE_DIR=dir`): the raw object as
+/// the API served it, written as YAML (`metadata.managedFields` dropped, nothing else changed)
+/// whenever its state — `status.phase`, `status.reason`, `status.result`, the conditions'
+/// type/status/reason, and whether `status.observedGeneration` has caught up with
+/// `metadata.generation` — differs from the last one written, so a wait for `Succeeded` also
+/// records the `Pending` and `Running` it passed through (at the 250 ms polling resolution).
+/// Files are named `<Kind>_<namespace>_<name>_<seq>_<phase or Ready-status>.yaml` and start with
+/// a comment naming the scenario (the test) and the wait. The Argo CD health checks' testdata
+/// (`deploy/argocd/resource_customizations/`) comes from these files.
+pub struct Capture {
+    dir: PathBuf,
+    api: Api<kube::api::DynamicObject>,
+    kind: String,
+    ns: String,
+    what: String,
+    scenario: String,
+    current: Option<serde_json::Value>,
+    last_state: Option<String>,
+}
+
+static CAPTURE_SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+impl Capture {
+    /// `None` unless `E2E_CAPTURE_DIR` is set.
+    fn start<K>(cluster: &Cluster, ns: &str, what: &str) -> Option<Capture>
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>,
+    {
+        let dir = PathBuf::from(std::env::var_os("E2E_CAPTURE_DIR")?);
+        std::fs::create_dir_all(&dir).expect("creating E2E_CAPTURE_DIR");
+        let resource = kube::api::ApiResource::erase::<K>(&());
+        Some(Capture {
+            dir,
+            api: Api::namespaced_with(cluster.client.clone(), ns, &resource),
+            kind: K::kind(&()).into_owned(),
+            ns: ns.to_string(),
+            what: what.to_string(),
+            // The test body runs on the test's own thread, named after the test.
+            scenario: std::thread::current()
+                .name()
+                .unwrap_or("unknown scenario")
+                .to_string(),
+            current: None,
+            last_state: None,
+        })
+    }
+
+    /// GETs the object once, raw, and decodes the typed view the scenario checks from the very
+    /// same response (so the file written is exactly what the test saw).
+    async fn get<K: DeserializeOwned>(&mut self, name: &str) -> Option<K> {
+        let raw = self.api.get_opt(name).await.ok().flatten()?;
+        let value = serde_json::to_value(&raw).ok()?;
+        let typed = serde_json::from_value(value.clone()).ok()?;
+        self.current = Some(value);
+        Some(typed)
+    }
+
+    /// Writes the object last read when its state changed (`satisfied`: the wait is over).
+    fn write(&mut self, satisfied: bool) {
+        let Some(mut obj) = self.current.take() else {
+            return;
+        };
+        let state = capture_state(&obj);
+        if self.last_state.as_deref() == Some(state.as_str()) {
+            return;
+        }
+        if let Some(meta) = obj.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+            meta.remove("managedFields");
+        }
+        let name = obj["metadata"]["name"]
+            .as_str()
+            .unwrap_or("unnamed")
+            .to_string();
+        let label = obj["status"]["phase"]
+            .as_str()
+            .map(str::to_string)
+            .or_else(|| {
+                obj["status"]["conditions"]
+                    .as_array()
+                    .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+                    .and_then(|c| c["status"].as_str())
+                    .map(|s| format!("Ready-{s}"))
+            })
+            .unwrap_or_else(|| "nostatus".to_string());
+        let seq = CAPTURE_SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let file = self.dir.join(format!(
+            "{}_{}_{}_{seq:04}_{label}.yaml",
+            self.kind, self.ns, name
+        ));
+        let yaml = serde_yaml::to_string(&obj).expect("object as YAML");
+        let text = format!(
+            "# Captured from e2e scenario {} while waiting for \"{}\" ({}).\n{yaml}",
+            self.scenario,
+            self.what,
+            if satisfied {
+                "the state waited for"
+            } else {
+                "on the way"
+            },
+        );
+        std::fs::write(&file, text).expect("writing a captured object");
+        self.last_state = Some(state);
+    }
+}
+
+/// What makes two observations of an object different states for [`Capture`].
+fn capture_state(obj: &serde_json::Value) -> String {
+    let status = &obj["status"];
+    let conditions: Vec<String> = status["conditions"]
+        .as_array()
+        .map(|cs| {
+            cs.iter()
+                .map(|c| format!("{}={}/{}", c["type"], c["status"], c["reason"]))
+                .collect()
+        })
+        .unwrap_or_default();
+    format!(
+        "{}|{}|{}|{}|{}",
+        status["phase"],
+        status["reason"],
+        status["result"],
+        conditions.join(","),
+        status["observedGeneration"] == obj["metadata"]["generation"],
+    )
 }
 
 /// Real services for a scenario: PostgreSQL seeded with a small shop database, and S3.

@@ -2,8 +2,12 @@
 //! Slack-style webhook (a real HTTP receiver on loopback), a failing receiver becomes a Warning
 //! Event and a metric, and the URLs (their tokens) never show anywhere.
 
+use std::time::Duration;
+
+use dataguardian::api::BackupPolicy;
+
 use crate::backup::scenario;
-use crate::harness::{Webhooks, phase, wait_for_events};
+use crate::harness::{Webhooks, phase, wait_for, wait_for_events};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn backup_outcomes_reach_webhooks_and_failures_are_reported() {
@@ -128,6 +132,26 @@ async fn backup_outcomes_reach_webhooks_and_failures_are_reported() {
         (doc["policy"].as_str(), doc["object"]["kind"].as_str()),
         (Some("strict"), Some("BackupPolicy"))
     );
+    // The policy's status says the same: no backup ever succeeded, and one was due.
+    let p = wait_for::<BackupPolicy, _>(
+        &s.cluster,
+        Some(&s.operator),
+        &s.ns,
+        "strict",
+        Duration::from_secs(30),
+        "RPOMet False",
+        |p| {
+            p.status.as_ref().is_some_and(|st| {
+                st.conditions
+                    .iter()
+                    .any(|c| c.type_ == "RPOMet" && c.status == "False")
+            })
+        },
+    )
+    .await;
+    let st = p.status.unwrap();
+    let rpo = st.conditions.iter().find(|c| c.type_ == "RPOMet").unwrap();
+    assert_eq!(rpo.reason, "NeverSucceeded", "{rpo:?}");
 
     // Every outcome is counted by result.
     let (_, metrics) = s.operator.http_get("/metrics").expect("metrics");

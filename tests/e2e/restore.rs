@@ -220,6 +220,34 @@ async fn restore_validate_and_tamper() {
         Some("Succeeded"),
         "the backup's own status is untouched"
     );
+    // The policy's Verified condition follows its newest finished validation.
+    let p = wait_for::<BackupPolicy, _>(
+        &s.cluster,
+        Some(&s.operator),
+        &s.ns,
+        "shop",
+        TIMEOUT,
+        "policy Verified False",
+        |p| {
+            p.status.as_ref().is_some_and(|st| {
+                st.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Verified" && c.status == "False")
+            })
+        },
+    )
+    .await;
+    let st = p.status.unwrap();
+    let verified = st
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Verified")
+        .unwrap();
+    assert_eq!(verified.reason, "ValidationFailed", "{verified:?}");
+    assert!(
+        verified.message.contains("v-fail") && verified.message.contains("b1"),
+        "{verified:?}"
+    );
 
     // A passing validation → Passed, RTO measured, BackupRun verified (printer column).
     s.cluster.apply(&s.validation_yaml(
@@ -328,6 +356,22 @@ async fn restores_to_one_target_are_serialized_with_queue_positions() {
             "  overwrite: true\n  clean: true\n",
         ));
     }
+    // The last one waits its turn, with its place in the queue.
+    wait_for::<RestoreRun, _>(
+        &s.cluster,
+        Some(&s.operator),
+        &s.ns,
+        "q3",
+        TIMEOUT,
+        "q3 queued with a position",
+        |r| {
+            r.status.as_ref().is_some_and(|st| {
+                st.phase.is_some_and(|p| format!("{p:?}") == "Queued")
+                    && st.queue_position.is_some()
+            })
+        },
+    )
+    .await;
     let api: Api<RestoreRun> = Api::namespaced(s.cluster.client.clone(), &s.ns);
     let mut saw_position = false;
     let deadline = std::time::Instant::now() + TIMEOUT * 2;
