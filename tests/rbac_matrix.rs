@@ -1262,3 +1262,144 @@ fn resources_documented_as_not_granted_are_not_granted() {
         );
     }
 }
+
+/// Runs kubectl with `kubeconfig`; returns (exit code, stdout + stderr).
+fn kubectl_with(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> (i32, String) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("kubectl")
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl is installed");
+    let _ = child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.unwrap_or_default().as_bytes());
+    let out = child.wait_with_output().expect("kubectl output");
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// The same matrix, asked of an API server: `config/rbac/` applied to the stand-in (which
+/// enforces RBAC and aggregates ClusterRoles like kube-apiserver), one user per role bound in
+/// a namespace, and `kubectl auth can-i` for every cell. The operator's roles are asked as its
+/// ServiceAccount (`--as`), the leader-election Role in the operator's namespace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_auth_can_i_through_the_stand_in_agrees_with_every_cell() {
+    let server = kube_sim::Server::start(kube_sim::ServerOptions {
+        crds_dir: Some(repo_path("crds")),
+        ..Default::default()
+    })
+    .await
+    .expect("starting the API stand-in");
+    let admin = server.kubeconfig_path().to_path_buf();
+    let tenant = "shop";
+    for ns in [OPERATOR_NAMESPACE, tenant] {
+        let (code, out) = kubectl_with(&admin, &["create", "namespace", ns], None);
+        assert_eq!(code, 0, "{out}");
+    }
+    let (code, out) = kubectl_with(
+        &admin,
+        &[
+            "apply",
+            "-k",
+            &repo_path("config/rbac").display().to_string(),
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "kubectl apply -k config/rbac: {out}");
+
+    let rows = load_matrix();
+    let roles: BTreeSet<&str> = rows.iter().map(|r| r.role.as_str()).collect();
+    let sa = format!("system:serviceaccount:{OPERATOR_NAMESPACE}:{SERVICE_ACCOUNT}");
+    // role → (kubeconfig, extra args, namespace)
+    let mut askers: BTreeMap<&str, (PathBuf, Vec<String>, &str)> = BTreeMap::new();
+    for role in roles {
+        if role == CONTROLLER_ROLE || role == LEADER_ELECTION_ROLE {
+            let ns = if role == LEADER_ELECTION_ROLE {
+                OPERATOR_NAMESPACE
+            } else {
+                tenant
+            };
+            askers.insert(role, (admin.clone(), vec![format!("--as={sa}")], ns));
+            continue;
+        }
+        let user = format!("user-{role}");
+        let kubeconfig = server.add_user(&user, &["people"]).expect("test user");
+        let binding = format!(
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: {user}, namespace: {tenant}}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {role}}}\nsubjects: [{{kind: User, apiGroup: rbac.authorization.k8s.io, name: {user}}}]\n"
+        );
+        let (code, out) = kubectl_with(&admin, &["apply", "-f", "-"], Some(&binding));
+        assert_eq!(code, 0, "{out}");
+        askers.insert(role, (kubeconfig, Vec::new(), tenant));
+    }
+
+    // Every cell, a few kubectl processes at a time.
+    let mut questions = Vec::new();
+    for row in &rows {
+        let resource = if row.group.is_empty() {
+            row.resource.clone()
+        } else {
+            format!("{}.{}", row.resource, row.group)
+        };
+        for (verb, allowed) in &row.cells {
+            questions.push((row, resource.clone(), verb.clone(), *allowed));
+        }
+    }
+    let wrong = std::sync::Mutex::new(Vec::new());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..6 {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let Some((row, resource, verb, allowed)) = questions.get(i) else {
+                        return;
+                    };
+                    let (kubeconfig, extra, ns) = &askers[row.role.as_str()];
+                    let mut args =
+                        vec!["auth", "can-i", verb.as_str(), resource.as_str(), "-n", ns];
+                    let sub;
+                    if let Some(s) = &row.subresource {
+                        sub = format!("--subresource={s}");
+                        args.push(&sub);
+                    }
+                    args.extend(extra.iter().map(String::as_str));
+                    let (code, out) = kubectl_with(kubeconfig, &args, None);
+                    let answer = match (code, out.trim()) {
+                        (0, "yes") => true,
+                        (1, "no") => false,
+                        _ => panic!("kubectl {}: exit {code}: {out}", args.join(" ")),
+                    };
+                    if answer != *allowed {
+                        wrong.lock().unwrap().push(format!(
+                            "{} × {} {verb}: the matrix says {}, the API server says {}",
+                            row.role,
+                            row.resource_label(),
+                            if *allowed { "yes" } else { "no" },
+                            if answer { "yes" } else { "no" },
+                        ));
+                    }
+                }
+            });
+        }
+    });
+    let wrong = wrong.into_inner().unwrap();
+    assert!(
+        wrong.is_empty(),
+        "kubectl auth can-i disagrees with docs/rbac.md:\n{}",
+        wrong.join("\n")
+    );
+    assert!(questions.len() > 500, "{} cells asked", questions.len());
+}
