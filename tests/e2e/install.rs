@@ -93,7 +93,11 @@ metrics:
         Installer::Kustomize => {
             let overlay = dir.join("overlay");
             std::fs::create_dir_all(&overlay).expect("overlay dir");
-            let base = testkit::chart::repo_root().join("config/default");
+            // kustomize takes bases by relative path only.
+            let base_abs = testkit::chart::repo_root().join("config/default");
+            let overlay_abs = overlay.canonicalize().expect("overlay path");
+            let base = Path::new(&"../".repeat(overlay_abs.components().count() - 1))
+                .join(base_abs.strip_prefix("/").expect("absolute path"));
             std::fs::write(
                 overlay.join("kustomization.yaml"),
                 format!(
@@ -116,9 +120,10 @@ patches:
             containers:
               - name: operator
                 imagePullPolicy: Never
+                # A flag, not DG_METRICS_ADDR: the patch's env entries may land before POD_IP,
+                # and $(VAR) only sees variables defined earlier in the list.
+                args: ["operator", "--metrics-addr=$(POD_IP):8080"]
                 env:
-                  - name: DG_METRICS_ADDR
-                    value: "$(POD_IP):8080"
                   - name: DG_AGENT_IMAGE
                     value: "{agent}"
                   - name: DG_EGRESS_ALLOW_CIDRS
@@ -404,9 +409,11 @@ async fn install_scenario(installer: Installer) {
         Duration::from_secs(90),
         "storage Ready (probed by the in-cluster operator)",
         |s: &BackupStorage| {
-            s.status
-                .as_ref()
-                .is_some_and(|st| st.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            s.status.as_ref().is_some_and(|st| {
+                st.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+            })
         },
     )
     .await;
