@@ -46,9 +46,32 @@ pub fn is_established(crd: &Value) -> bool {
     condition(crd, "Established").and_then(|c| c.get("status")) == Some(&json!("True"))
 }
 
+/// Integral floating-point numbers as integers (`maximum: 100.0` is stored as `100`): the
+/// apiserver decodes CRDs into Go types (`float64`, `interface{}`) and encodes them again, which
+/// drops the fraction; without this, applying YAML that spells `100` over a CRD created from
+/// YAML that spells `100.0` would look like a change.
+pub fn normalize_numbers(v: &mut Value) {
+    match v {
+        Value::Number(n) => {
+            if let Some(f) = n.as_f64().filter(|_| n.is_f64())
+                && f.fract() == 0.0
+                && f.abs() < 9_007_199_254_740_992.0
+            {
+                *v = json!(f as i64);
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(normalize_numbers),
+        Value::Object(m) => m.values_mut().for_each(normalize_numbers),
+        _ => {}
+    }
+}
+
 /// `SetDefaults_CustomResourceDefinition` (v1): `names.singular`, `names.listKind`,
-/// `conversion.strategy`.
+/// `conversion.strategy`; numbers normalized ([`normalize_numbers`]).
 pub fn set_defaults(obj: &mut Value) {
+    if let Some(spec) = obj.get_mut("spec") {
+        normalize_numbers(spec);
+    }
     let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) else {
         return;
     };
