@@ -302,11 +302,15 @@ fn the_operator_in_its_image_runs_read_only_and_releases_the_lease_on_sigterm() 
     let client = rt.block_on(sim.client()).unwrap();
     let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
         kube::Api::all(client.clone());
-    rt.block_on(namespaces.create(
-        &Default::default(),
-        &serde_json::from_value(serde_json::json!({"metadata": {"name": "dataguardian-system"}}))
+    rt.block_on(
+        namespaces.create(
+            &Default::default(),
+            &serde_json::from_value(
+                serde_json::json!({"metadata": {"name": "dataguardian-system"}}),
+            )
             .unwrap(),
-    ))
+        ),
+    )
     .unwrap();
     let port = testkit::free_port();
     let name = format!("dg-operator-test-{}", std::process::id());
@@ -373,15 +377,16 @@ fn the_operator_in_its_image_runs_read_only_and_releases_the_lease_on_sigterm() 
     let (ok, _, err) = docker(&["stop", "-t", "30", &name]);
     assert!(ok, "{err}");
     let took = stopping.elapsed();
-    assert!(took < std::time::Duration::from_secs(12), "stopping took {took:?}");
+    assert!(
+        took < std::time::Duration::from_secs(12),
+        "stopping took {took:?}"
+    );
     let (_, code, _) = docker(&["inspect", "-f", "{{.State.ExitCode}}", &name]);
     assert_eq!(code, "0", "log:\n{}", logs());
     assert!(logs().contains("released the lease"), "{}", logs());
     let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
         kube::Api::namespaced(client, "dataguardian-system");
-    let lease = rt
-        .block_on(leases.get("dataguardian-operator"))
-        .unwrap();
+    let lease = rt.block_on(leases.get("dataguardian-operator")).unwrap();
     assert_eq!(
         lease.spec.and_then(|s| s.holder_identity),
         None,
@@ -396,7 +401,11 @@ fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
         .ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
     let code = buf.split_whitespace().nth(1)?.parse().ok()?;

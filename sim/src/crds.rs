@@ -76,7 +76,10 @@ pub fn set_defaults(obj: &mut Value) {
         return;
     };
     if let Some(names) = spec.get_mut("names").and_then(Value::as_object_mut)
-        && let Some(kind) = names.get("kind").and_then(Value::as_str).map(str::to_string)
+        && let Some(kind) = names
+            .get("kind")
+            .and_then(Value::as_str)
+            .map(str::to_string)
     {
         if names
             .get("singular")
@@ -278,10 +281,18 @@ pub fn validate(obj: &Value) -> Vec<FieldErr> {
         Some(other) => errs.push((
             "spec.scope".into(),
             "FieldValueNotSupported",
-            format!("Unsupported value: {}: supported values: \"Cluster\", \"Namespaced\"", json!(other)),
+            format!(
+                "Unsupported value: {}: supported values: \"Cluster\", \"Namespaced\"",
+                json!(other)
+            ),
         )),
     }
-    for (f, label) in [("plural", true), ("singular", true), ("kind", false), ("listKind", false)] {
+    for (f, label) in [
+        ("plural", true),
+        ("singular", true),
+        ("kind", false),
+        ("listKind", false),
+    ] {
         let v = s(&format!("/spec/names/{f}"));
         let field = format!("spec.names.{f}");
         if v.is_empty() {
@@ -351,9 +362,7 @@ pub fn validate(obj: &Value) -> Vec<FieldErr> {
             let vname = v.get("name").and_then(Value::as_str).unwrap_or_default();
             if vname.is_empty() {
                 errs.push(required(format!("{vf}.name")));
-            } else if !is_dns_label(vname)
-                || !vname.starts_with(|c: char| c.is_ascii_lowercase())
-            {
+            } else if !is_dns_label(vname) || !vname.starts_with(|c: char| c.is_ascii_lowercase()) {
                 errs.push(invalid(
                     format!("{vf}.name"),
                     &json!(vname),
@@ -423,26 +432,27 @@ pub fn validate(obj: &Value) -> Vec<FieldErr> {
                         None | Some("") => {
                             errs.push(required(format!("{vf}.subresources.scale.{f}")))
                         }
-                        Some(p) if !p.starts_with(".spec.") && f == "specReplicasPath" => {
-                            errs.push(invalid(
+                        Some(p) if !p.starts_with(".spec.") && f == "specReplicasPath" => errs
+                            .push(invalid(
                                 format!("{vf}.subresources.scale.{f}"),
                                 &json!(p),
                                 "should be a json path under .spec",
-                            ))
-                        }
-                        Some(p) if !p.starts_with(".status.") && f == "statusReplicasPath" => {
-                            errs.push(invalid(
+                            )),
+                        Some(p) if !p.starts_with(".status.") && f == "statusReplicasPath" => errs
+                            .push(invalid(
                                 format!("{vf}.subresources.scale.{f}"),
                                 &json!(p),
                                 "should be a json path under .status",
-                            ))
-                        }
+                            )),
                         Some(_) => {}
                     }
                 }
             }
         }
-        if !versions.iter().any(|v| v.get("served") == Some(&json!(true))) {
+        if !versions
+            .iter()
+            .any(|v| v.get("served") == Some(&json!(true)))
+        {
             errs.push(invalid(
                 "spec.versions",
                 &Value::Array(versions.clone()),
@@ -516,7 +526,12 @@ pub fn cleanup_pass(state: &State, inner: &mut Inner) -> bool {
             .to_string();
         let objects: Vec<(ObjKey, bool)> = inner
             .list(&group, &plural, None)
-            .map(|(k, o)| (k.clone(), o.pointer("/metadata/deletionTimestamp").is_some()))
+            .map(|(k, o)| {
+                (
+                    k.clone(),
+                    o.pointer("/metadata/deletionTimestamp").is_some(),
+                )
+            })
             .collect();
         if objects.is_empty() {
             let mut new = crd.clone();

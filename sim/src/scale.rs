@@ -13,11 +13,13 @@ use crate::resources::ResourceDef;
 
 /// `.spec.replicas` → `/spec/replicas` (the simple JSON paths CRDs use for scale).
 fn pointer(path: &str) -> String {
-    path.trim_start_matches('.').split('.').fold(String::new(), |mut acc, seg| {
-        acc.push('/');
-        acc.push_str(seg);
-        acc
-    })
+    path.trim_start_matches('.')
+        .split('.')
+        .fold(String::new(), |mut acc, seg| {
+            acc.push('/');
+            acc.push_str(seg);
+            acc
+        })
 }
 
 /// The Scale of an object of `rd`.

@@ -91,7 +91,10 @@ async fn kubectl_server_side_apply_of_the_repo_crds_serves_them() {
     let crd_api: Api<CustomResourceDefinition> = Api::all(client.clone());
     let bs = crd_api.get("backupstorages.dataguardian.io").await.unwrap();
     assert_eq!(bs.metadata.generation, Some(1));
-    assert_eq!(bs.spec.names.list_kind.as_deref(), Some("BackupStorageList"));
+    assert_eq!(
+        bs.spec.names.list_kind.as_deref(),
+        Some("BackupStorageList")
+    );
     assert_eq!(
         bs.spec.conversion.as_ref().map(|c| c.strategy.as_str()),
         Some("None")
@@ -115,7 +118,12 @@ async fn kubectl_server_side_apply_of_the_repo_crds_serves_them() {
         .managed_fields
         .unwrap_or_default()
         .into_iter()
-        .map(|m| (m.manager.unwrap_or_default(), m.operation.unwrap_or_default()))
+        .map(|m| {
+            (
+                m.manager.unwrap_or_default(),
+                m.operation.unwrap_or_default(),
+            )
+        })
         .collect();
     assert_eq!(managers, [("kubectl".to_string(), "Apply".to_string())]);
 
@@ -141,7 +149,10 @@ async fn kubectl_server_side_apply_of_the_repo_crds_serves_them() {
             "-f",
             &examples.join("00-namespace.yaml").display().to_string(),
             "-f",
-            &examples.join("12-storage-filesystem.yaml").display().to_string(),
+            &examples
+                .join("12-storage-filesystem.yaml")
+                .display()
+                .to_string(),
         ],
     )
     .await;
@@ -354,14 +365,20 @@ async fn a_crd_update_recompiles_its_schema_and_keeps_the_objects() {
     .await;
     let client = server.client().await.unwrap();
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &gadget_ar());
-    api.create(&PostParams::default(), &gadget("g1", json!({"replicas": 2})))
-        .await
-        .unwrap();
+    api.create(
+        &PostParams::default(),
+        &gadget("g1", json!({"replicas": 2})),
+    )
+    .await
+    .unwrap();
     // CEL from the CRD.
     let e = api_err(
-        api.create(&PostParams::default(), &gadget("g2", json!({"replicas": 11})))
-            .await
-            .unwrap_err(),
+        api.create(
+            &PostParams::default(),
+            &gadget("g2", json!({"replicas": 11})),
+        )
+        .await
+        .unwrap_err(),
     );
     assert_eq!(e.code, 422);
     assert!(e.message.contains("at most 10 replicas"), "{}", e.message);
@@ -437,9 +454,11 @@ async fn a_crd_update_recompiles_its_schema_and_keeps_the_objects() {
     .unwrap();
     let scale: Value = client
         .request(
-            axum::http::Request::get("/apis/dyn.kube-sim.io/v1/namespaces/default/gadgets/g1/scale")
-                .body(Vec::new())
-                .unwrap(),
+            axum::http::Request::get(
+                "/apis/dyn.kube-sim.io/v1/namespaces/default/gadgets/g1/scale",
+            )
+            .body(Vec::new())
+            .unwrap(),
         )
         .await
         .unwrap();
@@ -463,9 +482,12 @@ async fn deleting_a_crd_deletes_its_objects_ends_watches_and_stops_serving_it() 
         .await
         .unwrap();
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &gadget_ar());
-    api.create(&PostParams::default(), &gadget("plain", json!({"replicas": 1})))
-        .await
-        .unwrap();
+    api.create(
+        &PostParams::default(),
+        &gadget("plain", json!({"replicas": 1})),
+    )
+    .await
+    .unwrap();
     let mut held = gadget("held", json!({"replicas": 1}));
     held.metadata.finalizers = Some(vec!["example.com/hold".into()]);
     api.create(&PostParams::default(), &held).await.unwrap();
@@ -512,9 +534,12 @@ async fn deleting_a_crd_deletes_its_objects_ends_watches_and_stops_serving_it() 
     let held_now = api.get("held").await.unwrap();
     assert!(held_now.metadata.deletion_timestamp.is_some());
     let e = api_err(
-        api.create(&PostParams::default(), &gadget("new", json!({"replicas": 1})))
-            .await
-            .unwrap_err(),
+        api.create(
+            &PostParams::default(),
+            &gadget("new", json!({"replicas": 1})),
+        )
+        .await
+        .unwrap_err(),
     );
     assert_eq!(e.code, 405, "{}", e.message);
     assert!(e.message.contains("terminating"), "{}", e.message);
@@ -540,7 +565,10 @@ async fn deleting_a_crd_deletes_its_objects_ends_watches_and_stops_serving_it() 
         .expect("the watch ends when the CRD goes")
         .unwrap();
     assert!(events >= 2, "saw the initial objects: {events}");
-    assert_eq!(api_err(api.list(&Default::default()).await.unwrap_err()).code, 404);
+    assert_eq!(
+        api_err(api.list(&Default::default()).await.unwrap_err()).code,
+        404
+    );
     let out = kubectl(&server, &["api-resources", "--api-group=dyn.kube-sim.io"]).await;
     assert!(!out.stdout.contains("gadgets"), "{}", out.stdout);
     let groups = kubectl_ok(&server, &["api-versions"]).await;
@@ -555,7 +583,13 @@ async fn deleting_a_crd_deletes_its_objects_ends_watches_and_stops_serving_it() 
         )
         .await
         .unwrap();
-    assert!(api.list(&Default::default()).await.unwrap().items.is_empty());
+    assert!(
+        api.list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -564,7 +598,8 @@ async fn invalid_crds_are_refused_and_crd_writes_need_cluster_permissions() {
     let refused = |yaml: String, want: &'static str| {
         let server = &server;
         async move {
-            let out = kubectl_stdin(server, &["apply", "--server-side", "-f", "-"], Some(&yaml)).await;
+            let out =
+                kubectl_stdin(server, &["apply", "--server-side", "-f", "-"], Some(&yaml)).await;
             assert!(!out.ok, "accepted: {yaml}");
             assert!(out.stderr.contains(want), "want {want:?}: {}", out.stderr);
         }
