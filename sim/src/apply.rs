@@ -126,7 +126,7 @@ fn flat_of(rd: &ResourceDef, obj: &Value, sub: Option<&str>) -> Flat {
     let mut out = Flat::new();
     flatten(
         &view,
-        TypeNode::root(rd.schema.as_ref()),
+        TypeNode::root(rd.schema.as_deref()),
         rd.is_custom(),
         "",
         &mut Vec::new(),
@@ -414,7 +414,7 @@ pub fn server_side_apply(
     now: &str,
 ) -> Result<Value, ApiError> {
     let applied_view = scoped_view(rd, applied, sub);
-    let node = TypeNode::root(rd.schema.as_ref());
+    let node = TypeNode::root(rd.schema.as_deref());
     let mut new_flat = Flat::new();
     flatten(
         &applied_view,
@@ -529,8 +529,12 @@ pub fn server_side_apply(
     }
     match entries.iter_mut().find(|e| is_mine(e)) {
         Some(e) => {
+            // As the apiserver's managed-fields updater: the time moves only when the apply
+            // changed the object or this manager's field set (a no-op apply stays a no-op).
+            if !changed.is_empty() || e.fields != new_set || e.api_version != rd.api_version() {
+                e.time = now.to_string();
+            }
             e.fields = new_set;
-            e.time = now.to_string();
             e.api_version = rd.api_version();
         }
         None => entries.push(ManagedEntry {

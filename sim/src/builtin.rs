@@ -243,6 +243,7 @@ pub fn prepare_create(rd: &ResourceDef, obj: &mut Value) {
             obj["status"] = json!({});
         }
         Some(Builtin::RoleBinding) => crate::auth::escalation::default_subjects(obj),
+        Some(Builtin::Crd) => crate::crds::prepare_create(obj),
         _ => crate::workloads::prepare_create(rd, obj),
     }
 }
@@ -330,6 +331,7 @@ pub fn prepare_update(
             crate::auth::escalation::default_subjects(new);
             errs.extend(crate::auth::escalation::validate_binding_update(old, new));
         }
+        Some(Builtin::Crd) => errs.extend(crate::crds::prepare_update(old, new)),
         _ => errs.extend(crate::workloads::prepare_update(rd, old, new)),
     }
     errs
@@ -398,6 +400,7 @@ pub fn validate(rd: &ResourceDef, obj: &Value) -> Vec<(String, &'static str, Str
             obj,
             rd.namespaced,
         )),
+        Some(Builtin::Crd) => errs.extend(crate::crds::validate(obj)),
         _ => errs.extend(crate::workloads::validate(rd, obj)),
     }
     errs
@@ -529,7 +532,8 @@ pub fn prune_unknown(rd: &ResourceDef, obj: &mut Value) -> Vec<String> {
         Some(Builtin::Role) => roundtrip::<k::rbac::v1::ClusterRole>(obj),
         Some(Builtin::RoleBinding) if rd.namespaced => roundtrip::<k::rbac::v1::RoleBinding>(obj),
         Some(Builtin::RoleBinding) => roundtrip::<k::rbac::v1::ClusterRoleBinding>(obj),
-        Some(Builtin::Crd | Builtin::Review) | None => None,
+        Some(Builtin::Crd) => roundtrip::<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>(obj),
+        Some(Builtin::Review) | None => None,
         Some(other) => crate::workloads::typed_roundtrip(other, obj),
     };
     let mut out = Vec::new();

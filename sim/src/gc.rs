@@ -209,7 +209,7 @@ pub fn namespace_pass(state: &State, inner: &mut Inner) -> bool {
 
 /// The service account controller: every active namespace gets a `default` ServiceAccount.
 pub fn service_account_pass(state: &State, inner: &mut Inner) -> bool {
-    let Some(rd) = state.registry.find("", "v1", "serviceaccounts").cloned() else {
+    let Some(rd) = state.registry().find("", "v1", "serviceaccounts").cloned() else {
         return false;
     };
     let active: Vec<String> = inner
@@ -248,7 +248,8 @@ pub async fn run(state: Arc<State>) {
                 let b = namespace_pass(&state, &mut inner);
                 let c = service_account_pass(&state, &mut inner);
                 let d = crate::auth::controllers::pass(&state, &mut inner);
-                if !a && !b && !c && !d {
+                let e = crate::crds::cleanup_pass(&state, &mut inner);
+                if !a && !b && !c && !d && !e {
                     break;
                 }
             }

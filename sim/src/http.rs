@@ -113,7 +113,7 @@ struct Target {
 }
 
 fn resolve(app: &App, group: &str, version: &str, rest: &[&str]) -> Result<Target, ApiError> {
-    let reg = &app.state.registry;
+    let reg = app.state.registry();
     let find = |res: &str| reg.find(group, version, res).cloned().map(Arc::new);
     let t = |rd, ns: Option<&str>, name: Option<&str>, sub: Option<&str>| Target {
         rd,
@@ -155,7 +155,8 @@ async fn route(
     let path = uri.path().trim_end_matches('/');
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let accept = header_str(headers, header::ACCEPT);
-    let reg = &app.state.registry;
+    let reg_snapshot = app.state.registry();
+    let reg = &*reg_snapshot;
     match segs.as_slice() {
         ["version"] => return Ok(ok(&discovery::version())),
         ["healthz"] | ["readyz"] | ["livez"] => return Ok((StatusCode::OK, "ok").into_response()),

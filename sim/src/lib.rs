@@ -11,6 +11,7 @@
 pub mod apply;
 pub mod auth;
 pub mod builtin;
+pub mod crds;
 pub mod discovery;
 pub mod error;
 pub mod gc;

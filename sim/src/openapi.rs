@@ -86,7 +86,7 @@ fn doc(reg: &Registry, group: &str, version: &str) -> Value {
             json!({"get": op("get"), "put": op("put"), "patch": op("patch"), "delete": op("delete")}),
         );
         if let Some(s) = &d.schema {
-            let mut s = s.clone();
+            let mut s = (**s).clone();
             s["x-kubernetes-group-version-kind"] = json!([gvk]);
             schemas.insert(schema_name(d), s);
         }

@@ -21,8 +21,9 @@ use crate::store::{Inner, ObjKey, Store};
 /// Shared server state.
 #[derive(Debug)]
 pub struct State {
-    /// Served resources.
-    pub registry: Registry,
+    /// Served resources: a snapshot replaced (never mutated) when a CRD is written; read it
+    /// with [`State::registry`].
+    pub registry: arc_swap::ArcSwap<Registry>,
     /// Objects.
     pub store: Store,
     /// Where pod logs live (`logs/{ns}/{pod}/{container}.log`).
@@ -334,6 +335,35 @@ pub(crate) enum Managed<'a> {
 }
 
 impl State {
+    /// The current resource registry (a cheap snapshot; hold it across awaits if needed).
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry.load_full()
+    }
+
+    /// Serves what the stored CRD `name` now says (or stops serving it when it is gone). Called
+    /// with the store locked after every write of a CRD, so snapshots follow the store's order.
+    pub fn crd_changed(&self, inner: &Inner, name: &str) {
+        let crd = inner.objects.get(&crate::crds::key(name));
+        let next = self.registry.load().with_crd(name, crd);
+        self.registry.store(Arc::new(next));
+    }
+
+    /// Creates a CRD given at start (`--crds`) through the create path, without managedFields
+    /// (as if written before server-side apply tracked fields).
+    pub fn create_initial_crd(&self, crd: Value) -> ApiResult<Outcome> {
+        let reg = self.registry();
+        let rd = reg
+            .find(crate::crds::GROUP, "v1", crate::crds::RESOURCE)
+            .expect("CRDs are a built-in resource");
+        check_body(rd, &crd)?;
+        let mut inner = self.store.lock();
+        let opts = WriteOpts {
+            field_validation: FieldValidation::Strict,
+            ..Default::default()
+        };
+        self.create_locked(&mut inner, rd, "", crd, &opts, Managed::Preset)
+    }
+
     /// Creates an object (POST).
     pub fn create(
         &self,
@@ -505,6 +535,19 @@ impl State {
                 Some(_) => {}
             }
         }
+        if rd.is_custom() {
+            // The request may have resolved its resource just before the CRD went or began
+            // terminating.
+            match inner.objects.get(&crate::crds::key(&rd.crd_name())) {
+                None => return Err(ApiError::no_route()),
+                Some(crd) if meta_str(crd, "deletionTimestamp").is_some() => {
+                    return Err(ApiError::method_not_allowed(
+                        "create not allowed while custom resource definition is terminating",
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
         let key = key_for(rd, ns, &name);
         if inner.objects.contains_key(&key) {
             return Err(ApiError::already_exists(&rd.group, &rd.plural, &name));
@@ -532,6 +575,9 @@ impl State {
         } else {
             inner.put(key, obj)
         };
+        if rd.builtin == Some(Builtin::Crd) && !opts.dry_run {
+            self.crd_changed(inner, &name);
+        }
         Ok(Outcome {
             object: to_external(rd, &stored),
             created: true,
@@ -821,6 +867,9 @@ impl State {
         } else {
             inner.put(key, new)
         };
+        if rd.builtin == Some(Builtin::Crd) {
+            self.crd_changed(inner, &name);
+        }
         Ok(Outcome {
             object: to_external(rd, &stored),
             created: false,
@@ -999,6 +1048,24 @@ impl State {
                 obj["metadata"]["deletionTimestamp"] = json!(now());
                 obj["status"]["phase"] = json!("Terminating");
                 obj = inner.put(key, obj);
+                self.gc_wake.notify_one();
+            }
+            return Ok(Outcome {
+                object: to_external(rd, &obj),
+                created: false,
+                warnings: Vec::new(),
+            });
+        }
+        if rd.builtin == Some(Builtin::Crd) {
+            // apiextensions-apiserver's REST.Delete: the first delete marks the CRD and adds
+            // the cleanup finalizer; the finalizer controller (`crds::cleanup_pass`) deletes
+            // the custom resources and then the CRD.
+            if !already_deleting && !opts.dry_run {
+                obj["metadata"]["deletionTimestamp"] = json!(now());
+                obj["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+                crate::crds::mark_terminating(&mut obj);
+                obj = inner.put(key, obj);
+                self.crd_changed(inner, name);
                 self.gc_wake.notify_one();
             }
             return Ok(Outcome {
@@ -1200,7 +1267,8 @@ impl State {
 
     /// Internal delete used by the garbage collector and namespace controller.
     pub fn delete_key(&self, inner: &mut Inner, key: &ObjKey, propagation: Propagation) {
-        let Some(rd) = self.registry.defs.iter().find(|d| {
+        let reg = self.registry();
+        let Some(rd) = reg.defs.iter().find(|d| {
             d.storage.0 == key.group && d.storage.1 == key.resource && d.group == key.group
         }) else {
             return;
@@ -1219,7 +1287,7 @@ impl State {
             return;
         };
         let Some(rd) = self
-            .registry
+            .registry()
             .defs
             .iter()
             .find(|d| {

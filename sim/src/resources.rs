@@ -28,7 +28,7 @@ pub enum Builtin {
     Lease,
     /// batch/v1 Job.
     Job,
-    /// apiextensions.k8s.io/v1 CustomResourceDefinition (read-only).
+    /// apiextensions.k8s.io/v1 CustomResourceDefinition (see [`crate::crds`]).
     Crd,
     /// rbac.authorization.k8s.io/v1 Role and ClusterRole.
     Role,
@@ -70,6 +70,18 @@ pub struct PrinterColumn {
     pub json_path: String,
 }
 
+/// A CRD's `subresources.scale`: JSON paths (`.spec.replicas`) of the replica counts and the
+/// label selector.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScalePaths {
+    /// `specReplicasPath`.
+    pub spec_replicas: String,
+    /// `statusReplicasPath`.
+    pub status_replicas: String,
+    /// `labelSelectorPath` (optional).
+    pub label_selector: Option<String>,
+}
+
 /// Everything the server knows about one resource (one group/version/plural).
 #[derive(Debug, Clone)]
 pub struct ResourceDef {
@@ -107,12 +119,17 @@ pub struct ResourceDef {
     pub orphan_by_default: bool,
     /// Read-only resource (only get/list/watch).
     pub read_only: bool,
-    /// The CRD version's `openAPIV3Schema` (custom resources only).
-    pub schema: Option<Value>,
+    /// The CRD version's `openAPIV3Schema` (custom resources only; shared, as definitions are
+    /// cloned per request).
+    pub schema: Option<std::sync::Arc<Value>>,
     /// The compiled schema validator (custom resources only).
     pub validator: Option<std::sync::Arc<crate::validation::SchemaValidator>>,
     /// Printer columns (custom resources only).
     pub printer_columns: Vec<PrinterColumn>,
+    /// The CRD's `subresources.scale` paths (custom resources with a scale subresource).
+    pub scale_paths: Option<ScalePaths>,
+    /// Whether the CRD serving this resource is being deleted (no creates).
+    pub terminating: bool,
     /// Special behaviour of built-in kinds; `None` for custom resources.
     pub builtin: Option<Builtin>,
     /// The group and plural under which objects are stored (events.k8s.io events share the
@@ -156,6 +173,11 @@ impl ResourceDef {
         self.builtin.is_none()
     }
 
+    /// The name of the CRD serving a custom resource (`plural.group`).
+    pub fn crd_name(&self) -> String {
+        format!("{}.{}", self.plural, self.group)
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn builtin(
         group: &str,
@@ -188,6 +210,8 @@ impl ResourceDef {
             schema: None,
             validator: None,
             printer_columns: Vec::new(),
+            scale_paths: None,
+            terminating: false,
             builtin: Some(b),
             storage: (group.into(), plural.into()),
         }
@@ -223,13 +247,13 @@ pub enum CrdLoadError {
     },
 }
 
-/// All resources the server serves.
+/// All resources the server serves: the built-ins and one entry per served version of every
+/// established CRD. The server keeps it in an `ArcSwap` ([`crate::ops::State::registry`]) and
+/// replaces it whenever a CRD is written ([`Registry::with_crd`]).
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
     /// Resource definitions.
     pub defs: Vec<ResourceDef>,
-    /// The CRD objects themselves (served read-only under apiextensions.k8s.io).
-    pub crd_objects: Vec<Value>,
 }
 
 impl Registry {
@@ -340,18 +364,16 @@ impl Registry {
             &["api-extensions"],
             Crd,
         );
-        crd.read_only = true;
+        crd.status_subresource = true;
         crd.has_generation = true;
         defs.push(crd);
         defs.extend(crate::auth::resource_defs());
-        Registry {
-            defs,
-            crd_objects: Vec::new(),
-        }
+        Registry { defs }
     }
 
-    /// Loads every `CustomResourceDefinition` from the YAML files (`*.yaml`, `*.yml`) in `dir`.
-    pub fn load_crds(&mut self, dir: &Path) -> Result<(), CrdLoadError> {
+    /// Reads every `CustomResourceDefinition` from the YAML files (`*.yaml`, `*.yml`) in `dir`
+    /// (with the file each came from); the server creates them through the API's create path.
+    pub fn read_crd_files(dir: &Path) -> Result<Vec<(String, Value)>, CrdLoadError> {
         let io = |path: &Path, source| CrdLoadError::Io {
             path: path.display().to_string(),
             source,
@@ -362,6 +384,7 @@ impl Registry {
             .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
             .collect();
         files.sort();
+        let mut out = Vec::new();
         for file in files {
             let text = std::fs::read_to_string(&file).map_err(|e| io(&file, e))?;
             for doc in serde_yaml::Deserializer::from_str(&text) {
@@ -373,17 +396,34 @@ impl Registry {
                 if v.get("kind").and_then(Value::as_str) != Some("CustomResourceDefinition") {
                     continue;
                 }
-                self.add_crd(v).map_err(|detail| CrdLoadError::Invalid {
-                    path: file.display().to_string(),
-                    detail,
-                })?;
+                out.push((file.display().to_string(), v));
             }
         }
-        Ok(())
+        Ok(out)
     }
 
-    /// Registers one CRD object (every served version becomes a resource).
-    pub fn add_crd(&mut self, crd: Value) -> Result<(), String> {
+    /// This registry with the resources of CRD `name` replaced by those `crd` serves (`None`,
+    /// or a CRD whose names are not accepted: the resources go). Schemas that do not compile
+    /// were refused when the CRD was written; here they leave the CRD unserved.
+    pub fn with_crd(&self, name: &str, crd: Option<&Value>) -> Registry {
+        let mut defs: Vec<ResourceDef> = self
+            .defs
+            .iter()
+            .filter(|d| !(d.is_custom() && d.crd_name() == name))
+            .cloned()
+            .collect();
+        if let Some(crd) = crd.filter(|c| crate::crds::is_established(c)) {
+            match Self::crd_defs(crd) {
+                Ok(new) => defs.extend(new),
+                Err(e) => tracing::warn!(crd = name, error = %e, "CRD not served"),
+            }
+        }
+        Registry { defs }
+    }
+
+    /// The resources one CRD object serves (one per served version).
+    pub fn crd_defs(crd: &Value) -> Result<Vec<ResourceDef>, String> {
+        let mut out = Vec::new();
         let spec = crd.get("spec").ok_or("missing spec")?;
         let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
         let strings = |v: Option<&Value>| -> Vec<String> {
@@ -402,6 +442,7 @@ impl Registry {
         let singular = s(names, "singular").unwrap_or_else(|| kind.to_lowercase());
         let list_kind = s(names, "listKind").unwrap_or_else(|| format!("{kind}List"));
         let namespaced = s(spec, "scope").as_deref() != Some("Cluster");
+        let terminating = crd.pointer("/metadata/deletionTimestamp").is_some();
         let versions = spec
             .get("versions")
             .and_then(Value::as_array)
@@ -411,7 +452,10 @@ impl Registry {
                 continue;
             }
             let version = s(ver, "name").ok_or("version without name")?;
-            let schema = ver.pointer("/schema/openAPIV3Schema").cloned();
+            let schema = ver
+                .pointer("/schema/openAPIV3Schema")
+                .cloned()
+                .map(std::sync::Arc::new);
             let validator = match &schema {
                 Some(s) => Some(std::sync::Arc::new(
                     crate::validation::SchemaValidator::new(s)
@@ -420,6 +464,12 @@ impl Registry {
                 None => None,
             };
             let status_subresource = ver.pointer("/subresources/status").is_some();
+            let scale_paths = ver.pointer("/subresources/scale").map(|sc| ScalePaths {
+                spec_replicas: s(sc, "specReplicasPath").unwrap_or_else(|| ".spec.replicas".into()),
+                status_replicas: s(sc, "statusReplicasPath")
+                    .unwrap_or_else(|| ".status.replicas".into()),
+                label_selector: s(sc, "labelSelectorPath"),
+            });
             let printer_columns = ver
                 .get("additionalPrinterColumns")
                 .and_then(Value::as_array)
@@ -436,7 +486,7 @@ impl Registry {
                         .collect()
                 })
                 .unwrap_or_default();
-            self.defs.push(ResourceDef {
+            out.push(ResourceDef {
                 group: group.clone(),
                 version,
                 plural: plural.clone(),
@@ -448,7 +498,7 @@ impl Registry {
                 categories: strings(names.get("categories")),
                 status_subresource,
                 log_subresource: false,
-                scale_subresource: false,
+                scale_subresource: scale_paths.is_some(),
                 has_generation: true,
                 allow_unconditional_update: false,
                 allow_create_on_update: false,
@@ -457,12 +507,13 @@ impl Registry {
                 schema,
                 validator,
                 printer_columns,
+                scale_paths,
+                terminating,
                 builtin: None,
                 storage: (group.clone(), plural.clone()),
             });
         }
-        self.crd_objects.push(crd);
-        Ok(())
+        Ok(out)
     }
 
     /// Looks a resource up by group, version and plural.

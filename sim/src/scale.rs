@@ -1,5 +1,7 @@
-//! The `/scale` subresource of Deployments and ReplicaSets: an `autoscaling/v1` Scale view of
-//! `spec.replicas` (and `status.replicas` + the selector string), read with GET and written with
+//! The `/scale` subresource of Deployments, ReplicaSets and custom resources whose CRD declares
+//! `subresources.scale`: an `autoscaling/v1` Scale view of `spec.replicas` (and
+//! `status.replicas` + the selector string; for custom resources the CRD's
+//! `specReplicasPath`/`statusReplicasPath`/`labelSelectorPath`), read with GET and written with
 //! PUT or PATCH (what `kubectl scale` and autoscalers use).
 
 use serde_json::{Value, json};
@@ -8,7 +10,39 @@ use crate::error::{ApiError, ApiResult};
 use crate::ops::{Managed, State, WriteOpts, key_for, to_external};
 use crate::patch::{PatchType, json_patch, merge_patch, strategic_merge};
 use crate::resources::ResourceDef;
-use crate::workloads::scale_of;
+
+/// `.spec.replicas` → `/spec/replicas` (the simple JSON paths CRDs use for scale).
+fn pointer(path: &str) -> String {
+    path.trim_start_matches('.')
+        .split('.')
+        .fold(String::new(), |mut acc, seg| {
+            acc.push('/');
+            acc.push_str(seg);
+            acc
+        })
+}
+
+/// The Scale of an object of `rd`.
+fn scale_of(rd: &ResourceDef, obj: &Value) -> Value {
+    let mut scale = crate::workloads::scale_of(obj);
+    if let Some(p) = &rd.scale_paths {
+        scale["spec"]["replicas"] = obj
+            .pointer(&pointer(&p.spec_replicas))
+            .cloned()
+            .unwrap_or(json!(0));
+        scale["status"]["replicas"] = obj
+            .pointer(&pointer(&p.status_replicas))
+            .cloned()
+            .unwrap_or(json!(0));
+        scale["status"]["selector"] = p
+            .label_selector
+            .as_deref()
+            .and_then(|l| obj.pointer(&pointer(l)))
+            .cloned()
+            .unwrap_or(json!(""));
+    }
+    scale
+}
 
 /// How a write changes the Scale.
 #[derive(Debug, Clone)]
@@ -22,7 +56,7 @@ pub enum ScaleWrite {
 impl State {
     /// `GET .../{name}/scale`.
     pub fn get_scale(&self, rd: &ResourceDef, ns: &str, name: &str) -> ApiResult<Value> {
-        Ok(scale_of(&self.get(rd, ns, name)?))
+        Ok(scale_of(rd, &self.get(rd, ns, name)?))
     }
 
     /// `PUT`/`PATCH .../{name}/scale`: sets `spec.replicas` of the object (a main-resource
@@ -40,7 +74,7 @@ impl State {
         let Some(old) = inner.objects.get(&key).cloned() else {
             return Err(ApiError::not_found(&rd.group, &rd.plural, name));
         };
-        let current = scale_of(&to_external(rd, &old));
+        let current = scale_of(rd, &to_external(rd, &old));
         let desired = match write {
             ScaleWrite::Replace(body) => {
                 if let Some(k) = body.get("kind").and_then(Value::as_str)
@@ -91,7 +125,11 @@ impl State {
             },
         };
         let mut new = old.clone();
-        new["spec"]["replicas"] = json!(replicas);
+        let spec_path = rd
+            .scale_paths
+            .as_ref()
+            .map_or("/spec/replicas".to_string(), |p| pointer(&p.spec_replicas));
+        set_at(&mut new, &spec_path, json!(replicas));
         let out = self.commit_update(
             &mut inner,
             rd,
@@ -102,6 +140,22 @@ impl State {
             opts,
             Managed::Update(&opts.manager),
         )?;
-        Ok(scale_of(&out.object))
+        Ok(scale_of(rd, &out.object))
     }
+}
+
+/// Sets the value at a JSON pointer, creating intermediate objects.
+fn set_at(obj: &mut Value, pointer: &str, v: Value) {
+    let mut cur = obj;
+    for seg in pointer.trim_start_matches('/').split('/') {
+        if !cur.is_object() {
+            *cur = json!({});
+        }
+        cur = cur
+            .as_object_mut()
+            .expect("object")
+            .entry(seg.to_string())
+            .or_insert(Value::Null);
+    }
+    *cur = v;
 }

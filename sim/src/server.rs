@@ -122,32 +122,6 @@ fn seed(state: &State) {
         };
         inner.put(key, obj);
     }
-    for crd in &state.registry.crd_objects {
-        let mut obj = crd.clone();
-        let name = obj
-            .pointer("/metadata/name")
-            .and_then(|v| v.as_str())
-            .unwrap_or_default()
-            .to_string();
-        obj["metadata"]["uid"] = json!(uuid::Uuid::new_v4().to_string());
-        obj["metadata"]["creationTimestamp"] = json!(now());
-        obj["metadata"]["generation"] = json!(1);
-        obj["status"] = json!({
-            "conditions": [
-                {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found", "lastTransitionTime": now()},
-                {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": now()},
-            ],
-            "acceptedNames": obj.pointer("/spec/names").cloned().unwrap_or(json!({})),
-            "storedVersions": obj.pointer("/spec/versions").and_then(|v| v.as_array()).map(|vs| vs.iter().filter(|v| v.get("storage") == Some(&json!(true))).filter_map(|v| v.get("name").cloned()).collect::<Vec<_>>()).unwrap_or_default(),
-        });
-        let key = ObjKey {
-            group: "apiextensions.k8s.io".into(),
-            resource: "customresourcedefinitions".into(),
-            namespace: String::new(),
-            name,
-        };
-        inner.put(key, obj);
-    }
     crate::auth::bootstrap::seed(&mut inner);
     // What kube-controller-manager does right after start: default ServiceAccounts, the
     // aggregated roles and the `kube-root-ca.crt` ConfigMaps.
@@ -158,10 +132,10 @@ fn seed(state: &State) {
 impl Server {
     /// Starts the server on the current tokio runtime.
     pub async fn start(opts: ServerOptions) -> Result<RunningServer, ServerError> {
-        let mut registry = Registry::builtins();
-        if let Some(dir) = &opts.crds_dir {
-            registry.load_crds(dir)?;
-        }
+        let crds = match &opts.crds_dir {
+            Some(dir) => Registry::read_crd_files(dir)?,
+            None => Vec::new(),
+        };
         let (state_dir, temp) = match &opts.state_dir {
             Some(d) => {
                 std::fs::create_dir_all(d).map_err(io(format!("creating {}", d.display())))?;
@@ -204,7 +178,7 @@ impl Server {
             auth.add_user(u);
         }
         let state = Arc::new(State {
-            registry,
+            registry: arc_swap::ArcSwap::from_pointee(Registry::builtins()),
             store: Store::new(opts.history_limit),
             state_dir: state_dir.clone(),
             gc_wake: Notify::new(),
@@ -212,6 +186,14 @@ impl Server {
             auth,
         });
         seed(&state);
+        for (path, crd) in crds {
+            state
+                .create_initial_crd(crd)
+                .map_err(|e| CrdLoadError::Invalid {
+                    path,
+                    detail: e.message,
+                })?;
+        }
         std::fs::write(state_dir.join("ca.crt"), &pki.ca_pem)
             .map_err(io("writing the CA certificate"))?;
         let url = format!("https://{addr}");

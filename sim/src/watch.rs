@@ -113,6 +113,15 @@ impl Filter {
     }
 }
 
+/// Whether `ev` is the removal of the CRD serving custom resource `rd`.
+fn crd_gone(rd: &ResourceDef, ev: &Event) -> bool {
+    rd.is_custom()
+        && ev.kind == EventType::Deleted
+        && ev.key.group == crate::crds::GROUP
+        && ev.key.resource == crate::crds::RESOURCE
+        && ev.key.name == rd.crd_name()
+}
+
 /// Starts a watch; the returned stream yields one JSON event per line.
 pub fn watch(
     state: Arc<State>,
@@ -195,6 +204,10 @@ pub fn watch(
                 ev = rx.recv() => match ev {
                     Ok(ev) => {
                         if ev.rv <= last { continue; }
+                        if crd_gone(&filter.rd, &ev) {
+                            // The CRD went: its resource is no longer served.
+                            break;
+                        }
                         last = ev.rv;
                         if let Some(t) = filter.translate(&ev) {
                             yield Ok(filter.line(t, &ev.object, &mut first));

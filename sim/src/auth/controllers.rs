@@ -115,7 +115,7 @@ pub fn aggregation_pass(state: &State, inner: &mut Inner) -> bool {
 
 /// One pass of the root-CA publisher; returns whether anything changed.
 pub fn root_ca_pass(state: &State, inner: &mut Inner) -> bool {
-    let Some(rd) = state.registry.find("", "v1", "configmaps").cloned() else {
+    let Some(rd) = state.registry().find("", "v1", "configmaps").cloned() else {
         return false;
     };
     let ca = state.auth.ca_pem.clone();
