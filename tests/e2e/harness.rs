@@ -41,6 +41,12 @@ impl Cluster {
     /// Starts the stand-in (CRDs from `crds/`, Job runner attached), or connects to the cluster
     /// in `E2E_KUBECONFIG` (which must already have the CRDs installed).
     pub async fn start() -> Cluster {
+        Self::start_with_crds(true).await
+    }
+
+    /// Like [`Cluster::start`]; with `crds` false the stand-in starts without DataGuardian's
+    /// CRDs (an install brings them), a real cluster is used as it is.
+    pub async fn start_with_crds(crds: bool) -> Cluster {
         // The stand-in's own log (captured by the test harness, printed when a test fails).
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
@@ -78,7 +84,7 @@ impl Cluster {
         );
         let state = dir.path().join("sim");
         let mut server = kube_sim::Server::start(kube_sim::ServerOptions {
-            crds_dir: Some(workspace().join("crds")),
+            crds_dir: crds.then(|| workspace().join("crds")),
             state_dir: Some(state.clone()),
             ..Default::default()
         })

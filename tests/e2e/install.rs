@@ -152,12 +152,6 @@ patches:
 
 /// `kubectl apply --server-side` of the install as cluster admin.
 fn apply_install(cluster: &Cluster, yaml: &str) {
-    // TEMP: until the stand-in accepts CRD writes.
-    let yaml = &yaml
-        .split("\n---")
-        .filter(|d| !d.contains("kind: CustomResourceDefinition"))
-        .collect::<Vec<_>>()
-        .join("\n---");
     cluster
         .kubectl_stdin(
             &[
@@ -359,7 +353,8 @@ fn last_line(out: &str) -> &str {
 
 async fn install_scenario(installer: Installer) {
     let _serial = crate::serial().await;
-    let cluster = Cluster::start().await;
+    // A cluster without DataGuardian: the install brings the CRDs.
+    let cluster = Cluster::start_with_crds(false).await;
     tag_upgrade_image();
     let services = Services::start();
     let dir = tempfile::Builder::new()
@@ -375,6 +370,18 @@ async fn install_scenario(installer: Installer) {
     }
     let rendered = render(installer, &tag, dir.path());
     apply_install(&cluster, &rendered);
+    cluster
+        .kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            "crd/backupstorages.dataguardian.io",
+            "crd/backuppolicies.dataguardian.io",
+            "crd/backupruns.dataguardian.io",
+            "crd/restoreruns.dataguardian.io",
+            "crd/restorevalidations.dataguardian.io",
+            "--timeout=60s",
+        ])
+        .expect("the CRDs are established");
     let d = wait_rolled_out(&cluster, "install").await;
     let pod_spec = d.spec.template.spec.expect("pod spec");
     assert_eq!(
