@@ -314,9 +314,18 @@ fn the_operator_in_its_image_runs_read_only_and_releases_the_lease_on_sigterm() 
     .unwrap();
     let port = testkit::free_port();
     let name = format!("dg-operator-test-{}", std::process::id());
+    // The stand-in writes its admin kubeconfig for its owner only (it holds a token); the
+    // container's user 65532 reads a copy.
+    let readable = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::copy(sim.kubeconfig_path(), readable.path()).expect("copy kubeconfig");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(readable.path(), std::fs::Permissions::from_mode(0o644))
+            .expect("chmod kubeconfig");
+    }
     let kubeconfig = format!(
         "{}:/etc/dataguardian/kubeconfig:ro",
-        sim.kubeconfig_path().display()
+        readable.path().display()
     );
     let (ok, _, err) = docker(&[
         "run",
