@@ -24,7 +24,6 @@ use crate::harness::{Cluster, Services, TestUser, agent_image, jobs, manual_run,
 const SYSTEM_NS: &str = "dataguardian-system";
 const DEPLOYMENT: &str = "dataguardian";
 const LEASE: &str = "dataguardian-operator";
-const TENANT_NS: &str = "shop";
 
 /// How the product is installed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -333,11 +332,11 @@ fn names(pods: &[Pod]) -> BTreeSet<String> {
 }
 
 /// A test user bound to `role` (a ClusterRole) in the tenant namespace with a RoleBinding.
-fn bind(cluster: &Cluster, user: &TestUser, role: &str) {
+fn bind(cluster: &Cluster, ns: &str, user: &TestUser, role: &str) {
     cluster.apply(&format!(
         r#"apiVersion: rbac.authorization.k8s.io/v1
 kind: RoleBinding
-metadata: {{name: {role}-{name}, namespace: {TENANT_NS}}}
+metadata: {{name: {role}-{name}, namespace: {ns}}}
 roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {role}}}
 subjects:
   - {subject}
@@ -366,7 +365,10 @@ async fn install_scenario(installer: Installer) {
     // ---- Install as cluster admin. Helm's `--create-namespace` makes the release namespace;
     // the kustomize base brings its own Namespace object.
     if installer == Installer::Helm {
-        cluster.namespace(SYSTEM_NS);
+        // (kept by an earlier scenario's uninstall on a real cluster: apply, not create)
+        cluster.apply(&format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {SYSTEM_NS}}}\n"
+        ));
     }
     let rendered = render(installer, &tag, dir.path());
     apply_install(&cluster, &rendered);
@@ -406,7 +408,11 @@ async fn install_scenario(installer: Installer) {
     let (first_leader, first_transitions) = wait_leader(&cluster, &names(&first_pods)).await;
 
     // ---- The tenant: the platform team (admin) sets up storage and policy in `shop`.
-    let ns = cluster.namespace(TENANT_NS);
+    // One tenant namespace per scenario, so both run one after the other on a real cluster.
+    let ns = cluster.namespace(match installer {
+        Installer::Helm => "shop",
+        Installer::Kustomize => "shop-kustomize",
+    });
     cluster.apply(&services.manifests(&ns, "shop", "0 0 1 1 *", ""));
     wait_for::<BackupStorage, _>(
         &cluster,
@@ -429,8 +435,8 @@ async fn install_scenario(installer: Installer) {
     // (dataguardian-readonly).
     let alice = cluster.user("alice", &["shop-devs"]);
     let bob = cluster.user("bob", &["auditors"]);
-    bind(&cluster, &alice, "dataguardian-operator");
-    bind(&cluster, &bob, "dataguardian-readonly");
+    bind(&cluster, &ns, &alice, "dataguardian-operator");
+    bind(&cluster, &ns, &bob, "dataguardian-readonly");
 
     // alice backs up, validates and restores through the plugin.
     let (code, out, err) = cluster.plugin_as(
@@ -511,7 +517,7 @@ async fn install_scenario(installer: Installer) {
         .expect_err("bob may not create a BackupRun");
     assert!(
         refused.contains("Forbidden")
-            && refused.contains("cannot create resource \"backupruns\" in API group \"dataguardian.io\" in the namespace \"shop\""),
+            && refused.contains(&format!("cannot create resource \"backupruns\" in API group \"dataguardian.io\" in the namespace \"{ns}\"")),
         "{refused}"
     );
     let (code, _, err) = cluster.plugin_as(&bob, &["backup", "now", "shop", "-n", &ns]);
