@@ -309,3 +309,53 @@ fn every_bad_example_is_refused_with_a_message_naming_field_and_problem() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Schema validators by kind, from a directory of CRD YAML files (a release).
+fn validators_from(dir: &Path) -> BTreeMap<String, (Value, SchemaValidator)> {
+    yaml_files(dir)
+        .into_iter()
+        .flat_map(|f| documents(&f))
+        .map(|crd| {
+            let schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone();
+            let validator = SchemaValidator::new(&schema).unwrap();
+            let kind = crd["spec"]["names"]["kind"].as_str().unwrap().to_string();
+            (kind, (schema, validator))
+        })
+        .collect()
+}
+
+/// Yesterday's YAML keeps working: every example is also valid against every released CRD
+/// set (`released-crds/v*/`), so a change that would refuse it fails here (and in
+/// `tests/crd_compat.rs`), not in a user's Argo CD.
+#[test]
+fn every_example_is_valid_against_every_released_crd_set() {
+    let mut releases: Vec<PathBuf> = std::fs::read_dir(root().join("released-crds"))
+        .expect("released-crds/")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    releases.sort();
+    assert!(!releases.is_empty());
+    for release in releases {
+        let validators = validators_from(&release);
+        assert_eq!(validators.len(), 5, "{}", release.display());
+        let mut checked = 0;
+        for file in yaml_files(&root().join("examples")) {
+            for obj in documents(&file).into_iter().filter(is_dataguardian) {
+                let name = format!(
+                    "{} {}/{} against {}",
+                    file.display(),
+                    obj["kind"],
+                    obj["metadata"]["name"],
+                    release.display()
+                );
+                let (unknown, errors) = admit(&validators, &obj, None);
+                assert!(unknown.is_empty(), "{name}: unknown fields {unknown:?}");
+                let rendered: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                assert!(errors.is_empty(), "{name} is invalid: {rendered:#?}");
+                checked += 1;
+            }
+        }
+        assert!(checked >= 9, "only {checked} objects checked");
+    }
+}
