@@ -63,29 +63,13 @@ impl Cluster {
     }
 
     fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> String {
-        use std::io::Write;
-        let mut child = Command::new("kubectl")
-            .args(args)
-            .env("KUBECONFIG", self.sim.kubeconfig_path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("kubectl is installed");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(stdin.unwrap_or_default().as_bytes())
-            .expect("writing to kubectl");
-        let out = child.wait_with_output().expect("kubectl output");
-        assert!(
-            out.status.success(),
-            "kubectl {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
+        let out = testkit::kubectl(
+            self.sim.kubeconfig_path(),
+            args,
+            Some(stdin.unwrap_or_default()),
         );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        assert!(out.success(), "kubectl {}: {}", args.join(" "), out.stderr);
+        out.stdout
     }
 
     fn apply(&self, yaml: &str) {

@@ -1265,30 +1265,8 @@ fn resources_documented_as_not_granted_are_not_granted() {
 
 /// Runs kubectl with `kubeconfig`; returns (exit code, stdout + stderr).
 fn kubectl_with(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> (i32, String) {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let mut child = Command::new("kubectl")
-        .args(args)
-        .env("KUBECONFIG", kubeconfig)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl is installed");
-    let _ = child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.unwrap_or_default().as_bytes());
-    let out = child.wait_with_output().expect("kubectl output");
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    let out = testkit::kubectl(kubeconfig, args, stdin);
+    (out.code, format!("{}{}", out.stdout, out.stderr))
 }
 
 /// The same matrix, asked of an API server: `config/rbac/` applied to the stand-in (which

@@ -17,6 +17,7 @@
 //!   copies of CRDs, RBAC, alert rules and dashboards that `make chart` generates.
 //! - [`TestCertificates`]: a throwaway CA and server certificate (openssl) for HTTPS test
 //!   servers, e.g. moto with [`MotoBuilder::tls`].
+//! - [`kubectl`]: the installed kubectl with a given kubeconfig and stdin.
 //! - [`ForwardProxy`]: an HTTP forward proxy (`CONNECT` tunnels, absolute-form requests,
 //!   optional Basic credentials) that records what went through it.
 //! - Helpers: [`free_port`], [`free_port_on`], [`wait_for_port`], [`TempDir`].
@@ -37,6 +38,7 @@ mod error;
 mod forward_proxy;
 mod http_framing;
 pub mod images;
+mod kubectl;
 mod mariadb;
 mod moto;
 mod net;
@@ -47,6 +49,7 @@ mod tls;
 
 pub use error::{Error, Result};
 pub use forward_proxy::{ForwardProxy, ProxiedRequest};
+pub use kubectl::{KubectlOutput, kubectl};
 pub use mariadb::{MariaDb, MariaDbBuilder};
 pub use moto::{ACCESS_KEY_ID, Moto, MotoBuilder, REGION, SECRET_ACCESS_KEY, s3_client};
 pub use net::{LOCALHOST, free_port, free_port_on, parse_loopback, port_is_closed, wait_for_port};

@@ -445,36 +445,18 @@ impl Drop for Operator {
     }
 }
 
-/// Runs kubectl with `kubeconfig` (and `stdin`, if any).
+/// Runs kubectl with `kubeconfig` (and `stdin`, if any): stdout, or the error output.
 fn run_kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
-    let mut cmd = Command::new("kubectl");
-    cmd.args(args)
-        .env("KUBECONFIG", kubeconfig)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
+    let out = testkit::kubectl(kubeconfig, args, stdin);
+    if out.success() {
+        Ok(out.stdout)
     } else {
-        Stdio::null()
-    });
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("kubectl not runnable: {e}"))?;
-    if let Some(input) = stdin {
-        // kubectl may exit before reading it all (a bad flag): its output says why.
-        let _ = child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(input.as_bytes());
-    }
-    let out = child.wait_with_output().expect("kubectl output");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    if out.status.success() {
-        Ok(stdout)
-    } else {
-        Err(format!("kubectl {}: {stderr}{stdout}", args.join(" ")))
+        Err(format!(
+            "kubectl {}: {}{}",
+            args.join(" "),
+            out.stderr,
+            out.stdout
+        ))
     }
 }
 
