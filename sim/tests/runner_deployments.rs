@@ -8,8 +8,6 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::path::Path;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,8 +18,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
-use kube_sim::runner::{RunnerConfig, Runtime, attach};
-use kube_sim::{RunningServer, Server, ServerOptions};
+use kube_sim::RunningServer;
 use serde_json::{Value, json};
 
 const WEB_V1: &str = "kube-sim-test-web:1";
@@ -31,63 +28,13 @@ const TIMEOUT: Duration = Duration::from_secs(120);
 /// Builds the web image (tagged twice, for image-tag rollouts) once per test process.
 fn images() {
     static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
-    BUILT.get_or_init(|| {
-        let base = Command::new("docker")
-            .args(["image", "inspect", "debian:bookworm-slim"])
-            .output()
-            .expect("docker CLI");
-        assert!(
-            base.status.success(),
-            "debian:bookworm-slim is missing: run scripts/base-images.sh"
-        );
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/images");
-        let out = Command::new("docker")
-            .env("DOCKER_BUILDKIT", "0")
-            .args(["build", "-q", "--target", "web", "-t", WEB_V1, "-t", WEB_V2])
-            .arg(&dir)
-            .output()
-            .expect("docker build");
-        assert!(
-            out.status.success(),
-            "docker build {WEB_V1}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    });
+    BUILT.get_or_init(|| common::build_test_image("web", &[WEB_V1, WEB_V2]));
 }
 
-struct Sim {
-    client: Client,
-    server: RunningServer,
-    _dir: tempfile::TempDir,
-}
+type Sim = common::DockerSim;
 
 async fn sim() -> Sim {
-    let _ = tracing_subscriber::fmt()
-        .with_test_writer()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("kube_sim::runner=info")),
-        )
-        .try_init();
-    tokio::task::spawn_blocking(images).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let mut server = Server::start(ServerOptions {
-        state_dir: Some(state.clone()),
-        ..ServerOptions::default()
-    })
-    .await
-    .unwrap();
-    let mut cfg = RunnerConfig::new(state).unwrap();
-    cfg.runtime = Runtime::Docker;
-    cfg.container_restart_backoff = Duration::from_millis(200);
-    attach(&mut server, cfg).await.unwrap();
-    let client = server.client().await.unwrap();
-    Sim {
-        client,
-        server,
-        _dir: dir,
-    }
+    common::docker_sim(images, false).await
 }
 
 async fn wait_for<T, F, Fut>(what: &str, mut f: F) -> T

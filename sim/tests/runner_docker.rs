@@ -3,17 +3,15 @@
 //! `debian:bookworm-slim` (imported by `scripts/base-images.sh`) with `tests/images/Dockerfile`.
 //! Names are unique per test, so the tests run in parallel.
 
+mod common;
+
 use std::future::Future;
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ContainerStateTerminated, ContainerStatus, Pod, Secret};
-use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams, PropagationPolicy};
-use kube_sim::runner::{RunnerConfig, Runtime, attach};
-use kube_sim::{RunningServer, Server, ServerOptions};
 use serde_json::json;
 
 const ROOT_IMAGE: &str = "kube-sim-test-root:1";
@@ -24,66 +22,15 @@ const TIMEOUT: Duration = Duration::from_secs(120);
 fn images() {
     static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     BUILT.get_or_init(|| {
-        let base = Command::new("docker")
-            .args(["image", "inspect", "debian:bookworm-slim"])
-            .output()
-            .expect("docker CLI");
-        assert!(
-            base.status.success(),
-            "debian:bookworm-slim is missing: run scripts/base-images.sh"
-        );
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/images");
-        for (target, tag) in [("root", ROOT_IMAGE), ("nonroot", NONROOT_IMAGE)] {
-            let out = Command::new("docker")
-                .env("DOCKER_BUILDKIT", "0")
-                .args(["build", "-q", "--target", target, "-t", tag])
-                .arg(&dir)
-                .output()
-                .expect("docker build");
-            assert!(
-                out.status.success(),
-                "docker build {tag}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        common::build_test_image("root", &[ROOT_IMAGE]);
+        common::build_test_image("nonroot", &[NONROOT_IMAGE]);
     });
 }
 
-struct Sim {
-    client: Client,
-    server: RunningServer,
-    _dir: tempfile::TempDir,
-}
+type Sim = common::DockerSim;
 
 async fn sim() -> Sim {
-    let _ = tracing_subscriber::fmt()
-        .with_test_writer()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("kube_sim::runner=info")),
-        )
-        .try_init();
-    tokio::task::spawn_blocking(images).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    // A private (0700) temp dir above the state dir, as in the e2e harness.
-    let state = dir.path().join("state");
-    let mut server = Server::start(ServerOptions {
-        state_dir: Some(state.clone()),
-        ..ServerOptions::default()
-    })
-    .await
-    .unwrap();
-    let mut cfg = RunnerConfig::new(state).unwrap();
-    cfg.runtime = Runtime::Docker;
-    cfg.pod_backoff_base = Duration::from_millis(200);
-    cfg.container_restart_backoff = Duration::from_millis(200);
-    attach(&mut server, cfg).await.unwrap();
-    let client = server.client().await.unwrap();
-    Sim {
-        client,
-        server,
-        _dir: dir,
-    }
+    common::docker_sim(images, true).await
 }
 
 async fn wait_for<T, F, Fut>(what: &str, mut f: F) -> T

@@ -145,3 +145,74 @@ pub async fn kubectl_ok(server: &RunningServer, args: &[&str]) -> String {
     );
     out.stdout
 }
+
+/// Builds `target` of `tests/images/Dockerfile` under `tags` (from `debian:bookworm-slim`,
+/// which `scripts/base-images.sh` imports). Callers build once per test process.
+pub fn build_test_image(target: &str, tags: &[&str]) {
+    use std::process::Command;
+    let base = Command::new("docker")
+        .args(["image", "inspect", "debian:bookworm-slim"])
+        .output()
+        .expect("docker CLI");
+    assert!(
+        base.status.success(),
+        "debian:bookworm-slim is missing: run scripts/base-images.sh"
+    );
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/images");
+    let mut cmd = Command::new("docker");
+    cmd.env("DOCKER_BUILDKIT", "0")
+        .args(["build", "-q", "--target", target]);
+    for tag in tags {
+        cmd.args(["-t", tag]);
+    }
+    let out = cmd.arg(&dir).output().expect("docker build");
+    assert!(
+        out.status.success(),
+        "docker build {}: {}",
+        tags.join(", "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The server with the runner attached on the Docker runtime (restart backoff 200 ms; the
+/// pod backoff too when `fast_pod_backoff`), its admin client, and the temp dir holding the
+/// state (a private 0700 dir above it, as in the e2e harness).
+pub struct DockerSim {
+    pub client: kube::Client,
+    pub server: RunningServer,
+    pub _dir: tempfile::TempDir,
+}
+
+/// Starts a [`DockerSim`] after `images` (run on a blocking thread) has built what it needs.
+pub async fn docker_sim(images: fn(), fast_pod_backoff: bool) -> DockerSim {
+    use kube_sim::runner::{RunnerConfig, Runtime, attach};
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("kube_sim::runner=info")),
+        )
+        .try_init();
+    tokio::task::spawn_blocking(images).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let mut server = Server::start(ServerOptions {
+        state_dir: Some(state.clone()),
+        ..ServerOptions::default()
+    })
+    .await
+    .unwrap();
+    let mut cfg = RunnerConfig::new(state).unwrap();
+    cfg.runtime = Runtime::Docker;
+    if fast_pod_backoff {
+        cfg.pod_backoff_base = Duration::from_millis(200);
+    }
+    cfg.container_restart_backoff = Duration::from_millis(200);
+    attach(&mut server, cfg).await.unwrap();
+    let client = server.client().await.unwrap();
+    DockerSim {
+        client,
+        server,
+        _dir: dir,
+    }
+}
