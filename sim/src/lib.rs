@@ -8,6 +8,7 @@
 //! printer-column tables for kubectl, protobuf bodies from kubectl's generators, and pod logs.
 //! See `sim/README.md` for what differs from a real kube-apiserver.
 
+pub mod admission_policy;
 pub mod apply;
 pub mod auth;
 pub mod builtin;

@@ -562,9 +562,25 @@ impl State {
         if rd.builtin == Some(Builtin::Pod) {
             crate::auth::admission::admit_pod(inner, ns, &display_name, &mut obj)?;
         }
-        let warnings = admit(rd, &mut obj, None, opts.field_validation, &name)?;
+        let mut warnings = admit(rd, &mut obj, None, opts.field_validation, &name)?;
         if let Some(user) = &opts.requester {
             crate::auth::escalation::check(inner, rd, ns, &obj, None, user)?;
+            let request = crate::admission_policy::Request {
+                rd,
+                subresource: None,
+                operation: crate::admission_policy::Operation::Create,
+                namespace: ns,
+                name: &name,
+                object: Some(&obj),
+                old_object: None,
+                user,
+                dry_run: opts.dry_run,
+            };
+            warnings.extend(crate::admission_policy::admit(
+                inner,
+                &self.registry(),
+                &request,
+            )?);
         }
         crate::workloads::allocate(inner, rd, None, &mut obj)?;
         if let Managed::Update(mgr) = managed {
@@ -818,9 +834,25 @@ impl State {
         if !errs.is_empty() {
             return Err(ApiError::invalid_fields(&rd.group, &rd.kind, &name, &errs));
         }
-        let warnings = admit(rd, &mut new, Some(&old), opts.field_validation, &name)?;
+        let mut warnings = admit(rd, &mut new, Some(&old), opts.field_validation, &name)?;
         if let Some(user) = &opts.requester {
             crate::auth::escalation::check(inner, rd, &key.namespace, &new, Some(&old), user)?;
+            let request = crate::admission_policy::Request {
+                rd,
+                subresource: sub,
+                operation: crate::admission_policy::Operation::Update,
+                namespace: &key.namespace,
+                name: &name,
+                object: Some(&new),
+                old_object: Some(&old),
+                user,
+                dry_run: opts.dry_run,
+            };
+            warnings.extend(crate::admission_policy::admit(
+                inner,
+                &self.registry(),
+                &request,
+            )?);
         }
         crate::workloads::allocate(inner, rd, Some(&old), &mut new)?;
         if rd.has_generation

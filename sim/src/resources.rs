@@ -51,6 +51,11 @@ pub enum Builtin {
     ValidatingWebhookConfiguration,
     /// admissionregistration.k8s.io/v1 MutatingWebhookConfiguration (stored; not called).
     MutatingWebhookConfiguration,
+    /// admissionregistration.k8s.io/v1 ValidatingAdmissionPolicy (evaluated on writes, see
+    /// [`crate::admission_policy`]).
+    ValidatingAdmissionPolicy,
+    /// admissionregistration.k8s.io/v1 ValidatingAdmissionPolicyBinding.
+    ValidatingAdmissionPolicyBinding,
 }
 
 /// A CRD `additionalPrinterColumns` entry.
@@ -354,6 +359,7 @@ impl Registry {
         job.orphan_by_default = true;
         defs.push(job);
         crate::workloads::register(&mut defs);
+        crate::admission_policy::register(&mut defs);
         let mut crd = ResourceDef::builtin(
             "apiextensions.k8s.io",
             "v1",

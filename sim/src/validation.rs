@@ -233,7 +233,9 @@ impl fmt::Debug for SchemaValidator {
     }
 }
 
-fn cel_env() -> cel::Env {
+/// The CEL environment Kubernetes offers (the standard library plus the strings and lists
+/// extensions).
+pub(crate) fn cel_env() -> cel::Env {
     let mut env = cel::Env::stdlib();
     // Kubernetes enables the strings and lists extension libraries; keep both available.
     // These only fail on duplicate declarations, which cannot happen on a fresh stdlib env.
@@ -950,7 +952,7 @@ fn escape_pointer(key: &str) -> String {
 
 /// Converts JSON to a CEL value, guided by the schema (Kubernetes' typing: `integer` → int,
 /// `number` → double, objects → maps keyed by property name).
-fn to_cel(value: &Value, schema: Option<&Value>) -> cel::Value {
+pub(crate) fn to_cel(value: &Value, schema: Option<&Value>) -> cel::Value {
     match value {
         Value::Null => cel::Value::Null,
         Value::Bool(b) => cel::Value::Bool(*b),

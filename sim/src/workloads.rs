@@ -139,6 +139,9 @@ pub fn typed_roundtrip(b: Builtin, obj: &Value) -> Option<Value> {
         Builtin::MutatingWebhookConfiguration => {
             roundtrip::<k::admissionregistration::v1::MutatingWebhookConfiguration>(obj)
         }
+        Builtin::ValidatingAdmissionPolicy | Builtin::ValidatingAdmissionPolicyBinding => {
+            crate::admission_policy::typed_roundtrip(b, obj)
+        }
         _ => None,
     }
 }
@@ -308,6 +311,9 @@ fn default_kind(rd: &ResourceDef, obj: &mut Value) {
         Some(Builtin::NetworkPolicy) => default_network_policy(obj),
         Some(Builtin::ValidatingWebhookConfiguration) => default_webhooks(obj, false),
         Some(Builtin::MutatingWebhookConfiguration) => default_webhooks(obj, true),
+        Some(
+            b @ (Builtin::ValidatingAdmissionPolicy | Builtin::ValidatingAdmissionPolicyBinding),
+        ) => crate::admission_policy::set_defaults(b, obj),
         _ => {}
     }
 }
@@ -968,6 +974,9 @@ pub fn validate(rd: &ResourceDef, obj: &Value) -> Vec<FieldErr> {
         Some(Builtin::PodDisruptionBudget) => pdb_errors(obj, &mut errs),
         Some(Builtin::ValidatingWebhookConfiguration) => webhook_errors(obj, false, &mut errs),
         Some(Builtin::MutatingWebhookConfiguration) => webhook_errors(obj, true, &mut errs),
+        Some(
+            b @ (Builtin::ValidatingAdmissionPolicy | Builtin::ValidatingAdmissionPolicyBinding),
+        ) => errs.extend(crate::admission_policy::validate(b, obj)),
         _ => {}
     }
     errs
