@@ -1279,6 +1279,25 @@ fn bad_values_are_refused_with_a_clear_message() {
             &[("crds.install", "yes")],
             "- crds.install: Invalid type. Expected: boolean, given: string",
         ),
+        (
+            &[("admissionPolicies.validationActions", "{Block}")],
+            "- admissionPolicies.validationActions.0: admissionPolicies.validationActions.0 must be one of the following: \"Deny\", \"Warn\", \"Audit\"",
+        ),
+        (
+            &[("admissionPolicies.validationActions", "{Deny,Warn}")],
+            "- admissionPolicies.validationActions: Must not validate the schema (not)",
+        ),
+        (
+            &[("admissionPolicies.minimumRetention.days", "0")],
+            "- admissionPolicies.minimumRetention.days: Must be greater than or equal to 1",
+        ),
+        (
+            &[(
+                "admissionPolicies.approvedStorages.approverGroups",
+                "{a\\,b}",
+            )],
+            "- admissionPolicies.approvedStorages.approverGroups.0: Does not match pattern",
+        ),
     ];
     for (set, expected) in cases {
         let err = try_render(&RenderOptions::new(&[], set))
@@ -1325,6 +1344,15 @@ fn settings_that_cannot_work_are_refused_by_the_templates() {
         err.trim(),
         "Error: chart requires kubeVersion: >=1.29.0-0 which is incompatible with Kubernetes v1.28.15"
     );
+    let err = try_render(&RenderOptions {
+        kube_version: Some("v1.29.10".into()),
+        ..RenderOptions::new(&[], &[("admissionPolicies.enabled", "true")])
+    })
+    .unwrap_err();
+    assert!(
+        err.contains("admissionPolicies.enabled needs admissionregistration.k8s.io/v1 ValidatingAdmissionPolicy (Kubernetes 1.30 or later)"),
+        "{err}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1356,10 +1384,43 @@ fn every_rendered_object_passes_kubernetes_validate_strict_for_1_29_to_1_32() {
         std::fs::write(&file, docs.join("---\n")).unwrap();
         files.push(file);
     }
+    // ValidatingAdmissionPolicy is GA (admissionregistration.k8s.io/v1) from 1.30: the chart
+    // refuses to render it for 1.29 (settings_that_cannot_work_are_refused_by_the_templates).
+    let without_policies: Vec<PathBuf> = files
+        .iter()
+        .map(|f| {
+            let text = std::fs::read_to_string(f).unwrap();
+            let docs: Vec<&str> = text
+                .split("---\n")
+                .filter(|d| !d.contains("kind: ValidatingAdmissionPolicy"))
+                .collect();
+            let out = f.with_extension("1.29.yaml");
+            std::fs::write(&out, docs.join("---\n")).unwrap();
+            out
+        })
+        .collect();
+    let policy_docs = files
+        .iter()
+        .map(|f| {
+            let text = std::fs::read_to_string(f).unwrap();
+            text.split("---\n")
+                .filter(|d| d.contains("kind: ValidatingAdmissionPolicy"))
+                .count()
+        })
+        .sum::<usize>();
+    assert!(
+        policy_docs >= 8,
+        "only {policy_docs} admission policy objects rendered"
+    );
     for version in ["1.29", "1.30", "1.31", "1.32"] {
+        let (files, expected) = if version == "1.29" {
+            (&without_policies, expected - policy_docs)
+        } else {
+            (&files, expected)
+        };
         let out = Command::new("kubernetes-validate")
             .args(["--strict", "--kubernetes-version", version])
-            .args(&files)
+            .args(files)
             .output()
             .expect("kubernetes-validate is required (pip install kubernetes-validate)");
         let text = format!(

@@ -155,6 +155,25 @@ impl Cluster {
     /// `e2e-people` with a token (`groups` unused there: bind the returned subject).
     #[allow(dead_code)]
     pub fn user(&self, name: &str, groups: &[&str]) -> TestUser {
+        self.user_in(name, groups, "e2e-people")
+    }
+
+    /// A member of `group`, and the group as the API server reports it: on the stand-in a
+    /// static user in `group`; on a real cluster a ServiceAccount of the namespace
+    /// `e2e-GROUP`, whose group is `system:serviceaccounts:e2e-GROUP`.
+    #[allow(dead_code)]
+    pub fn group_member(&self, name: &str, group: &str) -> (TestUser, String) {
+        if self._server.is_some() {
+            return (self.user(name, &[group]), group.to_string());
+        }
+        let ns = format!("e2e-{group}");
+        (
+            self.user_in(name, &[], &ns),
+            format!("system:serviceaccounts:{ns}"),
+        )
+    }
+
+    fn user_in(&self, name: &str, groups: &[&str], people: &str) -> TestUser {
         if let Some(server) = &self._server {
             let kubeconfig = server.add_user(name, groups).expect("adding a test user");
             return TestUser {
@@ -165,7 +184,6 @@ impl Cluster {
                 kubeconfig,
             };
         }
-        let people = "e2e-people";
         let _ = self.kubectl(&["create", "namespace", people]);
         let _ = self.kubectl(&["create", "serviceaccount", name, "-n", people]);
         let token = self
@@ -221,7 +239,9 @@ impl Cluster {
             "backupstorages",
             "backuppolicies",
             "backupruns",
+            "br",
             "restoreruns",
+            "rr",
             "restorevalidations",
             "jobs",
             "pods",
@@ -449,6 +469,7 @@ impl Drop for Operator {
 fn run_kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
     let out = testkit::kubectl(kubeconfig, args, stdin);
     if out.success() {
+        check_released_crds(kubeconfig, args, stdin);
         Ok(out.stdout)
     } else {
         Err(format!(
@@ -468,6 +489,73 @@ pub struct TestUser {
     pub subject: String,
     pub kubeconfig: PathBuf,
 }
+
+/// Every DataGuardian object the suite writes and today's server accepted must also be valid
+/// for every released CRD set (`released-crds/`): the YAML of an `apply`, `create` or
+/// `replace`, and the object a `patch` leaves (read back, status dropped). A change that would
+/// refuse yesterday's YAML fails here, naming the release, the object and the field.
+fn check_released_crds(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) {
+    use crate::released_crds::{is_dataguardian, parse_documents, refusals, releases};
+    static RELEASES: std::sync::OnceLock<Vec<(PathBuf, crate::released_crds::Validators)>> =
+        std::sync::OnceLock::new();
+    let objects: Vec<serde_json::Value> = match (args.first().copied(), stdin) {
+        (Some("apply" | "create" | "replace"), Some(yaml)) => {
+            parse_documents(yaml, "kubectl stdin")
+        }
+        (Some("patch"), _)
+            if args.len() >= 3
+                && (args[1].contains(".dataguardian.io")
+                    || DATAGUARDIAN_RESOURCES.contains(&args[1])) =>
+        {
+            let mut get = vec!["get", args[1], args[2], "-o", "json"];
+            if let Some(i) = args.iter().position(|a| *a == "-n") {
+                get.extend(["-n", args[i + 1]]);
+            }
+            let out = testkit::kubectl(kubeconfig, &get, None);
+            let mut obj: serde_json::Value = match serde_json::from_str(&out.stdout) {
+                Ok(v) => v,
+                Err(_) => return,
+            };
+            if let Some(m) = obj.as_object_mut() {
+                m.remove("status");
+            }
+            vec![obj]
+        }
+        _ => return,
+    };
+    let releases = RELEASES.get_or_init(releases);
+    for obj in objects.iter().filter(|o| is_dataguardian(o)) {
+        let refused = refusals(releases, obj);
+        assert!(
+            refused.is_empty(),
+            "{} {}/{} is accepted today but a released CRD refuses it (kubectl {}):\n{}",
+            obj["kind"],
+            obj["metadata"]["namespace"].as_str().unwrap_or_default(),
+            obj["metadata"]["name"].as_str().unwrap_or_default(),
+            args.join(" "),
+            refused.join("\n")
+        );
+    }
+}
+
+/// DataGuardian's resources as kubectl names them (plural, singular, short names).
+const DATAGUARDIAN_RESOURCES: &[&str] = &[
+    "backupstorage",
+    "backupstorages",
+    "bs",
+    "backuppolicy",
+    "backuppolicies",
+    "bp",
+    "backuprun",
+    "backupruns",
+    "br",
+    "restorerun",
+    "restoreruns",
+    "rr",
+    "restorevalidation",
+    "restorevalidations",
+    "rv",
+];
 
 /// `kubectl dataguardian ARGS` with `kubeconfig`.
 fn plugin_with(kubeconfig: &Path, args: &[&str]) -> (i32, String, String) {

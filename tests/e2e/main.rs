@@ -14,6 +14,9 @@ mod notify;
 mod operations;
 mod pinning;
 mod plugin;
+mod policies;
+#[path = "../shared/released_crds.rs"]
+mod released_crds;
 mod restore;
 mod telemetry;
 
