@@ -571,7 +571,7 @@ fn strs(v: Option<&Value>) -> Vec<&str> {
 }
 
 /// Whether one `NamedRuleWithOperations` covers the request.
-fn rule_matches(rule: &Value, req: &Request<'_>) -> bool {
+pub(crate) fn rule_matches(rule: &Value, req: &Request<'_>) -> bool {
     let any = |list: &[&str], v: &str| list.iter().any(|x| *x == "*" || *x == v);
     if !any(&strs(rule.get("apiGroups")), &req.rd.group)
         || !any(&strs(rule.get("apiVersions")), &req.rd.version)
@@ -616,7 +616,7 @@ fn selector_ok(selector: Option<&Value>, labels: Option<&Value>) -> bool {
 }
 
 /// `matchConstraints` / `matchResources`: rules, exclusions and the two selectors.
-fn matches_resources(inner: &Inner, m: &Value, req: &Request<'_>) -> bool {
+pub(crate) fn matches_resources(inner: &Inner, m: &Value, req: &Request<'_>) -> bool {
     let rules = m.get("resourceRules").and_then(Value::as_array);
     // A binding's matchResources without rules defers to the policy's.
     if let Some(rules) = rules

@@ -245,6 +245,7 @@ async fn route(
             field_validation,
             force: truthy(&q, "force"),
             requester: Some(user.clone()),
+            admission_patches: Vec::new(),
         })
     };
     let list_opts = || -> Result<ListOpts, ApiError> {
@@ -354,7 +355,14 @@ async fn route(
             if rd.builtin == Some(Builtin::Pod) {
                 crate::auth::admission::wait_for_default_service_account(&state, &ns, &obj).await;
             }
-            let out = state.create(&rd, &ns, obj, &write_opts()?)?;
+            let out = crate::webhooks::admit_and_write(
+                &state,
+                &rd,
+                &ns,
+                crate::webhooks::Write::Create(obj),
+                &write_opts()?,
+            )
+            .await?;
             Ok(json_response(
                 StatusCode::CREATED,
                 &out.object,
@@ -369,7 +377,13 @@ async fn route(
         }
         (Method::PUT, Some(name)) if matches!(target.sub.as_deref(), None | Some("status")) => {
             let obj = decode_body(&rd, &content_type, &body)?;
-            let out = state.update(&rd, &ns, &name, obj, target.sub.as_deref(), &write_opts()?)?;
+            let write = crate::webhooks::Write::Update {
+                name: name.clone(),
+                body: obj,
+                sub: target.sub.clone(),
+            };
+            let out =
+                crate::webhooks::admit_and_write(&state, &rd, &ns, write, &write_opts()?).await?;
             let code = if out.created {
                 StatusCode::CREATED
             } else {
@@ -390,15 +404,14 @@ async fn route(
                 serde_json::from_slice(&body)
                     .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?
             };
-            let out = state.patch(
-                &rd,
-                &ns,
-                &name,
+            let write = crate::webhooks::Write::Patch {
+                name: name.clone(),
                 ptype,
                 patch,
-                target.sub.as_deref(),
-                &write_opts()?,
-            )?;
+                sub: target.sub.clone(),
+            };
+            let out =
+                crate::webhooks::admit_and_write(&state, &rd, &ns, write, &write_opts()?).await?;
             let code = if out.created {
                 StatusCode::CREATED
             } else {

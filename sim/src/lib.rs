@@ -34,6 +34,7 @@ pub mod tls;
 pub mod types;
 pub mod validation;
 pub mod watch;
+pub mod webhooks;
 pub mod workloads;
 
 pub use auth::StaticUser;

@@ -64,6 +64,9 @@ pub struct WriteOpts {
     /// Who asks (API requests: RBAC objects they write are checked for privilege escalation);
     /// `None` for the server's own controllers.
     pub requester: Option<crate::auth::UserInfo>,
+    /// JSONPatches of mutating admission webhooks, applied to the object where the API server
+    /// admits it ([`crate::webhooks`]).
+    pub admission_patches: Vec<Value>,
 }
 
 /// The result of a write.
@@ -562,6 +565,9 @@ impl State {
         if rd.builtin == Some(Builtin::Pod) {
             crate::auth::admission::admit_pod(inner, ns, &display_name, &mut obj)?;
         }
+        for patch in &opts.admission_patches {
+            obj = crate::patch::json_patch(&obj, patch)?;
+        }
         let mut warnings = admit(rd, &mut obj, None, opts.field_validation, &name)?;
         if let Some(user) = &opts.requester {
             crate::auth::escalation::check(inner, rd, ns, &obj, None, user)?;
@@ -833,6 +839,9 @@ impl State {
         }
         if !errs.is_empty() {
             return Err(ApiError::invalid_fields(&rd.group, &rd.kind, &name, &errs));
+        }
+        for patch in &opts.admission_patches {
+            new = crate::patch::json_patch(&new, patch)?;
         }
         let mut warnings = admit(rd, &mut new, Some(&old), opts.field_validation, &name)?;
         if let Some(user) = &opts.requester {

@@ -47,9 +47,10 @@ pub enum Builtin {
     PodDisruptionBudget,
     /// networking.k8s.io/v1 NetworkPolicy (stored; not enforced).
     NetworkPolicy,
-    /// admissionregistration.k8s.io/v1 ValidatingWebhookConfiguration (stored; not called).
+    /// admissionregistration.k8s.io/v1 ValidatingWebhookConfiguration (called on writes, see
+    /// [`crate::webhooks`]).
     ValidatingWebhookConfiguration,
-    /// admissionregistration.k8s.io/v1 MutatingWebhookConfiguration (stored; not called).
+    /// admissionregistration.k8s.io/v1 MutatingWebhookConfiguration (called on writes).
     MutatingWebhookConfiguration,
     /// admissionregistration.k8s.io/v1 ValidatingAdmissionPolicy (evaluated on writes, see
     /// [`crate::admission_policy`]).
