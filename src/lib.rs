@@ -2,6 +2,8 @@
 //! backups restore.
 //!
 //! Module map (see `DESIGN.md` §2):
+//! - [`admission`]: the admission webhook (who asked for a run, who changed a policy) and its
+//!   certificates.
 //! - [`api`]: the custom resource types, one file per kind, no client code.
 //! - [`agent`]: the data path that runs inside backup/restore/validation Jobs.
 //! - [`controller`]: the reconcilers; pure planning separated from API calls.
@@ -12,6 +14,7 @@
 //! - [`egress`]: where tenant-named endpoints may be reached (the resolved-address policy) and
 //!   the caps on what is read from them.
 
+pub mod admission;
 pub mod agent;
 pub mod api;
 pub mod cli;

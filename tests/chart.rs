@@ -377,7 +377,7 @@ fn chart_defaults_render_the_same_objects_as_the_kustomize_base() {
         "the chart with default values and config/default differ:\n{}",
         differences.join("\n")
     );
-    assert_eq!(chart_objects.len(), 16, "{chart_keys:?}");
+    assert_eq!(chart_objects.len(), 18, "{chart_keys:?}");
 }
 
 #[test]
@@ -386,7 +386,13 @@ fn the_kustomize_base_uses_the_sources_themselves() {
     let k: Value = serde_yaml::from_str(&text).unwrap();
     assert_eq!(
         k["resources"],
-        json!(["namespace.yaml", "../crd", "../rbac", "../manager"])
+        json!([
+            "namespace.yaml",
+            "../crd",
+            "../rbac",
+            "../manager",
+            "../webhook"
+        ])
     );
     // config/rbac is the very directory tests/rbac_matrix.rs checks; its objects come out of
     // the base unchanged apart from the common labels.
@@ -440,7 +446,9 @@ fn defaults_render_a_restricted_two_replica_operator() {
             "Role",
             "RoleBinding",
             "Service",
+            "Service",
             "Deployment",
+            "MutatingWebhookConfiguration",
         ],
         "Helm's install order"
     );
@@ -471,7 +479,8 @@ fn defaults_render_a_restricted_two_replica_operator() {
     );
     assert_eq!(
         c["ports"],
-        json!([{"name": "metrics", "containerPort": 8080, "protocol": "TCP"}])
+        json!([{"name": "metrics", "containerPort": 8080, "protocol": "TCP"},
+               {"name": "webhook", "containerPort": 9443, "protocol": "TCP"}])
     );
     let env = env(&objects);
     assert_eq!(env["POD_NAMESPACE"], "fieldRef:metadata.namespace");
@@ -572,12 +581,34 @@ fn check_references(variant: &str, objects: &[Object]) {
     if let Some(account) = objects.iter().find(|o| o.kind() == "ServiceAccount") {
         assert_eq!(account.name(), sa, "{variant}");
     }
-    let port = &container(objects)["ports"][0];
+    let port_names: Vec<&Value> = container(objects)["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| &p["name"])
+        .collect();
     for o in objects {
         match o.kind() {
             "Service" => {
                 selects_pods(&o.value["spec"]["selector"], "the Service");
-                assert_eq!(o.value["spec"]["ports"][0]["targetPort"], port["name"]);
+                assert!(
+                    port_names.contains(&&o.value["spec"]["ports"][0]["targetPort"]),
+                    "{variant}: {} targets a port the container does not name",
+                    o.key()
+                );
+            }
+            "MutatingWebhookConfiguration" => {
+                for w in o.value["webhooks"].as_array().unwrap() {
+                    let svc = &w["clientConfig"]["service"];
+                    assert!(
+                        objects.iter().any(|s| s.kind() == "Service"
+                            && s.value["metadata"]["name"] == svc["name"]
+                            && s.value["metadata"]["namespace"] == svc["namespace"]
+                            && s.value["spec"]["ports"][0]["port"] == svc["port"]),
+                        "{variant}: webhook {} calls a Service that is not rendered",
+                        w["name"]
+                    );
+                }
             }
             "PodDisruptionBudget" | "NetworkPolicy" => {
                 let path = if o.kind() == "NetworkPolicy" {
@@ -588,7 +619,10 @@ fn check_references(variant: &str, objects: &[Object]) {
                 selects_pods(o.value.pointer(path).unwrap(), o.kind());
             }
             "ServiceMonitor" => {
-                let service = objects.iter().find(|s| s.kind() == "Service").unwrap();
+                let service = objects
+                    .iter()
+                    .find(|s| s.kind() == "Service" && s.name().ends_with("-metrics"))
+                    .unwrap();
                 let service_labels = service.value["metadata"]["labels"].as_object().unwrap();
                 for (k, v) in o.value["spec"]["selector"]["matchLabels"]
                     .as_object()
@@ -1359,7 +1393,7 @@ fn settings_that_cannot_work_are_refused_by_the_templates() {
 // Kubernetes' own schemas.
 
 /// Kinds kubernetes-validate has no schema for (CRD-backed): checked by the tests above.
-const CRD_BACKED: &[&str] = &["ServiceMonitor", "PrometheusRule"];
+const CRD_BACKED: &[&str] = &["ServiceMonitor", "PrometheusRule", "Certificate", "Issuer"];
 
 #[test]
 fn every_rendered_object_passes_kubernetes_validate_strict_for_1_29_to_1_32() {

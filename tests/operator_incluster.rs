@@ -266,6 +266,8 @@ impl Operator {
             .env("POD_NAME", identity)
             .env("DG_LEASE_DURATION_SECONDS", lease_seconds.to_string())
             .env("DG_LOG_FORMAT", "json")
+            // Several operators share this host: each serves its webhook on a port of its own.
+            .env("DG_WEBHOOK_ADDR", "127.0.0.1:0")
             .env("RUST_LOG", "info,dataguardian=debug,kube=warn")
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())

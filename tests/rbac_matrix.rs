@@ -299,8 +299,12 @@ struct Row {
     group: String,
     resource: String,
     subresource: Option<String>,
-    /// verb → allowed, for every column in [`VERBS`].
+    /// verb → allowed, for every column in [`VERBS`] (for any name: a cell `only NAME` is
+    /// `false` here and listed in `named`).
     cells: BTreeMap<String, bool>,
+    /// verb → the one object name it is granted for (`only NAME` cells: a rule with
+    /// `resourceNames`).
+    named: BTreeMap<String, String>,
 }
 
 impl Row {
@@ -373,12 +377,23 @@ fn parse_matrix(doc: &str) -> Result<Vec<Row>, String> {
             resource: resource.to_owned(),
             subresource,
             cells: BTreeMap::new(),
+            named: BTreeMap::new(),
         };
         for (verb, cell) in VERBS.iter().zip(&c[2..]) {
             let allowed = match cell.as_str() {
                 "yes" => true,
                 "no" => false,
-                other => return Err(format!("matrix cell {other:?} is not yes/no: {line}")),
+                other => match other.strip_prefix("only ") {
+                    Some(name) if !name.trim().is_empty() => {
+                        row.named.insert(verb.to_string(), name.trim().to_owned());
+                        false
+                    }
+                    _ => {
+                        return Err(format!(
+                            "matrix cell {other:?} is not yes/no/only NAME: {line}"
+                        ));
+                    }
+                },
             };
             row.cells.insert(verb.to_string(), allowed);
         }
@@ -435,6 +450,19 @@ fn check(manifests: &Manifests, rows: &[Row]) -> Vec<String> {
                 subresource: row.subresource.as_deref(),
                 name: None,
             };
+            if let Some(name) = row.named.get(verb) {
+                let named = eval::Request {
+                    name: Some(name),
+                    ..req
+                };
+                if !eval::allows(&rules, &named) {
+                    errors.push(format!(
+                        "{}: `{verb}` on {} {name}: docs/rbac.md says only that one, the manifests do not grant it",
+                        row.role,
+                        row.resource_label(),
+                    ));
+                }
+            }
             let granted = eval::allows(&rules, &req);
             if granted != documented {
                 errors.push(format!(
@@ -473,12 +501,37 @@ fn check(manifests: &Manifests, rows: &[Row]) -> Vec<String> {
             .iter()
             .map(|((_, n), r)| (n.clone(), r.rules.clone().unwrap_or_default())),
     );
+    let documented_named: BTreeSet<(String, String, String, String)> = rows
+        .iter()
+        .flat_map(|r| {
+            r.named.iter().map(move |(verb, name)| {
+                (
+                    r.role.clone(),
+                    r.resource_label(),
+                    verb.clone(),
+                    name.clone(),
+                )
+            })
+        })
+        .collect();
     for (role, rules) in &our_roles {
-        errors.extend(undocumented_grants(role, rules, &documented_yes, false));
+        errors.extend(undocumented_grants(
+            role,
+            rules,
+            &documented_yes,
+            &documented_named,
+            false,
+        ));
     }
     for role in BUILT_IN {
         let rules = effective[role].rules.clone().unwrap_or_default();
-        errors.extend(undocumented_grants(role, &rules, &documented_yes, true));
+        errors.extend(undocumented_grants(
+            role,
+            &rules,
+            &documented_yes,
+            &documented_named,
+            true,
+        ));
     }
 
     // 3. Every role of ours appears in the matrix.
@@ -491,14 +544,16 @@ fn check(manifests: &Manifests, rows: &[Row]) -> Vec<String> {
     errors
 }
 
-/// Every (resource, verb) a role's rules grant that the matrix does not mark `yes`.
-/// Our manifests use explicit lists only, so grants can be enumerated exactly; wildcards,
-/// resourceNames and nonResourceURLs cannot be expressed in the matrix and are reported.
-/// For built-in roles only the `dataguardian.io` rules are ours to check.
+/// Every (resource, verb) a role's rules grant that the matrix does not mark `yes` (or, for a
+/// rule with `resourceNames`, `only NAME` with exactly that one name). Our manifests use
+/// explicit lists only, so grants can be enumerated exactly; wildcards and nonResourceURLs
+/// cannot be expressed in the matrix and are reported. For built-in roles only the
+/// `dataguardian.io` rules are ours to check.
 fn undocumented_grants(
     role: &str,
     rules: &[PolicyRule],
     documented_yes: &BTreeSet<(String, String, String)>,
+    documented_named: &BTreeSet<(String, String, String, String)>,
     only_our_group: bool,
 ) -> Vec<String> {
     let mut errors = Vec::new();
@@ -516,9 +571,10 @@ fn undocumented_grants(
                 "{role}: nonResourceURLs are not documented: {rule:?}"
             ));
         }
-        if rule.resource_names.as_ref().is_some_and(|n| !n.is_empty()) {
+        let names = rule.resource_names.clone().unwrap_or_default();
+        if names.len() > 1 {
             errors.push(format!(
-                "{role}: resourceNames restrict a rule the matrix cannot express: {rule:?}"
+                "{role}: several resourceNames in one rule; the matrix documents one name per cell: {rule:?}"
             ));
         }
         let resources = rule.resources.clone().unwrap_or_default();
@@ -534,6 +590,15 @@ fn undocumented_grants(
                 let g = if group.is_empty() { "core" } else { group };
                 let label = format!("{g}/{resource}");
                 for verb in &rule.verbs {
+                    if let [name] = names.as_slice() {
+                        let key = (role.to_owned(), label.clone(), verb.clone(), name.clone());
+                        if !documented_named.contains(&key) {
+                            errors.push(format!(
+                                "{role}: grants `{verb}` on {label} {name}, which docs/rbac.md does not list"
+                            ));
+                        }
+                        continue;
+                    }
                     let key = (role.to_owned(), label.clone(), verb.clone());
                     if !documented_yes.contains(&key) {
                         errors.push(format!(
@@ -685,7 +750,11 @@ fn controller_role_is_least_privilege_without_wildcards() {
     }
     // The documented list, exactly: (group, resource) → verbs.
     let mut granted: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
-    for rule in &rules {
+    // Rules limited to named objects are checked cell by cell (`only NAME`).
+    for rule in rules
+        .iter()
+        .filter(|r| r.resource_names.as_ref().is_none_or(|n| n.is_empty()))
+    {
         for g in rule.api_groups.iter().flatten() {
             for r in rule.resources.iter().flatten() {
                 granted
@@ -1333,6 +1402,9 @@ async fn kubectl_auth_can_i_through_the_stand_in_agrees_with_every_cell() {
         };
         for (verb, allowed) in &row.cells {
             questions.push((row, resource.clone(), verb.clone(), *allowed));
+            if let Some(name) = row.named.get(verb) {
+                questions.push((row, format!("{resource}/{name}"), verb.clone(), true));
+            }
         }
     }
     let wrong = std::sync::Mutex::new(Vec::new());
@@ -1355,7 +1427,9 @@ async fn kubectl_auth_can_i_through_the_stand_in_agrees_with_every_cell() {
                     }
                     args.extend(extra.iter().map(String::as_str));
                     let (code, out) = kubectl_with(kubeconfig, &args, None);
-                    let answer = match (code, out.trim()) {
+                    // A cluster-scoped resource asked about with -n adds a warning line.
+                    let first = out.lines().next().unwrap_or_default().trim();
+                    let answer = match (code, first) {
                         (0, "yes") => true,
                         (1, "no") => false,
                         _ => panic!("kubectl {}: exit {code}: {out}", args.join(" ")),

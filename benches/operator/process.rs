@@ -43,6 +43,8 @@ impl OperatorCommand {
             .env("DG_LEASE_DURATION_SECONDS", "15")
             .env("DG_AGENT_IMAGE", "ghcr.io/dataguardian/dataguardian:bench")
             .env("DG_LOG_FORMAT", "json")
+            // Several operators share this host: each serves its webhook on a port of its own.
+            .env("DG_WEBHOOK_ADDR", "127.0.0.1:0")
             .env("DG_EGRESS_ALLOW_CIDRS", "127.0.0.0/8")
             .env(
                 "RUST_LOG",

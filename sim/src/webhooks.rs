@@ -326,13 +326,11 @@ pub async fn admit_and_write(
             if response.get("allowed").and_then(Value::as_bool) != Some(true) {
                 return Err(denied(&hook.name, response.get("status")));
             }
-            if let Some(p) = response.get("patch").and_then(Value::as_str) {
+            if let Some(p) = response.get("patch").filter(|p| !p.is_null()) {
                 if !hook.mutating {
                     continue;
                 }
-                let patch = base64::engine::general_purpose::STANDARD
-                    .decode(p)
-                    .ok()
+                let patch = patch_bytes(p)
                     .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
                     .ok_or_else(|| {
                         ApiError::internal(format!(
@@ -638,6 +636,18 @@ async fn call(state: &State, hook: &Hook, review: &Value) -> Result<Value, Strin
     match tokio::time::timeout(hook.timeout(), exchange).await {
         Ok(r) => r,
         Err(_) => Err(post("context deadline exceeded".into())),
+    }
+}
+
+/// A `[]byte` as Go's JSON decoder takes it: a base64 string, or an array of numbers.
+fn patch_bytes(v: &Value) -> Option<Vec<u8>> {
+    match v {
+        Value::String(s) => base64::engine::general_purpose::STANDARD.decode(s).ok(),
+        Value::Array(items) => items
+            .iter()
+            .map(|i| i.as_u64().filter(|n| *n <= 255).map(|n| n as u8))
+            .collect(),
+        _ => None,
     }
 }
 

@@ -76,6 +76,39 @@ pub struct OperatorArgs {
         value_delimiter = ','
     )]
     pub ambient_credentials_namespaces: Vec<String>,
+    /// Address of the admission webhook's HTTPS server (records who asked for each run and
+    /// who changed each policy and storage); empty: no webhook.
+    #[arg(long, env = "DG_WEBHOOK_ADDR", default_value = "0.0.0.0:9443", value_parser = parse_optional_addr)]
+    pub webhook_addr: OptionalAddr,
+    /// Name of the webhook's Service (in the operator's namespace): the serving certificate is
+    /// issued for `NAME.NAMESPACE.svc`.
+    #[arg(
+        long,
+        env = "DG_WEBHOOK_SERVICE",
+        default_value = "dataguardian-webhook"
+    )]
+    pub webhook_service: String,
+    /// Directory with `tls.crt` and `tls.key` (e.g. cert-manager's Secret mounted): served as
+    /// they are and re-read when they change. Unset: the operator issues its own CA and
+    /// certificate into `--webhook-secret` and rotates them.
+    #[arg(long, env = "DG_WEBHOOK_CERT_DIR")]
+    pub webhook_cert_dir: Option<std::path::PathBuf>,
+    /// Secret (in the operator's namespace) for the self-issued webhook certificate.
+    #[arg(
+        long,
+        env = "DG_WEBHOOK_SECRET",
+        default_value = "dataguardian-webhook-tls"
+    )]
+    pub webhook_secret: String,
+    /// MutatingWebhookConfigurations whose `caBundle` the operator keeps current with its
+    /// self-issued CA, comma-separated (ignored with `--webhook-cert-dir`).
+    #[arg(
+        long,
+        env = "DG_WEBHOOK_CONFIGURATIONS",
+        value_delimiter = ',',
+        default_value = "dataguardian-admission"
+    )]
+    pub webhook_configurations: Vec<String>,
     /// Log format.
     #[arg(long, env = "DG_LOG_FORMAT", value_enum, default_value_t = crate::telemetry::logging::LogFormat::Json)]
     pub log_format: crate::telemetry::logging::LogFormat,
@@ -91,6 +124,27 @@ impl OperatorArgs {
             identity: self.identity.clone(),
             lease_duration_seconds: self.lease_duration_seconds,
             settings: self.settings(),
+            webhook: self
+                .webhook_addr
+                .0
+                .map(|addr| crate::admission::WebhookConfig {
+                    addr,
+                    namespace: self.lease_namespace.clone(),
+                    service: self.webhook_service.clone(),
+                    extra_names: Vec::new(),
+                    certs: match &self.webhook_cert_dir {
+                        Some(dir) => crate::admission::CertSource::Dir(dir.clone()),
+                        None => crate::admission::CertSource::SelfManaged {
+                            secret: self.webhook_secret.clone(),
+                            configurations: self
+                                .webhook_configurations
+                                .iter()
+                                .map(|c| c.trim().to_string())
+                                .filter(|c| !c.is_empty())
+                                .collect(),
+                        },
+                    },
+                }),
         }
     }
 
@@ -119,6 +173,21 @@ impl OperatorArgs {
                 .collect(),
         }
     }
+}
+
+/// An address, or none (`--webhook-addr ""`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OptionalAddr(pub Option<SocketAddr>);
+
+/// Reads `--webhook-addr`: an address, or empty for none.
+fn parse_optional_addr(text: &str) -> Result<OptionalAddr, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(OptionalAddr(None));
+    }
+    text.parse()
+        .map(|a| OptionalAddr(Some(a)))
+        .map_err(|e| format!("{text:?} is not an address such as 0.0.0.0:9443: {e}"))
 }
 
 /// Reads `--image-registry`: a registry host with an optional path, no scheme, no tag.

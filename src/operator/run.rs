@@ -45,6 +45,8 @@ pub struct OperatorConfig {
     pub lease_duration_seconds: u64,
     /// Settings every reconciler reads.
     pub settings: Settings,
+    /// The admission webhook (`None`: not served).
+    pub webhook: Option<crate::admission::WebhookConfig>,
 }
 
 /// Errors that stop the operator.
@@ -54,6 +56,8 @@ pub enum RunError {
     Client(#[source] kube::Error),
     #[error("health server: {0}")]
     Health(#[source] std::io::Error),
+    #[error("admission webhook server: {0}")]
+    Webhook(#[source] std::io::Error),
     #[error(transparent)]
     Leader(#[from] super::leader::LeaderError),
 }
@@ -92,6 +96,16 @@ pub async fn run(args: OperatorConfig) -> Result<(), RunError> {
     tracing::info!(addr = %listener.local_addr().map_err(RunError::Health)?, identity, lease_namespace = %lease.namespace, lease = %lease.name, "operator starting");
     let app = health::router(readiness.clone(), metrics.clone());
     let health_task = tokio::spawn(async move { axum::serve(listener, app).await });
+    let webhook_task = match args.webhook.clone() {
+        Some(config) => {
+            let ready = readiness.track("webhook certificate", CacheRole::Standby);
+            let (_, task) = crate::admission::run(client.clone(), config, ready.flag())
+                .await
+                .map_err(RunError::Webhook)?;
+            Some(task)
+        }
+        None => None,
+    };
     let mut election_task = tokio::spawn(elector.run());
     let stopping_task = {
         let readiness = readiness.clone();
@@ -127,6 +141,7 @@ pub async fn run(args: OperatorConfig) -> Result<(), RunError> {
         readiness.track("BackupPolicy", CacheRole::Standby),
     );
     let mut background = vec![run_watch_task, policy_watch.task, stopping_task];
+    background.extend(webhook_task);
     let stop = |background: &mut Vec<tokio::task::JoinHandle<()>>| {
         for task in background.drain(..) {
             task.abort();

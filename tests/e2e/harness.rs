@@ -364,6 +364,8 @@ impl Operator {
             // Everything in the e2e suite lives on 127.0.0.0/8, and nothing else may be
             // reached; the operator hands the same list to its agent Jobs.
             .env("DG_EGRESS_ALLOW_CIDRS", "127.0.0.0/8")
+            // Several operators share this host: each serves its webhook on a port of its own.
+            .env("DG_WEBHOOK_ADDR", "127.0.0.1:0")
             .env("RUST_LOG", "info,dataguardian=debug,kube=warn")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(log.try_clone().expect("log"))

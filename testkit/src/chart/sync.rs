@@ -379,6 +379,14 @@ impl Renames {
         {
             return format!("{indent}{dash}name: {replacement}");
         }
+        // `resourceNames: ["dataguardian-x", …]` name the chart's own objects: `<fullname>-x`.
+        if let Some(value) = rest.strip_prefix("resourceNames: ") {
+            let renamed = value.replace(
+                "\"dataguardian-",
+                "\"{{ include \"dataguardian.fullname\" . }}-",
+            );
+            return format!("{indent}{dash}resourceNames: {renamed}");
+        }
         if let Some(value) = rest.strip_prefix("namespace: ")
             && value.trim() == SOURCE_NAMESPACE
         {
