@@ -254,13 +254,20 @@ pub fn fold_key(n: &Notification, rule: &str) -> FoldKey {
 }
 
 impl Folder {
-    /// Decides about `n` for `rule` at `now`. Only failures fold; a digest is never folded.
-    pub fn offer(&mut self, n: &Notification, rule: &str, now: DateTime<Utc>) -> Fold {
+    /// Decides about `n` for `rule` at `now`, for storm windows of `window`. Only failures
+    /// fold; a digest is never folded.
+    pub fn offer(
+        &mut self,
+        n: &Notification,
+        rule: &str,
+        now: DateTime<Utc>,
+        window: Duration,
+    ) -> Fold {
         if !n.event.is_failure() || n.details.digest.is_some() {
             return Fold::Send;
         }
         let key = fold_key(n, rule);
-        let window = chrono::Duration::from_std(FOLD_WINDOW).unwrap_or_default();
+        let window = chrono::Duration::from_std(window).unwrap_or_default();
         match self.windows.get_mut(&key) {
             Some(w) if now - w.opened < window => {
                 w.folded += 1;
@@ -391,30 +398,39 @@ mod tests {
                 "2026-01-01T00:00:00Z",
             )
         };
-        assert_eq!(f.offer(&fail("r1"), "ops", at(0)), Fold::SendAndOpen);
+        assert_eq!(
+            f.offer(&fail("r1"), "ops", at(0), FOLD_WINDOW),
+            Fold::SendAndOpen
+        );
         for (i, name) in ["r2", "r3", "r4"].iter().enumerate() {
             assert_eq!(
-                f.offer(&fail(name), "ops", at(10 * i as i64 + 10)),
+                f.offer(&fail(name), "ops", at(10 * i as i64 + 10), FOLD_WINDOW),
                 Fold::Folded
             );
         }
         // Another rule, another reason, another event, or good news: not the same storm.
-        assert_eq!(f.offer(&fail("r5"), "team", at(20)), Fold::SendAndOpen);
+        assert_eq!(
+            f.offer(&fail("r5"), "team", at(20), FOLD_WINDOW),
+            Fold::SendAndOpen
+        );
         let other = n(
             "r6",
             NotificationEvent::BackupFailed,
             "UploadFailed",
             "2026-01-01T00:00:00Z",
         );
-        assert_eq!(f.offer(&other, "ops", at(20)), Fold::SendAndOpen);
+        assert_eq!(
+            f.offer(&other, "ops", at(20), FOLD_WINDOW),
+            Fold::SendAndOpen
+        );
         let good = n(
             "r7",
             NotificationEvent::BackupSucceeded,
             "Succeeded",
             "2026-01-01T00:00:00Z",
         );
-        assert_eq!(f.offer(&good, "ops", at(20)), Fold::Send);
-        assert_eq!(f.offer(&good, "ops", at(21)), Fold::Send);
+        assert_eq!(f.offer(&good, "ops", at(20), FOLD_WINDOW), Fold::Send);
+        assert_eq!(f.offer(&good, "ops", at(21), FOLD_WINDOW), Fold::Send);
 
         let digest = f.close(&fold_key(&fail("x"), "ops")).unwrap();
         let d = digest.details.digest.clone().unwrap();
@@ -429,10 +445,16 @@ mod tests {
             digest.message
         );
         // A digest is never folded itself, and a window with nothing folded sends none.
-        assert_eq!(f.offer(&digest, "ops", at(30)), Fold::Send);
+        assert_eq!(f.offer(&digest, "ops", at(30), FOLD_WINDOW), Fold::Send);
         assert!(f.close(&fold_key(&fail("x"), "team")).is_none());
         // After the window, the next failure is sent again.
-        assert_eq!(f.offer(&fail("r8"), "ops", at(700)), Fold::SendAndOpen);
-        assert_eq!(f.offer(&fail("r9"), "ops", at(1400)), Fold::SendAndOpen);
+        assert_eq!(
+            f.offer(&fail("r8"), "ops", at(700), FOLD_WINDOW),
+            Fold::SendAndOpen
+        );
+        assert_eq!(
+            f.offer(&fail("r9"), "ops", at(1400), FOLD_WINDOW),
+            Fold::SendAndOpen
+        );
     }
 }

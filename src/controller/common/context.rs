@@ -256,14 +256,14 @@ impl Context {
                 .notifications
                 .folder
                 .lock()
-                .map(|mut f| f.offer(&n, &rule.name, now))
+                .map(|mut f| f.offer(&n, &rule.name, now, self.notifications.fold_window))
                 .unwrap_or(Fold::Send);
             match fold {
                 Fold::Folded => {
                     self.count_notification(&n, "folded");
                     continue;
                 }
-                Fold::SendAndOpen => self.close_fold_later(policy, fold_key(&n, &rule.name)),
+                Fold::SendAndOpen => self.close_fold_later(fold_key(&n, &rule.name)),
                 Fold::Send => {}
             }
             let key = outbox::key(&n, &rule.name);
@@ -294,13 +294,12 @@ impl Context {
     }
 
     /// When the storm window of `key` closes, sends its digest (if anything was folded).
-    fn close_fold_later(&self, policy: &BackupPolicy, key: FoldKey) {
+    fn close_fold_later(&self, key: FoldKey) {
         let ctx = self.clone();
         let (ns, name) = (key.0.clone(), key.1.clone());
         let rule_name = key.2.clone();
-        let _ = policy;
         tokio::spawn(async move {
-            tokio::time::sleep(crate::notify::outbox::FOLD_WINDOW).await;
+            tokio::time::sleep(ctx.notifications.fold_window).await;
             let digest = ctx
                 .notifications
                 .folder
@@ -474,6 +473,8 @@ pub struct Notifications {
     folder: Arc<Mutex<Folder>>,
     /// Base pause between attempts.
     pub backoff: Duration,
+    /// How long identical failures after the first are folded into a digest.
+    pub fold_window: Duration,
 }
 
 impl Default for Notifications {
@@ -482,6 +483,7 @@ impl Default for Notifications {
             in_flight: Arc::default(),
             folder: Arc::default(),
             backoff: NOTIFY_BACKOFF,
+            fold_window: crate::notify::outbox::FOLD_WINDOW,
         }
     }
 }
@@ -501,3 +503,7 @@ impl Notifications {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "notify_tests.rs"]
+mod notify_tests;
