@@ -1,11 +1,10 @@
 //! E-mail through SMTP (lettre), always encrypted: STARTTLS (refused if the server does not
 //! offer it) or TLS from the first byte, with AUTH when a credentials Secret is given.
 //!
-//! The server's host name is resolved and checked against the egress policy before the socket
-//! is opened (like every tenant endpoint), and the certificate is checked against the host
-//! name. SMTP does not go through `HTTPS_PROXY`/`HTTP_PROXY` (those are HTTP proxies): the
-//! SMTP server must be reachable directly. Errors name the server as written and what failed,
-//! never the credentials.
+//! The server's host is resolved and every address checked against the egress policy before
+//! any socket is opened, and with `HTTPS_PROXY` set (and the host not in `NO_PROXY`) the
+//! conversation goes through a `CONNECT` tunnel, TLS end to end with the server. The certificate is checked
+//! against the host name. Errors name what failed, never the credentials.
 
 use std::fmt;
 use std::pin::Pin;
@@ -28,6 +27,7 @@ use tokio::net::TcpStream;
 use super::deliver::{ATTEMPT_TIMEOUT, DeliveryError};
 use crate::api::backup_policy::SmtpTls;
 use crate::egress::EgressPolicy;
+use crate::egress::proxy::Route;
 
 /// Where and how to send mail (the credentials read from their Secret).
 #[derive(Clone)]
@@ -190,6 +190,87 @@ fn smtp_failure(stage: &'static str, e: &lettre::transport::smtp::Error) -> Deli
     }
 }
 
+/// A TCP connection to `host:port` under the egress policy: the host's resolved addresses are
+/// checked before any socket is opened, and `HTTPS_PROXY` (unless `NO_PROXY` names the host)
+/// is used as a `CONNECT` tunnel, as for an `https://` webhook.
+async fn connect(policy: &EgressPolicy, host: &str, port: u16) -> Result<TcpStream, DeliveryError> {
+    let unreachable = DeliveryError::Unreachable { attempts: 1 };
+    let authority = match host.parse::<std::net::Ipv6Addr>() {
+        Ok(v6) => format!("[{v6}]:{port}"),
+        Err(_) => format!("{host}:{port}"),
+    };
+    let uri: hyper::Uri = format!("https://{authority}/")
+        .parse()
+        .map_err(|_| DeliveryError::Unreachable { attempts: 1 })?;
+    let addrs = policy.resolve(host).await.map_err(DeliveryError::Refused)?;
+    match policy.proxy().route(&uri) {
+        Route::Direct => {
+            for ip in addrs {
+                if let Ok(s) = TcpStream::connect((ip, port)).await {
+                    return Ok(s);
+                }
+            }
+            Err(unreachable)
+        }
+        Route::Proxy {
+            proxy,
+            authorization,
+            ..
+        } => {
+            // The proxy is platform configuration: reached with the system resolver.
+            let proxy_host = proxy.host().unwrap_or_default().trim_start_matches('[');
+            let proxy_host = proxy_host.trim_end_matches(']');
+            let proxy_port = proxy.port_u16().unwrap_or(80);
+            let mut tcp = TcpStream::connect((proxy_host, proxy_port))
+                .await
+                .map_err(|_| DeliveryError::Unreachable { attempts: 1 })?;
+            tunnel(&mut tcp, &authority, authorization.as_ref()).await?;
+            Ok(tcp)
+        }
+    }
+}
+
+/// Asks the proxy on `tcp` for a tunnel to `authority`. The answer is read byte by byte up to
+/// its blank line and no further: the SMTP server speaks first, and its greeting may follow
+/// the proxy's answer in the same packet.
+async fn tunnel(
+    tcp: &mut TcpStream,
+    authority: &str,
+    authorization: Option<&hyper::header::HeaderValue>,
+) -> Result<(), DeliveryError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let unreachable = || DeliveryError::Unreachable { attempts: 1 };
+    let mut request = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n").into_bytes();
+    if let Some(auth) = authorization {
+        request.extend_from_slice(b"Proxy-Authorization: ");
+        request.extend_from_slice(auth.as_bytes());
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"\r\n");
+    tcp.write_all(&request).await.map_err(|_| unreachable())?;
+    let mut head = Vec::with_capacity(256);
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() >= 8192 || tcp.read(&mut byte).await.map_err(|_| unreachable())? == 0 {
+            return Err(unreachable());
+        }
+        head.push(byte[0]);
+    }
+    let status = std::str::from_utf8(&head)
+        .ok()
+        .and_then(|h| h.split_whitespace().nth(1))
+        .and_then(|s| s.parse::<u16>().ok())
+        .ok_or_else(unreachable)?;
+    if (200..300).contains(&status) {
+        Ok(())
+    } else {
+        Err(DeliveryError::Rejected {
+            status,
+            attempts: 1,
+        })
+    }
+}
+
 /// Sends `mail` through `server`: one attempt (the caller retries).
 pub async fn send(
     policy: &EgressPolicy,
@@ -207,18 +288,7 @@ async fn send_inner(
     server: &SmtpServer,
     message: &Message,
 ) -> Result<(), DeliveryError> {
-    let addrs = policy
-        .resolve(&server.host)
-        .await
-        .map_err(DeliveryError::Refused)?;
-    let mut tcp = None;
-    for ip in addrs {
-        if let Ok(s) = TcpStream::connect((ip, server.port)).await {
-            tcp = Some(s);
-            break;
-        }
-    }
-    let tcp = tcp.ok_or(DeliveryError::Unreachable { attempts: 1 })?;
+    let tcp = connect(policy, &server.host, server.port).await?;
     let hello = ClientId::Domain("dataguardian.io".into());
     let host = server
         .host

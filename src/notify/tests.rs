@@ -600,3 +600,59 @@ fn backoff_grows_with_jitter_and_honours_retry_after() {
     );
     assert_eq!(parse_retry_after("soon", now), None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_goes_through_the_https_proxy_tunnel_unless_no_proxy_names_the_server() {
+    let server = testkit::SmtpServer::builder(testkit::SmtpMode::StartTls)
+        .start()
+        .unwrap();
+    let proxy = testkit::ForwardProxy::with_credentials("hooks", "pr0xy-s3cret").unwrap();
+    let url = proxy.url_with_credentials("hooks", "pr0xy-s3cret");
+    let via = |no_proxy: &str| {
+        loopback().with_proxy(crate::egress::ProxyConfig::new(None, Some(&url), no_proxy).unwrap())
+    };
+    send_mail_retrying(
+        &via(""),
+        &smtp(&server, SmtpTls::StartTLS, false, true),
+        &mail("k-1"),
+        Duration::from_millis(10),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", server.log()));
+    assert_eq!(server.wait_for(1, Duration::from_secs(10)).len(), 1);
+    let seen = proxy.requests();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].method, "CONNECT");
+    assert_eq!(seen[0].target, format!("127.0.0.1:{}", server.port()));
+    assert_eq!(
+        seen[0].proxy_authorization.as_deref(),
+        Some("Basic aG9va3M6cHIweHktczNjcmV0"),
+        "base64(hooks:pr0xy-s3cret)"
+    );
+
+    // NO_PROXY names the server: straight to it.
+    send_mail_retrying(
+        &via("127.0.0.0/8"),
+        &smtp(&server, SmtpTls::StartTLS, false, true),
+        &mail("k-2"),
+        Duration::from_millis(10),
+    )
+    .await
+    .unwrap();
+    assert_eq!(server.wait_for(2, Duration::from_secs(10)).len(), 2);
+    assert_eq!(proxy.requests().len(), 1, "NO_PROXY was not honoured");
+
+    // A server the egress policy refuses never reaches the proxy.
+    let err = send_mail_retrying(
+        &crate::egress::EgressPolicy::default()
+            .with_proxy(crate::egress::ProxyConfig::new(None, Some(&url), "").unwrap()),
+        &smtp(&server, SmtpTls::StartTLS, false, true),
+        &mail("k-3"),
+        Duration::from_millis(10),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, DeliveryError::Refused(_)), "{err:?}");
+    assert!(!err.to_string().contains("pr0xy-s3cret"));
+    assert_eq!(proxy.requests().len(), 1);
+}
