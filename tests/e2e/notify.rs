@@ -217,6 +217,18 @@ async fn a_notification_survives_an_operator_killed_while_sending_it() {
     - name: team
       events: [BackupSucceeded]
       teams: {webhookUrlSecretRef: {name: hooks, key: team}}
+    - name: dba-mail
+      events: [BackupSucceeded]
+      email:
+        host: 127.0.0.1
+        port: SMTP_PORT
+        tls: StartTLS
+        from: "DataGuardian <backups@example.com>"
+        to: [dba@example.com]
+        credentialsSecretRef: {name: smtp-creds}
+        caSecretRef: {name: smtp-creds, key: ca.crt}
+      template:
+        subject: "{{ event }}: {{ kind }} {{ name }} of {{ database }}"
     - name: sms
       events: [BackupSucceeded]
       webhook:
@@ -226,7 +238,18 @@ async fn a_notification_survives_an_operator_killed_while_sending_it() {
       template:
         body: "{{ summary }} {% if %}"
 "#;
-    let mut s = scenario("notify-restart", "0 0 1 1 *", rules).await;
+    let smtp = testkit::SmtpServer::builder(testkit::SmtpMode::StartTls)
+        .auth("backup-bot", "smtp-pa55-w0rd-5")
+        .start()
+        .expect("aiosmtpd (pip install aiosmtpd)");
+    let rules = rules.replace("SMTP_PORT", &smtp.port().to_string());
+    let mut s = scenario("notify-restart", "0 0 1 1 *", &rules).await;
+    let ca = String::from_utf8(smtp.ca_pem()).unwrap();
+    let ca_yaml: String = ca.lines().map(|l| format!("    {l}\n")).collect();
+    s.cluster.apply(&format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: smtp-creds, namespace: {ns}}}\nstringData:\n  username: backup-bot\n  password: smtp-pa55-w0rd-5\n  ca.crt: |\n{ca_yaml}",
+        ns = s.ns
+    ));
     s.cluster.apply(&format!(
         "apiVersion: v1\nkind: Secret\nmetadata: {{name: hooks, namespace: {ns}}}\nstringData:\n  router: {base}/hold/tok-router-1\n  team: {base}/teams/tok-team-2\n  sms: {base}/sms/tok-sms-3\n  sms-auth: Bearer tok-sms-auth-4\n",
         ns = s.ns
@@ -301,6 +324,35 @@ async fn a_notification_survives_an_operator_killed_while_sending_it() {
         .collect();
     assert_eq!(team_keys.len(), 1, "{cards:?}");
 
+    // The e-mail, received and parsed by a real SMTP server: over STARTTLS, authenticated,
+    // with the rule's subject, the default body and the idempotency key as Message-ID.
+    let mails = smtp.wait_for(1, Duration::from_secs(30));
+    assert!(!mails.is_empty(), "no mail; server log:\n{}", smtp.log());
+    let m = &mails[0];
+    assert!(m.tls && m.authenticated, "{m:?}");
+    assert_eq!(m.rcpt_tos, ["dba@example.com"]);
+    assert!(
+        m.subject
+            .starts_with("BackupSucceeded: BackupRun good of postgres shop on "),
+        "{}",
+        m.subject
+    );
+    assert!(
+        m.message_id.starts_with('<') && m.message_id.ends_with("@dataguardian.io>"),
+        "{}",
+        m.message_id
+    );
+    assert!(
+        m.body
+            .contains("Next: kubectl dataguardian validate good -n notify-restart")
+            && m.body.contains("Database: postgres shop on "),
+        "{}",
+        m.body
+    );
+    // Sent again after the restart, it would carry the same Message-ID.
+    let ids: std::collections::BTreeSet<_> = mails.iter().map(|m| m.message_id.clone()).collect();
+    assert_eq!(ids.len(), 1, "{mails:?}");
+
     // The broken template: nothing sent, a clear Event naming the rule and the problem.
     wait_for_events(&s.cluster, &s.ns, "shop", |events| {
         events.iter().any(|e| {
@@ -327,7 +379,15 @@ async fn a_notification_survives_an_operator_killed_while_sending_it() {
         hooks.posts("/hold/tok-router-1"),
         hooks.posts("/teams/tok-team-2")
     );
-    for token in ["tok-router-1", "tok-team-2", "tok-sms-3", "tok-sms-auth-4"] {
+    let mail_text: String = smtp.received().iter().map(|m| m.raw.clone()).collect();
+    assert!(!mail_text.contains("smtp-pa55-w0rd-5"));
+    for token in [
+        "tok-router-1",
+        "tok-team-2",
+        "tok-sms-3",
+        "tok-sms-auth-4",
+        "smtp-pa55-w0rd-5",
+    ] {
         assert!(!log.contains(token), "{token} in the operator log");
         assert!(!events.contains(token), "{token} in an Event");
         assert!(!policies.contains(token), "{token} in a policy");
