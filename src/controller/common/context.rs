@@ -1,6 +1,6 @@
 //! What every reconciler shares: the client, metrics, the event recorder and settings.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -335,6 +335,14 @@ impl Context {
         let ns = policy.namespace().unwrap_or_default();
         let name = policy.name_any();
         for (key, record) in &status.pending_notifications {
+            if self.notifications.finished_recently(key) {
+                // Finished here: this is a policy read before the removal, or the removal
+                // failed. Remove it (again); never send it twice from one process.
+                let (client, ns, name, key) =
+                    (self.client.clone(), ns.clone(), name.clone(), key.clone());
+                tokio::spawn(async move { outbox::remove(&client, &ns, &name, &key).await });
+                continue;
+            }
             if !self.notifications.claim(key) {
                 continue;
             }
@@ -361,7 +369,7 @@ impl Context {
                     }
                     _ => {
                         let _ = outbox::remove(&ctx.client, &ns, &name, &key).await;
-                        ctx.notifications.release(&key);
+                        ctx.notifications.release(&key, true);
                     }
                 }
             });
@@ -392,7 +400,7 @@ impl Context {
                 "a delivered notification is still recorded as pending"
             );
         }
-        self.notifications.release(key);
+        self.notifications.release(key, true);
         let rule = &rule.name;
         match outcome {
             Ok(attempts) => {
@@ -460,6 +468,9 @@ impl Context {
     }
 }
 
+/// How long a finished notification's key is remembered (see [`Notifications::claim`]).
+const FINISHED_MEMORY: Duration = Duration::from_secs(600);
+
 /// The base pause before a notification's retries (doubled per retry, jittered).
 const NOTIFY_BACKOFF: Duration = Duration::from_secs(1);
 
@@ -469,6 +480,9 @@ pub struct Notifications {
     /// Keys some task of this process is delivering (a pending record seen again by a
     /// reconcile is not sent twice at once).
     in_flight: Arc<Mutex<HashSet<String>>>,
+    /// Keys this process finished (delivered or gave up) recently, with when: a reconcile of a
+    /// policy read before the record's removal reached the cache must not send it again.
+    finished: Arc<Mutex<HashMap<String, std::time::Instant>>>,
     /// Storm folding windows.
     folder: Arc<Mutex<Folder>>,
     /// Base pause between attempts.
@@ -481,6 +495,7 @@ impl Default for Notifications {
     fn default() -> Self {
         Notifications {
             in_flight: Arc::default(),
+            finished: Arc::default(),
             folder: Arc::default(),
             backoff: NOTIFY_BACKOFF,
             fold_window: crate::notify::outbox::FOLD_WINDOW,
@@ -489,15 +504,32 @@ impl Default for Notifications {
 }
 
 impl Notifications {
-    /// Marks `key` as being delivered by this process; false if it already is.
+    /// Marks `key` as being delivered by this process; false if it already is, or finished
+    /// within [`FINISHED_MEMORY`].
     fn claim(&self, key: &str) -> bool {
+        if self.finished_recently(key) {
+            return false;
+        }
         self.in_flight
             .lock()
             .map(|mut s| s.insert(key.to_string()))
             .unwrap_or(false)
     }
 
-    fn release(&self, key: &str) {
+    /// Whether this process finished `key` within [`FINISHED_MEMORY`] (and forgets older ones).
+    fn finished_recently(&self, key: &str) -> bool {
+        let Ok(mut done) = self.finished.lock() else {
+            return false;
+        };
+        done.retain(|_, at| at.elapsed() < FINISHED_MEMORY);
+        done.contains_key(key)
+    }
+
+    /// `key` is no longer being delivered; `finished`: delivered or given up.
+    fn release(&self, key: &str, finished: bool) {
+        if finished && let Ok(mut done) = self.finished.lock() {
+            done.insert(key.to_string(), std::time::Instant::now());
+        }
         if let Ok(mut s) = self.in_flight.lock() {
             s.remove(key);
         }

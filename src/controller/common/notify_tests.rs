@@ -181,6 +181,9 @@ async fn a_record_left_by_an_earlier_operator_is_sent_again_with_its_key() {
         pending(&sim).await.is_empty()
     })
     .await;
+    // A reconcile of the policy as it was read before the removal sends nothing again.
+    sim.ctx.resume_notifications(&policy);
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let got = seen.lock().unwrap().clone();
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0].1, key);
