@@ -38,6 +38,11 @@ if ! command -v kubernetes-validate >/dev/null 2>&1; then
   echo "install-deps: pip install kubernetes-validate"
   python3 -m pip install -q 'kubernetes-validate>=1.32,<2'
 fi
+# The SMTP server of the e-mail notification tests (testkit::SmtpServer).
+if ! python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
+  echo "install-deps: pip install aiosmtpd"
+  python3 -m pip install -q 'aiosmtpd>=1.4.6,<2'
+fi
 if ! command -v moto_server >/dev/null 2>&1; then
   echo "install-deps: pip install moto[server]"
   python3 -m pip install -q 'moto[server]>=5.2.2,<6'

@@ -127,8 +127,14 @@ fn schema(old: &Value, new: &Value, path: &str, breaks: &mut Vec<String>) {
             })
             .unwrap_or_default()
     };
-    for rule in rules(new).difference(&rules(old)) {
-        breaks.push(format!("{path}: new or changed CEL rule `{rule}`"));
+    let old_rules = rules(old);
+    for rule in rules(new).difference(&old_rules) {
+        if !old_rules
+            .iter()
+            .any(|o| counts_new_fields_only(o, rule, old))
+        {
+            breaks.push(format!("{path}: new or changed CEL rule `{rule}`"));
+        }
     }
     let required = |v: &Value| strings(v.get("required").unwrap_or(&Value::Null));
     for field in required(new).difference(&required(old)) {
@@ -151,6 +157,33 @@ fn schema(old: &Value, new: &Value, path: &str, breaks: &mut Vec<String>) {
     ) {
         schema(o, n, &format!("{path}{{*}}"), breaks);
     }
+}
+
+/// Whether `new` is the "exactly N of these fields" rule `old` extended with terms
+/// `(has(self.f) ? 1 : 0)` for fields `f` that `old_schema` does not have: every object the old
+/// schema accepted lacks them (unknown fields are pruned), so each new term is 0 there and the
+/// new rule accepts it too (e.g. a new notification channel beside `webhook` and `slack`).
+fn counts_new_fields_only(old: &str, new: &str, old_schema: &Value) -> bool {
+    let Some((old_sum, old_rhs)) = old.rsplit_once(" == ") else {
+        return false;
+    };
+    let Some((new_sum, new_rhs)) = new.rsplit_once(" == ") else {
+        return false;
+    };
+    let Some(extra) = new_sum.strip_prefix(old_sum) else {
+        return false;
+    };
+    if old_rhs != new_rhs || extra.is_empty() {
+        return false;
+    }
+    extra.split(" + ").skip(1).all(|term| {
+        term.strip_prefix("(has(self.")
+            .and_then(|t| t.strip_suffix(") ? 1 : 0)"))
+            .is_some_and(|field| {
+                field.chars().all(|c| c.is_ascii_alphanumeric())
+                    && old_schema["properties"].get(field).is_none()
+            })
+    }) && extra.starts_with(" + ")
 }
 
 /// Every break of `new` against the released `old` CRD.
@@ -355,4 +388,30 @@ fn each_kind_of_break_is_caught_and_additions_pass() {
         .unwrap()
         .insert("newOptional".into(), serde_json::json!({"type": "string"}));
     assert_eq!(compare(&old, &added), Vec::<String>::new());
+}
+
+#[test]
+fn a_count_rule_may_only_grow_by_fields_the_old_schema_lacked() {
+    let old = "(has(self.webhook) ? 1 : 0) + (has(self.slack) ? 1 : 0) == 1";
+    let schema = serde_json::json!({"properties": {"webhook": {}, "slack": {}, "name": {}}});
+    let grown = "(has(self.webhook) ? 1 : 0) + (has(self.slack) ? 1 : 0) + (has(self.teams) ? 1 : 0) + (has(self.email) ? 1 : 0) == 1";
+    assert!(counts_new_fields_only(old, grown, &schema));
+    for narrowed in [
+        // A term for a field old objects may have: they could now count 2.
+        "(has(self.webhook) ? 1 : 0) + (has(self.slack) ? 1 : 0) + (has(self.name) ? 1 : 0) == 1",
+        // Another bound or comparison.
+        "(has(self.webhook) ? 1 : 0) + (has(self.slack) ? 1 : 0) + (has(self.teams) ? 1 : 0) == 2",
+        "(has(self.webhook) ? 1 : 0) + (has(self.slack) ? 1 : 0) + (has(self.teams) ? 1 : 0) < 1",
+        // A term that is not a plain presence count.
+        "(has(self.webhook) ? 1 : 0) + (has(self.slack) ? 1 : 0) + (self.size() > 2 ? 1 : 0) == 1",
+        "(has(self.webhook) ? 1 : 0) + (has(self.slack) ? 1 : 0) + (has(self.teams) ? 2 : 0) == 1",
+        // The old terms changed.
+        "(has(self.webhook) ? 1 : 0) + (has(self.teams) ? 1 : 0) == 1",
+        old,
+    ] {
+        assert!(
+            !counts_new_fields_only(old, narrowed, &schema),
+            "{narrowed} accepted"
+        );
+    }
 }

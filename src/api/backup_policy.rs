@@ -1,5 +1,7 @@
 //! BackupPolicy: what to back up, when, where, and how long to keep it.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -131,8 +133,10 @@ pub struct BackupPolicySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validation: Option<ValidationPolicy>,
     /// Who hears about which events: each rule sends the events it lists to one channel (a
-    /// JSON webhook or a Slack incoming webhook). Delivery is retried briefly and at most once;
-    /// a failed delivery is a Warning Event `NotificationFailed` on the policy.
+    /// webhook, Slack, Microsoft Teams, e-mail or CloudEvents), with optional templates.
+    /// Delivery is at least once: each notification is recorded in the status before it is
+    /// sent, retried with backoff, and sent again after an operator restart with the same
+    /// idempotency key; a failed delivery is a Warning Event `NotificationFailed` on the policy.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     pub notifications: Vec<NotificationRule>,
@@ -282,8 +286,8 @@ pub enum NotificationEvent {
 /// One notification channel and the events it hears.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("(has(self.webhook) ? 1 : 0) + (has(self.slack) ? 1 : 0) == 1")
-    .message("exactly one channel must be set: webhook or slack"))]
+#[x_kube(validation = Rule::new("(has(self.webhook) ? 1 : 0) + (has(self.slack) ? 1 : 0) + (has(self.teams) ? 1 : 0) + (has(self.email) ? 1 : 0) + (has(self.cloudEvents) ? 1 : 0) == 1")
+    .message("exactly one channel must be set: webhook, slack, teams, email or cloudEvents"))]
 pub struct NotificationRule {
     /// Name of this rule (for status and logs).
     #[schemars(length(min = 1, max = 63))]
@@ -297,6 +301,92 @@ pub struct NotificationRule {
     /// A Slack incoming webhook.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slack: Option<SlackChannel>,
+    /// A Microsoft Teams workflow webhook ("When a Teams webhook request is received"),
+    /// receiving an Adaptive Card.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teams: Option<TeamsChannel>,
+    /// E-mail through an SMTP server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<EmailChannel>,
+    /// A CloudEvents 1.0 receiver (structured mode JSON over HTTP), e.g. an event router.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloud_events: Option<CloudEventsChannel>,
+    /// The subject and body of this rule's messages (minijinja templates; see
+    /// docs/notifications.md for the variables). Absent parts use the defaults, which say what
+    /// happened, to which database, why, and the next command to run. For a `webhook`, a
+    /// `body` template replaces the JSON document (SMS and WhatsApp gateways).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<NotificationTemplate>,
+}
+
+/// A rule's own subject and body templates (minijinja).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationTemplate {
+    /// The subject (e-mail subject, Teams card title, Slack headline); one line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub subject: Option<String>,
+    /// The body (e-mail text, card text, Slack text; a webhook's whole request body).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16384))]
+    pub body: Option<String>,
+}
+
+/// A Microsoft Teams workflow webhook.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TeamsChannel {
+    /// Secret key holding the workflow's HTTP POST URL (it carries a signature).
+    pub webhook_url_secret_ref: super::common::SecretKeySelector,
+}
+
+/// A CloudEvents 1.0 HTTP receiver.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CloudEventsChannel {
+    /// Secret key holding the receiver's URL.
+    pub url_secret_ref: super::common::SecretKeySelector,
+}
+
+/// How the connection to the SMTP server is protected.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum SmtpTls {
+    /// Plain connection upgraded with STARTTLS (usually port 587); refused if the server does
+    /// not offer it.
+    #[default]
+    StartTLS,
+    /// TLS from the first byte ("SMTPS", usually port 465).
+    TLS,
+}
+
+/// E-mail through an SMTP server.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EmailChannel {
+    /// The SMTP server's host name (checked against its TLS certificate).
+    #[schemars(length(min = 1, max = 253))]
+    pub host: String,
+    /// The SMTP server's port. Default 587 (465 with `tls: TLS`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<u16>,
+    /// `StartTLS` (default) or `TLS`. Mail is never sent unencrypted.
+    #[serde(default)]
+    pub tls: SmtpTls,
+    /// The sender address, e.g. `DataGuardian <backups@example.com>`.
+    #[schemars(length(min = 3, max = 320))]
+    pub from: String,
+    /// The recipients.
+    #[schemars(length(min = 1, max = 50))]
+    pub to: Vec<String>,
+    /// A Secret with keys `username` and `password` for SMTP AUTH (absent: no AUTH).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<super::common::LocalObjectReference>,
+    /// A Secret key holding PEM CA certificates to trust for the server's certificate (a
+    /// private CA); absent: the system's roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<super::common::SecretKeySelector>,
 }
 
 /// A generic webhook.
@@ -305,6 +395,14 @@ pub struct NotificationRule {
 pub struct WebhookChannel {
     /// Secret key holding the URL (URLs often embed tokens, so they live in Secrets).
     pub url_secret_ref: super::common::SecretKeySelector,
+    /// Secret key holding the value of an `Authorization` header (e.g. `Bearer <token>` for
+    /// the WhatsApp Cloud API or an SMS gateway).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_secret_ref: Option<super::common::SecretKeySelector>,
+    /// The request's `Content-Type`. Default `application/json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 255))]
+    pub content_type: Option<String>,
 }
 
 /// A Slack incoming webhook.
@@ -347,6 +445,37 @@ pub struct BackupPolicyStatus {
     /// Successful backups since the last validation (drives `validation.everyNthBackup`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backups_since_validation: Option<u32>,
+    /// Notifications recorded before they are sent and removed once delivered (or given up),
+    /// by idempotency key: an operator that restarts sends the ones still here again, with the
+    /// same key.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pending_notifications: BTreeMap<String, PendingNotification>,
+}
+
+/// A notification not yet delivered to one rule's channel.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingNotification {
+    /// The rule whose channel it goes to.
+    pub rule: String,
+    /// What happened.
+    pub event: NotificationEvent,
+    /// The kind of the object it is about.
+    pub kind: String,
+    /// The name of the object it is about.
+    pub name: String,
+    /// The machine-readable reason.
+    #[serde(default)]
+    pub reason: String,
+    /// The human-readable message.
+    #[serde(default)]
+    pub message: String,
+    /// When it happened (RFC 3339).
+    pub time: String,
+    /// Template variables known for this event (database, run, size, duration, requester,
+    /// trace id, digest), as strings.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub details: BTreeMap<String, String>,
 }
 
 /// A reference to a RestoreValidation and its outcome.

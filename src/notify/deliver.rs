@@ -19,12 +19,15 @@ use crate::api::common::SecretKeySelector;
 use crate::egress::webhook::PolicyGate;
 use crate::egress::{EgressError, EgressPolicy};
 
-/// Attempts per notification (the first try and two retries).
-pub const ATTEMPTS: u32 = 3;
+/// Attempts per notification and channel (the first try and four retries), each after a
+/// longer, jittered pause; an operator restart starts again from the first.
+pub const ATTEMPTS: u32 = 5;
 /// Time allowed for one attempt (connect, send, answer).
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest pause a receiver's `Retry-After` can ask for (longer asks wait this long).
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 
-/// Why a notification was not delivered. Never carries the URL.
+/// Why a notification was not delivered. Never carries the URL or a credential.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum DeliveryError {
     #[error("Secret {secret} not found")]
@@ -35,6 +38,8 @@ pub enum DeliveryError {
     SecretUnreadable { secret: String, reason: String },
     #[error("the value of Secret {secret} key {key} is not an http or https URL")]
     InvalidUrl { secret: String, key: String },
+    #[error("the value of Secret {secret} key {key} is not a valid HTTP header value")]
+    InvalidHeader { secret: String, key: String },
     #[error("the receiver answered HTTP {status} ({attempts} attempt(s))")]
     Rejected { status: u16, attempts: u32 },
     #[error("no answer from the receiver within {}s ({attempts} attempt(s))", ATTEMPT_TIMEOUT.as_secs())]
@@ -45,6 +50,29 @@ pub enum DeliveryError {
     /// was sent.
     #[error("{0}")]
     Refused(EgressError),
+    /// The rule's template could not be rendered; nothing was sent.
+    #[error("{0}")]
+    Template(#[from] crate::notify::template::TemplateError),
+    #[error("the e-mail could not be built: {reason}")]
+    InvalidMail { reason: String },
+    #[error("the CA certificates for the SMTP server are not valid PEM certificates")]
+    InvalidCa,
+    #[error("the SMTP server refused the mail at {stage}{} ({})", code.as_ref().map(|c| format!(" with code {c}")).unwrap_or_default(), if *permanent { "permanent" } else { "temporary" })]
+    MailRejected {
+        stage: &'static str,
+        code: Option<String>,
+        permanent: bool,
+    },
+    #[error("the SMTP server does not offer STARTTLS (mail is never sent unencrypted)")]
+    NoStartTls,
+    #[error("the TLS handshake with the SMTP server failed (certificate or protocol)")]
+    MailTls,
+    #[error("the SMTP server refused the credentials")]
+    MailAuth,
+    #[error("the SMTP conversation failed at {stage}")]
+    MailFailed { stage: &'static str },
+    #[error("the rule names no channel")]
+    NoChannel,
 }
 
 impl DeliveryError {
@@ -54,50 +82,186 @@ impl DeliveryError {
             DeliveryError::SecretNotFound { .. }
             | DeliveryError::KeyNotFound { .. }
             | DeliveryError::SecretUnreadable { .. }
-            | DeliveryError::InvalidUrl { .. } => "config",
-            DeliveryError::Rejected { .. } => "rejected",
-            DeliveryError::TimedOut { .. } | DeliveryError::Unreachable { .. } => "unreachable",
+            | DeliveryError::InvalidUrl { .. }
+            | DeliveryError::InvalidHeader { .. }
+            | DeliveryError::InvalidMail { .. }
+            | DeliveryError::InvalidCa
+            | DeliveryError::NoChannel => "config",
+            DeliveryError::Template(_) => "template",
+            DeliveryError::Rejected { .. }
+            | DeliveryError::MailRejected { .. }
+            | DeliveryError::MailAuth
+            | DeliveryError::NoStartTls => "rejected",
+            DeliveryError::TimedOut { .. }
+            | DeliveryError::Unreachable { .. }
+            | DeliveryError::MailTls
+            | DeliveryError::MailFailed { .. } => "unreachable",
             DeliveryError::Refused(_) => "refused",
+        }
+    }
+
+    /// Whether another attempt may succeed (server errors, 429, transport failures, temporary
+    /// SMTP refusals). Configuration errors, refusals and 4xx answers are final.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            DeliveryError::Rejected { status, .. } => *status >= 500 || *status == 429,
+            DeliveryError::MailRejected { permanent, .. } => !permanent,
+            DeliveryError::TimedOut { .. }
+            | DeliveryError::Unreachable { .. }
+            | DeliveryError::MailTls
+            | DeliveryError::MailFailed { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// The same error, counting `attempts` attempts.
+    pub fn after(self, attempts: u32) -> Self {
+        match self {
+            DeliveryError::Rejected { status, .. } => DeliveryError::Rejected { status, attempts },
+            DeliveryError::TimedOut { .. } => DeliveryError::TimedOut { attempts },
+            DeliveryError::Unreachable { .. } => DeliveryError::Unreachable { attempts },
+            other => other,
         }
     }
 }
 
-/// Reads the receiver's URL from `selector` in `ns`.
-pub async fn url_from_secret(
+/// The pause before attempt `attempt + 1`: `backoff` × 2^(attempt−1), times a random factor
+/// in [0.5, 1.5) (so that many operators or rules do not retry in step), and at least what the
+/// receiver asked for with `Retry-After` (at most [`MAX_RETRY_AFTER`]).
+pub fn backoff_delay(backoff: Duration, attempt: u32, retry_after: Option<Duration>) -> Duration {
+    let exp = backoff.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+    let jittered = exp.mul_f64(0.5 + fastrand::f64());
+    match retry_after {
+        Some(asked) => jittered.max(asked.min(MAX_RETRY_AFTER)),
+        None => jittered,
+    }
+}
+
+/// A `Retry-After` value: delay-seconds or an HTTP-date (relative to `now`).
+pub fn parse_retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    Some(
+        (at.with_timezone(&chrono::Utc) - now)
+            .to_std()
+            .unwrap_or_default(),
+    )
+}
+
+/// One HTTP request to a receiver: the body, its type and extra headers (e.g.
+/// `Idempotency-Key`, a secret `Authorization`: never logged).
+#[derive(Clone)]
+pub struct HttpRequest {
+    pub body: Bytes,
+    pub content_type: String,
+    pub headers: Vec<(hyper::header::HeaderName, hyper::header::HeaderValue)>,
+}
+
+impl HttpRequest {
+    /// A JSON document.
+    pub fn json(body: &serde_json::Value) -> Self {
+        HttpRequest {
+            body: Bytes::from(serde_json::to_vec(body).unwrap_or_default()),
+            content_type: "application/json".into(),
+            headers: Vec::new(),
+        }
+    }
+
+    /// The same request with the header `name: value` (a value that is not a valid header is
+    /// left out).
+    pub fn with_header(mut self, name: &'static str, value: &str) -> Self {
+        if let Ok(v) = hyper::header::HeaderValue::from_str(value) {
+            self.headers
+                .push((hyper::header::HeaderName::from_static(name), v));
+        }
+        self
+    }
+}
+
+/// Where channel secrets (URLs, credentials, header values) are read from: the Kubernetes API
+/// in the operator ([`kube::Client`]), a map in tests.
+pub trait SecretSource: Sync {
+    /// The value of `key` of Secret `name` in `ns`, trimmed.
+    fn value(
+        &self,
+        ns: &str,
+        name: &str,
+        key: &str,
+    ) -> impl std::future::Future<Output = Result<String, DeliveryError>> + Send;
+}
+
+impl SecretSource for kube::Client {
+    async fn value(&self, ns: &str, name: &str, key: &str) -> Result<String, DeliveryError> {
+        secret_value(self, ns, name, key).await
+    }
+}
+
+/// Secrets as `(namespace, name, key) → value` (tests, and the docs' examples).
+impl SecretSource for std::collections::BTreeMap<(String, String, String), String> {
+    async fn value(&self, ns: &str, name: &str, key: &str) -> Result<String, DeliveryError> {
+        if !self.keys().any(|(n, s, _)| n == ns && s == name) {
+            return Err(DeliveryError::SecretNotFound {
+                secret: name.to_string(),
+            });
+        }
+        self.get(&(ns.to_string(), name.to_string(), key.to_string()))
+            .map(|v| v.trim().to_string())
+            .ok_or_else(|| DeliveryError::KeyNotFound {
+                secret: name.to_string(),
+                key: key.to_string(),
+            })
+    }
+}
+
+/// Reads the value of `key` of Secret `name` in `ns` (trimmed).
+pub async fn secret_value(
     client: &kube::Client,
     ns: &str,
-    selector: &SecretKeySelector,
-) -> Result<hyper::Uri, DeliveryError> {
+    name: &str,
+    key: &str,
+) -> Result<String, DeliveryError> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     let secret = secrets
-        .get_opt(&selector.name)
+        .get_opt(name)
         .await
         .map_err(|e| DeliveryError::SecretUnreadable {
-            secret: selector.name.clone(),
+            secret: name.to_string(),
             reason: match e {
                 kube::Error::Api(s) => format!("HTTP {}: {}", s.code, s.reason),
                 _ => "API unreachable".into(),
             },
         })?
         .ok_or_else(|| DeliveryError::SecretNotFound {
-            secret: selector.name.clone(),
+            secret: name.to_string(),
         })?;
-    let value = secret
+    secret
         .data
         .as_ref()
-        .and_then(|d| d.get(&selector.key))
+        .and_then(|d| d.get(key))
         .map(|b| String::from_utf8_lossy(&b.0).trim().to_string())
         .or_else(|| {
             secret
                 .string_data
                 .as_ref()
-                .and_then(|d| d.get(&selector.key))
+                .and_then(|d| d.get(key))
                 .map(|s| s.trim().to_string())
         })
         .ok_or_else(|| DeliveryError::KeyNotFound {
-            secret: selector.name.clone(),
-            key: selector.key.clone(),
-        })?;
+            secret: name.to_string(),
+            key: key.to_string(),
+        })
+}
+
+/// Reads the receiver's URL from `selector` in `ns`.
+pub async fn url_from_secret(
+    secrets: &impl SecretSource,
+    ns: &str,
+    selector: &SecretKeySelector,
+) -> Result<hyper::Uri, DeliveryError> {
+    let value = secrets.value(ns, &selector.name, &selector.key).await?;
     parse_url(&value).ok_or_else(|| DeliveryError::InvalidUrl {
         secret: selector.name.clone(),
         key: selector.key.clone(),
@@ -132,6 +296,11 @@ impl Webhooks {
         }
     }
 
+    /// The egress policy it works under.
+    pub fn policy(&self) -> &EgressPolicy {
+        &self.policy
+    }
+
     fn http(&self) -> &Https {
         self.http.get_or_init(|| build_http(&self.policy))
     }
@@ -155,58 +324,92 @@ impl Webhooks {
         webhooks
     }
 
-    /// POSTs `body` as JSON to `url`: up to [`ATTEMPTS`] tries, `backoff` × 1, 2, … between
-    /// them. Server errors (5xx), 429 and transport failures are retried; other answers, and a
-    /// refusal by the egress policy, are final. The receiver's answer is judged by its status
-    /// alone: its body is never read.
+    /// POSTs `body` as JSON to `url` ([`Webhooks::post`]).
     pub async fn post_json(
         &self,
         url: &hyper::Uri,
         body: &serde_json::Value,
         backoff: Duration,
     ) -> Result<(), DeliveryError> {
-        let bytes = Bytes::from(serde_json::to_vec(body).unwrap_or_default());
-        let mut last = DeliveryError::Unreachable { attempts: 0 };
-        for attempt in 1..=ATTEMPTS {
-            if attempt > 1 {
-                tokio::time::sleep(backoff * (attempt - 1)).await;
-            }
-            let mut request = hyper::Request::post(url.clone())
-                .header(hyper::header::CONTENT_TYPE, "application/json")
-                .header(hyper::header::USER_AGENT, "dataguardian-operator");
-            if let Some(auth) = crate::egress::webhook::proxy_authorization(&self.policy, url) {
-                request = request.header(hyper::header::PROXY_AUTHORIZATION, auth);
-            }
-            let request = request.body(Full::new(bytes.clone()));
-            let Ok(request) = request else {
-                return Err(DeliveryError::Unreachable { attempts: attempt });
-            };
-            match tokio::time::timeout(ATTEMPT_TIMEOUT, self.http().request(request)).await {
-                Ok(Ok(response)) => {
-                    let status = response.status();
-                    // Dropped unread: an endless reply costs nothing.
-                    drop(response);
-                    if status.is_success() {
-                        return Ok(());
+        self.post(url, &HttpRequest::json(body), backoff)
+            .await
+            .map(|_| ())
+    }
+
+    /// POSTs `request` to `url`: up to [`ATTEMPTS`] tries, [`backoff_delay`] between them
+    /// (honouring the receiver's `Retry-After`). Server errors (5xx), 429 and transport failures
+    /// are retried; other answers, and a refusal by the egress policy, are final. The
+    /// receiver's answer is judged by its status alone: its body is never read. Returns the
+    /// number of attempts made.
+    pub async fn post(
+        &self,
+        url: &hyper::Uri,
+        request: &HttpRequest,
+        backoff: Duration,
+    ) -> Result<u32, DeliveryError> {
+        let mut attempt = 1;
+        loop {
+            match self.post_once(url, request).await {
+                Ok(()) => return Ok(attempt),
+                Err((e, retry_after)) => {
+                    let e = e.after(attempt);
+                    if !e.is_retryable() || attempt >= ATTEMPTS {
+                        return Err(e);
                     }
-                    last = DeliveryError::Rejected {
-                        status: status.as_u16(),
-                        attempts: attempt,
-                    };
-                    if !(status.is_server_error() || status.as_u16() == 429) {
-                        return Err(last);
-                    }
+                    tokio::time::sleep(backoff_delay(backoff, attempt, retry_after)).await;
+                    attempt += 1;
                 }
-                Ok(Err(e)) => {
-                    if let Some(refused) = crate::egress::refusal(&e) {
-                        return Err(DeliveryError::Refused(refused.clone()));
-                    }
-                    last = DeliveryError::Unreachable { attempts: attempt };
-                }
-                Err(_) => last = DeliveryError::TimedOut { attempts: attempt },
             }
         }
-        Err(last)
+    }
+
+    /// One attempt; a failure carries the receiver's `Retry-After`, if it sent one.
+    async fn post_once(
+        &self,
+        url: &hyper::Uri,
+        r: &HttpRequest,
+    ) -> Result<(), (DeliveryError, Option<Duration>)> {
+        let mut request = hyper::Request::post(url.clone())
+            .header(hyper::header::CONTENT_TYPE, r.content_type.as_str())
+            .header(hyper::header::USER_AGENT, "dataguardian-operator");
+        for (name, value) in &r.headers {
+            request = request.header(name, value);
+        }
+        if let Some(auth) = crate::egress::webhook::proxy_authorization(&self.policy, url) {
+            request = request.header(hyper::header::PROXY_AUTHORIZATION, auth);
+        }
+        let Ok(request) = request.body(Full::new(r.body.clone())) else {
+            return Err((DeliveryError::Unreachable { attempts: 1 }, None));
+        };
+        match tokio::time::timeout(ATTEMPT_TIMEOUT, self.http().request(request)).await {
+            Ok(Ok(response)) => {
+                let status = response.status();
+                let retry_after = response
+                    .headers()
+                    .get(hyper::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| parse_retry_after(v, chrono::Utc::now()));
+                // Dropped unread: an endless reply costs nothing.
+                drop(response);
+                if status.is_success() {
+                    return Ok(());
+                }
+                Err((
+                    DeliveryError::Rejected {
+                        status: status.as_u16(),
+                        attempts: 1,
+                    },
+                    retry_after,
+                ))
+            }
+            Ok(Err(e)) => {
+                if let Some(refused) = crate::egress::refusal(&e) {
+                    return Err((DeliveryError::Refused(refused.clone()), None));
+                }
+                Err((DeliveryError::Unreachable { attempts: 1 }, None))
+            }
+            Err(_) => Err((DeliveryError::TimedOut { attempts: 1 }, None)),
+        }
     }
 }
 
@@ -350,7 +553,7 @@ mod tests {
         );
         assert_eq!(calls.load(Ordering::SeqCst), 1);
 
-        let (url, _, calls) = receiver(vec![500, 500, 500, 500]).await;
+        let (url, _, calls) = receiver(vec![500; ATTEMPTS as usize + 1]).await;
         assert_eq!(
             loopback()
                 .post_json(&url, &body, Duration::from_millis(10))

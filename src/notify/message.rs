@@ -4,6 +4,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 
 use crate::api::backup_policy::{NotificationEvent, NotificationRule};
+use crate::api::common::DatabaseSpec;
 
 /// One thing that happened, about one object of one policy.
 #[derive(Clone, Debug, PartialEq)]
@@ -13,13 +14,50 @@ pub struct Notification {
     /// The BackupPolicy whose rules decide who hears it.
     pub policy: String,
     /// The object it is about: `BackupRun`, `RestoreRun`, `RestoreValidation` or `BackupPolicy`.
-    pub kind: &'static str,
+    pub kind: String,
     pub name: String,
     /// The machine-readable reason (as in the object's status).
     pub reason: String,
     /// The human-readable message (as in the object's status and Events).
     pub message: String,
     pub time: DateTime<Utc>,
+    /// What else is known about it (template variables).
+    pub details: Details,
+}
+
+/// The template variables an event may know, besides what every notification has.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Details {
+    /// The database backed up, restored or validated (`db.shop.svc/shop`).
+    pub database: Option<String>,
+    /// The BackupRun involved (the run itself, or the one restored or validated).
+    pub run: Option<String>,
+    /// Artifact size in bytes.
+    pub size_bytes: Option<u64>,
+    /// How long the run took, in seconds.
+    pub duration_seconds: Option<f64>,
+    /// Who asked for it (a RestoreRun's recorded requester).
+    pub requester: Option<String>,
+    /// The W3C trace id of the run's trace.
+    pub trace_id: Option<String>,
+    /// For a digest: how many identical notifications it stands for, and about which objects.
+    pub digest: Option<Digest>,
+}
+
+/// Identical failures folded into one message.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Digest {
+    /// How many notifications were folded (not sent one by one).
+    pub count: u32,
+    /// The objects they were about (the first few).
+    pub names: Vec<String>,
+}
+
+impl Notification {
+    /// A short description of the object, e.g. `BackupRun shop/nightly-1`.
+    pub fn object(&self) -> String {
+        format!("{} {}/{}", self.kind, self.namespace, self.name)
+    }
 }
 
 impl NotificationEvent {
@@ -48,6 +86,27 @@ impl NotificationEvent {
                 | NotificationEvent::StorageUnhealthy
         )
     }
+}
+
+/// The database of `spec` in words (engine, database, host; never credentials), e.g.
+/// `postgres shop on db.shop.svc`.
+pub fn database_of(spec: &DatabaseSpec) -> Option<String> {
+    let (engine, host, database, all) = match (&spec.postgres, &spec.mysql) {
+        (Some(p), _) => ("postgres", &p.host, &p.database, p.all_databases),
+        (None, Some(m)) => ("mysql", &m.host, &m.database, m.all_databases),
+        (None, None) => return None,
+    };
+    let database = if all.unwrap_or(false) {
+        "all databases".to_string()
+    } else {
+        database
+            .clone()
+            .unwrap_or_else(|| "(default database)".into())
+    };
+    Some(match host {
+        Some(h) => format!("{engine} {database} on {h}"),
+        None => format!("{engine} {database}"),
+    })
 }
 
 /// The rules of a policy that subscribe to `event`.
@@ -102,11 +161,12 @@ mod tests {
             event,
             namespace: "shop".into(),
             policy: "nightly".into(),
-            kind: "BackupRun",
+            kind: "BackupRun".into(),
             name: "nightly-1".into(),
             reason: "DumpFailed".into(),
             message: "pg_dump exited 1".into(),
             time: "2026-11-23T02:00:00Z".parse().unwrap(),
+            details: Details::default(),
         }
     }
 
@@ -120,10 +180,16 @@ mod tests {
             events: events.to_vec(),
             webhook: (!slack).then(|| WebhookChannel {
                 url_secret_ref: secret.clone(),
+                authorization_secret_ref: None,
+                content_type: None,
             }),
             slack: slack.then_some(SlackChannel {
                 webhook_url_secret_ref: secret,
             }),
+            teams: None,
+            email: None,
+            cloud_events: None,
+            template: None,
         }
     }
 

@@ -18,6 +18,8 @@
 //! - [`TestCertificates`]: a throwaway CA and server certificate (openssl) for HTTPS test
 //!   servers, e.g. moto with [`MotoBuilder::tls`].
 //! - [`kubectl`]: the installed kubectl with a given kubeconfig and stdin.
+//! - [`SmtpServer`]: aiosmtpd with STARTTLS or implicit TLS and optional AUTH; every accepted
+//!   message parsed by Python's `email` package ([`ReceivedMail`]).
 //! - [`ForwardProxy`]: an HTTP forward proxy (`CONNECT` tunnels, absolute-form requests,
 //!   optional Basic credentials) that records what went through it.
 //! - Helpers: [`free_port`], [`free_port_on`], [`wait_for_port`], [`TempDir`].
@@ -45,6 +47,7 @@ mod net;
 mod postgres;
 mod process;
 mod proxy;
+mod smtp;
 mod tls;
 
 pub use error::{Error, Result};
@@ -59,4 +62,5 @@ pub use process::{
     wait_group_gone,
 };
 pub use proxy::{FaultPlan, FaultyProxy, ProxyStats};
+pub use smtp::{ReceivedMail, SmtpMode, SmtpServer, SmtpServerBuilder};
 pub use tls::TestCertificates;

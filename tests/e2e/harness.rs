@@ -942,28 +942,58 @@ pub async fn wait_for_events(
     }
 }
 
-/// A webhook receiver on loopback for notification tests: it records every POST (path and JSON
-/// body); `/fail/...` answers 500, every other path 200.
+/// A webhook receiver on loopback for notification tests: it records every POST (path, JSON
+/// body and headers); `/fail/...` answers 500, `/hold/...` never answers its first request
+/// (an operator killed while sending it), every other path (and later requests) 200.
 pub struct Webhooks {
     /// `http://127.0.0.1:PORT`
     pub base: String,
-    got: std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>,
+    got: std::sync::Arc<std::sync::Mutex<Vec<Post>>>,
+}
+
+/// One POST the receiver got.
+#[derive(Debug, Clone)]
+pub struct Post {
+    pub path: String,
+    pub body: serde_json::Value,
+    /// Header names in lower case.
+    pub headers: BTreeMap<String, String>,
 }
 
 impl Webhooks {
     pub async fn start() -> Self {
         use axum::extract::Path;
+        use axum::http::HeaderMap;
         use axum::routing::post;
-        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Post>::new()));
         let g = got.clone();
         let app = axum::Router::new().route(
             "/{kind}/{token}",
             post(
-                move |Path((kind, token)): Path<(String, String)>, body: String| {
+                move |Path((kind, token)): Path<(String, String)>,
+                      headers: HeaderMap,
+                      body: String| {
                     let g = g.clone();
                     async move {
                         let value = serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
-                        g.lock().unwrap().push((format!("/{kind}/{token}"), value));
+                        let path = format!("/{kind}/{token}");
+                        let headers = headers
+                            .iter()
+                            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+                            .collect();
+                        let first = {
+                            let mut got = g.lock().unwrap();
+                            let first = !got.iter().any(|p| p.path == path);
+                            got.push(Post {
+                                path,
+                                body: value,
+                                headers,
+                            });
+                            first
+                        };
+                        if kind == "hold" && first {
+                            tokio::time::sleep(Duration::from_secs(300)).await;
+                        }
                         if kind == "fail" {
                             axum::http::StatusCode::INTERNAL_SERVER_ERROR
                         } else {
@@ -986,13 +1016,36 @@ impl Webhooks {
 
     /// The bodies POSTed on `path`, in order.
     pub fn posts(&self, path: &str) -> Vec<serde_json::Value> {
+        self.requests(path).into_iter().map(|p| p.body).collect()
+    }
+
+    /// The POSTs on `path` (bodies and headers), in order.
+    pub fn requests(&self, path: &str) -> Vec<Post> {
         self.got
             .lock()
             .unwrap()
             .iter()
-            .filter(|(p, _)| p == path)
-            .map(|(_, v)| v.clone())
+            .filter(|p| p.path == path)
+            .cloned()
             .collect()
+    }
+
+    /// Waits (30 s) until `path` got at least `n` POSTs, and returns them.
+    #[allow(dead_code)]
+    pub async fn wait_for_count(&self, path: &str, n: usize) -> Vec<Post> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let got = self.requests(path);
+            if got.len() >= n {
+                return got;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} POST(s) on {path} within 30s, expected {n}",
+                got.len()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// Waits (30 s) for a POST on `path` whose body satisfies `ok`, and returns the body.
@@ -1009,7 +1062,12 @@ impl Webhooks {
             assert!(
                 Instant::now() < deadline,
                 "no matching POST on {path} within 30s; got {:?}",
-                self.got.lock().unwrap()
+                self.got
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .map(|p| (&p.path, &p.body))
+                    .collect::<Vec<_>>()
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }

@@ -27,7 +27,7 @@ use crate::api::backup_policy::NotificationEvent;
 use crate::api::common::{parse_duration, set_condition, time_from_chrono, time_to_chrono};
 use crate::api::{BackupPolicy, BackupRun, BackupStorage};
 use crate::contract::{AgentReport, Report};
-use crate::notify::message::Notification;
+use crate::notify::message::{Details, Notification};
 use crate::telemetry::metrics::PolicyLabels;
 
 use crate::controller::backup_policy::retention::{
@@ -60,6 +60,8 @@ pub async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<A
         return Ok(Action::requeue(RUNS_CACHE_WAIT));
     }
     let (ns, name) = namespace_and_name(policy.as_ref())?;
+    // Notifications an earlier operator recorded but did not finish sending.
+    ctx.resume_notifications(&policy);
     let generation = policy.metadata.generation;
     let now = Utc::now();
     let old_status = policy.status.clone().unwrap_or_default();
@@ -293,11 +295,12 @@ fn policy_notification(
         event,
         namespace: ns.to_owned(),
         policy: name.to_owned(),
-        kind: "BackupPolicy",
+        kind: "BackupPolicy".into(),
         name: name.to_owned(),
         reason: c.reason.clone(),
         message: c.message.clone(),
         time: now,
+        details: Details::default(),
     }
 }
 

@@ -11,7 +11,7 @@
 pub mod plan;
 
 use crate::api::backup_policy::NotificationEvent;
-use crate::notify::message::Notification;
+use crate::notify::message::{Details, Notification, database_of};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -723,11 +723,18 @@ async fn finish(
                 },
                 namespace: ns.to_string(),
                 policy: p.name_any(),
-                kind: "BackupRun",
+                kind: "BackupRun".into(),
                 name: run.name_any(),
                 reason: reason.to_string(),
                 message: message.to_string(),
                 time: now,
+                details: Details {
+                    database: database_of(&p.spec.source),
+                    run: Some(run.name_any()),
+                    size_bytes: artifact.as_ref().map(|a| a.size_bytes),
+                    duration_seconds: Some(seconds),
+                    ..Details::default()
+                },
             },
         );
     }

@@ -1,22 +1,25 @@
 //! What every reconciler shares: the client, metrics, the event recorder and settings.
 
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::channel::mpsc::UnboundedSender;
 use kube::Resource;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 
+use crate::api::backup_policy::NotificationRule;
 use crate::api::{BackupPolicy, RestoreRun, RestoreValidation};
 use crate::controller::common::run_cache::RunCache;
 use crate::egress::EgressPolicy;
 use crate::jobs::shell::{ImageAllowList, JobDefaults};
-use crate::notify::deliver::Webhooks;
+use crate::notify::deliver::{DeliveryError, Webhooks};
 use crate::notify::message::{Notification, rules_for};
+use crate::notify::outbox::{self, Fold, FoldKey, Folder, fold_key};
 use crate::telemetry::metrics::{Metrics, NotificationLabels};
 
 /// Operator-wide settings (from flags).
@@ -119,6 +122,8 @@ pub struct Context {
     runs_synced: Arc<AtomicBool>,
     /// The notification client, under [`Settings::egress`].
     pub webhooks: Webhooks,
+    /// Notifications being delivered and storms being folded.
+    pub notifications: Notifications,
 }
 
 /// The name DataGuardian reports its Events under.
@@ -139,6 +144,7 @@ impl Context {
             metrics,
             recorder,
             webhooks: Webhooks::new(settings.egress.clone()),
+            notifications: Notifications::default(),
             settings,
             runs,
             restore_runs: kube::runtime::reflector::store::Writer::default().as_reader(),
@@ -224,65 +230,224 @@ impl Context {
         }
     }
 
-    /// Sends `n` to the channels of `policy` that hear its event, on a task of its own (a
-    /// slow receiver never holds up a reconcile). Failures become a Warning Event on the
-    /// policy; every outcome is counted.
+    /// Sends `n` to the channels of `policy` that hear its event, at least once: each
+    /// (notification, rule) is recorded in the policy's status first, then delivered on a task
+    /// of its own (a slow receiver never holds up a reconcile), then removed. A storm of
+    /// identical failures is folded into the first message and one digest. Failures become a
+    /// Warning Event on the policy; every outcome is counted.
     pub fn notify(&self, policy: &BackupPolicy, n: Notification) {
-        if rules_for(&policy.spec.notifications, n.event).is_empty() {
+        let rules: Vec<_> = rules_for(&policy.spec.notifications, n.event)
+            .into_iter()
+            .cloned()
+            .collect();
+        if rules.is_empty() {
             return;
         }
         let ctx = self.clone();
         let policy = policy.clone();
-        tokio::spawn(async move {
-            let outcomes = crate::notify::send(
-                &ctx.client,
-                &ctx.webhooks,
-                &policy.spec.notifications,
-                &n,
-                NOTIFY_BACKOFF,
-            )
-            .await;
-            for (rule, outcome) in outcomes {
-                let result = match &outcome {
-                    Ok(()) => "delivered",
-                    Err(e) => e.category(),
-                };
-                ctx.metrics
-                    .notifications
-                    .get_or_create(&NotificationLabels {
-                        namespace: n.namespace.clone(),
-                        policy: n.policy.clone(),
-                        event: n.event.as_str().into(),
-                        result: result.into(),
-                    })
-                    .inc();
-                match outcome {
-                    Ok(()) => tracing::info!(
-                        namespace = %n.namespace, policy = %n.policy, rule = %rule,
-                        event = n.event.as_str(), object = %n.name, "notification delivered"
-                    ),
-                    Err(e) => {
-                        tracing::warn!(
-                            namespace = %n.namespace, policy = %n.policy, rule = %rule,
-                            event = n.event.as_str(), error = %e, "notification not delivered"
-                        );
-                        ctx.event(
-                            &policy,
-                            EventType::Warning,
-                            "NotificationFailed",
-                            "Notify",
-                            format!(
-                                "rule {rule}: {} about {} {}: {e}",
-                                n.event.as_str(),
-                                n.kind,
-                                n.name
-                            ),
-                        )
-                        .await;
-                    }
+        tokio::spawn(async move { ctx.enqueue(&policy, rules, n).await });
+    }
+
+    async fn enqueue(&self, policy: &BackupPolicy, rules: Vec<NotificationRule>, n: Notification) {
+        let now = chrono::Utc::now();
+        let mut sends = Vec::new();
+        for rule in rules {
+            let fold = self
+                .notifications
+                .folder
+                .lock()
+                .map(|mut f| f.offer(&n, &rule.name, now, self.notifications.fold_window))
+                .unwrap_or(Fold::Send);
+            match fold {
+                Fold::Folded => {
+                    self.count_notification(&n, "folded");
+                    continue;
                 }
+                Fold::SendAndOpen => self.close_fold_later(fold_key(&n, &rule.name)),
+                Fold::Send => {}
+            }
+            let key = outbox::key(&n, &rule.name);
+            if self.notifications.claim(&key) {
+                sends.push((key, rule));
+            }
+        }
+        if sends.is_empty() {
+            return;
+        }
+        let records = sends
+            .iter()
+            .map(|(key, rule)| (key.clone(), outbox::record(&n, &rule.name)))
+            .collect();
+        if let Err(e) = outbox::add(&self.client, &n.namespace, &n.policy, &records).await {
+            // Sent anyway: only an operator restart before delivery would lose it now.
+            tracing::warn!(
+                namespace = %n.namespace, policy = %n.policy, error = %e,
+                "notification not recorded before sending"
+            );
+        }
+        for (key, rule) in sends {
+            let ctx = self.clone();
+            let policy = policy.clone();
+            let n = n.clone();
+            tokio::spawn(async move { ctx.deliver(&policy, &rule, &n, &key).await });
+        }
+    }
+
+    /// When the storm window of `key` closes, sends its digest (if anything was folded).
+    fn close_fold_later(&self, key: FoldKey) {
+        let ctx = self.clone();
+        let (ns, name) = (key.0.clone(), key.1.clone());
+        let rule_name = key.2.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(ctx.notifications.fold_window).await;
+            let digest = ctx
+                .notifications
+                .folder
+                .lock()
+                .ok()
+                .and_then(|mut f| f.close(&key));
+            let Some(digest) = digest else {
+                return;
+            };
+            // The policy as it is now (its rules may have changed).
+            let policies: Api<BackupPolicy> = Api::namespaced(ctx.client.clone(), &ns);
+            let Ok(Some(policy)) = policies.get_opt(&name).await else {
+                return;
+            };
+            let rules: Vec<_> = rules_for(&policy.spec.notifications, digest.event)
+                .into_iter()
+                .filter(|r| r.name == rule_name)
+                .cloned()
+                .collect();
+            if !rules.is_empty() {
+                ctx.enqueue(&policy, rules, digest).await;
             }
         });
+    }
+
+    /// Sends again what `policy`'s status still records as pending and no task of this
+    /// process is sending (after an operator restart), with the same idempotency keys. A
+    /// record whose rule is gone is dropped.
+    pub fn resume_notifications(&self, policy: &BackupPolicy) {
+        let Some(status) = &policy.status else {
+            return;
+        };
+        let ns = policy.namespace().unwrap_or_default();
+        let name = policy.name_any();
+        for (key, record) in &status.pending_notifications {
+            if self.notifications.finished_recently(key) {
+                // Finished here: this is a policy read before the removal, or the removal
+                // failed. Remove it (again); never send it twice from one process.
+                let (client, ns, name, key) =
+                    (self.client.clone(), ns.clone(), name.clone(), key.clone());
+                tokio::spawn(async move { outbox::remove(&client, &ns, &name, &key).await });
+                continue;
+            }
+            if !self.notifications.claim(key) {
+                continue;
+            }
+            let rule = policy
+                .spec
+                .notifications
+                .iter()
+                .find(|r| r.name == record.rule)
+                .cloned();
+            let n = outbox::from_record(&ns, &name, record);
+            let (ns, name) = (ns.clone(), name.clone());
+            let ctx = self.clone();
+            let policy = policy.clone();
+            let key = key.clone();
+            tokio::spawn(async move {
+                match (rule, n) {
+                    (Some(rule), Some(n)) => {
+                        tracing::info!(
+                            namespace = %n.namespace, policy = %n.policy, rule = %rule.name,
+                            event = n.event.as_str(), object = %n.name, key = %key,
+                            "sending a pending notification again"
+                        );
+                        ctx.deliver(&policy, &rule, &n, &key).await;
+                    }
+                    _ => {
+                        let _ = outbox::remove(&ctx.client, &ns, &name, &key).await;
+                        ctx.notifications.release(&key, true);
+                    }
+                }
+            });
+        }
+    }
+
+    /// Delivers one recorded notification, then removes its record, counts it, and reports
+    /// a failure as an Event.
+    async fn deliver(
+        &self,
+        policy: &BackupPolicy,
+        rule: &NotificationRule,
+        n: &Notification,
+        key: &str,
+    ) {
+        let outcome = crate::notify::deliver(
+            &self.client,
+            &self.webhooks,
+            rule,
+            n,
+            key,
+            self.notifications.backoff,
+        )
+        .await;
+        if let Err(e) = outbox::remove(&self.client, &n.namespace, &n.policy, key).await {
+            tracing::warn!(
+                namespace = %n.namespace, policy = %n.policy, error = %e,
+                "a delivered notification is still recorded as pending"
+            );
+        }
+        self.notifications.release(key, true);
+        let rule = &rule.name;
+        match outcome {
+            Ok(attempts) => {
+                self.count_notification(n, "delivered");
+                tracing::info!(
+                    namespace = %n.namespace, policy = %n.policy, rule = %rule,
+                    event = n.event.as_str(), object = %n.name, key, attempts,
+                    "notification delivered"
+                );
+            }
+            Err(e) => {
+                self.count_notification(n, e.category());
+                tracing::warn!(
+                    namespace = %n.namespace, policy = %n.policy, rule = %rule,
+                    event = n.event.as_str(), key, error = %e, "notification not delivered"
+                );
+                let reason = match e {
+                    DeliveryError::Template(_) => "NotificationTemplateInvalid",
+                    _ => "NotificationFailed",
+                };
+                self.event(
+                    policy,
+                    EventType::Warning,
+                    reason,
+                    "Notify",
+                    format!(
+                        "rule {rule}: {} about {} {}: {e}",
+                        n.event.as_str(),
+                        n.kind,
+                        n.name
+                    ),
+                )
+                .await;
+            }
+        }
+    }
+
+    fn count_notification(&self, n: &Notification, result: &str) {
+        self.metrics
+            .notifications
+            .get_or_create(&NotificationLabels {
+                namespace: n.namespace.clone(),
+                policy: n.policy.clone(),
+                event: n.event.as_str().into(),
+                result: result.into(),
+            })
+            .inc();
     }
 
     /// [`Context::notify`] for the policy `ns/name`, read from the API (restores and
@@ -303,5 +468,74 @@ impl Context {
     }
 }
 
-/// Pause before a notification's retries (× 1, × 2).
-const NOTIFY_BACKOFF: Duration = Duration::from_secs(2);
+/// How long a finished notification's key is remembered (see [`Notifications::claim`]).
+const FINISHED_MEMORY: Duration = Duration::from_secs(600);
+
+/// The base pause before a notification's retries (doubled per retry, jittered).
+const NOTIFY_BACKOFF: Duration = Duration::from_secs(1);
+
+/// The notification state of this operator process.
+#[derive(Clone)]
+pub struct Notifications {
+    /// Keys some task of this process is delivering (a pending record seen again by a
+    /// reconcile is not sent twice at once).
+    in_flight: Arc<Mutex<HashSet<String>>>,
+    /// Keys this process finished (delivered or gave up) recently, with when: a reconcile of a
+    /// policy read before the record's removal reached the cache must not send it again.
+    finished: Arc<Mutex<HashMap<String, std::time::Instant>>>,
+    /// Storm folding windows.
+    folder: Arc<Mutex<Folder>>,
+    /// Base pause between attempts.
+    pub backoff: Duration,
+    /// How long identical failures after the first are folded into a digest.
+    pub fold_window: Duration,
+}
+
+impl Default for Notifications {
+    fn default() -> Self {
+        Notifications {
+            in_flight: Arc::default(),
+            finished: Arc::default(),
+            folder: Arc::default(),
+            backoff: NOTIFY_BACKOFF,
+            fold_window: crate::notify::outbox::FOLD_WINDOW,
+        }
+    }
+}
+
+impl Notifications {
+    /// Marks `key` as being delivered by this process; false if it already is, or finished
+    /// within [`FINISHED_MEMORY`].
+    fn claim(&self, key: &str) -> bool {
+        if self.finished_recently(key) {
+            return false;
+        }
+        self.in_flight
+            .lock()
+            .map(|mut s| s.insert(key.to_string()))
+            .unwrap_or(false)
+    }
+
+    /// Whether this process finished `key` within [`FINISHED_MEMORY`] (and forgets older ones).
+    fn finished_recently(&self, key: &str) -> bool {
+        let Ok(mut done) = self.finished.lock() else {
+            return false;
+        };
+        done.retain(|_, at| at.elapsed() < FINISHED_MEMORY);
+        done.contains_key(key)
+    }
+
+    /// `key` is no longer being delivered; `finished`: delivered or given up.
+    fn release(&self, key: &str, finished: bool) {
+        if finished && let Ok(mut done) = self.finished.lock() {
+            done.insert(key.to_string(), std::time::Instant::now());
+        }
+        if let Ok(mut s) = self.in_flight.lock() {
+            s.remove(key);
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "notify_tests.rs"]
+mod notify_tests;

@@ -12,7 +12,7 @@
 pub mod plan;
 
 use crate::api::backup_policy::NotificationEvent;
-use crate::notify::message::Notification;
+use crate::notify::message::{Details, Notification, database_of};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -591,11 +591,16 @@ async fn finish(
             },
             namespace: ns.to_string(),
             policy: policy.clone(),
-            kind: "RestoreRun",
+            kind: "RestoreRun".into(),
             name: run.name_any(),
             reason: reason.to_string(),
             message: format!("{message}; target {}", target_text(run)),
             time: now,
+            details: Details {
+                database: database_of(&run.spec.target),
+                run: run.spec.backup_run_ref.as_ref().map(|b| b.name.clone()),
+                ..Details::default()
+            },
         },
     )
     .await;

@@ -18,7 +18,7 @@ pub mod plan;
 
 use crate::api::backup_policy::NotificationEvent;
 use crate::controller::common::queue::{PendingBackup, RunKey, plan_backup_queue};
-use crate::notify::message::Notification;
+use crate::notify::message::{Details, Notification};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -550,7 +550,7 @@ async fn finish(ctx: &Context, ns: &str, rv: &RestoreValidation, o: Outcome) -> 
             },
             namespace: ns.to_string(),
             policy: notify_policy.clone(),
-            kind: "RestoreValidation",
+            kind: "RestoreValidation".into(),
             name: rv.name_any(),
             reason: o.reason.clone(),
             message: match &backup_name {
@@ -558,6 +558,10 @@ async fn finish(ctx: &Context, ns: &str, rv: &RestoreValidation, o: Outcome) -> 
                 None => format!("{}{rto}", o.message),
             },
             time: now,
+            details: Details {
+                run: backup_name.clone(),
+                ..Details::default()
+            },
         },
     )
     .await;
