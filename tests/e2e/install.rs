@@ -83,6 +83,8 @@ operator:
     leaseDurationSeconds: 6
 metrics:
   bindAddress: "$(POD_IP)"
+webhook:
+  bindAddress: "$(POD_IP)"
 "#
                 ),
             )
@@ -121,7 +123,7 @@ patches:
                 imagePullPolicy: Never
                 # A flag, not DG_METRICS_ADDR: the patch's env entries may land before POD_IP,
                 # and $(VAR) only sees variables defined earlier in the list.
-                args: ["operator", "--metrics-addr=$(POD_IP):8080"]
+                args: ["operator", "--metrics-addr=$(POD_IP):8080", "--webhook-addr=$(POD_IP):9443"]
                 env:
                   - name: DG_AGENT_IMAGE
                     value: "{agent}"
@@ -201,8 +203,8 @@ fn objects(yaml: &str) -> Vec<Object> {
 
 /// Uninstalls the way each tool's docs say (docs/install.md): `helm uninstall` deletes every
 /// object of the release except those annotated `helm.sh/resource-policy: keep` (the CRDs);
-/// with kustomize the operator's parts are deleted (`config/manager`, `config/rbac`), never the
-/// CRDs or the namespace.
+/// with kustomize the operator's parts are deleted (`config/webhook`, `config/manager`,
+/// `config/rbac`), never the CRDs or the namespace.
 fn uninstall(cluster: &Cluster, installer: Installer, yaml: &str) {
     for o in objects(yaml).iter().rev() {
         let kept = match installer {
@@ -502,6 +504,101 @@ async fn install_scenario(installer: Installer) {
             .trim(),
         "500"
     );
+
+    // Who asked is recorded by the operator's admission webhook from the API server's own
+    // user info, for every run kind, and nobody can rewrite it: not alice, not an admin.
+    let whoami = |user: &TestUser| {
+        cluster
+            .kubectl_as(
+                user,
+                &[
+                    "auth",
+                    "whoami",
+                    "-o",
+                    "jsonpath={.status.userInfo.username}",
+                ],
+            )
+            .expect("kubectl auth whoami")
+            .trim()
+            .to_string()
+    };
+    let alice_name = whoami(&alice);
+    let requested_by = |resource: &str| {
+        cluster
+            .kubectl(&[
+                "get",
+                resource,
+                "-n",
+                &ns,
+                "-o",
+                r"jsonpath={.items[*].metadata.annotations.dataguardian\.io/requested-by}",
+            ])
+            .expect("reading the requester")
+            .trim()
+            .to_string()
+    };
+    for resource in ["backupruns", "restorevalidations", "restoreruns"] {
+        assert_eq!(requested_by(resource), alice_name, "{resource}");
+    }
+    let forged = format!(
+        "apiVersion: dataguardian.io/v1alpha1\nkind: BackupRun\nmetadata:\n  name: forged\n  namespace: {ns}\n  annotations: {{dataguardian.io/requested-by: mallory}}\nspec: {{policyRef: {{name: shop}}, trigger: Manual}}\n"
+    );
+    cluster
+        .kubectl_stdin_as(&alice, &["create", "-f", "-"], Some(&forged))
+        .expect("alice may create a run");
+    let stamped = cluster
+        .kubectl(&[
+            "get",
+            "backuprun",
+            "forged",
+            "-n",
+            &ns,
+            "-o",
+            r"jsonpath={.metadata.annotations.dataguardian\.io/requested-by}",
+        ])
+        .expect("get the run");
+    assert_eq!(
+        stamped.trim(),
+        alice_name,
+        "the claimed requester is replaced"
+    );
+    let rewrite = cluster
+        .kubectl(&[
+            "annotate",
+            "backuprun",
+            "nightly-1",
+            "-n",
+            &ns,
+            "--overwrite",
+            "dataguardian.io/requested-by=mallory",
+        ])
+        .expect_err("nobody may rewrite the requester");
+    assert!(
+        rewrite.contains("admission webhook \"runs.admission.dataguardian.io\" denied the request")
+            && rewrite.contains("records who asked for it"),
+        "{rewrite}"
+    );
+    // The platform team's policy records who changed it last.
+    let changed_by = cluster
+        .kubectl(&[
+            "get",
+            "backuppolicy",
+            "shop",
+            "-n",
+            &ns,
+            "-o",
+            r"jsonpath={.metadata.annotations.dataguardian\.io/last-changed-by}",
+        ])
+        .expect("get the policy");
+    let admin_name = cluster
+        .kubectl(&[
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username}",
+        ])
+        .expect("whoami");
+    assert_eq!(changed_by.trim(), admin_name.trim());
 
     // bob reads, and is refused a backup with the API server's own words.
     let listed = cluster
