@@ -155,6 +155,10 @@ pub struct BackupRunStatus {
     /// manual runs never evict scheduled ones from `keepLast` or the calendar buckets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduled: Option<bool>,
+    /// Who asked for it: the user the admission webhook recorded when it was created
+    /// (annotation `dataguardian.io/requested-by`), copied here when its Job starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
 }
 
 /// The artifact of a backup. Per-table row counts live in the artifact's `manifest.json`,

@@ -297,6 +297,10 @@ pub struct RestoreValidationStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Who asked for it: the user the admission webhook recorded when it was created
+    /// (annotation `dataguardian.io/requested-by`), copied here when its Job starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
 }
 
 /// The result of one check.

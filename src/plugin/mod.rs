@@ -64,8 +64,8 @@ pub async fn run(plugin: Plugin) -> Result<ExitCode, PluginError> {
             let name = name.unwrap_or_else(|| generated_name(&policy, "manual", now));
             let run = render::backup_run(&ns, &name, &policy, reason.as_deref());
             let api: Api<BackupRun> = Api::namespaced(client, &ns);
-            api.create(&post_params(), &run).await?;
-            println!("backuprun/{name} created");
+            let created = api.create(&post_params(), &run).await?;
+            println!("{}", render::created_line("backuprun", &created.metadata));
             if !wait.wait {
                 return Ok(ExitCode::SUCCESS);
             }
@@ -122,8 +122,8 @@ pub async fn run(plugin: Plugin) -> Result<ExitCode, PluginError> {
                 .unwrap_or_else(|| generated_name(&a.backup_run, "restore", now));
             let rr = render::restore_run(&ns, &name, &a.backup_run, &target, &o);
             let api: Api<RestoreRun> = Api::namespaced(client, &ns);
-            api.create(&post_params(), &rr).await?;
-            println!("restorerun/{name} created");
+            let created = api.create(&post_params(), &rr).await?;
+            println!("{}", render::created_line("restorerun", &created.metadata));
             if !a.wait.wait {
                 return Ok(ExitCode::SUCCESS);
             }
@@ -165,8 +165,11 @@ pub async fn run(plugin: Plugin) -> Result<ExitCode, PluginError> {
                 .unwrap_or_else(|| generated_name(&a.backup_run, "check", now));
             let v = render::validation(&ns, &name, &a.backup_run, decryption.as_ref());
             let api: Api<RestoreValidation> = Api::namespaced(client, &ns);
-            api.create(&post_params(), &v).await?;
-            println!("restorevalidation/{name} created");
+            let created = api.create(&post_params(), &v).await?;
+            println!(
+                "{}",
+                render::created_line("restorevalidation", &created.metadata)
+            );
             if !a.wait.wait {
                 return Ok(ExitCode::SUCCESS);
             }

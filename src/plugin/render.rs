@@ -316,3 +316,42 @@ status:
         );
     }
 }
+
+/// What the plugin prints once it created a run: `backuprun/NAME created`, with the requester
+/// the admission webhook recorded (`, requested by alice`) when there is one.
+pub fn created_line(kind: &str, meta: &kube::api::ObjectMeta) -> String {
+    let name = meta.name.as_deref().unwrap_or_default();
+    match crate::controller::common::requester::requested_by(meta) {
+        Some(user) => format!("{kind}/{name} created, requested by {user}"),
+        None => format!("{kind}/{name} created"),
+    }
+}
+
+#[cfg(test)]
+mod created_line_tests {
+    use super::*;
+
+    #[test]
+    fn the_created_line_names_the_recorded_requester() {
+        let mut meta = kube::api::ObjectMeta {
+            name: Some("nightly-1".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            created_line("backuprun", &meta),
+            "backuprun/nightly-1 created"
+        );
+        meta.annotations = Some(
+            [(
+                crate::admission::REQUESTED_BY.to_string(),
+                "alice".to_string(),
+            )]
+            .into_iter()
+            .collect(),
+        );
+        assert_eq!(
+            created_line("backuprun", &meta),
+            "backuprun/nightly-1 created, requested by alice"
+        );
+    }
+}

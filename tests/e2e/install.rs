@@ -539,7 +539,29 @@ async fn install_scenario(installer: Installer) {
     };
     for resource in ["backupruns", "restorevalidations", "restoreruns"] {
         assert_eq!(requested_by(resource), alice_name, "{resource}");
+        // Copied into status when the Job starts.
+        let in_status = cluster
+            .kubectl(&[
+                "get",
+                resource,
+                "-n",
+                &ns,
+                "-o",
+                "jsonpath={.items[*].status.requestedBy}",
+            ])
+            .expect("reading status.requestedBy");
+        assert_eq!(in_status.trim(), alice_name, "{resource} status");
     }
+    let started = crate::harness::wait_for_events(&cluster, &ns, "nightly-1", |events| {
+        events.iter().any(|e| e.starts_with("Started:"))
+    })
+    .await;
+    assert!(
+        started.iter().any(
+            |e| e.starts_with("Started:") && e.ends_with(&format!("requested by {alice_name}"))
+        ),
+        "{started:#?}"
+    );
     let forged = format!(
         "apiVersion: dataguardian.io/v1alpha1\nkind: BackupRun\nmetadata:\n  name: forged\n  namespace: {ns}\n  annotations: {{dataguardian.io/requested-by: mallory}}\nspec: {{policyRef: {{name: shop}}, trigger: Manual}}\n"
     );

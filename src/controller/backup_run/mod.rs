@@ -599,14 +599,19 @@ async fn start_job(
     status.start_time = Some(time_from_chrono(now));
     status.attempts = Some(1);
     status.observed_generation = run.metadata.generation;
+    status.requested_by = crate::controller::common::requester::requested_by(&run.metadata);
     apply_status(ctx, ns, &run.name_any(), &status).await?;
+    let who = match crate::controller::common::requester::who_note(&run.metadata) {
+        note if note.is_empty() => note,
+        note => format!("; {note}"),
+    };
     ctx.event(
         run,
         EventType::Normal,
         "Started",
         "CreateJob",
         format!(
-            "backup Job {job_name} created for policy {}",
+            "backup Job {job_name} created for policy {}{who}",
             policy.name_any()
         ),
     )
@@ -731,6 +736,7 @@ async fn finish(
                 details: Details {
                     database: database_of(&p.spec.source),
                     run: Some(run.name_any()),
+                    requester: crate::controller::common::requester::requested_by(&run.metadata),
                     size_bytes: artifact.as_ref().map(|a| a.size_bytes),
                     duration_seconds: Some(seconds),
                     ..Details::default()

@@ -9,6 +9,7 @@ pub mod job_watch;
 pub mod queue;
 pub mod reason;
 pub mod reconcile;
+pub mod requester;
 pub mod run_cache;
 pub mod status;
 pub mod storage_access;

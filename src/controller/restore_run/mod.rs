@@ -46,7 +46,7 @@ use crate::controller::common::job_watch;
 use crate::controller::common::reconcile::namespace_and_name;
 use crate::controller::common::status::{ControllerStatus, apply as apply_status};
 use crate::controller::restore_run::plan::{
-    Observed, QueueState, Step, creator_note, plan, queue_state, target_id,
+    Observed, QueueState, Step, plan, queue_state, target_id,
 };
 use crate::jobs::source::artifact_pin;
 
@@ -462,10 +462,11 @@ async fn start_job(
     status.start_time = Some(time_from_chrono(Utc::now()));
     status.attempts = Some(1);
     status.source = Some(resolved.source.clone());
+    status.requested_by = crate::controller::common::requester::requested_by(&run.metadata);
     status.message = Some(format!("restore Job {job_name} started"));
     status.observed_generation = run.metadata.generation;
     apply_status(ctx, ns, &run.name_any(), &status).await?;
-    let who = match creator_note(&run.metadata) {
+    let who = match crate::controller::common::requester::who_note(&run.metadata) {
         note if note.is_empty() => note,
         note => format!("; {note}"),
     };
@@ -557,7 +558,7 @@ async fn finish(
     } else {
         (EventType::Warning, "Failed")
     };
-    let who = match creator_note(&run.metadata) {
+    let who = match crate::controller::common::requester::who_note(&run.metadata) {
         note if note.is_empty() => note,
         note => format!(" ({note})"),
     };
@@ -599,6 +600,7 @@ async fn finish(
             details: Details {
                 database: database_of(&run.spec.target),
                 run: run.spec.backup_run_ref.as_ref().map(|b| b.name.clone()),
+                requester: crate::controller::common::requester::requested_by(&run.metadata),
                 ..Details::default()
             },
         },

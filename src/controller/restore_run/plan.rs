@@ -7,7 +7,6 @@ use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::api::common::{DatabaseSpec, time_to_chrono};
 use crate::api::restore_run::{RestoreRun, RestoreRunPhase};
@@ -104,31 +103,6 @@ pub fn target_id(target: &DatabaseSpec, namespace: &str) -> Option<TargetId> {
         database.as_deref(),
         namespace,
     ))
-}
-
-/// The field manager of the object's `Create` operation (e.g. `kubectl-client-side-apply`,
-/// `argocd-controller`). The client chooses it freely, so it is shown as what it is — a
-/// client-chosen label — and never as the requester: Kubernetes does not record the user on
-/// the object (audit logs do; the admission webhook of issue 16 stamps the real one).
-pub fn requester(meta: &ObjectMeta) -> Option<String> {
-    meta.managed_fields
-        .as_ref()?
-        .iter()
-        .filter(|m| m.subresource.as_deref().is_none_or(str::is_empty))
-        .filter(|m| {
-            m.manager
-                .as_deref()
-                .is_some_and(|n| !n.starts_with("dataguardian-"))
-        })
-        .find(|m| matches!(m.operation.as_deref(), Some("Create" | "Apply")))
-        .and_then(|m| m.manager.clone())
-}
-
-/// How Events name the creator: the field manager, marked as client-chosen (empty when none).
-pub fn creator_note(meta: &ObjectMeta) -> String {
-    requester(meta)
-        .map(|m| format!("client-chosen field manager {m:?}, not an authenticated user"))
-        .unwrap_or_default()
 }
 
 /// The restore queue's decision for `me` given every RestoreRun known (`all`, which may not
@@ -702,36 +676,5 @@ spec:
         let all = vec![busy, other.clone()];
         let (s, _) = queue_state(&all, &other, NonZeroUsize::new(1), now);
         assert_eq!((s.admitted, s.position), (false, Some(1)));
-    }
-
-    #[test]
-    fn requester_comes_from_the_create_operation() {
-        use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
-        let meta = ObjectMeta {
-            managed_fields: Some(vec![
-                ManagedFieldsEntry {
-                    manager: Some("dataguardian-restorerun".into()),
-                    operation: Some("Update".into()),
-                    ..Default::default()
-                },
-                ManagedFieldsEntry {
-                    manager: Some("kubectl-client-side-apply".into()),
-                    operation: Some("Create".into()),
-                    ..Default::default()
-                },
-            ]),
-            ..Default::default()
-        };
-        assert_eq!(
-            requester(&meta).as_deref(),
-            Some("kubectl-client-side-apply")
-        );
-        assert_eq!(requester(&ObjectMeta::default()), None);
-        // Never presented as the person who asked: any client may call itself anything.
-        assert_eq!(
-            creator_note(&meta),
-            "client-chosen field manager \"kubectl-client-side-apply\", not an authenticated user"
-        );
-        assert_eq!(creator_note(&ObjectMeta::default()), "");
     }
 }

@@ -408,16 +408,21 @@ async fn start_job(ctx: &Context, ns: &str, rv: &RestoreValidation, r: Resolved)
     status.job_name = Some(job_name.clone());
     status.sandbox_image = sandbox_image.clone();
     status.start_time = Some(time_from_chrono(Utc::now()));
+    status.requested_by = crate::controller::common::requester::requested_by(&rv.metadata);
     status.attempts = Some(1);
     status.observed_generation = rv.metadata.generation;
     apply_status(ctx, ns, &rv.name_any(), &status).await?;
+    let who = match crate::controller::common::requester::who_note(&rv.metadata) {
+        note if note.is_empty() => note,
+        note => format!("; {note}"),
+    };
     ctx.event(
         rv,
         EventType::Normal,
         "Started",
         "CreateJob",
         format!(
-            "validation Job {job_name} restores BackupRun {} ({}) into a {} sandbox",
+            "validation Job {job_name} restores BackupRun {} ({}) into a {} sandbox{who}",
             r.backup.name_any(),
             r.manifest_location,
             sandbox_image.unwrap_or_default()
@@ -560,6 +565,7 @@ async fn finish(ctx: &Context, ns: &str, rv: &RestoreValidation, o: Outcome) -> 
             time: now,
             details: Details {
                 run: backup_name.clone(),
+                requester: crate::controller::common::requester::requested_by(&rv.metadata),
                 ..Details::default()
             },
         },
