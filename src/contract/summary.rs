@@ -54,6 +54,8 @@ pub enum Succeeded {
     Validate(ValidateSummary),
     /// `"operation": "prune"`.
     Prune(PruneSummary),
+    /// `"operation": "copy"`.
+    Copy(CopySummary),
 }
 
 /// What the agent was doing (`operation`).
@@ -68,6 +70,8 @@ pub enum Operation {
     Validate,
     /// `agent prune`.
     Prune,
+    /// `agent copy`.
+    Copy,
 }
 
 impl Operation {
@@ -78,6 +82,7 @@ impl Operation {
             Operation::Restore => "restore",
             Operation::Validate => "validate",
             Operation::Prune => "prune",
+            Operation::Copy => "copy",
         }
     }
 }
@@ -217,6 +222,26 @@ pub struct PruneSummary {
     pub duration_seconds: f64,
 }
 
+/// Summary of a successful copy of a backup to another storage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CopySummary {
+    /// The source manifest.
+    pub from: String,
+    /// The copy's manifest (`location`: what the operator confirms).
+    pub location: String,
+    /// SHA-256 of the manifest (identical bytes at both places).
+    pub manifest_sha256: String,
+    /// Bytes copied over all artifacts (0 when the copy was already there).
+    pub size_bytes: u64,
+    /// SHA-256 of every artifact copied, computed while copying, in manifest order.
+    pub sha256: Vec<String>,
+    /// Whether the destination already held this exact manifest.
+    pub already_present: bool,
+    /// Wall time.
+    pub duration_seconds: f64,
+}
+
 /// Summary of a failure of any operation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -266,6 +291,12 @@ impl From<ValidateSummary> for Summary {
 impl From<PruneSummary> for Summary {
     fn from(s: PruneSummary) -> Self {
         Summary::Succeeded(Succeeded::Prune(s))
+    }
+}
+
+impl From<CopySummary> for Summary {
+    fn from(s: CopySummary) -> Self {
+        Summary::Succeeded(Succeeded::Copy(s))
     }
 }
 
