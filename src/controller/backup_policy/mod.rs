@@ -5,6 +5,8 @@
 //!
 //! The pure decisions live in [`crate::controller::backup_policy::schedule`], [`crate::controller::backup_policy::retention`] and [`crate::controller::backup_policy::rpo`].
 
+pub mod copies;
+pub mod copy_plan;
 pub mod plan;
 pub mod retention;
 pub mod rpo;
@@ -164,7 +166,15 @@ pub async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<A
         }
     }
 
-    // 5. Retention and run history.
+    // 5. Copies on the secondary storages, then retention and run history.
+    let kept = kept_runs(&policy, &finished, now)?;
+    if let Some(at) =
+        copies::reconcile_copies(&ctx, &ns, &policy, storage.as_ref(), &finished, &kept, now)
+            .await?
+    {
+        let until = (at - now).to_std().unwrap_or_default();
+        requeue = requeue.min(until.max(Duration::from_secs(1)));
+    }
     if let Some(at) = apply_retention(&ctx, &ns, &policy, storage.as_ref(), &finished, now).await? {
         let until = (at - now).to_std().unwrap_or_default();
         requeue = requeue.min(until.max(Duration::from_secs(1)));
@@ -326,6 +336,33 @@ async fn replace_run(ctx: &Context, ns: &str, run: &BackupRun) -> Result<()> {
     Ok(())
 }
 
+/// The succeeded runs whose artifacts retention keeps (all of them without a retention).
+fn kept_runs(
+    policy: &BackupPolicy,
+    runs: &[FinishedRun],
+    now: DateTime<Utc>,
+) -> Result<std::collections::BTreeSet<String>> {
+    let tz: chrono_tz::Tz = policy
+        .spec
+        .time_zone_or_default()
+        .parse()
+        .unwrap_or(chrono_tz::UTC);
+    let retention_runs: Vec<RetentionRun> = runs
+        .iter()
+        .filter_map(RetentionRun::from_finished)
+        .collect();
+    Ok(match &policy.spec.retention {
+        Some(r) => {
+            let rp = RetentionPolicy::from_spec(Some(r)).map_err(Error::InvalidSpec)?;
+            plan_retention(&retention_runs, &rp, tz, now)
+                .kept()
+                .map(str::to_string)
+                .collect()
+        }
+        None => retention_runs.iter().map(|r| r.name.clone()).collect(),
+    })
+}
+
 /// Applies retention and run-history limits; returns when to look again (Object Lock expiry).
 async fn apply_retention(
     ctx: &Context,
@@ -379,7 +416,7 @@ async fn apply_retention(
                 finished_at: r.completed_at.unwrap_or(now),
                 artifacts,
                 artifact_retained: phase == FinishedPhase::Succeeded && kept.contains(&r.name),
-                retain_until: artifact.and_then(|a| a.retain_until),
+                retain_until: artifact.and_then(|a| a.latest_retain_until()),
             }
         })
         .collect();

@@ -1,0 +1,570 @@
+//! Copies of confirmed backups on a policy's `secondaryStorageRefs`: the executor of
+//! [`super::copy_plan`], called from the policy reconcile.
+//!
+//! For each secondary storage the oldest succeeded run without a confirmed copy is copied,
+//! one at a time per storage: a server-side copy when both storages are buckets on the same S3
+//! endpoint with the same credentials ([`CopyMethod::ServerSideCopy`]), otherwise a copy Job
+//! (`agent copy`, [`crate::jobs::copy_job`]). Either way the manifest goes last and must hash to
+//! the digest recorded when the run was confirmed. A copy counts only once the operator has
+//! confirmed it itself (S3: the copy's manifest hashes to that digest and every artifact it lists
+//! has the listed size; a filesystem storage: the Job's report names exactly the expected
+//! location and digest). It is then recorded in the run's `status.artifact.copies` with an
+//! Event; the policy's `status.copies` shows each storage's lag, and the metrics its RPO.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::batch::v1::Job;
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::events::EventType;
+use serde_json::json;
+
+use crate::api::backup_policy::CopyStatus;
+use crate::api::backup_run::ArtifactCopy;
+use crate::api::common::{find_condition, time_from_chrono};
+use crate::api::{BackupPolicy, BackupRun, BackupStorage};
+use crate::contract::manifest::sha256_hex;
+use crate::contract::{AgentReport, ManifestView, Report};
+use crate::controller::common::context::Context;
+use crate::controller::common::error::Result;
+use crate::controller::common::job_watch::{self, Observed};
+use crate::controller::common::run_cache::FinishedRun;
+use crate::controller::common::storage_access::{AccessError, StorageAccess, ambient_refusal};
+use crate::jobs::backup_job::expected_backup;
+use crate::jobs::copy_job;
+use crate::telemetry::metrics::CopyLabels;
+
+use super::copy_plan::{
+    CopyCandidate, CopyMethod, Secondary, StoragePlan, copy_method, plan_copies,
+};
+
+/// Field manager of `status.copies` on the policy.
+pub const FIELD_MANAGER: &str = "dataguardian-copies";
+/// Manifests are small; anything larger is not one of ours.
+const MANIFEST_LIMIT: usize = 16 << 20;
+/// Largest object one CopyObject request copies.
+const SERVER_SIDE_LIMIT: u64 = 5 << 30;
+
+/// What became of one copy this pass.
+enum Outcome {
+    /// Confirmed: record it.
+    Done(Box<ArtifactCopy>),
+    /// A copy Job is working on it.
+    Running,
+    /// It failed; tried again later.
+    Failed(String),
+}
+
+/// Copies what is due, records confirmed copies, writes `status.copies` and the copy metrics.
+/// Returns when to look again.
+pub async fn reconcile_copies(
+    ctx: &Context,
+    ns: &str,
+    policy: &BackupPolicy,
+    primary: Option<&BackupStorage>,
+    finished: &[FinishedRun],
+    kept: &BTreeSet<String>,
+    now: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>> {
+    let name = policy.name_any();
+    let refs = &policy.spec.secondary_storage_refs;
+    let old = policy
+        .status
+        .as_ref()
+        .map(|s| s.copies.clone())
+        .unwrap_or_default();
+    if refs.is_empty() {
+        if !old.is_empty() {
+            write_status(ctx, ns, &name, &[]).await?;
+        }
+        return Ok(None);
+    }
+    let primary_name = policy.spec.storage_ref.name.clone();
+    let candidates: Vec<CopyCandidate> = finished
+        .iter()
+        .filter(|r| r.succeeded)
+        .filter_map(|r| {
+            let a = r.artifact.as_deref()?;
+            (a.storage == primary_name).then(|| CopyCandidate {
+                name: r.name.clone(),
+                completed_at: r.completed_at.unwrap_or(now),
+                copied_to: a.copies.iter().map(|(s, _)| s.clone()).collect(),
+                kept: kept.contains(&r.name),
+            })
+        })
+        .collect();
+    let storages: Api<BackupStorage> = Api::namespaced(ctx.client.clone(), ns);
+    let mut secondaries = Vec::new();
+    let mut objects = Vec::new();
+    for r in refs {
+        let storage = storages.get_opt(&r.name).await?;
+        let usable = match (&storage, primary) {
+            (None, _) => Err(format!("BackupStorage {} not found", r.name)),
+            (_, None) => Err(format!(
+                "the primary BackupStorage {primary_name} not found"
+            )),
+            (Some(s), Some(_)) => usable(ctx, ns, s),
+        };
+        secondaries.push(Secondary {
+            name: r.name.clone(),
+            usable,
+        });
+        objects.push(storage);
+    }
+    let mut plans = plan_copies(&candidates, &secondaries, now);
+    let mut requeue: Option<DateTime<Utc>> = None;
+    let mut soon = |at: DateTime<Utc>| {
+        requeue = Some(requeue.map_or(at, |r: DateTime<Utc>| r.min(at)));
+    };
+    for (plan, storage) in plans.iter_mut().zip(&objects) {
+        let (Some(run_name), Some(secondary), Some(primary)) =
+            (plan.next.clone(), storage.as_ref(), primary)
+        else {
+            if plan.blocked.is_some() {
+                soon(now + chrono::Duration::seconds(60));
+            }
+            continue;
+        };
+        let runs: Api<BackupRun> = Api::namespaced(ctx.client.clone(), ns);
+        let Some(run) = runs.get_opt(&run_name).await? else {
+            continue;
+        };
+        match copy_one(ctx, ns, policy, primary, secondary, &run).await? {
+            Outcome::Done(copy) => {
+                record(ctx, ns, &run, &copy).await?;
+                plan.pending = plan.pending.saturating_sub(1);
+                plan.last_copied = Some((
+                    run_name.clone(),
+                    finished
+                        .iter()
+                        .find(|r| r.name == run_name)
+                        .and_then(|r| r.completed_at)
+                        .unwrap_or(now),
+                ));
+                soon(now + chrono::Duration::seconds(1));
+            }
+            Outcome::Running => soon(now + chrono::Duration::seconds(3)),
+            Outcome::Failed(why) => {
+                let note = format!(
+                    "copying run {run_name} to storage {} failed: {why}; it is tried again",
+                    plan.storage
+                );
+                ctx.event(&run, EventType::Warning, "CopyFailed", "Copy", note.clone())
+                    .await;
+                ctx.event(policy, EventType::Warning, "CopyFailed", "Copy", note)
+                    .await;
+                plan.blocked = Some(why);
+                soon(now + chrono::Duration::seconds(60));
+            }
+        }
+    }
+    let status: Vec<CopyStatus> = plans.iter().map(|p| copy_status(p, now)).collect();
+    for p in &plans {
+        let labels = CopyLabels {
+            namespace: ns.to_string(),
+            policy: name.clone(),
+            storage: p.storage.clone(),
+        };
+        match &p.last_copied {
+            Some((_, t)) => {
+                ctx.metrics
+                    .copy_last_success
+                    .get_or_create(&labels)
+                    .set(t.timestamp() as f64);
+            }
+            None => {
+                ctx.metrics.copy_last_success.remove(&labels);
+            }
+        }
+        ctx.metrics
+            .copy_pending
+            .get_or_create(&labels)
+            .set(i64::from(p.pending));
+    }
+    if status != old {
+        write_status(ctx, ns, &name, &status).await?;
+    }
+    Ok(requeue)
+}
+
+/// `Err(why)` when `storage` cannot take copies now.
+fn usable(ctx: &Context, ns: &str, storage: &BackupStorage) -> std::result::Result<(), String> {
+    if let Some(why) = ambient_refusal(storage, ns, ctx.settings.allows_ambient_credentials(ns)) {
+        return Err(why);
+    }
+    let not_ready = storage
+        .status
+        .as_ref()
+        .and_then(|s| find_condition(&s.conditions, "Ready"))
+        .filter(|c| c.status == "False");
+    match not_ready {
+        Some(c) => Err(format!(
+            "BackupStorage {} is not Ready ({}): copies wait until it is back",
+            storage.name_any(),
+            c.reason
+        )),
+        None => Ok(()),
+    }
+}
+
+fn copy_status(p: &StoragePlan, now: DateTime<Utc>) -> CopyStatus {
+    let _ = now;
+    CopyStatus {
+        storage: p.storage.clone(),
+        last_copied_run: p.last_copied.as_ref().map(|(n, _)| n.clone()),
+        last_copied_run_time: p.last_copied.as_ref().map(|(_, t)| time_from_chrono(*t)),
+        pending_runs: p.pending,
+        lag_seconds: p.lag_seconds,
+        message: p.blocked.clone(),
+    }
+}
+
+async fn write_status(ctx: &Context, ns: &str, name: &str, copies: &[CopyStatus]) -> Result<()> {
+    crate::controller::common::status::apply_status::<BackupPolicy>(
+        &ctx.client,
+        ns,
+        name,
+        FIELD_MANAGER,
+        &json!({ "copies": copies }),
+    )
+    .await
+}
+
+/// Adds `copy` to the run's `status.artifact.copies` (a merge patch of that list only; the run's
+/// controller never writes it) and says so in an Event.
+async fn record(ctx: &Context, ns: &str, run: &BackupRun, copy: &ArtifactCopy) -> Result<()> {
+    let mut copies: Vec<ArtifactCopy> = run
+        .status
+        .as_ref()
+        .and_then(|s| s.artifact.as_ref())
+        .map(|a| a.copies.clone())
+        .unwrap_or_default();
+    copies.retain(|c| c.storage != copy.storage);
+    copies.push(copy.clone());
+    let runs: Api<BackupRun> = Api::namespaced(ctx.client.clone(), ns);
+    runs.patch_status(
+        &run.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"artifact": {"copies": copies}}})),
+    )
+    .await?;
+    ctx.event(
+        run,
+        EventType::Normal,
+        "Copied",
+        "Copy",
+        format!(
+            "copy on storage {} confirmed ({}): {}, manifest sha256 {}",
+            copy.storage,
+            copy.method.as_deref().unwrap_or("copy"),
+            copy.location.as_deref().unwrap_or(&copy.key),
+            copy.manifest_sha256
+                .as_deref()
+                .map(|d| &d[..d.len().min(16)])
+                .unwrap_or("")
+        ),
+    )
+    .await;
+    Ok(())
+}
+
+/// Makes (or follows) the copy of `run` to `secondary`.
+async fn copy_one(
+    ctx: &Context,
+    ns: &str,
+    policy: &BackupPolicy,
+    primary: &BackupStorage,
+    secondary: &BackupStorage,
+    run: &BackupRun,
+) -> Result<Outcome> {
+    let Some(artifact) = run.status.as_ref().and_then(|s| s.artifact.as_deref()) else {
+        return Ok(Outcome::Failed("the run records no artifact".into()));
+    };
+    let Some(digest) = artifact.manifest_sha256.clone().filter(|d| d.len() == 64) else {
+        return Ok(Outcome::Failed(
+            "the run records no manifest digest, so its copy could not be verified".into(),
+        ));
+    };
+    // Both locations are the operator's own computation; the source must be what the run's
+    // status names.
+    let (source, dest) = match (
+        expected_backup(run, policy, primary),
+        expected_backup(run, policy, secondary),
+    ) {
+        (Ok(s), Ok(d)) => (s, d),
+        (Err(e), _) | (_, Err(e)) => {
+            return Ok(Outcome::Failed(format!(
+                "cannot compute where the copy goes: {e}"
+            )));
+        }
+    };
+    if artifact.manifest_key.as_deref() != Some(source.location.as_str()) {
+        return Ok(Outcome::Failed(format!(
+            "the run's status names {}, but this run writes {}",
+            artifact.manifest_key.as_deref().unwrap_or("no manifest"),
+            source.location
+        )));
+    }
+    let lock = secondary
+        .spec
+        .s3
+        .as_ref()
+        .and_then(|s| s.object_lock.as_ref());
+    let copy = |method: CopyMethod, retain_until: Option<DateTime<Utc>>| {
+        Box::new(ArtifactCopy {
+            storage: secondary.name_any(),
+            key: dest.key.clone(),
+            confirmed: true,
+            location: Some(dest.location.clone()),
+            manifest_sha256: Some(digest.clone()),
+            method: Some(method.as_str().into()),
+            time: Some(time_from_chrono(Utc::now())),
+            retain_until: retain_until.map(time_from_chrono),
+        })
+    };
+    let open = |s: &BackupStorage| {
+        let s = s.clone();
+        async move {
+            StorageAccess::open(
+                &ctx.client,
+                ns,
+                &s,
+                &ctx.settings.egress,
+                ctx.settings.allows_ambient_credentials(ns),
+            )
+            .await
+        }
+    };
+    let method = copy_method(primary.spec.s3.as_ref(), secondary.spec.s3.as_ref());
+    if method == CopyMethod::ServerSideCopy {
+        let (src, dst) = match (open(primary).await, open(secondary).await) {
+            (Ok(a), Ok(b)) => (a, b),
+            (Err(e), _) | (_, Err(e)) => {
+                return Ok(Outcome::Failed(format!("cannot open storage: {e}")));
+            }
+        };
+        return Ok(
+            match server_side_copy(&src, &dst, &source.key, &dest.key, &digest, lock).await {
+                Ok(()) => match confirm_copy(&dst, &dest.key, &digest).await {
+                    Ok(until) => Outcome::Done(copy(method, until)),
+                    Err(why) => Outcome::Failed(why),
+                },
+                Err(why) => Outcome::Failed(why),
+            },
+        );
+    }
+
+    // A copy Job.
+    let job_name = copy_job::job_name(&run.name_any(), &secondary.name_any());
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
+    match job_watch::observe(ctx, ns, Some(&job_name)).await? {
+        Observed::NotCreated | Observed::Vanished { .. } => {
+            let defaults = crate::jobs::shell::JobDefaults::from(&ctx.settings);
+            let job = match copy_job::build(
+                &run.name_any(),
+                policy,
+                primary,
+                secondary,
+                &source.location,
+                &dest.location,
+                &digest,
+                &defaults,
+            ) {
+                Ok(job) => job,
+                Err(e) => return Ok(Outcome::Failed(format!("cannot build the copy Job: {e}"))),
+            };
+            let pp = PostParams {
+                field_manager: Some(super::FIELD_MANAGER.into()),
+                ..Default::default()
+            };
+            match jobs.create(&pp, &job).await {
+                Ok(_) => {
+                    ctx.event(
+                        run,
+                        EventType::Normal,
+                        "Copying",
+                        "Copy",
+                        format!(
+                            "Job {job_name} copies the backup to storage {}",
+                            secondary.name_any()
+                        ),
+                    )
+                    .await;
+                }
+                Err(kube::Error::Api(s)) if s.code == 409 => {}
+                Err(e) => return Err(e.into()),
+            }
+            Ok(Outcome::Running)
+        }
+        Observed::Active { .. } => Ok(Outcome::Running),
+        Observed::Finished {
+            succeeded,
+            reason,
+            message,
+            termination_message,
+            ..
+        } => {
+            let report = termination_message.as_deref().and_then(AgentReport::parse);
+            let outcome = if !succeeded {
+                let detail = report.and_then(|r| r.error).unwrap_or(message);
+                Outcome::Failed(format!("Job {job_name} failed ({reason}: {detail})"))
+            } else if secondary.spec.s3.is_some() {
+                match open(secondary).await {
+                    Ok(dst) => match confirm_copy(&dst, &dest.key, &digest).await {
+                        Ok(until) => Outcome::Done(copy(method, until)),
+                        Err(why) => Outcome::Failed(why),
+                    },
+                    Err(e) => Outcome::Failed(format!("cannot open storage: {e}")),
+                }
+            } else {
+                // A claim only the Job's pod mounts: its report must name exactly the copy's
+                // place in that pod and the recorded digest.
+                let expected = dest.location.replacen(
+                    &format!("file://{}/", crate::jobs::shell::STORAGE_MOUNT),
+                    &format!("file://{}/", copy_job::COPY_MOUNT),
+                    1,
+                );
+                match report {
+                    Some(r)
+                        if r.location.as_deref() == Some(expected.as_str())
+                            && r.manifest_sha256
+                                .as_deref()
+                                .is_some_and(|d| d.eq_ignore_ascii_case(&digest)) =>
+                    {
+                        Outcome::Done(copy(method, None))
+                    }
+                    _ => Outcome::Failed(format!(
+                        "Job {job_name} did not report a copy at {expected} with the recorded manifest digest"
+                    )),
+                }
+            };
+            job_watch::delete(ctx, ns, &job_name).await?;
+            Ok(outcome)
+        }
+    }
+}
+
+/// Joins a manifest's directory and a key it lists.
+fn beside(manifest_key: &str, rel: &str) -> String {
+    match manifest_key.rsplit_once('/') {
+        Some((dir, _)) => format!("{dir}/{rel}"),
+        None => rel.to_string(),
+    }
+}
+
+/// The manifest at `key` in `access`, checked against the recorded `digest` and parsed.
+async fn pinned_manifest(
+    access: &StorageAccess,
+    key: &str,
+    digest: &str,
+) -> std::result::Result<(Vec<u8>, ManifestView), String> {
+    let bytes = access.get(key, MANIFEST_LIMIT).await.map_err(|e| match e {
+        AccessError::NotFound(_) => format!("manifest {key} is missing"),
+        other => format!("reading manifest {key}: {other}"),
+    })?;
+    let actual = sha256_hex(&bytes);
+    if !actual.eq_ignore_ascii_case(digest) {
+        return Err(format!(
+            "manifest {key} has sha256 {actual}, the run recorded {digest}: refused"
+        ));
+    }
+    let view = ManifestView::parse(&bytes).map_err(|e| format!("manifest {key}: {e}"))?;
+    if let Some(bad) = view
+        .artifacts
+        .iter()
+        .find(|a| !crate::contract::manifest::is_plain_relative_key(&a.key))
+    {
+        return Err(format!(
+            "manifest {key} lists {:?}, which is not a plain key below its directory",
+            bad.key
+        ));
+    }
+    Ok((bytes, view))
+}
+
+/// Server-side copy: every artifact (sizes checked against the pinned manifest first), then the
+/// manifest, with the destination's Object Lock.
+async fn server_side_copy(
+    src: &StorageAccess,
+    dst: &StorageAccess,
+    src_key: &str,
+    dst_key: &str,
+    digest: &str,
+    lock: Option<&crate::api::backup_storage::ObjectLock>,
+) -> std::result::Result<(), String> {
+    let (bytes, view) = pinned_manifest(src, src_key, digest).await?;
+    for a in &view.artifacts {
+        let from = beside(src_key, &a.key);
+        let info = src
+            .head(&from)
+            .await
+            .map_err(|e| format!("checking {from}: {e}"))?;
+        if info.size != a.size_bytes {
+            return Err(format!(
+                "{from} has {} bytes, the manifest lists {}: not copied",
+                info.size, a.size_bytes
+            ));
+        }
+        if info.size > SERVER_SIDE_LIMIT {
+            return Err(format!(
+                "{from} is larger than 5 GiB, beyond a single server-side copy"
+            ));
+        }
+        dst.copy_from(src.bucket(), &from, &beside(dst_key, &a.key), lock)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    dst.put_locked(dst_key, bytes, lock)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Confirms a copy on S3: its manifest hashes to `digest` and every artifact it lists exists
+/// with the listed size. Returns the earliest Object Lock retain-until among its objects.
+pub async fn confirm_copy(
+    access: &StorageAccess,
+    key: &str,
+    digest: &str,
+) -> std::result::Result<Option<DateTime<Utc>>, String> {
+    let (_, view) = pinned_manifest(access, key, digest).await?;
+    if view.artifacts.is_empty() {
+        return Err(format!("manifest {key} lists no artifacts"));
+    }
+    let mut until: Option<DateTime<Utc>> = access
+        .head(key)
+        .await
+        .map_err(|e| format!("checking {key}: {e}"))?
+        .retain_until;
+    for a in &view.artifacts {
+        let k = beside(key, &a.key);
+        let info = access.head(&k).await.map_err(|e| match e {
+            AccessError::NotFound(_) => format!("copied artifact {k} is missing"),
+            other => format!("checking {k}: {other}"),
+        })?;
+        if info.size != a.size_bytes {
+            return Err(format!(
+                "copied artifact {k} has {} bytes, the manifest lists {}",
+                info.size, a.size_bytes
+            ));
+        }
+        if let Some(t) = info.retain_until {
+            until = Some(until.map_or(t, |u| u.min(t)));
+        }
+    }
+    Ok(until)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_joined_below_the_manifest_directory() {
+        assert_eq!(
+            beside("p/shop/r1/manifest.json", "databases/shop.pgdump"),
+            "p/shop/r1/databases/shop.pgdump"
+        );
+        assert_eq!(beside("manifest.json", "x"), "x");
+    }
+}
