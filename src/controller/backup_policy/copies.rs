@@ -81,7 +81,7 @@ pub async fn reconcile_copies(
         return Ok(None);
     }
     let primary_name = policy.spec.storage_ref.name.clone();
-    let candidates: Vec<CopyCandidate> = finished
+    let mut candidates: Vec<CopyCandidate> = finished
         .iter()
         .filter(|r| r.succeeded)
         .filter_map(|r| {
@@ -112,12 +112,14 @@ pub async fn reconcile_copies(
         });
         objects.push(storage);
     }
-    let mut plans = plan_copies(&candidates, &secondaries, now);
+    let mut done: Vec<(String, String)> = Vec::new();
+    let mut failed: Vec<(String, String)> = Vec::new();
+    let plans = plan_copies(&candidates, &secondaries, now);
     let mut requeue: Option<DateTime<Utc>> = None;
     let mut soon = |at: DateTime<Utc>| {
         requeue = Some(requeue.map_or(at, |r: DateTime<Utc>| r.min(at)));
     };
-    for (plan, storage) in plans.iter_mut().zip(&objects) {
+    for (plan, storage) in plans.iter().zip(&objects) {
         let (Some(run_name), Some(secondary), Some(primary)) =
             (plan.next.clone(), storage.as_ref(), primary)
         else {
@@ -133,15 +135,7 @@ pub async fn reconcile_copies(
         match copy_one(ctx, ns, policy, primary, secondary, &run).await? {
             Outcome::Done(copy) => {
                 record(ctx, ns, &run, &copy).await?;
-                plan.pending = plan.pending.saturating_sub(1);
-                plan.last_copied = Some((
-                    run_name.clone(),
-                    finished
-                        .iter()
-                        .find(|r| r.name == run_name)
-                        .and_then(|r| r.completed_at)
-                        .unwrap_or(now),
-                ));
+                done.push((run_name.clone(), plan.storage.clone()));
                 soon(now + chrono::Duration::seconds(1));
             }
             Outcome::Running => soon(now + chrono::Duration::seconds(3)),
@@ -154,9 +148,21 @@ pub async fn reconcile_copies(
                     .await;
                 ctx.event(policy, EventType::Warning, "CopyFailed", "Copy", note)
                     .await;
-                plan.blocked = Some(why);
+                failed.push((plan.storage.clone(), why));
                 soon(now + chrono::Duration::seconds(60));
             }
+        }
+    }
+    // The status after this pass: what was just confirmed counts, what just failed says why.
+    for (run, storage) in done {
+        if let Some(c) = candidates.iter_mut().find(|c| c.name == run) {
+            c.copied_to.push(storage);
+        }
+    }
+    let mut plans = plan_copies(&candidates, &secondaries, now);
+    for (storage, why) in failed {
+        if let Some(p) = plans.iter_mut().find(|p| p.storage == storage) {
+            p.blocked = Some(why);
         }
     }
     let status: Vec<CopyStatus> = plans.iter().map(|p| copy_status(p, now)).collect();
@@ -555,9 +561,276 @@ pub async fn confirm_copy(
     Ok(until)
 }
 
+/// Retention of run `name`'s copies: each confirmed copy on an S3 secondary is deleted,
+/// manifest first, then the data it lists — only where the operator computes the copy to be,
+/// and only what a manifest with the recorded digest lists. `Ok(Err(why))`: a copy must stay
+/// (Object Lock not yet expired, storage unreachable, a filesystem copy), so the run stays.
+pub async fn delete_copies(
+    ctx: &Context,
+    ns: &str,
+    policy: &BackupPolicy,
+    name: &str,
+    now: DateTime<Utc>,
+) -> Result<std::result::Result<(), String>> {
+    let runs: Api<BackupRun> = Api::namespaced(ctx.client.clone(), ns);
+    let Some(run) = runs.get_opt(name).await? else {
+        return Ok(Ok(()));
+    };
+    let copies: Vec<ArtifactCopy> = run
+        .status
+        .as_ref()
+        .and_then(|s| s.artifact.as_ref())
+        .map(|a| a.copies.clone())
+        .unwrap_or_default();
+    let storages: Api<BackupStorage> = Api::namespaced(ctx.client.clone(), ns);
+    for copy in copies.iter().filter(|c| c.confirmed) {
+        if let Some(until) = copy
+            .retain_until
+            .as_ref()
+            .map(crate::api::common::time_to_chrono)
+            && until > now
+        {
+            return Ok(Err(format!(
+                "the copy on storage {} is object-locked until {until}",
+                copy.storage
+            )));
+        }
+        let Some(storage) = storages.get_opt(&copy.storage).await? else {
+            return Ok(Err(format!(
+                "BackupStorage {} of the copy does not exist",
+                copy.storage
+            )));
+        };
+        if storage.spec.s3.is_none() {
+            return Ok(Err(format!(
+                "the copy on filesystem storage {} is not deleted by retention in this version",
+                copy.storage
+            )));
+        }
+        let expected = match expected_backup(&run, policy, &storage) {
+            Ok(e) => e,
+            Err(e) => return Ok(Err(format!("cannot compute where the copy is: {e}"))),
+        };
+        let access = match StorageAccess::open(
+            &ctx.client,
+            ns,
+            &storage,
+            &ctx.settings.egress,
+            ctx.settings.allows_ambient_credentials(ns),
+        )
+        .await
+        {
+            Ok(a) => a,
+            Err(e) => return Ok(Err(format!("cannot open storage {}: {e}", copy.storage))),
+        };
+        let manifest = match access.get(&expected.key, MANIFEST_LIMIT).await {
+            Ok(bytes) => Some(bytes),
+            Err(AccessError::NotFound(_)) => None,
+            Err(e) => return Ok(Err(format!("reading {}: {e}", expected.key))),
+        };
+        // The same check as for the primary: the recorded key and digest must match.
+        let vouched = crate::api::backup_run::Artifact {
+            storage: copy.storage.clone(),
+            key: copy.key.clone(),
+            manifest_key: copy.location.clone(),
+            manifest_sha256: copy.manifest_sha256.clone(),
+            ..Default::default()
+        };
+        let keys = match super::retention::pinned_deletion_keys(
+            &vouched,
+            &expected,
+            manifest.as_deref(),
+        ) {
+            Ok(keys) => keys,
+            Err(why) => return Ok(Err(format!("copy on storage {}: {why}", copy.storage))),
+        };
+        for key in keys {
+            if let Err(e) = access.delete(&key).await {
+                return Ok(Err(format!("deleting {key} on {}: {e}", copy.storage)));
+            }
+        }
+        ctx.event(
+            policy,
+            EventType::Normal,
+            "CopyPruned",
+            "Retention",
+            format!(
+                "deleted the copy of run {name} on storage {} ({})",
+                copy.storage, expected.location
+            ),
+        )
+        .await;
+    }
+    Ok(Ok(()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controller::common::testing::Sim;
+
+    fn storage_yaml(name: &str, bucket: &str, endpoint: &str) -> String {
+        format!(
+            "apiVersion: dataguardian.io/v1alpha1\nkind: BackupStorage\nmetadata: {{name: {name}, namespace: shop}}\nspec: {{s3: {{bucket: {bucket}, region: us-east-1, endpoint: '{endpoint}', forcePathStyle: true, credentialsSecretRef: {{name: s3-creds}}}}}}\n"
+        )
+    }
+
+    /// A succeeded run whose artifact (`data`, listed in its manifest with `listed_size`) is
+    /// stored where the run writes on `main`; returns the run as stored and its digest.
+    async fn stored_run(
+        sim: &Sim,
+        moto: &testkit::Moto,
+        policy: &BackupPolicy,
+        main: &BackupStorage,
+        name: &str,
+        data: &[u8],
+        listed_size: usize,
+    ) -> (BackupRun, String) {
+        let run: BackupRun = sim
+            .create(&format!(
+                "apiVersion: dataguardian.io/v1alpha1\nkind: BackupRun\nmetadata: {{name: {name}, namespace: shop}}\nspec: {{policyRef: {{name: nightly}}}}\n"
+            ))
+            .await;
+        let expected = expected_backup(&run, policy, main).unwrap();
+        let data_key = beside(&expected.key, "databases/shop.pgdump.zst.age");
+        moto.put_object("primary-bucket", &data_key, data.to_vec())
+            .unwrap();
+        let manifest = serde_json::to_vec(&json!({"artifacts": [{
+            "key": "databases/shop.pgdump.zst.age",
+            "sizeBytes": listed_size,
+            "sha256": crate::contract::manifest::sha256_hex(data),
+        }], "allDatabases": false}))
+        .unwrap();
+        let digest = sha256_hex(&manifest);
+        moto.put_object("primary-bucket", &expected.key, manifest)
+            .unwrap();
+        let runs: Api<BackupRun> = Api::namespaced(sim.ctx.client.clone(), "shop");
+        let run = runs
+            .patch_status(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {
+                    "phase": "Succeeded",
+                    "completionTime": "2026-11-10T02:00:00Z",
+                    "artifact": {
+                        "storage": "main",
+                        "key": expected.key,
+                        "manifestKey": expected.location,
+                        "manifestSha256": digest,
+                        "sizeBytes": data.len(),
+                        "sha256": crate::contract::manifest::sha256_hex(data),
+                    },
+                }})),
+            )
+            .await
+            .unwrap();
+        (run, digest)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_server_side_copy_is_confirmed_recorded_refused_when_tampered_and_pruned() {
+        let moto = testkit::Moto::start().unwrap();
+        moto.create_bucket("primary-bucket").unwrap();
+        moto.create_bucket("secondary-bucket").unwrap();
+        let sim = Sim::start().await;
+        let _: k8s_openapi::api::core::v1::Secret = sim
+            .create(&format!(
+                "apiVersion: v1\nkind: Secret\nmetadata: {{name: s3-creds, namespace: shop}}\nstringData: {{AWS_ACCESS_KEY_ID: {}, AWS_SECRET_ACCESS_KEY: {}}}\n",
+                testkit::ACCESS_KEY_ID,
+                testkit::SECRET_ACCESS_KEY
+            ))
+            .await;
+        let main: BackupStorage = sim
+            .create(&storage_yaml("main", "primary-bucket", &moto.endpoint()))
+            .await;
+        let _: BackupStorage = sim
+            .create(&storage_yaml("dr", "secondary-bucket", &moto.endpoint()))
+            .await;
+        let policy: BackupPolicy = sim
+            .create(
+                "apiVersion: dataguardian.io/v1alpha1\nkind: BackupPolicy\nmetadata: {name: nightly, namespace: shop}\nspec: {source: {postgres: {host: db, port: 5432, database: shop, user: u}}, storageRef: {name: main}, secondaryStorageRefs: [{name: dr}], schedule: '0 2 * * *'}\n",
+            )
+            .await;
+        let data = b"age-encrypted bytes of a dump".to_vec();
+        let (r1, digest) = stored_run(&sim, &moto, &policy, &main, "r1", &data, data.len()).await;
+        let now = Utc::now();
+        let finished: Vec<FinishedRun> = FinishedRun::from_run(&r1).into_iter().collect();
+        let kept: BTreeSet<String> = ["r1".to_string()].into();
+        let ctx = sim.ctx.as_ref();
+        reconcile_copies(ctx, "shop", &policy, Some(&main), &finished, &kept, now)
+            .await
+            .unwrap();
+
+        let r1: BackupRun = sim.get("shop", "r1").await;
+        let copies = &r1
+            .status
+            .as_ref()
+            .unwrap()
+            .artifact
+            .as_ref()
+            .unwrap()
+            .copies;
+        assert_eq!(copies.len(), 1, "{copies:?}");
+        assert_eq!(copies[0].storage, "dr");
+        assert!(copies[0].confirmed);
+        assert_eq!(copies[0].method.as_deref(), Some("ServerSideCopy"));
+        assert_eq!(copies[0].manifest_sha256.as_deref(), Some(digest.as_str()));
+        let primary_keys = moto.list_keys("primary-bucket", "").unwrap();
+        let copied_keys = moto.list_keys("secondary-bucket", "").unwrap();
+        assert_eq!(primary_keys, copied_keys);
+        for k in &primary_keys {
+            assert_eq!(
+                moto.get_object("primary-bucket", k).unwrap(),
+                moto.get_object("secondary-bucket", k).unwrap()
+            );
+        }
+        let p: BackupPolicy = sim.get("shop", "nightly").await;
+        let status = &p.status.as_ref().unwrap().copies;
+        assert_eq!(status[0].last_copied_run.as_deref(), Some("r1"));
+        assert_eq!((status[0].pending_runs, status[0].lag_seconds), (0, 0));
+        assert!(
+            sim.event_reasons("shop", "r1")
+                .await
+                .contains(&"Copied".to_string())
+        );
+
+        // A primary artifact that does not match its manifest is not copied.
+        let (r2, _) = stored_run(&sim, &moto, &p, &main, "r2", &data, data.len() + 1).await;
+        let r1: BackupRun = sim.get("shop", "r1").await;
+        let finished: Vec<FinishedRun> = [&r1, &r2]
+            .into_iter()
+            .filter_map(FinishedRun::from_run)
+            .collect();
+        let kept: BTreeSet<String> = ["r1".to_string(), "r2".to_string()].into();
+        reconcile_copies(ctx, "shop", &p, Some(&main), &finished, &kept, Utc::now())
+            .await
+            .unwrap();
+        let r2: BackupRun = sim.get("shop", "r2").await;
+        assert!(
+            r2.status.unwrap().artifact.unwrap().copies.is_empty(),
+            "a tampered backup was copied"
+        );
+        let p: BackupPolicy = sim.get("shop", "nightly").await;
+        let st = &p.status.as_ref().unwrap().copies[0];
+        assert_eq!(st.pending_runs, 1);
+        assert!(
+            st.message.as_deref().unwrap_or("").contains("not copied"),
+            "{st:?}"
+        );
+        assert_eq!(moto.list_keys("secondary-bucket", "").unwrap(), copied_keys);
+
+        // Retention deletes r1's copy (manifest first) and nothing else.
+        let gone = delete_copies(ctx, "shop", &p, "r1", Utc::now())
+            .await
+            .unwrap();
+        assert_eq!(gone, Ok(()));
+        assert!(moto.list_keys("secondary-bucket", "").unwrap().is_empty());
+        assert_eq!(
+            moto.list_keys("primary-bucket", "").unwrap().len(),
+            primary_keys.len() + 2,
+            "the primary objects are retention's own business"
+        );
+    }
 
     #[test]
     fn keys_are_joined_below_the_manifest_directory() {

@@ -458,6 +458,29 @@ async fn apply_retention(
             .actions
             .iter()
             .any(|a| !matches!(a, CleanupAction::DeleteBackupRun));
+        // The copies on secondary storages go first (each manifest first); a copy that cannot
+        // go yet keeps the run, its artifact and the other copies.
+        let has_copies = runs.iter().any(|r| {
+            r.name == cleanup.run && r.artifact.as_ref().is_some_and(|a| !a.copies.is_empty())
+        });
+        if needs_storage
+            && has_copies
+            && let Err(why) = copies::delete_copies(ctx, ns, policy, &cleanup.run, now).await?
+        {
+            tracing::warn!(run = %cleanup.run, reason = %why, "retention: a copy is kept");
+            ctx.event(
+                policy,
+                EventType::Warning,
+                "RetentionRefused",
+                "Retention",
+                format!(
+                    "run {} and its artifact are kept: a copy cannot be deleted yet: {why}",
+                    cleanup.run
+                ),
+            )
+            .await;
+            continue;
+        }
         if needs_storage && access.is_none() {
             match storage {
                 // Filesystem artifacts live on a claim only a pod can mount: a prune Job deletes
