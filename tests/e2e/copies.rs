@@ -1,7 +1,7 @@
 //! Copies on `secondaryStorageRefs` end to end: the real operator binary copies each confirmed
 //! backup to a second S3 server (a copy Job: another endpoint) and to another bucket of the same
-//! server (server-side copy), catches a secondary up oldest first after an outage, and prunes the
-//! copies with their runs.
+//! server (server-side copy), catches a secondary up oldest first after an outage, prunes the
+//! copies with their runs, and restores and validates from the copy while the primary is down.
 
 use std::time::{Duration, Instant};
 
@@ -321,5 +321,102 @@ async fn copies_on_two_secondaries_catch_up_and_are_pruned_with_their_runs() {
             "e2e/"
         ),
         primary_keys
+    );
+}
+
+/// With the primary S3 server down, a restore of a run falls back to its confirmed copy on the
+/// second server (a Warning Event says so), a validation that names the copy proves it
+/// restores, and a restore naming a storage without a copy waits for one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restores_and_validations_read_the_copy_while_the_primary_is_down() {
+    let _serial = crate::serial().await;
+    let replica = Replica::start();
+    let mut s = scenario("copyrestore", "0 0 1 1 *", "").await;
+    s.services.s3.create_bucket(NEARBY_BUCKET).unwrap();
+    s.cluster.apply(&secondary_manifests(&s, &replica, ""));
+    wait_storage(&s, "replica", "True").await;
+    let b1 = s.run_to_end("b1", "shop").await;
+    assert_eq!(phase(&b1).as_deref(), Some("Succeeded"), "{:#?}", b1.status);
+    let b1 = wait_copied(&s, "b1", &["replica", "nearby"]).await;
+    let far = copy_on(&b1, "replica").unwrap();
+
+    // The primary server (and the nearby bucket on it) is gone.
+    s.services.s3.kill();
+    wait_storage(&s, "main", "False").await;
+    wait_storage(&s, "nearby", "False").await;
+
+    // No readFrom: the restore reads the copy on the usable secondary, and says so.
+    s.cluster
+        .apply(&s.restore_yaml("fallback", "b1", "shop_fallback", ""));
+    let r = s.restore_finished("fallback").await;
+    let st = r.status.clone().unwrap();
+    assert_eq!(
+        st.phase.map(|p| format!("{p:?}")).as_deref(),
+        Some("Succeeded"),
+        "{st:#?}\n{}",
+        s.operator.log()
+    );
+    let source = st.source.clone().unwrap();
+    assert_eq!(source.storage, "replica", "{source:#?}");
+    assert_eq!(source.key, far.key);
+    assert!(st.checksum.is_some_and(|c| c.verified));
+    assert_eq!(s.count("shop_fallback", "customers"), "50");
+    assert_eq!(s.count("shop_fallback", "orders"), "500");
+    wait_for_events(&s.cluster, &s.ns, "fallback", |events| {
+        events.iter().any(|e| {
+            e.starts_with("ReadingCopy")
+                && e.contains("BackupStorage main is not Ready")
+                && e.contains("storage replica")
+        })
+    })
+    .await;
+
+    // A validation that names the copy restores it into a sandbox and passes.
+    s.cluster.apply(&format!(
+        "{}  readFrom: {{name: replica}}\n",
+        s.validation_yaml("v-copy", "b1", "    - rowCounts: {}\n")
+    ));
+    let v = s.validation_finished("v-copy").await;
+    let vst = v.status.clone().unwrap();
+    assert_eq!(
+        vst.result.map(|r| format!("{r:?}")).as_deref(),
+        Some("Passed"),
+        "{vst:#?}"
+    );
+    assert_eq!(vst.storage.as_deref(), Some("replica"));
+    let events = crate::harness::events_for(&s.cluster, &s.ns, "v-copy").await;
+    assert!(
+        !events.iter().any(|e| e.starts_with("ReadingCopy")),
+        "a named copy is no fallback: {events:?}"
+    );
+
+    // A storage that holds no copy of the run: the restore waits for one.
+    s.cluster.apply(&s.restore_yaml(
+        "nowhere",
+        "b1",
+        "shop_nowhere",
+        "  readFrom: {name: elsewhere}\n",
+    ));
+    let r = wait_for::<dataguardian::api::RestoreRun, _>(
+        &s.cluster,
+        Some(&s.operator),
+        &s.ns,
+        "nowhere",
+        Duration::from_secs(60),
+        "restore waiting for a copy",
+        |r| {
+            r.status
+                .as_ref()
+                .is_some_and(|st| st.reason.as_deref() == Some("CopyNotFound"))
+        },
+    )
+    .await;
+    let st = r.status.unwrap();
+    assert!(st.job_name.is_none(), "{st:#?}");
+    assert!(
+        st.message
+            .as_deref()
+            .is_some_and(|m| m.contains("elsewhere") && m.contains("replica")),
+        "{st:#?}"
     );
 }
