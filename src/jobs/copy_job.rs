@@ -6,7 +6,7 @@
 //! pod: the source at the usual storage mount, a filesystem destination at [`COPY_MOUNT`].
 //!
 //! Pure and deterministic like the other builders: one Job per run and storage
-//! (`<run>-<storage>-copy`), owned by the BackupPolicy, under the policy's Job template.
+//! (`<run>-<storage>-<hash>-copy`, [`super::naming::pair_name`]), owned by the BackupPolicy, under the policy's Job template.
 
 use std::collections::BTreeMap;
 
@@ -21,7 +21,7 @@ use crate::api::common::SecretKeySelector;
 use crate::api::{BackupPolicy, BackupStorage};
 use crate::contract::{COMPONENT_COPY, RUN_LABEL, exit};
 
-use super::naming::{MAX_LABEL_LEN, bounded_name};
+use super::naming::pair_name;
 use super::shell::{
     JobBuildError, JobDefaults, JobShell, STORAGE_MOUNT, agent_container, agent_env, escape_dollar,
     escape_env, job, labels, plain_env, pod_failure_policy, pod_spec, push_flag, required,
@@ -37,9 +37,10 @@ pub const ACTIVE_DEADLINE_SECONDS: i64 = 6 * 3600;
 /// Label with the destination storage's name.
 pub const COPY_STORAGE_LABEL: &str = "dataguardian.io/copy-storage";
 
-/// The deterministic name of the Job copying run `run` to storage `storage`.
+/// The deterministic name of the Job copying run `run` to storage `storage`; distinct for every
+/// (run, storage) pair ([`pair_name`]).
 pub fn job_name(run: &str, storage: &str) -> String {
-    bounded_name(&format!("{run}-{storage}"), "copy", MAX_LABEL_LEN)
+    pair_name(run, storage, "copy")
 }
 
 /// The `--to` of a filesystem destination: `file:///backup/…` (where a restore pod mounts the
@@ -279,7 +280,11 @@ spec:
             &d,
         )
         .unwrap();
-        assert_eq!(job.metadata.name.as_deref(), Some("nightly-r1-dr-copy"));
+        assert_eq!(
+            job.metadata.name.as_deref(),
+            Some(job_name("nightly-r1", "dr").as_str())
+        );
+        assert_ne!(job_name("nightly-r1", "dr"), job_name("nightly", "r1-dr"));
         let labels = job.metadata.labels.as_ref().unwrap();
         assert_eq!(
             labels.get(COPY_STORAGE_LABEL).map(String::as_str),

@@ -634,6 +634,7 @@ async fn prune_on_claim(
         Observed::Vanished { .. } | Observed::NotCreated => {
             let defaults = crate::jobs::shell::JobDefaults::from(&ctx.settings);
             let job = match prune_job::build(
+                &name,
                 &cleanup.run,
                 policy,
                 storage,
