@@ -31,13 +31,14 @@ use crate::controller::common::error::Result;
 use crate::controller::common::job_watch::{self, Observed};
 use crate::controller::common::run_cache::FinishedRun;
 use crate::controller::common::storage_access::{AccessError, StorageAccess, ambient_refusal};
-use crate::jobs::backup_job::expected_backup;
-use crate::jobs::copy_job;
+use crate::jobs::backup_job::{ExpectedBackup, expected_backup};
+use crate::jobs::{copy_job, prune_job};
 use crate::telemetry::metrics::CopyLabels;
 
 use super::copy_plan::{
     CopyCandidate, CopyMethod, Secondary, StoragePlan, copy_method, plan_copies,
 };
+use super::copy_prune_plan::{CopyDeletion, CopyFacts, CopyPrune, CopyStore, plan_copy_prunes};
 
 /// Field manager of `status.copies` on the policy.
 pub const FIELD_MANAGER: &str = "dataguardian-copies";
@@ -561,107 +562,306 @@ pub async fn confirm_copy(
     Ok(until)
 }
 
-/// Retention of run `name`'s copies: each confirmed copy on an S3 secondary is deleted,
-/// manifest first, then the data it lists — only where the operator computes the copy to be,
-/// and only what a manifest with the recorded digest lists. `Ok(Err(why))`: a copy must stay
-/// (Object Lock not yet expired, storage unreachable, a filesystem copy), so the run stays.
+/// Retention of run `name`'s copies, all or none ([`plan_copy_prunes`]): every confirmed copy is
+/// checked first (lock, storage usable, location, digest; an S3 copy's manifest read and pinned)
+/// and one that must stay keeps the run and every copy ([`CopyDeletion::Refused`]). Then a prune
+/// Job deletes each copy on a filesystem storage from its claim ([`CopyDeletion::InProgress`]
+/// while they run), and once none is left the S3 copies are deleted, manifest first, only what a
+/// manifest with the recorded digest lists. Each copy deleted leaves the run's
+/// `status.artifact.copies` with an Event `CopyPruned`.
 pub async fn delete_copies(
     ctx: &Context,
     ns: &str,
     policy: &BackupPolicy,
     name: &str,
     now: DateTime<Utc>,
-) -> Result<std::result::Result<(), String>> {
+) -> Result<CopyDeletion> {
     let runs: Api<BackupRun> = Api::namespaced(ctx.client.clone(), ns);
     let Some(run) = runs.get_opt(name).await? else {
-        return Ok(Ok(()));
+        return Ok(CopyDeletion::Deleted);
     };
-    let copies: Vec<ArtifactCopy> = run
+    let mut remaining: Vec<ArtifactCopy> = run
         .status
         .as_ref()
         .and_then(|s| s.artifact.as_ref())
         .map(|a| a.copies.clone())
         .unwrap_or_default();
     let storages: Api<BackupStorage> = Api::namespaced(ctx.client.clone(), ns);
-    for copy in copies.iter().filter(|c| c.confirmed) {
-        if let Some(until) = copy
-            .retain_until
-            .as_ref()
-            .map(crate::api::common::time_to_chrono)
-            && until > now
-        {
-            return Ok(Err(format!(
-                "the copy on storage {} is object-locked until {until}",
-                copy.storage
-            )));
-        }
-        let Some(storage) = storages.get_opt(&copy.storage).await? else {
-            return Ok(Err(format!(
-                "BackupStorage {} of the copy does not exist",
-                copy.storage
-            )));
+    let mut facts = Vec::new();
+    let mut objects: Vec<(String, BackupStorage, ExpectedBackup)> = Vec::new();
+    for copy in remaining.iter().filter(|c| c.confirmed) {
+        let storage = storages.get_opt(&copy.storage).await?;
+        let store = match &storage {
+            None => CopyStore::Missing,
+            Some(s) => match (usable(ctx, ns, s), &s.spec.s3, &s.spec.filesystem) {
+                (Err(why), _, _) => CopyStore::Unusable(why),
+                (Ok(()), Some(_), _) => CopyStore::S3,
+                (Ok(()), None, Some(_)) => CopyStore::Filesystem,
+                (Ok(()), None, None) => CopyStore::Unusable("it names no backend".into()),
+            },
         };
-        if storage.spec.s3.is_none() {
-            return Ok(Err(format!(
-                "the copy on filesystem storage {} is not deleted by retention in this version",
-                copy.storage
-            )));
+        let expected = storage.as_ref().map(|s| expected_backup(&run, policy, s));
+        facts.push(CopyFacts {
+            storage: copy.storage.clone(),
+            retain_until: copy
+                .retain_until
+                .as_ref()
+                .map(crate::api::common::time_to_chrono),
+            store,
+            expected: expected.as_ref().map(|e| {
+                e.as_ref()
+                    .map(|e| (e.key.clone(), e.location.clone()))
+                    .map_err(|e| e.to_string())
+            }),
+            recorded: (copy.key.clone(), copy.location.clone()),
+            digest: copy.manifest_sha256.clone(),
+        });
+        if let (Some(s), Some(Ok(e))) = (storage, expected) {
+            objects.push((copy.storage.clone(), s, e));
         }
-        let expected = match expected_backup(&run, policy, &storage) {
-            Ok(e) => e,
-            Err(e) => return Ok(Err(format!("cannot compute where the copy is: {e}"))),
+    }
+    let plan = match plan_copy_prunes(&facts, now) {
+        Ok(plan) => plan,
+        Err(why) => return Ok(CopyDeletion::Refused(why)),
+    };
+    let storage_of = |name: &str| {
+        objects
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, s, e)| (s, e))
+    };
+
+    // Every S3 copy is opened, its manifest read and pinned before anything is deleted.
+    let mut s3 = Vec::new();
+    for p in &plan.deletes {
+        let Some((storage, expected)) = storage_of(&p.storage) else {
+            continue;
         };
         let access = match StorageAccess::open(
             &ctx.client,
             ns,
-            &storage,
+            storage,
             &ctx.settings.egress,
             ctx.settings.allows_ambient_credentials(ns),
         )
         .await
         {
             Ok(a) => a,
-            Err(e) => return Ok(Err(format!("cannot open storage {}: {e}", copy.storage))),
+            Err(e) => {
+                return Ok(CopyDeletion::Refused(format!(
+                    "cannot open storage {}: {e}",
+                    p.storage
+                )));
+            }
         };
-        let manifest = match access.get(&expected.key, MANIFEST_LIMIT).await {
+        let manifest = match access.get(&p.key, MANIFEST_LIMIT).await {
             Ok(bytes) => Some(bytes),
             Err(AccessError::NotFound(_)) => None,
-            Err(e) => return Ok(Err(format!("reading {}: {e}", expected.key))),
+            Err(e) => {
+                return Ok(CopyDeletion::Refused(format!(
+                    "reading {} on {}: {e}",
+                    p.key, p.storage
+                )));
+            }
         };
         // The same check as for the primary: the recorded key and digest must match.
         let vouched = crate::api::backup_run::Artifact {
-            storage: copy.storage.clone(),
-            key: copy.key.clone(),
-            manifest_key: copy.location.clone(),
-            manifest_sha256: copy.manifest_sha256.clone(),
+            storage: p.storage.clone(),
+            key: p.key.clone(),
+            manifest_key: Some(p.location.clone()),
+            manifest_sha256: Some(p.digest.clone()),
             ..Default::default()
         };
-        let keys = match super::retention::pinned_deletion_keys(
-            &vouched,
-            &expected,
-            manifest.as_deref(),
-        ) {
-            Ok(keys) => keys,
-            Err(why) => return Ok(Err(format!("copy on storage {}: {why}", copy.storage))),
-        };
-        for key in keys {
-            if let Err(e) = access.delete(&key).await {
-                return Ok(Err(format!("deleting {key} on {}: {e}", copy.storage)));
+        match super::retention::pinned_deletion_keys(&vouched, expected, manifest.as_deref()) {
+            Ok(keys) => s3.push((p, access, keys)),
+            Err(why) => {
+                return Ok(CopyDeletion::Refused(format!(
+                    "copy on storage {}: {why}",
+                    p.storage
+                )));
             }
         }
-        ctx.event(
-            policy,
-            EventType::Normal,
-            "CopyPruned",
-            "Retention",
-            format!(
-                "deleted the copy of run {name} on storage {} ({})",
-                copy.storage, expected.location
-            ),
-        )
-        .await;
     }
-    Ok(Ok(()))
+
+    // The copies on claims: a prune Job each; the S3 copies wait until none is left.
+    let mut again: Option<DateTime<Utc>> = None;
+    for p in &plan.jobs {
+        let Some((storage, _)) = storage_of(&p.storage) else {
+            continue;
+        };
+        match prune_on_claim(ctx, ns, policy, name, storage, p, now).await? {
+            Some(at) => again = Some(again.map_or(at, |a| a.min(at))),
+            None => {
+                remaining.retain(|c| c.storage != p.storage);
+                forget(ctx, ns, policy, &run, &remaining, p).await?;
+            }
+        }
+    }
+    if let Some(at) = again {
+        return Ok(CopyDeletion::InProgress(at));
+    }
+
+    for (p, access, keys) in s3 {
+        for key in keys {
+            if let Err(e) = access.delete(&key).await {
+                return Ok(CopyDeletion::Refused(format!(
+                    "deleting {key} on {}: {e}",
+                    p.storage
+                )));
+            }
+        }
+        remaining.retain(|c| c.storage != p.storage);
+        forget(ctx, ns, policy, &run, &remaining, p).await?;
+    }
+    Ok(CopyDeletion::Deleted)
+}
+
+/// Records that the copy `p` of `run` is deleted: `remaining` becomes the run's
+/// `status.artifact.copies` (a merge patch of that list only), with an Event `CopyPruned`.
+async fn forget(
+    ctx: &Context,
+    ns: &str,
+    policy: &BackupPolicy,
+    run: &BackupRun,
+    remaining: &[ArtifactCopy],
+    p: &CopyPrune,
+) -> Result<()> {
+    let runs: Api<BackupRun> = Api::namespaced(ctx.client.clone(), ns);
+    match runs
+        .patch_status(
+            &run.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"artifact": {"copies": remaining}}})),
+        )
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        Err(e) => return Err(e.into()),
+    }
+    ctx.event(
+        policy,
+        EventType::Normal,
+        "CopyPruned",
+        "Retention",
+        format!(
+            "deleted the copy of run {} on storage {} ({})",
+            run.name_any(),
+            p.storage,
+            p.location
+        ),
+    )
+    .await;
+    Ok(())
+}
+
+/// The prune Job of the copy `p` of run `run` on the filesystem `storage`
+/// ([`prune_job::copy_job_name`]): `None` once it has succeeded (and is removed), else when to
+/// look again. A failed Job is reported (Warning Event `PruneFailed`) and removed, and tried
+/// again a minute later; `agent prune` is safe to run again.
+async fn prune_on_claim(
+    ctx: &Context,
+    ns: &str,
+    policy: &BackupPolicy,
+    run: &str,
+    storage: &BackupStorage,
+    p: &CopyPrune,
+    now: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>> {
+    let job_name = prune_job::copy_job_name(run, &p.storage);
+    let recheck = Some(now + chrono::Duration::seconds(3));
+    match job_watch::observe(ctx, ns, Some(&job_name)).await? {
+        Observed::NotCreated | Observed::Vanished { .. } => {
+            let defaults = crate::jobs::shell::JobDefaults::from(&ctx.settings);
+            let job = match prune_job::build(
+                &job_name,
+                run,
+                policy,
+                storage,
+                &p.location,
+                &p.digest,
+                &defaults,
+            ) {
+                Ok(job) => job,
+                Err(e) => {
+                    ctx.event(
+                        policy,
+                        EventType::Warning,
+                        "PruneFailed",
+                        "Retention",
+                        format!(
+                            "cannot build the Job deleting the copy of run {run} on storage {}: {e}; the run and its copies are kept",
+                            p.storage
+                        ),
+                    )
+                    .await;
+                    return Ok(Some(now + chrono::Duration::seconds(60)));
+                }
+            };
+            let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
+            let pp = PostParams {
+                field_manager: Some(super::FIELD_MANAGER.into()),
+                ..Default::default()
+            };
+            match jobs.create(&pp, &job).await {
+                Ok(_) => {
+                    ctx.event(
+                        policy,
+                        EventType::Normal,
+                        "Pruning",
+                        "Retention",
+                        format!(
+                            "Job {job_name} deletes the copy of run {run} on storage {} from claim {}",
+                            p.storage,
+                            storage
+                                .spec
+                                .filesystem
+                                .as_ref()
+                                .map(|f| f.claim_name.as_str())
+                                .unwrap_or_default()
+                        ),
+                    )
+                    .await;
+                }
+                Err(kube::Error::Api(s)) if s.code == 409 => {}
+                Err(e) => return Err(e.into()),
+            }
+            Ok(recheck)
+        }
+        Observed::Active { .. } => Ok(recheck),
+        Observed::Finished {
+            succeeded: true, ..
+        } => {
+            job_watch::delete(ctx, ns, &job_name).await?;
+            Ok(None)
+        }
+        Observed::Finished {
+            succeeded: false,
+            reason,
+            message,
+            termination_message,
+            ..
+        } => {
+            let detail = termination_message
+                .as_deref()
+                .and_then(AgentReport::parse)
+                .and_then(|r| r.error)
+                .unwrap_or(message);
+            ctx.event(
+                policy,
+                EventType::Warning,
+                "PruneFailed",
+                "Retention",
+                format!(
+                    "Job {job_name} could not delete the copy of run {run} on storage {} ({reason}: {detail}); the run and its copies are kept and the prune is tried again",
+                    p.storage
+                ),
+            )
+            .await;
+            job_watch::delete(ctx, ns, &job_name).await?;
+            Ok(Some(now + chrono::Duration::seconds(60)))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -823,12 +1023,206 @@ mod tests {
         let gone = delete_copies(ctx, "shop", &p, "r1", Utc::now())
             .await
             .unwrap();
-        assert_eq!(gone, Ok(()));
+        assert_eq!(gone, CopyDeletion::Deleted);
         assert!(moto.list_keys("secondary-bucket", "").unwrap().is_empty());
         assert_eq!(
             moto.list_keys("primary-bucket", "").unwrap().len(),
             primary_keys.len() + 2,
             "the primary objects are retention's own business"
+        );
+    }
+
+    /// Sets (or clears) the `Ready` condition of the BackupStorage `name`.
+    async fn set_ready(sim: &Sim, name: &str, ready: Option<bool>) {
+        let storages: Api<BackupStorage> = Api::namespaced(sim.ctx.client.clone(), "shop");
+        let conditions = match ready {
+            None => json!([]),
+            Some(r) => json!([{
+                "type": "Ready",
+                "status": if r { "True" } else { "False" },
+                "reason": if r { "Reachable" } else { "Unreachable" },
+                "message": "probe",
+                "lastTransitionTime": "2026-11-10T02:00:00Z",
+            }]),
+        };
+        storages
+            .patch_status(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"conditions": conditions}})),
+            )
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_filesystem_copy_is_pruned_by_a_job_first_and_an_unusable_storage_keeps_every_copy() {
+        let moto = testkit::Moto::start().unwrap();
+        moto.create_bucket("primary-bucket").unwrap();
+        moto.create_bucket("secondary-bucket").unwrap();
+        let sim = Sim::start().await;
+        let _: k8s_openapi::api::core::v1::Secret = sim
+            .create(&format!(
+                "apiVersion: v1\nkind: Secret\nmetadata: {{name: s3-creds, namespace: shop}}\nstringData: {{AWS_ACCESS_KEY_ID: {}, AWS_SECRET_ACCESS_KEY: {}}}\n",
+                testkit::ACCESS_KEY_ID,
+                testkit::SECRET_ACCESS_KEY
+            ))
+            .await;
+        let main: BackupStorage = sim
+            .create(&storage_yaml("main", "primary-bucket", &moto.endpoint()))
+            .await;
+        let _: BackupStorage = sim
+            .create(&storage_yaml("dr", "secondary-bucket", &moto.endpoint()))
+            .await;
+        let local: BackupStorage = sim
+            .create(
+                "apiVersion: dataguardian.io/v1alpha1\nkind: BackupStorage\nmetadata: {name: local, namespace: shop}\nspec: {filesystem: {claimName: backups, path: /dumps}}\n",
+            )
+            .await;
+        let policy: BackupPolicy = sim
+            .create(
+                "apiVersion: dataguardian.io/v1alpha1\nkind: BackupPolicy\nmetadata: {name: nightly, namespace: shop}\nspec: {source: {postgres: {host: db, port: 5432, database: shop, user: u}}, storageRef: {name: main}, secondaryStorageRefs: [{name: dr}], schedule: '0 2 * * *'}\n",
+            )
+            .await;
+        let data = b"age-encrypted bytes of a dump".to_vec();
+        let (r1, digest) = stored_run(&sim, &moto, &policy, &main, "r1", &data, data.len()).await;
+        let ctx = sim.ctx.as_ref();
+        // The S3 copy is made by the operator; the claim's copy is recorded as a copy Job
+        // would have confirmed it.
+        let finished: Vec<FinishedRun> = FinishedRun::from_run(&r1).into_iter().collect();
+        let kept: BTreeSet<String> = ["r1".to_string()].into();
+        reconcile_copies(
+            ctx,
+            "shop",
+            &policy,
+            Some(&main),
+            &finished,
+            &kept,
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+        let r1: BackupRun = sim.get("shop", "r1").await;
+        let on_claim = expected_backup(&r1, &policy, &local).unwrap();
+        let mut copies = r1.status.unwrap().artifact.unwrap().copies;
+        assert_eq!(copies.len(), 1, "{copies:?}");
+        copies.push(ArtifactCopy {
+            storage: "local".into(),
+            key: on_claim.key.clone(),
+            confirmed: true,
+            location: Some(on_claim.location.clone()),
+            manifest_sha256: Some(digest.clone()),
+            method: Some("CopyJob".into()),
+            ..Default::default()
+        });
+        let runs: Api<BackupRun> = Api::namespaced(sim.ctx.client.clone(), "shop");
+        runs.patch_status(
+            "r1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"artifact": {"copies": copies}}})),
+        )
+        .await
+        .unwrap();
+        let copied = moto.list_keys("secondary-bucket", "").unwrap();
+        assert!(!copied.is_empty());
+        let job_name = prune_job::copy_job_name("r1", "local");
+        let jobs: Api<Job> = Api::namespaced(sim.ctx.client.clone(), "shop");
+
+        // The claim's storage is down: nothing is deleted anywhere, no Job starts.
+        set_ready(&sim, "local", Some(false)).await;
+        let outcome = delete_copies(ctx, "shop", &policy, "r1", Utc::now())
+            .await
+            .unwrap();
+        let CopyDeletion::Refused(why) = &outcome else {
+            panic!("{outcome:?}");
+        };
+        assert!(
+            why.contains("storage local") && why.contains("not Ready"),
+            "{why}"
+        );
+        assert_eq!(moto.list_keys("secondary-bucket", "").unwrap(), copied);
+        assert!(jobs.get_opt(&job_name).await.unwrap().is_none());
+
+        // Back: a prune Job deletes the claim's copy first; the S3 copy waits for it.
+        set_ready(&sim, "local", Some(true)).await;
+        let now = Utc::now();
+        let outcome = delete_copies(ctx, "shop", &policy, "r1", now)
+            .await
+            .unwrap();
+        assert_eq!(
+            outcome,
+            CopyDeletion::InProgress(now + chrono::Duration::seconds(3))
+        );
+        let job = jobs.get(&job_name).await.unwrap();
+        let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let args = pod.containers[0].args.clone().unwrap();
+        assert_eq!(
+            args,
+            [
+                "agent",
+                "prune",
+                "--manifest",
+                on_claim.location.as_str(),
+                "--manifest-sha256",
+                digest.as_str()
+            ]
+        );
+        let claim = pod
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find_map(|v| v.persistent_volume_claim.as_ref())
+            .unwrap();
+        assert_eq!(claim.claim_name, "backups");
+        assert_eq!(moto.list_keys("secondary-bucket", "").unwrap(), copied);
+        // Running: still in progress, the same Job.
+        let outcome = delete_copies(ctx, "shop", &policy, "r1", Utc::now())
+            .await
+            .unwrap();
+        assert!(
+            matches!(outcome, CopyDeletion::InProgress(_)),
+            "{outcome:?}"
+        );
+        assert!(
+            sim.event_reasons("shop", "nightly")
+                .await
+                .contains(&"Pruning".to_string())
+        );
+
+        // It succeeded: the claim's copy is recorded as pruned, then the S3 copy goes.
+        jobs.patch_status(
+            &job_name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"succeeded": 1, "conditions": [{
+                "type": "Complete", "status": "True",
+                "lastTransitionTime": "2026-11-10T02:00:00Z",
+            }]}})),
+        )
+        .await
+        .unwrap();
+        let outcome = delete_copies(ctx, "shop", &policy, "r1", Utc::now())
+            .await
+            .unwrap();
+        assert_eq!(outcome, CopyDeletion::Deleted);
+        assert!(moto.list_keys("secondary-bucket", "").unwrap().is_empty());
+        assert!(jobs.get_opt(&job_name).await.unwrap().is_none());
+        let r1: BackupRun = sim.get("shop", "r1").await;
+        assert!(
+            r1.status.unwrap().artifact.unwrap().copies.is_empty(),
+            "every pruned copy leaves the run's status"
+        );
+        assert!(
+            sim.event_reasons("shop", "nightly")
+                .await
+                .contains(&"CopyPruned".to_string())
+        );
+        // Nothing left: nothing to do.
+        assert_eq!(
+            delete_copies(ctx, "shop", &policy, "r1", Utc::now())
+                .await
+                .unwrap(),
+            CopyDeletion::Deleted
         );
     }
 

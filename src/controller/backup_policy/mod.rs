@@ -7,6 +7,7 @@
 
 pub mod copies;
 pub mod copy_plan;
+pub mod copy_prune_plan;
 pub mod plan;
 pub mod retention;
 pub mod rpo;
@@ -48,6 +49,7 @@ use crate::controller::common::run_cache::FinishedRun;
 use crate::controller::common::status::apply_status;
 use crate::controller::common::storage_access::StorageAccess;
 use crate::jobs::prune_job;
+use copy_prune_plan::CopyDeletion;
 
 /// Field manager of everything this controller writes.
 pub const FIELD_MANAGER: &str = "dataguardian-backuppolicy";
@@ -463,23 +465,30 @@ async fn apply_retention(
         let has_copies = runs.iter().any(|r| {
             r.name == cleanup.run && r.artifact.as_ref().is_some_and(|a| !a.copies.is_empty())
         });
-        if needs_storage
-            && has_copies
-            && let Err(why) = copies::delete_copies(ctx, ns, policy, &cleanup.run, now).await?
-        {
-            tracing::warn!(run = %cleanup.run, reason = %why, "retention: a copy is kept");
-            ctx.event(
-                policy,
-                EventType::Warning,
-                "RetentionRefused",
-                "Retention",
-                format!(
-                    "run {} and its artifact are kept: a copy cannot be deleted yet: {why}",
-                    cleanup.run
-                ),
-            )
-            .await;
-            continue;
+        if needs_storage && has_copies {
+            match copies::delete_copies(ctx, ns, policy, &cleanup.run, now).await? {
+                CopyDeletion::Deleted => {}
+                // Prune Jobs are deleting copies from claims: the run and its artifact wait.
+                CopyDeletion::InProgress(at) => {
+                    requeue_at = Some(requeue_at.map_or(at, |r: DateTime<Utc>| r.min(at)));
+                    continue;
+                }
+                CopyDeletion::Refused(why) => {
+                    tracing::warn!(run = %cleanup.run, reason = %why, "retention: a copy is kept");
+                    ctx.event(
+                        policy,
+                        EventType::Warning,
+                        "RetentionRefused",
+                        "Retention",
+                        format!(
+                            "run {} and its artifact are kept: a copy cannot be deleted yet: {why}",
+                            cleanup.run
+                        ),
+                    )
+                    .await;
+                    continue;
+                }
+            }
         }
         if needs_storage && access.is_none() {
             match storage {
