@@ -242,6 +242,18 @@ pub struct CopySummary {
     pub duration_seconds: f64,
 }
 
+impl CopySummary {
+    /// The summary of a successful copy in a terminated copy container's `message`, as the
+    /// operator confirms a copy on a claim from it. ([`AgentReport`] cannot read it: a copy
+    /// reports the SHA-256 of every artifact, not one.)
+    pub fn parse(message: &str) -> Option<CopySummary> {
+        match serde_json::from_str::<Summary>(message.trim()).ok()? {
+            Summary::Succeeded(Succeeded::Copy(c)) => Some(c),
+            _ => None,
+        }
+    }
+}
+
 /// Summary of a failure of any operation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -506,6 +518,29 @@ pub trait Report: serde::de::DeserializeOwned {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_copy_summary_is_read_back_from_what_the_agent_writes() {
+        let c = CopySummary {
+            from: "s3://a/p/r1/manifest.json".into(),
+            location: "file:///backup-copy/dumps/r1/manifest.json".into(),
+            manifest_sha256: "ab".repeat(32),
+            size_bytes: 12,
+            sha256: vec!["cd".repeat(32), "ef".repeat(32)],
+            already_present: false,
+            duration_seconds: 0.5,
+        };
+        let written = serde_json::to_string(&Summary::from(c.clone())).unwrap();
+        assert_eq!(CopySummary::parse(&written), Some(c));
+        let prune = serde_json::to_string(&Summary::from(PruneSummary {
+            deleted: Vec::new(),
+            already_gone: Vec::new(),
+            duration_seconds: 0.1,
+        }))
+        .unwrap();
+        assert_eq!(CopySummary::parse(&prune), None);
+        assert_eq!(CopySummary::parse("not json"), None);
+    }
+
     use serde_json::json;
 
     use super::*;

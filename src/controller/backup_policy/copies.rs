@@ -25,7 +25,7 @@ use crate::api::backup_run::ArtifactCopy;
 use crate::api::common::{find_condition, time_from_chrono};
 use crate::api::{BackupPolicy, BackupRun, BackupStorage};
 use crate::contract::manifest::sha256_hex;
-use crate::contract::{AgentReport, ManifestView, Report};
+use crate::contract::{AgentReport, CopySummary, ManifestView, Report};
 use crate::controller::common::context::Context;
 use crate::controller::common::error::Result;
 use crate::controller::common::job_watch::{self, Observed};
@@ -432,12 +432,10 @@ async fn copy_one(
                     &format!("file://{}/", copy_job::COPY_MOUNT),
                     1,
                 );
-                match report {
+                match termination_message.as_deref().and_then(CopySummary::parse) {
                     Some(r)
-                        if r.location.as_deref() == Some(expected.as_str())
-                            && r.manifest_sha256
-                                .as_deref()
-                                .is_some_and(|d| d.eq_ignore_ascii_case(&digest)) =>
+                        if r.location == expected
+                            && r.manifest_sha256.eq_ignore_ascii_case(&digest) =>
                     {
                         Outcome::Done(copy(method, None))
                     }
