@@ -420,3 +420,130 @@ async fn restores_and_validations_read_the_copy_while_the_primary_is_down() {
         "{st:#?}"
     );
 }
+
+/// A policy's backups are copied by a copy Job onto a claim (a filesystem secondary); retention
+/// prunes an expired run's copy with a prune Job on that claim, then the run, without a
+/// `RetentionRefused` on the way; the kept run's copy stays on the claim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_copy_on_a_claim_is_pruned_with_its_run() {
+    let _serial = crate::serial().await;
+    let s = scenario("copyclaim", "0 0 1 1 *", "").await;
+    s.cluster.apply(&format!(
+        r#"apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {{name: replica-claim, namespace: {ns}}}
+spec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 1Gi}}}}}}
+---
+apiVersion: dataguardian.io/v1alpha1
+kind: BackupStorage
+metadata: {{name: onclaim, namespace: {ns}}}
+spec: {{filesystem: {{claimName: replica-claim, path: /dumps}}}}
+---
+{policy}"#,
+        ns = s.ns,
+        policy = s.services.postgres_policy(
+            &s.ns,
+            "shop",
+            "shop",
+            "main",
+            "  schedule: \"0 0 1 1 *\"\n  secondaryStorageRefs: [{name: onclaim}]\n  retention: {keepLast: 1}\n",
+        ),
+    ));
+    wait_storage(&s, "onclaim", "True").await;
+    let claim = s.cluster.claim_dir(&s.ns, "replica-claim");
+    // The copy's files on the claim: everything in its manifest's directory.
+    let copy_files = |c: &ArtifactCopy| -> Option<Vec<String>> {
+        let rel = c
+            .location
+            .as_deref()?
+            .strip_prefix("file:///backup/")?
+            .to_string();
+        let dir = claim.as_ref()?.join(&rel);
+        Some(crate::backup::files_under(dir.parent()?))
+    };
+
+    // 1. The backup is copied onto the claim by a copy Job and confirmed from its report.
+    let b1 = s.run_to_end("b1", "shop").await;
+    assert_eq!(phase(&b1).as_deref(), Some("Succeeded"), "{:#?}", b1.status);
+    let b1 = wait_copied(&s, "b1", &["onclaim"]).await;
+    let c1 = copy_on(&b1, "onclaim").unwrap();
+    assert_eq!(c1.method.as_deref(), Some("CopyJob"), "{c1:#?}");
+    assert!(
+        c1.location
+            .as_deref()
+            .is_some_and(|l| l.starts_with("file:///backup/dumps/")),
+        "{c1:#?}"
+    );
+    let b1_primary: Vec<String> = s
+        .services
+        .keys("e2e/")
+        .into_iter()
+        .filter(|k| k.contains("-b1/"))
+        .collect();
+    assert!(!b1_primary.is_empty());
+    if let Some(files) = copy_files(&c1) {
+        assert!(
+            files.iter().any(|f| f == "manifest.json"),
+            "the copy's manifest is on the claim: {files:?}"
+        );
+        // The same artifact files as the primary holds.
+        let mut primary: Vec<String> = b1_primary
+            .iter()
+            .map(|k| k.rsplit_once("-b1/").unwrap().1.to_string())
+            .collect();
+        primary.sort();
+        assert_eq!(files, primary);
+    }
+
+    // 2. keepLast 1: a second backup retires b1, its copy on the claim goes first (a prune Job),
+    // then its primary artifact and the run.
+    let b2 = s.run_to_end("b2", "shop").await;
+    assert_eq!(phase(&b2).as_deref(), Some("Succeeded"), "{:#?}", b2.status);
+    let b2 = wait_copied(&s, "b2", &["onclaim"]).await;
+    let c2 = copy_on(&b2, "onclaim").unwrap();
+    s.wait_for_runs(&["b2"], Duration::from_secs(180), || {
+        let left: Vec<String> = s
+            .services
+            .keys("e2e/")
+            .into_iter()
+            .filter(|k| k.contains("-b1/"))
+            .collect();
+        if !left.is_empty() {
+            return Err(format!("b1's primary objects are still stored: {left:?}"));
+        }
+        match copy_files(&c1) {
+            Some(files) if !files.is_empty() => {
+                Err(format!("b1's copy is still on the claim: {files:?}"))
+            }
+            _ => Ok(()),
+        }
+    })
+    .await;
+    let job = dataguardian::jobs::prune_job::copy_job_name("b1", "onclaim");
+    wait_for_events(&s.cluster, &s.ns, "shop", |events| {
+        events
+            .iter()
+            .any(|e| e.starts_with("Pruning") && e.contains(&job))
+            && events
+                .iter()
+                .any(|e| e.starts_with("CopyPruned") && e.contains("b1"))
+            && events.iter().any(|e| e.starts_with("Pruned"))
+    })
+    .await;
+    let events = crate::harness::events_for(&s.cluster, &s.ns, "shop").await;
+    assert!(
+        !events.iter().any(|e| e.starts_with("RetentionRefused")),
+        "a copy being pruned is no refusal: {events:?}"
+    );
+    // The kept run's copy is still on the claim, whole.
+    if let Some(files) = copy_files(&c2) {
+        assert!(files.iter().any(|f| f == "manifest.json"), "{files:?}");
+    }
+    if let Some(dir) = &claim {
+        let all = crate::backup::files_under(dir);
+        assert!(
+            !all.is_empty() && all.iter().all(|f| f.contains("b2")),
+            "only b2's copy remains on the claim: {all:?}"
+        );
+    }
+}
