@@ -65,6 +65,13 @@ fn alert_rules_only_use_exported_metrics() {
         .inc();
     metrics.last_success.get_or_create(&p).set(1.0);
     metrics.rpo_met.get_or_create(&p).set(1);
+    let copy = dataguardian::telemetry::metrics::CopyLabels {
+        namespace: "n".into(),
+        policy: "p".into(),
+        storage: "dr".into(),
+    };
+    metrics.copy_last_success.get_or_create(&copy).set(1.0);
+    metrics.copy_pending.get_or_create(&copy).set(1);
     metrics
         .reconcile_errors
         .get_or_create(&dataguardian::telemetry::metrics::ErrorLabels {

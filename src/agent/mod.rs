@@ -14,6 +14,7 @@
 pub mod backup;
 pub mod checks;
 pub mod compress;
+pub mod copy;
 pub mod crypto;
 pub mod engine;
 pub mod error;

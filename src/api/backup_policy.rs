@@ -56,9 +56,14 @@ pub struct BackupPolicySpec {
     pub source: DatabaseSpec,
     /// The BackupStorage (same namespace) every artifact is written to.
     pub storage_ref: LocalObjectReference,
-    /// Further BackupStorages that receive a copy of every artifact (replication, e.g. to a
-    /// second region). Not implemented yet: the operator sets the policy condition
-    /// `Unsupported` and writes artifacts to `storageRef` only.
+    /// Further BackupStorages that receive a copy of every confirmed backup (the 3-2-1 rule,
+    /// e.g. a second region or provider). After a run is confirmed in `storageRef` the operator
+    /// copies its artifacts and manifest (manifest last) to each of them: a server-side copy
+    /// when both are buckets on the same S3 endpoint with the same credentials, otherwise a
+    /// copy Job that streams object to object and checks every SHA-256. Artifacts stay
+    /// encrypted: copying never needs a key. Each confirmed copy is listed in the run's
+    /// `status.artifact.copies`; `status.copies` shows each storage's lag. A storage that was
+    /// unreachable catches up, oldest run first; retention deletes copies with their run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 4))]
     pub secondary_storage_refs: Vec<LocalObjectReference>,
@@ -450,6 +455,10 @@ pub struct BackupPolicyStatus {
     /// same key.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub pending_notifications: BTreeMap<String, PendingNotification>,
+    /// Per secondary storage: how far its copies lag behind the primary.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 4))]
+    pub copies: Vec<CopyStatus>,
 }
 
 /// A notification not yet delivered to one rule's channel.
@@ -476,6 +485,30 @@ pub struct PendingNotification {
     /// trace id, digest), as strings.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub details: BTreeMap<String, String>,
+}
+
+/// How far the copies on one secondary storage lag behind the primary.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CopyStatus {
+    /// Name of the secondary BackupStorage.
+    pub storage: String,
+    /// The newest succeeded run with a confirmed copy there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_copied_run: Option<String>,
+    /// When that run completed (the copy's recovery point).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_copied_run_time: Option<Time>,
+    /// Succeeded runs (whose artifacts retention keeps) without a confirmed copy there yet.
+    #[serde(default)]
+    pub pending_runs: u32,
+    /// Seconds since the oldest run still waiting for its copy completed (0 when none waits).
+    #[serde(default)]
+    pub lag_seconds: i64,
+    /// Why copies to this storage cannot proceed right now (e.g. the storage is missing or
+    /// a copy failed), if so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// A reference to a RestoreValidation and its outcome.

@@ -280,16 +280,34 @@ pub struct ArtifactEncryption {
     pub recipients: Vec<String>,
 }
 
-/// A replicated copy of an artifact.
+/// A replicated copy of an artifact on one of the policy's `secondaryStorageRefs`, recorded
+/// once the operator confirmed it (the copy's manifest hashes to the run's `manifestSha256` and
+/// every artifact it lists has the listed size).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ArtifactCopy {
     /// Name of the BackupStorage holding the copy.
     pub storage: String,
-    /// Key of the copy.
+    /// Key of the copy's manifest on that storage (S3 object key, or path in the copy pod).
     pub key: String,
     /// Whether size and checksum of the copy were confirmed.
     pub confirmed: bool,
+    /// Full location of the copy's manifest (`s3://bucket/key`, `file:///…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// Hex SHA-256 of the copy's manifest, confirmed equal to the run's `manifestSha256`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_sha256: Option<String>,
+    /// How it was made: `ServerSideCopy` (same S3 endpoint) or `CopyJob` (streamed by a Job).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// When the copy was confirmed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<Time>,
+    /// Object Lock retain-until date of the copy (the storage's own lock settings): retention
+    /// deletes it only after this date.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retain_until: Option<Time>,
 }
 
 /// Proof that a backup restores, set by a RestoreValidation.

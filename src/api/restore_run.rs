@@ -66,6 +66,14 @@ pub struct RestoreRunSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
     pub manifest_sha256: Option<String>,
+    /// With `backupRunRef`: the BackupStorage to read the backup from — the storage it was
+    /// made on, or one of its policy's `secondaryStorageRefs` holding a confirmed copy
+    /// (`status.artifact.copies` of the BackupRun; the restore waits with reason `CopyNotFound`
+    /// until there is one). Without it the restore reads the storage the backup was made on,
+    /// and falls back to a confirmed copy on a usable storage (with an Event `ReadingCopy`)
+    /// when that storage is missing or not Ready. Not for `storageRef` + `key` restores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_from: Option<LocalObjectReference>,
     /// The database to restore into: exactly one engine block, of the same engine as the
     /// backup.
     pub target: DatabaseSpec,
@@ -199,9 +207,9 @@ pub struct RestoreRunStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RestoreSource {
-    /// BackupStorage holding the artifact.
+    /// BackupStorage holding the artifact (a secondary storage when a copy is read).
     pub storage: String,
-    /// Key of the artifact.
+    /// Key of the artifact (of a copy: the key of its manifest on that storage).
     pub key: String,
     /// Stored size in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -53,6 +53,14 @@ pub struct RestoreValidationSpec {
     /// when the validation starts (recorded in `status.backupRunName`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latest: Option<bool>,
+    /// The BackupStorage to read the backup from — the storage it was made on, or one of its
+    /// policy's `secondaryStorageRefs` holding a confirmed copy (`status.artifact.copies` of the
+    /// BackupRun; the validation waits with reason `CopyNotFound` until there is one), to prove
+    /// that the copy restores. Without it the validation reads the storage the backup was made
+    /// on, and falls back to a confirmed copy (with an Event `ReadingCopy`) when that storage
+    /// is missing or not Ready. The storage read is recorded in `status.storage`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_from: Option<LocalObjectReference>,
     /// The sandbox database: image and resources.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sandbox: Option<Sandbox>,
@@ -255,6 +263,9 @@ pub struct RestoreValidationStatus {
     /// The BackupRun validated (resolved from `backupRunRef` or `policyRef` + `latest`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup_run_name: Option<String>,
+    /// The BackupStorage the backup was read from (a secondary storage when a copy was read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<String>,
     /// Machine-readable reason, e.g. `RestoreFailed`, `CheckFailed`, `NoSuccessfulBackup`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,

@@ -118,6 +118,13 @@ pub const PRUNE_NON_RETRYABLE: [i32; 2] = [
     code(FailureCategory::Integrity),
 ];
 
+/// Copy Jobs fail at once on invalid configuration and on bytes that do not match the pinned
+/// manifest (copying them again cannot help).
+pub const COPY_NON_RETRYABLE: [i32; 2] = [
+    code(FailureCategory::Config),
+    code(FailureCategory::Integrity),
+];
+
 /// Validation Jobs have `backoffLimit: 0` (a verdict is final): no exit-code rule, only the
 /// eviction rule.
 pub const VALIDATION_NON_RETRYABLE: [i32; 0] = [];

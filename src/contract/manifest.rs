@@ -50,6 +50,16 @@ pub struct EncryptionInfo {
     pub recipients: Vec<String>,
 }
 
+/// Whether `key` is a plain key relative to the manifest's directory: no leading `/`, no
+/// empty, `.` or `..` segment.
+pub fn is_plain_relative_key(key: &str) -> bool {
+    !key.is_empty()
+        && !key.starts_with('/')
+        && key
+            .split('/')
+            .all(|s| !s.is_empty() && s != "." && s != "..")
+}
+
 /// The part of a manifest the operator reads.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]

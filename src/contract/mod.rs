@@ -32,9 +32,9 @@ pub use progress::{
     PROGRESS_MESSAGE, PROGRESS_TARGET, ProgressLine, ProgressSample, last_progress,
 };
 pub use summary::{
-    AgentReport, ArtifactSummary, BackupSummary, FailureSummary, Operation, PruneSummary, Report,
-    RestoreReport, RestoreSummary, STATUS_FAILED, STATUS_SUCCEEDED, Succeeded, Summary,
-    ValidateSummary, ValidationReport,
+    AgentReport, ArtifactSummary, BackupSummary, CopySummary, FailureSummary, Operation,
+    PruneSummary, Report, RestoreReport, RestoreSummary, STATUS_FAILED, STATUS_SUCCEEDED,
+    Succeeded, Summary, ValidateSummary, ValidationReport,
 };
 
 /// Name of the agent container in every Job (the operator reads its logs, termination message
@@ -84,6 +84,8 @@ pub const COMPONENT_RESTORE: &str = "restore";
 pub const COMPONENT_VALIDATION: &str = "validation";
 /// [`COMPONENT_LABEL`] of a prune Job.
 pub const COMPONENT_PRUNE: &str = "prune";
+/// [`COMPONENT_LABEL`] of a copy Job.
+pub const COMPONENT_COPY: &str = "copy";
 
 /// Label with the BackupPolicy's name (backup and prune Jobs). It also labels the BackupRuns and
 /// RestoreValidations a policy creates, so it is defined with the policy's API type.

@@ -54,6 +54,8 @@ pub enum Succeeded {
     Validate(ValidateSummary),
     /// `"operation": "prune"`.
     Prune(PruneSummary),
+    /// `"operation": "copy"`.
+    Copy(CopySummary),
 }
 
 /// What the agent was doing (`operation`).
@@ -68,6 +70,8 @@ pub enum Operation {
     Validate,
     /// `agent prune`.
     Prune,
+    /// `agent copy`.
+    Copy,
 }
 
 impl Operation {
@@ -78,6 +82,7 @@ impl Operation {
             Operation::Restore => "restore",
             Operation::Validate => "validate",
             Operation::Prune => "prune",
+            Operation::Copy => "copy",
         }
     }
 }
@@ -217,6 +222,38 @@ pub struct PruneSummary {
     pub duration_seconds: f64,
 }
 
+/// Summary of a successful copy of a backup to another storage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CopySummary {
+    /// The source manifest.
+    pub from: String,
+    /// The copy's manifest (`location`: what the operator confirms).
+    pub location: String,
+    /// SHA-256 of the manifest (identical bytes at both places).
+    pub manifest_sha256: String,
+    /// Bytes copied over all artifacts (0 when the copy was already there).
+    pub size_bytes: u64,
+    /// SHA-256 of every artifact copied, computed while copying, in manifest order.
+    pub sha256: Vec<String>,
+    /// Whether the destination already held this exact manifest.
+    pub already_present: bool,
+    /// Wall time.
+    pub duration_seconds: f64,
+}
+
+impl CopySummary {
+    /// The summary of a successful copy in a terminated copy container's `message`, as the
+    /// operator confirms a copy on a claim from it. ([`AgentReport`] cannot read it: a copy
+    /// reports the SHA-256 of every artifact, not one.)
+    pub fn parse(message: &str) -> Option<CopySummary> {
+        match serde_json::from_str::<Summary>(message.trim()).ok()? {
+            Summary::Succeeded(Succeeded::Copy(c)) => Some(c),
+            _ => None,
+        }
+    }
+}
+
 /// Summary of a failure of any operation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -266,6 +303,12 @@ impl From<ValidateSummary> for Summary {
 impl From<PruneSummary> for Summary {
     fn from(s: PruneSummary) -> Self {
         Summary::Succeeded(Succeeded::Prune(s))
+    }
+}
+
+impl From<CopySummary> for Summary {
+    fn from(s: CopySummary) -> Self {
+        Summary::Succeeded(Succeeded::Copy(s))
     }
 }
 
@@ -475,6 +518,29 @@ pub trait Report: serde::de::DeserializeOwned {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_copy_summary_is_read_back_from_what_the_agent_writes() {
+        let c = CopySummary {
+            from: "s3://a/p/r1/manifest.json".into(),
+            location: "file:///backup-copy/dumps/r1/manifest.json".into(),
+            manifest_sha256: "ab".repeat(32),
+            size_bytes: 12,
+            sha256: vec!["cd".repeat(32), "ef".repeat(32)],
+            already_present: false,
+            duration_seconds: 0.5,
+        };
+        let written = serde_json::to_string(&Summary::from(c.clone())).unwrap();
+        assert_eq!(CopySummary::parse(&written), Some(c));
+        let prune = serde_json::to_string(&Summary::from(PruneSummary {
+            deleted: Vec::new(),
+            already_gone: Vec::new(),
+            duration_seconds: 0.1,
+        }))
+        .unwrap();
+        assert_eq!(CopySummary::parse(&prune), None);
+        assert_eq!(CopySummary::parse("not json"), None);
+    }
+
     use serde_json::json;
 
     use super::*;

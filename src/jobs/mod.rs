@@ -3,6 +3,7 @@
 //! imports the controllers.
 
 pub mod backup_job;
+pub mod copy_job;
 pub mod naming;
 pub mod prune_job;
 pub mod restore_job;

@@ -58,6 +58,16 @@ pub fn bounded_name(base: &str, suffix: &str, max: usize) -> String {
     }
 }
 
+/// The name of an object belonging to the pair (`first`, `second`), e.g. the Job copying a run
+/// to a storage: `<first>-<second>-<hash>-<suffix>`, bounded like [`bounded_name`]. The hash is
+/// taken over both parts with a separator no object name contains, so two different pairs
+/// never share a name even when their joined text does (`a` + `b-c` and `a-b` + `c`), and the
+/// name cannot be the `<run>-<suffix>` of another run's Job short of a run named after the hash.
+pub fn pair_name(first: &str, second: &str, suffix: &str) -> String {
+    let hash = short_hash(&format!("{first}/{second}"));
+    bounded_name(&format!("{first}-{second}-{hash}"), suffix, MAX_LABEL_LEN)
+}
+
 /// A label value for `value` that fits [`MAX_LABEL_LEN`] (truncated and hashed when longer).
 pub fn label_value(value: &str) -> String {
     bounded_name(value, "", MAX_LABEL_LEN)
@@ -140,6 +150,25 @@ mod tests {
                 assert!(!name.contains("-.") && !name.contains(".-") && !name.contains("--"));
             }
         }
+    }
+
+    #[test]
+    fn pair_names_are_distinct_where_the_joined_text_is_not() {
+        let a = pair_name("nightly", "1-dr", "copy");
+        let b = pair_name("nightly-1", "dr", "copy");
+        assert_ne!(a, b);
+        assert!(
+            a.starts_with("nightly-1-dr-") && a.ends_with("-copy"),
+            "{a}"
+        );
+        assert_eq!(a, pair_name("nightly", "1-dr", "copy"));
+        assert_ne!(a, bounded_name("nightly-1-dr", "copy", MAX_LABEL_LEN));
+        let long = pair_name(&"r".repeat(70), &"s".repeat(70), "prune");
+        assert!(
+            long.len() <= MAX_LABEL_LEN && is_dns1123_label(&long),
+            "{long}"
+        );
+        assert_ne!(long, pair_name(&"r".repeat(70), &"s".repeat(69), "prune"));
     }
 
     #[test]

@@ -3,8 +3,10 @@
 //! mounted read-write. Only a pod that mounts the claim can reach it; S3 artifacts the operator
 //! deletes itself.
 //!
-//! Pure and deterministic like the other builders: one Job per run (`<run>-prune`), owned by the
-//! BackupPolicy (not the controller reference), so a policy deleted mid-prune takes its Job
+//! The same Job deletes a run's copy on a filesystem secondary storage (the copy's manifest on
+//! that storage's claim). Pure and deterministic like the other builders: one Job per run
+//! (`<run>-prune`, [`job_name`]) and one per copy (`<run>-<storage>-<hash>-prune`,
+//! [`copy_job_name`]); the caller names it. It is owned by the BackupPolicy (not the controller reference), so a policy deleted mid-prune takes its Job
 //! along. It runs under the policy's Job template and the same restricted security context.
 
 use std::collections::BTreeMap;
@@ -18,7 +20,7 @@ use crate::api::backup_policy::POLICY_LABEL;
 use crate::api::{BackupPolicy, BackupStorage};
 use crate::contract::{COMPONENT_PRUNE, RUN_LABEL, exit};
 
-use super::naming::{MAX_LABEL_LEN, bounded_name};
+use super::naming::{MAX_LABEL_LEN, bounded_name, pair_name};
 use super::shell::{
     JobBuildError, JobDefaults, JobShell, STORAGE_MOUNT, agent_container, agent_env, escape_dollar,
     escape_env, job, labels, pod_failure_policy, pod_spec, push_flag, required, tmp_volume,
@@ -29,15 +31,22 @@ pub const BACKOFF_LIMIT: i32 = 2;
 /// A prune that takes longer than this is stuck.
 pub const ACTIVE_DEADLINE_SECONDS: i64 = 600;
 
-/// The deterministic name of the prune Job of `run`.
+/// The deterministic name of the prune Job of `run`'s artifact on the policy's storage.
 pub fn job_name(run: &str) -> String {
     bounded_name(run, "prune", MAX_LABEL_LEN)
 }
 
-/// Builds the Job that prunes the artifact of the BackupRun `run` whose manifest is at
-/// `manifest_location` (`file:///backup/…`) on the filesystem `storage` and must hash to
-/// `manifest_sha256` (the digest recorded for the run).
+/// The deterministic name of the prune Job of `run`'s copy on the secondary storage `storage`;
+/// distinct for every (run, storage) pair and from every run's [`job_name`].
+pub fn copy_job_name(run: &str, storage: &str) -> String {
+    pair_name(run, storage, "prune")
+}
+
+/// Builds the Job `name` that prunes an artifact of the BackupRun `run` (the run's own, or its
+/// copy) whose manifest is at `manifest_location` (`file:///backup/…`) on the filesystem
+/// `storage` and must hash to `manifest_sha256` (the digest recorded for the run).
 pub fn build(
+    name: &str,
     run: &str,
     policy: &BackupPolicy,
     storage: &BackupStorage,
@@ -107,7 +116,7 @@ pub fn build(
     let pod = pod_spec(&template, Vec::new(), container, volumes);
     job(
         JobShell {
-            name: job_name(run),
+            name: name.to_string(),
             namespace,
             labels,
             annotations,
@@ -158,7 +167,17 @@ spec:
             ..JobDefaults::new("img:1")
         };
         let digest = "ab".repeat(32);
-        let job = build("nightly-r1", &policy(), &storage(), MANIFEST, &digest, &d).unwrap();
+        let name = job_name("nightly-r1");
+        let job = build(
+            &name,
+            "nightly-r1",
+            &policy(),
+            &storage(),
+            MANIFEST,
+            &digest,
+            &d,
+        )
+        .unwrap();
         assert_eq!(job.metadata.name.as_deref(), Some("nightly-r1-prune"));
         let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
         assert_eq!(
@@ -225,6 +244,7 @@ spec:
         };
         assert!(
             build(
+                "r-prune",
                 "r",
                 &policy(),
                 &storage(),
@@ -238,6 +258,6 @@ spec:
             "apiVersion: dataguardian.io/v1alpha1\nkind: BackupStorage\nmetadata: {name: s3, namespace: shop}\nspec: {s3: {bucket: b, region: r}}\n",
         )
         .unwrap();
-        assert!(build("r", &policy(), &s3, MANIFEST, "", &d).is_err());
+        assert!(build("r-prune", "r", &policy(), &s3, MANIFEST, "", &d).is_err());
     }
 }

@@ -293,12 +293,17 @@ pub async fn run(args: OperatorConfig) -> Result<(), RunError> {
             Api::<BackupStorage>::all(client.clone()),
             watcher::Config::default().any_semantic(),
             move |s: BackupStorage| {
-                // A storage's readiness feeds the StorageReady condition of the policies using it.
+                // A storage's readiness feeds the StorageReady condition of the policies using it,
+                // and a secondary storage that is back lets their copies catch up at once.
                 let (ns, name) = (s.namespace(), s.name_any());
                 policies_store
                     .state()
                     .into_iter()
-                    .filter(|p| p.namespace() == ns && p.spec.storage_ref.name == name)
+                    .filter(|p| {
+                        p.namespace() == ns
+                            && (p.spec.storage_ref.name == name
+                                || p.spec.secondary_storage_refs.iter().any(|r| r.name == name))
+                    })
                     .map(|p| ObjectRef::from_obj(p.as_ref()))
                     .collect::<Vec<_>>()
             },

@@ -27,6 +27,14 @@ pub struct PolicyLabels {
     pub policy: String,
 }
 
+/// Labels of a policy's copies on one secondary storage.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CopyLabels {
+    pub namespace: String,
+    pub policy: String,
+    pub storage: String,
+}
+
 /// Labels for a finished run.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RunLabels {
@@ -110,6 +118,11 @@ pub struct Metrics {
     pub reconcile_duration: Family<ReconcileLabels, Histogram>,
     pub queue_depth: Family<QueueLabels, Gauge>,
     pub rpo_met: Family<PolicyLabels, Gauge>,
+    /// Completion time of the newest backup with a confirmed copy on a secondary storage (the
+    /// copy's recovery point: `time() - this` is its RPO).
+    pub copy_last_success: Family<CopyLabels, Gauge<f64, AtomicU64>>,
+    /// Succeeded backups still waiting for their copy on a secondary storage.
+    pub copy_pending: Family<CopyLabels, Gauge>,
     pub notifications: Family<NotificationLabels, Counter>,
     /// 1 while this replica holds the leader Lease, 0 while it stands by.
     pub leader: Family<LeaderLabels, Gauge>,
@@ -211,6 +224,18 @@ impl Metrics {
             "1 when the policy's newest successful backup is within its recovery point objective, 0 when not",
             rpo_met.clone(),
         );
+        let copy_last_success = Family::<CopyLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "copy_last_success_timestamp_seconds",
+            "Completion time of the newest backup of a policy with a confirmed copy on a secondary storage",
+            copy_last_success.clone(),
+        );
+        let copy_pending = Family::<CopyLabels, Gauge>::default();
+        registry.register(
+            "copy_pending_runs",
+            "Successful backups of a policy still waiting for their copy on a secondary storage",
+            copy_pending.clone(),
+        );
         let notifications = Family::<NotificationLabels, Counter>::default();
         registry.register(
             "notifications",
@@ -242,6 +267,8 @@ impl Metrics {
             reconcile_duration,
             queue_depth,
             rpo_met,
+            copy_last_success,
+            copy_pending,
             notifications,
             leader,
             lease_transitions,
@@ -277,7 +304,16 @@ mod tests {
             .inc();
         m.last_success.get_or_create(&p).set(1_700_000_000.0);
         m.backup_duration.get_or_create(&p).observe(42.0);
+        let c = CopyLabels {
+            namespace: "shop".into(),
+            policy: "nightly".into(),
+            storage: "dr".into(),
+        };
+        m.copy_last_success.get_or_create(&c).set(1_700_000_100.0);
+        m.copy_pending.get_or_create(&c).set(2);
         let text = m.encode();
+        assert!(text.contains(r#"dataguardian_copy_last_success_timestamp_seconds{namespace="shop",policy="nightly",storage="dr"} 1700000100"#), "{text}");
+        assert!(text.contains(r#"dataguardian_copy_pending_runs{namespace="shop",policy="nightly",storage="dr"} 2"#), "{text}");
         assert!(text.contains(r#"dataguardian_backup_runs_total{namespace="shop",policy="nightly",result="Failed"} 1"#), "{text}");
         assert!(text.contains(r#"dataguardian_backup_last_success_timestamp_seconds{namespace="shop",policy="nightly"} 1700000000"#), "{text}");
         assert!(text.contains("dataguardian_backup_duration_seconds_count{namespace=\"shop\",policy=\"nightly\"} 1"), "{text}");

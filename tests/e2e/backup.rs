@@ -371,7 +371,7 @@ async fn retention_keep_last_prunes_runs_and_their_artifacts() {
 }
 
 /// Files under `dir` (relative paths), recursively.
-fn files_under(dir: &std::path::Path) -> Vec<String> {
+pub(crate) fn files_under(dir: &std::path::Path) -> Vec<String> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {

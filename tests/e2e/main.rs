@@ -6,6 +6,7 @@
 
 mod backup;
 mod containers;
+mod copies;
 mod demo;
 mod harness;
 mod install;

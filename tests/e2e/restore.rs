@@ -68,14 +68,14 @@ spec:
         .await
     }
 
-    fn validation_yaml(&self, name: &str, backup: &str, checks: &str) -> String {
+    pub(crate) fn validation_yaml(&self, name: &str, backup: &str, checks: &str) -> String {
         format!(
             "apiVersion: dataguardian.io/v1alpha1\nkind: RestoreValidation\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  backupRunRef: {{name: {backup}}}\n  checks:\n{checks}",
             ns = self.ns
         )
     }
 
-    async fn validation_finished(&self, name: &str) -> RestoreValidation {
+    pub(crate) async fn validation_finished(&self, name: &str) -> RestoreValidation {
         wait_for::<RestoreValidation, _>(
             &self.cluster,
             Some(&self.operator),
@@ -93,7 +93,7 @@ spec:
         .await
     }
 
-    fn count(&self, db: &str, table: &str) -> String {
+    pub(crate) fn count(&self, db: &str, table: &str) -> String {
         self.services
             .pg
             .psql(db, &format!("SELECT count(*) FROM {table}"))

@@ -160,6 +160,9 @@ pub struct S3Settings {
     pub storage_class: Option<String>,
     /// Which internal address ranges the endpoint may resolve to (from the operator).
     pub egress: EgressPolicy,
+    /// Explicit credentials (a copy reads one storage and writes another, each with its own
+    /// Secret); `None`: the standard AWS chain (environment, IRSA, profile, metadata).
+    pub credentials: Option<aws_sdk_s3::config::Credentials>,
 }
 
 impl Default for S3Settings {
@@ -177,6 +180,7 @@ impl Default for S3Settings {
             sse: None,
             storage_class: None,
             egress: EgressPolicy::default(),
+            credentials: None,
         }
     }
 }
@@ -213,6 +217,8 @@ pub enum Sse {
 }
 
 /// The open store behind a location.
+// One or two stores per agent run: boxing the S3 variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Store {
     /// S3 bucket.
     S3(s3::S3Store),

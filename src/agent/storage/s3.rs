@@ -65,6 +65,9 @@ pub async fn client(settings: &S3Settings) -> Client {
     if let Some(region) = &settings.region {
         loader = loader.region(aws_sdk_s3::config::Region::new(region.clone()));
     }
+    if let Some(c) = &settings.credentials {
+        loader = loader.credentials_provider(c.clone());
+    }
     let shared = loader.load().await;
     let mut b = aws_sdk_s3::config::Builder::from(&shared)
         .force_path_style(settings.path_style)

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
 
+pub mod copy;
 pub mod prune;
 pub mod validate;
 
@@ -46,6 +47,9 @@ pub enum AgentCommand {
     Validate(validate::ValidateArgs),
     /// Delete one backup's artifact from a directory (a filesystem storage): manifest first.
     Prune(prune::PruneArgs),
+    /// Copy one backup (its artifacts, then its manifest) to another storage, checking every
+    /// artifact's SHA-256 against the manifest. Needs no key: artifacts stay encrypted.
+    Copy(copy::CopyArgs),
     /// Internal: run a validation's user-written checks (a job on stdin, results on stdout).
     /// `agent validate` starts it with an empty environment; not for use by hand.
     #[command(hide = true)]
@@ -520,6 +524,7 @@ pub fn run(args: AgentArgs) -> ExitCode {
         AgentCommand::Restore(r) => (Operation::Restore, &r.common),
         AgentCommand::Validate(v) => return validate::run_cli(v),
         AgentCommand::Prune(p) => return prune::run_cli(p),
+        AgentCommand::Copy(c) => return copy::run_cli(c),
         AgentCommand::Checks(c) => return run_checks(c),
     };
     tune_allocator();
@@ -538,11 +543,12 @@ pub fn run(args: AgentArgs) -> ExitCode {
                     let outcome = restore::run(req).await?;
                     Ok(summary::restore_summary(&outcome, &from))
                 }
-                AgentCommand::Validate(_) | AgentCommand::Prune(_) | AgentCommand::Checks(_) => {
-                    Err(AgentError::Config(
-                        "validate, prune and checks run on their own paths".into(),
-                    ))
-                }
+                AgentCommand::Validate(_)
+                | AgentCommand::Prune(_)
+                | AgentCommand::Copy(_)
+                | AgentCommand::Checks(_) => Err(AgentError::Config(
+                    "validate, prune, copy and checks run on their own paths".into(),
+                )),
             }
         })
     });

@@ -5,6 +5,9 @@
 //!
 //! The pure decisions live in [`crate::controller::backup_policy::schedule`], [`crate::controller::backup_policy::retention`] and [`crate::controller::backup_policy::rpo`].
 
+pub mod copies;
+pub mod copy_plan;
+pub mod copy_prune_plan;
 pub mod plan;
 pub mod retention;
 pub mod rpo;
@@ -46,6 +49,7 @@ use crate::controller::common::run_cache::FinishedRun;
 use crate::controller::common::status::apply_status;
 use crate::controller::common::storage_access::StorageAccess;
 use crate::jobs::prune_job;
+use copy_prune_plan::CopyDeletion;
 
 /// Field manager of everything this controller writes.
 pub const FIELD_MANAGER: &str = "dataguardian-backuppolicy";
@@ -166,7 +170,15 @@ pub async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<A
         }
     }
 
-    // 5. Retention and run history.
+    // 5. Copies on the secondary storages, then retention and run history.
+    let kept = kept_runs(&policy, &finished, now)?;
+    if let Some(at) =
+        copies::reconcile_copies(&ctx, &ns, &policy, storage.as_ref(), &finished, &kept, now)
+            .await?
+    {
+        let until = (at - now).to_std().unwrap_or_default();
+        requeue = requeue.min(until.max(Duration::from_secs(1)));
+    }
     if let Some(at) = apply_retention(&ctx, &ns, &policy, storage.as_ref(), &finished, now).await? {
         let until = (at - now).to_std().unwrap_or_default();
         requeue = requeue.min(until.max(Duration::from_secs(1)));
@@ -329,6 +341,33 @@ async fn replace_run(ctx: &Context, ns: &str, run: &BackupRun) -> Result<()> {
     Ok(())
 }
 
+/// The succeeded runs whose artifacts retention keeps (all of them without a retention).
+fn kept_runs(
+    policy: &BackupPolicy,
+    runs: &[FinishedRun],
+    now: DateTime<Utc>,
+) -> Result<std::collections::BTreeSet<String>> {
+    let tz: chrono_tz::Tz = policy
+        .spec
+        .time_zone_or_default()
+        .parse()
+        .unwrap_or(chrono_tz::UTC);
+    let retention_runs: Vec<RetentionRun> = runs
+        .iter()
+        .filter_map(RetentionRun::from_finished)
+        .collect();
+    Ok(match &policy.spec.retention {
+        Some(r) => {
+            let rp = RetentionPolicy::from_spec(Some(r)).map_err(Error::InvalidSpec)?;
+            plan_retention(&retention_runs, &rp, tz, now)
+                .kept()
+                .map(str::to_string)
+                .collect()
+        }
+        None => retention_runs.iter().map(|r| r.name.clone()).collect(),
+    })
+}
+
 /// Applies retention and run-history limits; returns when to look again (Object Lock expiry).
 async fn apply_retention(
     ctx: &Context,
@@ -382,7 +421,7 @@ async fn apply_retention(
                 finished_at: r.completed_at.unwrap_or(now),
                 artifacts,
                 artifact_retained: phase == FinishedPhase::Succeeded && kept.contains(&r.name),
-                retain_until: artifact.and_then(|a| a.retain_until),
+                retain_until: artifact.and_then(|a| a.latest_retain_until()),
             }
         })
         .collect();
@@ -424,6 +463,36 @@ async fn apply_retention(
             .actions
             .iter()
             .any(|a| !matches!(a, CleanupAction::DeleteBackupRun));
+        // The copies on secondary storages go first (each manifest first); a copy that cannot
+        // go yet keeps the run, its artifact and the other copies.
+        let has_copies = runs.iter().any(|r| {
+            r.name == cleanup.run && r.artifact.as_ref().is_some_and(|a| !a.copies.is_empty())
+        });
+        if needs_storage && has_copies {
+            match copies::delete_copies(ctx, ns, policy, &cleanup.run, now).await? {
+                CopyDeletion::Deleted => {}
+                // Prune Jobs are deleting copies from claims: the run and its artifact wait.
+                CopyDeletion::InProgress(at) => {
+                    requeue_at = Some(requeue_at.map_or(at, |r: DateTime<Utc>| r.min(at)));
+                    continue;
+                }
+                CopyDeletion::Refused(why) => {
+                    tracing::warn!(run = %cleanup.run, reason = %why, "retention: a copy is kept");
+                    ctx.event(
+                        policy,
+                        EventType::Warning,
+                        "RetentionRefused",
+                        "Retention",
+                        format!(
+                            "run {} and its artifact are kept: a copy cannot be deleted yet: {why}",
+                            cleanup.run
+                        ),
+                    )
+                    .await;
+                    continue;
+                }
+            }
+        }
         if needs_storage && access.is_none() {
             match storage {
                 // Filesystem artifacts live on a claim only a pod can mount: a prune Job deletes
@@ -577,6 +646,7 @@ async fn prune_on_claim(
         Observed::Vanished { .. } | Observed::NotCreated => {
             let defaults = crate::jobs::shell::JobDefaults::from(&ctx.settings);
             let job = match prune_job::build(
+                &name,
                 &cleanup.run,
                 policy,
                 storage,

@@ -289,10 +289,10 @@ pub fn apply_unsupported(
     conditions: &mut Vec<Condition>,
     now: DateTime<Utc>,
 ) -> Option<PolicyEvent> {
-    let mut unsupported = Vec::new();
-    if !policy.spec.secondary_storage_refs.is_empty() {
-        unsupported.push("secondaryStorageRefs (artifacts are written to storageRef only)");
-    }
+    // Every field is acted on today (`secondaryStorageRefs` was the last); the condition an
+    // older version set is removed.
+    let _ = policy;
+    let unsupported: Vec<&str> = Vec::new();
     if unsupported.is_empty() {
         conditions.retain(|c| c.type_ != "Unsupported");
         return None;
@@ -484,17 +484,20 @@ spec: {{s3: {{bucket: b, region: us-east-1}}}}
     }
 
     #[test]
-    fn secondary_storages_are_reported_as_unsupported_once() {
+    fn secondary_storages_are_supported_and_an_old_unsupported_condition_goes() {
         let now = t("2026-11-22T10:00:00Z");
         let p = policy("secondaryStorageRefs: [{name: dr}]");
-        let mut conds = Vec::new();
-        let event = apply_unsupported(&p, &[], &mut conds, now);
-        assert!(event.is_some_and(|e| e.reason == "NotImplemented"));
-        assert_eq!(conds.len(), 1);
-        let previous = conds.clone();
-        assert!(apply_unsupported(&p, &previous, &mut conds, now).is_none());
-        apply_unsupported(&policy(""), &previous, &mut conds, now);
-        assert!(conds.is_empty(), "the condition goes when the field goes");
+        let stale = condition(
+            "Unsupported",
+            true,
+            "NotImplemented",
+            "secondaryStorageRefs".into(),
+            Some(1),
+            now,
+        );
+        let mut conds = vec![stale.clone()];
+        assert!(apply_unsupported(&p, &[stale], &mut conds, now).is_none());
+        assert!(conds.is_empty(), "{conds:?}");
     }
 
     #[test]

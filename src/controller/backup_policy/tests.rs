@@ -47,17 +47,16 @@ async fn conditions_say_what_is_wrong_and_the_status_is_written_once() {
         ("False".into(), "StorageNotFound".into())
     );
     assert_eq!(cond("Ready"), ("False".into(), "StorageNotReady".into()));
+    // Copies are supported: no Unsupported condition; the secondary's lag is shown.
+    assert!(find_condition(&status.conditions, "Unsupported").is_none());
+    assert_eq!(status.copies.len(), 1, "{status:?}");
+    assert_eq!(status.copies[0].storage, "dr");
     assert_eq!(
-        cond("Unsupported"),
-        ("True".into(), "NotImplemented".into())
+        (status.copies[0].pending_runs, status.copies[0].lag_seconds),
+        (0, 0)
     );
     assert!(status.next_schedule_time.is_some(), "{status:?}");
     assert!(status.active_runs.is_empty());
-    assert!(
-        sim.event_reasons("shop", "nightly")
-            .await
-            .contains(&"NotImplemented".to_owned())
-    );
 
     // Nothing changed: a second pass writes nothing (the resourceVersion stays).
     let rv = policy.metadata.resource_version.clone();

@@ -78,6 +78,7 @@ pub async fn reconcile_policy(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> R
                 checks: cfg.checks.clone(),
                 decryption: cfg.decryption.clone(),
                 active_deadline_seconds: None,
+                read_from: None,
             },
             status: None,
         };

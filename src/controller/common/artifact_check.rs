@@ -33,15 +33,7 @@ pub struct Confirmation {
     pub encryption: Option<EncryptionInfo>,
 }
 
-/// Whether `key` is a plain key relative to the manifest's directory: no leading `/`, no
-/// empty, `.` or `..` segment.
-pub fn is_plain_relative_key(key: &str) -> bool {
-    !key.is_empty()
-        && !key.starts_with('/')
-        && key
-            .split('/')
-            .all(|s| !s.is_empty() && s != "." && s != "..")
-}
+pub use crate::contract::manifest::is_plain_relative_key;
 
 /// Checks the agent's reported location against the one the operator computed.
 fn check_location(report: &AgentReport, expected: &ExpectedBackup) -> Result<(), String> {

@@ -8,7 +8,6 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 
 use crate::api::BackupStorage;
-use crate::api::backup_run::Artifact;
 use crate::api::common::SecretKeySelector;
 
 use super::context::Context;
@@ -124,31 +123,6 @@ pub fn unusable_secret(sel: &SecretKeySelector) -> Blocker {
             sel.name, sel.key
         ),
     }
-}
-
-/// The storage holding an artifact and the location of the artifact's manifest, or why a
-/// restore or validation of it cannot start (the storage is missing: blocked until it exists;
-/// the key does not fit the storage: invalid).
-pub async fn locate_artifact(
-    ctx: &Context,
-    ns: &str,
-    artifact: &Artifact,
-) -> Result<std::result::Result<(BackupStorage, String), SourceState>> {
-    let (storage_name, key) = (&artifact.storage, &artifact.key);
-    let manifest_key = artifact.manifest_key.as_deref();
-    let storages: Api<BackupStorage> = Api::namespaced(ctx.client.clone(), ns);
-    let Some(storage) = storages.get_opt(storage_name).await? else {
-        return Ok(Err(blocked(
-            "StorageNotFound",
-            format!("BackupStorage {storage_name} not found in namespace {ns}"),
-        )));
-    };
-    Ok(
-        match crate::jobs::restore_job::artifact_manifest_location(&storage, key, manifest_key) {
-            Ok(location) => Ok((storage, location)),
-            Err(e) => Err(invalid("InvalidSource", e.to_string())),
-        },
-    )
 }
 
 #[cfg(test)]

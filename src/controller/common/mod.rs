@@ -7,6 +7,7 @@ pub mod context;
 pub mod error;
 pub mod job_watch;
 pub mod queue;
+pub mod read_from;
 pub mod reason;
 pub mod reconcile;
 pub mod requester;

@@ -99,6 +99,12 @@ reasons! {
     /// A `policyRef` + `latest` validation's policy has no successful BackupRun yet
     /// (RestoreValidation blocker).
     NoSuccessfulBackup = "NoSuccessfulBackup",
+    /// `readFrom` names a storage holding no confirmed copy of the BackupRun (yet) (RestoreRun,
+    /// RestoreValidation blocker).
+    CopyNotFound = "CopyNotFound",
+    /// The storage a backup was made on is missing or not Ready: a confirmed copy on a
+    /// secondary storage is read instead (Warning Event on a RestoreRun or RestoreValidation).
+    ReadingCopy = "ReadingCopy",
 
     // --- Specs and sources no waiting can fix (fail at once) ---
     /// The spec names no source to act on: neither `backupRunRef` nor `storageRef` + `key`
@@ -362,6 +368,7 @@ impl Reason {
             self,
             Reason::BackupRunNotFound
                 | Reason::BackupRunNotReady
+                | Reason::CopyNotFound
                 | Reason::StorageNotFound
                 | Reason::SecretNotFound
                 | Reason::SecretKeyNotFound
@@ -450,9 +457,11 @@ mod tests {
     ];
 
     /// `BLOCKER_REASONS` of controller/restore_run/plan.rs before this type.
+    /// (Plus `CopyNotFound`, added with `readFrom`.)
     const OLD_RESTORE_BLOCKERS: &[&str] = &[
         "BackupRunNotFound",
         "BackupRunNotReady",
+        "CopyNotFound",
         "StorageNotFound",
         "SecretNotFound",
         "SecretKeyNotFound",
@@ -473,7 +482,7 @@ mod tests {
         for (i, &r) in Reason::ALL.iter().enumerate() {
             assert_eq!(r as usize, i, "{r:?} is out of place in ALL");
         }
-        assert_eq!(Reason::ALL.len(), 97);
+        assert_eq!(Reason::ALL.len(), 99);
         assert_eq!(Reason::ALL.last(), Some(&Reason::NotReady));
     }
 

@@ -59,6 +59,20 @@ pub struct ArtifactRef {
     pub key: String,
     pub manifest_key: Option<String>,
     pub retain_until: Option<DateTime<Utc>>,
+    /// Confirmed copies on secondary storages: (storage, Object Lock retain-until).
+    pub copies: Vec<(String, Option<DateTime<Utc>>)>,
+}
+
+impl ArtifactRef {
+    /// The latest retain-until over the artifact and its copies: nothing of the run may be
+    /// deleted before it.
+    pub fn latest_retain_until(&self) -> Option<DateTime<Utc>> {
+        self.copies
+            .iter()
+            .filter_map(|(_, t)| *t)
+            .chain(self.retain_until)
+            .max()
+    }
 }
 
 impl FinishedRun {
@@ -91,6 +105,17 @@ impl FinishedRun {
                     key: a.key.clone(),
                     manifest_key: a.manifest_key.clone(),
                     retain_until: a.retain_until.as_ref().map(time_to_chrono),
+                    copies: a
+                        .copies
+                        .iter()
+                        .filter(|c| c.confirmed)
+                        .map(|c| {
+                            (
+                                c.storage.clone(),
+                                c.retain_until.as_ref().map(time_to_chrono),
+                            )
+                        })
+                        .collect(),
                 })
             }),
         })

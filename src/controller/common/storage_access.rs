@@ -78,6 +78,25 @@ pub struct ObjectInfo {
     pub checksum_sha256: Option<String>,
 }
 
+/// Object Lock mode and retain-until date (from now) of a write under `lock`.
+fn lock_of(
+    lock: Option<&crate::api::backup_storage::ObjectLock>,
+) -> (
+    Option<aws_sdk_s3::types::ObjectLockMode>,
+    Option<aws_smithy_types::DateTime>,
+) {
+    match lock {
+        None => (None, None),
+        Some(l) => {
+            let until = Utc::now() + chrono::Duration::days(i64::from(l.days));
+            (
+                Some(aws_sdk_s3::types::ObjectLockMode::from(l.mode.as_str())),
+                Some(aws_smithy_types::DateTime::from_secs(until.timestamp())),
+            )
+        }
+    }
+}
+
 /// An S3 client bound to a storage's bucket and prefix.
 #[derive(Clone)]
 pub struct StorageAccess {
@@ -277,6 +296,61 @@ impl StorageAccess {
             .send()
             .await
             .map_err(|e| s3_error(&format!("PUT {key}"), e))?;
+        Ok(())
+    }
+
+    /// Writes a small object with the storage's Object Lock (`lock`: mode and days), if any.
+    pub async fn put_locked(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        lock: Option<&crate::api::backup_storage::ObjectLock>,
+    ) -> Result<(), AccessError> {
+        let (mode, until) = lock_of(lock);
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(ByteStream::from(body))
+            .set_object_lock_mode(mode)
+            .set_object_lock_retain_until_date(until)
+            .send()
+            .await
+            .map_err(|e| s3_error(&format!("PUT {key}"), e))?;
+        Ok(())
+    }
+
+    /// Server-side copy of `source_bucket/source_key` (same endpoint, readable with this
+    /// storage's credentials) to `key` in this bucket, with this storage's Object Lock. No
+    /// bytes pass through the operator. Objects up to 5 GiB (a single CopyObject).
+    pub async fn copy_from(
+        &self,
+        source_bucket: &str,
+        source_key: &str,
+        key: &str,
+        lock: Option<&crate::api::backup_storage::ObjectLock>,
+    ) -> Result<(), AccessError> {
+        const KEY: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+            .remove(b'/')
+            .remove(b'-')
+            .remove(b'_')
+            .remove(b'.')
+            .remove(b'~');
+        let source = format!(
+            "{source_bucket}/{}",
+            percent_encoding::utf8_percent_encode(source_key, KEY)
+        );
+        let (mode, until) = lock_of(lock);
+        self.client
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .copy_source(source)
+            .set_object_lock_mode(mode)
+            .set_object_lock_retain_until_date(until)
+            .send()
+            .await
+            .map_err(|e| s3_error(&format!("COPY {source_bucket}/{source_key} to {key}"), e))?;
         Ok(())
     }
 

@@ -37,12 +37,13 @@ use crate::telemetry::metrics::{QueueLabels, RunLabels, RunResult};
 
 use crate::contract::ArtifactPin;
 use crate::controller::common::blockers::{
-    SourceState, blocked, invalid, locate_artifact, missing_secret, stop_blocked, stop_invalid,
-    storage_secrets,
+    SourceState, blocked, invalid, missing_secret, stop_blocked, stop_invalid, storage_secrets,
 };
 use crate::controller::common::context::Context;
 use crate::controller::common::error::{Error, Result};
 use crate::controller::common::job_watch;
+use crate::controller::common::read_from;
+use crate::controller::common::reason::Reason;
 use crate::controller::common::reconcile::namespace_and_name;
 use crate::controller::common::status::{ControllerStatus, apply as apply_status};
 use crate::controller::restore_run::plan::{
@@ -62,6 +63,8 @@ struct Resolved {
     pin: ArtifactPin,
     source: RestoreSource,
     template: Option<JobTemplate>,
+    /// Why a copy is read instead of the primary (the Event's note), if it is.
+    fallback: Option<String>,
 }
 
 /// Reconciles one RestoreRun.
@@ -293,7 +296,15 @@ async fn resolve(
                 ),
             );
         }
-        let (storage, location) = match locate_artifact(ctx, ns, &artifact).await? {
+        let located = match read_from::locate(
+            ctx,
+            ns,
+            &r.name,
+            &artifact,
+            spec.read_from.as_ref().map(|s| s.name.as_str()),
+        )
+        .await?
+        {
             Ok(found) => found,
             Err(state) => return Ok((state, None)),
         };
@@ -304,17 +315,24 @@ async fn resolve(
             .and_then(|p| p.spec.job_template.map(|t| *t));
         Resolved {
             source: RestoreSource {
-                storage: artifact.storage.clone(),
-                key: artifact.key.clone(),
+                storage: located.storage.name_any(),
+                key: located.key,
                 size_bytes: Some(artifact.size_bytes),
                 engine: Some(artifact.engine.clone()).filter(|e| !e.is_empty()),
             },
-            storage,
-            manifest_location: location,
+            storage: located.storage,
+            manifest_location: located.manifest_location,
             pin: artifact_pin(&artifact),
             template,
+            fallback: located.fallback,
         }
     } else {
+        if spec.read_from.is_some() {
+            return stop_invalid(
+                "InvalidSpec",
+                "readFrom chooses where a backupRunRef restore reads; a storageRef + key restore names its storage itself".into(),
+            );
+        }
         let (Some(sref), Some(key)) = (&spec.storage_ref, &spec.key) else {
             return stop_invalid(
                 "InvalidSpec",
@@ -346,6 +364,7 @@ async fn resolve(
                 ..ArtifactPin::default()
             },
             template: None,
+            fallback: None,
         }
     };
     let mut needed: Vec<SecretKeySelector> = Vec::new();
@@ -466,6 +485,16 @@ async fn start_job(
     status.message = Some(format!("restore Job {job_name} started"));
     status.observed_generation = run.metadata.generation;
     apply_status(ctx, ns, &run.name_any(), &status).await?;
+    if let Some(note) = &resolved.fallback {
+        ctx.event(
+            run,
+            EventType::Warning,
+            Reason::ReadingCopy.as_str(),
+            "CreateJob",
+            note.clone(),
+        )
+        .await;
+    }
     let who = match crate::controller::common::requester::who_note(&run.metadata) {
         note if note.is_empty() => note,
         note => format!("; {note}"),

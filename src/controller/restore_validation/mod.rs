@@ -45,12 +45,12 @@ use crate::telemetry::metrics::{RunLabels, RunResult};
 use crate::api::backup_policy::POLICY_LABEL;
 use crate::contract::ArtifactPin;
 use crate::controller::common::blockers::{
-    SourceState, blocked, locate_artifact, missing_secret, stop_blocked, stop_invalid,
-    storage_secrets,
+    SourceState, blocked, missing_secret, stop_blocked, stop_invalid, storage_secrets,
 };
 use crate::controller::common::context::Context;
 use crate::controller::common::error::{Error, Result};
 use crate::controller::common::job_watch;
+use crate::controller::common::read_from;
 use crate::controller::common::reason::Reason;
 use crate::controller::common::reconcile::namespace_and_name;
 use crate::controller::common::status::{ControllerStatus, apply as apply_status};
@@ -68,6 +68,8 @@ struct Resolved {
     backup: BackupRun,
     storage: BackupStorage,
     manifest_location: String,
+    /// Why a copy is read instead of the primary (the Event's note), if it is.
+    fallback: Option<String>,
     /// What the BackupRun recorded; the agent refuses any other manifest.
     pin: ArtifactPin,
     engine: Engine,
@@ -310,10 +312,19 @@ async fn resolve(
             "the backup is encrypted; set spec.decryption.identitySecretRef".into(),
         );
     }
-    let (storage, manifest_location) = match locate_artifact(ctx, ns, &artifact).await? {
+    let located = match read_from::locate(
+        ctx,
+        ns,
+        &backup.name_any(),
+        &artifact,
+        spec.read_from.as_ref().map(|r| r.name.as_str()),
+    )
+    .await?
+    {
         Ok(found) => found,
         Err(state) => return Ok((state, None)),
     };
+    let (storage, manifest_location) = (located.storage, located.manifest_location);
     if let Some(message) = crate::controller::common::storage_access::ambient_refusal(
         &storage,
         ns,
@@ -345,6 +356,7 @@ async fn resolve(
             backup,
             storage,
             manifest_location,
+            fallback: located.fallback,
             engine,
             policy,
         }),
@@ -405,6 +417,7 @@ async fn start_job(ctx: &Context, ns: &str, rv: &RestoreValidation, r: Resolved)
         r.backup.name_any()
     ));
     status.backup_run_name = Some(r.backup.name_any());
+    status.storage = Some(r.storage.name_any());
     status.job_name = Some(job_name.clone());
     status.sandbox_image = sandbox_image.clone();
     status.start_time = Some(time_from_chrono(Utc::now()));
@@ -412,6 +425,16 @@ async fn start_job(ctx: &Context, ns: &str, rv: &RestoreValidation, r: Resolved)
     status.attempts = Some(1);
     status.observed_generation = rv.metadata.generation;
     apply_status(ctx, ns, &rv.name_any(), &status).await?;
+    if let Some(note) = &r.fallback {
+        ctx.event(
+            rv,
+            EventType::Warning,
+            Reason::ReadingCopy.as_str(),
+            "CreateJob",
+            note.clone(),
+        )
+        .await;
+    }
     let who = match crate::controller::common::requester::who_note(&rv.metadata) {
         note if note.is_empty() => note,
         note => format!("; {note}"),

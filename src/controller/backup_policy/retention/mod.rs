@@ -686,7 +686,7 @@ impl RetentionRun {
             name: run.name.clone(),
             completed_at: run.completed_at?,
             pinned: run.pinned,
-            retain_until: run.artifact.as_ref().and_then(|a| a.retain_until),
+            retain_until: run.artifact.as_ref().and_then(|a| a.latest_retain_until()),
             origin: if run.scheduled {
                 RunOrigin::Schedule
             } else {
