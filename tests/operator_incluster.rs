@@ -458,6 +458,8 @@ struct Attributes {
     group: String,
     resource: String,
     namespace: Option<String>,
+    /// The object's name, when the request names one (for `resourceNames` rules).
+    name: Option<String>,
 }
 
 impl std::fmt::Display for Attributes {
@@ -492,12 +494,13 @@ fn attributes(seen: &Seen) -> Option<Attributes> {
         ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some(ns.to_string()), rest),
         _ => (None, rest),
     };
-    let (resource, named) = match rest {
+    let (resource, name) = match rest {
         [] => return None,
-        [resource] => (resource.to_string(), false),
-        [resource, _name] => (resource.to_string(), true),
-        [resource, _name, sub, ..] => (format!("{resource}/{sub}"), true),
+        [resource] => (resource.to_string(), None),
+        [resource, name] => (resource.to_string(), Some(name.to_string())),
+        [resource, name, sub, ..] => (format!("{resource}/{sub}"), Some(name.to_string())),
     };
+    let named = name.is_some();
     let watch = query
         .split('&')
         .any(|p| p == "watch=true" || p == "watch=1");
@@ -517,6 +520,7 @@ fn attributes(seen: &Seen) -> Option<Attributes> {
         group,
         resource,
         namespace,
+        name,
     })
 }
 
@@ -526,7 +530,10 @@ fn rule_allows(rule: &PolicyRule, a: &Attributes) -> bool {
     rule.verbs.iter().any(|v| v == "*" || *v == a.verb)
         && has(&rule.api_groups, &a.group)
         && has(&rule.resources, &a.resource)
-        && rule.resource_names.as_ref().is_none_or(Vec::is_empty)
+        && match rule.resource_names.as_deref() {
+            None | Some([]) => true,
+            Some(names) => a.name.as_ref().is_some_and(|n| names.contains(n)),
+        }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -63,6 +63,14 @@ pub enum CertError {
     Time(String),
 }
 
+impl CertError {
+    /// Whether the Secret's namespace does not exist (the operator's namespace is missing).
+    pub fn is_namespace_missing(&self) -> bool {
+        matches!(self, CertError::Secret { source: kube::Error::Api(e), .. }
+            if e.code == 404 && e.details.as_ref().is_some_and(|d| d.kind == "namespaces"))
+    }
+}
+
 /// The certificates as stored.
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct Material {

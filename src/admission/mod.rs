@@ -27,6 +27,8 @@ pub use review::{LAST_CHANGED_AT, LAST_CHANGED_BY, REQUESTED_BY, REQUESTED_BY_GR
 
 /// How often certificates are checked (and files re-read).
 const CHECK_INTERVAL: Duration = Duration::from_secs(60);
+/// How often it is tried while no certificate is served yet.
+const RETRY_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Where the serving certificate comes from.
 #[derive(Debug, Clone)]
@@ -84,6 +86,8 @@ pub async fn run(
     let task = tokio::spawn(async move {
         let mut last_files: Option<(String, String)> = None;
         let mut last_bundle: Option<String> = None;
+        // Said once per distinct problem, not every round.
+        let mut last_error: Option<String> = None;
         loop {
             match &config.certs {
                 CertSource::Dir(dir) => {
@@ -115,6 +119,7 @@ pub async fn run(
                     let now = chrono::Utc::now().timestamp();
                     match certs::sync(&api, secret, &config.dns_names(), now).await {
                         Ok(m) => {
+                            last_error = None;
                             if let Err(e) = resolver.set(&m.cert, &m.key) {
                                 tracing::error!(error = %e, "cannot serve the issued webhook certificate");
                             }
@@ -134,15 +139,28 @@ pub async fn run(
                             }
                         }
                         Err(e) => {
-                            tracing::error!(error = %e, "cannot issue or read the webhook certificate")
+                            let text = e.to_string();
+                            if last_error.as_deref() != Some(text.as_str()) {
+                                if e.is_namespace_missing() {
+                                    // The leader election reports the missing namespace and its fix.
+                                    tracing::warn!(namespace = %config.namespace, "the operator's namespace does not exist: the webhook certificate is issued once it does");
+                                } else {
+                                    tracing::error!(error = %e, "cannot issue or read the webhook certificate");
+                                }
+                                last_error = Some(text);
+                            }
                         }
                     }
                 }
             }
+            // Until a certificate is served, look again soon (e.g. the namespace was just
+            // created); after that, once a minute.
             if resolver.is_loaded() {
                 ready.store(true, std::sync::atomic::Ordering::SeqCst);
+                tokio::time::sleep(CHECK_INTERVAL).await;
+            } else {
+                tokio::time::sleep(RETRY_INTERVAL).await;
             }
-            tokio::time::sleep(CHECK_INTERVAL).await;
         }
     });
     let joined = tokio::spawn(async move {

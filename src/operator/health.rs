@@ -69,6 +69,8 @@ struct Cache {
 pub struct Readiness {
     election: watch::Receiver<Election>,
     caches: Arc<Mutex<Vec<Cache>>>,
+    /// Other parts every replica needs before it is ready (their `/readyz` reason, flag).
+    parts: Arc<Mutex<Vec<(&'static str, Synced)>>>,
     /// The leader has built and started its controllers (their caches are tracked).
     controllers_started: Arc<AtomicBool>,
     stopping: Arc<AtomicBool>,
@@ -79,6 +81,7 @@ impl Readiness {
         Self {
             election,
             caches: Arc::default(),
+            parts: Arc::default(),
             controllers_started: Arc::default(),
             stopping: Arc::default(),
         }
@@ -97,6 +100,17 @@ impl Readiness {
                 synced: synced.clone(),
             });
         synced
+    }
+
+    /// A part every replica needs (e.g. the admission webhook's certificate): until the
+    /// returned flag is marked, `/readyz` gives `reason`.
+    pub fn require(&self, reason: &'static str) -> Synced {
+        let flag = Synced::default();
+        self.parts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((reason, flag.clone()));
+        flag
     }
 
     /// The leader's controllers are built (and their caches tracked).
@@ -133,6 +147,14 @@ impl Readiness {
         if !unsynced.is_empty() {
             reasons.push(format!("caches not synced: {}", unsynced.join(", ")));
         }
+        reasons.extend(
+            self.parts
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .filter(|(_, flag)| !flag.get())
+                .map(|(reason, _)| reason.to_string()),
+        );
         if election.leading && !self.controllers_started.load(Ordering::SeqCst) {
             reasons.push("leading; starting the controllers".to_string());
         }

@@ -98,7 +98,8 @@ pub async fn run(args: OperatorConfig) -> Result<(), RunError> {
     let health_task = tokio::spawn(async move { axum::serve(listener, app).await });
     let webhook_task = match args.webhook.clone() {
         Some(config) => {
-            let ready = readiness.track("webhook certificate", CacheRole::Standby);
+            let ready = readiness
+                .require("the admission webhook serves no certificate yet (the log says why)");
             let (_, task) = crate::admission::run(client.clone(), config, ready.flag())
                 .await
                 .map_err(RunError::Webhook)?;

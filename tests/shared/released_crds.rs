@@ -106,8 +106,10 @@ pub fn is_dataguardian(obj: &Value) -> bool {
         .is_some_and(|v| v.starts_with("dataguardian.io/"))
 }
 
-/// What every released CRD set refuses in `obj` (none: yesterday's server takes it). Fields a
-/// release does not know are pruned, as that server would: new fields are additions.
+/// What every released CRD set refuses in `obj` (none: yesterday's server takes it). An object
+/// that uses fields a release does not know is not yesterday's YAML: that release is skipped
+/// for it (its server would prune the new fields, and a rule about them, such as "exactly one
+/// channel", could then fail for a reason no old object has).
 pub fn refusals(releases: &[(PathBuf, Validators)], obj: &Value) -> Vec<String> {
     let mut out = Vec::new();
     for (dir, validators) in releases {
@@ -116,7 +118,10 @@ pub fn refusals(releases: &[(PathBuf, Validators)], obj: &Value) -> Vec<String> 
             out.push(format!("{release}: no such kind {}", obj["kind"]));
             continue;
         }
-        let (_, errors) = admit(validators, obj, None);
+        let (pruned, errors) = admit(validators, obj, None);
+        if !pruned.is_empty() {
+            continue;
+        }
         out.extend(errors.iter().map(|e| format!("{release}: {e}")));
     }
     out

@@ -16,7 +16,7 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::batch::v1::Job;
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::events::EventType;
 use serde_json::json;
 
@@ -53,6 +53,8 @@ enum Outcome {
     Done(Box<ArtifactCopy>),
     /// A copy Job is working on it.
     Running,
+    /// Its copy Job waits for a place under the cluster-wide limit (why).
+    Waiting(String),
     /// It failed; tried again later.
     Failed(String),
 }
@@ -115,6 +117,7 @@ pub async fn reconcile_copies(
     }
     let mut done: Vec<(String, String)> = Vec::new();
     let mut failed: Vec<(String, String)> = Vec::new();
+    let mut waiting: Vec<(String, String)> = Vec::new();
     let plans = plan_copies(&candidates, &secondaries, now);
     let mut requeue: Option<DateTime<Utc>> = None;
     let mut soon = |at: DateTime<Utc>| {
@@ -140,6 +143,10 @@ pub async fn reconcile_copies(
                 soon(now + chrono::Duration::seconds(1));
             }
             Outcome::Running => soon(now + chrono::Duration::seconds(3)),
+            Outcome::Waiting(why) => {
+                waiting.push((plan.storage.clone(), why));
+                soon(now + chrono::Duration::seconds(15));
+            }
             Outcome::Failed(why) => {
                 let note = format!(
                     "copying run {run_name} to storage {} failed: {why}; it is tried again",
@@ -161,7 +168,7 @@ pub async fn reconcile_copies(
         }
     }
     let mut plans = plan_copies(&candidates, &secondaries, now);
-    for (storage, why) in failed {
+    for (storage, why) in failed.into_iter().chain(waiting) {
         if let Some(p) = plans.iter_mut().find(|p| p.storage == storage) {
             p.blocked = Some(why);
         }
@@ -343,7 +350,11 @@ async fn copy_one(
             .await
         }
     };
-    let method = copy_method(primary.spec.s3.as_ref(), secondary.spec.s3.as_ref());
+    let method = copy_method(
+        primary.spec.s3.as_ref(),
+        secondary.spec.s3.as_ref(),
+        artifact.size_bytes,
+    );
     if method == CopyMethod::ServerSideCopy {
         let (src, dst) = match (open(primary).await, open(secondary).await) {
             (Ok(a), Ok(b)) => (a, b),
@@ -367,6 +378,19 @@ async fn copy_one(
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
     match job_watch::observe(ctx, ns, Some(&job_name)).await? {
         Observed::NotCreated | Observed::Vanished { .. } => {
+            // Copies share the cluster-wide limit of backups: both move whole artifacts.
+            if let Some(limit) = ctx.settings.max_concurrent_backups {
+                let all: Api<Job> = Api::all(ctx.client.clone());
+                let listed = all
+                    .list(&ListParams::default().labels(crate::contract::JOB_SELECTOR))
+                    .await?;
+                let running = data_jobs_running(&listed.items);
+                if running >= limit.get() {
+                    return Ok(Outcome::Waiting(format!(
+                        "waiting for a place: {running} backup and copy Jobs run, the limit is {limit} (--max-concurrent-backups)"
+                    )));
+                }
+            }
             let defaults = crate::jobs::shell::JobDefaults::from(&ctx.settings);
             let job = match copy_job::build(
                 &run.name_any(),
@@ -448,6 +472,33 @@ async fn copy_one(
             Ok(outcome)
         }
     }
+}
+
+/// How many of `jobs` are backup or copy Jobs still running (not Complete or Failed).
+fn data_jobs_running(jobs: &[Job]) -> usize {
+    jobs.iter()
+        .filter(|j| {
+            let component = j
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(crate::contract::COMPONENT_LABEL))
+                .map(String::as_str);
+            matches!(
+                component,
+                Some(crate::contract::COMPONENT_BACKUP | crate::contract::COMPONENT_COPY)
+            )
+        })
+        .filter(|j| {
+            let status = j.status.as_ref();
+            status.is_none_or(|s| {
+                s.completion_time.is_none()
+                    && !s.conditions.iter().flatten().any(|c| {
+                        (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True"
+                    })
+            })
+        })
+        .count()
 }
 
 /// Joins a manifest's directory and a key it lists.
@@ -1222,6 +1273,29 @@ mod tests {
                 .unwrap(),
             CopyDeletion::Deleted
         );
+    }
+
+    #[test]
+    fn running_backup_and_copy_jobs_count_against_the_limit() {
+        let job = |component: &str, finished: Option<&str>| -> Job {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "j", "labels": {crate::contract::COMPONENT_LABEL: component}},
+                "status": match finished {
+                    Some(t) => serde_json::json!({"conditions": [{"type": t, "status": "True"}]}),
+                    None => serde_json::json!({"active": 1}),
+                },
+            }))
+            .unwrap()
+        };
+        let jobs = vec![
+            job("backup", None),
+            job("copy", None),
+            job("copy", Some("Complete")),
+            job("backup", Some("Failed")),
+            job("restore", None),
+            job("validation", None),
+        ];
+        assert_eq!(data_jobs_running(&jobs), 2);
     }
 
     #[test]

@@ -111,13 +111,22 @@ impl CopyMethod {
     }
 }
 
-/// How to copy from `primary` to `secondary`: a server-side copy needs the same endpoint,
-/// region, addressing style and credentials Secret (one identity must read the source and
-/// write the destination).
-pub fn copy_method(primary: Option<&S3Storage>, secondary: Option<&S3Storage>) -> CopyMethod {
+/// The largest object S3's `CopyObject` copies in one request (5 GiB).
+pub const SERVER_SIDE_COPY_LIMIT: u64 = 5 * 1024 * 1024 * 1024;
+
+/// How to copy from `primary` to `secondary` a backup whose artifact is `artifact_bytes` long:
+/// a server-side copy needs the same endpoint, region, addressing style and credentials Secret
+/// (one identity must read the source and write the destination) and an artifact `CopyObject`
+/// takes in one request; anything larger goes through a copy Job.
+pub fn copy_method(
+    primary: Option<&S3Storage>,
+    secondary: Option<&S3Storage>,
+    artifact_bytes: u64,
+) -> CopyMethod {
     match (primary, secondary) {
         (Some(a), Some(b))
-            if a.endpoint == b.endpoint
+            if artifact_bytes <= SERVER_SIDE_COPY_LIMIT
+                && a.endpoint == b.endpoint
                 && a.region == b.region
                 && a.force_path_style == b.force_path_style
                 && a.credentials_secret_ref.as_ref().map(|r| &r.name)
@@ -226,7 +235,15 @@ mod tests {
         let b = s3(
             "{bucket: b, region: r, endpoint: 'http://s3', forcePathStyle: true, credentialsSecretRef: {name: c}}",
         );
-        assert_eq!(copy_method(Some(&a), Some(&b)), CopyMethod::ServerSideCopy);
+        assert_eq!(
+            copy_method(Some(&a), Some(&b), 1024),
+            CopyMethod::ServerSideCopy
+        );
+        assert_eq!(
+            copy_method(Some(&a), Some(&b), SERVER_SIDE_COPY_LIMIT + 1),
+            CopyMethod::CopyJob,
+            "over 5 GiB CopyObject refuses: a Job copies it"
+        );
         for other in [
             "{bucket: b, region: r, endpoint: 'http://other', forcePathStyle: true, credentialsSecretRef: {name: c}}",
             "{bucket: b, region: x, endpoint: 'http://s3', forcePathStyle: true, credentialsSecretRef: {name: c}}",
@@ -235,13 +252,13 @@ mod tests {
             "{bucket: b, region: r, endpoint: 'http://s3', forcePathStyle: true}",
         ] {
             assert_eq!(
-                copy_method(Some(&a), Some(&s3(other))),
+                copy_method(Some(&a), Some(&s3(other)), 1024),
                 CopyMethod::CopyJob,
                 "{other}"
             );
         }
-        assert_eq!(copy_method(None, Some(&b)), CopyMethod::CopyJob);
-        assert_eq!(copy_method(Some(&a), None), CopyMethod::CopyJob);
+        assert_eq!(copy_method(None, Some(&b), 1024), CopyMethod::CopyJob);
+        assert_eq!(copy_method(Some(&a), None, 1024), CopyMethod::CopyJob);
         assert_eq!(CopyMethod::CopyJob.as_str(), "CopyJob");
     }
 }
