@@ -113,3 +113,50 @@ fn alert_rules_only_use_exported_metrics() {
         );
     }
 }
+
+/// Every alert links its runbook (`docs/runbooks/<alert>.md`, in this repository), and every
+/// runbook says what the alert means, how to confirm it, what to do and how to verify recovery.
+#[test]
+fn every_alert_links_a_runbook_that_says_what_to_do() {
+    const BASE: &str = "https://github.com/dataguardian/dataguardian/blob/main/";
+    let rules: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(dir().join("dataguardian-alerts.yaml")).unwrap(),
+    )
+    .unwrap();
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let mut alerts = 0;
+    let mut linked = std::collections::BTreeSet::new();
+    for group in rules["groups"].as_sequence().unwrap() {
+        for rule in group["rules"].as_sequence().unwrap() {
+            let Some(alert) = rule["alert"].as_str() else {
+                continue;
+            };
+            alerts += 1;
+            let url = rule["annotations"]["runbook_url"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{alert} has no runbook_url"));
+            let path = url
+                .strip_prefix(BASE)
+                .unwrap_or_else(|| panic!("{alert}: {url} is not a file of this repository"));
+            assert!(
+                path.starts_with("docs/runbooks/") && path.ends_with(".md"),
+                "{alert}: {url}"
+            );
+            let text = std::fs::read_to_string(repo.join(path))
+                .unwrap_or_else(|e| panic!("{alert}: {path}: {e}"));
+            for section in ["## Meaning", "## Confirm", "## Act", "## Verify recovery"] {
+                assert!(text.contains(section), "{path} lacks {section:?}");
+            }
+            linked.insert(path.to_string());
+        }
+    }
+    assert!(alerts >= 15, "{alerts} alerts");
+    // No runbook is left without an alert.
+    for entry in std::fs::read_dir(repo.join("docs/runbooks")).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(
+            linked.contains(&format!("docs/runbooks/{name}")),
+            "docs/runbooks/{name} belongs to no alert"
+        );
+    }
+}
