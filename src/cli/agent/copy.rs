@@ -15,7 +15,7 @@ use clap::Args;
 
 use crate::agent::copy::{CopyRequest, run};
 use crate::agent::error::{AgentError, Result};
-use crate::agent::storage::{Location, LockMode, ObjectLock, S3Settings, Sse};
+use crate::agent::storage::{Location, LockMode, S3Settings};
 use crate::agent::summary;
 use crate::contract::{CopySummary, LOG_FORMAT_ENV, Operation, TERMINATION_LOG_ENV};
 
@@ -149,38 +149,14 @@ fn request(args: &CopyArgs) -> Result<CopyRequest> {
         args.to_s3_path_style,
         "DG_TO_",
     );
-    if let (Some(mode), Some(days)) = (args.object_lock_mode, args.object_lock_days) {
-        if days == 0 {
-            return Err(AgentError::Config(
-                "--object-lock-days must be at least 1".into(),
-            ));
-        }
-        to_s3.object_lock = Some(ObjectLock { mode, days });
-    }
-    to_s3.sse = match args.sse.as_deref() {
-        None => None,
-        Some("AES256") | Some("aes256") => Some(Sse::Aes256),
-        Some("aws:kms") | Some("kms") => Some(Sse::Kms {
-            key_id: args.sse_kms_key_id.clone(),
-        }),
-        Some(other) => {
-            return Err(AgentError::Config(format!(
-                "--sse must be aws:kms or AES256, not {other:?}"
-            )));
-        }
-    };
-    to_s3.storage_class = args.storage_class.clone();
-    let manifest_sha256 = match args.manifest_sha256.as_deref().map(str::trim) {
-        None | Some("") => None,
-        Some(d) if d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit()) => {
-            Some(d.to_ascii_lowercase())
-        }
-        Some(d) => {
-            return Err(AgentError::Config(format!(
-                "--manifest-sha256 {d:?} is not a hex SHA-256"
-            )));
-        }
-    };
+    super::apply_write_options(
+        &mut to_s3,
+        args.object_lock_mode.zip(args.object_lock_days),
+        args.sse.as_deref(),
+        args.sse_kms_key_id.as_deref(),
+        args.storage_class.as_deref(),
+    )?;
+    let manifest_sha256 = super::parse_manifest_sha256(args.manifest_sha256.as_deref())?;
     Ok(CopyRequest {
         from: args.from.parse::<Location>()?,
         to: args.to.parse::<Location>()?,

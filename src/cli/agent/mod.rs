@@ -264,17 +264,7 @@ impl PinArgs {
             (Some(EncryptionMode::None), true) => Some(ExpectedEncryption::None),
             (Some(EncryptionMode::Age), _) => Some(ExpectedEncryption::Age { recipients }),
         };
-        let manifest_sha256 = match self.manifest_sha256.as_deref().map(str::trim) {
-            None | Some("") => None,
-            Some(d) if d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit()) => {
-                Some(d.to_ascii_lowercase())
-            }
-            Some(d) => {
-                return Err(AgentError::Config(format!(
-                    "--manifest-sha256 {d:?} is not a hex SHA-256"
-                )));
-            }
-        };
+        let manifest_sha256 = parse_manifest_sha256(self.manifest_sha256.as_deref())?;
         Ok(ArtifactPin {
             manifest_sha256,
             encryption,
@@ -397,6 +387,52 @@ pub fn resolve_uri(common: &CommonArgs) -> Result<DbUri> {
     Ok(uri)
 }
 
+/// `--manifest-sha256`: empty or a hex SHA-256 (returned lower-case).
+pub(crate) fn parse_manifest_sha256(value: Option<&str>) -> Result<Option<String>> {
+    match value.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(d) if d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            Ok(Some(d.to_ascii_lowercase()))
+        }
+        Some(d) => Err(AgentError::Config(format!(
+            "--manifest-sha256 {d:?} is not a hex SHA-256"
+        ))),
+    }
+}
+
+/// What every object written to S3 gets: `--object-lock-mode`/`--object-lock-days`, `--sse`
+/// (with `--sse-kms-key-id`) and `--storage-class`.
+pub(crate) fn apply_write_options(
+    s3: &mut S3Settings,
+    lock: Option<(LockMode, u32)>,
+    sse: Option<&str>,
+    sse_kms_key_id: Option<&str>,
+    storage_class: Option<&str>,
+) -> Result<()> {
+    if let Some((mode, days)) = lock {
+        if days == 0 {
+            return Err(AgentError::Config(
+                "--object-lock-days must be at least 1".into(),
+            ));
+        }
+        s3.object_lock = Some(ObjectLock { mode, days });
+    }
+    s3.sse = match sse {
+        None => None,
+        Some("AES256") | Some("aes256") => Some(Sse::Aes256),
+        Some("aws:kms") | Some("kms") => Some(Sse::Kms {
+            key_id: sse_kms_key_id.map(str::to_string),
+        }),
+        Some(other) => {
+            return Err(AgentError::Config(format!(
+                "--sse must be aws:kms or AES256, not {other:?}"
+            )));
+        }
+    };
+    s3.storage_class = storage_class.map(str::to_string);
+    Ok(())
+}
+
 pub(crate) fn s3_settings(common: &CommonArgs) -> S3Settings {
     S3Settings {
         endpoint: common.s3_endpoint.clone(),
@@ -430,27 +466,13 @@ fn backup_request(args: &BackupArgs) -> Result<BackupRequest> {
         recipients.extend(Recipients::from_file(f)?);
     }
     let mut s3 = s3_settings(&args.common);
-    if let (Some(mode), Some(days)) = (args.object_lock_mode, args.object_lock_days) {
-        if days == 0 {
-            return Err(AgentError::Config(
-                "--object-lock-days must be at least 1".into(),
-            ));
-        }
-        s3.object_lock = Some(ObjectLock { mode, days });
-    }
-    s3.sse = match args.sse.as_deref() {
-        None => None,
-        Some("AES256") | Some("aes256") => Some(Sse::Aes256),
-        Some("aws:kms") | Some("kms") => Some(Sse::Kms {
-            key_id: args.sse_kms_key_id.clone(),
-        }),
-        Some(other) => {
-            return Err(AgentError::Config(format!(
-                "--sse must be aws:kms or AES256, not {other:?}"
-            )));
-        }
-    };
-    s3.storage_class = args.storage_class.clone();
+    apply_write_options(
+        &mut s3,
+        args.object_lock_mode.zip(args.object_lock_days),
+        args.sse.as_deref(),
+        args.sse_kms_key_id.as_deref(),
+        args.storage_class.as_deref(),
+    )?;
     let destination: Location = args.to.parse()?;
     let run_id = match &args.run_id {
         Some(id) => id.clone(),
