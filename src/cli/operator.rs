@@ -171,6 +171,7 @@ impl OperatorArgs {
                 .map(|n| n.trim().to_string())
                 .filter(|n| !n.is_empty())
                 .collect(),
+            requester_recorded: self.webhook_addr.0.is_some(),
         }
     }
 }

@@ -321,7 +321,9 @@ status:
 /// the admission webhook recorded (`, requested by alice`) when there is one.
 pub fn created_line(kind: &str, meta: &kube::api::ObjectMeta) -> String {
     let name = meta.name.as_deref().unwrap_or_default();
-    match crate::controller::common::requester::requested_by(meta) {
+    // The API server's answer to the plugin's own create: the annotation is there only if
+    // the webhook stamped it (the plugin never writes it).
+    match crate::controller::common::requester::requested_by(meta, true) {
         Some(user) => format!("{kind}/{name} created, requested by {user}"),
         None => format!("{kind}/{name} created"),
     }

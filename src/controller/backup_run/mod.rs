@@ -599,9 +599,15 @@ async fn start_job(
     status.start_time = Some(time_from_chrono(now));
     status.attempts = Some(1);
     status.observed_generation = run.metadata.generation;
-    status.requested_by = crate::controller::common::requester::requested_by(&run.metadata);
+    status.requested_by = crate::controller::common::requester::requested_by(
+        &run.metadata,
+        ctx.settings.requester_recorded,
+    );
     apply_status(ctx, ns, &run.name_any(), &status).await?;
-    let who = match crate::controller::common::requester::who_note(&run.metadata) {
+    let who = match crate::controller::common::requester::who_note(
+        &run.metadata,
+        ctx.settings.requester_recorded,
+    ) {
         note if note.is_empty() => note,
         note => format!("; {note}"),
     };
@@ -736,7 +742,10 @@ async fn finish(
                 details: Details {
                     database: database_of(&p.spec.source),
                     run: Some(run.name_any()),
-                    requester: crate::controller::common::requester::requested_by(&run.metadata),
+                    requester: crate::controller::common::requester::requested_by(
+                        &run.metadata,
+                        ctx.settings.requester_recorded,
+                    ),
                     size_bytes: artifact.as_ref().map(|a| a.size_bytes),
                     duration_seconds: Some(seconds),
                     ..Details::default()

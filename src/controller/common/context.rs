@@ -50,6 +50,10 @@ pub struct Settings {
     /// cloud identity of the operator (and of the Job pods): the platform team's explicit
     /// choice, per namespace. Empty (the default): every storage needs its own credentials.
     pub ambient_credentials_namespaces: Vec<String>,
+    /// Whether this operator's admission webhook records who asks for runs: only then is the
+    /// `dataguardian.io/requested-by` annotation trusted (without the webhook anyone who may
+    /// create a run could write it).
+    pub requester_recorded: bool,
 }
 
 impl Settings {
@@ -75,6 +79,7 @@ impl Default for Settings {
             default_stall_timeout: Duration::from_secs(600),
             egress: EgressPolicy::default(),
             ambient_credentials_namespaces: Vec::new(),
+            requester_recorded: false,
         }
     }
 }

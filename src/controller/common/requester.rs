@@ -8,8 +8,13 @@ use kube::api::ObjectMeta;
 
 use crate::admission::REQUESTED_BY;
 
-/// The authenticated requester, when the webhook recorded one.
-pub fn requested_by(meta: &ObjectMeta) -> Option<String> {
+/// The authenticated requester, when the webhook recorded one. `recorded`: whether this
+/// operator's webhook records requesters; without it the annotation is whatever the creator
+/// wrote, and is ignored.
+pub fn requested_by(meta: &ObjectMeta, recorded: bool) -> Option<String> {
+    if !recorded {
+        return None;
+    }
     meta.annotations
         .as_ref()?
         .get(REQUESTED_BY)
@@ -34,8 +39,8 @@ fn creating_manager(meta: &ObjectMeta) -> Option<String> {
 
 /// How Events name who asked: `requested by alice`, or the client-chosen field manager marked
 /// as such; empty when neither is known.
-pub fn who_note(meta: &ObjectMeta) -> String {
-    match (requested_by(meta), creating_manager(meta)) {
+pub fn who_note(meta: &ObjectMeta, recorded: bool) -> String {
+    match (requested_by(meta, recorded), creating_manager(meta)) {
         (Some(user), _) => format!("requested by {user}"),
         (None, Some(m)) => {
             format!("client-chosen field manager {m:?}, not an authenticated user")
@@ -78,18 +83,28 @@ mod tests {
     #[test]
     fn the_recorded_requester_wins_over_the_field_manager() {
         let m = meta(Some("alice"), Some("kubectl-create"));
-        assert_eq!(requested_by(&m).as_deref(), Some("alice"));
-        assert_eq!(who_note(&m), "requested by alice");
+        assert_eq!(requested_by(&m, true).as_deref(), Some("alice"));
+        assert_eq!(who_note(&m, true), "requested by alice");
     }
 
     #[test]
     fn without_the_webhook_only_the_client_chosen_manager_is_shown_as_such() {
         let m = meta(None, Some("argocd-controller"));
-        assert_eq!(requested_by(&m), None);
+        assert_eq!(requested_by(&m, true), None);
         assert_eq!(
-            who_note(&m),
+            who_note(&m, true),
             "client-chosen field manager \"argocd-controller\", not an authenticated user"
         );
-        assert_eq!(who_note(&ObjectMeta::default()), "");
+        assert_eq!(who_note(&ObjectMeta::default(), true), "");
+    }
+
+    #[test]
+    fn without_the_webhook_a_written_annotation_is_not_believed() {
+        let forged = meta(Some("ceo"), Some("kubectl-create"));
+        assert_eq!(requested_by(&forged, false), None);
+        assert_eq!(
+            who_note(&forged, false),
+            "client-chosen field manager \"kubectl-create\", not an authenticated user"
+        );
     }
 }

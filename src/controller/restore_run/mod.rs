@@ -481,7 +481,10 @@ async fn start_job(
     status.start_time = Some(time_from_chrono(Utc::now()));
     status.attempts = Some(1);
     status.source = Some(resolved.source.clone());
-    status.requested_by = crate::controller::common::requester::requested_by(&run.metadata);
+    status.requested_by = crate::controller::common::requester::requested_by(
+        &run.metadata,
+        ctx.settings.requester_recorded,
+    );
     status.message = Some(format!("restore Job {job_name} started"));
     status.observed_generation = run.metadata.generation;
     apply_status(ctx, ns, &run.name_any(), &status).await?;
@@ -495,7 +498,10 @@ async fn start_job(
         )
         .await;
     }
-    let who = match crate::controller::common::requester::who_note(&run.metadata) {
+    let who = match crate::controller::common::requester::who_note(
+        &run.metadata,
+        ctx.settings.requester_recorded,
+    ) {
         note if note.is_empty() => note,
         note => format!("; {note}"),
     };
@@ -587,7 +593,10 @@ async fn finish(
     } else {
         (EventType::Warning, "Failed")
     };
-    let who = match crate::controller::common::requester::who_note(&run.metadata) {
+    let who = match crate::controller::common::requester::who_note(
+        &run.metadata,
+        ctx.settings.requester_recorded,
+    ) {
         note if note.is_empty() => note,
         note => format!(" ({note})"),
     };
@@ -629,7 +638,10 @@ async fn finish(
             details: Details {
                 database: database_of(&run.spec.target),
                 run: run.spec.backup_run_ref.as_ref().map(|b| b.name.clone()),
-                requester: crate::controller::common::requester::requested_by(&run.metadata),
+                requester: crate::controller::common::requester::requested_by(
+                    &run.metadata,
+                    ctx.settings.requester_recorded,
+                ),
                 ..Details::default()
             },
         },

@@ -421,7 +421,10 @@ async fn start_job(ctx: &Context, ns: &str, rv: &RestoreValidation, r: Resolved)
     status.job_name = Some(job_name.clone());
     status.sandbox_image = sandbox_image.clone();
     status.start_time = Some(time_from_chrono(Utc::now()));
-    status.requested_by = crate::controller::common::requester::requested_by(&rv.metadata);
+    status.requested_by = crate::controller::common::requester::requested_by(
+        &rv.metadata,
+        ctx.settings.requester_recorded,
+    );
     status.attempts = Some(1);
     status.observed_generation = rv.metadata.generation;
     apply_status(ctx, ns, &rv.name_any(), &status).await?;
@@ -435,7 +438,10 @@ async fn start_job(ctx: &Context, ns: &str, rv: &RestoreValidation, r: Resolved)
         )
         .await;
     }
-    let who = match crate::controller::common::requester::who_note(&rv.metadata) {
+    let who = match crate::controller::common::requester::who_note(
+        &rv.metadata,
+        ctx.settings.requester_recorded,
+    ) {
         note if note.is_empty() => note,
         note => format!("; {note}"),
     };
@@ -588,7 +594,10 @@ async fn finish(ctx: &Context, ns: &str, rv: &RestoreValidation, o: Outcome) -> 
             time: now,
             details: Details {
                 run: backup_name.clone(),
-                requester: crate::controller::common::requester::requested_by(&rv.metadata),
+                requester: crate::controller::common::requester::requested_by(
+                    &rv.metadata,
+                    ctx.settings.requester_recorded,
+                ),
                 ..Details::default()
             },
         },
