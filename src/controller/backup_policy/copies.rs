@@ -25,7 +25,7 @@ use crate::api::backup_run::ArtifactCopy;
 use crate::api::common::{find_condition, time_from_chrono};
 use crate::api::{BackupPolicy, BackupRun, BackupStorage};
 use crate::contract::manifest::sha256_hex;
-use crate::contract::{AgentReport, CopySummary, ManifestView, Report};
+use crate::contract::{CopySummary, ManifestView};
 use crate::controller::common::context::Context;
 use crate::controller::common::error::Result;
 use crate::controller::common::job_watch::{self, Observed};
@@ -436,9 +436,8 @@ async fn copy_one(
             termination_message,
             ..
         } => {
-            let report = termination_message.as_deref().and_then(AgentReport::parse);
             let outcome = if !succeeded {
-                let detail = report.and_then(|r| r.error).unwrap_or(message);
+                let detail = job_watch::failure_detail(termination_message.as_deref(), message);
                 Outcome::Failed(format!("Job {job_name} failed ({reason}: {detail})"))
             } else if secondary.spec.s3.is_some() {
                 match open(secondary).await {
@@ -891,11 +890,7 @@ async fn prune_on_claim(
             termination_message,
             ..
         } => {
-            let detail = termination_message
-                .as_deref()
-                .and_then(AgentReport::parse)
-                .and_then(|r| r.error)
-                .unwrap_or(message);
+            let detail = job_watch::failure_detail(termination_message.as_deref(), message);
             ctx.event(
                 policy,
                 EventType::Warning,

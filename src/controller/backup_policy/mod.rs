@@ -29,7 +29,6 @@ use kube::runtime::events::EventType;
 use crate::api::backup_policy::NotificationEvent;
 use crate::api::common::{parse_duration, set_condition, time_from_chrono, time_to_chrono};
 use crate::api::{BackupPolicy, BackupRun, BackupStorage};
-use crate::contract::{AgentReport, Report};
 use crate::notify::message::{Details, Notification};
 use crate::telemetry::metrics::PolicyLabels;
 
@@ -709,11 +708,7 @@ async fn prune_on_claim(
             termination_message,
             ..
         } => {
-            let detail = termination_message
-                .as_deref()
-                .and_then(AgentReport::parse)
-                .and_then(|r| r.error)
-                .unwrap_or(message);
+            let detail = job_watch::failure_detail(termination_message.as_deref(), message);
             ctx.event(
                 policy,
                 EventType::Warning,

@@ -233,6 +233,15 @@ pub fn progress_log_params() -> LogParams {
     }
 }
 
+/// Why a finished Job failed, for Events: the agent's own error from its termination message,
+/// else the Job's condition message.
+pub fn failure_detail(termination_message: Option<&str>, message: String) -> String {
+    termination_message
+        .and_then(<crate::contract::AgentReport as crate::contract::Report>::parse)
+        .and_then(|r| r.error)
+        .unwrap_or(message)
+}
+
 #[cfg(test)]
 mod log_cap_tests {
     use super::*;
