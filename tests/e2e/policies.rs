@@ -367,6 +367,55 @@ async fn the_admission_policy_library_refuses_what_it_should_and_admits_the_exam
         ),
     );
 
+    // Production namespaces (environment=production, this policy's own default selector):
+    // restores there need a second person's approval.
+    let prod = cluster.namespace("policy-production");
+    cluster
+        .kubectl(&["label", "namespace", &prod, "environment=production"])
+        .expect("label namespace");
+    bind_admin(&cluster, &prod, &dev);
+    refused(
+        &dev,
+        &backup_policy(&prod, "unguarded", "main", ""),
+        &["restore-approval"],
+        "restores in this namespace need a second person's approval: set spec.restoreApproval.required",
+    );
+    refused(
+        &dev,
+        &backup_policy(
+            &prod,
+            "never",
+            "main",
+            "  restoreApproval: {required: Never}\n",
+        ),
+        &["restore-approval"],
+        "set spec.restoreApproval.required to OnOverwrite or Always",
+    );
+    admitted(
+        &dev,
+        &backup_policy(
+            &prod,
+            "guarded",
+            "main",
+            "  restoreApproval: {required: OnOverwrite, validFor: 30m}\n",
+        ),
+    );
+    let restore = |name: &str, source: &str| {
+        format!(
+            "apiVersion: dataguardian.io/v1alpha1\nkind: RestoreRun\nmetadata: {{name: {name}, namespace: {prod}}}\nspec:\n  {source}\n  target: {{postgres: {{host: db, database: shop, user: restore}}}}\n"
+        )
+    };
+    // The chart's operator default is never: a restore without a policy would need nobody.
+    refused(
+        &dev,
+        &restore("by-key", "storageRef: {name: main}\n  key: shop/x.dump"),
+        &["restore-approval"],
+        "a storageRef + key restore has no policy to require one",
+    );
+    admitted(&dev, &restore("by-run", "backupRunRef: {name: nightly-1}"));
+    // Outside production nothing of this is checked.
+    admitted(&dev, &backup_policy(&free, "unguarded", "main", ""));
+
     // Warn: the same rules, admitted with the API server's warning.
     cluster.apply(&render_policies(dir.path(), "Warn", &approvers));
     let warnings = admitted(
