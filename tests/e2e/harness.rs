@@ -1118,6 +1118,86 @@ impl Prometheus {
         std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default()
     }
 
+    /// One instant query: `Ok(number of series)`, or `Err(Prometheus's error)` for a query it
+    /// refuses (bad PromQL); `None` while Prometheus does not answer.
+    pub fn series(&self, query: &str) -> Option<Result<usize, String>> {
+        use std::io::Read;
+        let encoded: String = url::form_urlencoded::byte_serialize(query.as_bytes()).collect();
+        let mut s = std::net::TcpStream::connect(&self.addr).ok()?;
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        write!(
+            s,
+            "GET /api/v1/query?query={encoded} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).ok()?;
+        let (_, body) = buf.split_once("\r\n\r\n")?;
+        let v: serde_json::Value = serde_json::from_str(body).ok()?;
+        Some(match v["status"].as_str() {
+            Some("success") => Ok(v["data"]["result"].as_array().map_or(0, Vec::len)),
+            _ => Err(v["error"].as_str().unwrap_or(body).to_string()),
+        })
+    }
+
+    /// Checks the shipped Grafana dashboard (`config/grafana/dataguardian.json`) against what
+    /// this Prometheus scraped: every panel query is valid PromQL, and every panel shows data
+    /// (at least one of its queries returns series). Dashboard variables are widened
+    /// (`$namespace`, `$policy` → `.*`; `$__rate_interval` → `1m`). Polls up to `timeout` for
+    /// scrapes to accumulate; returns the problems left.
+    pub fn check_dashboard(&self, timeout: Duration) -> Vec<String> {
+        let path = workspace().join("config/grafana/dataguardian.json");
+        let dashboard: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).expect("dashboard"))
+                .expect("json");
+        let mut panels: Vec<(String, Vec<String>)> = Vec::new();
+        let mut stack: Vec<&serde_json::Value> =
+            dashboard["panels"].as_array().unwrap().iter().collect();
+        while let Some(p) = stack.pop() {
+            if let Some(inner) = p["panels"].as_array() {
+                stack.extend(inner.iter());
+            }
+            let exprs: Vec<String> = p["targets"]
+                .as_array()
+                .map(|t| {
+                    t.iter()
+                        .filter_map(|t| t["expr"].as_str())
+                        .map(|e| {
+                            e.replace("$namespace", ".*")
+                                .replace("$policy", ".*")
+                                .replace("$__rate_interval", "1m")
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            if !exprs.is_empty() {
+                panels.push((p["title"].as_str().unwrap_or("?").to_string(), exprs));
+            }
+        }
+        assert!(!panels.is_empty(), "the dashboard has no queries");
+        let start = Instant::now();
+        loop {
+            let mut problems = Vec::new();
+            for (title, exprs) in &panels {
+                let mut any = false;
+                for e in exprs {
+                    match self.series(e) {
+                        Some(Ok(n)) => any |= n > 0,
+                        Some(Err(err)) => problems.push(format!("{title}: {e}: {err}")),
+                        None => problems.push(format!("{title}: {e}: no answer")),
+                    }
+                }
+                if !any {
+                    problems.push(format!("{title}: no query returns series: {exprs:?}"));
+                }
+            }
+            if problems.is_empty() || start.elapsed() > timeout {
+                return problems;
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+
     /// Polls an instant query until it returns a sample; the sample's value.
     pub fn wait_for_value(&self, query: &str, timeout: Duration) -> Option<String> {
         use std::io::Read;

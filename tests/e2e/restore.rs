@@ -341,6 +341,17 @@ async fn restore_validate_and_tamper() {
         events.iter().any(|e| e.starts_with("VerificationFailed"))
     })
     .await;
+
+    // The shipped dashboard, every panel, against what a real Prometheus scraped from this
+    // operator after backups, restores, validations and notifications.
+    let prom = crate::harness::Prometheus::start(&s.operator.metrics_addr);
+    let problems = prom.check_dashboard(Duration::from_secs(30));
+    assert!(
+        problems.is_empty(),
+        "dashboard queries without data or invalid:\n{}\nPrometheus log:\n{}",
+        problems.join("\n"),
+        prom.log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
