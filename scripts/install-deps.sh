@@ -9,6 +9,7 @@ command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need_apt+=(m
 command -v mariadb >/dev/null 2>&1 || need_apt+=(mariadb-client)
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v zstd >/dev/null 2>&1 || need_apt+=(zstd)
+command -v valgrind >/dev/null 2>&1 || need_apt+=(valgrind)   # the CI performance gate (tests/perf_gate.rs)
 # Lua 5.1, Argo CD's Lua dialect: tests/argocd_health.rs runs the health checks with it.
 command -v lua5.1 >/dev/null 2>&1 || need_apt+=(lua5.1)
 # Base images for the Docker Engine, which cannot pull (scripts/base-images.sh).

@@ -12,6 +12,7 @@
 //! - [`error`]: typed errors with categories.
 
 pub mod backup;
+pub mod bench;
 pub mod checks;
 pub mod compress;
 pub mod copy;

@@ -50,6 +50,10 @@ pub enum AgentCommand {
     /// Copy one backup (its artifacts, then its manifest) to another storage, checking every
     /// artifact's SHA-256 against the manifest. Needs no key: artifacts stay encrypted.
     Copy(copy::CopyArgs),
+    /// Measure this node's backup data path (compression, age encryption, SHA-256) on
+    /// generated data, without a database or storage: prints throughput and peak memory as
+    /// JSON. Also what the CI performance gate runs under callgrind.
+    Bench(BenchArgs),
     /// Internal: run a validation's user-written checks (a job on stdin, results on stdout).
     /// `agent validate` starts it with an empty environment; not for use by hand.
     #[command(hide = true)]
@@ -62,6 +66,42 @@ pub struct ChecksArgs {
     /// Log format.
     #[arg(long, env = LOG_FORMAT_ENV, value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
+}
+
+/// `agent bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// MiB of generated data (a third random bytes, two thirds dump-like rows).
+    #[arg(long, default_value_t = 256)]
+    pub mib: u64,
+    /// Seed of the generated data (same seed, same bytes).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Compression, as a policy's: `zstd:3`, `gzip:6`, `none`.
+    #[arg(long, default_value = "zstd:3")]
+    pub compression: String,
+}
+
+fn run_bench(args: &BenchArgs) -> ExitCode {
+    tune_allocator();
+    let result = args
+        .compression
+        .parse::<crate::agent::compress::Compression>()
+        .map_err(AgentError::Config)
+        .and_then(|c| crate::agent::bench::run(args.mib, args.seed, c));
+    match result {
+        Ok(report) => {
+            println!(
+                "{}",
+                serde_json::to_string(&report).unwrap_or_else(|_| "{}".into())
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("agent bench: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
 }
 
 fn run_checks(args: &ChecksArgs) -> ExitCode {
@@ -548,6 +588,7 @@ pub fn run(args: AgentArgs) -> ExitCode {
         AgentCommand::Prune(p) => return prune::run_cli(p),
         AgentCommand::Copy(c) => return copy::run_cli(c),
         AgentCommand::Checks(c) => return run_checks(c),
+        AgentCommand::Bench(b) => return run_bench(b),
     };
     tune_allocator();
     init_logging(common.log_format);
@@ -568,8 +609,9 @@ pub fn run(args: AgentArgs) -> ExitCode {
                 AgentCommand::Validate(_)
                 | AgentCommand::Prune(_)
                 | AgentCommand::Copy(_)
-                | AgentCommand::Checks(_) => Err(AgentError::Config(
-                    "validate, prune, copy and checks run on their own paths".into(),
+                | AgentCommand::Checks(_)
+                | AgentCommand::Bench(_) => Err(AgentError::Config(
+                    "validate, prune, copy, checks and bench run on their own paths".into(),
                 )),
             }
         })

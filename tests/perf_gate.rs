@@ -1,0 +1,115 @@
+//! The CI performance gate (issue 18). Timing is too noisy on shared machines to gate on;
+//! instruction counts and memory are not:
+//!
+//! - the backup pipeline's core (zstd + age + SHA-256 on fixed generated data, `dataguardian
+//!   agent bench`) runs under `valgrind --tool=callgrind`, and the instructions per MiB must stay
+//!   within `tolerance` above the committed baseline (`bench/baselines/pipeline-core.json`);
+//! - the same command on a 256 MiB input must keep the agent's peak RSS under the target.
+//!
+//! Both print their figure and its ratio to the baseline. Updating the baseline is a reviewed
+//! commit that says why (its `reason` field); a figure well below it is reported so the
+//! baseline can be lowered and the gain kept.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn baseline() -> serde_json::Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/baselines/pipeline-core.json");
+    serde_json::from_str(&std::fs::read_to_string(&path).expect("the baseline file"))
+        .expect("the baseline is JSON")
+}
+
+fn agent() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_dataguardian"))
+}
+
+#[test]
+fn pipeline_instructions_per_mib_stay_within_the_baseline() {
+    let b = baseline();
+    let expected = b["instructionsPerMiB"]
+        .as_f64()
+        .expect("instructionsPerMiB");
+    let tolerance = b["tolerance"].as_f64().expect("tolerance");
+    let mib = 8u64;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("callgrind.out");
+    let run = Command::new("valgrind")
+        .arg("--tool=callgrind")
+        .arg(format!("--callgrind-out-file={}", out.display()))
+        .arg(agent())
+        .args(["agent", "bench", "--mib", &mib.to_string(), "--seed", "1"])
+        .args(["--compression", "zstd:3"])
+        .output()
+        .expect("valgrind is required (apt-get install valgrind; scripts/install-deps.sh)");
+    assert!(
+        run.status.success(),
+        "agent bench under callgrind failed: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&run.stdout).expect("agent bench prints a JSON report");
+    assert_eq!(report["rawBytes"], mib << 20);
+    let profile = std::fs::read_to_string(&out).expect("callgrind output");
+    let total: f64 = profile
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("summary:")
+                .or_else(|| l.strip_prefix("totals:"))
+        })
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("callgrind's instruction total");
+    let per_mib = total / mib as f64;
+    let ratio = per_mib / expected;
+    println!(
+        "pipeline core: {:.1} M instructions/MiB, {ratio:.3}x the baseline ({:.1} M)",
+        per_mib / 1e6,
+        expected / 1e6
+    );
+    assert!(
+        ratio <= 1.0 + tolerance,
+        "the pipeline core now costs {:.1} M instructions per MiB, {:.1} % above the baseline \
+         {:.1} M (bench/baselines/pipeline-core.json allows {:.0} %): find the regression, or \
+         raise the baseline in a reviewed commit that says why",
+        per_mib / 1e6,
+        (ratio - 1.0) * 100.0,
+        expected / 1e6,
+        tolerance * 100.0
+    );
+    if ratio < 1.0 - tolerance {
+        println!(
+            "the pipeline core is {:.1} % cheaper than the baseline: lower \
+             bench/baselines/pipeline-core.json to keep the gain",
+            (1.0 - ratio) * 100.0
+        );
+    }
+}
+
+#[test]
+fn agent_peak_rss_on_a_256_mib_dump_stays_under_the_target() {
+    let b = baseline();
+    let max_mib = b["peakRssMiBMax"].as_f64().expect("peakRssMiBMax");
+    let run = Command::new(agent())
+        .args(["agent", "bench", "--mib", "256", "--seed", "1"])
+        .args(["--compression", "zstd:3"])
+        .output()
+        .expect("running agent bench");
+    assert!(
+        run.status.success(),
+        "agent bench failed: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&run.stdout).expect("agent bench prints a JSON report");
+    assert_eq!(report["rawBytes"], 256u64 << 20);
+    let rss_mib = report["peakRssKib"].as_f64().expect("peakRssKib") / 1024.0;
+    println!(
+        "agent peak RSS on 256 MiB: {rss_mib:.1} MiB ({:.2}x the {max_mib} MiB target)",
+        rss_mib / max_mib
+    );
+    assert!(
+        rss_mib > 0.0 && rss_mib <= max_mib,
+        "the agent's peak RSS on a 256 MiB dump is {rss_mib:.1} MiB, above the {max_mib} MiB \
+         target (bench/baselines/pipeline-core.json)"
+    );
+}
