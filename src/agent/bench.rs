@@ -76,7 +76,7 @@ impl MixedData {
     fn refill(&mut self) {
         self.block.clear();
         self.pos = 0;
-        if self.blocks % 3 == 0 {
+        if self.blocks.is_multiple_of(3) {
             while self.block.len() < BLOCK {
                 let v = self.next_u64();
                 self.block.extend_from_slice(&v.to_le_bytes());
