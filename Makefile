@@ -38,6 +38,10 @@ fmt:
 deny:
 	scripts/deny.sh
 
+## sbom: CycloneDX SBOMs into target/sbom/ — the crates of both binaries (cargo-cyclonedx) and the Debian packages of the agent and operator images (built with the debug binary when missing) — then checks what they list
+sbom:
+	scripts/sbom.sh
+
 ## crds: regenerate crds/ from the Rust API types, then their copies in the chart and config/crd (make chart)
 crds:
 	$(CARGO) run -q --bin dataguardian -- crd --out-dir crds

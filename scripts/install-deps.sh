@@ -69,7 +69,7 @@ fi
 # version is already installed.
 cargo_tool() {
   local crate="$1" version="$2"
-  if ! "$crate" --version 2>/dev/null | grep -qw "$version"; then
+  if ! cargo install --list 2>/dev/null | grep -q "^$crate v$version:"; then
     echo "install-deps: cargo install $crate@$version"
     cargo install -q --locked "$crate@$version"
   fi
