@@ -103,15 +103,19 @@ EXPECT = {
 
 def check(directory, binaries_only):
     problems = []
+    checked = failed = 0
     for file, (must, must_not) in EXPECT.items():
         if binaries_only and file.startswith("image-"):
             continue
+        checked += 1
+        before = len(problems)
         path = os.path.join(directory, file)
         try:
             with open(path, encoding="utf-8") as f:
                 bom = json.load(f)
         except (OSError, ValueError) as e:
             problems.append(f"{path}: {e}")
+            failed += 1
             continue
         if bom.get("bomFormat") != "CycloneDX" or bom.get("specVersion") != "1.5":
             problems.append(f"{path}: not a CycloneDX 1.5 document")
@@ -122,9 +126,11 @@ def check(directory, binaries_only):
                 problems.append(f"{path}: component without name, version or purl: {c}")
         problems += [f"{path}: {n} is not listed" for n in must if n not in names]
         problems += [f"{path}: {n} is listed but is not shipped" for n in must_not if n in names]
+        failed += len(problems) > before
         print(f"sbom: {path}: {len(components)} components")
     for p in problems:
         print("sbom: " + p, file=sys.stderr)
+    print(f"sbom: {checked - failed} passed, {failed} failed")
     return 1 if problems else 0
 
 
