@@ -331,11 +331,7 @@ mod props {
     use crate::contract::manifest::{ManifestView, is_plain_relative_key};
 
     fn config() -> ProptestConfig {
-        ProptestConfig {
-            cases: 128,
-            failure_persistence: None,
-            ..ProptestConfig::default()
-        }
+        crate::proptest_config(128)
     }
 
     fn text(max: usize) -> impl Strategy<Value = String> {

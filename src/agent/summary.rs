@@ -839,11 +839,7 @@ mod props {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig {
-            cases: 64,
-            failure_persistence: None,
-            ..ProptestConfig::default()
-        })]
+        #![proptest_config(crate::proptest_config(64))]
 
         /// Printed then read back, a summary is the one written.
         #[test]

@@ -1322,11 +1322,7 @@ mod props {
     use crate::agent::storage::Location as AgentLocation;
 
     fn config() -> ProptestConfig {
-        ProptestConfig {
-            cases: 256,
-            failure_persistence: None,
-            ..ProptestConfig::default()
-        }
+        crate::proptest_config(256)
     }
 
     /// Template pieces: placeholders (known and unknown), literal text with URL-special and

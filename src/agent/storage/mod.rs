@@ -436,11 +436,7 @@ mod props {
     use super::*;
 
     fn config() -> ProptestConfig {
-        ProptestConfig {
-            cases: 256,
-            failure_persistence: None,
-            ..ProptestConfig::default()
-        }
+        crate::proptest_config(256)
     }
 
     /// A key segment: any characters but `/` (URL-special ones, spaces and non-ASCII

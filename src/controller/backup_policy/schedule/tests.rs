@@ -1042,11 +1042,7 @@ mod props {
     use super::*;
 
     fn config(cases: u32) -> ProptestConfig {
-        ProptestConfig {
-            cases,
-            failure_persistence: None,
-            ..ProptestConfig::default()
-        }
+        crate::proptest_config(cases)
     }
 
     /// One cron field: wildcards, steps, ranges, lists, names, and out-of-range values.
