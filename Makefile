@@ -2,7 +2,7 @@
 CARGO ?= cargo
 SIM_DIR := target/sim
 
-.PHONY: all build test lint fmt crds chart deps demo e2e sim-up sim-down bench images base-images
+.PHONY: all build test lint fmt crds chart deps demo e2e sim-up sim-down bench images base-images deny sbom
 
 all: build
 
@@ -33,6 +33,14 @@ lint:
 
 fmt:
 	$(CARGO) fmt --all
+
+## deny: cargo-deny offline — licenses (allow-list), bans, sources (crates.io only) and RustSec advisories from ../shared/advisory-db.bundle (deny.toml)
+deny:
+	scripts/deny.sh
+
+## sbom: CycloneDX SBOMs into target/sbom/ — the crates of both binaries (cargo-cyclonedx) and the Debian packages of the agent and operator images (built with the debug binary when missing) — then checks what they list
+sbom:
+	scripts/sbom.sh
 
 ## crds: regenerate crds/ from the Rust API types, then their copies in the chart and config/crd (make chart)
 crds:

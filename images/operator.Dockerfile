@@ -1,5 +1,6 @@
 # The operator image: the `dataguardian` binary, the shared libraries it links, CA
-# certificates and a passwd entry for 65532 — nothing else (no shell, no package manager).
+# certificates, a passwd entry for 65532 and the dpkg status entries of the packages those files
+# come from — nothing else (no shell, no package manager).
 # Runs as 65532 with a read-only root filesystem.
 #
 # Release path (docs/images.md): the same file with BASE pinned by digest and the binary from
@@ -22,6 +23,21 @@ RUN set -eux; \
     echo 'nonroot:x:65532:65532:nonroot:/nonexistent:/usr/sbin/nologin' > /out/etc/passwd; \
     echo 'nonroot:x:65532:' > /out/etc/group; \
     chmod 1777 /out/tmp
+
+# The Debian packages those files come from (and ca-certificates), as dpkg status entries in
+# the layout SBOM tools read in package-manager-free images (/var/lib/dpkg/status.d/<package>):
+# `make sbom` lists them.
+RUN set -eux; \
+    mkdir -p /out/var/lib/dpkg/status.d; \
+    for lib in $(ldd /out/usr/local/bin/dataguardian | grep -o '/[^ ]*'); do \
+      real="$(readlink -f "$lib")"; \
+      dpkg -S "$lib" 2>/dev/null || dpkg -S "$real" 2>/dev/null || dpkg -S "${real#/usr}"; \
+    done | sed 's/: .*//' | tr ',' '\n' | sed 's/^ *//; s/:.*//' | sort -u > /tmp/packages; \
+    echo ca-certificates >> /tmp/packages; \
+    for pkg in $(sort -u /tmp/packages); do \
+      dpkg-query -s "$pkg" > "/out/var/lib/dpkg/status.d/$pkg"; \
+    done; \
+    test -s /out/var/lib/dpkg/status.d/libc6
 
 FROM scratch
 ARG VERSION=dev

@@ -65,4 +65,16 @@ if [ ! -x "$PG16_DIR/bin/postgres" ]; then
   ln -s "$wheel_dir/pgserver/pginstall" "$PG16_DIR"
   rm -rf "$tmp"
 fi
+# Supply-chain tools, built from crates.io at pinned versions: cargo-deny (`make deny`; 0.20 reads
+# the current RustSec advisory format) and cargo-cyclonedx (`make sbom`). Skipped when that
+# version is already installed.
+cargo_tool() {
+  local crate="$1" version="$2"
+  if ! cargo install --list 2>/dev/null | grep -q "^$crate v$version:"; then
+    echo "install-deps: cargo install $crate@$version"
+    cargo install -q --locked "$crate@$version"
+  fi
+}
+cargo_tool cargo-deny 0.20.2
+cargo_tool cargo-cyclonedx 0.5.9
 echo "install-deps: ok"

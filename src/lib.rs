@@ -26,3 +26,18 @@ pub mod notify;
 pub mod operator;
 pub mod plugin;
 pub mod telemetry;
+
+/// Settings of the property tests of the parsers of outside input: `cases` cases each (sized for
+/// CI), or `PROPTEST_CASES` for a longer run; failing cases are reported, not persisted to files.
+#[cfg(test)]
+pub(crate) fn proptest_config(cases: u32) -> proptest::test_runner::Config {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(cases);
+    proptest::test_runner::Config {
+        cases,
+        failure_persistence: None,
+        ..proptest::test_runner::Config::default()
+    }
+}

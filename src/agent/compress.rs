@@ -231,4 +231,29 @@ mod tests {
             .read_to_end(&mut back);
         assert!(r.is_err());
     }
+
+    mod props {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            #![proptest_config(crate::proptest_config(256))]
+
+            /// `--compression` values: any text parses or is refused without panicking, and what
+            /// the agent prints (summaries, manifests) parses back to the same setting.
+            #[test]
+            fn any_value_parses_or_is_refused_and_printed_ones_read_back(
+                text in any::<String>(),
+                setting in prop_oneof![
+                    (1i32..=22).prop_map(|level| Compression::Zstd { level }),
+                    (0u32..=9).prop_map(|level| Compression::Gzip { level }),
+                    Just(Compression::None),
+                ],
+            ) {
+                let _ = text.parse::<Compression>();
+                prop_assert_eq!(setting.to_string().parse::<Compression>(), Ok(setting));
+            }
+        }
+    }
 }

@@ -138,7 +138,8 @@ impl Manifest {
             return Err("manifest lists no artifacts".into());
         }
         for a in &self.artifacts {
-            if a.key.starts_with('/') || a.key.split('/').any(|p| p == ".." || p.is_empty()) {
+            // The operator's rule (a `.` segment too), so both sides accept the same manifests.
+            if !crate::contract::manifest::is_plain_relative_key(&a.key) {
                 return Err(format!(
                     "artifact key {:?} is not a plain relative key",
                     a.key
@@ -183,7 +184,9 @@ pub fn artifact_name(
 }
 
 /// Make a database name safe as a key segment (anything but `[A-Za-z0-9._-]` becomes `_`,
-/// followed by a short hash when anything was replaced so distinct names stay distinct).
+/// followed by `~` and a hash when anything was replaced so distinct names stay distinct: a
+/// name kept as it is never holds `~`, so no database can be named after another's hashed
+/// form and overwrite its artifact in an all-databases backup).
 pub fn sanitize(name: &str) -> String {
     let clean: String = name
         .chars()
@@ -199,7 +202,10 @@ pub fn sanitize(name: &str) -> String {
     if clean == name && !clean.is_empty() {
         clean
     } else {
-        format!("{clean}-{}", &super::hash::sha256_hex(name.as_bytes())[..8])
+        format!(
+            "{clean}~{}",
+            &super::hash::sha256_hex(name.as_bytes())[..16]
+        )
     }
 }
 
@@ -298,7 +304,7 @@ pub(crate) mod tests {
             "globals.sql.zst"
         );
         assert_eq!(sanitize("shop"), "shop");
-        assert!(sanitize("a/b").starts_with("a_b-"));
+        assert!(sanitize("a/b").starts_with("a_b~"));
         assert_ne!(sanitize("a/b"), sanitize("a?b"));
     }
 
@@ -311,5 +317,218 @@ pub(crate) mod tests {
         assert_eq!(view.artifacts[0].key, m.artifacts[0].key);
         assert_eq!(view.artifacts[0].size_bytes, m.artifacts[0].size_bytes);
         assert_eq!(view.artifacts[0].sha256, m.artifacts[0].sha256);
+    }
+}
+
+/// Properties of the manifest, the file a restore, a copy, a prune and the operator read back
+/// from storage: it round-trips, both readers agree on it, and no bytes make them panic.
+#[cfg(test)]
+mod props {
+    use chrono::TimeZone;
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::contract::manifest::{ManifestView, is_plain_relative_key};
+
+    fn config() -> ProptestConfig {
+        crate::proptest_config(128)
+    }
+
+    fn text(max: usize) -> impl Strategy<Value = String> {
+        proptest::collection::vec(any::<char>(), 0..max).prop_map(|c| c.into_iter().collect())
+    }
+
+    fn instant() -> impl Strategy<Value = DateTime<Utc>> {
+        (0i64..4_102_444_800, 0u32..1_000_000_000)
+            .prop_map(|(s, ns)| Utc.timestamp_opt(s, ns).single().expect("in range"))
+    }
+
+    fn seconds() -> impl Strategy<Value = f64> {
+        (0u32..10_000_000).prop_map(|ms| f64::from(ms) / 1000.0)
+    }
+
+    fn compression() -> impl Strategy<Value = Compression> {
+        prop_oneof![
+            (1i32..=22).prop_map(|level| Compression::Zstd { level }),
+            (0u32..=9).prop_map(|level| Compression::Gzip { level }),
+            Just(Compression::None),
+        ]
+    }
+
+    fn artifact(
+        engine: Engine,
+        compression: Compression,
+        encrypted: bool,
+    ) -> impl Strategy<Value = Artifact> {
+        (
+            proptest::option::of(text(64)),
+            prop_oneof![
+                Just(ArtifactKind::Database),
+                Just(ArtifactKind::Globals),
+                Just(ArtifactKind::AllDatabases)
+            ],
+            (any::<u64>(), any::<u64>()),
+            "[0-9a-f]{64}",
+            proptest::collection::vec(
+                (text(30), text(30), any::<u64>()).prop_map(|(schema, name, rows)| TableCount {
+                    schema,
+                    name,
+                    rows,
+                }),
+                0..5,
+            ),
+            seconds(),
+        )
+            .prop_map(
+                move |(database, kind, (size_bytes, raw_bytes), sha256, tables, d)| Artifact {
+                    key: artifact_name(engine, kind, database.as_deref(), compression, encrypted),
+                    kind,
+                    database,
+                    format: PayloadFormat::Sql,
+                    size_bytes,
+                    raw_bytes,
+                    sha256,
+                    tables,
+                    duration_seconds: d,
+                },
+            )
+    }
+
+    fn manifest() -> impl Strategy<Value = Manifest> {
+        (
+            prop_oneof![Just(Engine::Postgres), Just(Engine::Mysql)],
+            compression(),
+            proptest::option::of(proptest::collection::vec("sha256:[0-9a-f]{64}", 1..4)),
+        )
+            .prop_flat_map(|(engine, compression, recipients)| {
+                let encrypted = recipients.is_some();
+                (
+                    Just((engine, compression, recipients)),
+                    (
+                        text(40),
+                        text(20),
+                        proptest::option::of(text(80)),
+                        proptest::option::of(text(64)),
+                        any::<bool>(),
+                    ),
+                    proptest::collection::vec(artifact(engine, compression, encrypted), 1..6),
+                    (instant(), instant(), seconds()),
+                )
+            })
+            .prop_map(
+                |(
+                    (engine, compression, recipients),
+                    (tool, server_version, dump_tool, database, all_databases),
+                    artifacts,
+                    (started_at, completed_at, duration_seconds),
+                )| Manifest {
+                    format_version: FORMAT_VERSION,
+                    tool,
+                    engine,
+                    server_version,
+                    dump_tool,
+                    database,
+                    all_databases,
+                    compression,
+                    encryption: recipients.map(|recipients| EncryptionInfo {
+                        scheme: "age-x25519".into(),
+                        recipients,
+                    }),
+                    artifacts,
+                    started_at,
+                    completed_at,
+                    duration_seconds,
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        /// Written then read, a manifest is the one written; it validates; the operator's view
+        /// of the same bytes lists the same keys, sizes and digests.
+        #[test]
+        fn a_written_manifest_reads_back_and_both_sides_agree(m in manifest()) {
+            let bytes = serde_json::to_vec_pretty(&m).unwrap();
+            let back: Manifest = serde_json::from_slice(&bytes).unwrap();
+            prop_assert_eq!(&back, &m);
+            prop_assert_eq!(back.validate(), Ok(()));
+            let view = ManifestView::parse(&bytes).unwrap();
+            prop_assert_eq!(view.artifacts.len(), m.artifacts.len());
+            for (v, a) in view.artifacts.iter().zip(&m.artifacts) {
+                prop_assert_eq!(&v.key, &a.key);
+                prop_assert_eq!(v.size_bytes, a.size_bytes);
+                prop_assert_eq!(&v.sha256, &a.sha256);
+            }
+            prop_assert_eq!(view.all_databases, Some(m.all_databases));
+            prop_assert_eq!(view.encryption, m.encryption);
+        }
+
+        /// Whatever bytes sit where a manifest should be, neither reader panics, and a manifest
+        /// the agent accepts lists only keys the operator accepts too.
+        #[test]
+        fn no_bytes_make_a_reader_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = ManifestView::parse(&bytes);
+            if let Ok(m) = serde_json::from_slice::<Manifest>(&bytes)
+                && m.validate().is_ok()
+            {
+                prop_assert!(m.artifacts.iter().all(|a| is_plain_relative_key(&a.key)));
+            }
+        }
+
+        /// Artifact keys with any key text: the agent's and the operator's rules agree.
+        #[test]
+        fn both_sides_accept_the_same_keys(
+            key in prop_oneof![
+                text(40),
+                proptest::collection::vec(prop_oneof![Just(".".to_owned()), Just("..".to_owned()), Just(String::new()), "[a-z]{1,4}".prop_map(String::from)], 1..5)
+                    .prop_map(|s| s.join("/")),
+            ],
+        ) {
+            let mut m = tests::sample();
+            m.artifacts[0].key = key.clone();
+            prop_assert_eq!(m.validate().is_ok(), is_plain_relative_key(&key));
+        }
+
+        /// Any database name becomes one safe key segment, and two names never share one (a
+        /// name spelled like another's hashed form included).
+        #[test]
+        fn sanitized_names_are_safe_and_distinct(a in text(40), b in text(40)) {
+            for name in [&a, &b] {
+                let s = sanitize(name);
+                prop_assert!(is_plain_relative_key(&s) && !s.contains('/'), "{s:?}");
+                prop_assert!(!s.starts_with('.'));
+                prop_assert!(s.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-' | b'~')));
+                if s != **name {
+                    prop_assert_ne!(sanitize(&s), s.clone());
+                }
+            }
+            if a != b {
+                prop_assert_ne!(sanitize(&a), sanitize(&b));
+            }
+        }
+    }
+
+    #[test]
+    fn a_database_named_like_another_hashed_name_gets_its_own_key() {
+        let hashed = sanitize("a/b");
+        assert_ne!(sanitize(&hashed), hashed);
+        let c = Compression::None;
+        assert_ne!(
+            artifact_name(
+                Engine::Postgres,
+                ArtifactKind::Database,
+                Some("a/b"),
+                c,
+                false
+            ),
+            artifact_name(
+                Engine::Postgres,
+                ArtifactKind::Database,
+                Some(&hashed),
+                c,
+                false
+            )
+        );
     }
 }

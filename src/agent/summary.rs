@@ -134,7 +134,53 @@ pub fn compact(summary: &Value) -> String {
     {
         v["error"] = json!(e.chars().take(2000).collect::<String>());
     }
-    v.to_string()
+    fit(v)
+}
+
+/// Fields a reader needs to classify a summary: never shortened by [`fit`].
+const KEPT_WHOLE: [&str; 6] = [
+    "status",
+    "operation",
+    "category",
+    "result",
+    "reason",
+    "truncated",
+];
+
+/// The last step of every compaction: while the summary is still over the limit (an error
+/// text of escaped or multi-byte characters, a prune's long list of deleted files, a copy's
+/// digest per artifact), halves its largest field — a string to half its characters, an array
+/// to half its elements, so that strict readers still find every field — and removes a largest
+/// field of any other kind. The fields in [`KEPT_WHOLE`] stay. Kubernetes cuts a longer message
+/// at the limit, and a cut JSON line is no summary at all.
+pub(crate) fn fit(mut v: Value) -> String {
+    loop {
+        let s = v.to_string();
+        if s.len() <= TERMINATION_LIMIT {
+            return s;
+        }
+        let Some(obj) = v.as_object_mut() else {
+            return s;
+        };
+        let largest = obj
+            .iter()
+            .filter(|(k, _)| !KEPT_WHOLE.contains(&k.as_str()))
+            .map(|(k, field)| (field.to_string().len(), k.clone()))
+            .max();
+        let Some((_, key)) = largest else {
+            return s;
+        };
+        match obj.get_mut(&key) {
+            Some(Value::String(text)) if !text.is_empty() => {
+                let half = text.chars().count() / 2;
+                *text = text.chars().take(half).collect();
+            }
+            Some(Value::Array(items)) if !items.is_empty() => items.truncate(items.len() / 2),
+            _ => {
+                obj.remove(&key);
+            }
+        }
+    }
 }
 
 /// Print the summary line on stdout and write the compact form to the termination log.
@@ -464,5 +510,425 @@ mod tests {
         .to_value();
         assert_eq!(v["category"], "integrity");
         assert_eq!(v["durationSeconds"], 1.235);
+    }
+}
+
+/// Properties of the summary wire: whatever the agent writes fits the termination message and
+/// still reads back, and whatever a container's message holds never panics a reader.
+#[cfg(test)]
+mod props {
+    use chrono::{DateTime, TimeZone, Utc};
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::api::common::Engine;
+    use crate::api::restore_validation::{CheckKind, CheckResult, ValidationResult};
+    use crate::contract::exit::FailureCategory;
+    use crate::contract::{
+        AgentReport, ArtifactKind, CopySummary, EncryptionInfo, PruneSummary, Report,
+        RestoreReport, Succeeded, TableCount, ValidateSummary, ValidationReport,
+    };
+
+    fn text(max: usize) -> impl Strategy<Value = String> {
+        // Any characters, control and multi-byte ones included (they serialise longer).
+        proptest::collection::vec(any::<char>(), 0..max).prop_map(|c| c.into_iter().collect())
+    }
+
+    fn hex64() -> impl Strategy<Value = String> {
+        "[0-9a-f]{64}"
+    }
+
+    fn seconds() -> impl Strategy<Value = f64> {
+        (0u32..10_000_000).prop_map(|ms| f64::from(ms) / 1000.0)
+    }
+
+    fn instant() -> impl Strategy<Value = DateTime<Utc>> {
+        (0i64..4_102_444_800, 0u32..1_000_000_000)
+            .prop_map(|(s, ns)| Utc.timestamp_opt(s, ns).single().expect("in range"))
+    }
+
+    fn engine() -> impl Strategy<Value = Engine> {
+        prop_oneof![Just(Engine::Postgres), Just(Engine::Mysql)]
+    }
+
+    fn verdict() -> impl Strategy<Value = ValidationResult> {
+        prop_oneof![
+            Just(ValidationResult::Passed),
+            Just(ValidationResult::Failed)
+        ]
+    }
+
+    fn table() -> impl Strategy<Value = TableCount> {
+        (text(40), text(60), any::<u64>()).prop_map(|(schema, name, rows)| TableCount {
+            schema,
+            name,
+            rows,
+        })
+    }
+
+    fn artifact() -> impl Strategy<Value = ArtifactSummary> {
+        (
+            text(200),
+            prop_oneof![
+                Just(ArtifactKind::Database),
+                Just(ArtifactKind::Globals),
+                Just(ArtifactKind::AllDatabases)
+            ],
+            proptest::option::of(text(64)),
+            (any::<u64>(), any::<u64>()),
+            hex64(),
+            seconds(),
+            proptest::collection::vec(table(), 0..40),
+        )
+            .prop_map(
+                |(
+                    key,
+                    kind,
+                    database,
+                    (size_bytes, raw_bytes),
+                    sha256,
+                    duration_seconds,
+                    tables,
+                )| {
+                    ArtifactSummary {
+                        key,
+                        kind,
+                        database,
+                        size_bytes,
+                        raw_bytes,
+                        sha256,
+                        duration_seconds,
+                        tables,
+                    }
+                },
+            )
+    }
+
+    fn backup() -> impl Strategy<Value = Summary> {
+        (
+            (
+                engine(),
+                text(80),
+                proptest::option::of(text(64)),
+                any::<bool>(),
+            ),
+            (text(1100), text(1100), hex64(), hex64()),
+            (
+                any::<u64>(),
+                any::<u64>(),
+                text(12),
+                any::<u64>(),
+                any::<u64>(),
+            ),
+            proptest::option::of(proptest::collection::vec(text(80), 0..6)),
+            proptest::collection::vec(artifact(), 0..12),
+            (instant(), instant(), seconds()),
+        )
+            .prop_map(
+                |(
+                    (engine, server_version, database, all_databases),
+                    (location, key, manifest_sha256, sha256),
+                    (size_bytes, raw_bytes, compression, tables, rows),
+                    recipients,
+                    artifacts,
+                    (started_at, completed_at, duration_seconds),
+                )| {
+                    BackupSummary {
+                        engine,
+                        server_version,
+                        database,
+                        all_databases,
+                        location,
+                        key,
+                        manifest_sha256,
+                        sha256,
+                        size_bytes,
+                        raw_bytes,
+                        compression,
+                        encryption: recipients.map(|recipients| EncryptionInfo {
+                            scheme: "age-x25519".into(),
+                            recipients,
+                        }),
+                        tables,
+                        rows,
+                        artifacts,
+                        started_at,
+                        completed_at,
+                        duration_seconds,
+                    }
+                    .into()
+                },
+            )
+    }
+
+    fn restore() -> impl Strategy<Value = Summary> {
+        (
+            engine(),
+            text(1100),
+            proptest::collection::vec(text(64), 0..80),
+            (any::<u64>(), any::<u64>(), any::<bool>(), any::<bool>()),
+            proptest::collection::vec(hex64(), 0..120),
+            seconds(),
+        )
+            .prop_map(
+                |(
+                    engine,
+                    from,
+                    databases,
+                    (size_bytes, raw_bytes, checksum_verified, verified_first),
+                    sha256,
+                    duration_seconds,
+                )| {
+                    RestoreSummary {
+                        engine,
+                        from,
+                        databases,
+                        size_bytes,
+                        raw_bytes,
+                        checksum_verified,
+                        verified_first,
+                        sha256,
+                        duration_seconds,
+                    }
+                    .into()
+                },
+            )
+    }
+
+    fn check() -> impl Strategy<Value = CheckResult> {
+        (
+            text(60),
+            prop_oneof![
+                Just(CheckKind::RowCounts),
+                Just(CheckKind::Sql),
+                Just(CheckKind::Schema)
+            ],
+            verdict(),
+            proptest::option::of(text(200)),
+            proptest::option::of(text(200)),
+            proptest::option::of(text(1024)),
+        )
+            .prop_map(
+                |(name, kind, result, expected, observed, message)| CheckResult {
+                    name,
+                    kind,
+                    result,
+                    expected,
+                    observed,
+                    message,
+                },
+            )
+    }
+
+    fn validate() -> impl Strategy<Value = Summary> {
+        (
+            verdict(),
+            proptest::option::of("[A-Za-z]{1,20}"),
+            text(3000),
+            (engine(), text(80), text(1100)),
+            proptest::collection::vec(text(64), 0..40),
+            (proptest::option::of(seconds()), seconds()),
+            proptest::collection::vec(check(), 0..30),
+        )
+            .prop_map(
+                |(
+                    result,
+                    reason,
+                    message,
+                    (engine, server_version, from),
+                    databases,
+                    (restore_duration_seconds, duration_seconds),
+                    checks,
+                )| {
+                    ValidateSummary {
+                        result,
+                        reason,
+                        message,
+                        engine,
+                        server_version,
+                        from,
+                        databases,
+                        restore_duration_seconds,
+                        checks,
+                        duration_seconds,
+                    }
+                    .into()
+                },
+            )
+    }
+
+    fn prune() -> impl Strategy<Value = Summary> {
+        (
+            proptest::collection::vec(text(300), 0..120),
+            proptest::collection::vec(text(300), 0..20),
+            seconds(),
+        )
+            .prop_map(|(deleted, already_gone, duration_seconds)| {
+                PruneSummary {
+                    deleted,
+                    already_gone,
+                    duration_seconds,
+                }
+                .into()
+            })
+    }
+
+    fn copy() -> impl Strategy<Value = Summary> {
+        (
+            "[ -~]{0,1100}",
+            "[ -~]{0,1100}",
+            hex64(),
+            any::<u64>(),
+            proptest::collection::vec(hex64(), 0..200),
+            any::<bool>(),
+            seconds(),
+        )
+            .prop_map(
+                |(from, location, manifest_sha256, size_bytes, sha256, already_present, d)| {
+                    CopySummary {
+                        from,
+                        location,
+                        manifest_sha256,
+                        size_bytes,
+                        sha256,
+                        already_present,
+                        duration_seconds: d,
+                    }
+                    .into()
+                },
+            )
+    }
+
+    fn failure() -> impl Strategy<Value = Summary> {
+        (
+            prop_oneof![
+                Just(Operation::Backup),
+                Just(Operation::Restore),
+                Just(Operation::Validate),
+                Just(Operation::Prune),
+                Just(Operation::Copy)
+            ],
+            proptest::sample::select(FailureCategory::ALL.to_vec()),
+            text(6000),
+            seconds(),
+        )
+            .prop_map(|(operation, category, error, duration_seconds)| {
+                FailureSummary {
+                    operation,
+                    category,
+                    error,
+                    duration_seconds,
+                }
+                .into()
+            })
+    }
+
+    fn summary() -> impl Strategy<Value = Summary> {
+        prop_oneof![backup(), restore(), validate(), prune(), copy(), failure()]
+    }
+
+    /// What the agent writes to the termination log for `s` (`agent validate` compacts its own
+    /// way).
+    fn termination_message(s: &Summary) -> String {
+        match s {
+            Summary::Succeeded(Succeeded::Validate(_)) => {
+                crate::agent::validate::compact(&s.to_value())
+            }
+            _ => compact(&s.to_value()),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(crate::proptest_config(64))]
+
+        /// Printed then read back, a summary is the one written.
+        #[test]
+        fn a_printed_summary_reads_back_as_written(s in summary()) {
+            let line = s.to_value().to_string();
+            let back: Summary = serde_json::from_str(&line).unwrap();
+            prop_assert_eq!(back, s);
+        }
+
+        /// The termination message always fits Kubernetes' limit (a longer one is cut and is
+        /// no JSON any more), and the operator still reads its status and failure category;
+        /// a copy's claim still confirms from its location and manifest digest.
+        #[test]
+        fn the_termination_message_fits_and_still_reads(s in summary()) {
+            let message = termination_message(&s);
+            prop_assert!(message.len() <= TERMINATION_LIMIT, "{} bytes", message.len());
+            // Each controller reads its own operation's summary (and every failure).
+            match &s {
+                Summary::Failed(f) => {
+                    let report = AgentReport::parse(&message).expect("a failure");
+                    prop_assert!(!report.succeeded());
+                    prop_assert_eq!(report.failure_category(), Some(f.category));
+                    let restore = RestoreReport::parse(&message).expect("a failure");
+                    prop_assert_eq!(restore.failure_category(), Some(f.category));
+                    let validation = ValidationReport::parse(&message).expect("a failure");
+                    prop_assert_eq!(validation.failure_category(), Some(f.category));
+                }
+                Summary::Succeeded(Succeeded::Backup(_) | Succeeded::Prune(_)) => {
+                    prop_assert!(AgentReport::parse(&message).expect("a summary").succeeded());
+                }
+                Summary::Succeeded(Succeeded::Restore(_)) => {
+                    prop_assert!(RestoreReport::parse(&message).expect("a summary").succeeded());
+                }
+                Summary::Succeeded(Succeeded::Copy(c)) => {
+                    let read = CopySummary::parse(&message).expect("a copy summary");
+                    prop_assert_eq!(&read.location, &c.location);
+                    prop_assert_eq!(&read.manifest_sha256, &c.manifest_sha256);
+                }
+                Summary::Succeeded(Succeeded::Validate(v)) => {
+                    let read = ValidationReport::parse(&message).expect("a verdict");
+                    prop_assert!(read.succeeded());
+                    prop_assert_eq!(read.result, Some(v.result));
+                    prop_assert_eq!(read.reason.as_deref(), v.reason.as_deref());
+                }
+            }
+        }
+
+        /// Whatever a terminated container left in its message, no reader panics.
+        #[test]
+        fn no_reader_panics_on_any_message(message in text(5000)) {
+            let _ = AgentReport::parse(&message);
+            let _ = RestoreReport::parse(&message);
+            let _ = ValidationReport::parse(&message);
+            let _ = CopySummary::parse(&message);
+        }
+
+        /// Nor on JSON that looks like a summary but has the wrong types or odd values.
+        #[test]
+        fn no_reader_panics_on_summary_shaped_json(
+            status in prop_oneof![Just("succeeded".to_string()), Just("failed".to_string()), text(10)],
+            fields in proptest::collection::btree_map(
+                prop_oneof![
+                    Just("category".to_string()), Just("error".to_string()),
+                    Just("sizeBytes".to_string()), Just("sha256".to_string()),
+                    Just("result".to_string()), Just("checks".to_string()),
+                    Just("databases".to_string()), Just("encryption".to_string()),
+                    text(8),
+                ],
+                prop_oneof![
+                    Just(Value::Null),
+                    any::<bool>().prop_map(Value::from),
+                    any::<i64>().prop_map(Value::from),
+                    any::<f64>().prop_map(Value::from),
+                    text(40).prop_map(Value::from),
+                    proptest::collection::vec(text(10).prop_map(Value::from), 0..4)
+                        .prop_map(Value::from),
+                ],
+                0..8,
+            ),
+        ) {
+            let mut v = serde_json::Map::from_iter(fields);
+            v.insert("status".into(), Value::from(status));
+            let message = Value::Object(v).to_string();
+            if let Some(r) = AgentReport::parse(&message) {
+                let _ = (r.succeeded(), r.failure_category());
+            }
+            let _ = RestoreReport::parse(&message);
+            let _ = ValidationReport::parse(&message);
+            let _ = CopySummary::parse(&message);
+        }
     }
 }

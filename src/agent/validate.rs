@@ -563,7 +563,7 @@ pub fn compact(summary: &Value) -> String {
             break;
         }
     }
-    v.to_string()
+    super::summary::fit(v)
 }
 
 #[cfg(test)]

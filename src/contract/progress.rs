@@ -209,4 +209,67 @@ mod tests {
             None
         );
     }
+
+    mod props {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// A log line that is not a progress line: any text without a line break.
+        fn other_line() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "[^\\n\\r]{0,80}",
+                Just(r#"{"message":"progress"}"#.to_owned()),
+                Just(r#"{"target":"dataguardian::progress","bytes_in":"x"}"#.to_owned()),
+                Just(r#"{"message":"artifact stored","bytes_in":1,"bytes_out":2}"#.to_owned()),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(crate::proptest_config(128))]
+
+            /// Whatever a container writes to its log, reading progress from it never panics.
+            #[test]
+            fn any_log_text_is_read_without_panicking(log in any::<String>()) {
+                let _ = last_progress(&log);
+            }
+
+            /// The operator finds the newest progress line the agent wrote, whatever other lines
+            /// (malformed, half-progress, other events) surround it.
+            #[test]
+            fn the_newest_written_sample_is_found(
+                samples in proptest::collection::vec(
+                    (any::<u64>(), any::<u64>(), any::<u64>(), any::<bool>()), 1..5),
+                noise in proptest::collection::vec(other_line(), 0..5),
+            ) {
+                let mut log = String::new();
+                for (i, (bytes_in, bytes_out, bytes_per_second, done)) in samples.iter().enumerate() {
+                    if let Some(n) = noise.get(i) {
+                        log.push_str(n);
+                        log.push('\n');
+                    }
+                    log.push_str(&json_log(|| {
+                        ProgressLine {
+                            phase: "backup",
+                            done: *done,
+                            bytes_in: *bytes_in,
+                            bytes_out: *bytes_out,
+                            bytes_per_second: *bytes_per_second,
+                            elapsed_seconds: 1.5,
+                        }
+                        .log()
+                    }));
+                }
+                for n in noise.iter().skip(samples.len()) {
+                    log.push_str(n);
+                    log.push('\n');
+                }
+                let (bytes_in, bytes_out, bytes_per_second, _) = *samples.last().unwrap();
+                prop_assert_eq!(
+                    last_progress(&log),
+                    Some(ProgressSample { bytes_in, bytes_out, bytes_per_second })
+                );
+            }
+        }
+    }
 }

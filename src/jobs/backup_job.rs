@@ -232,6 +232,10 @@ struct PathValues<'a> {
     time: DateTime<Utc>,
 }
 
+/// The longest key a `pathTemplate` may render (bytes): S3 keys end at 1024 bytes, and the
+/// storage prefix and the artifact names (`databases/<db>.pgdump.zst.age`) come on top.
+const MAX_RENDERED_KEY: usize = 768;
+
 /// Renders `pathTemplate`: placeholders `{namespace}`, `{policy}`, `{run}`, `{engine}`,
 /// `{database}`, `{date}` (YYYY-MM-DD) and `{timestamp}` (YYYYMMDDTHHMMSSZ), all in UTC. The
 /// time is the run's scheduled time, or its creation time for a manual run, so every build of
@@ -273,6 +277,12 @@ fn render_location(template: &str, values: &PathValues<'_>) -> Result<Location, 
     let Some((run_id, dirs)) = segments.split_last() else {
         return Err(invalid("it renders an empty key".into()));
     };
+    let rendered_len = segments.iter().map(|s| s.len() + 1).sum::<usize>() - 1;
+    if rendered_len > MAX_RENDERED_KEY {
+        return Err(invalid(format!(
+            "it renders a key of {rendered_len} bytes; at most {MAX_RENDERED_KEY} leave room under S3's 1024-byte key limit for the storage prefix and the artifact names"
+        )));
+    }
     if run_id.len() > 200
         || !run_id
             .chars()
@@ -1298,5 +1308,151 @@ spec:
             }),
             "zstd:3"
         );
+    }
+}
+
+/// Properties of `pathTemplate` rendering: it never panics, and whatever it accepts is a key
+/// the agent reads back exactly and that cannot climb out of the storage's prefix.
+#[cfg(test)]
+mod props {
+    use chrono::{TimeZone, Utc};
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::agent::storage::Location as AgentLocation;
+
+    fn config() -> ProptestConfig {
+        crate::proptest_config(256)
+    }
+
+    /// Template pieces: placeholders (known and unknown), literal text with URL-special and
+    /// non-ASCII characters, slashes and dot segments, stray braces.
+    fn piece() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop_oneof![
+                Just("{namespace}"),
+                Just("{policy}"),
+                Just("{run}"),
+                Just("{engine}"),
+                Just("{database}"),
+                Just("{date}"),
+                Just("{timestamp}"),
+                Just("{other}"),
+                Just("/"),
+                Just("."),
+                Just(".."),
+                Just("{"),
+                Just("}"),
+            ]
+            .prop_map(str::to_owned),
+            "[ -~]{1,10}",
+            any::<String>(),
+        ]
+    }
+
+    fn template() -> impl Strategy<Value = String> {
+        proptest::collection::vec(piece(), 0..12).prop_map(|p| p.concat())
+    }
+
+    fn name() -> impl Strategy<Value = String> {
+        "[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn rendering_never_panics_and_accepts_only_safe_keys(
+            template in template(),
+            (namespace, policy, run) in (name(), name(), name()),
+            database in any::<String>(),
+            secs in 0i64..4_102_444_800,
+        ) {
+            let values = PathValues {
+                namespace: &namespace,
+                policy: &policy,
+                run: &run,
+                engine: "postgres",
+                database: &database,
+                time: Utc.timestamp_opt(secs, 0).unwrap(),
+            };
+            let Ok(location) = render_location(&template, &values) else {
+                return Ok(());
+            };
+            // The same inputs render the same key (every Job build of a run agrees).
+            prop_assert_eq!(&render_location(&template, &values).unwrap(), &location);
+            let key = if location.dir.is_empty() {
+                location.run_id.clone()
+            } else {
+                format!("{}/{}", location.dir, location.run_id)
+            };
+            prop_assert!(key.len() <= MAX_RENDERED_KEY);
+            prop_assert!(
+                key.split('/').all(|s| !s.is_empty() && s != "." && s != ".."),
+                "{key:?}"
+            );
+            prop_assert!(!location.run_id.is_empty() && location.run_id.len() <= 200);
+            prop_assert!(location
+                .run_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')));
+            // What the Job passes as --to (bucket and prefix with the rendered directory) is
+            // read by the agent as exactly that prefix, and the run directory below it.
+            let prefix = join_key(&["shop/", &location.dir]);
+            let to = if prefix.is_empty() { "s3://bkt".to_owned() } else { format!("s3://bkt/{prefix}") };
+            let parsed: AgentLocation = to.parse().unwrap();
+            prop_assert_eq!(
+                parsed.join(&location.run_id),
+                AgentLocation::S3 { bucket: "bkt".into(), prefix: join_key(&[&prefix, &location.run_id]) }
+            );
+        }
+
+        /// A template of placeholders and plain text that names the run always renders.
+        #[test]
+        fn plain_templates_with_the_run_render(
+            dirs in proptest::collection::vec(
+                prop_oneof![
+                    Just("{namespace}".to_owned()),
+                    Just("{policy}".to_owned()),
+                    Just("{database}".to_owned()),
+                    Just("{date}".to_owned()),
+                    "[A-Za-z0-9_-]{1,20}",
+                ],
+                0..4,
+            ),
+            (namespace, policy, run) in (name(), name(), name()),
+            database in any::<String>(),
+        ) {
+            let template = dirs.iter().map(|d| format!("{d}/")).collect::<String>() + "{timestamp}-{run}";
+            let values = PathValues {
+                namespace: &namespace,
+                policy: &policy,
+                run: &run,
+                engine: "mysql",
+                database: &database,
+                time: Utc.timestamp_opt(1_700_000_000, 0).unwrap(),
+            };
+            let location = render_location(&template, &values).unwrap();
+            prop_assert!(location.run_id.ends_with(&run));
+        }
+
+        /// A template that renders past the key budget is refused up front, not by S3 after the
+        /// dump.
+        #[test]
+        fn oversized_keys_are_refused(repeat in 4usize..60) {
+            let template = "{policy}/".repeat(repeat) + "{run}";
+            let policy = "p".repeat(253);
+            let values = PathValues {
+                namespace: "shop",
+                policy: &policy,
+                run: "r1",
+                engine: "postgres",
+                database: "shop",
+                time: Utc.timestamp_opt(0, 0).unwrap(),
+            };
+            let rendered = render_location(&template, &values);
+            let refused = matches!(rendered, Err(JobBuildError::InvalidPathTemplate { .. }));
+            prop_assert!(refused, "{:?}", rendered);
+        }
     }
 }

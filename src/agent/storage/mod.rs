@@ -30,47 +30,84 @@ pub enum Location {
 impl std::str::FromStr for Location {
     type Err = AgentError;
 
+    /// Parses `s3://bucket/prefix` or `file:///absolute/path` literally: the rest after the
+    /// bucket (or the path) is the key as it is, with no URL meaning for `%`, `?` or `#`, since
+    /// the operator writes locations from keys as they are (a `pathTemplate` or a storage
+    /// `prefix` may hold any of them) and [`Display`](std::fmt::Display) writes them back the
+    /// same way. `.` and `..` segments are refused: a URL parser would fold them away and a
+    /// file path would climb out of its directory.
     fn from_str(s: &str) -> Result<Self> {
-        let url = url::Url::parse(s).map_err(|e| {
+        let invalid = |why: &str| {
             AgentError::Config(format!(
-                "invalid location {s:?}: {e} (expected s3://bucket/prefix or file:///dir)"
+                "invalid location {s:?}: {why} (expected s3://bucket/prefix or file:///dir)"
             ))
-        })?;
-        match url.scheme() {
-            "s3" => {
-                let bucket = url.host_str().unwrap_or_default().to_string();
-                if bucket.is_empty() {
-                    return Err(AgentError::Config(format!("location {s:?} has no bucket")));
-                }
-                if !url.username().is_empty() || url.password().is_some() || url.query().is_some() {
-                    return Err(AgentError::Config(format!(
-                        "location {s:?} must be s3://bucket/prefix only"
-                    )));
-                }
-                let prefix = percent_encoding::percent_decode_str(url.path().trim_matches('/'))
-                    .decode_utf8_lossy()
-                    .into_owned();
-                Ok(Location::S3 { bucket, prefix })
+        };
+        if let Some(rest) = strip_scheme(s, "s3") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(AgentError::Config(format!("location {s:?} has no bucket")));
             }
-            "file" => {
-                if url
-                    .host_str()
-                    .is_some_and(|h| !h.is_empty() && h != "localhost")
-                {
-                    return Err(AgentError::Config(format!(
-                        "file location {s:?} must be file:///absolute/path"
-                    )));
-                }
-                let path = url.to_file_path().map_err(|_| {
-                    AgentError::Config(format!("file location {s:?} is not an absolute path"))
-                })?;
-                Ok(Location::File { path })
+            if !bucket
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+            {
+                return Err(AgentError::Config(format!(
+                    "location {s:?} must be s3://bucket/prefix only (a bucket name is letters, digits, '.', '-' and '_')"
+                )));
             }
-            other => Err(AgentError::Config(format!(
-                "unsupported location scheme {other:?} (use s3:// or file://)"
-            ))),
+            if prefix.split('/').any(|seg| seg == "." || seg == "..") {
+                return Err(invalid("'.' and '..' segments are not allowed"));
+            }
+            Ok(Location::S3 {
+                bucket: bucket.to_string(),
+                prefix: prefix.trim_matches('/').to_string(),
+            })
+        } else if let Some(rest) = strip_scheme(s, "file") {
+            let path = rest
+                .strip_prefix("localhost")
+                .filter(|p| p.starts_with('/'))
+                .unwrap_or(rest);
+            file_path(s, path)
+        } else if let Some(path) = s
+            .split_once(':')
+            .filter(|(scheme, path)| scheme.eq_ignore_ascii_case("file") && path.starts_with('/'))
+            .map(|(_, path)| path)
+        {
+            // `file:/dir`, the short form the operator writes.
+            file_path(s, path)
+        } else {
+            let scheme = s.split_once(':').map(|(scheme, _)| scheme).unwrap_or(s);
+            Err(AgentError::Config(format!(
+                "unsupported location scheme {scheme:?} in {s:?} (use s3:// or file://)"
+            )))
         }
     }
+}
+
+/// The path of a `file:` location `s`.
+fn file_path(s: &str, path: &str) -> Result<Location> {
+    if !path.starts_with('/') {
+        return Err(AgentError::Config(format!(
+            "file location {s:?} must be file:///absolute/path"
+        )));
+    }
+    if path.split('/').any(|seg| seg == "." || seg == "..") {
+        return Err(AgentError::Config(format!(
+            "invalid location {s:?}: '.' and '..' segments are not allowed"
+        )));
+    }
+    if path.contains('\0') {
+        return Err(AgentError::Config(format!(
+            "invalid location {s:?}: a path cannot hold a NUL character"
+        )));
+    }
+    Ok(Location::File { path: path.into() })
+}
+
+/// `s` without `<scheme>://` (the scheme in any letter case).
+fn strip_scheme<'a>(s: &'a str, scheme: &str) -> Option<&'a str> {
+    let (head, rest) = s.split_once("://")?;
+    head.eq_ignore_ascii_case(scheme).then_some(rest)
 }
 
 impl std::fmt::Display for Location {
@@ -387,5 +424,120 @@ mod tests {
         assert!("s3:///nobucket".parse::<Location>().is_err());
         assert!("s3://u:p@bkt/x".parse::<Location>().is_err());
         assert!("file://remotehost/x".parse::<Location>().is_err());
+    }
+}
+
+/// Properties of the location parser: it never panics, and what it prints reads back as the
+/// same location, whatever characters a key holds.
+#[cfg(test)]
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn config() -> ProptestConfig {
+        crate::proptest_config(256)
+    }
+
+    /// A key segment: any characters but `/` (URL-special ones, spaces and non-ASCII
+    /// included), never `.` or `..`.
+    fn segment() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[A-Za-z0-9._-]{1,12}",
+            "[ -.0-~]{1,12}",
+            proptest::collection::vec(any::<char>().prop_filter("no slash", |c| *c != '/'), 1..8)
+                .prop_map(|c| c.into_iter().collect::<String>()),
+        ]
+        .prop_filter("no dot segments", |s| s != "." && s != "..")
+    }
+
+    fn key() -> impl Strategy<Value = String> {
+        proptest::collection::vec(segment(), 0..6).prop_map(|s| s.join("/"))
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn any_string_parses_or_is_refused_without_panicking(s in any::<String>()) {
+            let _ = s.parse::<Location>();
+        }
+
+        #[test]
+        fn scheme_shaped_strings_never_panic(
+            scheme in prop_oneof![Just("s3"), Just("file"), Just("S3"), Just("http")],
+            rest in any::<String>(),
+        ) {
+            if let Ok(l) = format!("{scheme}://{rest}").parse::<Location>() {
+                let _ = (l.to_string(), l.split_last().is_ok(), l.join("x"));
+            }
+        }
+
+        /// `s3://bucket/prefix` prints and reads back as the same bucket and prefix: `%`, `#`,
+        /// `?` and spaces are part of the key, as the operator writes them.
+        #[test]
+        fn an_s3_location_reads_back_as_printed(
+            bucket in "[a-z0-9][a-z0-9.-]{1,40}[a-z0-9]",
+            prefix in key(),
+        ) {
+            let l = Location::S3 { bucket, prefix };
+            let back: Location = l.to_string().parse().unwrap();
+            prop_assert_eq!(&back, &l);
+            // Joining a relative key and splitting the manifest name off again is the identity.
+            let manifest = l.join("manifest.json");
+            let (dir, name) = manifest.split_last().unwrap();
+            prop_assert_eq!(dir, l);
+            prop_assert_eq!(name, "manifest.json");
+        }
+
+        #[test]
+        fn a_file_location_reads_back_as_printed(
+            path in key().prop_filter("no NUL", |k| !k.contains('\0')),
+        ) {
+            let l = Location::File { path: format!("/{path}").into() };
+            let back: Location = l.to_string().parse().unwrap();
+            prop_assert_eq!(back, l);
+        }
+
+        /// `.` and `..` segments are refused anywhere in a location.
+        #[test]
+        fn dot_segments_are_refused(
+            before in key(),
+            dots in prop_oneof![Just("."), Just("..")],
+            after in key(),
+        ) {
+            let rel = [before.as_str(), dots, after.as_str()]
+                .into_iter()
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+                .join("/");
+            let s3 = format!("s3://bkt/{rel}").parse::<Location>();
+            let file = format!("file:///{rel}").parse::<Location>();
+            prop_assert!(s3.is_err(), "{:?}", s3);
+            prop_assert!(file.is_err(), "{:?}", file);
+        }
+    }
+
+    #[test]
+    fn url_characters_are_part_of_the_key() {
+        let l: Location = "s3://bkt/nightly #1/100%/a?b".parse().unwrap();
+        assert_eq!(
+            l,
+            Location::S3 {
+                bucket: "bkt".into(),
+                prefix: "nightly #1/100%/a?b".into()
+            }
+        );
+        let short: Location = "file:/backup/x".parse().unwrap();
+        assert_eq!(short.to_string(), "file:///backup/x");
+        let f: Location = "file:///backup/x#y/%41".parse().unwrap();
+        assert_eq!(
+            f,
+            Location::File {
+                path: "/backup/x#y/%41".into()
+            }
+        );
+        assert!("file:///backup/../etc".parse::<Location>().is_err());
+        assert!("s3://bkt/a/./b".parse::<Location>().is_err());
     }
 }

@@ -1031,3 +1031,114 @@ fn a_simulated_controller_matches_the_fire_times_across_both_2026_transitions() 
         }
     }
 }
+
+/// Properties of schedule parsing and fire-time search: any `spec.schedule` and `spec.timeZone`
+/// parse or are refused without panicking, and for valid ones the forward and backward searches
+/// agree in every zone, across DST transitions included.
+mod props {
+    use chrono::TimeZone;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn config(cases: u32) -> ProptestConfig {
+        crate::proptest_config(cases)
+    }
+
+    /// One cron field: wildcards, steps, ranges, lists, names, and out-of-range values.
+    fn field(max: u32) -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("*".to_owned()),
+            (1..=max.max(1)).prop_map(|n| format!("*/{n}")),
+            (0..=max).prop_map(|n| n.to_string()),
+            (0..=max, 0..=max).prop_map(|(a, b)| format!("{}-{}", a.min(b), a.max(b))),
+            proptest::collection::vec(0..=max, 1..4).prop_map(|v| v
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(",")),
+        ]
+    }
+
+    fn expression() -> impl Strategy<Value = String> {
+        prop_oneof![
+            8 => (field(59), field(23), field(31), field(12), field(7))
+                .prop_map(|(m, h, dom, mon, dow)| format!("{m} {h} {dom} {mon} {dow}")),
+            1 => prop_oneof![
+                Just("@daily"), Just("@hourly"), Just("@weekly"), Just("@monthly"),
+                Just("@yearly"), Just("0 0 29 2 *"), Just("30 2 * * *"), Just("*/20 1-3 * * SUN"),
+            ]
+            .prop_map(str::to_owned),
+        ]
+    }
+
+    fn zone() -> impl Strategy<Value = &'static str> {
+        prop_oneof![
+            // Zones with DST, half-hour and 45-minute offsets, and a 30-minute DST shift.
+            Just("UTC"),
+            Just("Europe/Berlin"),
+            Just("America/New_York"),
+            Just("America/Sao_Paulo"),
+            Just("Australia/Lord_Howe"),
+            Just("Asia/Kathmandu"),
+            Just("Pacific/Chatham"),
+            Just("Antarctica/Troll"),
+            proptest::sample::select(
+                chrono_tz::TZ_VARIANTS
+                    .iter()
+                    .map(|tz| tz.name())
+                    .collect::<Vec<_>>()
+            ),
+        ]
+    }
+
+    fn instant() -> impl Strategy<Value = DateTime<Utc>> {
+        // 1990..2040, to the second.
+        (631_152_000i64..2_208_988_800).prop_map(|s| Utc.timestamp_opt(s, 0).unwrap())
+    }
+
+    proptest! {
+        #![proptest_config(config(256))]
+
+        #[test]
+        fn any_schedule_and_zone_parse_or_are_refused(
+            expression in prop_oneof![any::<String>(), "[ 0-9*/,@A-Za-z-]{0,40}", expression()],
+            zone in proptest::option::of(prop_oneof![any::<String>(), "[A-Za-z_/+-]{0,30}"]),
+        ) {
+            if let Err(e) = Schedule::parse(&expression, zone.as_deref()) {
+                prop_assert!(!e.to_string().is_empty());
+                prop_assert!(matches!(e.reason(), "InvalidSchedule" | "InvalidTimeZone"));
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(config(96))]
+
+        /// `next_fire_after(t)` is the first fire strictly after `t`: the backward search from
+        /// it finds it, and finds nothing else in between.
+        #[test]
+        fn forward_and_backward_searches_agree(
+            expression in expression(),
+            zone in zone(),
+            t in instant(),
+        ) {
+            let Ok(s) = Schedule::parse(&expression, Some(zone)) else {
+                return Ok(());
+            };
+            let Some(next) = s.next_fire_after(t) else {
+                return Ok(());
+            };
+            prop_assert!(next > t);
+            prop_assert_eq!(s.latest_fire_at_or_before(next), Some(next));
+            if let Some(before) = s.latest_fire_before(next) {
+                prop_assert!(before <= t, "{} fires at {} between {} and {}", expression, before, t, next);
+                prop_assert_eq!(s.next_fire_after(before), Some(next));
+            }
+            if let Some(latest) = s.latest_fire_at_or_before(t) {
+                prop_assert!(latest <= t);
+                prop_assert_eq!(s.next_fire_after(latest), Some(next));
+            }
+        }
+    }
+}
