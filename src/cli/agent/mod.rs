@@ -318,17 +318,11 @@ pub(crate) fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("DG_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("info,aws_config=warn,aws_smithy_runtime=warn")
     });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .try_init(),
-        LogFormat::Text => builder.try_init(),
+    let format = match format {
+        LogFormat::Json => crate::telemetry::logging::LogFormat::Json,
+        LogFormat::Text => crate::telemetry::logging::LogFormat::Text,
     };
+    crate::telemetry::logging::install(filter, format, "dataguardian-agent");
 }
 
 /// Resolve the connection URI and its password without ever taking a secret from argv.
