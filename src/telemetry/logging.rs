@@ -33,7 +33,17 @@ pub fn install(filter: EnvFilter, format: LogFormat, service: &str) {
         Ok(layer) => (layer, None),
         Err(e) => (None, Some(e)),
     };
-    let registry = tracing_subscriber::registry().with(filter).with(otel);
+    // Traces get this code base's spans only (info and above): never log events, whose fields
+    // were written for logs, and never the spans of libraries (HTTP clients, the AWS SDK),
+    // whose attributes this code does not choose. The log filter applies to log lines only.
+    let otel = otel.map(|layer| {
+        layer.with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+            meta.is_span()
+                && *meta.level() <= tracing::Level::INFO
+                && meta.target().starts_with("dataguardian")
+        }))
+    });
+    let registry = tracing_subscriber::registry().with(otel);
     let result = match format {
         LogFormat::Json => registry
             .with(
@@ -46,14 +56,16 @@ pub fn install(filter: EnvFilter, format: LogFormat, service: &str) {
                             .with_span_list(false),
                     ))
                     .fmt_fields(fmt::format::JsonFields::new())
-                    .with_writer(std::io::stderr),
+                    .with_writer(std::io::stderr)
+                    .with_filter(filter),
             )
             .try_init(),
         LogFormat::Text => registry
             .with(
                 fmt::layer()
                     .event_format(WithTraceIds(fmt::format()))
-                    .with_writer(std::io::stderr),
+                    .with_writer(std::io::stderr)
+                    .with_filter(filter),
             )
             .try_init(),
     };

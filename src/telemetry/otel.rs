@@ -436,6 +436,49 @@ pub fn continue_from_env(span: &tracing::Span) {
     }
 }
 
+/// Marks `span` as failed with `error` (the span's status; exported only when tracing is on).
+/// Errors of this code base name no secret (see the error types), so their text may travel.
+pub fn fail(span: &tracing::Span, error: &dyn std::fmt::Display) {
+    if enabled() {
+        span.set_status(Status::error(error.to_string()));
+    }
+}
+
+/// Runs `fut` inside `span` and marks the span failed if it returns an error.
+pub async fn in_span<T, E: std::fmt::Display>(
+    span: tracing::Span,
+    fut: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    use tracing::Instrument;
+    let out = fut.instrument(span.clone()).await;
+    if let Err(e) = &out {
+        fail(&span, e);
+    }
+    out
+}
+
+/// Adds an event to the current span, e.g. a retry (exported only when tracing is on). Only
+/// names, counts and error texts of this code base belong in `attributes`.
+pub fn event(name: &'static str, attributes: &[(&'static str, AttrValue)]) {
+    if enabled() {
+        let attributes = attributes
+            .iter()
+            .map(|(k, v)| match v {
+                AttrValue::Int(i) => KeyValue::new(*k, *i),
+                AttrValue::Text(t) => KeyValue::new(*k, t.clone()),
+            })
+            .collect();
+        tracing::Span::current().add_event(name, attributes);
+    }
+}
+
+/// A value of an event attribute.
+#[derive(Debug, Clone)]
+pub enum AttrValue {
+    Int(i64),
+    Text(String),
+}
+
 static DISPATCH: OnceLock<tracing::dispatcher::WeakDispatch> = OnceLock::new();
 
 /// Remembers the global subscriber, through which log lines find their span's ids.

@@ -174,7 +174,12 @@ pub fn run_cli(args: &CopyArgs) -> ExitCode {
     let termination_log = summary::termination_log_path(args.termination_log.clone());
     let result = super::runtime()
         .map_err(AgentError::Io)
-        .and_then(|rt| rt.block_on(async { run(request(args)?).await }));
+        .and_then(|rt| {
+            rt.block_on(crate::telemetry::otel::in_span(
+                super::agent_span("agent copy"),
+                async { run(request(args)?).await },
+            ))
+        });
     match result {
         Ok(o) => {
             tracing::info!(

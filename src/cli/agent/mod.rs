@@ -314,6 +314,14 @@ pub struct RestoreArgs {
     pub restore_args: Vec<String>,
 }
 
+/// The agent's root span: a child of the operator's Job-creation span when the Job's
+/// `TRACEPARENT` says so, so that the run's whole story is one trace.
+pub(crate) fn agent_span(name: &'static str) -> tracing::Span {
+    let span = tracing::info_span!("agent", otel.name = name);
+    crate::telemetry::otel::continue_from_env(&span);
+    span
+}
+
 pub(crate) fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("DG_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("info,aws_config=warn,aws_smithy_runtime=warn")
@@ -546,8 +554,12 @@ pub fn run(args: AgentArgs) -> ExitCode {
     tune_allocator();
     init_logging(common.log_format);
     let termination_log = summary::termination_log_path(common.termination_log.clone());
+    let root = agent_span(match operation {
+        Operation::Backup => "agent backup",
+        _ => "agent restore",
+    });
     let result = runtime().map_err(AgentError::Io).and_then(|rt| {
-        rt.block_on(async {
+        rt.block_on(crate::telemetry::otel::in_span(root, async {
             match &args.command {
                 AgentCommand::Backup(b) => {
                     let outcome = backup::run(backup_request(b)?).await?;
@@ -566,7 +578,7 @@ pub fn run(args: AgentArgs) -> ExitCode {
                     "validate, prune, copy and checks run on their own paths".into(),
                 )),
             }
-        })
+        }))
     });
     match result {
         Ok(v) => {
