@@ -813,3 +813,49 @@ mod registry_tests {
         assert_eq!(with_registry("postgres:15", None), "postgres:15");
     }
 }
+
+/// Puts a run's trace into `job`'s containers (not its init containers, e.g. a validation's
+/// sandbox database): the W3C Trace Context (`trace`, from [`crate::telemetry::otel`]), the
+/// operator's `otel` settings (`OTEL_*` name and value), and `POD_NAME`/`POD_NAMESPACE` from the
+/// downward API for the agent's resource. A variable the container already sets is kept. With
+/// an empty `trace` (tracing off) the Job is left as it is.
+pub fn add_trace_env(job: &mut Job, trace: &[(String, String)], otel: &[(String, String)]) {
+    if trace.is_empty() {
+        return;
+    }
+    let field = |path: &str| EnvVarSource {
+        field_ref: Some(k8s_openapi::api::core::v1::ObjectFieldSelector {
+            field_path: path.to_owned(),
+            api_version: None,
+        }),
+        ..Default::default()
+    };
+    let mut wanted: Vec<EnvVar> = trace
+        .iter()
+        .chain(otel)
+        .map(|(k, v)| plain_env(k, v))
+        .collect();
+    for (name, path) in [
+        ("POD_NAME", "metadata.name"),
+        ("POD_NAMESPACE", "metadata.namespace"),
+    ] {
+        wanted.push(EnvVar {
+            name: name.to_owned(),
+            value: None,
+            value_from: Some(field(path)),
+        });
+    }
+    let containers = job
+        .spec
+        .as_mut()
+        .and_then(|s| s.template.spec.as_mut())
+        .map(|p| p.containers.iter_mut());
+    for container in containers.into_iter().flatten() {
+        let env = container.env.get_or_insert_with(Vec::new);
+        for var in &wanted {
+            if !env.iter().any(|e| e.name == var.name) {
+                env.push(var.clone());
+            }
+        }
+    }
+}

@@ -58,6 +58,23 @@ pub const INHERITED_ENV: &[&str] = &[
     "OTEL_RESOURCE_ATTRIBUTES",
 ];
 
+/// The [`INHERITED_ENV`] variables this process has (for a Job's environment); empty when
+/// tracing is off.
+pub fn inherited_env() -> Vec<(String, String)> {
+    if !enabled() {
+        return Vec::new();
+    }
+    INHERITED_ENV
+        .iter()
+        .filter_map(|k| {
+            std::env::var(k)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .map(|v| (k.to_string(), v))
+        })
+        .collect()
+}
+
 /// Why tracing could not be set up (the process then runs without it and says so in its log).
 #[derive(Debug, thiserror::Error)]
 pub enum OtelError {

@@ -22,6 +22,7 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::ResourceExt;
+use tracing::Instrument;
 use kube::api::{Api, DeleteParams, PostParams, PropagationPolicy};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -546,14 +547,20 @@ async fn apply_retention(
                         }
                     };
                     let mut keys = keys.into_iter();
+                    let deleting = |what: &'static str| {
+                        tracing::info_span!("retention_delete", run = %cleanup.run, object = what)
+                    };
                     if let Some(manifest) = keys.next()
-                        && let Err(e) = access.delete(&manifest).await
+                        && let Err(e) = access
+                            .delete(&manifest)
+                            .instrument(deleting("manifest"))
+                            .await
                     {
                         tracing::warn!(run = %cleanup.run, error = %e, "retention: deleting manifest failed");
                         break;
                     }
                     for data in keys {
-                        if let Err(e) = access.delete(&data).await {
+                        if let Err(e) = access.delete(&data).instrument(deleting("data")).await {
                             tracing::warn!(run = %cleanup.run, error = %e, "retention: deleting artifact data failed");
                             failed = true;
                         }
@@ -574,6 +581,7 @@ async fn apply_retention(
 }
 
 /// Deletes a run retention pruned (one already gone is fine) and says so on the policy.
+#[tracing::instrument(name = "retention_delete_run", skip_all, fields(run = %run))]
 async fn delete_pruned_run(
     ctx: &Context,
     ns: &str,

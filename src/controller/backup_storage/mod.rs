@@ -85,6 +85,7 @@ pub fn record_probe(
     );
 }
 
+#[tracing::instrument(name = "storage_probe", skip_all, fields(storage = %storage.name_any(), kind = "s3"))]
 async fn probe_s3(ctx: &Context, ns: &str, storage: &BackupStorage) -> Probe {
     let started = Instant::now();
     let fail = |reason: &str, message: String, started: Instant| Probe {
@@ -164,6 +165,11 @@ async fn probe_s3(ctx: &Context, ns: &str, storage: &BackupStorage) -> Probe {
     }
 }
 
+#[tracing::instrument(
+    name = "storage_probe",
+    skip_all,
+    fields(storage = %storage.name_any(), kind = "filesystem")
+)]
 async fn probe_filesystem(ctx: &Context, ns: &str, storage: &BackupStorage) -> Result<Probe> {
     let started = Instant::now();
     let Some(fs) = &storage.spec.filesystem else {

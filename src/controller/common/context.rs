@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use futures::channel::mpsc::UnboundedSender;
 use kube::Resource;
+use tracing::Instrument;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
@@ -294,7 +295,9 @@ impl Context {
             let ctx = self.clone();
             let policy = policy.clone();
             let n = n.clone();
-            tokio::spawn(async move { ctx.deliver(&policy, &rule, &n, &key).await });
+            tokio::spawn(
+                async move { ctx.deliver(&policy, &rule, &n, &key).await }.in_current_span(),
+            );
         }
     }
 
@@ -383,6 +386,11 @@ impl Context {
 
     /// Delivers one recorded notification, then removes its record, counts it, and reports
     /// a failure as an Event.
+    #[tracing::instrument(
+        name = "notify",
+        skip_all,
+        fields(policy = %n.policy, rule = %rule.name, event = ?n.event)
+    )]
     async fn deliver(
         &self,
         policy: &BackupPolicy,

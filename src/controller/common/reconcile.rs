@@ -92,9 +92,20 @@ where
             controller: kind.as_str().into(),
         })
         .inc();
+    // A run's reconciles belong to the run's trace (see `run_trace`).
+    if matches!(
+        kind,
+        ControllerKind::BackupRun | ControllerKind::RestoreRun | ControllerKind::RestoreValidation
+    ) && let Some(trace) = super::run_trace::of(obj.meta())
+    {
+        trace.adopt(&span);
+    }
     let metrics = ctx.metrics.clone();
     let started = Instant::now();
-    let result = reconcile(obj, ctx).instrument(span).await;
+    let result = reconcile(obj, ctx).instrument(span.clone()).await;
+    if let Err(e) = &result {
+        crate::telemetry::otel::fail(&span, e);
+    }
     metrics
         .reconcile_duration
         .get_or_create(&ReconcileLabels {
