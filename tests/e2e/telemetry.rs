@@ -106,6 +106,10 @@ async fn one_backup_run_is_one_trace_from_the_operator_into_the_job() {
         .and_then(|st| st.trace_id.clone())
         .expect("status.traceId is recorded");
     assert_eq!(trace_id.len(), 32);
+    // `kubectl dataguardian trace` shows it, for a jump to the tracing backend.
+    let (code, out, err) = s.cluster.plugin(&["trace", "traced", "-n", &s.ns]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), trace_id);
 
     // The Job carries the run's trace context and the exporter settings.
     let job_name = run.status.as_ref().and_then(|st| st.job_name.clone()).unwrap();
