@@ -181,6 +181,55 @@ async fn one_backup_run_is_one_trace_from_the_operator_into_the_job() {
             }
         }
     }
+    // The scrape: the run's duration bucket carries its trace id as exemplar (OpenMetrics),
+    // the storage is up, and the policy's stored bytes and artifacts are counted.
+    let size = run
+        .status
+        .as_ref()
+        .and_then(|st| st.artifact.as_ref())
+        .map(|a| a.size_bytes)
+        .expect("the artifact");
+    let expected = [
+        format!("# {{trace_id=\"{trace_id}\"}}"),
+        format!(r#"dataguardian_storage_up{{namespace="{}",storage="main"}} 1"#, s.ns),
+        format!(
+            r#"dataguardian_policy_stored_bytes{{namespace="{}",policy="shop",storage="main"}} {size}"#,
+            s.ns
+        ),
+        format!(
+            r#"dataguardian_policy_stored_artifacts{{namespace="{}",policy="shop",storage="main"}} 1"#,
+            s.ns
+        ),
+        "dataguardian_build_info{version=".to_string(),
+    ];
+    let missing = |metrics: &str| -> Vec<String> {
+        expected
+            .iter()
+            .filter(|e| {
+                !metrics.lines().any(|l| {
+                    l.contains(e.as_str())
+                        && (!e.starts_with("# {")
+                            || l.starts_with("dataguardian_backup_duration_seconds_bucket"))
+                })
+            })
+            .cloned()
+            .collect()
+    };
+    // The policy's figures follow its next reconcile after the run finished.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, metrics) = s.operator.http_get("/metrics").expect("metrics");
+        assert_eq!(code, 200);
+        let gone = missing(&metrics);
+        if gone.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{gone:?} not in\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     // Log lines inside the trace carry its id.
     assert!(
         s.operator.log().contains(&format!("\"trace_id\":\"{trace_id}\"")),

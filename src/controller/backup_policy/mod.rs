@@ -96,6 +96,25 @@ pub async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<A
     let active = ctx.runs.active_of(&ns, &name);
     let finished = ctx.runs.finished_of(&ns, &name);
     let (last_success, last_failure) = plan::newest_outcomes(&finished);
+    // FinOps: what the policy's kept runs hold on each storage.
+    let primary = policy.spec.storage_ref.name.clone();
+    for (storage, (bytes, count)) in
+        crate::controller::common::run_cache::stored_by_storage(&finished, &[primary.as_str()])
+    {
+        let labels = crate::telemetry::metrics::CopyLabels {
+            namespace: ns.clone(),
+            policy: name.clone(),
+            storage,
+        };
+        ctx.metrics
+            .stored_bytes
+            .get_or_create(&labels)
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        ctx.metrics
+            .stored_artifacts
+            .get_or_create(&labels)
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
 
     let mut requeue = MAX_REQUEUE;
     let mut last_schedule_time = old_status.last_schedule_time.clone();

@@ -788,10 +788,11 @@ async fn finish(
             },
         })
         .inc();
-    ctx.metrics
-        .backup_duration
-        .get_or_create(&labels)
-        .observe(seconds);
+    ctx.metrics.backup_duration.get_or_create(&labels).observe(
+        seconds,
+        crate::telemetry::metrics::TraceLabels::of(status.trace_id.as_deref()),
+        None,
+    );
     if let Some(a) = &artifact {
         ctx.metrics
             .backup_bytes

@@ -9,6 +9,8 @@ use chrono::Utc;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, Patch, PatchParams};
+
+use crate::telemetry::metrics::StorageLabels;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
@@ -226,6 +228,18 @@ pub async fn reconcile(storage: Arc<BackupStorage>, ctx: Arc<Context>) -> Result
     } else {
         probe_filesystem(&ctx, &ns, &storage).await?
     };
+    let labels = StorageLabels {
+        namespace: ns.clone(),
+        storage: storage.name_any(),
+    };
+    ctx.metrics
+        .storage_probe_duration
+        .get_or_create(&labels)
+        .observe(probe.latency.as_secs_f64());
+    ctx.metrics
+        .storage_up
+        .get_or_create(&labels)
+        .set(i64::from(probe.success));
     let settings = storage.spec.probe_or_default();
     let before = storage
         .status

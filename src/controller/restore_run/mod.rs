@@ -664,6 +664,17 @@ async fn finish(
     )
     .await;
     ctx.metrics
+        .restore_duration
+        .get_or_create(&crate::telemetry::metrics::PolicyLabels {
+            namespace: ns.to_string(),
+            policy: policy.clone(),
+        })
+        .observe(
+            seconds,
+            crate::telemetry::metrics::TraceLabels::of(status.trace_id.as_deref()),
+            None,
+        );
+    ctx.metrics
         .restore_runs
         .get_or_create(&RunLabels {
             namespace: ns.to_string(),
