@@ -126,9 +126,17 @@ fn backup_restore_and_validation_continue_the_trace_handed_to_them() {
     assert_eq!(root.parent_span_id, PARENT, "the agent continues the trace");
     assert_eq!(root.service, "dataguardian-agent");
     assert_eq!(root.transport, OtlpTransport::Grpc);
-    assert_eq!(root.resource_attribute("k8s.namespace.name"), Some("shop-ns"));
-    assert_eq!(root.resource_attribute("k8s.pod.name"), Some("shop-backup-abc12"));
-    for name in ["connect", "snapshot", "artifact", "dump", "confirm", "manifest"] {
+    assert_eq!(
+        root.resource_attribute("k8s.namespace.name"),
+        Some("shop-ns")
+    );
+    assert_eq!(
+        root.resource_attribute("k8s.pod.name"),
+        Some("shop-backup-abc12")
+    );
+    for name in [
+        "connect", "snapshot", "artifact", "dump", "confirm", "manifest",
+    ] {
         one(&spans, name);
     }
     assert_eq!(
@@ -233,7 +241,11 @@ fn backup_restore_and_validation_continue_the_trace_handed_to_them() {
         ],
         &env,
     );
-    assert_eq!(validated.summary["result"], "Failed", "{}", validated.stdout);
+    assert_eq!(
+        validated.summary["result"], "Failed",
+        "{}",
+        validated.stdout
+    );
     let spans = trace_with(&receiver, "agent validate");
     let root = one(&spans, "agent validate");
     assert_eq!(root.parent_span_id, "2222222222222222");
@@ -249,8 +261,15 @@ fn backup_restore_and_validation_continue_the_trace_handed_to_them() {
     assert_eq!(by_name("canary").attribute("check.result"), Some("Passed"));
     assert_eq!(by_name("canary").attribute("check.kind"), Some("sql"));
     assert_eq!(by_name("too-few").attribute("check.result"), Some("Failed"));
-    assert_eq!(by_name("too-few").status_code, 2, "a failed check is an error");
-    assert_eq!(by_name("rowCounts-2").attribute("check.kind"), Some("rowCounts"));
+    assert_eq!(
+        by_name("too-few").status_code,
+        2,
+        "a failed check is an error"
+    );
+    assert_eq!(
+        by_name("rowCounts-2").attribute("check.kind"),
+        Some("rowCounts")
+    );
     scan(&spans, &secrets);
 
     // Everything that arrived at all (not only this trace) passes the scan too.
@@ -271,7 +290,9 @@ fn a_failing_backup_marks_its_spans_failed_and_without_otel_nothing_is_sent() {
     env.push(("DG_URI", &uri));
     env.push(("TRACEPARENT", &traceparent));
     let failed = run_agent(
-        &["backup", "--engine", "postgres", "--to", &to, "--run-id", "r1"],
+        &[
+            "backup", "--engine", "postgres", "--to", &to, "--run-id", "r1",
+        ],
         &env,
     );
     assert_ne!(failed.code, 0);
@@ -285,7 +306,9 @@ fn a_failing_backup_marks_its_spans_failed_and_without_otel_nothing_is_sent() {
     // The same run without the OTEL_* variables: no span reaches the receiver, no ids in logs.
     let before = receiver.spans().len();
     let quiet = run_agent(
-        &["backup", "--engine", "postgres", "--to", &to, "--run-id", "r2"],
+        &[
+            "backup", "--engine", "postgres", "--to", &to, "--run-id", "r2",
+        ],
         &[("DG_URI", &uri), ("TRACEPARENT", &traceparent)],
     );
     assert_ne!(quiet.code, 0);

@@ -142,26 +142,29 @@ pub async fn run(req: BackupRequest) -> Result<BackupOutcome> {
     // The server's version picks the client tools (never a pg_dump older than the server);
     // nothing is written before they are known to fit.
     let connect = tracing::info_span!("connect", db.system.name = super::db_system(engine));
-    let (server_version, databases, tools, dump_tool) = in_span(connect, blocking(move || match engine {
-        Engine::Postgres => {
-            let db = uri.database.as_deref().unwrap_or(postgres::MAINTENANCE_DB);
-            let version = postgres::server_version(&uri, db)?;
-            let tools = pg_tools::for_server(&version)?;
-            let dump_tool = tools.version_of("pg_dump")?;
-            let dbs = if all {
-                postgres::list_databases(&uri)?
-            } else {
-                Vec::new()
-            };
-            Ok((version, dbs, Some(tools), dump_tool))
-        }
-        Engine::Mysql => {
-            let version = mysql::server_version(&uri)?;
-            let dump_tool = mysql::dump_tool_version()?;
-            mysql::check_pair(&dump_tool, &version)?;
-            Ok((version, Vec::new(), None, dump_tool))
-        }
-    }))
+    let (server_version, databases, tools, dump_tool) = in_span(
+        connect,
+        blocking(move || match engine {
+            Engine::Postgres => {
+                let db = uri.database.as_deref().unwrap_or(postgres::MAINTENANCE_DB);
+                let version = postgres::server_version(&uri, db)?;
+                let tools = pg_tools::for_server(&version)?;
+                let dump_tool = tools.version_of("pg_dump")?;
+                let dbs = if all {
+                    postgres::list_databases(&uri)?
+                } else {
+                    Vec::new()
+                };
+                Ok((version, dbs, Some(tools), dump_tool))
+            }
+            Engine::Mysql => {
+                let version = mysql::server_version(&uri)?;
+                let dump_tool = mysql::dump_tool_version()?;
+                mysql::check_pair(&dump_tool, &version)?;
+                Ok((version, Vec::new(), None, dump_tool))
+            }
+        }),
+    )
     .await?;
     let plan = plan_artifacts(
         req.engine,

@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::blocking;
-use crate::telemetry::otel::in_span;
 use super::checks::{self, CheckSpec, NamedCheck, truncate};
 pub use super::checks::{describe_expectation, meets, split_table};
 use super::engine::{DbUri, mysql, postgres};
@@ -32,6 +31,7 @@ use crate::api::restore_validation::{
     CheckKind, CheckResult, RowCountsCheck, ValidationCheck, ValidationResult,
 };
 use crate::contract::{Summary, TERMINATION_LIMIT, ValidateSummary};
+use crate::telemetry::otel::in_span;
 
 /// Mismatching tables listed in a row-count check's message.
 const MAX_LISTED: usize = 10;
@@ -432,29 +432,32 @@ pub async fn run(req: ValidateRequest) -> Result<ValidateOutcome> {
             let (engine, uri) = (req.engine, req.uri.clone());
             let (rc, expected) = (rc.clone(), expected.clone());
             let span = check_span(&name, "rowCounts");
-            let result = in_span(span.clone(), blocking(move || -> Result<CheckResult> {
-                let mut exp_all = Vec::new();
-                let mut obs_all = Vec::new();
-                for (db, tables) in &expected {
-                    let mut obs = observed_counts(engine, &uri, db.as_deref(), tables)?;
-                    if let Some(db) = db
-                        && engine == Engine::Postgres
-                        && expected.len() > 1
-                    {
-                        // Several databases: qualify the schema with the database.
-                        obs.iter_mut()
-                            .for_each(|t| t.schema = format!("{db}/{}", t.schema));
-                        exp_all.extend(tables.iter().cloned().map(|mut t| {
-                            t.schema = format!("{db}/{}", t.schema);
-                            t
-                        }));
-                    } else {
-                        exp_all.extend(tables.iter().cloned());
+            let result = in_span(
+                span.clone(),
+                blocking(move || -> Result<CheckResult> {
+                    let mut exp_all = Vec::new();
+                    let mut obs_all = Vec::new();
+                    for (db, tables) in &expected {
+                        let mut obs = observed_counts(engine, &uri, db.as_deref(), tables)?;
+                        if let Some(db) = db
+                            && engine == Engine::Postgres
+                            && expected.len() > 1
+                        {
+                            // Several databases: qualify the schema with the database.
+                            obs.iter_mut()
+                                .for_each(|t| t.schema = format!("{db}/{}", t.schema));
+                            exp_all.extend(tables.iter().cloned().map(|mut t| {
+                                t.schema = format!("{db}/{}", t.schema);
+                                t
+                            }));
+                        } else {
+                            exp_all.extend(tables.iter().cloned());
+                        }
+                        obs_all.extend(obs);
                     }
-                    obs_all.extend(obs);
-                }
-                Ok(compare_row_counts(name, &rc.tables, &exp_all, &obs_all))
-            }))
+                    Ok(compare_row_counts(name, &rc.tables, &exp_all, &obs_all))
+                }),
+            )
             .await?;
             record_check(&span, &result);
             slots.push(Some(result));

@@ -321,7 +321,11 @@ status:
 /// the admission webhook recorded (`, requested by alice`) when there is one.
 /// What `trace NAME` prints: the trace id, and the link when a URL template (with
 /// `{traceId}`) is given; `Err` says why there is none.
-pub fn trace_lines(name: &str, trace_id: Option<&str>, url: Option<&str>) -> Result<String, String> {
+pub fn trace_lines(
+    name: &str,
+    trace_id: Option<&str>,
+    url: Option<&str>,
+) -> Result<String, String> {
     let Some(id) = trace_id else {
         return Err(format!(
             "{name} has no trace id: the operator records one only when it exports traces \
@@ -377,12 +381,20 @@ mod created_line_tests {
         let id = "4bf92f3577b34da6a3ce929d0e0e4736";
         assert_eq!(trace_lines("r", Some(id), None).unwrap(), id);
         assert_eq!(
-            trace_lines("r", Some(id), Some("https://jaeger.example/trace/{traceId}")).unwrap(),
+            trace_lines(
+                "r",
+                Some(id),
+                Some("https://jaeger.example/trace/{traceId}")
+            )
+            .unwrap(),
             format!("{id}\nhttps://jaeger.example/trace/{id}")
         );
         // A template without the placeholder is not a link to this run.
         assert_eq!(trace_lines("r", Some(id), Some("https://x")).unwrap(), id);
         let why = trace_lines("nightly-1", None, None).unwrap_err();
-        assert!(why.contains("nightly-1") && why.contains("OTEL_EXPORTER_OTLP_ENDPOINT"), "{why}");
+        assert!(
+            why.contains("nightly-1") && why.contains("OTEL_EXPORTER_OTLP_ENDPOINT"),
+            "{why}"
+        );
     }
 }

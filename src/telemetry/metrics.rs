@@ -403,7 +403,9 @@ mod tests {
             TraceLabels::of(Some("4bf92f3577b34da6a3ce929d0e0e4736")),
             None,
         );
-        m.restore_duration.get_or_create(&p).observe(3.0, None, None);
+        m.restore_duration
+            .get_or_create(&p)
+            .observe(3.0, None, None);
         let st = StorageLabels {
             namespace: "shop".into(),
             storage: "main".into(),
@@ -426,9 +428,18 @@ mod tests {
         // The bucket the observation fell into carries the trace id as exemplar.
         assert!(text.contains(r#"dataguardian_backup_duration_seconds_bucket{le="64.0",namespace="shop",policy="nightly"} 1 # {trace_id="4bf92f3577b34da6a3ce929d0e0e4736"} 42.0"#), "{text}");
         assert!(text.contains("dataguardian_restore_duration_seconds_count{namespace=\"shop\",policy=\"nightly\"} 1"), "{text}");
-        assert!(text.contains(r#"dataguardian_storage_up{namespace="shop",storage="main"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"dataguardian_storage_up{namespace="shop",storage="main"} 1"#),
+            "{text}"
+        );
         assert!(text.contains(r#"dataguardian_storage_probe_duration_seconds_count{namespace="shop",storage="main"} 1"#), "{text}");
-        assert!(text.contains(&format!(r#"dataguardian_build_info{{version="{}"}} 1"#, env!("CARGO_PKG_VERSION"))), "{text}");
+        assert!(
+            text.contains(&format!(
+                r#"dataguardian_build_info{{version="{}"}} 1"#,
+                env!("CARGO_PKG_VERSION")
+            )),
+            "{text}"
+        );
         assert!(text.trim_end().ends_with("# EOF"));
     }
 }

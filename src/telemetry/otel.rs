@@ -24,8 +24,8 @@ use std::time::SystemTime;
 
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{
-    SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId,
-    TraceState, Tracer, TracerProvider as _,
+    SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId, TraceState,
+    Tracer, TracerProvider as _,
 };
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::Resource;
@@ -115,7 +115,11 @@ pub struct Settings {
 impl Settings {
     /// Reads the settings through `env` (a variable's value, if set). `Ok(None)`: tracing is off.
     pub fn from_env(env: impl Fn(&str) -> Option<String>) -> Result<Option<Settings>, OtelError> {
-        let set = |k: &str| env(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let set = |k: &str| {
+            env(k)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
         if set("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"))
             || set("OTEL_TRACES_EXPORTER").is_some_and(|v| v.eq_ignore_ascii_case("none"))
         {
@@ -158,9 +162,7 @@ pub fn enabled() -> bool {
 
 /// The tracer of this process: `None` when tracing is off.
 fn tracer() -> Option<SdkTracer> {
-    INSTALLED
-        .get()
-        .map(|i| i.provider.tracer("dataguardian"))
+    INSTALLED.get().map(|i| i.provider.tracer("dataguardian"))
 }
 
 /// Builds the exporter and the provider when the environment asks for traces, and returns the
@@ -334,14 +336,9 @@ impl RunTrace {
 
     fn sampled(&self) -> bool {
         INSTALLED.get().is_some_and(|i| {
-            let r = i.sampler.should_sample(
-                None,
-                self.trace_id,
-                "run",
-                &SpanKind::Internal,
-                &[],
-                &[],
-            );
+            let r =
+                i.sampler
+                    .should_sample(None, self.trace_id, "run", &SpanKind::Internal, &[], &[]);
             matches!(r.decision, SamplingDecision::RecordAndSample)
         })
     }
@@ -442,7 +439,10 @@ pub fn continue_from_env(span: &tracing::Span) {
         return;
     }
     let mut carrier = HashMap::new();
-    for (var, key) in [(TRACEPARENT_ENV, "traceparent"), (TRACESTATE_ENV, "tracestate")] {
+    for (var, key) in [
+        (TRACEPARENT_ENV, "traceparent"),
+        (TRACESTATE_ENV, "tracestate"),
+    ] {
         if let Ok(v) = std::env::var(var) {
             carrier.insert(key.to_string(), v);
         }
@@ -604,16 +604,21 @@ mod tests {
             None
         );
         assert_eq!(
-            Settings::from_env(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318")]))
-                .unwrap(),
+            Settings::from_env(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318")])).unwrap(),
             Some(Settings {
                 protocol: Protocol::HttpProtobuf
             })
         );
-        for off in [("OTEL_SDK_DISABLED", "true"), ("OTEL_TRACES_EXPORTER", "none")] {
+        for off in [
+            ("OTEL_SDK_DISABLED", "true"),
+            ("OTEL_TRACES_EXPORTER", "none"),
+        ] {
             assert_eq!(
-                Settings::from_env(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"), off]))
-                    .unwrap(),
+                Settings::from_env(env(&[
+                    ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+                    off
+                ]))
+                .unwrap(),
                 None,
                 "{off:?}"
             );
@@ -665,7 +670,10 @@ mod tests {
         if std::env::var("OTEL_SERVICE_NAME").is_err()
             && std::env::var("OTEL_RESOURCE_ATTRIBUTES").is_err()
         {
-            assert_eq!(get("service.name").as_deref(), Some("dataguardian-operator"));
+            assert_eq!(
+                get("service.name").as_deref(),
+                Some("dataguardian-operator")
+            );
         }
         let named = resource(
             "dataguardian-operator",

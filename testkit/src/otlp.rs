@@ -122,10 +122,10 @@ impl OtlpReceiver {
             let context = context.to_string();
             move |source| Error::Io { context, source }
         };
-        let grpc_listener = std::net::TcpListener::bind("127.0.0.1:0")
-            .map_err(io("binding the OTLP/gRPC port"))?;
-        let http_listener = std::net::TcpListener::bind("127.0.0.1:0")
-            .map_err(io("binding the OTLP/HTTP port"))?;
+        let grpc_listener =
+            std::net::TcpListener::bind("127.0.0.1:0").map_err(io("binding the OTLP/gRPC port"))?;
+        let http_listener =
+            std::net::TcpListener::bind("127.0.0.1:0").map_err(io("binding the OTLP/HTTP port"))?;
         for l in [&grpc_listener, &http_listener] {
             l.set_nonblocking(true)
                 .map_err(io("making an OTLP listener non-blocking"))?;
@@ -162,7 +162,8 @@ impl OtlpReceiver {
                             },
                         );
                     let grpc_task = tokio::spawn(grpc_server);
-                    let http_task = tokio::spawn(serve_http(http_listener, store, quit.subscribe()));
+                    let http_task =
+                        tokio::spawn(serve_http(http_listener, store, quit.subscribe()));
                     let _ = stopped.await;
                     let _ = quit.send(());
                     let _ = grpc_task.await;
@@ -344,7 +345,12 @@ fn keep(store: &Store, request: ExportTraceServiceRequest, transport: Transport)
 fn flatten(attributes: &[KeyValue]) -> Vec<(String, String)> {
     attributes
         .iter()
-        .map(|kv| (kv.key.clone(), kv.value.as_ref().map(text).unwrap_or_default()))
+        .map(|kv| {
+            (
+                kv.key.clone(),
+                kv.value.as_ref().map(text).unwrap_or_default(),
+            )
+        })
         .collect()
 }
 
@@ -355,12 +361,9 @@ fn text(v: &AnyValue) -> String {
         Some(any_value::Value::IntValue(i)) => i.to_string(),
         Some(any_value::Value::DoubleValue(d)) => d.to_string(),
         Some(any_value::Value::BytesValue(b)) => hex(b),
-        Some(any_value::Value::ArrayValue(a)) => a
-            .values
-            .iter()
-            .map(text)
-            .collect::<Vec<_>>()
-            .join(","),
+        Some(any_value::Value::ArrayValue(a)) => {
+            a.values.iter().map(text).collect::<Vec<_>>().join(",")
+        }
         Some(any_value::Value::KvlistValue(l)) => flatten(&l.values)
             .into_iter()
             .map(|(k, v)| format!("{k}={v}"))

@@ -112,19 +112,40 @@ async fn one_backup_run_is_one_trace_from_the_operator_into_the_job() {
     assert_eq!(out.trim(), trace_id);
 
     // The Job carries the run's trace context and the exporter settings.
-    let job_name = run.status.as_ref().and_then(|st| st.job_name.clone()).unwrap();
-    let job = jobs(&s.cluster, &s.ns).await.remove(&job_name).expect("the Job");
+    let job_name = run
+        .status
+        .as_ref()
+        .and_then(|st| st.job_name.clone())
+        .unwrap();
+    let job = jobs(&s.cluster, &s.ns)
+        .await
+        .remove(&job_name)
+        .expect("the Job");
     let env = job.spec.unwrap().template.spec.unwrap().containers[0]
         .env
         .clone()
         .unwrap_or_default();
-    let value = |name: &str| env.iter().find(|e| e.name == name).and_then(|e| e.value.clone());
+    let value = |name: &str| {
+        env.iter()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value.clone())
+    };
     let traceparent = value("TRACEPARENT").expect("TRACEPARENT in the Job");
-    assert!(traceparent.starts_with(&format!("00-{trace_id}-")), "{traceparent}");
-    assert_eq!(value("OTEL_EXPORTER_OTLP_ENDPOINT").as_deref(), Some(endpoint.as_str()));
+    assert!(
+        traceparent.starts_with(&format!("00-{trace_id}-")),
+        "{traceparent}"
+    );
+    assert_eq!(
+        value("OTEL_EXPORTER_OTLP_ENDPOINT").as_deref(),
+        Some(endpoint.as_str())
+    );
 
     let in_trace = |spans: &[ReceivedSpan]| -> Vec<ReceivedSpan> {
-        spans.iter().filter(|x| x.trace_id == trace_id).cloned().collect()
+        spans
+            .iter()
+            .filter(|x| x.trace_id == trace_id)
+            .cloned()
+            .collect()
     };
     let spans = receiver
         .wait_for(
@@ -146,7 +167,10 @@ async fn one_backup_run_is_one_trace_from_the_operator_into_the_job() {
             .unwrap_or_else(|| panic!("no span {name}"))
     };
     let root = one("BackupRun");
-    assert_eq!(root.parent_span_id, "", "the run's root span is the trace's root");
+    assert_eq!(
+        root.parent_span_id, "",
+        "the run's root span is the trace's root"
+    );
     assert_eq!(root.service, "dataguardian-operator");
     assert_eq!(root.attribute("dataguardian.reason"), Some("Completed"));
     let reconciles: Vec<&ReceivedSpan> = trace.iter().filter(|x| x.name == "reconcile").collect();
@@ -157,11 +181,20 @@ async fn one_backup_run_is_one_trace_from_the_operator_into_the_job() {
     );
     let create = one("create_job");
     assert_eq!(create.attribute("k8s.job.name"), Some(job_name.as_str()));
-    assert!(traceparent.contains(&create.span_id), "{traceparent} names the create_job span");
+    assert!(
+        traceparent.contains(&create.span_id),
+        "{traceparent} names the create_job span"
+    );
     let agent = one("agent backup");
     assert_eq!(agent.service, "dataguardian-agent");
-    assert_eq!(agent.parent_span_id, create.span_id, "the agent continues the operator's trace");
-    assert_eq!(agent.resource_attribute("k8s.namespace.name"), Some(s.ns.as_str()));
+    assert_eq!(
+        agent.parent_span_id, create.span_id,
+        "the agent continues the operator's trace"
+    );
+    assert_eq!(
+        agent.resource_attribute("k8s.namespace.name"),
+        Some(s.ns.as_str())
+    );
     for name in ["connect", "dump", "upload_part", "confirm", "manifest"] {
         one(name);
     }
@@ -177,7 +210,11 @@ async fn one_backup_run_is_one_trace_from_the_operator_into_the_job() {
     for span in receiver.spans() {
         for text in span.texts() {
             for secret in &secrets {
-                assert!(!text.contains(secret), "span {} carries {secret:?}", span.name);
+                assert!(
+                    !text.contains(secret),
+                    "span {} carries {secret:?}",
+                    span.name
+                );
             }
         }
     }
@@ -191,7 +228,10 @@ async fn one_backup_run_is_one_trace_from_the_operator_into_the_job() {
         .expect("the artifact");
     let expected = [
         format!("# {{trace_id=\"{trace_id}\"}}"),
-        format!(r#"dataguardian_storage_up{{namespace="{}",storage="main"}} 1"#, s.ns),
+        format!(
+            r#"dataguardian_storage_up{{namespace="{}",storage="main"}} 1"#,
+            s.ns
+        ),
         format!(
             r#"dataguardian_policy_stored_bytes{{namespace="{}",policy="shop",storage="main"}} {size}"#,
             s.ns
@@ -232,7 +272,9 @@ async fn one_backup_run_is_one_trace_from_the_operator_into_the_job() {
     }
     // Log lines inside the trace carry its id.
     assert!(
-        s.operator.log().contains(&format!("\"trace_id\":\"{trace_id}\"")),
+        s.operator
+            .log()
+            .contains(&format!("\"trace_id\":\"{trace_id}\"")),
         "the operator's log names the trace"
     );
 }

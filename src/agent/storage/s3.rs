@@ -496,30 +496,33 @@ impl S3Store {
         let size = data.len() as u64;
         // One span per part; its retries are events on it.
         let span = tracing::info_span!("upload_part", part = number, bytes = size);
-        let etag = crate::telemetry::otel::in_span(span, with_retries(&self.settings, &format!("UploadPart {number}"), || {
-            let req = self
-                .client
-                .upload_part()
-                .bucket(&self.bucket)
-                .key(key)
-                .upload_id(upload_id)
-                .part_number(number)
-                .content_length(size as i64)
-                .checksum_sha256(&sum)
-                .body(ByteStream::from(data.clone()));
-            let sum = &sum;
-            async move {
-                let out = req.send().await.map_err(|e| err_text(&e))?;
-                if let Some(returned) = out.checksum_sha256()
-                    && returned != sum.as_str()
-                {
-                    return Err(format!(
-                        "server computed checksum {returned} for part {number}, expected {sum}"
-                    ));
+        let etag = crate::telemetry::otel::in_span(
+            span,
+            with_retries(&self.settings, &format!("UploadPart {number}"), || {
+                let req = self
+                    .client
+                    .upload_part()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .upload_id(upload_id)
+                    .part_number(number)
+                    .content_length(size as i64)
+                    .checksum_sha256(&sum)
+                    .body(ByteStream::from(data.clone()));
+                let sum = &sum;
+                async move {
+                    let out = req.send().await.map_err(|e| err_text(&e))?;
+                    if let Some(returned) = out.checksum_sha256()
+                        && returned != sum.as_str()
+                    {
+                        return Err(format!(
+                            "server computed checksum {returned} for part {number}, expected {sum}"
+                        ));
+                    }
+                    Ok(out.e_tag().unwrap_or_default().to_string())
                 }
-                Ok(out.e_tag().unwrap_or_default().to_string())
-            }
-        }))
+            }),
+        )
         .await?;
         tracing::debug!(part = number, bytes = size, "part uploaded");
         Ok(UploadedPart {

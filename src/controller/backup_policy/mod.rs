@@ -22,10 +22,10 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::ResourceExt;
-use tracing::Instrument;
 use kube::api::{Api, DeleteParams, PostParams, PropagationPolicy};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
+use tracing::Instrument;
 
 use crate::api::backup_policy::NotificationEvent;
 use crate::api::common::{parse_duration, set_condition, time_from_chrono, time_to_chrono};
@@ -566,9 +566,7 @@ async fn apply_retention(
                         }
                     };
                     let mut keys = keys.into_iter();
-                    let deleting = |what: &'static str| {
-                        tracing::info_span!("retention_delete", run = %cleanup.run, object = what)
-                    };
+                    let deleting = |what: &'static str| tracing::info_span!("retention_delete", run = %cleanup.run, object = what);
                     if let Some(manifest) = keys.next()
                         && let Err(e) = access
                             .delete(&manifest)

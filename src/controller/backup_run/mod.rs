@@ -588,14 +588,9 @@ async fn start_job(
         }
     };
     // Server-side apply is idempotent: re-applying after a crash finds the same Job.
-    let (job_name, trace_id) = crate::controller::common::run_trace::apply_job(
-        ctx,
-        ns,
-        FIELD_MANAGER,
-        &run.metadata,
-        job,
-    )
-    .await?;
+    let (job_name, trace_id) =
+        crate::controller::common::run_trace::apply_job(ctx, ns, FIELD_MANAGER, &run.metadata, job)
+            .await?;
     let now = Utc::now();
     let mut status = run.status.clone().unwrap_or_default();
     if trace_id.is_some() {

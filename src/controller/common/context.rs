@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use futures::channel::mpsc::UnboundedSender;
 use kube::Resource;
-use tracing::Instrument;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
+use tracing::Instrument;
 
 use crate::api::backup_policy::NotificationRule;
 use crate::api::{BackupPolicy, RestoreRun, RestoreValidation};

@@ -139,12 +139,15 @@ pub fn stored_by_storage(
     runs: &[FinishedRun],
     always: &[&str],
 ) -> std::collections::BTreeMap<String, (u64, u64)> {
-    let mut out: std::collections::BTreeMap<String, (u64, u64)> = always
+    let mut out: std::collections::BTreeMap<String, (u64, u64)> =
+        always.iter().map(|s| (s.to_string(), (0, 0))).collect();
+    for a in runs
         .iter()
-        .map(|s| (s.to_string(), (0, 0)))
-        .collect();
-    for a in runs.iter().filter(|r| r.succeeded).filter_map(|r| r.artifact.as_ref()) {
-        let storages = std::iter::once(a.storage.as_str()).chain(a.copies.iter().map(|(s, _)| s.as_str()));
+        .filter(|r| r.succeeded)
+        .filter_map(|r| r.artifact.as_ref())
+    {
+        let storages =
+            std::iter::once(a.storage.as_str()).chain(a.copies.iter().map(|(s, _)| s.as_str()));
         for storage in storages {
             let e = out.entry(storage.to_string()).or_default();
             e.0 += a.size_bytes;

@@ -46,7 +46,12 @@ pub async fn apply_job(
 
 /// Exports the run's root span (from its creation to now) when it finishes: `Ok(reason)` for a
 /// success, `Err(reason)` for a failure.
-pub fn finish(meta: &ObjectMeta, kind: &'static str, ns: &str, outcome: std::result::Result<&str, &str>) {
+pub fn finish(
+    meta: &ObjectMeta,
+    kind: &'static str,
+    ns: &str,
+    outcome: std::result::Result<&str, &str>,
+) {
     let Some(trace) = of(meta) else { return };
     let started = meta
         .creation_timestamp

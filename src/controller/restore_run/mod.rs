@@ -472,14 +472,9 @@ async fn start_job(
             .await;
         }
     };
-    let (job_name, trace_id) = crate::controller::common::run_trace::apply_job(
-        ctx,
-        ns,
-        FIELD_MANAGER,
-        &run.metadata,
-        job,
-    )
-    .await?;
+    let (job_name, trace_id) =
+        crate::controller::common::run_trace::apply_job(ctx, ns, FIELD_MANAGER, &run.metadata, job)
+            .await?;
     let mut status = run.status.clone().unwrap_or_default();
     if trace_id.is_some() {
         status.trace_id = trace_id;

@@ -407,14 +407,9 @@ async fn start_job(ctx: &Context, ns: &str, rv: &RestoreValidation, r: Resolved)
                 .find(|c| c.name == validation_job::SANDBOX_CONTAINER)
         })
         .and_then(|c| c.image.clone());
-    let (job_name, trace_id) = crate::controller::common::run_trace::apply_job(
-        ctx,
-        ns,
-        FIELD_MANAGER,
-        &rv.metadata,
-        job,
-    )
-    .await?;
+    let (job_name, trace_id) =
+        crate::controller::common::run_trace::apply_job(ctx, ns, FIELD_MANAGER, &rv.metadata, job)
+            .await?;
     let mut status = rv.status.clone().unwrap_or_default();
     if trace_id.is_some() {
         status.trace_id = trace_id;
