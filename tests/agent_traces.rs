@@ -316,3 +316,71 @@ fn a_failing_backup_marks_its_spans_failed_and_without_otel_nothing_is_sent() {
     // The agent flushes before it exits: had it exported anything, the receiver would hold it.
     assert_eq!(receiver.spans().len(), before, "nothing was sent");
 }
+
+#[test]
+fn a_retried_part_upload_is_an_event_on_the_parts_span() {
+    let pg = Postgres::start().unwrap();
+    let moto = Moto::start().unwrap();
+    moto.create_bucket("backups").unwrap();
+    pg.create_database("shop").unwrap();
+    pg_fill(&pg, "shop", 2);
+    // The connection carrying the first part is cut once, 3 MiB into it; the retry succeeds.
+    let proxy =
+        testkit::FaultyProxy::start(moto.addr(), testkit::FaultPlan::CutOnceAfterBytes(3 << 20))
+            .unwrap();
+    let receiver = OtlpReceiver::start().unwrap();
+    let http = receiver.http_endpoint();
+    let traceparent = format!("00-{TRACE}-{PARENT}-01");
+    let uri = pg.uri("shop");
+    let endpoint = proxy.endpoint();
+    let mut env = s3_env();
+    env.extend(otel_env(&http, "http/protobuf"));
+    env.extend([
+        ("DG_URI", uri.as_str()),
+        ("DG_S3_ENDPOINT", endpoint.as_str()),
+        ("DG_S3_PATH_STYLE", "true"),
+        ("TRACEPARENT", traceparent.as_str()),
+    ]);
+    let run = run_agent(
+        &[
+            "backup",
+            "--engine",
+            "postgres",
+            "--to",
+            "s3://backups/flaky",
+            "--run-id",
+            "r1",
+            "--compression",
+            "none",
+            "--s3-part-size-mib",
+            "5",
+            "--s3-backoff-ms",
+            "50",
+        ],
+        &env,
+    );
+    run.assert_ok();
+    assert_eq!(proxy.stats().cuts, 1, "{:?}", proxy.stats());
+    let spans = trace_with(&receiver, "agent backup");
+    let retried: Vec<&ReceivedSpan> = spans
+        .iter()
+        .filter(|s| s.name == "upload_part" && s.events.iter().any(|(n, _)| n == "retry"))
+        .collect();
+    assert_eq!(retried.len(), 1, "{spans:#?}");
+    let (_, attributes) = retried[0]
+        .events
+        .iter()
+        .find(|(n, _)| n == "retry")
+        .unwrap();
+    let attr = |k: &str| {
+        attributes
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(attr("attempt"), Some("1"));
+    assert_eq!(attr("retry_in_ms"), Some("50"));
+    assert!(attr("operation").is_some_and(|o| o.starts_with("UploadPart")));
+    assert_ne!(retried[0].status_code, 2, "the retry succeeded");
+    scan(&spans, &[pg.password(), testkit::SECRET_ACCESS_KEY, &uri]);
+}
