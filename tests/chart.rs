@@ -983,7 +983,7 @@ fn every_metric_exposed() -> String {
     m.backup_runs.get_or_create(&run()).inc();
     m.restore_runs.get_or_create(&run()).inc();
     m.validations.get_or_create(&run()).inc();
-    m.backup_duration.get_or_create(&p).observe(3.0);
+    m.backup_duration.get_or_create(&p).observe(3.0, None, None);
     m.backup_bytes.get_or_create(&p).inc();
     m.last_success.get_or_create(&p).set(1.0);
     m.rpo_met.get_or_create(&p).set(1);

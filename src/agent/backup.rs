@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 
 use crate::contract::extra_args;
+use crate::telemetry::otel::in_span;
 
 use super::blocking;
 use super::compress::Compression;
@@ -140,26 +141,30 @@ pub async fn run(req: BackupRequest) -> Result<BackupOutcome> {
     let (uri, engine, all) = (req.uri.clone(), req.engine, req.all_databases);
     // The server's version picks the client tools (never a pg_dump older than the server);
     // nothing is written before they are known to fit.
-    let (server_version, databases, tools, dump_tool) = blocking(move || match engine {
-        Engine::Postgres => {
-            let db = uri.database.as_deref().unwrap_or(postgres::MAINTENANCE_DB);
-            let version = postgres::server_version(&uri, db)?;
-            let tools = pg_tools::for_server(&version)?;
-            let dump_tool = tools.version_of("pg_dump")?;
-            let dbs = if all {
-                postgres::list_databases(&uri)?
-            } else {
-                Vec::new()
-            };
-            Ok((version, dbs, Some(tools), dump_tool))
-        }
-        Engine::Mysql => {
-            let version = mysql::server_version(&uri)?;
-            let dump_tool = mysql::dump_tool_version()?;
-            mysql::check_pair(&dump_tool, &version)?;
-            Ok((version, Vec::new(), None, dump_tool))
-        }
-    })
+    let connect = tracing::info_span!("connect", db.system.name = super::db_system(engine));
+    let (server_version, databases, tools, dump_tool) = in_span(
+        connect,
+        blocking(move || match engine {
+            Engine::Postgres => {
+                let db = uri.database.as_deref().unwrap_or(postgres::MAINTENANCE_DB);
+                let version = postgres::server_version(&uri, db)?;
+                let tools = pg_tools::for_server(&version)?;
+                let dump_tool = tools.version_of("pg_dump")?;
+                let dbs = if all {
+                    postgres::list_databases(&uri)?
+                } else {
+                    Vec::new()
+                };
+                Ok((version, dbs, Some(tools), dump_tool))
+            }
+            Engine::Mysql => {
+                let version = mysql::server_version(&uri)?;
+                let dump_tool = mysql::dump_tool_version()?;
+                mysql::check_pair(&dump_tool, &version)?;
+                Ok((version, Vec::new(), None, dump_tool))
+            }
+        }),
+    )
     .await?;
     let plan = plan_artifacts(
         req.engine,
@@ -179,8 +184,20 @@ pub async fn run(req: BackupRequest) -> Result<BackupOutcome> {
     let _reporter = progress.start_reporter(req.progress_interval);
     let mut artifacts = Vec::new();
     for item in &plan {
-        let artifact =
-            backup_artifact(&req, tools.as_ref(), &store, &run_dir, item, &progress).await?;
+        let span = tracing::info_span!(
+            "artifact",
+            artifact.key = %item.key,
+            artifact.kind = ?item.kind,
+            artifact.size_bytes = tracing::field::Empty,
+            artifact.raw_bytes = tracing::field::Empty,
+        );
+        let artifact = in_span(
+            span.clone(),
+            backup_artifact(&req, tools.as_ref(), &store, &run_dir, item, &progress),
+        )
+        .await?;
+        span.record("artifact.size_bytes", artifact.size_bytes);
+        span.record("artifact.raw_bytes", artifact.raw_bytes);
         tracing::info!(key = %artifact.key, size_bytes = artifact.size_bytes, raw_bytes = artifact.raw_bytes,
             sha256 = %artifact.sha256, tables = artifact.tables.len(), "artifact stored");
         artifacts.push(artifact);
@@ -207,7 +224,11 @@ pub async fn run(req: BackupRequest) -> Result<BackupOutcome> {
     let bytes = serde_json::to_vec_pretty(&manifest)
         .map_err(|e| AgentError::Storage(format!("cannot encode manifest: {e}")))?;
     let manifest_sha256 = super::hash::sha256_hex(&bytes);
-    store.put_small(&manifest_location, bytes).await?;
+    in_span(
+        tracing::info_span!("manifest", artifacts = manifest.artifacts.len()),
+        store.put_small(&manifest_location, bytes),
+    )
+    .await?;
     tracing::info!(manifest = %manifest_location, "manifest written; backup complete");
     Ok(BackupOutcome {
         manifest,
@@ -300,7 +321,11 @@ async fn postgres_database(
     progress: &Arc<Progress>,
 ) -> Result<(StreamStats, Vec<TableCount>)> {
     let (uri, dbname) = (req.uri.clone(), db.to_string());
-    let session = blocking(move || postgres::SnapshotSession::open(&uri, &dbname)).await?;
+    let session = in_span(
+        tracing::info_span!("snapshot"),
+        blocking(move || postgres::SnapshotSession::open(&uri, &dbname)),
+    )
+    .await?;
     tracing::info!(database = db, snapshot = %session.snapshot, "snapshot exported");
     let tool = match postgres::spawn_dump(tools, &req.uri, db, &session.snapshot, &req.dump_args) {
         Ok(t) => t,
@@ -344,8 +369,36 @@ async fn postgres_database(
 }
 
 /// Stream a dump tool's stdout into storage. Returns the pending upload (not yet committed:
-/// the caller may still have consistency work) together with the stats.
+/// the caller may still have consistency work) together with the stats. One `dump` span: the
+/// dump tool's output compressed, encrypted and hashed on its way to storage.
 async fn stream_to_pending(
+    req: &BackupRequest,
+    store: &Store,
+    at: &Location,
+    tool: ToolProcess,
+    counter: Option<RowCounter>,
+    progress: &Arc<Progress>,
+) -> Result<(super::storage::Pending, StreamStats, Option<RowCounter>)> {
+    let span = tracing::info_span!(
+        "dump",
+        compression = %req.compression,
+        encrypted = !req.recipients.is_empty(),
+        bytes.raw = tracing::field::Empty,
+        bytes.stored = tracing::field::Empty,
+    );
+    let out = in_span(
+        span.clone(),
+        stream_dump(req, store, at, tool, counter, progress),
+    )
+    .await;
+    if let Ok((_, stats, _)) = &out {
+        span.record("bytes.raw", stats.raw_bytes);
+        span.record("bytes.stored", stats.stored_bytes);
+    }
+    out
+}
+
+async fn stream_dump(
     req: &BackupRequest,
     store: &Store,
     at: &Location,
@@ -372,7 +425,9 @@ async fn stream_to_pending(
         req.recipients.clone(),
         Arc::clone(progress),
     );
+    let span = tracing::Span::current();
     let joined = tokio::task::spawn_blocking(move || {
+        let _entered = span.enter();
         let mut counter = counter;
         let res = encode_stream(
             stdout,

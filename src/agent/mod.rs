@@ -33,10 +33,20 @@ pub use error::{AgentError, Result};
 
 /// Runs blocking work (a database client, a file) on tokio's blocking pool; a worker that
 /// panicked is an I/O error.
+/// The OpenTelemetry `db.system.name` of an engine (a span attribute).
+pub(crate) fn db_system(engine: crate::api::common::Engine) -> &'static str {
+    match engine {
+        crate::api::common::Engine::Postgres => "postgresql",
+        crate::api::common::Engine::Mysql => "mysql",
+    }
+}
+
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
-    tokio::task::spawn_blocking(f)
+    // The work stays inside the caller's span (its log lines and child spans).
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(f))
         .await
         .map_err(|e| AgentError::Io(std::io::Error::other(format!("worker thread failed: {e}"))))?
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::contract::extra_args;
+use crate::telemetry::otel::in_span;
 
 use super::blocking;
 use super::crypto::Identities;
@@ -153,7 +154,11 @@ pub async fn run(req: RestoreRequest) -> Result<RestoreOutcome> {
         .map_err(|e| AgentError::Config(e.to_string()))?;
     let (dir, _) = req.from.split_last()?;
     let store = Store::open(&req.from, &req.s3).await?;
-    let manifest = load_manifest(&store, &req.from, &req.pin).await?;
+    let manifest = in_span(
+        tracing::info_span!("manifest"),
+        load_manifest(&store, &req.from, &req.pin),
+    )
+    .await?;
     if manifest.engine != req.engine {
         return Err(AgentError::Config(format!(
             "the backup is a {} backup; the target engine is {}",
@@ -196,37 +201,48 @@ pub async fn run(req: RestoreRequest) -> Result<RestoreOutcome> {
         .iter()
         .filter_map(|s| s.target_database.clone())
         .collect();
-    let missing = blocking(move || check_targets(engine, &uri, &dbs, create, overwrite)).await?;
+    let missing = in_span(
+        tracing::info_span!("connect", db.system.name = super::db_system(engine)),
+        blocking(move || check_targets(engine, &uri, &dbs, create, overwrite)),
+    )
+    .await?;
 
     if req.verify_first {
         let progress = Progress::new("verify");
         let _reporter = progress.start_reporter(req.progress_interval);
         for step in &steps {
             let a = &manifest.artifacts[step.artifact];
+            let span = tracing::info_span!("verify", artifact.key = %a.key);
             let reader = store.open_reader(&dir.join(&a.key)).await?;
             let (ids, compression, p) = (
                 identities.clone(),
                 manifest.compression,
                 Arc::clone(&progress),
             );
-            let stats = blocking(move || {
-                let opts = DecodeOptions {
-                    compression,
-                    identities: ids,
-                    filter: None,
-                };
-                decode_stream(reader, opts, &mut std::io::sink(), &p).map_err(|e| match e {
-                    DecodeError::Source(e) => e,
-                    DecodeError::Sink(e) => AgentError::Io(e),
-                })
-            })
+            let stats = in_span(
+                span.clone(),
+                blocking(move || {
+                    let opts = DecodeOptions {
+                        compression,
+                        identities: ids,
+                        filter: None,
+                    };
+                    decode_stream(reader, opts, &mut std::io::sink(), &p).map_err(|e| match e {
+                        DecodeError::Source(e) => e,
+                        DecodeError::Sink(e) => AgentError::Io(e),
+                    })
+                }),
+            )
             .await?;
-            check_digest(
+            if let Err(e) = check_digest(
                 &format!("verification of {}", a.key),
                 &stats,
                 a.size_bytes,
                 &a.sha256,
-            )?;
+            ) {
+                crate::telemetry::otel::fail(&span, &e);
+                return Err(e);
+            }
             tracing::info!(key = %a.key, sha256 = %a.sha256, "artifact verified");
         }
     }
@@ -242,16 +258,25 @@ pub async fn run(req: RestoreRequest) -> Result<RestoreOutcome> {
             let (engine, clean) = (req.engine, req.clean);
             blocking(move || prepare_target(engine, &uri, &db2, is_missing, clean)).await?;
         }
-        let stats = restore_artifact(
-            &req,
-            tools.as_ref(),
-            &store,
-            &dir,
-            &a,
-            step,
-            identities.clone(),
-            manifest.compression,
-            &progress,
+        let span = tracing::info_span!(
+            "artifact",
+            artifact.key = %a.key,
+            artifact.kind = ?a.kind,
+            artifact.size_bytes = a.size_bytes,
+        );
+        let stats = in_span(
+            span,
+            restore_artifact(
+                &req,
+                tools.as_ref(),
+                &store,
+                &dir,
+                &a,
+                step,
+                identities.clone(),
+                manifest.compression,
+                &progress,
+            ),
         )
         .await?;
         stored += stats.stored_bytes;

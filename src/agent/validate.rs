@@ -31,6 +31,7 @@ use crate::api::restore_validation::{
     CheckKind, CheckResult, RowCountsCheck, ValidationCheck, ValidationResult,
 };
 use crate::contract::{Summary, TERMINATION_LIMIT, ValidateSummary};
+use crate::telemetry::otel::in_span;
 
 /// Mismatching tables listed in a row-count check's message.
 const MAX_LISTED: usize = 10;
@@ -298,11 +299,38 @@ async fn wait_for_sandbox(engine: Engine, uri: &DbUri, wait: Duration) -> Result
 /// Run a validation end to end. `Err` means it could not be carried out (sandbox down,
 /// manifest unreadable, bad configuration); a backup that does not restore or does not pass
 /// its checks is an `Ok` outcome with result Failed.
+/// A span for one check: its name and kind (never its SQL, expectation or observed values).
+fn check_span(name: &str, kind: &'static str) -> tracing::Span {
+    tracing::info_span!(
+        "check",
+        check.name = %name,
+        check.kind = kind,
+        check.result = tracing::field::Empty,
+    )
+}
+
+/// Records a check's verdict on its span (a failed check is an error status).
+fn record_check(span: &tracing::Span, result: &CheckResult) {
+    let passed = result.result == ValidationResult::Passed;
+    span.record("check.result", if passed { "Passed" } else { "Failed" });
+    if !passed {
+        crate::telemetry::otel::fail(span, &"the check failed");
+    }
+}
+
 pub async fn run(req: ValidateRequest) -> Result<ValidateOutcome> {
     let clock = Instant::now();
-    wait_for_sandbox(req.engine, &req.uri, req.wait).await?;
+    in_span(
+        tracing::info_span!("connect", db.system.name = super::db_system(req.engine)),
+        wait_for_sandbox(req.engine, &req.uri, req.wait),
+    )
+    .await?;
     let store = Store::open(&req.from, &req.s3).await?;
-    let manifest = restore::load_manifest(&store, &req.from, &req.pin).await?;
+    let manifest = in_span(
+        tracing::info_span!("manifest"),
+        restore::load_manifest(&store, &req.from, &req.pin),
+    )
+    .await?;
     drop(store);
     if manifest.engine != req.engine {
         return Err(AgentError::Config(format!(
@@ -345,7 +373,7 @@ pub async fn run(req: ValidateRequest) -> Result<ValidateOutcome> {
         .map(|(i, c)| c.display_name(i))
         .collect();
     let restore_clock = Instant::now();
-    let restored = restore::run(restore_req).await;
+    let restored = in_span(tracing::info_span!("restore"), restore::run(restore_req)).await;
     let restore_seconds = (restore_clock.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
     let base = |result, reason: Option<&str>, message: String, checks, rto, dbs| ValidateOutcome {
         result,
@@ -403,30 +431,35 @@ pub async fn run(req: ValidateRequest) -> Result<ValidateOutcome> {
         if let Some(rc) = &check.row_counts {
             let (engine, uri) = (req.engine, req.uri.clone());
             let (rc, expected) = (rc.clone(), expected.clone());
-            let result = blocking(move || -> Result<CheckResult> {
-                let mut exp_all = Vec::new();
-                let mut obs_all = Vec::new();
-                for (db, tables) in &expected {
-                    let mut obs = observed_counts(engine, &uri, db.as_deref(), tables)?;
-                    if let Some(db) = db
-                        && engine == Engine::Postgres
-                        && expected.len() > 1
-                    {
-                        // Several databases: qualify the schema with the database.
-                        obs.iter_mut()
-                            .for_each(|t| t.schema = format!("{db}/{}", t.schema));
-                        exp_all.extend(tables.iter().cloned().map(|mut t| {
-                            t.schema = format!("{db}/{}", t.schema);
-                            t
-                        }));
-                    } else {
-                        exp_all.extend(tables.iter().cloned());
+            let span = check_span(&name, "rowCounts");
+            let result = in_span(
+                span.clone(),
+                blocking(move || -> Result<CheckResult> {
+                    let mut exp_all = Vec::new();
+                    let mut obs_all = Vec::new();
+                    for (db, tables) in &expected {
+                        let mut obs = observed_counts(engine, &uri, db.as_deref(), tables)?;
+                        if let Some(db) = db
+                            && engine == Engine::Postgres
+                            && expected.len() > 1
+                        {
+                            // Several databases: qualify the schema with the database.
+                            obs.iter_mut()
+                                .for_each(|t| t.schema = format!("{db}/{}", t.schema));
+                            exp_all.extend(tables.iter().cloned().map(|mut t| {
+                                t.schema = format!("{db}/{}", t.schema);
+                                t
+                            }));
+                        } else {
+                            exp_all.extend(tables.iter().cloned());
+                        }
+                        obs_all.extend(obs);
                     }
-                    obs_all.extend(obs);
-                }
-                Ok(compare_row_counts(name, &rc.tables, &exp_all, &obs_all))
-            })
+                    Ok(compare_row_counts(name, &rc.tables, &exp_all, &obs_all))
+                }),
+            )
             .await?;
+            record_check(&span, &result);
             slots.push(Some(result));
             continue;
         }
@@ -448,11 +481,43 @@ pub async fn run(req: ValidateRequest) -> Result<ValidateOutcome> {
     }
     if !user_checks.is_empty() {
         let (engine, uri, dbs) = (req.engine, req.uri.clone(), outcome.databases.clone());
-        let answers = blocking(move || {
-            let role = checks::prepare_role(engine, &uri, &dbs)?;
-            checks::run_isolated(engine, &role, user_checks)
-        })
+        let names: Vec<(String, &'static str)> = user_checks
+            .iter()
+            .map(|c| {
+                let kind = match c.spec {
+                    CheckSpec::Sql { .. } => "sql",
+                    CheckSpec::Schema { .. } => "schema",
+                };
+                (c.name.clone(), kind)
+            })
+            .collect();
+        // The user-written checks run together in one isolated process: one span for it, and
+        // one span per check inside it, ended as its answer arrives.
+        let batch = tracing::info_span!("checks", count = names.len());
+        let spans: Vec<tracing::Span> = names
+            .iter()
+            .map(|(name, kind)| {
+                tracing::info_span!(
+                    parent: &batch,
+                    "check",
+                    check.name = %name,
+                    check.kind = *kind,
+                    check.result = tracing::field::Empty,
+                )
+            })
+            .collect();
+        let answers = in_span(
+            batch,
+            blocking(move || {
+                let role = checks::prepare_role(engine, &uri, &dbs)?;
+                checks::run_isolated(engine, &role, user_checks)
+            }),
+        )
         .await?;
+        for (span, answer) in spans.iter().zip(&answers) {
+            record_check(span, answer);
+        }
+        drop(spans);
         if answers.len() != user_slots.len() {
             return Err(AgentError::Target(format!(
                 "the check process answered {} of {} checks",

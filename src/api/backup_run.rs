@@ -116,6 +116,10 @@ pub struct BackupRunStatus {
     /// Name of the backup Job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_name: Option<String>,
+    /// The OpenTelemetry trace id of this run (32 hex digits), when the operator exports
+    /// traces: the operator's reconciles, the Job's creation and the agent's work are one trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
     /// When the Job started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<Time>,

@@ -169,6 +169,10 @@ pub struct RestoreRunStatus {
     /// Name of the restore Job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_name: Option<String>,
+    /// The OpenTelemetry trace id of this run (32 hex digits), when the operator exports
+    /// traces: the operator's reconciles, the Job's creation and the agent's work are one trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
     /// When the Job started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<Time>,

@@ -282,6 +282,10 @@ pub struct RestoreValidationStatus {
     /// Name of the validation Job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_name: Option<String>,
+    /// The OpenTelemetry trace id of this run (32 hex digits), when the operator exports
+    /// traces: the operator's reconciles, the Job's creation and the agent's work are one trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
     /// Image of the sandbox database that was used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sandbox_image: Option<String>,

@@ -37,9 +37,12 @@ pub fn run(cli: Cli) -> ExitCode {
         eprintln!("dataguardian: {e}");
         return ExitCode::from(2);
     }
-    match cli.command {
+    let code = match cli.command {
         Command::Operator(args) => operator::run(&args),
         Command::Agent(args) => agent::run(*args),
         Command::Crd(args) => crd::run(args),
-    }
+    };
+    // Every span ended so far reaches the collector before the process exits.
+    crate::telemetry::otel::shutdown();
+    code
 }

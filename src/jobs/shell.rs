@@ -813,3 +813,148 @@ mod registry_tests {
         assert_eq!(with_registry("postgres:15", None), "postgres:15");
     }
 }
+
+/// Puts a run's trace into `job`'s containers (not its init containers, e.g. a validation's
+/// sandbox database): the W3C Trace Context (`trace`, from [`crate::telemetry::otel`]), the
+/// operator's `otel` settings (`OTEL_*` name and value), and `POD_NAME`/`POD_NAMESPACE` from the
+/// downward API for the agent's resource. A variable the container already sets is kept. With
+/// an empty `trace` (tracing off) the Job is left as it is.
+pub fn add_trace_env(job: &mut Job, trace: &[(String, String)], otel: &[(String, String)]) {
+    if trace.is_empty() {
+        return;
+    }
+    let field = |path: &str| EnvVarSource {
+        field_ref: Some(k8s_openapi::api::core::v1::ObjectFieldSelector {
+            field_path: path.to_owned(),
+            api_version: None,
+        }),
+        ..Default::default()
+    };
+    let mut wanted: Vec<EnvVar> = trace
+        .iter()
+        .chain(otel)
+        .map(|(k, v)| plain_env(k, v))
+        .collect();
+    for (name, path) in [
+        ("POD_NAME", "metadata.name"),
+        ("POD_NAMESPACE", "metadata.namespace"),
+    ] {
+        wanted.push(EnvVar {
+            name: name.to_owned(),
+            value: None,
+            value_from: Some(field(path)),
+        });
+    }
+    let containers = job
+        .spec
+        .as_mut()
+        .and_then(|s| s.template.spec.as_mut())
+        .map(|p| p.containers.iter_mut());
+    for container in containers.into_iter().flatten() {
+        let env = container.env.get_or_insert_with(Vec::new);
+        for var in &wanted {
+            if !env.iter().any(|e| e.name == var.name) {
+                env.push(var.clone());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod trace_env_tests {
+    use super::*;
+
+    fn job() -> Job {
+        let container = |name: &str, env: Vec<EnvVar>| Container {
+            name: name.into(),
+            env: Some(env),
+            ..Default::default()
+        };
+        Job {
+            spec: Some(JobSpec {
+                template: PodTemplateSpec {
+                    spec: Some(PodSpec {
+                        init_containers: Some(vec![container("sandbox", vec![])]),
+                        containers: vec![container(
+                            "agent",
+                            vec![plain_env("OTEL_EXPORTER_OTLP_PROTOCOL", "from-template")],
+                        )],
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn without_a_trace_the_job_is_left_as_it_is() {
+        let mut j = job();
+        add_trace_env(&mut j, &[], &pairs(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "x")]));
+        assert_eq!(j, job());
+    }
+
+    #[test]
+    fn the_agent_gets_the_trace_the_settings_and_its_pod_identity() {
+        let mut j = job();
+        add_trace_env(
+            &mut j,
+            &pairs(&[("TRACEPARENT", "00-01-02-01")]),
+            &pairs(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ]),
+        );
+        let pod = j.spec.unwrap().template.spec.unwrap();
+        let env = pod.containers[0].env.clone().unwrap();
+        let value = |n: &str| env.iter().find(|e| e.name == n).cloned();
+        assert_eq!(
+            value("TRACEPARENT").unwrap().value.as_deref(),
+            Some("00-01-02-01")
+        );
+        assert_eq!(
+            value("OTEL_EXPORTER_OTLP_ENDPOINT")
+                .unwrap()
+                .value
+                .as_deref(),
+            Some("http://c:4317")
+        );
+        // A variable the container already sets is kept.
+        assert_eq!(
+            value("OTEL_EXPORTER_OTLP_PROTOCOL")
+                .unwrap()
+                .value
+                .as_deref(),
+            Some("from-template")
+        );
+        assert_eq!(
+            env.iter()
+                .filter(|e| e.name == "OTEL_EXPORTER_OTLP_PROTOCOL")
+                .count(),
+            1
+        );
+        let pod_name = value("POD_NAME")
+            .unwrap()
+            .value_from
+            .unwrap()
+            .field_ref
+            .unwrap();
+        assert_eq!(pod_name.field_path, "metadata.name");
+        // The sandbox database is not the agent.
+        assert!(
+            pod.init_containers.unwrap()[0]
+                .env
+                .as_ref()
+                .unwrap()
+                .is_empty()
+        );
+    }
+}

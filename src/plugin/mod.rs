@@ -229,6 +229,20 @@ pub async fn run(plugin: Plugin) -> Result<ExitCode, PluginError> {
         }
         PluginCommand::Logs { name, follow } => logs(&client, &ns, &name, follow).await,
         PluginCommand::Approve { name, withdraw } => approve(&client, &ns, &name, withdraw).await,
+        PluginCommand::Trace { name } => {
+            let (_, trace_id) = run_of(&client, &ns, &name).await?;
+            let link = std::env::var(TRACE_URL_ENV).ok();
+            match render::trace_lines(&name, trace_id.as_deref(), link.as_deref()) {
+                Ok(lines) => {
+                    println!("{lines}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(why) => {
+                    eprintln!("{why}");
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
     }
 }
 
@@ -378,26 +392,42 @@ where
     }
 }
 
+/// The environment variable with a tracing backend's URL template (`{traceId}` is replaced).
+pub const TRACE_URL_ENV: &str = "DATAGUARDIAN_TRACE_URL";
+
 /// The Job behind `name`: a BackupRun's (from status), a RestoreRun's or a
 /// RestoreValidation's.
 async fn job_of(client: &Client, ns: &str, name: &str) -> Result<Option<String>, PluginError> {
+    Ok(run_of(client, ns, name).await?.0)
+}
+
+/// The Job and the trace id (from status) of the BackupRun, RestoreRun or RestoreValidation
+/// `name`.
+async fn run_of(
+    client: &Client,
+    ns: &str,
+    name: &str,
+) -> Result<(Option<String>, Option<String>), PluginError> {
     if let Some(r) = Api::<BackupRun>::namespaced(client.clone(), ns)
         .get_opt(name)
         .await?
     {
-        return Ok(r.status.and_then(|s| s.job_name));
+        let st = r.status.unwrap_or_default();
+        return Ok((st.job_name, st.trace_id));
     }
     if let Some(r) = Api::<RestoreRun>::namespaced(client.clone(), ns)
         .get_opt(name)
         .await?
     {
-        return Ok(r.status.and_then(|s| s.job_name));
+        let st = r.status.unwrap_or_default();
+        return Ok((st.job_name, st.trace_id));
     }
     if let Some(v) = Api::<RestoreValidation>::namespaced(client.clone(), ns)
         .get_opt(name)
         .await?
     {
-        return Ok(v.status.and_then(|s| s.job_name));
+        let st = v.status.unwrap_or_default();
+        return Ok((st.job_name, st.trace_id));
     }
     Err(PluginError::Usage(format!(
         "no BackupRun, RestoreRun or RestoreValidation {name} in namespace {ns}"

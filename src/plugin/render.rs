@@ -319,6 +319,25 @@ status:
 
 /// What the plugin prints once it created a run: `backuprun/NAME created`, with the requester
 /// the admission webhook recorded (`, requested by alice`) when there is one.
+/// What `trace NAME` prints: the trace id, and the link when a URL template (with
+/// `{traceId}`) is given; `Err` says why there is none.
+pub fn trace_lines(
+    name: &str,
+    trace_id: Option<&str>,
+    url: Option<&str>,
+) -> Result<String, String> {
+    let Some(id) = trace_id else {
+        return Err(format!(
+            "{name} has no trace id: the operator records one only when it exports traces \
+             (OTEL_EXPORTER_OTLP_ENDPOINT set), from the run's start on"
+        ));
+    };
+    Ok(match url.filter(|u| u.contains("{traceId}")) {
+        Some(template) => format!("{id}\n{}", template.replace("{traceId}", id)),
+        None => id.to_string(),
+    })
+}
+
 pub fn created_line(kind: &str, meta: &kube::api::ObjectMeta) -> String {
     let name = meta.name.as_deref().unwrap_or_default();
     // The API server's answer to the plugin's own create: the annotation is there only if
@@ -354,6 +373,28 @@ mod created_line_tests {
         assert_eq!(
             created_line("backuprun", &meta),
             "backuprun/nightly-1 created, requested by alice"
+        );
+    }
+
+    #[test]
+    fn the_trace_line_shows_the_id_and_the_link() {
+        let id = "4bf92f3577b34da6a3ce929d0e0e4736";
+        assert_eq!(trace_lines("r", Some(id), None).unwrap(), id);
+        assert_eq!(
+            trace_lines(
+                "r",
+                Some(id),
+                Some("https://jaeger.example/trace/{traceId}")
+            )
+            .unwrap(),
+            format!("{id}\nhttps://jaeger.example/trace/{id}")
+        );
+        // A template without the placeholder is not a link to this run.
+        assert_eq!(trace_lines("r", Some(id), Some("https://x")).unwrap(), id);
+        let why = trace_lines("nightly-1", None, None).unwrap_err();
+        assert!(
+            why.contains("nightly-1") && why.contains("OTEL_EXPORTER_OTLP_ENDPOINT"),
+            "{why}"
         );
     }
 }

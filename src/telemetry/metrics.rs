@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::exemplar::HistogramWithExemplars;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
@@ -97,6 +98,38 @@ pub struct ControllerLabels {
     pub controller: String,
 }
 
+/// Labels of one storage.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StorageLabels {
+    pub namespace: String,
+    pub storage: String,
+}
+
+/// An exemplar's labels: the run's trace id (OpenMetrics exemplars link a histogram bucket to
+/// the trace of one run that fell into it).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TraceLabels {
+    pub trace_id: String,
+}
+
+impl TraceLabels {
+    /// The exemplar of a run with `trace_id` (none without one).
+    pub fn of(trace_id: Option<&str>) -> Option<TraceLabels> {
+        trace_id.map(|t| TraceLabels {
+            trace_id: t.to_string(),
+        })
+    }
+}
+
+/// The build: the operator's version.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: String,
+}
+
+/// Duration histograms whose buckets carry the trace id of a run as exemplar.
+pub type TracedHistogram = HistogramWithExemplars<TraceLabels>;
+
 /// Labels for leader election: this replica's identity in the Lease.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LeaderLabels {
@@ -108,7 +141,19 @@ pub struct LeaderLabels {
 pub struct Metrics {
     registry: Arc<Registry>,
     pub backup_runs: Family<RunLabels, Counter>,
-    pub backup_duration: Family<PolicyLabels, Histogram>,
+    /// Wall time of finished backup runs; exemplars carry the run's trace id.
+    pub backup_duration: Family<PolicyLabels, TracedHistogram>,
+    /// Wall time of finished restore runs; exemplars carry the run's trace id.
+    pub restore_duration: Family<PolicyLabels, TracedHistogram>,
+    /// Latency of storage probes.
+    pub storage_probe_duration: Family<StorageLabels, Histogram>,
+    /// 1 when the storage's last probe succeeded, 0 when it failed.
+    pub storage_up: Family<StorageLabels, Gauge>,
+    /// Bytes of the artifacts a policy keeps on a storage (its primary storage and each copy's),
+    /// from the runs the operator keeps.
+    pub stored_bytes: Family<CopyLabels, Gauge>,
+    /// Artifacts a policy keeps on a storage.
+    pub stored_artifacts: Family<CopyLabels, Gauge>,
     pub backup_bytes: Family<PolicyLabels, Counter>,
     pub last_success: Family<PolicyLabels, Gauge<f64, AtomicU64>>,
     pub restore_runs: Family<RunLabels, Counter>,
@@ -138,9 +183,9 @@ fn reconcile_histogram() -> Histogram {
     ))
 }
 
-fn duration_histogram() -> Histogram {
+fn duration_histogram() -> TracedHistogram {
     // 1 s … ~9 h: backups of small to very large databases.
-    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+    HistogramWithExemplars::new(prometheus_client::metrics::histogram::exponential_buckets(
         1.0, 2.0, 16,
     ))
 }
@@ -160,13 +205,58 @@ impl Metrics {
             "Finished backup runs by result",
             backup_runs.clone(),
         );
-        let backup_duration = Family::<PolicyLabels, Histogram>::new_with_constructor(
-            duration_histogram as fn() -> Histogram,
+        let backup_duration = Family::<PolicyLabels, TracedHistogram>::new_with_constructor(
+            duration_histogram as fn() -> TracedHistogram,
         );
         registry.register(
             "backup_duration_seconds",
-            "Wall time of finished backup runs",
+            "Wall time of finished backup runs (exemplars: the run's trace_id)",
             backup_duration.clone(),
+        );
+        let restore_duration = Family::<PolicyLabels, TracedHistogram>::new_with_constructor(
+            duration_histogram as fn() -> TracedHistogram,
+        );
+        registry.register(
+            "restore_duration_seconds",
+            "Wall time of finished restore runs (exemplars: the run's trace_id)",
+            restore_duration.clone(),
+        );
+        let storage_probe_duration = Family::<StorageLabels, Histogram>::new_with_constructor(
+            reconcile_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "storage_probe_duration_seconds",
+            "Latency of storage probes",
+            storage_probe_duration.clone(),
+        );
+        let storage_up = Family::<StorageLabels, Gauge>::default();
+        registry.register(
+            "storage_up",
+            "1 when the storage's last probe succeeded, 0 when it failed",
+            storage_up.clone(),
+        );
+        let stored_bytes = Family::<CopyLabels, Gauge>::default();
+        registry.register(
+            "policy_stored_bytes",
+            "Bytes of the artifacts a policy keeps on a storage (primary and copies), from the runs the operator keeps",
+            stored_bytes.clone(),
+        );
+        let stored_artifacts = Family::<CopyLabels, Gauge>::default();
+        registry.register(
+            "policy_stored_artifacts",
+            "Artifacts a policy keeps on a storage (primary and copies)",
+            stored_artifacts.clone(),
+        );
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "The operator's version (always 1)",
+            build_info,
         );
         let backup_bytes = Family::<PolicyLabels, Counter>::default();
         registry.register(
@@ -258,6 +348,11 @@ impl Metrics {
             registry: Arc::new(registry),
             backup_runs,
             backup_duration,
+            restore_duration,
+            storage_probe_duration,
+            storage_up,
+            stored_bytes,
+            stored_artifacts,
             backup_bytes,
             last_success,
             restore_runs,
@@ -303,7 +398,20 @@ mod tests {
             })
             .inc();
         m.last_success.get_or_create(&p).set(1_700_000_000.0);
-        m.backup_duration.get_or_create(&p).observe(42.0);
+        m.backup_duration.get_or_create(&p).observe(
+            42.0,
+            TraceLabels::of(Some("4bf92f3577b34da6a3ce929d0e0e4736")),
+            None,
+        );
+        m.restore_duration
+            .get_or_create(&p)
+            .observe(3.0, None, None);
+        let st = StorageLabels {
+            namespace: "shop".into(),
+            storage: "main".into(),
+        };
+        m.storage_up.get_or_create(&st).set(1);
+        m.storage_probe_duration.get_or_create(&st).observe(0.02);
         let c = CopyLabels {
             namespace: "shop".into(),
             policy: "nightly".into(),
@@ -317,6 +425,21 @@ mod tests {
         assert!(text.contains(r#"dataguardian_backup_runs_total{namespace="shop",policy="nightly",result="Failed"} 1"#), "{text}");
         assert!(text.contains(r#"dataguardian_backup_last_success_timestamp_seconds{namespace="shop",policy="nightly"} 1700000000"#), "{text}");
         assert!(text.contains("dataguardian_backup_duration_seconds_count{namespace=\"shop\",policy=\"nightly\"} 1"), "{text}");
+        // The bucket the observation fell into carries the trace id as exemplar.
+        assert!(text.contains(r#"dataguardian_backup_duration_seconds_bucket{le="64.0",namespace="shop",policy="nightly"} 1 # {trace_id="4bf92f3577b34da6a3ce929d0e0e4736"} 42.0"#), "{text}");
+        assert!(text.contains("dataguardian_restore_duration_seconds_count{namespace=\"shop\",policy=\"nightly\"} 1"), "{text}");
+        assert!(
+            text.contains(r#"dataguardian_storage_up{namespace="shop",storage="main"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"dataguardian_storage_probe_duration_seconds_count{namespace="shop",storage="main"} 1"#), "{text}");
+        assert!(
+            text.contains(&format!(
+                r#"dataguardian_build_info{{version="{}"}} 1"#,
+                env!("CARGO_PKG_VERSION")
+            )),
+            "{text}"
+        );
         assert!(text.trim_end().ends_with("# EOF"));
     }
 }

@@ -44,6 +44,7 @@ mod kubectl;
 mod mariadb;
 mod moto;
 mod net;
+mod otlp;
 mod postgres;
 mod process;
 mod proxy;
@@ -56,6 +57,7 @@ pub use kubectl::{KubectlOutput, kubectl};
 pub use mariadb::{MariaDb, MariaDbBuilder};
 pub use moto::{ACCESS_KEY_ID, Moto, MotoBuilder, REGION, SECRET_ACCESS_KEY, s3_client};
 pub use net::{LOCALHOST, free_port, free_port_on, parse_loopback, port_is_closed, wait_for_port};
+pub use otlp::{OtlpReceiver, ReceivedSpan, Transport as OtlpTransport};
 pub use postgres::{DEFAULT_BIN_DIR as POSTGRES_BIN_DIR, Postgres, PostgresBuilder};
 pub use process::{
     OsUser, ServiceProcess, TempDir, find_binary, group_alive, pid_alive, random_password,

@@ -63,3 +63,218 @@ async fn reconcile_durations_show_on_metrics_after_a_reconcile() {
         "{metrics}"
     );
 }
+
+/// One BackupRun is one trace: the operator's reconciles and its Job creation, and the agent's
+/// spans inside the Job's container, share the trace id that `status.traceId` shows; the
+/// agent's root span is a child of the operator's `create_job` span; the run's root span spans
+/// the run. No span carries a secret or a connection string.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_backup_run_is_one_trace_from_the_operator_into_the_job() {
+    use crate::backup::{RUN_TIMEOUT, finished, scenario_with};
+    use crate::harness::{jobs, phase};
+    use testkit::{OtlpReceiver, ReceivedSpan};
+
+    let _serial = crate::serial().await;
+    let receiver = OtlpReceiver::start().expect("OTLP receiver");
+    let endpoint = receiver.grpc_endpoint();
+    let s = scenario_with(
+        "traces",
+        "0 0 1 1 *",
+        "",
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+        ],
+    )
+    .await;
+    s.cluster.apply(&manual_run(&s.ns, "traced", "shop"));
+    let run = wait_for::<BackupRun, _>(
+        &s.cluster,
+        Some(&s.operator),
+        &s.ns,
+        "traced",
+        RUN_TIMEOUT,
+        "run finished",
+        finished,
+    )
+    .await;
+    assert_eq!(phase(&run).as_deref(), Some("Succeeded"), "{run:?}");
+    let trace_id = run
+        .status
+        .as_ref()
+        .and_then(|st| st.trace_id.clone())
+        .expect("status.traceId is recorded");
+    assert_eq!(trace_id.len(), 32);
+    // `kubectl dataguardian trace` shows it, for a jump to the tracing backend.
+    let (code, out, err) = s.cluster.plugin(&["trace", "traced", "-n", &s.ns]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), trace_id);
+
+    // The Job carries the run's trace context and the exporter settings.
+    let job_name = run
+        .status
+        .as_ref()
+        .and_then(|st| st.job_name.clone())
+        .unwrap();
+    let job = jobs(&s.cluster, &s.ns)
+        .await
+        .remove(&job_name)
+        .expect("the Job");
+    let env = job.spec.unwrap().template.spec.unwrap().containers[0]
+        .env
+        .clone()
+        .unwrap_or_default();
+    let value = |name: &str| {
+        env.iter()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value.clone())
+    };
+    let traceparent = value("TRACEPARENT").expect("TRACEPARENT in the Job");
+    assert!(
+        traceparent.starts_with(&format!("00-{trace_id}-")),
+        "{traceparent}"
+    );
+    assert_eq!(
+        value("OTEL_EXPORTER_OTLP_ENDPOINT").as_deref(),
+        Some(endpoint.as_str())
+    );
+
+    let in_trace = |spans: &[ReceivedSpan]| -> Vec<ReceivedSpan> {
+        spans
+            .iter()
+            .filter(|x| x.trace_id == trace_id)
+            .cloned()
+            .collect()
+    };
+    let spans = receiver
+        .wait_for(
+            "the run's root span and the agent's spans",
+            Duration::from_secs(60),
+            |spans| {
+                let t = in_trace(spans);
+                t.iter().any(|x| x.name == "BackupRun")
+                    && t.iter().any(|x| x.name == "agent backup")
+                    && t.iter().any(|x| x.name == "confirm_artifact")
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}\n{}", s.operator.log()));
+    let trace = in_trace(&spans);
+    let one = |name: &str| {
+        trace
+            .iter()
+            .find(|x| x.name == name)
+            .unwrap_or_else(|| panic!("no span {name}"))
+    };
+    let root = one("BackupRun");
+    assert_eq!(
+        root.parent_span_id, "",
+        "the run's root span is the trace's root"
+    );
+    assert_eq!(root.service, "dataguardian-operator");
+    assert_eq!(root.attribute("dataguardian.reason"), Some("Completed"));
+    let reconciles: Vec<&ReceivedSpan> = trace.iter().filter(|x| x.name == "reconcile").collect();
+    assert!(!reconciles.is_empty());
+    assert!(
+        reconciles.iter().all(|r| r.parent_span_id == root.span_id),
+        "every reconcile of the run is a child of the run's root span"
+    );
+    let create = one("create_job");
+    assert_eq!(create.attribute("k8s.job.name"), Some(job_name.as_str()));
+    assert!(
+        traceparent.contains(&create.span_id),
+        "{traceparent} names the create_job span"
+    );
+    let agent = one("agent backup");
+    assert_eq!(agent.service, "dataguardian-agent");
+    assert_eq!(
+        agent.parent_span_id, create.span_id,
+        "the agent continues the operator's trace"
+    );
+    assert_eq!(
+        agent.resource_attribute("k8s.namespace.name"),
+        Some(s.ns.as_str())
+    );
+    for name in ["connect", "dump", "upload_part", "confirm", "manifest"] {
+        one(name);
+    }
+    one("confirm_artifact");
+
+    // The secrets scan: every span received, operator's and agent's.
+    let secrets = [
+        s.services.pg.password(),
+        s.services.s3.secret_access_key(),
+        "postgres://",
+        "postgresql://",
+    ];
+    for span in receiver.spans() {
+        for text in span.texts() {
+            for secret in &secrets {
+                assert!(
+                    !text.contains(secret),
+                    "span {} carries {secret:?}",
+                    span.name
+                );
+            }
+        }
+    }
+    // The scrape: the run's duration bucket carries its trace id as exemplar (OpenMetrics),
+    // the storage is up, and the policy's stored bytes and artifacts are counted.
+    let size = run
+        .status
+        .as_ref()
+        .and_then(|st| st.artifact.as_ref())
+        .map(|a| a.size_bytes)
+        .expect("the artifact");
+    let expected = [
+        format!("# {{trace_id=\"{trace_id}\"}}"),
+        format!(
+            r#"dataguardian_storage_up{{namespace="{}",storage="main"}} 1"#,
+            s.ns
+        ),
+        format!(
+            r#"dataguardian_policy_stored_bytes{{namespace="{}",policy="shop",storage="main"}} {size}"#,
+            s.ns
+        ),
+        format!(
+            r#"dataguardian_policy_stored_artifacts{{namespace="{}",policy="shop",storage="main"}} 1"#,
+            s.ns
+        ),
+        "dataguardian_build_info{version=".to_string(),
+    ];
+    let missing = |metrics: &str| -> Vec<String> {
+        expected
+            .iter()
+            .filter(|e| {
+                !metrics.lines().any(|l| {
+                    l.contains(e.as_str())
+                        && (!e.starts_with("# {")
+                            || l.starts_with("dataguardian_backup_duration_seconds_bucket"))
+                })
+            })
+            .cloned()
+            .collect()
+    };
+    // The policy's figures follow its next reconcile after the run finished.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, metrics) = s.operator.http_get("/metrics").expect("metrics");
+        assert_eq!(code, 200);
+        let gone = missing(&metrics);
+        if gone.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{gone:?} not in\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Log lines inside the trace carry its id.
+    assert!(
+        s.operator
+            .log()
+            .contains(&format!("\"trace_id\":\"{trace_id}\"")),
+        "the operator's log names the trace"
+    );
+}

@@ -356,11 +356,16 @@ pub enum Pending {
 
 impl Pending {
     /// Make the object visible and confirm it holds `size` bytes with SHA-256 `sha256_hex`.
+    /// One `confirm` span.
     pub async fn commit(self, size: u64, sha256_hex: &str) -> Result<StoredObject> {
-        match self {
-            Pending::S3(p) => p.commit(size, sha256_hex).await,
-            Pending::File(p) => p.commit(size),
-        }
+        let span = tracing::info_span!("confirm", bytes = size);
+        crate::telemetry::otel::in_span(span, async move {
+            match self {
+                Pending::S3(p) => p.commit(size, sha256_hex).await,
+                Pending::File(p) => p.commit(size),
+            }
+        })
+        .await
     }
 
     /// Discard the upload and return the uploader's own error, if it failed (the pipeline only

@@ -23,6 +23,7 @@ use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use super::{LockMode, S3Settings, SinkWriter, Sse, StoredObject};
 use crate::agent::error::{AgentError, Result, into_io};
@@ -83,6 +84,20 @@ pub async fn client(settings: &S3Settings) -> Client {
     Client::from_conf(b.build())
 }
 
+/// A retry, as an event on the current span.
+fn retry_event(what: &str, attempt: u32, delay: Duration, error: &str) {
+    use crate::telemetry::otel::{AttrValue, event};
+    event(
+        "retry",
+        &[
+            ("operation", AttrValue::Text(what.to_string())),
+            ("attempt", AttrValue::Int(i64::from(attempt))),
+            ("retry_in_ms", AttrValue::Int(delay.as_millis() as i64)),
+            ("error", AttrValue::Text(error.to_string())),
+        ],
+    );
+}
+
 async fn with_retries<T, F, Fut>(settings: &S3Settings, what: &str, mut f: F) -> Result<T>
 where
     F: FnMut() -> Fut,
@@ -101,6 +116,7 @@ where
             }
             Err(e) => {
                 tracing::warn!(attempt, retry_in_ms = delay.as_millis() as u64, error = %e, "{what} failed, retrying");
+                retry_event(what, attempt, delay, &e);
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(8));
             }
@@ -398,7 +414,9 @@ impl S3Store {
         let store = self.clone();
         let task_key = key.to_string();
         let task_id = upload_id.clone();
-        let task = tokio::spawn(async move { store.upload_parts(&task_key, &task_id, rx).await });
+        let task = tokio::spawn(
+            async move { store.upload_parts(&task_key, &task_id, rx).await }.in_current_span(),
+        );
         // One part being filled plus `concurrency` parts queued or in flight: the memory bound.
         let writer = PartWriter::new(
             self.settings.part_size,
@@ -454,7 +472,7 @@ impl S3Store {
                                 let done = store.upload_part(&key, &id, n, data).await;
                                 drop(permit); // the part's buffer is gone: the writer may fill another
                                 done
-                            });
+                            }.in_current_span());
                         }
                         None => closed = true,
                     }
@@ -476,30 +494,35 @@ impl S3Store {
         let digest = sha256_raw(&data);
         let sum = base64::encode(digest);
         let size = data.len() as u64;
-        let etag = with_retries(&self.settings, &format!("UploadPart {number}"), || {
-            let req = self
-                .client
-                .upload_part()
-                .bucket(&self.bucket)
-                .key(key)
-                .upload_id(upload_id)
-                .part_number(number)
-                .content_length(size as i64)
-                .checksum_sha256(&sum)
-                .body(ByteStream::from(data.clone()));
-            let sum = &sum;
-            async move {
-                let out = req.send().await.map_err(|e| err_text(&e))?;
-                if let Some(returned) = out.checksum_sha256()
-                    && returned != sum.as_str()
-                {
-                    return Err(format!(
-                        "server computed checksum {returned} for part {number}, expected {sum}"
-                    ));
+        // One span per part; its retries are events on it.
+        let span = tracing::info_span!("upload_part", part = number, bytes = size);
+        let etag = crate::telemetry::otel::in_span(
+            span,
+            with_retries(&self.settings, &format!("UploadPart {number}"), || {
+                let req = self
+                    .client
+                    .upload_part()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .upload_id(upload_id)
+                    .part_number(number)
+                    .content_length(size as i64)
+                    .checksum_sha256(&sum)
+                    .body(ByteStream::from(data.clone()));
+                let sum = &sum;
+                async move {
+                    let out = req.send().await.map_err(|e| err_text(&e))?;
+                    if let Some(returned) = out.checksum_sha256()
+                        && returned != sum.as_str()
+                    {
+                        return Err(format!(
+                            "server computed checksum {returned} for part {number}, expected {sum}"
+                        ));
+                    }
+                    Ok(out.e_tag().unwrap_or_default().to_string())
                 }
-                Ok(out.e_tag().unwrap_or_default().to_string())
-            }
-        })
+            }),
+        )
         .await?;
         tracing::debug!(part = number, bytes = size, "part uploaded");
         Ok(UploadedPart {
@@ -784,6 +807,7 @@ impl PendingUpload {
                 )));
             }
             tracing::warn!(attempt, retry_in_ms = delay.as_millis() as u64, error = %err, "CompleteMultipartUpload failed, retrying");
+            retry_event("CompleteMultipartUpload", attempt, delay, &err);
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(8));
         }

@@ -172,9 +172,12 @@ pub fn run_cli(args: &CopyArgs) -> ExitCode {
     super::tune_allocator();
     super::init_logging(args.log_format);
     let termination_log = summary::termination_log_path(args.termination_log.clone());
-    let result = super::runtime()
-        .map_err(AgentError::Io)
-        .and_then(|rt| rt.block_on(async { run(request(args)?).await }));
+    let result = super::runtime().map_err(AgentError::Io).and_then(|rt| {
+        rt.block_on(crate::telemetry::otel::in_span(
+            super::agent_span("agent copy"),
+            async { run(request(args)?).await },
+        ))
+    });
     match result {
         Ok(o) => {
             tracing::info!(

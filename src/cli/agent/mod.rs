@@ -354,21 +354,23 @@ pub struct RestoreArgs {
     pub restore_args: Vec<String>,
 }
 
+/// The agent's root span: a child of the operator's Job-creation span when the Job's
+/// `TRACEPARENT` says so, so that the run's whole story is one trace.
+pub(crate) fn agent_span(name: &'static str) -> tracing::Span {
+    let span = tracing::info_span!("agent", otel.name = name);
+    crate::telemetry::otel::continue_from_env(&span);
+    span
+}
+
 pub(crate) fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("DG_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("info,aws_config=warn,aws_smithy_runtime=warn")
     });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .try_init(),
-        LogFormat::Text => builder.try_init(),
+    let format = match format {
+        LogFormat::Json => crate::telemetry::logging::LogFormat::Json,
+        LogFormat::Text => crate::telemetry::logging::LogFormat::Text,
     };
+    crate::telemetry::logging::install(filter, format, "dataguardian-agent");
 }
 
 /// Resolve the connection URI and its password without ever taking a secret from argv.
@@ -593,8 +595,12 @@ pub fn run(args: AgentArgs) -> ExitCode {
     tune_allocator();
     init_logging(common.log_format);
     let termination_log = summary::termination_log_path(common.termination_log.clone());
+    let root = agent_span(match operation {
+        Operation::Backup => "agent backup",
+        _ => "agent restore",
+    });
     let result = runtime().map_err(AgentError::Io).and_then(|rt| {
-        rt.block_on(async {
+        rt.block_on(crate::telemetry::otel::in_span(root, async {
             match &args.command {
                 AgentCommand::Backup(b) => {
                     let outcome = backup::run(backup_request(b)?).await?;
@@ -614,7 +620,7 @@ pub fn run(args: AgentArgs) -> ExitCode {
                     "validate, prune, copy, checks and bench run on their own paths".into(),
                 )),
             }
-        })
+        }))
     });
     match result {
         Ok(v) => {

@@ -74,9 +74,12 @@ pub fn run_cli(args: &ValidateArgs) -> ExitCode {
     super::tune_allocator();
     super::init_logging(args.common.log_format);
     let termination_log = summary::termination_log_path(args.common.termination_log.clone());
-    let result = super::runtime()
-        .map_err(AgentError::Io)
-        .and_then(|rt| rt.block_on(async { run(request(args)?).await }));
+    let result = super::runtime().map_err(AgentError::Io).and_then(|rt| {
+        rt.block_on(crate::telemetry::otel::in_span(
+            super::agent_span("agent validate"),
+            async { run(request(args)?).await },
+        ))
+    });
     let (summary_out, code) = match result {
         Ok(o) => {
             let from: Location = args.from.parse().unwrap_or(Location::File {

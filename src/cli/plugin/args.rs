@@ -52,6 +52,13 @@ pub enum PluginCommand {
         #[arg(short, long)]
         follow: bool,
     },
+    /// The OpenTelemetry trace id of a BackupRun, RestoreRun or RestoreValidation (recorded
+    /// when the operator exports traces), to look the run up in a tracing backend. With
+    /// `DATAGUARDIAN_TRACE_URL` set (e.g. `https://jaeger.example/trace/{traceId}`), also the link.
+    Trace {
+        /// The run's name.
+        name: String,
+    },
 }
 
 /// `backup …`.

@@ -25,6 +25,7 @@ use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, PostParams, PropagationPolicy};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
+use tracing::Instrument;
 
 use crate::api::backup_policy::NotificationEvent;
 use crate::api::common::{parse_duration, set_condition, time_from_chrono, time_to_chrono};
@@ -95,6 +96,25 @@ pub async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<A
     let active = ctx.runs.active_of(&ns, &name);
     let finished = ctx.runs.finished_of(&ns, &name);
     let (last_success, last_failure) = plan::newest_outcomes(&finished);
+    // FinOps: what the policy's kept runs hold on each storage.
+    let primary = policy.spec.storage_ref.name.clone();
+    for (storage, (bytes, count)) in
+        crate::controller::common::run_cache::stored_by_storage(&finished, &[primary.as_str()])
+    {
+        let labels = crate::telemetry::metrics::CopyLabels {
+            namespace: ns.clone(),
+            policy: name.clone(),
+            storage,
+        };
+        ctx.metrics
+            .stored_bytes
+            .get_or_create(&labels)
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        ctx.metrics
+            .stored_artifacts
+            .get_or_create(&labels)
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
 
     let mut requeue = MAX_REQUEUE;
     let mut last_schedule_time = old_status.last_schedule_time.clone();
@@ -546,14 +566,18 @@ async fn apply_retention(
                         }
                     };
                     let mut keys = keys.into_iter();
+                    let deleting = |what: &'static str| tracing::info_span!("retention_delete", run = %cleanup.run, object = what);
                     if let Some(manifest) = keys.next()
-                        && let Err(e) = access.delete(&manifest).await
+                        && let Err(e) = access
+                            .delete(&manifest)
+                            .instrument(deleting("manifest"))
+                            .await
                     {
                         tracing::warn!(run = %cleanup.run, error = %e, "retention: deleting manifest failed");
                         break;
                     }
                     for data in keys {
-                        if let Err(e) = access.delete(&data).await {
+                        if let Err(e) = access.delete(&data).instrument(deleting("data")).await {
                             tracing::warn!(run = %cleanup.run, error = %e, "retention: deleting artifact data failed");
                             failed = true;
                         }
@@ -574,6 +598,7 @@ async fn apply_retention(
 }
 
 /// Deletes a run retention pruned (one already gone is fine) and says so on the policy.
+#[tracing::instrument(name = "retention_delete_run", skip_all, fields(run = %run))]
 async fn delete_pruned_run(
     ctx: &Context,
     ns: &str,

@@ -40,7 +40,6 @@ use crate::controller::common::artifact_check;
 use crate::controller::common::blockers::Blocker;
 use crate::controller::common::context::Context;
 use crate::controller::common::error::{Error, Result};
-use crate::controller::common::job_watch;
 use crate::controller::common::queue::{PendingBackup, RunKey, plan_backup_queue};
 use crate::controller::common::reason::Reason;
 use crate::controller::common::reconcile::namespace_and_name;
@@ -589,9 +588,14 @@ async fn start_job(
         }
     };
     // Server-side apply is idempotent: re-applying after a crash finds the same Job.
-    let job_name = job_watch::apply(ctx, ns, FIELD_MANAGER, &job).await?;
+    let (job_name, trace_id) =
+        crate::controller::common::run_trace::apply_job(ctx, ns, FIELD_MANAGER, &run.metadata, job)
+            .await?;
     let now = Utc::now();
     let mut status = run.status.clone().unwrap_or_default();
+    if trace_id.is_some() {
+        status.trace_id = trace_id;
+    }
     status.phase = Some(BackupRunPhase::Running);
     status.reason = Some("JobCreated".into());
     status.message = Some(format!("backup Job {job_name} started"));
@@ -710,6 +714,12 @@ async fn finish(
         },
     );
     apply_status(ctx, ns, &run.name_any(), &status).await?;
+    crate::controller::common::run_trace::finish(
+        &run.metadata,
+        "BackupRun",
+        ns,
+        if succeeded { Ok(reason) } else { Err(reason) },
+    );
     let (type_, ev_reason) = if succeeded {
         (EventType::Normal, "Succeeded")
     } else {
@@ -773,10 +783,11 @@ async fn finish(
             },
         })
         .inc();
-    ctx.metrics
-        .backup_duration
-        .get_or_create(&labels)
-        .observe(seconds);
+    ctx.metrics.backup_duration.get_or_create(&labels).observe(
+        seconds,
+        crate::telemetry::metrics::TraceLabels::of(status.trace_id.as_deref()),
+        None,
+    );
     if let Some(a) = &artifact {
         ctx.metrics
             .backup_bytes

@@ -9,6 +9,8 @@ use chrono::Utc;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, Patch, PatchParams};
+
+use crate::telemetry::metrics::StorageLabels;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
@@ -85,6 +87,7 @@ pub fn record_probe(
     );
 }
 
+#[tracing::instrument(name = "storage_probe", skip_all, fields(storage = %storage.name_any(), kind = "s3"))]
 async fn probe_s3(ctx: &Context, ns: &str, storage: &BackupStorage) -> Probe {
     let started = Instant::now();
     let fail = |reason: &str, message: String, started: Instant| Probe {
@@ -164,6 +167,11 @@ async fn probe_s3(ctx: &Context, ns: &str, storage: &BackupStorage) -> Probe {
     }
 }
 
+#[tracing::instrument(
+    name = "storage_probe",
+    skip_all,
+    fields(storage = %storage.name_any(), kind = "filesystem")
+)]
 async fn probe_filesystem(ctx: &Context, ns: &str, storage: &BackupStorage) -> Result<Probe> {
     let started = Instant::now();
     let Some(fs) = &storage.spec.filesystem else {
@@ -220,6 +228,18 @@ pub async fn reconcile(storage: Arc<BackupStorage>, ctx: Arc<Context>) -> Result
     } else {
         probe_filesystem(&ctx, &ns, &storage).await?
     };
+    let labels = StorageLabels {
+        namespace: ns.clone(),
+        storage: storage.name_any(),
+    };
+    ctx.metrics
+        .storage_probe_duration
+        .get_or_create(&labels)
+        .observe(probe.latency.as_secs_f64());
+    ctx.metrics
+        .storage_up
+        .get_or_create(&labels)
+        .set(i64::from(probe.success));
     let settings = storage.spec.probe_or_default();
     let before = storage
         .status

@@ -89,6 +89,7 @@ fn dir_of(key: &str) -> &str {
 }
 
 /// Confirms the artifact the agent reported. `Err` carries the reason shown in status.
+#[tracing::instrument(name = "confirm_artifact", skip_all, fields(storage = %kube::ResourceExt::name_any(storage)))]
 pub async fn confirm(
     client: &kube::Client,
     ns: &str,

@@ -11,6 +11,7 @@ use kube::Resource;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
+use tracing::Instrument;
 
 use crate::api::backup_policy::NotificationRule;
 use crate::api::{BackupPolicy, RestoreRun, RestoreValidation};
@@ -302,7 +303,9 @@ impl Context {
             let ctx = self.clone();
             let policy = policy.clone();
             let n = n.clone();
-            tokio::spawn(async move { ctx.deliver(&policy, &rule, &n, &key).await });
+            tokio::spawn(
+                async move { ctx.deliver(&policy, &rule, &n, &key).await }.in_current_span(),
+            );
         }
     }
 
@@ -391,6 +394,11 @@ impl Context {
 
     /// Delivers one recorded notification, then removes its record, counts it, and reports
     /// a failure as an Event.
+    #[tracing::instrument(
+        name = "notify",
+        skip_all,
+        fields(policy = %n.policy, rule = %rule.name, event = ?n.event)
+    )]
     async fn deliver(
         &self,
         policy: &BackupPolicy,

@@ -12,6 +12,7 @@ pub mod reason;
 pub mod reconcile;
 pub mod requester;
 pub mod run_cache;
+pub mod run_trace;
 pub mod status;
 pub mod storage_access;
 #[cfg(test)]

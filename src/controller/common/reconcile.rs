@@ -67,6 +67,49 @@ pub fn namespace_and_name<K: Resource>(obj: &K) -> Result<(String, String)> {
     Ok((ns, obj.name_any()))
 }
 
+/// Whether a reconcile of an object belongs to a run's trace ([`super::run_trace`]): a
+/// BackupRun, RestoreRun or RestoreValidation that has not finished yet. A finished run's later
+/// reconciles (e.g. after an operator restart) do not reopen its trace.
+pub trait RunTraced: Resource {
+    /// `true` while the object is a run that has not finished.
+    fn in_run_trace(&self) -> bool {
+        false
+    }
+}
+
+impl RunTraced for crate::api::BackupRun {
+    fn in_run_trace(&self) -> bool {
+        !self
+            .status
+            .as_ref()
+            .and_then(|s| s.phase)
+            .is_some_and(|p| p.is_finished())
+    }
+}
+
+impl RunTraced for crate::api::RestoreRun {
+    fn in_run_trace(&self) -> bool {
+        !self
+            .status
+            .as_ref()
+            .and_then(|s| s.phase)
+            .is_some_and(|p| p.is_finished())
+    }
+}
+
+impl RunTraced for crate::api::RestoreValidation {
+    fn in_run_trace(&self) -> bool {
+        !self
+            .status
+            .as_ref()
+            .and_then(|s| s.phase)
+            .is_some_and(|p| p.is_finished())
+    }
+}
+
+impl RunTraced for crate::api::BackupPolicy {}
+impl RunTraced for crate::api::BackupStorage {}
+
 /// Runs `reconcile` for `obj` inside a span, counting it and timing it.
 pub async fn instrumented<K, F, Fut>(
     kind: ControllerKind,
@@ -75,7 +118,7 @@ pub async fn instrumented<K, F, Fut>(
     reconcile: F,
 ) -> Result<Action>
 where
-    K: Resource,
+    K: RunTraced,
     F: FnOnce(Arc<K>, Arc<Context>) -> Fut,
     Fut: Future<Output = Result<Action>>,
 {
@@ -92,9 +135,18 @@ where
             controller: kind.as_str().into(),
         })
         .inc();
+    // A run's reconciles belong to the run's trace (see `run_trace`).
+    if obj.in_run_trace()
+        && let Some(trace) = super::run_trace::of(obj.meta())
+    {
+        trace.adopt(&span);
+    }
     let metrics = ctx.metrics.clone();
     let started = Instant::now();
-    let result = reconcile(obj, ctx).instrument(span).await;
+    let result = reconcile(obj, ctx).instrument(span.clone()).await;
+    if let Err(e) = &result {
+        crate::telemetry::otel::fail(&span, e);
+    }
     metrics
         .reconcile_duration
         .get_or_create(&ReconcileLabels {
@@ -136,6 +188,37 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_unfinished_runs_reconcile_inside_their_trace() {
+        use crate::api::backup_run::{BackupRunPhase, BackupRunStatus, Trigger};
+        use crate::api::common::LocalObjectReference;
+        use crate::api::{BackupRun, BackupRunSpec};
+        let mut run = BackupRun::new(
+            "r",
+            BackupRunSpec {
+                policy_ref: LocalObjectReference::new("p"),
+                trigger: Trigger::Manual,
+                scheduled_time: None,
+                reason: None,
+                compression: None,
+                active_deadline_seconds: None,
+            },
+        );
+        assert!(run.in_run_trace(), "a new run");
+        for (phase, inside) in [
+            (BackupRunPhase::Pending, true),
+            (BackupRunPhase::Running, true),
+            (BackupRunPhase::Succeeded, false),
+            (BackupRunPhase::Failed, false),
+        ] {
+            run.status = Some(BackupRunStatus {
+                phase: Some(phase),
+                ..Default::default()
+            });
+            assert_eq!(run.in_run_trace(), inside, "{phase:?}");
+        }
+    }
 
     #[test]
     fn retries_follow_the_category_and_the_controller() {

@@ -56,6 +56,8 @@ pub struct Failure {
 #[derive(Clone, Debug, PartialEq)]
 pub struct ArtifactRef {
     pub storage: String,
+    /// Bytes stored (each copy holds the same bytes).
+    pub size_bytes: u64,
     pub key: String,
     pub manifest_key: Option<String>,
     pub retain_until: Option<DateTime<Utc>>,
@@ -102,6 +104,7 @@ impl FinishedRun {
             artifact: status.artifact.as_ref().map(|a| {
                 Box::new(ArtifactRef {
                     storage: a.storage.clone(),
+                    size_bytes: a.size_bytes,
                     key: a.key.clone(),
                     manifest_key: a.manifest_key.clone(),
                     retain_until: a.retain_until.as_ref().map(time_to_chrono),
@@ -128,6 +131,30 @@ impl FinishedRun {
             BackupRunPhase::Failed
         }
     }
+}
+
+/// What a policy's kept runs hold per storage (the primary storage and each confirmed copy's):
+/// (bytes, artifacts). `always` storages appear even with nothing on them.
+pub fn stored_by_storage(
+    runs: &[FinishedRun],
+    always: &[&str],
+) -> std::collections::BTreeMap<String, (u64, u64)> {
+    let mut out: std::collections::BTreeMap<String, (u64, u64)> =
+        always.iter().map(|s| (s.to_string(), (0, 0))).collect();
+    for a in runs
+        .iter()
+        .filter(|r| r.succeeded)
+        .filter_map(|r| r.artifact.as_ref())
+    {
+        let storages =
+            std::iter::once(a.storage.as_str()).chain(a.copies.iter().map(|(s, _)| s.as_str()));
+        for storage in storages {
+            let e = out.entry(storage.to_string()).or_default();
+            e.0 += a.size_bytes;
+            e.1 += 1;
+        }
+    }
+    out
 }
 
 /// (namespace, policy name).
@@ -346,6 +373,37 @@ mod tests {
         let mut n: Vec<&str> = runs.iter().map(|r| r.name.as_str()).collect();
         n.sort();
         n
+    }
+
+    #[test]
+    fn stored_bytes_count_the_primary_and_every_confirmed_copy() {
+        let with = |name: &str, ok: bool, size: u64, copies: &[&str]| FinishedRun {
+            name: name.into(),
+            succeeded: ok,
+            completed_at: None,
+            pinned: false,
+            scheduled: false,
+            failure: None,
+            artifact: Some(Box::new(ArtifactRef {
+                storage: "main".into(),
+                size_bytes: size,
+                key: format!("{name}/data"),
+                manifest_key: None,
+                retain_until: None,
+                copies: copies.iter().map(|c| (c.to_string(), None)).collect(),
+            })),
+        };
+        let runs = vec![
+            with("a", true, 100, &["dr"]),
+            with("b", true, 50, &[]),
+            // A failed run's leftovers are not a kept backup.
+            with("c", false, 7, &["dr"]),
+        ];
+        let stored = stored_by_storage(&runs, &["main", "empty"]);
+        assert_eq!(stored.get("main"), Some(&(150, 2)));
+        assert_eq!(stored.get("dr"), Some(&(100, 1)));
+        assert_eq!(stored.get("empty"), Some(&(0, 0)));
+        assert_eq!(stored.len(), 3);
     }
 
     #[test]

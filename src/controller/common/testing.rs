@@ -164,7 +164,7 @@ impl Sim {
         reconcile: F,
     ) -> K
     where
-        K: Object,
+        K: Object + super::reconcile::RunTraced,
         F: FnOnce(std::sync::Arc<K>, std::sync::Arc<super::context::Context>) -> Fut,
         Fut: std::future::Future<Output = super::error::Result<kube::runtime::controller::Action>>,
     {

@@ -583,8 +583,13 @@ async fn start_job(
             .await;
         }
     };
-    let job_name = job_watch::apply(ctx, ns, FIELD_MANAGER, &job).await?;
+    let (job_name, trace_id) =
+        crate::controller::common::run_trace::apply_job(ctx, ns, FIELD_MANAGER, &run.metadata, job)
+            .await?;
     let mut status = run.status.clone().unwrap_or_default();
+    if trace_id.is_some() {
+        status.trace_id = trace_id;
+    }
     status.phase = Some(RestoreRunPhase::Running);
     status.reason = Some("JobCreated".into());
     status.queue_position = None;
@@ -710,6 +715,12 @@ async fn finish(
         },
     );
     apply_status(ctx, ns, &run.name_any(), &status).await?;
+    crate::controller::common::run_trace::finish(
+        &run.metadata,
+        "RestoreRun",
+        ns,
+        if succeeded { Ok(reason) } else { Err(reason) },
+    );
     let (type_, ev_reason) = if succeeded {
         (EventType::Normal, "Succeeded")
     } else {
@@ -769,6 +780,17 @@ async fn finish(
         },
     )
     .await;
+    ctx.metrics
+        .restore_duration
+        .get_or_create(&crate::telemetry::metrics::PolicyLabels {
+            namespace: ns.to_string(),
+            policy: policy.clone(),
+        })
+        .observe(
+            seconds,
+            crate::telemetry::metrics::TraceLabels::of(status.trace_id.as_deref()),
+            None,
+        );
     ctx.metrics
         .restore_runs
         .get_or_create(&RunLabels {

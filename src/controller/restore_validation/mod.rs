@@ -407,8 +407,13 @@ async fn start_job(ctx: &Context, ns: &str, rv: &RestoreValidation, r: Resolved)
                 .find(|c| c.name == validation_job::SANDBOX_CONTAINER)
         })
         .and_then(|c| c.image.clone());
-    let job_name = job_watch::apply(ctx, ns, FIELD_MANAGER, &job).await?;
+    let (job_name, trace_id) =
+        crate::controller::common::run_trace::apply_job(ctx, ns, FIELD_MANAGER, &rv.metadata, job)
+            .await?;
     let mut status = rv.status.clone().unwrap_or_default();
+    if trace_id.is_some() {
+        status.trace_id = trace_id;
+    }
     status.phase = Some(RestoreValidationPhase::Running);
     status.queue_position = None;
     status.reason = Some("JobCreated".into());
@@ -498,6 +503,16 @@ async fn finish(ctx: &Context, ns: &str, rv: &RestoreValidation, o: Outcome) -> 
         },
     );
     apply_status(ctx, ns, &rv.name_any(), &status).await?;
+    crate::controller::common::run_trace::finish(
+        &rv.metadata,
+        "RestoreValidation",
+        ns,
+        if passed {
+            Ok(o.reason.as_str())
+        } else {
+            Err(o.reason.as_str())
+        },
+    );
 
     let (type_, reason) = if passed {
         (EventType::Normal, "Passed")
