@@ -984,6 +984,31 @@ fn every_metric_exposed() -> String {
     m.restore_runs.get_or_create(&run()).inc();
     m.validations.get_or_create(&run()).inc();
     m.backup_duration.get_or_create(&p).observe(3.0, None, None);
+    m.restore_duration
+        .get_or_create(&p)
+        .observe(3.0, None, None);
+    m.validation_rto.get_or_create(&p).set(3.0);
+    m.start_latency
+        .get_or_create(&StartLabels {
+            kind: "BackupRun".into(),
+            trigger: "Manual".into(),
+        })
+        .observe(0.1);
+    let storage = StorageLabels {
+        namespace: "n".into(),
+        storage: "s".into(),
+    };
+    m.storage_up.get_or_create(&storage).set(1);
+    m.storage_probe_duration
+        .get_or_create(&storage)
+        .observe(0.05);
+    let kept = CopyLabels {
+        namespace: "n".into(),
+        policy: "p".into(),
+        storage: "s".into(),
+    };
+    m.stored_bytes.get_or_create(&kept).set(1);
+    m.stored_artifacts.get_or_create(&kept).set(1);
     m.backup_bytes.get_or_create(&p).inc();
     m.last_success.get_or_create(&p).set(1.0);
     m.rpo_met.get_or_create(&p).set(1);

@@ -174,6 +174,27 @@ pub struct Metrics {
     /// `spec.leaseTransitions` of the leader Lease as this replica last read or wrote it: how
     /// often leadership changed hands since the Lease was created.
     pub lease_transitions: Gauge,
+    /// The last passed validation's measured restore time (the RTO actually achieved).
+    pub validation_rto: Family<PolicyLabels, Gauge<f64, AtomicU64>>,
+    /// From a run's creation to its Job's creation (manual run → Job, the SLI of
+    /// docs/slo.md), by kind and trigger.
+    pub start_latency: Family<StartLabels, Histogram>,
+}
+
+/// Labels of the start latency: which kind of run and how it was triggered.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StartLabels {
+    /// `BackupRun`, `RestoreRun`, `RestoreValidation`.
+    pub kind: String,
+    /// `Manual` or `Scheduled`.
+    pub trigger: String,
+}
+
+/// 10 ms … ~80 s: from a run's creation to its Job (queues included).
+fn start_latency_histogram() -> Histogram {
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.01, 2.0, 14,
+    ))
 }
 
 /// 1 ms … ~16 s: a reconcile is a few API calls, a storage probe at most.
@@ -332,6 +353,20 @@ impl Metrics {
             "Notifications by policy, event and outcome (delivered, config, rejected, unreachable)",
             notifications.clone(),
         );
+        let validation_rto = Family::<PolicyLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "validation_restore_seconds",
+            "Restore time measured by the policy's last passed restore validation: the recovery time actually achieved",
+            validation_rto.clone(),
+        );
+        let start_latency = Family::<StartLabels, Histogram>::new_with_constructor(
+            start_latency_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "run_start_latency_seconds",
+            "From a run's creation to the creation of its Job, by kind and trigger (queues included)",
+            start_latency.clone(),
+        );
         let leader = Family::<LeaderLabels, Gauge>::default();
         registry.register(
             "leader",
@@ -367,6 +402,8 @@ impl Metrics {
             notifications,
             leader,
             lease_transitions,
+            validation_rto,
+            start_latency,
         }
     }
 

@@ -591,6 +591,12 @@ async fn start_job(
     let (job_name, trace_id) =
         crate::controller::common::run_trace::apply_job(ctx, ns, FIELD_MANAGER, &run.metadata, job)
             .await?;
+    crate::controller::common::run_trace::observe_start(
+        ctx,
+        "BackupRun",
+        &format!("{:?}", run.spec.trigger),
+        &run.metadata,
+    );
     let now = Utc::now();
     let mut status = run.status.clone().unwrap_or_default();
     if trace_id.is_some() {

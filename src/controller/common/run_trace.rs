@@ -44,6 +44,25 @@ pub async fn apply_job(
     Ok((name, trace.map(|t| t.trace_id())))
 }
 
+/// Records how long the run waited from its creation until its Job was created
+/// (`dataguardian_run_start_latency_seconds{kind, trigger}`: the manual run → Job SLI).
+pub fn observe_start(ctx: &Context, kind: &str, trigger: &str, run: &ObjectMeta) {
+    let Some(created) = run.creation_timestamp.as_ref() else {
+        return;
+    };
+    let waited = (chrono::Utc::now() - crate::api::common::time_to_chrono(created))
+        .num_milliseconds()
+        .max(0) as f64
+        / 1000.0;
+    ctx.metrics
+        .start_latency
+        .get_or_create(&crate::telemetry::metrics::StartLabels {
+            kind: kind.to_string(),
+            trigger: trigger.to_string(),
+        })
+        .observe(waited);
+}
+
 /// Exports the run's root span (from its creation to now) when it finishes: `Ok(reason)` for a
 /// success, `Err(reason)` for a failure.
 pub fn finish(

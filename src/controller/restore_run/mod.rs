@@ -586,6 +586,7 @@ async fn start_job(
     let (job_name, trace_id) =
         crate::controller::common::run_trace::apply_job(ctx, ns, FIELD_MANAGER, &run.metadata, job)
             .await?;
+    crate::controller::common::run_trace::observe_start(ctx, "RestoreRun", "Manual", &run.metadata);
     let mut status = run.status.clone().unwrap_or_default();
     if trace_id.is_some() {
         status.trace_id = trace_id;

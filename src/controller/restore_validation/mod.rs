@@ -410,6 +410,17 @@ async fn start_job(ctx: &Context, ns: &str, rv: &RestoreValidation, r: Resolved)
     let (job_name, trace_id) =
         crate::controller::common::run_trace::apply_job(ctx, ns, FIELD_MANAGER, &rv.metadata, job)
             .await?;
+    let trigger = if rv.labels().contains_key(POLICY_LABEL) {
+        "Scheduled"
+    } else {
+        "Manual"
+    };
+    crate::controller::common::run_trace::observe_start(
+        ctx,
+        "RestoreValidation",
+        trigger,
+        &rv.metadata,
+    );
     let mut status = rv.status.clone().unwrap_or_default();
     if trace_id.is_some() {
         status.trace_id = trace_id;
@@ -588,6 +599,18 @@ async fn finish(ctx: &Context, ns: &str, rv: &RestoreValidation, o: Outcome) -> 
     } else {
         policy.clone()
     };
+    if passed
+        && !notify_policy.is_empty()
+        && let Some(seconds) = o.restore_duration_seconds
+    {
+        ctx.metrics
+            .validation_rto
+            .get_or_create(&crate::telemetry::metrics::PolicyLabels {
+                namespace: ns.to_string(),
+                policy: notify_policy.clone(),
+            })
+            .set(seconds);
+    }
     ctx.notify_policy_named(
         ns,
         &notify_policy,
