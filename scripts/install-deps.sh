@@ -47,6 +47,13 @@ if ! command -v moto_server >/dev/null 2>&1; then
   echo "install-deps: pip install moto[server]"
   python3 -m pip install -q 'moto[server]>=5.2.2,<6'
 fi
+# A fast S3-compatible server that enforces SigV4 and lacks the S3 checksum extension: the agent
+# tests confirm uploads against it (ETag, read-back), and `make bench` uses it so the server is
+# not the bottleneck. Built from crates.io (a few minutes, once).
+if ! command -v s3s-fs >/dev/null 2>&1; then
+  echo "install-deps: cargo install s3s-fs@0.14.1"
+  cargo install --quiet --locked --features binary s3s-fs@0.14.1
+fi
 # A PostgreSQL newer than the agent's bundled client (Debian's 15): PostgreSQL 16 server and
 # client binaries from the pgserver wheel on PyPI, for the client-version tests (ClientTooOld,
 # picking the newest bundled major). Unpacked where the postgres OS user can run them.
