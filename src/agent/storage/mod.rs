@@ -8,6 +8,7 @@ use super::error::{AgentError, Result};
 pub use crate::contract::ConfirmedBy;
 use crate::egress::EgressPolicy;
 
+pub mod fault;
 pub mod file;
 pub mod s3;
 

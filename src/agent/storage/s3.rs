@@ -32,6 +32,7 @@ use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 
+use super::fault::{S3Fail, S3Fault};
 use super::{ConfirmedBy, LockMode, S3Settings, SinkWriter, Sse, StoredObject};
 use crate::agent::error::{AgentError, Result, into_io};
 use crate::agent::hash::sha256_raw;
@@ -43,17 +44,6 @@ pub struct S3Store {
     client: Client,
     bucket: String,
     settings: S3Settings,
-}
-
-/// The error text: the egress refusal or read cap, the S3 code and message, or the kind of
-/// failure — never a reply body from the endpoint ([`crate::egress::s3::error_text`]).
-fn err_text<E>(
-    e: &SdkError<E, aws_smithy_runtime_api::client::orchestrator::HttpResponse>,
-) -> String
-where
-    E: std::error::Error + ProvideErrorMetadata + 'static,
-{
-    crate::egress::s3::error_text(e)
 }
 
 /// Build an S3 client: rustls with the ring provider (no aws-lc), plain-http endpoints allowed,
@@ -91,10 +81,14 @@ pub async fn client(settings: &S3Settings) -> Client {
     Client::from_conf(b.build())
 }
 
+/// Run one S3 request with retries: a failure no retry can fix ([`S3Fault::retryable`]) ends it
+/// at once; throttling, 5xx replies, transport errors and damaged bodies back off exponentially
+/// (doubling from `settings.backoff`, capped at 8 s, with up to 25 % jitter so parallel parts do
+/// not retry in lockstep) up to `settings.retries` times.
 async fn with_retries<T, F, Fut>(settings: &S3Settings, what: &str, mut f: F) -> Result<T>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = std::result::Result<T, String>>,
+    Fut: std::future::Future<Output = std::result::Result<T, S3Fail>>,
 {
     let mut delay = settings.backoff;
     let mut attempt = 0u32;
@@ -102,14 +96,15 @@ where
         attempt += 1;
         match f().await {
             Ok(v) => return Ok(v),
-            Err(e) if attempt > settings.retries => {
-                return Err(AgentError::Storage(format!(
-                    "{what} failed after {attempt} attempts: {e}"
-                )));
+            Err(e) if !e.fault.retryable() => {
+                tracing::warn!(attempt, fault = e.fault.describe(), error = %e.text, "{what} failed; not retried");
+                return Err(e.into_error(what, attempt));
             }
+            Err(e) if attempt > settings.retries => return Err(e.into_error(what, attempt)),
             Err(e) => {
-                tracing::warn!(attempt, retry_in_ms = delay.as_millis() as u64, error = %e, "{what} failed, retrying");
-                tokio::time::sleep(delay).await;
+                let wait = delay + delay.mul_f64(fastrand::f64() * 0.25);
+                tracing::warn!(attempt, retry_in_ms = wait.as_millis() as u64, fault = e.fault.describe(), error = %e.text, "{what} failed, retrying");
+                tokio::time::sleep(wait).await;
                 delay = (delay * 2).min(Duration::from_secs(8));
             }
         }
@@ -169,7 +164,7 @@ impl S3Store {
             {
                 Ok(_) => Ok(true),
                 Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(false),
-                Err(e) => Err(err_text(&e)),
+                Err(e) => Err(S3Fail::of(&e)),
             }
         })
         .await
@@ -205,7 +200,7 @@ impl S3Store {
             if let Some(class) = &self.settings.storage_class {
                 req = req.storage_class(StorageClass::from(class.as_str()));
             }
-            async move { req.send().await.map(|_| ()).map_err(|e| err_text(&e)) }
+            async move { req.send().await.map(|_| ()).map_err(|e| S3Fail::of(&e)) }
         })
         .await?;
         let head = self.head(key).await?;
@@ -257,6 +252,26 @@ impl S3Store {
         single_etag_verdict(etag, md5)
     }
 
+    /// The failure of a GET: a missing key says so in words.
+    fn get_fail<E>(
+        &self,
+        key: &str,
+        e: &SdkError<E, aws_smithy_runtime_api::client::orchestrator::HttpResponse>,
+    ) -> S3Fail
+    where
+        E: std::error::Error + ProvideErrorMetadata + 'static,
+    {
+        let fail = S3Fail::of(e);
+        if fail.fault == S3Fault::NotFound {
+            S3Fail::new(
+                S3Fault::NotFound,
+                format!("s3://{}/{key} does not exist", self.bucket),
+            )
+        } else {
+            fail
+        }
+    }
+
     fn etag_mismatch(&self, key: &str, got: &str, expected: &str) -> AgentError {
         AgentError::Integrity(format!(
             "s3://{}/{key}: the server's ETag {got} differs from {expected} computed from the written bytes: the stored object is not what was uploaded",
@@ -277,12 +292,14 @@ impl S3Store {
                 .key(key)
                 .send()
                 .await
-                .map_err(|e| err_text(&e))?;
+                .map_err(|e| S3Fail::of(&e))?;
             let mut body = out.body;
             let mut hasher = Sha256::new();
             let mut n = 0u64;
             while let Some(chunk) = body.next().await {
-                let chunk = chunk.map_err(|e| format!("the read-back broke off: {e}"))?;
+                let chunk = chunk.map_err(|e| {
+                    S3Fail::new(S3Fault::Transport, format!("the read-back broke off: {e}"))
+                })?;
                 n += chunk.len() as u64;
                 if n > size {
                     // More bytes than were written: no need to read the rest.
@@ -327,7 +344,7 @@ impl S3Store {
                 .key(key)
                 .send()
                 .await
-                .map_err(|e| err_text(&e))
+                .map_err(|e| S3Fail::of(&e))
         })
         .await?;
         let (got_mode, got_until) = lock_of(&head);
@@ -353,7 +370,7 @@ impl S3Store {
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(|e| err_text(&e))
+                .map_err(|e| S3Fail::of(&e))
         })
         .await?;
         let head = with_retries(&self.settings, "HEAD", || async {
@@ -363,7 +380,7 @@ impl S3Store {
                 .key(key)
                 .send()
                 .await
-                .map_err(|e| err_text(&e))
+                .map_err(|e| S3Fail::of(&e))
         })
         .await?;
         if lock_of(&head).0.as_ref() != Some(&mode) {
@@ -457,7 +474,7 @@ impl S3Store {
                 .checksum_mode(ChecksumMode::Enabled)
                 .send()
                 .await
-                .map_err(|e| err_text(&e))?;
+                .map_err(|e| S3Fail::of(&e))?;
             Ok(HeadInfo {
                 size: out.content_length().unwrap_or(-1).max(0) as u64,
                 checksum_sha256: out.checksum_sha256().map(str::to_string),
@@ -477,31 +494,27 @@ impl S3Store {
                 .key(key)
                 .send()
                 .await
-                .map_err(|e| {
-                    if e.as_service_error()
-                        .is_some_and(|s| s.code() == Some("NoSuchKey"))
-                    {
-                        format!("s3://{}/{key} does not exist", self.bucket)
-                    } else {
-                        err_text(&e)
-                    }
-                })?;
+                .map_err(|e| self.get_fail(key, &e))?;
             if out.content_length().unwrap_or(0) as u64 > limit as u64 {
-                return Err(format!(
-                    "s3://{}/{key} is larger than {limit} bytes",
-                    self.bucket
+                return Err(S3Fail::new(
+                    S3Fault::Unusable,
+                    format!("s3://{}/{key} is larger than {limit} bytes", self.bucket),
                 ));
             }
             // A reply without Content-Length (chunked) is read only up to the limit.
             collect_capped(out.body, limit as u64)
                 .await
                 .map_err(|e| match e {
-                    CollectError::Cap(_) => {
-                        format!("s3://{}/{key} is larger than {limit} bytes", self.bucket)
-                    }
-                    CollectError::Read(_) => format!(
-                        "reading s3://{}/{key}: the reply broke off or exceeded a read cap",
-                        self.bucket
+                    CollectError::Cap(_) => S3Fail::new(
+                        S3Fault::Unusable,
+                        format!("s3://{}/{key} is larger than {limit} bytes", self.bucket),
+                    ),
+                    CollectError::Read(_) => S3Fail::new(
+                        S3Fault::Transport,
+                        format!(
+                            "reading s3://{}/{key}: the reply broke off or exceeded a read cap",
+                            self.bucket
+                        ),
                     ),
                 })
         })
@@ -534,10 +547,10 @@ impl S3Store {
                 req = req.storage_class(StorageClass::from(class.as_str()));
             }
             async move {
-                let out = req.send().await.map_err(|e| err_text(&e))?;
+                let out = req.send().await.map_err(|e| S3Fail::of(&e))?;
                 out.upload_id()
                     .map(str::to_string)
-                    .ok_or_else(|| "no upload id returned".to_string())
+                    .ok_or_else(|| S3Fail::new(S3Fault::ServerError, "no upload id returned"))
             }
         })
         .await?;
@@ -640,12 +653,15 @@ impl S3Store {
                 .body(ByteStream::from(data.clone()));
             let (sum, md5_cell, data) = (&sum, &md5_cell, &data);
             async move {
-                let out = req.send().await.map_err(|e| err_text(&e))?;
+                let out = req.send().await.map_err(|e| S3Fail::of(&e))?;
                 let etag = out.e_tag().unwrap_or_default().to_string();
                 match out.checksum_sha256() {
                     Some(returned) if returned == sum.as_str() => Ok((etag, None)),
-                    Some(returned) => Err(format!(
-                        "server computed checksum {returned} for part {number}, expected {sum}"
+                    Some(returned) => Err(S3Fail::new(
+                        S3Fault::Mismatch,
+                        format!(
+                            "server computed checksum {returned} for part {number}, expected {sum}"
+                        ),
                     )),
                     None => {
                         let md5 = *md5_cell
@@ -661,8 +677,11 @@ impl S3Store {
                             && let EtagVerdict::Mismatch { got, expected } =
                                 single_etag_verdict(Some(&etag), &md5)
                         {
-                            return Err(format!(
-                                "the server's ETag {got} for part {number} differs from the part's MD5 {expected}"
+                            return Err(S3Fail::new(
+                                S3Fault::Mismatch,
+                                format!(
+                                    "the server's ETag {got} for part {number} differs from the part's MD5 {expected}"
+                                ),
                             ));
                         }
                         Ok((etag, Some(md5)))
@@ -700,7 +719,7 @@ impl S3Store {
                 {
                     Ok(())
                 }
-                Err(e) => Err(err_text(&e)),
+                Err(e) => Err(S3Fail::of(&e)),
             }
         })
         .await;
@@ -737,15 +756,10 @@ impl S3Store {
             if offset > 0 {
                 req = req.range(format!("bytes={offset}-"));
             }
-            req.send().await.map(|o| o.body).map_err(|e| {
-                if e.as_service_error()
-                    .is_some_and(|s| s.code() == Some("NoSuchKey"))
-                {
-                    format!("s3://{}/{key} does not exist", self.bucket)
-                } else {
-                    err_text(&e)
-                }
-            })
+            req.send()
+                .await
+                .map(|o| o.body)
+                .map_err(|e| self.get_fail(key, &e))
         })
         .await
     }
@@ -1038,10 +1052,11 @@ impl PendingUpload {
                 .multipart_upload(completed.clone())
                 .send()
                 .await;
-            let err = match sent {
+            let fail = match sent {
                 Ok(_) => break,
-                Err(e) => err_text(&e),
+                Err(e) => S3Fail::of(&e),
             };
+            let err = fail.text.clone();
             // The completion may have happened even though its response was lost or could not
             // be read: the object itself is the proof (size, and checksum, ETag or read-back).
             if let Some(c) = store.completed_anyway(key, size, parts, sha256_hex).await? {
@@ -1049,10 +1064,8 @@ impl PendingUpload {
                 confirmed = Some(c);
                 break;
             }
-            if attempt > store.settings.retries {
-                return Err(AgentError::Storage(format!(
-                    "CompleteMultipartUpload failed after {attempt} attempts: {err}"
-                )));
+            if !fail.fault.retryable() || attempt > store.settings.retries {
+                return Err(fail.into_error("CompleteMultipartUpload", attempt));
             }
             tracing::warn!(attempt, retry_in_ms = delay.as_millis() as u64, error = %err, "CompleteMultipartUpload failed, retrying");
             tokio::time::sleep(delay).await;
