@@ -9,6 +9,8 @@ command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need_apt+=(m
 command -v mariadb >/dev/null 2>&1 || need_apt+=(mariadb-client)
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v zstd >/dev/null 2>&1 || need_apt+=(zstd)
+# restic: `make bench` measures K8up's way (`pg_dump | restic backup --stdin`) beside ours.
+command -v restic >/dev/null 2>&1 || need_apt+=(restic)
 # Lua 5.1, Argo CD's Lua dialect: tests/argocd_health.rs runs the health checks with it.
 command -v lua5.1 >/dev/null 2>&1 || need_apt+=(lua5.1)
 # Base images for the Docker Engine, which cannot pull (scripts/base-images.sh).
