@@ -68,7 +68,7 @@ S3S_PORT="$(free_port)"
 mkdir -p "$PGDATA" && chown postgres "$PGDATA"
 runuser -u postgres -- "$PGBIN/initdb" -D "$PGDATA" -U postgres --auth=trust -E UTF8 >/dev/null
 runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDATA" -l "$PGDATA/../pg.log" -w start \
-  -o "-p $PGPORT_ -c listen_addresses=127.0.0.1 -k $PGDATA -c shared_buffers=256MB -c max_wal_size=4GB -c fsync=off -c synchronous_commit=off -c full_page_writes=off" >/dev/null
+  -o "-p $PGPORT_ -c listen_addresses=127.0.0.1 -k $PGDATA -c shared_buffers=256MB -c max_wal_size=2GB -c fsync=off -c synchronous_commit=off -c full_page_writes=off" >/dev/null
 export PGHOST=127.0.0.1 PGPORT="$PGPORT_" PGUSER=postgres
 
 # moto S3.
@@ -144,12 +144,16 @@ SQL
   rm -rf "$WORK/files"
   measure "gzip_$size"  "pg_dump -Fc -Z0 -d $DB | gzip | aws --endpoint-url $ENDPOINT s3 cp - s3://bench/gzip/$size.dump.gz"
   measure "zstd_$size"  "pg_dump -Fc -Z0 -d $DB | zstd -3 -T0 -q | aws --endpoint-url $ENDPOINT s3 cp - s3://bench/zstd/$size.dump.zst"
+  # Disk space is scarce on shared machines: objects no later step reads are removed at once.
   measure "gzip_s3s_$size" "pg_dump -Fc -Z0 -d $DB | gzip | aws --endpoint-url $S3S s3 cp - s3://bench/gzip/$size.dump.gz"
+  rm -rf "$WORK/s3s/bench/gzip"
   measure "zstd_s3s_$size" "pg_dump -Fc -Z0 -d $DB | zstd -3 -T0 -q | aws --endpoint-url $S3S s3 cp - s3://bench/zstd/$size.dump.zst"
+  rm -rf "$WORK/s3s/bench/zstd"
   # K8up's way: restic reads the dump on stdin (content-defined chunks, zstd, AES-256 + Poly1305,
   # a repository per size so the second size does not dedup against the first).
   restic -q -r "s3:$S3S/bench/restic-$size" init >/dev/null
   measure "restic_s3s_$size" "pg_dump -Fc -Z0 -d $DB | restic -q -r s3:$S3S/bench/restic-$size backup --stdin --stdin-filename $DB.dump"
+  rm -rf "$WORK/s3s/bench/restic-$size" "$WORK/restic-cache"
   measure "raw2_$size"  "pg_dump -Fc -Z0 -d $DB > /dev/null"
 
   RAWBYTES="$(python3 -c "import json,sys; print(json.loads(open('$WORK/out.ours_$size').read().splitlines()[-1])['rawBytes'])")"
@@ -160,10 +164,13 @@ SQL
   createdb "${DB}_local"
   measure "pgrestore_$size" "pg_restore -d ${DB}_local '$WORK/local.dump'"
   rm -f "$WORK/local.dump"
+  dropdb "${DB}_local"
   measure "ours_restore_$size" "'$DG' agent restore --engine postgres --uri postgresql://postgres@127.0.0.1:$PGPORT_/${DB}_ours --from s3://bench/ours/$size/manifest.json --identity-file '$WORK/identity.txt' --create-database --s3-endpoint $ENDPOINT --s3-path-style --termination-log $WORK/termination.log"
   [ "$(psql -X -At -d "${DB}_ours" -c 'SELECT count(*) FROM random_text')" = "$RANDOM_ROWS" ] || { echo "bench: restored row count differs" >&2; exit 1; }
+  dropdb "${DB}_ours"
   measure "ours_restore_s3s_$size" "'$DG' agent restore --engine postgres --uri postgresql://postgres@127.0.0.1:$PGPORT_/${DB}_s3s --from s3://bench/ours/$size/manifest.json --identity-file '$WORK/identity.txt' --create-database --s3-endpoint $S3S --s3-path-style --termination-log $WORK/termination.log"
   [ "$(psql -X -At -d "${DB}_s3s" -c 'SELECT count(*) FROM random_text')" = "$RANDOM_ROWS" ] || { echo "bench: restored row count differs (s3s-fs)" >&2; exit 1; }
+  dropdb "${DB}_s3s"
   # How the agent confirmed its uploads on each server.
   CONF_MOTO="$(python3 -c "import json; print(json.loads(open('$WORK/out.ours_$size').read().splitlines()[-1])['artifacts'][0].get('confirmedBy','?'))")"
   CONF_S3S="$(python3 -c "import json; print(json.loads(open('$WORK/out.ours_s3s_$size').read().splitlines()[-1])['artifacts'][0].get('confirmedBy','?'))")"
@@ -188,7 +195,8 @@ SQL
   row "ours_restore_s3s_$size" '(f) **`dataguardian agent restore` ← s3s-fs, zstd + age**' "${WALL[pgrestore_$size]}"
   row "ours_restore_$size" '(f) `dataguardian agent restore` ← moto, zstd + age' "${WALL[pgrestore_$size]}"
   echo "bench: $size: ours(s3s-fs)/raw = $(ratio "${WALL[ours_s3s_$size]}" "$RAWAVG")×, ours/zstd pipeline (s3s-fs) = $(ratio "${WALL[ours_s3s_$size]}" "${WALL[zstd_s3s_$size]}")×, ours/restic = $(ratio "${WALL[ours_s3s_$size]}" "${WALL[restic_s3s_$size]}")×, ours/gzip (s3s-fs) = $(ratio "${WALL[ours_s3s_$size]}" "${WALL[gzip_s3s_$size]}")×, restore ours(s3s-fs)/pg_restore = $(ratio "${WALL[ours_restore_s3s_$size]}" "${WALL[pgrestore_$size]}")×, compression $(ratio "$RAWBYTES" "$STORED")×" >&2
-  dropdb "${DB}_local"; dropdb "${DB}_ours"; dropdb "${DB}_s3s"; dropdb "$DB"
+  dropdb "$DB"
+  rm -rf "$WORK/s3s/bench/ours/$size"
 done
 
 echo >&2
