@@ -16,7 +16,8 @@
 # asserted. Everything runs on loopback in a temp dir, removed at exit.
 #
 # Environment: BENCH_SIZES="small large" (default; "tiny" is a smoke test), BENCH_OUT=<file for
-#   the markdown table>, BENCH_KEEP=1 keeps the temp dir, BENCH_BIN=<binary> skips the release build.
+#   the markdown table>, BENCH_KEEP=1 keeps the temp dir, BENCH_BIN=<binary> skips the release build,
+#   BENCH_TMPDIR=<dir> puts the temp dir elsewhere than /tmp.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -44,7 +45,9 @@ else
   DG="$ROOT/target/release/dataguardian"
 fi
 
-WORK="$(mktemp -d /tmp/dg-bench.XXXXXX)"
+# BENCH_TMPDIR: where the temp dir goes (default /tmp; /dev/shm when the disk is short: the large
+# size needs about 6 GiB for the databases, the S3 objects and the local dump).
+WORK="$(mktemp -d "${BENCH_TMPDIR:-/tmp}/dg-bench.XXXXXX")"
 chmod 755 "$WORK"
 touch "$WORK/pg.log" && chown postgres "$WORK/pg.log"
 PGDATA="$WORK/pg"
