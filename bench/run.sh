@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
-# DataGuardian agent benchmark (`make bench`): wall time and peak RSS of
+# DataGuardian agent benchmark (`make bench`): wall time, throughput (MiB/s of raw dump), client
+# CPU seconds per GiB of raw dump and peak RSS of
 #   (a) pg_dump -Fc -Z0 > /dev/null                       the limit
 #   (b) dataguardian agent backup → S3, zstd:3 + age      ours
 #   (c) pg_dump -Fc -Z0 | gzip | aws s3 cp -             what logical-backup CronJobs run
 #   (d) pg_dump -Fc -Z0 | zstd -3 -T0 | aws s3 cp -      a careful shell pipeline (no age CLI here)
+#   (h) pg_dump -Fc -Z0 | restic backup --stdin          K8up's way (restic from Debian)
 #   (e) pg_restore -d from a local -Z0 file               the restore limit
 #   (f) dataguardian agent restore ← S3 (zstd + age)      ours
 #   (g) dataguardian agent backup → file:// (zstd + age)  ours without the S3 server in the way
-# on a generated PostgreSQL database (pgbench tables plus random base64 text, so the dump
-# compresses about 2.5x instead of pgbench's ~100x) at two sizes, to show that memory stays flat.
-# Ratios are printed, not asserted. Everything runs on loopback in a temp dir, removed at exit.
+# against two S3 servers on loopback: moto (Python, has the checksum extension) and s3s-fs
+# (Rust, SigV4, files on disk; fast enough not to be the bottleneck), on a generated PostgreSQL
+# database (pgbench tables plus random base64 text, so the dump compresses about 2x instead of
+# pgbench's ~100x) at two sizes, to show that memory stays flat. Ratios are printed, not
+# asserted. Everything runs on loopback in a temp dir, removed at exit.
 #
 # Environment: BENCH_SIZES="small large" (default; "tiny" is a smoke test), BENCH_OUT=<file for
-#   the markdown table>, BENCH_KEEP=1 keeps the temp dir, BENCH_BIN=<binary> skips the release build.
+#   the markdown table>, BENCH_KEEP=1 keeps the temp dir, BENCH_BIN=<binary> skips the release build,
+#   BENCH_TMPDIR=<dir> puts the temp dir elsewhere than /tmp.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -25,6 +30,8 @@ need() { command -v "$1" >/dev/null 2>&1 || { echo "bench: $1 is required but no
 need "$PGBIN/pg_ctl" "apt-get install postgresql-15"
 need pgbench "apt-get install postgresql-contrib"
 need moto_server "pip install 'moto[server]'"
+need s3s-fs "cargo install s3s-fs@0.14.1 --locked --features binary (scripts/install-deps.sh)"
+need restic "apt-get install restic"
 need aws "pip install awscli"
 need zstd "apt-get install zstd"
 need gzip "apt-get install gzip"
@@ -38,14 +45,18 @@ else
   DG="$ROOT/target/release/dataguardian"
 fi
 
-WORK="$(mktemp -d /tmp/dg-bench.XXXXXX)"
+# BENCH_TMPDIR: where the temp dir goes (default /tmp; /dev/shm when the disk is short: the large
+# size needs about 6 GiB for the databases, the S3 objects and the local dump).
+WORK="$(mktemp -d "${BENCH_TMPDIR:-/tmp}/dg-bench.XXXXXX")"
 chmod 755 "$WORK"
 touch "$WORK/pg.log" && chown postgres "$WORK/pg.log"
 PGDATA="$WORK/pg"
 MOTO_PID=""
+S3S_PID=""
 cleanup() {
   set +e
   [ -n "$MOTO_PID" ] && kill "$MOTO_PID" 2>/dev/null && wait "$MOTO_PID" 2>/dev/null
+  [ -n "$S3S_PID" ] && kill "$S3S_PID" 2>/dev/null && wait "$S3S_PID" 2>/dev/null
   [ -d "$PGDATA" ] && runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDATA" -m immediate stop >/dev/null 2>&1
   [ "${BENCH_KEEP:-0}" = 1 ] || rm -rf "$WORK"
 }
@@ -54,12 +65,13 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 PGPORT_="$(free_port)"
 MOTO_PORT="$(free_port)"
+S3S_PORT="$(free_port)"
 
 # PostgreSQL 15 as the postgres user, trust auth on loopback only.
 mkdir -p "$PGDATA" && chown postgres "$PGDATA"
 runuser -u postgres -- "$PGBIN/initdb" -D "$PGDATA" -U postgres --auth=trust -E UTF8 >/dev/null
 runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDATA" -l "$PGDATA/../pg.log" -w start \
-  -o "-p $PGPORT_ -c listen_addresses=127.0.0.1 -k $PGDATA -c shared_buffers=256MB -c max_wal_size=4GB -c fsync=off -c synchronous_commit=off -c full_page_writes=off" >/dev/null
+  -o "-p $PGPORT_ -c listen_addresses=127.0.0.1 -k $PGDATA -c shared_buffers=256MB -c max_wal_size=2GB -c fsync=off -c synchronous_commit=off -c full_page_writes=off" >/dev/null
 export PGHOST=127.0.0.1 PGPORT="$PGPORT_" PGUSER=postgres
 
 # moto S3.
@@ -71,11 +83,22 @@ ENDPOINT="http://127.0.0.1:$MOTO_PORT"
 for _ in $(seq 1 100); do curl -fs "$ENDPOINT" >/dev/null 2>&1 && break; sleep 0.1; done
 aws --endpoint-url "$ENDPOINT" s3 mb s3://bench >/dev/null
 
+# s3s-fs S3 (SigV4 with the same keys; objects are files under $WORK/s3s).
+mkdir -p "$WORK/s3s"
+s3s-fs --host 127.0.0.1 --port "$S3S_PORT" --access-key "$AWS_ACCESS_KEY_ID" --secret-key "$AWS_SECRET_ACCESS_KEY" "$WORK/s3s" >"$WORK/s3s.log" 2>&1 &
+S3S_PID=$!
+S3S="http://127.0.0.1:$S3S_PORT"
+for _ in $(seq 1 100); do aws --endpoint-url "$S3S" s3 ls >/dev/null 2>&1 && break; sleep 0.1; done
+aws --endpoint-url "$S3S" s3 mb s3://bench >/dev/null
+export RESTIC_PASSWORD=bench RESTIC_CACHE_DIR="$WORK/restic-cache"
+
 RECIPIENT="$(python3 "$HERE/age_keygen.py" "$WORK/identity.txt")"
 
-# measure NAME CMD: runs CMD under /usr/bin/time -v; records wall seconds and peak RSS (KiB,
-# the largest single process of the command's tree, as getrusage(RUSAGE_CHILDREN) reports).
-declare -A WALL RSS
+# measure NAME CMD: runs CMD under /usr/bin/time -v; records wall seconds, CPU seconds (user +
+# system of the command's whole process tree: pg_dump, the compressors, the uploader — not the
+# PostgreSQL backend, not the S3 server) and peak RSS (KiB, the largest single process of the
+# tree, as getrusage(RUSAGE_CHILDREN) reports).
+declare -A WALL RSS CPU
 measure() {
   local name="$1"; shift
   sync
@@ -84,8 +107,9 @@ measure() {
   local wall rss
   wall="$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$WORK/time.$name" | awk -F: '{ if (NF==3) print $1*3600+$2*60+$3; else print $1*60+$2 }')"
   rss="$(awk -F': ' '/Maximum resident set size/ {print $2}' "$WORK/time.$name")"
-  WALL[$name]="$wall"; RSS[$name]="$rss"
-  printf 'bench: %-22s %8.2f s  %7.1f MiB\n' "$name" "$wall" "$(echo "$rss/1024" | bc -l)" >&2
+  cpu="$(awk -F': ' '/User time \(seconds\)|System time \(seconds\)/ {s += $2} END {print s}' "$WORK/time.$name")"
+  WALL[$name]="$wall"; RSS[$name]="$rss"; CPU[$name]="$cpu"
+  printf 'bench: %-22s %8.2f s  %7.2f CPU s  %7.1f MiB\n' "$name" "$wall" "$cpu" "$(echo "$rss/1024" | bc -l)" >&2
 }
 
 ratio() { echo "scale=2; $1 / $2" | bc -l; }
@@ -93,8 +117,8 @@ mib() { echo "scale=1; $1 / 1024" | bc -l; }
 
 mkdir -p "$(dirname "$OUT")"
 {
-  echo "| size | db size | raw dump | stored (zstd+age) | pipeline | wall s | × raw dump | peak RSS MiB |"
-  echo "|---|---|---|---|---|---|---|---|"
+  echo "| size | db size | raw dump | stored (zstd+age) | pipeline | wall s | × raw dump | MiB/s of raw dump | client CPU s/GiB | peak RSS MiB |"
+  echo "|---|---|---|---|---|---|---|---|---|---|"
 } >"$OUT"
 
 for size in $SIZES; do
@@ -118,10 +142,21 @@ SQL
 
   measure "raw_$size"   "pg_dump -Fc -Z0 -d $DB > /dev/null"
   measure "ours_$size"  "'$DG' agent backup --engine postgres --uri postgresql://postgres@127.0.0.1:$PGPORT_/$DB --to s3://bench/ours --run-id $size --recipient $RECIPIENT --s3-endpoint $ENDPOINT --s3-path-style --termination-log $WORK/termination.log"
+  measure "ours_s3s_$size" "'$DG' agent backup --engine postgres --uri postgresql://postgres@127.0.0.1:$PGPORT_/$DB --to s3://bench/ours --run-id $size --recipient $RECIPIENT --s3-endpoint $S3S --s3-path-style --termination-log $WORK/termination.log"
   measure "file_$size"  "'$DG' agent backup --engine postgres --uri postgresql://postgres@127.0.0.1:$PGPORT_/$DB --to file://$WORK/files --run-id $size --recipient $RECIPIENT --termination-log $WORK/termination.log"
   rm -rf "$WORK/files"
   measure "gzip_$size"  "pg_dump -Fc -Z0 -d $DB | gzip | aws --endpoint-url $ENDPOINT s3 cp - s3://bench/gzip/$size.dump.gz"
   measure "zstd_$size"  "pg_dump -Fc -Z0 -d $DB | zstd -3 -T0 -q | aws --endpoint-url $ENDPOINT s3 cp - s3://bench/zstd/$size.dump.zst"
+  # Disk space is scarce on shared machines: objects no later step reads are removed at once.
+  measure "gzip_s3s_$size" "pg_dump -Fc -Z0 -d $DB | gzip | aws --endpoint-url $S3S s3 cp - s3://bench/gzip/$size.dump.gz"
+  rm -rf "$WORK/s3s/bench/gzip"
+  measure "zstd_s3s_$size" "pg_dump -Fc -Z0 -d $DB | zstd -3 -T0 -q | aws --endpoint-url $S3S s3 cp - s3://bench/zstd/$size.dump.zst"
+  rm -rf "$WORK/s3s/bench/zstd"
+  # K8up's way: restic reads the dump on stdin (content-defined chunks, zstd, AES-256 + Poly1305,
+  # a repository per size so the second size does not dedup against the first).
+  restic -q -r "s3:$S3S/bench/restic-$size" init >/dev/null
+  measure "restic_s3s_$size" "pg_dump -Fc -Z0 -d $DB | restic -q -r s3:$S3S/bench/restic-$size backup --stdin --stdin-filename $DB.dump"
+  rm -rf "$WORK/s3s/bench/restic-$size" "$WORK/restic-cache"
   measure "raw2_$size"  "pg_dump -Fc -Z0 -d $DB > /dev/null"
 
   RAWBYTES="$(python3 -c "import json,sys; print(json.loads(open('$WORK/out.ours_$size').read().splitlines()[-1])['rawBytes'])")"
@@ -132,24 +167,39 @@ SQL
   createdb "${DB}_local"
   measure "pgrestore_$size" "pg_restore -d ${DB}_local '$WORK/local.dump'"
   rm -f "$WORK/local.dump"
+  dropdb "${DB}_local"
   measure "ours_restore_$size" "'$DG' agent restore --engine postgres --uri postgresql://postgres@127.0.0.1:$PGPORT_/${DB}_ours --from s3://bench/ours/$size/manifest.json --identity-file '$WORK/identity.txt' --create-database --s3-endpoint $ENDPOINT --s3-path-style --termination-log $WORK/termination.log"
   [ "$(psql -X -At -d "${DB}_ours" -c 'SELECT count(*) FROM random_text')" = "$RANDOM_ROWS" ] || { echo "bench: restored row count differs" >&2; exit 1; }
+  dropdb "${DB}_ours"
+  measure "ours_restore_s3s_$size" "'$DG' agent restore --engine postgres --uri postgresql://postgres@127.0.0.1:$PGPORT_/${DB}_s3s --from s3://bench/ours/$size/manifest.json --identity-file '$WORK/identity.txt' --create-database --s3-endpoint $S3S --s3-path-style --termination-log $WORK/termination.log"
+  [ "$(psql -X -At -d "${DB}_s3s" -c 'SELECT count(*) FROM random_text')" = "$RANDOM_ROWS" ] || { echo "bench: restored row count differs (s3s-fs)" >&2; exit 1; }
+  dropdb "${DB}_s3s"
+  # How the agent confirmed its uploads on each server.
+  CONF_MOTO="$(python3 -c "import json; print(json.loads(open('$WORK/out.ours_$size').read().splitlines()[-1])['artifacts'][0].get('confirmedBy','?'))")"
+  CONF_S3S="$(python3 -c "import json; print(json.loads(open('$WORK/out.ours_s3s_$size').read().splitlines()[-1])['artifacts'][0].get('confirmedBy','?'))")"
 
   RAWAVG="$(echo "(${WALL[raw_$size]} + ${WALL[raw2_$size]}) / 2" | bc -l)"
   row() { # name label baseline
-    printf '| %s | %s | %s MiB | %s MiB | %s | %.2f | %s | %s |\n' "$size" "$DBSIZE" "$(echo "scale=0; $RAWBYTES/1048576" | bc)" \
-      "$(echo "scale=0; $STORED/1048576" | bc)" "$2" "${WALL[$1]}" "$(ratio "${WALL[$1]}" "$3")×" "$(mib "${RSS[$1]}")" >>"$OUT"
+    printf '| %s | %s | %s MiB | %s MiB | %s | %.2f | %s | %.0f | %.2f | %s |\n' "$size" "$DBSIZE" "$(echo "scale=0; $RAWBYTES/1048576" | bc)" \
+      "$(echo "scale=0; $STORED/1048576" | bc)" "$2" "${WALL[$1]}" "$(ratio "${WALL[$1]}" "$3")×" \
+      "$(echo "$RAWBYTES / 1048576 / ${WALL[$1]}" | bc -l)" "$(echo "${CPU[$1]} * 1073741824 / $RAWBYTES" | bc -l)" "$(mib "${RSS[$1]}")" >>"$OUT"
   }
   row "raw_$size"  '(a) `pg_dump -Fc -Z0 > /dev/null` (1st run)' "$RAWAVG"
   row "raw2_$size" '(a) `pg_dump -Fc -Z0 > /dev/null` (2nd run)' "$RAWAVG"
-  row "ours_$size" '(b) **`dataguardian agent backup` → S3, zstd:3 + age**' "$RAWAVG"
+  row "ours_s3s_$size" "(b) **\`dataguardian agent backup\` → s3s-fs, zstd:3 + age** (confirmed by $CONF_S3S)" "$RAWAVG"
+  row "ours_$size" "(b) \`dataguardian agent backup\` → moto, zstd:3 + age (confirmed by $CONF_MOTO)" "$RAWAVG"
   row "file_$size" '(g) `dataguardian agent backup` → local file (fsync), zstd:3 + age' "$RAWAVG"
-  row "zstd_$size" '(d) `pg_dump \| zstd -3 -T0 \| aws s3 cp -`' "$RAWAVG"
-  row "gzip_$size" '(c) `pg_dump \| gzip \| aws s3 cp -`' "$RAWAVG"
+  row "zstd_s3s_$size" '(d) `pg_dump \| zstd -3 -T0 \| aws s3 cp -` → s3s-fs' "$RAWAVG"
+  row "zstd_$size" '(d) `pg_dump \| zstd -3 -T0 \| aws s3 cp -` → moto' "$RAWAVG"
+  row "restic_s3s_$size" '(h) `pg_dump \| restic backup --stdin` → s3s-fs (K8up)' "$RAWAVG"
+  row "gzip_s3s_$size" '(c) `pg_dump \| gzip \| aws s3 cp -` → s3s-fs' "$RAWAVG"
+  row "gzip_$size" '(c) `pg_dump \| gzip \| aws s3 cp -` → moto' "$RAWAVG"
   row "pgrestore_$size" '(e) `pg_restore -d` from a local -Z0 file (restore limit)' "${WALL[pgrestore_$size]}"
-  row "ours_restore_$size" '(f) **`dataguardian agent restore` ← S3, zstd + age**' "${WALL[pgrestore_$size]}"
-  echo "bench: $size: ours/raw = $(ratio "${WALL[ours_$size]}" "$RAWAVG")×, ours/gzip = $(ratio "${WALL[ours_$size]}" "${WALL[gzip_$size]}")×, restore ours/pg_restore = $(ratio "${WALL[ours_restore_$size]}" "${WALL[pgrestore_$size]}")×, compression $(ratio "$RAWBYTES" "$STORED")×" >&2
-  dropdb "${DB}_local"; dropdb "${DB}_ours"; dropdb "$DB"
+  row "ours_restore_s3s_$size" '(f) **`dataguardian agent restore` ← s3s-fs, zstd + age**' "${WALL[pgrestore_$size]}"
+  row "ours_restore_$size" '(f) `dataguardian agent restore` ← moto, zstd + age' "${WALL[pgrestore_$size]}"
+  echo "bench: $size: ours(s3s-fs)/raw = $(ratio "${WALL[ours_s3s_$size]}" "$RAWAVG")×, ours/zstd pipeline (s3s-fs) = $(ratio "${WALL[ours_s3s_$size]}" "${WALL[zstd_s3s_$size]}")×, ours/restic = $(ratio "${WALL[ours_s3s_$size]}" "${WALL[restic_s3s_$size]}")×, ours/gzip (s3s-fs) = $(ratio "${WALL[ours_s3s_$size]}" "${WALL[gzip_s3s_$size]}")×, restore ours(s3s-fs)/pg_restore = $(ratio "${WALL[ours_restore_s3s_$size]}" "${WALL[pgrestore_$size]}")×, compression $(ratio "$RAWBYTES" "$STORED")×" >&2
+  dropdb "$DB"
+  rm -rf "$WORK/s3s/bench/ours/$size"
 done
 
 echo >&2

@@ -10,6 +10,8 @@ command -v mariadb >/dev/null 2>&1 || need_apt+=(mariadb-client)
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v zstd >/dev/null 2>&1 || need_apt+=(zstd)
 command -v valgrind >/dev/null 2>&1 || need_apt+=(valgrind)   # the CI performance gate (tests/perf_gate.rs)
+# restic: `make bench` measures K8up's way (`pg_dump | restic backup --stdin`) beside ours.
+command -v restic >/dev/null 2>&1 || need_apt+=(restic)
 # Lua 5.1, Argo CD's Lua dialect: tests/argocd_health.rs runs the health checks with it.
 command -v lua5.1 >/dev/null 2>&1 || need_apt+=(lua5.1)
 # Base images for the Docker Engine, which cannot pull (scripts/base-images.sh).
@@ -47,6 +49,13 @@ fi
 if ! command -v moto_server >/dev/null 2>&1; then
   echo "install-deps: pip install moto[server]"
   python3 -m pip install -q 'moto[server]>=5.2.2,<6'
+fi
+# A fast S3-compatible server that enforces SigV4 and lacks the S3 checksum extension: the agent
+# tests confirm uploads against it (ETag, read-back), and `make bench` uses it so the server is
+# not the bottleneck. Built from crates.io (a few minutes, once).
+if ! command -v s3s-fs >/dev/null 2>&1; then
+  echo "install-deps: cargo install s3s-fs@0.14.1"
+  cargo install --quiet --locked --features binary s3s-fs@0.14.1
 fi
 # A PostgreSQL newer than the agent's bundled client (Debian's 15): PostgreSQL 16 server and
 # client binaries from the pgserver wheel on PyPI, for the client-version tests (ClientTooOld,

@@ -22,7 +22,7 @@ use super::manifest::{
 };
 use super::pipeline::{StreamStats, encode_stream};
 use super::progress::Progress;
-use super::storage::{Location, S3Settings, Store};
+use super::storage::{Location, S3Settings, Store, StoredObject};
 
 /// Everything a backup needs.
 #[derive(Debug, Clone)]
@@ -268,18 +268,19 @@ async fn backup_artifact(
 ) -> Result<Artifact> {
     let clock = Instant::now();
     let at = run_dir.join(&item.key);
-    let (stats, tables, format) = match (req.engine, item.kind) {
+    let (stats, stored, tables, format) = match (req.engine, item.kind) {
         (Engine::Postgres, ArtifactKind::Database) => {
             let db = item.database.clone().unwrap_or_default();
             let tools = tools.ok_or_else(|| AgentError::Config("no PostgreSQL tools".into()))?;
-            let (stats, tables) = postgres_database(req, tools, store, &at, &db, progress).await?;
-            (stats, tables, PayloadFormat::PgDumpCustom)
+            let (stats, stored, tables) =
+                postgres_database(req, tools, store, &at, &db, progress).await?;
+            (stats, stored, tables, PayloadFormat::PgDumpCustom)
         }
         (Engine::Postgres, _) => {
             let tools = tools.ok_or_else(|| AgentError::Config("no PostgreSQL tools".into()))?;
             let tool = postgres::spawn_globals(tools, &req.uri, &[])?;
-            let (stats, _) = stream_tool(req, store, &at, tool, None, progress).await?;
-            (stats, Vec::new(), PayloadFormat::Sql)
+            let (stats, stored, _) = stream_tool(req, store, &at, tool, None, progress).await?;
+            (stats, stored, Vec::new(), PayloadFormat::Sql)
         }
         (Engine::Mysql, kind) => {
             let db = if kind == ArtifactKind::Database {
@@ -289,10 +290,11 @@ async fn backup_artifact(
             };
             let tool = mysql::spawn_dump(&req.uri, db, &req.dump_args)?;
             let counter = RowCounter::new(db.unwrap_or(""));
-            let (stats, counter) =
+            let (stats, stored, counter) =
                 stream_tool(req, store, &at, tool, Some(counter), progress).await?;
             (
                 stats,
+                stored,
                 counter.map(RowCounter::finish).unwrap_or_default(),
                 PayloadFormat::Sql,
             )
@@ -308,6 +310,7 @@ async fn backup_artifact(
         sha256: stats.sha256,
         tables,
         duration_seconds: round3(clock.elapsed().as_secs_f64()),
+        confirmed_by: Some(stored.confirmed_by),
     })
 }
 
@@ -319,7 +322,7 @@ async fn postgres_database(
     at: &Location,
     db: &str,
     progress: &Arc<Progress>,
-) -> Result<(StreamStats, Vec<TableCount>)> {
+) -> Result<(StreamStats, StoredObject, Vec<TableCount>)> {
     let (uri, dbname) = (req.uri.clone(), db.to_string());
     let session = in_span(
         tracing::info_span!("snapshot"),
@@ -362,8 +365,8 @@ async fn postgres_database(
                     return Err(e);
                 }
             };
-            pending.commit(stats.stored_bytes, &stats.sha256).await?;
-            Ok((stats, counts))
+            let stored = pending.commit(stats.stored_bytes, &stats.sha256).await?;
+            Ok((stats, stored, counts))
         }
     }
 }
@@ -474,11 +477,11 @@ async fn stream_tool(
     tool: ToolProcess,
     counter: Option<RowCounter>,
     progress: &Arc<Progress>,
-) -> Result<(StreamStats, Option<RowCounter>)> {
+) -> Result<(StreamStats, StoredObject, Option<RowCounter>)> {
     let (pending, stats, counter) =
         stream_to_pending(req, store, at, tool, counter, progress).await?;
-    pending.commit(stats.stored_bytes, &stats.sha256).await?;
-    Ok((stats, counter))
+    let stored = pending.commit(stats.stored_bytes, &stats.sha256).await?;
+    Ok((stats, stored, counter))
 }
 
 #[cfg(test)]

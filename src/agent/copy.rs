@@ -46,6 +46,8 @@ pub struct CopiedArtifact {
     pub size_bytes: u64,
     /// SHA-256 computed while copying (equal to the manifest's).
     pub sha256: String,
+    /// How the destination confirmed the upload.
+    pub confirmed_by: super::storage::ConfirmedBy,
 }
 
 /// What a copy did.
@@ -160,6 +162,7 @@ pub async fn run(req: CopyRequest) -> Result<CopyOutcome> {
             key: a.key.clone(),
             size_bytes: size,
             sha256: sha,
+            confirmed_by: stored.confirmed_by,
         });
     }
     // Last: the commit marker.

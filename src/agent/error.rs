@@ -22,6 +22,10 @@ pub enum AgentError {
     /// Reading or writing the artifact store failed.
     #[error("storage: {0}")]
     Storage(String),
+    /// The storage refused a request for a reason no retry fixes: access denied, a missing
+    /// bucket, a request the server rejects as invalid.
+    #[error("storage refused: {0}")]
+    StorageRefused(String),
     /// The stored bytes are not the ones that were written (size or SHA-256 mismatch, corrupt
     /// stream).
     #[error("integrity: {0}")]
@@ -45,6 +49,7 @@ impl AgentError {
             AgentError::Source(_) => FailureCategory::Source,
             AgentError::Target(_) => FailureCategory::Target,
             AgentError::Storage(_) => FailureCategory::Storage,
+            AgentError::StorageRefused(_) => FailureCategory::StorageRefused,
             AgentError::Integrity(_) => FailureCategory::Integrity,
             AgentError::Crypto(_) => FailureCategory::Crypto,
             AgentError::Io(_) => FailureCategory::Io,

@@ -27,7 +27,9 @@ pub const FORMAT_VERSION: u32 = 1;
 pub use crate::api::common::Engine;
 
 /// The manifest's types shared with the summary and the operator.
-pub use crate::contract::manifest::{ArtifactKind, EncryptionInfo, MANIFEST_NAME, TableCount};
+pub use crate::contract::manifest::{
+    ArtifactKind, ConfirmedBy, EncryptionInfo, MANIFEST_NAME, TableCount,
+};
 
 /// The payload format inside the compression and encryption layers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,6 +64,9 @@ pub struct Artifact {
     pub tables: Vec<TableCount>,
     /// Wall time of this artifact's dump and upload.
     pub duration_seconds: f64,
+    /// How the store confirmed the upload (absent in manifests of older agents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmed_by: Option<ConfirmedBy>,
 }
 
 /// The manifest of one backup run.
@@ -242,6 +247,7 @@ pub(crate) mod tests {
                     rows: 5,
                 }],
                 duration_seconds: 1.5,
+                confirmed_by: Some(ConfirmedBy::Md5Etag),
             }],
             started_at: Utc::now(),
             completed_at: Utc::now(),
@@ -261,6 +267,25 @@ pub(crate) mod tests {
         assert_eq!(back, m);
         assert!(m.validate().is_ok());
         assert_eq!(m.row_count(), 5);
+    }
+
+    #[test]
+    fn the_confirmation_is_recorded_and_older_manifests_without_it_still_parse() {
+        let m = sample();
+        let json = serde_json::to_value(&m).unwrap();
+        assert_eq!(json["artifacts"][0]["confirmedBy"], "md5-etag");
+        let mut old = json.clone();
+        old["artifacts"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("confirmedBy");
+        let back: Manifest = serde_json::from_value(old).unwrap();
+        assert_eq!(back.artifacts[0].confirmed_by, None);
+        assert!(back.validate().is_ok());
+        let mut unset = m.clone();
+        unset.artifacts[0].confirmed_by = None;
+        let json = serde_json::to_value(&unset).unwrap();
+        assert!(json["artifacts"][0].get("confirmedBy").is_none());
     }
 
     #[test]
@@ -390,6 +415,7 @@ mod props {
                     sha256,
                     tables,
                     duration_seconds: d,
+                    confirmed_by: None,
                 },
             )
     }

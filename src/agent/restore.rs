@@ -460,6 +460,7 @@ mod tests {
                     sha256: "0".repeat(64),
                     tables: vec![],
                     duration_seconds: 0.0,
+                    confirmed_by: None,
                 })
                 .collect(),
             started_at: chrono::Utc::now(),

@@ -55,6 +55,7 @@ pub fn backup_summary(o: &BackupOutcome) -> Summary {
                 sha256: a.sha256.clone(),
                 duration_seconds: a.duration_seconds,
                 tables: a.tables.clone(),
+                confirmed_by: a.confirmed_by,
             })
             .collect(),
         started_at: m.started_at,
@@ -242,16 +243,23 @@ mod tests {
             "encryption": m.encryption,
             "tables": m.table_count(),
             "rows": m.row_count(),
-            "artifacts": m.artifacts.iter().map(|a| json!({
-                "key": a.key,
-                "kind": a.kind,
-                "database": a.database,
-                "sizeBytes": a.size_bytes,
-                "rawBytes": a.raw_bytes,
-                "sha256": a.sha256,
-                "durationSeconds": a.duration_seconds,
-                "tables": a.tables,
-            })).collect::<Vec<_>>(),
+            "artifacts": m.artifacts.iter().map(|a| {
+                let mut v = json!({
+                    "key": a.key,
+                    "kind": a.kind,
+                    "database": a.database,
+                    "sizeBytes": a.size_bytes,
+                    "rawBytes": a.raw_bytes,
+                    "sha256": a.sha256,
+                    "durationSeconds": a.duration_seconds,
+                    "tables": a.tables,
+                });
+                // The one field added since (how the upload was confirmed), only when known.
+                if let Some(c) = a.confirmed_by {
+                    v["confirmedBy"] = json!(c);
+                }
+                v
+            }).collect::<Vec<_>>(),
             "startedAt": m.started_at,
             "completedAt": m.completed_at,
             "durationSeconds": m.duration_seconds,
@@ -325,6 +333,7 @@ mod tests {
                     sha256: "b".repeat(64),
                     tables: Vec::new(),
                     duration_seconds: 0.0,
+                    confirmed_by: None,
                 },
                 Artifact {
                     key: "all-databases.sql.gz".into(),
@@ -336,6 +345,7 @@ mod tests {
                     sha256: "c".repeat(64),
                     tables: tables(table_count),
                     duration_seconds: 0.1 + 0.2,
+                    confirmed_by: None,
                 },
                 Artifact {
                     key: "databases/a b.pgdump".into(),
@@ -347,6 +357,7 @@ mod tests {
                     sha256: "d".repeat(64),
                     tables: tables(2),
                     duration_seconds: 1e-7,
+                    confirmed_by: None,
                 },
             ],
             started_at: at("2026-11-22T10:00:00.123456789Z"),
@@ -599,6 +610,7 @@ mod props {
                         sha256,
                         duration_seconds,
                         tables,
+                        confirmed_by: None,
                     }
                 },
             )
@@ -793,6 +805,7 @@ mod props {
                         sha256,
                         already_present,
                         duration_seconds: d,
+                        confirmed_by: Vec::new(),
                     }
                     .into()
                 },

@@ -687,6 +687,7 @@ mod tests {
             sha256: "0".repeat(64),
             tables,
             duration_seconds: 0.0,
+            confirmed_by: None,
         };
         let mut m = Manifest {
             format_version: FORMAT_VERSION,

@@ -23,6 +23,10 @@ pub enum FailureCategory {
     Target,
     /// Reading or writing the artifact store failed.
     Storage,
+    /// The storage refused a request for a reason no retry fixes: access denied (credentials,
+    /// permissions), a missing bucket, a request the server rejects as invalid.
+    #[serde(rename = "storage-refused")]
+    StorageRefused,
     /// The stored bytes are not the ones that were written (size or SHA-256 mismatch, corrupt
     /// stream), or a manifest lists paths outside its directory.
     Integrity,
@@ -38,7 +42,7 @@ pub enum FailureCategory {
 
 impl FailureCategory {
     /// Every category.
-    pub const ALL: [FailureCategory; 8] = [
+    pub const ALL: [FailureCategory; 9] = [
         FailureCategory::Config,
         FailureCategory::Source,
         FailureCategory::Target,
@@ -47,6 +51,7 @@ impl FailureCategory {
         FailureCategory::Crypto,
         FailureCategory::Io,
         FailureCategory::ClientTooOld,
+        FailureCategory::StorageRefused,
     ];
 
     /// The name in the summary's `category` field.
@@ -60,6 +65,7 @@ impl FailureCategory {
             FailureCategory::Crypto => "crypto",
             FailureCategory::Io => "io",
             FailureCategory::ClientTooOld => "client-too-old",
+            FailureCategory::StorageRefused => "storage-refused",
         }
     }
 
@@ -74,6 +80,7 @@ impl FailureCategory {
             FailureCategory::Crypto => 14,
             FailureCategory::Io => 15,
             FailureCategory::ClientTooOld => 16,
+            FailureCategory::StorageRefused => 17,
         }
     }
 
@@ -93,36 +100,43 @@ const fn code(category: FailureCategory) -> i32 {
     category.exit_code() as i32
 }
 
-/// Backup Jobs fail at once on invalid configuration and on encryption setup (a malformed
-/// recipient); everything else is retried up to the policy's `backoffLimit`.
-pub const BACKUP_NON_RETRYABLE: [i32; 3] = [
+/// Backup Jobs fail at once on invalid configuration, on encryption setup (a malformed
+/// recipient), on client tools too old and on a storage that refuses the agent (access denied,
+/// no such bucket, an invalid request); everything else is retried up to the policy's
+/// `backoffLimit`.
+pub const BACKUP_NON_RETRYABLE: [i32; 4] = [
     code(FailureCategory::Config),
     code(FailureCategory::Crypto),
     code(FailureCategory::ClientTooOld),
+    code(FailureCategory::StorageRefused),
 ];
 
 /// Restore Jobs fail at once on invalid configuration, a target that refuses the restore (e.g.
-/// not empty), an artifact whose checksum does not match, and a wrong identity.
-pub const RESTORE_NON_RETRYABLE: [i32; 5] = [
+/// not empty), an artifact whose checksum does not match, a wrong identity and a storage that
+/// refuses the agent.
+pub const RESTORE_NON_RETRYABLE: [i32; 6] = [
     code(FailureCategory::Config),
     code(FailureCategory::Target),
     code(FailureCategory::Integrity),
     code(FailureCategory::Crypto),
     code(FailureCategory::ClientTooOld),
+    code(FailureCategory::StorageRefused),
 ];
 
-/// Prune Jobs fail at once on invalid configuration and on a manifest listing paths outside its
-/// directory.
-pub const PRUNE_NON_RETRYABLE: [i32; 2] = [
+/// Prune Jobs fail at once on invalid configuration, on a manifest listing paths outside its
+/// directory and on a storage that refuses the agent.
+pub const PRUNE_NON_RETRYABLE: [i32; 3] = [
     code(FailureCategory::Config),
     code(FailureCategory::Integrity),
+    code(FailureCategory::StorageRefused),
 ];
 
-/// Copy Jobs fail at once on invalid configuration and on bytes that do not match the pinned
-/// manifest (copying them again cannot help).
-pub const COPY_NON_RETRYABLE: [i32; 2] = [
+/// Copy Jobs fail at once on invalid configuration, on bytes that do not match the pinned
+/// manifest (copying them again cannot help) and on a storage that refuses the agent.
+pub const COPY_NON_RETRYABLE: [i32; 3] = [
     code(FailureCategory::Config),
     code(FailureCategory::Integrity),
+    code(FailureCategory::StorageRefused),
 ];
 
 /// Validation Jobs have `backoffLimit: 0` (a verdict is final): no exit-code rule, only the
@@ -136,7 +150,7 @@ mod tests {
     #[test]
     fn categories_have_distinct_names_and_codes() {
         let codes: Vec<u8> = FailureCategory::ALL.iter().map(|c| c.exit_code()).collect();
-        assert_eq!(codes, [2, 10, 11, 12, 13, 14, 15, 16]);
+        assert_eq!(codes, [2, 10, 11, 12, 13, 14, 15, 16, 17]);
         let names: Vec<&str> = FailureCategory::ALL.iter().map(|c| c.as_str()).collect();
         assert_eq!(
             names,
@@ -148,7 +162,8 @@ mod tests {
                 "integrity",
                 "crypto",
                 "io",
-                "client-too-old"
+                "client-too-old",
+                "storage-refused"
             ]
         );
         for c in FailureCategory::ALL {
@@ -163,10 +178,12 @@ mod tests {
     #[test]
     fn non_retryable_codes_per_job_kind() {
         // The values the Job builders used before the contract existed, plus client-too-old
-        // (retrying cannot make the tools newer).
-        assert_eq!(BACKUP_NON_RETRYABLE, [2, 14, 16]);
-        assert_eq!(RESTORE_NON_RETRYABLE, [2, 11, 13, 14, 16]);
-        assert_eq!(PRUNE_NON_RETRYABLE, [2, 13]);
+        // (retrying cannot make the tools newer) and storage-refused (nor fix credentials or
+        // create a bucket).
+        assert_eq!(BACKUP_NON_RETRYABLE, [2, 14, 16, 17]);
+        assert_eq!(RESTORE_NON_RETRYABLE, [2, 11, 13, 14, 16, 17]);
+        assert_eq!(PRUNE_NON_RETRYABLE, [2, 13, 17]);
+        assert_eq!(COPY_NON_RETRYABLE, [2, 13, 17]);
         assert!(VALIDATION_NON_RETRYABLE.is_empty());
     }
 }

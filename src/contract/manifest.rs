@@ -40,6 +40,44 @@ pub struct TableCount {
     pub rows: u64,
 }
 
+/// How the agent confirmed that a stored object holds exactly the bytes it wrote (recorded per
+/// artifact in the manifest and in the backup and copy summaries). An upload that none of these
+/// confirms fails: it is never trusted on the server's word alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConfirmedBy {
+    /// The server's SHA-256 checksum (the S3 checksum extension; for a multipart upload the
+    /// composite over the parts' digests) equals the one computed while writing.
+    Sha256Checksum,
+    /// The server has no checksum extension: its ETag equals the one computed locally, the MD5
+    /// of the body, or for a multipart upload the MD5 of the parts' MD5s suffixed `-<parts>`.
+    Md5Etag,
+    /// Neither is available (or the ETag is not an MD5, e.g. with SSE-KMS): the stored object
+    /// was read back and its size and SHA-256 recomputed.
+    ReadBack,
+    /// A local file: written, fsynced and renamed into place, its size checked (the SHA-256 is
+    /// computed on the bytes as they are written).
+    LocalFile,
+}
+
+impl ConfirmedBy {
+    /// The wire name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ConfirmedBy::Sha256Checksum => "sha256-checksum",
+            ConfirmedBy::Md5Etag => "md5-etag",
+            ConfirmedBy::ReadBack => "read-back",
+            ConfirmedBy::LocalFile => "local-file",
+        }
+    }
+}
+
+impl std::fmt::Display for ConfirmedBy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Encryption of the artifacts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -435,6 +473,37 @@ mod tests {
         // Nothing pinned: nothing checked.
         assert!(ArtifactPin::default().is_empty());
         ArtifactPin::default().check_bytes(b"anything").unwrap();
+    }
+
+    #[test]
+    fn the_view_reads_manifests_that_record_how_each_upload_was_confirmed() {
+        let with = WRITTEN.replace(
+            r#""durationSeconds": 1.5"#,
+            r#""durationSeconds": 1.5, "confirmedBy": "md5-etag""#,
+        );
+        assert_ne!(with, WRITTEN);
+        let view = ManifestView::parse(with.as_bytes()).unwrap();
+        assert_eq!(view, ManifestView::parse(WRITTEN.as_bytes()).unwrap());
+        // A value this operator does not know yet is still read (the view ignores the field).
+        let newer = WRITTEN.replace(
+            r#""durationSeconds": 1.5"#,
+            r#""durationSeconds": 1.5, "confirmedBy": "quantum-proof""#,
+        );
+        assert_eq!(
+            ManifestView::parse(newer.as_bytes())
+                .unwrap()
+                .artifacts
+                .len(),
+            2
+        );
+        for c in [
+            ConfirmedBy::Sha256Checksum,
+            ConfirmedBy::Md5Etag,
+            ConfirmedBy::ReadBack,
+            ConfirmedBy::LocalFile,
+        ] {
+            assert_eq!(serde_json::to_value(c).unwrap(), c.as_str());
+        }
     }
 
     #[test]

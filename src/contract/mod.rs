@@ -25,8 +25,8 @@ pub mod summary;
 
 pub use exit::FailureCategory;
 pub use manifest::{
-    ArtifactKind, ArtifactPin, BackupScope, EncryptionInfo, EncryptionMode, ExpectedEncryption,
-    MANIFEST_NAME, ManifestArtifactView, ManifestView, PinMismatch, TableCount,
+    ArtifactKind, ArtifactPin, BackupScope, ConfirmedBy, EncryptionInfo, EncryptionMode,
+    ExpectedEncryption, MANIFEST_NAME, ManifestArtifactView, ManifestView, PinMismatch, TableCount,
 };
 pub use progress::{
     PROGRESS_MESSAGE, PROGRESS_TARGET, ProgressLine, ProgressSample, last_progress,

@@ -23,7 +23,7 @@ use crate::api::common::Engine;
 use crate::api::restore_validation::{CheckResult, ValidationResult};
 
 use super::exit::FailureCategory;
-use super::manifest::{ArtifactKind, EncryptionInfo, TableCount};
+use super::manifest::{ArtifactKind, ConfirmedBy, EncryptionInfo, TableCount};
 
 /// `status` of a summary when the agent did its work (for `validate`: reached a verdict).
 pub const STATUS_SUCCEEDED: &str = "succeeded";
@@ -158,6 +158,9 @@ pub struct ArtifactSummary {
     /// Per-table row counts (compaction drops them first).
     #[serde(default)]
     pub tables: Vec<TableCount>,
+    /// How the upload was confirmed (absent in summaries of older agents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmed_by: Option<ConfirmedBy>,
 }
 
 /// Summary of a successful restore.
@@ -236,6 +239,10 @@ pub struct CopySummary {
     pub size_bytes: u64,
     /// SHA-256 of every artifact copied, computed while copying, in manifest order.
     pub sha256: Vec<String>,
+    /// How each copied artifact's upload was confirmed, in the same order (absent in summaries
+    /// of older agents and when nothing was copied).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub confirmed_by: Vec<ConfirmedBy>,
     /// Whether the destination already held this exact manifest.
     pub already_present: bool,
     /// Wall time.
@@ -526,6 +533,7 @@ mod tests {
             manifest_sha256: "ab".repeat(32),
             size_bytes: 12,
             sha256: vec!["cd".repeat(32), "ef".repeat(32)],
+            confirmed_by: vec![ConfirmedBy::Md5Etag, ConfirmedBy::ReadBack],
             already_present: false,
             duration_seconds: 0.5,
         };
@@ -597,6 +605,7 @@ mod tests {
                 sha256: sha,
                 duration_seconds: 1.5,
                 tables: shop_tables(),
+                confirmed_by: None,
             }],
             started_at: at("2026-11-22T10:00:00Z"),
             completed_at: at("2026-11-22T10:00:02.5Z"),
@@ -671,6 +680,7 @@ mod tests {
                 sha256: "d".repeat(64),
                 duration_seconds: 0.0,
                 tables: Vec::new(),
+                confirmed_by: None,
             }],
             started_at: at("2026-11-22T10:00:00Z"),
             completed_at: at("2026-11-22T10:00:00Z"),

@@ -338,7 +338,7 @@ spec:
         assert_eq!(rule["action"], "FailJob");
         assert_eq!(
             rule["onExitCodes"]["values"],
-            serde_json::json!([2, 11, 13, 14, 16])
+            serde_json::json!([2, 11, 13, 14, 16, 17])
         );
         let a = args(&v);
         let joined = a.join(" ");
@@ -530,6 +530,7 @@ spec:
             AgentError::Integrity(String::new()),
             AgentError::Crypto(String::new()),
             AgentError::ClientTooOld(String::new()),
+            AgentError::StorageRefused(String::new()),
         ]
         .iter()
         .map(|e| i32::from(e.exit_code()))

@@ -11,6 +11,11 @@
 //!   `testkit` with a random password and all privileges over TCP, [`MariaDb::sql`].
 //! - [`Moto`]: `moto_server` (S3 with versioning and Object Lock), blocking bucket/object
 //!   helpers and [`s3_client`] for an `aws_sdk_s3::Client` (path-style, plain HTTP).
+//! - [`S3sFs`]: `s3s-fs` (`cargo install s3s-fs`), a fast S3 server that enforces SigV4 and has
+//!   no checksum extension for multipart uploads; objects are plain files ([`S3sFs::object_path`]).
+//! - [`S3TamperProxy`]: an HTTP proxy in front of an S3 server that hides checksums, rewrites
+//!   ETags, corrupts GET bodies or injects error replies (throttling, 5xx, access denied),
+//!   following a [`TamperPlan`].
 //! - [`FaultyProxy`]: a TCP proxy that cuts connections after N bytes or N HTTP requests,
 //!   or refuses everything, following a [`FaultPlan`] that can change at run time.
 //! - [`chart`]: the Helm chart rendered like `helm template` (tools/helm-template), and the
@@ -48,6 +53,8 @@ mod otlp;
 mod postgres;
 mod process;
 mod proxy;
+mod s3_tamper;
+mod s3s;
 mod smtp;
 mod tls;
 
@@ -64,5 +71,7 @@ pub use process::{
     wait_group_gone,
 };
 pub use proxy::{FaultPlan, FaultyProxy, ProxyStats};
+pub use s3_tamper::{EtagRewrite, Injection, S3TamperProxy, TamperPlan, TamperStats};
+pub use s3s::{S3sFs, S3sFsBuilder};
 pub use smtp::{ReceivedMail, SmtpMode, SmtpServer, SmtpServerBuilder};
 pub use tls::TestCertificates;

@@ -240,17 +240,7 @@ impl Moto {
 
     /// Creates a bucket.
     pub fn create_bucket(&self, name: &str) -> Result<()> {
-        let client = self.s3_client();
-        let name = name.to_owned();
-        block_on(async move {
-            client
-                .create_bucket()
-                .bucket(name)
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| s3_error("CreateBucket", e))
-        })
+        create_bucket_on(self.s3_client(), name)
     }
 
     /// Creates a bucket with Object Lock enabled (versioning is turned on with it).
@@ -288,70 +278,109 @@ impl Moto {
 
     /// Uploads an object in one request.
     pub fn put_object(&self, bucket: &str, key: &str, body: impl Into<Vec<u8>>) -> Result<()> {
-        let client = self.s3_client();
-        let (bucket, key, body) = (bucket.to_owned(), key.to_owned(), body.into());
-        block_on(async move {
-            client
-                .put_object()
-                .bucket(bucket)
-                .key(key)
-                .body(ByteStream::from(body))
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| s3_error("PutObject", e))
-        })
+        put_object_on(self.s3_client(), bucket, key, body.into())
     }
 
     /// Downloads a whole object.
     pub fn get_object(&self, bucket: &str, key: &str) -> Result<Vec<u8>> {
-        let client = self.s3_client();
-        let (bucket, key) = (bucket.to_owned(), key.to_owned());
-        block_on(async move {
-            let out = client
-                .get_object()
-                .bucket(bucket)
-                .key(key)
-                .send()
-                .await
-                .map_err(|e| s3_error("GetObject", e))?;
-            let bytes = out.body.collect().await.map_err(|e| Error::S3 {
-                operation: "GetObject".into(),
-                message: e.to_string(),
-            })?;
-            Ok(bytes.to_vec())
-        })
+        get_object_on(self.s3_client(), bucket, key)
     }
 
     /// Lists the keys under `prefix` (all pages), sorted.
     pub fn list_keys(&self, bucket: &str, prefix: &str) -> Result<Vec<String>> {
-        let client = self.s3_client();
-        let (bucket, prefix) = (bucket.to_owned(), prefix.to_owned());
-        block_on(async move {
-            let mut keys = Vec::new();
-            let mut pages = client
-                .list_objects_v2()
-                .bucket(bucket)
-                .prefix(prefix)
-                .into_paginator()
-                .send();
-            while let Some(page) = pages.next().await {
-                let page = page.map_err(|e| s3_error("ListObjectsV2", e))?;
-                keys.extend(
-                    page.contents()
-                        .iter()
-                        .filter_map(|o| o.key().map(str::to_owned)),
-                );
-            }
-            keys.sort();
-            Ok(keys)
-        })
+        list_keys_on(self.s3_client(), bucket, prefix)
     }
 
     /// Kills the server (SIGKILL), e.g. to make storage vanish mid-upload.
     pub fn kill(&mut self) {
         self.process.kill();
     }
+}
+
+/// Creates a bucket with `client`.
+pub(crate) fn create_bucket_on(client: aws_sdk_s3::Client, name: &str) -> Result<()> {
+    let name = name.to_owned();
+    block_on(async move {
+        client
+            .create_bucket()
+            .bucket(name)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| s3_error("CreateBucket", e))
+    })
+}
+
+/// Uploads an object in one request with `client`.
+pub(crate) fn put_object_on(
+    client: aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    body: Vec<u8>,
+) -> Result<()> {
+    let (bucket, key) = (bucket.to_owned(), key.to_owned());
+    block_on(async move {
+        client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| s3_error("PutObject", e))
+    })
+}
+
+/// Downloads a whole object with `client`.
+pub(crate) fn get_object_on(
+    client: aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+) -> Result<Vec<u8>> {
+    let (bucket, key) = (bucket.to_owned(), key.to_owned());
+    block_on(async move {
+        let out = client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| s3_error("GetObject", e))?;
+        let bytes = out.body.collect().await.map_err(|e| Error::S3 {
+            operation: "GetObject".into(),
+            message: e.to_string(),
+        })?;
+        Ok(bytes.to_vec())
+    })
+}
+
+/// Lists the keys under `prefix` (all pages), sorted, with `client`.
+pub(crate) fn list_keys_on(
+    client: aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+) -> Result<Vec<String>> {
+    let (bucket, prefix) = (bucket.to_owned(), prefix.to_owned());
+    block_on(async move {
+        let mut keys = Vec::new();
+        let mut pages = client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| s3_error("ListObjectsV2", e))?;
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_owned)),
+            );
+        }
+        keys.sort();
+        Ok(keys)
+    })
 }
 
 /// An S3 client for any endpoint (e.g. a [`crate::FaultyProxy`] in front of moto) with
@@ -361,7 +390,7 @@ pub fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
 }
 
 /// [`s3_client`], trusting the CA in `ca` (PEM) besides the system's roots.
-fn client_trusting(endpoint: &str, ca: Option<&[u8]>) -> aws_sdk_s3::Client {
+pub(crate) fn client_trusting(endpoint: &str, ca: Option<&[u8]>) -> aws_sdk_s3::Client {
     use aws_smithy_http_client::tls;
     let mut builder = aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::Rustls(
         tls::rustls_provider::CryptoMode::Ring,
@@ -413,7 +442,7 @@ where
 
 /// Runs a future to completion on a private runtime in its own thread, so the
 /// blocking helpers work both in plain `#[test]`s and inside a Tokio runtime.
-fn block_on<T: Send + 'static>(fut: impl Future<Output = T> + Send + 'static) -> T {
+pub(crate) fn block_on<T: Send + 'static>(fut: impl Future<Output = T> + Send + 'static) -> T {
     std::thread::spawn(move || {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -6,7 +6,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use super::{SinkWriter, StoredObject};
+use super::{ConfirmedBy, SinkWriter, StoredObject};
 use crate::agent::error::{AgentError, Result};
 
 /// The local-directory store (stateless: paths are absolute).
@@ -164,6 +164,7 @@ impl PendingFile {
         Ok(StoredObject {
             location: format!("file://{}", self.target.display()),
             size,
+            confirmed_by: ConfirmedBy::LocalFile,
         })
     }
 

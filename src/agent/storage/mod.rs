@@ -5,8 +5,10 @@ use std::io::{self, Read, Write};
 use std::time::Duration;
 
 use super::error::{AgentError, Result};
+pub use crate::contract::ConfirmedBy;
 use crate::egress::EgressPolicy;
 
+pub mod fault;
 pub mod file;
 pub mod s3;
 
@@ -270,6 +272,8 @@ pub struct StoredObject {
     pub location: String,
     /// Size confirmed by the store.
     pub size: u64,
+    /// How the store confirmed the bytes.
+    pub confirmed_by: ConfirmedBy,
 }
 
 impl Store {

@@ -6,6 +6,14 @@
 //! which the server checks on receipt; after `CompleteMultipartUpload` a `HEAD` with checksum
 //! mode confirms the size and the composite SHA-256 over the parts before success is reported.
 //! Any failure aborts the multipart upload, so no invisible parts are left behind.
+//!
+//! Many S3-compatible servers lack the checksum extension (they ignore the checksum headers
+//! and return none). The upload is then confirmed another way, chosen automatically
+//! ([`ConfirmedBy`]): the server's ETag against the one computed locally (MD5 of the body, or
+//! for multipart the MD5 of the parts' MD5s and `-<parts>`; each part's ETag is checked against
+//! its MD5 on receipt), else — the ETag is not an MD5, e.g. under SSE-KMS — the object is read
+//! back and its SHA-256 recomputed. A mismatch fails the upload as an integrity error; an upload
+//! that none of them confirms is never reported as stored.
 
 use std::io::{self, Read};
 use std::time::Duration;
@@ -25,7 +33,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use super::{LockMode, S3Settings, SinkWriter, Sse, StoredObject};
+use super::fault::{S3Fail, S3Fault};
+use super::{ConfirmedBy, LockMode, S3Settings, SinkWriter, Sse, StoredObject};
 use crate::agent::error::{AgentError, Result, into_io};
 use crate::agent::hash::sha256_raw;
 use crate::egress::cap::{CollectError, collect_capped};
@@ -36,17 +45,6 @@ pub struct S3Store {
     client: Client,
     bucket: String,
     settings: S3Settings,
-}
-
-/// The error text: the egress refusal or read cap, the S3 code and message, or the kind of
-/// failure — never a reply body from the endpoint ([`crate::egress::s3::error_text`]).
-fn err_text<E>(
-    e: &SdkError<E, aws_smithy_runtime_api::client::orchestrator::HttpResponse>,
-) -> String
-where
-    E: std::error::Error + ProvideErrorMetadata + 'static,
-{
-    crate::egress::s3::error_text(e)
 }
 
 /// Build an S3 client: rustls with the ring provider (no aws-lc), plain-http endpoints allowed,
@@ -98,10 +96,14 @@ fn retry_event(what: &str, attempt: u32, delay: Duration, error: &str) {
     );
 }
 
+/// Run one S3 request with retries: a failure no retry can fix ([`S3Fault::retryable`]) ends it
+/// at once; throttling, 5xx replies, transport errors and damaged bodies back off exponentially
+/// (doubling from `settings.backoff`, capped at 8 s, with up to 25 % jitter so parallel parts do
+/// not retry in lockstep) up to `settings.retries` times.
 async fn with_retries<T, F, Fut>(settings: &S3Settings, what: &str, mut f: F) -> Result<T>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = std::result::Result<T, String>>,
+    Fut: std::future::Future<Output = std::result::Result<T, S3Fail>>,
 {
     let mut delay = settings.backoff;
     let mut attempt = 0u32;
@@ -109,15 +111,16 @@ where
         attempt += 1;
         match f().await {
             Ok(v) => return Ok(v),
-            Err(e) if attempt > settings.retries => {
-                return Err(AgentError::Storage(format!(
-                    "{what} failed after {attempt} attempts: {e}"
-                )));
+            Err(e) if !e.fault.retryable() => {
+                tracing::warn!(attempt, fault = e.fault.describe(), error = %e.text, "{what} failed; not retried");
+                return Err(e.into_error(what, attempt));
             }
+            Err(e) if attempt > settings.retries => return Err(e.into_error(what, attempt)),
             Err(e) => {
-                tracing::warn!(attempt, retry_in_ms = delay.as_millis() as u64, error = %e, "{what} failed, retrying");
-                retry_event(what, attempt, delay, &e);
-                tokio::time::sleep(delay).await;
+                let wait = delay + delay.mul_f64(fastrand::f64() * 0.25);
+                tracing::warn!(attempt, retry_in_ms = wait.as_millis() as u64, fault = e.fault.describe(), error = %e.text, "{what} failed, retrying");
+                retry_event(what, attempt, wait, &e.text);
+                tokio::time::sleep(wait).await;
                 delay = (delay * 2).min(Duration::from_secs(8));
             }
         }
@@ -177,7 +180,7 @@ impl S3Store {
             {
                 Ok(_) => Ok(true),
                 Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(false),
-                Err(e) => Err(err_text(&e)),
+                Err(e) => Err(S3Fail::of(&e)),
             }
         })
         .await
@@ -213,20 +216,128 @@ impl S3Store {
             if let Some(class) = &self.settings.storage_class {
                 req = req.storage_class(StorageClass::from(class.as_str()));
             }
-            async move { req.send().await.map(|_| ()).map_err(|e| err_text(&e)) }
+            async move { req.send().await.map(|_| ()).map_err(|e| S3Fail::of(&e)) }
         })
         .await?;
         let head = self.head(key).await?;
-        if head.0 != size {
+        if head.size != size {
             return Err(AgentError::Integrity(format!(
                 "s3://{}/{key} holds {} bytes, {size} were written",
-                self.bucket, head.0
+                self.bucket, head.size
             )));
         }
+        let confirmed_by = match &head.checksum_sha256 {
+            Some(got) if *got == sum => ConfirmedBy::Sha256Checksum,
+            Some(got) => {
+                return Err(AgentError::Integrity(format!(
+                    "s3://{}/{key}: server checksum {got} differs from the written {sum}",
+                    self.bucket
+                )));
+            }
+            None => match self.etag_verdict_single(head.etag.as_deref(), &md5_raw(&body)) {
+                EtagVerdict::Match => ConfirmedBy::Md5Etag,
+                EtagVerdict::Mismatch { got, expected } => {
+                    return Err(self.etag_mismatch(key, &got, &expected));
+                }
+                EtagVerdict::Unusable => {
+                    self.read_back(key, size, &crate::agent::hash::sha256_hex(&body))
+                        .await?;
+                    ConfirmedBy::ReadBack
+                }
+            },
+        };
+        tracing::debug!(bucket = %self.bucket, key, bytes = size, confirmed_by = %confirmed_by, "object confirmed");
         Ok(StoredObject {
             location: format!("s3://{}/{key}", self.bucket),
             size,
+            confirmed_by,
         })
+    }
+
+    /// Whether the server's ETags are MD5 digests of the content: S3 defines them so for
+    /// unencrypted and SSE-S3 objects, not under SSE-KMS (nor SSE-C, which the agent never uses).
+    fn etags_are_md5(&self) -> bool {
+        !matches!(self.settings.sse, Some(Sse::Kms { .. }))
+    }
+
+    /// The verdict of a single-request object's ETag against the body's MD5.
+    fn etag_verdict_single(&self, etag: Option<&str>, md5: &[u8; 16]) -> EtagVerdict {
+        if !self.etags_are_md5() {
+            return EtagVerdict::Unusable;
+        }
+        single_etag_verdict(etag, md5)
+    }
+
+    /// The failure of a GET: a missing key says so in words.
+    fn get_fail<E>(
+        &self,
+        key: &str,
+        e: &SdkError<E, aws_smithy_runtime_api::client::orchestrator::HttpResponse>,
+    ) -> S3Fail
+    where
+        E: std::error::Error + ProvideErrorMetadata + 'static,
+    {
+        let fail = S3Fail::of(e);
+        if fail.fault == S3Fault::NotFound {
+            S3Fail::new(
+                S3Fault::NotFound,
+                format!("s3://{}/{key} does not exist", self.bucket),
+            )
+        } else {
+            fail
+        }
+    }
+
+    fn etag_mismatch(&self, key: &str, got: &str, expected: &str) -> AgentError {
+        AgentError::Integrity(format!(
+            "s3://{}/{key}: the server's ETag {got} differs from {expected} computed from the written bytes: the stored object is not what was uploaded",
+            self.bucket
+        ))
+    }
+
+    /// Read the stored object back and confirm its size and SHA-256 (a broken download starts
+    /// over; a complete one that differs fails as an integrity error at once).
+    async fn read_back(&self, key: &str, size: u64, sha256_hex: &str) -> Result<()> {
+        use sha2::{Digest, Sha256};
+        tracing::info!(bucket = %self.bucket, key, bytes = size, "the server confirms no checksum and no MD5 ETag: reading the object back");
+        let (got_size, got_sha) = with_retries(&self.settings, "read-back GET", || async {
+            let out = self
+                .client
+                .get_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .send()
+                .await
+                .map_err(|e| S3Fail::of(&e))?;
+            let mut body = out.body;
+            let mut hasher = Sha256::new();
+            let mut n = 0u64;
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(|e| {
+                    S3Fail::new(S3Fault::Transport, format!("the read-back broke off: {e}"))
+                })?;
+                n += chunk.len() as u64;
+                if n > size {
+                    // More bytes than were written: no need to read the rest.
+                    break;
+                }
+                hasher.update(&chunk);
+            }
+            Ok((n, hex::encode(hasher.finalize())))
+        })
+        .await?;
+        if got_size != size || !got_sha.eq_ignore_ascii_case(sha256_hex) {
+            return Err(AgentError::Integrity(format!(
+                "s3://{}/{key} read back {} bytes with sha256 {got_sha}, {size} bytes with sha256 {sha256_hex} were written: the stored object is not what was uploaded",
+                self.bucket,
+                if got_size > size {
+                    format!("more than {size}")
+                } else {
+                    got_size.to_string()
+                }
+            )));
+        }
+        Ok(())
     }
 
     /// With Object Lock configured, make sure the object carries the retention (some
@@ -249,7 +360,7 @@ impl S3Store {
                 .key(key)
                 .send()
                 .await
-                .map_err(|e| err_text(&e))
+                .map_err(|e| S3Fail::of(&e))
         })
         .await?;
         let (got_mode, got_until) = lock_of(&head);
@@ -275,7 +386,7 @@ impl S3Store {
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(|e| err_text(&e))
+                .map_err(|e| S3Fail::of(&e))
         })
         .await?;
         let head = with_retries(&self.settings, "HEAD", || async {
@@ -285,7 +396,7 @@ impl S3Store {
                 .key(key)
                 .send()
                 .await
-                .map_err(|e| err_text(&e))
+                .map_err(|e| S3Fail::of(&e))
         })
         .await?;
         if lock_of(&head).0.as_ref() != Some(&mode) {
@@ -297,8 +408,17 @@ impl S3Store {
         Ok(())
     }
 
-    /// Whether `key` holds exactly `size` bytes with composite checksum `expected`.
-    async fn confirm(&self, key: &str, size: u64, expected: &str, parts: usize) -> Result<bool> {
+    /// After a `CompleteMultipartUpload` whose reply was lost or unreadable: whether the
+    /// completion happened anyway. `Ok(None)`: no object of `size` bytes is there (yet);
+    /// `Ok(Some)`: it is, confirmed like any upload ([`Self::verify_multipart`]); `Err`: it is
+    /// there but holds other bytes.
+    async fn completed_anyway(
+        &self,
+        key: &str,
+        size: u64,
+        parts: &[UploadedPart],
+        sha256_hex: &str,
+    ) -> Result<Option<ConfirmedBy>> {
         let out = self
             .client
             .head_object()
@@ -307,17 +427,60 @@ impl S3Store {
             .checksum_mode(ChecksumMode::Enabled)
             .send()
             .await;
-        Ok(match out {
-            Ok(o) => {
-                o.content_length().unwrap_or(-1) == size as i64
-                    && o.checksum_sha256()
-                        .is_some_and(|c| checksum_matches(c, expected, parts))
+        match out {
+            Ok(o) if o.content_length().unwrap_or(-1) == size as i64 => {
+                let head = HeadInfo {
+                    size,
+                    checksum_sha256: o.checksum_sha256().map(str::to_string),
+                    etag: o.e_tag().map(str::to_string),
+                };
+                self.verify_multipart(key, &head, parts, sha256_hex)
+                    .await
+                    .map(Some)
             }
-            Err(_) => false,
-        })
+            _ => Ok(None),
+        }
     }
 
-    async fn head(&self, key: &str) -> Result<(u64, Option<String>)> {
+    /// Confirm a completed multipart object of the right size: its SHA-256 checksum, else its
+    /// ETag against the parts' MD5s, else a read-back. A mismatch is an integrity error.
+    async fn verify_multipart(
+        &self,
+        key: &str,
+        head: &HeadInfo,
+        parts: &[UploadedPart],
+        sha256_hex: &str,
+    ) -> Result<ConfirmedBy> {
+        let expected = composite_sha256(parts);
+        match &head.checksum_sha256 {
+            Some(got) if checksum_matches(got, &expected, parts.len()) => {
+                Ok(ConfirmedBy::Sha256Checksum)
+            }
+            Some(got) => Err(AgentError::Integrity(format!(
+                "s3://{}/{key}: server checksum {got} differs from the uploaded parts' {expected}",
+                self.bucket
+            ))),
+            None => {
+                let verdict = if self.etags_are_md5() {
+                    multipart_etag_verdict(head.etag.as_deref(), parts)
+                } else {
+                    EtagVerdict::Unusable
+                };
+                match verdict {
+                    EtagVerdict::Match => Ok(ConfirmedBy::Md5Etag),
+                    EtagVerdict::Mismatch { got, expected } => {
+                        Err(self.etag_mismatch(key, &got, &expected))
+                    }
+                    EtagVerdict::Unusable => {
+                        self.read_back(key, head.size, sha256_hex).await?;
+                        Ok(ConfirmedBy::ReadBack)
+                    }
+                }
+            }
+        }
+    }
+
+    async fn head(&self, key: &str) -> Result<HeadInfo> {
         with_retries(&self.settings, "HEAD", || async {
             let out = self
                 .client
@@ -327,11 +490,12 @@ impl S3Store {
                 .checksum_mode(ChecksumMode::Enabled)
                 .send()
                 .await
-                .map_err(|e| err_text(&e))?;
-            Ok((
-                out.content_length().unwrap_or(-1).max(0) as u64,
-                out.checksum_sha256().map(str::to_string),
-            ))
+                .map_err(|e| S3Fail::of(&e))?;
+            Ok(HeadInfo {
+                size: out.content_length().unwrap_or(-1).max(0) as u64,
+                checksum_sha256: out.checksum_sha256().map(str::to_string),
+                etag: out.e_tag().map(str::to_string),
+            })
         })
         .await
     }
@@ -346,31 +510,27 @@ impl S3Store {
                 .key(key)
                 .send()
                 .await
-                .map_err(|e| {
-                    if e.as_service_error()
-                        .is_some_and(|s| s.code() == Some("NoSuchKey"))
-                    {
-                        format!("s3://{}/{key} does not exist", self.bucket)
-                    } else {
-                        err_text(&e)
-                    }
-                })?;
+                .map_err(|e| self.get_fail(key, &e))?;
             if out.content_length().unwrap_or(0) as u64 > limit as u64 {
-                return Err(format!(
-                    "s3://{}/{key} is larger than {limit} bytes",
-                    self.bucket
+                return Err(S3Fail::new(
+                    S3Fault::Unusable,
+                    format!("s3://{}/{key} is larger than {limit} bytes", self.bucket),
                 ));
             }
             // A reply without Content-Length (chunked) is read only up to the limit.
             collect_capped(out.body, limit as u64)
                 .await
                 .map_err(|e| match e {
-                    CollectError::Cap(_) => {
-                        format!("s3://{}/{key} is larger than {limit} bytes", self.bucket)
-                    }
-                    CollectError::Read(_) => format!(
-                        "reading s3://{}/{key}: the reply broke off or exceeded a read cap",
-                        self.bucket
+                    CollectError::Cap(_) => S3Fail::new(
+                        S3Fault::Unusable,
+                        format!("s3://{}/{key} is larger than {limit} bytes", self.bucket),
+                    ),
+                    CollectError::Read(_) => S3Fail::new(
+                        S3Fault::Transport,
+                        format!(
+                            "reading s3://{}/{key}: the reply broke off or exceeded a read cap",
+                            self.bucket
+                        ),
                     ),
                 })
         })
@@ -403,10 +563,10 @@ impl S3Store {
                 req = req.storage_class(StorageClass::from(class.as_str()));
             }
             async move {
-                let out = req.send().await.map_err(|e| err_text(&e))?;
+                let out = req.send().await.map_err(|e| S3Fail::of(&e))?;
                 out.upload_id()
                     .map(str::to_string)
-                    .ok_or_else(|| "no upload id returned".to_string())
+                    .ok_or_else(|| S3Fail::new(S3Fault::ServerError, "no upload id returned"))
             }
         })
         .await?;
@@ -494,34 +654,62 @@ impl S3Store {
         let digest = sha256_raw(&data);
         let sum = base64::encode(digest);
         let size = data.len() as u64;
-        // One span per part; its retries are events on it.
+        // One span per part; its retries are events on it. The part's MD5, computed once if the server confirms no SHA-256 (its ETag is checked
+        // against it, and the multipart ETag is built from it).
+        let md5_cell: tokio::sync::OnceCell<[u8; 16]> = tokio::sync::OnceCell::new();
+        let etags_are_md5 = self.etags_are_md5();
         let span = tracing::info_span!("upload_part", part = number, bytes = size);
-        let etag = crate::telemetry::otel::in_span(
+        let (etag, md5) = crate::telemetry::otel::in_span(
             span,
             with_retries(&self.settings, &format!("UploadPart {number}"), || {
-                let req = self
-                    .client
-                    .upload_part()
-                    .bucket(&self.bucket)
-                    .key(key)
-                    .upload_id(upload_id)
-                    .part_number(number)
-                    .content_length(size as i64)
-                    .checksum_sha256(&sum)
-                    .body(ByteStream::from(data.clone()));
-                let sum = &sum;
-                async move {
-                    let out = req.send().await.map_err(|e| err_text(&e))?;
-                    if let Some(returned) = out.checksum_sha256()
-                        && returned != sum.as_str()
-                    {
-                        return Err(format!(
+            let req = self
+                .client
+                .upload_part()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .part_number(number)
+                .content_length(size as i64)
+                .checksum_sha256(&sum)
+                .body(ByteStream::from(data.clone()));
+            let (sum, md5_cell, data) = (&sum, &md5_cell, &data);
+            async move {
+                let out = req.send().await.map_err(|e| S3Fail::of(&e))?;
+                let etag = out.e_tag().unwrap_or_default().to_string();
+                match out.checksum_sha256() {
+                    Some(returned) if returned == sum.as_str() => Ok((etag, None)),
+                    Some(returned) => Err(S3Fail::new(
+                        S3Fault::Mismatch,
+                        format!(
                             "server computed checksum {returned} for part {number}, expected {sum}"
-                        ));
+                        ),
+                    )),
+                    None => {
+                        let md5 = *md5_cell
+                            .get_or_init(|| async {
+                                let owned = data.clone();
+                                match tokio::task::spawn_blocking(move || md5_raw(&owned)).await {
+                                    Ok(md5) => md5,
+                                    Err(_) => md5_raw(data),
+                                }
+                            })
+                            .await;
+                        if etags_are_md5
+                            && let EtagVerdict::Mismatch { got, expected } =
+                                single_etag_verdict(Some(&etag), &md5)
+                        {
+                            return Err(S3Fail::new(
+                                S3Fault::Mismatch,
+                                format!(
+                                    "the server's ETag {got} for part {number} differs from the part's MD5 {expected}"
+                                ),
+                            ));
+                        }
+                        Ok((etag, Some(md5)))
                     }
-                    Ok(out.e_tag().unwrap_or_default().to_string())
                 }
-            }),
+            }
+        })
         )
         .await?;
         tracing::debug!(part = number, bytes = size, "part uploaded");
@@ -530,6 +718,7 @@ impl S3Store {
             etag,
             sha256: digest,
             sha256_b64: sum,
+            md5,
             size,
         })
     }
@@ -552,7 +741,7 @@ impl S3Store {
                 {
                     Ok(())
                 }
-                Err(e) => Err(err_text(&e)),
+                Err(e) => Err(S3Fail::of(&e)),
             }
         })
         .await;
@@ -589,15 +778,10 @@ impl S3Store {
             if offset > 0 {
                 req = req.range(format!("bytes={offset}-"));
             }
-            req.send().await.map(|o| o.body).map_err(|e| {
-                if e.as_service_error()
-                    .is_some_and(|s| s.code() == Some("NoSuchKey"))
-                {
-                    format!("s3://{}/{key} does not exist", self.bucket)
-                } else {
-                    err_text(&e)
-                }
-            })
+            req.send()
+                .await
+                .map(|o| o.body)
+                .map_err(|e| self.get_fail(key, &e))
         })
         .await
     }
@@ -643,7 +827,105 @@ struct UploadedPart {
     etag: String,
     sha256: [u8; 32],
     sha256_b64: String,
+    /// The part's MD5, when the server confirmed no SHA-256 for it.
+    md5: Option<[u8; 16]>,
     size: u64,
+}
+
+/// What a HEAD says about an object.
+#[derive(Debug, Clone)]
+struct HeadInfo {
+    size: u64,
+    checksum_sha256: Option<String>,
+    etag: Option<String>,
+}
+
+/// What an ETag says about the bytes the server holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum EtagVerdict {
+    /// It equals the one computed locally.
+    Match,
+    /// It has the shape of an MD5 ETag but another value: the server holds other bytes.
+    Mismatch {
+        /// The server's ETag.
+        got: String,
+        /// The one computed locally.
+        expected: String,
+    },
+    /// It says nothing checkable (absent, weak, opaque, or a shape whose inputs are unknown).
+    Unusable,
+}
+
+/// MD5 of `data`.
+fn md5_raw(data: &[u8]) -> [u8; 16] {
+    use md5::{Digest, Md5};
+    Md5::digest(data).into()
+}
+
+/// An ETag without its quotes, lowercased; `None` for a weak ETag (`W/"…"`).
+fn etag_value(etag: &str) -> Option<String> {
+    let etag = etag.trim();
+    if etag.starts_with("W/") {
+        return None;
+    }
+    Some(etag.trim_matches('"').to_ascii_lowercase())
+}
+
+fn is_md5_hex(s: &str) -> bool {
+    s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// A single-request object's (or one part's) ETag against the MD5 of its bytes.
+fn single_etag_verdict(etag: Option<&str>, md5: &[u8; 16]) -> EtagVerdict {
+    let Some(value) = etag.and_then(etag_value) else {
+        return EtagVerdict::Unusable;
+    };
+    if !is_md5_hex(&value) {
+        return EtagVerdict::Unusable;
+    }
+    let expected = hex::encode(md5);
+    if value == expected {
+        EtagVerdict::Match
+    } else {
+        EtagVerdict::Mismatch {
+            got: value,
+            expected,
+        }
+    }
+}
+
+/// The ETag S3 gives a multipart object: the MD5 of the concatenated part MD5s, in hex,
+/// suffixed with `-<parts>`.
+fn multipart_etag(md5s: &[[u8; 16]]) -> String {
+    let concat: Vec<u8> = md5s.iter().flatten().copied().collect();
+    format!("{}-{}", hex::encode(md5_raw(&concat)), md5s.len())
+}
+
+/// A multipart object's ETag against the one computed from its parts' MD5s. A plain MD5 (some
+/// servers hash the whole object) cannot be checked without hashing the whole object again:
+/// unusable, like an ETag of parts whose MD5 is unknown.
+fn multipart_etag_verdict(etag: Option<&str>, parts: &[UploadedPart]) -> EtagVerdict {
+    let Some(value) = etag.and_then(etag_value) else {
+        return EtagVerdict::Unusable;
+    };
+    let Some((digest, count)) = value.rsplit_once('-') else {
+        return EtagVerdict::Unusable;
+    };
+    if !is_md5_hex(digest) || count.parse::<usize>().is_err() {
+        return EtagVerdict::Unusable;
+    }
+    let Some(md5s) = parts.iter().map(|p| p.md5).collect::<Option<Vec<_>>>() else {
+        return EtagVerdict::Unusable;
+    };
+    let expected = multipart_etag(&md5s);
+    if value == expected {
+        EtagVerdict::Match
+    } else {
+        EtagVerdict::Mismatch {
+            got: value,
+            expected,
+        }
+    }
 }
 
 /// A part and the permit that accounts for its buffer.
@@ -723,7 +1005,7 @@ pub struct PendingUpload {
 
 impl PendingUpload {
     /// Wait for the parts, complete the upload and confirm size and composite SHA-256.
-    pub async fn commit(self, size: u64, _sha256_hex: &str) -> Result<StoredObject> {
+    pub async fn commit(self, size: u64, sha256_hex: &str) -> Result<StoredObject> {
         let PendingUpload {
             store,
             key,
@@ -741,7 +1023,7 @@ impl PendingUpload {
                 return Err(AgentError::Storage(format!("uploader task failed: {join}")));
             }
         };
-        match Self::complete(&store, &key, &upload_id, &parts, size).await {
+        match Self::complete(&store, &key, &upload_id, &parts, size, sha256_hex).await {
             Ok(obj) => Ok(obj),
             Err(e) => {
                 store.abort_upload(&key, &upload_id).await;
@@ -756,6 +1038,7 @@ impl PendingUpload {
         upload_id: &str,
         parts: &[UploadedPart],
         size: u64,
+        sha256_hex: &str,
     ) -> Result<StoredObject> {
         let uploaded: u64 = parts.iter().map(|p| p.size).sum();
         if uploaded != size {
@@ -777,9 +1060,9 @@ impl PendingUpload {
                     .collect(),
             ))
             .build();
-        let expected = composite_sha256(parts);
         let mut delay = store.settings.backoff;
         let mut attempt = 0u32;
+        let mut confirmed = None;
         loop {
             attempt += 1;
             let sent = store
@@ -791,53 +1074,47 @@ impl PendingUpload {
                 .multipart_upload(completed.clone())
                 .send()
                 .await;
-            let err = match sent {
+            let fail = match sent {
                 Ok(_) => break,
-                Err(e) => err_text(&e),
+                Err(e) => S3Fail::of(&e),
             };
+            let err = fail.text.clone();
             // The completion may have happened even though its response was lost or could not
-            // be read: the object itself is the proof (size and composite checksum).
-            if let Ok(true) = store.confirm(key, size, &expected, parts.len()).await {
-                tracing::warn!(key, error = %err, "completion response unreadable; the object is confirmed by HEAD");
+            // be read: the object itself is the proof (size, and checksum, ETag or read-back).
+            if let Some(c) = store.completed_anyway(key, size, parts, sha256_hex).await? {
+                tracing::warn!(key, error = %err, confirmed_by = %c, "completion response unreadable; the object is confirmed");
+                confirmed = Some(c);
                 break;
             }
-            if attempt > store.settings.retries {
-                return Err(AgentError::Storage(format!(
-                    "CompleteMultipartUpload failed after {attempt} attempts: {err}"
-                )));
+            if !fail.fault.retryable() || attempt > store.settings.retries {
+                return Err(fail.into_error("CompleteMultipartUpload", attempt));
             }
             tracing::warn!(attempt, retry_in_ms = delay.as_millis() as u64, error = %err, "CompleteMultipartUpload failed, retrying");
             retry_event("CompleteMultipartUpload", attempt, delay, &err);
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(8));
         }
-        let (stored_size, checksum) = store.head(key).await?;
-        if stored_size != size {
-            return Err(AgentError::Integrity(format!(
-                "s3://{}/{key} holds {stored_size} bytes after upload, {size} were written",
-                store.bucket
-            )));
-        }
-        match checksum {
-            Some(got) if checksum_matches(&got, &expected, parts.len()) => {}
-            Some(got) => {
-                return Err(AgentError::Integrity(format!(
-                    "s3://{}/{key}: server checksum {got} differs from the uploaded parts' {expected}",
-                    store.bucket
-                )));
-            }
+        let confirmed_by = match confirmed {
+            Some(c) => c,
             None => {
-                return Err(AgentError::Integrity(format!(
-                    "s3://{}/{key}: the server returned no SHA-256 checksum to confirm the upload",
-                    store.bucket
-                )));
+                let head = store.head(key).await?;
+                if head.size != size {
+                    return Err(AgentError::Integrity(format!(
+                        "s3://{}/{key} holds {} bytes after upload, {size} were written",
+                        store.bucket, head.size
+                    )));
+                }
+                store
+                    .verify_multipart(key, &head, parts, sha256_hex)
+                    .await?
             }
-        }
+        };
         store.ensure_retention(key).await?;
-        tracing::info!(bucket = %store.bucket, key, bytes = size, parts = parts.len(), "upload confirmed (size and checksum)");
+        tracing::info!(bucket = %store.bucket, key, bytes = size, parts = parts.len(), confirmed_by = %confirmed_by, "upload confirmed");
         Ok(StoredObject {
             location: format!("s3://{}/{key}", store.bucket),
             size,
+            confirmed_by,
         })
     }
 
@@ -907,6 +1184,7 @@ mod tests {
             etag: String::new(),
             sha256: sha256_raw(b"a"),
             sha256_b64: String::new(),
+            md5: None,
             size: 1,
         };
         let b = UploadedPart {
@@ -914,6 +1192,7 @@ mod tests {
             etag: String::new(),
             sha256: sha256_raw(b"b"),
             sha256_b64: String::new(),
+            md5: None,
             size: 1,
         };
         let mut concat = sha256_raw(b"a").to_vec();
@@ -922,6 +1201,82 @@ mod tests {
             composite_sha256(&[a, b]),
             format!("{}-2", base64::encode(sha256_raw(&concat)))
         );
+    }
+
+    fn part(md5_of: Option<&[u8]>) -> UploadedPart {
+        UploadedPart {
+            number: 1,
+            etag: String::new(),
+            sha256: [0; 32],
+            sha256_b64: String::new(),
+            md5: md5_of.map(md5_raw),
+            size: 1,
+        }
+    }
+
+    #[test]
+    fn etags_are_checked_against_locally_computed_md5s() {
+        // RFC 1321 test vector.
+        let abc = md5_raw(b"abc");
+        assert_eq!(hex::encode(abc), "900150983cd24fb0d6963f7d28e17f72");
+        assert_eq!(
+            single_etag_verdict(Some("\"900150983CD24FB0D6963F7D28E17F72\""), &abc),
+            EtagVerdict::Match
+        );
+        assert!(matches!(
+            single_etag_verdict(Some("\"00000000000000000000000000000000\""), &abc),
+            EtagVerdict::Mismatch { .. }
+        ));
+        for unusable in [
+            None,
+            Some("W/\"900150983cd24fb0d6963f7d28e17f72\""),
+            Some("\"opaque-etag\""),
+            Some(""),
+        ] {
+            assert_eq!(
+                single_etag_verdict(unusable, &abc),
+                EtagVerdict::Unusable,
+                "{unusable:?}"
+            );
+        }
+
+        // Multipart: MD5 over the concatenated part MD5s, "-<parts>" (what S3, moto and
+        // s3s-fs compute).
+        let parts = [part(Some(b"a")), part(Some(b"b"))];
+        let mut concat = md5_raw(b"a").to_vec();
+        concat.extend(md5_raw(b"b"));
+        let expected = format!("{}-2", hex::encode(md5_raw(&concat)));
+        assert_eq!(multipart_etag(&[md5_raw(b"a"), md5_raw(b"b")]), expected);
+        let quoted = format!("\"{expected}\"");
+        assert_eq!(
+            multipart_etag_verdict(Some(&quoted), &parts),
+            EtagVerdict::Match
+        );
+        // Parts swapped, or another part count: the server assembled other bytes.
+        let swapped = [part(Some(b"b")), part(Some(b"a"))];
+        assert!(matches!(
+            multipart_etag_verdict(Some(&quoted), &swapped),
+            EtagVerdict::Mismatch { .. }
+        ));
+        let three = format!("\"{}-3\"", &expected[..32]);
+        assert!(matches!(
+            multipart_etag_verdict(Some(&three), &parts),
+            EtagVerdict::Mismatch { .. }
+        ));
+        // A whole-object MD5, an opaque ETag, or parts whose MD5 is unknown: read back instead.
+        let unknown = [part(Some(b"a")), part(None)];
+        for (etag, parts) in [
+            (Some("\"900150983cd24fb0d6963f7d28e17f72\""), &parts[..]),
+            (Some("\"kms-encrypted-etag\""), &parts[..]),
+            (None, &parts[..]),
+            (Some(quoted.as_str()), &unknown[..]),
+        ] {
+            assert_eq!(
+                multipart_etag_verdict(etag, parts),
+                EtagVerdict::Unusable,
+                "{etag:?}"
+            );
+        }
     }
 
     #[test]

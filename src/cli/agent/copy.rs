@@ -194,6 +194,7 @@ pub fn run_cli(args: &CopyArgs) -> ExitCode {
                     manifest_sha256: o.manifest_sha256.clone(),
                     size_bytes: o.size_bytes(),
                     sha256: o.artifacts.iter().map(|a| a.sha256.clone()).collect(),
+                    confirmed_by: o.artifacts.iter().map(|a| a.confirmed_by).collect(),
                     already_present: o.already_present,
                     duration_seconds: clock.elapsed().as_secs_f64(),
                 }

@@ -204,6 +204,7 @@ fn failure_reason(
         let reason = match r.category.as_deref() {
             Some("source") => "DumpFailed",
             Some("storage") => "StorageFailed",
+            Some("storage-refused") => "StorageRefused",
             Some("integrity") => "ChecksumMismatch",
             Some("crypto") => "EncryptionFailed",
             Some("config") => "InvalidConfiguration",

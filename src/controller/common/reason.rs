@@ -186,6 +186,10 @@ reasons! {
     DumpFailed = "DumpFailed",
     /// Writing the artifact to storage failed (backup agent category `storage`).
     StorageFailed = "StorageFailed",
+    /// The storage refused the agent for a reason no retry fixes — access denied, a missing
+    /// bucket, a request the server rejects as invalid (agent category `storage-refused`;
+    /// backups and restores). The Job fails at once instead of retrying.
+    StorageRefused = "StorageRefused",
     /// The stored bytes are not the ones written or expected (agent category `integrity`, for
     /// backups and restores; also a validation verdict reason sent by the agent). A restore
     /// failing so records `status.checksum.verified: false`.
@@ -500,7 +504,7 @@ mod tests {
         for (i, &r) in Reason::ALL.iter().enumerate() {
             assert_eq!(r as usize, i, "{r:?} is out of place in ALL");
         }
-        assert_eq!(Reason::ALL.len(), 103);
+        assert_eq!(Reason::ALL.len(), 104);
         assert_eq!(Reason::ALL.last(), Some(&Reason::NotReady));
     }
 

@@ -40,6 +40,7 @@ pub fn failure_reason(
             Some("target") => "TargetRejected",
             Some("crypto") => "DecryptionFailed",
             Some("storage") => "StorageError",
+            Some("storage-refused") => "StorageRefused",
             Some("config") => "InvalidConfiguration",
             Some("client-too-old") => "ClientTooOld",
             _ => "RestoreFailed",

@@ -159,7 +159,7 @@ pub fn outcome(report: Option<ValidationReport>, job_reason: &str, job_message: 
             phase: RestoreValidationPhase::Failed,
             result: ValidationResult::Failed,
             reason: match r.category.as_deref() {
-                Some("storage") => "ArtifactUnavailable",
+                Some("storage" | "storage-refused") => "ArtifactUnavailable",
                 Some("target") => "SandboxUnavailable",
                 Some("config") => "InvalidConfiguration",
                 // The manifest is not the one recorded (swapped, or claims another encryption
