@@ -75,7 +75,8 @@ runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDATA" -l "$PGDATA/../pg.log" -w st
 export PGHOST=127.0.0.1 PGPORT="$PGPORT_" PGUSER=postgres
 
 # moto S3.
-moto_server -H 127.0.0.1 -p "$MOTO_PORT" >"$WORK/moto.log" 2>&1 &
+# moto spools large uploads to TMPDIR: keep them in the work dir too.
+TMPDIR="$WORK" moto_server -H 127.0.0.1 -p "$MOTO_PORT" >"$WORK/moto.log" 2>&1 &
 MOTO_PID=$!
 export DG_EGRESS_ALLOW_CIDRS=127.0.0.0/8
 export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
@@ -146,7 +147,9 @@ SQL
   measure "file_$size"  "'$DG' agent backup --engine postgres --uri postgresql://postgres@127.0.0.1:$PGPORT_/$DB --to file://$WORK/files --run-id $size --recipient $RECIPIENT --termination-log $WORK/termination.log"
   rm -rf "$WORK/files"
   measure "gzip_$size"  "pg_dump -Fc -Z0 -d $DB | gzip | aws --endpoint-url $ENDPOINT s3 cp - s3://bench/gzip/$size.dump.gz"
+  aws --endpoint-url "$ENDPOINT" s3 rm --quiet --recursive s3://bench/gzip/
   measure "zstd_$size"  "pg_dump -Fc -Z0 -d $DB | zstd -3 -T0 -q | aws --endpoint-url $ENDPOINT s3 cp - s3://bench/zstd/$size.dump.zst"
+  aws --endpoint-url "$ENDPOINT" s3 rm --quiet --recursive s3://bench/zstd/
   # Disk space is scarce on shared machines: objects no later step reads are removed at once.
   measure "gzip_s3s_$size" "pg_dump -Fc -Z0 -d $DB | gzip | aws --endpoint-url $S3S s3 cp - s3://bench/gzip/$size.dump.gz"
   rm -rf "$WORK/s3s/bench/gzip"

@@ -13,8 +13,9 @@ pub enum S3Fault {
     AccessDenied,
     /// The bucket does not exist. Not retried.
     NoSuchBucket,
-    /// Any other 4xx the server would answer the same way again (an invalid argument, storage
-    /// class or retention; a method the server does not implement). Not retried.
+    /// Any other 3xx/4xx, or 501, that the server would answer the same way again (an invalid
+    /// argument, storage class or retention; a bucket in another region; an operation the server
+    /// does not implement). Not retried.
     BadRequest,
     /// The object does not exist. Not retried.
     NotFound,
@@ -66,7 +67,7 @@ impl S3Fault {
             }
             S3Fault::NoSuchBucket => ": check the bucket name, the region and the endpoint",
             S3Fault::BadRequest => {
-                ": check the storage settings (storage class, Object Lock, encryption) against what the server supports"
+                ": check the region and the storage settings (storage class, Object Lock, encryption) against what the server supports"
             }
             _ => "",
         }
@@ -89,6 +90,9 @@ fn by_code(code: &str) -> Option<S3Fault> {
         | "UnrecognizedClientException"
         | "InvalidObjectState" => S3Fault::AccessDenied,
         "NoSuchBucket" => S3Fault::NoSuchBucket,
+        // The server does not implement the operation (e.g. Object Lock retention on a server
+        // without it): no retry makes it.
+        "NotImplemented" => S3Fault::BadRequest,
         "NoSuchKey" => S3Fault::NotFound,
         "SlowDown"
         | "Throttling"
@@ -125,9 +129,12 @@ pub fn classify_reply(status: u16, code: Option<&str>) -> S3Fault {
         401 | 403 => S3Fault::AccessDenied,
         404 => S3Fault::NotFound,
         408 => S3Fault::Transport,
+        501 => S3Fault::BadRequest,
         429 => S3Fault::Throttled,
         503 => S3Fault::Throttled,
-        400..=499 => S3Fault::BadRequest,
+        // A redirect (301 PermanentRedirect: the bucket lives in another region) or another 4xx
+        // gets the same answer next time.
+        300..=499 => S3Fault::BadRequest,
         _ => S3Fault::ServerError,
     }
 }
@@ -228,7 +235,15 @@ mod tests {
             (400, Some("InvalidArgument"), S3Fault::BadRequest),
             (400, Some("InvalidStorageClass"), S3Fault::BadRequest),
             (405, Some("MethodNotAllowed"), S3Fault::BadRequest),
-            (501, Some("NotImplemented"), S3Fault::ServerError),
+            (501, Some("NotImplemented"), S3Fault::BadRequest),
+            (501, None, S3Fault::BadRequest),
+            (301, Some("PermanentRedirect"), S3Fault::BadRequest), // another region
+            (301, None, S3Fault::BadRequest),
+            (
+                400,
+                Some("AuthorizationHeaderMalformed"),
+                S3Fault::BadRequest,
+            ),
             (404, Some("NoSuchKey"), S3Fault::NotFound),
             (404, None, S3Fault::NotFound),
         ] {
