@@ -81,6 +81,7 @@ pub fn restore_summary(o: &RestoreOutcome, from: &Location) -> Summary {
             .map(|a| a.sha256.clone())
             .collect(),
         duration_seconds: o.duration_seconds,
+        swap: o.swap.clone(),
     }
     .into()
 }
