@@ -390,6 +390,7 @@ mod tests {
                 raw_bytes: u64::MAX,
                 verified_first,
                 duration_seconds,
+                swap: None,
             };
             let new = restore_summary(&o, &from).to_value();
             let old = legacy_restore_summary(&o, &from);

@@ -747,8 +747,21 @@ mod tests {
             verified_first: true,
             sha256: vec!["a".repeat(64)],
             duration_seconds: 3.25,
+            swap: Some(swap()),
         }
         .into()
+    }
+
+    fn swap() -> SwapSummary {
+        SwapSummary {
+            staging_database: "copy_dgstaging".into(),
+            target_database: "copy".into(),
+            sessions_terminated: 2,
+            masking_rules: 3,
+            guard_passed: Some(true),
+            previous_database: Some("copy_dgprev_20261207083005".into()),
+            previous_kept: true,
+        }
     }
 
     fn check(name: &str, kind: CheckKind, result: ValidationResult) -> CheckResult {
@@ -1041,6 +1054,7 @@ mod tests {
                 checksum_verified: Some(true),
                 sha256: vec!["a".repeat(64)],
                 duration_seconds: Some(3.25),
+                swap: Some(swap()),
             }
         );
         assert!(r.succeeded());

@@ -414,7 +414,6 @@ fn names(uri: &DbUri, sql: String) -> Result<Vec<String>> {
 /// Read a schema's tables and its views, routines, triggers and events with definitions.
 pub fn schema_contents(uri: &DbUri, db: &str) -> Result<SchemaContents> {
     let q = quote_str(db);
-    let qi = quote_ident(db);
     let tables = names(
         uri,
         format!(
@@ -466,10 +465,12 @@ pub fn schema_contents(uri: &DbUri, db: &str) -> Result<SchemaContents> {
     ];
     for (kind, list, create_col, mode_col) in lists {
         for name in names(uri, list)? {
+            // With the schema as the default database, definitions name its objects without
+            // the schema, so they can be recreated in another one.
             let rows = query_rows(
                 uri,
-                None,
-                &format!("SHOW CREATE {kind} {qi}.{}", quote_ident(&name)),
+                Some(db),
+                &format!("SHOW CREATE {kind} {}", quote_ident(&name)),
                 AgentError::Target,
             )?;
             let row = rows.into_iter().next().unwrap_or_default();
@@ -494,10 +495,7 @@ fn create_sql(o: &SchemaObject) -> String {
         .as_deref()
         .map(|m| format!("SET SESSION sql_mode = {};\n", quote_str(m)))
         .unwrap_or_default();
-    format!(
-        "{mode}DELIMITER $$dataguardian$$\n{}\n$$dataguardian$$\nDELIMITER ;\n",
-        o.create
-    )
+    format!("{mode}DELIMITER ;;\n{}\n;;\nDELIMITER ;\n", o.create)
 }
 
 fn drop_sql(o: &SchemaObject) -> String {
