@@ -54,7 +54,8 @@ pub struct RestoreRequest {
     pub clean: bool,
     /// Allow restoring into a non-empty database.
     pub overwrite: bool,
-    /// Read and check every artifact completely before touching the target.
+    /// Read and check every artifact completely before touching the target (a staged restore
+    /// needs no extra pass for that: the target is swapped only after the checksum matched).
     pub verify_first: bool,
     /// PostgreSQL: `--no-owner`.
     pub no_owner: bool,
@@ -216,7 +217,9 @@ pub async fn run(req: RestoreRequest) -> Result<RestoreOutcome> {
         .collect();
     let missing = blocking(move || check_targets(engine, &uri, &dbs, create, overwrite)).await?;
 
-    if req.verify_first {
+    // A staged restore keeps the promise of --verify-first without a second read: the target
+    // is not touched before the checksum, verified as the stream ends, has matched.
+    if req.verify_first && !staged {
         let progress = Progress::new("verify");
         let _reporter = progress.start_reporter(req.progress_interval);
         for step in &steps {
