@@ -747,9 +747,18 @@ mod tests {
             verified_first: true,
             sha256: vec!["a".repeat(64)],
             duration_seconds: 3.25,
-            swap: Some(swap()),
+            swap: None,
         }
         .into()
+    }
+
+    /// A staged restore's summary: the in-place one plus `swap`.
+    fn restore_staged() -> Summary {
+        let Summary::Succeeded(Succeeded::Restore(mut r)) = restore() else {
+            unreachable!()
+        };
+        r.swap = Some(swap());
+        r.into()
     }
 
     fn swap() -> SwapSummary {
@@ -1041,7 +1050,7 @@ mod tests {
 
     #[test]
     fn the_restore_controller_reads_what_the_agent_wrote() {
-        let r = RestoreReport::parse(&restore().to_value().to_string()).unwrap();
+        let r = RestoreReport::parse(&restore_staged().to_value().to_string()).unwrap();
         assert_eq!(
             r,
             RestoreReport {
