@@ -556,9 +556,15 @@ async fn finish(
     if let Some(p) = status.progress.as_mut() {
         p.bytes_per_second = 0;
     }
-    let swap = plan::swap_status(&run.spec, report, succeeded, now);
-    let swap_note = swap_note(&swap);
-    status.swap = Some(swap);
+    // Only a restore whose Job ran has something to say about a swap.
+    let swap_note = if status.job_name.is_some() {
+        let swap = plan::swap_status(&run.spec, report, succeeded, now);
+        let note = swap_note(&swap);
+        status.swap = Some(swap);
+        note
+    } else {
+        None
+    };
     if let Some(r) = report {
         let expected = expected_sha256(ctx, ns, run)
             .await
