@@ -217,6 +217,15 @@ fn postgres_staged_restores_swap_atomically_and_failures_leave_the_target_as_it_
     assert!(run.error().contains("guard failed"), "{}", run.error());
     untouched("failing guard");
 
+    // 3b. A rule carrying a psql meta-command runs nothing in the agent: psql is restricted.
+    let marker = tmp.path().join("pwned");
+    let hostile = serde_json::json!({"rules": [{"sql": format!("SELECT 1;\n\\! touch {}", marker.display())}]}).to_string();
+    let run = restore(&good, &["--masking", &hostile]);
+    run.assert_failed("target");
+    assert!(run.error().contains("masking failed"), "{}", run.error());
+    assert!(!marker.exists(), "a meta-command in a masking rule ran");
+    untouched("hostile masking rule");
+
     // 4. A target in use is refused without --terminate-sessions.
     let mut session = pg
         .client_command("psql")

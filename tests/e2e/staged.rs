@@ -74,7 +74,10 @@ async fn staged_masked_restores_swap_clean_up_and_never_half_restore() {
                     .envs(envs.iter().map(|(k, v)| (k, v)))
                     .output()
                     .unwrap();
-                let n: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0);
+                let n: u64 = String::from_utf8_lossy(&out.stdout)
+                    .trim()
+                    .parse()
+                    .unwrap_or(0);
                 unmasked.fetch_add(n, Ordering::SeqCst);
                 polls.fetch_add(1, Ordering::SeqCst);
                 std::thread::sleep(Duration::from_millis(20));
@@ -97,29 +100,42 @@ async fn staged_masked_restores_swap_clean_up_and_never_half_restore() {
         "{st:#?}\n{}",
         s.operator.log()
     );
-    assert_eq!(unmasked.load(Ordering::SeqCst), 0, "an unmasked row was visible in the target");
+    assert_eq!(
+        unmasked.load(Ordering::SeqCst),
+        0,
+        "an unmasked row was visible in the target"
+    );
     assert!(polls.load(Ordering::SeqCst) > 2);
     let swap = st.swap.clone().expect("status.swap");
     assert!(swap.swapped, "{swap:?}");
-    assert_eq!(swap.staging_database.as_deref(), Some("shop_staging_dgstaging"));
+    assert_eq!(
+        swap.staging_database.as_deref(),
+        Some("shop_staging_dgstaging")
+    );
     assert_eq!(swap.masking_rules_applied, Some(2));
     assert_eq!(swap.guard_passed, Some(true));
     let previous = swap.previous_database.clone().expect("previous kept");
     assert!(swap.previous_drop_after.is_some());
     assert_eq!(s.count("shop_staging", "customers"), "50");
     assert_eq!(
-        pg.psql("shop_staging", "SELECT name FROM customers WHERE id = 3").unwrap(),
+        pg.psql("shop_staging", "SELECT name FROM customers WHERE id = 3")
+            .unwrap(),
         "Person 3"
     );
     assert_eq!(
-        pg.psql("shop_staging", "SELECT count(*) FROM orders WHERE total <> round(total)")
-            .unwrap(),
+        pg.psql(
+            "shop_staging",
+            "SELECT count(*) FROM orders WHERE total <> round(total)"
+        )
+        .unwrap(),
         "0"
     );
     wait_for_events(&s.cluster, &s.ns, "refresh", |events| {
-        events
-            .iter()
-            .any(|e| e.starts_with("Swapped") && e.contains("shop_staging_dgstaging") && e.contains(&previous))
+        events.iter().any(|e| {
+            e.starts_with("Swapped")
+                && e.contains("shop_staging_dgstaging")
+                && e.contains(&previous)
+        })
     })
     .await;
 
@@ -169,7 +185,11 @@ async fn staged_masked_restores_swap_clean_up_and_never_half_restore() {
         .into_iter()
         .find(|k| k.contains("/databases/") && !k.ends_with("manifest.json"))
         .expect("data key");
-    let mut bytes = s.services.s3.get_object(&s.services.bucket, &data_key).unwrap();
+    let mut bytes = s
+        .services
+        .s3
+        .get_object(&s.services.bucket, &data_key)
+        .unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x5a;
     s.services
