@@ -377,7 +377,7 @@ fn chart_defaults_render_the_same_objects_as_the_kustomize_base() {
         "the chart with default values and config/default differ:\n{}",
         differences.join("\n")
     );
-    assert_eq!(chart_objects.len(), 18, "{chart_keys:?}");
+    assert_eq!(chart_objects.len(), 19, "{chart_keys:?}");
 }
 
 #[test]
@@ -438,6 +438,7 @@ fn defaults_render_a_restricted_two_replica_operator() {
             "CustomResourceDefinition",
             "CustomResourceDefinition",
             "CustomResourceDefinition",
+            "ClusterRole",
             "ClusterRole",
             "ClusterRole",
             "ClusterRole",

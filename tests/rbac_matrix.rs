@@ -17,7 +17,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use serde::Deserialize;
 
 /// The verb columns of the matrix, in order.
-const VERBS: [&str; 8] = [
+const VERBS: [&str; 9] = [
     "get",
     "list",
     "watch",
@@ -26,6 +26,7 @@ const VERBS: [&str; 8] = [
     "patch",
     "delete",
     "deletecollection",
+    "approve",
 ];
 const CONTROLLER_ROLE: &str = "dataguardian-controller";
 const LEADER_ELECTION_ROLE: &str = "dataguardian-leader-election";
@@ -645,6 +646,7 @@ fn manifests_match_every_cell_of_the_documented_matrix() {
         "dataguardian-readonly",
         "dataguardian-operator",
         "dataguardian-admin",
+        "dataguardian-approver",
         "view",
         "edit",
         "admin",
@@ -672,6 +674,7 @@ fn user_roles_aggregate_into_the_built_in_roles() {
         ("dataguardian-readonly", "view"),
         ("dataguardian-operator", "edit"),
         ("dataguardian-admin", "admin"),
+        ("dataguardian-approver", "admin"),
     ] {
         let labels = m.cluster_roles[role]
             .metadata
@@ -714,6 +717,12 @@ fn user_roles_aggregate_into_the_built_in_roles() {
     assert!(!can("edit", "delete", "backupruns"));
     assert!(can("admin", "deletecollection", "backupruns"));
     assert!(can("admin", "create", "backupstorages"));
+    // Approving restores (the two-person rule): admins and approvers, never edit or view.
+    assert!(can("admin", "approve", "restoreruns"));
+    assert!(!can("edit", "approve", "restoreruns"));
+    assert!(!can("view", "approve", "restoreruns"));
+    assert!(can("dataguardian-approver", "approve", "restoreruns"));
+    assert!(!can("dataguardian-approver", "create", "restoreruns"));
 }
 
 #[test]

@@ -23,7 +23,10 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
 
-pub use review::{LAST_CHANGED_AT, LAST_CHANGED_BY, REQUESTED_BY, REQUESTED_BY_GROUPS};
+pub use review::{
+    APPROVE, APPROVED_AT, APPROVED_BY, LAST_CHANGED_AT, LAST_CHANGED_BY, REQUESTED_BY,
+    REQUESTED_BY_GROUPS,
+};
 
 /// How often certificates are checked (and files re-read).
 const CHECK_INTERVAL: Duration = Duration::from_secs(60);
@@ -81,7 +84,7 @@ pub async fn run(
     ready: Arc<std::sync::atomic::AtomicBool>,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let resolver = Arc::new(server::CertResolver::default());
-    let (addr, server_task) = server::serve(config.addr, resolver.clone()).await?;
+    let (addr, server_task) = server::serve(config.addr, resolver.clone(), client.clone()).await?;
     tracing::info!(%addr, service = %config.service, "admission webhook listening");
     let task = tokio::spawn(async move {
         let mut last_files: Option<(String, String)> = None;

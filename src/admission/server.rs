@@ -7,7 +7,13 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::Json;
+use axum::extract::State;
 use axum::routing::post;
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
+use kube::Client;
+use kube::api::{Api, PostParams};
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -15,6 +21,8 @@ use rustls::sign::CertifiedKey;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
+
+use super::review::{Authorization, approval_to_authorize};
 
 /// The serving certificate, replaceable at run time.
 #[derive(Debug, Default)]
@@ -112,14 +120,60 @@ impl axum::serve::Listener for TlsListener {
     }
 }
 
+/// How long the SubjectAccessReview of an approval may take (the API server gives the whole
+/// webhook call 10 s by default).
+const SAR_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Asks the API server whether the user of `req` may `approve` the RestoreRun it updates.
+async fn authorize_approval(
+    client: &Client,
+    req: &AdmissionRequest<DynamicObject>,
+) -> Authorization {
+    let user = &req.user_info;
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: user.username.clone(),
+            groups: user.groups.clone(),
+            uid: user.uid.clone(),
+            extra: user.extra.clone(),
+            resource_attributes: Some(ResourceAttributes {
+                group: Some(crate::api::GROUP.to_string()),
+                resource: Some("restoreruns".into()),
+                verb: Some("approve".into()),
+                namespace: req.namespace.clone(),
+                name: Some(req.name.clone()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let api: Api<SubjectAccessReview> = Api::all(client.clone());
+    match tokio::time::timeout(SAR_TIMEOUT, api.create(&PostParams::default(), &review)).await {
+        Err(_) => Authorization::Unavailable("the SubjectAccessReview timed out".into()),
+        Ok(Err(e)) => Authorization::Unavailable(format!("the SubjectAccessReview failed: {e}")),
+        Ok(Ok(r)) => match r.status {
+            Some(s) if s.allowed && s.denied != Some(true) => Authorization::Allowed,
+            Some(s) => Authorization::Denied(s.reason.unwrap_or_default()),
+            None => Authorization::Unavailable("the SubjectAccessReview has no status".into()),
+        },
+    }
+}
+
 async fn mutate(
+    State(client): State<Client>,
     Json(review): Json<AdmissionReview<DynamicObject>>,
 ) -> Json<AdmissionReview<DynamicObject>> {
     let request: Result<AdmissionRequest<DynamicObject>, _> = review.try_into();
     let response = match request {
         Ok(req) => {
             let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-            let resp = super::review::review(&req, &now);
+            let authorization = if approval_to_authorize(&req) {
+                authorize_approval(&client, &req).await
+            } else {
+                Authorization::NotAsked
+            };
+            let resp = super::review::review(&req, &now, &authorization);
             tracing::debug!(
                 kind = %req.kind.kind,
                 namespace = req.namespace.as_deref().unwrap_or(""),
@@ -135,11 +189,13 @@ async fn mutate(
     Json(response.into_review())
 }
 
-/// Binds `addr` and serves the webhook with the certificate `resolver` holds; returns the
-/// bound address and the server task.
+/// Binds `addr` and serves the webhook with the certificate `resolver` holds (asking the API
+/// server through `client` whether approvers may approve); returns the bound address and the
+/// server task.
 pub async fn serve(
     addr: SocketAddr,
     resolver: Arc<CertResolver>,
+    client: Client,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
@@ -151,7 +207,9 @@ pub async fn serve(
     let tcp = TcpListener::bind(addr).await?;
     let listener = TlsListener::start(tcp, Arc::new(config))?;
     let local = listener.local;
-    let app = axum::Router::new().route("/mutate", post(mutate));
+    let app = axum::Router::new()
+        .route("/mutate", post(mutate))
+        .with_state(client);
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "the admission webhook server stopped");

@@ -148,6 +148,62 @@ pub struct BackupPolicySpec {
     /// Overrides for the backup Jobs' Pods (image, resources, placement, security context).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_template: Option<Box<JobTemplate>>,
+    /// When a RestoreRun of this policy's backups needs a second person's approval before it
+    /// touches its target (the two-person rule for destructive restores). Absent: the
+    /// operator-wide default (`--restore-approval`, chart value `restoreApproval.required`).
+    /// Approvals are recorded by the operator's admission webhook; see docs/approvals.md.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_approval: Option<RestoreApproval>,
+}
+
+/// When a restore needs approval, and for how long an approval holds.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreApproval {
+    /// `Never`, `OnOverwrite` (a restore with `overwrite` or `clean`: one that may change an
+    /// existing database) or `Always`.
+    pub required: ApprovalRequirement,
+    /// How long an approval stays valid: a restore that has not started within this time of
+    /// its approval waits for a new one (reason `ApprovalExpired`). Units s, m, h, d, w.
+    /// Default: the operator-wide default (`--restore-approval-valid-for`, 1h).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+[smhdw])+$')")
+        .message("validFor must be a duration such as 30m, 1h or 2d"))]
+    pub valid_for: Option<String>,
+}
+
+/// Which restores need a second person's approval.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ApprovalRequirement {
+    /// No restore needs approval.
+    #[default]
+    Never,
+    /// Restores that may change an existing database (`overwrite: true` or `clean: true`).
+    OnOverwrite,
+    /// Every restore.
+    Always,
+}
+
+impl ApprovalRequirement {
+    /// The flag's spelling (`never`, `on-overwrite`, `always`).
+    pub fn parse_flag(text: &str) -> Option<Self> {
+        match text {
+            "never" | "Never" => Some(Self::Never),
+            "on-overwrite" | "OnOverwrite" => Some(Self::OnOverwrite),
+            "always" | "Always" => Some(Self::Always),
+            _ => None,
+        }
+    }
+
+    /// Whether a restore with these settings needs approval.
+    pub fn applies(self, overwrite: bool, clean: bool) -> bool {
+        match self {
+            Self::Never => false,
+            Self::OnOverwrite => overwrite || clean,
+            Self::Always => true,
+        }
+    }
 }
 
 fn default_backoff_limit() -> u32 {
@@ -286,6 +342,8 @@ pub enum NotificationEvent {
     RpoMissed,
     /// The policy's storage stopped being Ready.
     StorageUnhealthy,
+    /// A restore of the policy's backups waits for a second person's approval.
+    RestoreAwaitingApproval,
 }
 
 /// One notification channel and the events it hears.

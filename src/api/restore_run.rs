@@ -31,6 +31,7 @@ use super::common::{DatabaseSpec, Decryption, LocalObjectReference, Progress, Re
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Queue","type":"integer","jsonPath":".status.queuePosition"}"#,
     printcolumn = r#"{"name":"Duration","type":"string","jsonPath":".status.duration"}"#,
+    printcolumn = r#"{"name":"Approved-By","type":"string","jsonPath":".status.approval.approvedBy"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.reason"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -279,6 +280,9 @@ pub enum RestoreRunPhase {
     /// Waiting its turn; `queuePosition` tells how many restores are ahead.
     #[default]
     Queued,
+    /// Waiting for a second person's approval (the policy's or the operator's
+    /// `restoreApproval`): `kubectl dataguardian approve NAME`. Holds no place in the queue.
+    AwaitingApproval,
     /// The restore Job is running.
     Running,
     /// The artifact's checksum matched and the restore completed.
@@ -307,7 +311,7 @@ impl RestoreRunPhase {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RestoreRunStatus {
-    /// `Queued` → `Running` → `Succeeded` | `Failed`.
+    /// `Queued` (or `AwaitingApproval`) → `Running` → `Succeeded` | `Failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<RestoreRunPhase>,
     /// Restores ahead of this one (0 = next), while Queued.
@@ -366,6 +370,26 @@ pub struct RestoreRunStatus {
     /// and its cleanup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub swap: Option<SwapStatus>,
+    /// Whether this restore needs a second person's approval, and who gave it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalStatus>,
+}
+
+/// The approval of a restore that needs one.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApprovalStatus {
+    /// The rule that applied (`OnOverwrite` or `Always`).
+    pub required: super::backup_policy::ApprovalRequirement,
+    /// The approver, as the admission webhook recorded them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_by: Option<String>,
+    /// When the approval was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_at: Option<Time>,
+    /// Until when the approval lets the restore start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_until: Option<Time>,
 }
 
 /// The artifact a restore reads.

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use crate::controller::common::context::Settings;
 use crate::egress::EgressPolicy;
@@ -109,6 +110,15 @@ pub struct OperatorArgs {
         default_value = "dataguardian-admission"
     )]
     pub webhook_configurations: Vec<String>,
+    /// Which restores need a second person's approval when their backup's policy sets no
+    /// `restoreApproval` (and for `storageRef` + `key` restores): `never`, `on-overwrite`
+    /// (restores with `overwrite` or `clean`) or `always`. Approvals need the admission webhook.
+    #[arg(long, env = "DG_RESTORE_APPROVAL", default_value = "never", value_parser = parse_approval)]
+    pub restore_approval: crate::api::backup_policy::ApprovalRequirement,
+    /// How long an approval lets a restore start when the policy says nothing, e.g. `1h`,
+    /// `30m` (units s, m, h, d, w).
+    #[arg(long, env = "DG_RESTORE_APPROVAL_VALID_FOR", default_value = "1h", value_parser = parse_validity)]
+    pub restore_approval_valid_for: Duration,
     /// Log format.
     #[arg(long, env = "DG_LOG_FORMAT", value_enum, default_value_t = crate::telemetry::logging::LogFormat::Json)]
     pub log_format: crate::telemetry::logging::LogFormat,
@@ -172,7 +182,23 @@ impl OperatorArgs {
                 .filter(|n| !n.is_empty())
                 .collect(),
             requester_recorded: self.webhook_addr.0.is_some(),
+            restore_approval: self.restore_approval,
+            restore_approval_valid_for: self.restore_approval_valid_for,
         }
+    }
+}
+
+fn parse_approval(text: &str) -> Result<crate::api::backup_policy::ApprovalRequirement, String> {
+    crate::api::backup_policy::ApprovalRequirement::parse_flag(text.trim())
+        .ok_or_else(|| format!("{text:?}: expected never, on-overwrite or always"))
+}
+
+fn parse_validity(text: &str) -> Result<Duration, String> {
+    match crate::api::common::parse_duration(text) {
+        Some(0) | None => Err(format!(
+            "{text:?}: expected a positive duration such as 30m, 1h or 2d"
+        )),
+        Some(s) => Ok(Duration::from_secs(s)),
     }
 }
 

@@ -23,6 +23,7 @@ pub fn cloudevents_type(n: &Notification) -> String {
         ValidationFailed => "validation.failed",
         RpoMissed => "policy.rpo_missed",
         StorageUnhealthy => "policy.storage_unhealthy",
+        RestoreAwaitingApproval => "restore.awaiting_approval",
     };
     format!("io.dataguardian.{t}")
 }

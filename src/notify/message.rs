@@ -72,6 +72,7 @@ impl NotificationEvent {
             NotificationEvent::ValidationFailed => "ValidationFailed",
             NotificationEvent::RpoMissed => "RpoMissed",
             NotificationEvent::StorageUnhealthy => "StorageUnhealthy",
+            NotificationEvent::RestoreAwaitingApproval => "RestoreAwaitingApproval",
         }
     }
 

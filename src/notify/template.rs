@@ -121,6 +121,7 @@ pub fn what(event: NotificationEvent) -> &'static str {
         NotificationEvent::ValidationFailed => "Restore validation failed",
         NotificationEvent::RpoMissed => "Recovery point objective missed",
         NotificationEvent::StorageUnhealthy => "Backup storage unhealthy",
+        NotificationEvent::RestoreAwaitingApproval => "Restore awaiting approval",
     }
 }
 
@@ -138,6 +139,9 @@ pub fn next_command(n: &Notification) -> String {
         }
         NotificationEvent::RpoMissed => {
             format!("kubectl dataguardian backup now {} -n {ns}", n.policy)
+        }
+        NotificationEvent::RestoreAwaitingApproval => {
+            format!("kubectl dataguardian approve {} -n {ns}", n.name)
         }
         NotificationEvent::RestoreSucceeded
         | NotificationEvent::ValidationPassed

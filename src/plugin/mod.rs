@@ -228,6 +228,74 @@ pub async fn run(plugin: Plugin) -> Result<ExitCode, PluginError> {
             Ok(ExitCode::SUCCESS)
         }
         PluginCommand::Logs { name, follow } => logs(&client, &ns, &name, follow).await,
+        PluginCommand::Approve { name, withdraw } => approve(&client, &ns, &name, withdraw).await,
+    }
+}
+
+/// `approve NAME`: sets (or removes) the approval annotation; the operator's admission webhook
+/// decides and stamps who approved. A refusal is printed with the webhook's reason (exit 1).
+async fn approve(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    withdraw: bool,
+) -> Result<ExitCode, PluginError> {
+    use crate::admission::{APPROVE, APPROVED_AT, APPROVED_BY};
+    use crate::api::RestoreRunPhase;
+    let run: RestoreRun = must_get(client, ns, name, "RestoreRun").await?;
+    let phase = run
+        .status
+        .as_ref()
+        .and_then(|s| s.phase)
+        .unwrap_or_default();
+    if !matches!(
+        phase,
+        RestoreRunPhase::Queued | RestoreRunPhase::AwaitingApproval
+    ) {
+        return Err(PluginError::Usage(format!(
+            "RestoreRun {name} is {phase:?}: an approval only matters before a restore starts"
+        )));
+    }
+    let value = if withdraw {
+        serde_json::Value::Null
+    } else {
+        // A new value each time: approving again after an approval expired is a change.
+        serde_json::Value::String(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
+    };
+    let patch = serde_json::json!({"metadata": {"annotations": {APPROVE: value}}});
+    let api: Api<RestoreRun> = Api::namespaced(client.clone(), ns);
+    let params = kube::api::PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    match api
+        .patch(name, &params, &kube::api::Patch::Merge(&patch))
+        .await
+    {
+        Ok(updated) => {
+            let annotations = updated.metadata.annotations.unwrap_or_default();
+            if withdraw {
+                println!("restorerun/{name}: approval withdrawn");
+            } else {
+                println!(
+                    "restorerun/{name} approved by {} at {}; it starts when its turn in the restore queue comes (see kubectl get restorerun {name} -n {ns})",
+                    annotations
+                        .get(APPROVED_BY)
+                        .map(String::as_str)
+                        .unwrap_or("?"),
+                    annotations
+                        .get(APPROVED_AT)
+                        .map(String::as_str)
+                        .unwrap_or("?"),
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(kube::Error::Api(status)) if matches!(status.code, 400 | 403 | 422) => {
+            eprintln!("approval of restorerun/{name} refused: {}", status.message);
+            Ok(ExitCode::from(1))
+        }
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use dataguardian::api::{BackupRun, BackupStorage};
+use dataguardian::api::{BackupRun, BackupStorage, RestoreRun, RestoreRunPhase};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
@@ -348,6 +348,279 @@ subjects:
     ));
 }
 
+fn restore_phase(r: &RestoreRun) -> Option<RestoreRunPhase> {
+    r.status.as_ref().and_then(|s| s.phase)
+}
+
+fn restore_reason(r: &RestoreRun) -> String {
+    r.status
+        .as_ref()
+        .and_then(|s| s.reason.clone())
+        .unwrap_or_default()
+}
+
+/// An overwrite restore needs a second person: alice (dataguardian-operator) asks; neither she
+/// nor bob (readonly) may even patch it, dave (dataguardian-admin: may patch, lacks the verb
+/// `approve`) is refused by the webhook; carol (dataguardian-approver) approves and the restore
+/// runs. Then carol asks herself and cannot approve her own restore; frank, a namespace
+/// `admin` (approve aggregated), approves, but the approval expires before the restore can
+/// start and is refused; a fresh one lets it run.
+async fn approvals(
+    cluster: &Cluster,
+    services: &Services,
+    ns: &str,
+    alice: &TestUser,
+    bob: &TestUser,
+) {
+    let carol = cluster.user("carol", &["reviewers"]);
+    let dave = cluster.user("dave", &["shop-admins"]);
+    let frank = cluster.user("frank", &["shop-owners"]);
+    bind(cluster, ns, &carol, "dataguardian-approver");
+    bind(cluster, ns, &carol, "dataguardian-operator");
+    bind(cluster, ns, &dave, "dataguardian-admin");
+    bind(cluster, ns, &frank, "admin");
+    cluster
+        .kubectl(&[
+            "patch",
+            "backuppolicy",
+            "shop",
+            "-n",
+            ns,
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"restoreApproval":{"required":"OnOverwrite","validFor":"10m"}}}"#,
+        ])
+        .expect("the platform team requires approval for overwrites");
+    let (code, out, err) = cluster.plugin_as(
+        alice,
+        &[
+            "restore",
+            "nightly-1",
+            "-n",
+            ns,
+            "--database",
+            "shop_restored",
+            "--overwrite",
+            "--clean",
+            "--name",
+            "overwrite-shop",
+        ],
+    );
+    assert_eq!(code, 0, "alice asks\nstdout:\n{out}\nstderr:\n{err}");
+    let waiting = wait_for::<RestoreRun, _>(
+        cluster,
+        None,
+        ns,
+        "overwrite-shop",
+        Duration::from_secs(60),
+        "the overwrite waits for approval",
+        |r: &RestoreRun| restore_phase(r) == Some(RestoreRunPhase::AwaitingApproval),
+    )
+    .await;
+    assert_eq!(restore_reason(&waiting), "AwaitingApproval");
+    assert!(
+        waiting
+            .status
+            .as_ref()
+            .and_then(|s| s.job_name.as_ref())
+            .is_none(),
+        "no Job before approval"
+    );
+    let events = crate::harness::wait_for_events(cluster, ns, "overwrite-shop", |events| {
+        events.iter().any(|e| e.starts_with("AwaitingApproval:"))
+    })
+    .await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("kubectl dataguardian approve overwrite-shop")),
+        "{events:#?}"
+    );
+    let approve =
+        |user: &TestUser, name: &str| cluster.plugin_as(user, &["approve", name, "-n", ns]);
+    for user in [alice, bob] {
+        let (code, _, err) = approve(user, "overwrite-shop");
+        assert_eq!(code, 1, "{err}");
+        assert!(
+            err.contains(&format!("cannot patch resource \"restoreruns\"")),
+            "{}: {err}",
+            user.name
+        );
+    }
+    let (code, _, err) = approve(&dave, "overwrite-shop");
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("may not approve restoreruns in namespace")
+            && err.contains("dataguardian-approver"),
+        "dave may patch but lacks the verb approve: {err}"
+    );
+    let whoami = |user: &TestUser| {
+        cluster
+            .kubectl_as(
+                user,
+                &[
+                    "auth",
+                    "whoami",
+                    "-o",
+                    "jsonpath={.status.userInfo.username}",
+                ],
+            )
+            .expect("whoami")
+            .trim()
+            .to_string()
+    };
+    let carol_name = whoami(&carol);
+    // Nobody stamps an approval by hand, not even the approver.
+    let forged = cluster
+        .kubectl_as(
+            &carol,
+            &[
+                "annotate",
+                "restorerun",
+                "overwrite-shop",
+                "-n",
+                ns,
+                "dataguardian.io/approved-by=carol",
+            ],
+        )
+        .expect_err("a hand-made stamp is refused");
+    assert!(forged.contains("never by hand"), "{forged}");
+    // A valid approval: the restore starts.
+    let (code, out, err) = approve(&carol, "overwrite-shop");
+    assert_eq!(
+        code, 0,
+        "carol approves
+stdout:
+{out}
+stderr:
+{err}"
+    );
+    assert!(out.contains(&format!("approved by {carol_name}")), "{out}");
+    let done = wait_for::<RestoreRun, _>(
+        cluster,
+        None,
+        ns,
+        "overwrite-shop",
+        Duration::from_secs(120),
+        "the approved restore finishes",
+        |r: &RestoreRun| restore_phase(r).is_some_and(|p| p.is_finished()),
+    )
+    .await;
+    assert_eq!(
+        restore_phase(&done),
+        Some(RestoreRunPhase::Succeeded),
+        "{done:?}"
+    );
+    let approval = done
+        .status
+        .as_ref()
+        .and_then(|s| s.approval.clone())
+        .expect("status.approval");
+    assert_eq!(approval.approved_by.as_deref(), Some(carol_name.as_str()));
+    let events = crate::harness::events_for(cluster, ns, "overwrite-shop").await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("Approved:") && e.contains(&carol_name)),
+        "{events:#?}"
+    );
+
+    // An approval that expires before the restore can start: approvals now hold 3 s; the
+    // target's Secret is missing, carol approves, the Secret comes 4 s later.
+    cluster
+        .kubectl(&[
+            "patch",
+            "backuppolicy",
+            "shop",
+            "-n",
+            ns,
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"restoreApproval":{"validFor":"3s"}}}"#,
+        ])
+        .expect("short approvals");
+    let late = format!(
+        "apiVersion: dataguardian.io/v1alpha1\nkind: RestoreRun\nmetadata: {{name: late, namespace: {ns}}}\nspec:\n  backupRunRef: {{name: nightly-1}}\n  overwrite: true\n  clean: true\n  target: {{postgres: {}}}\n",
+        services
+            .postgres_endpoint("shop_restored")
+            .replace("db-creds", "late-creds")
+    );
+    cluster
+        .kubectl_stdin_as(&carol, &["create", "-f", "-"], Some(&late))
+        .expect("carol asks");
+    wait_for::<RestoreRun, _>(
+        cluster,
+        None,
+        ns,
+        "late",
+        Duration::from_secs(60),
+        "the restore waits for its Secret",
+        |r: &RestoreRun| restore_reason(r) == "SecretNotFound",
+    )
+    .await;
+    let (code, _, err) = approve(&carol, "late");
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("cannot approve it"), "the requester: {err}");
+    let (code, _, err) = approve(&frank, "late");
+    assert_eq!(code, 0, "a namespace admin approves: {err}");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    cluster.apply(&format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: late-creds, namespace: {ns}}}\nstringData: {{password: \"{}\"}}\n",
+        services.pg.password()
+    ));
+    let expired = wait_for::<RestoreRun, _>(
+        cluster,
+        None,
+        ns,
+        "late",
+        Duration::from_secs(60),
+        "the expired approval is refused",
+        |r: &RestoreRun| restore_reason(r) == "ApprovalExpired",
+    )
+    .await;
+    assert_eq!(
+        restore_phase(&expired),
+        Some(RestoreRunPhase::AwaitingApproval)
+    );
+    assert!(
+        expired
+            .status
+            .as_ref()
+            .and_then(|s| s.job_name.as_ref())
+            .is_none(),
+        "no Job on an expired approval"
+    );
+    let (code, _, err) = approve(&frank, "late");
+    assert_eq!(code, 0, "{err}");
+    let done = wait_for::<RestoreRun, _>(
+        cluster,
+        None,
+        ns,
+        "late",
+        Duration::from_secs(120),
+        "the re-approved restore finishes",
+        |r: &RestoreRun| restore_phase(r).is_some_and(|p| p.is_finished()),
+    )
+    .await;
+    assert_eq!(
+        restore_phase(&done),
+        Some(RestoreRunPhase::Succeeded),
+        "{done:?}"
+    );
+    cluster
+        .kubectl(&[
+            "patch",
+            "backuppolicy",
+            "shop",
+            "-n",
+            ns,
+            "--type=json",
+            "-p",
+            r#"[{"op":"remove","path":"/spec/restoreApproval"}]"#,
+        ])
+        .expect("back to the default");
+}
+
 fn last_line(out: &str) -> &str {
     out.lines().last().unwrap_or_default()
 }
@@ -645,6 +918,11 @@ async fn install_scenario(installer: Installer) {
         err.contains("forbidden") || err.contains("Forbidden"),
         "{err}"
     );
+
+    // ---- The two-person rule (Helm only: the kustomize base ships the same webhook and roles).
+    if installer == Installer::Helm {
+        approvals(&cluster, &services, &ns, &alice, &bob).await;
+    }
 
     // ---- Upgrade: a new image tag. A backup is started just before, so the handover happens
     // while work is in flight; it must end with exactly one Job.

@@ -34,6 +34,16 @@ pub enum PluginCommand {
         /// Only this policy.
         policy: Option<String>,
     },
+    /// Approve someone else's RestoreRun that waits in AwaitingApproval (the two-person rule):
+    /// needs the verb `approve` on restoreruns (ClusterRole dataguardian-approver). Again after
+    /// an approval expired; `--withdraw` takes an approval back before the restore starts.
+    Approve {
+        /// The RestoreRun.
+        name: String,
+        /// Withdraw the approval instead.
+        #[arg(long)]
+        withdraw: bool,
+    },
     /// The logs of a BackupRun's, RestoreRun's or RestoreValidation's Job.
     Logs {
         /// The run's name.

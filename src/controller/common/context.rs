@@ -54,6 +54,12 @@ pub struct Settings {
     /// `dataguardian.io/requested-by` annotation trusted (without the webhook anyone who may
     /// create a run could write it).
     pub requester_recorded: bool,
+    /// Which restores need a second person's approval when their policy says nothing
+    /// (`--restore-approval`).
+    pub restore_approval: crate::api::backup_policy::ApprovalRequirement,
+    /// How long an approval holds when the policy says nothing
+    /// (`--restore-approval-valid-for`).
+    pub restore_approval_valid_for: Duration,
 }
 
 impl Settings {
@@ -80,6 +86,8 @@ impl Default for Settings {
             egress: EgressPolicy::default(),
             ambient_credentials_namespaces: Vec::new(),
             requester_recorded: false,
+            restore_approval: crate::api::backup_policy::ApprovalRequirement::Never,
+            restore_approval_valid_for: Duration::from_secs(3600),
         }
     }
 }

@@ -105,6 +105,17 @@ reasons! {
     /// The storage a backup was made on is missing or not Ready: a confirmed copy on a
     /// secondary storage is read instead (Warning Event on a RestoreRun or RestoreValidation).
     ReadingCopy = "ReadingCopy",
+    /// The restore needs a second person's approval (the policy's or the operator's
+    /// `restoreApproval`) and has none: phase `AwaitingApproval` (RestoreRun blocker).
+    AwaitingApproval = "AwaitingApproval",
+    /// The restore was approved, but did not start within the approval's validity: it needs a
+    /// new approval (RestoreRun blocker).
+    ApprovalExpired = "ApprovalExpired",
+    /// The restore needs approval but this operator's admission webhook is off, so no approval
+    /// can be trusted (RestoreRun blocker).
+    ApprovalUnavailable = "ApprovalUnavailable",
+    /// A valid approval was seen (Event on a RestoreRun: who approved, until when).
+    Approved = "Approved",
 
     // --- Specs and sources no waiting can fix (fail at once) ---
     /// The spec names no source to act on: neither `backupRunRef` nor `storageRef` + `key`
@@ -392,6 +403,9 @@ impl Reason {
                 | Reason::StorageNotFound
                 | Reason::SecretNotFound
                 | Reason::SecretKeyNotFound
+                | Reason::AwaitingApproval
+                | Reason::ApprovalExpired
+                | Reason::ApprovalUnavailable
         )
     }
 
@@ -485,6 +499,10 @@ mod tests {
         "StorageNotFound",
         "SecretNotFound",
         "SecretKeyNotFound",
+        // added with restore approvals
+        "AwaitingApproval",
+        "ApprovalExpired",
+        "ApprovalUnavailable",
     ];
 
     #[test]
@@ -502,7 +520,7 @@ mod tests {
         for (i, &r) in Reason::ALL.iter().enumerate() {
             assert_eq!(r as usize, i, "{r:?} is out of place in ALL");
         }
-        assert_eq!(Reason::ALL.len(), 106);
+        assert_eq!(Reason::ALL.len(), 110);
         assert_eq!(Reason::ALL.last(), Some(&Reason::NotReady));
     }
 

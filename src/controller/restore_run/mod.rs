@@ -9,10 +9,12 @@
 //! touches the target (`--verify-first`), so a tampered artifact fails the run with reason
 //! `ChecksumMismatch` and the target untouched.
 
+pub mod approval;
 pub mod plan;
 
-use crate::api::backup_policy::NotificationEvent;
+use crate::api::backup_policy::{NotificationEvent, RestoreApproval};
 use crate::notify::message::{Details, Notification, database_of};
+use approval::{ApprovalRule, Gate};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -65,6 +67,8 @@ struct Resolved {
     template: Option<JobTemplate>,
     /// Why a copy is read instead of the primary (the Event's note), if it is.
     fallback: Option<String>,
+    /// The backup's policy's approval rule (none for storage + key restores).
+    approval: Option<RestoreApproval>,
 }
 
 /// Reconciles one RestoreRun.
@@ -93,11 +97,27 @@ pub async fn reconcile(run: Arc<RestoreRun>, ctx: Arc<Context>) -> Result<Action
     let stall_timeout =
         Duration::from_secs(run.spec.stall_timeout_seconds.unwrap_or(600).max(30) as u64);
     let now = Utc::now();
+    let gate = match &resolved {
+        Some(r) => approval::gate(
+            &run,
+            ApprovalRule::effective(
+                r.approval.as_ref(),
+                ApprovalRule {
+                    required: ctx.settings.restore_approval,
+                    valid_for: ctx.settings.restore_approval_valid_for,
+                },
+            ),
+            ctx.settings.requester_recorded,
+            now,
+        ),
+        None => Gate::NotRequired,
+    };
     let step = plan(&Observed {
         run: &run,
         source: source_state,
         job,
         queue,
+        approval: gate.clone(),
         stall_timeout,
         now,
     });
@@ -122,6 +142,7 @@ pub async fn reconcile(run: Arc<RestoreRun>, ctx: Arc<Context>) -> Result<Action
                 next.message = Some(message.clone());
                 next.queue_position = queue_position;
                 next.observed_generation = run.metadata.generation;
+                next.approval = gate.status().cloned();
                 apply_status(&ctx, &ns, &name, &next).await?;
                 if status.reason.as_deref() != Some(reason.as_str()) {
                     let type_ = if blocked {
@@ -135,13 +156,38 @@ pub async fn reconcile(run: Arc<RestoreRun>, ctx: Arc<Context>) -> Result<Action
             }
             Ok(Action::requeue(requeue))
         }
+        Step::AwaitApproval {
+            reason,
+            message,
+            requeue,
+        } => {
+            let approval = gate.status().cloned();
+            if status.reason.as_deref() != Some(reason.as_str())
+                || status.message.as_deref() != Some(message.as_str())
+                || status.phase != Some(RestoreRunPhase::AwaitingApproval)
+                || status.approval != approval
+            {
+                let mut next = status.clone();
+                next.phase = Some(RestoreRunPhase::AwaitingApproval);
+                next.reason = Some(reason.as_str().to_string());
+                next.message = Some(message.clone());
+                next.queue_position = None;
+                next.observed_generation = run.metadata.generation;
+                next.approval = approval;
+                apply_status(&ctx, &ns, &name, &next).await?;
+                if status.reason.as_deref() != Some(reason.as_str()) {
+                    await_approval_news(&ctx, &ns, &run, reason, &message).await;
+                }
+            }
+            Ok(Action::requeue(requeue))
+        }
         Step::StartJob => {
             let Some(resolved) = resolved else {
                 return Err(Error::InvalidSpec(
                     "the restore's source vanished while starting".into(),
                 ));
             };
-            start_job(&ctx, &ns, &run, resolved).await
+            start_job(&ctx, &ns, &run, resolved, &gate).await
         }
         Step::Track {
             attempts,
@@ -311,10 +357,11 @@ async fn resolve(
             Err(state) => return Ok((state, None)),
         };
         let policies: Api<BackupPolicy> = Api::namespaced(ctx.client.clone(), ns);
-        let template = policies
-            .get_opt(&backup.spec.policy_ref.name)
-            .await?
-            .and_then(|p| p.spec.job_template.map(|t| *t));
+        let policy = policies.get_opt(&backup.spec.policy_ref.name).await?;
+        let approval = policy
+            .as_ref()
+            .and_then(|p| p.spec.restore_approval.clone());
+        let template = policy.and_then(|p| p.spec.job_template.map(|t| *t));
         Resolved {
             source: RestoreSource {
                 storage: located.storage.name_any(),
@@ -327,6 +374,7 @@ async fn resolve(
             pin: artifact_pin(&artifact),
             template,
             fallback: located.fallback,
+            approval,
         }
     } else {
         if spec.read_from.is_some() {
@@ -367,6 +415,7 @@ async fn resolve(
             },
             template: None,
             fallback: None,
+            approval: None,
         }
     };
     let mut needed: Vec<SecretKeySelector> = Vec::new();
@@ -441,11 +490,73 @@ fn target_text(run: &RestoreRun) -> String {
     }
 }
 
+/// The Event and the notification of a restore that starts waiting for approval (or for a new
+/// one).
+async fn await_approval_news(
+    ctx: &Context,
+    ns: &str,
+    run: &RestoreRun,
+    reason: Reason,
+    message: &str,
+) {
+    let type_ = if reason == Reason::ApprovalUnavailable {
+        EventType::Warning
+    } else {
+        EventType::Normal
+    };
+    let who = match crate::controller::common::requester::who_note(
+        &run.metadata,
+        ctx.settings.requester_recorded,
+    ) {
+        note if note.is_empty() => note,
+        note => format!(" ({note})"),
+    };
+    ctx.event(
+        run,
+        type_,
+        reason.as_str(),
+        "AwaitApproval",
+        format!("restore into {}{who}: {message}", target_text(run)),
+    )
+    .await;
+    let policy = run
+        .spec
+        .backup_run_ref
+        .as_ref()
+        .and_then(|b| ctx.runs.policy_of_run(ns, &b.name))
+        .unwrap_or_default();
+    ctx.notify_policy_named(
+        ns,
+        &policy,
+        Notification {
+            event: NotificationEvent::RestoreAwaitingApproval,
+            namespace: ns.to_string(),
+            policy: policy.clone(),
+            kind: "RestoreRun".into(),
+            name: run.name_any(),
+            reason: reason.as_str().to_string(),
+            message: format!("{message}; target {}", target_text(run)),
+            time: Utc::now(),
+            details: Details {
+                database: database_of(&run.spec.target),
+                run: run.spec.backup_run_ref.as_ref().map(|b| b.name.clone()),
+                requester: crate::controller::common::requester::requested_by(
+                    &run.metadata,
+                    ctx.settings.requester_recorded,
+                ),
+                ..Details::default()
+            },
+        },
+    )
+    .await;
+}
+
 async fn start_job(
     ctx: &Context,
     ns: &str,
     run: &RestoreRun,
     resolved: Resolved,
+    gate: &Gate,
 ) -> Result<Action> {
     let defaults = JobDefaults::from(&ctx.settings);
     let job = match restore_job::build(
@@ -489,7 +600,18 @@ async fn start_job(
     );
     status.message = Some(format!("restore Job {job_name} started"));
     status.observed_generation = run.metadata.generation;
+    status.approval = gate.status().cloned();
     apply_status(ctx, ns, &run.name_any(), &status).await?;
+    if let Gate::Approved { message, .. } = gate {
+        ctx.event(
+            run,
+            EventType::Normal,
+            Reason::Approved.as_str(),
+            "CreateJob",
+            message.clone(),
+        )
+        .await;
+    }
     if let Some(note) = &resolved.fallback {
         ctx.event(
             run,

@@ -23,6 +23,7 @@ use crate::controller::common::queue::{
     PendingRestore, RunKey, RunningRestore, TargetId, plan_restore_queue,
 };
 use crate::controller::common::reason::Reason;
+use crate::controller::restore_run::approval::Gate;
 
 /// The status reason for a failed restore, from the agent's report and the Job's condition.
 pub fn failure_reason(
@@ -225,6 +226,8 @@ pub struct Observed<'a> {
     pub job: JobObserved,
     /// The queue's decision (ignored once a Job exists).
     pub queue: QueueState,
+    /// Whether approval lets it start (ignored once a Job exists).
+    pub approval: Gate,
     /// A running restore that moves no bytes this long has stalled.
     pub stall_timeout: Duration,
     /// Now.
@@ -246,6 +249,15 @@ pub enum Step {
         queue_position: Option<u32>,
         /// Whether the user must fix something (a Warning Event).
         blocked: bool,
+        /// When to look again.
+        requeue: Duration,
+    },
+    /// Wait in `AwaitingApproval` (holding no place in the queue); look again later.
+    AwaitApproval {
+        /// `AwaitingApproval`, `ApprovalExpired` or `ApprovalUnavailable`.
+        reason: Reason,
+        /// What to do about it.
+        message: String,
         /// When to look again.
         requeue: Duration,
     },
@@ -400,6 +412,16 @@ fn plan_start(o: &Observed<'_>) -> Step {
             };
         }
         SourceState::Ready => {}
+    }
+    if let Gate::Waiting {
+        reason, message, ..
+    } = &o.approval
+    {
+        return Step::AwaitApproval {
+            reason: *reason,
+            message: message.clone(),
+            requeue: WAIT_REQUEUE,
+        };
     }
     if !o.queue.admitted {
         return Step::Wait {
@@ -559,6 +581,7 @@ spec:
                 position: None,
                 message: None,
             },
+            approval: Gate::NotRequired,
             stall_timeout: Duration::from_secs(600),
             now: t0(),
         }
@@ -601,6 +624,48 @@ spec:
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_restore_awaiting_approval_holds_no_queue_place_and_never_times_out() {
+        let r = run("");
+        let mut o = observed(&r, JobObserved::NotCreated);
+        o.approval = Gate::Waiting {
+            reason: Reason::AwaitingApproval,
+            message: "needs approval".into(),
+            status: Default::default(),
+        };
+        // Admitted by the queue or not, it waits for approval, however long it has waited.
+        for admitted in [true, false] {
+            o.queue.admitted = admitted;
+            o.now = t0() + chrono::TimeDelta::days(3);
+            assert!(
+                matches!(
+                    plan(&o),
+                    Step::AwaitApproval {
+                        reason: Reason::AwaitingApproval,
+                        ..
+                    }
+                ),
+                "{:?}",
+                plan(&o)
+            );
+        }
+        // A source problem is reported first.
+        o.source = SourceState::Blocked(Blocker {
+            reason: "SecretNotFound".into(),
+            message: "Secret x not found".into(),
+        });
+        o.now = t0();
+        assert!(matches!(plan(&o), Step::Wait { blocked: true, .. }));
+        // Once approved, the queue decides.
+        o.source = SourceState::Ready;
+        o.queue.admitted = true;
+        o.approval = Gate::Approved {
+            status: Default::default(),
+            message: "approved".into(),
+        };
+        assert_eq!(plan(&o), Step::StartJob);
     }
 
     #[test]
