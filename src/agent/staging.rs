@@ -122,7 +122,8 @@ fn quote_table(engine: Engine, table: &str) -> String {
 fn quote_ident(engine: Engine, name: &str) -> String {
     match engine {
         Engine::Postgres => format!("\"{}\"", name.replace('"', "\"\"")),
-        Engine::Mysql => super::engine::mysql::quote_ident(name),
+        // As `engine::mysql::quote_ident` (the engines use this module, not the reverse).
+        Engine::Mysql => format!("`{}`", name.replace('`', "``")),
     }
 }
 
