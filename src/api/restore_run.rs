@@ -91,7 +91,8 @@ pub struct RestoreRunSpec {
     #[serde(default)]
     pub create_database: bool,
     /// Drop existing objects before recreating them (`pg_restore --clean --if-exists`; for
-    /// MySQL, drop the tables contained in the dump). Requires `overwrite: true`.
+    /// MySQL, drop the tables contained in the dump). Requires `overwrite: true`. In place
+    /// only: a staged restore replaces the whole database.
     #[serde(default)]
     pub clean: bool,
     /// Must be `true` to restore into a database that already contains tables. Without it a
