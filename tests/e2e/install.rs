@@ -442,7 +442,7 @@ async fn approvals(
         let (code, _, err) = approve(user, "overwrite-shop");
         assert_eq!(code, 1, "{err}");
         assert!(
-            err.contains(&format!("cannot patch resource \"restoreruns\"")),
+            err.contains("cannot patch resource \"restoreruns\""),
             "{}: {err}",
             user.name
         );
