@@ -132,6 +132,7 @@ fn schema(old: &Value, new: &Value, path: &str, breaks: &mut Vec<String>) {
         if !old_rules
             .iter()
             .any(|o| counts_new_fields_only(o, rule, old))
+            && !guarded_by_a_new_field(rule, old)
         {
             breaks.push(format!("{path}: new or changed CEL rule `{rule}`"));
         }
@@ -184,6 +185,34 @@ fn counts_new_fields_only(old: &str, new: &str, old_schema: &Value) -> bool {
                     && old_schema["properties"].get(field).is_none()
             })
     }) && extra.starts_with(" + ")
+}
+
+/// Whether `rule` is `!has(self.f) || …` for a field `f` that `old_schema` does not have, the
+/// guard being a top-level disjunct: every object the old schema accepted lacks `f` (unknown
+/// fields are pruned), so the rule holds for it (e.g. rules tying a new `masking` block to
+/// its siblings). A rest with a conditional (`?:` binds looser than `||`) or that closes the
+/// guard's disjunction early is not exempt.
+fn guarded_by_a_new_field(rule: &str, old_schema: &Value) -> bool {
+    let Some(rest) = rule.strip_prefix("!has(self.") else {
+        return false;
+    };
+    let Some((field, rest)) = rest.split_once(") || ") else {
+        return false;
+    };
+    let mut depth = 0i32;
+    let balanced = rest.chars().all(|c| {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            _ => {}
+        }
+        depth >= 0
+    }) && depth == 0;
+    !field.is_empty()
+        && field.chars().all(|c| c.is_ascii_alphanumeric())
+        && old_schema["properties"].get(field).is_none()
+        && !rest.contains('?')
+        && balanced
 }
 
 /// Every break of `new` against the released `old` CRD.
@@ -412,6 +441,34 @@ fn a_count_rule_may_only_grow_by_fields_the_old_schema_lacked() {
         assert!(
             !counts_new_fields_only(old, narrowed, &schema),
             "{narrowed} accepted"
+        );
+    }
+}
+
+#[test]
+fn a_new_rule_passes_only_when_guarded_by_a_field_the_old_schema_lacked() {
+    let schema = serde_json::json!({"properties": {"target": {}, "clean": {}}});
+    assert!(guarded_by_a_new_field(
+        "!has(self.masking) || !has(self.swap) || self.swap.mode == 'Staged'",
+        &schema
+    ));
+    assert!(guarded_by_a_new_field(
+        "!has(self.masking) || !((has(self.target.postgres) && self.target.postgres.allDatabases))",
+        &schema
+    ));
+    for breaking in [
+        // Old objects may have the field.
+        "!has(self.clean) || self.clean == false",
+        // Not a guard of the whole rule.
+        "!has(self.masking) || self.clean ? true : false",
+        "!has(self.masking) || true) && (self.clean",
+        "has(self.masking) || self.clean",
+        "!has(self.target.x) || self.clean",
+        "self.size() < 3",
+    ] {
+        assert!(
+            !guarded_by_a_new_field(breaking, &schema),
+            "{breaking} accepted"
         );
     }
 }

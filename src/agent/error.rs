@@ -62,6 +62,21 @@ impl AgentError {
         self.failure_category().as_str()
     }
 
+    /// The message without its category prefix.
+    pub fn detail(&self) -> String {
+        match self {
+            AgentError::Config(m)
+            | AgentError::Source(m)
+            | AgentError::Target(m)
+            | AgentError::Storage(m)
+            | AgentError::StorageRefused(m)
+            | AgentError::Integrity(m)
+            | AgentError::Crypto(m)
+            | AgentError::ClientTooOld(m) => m.clone(),
+            AgentError::Io(e) => e.to_string(),
+        }
+    }
+
     /// The process exit code for this error (distinct per category, never 0 or 1).
     pub fn exit_code(&self) -> u8 {
         self.failure_category().exit_code()

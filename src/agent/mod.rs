@@ -25,6 +25,7 @@ pub mod pipeline;
 pub mod progress;
 pub mod prune;
 pub mod restore;
+pub mod staging;
 pub mod storage;
 pub mod summary;
 pub mod validate;

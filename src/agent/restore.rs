@@ -1,6 +1,11 @@
 //! `agent restore`: read the manifest, check the target (pure planning + read-only queries),
 //! optionally verify every artifact first, then stream each artifact into the restore tool and
 //! check its SHA-256 at the end.
+//!
+//! A single-database restore is staged by default (see [`super::staging`]): the stream goes
+//! into a staging database, its checksum is checked as it ends, masking and the guard run
+//! there, and only then is it swapped in; any failure drops the staging database and leaves
+//! the target as it was. The artifact is read once.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,8 +24,10 @@ use super::pipeline::{
     DecodeError, DecodeOptions, DecodeStats, Filter, check_digest, decode_stream,
 };
 use super::progress::Progress;
+use super::staging::{self, Staging};
 use super::storage::{Location, S3Settings, Store};
-use crate::contract::ArtifactPin;
+use crate::api::restore_run::MaskingSpec;
+use crate::contract::{ArtifactPin, SwapSummary};
 
 /// Largest manifest accepted.
 const MANIFEST_LIMIT: usize = 64 << 20;
@@ -48,7 +55,8 @@ pub struct RestoreRequest {
     pub clean: bool,
     /// Allow restoring into a non-empty database.
     pub overwrite: bool,
-    /// Read and check every artifact completely before touching the target.
+    /// Read and check every artifact completely before touching the target (a staged restore
+    /// needs no extra pass for that: the target is swapped only after the checksum matched).
     pub verify_first: bool,
     /// PostgreSQL: `--no-owner`.
     pub no_owner: bool,
@@ -60,6 +68,14 @@ pub struct RestoreRequest {
     pub s3: S3Settings,
     /// Interval of progress log lines.
     pub progress_interval: Duration,
+    /// Staged (swap) or in place.
+    pub staging: Staging,
+    /// Terminate sessions on the target for the swap.
+    pub terminate_sessions: bool,
+    /// Keep the previous target (`<db>_dgprev_<time>`) instead of dropping it after the swap.
+    pub keep_previous: bool,
+    /// Masking rules and guard, run in the staging database before the swap.
+    pub masking: Option<MaskingSpec>,
 }
 
 /// One step of a restore plan.
@@ -122,6 +138,8 @@ pub struct RestoreOutcome {
     pub verified_first: bool,
     /// Wall time.
     pub duration_seconds: f64,
+    /// What the staged restore did (`None`: in place).
+    pub swap: Option<SwapSummary>,
 }
 
 /// Read and parse a manifest, refusing one that does not match `pin` (its bytes' SHA-256
@@ -177,6 +195,7 @@ pub async fn run(req: RestoreRequest) -> Result<RestoreOutcome> {
     };
     let target_db = req.database.clone().or_else(|| req.uri.database.clone());
     let steps = plan_restore(&manifest, target_db.as_deref())?;
+    let staged = staging::decide(req.staging, manifest.all_databases, req.masking.is_some())?;
     // Never a pg_restore older than the pg_dump that wrote the archive.
     let tools = match manifest.engine {
         Engine::Postgres => Some(pg_tools::for_archive(
@@ -187,7 +206,7 @@ pub async fn run(req: RestoreRequest) -> Result<RestoreOutcome> {
     };
     tracing::info!(
         from = %req.from, engine = %manifest.engine, server_version = %manifest.server_version,
-        target = %req.uri.redacted(), artifacts = steps.len(), verify_first = req.verify_first, "restore started"
+        target = %req.uri.redacted(), artifacts = steps.len(), verify_first = req.verify_first, staged, "restore started"
     );
 
     // Read-only checks of the target before anything is written.
@@ -207,7 +226,9 @@ pub async fn run(req: RestoreRequest) -> Result<RestoreOutcome> {
     )
     .await?;
 
-    if req.verify_first {
+    // A staged restore keeps the promise of --verify-first without a second read: the target
+    // is not touched before the checksum, verified as the stream ends, has matched.
+    if req.verify_first && !staged {
         let progress = Progress::new("verify");
         let _reporter = progress.start_reporter(req.progress_interval);
         for step in &steps {
@@ -249,6 +270,34 @@ pub async fn run(req: RestoreRequest) -> Result<RestoreOutcome> {
 
     let progress = Progress::new("restore");
     let _reporter = progress.start_reporter(req.progress_interval);
+    if staged {
+        let step = &steps[0];
+        let target = step
+            .target_database
+            .clone()
+            .ok_or_else(|| AgentError::Config("a staged restore needs a target database".into()))?;
+        let (stats, swap) = staged_restore(
+            &req,
+            tools.as_ref(),
+            &store,
+            &dir,
+            &manifest.artifacts[step.artifact],
+            &target,
+            identities,
+            manifest.compression,
+            &progress,
+        )
+        .await?;
+        return Ok(RestoreOutcome {
+            manifest,
+            databases: vec![target],
+            stored_bytes: stats.stored_bytes,
+            raw_bytes: stats.raw_bytes,
+            verified_first: req.verify_first,
+            duration_seconds: (clock.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+            swap: Some(swap),
+        });
+    }
     let (mut stored, mut raw) = (0u64, 0u64);
     let mut restored = Vec::new();
     for step in &steps {
@@ -276,6 +325,7 @@ pub async fn run(req: RestoreRequest) -> Result<RestoreOutcome> {
                 identities.clone(),
                 manifest.compression,
                 &progress,
+                false,
             ),
         )
         .await?;
@@ -293,7 +343,160 @@ pub async fn run(req: RestoreRequest) -> Result<RestoreOutcome> {
         raw_bytes: raw,
         verified_first: req.verify_first,
         duration_seconds: (clock.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+        swap: None,
     })
+}
+
+/// Restore one artifact into the staging database of `target`, mask it, check the guard and
+/// swap it in. Every failure before the swap drops the staging database.
+#[allow(clippy::too_many_arguments)]
+async fn staged_restore(
+    req: &RestoreRequest,
+    tools: Option<&PgTools>,
+    store: &Store,
+    dir: &Location,
+    a: &Artifact,
+    target: &str,
+    identities: Option<Arc<Identities>>,
+    compression: super::compress::Compression,
+    progress: &Arc<Progress>,
+) -> Result<(DecodeStats, SwapSummary)> {
+    let engine = req.engine;
+    let stage = staging::staging_name(engine, target);
+    {
+        // A leftover of a killed attempt (restores of one target run one at a time).
+        let (uri, stage) = (req.uri.clone(), stage.clone());
+        blocking(move || match engine {
+            Engine::Postgres => {
+                postgres::drop_database(&uri, &stage)?;
+                postgres::create_database(&uri, &stage)
+            }
+            Engine::Mysql => {
+                mysql::drop_database(&uri, &stage)?;
+                mysql::create_database(&uri, &stage)
+            }
+        })
+        .await?;
+    }
+    tracing::info!(staging = %stage, target, "staging database created");
+    let result = async {
+        // The staging database is new: nothing to clean.
+        let mut sreq = req.clone();
+        sreq.clean = false;
+        let step = RestoreStep {
+            artifact: 0,
+            target_database: Some(stage.clone()),
+        };
+        let stats = restore_artifact(
+            &sreq,
+            tools,
+            store,
+            dir,
+            a,
+            &step,
+            identities,
+            compression,
+            progress,
+            true,
+        )
+        .await?;
+        tracing::info!(key = %a.key, staging = %stage, "artifact restored into staging, checksum verified");
+        let mut swap = SwapSummary {
+            staging_database: stage.clone(),
+            target_database: target.to_string(),
+            ..Default::default()
+        };
+        if let Some(masking) = req.masking.clone() {
+            let script = staging::masking_script(engine, &masking)?;
+            swap.masking_rules = masking.rules.len() as u32;
+            let (uri, db) = (req.uri.clone(), stage.clone());
+            let passed = blocking(move || {
+                if !script.is_empty() {
+                    match engine {
+                        Engine::Postgres => postgres::run_masking(&uri, &db, &script)?,
+                        Engine::Mysql => mysql::run_masking(&uri, &db, &script)?,
+                    }
+                }
+                let Some(guard) = masking.guard else {
+                    return Ok(None);
+                };
+                let out = match engine {
+                    Engine::Postgres => postgres::run_guard(&uri, &db, &guard)?,
+                    Engine::Mysql => mysql::run_guard(&uri, &db, &guard)?,
+                };
+                staging::guard_holds(&out)
+                    .map(|_| Some(true))
+                    .map_err(|why| AgentError::Target(format!("guard failed: {why}; the target was left as it was")))
+            })
+            .await?;
+            swap.guard_passed = passed;
+            tracing::info!(rules = swap.masking_rules, guard = ?passed, "masking applied in staging");
+        }
+        let previous = staging::previous_name(engine, target, chrono::Utc::now());
+        let (uri, t, st, prev, terminate) = (
+            req.uri.clone(),
+            target.to_string(),
+            stage.clone(),
+            previous.clone(),
+            req.terminate_sessions,
+        );
+        swap.sessions_terminated = blocking(move || match engine {
+            Engine::Postgres => postgres::swap_databases(&uri, &t, &st, &prev, terminate),
+            Engine::Mysql => mysql::swap_schemas(&uri, &t, &st, &prev, terminate),
+        })
+        .await?;
+        tracing::info!(target, staging = %stage, previous = %previous, "staging database swapped in");
+        Ok::<_, AgentError>((stats, swap, previous))
+    }
+    .await;
+    // After a swap the staging name is free (PostgreSQL) or holds only what was recreated
+    // (MySQL); after a failure it holds the unswapped copy. Either way it goes.
+    let (uri, st) = (req.uri.clone(), stage.clone());
+    let dropped = blocking(move || match engine {
+        Engine::Postgres => postgres::drop_database(&uri, &st),
+        Engine::Mysql => mysql::drop_database(&uri, &st),
+    })
+    .await;
+    if let Err(e) = &dropped {
+        tracing::warn!(staging = %stage, error = %e, "could not drop the staging database");
+    }
+    let (stats, mut swap, previous) = result?;
+    if req.keep_previous {
+        swap.previous_database = Some(previous);
+        swap.previous_kept = true;
+    } else {
+        let (uri, prev) = (req.uri.clone(), previous.clone());
+        let gone = blocking(move || match engine {
+            Engine::Postgres => postgres::drop_database(&uri, &prev),
+            Engine::Mysql => mysql::drop_database(&uri, &prev),
+        })
+        .await;
+        if let Err(e) = gone {
+            tracing::warn!(previous = %previous, error = %e, "could not drop the previous target");
+            swap.previous_database = Some(previous);
+        }
+    }
+    Ok((stats, swap))
+}
+
+/// `agent drop-previous`: drop a previous target kept by a staged restore. Only names the
+/// swap makes (`<db>_dgprev_<UTC time>`) are accepted.
+pub fn drop_previous(engine: Engine, uri: &DbUri, name: &str) -> Result<bool> {
+    if !staging::is_previous_name(name) {
+        return Err(AgentError::Config(format!(
+            "{name:?} is not a previous target kept by a staged restore (<database>{}<UTC time>); refusing to drop it",
+            staging::PREVIOUS_MARKER
+        )));
+    }
+    let existed = match engine {
+        Engine::Postgres => postgres::database_exists(uri, name)?,
+        Engine::Mysql => mysql::database_exists(uri, name)?,
+    };
+    match engine {
+        Engine::Postgres => postgres::drop_database(uri, name)?,
+        Engine::Mysql => mysql::drop_database(uri, name)?,
+    }
+    Ok(existed)
 }
 
 /// Check each target database (read-only): returns the ones that do not exist yet. Refuses a
@@ -353,6 +556,7 @@ async fn restore_artifact(
     identities: Option<Arc<Identities>>,
     compression: super::compress::Compression,
     progress: &Arc<Progress>,
+    staged: bool,
 ) -> Result<DecodeStats> {
     let reader = store.open_reader(&dir.join(&a.key)).await?;
     let (mut tool, filter): (ToolProcess, Option<Filter>) =
@@ -407,11 +611,13 @@ async fn restore_artifact(
     match joined {
         Ok(stats) => {
             tool.finish(AgentError::Target)?;
+            let consequence = if staged {
+                "the staging database is dropped, the target was left as it was"
+            } else {
+                "the target was written; restore again from a good copy"
+            };
             check_digest(
-                &format!(
-                    "{} (the target was written; restore again from a good copy)",
-                    a.key
-                ),
+                &format!("{} ({consequence})", a.key),
                 &stats,
                 a.size_bytes,
                 &a.sha256,

@@ -365,6 +365,12 @@ pub async fn run(req: ValidateRequest) -> Result<ValidateOutcome> {
         restore_args: Vec::new(),
         s3: req.s3.clone(),
         progress_interval: req.progress_interval,
+        // A throwaway sandbox: nothing to protect, and the measured RTO stays the plain
+        // restore's.
+        staging: crate::agent::staging::Staging::InPlace,
+        terminate_sessions: false,
+        keep_previous: false,
+        masking: None,
     };
     let names: Vec<String> = req
         .checks

@@ -45,7 +45,16 @@ use super::common::{DatabaseSpec, Decryption, LocalObjectReference, Progress, Re
     validation = Rule::new("!has(self.manifestSha256) || has(self.storageRef)")
         .message("manifestSha256 pins a restore by storageRef + key; a backupRunRef restore is pinned to what its BackupRun recorded"),
     validation = Rule::new("!(has(self.clean) && self.clean) || (has(self.overwrite) && self.overwrite)")
-        .message("clean drops existing objects in the target: set overwrite: true to confirm")
+        .message("clean drops existing objects in the target: set overwrite: true to confirm"),
+    // Staged restores and masking (issue 16): see `SwapSpec` and `MaskingSpec`.
+    validation = Rule::new("!has(self.masking) || !has(self.swap) || !has(self.swap.mode) || self.swap.mode == 'Staged'")
+        .message("masking runs in the staging database before the swap: it needs swap.mode Staged"),
+    validation = Rule::new("!has(self.masking) || !((has(self.target.postgres) && has(self.target.postgres.allDatabases) && self.target.postgres.allDatabases) || (has(self.target.mysql) && has(self.target.mysql.allDatabases) && self.target.mysql.allDatabases))")
+        .message("allDatabases restores cannot be staged, so they cannot be masked: restore one database at a time"),
+    validation = Rule::new("!has(self.swap) || !has(self.swap.mode) || self.swap.mode != 'Staged' || !((has(self.target.postgres) && has(self.target.postgres.allDatabases) && self.target.postgres.allDatabases) || (has(self.target.mysql) && has(self.target.mysql.allDatabases) && self.target.mysql.allDatabases))")
+        .message("allDatabases restores cannot be staged: use swap.mode InPlace (or leave it unset)"),
+    validation = Rule::new("!has(self.swap) || !has(self.swap.mode) || self.swap.mode == 'Staged' || (!has(self.swap.keepPreviousSeconds) && !(has(self.swap.terminateSessions) && self.swap.terminateSessions))")
+        .message("keepPreviousSeconds and terminateSessions apply to the swap of a Staged restore")
 )]
 pub struct RestoreRunSpec {
     /// The BackupRun (same namespace) whose artifact to restore.
@@ -82,7 +91,8 @@ pub struct RestoreRunSpec {
     #[serde(default)]
     pub create_database: bool,
     /// Drop existing objects before recreating them (`pg_restore --clean --if-exists`; for
-    /// MySQL, drop the tables contained in the dump). Requires `overwrite: true`.
+    /// MySQL, drop the tables contained in the dump). Requires `overwrite: true`. In place
+    /// only: a staged restore replaces the whole database.
     #[serde(default)]
     pub clean: bool,
     /// Must be `true` to restore into a database that already contains tables. Without it a
@@ -111,6 +121,158 @@ pub struct RestoreRunSpec {
     /// API server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_template: Option<RestoreJobTemplate>,
+    /// How the restore reaches the target. By default a single-database restore is staged:
+    /// it lands in a staging database on the target server, the artifact's checksum is
+    /// verified as the stream ends, `masking` runs there, and only then is it swapped in (see
+    /// docs/restore.md). `allDatabases` restores cannot be staged and run in place, after a
+    /// full verification pass of the artifact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swap: Option<SwapSpec>,
+    /// Masking for staging refreshes: statements run in the staging database before the swap,
+    /// then a guard query that must hold, so the target never holds an unmasked row. Needs a
+    /// staged restore (not `allDatabases`, not `swap.mode: InPlace`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub masking: Option<MaskingSpec>,
+}
+
+/// How a restore reaches its target database.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum RestoreMode {
+    /// Restore into a staging database on the target server, verify, mask, then swap it in
+    /// atomically; any failure drops the staging database and leaves the target as it was.
+    #[default]
+    Staged,
+    /// Restore straight into the target (the only way for `allDatabases` restores). The
+    /// artifact is read and verified completely first, then read again for the restore.
+    InPlace,
+}
+
+impl RestoreMode {
+    /// The spelling in the API and the agent's `--staging` flag.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestoreMode::Staged => "Staged",
+            RestoreMode::InPlace => "InPlace",
+        }
+    }
+}
+
+/// The swap of a staged restore.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SwapSpec {
+    /// `Staged` (the default for a single database) or `InPlace`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<RestoreMode>,
+    /// PostgreSQL: sessions connected to the target are terminated just before the swap (new
+    /// connections are refused meanwhile). Without it, a target with connected sessions fails
+    /// the restore with reason `TargetInUse` and the target is left as it was. MySQL/MariaDB:
+    /// connections whose default schema is the target are killed; the `RENAME TABLE` waits at
+    /// most 30 seconds for any other lock.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub terminate_sessions: bool,
+    /// Keep the previous target under `<database>_dgprev_<UTC time>` for this many seconds
+    /// after the swap (`status.swap.previousDatabase`); then a cleanup Job drops it. Without
+    /// it the previous target is dropped right after the swap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 7776000))]
+    pub keep_previous_seconds: Option<i64>,
+}
+
+/// Masking of a staged restore.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MaskingSpec {
+    /// Applied in order in the staging database (PostgreSQL: in one transaction).
+    #[serde(default)]
+    #[schemars(length(max = 200))]
+    pub rules: Vec<MaskingRule>,
+    /// A query returning one value that must be true (PostgreSQL `true`, MySQL `1`) after
+    /// the rules ran, e.g. `SELECT count(*) = 0 FROM customers WHERE email NOT LIKE
+    /// '%@example.invalid'`. Otherwise the restore fails with reason `GuardFailed`, the
+    /// staging database is dropped and the target is left as it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 65536))]
+    pub guard: Option<String>,
+}
+
+/// One masking rule: per-column SQL expressions for one table, or one SQL statement.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("has(self.table) != has(self.sql)")
+        .message("set exactly one of table (with columns) or sql"),
+    validation = Rule::new("has(self.table) == has(self.columns)")
+        .message("table and columns must be set together")
+)]
+pub struct MaskingRule {
+    /// The table: `schema.table` (PostgreSQL) or `table`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub table: Option<String>,
+    /// Columns and the SQL expression each is set to (`UPDATE table SET column = expression`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 200))]
+    pub columns: Option<Vec<ColumnMask>>,
+    /// Only rows matching this SQL condition are masked (default: all rows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 65536))]
+    pub r#where: Option<String>,
+    /// One SQL statement, e.g. `TRUNCATE audit_log` or `DELETE FROM sessions`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 65536))]
+    pub sql: Option<String>,
+}
+
+/// One masked column.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ColumnMask {
+    /// Column name.
+    #[schemars(length(min = 1, max = 128))]
+    pub name: String,
+    /// SQL expression, evaluated per row, e.g. `'user' || id || '@example.invalid'`.
+    #[schemars(length(min = 1, max = 65536))]
+    pub expression: String,
+}
+
+/// What the swap of a staged restore did.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SwapStatus {
+    /// `Staged` or `InPlace`.
+    pub mode: RestoreMode,
+    /// The staging database the artifact was restored into (dropped after the swap or a
+    /// failure).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staging_database: Option<String>,
+    /// Whether the staging database replaced the target.
+    #[serde(default)]
+    pub swapped: bool,
+    /// Sessions on the target terminated for the swap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sessions_terminated: Option<u64>,
+    /// Masking rules applied in the staging database before the swap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub masking_rules_applied: Option<u32>,
+    /// Whether the masking guard held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard_passed: Option<bool>,
+    /// The previous target, kept under this name after the swap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_database: Option<String>,
+    /// When the cleanup Job drops the kept previous target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_drop_after: Option<Time>,
+    /// When the kept previous target was dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_dropped_at: Option<Time>,
+    /// The Job dropping the kept previous target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cleanup_job_name: Option<String>,
+    /// Why the cleanup failed, while it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cleanup_message: Option<String>,
 }
 
 /// Lifecycle phase of a RestoreRun.
@@ -209,6 +371,10 @@ pub struct RestoreRunStatus {
     /// (annotation `dataguardian.io/requested-by`), copied here when its Job starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_by: Option<String>,
+    /// What the staged restore did: staging database, swap, masking, the previous target kept
+    /// and its cleanup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swap: Option<SwapStatus>,
     /// Whether this restore needs a second person's approval, and who gave it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<ApprovalStatus>,

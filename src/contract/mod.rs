@@ -32,9 +32,9 @@ pub use progress::{
     PROGRESS_MESSAGE, PROGRESS_TARGET, ProgressLine, ProgressSample, last_progress,
 };
 pub use summary::{
-    AgentReport, ArtifactSummary, BackupSummary, CopySummary, FailureSummary, Operation,
-    PruneSummary, Report, RestoreReport, RestoreSummary, STATUS_FAILED, STATUS_SUCCEEDED,
-    Succeeded, Summary, ValidateSummary, ValidationReport,
+    AgentReport, ArtifactSummary, BackupSummary, CopySummary, DropPreviousSummary, FailureSummary,
+    Operation, PruneSummary, Report, RestoreReport, RestoreSummary, STATUS_FAILED,
+    STATUS_SUCCEEDED, Succeeded, Summary, SwapSummary, ValidateSummary, ValidationReport,
 };
 
 /// Name of the agent container in every Job (the operator reads its logs, termination message

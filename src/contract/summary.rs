@@ -56,6 +56,9 @@ pub enum Succeeded {
     Prune(PruneSummary),
     /// `"operation": "copy"`.
     Copy(CopySummary),
+    /// `"operation": "drop-previous"`.
+    #[serde(rename = "drop-previous")]
+    DropPrevious(DropPreviousSummary),
 }
 
 /// What the agent was doing (`operation`).
@@ -72,6 +75,9 @@ pub enum Operation {
     Prune,
     /// `agent copy`.
     Copy,
+    /// `agent drop-previous`.
+    #[serde(rename = "drop-previous")]
+    DropPrevious,
 }
 
 impl Operation {
@@ -83,6 +89,7 @@ impl Operation {
             Operation::Validate => "validate",
             Operation::Prune => "prune",
             Operation::Copy => "copy",
+            Operation::DropPrevious => "drop-previous",
         }
     }
 }
@@ -185,6 +192,35 @@ pub struct RestoreSummary {
     pub sha256: Vec<String>,
     /// Wall time.
     pub duration_seconds: f64,
+    /// What a staged restore did (absent for in-place restores).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swap: Option<SwapSummary>,
+}
+
+/// What a staged restore did: where it was staged, the swap, masking, the previous target.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SwapSummary {
+    /// The staging database (dropped after the swap).
+    pub staging_database: String,
+    /// The database swapped in as.
+    pub target_database: String,
+    /// Sessions on the target terminated for the swap.
+    #[serde(default)]
+    pub sessions_terminated: u64,
+    /// Masking rules applied before the swap.
+    #[serde(default)]
+    pub masking_rules: u32,
+    /// Whether a guard ran and held (`null`: no guard).
+    #[serde(default)]
+    pub guard_passed: Option<bool>,
+    /// The previous target, when it still exists under this name (kept on request, or its
+    /// drop failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_database: Option<String>,
+    /// Whether the previous target was kept on request.
+    #[serde(default)]
+    pub previous_kept: bool,
 }
 
 /// Summary of a validation that reached a verdict.
@@ -222,6 +258,18 @@ pub struct PruneSummary {
     /// Files the manifest lists that were already gone.
     pub already_gone: Vec<String>,
     /// Wall time (not rounded).
+    pub duration_seconds: f64,
+}
+
+/// Summary of a dropped previous target (the cleanup after a staged restore's grace period).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DropPreviousSummary {
+    /// The database dropped.
+    pub database: String,
+    /// Whether it still existed (`false`: dropped earlier, by hand or by an earlier attempt).
+    pub existed: bool,
+    /// Wall time.
     pub duration_seconds: f64,
 }
 
@@ -316,6 +364,12 @@ impl From<PruneSummary> for Summary {
 impl From<CopySummary> for Summary {
     fn from(s: CopySummary) -> Self {
         Summary::Succeeded(Succeeded::Copy(s))
+    }
+}
+
+impl From<DropPreviousSummary> for Summary {
+    fn from(s: DropPreviousSummary) -> Self {
+        Summary::Succeeded(Succeeded::DropPrevious(s))
     }
 }
 
@@ -429,6 +483,9 @@ pub struct RestoreReport {
     /// Wall time of the agent's work.
     #[serde(default)]
     pub duration_seconds: Option<f64>,
+    /// What a staged restore did.
+    #[serde(default)]
+    pub swap: Option<SwapSummary>,
 }
 
 impl Report for RestoreReport {
@@ -700,8 +757,30 @@ mod tests {
             verified_first: true,
             sha256: vec!["a".repeat(64)],
             duration_seconds: 3.25,
+            swap: None,
         }
         .into()
+    }
+
+    /// A staged restore's summary: the in-place one plus `swap`.
+    fn restore_staged() -> Summary {
+        let Summary::Succeeded(Succeeded::Restore(mut r)) = restore() else {
+            unreachable!()
+        };
+        r.swap = Some(swap());
+        r.into()
+    }
+
+    fn swap() -> SwapSummary {
+        SwapSummary {
+            staging_database: "copy_dgstaging".into(),
+            target_database: "copy".into(),
+            sessions_terminated: 2,
+            masking_rules: 3,
+            guard_passed: Some(true),
+            previous_database: Some("copy_dgprev_20261207083005".into()),
+            previous_kept: true,
+        }
     }
 
     fn check(name: &str, kind: CheckKind, result: ValidationResult) -> CheckResult {
@@ -981,7 +1060,7 @@ mod tests {
 
     #[test]
     fn the_restore_controller_reads_what_the_agent_wrote() {
-        let r = RestoreReport::parse(&restore().to_value().to_string()).unwrap();
+        let r = RestoreReport::parse(&restore_staged().to_value().to_string()).unwrap();
         assert_eq!(
             r,
             RestoreReport {
@@ -994,6 +1073,7 @@ mod tests {
                 checksum_verified: Some(true),
                 sha256: vec!["a".repeat(64)],
                 duration_seconds: Some(3.25),
+                swap: Some(swap()),
             }
         );
         assert!(r.succeeded());

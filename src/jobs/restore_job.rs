@@ -7,15 +7,20 @@
 //! credentials come from the storage's Secret the same way, and the age identity is a read-only
 //! Secret volume — only restore and validation Jobs ever mount an identity.
 //!
-//! The agent always runs with `--verify-first`: every artifact is read and its SHA-256 checked
-//! before the target is touched, so a tampered artifact fails the restore with the target
-//! untouched. `--overwrite` is passed only when the RestoreRun says `overwrite: true`.
+//! The agent always runs with `--verify-first`: no artifact reaches the target before its
+//! SHA-256 was checked, so a tampered artifact fails the restore with the target untouched. A
+//! staged restore (the default for one database, `--staging`) keeps that promise reading the
+//! artifact once: it is restored into a staging database, checked as the stream ends, masked
+//! (`DG_MASKING`) and only then swapped in; an in-place restore (`allDatabases`, or
+//! `swap.mode: InPlace`) reads it twice. `--overwrite` is passed only when the RestoreRun says
+//! `overwrite: true`.
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::EnvVar;
 use kube::{Resource, ResourceExt};
 
 use crate::api::common::JobTemplate;
+use crate::api::restore_run::RestoreMode;
 use crate::api::{BackupStorage, RestoreRun};
 use crate::contract::{COMPONENT_RESTORE, MANIFEST_NAME, RESTORE_LABEL, exit, extra_args};
 
@@ -190,6 +195,32 @@ pub fn build(
     if spec.overwrite {
         args.push("--overwrite".into());
     }
+    // Staged restores (issue 16): how the restore reaches the target, and the masking.
+    let swap = spec.swap.clone().unwrap_or_default();
+    push_flag(
+        &mut args,
+        "--staging",
+        match swap.mode {
+            None => "auto",
+            Some(RestoreMode::Staged) => "staged",
+            Some(RestoreMode::InPlace) => "in-place",
+        },
+    );
+    if swap.terminate_sessions {
+        args.push("--terminate-sessions".into());
+    }
+    if swap.keep_previous_seconds.is_some() {
+        args.push("--keep-previous".into());
+    }
+    if let Some(masking) = &spec.masking {
+        let json = serde_json::to_string(masking)
+            .map_err(|e| JobBuildError::InvalidSource(format!("masking: {e}")))?;
+        env.push(EnvVar {
+            name: "DG_MASKING".into(),
+            value: Some(json),
+            ..Default::default()
+        });
+    }
     // Only allow-listed options reach the restore tool; the agent checks again.
     extra_args::check(extra_args::Tool::restore(target.engine), &target.extra_args)
         .map_err(|e| JobBuildError::ArgumentNotAllowed(e.to_string()))?;
@@ -220,6 +251,74 @@ pub fn build(
             owner,
             backoff_limit: i32::try_from(backoff).unwrap_or(i32::MAX),
             active_deadline_seconds: spec.active_deadline_seconds,
+            pod_failure_policy: pod_failure_policy(&exit::RESTORE_NON_RETRYABLE),
+            ttl_seconds_after_finished: defaults.ttl_seconds_after_finished,
+        },
+        pod,
+        defaults,
+    )
+}
+
+/// The deterministic name of the Job that drops the previous target `run` kept.
+pub fn cleanup_job_name(run: &str) -> String {
+    bounded_name(run, "cleanup", MAX_LABEL_LEN)
+}
+
+/// Builds the Job that drops `previous`, the target a staged restore of `run` kept for
+/// `swap.keepPreviousSeconds` (`dataguardian agent drop-previous`, which refuses any name a
+/// swap does not make). It connects to the target as the restore did.
+pub fn build_cleanup(
+    run: &RestoreRun,
+    previous: &str,
+    fallback_template: Option<&JobTemplate>,
+    defaults: &JobDefaults,
+) -> Result<Job, JobBuildError> {
+    let run_name = required(&run.metadata.name, "metadata.name")?;
+    let namespace = required(&run.metadata.namespace, "metadata.namespace")?;
+    let owner = run
+        .controller_owner_ref(&())
+        .ok_or(JobBuildError::MissingRunField("metadata.uid"))?;
+    let spec = &run.spec;
+    let base = fallback_template.cloned().unwrap_or_default();
+    let template = match &spec.job_template {
+        Some(run_template) => run_template.over(base),
+        None => base,
+    };
+    let target = Source::from_spec(&spec.target)?;
+    let mut args: Vec<String> = vec!["agent".into(), "drop-previous".into()];
+    let mut env: Vec<EnvVar> = Vec::new();
+    let (tmp, tmp_mount) = tmp_volume();
+    push_flag(&mut args, "--engine", target.engine.as_str());
+    match (&target.uri, &target.connection) {
+        (Some(uri), _) => push_flag(&mut args, "--uri", uri),
+        (None, Some(connection)) => env.push(secret_env("DG_URI", connection, false)),
+        (None, None) => {}
+    }
+    if let Some(password) = &target.password {
+        env.push(secret_env("DG_PASSWORD", password, false));
+    }
+    push_flag(&mut args, "--previous", previous);
+    env.extend(agent_env());
+    let args: Vec<String> = args.iter().map(|a| escape_dollar(a)).collect();
+    escape_env(&mut env);
+    let labels = labels(
+        COMPONENT_RESTORE,
+        &run_name,
+        (RESTORE_LABEL, &run_name),
+        &template.labels,
+    );
+    let annotations = (!template.annotations.is_empty()).then(|| template.annotations.clone());
+    let container = agent_container(&template, defaults, args, env, vec![tmp_mount]);
+    let pod = pod_spec(&template, Vec::new(), container, vec![tmp]);
+    job(
+        JobShell {
+            name: cleanup_job_name(&run_name),
+            namespace,
+            labels,
+            annotations,
+            owner,
+            backoff_limit: DEFAULT_BACKOFF_LIMIT as i32,
+            active_deadline_seconds: Some(600),
             pod_failure_policy: pod_failure_policy(&exit::RESTORE_NON_RETRYABLE),
             ttl_seconds_after_finished: defaults.ttl_seconds_after_finished,
         },
@@ -613,5 +712,85 @@ spec:
         )
         .unwrap_err();
         assert_eq!(err.reason(), "InvalidPolicy");
+    }
+
+    #[test]
+    fn swap_and_masking_reach_the_agent_literally() {
+        let build_args = |extra: &str| {
+            let job = build(
+                &run(&format!("{RUN}{extra}")),
+                &storage_s3(),
+                "s3://b/k/manifest.json",
+                &ArtifactPin::default(),
+                None,
+                &defaults(),
+            )
+            .unwrap();
+            let v = json(&job);
+            let env: Vec<Value> = serde_json::from_value(
+                v["spec"]["template"]["spec"]["containers"][0]["env"].clone(),
+            )
+            .unwrap();
+            let masking = env
+                .iter()
+                .find(|e| e["name"] == "DG_MASKING")
+                .map(|e| e["value"].as_str().unwrap().to_string());
+            (args(&v).join(" "), masking)
+        };
+        let (plain, masking) = build_args("");
+        assert!(
+            plain.contains("--verify-first --create-database --staging auto"),
+            "{plain}"
+        );
+        assert!(!plain.contains("--terminate-sessions") && !plain.contains("--keep-previous"));
+        assert_eq!(masking, None);
+        let (staged, masking) = build_args(
+            r#"  swap: {mode: Staged, terminateSessions: true, keepPreviousSeconds: 3600}
+  masking:
+    rules:
+      - {table: public.customers, columns: [{name: email, expression: "'u' || id || '@example.invalid'"}]}
+      - {sql: "UPDATE t SET x = '$(HOME)'"}
+    guard: SELECT true
+"#,
+        );
+        assert!(
+            staged.contains("--staging staged --terminate-sessions --keep-previous"),
+            "{staged}"
+        );
+        let masking = masking.unwrap();
+        // The kubelet would expand $(HOME): it is escaped.
+        assert!(masking.contains("$$(HOME)"), "{masking}");
+        let parsed: crate::api::restore_run::MaskingSpec =
+            serde_json::from_str(&masking.replace("$$(", "$(")).unwrap();
+        assert_eq!(parsed.rules.len(), 2);
+        assert_eq!(parsed.guard.as_deref(), Some("SELECT true"));
+        let (in_place, _) = build_args("  swap: {mode: InPlace}\n");
+        assert!(in_place.contains("--verify-first") && in_place.contains("--staging in-place"));
+    }
+
+    #[test]
+    fn the_cleanup_job_drops_only_the_previous_target() {
+        let job = build_cleanup(
+            &run(RUN),
+            "shop_copy_dgprev_20261207083005",
+            None,
+            &defaults(),
+        )
+        .unwrap();
+        let v = json(&job);
+        assert_eq!(v["metadata"]["name"], "copy-1-cleanup");
+        assert_eq!(v["metadata"]["ownerReferences"][0]["kind"], "RestoreRun");
+        let a = args(&v).join(" ");
+        assert!(
+            a.starts_with("agent drop-previous --engine postgres")
+                && a.ends_with("--previous shop_copy_dgprev_20261207083005"),
+            "{a}"
+        );
+        assert!(!a.contains("--database"), "{a}");
+        let env = v["spec"]["template"]["spec"]["containers"][0]["env"].to_string();
+        assert!(
+            env.contains("DG_PASSWORD") && env.contains("staging-creds"),
+            "{env}"
+        );
     }
 }

@@ -19,6 +19,7 @@ mod policies;
 #[path = "../shared/released_crds.rs"]
 mod released_crds;
 mod restore;
+mod staged;
 mod telemetry;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

@@ -278,6 +278,384 @@ pub fn recreate_database(uri: &DbUri, db: &str) -> Result<()> {
     .map(|_| ())
 }
 
+/// Like [`query`], but rows come back as columns, with the client's batch escapes (`\n`,
+/// `\t`, `\\`, `\0`) undone: for definitions that span lines.
+pub fn query_rows(
+    uri: &DbUri,
+    db: Option<&str>,
+    sql: &str,
+    fail: fn(String) -> AgentError,
+) -> Result<Vec<Vec<String>>> {
+    let mut cmd = command(client_tool(), uri);
+    cmd.args(["--batch", "--binary-mode", "--skip-column-names"]);
+    if let Some(db) = db {
+        cmd.arg(format!("--database={db}"));
+    }
+    let mut proc = spawn_tool(cmd, client_tool(), Stdio::piped(), Stdio::piped())?;
+    let mut stdin = proc.take_stdin().expect("stdin is piped");
+    let writer = {
+        let sql = sql.to_string();
+        std::thread::spawn(move || {
+            let _ = std::io::Write::write_all(&mut stdin, sql.as_bytes());
+        })
+    };
+    let mut out = String::new();
+    let read =
+        std::io::Read::read_to_string(&mut proc.take_stdout().expect("stdout is piped"), &mut out);
+    let _ = writer.join();
+    proc.finish(fail)?;
+    read.map_err(|e| fail(format!("cannot read client output: {e}")))?;
+    Ok(out
+        .lines()
+        .map(|l| l.split('\t').map(unescape_batch).collect())
+        .collect())
+}
+
+/// Undo the client's batch-mode escapes (pure).
+pub fn unescape_batch(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('t') => out.push('\t'),
+            Some('0') => out.push('\0'),
+            Some('\\') => out.push('\\'),
+            Some(other) => {
+                out.push('\\');
+                out.push(other);
+            }
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
+/// `DROP DATABASE IF EXISTS`.
+pub fn drop_database(uri: &DbUri, db: &str) -> Result<()> {
+    query(
+        uri,
+        None,
+        &format!("DROP DATABASE IF EXISTS {}", quote_ident(db)),
+        AgentError::Target,
+    )
+    .map(|_| ())
+}
+
+/// Run the masking statements in `db` (one transaction where the statements allow it).
+/// Errors are scrubbed of quoted values.
+pub fn run_masking(uri: &DbUri, db: &str, sql: &str) -> Result<()> {
+    query(
+        uri,
+        Some(db),
+        &format!("START TRANSACTION;\n{sql}COMMIT;\n"),
+        AgentError::Target,
+    )
+    .map(|_| ())
+    .map_err(|e| {
+        AgentError::Target(format!(
+            "masking failed: {}",
+            crate::agent::staging::scrub(&e.detail())
+        ))
+    })
+}
+
+/// Run the guard query in `db` and return its output rows.
+pub fn run_guard(uri: &DbUri, db: &str, guard: &str) -> Result<Vec<String>> {
+    query(
+        uri,
+        Some(db),
+        &format!("{};\n", guard.trim().trim_end_matches(';')),
+        AgentError::Target,
+    )
+    .map(|rows| rows.into_iter().filter(|r| !r.is_empty()).collect())
+    .map_err(|e| {
+        AgentError::Target(format!(
+            "guard failed: the guard query failed: {}",
+            crate::agent::staging::scrub(&e.detail())
+        ))
+    })
+}
+
+/// A stored object of a schema recreated by the swap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaObject {
+    /// `VIEW`, `FUNCTION`, `PROCEDURE`, `TRIGGER` or `EVENT`.
+    pub kind: &'static str,
+    /// Its name.
+    pub name: String,
+    /// `sql_mode` it was created with (not for views).
+    pub sql_mode: Option<String>,
+    /// Its `CREATE` statement.
+    pub create: String,
+}
+
+/// What a schema holds: base tables and the objects that cannot move across schemas.
+#[derive(Debug, Clone, Default)]
+pub struct SchemaContents {
+    /// Base tables.
+    pub tables: Vec<String>,
+    /// Views, routines, triggers and events with their definitions.
+    pub objects: Vec<SchemaObject>,
+}
+
+fn names(uri: &DbUri, sql: String) -> Result<Vec<String>> {
+    Ok(query_rows(uri, None, &sql, AgentError::Target)?
+        .into_iter()
+        .filter_map(|r| r.into_iter().next())
+        .filter(|n| !n.is_empty())
+        .collect())
+}
+
+/// Read a schema's tables and its views, routines, triggers and events with definitions.
+pub fn schema_contents(uri: &DbUri, db: &str) -> Result<SchemaContents> {
+    let q = quote_str(db);
+    let tables = names(
+        uri,
+        format!(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = {q} AND table_type = 'BASE TABLE' ORDER BY 1"
+        ),
+    )?;
+    let mut objects = Vec::new();
+    let lists: [(&'static str, String, usize, Option<usize>); 5] = [
+        (
+            "VIEW",
+            format!(
+                "SELECT table_name FROM information_schema.views WHERE table_schema = {q} ORDER BY 1"
+            ),
+            1,
+            None,
+        ),
+        (
+            "FUNCTION",
+            format!(
+                "SELECT routine_name FROM information_schema.routines WHERE routine_schema = {q} AND routine_type = 'FUNCTION' ORDER BY 1"
+            ),
+            2,
+            Some(1),
+        ),
+        (
+            "PROCEDURE",
+            format!(
+                "SELECT routine_name FROM information_schema.routines WHERE routine_schema = {q} AND routine_type = 'PROCEDURE' ORDER BY 1"
+            ),
+            2,
+            Some(1),
+        ),
+        (
+            "TRIGGER",
+            format!(
+                "SELECT trigger_name FROM information_schema.triggers WHERE trigger_schema = {q} ORDER BY action_order, 1"
+            ),
+            2,
+            Some(1),
+        ),
+        (
+            "EVENT",
+            format!(
+                "SELECT event_name FROM information_schema.events WHERE event_schema = {q} ORDER BY 1"
+            ),
+            3,
+            Some(1),
+        ),
+    ];
+    for (kind, list, create_col, mode_col) in lists {
+        for name in names(uri, list)? {
+            // With the schema as the default database, definitions name its objects without
+            // the schema, so they can be recreated in another one.
+            let rows = query_rows(
+                uri,
+                Some(db),
+                &format!("SHOW CREATE {kind} {}", quote_ident(&name)),
+                AgentError::Target,
+            )?;
+            let row = rows.into_iter().next().unwrap_or_default();
+            let create = row.get(create_col).cloned().ok_or_else(|| {
+                AgentError::Target(format!("cannot read the definition of {kind} {name:?}"))
+            })?;
+            objects.push(SchemaObject {
+                kind,
+                name,
+                sql_mode: mode_col.and_then(|i| row.get(i).cloned()),
+                create,
+            });
+        }
+    }
+    Ok(SchemaContents { tables, objects })
+}
+
+/// The SQL that creates `o` in the current schema.
+fn create_sql(o: &SchemaObject) -> String {
+    let mode = o
+        .sql_mode
+        .as_deref()
+        .map(|m| format!("SET SESSION sql_mode = {};\n", quote_str(m)))
+        .unwrap_or_default();
+    format!("{mode}DELIMITER ;;\n{}\n;;\nDELIMITER ;\n", o.create)
+}
+
+fn drop_sql(o: &SchemaObject) -> String {
+    format!("DROP {} IF EXISTS {};\n", o.kind, quote_ident(&o.name))
+}
+
+/// Create `objects` in `db`: views in as many rounds as their dependencies need, then
+/// routines, triggers and events.
+fn create_objects(uri: &DbUri, db: &str, objects: &[SchemaObject]) -> Result<()> {
+    let (mut views, others): (Vec<&SchemaObject>, Vec<&SchemaObject>) =
+        objects.iter().partition(|o| o.kind == "VIEW");
+    while !views.is_empty() {
+        let mut left = Vec::new();
+        let mut last_err = None;
+        for v in &views {
+            if let Err(e) = query(uri, Some(db), &create_sql(v), AgentError::Target) {
+                last_err = Some(e);
+                left.push(*v);
+            }
+        }
+        if left.len() == views.len() {
+            return Err(
+                last_err.unwrap_or_else(|| AgentError::Target("cannot create views".into()))
+            );
+        }
+        views = left;
+    }
+    for o in others {
+        query(uri, Some(db), &create_sql(o), AgentError::Target)?;
+    }
+    Ok(())
+}
+
+fn kill_sessions(uri: &DbUri, db: &str) -> Result<u64> {
+    let ids = names(
+        uri,
+        format!(
+            "SELECT id FROM information_schema.processlist WHERE db = {} AND id <> CONNECTION_ID()",
+            quote_str(db)
+        ),
+    )?;
+    let mut killed = 0;
+    for id in ids.iter().filter(|i| i.bytes().all(|b| b.is_ascii_digit())) {
+        if query(
+            uri,
+            None,
+            &format!("KILL CONNECTION {id}"),
+            AgentError::Target,
+        )
+        .is_ok()
+        {
+            killed += 1;
+        }
+    }
+    Ok(killed)
+}
+
+/// Swap schema `staging` in as `target`: one `RENAME TABLE` moves every base table of the
+/// target to `previous` and every base table of staging to the target, atomically. Views,
+/// routines, triggers and events cannot move across schemas: triggers are dropped before the
+/// rename (and the target's put back if the rename fails), and the staging ones are recreated
+/// in the target afterwards, where the old views, routines and events are dropped. Returns the
+/// sessions killed (with `terminate`).
+pub fn swap_schemas(
+    uri: &DbUri,
+    target: &str,
+    staging: &str,
+    previous: &str,
+    terminate: bool,
+) -> Result<u64> {
+    if !database_exists(uri, target)? {
+        create_database(uri, target)?;
+    }
+    let new = schema_contents(uri, staging)?;
+    let old = schema_contents(uri, target)?;
+    let triggers = |c: &SchemaContents, db: &str| -> String {
+        let mut sql = format!("USE {};\n", quote_ident(db));
+        for o in c.objects.iter().filter(|o| o.kind == "TRIGGER") {
+            sql.push_str(&drop_sql(o));
+        }
+        sql
+    };
+    let killed = if terminate {
+        kill_sessions(uri, target)?
+    } else {
+        0
+    };
+    query(uri, None, &triggers(&new, staging), AgentError::Target)?;
+    query(uri, None, &triggers(&old, target), AgentError::Target)?;
+    let restore_old_triggers = || {
+        let old_triggers: Vec<SchemaObject> = old
+            .objects
+            .iter()
+            .filter(|o| o.kind == "TRIGGER")
+            .cloned()
+            .collect();
+        let _ = create_objects(uri, target, &old_triggers);
+    };
+    if let Err(e) = create_database(uri, previous) {
+        restore_old_triggers();
+        return Err(e);
+    }
+    let (qt, qs, qp) = (
+        quote_ident(target),
+        quote_ident(staging),
+        quote_ident(previous),
+    );
+    let moves: Vec<String> = old
+        .tables
+        .iter()
+        .map(|t| format!("{qt}.{0} TO {qp}.{0}", quote_ident(t)))
+        .chain(
+            new.tables
+                .iter()
+                .map(|t| format!("{qs}.{0} TO {qt}.{0}", quote_ident(t))),
+        )
+        .collect();
+    if !moves.is_empty() {
+        let rename = format!(
+            "SET SESSION lock_wait_timeout = 30;\nRENAME TABLE {};\n",
+            moves.join(", ")
+        );
+        if let Err(e) = query(uri, None, &rename, AgentError::Target) {
+            restore_old_triggers();
+            let _ = drop_database(uri, previous);
+            let text = e.to_string();
+            if text.contains("Lock wait timeout") {
+                return Err(AgentError::Target(format!(
+                    "target in use: sessions hold locks on {target:?} and the swap waited 30 s; the target was left as it was (close them, or set swap.terminateSessions / --terminate-sessions)"
+                )));
+            }
+            return Err(e);
+        }
+    }
+    // The tables are swapped: put the rest of the staging schema in place.
+    let mut sql = format!("USE {qt};\n");
+    for o in old.objects.iter().filter(|o| o.kind != "TRIGGER") {
+        sql.push_str(&drop_sql(o));
+    }
+    query(uri, None, &sql, AgentError::Target)
+        .and_then(|_| create_objects(uri, target, &new.objects))
+        .map_err(|e| {
+            AgentError::Target(format!(
+                "the tables were swapped into {target:?} but recreating its views, routines, triggers or events failed (the previous tables are in {previous:?}): {}",
+                e.detail()
+            ))
+        })?;
+    // The previous tables keep their triggers.
+    let old_triggers: Vec<SchemaObject> = old
+        .objects
+        .iter()
+        .filter(|o| o.kind == "TRIGGER")
+        .cloned()
+        .collect();
+    if let Err(e) = create_objects(uri, previous, &old_triggers) {
+        tracing::warn!(error = %e, "the previous target's triggers could not be recreated");
+    }
+    Ok(killed)
+}
+
 /// Start the client reading SQL from stdin into `db` (or the databases named in the SQL).
 ///
 /// `--binary-mode` makes the client send everything but `DELIMITER` to the server: the
@@ -633,6 +1011,12 @@ INSERT INTO `t2` (`a`, `b`) VALUES ('(','('),(')',\"\\\")\");\n";
         assert_eq!(counts.len(), 2);
         assert_eq!((counts[0].schema.as_str(), counts[0].rows), ("one", 1));
         assert_eq!((counts[1].schema.as_str(), counts[1].rows), ("two", 2));
+    }
+
+    #[test]
+    fn batch_escapes_are_undone() {
+        assert_eq!(unescape_batch("a\\nb\\tc\\\\d"), "a\nb\tc\\d");
+        assert_eq!(unescape_batch("x\\"), "x\\");
     }
 
     #[test]

@@ -370,6 +370,199 @@ pub fn create_database(uri: &DbUri, db: &str) -> Result<()> {
     .map(|_| ())
 }
 
+/// `DROP DATABASE IF EXISTS` (with `FORCE` on PostgreSQL 13+, which ends the sessions a
+/// killed restore tool may have left behind).
+pub fn drop_database(uri: &DbUri, db: &str) -> Result<()> {
+    let force = query(
+        uri,
+        MAINTENANCE_DB,
+        "SELECT current_setting('server_version_num')::int >= 130000;\n",
+        &[],
+        AgentError::Target,
+    )?
+    .first()
+    .is_some_and(|l| l.trim() == "t");
+    let sql = if force {
+        "DROP DATABASE IF EXISTS :\"name\" WITH (FORCE);\n"
+    } else {
+        "DROP DATABASE IF EXISTS :\"name\";\n"
+    };
+    query(
+        uri,
+        MAINTENANCE_DB,
+        sql,
+        &[("name", db)],
+        AgentError::Target,
+    )
+    .map(|_| ())
+}
+
+/// Sessions connected to `db` (other than ours).
+pub fn session_count(uri: &DbUri, db: &str) -> Result<u64> {
+    let lines = query(
+        uri,
+        MAINTENANCE_DB,
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = :'name' AND pid <> pg_backend_pid();\n",
+        &[("name", db)],
+        AgentError::Target,
+    )?;
+    lines
+        .first()
+        .and_then(|l| l.trim().parse().ok())
+        .ok_or_else(|| AgentError::Target("cannot count the sessions on the target".into()))
+}
+
+fn allows_connections(uri: &DbUri, db: &str) -> Result<bool> {
+    Ok(query(
+        uri,
+        MAINTENANCE_DB,
+        "SELECT datallowconn FROM pg_database WHERE datname = :'name';\n",
+        &[("name", db)],
+        AgentError::Target,
+    )?
+    .first()
+    .is_some_and(|l| l.trim() == "t"))
+}
+
+fn set_allow_connections(uri: &DbUri, db: &str, allow: bool) -> Result<()> {
+    query(
+        uri,
+        MAINTENANCE_DB,
+        &format!("ALTER DATABASE :\"name\" WITH ALLOW_CONNECTIONS {allow};\n"),
+        &[("name", db)],
+        AgentError::Target,
+    )
+    .map(|_| ())
+}
+
+fn in_use(target: &str, sessions: u64) -> AgentError {
+    AgentError::Target(format!(
+        "target in use: {sessions} session(s) connected to {target:?}; the target was left as it was (close them, or set swap.terminateSessions / --terminate-sessions)"
+    ))
+}
+
+/// Swap `staging` in as `target`, the old target becoming `previous`, in one transaction of
+/// two renames. With `terminate`, new connections to the target are refused and its sessions
+/// terminated first; without it, connected sessions refuse the swap (`target in use`) and
+/// nothing changes. Returns the number of sessions terminated.
+pub fn swap_databases(
+    uri: &DbUri,
+    target: &str,
+    staging: &str,
+    previous: &str,
+    terminate: bool,
+) -> Result<u64> {
+    if !database_exists(uri, target)? {
+        query(
+            uri,
+            MAINTENANCE_DB,
+            "ALTER DATABASE :\"staging\" RENAME TO :\"target\";\n",
+            &[("staging", staging), ("target", target)],
+            AgentError::Target,
+        )?;
+        return Ok(0);
+    }
+    let mut terminated = 0;
+    let allowed = allows_connections(uri, target)?;
+    if terminate {
+        if allowed {
+            set_allow_connections(uri, target, false)?;
+        }
+        let ended = query(
+            uri,
+            MAINTENANCE_DB,
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = :'name' AND pid <> pg_backend_pid();\n",
+            &[("name", target)],
+            AgentError::Target,
+        );
+        match ended {
+            Ok(lines) => {
+                terminated = lines
+                    .first()
+                    .and_then(|l| l.trim().parse().ok())
+                    .unwrap_or(0)
+            }
+            Err(e) => {
+                if allowed {
+                    let _ = set_allow_connections(uri, target, true);
+                }
+                return Err(e);
+            }
+        }
+        // Terminated backends take a moment to leave.
+        for _ in 0..200 {
+            if session_count(uri, target)? == 0 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    } else {
+        let n = session_count(uri, target)?;
+        if n > 0 {
+            return Err(in_use(target, n));
+        }
+    }
+    let renamed = query(
+        uri,
+        MAINTENANCE_DB,
+        "BEGIN;\nALTER DATABASE :\"target\" RENAME TO :\"previous\";\nALTER DATABASE :\"staging\" RENAME TO :\"target\";\nCOMMIT;\n",
+        &[
+            ("target", target),
+            ("previous", previous),
+            ("staging", staging),
+        ],
+        AgentError::Target,
+    );
+    match renamed {
+        Ok(_) => {
+            if terminate && allowed {
+                set_allow_connections(uri, previous, true)?;
+            }
+            Ok(terminated)
+        }
+        Err(e) => {
+            if terminate && allowed {
+                let _ = set_allow_connections(uri, target, true);
+            }
+            if e.to_string().contains("being accessed by other users") {
+                let n = session_count(uri, target).unwrap_or(1).max(1);
+                return Err(in_use(target, n));
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Run `sql` in `db` in one transaction, in psql's restricted mode (no meta-commands): the
+/// masking rules. Errors are scrubbed of quoted values.
+pub fn run_masking(uri: &DbUri, db: &str, sql: &str) -> Result<()> {
+    let key = super::random_hex()?;
+    let script = format!("\\restrict {key}\nBEGIN;\n{sql}COMMIT;\n");
+    query(uri, db, &script, &[], AgentError::Target)
+        .map(|_| ())
+        .map_err(|e| {
+            AgentError::Target(format!(
+                "masking failed: {}",
+                crate::agent::staging::scrub(&e.detail())
+            ))
+        })
+}
+
+/// Run the guard query in `db` (restricted mode) and return its output lines.
+pub fn run_guard(uri: &DbUri, db: &str, guard: &str) -> Result<Vec<String>> {
+    let key = super::random_hex()?;
+    let script = format!(
+        "\\restrict {key}\n{};\n",
+        guard.trim().trim_end_matches(';')
+    );
+    query(uri, db, &script, &[], AgentError::Target).map_err(|e| {
+        AgentError::Target(format!(
+            "guard failed: the guard query failed: {}",
+            crate::agent::staging::scrub(&e.detail())
+        ))
+    })
+}
+
 /// Options of `pg_restore`.
 #[derive(Debug, Clone, Default)]
 pub struct RestoreOptions {

@@ -22,11 +22,13 @@ use crate::agent::engine::{DbUri, Secret};
 use crate::agent::error::{AgentError, Result};
 use crate::agent::manifest::{Engine, sanitize};
 use crate::agent::restore::{self, RestoreRequest};
+use crate::agent::staging::Staging;
 use crate::agent::storage::{Location, LockMode, ObjectLock, S3Settings, Sse};
 use crate::agent::summary;
+use crate::api::restore_run::MaskingSpec;
 use crate::contract::{
-    ArtifactPin, BackupScope, EncryptionMode, ExpectedEncryption, LOG_FORMAT_ENV, Operation,
-    TERMINATION_LOG_ENV,
+    ArtifactPin, BackupScope, DropPreviousSummary, EncryptionMode, ExpectedEncryption,
+    LOG_FORMAT_ENV, Operation, TERMINATION_LOG_ENV,
 };
 
 /// `dataguardian agent`.
@@ -47,6 +49,9 @@ pub enum AgentCommand {
     Validate(validate::ValidateArgs),
     /// Delete one backup's artifact from a directory (a filesystem storage): manifest first.
     Prune(prune::PruneArgs),
+    /// Drop a previous target a staged restore kept (`<db>_dgprev_<UTC time>`), after its
+    /// grace period.
+    DropPrevious(DropPreviousArgs),
     /// Copy one backup (its artifacts, then its manifest) to another storage, checking every
     /// artifact's SHA-256 against the manifest. Needs no key: artifacts stay encrypted.
     Copy(copy::CopyArgs),
@@ -352,6 +357,33 @@ pub struct RestoreArgs {
         allow_hyphen_values = true
     )]
     pub restore_args: Vec<String>,
+    /// auto (staged for one database, in place for allDatabases), staged, or in-place.
+    /// Staged: restore into `<db>_dgstaging`, verify the checksum as the stream ends, mask,
+    /// then swap it in; any failure leaves the target as it was.
+    #[arg(long, env = "DG_STAGING", default_value = "auto")]
+    pub staging: Staging,
+    /// Staged: terminate sessions connected to the target for the swap (else a target in use
+    /// fails the restore and is left as it was).
+    #[arg(long, env = "DG_TERMINATE_SESSIONS")]
+    pub terminate_sessions: bool,
+    /// Staged: keep the previous target as `<db>_dgprev_<UTC time>` instead of dropping it.
+    #[arg(long, env = "DG_KEEP_PREVIOUS")]
+    pub keep_previous: bool,
+    /// Staged: masking rules and guard as JSON (`{"rules":[{"table":"t","columns":[{"name":
+    /// "c","expression":"…"}]},{"sql":"…"}],"guard":"SELECT …"}`), run in the staging
+    /// database before the swap.
+    #[arg(long, env = "DG_MASKING")]
+    pub masking: Option<String>,
+}
+
+/// `agent drop-previous`.
+#[derive(Debug, Args)]
+pub struct DropPreviousArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// The previous target to drop (`<db>_dgprev_<UTC time>`; nothing else is accepted).
+    #[arg(long, env = "DG_PREVIOUS_DATABASE")]
+    pub previous: String,
 }
 
 /// The agent's root span: a child of the operator's Job-creation span when the Job's
@@ -556,6 +588,18 @@ fn restore_request(args: &RestoreArgs) -> Result<RestoreRequest> {
         restore_args: args.restore_args.clone(),
         s3: s3_settings(&args.common),
         progress_interval: Duration::from_secs(args.common.progress_interval_seconds.max(1)),
+        staging: args.staging,
+        terminate_sessions: args.terminate_sessions,
+        keep_previous: args.keep_previous,
+        masking: args
+            .masking
+            .as_deref()
+            .map(|m| {
+                serde_json::from_str::<MaskingSpec>(m).map_err(|e| {
+                    AgentError::Config(format!("--masking is not valid JSON masking rules: {e}"))
+                })
+            })
+            .transpose()?,
     })
 }
 
@@ -586,6 +630,7 @@ pub fn run(args: AgentArgs) -> ExitCode {
     let (operation, common) = match &args.command {
         AgentCommand::Backup(b) => (Operation::Backup, &b.common),
         AgentCommand::Restore(r) => (Operation::Restore, &r.common),
+        AgentCommand::DropPrevious(d) => (Operation::DropPrevious, &d.common),
         AgentCommand::Validate(v) => return validate::run_cli(v),
         AgentCommand::Prune(p) => return prune::run_cli(p),
         AgentCommand::Copy(c) => return copy::run_cli(c),
@@ -611,6 +656,23 @@ pub fn run(args: AgentArgs) -> ExitCode {
                     let from = req.from.clone();
                     let outcome = restore::run(req).await?;
                     Ok(summary::restore_summary(&outcome, &from))
+                }
+                AgentCommand::DropPrevious(d) => {
+                    let (engine, uri, name) =
+                        (d.common.engine, resolve_uri(&d.common)?, d.previous.clone());
+                    let clock = Instant::now();
+                    let existed = crate::agent::blocking({
+                        let name = name.clone();
+                        move || restore::drop_previous(engine, &uri, &name)
+                    })
+                    .await?;
+                    tracing::info!(database = %name, existed, "previous target dropped");
+                    Ok(DropPreviousSummary {
+                        database: name,
+                        existed,
+                        duration_seconds: clock.elapsed().as_secs_f64(),
+                    }
+                    .into())
                 }
                 AgentCommand::Validate(_)
                 | AgentCommand::Prune(_)

@@ -222,6 +222,26 @@ reasons! {
     /// condition reason. Also a validation verdict reason sent by the agent (the backup did not
     /// restore into the sandbox).
     RestoreFailed = "RestoreFailed",
+    /// A staged restore's target has connected sessions and the RestoreRun does not terminate
+    /// them (`swap.terminateSessions`): the staging database was dropped, the target left as
+    /// it was.
+    TargetInUse = "TargetInUse",
+    /// A masking rule failed in the staging database (the message carries no values); the
+    /// staging database was dropped, the target left as it was.
+    MaskingFailed = "MaskingFailed",
+    /// The masking guard did not hold (or failed); the staging database was dropped, the
+    /// target left as it was.
+    GuardFailed = "GuardFailed",
+    /// MySQL/MariaDB: the tables were swapped in but recreating the views, routines, triggers
+    /// or events failed; the previous tables are kept under the name in the message.
+    SwapIncomplete = "SwapIncomplete",
+    /// Event: a staged restore's staging database was swapped in (`Swap`).
+    Swapped = "Swapped",
+    /// Event: the previous target kept by a staged restore was dropped after its grace period
+    /// (`Cleanup`).
+    PreviousDropped = "PreviousDropped",
+    /// Warning Event: the cleanup Job could not drop the kept previous target (`Cleanup`).
+    PreviousDropFailed = "PreviousDropFailed",
 
     // --- Validation outcomes ---
     /// Every check passed (RestoreValidation status reason and `Finish` Event reason).
@@ -504,7 +524,7 @@ mod tests {
         for (i, &r) in Reason::ALL.iter().enumerate() {
             assert_eq!(r as usize, i, "{r:?} is out of place in ALL");
         }
-        assert_eq!(Reason::ALL.len(), 104);
+        assert_eq!(Reason::ALL.len(), 111);
         assert_eq!(Reason::ALL.last(), Some(&Reason::NotReady));
     }
 

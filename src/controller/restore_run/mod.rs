@@ -30,9 +30,9 @@ use crate::api::common::{
     JobTemplate, SecretKeySelector, format_bytes, format_duration, set_condition, time_from_chrono,
     time_to_chrono,
 };
-use crate::api::restore_run::{ChecksumVerification, RestoreRunStatus, RestoreSource};
+use crate::api::restore_run::{ChecksumVerification, RestoreRunStatus, RestoreSource, SwapStatus};
 use crate::api::{BackupPolicy, BackupRun, BackupStorage, RestoreRun, RestoreRunPhase};
-use crate::contract::RestoreReport;
+use crate::contract::{Report, RestoreReport};
 use crate::jobs::restore_job;
 use crate::jobs::shell::{JobBuildError, JobDefaults};
 use crate::telemetry::metrics::{QueueLabels, RunLabels, RunResult};
@@ -49,7 +49,7 @@ use crate::controller::common::reason::Reason;
 use crate::controller::common::reconcile::namespace_and_name;
 use crate::controller::common::status::{ControllerStatus, apply as apply_status};
 use crate::controller::restore_run::plan::{
-    Observed, QueueState, Step, plan, queue_state, target_id,
+    Cleanup, Observed, QueueState, Step, plan, queue_state, target_id,
 };
 use crate::jobs::source::artifact_pin;
 
@@ -75,10 +75,12 @@ struct Resolved {
 pub async fn reconcile(run: Arc<RestoreRun>, ctx: Arc<Context>) -> Result<Action> {
     let (ns, name) = namespace_and_name(run.as_ref())?;
     let status = run.status.clone().unwrap_or_default();
-    if status.phase.is_some_and(RestoreRunPhase::is_finished)
-        || run.meta().deletion_timestamp.is_some()
-    {
+    if run.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
+    }
+    if status.phase.is_some_and(RestoreRunPhase::is_finished) {
+        // A staged restore may have kept the previous target for a grace period.
+        return cleanup_previous(&ctx, &ns, &run, &status).await;
     }
     let job_name = status.job_name.clone();
     let (source_state, resolved) = if job_name.is_some() {
@@ -682,6 +684,15 @@ async fn finish(
     if let Some(p) = status.progress.as_mut() {
         p.bytes_per_second = 0;
     }
+    // Only a restore whose Job ran has something to say about a swap.
+    let swap_note = if status.job_name.is_some() {
+        let swap = plan::swap_status(&run.spec, report, succeeded, now);
+        let note = swap_note(&swap);
+        status.swap = Some(swap);
+        note
+    } else {
+        None
+    };
     if let Some(r) = report {
         let expected = expected_sha256(ctx, ns, run)
             .await
@@ -722,6 +733,16 @@ async fn finish(
         ns,
         if succeeded { Ok(reason) } else { Err(reason) },
     );
+    if let Some(note) = swap_note.filter(|_| succeeded) {
+        ctx.event(
+            run,
+            EventType::Normal,
+            Reason::Swapped.as_str(),
+            "Swap",
+            note,
+        )
+        .await;
+    }
     let (type_, ev_reason) = if succeeded {
         (EventType::Normal, "Succeeded")
     } else {
@@ -805,6 +826,142 @@ async fn finish(
         })
         .inc();
     Ok(Action::await_change())
+}
+
+/// The Event text of a swap (`None`: nothing was swapped).
+fn swap_note(swap: &SwapStatus) -> Option<String> {
+    let staging = swap.staging_database.as_deref()?;
+    let mut note = format!("staging database {staging} swapped in after its checksum matched");
+    if let Some(n) = swap.masking_rules_applied {
+        note.push_str(&format!("; {n} masking rule(s) applied before the swap"));
+    }
+    if swap.guard_passed == Some(true) {
+        note.push_str("; the masking guard held");
+    }
+    if let Some(n) = swap.sessions_terminated {
+        note.push_str(&format!("; {n} session(s) on the target terminated"));
+    }
+    match (&swap.previous_database, &swap.previous_drop_after) {
+        (Some(prev), Some(after)) => note.push_str(&format!(
+            "; the previous target is kept as {prev} until {}",
+            after.0
+        )),
+        (Some(prev), None) => note.push_str(&format!(
+            "; the previous target could not be dropped and remains as {prev}"
+        )),
+        (None, _) => note.push_str("; the previous target was dropped"),
+    }
+    Some(note)
+}
+
+/// Drop the previous target a Succeeded staged restore kept, once its grace period is over:
+/// a cleanup Job (`agent drop-previous`), recorded in `status.swap`.
+async fn cleanup_previous(
+    ctx: &Context,
+    ns: &str,
+    run: &RestoreRun,
+    status: &RestoreRunStatus,
+) -> Result<Action> {
+    let now = Utc::now();
+    match plan::plan_cleanup(status, now) {
+        Cleanup::Nothing => Ok(Action::await_change()),
+        Cleanup::WaitFor(d) => Ok(Action::requeue(d)),
+        Cleanup::StartJob { previous } => {
+            let defaults = JobDefaults::from(&ctx.settings);
+            let template = match &run.spec.backup_run_ref {
+                Some(b) => policy_template(ctx, ns, &b.name).await?,
+                None => None,
+            };
+            let mut next = status.clone();
+            let swap = next.swap.get_or_insert_with(Default::default);
+            match restore_job::build_cleanup(run, &previous, template.as_ref(), &defaults) {
+                Ok(job) => {
+                    swap.cleanup_job_name =
+                        Some(job_watch::apply(ctx, ns, FIELD_MANAGER, &job).await?);
+                    apply_status(ctx, ns, &run.name_any(), &next).await?;
+                    Ok(Action::requeue(Duration::from_secs(2)))
+                }
+                Err(e) => {
+                    swap.cleanup_message = Some(e.to_string());
+                    apply_status(ctx, ns, &run.name_any(), &next).await?;
+                    ctx.event(
+                        run,
+                        EventType::Warning,
+                        Reason::PreviousDropFailed.as_str(),
+                        "Cleanup",
+                        format!("the previous target {previous} was not dropped: {e}"),
+                    )
+                    .await;
+                    Ok(Action::await_change())
+                }
+            }
+        }
+        Cleanup::Watch { job } => {
+            let previous = status
+                .swap
+                .as_ref()
+                .and_then(|s| s.previous_database.clone())
+                .unwrap_or_default();
+            let mut next = status.clone();
+            let swap = next.swap.get_or_insert_with(Default::default);
+            match job_watch::observe(ctx, ns, Some(&job)).await? {
+                job_watch::Observed::Finished {
+                    succeeded: true, ..
+                } => {
+                    swap.previous_dropped_at = Some(time_from_chrono(now));
+                    apply_status(ctx, ns, &run.name_any(), &next).await?;
+                    ctx.event(run, EventType::Normal, Reason::PreviousDropped.as_str(), "Cleanup", format!("the previous target {previous} was dropped after its grace period (Job {job})")).await;
+                    Ok(Action::await_change())
+                }
+                job_watch::Observed::Finished {
+                    reason,
+                    message,
+                    termination_message,
+                    ..
+                } => {
+                    let detail = termination_message
+                        .as_deref()
+                        .and_then(RestoreReport::parse)
+                        .and_then(|r| r.error)
+                        .unwrap_or(if message.is_empty() { reason } else { message });
+                    swap.cleanup_message = Some(detail.clone());
+                    apply_status(ctx, ns, &run.name_any(), &next).await?;
+                    ctx.event(
+                        run,
+                        EventType::Warning,
+                        Reason::PreviousDropFailed.as_str(),
+                        "Cleanup",
+                        format!(
+                            "the previous target {previous} was not dropped (Job {job}): {detail}"
+                        ),
+                    )
+                    .await;
+                    Ok(Action::await_change())
+                }
+                job_watch::Observed::Vanished { .. } => {
+                    // Deleted before it finished: start it again.
+                    swap.cleanup_job_name = None;
+                    apply_status(ctx, ns, &run.name_any(), &next).await?;
+                    Ok(Action::requeue(Duration::from_secs(1)))
+                }
+                _ => Ok(Action::requeue(Duration::from_secs(2))),
+            }
+        }
+    }
+}
+
+/// The Job template of the policy behind BackupRun `backup` (its image, ServiceAccount and
+/// security apply to the cleanup Job as they did to the restore).
+async fn policy_template(ctx: &Context, ns: &str, backup: &str) -> Result<Option<JobTemplate>> {
+    let runs: Api<BackupRun> = Api::namespaced(ctx.client.clone(), ns);
+    let Some(b) = runs.get_opt(backup).await? else {
+        return Ok(None);
+    };
+    let policies: Api<BackupPolicy> = Api::namespaced(ctx.client.clone(), ns);
+    Ok(policies
+        .get_opt(&b.spec.policy_ref.name)
+        .await?
+        .and_then(|p| p.spec.job_template.map(|t| *t)))
 }
 
 /// The SHA-256 recorded at backup time, when the run restores a BackupRun's artifact.

@@ -8,8 +8,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use crate::api::common::time_from_chrono;
 use crate::api::common::{DatabaseSpec, time_to_chrono};
-use crate::api::restore_run::{RestoreRun, RestoreRunPhase};
+use crate::api::restore_run::{
+    RestoreMode, RestoreRun, RestoreRunPhase, RestoreRunSpec, RestoreRunStatus, SwapStatus,
+};
 use crate::contract::{ProgressSample, Report, RestoreReport};
 
 use crate::controller::common::blockers::{
@@ -35,6 +38,12 @@ pub fn failure_reason(
             .unwrap_or_else(|| "the agent reported a failure".into());
         let reason = match r.category.as_deref() {
             Some("integrity") => "ChecksumMismatch",
+            Some("target") if error.contains("target in use") => Reason::TargetInUse.as_str(),
+            Some("target") if error.contains("guard failed") => Reason::GuardFailed.as_str(),
+            Some("target") if error.contains("masking failed") => Reason::MaskingFailed.as_str(),
+            Some("target") if error.contains("the tables were swapped") => {
+                Reason::SwapIncomplete.as_str()
+            }
             Some("target") if error.contains("not empty") => "TargetNotEmpty",
             Some("target") if error.contains("does not exist") => "TargetDatabaseMissing",
             Some("target") => "TargetRejected",
@@ -431,6 +440,109 @@ fn plan_start(o: &Observed<'_>) -> Step {
     Step::StartJob
 }
 
+/// Whether the restore is expected to be staged (the agent decides for good: an
+/// `allDatabases` backup is never staged).
+pub fn expected_mode(spec: &RestoreRunSpec) -> RestoreMode {
+    let all = spec
+        .target
+        .postgres
+        .as_ref()
+        .and_then(|p| p.all_databases)
+        .or_else(|| spec.target.mysql.as_ref().and_then(|m| m.all_databases))
+        .unwrap_or(false);
+    match spec.swap.as_ref().and_then(|s| s.mode) {
+        Some(mode) => mode,
+        None if all => RestoreMode::InPlace,
+        None => RestoreMode::Staged,
+    }
+}
+
+/// `status.swap` of a finished restore, from the agent's report (pure). A kept previous target
+/// is dropped `swap.keepPreviousSeconds` after `now`.
+pub fn swap_status(
+    spec: &RestoreRunSpec,
+    report: Option<&RestoreReport>,
+    succeeded: bool,
+    now: DateTime<Utc>,
+) -> SwapStatus {
+    let Some(s) = report.and_then(|r| r.swap.as_ref()) else {
+        // In place, or failed before the agent could say: nothing was swapped.
+        return SwapStatus {
+            mode: if succeeded {
+                RestoreMode::InPlace
+            } else {
+                expected_mode(spec)
+            },
+            ..Default::default()
+        };
+    };
+    let keep = spec.swap.as_ref().and_then(|w| w.keep_previous_seconds);
+    SwapStatus {
+        mode: RestoreMode::Staged,
+        staging_database: Some(s.staging_database.clone()),
+        swapped: succeeded,
+        sessions_terminated: Some(s.sessions_terminated).filter(|n| *n > 0),
+        masking_rules_applied: Some(s.masking_rules).filter(|n| *n > 0),
+        guard_passed: s.guard_passed,
+        previous_database: s.previous_database.clone(),
+        previous_drop_after: match (s.previous_kept, keep) {
+            (true, Some(secs)) => Some(time_from_chrono(now + chrono::Duration::seconds(secs))),
+            _ => None,
+        },
+        ..Default::default()
+    }
+}
+
+/// What to do about the previous target a Succeeded staged restore kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cleanup {
+    /// Nothing kept, or already dropped (or its cleanup failed for good).
+    Nothing,
+    /// Look again after this long (the grace period runs).
+    WaitFor(Duration),
+    /// The grace period is over: create the cleanup Job dropping this database.
+    StartJob {
+        /// The kept previous target.
+        previous: String,
+    },
+    /// The cleanup Job runs: watch it.
+    Watch {
+        /// Its name.
+        job: String,
+    },
+}
+
+/// Plan the cleanup of the kept previous target (pure).
+pub fn plan_cleanup(status: &RestoreRunStatus, now: DateTime<Utc>) -> Cleanup {
+    if status.phase != Some(RestoreRunPhase::Succeeded) {
+        return Cleanup::Nothing;
+    }
+    let Some(swap) = &status.swap else {
+        return Cleanup::Nothing;
+    };
+    let (Some(previous), Some(after)) = (&swap.previous_database, &swap.previous_drop_after) else {
+        return Cleanup::Nothing;
+    };
+    if swap.previous_dropped_at.is_some() || swap.cleanup_message.is_some() {
+        return Cleanup::Nothing;
+    }
+    if let Some(job) = &swap.cleanup_job_name {
+        return Cleanup::Watch { job: job.clone() };
+    }
+    let due = time_to_chrono(after);
+    if now < due {
+        return Cleanup::WaitFor(
+            (due - now)
+                .to_std()
+                .unwrap_or(Duration::from_secs(1))
+                .max(Duration::from_secs(1)),
+        );
+    }
+    Cleanup::StartJob {
+        previous: previous.clone(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -742,5 +854,115 @@ spec:
         let all = vec![busy, other.clone()];
         let (s, _) = queue_state(&all, &other, NonZeroUsize::new(1), now);
         assert_eq!((s.admitted, s.position), (false, Some(1)));
+    }
+
+    #[test]
+    fn swap_status_and_the_cleanup_of_a_kept_previous_target() {
+        use crate::contract::SwapSummary;
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-07T10:00:00Z")
+            .unwrap()
+            .to_utc();
+        let mut r = run("");
+        r.spec.swap = Some(crate::api::restore_run::SwapSpec {
+            keep_previous_seconds: Some(600),
+            ..Default::default()
+        });
+        let report = RestoreReport {
+            status: "succeeded".into(),
+            swap: Some(SwapSummary {
+                staging_database: "shop_dgstaging".into(),
+                target_database: "shop".into(),
+                masking_rules: 2,
+                guard_passed: Some(true),
+                previous_database: Some("shop_dgprev_20261207100000".into()),
+                previous_kept: true,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let swap = swap_status(&r.spec, Some(&report), true, now);
+        assert!(swap.swapped && swap.mode == RestoreMode::Staged);
+        assert_eq!(swap.masking_rules_applied, Some(2));
+        assert_eq!(swap.sessions_terminated, None);
+        let mut status = RestoreRunStatus {
+            phase: Some(RestoreRunPhase::Succeeded),
+            swap: Some(swap),
+            ..Default::default()
+        };
+        assert_eq!(
+            plan_cleanup(&status, now),
+            Cleanup::WaitFor(Duration::from_secs(600))
+        );
+        let later = now + chrono::Duration::seconds(601);
+        assert_eq!(
+            plan_cleanup(&status, later),
+            Cleanup::StartJob {
+                previous: "shop_dgprev_20261207100000".into()
+            }
+        );
+        status.swap.as_mut().unwrap().cleanup_job_name = Some("j".into());
+        assert_eq!(
+            plan_cleanup(&status, later),
+            Cleanup::Watch { job: "j".into() }
+        );
+        status.swap.as_mut().unwrap().previous_dropped_at = Some(time_from_chrono(later));
+        assert_eq!(plan_cleanup(&status, later), Cleanup::Nothing);
+        // A failed staged restore swapped nothing; an in-place success says so.
+        let failed = swap_status(&r.spec, None, false, now);
+        assert_eq!((failed.mode, failed.swapped), (RestoreMode::Staged, false));
+        assert_eq!(
+            plan_cleanup(
+                &RestoreRunStatus {
+                    phase: Some(RestoreRunPhase::Failed),
+                    swap: Some(failed),
+                    ..Default::default()
+                },
+                later
+            ),
+            Cleanup::Nothing
+        );
+        let in_place = swap_status(
+            &r.spec,
+            Some(&RestoreReport {
+                status: "succeeded".into(),
+                ..Default::default()
+            }),
+            true,
+            now,
+        );
+        assert_eq!(in_place.mode, RestoreMode::InPlace);
+    }
+
+    #[test]
+    fn staged_failures_map_to_their_reasons() {
+        let reason = |e: &str| {
+            let r = RestoreReport {
+                status: "failed".into(),
+                category: Some("target".into()),
+                error: Some(e.into()),
+                ..Default::default()
+            };
+            failure_reason(Some(&r), "", "").0
+        };
+        assert_eq!(
+            reason("restore target: target in use: 2 session(s)"),
+            "TargetInUse"
+        );
+        assert_eq!(
+            reason("restore target: guard failed: the guard query returned \"f\""),
+            "GuardFailed"
+        );
+        assert_eq!(
+            reason("restore target: masking failed: psql failed"),
+            "MaskingFailed"
+        );
+        assert_eq!(
+            reason("restore target: the tables were swapped into \"x\" but"),
+            "SwapIncomplete"
+        );
+        assert_eq!(
+            reason("restore target: database \"x\" is not empty"),
+            "TargetNotEmpty"
+        );
     }
 }
