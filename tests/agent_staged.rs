@@ -518,7 +518,45 @@ fn mariadb_staged_restores_swap_tables_and_recreate_views_routines_triggers() {
     assert!(run.error().contains("guard failed"), "{}", run.error());
     untouched("failing guard");
 
-    // Masked, keeping the previous target; a poller never sees a real e-mail in the target.
+    // A session holding a lock on the target (an open transaction that read it): the RENAME
+    // waits 30 s, gives up, and the target is as it was. With --terminate-sessions the session
+    // (its default schema is the target) is killed and the swap goes through (below).
+    let mut holder = db
+        .client_command("mariadb")
+        .args(["--batch", "--database=prod"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut holder_in = holder.stdin.take().unwrap();
+    std::io::Write::write_all(
+        &mut holder_in,
+        b"START TRANSACTION;\nSELECT COUNT(*) FROM keepme;\n",
+    )
+    .unwrap();
+    std::io::Write::flush(&mut holder_in).unwrap();
+    // Its transaction has read the target (the client buffers its output: ask the server).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while db
+        .sql("", "SELECT COUNT(*) FROM information_schema.innodb_trx")
+        .unwrap()
+        .trim()
+        == "0"
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the lock holder never read the target"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let run = restore(&good, &[]);
+    run.assert_failed("target");
+    assert!(run.error().contains("target in use"), "{}", run.error());
+    untouched("target locked by a session");
+
+    // Masked, keeping the previous target, killing the lock holder; a poller never sees a real
+    // e-mail in the target.
     let stop = Arc::new(AtomicBool::new(false));
     let seen = Arc::new(AtomicU64::new(0));
     let poller = {
@@ -547,10 +585,25 @@ fn mariadb_staged_restores_swap_tables_and_recreate_views_routines_triggers() {
         {"name":"email","expression":"CONCAT('user', id, '@example.invalid')"},
         {"name":"national_id","expression":"NULL"}]}],
       "guard":"SELECT COUNT(*) = 0 FROM people WHERE email NOT LIKE '%@example.invalid'"}"#;
-    let run = restore(&good, &["--masking", masking, "--keep-previous"]);
+    let run = restore(
+        &good,
+        &[
+            "--masking",
+            masking,
+            "--keep-previous",
+            "--terminate-sessions",
+        ],
+    );
     stop.store(true, Ordering::SeqCst);
     poller.join().unwrap();
     run.assert_ok();
+    assert!(
+        run.summary["swap"]["sessionsTerminated"].as_u64().unwrap() >= 1,
+        "{}",
+        run.summary
+    );
+    drop(holder_in);
+    let _ = holder.wait();
     assert_eq!(
         seen.load(Ordering::SeqCst),
         0,

@@ -488,6 +488,21 @@ pub fn schema_contents(uri: &DbUri, db: &str) -> Result<SchemaContents> {
     Ok(SchemaContents { tables, objects })
 }
 
+/// Every statement of the swap waits at most this long for a lock held by another session
+/// (the server's default is a year).
+const LOCK_WAIT: &str = "SET SESSION lock_wait_timeout = 30;\n";
+
+/// A lock wait that timed out is a target in use; any other error stays as it is.
+fn locked_or(e: AgentError, target: &str) -> AgentError {
+    if e.to_string().contains("Lock wait timeout") {
+        AgentError::Target(format!(
+            "target in use: sessions hold locks on {target:?} and the swap waited 30 s; the target was left as it was (close them, or set swap.terminateSessions / --terminate-sessions)"
+        ))
+    } else {
+        e
+    }
+}
+
 /// The SQL that creates `o` in the current schema.
 fn create_sql(o: &SchemaObject) -> String {
     let mode = o
@@ -495,7 +510,10 @@ fn create_sql(o: &SchemaObject) -> String {
         .as_deref()
         .map(|m| format!("SET SESSION sql_mode = {};\n", quote_str(m)))
         .unwrap_or_default();
-    format!("{mode}DELIMITER ;;\n{}\n;;\nDELIMITER ;\n", o.create)
+    format!(
+        "{LOCK_WAIT}{mode}DELIMITER ;;\n{}\n;;\nDELIMITER ;\n",
+        o.create
+    )
 }
 
 fn drop_sql(o: &SchemaObject) -> String {
@@ -572,7 +590,7 @@ pub fn swap_schemas(
     let new = schema_contents(uri, staging)?;
     let old = schema_contents(uri, target)?;
     let triggers = |c: &SchemaContents, db: &str| -> String {
-        let mut sql = format!("USE {};\n", quote_ident(db));
+        let mut sql = format!("{LOCK_WAIT}USE {};\n", quote_ident(db));
         for o in c.objects.iter().filter(|o| o.kind == "TRIGGER") {
             sql.push_str(&drop_sql(o));
         }
@@ -584,16 +602,30 @@ pub fn swap_schemas(
         0
     };
     query(uri, None, &triggers(&new, staging), AgentError::Target)?;
-    query(uri, None, &triggers(&old, target), AgentError::Target)?;
     let restore_old_triggers = || {
+        // Only the ones that were dropped (a drop that timed out left its trigger in place).
+        let still = names(
+            uri,
+            format!(
+                "SELECT trigger_name FROM information_schema.triggers WHERE trigger_schema = {}",
+                quote_str(target)
+            ),
+        )
+        .unwrap_or_default();
         let old_triggers: Vec<SchemaObject> = old
             .objects
             .iter()
-            .filter(|o| o.kind == "TRIGGER")
+            .filter(|o| o.kind == "TRIGGER" && !still.contains(&o.name))
             .cloned()
             .collect();
         let _ = create_objects(uri, target, &old_triggers);
     };
+    // The target's triggers go first (a table with triggers cannot move to another schema);
+    // they are put back if anything before the swap fails.
+    if let Err(e) = query(uri, None, &triggers(&old, target), AgentError::Target) {
+        restore_old_triggers();
+        return Err(locked_or(e, target));
+    }
     if let Err(e) = create_database(uri, previous) {
         restore_old_triggers();
         return Err(e);
@@ -614,24 +646,15 @@ pub fn swap_schemas(
         )
         .collect();
     if !moves.is_empty() {
-        let rename = format!(
-            "SET SESSION lock_wait_timeout = 30;\nRENAME TABLE {};\n",
-            moves.join(", ")
-        );
+        let rename = format!("{LOCK_WAIT}RENAME TABLE {};\n", moves.join(", "));
         if let Err(e) = query(uri, None, &rename, AgentError::Target) {
             restore_old_triggers();
             let _ = drop_database(uri, previous);
-            let text = e.to_string();
-            if text.contains("Lock wait timeout") {
-                return Err(AgentError::Target(format!(
-                    "target in use: sessions hold locks on {target:?} and the swap waited 30 s; the target was left as it was (close them, or set swap.terminateSessions / --terminate-sessions)"
-                )));
-            }
-            return Err(e);
+            return Err(locked_or(e, target));
         }
     }
     // The tables are swapped: put the rest of the staging schema in place.
-    let mut sql = format!("USE {qt};\n");
+    let mut sql = format!("{LOCK_WAIT}USE {qt};\n");
     for o in old.objects.iter().filter(|o| o.kind != "TRIGGER") {
         sql.push_str(&drop_sql(o));
     }
