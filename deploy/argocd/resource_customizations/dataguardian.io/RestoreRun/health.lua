@@ -1,11 +1,14 @@
 -- Argo CD health of a DataGuardian RestoreRun (dataguardian.io/v1alpha1).
--- Queued -> Running -> Succeeded | Failed; the operator sets the Complete or the Failed
--- condition when the restore ends.
+-- Queued (or AwaitingApproval) -> Running -> Succeeded | Failed; the operator sets the Complete
+-- or the Failed condition when the restore ends.
 --   Progressing: no status yet, Queued (behind other restores into the same target, or waiting
 --                for a missing or unfinished BackupRun, storage or Secret: the reason says
 --                which), Running;
+--   Suspended:   AwaitingApproval (a second person must approve it: kubectl dataguardian
+--                approve NAME; also after an approval expired);
 --   Healthy:     Succeeded (written and the artifact's SHA-256 verified while streaming);
---   Degraded:    Failed.
+--   Degraded:    Failed, or AwaitingApproval with reason ApprovalUnavailable (approval is
+--                required but the operator's admission webhook is off: only a fix helps).
 -- Runs in Argo CD's Lua sandbox: Lua 5.1 base and table libraries only (no string, no math).
 local hs = {}
 
@@ -59,6 +62,17 @@ local complete = condition("Complete")
 if phase == "Succeeded" or (complete ~= nil and complete.status == "True") then
   hs.status = "Healthy"
   hs.message = describe(nil, obj.status.message)
+  return hs
+end
+
+-- Waiting for a person (the two-person rule), or for a fix when no approval can be trusted.
+if phase == "AwaitingApproval" then
+  if obj.status.reason == "ApprovalUnavailable" then
+    hs.status = "Degraded"
+  else
+    hs.status = "Suspended"
+  end
+  hs.message = describe(obj.status.reason, obj.status.message)
   return hs
 end
 
