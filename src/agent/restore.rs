@@ -387,17 +387,27 @@ async fn staged_restore(
             artifact: 0,
             target_database: Some(stage.clone()),
         };
-        let stats = restore_artifact(
-            &sreq,
-            tools,
-            store,
-            dir,
-            a,
-            &step,
-            identities,
-            compression,
-            progress,
-            true,
+        let span = tracing::info_span!(
+            "artifact",
+            artifact.key = %a.key,
+            artifact.kind = ?a.kind,
+            artifact.size_bytes = a.size_bytes,
+            staged = true,
+        );
+        let stats = in_span(
+            span,
+            restore_artifact(
+                &sreq,
+                tools,
+                store,
+                dir,
+                a,
+                &step,
+                identities,
+                compression,
+                progress,
+                true,
+            ),
         )
         .await?;
         tracing::info!(key = %a.key, staging = %stage, "artifact restored into staging, checksum verified");
