@@ -504,13 +504,7 @@ async fn await_approval_news(
     } else {
         EventType::Normal
     };
-    let who = match crate::controller::common::requester::who_note(
-        &run.metadata,
-        ctx.settings.requester_recorded,
-    ) {
-        note if note.is_empty() => note,
-        note => format!(" ({note})"),
-    };
+    let who = who_in_parentheses(ctx, run);
     ctx.event(
         run,
         type_,
@@ -519,6 +513,41 @@ async fn await_approval_news(
         format!("restore into {}{who}: {message}", target_text(run)),
     )
     .await;
+    notify(
+        ctx,
+        ns,
+        run,
+        NotificationEvent::RestoreAwaitingApproval,
+        reason.as_str(),
+        message,
+        Utc::now(),
+    )
+    .await;
+}
+
+/// `" (requested by alice)"` (or the client-chosen field manager, marked as such) for Events;
+/// empty when neither is known.
+fn who_in_parentheses(ctx: &Context, run: &RestoreRun) -> String {
+    match crate::controller::common::requester::who_note(
+        &run.metadata,
+        ctx.settings.requester_recorded,
+    ) {
+        note if note.is_empty() => note,
+        note => format!(" ({note})"),
+    }
+}
+
+/// Sends `event` about `run` to the channels of its backup's policy (from the run cache; an
+/// artifact given by storage + key has none); returns that policy's name (empty without one).
+async fn notify(
+    ctx: &Context,
+    ns: &str,
+    run: &RestoreRun,
+    event: NotificationEvent,
+    reason: &str,
+    message: &str,
+    time: chrono::DateTime<Utc>,
+) -> String {
     let policy = run
         .spec
         .backup_run_ref
@@ -529,14 +558,14 @@ async fn await_approval_news(
         ns,
         &policy,
         Notification {
-            event: NotificationEvent::RestoreAwaitingApproval,
+            event,
             namespace: ns.to_string(),
             policy: policy.clone(),
             kind: "RestoreRun".into(),
             name: run.name_any(),
-            reason: reason.as_str().to_string(),
+            reason: reason.to_string(),
             message: format!("{message}; target {}", target_text(run)),
-            time: Utc::now(),
+            time,
             details: Details {
                 database: database_of(&run.spec.target),
                 run: run.spec.backup_run_ref.as_ref().map(|b| b.name.clone()),
@@ -549,6 +578,7 @@ async fn await_approval_news(
         },
     )
     .await;
+    policy
 }
 
 async fn start_job(
@@ -748,13 +778,7 @@ async fn finish(
     } else {
         (EventType::Warning, "Failed")
     };
-    let who = match crate::controller::common::requester::who_note(
-        &run.metadata,
-        ctx.settings.requester_recorded,
-    ) {
-        note if note.is_empty() => note,
-        note => format!(" ({note})"),
-    };
+    let who = who_in_parentheses(ctx, run);
     ctx.event(
         run,
         type_,
@@ -767,41 +791,12 @@ async fn finish(
         ),
     )
     .await;
-    // The backup's policy, from the run cache (an artifact given by storage + key has none).
-    let policy = run
-        .spec
-        .backup_run_ref
-        .as_ref()
-        .and_then(|b| ctx.runs.policy_of_run(ns, &b.name))
-        .unwrap_or_default();
-    ctx.notify_policy_named(
-        ns,
-        &policy,
-        Notification {
-            event: if succeeded {
-                NotificationEvent::RestoreSucceeded
-            } else {
-                NotificationEvent::RestoreFailed
-            },
-            namespace: ns.to_string(),
-            policy: policy.clone(),
-            kind: "RestoreRun".into(),
-            name: run.name_any(),
-            reason: reason.to_string(),
-            message: format!("{message}; target {}", target_text(run)),
-            time: now,
-            details: Details {
-                database: database_of(&run.spec.target),
-                run: run.spec.backup_run_ref.as_ref().map(|b| b.name.clone()),
-                requester: crate::controller::common::requester::requested_by(
-                    &run.metadata,
-                    ctx.settings.requester_recorded,
-                ),
-                ..Details::default()
-            },
-        },
-    )
-    .await;
+    let event = if succeeded {
+        NotificationEvent::RestoreSucceeded
+    } else {
+        NotificationEvent::RestoreFailed
+    };
+    let policy = notify(ctx, ns, run, event, reason, message, now).await;
     ctx.metrics
         .restore_duration
         .get_or_create(&crate::telemetry::metrics::PolicyLabels {
