@@ -518,6 +518,21 @@ fn mariadb_staged_restores_swap_tables_and_recreate_views_routines_triggers() {
     assert!(run.error().contains("guard failed"), "{}", run.error());
     untouched("failing guard");
 
+    // A rule carrying the mariadb client's own commands (`system`, `\!`) runs nothing in the
+    // agent: the client runs in --binary-mode and sends them to the server, which refuses them.
+    let marker = tmp.path().join("pwned");
+    for command in ["system", "\\!"] {
+        let hostile = serde_json::json!({"rules": [{"sql": format!("SELECT 1;\n{command} touch {}", marker.display())}]}).to_string();
+        let run = restore(&good, &["--masking", &hostile]);
+        run.assert_failed("target");
+        assert!(run.error().contains("masking failed"), "{}", run.error());
+        assert!(
+            !marker.exists(),
+            "a client command in a masking rule ran: {command}"
+        );
+        untouched("hostile masking rule");
+    }
+
     // A session holding a lock on the target (an open transaction that read it): the RENAME
     // waits 30 s, gives up, and the target is as it was. With --terminate-sessions the session
     // (its default schema is the target) is killed and the swap goes through (below).
