@@ -371,4 +371,55 @@ mod tests {
         assert!(defaults.allowed_images.allows("postgres:16"));
         assert!(!defaults.allowed_images.allows("registry.corp/dg:3"));
     }
+
+    #[test]
+    fn the_restore_approval_flags_parse_and_refuse_bad_values_clearly() {
+        let s = settings(&[
+            "dataguardian",
+            "operator",
+            "--restore-approval",
+            "on-overwrite",
+            "--restore-approval-valid-for",
+            "30m",
+        ]);
+        assert_eq!(
+            s.restore_approval,
+            crate::api::backup_policy::ApprovalRequirement::OnOverwrite
+        );
+        assert_eq!(
+            s.restore_approval_valid_for,
+            std::time::Duration::from_secs(1800)
+        );
+        let defaults = settings(&["dataguardian", "operator"]);
+        assert_eq!(
+            defaults.restore_approval,
+            crate::api::backup_policy::ApprovalRequirement::Never
+        );
+        assert_eq!(
+            defaults.restore_approval_valid_for,
+            std::time::Duration::from_secs(3600)
+        );
+        for (flag, value, says) in [
+            (
+                "--restore-approval",
+                "sometimes",
+                "expected never, on-overwrite or always",
+            ),
+            (
+                "--restore-approval-valid-for",
+                "0s",
+                "expected a positive duration",
+            ),
+            (
+                "--restore-approval-valid-for",
+                "an hour",
+                "expected a positive duration",
+            ),
+        ] {
+            let err = Cli::try_parse_from(["dataguardian", "operator", flag, value])
+                .expect_err(value)
+                .to_string();
+            assert!(err.contains(says), "{flag} {value}: {err}");
+        }
+    }
 }
