@@ -538,10 +538,10 @@ fn mariadb_staged_restores_swap_tables_and_recreate_views_routines_triggers() {
     // (its default schema is the target) is killed and the swap goes through (below).
     let mut holder = db
         .client_command("mariadb")
-        .args(["--batch", "--database=prod"])
+        .args(["--batch", "--skip-column-names", "--unbuffered", "--database=prod"])
         .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let mut holder_in = holder.stdin.take().unwrap();
@@ -551,19 +551,33 @@ fn mariadb_staged_restores_swap_tables_and_recreate_views_routines_triggers() {
     )
     .unwrap();
     std::io::Write::flush(&mut holder_in).unwrap();
-    // Its transaction has read the target (the client buffers its output: ask the server).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while db
-        .sql("", "SELECT COUNT(*) FROM information_schema.innodb_trx")
-        .unwrap()
-        .trim()
-        == "0"
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the lock holder never read the target"
-        );
-        std::thread::sleep(Duration::from_millis(50));
+    // Its transaction has read the target once the client prints the count (--unbuffered
+    // flushes after each statement); a client that died says why.
+    let (read_tx, read_rx) = std::sync::mpsc::channel();
+    let holder_out = holder.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(holder_out), &mut line);
+        let _ = read_tx.send(line);
+    });
+    match read_rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(line) if line.trim() == "500" => {}
+        Ok(line) => {
+            let _ = holder.kill();
+            let out = holder.wait_with_output().unwrap();
+            panic!(
+                "the lock holder printed {line:?} instead of the row count: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Err(_) => {
+            let _ = holder.kill();
+            let out = holder.wait_with_output().unwrap();
+            panic!(
+                "the lock holder never read the target: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
     }
     let run = restore(&good, &[]);
     run.assert_failed("target");
