@@ -15,15 +15,24 @@
 # pgbench's ~100x) at two sizes, to show that memory stays flat. Ratios are printed, not
 # asserted. Everything runs on loopback in a temp dir, removed at exit.
 #
-# Environment: BENCH_SIZES="small large" (default; "tiny" is a smoke test), BENCH_OUT=<file for
-#   the markdown table>, BENCH_KEEP=1 keeps the temp dir, BENCH_BIN=<binary> skips the release build,
-#   BENCH_TMPDIR=<dir> puts the temp dir elsewhere than /tmp.
+# Then the parallel layout (issue 18): a database of BENCH_PARALLEL_TABLES tables holding
+# BENCH_PARALLEL_MIB MiB (default 16 tables, 2048 MiB; same mixed-compressibility rows), backed
+# up to file:// and restored with --parallelism 1 (the single stream), 2 and 4, side by side.
+#
+# Environment: BENCH_SIZES="small large" (default; "tiny" is a smoke test; "" skips them),
+#   BENCH_PARALLEL="1 2 4" (job counts of the parallel section; "" skips it),
+#   BENCH_PARALLEL_MIB=2048 and BENCH_PARALLEL_TABLES=16 (shrink for a quick run),
+#   BENCH_OUT=<file for the markdown table>, BENCH_KEEP=1 keeps the temp dir, BENCH_BIN=<binary>
+#   skips the release build, BENCH_TMPDIR=<dir> puts the temp dir elsewhere than /tmp.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
 PGBIN="${PGBIN:-/usr/lib/postgresql/15/bin}"
-SIZES="${BENCH_SIZES:-small large}"
+SIZES="${BENCH_SIZES-small large}"
+PARALLEL="${BENCH_PARALLEL-1 2 4}"
+PAR_MIB="${BENCH_PARALLEL_MIB:-2048}"
+PAR_TABLES="${BENCH_PARALLEL_TABLES:-16}"
 OUT="${BENCH_OUT:-$ROOT/target/bench/results.md}"
 
 need() { command -v "$1" >/dev/null 2>&1 || { echo "bench: $1 is required but not installed ($2)" >&2; exit 1; }; }
@@ -142,9 +151,9 @@ SQL
   DBSIZE="$(psql -X -At -d "$DB" -c "SELECT pg_size_pretty(pg_database_size(current_database()))")"
 
   measure "raw_$size"   "pg_dump -Fc -Z0 -d $DB > /dev/null"
-  measure "ours_$size"  "'$DG' agent backup --engine postgres --uri postgresql://postgres@127.0.0.1:$PGPORT_/$DB --to s3://bench/ours --run-id $size --recipient $RECIPIENT --s3-endpoint $ENDPOINT --s3-path-style --termination-log $WORK/termination.log"
-  measure "ours_s3s_$size" "'$DG' agent backup --engine postgres --uri postgresql://postgres@127.0.0.1:$PGPORT_/$DB --to s3://bench/ours --run-id $size --recipient $RECIPIENT --s3-endpoint $S3S --s3-path-style --termination-log $WORK/termination.log"
-  measure "file_$size"  "'$DG' agent backup --engine postgres --uri postgresql://postgres@127.0.0.1:$PGPORT_/$DB --to file://$WORK/files --run-id $size --recipient $RECIPIENT --termination-log $WORK/termination.log"
+  measure "ours_$size"  "'$DG' agent backup --engine postgres --uri postgresql://postgres@127.0.0.1:$PGPORT_/$DB --to s3://bench/ours --run-id $size --parallelism 1 --recipient $RECIPIENT --s3-endpoint $ENDPOINT --s3-path-style --termination-log $WORK/termination.log"
+  measure "ours_s3s_$size" "'$DG' agent backup --engine postgres --uri postgresql://postgres@127.0.0.1:$PGPORT_/$DB --to s3://bench/ours --run-id $size --parallelism 1 --recipient $RECIPIENT --s3-endpoint $S3S --s3-path-style --termination-log $WORK/termination.log"
+  measure "file_$size"  "'$DG' agent backup --engine postgres --uri postgresql://postgres@127.0.0.1:$PGPORT_/$DB --to file://$WORK/files --run-id $size --parallelism 1 --recipient $RECIPIENT --termination-log $WORK/termination.log"
   rm -rf "$WORK/files"
   measure "gzip_$size"  "pg_dump -Fc -Z0 -d $DB | gzip | aws --endpoint-url $ENDPOINT s3 cp - s3://bench/gzip/$size.dump.gz"
   aws --endpoint-url "$ENDPOINT" s3 rm --quiet --recursive s3://bench/gzip/
@@ -204,6 +213,45 @@ SQL
   dropdb "$DB"
   rm -rf "$WORK/s3s/bench/ours/$size"
 done
+
+# The parallel layout: one database of PAR_TABLES tables, PAR_MIB MiB in all, backed up to a
+# local file (the S3 server out of the way) and restored, with 1 (single stream), 2 and 4 jobs.
+if [ -n "$PARALLEL" ]; then
+  DB=bench_parallel
+  ROWS_PER_TABLE=$(( PAR_MIB * 1048576 / PAR_TABLES / 760 ))
+  echo "bench: generating $DB ($PAR_TABLES tables of $ROWS_PER_TABLE rows, ~$PAR_MIB MiB)" >&2
+  createdb "$DB"
+  psql -X -q -d "$DB" -v ON_ERROR_STOP=1 -c "CREATE EXTENSION pgcrypto"
+  for t in $(seq -w 1 "$PAR_TABLES"); do
+    # Half random base64 (incompressible), half repeated hex: the dump compresses about 2x.
+    psql -X -q -d "$DB" -v ON_ERROR_STOP=1 -c "CREATE TABLE t$t (id bigint PRIMARY KEY, n int NOT NULL, body text NOT NULL); INSERT INTO t$t SELECT g, g % 1000, encode(gen_random_bytes(300), 'base64') || repeat(md5(g::text), 10) FROM generate_series(1, $ROWS_PER_TABLE) g; CREATE INDEX t${t}_n ON t$t (n);"
+  done
+  psql -X -q -d "$DB" -c "VACUUM ANALYZE"
+  DBSIZE="$(psql -X -At -d "$DB" -c "SELECT pg_size_pretty(pg_database_size(current_database()))")"
+  TOTAL_ROWS=$(( ROWS_PER_TABLE * PAR_TABLES ))
+  {
+    echo
+    echo "| database | jobs | layout | backup s | backup × 1 job | restore s | restore speed-up over 1 job | artifacts | backup peak RSS MiB | restore peak RSS MiB |"
+    echo "|---|---|---|---|---|---|---|---|---|---|"
+  } >>"$OUT"
+  for j in $PARALLEL; do
+    measure "par_backup_$j" "'$DG' agent backup --engine postgres --uri postgresql://postgres@127.0.0.1:$PGPORT_/$DB --to file://$WORK/par --run-id j$j --parallelism $j --parallel-min-bytes 0 --recipient $RECIPIENT --termination-log $WORK/termination.log"
+    measure "par_restore_$j" "'$DG' agent restore --engine postgres --uri postgresql://postgres@127.0.0.1:$PGPORT_/${DB}_r$j --from file://$WORK/par/j$j/manifest.json --identity-file '$WORK/identity.txt' --create-database --parallelism $j --termination-log $WORK/termination.log"
+    got="$(for t in $(seq -w 1 "$PAR_TABLES"); do psql -X -At -d "${DB}_r$j" -c "SELECT count(*) FROM t$t"; done | paste -sd+ | bc)"
+    [ "$got" = "$TOTAL_ROWS" ] || { echo "bench: restored $got rows of $TOTAL_ROWS ($j jobs)" >&2; exit 1; }
+    dropdb "${DB}_r$j"
+    ARTS="$(python3 -c "import json; print(len(json.load(open('$WORK/par/j$j/manifest.json'))['artifacts']))")"
+    VERSION="$(python3 -c "import json; print(json.load(open('$WORK/par/j$j/manifest.json'))['formatVersion'])")"
+    LAYOUT="single stream"; [ "$VERSION" = 2 ] && LAYOUT="parallel"
+    printf '| %s, %s tables | %s | %s | %.2f | %s | %.2f | %s× | %s | %s | %s |\n' "$DBSIZE" "$PAR_TABLES" "$j" "$LAYOUT" \
+      "${WALL[par_backup_$j]}" "$(ratio "${WALL[par_backup_$j]}" "${WALL[par_backup_1]:-${WALL[par_backup_$j]}}")×" \
+      "${WALL[par_restore_$j]}" "$(ratio "${WALL[par_restore_1]:-${WALL[par_restore_$j]}}" "${WALL[par_restore_$j]}")" "$ARTS" \
+      "$(mib "${RSS[par_backup_$j]}")" "$(mib "${RSS[par_restore_$j]}")" >>"$OUT"
+    rm -rf "$WORK/par/j$j"
+  done
+  echo "bench: parallel: $(for j in $PARALLEL; do printf '%s jobs: backup %.2f s, restore %.2f s; ' "$j" "${WALL[par_backup_$j]}" "${WALL[par_restore_$j]}"; done)" >&2
+  dropdb "$DB"
+fi
 
 echo >&2
 cat "$OUT"

@@ -18,7 +18,7 @@ use super::engine::{DbUri, ToolProcess, mysql, postgres};
 use super::error::{AgentError, Result};
 use super::manifest::{
     Artifact, ArtifactKind, EncryptionInfo, Engine, FORMAT_VERSION, MANIFEST_NAME, Manifest,
-    PayloadFormat, TableCount, artifact_name,
+    PARALLEL_FORMAT_VERSION, PayloadFormat, TableCount, artifact_name, table_data_name,
 };
 use super::pipeline::{StreamStats, encode_stream};
 use super::progress::Progress;
@@ -49,6 +49,81 @@ pub struct BackupRequest {
     pub dump_args: Vec<String>,
     /// Interval of progress log lines.
     pub progress_interval: Duration,
+    /// How many dumps of one PostgreSQL database may run at once (1: the single stream).
+    pub parallelism: usize,
+    /// The parallel layout is used only for a database whose tables hold at least this many
+    /// bytes (below it one stream is as fast and keeps one artifact).
+    pub parallel_min_bytes: u64,
+}
+
+/// Default of [`BackupRequest::parallel_min_bytes`]: 256 MiB of tables.
+pub const DEFAULT_PARALLEL_MIN_BYTES: u64 = 256 << 20;
+
+/// How many dumps run at once by default: the CPUs this process may use (cgroup CPU limit and
+/// affinity included), at most 8.
+pub fn default_parallelism() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 8)
+}
+
+/// One group of tables whose rows go into one `tableData` artifact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableGroup {
+    /// `(schema, table)` of each table, largest first.
+    pub tables: Vec<(String, String)>,
+    /// Their total size in bytes.
+    pub bytes: u64,
+}
+
+/// Plan the parallel layout of one PostgreSQL database (pure): `None` keeps the single
+/// stream (one job, extra dump arguments, or tables smaller than `min_bytes` in total).
+/// Otherwise every table's rows go into one of the groups, largest group first: a table of at
+/// least `total / (2 × jobs)` bytes is a group of its own, smaller ones are packed together up
+/// to that size, so `jobs` workers taking the next group as they finish stay evenly busy and
+/// a database of thousands of small tables does not become thousands of objects.
+pub fn plan_table_groups(
+    tables: &[postgres::TableSize],
+    jobs: usize,
+    min_bytes: u64,
+    has_dump_args: bool,
+) -> Option<Vec<TableGroup>> {
+    let total: u64 = tables.iter().map(|t| t.bytes).sum();
+    if jobs < 2 || has_dump_args || tables.len() < 2 || total < min_bytes {
+        return None;
+    }
+    let target = (total / (2 * jobs as u64)).max(1);
+    let mut sorted: Vec<&postgres::TableSize> = tables.iter().collect();
+    sorted.sort_by(|a, b| {
+        b.bytes
+            .cmp(&a.bytes)
+            .then_with(|| (&a.schema, &a.name).cmp(&(&b.schema, &b.name)))
+    });
+    let mut groups: Vec<TableGroup> = Vec::new();
+    let mut open: Option<TableGroup> = None;
+    for t in sorted {
+        let name = (t.schema.clone(), t.name.clone());
+        if t.bytes >= target {
+            groups.push(TableGroup {
+                tables: vec![name],
+                bytes: t.bytes,
+            });
+            continue;
+        }
+        let g = open.get_or_insert_with(|| TableGroup {
+            tables: Vec::new(),
+            bytes: 0,
+        });
+        g.tables.push(name);
+        g.bytes += t.bytes;
+        if g.bytes >= target {
+            groups.extend(open.take());
+        }
+    }
+    groups.extend(open.take());
+    groups.sort_by_key(|g| std::cmp::Reverse(g.bytes));
+    Some(groups)
 }
 
 /// One planned artifact.
@@ -191,20 +266,33 @@ pub async fn run(req: BackupRequest) -> Result<BackupOutcome> {
             artifact.size_bytes = tracing::field::Empty,
             artifact.raw_bytes = tracing::field::Empty,
         );
-        let artifact = in_span(
+        let stored = in_span(
             span.clone(),
             backup_artifact(&req, tools.as_ref(), &store, &run_dir, item, &progress),
         )
         .await?;
-        span.record("artifact.size_bytes", artifact.size_bytes);
-        span.record("artifact.raw_bytes", artifact.raw_bytes);
-        tracing::info!(key = %artifact.key, size_bytes = artifact.size_bytes, raw_bytes = artifact.raw_bytes,
-            sha256 = %artifact.sha256, tables = artifact.tables.len(), "artifact stored");
-        artifacts.push(artifact);
+        span.record(
+            "artifact.size_bytes",
+            stored.iter().map(|a| a.size_bytes).sum::<u64>(),
+        );
+        span.record(
+            "artifact.raw_bytes",
+            stored.iter().map(|a| a.raw_bytes).sum::<u64>(),
+        );
+        for artifact in stored {
+            tracing::info!(key = %artifact.key, size_bytes = artifact.size_bytes, raw_bytes = artifact.raw_bytes,
+                sha256 = %artifact.sha256, tables = artifact.tables.len().max(artifact.data_tables.len()), "artifact stored");
+            artifacts.push(artifact);
+        }
     }
 
+    let parallel = artifacts.iter().any(|a| a.kind == ArtifactKind::TableData);
     let manifest = Manifest {
-        format_version: FORMAT_VERSION,
+        format_version: if parallel {
+            PARALLEL_FORMAT_VERSION
+        } else {
+            FORMAT_VERSION
+        },
         tool: format!("dataguardian {}", env!("CARGO_PKG_VERSION")),
         engine: req.engine,
         server_version,
@@ -265,16 +353,14 @@ async fn backup_artifact(
     run_dir: &Location,
     item: &PlannedArtifact,
     progress: &Arc<Progress>,
-) -> Result<Artifact> {
+) -> Result<Vec<Artifact>> {
     let clock = Instant::now();
     let at = run_dir.join(&item.key);
     let (stats, stored, tables, format) = match (req.engine, item.kind) {
         (Engine::Postgres, ArtifactKind::Database) => {
             let db = item.database.clone().unwrap_or_default();
             let tools = tools.ok_or_else(|| AgentError::Config("no PostgreSQL tools".into()))?;
-            let (stats, stored, tables) =
-                postgres_database(req, tools, store, &at, &db, progress).await?;
-            (stats, stored, tables, PayloadFormat::PgDumpCustom)
+            return postgres_database(req, tools, store, run_dir, item, &db, progress).await;
         }
         (Engine::Postgres, _) => {
             let tools = tools.ok_or_else(|| AgentError::Config("no PostgreSQL tools".into()))?;
@@ -300,36 +386,271 @@ async fn backup_artifact(
             )
         }
     };
-    Ok(Artifact {
-        key: item.key.clone(),
-        kind: item.kind,
-        database: item.database.clone(),
+    Ok(vec![artifact_of(
+        item.key.clone(),
+        item.kind,
+        item.database.clone(),
+        format,
+        &stats,
+        &stored,
+        tables,
+        clock.elapsed(),
+    )])
+}
+
+#[allow(clippy::too_many_arguments)]
+fn artifact_of(
+    key: String,
+    kind: ArtifactKind,
+    database: Option<String>,
+    format: PayloadFormat,
+    stats: &StreamStats,
+    stored: &StoredObject,
+    tables: Vec<TableCount>,
+    took: Duration,
+) -> Artifact {
+    let (tables, data_tables) = if kind == ArtifactKind::TableData {
+        (Vec::new(), tables)
+    } else {
+        (tables, Vec::new())
+    };
+    Artifact {
+        key,
+        kind,
+        database,
         format,
         size_bytes: stats.stored_bytes,
         raw_bytes: stats.raw_bytes,
-        sha256: stats.sha256,
+        sha256: stats.sha256.clone(),
         tables,
-        duration_seconds: round3(clock.elapsed().as_secs_f64()),
+        data_tables,
+        duration_seconds: round3(took.as_secs_f64()),
         confirmed_by: Some(stored.confirmed_by),
-    })
+    }
 }
 
-/// One PostgreSQL database: export a snapshot, dump in it, count rows in it concurrently.
+/// One PostgreSQL database: export a snapshot, plan the layout, dump in it (one stream, or
+/// several in parallel), count rows in it concurrently.
 async fn postgres_database(
+    req: &BackupRequest,
+    tools: &PgTools,
+    store: &Store,
+    run_dir: &Location,
+    item: &PlannedArtifact,
+    db: &str,
+    progress: &Arc<Progress>,
+) -> Result<Vec<Artifact>> {
+    let clock = Instant::now();
+    let (uri, dbname, jobs) = (req.uri.clone(), db.to_string(), req.parallelism);
+    let (session, sizes) = in_span(
+        tracing::info_span!("snapshot"),
+        blocking(move || {
+            let mut session = postgres::SnapshotSession::open(&uri, &dbname)?;
+            if jobs < 2 {
+                return Ok((session, Vec::new()));
+            }
+            match session.table_sizes() {
+                Ok(sizes) => Ok((session, sizes)),
+                Err(e) => Err(session.close_with_error().unwrap_or(e)),
+            }
+        }),
+    )
+    .await?;
+    tracing::info!(database = db, snapshot = %session.snapshot, "snapshot exported");
+    let groups = plan_table_groups(
+        &sizes,
+        req.parallelism,
+        req.parallel_min_bytes,
+        !req.dump_args.is_empty(),
+    );
+    if let Some(groups) = groups {
+        return postgres_parallel(
+            req, tools, store, run_dir, item, db, session, groups, progress,
+        )
+        .await;
+    }
+    if jobs > 1 {
+        tracing::info!(
+            database = db,
+            table_bytes = sizes.iter().map(|t| t.bytes).sum::<u64>(),
+            min_bytes = req.parallel_min_bytes,
+            extra_dump_args = !req.dump_args.is_empty(),
+            "one stream: the database is below the parallel threshold, or extra dump arguments are set"
+        );
+    }
+    let at = run_dir.join(&item.key);
+    let (stats, stored, tables) =
+        postgres_single(req, tools, store, &at, db, session, progress).await?;
+    Ok(vec![artifact_of(
+        item.key.clone(),
+        ArtifactKind::Database,
+        item.database.clone(),
+        PayloadFormat::PgDumpCustom,
+        &stats,
+        &stored,
+        tables,
+        clock.elapsed(),
+    )])
+}
+
+/// The parallel layout: the database artifact (everything but the rows of the planned
+/// tables) and one `tableData` artifact per group, at most `parallelism` dumps at a time, all
+/// in the session's exported snapshot; committed only when every dump and the counts
+/// succeeded.
+#[allow(clippy::too_many_arguments)]
+async fn postgres_parallel(
+    req: &BackupRequest,
+    tools: &PgTools,
+    store: &Store,
+    run_dir: &Location,
+    item: &PlannedArtifact,
+    db: &str,
+    session: postgres::SnapshotSession,
+    groups: Vec<TableGroup>,
+    progress: &Arc<Progress>,
+) -> Result<Vec<Artifact>> {
+    use futures::StreamExt as _;
+    let encrypted = !req.recipients.is_empty();
+    let every: Vec<(String, String)> = groups.iter().flat_map(|g| g.tables.clone()).collect();
+    tracing::info!(
+        database = db,
+        groups = groups.len(),
+        tables = every.len(),
+        table_bytes = groups.iter().map(|g| g.bytes).sum::<u64>(),
+        jobs = req.parallelism,
+        "parallel layout"
+    );
+    let snapshot = session.snapshot.clone();
+    // The counts run inside the exporting transaction while the dumps stream.
+    let counts = tokio::task::spawn_blocking(move || {
+        let mut session = session;
+        let counts = session.row_counts();
+        (session, counts)
+    });
+    // Job 0 is the database artifact; job i > 0 is group i - 1.
+    let keys: Vec<String> = std::iter::once(item.key.clone())
+        .chain((0..groups.len()).map(|i| table_data_name(db, i, req.compression, encrypted)))
+        .collect();
+    let (keys_ref, every_ref, groups_ref) = (&keys, &every, &groups);
+    let dumps = futures::stream::iter(0..keys.len())
+        .map(|i| {
+            let scope = if i == 0 {
+                postgres::DumpScope::WithoutDataOf(every_ref)
+            } else {
+                postgres::DumpScope::DataOf(&groups_ref[i - 1].tables)
+            };
+            let at = run_dir.join(&keys_ref[i]);
+            let snapshot = &snapshot;
+            async move {
+                let clock = Instant::now();
+                let span = tracing::info_span!("part", artifact.key = %keys_ref[i], part = i);
+                let out = async {
+                    let tool = postgres::spawn_scoped_dump(
+                        tools,
+                        &req.uri,
+                        db,
+                        snapshot,
+                        scope,
+                        &req.dump_args,
+                    )?;
+                    stream_to_pending(req, store, &at, tool, None, progress).await
+                };
+                (i, in_span(span, out).await, clock.elapsed())
+            }
+        })
+        .buffer_unordered(req.parallelism.max(1))
+        .collect::<Vec<_>>()
+        .await;
+    let (session, counts) = counts.await.map_err(|e| {
+        AgentError::Io(std::io::Error::other(format!(
+            "row count thread failed: {e}"
+        )))
+    })?;
+    let mut done = Vec::new();
+    let mut first_err = None;
+    for (i, res, took) in dumps {
+        match res {
+            Ok((pending, stats, _)) => done.push((i, pending, stats, took)),
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    let counts = match first_err {
+        Some(e) => Err(e),
+        None => counts.and_then(|c| {
+            session.close()?;
+            Ok(c)
+        }),
+    };
+    let counts = match counts {
+        Ok(c) => c,
+        Err(e) => {
+            for (_, pending, _, _) in done {
+                pending.abort().await;
+            }
+            return Err(e);
+        }
+    };
+    done.sort_by_key(|(i, ..)| *i);
+    let mut out = Vec::with_capacity(done.len());
+    let mut pendings = done.into_iter();
+    while let Some((i, pending, stats, took)) = pendings.next() {
+        let stored = match pending.commit(stats.stored_bytes, &stats.sha256).await {
+            Ok(s) => s,
+            Err(e) => {
+                for (_, p, _, _) in pendings {
+                    p.abort().await;
+                }
+                return Err(e);
+            }
+        };
+        let (kind, tables) = if i == 0 {
+            (ArtifactKind::Database, counts.clone())
+        } else {
+            let mine = &groups[i - 1].tables;
+            let tables: Vec<TableCount> = counts
+                .iter()
+                .filter(|c| mine.iter().any(|(s, t)| *s == c.schema && *t == c.name))
+                .cloned()
+                .collect();
+            if tables.len() != mine.len() {
+                for (_, p, _, _) in pendings {
+                    p.abort().await;
+                }
+                return Err(AgentError::Source(format!(
+                    "the snapshot counted {} of the {} tables dumped into {}",
+                    tables.len(),
+                    mine.len(),
+                    keys[i]
+                )));
+            }
+            (ArtifactKind::TableData, tables)
+        };
+        out.push(artifact_of(
+            keys[i].clone(),
+            kind,
+            item.database.clone(),
+            PayloadFormat::PgDumpCustom,
+            &stats,
+            &stored,
+            tables,
+            took,
+        ));
+    }
+    Ok(out)
+}
+
+/// The single stream: one `pg_dump` in the session's snapshot.
+async fn postgres_single(
     req: &BackupRequest,
     tools: &PgTools,
     store: &Store,
     at: &Location,
     db: &str,
+    session: postgres::SnapshotSession,
     progress: &Arc<Progress>,
 ) -> Result<(StreamStats, StoredObject, Vec<TableCount>)> {
-    let (uri, dbname) = (req.uri.clone(), db.to_string());
-    let session = in_span(
-        tracing::info_span!("snapshot"),
-        blocking(move || postgres::SnapshotSession::open(&uri, &dbname)),
-    )
-    .await?;
-    tracing::info!(database = db, snapshot = %session.snapshot, "snapshot exported");
     let tool = match postgres::spawn_dump(tools, &req.uri, db, &session.snapshot, &req.dump_args) {
         Ok(t) => t,
         Err(e) => {
@@ -509,6 +830,52 @@ mod tests {
         assert!(plan_artifacts(Engine::Mysql, None, false, &[], c, false).is_err());
         assert!(plan_artifacts(Engine::Mysql, Some("x"), true, &[], c, false).is_err());
         assert!(plan_artifacts(Engine::Postgres, None, true, &[], c, false).is_err());
+    }
+
+    fn size(name: &str, mib: u64) -> postgres::TableSize {
+        postgres::TableSize {
+            schema: "public".into(),
+            name: name.into(),
+            bytes: mib << 20,
+        }
+    }
+
+    #[test]
+    fn parallel_groups_balance_big_tables_and_pack_small_ones() {
+        // 16 tables of 128 MiB with 4 jobs: groups of 256 MiB, two per worker.
+        let equal: Vec<_> = (0..16).map(|i| size(&format!("t{i:02}"), 128)).collect();
+        let g = plan_table_groups(&equal, 4, 256 << 20, false).unwrap();
+        assert_eq!(g.len(), 8);
+        assert!(
+            g.iter()
+                .all(|g| g.tables.len() == 2 && g.bytes == 256 << 20)
+        );
+        let mut all: Vec<_> = g.iter().flat_map(|g| g.tables.clone()).collect();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 16, "every table exactly once");
+        // One big table alone, a thousand small ones packed into few groups.
+        let mut skewed = vec![size("big", 1024)];
+        skewed.extend((0..1000).map(|i| postgres::TableSize {
+            schema: "s".into(),
+            name: format!("small{i}"),
+            bytes: 1 << 20,
+        }));
+        let g = plan_table_groups(&skewed, 2, 0, false).unwrap();
+        assert_eq!(g[0].tables, vec![("public".to_string(), "big".to_string())]);
+        assert!(g.len() <= 4, "{} groups", g.len());
+        assert_eq!(g.iter().map(|g| g.tables.len()).sum::<usize>(), 1001);
+        assert!(g.windows(2).all(|w| w[0].bytes >= w[1].bytes));
+        // The single stream: one job, a small database, extra dump arguments, one table.
+        assert!(plan_table_groups(&equal, 1, 0, false).is_none());
+        assert!(plan_table_groups(&equal, 4, 4 << 30, false).is_none());
+        assert!(plan_table_groups(&equal, 4, 0, true).is_none());
+        assert!(plan_table_groups(&equal[..1], 4, 0, false).is_none());
+        assert!(plan_table_groups(&[], 4, 0, false).is_none());
+        // Empty tables still get a group (their schema is in the database artifact).
+        let empties = vec![size("a", 0), size("b", 0)];
+        let g = plan_table_groups(&empties, 2, 0, false).unwrap();
+        assert_eq!(g.iter().map(|g| g.tables.len()).sum::<usize>(), 2);
     }
 
     #[test]

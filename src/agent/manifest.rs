@@ -6,6 +6,9 @@
 //! ```text
 //! <run-id>/
 //!   databases/<db>.pgdump[.zst|.gz][.age] PostgreSQL: one pg_dump custom archive per database
+//!   databases/<db>.tables/<NNN>.pgdump[...] PostgreSQL parallel layout: the rows of some tables
+//!                                        (`pg_dump --data-only -t …` in the same snapshot); the
+//!                                        database archive then holds everything but their rows
 //!   globals.sql[...]                     PostgreSQL --all-databases: roles and tablespaces
 //!   <db>.sql[.zst|.gz][.age]             single MySQL/MariaDB database (mariadb-dump SQL)
 //!   all-databases.sql[...]               MySQL --all-databases: one SQL stream
@@ -20,8 +23,13 @@ use serde::{Deserialize, Serialize};
 
 use super::compress::Compression;
 
-/// The manifest format version this agent writes and understands.
+/// The manifest format version of the single-stream layout (one artifact per database).
 pub const FORMAT_VERSION: u32 = 1;
+
+/// The manifest format version of a backup with the parallel layout (`tableData` artifacts
+/// beside a database artifact). Agents that know only version 1 refuse such a manifest with a
+/// clear message instead of restoring the schema without the rows.
+pub const PARALLEL_FORMAT_VERSION: u32 = 2;
 
 /// Which database engine produced a backup: the API's one engine type.
 pub use crate::api::common::Engine;
@@ -60,8 +68,14 @@ pub struct Artifact {
     pub raw_bytes: u64,
     /// Lowercase hex SHA-256 of the stored bytes.
     pub sha256: String,
-    /// Per-table exact row counts, taken consistently with the dump.
+    /// Per-table exact row counts, taken consistently with the dump. A database artifact of
+    /// the parallel layout lists every table of the database here (its rows may be stored in
+    /// `tableData` artifacts); a `tableData` artifact lists none (see `data_tables`).
     pub tables: Vec<TableCount>,
+    /// `tableData` artifacts: the tables whose rows this object holds, with their counts (the
+    /// same counts as the database artifact's). Not summed into the manifest's totals.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub data_tables: Vec<TableCount>,
     /// Wall time of this artifact's dump and upload.
     pub duration_seconds: f64,
     /// How the store confirmed the upload (absent in manifests of older agents).
@@ -131,16 +145,62 @@ impl Manifest {
             .sum()
     }
 
+    /// Whether the backup has the parallel layout (`tableData` artifacts).
+    pub fn is_parallel(&self) -> bool {
+        self.artifacts
+            .iter()
+            .any(|a| a.kind == ArtifactKind::TableData)
+    }
+
     /// Check the manifest is one this agent can restore.
     pub fn validate(&self) -> Result<(), String> {
-        if self.format_version != FORMAT_VERSION {
+        if self.format_version != FORMAT_VERSION && self.format_version != PARALLEL_FORMAT_VERSION {
             return Err(format!(
-                "manifest format version {} is not supported (this agent reads {FORMAT_VERSION})",
+                "manifest format version {} is not supported (this agent reads {FORMAT_VERSION} and {PARALLEL_FORMAT_VERSION})",
                 self.format_version
             ));
         }
         if self.artifacts.is_empty() {
             return Err("manifest lists no artifacts".into());
+        }
+        let parallel = self.is_parallel();
+        if parallel != (self.format_version == PARALLEL_FORMAT_VERSION) {
+            return Err(format!(
+                "manifest format version {} does not match its layout ({})",
+                self.format_version,
+                if parallel {
+                    "tableData artifacts need version 2"
+                } else {
+                    "version 2 without tableData artifacts"
+                }
+            ));
+        }
+        for a in self
+            .artifacts
+            .iter()
+            .filter(|a| a.kind == ArtifactKind::TableData)
+        {
+            let owner = self.artifacts.iter().any(|d| {
+                d.kind == ArtifactKind::Database
+                    && d.database == a.database
+                    && d.format == PayloadFormat::PgDumpCustom
+            });
+            if a.database.is_none()
+                || !owner
+                || a.format != PayloadFormat::PgDumpCustom
+                || self.engine != Engine::Postgres
+            {
+                return Err(format!(
+                    "tableData artifact {:?} belongs to no PostgreSQL database artifact",
+                    a.key
+                ));
+            }
+            if a.data_tables.is_empty() || !a.tables.is_empty() {
+                return Err(format!(
+                    "tableData artifact {:?} must name its tables in dataTables only",
+                    a.key
+                ));
+            }
         }
         for a in &self.artifacts {
             // The operator's rule (a `.` segment too), so both sides accept the same manifests.
@@ -180,9 +240,31 @@ pub fn artifact_name(
         (_, ArtifactKind::AllDatabases) | (Engine::Mysql, ArtifactKind::Globals) => {
             "all-databases.sql".into()
         }
+        (_, ArtifactKind::TableData) => {
+            format!(
+                "databases/{}.tables/data.pgdump",
+                sanitize(database.unwrap_or("database"))
+            )
+        }
     };
     format!(
         "{base}{}{}",
+        compression.suffix(),
+        if encrypted { ".age" } else { "" }
+    )
+}
+
+/// The key of the `index`-th `tableData` artifact of `database` (parallel layout):
+/// `databases/<db>.tables/<NNN>.pgdump[.zst|.gz][.age]`.
+pub fn table_data_name(
+    database: &str,
+    index: usize,
+    compression: Compression,
+    encrypted: bool,
+) -> String {
+    format!(
+        "databases/{}.tables/{index:03}.pgdump{}{}",
+        sanitize(database),
         compression.suffix(),
         if encrypted { ".age" } else { "" }
     )
@@ -246,6 +328,7 @@ pub(crate) mod tests {
                     name: "t".into(),
                     rows: 5,
                 }],
+                data_tables: vec![],
                 duration_seconds: 1.5,
                 confirmed_by: Some(ConfirmedBy::Md5Etag),
             }],
@@ -333,6 +416,63 @@ pub(crate) mod tests {
         assert_ne!(sanitize("a/b"), sanitize("a?b"));
     }
 
+    /// `sample()` in the parallel layout: the database artifact and one `tableData` artifact.
+    pub(crate) fn parallel_sample() -> Manifest {
+        let mut m = sample();
+        m.format_version = PARALLEL_FORMAT_VERSION;
+        let mut part = m.artifacts[0].clone();
+        part.key = table_data_name("shop", 0, m.compression, true);
+        part.kind = ArtifactKind::TableData;
+        part.data_tables = std::mem::take(&mut part.tables);
+        m.artifacts.push(part);
+        m
+    }
+
+    #[test]
+    fn the_parallel_layout_is_version_2_and_its_parts_belong_to_a_database() {
+        let m = parallel_sample();
+        assert_eq!(
+            m.artifacts[1].key,
+            "databases/shop.tables/000.pgdump.zst.age"
+        );
+        assert!(m.validate().is_ok() && m.is_parallel());
+        // Counts are not summed twice.
+        assert_eq!((m.row_count(), m.table_count()), (5, 1));
+        let json = serde_json::to_value(&m).unwrap();
+        assert_eq!(json["artifacts"][1]["kind"], "tableData");
+        assert_eq!(json["artifacts"][1]["dataTables"][0]["rows"], 5);
+        assert!(json["artifacts"][0].get("dataTables").is_none());
+        assert_eq!(serde_json::from_value::<Manifest>(json).unwrap(), m);
+        // The operator's view lists every object, the parts included (copies and pruning
+        // handle them like any artifact).
+        let view = crate::contract::ManifestView::parse(&serde_json::to_vec(&m).unwrap()).unwrap();
+        assert_eq!(
+            view.artifacts
+                .iter()
+                .map(|a| a.key.as_str())
+                .collect::<Vec<_>>(),
+            m.artifacts
+                .iter()
+                .map(|a| a.key.as_str())
+                .collect::<Vec<_>>()
+        );
+        let mut v1 = m.clone();
+        v1.format_version = FORMAT_VERSION;
+        assert!(v1.validate().unwrap_err().contains("need version 2"));
+        let mut v2 = sample();
+        v2.format_version = PARALLEL_FORMAT_VERSION;
+        assert!(v2.validate().is_err());
+        let mut orphan = m.clone();
+        orphan.artifacts[1].database = Some("other".into());
+        assert!(orphan.validate().unwrap_err().contains("belongs to no"));
+        let mut unnamed = m.clone();
+        unnamed.artifacts[1].data_tables.clear();
+        assert!(unnamed.validate().is_err());
+        let mut mysql = m;
+        mysql.engine = Engine::Mysql;
+        assert!(mysql.validate().is_err());
+    }
+
     #[test]
     fn the_operator_reads_what_the_agent_writes() {
         let m = sample();
@@ -414,6 +554,7 @@ mod props {
                     raw_bytes,
                     sha256,
                     tables,
+                    data_tables: Vec::new(),
                     duration_seconds: d,
                     confirmed_by: None,
                 },

@@ -76,6 +76,9 @@ pub struct RestoreRequest {
     pub keep_previous: bool,
     /// Masking rules and guard, run in the staging database before the swap.
     pub masking: Option<MaskingSpec>,
+    /// PostgreSQL parallel layout: how many `tableData` artifacts are restored at once, and
+    /// `pg_restore --jobs` of the post-data section (indexes, constraints).
+    pub parallelism: usize,
 }
 
 /// One step of a restore plan.
@@ -86,9 +89,24 @@ pub struct RestoreStep {
     /// Database the artifact is restored into (`None`: the SQL names its databases, or
     /// cluster-level globals).
     pub target_database: Option<String>,
+    /// Parallel layout: indices of the database's `tableData` artifacts.
+    pub parts: Vec<usize>,
 }
 
-/// Plan where each artifact goes (pure).
+/// The `tableData` artifacts that belong to the database artifact `i` (parallel layout).
+fn parts_of(manifest: &Manifest, i: usize) -> Vec<usize> {
+    let db = &manifest.artifacts[i].database;
+    manifest
+        .artifacts
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| a.kind == ArtifactKind::TableData && &a.database == db)
+        .map(|(j, _)| j)
+        .collect()
+}
+
+/// Plan where each artifact goes (pure). A `tableData` artifact is no step of its own: it
+/// goes with its database's step.
 pub fn plan_restore(
     manifest: &Manifest,
     target_database: Option<&str>,
@@ -98,11 +116,17 @@ pub fn plan_restore(
             .artifacts
             .iter()
             .enumerate()
+            .filter(|(_, a)| a.kind != ArtifactKind::TableData)
             .map(|(i, a)| RestoreStep {
                 artifact: i,
                 target_database: match a.kind {
                     ArtifactKind::Database => a.database.clone(),
                     _ => None,
+                },
+                parts: if a.kind == ArtifactKind::Database {
+                    parts_of(manifest, i)
+                } else {
+                    Vec::new()
                 },
             })
             .collect());
@@ -112,15 +136,53 @@ pub fn plan_restore(
             "no target database: give --database or put the database in the URI".into(),
         )
     })?;
-    if manifest.artifacts.len() != 1 || manifest.artifacts[0].kind != ArtifactKind::Database {
+    let databases: Vec<usize> = manifest
+        .artifacts
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| a.kind != ArtifactKind::TableData)
+        .map(|(i, _)| i)
+        .collect();
+    if databases.len() != 1 || manifest.artifacts[databases[0]].kind != ArtifactKind::Database {
         return Err(AgentError::Config(
             "a single-database backup must hold exactly one database artifact".into(),
         ));
     }
+    let parts = parts_of(manifest, databases[0]);
+    if parts.len() + 1 != manifest.artifacts.len() {
+        return Err(AgentError::Config(
+            "a tableData artifact of the backup belongs to another database".into(),
+        ));
+    }
     Ok(vec![RestoreStep {
-        artifact: 0,
+        artifact: databases[0],
         target_database: Some(db.to_string()),
+        parts,
     }])
+}
+
+/// What the parallel layout cannot do (pure): one transaction over several sessions, and
+/// `--clean` in place (the pre-data section alone cannot drop tables that foreign keys of
+/// other tables still reference; a staged restore, the default, needs no clean).
+pub fn check_parallel_options(
+    manifest: &Manifest,
+    req_single_transaction: bool,
+    in_place_clean: bool,
+) -> Result<()> {
+    if !manifest.is_parallel() {
+        return Ok(());
+    }
+    if req_single_transaction {
+        return Err(AgentError::Config(
+            "--single-transaction cannot restore a backup of the parallel layout (its tables load in several sessions); a staged restore (the default) is all-or-nothing".into(),
+        ));
+    }
+    if in_place_clean {
+        return Err(AgentError::Config(
+            "--clean in place cannot restore a backup of the parallel layout; use a staged restore (the default for one database) or an empty target database".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Result of a finished restore.
@@ -196,6 +258,7 @@ pub async fn run(req: RestoreRequest) -> Result<RestoreOutcome> {
     let target_db = req.database.clone().or_else(|| req.uri.database.clone());
     let steps = plan_restore(&manifest, target_db.as_deref())?;
     let staged = staging::decide(req.staging, manifest.all_databases, req.masking.is_some())?;
+    check_parallel_options(&manifest, req.single_transaction, req.clean && !staged)?;
     // Never a pg_restore older than the pg_dump that wrote the archive.
     let tools = match manifest.engine {
         Engine::Postgres => Some(pg_tools::for_archive(
@@ -231,8 +294,11 @@ pub async fn run(req: RestoreRequest) -> Result<RestoreOutcome> {
     if req.verify_first && !staged {
         let progress = Progress::new("verify");
         let _reporter = progress.start_reporter(req.progress_interval);
-        for step in &steps {
-            let a = &manifest.artifacts[step.artifact];
+        for i in steps
+            .iter()
+            .flat_map(|s| std::iter::once(s.artifact).chain(s.parts.iter().copied()))
+        {
+            let a = &manifest.artifacts[i];
             let span = tracing::info_span!("verify", artifact.key = %a.key);
             let reader = store.open_reader(&dir.join(&a.key)).await?;
             let (ids, compression, p) = (
@@ -281,10 +347,10 @@ pub async fn run(req: RestoreRequest) -> Result<RestoreOutcome> {
             tools.as_ref(),
             &store,
             &dir,
-            &manifest.artifacts[step.artifact],
+            &manifest,
+            step,
             &target,
             identities,
-            manifest.compression,
             &progress,
         )
         .await?;
@@ -315,15 +381,14 @@ pub async fn run(req: RestoreRequest) -> Result<RestoreOutcome> {
         );
         let stats = in_span(
             span,
-            restore_artifact(
+            restore_unit(
                 &req,
                 tools.as_ref(),
                 &store,
                 &dir,
-                &a,
+                &manifest,
                 step,
                 identities.clone(),
-                manifest.compression,
                 &progress,
                 false,
             ),
@@ -355,13 +420,14 @@ async fn staged_restore(
     tools: Option<&PgTools>,
     store: &Store,
     dir: &Location,
-    a: &Artifact,
+    manifest: &Manifest,
+    step: &RestoreStep,
     target: &str,
     identities: Option<Arc<Identities>>,
-    compression: super::compress::Compression,
     progress: &Arc<Progress>,
 ) -> Result<(DecodeStats, SwapSummary)> {
     let engine = req.engine;
+    let a = &manifest.artifacts[step.artifact];
     let stage = staging::staging_name(engine, target);
     {
         // A leftover of a killed attempt (restores of one target run one at a time).
@@ -384,8 +450,9 @@ async fn staged_restore(
         let mut sreq = req.clone();
         sreq.clean = false;
         let step = RestoreStep {
-            artifact: 0,
+            artifact: step.artifact,
             target_database: Some(stage.clone()),
+            parts: step.parts.clone(),
         };
         let span = tracing::info_span!(
             "artifact",
@@ -396,17 +463,8 @@ async fn staged_restore(
         );
         let stats = in_span(
             span,
-            restore_artifact(
-                &sreq,
-                tools,
-                store,
-                dir,
-                a,
-                &step,
-                identities,
-                compression,
-                progress,
-                true,
+            restore_unit(
+                &sreq, tools, store, dir, manifest, &step, identities, progress, true,
             ),
         )
         .await?;
@@ -555,6 +613,210 @@ fn prepare_target(engine: Engine, uri: &DbUri, db: &str, missing: bool, clean: b
     }
 }
 
+/// Restore one step: its artifact, and with the parallel layout its `tableData` artifacts.
+#[allow(clippy::too_many_arguments)]
+async fn restore_unit(
+    req: &RestoreRequest,
+    tools: Option<&PgTools>,
+    store: &Store,
+    dir: &Location,
+    manifest: &Manifest,
+    step: &RestoreStep,
+    identities: Option<Arc<Identities>>,
+    progress: &Arc<Progress>,
+    staged: bool,
+) -> Result<DecodeStats> {
+    let a = &manifest.artifacts[step.artifact];
+    if step.parts.is_empty() {
+        return restore_artifact(
+            req,
+            tools,
+            store,
+            dir,
+            a,
+            step,
+            identities,
+            manifest.compression,
+            progress,
+            staged,
+        )
+        .await;
+    }
+    let tools = tools.ok_or_else(|| AgentError::Config("no PostgreSQL tools".into()))?;
+    let db = step
+        .target_database
+        .clone()
+        .ok_or_else(|| AgentError::Config("a parallel restore needs a database".into()))?;
+    restore_parallel(
+        req, tools, store, dir, manifest, step, &db, identities, progress, staged,
+    )
+    .await
+}
+
+/// A local file removed when dropped (the spooled database archive of a parallel restore).
+struct SpoolFile(PathBuf);
+
+impl Drop for SpoolFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The parallel layout: the database artifact (schema, sequences, large objects; no table
+/// rows) is read once into a private spool file in `TMPDIR`, its checksum checked; then
+/// `pg_restore --section=pre-data` from it, the rows of every `tableData` artifact streamed
+/// into `parallelism` concurrent `pg_restore` sessions (each artifact read once, its checksum
+/// checked as it ends) beside `--section=data` of the spool, and last `pg_restore
+/// --section=post-data --jobs=N` (indexes and constraints built in parallel).
+#[allow(clippy::too_many_arguments)]
+async fn restore_parallel(
+    req: &RestoreRequest,
+    tools: &PgTools,
+    store: &Store,
+    dir: &Location,
+    manifest: &Manifest,
+    step: &RestoreStep,
+    db: &str,
+    identities: Option<Arc<Identities>>,
+    progress: &Arc<Progress>,
+    staged: bool,
+) -> Result<DecodeStats> {
+    use futures::StreamExt as _;
+    let a = &manifest.artifacts[step.artifact];
+    let jobs = req.parallelism.max(1);
+    let consequence = if staged {
+        "the staging database is dropped, the target was left as it was"
+    } else {
+        "the target was written; restore again from a good copy"
+    };
+    // 1. The database artifact into the spool.
+    let spool = SpoolFile(std::env::temp_dir().join(format!(
+        "dataguardian-restore-{}.pgdump",
+        super::engine::random_hex()?
+    )));
+    let reader = store.open_reader(&dir.join(&a.key)).await?;
+    let (path, ids, compression, p) = (
+        spool.0.clone(),
+        identities.clone(),
+        manifest.compression,
+        Arc::clone(progress),
+    );
+    let mut total = in_span(
+        tracing::info_span!("spool", artifact.key = %a.key),
+        blocking(move || {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(|e| {
+                    AgentError::Io(std::io::Error::other(format!(
+                        "cannot create the spool file {}: {e}",
+                        path.display()
+                    )))
+                })?;
+            let opts = DecodeOptions {
+                compression,
+                identities: ids,
+                filter: None,
+            };
+            let stats = decode_stream(reader, opts, &mut file, &p).map_err(|e| match e {
+                DecodeError::Source(e) => e,
+                DecodeError::Sink(e) => AgentError::Io(std::io::Error::other(format!(
+                    "writing the spool file: {e}"
+                ))),
+            })?;
+            file.sync_all().map_err(AgentError::Io)?;
+            Ok(stats)
+        }),
+    )
+    .await?;
+    check_digest(
+        &format!("{} (nothing was restored)", a.key),
+        &total,
+        a.size_bytes,
+        &a.sha256,
+    )?;
+    tracing::info!(key = %a.key, raw_bytes = total.raw_bytes, "database archive spooled, checksum verified");
+    let opts = postgres::RestoreOptions {
+        clean: req.clean,
+        no_owner: req.no_owner,
+        single_transaction: false,
+        extra: req.restore_args.clone(),
+    };
+    let file_part = |part: postgres::RestorePart, name: &'static str| {
+        let (tools, uri, db, path, opts) = (
+            tools.clone(),
+            req.uri.clone(),
+            db.to_string(),
+            spool.0.clone(),
+            opts.clone(),
+        );
+        in_span(
+            tracing::info_span!("section", section = name),
+            blocking(move || {
+                postgres::restore_part_from_file(&tools, &uri, &db, &path, part, &opts, jobs)
+            }),
+        )
+    };
+    // 2. Pre-data.
+    file_part(postgres::RestorePart::PreData, "pre-data").await?;
+    // 3. The rows: the spool's own data section, then every tableData artifact, `jobs` at a
+    // time.
+    file_part(postgres::RestorePart::Data, "data").await?;
+    let results = futures::stream::iter(step.parts.iter().copied())
+        .map(|i| {
+            let part = &manifest.artifacts[i];
+            let ids = identities.clone();
+            async move {
+                let span = tracing::info_span!(
+                    "part",
+                    artifact.key = %part.key,
+                    artifact.size_bytes = part.size_bytes,
+                );
+                let one = RestoreStep {
+                    artifact: i,
+                    target_database: Some(db.to_string()),
+                    parts: Vec::new(),
+                };
+                in_span(
+                    span,
+                    restore_artifact(
+                        req,
+                        Some(tools),
+                        store,
+                        dir,
+                        part,
+                        &one,
+                        ids,
+                        manifest.compression,
+                        progress,
+                        staged,
+                    ),
+                )
+                .await
+            }
+        })
+        .buffer_unordered(jobs)
+        .collect::<Vec<_>>()
+        .await;
+    for r in results {
+        let stats = r?;
+        total.stored_bytes += stats.stored_bytes;
+        total.raw_bytes += stats.raw_bytes;
+    }
+    tracing::info!(
+        parts = step.parts.len(),
+        jobs,
+        consequence,
+        "table rows restored, checksums verified"
+    );
+    // 4. Post-data, in parallel.
+    file_part(postgres::RestorePart::PostData, "post-data").await?;
+    Ok(total)
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn restore_artifact(
     req: &RestoreRequest,
@@ -571,11 +833,18 @@ async fn restore_artifact(
     let reader = store.open_reader(&dir.join(&a.key)).await?;
     let (mut tool, filter): (ToolProcess, Option<Filter>) =
         match (req.engine, a.kind, &step.target_database) {
-            (Engine::Postgres, ArtifactKind::Database, Some(db)) => {
+            (
+                Engine::Postgres,
+                kind @ (ArtifactKind::Database | ArtifactKind::TableData),
+                Some(db),
+            ) => {
+                // A tableData artifact holds only rows: nothing to clean, and it is one of
+                // several sessions.
+                let whole = kind == ArtifactKind::Database;
                 let opts = postgres::RestoreOptions {
-                    clean: req.clean,
+                    clean: req.clean && whole,
                     no_owner: req.no_owner,
-                    single_transaction: req.single_transaction,
+                    single_transaction: req.single_transaction && whole,
                     extra: req.restore_args.clone(),
                 };
                 let tools =
@@ -675,6 +944,7 @@ mod tests {
                     raw_bytes: 0,
                     sha256: "0".repeat(64),
                     tables: vec![],
+                    data_tables: vec![],
                     duration_seconds: 0.0,
                     confirmed_by: None,
                 })
@@ -735,5 +1005,49 @@ mod tests {
         let p = plan_restore(&m, Some("ignored")).unwrap();
         assert_eq!(p[0].target_database, None);
         assert_eq!(p[1].target_database.as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn table_data_goes_with_its_database() {
+        let mut m = manifest(
+            false,
+            &[
+                (ArtifactKind::Database, Some("shop")),
+                (ArtifactKind::TableData, Some("shop")),
+                (ArtifactKind::TableData, Some("shop")),
+            ],
+        );
+        m.format_version = crate::agent::manifest::PARALLEL_FORMAT_VERSION;
+        let p = plan_restore(&m, Some("copy")).unwrap();
+        assert_eq!(p.len(), 1);
+        assert_eq!((p[0].artifact, p[0].parts.clone()), (0, vec![1, 2]));
+        assert_eq!(p[0].target_database.as_deref(), Some("copy"));
+        // Parts of another database in a single-database backup: refused.
+        m.artifacts[2].database = Some("other".into());
+        assert!(plan_restore(&m, Some("copy")).is_err());
+        // All databases: each database takes its own parts.
+        let m = manifest(
+            true,
+            &[
+                (ArtifactKind::Globals, None),
+                (ArtifactKind::Database, Some("a")),
+                (ArtifactKind::TableData, Some("a")),
+                (ArtifactKind::Database, Some("b")),
+                (ArtifactKind::TableData, Some("b")),
+            ],
+        );
+        let p = plan_restore(&m, None).unwrap();
+        assert_eq!(p.len(), 3);
+        assert_eq!((p[1].artifact, p[1].parts.clone()), (1, vec![2]));
+        assert_eq!((p[2].artifact, p[2].parts.clone()), (3, vec![4]));
+        assert!(p[0].parts.is_empty());
+        // What the parallel layout refuses, and only for it.
+        let mut par = m.clone();
+        par.format_version = crate::agent::manifest::PARALLEL_FORMAT_VERSION;
+        assert!(check_parallel_options(&par, true, false).is_err());
+        assert!(check_parallel_options(&par, false, true).is_err());
+        assert!(check_parallel_options(&par, false, false).is_ok());
+        let single = manifest(false, &[(ArtifactKind::Database, Some("shop"))]);
+        assert!(check_parallel_options(&single, true, true).is_ok());
     }
 }

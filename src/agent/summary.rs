@@ -333,6 +333,7 @@ mod tests {
                     raw_bytes: 0,
                     sha256: "b".repeat(64),
                     tables: Vec::new(),
+                    data_tables: vec![],
                     duration_seconds: 0.0,
                     confirmed_by: None,
                 },
@@ -345,6 +346,7 @@ mod tests {
                     raw_bytes: 1 << 40,
                     sha256: "c".repeat(64),
                     tables: tables(table_count),
+                    data_tables: vec![],
                     duration_seconds: 0.1 + 0.2,
                     confirmed_by: None,
                 },
@@ -357,6 +359,7 @@ mod tests {
                     raw_bytes: 4,
                     sha256: "d".repeat(64),
                     tables: tables(2),
+                    data_tables: vec![],
                     duration_seconds: 1e-7,
                     confirmed_by: None,
                 },
@@ -585,7 +588,8 @@ mod props {
             prop_oneof![
                 Just(ArtifactKind::Database),
                 Just(ArtifactKind::Globals),
-                Just(ArtifactKind::AllDatabases)
+                Just(ArtifactKind::AllDatabases),
+                Just(ArtifactKind::TableData)
             ],
             proptest::option::of(text(64)),
             (any::<u64>(), any::<u64>()),

@@ -209,7 +209,9 @@ fn expected_counts(
     manifest
         .artifacts
         .iter()
-        .filter(|a| a.kind != ArtifactKind::Globals)
+        // Globals hold no tables; a tableData artifact's tables are counted in its database's
+        // artifact already.
+        .filter(|a| matches!(a.kind, ArtifactKind::Database | ArtifactKind::AllDatabases))
         .map(|a| {
             let db = if manifest.all_databases {
                 a.database.clone()
@@ -371,6 +373,8 @@ pub async fn run(req: ValidateRequest) -> Result<ValidateOutcome> {
         terminate_sessions: false,
         keep_previous: false,
         masking: None,
+        // A parallel-layout backup restores in parallel as far as the validation pod's CPUs go.
+        parallelism: crate::agent::backup::default_parallelism(),
     };
     let names: Vec<String> = req
         .checks
@@ -692,6 +696,7 @@ mod tests {
             raw_bytes: 1,
             sha256: "0".repeat(64),
             tables,
+            data_tables: vec![],
             duration_seconds: 0.0,
             confirmed_by: None,
         };

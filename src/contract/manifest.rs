@@ -26,6 +26,10 @@ pub enum ArtifactKind {
     Globals,
     /// Every database in one SQL stream (MySQL `--all-databases`).
     AllDatabases,
+    /// The rows of some tables of one database, dumped in parallel inside the database
+    /// artifact's snapshot (the parallel layout): restored after the database artifact's
+    /// pre-data section and before its post-data section.
+    TableData,
 }
 
 /// Row count of one table, taken consistently with the dump.
@@ -525,10 +529,11 @@ mod tests {
             serde_json::to_value([
                 ArtifactKind::Database,
                 ArtifactKind::Globals,
-                ArtifactKind::AllDatabases
+                ArtifactKind::AllDatabases,
+                ArtifactKind::TableData
             ])
             .unwrap(),
-            serde_json::json!(["database", "globals", "allDatabases"])
+            serde_json::json!(["database", "globals", "allDatabases", "tableData"])
         );
         let t = TableCount {
             schema: "public".into(),

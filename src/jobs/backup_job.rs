@@ -119,6 +119,9 @@ pub fn build_attempt(
     )?;
     push_flag(&mut args, "--run-id", &location.run_id);
     push_flag(&mut args, "--compression", &compression_flag(&compression));
+    if let Some(n) = parallelism(spec.parallelism, template.resources.as_ref()) {
+        push_flag(&mut args, "--parallelism", &n.to_string());
+    }
     if let Some(encryption) = &spec.encryption {
         let selector = &encryption.recipients_secret_ref;
         volumes.push(Volume {
@@ -206,6 +209,38 @@ fn labels(policy: &str, run: &str, extra: &BTreeMap<String, String>) -> BTreeMap
         .map(|(k, v)| (k.to_owned(), v)),
     );
     labels
+}
+
+/// Most dumps of one database a derived default asks for.
+const MAX_DERIVED_PARALLELISM: u32 = 8;
+
+/// `--parallelism` of a backup Job (pure): the policy's `parallelism`, else the Job's CPU
+/// limit rounded up (1 to 8). `None` (no setting, no CPU limit) leaves it to the agent, which
+/// takes the CPUs its Pod may use.
+pub fn parallelism(
+    setting: Option<u32>,
+    resources: Option<&k8s_openapi::api::core::v1::ResourceRequirements>,
+) -> Option<u32> {
+    if let Some(n) = setting {
+        return Some(n.max(1));
+    }
+    let cpu = resources?.limits.as_ref()?.get("cpu")?;
+    let millis = cpu_millis(&cpu.0)?;
+    Some(
+        millis
+            .div_ceil(1000)
+            .clamp(1, u64::from(MAX_DERIVED_PARALLELISM)) as u32,
+    )
+}
+
+/// Millicores of a CPU quantity (`2`, `1.5`, `500m`); `None` for anything else.
+fn cpu_millis(text: &str) -> Option<u64> {
+    let text = text.trim();
+    if let Some(m) = text.strip_suffix('m') {
+        return m.parse::<u64>().ok();
+    }
+    let cores: f64 = text.parse().ok()?;
+    (cores.is_finite() && cores > 0.0).then(|| (cores * 1000.0).ceil() as u64)
 }
 
 fn compression_flag(compression: &Compression) -> String {
@@ -501,6 +536,38 @@ mod tests {
     use crate::jobs::shell::ImageAllowList;
     use crate::jobs::source::connection_uri;
     use serde_json::{Value, json};
+
+    #[test]
+    fn parallelism_comes_from_the_policy_else_the_cpu_limit() {
+        use k8s_openapi::api::core::v1::ResourceRequirements;
+        let limit = |cpu: &str| ResourceRequirements {
+            limits: Some(BTreeMap::from([("cpu".to_string(), Quantity(cpu.into()))])),
+            ..Default::default()
+        };
+        assert_eq!(parallelism(Some(3), Some(&limit("16"))), Some(3));
+        assert_eq!(parallelism(None, Some(&limit("2"))), Some(2));
+        assert_eq!(parallelism(None, Some(&limit("1500m"))), Some(2));
+        assert_eq!(parallelism(None, Some(&limit("250m"))), Some(1));
+        assert_eq!(parallelism(None, Some(&limit("0.5"))), Some(1));
+        assert_eq!(parallelism(None, Some(&limit("32"))), Some(8));
+        assert_eq!(parallelism(None, Some(&limit("lots"))), None);
+        assert_eq!(
+            parallelism(None, Some(&ResourceRequirements::default())),
+            None
+        );
+        assert_eq!(parallelism(None, None), None);
+        // In the Job: the flag appears only when there is something to say.
+        let job = build_json(RUN, POLICY, S3_STORAGE);
+        assert!(!args(&job).iter().any(|a| a == "--parallelism"));
+        let with = POLICY.replace(
+            "  compression: {algorithm: zstd, level: 5}",
+            "  compression: {algorithm: zstd, level: 5}\n  parallelism: 4",
+        );
+        let job = build_json(RUN, &with, S3_STORAGE);
+        let a = args(&job);
+        let at = a.iter().position(|x| x == "--parallelism").unwrap();
+        assert_eq!(a[at + 1], "4");
+    }
 
     fn policy(yaml: &str) -> BackupPolicy {
         serde_yaml::from_str(yaml).unwrap_or_else(|e| panic!("policy fixture: {e}"))

@@ -127,6 +127,47 @@ WHERE c.relkind = 'r'
   AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e');
 "#;
 
+/// The same tables as [`TABLES_SQL`] with their on-disk size (`pg_table_size`: heap, TOAST,
+/// free-space and visibility maps; no indexes), largest first: what the parallel layout plans
+/// with.
+const TABLE_SIZES_SQL: &str = r#"SELECT coalesce(json_agg(json_build_array(n.nspname, c.relname, pg_table_size(c.oid)) ORDER BY pg_table_size(c.oid) DESC, n.nspname, c.relname), '[]'::json)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r'
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp%'
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e');
+"#;
+
+/// One table and its size in bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableSize {
+    /// Schema.
+    pub schema: String,
+    /// Table name.
+    pub name: String,
+    /// `pg_table_size` in bytes.
+    pub bytes: u64,
+}
+
+fn parse_table_sizes(json: &str) -> Result<Vec<TableSize>> {
+    let rows: Vec<(String, String, u64)> = serde_json::from_str(json)
+        .map_err(|e| AgentError::Source(format!("cannot list table sizes: {e}")))?;
+    Ok(rows
+        .into_iter()
+        .map(|(schema, name, bytes)| TableSize {
+            schema,
+            name,
+            bytes,
+        })
+        .collect())
+}
+
+/// A `pg_dump` pattern that matches exactly one table: both parts double-quoted, so no
+/// character in them is a wildcard and case is kept (`"s"."t"`; a `"` is written `""`).
+pub fn exact_table_pattern(schema: &str, table: &str) -> String {
+    format!("{}.{}", quote_ident(schema), quote_ident(table))
+}
+
 /// Tables counted per query (one `count(*)` sub-select each).
 const COUNTS_PER_QUERY: usize = 200;
 
@@ -285,6 +326,13 @@ impl SnapshotSession {
         count_rows(|sql| self.run(sql))
     }
 
+    /// The tables the row counts cover, with their sizes, largest first (see
+    /// [`TABLE_SIZES_SQL`]).
+    pub fn table_sizes(&mut self) -> Result<Vec<TableSize>> {
+        let lines = self.run(TABLE_SIZES_SQL)?;
+        parse_table_sizes(&lines.join("\n"))
+    }
+
     /// Commit (nothing was written) and close the session.
     pub fn close(mut self) -> Result<()> {
         let _ = writeln!(self.stdin, "COMMIT;\n\\q");
@@ -300,6 +348,37 @@ impl SnapshotSession {
     }
 }
 
+/// What one `pg_dump` of a database holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DumpScope<'a> {
+    /// Everything (the single-stream layout).
+    Whole,
+    /// Everything but the rows of these tables (`--exclude-table-data`): the database
+    /// artifact of the parallel layout (schema, sequences, large objects, the rows of any
+    /// table not listed).
+    WithoutDataOf(&'a [(String, String)]),
+    /// Only the rows of these tables (`--data-only -t`): a `tableData` artifact.
+    DataOf(&'a [(String, String)]),
+}
+
+/// The `pg_dump` arguments selecting `scope` (pure).
+pub fn scope_args(scope: DumpScope<'_>) -> Vec<String> {
+    match scope {
+        DumpScope::Whole => Vec::new(),
+        DumpScope::WithoutDataOf(tables) => tables
+            .iter()
+            .map(|(s, t)| format!("--exclude-table-data={}", exact_table_pattern(s, t)))
+            .collect(),
+        DumpScope::DataOf(tables) => std::iter::once("--data-only".to_string())
+            .chain(
+                tables
+                    .iter()
+                    .map(|(s, t)| format!("--table={}", exact_table_pattern(s, t))),
+            )
+            .collect(),
+    }
+}
+
 /// Start `pg_dump -Fc -Z0` of `db` in `snapshot` (stdout is the archive), from `tools`
 /// ([`pg_tools::for_server`]).
 pub fn spawn_dump(
@@ -309,9 +388,22 @@ pub fn spawn_dump(
     snapshot: &str,
     extra: &[String],
 ) -> Result<ToolProcess> {
+    spawn_scoped_dump(tools, uri, db, snapshot, DumpScope::Whole, extra)
+}
+
+/// [`spawn_dump`] of part of the database (the parallel layout).
+pub fn spawn_scoped_dump(
+    tools: &PgTools,
+    uri: &DbUri,
+    db: &str,
+    snapshot: &str,
+    scope: DumpScope<'_>,
+    extra: &[String],
+) -> Result<ToolProcess> {
     let mut cmd = command(tools.program("pg_dump"), uri);
     cmd.args(["-w", "--format=custom", "--compress=0"])
         .arg(format!("--snapshot={snapshot}"))
+        .args(scope_args(scope))
         .args(extra)
         .arg("-d")
         .arg(conninfo(uri, db));
@@ -576,6 +668,65 @@ pub struct RestoreOptions {
     pub extra: Vec<String>,
 }
 
+/// Which part of an archive one `pg_restore` of the parallel layout restores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestorePart {
+    /// `--section=pre-data`: schemas, types, functions, tables (no indexes, no constraints
+    /// but NOT NULL/CHECK, no triggers).
+    PreData,
+    /// `--section=data`: the rows the archive holds, sequence values, large objects.
+    Data,
+    /// `--section=post-data`: indexes, constraints, triggers, rules, policies (`-j N`).
+    PostData,
+}
+
+/// The `pg_restore` arguments of one step of a parallel-layout restore (pure). `--clean`
+/// belongs to the pre-data step only; `--single-transaction` is never given (several
+/// sessions restore at once).
+pub fn part_args(part: RestorePart, opts: &RestoreOptions, jobs: usize) -> Vec<String> {
+    let mut args = vec!["-w".to_string(), "--exit-on-error".to_string()];
+    match part {
+        RestorePart::PreData => {
+            args.push("--section=pre-data".into());
+            if opts.clean {
+                args.extend(["--clean".into(), "--if-exists".into()]);
+            }
+        }
+        RestorePart::Data => args.push("--section=data".into()),
+        RestorePart::PostData => {
+            args.push("--section=post-data".into());
+            if jobs > 1 {
+                args.push(format!("--jobs={jobs}"));
+            }
+        }
+    }
+    if opts.no_owner {
+        args.push("--no-owner".into());
+    }
+    args.extend(opts.extra.iter().cloned());
+    args
+}
+
+/// Run `pg_restore` of one part of the archive file `archive` into `db` and wait for it.
+pub fn restore_part_from_file(
+    tools: &PgTools,
+    uri: &DbUri,
+    db: &str,
+    archive: &std::path::Path,
+    part: RestorePart,
+    opts: &RestoreOptions,
+    jobs: usize,
+) -> Result<()> {
+    let mut cmd = command(tools.program("pg_restore"), uri);
+    cmd.args(part_args(part, opts, jobs))
+        .arg("-d")
+        .arg(conninfo(uri, db))
+        .arg(archive);
+    spawn_tool(cmd, "pg_restore", Stdio::null(), Stdio::null())?
+        .finish(AgentError::Target)
+        .map(|_| ())
+}
+
 /// Start `pg_restore --exit-on-error` into `db`, reading the archive from stdin, from `tools`
 /// ([`pg_tools::for_archive`]).
 pub fn spawn_restore(
@@ -764,6 +915,68 @@ mod tests {
         assert_eq!(lines[3], "\\! touch /tmp/x");
         assert!(lines[4].starts_with("--"), "{out}");
         assert!(!out.contains("AbC"));
+    }
+
+    #[test]
+    fn scoped_dumps_match_tables_exactly() {
+        let tables = vec![
+            ("public".to_string(), "t*".to_string()),
+            ("Sales".to_string(), "we\"ird.x".to_string()),
+        ];
+        assert_eq!(
+            scope_args(DumpScope::DataOf(&tables)),
+            [
+                "--data-only",
+                "--table=\"public\".\"t*\"",
+                "--table=\"Sales\".\"we\"\"ird.x\""
+            ]
+        );
+        assert_eq!(
+            scope_args(DumpScope::WithoutDataOf(&tables[..1])),
+            ["--exclude-table-data=\"public\".\"t*\""]
+        );
+        assert!(scope_args(DumpScope::Whole).is_empty());
+        assert_eq!(
+            parse_table_sizes(r#"[["public","big",8192],["s","small",0]]"#).unwrap()[0],
+            TableSize {
+                schema: "public".into(),
+                name: "big".into(),
+                bytes: 8192
+            }
+        );
+    }
+
+    #[test]
+    fn parallel_restore_parts() {
+        let opts = RestoreOptions {
+            clean: true,
+            no_owner: true,
+            single_transaction: true,
+            extra: vec!["--no-comments".into()],
+        };
+        let pre = part_args(RestorePart::PreData, &opts, 4);
+        assert_eq!(
+            pre,
+            [
+                "-w",
+                "--exit-on-error",
+                "--section=pre-data",
+                "--clean",
+                "--if-exists",
+                "--no-owner",
+                "--no-comments"
+            ]
+        );
+        let post = part_args(RestorePart::PostData, &opts, 4);
+        assert!(post.contains(&"--jobs=4".to_string()) && !post.contains(&"--clean".to_string()));
+        assert!(
+            !part_args(RestorePart::PostData, &opts, 1)
+                .iter()
+                .any(|a| a.starts_with("--jobs"))
+        );
+        let data = part_args(RestorePart::Data, &opts, 4);
+        assert!(data.contains(&"--section=data".to_string()));
+        assert!(!data.iter().any(|a| a.contains("single")));
     }
 
     #[test]

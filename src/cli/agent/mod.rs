@@ -253,6 +253,20 @@ pub struct BackupArgs {
         allow_hyphen_values = true
     )]
     pub dump_args: Vec<String>,
+    /// PostgreSQL: how many dumps of one database run at once inside its snapshot (the
+    /// parallel layout: the schema in one artifact, the tables' rows in several). Default: the
+    /// CPUs this process may use (its cgroup CPU limit), at most 8; 1 keeps one stream.
+    #[arg(long, env = "DG_PARALLELISM", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub parallelism: Option<u16>,
+    /// PostgreSQL: the parallel layout only for a database whose tables hold at least this
+    /// many bytes (smaller ones keep one stream, which is as fast for them).
+    #[arg(long, env = "DG_PARALLEL_MIN_BYTES", default_value_t = crate::agent::backup::DEFAULT_PARALLEL_MIN_BYTES)]
+    pub parallel_min_bytes: u64,
+}
+
+fn parallelism(flag: Option<u16>) -> usize {
+    flag.map(usize::from)
+        .unwrap_or_else(crate::agent::backup::default_parallelism)
 }
 
 /// What the operator recorded about a backup (restore and validate): the agent refuses a
@@ -374,6 +388,10 @@ pub struct RestoreArgs {
     /// database before the swap.
     #[arg(long, env = "DG_MASKING")]
     pub masking: Option<String>,
+    /// PostgreSQL parallel layout: how many tables' artifacts load at once, and `pg_restore
+    /// --jobs` for indexes and constraints. Default: the CPUs this process may use, at most 8.
+    #[arg(long, env = "DG_PARALLELISM", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub parallelism: Option<u16>,
 }
 
 /// `agent drop-previous`.
@@ -568,6 +586,8 @@ fn backup_request(args: &BackupArgs) -> Result<BackupRequest> {
         s3,
         dump_args: args.dump_args.clone(),
         progress_interval: Duration::from_secs(args.common.progress_interval_seconds.max(1)),
+        parallelism: parallelism(args.parallelism),
+        parallel_min_bytes: args.parallel_min_bytes,
     })
 }
 
@@ -600,6 +620,7 @@ fn restore_request(args: &RestoreArgs) -> Result<RestoreRequest> {
                 })
             })
             .transpose()?,
+        parallelism: parallelism(args.parallelism),
     })
 }
 

@@ -1,0 +1,551 @@
+//! The parallel layout of large PostgreSQL databases, with the real `dataguardian agent` binary
+//! against real PostgreSQL 15: several `pg_dump`s in one exported snapshot (proved under
+//! concurrent writes across artifacts), per-artifact checksums and per-table counts in the
+//! manifest, parallel staged and in-place restores, a tampered part refused with the target
+//! left as it was, validation on the parallel layout, and a restore by hand with the exact
+//! commands documented in docs/restore-and-validation.md.
+
+mod agent_common;
+
+use std::collections::BTreeMap;
+
+use agent_common::*;
+use serde_json::Value;
+use testkit::Postgres;
+
+/// The agent's backup of `db` to `to/<run>` in the parallel layout (3 jobs, no size threshold).
+fn parallel_backup(pg: &Postgres, db: &str, to: &str, run: &str, extra: &[&str]) -> Run {
+    let mut args = vec![
+        "backup",
+        "--engine",
+        "postgres",
+        "--to",
+        to,
+        "--run-id",
+        run,
+        "--parallelism",
+        "3",
+        "--parallel-min-bytes",
+        "0",
+    ];
+    args.extend_from_slice(extra);
+    run_agent(&args, &[("DG_URI", &pg.uri(db))])
+}
+
+fn manifest(dir: &std::path::Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap()
+}
+
+/// "schema.table" → (artifact key, rows) from the tableData artifacts' `dataTables`.
+fn data_tables(m: &Value) -> BTreeMap<String, (String, u64)> {
+    let mut out = BTreeMap::new();
+    for a in m["artifacts"].as_array().unwrap() {
+        if a["kind"] != "tableData" {
+            continue;
+        }
+        for t in a["dataTables"].as_array().unwrap() {
+            let name = format!(
+                "{}.{}",
+                t["schema"].as_str().unwrap(),
+                t["name"].as_str().unwrap()
+            );
+            let prev = out.insert(
+                name.clone(),
+                (
+                    a["key"].as_str().unwrap().to_string(),
+                    t["rows"].as_u64().unwrap(),
+                ),
+            );
+            assert!(prev.is_none(), "{name} in two tableData artifacts");
+        }
+    }
+    out
+}
+
+fn restore(pg: &Postgres, from: &str, db: &str, extra: &[&str]) -> Run {
+    let mut args = vec![
+        "restore",
+        "--engine",
+        "postgres",
+        "--from",
+        from,
+        "--create-database",
+        "--database",
+        db,
+    ];
+    if !extra.contains(&"--parallelism") {
+        args.extend(["--parallelism", "2"]);
+    }
+    args.extend_from_slice(extra);
+    run_agent(&args, &[("DG_URI", &pg.uri("postgres"))])
+}
+
+/// Indexes and constraints of `db`, by name (the post-data section).
+fn post_data(pg: &Postgres, db: &str) -> String {
+    pg.psql(
+        db,
+        "SELECT string_agg(conname || ':' || contype::text, ',' ORDER BY conname) FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace WHERE n.nspname IN ('public', 'sales')",
+    )
+    .unwrap()
+}
+
+#[test]
+fn postgres_parallel_round_trip_checksums_counts_and_one_snapshot() {
+    let pg = Postgres::start().unwrap();
+    pg.create_database("shop").unwrap();
+    pg_fill(&pg, "shop", 10);
+    pg.psql(
+        "shop",
+        "CREATE TABLE ticks (id bigserial PRIMARY KEY, at timestamptz DEFAULT clock_timestamp());
+         CREATE INDEX orders_amount ON sales.orders (amount);
+         SELECT setval('customers_id_seq', 5000);
+         SELECT lo_from_bytea(4242, 'a large object');",
+    )
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let (public, identity, _secret) = age_keypair(tmp.path(), "id.txt");
+    let store = tmp.path().join("backups");
+    let to = format!("file://{}", store.display());
+
+    // A writer adds one tick and one order per transaction while the backup runs: in one
+    // snapshot both tables gain the same number of rows, whichever artifacts hold them.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let mut cmd = pg.client_command("psql");
+        cmd.args(["-X", "-q", "-d", "shop", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null());
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut child = cmd.spawn().unwrap();
+            let mut stdin = child.stdin.take().unwrap();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if stdin
+                    .write_all(b"BEGIN; INSERT INTO ticks DEFAULT VALUES; INSERT INTO sales.orders (customer, amount) VALUES (1, -1); COMMIT;\n")
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            drop(stdin);
+            let _ = child.wait();
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let run = parallel_backup(&pg, "shop", &to, "par", &["--recipient", &public]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    run.assert_ok();
+    let before = pg_fingerprint(&pg, "shop");
+
+    // The manifest: version 2, a database artifact and several tableData artifacts, each
+    // object's size and SHA-256 what is on disk.
+    let dir = store.join("par");
+    let m = manifest(&dir);
+    assert_eq!(m["formatVersion"], 2);
+    let arts = m["artifacts"].as_array().unwrap();
+    assert_eq!(arts[0]["kind"], "database");
+    assert_eq!(arts[0]["key"], "databases/shop.pgdump.zst.age");
+    let parts: Vec<&Value> = arts.iter().filter(|a| a["kind"] == "tableData").collect();
+    assert!(parts.len() >= 2, "{m}");
+    for a in arts {
+        let key = a["key"].as_str().unwrap();
+        let bytes = std::fs::read(dir.join(key)).unwrap();
+        assert_eq!(
+            a["sizeBytes"].as_u64().unwrap(),
+            bytes.len() as u64,
+            "{key}"
+        );
+        assert_eq!(
+            a["sha256"].as_str().unwrap(),
+            dataguardian::agent::hash::sha256_hex(&bytes),
+            "{key}"
+        );
+        assert!(bytes.starts_with(b"age-encryption.org/v1"), "{key}");
+        assert_eq!(a["database"], "shop");
+    }
+    for p in &parts {
+        assert!(
+            p["key"]
+                .as_str()
+                .unwrap()
+                .starts_with("databases/shop.tables/"),
+            "{p}"
+        );
+        assert!(p["tables"].as_array().unwrap().is_empty());
+    }
+    let mut keys: Vec<String> = arts
+        .iter()
+        .map(|a| a["key"].as_str().unwrap().to_string())
+        .collect();
+    keys.push("manifest.json".into());
+    keys.sort();
+    assert_eq!(files_below(&dir), keys, "no other object, no temp file");
+
+    // Counts: every table once in the database artifact, and in exactly one tableData
+    // artifact with the same count; the summary's totals are not doubled.
+    let counts = summary_counts(&run.summary);
+    let placed = data_tables(&m);
+    assert_eq!(counts.len(), 5, "{counts:?}");
+    assert_eq!(
+        placed.keys().collect::<Vec<_>>(),
+        counts.keys().collect::<Vec<_>>()
+    );
+    for (t, (_, rows)) in &placed {
+        assert_eq!(counts[t], *rows, "{t}");
+    }
+    assert_eq!(
+        run.summary["rows"].as_u64().unwrap(),
+        counts.values().sum::<u64>()
+    );
+    assert_ne!(
+        placed["public.ticks"].0, placed["sales.orders"].0,
+        "the two tables the writer touches are in different artifacts"
+    );
+    let ticks = counts["public.ticks"];
+    assert!(ticks > 0, "the writer was running during the backup");
+    assert_eq!(
+        counts["sales.orders"],
+        30_000 + ticks,
+        "both artifacts and the counts saw one snapshot"
+    );
+
+    // Staged restore (the default), 2 sessions: the same data, functions, views, sequence
+    // values, large objects, indexes and constraints as the source at the snapshot.
+    let from = format!("file://{}/manifest.json", dir.display());
+    let identity_s = identity.display().to_string();
+    let r = restore(&pg, &from, "copy", &["--identity-file", &identity_s]);
+    r.assert_ok();
+    assert_eq!(r.summary["checksumVerified"], true);
+    assert_eq!(r.summary["sha256"].as_array().unwrap().len(), arts.len());
+    let restored = pg_fingerprint(&pg, "copy");
+    for (t, (rows, _)) in &restored {
+        let key = t
+            .replace('"', "")
+            .replace("Odd Name Tbl", "Odd \"Name\" Tbl");
+        assert_eq!(counts.get(&key), Some(rows), "{t}");
+    }
+    for t in [
+        "public.customers",
+        "public.empty_table",
+        "public.\"Odd \"\"Name\"\" Tbl\"",
+    ] {
+        assert_eq!(restored[t], before[t], "{t}");
+    }
+    assert_eq!(
+        pg.psql(
+            "copy",
+            "SELECT count(*) FROM sales.orders WHERE amount = -1"
+        )
+        .unwrap(),
+        pg.psql("copy", "SELECT count(*) FROM ticks").unwrap()
+    );
+    assert_eq!(pg.psql("copy", "SELECT add_one(41)").unwrap(), "42");
+    assert_eq!(
+        pg.psql("copy", "SELECT last_value FROM customers_id_seq")
+            .unwrap(),
+        "5000"
+    );
+    assert_eq!(
+        pg.psql("copy", "SELECT convert_from(lo_get(4242), 'UTF8')")
+            .unwrap(),
+        "a large object"
+    );
+    assert_eq!(post_data(&pg, "copy"), post_data(&pg, "shop"));
+    assert!(post_data(&pg, "copy").contains("orders_customer_fkey:f"));
+    assert_eq!(
+        pg.psql(
+            "copy",
+            "SELECT count(*) FROM pg_indexes WHERE indexname = 'orders_amount'"
+        )
+        .unwrap(),
+        "1"
+    );
+    assert_eq!(
+        pg.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname LIKE '%dgstaging%'"
+        )
+        .unwrap(),
+        "0"
+    );
+
+    // In place into a new database, one session: the same.
+    let r = restore(
+        &pg,
+        &from,
+        "inplace",
+        &[
+            "--identity-file",
+            &identity_s,
+            "--staging",
+            "in-place",
+            "--parallelism",
+            "1",
+        ],
+    );
+    r.assert_ok();
+    assert_eq!(pg_fingerprint(&pg, "inplace"), restored);
+
+    // What the parallel layout cannot do is refused before the target is touched.
+    let r = restore(
+        &pg,
+        &from,
+        "inplace",
+        &[
+            "--identity-file",
+            &identity_s,
+            "--staging",
+            "in-place",
+            "--clean",
+            "--overwrite",
+        ],
+    );
+    r.assert_failed("config");
+    assert!(r.error().contains("--clean in place"), "{}", r.error());
+    let r = restore(
+        &pg,
+        &from,
+        "other",
+        &["--identity-file", &identity_s, "--single-transaction"],
+    );
+    r.assert_failed("config");
+    assert!(r.error().contains("--single-transaction"), "{}", r.error());
+
+    // A tampered tableData artifact: the staged restore fails on its checksum, the staging
+    // database is dropped and the existing target keeps its data.
+    pg.psql("copy", "CREATE TABLE marker (x int)").unwrap();
+    let victim = dir.join(parts[0]["key"].as_str().unwrap());
+    let mut bytes = std::fs::read(&victim).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x55;
+    std::fs::write(&victim, &bytes).unwrap();
+    let r = restore(
+        &pg,
+        &from,
+        "copy",
+        &["--identity-file", &identity_s, "--overwrite"],
+    );
+    assert_ne!(r.code, 0, "{}", r.stderr);
+    assert!(
+        matches!(
+            r.summary["category"].as_str(),
+            Some("integrity") | Some("source")
+        ),
+        "{}",
+        r.summary
+    );
+    assert_eq!(
+        pg.psql(
+            "copy",
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'marker'"
+        )
+        .unwrap(),
+        "1",
+        "the target was left as it was"
+    );
+    assert_eq!(
+        pg.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname LIKE '%dgstaging%'"
+        )
+        .unwrap(),
+        "0"
+    );
+}
+
+#[test]
+fn small_databases_keep_one_stream_and_one_job_is_one_stream() {
+    let pg = Postgres::start().unwrap();
+    pg.create_database("shop").unwrap();
+    pg_fill(&pg, "shop", 1);
+    let tmp = tempfile::tempdir().unwrap();
+    let to = format!("file://{}", tmp.path().display());
+    // The default threshold (256 MiB of tables) keeps this 10 MB database in one stream.
+    let run = run_agent(
+        &[
+            "backup",
+            "--engine",
+            "postgres",
+            "--to",
+            &to,
+            "--run-id",
+            "small",
+            "--parallelism",
+            "4",
+        ],
+        &[("DG_URI", &pg.uri("shop"))],
+    );
+    run.assert_ok();
+    let m = manifest(&tmp.path().join("small"));
+    assert_eq!(m["formatVersion"], 1);
+    assert_eq!(m["artifacts"].as_array().unwrap().len(), 1);
+    // One job: one stream whatever the size.
+    let run = run_agent(
+        &[
+            "backup",
+            "--engine",
+            "postgres",
+            "--to",
+            &to,
+            "--run-id",
+            "one",
+            "--parallelism",
+            "1",
+            "--parallel-min-bytes",
+            "0",
+        ],
+        &[("DG_URI", &pg.uri("shop"))],
+    );
+    run.assert_ok();
+    assert_eq!(
+        manifest(&tmp.path().join("one"))["artifacts"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    // Out-of-range parallelism is refused by the flag parser.
+    let bad = agent_command()
+        .args([
+            "agent",
+            "backup",
+            "--engine",
+            "postgres",
+            "--to",
+            &to,
+            "--parallelism",
+            "0",
+        ])
+        .env("DG_URI", pg.uri("shop"))
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("0 is not in 1..=64"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}
+
+#[test]
+fn postgres_parallel_layout_validates_and_restores_by_hand_with_the_documented_commands() {
+    let source = Postgres::start().unwrap();
+    source.create_database("shop").unwrap();
+    pg_fill(&source, "shop", 3);
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("backups");
+    let to = format!("file://{}", store.display());
+    parallel_backup(&source, "shop", &to, "r1", &[]).assert_ok();
+    let dir = store.join("r1");
+    assert_eq!(manifest(&dir)["formatVersion"], 2);
+    let before = pg_fingerprint(&source, "shop");
+
+    // Validation into a fresh sandbox server: row counts from the database artifact pass.
+    let sandbox = Postgres::start().unwrap();
+    let from = format!("file://{}/manifest.json", dir.display());
+    let checks = r#"[{"rowCounts": {}}, {"name": "fk", "schema": {"tables": ["sales.orders", "customers"]}}]"#;
+    let v = run_agent(
+        &[
+            "validate",
+            "--engine",
+            "postgres",
+            "--from",
+            &from,
+            "--database",
+            "shop",
+            "--wait-seconds",
+            "30",
+        ],
+        &[("DG_URI", &sandbox.uri("postgres")), ("DG_CHECKS", checks)],
+    );
+    assert_eq!(v.code, 0, "stdout: {}\nstderr: {}", v.stdout, v.stderr);
+    assert_eq!(v.summary["result"], "Passed", "{}", v.summary);
+    let rc = check(&v.summary, "rowCounts-0");
+    assert!(
+        rc["expected"].as_str().unwrap().starts_with("4 tables"),
+        "{rc}"
+    );
+    assert_eq!(rc["expected"], rc["observed"]);
+    assert_eq!(pg_fingerprint(&sandbox, "shop"), before);
+
+    // By hand: the exact block from the docs, with bash, zstd, jq, sha256sum and pg_restore.
+    let doc = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/restore-and-validation.md"),
+    )
+    .unwrap();
+    let block = doc
+        .split("<!-- parallel-restore-by-hand:begin -->")
+        .nth(1)
+        .and_then(|rest| rest.split("<!-- parallel-restore-by-hand:end -->").next())
+        .expect("the documented block");
+    let script = block
+        .trim()
+        .strip_prefix("```bash")
+        .and_then(|s| s.strip_suffix("```"))
+        .expect("a bash code block");
+    let target = Postgres::start().unwrap();
+    target.create_database("byhand").unwrap();
+    let run_script = |db: &str| {
+        let bin = source.bin_dir().display().to_string();
+        std::process::Command::new("bash")
+            .arg("-c")
+            .arg(script)
+            .env("PATH", format!("{bin}:{}", std::env::var("PATH").unwrap()))
+            .env("BACKUP", &dir)
+            .env("SOURCE_DB", "shop")
+            .env("DB", db)
+            .env("JOBS", "2")
+            .env("PGHOST", target.host())
+            .env("PGPORT", target.port().to_string())
+            .env("PGUSER", target.user())
+            .env("PGPASSWORD", target.password())
+            .output()
+            .unwrap()
+    };
+    let out = run_script("byhand");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(pg_fingerprint(&target, "byhand"), before);
+    assert_eq!(post_data(&target, "byhand"), post_data(&source, "shop"));
+    assert_eq!(target.psql("byhand", "SELECT add_one(1)").unwrap(), "2");
+
+    // The documented commands check the checksums first: a corrupted object stops them
+    // before anything is restored.
+    let m = manifest(&dir);
+    let part = m["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["kind"] == "tableData")
+        .unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut bytes = std::fs::read(dir.join(&part)).unwrap();
+    bytes[10] ^= 1;
+    std::fs::write(dir.join(&part), bytes).unwrap();
+    target.create_database("corrupt").unwrap();
+    let out = run_script("corrupt");
+    assert!(!out.status.success());
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("FAILED"), "{said}");
+    assert_eq!(
+        target
+            .psql(
+                "corrupt",
+                "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+            )
+            .unwrap(),
+        "0"
+    );
+}
