@@ -549,3 +549,126 @@ fn postgres_parallel_layout_validates_and_restores_by_hand_with_the_documented_c
         "0"
     );
 }
+
+#[test]
+fn postgres_all_databases_to_s3_in_the_parallel_layout_with_grants_and_comments() {
+    let pg = Postgres::start().unwrap();
+    let moto = testkit::Moto::start().unwrap();
+    moto.create_bucket("backups").unwrap();
+    for db in ["alpha", "beta"] {
+        pg.create_database(db).unwrap();
+    }
+    pg_fill(&pg, "alpha", 4);
+    pg.psql("beta", "CREATE TABLE notes (id int, body text); INSERT INTO notes SELECT g, md5(g::text) FROM generate_series(1, 500) g;").unwrap();
+    pg.psql("postgres", "CREATE ROLE reporting_team NOLOGIN;")
+        .unwrap();
+    pg.psql(
+        "alpha",
+        "GRANT SELECT ON sales.orders TO reporting_team; COMMENT ON TABLE customers IS 'who buys';",
+    )
+    .unwrap();
+    let (alpha, beta) = (pg_fingerprint(&pg, "alpha"), pg_fingerprint(&pg, "beta"));
+    let endpoint = moto.endpoint();
+    let mut env = s3_env();
+    let uri = pg.uri("postgres");
+    env.push(("DG_URI", &uri));
+    env.push(("DG_S3_ENDPOINT", &endpoint));
+    env.push(("DG_S3_PATH_STYLE", "true"));
+    let run = run_agent(
+        &[
+            "backup",
+            "--engine",
+            "postgres",
+            "--all-databases",
+            "--to",
+            "s3://backups/team",
+            "--run-id",
+            "all",
+            "--parallelism",
+            "2",
+            "--parallel-min-bytes",
+            "0",
+            "--s3-part-size-mib",
+            "5",
+        ],
+        &env,
+    );
+    run.assert_ok();
+    let arts = run.summary["artifacts"].as_array().unwrap();
+    let kinds: Vec<(&str, &str)> = arts
+        .iter()
+        .map(|a| (a["kind"].as_str().unwrap(), a["key"].as_str().unwrap()))
+        .collect();
+    // alpha and beta (two tables or more: one table is one stream) in the parallel layout,
+    // each followed by its parts; the `postgres` database has no table: one stream.
+    assert_eq!(kinds[0], ("globals", "globals.sql.zst"));
+    assert_eq!(kinds[1], ("database", "databases/alpha.pgdump.zst"));
+    assert!(
+        kinds
+            .iter()
+            .any(|(k, key)| *k == "tableData" && key.starts_with("databases/alpha.tables/")),
+        "{kinds:?}"
+    );
+    assert!(
+        !kinds
+            .iter()
+            .any(|(_, key)| key.starts_with("databases/beta.tables/")),
+        "one table keeps one stream: {kinds:?}"
+    );
+    for a in arts {
+        let key = format!("team/all/{}", a["key"].as_str().unwrap());
+        let stored = moto.get_object("backups", &key).unwrap();
+        assert_eq!(
+            stored.len() as u64,
+            a["sizeBytes"].as_u64().unwrap(),
+            "{key}"
+        );
+        assert_eq!(
+            a["sha256"].as_str().unwrap(),
+            dataguardian::agent::hash::sha256_hex(&stored),
+            "{key}"
+        );
+    }
+    assert_eq!(open_multipart_uploads(&moto, "backups"), 0);
+
+    // Everything into a second, empty server, in place (allDatabases), from S3.
+    let target = Postgres::start().unwrap();
+    let mut env = s3_env();
+    let turi = target.uri("postgres");
+    env.push(("DG_URI", &turi));
+    env.push(("DG_S3_ENDPOINT", &endpoint));
+    env.push(("DG_S3_PATH_STYLE", "true"));
+    run_agent(
+        &[
+            "restore",
+            "--engine",
+            "postgres",
+            "--from",
+            "s3://backups/team/all/manifest.json",
+            "--create-database",
+            "--parallelism",
+            "2",
+            "--verify-first",
+        ],
+        &env,
+    )
+    .assert_ok();
+    assert_eq!(pg_fingerprint(&target, "alpha"), alpha);
+    assert_eq!(pg_fingerprint(&target, "beta"), beta);
+    assert_eq!(post_data(&target, "alpha"), post_data(&pg, "alpha"));
+    assert_eq!(
+        target
+            .psql(
+                "alpha",
+                "SELECT has_table_privilege('reporting_team', 'sales.orders', 'SELECT')"
+            )
+            .unwrap(),
+        "t"
+    );
+    assert_eq!(
+        target
+            .psql("alpha", "SELECT obj_description('customers'::regclass)")
+            .unwrap(),
+        "who buys"
+    );
+}
