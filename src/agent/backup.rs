@@ -356,6 +356,16 @@ async fn backup_artifact(
 ) -> Result<Vec<Artifact>> {
     let clock = Instant::now();
     let at = run_dir.join(&item.key);
+    if req.engine == Engine::Mysql
+        && item.kind == ArtifactKind::Database
+        && req.parallelism > 1
+        && req.dump_args.is_empty()
+    {
+        let db = item.database.clone().unwrap_or_default();
+        if let Some(parts) = mysql_parallel(req, store, run_dir, item, &db, progress).await? {
+            return Ok(parts);
+        }
+    }
     let (stats, stored, tables, format) = match (req.engine, item.kind) {
         (Engine::Postgres, ArtifactKind::Database) => {
             let db = item.database.clone().unwrap_or_default();
@@ -529,7 +539,10 @@ async fn postgres_parallel(
     });
     // Job 0 is the database artifact; job i > 0 is group i - 1.
     let keys: Vec<String> = std::iter::once(item.key.clone())
-        .chain((0..groups.len()).map(|i| table_data_name(db, i, req.compression, encrypted)))
+        .chain(
+            (0..groups.len())
+                .map(|i| table_data_name(Engine::Postgres, db, i, req.compression, encrypted)),
+        )
         .collect();
     let (keys_ref, every_ref, groups_ref) = (&keys, &every, &groups);
     let dumps = futures::stream::iter(0..keys.len())
@@ -553,7 +566,7 @@ async fn postgres_parallel(
                         scope,
                         &req.dump_args,
                     )?;
-                    stream_to_pending(req, store, &at, tool, None, progress).await
+                    stream_to_pending(req, store, &at, tool, None, progress, None).await
                 };
                 (i, in_span(span, out).await, clock.elapsed())
             }
@@ -664,7 +677,7 @@ async fn postgres_single(
         let counts = session.row_counts();
         (session, counts)
     });
-    let streamed = stream_to_pending(req, store, at, tool, None, progress).await;
+    let streamed = stream_to_pending(req, store, at, tool, None, progress, None).await;
     let (session, counts) = counts.await.map_err(|e| {
         AgentError::Io(std::io::Error::other(format!(
             "row count thread failed: {e}"
@@ -702,6 +715,7 @@ async fn stream_to_pending(
     tool: ToolProcess,
     counter: Option<RowCounter>,
     progress: &Arc<Progress>,
+    started: Option<std::sync::mpsc::Sender<()>>,
 ) -> Result<(super::storage::Pending, StreamStats, Option<RowCounter>)> {
     let span = tracing::info_span!(
         "dump",
@@ -712,7 +726,7 @@ async fn stream_to_pending(
     );
     let out = in_span(
         span.clone(),
-        stream_dump(req, store, at, tool, counter, progress),
+        stream_dump(req, store, at, tool, counter, progress, started),
     )
     .await;
     if let Ok((_, stats, _)) = &out {
@@ -729,6 +743,7 @@ async fn stream_dump(
     mut tool: ToolProcess,
     counter: Option<RowCounter>,
     progress: &Arc<Progress>,
+    started: Option<std::sync::mpsc::Sender<()>>,
 ) -> Result<(super::storage::Pending, StreamStats, Option<RowCounter>)> {
     let stdout = match tool.take_stdout() {
         Some(s) => s,
@@ -753,6 +768,11 @@ async fn stream_dump(
     let joined = tokio::task::spawn_blocking(move || {
         let _entered = span.enter();
         let mut counter = counter;
+        let stdout = StartSignal {
+            inner: stdout,
+            started,
+            tail: Vec::new(),
+        };
         let res = encode_stream(
             stdout,
             writer,
@@ -790,6 +810,228 @@ async fn stream_dump(
     }
 }
 
+/// Passes a dump's output through and says once (on `started`) that the dump is past its
+/// snapshot ([`mysql::past_snapshot`]), or ended.
+struct StartSignal<R> {
+    inner: R,
+    started: Option<std::sync::mpsc::Sender<()>>,
+    tail: Vec<u8>,
+}
+
+impl<R: std::io::Read> std::io::Read for StartSignal<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if self.started.is_some() {
+            let seen = n == 0 || {
+                let mut chunk = std::mem::take(&mut self.tail);
+                chunk.extend_from_slice(&buf[..n]);
+                let seen = mysql::past_snapshot(&chunk);
+                let keep = chunk.len().saturating_sub(64);
+                self.tail = chunk.split_off(keep);
+                seen
+            };
+            if seen && let Some(tx) = self.started.take() {
+                let _ = tx.send(());
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// Merge planned groups into `n` bins of about equal size, largest first (pure): MySQL's
+/// dumps must all start under one brief lock, so there are as many as there are jobs.
+pub fn into_bins(groups: Vec<TableGroup>, n: usize) -> Vec<TableGroup> {
+    let mut bins: Vec<TableGroup> = Vec::new();
+    for g in groups {
+        if bins.len() < n.max(1) {
+            bins.push(g);
+            continue;
+        }
+        if let Some(b) = bins.iter_mut().min_by_key(|b| b.bytes) {
+            b.bytes += g.bytes;
+            b.tables.extend(g.tables);
+        }
+    }
+    bins.sort_by_key(|b| std::cmp::Reverse(b.bytes));
+    bins
+}
+
+/// MySQL/MariaDB parallel layout of one database: under a brief `FLUSH TABLES WITH READ
+/// LOCK` one dump per bin of tables (structure, rows, triggers) and one of everything else
+/// (views, routines, events) start their `START TRANSACTION WITH CONSISTENT SNAPSHOT`; the
+/// lock is released as soon as every one of them is past it. `None`: keep the single stream
+/// (below the threshold, one table, or no RELOAD privilege for the lock).
+async fn mysql_parallel(
+    req: &BackupRequest,
+    store: &Store,
+    run_dir: &Location,
+    item: &PlannedArtifact,
+    db: &str,
+    progress: &Arc<Progress>,
+) -> Result<Option<Vec<Artifact>>> {
+    use futures::StreamExt as _;
+    let (uri, dbname) = (req.uri.clone(), db.to_string());
+    let sizes = blocking(move || mysql::table_sizes(&uri, &dbname)).await?;
+    let sizes: Vec<postgres::TableSize> = sizes
+        .into_iter()
+        .map(|(name, bytes)| postgres::TableSize {
+            schema: db.to_string(),
+            name,
+            bytes,
+        })
+        .collect();
+    let Some(groups) = plan_table_groups(&sizes, req.parallelism, req.parallel_min_bytes, false)
+    else {
+        return Ok(None);
+    };
+    let bins = into_bins(groups, req.parallelism);
+    let uri = req.uri.clone();
+    let lock = match blocking(move || mysql::ReadLock::acquire(&uri)).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(database = db, error = %e, "no global read lock for a parallel dump (it needs the RELOAD privilege): one stream");
+            return Ok(None);
+        }
+    };
+    let encrypted = !req.recipients.is_empty();
+    let every: Vec<String> = bins
+        .iter()
+        .flat_map(|b| b.tables.iter().map(|(_, t)| t.clone()))
+        .collect();
+    let tables: Vec<Vec<String>> = bins
+        .iter()
+        .map(|b| b.tables.iter().map(|(_, t)| t.clone()).collect())
+        .collect();
+    tracing::info!(
+        database = db,
+        dumps = bins.len() + 1,
+        tables = every.len(),
+        "parallel layout"
+    );
+    // Job 0 is the database artifact (everything but the tables), job i > 0 bin i - 1.
+    let keys: Vec<String> = std::iter::once(item.key.clone())
+        .chain(
+            (0..bins.len())
+                .map(|i| table_data_name(Engine::Mysql, db, i, req.compression, encrypted)),
+        )
+        .collect();
+    let mut signals = Vec::new();
+    let mut senders = Vec::new();
+    for _ in 0..keys.len() {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        senders.push(Some(tx));
+        signals.push(rx);
+    }
+    // Every dump starts now (all under the lock); the lock goes once all are past it.
+    let unlock = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut late = false;
+        for rx in signals {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(left) {
+                late = true;
+            }
+        }
+        let released = lock.release();
+        if late {
+            return Err(AgentError::Source(
+                "a dump did not start within 120 s under the read lock; its snapshot could differ"
+                    .into(),
+            ));
+        }
+        released
+    });
+    let (keys_ref, every_ref, tables_ref) = (&keys, &every, &tables);
+    let started: Vec<_> = senders.iter_mut().map(Option::take).collect();
+    let dumps = futures::stream::iter(started.into_iter().enumerate())
+        .map(|(i, tx)| {
+            let at = run_dir.join(&keys_ref[i]);
+            async move {
+                let clock = Instant::now();
+                let span = tracing::info_span!("part", artifact.key = %keys_ref[i], part = i);
+                let out = async {
+                    let scope = if i == 0 {
+                        mysql::DumpScope::AllBut(every_ref)
+                    } else {
+                        mysql::DumpScope::Tables(&tables_ref[i - 1])
+                    };
+                    let tool = mysql::spawn_scoped_dump(&req.uri, db, scope)?;
+                    let counter = (i > 0).then(|| RowCounter::new(db));
+                    stream_to_pending(req, store, &at, tool, counter, progress, tx).await
+                };
+                (i, in_span(span, out).await, clock.elapsed())
+            }
+        })
+        .buffer_unordered(keys.len())
+        .collect::<Vec<_>>()
+        .await;
+    let unlocked = unlock
+        .await
+        .map_err(|e| AgentError::Io(std::io::Error::other(format!("lock thread failed: {e}"))))?;
+    let mut done = Vec::new();
+    let mut first_err = unlocked.err();
+    for (i, res, took) in dumps {
+        match res {
+            Ok((pending, stats, counter)) => done.push((i, pending, stats, counter, took)),
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = first_err {
+        for (_, pending, ..) in done {
+            pending.abort().await;
+        }
+        return Err(e);
+    }
+    done.sort_by_key(|(i, ..)| *i);
+    let counts: Vec<(usize, Vec<TableCount>)> = done
+        .iter_mut()
+        .map(|(i, _, _, counter, _)| {
+            (
+                *i,
+                counter.take().map(RowCounter::finish).unwrap_or_default(),
+            )
+        })
+        .collect();
+    let mut all: Vec<TableCount> = counts.iter().flat_map(|(_, c)| c.clone()).collect();
+    all.sort_by(|a, b| (&a.schema, &a.name).cmp(&(&b.schema, &b.name)));
+    let mut out = Vec::with_capacity(done.len());
+    let mut pendings = done.into_iter();
+    while let Some((i, pending, stats, _, took)) = pendings.next() {
+        let stored = match pending.commit(stats.stored_bytes, &stats.sha256).await {
+            Ok(s) => s,
+            Err(e) => {
+                for (_, p, ..) in pendings {
+                    p.abort().await;
+                }
+                return Err(e);
+            }
+        };
+        let (kind, tables) = if i == 0 {
+            (ArtifactKind::Database, all.clone())
+        } else {
+            let mine = counts
+                .iter()
+                .find(|(j, _)| *j == i)
+                .map(|(_, c)| c.clone())
+                .unwrap_or_default();
+            (ArtifactKind::TableData, mine)
+        };
+        out.push(artifact_of(
+            keys[i].clone(),
+            kind,
+            item.database.clone(),
+            PayloadFormat::Sql,
+            &stats,
+            &stored,
+            tables,
+            took,
+        ));
+    }
+    Ok(Some(out))
+}
+
 /// Stream a dump tool into storage and commit when the tool exits cleanly.
 async fn stream_tool(
     req: &BackupRequest,
@@ -800,7 +1042,7 @@ async fn stream_tool(
     progress: &Arc<Progress>,
 ) -> Result<(StreamStats, StoredObject, Option<RowCounter>)> {
     let (pending, stats, counter) =
-        stream_to_pending(req, store, at, tool, counter, progress).await?;
+        stream_to_pending(req, store, at, tool, counter, progress, None).await?;
     let stored = pending.commit(stats.stored_bytes, &stats.sha256).await?;
     Ok((stats, stored, counter))
 }
@@ -876,6 +1118,20 @@ mod tests {
         let empties = vec![size("a", 0), size("b", 0)];
         let g = plan_table_groups(&empties, 2, 0, false).unwrap();
         assert_eq!(g.iter().map(|g| g.tables.len()).sum::<usize>(), 2);
+    }
+
+    #[test]
+    fn mysql_bins_are_as_many_as_jobs() {
+        let equal: Vec<_> = (0..16).map(|i| size(&format!("t{i:02}"), 128)).collect();
+        let groups = plan_table_groups(&equal, 4, 0, false).unwrap();
+        let bins = into_bins(groups, 4);
+        assert_eq!(bins.len(), 4);
+        assert!(
+            bins.iter()
+                .all(|b| b.bytes == 512 << 20 && b.tables.len() == 4)
+        );
+        let few = plan_table_groups(&equal[..2], 4, 0, false).unwrap();
+        assert_eq!(into_bins(few, 4).len(), 2);
     }
 
     #[test]

@@ -180,18 +180,16 @@ impl Manifest {
             .iter()
             .filter(|a| a.kind == ArtifactKind::TableData)
         {
+            let format = match self.engine {
+                Engine::Postgres => PayloadFormat::PgDumpCustom,
+                Engine::Mysql => PayloadFormat::Sql,
+            };
             let owner = self.artifacts.iter().any(|d| {
-                d.kind == ArtifactKind::Database
-                    && d.database == a.database
-                    && d.format == PayloadFormat::PgDumpCustom
+                d.kind == ArtifactKind::Database && d.database == a.database && d.format == format
             });
-            if a.database.is_none()
-                || !owner
-                || a.format != PayloadFormat::PgDumpCustom
-                || self.engine != Engine::Postgres
-            {
+            if a.database.is_none() || !owner || a.format != format {
                 return Err(format!(
-                    "tableData artifact {:?} belongs to no PostgreSQL database artifact",
+                    "tableData artifact {:?} belongs to no database artifact of its format",
                     a.key
                 ));
             }
@@ -255,15 +253,21 @@ pub fn artifact_name(
 }
 
 /// The key of the `index`-th `tableData` artifact of `database` (parallel layout):
-/// `databases/<db>.tables/<NNN>.pgdump[.zst|.gz][.age]`.
+/// `databases/<db>.tables/<NNN>.pgdump[.zst|.gz][.age]` (PostgreSQL) or
+/// `<db>.tables/<NNN>.sql[…]` (MySQL/MariaDB, beside its `<db>.sql…`).
 pub fn table_data_name(
+    engine: Engine,
     database: &str,
     index: usize,
     compression: Compression,
     encrypted: bool,
 ) -> String {
+    let (dir, ext) = match engine {
+        Engine::Postgres => ("databases/", "pgdump"),
+        Engine::Mysql => ("", "sql"),
+    };
     format!(
-        "databases/{}.tables/{index:03}.pgdump{}{}",
+        "{dir}{}.tables/{index:03}.{ext}{}{}",
         sanitize(database),
         compression.suffix(),
         if encrypted { ".age" } else { "" }
@@ -421,7 +425,7 @@ pub(crate) mod tests {
         let mut m = sample();
         m.format_version = PARALLEL_FORMAT_VERSION;
         let mut part = m.artifacts[0].clone();
-        part.key = table_data_name("shop", 0, m.compression, true);
+        part.key = table_data_name(Engine::Postgres, "shop", 0, m.compression, true);
         part.kind = ArtifactKind::TableData;
         part.data_tables = std::mem::take(&mut part.tables);
         m.artifacts.push(part);
@@ -468,9 +472,18 @@ pub(crate) mod tests {
         let mut unnamed = m.clone();
         unnamed.artifacts[1].data_tables.clear();
         assert!(unnamed.validate().is_err());
+        // MySQL parts are SQL beside an SQL database artifact.
         let mut mysql = m;
         mysql.engine = Engine::Mysql;
         assert!(mysql.validate().is_err());
+        for a in &mut mysql.artifacts {
+            a.format = PayloadFormat::Sql;
+        }
+        assert!(mysql.validate().is_ok());
+        assert_eq!(
+            table_data_name(Engine::Mysql, "shop", 2, Compression::None, false),
+            "shop.tables/002.sql"
+        );
     }
 
     #[test]

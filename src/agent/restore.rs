@@ -642,15 +642,108 @@ async fn restore_unit(
         )
         .await;
     }
-    let tools = tools.ok_or_else(|| AgentError::Config("no PostgreSQL tools".into()))?;
     let db = step
         .target_database
         .clone()
         .ok_or_else(|| AgentError::Config("a parallel restore needs a database".into()))?;
+    if manifest.engine == Engine::Mysql {
+        return restore_mysql_parallel(
+            req, store, dir, manifest, step, &db, identities, progress, staged,
+        )
+        .await;
+    }
+    let tools = tools.ok_or_else(|| AgentError::Config("no PostgreSQL tools".into()))?;
     restore_parallel(
         req, tools, store, dir, manifest, step, &db, identities, progress, staged,
     )
     .await
+}
+
+/// MySQL/MariaDB parallel layout: the tables' artifacts (structure, rows, triggers) in
+/// `parallelism` concurrent client sessions, each read once and its checksum checked as it
+/// ends; then the database artifact (views, routines, events), which refers to them.
+#[allow(clippy::too_many_arguments)]
+async fn restore_mysql_parallel(
+    req: &RestoreRequest,
+    store: &Store,
+    dir: &Location,
+    manifest: &Manifest,
+    step: &RestoreStep,
+    db: &str,
+    identities: Option<Arc<Identities>>,
+    progress: &Arc<Progress>,
+    staged: bool,
+) -> Result<DecodeStats> {
+    use futures::StreamExt as _;
+    let jobs = req.parallelism.max(1);
+    let results = futures::stream::iter(step.parts.iter().copied())
+        .map(|i| {
+            let part = &manifest.artifacts[i];
+            let ids = identities.clone();
+            async move {
+                let span = tracing::info_span!(
+                    "part",
+                    artifact.key = %part.key,
+                    artifact.size_bytes = part.size_bytes,
+                );
+                let one = RestoreStep {
+                    artifact: i,
+                    target_database: Some(db.to_string()),
+                    parts: Vec::new(),
+                };
+                in_span(
+                    span,
+                    restore_artifact(
+                        req,
+                        None,
+                        store,
+                        dir,
+                        part,
+                        &one,
+                        ids,
+                        manifest.compression,
+                        progress,
+                        staged,
+                    ),
+                )
+                .await
+            }
+        })
+        .buffer_unordered(jobs)
+        .collect::<Vec<_>>()
+        .await;
+    let (mut stored, mut raw) = (0u64, 0u64);
+    for r in results {
+        let stats = r?;
+        stored += stats.stored_bytes;
+        raw += stats.raw_bytes;
+    }
+    let one = RestoreStep {
+        artifact: step.artifact,
+        target_database: Some(db.to_string()),
+        parts: Vec::new(),
+    };
+    let mut total = restore_artifact(
+        req,
+        None,
+        store,
+        dir,
+        &manifest.artifacts[step.artifact],
+        &one,
+        identities,
+        manifest.compression,
+        progress,
+        staged,
+    )
+    .await?;
+    total.stored_bytes += stored;
+    total.raw_bytes += raw;
+    tracing::info!(
+        parts = step.parts.len(),
+        jobs,
+        "tables, then views and routines restored, checksums verified"
+    );
+    Ok(total)
 }
 
 /// A local file removed when dropped (the spooled database archive of a parallel restore).

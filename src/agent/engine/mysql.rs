@@ -224,6 +224,154 @@ pub fn spawn_dump(uri: &DbUri, db: Option<&str>, extra: &[String]) -> Result<Too
     spawn_tool(cmd, tool, Stdio::null(), Stdio::piped())
 }
 
+/// What one dump of a database holds in the parallel layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DumpScope<'a> {
+    /// These base tables, each with its structure, rows and triggers (a `tableData` artifact).
+    Tables(&'a [String]),
+    /// Everything but these tables: views, routines, events (the database artifact, restored
+    /// after the tables).
+    AllBut(&'a [String]),
+}
+
+/// The dump tool's arguments for `scope` of `db` (pure; after the connection arguments).
+pub fn scope_args(db: &str, scope: DumpScope<'_>) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--single-transaction",
+        "--hex-blob",
+        "--quick",
+        "--default-character-set=utf8mb4",
+    ]
+    .map(String::from)
+    .to_vec();
+    match scope {
+        DumpScope::Tables(tables) => {
+            args.extend(["--triggers", "--skip-routines", "--skip-events"].map(String::from));
+            args.extend(["--".to_string(), db.to_string()]);
+            args.extend(tables.iter().cloned());
+        }
+        DumpScope::AllBut(tables) => {
+            args.extend(
+                ["--no-data", "--skip-triggers", "--routines", "--events"].map(String::from),
+            );
+            args.extend(tables.iter().map(|t| format!("--ignore-table={db}.{t}")));
+            args.extend(["--".to_string(), db.to_string()]);
+        }
+    }
+    args
+}
+
+/// Start a dump of part of `db` (the parallel layout). Stdout is SQL.
+pub fn spawn_scoped_dump(uri: &DbUri, db: &str, scope: DumpScope<'_>) -> Result<ToolProcess> {
+    let tool = dump_tool();
+    let mut cmd = command(tool, uri);
+    cmd.args(scope_args(db, scope));
+    spawn_tool(cmd, tool, Stdio::null(), Stdio::piped())
+}
+
+/// Base tables of `db` with their size (`data_length + index_length`), for planning the
+/// parallel layout.
+pub fn table_sizes(uri: &DbUri, db: &str) -> Result<Vec<(String, u64)>> {
+    let rows = query_rows(
+        uri,
+        None,
+        &format!(
+            "SELECT table_name, COALESCE(data_length, 0) + COALESCE(index_length, 0) FROM information_schema.tables WHERE table_schema = {} AND table_type = 'BASE TABLE' ORDER BY 1",
+            quote_str(db)
+        ),
+        AgentError::Source,
+    )?;
+    rows.into_iter()
+        .map(|r| match r.as_slice() {
+            [name, bytes] => Ok((name.clone(), bytes.trim().parse().unwrap_or(0))),
+            _ => Err(AgentError::Source("cannot list table sizes".into())),
+        })
+        .collect()
+}
+
+/// A session holding `FLUSH TABLES WITH READ LOCK`: while it is held no transaction commits,
+/// so dumps that start their `START TRANSACTION WITH CONSISTENT SNAPSHOT` meanwhile all see
+/// the same data. Held only until every dump of a parallel backup has begun (a moment).
+pub struct ReadLock {
+    proc: ToolProcess,
+    stdin: std::process::ChildStdin,
+    _stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+const LOCKED_MARKER: &str = "dataguardian-locked";
+
+impl ReadLock {
+    /// Take the global read lock (waiting at most 30 s for other sessions' table locks).
+    /// Needs the RELOAD privilege.
+    pub fn acquire(uri: &DbUri) -> Result<Self> {
+        use std::io::{BufRead, Write};
+        let tool = client_tool();
+        let mut cmd = command(tool, uri);
+        cmd.args([
+            "--batch",
+            "--binary-mode",
+            "--skip-column-names",
+            "--unbuffered",
+        ]);
+        let mut proc = spawn_tool(cmd, tool, Stdio::piped(), Stdio::piped())?;
+        let mut stdin = proc.take_stdin().expect("stdin is piped");
+        let mut stdout = std::io::BufReader::new(proc.take_stdout().expect("stdout is piped"));
+        let sent = writeln!(
+            stdin,
+            "SET SESSION lock_wait_timeout = 30;\nFLUSH TABLES WITH READ LOCK;\nSELECT '{LOCKED_MARKER}';"
+        )
+        .and_then(|_| stdin.flush());
+        if sent.is_ok() {
+            let mut line = String::new();
+            while stdout.read_line(&mut line).unwrap_or(0) > 0 {
+                if line.trim() == LOCKED_MARKER {
+                    return Ok(ReadLock {
+                        proc,
+                        stdin,
+                        _stdout: stdout,
+                    });
+                }
+                line.clear();
+            }
+        }
+        drop(stdin);
+        Err(proc
+            .finish(AgentError::Source)
+            .err()
+            .unwrap_or_else(|| AgentError::Source("the read lock session ended".into())))
+    }
+
+    /// `UNLOCK TABLES` and close the session.
+    pub fn release(self) -> Result<()> {
+        use std::io::Write;
+        let ReadLock {
+            proc, mut stdin, ..
+        } = self;
+        let _ = writeln!(stdin, "UNLOCK TABLES;");
+        drop(stdin);
+        proc.finish(AgentError::Source).map(|_| ())
+    }
+}
+
+/// Whether `chunk` (a piece of a dump's output, with the end of the previous one before it)
+/// shows that the dump is past its `START TRANSACTION WITH CONSISTENT SNAPSHOT`: the dump tool
+/// writes its header before, and anything about a table, view, routine or event after.
+pub fn past_snapshot(chunk: &[u8]) -> bool {
+    const MARKERS: [&[u8]; 8] = [
+        b"\nCREATE TABLE",
+        b"\nINSERT INTO",
+        b"\nLOCK TABLES",
+        b"\n-- Dumping",
+        b"\n-- Table structure",
+        b"\nDELIMITER",
+        b"\n/*!50001 CREATE",
+        b"\n/*!50106 CREATE",
+    ];
+    MARKERS
+        .iter()
+        .any(|m| chunk.windows(m.len()).any(|w| w == *m))
+}
+
 /// Whether `db` exists.
 pub fn database_exists(uri: &DbUri, db: &str) -> Result<bool> {
     let rows = query(
@@ -966,6 +1114,26 @@ fn parse_ident(s: &[u8]) -> Option<(String, &[u8])> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parallel_scopes_and_the_snapshot_marker() {
+        let tables = vec!["orders".to_string(), "odd`name".to_string()];
+        let a = scope_args("shop", DumpScope::Tables(&tables));
+        assert!(a.contains(&"--single-transaction".to_string()));
+        assert!(a.contains(&"--skip-routines".to_string()));
+        assert_eq!(&a[a.len() - 4..], ["--", "shop", "orders", "odd`name"]);
+        let b = scope_args("shop", DumpScope::AllBut(&tables));
+        assert!(b.contains(&"--no-data".to_string()) && b.contains(&"--routines".to_string()));
+        assert!(b.contains(&"--ignore-table=shop.odd`name".to_string()));
+        assert_eq!(&b[b.len() - 2..], ["--", "shop"]);
+        let header = b"-- MariaDB dump 10.19\n-- Host: h    Database: CREATE\n/*!40101 SET NAMES utf8mb4 */;\n";
+        assert!(!past_snapshot(header));
+        assert!(past_snapshot(
+            b"x */;\n\n--\n-- Table structure for table `t`\n"
+        ));
+        assert!(past_snapshot(b";\nINSERT INTO `t` VALUES (1);"));
+        assert!(past_snapshot(b";\nDELIMITER ;;\n"));
+    }
 
     const DUMP: &str = "-- MariaDB dump 10.19\n\
 /*!40101 SET NAMES utf8mb4 */;\n\
