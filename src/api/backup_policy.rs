@@ -102,11 +102,12 @@ pub struct BackupPolicySpec {
     /// Compression of artifacts (default zstd level 3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compression: Option<Compression>,
-    /// PostgreSQL: how many dumps of one database run at once inside its one snapshot (the
-    /// parallel layout: the schema in one artifact, the tables' rows in several, restored in
-    /// parallel too). Default: the backup Job's CPU limit rounded up (at most 8), or without a
-    /// limit the CPUs the agent's Pod may use. `1` keeps one stream. A database whose tables
-    /// hold less than 256 MiB keeps one stream whatever this says (it is as fast there).
+    /// How many dumps of one database run at once inside one snapshot (the parallel layout:
+    /// the tables in several artifacts, restored in parallel too; PostgreSQL, and MySQL/MariaDB
+    /// single-database backups, where it needs the RELOAD privilege for a brief global read
+    /// lock). Default: the backup Job's CPU limit rounded up (at most 8), or without a limit
+    /// the CPUs the agent's Pod may use. `1` keeps one stream, and so does a database whose
+    /// tables hold less than 256 MiB, or a policy with `extraArgs`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 64))]
     pub parallelism: Option<u32>,

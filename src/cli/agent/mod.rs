@@ -253,13 +253,13 @@ pub struct BackupArgs {
         allow_hyphen_values = true
     )]
     pub dump_args: Vec<String>,
-    /// PostgreSQL: how many dumps of one database run at once inside its snapshot (the
-    /// parallel layout: the schema in one artifact, the tables' rows in several). Default: the
-    /// CPUs this process may use (its cgroup CPU limit), at most 8; 1 keeps one stream.
+    /// How many dumps of one database run at once inside one snapshot (the parallel layout:
+    /// the tables in several artifacts; MySQL/MariaDB need RELOAD for a brief global read
+    /// lock). Default: the CPUs this process may use (its cgroup CPU limit), at most 8; 1 keeps
+    /// one stream.
     #[arg(long, env = "DG_PARALLELISM", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub parallelism: Option<u16>,
-    /// PostgreSQL: the parallel layout only for a database whose tables hold at least this
-    /// many bytes (smaller ones keep one stream, which is as fast for them).
+    /// The parallel layout only for a database whose tables hold at least this many bytes (smaller ones keep one stream, which is as fast for them).
     #[arg(long, env = "DG_PARALLEL_MIN_BYTES", default_value_t = crate::agent::backup::DEFAULT_PARALLEL_MIN_BYTES)]
     pub parallel_min_bytes: u64,
 }
@@ -388,8 +388,8 @@ pub struct RestoreArgs {
     /// database before the swap.
     #[arg(long, env = "DG_MASKING")]
     pub masking: Option<String>,
-    /// PostgreSQL parallel layout: how many tables' artifacts load at once, and `pg_restore
-    /// --jobs` for indexes and constraints. Default: the CPUs this process may use, at most 8.
+    /// Parallel layout: how many tables' artifacts load at once (and PostgreSQL's `pg_restore
+    /// --jobs` for indexes and constraints). Default: the CPUs this process may use, at most 8.
     #[arg(long, env = "DG_PARALLELISM", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub parallelism: Option<u16>,
 }
