@@ -18,7 +18,7 @@ async fn scenario(ns: &str, extra_policy_spec: &str) -> Scenario {
 }
 
 impl Scenario {
-    async fn backup(&self, name: &str) -> BackupRun {
+    pub(crate) async fn backup(&self, name: &str) -> BackupRun {
         let run = self.run_to_end(name, "shop").await;
         assert_eq!(
             phase(&run).as_deref(),
