@@ -163,6 +163,9 @@ pub struct Metrics {
     pub reconcile_duration: Family<ReconcileLabels, Histogram>,
     pub queue_depth: Family<QueueLabels, Gauge>,
     pub rpo_met: Family<PolicyLabels, Gauge>,
+    /// 1 when the policy's newest finished validation restored within its `rto`, 0 when not;
+    /// absent without an objective or a measurement.
+    pub rto_met: Family<PolicyLabels, Gauge>,
     /// Completion time of the newest backup with a confirmed copy on a secondary storage (the
     /// copy's recovery point: `time() - this` is its RPO).
     pub copy_last_success: Family<CopyLabels, Gauge<f64, AtomicU64>>,
@@ -335,6 +338,12 @@ impl Metrics {
             "1 when the policy's newest successful backup is within its recovery point objective, 0 when not",
             rpo_met.clone(),
         );
+        let rto_met = Family::<PolicyLabels, Gauge>::default();
+        registry.register(
+            "policy_rto_met",
+            "1 when the policy's newest finished restore validation restored within its recovery time objective, 0 when not",
+            rto_met.clone(),
+        );
         let copy_last_success = Family::<CopyLabels, Gauge<f64, AtomicU64>>::default();
         registry.register(
             "copy_last_success_timestamp_seconds",
@@ -397,6 +406,7 @@ impl Metrics {
             reconcile_duration,
             queue_depth,
             rpo_met,
+            rto_met,
             copy_last_success,
             copy_pending,
             notifications,
