@@ -297,8 +297,9 @@ fn the_sink_down_for_a_while_loses_nothing_and_a_restart_resends_only_what_is_mi
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("{name} not in\n{exposition}"))
     };
+    // At least the first segment's records (4 a segment) were in a failed write.
     assert!(
-        value("dataguardian_audit_records_failed_total") >= 7.0,
+        value("dataguardian_audit_records_failed_total") >= 4.0,
         "{exposition}"
     );
     assert_eq!(value("dataguardian_audit_records_pending"), 7.0);
