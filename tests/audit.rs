@@ -340,3 +340,44 @@ fn the_sink_down_for_a_while_loses_nothing_and_a_restart_resends_only_what_is_mi
     assert_eq!(records.len(), 13);
     assert_eq!(records.last().unwrap().id, record("shop", 12).id);
 }
+
+#[test]
+fn a_restarted_writer_skips_what_older_segments_hold_beyond_the_tail_it_reads() {
+    // The writer reads only the chain's last 2 segments: records older than those are taken as
+    // written (the status of an object finished long ago), newer ones are compared by id.
+    let moto = Moto::start().expect("moto");
+    moto.create_bucket("plain").unwrap();
+    let rt = rt();
+    let access = access(&rt, &moto.endpoint(), "plain");
+    let target = || AuditTarget {
+        access: access.clone(),
+        lock: None,
+    };
+    let tail = |max| SinkSettings {
+        tail_segments: 2,
+        ..settings(max)
+    };
+    let first = AuditSink::new(target(), tail(2), Metrics::new());
+    // 10 records two hours apart: 5 segments of 2.
+    let spaced = |n: u64| {
+        let mut r = record("shop", n);
+        r.time = Utc
+            .timestamp_opt(1_800_000_000 + n as i64 * 7200, 0)
+            .unwrap();
+        r
+    };
+    first.offer((0..10).map(spaced).collect());
+    assert_eq!(rt.block_on(first.flush()).unwrap(), 10);
+    let restarted = AuditSink::new(target(), tail(2), Metrics::new());
+    restarted.offer((0..11).map(spaced).collect());
+    assert_eq!(
+        rt.block_on(restarted.flush()).unwrap(),
+        1,
+        "only the new record"
+    );
+    let (report, records) = rt
+        .block_on(dataguardian::audit::read_chain(&access, "shop"))
+        .unwrap();
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!(records.len(), 11);
+}

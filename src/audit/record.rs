@@ -501,6 +501,89 @@ mod tests {
     }
 
     #[test]
+    fn a_backup_runs_records_follow_its_status_and_name_the_requester() {
+        let mut run: BackupRun = serde_json::from_value(serde_json::json!({
+            "apiVersion": "dataguardian.io/v1alpha1",
+            "kind": "BackupRun",
+            "metadata": {
+                "name": "before-migration", "namespace": "shop", "uid": "u-run",
+                "creationTimestamp": "2026-12-07T10:00:00Z",
+                "annotations": {REQUESTED_BY: "alice"}
+            },
+            "spec": {"policyRef": {"name": "nightly"}, "trigger": "Manual"}
+        }))
+        .expect("run");
+        let actions = |r: &BackupRun| {
+            r.audit_records(true)
+                .iter()
+                .map(|x| x.action)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(actions(&run), [AuditAction::RunCreated]);
+        run.status = serde_json::from_value(serde_json::json!({
+            "phase": "Failed", "reason": "DumpFailed",
+            "startTime": "2026-12-07T10:01:00Z", "completionTime": "2026-12-07T10:02:00Z"
+        }))
+        .unwrap();
+        let records = run.audit_records(true);
+        assert_eq!(
+            records.iter().map(|r| r.action).collect::<Vec<_>>(),
+            [
+                AuditAction::RunCreated,
+                AuditAction::RunStarted,
+                AuditAction::RunFailed
+            ]
+        );
+        assert!(records.iter().all(|r| r.actor.as_deref() == Some("alice")));
+        assert_eq!(records[2].reason.as_deref(), Some("DumpFailed"));
+        assert_eq!(
+            records[2].time.to_rfc3339(),
+            "2026-12-07T10:02:00+00:00",
+            "the time is the status's, not the observer's"
+        );
+    }
+
+    #[test]
+    fn a_policy_change_is_one_record_per_generation_with_its_last_changer() {
+        let policy = |generation: i64, by: &str| -> BackupPolicy {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "dataguardian.io/v1alpha1",
+                "kind": "BackupPolicy",
+                "metadata": {
+                    "name": "nightly", "namespace": "shop", "uid": "u-policy",
+                    "generation": generation,
+                    "creationTimestamp": "2026-12-01T00:00:00Z",
+                    "annotations": {LAST_CHANGED_BY: by, LAST_CHANGED_AT: "2026-12-07T09:00:00Z"}
+                },
+                "spec": {
+                    "source": {"postgres": {"host": "db", "database": "shop", "user": "u",
+                        "passwordSecretRef": {"name": "s", "key": "password"}}},
+                    "storageRef": {"name": "main"},
+                    "schedule": "0 2 * * *"
+                }
+            }))
+            .expect("policy")
+        };
+        let first = policy(3, "bob").audit_records(true);
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].action, AuditAction::PolicySpecChanged);
+        assert_eq!(first[0].actor.as_deref(), Some("bob"));
+        assert_eq!(first[0].time.to_rfc3339(), "2026-12-07T09:00:00+00:00");
+        assert_eq!(first[0].id, policy(3, "bob").audit_records(true)[0].id);
+        assert_ne!(first[0].id, policy(4, "bob").audit_records(true)[0].id);
+        assert_eq!(policy(3, "bob").audit_records(false)[0].actor, None);
+        let rotation = key_rotation(
+            &policy(4, "carol"),
+            "fp-set-2",
+            "Succeeded",
+            "3 of 3".into(),
+        )
+        .expect("record");
+        assert_eq!(rotation.action, AuditAction::KeyRotation);
+        assert_eq!(rotation.actor.as_deref(), Some("carol"));
+    }
+
+    #[test]
     fn record_ids_depend_on_uid_action_and_discriminator() {
         let a = record_id("u", AuditAction::PolicySpecChanged, "1");
         assert_eq!(a.len(), 32);
