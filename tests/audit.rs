@@ -381,3 +381,41 @@ fn a_restarted_writer_skips_what_older_segments_hold_beyond_the_tail_it_reads() 
     assert!(report.is_intact(), "{report:?}");
     assert_eq!(records.len(), 11);
 }
+
+#[test]
+fn two_writers_never_overwrite_a_segment() {
+    // A previous leader still writing while the new one starts (a handover): each segment key
+    // is written once; the writer that lost the race reads the head again and continues after.
+    let moto = Moto::start().expect("moto");
+    moto.create_bucket_with_object_lock("audit").unwrap();
+    let rt = rt();
+    let access = access(&rt, &moto.endpoint(), "audit");
+    let target = || AuditTarget {
+        access: access.clone(),
+        lock: lock(),
+    };
+    let old_leader = AuditSink::new(target(), settings(10), Metrics::new());
+    old_leader.offer(vec![record("shop", 0)]);
+    assert_eq!(rt.block_on(old_leader.flush()).unwrap(), 1);
+    let new_leader = AuditSink::new(target(), settings(10), Metrics::new());
+    new_leader.offer(vec![record("shop", 1)]);
+    assert_eq!(rt.block_on(new_leader.flush()).unwrap(), 1);
+    // The old leader's cached head still says segment 1 is next.
+    old_leader.offer(vec![record("shop", 2)]);
+    let err = rt.block_on(old_leader.flush()).unwrap_err().to_string();
+    assert!(
+        err.contains(&full_key("shop", 1)) && err.contains("another writer"),
+        "{err}"
+    );
+    assert_eq!(old_leader.pending(), 1, "kept for the next attempt");
+    assert_eq!(rt.block_on(old_leader.flush()).unwrap(), 1);
+    let (report, records) = rt
+        .block_on(dataguardian::audit::read_chain(&access, "shop"))
+        .unwrap();
+    assert!(report.is_intact(), "{report:#?}");
+    assert_eq!(report.segments, 3);
+    assert_eq!(
+        records.iter().map(|r| r.name.clone()).collect::<Vec<_>>(),
+        ["restore-0", "restore-1", "restore-2"]
+    );
+}

@@ -106,6 +106,9 @@ pub enum SinkError {
     Access(#[from] AccessError),
     #[error("the audit storage is not open yet")]
     NotOpen,
+    /// Another writer (a previous leader) wrote the segment this one was about to write.
+    #[error("audit segment {0} was written by another writer; continuing after it")]
+    Taken(String),
 }
 
 /// The audit sink. Cheap to clone; [`AuditSink::offer`] never blocks on storage.
@@ -179,6 +182,20 @@ impl AuditSink {
     /// Records queued, not yet confirmed.
     pub fn pending(&self) -> usize {
         self.state.lock().map(|s| s.queued_ids.len()).unwrap_or(0)
+    }
+
+    /// Forgets every chain head read so far: the next write of each namespace reads it from
+    /// storage again (before a last flush whose writer may have been stopped mid-write).
+    pub fn forget_heads(&self) {
+        if let Ok(mut s) = self.state.lock() {
+            s.heads.clear();
+        }
+    }
+
+    fn forget_head(&self, ns: &str) {
+        if let Ok(mut s) = self.state.lock() {
+            s.heads.remove(ns);
+        }
     }
 
     /// Wakes the writer (tests, shutdown).
@@ -308,17 +325,20 @@ impl AuditSink {
         let bytes = chain::encode_segment(ns, head.next_index, &head.previous, &batch, Utc::now());
         let hash = chain::sha256_hex(&bytes);
         let key = target.access.key(&chain::segment_key(ns, head.next_index));
-        if let Err(e) = target
+        // A segment is written once: never over an existing key (a previous leader's write
+        // that this one's cached head does not know of).
+        let written = target
             .access
-            .put_locked(&key, bytes, target.lock.as_ref())
-            .await
-        {
+            .put_new_locked(&key, bytes, target.lock.as_ref())
+            .await;
+        if !matches!(written, Ok(true)) {
             self.metrics.audit_failed.inc_by(batch.len() as u64);
-            // The write may have landed: read the head again before the next attempt.
-            if let Ok(mut s) = self.state.lock() {
-                s.heads.remove(ns);
-            }
-            return Err(e.into());
+            // The write may have landed, or another one did: read the head again first.
+            self.forget_head(ns);
+            return Err(match written {
+                Err(e) => e.into(),
+                _ => SinkError::Taken(target.access.location(&key)),
+            });
         }
         self.metrics.audit_written.inc_by(batch.len() as u64);
         tracing::debug!(

@@ -449,6 +449,8 @@ pub async fn run(args: OperatorConfig) -> Result<(), RunError> {
     if let Some(sink) = &audit {
         // Whatever is still queued gets one last chance before another replica leads (which
         // re-sends from status anyway).
+        // The writer was stopped, perhaps mid-write: read each chain's head again.
+        sink.forget_heads();
         match tokio::time::timeout(AUDIT_FINAL_FLUSH, sink.flush()).await {
             Ok(Ok(n)) if n > 0 => tracing::info!(records = n, "wrote the last audit records"),
             Ok(Ok(_)) => {}

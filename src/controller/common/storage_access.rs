@@ -333,6 +333,34 @@ impl StorageAccess {
         Ok(())
     }
 
+    /// Writes a small object only if `key` does not exist yet (`If-None-Match: *`), with the
+    /// storage's Object Lock (`lock`), if any. `Ok(false)`: the key exists, nothing was written.
+    /// A server that ignores the condition overwrites (as [`StorageAccess::put_locked`]).
+    pub async fn put_new_locked(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        lock: Option<&crate::api::backup_storage::ObjectLock>,
+    ) -> Result<bool, AccessError> {
+        let (mode, until) = lock_of(lock);
+        match self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .if_none_match("*")
+            .body(ByteStream::from(body))
+            .set_object_lock_mode(mode)
+            .set_object_lock_retain_until_date(until)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 412) => Ok(false),
+            Err(e) => Err(s3_error(&format!("PUT {key}"), e)),
+        }
+    }
+
     /// Server-side copy of `source_bucket/source_key` (same endpoint, readable with this
     /// storage's credentials) to `key` in this bucket, with this storage's Object Lock. No
     /// bytes pass through the operator. Objects up to 5 GiB (a single CopyObject).
