@@ -1043,6 +1043,10 @@ fn every_metric_exposed() -> String {
             result: "delivered".into(),
         })
         .inc();
+    m.audit_pending.set(1);
+    m.audit_oldest_pending.set(1.0);
+    m.audit_failed.inc();
+    m.audit_written.inc();
     m.encode()
 }
 

@@ -182,6 +182,14 @@ pub struct Metrics {
     /// From a run's creation to its Job's creation (manual run → Job, the SLI of
     /// docs/slo.md), by kind and trigger.
     pub start_latency: Family<StartLabels, Histogram>,
+    /// Audit records waiting to be written to the audit storage (docs/audit.md).
+    pub audit_pending: Gauge,
+    /// Age of the oldest audit record waiting to be written, 0 when none waits.
+    pub audit_oldest_pending: Gauge<f64, AtomicU64>,
+    /// Audit records whose segment write failed (each is retried).
+    pub audit_failed: Counter,
+    /// Audit records written (confirmed by the audit storage).
+    pub audit_written: Counter,
 }
 
 /// Labels of the start latency: which kind of run and how it was triggered.
@@ -388,6 +396,30 @@ impl Metrics {
             "spec.leaseTransitions of the leader Lease as last seen by this replica (leadership changes since the Lease was created)",
             lease_transitions.clone(),
         );
+        let audit_pending = Gauge::default();
+        registry.register(
+            "audit_records_pending",
+            "Audit records waiting to be written to the audit storage",
+            audit_pending.clone(),
+        );
+        let audit_oldest_pending = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "audit_oldest_pending_seconds",
+            "Age of the oldest audit record waiting to be written (0 when none waits)",
+            audit_oldest_pending.clone(),
+        );
+        let audit_failed = Counter::default();
+        registry.register(
+            "audit_records_failed",
+            "Audit records whose segment write failed (each is retried until confirmed)",
+            audit_failed.clone(),
+        );
+        let audit_written = Counter::default();
+        registry.register(
+            "audit_records_written",
+            "Audit records written to the audit storage and confirmed",
+            audit_written.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             backup_runs,
@@ -414,6 +446,10 @@ impl Metrics {
             lease_transitions,
             validation_rto,
             start_latency,
+            audit_pending,
+            audit_oldest_pending,
+            audit_failed,
+            audit_written,
         }
     }
 

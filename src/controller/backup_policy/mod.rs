@@ -609,6 +609,11 @@ async fn delete_pruned_run(
     let runs: Api<BackupRun> = Api::namespaced(ctx.client.clone(), ns);
     match runs.delete(run, &DeleteParams::default()).await {
         Ok(_) => {
+            ctx.audit(crate::audit::record::retention_deletion(
+                policy,
+                run,
+                Some(&note),
+            ));
             ctx.event(policy, EventType::Normal, "Pruned", "Retention", note)
                 .await;
             Ok(())
