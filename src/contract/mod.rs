@@ -33,8 +33,9 @@ pub use progress::{
 };
 pub use summary::{
     AgentReport, ArtifactSummary, BackupSummary, CopySummary, DropPreviousSummary, FailureSummary,
-    Operation, PruneSummary, Report, RestoreReport, RestoreSummary, STATUS_FAILED,
+    Operation, PruneSummary, Report, RestoreReport, RestoreSummary, RewrapSummary, STATUS_FAILED,
     STATUS_SUCCEEDED, Succeeded, Summary, SwapSummary, ValidateSummary, ValidationReport,
+    WrappedFor,
 };
 
 /// Name of the agent container in every Job (the operator reads its logs, termination message

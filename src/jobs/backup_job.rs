@@ -617,7 +617,7 @@ spec: {policyRef: {name: nightly}, trigger: Scheduled, scheduledTime: "2026-11-2
                 "parallelism": 1,
                 "podFailurePolicy": {"rules": [
                     {"action": "FailJob", "onExitCodes": {
-                        "containerName": "agent", "operator": "In", "values": [2, 14, 16, 17]}},
+                        "containerName": "agent", "operator": "In", "values": [2, 14, 16, 17, 18]}},
                     {"action": "Ignore", "onPodConditions": [
                         {"type": "DisruptionTarget", "status": "True"}]}
                 ]},
@@ -791,7 +791,8 @@ spec: {policyRef: {name: nightly}, trigger: Scheduled, scheduledTime: "2026-11-2
                 i32::from(AgentError::Config(String::new()).exit_code()),
                 i32::from(AgentError::Crypto(String::new()).exit_code()),
                 i32::from(AgentError::ClientTooOld(String::new()).exit_code()),
-                i32::from(AgentError::StorageRefused(String::new()).exit_code())
+                i32::from(AgentError::StorageRefused(String::new()).exit_code()),
+                i32::from(AgentError::KeyUnavailable(String::new()).exit_code())
             ]
         );
     }

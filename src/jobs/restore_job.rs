@@ -437,7 +437,7 @@ spec:
         assert_eq!(rule["action"], "FailJob");
         assert_eq!(
             rule["onExitCodes"]["values"],
-            serde_json::json!([2, 11, 13, 14, 16, 17])
+            serde_json::json!([2, 11, 13, 14, 16, 17, 18])
         );
         let a = args(&v);
         let joined = a.join(" ");
@@ -630,6 +630,7 @@ spec:
             AgentError::Crypto(String::new()),
             AgentError::ClientTooOld(String::new()),
             AgentError::StorageRefused(String::new()),
+            AgentError::KeyUnavailable(String::new()),
         ]
         .iter()
         .map(|e| i32::from(e.exit_code()))

@@ -216,6 +216,10 @@ reasons! {
     TargetRejected = "TargetRejected",
     /// Decrypting the artifact failed (restore agent category `crypto`).
     DecryptionFailed = "DecryptionFailed",
+    /// The key that wraps the backup's data key cannot be used: the KMS key is disabled,
+    /// pending deletion or deleted (crypto-erasure), or unknown (agent category
+    /// `key-unavailable`; restores, validations and backups). Retrying cannot help.
+    KeyUnavailable = "KeyUnavailable",
     /// Reading the artifact from storage failed (restore agent category `storage`).
     StorageError = "StorageError",
     /// The restore failed with any other category, or its Job failed without a report or a
@@ -524,7 +528,7 @@ mod tests {
         for (i, &r) in Reason::ALL.iter().enumerate() {
             assert_eq!(r as usize, i, "{r:?} is out of place in ALL");
         }
-        assert_eq!(Reason::ALL.len(), 111);
+        assert_eq!(Reason::ALL.len(), 112);
         assert_eq!(Reason::ALL.last(), Some(&Reason::NotReady));
     }
 
