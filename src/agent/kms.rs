@@ -26,6 +26,28 @@ pub struct KmsSettings {
     pub region: Option<String>,
     /// Which internal address ranges a custom endpoint may resolve to.
     pub egress: EgressPolicy,
+    /// Explicit credentials for the KMS (`DG_KMS_AWS_ACCESS_KEY_ID`, … when the KMS key has its
+    /// own Secret); `None`: the standard AWS chain, as for S3.
+    pub credentials: Option<aws_sdk_kms::config::Credentials>,
+}
+
+use crate::contract::KMS_CREDENTIALS_ENV_PREFIX as CREDENTIALS_ENV_PREFIX;
+
+/// The KMS's own credentials from the environment, when both the key id and the secret are set.
+pub fn credentials_from_env() -> Option<aws_sdk_kms::config::Credentials> {
+    let var = |k: &str| {
+        std::env::var(format!("{CREDENTIALS_ENV_PREFIX}{k}"))
+            .ok()
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    Some(aws_sdk_kms::config::Credentials::new(
+        var("AWS_ACCESS_KEY_ID")?,
+        var("AWS_SECRET_ACCESS_KEY")?,
+        var("AWS_SESSION_TOKEN"),
+        None,
+        "dataguardian-kms",
+    ))
 }
 
 /// The KMS error codes that mean the key itself cannot be used: disabled, pending deletion or
@@ -102,6 +124,9 @@ impl Kms {
             .timeout_config(timeouts);
         if let Some(region) = settings.region.as_deref().or(region_hint) {
             loader = loader.region(aws_sdk_kms::config::Region::new(region.to_string()));
+        }
+        if let Some(c) = &settings.credentials {
+            loader = loader.credentials_provider(c.clone());
         }
         let shared = loader.load().await;
         let mut b = aws_sdk_kms::config::Builder::from(&shared)

@@ -38,6 +38,11 @@ pub use summary::{
     WrappedFor,
 };
 
+/// Prefix of the agent's environment variables with a KMS key's own credentials
+/// (`DG_KMS_AWS_ACCESS_KEY_ID`, `DG_KMS_AWS_SECRET_ACCESS_KEY`, `DG_KMS_AWS_SESSION_TOKEN`): the
+/// Job builders set them from the key's Secret, the agent reads them.
+pub const KMS_CREDENTIALS_ENV_PREFIX: &str = "DG_KMS_";
+
 /// Name of the agent container in every Job (the operator reads its logs, termination message
 /// and exit code).
 pub const AGENT_CONTAINER: &str = "agent";

@@ -306,6 +306,7 @@ impl KmsAccessArgs {
             endpoint: self.kms_endpoint.clone(),
             region: self.kms_region.clone(),
             egress: egress.clone(),
+            credentials: crate::agent::kms::credentials_from_env(),
         }
     }
 }
