@@ -134,6 +134,15 @@ pub struct BackupPolicySpec {
     #[x_kube(validation = Rule::new("self.matches('^([0-9]+[smhdw])+$')")
         .message("rpo must be a duration such as 26h, 2d or 1h30m"))]
     pub rpo: Option<String>,
+    /// Recovery time objective: the `RTOMet` condition turns False when the newest finished
+    /// RestoreValidation of this policy took longer than this to restore, e.g. `30m`. Units s,
+    /// m, h, d, w. Unset: no objective, no condition. Measured by validations only: schedule
+    /// them with `validation`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+[smhdw])+$')")
+        .message("rto must be a duration such as 30m, 2h or 1h30m"))]
+    pub rto: Option<String>,
     /// How often backups are proven restorable by a RestoreValidation, and with which checks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validation: Option<ValidationPolicy>,

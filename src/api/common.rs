@@ -796,6 +796,8 @@ pub mod condition_types {
     pub const STORAGE_READY: &str = "StorageReady";
     /// The newest successful backup is younger than the policy's RPO.
     pub const RPO_MET: &str = "RPOMet";
+    /// The newest finished RestoreValidation of the policy restored within its RTO.
+    pub const RTO_MET: &str = "RTOMet";
     /// A run has finished (successfully or not).
     pub const COMPLETE: &str = "Complete";
     /// A run failed.

@@ -609,6 +609,11 @@ async fn delete_pruned_run(
     let runs: Api<BackupRun> = Api::namespaced(ctx.client.clone(), ns);
     match runs.delete(run, &DeleteParams::default()).await {
         Ok(_) => {
+            ctx.audit(crate::audit::record::retention_deletion(
+                policy,
+                run,
+                Some(&note),
+            ));
             ctx.event(policy, EventType::Normal, "Pruned", "Retention", note)
                 .await;
             Ok(())
@@ -669,7 +674,7 @@ async fn prune_on_claim(
     match job_watch::observe(ctx, ns, Some(&name)).await? {
         Observed::Vanished { .. } | Observed::NotCreated => {
             let defaults = crate::jobs::shell::JobDefaults::from(&ctx.settings);
-            let job = match prune_job::build(
+            let mut job = match prune_job::build(
                 &name,
                 &cleanup.run,
                 policy,
@@ -688,7 +693,14 @@ async fn prune_on_claim(
                 field_manager: Some(FIELD_MANAGER.into()),
                 ..Default::default()
             };
-            match jobs.create(&pp, &job).await {
+            // The prune Job's spans are children of this one, in the policy's reconcile.
+            let span = tracing::info_span!("create_prune_job", k8s.job.name = %name);
+            crate::jobs::shell::add_trace_env(
+                &mut job,
+                &crate::telemetry::otel::job_context(&span),
+                &crate::telemetry::otel::inherited_env(),
+            );
+            match crate::telemetry::otel::in_span(span, jobs.create(&pp, &job)).await {
                 Ok(_) => {
                     ctx.event(
                         policy,

@@ -314,6 +314,13 @@ reasons! {
     NoUpcomingSchedule = "NoUpcomingSchedule",
     /// Warning Event: `RPOMet` turned `False` (`EvaluateRPO`). Wire string `RPONotMet`.
     RpoNotMet = "RPONotMet",
+    /// `RTOMet=False`: the newest finished validation of the policy took longer to restore
+    /// than its `rto`.
+    RestoreTooSlow = "RestoreTooSlow",
+    /// `RTOMet=Unknown`: no finished validation of the policy has measured a restore yet.
+    NotMeasured = "NotMeasured",
+    /// Warning Event: `RTOMet` turned `False` (`EvaluateRTO`). Wire string `RTONotMet`.
+    RtoNotMet = "RTONotMet",
     /// `Verified=True`: the newest finished validation of the policy passed.
     ValidationPassed = "ValidationPassed",
     /// `Verified=False`: the newest finished validation of the policy failed.
@@ -528,15 +535,16 @@ mod tests {
         for (i, &r) in Reason::ALL.iter().enumerate() {
             assert_eq!(r as usize, i, "{r:?} is out of place in ALL");
         }
-        assert_eq!(Reason::ALL.len(), 112);
+        assert_eq!(Reason::ALL.len(), 115);
         assert_eq!(Reason::ALL.last(), Some(&Reason::NotReady));
     }
 
     #[test]
-    fn wire_strings_are_the_variant_names_except_rpo_not_met() {
+    fn wire_strings_are_the_variant_names_except_rpo_and_rto_not_met() {
         for &r in Reason::ALL {
             let expected = match r {
                 Reason::RpoNotMet => "RPONotMet".to_owned(),
+                Reason::RtoNotMet => "RTONotMet".to_owned(),
                 _ => format!("{r:?}"),
             };
             assert_eq!(r.as_str(), expected);
@@ -571,6 +579,7 @@ mod tests {
             "queued",
             "Queued ",
             "RpoNotMet",
+            "RtoNotMet",
             // Kubernetes Job condition reasons passed through, not ours.
             "BackoffLimitExceeded",
             "PodFailurePolicy",
