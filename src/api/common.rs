@@ -376,6 +376,39 @@ pub struct Encryption {
     /// backup Job needs only `kms:Encrypt` on it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kms: Option<KmsKey>,
+    /// What opens the data keys of the retained backups while they are re-wrapped for the keys
+    /// above (declarative key rotation): change `recipientsSecretRef` or `kms` and name the old
+    /// key here; the operator's rotation Job re-wraps every retained backup's manifest and
+    /// leaves the artifacts untouched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<KeyRotation>,
+}
+
+/// The old key of a key rotation: an age identity Secret and/or KMS `Decrypt` of the wraps
+/// recorded in the manifests. Only the rotation Job sees it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(
+    "has(self.previousIdentitySecretRef) || has(self.previousKms)"
+).message("rotation needs previousIdentitySecretRef, previousKms, or both"))]
+pub struct KeyRotation {
+    /// Secret key holding an age identity (`AGE-SECRET-KEY-1…`) of one of the recipients the
+    /// retained backups are wrapped for now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_identity_secret_ref: Option<SecretKeySelector>,
+    /// Unwrap with KMS `Decrypt` of the key recorded in each manifest (the old KMS key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_kms: Option<KmsAccess>,
+}
+
+impl KeyRotation {
+    /// The old key as the restore-side [`Decryption`] the Job builders understand.
+    pub fn as_decryption(&self) -> Decryption {
+        Decryption {
+            identity_secret_ref: self.previous_identity_secret_ref.clone(),
+            kms: self.previous_kms.clone(),
+        }
+    }
 }
 
 /// An AWS KMS (or KMS-compatible) key that wraps data keys.
@@ -804,6 +837,8 @@ pub mod condition_types {
     pub const FAILED: &str = "Failed";
     /// A backup was proven restorable by a RestoreValidation.
     pub const VERIFIED: &str = "Verified";
+    /// Every retained backup of the policy is wrapped for the policy's current keys.
+    pub const KEYS_CURRENT: &str = "KeysCurrent";
 }
 
 /// Inserts or replaces the condition of the same `type`, keeping `lastTransitionTime` when the

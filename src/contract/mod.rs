@@ -92,6 +92,8 @@ pub const COMPONENT_VALIDATION: &str = "validation";
 pub const COMPONENT_PRUNE: &str = "prune";
 /// [`COMPONENT_LABEL`] of a copy Job.
 pub const COMPONENT_COPY: &str = "copy";
+/// [`COMPONENT_LABEL`] of a key rotation Job.
+pub const COMPONENT_ROTATION: &str = "rotation";
 
 /// Label with the BackupPolicy's name (backup and prune Jobs). It also labels the BackupRuns and
 /// RestoreValidations a policy creates, so it is defined with the policy's API type.
