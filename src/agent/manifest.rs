@@ -20,8 +20,14 @@ use serde::{Deserialize, Serialize};
 
 use super::compress::Compression;
 
-/// The manifest format version this agent writes and understands.
+/// The manifest format version of backups without a wrapped data key (unencrypted, or — written
+/// by older agents — encrypted straight to the recipients). This agent reads both versions.
 pub const FORMAT_VERSION: u32 = 1;
+
+/// The manifest format version of envelope-encrypted backups (a `dataKey` with its wraps): an
+/// older agent, which could not open them, says so instead of trying the identity on the
+/// artifacts.
+pub const ENVELOPE_FORMAT_VERSION: u32 = 2;
 
 /// Which database engine produced a backup: the API's one engine type.
 pub use crate::api::common::Engine;
@@ -96,6 +102,11 @@ pub struct Manifest {
     /// Encryption of every artifact, `None` when unencrypted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<EncryptionInfo>,
+    /// The run's data key, only wrapped (age and/or KMS): the artifacts are encrypted to it.
+    /// Absent when unencrypted, and in manifests of older agents (artifacts encrypted straight
+    /// to the recipients).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_key: Option<super::envelope::DataKeyWraps>,
     /// The artifacts, in restore order.
     pub artifacts: Vec<Artifact>,
     /// When the backup started.
@@ -133,11 +144,26 @@ impl Manifest {
 
     /// Check the manifest is one this agent can restore.
     pub fn validate(&self) -> Result<(), String> {
-        if self.format_version != FORMAT_VERSION {
-            return Err(format!(
-                "manifest format version {} is not supported (this agent reads {FORMAT_VERSION})",
-                self.format_version
-            ));
+        match (self.format_version, &self.data_key, &self.encryption) {
+            (FORMAT_VERSION, None, _) => {}
+            (ENVELOPE_FORMAT_VERSION, Some(wraps), Some(_)) => {
+                if wraps.is_empty() {
+                    return Err("the manifest's data key has no wrap: nothing can open it".into());
+                }
+            }
+            (FORMAT_VERSION | ENVELOPE_FORMAT_VERSION, _, _) => {
+                return Err(format!(
+                    "manifest format version {} does not match its encryption (a data key is \
+                     recorded with version {ENVELOPE_FORMAT_VERSION} and encryption only)",
+                    self.format_version
+                ));
+            }
+            (v, _, _) => {
+                return Err(format!(
+                    "manifest format version {v} is not supported (this agent reads \
+                     {FORMAT_VERSION} and {ENVELOPE_FORMAT_VERSION})"
+                ));
+            }
         }
         if self.artifacts.is_empty() {
             return Err("manifest lists no artifacts".into());
@@ -233,6 +259,7 @@ pub(crate) mod tests {
                 scheme: "age-x25519".into(),
                 recipients: vec!["sha256:00".into()],
             }),
+            data_key: None,
             artifacts: vec![Artifact {
                 key: "databases/shop.pgdump.zst.age".into(),
                 kind: ArtifactKind::Database,
@@ -460,6 +487,7 @@ mod props {
                         scheme: "age-x25519".into(),
                         recipients,
                     }),
+                    data_key: None,
                     artifacts,
                     started_at,
                     completed_at,

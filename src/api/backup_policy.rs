@@ -489,7 +489,7 @@ pub struct SlackChannel {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BackupPolicyStatus {
-    /// `Ready`, `ScheduleValid`, `StorageReady` and `RPOMet`.
+    /// `Ready`, `ScheduleValid`, `StorageReady`, `RPOMet` and (encrypted policies) `KeysCurrent`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
@@ -526,6 +526,35 @@ pub struct BackupPolicyStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 4))]
     pub copies: Vec<CopyStatus>,
+    /// Who the retained backups' data keys are wrapped for, and how far a key rotation got
+    /// (with the `KeysCurrent` condition). Fingerprints and key ids only, never keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<KeysStatus>,
+}
+
+/// The keys of a policy's retained backups (`status.keys`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeysStatus {
+    /// Fingerprints (`sha256:…`) of the policy's age recipients: what every retained backup's
+    /// data key is wrapped for once the rotation is done.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub wrapped_for: Vec<String>,
+    /// The policy's KMS key id (as written in `spec.encryption.kms.keyId`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kms_key_id: Option<String>,
+    /// Digest of the key set (recipient fingerprints and KMS key): names the rotation Job.
+    #[serde(default)]
+    pub key_set: String,
+    /// Retained encrypted backups wrapped for the current keys.
+    #[serde(default)]
+    pub rewrapped: u32,
+    /// Retained encrypted backups.
+    #[serde(default)]
+    pub total: u32,
+    /// The rotation Job running or last run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation_job: Option<String>,
 }
 
 /// A notification not yet delivered to one rule's channel.

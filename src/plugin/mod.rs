@@ -342,7 +342,8 @@ fn post_params() -> PostParams {
 fn identity(spec: &str) -> Decryption {
     let (name, key) = spec.split_once(':').unwrap_or((spec, "identity"));
     Decryption {
-        identity_secret_ref: SecretKeySelector::new(name, key),
+        identity_secret_ref: Some(SecretKeySelector::new(name, key)),
+        kms: None,
     }
 }
 

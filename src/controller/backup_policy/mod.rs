@@ -10,6 +10,8 @@ pub mod copy_plan;
 pub mod copy_prune_plan;
 pub mod plan;
 pub mod retention;
+pub mod rotation;
+pub mod rotation_plan;
 pub mod rpo;
 pub mod schedule;
 pub mod validation;
@@ -203,6 +205,20 @@ pub async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<A
         requeue = requeue.min(until.max(Duration::from_secs(1)));
     }
 
+    // 5b. Key rotation: the retained backups re-wrapped for the policy's keys.
+    // Kept while the recipients cannot be read; gone with the encryption.
+    let mut keys = policy.spec.encryption.as_ref().and(old_status.keys.clone());
+    if let Some(r) =
+        rotation::reconcile_rotation(&ctx, &ns, &policy, storage.as_ref(), &finished, &kept, now)
+            .await?
+    {
+        set_condition(&mut conditions, r.condition);
+        keys = Some(r.keys);
+        if let Some(after) = r.requeue {
+            requeue = requeue.min(after);
+        }
+    }
+
     // 6. RPO.
     let last_success_time = last_success.and_then(|r| r.completed_at);
     let labels = PolicyLabels {
@@ -295,6 +311,7 @@ pub async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<A
             active.iter().map(|r| r.name_any()).collect(),
             created_now,
         ),
+        keys,
     };
     if !status.same_on_the_wire(&plan::OwnedStatus::of(&old_status)) {
         apply_status::<BackupPolicy>(&ctx.client, &ns, &name, FIELD_MANAGER, &status).await?;

@@ -216,6 +216,10 @@ reasons! {
     TargetRejected = "TargetRejected",
     /// Decrypting the artifact failed (restore agent category `crypto`).
     DecryptionFailed = "DecryptionFailed",
+    /// The key that wraps the backup's data key cannot be used: the KMS key is disabled,
+    /// pending deletion or deleted (crypto-erasure), or unknown (agent category
+    /// `key-unavailable`; restores, validations and backups). Retrying cannot help.
+    KeyUnavailable = "KeyUnavailable",
     /// Reading the artifact from storage failed (restore agent category `storage`).
     StorageError = "StorageError",
     /// The restore failed with any other category, or its Job failed without a report or a
@@ -344,6 +348,17 @@ reasons! {
     /// A scheduled run was skipped: its fire time is older than `startingDeadlineSeconds`
     /// (today only logged).
     MissedSchedule = "MissedSchedule",
+    /// `KeysCurrent=True`: every retained backup of the policy is wrapped for its keys.
+    KeysCurrent = "KeysCurrent",
+    /// `KeysCurrent=False` and Event: a rotation Job re-wraps the retained backups (`RotateKeys`).
+    RotatingKeys = "RotatingKeys",
+    /// `KeysCurrent=False`: retained backups are wrapped for other keys and the policy names no
+    /// old key (`encryption.rotation`) to re-wrap them with.
+    PreviousKeyMissing = "PreviousKeyMissing",
+    /// `KeysCurrent=False` and Warning Event: the rotation Job failed; it is tried again.
+    KeyRotationFailed = "KeyRotationFailed",
+    /// Event: the rotation Job re-wrapped the retained backups (`RotateKeys`).
+    KeysRotated = "KeysRotated",
 
     // --- BackupStorage probes (`Ready` condition, probe history) and Events ---
     /// `Ready=True`: a probe object was written, read back and deleted (S3).
@@ -531,7 +546,7 @@ mod tests {
         for (i, &r) in Reason::ALL.iter().enumerate() {
             assert_eq!(r as usize, i, "{r:?} is out of place in ALL");
         }
-        assert_eq!(Reason::ALL.len(), 114);
+        assert_eq!(Reason::ALL.len(), 120);
         assert_eq!(Reason::ALL.last(), Some(&Reason::NotReady));
     }
 
