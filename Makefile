@@ -24,7 +24,7 @@ deps:
 
 ## test: every test — unit, CRD drift, examples, RBAC matrix, agent against real databases and S3, stand-in contract tests, e2e
 test: deps
-	$(CARGO) test --workspace
+	$(CARGO) test --workspace --no-fail-fast
 
 ## lint: formatting and clippy with warnings denied
 lint:

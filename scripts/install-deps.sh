@@ -9,6 +9,10 @@ command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need_apt+=(m
 command -v mariadb >/dev/null 2>&1 || need_apt+=(mariadb-client)
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v zstd >/dev/null 2>&1 || need_apt+=(zstd)
+# docs/disaster-recovery.md restores without DataGuardian with the standard tools; the test that
+# runs those commands (tests/disaster_recovery.rs) needs them: age, jq (and the aws CLI, below).
+command -v age >/dev/null 2>&1 || need_apt+=(age)
+command -v jq >/dev/null 2>&1 || need_apt+=(jq)
 command -v valgrind >/dev/null 2>&1 || need_apt+=(valgrind)   # the CI performance gate (tests/perf_gate.rs)
 # restic: `make bench` measures K8up's way (`pg_dump | restic backup --stdin`) beside ours.
 command -v restic >/dev/null 2>&1 || need_apt+=(restic)
@@ -45,6 +49,12 @@ fi
 if ! python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
   echo "install-deps: pip install aiosmtpd"
   python3 -m pip install -q 'aiosmtpd>=1.4.6,<2'
+fi
+# The aws CLI: docs/disaster-recovery.md unwraps a KMS-wrapped data key with `aws kms decrypt`
+# (tests/disaster_recovery.rs runs it against moto).
+if ! command -v aws >/dev/null 2>&1; then
+  echo "install-deps: pip install awscli"
+  python3 -m pip install -q 'awscli>=1.32,<2'
 fi
 if ! command -v moto_server >/dev/null 2>&1; then
   echo "install-deps: pip install moto[server]"

@@ -4,6 +4,7 @@
 //! Module map (see `DESIGN.md` §2):
 //! - [`admission`]: the admission webhook (who asked for a run, who changed a policy) and its
 //!   certificates.
+//! - [`audit`]: the WORM audit trail (records, hash-chained segments, the leader's writer).
 //! - [`api`]: the custom resource types, one file per kind, no client code.
 //! - [`agent`]: the data path that runs inside backup/restore/validation Jobs.
 //! - [`controller`]: the reconcilers; pure planning separated from API calls.
@@ -17,6 +18,7 @@
 pub mod admission;
 pub mod agent;
 pub mod api;
+pub mod audit;
 pub mod cli;
 pub mod contract;
 pub mod controller;

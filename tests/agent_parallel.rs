@@ -139,11 +139,11 @@ fn postgres_parallel_round_trip_checksums_counts_and_one_snapshot() {
     run.assert_ok();
     let before = pg_fingerprint(&pg, "shop");
 
-    // The manifest: version 2, a database artifact and several tableData artifacts, each
+    // The manifest: version 3, a database artifact and several tableData artifacts, each
     // object's size and SHA-256 what is on disk.
     let dir = store.join("par");
     let m = manifest(&dir);
-    assert_eq!(m["formatVersion"], 2);
+    assert_eq!(m["formatVersion"], 3);
     let arts = m["artifacts"].as_array().unwrap();
     assert_eq!(arts[0]["kind"], "database");
     assert_eq!(arts[0]["key"], "databases/shop.pgdump.zst.age");
@@ -439,7 +439,7 @@ fn postgres_parallel_layout_validates_and_restores_by_hand_with_the_documented_c
     let to = format!("file://{}", store.display());
     parallel_backup(&source, "shop", &to, "r1", &[]).assert_ok();
     let dir = store.join("r1");
-    assert_eq!(manifest(&dir)["formatVersion"], 2);
+    assert_eq!(manifest(&dir)["formatVersion"], 3);
     let before = pg_fingerprint(&source, "shop");
 
     // Validation into a fresh sandbox server: row counts from the database artifact pass.
@@ -735,7 +735,7 @@ fn mariadb_parallel_round_trip_in_one_snapshot() {
 
     let dir = store.join("par");
     let m = manifest(&dir);
-    assert_eq!(m["formatVersion"], 2, "{m}");
+    assert_eq!(m["formatVersion"], 3, "{m}");
     let arts = m["artifacts"].as_array().unwrap();
     assert_eq!(arts[0]["kind"], "database");
     assert_eq!(arts[0]["key"], "shop.sql.zst");

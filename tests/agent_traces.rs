@@ -388,3 +388,66 @@ fn a_retried_part_upload_is_an_event_on_the_parts_span() {
     assert_ne!(retried[0].status_code, 2, "the retry succeeded");
     scan(&spans, &[pg.password(), testkit::SECRET_ACCESS_KEY, &uri]);
 }
+
+/// `agent prune` (a retention or copy-deletion Job on a filesystem storage) continues the trace
+/// handed to it, over gRPC from a process without an async runtime; a refused prune marks its
+/// root span failed.
+#[test]
+fn a_prune_continues_the_trace_and_a_refused_one_is_an_error() {
+    let pg = Postgres::start().unwrap();
+    pg.create_database("shop").unwrap();
+    pg_fill(&pg, "shop", 1);
+    let tmp = tempfile::tempdir().unwrap();
+    let to = format!("file://{}", tmp.path().display());
+    let uri = pg.uri("shop");
+    run_agent(
+        &[
+            "backup", "--engine", "postgres", "--to", &to, "--run-id", "r1",
+        ],
+        &[("DG_URI", uri.as_str())],
+    )
+    .assert_ok();
+    let manifest = tmp.path().join("r1/manifest.json");
+    assert!(manifest.exists());
+
+    let receiver = OtlpReceiver::start().unwrap();
+    let traceparent = format!("00-{TRACE}-{PARENT}-01");
+    let grpc = receiver.grpc_endpoint();
+    let mut env = otel_env(&grpc, "grpc");
+    env.push(("TRACEPARENT", &traceparent));
+    let location = format!("file://{}", manifest.display());
+    run_agent(&["prune", "--manifest", &location], &env).assert_ok();
+    assert!(!manifest.exists(), "the prune deleted the manifest");
+    let spans = trace_with(&receiver, "agent prune");
+    let root = one(&spans, "agent prune");
+    assert_eq!(root.parent_span_id, PARENT, "the prune continues the trace");
+    assert_eq!(root.transport, OtlpTransport::Grpc);
+    assert_ne!(root.status_code, 2);
+
+    // An S3 location is refused (the operator deletes S3 artifacts itself): an error span.
+    let http = receiver.http_endpoint();
+    let mut env = otel_env(&http, "http/protobuf");
+    env.push(("TRACEPARENT", &traceparent));
+    let refused = run_agent(
+        &["prune", "--manifest", "s3://backups/shop/r1/manifest.json"],
+        &env,
+    );
+    assert_ne!(refused.code, 0);
+    let failed = receiver
+        .wait_for("the refused prune", Duration::from_secs(30), |spans| {
+            spans
+                .iter()
+                .any(|s| s.name == "agent prune" && s.status_code == 2)
+        })
+        .unwrap();
+    let root = failed
+        .iter()
+        .find(|s| s.name == "agent prune" && s.status_code == 2)
+        .unwrap();
+    assert_eq!(root.transport, OtlpTransport::HttpProtobuf);
+    assert!(
+        root.status_message.contains("file://"),
+        "{}",
+        root.status_message
+    );
+}

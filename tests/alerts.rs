@@ -65,6 +65,15 @@ fn alert_rules_only_use_exported_metrics() {
         .inc();
     metrics.last_success.get_or_create(&p).set(1.0);
     metrics.rpo_met.get_or_create(&p).set(1);
+    metrics.rto_met.get_or_create(&p).set(1);
+    metrics.validation_rto.get_or_create(&p).set(12.5);
+    metrics
+        .start_latency
+        .get_or_create(&dataguardian::telemetry::metrics::StartLabels {
+            kind: "BackupRun".into(),
+            trigger: "Manual".into(),
+        })
+        .observe(0.05);
     let copy = dataguardian::telemetry::metrics::CopyLabels {
         namespace: "n".into(),
         policy: "p".into(),

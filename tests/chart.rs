@@ -1012,6 +1012,7 @@ fn every_metric_exposed() -> String {
     m.backup_bytes.get_or_create(&p).inc();
     m.last_success.get_or_create(&p).set(1.0);
     m.rpo_met.get_or_create(&p).set(1);
+    m.rto_met.get_or_create(&p).set(1);
     m.reconcile_errors
         .get_or_create(&ErrorLabels {
             controller: "c".into(),
@@ -1042,6 +1043,10 @@ fn every_metric_exposed() -> String {
             result: "delivered".into(),
         })
         .inc();
+    m.audit_pending.set(1);
+    m.audit_oldest_pending.set(1.0);
+    m.audit_failed.inc();
+    m.audit_written.inc();
     m.encode()
 }
 

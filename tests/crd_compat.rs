@@ -133,6 +133,7 @@ fn schema(old: &Value, new: &Value, path: &str, breaks: &mut Vec<String>) {
             .iter()
             .any(|o| counts_new_fields_only(o, rule, old))
             && !guarded_by_a_new_field(rule, old)
+            && !implied_by_a_required_field(rule, old)
         {
             breaks.push(format!("{path}: new or changed CEL rule `{rule}`"));
         }
@@ -211,6 +212,33 @@ fn guarded_by_a_new_field(rule: &str, old_schema: &Value) -> bool {
     !field.is_empty()
         && field.chars().all(|c| c.is_ascii_alphanumeric())
         && old_schema["properties"].get(field).is_none()
+        && !rest.contains('?')
+        && balanced
+}
+
+/// Whether `rule` is `has(self.f) || …` for a field `f` that `old_schema` requires, the test
+/// being a top-level disjunct: every object the old schema accepted has `f`, so the rule holds
+/// for it (e.g. `has(self.recipientsSecretRef) || has(self.kms)` when `recipientsSecretRef`, once
+/// required, becomes optional beside a new alternative).
+fn implied_by_a_required_field(rule: &str, old_schema: &Value) -> bool {
+    let Some(rest) = rule.strip_prefix("has(self.") else {
+        return false;
+    };
+    let Some((field, rest)) = rest.split_once(") || ") else {
+        return false;
+    };
+    let mut depth = 0i32;
+    let balanced = rest.chars().all(|c| {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            _ => {}
+        }
+        depth >= 0
+    }) && depth == 0;
+    !field.is_empty()
+        && field.chars().all(|c| c.is_ascii_alphanumeric())
+        && strings(old_schema.get("required").unwrap_or(&Value::Null)).contains(field)
         && !rest.contains('?')
         && balanced
 }
@@ -468,6 +496,29 @@ fn a_new_rule_passes_only_when_guarded_by_a_field_the_old_schema_lacked() {
     ] {
         assert!(
             !guarded_by_a_new_field(breaking, &schema),
+            "{breaking} accepted"
+        );
+    }
+}
+
+#[test]
+fn a_new_rule_passes_when_implied_by_a_field_the_old_schema_required() {
+    let schema = serde_json::json!({"properties": {"ref": {}, "other": {}}, "required": ["ref"]});
+    assert!(implied_by_a_required_field(
+        "has(self.ref) || has(self.kms)",
+        &schema
+    ));
+    for breaking in [
+        // Old objects need not have it.
+        "has(self.other) || has(self.kms)",
+        // Not a disjunct of the whole rule.
+        "has(self.ref) || self.x ? true : false",
+        "has(self.ref) || true) && (self.other",
+        "!has(self.ref) || has(self.kms)",
+        "has(self.ref) && has(self.kms)",
+    ] {
+        assert!(
+            !implied_by_a_required_field(breaking, &schema),
             "{breaking} accepted"
         );
     }

@@ -15,10 +15,13 @@ use super::crypto::Recipients;
 use super::engine::mysql::RowCounter;
 use super::engine::pg_tools::{self, PgTools};
 use super::engine::{DbUri, ToolProcess, mysql, postgres};
+use super::envelope::{self, DataKey, ENVELOPE_SCHEME, WrapTargets};
 use super::error::{AgentError, Result};
+use super::kms::KmsSettings;
 use super::manifest::{
-    Artifact, ArtifactKind, EncryptionInfo, Engine, FORMAT_VERSION, MANIFEST_NAME, Manifest,
-    PARALLEL_FORMAT_VERSION, PayloadFormat, TableCount, artifact_name, table_data_name,
+    Artifact, ArtifactKind, ENVELOPE_FORMAT_VERSION, EncryptionInfo, Engine, FORMAT_VERSION,
+    MANIFEST_NAME, Manifest, PARALLEL_FORMAT_VERSION, PayloadFormat, TableCount, artifact_name,
+    table_data_name,
 };
 use super::pipeline::{StreamStats, encode_stream};
 use super::progress::Progress;
@@ -41,8 +44,10 @@ pub struct BackupRequest {
     pub run_id: String,
     /// Compression.
     pub compression: Compression,
-    /// age recipients (empty: not encrypted).
+    /// age recipients the run's data key is wrapped for (with `kms` empty: not encrypted).
     pub recipients: Recipients,
+    /// KMS key (id, ARN or alias) the run's data key is wrapped by, and how to reach it.
+    pub kms: Option<(String, KmsSettings)>,
     /// S3 settings.
     pub s3: S3Settings,
     /// Extra arguments for the dump tool.
@@ -196,7 +201,7 @@ pub struct BackupOutcome {
 }
 
 /// Run a backup end to end.
-pub async fn run(req: BackupRequest) -> Result<BackupOutcome> {
+pub async fn run(mut req: BackupRequest) -> Result<BackupOutcome> {
     let started_at = Utc::now();
     let clock = Instant::now();
     validate_run_id(&req.run_id)?;
@@ -212,6 +217,26 @@ pub async fn run(req: BackupRequest) -> Result<BackupOutcome> {
             "a backup already exists at {manifest_location}; choose another --run-id"
         )));
     }
+    // Envelope encryption: a fresh data key for this run, wrapped for the recipients and/or by
+    // the KMS key before anything is dumped (a KMS key that cannot encrypt fails the run here).
+    // From here on the artifacts are encrypted to the data key only.
+    let targets = WrapTargets {
+        recipients: std::mem::take(&mut req.recipients),
+        kms: req.kms.take(),
+    };
+    let data_key = if targets.is_empty() {
+        None
+    } else {
+        let key = DataKey::generate();
+        let wraps = in_span(
+            tracing::info_span!("wrap-data-key"),
+            envelope::wrap(&key, &targets),
+        )
+        .await?;
+        tracing::info!(data_key = %wraps.fingerprint, wrapped_for = %envelope::describe(&wraps), "data key drawn and wrapped");
+        req.recipients = key.recipients();
+        Some(wraps)
+    };
 
     let (uri, engine, all) = (req.uri.clone(), req.engine, req.all_databases);
     // The server's version picks the client tools (never a pg_dump older than the server);
@@ -290,6 +315,8 @@ pub async fn run(req: BackupRequest) -> Result<BackupOutcome> {
     let manifest = Manifest {
         format_version: if parallel {
             PARALLEL_FORMAT_VERSION
+        } else if data_key.is_some() {
+            ENVELOPE_FORMAT_VERSION
         } else {
             FORMAT_VERSION
         },
@@ -300,10 +327,11 @@ pub async fn run(req: BackupRequest) -> Result<BackupOutcome> {
         database: req.database.clone(),
         all_databases: req.all_databases,
         compression: req.compression,
-        encryption: (!req.recipients.is_empty()).then(|| EncryptionInfo {
-            scheme: "age-x25519".into(),
-            recipients: req.recipients.fingerprints(),
+        encryption: data_key.as_ref().map(|wraps| EncryptionInfo {
+            scheme: ENVELOPE_SCHEME.into(),
+            recipients: wraps.age_recipients(),
         }),
+        data_key,
         artifacts,
         started_at,
         completed_at: Utc::now(),

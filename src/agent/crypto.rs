@@ -82,6 +82,20 @@ impl Recipients {
     pub fn fingerprints(&self) -> Vec<String> {
         self.texts.iter().map(|t| fingerprint(t)).collect()
     }
+
+    /// The one recipient of an identity (a run's data key).
+    pub fn of_identity(identity: &age::x25519::Identity) -> Self {
+        let key = identity.to_public();
+        Recipients {
+            texts: vec![key.to_string()],
+            keys: vec![key],
+        }
+    }
+
+    /// Each recipient with its fingerprint.
+    pub fn each(&self) -> impl Iterator<Item = (String, &age::x25519::Recipient)> {
+        self.texts.iter().map(|t| fingerprint(t)).zip(&self.keys)
+    }
 }
 
 /// Fingerprint of one age public key.
@@ -147,6 +161,31 @@ impl std::fmt::Debug for Identities {
 }
 
 impl Identities {
+    /// The identities of an in-memory key (a run's unwrapped data key).
+    pub fn of_identity(identity: age::x25519::Identity) -> Self {
+        Self {
+            ids: vec![Box::new(identity)],
+        }
+    }
+
+    /// Decrypt a small age file (binary or armored) held in memory; `Ok(None)` when none of the
+    /// identities is one of its recipients.
+    pub fn decrypt_small(&self, ciphertext: &[u8]) -> Result<Option<Vec<u8>>> {
+        let dec = age::Decryptor::new_buffered(age::armor::ArmoredReader::new(ciphertext))
+            .map_err(|e| AgentError::Integrity(format!("not a valid age file: {e}")))?;
+        match dec.decrypt(self.ids.iter().map(|i| i.as_ref() as &dyn age::Identity)) {
+            Ok(mut reader) => {
+                let mut out = Vec::new();
+                reader
+                    .read_to_end(&mut out)
+                    .map_err(|e| AgentError::Integrity(format!("corrupt age file: {e}")))?;
+                Ok(Some(out))
+            }
+            Err(age::DecryptError::NoMatchingKeys) => Ok(None),
+            Err(e) => Err(AgentError::Crypto(format!("cannot decrypt: {e}"))),
+        }
+    }
+
     /// Load an age identity file (`AGE-SECRET-KEY-1…` lines). Its content is never echoed.
     pub fn from_file(path: &Path) -> Result<Self> {
         let file =

@@ -33,6 +33,10 @@ pub enum AgentError {
     /// Encryption or decryption failed (wrong identity, bad recipient).
     #[error("encryption: {0}")]
     Crypto(String),
+    /// The key that wraps the backup's data key cannot be used: the KMS key is disabled,
+    /// pending deletion or deleted (crypto-erasure), or unknown to the KMS.
+    #[error("key unavailable: {0}")]
+    KeyUnavailable(String),
     /// A local I/O error that belongs to none of the above.
     #[error("i/o: {0}")]
     Io(#[from] io::Error),
@@ -52,6 +56,7 @@ impl AgentError {
             AgentError::StorageRefused(_) => FailureCategory::StorageRefused,
             AgentError::Integrity(_) => FailureCategory::Integrity,
             AgentError::Crypto(_) => FailureCategory::Crypto,
+            AgentError::KeyUnavailable(_) => FailureCategory::KeyUnavailable,
             AgentError::Io(_) => FailureCategory::Io,
             AgentError::ClientTooOld(_) => FailureCategory::ClientTooOld,
         }
@@ -72,6 +77,7 @@ impl AgentError {
             | AgentError::StorageRefused(m)
             | AgentError::Integrity(m)
             | AgentError::Crypto(m)
+            | AgentError::KeyUnavailable(m)
             | AgentError::ClientTooOld(m) => m.clone(),
             AgentError::Io(e) => e.to_string(),
         }

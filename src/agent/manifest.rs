@@ -23,13 +23,20 @@ use serde::{Deserialize, Serialize};
 
 use super::compress::Compression;
 
-/// The manifest format version of the single-stream layout (one artifact per database).
+/// The manifest format version of the single-stream layout without a wrapped data key
+/// (unencrypted, or — written by older agents — encrypted straight to the recipients).
 pub const FORMAT_VERSION: u32 = 1;
 
+/// The manifest format version of envelope-encrypted single-stream backups (a `dataKey` with
+/// its wraps): an older agent, which could not open them, says so instead of trying the
+/// identity on the artifacts.
+pub const ENVELOPE_FORMAT_VERSION: u32 = 2;
+
 /// The manifest format version of a backup with the parallel layout (`tableData` artifacts
-/// beside a database artifact). Agents that know only version 1 refuse such a manifest with a
-/// clear message instead of restoring the schema without the rows.
-pub const PARALLEL_FORMAT_VERSION: u32 = 2;
+/// beside a database artifact), with or without a wrapped data key. Agents that know only
+/// versions 1 and 2 refuse such a manifest with a clear message instead of restoring the schema
+/// without the rows.
+pub const PARALLEL_FORMAT_VERSION: u32 = 3;
 
 /// Which database engine produced a backup: the API's one engine type.
 pub use crate::api::common::Engine;
@@ -110,6 +117,11 @@ pub struct Manifest {
     /// Encryption of every artifact, `None` when unencrypted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<EncryptionInfo>,
+    /// The run's data key, only wrapped (age and/or KMS): the artifacts are encrypted to it.
+    /// Absent when unencrypted, and in manifests of older agents (artifacts encrypted straight
+    /// to the recipients).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_key: Option<super::envelope::DataKeyWraps>,
     /// The artifacts, in restore order.
     pub artifacts: Vec<Artifact>,
     /// When the backup started.
@@ -154,11 +166,29 @@ impl Manifest {
 
     /// Check the manifest is one this agent can restore.
     pub fn validate(&self) -> Result<(), String> {
-        if self.format_version != FORMAT_VERSION && self.format_version != PARALLEL_FORMAT_VERSION {
-            return Err(format!(
-                "manifest format version {} is not supported (this agent reads {FORMAT_VERSION} and {PARALLEL_FORMAT_VERSION})",
-                self.format_version
-            ));
+        match (self.format_version, &self.data_key, &self.encryption) {
+            (FORMAT_VERSION, None, _) => {}
+            (ENVELOPE_FORMAT_VERSION | PARALLEL_FORMAT_VERSION, Some(wraps), Some(_)) => {
+                if wraps.is_empty() {
+                    return Err("the manifest's data key has no wrap: nothing can open it".into());
+                }
+            }
+            // A parallel backup without a data key: unencrypted, or encrypted to the recipients.
+            (PARALLEL_FORMAT_VERSION, None, _) => {}
+            (FORMAT_VERSION | ENVELOPE_FORMAT_VERSION | PARALLEL_FORMAT_VERSION, _, _) => {
+                return Err(format!(
+                    "manifest format version {} does not match its encryption (a data key is \
+                     recorded with version {ENVELOPE_FORMAT_VERSION} or {PARALLEL_FORMAT_VERSION} \
+                     and encryption only)",
+                    self.format_version
+                ));
+            }
+            (v, _, _) => {
+                return Err(format!(
+                    "manifest format version {v} is not supported (this agent reads \
+                     {FORMAT_VERSION}, {ENVELOPE_FORMAT_VERSION} and {PARALLEL_FORMAT_VERSION})"
+                ));
+            }
         }
         if self.artifacts.is_empty() {
             return Err("manifest lists no artifacts".into());
@@ -169,9 +199,9 @@ impl Manifest {
                 "manifest format version {} does not match its layout ({})",
                 self.format_version,
                 if parallel {
-                    "tableData artifacts need version 2"
+                    "tableData artifacts need version 3"
                 } else {
-                    "version 2 without tableData artifacts"
+                    "version 3 without tableData artifacts"
                 }
             ));
         }
@@ -319,6 +349,7 @@ pub(crate) mod tests {
                 scheme: "age-x25519".into(),
                 recipients: vec!["sha256:00".into()],
             }),
+            data_key: None,
             artifacts: vec![Artifact {
                 key: "databases/shop.pgdump.zst.age".into(),
                 kind: ArtifactKind::Database,
@@ -433,7 +464,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn the_parallel_layout_is_version_2_and_its_parts_belong_to_a_database() {
+    fn the_parallel_layout_is_version_3_and_its_parts_belong_to_a_database() {
         let m = parallel_sample();
         assert_eq!(
             m.artifacts[1].key,
@@ -462,7 +493,7 @@ pub(crate) mod tests {
         );
         let mut v1 = m.clone();
         v1.format_version = FORMAT_VERSION;
-        assert!(v1.validate().unwrap_err().contains("need version 2"));
+        assert!(v1.validate().unwrap_err().contains("need version 3"));
         let mut v2 = sample();
         v2.format_version = PARALLEL_FORMAT_VERSION;
         assert!(v2.validate().is_err());
@@ -614,6 +645,7 @@ mod props {
                         scheme: "age-x25519".into(),
                         recipients,
                     }),
+                    data_key: None,
                     artifacts,
                     started_at,
                     completed_at,

@@ -4,6 +4,7 @@
 //! Modules, in data-path order:
 //! - [`engine`]: dump and restore client processes, consistent row counts;
 //! - [`compress`], [`crypto`], [`hash`]: the stream stages;
+//! - [`envelope`], [`kms`]: the run's data key and its wraps (age recipients, KMS);
 //! - [`pipeline`]: the blocking stream loops wiring the stages together;
 //! - [`storage`]: S3 (multipart) and filesystem (atomic rename) stores;
 //! - [`manifest`]: the commit marker written last;
@@ -18,13 +19,16 @@ pub mod compress;
 pub mod copy;
 pub mod crypto;
 pub mod engine;
+pub mod envelope;
 pub mod error;
 pub mod hash;
+pub mod kms;
 pub mod manifest;
 pub mod pipeline;
 pub mod progress;
 pub mod prune;
 pub mod restore;
+pub mod rewrap;
 pub mod staging;
 pub mod storage;
 pub mod summary;

@@ -18,7 +18,9 @@ use super::blocking;
 use super::crypto::Identities;
 use super::engine::pg_tools::{self, PgTools};
 use super::engine::{DbUri, ToolProcess, mysql, postgres};
+use super::envelope::{self, Unwrapper};
 use super::error::{AgentError, Result};
+use super::kms::KmsSettings;
 use super::manifest::{Artifact, ArtifactKind, Engine, Manifest};
 use super::pipeline::{
     DecodeError, DecodeOptions, DecodeStats, Filter, check_digest, decode_stream,
@@ -48,6 +50,9 @@ pub struct RestoreRequest {
     pub pin: ArtifactPin,
     /// age identity file for encrypted backups.
     pub identity_file: Option<PathBuf>,
+    /// KMS settings when the data key may be unwrapped by KMS `Decrypt`; `None`: KMS is not
+    /// asked.
+    pub kms: Option<KmsSettings>,
     /// Create the target database(s) when missing.
     pub create_database: bool,
     /// Drop existing objects first (PostgreSQL `--clean --if-exists`; MySQL drops and recreates
@@ -245,16 +250,20 @@ pub async fn run(req: RestoreRequest) -> Result<RestoreOutcome> {
             manifest.engine, req.engine
         )));
     }
-    let identities = match (&manifest.encryption, &req.identity_file) {
-        (Some(_), Some(path)) => Some(Arc::new(Identities::from_file(path)?)),
-        (Some(enc), None) => {
-            return Err(AgentError::Config(format!(
-                "the backup is encrypted to {}; give --identity-file",
-                enc.recipients.join(", ")
-            )));
-        }
-        (None, _) => None,
-    };
+    // The data key is unwrapped (or, for a manifest of an older agent, the identity file
+    // loaded) before the target is looked at: a disabled KMS key fails here, untouched.
+    let identities = in_span(
+        tracing::info_span!("unwrap-data-key"),
+        envelope::artifact_identities(
+            manifest.encryption.as_ref(),
+            manifest.data_key.as_ref(),
+            &Unwrapper {
+                identity_file: req.identity_file.clone(),
+                kms: req.kms.clone(),
+            },
+        ),
+    )
+    .await?;
     let target_db = req.database.clone().or_else(|| req.uri.database.clone());
     let steps = plan_restore(&manifest, target_db.as_deref())?;
     let staged = staging::decide(req.staging, manifest.all_databases, req.masking.is_some())?;
@@ -1026,6 +1035,7 @@ mod tests {
             all_databases: all,
             compression: Compression::None,
             encryption: None,
+            data_key: None,
             artifacts: kinds
                 .iter()
                 .map(|(k, d)| Artifact {

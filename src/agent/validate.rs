@@ -53,6 +53,8 @@ pub struct ValidateRequest {
     pub pin: crate::contract::ArtifactPin,
     /// age identity file.
     pub identity_file: Option<PathBuf>,
+    /// KMS settings for a data key wrapped by KMS.
+    pub kms: Option<crate::agent::kms::KmsSettings>,
     /// Checks to run (empty = one rowCounts check).
     pub checks: Vec<ValidationCheck>,
     /// S3 settings.
@@ -357,6 +359,7 @@ pub async fn run(req: ValidateRequest) -> Result<ValidateOutcome> {
         from: req.from.clone(),
         pin: req.pin.clone(),
         identity_file: req.identity_file.clone(),
+        kms: req.kms.clone(),
         create_database: true,
         clean: false,
         overwrite: false,
@@ -710,6 +713,7 @@ mod tests {
             all_databases: false,
             compression: Compression::None,
             encryption: None,
+            data_key: None,
             artifacts: vec![art(
                 ArtifactKind::Database,
                 Some("shop"),

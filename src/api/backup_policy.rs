@@ -143,6 +143,15 @@ pub struct BackupPolicySpec {
     #[x_kube(validation = Rule::new("self.matches('^([0-9]+[smhdw])+$')")
         .message("rpo must be a duration such as 26h, 2d or 1h30m"))]
     pub rpo: Option<String>,
+    /// Recovery time objective: the `RTOMet` condition turns False when the newest finished
+    /// RestoreValidation of this policy took longer than this to restore, e.g. `30m`. Units s,
+    /// m, h, d, w. Unset: no objective, no condition. Measured by validations only: schedule
+    /// them with `validation`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+[smhdw])+$')")
+        .message("rto must be a duration such as 30m, 2h or 1h30m"))]
+    pub rto: Option<String>,
     /// How often backups are proven restorable by a RestoreValidation, and with which checks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validation: Option<ValidationPolicy>,
@@ -489,7 +498,7 @@ pub struct SlackChannel {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BackupPolicyStatus {
-    /// `Ready`, `ScheduleValid`, `StorageReady` and `RPOMet`.
+    /// `Ready`, `ScheduleValid`, `StorageReady`, `RPOMet` and (encrypted policies) `KeysCurrent`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
@@ -526,6 +535,35 @@ pub struct BackupPolicyStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 4))]
     pub copies: Vec<CopyStatus>,
+    /// Who the retained backups' data keys are wrapped for, and how far a key rotation got
+    /// (with the `KeysCurrent` condition). Fingerprints and key ids only, never keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<KeysStatus>,
+}
+
+/// The keys of a policy's retained backups (`status.keys`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeysStatus {
+    /// Fingerprints (`sha256:…`) of the policy's age recipients: what every retained backup's
+    /// data key is wrapped for once the rotation is done.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub wrapped_for: Vec<String>,
+    /// The policy's KMS key id (as written in `spec.encryption.kms.keyId`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kms_key_id: Option<String>,
+    /// Digest of the key set (recipient fingerprints and KMS key): names the rotation Job.
+    #[serde(default)]
+    pub key_set: String,
+    /// Retained encrypted backups wrapped for the current keys.
+    #[serde(default)]
+    pub rewrapped: u32,
+    /// Retained encrypted backups.
+    #[serde(default)]
+    pub total: u32,
+    /// The rotation Job running or last run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation_job: Option<String>,
 }
 
 /// A notification not yet delivered to one rule's channel.

@@ -359,23 +359,130 @@ impl Compression {
     }
 }
 
-/// Encryption of artifacts with age public keys.
+/// Encryption of artifacts (envelope encryption): each run's artifacts are encrypted to a fresh
+/// data key, which the manifest stores only wrapped — for each age recipient and/or by a KMS key.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(
+    "has(self.recipientsSecretRef) || has(self.kms)"
+).message("encryption needs recipientsSecretRef, kms, or both"))]
+pub struct Encryption {
+    /// Secret key holding the age recipients, one per line (`age1…` X25519 keys; `#` comments
+    /// allowed). The backup Job only ever sees these public keys: the matching identity is
+    /// needed to restore, and lives elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipients_secret_ref: Option<SecretKeySelector>,
+    /// A KMS key that wraps each run's data key (beside or instead of the age recipients). The
+    /// backup Job needs only `kms:Encrypt` on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kms: Option<KmsKey>,
+    /// What opens the data keys of the retained backups while they are re-wrapped for the keys
+    /// above (declarative key rotation): change `recipientsSecretRef` or `kms` and name the old
+    /// key here; the operator's rotation Job re-wraps every retained backup's manifest and
+    /// leaves the artifacts untouched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<KeyRotation>,
+}
+
+/// The old key of a key rotation: an age identity Secret and/or KMS `Decrypt` of the wraps
+/// recorded in the manifests. Only the rotation Job sees it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(
+    "has(self.previousIdentitySecretRef) || has(self.previousKms)"
+).message("rotation needs previousIdentitySecretRef, previousKms, or both"))]
+pub struct KeyRotation {
+    /// Secret key holding an age identity (`AGE-SECRET-KEY-1…`) of one of the recipients the
+    /// retained backups are wrapped for now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_identity_secret_ref: Option<SecretKeySelector>,
+    /// Unwrap with KMS `Decrypt` of the key recorded in each manifest (the old KMS key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_kms: Option<KmsAccess>,
+}
+
+impl KeyRotation {
+    /// The old key as the restore-side [`Decryption`] the Job builders understand.
+    pub fn as_decryption(&self) -> Decryption {
+        Decryption {
+            identity_secret_ref: self.previous_identity_secret_ref.clone(),
+            kms: self.previous_kms.clone(),
+        }
+    }
+}
+
+/// An AWS KMS (or KMS-compatible) key that wraps data keys.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct Encryption {
-    /// Secret key holding the age recipients, one per line (`age1…` X25519 keys or
-    /// `ssh-ed25519`/`ssh-rsa` public keys; `#` comments allowed). The backup Job only ever sees
-    /// these public keys: the matching identity is needed to restore, and lives elsewhere.
-    pub recipients_secret_ref: SecretKeySelector,
+pub struct KmsKey {
+    /// Key id, key ARN, `alias/NAME` or alias ARN.
+    #[schemars(length(min = 1, max = 2048))]
+    pub key_id: String,
+    /// Region of the key, e.g. `eu-west-1`.
+    #[schemars(length(min = 1, max = 64))]
+    pub region: String,
+    /// Endpoint of a KMS-compatible service (absent: AWS KMS of the region). Subject to the
+    /// operator's egress policy like S3 endpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    pub endpoint: Option<String>,
+    /// Secret with `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and optionally
+    /// `AWS_SESSION_TOKEN` for the KMS calls. Absent means the pod's workload identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<LocalObjectReference>,
+}
+
+/// How restore and validation Jobs reach the KMS that unwraps data keys (the key and its region
+/// are recorded in each manifest).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KmsAccess {
+    /// Region, when it differs from the one recorded with the wrap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub region: Option<String>,
+    /// Endpoint of a KMS-compatible service (absent: AWS KMS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    pub endpoint: Option<String>,
+    /// Secret with `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and optionally
+    /// `AWS_SESSION_TOKEN` allowed `kms:Decrypt`. Absent means the pod's workload identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<LocalObjectReference>,
 }
 
 /// Decryption of an encrypted artifact.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(
+    "has(self.identitySecretRef) || has(self.kms)"
+).message("decryption needs identitySecretRef, kms, or both"))]
 pub struct Decryption {
     /// Secret key holding one or more age identities (`AGE-SECRET-KEY-1…` lines) able to
-    /// decrypt the artifact. Only restore and validation Jobs mount it.
-    pub identity_secret_ref: SecretKeySelector,
+    /// decrypt the artifact (or unwrap its data key). Only restore and validation Jobs mount it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_secret_ref: Option<SecretKeySelector>,
+    /// Unwrap the data key with KMS `Decrypt` (tried when no identity opens it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kms: Option<KmsAccess>,
+}
+
+impl Decryption {
+    /// Every Secret key the Job reads: the identity, and the KMS credentials' key id and
+    /// secret.
+    pub fn secret_refs(&self) -> Vec<SecretKeySelector> {
+        let mut out: Vec<SecretKeySelector> = self.identity_secret_ref.iter().cloned().collect();
+        if let Some(creds) = self
+            .kms
+            .as_ref()
+            .and_then(|k| k.credentials_secret_ref.as_ref())
+        {
+            for key in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
+                out.push(SecretKeySelector::new(creds.name.clone(), key));
+            }
+        }
+        out
+    }
 }
 
 /// Overrides for the Pods of the Jobs DataGuardian launches.
@@ -722,12 +829,16 @@ pub mod condition_types {
     pub const STORAGE_READY: &str = "StorageReady";
     /// The newest successful backup is younger than the policy's RPO.
     pub const RPO_MET: &str = "RPOMet";
+    /// The newest finished RestoreValidation of the policy restored within its RTO.
+    pub const RTO_MET: &str = "RTOMet";
     /// A run has finished (successfully or not).
     pub const COMPLETE: &str = "Complete";
     /// A run failed.
     pub const FAILED: &str = "Failed";
     /// A backup was proven restorable by a RestoreValidation.
     pub const VERIFIED: &str = "Verified";
+    /// Every retained backup of the policy is wrapped for the policy's current keys.
+    pub const KEYS_CURRENT: &str = "KeysCurrent";
 }
 
 /// Inserts or replaces the condition of the same `type`, keeping `lastTransitionTime` when the

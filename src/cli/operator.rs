@@ -119,6 +119,12 @@ pub struct OperatorArgs {
     /// `30m` (units s, m, h, d, w).
     #[arg(long, env = "DG_RESTORE_APPROVAL_VALID_FOR", default_value = "1h", value_parser = parse_validity)]
     pub restore_approval_valid_for: Duration,
+    /// The BackupStorage (`NAMESPACE/NAME`, S3 only) the leader appends the audit trail to:
+    /// who created, started, approved and finished runs, restores and validations, retention
+    /// deletions, key rotations and policy changes, as hash-chained segments per namespace under
+    /// Object Lock when the bucket has it (docs/audit.md). Empty: no audit trail.
+    #[arg(long, env = "DG_AUDIT_STORAGE", default_value = "", value_parser = parse_audit_storage)]
+    pub audit_storage: OptionalStorage,
     /// Log format.
     #[arg(long, env = "DG_LOG_FORMAT", value_enum, default_value_t = crate::telemetry::logging::LogFormat::Json)]
     pub log_format: crate::telemetry::logging::LogFormat,
@@ -134,6 +140,7 @@ impl OperatorArgs {
             identity: self.identity.clone(),
             lease_duration_seconds: self.lease_duration_seconds,
             settings: self.settings(),
+            audit_storage: self.audit_storage.0.clone(),
             webhook: self
                 .webhook_addr
                 .0
@@ -200,6 +207,19 @@ fn parse_validity(text: &str) -> Result<Duration, String> {
         )),
         Some(s) => Ok(Duration::from_secs(s)),
     }
+}
+
+/// A BackupStorage reference, or none (`--audit-storage ""`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OptionalStorage(pub Option<crate::audit::StorageRef>);
+
+/// Reads `--audit-storage`: `NAMESPACE/NAME`, or empty for no audit trail.
+fn parse_audit_storage(text: &str) -> Result<OptionalStorage, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(OptionalStorage(None));
+    }
+    text.parse().map(|r| OptionalStorage(Some(r)))
 }
 
 /// An address, or none (`--webhook-addr ""`).
@@ -370,6 +390,33 @@ mod tests {
         assert!(defaults.allowed_images.allows("registry.corp/dg:2"));
         assert!(defaults.allowed_images.allows("postgres:16"));
         assert!(!defaults.allowed_images.allows("registry.corp/dg:3"));
+    }
+
+    #[test]
+    fn the_audit_storage_flag_names_a_storage_or_nothing() {
+        let config = |argv: &[&str]| {
+            let cli = Cli::try_parse_from(argv).expect("flags parse");
+            let Command::Operator(args) = cli.command else {
+                panic!("not the operator command");
+            };
+            args.config().audit_storage
+        };
+        assert_eq!(config(&["dataguardian", "operator"]), None);
+        assert_eq!(
+            config(&[
+                "dataguardian",
+                "operator",
+                "--audit-storage",
+                "dataguardian-system/audit"
+            ])
+            .map(|r| r.to_string())
+            .as_deref(),
+            Some("dataguardian-system/audit")
+        );
+        let err = Cli::try_parse_from(["dataguardian", "operator", "--audit-storage", "audit"])
+            .expect_err("no namespace")
+            .to_string();
+        assert!(err.contains("expected NAMESPACE/NAME"), "{err}");
     }
 
     #[test]

@@ -38,11 +38,15 @@ pub enum FailureCategory {
     /// newer server), or the client and server are a known-incompatible pair.
     #[serde(rename = "client-too-old")]
     ClientTooOld,
+    /// The key that wraps the backup's data key cannot be used: the KMS key is disabled,
+    /// pending deletion or deleted (crypto-erasure), or the KMS does not know it.
+    #[serde(rename = "key-unavailable")]
+    KeyUnavailable,
 }
 
 impl FailureCategory {
     /// Every category.
-    pub const ALL: [FailureCategory; 9] = [
+    pub const ALL: [FailureCategory; 10] = [
         FailureCategory::Config,
         FailureCategory::Source,
         FailureCategory::Target,
@@ -52,6 +56,7 @@ impl FailureCategory {
         FailureCategory::Io,
         FailureCategory::ClientTooOld,
         FailureCategory::StorageRefused,
+        FailureCategory::KeyUnavailable,
     ];
 
     /// The name in the summary's `category` field.
@@ -66,6 +71,7 @@ impl FailureCategory {
             FailureCategory::Io => "io",
             FailureCategory::ClientTooOld => "client-too-old",
             FailureCategory::StorageRefused => "storage-refused",
+            FailureCategory::KeyUnavailable => "key-unavailable",
         }
     }
 
@@ -81,6 +87,7 @@ impl FailureCategory {
             FailureCategory::Io => 15,
             FailureCategory::ClientTooOld => 16,
             FailureCategory::StorageRefused => 17,
+            FailureCategory::KeyUnavailable => 18,
         }
     }
 
@@ -101,26 +108,28 @@ const fn code(category: FailureCategory) -> i32 {
 }
 
 /// Backup Jobs fail at once on invalid configuration, on encryption setup (a malformed
-/// recipient), on client tools too old and on a storage that refuses the agent (access denied,
-/// no such bucket, an invalid request); everything else is retried up to the policy's
-/// `backoffLimit`.
-pub const BACKUP_NON_RETRYABLE: [i32; 4] = [
+/// recipient), on client tools too old, on a storage that refuses the agent (access denied,
+/// no such bucket, an invalid request) and on a KMS key that is disabled or deleted;
+/// everything else is retried up to the policy's `backoffLimit`.
+pub const BACKUP_NON_RETRYABLE: [i32; 5] = [
     code(FailureCategory::Config),
     code(FailureCategory::Crypto),
     code(FailureCategory::ClientTooOld),
     code(FailureCategory::StorageRefused),
+    code(FailureCategory::KeyUnavailable),
 ];
 
 /// Restore Jobs fail at once on invalid configuration, a target that refuses the restore (e.g.
-/// not empty), an artifact whose checksum does not match, a wrong identity and a storage that
-/// refuses the agent.
-pub const RESTORE_NON_RETRYABLE: [i32; 6] = [
+/// not empty), an artifact whose checksum does not match, a wrong identity, a storage that
+/// refuses the agent and a KMS key that is disabled or deleted (crypto-erasure).
+pub const RESTORE_NON_RETRYABLE: [i32; 7] = [
     code(FailureCategory::Config),
     code(FailureCategory::Target),
     code(FailureCategory::Integrity),
     code(FailureCategory::Crypto),
     code(FailureCategory::ClientTooOld),
     code(FailureCategory::StorageRefused),
+    code(FailureCategory::KeyUnavailable),
 ];
 
 /// Prune Jobs fail at once on invalid configuration, on a manifest listing paths outside its
@@ -150,7 +159,7 @@ mod tests {
     #[test]
     fn categories_have_distinct_names_and_codes() {
         let codes: Vec<u8> = FailureCategory::ALL.iter().map(|c| c.exit_code()).collect();
-        assert_eq!(codes, [2, 10, 11, 12, 13, 14, 15, 16, 17]);
+        assert_eq!(codes, [2, 10, 11, 12, 13, 14, 15, 16, 17, 18]);
         let names: Vec<&str> = FailureCategory::ALL.iter().map(|c| c.as_str()).collect();
         assert_eq!(
             names,
@@ -163,7 +172,8 @@ mod tests {
                 "crypto",
                 "io",
                 "client-too-old",
-                "storage-refused"
+                "storage-refused",
+                "key-unavailable"
             ]
         );
         for c in FailureCategory::ALL {
@@ -179,9 +189,9 @@ mod tests {
     fn non_retryable_codes_per_job_kind() {
         // The values the Job builders used before the contract existed, plus client-too-old
         // (retrying cannot make the tools newer) and storage-refused (nor fix credentials or
-        // create a bucket).
-        assert_eq!(BACKUP_NON_RETRYABLE, [2, 14, 16, 17]);
-        assert_eq!(RESTORE_NON_RETRYABLE, [2, 11, 13, 14, 16, 17]);
+        // create a bucket), and key-unavailable (a disabled or deleted KMS key stays so).
+        assert_eq!(BACKUP_NON_RETRYABLE, [2, 14, 16, 17, 18]);
+        assert_eq!(RESTORE_NON_RETRYABLE, [2, 11, 13, 14, 16, 17, 18]);
         assert_eq!(PRUNE_NON_RETRYABLE, [2, 13, 17]);
         assert_eq!(COPY_NON_RETRYABLE, [2, 13, 17]);
         assert!(VALIDATION_NON_RETRYABLE.is_empty());

@@ -33,9 +33,15 @@ pub use progress::{
 };
 pub use summary::{
     AgentReport, ArtifactSummary, BackupSummary, CopySummary, DropPreviousSummary, FailureSummary,
-    Operation, PruneSummary, Report, RestoreReport, RestoreSummary, STATUS_FAILED,
+    Operation, PruneSummary, Report, RestoreReport, RestoreSummary, RewrapSummary, STATUS_FAILED,
     STATUS_SUCCEEDED, Succeeded, Summary, SwapSummary, ValidateSummary, ValidationReport,
+    WrappedFor,
 };
+
+/// Prefix of the agent's environment variables with a KMS key's own credentials
+/// (`DG_KMS_AWS_ACCESS_KEY_ID`, `DG_KMS_AWS_SECRET_ACCESS_KEY`, `DG_KMS_AWS_SESSION_TOKEN`): the
+/// Job builders set them from the key's Secret, the agent reads them.
+pub const KMS_CREDENTIALS_ENV_PREFIX: &str = "DG_KMS_";
 
 /// Name of the agent container in every Job (the operator reads its logs, termination message
 /// and exit code).
@@ -86,6 +92,8 @@ pub const COMPONENT_VALIDATION: &str = "validation";
 pub const COMPONENT_PRUNE: &str = "prune";
 /// [`COMPONENT_LABEL`] of a copy Job.
 pub const COMPONENT_COPY: &str = "copy";
+/// [`COMPONENT_LABEL`] of a key rotation Job.
+pub const COMPONENT_ROTATION: &str = "rotation";
 
 /// Label with the BackupPolicy's name (backup and prune Jobs). It also labels the BackupRuns and
 /// RestoreValidations a policy creates, so it is defined with the policy's API type.

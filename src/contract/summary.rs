@@ -59,6 +59,8 @@ pub enum Succeeded {
     /// `"operation": "drop-previous"`.
     #[serde(rename = "drop-previous")]
     DropPrevious(DropPreviousSummary),
+    /// `"operation": "rewrap"`.
+    Rewrap(RewrapSummary),
 }
 
 /// What the agent was doing (`operation`).
@@ -78,6 +80,8 @@ pub enum Operation {
     /// `agent drop-previous`.
     #[serde(rename = "drop-previous")]
     DropPrevious,
+    /// `agent rewrap`.
+    Rewrap,
 }
 
 impl Operation {
@@ -90,6 +94,7 @@ impl Operation {
             Operation::Prune => "prune",
             Operation::Copy => "copy",
             Operation::DropPrevious => "drop-previous",
+            Operation::Rewrap => "rewrap",
         }
     }
 }
@@ -271,6 +276,43 @@ pub struct DropPreviousSummary {
     pub existed: bool,
     /// Wall time.
     pub duration_seconds: f64,
+}
+
+/// Who a backup's data key is wrapped for: fingerprints and key ids, never keys.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WrappedFor {
+    /// Fingerprints of the age recipients.
+    #[serde(default)]
+    pub recipients: Vec<String>,
+    /// KMS key ARNs.
+    #[serde(default)]
+    pub kms_keys: Vec<String>,
+}
+
+/// Summary of a re-wrapped backup: its manifest rewritten with the data key wrapped for the new
+/// keys; its artifacts untouched.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RewrapSummary {
+    /// The manifest rewritten.
+    pub location: String,
+    /// SHA-256 of the manifest's bytes before.
+    pub previous_manifest_sha256: String,
+    /// SHA-256 of the manifest's bytes now (the digest a restore must be pinned to).
+    pub manifest_sha256: String,
+    /// Fingerprint of the data key (unchanged).
+    pub data_key: String,
+    /// Who the data key is wrapped for now.
+    pub wrapped_for: WrappedFor,
+    /// Wall time.
+    pub duration_seconds: f64,
+}
+
+impl From<RewrapSummary> for Summary {
+    fn from(s: RewrapSummary) -> Self {
+        Summary::Succeeded(Succeeded::Rewrap(s))
+    }
 }
 
 /// Summary of a successful copy of a backup to another storage.

@@ -45,7 +45,7 @@ use super::shell::{
     JobBuildError, JobDefaults, JobShell, STORAGE_MOUNT, agent_container, agent_env, escape_dollar,
     job, plain_env, pod_failure_policy, pod_spec, push_flag, required, secret_env,
 };
-use super::source::{Source, join_key};
+use super::source::{Source, join_key, push_kms_key};
 
 /// Where the recipients Secret is mounted.
 const RECIPIENTS_DIR: &str = "/etc/dataguardian/recipients";
@@ -122,8 +122,14 @@ pub fn build_attempt(
     if let Some(n) = parallelism(spec.parallelism, template.resources.as_ref()) {
         push_flag(&mut args, "--parallelism", &n.to_string());
     }
-    if let Some(encryption) = &spec.encryption {
-        let selector = &encryption.recipients_secret_ref;
+    if let Some(kms) = spec.encryption.as_ref().and_then(|e| e.kms.as_ref()) {
+        push_kms_key(kms, &mut args, &mut env);
+    }
+    if let Some(selector) = spec
+        .encryption
+        .as_ref()
+        .and_then(|e| e.recipients_secret_ref.as_ref())
+    {
         volumes.push(Volume {
             name: "recipients".into(),
             secret: Some(SecretVolumeSource {
@@ -684,7 +690,7 @@ spec: {policyRef: {name: nightly}, trigger: Scheduled, scheduledTime: "2026-11-2
                 "parallelism": 1,
                 "podFailurePolicy": {"rules": [
                     {"action": "FailJob", "onExitCodes": {
-                        "containerName": "agent", "operator": "In", "values": [2, 14, 16, 17]}},
+                        "containerName": "agent", "operator": "In", "values": [2, 14, 16, 17, 18]}},
                     {"action": "Ignore", "onPodConditions": [
                         {"type": "DisruptionTarget", "status": "True"}]}
                 ]},
@@ -858,7 +864,8 @@ spec: {policyRef: {name: nightly}, trigger: Scheduled, scheduledTime: "2026-11-2
                 i32::from(AgentError::Config(String::new()).exit_code()),
                 i32::from(AgentError::Crypto(String::new()).exit_code()),
                 i32::from(AgentError::ClientTooOld(String::new()).exit_code()),
-                i32::from(AgentError::StorageRefused(String::new()).exit_code())
+                i32::from(AgentError::StorageRefused(String::new()).exit_code()),
+                i32::from(AgentError::KeyUnavailable(String::new()).exit_code())
             ]
         );
     }
@@ -1319,6 +1326,66 @@ spec:
         assert_eq!(b.to, "file:/backup/shop/maria");
         let location: crate::agent::storage::Location = b.to.parse().unwrap();
         assert_eq!(location.to_string(), "file:///backup/shop/maria");
+    }
+
+    /// A KMS key on the policy reaches the agent as `--kms-key`/`--kms-region`/`--kms-endpoint`
+    /// with its own credentials (`DG_KMS_AWS_*` from its Secret), beside or instead of the
+    /// recipients; the backup Job gets nothing that unwraps (no identity, no `--kms` decrypt).
+    #[test]
+    fn a_kms_key_reaches_the_agent_with_its_own_credentials_and_nothing_that_unwraps() {
+        let both = POLICY.replace(
+            "encryption: {recipientsSecretRef: {name: backup-age, key: recipients}}",
+            "encryption: {recipientsSecretRef: {name: backup-age, key: recipients},\n    kms: {keyId: alias/backups, region: eu-west-1, endpoint: \"https://kms.internal:8443\",\n          credentialsSecretRef: {name: kms-creds}}}",
+        );
+        let job = build_json(RUN, &both, S3_STORAGE);
+        let b = parse_with_the_agent_cli(&job);
+        assert_eq!(b.kms.kms_key.as_deref(), Some("alias/backups"));
+        assert_eq!(b.kms.access.kms_region.as_deref(), Some("eu-west-1"));
+        assert_eq!(
+            b.kms.access.kms_endpoint.as_deref(),
+            Some("https://kms.internal:8443")
+        );
+        assert!(b.recipients_file.is_some());
+        let secret_of = |name: &str| {
+            env(&job)
+                .iter()
+                .find(|e| e["name"] == name)
+                .map(|e| e["valueFrom"]["secretKeyRef"].clone())
+        };
+        assert_eq!(
+            secret_of("DG_KMS_AWS_ACCESS_KEY_ID"),
+            Some(json!({"name": "kms-creds", "key": "AWS_ACCESS_KEY_ID"}))
+        );
+        assert_eq!(
+            secret_of("DG_KMS_AWS_SECRET_ACCESS_KEY"),
+            Some(json!({"name": "kms-creds", "key": "AWS_SECRET_ACCESS_KEY"}))
+        );
+        let joined = args(&job).join(" ");
+        assert!(
+            !joined.contains("--identity-file") && !joined.contains("--kms "),
+            "{joined}"
+        );
+        assert!(!b.kms.access.use_kms);
+
+        // KMS only: no recipients volume, the key alone.
+        let kms_only = POLICY.replace(
+            "encryption: {recipientsSecretRef: {name: backup-age, key: recipients}}",
+            "encryption: {kms: {keyId: \"arn:aws:kms:eu-west-1:111122223333:key/k\", region: eu-west-1}}",
+        );
+        let job = build_json(RUN, &kms_only, S3_STORAGE);
+        let b = parse_with_the_agent_cli(&job);
+        assert!(b.recipients_file.is_none());
+        assert_eq!(
+            b.kms.kms_key.as_deref(),
+            Some("arn:aws:kms:eu-west-1:111122223333:key/k")
+        );
+        assert!(
+            env(&job)
+                .iter()
+                .all(|e| e["name"] != "DG_KMS_AWS_ACCESS_KEY_ID")
+        );
+        let volumes = job["spec"]["template"]["spec"]["volumes"].to_string();
+        assert!(!volumes.contains("recipients"), "{volumes}");
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod copy_job;
 pub mod naming;
 pub mod prune_job;
 pub mod restore_job;
+pub mod rotation_job;
 pub mod shell;
 pub mod source;
 pub mod validation_job;

@@ -181,6 +181,7 @@ pub fn build(
     push_identity(
         spec.decryption.as_ref(),
         &mut args,
+        &mut env,
         &mut volumes,
         &mut mounts,
     );
@@ -437,7 +438,7 @@ spec:
         assert_eq!(rule["action"], "FailJob");
         assert_eq!(
             rule["onExitCodes"]["values"],
-            serde_json::json!([2, 11, 13, 14, 16, 17])
+            serde_json::json!([2, 11, 13, 14, 16, 17, 18])
         );
         let a = args(&v);
         let joined = a.join(" ");
@@ -510,6 +511,83 @@ spec:
                 &defaults()
             )
             .unwrap()
+        );
+    }
+
+    /// `decryption.kms` gives the restore Job KMS `Decrypt` (`--kms`, region, endpoint, its own
+    /// credentials) with or without the identity Secret; the agent's parser accepts the flags.
+    #[test]
+    fn decryption_by_kms_reaches_the_agent_with_or_without_an_identity() {
+        use clap::Parser;
+        let loc = "s3://shop-backups/shop/nightly/r1/manifest.json";
+        let kms_only = RUN.replace(
+            "decryption: {identitySecretRef: {name: backup-age-identity, key: identity}}",
+            "decryption: {kms: {region: eu-west-1, endpoint: \"http://127.0.0.1:4566\", credentialsSecretRef: {name: kms-restore}}}",
+        );
+        let v = json(
+            &build(
+                &run(&kms_only),
+                &storage_s3(),
+                loc,
+                &ArtifactPin::default(),
+                None,
+                &defaults(),
+            )
+            .unwrap(),
+        );
+        let a = args(&v);
+        let joined = a.join(" ");
+        assert!(
+            joined.contains("--kms --kms-region eu-west-1 --kms-endpoint http://127.0.0.1:4566"),
+            "{joined}"
+        );
+        assert!(!joined.contains("--identity-file"), "{joined}");
+        let pod = &v["spec"]["template"]["spec"];
+        assert!(!pod["volumes"].to_string().contains("identity"));
+        let env = pod["containers"][0]["env"].as_array().unwrap();
+        let id = env
+            .iter()
+            .find(|e| e["name"] == "DG_KMS_AWS_ACCESS_KEY_ID")
+            .unwrap();
+        assert_eq!(id["valueFrom"]["secretKeyRef"]["name"], "kms-restore");
+        assert!(id["value"].is_null());
+        let mut argv: Vec<String> =
+            serde_json::from_value(pod["containers"][0]["command"].clone()).unwrap();
+        argv.extend(a.iter().map(|x| x.replace("$$", "$")));
+        let cli = crate::cli::Cli::try_parse_from(&argv)
+            .unwrap_or_else(|e| panic!("the agent refuses {argv:?}: {e}"));
+        match cli.command {
+            crate::cli::Command::Agent(agent) => match agent.command {
+                crate::cli::agent::AgentCommand::Restore(r) => {
+                    assert!(r.kms.use_kms);
+                    assert!(r.identity_file.is_none());
+                }
+                other => panic!("not a restore: {other:?}"),
+            },
+            _ => panic!("not an agent command"),
+        }
+
+        // Both: the identity is mounted and KMS is there as the other way in.
+        let both = RUN.replace(
+            "decryption: {identitySecretRef: {name: backup-age-identity, key: identity}}",
+            "decryption: {identitySecretRef: {name: backup-age-identity, key: identity}, kms: {}}",
+        );
+        let joined = args(&json(
+            &build(
+                &run(&both),
+                &storage_s3(),
+                loc,
+                &ArtifactPin::default(),
+                None,
+                &defaults(),
+            )
+            .unwrap(),
+        ))
+        .join(" ");
+        assert!(joined.contains("--kms"), "{joined}");
+        assert!(
+            joined.contains("--identity-file /etc/dataguardian/identity/identity"),
+            "{joined}"
         );
     }
 
@@ -630,6 +708,7 @@ spec:
             AgentError::Crypto(String::new()),
             AgentError::ClientTooOld(String::new()),
             AgentError::StorageRefused(String::new()),
+            AgentError::KeyUnavailable(String::new()),
         ]
         .iter()
         .map(|e| i32::from(e.exit_code()))

@@ -9,7 +9,9 @@ use kube::ResourceExt;
 
 use crate::api::BackupStorage;
 use crate::api::backup_run::Artifact;
-use crate::api::common::{DatabaseSpec, Decryption, Engine, MysqlSslMode, SecretKeySelector};
+use crate::api::common::{
+    DatabaseSpec, Decryption, Engine, KmsKey, LocalObjectReference, MysqlSslMode, SecretKeySelector,
+};
 use crate::contract::manifest::{
     EXPECT_ENCRYPTION_FLAG, EXPECT_RECIPIENT_FLAG, EXPECT_SCOPE_FLAG, MANIFEST_SHA256_FLAG,
 };
@@ -277,17 +279,61 @@ pub(crate) fn push_pin(pin: &ArtifactPin, args: &mut Vec<String>) {
     }
 }
 
-/// Mounts the identity Secret read-only and points `--identity-file` at it.
+/// The KMS's own credentials (`credentialsSecretRef` of a KMS key or access) as the agent's
+/// `DG_KMS_AWS_*` environment; absent: the pod's workload identity.
+pub(crate) fn push_kms_credentials(creds: Option<&LocalObjectReference>, env: &mut Vec<EnvVar>) {
+    let Some(creds) = creds else {
+        return;
+    };
+    for (var, optional) in [
+        ("AWS_ACCESS_KEY_ID", false),
+        ("AWS_SECRET_ACCESS_KEY", false),
+        ("AWS_SESSION_TOKEN", true),
+    ] {
+        env.push(secret_env(
+            &format!("{}{var}", crate::contract::KMS_CREDENTIALS_ENV_PREFIX),
+            &SecretKeySelector::new(creds.name.clone(), var),
+            optional,
+        ));
+    }
+}
+
+/// The KMS key a backup wraps its data key by: `--kms-key`, `--kms-region`, `--kms-endpoint` and
+/// its credentials (the backup needs only `kms:Encrypt`).
+pub(crate) fn push_kms_key(kms: &KmsKey, args: &mut Vec<String>, env: &mut Vec<EnvVar>) {
+    push_flag(args, "--kms-key", &kms.key_id);
+    push_flag(args, "--kms-region", &kms.region);
+    if let Some(endpoint) = &kms.endpoint {
+        push_flag(args, "--kms-endpoint", endpoint);
+    }
+    push_kms_credentials(kms.credentials_secret_ref.as_ref(), env);
+}
+
+/// What unwraps a restore's or validation's data key: the identity Secret mounted read-only
+/// (`--identity-file`) and/or KMS `Decrypt` (`--kms`, region, endpoint, credentials).
 pub(crate) fn push_identity(
     decryption: Option<&Decryption>,
     args: &mut Vec<String>,
+    env: &mut Vec<EnvVar>,
     volumes: &mut Vec<Volume>,
     mounts: &mut Vec<VolumeMount>,
 ) {
     let Some(decryption) = decryption else {
         return;
     };
-    let selector = &decryption.identity_secret_ref;
+    if let Some(kms) = &decryption.kms {
+        args.push("--kms".into());
+        if let Some(region) = &kms.region {
+            push_flag(args, "--kms-region", region);
+        }
+        if let Some(endpoint) = &kms.endpoint {
+            push_flag(args, "--kms-endpoint", endpoint);
+        }
+        push_kms_credentials(kms.credentials_secret_ref.as_ref(), env);
+    }
+    let Some(selector) = &decryption.identity_secret_ref else {
+        return;
+    };
     volumes.push(Volume {
         name: "identity".into(),
         secret: Some(SecretVolumeSource {

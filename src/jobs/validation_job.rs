@@ -331,6 +331,7 @@ pub fn build(
     push_identity(
         spec.decryption.as_ref(),
         &mut args,
+        &mut env,
         &mut volumes,
         &mut mounts,
     );

@@ -1,5 +1,6 @@
 //! The operator process: leader election, health and metrics endpoints, controller startup.
 
+pub mod audit;
 pub mod health;
 pub mod leader;
 pub mod memory;

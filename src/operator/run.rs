@@ -18,6 +18,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
 use crate::api::{BackupPolicy, BackupStorage, RestoreRun, RestoreRunPhase, RestoreValidation};
+use crate::audit::sink::{AuditSink, SinkSettings};
 use crate::controller::common::context::{Context, Settings};
 use crate::controller::common::reconcile::{ControllerKind, error_policy, instrumented};
 use crate::controller::{
@@ -47,6 +48,8 @@ pub struct OperatorConfig {
     pub settings: Settings,
     /// The admission webhook (`None`: not served).
     pub webhook: Option<crate::admission::WebhookConfig>,
+    /// The BackupStorage the leader writes the audit trail to (`None`: no trail).
+    pub audit_storage: Option<crate::audit::StorageRef>,
 }
 
 /// Errors that stop the operator.
@@ -243,17 +246,31 @@ pub async fn run(args: OperatorConfig) -> Result<(), RunError> {
         watcher::Config::default().labels(crate::contract::JOB_SELECTOR),
     )
     .reconcile_on(validation_woken);
-    let ctx = Arc::new(
-        Context::new(
+    // The audit trail: written by the leader only (this replica, from now on).
+    let audit = args.audit_storage.clone().map(|storage| {
+        let sink = AuditSink::unopened(SinkSettings::default(), metrics.clone());
+        background.extend(super::audit::spawn(
             client.clone(),
-            metrics.clone(),
-            settings,
-            runs_cache.clone(),
-        )
-        .with_runs_synced(runs_synced.flag())
-        .with_restore_runs(restore_store)
-        .with_validations(validation_controller.store(), validation_wake),
-    );
+            storage,
+            settings.egress.clone(),
+            sink.clone(),
+            settings.requester_recorded,
+        ));
+        sink
+    });
+    let mut ctx = Context::new(
+        client.clone(),
+        metrics.clone(),
+        settings,
+        runs_cache.clone(),
+    )
+    .with_runs_synced(runs_synced.flag())
+    .with_restore_runs(restore_store)
+    .with_validations(validation_controller.store(), validation_wake);
+    if let Some(sink) = &audit {
+        ctx = ctx.with_audit(sink.clone());
+    }
+    let ctx = Arc::new(ctx);
     let (Some(policy_refs_for_validations), Some(policy_refs)) =
         (policy_watch.consumers.pop(), policy_watch.consumers.pop())
     else {
@@ -429,6 +446,25 @@ pub async fn run(args: OperatorConfig) -> Result<(), RunError> {
     };
     election_task.abort();
     stop(&mut background);
+    if let Some(sink) = &audit {
+        // Whatever is still queued gets one last chance before another replica leads (which
+        // re-sends from status anyway).
+        // The writer was stopped, perhaps mid-write: read each chain's head again.
+        sink.forget_heads();
+        match tokio::time::timeout(AUDIT_FINAL_FLUSH, sink.flush()).await {
+            Ok(Ok(n)) if n > 0 => tracing::info!(records = n, "wrote the last audit records"),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, pending = sink.pending(), "last audit records not written; the next leader re-sends them from status")
+            }
+            Err(_) => {
+                tracing::warn!(
+                    pending = sink.pending(),
+                    "last audit records not written in time; the next leader re-sends them from status"
+                )
+            }
+        }
+    }
     let leases = Api::namespaced(client.clone(), &lease.namespace);
     match LeaderElector::release(&leases, &lease.name, &lease.identity).await {
         Ok(()) => tracing::info!(lease = %lease.name, "released the lease"),
@@ -436,6 +472,9 @@ pub async fn run(args: OperatorConfig) -> Result<(), RunError> {
     }
     result
 }
+
+/// How long a stopping leader tries to write its queued audit records.
+const AUDIT_FINAL_FLUSH: Duration = Duration::from_secs(5);
 
 /// Reconciles in flight per controller.
 const RECONCILE_CONCURRENCY: u16 = 16;

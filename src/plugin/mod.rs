@@ -6,6 +6,7 @@
 //!
 //! Exit codes: 0 success, 1 the run/restore/validation failed, 2 bad usage or an API error.
 
+pub mod audit;
 pub mod render;
 
 use std::process::ExitCode;
@@ -48,6 +49,7 @@ async fn client(namespace: Option<String>) -> Result<(Client, String), PluginErr
 
 /// Runs one command.
 pub async fn run(plugin: Plugin) -> Result<ExitCode, PluginError> {
+    let explicit_ns = plugin.namespace.clone();
     let (client, ns) = client(plugin.namespace).await?;
     let now = Utc::now();
     match plugin.command {
@@ -229,6 +231,9 @@ pub async fn run(plugin: Plugin) -> Result<ExitCode, PluginError> {
         }
         PluginCommand::Logs { name, follow } => logs(&client, &ns, &name, follow).await,
         PluginCommand::Approve { name, withdraw } => approve(&client, &ns, &name, withdraw).await,
+        PluginCommand::Audit { what, storage } => {
+            audit::run(&client, &storage, explicit_ns.as_deref(), what).await
+        }
         PluginCommand::Trace { name } => {
             let (_, trace_id) = run_of(&client, &ns, &name).await?;
             let link = std::env::var(TRACE_URL_ENV).ok();
@@ -337,7 +342,8 @@ fn post_params() -> PostParams {
 fn identity(spec: &str) -> Decryption {
     let (name, key) = spec.split_once(':').unwrap_or((spec, "identity"));
     Decryption {
-        identity_secret_ref: SecretKeySelector::new(name, key),
+        identity_secret_ref: Some(SecretKeySelector::new(name, key)),
+        kms: None,
     }
 }
 

@@ -163,6 +163,9 @@ pub struct Metrics {
     pub reconcile_duration: Family<ReconcileLabels, Histogram>,
     pub queue_depth: Family<QueueLabels, Gauge>,
     pub rpo_met: Family<PolicyLabels, Gauge>,
+    /// 1 when the policy's newest finished validation restored within its `rto`, 0 when not;
+    /// absent without an objective or a measurement.
+    pub rto_met: Family<PolicyLabels, Gauge>,
     /// Completion time of the newest backup with a confirmed copy on a secondary storage (the
     /// copy's recovery point: `time() - this` is its RPO).
     pub copy_last_success: Family<CopyLabels, Gauge<f64, AtomicU64>>,
@@ -179,6 +182,14 @@ pub struct Metrics {
     /// From a run's creation to its Job's creation (manual run → Job, the SLI of
     /// docs/slo.md), by kind and trigger.
     pub start_latency: Family<StartLabels, Histogram>,
+    /// Audit records waiting to be written to the audit storage (docs/audit.md).
+    pub audit_pending: Gauge,
+    /// Age of the oldest audit record waiting to be written, 0 when none waits.
+    pub audit_oldest_pending: Gauge<f64, AtomicU64>,
+    /// Audit records whose segment write failed (each is retried).
+    pub audit_failed: Counter,
+    /// Audit records written (confirmed by the audit storage).
+    pub audit_written: Counter,
 }
 
 /// Labels of the start latency: which kind of run and how it was triggered.
@@ -335,6 +346,12 @@ impl Metrics {
             "1 when the policy's newest successful backup is within its recovery point objective, 0 when not",
             rpo_met.clone(),
         );
+        let rto_met = Family::<PolicyLabels, Gauge>::default();
+        registry.register(
+            "policy_rto_met",
+            "1 when the policy's newest finished restore validation restored within its recovery time objective, 0 when not",
+            rto_met.clone(),
+        );
         let copy_last_success = Family::<CopyLabels, Gauge<f64, AtomicU64>>::default();
         registry.register(
             "copy_last_success_timestamp_seconds",
@@ -379,6 +396,30 @@ impl Metrics {
             "spec.leaseTransitions of the leader Lease as last seen by this replica (leadership changes since the Lease was created)",
             lease_transitions.clone(),
         );
+        let audit_pending = Gauge::default();
+        registry.register(
+            "audit_records_pending",
+            "Audit records waiting to be written to the audit storage",
+            audit_pending.clone(),
+        );
+        let audit_oldest_pending = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "audit_oldest_pending_seconds",
+            "Age of the oldest audit record waiting to be written (0 when none waits)",
+            audit_oldest_pending.clone(),
+        );
+        let audit_failed = Counter::default();
+        registry.register(
+            "audit_records_failed",
+            "Audit records whose segment write failed (each is retried until confirmed)",
+            audit_failed.clone(),
+        );
+        let audit_written = Counter::default();
+        registry.register(
+            "audit_records_written",
+            "Audit records written to the audit storage and confirmed",
+            audit_written.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             backup_runs,
@@ -397,6 +438,7 @@ impl Metrics {
             reconcile_duration,
             queue_depth,
             rpo_met,
+            rto_met,
             copy_last_success,
             copy_pending,
             notifications,
@@ -404,6 +446,10 @@ impl Metrics {
             lease_transitions,
             validation_rto,
             start_latency,
+            audit_pending,
+            audit_oldest_pending,
+            audit_failed,
+            audit_written,
         }
     }
 

@@ -366,6 +366,14 @@ impl RunTrace {
         }
     }
 
+    /// Makes `span` (not yet entered) a child of the run's root span and returns the W3C Trace
+    /// Context of `span` for a Job's environment: for the Jobs that work on a finished run
+    /// (its copies), whose spans join the run's trace. Empty when tracing is off.
+    pub fn later_job_span(&self, span: &tracing::Span) -> Vec<(String, String)> {
+        self.adopt(span);
+        job_context(span)
+    }
+
     /// Gives `span` (not yet entered, a child of the current reconcile) the run's fixed Job-span
     /// id, and returns the W3C Trace Context to put into the Job's environment (empty when
     /// tracing is off).
@@ -430,6 +438,15 @@ fn inject(cx: &Context) -> Vec<(String, String)> {
         out.push((TRACESTATE_ENV.to_string(), s));
     }
     out
+}
+
+/// The W3C Trace Context of `span` (`TRACEPARENT`, `TRACESTATE`) for the environment of a Job
+/// created inside it, so that the agent's spans are its children. Empty when tracing is off.
+pub fn job_context(span: &tracing::Span) -> Vec<(String, String)> {
+    if !enabled() {
+        return Vec::new();
+    }
+    inject(&span.context())
 }
 
 /// Makes `span` (not yet entered) continue the trace in `TRACEPARENT`/`TRACESTATE` of this

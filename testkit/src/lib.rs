@@ -45,6 +45,7 @@ mod error;
 mod forward_proxy;
 mod http_framing;
 pub mod images;
+mod kms;
 mod kubectl;
 mod mariadb;
 mod moto;
@@ -60,6 +61,7 @@ mod tls;
 
 pub use error::{Error, Result};
 pub use forward_proxy::{ForwardProxy, ProxiedRequest};
+pub use kms::KmsKeyStateProxy;
 pub use kubectl::{KubectlOutput, kubectl};
 pub use mariadb::{MariaDb, MariaDbBuilder};
 pub use moto::{ACCESS_KEY_ID, Moto, MotoBuilder, REGION, SECRET_ACCESS_KEY, s3_client};

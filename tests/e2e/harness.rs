@@ -103,6 +103,51 @@ impl Cluster {
         }
     }
 
+    /// Kills (SIGKILL, no chance to clean up) the running containers of the pods of Job `job`
+    /// in `ns`, as a node crash or an OOM kill would; returns how many. On the stand-in its
+    /// kubelet's containers are killed in the Docker Engine; on a real cluster the pods are
+    /// force-deleted with no grace period.
+    pub fn kill_job_containers(&self, ns: &str, job: &str) -> usize {
+        if self._server.is_none() {
+            let out = std::process::Command::new("kubectl")
+                .arg("--kubeconfig")
+                .arg(&self.kubeconfig)
+                .args(["delete", "pods", "-n", ns, "-l"])
+                .arg(format!("job-name={job}"))
+                .args(["--grace-period=0", "--force", "-o", "name"])
+                .output()
+                .expect("kubectl delete pods");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return String::from_utf8_lossy(&out.stdout).lines().count();
+        }
+        // Containers are named `k8s_<container>_<pod>_<namespace>_<uid8>_<attempt>`; the pod's
+        // name starts with the Job's.
+        let out = std::process::Command::new("docker")
+            .args(["ps", "--format", "{{.Names}}"])
+            .output()
+            .expect("docker ps");
+        let names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|n| {
+                let parts: Vec<&str> = n.split('_').collect();
+                parts.len() >= 4 && parts[0] == "k8s" && parts[2].starts_with(job) && parts[3] == ns
+            })
+            .map(str::to_string)
+            .collect();
+        for name in &names {
+            let status = std::process::Command::new("docker")
+                .args(["kill", "--signal", "KILL", name])
+                .status()
+                .expect("docker kill");
+            assert!(status.success(), "docker kill {name}");
+        }
+        names.len()
+    }
+
     /// Where the stand-in's kubelet keeps the contents of the claim `ns/claim` (`None` on a real
     /// cluster, whose volumes the tests cannot look into).
     #[allow(dead_code)]

@@ -24,6 +24,9 @@ use crate::harness::{Cluster, Services, TestUser, agent_image, jobs, manual_run,
 const SYSTEM_NS: &str = "dataguardian-system";
 const DEPLOYMENT: &str = "dataguardian";
 const LEASE: &str = "dataguardian-operator";
+/// The audit trail's BackupStorage (Helm install) and its Object-Locked bucket.
+const AUDIT_STORAGE: &str = "audit";
+const AUDIT_BUCKET: &str = "audit-trail";
 
 /// How the product is installed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +84,8 @@ operator:
   egressAllowCIDRs: ["127.0.0.0/8"]
   leaderElection:
     leaseDurationSeconds: 6
+  audit:
+    storage: {SYSTEM_NS}/{AUDIT_STORAGE}
 metrics:
   bindAddress: "$(POD_IP)"
 webhook:
@@ -524,6 +529,15 @@ stderr:
             .any(|e| e.starts_with("Approved:") && e.contains(&carol_name)),
         "{events:#?}"
     );
+    audit_trail_names_requester_and_approver(
+        cluster,
+        services,
+        ns,
+        "overwrite-shop",
+        &whoami(alice),
+        &carol_name,
+    )
+    .await;
 
     // An approval that expires before the restore can start: approvals now hold 3 s; the
     // target's Secret is missing, carol approves, the Secret comes 4 s later.
@@ -621,6 +635,98 @@ stderr:
         .expect("back to the default");
 }
 
+/// The WORM audit trail (docs/audit.md), read back with `kubectl dataguardian audit`: the
+/// restore's records name who asked and who approved; the chain verifies; every segment in the
+/// bucket carries Object Lock retention.
+async fn audit_trail_names_requester_and_approver(
+    cluster: &Cluster,
+    services: &Services,
+    ns: &str,
+    restore: &str,
+    requester: &str,
+    approver: &str,
+) {
+    let storage = format!("--storage={SYSTEM_NS}/{AUDIT_STORAGE}");
+    let started = Instant::now();
+    let records = loop {
+        let (code, out, err) = cluster.plugin(&["audit", "show", "-n", ns, "-o", "json", &storage]);
+        let records: Vec<serde_json::Value> = if code == 0 {
+            serde_json::from_str(&out).unwrap_or_else(|e| {
+                panic!(
+                    "audit show -o json: {e}
+{out}"
+                )
+            })
+        } else {
+            Vec::new()
+        };
+        let finished = records
+            .iter()
+            .any(|r| r["name"] == restore && r["action"] == "RestoreFinished");
+        if finished {
+            break records;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "the restore's audit records never arrived (exit {code})\nstdout:\n{out}\nstderr:\n{err}\n{}",
+            operator_diagnostics(cluster).await
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
+    let of = |action: &str| {
+        records
+            .iter()
+            .find(|r| r["name"] == restore && r["action"] == action)
+            .unwrap_or_else(|| panic!("no {action} record of {restore}: {records:#?}"))
+    };
+    for action in [
+        "RestoreRequested",
+        "RestoreApproved",
+        "RestoreStarted",
+        "RestoreFinished",
+    ] {
+        assert_eq!(of(action)["actor"], requester, "{action}: {records:#?}");
+    }
+    for action in ["RestoreApproved", "RestoreStarted", "RestoreFinished"] {
+        assert_eq!(of(action)["approver"], approver, "{action}: {records:#?}");
+    }
+    assert_eq!(of("RestoreFinished")["outcome"], "Succeeded");
+    // The table names them too.
+    let (code, table, err) = cluster.plugin(&["audit", "show", "-n", ns, &storage]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        table.lines().any(|l| l.contains("RestoreApproved")
+            && l.contains(requester)
+            && l.contains(approver)),
+        "{table}"
+    );
+    let (code, out, err) = cluster.plugin(&["audit", "verify", "-n", ns, &storage]);
+    assert_eq!(code, 0, "audit verify\nstdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains(&format!("{ns}: intact")), "{out}");
+    // Retention headers on every segment.
+    let client = services.s3.s3_client();
+    let keys = services
+        .s3
+        .list_keys(AUDIT_BUCKET, "trail/audit/")
+        .expect("audit keys");
+    assert!(!keys.is_empty());
+    for key in keys {
+        let head = client
+            .head_object()
+            .bucket(AUDIT_BUCKET)
+            .key(&key)
+            .send()
+            .await
+            .expect("head segment");
+        assert_eq!(
+            head.object_lock_mode().map(|m| m.as_str()),
+            Some("GOVERNANCE"),
+            "{key}"
+        );
+        assert!(head.object_lock_retain_until_date().is_some(), "{key}");
+    }
+}
+
 fn last_line(out: &str) -> &str {
     out.lines().last().unwrap_or_default()
 }
@@ -681,6 +787,32 @@ async fn install_scenario(installer: Installer) {
         );
     }
     let (first_leader, first_transitions) = wait_leader(&cluster, &names(&first_pods)).await;
+    if installer == Installer::Helm {
+        // The platform team's audit storage, on a bucket with Object Lock (docs/audit.md). The
+        // operator was told about it by the chart and opens it once it exists.
+        services
+            .s3
+            .create_bucket_with_object_lock(AUDIT_BUCKET)
+            .expect("audit bucket");
+        cluster.apply(&format!(
+            r#"apiVersion: v1
+kind: Secret
+metadata: {{name: audit-s3, namespace: {SYSTEM_NS}}}
+stringData: {{AWS_ACCESS_KEY_ID: {key}, AWS_SECRET_ACCESS_KEY: {secret}}}
+---
+apiVersion: dataguardian.io/v1alpha1
+kind: BackupStorage
+metadata: {{name: {AUDIT_STORAGE}, namespace: {SYSTEM_NS}}}
+spec:
+  s3: {{bucket: {AUDIT_BUCKET}, region: us-east-1, endpoint: "{endpoint}", forcePathStyle: true,
+       prefix: trail/, credentialsSecretRef: {{name: audit-s3}},
+       objectLock: {{mode: GOVERNANCE, days: 1}}}}
+"#,
+            key = services.s3.access_key_id(),
+            secret = services.s3.secret_access_key(),
+            endpoint = services.s3.endpoint(),
+        ));
+    }
 
     // ---- The tenant: the platform team (admin) sets up storage and policy in `shop`.
     // One tenant namespace per scenario, so both run one after the other on a real cluster.

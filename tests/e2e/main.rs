@@ -10,6 +10,7 @@ mod copies;
 mod demo;
 mod harness;
 mod install;
+mod keys;
 mod mariadb;
 mod notify;
 mod operations;

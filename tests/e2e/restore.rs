@@ -18,7 +18,7 @@ async fn scenario(ns: &str, extra_policy_spec: &str) -> Scenario {
 }
 
 impl Scenario {
-    async fn backup(&self, name: &str) -> BackupRun {
+    pub(crate) async fn backup(&self, name: &str) -> BackupRun {
         let run = self.run_to_end(name, "shop").await;
         assert_eq!(
             phase(&run).as_deref(),
@@ -540,7 +540,7 @@ async fn the_policy_validates_its_backups_automatically() {
     let _serial = crate::serial().await;
     let s = scenario(
         "autovalidate",
-        "  validation: {everyNthBackup: 1, historyLimit: 2}\n",
+        "  rto: 1h\n  validation: {everyNthBackup: 1, historyLimit: 2}\n",
     )
     .await;
     s.backup("b1").await;
@@ -572,11 +572,32 @@ async fn the_policy_validates_its_backups_automatically() {
                         .conditions
                         .iter()
                         .any(|c| c.type_ == "Verified" && c.status == "True")
+                    && st
+                        .conditions
+                        .iter()
+                        .any(|c| c.type_ == "RTOMet" && c.status == "True")
             })
         },
     )
     .await;
-    assert_eq!(p.status.unwrap().backups_since_validation, Some(0));
+    let st = p.status.unwrap();
+    assert_eq!(st.backups_since_validation, Some(0));
+    // The restore the validation measured is within the policy's RTO of an hour.
+    let rto = st.conditions.iter().find(|c| c.type_ == "RTOMet").unwrap();
+    assert_eq!(rto.reason, "WithinObjective", "{rto:?}");
+    assert!(
+        rto.message.contains("b1-validation") && rto.message.contains("1h"),
+        "{rto:?}"
+    );
+    let (code, metrics) = s.operator.http_get("/metrics").expect("metrics");
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains(&format!(
+            r#"dataguardian_policy_rto_met{{namespace="{}",policy="shop"}} 1"#,
+            s.ns
+        )),
+        "{metrics}"
+    );
     wait_for::<BackupRun, _>(
         &s.cluster,
         Some(&s.operator),

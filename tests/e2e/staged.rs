@@ -1,8 +1,9 @@
 //! Staged and masked restores end to end (issue 16): the operator's Job restores into a staging
 //! database, masks it, checks the guard and only then swaps it in. A poller watches the target
 //! during the whole masked restore and never sees an unmasked row; the kept previous target is
-//! dropped by the cleanup Job after its grace period; a failing guard and a tampered artifact
-//! leave the target byte-for-byte as it was (every table's rows and md5 compared).
+//! dropped by the cleanup Job after its grace period; a failing guard, a tampered artifact and a
+//! restore whose container is killed mid-stream leave the target byte-for-byte as it was (every
+//! table's rows and md5 compared).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -202,5 +203,102 @@ async fn staged_masked_restores_swap_clean_up_and_never_half_restore() {
     let st = r.status.unwrap();
     assert_eq!(st.reason.as_deref(), Some("ChecksumMismatch"), "{st:#?}");
     assert_eq!(fingerprint(pg, "shop_staging"), before);
+    assert!(!databases(pg).contains("_dgstaging"), "{}", databases(pg));
+
+    // 5. Killed mid-stream (SIGKILL of the Job's container: no cleanup possible). A storage
+    // `slow` reaches the same bucket through a proxy that stalls downloads half-way through the
+    // data; the container is killed there. The restore fails, the target is byte-for-byte as
+    // it was.
+    let b2 = s.backup("b2").await;
+    let artifact = b2.status.unwrap().artifact.unwrap();
+    // The manifest's key in the bucket (the storage's prefix included).
+    let manifest_key = artifact
+        .manifest_key
+        .as_deref()
+        .expect("b2's manifest key")
+        .trim_start_matches(&format!("s3://{}/", s.services.bucket))
+        .to_string();
+    assert!(manifest_key.starts_with("e2e/"), "{manifest_key}");
+    let manifest_len = s
+        .services
+        .s3
+        .get_object(&s.services.bucket, &manifest_key)
+        .unwrap()
+        .len() as u64;
+    let size = artifact.size_bytes;
+    let stall_at = manifest_len + size / 2;
+    let proxy = testkit::FaultyProxy::start(
+        s.services.s3.addr(),
+        testkit::FaultPlan::StallDownloadAfterBytes(stall_at),
+    )
+    .expect("proxy");
+    s.cluster.apply(&format!(
+        r#"apiVersion: dataguardian.io/v1alpha1
+kind: BackupStorage
+metadata: {{name: slow, namespace: {ns}}}
+spec:
+  s3: {{bucket: {bucket}, region: us-east-1, endpoint: "{endpoint}", forcePathStyle: true,
+       prefix: e2e/, credentialsSecretRef: {{name: s3-creds}}}}
+---
+apiVersion: dataguardian.io/v1alpha1
+kind: RestoreRun
+metadata: {{name: killed, namespace: {ns}}}
+spec:
+  storageRef: {{name: slow}}
+  key: {key}
+  target: {{postgres: {target}}}
+  overwrite: true
+  backoffLimit: 0
+"#,
+        ns = s.ns,
+        bucket = s.services.bucket,
+        endpoint = proxy.endpoint(),
+        key = manifest_key.trim_start_matches("e2e/"),
+        target = s.services.postgres_endpoint("shop_staging"),
+    ));
+    let running = wait_for::<RestoreRun, _>(
+        &s.cluster,
+        Some(&s.operator),
+        &s.ns,
+        "killed",
+        Duration::from_secs(120),
+        "the restore's Job stalled half-way through the download",
+        |r| {
+            r.status.as_ref().is_some_and(|st| st.job_name.is_some())
+                && proxy.stats().bytes_down >= stall_at
+        },
+    )
+    .await;
+    // Let it sit in the stall a moment, then kill it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let job = running.status.unwrap().job_name.unwrap();
+    assert_eq!(
+        s.cluster.kill_job_containers(&s.ns, &job),
+        1,
+        "the restore's container was running"
+    );
+    let r = s.restore_finished("killed").await;
+    let st = r.status.unwrap();
+    assert_eq!(
+        st.phase.map(|p| format!("{p:?}")).as_deref(),
+        Some("Failed"),
+        "{st:#?}"
+    );
+    assert_eq!(
+        fingerprint(pg, "shop_staging"),
+        before,
+        "killed mid-stream: the target changed"
+    );
+
+    // The next restore (from the real storage) cleans up what the killed one left behind.
+    s.cluster
+        .apply(&s.restore_yaml("after-kill", "b2", "shop_staging", "  overwrite: true\n"));
+    let r = s.restore_finished("after-kill").await;
+    let st = r.status.unwrap();
+    assert_eq!(
+        st.phase.map(|p| format!("{p:?}")).as_deref(),
+        Some("Succeeded"),
+        "{st:#?}"
+    );
     assert!(!databases(pg).contains("_dgstaging"), "{}", databases(pg));
 }

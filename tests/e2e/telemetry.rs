@@ -278,3 +278,185 @@ async fn one_backup_run_is_one_trace_from_the_operator_into_the_job() {
         "the operator's log names the trace"
     );
 }
+
+/// A restore and a validation are one trace each, like a backup: the operator's root span for
+/// the object, its `create_job` span, and the agent's spans inside the Job (the agent's root a
+/// child of `create_job`; one span per validation check). A failing backup's trace carries the
+/// error on the run's root span and on the agent's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restores_validations_and_failures_are_one_trace_each() {
+    use crate::backup::scenario_with;
+    use crate::harness::phase;
+    use dataguardian::api::{RestoreRun, RestoreValidation};
+    use testkit::{OtlpReceiver, ReceivedSpan};
+
+    let _serial = crate::serial().await;
+    let receiver = OtlpReceiver::start().expect("OTLP receiver");
+    let endpoint = receiver.http_endpoint();
+    let s = scenario_with(
+        "traces2",
+        "0 0 1 1 *",
+        "",
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+        ],
+    )
+    .await;
+    s.backup("b1").await;
+
+    // The spans of one trace once `done` holds for them, and checks common to every kind:
+    // the root span is the operator's and has no parent; the agent's root is a child of the
+    // operator's `create_job` span for `job`.
+    let trace_of = |trace_id: String, root: &'static str, agent: &'static str, also: &[&str]| {
+        let also: Vec<String> = also.iter().map(|x| x.to_string()).collect();
+        let in_trace = move |spans: &[ReceivedSpan]| -> Vec<ReceivedSpan> {
+            spans
+                .iter()
+                .filter(|x| x.trace_id == trace_id)
+                .cloned()
+                .collect()
+        };
+        let spans = receiver
+            .wait_for(
+                &format!("the {root} trace"),
+                Duration::from_secs(60),
+                |spans| {
+                    let t = in_trace(spans);
+                    t.iter().any(|x| x.name == root)
+                        && t.iter().any(|x| x.name == agent)
+                        && also.iter().all(|n| t.iter().any(|x| &x.name == n))
+                },
+            )
+            .unwrap_or_else(|e| panic!("{e}\n{}", s.operator.log()));
+        let trace = in_trace(&spans);
+        let one = |name: &str| -> ReceivedSpan {
+            trace
+                .iter()
+                .find(|x| x.name == name)
+                .cloned()
+                .unwrap_or_else(|| panic!("no span {name}"))
+        };
+        let (r, create, a) = (one(root), one("create_job"), one(agent));
+        assert_eq!(r.parent_span_id, "", "{root} is the trace's root");
+        assert_eq!(r.service, "dataguardian-operator");
+        assert_eq!(a.service, "dataguardian-agent");
+        assert_eq!(
+            a.parent_span_id, create.span_id,
+            "{agent} continues the operator's trace"
+        );
+        trace
+    };
+
+    // A restore.
+    s.cluster
+        .apply(&s.restore_yaml("traced-restore", "b1", "shop_traced", ""));
+    let r: RestoreRun = s.restore_finished("traced-restore").await;
+    let st = r.status.clone().unwrap();
+    assert_eq!(format!("{:?}", st.phase.unwrap()), "Succeeded", "{st:#?}");
+    let trace_id = st.trace_id.clone().expect("status.traceId of the restore");
+    let trace = trace_of(
+        trace_id.clone(),
+        "RestoreRun",
+        "agent restore",
+        &["artifact"],
+    );
+    let create = trace.iter().find(|x| x.name == "create_job").unwrap();
+    assert_eq!(create.attribute("k8s.job.name"), st.job_name.as_deref());
+    let (code, out, err) = s.cluster.plugin(&["trace", "traced-restore", "-n", &s.ns]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), trace_id);
+
+    // A validation: one span per check, a failed check an error.
+    s.cluster.apply(&s.validation_yaml(
+        "traced-validation",
+        "b1",
+        "    - {name: orders, sql: \"SELECT count(*) FROM orders\", expect: {equals: 500}}\n    - {name: too-few, sql: \"SELECT count(*) FROM customers\", expect: {equals: 1}}\n",
+    ));
+    let v: RestoreValidation = s.validation_finished("traced-validation").await;
+    let vst = v.status.clone().unwrap();
+    let trace_id = vst
+        .trace_id
+        .clone()
+        .expect("status.traceId of the validation");
+    let trace = trace_of(
+        trace_id,
+        "RestoreValidation",
+        "agent validate",
+        &["checks", "check"],
+    );
+    let checks: Vec<&ReceivedSpan> = trace.iter().filter(|x| x.name == "check").collect();
+    assert_eq!(checks.len(), 2, "{checks:#?}");
+    let by_check = |n: &str| {
+        checks
+            .iter()
+            .find(|c| c.attribute("check.name") == Some(n))
+            .unwrap_or_else(|| panic!("no span for check {n}"))
+    };
+    assert_ne!(by_check("orders").status_code, 2);
+    assert_eq!(
+        by_check("too-few").status_code,
+        2,
+        "a failed check is an error"
+    );
+
+    // A failing backup: a database nobody listens on.
+    let closed_port = testkit::free_port();
+    s.cluster.apply(&format!(
+        r#"apiVersion: dataguardian.io/v1alpha1
+kind: BackupPolicy
+metadata: {{name: unreachable, namespace: {ns}}}
+spec:
+  source: {{postgres: {{host: "127.0.0.1", port: {closed_port}, database: shop, user: postgres, passwordSecretRef: {{name: db-creds, key: password}}}}}}
+  storageRef: {{name: main}}
+  schedule: "0 0 1 1 *"
+  backoffLimit: 0
+"#,
+        ns = s.ns
+    ));
+    let run = s.run_to_end("doomed", "unreachable").await;
+    assert_eq!(phase(&run).as_deref(), Some("Failed"), "{:#?}", run.status);
+    let trace_id = run
+        .status
+        .as_ref()
+        .and_then(|st| st.trace_id.clone())
+        .expect("status.traceId of the failed run");
+    let trace = trace_of(trace_id, "BackupRun", "agent backup", &["connect"]);
+    let one = |name: &str| trace.iter().find(|x| x.name == name).unwrap();
+    let root = one("BackupRun");
+    assert_eq!(
+        root.status_code, 2,
+        "the run's failure is its root's status"
+    );
+    assert_eq!(
+        root.attribute("dataguardian.reason"),
+        Some(reason(&run).as_str())
+    );
+    let agent = one("agent backup");
+    assert_eq!(
+        agent.status_code, 2,
+        "the agent's root span carries the error"
+    );
+    assert!(!agent.status_message.is_empty());
+    assert_eq!(one("connect").status_code, 2);
+
+    // Nothing secret in any span of the three traces.
+    let secrets = [
+        s.services.pg.password(),
+        s.services.s3.secret_access_key(),
+        "postgres://",
+        "postgresql://",
+    ];
+    for span in receiver.spans() {
+        for text in span.texts() {
+            for secret in &secrets {
+                assert!(
+                    !text.contains(secret),
+                    "span {} carries {secret:?}",
+                    span.name
+                );
+            }
+        }
+    }
+}

@@ -13,6 +13,7 @@ use clap::{Args, Subcommand};
 
 pub mod copy;
 pub mod prune;
+pub mod rewrap;
 pub mod validate;
 
 use crate::agent::backup::{self, BackupRequest};
@@ -20,6 +21,7 @@ use crate::agent::compress::Compression;
 use crate::agent::crypto::Recipients;
 use crate::agent::engine::{DbUri, Secret};
 use crate::agent::error::{AgentError, Result};
+use crate::agent::kms::KmsSettings;
 use crate::agent::manifest::{Engine, sanitize};
 use crate::agent::restore::{self, RestoreRequest};
 use crate::agent::staging::Staging;
@@ -55,6 +57,10 @@ pub enum AgentCommand {
     /// Copy one backup (its artifacts, then its manifest) to another storage, checking every
     /// artifact's SHA-256 against the manifest. Needs no key: artifacts stay encrypted.
     Copy(copy::CopyArgs),
+    /// Re-key one backup: unwrap its data key with the old key (identity file or KMS) and wrap
+    /// it for the new recipients and/or KMS key. Only the manifest is rewritten (a new version
+    /// in a versioned bucket); the artifacts are untouched.
+    Rewrap(rewrap::RewrapArgs),
     /// Measure this node's backup data path (compression, age encryption, SHA-256) on
     /// generated data, without a database or storage: prints throughput and peak memory as
     /// JSON. Also what the CI performance gate runs under callgrind.
@@ -225,6 +231,8 @@ pub struct BackupArgs {
     /// File with age recipients, one per line.
     #[arg(long, env = "DG_RECIPIENTS_FILE")]
     pub recipients_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub kms: KmsArgs,
     /// S3 Object Lock mode for every object written.
     #[arg(
         long,
@@ -267,6 +275,65 @@ pub struct BackupArgs {
 fn parallelism(flag: Option<u16>) -> usize {
     flag.map(usize::from)
         .unwrap_or_else(crate::agent::backup::default_parallelism)
+}
+
+/// A KMS key wrapping each run's data key (beside or instead of `--recipient`).
+#[derive(Debug, Args, Default, Clone)]
+pub struct KmsArgs {
+    /// AWS KMS key (key id, key ARN, `alias/NAME` or alias ARN) that wraps each run's data key;
+    /// the backup needs only kms:Encrypt on it. Credentials: the standard AWS chain, as for S3.
+    #[arg(long, env = "DG_KMS_KEY")]
+    pub kms_key: Option<String>,
+    #[command(flatten)]
+    pub access: KmsAccessArgs,
+}
+
+/// How to reach the KMS (restore, validate: the key and region come from the manifest's wrap).
+/// KMS is asked only when one of these flags is given.
+#[derive(Debug, Args, Default, Clone)]
+pub struct KmsAccessArgs {
+    /// Unwrap the data key with AWS KMS Decrypt (the key and region recorded in the manifest)
+    /// when the identity file opens none of its wraps or none is given. Implied by
+    /// --kms-endpoint and --kms-region.
+    #[arg(long = "kms", env = "DG_KMS")]
+    pub use_kms: bool,
+    /// KMS endpoint for KMS-compatible services (http:// allowed); subject to
+    /// --egress-allow-cidrs like the S3 endpoint.
+    #[arg(long, env = "DG_KMS_ENDPOINT")]
+    pub kms_endpoint: Option<String>,
+    /// KMS region (default: the region recorded with the wrap, else AWS_REGION, else
+    /// us-east-1).
+    #[arg(long, env = "DG_KMS_REGION")]
+    pub kms_region: Option<String>,
+}
+
+impl KmsAccessArgs {
+    /// The KMS settings for unwrapping, when KMS is to be asked at all.
+    pub fn unwrap_settings(&self, egress: &crate::egress::EgressPolicy) -> Option<KmsSettings> {
+        (self.use_kms || self.kms_endpoint.is_some() || self.kms_region.is_some())
+            .then(|| self.settings(egress))
+    }
+
+    /// The KMS settings, with the egress policy of the S3 endpoint.
+    pub fn settings(&self, egress: &crate::egress::EgressPolicy) -> KmsSettings {
+        KmsSettings {
+            endpoint: self.kms_endpoint.clone(),
+            region: self.kms_region.clone(),
+            egress: egress.clone(),
+            credentials: crate::agent::kms::credentials_from_env(),
+        }
+    }
+}
+
+impl KmsArgs {
+    /// The key and its settings, when a key is given.
+    pub fn key(&self, egress: &crate::egress::EgressPolicy) -> Option<(String, KmsSettings)> {
+        self.kms_key
+            .as_deref()
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .map(|k| (k.to_string(), self.access.settings(egress)))
+    }
 }
 
 /// What the operator recorded about a backup (restore and validate): the agent refuses a
@@ -345,6 +412,10 @@ pub struct RestoreArgs {
     /// age identity file for encrypted backups.
     #[arg(long, env = "DG_IDENTITY_FILE")]
     pub identity_file: Option<PathBuf>,
+    /// KMS access for a data key wrapped by KMS (asked when the identity file opens none of
+    /// the wraps, or none is given).
+    #[command(flatten)]
+    pub kms: KmsAccessArgs,
     /// Create the target database when it does not exist.
     #[arg(long, env = "DG_CREATE_DATABASE")]
     pub create_database: bool,
@@ -583,6 +654,7 @@ fn backup_request(args: &BackupArgs) -> Result<BackupRequest> {
         run_id,
         compression: args.compression,
         recipients,
+        kms: args.kms.key(&args.common.egress_allow_cidrs),
         s3,
         dump_args: args.dump_args.clone(),
         progress_interval: Duration::from_secs(args.common.progress_interval_seconds.max(1)),
@@ -599,6 +671,7 @@ fn restore_request(args: &RestoreArgs) -> Result<RestoreRequest> {
         from: args.from.parse()?,
         pin: args.pin.pin()?,
         identity_file: args.identity_file.clone(),
+        kms: args.kms.unwrap_settings(&args.common.egress_allow_cidrs),
         create_database: args.create_database,
         clean: args.clean,
         overwrite: args.overwrite,
@@ -655,6 +728,7 @@ pub fn run(args: AgentArgs) -> ExitCode {
         AgentCommand::Validate(v) => return validate::run_cli(v),
         AgentCommand::Prune(p) => return prune::run_cli(p),
         AgentCommand::Copy(c) => return copy::run_cli(c),
+        AgentCommand::Rewrap(r) => return rewrap::run_cli(r),
         AgentCommand::Checks(c) => return run_checks(c),
         AgentCommand::Bench(b) => return run_bench(b),
     };
@@ -698,6 +772,7 @@ pub fn run(args: AgentArgs) -> ExitCode {
                 AgentCommand::Validate(_)
                 | AgentCommand::Prune(_)
                 | AgentCommand::Copy(_)
+                | AgentCommand::Rewrap(_)
                 | AgentCommand::Checks(_)
                 | AgentCommand::Bench(_) => Err(AgentError::Config(
                     "validate, prune, copy, checks and bench run on their own paths".into(),

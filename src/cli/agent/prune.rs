@@ -39,13 +39,19 @@ pub fn run_cli(args: &PruneArgs) -> ExitCode {
     let clock = Instant::now();
     super::init_logging(args.log_format);
     let termination_log = summary::termination_log_path(args.termination_log.clone());
-    let result = match args.manifest.parse::<Location>() {
+    // The agent's root span continues the operator's `create_prune_job` span (TRACEPARENT).
+    let span = super::agent_span("agent prune");
+    let result = span.in_scope(|| match args.manifest.parse::<Location>() {
         Ok(Location::File { path }) => prune(&path, args.manifest_sha256.as_deref()),
         Ok(Location::S3 { .. }) => Err(AgentError::Config(
             "prune removes artifacts from a directory (file://); the operator deletes S3 artifacts itself".into(),
         )),
         Err(e) => Err(e),
-    };
+    });
+    if let Err(e) = &result {
+        crate::telemetry::otel::fail(&span, e);
+    }
+    drop(span);
     match result {
         Ok(o) => {
             tracing::info!(

@@ -29,6 +29,9 @@ pub struct ValidateArgs {
     /// age identity file for encrypted backups.
     #[arg(long, env = "DG_IDENTITY_FILE")]
     pub identity_file: Option<PathBuf>,
+    /// KMS access for a data key wrapped by KMS.
+    #[command(flatten)]
+    pub kms: super::KmsAccessArgs,
     /// The checks as JSON (a RestoreValidation's `spec.checks`); default: one rowCounts check.
     #[arg(long, env = "DG_CHECKS")]
     pub checks: Option<String>,
@@ -60,6 +63,7 @@ fn request(args: &ValidateArgs) -> Result<ValidateRequest> {
         from: args.from.parse()?,
         pin: args.pin.pin()?,
         identity_file: args.identity_file.clone(),
+        kms: args.kms.unwrap_settings(&args.common.egress_allow_cidrs),
         checks: parse_checks(checks_text.as_deref())?,
         s3: super::s3_settings(&args.common),
         wait: Duration::from_secs(args.wait_seconds.max(1)),

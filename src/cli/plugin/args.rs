@@ -52,6 +52,22 @@ pub enum PluginCommand {
         #[arg(short, long)]
         follow: bool,
     },
+    /// The WORM audit trail in the audit storage: `audit verify` re-reads the hash chain and
+    /// reports a missing, altered or reordered segment with its location (exit 1);
+    /// `audit show` prints the records. `-n NS`: one namespace's chain (default: every one).
+    /// Reads S3 with the audit storage's credentials Secret.
+    Audit {
+        #[command(subcommand)]
+        what: AuditCommand,
+        /// The audit BackupStorage, `NAMESPACE/NAME` (the operator's `--audit-storage`).
+        #[arg(
+            long,
+            global = true,
+            env = "DATAGUARDIAN_AUDIT_STORAGE",
+            default_value = "dataguardian-system/audit"
+        )]
+        storage: String,
+    },
     /// The OpenTelemetry trace id of a BackupRun, RestoreRun or RestoreValidation (recorded
     /// when the operator exports traces), to look the run up in a tracing backend. With
     /// `DATAGUARDIAN_TRACE_URL` set (e.g. `https://jaeger.example/trace/{traceId}`), also the link.
@@ -59,6 +75,28 @@ pub enum PluginCommand {
         /// The run's name.
         name: String,
     },
+}
+
+/// `audit …`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Re-read every segment and check the hash chain.
+    Verify {
+        #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
+    /// Print the records, in chain order.
+    Show {
+        #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
+}
+
+/// How a command prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
 }
 
 /// `backup …`.

@@ -34,6 +34,7 @@ use crate::controller::common::storage_access::{AccessError, StorageAccess, ambi
 use crate::jobs::backup_job::{ExpectedBackup, expected_backup};
 use crate::jobs::{copy_job, prune_job};
 use crate::telemetry::metrics::CopyLabels;
+use crate::telemetry::otel;
 
 use super::copy_plan::{
     CopyCandidate, CopyMethod, Secondary, StoragePlan, copy_method, plan_copies,
@@ -392,7 +393,7 @@ async fn copy_one(
                 }
             }
             let defaults = crate::jobs::shell::JobDefaults::from(&ctx.settings);
-            let job = match copy_job::build(
+            let mut job = match copy_job::build(
                 &run.name_any(),
                 policy,
                 primary,
@@ -409,7 +410,15 @@ async fn copy_one(
                 field_manager: Some(super::FIELD_MANAGER.into()),
                 ..Default::default()
             };
-            match jobs.create(&pp, &job).await {
+            // The copy joins the run's trace: a child of the run's root span, the agent's spans
+            // children of this one.
+            let span = tracing::info_span!("create_copy_job", k8s.job.name = %job_name);
+            let trace = match crate::controller::common::run_trace::of(&run.metadata) {
+                Some(t) => t.later_job_span(&span),
+                None => otel::job_context(&span),
+            };
+            crate::jobs::shell::add_trace_env(&mut job, &trace, &otel::inherited_env());
+            match otel::in_span(span, jobs.create(&pp, &job)).await {
                 Ok(_) => {
                     ctx.event(
                         run,
@@ -821,7 +830,7 @@ async fn prune_on_claim(
     match job_watch::observe(ctx, ns, Some(&job_name)).await? {
         Observed::NotCreated | Observed::Vanished { .. } => {
             let defaults = crate::jobs::shell::JobDefaults::from(&ctx.settings);
-            let job = match prune_job::build(
+            let mut job = match prune_job::build(
                 &job_name,
                 run,
                 policy,
@@ -851,7 +860,14 @@ async fn prune_on_claim(
                 field_manager: Some(super::FIELD_MANAGER.into()),
                 ..Default::default()
             };
-            match jobs.create(&pp, &job).await {
+            // The prune Job's spans are children of this one, in the policy's reconcile.
+            let span = tracing::info_span!("create_prune_job", k8s.job.name = %job_name);
+            crate::jobs::shell::add_trace_env(
+                &mut job,
+                &otel::job_context(&span),
+                &otel::inherited_env(),
+            );
+            match otel::in_span(span, jobs.create(&pp, &job)).await {
                 Ok(_) => {
                     ctx.event(
                         policy,

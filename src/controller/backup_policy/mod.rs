@@ -10,6 +10,8 @@ pub mod copy_plan;
 pub mod copy_prune_plan;
 pub mod plan;
 pub mod retention;
+pub mod rotation;
+pub mod rotation_plan;
 pub mod rpo;
 pub mod schedule;
 pub mod validation;
@@ -203,6 +205,20 @@ pub async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<A
         requeue = requeue.min(until.max(Duration::from_secs(1)));
     }
 
+    // 5b. Key rotation: the retained backups re-wrapped for the policy's keys.
+    // Kept while the recipients cannot be read; gone with the encryption.
+    let mut keys = policy.spec.encryption.as_ref().and(old_status.keys.clone());
+    if let Some(r) =
+        rotation::reconcile_rotation(&ctx, &ns, &policy, storage.as_ref(), &finished, &kept, now)
+            .await?
+    {
+        set_condition(&mut conditions, r.condition);
+        keys = Some(r.keys);
+        if let Some(after) = r.requeue {
+            requeue = requeue.min(after);
+        }
+    }
+
     // 6. RPO.
     let last_success_time = last_success.and_then(|r| r.completed_at);
     let labels = PolicyLabels {
@@ -295,6 +311,7 @@ pub async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<A
             active.iter().map(|r| r.name_any()).collect(),
             created_now,
         ),
+        keys,
     };
     if !status.same_on_the_wire(&plan::OwnedStatus::of(&old_status)) {
         apply_status::<BackupPolicy>(&ctx.client, &ns, &name, FIELD_MANAGER, &status).await?;
@@ -609,6 +626,11 @@ async fn delete_pruned_run(
     let runs: Api<BackupRun> = Api::namespaced(ctx.client.clone(), ns);
     match runs.delete(run, &DeleteParams::default()).await {
         Ok(_) => {
+            ctx.audit(crate::audit::record::retention_deletion(
+                policy,
+                run,
+                Some(&note),
+            ));
             ctx.event(policy, EventType::Normal, "Pruned", "Retention", note)
                 .await;
             Ok(())
@@ -669,7 +691,7 @@ async fn prune_on_claim(
     match job_watch::observe(ctx, ns, Some(&name)).await? {
         Observed::Vanished { .. } | Observed::NotCreated => {
             let defaults = crate::jobs::shell::JobDefaults::from(&ctx.settings);
-            let job = match prune_job::build(
+            let mut job = match prune_job::build(
                 &name,
                 &cleanup.run,
                 policy,
@@ -688,7 +710,14 @@ async fn prune_on_claim(
                 field_manager: Some(FIELD_MANAGER.into()),
                 ..Default::default()
             };
-            match jobs.create(&pp, &job).await {
+            // The prune Job's spans are children of this one, in the policy's reconcile.
+            let span = tracing::info_span!("create_prune_job", k8s.job.name = %name);
+            crate::jobs::shell::add_trace_env(
+                &mut job,
+                &crate::telemetry::otel::job_context(&span),
+                &crate::telemetry::otel::inherited_env(),
+            );
+            match crate::telemetry::otel::in_span(span, jobs.create(&pp, &job)).await {
                 Ok(_) => {
                     ctx.event(
                         policy,

@@ -7,7 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
 use serde::Serialize;
 
-use crate::api::backup_policy::{BackupPolicyStatus, POLICY_LABEL};
+use crate::api::backup_policy::{BackupPolicyStatus, KeysStatus, POLICY_LABEL};
 use crate::api::backup_run::Trigger;
 use crate::api::common::{
     LocalObjectReference, RunSummary, find_condition, set_condition, time_from_chrono,
@@ -347,6 +347,7 @@ pub struct OwnedStatus {
     pub last_successful_run: Option<RunSummary>,
     pub last_failed_run: Option<RunSummary>,
     pub active_runs: Vec<String>,
+    pub keys: Option<KeysStatus>,
 }
 
 impl OwnedStatus {
@@ -360,6 +361,7 @@ impl OwnedStatus {
             last_successful_run: status.last_successful_run.clone(),
             last_failed_run: status.last_failed_run.clone(),
             active_runs: status.active_runs.clone(),
+            keys: status.keys.clone(),
         }
     }
 

@@ -146,6 +146,79 @@ async fn a_policy_asking_for_privilege_is_refused_by_the_api() {
     .expect("what the restricted profile allows is accepted");
 }
 
+/// Encryption needs at least one way to wrap the data key: age recipients, a KMS key, or both;
+/// decryption (a policy's validations) at least one way to unwrap it.
+#[tokio::test]
+async fn encryption_needs_recipients_or_a_kms_key_and_decryption_an_identity_or_kms() {
+    let sim = Sim::start().await;
+    let policy = |name: &str, encryption: serde_json::Value, validation: serde_json::Value| {
+        let mut spec = serde_json::json!({
+            "source": {"postgres": {"host": "db", "database": "shop", "user": "u"}},
+            "storageRef": {"name": "main"},
+            "schedule": "0 2 * * *",
+            "encryption": encryption
+        });
+        if !validation.is_null() {
+            spec["validation"] = validation;
+        }
+        serde_json::json!({
+            "apiVersion": "dataguardian.io/v1alpha1",
+            "kind": "BackupPolicy",
+            "metadata": {"name": name, "namespace": "shop"},
+            "spec": spec
+        })
+    };
+    let kms = serde_json::json!({"keyId": "alias/backups", "region": "eu-west-1",
+                                 "credentialsSecretRef": {"name": "kms-creds"}});
+    let age = serde_json::json!({"name": "age", "key": "recipients"});
+    for (i, (encryption, validation, expected)) in [
+        (
+            serde_json::json!({}),
+            serde_json::Value::Null,
+            "encryption needs recipientsSecretRef, kms, or both",
+        ),
+        (
+            serde_json::json!({"kms": kms}),
+            serde_json::json!({"everyNthBackup": 1, "decryption": {}}),
+            "decryption needs identitySecretRef, kms, or both",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        match sim
+            .create_json::<BackupPolicy>(policy(&format!("bad{i}"), encryption.clone(), validation))
+            .await
+        {
+            Err(kube::Error::Api(status)) => {
+                assert_eq!(status.code, 422, "{encryption}: {status:?}");
+                assert!(
+                    status.message.contains(expected),
+                    "{encryption}: {}",
+                    status.message
+                );
+            }
+            other => panic!("{encryption}: expected a 422 refusal, got {other:?}"),
+        }
+    }
+    for (name, encryption) in [
+        ("kms-only", serde_json::json!({"kms": kms})),
+        ("age-only", serde_json::json!({"recipientsSecretRef": age})),
+        (
+            "both",
+            serde_json::json!({"recipientsSecretRef": age, "kms": kms}),
+        ),
+    ] {
+        sim.create_json::<BackupPolicy>(policy(
+            name,
+            encryption,
+            serde_json::json!({"everyNthBackup": 1, "decryption": {"kms": {}}}),
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("{name} is accepted: {e}"));
+    }
+}
+
 /// Finding 8: retention must be able to tell the schedule's runs from runs anyone with
 /// `create backupruns` made. The policy marks the runs its schedule creates in status (which
 /// users cannot write); the run controller's own status writes keep the mark.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, OwnerReference};
 use kube::Resource;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
@@ -14,12 +14,15 @@ use kube::runtime::events::EventType;
 use serde_json::json;
 
 use crate::api::backup_policy::POLICY_LABEL;
+use crate::api::common::condition_types::RTO_MET;
 use crate::api::common::{LocalObjectReference, find_condition};
 use crate::api::restore_validation::RestoreValidationSpec;
 use crate::api::{BackupPolicy, RestoreValidation};
 use crate::controller::common::context::Context;
 use crate::controller::common::error::Result;
+use crate::controller::common::reason::Reason;
 use crate::controller::common::reconcile::{RUNS_CACHE_WAIT, namespace_and_name};
+use crate::telemetry::metrics::PolicyLabels;
 
 use super::validation_plan::{auto_validation_name, plan_policy};
 
@@ -107,22 +110,63 @@ pub async fn reconcile_policy(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> R
         }
     }
 
-    if cfg.is_some() || p.last_validation.is_some() {
-        let old = policy.status.clone().unwrap_or_default();
-        let mut verified = p.verified.clone();
-        if let Some(prev) = find_condition(&old.conditions, "Verified")
-            && prev.status == verified.status
-        {
-            verified.last_transition_time = prev.last_transition_time.clone();
+    // The recovery time objective: a gauge, and a Warning Event when it was just missed.
+    let labels = PolicyLabels {
+        namespace: ns.clone(),
+        policy: name.clone(),
+    };
+    let old = policy.status.clone().unwrap_or_default();
+    match p.rto.as_ref().and_then(|r| r.met) {
+        Some(met) => {
+            ctx.metrics
+                .rto_met
+                .get_or_create(&labels)
+                .set(i64::from(met));
         }
+        None => {
+            ctx.metrics.rto_met.remove(&labels);
+        }
+    }
+    if let Some(rto) = &p.rto
+        && rto.met == Some(false)
+        && find_condition(&old.conditions, RTO_MET).is_none_or(|c| c.status != "False")
+    {
+        ctx.event(
+            policy.as_ref(),
+            EventType::Warning,
+            Reason::RtoNotMet.as_str(),
+            "EvaluateRTO",
+            rto.condition.message.clone(),
+        )
+        .await;
+    }
+
+    if cfg.is_some() || p.last_validation.is_some() || p.rto.is_some() {
+        // A condition keeps its transition time while its status holds.
+        let keep_transition = |mut c: Condition| {
+            if let Some(prev) = find_condition(&old.conditions, &c.type_)
+                && prev.status == c.status
+            {
+                c.last_transition_time = prev.last_transition_time.clone();
+            }
+            c
+        };
+        let mut conditions = vec![keep_transition(p.verified.clone())];
+        conditions.extend(p.rto.as_ref().map(|r| keep_transition(r.condition.clone())));
+        let same = |c: &Condition| {
+            find_condition(&old.conditions, &c.type_).is_some_and(|o| {
+                o.status == c.status
+                    && o.reason == c.reason
+                    && o.message == c.message
+                    && o.observed_generation == c.observed_generation
+            })
+        };
+        // An objective removed from the spec: its condition goes (this manager owns it).
+        let stale_rto = p.rto.is_none() && find_condition(&old.conditions, RTO_MET).is_some();
         let unchanged = old.last_validation == p.last_validation
             && old.backups_since_validation == Some(p.backups_since_validation)
-            && find_condition(&old.conditions, "Verified").is_some_and(|c| {
-                c.status == verified.status
-                    && c.reason == verified.reason
-                    && c.message == verified.message
-                    && c.observed_generation == verified.observed_generation
-            });
+            && conditions.iter().all(same)
+            && !stale_rto;
         if !unchanged {
             let api: Api<BackupPolicy> = Api::namespaced(ctx.client.clone(), &ns);
             let body = json!({
@@ -131,7 +175,7 @@ pub async fn reconcile_policy(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> R
                 "status": {
                     "lastValidation": p.last_validation,
                     "backupsSinceValidation": p.backups_since_validation,
-                    "conditions": [verified],
+                    "conditions": conditions,
                 },
             });
             api.patch_status(

@@ -28,6 +28,74 @@ pub struct PolicyValidationPlan {
     pub verified: Condition,
     /// When to look again (a cron schedule's next time).
     pub next_check: Option<DateTime<Utc>>,
+    /// The `RTOMet` condition, when the policy sets `rto`.
+    pub rto: Option<RtoVerdict>,
+}
+
+/// The policy's recovery time objective against the newest measured restore.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RtoVerdict {
+    /// The `RTOMet` condition.
+    pub condition: Condition,
+    /// `Some(true|false)` when measured (the `policy_rto_met` gauge), `None` when Unknown.
+    pub met: Option<bool>,
+}
+
+/// `RTOMet` from the objective (`rto`, e.g. `30m`; `None` when it does not parse, which the
+/// API refuses) and the newest finished validation (`name`, its measured restore time). A
+/// validation that failed its checks still measured how long the restore took; one that never
+/// restored measured nothing and leaves it Unknown.
+pub fn rto_verdict(
+    objective: &str,
+    newest_finished: Option<(&str, Option<f64>)>,
+    generation: Option<i64>,
+    now: DateTime<Utc>,
+) -> Option<RtoVerdict> {
+    use crate::controller::common::reason::Reason;
+    let objective_seconds = crate::api::common::parse_duration(objective)?;
+    let (met, reason, message) = match newest_finished {
+        Some((name, Some(seconds))) if seconds <= objective_seconds as f64 => (
+            Some(true),
+            Reason::WithinObjective,
+            format!(
+                "RestoreValidation {name} restored in {seconds:.1}s, within the RTO of {objective}"
+            ),
+        ),
+        Some((name, Some(seconds))) => (
+            Some(false),
+            Reason::RestoreTooSlow,
+            format!(
+                "RestoreValidation {name} took {seconds:.1}s to restore, longer than the RTO of {objective}"
+            ),
+        ),
+        Some((name, None)) => (
+            None,
+            Reason::NotMeasured,
+            format!("RestoreValidation {name} measured no restore time (it did not restore)"),
+        ),
+        None => (
+            None,
+            Reason::NotMeasured,
+            "no restore validation has finished yet: set spec.validation to measure the RTO"
+                .to_string(),
+        ),
+    };
+    Some(RtoVerdict {
+        condition: Condition {
+            type_: crate::api::common::condition_types::RTO_MET.into(),
+            status: match met {
+                Some(true) => "True",
+                Some(false) => "False",
+                None => "Unknown",
+            }
+            .into(),
+            reason: reason.as_str().into(),
+            message: message.chars().take(1024).collect(),
+            last_transition_time: time_from_chrono(now),
+            observed_generation: generation,
+        },
+        met,
+    })
 }
 
 fn created(v: &RestoreValidation) -> Option<DateTime<Utc>> {
@@ -186,7 +254,21 @@ pub fn plan_policy(
             "no restore validation has finished yet".to_string(),
         ),
     };
+    let rto = policy.spec.rto.as_deref().and_then(|objective| {
+        rto_verdict(
+            objective,
+            last_finished.map(|v| {
+                (
+                    v.metadata.name.as_deref().unwrap_or_default(),
+                    v.status.as_ref().and_then(|s| s.restore_duration_seconds),
+                )
+            }),
+            generation,
+            now,
+        )
+    });
     PolicyValidationPlan {
+        rto,
         create_for,
         prune,
         last_validation,
@@ -314,5 +396,109 @@ status: {status}
             .create_for,
             None
         );
+    }
+
+    #[test]
+    fn rto_met_compares_the_newest_finished_validation_with_the_objective() {
+        let now = t("2026-11-22T12:00:00Z");
+        let runs = vec![
+            backup("b1", "2026-11-20T02:00:00Z", "Succeeded"),
+            backup("b2", "2026-11-21T02:00:00Z", "Succeeded"),
+        ];
+        let quick = validation_of(
+            "v1",
+            "b1",
+            "2026-11-20T03:00:00Z",
+            "{phase: Succeeded, result: Passed, backupRunName: b1, restoreDurationSeconds: 95.5}",
+        );
+        // No objective: no condition.
+        let plan = plan_policy(
+            &policy(""),
+            &finished(&runs),
+            std::slice::from_ref(&quick),
+            now,
+        );
+        assert_eq!(plan.rto, None);
+
+        let p = policy("rto: 2m");
+        // Nothing measured yet.
+        let rto = plan_policy(&p, &finished(&runs), &[], now).rto.unwrap();
+        assert_eq!(
+            (
+                rto.condition.status.as_str(),
+                rto.condition.reason.as_str(),
+                rto.met
+            ),
+            ("Unknown", "NotMeasured", None)
+        );
+        assert_eq!(rto.condition.type_, "RTOMet");
+        // 95.5 s within 2m.
+        let rto = plan_policy(&p, &finished(&runs), std::slice::from_ref(&quick), now)
+            .rto
+            .unwrap();
+        assert_eq!(
+            (
+                rto.condition.status.as_str(),
+                rto.condition.reason.as_str(),
+                rto.met
+            ),
+            ("True", "WithinObjective", Some(true))
+        );
+        assert!(
+            rto.condition.message.contains("95.5s"),
+            "{}",
+            rto.condition.message
+        );
+        assert!(
+            rto.condition.message.contains("2m"),
+            "{}",
+            rto.condition.message
+        );
+        // The newest finished one counts, even when its checks failed; a running one does not.
+        let slow = validation_of(
+            "v2",
+            "b2",
+            "2026-11-21T03:00:00Z",
+            "{phase: Succeeded, result: Failed, backupRunName: b2, restoreDurationSeconds: 120.5}",
+        );
+        let running = validation_of("v3", "b2", "2026-11-22T03:00:00Z", "{phase: Running}");
+        let rto = plan_policy(&p, &finished(&runs), &[quick.clone(), slow, running], now)
+            .rto
+            .unwrap();
+        assert_eq!(
+            (
+                rto.condition.status.as_str(),
+                rto.condition.reason.as_str(),
+                rto.met
+            ),
+            ("False", "RestoreTooSlow", Some(false))
+        );
+        assert!(
+            rto.condition.message.contains("v2"),
+            "{}",
+            rto.condition.message
+        );
+        // A validation that never restored measured nothing.
+        let broken = validation_of(
+            "v4",
+            "b2",
+            "2026-11-22T04:00:00Z",
+            "{phase: Failed, result: Failed, backupRunName: b2}",
+        );
+        let rto = plan_policy(&p, &finished(&runs), &[quick, broken], now)
+            .rto
+            .unwrap();
+        assert_eq!(
+            (rto.condition.reason.as_str(), rto.met),
+            ("NotMeasured", None)
+        );
+        // Exactly at the objective is within it.
+        assert_eq!(
+            rto_verdict("2m", Some(("v", Some(120.0))), None, now)
+                .unwrap()
+                .met,
+            Some(true)
+        );
+        assert_eq!(rto_verdict("soon", None, None, now), None);
     }
 }

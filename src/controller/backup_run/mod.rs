@@ -302,8 +302,20 @@ fn needed_secrets(
     if let Some(enc) = &policy.spec.encryption {
         push(
             "spec.encryption.recipientsSecretRef",
-            Some(&enc.recipients_secret_ref),
+            enc.recipients_secret_ref.as_ref(),
         );
+        if let Some(creds) = enc
+            .kms
+            .as_ref()
+            .and_then(|k| k.credentials_secret_ref.as_ref())
+        {
+            for key in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
+                push(
+                    "spec.encryption.kms.credentialsSecretRef",
+                    Some(&SecretKeySelector::new(creds.name.clone(), key)),
+                );
+            }
+        }
     }
     if let Some(creds) = storage
         .spec

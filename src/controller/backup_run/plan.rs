@@ -207,6 +207,9 @@ fn failure_reason(
             Some("storage-refused") => "StorageRefused",
             Some("integrity") => "ChecksumMismatch",
             Some("crypto") => "EncryptionFailed",
+            Some("key-unavailable") => {
+                crate::controller::common::reason::Reason::KeyUnavailable.as_str()
+            }
             Some("config") => "InvalidConfiguration",
             Some("client-too-old") => "ClientTooOld",
             _ => "BackupFailed",

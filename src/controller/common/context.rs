@@ -138,6 +138,8 @@ pub struct Context {
     pub webhooks: Webhooks,
     /// Notifications being delivered and storms being folded.
     pub notifications: Notifications,
+    /// The audit trail's writer (`--audit-storage`), on the leader only; `None`: no trail.
+    pub audit: Option<crate::audit::sink::AuditSink>,
 }
 
 /// The name DataGuardian reports its Events under.
@@ -165,6 +167,22 @@ impl Context {
             validations: kube::runtime::reflector::store::Writer::default().as_reader(),
             validation_wake: None,
             runs_synced: Arc::new(AtomicBool::new(false)),
+            audit: None,
+        }
+    }
+
+    /// Writes audited actions to `sink` ([`Context::audit`]).
+    pub fn with_audit(mut self, sink: crate::audit::sink::AuditSink) -> Self {
+        self.audit = Some(sink);
+        self
+    }
+
+    /// Appends `record` to the audit trail (at least once; nothing without `--audit-storage`).
+    /// The hook for actions no status shows afterwards: a retention deletion, a key rotation
+    /// ([`crate::audit::record::key_rotation`]).
+    pub fn audit(&self, record: Option<crate::audit::record::AuditRecord>) {
+        if let (Some(sink), Some(record)) = (&self.audit, record) {
+            sink.offer(vec![record]);
         }
     }
 

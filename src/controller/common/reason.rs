@@ -216,6 +216,10 @@ reasons! {
     TargetRejected = "TargetRejected",
     /// Decrypting the artifact failed (restore agent category `crypto`).
     DecryptionFailed = "DecryptionFailed",
+    /// The key that wraps the backup's data key cannot be used: the KMS key is disabled,
+    /// pending deletion or deleted (crypto-erasure), or unknown (agent category
+    /// `key-unavailable`; restores, validations and backups). Retrying cannot help.
+    KeyUnavailable = "KeyUnavailable",
     /// Reading the artifact from storage failed (restore agent category `storage`).
     StorageError = "StorageError",
     /// The restore failed with any other category, or its Job failed without a report or a
@@ -310,6 +314,13 @@ reasons! {
     NoUpcomingSchedule = "NoUpcomingSchedule",
     /// Warning Event: `RPOMet` turned `False` (`EvaluateRPO`). Wire string `RPONotMet`.
     RpoNotMet = "RPONotMet",
+    /// `RTOMet=False`: the newest finished validation of the policy took longer to restore
+    /// than its `rto`.
+    RestoreTooSlow = "RestoreTooSlow",
+    /// `RTOMet=Unknown`: no finished validation of the policy has measured a restore yet.
+    NotMeasured = "NotMeasured",
+    /// Warning Event: `RTOMet` turned `False` (`EvaluateRTO`). Wire string `RTONotMet`.
+    RtoNotMet = "RTONotMet",
     /// `Verified=True`: the newest finished validation of the policy passed.
     ValidationPassed = "ValidationPassed",
     /// `Verified=False`: the newest finished validation of the policy failed.
@@ -337,6 +348,17 @@ reasons! {
     /// A scheduled run was skipped: its fire time is older than `startingDeadlineSeconds`
     /// (today only logged).
     MissedSchedule = "MissedSchedule",
+    /// `KeysCurrent=True`: every retained backup of the policy is wrapped for its keys.
+    KeysCurrent = "KeysCurrent",
+    /// `KeysCurrent=False` and Event: a rotation Job re-wraps the retained backups (`RotateKeys`).
+    RotatingKeys = "RotatingKeys",
+    /// `KeysCurrent=False`: retained backups are wrapped for other keys and the policy names no
+    /// old key (`encryption.rotation`) to re-wrap them with.
+    PreviousKeyMissing = "PreviousKeyMissing",
+    /// `KeysCurrent=False` and Warning Event: the rotation Job failed; it is tried again.
+    KeyRotationFailed = "KeyRotationFailed",
+    /// Event: the rotation Job re-wrapped the retained backups (`RotateKeys`).
+    KeysRotated = "KeysRotated",
 
     // --- BackupStorage probes (`Ready` condition, probe history) and Events ---
     /// `Ready=True`: a probe object was written, read back and deleted (S3).
@@ -524,15 +546,16 @@ mod tests {
         for (i, &r) in Reason::ALL.iter().enumerate() {
             assert_eq!(r as usize, i, "{r:?} is out of place in ALL");
         }
-        assert_eq!(Reason::ALL.len(), 111);
+        assert_eq!(Reason::ALL.len(), 120);
         assert_eq!(Reason::ALL.last(), Some(&Reason::NotReady));
     }
 
     #[test]
-    fn wire_strings_are_the_variant_names_except_rpo_not_met() {
+    fn wire_strings_are_the_variant_names_except_rpo_and_rto_not_met() {
         for &r in Reason::ALL {
             let expected = match r {
                 Reason::RpoNotMet => "RPONotMet".to_owned(),
+                Reason::RtoNotMet => "RTONotMet".to_owned(),
                 _ => format!("{r:?}"),
             };
             assert_eq!(r.as_str(), expected);
@@ -567,6 +590,7 @@ mod tests {
             "queued",
             "Queued ",
             "RpoNotMet",
+            "RtoNotMet",
             // Kubernetes Job condition reasons passed through, not ours.
             "BackoffLimitExceeded",
             "PodFailurePolicy",

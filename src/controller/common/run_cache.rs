@@ -63,6 +63,10 @@ pub struct ArtifactRef {
     pub retain_until: Option<DateTime<Utc>>,
     /// Confirmed copies on secondary storages: (storage, Object Lock retain-until).
     pub copies: Vec<(String, Option<DateTime<Utc>>)>,
+    /// The recorded digest of the manifest (`status.artifact.manifestSha256`).
+    pub manifest_sha256: Option<String>,
+    /// Fingerprints of the age recipients the data key is wrapped for (`None`: unencrypted).
+    pub recipients: Option<Vec<String>>,
 }
 
 impl ArtifactRef {
@@ -119,6 +123,8 @@ impl FinishedRun {
                             )
                         })
                         .collect(),
+                    manifest_sha256: a.manifest_sha256.clone().filter(|d| !d.is_empty()),
+                    recipients: a.encryption.as_ref().map(|e| e.recipients.clone()),
                 })
             }),
         })
@@ -391,6 +397,8 @@ mod tests {
                 manifest_key: None,
                 retain_until: None,
                 copies: copies.iter().map(|c| (c.to_string(), None)).collect(),
+                manifest_sha256: None,
+                recipients: None,
             })),
         };
         let runs = vec![

@@ -76,6 +76,18 @@ pub struct ObjectInfo {
     pub size: u64,
     pub retain_until: Option<DateTime<Utc>>,
     pub checksum_sha256: Option<String>,
+    /// `GOVERNANCE` or `COMPLIANCE` when the object is under Object Lock retention.
+    pub lock_mode: Option<String>,
+}
+
+/// A key and its versions ([`StorageAccess::list_versions`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyVersions {
+    pub key: String,
+    /// Object versions (delete markers not counted).
+    pub versions: usize,
+    /// The newest version is a delete marker.
+    pub deleted: bool,
 }
 
 /// Object Lock mode and retain-until date (from now) of a write under `lock`.
@@ -278,6 +290,7 @@ impl StorageAccess {
                     .object_lock_retain_until_date()
                     .and_then(|d| DateTime::from_timestamp(d.secs(), 0)),
                 checksum_sha256: o.checksum_sha256().map(str::to_string),
+                lock_mode: o.object_lock_mode().map(|m| m.as_str().to_string()),
             }),
             Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => {
                 Err(AccessError::NotFound(key.to_string()))
@@ -318,6 +331,34 @@ impl StorageAccess {
             .await
             .map_err(|e| s3_error(&format!("PUT {key}"), e))?;
         Ok(())
+    }
+
+    /// Writes a small object only if `key` does not exist yet (`If-None-Match: *`), with the
+    /// storage's Object Lock (`lock`), if any. `Ok(false)`: the key exists, nothing was written.
+    /// A server that ignores the condition overwrites (as [`StorageAccess::put_locked`]).
+    pub async fn put_new_locked(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        lock: Option<&crate::api::backup_storage::ObjectLock>,
+    ) -> Result<bool, AccessError> {
+        let (mode, until) = lock_of(lock);
+        match self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .if_none_match("*")
+            .body(ByteStream::from(body))
+            .set_object_lock_mode(mode)
+            .set_object_lock_retain_until_date(until)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 412) => Ok(false),
+            Err(e) => Err(s3_error(&format!("PUT {key}"), e)),
+        }
     }
 
     /// Server-side copy of `source_bucket/source_key` (same endpoint, readable with this
@@ -407,6 +448,92 @@ impl StorageAccess {
             Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(()),
             Err(e) => Err(s3_error(&format!("DELETE {key}"), e)),
         }
+    }
+
+    /// `s3://bucket/key`: where an object is, for reports.
+    pub fn location(&self, key: &str) -> String {
+        format!("s3://{}/{key}", self.bucket)
+    }
+
+    /// The keys under `prefix` (full keys), in key order, at most `limit`.
+    pub async fn list(&self, prefix: &str, limit: usize) -> Result<Vec<String>, AccessError> {
+        let mut keys = Vec::new();
+        let mut token = None;
+        loop {
+            let out = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| s3_error(&format!("LIST {prefix}"), e))?;
+            keys.extend(
+                out.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_string)),
+            );
+            match out.next_continuation_token() {
+                Some(t) if out.is_truncated() == Some(true) && keys.len() < limit => {
+                    token = Some(t.to_string());
+                }
+                _ => break,
+            }
+        }
+        keys.sort();
+        keys.truncate(limit);
+        Ok(keys)
+    }
+
+    /// Every key under `prefix` with how many versions it has and whether its newest version
+    /// is a delete marker (a deleted object in a versioned bucket). In an unversioned bucket:
+    /// every key once, never deleted.
+    pub async fn list_versions(&self, prefix: &str) -> Result<Vec<KeyVersions>, AccessError> {
+        let mut by_key: std::collections::BTreeMap<String, KeyVersions> = Default::default();
+        let (mut key_marker, mut version_marker) = (None, None);
+        loop {
+            let out = self
+                .client
+                .list_object_versions()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_key_marker(key_marker.take())
+                .set_version_id_marker(version_marker.take())
+                .send()
+                .await
+                .map_err(|e| s3_error(&format!("LIST VERSIONS {prefix}"), e))?;
+            for v in out.versions() {
+                let Some(k) = v.key() else { continue };
+                let e = by_key.entry(k.to_string()).or_insert_with(|| KeyVersions {
+                    key: k.to_string(),
+                    versions: 0,
+                    deleted: false,
+                });
+                e.versions += 1;
+            }
+            for m in out.delete_markers() {
+                let Some(k) = m.key() else { continue };
+                let e = by_key.entry(k.to_string()).or_insert_with(|| KeyVersions {
+                    key: k.to_string(),
+                    versions: 0,
+                    deleted: false,
+                });
+                if m.is_latest() == Some(true) {
+                    e.deleted = true;
+                }
+            }
+            if out.is_truncated() == Some(true) {
+                key_marker = out.next_key_marker().map(str::to_string);
+                version_marker = out.next_version_id_marker().map(str::to_string);
+                if key_marker.is_none() {
+                    break;
+                }
+            } else {
+                break;
+            }
+        }
+        Ok(by_key.into_values().collect())
     }
 
     /// Whether the bucket has Object Lock enabled.

@@ -335,7 +335,7 @@ async fn resolve(
             return stop_invalid(
                 "DecryptionRequired",
                 format!(
-                    "the backup is encrypted; set spec.decryption.identitySecretRef (recipients {})",
+                    "the backup is encrypted; set spec.decryption.identitySecretRef and/or spec.decryption.kms (recipients {})",
                     artifact
                         .encryption
                         .as_ref()
@@ -436,7 +436,7 @@ async fn resolve(
         needed.extend(endpoint.1.iter().cloned());
     }
     if let Some(d) = &spec.decryption {
-        needed.push(d.identity_secret_ref.clone());
+        needed.extend(d.secret_refs());
     }
     if let Some(message) = crate::controller::common::storage_access::ambient_refusal(
         &resolved.storage,

@@ -48,6 +48,7 @@ pub fn failure_reason(
             Some("target") if error.contains("does not exist") => "TargetDatabaseMissing",
             Some("target") => "TargetRejected",
             Some("crypto") => "DecryptionFailed",
+            Some("key-unavailable") => Reason::KeyUnavailable.as_str(),
             Some("storage") => "StorageError",
             Some("storage-refused") => "StorageRefused",
             Some("config") => "InvalidConfiguration",
@@ -702,6 +703,17 @@ spec:
             Step::Fail { reason, report, .. } => {
                 assert_eq!(reason, "ChecksumMismatch");
                 assert!(report.is_some());
+            }
+            other => panic!("{other:?}"),
+        }
+        // Crypto-erasure: the KMS key that wraps the data key is disabled or deleted.
+        let erased = r#"{"status":"failed","operation":"restore","category":"key-unavailable","error":"key unavailable: KMS key arn:aws:kms:us-east-1:1:key/k cannot be used for Decrypt (DisabledException: disabled)"}"#;
+        match plan(&observed(&r, finished(false, Some(erased)))) {
+            Step::Fail {
+                reason, message, ..
+            } => {
+                assert_eq!(reason, Reason::KeyUnavailable.as_str());
+                assert!(message.contains("DisabledException"), "{message}");
             }
             other => panic!("{other:?}"),
         }

@@ -309,7 +309,7 @@ async fn resolve(
     if artifact.encryption.is_some() && spec.decryption.is_none() {
         return stop_invalid(
             "DecryptionRequired",
-            "the backup is encrypted; set spec.decryption.identitySecretRef".into(),
+            "the backup is encrypted; set spec.decryption.identitySecretRef and/or spec.decryption.kms".into(),
         );
     }
     let located = match read_from::locate(
@@ -340,7 +340,7 @@ async fn resolve(
     }
     let mut needed: Vec<SecretKeySelector> = storage_secrets(&storage);
     if let Some(d) = &spec.decryption {
-        needed.push(d.identity_secret_ref.clone());
+        needed.extend(d.secret_refs());
     }
     if let Some(b) = missing_secret(ctx, ns, &needed).await? {
         return Ok((SourceState::Blocked(b), None));

@@ -165,6 +165,9 @@ pub fn outcome(report: Option<ValidationReport>, job_reason: &str, job_message: 
                 // The manifest is not the one recorded (swapped, or claims another encryption
                 // or scope), or an artifact's digest differs.
                 Some("integrity") => "ChecksumMismatch",
+                Some("key-unavailable") => {
+                    crate::controller::common::reason::Reason::KeyUnavailable.as_str()
+                }
                 _ => "ValidationError",
             }
             .into(),

@@ -1,0 +1,95 @@
+//! The leader's audit trail (docs/audit.md): opens the audit storage named by
+//! `--audit-storage` (retrying while it is unreachable: records queue meanwhile), runs the
+//! [`AuditSink`] writer, and watches the audited kinds, offering every record an object's
+//! state shows ([`Audited`]). The first list after a start offers the records of every
+//! existing object again: the sink drops those its chain already holds, so whatever status
+//! shows but the trail lacks (e.g. the operator stopped before writing) is sent.
+
+use std::fmt::Debug;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::api::Api;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource};
+use serde::de::DeserializeOwned;
+
+use crate::api::{BackupPolicy, BackupRun, RestoreRun, RestoreValidation};
+use crate::audit::StorageRef;
+use crate::audit::record::Audited;
+use crate::audit::sink::AuditSink;
+use crate::egress::EgressPolicy;
+
+/// How long to wait before trying to open an unreachable audit storage again.
+const OPEN_RETRY: Duration = Duration::from_secs(10);
+
+/// Starts the writer and the watches; the tasks end when aborted.
+pub fn spawn(
+    client: Client,
+    storage: StorageRef,
+    egress: EgressPolicy,
+    sink: AuditSink,
+    requester_recorded: bool,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let writer = {
+        let (client, sink) = (client.clone(), sink.clone());
+        tokio::spawn(async move {
+            loop {
+                match crate::audit::open(&client, &storage, &egress).await {
+                    Ok(target) => {
+                        tracing::info!(storage = %storage, object_lock = target.lock.is_some(), "writing the audit trail");
+                        sink.open_with(target);
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, pending = sink.pending(), "cannot open the audit storage yet; audit records queue until it opens");
+                        tokio::time::sleep(OPEN_RETRY).await;
+                    }
+                }
+            }
+            sink.run().await;
+        })
+    };
+    vec![
+        writer,
+        tokio::spawn(watch(
+            Api::<BackupRun>::all(client.clone()),
+            sink.clone(),
+            requester_recorded,
+        )),
+        tokio::spawn(watch(
+            Api::<RestoreRun>::all(client.clone()),
+            sink.clone(),
+            requester_recorded,
+        )),
+        tokio::spawn(watch(
+            Api::<RestoreValidation>::all(client.clone()),
+            sink.clone(),
+            requester_recorded,
+        )),
+        tokio::spawn(watch(
+            Api::<BackupPolicy>::all(client),
+            sink,
+            requester_recorded,
+        )),
+    ]
+}
+
+/// Offers the records of every object of `api` as it is listed and changes.
+async fn watch<K>(api: Api<K>, sink: AuditSink, recorded: bool)
+where
+    K: Resource + Audited + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    let mut stream = watcher(api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .applied_objects()
+        .boxed();
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(obj) => {
+                sink.offer(obj.audit_records(recorded));
+            }
+            Err(e) => tracing::warn!(error = %e, "audit watch error (retrying)"),
+        }
+    }
+}

@@ -1,0 +1,564 @@
+//! Envelope encryption end to end with the real binary: each run's artifacts are encrypted to a
+//! fresh data key, stored in the manifest only wrapped (age recipients and/or a KMS key served
+//! by moto on loopback); restores unwrap it with an identity file or KMS `Decrypt`; manifests
+//! written the old way (artifacts encrypted straight to the recipients) still restore; a
+//! disabled or deleted KMS key fails with the `key-unavailable` category (crypto-erasure).
+
+mod agent_common;
+
+use std::io::{Read, Write};
+use std::path::Path;
+
+use agent_common::*;
+use dataguardian::agent::crypto::{EncryptWriter, Identities, Recipients, fingerprint};
+use dataguardian::agent::envelope::{DataKeyWraps, Unwrapper, unwrap};
+use dataguardian::agent::hash::sha256_hex;
+use serde_json::Value;
+use testkit::{KmsKeyStateProxy, Moto, Postgres};
+
+/// Every artifact the manifest lists has the stored size and SHA-256 it records.
+fn assert_checksums(manifest: &Value, read: impl Fn(&str) -> Vec<u8>) {
+    for a in manifest["artifacts"].as_array().unwrap() {
+        let bytes = read(a["key"].as_str().unwrap());
+        assert_eq!(a["sizeBytes"].as_u64().unwrap(), bytes.len() as u64);
+        assert_eq!(a["sha256"].as_str().unwrap(), sha256_hex(&bytes));
+        assert!(bytes.starts_with(b"age-encryption.org/v1"));
+    }
+}
+
+fn backup(to: &str, run_id: &str, extra: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut args = vec![
+        "backup", "--engine", "postgres", "--to", to, "--run-id", run_id,
+    ];
+    args.extend_from_slice(extra);
+    run_agent(&args, env)
+}
+
+fn restore(from: &str, database: &str, extra: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut args = vec![
+        "restore",
+        "--engine",
+        "postgres",
+        "--from",
+        from,
+        "--create-database",
+        "--database",
+        database,
+    ];
+    args.extend_from_slice(extra);
+    run_agent(&args, env)
+}
+
+#[test]
+fn age_wraps_open_with_any_recipient_and_old_manifests_still_restore() {
+    let pg = Postgres::start().unwrap();
+    pg.create_database("shop").unwrap();
+    pg_fill(&pg, "shop", 1);
+    let before = pg_fingerprint(&pg, "shop");
+    let tmp = tempfile::tempdir().unwrap();
+    let (pub_a, id_a, secret_a) = age_keypair(tmp.path(), "a.txt");
+    let (pub_b, id_b, secret_b) = age_keypair(tmp.path(), "b.txt");
+    let (_, id_c, _) = age_keypair(tmp.path(), "c.txt");
+    let (id_a, id_b, id_c) = (
+        id_a.display().to_string(),
+        id_b.display().to_string(),
+        id_c.display().to_string(),
+    );
+    let store = tmp.path().join("backups");
+    let to = format!("file://{}", store.display());
+    let uri = pg.uri("shop");
+    let env = [("DG_URI", uri.as_str())];
+
+    let run = backup(
+        &to,
+        "env",
+        &["--recipient", &pub_a, "--recipient", &pub_b],
+        &env,
+    );
+    run.assert_ok();
+    run.assert_no_secret(&secret_a);
+    // The summary (what the operator records) names the wrapping recipients.
+    let fps = vec![fingerprint(&pub_a), fingerprint(&pub_b)];
+    assert_eq!(
+        run.summary["encryption"]["recipients"],
+        serde_json::json!(fps)
+    );
+
+    let manifest_path = store.join("env/manifest.json");
+    let text = std::fs::read_to_string(&manifest_path).unwrap();
+    assert!(
+        !text.contains("AGE-SECRET-KEY"),
+        "no key in clear in the manifest"
+    );
+    let manifest: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(manifest["formatVersion"], 2);
+    assert_eq!(manifest["encryption"]["scheme"], "age-x25519-envelope");
+    let wraps: DataKeyWraps = serde_json::from_value(manifest["dataKey"].clone()).unwrap();
+    assert_eq!(wraps.age_recipients(), fps);
+    assert!(wraps.kms.is_empty());
+    assert_checksums(&manifest, |k| {
+        std::fs::read(store.join("env").join(k)).unwrap()
+    });
+
+    // The artifact is encrypted to the data key only: the recipient's identity alone cannot
+    // open it, the unwrapped data key can.
+    let key = manifest["artifacts"][0]["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let artifact = std::fs::read(store.join("env").join(&key)).unwrap();
+    let direct = Identities::from_file(Path::new(&id_a))
+        .unwrap()
+        .decrypt(&artifact[..])
+        .err()
+        .expect("a recipient's identity does not open the artifact itself");
+    assert_eq!(direct.category(), "crypto");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let data_key = rt
+        .block_on(unwrap(
+            &wraps,
+            &Unwrapper {
+                identity_file: Some(id_a.clone().into()),
+                kms: None,
+            },
+        ))
+        .unwrap();
+    assert_eq!(data_key.fingerprint(), wraps.fingerprint);
+    let mut plain = Vec::new();
+    data_key
+        .identities()
+        .decrypt(&artifact[..])
+        .unwrap()
+        .read_to_end(&mut plain)
+        .unwrap();
+
+    // Either recipient restores it; a third identity does not (and nothing secret leaks).
+    let from = format!("{to}/env/manifest.json");
+    for (id, db) in [(&id_a, "copy_a"), (&id_b, "copy_b")] {
+        let r = restore(&from, db, &["--identity-file", id], &env);
+        r.assert_ok();
+        r.assert_no_secret(&secret_b);
+        assert_eq!(pg_fingerprint(&pg, db), before);
+    }
+    let wrong = restore(&from, "copy_c", &["--identity-file", &id_c], &env);
+    wrong.assert_failed("crypto");
+    assert!(
+        wrong.error().contains("wrong identity"),
+        "{}",
+        wrong.error()
+    );
+    let none = restore(&from, "copy_none", &[], &env);
+    none.assert_failed("config");
+    assert!(none.error().contains("--identity-file"), "{}", none.error());
+
+    // A manifest written the old way: format 1, no data key, the artifact encrypted straight
+    // to the recipient. It still restores with the recipient's identity.
+    let recipients = Recipients::parse([pub_a.as_str()]).unwrap();
+    let mut w = EncryptWriter::new(Vec::new(), &recipients).unwrap();
+    w.write_all(&plain).unwrap();
+    let legacy_bytes = w.finish().unwrap();
+    let legacy_dir = store.join("legacy");
+    std::fs::create_dir_all(legacy_dir.join("databases")).unwrap();
+    std::fs::write(legacy_dir.join(&key), &legacy_bytes).unwrap();
+    let mut legacy = manifest.clone();
+    legacy["formatVersion"] = 1.into();
+    legacy.as_object_mut().unwrap().remove("dataKey");
+    legacy["encryption"] =
+        serde_json::json!({"scheme": "age-x25519", "recipients": [fingerprint(&pub_a)]});
+    legacy["artifacts"][0]["sha256"] = sha256_hex(&legacy_bytes).into();
+    legacy["artifacts"][0]["sizeBytes"] = (legacy_bytes.len() as u64).into();
+    std::fs::write(
+        legacy_dir.join("manifest.json"),
+        serde_json::to_vec_pretty(&legacy).unwrap(),
+    )
+    .unwrap();
+    let legacy_from = format!("{to}/legacy/manifest.json");
+    restore(
+        &legacy_from,
+        "copy_legacy",
+        &["--identity-file", &id_a],
+        &env,
+    )
+    .assert_ok();
+    assert_eq!(pg_fingerprint(&pg, "copy_legacy"), before);
+
+    // A format-1 manifest that carries a data key (or a format-2 one without) is refused.
+    let mut mixed = manifest.clone();
+    mixed["formatVersion"] = 1.into();
+    std::fs::write(&manifest_path, serde_json::to_vec_pretty(&mixed).unwrap()).unwrap();
+    restore(&from, "copy_mixed", &["--identity-file", &id_a], &env).assert_failed("integrity");
+}
+
+/// moto with a KMS key aliased `alias/backups`, behind the key-state proxy.
+struct Kms {
+    moto: Moto,
+    proxy: KmsKeyStateProxy,
+    key_id: String,
+}
+
+fn kms() -> Kms {
+    let moto = Moto::start().unwrap();
+    moto.create_bucket("backups").unwrap();
+    let key_id = moto.kms_create_key("dataguardian test").unwrap();
+    moto.kms(
+        "CreateAlias",
+        serde_json::json!({"AliasName": "alias/backups", "TargetKeyId": key_id}),
+    )
+    .unwrap();
+    let proxy = KmsKeyStateProxy::start(moto.addr()).unwrap();
+    Kms {
+        moto,
+        proxy,
+        key_id,
+    }
+}
+
+#[test]
+fn kms_only_and_kms_plus_age_round_trip_and_a_disabled_key_is_key_unavailable() {
+    let pg = Postgres::start().unwrap();
+    pg.create_database("shop").unwrap();
+    pg_fill(&pg, "shop", 1);
+    let before = pg_fingerprint(&pg, "shop");
+    let k = kms();
+    let tmp = tempfile::tempdir().unwrap();
+    let (pub_a, id_a, _) = age_keypair(tmp.path(), "a.txt");
+    let id_a = id_a.display().to_string();
+    let endpoint = k.moto.endpoint();
+    let kms_endpoint = k.proxy.endpoint();
+    let uri = pg.uri("shop");
+    let mut env = s3_env();
+    env.extend([
+        ("DG_URI", uri.as_str()),
+        ("DG_S3_ENDPOINT", endpoint.as_str()),
+        ("DG_S3_PATH_STYLE", "true"),
+    ]);
+    let kms_flags = [
+        "--kms-endpoint",
+        kms_endpoint.as_str(),
+        "--kms-region",
+        testkit::REGION,
+    ];
+    let to = "s3://backups/team/shop";
+    let read = |run: &str| {
+        let moto = &k.moto;
+        let run = run.to_string();
+        move |key: &str| {
+            moto.get_object("backups", &format!("team/shop/{run}/{key}"))
+                .unwrap()
+        }
+    };
+    let manifest_of = |run: &str| -> Value {
+        serde_json::from_slice(
+            &k.moto
+                .get_object("backups", &format!("team/shop/{run}/manifest.json"))
+                .unwrap(),
+        )
+        .unwrap()
+    };
+
+    // KMS only: the data key is wrapped by the key (its ARN recorded), no age wrap.
+    let mut args = vec!["--kms-key", "alias/backups"];
+    args.extend_from_slice(&kms_flags);
+    backup(to, "kms", &args, &env).assert_ok();
+    let m = manifest_of("kms");
+    assert_eq!(m["formatVersion"], 2);
+    let wraps: DataKeyWraps = serde_json::from_value(m["dataKey"].clone()).unwrap();
+    assert!(wraps.age.is_empty());
+    assert_eq!(wraps.kms.len(), 1);
+    assert!(
+        wraps.kms[0].key_id.starts_with("arn:aws:kms:") && wraps.kms[0].key_id.ends_with(&k.key_id),
+        "{:?}",
+        wraps.kms[0]
+    );
+    assert_eq!(wraps.kms[0].region, testkit::REGION);
+    assert_eq!(m["encryption"]["recipients"], serde_json::json!([]));
+    assert_checksums(&m, read("kms"));
+    let kms_from = format!("{to}/kms/manifest.json");
+    restore(&kms_from, "copy_kms", &kms_flags, &env).assert_ok();
+    assert_eq!(pg_fingerprint(&pg, "copy_kms"), before);
+
+    // KMS and age together: either opens it.
+    let mut args = vec!["--kms-key", "alias/backups", "--recipient", &pub_a];
+    args.extend_from_slice(&kms_flags);
+    backup(to, "both", &args, &env).assert_ok();
+    let m = manifest_of("both");
+    let wraps: DataKeyWraps = serde_json::from_value(m["dataKey"].clone()).unwrap();
+    assert_eq!((wraps.age.len(), wraps.kms.len()), (1, 1));
+    assert_eq!(m["encryption"]["recipients"][0], fingerprint(&pub_a));
+    assert_checksums(&m, read("both"));
+    let both_from = format!("{to}/both/manifest.json");
+    restore(&both_from, "copy_both_kms", &kms_flags, &env).assert_ok();
+    restore(
+        &both_from,
+        "copy_both_age",
+        &["--identity-file", &id_a],
+        &env,
+    )
+    .assert_ok();
+    assert_eq!(pg_fingerprint(&pg, "copy_both_kms"), before);
+    assert_eq!(pg_fingerprint(&pg, "copy_both_age"), before);
+
+    // Crypto-erasure: the key disabled, the KMS-only backup cannot be restored, with a clear
+    // category; nothing is created on the target.
+    k.moto
+        .kms("DisableKey", serde_json::json!({"KeyId": k.key_id}))
+        .unwrap();
+    let erased = restore(&kms_from, "copy_erased", &kms_flags, &env);
+    erased.assert_failed("key-unavailable");
+    assert_eq!(erased.code, 18);
+    assert!(
+        erased.error().contains("DisabledException"),
+        "{}",
+        erased.error()
+    );
+    assert_eq!(
+        pg.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname LIKE 'copy_erased%'"
+        )
+        .unwrap(),
+        "0"
+    );
+    // The break-glass age wrap still opens the backup that has one.
+    restore(&both_from, "copy_glass", &["--identity-file", &id_a], &env).assert_ok();
+    assert_eq!(pg_fingerprint(&pg, "copy_glass"), before);
+    // A backup cannot wrap with a disabled key: it fails before anything is stored.
+    let mut args = vec!["--kms-key", "alias/backups"];
+    args.extend_from_slice(&kms_flags);
+    let refused = backup(to, "after", &args, &env);
+    refused.assert_failed("key-unavailable");
+    assert!(
+        k.moto
+            .list_keys("backups", "team/shop/after/")
+            .unwrap()
+            .is_empty()
+    );
+
+    // Pending deletion is key-unavailable too.
+    k.moto
+        .kms("EnableKey", serde_json::json!({"KeyId": k.key_id}))
+        .unwrap();
+    restore(&kms_from, "copy_enabled", &kms_flags, &env).assert_ok();
+    k.moto
+        .kms(
+            "ScheduleKeyDeletion",
+            serde_json::json!({"KeyId": k.key_id, "PendingWindowInDays": 7}),
+        )
+        .unwrap();
+    let deleted = restore(&kms_from, "copy_deleted", &kms_flags, &env);
+    deleted.assert_failed("key-unavailable");
+    assert!(
+        deleted.error().contains("KMSInvalidStateException"),
+        "{}",
+        deleted.error()
+    );
+}
+
+/// Every version of every object under `prefix`: (key, version id, latest).
+fn versions(moto: &Moto, bucket: &str, prefix: &str) -> Vec<(String, String, bool)> {
+    let client = moto.s3_client();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let out = rt
+        .block_on(
+            client
+                .list_object_versions()
+                .bucket(bucket)
+                .prefix(prefix)
+                .send(),
+        )
+        .unwrap();
+    let mut v: Vec<(String, String, bool)> = out
+        .versions()
+        .iter()
+        .map(|v| {
+            (
+                v.key().unwrap_or_default().to_string(),
+                v.version_id().unwrap_or_default().to_string(),
+                v.is_latest().unwrap_or(false),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn rewrap_rekeys_only_the_manifest_and_a_locked_manifest_gets_a_new_version() {
+    let pg = Postgres::start().unwrap();
+    pg.create_database("shop").unwrap();
+    pg_fill(&pg, "shop", 1);
+    let before = pg_fingerprint(&pg, "shop");
+    let k = kms();
+    k.moto.create_bucket_with_object_lock("locked").unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let (pub_a, id_a, secret_a) = age_keypair(tmp.path(), "a.txt");
+    let (pub_b, id_b, _) = age_keypair(tmp.path(), "b.txt");
+    let (id_a, id_b) = (id_a.display().to_string(), id_b.display().to_string());
+    let endpoint = k.moto.endpoint();
+    let kms_endpoint = k.proxy.endpoint();
+    let uri = pg.uri("shop");
+    let mut env = s3_env();
+    env.extend([
+        ("DG_URI", uri.as_str()),
+        ("DG_S3_ENDPOINT", endpoint.as_str()),
+        ("DG_S3_PATH_STYLE", "true"),
+        ("DG_KMS_ENDPOINT", kms_endpoint.as_str()),
+        ("DG_KMS_REGION", testkit::REGION),
+    ]);
+    let lock = [
+        "--object-lock-mode",
+        "GOVERNANCE",
+        "--object-lock-days",
+        "2",
+    ];
+    let mut args = vec!["--recipient", pub_a.as_str()];
+    args.extend_from_slice(&lock);
+    let run = backup("s3://locked/team/shop", "r", &args, &env);
+    run.assert_ok();
+    let manifest_key = "team/shop/r/manifest.json";
+    let from = format!("s3://locked/{manifest_key}");
+    let first = k.moto.get_object("locked", manifest_key).unwrap();
+    let first_sha = sha256_hex(&first);
+    let artifacts_before: Vec<_> = versions(&k.moto, "locked", "team/shop/r/")
+        .into_iter()
+        .filter(|(key, _, _)| key != manifest_key)
+        .collect();
+    assert_eq!(artifacts_before.len(), 1, "{artifacts_before:?}");
+    let art_key = artifacts_before[0].0.clone();
+    let art_bytes = k.moto.get_object("locked", &art_key).unwrap();
+
+    // A wrong old key changes nothing.
+    let (_, id_c, _) = age_keypair(tmp.path(), "c.txt");
+    let id_c = id_c.display().to_string();
+    let bad = run_agent(
+        &[
+            "rewrap",
+            "--from",
+            &from,
+            "--identity-file",
+            &id_c,
+            "--recipient",
+            &pub_b,
+        ],
+        &env,
+    );
+    bad.assert_failed("crypto");
+    assert_eq!(k.moto.get_object("locked", manifest_key).unwrap(), first);
+
+    // a → b and the KMS key, pinned to the recorded digest, the new version locked too.
+    let mut args = vec![
+        "rewrap",
+        "--from",
+        &from,
+        "--manifest-sha256",
+        &first_sha,
+        "--identity-file",
+        &id_a,
+        "--recipient",
+        &pub_b,
+        "--kms-key",
+        "alias/backups",
+    ];
+    args.extend_from_slice(&lock);
+    let rewrapped = run_agent(&args, &env);
+    rewrapped.assert_ok();
+    rewrapped.assert_no_secret(&secret_a);
+    let s = &rewrapped.summary;
+    assert_eq!(s["operation"], "rewrap");
+    assert_eq!(s["previousManifestSha256"], first_sha.as_str());
+    assert_eq!(
+        s["wrappedFor"]["recipients"],
+        serde_json::json!([fingerprint(&pub_b)])
+    );
+    assert!(
+        s["wrappedFor"]["kmsKeys"][0]
+            .as_str()
+            .unwrap()
+            .ends_with(&k.key_id)
+    );
+    let second = k.moto.get_object("locked", manifest_key).unwrap();
+    assert_eq!(s["manifestSha256"], sha256_hex(&second).as_str());
+    let old: Value = serde_json::from_slice(&first).unwrap();
+    let new: Value = serde_json::from_slice(&second).unwrap();
+    assert_eq!(old["dataKey"]["fingerprint"], new["dataKey"]["fingerprint"]);
+    assert_eq!(old["artifacts"], new["artifacts"]);
+    assert_eq!(
+        new["encryption"]["recipients"],
+        serde_json::json!([fingerprint(&pub_b)])
+    );
+
+    // The artifacts are untouched: same single version, same bytes. The manifest has a new
+    // version; the locked previous one is still there.
+    let after = versions(&k.moto, "locked", "team/shop/r/");
+    let artifacts_after: Vec<_> = after
+        .iter()
+        .filter(|(key, _, _)| key != manifest_key)
+        .cloned()
+        .collect();
+    assert_eq!(artifacts_after, artifacts_before);
+    assert_eq!(k.moto.get_object("locked", &art_key).unwrap(), art_bytes);
+    let manifest_versions: Vec<_> = after
+        .iter()
+        .filter(|(key, _, _)| key == manifest_key)
+        .collect();
+    assert_eq!(manifest_versions.len(), 2, "{after:?}");
+    let client = k.moto.s3_client();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let head = rt
+        .block_on(
+            client
+                .head_object()
+                .bucket("locked")
+                .key(manifest_key)
+                .send(),
+        )
+        .unwrap();
+    assert_eq!(
+        head.object_lock_mode().map(|m| m.as_str()),
+        Some("GOVERNANCE")
+    );
+
+    // b restores, KMS restores, a no longer does; a restore pinned to the old digest refuses
+    // the rewritten manifest (the operator records the new digest).
+    restore(&from, "copy_b", &["--identity-file", &id_b], &env).assert_ok();
+    assert_eq!(pg_fingerprint(&pg, "copy_b"), before);
+    restore(&from, "copy_kms", &[], &env).assert_ok();
+    assert_eq!(pg_fingerprint(&pg, "copy_kms"), before);
+    // (Without KMS settings: with them, the KMS wrap would open it.)
+    let age_only: Vec<(&str, &str)> = env
+        .iter()
+        .copied()
+        .filter(|(k, _)| !k.starts_with("DG_KMS"))
+        .collect();
+    let a = restore(&from, "copy_a", &["--identity-file", &id_a], &age_only);
+    a.assert_failed("crypto");
+    assert!(a.error().contains("wrong identity"), "{}", a.error());
+    restore(
+        &from,
+        "copy_pinned",
+        &["--manifest-sha256", &first_sha, "--identity-file", &id_b],
+        &env,
+    )
+    .assert_failed("integrity");
+
+    // A backup written before envelope encryption cannot be re-wrapped (config), untouched.
+    let plain_to = "s3://locked/team/plain";
+    backup(plain_to, "p", &[], &env).assert_ok();
+    let plain = run_agent(
+        &[
+            "rewrap",
+            "--from",
+            "s3://locked/team/plain/p/manifest.json",
+            "--recipient",
+            &pub_b,
+        ],
+        &env,
+    );
+    plain.assert_failed("config");
+}

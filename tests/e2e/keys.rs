@@ -1,0 +1,239 @@
+//! Declarative key rotation end to end: change a policy's age recipients, name the old identity,
+//! and the operator's rotation Job re-wraps every retained backup (manifests rewritten,
+//! artifacts untouched); restores by `backupRunRef` then open with the new identity only.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use age::secrecy::ExposeSecret;
+use dataguardian::api::{BackupPolicy, BackupRun};
+use kube::api::Api;
+
+use crate::backup::Scenario;
+use crate::harness::{jobs, wait_for, wait_for_events};
+
+const TIMEOUT: Duration = Duration::from_secs(240);
+
+/// An age key pair: (recipient, identity).
+fn keypair() -> (String, String) {
+    let id = age::x25519::Identity::generate();
+    (
+        id.to_public().to_string(),
+        id.to_string().expose_secret().to_string(),
+    )
+}
+
+/// The agent's fingerprint of a recipient.
+fn fingerprint(recipient: &str) -> String {
+    dataguardian::agent::crypto::fingerprint(recipient)
+}
+
+fn secret(ns: &str, name: &str, key: &str, value: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: {ns}}}\nstringData:\n  {key}: |\n    {value}\n"
+    )
+}
+
+/// Every version of every object under `prefix`: key → version ids (oldest last).
+async fn versions(s: &Scenario, prefix: &str) -> BTreeMap<String, Vec<String>> {
+    let out = s
+        .services
+        .s3
+        .s3_client()
+        .list_object_versions()
+        .bucket(&s.services.bucket)
+        .prefix(prefix)
+        .send()
+        .await
+        .unwrap();
+    let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for v in out.versions() {
+        map.entry(v.key().unwrap_or_default().to_string())
+            .or_default()
+            .push(v.version_id().unwrap_or_default().to_string());
+    }
+    map
+}
+
+fn keys_current(p: &BackupPolicy) -> Option<(String, String)> {
+    p.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "KeysCurrent")
+        .map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+fn artifact(run: &BackupRun) -> dataguardian::api::backup_run::Artifact {
+    *run.status.as_ref().unwrap().artifact.clone().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rotating_the_recipients_rewraps_retained_backups_and_restores_need_the_new_identity() {
+    let _serial = crate::serial().await;
+    let s = crate::backup::scenario(
+        "rotation",
+        "0 0 1 1 *",
+        "  encryption: {recipientsSecretRef: {name: age-recipients, key: recipients}}\n",
+    )
+    .await;
+    s.services
+        .s3
+        .s3_client()
+        .put_bucket_versioning()
+        .bucket(&s.services.bucket)
+        .versioning_configuration(
+            aws_sdk_s3::types::VersioningConfiguration::builder()
+                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let (recipient_a, identity_a) = keypair();
+    let (recipient_b, identity_b) = keypair();
+    s.cluster
+        .apply(&secret(&s.ns, "age-recipients", "recipients", &recipient_a));
+    s.cluster
+        .apply(&secret(&s.ns, "age-a", "identity", &identity_a));
+    s.cluster
+        .apply(&secret(&s.ns, "age-b", "identity", &identity_b));
+
+    // Two backups for recipient A; the policy says its keys are current.
+    let b1 = s.backup("b1").await;
+    let b2 = s.backup("b2").await;
+    for run in [&b1, &b2] {
+        assert_eq!(
+            artifact(run).encryption.unwrap().recipients,
+            [fingerprint(&recipient_a)]
+        );
+    }
+    let policy = wait_for::<BackupPolicy, _>(
+        &s.cluster,
+        Some(&s.operator),
+        &s.ns,
+        "shop",
+        TIMEOUT,
+        "KeysCurrent for A",
+        |p| {
+            keys_current(p).is_some_and(|(st, _)| st == "True")
+                && p.status
+                    .as_ref()
+                    .and_then(|s| s.keys.as_ref())
+                    .is_some_and(|k| k.total == 2)
+        },
+    )
+    .await;
+    assert_eq!(
+        policy.status.unwrap().keys.unwrap().wrapped_for,
+        [fingerprint(&recipient_a)]
+    );
+    let before = versions(&s, "e2e/").await;
+    let data_keys: Vec<&String> = before
+        .keys()
+        .filter(|k| !k.ends_with("manifest.json"))
+        .collect();
+    assert!(data_keys.len() >= 2, "{before:?}");
+
+    // Recipient B replaces A; the old identity is named for the rotation.
+    s.cluster
+        .apply(&secret(&s.ns, "age-recipients", "recipients", &recipient_b));
+    s.cluster.apply(&crate::harness::Services::postgres_policy(
+        &s.services,
+        &s.ns,
+        "shop",
+        "shop",
+        "main",
+        "  schedule: \"0 0 1 1 *\"\n  compression: {algorithm: zstd, level: 3}\n  encryption:\n    recipientsSecretRef: {name: age-recipients, key: recipients}\n    rotation: {previousIdentitySecretRef: {name: age-a, key: identity}}\n",
+    ));
+    let policy = wait_for::<BackupPolicy, _>(
+        &s.cluster,
+        Some(&s.operator),
+        &s.ns,
+        "shop",
+        TIMEOUT,
+        "KeysCurrent for B, 2 of 2",
+        |p| {
+            let keys = p.status.as_ref().and_then(|s| s.keys.as_ref());
+            keys_current(p).is_some_and(|(st, _)| st == "True")
+                && keys.is_some_and(|k| {
+                    k.wrapped_for == [fingerprint(&recipient_b)] && k.rewrapped == 2 && k.total == 2
+                })
+        },
+    )
+    .await;
+    let keys = policy.status.as_ref().unwrap().keys.clone().unwrap();
+    let job = keys
+        .rotation_job
+        .clone()
+        .expect("the rotation Job is named");
+    assert!(job.starts_with("shop-rotate-"), "{job}");
+    // The Job ran restricted, with the old identity and the new recipients only.
+    let all_jobs = jobs(&s.cluster, &s.ns).await;
+    if let Some(j) = all_jobs.get(&job) {
+        let pod = j.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let secrets: Vec<String> = pod
+            .volumes
+            .iter()
+            .flatten()
+            .filter_map(|v| v.secret.as_ref()?.secret_name.clone())
+            .collect();
+        assert!(secrets.contains(&"age-a".to_string()), "{secrets:?}");
+        assert!(!secrets.contains(&"age-b".to_string()), "{secrets:?}");
+    }
+    wait_for_events(&s.cluster, &s.ns, "shop", |events| {
+        ["RotatingKeys:", "KeysRotated:"]
+            .iter()
+            .all(|r| events.iter().any(|e| e.starts_with(r)))
+    })
+    .await;
+
+    // The runs record the re-wrapped manifests: new digest, recipient B.
+    let runs: Api<BackupRun> = Api::namespaced(s.cluster.client.clone(), &s.ns);
+    for (old, name) in [(&b1, "b1"), (&b2, "b2")] {
+        let now = runs.get(name).await.unwrap();
+        let (a, b) = (artifact(old), artifact(&now));
+        assert_ne!(a.manifest_sha256, b.manifest_sha256, "{name}");
+        assert_eq!(
+            b.encryption.unwrap().recipients,
+            [fingerprint(&recipient_b)]
+        );
+        assert_eq!((a.sha256, a.size_bytes), (b.sha256, b.size_bytes), "{name}");
+    }
+    // Artifacts untouched (same single version); each manifest got a new version.
+    let after = versions(&s, "e2e/").await;
+    for (key, v) in &before {
+        if key.ends_with("manifest.json") {
+            assert_eq!(after[key].len(), v.len() + 1, "{key}: {after:?}");
+        } else {
+            assert_eq!(&after[key], v, "{key} was rewritten");
+        }
+    }
+
+    // A restore by backupRunRef opens with B …
+    s.cluster.apply(&s.restore_yaml(
+        "with-b",
+        "b1",
+        "shop_b",
+        "  decryption: {identitySecretRef: {name: age-b, key: identity}}\n",
+    ));
+    let r = s.restore_finished("with-b").await;
+    let st = r.status.clone().unwrap();
+    assert_eq!(
+        format!("{:?}", st.phase.unwrap()),
+        "Succeeded",
+        "{st:#?}\n{}",
+        s.operator.log()
+    );
+    assert_eq!(s.count("shop_b", "orders"), "500");
+    // … and no longer with A.
+    s.cluster.apply(&s.restore_yaml(
+        "with-a",
+        "b2",
+        "shop_a",
+        "  decryption: {identitySecretRef: {name: age-a, key: identity}}\n",
+    ));
+    let r = s.restore_finished("with-a").await;
+    let st = r.status.clone().unwrap();
+    assert_eq!(format!("{:?}", st.phase.unwrap()), "Failed", "{st:#?}");
+}
