@@ -538,7 +538,12 @@ fn mariadb_staged_restores_swap_tables_and_recreate_views_routines_triggers() {
     // (its default schema is the target) is killed and the swap goes through (below).
     let mut holder = db
         .client_command("mariadb")
-        .args(["--batch", "--skip-column-names", "--unbuffered", "--database=prod"])
+        .args([
+            "--batch",
+            "--skip-column-names",
+            "--unbuffered",
+            "--database=prod",
+        ])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
