@@ -124,8 +124,10 @@ impl Record {
 struct Journal {
     path: PathBuf,
     file: std::fs::File,
-    /// Records appended since the last compaction.
-    records: usize,
+    /// Bytes appended since the last compaction.
+    appended: u64,
+    /// Size of the journal right after the last compaction.
+    compacted: u64,
 }
 
 /// Errors opening a persistent store.
@@ -197,11 +199,12 @@ impl Store {
             inner.objects = objects;
             inner.oldest_resumable = inner.rv;
             inner.gc_dirty = !inner.objects.is_empty();
-            let file = write_compacted(&path, inner.rv, &inner.objects)?;
+            let (file, compacted) = write_compacted(&path, inner.rv, &inner.objects)?;
             inner.journal = Some(Journal {
                 path,
                 file,
-                records: 0,
+                appended: 0,
+                compacted,
             });
         }
         Ok(store)
@@ -290,12 +293,12 @@ fn load_journal(path: &Path) -> Result<(BTreeMap<ObjKey, Value>, u64), JournalEr
 }
 
 /// Writes a journal holding the counter `rv` and `objects` next to `path`, moves it over
-/// `path` and returns it opened for appending.
+/// `path` and returns it opened for appending, with its size.
 fn write_compacted(
     path: &Path,
     rv: u64,
     objects: &BTreeMap<ObjKey, Value>,
-) -> Result<std::fs::File, JournalError> {
+) -> Result<(std::fs::File, u64), JournalError> {
     let io = |what: &'static str| {
         let path = path.to_path_buf();
         move |source| JournalError::Io { what, path, source }
@@ -332,11 +335,18 @@ fn write_compacted(
             .map_err(io("writing"))?;
     }
     std::fs::rename(&tmp, path).map_err(io("replacing"))?;
-    std::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .append(true)
         .open(path)
-        .map_err(io("opening"))
+        .map_err(io("opening"))?;
+    let size = file.metadata().map_err(io("reading"))?.len();
+    Ok((file, size))
 }
+
+/// A journal is compacted once what was appended since the last compaction exceeds this, or
+/// three times the compacted size if that is more (every status update appends a whole
+/// object: without compaction the file would grow with every progress report).
+const COMPACT_AFTER_BYTES: u64 = 32 << 20;
 
 impl Inner {
     /// Appends a write (`object` set) or a removal to the journal of a persistent store, and
@@ -355,15 +365,16 @@ impl Inner {
         if let Err(e) = j.file.write_all(&line) {
             tracing::error!(path = %j.path.display(), error = %e, "kube-sim: writing the store journal failed");
         }
-        j.records += 1;
-        if j.records > 50_000.max(self.objects.len() * 4) {
+        j.appended += line.len() as u64;
+        if j.appended > COMPACT_AFTER_BYTES.max(j.compacted * 3) {
             let path = j.path.clone();
             match write_compacted(&path, self.rv, &self.objects) {
-                Ok(file) => {
+                Ok((file, compacted)) => {
                     self.journal = Some(Journal {
                         path,
                         file,
-                        records: 0,
+                        appended: 0,
+                        compacted,
                     })
                 }
                 Err(e) => {
