@@ -450,10 +450,12 @@ impl World {
                 tokio::time::sleep(after).await;
                 let pg = &mut self.services.pg;
                 tokio::task::block_in_place(|| pg.restart()).expect("restarting PostgreSQL");
-                format!(
-                    "PostgreSQL restarted {after:?} after {} was Running",
-                    running.as_deref().unwrap_or("(no run seen Running)")
-                )
+                match running {
+                    Some(run) => format!("PostgreSQL restarted {after:?} after {run} was Running"),
+                    None => format!(
+                        "PostgreSQL restarted {after:?} after 60 s without seeing a run Running"
+                    ),
+                }
             }
             FaultKind::ApiServerRestarted => {
                 let after = rng.millis(0, 3000);
@@ -676,6 +678,8 @@ struct Report {
     duplicate_jobs: Vec<String>,
     false_successes: Vec<String>,
     failed_by_reason: BTreeMap<String, usize>,
+    /// Failed attempts of backups (retried by the operator), by reason.
+    attempts_failed_by_reason: BTreeMap<String, usize>,
     unclear_failures: Vec<String>,
     restores_verified: usize,
     restores_failed_by_reason: BTreeMap<String, usize>,
@@ -713,6 +717,10 @@ impl Report {
         s.push_str(&format!(
             "  backups failed (clear reason): {:?}\n",
             self.failed_by_reason
+        ));
+        s.push_str(&format!(
+            "  failed attempts retried by the operator, by reason: {:?}\n",
+            self.attempts_failed_by_reason
         ));
         s.push_str(&format!(
             "  failures without a reason: {} {:?}\n",
@@ -831,6 +839,12 @@ async fn campaign(plan: Plan) {
             report.lost.push(format!("{name} (object gone)"));
             continue;
         };
+        for a in run.status.iter().flat_map(|s| &s.failed_attempts) {
+            *report
+                .attempts_failed_by_reason
+                .entry(a.reason.clone())
+                .or_default() += 1;
+        }
         match ended.as_deref() {
             None => report.lost.push(format!(
                 "{name} ({})",
