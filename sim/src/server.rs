@@ -466,8 +466,9 @@ fn write_users(path: &Path, users: &[StaticUser]) -> Result<(), ServerError> {
 
 impl Drop for RunningServer {
     fn drop(&mut self) {
-        // Live watch responses end (clients see the stream close and watch again).
-        self.state.store.lock().close_watches();
+        // Requests are refused from now on, live watch responses end (clients see the stream
+        // close and watch again) and requests under way finish first.
+        self.state.store.stop(Duration::from_secs(5));
         self.shutdown.notify_waiters();
         for t in &self.tasks {
             t.abort();

@@ -159,6 +159,22 @@ pub enum JournalError {
 #[derive(Debug)]
 pub struct Store {
     inner: std::sync::Mutex<Inner>,
+    /// Set when the server stops: from then on requests are refused and watches end.
+    stopped: std::sync::atomic::AtomicBool,
+    /// Requests being handled (see [`Store::begin_request`]).
+    in_flight: std::sync::atomic::AtomicUsize,
+}
+
+/// A request being handled by a running server; dropping it ends the request.
+#[derive(Debug)]
+pub struct InFlight<'a>(&'a Store);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl Store {
@@ -179,6 +195,39 @@ impl Store {
                 tx,
                 journal: None,
             }),
+            stopped: std::sync::atomic::AtomicBool::new(false),
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// Registers a request; `None` once the server stopped (a stopped kube-apiserver answers
+    /// nothing: requests still arriving on connections opened before must not read or write
+    /// this store, whose successor may already be serving).
+    pub fn begin_request(&self) -> Option<InFlight<'_>> {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.in_flight.fetch_add(1, SeqCst);
+        let guard = InFlight(self);
+        (!self.stopped.load(SeqCst)).then_some(guard)
+    }
+
+    /// Whether the server stopped.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Stops serving: later requests are refused, live watches end, and this waits (up to
+    /// `wait`) for the requests being handled to finish, so that every write a client was
+    /// told about is in the journal before a successor loads it.
+    pub fn stop(&self, wait: std::time::Duration) {
+        use std::sync::atomic::Ordering::SeqCst;
+        {
+            let mut inner = self.lock();
+            self.stopped.store(true, SeqCst);
+            inner.close_watches();
+        }
+        let deadline = std::time::Instant::now() + wait;
+        while self.in_flight.load(SeqCst) > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }
 
