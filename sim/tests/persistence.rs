@@ -86,6 +86,11 @@ async fn a_restarted_persistent_server_keeps_objects_versions_uids_and_credentia
         ended.is_ok(),
         "a watch kept streaming after its server stopped"
     );
+    // Nor does it answer anything else, also not on connections opened before the stop.
+    assert!(
+        cms.get("kept").await.is_err(),
+        "a stopped server answered a request"
+    );
 
     let second = start_with(opts(dir.path(), addr)).await;
     assert_eq!(second.addr(), addr);
