@@ -2,7 +2,7 @@
 CARGO ?= cargo
 SIM_DIR := target/sim
 
-.PHONY: all build test lint fmt crds chart deps demo e2e sim-up sim-down bench images base-images deny sbom
+.PHONY: all build test lint fmt crds chart deps demo e2e gameday sim-up sim-down bench images base-images deny sbom
 
 all: build
 
@@ -59,6 +59,11 @@ demo: deps
 ## e2e: the end-to-end scenarios only (part of `make test`)
 e2e:
 	$(CARGO) test --test e2e
+
+## gameday: the seeded fault campaign (docs/reliability.md): GAMEDAY_SEED reproduces one, GAMEDAY_BACKUPS (50), GAMEDAY_RESTORES (10), GAMEDAY_PARALLEL (3) size it; the report also goes to target/gameday/report.txt
+gameday: deps
+	@mkdir -p target/gameday
+	GAMEDAY_REPORT=$(CURDIR)/target/gameday/report.txt $(CARGO) test --test e2e gameday_campaign -- --ignored --nocapture --test-threads=1
 
 ## sim-up: start the Kubernetes API stand-in (with its Job runner: Job pods are Docker containers of the images) in the background
 sim-up:

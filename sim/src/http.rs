@@ -75,6 +75,16 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    // A stopped server answers nothing more on connections opened before (503 and the
+    // connection closed: the client reconnects, to the successor if there is one).
+    let Some(_in_flight) = app.state.store.begin_request() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::CONNECTION, "close")],
+            "the API server is stopping",
+        )
+            .into_response();
+    };
     // Authentication, impersonation and authorization, as kube-apiserver's filters do before
     // any handler runs.
     let user = match crate::auth::gate(&app.state, &method, &uri, &headers) {

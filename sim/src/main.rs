@@ -24,6 +24,13 @@ struct Args {
     /// Static users, as kube-apiserver's flag: a CSV file of `token,user,uid,"group1,group2"`.
     #[arg(long)]
     token_auth_file: Option<PathBuf>,
+    /// Keep the cluster in the state directory across restarts, as etcd does: objects with
+    /// their resourceVersions and uids (`store.jsonl`, appended on every write), the CA and
+    /// serving certificate, the service-account signing key and the static users' tokens.
+    /// Started again with the same `--state-dir` (and `--listen` port), clients carry on;
+    /// their watches get `410 Gone` and relist.
+    #[arg(long)]
+    persist: bool,
     /// Also run the runner (Job, Deployment and ReplicaSet controllers + kubelet stand-in).
     #[arg(long)]
     run_jobs: bool,
@@ -65,6 +72,7 @@ async fn main() -> std::process::ExitCode {
         state_dir: Some(args.state_dir.clone()),
         kubeconfig_out: args.kubeconfig_out,
         token_auth_file: args.token_auth_file,
+        persist: args.persist,
         ..Default::default()
     };
     let mut server = match kube_sim::Server::start(opts).await {

@@ -32,6 +32,9 @@ pub enum ServerError {
     /// Building the kube client failed.
     #[error("building a kube client: {0}")]
     Client(String),
+    /// Loading the persisted store failed.
+    #[error("loading the store: {0}")]
+    Store(#[from] crate::store::JournalError),
     /// Generating the CA, certificates or signing keys, or reading the token file failed.
     #[error("{0}")]
     Auth(String),
@@ -61,7 +64,18 @@ pub struct ServerOptions {
     pub token_auth_file: Option<PathBuf>,
     /// More static users (tests).
     pub users: Vec<StaticUser>,
+    /// Keep everything in the state directory across restarts, as etcd and kube-apiserver's
+    /// key files do: the objects with their resourceVersions and uids (`store.jsonl`), the CA
+    /// and serving certificate (`pki.json`), the service-account signing key (`sa.key`) and
+    /// the static users with their tokens (`users.json`). A server started again on the same
+    /// state directory (and address) serves the same cluster to the same clients.
+    pub persist: bool,
 }
+
+/// The file a persistent server keeps its service-account token signing key in.
+pub const SIGNING_KEY_FILE: &str = "sa.key";
+/// The file a persistent server keeps its static users (and their tokens) in.
+pub const USERS_FILE: &str = "users.json";
 
 impl Default for ServerOptions {
     fn default() -> Self {
@@ -74,6 +88,7 @@ impl Default for ServerOptions {
             bookmark_interval: Duration::from_secs(5),
             token_auth_file: None,
             users: Vec::new(),
+            persist: false,
         }
     }
 }
@@ -91,6 +106,8 @@ pub struct RunningServer {
     state: Arc<State>,
     tasks: Vec<JoinHandle<()>>,
     shutdown: Arc<Notify>,
+    /// Where static users are kept (persistent servers).
+    users_file: Option<PathBuf>,
     _temp: Option<tempfile::TempDir>,
 }
 
@@ -150,15 +167,30 @@ impl Server {
             }
         };
         std::fs::create_dir_all(state_dir.join("logs")).map_err(io("creating the logs dir"))?;
-        let listener = tokio::net::TcpListener::bind(opts.listen)
-            .await
-            .map_err(io(format!("binding {}", opts.listen)))?;
+        let listener = bind(opts.listen).await?;
         let addr = listener
             .local_addr()
             .map_err(io("reading the bound address"))?;
-        let pki = crate::tls::generate(addr.ip()).map_err(ServerError::Auth)?;
-        let auth = crate::auth::Auth::new(pki.ca_pem.clone()).map_err(ServerError::Auth)?;
-        let mut users = opts.users.clone();
+        let (pki, auth, store, kept_users) = if opts.persist {
+            let pki =
+                crate::tls::load_or_generate(&state_dir, addr.ip()).map_err(ServerError::Auth)?;
+            let signer = load_or_generate_signer(&state_dir.join(SIGNING_KEY_FILE))?;
+            let auth = crate::auth::Auth::with_signer(pki.ca_pem.clone(), signer);
+            let store = Store::open(opts.history_limit, &state_dir)?;
+            let kept = read_users(&state_dir.join(USERS_FILE))?;
+            (pki, auth, store, kept)
+        } else {
+            let pki = crate::tls::generate(addr.ip()).map_err(ServerError::Auth)?;
+            let auth = crate::auth::Auth::new(pki.ca_pem.clone()).map_err(ServerError::Auth)?;
+            (pki, auth, Store::new(opts.history_limit), Vec::new())
+        };
+        let mut users = kept_users.clone();
+        users.extend(
+            opts.users
+                .iter()
+                .filter(|u| !kept_users.contains(u))
+                .cloned(),
+        );
         if let Some(f) = &opts.token_auth_file {
             let text =
                 std::fs::read_to_string(f).map_err(io(format!("reading {}", f.display())))?;
@@ -167,26 +199,69 @@ impl Server {
                     .map_err(|e| ServerError::Auth(format!("{}: {e}", f.display())))?,
             );
         }
-        let admin = StaticUser {
-            token: crate::auth::random_token(),
-            name: ADMIN_USER.into(),
-            uid: uuid::Uuid::new_v4().to_string(),
-            groups: vec![crate::auth::authorizer::SYSTEM_MASTERS.into()],
+        let admin = match kept_users.iter().find(|u| u.name == ADMIN_USER) {
+            Some(a) => a.clone(),
+            None => {
+                let admin = StaticUser {
+                    token: crate::auth::random_token(),
+                    name: ADMIN_USER.into(),
+                    uid: uuid::Uuid::new_v4().to_string(),
+                    groups: vec![crate::auth::authorizer::SYSTEM_MASTERS.into()],
+                };
+                users.push(admin.clone());
+                admin
+            }
         };
-        users.push(admin.clone());
         for u in &users {
             auth.add_user(u);
         }
+        let users_file = opts.persist.then(|| state_dir.join(USERS_FILE));
+        if let Some(f) = &users_file {
+            write_users(f, &users)?;
+        }
+        let loaded = !store.lock().objects.is_empty();
         let state = Arc::new(State {
             registry: arc_swap::ArcSwap::from_pointee(Registry::builtins()),
-            store: Store::new(opts.history_limit),
+            store,
             state_dir: state_dir.clone(),
             gc_wake: Notify::new(),
             bookmark_interval: opts.bookmark_interval,
             auth,
         });
-        seed(&state);
+        if loaded {
+            // A restart: serve the CRDs the store holds; the built-in objects are there.
+            let inner = state.store.lock();
+            let names: Vec<String> = inner
+                .list(crate::crds::GROUP, crate::crds::RESOURCE, None)
+                .map(|(k, _)| k.name.clone())
+                .collect();
+            for name in names {
+                state.crd_changed(&inner, &name);
+            }
+            tracing::info!(
+                objects = inner.objects.len(),
+                resource_version = inner.rv,
+                "kube-sim: store loaded"
+            );
+        } else {
+            seed(&state);
+        }
         for (path, crd) in crds {
+            let name = crd
+                .pointer("/metadata/name")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            if loaded
+                && state
+                    .store
+                    .lock()
+                    .objects
+                    .contains_key(&crate::crds::key(&name))
+            {
+                // Installed before the restart (and possibly changed since): kept as it is.
+                continue;
+            }
             state
                 .create_initial_crd(crd)
                 .map_err(|e| CrdLoadError::Invalid {
@@ -228,6 +303,7 @@ impl Server {
             state,
             tasks: vec![http, gc, acceptor],
             shutdown,
+            users_file,
             _temp: temp,
         })
     }
@@ -288,6 +364,11 @@ impl RunningServer {
     /// Registers `user` (its token and identity) and writes its kubeconfig to `path`.
     pub fn add_user_with(&self, user: &StaticUser, path: &Path) -> Result<(), ServerError> {
         self.state.auth.add_user(user);
+        if let Some(f) = &self.users_file {
+            let mut users = read_users(f)?;
+            users.push(user.clone());
+            write_users(f, &users)?;
+        }
         write_kubeconfig(
             path,
             &self.url,
@@ -334,8 +415,60 @@ impl RunningServer {
     }
 }
 
+/// Binds `addr`; a fixed port a server that just stopped was using may take a moment to be
+/// free again (its accept loop ends asynchronously), so that is retried for up to 5 s.
+async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, ServerError> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => return Ok(l),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && addr.port() != 0
+                    && std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(io(format!("binding {addr}"))(e)),
+        }
+    }
+}
+
+fn load_or_generate_signer(path: &Path) -> Result<crate::auth::tokens::Signer, ServerError> {
+    use crate::auth::tokens::Signer;
+    match std::fs::read(path) {
+        Ok(der) => Signer::from_pkcs8(&der)
+            .map_err(|e| ServerError::Auth(format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let (signer, der) = Signer::generate_pkcs8().map_err(ServerError::Auth)?;
+            crate::tls::write_private(path, &der)
+                .map_err(io(format!("writing {}", path.display())))?;
+            Ok(signer)
+        }
+        Err(e) => Err(io(format!("reading {}", path.display()))(e)),
+    }
+}
+
+fn read_users(path: &Path) -> Result<Vec<StaticUser>, ServerError> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| ServerError::Auth(format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(io(format!("reading {}", path.display()))(e)),
+    }
+}
+
+fn write_users(path: &Path, users: &[StaticUser]) -> Result<(), ServerError> {
+    let text = serde_json::to_vec_pretty(users)
+        .map_err(|e| ServerError::Auth(format!("encoding {}: {e}", path.display())))?;
+    crate::tls::write_private(path, &text).map_err(io(format!("writing {}", path.display())))
+}
+
 impl Drop for RunningServer {
     fn drop(&mut self) {
+        // Requests are refused from now on, live watch responses end (clients see the stream
+        // close and watch again) and requests under way finish first.
+        self.state.store.stop(Duration::from_secs(5));
         self.shutdown.notify_waiters();
         for t in &self.tasks {
             t.abort();

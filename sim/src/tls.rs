@@ -32,6 +32,88 @@ pub struct Pki {
     pub ca_pem: String,
     /// The rustls server configuration (serving certificate signed by the CA).
     pub server: Arc<rustls::ServerConfig>,
+    /// What [`load_or_generate`] keeps: the serving certificate, the CA certificate (DER) and
+    /// the serving key (PKCS#8 DER).
+    persisted: Persisted,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Persisted {
+    ca_pem: String,
+    cert_der: String,
+    ca_der: String,
+    key_der: String,
+}
+
+/// The file (in the state directory) a persistent server keeps its CA and serving key in,
+/// as kube-apiserver keeps its certificates across restarts (mode 0600).
+pub const PKI_FILE: &str = "pki.json";
+
+/// The CA and serving certificate kept in `{dir}/pki.json`, or new ones (then written there)
+/// when there are none: a restarted server keeps the CA its clients trust.
+pub fn load_or_generate(dir: &std::path::Path, listen_ip: IpAddr) -> Result<Pki, String> {
+    use base64::Engine as _;
+    let path = dir.join(PKI_FILE);
+    let b64 = base64::engine::general_purpose::STANDARD;
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let p: Persisted =
+                serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+            let de = |s: &str| {
+                b64.decode(s)
+                    .map_err(|e| format!("{}: {e}", path.display()))
+            };
+            let server = server_config(de(&p.cert_der)?, de(&p.ca_der)?, de(&p.key_der)?)?;
+            Ok(Pki {
+                ca_pem: p.ca_pem.clone(),
+                server,
+                persisted: p,
+            })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let pki = generate(listen_ip)?;
+            let text = serde_json::to_vec(&pki.persisted).map_err(|e| e.to_string())?;
+            write_private(&path, &text).map_err(|e| format!("writing {}: {e}", path.display()))?;
+            Ok(pki)
+        }
+        Err(e) => Err(format!("reading {}: {e}", path.display())),
+    }
+}
+
+/// Writes `data` to a new file only its owner can read, then moves it over `path`.
+pub fn write_private(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+fn server_config(
+    cert_der: Vec<u8>,
+    ca_der: Vec<u8>,
+    key_der: Vec<u8>,
+) -> Result<Arc<rustls::ServerConfig>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS versions: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert_der.into(), ca_der.into()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key_der.into()),
+        )
+        .map_err(|e| format!("TLS serving config: {e}"))?;
+    // HTTP/1.1 only: kubectl and kube-rs then speak it over TLS (no exec/port-forward here).
+    server.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(server))
 }
 
 impl std::fmt::Debug for Pki {
@@ -86,21 +168,20 @@ pub fn generate(listen_ip: IpAddr) -> Result<Pki, String> {
         .signed_by(&key, &ca)
         .map_err(err("signing the serving certificate"))?;
 
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut server = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS versions: {e}"))?
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![cert.der().clone(), ca.der().clone()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-        )
-        .map_err(|e| format!("TLS serving config: {e}"))?;
-    // HTTP/1.1 only: kubectl and kube-rs then speak it over TLS (no exec/port-forward here).
-    server.alpn_protocols = vec![b"http/1.1".to_vec()];
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let key_der = key.serialize_der();
+    let persisted = Persisted {
+        ca_pem: ca.pem(),
+        cert_der: b64.encode(cert.der()),
+        ca_der: b64.encode(ca.der()),
+        key_der: b64.encode(&key_der),
+    };
+    let server = server_config(cert.der().to_vec(), ca.der().to_vec(), key_der)?;
     Ok(Pki {
         ca_pem: ca.pem(),
-        server: Arc::new(server),
+        server,
+        persisted,
     })
 }
 

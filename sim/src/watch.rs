@@ -133,6 +133,11 @@ pub fn watch(
     let mut initial: Vec<Bytes> = Vec::new();
     let (mut rx, start_rv) = {
         let inner = state.store.lock();
+        if state.store.is_stopped() {
+            // Stopped while this request was on its way: the watch ends at once.
+            let none = futures::stream::iter(Vec::<Bytes>::new().into_iter().map(Ok));
+            return Ok(futures::future::Either::Left(none));
+        }
         let rx = inner.subscribe();
         let rv_param = filter.p.resource_version.clone().unwrap_or_default();
         let list_initial = rv_param.is_empty() || rv_param == "0" || filter.p.send_initial_events;

@@ -148,6 +148,26 @@ impl Cluster {
         names.len()
     }
 
+    /// A cluster whose API server the caller runs (e.g. a stand-in it restarts), reached
+    /// through `kubeconfig`.
+    pub async fn connect(kubeconfig: PathBuf) -> Cluster {
+        let config = kube::Config::from_custom_kubeconfig(
+            kube::config::Kubeconfig::read_from(&kubeconfig).expect("reading the kubeconfig"),
+            &Default::default(),
+        )
+        .await
+        .expect("kubeconfig");
+        Cluster {
+            client: Client::try_from(config).expect("client"),
+            kubeconfig,
+            _server: None,
+            _dir: tempfile::Builder::new()
+                .prefix("dg-e2e-")
+                .tempdir()
+                .expect("temp dir"),
+        }
+    }
+
     /// Where the stand-in's kubelet keeps the contents of the claim `ns/claim` (`None` on a real
     /// cluster, whose volumes the tests cannot look into).
     #[allow(dead_code)]
@@ -426,6 +446,12 @@ impl Operator {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// How the process ended, if it ended on its own (not through [`Operator::kill`]).
+    #[allow(dead_code)]
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut()?.try_wait().ok().flatten()
     }
 
     /// Starts it again after [`Operator::kill`].

@@ -8,6 +8,7 @@ mod backup;
 mod containers;
 mod copies;
 mod demo;
+mod gameday;
 mod harness;
 mod install;
 mod keys;

@@ -86,7 +86,7 @@ impl UserInfo {
 }
 
 /// A user of `--token-auth-file` / [`crate::ServerOptions::users`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StaticUser {
     /// Bearer token.
     pub token: String,
@@ -116,6 +116,15 @@ impl Auth {
             signer: tokens::Signer::generate()?,
             ca_pem,
         })
+    }
+
+    /// State with a given token signer (a restarted server keeps its key).
+    pub fn with_signer(ca_pem: String, signer: tokens::Signer) -> Self {
+        Auth {
+            users: RwLock::new(HashMap::new()),
+            signer,
+            ca_pem,
+        }
     }
 
     /// Registers a static user.

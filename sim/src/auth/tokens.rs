@@ -106,10 +106,23 @@ fn b64(data: &[u8]) -> String {
 impl Signer {
     /// A signer with a fresh key.
     pub fn generate() -> Result<Self, String> {
+        Ok(Self::generate_pkcs8()?.0)
+    }
+
+    /// A signer with a fresh key, and that key (PKCS#8 DER) to keep for [`Signer::from_pkcs8`].
+    pub fn generate_pkcs8() -> Result<(Self, Vec<u8>), String> {
         let rng = SystemRandom::new();
         let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
             .map_err(|e| format!("generating the token signing key: {e}"))?;
-        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+        let signer = Self::from_pkcs8(pkcs8.as_ref())?;
+        Ok((signer, pkcs8.as_ref().to_vec()))
+    }
+
+    /// A signer with a kept key (PKCS#8 DER): tokens it issued before a restart stay valid,
+    /// as with kube-apiserver's `--service-account-key-file`.
+    pub fn from_pkcs8(pkcs8: &[u8]) -> Result<Self, String> {
+        let rng = SystemRandom::new();
+        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8, &rng)
             .map_err(|e| format!("loading the token signing key: {e}"))?;
         let public = key.public_key().as_ref().to_vec();
         let digest = ring::digest::digest(&ring::digest::SHA256, &public);

@@ -70,6 +70,18 @@ enum Stop {
     Gone,
 }
 
+/// How long a pod status update is retried while the API server is unreachable.
+const STATUS_RETRY_FOR: Duration = Duration::from_secs(600);
+
+/// Whether a failed status update is worth retrying: the server was not reached, or it
+/// answered that it cannot serve now (5xx, 429). Other answers are final.
+fn status_retryable(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(s) => s.code >= 500 || s.code == 429,
+        _ => true,
+    }
+}
+
 /// Runs the kubelet until the pod watch ends.
 pub(crate) async fn run(ctx: Arc<KubeletCtx>) -> Result<(), RunnerError> {
     let api: Api<Pod> = Api::all(ctx.client.clone());
@@ -585,12 +597,28 @@ impl PodWorker {
             field_manager: pp.field_manager,
             ..PatchParams::default()
         };
-        if let Err(e) = self
-            .api
-            .patch_status(&self.name, &pp, &Patch::Merge(&patch))
-            .await
-        {
-            debug!(pod = %self.name, error = %e, "kubelet: status update failed");
+        // Like the kubelet's status manager, keep trying while the API server cannot be
+        // reached or answers 5xx/429 (it may be restarting): a pod's final status must not be
+        // lost, or its Job would never finish. A refusal (4xx: the pod is gone) ends it.
+        let mut delay = Duration::from_millis(200);
+        let give_up = tokio::time::Instant::now() + STATUS_RETRY_FOR;
+        loop {
+            match self
+                .api
+                .patch_status(&self.name, &pp, &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => return,
+                Err(e) if status_retryable(&e) && tokio::time::Instant::now() < give_up => {
+                    debug!(pod = %self.name, error = %e, "kubelet: status update failed, retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => {
+                    debug!(pod = %self.name, error = %e, "kubelet: status update failed");
+                    return;
+                }
+            }
         }
     }
 
