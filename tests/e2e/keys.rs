@@ -236,4 +236,10 @@ async fn rotating_the_recipients_rewraps_retained_backups_and_restores_need_the_
     let r = s.restore_finished("with-a").await;
     let st = r.status.clone().unwrap();
     assert_eq!(format!("{:?}", st.phase.unwrap()), "Failed", "{st:#?}");
+    // It failed on the key, not on the pin: the manifest is the one the run records.
+    let message = st.message.clone().unwrap_or_default();
+    assert!(
+        message.contains("cannot unwrap the data key") && !message.contains("replaced or altered"),
+        "{st:#?}"
+    );
 }
