@@ -52,9 +52,13 @@ if ! python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
 fi
 # The aws CLI: docs/disaster-recovery.md unwraps a KMS-wrapped data key with `aws kms decrypt`
 # (tests/disaster_recovery.rs runs it against moto).
+# In a virtualenv of its own: awscli pins exact botocore versions that moto's boto3 must not
+# fight over.
 if ! command -v aws >/dev/null 2>&1; then
-  echo "install-deps: pip install awscli"
-  python3 -m pip install -q 'awscli>=1.32,<2'
+  echo "install-deps: awscli in its own virtualenv (/opt/dg-awscli)"
+  python3 -m venv /opt/dg-awscli
+  /opt/dg-awscli/bin/pip install -q 'awscli>=1.32,<2'
+  ln -sf /opt/dg-awscli/bin/aws /usr/local/bin/aws
 fi
 if ! command -v moto_server >/dev/null 2>&1; then
   echo "install-deps: pip install moto[server]"
