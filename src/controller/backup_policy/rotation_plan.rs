@@ -65,7 +65,7 @@ pub struct RotationPlan {
     /// Of those, wrapped for the policy's recipients.
     pub current: u32,
     /// Wrapped for other recipients and re-wrappable (manifest location and digest recorded),
-    /// oldest first, at most [`MAX_TARGETS`] (the next Job takes the rest).
+    /// newest first, at most [`MAX_TARGETS`] (the next Job takes the rest).
     pub targets: Vec<RewrapTarget>,
     /// Wrapped for other recipients beyond this Job's share.
     pub waiting: u32,
@@ -124,7 +124,10 @@ pub fn plan(
             _ => out.unpinned.push(run.name.clone()),
         }
     }
-    stale.sort_by(|a, b| (a.0.completed_at, &a.0.name).cmp(&(b.0.completed_at, &b.0.name)));
+    // Newest first: the backups most likely to be restored are re-keyed first, and backups
+    // that cannot be re-wrapped (written before envelope encryption, hence the oldest) come
+    // last, so their failing re-wrap never holds the others back.
+    stale.sort_by(|a, b| (b.0.completed_at, &b.0.name).cmp(&(a.0.completed_at, &a.0.name)));
     out.waiting = stale.len().saturating_sub(MAX_TARGETS) as u32;
     out.targets = stale
         .into_iter()
@@ -339,7 +342,7 @@ mod tests {
     }
 
     #[test]
-    fn only_retained_encrypted_backups_wrapped_for_other_keys_are_rewrapped_oldest_first() {
+    fn only_retained_encrypted_backups_wrapped_for_other_keys_are_rewrapped_newest_first() {
         let new = vec!["sha256:b".to_string()];
         let runs = vec![
             run("r3", 3, Some(&["sha256:a"]), Some("d3")),
@@ -353,10 +356,10 @@ mod tests {
         assert_eq!((p.total, p.current), (4, 1));
         assert_eq!(
             p.targets.iter().map(|t| t.run.as_str()).collect::<Vec<_>>(),
-            ["r1", "r3"]
+            ["r3", "r1"]
         );
-        assert_eq!(p.targets[0].manifest_sha256, "d1");
-        assert_eq!(p.targets[0].location, "s3://b/shop/r1/manifest.json");
+        assert_eq!(p.targets[1].manifest_sha256, "d1");
+        assert_eq!(p.targets[1].location, "s3://b/shop/r1/manifest.json");
         assert_eq!(p.unpinned, ["r6"]);
         assert!(!p.keys_current());
         let now = Utc::now();
