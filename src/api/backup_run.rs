@@ -282,6 +282,12 @@ pub struct ArtifactEncryption {
     /// Fingerprints (SHA-256 of each recipient, hex, first 16 chars) of the recipients the
     /// artifact was encrypted to: tells which identity can restore it without revealing keys.
     pub recipients: Vec<String>,
+    /// The KMS key the data key is wrapped by, as the policy named it
+    /// (`spec.encryption.kms.keyId`, key id or alias as written) when the backup Job ran, or as
+    /// the rotation that re-wrapped it named it. Absent: not wrapped by KMS, or recorded by an
+    /// older operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kms_key_id: Option<String>,
 }
 
 /// A replicated copy of an artifact on one of the policy's `secondaryStorageRefs`, recorded

@@ -243,3 +243,131 @@ async fn rotating_the_recipients_rewraps_retained_backups_and_restores_need_the_
         "{st:#?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_kms_key_rewraps_retained_backups_and_disabling_the_old_key_erases_nothing_current() {
+    let _serial = crate::serial().await;
+    // Restores and rotations reach moto's KMS through the proxy that refuses a disabled key
+    // the way AWS KMS does (moto alone still decrypts with it).
+    let kms_moto = testkit::Moto::start().expect("moto for KMS");
+    let key_1 = kms_moto.kms_create_key("key 1").unwrap();
+    let key_2 = kms_moto.kms_create_key("key 2").unwrap();
+    for (alias, key) in [("alias/k1", &key_1), ("alias/k2", &key_2)] {
+        kms_moto
+            .kms(
+                "CreateAlias",
+                serde_json::json!({"AliasName": alias, "TargetKeyId": key}),
+            )
+            .unwrap();
+    }
+    let proxy = testkit::KmsKeyStateProxy::start(kms_moto.addr()).unwrap();
+    let endpoint = proxy.endpoint();
+    let region = kms_moto.region();
+    let kms_key = |alias: &str| {
+        format!(
+            "    kms: {{keyId: {alias}, region: {region}, endpoint: \"{endpoint}\", credentialsSecretRef: {{name: s3-creds}}}}\n"
+        )
+    };
+    let access = format!("{{endpoint: \"{endpoint}\", credentialsSecretRef: {{name: s3-creds}}}}");
+    let s = crate::backup::scenario(
+        "kmsrotation",
+        "0 0 1 1 *",
+        &format!("  encryption:\n{}", kms_key("alias/k1")),
+    )
+    .await;
+
+    // Two backups wrapped by key 1; each run records the key id as the policy wrote it.
+    let b1 = s.backup("b1").await;
+    let b2 = s.backup("b2").await;
+    for run in [&b1, &b2] {
+        let enc = artifact(run).encryption.unwrap();
+        assert_eq!(enc.kms_key_id.as_deref(), Some("alias/k1"), "{enc:?}");
+    }
+    wait_for::<BackupPolicy, _>(
+        &s.cluster,
+        Some(&s.operator),
+        &s.ns,
+        "shop",
+        TIMEOUT,
+        "KeysCurrent for key 1",
+        |p| {
+            keys_current(p).is_some_and(|(st, _)| st == "True")
+                && p.status
+                    .as_ref()
+                    .and_then(|s| s.keys.as_ref())
+                    .is_some_and(|k| k.total == 2)
+        },
+    )
+    .await;
+
+    // The policy moves to key 2 and names how to reach the old one.
+    s.cluster.apply(&crate::harness::Services::postgres_policy(
+        &s.services,
+        &s.ns,
+        "shop",
+        "shop",
+        "main",
+        &format!(
+            "  schedule: \"0 0 1 1 *\"\n  compression: {{algorithm: zstd, level: 3}}\n  encryption:\n{}    rotation: {{previousKms: {access}}}\n",
+            kms_key("alias/k2")
+        ),
+    ));
+    let policy = wait_for::<BackupPolicy, _>(
+        &s.cluster,
+        Some(&s.operator),
+        &s.ns,
+        "shop",
+        TIMEOUT,
+        "KeysCurrent for key 2, 2 of 2",
+        |p| {
+            let keys = p.status.as_ref().and_then(|s| s.keys.as_ref());
+            keys_current(p).is_some_and(|(st, _)| st == "True")
+                && keys.is_some_and(|k| {
+                    k.kms_key_id.as_deref() == Some("alias/k2") && k.rewrapped == 2 && k.total == 2
+                })
+        },
+    )
+    .await;
+    assert!(
+        policy
+            .status
+            .unwrap()
+            .keys
+            .unwrap()
+            .rotation_job
+            .is_some_and(|j| j.starts_with("shop-rotate-"))
+    );
+    let runs: Api<BackupRun> = Api::namespaced(s.cluster.client.clone(), &s.ns);
+    for (old, name) in [(&b1, "b1"), (&b2, "b2")] {
+        let now = runs.get(name).await.unwrap();
+        let (a, b) = (artifact(old), artifact(&now));
+        assert_ne!(a.manifest_sha256, b.manifest_sha256, "{name}");
+        assert_eq!(
+            b.encryption.unwrap().kms_key_id.as_deref(),
+            Some("alias/k2"),
+            "{name}"
+        );
+        assert_eq!((a.sha256, a.size_bytes), (b.sha256, b.size_bytes), "{name}");
+    }
+
+    // Crypto-erasure of key 1: the retained backups still restore, through key 2.
+    kms_moto
+        .kms("DisableKey", serde_json::json!({"KeyId": key_1}))
+        .unwrap();
+    s.cluster.apply(&s.restore_yaml(
+        "after-erasure",
+        "b1",
+        "shop_k2",
+        &format!("  decryption: {{kms: {access}}}\n"),
+    ));
+    let r = s.restore_finished("after-erasure").await;
+    let st = r.status.clone().unwrap();
+    assert_eq!(
+        format!("{:?}", st.phase.unwrap()),
+        "Succeeded",
+        "{st:#?}\n{}",
+        s.operator.log()
+    );
+    assert_eq!(s.count("shop_k2", "orders"), "500");
+    drop(proxy);
+}

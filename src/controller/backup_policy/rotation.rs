@@ -98,6 +98,7 @@ pub async fn reconcile_rotation(
             .as_ref()
             .map(|k| (k.region.as_str(), k.key_id.as_str())),
     );
+    let desired_kms = encryption.kms.as_ref().map(|k| k.key_id.as_str());
     let name = policy.name_any();
     let job_name = rotation_job::job_name(&name, &key_set);
     let mut runs: Vec<FinishedRun> = finished.to_vec();
@@ -113,11 +114,20 @@ pub async fn reconcile_rotation(
         ),
         Observed::Finished { succeeded, .. } => {
             let pods = job_pods(ctx, ns, &job_name).await?;
-            let updates =
-                rotation_plan::recorded_updates(&runs, &rotation_plan::rewrap_reports(&pods));
+            let updates = rotation_plan::recorded_updates(
+                &runs,
+                &rotation_plan::rewrap_reports(&pods),
+                desired_kms,
+            );
             record(ctx, ns, &updates).await?;
             apply_locally(&mut runs, &updates);
-            let after = rotation_plan::plan(&desired, &runs, kept, &policy.spec.storage_ref.name);
+            let after = rotation_plan::plan(
+                &desired,
+                desired_kms,
+                &runs,
+                kept,
+                &policy.spec.storage_ref.name,
+            );
             if succeeded {
                 if after.targets.is_empty() {
                     if !updates.is_empty() {
@@ -197,7 +207,13 @@ pub async fn reconcile_rotation(
             }
         }
         Observed::NotCreated | Observed::Vanished { .. } => {
-            let p = rotation_plan::plan(&desired, &runs, kept, &policy.spec.storage_ref.name);
+            let p = rotation_plan::plan(
+                &desired,
+                desired_kms,
+                &runs,
+                kept,
+                &policy.spec.storage_ref.name,
+            );
             if p.targets.is_empty() {
                 (RotationState::Current, None, None)
             } else if encryption.rotation.is_none() {
@@ -217,7 +233,13 @@ pub async fn reconcile_rotation(
             }
         }
     };
-    let p = rotation_plan::plan(&desired, &runs, kept, &policy.spec.storage_ref.name);
+    let p = rotation_plan::plan(
+        &desired,
+        desired_kms,
+        &runs,
+        kept,
+        &policy.spec.storage_ref.name,
+    );
     // A succeeded Job with nothing left is current; while reports are being recorded the plan
     // (on the updated runs) decides.
     let state = match state {
@@ -303,7 +325,8 @@ async fn record(ctx: &Context, ns: &str, updates: &[RecordedUpdate]) -> Result<(
     for u in updates {
         let patch = json!({"status": {"artifact": {
             "manifestSha256": u.manifest_sha256,
-            "encryption": {"method": "age", "recipients": u.recipients},
+            "encryption": {"method": "age", "recipients": u.recipients,
+                "kmsKeyId": u.kms_key_id},
         }}});
         match api.patch_status(&u.run, &pp, &Patch::Merge(&patch)).await {
             Ok(run) => {
@@ -313,8 +336,12 @@ async fn record(ctx: &Context, ns: &str, updates: &[RecordedUpdate]) -> Result<(
                     Reason::KeysRotated.as_str(),
                     ACTION,
                     format!(
-                        "data key re-wrapped for {}; manifest sha256 now {}; artifacts unchanged",
+                        "data key re-wrapped for {}{}; manifest sha256 now {}; artifacts unchanged",
                         u.recipients.join(", "),
+                        u.kms_key_id
+                            .as_deref()
+                            .map(|k| format!(" and KMS key {k}"))
+                            .unwrap_or_default(),
                         u.manifest_sha256
                     ),
                 )
@@ -337,6 +364,7 @@ fn apply_locally(runs: &mut [FinishedRun], updates: &[RecordedUpdate]) {
         {
             a.manifest_sha256 = Some(u.manifest_sha256.clone());
             a.recipients = Some(u.recipients.clone());
+            a.kms_key_id = u.kms_key_id.clone();
         }
     }
 }

@@ -4,7 +4,11 @@
 //!
 //! A backup is current when the recipient fingerprints its BackupRun records
 //! (`status.artifact.encryption.recipients`, confirmed from its manifest) are exactly the
-//! fingerprints of the policy's recipients Secret. The rotation Job re-wraps the others; each
+//! fingerprints of the policy's recipients Secret and the KMS key id it records
+//! (`status.artifact.encryption.kmsKeyId`: the policy's `spec.encryption.kms.keyId` as written
+//! when its backup Job ran) is the policy's key id now; a KMS-wrapped policy's backup that records
+//! no KMS key (recorded by an older operator) is re-wrapped too, to be sure, and named as such.
+//! The rotation Job re-wraps the others; each
 //! re-wrap's summary (its container's termination message) names the manifest, its digest before
 //! and after, and who it is wrapped for now, and the run's recorded digest and recipients are
 //! updated only from a summary whose "before" digest is the one the run records.
@@ -65,13 +69,16 @@ pub struct RotationPlan {
     /// Of those, wrapped for the policy's recipients.
     pub current: u32,
     /// Wrapped for other recipients and re-wrappable (manifest location and digest recorded),
-    /// oldest first, at most [`MAX_TARGETS`] (the next Job takes the rest).
+    /// newest first, at most [`MAX_TARGETS`] (the next Job takes the rest).
     pub targets: Vec<RewrapTarget>,
     /// Wrapped for other recipients beyond this Job's share.
     pub waiting: u32,
     /// Wrapped for other recipients but with no recorded manifest location or digest (recorded
     /// by an older operator): the operator cannot pin a re-wrap, they stay as they are.
     pub unpinned: Vec<String>,
+    /// Backups of a KMS-wrapped policy that record no KMS key (recorded by an older operator):
+    /// which key wraps them is unknown, so they are re-wrapped like the stale ones.
+    pub unknown_kms: Vec<String>,
 }
 
 impl RotationPlan {
@@ -82,9 +89,11 @@ impl RotationPlan {
 }
 
 /// Which of `runs` (the policy's finished runs) are retained (`kept`), encrypted, on `storage`,
-/// and wrapped for other recipients than `desired` (sorted fingerprints).
+/// and wrapped for other recipients than `desired` (sorted fingerprints) or by another KMS key
+/// than `desired_kms` (the policy's `kms.keyId` as written).
 pub fn plan(
     desired: &[String],
+    desired_kms: Option<&str>,
     runs: &[FinishedRun],
     kept: &BTreeSet<String>,
     storage: &str,
@@ -108,7 +117,14 @@ pub fn plan(
         let mut have: Vec<String> = recipients.clone();
         have.sort();
         have.dedup();
-        if have == desired {
+        let kms_current = match (desired_kms, artifact.kms_key_id.as_deref()) {
+            (Some(_), None) => {
+                out.unknown_kms.push(run.name.clone());
+                false
+            }
+            (want, have) => want == have,
+        };
+        if have == desired && kms_current {
             out.current += 1;
             continue;
         }
@@ -124,7 +140,10 @@ pub fn plan(
             _ => out.unpinned.push(run.name.clone()),
         }
     }
-    stale.sort_by(|a, b| (a.0.completed_at, &a.0.name).cmp(&(b.0.completed_at, &b.0.name)));
+    // Newest first: the backups most likely to be restored are re-keyed first, and backups
+    // that cannot be re-wrapped (written before envelope encryption, hence the oldest) come
+    // last, so their failing re-wrap never holds the others back.
+    stale.sort_by(|a, b| (b.0.completed_at, &b.0.name).cmp(&(a.0.completed_at, &a.0.name)));
     out.waiting = stale.len().saturating_sub(MAX_TARGETS) as u32;
     out.targets = stale
         .into_iter()
@@ -164,6 +183,17 @@ pub fn keys_condition(
             p.unpinned.join(", ")
         )
     };
+    let unknown = if p.unknown_kms.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; {} record no KMS key (recorded by an older operator), which key wraps them is \
+             unknown and they are re-wrapped: {}",
+            p.unknown_kms.len(),
+            p.unknown_kms.join(", ")
+        )
+    };
+    let unpinned = format!("{unknown}{unpinned}");
     let (ok, reason, message) = match state {
         RotationState::Current if p.keys_current() => (
             true,
@@ -258,12 +288,19 @@ pub struct RecordedUpdate {
     pub manifest_sha256: String,
     /// The fingerprints its data key is wrapped for now.
     pub recipients: Vec<String>,
+    /// The KMS key id (the policy's, as written) its data key is wrapped by now.
+    pub kms_key_id: Option<String>,
 }
 
 /// The runs of `runs` a report re-wrapped: same manifest location and the digest the run
 /// records is the report's digest before. A report matching no run (already recorded, or about
-/// another manifest) changes nothing.
-pub fn recorded_updates(runs: &[FinishedRun], reports: &[RewrapSummary]) -> Vec<RecordedUpdate> {
+/// another manifest) changes nothing. `kms_key_id` is the policy's KMS key id the rotation Job
+/// wrapped with (its name is derived from it), recorded when the report names a KMS wrap.
+pub fn recorded_updates(
+    runs: &[FinishedRun],
+    reports: &[RewrapSummary],
+    kms_key_id: Option<&str>,
+) -> Vec<RecordedUpdate> {
     reports
         .iter()
         .filter_map(|r| {
@@ -277,6 +314,9 @@ pub fn recorded_updates(runs: &[FinishedRun], reports: &[RewrapSummary]) -> Vec<
                 run: run.name.clone(),
                 manifest_sha256: r.manifest_sha256.clone(),
                 recipients: r.wrapped_for.recipients.clone(),
+                kms_key_id: kms_key_id
+                    .filter(|_| !r.wrapped_for.kms_keys.is_empty())
+                    .map(str::to_string),
             })
         })
         .collect()
@@ -314,6 +354,7 @@ mod tests {
                 copies: Vec::new(),
                 manifest_sha256: digest.map(str::to_string),
                 recipients: recipients.map(|r| r.iter().map(|s| s.to_string()).collect()),
+                kms_key_id: None,
             })),
         }
     }
@@ -339,7 +380,7 @@ mod tests {
     }
 
     #[test]
-    fn only_retained_encrypted_backups_wrapped_for_other_keys_are_rewrapped_oldest_first() {
+    fn only_retained_encrypted_backups_wrapped_for_other_keys_are_rewrapped_newest_first() {
         let new = vec!["sha256:b".to_string()];
         let runs = vec![
             run("r3", 3, Some(&["sha256:a"]), Some("d3")),
@@ -349,14 +390,20 @@ mod tests {
             run("r5", 5, Some(&["sha256:a"]), Some("d5")), // not retained
             run("r6", 6, Some(&["sha256:a"]), None),       // no recorded digest
         ];
-        let p = plan(&new, &runs, &kept(&["r1", "r2", "r3", "r4", "r6"]), "main");
+        let p = plan(
+            &new,
+            None,
+            &runs,
+            &kept(&["r1", "r2", "r3", "r4", "r6"]),
+            "main",
+        );
         assert_eq!((p.total, p.current), (4, 1));
         assert_eq!(
             p.targets.iter().map(|t| t.run.as_str()).collect::<Vec<_>>(),
-            ["r1", "r3"]
+            ["r3", "r1"]
         );
-        assert_eq!(p.targets[0].manifest_sha256, "d1");
-        assert_eq!(p.targets[0].location, "s3://b/shop/r1/manifest.json");
+        assert_eq!(p.targets[1].manifest_sha256, "d1");
+        assert_eq!(p.targets[1].location, "s3://b/shop/r1/manifest.json");
         assert_eq!(p.unpinned, ["r6"]);
         assert!(!p.keys_current());
         let now = Utc::now();
@@ -367,7 +414,7 @@ mod tests {
         );
         assert!(c.message.contains("r6"), "{}", c.message);
         // Another storage's backups are not this policy's to re-key.
-        assert_eq!(plan(&new, &runs, &kept(&["r1"]), "other").total, 0);
+        assert_eq!(plan(&new, None, &runs, &kept(&["r1"]), "other").total, 0);
     }
 
     #[test]
@@ -377,7 +424,7 @@ mod tests {
             .collect();
         let names: Vec<String> = runs.iter().map(|r| r.name.clone()).collect();
         let kept: BTreeSet<String> = names.into_iter().collect();
-        let p = plan(&["sha256:b".into()], &runs, &kept, "main");
+        let p = plan(&["sha256:b".into()], None, &runs, &kept, "main");
         assert_eq!(p.targets.len(), MAX_TARGETS);
         assert_eq!(p.waiting, 3);
     }
@@ -482,14 +529,91 @@ mod tests {
             // Another manifest.
             summary("s3://b/elsewhere/manifest.json", "d2", "n3"),
         ];
-        let u = recorded_updates(&runs, &reports);
+        let u = recorded_updates(&runs, &reports, None);
         assert_eq!(
             u,
             [RecordedUpdate {
                 run: "r1".into(),
                 manifest_sha256: "n1".into(),
                 recipients: vec!["sha256:b".into()],
+                kms_key_id: None,
             }]
+        );
+    }
+
+    fn with_kms(mut r: FinishedRun, key: Option<&str>) -> FinishedRun {
+        r.artifact.as_deref_mut().unwrap().kms_key_id = key.map(str::to_string);
+        r
+    }
+
+    #[test]
+    fn a_changed_kms_key_id_makes_backups_stale_and_unrecorded_ones_are_named() {
+        let age = vec!["sha256:a".to_string()];
+        let runs = vec![
+            with_kms(
+                run("r1", 1, Some(&["sha256:a"]), Some("d1")),
+                Some("alias/k1"),
+            ),
+            with_kms(
+                run("r2", 2, Some(&["sha256:a"]), Some("d2")),
+                Some("alias/k2"),
+            ),
+            // Recorded by an older operator: which KMS key wraps it is unknown.
+            with_kms(run("r3", 3, Some(&["sha256:a"]), Some("d3")), None),
+        ];
+        let all = kept(&["r1", "r2", "r3"]);
+        // Same recipients, same key as written: current.
+        let p = plan(&age, Some("alias/k2"), &runs[1..2], &all, "main");
+        assert!(p.keys_current() && p.current == 1, "{p:?}");
+        // The policy's key changed from k1 to k2: r1 is stale; r3 unknown, re-wrapped too.
+        let p = plan(&age, Some("alias/k2"), &runs, &all, "main");
+        assert_eq!((p.total, p.current), (3, 1));
+        assert_eq!(
+            p.targets.iter().map(|t| t.run.as_str()).collect::<Vec<_>>(),
+            ["r3", "r1"]
+        );
+        assert_eq!(p.unknown_kms, ["r3"]);
+        let c = keys_condition(&p, &RotationState::NoPreviousKey, Some(1), Utc::now());
+        assert_eq!(c.status, "False");
+        assert!(
+            c.message.contains("record no KMS key") && c.message.contains("r3"),
+            "{}",
+            c.message
+        );
+        // Compared as written: an ARN of the same key is another id.
+        let p = plan(
+            &age,
+            Some("arn:aws:kms:r:1:alias/k2"),
+            &runs[1..2],
+            &all,
+            "main",
+        );
+        assert_eq!(p.targets.len(), 1);
+        // KMS dropped from the policy: a KMS-wrapped backup is re-wrapped without it.
+        let p = plan(&age, None, &runs, &all, "main");
+        assert_eq!(p.targets.len(), 2);
+        assert!(p.unknown_kms.is_empty());
+    }
+
+    #[test]
+    fn a_report_with_a_kms_wrap_records_the_policys_key_id_as_written() {
+        let runs = vec![with_kms(
+            run("r1", 1, Some(&[]), Some("d1")),
+            Some("alias/k1"),
+        )];
+        let mut s = summary("s3://b/shop/r1/manifest.json", "d1", "n1");
+        s.wrapped_for = WrappedFor {
+            recipients: Vec::new(),
+            kms_keys: vec!["arn:aws:kms:eu-west-1:1:key/2".into()],
+        };
+        let u = recorded_updates(&runs, &[s.clone()], Some("alias/k2"));
+        assert_eq!(u[0].kms_key_id.as_deref(), Some("alias/k2"));
+        // No KMS wrap in the report (KMS dropped): nothing recorded.
+        s.wrapped_for.kms_keys.clear();
+        s.wrapped_for.recipients = vec!["sha256:b".into()];
+        assert_eq!(
+            recorded_updates(&runs, &[s], Some("alias/k2"))[0].kms_key_id,
+            None
         );
     }
 }

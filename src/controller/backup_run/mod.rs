@@ -203,7 +203,17 @@ pub async fn reconcile(run: Arc<BackupRun>, ctx: Arc<Context>) -> Result<Action>
             };
             match confirmed {
                 Ok((check, expected)) => {
-                    let artifact = artifact_from_report(&storage_name, &report, &check, &expected);
+                    // The KMS key the backup Job was given (the policy's key id as written when
+                    // the Job was created), not the policy's key now: a rotation compares it.
+                    let kms_key_id = match &job_name {
+                        Some(job) if check.encryption.is_some() => {
+                            let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
+                            jobs.get_opt(job).await?.as_ref().and_then(kms_key_of_job)
+                        }
+                        _ => None,
+                    };
+                    let artifact =
+                        artifact_from_report(&storage_name, &report, &check, &expected, kms_key_id);
                     let mut run_with_attempts = (*run).clone();
                     run_with_attempts
                         .status
@@ -655,6 +665,7 @@ fn artifact_from_report(
     r: &AgentReport,
     check: &artifact_check::Confirmation,
     expected: &crate::jobs::backup_job::ExpectedBackup,
+    kms_key_id: Option<String>,
 ) -> Artifact {
     let size_bytes = r.size_bytes.unwrap_or(0);
     Artifact {
@@ -671,6 +682,7 @@ fn artifact_from_report(
         encryption: check.encryption.as_ref().map(|e| ArtifactEncryption {
             method: "age".into(),
             recipients: e.recipients.clone(),
+            kms_key_id: kms_key_id.clone(),
         }),
         engine: r.engine.clone().unwrap_or_default(),
         server_version: r.server_version.clone(),
@@ -679,6 +691,22 @@ fn artifact_from_report(
         retain_until: check.retain_until.map(time_from_chrono),
         copies: Vec::new(),
     }
+}
+
+/// The KMS key id a backup Job wraps its data key with: the value of its agent's `--kms-key`.
+pub(crate) fn kms_key_of_job(job: &Job) -> Option<String> {
+    let pod = job.spec.as_ref()?.template.spec.as_ref()?;
+    pod.init_containers
+        .iter()
+        .flatten()
+        .chain(pod.containers.iter())
+        .filter_map(|c| c.args.as_ref())
+        .find_map(|args| {
+            args.iter()
+                .position(|a| a == "--kms-key")
+                .and_then(|i| args.get(i + 1))
+                .cloned()
+        })
 }
 
 /// Writes the final status, the Event and the metrics of a finished run.

@@ -310,3 +310,25 @@ async fn a_run_on_a_storage_without_credentials_waits_and_gets_no_job() {
             .is_empty()
     );
 }
+
+#[test]
+fn the_kms_key_recorded_is_the_one_the_backup_job_was_given() {
+    let job: Job = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "j"},
+        "spec": {"template": {"spec": {
+            "containers": [{"name": "agent", "args": [
+                "agent", "backup", "--kms-key", "alias/k1", "--kms-region", "eu-west-1"
+            ]}]
+        }}}
+    }))
+    .unwrap();
+    assert_eq!(super::kms_key_of_job(&job).as_deref(), Some("alias/k1"));
+    let plain: Job = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "j"},
+        "spec": {"template": {"spec": {
+            "containers": [{"name": "agent", "args": ["agent", "backup", "--recipient", "age1x"]}]
+        }}}
+    }))
+    .unwrap();
+    assert_eq!(super::kms_key_of_job(&plain), None);
+}

@@ -67,6 +67,9 @@ pub struct ArtifactRef {
     pub manifest_sha256: Option<String>,
     /// Fingerprints of the age recipients the data key is wrapped for (`None`: unencrypted).
     pub recipients: Option<Vec<String>>,
+    /// The KMS key id the data key is wrapped by, as recorded (`None`: no KMS wrap, or not
+    /// recorded by an older operator).
+    pub kms_key_id: Option<String>,
 }
 
 impl ArtifactRef {
@@ -125,6 +128,7 @@ impl FinishedRun {
                         .collect(),
                     manifest_sha256: a.manifest_sha256.clone().filter(|d| !d.is_empty()),
                     recipients: a.encryption.as_ref().map(|e| e.recipients.clone()),
+                    kms_key_id: a.encryption.as_ref().and_then(|e| e.kms_key_id.clone()),
                 })
             }),
         })
@@ -399,6 +403,7 @@ mod tests {
                 copies: copies.iter().map(|c| (c.to_string(), None)).collect(),
                 manifest_sha256: None,
                 recipients: None,
+                kms_key_id: None,
             })),
         };
         let runs = vec![
