@@ -668,12 +668,13 @@ async fn restore_unit(
     .await
 }
 
-/// MySQL/MariaDB parallel layout: the tables' artifacts (structure, rows, triggers) in
-/// `parallelism` concurrent client sessions, each read once and its checksum checked as it
-/// ends; then the database artifact (views, routines, events), which refers to them.
+/// The `tableData` (PostgreSQL) or table (MySQL) artifacts of `step`, `parallelism` at a time,
+/// each in its own `part` span, read once and its checksum checked as it ends. Every part runs
+/// to its end before the first error is returned. Returns the stored and raw bytes.
 #[allow(clippy::too_many_arguments)]
-async fn restore_mysql_parallel(
+async fn restore_parts(
     req: &RestoreRequest,
+    tools: Option<&PgTools>,
     store: &Store,
     dir: &Location,
     manifest: &Manifest,
@@ -682,7 +683,7 @@ async fn restore_mysql_parallel(
     identities: Option<Arc<Identities>>,
     progress: &Arc<Progress>,
     staged: bool,
-) -> Result<DecodeStats> {
+) -> Result<(u64, u64)> {
     use futures::StreamExt as _;
     let jobs = req.parallelism.max(1);
     let results = futures::stream::iter(step.parts.iter().copied())
@@ -704,7 +705,7 @@ async fn restore_mysql_parallel(
                     span,
                     restore_artifact(
                         req,
-                        None,
+                        tools,
                         store,
                         dir,
                         part,
@@ -727,6 +728,38 @@ async fn restore_mysql_parallel(
         stored += stats.stored_bytes;
         raw += stats.raw_bytes;
     }
+    Ok((stored, raw))
+}
+
+/// MySQL/MariaDB parallel layout: the tables' artifacts (structure, rows, triggers) in
+/// `parallelism` concurrent client sessions, each read once and its checksum checked as it
+/// ends; then the database artifact (views, routines, events), which refers to them.
+#[allow(clippy::too_many_arguments)]
+async fn restore_mysql_parallel(
+    req: &RestoreRequest,
+    store: &Store,
+    dir: &Location,
+    manifest: &Manifest,
+    step: &RestoreStep,
+    db: &str,
+    identities: Option<Arc<Identities>>,
+    progress: &Arc<Progress>,
+    staged: bool,
+) -> Result<DecodeStats> {
+    let jobs = req.parallelism.max(1);
+    let (stored, raw) = restore_parts(
+        req,
+        None,
+        store,
+        dir,
+        manifest,
+        step,
+        db,
+        identities.clone(),
+        progress,
+        staged,
+    )
+    .await?;
     let one = RestoreStep {
         artifact: step.artifact,
         target_database: Some(db.to_string()),
@@ -783,7 +816,6 @@ async fn restore_parallel(
     progress: &Arc<Progress>,
     staged: bool,
 ) -> Result<DecodeStats> {
-    use futures::StreamExt as _;
     let a = &manifest.artifacts[step.artifact];
     let jobs = req.parallelism.max(1);
     let consequence = if staged {
@@ -867,47 +899,21 @@ async fn restore_parallel(
     // 3. The rows: the spool's own data section, then every tableData artifact, `jobs` at a
     // time.
     file_part(postgres::RestorePart::Data, "data").await?;
-    let results = futures::stream::iter(step.parts.iter().copied())
-        .map(|i| {
-            let part = &manifest.artifacts[i];
-            let ids = identities.clone();
-            async move {
-                let span = tracing::info_span!(
-                    "part",
-                    artifact.key = %part.key,
-                    artifact.size_bytes = part.size_bytes,
-                );
-                let one = RestoreStep {
-                    artifact: i,
-                    target_database: Some(db.to_string()),
-                    parts: Vec::new(),
-                };
-                in_span(
-                    span,
-                    restore_artifact(
-                        req,
-                        Some(tools),
-                        store,
-                        dir,
-                        part,
-                        &one,
-                        ids,
-                        manifest.compression,
-                        progress,
-                        staged,
-                    ),
-                )
-                .await
-            }
-        })
-        .buffer_unordered(jobs)
-        .collect::<Vec<_>>()
-        .await;
-    for r in results {
-        let stats = r?;
-        total.stored_bytes += stats.stored_bytes;
-        total.raw_bytes += stats.raw_bytes;
-    }
+    let (stored, raw) = restore_parts(
+        req,
+        Some(tools),
+        store,
+        dir,
+        manifest,
+        step,
+        db,
+        identities.clone(),
+        progress,
+        staged,
+    )
+    .await?;
+    total.stored_bytes += stored;
+    total.raw_bytes += raw;
     tracing::info!(
         parts = step.parts.len(),
         jobs,
