@@ -562,3 +562,45 @@ fn rewrap_rekeys_only_the_manifest_and_a_locked_manifest_gets_a_new_version() {
     );
     plain.assert_failed("config");
 }
+
+/// Hostile input: a KMS endpoint a tenant points at the cloud metadata address (or any address
+/// outside the egress policy) is refused before a byte leaves the Job, and no manifest is
+/// written. Nothing secret appears in the agent's output.
+#[test]
+fn a_kms_endpoint_outside_the_egress_policy_is_refused() {
+    let pg = Postgres::start().unwrap();
+    pg.create_database("shop").unwrap();
+    pg.psql(
+        "shop",
+        "CREATE TABLE t (v text); INSERT INTO t VALUES ('x')",
+    )
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let to = format!("file://{}", tmp.path().display());
+    let uri = pg.uri("shop");
+    let env = [
+        ("DG_URI", uri.as_str()),
+        ("DG_KMS_AWS_ACCESS_KEY_ID", "AKIAHOSTILETEST"),
+        ("DG_KMS_AWS_SECRET_ACCESS_KEY", "kms-secret-canary-7f3a"),
+        ("DG_EGRESS_ALLOW_CIDRS", "127.0.0.0/8"),
+    ];
+    let run = backup(
+        &to,
+        "hostile",
+        &[
+            "--kms-key",
+            "alias/stolen",
+            "--kms-region",
+            "us-east-1",
+            "--kms-endpoint",
+            "http://169.254.169.254:80",
+        ],
+        &env,
+    );
+    assert_ne!(run.code, 0, "{}", run.stdout);
+    let said = format!("{}{}", run.stdout, run.stderr);
+    assert!(said.contains("egress"), "{said}");
+    assert!(!said.contains("kms-secret-canary-7f3a"), "{said}");
+    assert!(!said.contains(pg.password()), "{said}");
+    assert!(!tmp.path().join("hostile/manifest.json").exists());
+}
