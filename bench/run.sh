@@ -17,11 +17,13 @@
 #
 # Then the parallel layout (issue 18): a database of BENCH_PARALLEL_TABLES tables holding
 # BENCH_PARALLEL_MIB MiB (default 16 tables, 2048 MiB; same mixed-compressibility rows), backed
-# up to file:// and restored with --parallelism 1 (the single stream), 2 and 4, side by side.
+# up and restored with --parallelism 1 (the single stream), 2 and 4, side by side, to and from
+# file:// and s3s-fs (BENCH_PARALLEL_SINKS), with wall time, client CPU s/GiB and peak RSS.
 #
 # Environment: BENCH_SIZES="small large" (default; "tiny" is a smoke test; "" skips them),
 #   BENCH_PARALLEL="1 2 4" (job counts of the parallel section; "" skips it),
 #   BENCH_PARALLEL_MIB=2048 and BENCH_PARALLEL_TABLES=16 (shrink for a quick run),
+#   BENCH_PARALLEL_SINKS="file s3s" (where the parallel section backs up to and restores from),
 #   BENCH_OUT=<file for the markdown table>, BENCH_KEEP=1 keeps the temp dir, BENCH_BIN=<binary>
 #   skips the release build, BENCH_TMPDIR=<dir> puts the temp dir elsewhere than /tmp.
 set -euo pipefail
@@ -33,6 +35,7 @@ SIZES="${BENCH_SIZES-small large}"
 PARALLEL="${BENCH_PARALLEL-1 2 4}"
 PAR_MIB="${BENCH_PARALLEL_MIB:-2048}"
 PAR_TABLES="${BENCH_PARALLEL_TABLES:-16}"
+PAR_SINKS="${BENCH_PARALLEL_SINKS-file s3s}"
 OUT="${BENCH_OUT:-$ROOT/target/bench/results.md}"
 
 need() { command -v "$1" >/dev/null 2>&1 || { echo "bench: $1 is required but not installed ($2)" >&2; exit 1; }; }
@@ -214,8 +217,9 @@ SQL
   rm -rf "$WORK/s3s/bench/ours/$size"
 done
 
-# The parallel layout: one database of PAR_TABLES tables, PAR_MIB MiB in all, backed up to a
-# local file (the S3 server out of the way) and restored, with 1 (single stream), 2 and 4 jobs.
+# The parallel layout: one database of PAR_TABLES tables, PAR_MIB MiB in all, backed up and
+# restored with 1 (single stream), 2 and 4 jobs, to a local file (the S3 server out of the way)
+# and to s3s-fs (multipart uploads, streamed downloads).
 if [ -n "$PARALLEL" ]; then
   DB=bench_parallel
   ROWS_PER_TABLE=$(( PAR_MIB * 1048576 / PAR_TABLES / 760 ))
@@ -231,25 +235,35 @@ if [ -n "$PARALLEL" ]; then
   TOTAL_ROWS=$(( ROWS_PER_TABLE * PAR_TABLES ))
   {
     echo
-    echo "| database | jobs | layout | backup s | backup × 1 job | restore s | restore speed-up over 1 job | artifacts | backup peak RSS MiB | restore peak RSS MiB |"
-    echo "|---|---|---|---|---|---|---|---|---|---|"
+    echo "| database | sink | jobs | layout | backup s | backup × 1 job | backup client CPU s/GiB | backup peak RSS MiB | restore s | restore speed-up over 1 job | restore client CPU s/GiB | restore peak RSS MiB | artifacts |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
   } >>"$OUT"
-  for j in $PARALLEL; do
-    measure "par_backup_$j" "'$DG' agent backup --engine postgres --uri postgresql://postgres@127.0.0.1:$PGPORT_/$DB --to file://$WORK/par --run-id j$j --parallelism $j --parallel-min-bytes 0 --recipient $RECIPIENT --termination-log $WORK/termination.log"
-    measure "par_restore_$j" "'$DG' agent restore --engine postgres --uri postgresql://postgres@127.0.0.1:$PGPORT_/${DB}_r$j --from file://$WORK/par/j$j/manifest.json --identity-file '$WORK/identity.txt' --create-database --parallelism $j --termination-log $WORK/termination.log"
-    got="$(for t in $(seq -w 1 "$PAR_TABLES"); do psql -X -At -d "${DB}_r$j" -c "SELECT count(*) FROM t$t"; done | paste -sd+ | bc)"
-    [ "$got" = "$TOTAL_ROWS" ] || { echo "bench: restored $got rows of $TOTAL_ROWS ($j jobs)" >&2; exit 1; }
-    dropdb "${DB}_r$j"
-    ARTS="$(python3 -c "import json; print(len(json.load(open('$WORK/par/j$j/manifest.json'))['artifacts']))")"
-    VERSION="$(python3 -c "import json; print(json.load(open('$WORK/par/j$j/manifest.json'))['formatVersion'])")"
-    LAYOUT="single stream"; [ "$VERSION" = 2 ] && LAYOUT="parallel"
-    printf '| %s, %s tables | %s | %s | %.2f | %s | %.2f | %s× | %s | %s | %s |\n' "$DBSIZE" "$PAR_TABLES" "$j" "$LAYOUT" \
-      "${WALL[par_backup_$j]}" "$(ratio "${WALL[par_backup_$j]}" "${WALL[par_backup_1]:-${WALL[par_backup_$j]}}")×" \
-      "${WALL[par_restore_$j]}" "$(ratio "${WALL[par_restore_1]:-${WALL[par_restore_$j]}}" "${WALL[par_restore_$j]}")" "$ARTS" \
-      "$(mib "${RSS[par_backup_$j]}")" "$(mib "${RSS[par_restore_$j]}")" >>"$OUT"
-    rm -rf "$WORK/par/j$j"
+  for sink in $PAR_SINKS; do
+    case "$sink" in
+      file) TO="file://$WORK/par"; S3ARGS="" ;;
+      s3s)  TO="s3://bench/par"; S3ARGS="--s3-endpoint $S3S --s3-path-style" ;;
+      *) echo "bench: unknown parallel sink $sink (file|s3s)" >&2; exit 1 ;;
+    esac
+    for j in $PARALLEL; do
+      measure "par_backup_${sink}_$j" "'$DG' agent backup --engine postgres --uri postgresql://postgres@127.0.0.1:$PGPORT_/$DB --to $TO --run-id j$j --parallelism $j --parallel-min-bytes 0 --recipient $RECIPIENT $S3ARGS --termination-log $WORK/termination.log"
+      measure "par_restore_${sink}_$j" "'$DG' agent restore --engine postgres --uri postgresql://postgres@127.0.0.1:$PGPORT_/${DB}_r$j --from $TO/j$j/manifest.json --identity-file '$WORK/identity.txt' --create-database --parallelism $j $S3ARGS --termination-log $WORK/termination.log"
+      got="$(for t in $(seq -w 1 "$PAR_TABLES"); do psql -X -At -d "${DB}_r$j" -c "SELECT count(*) FROM t$t"; done | paste -sd+ | bc)"
+      [ "$got" = "$TOTAL_ROWS" ] || { echo "bench: restored $got rows of $TOTAL_ROWS ($sink, $j jobs)" >&2; exit 1; }
+      dropdb "${DB}_r$j"
+      SUMMARY="$WORK/out.par_backup_${sink}_$j"
+      ARTS="$(python3 -c "import json; print(len(json.loads(open('$SUMMARY').read().splitlines()[-1])['artifacts']))")"
+      PRAW="$(python3 -c "import json; print(json.loads(open('$SUMMARY').read().splitlines()[-1])['rawBytes'])")"
+      LAYOUT="single stream"; [ "$ARTS" -gt 1 ] && LAYOUT="parallel"
+      first="${PARALLEL%% *}"
+      printf '| %s, %s tables | %s | %s | %s | %.2f | %s | %.2f | %s | %.2f | %s× | %.2f | %s | %s |\n' "$DBSIZE" "$PAR_TABLES" "$sink" "$j" "$LAYOUT" \
+        "${WALL[par_backup_${sink}_$j]}" "$(ratio "${WALL[par_backup_${sink}_$j]}" "${WALL[par_backup_${sink}_1]:-${WALL[par_backup_${sink}_$first]}}")×" \
+        "$(echo "${CPU[par_backup_${sink}_$j]} * 1073741824 / $PRAW" | bc -l)" "$(mib "${RSS[par_backup_${sink}_$j]}")" \
+        "${WALL[par_restore_${sink}_$j]}" "$(ratio "${WALL[par_restore_${sink}_1]:-${WALL[par_restore_${sink}_$first]}}" "${WALL[par_restore_${sink}_$j]}")" \
+        "$(echo "${CPU[par_restore_${sink}_$j]} * 1073741824 / $PRAW" | bc -l)" "$(mib "${RSS[par_restore_${sink}_$j]}")" "$ARTS" >>"$OUT"
+      rm -rf "$WORK/par/j$j" "$WORK/s3s/bench/par/j$j"
+    done
   done
-  echo "bench: parallel: $(for j in $PARALLEL; do printf '%s jobs: backup %.2f s, restore %.2f s; ' "$j" "${WALL[par_backup_$j]}" "${WALL[par_restore_$j]}"; done)" >&2
+  echo "bench: parallel: $(for sink in $PAR_SINKS; do for j in $PARALLEL; do printf '%s, %s jobs: backup %.2f s, restore %.2f s; ' "$sink" "$j" "${WALL[par_backup_${sink}_$j]}" "${WALL[par_restore_${sink}_$j]}"; done; done)" >&2
   dropdb "$DB"
 fi
 

@@ -4,7 +4,8 @@
 //! - the backup pipeline's core (zstd + age + SHA-256 on fixed generated data, `dataguardian
 //!   agent bench`) runs under `valgrind --tool=callgrind`, and the instructions per MiB must stay
 //!   within `tolerance` above the committed baseline (`bench/baselines/pipeline-core.json`);
-//! - the same command on a 256 MiB input must keep the agent's peak RSS under the target.
+//! - the same command on a 256 MiB input must keep the agent's peak RSS under the target, as
+//!   one stream and as two parallel jobs (`--jobs 2`, the parallel layout's data path).
 //!
 //! Both print their figure and its ratio to the baseline. Updating the baseline is a reviewed
 //! commit that says why (its `reason` field); a figure well below it is reported so the
@@ -85,13 +86,13 @@ fn pipeline_instructions_per_mib_stay_within_the_baseline() {
     }
 }
 
-#[test]
-fn agent_peak_rss_on_a_256_mib_dump_stays_under_the_target() {
+/// Runs `agent bench` on 256 MiB in `jobs` streams and checks its peak RSS against the target.
+fn assert_peak_rss_under_the_target(jobs: usize) {
     let b = baseline();
     let max_mib = b["peakRssMiBMax"].as_f64().expect("peakRssMiBMax");
     let run = Command::new(agent())
         .args(["agent", "bench", "--mib", "256", "--seed", "1"])
-        .args(["--compression", "zstd:3"])
+        .args(["--compression", "zstd:3", "--jobs", &jobs.to_string()])
         .output()
         .expect("running agent bench");
     assert!(
@@ -102,14 +103,28 @@ fn agent_peak_rss_on_a_256_mib_dump_stays_under_the_target() {
     let report: serde_json::Value =
         serde_json::from_slice(&run.stdout).expect("agent bench prints a JSON report");
     assert_eq!(report["rawBytes"], 256u64 << 20);
+    assert_eq!(report["jobs"], jobs);
     let rss_mib = report["peakRssKib"].as_f64().expect("peakRssKib") / 1024.0;
     println!(
-        "agent peak RSS on 256 MiB: {rss_mib:.1} MiB ({:.2}x the {max_mib} MiB target)",
+        "agent peak RSS on 256 MiB in {jobs} stream(s): {rss_mib:.1} MiB ({:.2}x the {max_mib} MiB \
+         target)",
         rss_mib / max_mib
     );
     assert!(
         rss_mib > 0.0 && rss_mib <= max_mib,
-        "the agent's peak RSS on a 256 MiB dump is {rss_mib:.1} MiB, above the {max_mib} MiB \
-         target (bench/baselines/pipeline-core.json)"
+        "the agent's peak RSS on a 256 MiB dump in {jobs} stream(s) is {rss_mib:.1} MiB, above \
+         the {max_mib} MiB target (bench/baselines/pipeline-core.json)"
     );
+}
+
+#[test]
+fn agent_peak_rss_on_a_256_mib_dump_stays_under_the_target() {
+    assert_peak_rss_under_the_target(1);
+}
+
+/// The parallel layout's data path: two streams at once (`--parallelism 2`), each with its own
+/// zstd context, age stream and buffers, under the same target.
+#[test]
+fn agent_peak_rss_with_two_parallel_jobs_stays_under_the_target() {
+    assert_peak_rss_under_the_target(2);
 }

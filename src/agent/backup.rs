@@ -10,7 +10,7 @@ use crate::contract::extra_args;
 use crate::telemetry::otel::in_span;
 
 use super::blocking;
-use super::compress::Compression;
+use super::compress::{Compression, zstd_workers};
 use super::crypto::Recipients;
 use super::engine::mysql::RowCounter;
 use super::engine::pg_tools::{self, PgTools};
@@ -573,6 +573,8 @@ async fn postgres_parallel(
         )
         .collect();
     let (keys_ref, every_ref, groups_ref) = (&keys, &every, &groups);
+    // Streams running at once: they share the cores, so zstd's threads per stream.
+    let streams = req.parallelism.max(1).min(keys.len());
     let dumps = futures::stream::iter(0..keys.len())
         .map(|i| {
             let scope = if i == 0 {
@@ -594,7 +596,7 @@ async fn postgres_parallel(
                         scope,
                         &req.dump_args,
                     )?;
-                    stream_to_pending(req, store, &at, tool, None, progress, None).await
+                    stream_to_pending(req, store, &at, tool, None, progress, None, streams).await
                 };
                 (i, in_span(span, out).await, clock.elapsed())
             }
@@ -705,7 +707,7 @@ async fn postgres_single(
         let counts = session.row_counts();
         (session, counts)
     });
-    let streamed = stream_to_pending(req, store, at, tool, None, progress, None).await;
+    let streamed = stream_to_pending(req, store, at, tool, None, progress, None, 1).await;
     let (session, counts) = counts.await.map_err(|e| {
         AgentError::Io(std::io::Error::other(format!(
             "row count thread failed: {e}"
@@ -735,7 +737,9 @@ async fn postgres_single(
 
 /// Stream a dump tool's stdout into storage. Returns the pending upload (not yet committed:
 /// the caller may still have consistency work) together with the stats. One `dump` span: the
-/// dump tool's output compressed, encrypted and hashed on its way to storage.
+/// dump tool's output compressed, encrypted and hashed on its way to storage. `streams`: how many
+/// such streams run at once (they share the cores: [`zstd_workers`]).
+#[allow(clippy::too_many_arguments)]
 async fn stream_to_pending(
     req: &BackupRequest,
     store: &Store,
@@ -744,6 +748,7 @@ async fn stream_to_pending(
     counter: Option<RowCounter>,
     progress: &Arc<Progress>,
     started: Option<std::sync::mpsc::Sender<()>>,
+    streams: usize,
 ) -> Result<(super::storage::Pending, StreamStats, Option<RowCounter>)> {
     let span = tracing::info_span!(
         "dump",
@@ -754,7 +759,7 @@ async fn stream_to_pending(
     );
     let out = in_span(
         span.clone(),
-        stream_dump(req, store, at, tool, counter, progress, started),
+        stream_dump(req, store, at, tool, counter, progress, started, streams),
     )
     .await;
     if let Ok((_, stats, _)) = &out {
@@ -764,6 +769,7 @@ async fn stream_to_pending(
     out
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn stream_dump(
     req: &BackupRequest,
     store: &Store,
@@ -772,6 +778,7 @@ async fn stream_dump(
     counter: Option<RowCounter>,
     progress: &Arc<Progress>,
     started: Option<std::sync::mpsc::Sender<()>>,
+    streams: usize,
 ) -> Result<(super::storage::Pending, StreamStats, Option<RowCounter>)> {
     let stdout = match tool.take_stdout() {
         Some(s) => s,
@@ -805,6 +812,7 @@ async fn stream_dump(
             stdout,
             writer,
             compression,
+            zstd_workers(streams),
             &recipients,
             &progress2,
             counter.as_mut(),
@@ -970,6 +978,8 @@ async fn mysql_parallel(
         released
     });
     let (keys_ref, every_ref, tables_ref) = (&keys, &every, &tables);
+    // Every dump streams at once: they share the cores, so zstd's threads per stream.
+    let streams = keys.len();
     let started: Vec<_> = senders.iter_mut().map(Option::take).collect();
     let dumps = futures::stream::iter(started.into_iter().enumerate())
         .map(|(i, tx)| {
@@ -985,7 +995,7 @@ async fn mysql_parallel(
                     };
                     let tool = mysql::spawn_scoped_dump(&req.uri, db, scope)?;
                     let counter = (i > 0).then(|| RowCounter::new(db));
-                    stream_to_pending(req, store, &at, tool, counter, progress, tx).await
+                    stream_to_pending(req, store, &at, tool, counter, progress, tx, streams).await
                 };
                 (i, in_span(span, out).await, clock.elapsed())
             }
@@ -1070,7 +1080,7 @@ async fn stream_tool(
     progress: &Arc<Progress>,
 ) -> Result<(StreamStats, StoredObject, Option<RowCounter>)> {
     let (pending, stats, counter) =
-        stream_to_pending(req, store, at, tool, counter, progress, None).await?;
+        stream_to_pending(req, store, at, tool, counter, progress, None, 1).await?;
     let stored = pending.commit(stats.stored_bytes, &stats.sha256).await?;
     Ok((stats, stored, counter))
 }

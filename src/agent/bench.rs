@@ -7,15 +7,19 @@
 //! The data is deterministic for a seed: a third random bytes (incompressible, like already
 //! compressed columns), two thirds CSV-like rows with counters and repeated words (like a
 //! dump's COPY lines). A fresh age key is made for each run; nothing is written anywhere.
+//!
+//! `--jobs N` runs N such streams at once, as a parallel backup does (the data split among
+//! them, stream `i` generated from `seed + i`, zstd's threads shared among the streams as in
+//! a backup: [`zstd_workers`]), so the memory of the parallel layout's data path is measured
+//! the same way.
 
 use std::io::{self, Read, Write};
-use std::sync::Arc;
 use std::time::Instant;
 
-use super::compress::Compression;
+use super::compress::{Compression, zstd_workers};
 use super::crypto::Recipients;
 use super::error::{AgentError, Result};
-use super::pipeline::encode_stream;
+use super::pipeline::{StreamStats, encode_stream};
 use super::progress::Progress;
 use super::storage::SinkWriter;
 
@@ -35,6 +39,8 @@ pub struct BenchReport {
     pub peak_rss_kib: u64,
     /// The compression used.
     pub compression: String,
+    /// Streams run at once.
+    pub jobs: usize,
 }
 
 /// Generated input: `remaining` bytes, in 64 KiB blocks alternating between random and
@@ -157,31 +163,70 @@ pub fn peak_rss_kib() -> u64 {
     }
 }
 
-/// Runs the pipeline core over `mib` MiB of data for `seed`.
-pub fn run(mib: u64, seed: u64, compression: Compression) -> Result<BenchReport> {
+/// Runs the pipeline core over `mib` MiB of data for `seed`, in `jobs` concurrent streams.
+pub fn run(mib: u64, seed: u64, compression: Compression, jobs: usize) -> Result<BenchReport> {
     if mib == 0 {
         return Err(AgentError::Config("--mib must be at least 1".into()));
+    }
+    if jobs == 0 || jobs as u64 > mib {
+        return Err(AgentError::Config(format!(
+            "--jobs must be between 1 and --mib ({mib}), got {jobs}"
+        )));
     }
     let identity = age::x25519::Identity::generate();
     let recipients = Recipients::parse([identity.to_public().to_string().as_str()])?;
     let progress = Progress::new("backup");
+    let workers = zstd_workers(jobs);
+    let total = mib << 20;
+    let share = total / jobs as u64;
     let start = Instant::now();
-    let stats = encode_stream(
-        MixedData::new(mib << 20, seed),
-        Box::new(Discard),
-        compression,
-        &recipients,
-        &Arc::clone(&progress),
-        None,
-    )?;
+    let results: Vec<Result<StreamStats>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..jobs as u64)
+            .map(|i| {
+                // The first stream takes the remainder of the split.
+                let bytes = if i == 0 {
+                    total - share * (jobs as u64 - 1)
+                } else {
+                    share
+                };
+                let (recipients, progress) = (&recipients, &progress);
+                scope.spawn(move || {
+                    encode_stream(
+                        MixedData::new(bytes, seed.wrapping_add(i)),
+                        Box::new(Discard),
+                        compression,
+                        workers,
+                        recipients,
+                        progress,
+                        None,
+                    )
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(AgentError::Io(io::Error::other("a bench stream panicked")))
+                })
+            })
+            .collect()
+    });
     let seconds = start.elapsed().as_secs_f64();
+    let (mut raw_bytes, mut stored_bytes) = (0, 0);
+    for stats in results {
+        let stats = stats?;
+        raw_bytes += stats.raw_bytes;
+        stored_bytes += stats.stored_bytes;
+    }
     Ok(BenchReport {
-        raw_bytes: stats.raw_bytes,
-        stored_bytes: stats.stored_bytes,
+        raw_bytes,
+        stored_bytes,
         seconds,
-        mib_per_second: (stats.raw_bytes as f64 / 1_048_576.0) / seconds.max(1e-9),
+        mib_per_second: (raw_bytes as f64 / 1_048_576.0) / seconds.max(1e-9),
         peak_rss_kib: peak_rss_kib(),
         compression: compression.to_string(),
+        jobs,
     })
 }
 
@@ -213,10 +258,27 @@ mod tests {
 
     #[test]
     fn a_run_reports_what_went_through() {
-        let r = run(2, 1, Compression::Zstd { level: 3 }).unwrap();
+        let r = run(2, 1, Compression::Zstd { level: 3 }, 1).unwrap();
         assert_eq!(r.raw_bytes, 2 << 20);
         assert!(r.stored_bytes > 0 && r.stored_bytes < r.raw_bytes, "{r:?}");
         assert!(r.peak_rss_kib > 0);
-        assert!(run(0, 1, Compression::None).is_err());
+        assert!(run(0, 1, Compression::None, 1).is_err());
+    }
+
+    #[test]
+    fn parallel_streams_split_the_data_and_add_up() {
+        // 3 MiB in 2 streams (1.5 MiB each) and in 3 (1 MiB each): every byte goes through once.
+        for jobs in [2, 3] {
+            let r = run(3, 1, Compression::Zstd { level: 3 }, jobs).unwrap();
+            assert_eq!(r.raw_bytes, 3 << 20, "{jobs} jobs");
+            assert_eq!(r.jobs, jobs);
+            assert!(r.stored_bytes > 0 && r.stored_bytes < r.raw_bytes, "{r:?}");
+        }
+        // Uncompressed, the stored bytes are the raw bytes plus each stream's age overhead.
+        let one = run(3, 1, Compression::None, 1).unwrap();
+        let three = run(3, 1, Compression::None, 3).unwrap();
+        assert!(three.stored_bytes > one.stored_bytes, "{one:?} {three:?}");
+        assert!(run(3, 1, Compression::None, 0).is_err());
+        assert!(run(3, 1, Compression::None, 4).is_err());
     }
 }

@@ -84,13 +84,24 @@ impl FromStr for Compression {
     }
 }
 
-/// How many zstd worker threads to use: one less than the available cores (the calling thread
-/// also works: it encrypts and hashes), at most 4, and 0 (single-threaded) on one core.
-pub fn zstd_workers() -> u32 {
+/// How many zstd worker threads each of `streams` concurrent backup streams uses on this
+/// machine: [`zstd_workers_for`] with the available cores.
+pub fn zstd_workers(streams: usize) -> u32 {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    (cores.saturating_sub(1)).min(4) as u32
+    zstd_workers_for(cores, streams)
+}
+
+/// zstd worker threads per stream (pure): the cores are shared among the `streams` running at
+/// once, and each stream's own thread (it encrypts and hashes) counts as one of its share; at
+/// most 4 per stream. 0 means single-threaded zstd, whose context is the smallest (one window,
+/// no job buffers): a multi-threaded context costs about 7 MiB more per stream at level 3, so
+/// once the streams alone fill the cores (2 or more jobs on 2 cores) they compress in their own
+/// threads and the memory of a parallel backup stays near the single stream's.
+pub fn zstd_workers_for(cores: usize, streams: usize) -> u32 {
+    let share = cores / streams.max(1);
+    share.saturating_sub(1).min(4) as u32
 }
 
 /// A compressing writer; call [`CompressWriter::finish`] to write the trailer.
@@ -104,13 +115,13 @@ pub enum CompressWriter<W: Write> {
 }
 
 impl<W: Write> CompressWriter<W> {
-    /// Start compressing into `inner`.
-    pub fn new(inner: W, compression: Compression) -> io::Result<Self> {
+    /// Start compressing into `inner`; zstd uses `workers` threads besides the caller's (0:
+    /// single-threaded; see [`zstd_workers`]).
+    pub fn new(inner: W, compression: Compression, workers: u32) -> io::Result<Self> {
         Ok(match compression {
             Compression::Zstd { level } => {
                 let mut enc = zstd::stream::write::Encoder::new(inner, level)?;
                 enc.include_checksum(true)?;
-                let workers = zstd_workers();
                 if workers > 0 {
                     enc.multithread(workers)?;
                     // Small jobs keep memory flat: each worker holds about two jobs.
@@ -205,22 +216,42 @@ mod tests {
             Compression::Gzip { level: 1 },
             Compression::None,
         ] {
-            let mut w = CompressWriter::new(Vec::new(), c).unwrap();
-            w.write_all(&data).unwrap();
-            let out = w.finish().unwrap();
-            let mut back = Vec::new();
-            decompress_reader(&out[..], c)
-                .unwrap()
-                .read_to_end(&mut back)
-                .unwrap();
-            assert_eq!(back, data, "{c}");
+            // Single-threaded (a parallel backup's streams) and with a worker.
+            for workers in [0, 1] {
+                let mut w = CompressWriter::new(Vec::new(), c, workers).unwrap();
+                w.write_all(&data).unwrap();
+                let out = w.finish().unwrap();
+                let mut back = Vec::new();
+                decompress_reader(&out[..], c)
+                    .unwrap()
+                    .read_to_end(&mut back)
+                    .unwrap();
+                assert_eq!(back, data, "{c}, {workers} workers");
+            }
         }
+    }
+
+    #[test]
+    fn zstd_workers_share_the_cores_among_the_streams() {
+        // One stream: one less than the cores (its own thread encrypts and hashes), at most 4.
+        assert_eq!(zstd_workers_for(1, 1), 0);
+        assert_eq!(zstd_workers_for(2, 1), 1);
+        assert_eq!(zstd_workers_for(4, 1), 3);
+        assert_eq!(zstd_workers_for(16, 1), 4);
+        // Parallel streams split the cores; once they fill them, each compresses on its own
+        // thread (the smallest zstd context).
+        assert_eq!(zstd_workers_for(2, 2), 0);
+        assert_eq!(zstd_workers_for(2, 4), 0);
+        assert_eq!(zstd_workers_for(8, 2), 3);
+        assert_eq!(zstd_workers_for(8, 4), 1);
+        assert_eq!(zstd_workers_for(8, 5), 0);
+        assert_eq!(zstd_workers_for(0, 0), 0);
     }
 
     #[test]
     fn zstd_detects_corruption() {
         let data = vec![7u8; 100_000];
-        let mut w = CompressWriter::new(Vec::new(), Compression::Zstd { level: 3 }).unwrap();
+        let mut w = CompressWriter::new(Vec::new(), Compression::Zstd { level: 3 }, 1).unwrap();
         w.write_all(&data).unwrap();
         let mut out = w.finish().unwrap();
         let n = out.len();

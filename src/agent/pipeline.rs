@@ -3,8 +3,9 @@
 //! Backup: dump stdout → compression → age encryption → SHA-256 → storage writer (S3 parts over
 //! a bounded channel, or a temp file). Restore: storage reader → SHA-256 → age decryption →
 //! decompression → the restore tool's stdin. Both run on one blocking thread with fixed-size
-//! buffers, so memory does not depend on the database size: at most `concurrency + 2` S3 parts,
-//! the zstd workers' jobs, and a few 256 KiB buffers.
+//! buffers, so memory does not depend on the database size: at most `concurrency + 1` S3 parts
+//! (shared by every stream of a store), the zstd context (with its workers' jobs when zstd is
+//! multi-threaded), and a few 256 KiB buffers.
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
@@ -58,11 +59,13 @@ fn read_retry(src: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 
 /// Run one backup stream to its end on the current (blocking) thread. The sink is closed
 /// (last part sent, file fsynced) but not committed: the caller commits only after the dump
-/// tool exited cleanly.
+/// tool exited cleanly. `zstd_workers`: zstd's threads besides this one
+/// ([`super::compress::zstd_workers`] of the streams running at once).
 pub fn encode_stream(
     mut src: impl Read,
     sink: Box<dyn SinkWriter>,
     compression: Compression,
+    zstd_workers: u32,
     recipients: &Recipients,
     progress: &Arc<Progress>,
     counter: Option<&mut RowCounter>,
@@ -79,7 +82,7 @@ pub fn encode_stream(
     };
     let hashing = HashingWriter::new(counted, tally.clone());
     let enc = EncryptWriter::new(hashing, recipients)?;
-    let mut comp = CompressWriter::new(enc, compression).map_err(storage_err)?;
+    let mut comp = CompressWriter::new(enc, compression, zstd_workers).map_err(storage_err)?;
     let mut buf = vec![0u8; BUFFER_SIZE];
     let mut raw = 0u64;
     let mut counter = counter;
@@ -257,8 +260,16 @@ mod tests {
     fn encode(data: &[u8], c: Compression, r: &Recipients) -> (Vec<u8>, StreamStats) {
         let out = Arc::new(std::sync::Mutex::new(Vec::new()));
         let p = Progress::new("backup");
-        let stats =
-            encode_stream(data, Box::new(VecSink(out.clone(), false)), c, r, &p, None).unwrap();
+        let stats = encode_stream(
+            data,
+            Box::new(VecSink(out.clone(), false)),
+            c,
+            1,
+            r,
+            &p,
+            None,
+        )
+        .unwrap();
         assert_eq!(p.snapshot().bytes_in, data.len() as u64);
         assert_eq!(p.snapshot().bytes_out, stats.stored_bytes);
         let v = out.lock().unwrap().clone();
@@ -359,6 +370,7 @@ mod tests {
             &b"abc"[..],
             Box::new(VecSink(out, true)),
             Compression::None,
+            0,
             &Recipients::default(),
             &p,
             None,

@@ -45,6 +45,10 @@ pub struct S3Store {
     client: Client,
     bucket: String,
     settings: S3Settings,
+    /// Permits for part buffers, shared by every upload of this store (and its clones):
+    /// `concurrency + 1` parts of `part_size` exist at most, however many streams upload at
+    /// once (a parallel backup's jobs take turns instead of each holding its own parts).
+    part_buffers: Arc<Semaphore>,
 }
 
 /// Build an S3 client: rustls with the ring provider (no aws-lc), plain-http endpoints allowed,
@@ -144,6 +148,7 @@ impl S3Store {
         Ok(Self {
             client,
             bucket,
+            part_buffers: Arc::new(Semaphore::new(settings.concurrency + 1)),
             settings,
         })
     }
@@ -577,12 +582,9 @@ impl S3Store {
         let task = tokio::spawn(
             async move { store.upload_parts(&task_key, &task_id, rx).await }.in_current_span(),
         );
-        // One part being filled plus `concurrency` parts queued or in flight: the memory bound.
-        let writer = PartWriter::new(
-            self.settings.part_size,
-            Arc::new(Semaphore::new(self.settings.concurrency + 1)),
-            tx,
-        );
+        // Parts being filled, queued or in flight take their permits from the store's pool of
+        // `concurrency + 1`, shared with the other uploads under way: the memory bound.
+        let writer = PartWriter::new(self.settings.part_size, Arc::clone(&self.part_buffers), tx);
         tracing::debug!(bucket = %self.bucket, key, "multipart upload started");
         Ok((
             Box::new(writer),
@@ -756,7 +758,7 @@ impl S3Store {
     /// Stream an object into a blocking reader, resuming with a ranged GET after a broken
     /// connection.
     pub async fn open_reader(&self, key: &str) -> Result<Box<dyn Read + Send>> {
-        let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(16);
+        let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(DOWNLOAD_CHUNKS);
         let store = self.clone();
         let key = key.to_string();
         // Fail fast (before the caller touches any target) when the object is missing.
@@ -819,6 +821,12 @@ impl S3Store {
         }
     }
 }
+
+/// Body chunks a download holds ahead of its reader. The HTTP client hands over chunks of up
+/// to about 400 KiB (its read buffer), so this bounds a download's buffer to ~1.6 MiB however
+/// slow the restore tool is; 16 held up to ~6.5 MiB per download, which a parallel restore
+/// multiplied by its jobs. The socket keeps the stream going while the reader catches up.
+const DOWNLOAD_CHUNKS: usize = 4;
 
 /// One uploaded part.
 #[derive(Debug, Clone)]
@@ -931,8 +939,16 @@ fn multipart_etag_verdict(etag: Option<&str>, parts: &[UploadedPart]) -> EtagVer
 /// A part and the permit that accounts for its buffer.
 type Part = (Bytes, OwnedSemaphorePermit);
 
+/// Bytes a [`PartWriter`] holds before it takes a part buffer's permit: a stream can write its
+/// first bytes (the age header, the first compressed blocks) while other streams hold every
+/// part buffer, so a stream never waits for a permit before it has read the start of its dump
+/// (MySQL's parallel dumps signal that they are past their snapshot from it, under a lock).
+const UNACCOUNTED_BYTES: usize = 64 << 10;
+
 /// Cuts the stored stream into parts and hands them to the uploader (blocking side). A part
-/// buffer is only allocated once a permit is free, so at most `concurrency + 1` parts exist.
+/// buffer is only allocated once a permit is free; the permits are the store's pool (shared by
+/// the uploads under way), so at most that many parts exist, plus [`UNACCOUNTED_BYTES`] per
+/// stream waiting for one.
 struct PartWriter {
     buf: BytesMut,
     permit: Option<OwnedSemaphorePermit>,
@@ -956,7 +972,21 @@ impl PartWriter {
         io::Error::new(io::ErrorKind::BrokenPipe, "the S3 uploader stopped")
     }
 
+    /// Wait for a part buffer's permit and move the bytes held so far into a part buffer.
+    fn take_permit(&mut self) -> io::Result<()> {
+        let permit = futures::executor::block_on(Arc::clone(&self.permits).acquire_owned())
+            .map_err(|_| Self::stopped())?;
+        self.permit = Some(permit);
+        let mut part = BytesMut::with_capacity(self.part_size);
+        part.extend_from_slice(&self.buf);
+        self.buf = part;
+        Ok(())
+    }
+
     fn send(&mut self) -> io::Result<()> {
+        if self.permit.is_none() {
+            self.take_permit()?;
+        }
         let data = std::mem::take(&mut self.buf).freeze();
         let permit = self.permit.take().ok_or_else(Self::stopped)?;
         self.tx
@@ -968,10 +998,15 @@ impl PartWriter {
 impl io::Write for PartWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if self.permit.is_none() {
-            let permit = futures::executor::block_on(Arc::clone(&self.permits).acquire_owned())
-                .map_err(|_| Self::stopped())?;
-            self.permit = Some(permit);
-            self.buf = BytesMut::with_capacity(self.part_size);
+            // Less than a part, so a part buffer always has room once its permit is taken.
+            let allowance = UNACCOUNTED_BYTES.min(self.part_size.saturating_sub(1));
+            let room = allowance.saturating_sub(self.buf.len());
+            if room > 0 {
+                let n = room.min(buf.len());
+                self.buf.extend_from_slice(&buf[..n]);
+                return Ok(n);
+            }
+            self.take_permit()?;
         }
         let room = self.part_size - self.buf.len();
         let n = room.min(buf.len());
@@ -1300,5 +1335,46 @@ mod tests {
             v
         });
         assert_eq!(sizes, vec![10, 10, 5]);
+    }
+
+    #[test]
+    fn part_buffers_are_shared_and_a_stream_starts_without_one() {
+        // A pool of one part buffer for two uploads.
+        let permits = Arc::new(Semaphore::new(1));
+        let (tx_a, mut rx_a) = mpsc::channel::<Part>(8);
+        let (tx_b, mut rx_b) = mpsc::channel::<Part>(8);
+        // A fills a whole part: the pool's permit travels with it until it is uploaded.
+        let mut a = PartWriter::new(10, Arc::clone(&permits), tx_a);
+        io::Write::write_all(&mut a, &[1u8; 10]).unwrap();
+        let part_a = rx_a.try_recv().expect("A's part was sent");
+        assert_eq!(part_a.0.len(), 10);
+        assert_eq!(permits.available_permits(), 0);
+        // B writes its first bytes without a permit, then waits for one.
+        let (said, heard) = std::sync::mpsc::channel();
+        let pool = Arc::clone(&permits);
+        let b = std::thread::spawn(move || {
+            let mut b: Box<dyn SinkWriter> = Box::new(PartWriter::new(10, pool, tx_b));
+            io::Write::write_all(&mut b, &[2u8; 9]).unwrap();
+            said.send("started").unwrap();
+            io::Write::write_all(&mut b, &[2u8; 6]).unwrap();
+            said.send("wrote a part").unwrap();
+            b.close().unwrap();
+        });
+        let wait = Duration::from_secs(10);
+        assert_eq!(heard.recv_timeout(wait), Ok("started"));
+        assert!(
+            heard.recv_timeout(Duration::from_millis(300)).is_err(),
+            "B must wait while A's part holds the only buffer"
+        );
+        drop(part_a); // uploaded: its buffer is free
+        assert_eq!(heard.recv_timeout(wait), Ok("wrote a part"));
+        b.join().unwrap();
+        let mut sizes = Vec::new();
+        while let Some((data, _permit)) = rx_b.blocking_recv() {
+            assert!(data.iter().all(|&x| x == 2));
+            sizes.push(data.len());
+        }
+        assert_eq!(sizes, vec![10, 5]);
+        assert_eq!(permits.available_permits(), 1);
     }
 }

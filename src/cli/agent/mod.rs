@@ -91,6 +91,9 @@ pub struct BenchArgs {
     /// Compression, as a policy's: `zstd:3`, `gzip:6`, `none`.
     #[arg(long, default_value = "zstd:3")]
     pub compression: String,
+    /// Streams at once, as a parallel backup's `--parallelism` (the data split among them).
+    #[arg(long, default_value_t = 1)]
+    pub jobs: usize,
 }
 
 fn run_bench(args: &BenchArgs) -> ExitCode {
@@ -99,7 +102,7 @@ fn run_bench(args: &BenchArgs) -> ExitCode {
         .compression
         .parse::<crate::agent::compress::Compression>()
         .map_err(AgentError::Config)
-        .and_then(|c| crate::agent::bench::run(args.mib, args.seed, c));
+        .and_then(|c| crate::agent::bench::run(args.mib, args.seed, c, args.jobs));
     match result {
         Ok(report) => {
             println!(
