@@ -574,7 +574,7 @@ async fn postgres_parallel(
         .collect();
     let (keys_ref, every_ref, groups_ref) = (&keys, &every, &groups);
     // Streams running at once: they share the cores, so zstd's threads per stream.
-    let streams = req.parallelism.max(1).min(keys.len());
+    let streams = req.parallelism.clamp(1, keys.len().max(1));
     let dumps = futures::stream::iter(0..keys.len())
         .map(|i| {
             let scope = if i == 0 {
