@@ -132,12 +132,15 @@ pub fn plan(
             (want, have) => want == have,
         };
         let primary_current = have == desired && kms_current;
-        // Copies are byte-identical to the primary: one with another digest still holds the
-        // manifest from before the primary's re-wrap.
+        // Copies are byte-identical to the primary: all of them follow a re-wrap of the
+        // primary, and one with another digest still holds the manifest from before an
+        // earlier re-wrap.
         let stale_copies: Vec<CopyRefresh> = artifact
             .copy_manifests
             .iter()
-            .filter(|c| Some(&c.manifest_sha256) != artifact.manifest_sha256.as_ref())
+            .filter(|c| {
+                !primary_current || Some(&c.manifest_sha256) != artifact.manifest_sha256.as_ref()
+            })
             .map(|c| CopyRefresh {
                 storage: c.storage.clone(),
                 location: c.location.clone(),
