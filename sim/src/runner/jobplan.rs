@@ -375,6 +375,13 @@ pub fn plan_job(job: &Job, pods: &[Pod], now: Timestamp, backoff_base: Duration)
             && !success
             && let Some(message) = fail_job
         {
+            set_condition(
+                &mut conditions,
+                "FailureTarget",
+                "PodFailurePolicy",
+                &message,
+                now,
+            );
             failure = Some(("PodFailurePolicy".into(), message));
         }
 
