@@ -604,3 +604,164 @@ fn a_kms_endpoint_outside_the_egress_policy_is_refused() {
     assert!(!said.contains(pg.password()), "{said}");
     assert!(!tmp.path().join("hostile/manifest.json").exists());
 }
+
+/// KMS → KMS rotation across two KMS services: the old key only on the first, the new key only
+/// on the second. Unwrapping with the new key's settings (the old behaviour) cannot find the
+/// old key; `--previous-kms-endpoint` (with its own `DG_PREVIOUS_KMS_*` credentials) does, and
+/// the new wrap is made on the second service. Then a manifest written before envelope
+/// encryption is reported as not re-wrappable (`--report-not-rewrappable`), left untouched.
+#[test]
+fn rewrap_unwraps_the_old_kms_key_where_previous_kms_says_and_reports_old_manifests() {
+    let pg = Postgres::start().unwrap();
+    pg.create_database("shop").unwrap();
+    pg_fill(&pg, "shop", 1);
+    let before = pg_fingerprint(&pg, "shop");
+    let old = kms();
+    let new = Moto::start().unwrap();
+    let new_key = new.kms_create_key("new key").unwrap();
+    new.kms(
+        "CreateAlias",
+        serde_json::json!({"AliasName": "alias/new", "TargetKeyId": new_key}),
+    )
+    .unwrap();
+    let s3_endpoint = old.moto.endpoint();
+    let old_kms = old.proxy.endpoint();
+    let new_kms = new.endpoint();
+    let uri = pg.uri("shop");
+    let mut env = s3_env();
+    env.extend([
+        ("DG_URI", uri.as_str()),
+        ("DG_S3_ENDPOINT", s3_endpoint.as_str()),
+        ("DG_S3_PATH_STYLE", "true"),
+    ]);
+    let to = "s3://backups/team/two";
+    let old_flags = [
+        "--kms-key",
+        "alias/backups",
+        "--kms-endpoint",
+        old_kms.as_str(),
+        "--kms-region",
+        testkit::REGION,
+    ];
+    backup(to, "a", &old_flags, &env).assert_ok();
+    let manifest_key = "team/two/a/manifest.json";
+    let first = old.moto.get_object("backups", manifest_key).unwrap();
+    let from = format!("s3://backups/{manifest_key}");
+    let new_flags = [
+        "--kms-key",
+        "alias/new",
+        "--kms-endpoint",
+        new_kms.as_str(),
+        "--kms-region",
+        testkit::REGION,
+    ];
+
+    // The old way: the old wrap is sent to the new key's service, which does not know the key.
+    let mut args = vec!["rewrap", "--from", &from, "--kms"];
+    args.extend_from_slice(&new_flags);
+    let wrong = run_agent(&args, &env);
+    wrong.assert_failed("key-unavailable");
+    assert!(
+        wrong.error().contains("NotFoundException"),
+        "{}",
+        wrong.error()
+    );
+    assert_eq!(old.moto.get_object("backups", manifest_key).unwrap(), first);
+
+    // previousKms: the old key's own endpoint and credentials unwrap, the new key wraps.
+    let first_sha = sha256_hex(&first);
+    let mut args = vec![
+        "rewrap",
+        "--from",
+        &from,
+        "--manifest-sha256",
+        &first_sha,
+        "--previous-kms-endpoint",
+        old_kms.as_str(),
+    ];
+    args.extend_from_slice(&new_flags);
+    let mut prev_env = env.clone();
+    prev_env.extend([
+        ("DG_PREVIOUS_KMS_AWS_ACCESS_KEY_ID", "AKIAPREVIOUSKMS"),
+        (
+            "DG_PREVIOUS_KMS_AWS_SECRET_ACCESS_KEY",
+            "previous-kms-canary-51c2",
+        ),
+    ]);
+    let rewrapped = run_agent(&args, &prev_env);
+    rewrapped.assert_ok();
+    rewrapped.assert_no_secret("previous-kms-canary-51c2");
+    let kms_keys = rewrapped.summary["wrappedFor"]["kmsKeys"].clone();
+    assert!(
+        kms_keys[0].as_str().unwrap().ends_with(&new_key),
+        "{kms_keys}"
+    );
+    assert_eq!(kms_keys.as_array().unwrap().len(), 1);
+
+    // The old key is gone for good (disabled): the backup restores through the new one only.
+    old.moto
+        .kms("DisableKey", serde_json::json!({"KeyId": old.key_id}))
+        .unwrap();
+    restore(
+        &from,
+        "copy_new_kms",
+        &["--kms-endpoint", new_kms.as_str()],
+        &env,
+    )
+    .assert_ok();
+    assert_eq!(pg_fingerprint(&pg, "copy_new_kms"), before);
+
+    // A manifest written before envelope encryption (format 1, straight to a recipient).
+    let tmp = tempfile::tempdir().unwrap();
+    let (pub_a, _, _) = age_keypair(tmp.path(), "a.txt");
+    let (pub_b, _, _) = age_keypair(tmp.path(), "b.txt");
+    let mut legacy: Value = serde_json::from_slice(&first).unwrap();
+    legacy["formatVersion"] = 1.into();
+    legacy.as_object_mut().unwrap().remove("dataKey");
+    legacy["encryption"] =
+        serde_json::json!({"scheme": "age-x25519", "recipients": [fingerprint(&pub_a)]});
+    let legacy_bytes = serde_json::to_vec_pretty(&legacy).unwrap();
+    let legacy_key = "team/legacy/l/manifest.json";
+    old.moto
+        .put_object("backups", legacy_key, legacy_bytes.clone())
+        .unwrap();
+    let legacy_from = format!("s3://backups/{legacy_key}");
+    let digest = sha256_hex(&legacy_bytes);
+    let rewrap_legacy = |extra: &[&str]| {
+        let mut args = vec![
+            "rewrap",
+            "--from",
+            legacy_from.as_str(),
+            "--manifest-sha256",
+            digest.as_str(),
+            "--recipient",
+            pub_b.as_str(),
+        ];
+        args.extend_from_slice(extra);
+        run_agent(&args, &env)
+    };
+    // By hand: a clear failure.
+    let failed = rewrap_legacy(&[]);
+    failed.assert_failed("config");
+    assert!(
+        failed
+            .error()
+            .contains("written before envelope encryption"),
+        "{}",
+        failed.error()
+    );
+    // The rotation Job's way: reported, exit 0, nothing written.
+    let reported = rewrap_legacy(&["--report-not-rewrappable"]);
+    reported.assert_ok();
+    assert_eq!(reported.summary["notRewrappable"], "age-x25519");
+    assert_eq!(reported.summary["manifestSha256"], digest.as_str());
+    assert_eq!(reported.summary["previousManifestSha256"], digest.as_str());
+    assert_eq!(
+        reported.summary["wrappedFor"]["recipients"],
+        serde_json::json!([fingerprint(&pub_a)])
+    );
+    assert_eq!(
+        old.moto.get_object("backups", legacy_key).unwrap(),
+        legacy_bytes
+    );
+}

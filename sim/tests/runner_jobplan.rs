@@ -402,3 +402,79 @@ fn plan_is_stable_once_decided() {
     let again = plan_job(&j2, &[ready_pod("p1")], t(2), BASE);
     assert_eq!(again.status, plan.status);
 }
+
+/// A failed pod whose container `main` exited with `code`.
+fn failed_with(name: &str, code: i32, finished: i64) -> Pod {
+    let mut p = pod(name, "Failed", Some(finished));
+    let s = p.status.as_mut().unwrap();
+    let c = &mut s.container_statuses.as_mut().unwrap()[0];
+    c.state
+        .as_mut()
+        .unwrap()
+        .terminated
+        .as_mut()
+        .unwrap()
+        .exit_code = code;
+    p
+}
+
+fn failure_policy() -> serde_json::Value {
+    json!({"podFailurePolicy": {"rules": [
+        {"action": "FailJob",
+         "onExitCodes": {"containerName": "main", "operator": "In", "values": [2, 14]}},
+        {"action": "Ignore",
+         "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+    ]}})
+}
+
+#[test]
+fn a_fail_job_exit_code_fails_the_job_at_once_without_retry() {
+    let mut extra = failure_policy();
+    extra["backoffLimit"] = json!(2);
+    let j = job(extra, json!({"startTime": ts(0)}));
+    let plan = plan_job(&j, &[failed_with("p1", 14, 1)], t(100), BASE);
+    assert_eq!(plan.create_pods, 0, "no replacement pod");
+    assert_eq!(plan.status.failed, Some(1));
+    let failed = cond(&plan.status, "Failed").expect("Failed condition");
+    assert_eq!(failed.reason.as_deref(), Some("PodFailurePolicy"));
+    assert_eq!(
+        failed.message.as_deref(),
+        Some(
+            "Container main for pod shop/p1 failed with exit code 14 matching FailJob rule at \
+             index 0"
+        )
+    );
+    assert!(cond(&plan.status, "FailureTarget").is_some());
+}
+
+#[test]
+fn other_exit_codes_and_other_containers_are_retried_as_before() {
+    let mut extra = failure_policy();
+    extra["backoffLimit"] = json!(2);
+    let j = job(extra.clone(), json!({"startTime": ts(0)}));
+    // Exit code 12 is not in the rule: counted and replaced.
+    let plan = plan_job(&j, &[failed_with("p1", 12, 1)], t(100), BASE);
+    assert!(cond(&plan.status, "Failed").is_none());
+    assert_eq!(plan.create_pods, 1);
+    // The rule names another container: no match.
+    extra["podFailurePolicy"]["rules"][0]["onExitCodes"]["containerName"] = json!("other");
+    let j = job(extra, json!({"startTime": ts(0)}));
+    let plan = plan_job(&j, &[failed_with("p1", 14, 1)], t(100), BASE);
+    assert!(cond(&plan.status, "Failed").is_none());
+    assert_eq!(plan.create_pods, 1);
+}
+
+#[test]
+fn ignored_failures_do_not_count_towards_the_backoff_limit() {
+    let mut extra = failure_policy();
+    extra["backoffLimit"] = json!(0);
+    let j = job(extra, json!({"startTime": ts(0)}));
+    let mut evicted = failed_with("p1", 137, 1);
+    evicted.status.as_mut().unwrap().conditions = Some(vec![
+        serde_json::from_value(json!({"type": "DisruptionTarget", "status": "True"})).unwrap(),
+    ]);
+    let plan = plan_job(&j, &[evicted], t(100), BASE);
+    assert!(cond(&plan.status, "Failed").is_none(), "{:?}", plan.status);
+    assert_eq!(plan.status.failed, None);
+    assert_eq!(plan.create_pods, 1);
+}

@@ -35,6 +35,12 @@ pub struct CopyRequest {
     pub to_s3: S3Settings,
     /// The digest the source manifest must have.
     pub manifest_sha256: Option<String>,
+    /// Refresh mode (after a key rotation re-wrapped the source's manifest): the destination
+    /// already holds this backup with a manifest of this digest (the one recorded for the
+    /// copy); only the manifest is copied over it, and only when the source's describes the same
+    /// backup with other wraps (every field but `dataKey` and `encryption` equal, the same data
+    /// key). Artifacts are neither read nor written.
+    pub replace_manifest_sha256: Option<String>,
 }
 
 /// One artifact copied.
@@ -115,6 +121,10 @@ pub async fn run(req: CopyRequest) -> Result<CopyOutcome> {
         checked_key(&a.key)?;
     }
 
+    if let Some(old) = &req.replace_manifest_sha256 {
+        return refresh_manifest(&req, &dest, manifest, digest, old).await;
+    }
+
     // A destination manifest is either this one (done before) or something else (refused).
     if dest.exists(&req.to).await? {
         let there = dest.get_small(&req.to, MANIFEST_LIMIT).await?;
@@ -176,6 +186,78 @@ pub async fn run(req: CopyRequest) -> Result<CopyOutcome> {
     })
 }
 
+/// The refresh mode of [`run`]: the re-wrapped `manifest` replaces the destination's, which must
+/// hash to `old` (or already be `manifest`: done before). On a versioned (Object Lock) bucket it
+/// is a new version with the destination's retention; the locked old version stays.
+async fn refresh_manifest(
+    req: &CopyRequest,
+    dest: &Store,
+    manifest: Vec<u8>,
+    digest: String,
+    old: &str,
+) -> Result<CopyOutcome> {
+    let outcome = |already_present: bool, digest: String| CopyOutcome {
+        from: req.from.to_string(),
+        to: req.to.to_string(),
+        manifest_sha256: digest,
+        artifacts: Vec::new(),
+        already_present,
+    };
+    let there = dest.get_small(&req.to, MANIFEST_LIMIT).await?;
+    if there == manifest {
+        tracing::info!(to = %req.to, "the destination already holds this manifest");
+        return Ok(outcome(true, digest));
+    }
+    let there_digest = sha256_hex(&there);
+    if !there_digest.eq_ignore_ascii_case(old) {
+        return Err(AgentError::Integrity(format!(
+            "{} holds a manifest with sha256 {there_digest}, not the recorded {old}: it is not \
+             replaced",
+            req.to
+        )));
+    }
+    same_backup(&there, &manifest).map_err(|why| {
+        AgentError::Integrity(format!(
+            "{} does not describe the backup {} holds ({why}): not copied",
+            req.from, req.to
+        ))
+    })?;
+    dest.put_small(&req.to, manifest).await?;
+    tracing::info!(from = %req.from, to = %req.to, "re-wrapped manifest copied; artifacts untouched");
+    Ok(outcome(false, digest))
+}
+
+/// Whether two manifests describe the same backup and differ at most in who its data key is
+/// wrapped for: every field but `dataKey` and `encryption` equal, and the same data key.
+fn same_backup(a: &[u8], b: &[u8]) -> std::result::Result<(), String> {
+    let parse =
+        |bytes: &[u8]| -> std::result::Result<serde_json::Map<String, serde_json::Value>, String> {
+            match serde_json::from_slice::<serde_json::Value>(bytes) {
+                Ok(serde_json::Value::Object(m)) => Ok(m),
+                _ => Err("not a JSON object".into()),
+            }
+        };
+    let (mut a, mut b) = (parse(a)?, parse(b)?);
+    let key_a = a.remove("dataKey");
+    let key_b = b.remove("dataKey");
+    let fingerprint = |k: &Option<serde_json::Value>| {
+        k.as_ref()
+            .and_then(|k| k.get("fingerprint"))
+            .and_then(|f| f.as_str())
+            .map(str::to_string)
+    };
+    match (fingerprint(&key_a), fingerprint(&key_b)) {
+        (Some(x), Some(y)) if x == y => {}
+        (x, y) => return Err(format!("data key {x:?} against {y:?}")),
+    }
+    a.remove("encryption");
+    b.remove("encryption");
+    if a != b {
+        return Err("other fields differ".into());
+    }
+    Ok(())
+}
+
 /// Streams `reader` into `writer`, hashing on the way (blocking side).
 fn stream(
     mut reader: Box<dyn Read + Send>,
@@ -226,7 +308,64 @@ mod tests {
             from_s3: S3Settings::default(),
             to_s3: S3Settings::default(),
             manifest_sha256: None,
+            replace_manifest_sha256: None,
         }
+    }
+
+    fn wrapped(artifacts: &[(&str, &[u8])], data_key: &str, wrap: &str) -> Vec<u8> {
+        let mut m: serde_json::Value = serde_json::from_slice(&manifest(artifacts)).unwrap();
+        m["dataKey"] = serde_json::json!({"fingerprint": data_key, "age": [{"recipient": wrap, "wrapped": wrap}]});
+        m["encryption"] =
+            serde_json::json!({"scheme": "age-x25519-envelope", "recipients": [wrap]});
+        serde_json::to_vec(&m).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_refresh_replaces_only_the_recorded_manifest_of_the_same_backup() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+        for d in [&src, &dst] {
+            std::fs::create_dir_all(d.join("databases")).unwrap();
+        }
+        let data: &[u8] = b"encrypted bytes";
+        let arts = [("databases/shop.pgdump", data)];
+        let old = wrapped(&arts, "sha256:dk", "sha256:a");
+        let new = wrapped(&arts, "sha256:dk", "sha256:b");
+        std::fs::write(src.join("manifest.json"), &new).unwrap();
+        std::fs::write(dst.join("manifest.json"), &old).unwrap();
+        // The copy's artifact: never read nor written by a refresh (even when it differs).
+        std::fs::write(dst.join("databases/shop.pgdump"), b"copy's own bytes").unwrap();
+
+        // The destination must hold the recorded digest.
+        let mut req = request(&src, &dst);
+        req.replace_manifest_sha256 = Some("0".repeat(64));
+        let err = run(req.clone()).await.unwrap_err();
+        assert!(err.to_string().contains("not the recorded"), "{err}");
+        assert_eq!(std::fs::read(dst.join("manifest.json")).unwrap(), old);
+
+        // Another backup (another data key, or other artifacts) is refused.
+        for other in [
+            wrapped(&arts, "sha256:other", "sha256:b"),
+            wrapped(&[("databases/x.pgdump", data)], "sha256:dk", "sha256:b"),
+        ] {
+            std::fs::write(src.join("manifest.json"), &other).unwrap();
+            req.replace_manifest_sha256 = Some(sha256_hex(&old));
+            let err = run(req.clone()).await.unwrap_err();
+            assert!(matches!(err, AgentError::Integrity(_)), "{err}");
+            assert_eq!(std::fs::read(dst.join("manifest.json")).unwrap(), old);
+        }
+
+        // The same backup re-wrapped: only the manifest is replaced; again: already there.
+        std::fs::write(src.join("manifest.json"), &new).unwrap();
+        let out = run(req.clone()).await.unwrap();
+        assert!(!out.already_present && out.artifacts.is_empty());
+        assert_eq!(out.manifest_sha256, sha256_hex(&new));
+        assert_eq!(std::fs::read(dst.join("manifest.json")).unwrap(), new);
+        assert_eq!(
+            std::fs::read(dst.join("databases/shop.pgdump")).unwrap(),
+            b"copy's own bytes"
+        );
+        assert!(run(req).await.unwrap().already_present);
     }
 
     #[tokio::test]

@@ -35,8 +35,14 @@ use crate::contract::KMS_CREDENTIALS_ENV_PREFIX as CREDENTIALS_ENV_PREFIX;
 
 /// The KMS's own credentials from the environment, when both the key id and the secret are set.
 pub fn credentials_from_env() -> Option<aws_sdk_kms::config::Credentials> {
+    credentials_from_env_prefix(CREDENTIALS_ENV_PREFIX)
+}
+
+/// Credentials from `{prefix}AWS_ACCESS_KEY_ID`, `{prefix}AWS_SECRET_ACCESS_KEY` and optionally
+/// `{prefix}AWS_SESSION_TOKEN`, when both the key id and the secret are set.
+pub fn credentials_from_env_prefix(prefix: &str) -> Option<aws_sdk_kms::config::Credentials> {
     let var = |k: &str| {
-        std::env::var(format!("{CREDENTIALS_ENV_PREFIX}{k}"))
+        std::env::var(format!("{prefix}{k}"))
             .ok()
             .map(|v| v.trim().to_string())
             .filter(|v| !v.is_empty())

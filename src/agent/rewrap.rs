@@ -36,6 +36,9 @@ pub struct RewrapRequest {
     pub new: WrapTargets,
     /// S3 settings (Object Lock retention for the new manifest version).
     pub s3: S3Settings,
+    /// A manifest without a wrapped data key (written before envelope encryption) is reported
+    /// (`notRewrappable`) rather than failing; it is left as it is either way.
+    pub report_not_rewrappable: bool,
 }
 
 /// Re-wrap one manifest.
@@ -49,6 +52,28 @@ pub async fn run(req: RewrapRequest) -> Result<RewrapSummary> {
     };
     let manifest = parse_pinned_manifest(&bytes, &req.from, &pin)?;
     let Some(wraps) = &manifest.data_key else {
+        if req.report_not_rewrappable
+            && let Some(enc) = &manifest.encryption
+        {
+            tracing::warn!(
+                manifest = %req.from, scheme = %enc.scheme,
+                "written before envelope encryption: the artifacts are encrypted straight to \
+                 their recipients, nothing to re-wrap; left as it is"
+            );
+            let digest = sha256_hex(&bytes);
+            return Ok(RewrapSummary {
+                location: req.from.to_string(),
+                previous_manifest_sha256: digest.clone(),
+                manifest_sha256: digest,
+                data_key: String::new(),
+                wrapped_for: WrappedFor {
+                    recipients: enc.recipients.clone(),
+                    kms_keys: Vec::new(),
+                },
+                duration_seconds: clock.elapsed().as_secs_f64(),
+                not_rewrappable: Some(enc.scheme.clone()),
+            });
+        }
         return Err(AgentError::Config(format!(
             "{} has no wrapped data key ({}): its artifacts are encrypted straight to their \
              recipients and cannot be re-keyed without re-encrypting them",
@@ -104,5 +129,6 @@ pub async fn run(req: RewrapRequest) -> Result<RewrapSummary> {
             kms_keys: new_wraps.kms_keys(),
         },
         duration_seconds: clock.elapsed().as_secs_f64(),
+        not_rewrappable: None,
     })
 }

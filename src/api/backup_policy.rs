@@ -561,6 +561,12 @@ pub struct KeysStatus {
     /// Retained encrypted backups.
     #[serde(default)]
     pub total: u32,
+    /// Of `total`, backups written before envelope encryption (manifest format 1: the artifacts
+    /// encrypted straight to the recipients) that are wrapped for other keys: no re-wrap can
+    /// change them; they stay readable only with the previous identity until retention removes
+    /// them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_rewrappable: Option<u32>,
     /// The rotation Job running or last run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotation_job: Option<String>,

@@ -288,6 +288,12 @@ pub struct ArtifactEncryption {
     /// older operator.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kms_key_id: Option<String>,
+    /// The manifest's encryption scheme, as read from it: `age-x25519-envelope` (the artifacts
+    /// encrypted to a data key the manifest holds wrapped: re-wrappable) or `age-x25519`
+    /// (written before envelope encryption: the artifacts encrypted straight to the recipients,
+    /// never re-wrappable). Absent: recorded by an older operator (a rotation finds out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
 }
 
 /// A replicated copy of an artifact on one of the policy's `secondaryStorageRefs`, recorded

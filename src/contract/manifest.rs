@@ -82,6 +82,10 @@ impl std::fmt::Display for ConfirmedBy {
     }
 }
 
+/// The `encryption.scheme` of a manifest written before envelope encryption (format 1): its
+/// artifacts are encrypted straight to the recipients and no re-wrap can re-key them.
+pub const DIRECT_ENCRYPTION_SCHEME: &str = "age-x25519";
+
 /// Encryption of the artifacts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -42,6 +42,10 @@ pub use summary::{
 /// (`DG_KMS_AWS_ACCESS_KEY_ID`, `DG_KMS_AWS_SECRET_ACCESS_KEY`, `DG_KMS_AWS_SESSION_TOKEN`): the
 /// Job builders set them from the key's Secret, the agent reads them.
 pub const KMS_CREDENTIALS_ENV_PREFIX: &str = "DG_KMS_";
+/// Prefix of the environment variables holding the credentials of the OLD KMS key's service
+/// in a rotation Job (`DG_PREVIOUS_KMS_AWS_ACCESS_KEY_ID`, …: `encryption.rotation.previousKms`
+/// credentials, used only to unwrap).
+pub const PREVIOUS_KMS_CREDENTIALS_ENV_PREFIX: &str = "DG_PREVIOUS_KMS_";
 
 /// Name of the agent container in every Job (the operator reads its logs, termination message
 /// and exit code).

@@ -307,6 +307,13 @@ pub struct RewrapSummary {
     pub wrapped_for: WrappedFor,
     /// Wall time.
     pub duration_seconds: f64,
+    /// Set when the manifest was NOT rewritten because it has no wrapped data key: its
+    /// encryption scheme (`age-x25519`: written before envelope encryption, the artifacts
+    /// encrypted straight to the recipients, which no re-wrap can change). Then both digests
+    /// are the manifest's unchanged one, `dataKey` is empty and `wrappedFor` names the
+    /// recipients the artifacts are encrypted to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_rewrappable: Option<String>,
 }
 
 impl From<RewrapSummary> for Summary {

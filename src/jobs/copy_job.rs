@@ -101,6 +101,72 @@ fn push_s3_side(side: &str, s3: &S3Storage, args: &mut Vec<String>, env: &mut Ve
     }
 }
 
+/// What a copy container needs besides `agent copy` and the pod's `/tmp`: its flags (both sides,
+/// the destination's write settings), its environment (each side's credentials as
+/// `DG_FROM_AWS_…`/`DG_TO_AWS_…`) and the claims of filesystem sides (the source read-only at
+/// the storage mount as `storage`, a destination at [`COPY_MOUNT`] as `copy`).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CopySides {
+    pub args: Vec<String>,
+    pub env: Vec<EnvVar>,
+    pub volumes: Vec<Volume>,
+    pub mounts: Vec<VolumeMount>,
+}
+
+/// The [`CopySides`] of a copy of `from` on `primary` to `to` on `secondary`.
+pub(crate) fn copy_sides(
+    primary: &BackupStorage,
+    secondary: &BackupStorage,
+    from: &str,
+    to: &str,
+) -> Result<CopySides, JobBuildError> {
+    let mut out = CopySides::default();
+    let (args, env) = (&mut out.args, &mut out.env);
+    push_flag(args, "--from", from);
+    match (&primary.spec.s3, &primary.spec.filesystem) {
+        (Some(s3), _) => push_s3_side("from", s3, args, env),
+        (None, Some(fs)) => {
+            let (v, m) = claim_volume("storage", &fs.claim_name, STORAGE_MOUNT, true);
+            out.volumes.push(v);
+            out.mounts.push(m);
+        }
+        (None, None) => return Err(JobBuildError::NoStorageBackend(primary.name_any())),
+    }
+    match (&secondary.spec.s3, &secondary.spec.filesystem) {
+        (Some(s3), _) => {
+            push_flag(args, "--to", to);
+            push_s3_side("to", s3, args, env);
+            if let Some(class) = &s3.storage_class {
+                push_flag(args, "--storage-class", class);
+            }
+            if let Some(lock) = &s3.object_lock {
+                push_flag(args, "--object-lock-mode", lock.mode.as_str());
+                push_flag(args, "--object-lock-days", &lock.days.to_string());
+            }
+            if let Some(sse) = &s3.server_side_encryption {
+                let algorithm = match sse.algorithm {
+                    SseAlgorithm::Aes256 => "AES256",
+                    SseAlgorithm::AwsKms => "aws:kms",
+                };
+                push_flag(args, "--sse", algorithm);
+                if let Some(key_id) = &sse.kms_key_id {
+                    push_flag(args, "--sse-kms-key-id", key_id);
+                }
+            }
+            // The standard chain's region for a side without one of its own.
+            env.push(plain_env("AWS_REGION", &s3.region));
+        }
+        (None, Some(fs)) => {
+            push_flag(args, "--to", &copy_pod_location(to)?);
+            let (v, m) = claim_volume("copy", &fs.claim_name, COPY_MOUNT, false);
+            out.volumes.push(v);
+            out.mounts.push(m);
+        }
+        (None, None) => return Err(JobBuildError::NoStorageBackend(secondary.name_any())),
+    }
+    Ok(out)
+}
+
 /// Builds the Job copying the backup of `run`, whose manifest is `from` on `primary` and must
 /// hash to `manifest_sha256`, to `to` on `secondary` (both locations as the operator computed
 /// them for the run).
@@ -135,48 +201,11 @@ pub fn build(
     let mut mounts = vec![tmp_mount];
     let mut env: Vec<EnvVar> = agent_env();
     let mut args: Vec<String> = vec!["agent".into(), "copy".into()];
-    push_flag(&mut args, "--from", from);
-    match (&primary.spec.s3, &primary.spec.filesystem) {
-        (Some(s3), _) => push_s3_side("from", s3, &mut args, &mut env),
-        (None, Some(fs)) => {
-            let (v, m) = claim_volume("storage", &fs.claim_name, STORAGE_MOUNT, true);
-            volumes.push(v);
-            mounts.push(m);
-        }
-        (None, None) => return Err(JobBuildError::NoStorageBackend(primary.name_any())),
-    }
-    match (&secondary.spec.s3, &secondary.spec.filesystem) {
-        (Some(s3), _) => {
-            push_flag(&mut args, "--to", to);
-            push_s3_side("to", s3, &mut args, &mut env);
-            if let Some(class) = &s3.storage_class {
-                push_flag(&mut args, "--storage-class", class);
-            }
-            if let Some(lock) = &s3.object_lock {
-                push_flag(&mut args, "--object-lock-mode", lock.mode.as_str());
-                push_flag(&mut args, "--object-lock-days", &lock.days.to_string());
-            }
-            if let Some(sse) = &s3.server_side_encryption {
-                let algorithm = match sse.algorithm {
-                    SseAlgorithm::Aes256 => "AES256",
-                    SseAlgorithm::AwsKms => "aws:kms",
-                };
-                push_flag(&mut args, "--sse", algorithm);
-                if let Some(key_id) = &sse.kms_key_id {
-                    push_flag(&mut args, "--sse-kms-key-id", key_id);
-                }
-            }
-            // The standard chain's region for a side without one of its own.
-            env.push(plain_env("AWS_REGION", &s3.region));
-        }
-        (None, Some(fs)) => {
-            push_flag(&mut args, "--to", &copy_pod_location(to)?);
-            let (v, m) = claim_volume("copy", &fs.claim_name, COPY_MOUNT, false);
-            volumes.push(v);
-            mounts.push(m);
-        }
-        (None, None) => return Err(JobBuildError::NoStorageBackend(secondary.name_any())),
-    }
+    let sides = copy_sides(primary, secondary, from, to)?;
+    args.extend(sides.args);
+    env.extend(sides.env);
+    volumes.extend(sides.volumes);
+    mounts.extend(sides.mounts);
     push_flag(
         &mut args,
         crate::contract::manifest::MANIFEST_SHA256_FLAG,

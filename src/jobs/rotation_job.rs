@@ -7,7 +7,7 @@
 //!
 //! The Job holds only what a re-wrap needs: the storage's credentials, the old key (the identity
 //! Secret of `encryption.rotation.previousIdentitySecretRef`, read-only, and/or KMS `Decrypt`
-//! via `previousKms`), and the new public keys (the recipients Secret, and/or KMS `Encrypt` of
+//! via `previousKms`: its own region, endpoint and credentials, never the new key's), and the new public keys (the recipients Secret, and/or KMS `Encrypt` of
 //! `encryption.kms`). Artifacts are never read or written: only the manifests change (on an
 //! Object-Locked bucket each rewrite is a new version with the storage's retention).
 //!
@@ -29,12 +29,15 @@ use crate::api::backup_policy::POLICY_LABEL;
 use crate::api::{BackupPolicy, BackupStorage};
 use crate::contract::{COMPONENT_ROTATION, exit};
 
+use super::copy_job::copy_sides;
 use super::naming::{MAX_LABEL_LEN, bounded_name};
 use super::shell::{
     JobBuildError, JobDefaults, JobShell, agent_container, agent_env, escape_dollar, escape_env,
     job, labels, pod_failure_policy, pod_spec, push_flag, required, tmp_volume,
 };
-use super::source::{push_identity, push_kms_key, push_storage_access};
+use super::source::{
+    push_identity, push_kms_credentials_prefixed, push_kms_key, push_storage_access,
+};
 
 /// Backups re-wrapped by one Job at most: every summary must fit in its container's share of
 /// the Pod's termination messages (12 KiB in all). More go to the next Job.
@@ -58,6 +61,30 @@ pub struct RewrapTarget {
     pub location: String,
     /// The digest its status records: the agent touches nothing else.
     pub manifest_sha256: String,
+    /// Whether the primary's manifest is re-wrapped (`false`: it already is, only copies are
+    /// refreshed, from the manifest of the recorded digest).
+    pub rewrap: bool,
+    /// Confirmed copies whose manifest is then replaced by the primary's re-wrapped one (the
+    /// copies stay byte-identical to the primary).
+    pub copies: Vec<CopyRefresh>,
+}
+
+impl RewrapTarget {
+    /// How many containers it takes: one re-wrap (when due) and one per copy.
+    pub fn containers(&self) -> usize {
+        usize::from(self.rewrap) + self.copies.len()
+    }
+}
+
+/// A copy of a backup on a secondary storage whose manifest a rotation refreshes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyRefresh {
+    /// The secondary BackupStorage.
+    pub storage: String,
+    /// The copy's manifest.
+    pub location: String,
+    /// The digest recorded for the copy: only a manifest with it is replaced.
+    pub manifest_sha256: String,
 }
 
 /// The deterministic name of the rotation Job of `policy` towards the key set `key_set` (a hex
@@ -67,19 +94,20 @@ pub fn job_name(policy: &str, key_set: &str) -> String {
     bounded_name(policy, &format!("rotate-{short}"), MAX_LABEL_LEN)
 }
 
-/// Builds the rotation Job `name` re-wrapping `targets` (1 to [`MAX_TARGETS`]) on `storage` for
-/// the policy's current keys.
+/// Builds the rotation Job `name` re-wrapping `targets` (1 to [`MAX_TARGETS`] containers) on
+/// `storage` for the policy's current keys, and refreshing their copies on `secondaries`.
 pub fn build(
     name: &str,
     policy: &BackupPolicy,
     storage: &BackupStorage,
+    secondaries: &[BackupStorage],
     targets: &[RewrapTarget],
     defaults: &JobDefaults,
 ) -> Result<Job, JobBuildError> {
-    if targets.is_empty() || targets.len() > MAX_TARGETS {
+    let containers: usize = targets.iter().map(RewrapTarget::containers).sum();
+    if containers == 0 || containers > MAX_TARGETS {
         return Err(JobBuildError::InvalidSource(format!(
-            "a rotation Job re-wraps 1 to {MAX_TARGETS} backups, not {}",
-            targets.len()
+            "a rotation Job runs 1 to {MAX_TARGETS} re-wraps and copy refreshes, not {containers}"
         )));
     }
     let encryption = policy.spec.encryption.as_ref().ok_or_else(|| {
@@ -133,11 +161,25 @@ pub fn build(
         push_flag(&mut common, "--object-lock-days", &lock.days.to_string());
     }
     let old = rotation.as_decryption();
+    // Backups written before envelope encryption are reported, not failed: the others go on.
+    common.push("--report-not-rewrappable".into());
     match (&encryption.kms, &old.kms) {
-        // One KMS client: the new key's region, endpoint and credentials also decrypt.
-        (Some(kms), Some(_)) => {
+        // Two KMS clients: the new key's settings encrypt, `previousKms`'s region, endpoint and
+        // credentials (their own environment prefix) decrypt.
+        (Some(kms), Some(previous)) => {
             push_kms_key(kms, &mut common, &mut env);
-            common.push("--kms".into());
+            common.push("--previous-kms".into());
+            if let Some(region) = &previous.region {
+                push_flag(&mut common, "--previous-kms-region", region);
+            }
+            if let Some(endpoint) = &previous.endpoint {
+                push_flag(&mut common, "--previous-kms-endpoint", endpoint);
+            }
+            push_kms_credentials_prefixed(
+                previous.credentials_secret_ref.as_ref(),
+                crate::contract::PREVIOUS_KMS_CREDENTIALS_ENV_PREFIX,
+                &mut env,
+            );
             let identity_only = crate::api::common::Decryption {
                 kms: None,
                 ..old.clone()
@@ -199,16 +241,83 @@ pub fn build(
         let args: Vec<String> = args.iter().map(|a| escape_dollar(a)).collect();
         agent_container(&template, defaults, args, env.clone(), mounts.clone())
     };
-    let (last, first) = targets.split_last().expect("checked non-empty above");
-    let init: Vec<Container> = first
-        .iter()
+    // A copy refresh: `agent copy` of the primary's (re-wrapped) manifest over the copy's,
+    // with both storages' credentials (as a copy Job gets them) and no key.
+    let mut copy_volumes: Vec<Volume> = Vec::new();
+    let mut refresh_for = |index: usize,
+                           target: &RewrapTarget,
+                           copy: &CopyRefresh|
+     -> Result<Container, JobBuildError> {
+        let secondary = secondaries
+            .iter()
+            .find(|s| s.name_any() == copy.storage)
+            .ok_or_else(|| {
+                JobBuildError::InvalidSource(format!(
+                    "BackupStorage {} of the copy of {} not found",
+                    copy.storage, target.run
+                ))
+            })?;
+        let mut sides = copy_sides(storage, secondary, &target.location, &copy.location)?;
+        // Each filesystem destination its own volume.
+        let copy_name = format!("copy-{index}");
+        for v in sides.volumes.iter_mut().filter(|v| v.name == "copy") {
+            v.name = copy_name.clone();
+        }
+        for m in sides.mounts.iter_mut().filter(|m| m.name == "copy") {
+            m.name = copy_name.clone();
+        }
+        for v in sides.volumes {
+            if !volumes
+                .iter()
+                .chain(&copy_volumes)
+                .any(|x| x.name == v.name)
+            {
+                copy_volumes.push(v);
+            }
+        }
+        let mut args: Vec<String> = vec!["agent".into(), "copy".into()];
+        args.extend(sides.args);
+        push_flag(
+            &mut args,
+            "--replace-manifest-sha256",
+            &copy.manifest_sha256,
+        );
+        if !target.rewrap {
+            // The primary was re-wrapped before: copy exactly the manifest the run records.
+            push_flag(
+                &mut args,
+                crate::contract::manifest::MANIFEST_SHA256_FLAG,
+                &target.manifest_sha256,
+            );
+        }
+        let mut env = agent_env();
+        env.extend(sides.env);
+        escape_env(&mut env);
+        let args: Vec<String> = args.iter().map(|a| escape_dollar(a)).collect();
+        let mut copy_mounts = vec![tmp_volume().1];
+        copy_mounts.extend(sides.mounts);
+        Ok(agent_container(&template, defaults, args, env, copy_mounts))
+    };
+    let mut all: Vec<Container> = Vec::with_capacity(containers);
+    for target in targets {
+        if target.rewrap {
+            all.push(container_for(target));
+        }
+        for copy in &target.copies {
+            let index = all.len();
+            all.push(refresh_for(index, target, copy)?);
+        }
+    }
+    volumes.extend(copy_volumes);
+    let container = all.pop().expect("checked non-empty above");
+    let init: Vec<Container> = all
+        .into_iter()
         .enumerate()
-        .map(|(i, t)| Container {
+        .map(|(i, c)| Container {
             name: format!("{INIT_CONTAINER_PREFIX}{i}"),
-            ..container_for(t)
+            ..c
         })
         .collect();
-    let container = container_for(last);
 
     let mut extra: BTreeMap<String, String> = template.labels.clone();
     extra.insert(POLICY_LABEL.into(), policy.name_any());
@@ -271,7 +380,94 @@ spec:
             run: format!("nightly-{i}"),
             location: format!("s3://b/shop/nightly-{i}/manifest.json"),
             manifest_sha256: format!("{i:02}").repeat(32),
+            rewrap: true,
+            copies: Vec::new(),
         }
+    }
+
+    fn dr() -> BackupStorage {
+        serde_yaml::from_str(
+            "apiVersion: dataguardian.io/v1alpha1\nkind: BackupStorage\nmetadata: {name: dr, namespace: shop}\nspec: {s3: {bucket: drb, region: us-east-2, endpoint: 'http://127.0.0.1:8', forcePathStyle: true, credentialsSecretRef: {name: dr-creds}, objectLock: {mode: COMPLIANCE, days: 9}}}\n",
+        )
+        .unwrap()
+    }
+
+    fn copy(storage: &str, i: usize) -> CopyRefresh {
+        CopyRefresh {
+            storage: storage.into(),
+            location: format!("s3://drb/dr/nightly-{i}/manifest.json"),
+            manifest_sha256: "ee".repeat(32),
+        }
+    }
+
+    #[test]
+    fn each_copy_is_refreshed_after_its_primary_with_both_storages_credentials_and_no_key() {
+        let d = JobDefaults::new("img:1");
+        let mut t1 = target(1);
+        t1.copies = vec![copy("dr", 1)];
+        // Primary already re-wrapped: only its copy, pinned to the recorded digest.
+        let mut t2 = target(2);
+        t2.rewrap = false;
+        t2.copies = vec![copy("dr", 2)];
+        let job = build("n", &policy(ROTATION), &storage(), &[dr()], &[t1, t2], &d).unwrap();
+        let pod = job.spec.unwrap().template.spec.unwrap();
+        let all: Vec<Container> = pod
+            .init_containers
+            .clone()
+            .unwrap()
+            .into_iter()
+            .chain(pod.containers.clone())
+            .collect();
+        assert_eq!(all.len(), 3);
+        let args = |c: &Container| c.args.clone().unwrap().join(" ");
+        assert!(
+            args(&all[0]).starts_with("agent rewrap --from s3://b/shop/nightly-1/manifest.json")
+        );
+        for (c, i) in [(&all[1], 1), (&all[2], 2)] {
+            let a = args(c);
+            assert!(
+                a.starts_with(&format!(
+                    "agent copy --from s3://b/shop/nightly-{i}/manifest.json"
+                )),
+                "{a}"
+            );
+            for needed in [
+                format!("--to s3://drb/dr/nightly-{i}/manifest.json"),
+                format!("--replace-manifest-sha256 {}", "ee".repeat(32)),
+                "--object-lock-mode COMPLIANCE --object-lock-days 9".to_string(),
+                "--to-s3-endpoint http://127.0.0.1:8".to_string(),
+            ] {
+                assert!(a.contains(&needed), "{needed} missing in {a}");
+            }
+            // No key of any kind in a copy refresh.
+            for never in ["--identity-file", "--recipients-file", "--kms"] {
+                assert!(!a.contains(never), "{never} in {a}");
+            }
+            let env = c.env.clone().unwrap();
+            let secret_of = |name: &str| {
+                env.iter()
+                    .find(|e| e.name == name)
+                    .and_then(|e| e.value_from.as_ref()?.secret_key_ref.as_ref())
+                    .map(|s| s.name.clone())
+            };
+            assert_eq!(
+                secret_of("DG_FROM_AWS_ACCESS_KEY_ID").as_deref(),
+                Some("s3-creds")
+            );
+            assert_eq!(
+                secret_of("DG_TO_AWS_ACCESS_KEY_ID").as_deref(),
+                Some("dr-creds")
+            );
+            assert!(
+                c.volume_mounts
+                    .iter()
+                    .flatten()
+                    .all(|m| m.name != "identity" && m.name != "recipients")
+            );
+        }
+        // Copied from a re-wrap in the same pod: no source pin; from an earlier one: pinned.
+        assert!(!args(&all[1]).contains("--manifest-sha256"));
+        assert!(args(&all[2]).contains(&format!("--manifest-sha256 {}", "02".repeat(32))));
     }
 
     const ROTATION: &str =
@@ -286,6 +482,7 @@ spec:
             &name,
             &policy(ROTATION),
             &storage(),
+            &[],
             &[target(1), target(2), target(3)],
             &d,
         )
@@ -354,33 +551,80 @@ spec:
     #[test]
     fn kms_rotation_decrypts_and_encrypts_with_kms_and_mounts_no_identity() {
         let p = policy(
-            "    kms: {keyId: alias/new, region: eu-west-1}\n    rotation: {previousKms: {}}",
+            "    kms: {keyId: alias/new, region: eu-west-1, endpoint: 'http://127.0.0.1:2', credentialsSecretRef: {name: kms-new}}\n    rotation: {previousKms: {region: us-west-2, endpoint: 'http://127.0.0.1:1', credentialsSecretRef: {name: kms-old}}}",
         );
         let job = build(
             "n",
             &p,
             &storage(),
+            &[],
             &[target(1)],
             &JobDefaults::new("img:1"),
         )
         .unwrap();
         let pod = job.spec.unwrap().template.spec.unwrap();
         let args = pod.containers[0].args.clone().unwrap().join(" ");
+        // The new key encrypts with its own settings …
         assert!(
-            args.contains("--kms-key alias/new --kms-region eu-west-1"),
+            args.contains(
+                "--kms-key alias/new --kms-region eu-west-1 --kms-endpoint http://127.0.0.1:2"
+            ),
             "{args}"
         );
-        assert!(args.contains(" --kms"), "{args}");
+        // … the old one decrypts with previousKms's region, endpoint and credentials.
+        assert!(
+            args.contains(
+                "--previous-kms --previous-kms-region us-west-2 --previous-kms-endpoint http://127.0.0.1:1"
+            ),
+            "{args}"
+        );
+        assert!(args.contains("--report-not-rewrappable"), "{args}");
+        assert!(!args.split(' ').any(|a| a == "--kms"), "{args}");
         assert!(!args.contains("--identity-file"), "{args}");
         assert!(pod.init_containers.is_none());
+        let env = pod.containers[0].env.clone().unwrap();
+        let secret_of = |name: &str| {
+            env.iter()
+                .find(|e| e.name == name)
+                .and_then(|e| e.value_from.as_ref()?.secret_key_ref.as_ref())
+                .map(|s| s.name.clone())
+        };
+        assert_eq!(
+            secret_of("DG_KMS_AWS_ACCESS_KEY_ID").as_deref(),
+            Some("kms-new")
+        );
+        assert_eq!(
+            secret_of("DG_PREVIOUS_KMS_AWS_SECRET_ACCESS_KEY").as_deref(),
+            Some("kms-old")
+        );
+        // previousKms without settings: AWS KMS of the wrap's region, workload identity.
+        let p = policy(
+            "    kms: {keyId: alias/new, region: eu-west-1, endpoint: 'http://127.0.0.1:2'}\n    rotation: {previousKms: {}}",
+        );
+        let job = build(
+            "n",
+            &p,
+            &storage(),
+            &[],
+            &[target(1)],
+            &JobDefaults::new("img:1"),
+        )
+        .unwrap();
+        let args = job.spec.unwrap().template.spec.unwrap().containers[0]
+            .args
+            .clone()
+            .unwrap()
+            .join(" ");
+        assert!(args.contains("--previous-kms "), "{args}");
+        assert!(!args.contains("--previous-kms-endpoint"), "{args}");
     }
 
     #[test]
     fn no_old_key_or_too_many_backups_build_nothing() {
         let d = JobDefaults::new("img:1");
-        assert!(build("n", &policy(""), &storage(), &[target(1)], &d).is_err());
+        assert!(build("n", &policy(""), &storage(), &[], &[target(1)], &d).is_err());
         let many: Vec<RewrapTarget> = (0..=MAX_TARGETS).map(target).collect();
-        assert!(build("n", &policy(ROTATION), &storage(), &many, &d).is_err());
-        assert!(build("n", &policy(ROTATION), &storage(), &[], &d).is_err());
+        assert!(build("n", &policy(ROTATION), &storage(), &[], &many, &d).is_err());
+        assert!(build("n", &policy(ROTATION), &storage(), &[], &[], &d).is_err());
     }
 }

@@ -282,6 +282,15 @@ pub(crate) fn push_pin(pin: &ArtifactPin, args: &mut Vec<String>) {
 /// The KMS's own credentials (`credentialsSecretRef` of a KMS key or access) as the agent's
 /// `DG_KMS_AWS_*` environment; absent: the pod's workload identity.
 pub(crate) fn push_kms_credentials(creds: Option<&LocalObjectReference>, env: &mut Vec<EnvVar>) {
+    push_kms_credentials_prefixed(creds, crate::contract::KMS_CREDENTIALS_ENV_PREFIX, env);
+}
+
+/// KMS credentials from a Secret as `{prefix}AWS_ACCESS_KEY_ID`, … (references only).
+pub(crate) fn push_kms_credentials_prefixed(
+    creds: Option<&LocalObjectReference>,
+    prefix: &str,
+    env: &mut Vec<EnvVar>,
+) {
     let Some(creds) = creds else {
         return;
     };
@@ -291,7 +300,7 @@ pub(crate) fn push_kms_credentials(creds: Option<&LocalObjectReference>, env: &m
         ("AWS_SESSION_TOKEN", true),
     ] {
         env.push(secret_env(
-            &format!("{}{var}", crate::contract::KMS_CREDENTIALS_ENV_PREFIX),
+            &format!("{prefix}{var}"),
             &SecretKeySelector::new(creds.name.clone(), var),
             optional,
         ));

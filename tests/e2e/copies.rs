@@ -547,3 +547,138 @@ spec: {{filesystem: {{claimName: replica-claim, path: /dumps}}}}
         );
     }
 }
+
+/// Key rotation reaches the copies: after the recipients change, the rotation Job re-wraps the
+/// primary's manifest and puts the same re-wrapped manifest on each confirmed copy (artifacts
+/// untouched); each copy's recorded digest is the run's new one, so a restore that reads the
+/// copy (`readFrom`) opens with the new identity and fails on the key with the old one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rotation_rewraps_the_copies_too_and_restores_from_a_copy_need_the_new_identity() {
+    use crate::keys::{fingerprint, keypair, keys_current, secret};
+    use dataguardian::contract::manifest::sha256_hex;
+    let _serial = crate::serial().await;
+    let replica = Replica::start();
+    let s = scenario("copyrotation", "0 0 1 1 *", "").await;
+    s.services.s3.create_bucket(NEARBY_BUCKET).unwrap();
+    let (recipient_a, identity_a) = keypair();
+    let (recipient_b, identity_b) = keypair();
+    s.cluster
+        .apply(&secret(&s.ns, "age-recipients", "recipients", &recipient_a));
+    s.cluster
+        .apply(&secret(&s.ns, "age-a", "identity", &identity_a));
+    s.cluster
+        .apply(&secret(&s.ns, "age-b", "identity", &identity_b));
+    let encryption =
+        "  encryption:\n    recipientsSecretRef: {name: age-recipients, key: recipients}\n";
+    s.cluster
+        .apply(&secondary_manifests(&s, &replica, encryption));
+    wait_storage(&s, "replica", "True").await;
+    wait_storage(&s, "nearby", "True").await;
+    let b1 = s.run_to_end("b1", "shop").await;
+    assert_eq!(phase(&b1).as_deref(), Some("Succeeded"), "{:#?}", b1.status);
+    let b1 = wait_copied(&s, "b1", &["replica", "nearby"]).await;
+    let before = b1.status.clone().unwrap().artifact.unwrap();
+    let far = copy_on(&b1, "replica").unwrap();
+    let far_artifacts: Vec<String> = replica
+        .keys("dr/")
+        .into_iter()
+        .filter(|k| !k.ends_with("manifest.json"))
+        .collect();
+    assert!(!far_artifacts.is_empty());
+    let artifact_bytes: Vec<Vec<u8>> = far_artifacts
+        .iter()
+        .map(|k| replica.moto.get_object(REPLICA_BUCKET, k).unwrap())
+        .collect();
+
+    // Recipient B replaces A; the old identity is named for the rotation.
+    s.cluster
+        .apply(&secret(&s.ns, "age-recipients", "recipients", &recipient_b));
+    s.cluster.apply(&secondary_manifests(
+        &s,
+        &replica,
+        &format!(
+            "{encryption}    rotation: {{previousIdentitySecretRef: {{name: age-a, key: identity}}}}\n"
+        ),
+    ));
+    wait_for::<BackupPolicy, _>(
+        &s.cluster,
+        Some(&s.operator),
+        &s.ns,
+        "shop",
+        Duration::from_secs(240),
+        "KeysCurrent for B, primary and copies",
+        |p| {
+            let keys = p.status.as_ref().and_then(|s| s.keys.as_ref());
+            keys_current(p).is_some_and(|(st, _)| st == "True")
+                && keys.is_some_and(|k| {
+                    k.wrapped_for == [fingerprint(&recipient_b)] && k.rewrapped == 1 && k.total == 1
+                })
+        },
+    )
+    .await;
+    let runs: Api<BackupRun> = Api::namespaced(s.cluster.client.clone(), &s.ns);
+    let now = runs.get("b1").await.unwrap();
+    let after = now.status.clone().unwrap().artifact.unwrap();
+    let digest = after.manifest_sha256.clone().unwrap();
+    assert_ne!(before.manifest_sha256.as_deref(), Some(digest.as_str()));
+    assert_eq!(
+        after.encryption.clone().unwrap().recipients,
+        [fingerprint(&recipient_b)]
+    );
+    // Every copy holds the primary's re-wrapped manifest, byte for byte, and records it.
+    for storage in ["replica", "nearby"] {
+        let copy = copy_on(&now, storage).unwrap();
+        assert_eq!(
+            copy.manifest_sha256.as_deref(),
+            Some(digest.as_str()),
+            "{copy:?}"
+        );
+    }
+    let far_manifest = replica.moto.get_object(REPLICA_BUCKET, &far.key).unwrap();
+    assert_eq!(sha256_hex(&far_manifest), digest);
+    // The copy's artifacts are untouched.
+    for (k, bytes) in far_artifacts.iter().zip(&artifact_bytes) {
+        assert_eq!(
+            &replica.moto.get_object(REPLICA_BUCKET, k).unwrap(),
+            bytes,
+            "{k}"
+        );
+    }
+
+    // A restore reading the copy opens with B …
+    s.cluster.apply(&s.restore_yaml(
+        "copy-with-b",
+        "b1",
+        "shop_copy_b",
+        "  readFrom: {name: replica}\n  decryption: {identitySecretRef: {name: age-b, key: identity}}\n",
+    ));
+    let r = s.restore_finished("copy-with-b").await;
+    let st = r.status.clone().unwrap();
+    assert_eq!(
+        st.phase.map(|p| format!("{p:?}")).as_deref(),
+        Some("Succeeded"),
+        "{st:#?}\n{}",
+        s.operator.log()
+    );
+    assert_eq!(st.source.clone().unwrap().storage, "replica");
+    assert_eq!(s.count("shop_copy_b", "orders"), "500");
+    // … and fails on the key (not on the pin) with A.
+    s.cluster.apply(&s.restore_yaml(
+        "copy-with-a",
+        "b1",
+        "shop_copy_a",
+        "  readFrom: {name: replica}\n  decryption: {identitySecretRef: {name: age-a, key: identity}}\n",
+    ));
+    let r = s.restore_finished("copy-with-a").await;
+    let st = r.status.clone().unwrap();
+    assert_eq!(
+        st.phase.map(|p| format!("{p:?}")).as_deref(),
+        Some("Failed"),
+        "{st:#?}"
+    );
+    let message = st.message.clone().unwrap_or_default();
+    assert!(
+        message.contains("cannot unwrap the data key") && !message.contains("replaced or altered"),
+        "{st:#?}"
+    );
+}

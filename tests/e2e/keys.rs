@@ -15,7 +15,7 @@ use crate::harness::{jobs, wait_for, wait_for_events};
 const TIMEOUT: Duration = Duration::from_secs(240);
 
 /// An age key pair: (recipient, identity).
-fn keypair() -> (String, String) {
+pub(crate) fn keypair() -> (String, String) {
     let id = age::x25519::Identity::generate();
     (
         id.to_public().to_string(),
@@ -24,11 +24,11 @@ fn keypair() -> (String, String) {
 }
 
 /// The agent's fingerprint of a recipient.
-fn fingerprint(recipient: &str) -> String {
+pub(crate) fn fingerprint(recipient: &str) -> String {
     dataguardian::agent::crypto::fingerprint(recipient)
 }
 
-fn secret(ns: &str, name: &str, key: &str, value: &str) -> String {
+pub(crate) fn secret(ns: &str, name: &str, key: &str, value: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: {ns}}}\nstringData:\n  {key}: |\n    {value}\n"
     )
@@ -55,7 +55,7 @@ async fn versions(s: &Scenario, prefix: &str) -> BTreeMap<String, Vec<String>> {
     map
 }
 
-fn keys_current(p: &BackupPolicy) -> Option<(String, String)> {
+pub(crate) fn keys_current(p: &BackupPolicy) -> Option<(String, String)> {
     p.status
         .as_ref()?
         .conditions
@@ -242,39 +242,108 @@ async fn rotating_the_recipients_rewraps_retained_backups_and_restores_need_the_
         message.contains("cannot unwrap the data key") && !message.contains("replaced or altered"),
         "{st:#?}"
     );
+    // A wrong identity is not retried: the Job's pod failure policy fails it on the first pod.
+    assert_single_pod_failed_job(&s, st.job_name.as_deref().expect("job name")).await;
+}
+
+/// The Job `name` failed by its pod failure policy (exit code of a non-retryable category) after
+/// exactly one pod.
+async fn assert_single_pod_failed_job(s: &Scenario, name: &str) {
+    let job = wait_for::<k8s_openapi::api::batch::v1::Job, _>(
+        &s.cluster,
+        Some(&s.operator),
+        &s.ns,
+        name,
+        TIMEOUT,
+        "the restore Job failed",
+        |j| {
+            j.status
+                .as_ref()
+                .and_then(|st| st.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Failed" && c.status == "True"))
+        },
+    )
+    .await;
+    let st = job.status.clone().unwrap();
+    let failed = st
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "Failed")
+        .unwrap();
+    assert_eq!(
+        failed.reason.as_deref(),
+        Some("PodFailurePolicy"),
+        "{failed:?}"
+    );
+    assert!(
+        failed
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("exit code 14")),
+        "{failed:?}"
+    );
+    assert_eq!(st.failed, Some(1), "{st:?}");
+    let pods: Api<k8s_openapi::api::core::v1::Pod> =
+        Api::namespaced(s.cluster.client.clone(), &s.ns);
+    let listed = pods
+        .list(
+            &kube::api::ListParams::default()
+                .labels(&format!("batch.kubernetes.io/job-name={name}")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), 1, "one pod, no retry");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_new_kms_key_rewraps_retained_backups_and_disabling_the_old_key_erases_nothing_current() {
     let _serial = crate::serial().await;
-    // Restores and rotations reach moto's KMS through the proxy that refuses a disabled key
-    // the way AWS KMS does (moto alone still decrypts with it).
+    // Two KMS services: the old key only on the first, the new key only on the second, each
+    // with its own credentials Secret; the rotation must unwrap with `previousKms`'s endpoint
+    // and credentials, wrap with the new key's. The first is reached through the proxy that
+    // refuses a disabled key the way AWS KMS does (moto alone still decrypts with it).
     let kms_moto = testkit::Moto::start().expect("moto for KMS");
     let key_1 = kms_moto.kms_create_key("key 1").unwrap();
-    let key_2 = kms_moto.kms_create_key("key 2").unwrap();
-    for (alias, key) in [("alias/k1", &key_1), ("alias/k2", &key_2)] {
-        kms_moto
-            .kms(
-                "CreateAlias",
-                serde_json::json!({"AliasName": alias, "TargetKeyId": key}),
-            )
-            .unwrap();
-    }
+    kms_moto
+        .kms(
+            "CreateAlias",
+            serde_json::json!({"AliasName": "alias/k1", "TargetKeyId": key_1}),
+        )
+        .unwrap();
+    let kms_moto_2 = testkit::Moto::start().expect("a second moto for KMS");
+    let key_2 = kms_moto_2.kms_create_key("key 2").unwrap();
+    kms_moto_2
+        .kms(
+            "CreateAlias",
+            serde_json::json!({"AliasName": "alias/k2", "TargetKeyId": key_2}),
+        )
+        .unwrap();
     let proxy = testkit::KmsKeyStateProxy::start(kms_moto.addr()).unwrap();
     let endpoint = proxy.endpoint();
+    let endpoint_2 = kms_moto_2.endpoint();
     let region = kms_moto.region();
-    let kms_key = |alias: &str| {
+    let kms_key = |alias: &str, endpoint: &str, creds: &str| {
         format!(
-            "    kms: {{keyId: {alias}, region: {region}, endpoint: \"{endpoint}\", credentialsSecretRef: {{name: s3-creds}}}}\n"
+            "    kms: {{keyId: {alias}, region: {region}, endpoint: \"{endpoint}\", credentialsSecretRef: {{name: {creds}}}}}\n"
         )
     };
     let access = format!("{{endpoint: \"{endpoint}\", credentialsSecretRef: {{name: s3-creds}}}}");
+    let access_2 =
+        format!("{{endpoint: \"{endpoint_2}\", credentialsSecretRef: {{name: kms-two}}}}");
     let s = crate::backup::scenario(
         "kmsrotation",
         "0 0 1 1 *",
-        &format!("  encryption:\n{}", kms_key("alias/k1")),
+        &format!(
+            "  encryption:\n{}",
+            kms_key("alias/k1", &endpoint, "s3-creds")
+        ),
     )
     .await;
+    s.cluster.apply(&format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: kms-two, namespace: {}}}\nstringData: {{AWS_ACCESS_KEY_ID: AKIAKMSTWO, AWS_SECRET_ACCESS_KEY: kms-two-secret}}\n",
+        s.ns
+    ));
 
     // Two backups wrapped by key 1; each run records the key id as the policy wrote it.
     let b1 = s.backup("b1").await;
@@ -300,7 +369,7 @@ async fn a_new_kms_key_rewraps_retained_backups_and_disabling_the_old_key_erases
     )
     .await;
 
-    // The policy moves to key 2 and names how to reach the old one.
+    // The policy moves to key 2 (second service) and names how to reach the old one (first).
     s.cluster.apply(&crate::harness::Services::postgres_policy(
         &s.services,
         &s.ns,
@@ -309,7 +378,7 @@ async fn a_new_kms_key_rewraps_retained_backups_and_disabling_the_old_key_erases
         "main",
         &format!(
             "  schedule: \"0 0 1 1 *\"\n  compression: {{algorithm: zstd, level: 3}}\n  encryption:\n{}    rotation: {{previousKms: {access}}}\n",
-            kms_key("alias/k2")
+            kms_key("alias/k2", &endpoint_2, "kms-two")
         ),
     ));
     let policy = wait_for::<BackupPolicy, _>(
@@ -328,15 +397,27 @@ async fn a_new_kms_key_rewraps_retained_backups_and_disabling_the_old_key_erases
         },
     )
     .await;
-    assert!(
-        policy
-            .status
-            .unwrap()
-            .keys
-            .unwrap()
-            .rotation_job
-            .is_some_and(|j| j.starts_with("shop-rotate-"))
-    );
+    let job = policy.status.unwrap().keys.unwrap().rotation_job.unwrap();
+    assert!(job.starts_with("shop-rotate-"), "{job}");
+    // Each side's credentials from its own Secret.
+    if let Some(j) = jobs(&s.cluster, &s.ns).await.get(&job) {
+        let pod = j.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let env = pod.containers[0].env.clone().unwrap_or_default();
+        let secret_of = |name: &str| {
+            env.iter()
+                .find(|e| e.name == name)
+                .and_then(|e| e.value_from.as_ref()?.secret_key_ref.as_ref())
+                .map(|r| r.name.clone())
+        };
+        assert_eq!(
+            secret_of("DG_KMS_AWS_ACCESS_KEY_ID").as_deref(),
+            Some("kms-two")
+        );
+        assert_eq!(
+            secret_of("DG_PREVIOUS_KMS_AWS_ACCESS_KEY_ID").as_deref(),
+            Some("s3-creds")
+        );
+    }
     let runs: Api<BackupRun> = Api::namespaced(s.cluster.client.clone(), &s.ns);
     for (old, name) in [(&b1, "b1"), (&b2, "b2")] {
         let now = runs.get(name).await.unwrap();
@@ -350,7 +431,8 @@ async fn a_new_kms_key_rewraps_retained_backups_and_disabling_the_old_key_erases
         assert_eq!((a.sha256, a.size_bytes), (b.sha256, b.size_bytes), "{name}");
     }
 
-    // Crypto-erasure of key 1: the retained backups still restore, through key 2.
+    // Crypto-erasure of key 1: the retained backups still restore, through key 2 on the
+    // second service.
     kms_moto
         .kms("DisableKey", serde_json::json!({"KeyId": key_1}))
         .unwrap();
@@ -358,7 +440,7 @@ async fn a_new_kms_key_rewraps_retained_backups_and_disabling_the_old_key_erases
         "after-erasure",
         "b1",
         "shop_k2",
-        &format!("  decryption: {{kms: {access}}}\n"),
+        &format!("  decryption: {{kms: {access_2}}}\n"),
     ));
     let r = s.restore_finished("after-erasure").await;
     let st = r.status.clone().unwrap();

@@ -4,7 +4,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus, UncountedTerminatedPods};
+use k8s_openapi::api::batch::v1::{
+    Job, JobCondition, JobStatus, PodFailurePolicyOnExitCodesRequirement, PodFailurePolicyRule,
+    UncountedTerminatedPods,
+};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
@@ -134,6 +137,74 @@ pub fn pod_finish_time(pod: &Pod) -> Option<Timestamp> {
     })
 }
 
+/// The first rule of the Job's `podFailurePolicy` a failed Pod matches, with its index.
+/// `onExitCodes` looks at the terminated containers (init and regular) with a non-zero exit code,
+/// only the named one when `containerName` is set; `onPodConditions` at the Pod's conditions.
+fn matching_rule<'a>(
+    spec: &'a k8s_openapi::api::batch::v1::JobSpec,
+    pod: &Pod,
+) -> Option<(usize, &'a PodFailurePolicyRule)> {
+    let rules = &spec.pod_failure_policy.as_ref()?.rules;
+    rules.iter().enumerate().find(|(_, rule)| {
+        let exit_match = rule
+            .on_exit_codes
+            .as_ref()
+            .is_some_and(|req| failed_exit_code(pod, req).is_some());
+        let condition_match = rule.on_pod_conditions.iter().flatten().any(|pattern| {
+            pod.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| {
+                    cs.iter().any(|c| {
+                        c.type_ == pattern.type_
+                            && c.status == pattern.status.as_deref().unwrap_or("True")
+                    })
+                })
+        });
+        exit_match || condition_match
+    })
+}
+
+/// The container of `pod` and its exit code satisfying `req`, if any (exit code 0 never does).
+fn failed_exit_code(
+    pod: &Pod,
+    req: &PodFailurePolicyOnExitCodesRequirement,
+) -> Option<(String, i32)> {
+    let status = pod.status.as_ref()?;
+    status
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .chain(status.container_statuses.iter().flatten())
+        .filter(|c| req.container_name.as_ref().is_none_or(|n| *n == c.name))
+        .filter_map(|c| {
+            let code = c.state.as_ref()?.terminated.as_ref()?.exit_code;
+            (code != 0).then(|| (c.name.clone(), code))
+        })
+        .find(|(_, code)| match req.operator.as_str() {
+            "In" => req.values.contains(code),
+            "NotIn" => !req.values.contains(code),
+            _ => false,
+        })
+}
+
+/// Upstream's message of a Job failed by a `FailJob` rule.
+fn fail_job_message(pod: &Pod, index: usize, rule: &PodFailurePolicyRule) -> String {
+    let name = pod.metadata.name.as_deref().unwrap_or_default();
+    let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
+    match rule
+        .on_exit_codes
+        .as_ref()
+        .and_then(|req| failed_exit_code(pod, req))
+    {
+        Some((container, code)) => format!(
+            "Container {container} for pod {ns}/{name} failed with exit code {code} matching \
+             FailJob rule at index {index}"
+        ),
+        None => format!("Pod {ns}/{name} has condition matching FailJob rule at index {index}"),
+    }
+}
+
 fn condition<'a>(conds: &'a [JobCondition], type_: &str) -> Option<&'a JobCondition> {
     conds
         .iter()
@@ -214,8 +285,23 @@ pub fn plan_job(job: &Job, pods: &[Pod], now: Timestamp, backoff_base: Duration)
         .count() as i32;
     let succeeded = (pods.iter().filter(|p| phase(p) == "Succeeded").count() as i32)
         .max(old.succeeded.unwrap_or(0));
-    let failed =
-        (pods.iter().filter(|p| phase(p) == "Failed").count() as i32).max(old.failed.unwrap_or(0));
+    // The pod failure policy's verdict on each failed pod (first matching rule, in order).
+    let verdicts: Vec<(&Pod, Option<(usize, &PodFailurePolicyRule)>)> = pods
+        .iter()
+        .copied()
+        .filter(|p| phase(p) == "Failed")
+        .map(|p| (p, matching_rule(&spec, p)))
+        .collect();
+    // `Ignore`d failures do not count towards `backoffLimit`.
+    let failed = (verdicts
+        .iter()
+        .filter(|(_, rule)| rule.is_none_or(|(_, r)| r.action != "Ignore"))
+        .count() as i32)
+        .max(old.failed.unwrap_or(0));
+    let fail_job = verdicts.iter().find_map(|(p, rule)| match rule {
+        Some((index, r)) if r.action == "FailJob" => Some(fail_job_message(p, *index, r)),
+        _ => None,
+    });
     let ready = active.iter().filter(|p| is_ready(p)).count() as i32;
 
     let mut conditions = old.conditions.clone().unwrap_or_default();
@@ -285,6 +371,19 @@ pub fn plan_job(job: &Job, pods: &[Pod], now: Timestamp, backoff_base: Duration)
             )
         });
         let mut success = condition(&conditions, "SuccessCriteriaMet").is_some();
+        if failure.is_none()
+            && !success
+            && let Some(message) = fail_job
+        {
+            set_condition(
+                &mut conditions,
+                "FailureTarget",
+                "PodFailurePolicy",
+                &message,
+                now,
+            );
+            failure = Some(("PodFailurePolicy".into(), message));
+        }
 
         if failure.is_none() && !success {
             let backoff_limit = spec.backoff_limit.unwrap_or(DEFAULT_BACKOFF_LIMIT);

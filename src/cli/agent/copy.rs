@@ -34,6 +34,11 @@ pub struct CopyArgs {
     /// run): a manifest with other bytes copies nothing.
     #[arg(long, env = "DG_MANIFEST_SHA256")]
     pub manifest_sha256: Option<String>,
+    /// Refresh the copy's manifest only (after a key rotation re-wrapped the source's): the
+    /// destination's manifest must hash to this digest (the one recorded for the copy) and the
+    /// source's must describe the same backup with other wraps; artifacts are not copied.
+    #[arg(long, env = "DG_REPLACE_MANIFEST_SHA256")]
+    pub replace_manifest_sha256: Option<String>,
     /// S3 endpoint of the source (S3-compatible servers).
     #[arg(long, env = "DG_FROM_S3_ENDPOINT")]
     pub from_s3_endpoint: Option<String>,
@@ -163,6 +168,9 @@ fn request(args: &CopyArgs) -> Result<CopyRequest> {
         from_s3,
         to_s3,
         manifest_sha256,
+        replace_manifest_sha256: super::parse_manifest_sha256(
+            args.replace_manifest_sha256.as_deref(),
+        )?,
     })
 }
 

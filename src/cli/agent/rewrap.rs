@@ -2,7 +2,9 @@
 //! [`crate::agent::rewrap`].
 //!
 //! The old key is an identity file (`--identity-file`) or KMS `Decrypt` (the key and region
-//! recorded in the manifest; `--kms-endpoint`/`--kms-region` say how to reach it); the new keys
+//! recorded in the manifest; `--kms-endpoint`/`--kms-region` say how to reach it, or
+//! `--previous-kms-endpoint`/`--previous-kms-region` with the `DG_PREVIOUS_KMS_*` credentials
+//! when the old key lives elsewhere than the new one); the new keys
 //! are `--recipient`/`--recipients-file` and/or `--kms-key` (KMS `Encrypt`). Credentials (S3
 //! and KMS) come from the standard AWS chain, never from argv.
 
@@ -45,6 +47,25 @@ pub struct RewrapArgs {
     /// The new KMS key (`--kms-key`) and how to reach the KMS (also for the old KMS wraps).
     #[command(flatten)]
     pub kms: KmsArgs,
+    /// Endpoint of the KMS holding the OLD key, when it differs from the new key's (another
+    /// KMS-compatible service); implies KMS unwrapping. Credentials:
+    /// `DG_PREVIOUS_KMS_AWS_ACCESS_KEY_ID`/`…SECRET_ACCESS_KEY`/`…SESSION_TOKEN`, else the
+    /// standard AWS chain.
+    #[arg(long, env = "DG_PREVIOUS_KMS_ENDPOINT")]
+    pub previous_kms_endpoint: Option<String>,
+    /// Region of the OLD KMS key, when it differs from the one recorded with the wrap; implies
+    /// KMS unwrapping.
+    #[arg(long, env = "DG_PREVIOUS_KMS_REGION")]
+    pub previous_kms_region: Option<String>,
+    /// Unwrap the old KMS wraps with the `--previous-kms-*` settings (and the
+    /// `DG_PREVIOUS_KMS_*` credentials) rather than the new key's `--kms-*` ones.
+    #[arg(long, env = "DG_PREVIOUS_KMS")]
+    pub previous_kms: bool,
+    /// A manifest written before envelope encryption (its artifacts encrypted straight to the
+    /// recipients: nothing to re-wrap) is reported in a succeeded summary (`notRewrappable`)
+    /// and left as it is, instead of failing (the rotation Job's way: the next backups go on).
+    #[arg(long, env = "DG_REPORT_NOT_REWRAPPABLE")]
+    pub report_not_rewrappable: bool,
     /// S3 endpoint for S3-compatible servers (http:// allowed).
     #[arg(long, env = "DG_S3_ENDPOINT")]
     pub s3_endpoint: Option<String>,
@@ -108,13 +129,31 @@ fn request(args: &RewrapArgs) -> Result<RewrapRequest> {
         manifest_sha256: super::parse_manifest_sha256(args.manifest_sha256.as_deref())?,
         old: Unwrapper {
             identity_file: args.identity_file.clone(),
-            kms: args.kms.access.unwrap_settings(&args.egress_allow_cidrs),
+            kms: previous_kms_settings(args)
+                .or_else(|| args.kms.access.unwrap_settings(&args.egress_allow_cidrs)),
         },
+        report_not_rewrappable: args.report_not_rewrappable,
         new: WrapTargets {
             recipients,
             kms: args.kms.key(&args.egress_allow_cidrs),
         },
         s3,
+    })
+}
+
+/// How the OLD KMS key is reached, when `--previous-kms*` says so: its own endpoint, region and
+/// credentials (`DG_PREVIOUS_KMS_*`), never the new key's.
+fn previous_kms_settings(args: &RewrapArgs) -> Option<crate::agent::kms::KmsSettings> {
+    (args.previous_kms
+        || args.previous_kms_endpoint.is_some()
+        || args.previous_kms_region.is_some())
+    .then(|| crate::agent::kms::KmsSettings {
+        endpoint: args.previous_kms_endpoint.clone(),
+        region: args.previous_kms_region.clone(),
+        egress: args.egress_allow_cidrs.clone(),
+        credentials: crate::agent::kms::credentials_from_env_prefix(
+            crate::contract::PREVIOUS_KMS_CREDENTIALS_ENV_PREFIX,
+        ),
     })
 }
 

@@ -37,7 +37,7 @@ use crate::jobs::rotation_job;
 
 use super::FIELD_MANAGER;
 use super::rotation_plan::{
-    self, RecordedUpdate, RotationPlan, RotationState, keys_condition, keys_status,
+    self, CopyUpdate, RecordedUpdate, RotationPlan, RotationState, keys_condition, keys_status,
 };
 
 /// A failed rotation is tried again this long after it failed.
@@ -121,6 +121,11 @@ pub async fn reconcile_rotation(
             );
             record(ctx, ns, &updates).await?;
             apply_locally(&mut runs, &updates);
+            // Then the copies refreshed from the re-wrapped manifests.
+            let copy_updates =
+                rotation_plan::copy_updates(&runs, &rotation_plan::copy_reports(&pods));
+            record_copies(ctx, ns, &copy_updates).await?;
+            apply_copies_locally(&mut runs, &copy_updates);
             let after = rotation_plan::plan(
                 &desired,
                 desired_kms,
@@ -130,13 +135,17 @@ pub async fn reconcile_rotation(
             );
             if succeeded {
                 if after.targets.is_empty() {
-                    if !updates.is_empty() {
+                    if updates.iter().any(|u| u.not_rewrappable.is_none())
+                        || !copy_updates.is_empty()
+                    {
                         announce_done(ctx, policy, &job_name, &key_set, &desired, &after).await;
                     }
                     (RotationState::Current, Some(job_name.clone()), None)
                 } else {
                     // More backups wait: the next Job (same name) takes them.
-                    if !updates.is_empty() {
+                    if updates.iter().any(|u| u.not_rewrappable.is_none())
+                        || !copy_updates.is_empty()
+                    {
                         announce_done(ctx, policy, &job_name, &key_set, &desired, &after).await;
                     }
                     job_watch::delete(ctx, ns, &job_name).await?;
@@ -246,8 +255,10 @@ pub async fn reconcile_rotation(
         RotationState::Current if !p.keys_current() => RotationState::NoPreviousKey,
         s => s,
     };
+    let condition = keys_condition(&p, &state, generation, now);
+    announce_not_rewrappable(ctx, policy, &condition, &p).await;
     Ok(Some(Rotation {
-        condition: keys_condition(&p, &state, generation, now),
+        condition,
         keys: keys_status(&desired, policy, &key_set, &p, job_shown),
         requeue,
     }))
@@ -263,7 +274,27 @@ async fn start(
     p: &RotationPlan,
 ) -> Result<RotationState> {
     let defaults = crate::jobs::shell::JobDefaults::from(&ctx.settings);
-    let mut job: Job = match rotation_job::build(job_name, policy, storage, &p.targets, &defaults) {
+    // The secondary storages of the copies to refresh (their credentials, as a copy Job's).
+    let wanted: BTreeSet<&str> = p
+        .targets
+        .iter()
+        .flat_map(|t| t.copies.iter().map(|c| c.storage.as_str()))
+        .collect();
+    let storages: Api<BackupStorage> = Api::namespaced(ctx.client.clone(), ns);
+    let mut secondaries = Vec::new();
+    for name in wanted {
+        if let Some(s) = storages.get_opt(name).await? {
+            secondaries.push(s);
+        }
+    }
+    let mut job: Job = match rotation_job::build(
+        job_name,
+        policy,
+        storage,
+        &secondaries,
+        &p.targets,
+        &defaults,
+    ) {
         Ok(job) => job,
         Err(e) => {
             return Ok(RotationState::Failed {
@@ -323,12 +354,29 @@ async fn record(ctx: &Context, ns: &str, updates: &[RecordedUpdate]) -> Result<(
         ..Default::default()
     };
     for u in updates {
+        let mut encryption = json!({"method": "age", "recipients": u.recipients,
+            "kmsKeyId": u.kms_key_id});
+        if let Some(scheme) = &u.not_rewrappable {
+            encryption["scheme"] = json!(scheme);
+        }
         let patch = json!({"status": {"artifact": {
             "manifestSha256": u.manifest_sha256,
-            "encryption": {"method": "age", "recipients": u.recipients,
-                "kmsKeyId": u.kms_key_id},
+            "encryption": encryption,
         }}});
         match api.patch_status(&u.run, &pp, &Patch::Merge(&patch)).await {
+            Ok(run) if u.not_rewrappable.is_some() => {
+                ctx.event(
+                    &run,
+                    EventType::Warning,
+                    Reason::BackupsNotRewrappable.as_str(),
+                    ACTION,
+                    "written before envelope encryption: its artifacts are encrypted straight to \
+                     its recipients, no re-wrap can re-key it; it stays readable only with the \
+                     previous identity until retention removes it"
+                        .to_string(),
+                )
+                .await;
+            }
             Ok(run) => {
                 ctx.event(
                     &run,
@@ -354,6 +402,65 @@ async fn record(ctx: &Context, ns: &str, updates: &[RecordedUpdate]) -> Result<(
     Ok(())
 }
 
+/// Records each refreshed copy on its run: the copy's manifest digest is the run's again (what a
+/// restore that reads the copy pins). A run gone meanwhile is skipped.
+async fn record_copies(ctx: &Context, ns: &str, updates: &[CopyUpdate]) -> Result<()> {
+    let api: Api<BackupRun> = Api::namespaced(ctx.client.clone(), ns);
+    for u in updates {
+        let Some(run) = api.get_opt(&u.run).await? else {
+            continue;
+        };
+        let mut copies = run
+            .status
+            .as_ref()
+            .and_then(|s| s.artifact.as_ref())
+            .map(|a| a.copies.clone())
+            .unwrap_or_default();
+        let Some(copy) = copies.iter_mut().find(|c| c.storage == u.storage) else {
+            continue;
+        };
+        copy.manifest_sha256 = Some(u.manifest_sha256.clone());
+        copy.time = Some(crate::api::common::time_from_chrono(Utc::now()));
+        let patch = json!({"status": {"artifact": {"copies": copies}}});
+        match api
+            .patch_status(&u.run, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(run) => {
+                ctx.event(
+                    &run,
+                    EventType::Normal,
+                    Reason::KeysRotated.as_str(),
+                    ACTION,
+                    format!(
+                        "the copy on storage {} now holds the re-wrapped manifest (sha256 {}); \
+                         its artifacts unchanged",
+                        u.storage, u.manifest_sha256
+                    ),
+                )
+                .await;
+            }
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// `runs` as they read once the copy `updates` are recorded.
+fn apply_copies_locally(runs: &mut [FinishedRun], updates: &[CopyUpdate]) {
+    for u in updates {
+        if let Some(c) = runs
+            .iter_mut()
+            .find(|r| r.name == u.run)
+            .and_then(|r| r.artifact.as_deref_mut())
+            .and_then(|a| a.copy_manifests.iter_mut().find(|c| c.storage == u.storage))
+        {
+            c.manifest_sha256 = u.manifest_sha256.clone();
+        }
+    }
+}
+
 /// `runs` as they read once `updates` are recorded (the run cache may lag behind).
 fn apply_locally(runs: &mut [FinishedRun], updates: &[RecordedUpdate]) {
     for u in updates {
@@ -365,6 +472,9 @@ fn apply_locally(runs: &mut [FinishedRun], updates: &[RecordedUpdate]) {
             a.manifest_sha256 = Some(u.manifest_sha256.clone());
             a.recipients = Some(u.recipients.clone());
             a.kms_key_id = u.kms_key_id.clone();
+            if u.not_rewrappable.is_some() {
+                a.direct_encryption = true;
+            }
         }
     }
 }
@@ -395,6 +505,38 @@ async fn announce_done(
         Reason::KeysRotated.as_str(),
         ACTION,
         note,
+    )
+    .await;
+}
+
+/// The one Warning Event (and audit record) when backups that no re-wrap can re-key remain:
+/// sent when `KeysCurrent` turns to `BackupsNotRewrappable`, not on every pass.
+async fn announce_not_rewrappable(
+    ctx: &Context,
+    policy: &BackupPolicy,
+    condition: &Condition,
+    p: &RotationPlan,
+) {
+    if condition.reason != Reason::BackupsNotRewrappable.as_str() {
+        return;
+    }
+    let previous = policy
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == KEYS_CURRENT));
+    if previous.is_some_and(|c| c.reason == condition.reason) {
+        return;
+    }
+    ctx.event(
+        policy,
+        EventType::Warning,
+        Reason::BackupsNotRewrappable.as_str(),
+        ACTION,
+        format!(
+            "{} retained backups cannot be re-wrapped{}",
+            p.not_rewrappable.len(),
+            rotation_plan::not_rewrappable_note(p)
+        ),
     )
     .await;
 }

@@ -23,10 +23,11 @@ use sha2::{Digest, Sha256};
 use crate::api::BackupPolicy;
 use crate::api::backup_policy::KeysStatus;
 use crate::api::common::condition_types::KEYS_CURRENT;
+use crate::contract::CopySummary;
 use crate::contract::{RewrapSummary, Succeeded, Summary};
 use crate::controller::common::reason::Reason;
 use crate::controller::common::run_cache::FinishedRun;
-use crate::jobs::rotation_job::{MAX_TARGETS, RewrapTarget};
+use crate::jobs::rotation_job::{CopyRefresh, MAX_TARGETS, RewrapTarget};
 
 use super::plan::condition;
 
@@ -79,6 +80,11 @@ pub struct RotationPlan {
     /// Backups of a KMS-wrapped policy that record no KMS key (recorded by an older operator):
     /// which key wraps them is unknown, so they are re-wrapped like the stale ones.
     pub unknown_kms: Vec<String>,
+    /// Wrapped for other recipients but written before envelope encryption (recorded scheme
+    /// `age-x25519`: the artifacts encrypted straight to the old recipients): no re-wrap can
+    /// re-key them, no Job is started for them; they stay readable with the previous identity
+    /// only, until retention removes them. Newest first.
+    pub not_rewrappable: Vec<String>,
 }
 
 impl RotationPlan {
@@ -100,6 +106,7 @@ pub fn plan(
 ) -> RotationPlan {
     let mut out = RotationPlan::default();
     let mut stale: Vec<(&FinishedRun, RewrapTarget)> = Vec::new();
+    let mut direct: Vec<&FinishedRun> = Vec::new();
     for run in runs
         .iter()
         .filter(|r| r.succeeded && kept.contains(&r.name))
@@ -124,8 +131,28 @@ pub fn plan(
             }
             (want, have) => want == have,
         };
-        if have == desired && kms_current {
+        let primary_current = have == desired && kms_current;
+        // Copies are byte-identical to the primary: all of them follow a re-wrap of the
+        // primary, and one with another digest still holds the manifest from before an
+        // earlier re-wrap.
+        let stale_copies: Vec<CopyRefresh> = artifact
+            .copy_manifests
+            .iter()
+            .filter(|c| {
+                !primary_current || Some(&c.manifest_sha256) != artifact.manifest_sha256.as_ref()
+            })
+            .map(|c| CopyRefresh {
+                storage: c.storage.clone(),
+                location: c.location.clone(),
+                manifest_sha256: c.manifest_sha256.clone(),
+            })
+            .collect();
+        if primary_current && stale_copies.is_empty() {
             out.current += 1;
+            continue;
+        }
+        if artifact.direct_encryption && !primary_current {
+            direct.push(run);
             continue;
         }
         match (&artifact.manifest_key, &artifact.manifest_sha256) {
@@ -135,6 +162,8 @@ pub fn plan(
                     run: run.name.clone(),
                     location: location.clone(),
                     manifest_sha256: digest.clone(),
+                    rewrap: !primary_current,
+                    copies: stale_copies,
                 },
             )),
             _ => out.unpinned.push(run.name.clone()),
@@ -144,12 +173,22 @@ pub fn plan(
     // that cannot be re-wrapped (written before envelope encryption, hence the oldest) come
     // last, so their failing re-wrap never holds the others back.
     stale.sort_by(|a, b| (b.0.completed_at, &b.0.name).cmp(&(a.0.completed_at, &a.0.name)));
-    out.waiting = stale.len().saturating_sub(MAX_TARGETS) as u32;
-    out.targets = stale
-        .into_iter()
-        .take(MAX_TARGETS)
-        .map(|(_, t)| t)
-        .collect();
+    direct.sort_by(|a, b| (b.completed_at, &b.name).cmp(&(a.completed_at, &a.name)));
+    out.not_rewrappable = direct.into_iter().map(|r| r.name.clone()).collect();
+    // At most MAX_TARGETS containers (re-wraps and copy refreshes) per Job; a backup with more
+    // copies than that gets its copies over several Jobs.
+    let mut containers = 0;
+    for (_, mut t) in stale {
+        if containers < MAX_TARGETS && out.targets.is_empty() && t.containers() > MAX_TARGETS {
+            t.copies.truncate(MAX_TARGETS - usize::from(t.rewrap));
+        }
+        if containers + t.containers() <= MAX_TARGETS {
+            containers += t.containers();
+            out.targets.push(t);
+        } else {
+            out.waiting += 1;
+        }
+    }
     out
 }
 
@@ -193,8 +232,17 @@ pub fn keys_condition(
             p.unknown_kms.join(", ")
         )
     };
+    let legacy = not_rewrappable_note(p);
     let unpinned = format!("{unknown}{unpinned}");
     let (ok, reason, message) = match state {
+        RotationState::Current if p.keys_current() && !p.not_rewrappable.is_empty() => (
+            false,
+            Reason::BackupsNotRewrappable,
+            format!(
+                "{} of {} retained backups are wrapped for the policy's keys{legacy}",
+                p.current, p.total
+            ),
+        ),
         RotationState::Current if p.keys_current() => (
             true,
             Reason::KeysCurrent,
@@ -208,7 +256,7 @@ pub fn keys_condition(
             Reason::PreviousKeyMissing,
             format!(
                 "{stale} of {} retained backups are wrapped for other keys; name the old key in \
-                 spec.encryption.rotation to re-wrap them{unpinned}",
+                 spec.encryption.rotation to re-wrap them{unpinned}{legacy}",
                 p.total
             ),
         ),
@@ -216,7 +264,8 @@ pub fn keys_condition(
             false,
             Reason::RotatingKeys,
             format!(
-                "Job {job} re-wraps {} backups; {} of {} are wrapped for the policy's keys{unpinned}",
+                "Job {job} re-wraps {} backups; {} of {} are wrapped for the policy's keys\
+                 {unpinned}{legacy}",
                 p.targets.len(),
                 p.current,
                 p.total
@@ -227,12 +276,30 @@ pub fn keys_condition(
             Reason::KeyRotationFailed,
             format!(
                 "Job {job} failed: {detail}; {} of {} are wrapped for the policy's keys; tried \
-                 again{unpinned}",
+                 again{unpinned}{legacy}",
                 p.current, p.total
             ),
         ),
     };
     condition(KEYS_CURRENT, ok, reason.as_str(), message, generation, now)
+}
+
+/// What the condition and the Event say about backups no re-wrap can re-key (empty when there
+/// are none): how many, which, that only the previous identity reads them until retention
+/// removes them, and what to do.
+pub fn not_rewrappable_note(p: &RotationPlan) -> String {
+    if p.not_rewrappable.is_empty() {
+        return String::new();
+    }
+    format!(
+        "; {} were written before envelope encryption (their artifacts are encrypted straight to \
+         the old recipients) and cannot be re-wrapped: {}. They stay readable only with the \
+         previous identity until retention removes them: keep that identity (e.g. the Secret of \
+         spec.encryption.rotation.previousIdentitySecretRef) until then, or, to be rid of the \
+         old key sooner, take a new backup and delete these runs",
+        p.not_rewrappable.len(),
+        p.not_rewrappable.join(", ")
+    )
 }
 
 /// `status.keys`.
@@ -254,6 +321,7 @@ pub fn keys_status(
         key_set: key_set.to_string(),
         rewrapped: p.current,
         total: p.total,
+        not_rewrappable: (!p.not_rewrappable.is_empty()).then_some(p.not_rewrappable.len() as u32),
         rotation_job,
     }
 }
@@ -290,6 +358,9 @@ pub struct RecordedUpdate {
     pub recipients: Vec<String>,
     /// The KMS key id (the policy's, as written) its data key is wrapped by now.
     pub kms_key_id: Option<String>,
+    /// The manifest's encryption scheme when the report found it cannot be re-wrapped
+    /// (written before envelope encryption; nothing was rewritten).
+    pub not_rewrappable: Option<String>,
 }
 
 /// The runs of `runs` a report re-wrapped: same manifest location and the digest the run
@@ -308,6 +379,8 @@ pub fn recorded_updates(
                 run.artifact.as_deref().is_some_and(|a| {
                     a.manifest_key.as_deref() == Some(r.location.as_str())
                         && a.manifest_sha256.as_deref() == Some(r.previous_manifest_sha256.as_str())
+                        // A not-rewrappable report changes no digest: once recorded, done.
+                        && !(r.not_rewrappable.is_some() && a.direct_encryption)
                 })
             })?;
             Some(RecordedUpdate {
@@ -317,6 +390,69 @@ pub fn recorded_updates(
                 kms_key_id: kms_key_id
                     .filter(|_| !r.wrapped_for.kms_keys.is_empty())
                     .map(str::to_string),
+                not_rewrappable: r.not_rewrappable.clone(),
+            })
+        })
+        .collect()
+}
+
+/// The copy refreshes in a rotation Job's Pods: the `agent copy` summaries of every container
+/// that exited 0.
+pub fn copy_reports(pods: &[Pod]) -> Vec<CopySummary> {
+    pods.iter()
+        .filter_map(|p| p.status.as_ref())
+        .flat_map(|s| {
+            s.init_container_statuses
+                .iter()
+                .flatten()
+                .chain(s.container_statuses.iter().flatten())
+        })
+        .filter_map(|c| c.state.as_ref()?.terminated.as_ref())
+        .filter(|t| t.exit_code == 0)
+        .filter_map(|t| t.message.as_deref())
+        .filter_map(|m| match serde_json::from_str::<Summary>(m.trim()) {
+            Ok(Summary::Succeeded(Succeeded::Copy(s))) => Some(s),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A copy whose manifest a rotation refreshed: its recorded digest becomes the run's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyUpdate {
+    /// The BackupRun.
+    pub run: String,
+    /// The copy's storage.
+    pub storage: String,
+    /// The copy's manifest digest now (the run's).
+    pub manifest_sha256: String,
+}
+
+/// The copies of `runs` (as recorded after the re-wraps) the reports refreshed: the report's
+/// source is the run's manifest, its destination a confirmed copy of the run recording another
+/// digest, and the digest it copied is the one the run records now (a report of a manifest the
+/// run does not record changes nothing).
+pub fn copy_updates(runs: &[FinishedRun], reports: &[CopySummary]) -> Vec<CopyUpdate> {
+    reports
+        .iter()
+        .filter_map(|r| {
+            runs.iter().find_map(|run| {
+                let a = run.artifact.as_deref()?;
+                let digest = a.manifest_sha256.as_deref()?;
+                if a.manifest_key.as_deref() != Some(r.from.as_str())
+                    || !digest.eq_ignore_ascii_case(&r.manifest_sha256)
+                {
+                    return None;
+                }
+                let copy = a
+                    .copy_manifests
+                    .iter()
+                    .find(|c| c.location == r.location && c.manifest_sha256 != digest)?;
+                Some(CopyUpdate {
+                    run: run.name.clone(),
+                    storage: copy.storage.clone(),
+                    manifest_sha256: digest.to_string(),
+                })
             })
         })
         .collect()
@@ -355,6 +491,8 @@ mod tests {
                 manifest_sha256: digest.map(str::to_string),
                 recipients: recipients.map(|r| r.iter().map(|s| s.to_string()).collect()),
                 kms_key_id: None,
+                copy_manifests: Vec::new(),
+                direct_encryption: false,
             })),
         }
     }
@@ -449,6 +587,8 @@ mod tests {
                 run: "r".into(),
                 location: "l".into(),
                 manifest_sha256: "d".into(),
+                rewrap: true,
+                copies: Vec::new(),
             }],
             ..Default::default()
         };
@@ -486,6 +626,7 @@ mod tests {
                 kms_keys: Vec::new(),
             },
             duration_seconds: 0.1,
+            not_rewrappable: None,
         }
     }
 
@@ -537,8 +678,203 @@ mod tests {
                 manifest_sha256: "n1".into(),
                 recipients: vec!["sha256:b".into()],
                 kms_key_id: None,
+                not_rewrappable: None,
             }]
         );
+    }
+
+    fn with_copy(mut r: FinishedRun, storage: &str, digest: &str) -> FinishedRun {
+        let name = r.name.clone();
+        r.artifact.as_deref_mut().unwrap().copy_manifests.push(
+            crate::controller::common::run_cache::CopyManifest {
+                storage: storage.into(),
+                location: format!("s3://{storage}/shop/{name}/manifest.json"),
+                manifest_sha256: digest.into(),
+            },
+        );
+        r
+    }
+
+    #[test]
+    fn a_run_is_current_only_when_its_copies_hold_the_re_wrapped_manifest_too() {
+        let new = vec!["sha256:b".to_string()];
+        let runs = vec![
+            // Stale primary, its copy too: re-wrap then refresh the copy.
+            with_copy(run("r1", 1, Some(&["sha256:a"]), Some("d1")), "dr", "d1"),
+            // Primary re-wrapped (n2), the copy still holds the old manifest (d2).
+            with_copy(run("r2", 2, Some(&["sha256:b"]), Some("n2")), "dr", "d2"),
+            // Both current.
+            with_copy(run("r3", 3, Some(&["sha256:b"]), Some("n3")), "dr", "n3"),
+        ];
+        let p = plan(&new, None, &runs, &kept(&["r1", "r2", "r3"]), "main");
+        assert_eq!((p.total, p.current), (3, 1));
+        let t: Vec<(&str, bool, Vec<&str>)> = p
+            .targets
+            .iter()
+            .map(|t| {
+                (
+                    t.run.as_str(),
+                    t.rewrap,
+                    t.copies
+                        .iter()
+                        .map(|c| c.manifest_sha256.as_str())
+                        .collect(),
+                )
+            })
+            .collect();
+        assert_eq!(t, [("r2", false, vec!["d2"]), ("r1", true, vec!["d1"])]);
+        assert!(!p.keys_current());
+        // The containers of one Job are bounded: re-wraps and copy refreshes together.
+        let many: Vec<FinishedRun> = (0..MAX_TARGETS as u32)
+            .map(|i| {
+                with_copy(
+                    run(&format!("m{i}"), i, Some(&["sha256:a"]), Some("d")),
+                    "dr",
+                    "d",
+                )
+            })
+            .collect();
+        let names: BTreeSet<String> = many.iter().map(|r| r.name.clone()).collect();
+        let p = plan(&new, None, &many, &names, "main");
+        assert_eq!(p.targets.len(), MAX_TARGETS / 2);
+        assert_eq!(p.waiting as usize, MAX_TARGETS - MAX_TARGETS / 2);
+        assert!(
+            p.targets
+                .iter()
+                .map(RewrapTarget::containers)
+                .sum::<usize>()
+                <= MAX_TARGETS
+        );
+    }
+
+    #[test]
+    fn a_copy_refresh_is_recorded_only_for_the_digest_the_run_records() {
+        let runs = vec![with_copy(
+            run("r1", 1, Some(&["sha256:b"]), Some("n1")),
+            "dr",
+            "d1",
+        )];
+        let report = |from: &str, to: &str, digest: &str| CopySummary {
+            from: from.into(),
+            location: to.into(),
+            manifest_sha256: digest.into(),
+            size_bytes: 0,
+            sha256: Vec::new(),
+            confirmed_by: Vec::new(),
+            already_present: false,
+            duration_seconds: 0.1,
+        };
+        let from = "s3://b/shop/r1/manifest.json";
+        let to = "s3://dr/shop/r1/manifest.json";
+        assert_eq!(
+            copy_updates(&runs, &[report(from, to, "n1")]),
+            [CopyUpdate {
+                run: "r1".into(),
+                storage: "dr".into(),
+                manifest_sha256: "n1".into(),
+            }]
+        );
+        // Another digest, another source or an unknown copy: nothing.
+        assert!(copy_updates(&runs, &[report(from, to, "x")]).is_empty());
+        assert!(copy_updates(&runs, &[report("s3://b/other/manifest.json", to, "n1")]).is_empty());
+        assert!(copy_updates(&runs, &[report(from, "s3://elsewhere/m.json", "n1")]).is_empty());
+        // Already recorded: nothing more.
+        let done = vec![with_copy(
+            run("r1", 1, Some(&["sha256:b"]), Some("n1")),
+            "dr",
+            "n1",
+        )];
+        assert!(copy_updates(&done, &[report(from, to, "n1")]).is_empty());
+    }
+
+    fn direct(mut r: FinishedRun) -> FinishedRun {
+        r.artifact.as_deref_mut().unwrap().direct_encryption = true;
+        r
+    }
+
+    #[test]
+    fn backups_written_before_envelope_encryption_are_counted_apart_and_start_no_job() {
+        let new = vec!["sha256:b".to_string()];
+        let runs = vec![
+            run("r1", 1, Some(&["sha256:a"]), Some("d1")),
+            direct(run("r2", 2, Some(&["sha256:a"]), Some("d2"))),
+            direct(run("r3", 3, Some(&["sha256:a"]), Some("d3"))),
+            // Written the old way but for the current recipients: nothing to do, current.
+            direct(run("r4", 4, Some(&["sha256:b"]), Some("d4"))),
+        ];
+        let all = kept(&["r1", "r2", "r3", "r4"]);
+        let p = plan(&new, None, &runs, &all, "main");
+        assert_eq!((p.total, p.current), (4, 1));
+        assert_eq!(
+            p.targets.iter().map(|t| t.run.as_str()).collect::<Vec<_>>(),
+            ["r1"]
+        );
+        assert_eq!(p.not_rewrappable, ["r3", "r2"]);
+        // While r1 is re-wrapped the condition says so and names the others.
+        let now = Utc::now();
+        let c = keys_condition(
+            &p,
+            &RotationState::Running { job: "j".into() },
+            Some(1),
+            now,
+        );
+        assert_eq!(c.reason, "RotatingKeys");
+        assert!(
+            c.message.contains("cannot be re-wrapped: r3, r2"),
+            "{}",
+            c.message
+        );
+
+        // Once the others are done: no Job (no target), KeysCurrent False with its own
+        // reason, a message that says how many, who can still read them and what to do.
+        let done = plan(&new, None, &runs[1..], &all, "main");
+        assert!(done.targets.is_empty() && done.keys_current(), "{done:?}");
+        let c = keys_condition(&done, &RotationState::Current, Some(2), now);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "BackupsNotRewrappable")
+        );
+        for needed in [
+            "1 of 3 retained backups are wrapped for the policy's keys",
+            "2 were written before envelope encryption",
+            "r3, r2",
+            "readable only with the previous identity until retention removes them",
+            "take a new backup and delete these runs",
+        ] {
+            assert!(c.message.contains(needed), "{needed}: {}", c.message);
+        }
+        let policy: BackupPolicy = serde_yaml::from_str(
+            "apiVersion: dataguardian.io/v1alpha1\nkind: BackupPolicy\nmetadata: {name: p, namespace: n}\nspec: {source: {postgres: {host: h, database: d, user: u, passwordSecretRef: {name: s, key: p}}}, storageRef: {name: main}, schedule: '0 2 * * *', encryption: {recipientsSecretRef: {name: r, key: k}}}\n",
+        )
+        .unwrap();
+        let keys = keys_status(&new, &policy, "ks", &done, None);
+        assert_eq!((keys.rewrapped, keys.total), (1, 3));
+        assert_eq!(keys.not_rewrappable, Some(2));
+        assert_eq!(
+            keys_status(&new, &policy, "ks", &p, None).not_rewrappable,
+            Some(2)
+        );
+        let all_current = plan(&new, None, &runs[3..], &all, "main");
+        assert_eq!(
+            keys_status(&new, &policy, "ks", &all_current, None).not_rewrappable,
+            None
+        );
+    }
+
+    #[test]
+    fn a_not_rewrappable_report_is_recorded_once() {
+        let runs = vec![run("r1", 1, Some(&["sha256:a"]), Some("d1"))];
+        let mut s = summary("s3://b/shop/r1/manifest.json", "d1", "d1");
+        s.not_rewrappable = Some("age-x25519".into());
+        s.wrapped_for.recipients = vec!["sha256:a".into()];
+        let u = recorded_updates(&runs, &[s.clone()], None);
+        assert_eq!(u.len(), 1);
+        assert_eq!(u[0].not_rewrappable.as_deref(), Some("age-x25519"));
+        assert_eq!(u[0].manifest_sha256, "d1");
+        assert_eq!(u[0].recipients, ["sha256:a"]);
+        // Recorded: the same report (same digest) changes nothing any more.
+        let recorded = vec![direct(run("r1", 1, Some(&["sha256:a"]), Some("d1")))];
+        assert!(recorded_updates(&recorded, &[s], None).is_empty());
     }
 
     fn with_kms(mut r: FinishedRun, key: Option<&str>) -> FinishedRun {

@@ -683,6 +683,7 @@ fn artifact_from_report(
             method: "age".into(),
             recipients: e.recipients.clone(),
             kms_key_id: kms_key_id.clone(),
+            scheme: Some(e.scheme.clone()),
         }),
         engine: r.engine.clone().unwrap_or_default(),
         server_version: r.server_version.clone(),

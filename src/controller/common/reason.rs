@@ -359,6 +359,10 @@ reasons! {
     KeyRotationFailed = "KeyRotationFailed",
     /// Event: the rotation Job re-wrapped the retained backups (`RotateKeys`).
     KeysRotated = "KeysRotated",
+    /// `KeysCurrent=False` and one Warning Event: retained backups written before envelope
+    /// encryption (their artifacts encrypted straight to the old recipients) cannot be re-wrapped
+    /// and stay readable only with the previous identity until retention removes them.
+    BackupsNotRewrappable = "BackupsNotRewrappable",
 
     // --- BackupStorage probes (`Ready` condition, probe history) and Events ---
     /// `Ready=True`: a probe object was written, read back and deleted (S3).
@@ -546,7 +550,7 @@ mod tests {
         for (i, &r) in Reason::ALL.iter().enumerate() {
             assert_eq!(r as usize, i, "{r:?} is out of place in ALL");
         }
-        assert_eq!(Reason::ALL.len(), 120);
+        assert_eq!(Reason::ALL.len(), 121);
         assert_eq!(Reason::ALL.last(), Some(&Reason::NotReady));
     }
 

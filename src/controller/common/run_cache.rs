@@ -70,6 +70,24 @@ pub struct ArtifactRef {
     /// The KMS key id the data key is wrapped by, as recorded (`None`: no KMS wrap, or not
     /// recorded by an older operator).
     pub kms_key_id: Option<String>,
+    /// Confirmed copies whose manifest location and digest are recorded (what a key rotation
+    /// refreshes after re-wrapping the primary's manifest).
+    pub copy_manifests: Vec<CopyManifest>,
+    /// Recorded as written before envelope encryption (`encryption.scheme: age-x25519`): its
+    /// artifacts are encrypted straight to the recipients, no re-wrap can re-key it.
+    pub direct_encryption: bool,
+}
+
+/// A confirmed copy's manifest, as `status.artifact.copies` records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyManifest {
+    /// The secondary BackupStorage.
+    pub storage: String,
+    /// The copy's manifest (`s3://…`, `file:///…`).
+    pub location: String,
+    /// Its recorded digest: equal to the run's `manifestSha256` unless the primary's manifest
+    /// was re-wrapped since.
+    pub manifest_sha256: String,
 }
 
 impl ArtifactRef {
@@ -126,9 +144,26 @@ impl FinishedRun {
                             )
                         })
                         .collect(),
+                    copy_manifests: a
+                        .copies
+                        .iter()
+                        .filter(|c| c.confirmed)
+                        .filter_map(|c| {
+                            Some(CopyManifest {
+                                storage: c.storage.clone(),
+                                location: c.location.clone()?,
+                                manifest_sha256: c
+                                    .manifest_sha256
+                                    .clone()
+                                    .filter(|d| !d.is_empty())?,
+                            })
+                        })
+                        .collect(),
                     manifest_sha256: a.manifest_sha256.clone().filter(|d| !d.is_empty()),
                     recipients: a.encryption.as_ref().map(|e| e.recipients.clone()),
                     kms_key_id: a.encryption.as_ref().and_then(|e| e.kms_key_id.clone()),
+                    direct_encryption: a.encryption.as_ref().and_then(|e| e.scheme.as_deref())
+                        == Some(crate::contract::manifest::DIRECT_ENCRYPTION_SCHEME),
                 })
             }),
         })
@@ -404,6 +439,8 @@ mod tests {
                 manifest_sha256: None,
                 recipients: None,
                 kms_key_id: None,
+                copy_manifests: Vec::new(),
+                direct_encryption: false,
             })),
         };
         let runs = vec![
