@@ -119,25 +119,42 @@ pub async fn reconcile_rotation(
                 &rotation_plan::rewrap_reports(&pods),
                 desired_kms,
             );
-            record(ctx, ns, &updates).await?;
-            apply_locally(&mut runs, &updates);
+            let mut runs_after = runs.clone();
+            apply_locally(&mut runs_after, &updates);
             let after = rotation_plan::plan(
                 &desired,
                 desired_kms,
-                &runs,
+                &runs_after,
                 kept,
                 &policy.spec.storage_ref.name,
             );
+            // Once the runs record the re-wrap, nothing shows it happened: its audit record is
+            // made durable first (the write-ahead spool), or the runs wait (docs/audit.md).
+            if succeeded && !updates.is_empty() {
+                ctx.audit_durably(crate::audit::record::key_rotation(
+                    policy,
+                    &key_set,
+                    "succeeded",
+                    format!(
+                        "{} ({})",
+                        done_note(&job_name, &after),
+                        describe(&desired, policy)
+                    ),
+                ))
+                .await?;
+            }
+            record(ctx, ns, &updates).await?;
+            runs = runs_after;
             if succeeded {
                 if after.targets.is_empty() {
                     if !updates.is_empty() {
-                        announce_done(ctx, policy, &job_name, &key_set, &desired, &after).await;
+                        announce_done(ctx, policy, &job_name, &after).await;
                     }
                     (RotationState::Current, Some(job_name.clone()), None)
                 } else {
                     // More backups wait: the next Job (same name) takes them.
                     if !updates.is_empty() {
-                        announce_done(ctx, policy, &job_name, &key_set, &desired, &after).await;
+                        announce_done(ctx, policy, &job_name, &after).await;
                     }
                     job_watch::delete(ctx, ns, &job_name).await?;
                     (
@@ -155,6 +172,20 @@ pub async fn reconcile_rotation(
                     .as_ref()
                     .and_then(|s| s.conditions.iter().find(|c| c.type_ == KEYS_CURRENT));
                 if previous.is_none_or(|c| c.reason != Reason::KeyRotationFailed.as_str()) {
+                    // Durable before the status says KeyRotationFailed (after which this is
+                    // not reported again).
+                    ctx.audit_durably(crate::audit::record::key_rotation(
+                        policy,
+                        &key_set,
+                        "failed",
+                        format!(
+                            "Job {job_name}: {detail}; {} of {} backups wrapped for {}",
+                            after.current,
+                            after.total,
+                            describe(&desired, policy)
+                        ),
+                    ))
+                    .await?;
                     ctx.event(
                         policy,
                         EventType::Warning,
@@ -169,17 +200,6 @@ pub async fn reconcile_rotation(
                         ),
                     )
                     .await;
-                    ctx.audit(crate::audit::record::key_rotation(
-                        policy,
-                        &key_set,
-                        "failed",
-                        format!(
-                            "Job {job_name}: {detail}; {} of {} backups wrapped for {}",
-                            after.current,
-                            after.total,
-                            describe(&desired, policy)
-                        ),
-                    ));
                 }
                 // The failed Job stays for RETRY_AFTER (its failure shows meanwhile), then goes
                 // so that the next pass starts another.
@@ -369,32 +389,24 @@ fn apply_locally(runs: &mut [FinishedRun], updates: &[RecordedUpdate]) {
     }
 }
 
-/// The Event and audit record of re-wrapped backups.
-async fn announce_done(
-    ctx: &Context,
-    policy: &BackupPolicy,
-    job_name: &str,
-    key_set: &str,
-    desired: &[String],
-    after: &RotationPlan,
-) {
-    let note = format!(
+/// What a succeeded rotation Job did (the Event's note; the audit record's detail).
+fn done_note(job_name: &str, after: &RotationPlan) -> String {
+    format!(
         "Job {job_name} re-wrapped the data keys; {} of {} retained backups are wrapped for the \
          policy's keys",
         after.current, after.total
-    );
-    ctx.audit(crate::audit::record::key_rotation(
-        policy,
-        key_set,
-        "succeeded",
-        format!("{note} ({})", describe(desired, policy)),
-    ));
+    )
+}
+
+/// The Event of re-wrapped backups (their audit record was spooled before the runs recorded
+/// the re-wrap).
+async fn announce_done(ctx: &Context, policy: &BackupPolicy, job_name: &str, after: &RotationPlan) {
     ctx.event(
         policy,
         EventType::Normal,
         Reason::KeysRotated.as_str(),
         ACTION,
-        note,
+        done_note(job_name, after),
     )
     .await;
 }
