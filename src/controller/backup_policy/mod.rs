@@ -510,7 +510,7 @@ async fn apply_retention(
         let kept_for_now = needs_storage
             && !has_copies
             && access.is_none()
-            && !storage.is_some_and(|s| s.spec.filesystem.is_some());
+            && storage.is_none_or(|s| s.spec.filesystem.is_none());
         // Nothing shows a deletion afterwards: its audit record is made durable (the write-ahead
         // spool) before anything of the run is deleted, or retention waits (docs/audit.md).
         let record = if kept_for_now {
