@@ -1,7 +1,8 @@
 //! The WORM audit trail against a real S3 server (moto, with Object Lock): every segment carries
 //! retention headers; `audit verify`'s reading of the chain finds a deleted segment and a flipped
 //! byte, each with its location; the sink down for a while loses nothing; a restarted writer
-//! re-sends only what the chain lacks (docs/audit.md).
+//! re-sends only what the chain lacks; a spooled record (the API stand-in, as the operator's
+//! ServiceAccount) outlives a writer killed while S3 is down (docs/audit.md).
 
 use std::time::{Duration, Instant};
 
@@ -12,6 +13,7 @@ use dataguardian::api::backup_storage::{ObjectLock, ObjectLockMode, S3Storage};
 use dataguardian::audit::chain::{ProblemKind, segment_key};
 use dataguardian::audit::record::{AuditAction, AuditRecord, record_id};
 use dataguardian::audit::sink::{AuditSink, AuditTarget, SinkSettings};
+use dataguardian::audit::spool::{SPOOL_LABEL, Spool, SpoolError, SpoolLimits, entry_name};
 use dataguardian::controller::common::storage_access::StorageAccess;
 use dataguardian::egress::EgressPolicy;
 use dataguardian::telemetry::metrics::Metrics;
@@ -418,4 +420,181 @@ fn two_writers_never_overwrite_a_segment() {
         records.iter().map(|r| r.name.clone()).collect::<Vec<_>>(),
         ["restore-0", "restore-1", "restore-2"]
     );
+}
+
+/// The operator's ServiceAccount (config/rbac), whose namespace holds the audit spool.
+const OPERATOR_NS: &str = "dataguardian-system";
+const OPERATOR_SA: &str = "system:serviceaccount:dataguardian-system:dataguardian";
+
+/// The API stand-in with `config/rbac/` applied, and a client acting as the operator's
+/// ServiceAccount (so the spool works with exactly the permissions the operator is granted).
+async fn api_as_operator() -> (kube_sim::RunningServer, kube::Client, kube::Client) {
+    let sim = kube_sim::Server::start(kube_sim::ServerOptions {
+        crds_dir: Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds")),
+        ..Default::default()
+    })
+    .await
+    .expect("starting the API stand-in");
+    let kubectl = |args: &[&str]| {
+        let out = testkit::kubectl(sim.kubeconfig_path(), args, None);
+        assert!(out.success(), "kubectl {}: {}", args.join(" "), out.stderr);
+    };
+    kubectl(&["create", "namespace", OPERATOR_NS]);
+    let rbac = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/rbac");
+    kubectl(&["apply", "-k", &rbac.display().to_string()]);
+    let admin = sim.client().await.expect("client");
+    let kc = kube::config::Kubeconfig::read_from(sim.kubeconfig_path()).unwrap();
+    let mut cfg =
+        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await
+            .unwrap();
+    cfg.auth_info.impersonate = Some(OPERATOR_SA.into());
+    let operator = kube::Client::try_from(cfg).unwrap();
+    (sim, admin, operator)
+}
+
+/// The names of the spool's ConfigMaps, as the cluster admin sees them.
+async fn spool_entries(admin: &kube::Client) -> Vec<String> {
+    let cms: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+        kube::Api::namespaced(admin.clone(), OPERATOR_NS);
+    let mut names: Vec<String> = cms
+        .list(&kube::api::ListParams::default().labels(&format!("{SPOOL_LABEL}=true")))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|c| c.metadata.name)
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_spooled_retention_record_outlives_its_writer_and_is_chained_exactly_once() {
+    // The writer that spooled a retention deletion dies while the audit storage is down; the
+    // next one reads the spool and writes the record — although the chain's tail holds only
+    // records hours newer (a status-derived record that old would be taken as written) — then
+    // removes the entry. A record spooled again after it was chained is dropped by id.
+    let moto = Moto::start().expect("moto");
+    moto.create_bucket_with_object_lock("audit").unwrap();
+    let proxy = FaultyProxy::start(moto.addr(), FaultPlan::PassThrough).unwrap();
+    let rt = rt();
+    let through_proxy = access(&rt, &proxy.endpoint(), "audit");
+    let direct = access(&rt, &moto.endpoint(), "audit");
+    let (_sim, admin, operator) = rt.block_on(api_as_operator());
+    let target = || AuditTarget {
+        access: through_proxy.clone(),
+        lock: lock(),
+    };
+    let tail = SinkSettings {
+        tail_segments: 2,
+        ..settings(2)
+    };
+    let spooled_at = Utc.timestamp_opt(1_800_000_000, 0).unwrap();
+    let deletion = AuditRecord {
+        id: record_id("uid-policy", AuditAction::RetentionDeletion, "nightly-1"),
+        time: spooled_at,
+        action: AuditAction::RetentionDeletion,
+        namespace: "shop".into(),
+        kind: "BackupPolicy".into(),
+        name: "nightly".into(),
+        uid: "uid-policy".into(),
+        actor: None,
+        approver: None,
+        outcome: None,
+        reason: Some("Retention".into()),
+        detail: Some("run nightly-1 and its artifact (KeepLast)".into()),
+    };
+    // What status shows: 10 records from 3 hours after the deletion on, 2 hours apart.
+    let later = |n: u64| {
+        let mut r = record("shop", n);
+        r.time = spooled_at + chrono::Duration::hours(3 + 2 * n as i64);
+        r
+    };
+    let spool = |max| {
+        Spool::new(
+            operator.clone(),
+            OPERATOR_NS,
+            SpoolLimits { max_entries: max },
+        )
+    };
+
+    // The first leader.
+    let metrics = Metrics::new();
+    let first_spool = spool(10);
+    rt.block_on(first_spool.load())
+        .expect("an empty spool lists");
+    let first = AuditSink::new(target(), tail.clone(), metrics.clone()).with_spool(first_spool);
+    first.offer((0..10).map(later).collect());
+    assert_eq!(rt.block_on(first.flush()).unwrap(), 10);
+    // The audit storage goes away; retention spools its record, then deletes.
+    proxy.set_plan(FaultPlan::RefuseAll);
+    rt.block_on(first.offer_durably(deletion.clone()))
+        .expect("spooled while S3 is down");
+    assert_eq!(
+        rt.block_on(spool_entries(&admin)),
+        vec![entry_name(&deletion.id)]
+    );
+    assert!(
+        metrics
+            .encode()
+            .lines()
+            .any(|l| l == "dataguardian_audit_spool_entries 1"),
+        "{}",
+        metrics.encode()
+    );
+    assert!(rt.block_on(first.flush()).is_err());
+    assert_eq!(first.pending(), 1);
+    // SIGKILL: the process and its queue are gone, no last flush.
+    drop(first);
+
+    // A full spool refuses a new record (the action waits), and admits the one it holds.
+    let full = spool(1);
+    assert_eq!(rt.block_on(full.load()).unwrap(), vec![deletion.clone()]);
+    let mut other = deletion.clone();
+    other.id = record_id("uid-policy", AuditAction::RetentionDeletion, "nightly-2");
+    let err = rt.block_on(full.write(&other)).unwrap_err();
+    assert!(matches!(err, SpoolError::Full { max: 1 }), "{err}");
+    rt.block_on(full.write(&deletion)).expect("already there");
+
+    // The next leader, once S3 is back: status offers its records again, the spool its own.
+    proxy.set_plan(FaultPlan::PassThrough);
+    let second_spool = spool(10);
+    let second = AuditSink::new(target(), tail.clone(), Metrics::new()).with_spool(second_spool);
+    second.offer((0..10).map(later).collect());
+    let back = rt.block_on(second.spool().unwrap().load()).unwrap();
+    assert_eq!(back, vec![deletion.clone()]);
+    assert_eq!(second.offer_spooled(back), 1);
+    assert_eq!(
+        rt.block_on(second.flush()).unwrap(),
+        1,
+        "only the spooled record is new"
+    );
+    assert_eq!(rt.block_on(second.release_confirmed()).unwrap(), 1);
+    assert!(rt.block_on(spool_entries(&admin)).is_empty());
+    let chained = |what: &str| {
+        let (report, records) = rt
+            .block_on(dataguardian::audit::read_chain(&direct, "shop"))
+            .unwrap();
+        assert!(report.is_intact(), "{what}: {report:#?}");
+        assert_eq!(records.len(), 11, "{what}");
+        assert_eq!(
+            records.iter().filter(|r| **r == deletion).count(),
+            1,
+            "{what}: the deletion exactly once"
+        );
+    };
+    chained("after the restart");
+
+    // Yet another leader: retention, not finished, spools the same record again. The chain
+    // has it: it is dropped by id and its entry removed.
+    let third_spool = spool(10);
+    rt.block_on(third_spool.load()).unwrap();
+    let third = AuditSink::new(target(), tail, Metrics::new()).with_spool(third_spool);
+    rt.block_on(third.offer_durably(deletion.clone())).unwrap();
+    assert_eq!(rt.block_on(spool_entries(&admin)).len(), 1);
+    assert_eq!(rt.block_on(third.flush()).unwrap(), 0);
+    assert_eq!(rt.block_on(third.release_confirmed()).unwrap(), 1);
+    assert!(rt.block_on(spool_entries(&admin)).is_empty());
+    chained("after a second spooling");
 }

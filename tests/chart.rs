@@ -1047,6 +1047,7 @@ fn every_metric_exposed() -> String {
     m.audit_oldest_pending.set(1.0);
     m.audit_failed.inc();
     m.audit_written.inc();
+    m.audit_spool_entries.set(1);
     m.encode()
 }
 

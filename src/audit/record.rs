@@ -368,8 +368,9 @@ fn target(t: &crate::api::common::DatabaseSpec) -> String {
     )
 }
 
-/// The record of retention deleting `run` under `policy` (`note`: what was deleted and why): emitted by the
-/// policy controller when it deletes, since nothing shows the deletion afterwards.
+/// The record of retention deleting `run` under `policy` (`note`: what is deleted and why):
+/// spooled by the policy controller before it deletes anything of the run, since nothing shows
+/// the deletion afterwards. Its time is when retention began deleting.
 pub fn retention_deletion(
     policy: &BackupPolicy,
     run: &str,
@@ -387,7 +388,8 @@ pub fn retention_deletion(
 
 /// The record of a key rotation of `policy`'s artifacts: `rotation` tells rotations apart (e.g.
 /// the fingerprint set of the new recipients), `detail` what changed (never key material).
-/// For the key rotation code to emit through the controllers' `Context::audit` hook.
+/// Made durable by the key rotation code through the controllers' `Context::audit_durably`
+/// (the write-ahead spool) before the runs record the re-wrap.
 pub fn key_rotation(
     policy: &BackupPolicy,
     rotation: &str,

@@ -9,6 +9,12 @@
 //! status shows ([`super::record::Audited`]) and the sink drops those the chain already holds:
 //! by id against the last [`SinkSettings::tail_segments`] segments, and by time for records
 //! older than what those segments cover (they were written before).
+//!
+//! Records no status shows afterwards go through the write-ahead [`Spool`] first
+//! ([`AuditSink::offer_durably`]): the sink remembers which queued records are spooled, compares
+//! them by id only (a spooled record may have waited for days: its time says nothing about the
+//! chain), and removes their spool entries once a segment holding them was confirmed or the
+//! chain was found to hold them already ([`AuditSink::release_confirmed`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -22,6 +28,7 @@ use crate::telemetry::metrics::Metrics;
 
 use super::chain::{self, GENESIS};
 use super::record::AuditRecord;
+use super::spool::{Spool, SpoolError};
 
 /// How the sink batches and remembers.
 #[derive(Debug, Clone)]
@@ -76,6 +83,10 @@ struct State {
     written: HashSet<String>,
     written_order: VecDeque<String>,
     heads: HashMap<String, Head>,
+    /// Queued records that are in the spool (compared by id only).
+    spooled: HashSet<String>,
+    /// Spooled records the chain holds (written, or found there): their entries can go.
+    confirmed: Vec<String>,
 }
 
 impl State {
@@ -119,6 +130,7 @@ pub struct AuditSink {
     state: Arc<Mutex<State>>,
     wake: Arc<tokio::sync::Notify>,
     metrics: Metrics,
+    spool: Option<Spool>,
 }
 
 impl AuditSink {
@@ -137,7 +149,19 @@ impl AuditSink {
             state: Arc::default(),
             wake: Arc::default(),
             metrics,
+            spool: None,
         }
+    }
+
+    /// Makes records offered with [`AuditSink::offer_durably`] durable in `spool` first.
+    pub fn with_spool(mut self, spool: Spool) -> Self {
+        self.spool = Some(spool);
+        self
+    }
+
+    /// The write-ahead spool, if any.
+    pub fn spool(&self) -> Option<&Spool> {
+        self.spool.as_ref()
     }
 
     /// Writes to `target` from now on.
@@ -158,12 +182,106 @@ impl AuditSink {
 
     /// Queues the records not written yet (by id). Returns how many were queued.
     pub fn offer(&self, records: Vec<AuditRecord>) -> usize {
+        self.queue(records, false)
+    }
+
+    /// Queues records read back from the spool (they are in it): compared by id only, and their
+    /// entries are removed once the chain holds them. Returns how many were queued.
+    pub fn offer_spooled(&self, records: Vec<AuditRecord>) -> usize {
+        self.queue(records, true)
+    }
+
+    /// Makes `record` durable before the caller acts: writes it to the spool (when the sink
+    /// has one), then queues it. An error means it is not durable: the caller must not act
+    /// yet. A record this process already wrote to the chain needs nothing.
+    pub async fn offer_durably(&self, record: AuditRecord) -> Result<(), SpoolError> {
+        if self.is_written(&record.id) {
+            return Ok(());
+        }
+        match &self.spool {
+            Some(spool) => {
+                spool.write(&record).await?;
+                self.offer_spooled(vec![record]);
+            }
+            None => {
+                self.offer(vec![record]);
+            }
+        }
+        self.publish_spool();
+        Ok(())
+    }
+
+    /// Whether this process wrote (or found in the chain) the record `id`.
+    pub fn is_written(&self, id: &str) -> bool {
+        self.state
+            .lock()
+            .map(|s| s.written.contains(id))
+            .unwrap_or(false)
+    }
+
+    /// Removes the spool entries of the records the chain holds now. Those that cannot be
+    /// removed are tried again next time (the worst case is a record spooled twice: the chain
+    /// drops it by id, or, beyond the tail it reads, holds it twice; never a loss).
+    pub async fn release_confirmed(&self) -> Result<usize, SpoolError> {
+        let Some(spool) = &self.spool else {
+            return Ok(0);
+        };
+        let ids = self
+            .state
+            .lock()
+            .map(|mut s| std::mem::take(&mut s.confirmed))
+            .unwrap_or_default();
+        let mut released = 0;
+        let mut failed = None;
+        let mut left = Vec::new();
+        for id in ids {
+            if failed.is_some() {
+                left.push(id);
+                continue;
+            }
+            match spool.remove(&id).await {
+                Ok(()) => released += 1,
+                Err(e) => {
+                    failed = Some(e);
+                    left.push(id);
+                }
+            }
+        }
+        if !left.is_empty()
+            && let Ok(mut s) = self.state.lock()
+        {
+            s.confirmed.extend(left);
+        }
+        self.publish_spool();
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(released),
+        }
+    }
+
+    fn publish_spool(&self) {
+        if let Some(spool) = &self.spool {
+            self.metrics.audit_spool_entries.set(spool.len() as i64);
+        }
+    }
+
+    fn queue(&self, records: Vec<AuditRecord>, spooled: bool) -> usize {
         let Ok(mut state) = self.state.lock() else {
             return 0;
         };
         let now = Instant::now();
         let mut n = 0;
         for r in records {
+            if spooled {
+                if state.written.contains(&r.id) {
+                    // Already in the chain: only its entry is left to remove.
+                    if !state.confirmed.contains(&r.id) {
+                        state.confirmed.push(r.id.clone());
+                    }
+                    continue;
+                }
+                state.spooled.insert(r.id.clone());
+            }
             if state.written.contains(&r.id) || state.queued_ids.contains(&r.id) {
                 continue;
             }
@@ -238,6 +356,9 @@ impl AuditSink {
                     tracing::warn!(error = %e, pending = self.pending(), "audit records not written yet; retrying");
                 }
             }
+            if let Err(e) = self.release_confirmed().await {
+                tracing::warn!(error = %e, "audit spool entries not removed yet; retrying");
+            }
             if let Ok(state) = self.state.lock() {
                 self.publish(&state);
             }
@@ -294,11 +415,14 @@ impl AuditSink {
             let mut keep = Vec::new();
             let mut dropped = Vec::new();
             for (r, t) in queue {
+                // A spooled record is compared by id only: it may have waited in the spool for
+                // longer than the tail covers, and its time is when it was spooled.
                 let held = s.written.contains(&r.id)
                     || head.ids.contains(&r.id)
-                    || head
-                        .covered_from
-                        .is_some_and(|from| r.time < from - window_slack());
+                    || (!s.spooled.contains(&r.id)
+                        && head
+                            .covered_from
+                            .is_some_and(|from| r.time < from - window_slack()));
                 if held {
                     dropped.push(r.id);
                 } else {
@@ -307,6 +431,9 @@ impl AuditSink {
             }
             for id in dropped {
                 s.queued_ids.remove(&id);
+                if s.spooled.remove(&id) {
+                    s.confirmed.push(id);
+                }
             }
             let mut batch: Vec<AuditRecord> = keep
                 .iter()
@@ -360,6 +487,9 @@ impl AuditSink {
         for r in &batch {
             s.queued_ids.remove(&r.id);
             s.remember(r.id.clone());
+            if s.spooled.remove(&r.id) {
+                s.confirmed.push(r.id.clone());
+            }
         }
         let mut next = head;
         next.next_index += 1;

@@ -3,7 +3,10 @@
 //! [`AuditSink`] writer, and watches the audited kinds, offering every record an object's
 //! state shows ([`Audited`]). The first list after a start offers the records of every
 //! existing object again: the sink drops those its chain already holds, so whatever status
-//! shows but the trail lacks (e.g. the operator stopped before writing) is sent.
+//! shows but the trail lacks (e.g. the operator stopped before writing) is sent. The records no
+//! status shows come from the write-ahead spool ([`crate::audit::spool`]), read first (before
+//! that, actions that need the spool wait) and again every
+//! [`RELOAD_INTERVAL`](crate::audit::spool::RELOAD_INTERVAL).
 
 use std::fmt::Debug;
 use std::time::Duration;
@@ -31,6 +34,34 @@ pub fn spawn(
     sink: AuditSink,
     requester_recorded: bool,
 ) -> Vec<tokio::task::JoinHandle<()>> {
+    let spool_reader = {
+        let sink = sink.clone();
+        tokio::spawn(async move {
+            let Some(spool) = sink.spool().cloned() else {
+                return;
+            };
+            loop {
+                let wait = match spool.load().await {
+                    Ok(records) => {
+                        let queued = sink.offer_spooled(records);
+                        if queued > 0 {
+                            tracing::info!(
+                                records = queued,
+                                "audit records read back from the spool"
+                            );
+                            sink.flush_soon();
+                        }
+                        crate::audit::spool::RELOAD_INTERVAL
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read the audit spool yet; retention and key rotation wait for it");
+                        OPEN_RETRY
+                    }
+                };
+                tokio::time::sleep(wait).await;
+            }
+        })
+    };
     let writer = {
         let (client, sink) = (client.clone(), sink.clone());
         tokio::spawn(async move {
@@ -51,6 +82,7 @@ pub fn spawn(
         })
     };
     vec![
+        spool_reader,
         writer,
         tokio::spawn(watch(
             Api::<BackupRun>::all(client.clone()),

@@ -19,6 +19,7 @@ use serde::de::DeserializeOwned;
 
 use crate::api::{BackupPolicy, BackupStorage, RestoreRun, RestoreRunPhase, RestoreValidation};
 use crate::audit::sink::{AuditSink, SinkSettings};
+use crate::audit::spool::{Spool, SpoolLimits};
 use crate::controller::common::context::{Context, Settings};
 use crate::controller::common::reconcile::{ControllerKind, error_policy, instrumented};
 use crate::controller::{
@@ -248,7 +249,9 @@ pub async fn run(args: OperatorConfig) -> Result<(), RunError> {
     .reconcile_on(validation_woken);
     // The audit trail: written by the leader only (this replica, from now on).
     let audit = args.audit_storage.clone().map(|storage| {
-        let sink = AuditSink::unopened(SinkSettings::default(), metrics.clone());
+        // The write-ahead spool lives in the operator's own namespace (the Lease's).
+        let spool = Spool::new(client.clone(), &lease.namespace, SpoolLimits::default());
+        let sink = AuditSink::unopened(SinkSettings::default(), metrics.clone()).with_spool(spool);
         background.extend(super::audit::spawn(
             client.clone(),
             storage,
@@ -452,7 +455,12 @@ pub async fn run(args: OperatorConfig) -> Result<(), RunError> {
         // The writer was stopped, perhaps mid-write: read each chain's head again.
         sink.forget_heads();
         match tokio::time::timeout(AUDIT_FINAL_FLUSH, sink.flush()).await {
-            Ok(Ok(n)) if n > 0 => tracing::info!(records = n, "wrote the last audit records"),
+            Ok(Ok(n)) if n > 0 => {
+                tracing::info!(records = n, "wrote the last audit records");
+                if let Err(e) = sink.release_confirmed().await {
+                    tracing::warn!(error = %e, "audit spool entries of written records not removed; the next leader finds them in the chain")
+                }
+            }
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, pending = sink.pending(), "last audit records not written; the next leader re-sends them from status")

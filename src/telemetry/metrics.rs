@@ -190,6 +190,9 @@ pub struct Metrics {
     pub audit_failed: Counter,
     /// Audit records written (confirmed by the audit storage).
     pub audit_written: Counter,
+    /// Entries in the audit write-ahead spool (records no status shows afterwards, not yet
+    /// confirmed by the audit storage; docs/audit.md).
+    pub audit_spool_entries: Gauge,
 }
 
 /// Labels of the start latency: which kind of run and how it was triggered.
@@ -420,6 +423,12 @@ impl Metrics {
             "Audit records written to the audit storage and confirmed",
             audit_written.clone(),
         );
+        let audit_spool_entries = Gauge::default();
+        registry.register(
+            "audit_spool_entries",
+            "Audit records in the write-ahead spool, not yet confirmed by the audit storage (retention waits when it is full)",
+            audit_spool_entries.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             backup_runs,
@@ -450,6 +459,7 @@ impl Metrics {
             audit_oldest_pending,
             audit_failed,
             audit_written,
+            audit_spool_entries,
         }
     }
 

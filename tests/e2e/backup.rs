@@ -370,6 +370,173 @@ async fn retention_keep_last_prunes_runs_and_their_artifacts() {
     assert!(keys.iter().all(|k| k.contains("third")), "{keys:?}");
 }
 
+/// The scenario's operator must run with `DG_AUDIT_STORAGE` set to this storage.
+pub const AUDIT_STORAGE_ENV: (&str, &str) = ("DG_AUDIT_STORAGE", "dataguardian-system/audit");
+/// The plugin's flag naming it.
+pub const AUDIT_STORAGE_FLAG: &str = "--storage=dataguardian-system/audit";
+
+/// The audit BackupStorage `dataguardian-system/audit` on an Object-Locked bucket of the
+/// scenario's S3, reached through the returned proxy (which can refuse every connection).
+pub fn audit_storage_behind_proxy(s: &Scenario) -> testkit::FaultyProxy {
+    s.services
+        .s3
+        .create_bucket_with_object_lock("audit-trail")
+        .expect("audit bucket");
+    let proxy = testkit::FaultyProxy::start(s.services.s3.addr(), testkit::FaultPlan::PassThrough)
+        .expect("proxy");
+    s.cluster.apply(&format!(
+        r#"apiVersion: v1
+kind: Secret
+metadata: {{name: audit-s3, namespace: dataguardian-system}}
+stringData: {{AWS_ACCESS_KEY_ID: {key}, AWS_SECRET_ACCESS_KEY: {secret}}}
+---
+apiVersion: dataguardian.io/v1alpha1
+kind: BackupStorage
+metadata: {{name: audit, namespace: dataguardian-system}}
+spec:
+  s3: {{bucket: audit-trail, region: us-east-1, endpoint: "{endpoint}", forcePathStyle: true,
+       prefix: trail/, credentialsSecretRef: {{name: audit-s3}},
+       objectLock: {{mode: GOVERNANCE, days: 1}}}}
+"#,
+        key = s.services.s3.access_key_id(),
+        secret = s.services.s3.secret_access_key(),
+        endpoint = proxy.endpoint(),
+    ));
+    proxy
+}
+
+/// The audit records of namespace `ns` as `kubectl dataguardian audit show -o json` prints them
+/// (empty while the trail cannot be read).
+pub fn audit_records(s: &Scenario, storage: &str) -> Vec<serde_json::Value> {
+    let (code, out, _) = s
+        .cluster
+        .plugin(&["audit", "show", "-n", &s.ns, "-o", "json", storage]);
+    if code != 0 {
+        return Vec::new();
+    }
+    serde_json::from_str(&out).unwrap_or_default()
+}
+
+/// The names of the audit spool's entries in the operator's namespace.
+pub fn spool_entries(s: &Scenario) -> Vec<String> {
+    s.cluster
+        .kubectl(&[
+            "get",
+            "configmaps",
+            "-n",
+            "dataguardian-system",
+            "-l",
+            "dataguardian.io/audit-spool=true",
+            "-o",
+            "name",
+        ])
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retention_deletion_made_while_the_audit_storage_is_down_survives_a_killed_operator() {
+    // Retention deletes a run while the audit storage refuses every connection; the operator is
+    // then killed (SIGKILL: no last flush). The deletion's record waited in the write-ahead
+    // spool: the next operator process writes it once the storage is back — exactly once, in
+    // a chain that verifies — and empties the spool (docs/audit.md).
+    let _serial = crate::serial().await;
+    let mut s = scenario_with(
+        "auditspool",
+        "0 0 1 1 *",
+        "  retention: {keepLast: 1}\n",
+        &[AUDIT_STORAGE_ENV],
+    )
+    .await;
+    let proxy = audit_storage_behind_proxy(&s);
+    let storage = AUDIT_STORAGE_FLAG;
+    let first = s.run_to_end("first", "shop").await;
+    assert_eq!(
+        phase(&first).as_deref(),
+        Some("Succeeded"),
+        "{:#?}",
+        first.status
+    );
+    // The trail is being written: the first run's success arrives.
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while !audit_records(&s, storage)
+        .iter()
+        .any(|r| r["action"] == "RunSucceeded" && r["name"] == "first")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first run's records never reached the trail\n{}",
+            s.operator.log()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+
+    // The audit storage goes down; the second run makes retention delete the first.
+    proxy.set_plan(testkit::FaultPlan::RefuseAll);
+    let second = s.run_to_end("second", "shop").await;
+    assert_eq!(
+        phase(&second).as_deref(),
+        Some("Succeeded"),
+        "{:#?}",
+        second.status
+    );
+    s.wait_for_runs(&["second"], Duration::from_secs(90), || Ok(()))
+        .await;
+    let spooled = spool_entries(&s);
+    assert_eq!(
+        spooled.len(),
+        1,
+        "the deletion's record waits in the spool: {spooled:?}\n{}",
+        s.operator.log()
+    );
+    assert!(
+        !audit_records(&s, storage)
+            .iter()
+            .any(|r| r["action"] == "RetentionDeletion"),
+        "the storage was down"
+    );
+
+    // SIGKILL, the storage back, a new operator process.
+    s.operator.kill();
+    proxy.set_plan(testkit::FaultPlan::PassThrough);
+    s.operator.restart();
+    let deletions = |records: &[serde_json::Value]| {
+        records
+            .iter()
+            .filter(|r| {
+                r["action"] == "RetentionDeletion"
+                    && r["name"] == "shop"
+                    && r["detail"]
+                        .as_str()
+                        .is_some_and(|d| d.starts_with("run first "))
+            })
+            .count()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let records = audit_records(&s, storage);
+        if deletions(&records) > 0 && spool_entries(&s).is_empty() {
+            assert_eq!(deletions(&records), 1, "exactly once: {records:#?}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the spooled deletion never reached the trail (spool {:?}): {records:#?}\n{}",
+            spool_entries(&s),
+            s.operator.log()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let (code, out, err) = s.cluster.plugin(&["audit", "verify", "-n", &s.ns, storage]);
+    assert_eq!(code, 0, "audit verify\nstdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains(&format!("{}: intact", s.ns)), "{out}");
+    // Still once after the new leader re-derived and re-offered everything.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(deletions(&audit_records(&s, storage)), 1);
+}
+
 /// Files under `dir` (relative paths), recursively.
 pub(crate) fn files_under(dir: &std::path::Path) -> Vec<String> {
     let mut out = Vec::new();

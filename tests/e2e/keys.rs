@@ -453,3 +453,106 @@ async fn a_new_kms_key_rewraps_retained_backups_and_disabling_the_old_key_erases
     assert_eq!(s.count("shop_k2", "orders"), "500");
     drop(proxy);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_key_rotation_finished_while_the_audit_storage_is_down_survives_a_killed_operator() {
+    // The rotation Job re-wraps while the audit storage refuses every connection; its record is
+    // spooled before the runs record the re-wrap. The operator is then killed (SIGKILL): the
+    // next process writes the record once the storage is back, exactly once (docs/audit.md).
+    use crate::backup::{
+        AUDIT_STORAGE_ENV, AUDIT_STORAGE_FLAG, audit_records, audit_storage_behind_proxy,
+        spool_entries,
+    };
+    let _serial = crate::serial().await;
+    let mut s = crate::backup::scenario_with(
+        "rotaudit",
+        "0 0 1 1 *",
+        "  encryption: {recipientsSecretRef: {name: age-recipients, key: recipients}}\n",
+        &[AUDIT_STORAGE_ENV],
+    )
+    .await;
+    let proxy = audit_storage_behind_proxy(&s);
+    let (recipient_a, identity_a) = keypair();
+    let (recipient_b, _) = keypair();
+    s.cluster
+        .apply(&secret(&s.ns, "age-recipients", "recipients", &recipient_a));
+    s.cluster
+        .apply(&secret(&s.ns, "age-a", "identity", &identity_a));
+    s.backup("b1").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while !audit_records(&s, AUDIT_STORAGE_FLAG)
+        .iter()
+        .any(|r| r["action"] == "RunSucceeded" && r["name"] == "b1")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "b1's records never reached the trail\n{}",
+            s.operator.log()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+
+    // The audit storage goes down; recipient B replaces A.
+    proxy.set_plan(testkit::FaultPlan::RefuseAll);
+    s.cluster
+        .apply(&secret(&s.ns, "age-recipients", "recipients", &recipient_b));
+    s.cluster.apply(&crate::harness::Services::postgres_policy(
+        &s.services,
+        &s.ns,
+        "shop",
+        "shop",
+        "main",
+        "  schedule: \"0 0 1 1 *\"\n  compression: {algorithm: zstd, level: 3}\n  encryption:\n    recipientsSecretRef: {name: age-recipients, key: recipients}\n    rotation: {previousIdentitySecretRef: {name: age-a, key: identity}}\n",
+    ));
+    wait_for::<BackupPolicy, _>(
+        &s.cluster,
+        Some(&s.operator),
+        &s.ns,
+        "shop",
+        TIMEOUT,
+        "KeysCurrent for B",
+        |p| {
+            let keys = p.status.as_ref().and_then(|s| s.keys.as_ref());
+            keys_current(p).is_some_and(|(st, _)| st == "True")
+                && keys.is_some_and(|k| k.wrapped_for == [fingerprint(&recipient_b)])
+        },
+    )
+    .await;
+    let rotations = |records: &[serde_json::Value]| {
+        records
+            .iter()
+            .filter(|r| {
+                r["action"] == "KeyRotation" && r["name"] == "shop" && r["outcome"] == "succeeded"
+            })
+            .count()
+    };
+    assert_eq!(rotations(&audit_records(&s, AUDIT_STORAGE_FLAG)), 0);
+    assert!(
+        !spool_entries(&s).is_empty(),
+        "the rotation's record waits in the spool\n{}",
+        s.operator.log()
+    );
+
+    s.operator.kill();
+    proxy.set_plan(testkit::FaultPlan::PassThrough);
+    s.operator.restart();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let records = audit_records(&s, AUDIT_STORAGE_FLAG);
+        if rotations(&records) > 0 && spool_entries(&s).is_empty() {
+            assert_eq!(rotations(&records), 1, "exactly once: {records:#?}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the spooled rotation never reached the trail (spool {:?}): {records:#?}\n{}",
+            spool_entries(&s),
+            s.operator.log()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let (code, out, err) = s
+        .cluster
+        .plugin(&["audit", "verify", "-n", &s.ns, AUDIT_STORAGE_FLAG]);
+    assert_eq!(code, 0, "audit verify\nstdout:\n{out}\nstderr:\n{err}");
+}

@@ -46,6 +46,7 @@ use crate::controller::backup_policy::schedule::{
 use crate::controller::common::context::Context;
 use crate::controller::common::error::{Error, Result};
 use crate::controller::common::job_watch::{self, Observed};
+use crate::controller::common::reason::Reason;
 use crate::controller::common::reconcile::{RUNS_CACHE_WAIT, namespace_and_name};
 use crate::controller::common::run_cache::FinishedRun;
 use crate::controller::common::status::apply_status;
@@ -504,6 +505,44 @@ async fn apply_retention(
         let has_copies = runs.iter().any(|r| {
             r.name == cleanup.run && r.artifact.as_ref().is_some_and(|a| !a.copies.is_empty())
         });
+        // An S3 artifact whose storage cannot be opened is kept below, run and all: nothing to
+        // record yet.
+        let kept_for_now = needs_storage
+            && !has_copies
+            && access.is_none()
+            && storage.is_none_or(|s| s.spec.filesystem.is_none());
+        // Nothing shows a deletion afterwards: its audit record is made durable (the write-ahead
+        // spool) before anything of the run is deleted, or retention waits (docs/audit.md).
+        let record = if kept_for_now {
+            None
+        } else {
+            crate::audit::record::retention_deletion(
+                policy,
+                &cleanup.run,
+                Some(&format!(
+                    "run {} and its artifact ({:?})",
+                    cleanup.run, cleanup.cause
+                )),
+            )
+        };
+        if let Err(e) = ctx.audit_durably(record).await {
+            tracing::warn!(run = %cleanup.run, error = %e, "retention waits: the audit record of the deletion is not durable");
+            ctx.event(
+                policy,
+                EventType::Warning,
+                Reason::RetentionWaitsForAudit.as_str(),
+                "Retention",
+                format!(
+                    "run {} and its artifact are kept until the audit record of their deletion \
+                     is durable: {e}",
+                    cleanup.run
+                ),
+            )
+            .await;
+            let at = now + chrono::Duration::seconds(AUDIT_RETRY_SECONDS);
+            requeue_at = Some(requeue_at.map_or(at, |r: DateTime<Utc>| r.min(at)));
+            break;
+        }
         if needs_storage && has_copies {
             match copies::delete_copies(ctx, ns, policy, &cleanup.run, now).await? {
                 CopyDeletion::Deleted => {}
@@ -614,6 +653,9 @@ async fn apply_retention(
     Ok(requeue_at)
 }
 
+/// How long retention waits before trying again to make a deletion's audit record durable.
+const AUDIT_RETRY_SECONDS: i64 = 30;
+
 /// Deletes a run retention pruned (one already gone is fine) and says so on the policy.
 #[tracing::instrument(name = "retention_delete_run", skip_all, fields(run = %run))]
 async fn delete_pruned_run(
@@ -626,11 +668,7 @@ async fn delete_pruned_run(
     let runs: Api<BackupRun> = Api::namespaced(ctx.client.clone(), ns);
     match runs.delete(run, &DeleteParams::default()).await {
         Ok(_) => {
-            ctx.audit(crate::audit::record::retention_deletion(
-                policy,
-                run,
-                Some(&note),
-            ));
+            // (Its audit record was spooled before anything was deleted.)
             ctx.event(policy, EventType::Normal, "Pruned", "Retention", note)
                 .await;
             Ok(())

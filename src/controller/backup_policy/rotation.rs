@@ -119,34 +119,49 @@ pub async fn reconcile_rotation(
                 &rotation_plan::rewrap_reports(&pods),
                 desired_kms,
             );
-            record(ctx, ns, &updates).await?;
-            apply_locally(&mut runs, &updates);
+            let mut runs_after = runs.clone();
+            apply_locally(&mut runs_after, &updates);
             // Then the copies refreshed from the re-wrapped manifests.
             let copy_updates =
-                rotation_plan::copy_updates(&runs, &rotation_plan::copy_reports(&pods));
-            record_copies(ctx, ns, &copy_updates).await?;
-            apply_copies_locally(&mut runs, &copy_updates);
+                rotation_plan::copy_updates(&runs_after, &rotation_plan::copy_reports(&pods));
+            apply_copies_locally(&mut runs_after, &copy_updates);
+            let rewrapped = updates.iter().any(|u| u.not_rewrappable.is_none())
+                || !copy_updates.is_empty();
             let after = rotation_plan::plan(
                 &desired,
                 desired_kms,
-                &runs,
+                &runs_after,
                 kept,
                 &policy.spec.storage_ref.name,
             );
+            // Once the runs record the re-wrap, nothing shows it happened: its audit record is
+            // made durable first (the write-ahead spool), or the runs wait (docs/audit.md).
+            if succeeded && rewrapped {
+                ctx.audit_durably(crate::audit::record::key_rotation(
+                    policy,
+                    &key_set,
+                    "succeeded",
+                    format!(
+                        "{} ({})",
+                        done_note(&job_name, &after),
+                        describe(&desired, policy)
+                    ),
+                ))
+                .await?;
+            }
+            record(ctx, ns, &updates).await?;
+            record_copies(ctx, ns, &copy_updates).await?;
+            runs = runs_after;
             if succeeded {
                 if after.targets.is_empty() {
-                    if updates.iter().any(|u| u.not_rewrappable.is_none())
-                        || !copy_updates.is_empty()
-                    {
-                        announce_done(ctx, policy, &job_name, &key_set, &desired, &after).await;
+                    if rewrapped {
+                        announce_done(ctx, policy, &job_name, &after).await;
                     }
                     (RotationState::Current, Some(job_name.clone()), None)
                 } else {
                     // More backups wait: the next Job (same name) takes them.
-                    if updates.iter().any(|u| u.not_rewrappable.is_none())
-                        || !copy_updates.is_empty()
-                    {
-                        announce_done(ctx, policy, &job_name, &key_set, &desired, &after).await;
+                    if rewrapped {
+                        announce_done(ctx, policy, &job_name, &after).await;
                     }
                     job_watch::delete(ctx, ns, &job_name).await?;
                     (
@@ -164,6 +179,20 @@ pub async fn reconcile_rotation(
                     .as_ref()
                     .and_then(|s| s.conditions.iter().find(|c| c.type_ == KEYS_CURRENT));
                 if previous.is_none_or(|c| c.reason != Reason::KeyRotationFailed.as_str()) {
+                    // Durable before the status says KeyRotationFailed (after which this is
+                    // not reported again).
+                    ctx.audit_durably(crate::audit::record::key_rotation(
+                        policy,
+                        &key_set,
+                        "failed",
+                        format!(
+                            "Job {job_name}: {detail}; {} of {} backups wrapped for {}",
+                            after.current,
+                            after.total,
+                            describe(&desired, policy)
+                        ),
+                    ))
+                    .await?;
                     ctx.event(
                         policy,
                         EventType::Warning,
@@ -178,17 +207,6 @@ pub async fn reconcile_rotation(
                         ),
                     )
                     .await;
-                    ctx.audit(crate::audit::record::key_rotation(
-                        policy,
-                        &key_set,
-                        "failed",
-                        format!(
-                            "Job {job_name}: {detail}; {} of {} backups wrapped for {}",
-                            after.current,
-                            after.total,
-                            describe(&desired, policy)
-                        ),
-                    ));
                 }
                 // The failed Job stays for RETRY_AFTER (its failure shows meanwhile), then goes
                 // so that the next pass starts another.
@@ -479,37 +497,29 @@ fn apply_locally(runs: &mut [FinishedRun], updates: &[RecordedUpdate]) {
     }
 }
 
-/// The Event and audit record of re-wrapped backups.
-async fn announce_done(
-    ctx: &Context,
-    policy: &BackupPolicy,
-    job_name: &str,
-    key_set: &str,
-    desired: &[String],
-    after: &RotationPlan,
-) {
-    let note = format!(
+/// What a succeeded rotation Job did (the Event's note; the audit record's detail).
+fn done_note(job_name: &str, after: &RotationPlan) -> String {
+    format!(
         "Job {job_name} re-wrapped the data keys; {} of {} retained backups are wrapped for the \
          policy's keys",
         after.current, after.total
-    );
-    ctx.audit(crate::audit::record::key_rotation(
-        policy,
-        key_set,
-        "succeeded",
-        format!("{note} ({})", describe(desired, policy)),
-    ));
+    )
+}
+
+/// The Event of re-wrapped backups (their audit record was spooled before the runs recorded
+/// the re-wrap).
+async fn announce_done(ctx: &Context, policy: &BackupPolicy, job_name: &str, after: &RotationPlan) {
     ctx.event(
         policy,
         EventType::Normal,
         Reason::KeysRotated.as_str(),
         ACTION,
-        note,
+        done_note(job_name, after),
     )
     .await;
 }
 
-/// The one Warning Event (and audit record) when backups that no re-wrap can re-key remain:
+/// The one Warning Event when backups that no re-wrap can re-key remain:
 /// sent when `KeysCurrent` turns to `BackupsNotRewrappable`, not on every pass.
 async fn announce_not_rewrappable(
     ctx: &Context,

@@ -171,18 +171,23 @@ impl Context {
         }
     }
 
-    /// Writes audited actions to `sink` ([`Context::audit`]).
+    /// Writes audited actions to `sink` ([`Context::audit_durably`]).
     pub fn with_audit(mut self, sink: crate::audit::sink::AuditSink) -> Self {
         self.audit = Some(sink);
         self
     }
 
-    /// Appends `record` to the audit trail (at least once; nothing without `--audit-storage`).
-    /// The hook for actions no status shows afterwards: a retention deletion, a key rotation
-    /// ([`crate::audit::record::key_rotation`]).
-    pub fn audit(&self, record: Option<crate::audit::record::AuditRecord>) {
-        if let (Some(sink), Some(record)) = (&self.audit, record) {
-            sink.offer(vec![record]);
+    /// Makes `record` durable in the audit trail's write-ahead spool before the caller carries
+    /// out the action it describes (an action no status shows afterwards: a retention deletion,
+    /// a key rotation). `Err`: the record is not durable (spool full or unwritable) and the
+    /// caller must wait. Nothing to do without `--audit-storage`.
+    pub async fn audit_durably(
+        &self,
+        record: Option<crate::audit::record::AuditRecord>,
+    ) -> std::result::Result<(), crate::audit::spool::SpoolError> {
+        match (&self.audit, record) {
+            (Some(sink), Some(record)) => sink.offer_durably(record).await,
+            _ => Ok(()),
         }
     }
 

@@ -19,6 +19,10 @@ pub enum Error {
     /// An object lacks a field the API server always sets (name, namespace, uid).
     #[error("object is missing {0}")]
     MissingObjectField(&'static str),
+    /// The audit record of an action could not be made durable (the audit spool is full or
+    /// cannot be written): the action waits.
+    #[error(transparent)]
+    AuditSpool(#[from] crate::audit::spool::SpoolError),
 }
 
 /// What kind of failure a reconcile error is: stable and low-cardinality, a metric label.
@@ -40,6 +44,8 @@ pub enum ErrorCategory {
     JobBuild,
     /// The object lacks a field the API server always sets.
     MalformedObject,
+    /// An audit record could not be made durable; the action waits.
+    AuditSpool,
 }
 
 impl ErrorCategory {
@@ -54,6 +60,7 @@ impl ErrorCategory {
             ErrorCategory::Storage => "storage",
             ErrorCategory::JobBuild => "job-build",
             ErrorCategory::MalformedObject => "malformed-object",
+            ErrorCategory::AuditSpool => "audit-spool",
         }
     }
 }
@@ -76,6 +83,7 @@ impl Error {
             Error::Storage(_) => ErrorCategory::Storage,
             Error::JobBuild(_) => ErrorCategory::JobBuild,
             Error::MissingObjectField(_) => ErrorCategory::MalformedObject,
+            Error::AuditSpool(_) => ErrorCategory::AuditSpool,
         }
     }
 
@@ -112,6 +120,10 @@ mod tests {
         assert_eq!(
             Error::MissingObjectField("uid").category(),
             ErrorCategory::MalformedObject
+        );
+        assert_eq!(
+            Error::AuditSpool(crate::audit::spool::SpoolError::Full { max: 1 }).metric_label(),
+            "audit-spool"
         );
     }
 }

@@ -342,6 +342,9 @@ reasons! {
     Pruning = "Pruning",
     /// Warning Event: a prune Job failed; the run and its artifact are kept (`Retention`).
     PruneFailed = "PruneFailed",
+    /// Warning Event: retention deletes nothing until the audit record of the deletion is
+    /// durable (the audit spool is full or cannot be written; docs/audit.md) (`Retention`).
+    RetentionWaitsForAudit = "RetentionWaitsForAudit",
     /// A scheduled run was skipped: `concurrencyPolicy: Forbid` and runs are active (today only
     /// logged).
     ConcurrencyForbidden = "ConcurrencyForbidden",
@@ -550,7 +553,7 @@ mod tests {
         for (i, &r) in Reason::ALL.iter().enumerate() {
             assert_eq!(r as usize, i, "{r:?} is out of place in ALL");
         }
-        assert_eq!(Reason::ALL.len(), 121);
+        assert_eq!(Reason::ALL.len(), 122);
         assert_eq!(Reason::ALL.last(), Some(&Reason::NotReady));
     }
 
