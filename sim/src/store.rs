@@ -540,6 +540,42 @@ impl Inner {
         })
     }
 
+    /// Like [`Store::list`], starting after the object `after` = (namespace, name): the next
+    /// page of a paginated list, found by a seek as etcd does, not by skipping every object
+    /// before it (with 100,000 objects in pages of 50 that skipping was quadratic).
+    pub fn list_after<'a>(
+        &'a self,
+        group: &'a str,
+        resource: &'a str,
+        namespace: Option<&'a str>,
+        after: (&str, &str),
+    ) -> impl Iterator<Item = (&'a ObjKey, &'a Value)> + 'a {
+        use std::ops::Bound;
+        let (after_ns, after_name) = after;
+        // A token from another namespace's list starts that namespace's range from its start.
+        let from = match namespace {
+            Some(ns) if ns != after_ns => Bound::Included(ObjKey {
+                group: group.to_string(),
+                resource: resource.to_string(),
+                namespace: ns.to_string(),
+                name: String::new(),
+            }),
+            _ => Bound::Excluded(ObjKey {
+                group: group.to_string(),
+                resource: resource.to_string(),
+                namespace: after_ns.to_string(),
+                name: after_name.to_string(),
+            }),
+        };
+        self.objects
+            .range((from, Bound::Unbounded))
+            .take_while(move |(k, _)| {
+                k.group == group
+                    && k.resource == resource
+                    && namespace.is_none_or(|ns| k.namespace == ns)
+            })
+    }
+
     /// Keeps the garbage collector's indexes in step with `obj` (now stored under `key`, or
     /// `None`: removed).
     fn index(&mut self, key: &ObjKey, obj: Option<&Value>) {
