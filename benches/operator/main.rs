@@ -14,8 +14,10 @@
 //!
 //! Knobs (environment): `DG_BENCH_POLICIES` (1000), `DG_BENCH_RUNS_PER_POLICY` (10),
 //! `DG_BENCH_NAMESPACES` (100), `DG_BENCH_LATENCY_SAMPLES` (100), `DG_BENCH_SCHEDULED` (10; 0
-//! skips), `DG_BENCH_RESTARTS` (3), `DG_BENCH_OPERATOR_BIN` (the release `dataguardian`).
+//! skips), `DG_BENCH_RESTARTS` (3), `DG_BENCH_OPERATOR_BIN` (the release `dataguardian`),
+//! `DG_BENCH_AUDIT` (1: the audit trail on, to a local moto server; off by default).
 
+mod audit;
 mod fixtures;
 mod measure;
 mod process;
@@ -49,6 +51,7 @@ struct Config {
     scheduled: usize,
     restarts: usize,
     binary: PathBuf,
+    audit: bool,
 }
 
 impl Config {
@@ -71,6 +74,7 @@ impl Config {
             binary: std::env::var_os("DG_BENCH_OPERATOR_BIN")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_dataguardian"))),
+            audit: env_usize("DG_BENCH_AUDIT", 0)? > 0,
         })
     }
 }
@@ -177,11 +181,29 @@ async fn run(cfg: Config) -> Result<()> {
 
     let lease_ns = "dataguardian-system";
     fixtures_namespace(&client, lease_ns).await?;
+    // The audit trail (leader-only watches and the sink) when asked for.
+    let audit_server = if cfg.audit {
+        Some(audit::AuditServer::start().await?)
+    } else {
+        None
+    };
+    let audit_storage = match &audit_server {
+        Some(s) => Some(s.create_storage(&client, lease_ns).await?),
+        None => None,
+    };
+    println!(
+        "audit trail: {}",
+        audit_storage.as_deref().map_or(
+            "off (DG_BENCH_AUDIT=1 turns it on)".to_string(),
+            |s| format!("on, --audit-storage {s} (moto, Object Lock bucket)")
+        )
+    );
     let command = OperatorCommand {
         binary: cfg.binary.clone(),
         kubeconfig: server.kubeconfig_path().to_path_buf(),
         lease_namespace: lease_ns.into(),
         log_dir: workdir.path().to_path_buf(),
+        audit_storage: audit_storage.clone(),
     };
 
     // 1. Cold start: ready, then everything reconciled; memory.
@@ -196,6 +218,16 @@ async fn run(cfg: Config) -> Result<()> {
         shape.namespaces,
         reconciled.as_secs_f64()
     );
+    if cfg.audit {
+        let (t, f) =
+            audit::wait_drained(&mut op, Duration::from_secs(5), Duration::from_secs(1800)).await?;
+        println!(
+            "cold start: audit trail caught up (nothing pending for 5 s) {:.1} s after the reconcile: {} records written, {} failed writes",
+            t.as_secs_f64(),
+            f.written,
+            f.failed
+        );
+    }
     // Let the requeues and the status-change echoes settle before reading memory.
     tokio::time::sleep(Duration::from_secs(10)).await;
     op.ensure_running()?;
@@ -252,6 +284,15 @@ async fn run(cfg: Config) -> Result<()> {
         restarts.push(t);
     }
     tokio::time::sleep(Duration::from_secs(15)).await;
+    if cfg.audit {
+        let (t, f) =
+            audit::wait_drained(&mut op, Duration::from_secs(5), Duration::from_secs(1800)).await?;
+        println!(
+            "restarted operator: audit trail checked against the chain (nothing pending for 5 s) {:.1} s after the 15 s wait: {} records written by this process",
+            t.as_secs_f64(),
+            f.written
+        );
+    }
     op.ensure_running()?;
     let restarted = op.stats()?;
     print_stats("restarted operator, 15 s after ready", restarted);
@@ -290,10 +331,18 @@ async fn run(cfg: Config) -> Result<()> {
         ms(restart.max)
     );
     println!(
+        "| restarted operator, peak RSS | {:.1} MiB | — | — |",
+        mib(restarted.peak_rss)
+    );
+    if cfg.audit {
+        println!("(audit trail on: --audit-storage to moto)");
+    }
+    println!(
         "operator logs: {} (removed at exit)",
         op.log_path().display()
     );
     drop(op);
+    drop(audit_server);
     drop(server);
     if std::env::var_os("DG_BENCH_KEEP").is_some() {
         println!("kept {}", workdir.keep().display());

@@ -23,6 +23,8 @@ pub struct OperatorCommand {
     pub kubeconfig: PathBuf,
     pub lease_namespace: String,
     pub log_dir: PathBuf,
+    /// `NS/NAME` of the audit BackupStorage (`--audit-storage`), if the trail is on.
+    pub audit_storage: Option<String>,
 }
 
 impl OperatorCommand {
@@ -46,6 +48,10 @@ impl OperatorCommand {
             // Several operators share this host: each serves its webhook on a port of its own.
             .env("DG_WEBHOOK_ADDR", "127.0.0.1:0")
             .env("DG_EGRESS_ALLOW_CIDRS", "127.0.0.0/8")
+            .env(
+                "DG_AUDIT_STORAGE",
+                self.audit_storage.as_deref().unwrap_or_default(),
+            )
             .env(
                 "RUST_LOG",
                 std::env::var("DG_BENCH_RUST_LOG").unwrap_or_else(|_| "info,kube=warn".into()),

@@ -627,7 +627,13 @@ impl State {
         };
         let mut items = Vec::new();
         let mut more = None;
-        for (k, o) in inner.list(&rd.storage.0, &rd.storage.1, ns) {
+        let objects: Box<dyn Iterator<Item = _>> = match &start_after {
+            Some((sns, sname)) => {
+                Box::new(inner.list_after(&rd.storage.0, &rd.storage.1, ns, (sns, sname)))
+            }
+            None => Box::new(inner.list(&rd.storage.0, &rd.storage.1, ns)),
+        };
+        for (k, o) in objects {
             if let Some((sns, sname)) = &start_after
                 && (&k.namespace, &k.name) <= (sns, sname)
             {

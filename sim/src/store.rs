@@ -540,6 +540,43 @@ impl Inner {
         })
     }
 
+    /// Like [`Store::list`], starting after the object `after` = (namespace, name): the next
+    /// page of a paginated list, found by a seek as etcd does, not by skipping every object
+    /// before it (with 100,000 objects in pages of 50 that skipping was quadratic).
+    pub fn list_after<'a>(
+        &'a self,
+        group: &'a str,
+        resource: &'a str,
+        namespace: Option<&'a str>,
+        after: (&str, &str),
+    ) -> impl Iterator<Item = (&'a ObjKey, &'a Value)> + 'a {
+        use std::ops::Bound;
+        let (after_ns, after_name) = after;
+        // A key before the namespace starts at the namespace's first object (one after it
+        // leaves nothing: the range ends at once).
+        let from = match namespace {
+            Some(ns) if after_ns < ns => Bound::Included(ObjKey {
+                group: group.to_string(),
+                resource: resource.to_string(),
+                namespace: ns.to_string(),
+                name: String::new(),
+            }),
+            _ => Bound::Excluded(ObjKey {
+                group: group.to_string(),
+                resource: resource.to_string(),
+                namespace: after_ns.to_string(),
+                name: after_name.to_string(),
+            }),
+        };
+        self.objects
+            .range((from, Bound::Unbounded))
+            .take_while(move |(k, _)| {
+                k.group == group
+                    && k.resource == resource
+                    && namespace.is_none_or(|ns| k.namespace == ns)
+            })
+    }
+
     /// Keeps the garbage collector's indexes in step with `obj` (now stored under `key`, or
     /// `None`: removed).
     fn index(&mut self, key: &ObjKey, obj: Option<&Value>) {
@@ -605,6 +642,40 @@ mod tests {
         assert_eq!(names(Some("n1")), ["n1/x", "n1/y"]);
         assert_eq!(names(Some("n3")), Vec::<String>::new());
         assert_eq!(s.list("g", "z", None).count(), 0);
+    }
+
+    #[test]
+    fn a_next_page_starts_right_after_its_continue_key() {
+        let store = Store::new(10);
+        let mut s = store.lock();
+        for (res, ns, name) in [
+            ("a", "n1", "z"),
+            ("b", "n1", "x"),
+            ("b", "n1", "y"),
+            ("b", "n2", "a"),
+            ("b", "n2", "x"),
+            ("c", "n0", "a"),
+        ] {
+            s.put(key(res, ns, name), json!({"metadata": {"name": name}}));
+        }
+        let after = |ns: Option<&str>, from: (&str, &str)| {
+            s.list_after("g", "b", ns, from)
+                .map(|(k, _)| format!("{}/{}", k.namespace, k.name))
+                .collect::<Vec<_>>()
+        };
+        // Across namespaces (an all-namespaces list), never past the resource.
+        assert_eq!(after(None, ("n1", "x")), ["n1/y", "n2/a", "n2/x"]);
+        assert_eq!(after(None, ("n1", "y")), ["n2/a", "n2/x"]);
+        assert_eq!(after(None, ("n2", "x")), Vec::<String>::new());
+        // A key between objects, and one before the first.
+        assert_eq!(after(None, ("n1", "xa")), ["n1/y", "n2/a", "n2/x"]);
+        assert_eq!(after(None, ("", "")), ["n1/x", "n1/y", "n2/a", "n2/x"]);
+        // Within one namespace.
+        assert_eq!(after(Some("n2"), ("n2", "a")), ["n2/x"]);
+        // A token of an earlier namespace starts the namespace from its first object; one of
+        // a later namespace leaves nothing.
+        assert_eq!(after(Some("n2"), ("n1", "y")), ["n2/a", "n2/x"]);
+        assert_eq!(after(Some("n1"), ("n2", "a")), Vec::<String>::new());
     }
 
     #[test]

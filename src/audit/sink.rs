@@ -129,6 +129,8 @@ pub struct AuditSink {
     settings: SinkSettings,
     state: Arc<Mutex<State>>,
     wake: Arc<tokio::sync::Notify>,
+    /// Told whenever the queue may have shrunk ([`AuditSink::wait_for_room`]).
+    room: Arc<tokio::sync::Notify>,
     metrics: Metrics,
     spool: Option<Spool>,
 }
@@ -148,6 +150,7 @@ impl AuditSink {
             settings,
             state: Arc::default(),
             wake: Arc::default(),
+            room: Arc::default(),
             metrics,
             spool: None,
         }
@@ -297,6 +300,23 @@ impl AuditSink {
         n
     }
 
+    /// Waits until fewer than `limit` records are queued, waking the writer meanwhile. For
+    /// offers that can wait (the audit watches: what they would offer is in the objects'
+    /// status and offered again after a re-list), so that a first start over a cluster's
+    /// whole history, or a storage down for days, does not hold every record in memory.
+    pub async fn wait_for_room(&self, limit: usize) {
+        loop {
+            let notified = self.room.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if self.pending() < limit {
+                return;
+            }
+            self.flush_soon();
+            notified.await;
+        }
+    }
+
     /// Records queued, not yet confirmed.
     pub fn pending(&self) -> usize {
         self.state.lock().map(|s| s.queued_ids.len()).unwrap_or(0)
@@ -322,6 +342,7 @@ impl AuditSink {
     }
 
     fn publish(&self, state: &State) {
+        self.room.notify_waiters();
         self.metrics
             .audit_pending
             .set(state.queued_ids.len() as i64);

@@ -14,6 +14,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use kube::api::Api;
 use kube::runtime::{WatchStreamExt, watcher};
+
+use super::run_watch::{strip_metadata, trimmed_watch};
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 
@@ -22,6 +24,11 @@ use crate::audit::StorageRef;
 use crate::audit::record::Audited;
 use crate::audit::sink::AuditSink;
 use crate::egress::EgressPolicy;
+
+/// Records queued before the audit watches wait for the writer (~1 KiB each in memory). The
+/// first start over 100,000 BackupRuns offers ~300,000 records: unpaced, they were all held
+/// at once (docs/benchmarks.md, "At 10,000 policies and 100,000 runs").
+const WATCH_QUEUE_LIMIT: usize = 10_000;
 
 /// How long to wait before trying to open an unreachable audit storage again.
 const OPEN_RETRY: Duration = Duration::from_secs(10);
@@ -110,15 +117,23 @@ pub fn spawn(
 /// Offers the records of every object of `api` as it is listed and changes.
 async fn watch<K>(api: Api<K>, sink: AuditSink, recorded: bool)
 where
-    K: Resource + Audited + Clone + DeserializeOwned + Debug + Send + 'static,
+    K: Resource + Audited + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
-    let mut stream = watcher(api, watcher::Config::default().any_semantic())
-        .default_backoff()
-        .applied_objects()
-        .boxed();
+    // Listed in pages and trimmed like the controllers' watches: at 100,000 BackupRuns one
+    // unpaged list is hundreds of MiB of JSON and typed objects, managedFields included, held
+    // at once (docs/benchmarks.md, "At 10,000 policies and 100,000 runs").
+    let mut stream = trimmed_watch(
+        api,
+        watcher::Config::default().any_semantic(),
+        strip_metadata::<K>,
+    )
+    .applied_objects()
+    .boxed();
     while let Some(item) = stream.next().await {
         match item {
             Ok(obj) => {
+                // Paced by the writer: at most WATCH_QUEUE_LIMIT records held in memory.
+                sink.wait_for_room(WATCH_QUEUE_LIMIT).await;
                 sink.offer(obj.audit_records(recorded));
             }
             Err(e) => tracing::warn!(error = %e, "audit watch error (retrying)"),

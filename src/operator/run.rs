@@ -134,6 +134,7 @@ pub async fn run(args: OperatorConfig) -> Result<(), RunError> {
                 tracing::info!("BackupRun cache synced");
             }
             synced.mark();
+            super::memory::release_free_memory();
         })
     };
     // BackupPolicies: one watch and cache for the policy controller and the policy's automatic
@@ -205,15 +206,17 @@ pub async fn run(args: OperatorConfig) -> Result<(), RunError> {
         watcher::Config::default().any_semantic(),
         readiness.track("RestoreRun", CacheRole::Leader),
     )
-    .owns(
-        Api::<Job>::all(client.clone()),
-        watcher::Config::default().labels(crate::contract::JOB_SELECTOR),
+    .owns_stream(
+        slim_watch(
+            Api::<Job>::all(client.clone()),
+            watcher::Config::default().labels(crate::contract::JOB_SELECTOR),
+        )
+        .touched_objects(),
     );
     let restore_store = restore_controller.store();
     let queued = restore_store.clone();
-    let restore_controller = restore_controller.watches(
-        restores_api,
-        watcher::Config::default().any_semantic(),
+    let restore_controller = restore_controller.watches_stream(
+        slim_watch(restores_api, watcher::Config::default().any_semantic()).touched_objects(),
         move |r: RestoreRun| {
             if !r
                 .status
@@ -242,9 +245,12 @@ pub async fn run(args: OperatorConfig) -> Result<(), RunError> {
         watcher::Config::default().any_semantic(),
         readiness.track("RestoreValidation", CacheRole::Leader),
     )
-    .owns(
-        Api::<Job>::all(client.clone()),
-        watcher::Config::default().labels(crate::contract::JOB_SELECTOR),
+    .owns_stream(
+        slim_watch(
+            Api::<Job>::all(client.clone()),
+            watcher::Config::default().labels(crate::contract::JOB_SELECTOR),
+        )
+        .touched_objects(),
     )
     .reconcile_on(validation_woken);
     // The audit trail: written by the leader only (this replica, from now on).
@@ -284,9 +290,9 @@ pub async fn run(args: OperatorConfig) -> Result<(), RunError> {
     let policy_validation_controller = fed_controller(policy_watch.store.clone())
         .reconcile_on(policy_refs_for_validations)
         .reconcile_on(run_watch.policy_validations)
-        .watches(
-            validations_api,
-            watcher::Config::default().any_semantic(),
+        .watches_stream(
+            slim_watch(validations_api, watcher::Config::default().any_semantic())
+                .touched_objects(),
             move |v: RestoreValidation| {
                 let ns = v.namespace()?;
                 let policy = v
@@ -310,9 +316,12 @@ pub async fn run(args: OperatorConfig) -> Result<(), RunError> {
     let policy_controller = fed_controller(policy_watch.store.clone())
         .reconcile_on(policy_refs)
         .reconcile_on(run_watch.policies)
-        .watches(
-            Api::<BackupStorage>::all(client.clone()),
-            watcher::Config::default().any_semantic(),
+        .watches_stream(
+            slim_watch(
+                Api::<BackupStorage>::all(client.clone()),
+                watcher::Config::default().any_semantic(),
+            )
+            .touched_objects(),
             move |s: BackupStorage| {
                 // A storage's readiness feeds the StorageReady condition of the policies using it,
                 // and a secondary storage that is back lets their copies catch up at once.
