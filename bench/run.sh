@@ -152,10 +152,13 @@ ratio() { echo "scale=2; $1 / $2" | bc -l; }
 mib() { echo "scale=1; $1 / 1024" | bc -l; }
 
 mkdir -p "$(dirname "$OUT")"
-{
-  echo "| size | db size | raw dump | stored (zstd+age) | pipeline | wall s | × raw dump | MiB/s of raw dump | client CPU s/GiB | peak RSS MiB |"
-  echo "|---|---|---|---|---|---|---|---|---|---|"
-} >"$OUT"
+: >"$OUT"
+if [ -n "$SIZES" ]; then
+  {
+    echo "| size | db size | raw dump | stored (zstd+age) | pipeline | wall s | × raw dump | MiB/s of raw dump | client CPU s/GiB | peak RSS MiB |"
+    echo "|---|---|---|---|---|---|---|---|---|---|"
+  } >>"$OUT"
+fi
 
 for size in $SIZES; do
   case "$size" in
@@ -299,7 +302,9 @@ if [ -n "$MARIADB" ]; then
   for _ in $(seq 1 300); do mariadb --no-defaults --socket="$MYDIR/sock" -u root -e 'SELECT 1' >/dev/null 2>&1 && break; sleep 0.1; done
   my() { mariadb --no-defaults --socket="$MYDIR/sock" -u root --batch --skip-column-names "$@"; }
   my -e "CREATE USER bench@'127.0.0.1' IDENTIFIED BY 'bench'; GRANT ALL ON *.* TO bench@'127.0.0.1'"
-  MY_URI="mysql://bench:bench@127.0.0.1:$MY_PORT"
+  # The agent refuses a password on its command line: it comes from DG_PASSWORD.
+  MY_URI="mysql://bench@127.0.0.1:$MY_PORT"
+  export DG_PASSWORD=bench
   MDB=bench_mariadb
   MY_ROWS=$(( MY_MIB * 1048576 / MY_TABLES / 760 ))
   echo "bench: generating MariaDB $MDB ($MY_TABLES tables of $MY_ROWS rows, ~$MY_MIB MiB)" >&2

@@ -831,8 +831,12 @@ fn mariadb_all_databases_parallel_round_trip_in_one_snapshot_and_validation() {
     // orders (the two biggest tables go to different parts); a third with no table at all.
     db.sql(
         "",
-        "CREATE DATABASE beta CHARACTER SET latin1 COLLATE latin1_swedish_ci;
-         CREATE TABLE beta.notes (id INT AUTO_INCREMENT PRIMARY KEY, body TEXT, src VARCHAR(10));
+        "CREATE DATABASE beta CHARACTER SET latin1 COLLATE latin1_swedish_ci;",
+    )
+    .unwrap();
+    db.sql(
+        "beta",
+        "CREATE TABLE beta.notes (id INT AUTO_INCREMENT PRIMARY KEY, body TEXT, src VARCHAR(10));
          INSERT INTO beta.notes (body, src) SELECT REPEAT(MD5(seq), 20), 'seed' FROM seq_1_to_20000;
          CREATE TABLE beta.audit (n INT);
          CREATE TRIGGER beta.notes_ai AFTER INSERT ON beta.notes FOR EACH ROW INSERT INTO beta.audit VALUES (NEW.id);
@@ -1124,7 +1128,7 @@ fn mariadb_layouts_restore_by_hand_with_the_documented_commands() {
     source
         .sql(
             "",
-            "CREATE DATABASE beta; CREATE TABLE beta.notes (id INT PRIMARY KEY, body TEXT);
+            "CREATE DATABASE beta; USE beta; CREATE TABLE beta.notes (id INT PRIMARY KEY, body TEXT);
              INSERT INTO beta.notes SELECT seq, MD5(seq) FROM seq_1_to_500;
              CREATE DATABASE gamma; CREATE VIEW gamma.constants AS SELECT 42 AS answer;",
         )
