@@ -268,6 +268,16 @@ pub enum DumpScope<'a> {
 /// server's own views of itself).
 pub const SYSTEM_SCHEMAS: [&str; 3] = ["information_schema", "performance_schema", "sys"];
 
+/// Tables of `mysql` whose structure `mariadb-dump` writes (`CREATE TABLE IF NOT EXISTS`, no
+/// rows) into every dump of that database, whatever `--ignore-table` says: the all-databases
+/// layout plans no part for them and counts them in none.
+pub const ALWAYS_DUMPED: [&str; 3] = ["general_log", "slow_log", "transaction_registry"];
+
+/// Whether `db.table` is one of [`ALWAYS_DUMPED`] (pure).
+pub fn always_dumped(db: &str, table: &str) -> bool {
+    db == "mysql" && ALWAYS_DUMPED.contains(&table)
+}
+
 /// The dump tool's arguments for `scope` (pure; after the connection arguments).
 pub fn scope_args(scope: DumpScope<'_>) -> Vec<String> {
     let mut args: Vec<String> = [
