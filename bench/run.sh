@@ -15,6 +15,10 @@
 # pgbench's ~100x) at two sizes, to show that memory stays flat. Ratios are printed, not
 # asserted. Everything runs on loopback in a temp dir, removed at exit.
 #
+# Last MariaDB (issue 18): a database of BENCH_MARIADB_TABLES tables holding BENCH_MARIADB_MIB
+# MiB (default 16 tables, 512 MiB; mixed rows as above) on a MariaDB server of its own, backed up
+# to file:// and restored with --parallelism 1 (the single stream: one mariadb-dump), 2 and 4.
+#
 # Then the parallel layout (issue 18): a database of BENCH_PARALLEL_TABLES tables holding
 # BENCH_PARALLEL_MIB MiB (default 16 tables, 2048 MiB; same mixed-compressibility rows), backed
 # up and restored with --parallelism 1 (the single stream), 2 and 4, side by side, to and from
@@ -24,6 +28,8 @@
 #   BENCH_PARALLEL="1 2 4" (job counts of the parallel section; "" skips it),
 #   BENCH_PARALLEL_MIB=2048 and BENCH_PARALLEL_TABLES=16 (shrink for a quick run),
 #   BENCH_PARALLEL_SINKS="file s3s" (where the parallel section backs up to and restores from),
+#   BENCH_MARIADB="1 2 4" (job counts of the MariaDB section; "" skips it),
+#   BENCH_MARIADB_MIB=512 and BENCH_MARIADB_TABLES=16 (its database),
 #   BENCH_OUT=<file for the markdown table>, BENCH_KEEP=1 keeps the temp dir, BENCH_BIN=<binary>
 #   skips the release build, BENCH_TMPDIR=<dir> puts the temp dir elsewhere than /tmp.
 set -euo pipefail
@@ -39,12 +45,28 @@ PAR_SINKS="${BENCH_PARALLEL_SINKS-file s3s}"
 OUT="${BENCH_OUT:-$ROOT/target/bench/results.md}"
 
 need() { command -v "$1" >/dev/null 2>&1 || { echo "bench: $1 is required but not installed ($2)" >&2; exit 1; }; }
-need "$PGBIN/pg_ctl" "apt-get install postgresql-15"
-need pgbench "apt-get install postgresql-contrib"
-need moto_server "pip install 'moto[server]'"
-need s3s-fs "cargo install s3s-fs@0.14.1 --locked --features binary (scripts/install-deps.sh)"
-need restic "apt-get install restic"
-need aws "pip install awscli"
+MARIADB="${BENCH_MARIADB-1 2 4}"
+MY_MIB="${BENCH_MARIADB_MIB:-512}"
+MY_TABLES="${BENCH_MARIADB_TABLES:-16}"
+# Each section needs only its own servers and tools.
+USE_PG=""; [ -n "$SIZES$PARALLEL" ] && USE_PG=1
+if [ -n "$USE_PG" ]; then
+  need "$PGBIN/pg_ctl" "apt-get install postgresql-15"
+  need pgbench "apt-get install postgresql-contrib"
+fi
+USE_S3=""; [ -n "$SIZES" ] && USE_S3=1
+[ -n "$PARALLEL" ] && [[ " $PAR_SINKS " == *" s3s "* ]] && USE_S3=1
+if [ -n "$USE_S3" ]; then
+  need moto_server "pip install 'moto[server]'"
+  need s3s-fs "cargo install s3s-fs@0.14.1 --locked --features binary (scripts/install-deps.sh)"
+  need restic "apt-get install restic"
+  need aws "pip install awscli"
+fi
+if [ -n "$MARIADB" ]; then
+  need mariadb-install-db "apt-get install mariadb-server"
+  need mariadb-dump "apt-get install mariadb-client"
+  [ -x /usr/sbin/mariadbd ] || command -v mariadbd >/dev/null || { echo "bench: mariadbd is required (apt-get install mariadb-server)" >&2; exit 1; }
+fi
 need zstd "apt-get install zstd"
 need gzip "apt-get install gzip"
 [ -x /usr/bin/time ] || { echo "bench: /usr/bin/time is required (apt-get install time)" >&2; exit 1; }
@@ -65,10 +87,12 @@ touch "$WORK/pg.log" && chown postgres "$WORK/pg.log"
 PGDATA="$WORK/pg"
 MOTO_PID=""
 S3S_PID=""
+MY_PID=""
 cleanup() {
   set +e
   [ -n "$MOTO_PID" ] && kill "$MOTO_PID" 2>/dev/null && wait "$MOTO_PID" 2>/dev/null
   [ -n "$S3S_PID" ] && kill "$S3S_PID" 2>/dev/null && wait "$S3S_PID" 2>/dev/null
+  [ -n "$MY_PID" ] && kill "$MY_PID" 2>/dev/null && wait "$MY_PID" 2>/dev/null
   [ -d "$PGDATA" ] && runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDATA" -m immediate stop >/dev/null 2>&1
   [ "${BENCH_KEEP:-0}" = 1 ] || rm -rf "$WORK"
 }
@@ -80,18 +104,21 @@ MOTO_PORT="$(free_port)"
 S3S_PORT="$(free_port)"
 
 # PostgreSQL 15 as the postgres user, trust auth on loopback only.
+if [ -n "$USE_PG" ]; then
 mkdir -p "$PGDATA" && chown postgres "$PGDATA"
 runuser -u postgres -- "$PGBIN/initdb" -D "$PGDATA" -U postgres --auth=trust -E UTF8 >/dev/null
 runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDATA" -l "$PGDATA/../pg.log" -w start \
   -o "-p $PGPORT_ -c listen_addresses=127.0.0.1 -k $PGDATA -c shared_buffers=256MB -c max_wal_size=2GB -c fsync=off -c synchronous_commit=off -c full_page_writes=off" >/dev/null
+fi
 export PGHOST=127.0.0.1 PGPORT="$PGPORT_" PGUSER=postgres
 
+export DG_EGRESS_ALLOW_CIDRS=127.0.0.0/8
+export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
+if [ -n "$USE_S3" ]; then
 # moto S3.
 # moto spools large uploads to TMPDIR: keep them in the work dir too.
 TMPDIR="$WORK" moto_server -H 127.0.0.1 -p "$MOTO_PORT" >"$WORK/moto.log" 2>&1 &
 MOTO_PID=$!
-export DG_EGRESS_ALLOW_CIDRS=127.0.0.0/8
-export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
 ENDPOINT="http://127.0.0.1:$MOTO_PORT"
 for _ in $(seq 1 100); do curl -fs "$ENDPOINT" >/dev/null 2>&1 && break; sleep 0.1; done
 aws --endpoint-url "$ENDPOINT" s3 mb s3://bench >/dev/null
@@ -103,6 +130,7 @@ S3S_PID=$!
 S3S="http://127.0.0.1:$S3S_PORT"
 for _ in $(seq 1 100); do aws --endpoint-url "$S3S" s3 ls >/dev/null 2>&1 && break; sleep 0.1; done
 aws --endpoint-url "$S3S" s3 mb s3://bench >/dev/null
+fi
 export RESTIC_PASSWORD=bench RESTIC_CACHE_DIR="$WORK/restic-cache"
 
 RECIPIENT="$(python3 "$HERE/age_keygen.py" "$WORK/identity.txt")"
@@ -129,10 +157,13 @@ ratio() { echo "scale=2; $1 / $2" | bc -l; }
 mib() { echo "scale=1; $1 / 1024" | bc -l; }
 
 mkdir -p "$(dirname "$OUT")"
-{
-  echo "| size | db size | raw dump | stored (zstd+age) | pipeline | wall s | × raw dump | MiB/s of raw dump | client CPU s/GiB | peak RSS MiB |"
-  echo "|---|---|---|---|---|---|---|---|---|---|"
-} >"$OUT"
+: >"$OUT"
+if [ -n "$SIZES" ]; then
+  {
+    echo "| size | db size | raw dump | stored (zstd+age) | pipeline | wall s | × raw dump | MiB/s of raw dump | client CPU s/GiB | peak RSS MiB |"
+    echo "|---|---|---|---|---|---|---|---|---|---|"
+  } >>"$OUT"
+fi
 
 for size in $SIZES; do
   case "$size" in
@@ -265,6 +296,63 @@ if [ -n "$PARALLEL" ]; then
   done
   echo "bench: parallel: $(for sink in $PAR_SINKS; do for j in $PARALLEL; do printf '%s, %s jobs: backup %.2f s, restore %.2f s; ' "$sink" "$j" "${WALL[par_backup_${sink}_$j]}" "${WALL[par_restore_${sink}_$j]}"; done; done)" >&2
   dropdb "$DB"
+fi
+
+# MariaDB: one database of MY_TABLES tables, MY_MIB MiB of rows in all, on a server of its own
+# (loopback TCP, a password user), backed up to a local file and restored (staged, the default)
+# with 1 (the single stream), 2 and 4 jobs.
+if [ -n "$MARIADB" ]; then
+  MYDIR="$WORK/mariadb"
+  MY_PORT="$(free_port)"
+  MY_SERVER="$(command -v mariadbd || echo /usr/sbin/mariadbd)"
+  mkdir -p "$MYDIR/tmp" && chown -R mysql "$MYDIR"
+  mariadb-install-db --no-defaults --datadir="$MYDIR/data" --user=mysql --auth-root-authentication-method=socket \
+    --skip-test-db --skip-name-resolve >"$MYDIR/install.log" 2>&1
+  "$MY_SERVER" --no-defaults --user=mysql --datadir="$MYDIR/data" --socket="$MYDIR/sock" --pid-file="$MYDIR/pid" \
+    --tmpdir="$MYDIR/tmp" --bind-address=127.0.0.1 --port="$MY_PORT" --skip-name-resolve --skip-log-bin \
+    --performance-schema=OFF --innodb-buffer-pool-size=512M --innodb-log-file-size=256M \
+    --innodb-flush-log-at-trx-commit=2 --innodb-doublewrite=0 --character-set-server=utf8mb4 \
+    >"$MYDIR/server.log" 2>&1 &
+  MY_PID=$!
+  for _ in $(seq 1 300); do mariadb --no-defaults --socket="$MYDIR/sock" -u root -e 'SELECT 1' >/dev/null 2>&1 && break; sleep 0.1; done
+  my() { mariadb --no-defaults --socket="$MYDIR/sock" -u root --batch --skip-column-names "$@"; }
+  my -e "CREATE USER bench@'127.0.0.1' IDENTIFIED BY 'bench'; GRANT ALL ON *.* TO bench@'127.0.0.1'"
+  # The agent refuses a password on its command line: it comes from DG_PASSWORD.
+  MY_URI="mysql://bench@127.0.0.1:$MY_PORT"
+  export DG_PASSWORD=bench
+  MDB=bench_mariadb
+  MY_ROWS=$(( MY_MIB * 1048576 / MY_TABLES / 760 ))
+  echo "bench: generating MariaDB $MDB ($MY_TABLES tables of $MY_ROWS rows, ~$MY_MIB MiB)" >&2
+  my -e "CREATE DATABASE $MDB"
+  for t in $(seq -w 1 "$MY_TABLES"); do
+    # Half random base64 (incompressible), half repeated hex: the dump compresses about 2x.
+    my -D "$MDB" -e "CREATE TABLE t$t (id BIGINT PRIMARY KEY, n INT NOT NULL, body TEXT NOT NULL, KEY t${t}_n (n)) ENGINE=InnoDB; INSERT INTO t$t SELECT seq, seq % 1000, CONCAT(TO_BASE64(RANDOM_BYTES(300)), REPEAT(MD5(seq), 10)) FROM seq_1_to_$MY_ROWS;"
+  done
+  MY_SIZE="$(my -e "SELECT CONCAT(ROUND(SUM(data_length + index_length) / 1048576), ' MiB') FROM information_schema.tables WHERE table_schema = '$MDB'")"
+  MY_TOTAL=$(( MY_ROWS * MY_TABLES ))
+  MY_VERSION="$(my -e 'SELECT VERSION()')"
+  {
+    echo
+    echo "| MariaDB database | jobs | layout | backup s | backup × 1 job | restore s | restore speed-up over 1 job | artifacts | raw dump MiB | backup peak RSS MiB | restore peak RSS MiB |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|"
+  } >>"$OUT"
+  for j in $MARIADB; do
+    measure "my_backup_$j" "'$DG' agent backup --engine mysql --uri $MY_URI/$MDB --to file://$WORK/my --run-id j$j --parallelism $j --parallel-min-bytes 0 --recipient $RECIPIENT --termination-log $WORK/termination.log"
+    measure "my_restore_$j" "'$DG' agent restore --engine mysql --uri $MY_URI/${MDB}_r$j --from file://$WORK/my/j$j/manifest.json --identity-file '$WORK/identity.txt' --create-database --parallelism $j --termination-log $WORK/termination.log"
+    got="$(for t in $(seq -w 1 "$MY_TABLES"); do my -D "${MDB}_r$j" -e "SELECT COUNT(*) FROM t$t"; done | paste -sd+ | bc)"
+    [ "$got" = "$MY_TOTAL" ] || { echo "bench: MariaDB restored $got rows of $MY_TOTAL ($j jobs)" >&2; exit 1; }
+    my -e "DROP DATABASE ${MDB}_r$j"
+    ARTS="$(python3 -c "import json; print(len(json.load(open('$WORK/my/j$j/manifest.json'))['artifacts']))")"
+    VERSION="$(python3 -c "import json; print(json.load(open('$WORK/my/j$j/manifest.json'))['formatVersion'])")"
+    RAW="$(python3 -c "import json; print(round(sum(a['rawBytes'] for a in json.load(open('$WORK/my/j$j/manifest.json'))['artifacts']) / 1048576))")"
+    LAYOUT="single stream"; [ "$VERSION" = 3 ] && LAYOUT="parallel"
+    printf '| %s, %s tables (%s) | %s | %s | %.2f | %s | %.2f | %s× | %s | %s | %s | %s |\n' "$MY_SIZE" "$MY_TABLES" "$MY_VERSION" "$j" "$LAYOUT" \
+      "${WALL[my_backup_$j]}" "$(ratio "${WALL[my_backup_$j]}" "${WALL[my_backup_1]:-${WALL[my_backup_$j]}}")×" \
+      "${WALL[my_restore_$j]}" "$(ratio "${WALL[my_restore_1]:-${WALL[my_restore_$j]}}" "${WALL[my_restore_$j]}")" "$ARTS" "$RAW" \
+      "$(mib "${RSS[my_backup_$j]}")" "$(mib "${RSS[my_restore_$j]}")" >>"$OUT"
+    rm -rf "$WORK/my/j$j"
+  done
+  echo "bench: MariaDB: $(for j in $MARIADB; do printf '%s jobs: backup %.2f s, restore %.2f s; ' "$j" "${WALL[my_backup_$j]}" "${WALL[my_restore_$j]}"; done)" >&2
 fi
 
 echo >&2

@@ -821,3 +821,460 @@ fn mariadb_parallel_round_trip_in_one_snapshot() {
             > 0
     );
 }
+
+#[test]
+fn mariadb_all_databases_parallel_round_trip_in_one_snapshot_and_validation() {
+    let db = testkit::MariaDb::start().unwrap();
+    db.create_database("alpha").unwrap();
+    my_fill(&db, "alpha", 20000);
+    // A second database with its own character set, a trigger and a table as big as alpha's
+    // orders (the two biggest tables go to different parts); a third with no table at all.
+    db.sql(
+        "",
+        "CREATE DATABASE beta CHARACTER SET latin1 COLLATE latin1_swedish_ci;",
+    )
+    .unwrap();
+    db.sql(
+        "beta",
+        "CREATE TABLE beta.notes (id INT AUTO_INCREMENT PRIMARY KEY, body TEXT, src VARCHAR(10));
+         INSERT INTO beta.notes (body, src) SELECT REPEAT(MD5(seq), 20), 'seed' FROM seq_1_to_20000;
+         CREATE TABLE beta.audit (n INT);
+         CREATE TRIGGER beta.notes_ai AFTER INSERT ON beta.notes FOR EACH ROW INSERT INTO beta.audit VALUES (NEW.id);
+         CREATE DATABASE gamma;
+         CREATE VIEW gamma.constants AS SELECT 42 AS answer;
+         CREATE PROCEDURE gamma.hello() SELECT 'hello';",
+    )
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("backups");
+    let to = format!("file://{}", store.display());
+    let uri = db.uri("");
+
+    // One order in alpha and one note in beta per transaction while the backup runs.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let mut cmd = db.client_command("mariadb");
+        cmd.args(["--batch"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null());
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut child = cmd.spawn().unwrap();
+            let mut stdin = child.stdin.take().unwrap();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if stdin
+                    .write_all(b"BEGIN; INSERT INTO alpha.orders (customer, amount, blob_text) VALUES (1, -1, 'w'); INSERT INTO beta.notes (body, src) VALUES ('w', 'writer'); COMMIT;\n")
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            drop(stdin);
+            let _ = child.wait();
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let run = run_agent(
+        &[
+            "backup",
+            "--engine",
+            "mysql",
+            "--all-databases",
+            "--to",
+            &to,
+            "--run-id",
+            "all",
+            "--parallelism",
+            "2",
+            "--parallel-min-bytes",
+            "0",
+        ],
+        &[("DG_URI", &uri)],
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    run.assert_ok();
+
+    // The manifest: the all-databases artifact (every database's CREATE DATABASE, views,
+    // routines, events) and one part per job, each part naming the database and table of
+    // every table it holds; sizes and checksums are what is on disk.
+    let dir = store.join("all");
+    let m = manifest(&dir);
+    assert_eq!(m["formatVersion"], 3, "{m}");
+    assert_eq!(m["allDatabases"], true);
+    let arts = m["artifacts"].as_array().unwrap();
+    assert_eq!(arts[0]["kind"], "allDatabases");
+    assert_eq!(arts[0]["key"], "all-databases.sql.zst");
+    assert_eq!(arts.len(), 3, "the schemas and one part per job: {m}");
+    for a in arts {
+        let key = a["key"].as_str().unwrap();
+        let bytes = std::fs::read(dir.join(key)).unwrap();
+        assert_eq!(
+            a["sizeBytes"].as_u64().unwrap(),
+            bytes.len() as u64,
+            "{key}"
+        );
+        assert_eq!(
+            a["sha256"].as_str().unwrap(),
+            dataguardian::agent::hash::sha256_hex(&bytes),
+            "{key}"
+        );
+        assert!(a.get("database").is_none(), "{a}");
+    }
+    for p in &arts[1..] {
+        assert_eq!(p["kind"], "tableData");
+        assert!(
+            p["key"]
+                .as_str()
+                .unwrap()
+                .starts_with("all-databases.tables/"),
+            "{p}"
+        );
+    }
+    let counts = summary_counts(&run.summary);
+    let placed = data_tables(&m);
+    assert_eq!(
+        placed.keys().collect::<Vec<_>>(),
+        counts.keys().collect::<Vec<_>>(),
+        "every base table of every user database in exactly one part"
+    );
+    for (t, (_, rows)) in &placed {
+        assert_eq!(counts[t], *rows, "{t}");
+    }
+    for t in [
+        "alpha.orders",
+        "alpha.odd`name",
+        "alpha.empty_table",
+        "beta.notes",
+        "beta.audit",
+    ] {
+        assert!(counts.contains_key(t), "{t} in {counts:?}");
+    }
+    assert!(
+        !counts.keys().any(|t| t.starts_with("information_schema.")
+            || t.starts_with("performance_schema.")
+            || t.starts_with("sys.")),
+        "{counts:?}"
+    );
+    assert_ne!(
+        placed["alpha.orders"].0, placed["beta.notes"].0,
+        "{placed:?}"
+    );
+    let written = counts["beta.notes"] - 20_000;
+    assert!(written > 0, "the writer was running during the backup");
+    assert_eq!(
+        counts["alpha.orders"],
+        20_000 + written,
+        "both databases' parts started in the same snapshot"
+    );
+    assert_eq!(
+        counts["beta.audit"], written,
+        "the trigger fired once per note"
+    );
+
+    // Everything into a second, empty server, 2 sessions: the rows, the character set, the
+    // views, routines and triggers, the database without tables.
+    let target = testkit::MariaDb::start().unwrap();
+    let from = format!("file://{}/manifest.json", dir.display());
+    let r = run_agent(
+        &[
+            "restore",
+            "--engine",
+            "mysql",
+            "--from",
+            &from,
+            "--parallelism",
+            "2",
+        ],
+        &[("DG_URI", &target.uri(""))],
+    );
+    r.assert_ok();
+    assert_eq!(r.summary["checksumVerified"], true);
+    for name in ["alpha", "beta"] {
+        let restored = my_fingerprint(&target, name);
+        assert!(!restored.is_empty(), "{name}");
+        for (t, (rows, _)) in &restored {
+            assert_eq!(counts.get(&format!("{name}.{t}")), Some(rows), "{name}.{t}");
+        }
+    }
+    assert_eq!(
+        my_fingerprint(&target, "alpha")["customers"],
+        my_fingerprint(&db, "alpha")["customers"]
+    );
+    assert_eq!(
+        target
+            .sql(
+                "",
+                "SELECT default_character_set_name FROM information_schema.schemata WHERE schema_name = 'beta'"
+            )
+            .unwrap(),
+        "latin1"
+    );
+    assert_eq!(
+        target
+            .sql("alpha", "SELECT COUNT(*) FROM orders WHERE amount = -1")
+            .unwrap(),
+        written.to_string()
+    );
+    assert_eq!(target.sql("alpha", "SELECT add_one(41)").unwrap(), "42");
+    assert!(
+        target
+            .sql("alpha", "SELECT COUNT(*) FROM big_orders")
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            > 0
+    );
+    assert_eq!(
+        target
+            .sql(
+                "",
+                "SELECT COUNT(*) FROM information_schema.triggers WHERE trigger_schema IN ('alpha', 'beta')"
+            )
+            .unwrap(),
+        "2"
+    );
+    assert_eq!(
+        target.sql("gamma", "SELECT answer FROM constants").unwrap(),
+        "42"
+    );
+    assert_eq!(target.sql("gamma", "CALL hello()").unwrap(), "hello");
+
+    // A validation into a fresh sandbox server: the row counts of every database pass.
+    let sandbox = testkit::MariaDb::start().unwrap();
+    let checks = r#"[{"rowCounts": {}}]"#;
+    let v = run_agent(
+        &[
+            "validate",
+            "--engine",
+            "mysql",
+            "--from",
+            &from,
+            "--wait-seconds",
+            "30",
+        ],
+        &[("DG_URI", &sandbox.uri("")), ("DG_CHECKS", checks)],
+    );
+    assert_eq!(v.code, 0, "stdout: {}\nstderr: {}", v.stdout, v.stderr);
+    assert_eq!(v.summary["result"], "Passed", "{}", v.summary);
+    let rc = check(&v.summary, "rowCounts-0");
+    assert_eq!(rc["expected"], rc["observed"], "{rc}");
+    assert!(
+        rc["expected"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{} tables", counts.len())),
+        "{rc}"
+    );
+
+    // A tampered part: the restore fails on its checksum.
+    let victim = dir.join(arts[1]["key"].as_str().unwrap());
+    let mut bytes = std::fs::read(&victim).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x55;
+    std::fs::write(&victim, &bytes).unwrap();
+    let other = testkit::MariaDb::start().unwrap();
+    let r = run_agent(
+        &[
+            "restore",
+            "--engine",
+            "mysql",
+            "--from",
+            &from,
+            "--verify-first",
+        ],
+        &[("DG_URI", &other.uri(""))],
+    );
+    assert_ne!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.summary["category"], "integrity", "{}", r.summary);
+    assert_eq!(
+        other
+            .sql(
+                "",
+                "SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name IN ('alpha', 'beta', 'gamma')"
+            )
+            .unwrap(),
+        "0",
+        "--verify-first: nothing restored"
+    );
+}
+
+/// The bash block between `<!-- {marker}:begin -->` and `<!-- {marker}:end -->` of
+/// docs/restore-and-validation.md, as it is written there.
+fn documented_block(marker: &str) -> String {
+    let doc = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/restore-and-validation.md"),
+    )
+    .unwrap();
+    let block = doc
+        .split(&format!("<!-- {marker}:begin -->"))
+        .nth(1)
+        .and_then(|rest| rest.split(&format!("<!-- {marker}:end -->")).next())
+        .unwrap_or_else(|| panic!("the documented block {marker}"));
+    block
+        .trim()
+        .strip_prefix("```bash")
+        .and_then(|s| s.strip_suffix("```"))
+        .expect("a bash code block")
+        .to_string()
+}
+
+#[test]
+fn mariadb_layouts_restore_by_hand_with_the_documented_commands() {
+    let source = testkit::MariaDb::start().unwrap();
+    source.create_database("shop").unwrap();
+    my_fill(&source, "shop", 3000);
+    source
+        .sql(
+            "",
+            "CREATE DATABASE beta; USE beta; CREATE TABLE beta.notes (id INT PRIMARY KEY, body TEXT);
+             INSERT INTO beta.notes SELECT seq, MD5(seq) FROM seq_1_to_500;
+             CREATE DATABASE gamma; CREATE VIEW gamma.constants AS SELECT 42 AS answer;",
+        )
+        .unwrap();
+    let (shop, beta) = (
+        my_fingerprint(&source, "shop"),
+        my_fingerprint(&source, "beta"),
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let (public, identity, _) = age_keypair(tmp.path(), "id.txt");
+    let store = tmp.path().join("backups");
+    let to = format!("file://{}", store.display());
+    let backup = |run: &str, all: bool, jobs: &str, extra: &[&str]| {
+        let mut args = vec![
+            "backup",
+            "--engine",
+            "mysql",
+            "--to",
+            &to,
+            "--run-id",
+            run,
+            "--parallelism",
+            jobs,
+            "--parallel-min-bytes",
+            "0",
+        ];
+        if all {
+            args.push("--all-databases");
+        }
+        args.extend_from_slice(extra);
+        let uri = source.uri(if all { "" } else { "shop" });
+        run_agent(&args, &[("DG_URI", &uri)]).assert_ok();
+        let m = manifest(&store.join(run));
+        m["formatVersion"].as_u64().unwrap()
+    };
+    assert_eq!(backup("single", false, "1", &[]), 1);
+    assert_eq!(backup("par", false, "2", &["--recipient", &public]), 3);
+    assert_eq!(backup("allpar", true, "2", &[]), 3);
+
+    // The encrypted backup's data key, unwrapped with docs/disaster-recovery.md's own block.
+    let dr = include_str!("../docs/disaster-recovery.md");
+    let unwrap = dr
+        .split("```sh dr-unwrap-age")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("the dr-unwrap-age block");
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!("set -euo pipefail\n{unwrap}"))
+        .current_dir(store.join("par"))
+        .env("AGE_IDENTITY", &identity)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let data_key = store.join("par").join("data-key.txt");
+
+    let script = documented_block("mariadb-restore-by-hand");
+    // The client's connection from ~/.my.cnf, as the page says.
+    let run_script = |target: &testkit::MariaDb, run: &str, db: &str| {
+        let home = tmp.path().join(format!("home-{}", target.port()));
+        std::fs::create_dir_all(&home).unwrap();
+        std::fs::copy(target.client_config(), home.join(".my.cnf")).unwrap();
+        std::process::Command::new("bash")
+            .arg("-c")
+            .arg(&script)
+            .env("HOME", &home)
+            .env("BACKUP", store.join(run))
+            .env("SOURCE_DB", "shop")
+            .env("DB", db)
+            .env("JOBS", "2")
+            .env("IDENTITY", &data_key)
+            .output()
+            .unwrap()
+    };
+    let ok = |out: std::process::Output| {
+        assert!(
+            out.status.success(),
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let target = testkit::MariaDb::start().unwrap();
+    for (run, db) in [("single", "from_single"), ("par", "from_par")] {
+        target.create_database(db).unwrap();
+        ok(run_script(&target, run, db));
+        assert_eq!(my_fingerprint(&target, db), shop, "{run}");
+        assert_eq!(target.sql(db, "SELECT add_one(1)").unwrap(), "2", "{run}");
+        assert_eq!(
+            target
+                .sql(
+                    "",
+                    &format!("SELECT COUNT(*) FROM information_schema.triggers WHERE trigger_schema = '{db}'")
+                )
+                .unwrap(),
+            "1",
+            "{run}"
+        );
+    }
+    let everything = testkit::MariaDb::start().unwrap();
+    ok(run_script(&everything, "allpar", ""));
+    assert_eq!(my_fingerprint(&everything, "shop"), shop);
+    assert_eq!(my_fingerprint(&everything, "beta"), beta);
+    assert_eq!(
+        everything
+            .sql("gamma", "SELECT answer FROM constants")
+            .unwrap(),
+        "42"
+    );
+
+    // The documented commands check the checksums first: a corrupted part stops them before
+    // anything is restored.
+    let m = manifest(&store.join("par"));
+    let part = m["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["kind"] == "tableData")
+        .unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = store.join("par").join(&part);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[10] ^= 1;
+    std::fs::write(&path, bytes).unwrap();
+    target.create_database("corrupt").unwrap();
+    let out = run_script(&target, "par", "corrupt");
+    assert!(!out.status.success());
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("FAILED"), "{said}");
+    assert_eq!(
+        target
+            .sql(
+                "",
+                "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'corrupt'"
+            )
+            .unwrap(),
+        "0"
+    );
+}

@@ -143,7 +143,8 @@ pub struct PlannedArtifact {
 }
 
 /// Plan the artifacts of a backup (pure): PostgreSQL gets globals plus one archive per
-/// database with `--all-databases`; MySQL gets one SQL stream.
+/// database with `--all-databases`; MySQL gets one SQL stream (the parallel layout, decided when
+/// it is dumped, splits a database or all databases into parts).
 pub fn plan_artifacts(
     engine: Engine,
     database: Option<&str>,
@@ -393,6 +394,14 @@ async fn backup_artifact(
         if let Some(parts) = mysql_parallel(req, store, run_dir, item, &db, progress).await? {
             return Ok(parts);
         }
+    }
+    if req.engine == Engine::Mysql
+        && item.kind == ArtifactKind::AllDatabases
+        && req.parallelism > 1
+        && req.dump_args.is_empty()
+        && let Some(parts) = mysql_parallel_all(req, store, run_dir, item, progress).await?
+    {
+        return Ok(parts);
     }
     let (stats, stored, tables, format) = match (req.engine, item.kind) {
         (Engine::Postgres, ArtifactKind::Database) => {
@@ -892,6 +901,131 @@ pub fn into_bins(groups: Vec<TableGroup>, n: usize) -> Vec<TableGroup> {
     bins
 }
 
+/// What the dumps of a MySQL/MariaDB parallel backup hold (owned: each dump's
+/// [`mysql::DumpScope`] borrows from it). Dump 0 is the schema artifact, dump `i > 0` the
+/// `tableData` artifact of bin `i - 1`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MysqlPlan {
+    /// One database.
+    One {
+        /// The database.
+        db: String,
+        /// Every table in a bin.
+        every: Vec<String>,
+        /// The bins' tables.
+        bins: Vec<Vec<String>>,
+    },
+    /// Every user database (`--all-databases`).
+    All {
+        /// The databases (with or without tables).
+        databases: Vec<String>,
+        /// Every base table `(database, table)`.
+        every: Vec<(String, String)>,
+        /// The bins' tables, which may belong to several databases.
+        bins: Vec<Vec<(String, String)>>,
+        /// Per bin: the other tables and views of its databases (left out of its dump).
+        ignores: Vec<Vec<(String, String)>>,
+    },
+}
+
+impl MysqlPlan {
+    /// Plan the all-databases layout (pure): the base tables packed into `jobs` bins as for one
+    /// database (`None`: keep the single stream, as [`plan_table_groups`] decides).
+    pub fn all(objects: &mysql::ServerObjects, jobs: usize, min_bytes: u64) -> Option<Self> {
+        let sizes: Vec<postgres::TableSize> = objects
+            .tables
+            .iter()
+            .filter(|(db, name, _)| !mysql::always_dumped(db, name))
+            .map(|(db, name, bytes)| postgres::TableSize {
+                schema: db.clone(),
+                name: name.clone(),
+                bytes: *bytes,
+            })
+            .collect();
+        let bins = into_bins(plan_table_groups(&sizes, jobs, min_bytes, false)?, jobs);
+        let bins: Vec<Vec<(String, String)>> = bins.into_iter().map(|b| b.tables).collect();
+        let every: Vec<(String, String)> = objects
+            .tables
+            .iter()
+            .filter(|(db, name, _)| !mysql::always_dumped(db, name))
+            .map(|(d, t, _)| (d.clone(), t.clone()))
+            .collect();
+        let ignores = bins
+            .iter()
+            .map(|bin| {
+                every
+                    .iter()
+                    .chain(&objects.others)
+                    .filter(|(d, t)| {
+                        bin.iter().any(|(bd, _)| bd == d)
+                            && !bin.iter().any(|x| x.0 == *d && x.1 == *t)
+                    })
+                    .cloned()
+                    .collect()
+            })
+            .collect();
+        Some(MysqlPlan::All {
+            databases: objects.databases.clone(),
+            every,
+            bins,
+            ignores,
+        })
+    }
+
+    /// Number of dumps (the schema artifact and one per bin).
+    pub fn dumps(&self) -> usize {
+        1 + match self {
+            MysqlPlan::One { bins, .. } => bins.len(),
+            MysqlPlan::All { bins, .. } => bins.len(),
+        }
+    }
+
+    /// What dump `i` holds.
+    pub fn scope(&self, i: usize) -> mysql::DumpScope<'_> {
+        match (self, i) {
+            (MysqlPlan::One { db, every, .. }, 0) => mysql::DumpScope::AllBut { db, tables: every },
+            (MysqlPlan::One { db, bins, .. }, i) => mysql::DumpScope::Tables {
+                db,
+                tables: &bins[i - 1],
+            },
+            (
+                MysqlPlan::All {
+                    databases, every, ..
+                },
+                0,
+            ) => mysql::DumpScope::Schemas {
+                databases,
+                ignore: every,
+            },
+            (MysqlPlan::All { bins, ignores, .. }, i) => mysql::DumpScope::TablesOf {
+                tables: &bins[i - 1],
+                ignore: &ignores[i - 1],
+            },
+        }
+    }
+
+    /// The tables whose rows dump `i > 0` must hold, `(database, table)`, sorted.
+    pub fn expected(&self, i: usize) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = match self {
+            MysqlPlan::One { db, bins, .. } => bins[i - 1]
+                .iter()
+                .map(|t| (db.clone(), t.clone()))
+                .collect(),
+            MysqlPlan::All { bins, .. } => bins[i - 1].clone(),
+        };
+        out.sort();
+        out
+    }
+
+    /// The database the row counter starts in (`USE` switches it with all databases).
+    fn counter_db(&self) -> &str {
+        match self {
+            MysqlPlan::One { db, .. } => db,
+            MysqlPlan::All { .. } => "",
+        }
+    }
+}
+
 /// MySQL/MariaDB parallel layout of one database: under a brief `FLUSH TABLES WITH READ
 /// LOCK` one dump per bin of tables (structure, rows, triggers) and one of everything else
 /// (views, routines, events) start their `START TRANSACTION WITH CONSISTENT SNAPSHOT`; the
@@ -905,7 +1039,6 @@ async fn mysql_parallel(
     db: &str,
     progress: &Arc<Progress>,
 ) -> Result<Option<Vec<Artifact>>> {
-    use futures::StreamExt as _;
     let (uri, dbname) = (req.uri.clone(), db.to_string());
     let sizes = blocking(move || mysql::table_sizes(&uri, &dbname)).await?;
     let sizes: Vec<postgres::TableSize> = sizes
@@ -929,28 +1062,106 @@ async fn mysql_parallel(
             return Ok(None);
         }
     };
+    let bins: Vec<Vec<String>> = bins
+        .into_iter()
+        .map(|b| b.tables.into_iter().map(|(_, t)| t).collect())
+        .collect();
+    let plan = MysqlPlan::One {
+        db: db.to_string(),
+        every: bins.iter().flatten().cloned().collect(),
+        bins,
+    };
     let encrypted = !req.recipients.is_empty();
-    let every: Vec<String> = bins
-        .iter()
-        .flat_map(|b| b.tables.iter().map(|(_, t)| t.clone()))
-        .collect();
-    let tables: Vec<Vec<String>> = bins
-        .iter()
-        .map(|b| b.tables.iter().map(|(_, t)| t.clone()).collect())
-        .collect();
-    tracing::info!(
-        database = db,
-        dumps = bins.len() + 1,
-        tables = every.len(),
-        "parallel layout"
-    );
-    // Job 0 is the database artifact (everything but the tables), job i > 0 bin i - 1.
     let keys: Vec<String> = std::iter::once(item.key.clone())
         .chain(
-            (0..bins.len())
+            (0..plan.dumps() - 1)
                 .map(|i| table_data_name(Engine::Mysql, db, i, req.compression, encrypted)),
         )
         .collect();
+    mysql_dumps_under_lock(req, store, run_dir, item, &plan, keys, lock, progress)
+        .await
+        .map(Some)
+}
+
+/// MySQL/MariaDB parallel layout of every user database (`--all-databases`): the base tables
+/// of all databases in `parallelism` bins, one dump each (`--databases … --ignore-table=…`: a
+/// part may hold tables of several databases, each with its `CREATE DATABASE IF NOT EXISTS`
+/// and `USE`), and one dump of every database's `CREATE DATABASE`, views, routines and events
+/// (the all-databases artifact), all started under one brief read lock as for one database.
+/// The tables are listed again under the lock (no DDL can run then), so the plan is exactly
+/// the snapshot's. `None`: keep the single stream.
+async fn mysql_parallel_all(
+    req: &BackupRequest,
+    store: &Store,
+    run_dir: &Location,
+    item: &PlannedArtifact,
+    progress: &Arc<Progress>,
+) -> Result<Option<Vec<Artifact>>> {
+    let uri = req.uri.clone();
+    let objects = blocking(move || mysql::server_objects(&uri)).await?;
+    if MysqlPlan::all(&objects, req.parallelism, req.parallel_min_bytes).is_none() {
+        return Ok(None);
+    }
+    let uri = req.uri.clone();
+    let lock = match blocking(move || mysql::ReadLock::acquire(&uri)).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "no global read lock for a parallel dump (it needs the RELOAD privilege): one stream");
+            return Ok(None);
+        }
+    };
+    let uri = req.uri.clone();
+    let listed = blocking(move || mysql::server_objects(&uri)).await;
+    let plan = match listed {
+        Ok(objects) => MysqlPlan::all(&objects, req.parallelism, 0),
+        Err(e) => {
+            let _ = blocking(move || lock.release()).await;
+            return Err(e);
+        }
+    };
+    let Some(plan) = plan else {
+        blocking(move || lock.release()).await?;
+        return Ok(None);
+    };
+    let encrypted = !req.recipients.is_empty();
+    let keys: Vec<String> = std::iter::once(item.key.clone())
+        .chain((0..plan.dumps() - 1).map(|i| {
+            table_data_name(
+                Engine::Mysql,
+                ALL_DATABASES_PARTS,
+                i,
+                req.compression,
+                encrypted,
+            )
+        }))
+        .collect();
+    mysql_dumps_under_lock(req, store, run_dir, item, &plan, keys, lock, progress)
+        .await
+        .map(Some)
+}
+
+/// Where the parts of a MySQL all-databases parallel backup go: `all-databases.tables/NNN.sql…`.
+pub const ALL_DATABASES_PARTS: &str = "all-databases";
+
+/// Start every dump of `plan` while `lock` is held, release it once all are past their
+/// snapshot, stream them, check each part's counted tables against the plan and commit.
+#[allow(clippy::too_many_arguments)]
+async fn mysql_dumps_under_lock(
+    req: &BackupRequest,
+    store: &Store,
+    run_dir: &Location,
+    item: &PlannedArtifact,
+    plan: &MysqlPlan,
+    keys: Vec<String>,
+    lock: mysql::ReadLock,
+    progress: &Arc<Progress>,
+) -> Result<Vec<Artifact>> {
+    use futures::StreamExt as _;
+    tracing::info!(
+        database = item.database.as_deref().unwrap_or("(all)"),
+        dumps = plan.dumps(),
+        "parallel layout"
+    );
     let mut signals = Vec::new();
     let mut senders = Vec::new();
     for _ in 0..keys.len() {
@@ -977,7 +1188,7 @@ async fn mysql_parallel(
         }
         released
     });
-    let (keys_ref, every_ref, tables_ref) = (&keys, &every, &tables);
+    let keys_ref = &keys;
     // Every dump streams at once: they share the cores, so zstd's threads per stream.
     let streams = keys.len();
     let started: Vec<_> = senders.iter_mut().map(Option::take).collect();
@@ -988,13 +1199,8 @@ async fn mysql_parallel(
                 let clock = Instant::now();
                 let span = tracing::info_span!("part", artifact.key = %keys_ref[i], part = i);
                 let out = async {
-                    let scope = if i == 0 {
-                        mysql::DumpScope::AllBut(every_ref)
-                    } else {
-                        mysql::DumpScope::Tables(&tables_ref[i - 1])
-                    };
-                    let tool = mysql::spawn_scoped_dump(&req.uri, db, scope)?;
-                    let counter = (i > 0).then(|| RowCounter::new(db));
+                    let tool = mysql::spawn_scoped_dump(&req.uri, plan.scope(i))?;
+                    let counter = (i > 0).then(|| RowCounter::new(plan.counter_db()));
                     stream_to_pending(req, store, &at, tool, counter, progress, tx, streams).await
                 };
                 (i, in_span(span, out).await, clock.elapsed())
@@ -1016,22 +1222,59 @@ async fn mysql_parallel(
             }
         }
     }
+    done.sort_by_key(|(i, ..)| *i);
+    let counts: Vec<(usize, Vec<TableCount>)> = done
+        .iter_mut()
+        .map(|(i, _, _, counter, _)| {
+            let mut c = counter.take().map(RowCounter::finish).unwrap_or_default();
+            // The log tables' structure comes with every dump of `mysql`: no part holds them.
+            if *i > 0 {
+                let planned = plan.expected(*i);
+                c.retain(|t| {
+                    !mysql::always_dumped(&t.schema, &t.name)
+                        || planned.iter().any(|(d, n)| *d == t.schema && *n == t.name)
+                });
+            }
+            (*i, c)
+        })
+        .collect();
+    // Each part holds exactly the tables planned for it (a table in two parts, or in none,
+    // would restore twice or not at all).
+    for (i, c) in counts.iter().filter(|(i, _)| *i > 0) {
+        let mut seen: Vec<(String, String)> = c
+            .iter()
+            .map(|t| (t.schema.clone(), t.name.clone()))
+            .collect();
+        seen.sort();
+        let planned = plan.expected(*i);
+        if seen != planned && first_err.is_none() {
+            let name = |(d, t): &(String, String)| format!("{d}.{t}");
+            let missing: Vec<String> = planned
+                .iter()
+                .filter(|t| !seen.contains(t))
+                .take(5)
+                .map(name)
+                .collect();
+            let extra: Vec<String> = seen
+                .iter()
+                .filter(|t| !planned.contains(t))
+                .take(5)
+                .map(name)
+                .collect();
+            first_err = Some(AgentError::Source(format!(
+                "{} holds {} tables where {} were planned (missing: {missing:?}, not planned: {extra:?})",
+                keys[*i],
+                seen.len(),
+                planned.len()
+            )));
+        }
+    }
     if let Some(e) = first_err {
         for (_, pending, ..) in done {
             pending.abort().await;
         }
         return Err(e);
     }
-    done.sort_by_key(|(i, ..)| *i);
-    let counts: Vec<(usize, Vec<TableCount>)> = done
-        .iter_mut()
-        .map(|(i, _, _, counter, _)| {
-            (
-                *i,
-                counter.take().map(RowCounter::finish).unwrap_or_default(),
-            )
-        })
-        .collect();
     let mut all: Vec<TableCount> = counts.iter().flat_map(|(_, c)| c.clone()).collect();
     all.sort_by(|a, b| (&a.schema, &a.name).cmp(&(&b.schema, &b.name)));
     let mut out = Vec::with_capacity(done.len());
@@ -1047,7 +1290,7 @@ async fn mysql_parallel(
             }
         };
         let (kind, tables) = if i == 0 {
-            (ArtifactKind::Database, all.clone())
+            (item.kind, all.clone())
         } else {
             let mine = counts
                 .iter()
@@ -1067,7 +1310,7 @@ async fn mysql_parallel(
             took,
         ));
     }
-    Ok(Some(out))
+    Ok(out)
 }
 
 /// Stream a dump tool into storage and commit when the tool exits cleanly.
@@ -1170,6 +1413,62 @@ mod tests {
         );
         let few = plan_table_groups(&equal[..2], 4, 0, false).unwrap();
         assert_eq!(into_bins(few, 4).len(), 2);
+    }
+
+    #[test]
+    fn mysql_all_databases_bins_span_databases_and_ignore_the_rest_of_theirs() {
+        let t = |d: &str, n: &str, mib: u64| (d.to_string(), n.to_string(), mib << 20);
+        let objects = mysql::ServerObjects {
+            databases: vec!["a".into(), "b".into(), "mysql".into(), "only_views".into()],
+            tables: vec![
+                t("a", "big", 100),
+                t("a", "small", 1),
+                t("b", "mid", 60),
+                t("b", "tiny", 1),
+                t("mysql", "db", 0),
+                t("mysql", "general_log", 0),
+            ],
+            others: vec![("a".into(), "v".into()), ("only_views".into(), "w".into())],
+        };
+        // Below the threshold, or one job: the single stream.
+        assert!(MysqlPlan::all(&objects, 2, 1 << 30).is_none());
+        assert!(MysqlPlan::all(&objects, 1, 0).is_none());
+        let plan = MysqlPlan::all(&objects, 2, 0).unwrap();
+        assert_eq!(plan.dumps(), 3);
+        // Every base table in exactly one part.
+        let mut placed: Vec<(String, String)> =
+            (1..plan.dumps()).flat_map(|i| plan.expected(i)).collect();
+        placed.sort();
+        // (but the log tables mariadb-dump writes into every dump of `mysql` by itself)
+        let mut every: Vec<(String, String)> = objects
+            .tables
+            .iter()
+            .filter(|(_, n, _)| n != "general_log")
+            .map(|(d, n, _)| (d.clone(), n.clone()))
+            .collect();
+        every.sort();
+        assert_eq!(placed, every);
+        assert_eq!(plan.expected(1), [("a".to_string(), "big".to_string())]);
+        for i in 1..plan.dumps() {
+            let mine = plan.expected(i);
+            let mysql::DumpScope::TablesOf { tables, ignore } = plan.scope(i) else {
+                panic!("part {i} is not TablesOf");
+            };
+            assert_eq!(tables.len(), mine.len());
+            // It ignores every other table and view of its databases, and nothing of others.
+            for (d, n) in every.iter().chain(&objects.others) {
+                let in_my_db = mine.iter().any(|(md, _)| md == d);
+                let mine_too = mine.iter().any(|(md, mn)| md == d && mn == n);
+                let ignored = ignore.iter().any(|(id, i_n)| id == d && i_n == n);
+                assert_eq!(ignored, in_my_db && !mine_too, "part {i}: {d}.{n}");
+            }
+        }
+        // The schema dump: every database (those without tables too), no base table.
+        let mysql::DumpScope::Schemas { databases, ignore } = plan.scope(0) else {
+            panic!("dump 0 is not Schemas");
+        };
+        assert_eq!(databases, objects.databases.as_slice());
+        assert_eq!(ignore.len(), objects.tables.len() - 1);
     }
 
     #[test]

@@ -12,6 +12,12 @@
 //!   globals.sql[...]                     PostgreSQL --all-databases: roles and tablespaces
 //!   <db>.sql[.zst|.gz][.age]             single MySQL/MariaDB database (mariadb-dump SQL)
 //!   all-databases.sql[...]               MySQL --all-databases: one SQL stream
+//!   <db>.tables/<NNN>.sql[...]           MySQL parallel layout: some tables of <db> (structure,
+//!                                        rows, triggers); <db>.sql then holds the rest
+//!   all-databases.tables/<NNN>.sql[...]  MySQL --all-databases parallel layout: some tables of
+//!                                        any databases (each with CREATE DATABASE IF NOT EXISTS
+//!                                        and USE); all-databases.sql then holds every database's
+//!                                        CREATE DATABASE, views, routines and events
 //!   manifest.json                        written last; without it, the run is not a backup
 //! ```
 //!
@@ -214,10 +220,20 @@ impl Manifest {
                 Engine::Postgres => PayloadFormat::PgDumpCustom,
                 Engine::Mysql => PayloadFormat::Sql,
             };
+            // A part belongs to its database's artifact; a MySQL all-databases part (its tables
+            // may span databases, each named in `dataTables`) to the all-databases artifact.
             let owner = self.artifacts.iter().any(|d| {
-                d.kind == ArtifactKind::Database && d.database == a.database && d.format == format
+                d.format == format
+                    && d.database == a.database
+                    && match (&a.database, d.kind) {
+                        (Some(_), ArtifactKind::Database) => true,
+                        (None, ArtifactKind::AllDatabases) => {
+                            self.engine == Engine::Mysql && self.all_databases
+                        }
+                        _ => false,
+                    }
             });
-            if a.database.is_none() || !owner || a.format != format {
+            if !owner || a.format != format {
                 return Err(format!(
                     "tableData artifact {:?} belongs to no database artifact of its format",
                     a.key
@@ -515,6 +531,27 @@ pub(crate) mod tests {
             table_data_name(Engine::Mysql, "shop", 2, Compression::None, false),
             "shop.tables/002.sql"
         );
+        // MySQL all databases: parts without a database belong to the all-databases artifact
+        // (their tables, of any database, named in dataTables); nowhere else.
+        let mut all = mysql.clone();
+        all.all_databases = true;
+        all.database = None;
+        all.artifacts[0].kind = ArtifactKind::AllDatabases;
+        all.artifacts[0].database = None;
+        all.artifacts[1].database = None;
+        assert!(all.validate().is_ok(), "{:?}", all.validate());
+        let mut one_db = all.clone();
+        one_db.all_databases = false;
+        assert!(one_db.validate().unwrap_err().contains("belongs to no"));
+        let mut pg_all = all.clone();
+        pg_all.engine = Engine::Postgres;
+        for a in &mut pg_all.artifacts {
+            a.format = PayloadFormat::PgDumpCustom;
+        }
+        assert!(pg_all.validate().unwrap_err().contains("belongs to no"));
+        let mut named = all;
+        named.artifacts[1].database = Some("shop".into());
+        assert!(named.validate().unwrap_err().contains("belongs to no"));
     }
 
     #[test]

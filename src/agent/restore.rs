@@ -128,7 +128,9 @@ pub fn plan_restore(
                     ArtifactKind::Database => a.database.clone(),
                     _ => None,
                 },
-                parts: if a.kind == ArtifactKind::Database {
+                // MySQL all databases: the parts (no database of their own) go with the
+                // all-databases artifact.
+                parts: if matches!(a.kind, ArtifactKind::Database | ArtifactKind::AllDatabases) {
                     parts_of(manifest, i)
                 } else {
                     Vec::new()
@@ -651,16 +653,18 @@ async fn restore_unit(
         )
         .await;
     }
+    if manifest.engine == Engine::Mysql {
+        // All databases: no target database; the parts' SQL names theirs.
+        let db = step.target_database.as_deref();
+        return restore_mysql_parallel(
+            req, store, dir, manifest, step, db, identities, progress, staged,
+        )
+        .await;
+    }
     let db = step
         .target_database
         .clone()
         .ok_or_else(|| AgentError::Config("a parallel restore needs a database".into()))?;
-    if manifest.engine == Engine::Mysql {
-        return restore_mysql_parallel(
-            req, store, dir, manifest, step, &db, identities, progress, staged,
-        )
-        .await;
-    }
     let tools = tools.ok_or_else(|| AgentError::Config("no PostgreSQL tools".into()))?;
     restore_parallel(
         req, tools, store, dir, manifest, step, &db, identities, progress, staged,
@@ -679,7 +683,7 @@ async fn restore_parts(
     dir: &Location,
     manifest: &Manifest,
     step: &RestoreStep,
-    db: &str,
+    db: Option<&str>,
     identities: Option<Arc<Identities>>,
     progress: &Arc<Progress>,
     staged: bool,
@@ -698,7 +702,7 @@ async fn restore_parts(
                 );
                 let one = RestoreStep {
                     artifact: i,
-                    target_database: Some(db.to_string()),
+                    target_database: db.map(str::to_string),
                     parts: Vec::new(),
                 };
                 in_span(
@@ -733,7 +737,10 @@ async fn restore_parts(
 
 /// MySQL/MariaDB parallel layout: the tables' artifacts (structure, rows, triggers) in
 /// `parallelism` concurrent client sessions, each read once and its checksum checked as it
-/// ends; then the database artifact (views, routines, events), which refers to them.
+/// ends; then the database artifact (views, routines, events), which refers to them. With all
+/// databases (`db` is `None`) the SQL of every artifact names its databases (`CREATE DATABASE
+/// IF NOT EXISTS`, `USE`): the parts create the databases of their tables, the all-databases
+/// artifact every other one with the views, routines and events.
 #[allow(clippy::too_many_arguments)]
 async fn restore_mysql_parallel(
     req: &RestoreRequest,
@@ -741,7 +748,7 @@ async fn restore_mysql_parallel(
     dir: &Location,
     manifest: &Manifest,
     step: &RestoreStep,
-    db: &str,
+    db: Option<&str>,
     identities: Option<Arc<Identities>>,
     progress: &Arc<Progress>,
     staged: bool,
@@ -762,7 +769,7 @@ async fn restore_mysql_parallel(
     .await?;
     let one = RestoreStep {
         artifact: step.artifact,
-        target_database: Some(db.to_string()),
+        target_database: db.map(str::to_string),
         parts: Vec::new(),
     };
     let mut total = restore_artifact(
@@ -906,7 +913,7 @@ async fn restore_parallel(
         dir,
         manifest,
         step,
-        db,
+        Some(db),
         identities.clone(),
         progress,
         staged,
@@ -1150,6 +1157,21 @@ mod tests {
         assert_eq!((p[1].artifact, p[1].parts.clone()), (1, vec![2]));
         assert_eq!((p[2].artifact, p[2].parts.clone()), (3, vec![4]));
         assert!(p[0].parts.is_empty());
+        // MySQL all databases in the parallel layout: one step, the all-databases artifact
+        // with every part, no target database (the SQL names them).
+        let mut my = manifest(
+            true,
+            &[
+                (ArtifactKind::AllDatabases, None),
+                (ArtifactKind::TableData, None),
+                (ArtifactKind::TableData, None),
+            ],
+        );
+        my.engine = Engine::Mysql;
+        let p = plan_restore(&my, None).unwrap();
+        assert_eq!(p.len(), 1);
+        assert_eq!((p[0].artifact, p[0].parts.clone()), (0, vec![1, 2]));
+        assert_eq!(p[0].target_database, None);
         // What the parallel layout refuses, and only for it.
         let mut par = m.clone();
         par.format_version = crate::agent::manifest::PARALLEL_FORMAT_VERSION;

@@ -24,11 +24,15 @@ pub enum ArtifactKind {
     Database,
     /// Cluster-wide objects (PostgreSQL roles and tablespaces from `pg_dumpall --globals-only`).
     Globals,
-    /// Every database in one SQL stream (MySQL `--all-databases`).
+    /// Every database in one SQL stream (MySQL `--all-databases`); in the parallel layout every
+    /// database's `CREATE DATABASE`, views, routines and events, the tables being in
+    /// `TableData` artifacts without a database.
     AllDatabases,
     /// The rows of some tables of one database, dumped in parallel inside the database
     /// artifact's snapshot (the parallel layout): restored after the database artifact's
-    /// pre-data section and before its post-data section.
+    /// pre-data section and before its post-data section. MySQL/MariaDB: the tables' structure,
+    /// rows and triggers, restored before the database artifact; with all databases the tables
+    /// of any databases (the artifact names no database; `dataTables` name each table's).
     TableData,
 }
 

@@ -224,18 +224,62 @@ pub fn spawn_dump(uri: &DbUri, db: Option<&str>, extra: &[String]) -> Result<Too
     spawn_tool(cmd, tool, Stdio::null(), Stdio::piped())
 }
 
-/// What one dump of a database holds in the parallel layout.
+/// What one dump holds in the parallel layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DumpScope<'a> {
-    /// These base tables, each with its structure, rows and triggers (a `tableData` artifact).
-    Tables(&'a [String]),
-    /// Everything but these tables: views, routines, events (the database artifact, restored
-    /// after the tables).
-    AllBut(&'a [String]),
+    /// These base tables of `db`, each with its structure, rows and triggers (a `tableData`
+    /// artifact).
+    Tables {
+        /// The database.
+        db: &'a str,
+        /// Its tables.
+        tables: &'a [String],
+    },
+    /// Everything of `db` but these tables: views, routines, events (the database artifact,
+    /// restored after the tables).
+    AllBut {
+        /// The database.
+        db: &'a str,
+        /// The tables left out.
+        tables: &'a [String],
+    },
+    /// All-databases layout: these `(database, table)` base tables with their structure, rows
+    /// and triggers, each database's `CREATE DATABASE IF NOT EXISTS` and `USE` before its
+    /// tables (a `tableData` artifact that may span databases); `ignore` lists every other
+    /// table and view of those databases.
+    TablesOf {
+        /// The tables dumped.
+        tables: &'a [(String, String)],
+        /// The other tables and views of their databases.
+        ignore: &'a [(String, String)],
+    },
+    /// All-databases layout: every database's `CREATE DATABASE IF NOT EXISTS`, views,
+    /// routines and events, without the base tables in `ignore` (the all-databases artifact,
+    /// restored after the tables).
+    Schemas {
+        /// The databases.
+        databases: &'a [String],
+        /// Their base tables (left out).
+        ignore: &'a [(String, String)],
+    },
 }
 
-/// The dump tool's arguments for `scope` of `db` (pure; after the connection arguments).
-pub fn scope_args(db: &str, scope: DumpScope<'_>) -> Vec<String> {
+/// Databases the all-databases dump leaves out, as `mariadb-dump --all-databases` does (the
+/// server's own views of itself).
+pub const SYSTEM_SCHEMAS: [&str; 3] = ["information_schema", "performance_schema", "sys"];
+
+/// Tables of `mysql` whose structure `mariadb-dump` writes (`CREATE TABLE IF NOT EXISTS`, no
+/// rows) into every dump of that database, whatever `--ignore-table` says: the all-databases
+/// layout plans no part for them and counts them in none.
+pub const ALWAYS_DUMPED: [&str; 3] = ["general_log", "slow_log", "transaction_registry"];
+
+/// Whether `db.table` is one of [`ALWAYS_DUMPED`] (pure).
+pub fn always_dumped(db: &str, table: &str) -> bool {
+    db == "mysql" && ALWAYS_DUMPED.contains(&table)
+}
+
+/// The dump tool's arguments for `scope` (pure; after the connection arguments).
+pub fn scope_args(scope: DumpScope<'_>) -> Vec<String> {
     let mut args: Vec<String> = [
         "--single-transaction",
         "--hex-blob",
@@ -244,28 +288,56 @@ pub fn scope_args(db: &str, scope: DumpScope<'_>) -> Vec<String> {
     ]
     .map(String::from)
     .to_vec();
+    let ignore = |list: &[(String, String)]| {
+        list.iter()
+            .map(|(d, t)| format!("--ignore-table={d}.{t}"))
+            .collect::<Vec<_>>()
+    };
     match scope {
-        DumpScope::Tables(tables) => {
+        DumpScope::Tables { db, tables } => {
             args.extend(["--triggers", "--skip-routines", "--skip-events"].map(String::from));
             args.extend(["--".to_string(), db.to_string()]);
             args.extend(tables.iter().cloned());
         }
-        DumpScope::AllBut(tables) => {
+        DumpScope::AllBut { db, tables } => {
             args.extend(
                 ["--no-data", "--skip-triggers", "--routines", "--events"].map(String::from),
             );
             args.extend(tables.iter().map(|t| format!("--ignore-table={db}.{t}")));
             args.extend(["--".to_string(), db.to_string()]);
         }
+        DumpScope::TablesOf {
+            tables,
+            ignore: others,
+        } => {
+            args.extend(["--triggers", "--skip-routines", "--skip-events"].map(String::from));
+            args.extend(ignore(others));
+            let mut dbs: Vec<&String> = tables.iter().map(|(d, _)| d).collect();
+            dbs.sort();
+            dbs.dedup();
+            args.extend(["--databases".to_string(), "--".to_string()]);
+            args.extend(dbs.into_iter().cloned());
+        }
+        DumpScope::Schemas {
+            databases,
+            ignore: tables,
+        } => {
+            args.extend(
+                ["--no-data", "--skip-triggers", "--routines", "--events"].map(String::from),
+            );
+            args.extend(ignore(tables));
+            args.extend(["--databases".to_string(), "--".to_string()]);
+            args.extend(databases.iter().cloned());
+        }
     }
     args
 }
 
-/// Start a dump of part of `db` (the parallel layout). Stdout is SQL.
-pub fn spawn_scoped_dump(uri: &DbUri, db: &str, scope: DumpScope<'_>) -> Result<ToolProcess> {
+/// Start a dump of part of a database or of the server (the parallel layout). Stdout is SQL.
+pub fn spawn_scoped_dump(uri: &DbUri, scope: DumpScope<'_>) -> Result<ToolProcess> {
     let tool = dump_tool();
     let mut cmd = command(tool, uri);
-    cmd.args(scope_args(db, scope));
+    cmd.args(scope_args(scope));
     spawn_tool(cmd, tool, Stdio::null(), Stdio::piped())
 }
 
@@ -287,6 +359,57 @@ pub fn table_sizes(uri: &DbUri, db: &str) -> Result<Vec<(String, u64)>> {
             _ => Err(AgentError::Source("cannot list table sizes".into())),
         })
         .collect()
+}
+
+/// What the user databases of a server hold (every database but [`SYSTEM_SCHEMAS`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerObjects {
+    /// The databases, sorted.
+    pub databases: Vec<String>,
+    /// Their base tables: `(database, table, data_length + index_length)`.
+    pub tables: Vec<(String, String, u64)>,
+    /// Their other tables (views, sequences): `(database, name)`.
+    pub others: Vec<(String, String)>,
+}
+
+/// List the user databases and their tables (for planning the all-databases parallel layout).
+pub fn server_objects(uri: &DbUri) -> Result<ServerObjects> {
+    let skip = SYSTEM_SCHEMAS.map(quote_str).join(", ");
+    let databases = query_rows(
+        uri,
+        None,
+        &format!(
+            "SELECT schema_name FROM information_schema.schemata WHERE schema_name NOT IN ({skip}) ORDER BY 1"
+        ),
+        AgentError::Source,
+    )?
+    .into_iter()
+    .filter_map(|r| r.into_iter().next())
+    .filter(|d| !d.is_empty())
+    .collect();
+    let rows = query_rows(
+        uri,
+        None,
+        &format!(
+            "SELECT table_schema, table_name, table_type, COALESCE(data_length, 0) + COALESCE(index_length, 0) FROM information_schema.tables WHERE table_schema NOT IN ({skip}) ORDER BY 1, 2"
+        ),
+        AgentError::Source,
+    )?;
+    let mut out = ServerObjects {
+        databases,
+        ..Default::default()
+    };
+    for r in rows {
+        match r.as_slice() {
+            [db, name, kind, bytes] if kind == "BASE TABLE" => {
+                out.tables
+                    .push((db.clone(), name.clone(), bytes.trim().parse().unwrap_or(0)))
+            }
+            [db, name, _, _] => out.others.push((db.clone(), name.clone())),
+            _ => return Err(AgentError::Source("cannot list the server's tables".into())),
+        }
+    }
+    Ok(out)
 }
 
 /// A session holding `FLUSH TABLES WITH READ LOCK`: while it is held no transaction commits,
@@ -357,8 +480,10 @@ impl ReadLock {
 /// shows that the dump is past its `START TRANSACTION WITH CONSISTENT SNAPSHOT`: the dump tool
 /// writes its header before, and anything about a table, view, routine or event after.
 pub fn past_snapshot(chunk: &[u8]) -> bool {
-    const MARKERS: [&[u8]; 8] = [
+    const MARKERS: [&[u8]; 10] = [
         b"\nCREATE TABLE",
+        b"\n-- Current Database:",
+        b"\nCREATE DATABASE",
         b"\nINSERT INTO",
         b"\nLOCK TABLES",
         b"\n-- Dumping",
@@ -1039,7 +1164,11 @@ impl RowCounter {
             }
             return false;
         }
-        if let Some(rest) = head.strip_prefix(b"CREATE TABLE `") {
+        // `mariadb-dump` writes the log tables of `mysql` (structure only) with IF NOT EXISTS.
+        if let Some(rest) = head
+            .strip_prefix(b"CREATE TABLE `")
+            .or_else(|| head.strip_prefix(b"CREATE TABLE IF NOT EXISTS `"))
+        {
             if (last == b'(' || last == b' ')
                 && let Some((name, _)) = parse_ident(rest)
             {
@@ -1061,7 +1190,11 @@ impl RowCounter {
         }
         // Anything that cannot become one of the prefixes above is skipped.
         let could_be = |p: &[u8]| p.starts_with(head) || head.starts_with(p);
-        if !(could_be(b"INSERT INTO `") || could_be(b"CREATE TABLE `") || could_be(b"USE `")) {
+        if !(could_be(b"INSERT INTO `")
+            || could_be(b"CREATE TABLE `")
+            || could_be(b"CREATE TABLE IF NOT EXISTS `")
+            || could_be(b"USE `"))
+        {
             self.state = ScanState::SkipLine;
             return true;
         }
@@ -1118,14 +1251,48 @@ mod tests {
     #[test]
     fn parallel_scopes_and_the_snapshot_marker() {
         let tables = vec!["orders".to_string(), "odd`name".to_string()];
-        let a = scope_args("shop", DumpScope::Tables(&tables));
+        let a = scope_args(DumpScope::Tables {
+            db: "shop",
+            tables: &tables,
+        });
         assert!(a.contains(&"--single-transaction".to_string()));
         assert!(a.contains(&"--skip-routines".to_string()));
         assert_eq!(&a[a.len() - 4..], ["--", "shop", "orders", "odd`name"]);
-        let b = scope_args("shop", DumpScope::AllBut(&tables));
+        let b = scope_args(DumpScope::AllBut {
+            db: "shop",
+            tables: &tables,
+        });
         assert!(b.contains(&"--no-data".to_string()) && b.contains(&"--routines".to_string()));
         assert!(b.contains(&"--ignore-table=shop.odd`name".to_string()));
         assert_eq!(&b[b.len() - 2..], ["--", "shop"]);
+        // All databases: the part names its databases (each once, sorted) and ignores the
+        // rest of them; the schemas name every database and ignore every base table.
+        let pair = |d: &str, t: &str| (d.to_string(), t.to_string());
+        let mine = [pair("b.x", "t1"), pair("a", "t2"), pair("b.x", "t3")];
+        let others = [pair("a", "v"), pair("b.x", "t4")];
+        let c = scope_args(DumpScope::TablesOf {
+            tables: &mine,
+            ignore: &others,
+        });
+        assert!(
+            c.contains(&"--triggers".to_string()) && c.contains(&"--skip-routines".to_string())
+        );
+        assert!(c.contains(&"--ignore-table=a.v".to_string()));
+        assert!(c.contains(&"--ignore-table=b.x.t4".to_string()));
+        assert!(!c.iter().any(|x| x.contains("t1") || x.contains("t3")));
+        assert_eq!(&c[c.len() - 4..], ["--databases", "--", "a", "b.x"]);
+        let dbs = ["a".to_string(), "b.x".to_string(), "c".to_string()];
+        let d = scope_args(DumpScope::Schemas {
+            databases: &dbs,
+            ignore: &mine,
+        });
+        assert!(d.contains(&"--no-data".to_string()) && d.contains(&"--events".to_string()));
+        assert!(d.contains(&"--ignore-table=b.x.t1".to_string()));
+        assert_eq!(&d[d.len() - 5..], ["--databases", "--", "a", "b.x", "c"]);
+        assert!(past_snapshot(b"*/;\n\n--\n-- Current Database: `a`\n"));
+        assert!(past_snapshot(
+            b"*/;\nCREATE DATABASE /*!32312 IF NOT EXISTS*/ `a`;"
+        ));
         let header = b"-- MariaDB dump 10.19\n-- Host: h    Database: CREATE\n/*!40101 SET NAMES utf8mb4 */;\n";
         assert!(!past_snapshot(header));
         assert!(past_snapshot(
@@ -1140,6 +1307,7 @@ mod tests {
 DROP TABLE IF EXISTS `a``b`;\n\
 CREATE TABLE `a``b` (\n  `id` int NOT NULL\n) ENGINE=InnoDB;\n\
 CREATE TABLE `empty` (\n  `id` int\n);\n\
+CREATE TABLE IF NOT EXISTS `general_log` (\n  `x` int\n) ENGINE=CSV;\n\
 INSERT INTO `a``b` VALUES (1,'x'),(2,'it\\'s (not) a row'),(3,'semi;colon'),(4,0x28);\n\
 INSERT INTO `a``b` VALUES\n(5,'\\\\'),\n(6,NULL);\n\
 /*!50001 CREATE VIEW `v` AS SELECT 1 AS `a` */;\n\
@@ -1188,6 +1356,7 @@ INSERT INTO `t2` (`a`, `b`) VALUES ('(','('),(')',\"\\\")\");\n";
             let get = |n: &str| counts.iter().find(|t| t.name == n).map(|t| t.rows);
             assert_eq!(get("a`b"), Some(6), "chunk {chunk}: {counts:?}");
             assert_eq!(get("empty"), Some(0), "chunk {chunk}");
+            assert_eq!(get("general_log"), Some(0), "chunk {chunk}");
             assert_eq!(get("t2"), Some(2), "chunk {chunk}");
             assert_eq!(get("v"), None, "views are not tables");
             assert!(counts.iter().all(|t| t.schema == "shop"));
