@@ -102,9 +102,9 @@ pub struct BackupPolicySpec {
     /// Compression of artifacts (default zstd level 3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compression: Option<Compression>,
-    /// How many dumps of one database run at once inside one snapshot (the parallel layout:
-    /// the tables in several artifacts, restored in parallel too; PostgreSQL, and MySQL/MariaDB
-    /// single-database backups, where it needs the RELOAD privilege for a brief global read
+    /// How many dumps run at once inside one snapshot (the parallel layout: the tables in
+    /// several artifacts, restored in parallel too; PostgreSQL, and MySQL/MariaDB backups of
+    /// one or all databases, where it needs the RELOAD privilege for a brief global read
     /// lock). Default: the backup Job's CPU limit rounded up (at most 8), or without a limit
     /// the CPUs the agent's Pod may use. `1` keeps one stream, and so does a database whose
     /// tables hold less than 256 MiB, or a policy with `extraArgs`.
