@@ -113,11 +113,8 @@ fn assert_peak_rss_under_the_target(jobs: usize) {
     assert_eq!(report["rawBytes"], 256u64 << 20);
     assert_eq!(report["jobs"], jobs);
     let mib = |field: &str| report[field].as_f64().expect(field) / 1024.0;
-    let (rss_mib, anon_mib, file_mib) = (
-        mib("peakRssKib"),
-        mib("peakRssAnonKib"),
-        mib("rssFileKib"),
-    );
+    let (rss_mib, anon_mib, file_mib) =
+        (mib("peakRssKib"), mib("peakRssAnonKib"), mib("rssFileKib"));
     println!(
         "agent on 256 MiB in {jobs} stream(s): data path (heap and stacks) peak {anon_mib:.1} MiB \
          ({:.2}x the {anon_max_mib} MiB gate); whole process peak {rss_mib:.1} MiB ({:.2}x the \

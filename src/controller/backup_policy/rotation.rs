@@ -125,8 +125,8 @@ pub async fn reconcile_rotation(
             let copy_updates =
                 rotation_plan::copy_updates(&runs_after, &rotation_plan::copy_reports(&pods));
             apply_copies_locally(&mut runs_after, &copy_updates);
-            let rewrapped = updates.iter().any(|u| u.not_rewrappable.is_none())
-                || !copy_updates.is_empty();
+            let rewrapped =
+                updates.iter().any(|u| u.not_rewrappable.is_none()) || !copy_updates.is_empty();
             let after = rotation_plan::plan(
                 &desired,
                 desired_kms,
