@@ -2,7 +2,7 @@
 //! deletion, a key rotation): each is written to the Kubernetes API **before** the action it
 //! describes is carried out, so that an operator killed while the audit storage is down (or
 //! before its writer got to it) does not lose it. The leader drains the spool into the chain
-//! ([`super::sink`]) and removes an entry only once a segment holding its record was confirmed
+//! (the sink, `sink.rs`) and removes an entry only once a segment holding its record was confirmed
 //! by S3 (or the chain was found to hold it already); a new leader reads the spool when it
 //! starts, and every [`RELOAD_INTERVAL`] after (entries a previous leader wrote during a
 //! handover).
