@@ -911,10 +911,11 @@ async fn campaign(plan: Plan) {
         report.faults.push(fault);
         let ended = world.wait_terminal(&names, created, plan.bound, true).await;
         eprintln!("GameDay restore wave {w}: {ended:?}");
-        for ((name, i), (_, ended)) in names.iter().zip(group).zip(&ended) {
+        for (name, i) in names.iter().zip(group) {
             let (backup, manifest, _) = &succeeded[*i];
             let db = name.replace('-', "_");
-            match ended.as_deref() {
+            // By name: the map is in name order, the wave in the order the runs were drawn.
+            match ended.get(name).cloned().flatten().as_deref() {
                 None => report.lost.push(format!("{name} (restore)")),
                 Some("Succeeded") => match world.verify_restored(&db, manifest) {
                     Ok(()) => report.restores_verified += 1,
