@@ -26,4 +26,9 @@ if [ -z "$want" ] || [ "$want" != "$have" ]; then
 fi
 echo "deny: RustSec snapshot $(git -C "$db" log -1 --format='%h of %cs')"
 
+# cargo-deny reads the metadata of every target platform's crates; a machine that has only built
+# for its own platform lacks some (e.g. android_system_properties), and --offline cannot get them.
+# Fetch them from crates.io first (the lockfile's exact versions); advisories stay offline.
+cargo fetch --locked -q
+
 exec cargo deny --offline check --hide-inclusion-graph "$@"
