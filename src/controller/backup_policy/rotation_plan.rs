@@ -326,9 +326,9 @@ pub fn keys_status(
     }
 }
 
-/// The re-wrap summaries in a rotation Job's Pods: the termination message of every container
+/// The agent summaries in a rotation Job's Pods: the termination message of every container
 /// (init containers included) that exited 0.
-pub fn rewrap_reports(pods: &[Pod]) -> Vec<RewrapSummary> {
+fn succeeded_summaries(pods: &[Pod]) -> impl Iterator<Item = Succeeded> + '_ {
     pods.iter()
         .filter_map(|p| p.status.as_ref())
         .flat_map(|s| {
@@ -341,7 +341,16 @@ pub fn rewrap_reports(pods: &[Pod]) -> Vec<RewrapSummary> {
         .filter(|t| t.exit_code == 0)
         .filter_map(|t| t.message.as_deref())
         .filter_map(|m| match serde_json::from_str::<Summary>(m.trim()) {
-            Ok(Summary::Succeeded(Succeeded::Rewrap(s))) => Some(s),
+            Ok(Summary::Succeeded(s)) => Some(s),
+            _ => None,
+        })
+}
+
+/// The re-wrap summaries in a rotation Job's Pods (containers that exited 0).
+pub fn rewrap_reports(pods: &[Pod]) -> Vec<RewrapSummary> {
+    succeeded_summaries(pods)
+        .filter_map(|s| match s {
+            Succeeded::Rewrap(s) => Some(s),
             _ => None,
         })
         .collect()
@@ -399,19 +408,9 @@ pub fn recorded_updates(
 /// The copy refreshes in a rotation Job's Pods: the `agent copy` summaries of every container
 /// that exited 0.
 pub fn copy_reports(pods: &[Pod]) -> Vec<CopySummary> {
-    pods.iter()
-        .filter_map(|p| p.status.as_ref())
-        .flat_map(|s| {
-            s.init_container_statuses
-                .iter()
-                .flatten()
-                .chain(s.container_statuses.iter().flatten())
-        })
-        .filter_map(|c| c.state.as_ref()?.terminated.as_ref())
-        .filter(|t| t.exit_code == 0)
-        .filter_map(|t| t.message.as_deref())
-        .filter_map(|m| match serde_json::from_str::<Summary>(m.trim()) {
-            Ok(Summary::Succeeded(Succeeded::Copy(s))) => Some(s),
+    succeeded_summaries(pods)
+        .filter_map(|s| match s {
+            Succeeded::Copy(s) => Some(s),
             _ => None,
         })
         .collect()
