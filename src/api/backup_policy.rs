@@ -114,7 +114,7 @@ pub struct BackupPolicySpec {
     /// Encryption of artifacts with age public keys. Absent means unencrypted artifacts
     /// (rely on the storage's own encryption).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub encryption: Option<Encryption>,
+    pub encryption: Option<Box<Encryption>>,
     /// Which successful runs (and their artifacts) to keep. Absent keeps everything.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<Retention>,
@@ -154,7 +154,7 @@ pub struct BackupPolicySpec {
     pub rto: Option<String>,
     /// How often backups are proven restorable by a RestoreValidation, and with which checks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub validation: Option<ValidationPolicy>,
+    pub validation: Option<Box<ValidationPolicy>>,
     /// Who hears about which events: each rule sends the events it lists to one channel (a
     /// webhook, Slack, Microsoft Teams, e-mail or CloudEvents), with optional templates.
     /// Delivery is at least once: each notification is recorded in the status before it is
@@ -522,7 +522,7 @@ pub struct BackupPolicyStatus {
     pub active_runs: Vec<String>,
     /// The newest RestoreValidation of this policy's backups.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_validation: Option<ValidationSummary>,
+    pub last_validation: Option<Box<ValidationSummary>>,
     /// Successful backups since the last validation (drives `validation.everyNthBackup`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backups_since_validation: Option<u32>,
@@ -538,7 +538,7 @@ pub struct BackupPolicyStatus {
     /// Who the retained backups' data keys are wrapped for, and how far a key rotation got
     /// (with the `KeysCurrent` condition). Fingerprints and key ids only, never keys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keys: Option<KeysStatus>,
+    pub keys: Option<Box<KeysStatus>>,
 }
 
 /// The keys of a policy's retained backups (`status.keys`).

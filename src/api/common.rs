@@ -98,10 +98,10 @@ impl std::fmt::Display for Engine {
 pub struct DatabaseSpec {
     /// A PostgreSQL server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub postgres: Option<PostgresEndpoint>,
+    pub postgres: Option<Box<PostgresEndpoint>>,
     /// A MySQL or MariaDB server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mysql: Option<MysqlEndpoint>,
+    pub mysql: Option<Box<MysqlEndpoint>>,
 }
 
 impl DatabaseSpec {
@@ -1023,7 +1023,7 @@ mod tests {
     #[test]
     fn engine_of_database_spec() {
         let spec = DatabaseSpec {
-            mysql: Some(MysqlEndpoint::default()),
+            mysql: Some(Box::default()),
             ..Default::default()
         };
         assert_eq!(spec.engine(), Some(Engine::Mysql));

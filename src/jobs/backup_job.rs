@@ -1222,13 +1222,13 @@ spec: {policyRef: {name: maria}, activeDeadlineSeconds: 600}
         }
         let mut p = policy(POLICY);
         p.spec.source.postgres = None;
-        p.spec.source.mysql = Some(crate::api::common::MysqlEndpoint {
+        p.spec.source.mysql = Some(Box::new(crate::api::common::MysqlEndpoint {
             host: Some("db".into()),
             user: Some("u".into()),
             database: Some("shop".into()),
             extra_args: vec!["--result-file=/tmp/x".into()],
             ..Default::default()
-        });
+        }));
         let err = build(&run(RUN), &p, &s, defaults()).unwrap_err();
         assert_eq!(err.reason(), "ArgumentNotAllowed", "{err}");
         assert!(err.to_string().contains("--result-file") && !err.to_string().contains("/tmp/x"));

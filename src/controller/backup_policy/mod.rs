@@ -214,7 +214,7 @@ pub async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<A
             .await?
     {
         set_condition(&mut conditions, r.condition);
-        keys = Some(r.keys);
+        keys = Some(Box::new(r.keys));
         if let Some(after) = r.requeue {
             requeue = requeue.min(after);
         }

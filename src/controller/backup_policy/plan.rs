@@ -347,7 +347,7 @@ pub struct OwnedStatus {
     pub last_successful_run: Option<RunSummary>,
     pub last_failed_run: Option<RunSummary>,
     pub active_runs: Vec<String>,
-    pub keys: Option<KeysStatus>,
+    pub keys: Option<Box<KeysStatus>>,
 }
 
 impl OwnedStatus {

@@ -163,7 +163,7 @@ pub async fn reconcile_policy(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> R
         };
         // An objective removed from the spec: its condition goes (this manager owns it).
         let stale_rto = p.rto.is_none() && find_condition(&old.conditions, RTO_MET).is_some();
-        let unchanged = old.last_validation == p.last_validation
+        let unchanged = old.last_validation.as_deref() == p.last_validation.as_ref()
             && old.backups_since_validation == Some(p.backups_since_validation)
             && conditions.iter().all(same)
             && !stale_rto;
