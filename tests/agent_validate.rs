@@ -295,7 +295,7 @@ fn all_databases_source() -> testkit::MariaDb {
     my_fill(&source, "alpha", 300);
     source
         .sql(
-            "",
+            "alpha",
             "CREATE DATABASE beta;
              CREATE TABLE beta.notes (id INT AUTO_INCREMENT PRIMARY KEY, body TEXT);
              INSERT INTO beta.notes (body) SELECT MD5(seq) FROM seq_1_to_40;
@@ -330,8 +330,7 @@ fn all_databases_validation(layout: &str, extra: &[&str]) {
     backup.assert_ok();
     let dir = store.join(layout);
     let manifest: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["allDatabases"], true, "{manifest}");
     let parts = manifest["artifacts"]
         .as_array()
@@ -429,6 +428,10 @@ fn all_databases_validation(layout: &str, extra: &[&str]) {
     // No default database in an all-databases backup: a bare name names no table.
     let bare = check(s, "bare");
     assert_eq!(bare["result"], "Failed", "{bare}");
+    assert_eq!(
+        bare["message"], "missing: customers (name it database.table)",
+        "{bare}"
+    );
     let absent_count = check(s, "absent-count");
     assert_eq!(absent_count["result"], "Failed", "{absent_count}");
     assert!(
