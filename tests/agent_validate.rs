@@ -285,3 +285,198 @@ fn mariadb_encrypted_backup_validates_into_a_fresh_server() {
     );
     run.assert_failed("config");
 }
+
+/// A source server with three user databases for the all-databases validations: `alpha` (the
+/// shared fill: 300 orders, `odd``name`, a view, a function), `beta` (`notes`, 40 rows, and a
+/// table whose name holds a dot) and `gamma` (a view only, no table).
+fn all_databases_source() -> testkit::MariaDb {
+    let source = testkit::MariaDb::start().unwrap();
+    source.create_database("alpha").unwrap();
+    my_fill(&source, "alpha", 300);
+    source
+        .sql(
+            "alpha",
+            "CREATE DATABASE beta;
+             CREATE TABLE beta.notes (id INT AUTO_INCREMENT PRIMARY KEY, body TEXT);
+             INSERT INTO beta.notes (body) SELECT MD5(seq) FROM seq_1_to_40;
+             CREATE TABLE beta.`dotted.name` (v INT);
+             INSERT INTO beta.`dotted.name` VALUES (1), (2), (3);
+             CREATE DATABASE gamma;
+             CREATE VIEW gamma.constants AS SELECT 42 AS answer;",
+        )
+        .unwrap();
+    source
+}
+
+/// Back up every database of `source` (`extra`: layout flags), validate the backup into a
+/// fresh sandbox server with checks naming `database.table`, and check the verdict of each.
+fn all_databases_validation(layout: &str, extra: &[&str]) {
+    let source = all_databases_source();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("backups");
+    let to = format!("file://{}", store.display());
+    let mut args = vec![
+        "backup",
+        "--engine",
+        "mysql",
+        "--all-databases",
+        "--to",
+        &to,
+        "--run-id",
+        layout,
+    ];
+    args.extend_from_slice(extra);
+    let backup = run_agent(&args, &[("DG_URI", &source.uri(""))]);
+    backup.assert_ok();
+    let dir = store.join(layout);
+    let manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["allDatabases"], true, "{manifest}");
+    let parts = manifest["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["kind"] == "tableData")
+        .count();
+    if extra.is_empty() {
+        assert_eq!(parts, 0, "the single stream: {manifest}");
+    } else {
+        assert!(parts >= 2, "the parallel layout: {manifest}");
+    }
+
+    let sandbox = testkit::MariaDb::start().unwrap();
+    let from = format!("{to}/{layout}/manifest.json");
+    let term = tmp.path().join("term").display().to_string();
+    let checks = r#"[
+        {"rowCounts": {}},
+        {"name": "some-counts", "rowCounts": {"tables": ["alpha.orders", "beta.notes", "beta.dotted.name"]}},
+        {"name": "orders", "sql": "SELECT COUNT(*) FROM alpha.orders", "expect": {"equals": 300}},
+        {"name": "notes", "sql": "SELECT COUNT(*) FROM beta.notes", "expect": {"equals": 40}},
+        {"name": "dotted", "sql": "SELECT SUM(v) FROM beta.`dotted.name`", "expect": {"equals": 6}},
+        {"name": "view", "sql": "SELECT answer FROM gamma.constants", "expect": {"equals": 42}},
+        {"name": "function", "sql": "SELECT alpha.add_one(41)", "expect": {"equals": "42"}},
+        {"name": "tables", "schema": {"tables": ["alpha.customers", "alpha.odd`name", "alpha.empty_table", "alpha.big_orders", "beta.notes", "beta.dotted.name", "gamma.constants"]}},
+        {"name": "absent", "schema": {"tables": ["alpha.customers", "alpha.no_such_table"]}},
+        {"name": "wrong-database", "schema": {"tables": ["beta.customers"]}},
+        {"name": "bare", "schema": {"tables": ["customers"]}},
+        {"name": "absent-count", "rowCounts": {"tables": ["gamma.nothing"]}},
+        {"name": "accounts", "sql": "SELECT COUNT(*) FROM mysql.user", "expect": {"min": 0}}
+    ]"#;
+    let run = run_agent(
+        &[
+            "validate",
+            "--engine",
+            "mysql",
+            "--from",
+            &from,
+            "--termination-log",
+            &term,
+            "--wait-seconds",
+            "30",
+        ],
+        &[("DG_URI", &sandbox.uri("")), ("DG_CHECKS", checks)],
+    );
+    assert_eq!(
+        run.code, 1,
+        "the checks meant to fail fail: {}\n{}",
+        run.stdout, run.stderr
+    );
+    run.assert_no_secret(sandbox.password());
+    let s = &run.summary;
+    assert_eq!(s["status"], "succeeded", "the validation ran: {s}");
+    assert_eq!(s["result"], "Failed", "{s}");
+    assert_eq!(s["reason"], "CheckFailed", "{s}");
+    assert!(s["restoreDurationSeconds"].as_f64().unwrap() > 0.0, "{s}");
+    let databases: Vec<&str> = s["databases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap())
+        .collect();
+    for db in ["alpha", "beta", "gamma"] {
+        assert!(databases.contains(&db), "{db} restored: {s}");
+    }
+
+    let rc = check(s, "rowCounts-0");
+    assert_eq!(rc["result"], "Passed", "{rc}");
+    assert_eq!(rc["expected"], rc["observed"], "{rc}");
+    let some = check(s, "some-counts");
+    assert_eq!(some["result"], "Passed", "{some}");
+    assert_eq!(some["expected"], "3 tables, 343 rows", "{some}");
+    assert_eq!(some["observed"], "3 tables, 343 rows", "{some}");
+    for name in ["orders", "notes", "dotted", "view", "function"] {
+        let c = check(s, name);
+        assert_eq!(c["result"], "Passed", "{c}");
+    }
+    assert_eq!(check(s, "orders")["observed"], "300");
+    assert_eq!(check(s, "dotted")["observed"], "6");
+    let tables = check(s, "tables");
+    assert_eq!(tables["result"], "Passed", "{tables}");
+    assert_eq!(tables["observed"], "7 present", "{tables}");
+
+    // Tables that are not there fail, and say which.
+    let absent = check(s, "absent");
+    assert_eq!(absent["result"], "Failed", "{absent}");
+    assert_eq!(absent["observed"], "1 present", "{absent}");
+    assert_eq!(
+        absent["message"], "missing: alpha.no_such_table",
+        "{absent}"
+    );
+    let wrong = check(s, "wrong-database");
+    assert_eq!(wrong["result"], "Failed", "{wrong}");
+    assert_eq!(wrong["message"], "missing: beta.customers", "{wrong}");
+    // No default database in an all-databases backup: a bare name names no table.
+    let bare = check(s, "bare");
+    assert_eq!(bare["result"], "Failed", "{bare}");
+    assert_eq!(
+        bare["message"], "missing: customers (name it database.table)",
+        "{bare}"
+    );
+    let absent_count = check(s, "absent-count");
+    assert_eq!(absent_count["result"], "Failed", "{absent_count}");
+    assert!(
+        absent_count["message"]
+            .as_str()
+            .unwrap()
+            .contains("gamma.nothing: not in the backup's manifest"),
+        "{absent_count}"
+    );
+    // The accounts (the `mysql` database) are not the checks' to read.
+    let accounts = check(s, "accounts");
+    assert_eq!(accounts["result"], "Failed", "{accounts}");
+    assert_eq!(accounts["observed"], "error", "{accounts}");
+
+    let failed: Vec<&str> = s["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["result"] == "Failed")
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        failed,
+        [
+            "absent",
+            "wrong-database",
+            "bare",
+            "absent-count",
+            "accounts"
+        ],
+        "{s}"
+    );
+    let written: Value = serde_json::from_str(&std::fs::read_to_string(&term).unwrap()).unwrap();
+    assert_eq!(written["result"], "Failed");
+}
+
+#[test]
+fn mariadb_all_databases_single_stream_validates_database_qualified_checks() {
+    all_databases_validation("single", &[]);
+}
+
+#[test]
+fn mariadb_all_databases_parallel_layout_validates_database_qualified_checks() {
+    all_databases_validation(
+        "parallel",
+        &["--parallelism", "2", "--parallel-min-bytes", "0"],
+    );
+}

@@ -81,7 +81,8 @@ pub struct CheckJob {
     pub user: String,
     /// Its password (made for this validation; never logged).
     pub password: String,
-    /// Database the checks run in (the first restored one).
+    /// Database the checks run in (the restored one; none for a MySQL all-databases backup,
+    /// whose checks name `database.table`).
     pub database: Option<String>,
     /// The checks, in order.
     pub checks: Vec<NamedCheck>,
@@ -221,8 +222,14 @@ fn schema_result(name: String, tables: &[String], missing: Vec<String>) -> Check
 
 /// Create the check role in the sandbox (as its superuser, with fixed SQL: nothing of the
 /// user's reaches it): LOGIN, no superuser, no role creation, no file access; it may read
-/// `databases` and nothing else. Returns its connection.
-pub fn prepare_role(engine: Engine, admin: &DbUri, databases: &[String]) -> Result<DbUri> {
+/// `databases` and nothing else. Returns its connection, whose default database (where the
+/// checks run, and the schema of a bare table name) is `default_database`.
+pub fn prepare_role(
+    engine: Engine,
+    admin: &DbUri,
+    databases: &[String],
+    default_database: Option<String>,
+) -> Result<DbUri> {
     let suffix = random_hex()?;
     let role = format!("dataguardian_check_{}", &suffix[..12]);
     let password = random_hex()?;
@@ -274,7 +281,7 @@ pub fn prepare_role(engine: Engine, admin: &DbUri, databases: &[String]) -> Resu
     Ok(DbUri {
         user: Some(role),
         password: Some(Secret(password)),
-        database: databases.first().cloned(),
+        database: default_database,
         params: Vec::new(),
         ..admin.clone()
     })
@@ -535,6 +542,11 @@ mod my {
                 CheckSpec::Schema { tables } => {
                     let mut missing = Vec::new();
                     for t in tables {
+                        if job.database.is_none() && !t.contains('.') {
+                            // No default database (all databases): a bare name names nothing.
+                            missing.push(format!("{t} (name it database.table)"));
+                            continue;
+                        }
                         let (schema, table) =
                             split_table(t, job.database.as_deref().unwrap_or_default());
                         let n: Option<u64> = conn

@@ -37,6 +37,9 @@ use crate::telemetry::otel::in_span;
 const MAX_LISTED: usize = 10;
 /// Longest `message` of a check result (the API's limit).
 const MESSAGE_LIMIT: usize = 1024;
+/// The MySQL/MariaDB database of the accounts and grants: an all-databases backup restores it,
+/// its row counts are compared, but the check role may not read it (password hashes).
+const ACCOUNTS_DATABASE: &str = "mysql";
 
 /// Everything a validation needs.
 #[derive(Debug, Clone)]
@@ -239,6 +242,30 @@ fn expected_counts(
         .collect()
 }
 
+/// The databases a MySQL all-databases restore put into the sandbox (pure): its SQL creates and
+/// names them, so the restore itself reports none. They are the sandbox's user databases that
+/// did not exist `before` it, and those the manifest counts tables of (such as `mysql`, which
+/// every server has). Sorted.
+pub fn restored_all_databases(
+    expected: &[(Option<String>, Vec<TableCount>)],
+    before: &[String],
+    after: Vec<String>,
+) -> Vec<String> {
+    let mut out: Vec<String> = after
+        .into_iter()
+        .filter(|db| {
+            !before.contains(db)
+                || expected
+                    .iter()
+                    .flat_map(|(_, tables)| tables)
+                    .any(|t| t.schema == *db)
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 fn observed_counts(
     engine: Engine,
     uri: &DbUri,
@@ -352,6 +379,15 @@ pub async fn run(req: ValidateRequest) -> Result<ValidateOutcome> {
                 .unwrap_or_else(|| "restored".into()),
         )
     };
+    // MySQL all databases: the sandbox's databases before the restore, to tell which ones it
+    // restored (see `restored_all_databases`).
+    let mysql_all = req.engine == Engine::Mysql && manifest.all_databases;
+    let before = if mysql_all {
+        let uri = req.uri.clone();
+        blocking(move || mysql::user_databases(&uri, AgentError::Target)).await?
+    } else {
+        Vec::new()
+    };
     let restore_req = RestoreRequest {
         engine: req.engine,
         uri: req.uri.clone(),
@@ -432,9 +468,15 @@ pub async fn run(req: ValidateRequest) -> Result<ValidateOutcome> {
         }
         Err(e) => return Err(e),
     };
-    tracing::info!(seconds = restore_seconds, databases = ?outcome.databases, "restored into the sandbox");
-
     let expected = expected_counts(&manifest, target_db.as_deref());
+    let restored_dbs = if mysql_all {
+        let uri = req.uri.clone();
+        let after = blocking(move || mysql::user_databases(&uri, AgentError::Target)).await?;
+        restored_all_databases(&expected, &before, after)
+    } else {
+        outcome.databases.clone()
+    };
+    tracing::info!(seconds = restore_seconds, databases = ?restored_dbs, "restored into the sandbox");
     // Row counts run here (fixed SQL, as the sandbox's superuser); the user-written checks run
     // apart, as a read-only role in a process without Secrets (see `checks`).
     let mut slots: Vec<Option<CheckResult>> = Vec::with_capacity(req.checks.len());
@@ -493,7 +535,20 @@ pub async fn run(req: ValidateRequest) -> Result<ValidateOutcome> {
         user_checks.push(NamedCheck { name, spec });
     }
     if !user_checks.is_empty() {
-        let (engine, uri, dbs) = (req.engine, req.uri.clone(), outcome.databases.clone());
+        let engine = req.engine;
+        let uri = req.uri.clone();
+        // The check role reads the restored databases. MySQL all databases: not the accounts,
+        // and no default database (tables are named `database.table`).
+        let (dbs, default_db) = if mysql_all {
+            let dbs: Vec<String> = restored_dbs
+                .iter()
+                .filter(|d| *d != ACCOUNTS_DATABASE)
+                .cloned()
+                .collect();
+            (dbs, None)
+        } else {
+            (restored_dbs.clone(), restored_dbs.first().cloned())
+        };
         let names: Vec<(String, &'static str)> = user_checks
             .iter()
             .map(|c| {
@@ -522,7 +577,7 @@ pub async fn run(req: ValidateRequest) -> Result<ValidateOutcome> {
         let answers = in_span(
             batch,
             blocking(move || {
-                let role = checks::prepare_role(engine, &uri, &dbs)?;
+                let role = checks::prepare_role(engine, &uri, &dbs, default_db)?;
                 checks::run_isolated(engine, &role, user_checks)
             }),
         )
@@ -561,7 +616,7 @@ pub async fn run(req: ValidateRequest) -> Result<ValidateOutcome> {
             ),
             results,
             Some(restore_seconds),
-            outcome.databases,
+            restored_dbs,
         )
     } else {
         let message = format!(
@@ -574,7 +629,7 @@ pub async fn run(req: ValidateRequest) -> Result<ValidateOutcome> {
             message,
             results,
             Some(restore_seconds),
-            outcome.databases,
+            restored_dbs,
         )
     })
 }
@@ -740,6 +795,29 @@ mod tests {
         let e = expected_counts(&m, None);
         assert_eq!(e.len(), 1);
         assert_eq!(e[0].0.as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn an_all_databases_restore_names_the_new_databases_and_those_with_counted_tables() {
+        let expected = vec![(
+            None,
+            vec![
+                t("alpha", "orders", 3),
+                t("mysql", "db", 2),
+                t("beta", "notes", 1),
+            ],
+        )];
+        let before = vec!["mysql".to_string(), "leftover".to_string()];
+        let after = ["alpha", "beta", "gamma", "leftover", "mysql"]
+            .map(String::from)
+            .to_vec();
+        // gamma (a view only) is new; mysql existed but holds counted tables; leftover was
+        // there before and the backup knows nothing of it.
+        assert_eq!(
+            restored_all_databases(&expected, &before, after),
+            ["alpha", "beta", "gamma", "mysql"]
+        );
+        assert!(restored_all_databases(&expected, &before, before.clone()) == ["mysql"]);
     }
 
     #[test]

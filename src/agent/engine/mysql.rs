@@ -372,21 +372,28 @@ pub struct ServerObjects {
     pub others: Vec<(String, String)>,
 }
 
-/// List the user databases and their tables (for planning the all-databases parallel layout).
-pub fn server_objects(uri: &DbUri) -> Result<ServerObjects> {
+/// The user databases of a server (every database but [`SYSTEM_SCHEMAS`]), sorted; `fail`
+/// makes the error (source or target side).
+pub fn user_databases(uri: &DbUri, fail: fn(String) -> AgentError) -> Result<Vec<String>> {
     let skip = SYSTEM_SCHEMAS.map(quote_str).join(", ");
-    let databases = query_rows(
+    Ok(query_rows(
         uri,
         None,
         &format!(
             "SELECT schema_name FROM information_schema.schemata WHERE schema_name NOT IN ({skip}) ORDER BY 1"
         ),
-        AgentError::Source,
+        fail,
     )?
     .into_iter()
     .filter_map(|r| r.into_iter().next())
     .filter(|d| !d.is_empty())
-    .collect();
+    .collect())
+}
+
+/// List the user databases and their tables (for planning the all-databases parallel layout).
+pub fn server_objects(uri: &DbUri) -> Result<ServerObjects> {
+    let skip = SYSTEM_SCHEMAS.map(quote_str).join(", ");
+    let databases = user_databases(uri, AgentError::Source)?;
     let rows = query_rows(
         uri,
         None,
