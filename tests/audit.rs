@@ -385,6 +385,52 @@ fn a_restarted_writer_skips_what_older_segments_hold_beyond_the_tail_it_reads() 
 }
 
 #[test]
+fn a_running_writer_keeps_only_its_tail_and_writes_each_record_once() {
+    // One writer over many segments, records as they happen: its head keeps the last 2
+    // segments' ids (the older ones are among the ids it remembers); everything offered again
+    // (a re-list) with one new record: only that one is written.
+    let moto = Moto::start().expect("moto");
+    moto.create_bucket("plain").unwrap();
+    let rt = rt();
+    let access = access(&rt, &moto.endpoint(), "plain");
+    let target = || AuditTarget {
+        access: access.clone(),
+        lock: None,
+    };
+    let tail = || SinkSettings {
+        tail_segments: 2,
+        ..settings(3)
+    };
+    let start = Utc::now() - chrono::Duration::minutes(30);
+    let live = |n: u64| {
+        let mut r = record("shop", n);
+        r.time = start + chrono::Duration::seconds(n as i64);
+        r
+    };
+    let writer = AuditSink::new(target(), tail(), Metrics::new());
+    for n in (0..30).step_by(3) {
+        writer.offer((n..n + 3).map(live).collect());
+        assert_eq!(rt.block_on(writer.flush()).unwrap(), 3);
+    }
+    writer.offer((0..31).map(live).collect());
+    assert_eq!(
+        rt.block_on(writer.flush()).unwrap(),
+        1,
+        "only the new record"
+    );
+    let (report, records) = rt
+        .block_on(dataguardian::audit::read_chain(&access, "shop"))
+        .unwrap();
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!(report.segments, 11);
+    let mut ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 31, "each record once");
+    assert_eq!(records.len(), 31);
+}
+
+#[test]
 fn two_writers_never_overwrite_a_segment() {
     // A previous leader still writing while the new one starts (a handover): each segment key
     // is written once; the writer that lost the race reads the head again and continues after.

@@ -5,11 +5,13 @@
 //! - [`record`]: the records, their stable ids, and what each object's status shows (pure).
 //! - [`chain`]: the segment format, the hash chain and its verification (pure).
 //! - [`sink`]: the leader's writer (batches, retries, re-sending after a restart).
+//! - [`ids`]: the record ids the writer remembers, 16 bytes each (pure).
 //! - [`spool`]: the write-ahead spool of the records no status shows afterwards.
 //! - this file: opening the audit storage from the cluster, and reading a chain back
 //!   (`kubectl dataguardian audit verify|show`).
 
 pub mod chain;
+pub mod ids;
 pub mod record;
 pub mod sink;
 pub mod spool;

@@ -112,6 +112,57 @@ pub fn record_id(uid: &str, action: AuditAction, discriminator: &str) -> String 
     hex::encode(&h.finalize()[..16])
 }
 
+/// A record id as [`record_id`] makes it (32 lowercase hex digits), held as its 16 bytes: how
+/// the sink remembers ids (a third of a 32-character `String`'s heap chunk, and no allocation).
+/// Parsing is exact: only the one rendering [`record_id`] produces parses, so two different id
+/// strings never give the same value (an id in another form, e.g. upper case, does not parse
+/// and is kept as the string it is).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct RecordDigest([u8; 16]);
+
+/// Why an id is not a [`RecordDigest`] (e.g. a record of another writer or an older format).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DigestError {
+    #[error("a record id of {0} bytes, not 32 hex digits")]
+    Length(usize),
+    #[error("a record id with a character that is not a lowercase hex digit")]
+    NotLowerHex,
+}
+
+impl RecordDigest {
+    /// Its 16 bytes.
+    pub fn bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for RecordDigest {
+    type Err = DigestError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let b = s.as_bytes();
+        if b.len() != 32 {
+            return Err(DigestError::Length(b.len()));
+        }
+        let nibble = |c: u8| match c {
+            b'0'..=b'9' => Ok(c - b'0'),
+            b'a'..=b'f' => Ok(c - b'a' + 10),
+            _ => Err(DigestError::NotLowerHex),
+        };
+        let mut out = [0u8; 16];
+        for (i, pair) in b.chunks_exact(2).enumerate() {
+            out[i] = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+        }
+        Ok(RecordDigest(out))
+    }
+}
+
+impl std::fmt::Display for RecordDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
 /// The object fields every record of it carries.
 struct Subject {
     namespace: String,
@@ -583,6 +634,62 @@ mod tests {
         .expect("record");
         assert_eq!(rotation.action, AuditAction::KeyRotation);
         assert_eq!(rotation.actor.as_deref(), Some("carol"));
+    }
+
+    #[test]
+    fn record_ids_parse_to_16_bytes_and_back_and_nothing_else_parses() {
+        for (uid, d) in [("u", ""), ("v", "1"), ("uid-policy", "nightly-1")] {
+            let id = record_id(uid, AuditAction::RetentionDeletion, d);
+            let digest: RecordDigest = id.parse().expect("a record id parses");
+            assert_eq!(digest.to_string(), id, "round trip");
+            assert_eq!(hex::encode(digest.bytes()), id);
+        }
+        let all: RecordDigest = "0123456789abcdeffedcba9876543210".parse().unwrap();
+        assert_eq!(
+            all.bytes(),
+            &[
+                0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0xfe, 0xdc, 0xba, 0x98, 0x76, 0x54,
+                0x32, 0x10
+            ]
+        );
+        // The order of the bytes is the order of the strings.
+        let a: RecordDigest = "0f000000000000000000000000000000".parse().unwrap();
+        let b: RecordDigest = "a0000000000000000000000000000000".parse().unwrap();
+        assert!(a < b && a.to_string() < b.to_string());
+        // Only the rendering record_id makes: upper case (which would read as the same bytes),
+        // other lengths, other characters, a multi-byte character stay strings.
+        let upper = "0123456789ABCDEFFEDCBA9876543210";
+        assert_eq!(upper.parse::<RecordDigest>(), Err(DigestError::NotLowerHex));
+        for bad in [
+            "",
+            "0123",
+            "0123456789abcdeffedcba98765432100",
+            "legacy-record-7",
+        ] {
+            assert_eq!(
+                bad.parse::<RecordDigest>(),
+                Err(DigestError::Length(bad.len())),
+                "{bad:?}"
+            );
+        }
+        for bad in [
+            "0123456789abcdeffedcba987654321g",
+            " 123456789abcdeffedcba9876543210",
+            "+123456789abcdeffedcba9876543210",
+        ] {
+            assert_eq!(
+                bad.parse::<RecordDigest>(),
+                Err(DigestError::NotLowerHex),
+                "{bad:?}"
+            );
+        }
+        // 30 bytes of ASCII and one 2-byte character: 32 bytes, not hex.
+        let multibyte = format!("{}é", "0".repeat(30));
+        assert_eq!(multibyte.len(), 32);
+        assert_eq!(
+            multibyte.parse::<RecordDigest>(),
+            Err(DigestError::NotLowerHex)
+        );
     }
 
     #[test]

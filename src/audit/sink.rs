@@ -10,6 +10,16 @@
 //! by id against the last [`SinkSettings::tail_segments`] segments, and by time for records
 //! older than what those segments cover (they were written before).
 //!
+//! A running writer holds the same about each chain it writes: the head stands for the last
+//! `tail_segments` segments (those read, then those written since, the oldest let go), and the
+//! by-time rule moves on with them; the ids in the hour before them are among the ids the sink
+//! wrote most recently (up to [`REMEMBERED`], across namespaces). Ids are held as 16 bytes
+//! ([`super::ids`]). One exception keeps the rule true: while the records written come more
+//! than an hour after their time (a first start writing a cluster's history in no particular
+//! order, a storage that was down), a record not written yet may be older than anything just
+//! written, so the head lets no segment go (and the by-time rule does not move on) until
+//! `tail_segments` segments in a row held only records written within the hour.
+//!
 //! Records no status shows afterwards go through the write-ahead [`Spool`] first
 //! ([`AuditSink::offer_durably`]): the sink remembers which queued records are spooled, compares
 //! them by id only (a spooled record may have waited for days: its time says nothing about the
@@ -27,6 +37,7 @@ use crate::controller::common::storage_access::{AccessError, StorageAccess};
 use crate::telemetry::metrics::Metrics;
 
 use super::chain::{self, GENESIS};
+use super::ids::{Id, IdList, IdSet, Recent};
 use super::record::AuditRecord;
 use super::spool::{Spool, SpoolError};
 
@@ -37,7 +48,8 @@ pub struct SinkSettings {
     pub flush_interval: Duration,
     /// At most this many records per segment.
     pub max_records_per_segment: usize,
-    /// How many of a chain's last segments are read to find its head and the ids it holds.
+    /// How many of a chain's last segments are read to find its head and the ids it holds (and
+    /// how many a running writer keeps the ids of).
     pub tail_segments: usize,
     /// How long after a failed write the next attempt waits (doubling up to 16×).
     pub retry_after: Duration,
@@ -55,49 +67,259 @@ impl Default for SinkSettings {
 }
 
 /// Ids remembered as written, per process (bounded; older ones are found in the chain's tail).
-const REMEMBERED: usize = 200_000;
+pub const REMEMBERED: usize = 200_000;
 
-/// How much older than the tail's oldest record a record may be and still be compared by id.
+/// How much older than the tail's oldest record a record may be and still be compared by id
+/// (when the records written came in order).
 fn window_slack() -> chrono::Duration {
     chrono::Duration::hours(1)
 }
 
-/// The head of one namespace's chain, as read from storage.
-#[derive(Debug, Clone)]
+/// What the head knows of one of its segments.
+#[derive(Debug)]
+struct SegmentIds {
+    ids: IdList,
+    /// Its oldest record's time (`None`: no record, or the segment does not parse).
+    oldest: Option<DateTime<Utc>>,
+}
+
+/// The head of one namespace's chain: where the next segment goes, and what its last segments
+/// hold (those read from storage, then those written since).
+#[derive(Debug)]
 struct Head {
     next_index: u64,
     previous: String,
-    /// Ids in the segments read.
-    ids: HashSet<String>,
-    /// Records older than this were written before the segments read (`None`: every segment
-    /// was read, compare by id only).
-    covered_from: Option<DateTime<Utc>>,
+    /// Oldest first: the last `keep`, or more while the records written come late (see
+    /// [`Head::push_written`]).
+    segments: VecDeque<SegmentIds>,
+    /// How many segments are kept.
+    keep: usize,
+    /// Whether the chain holds segments before those kept: then records older than what they
+    /// cover were written before (otherwise every segment is known: compare by id only).
+    older: bool,
+    /// How many of the last segments written held only records written as they happened.
+    on_time: usize,
 }
 
-#[derive(Default)]
+impl Head {
+    /// The head of a chain with no segment.
+    fn empty(keep: usize) -> Self {
+        Head {
+            next_index: 0,
+            previous: GENESIS.to_string(),
+            segments: VecDeque::new(),
+            keep: keep.max(1),
+            older: false,
+            on_time: 0,
+        }
+    }
+
+    /// Adds the next segment, letting the oldest go beyond `keep`.
+    fn push(&mut self, segment: SegmentIds) {
+        self.segments.push_back(segment);
+        self.trim();
+    }
+
+    fn trim(&mut self) {
+        while self.segments.len() > self.keep {
+            self.segments.pop_front();
+            self.older = true;
+        }
+    }
+
+    /// After writing `batch` as the next segment (whose SHA-256 is `hash`) at `now`;
+    /// `spooled[i]`: whether `batch[i]` came from the spool.
+    ///
+    /// The head lets its oldest segments go only once the last `keep` segments written held
+    /// only records written as they happened (at most [`window_slack`] after their time; a
+    /// spooled record's time is when it was spooled, so it does not count). Records written
+    /// later than that come from a first start writing a cluster's history (in no particular
+    /// order: the next object listed may have older records than every segment written), a
+    /// storage that was down, or a lagging watch; while they come, an unwritten record may be
+    /// older than the kept segments, so the by-time rule must not move on, and the head keeps
+    /// every id it wrote (16 bytes each).
+    fn push_written(
+        &mut self,
+        hash: String,
+        batch: &[AuditRecord],
+        spooled: &[bool],
+        now: DateTime<Utc>,
+    ) {
+        self.next_index += 1;
+        self.previous = hash;
+        let on_time = batch
+            .iter()
+            .zip(spooled)
+            .all(|(r, s)| *s || r.time >= now - window_slack());
+        self.on_time = if on_time { self.on_time + 1 } else { 0 };
+        self.segments.push_back(SegmentIds {
+            ids: IdList::new(batch.iter().map(|r| r.id.as_str())),
+            oldest: batch.iter().map(|r| r.time).min(),
+        });
+        if self.on_time >= self.keep {
+            self.trim();
+        }
+    }
+
+    /// Records older than this were written before the segments kept (`None`: compare by id
+    /// only).
+    fn covered_from(&self) -> Option<DateTime<Utc>> {
+        if !self.older {
+            return None;
+        }
+        self.segments.iter().filter_map(|s| s.oldest).min()
+    }
+
+    /// Whether the kept segments hold `id`.
+    fn holds(&self, id: Id<'_>) -> bool {
+        self.segments.iter().any(|s| s.ids.contains(id))
+    }
+
+    /// Whether the chain holds `r` as far as the head tells: by id, or (a record not from the
+    /// spool) by time.
+    fn takes_as_written(&self, r: &AuditRecord, id: Id<'_>, spooled: bool) -> bool {
+        self.holds(id)
+            || (!spooled
+                && self
+                    .covered_from()
+                    .is_some_and(|from| r.time < from - window_slack()))
+    }
+
+    /// The ids of the kept segments.
+    fn ids(&self) -> impl Iterator<Item = Id<'_>> {
+        self.segments.iter().flat_map(|s| s.ids.iter())
+    }
+}
+
 struct State {
     /// Queued records per namespace, in the order offered.
     queued: BTreeMap<String, Vec<(AuditRecord, Instant)>>,
-    queued_ids: HashSet<String>,
-    /// Ids written (by this process) or found in a chain.
-    written: HashSet<String>,
-    written_order: VecDeque<String>,
+    queued_ids: IdSet,
+    /// Ids written (by this process) or found in a chain, the most recent ones.
+    written: Recent,
     heads: HashMap<String, Head>,
     /// Queued records that are in the spool (compared by id only).
-    spooled: HashSet<String>,
+    spooled: IdSet,
     /// Spooled records the chain holds (written, or found there): their entries can go.
     confirmed: Vec<String>,
 }
 
 impl State {
-    fn remember(&mut self, id: String) {
-        if self.written.insert(id.clone()) {
-            self.written_order.push_back(id);
-            while self.written_order.len() > REMEMBERED {
-                if let Some(old) = self.written_order.pop_front() {
-                    self.written.remove(&old);
+    fn new(remembered: usize) -> Self {
+        State {
+            queued: BTreeMap::new(),
+            queued_ids: IdSet::default(),
+            written: Recent::new(remembered),
+            heads: HashMap::new(),
+            spooled: IdSet::default(),
+            confirmed: Vec::new(),
+        }
+    }
+
+    /// Queues the records not written yet (by id); `spooled`: they are in the spool. Returns
+    /// how many were queued.
+    fn queue(&mut self, records: Vec<AuditRecord>, spooled: bool, now: Instant) -> usize {
+        let mut n = 0;
+        for r in records {
+            let id = Id::of(&r.id);
+            if spooled {
+                if self.written.contains(id) {
+                    // Already in the chain: only its entry is left to remove.
+                    if !self.confirmed.contains(&r.id) {
+                        self.confirmed.push(r.id.clone());
+                    }
+                    continue;
                 }
+                self.spooled.insert(id);
             }
+            if self.written.contains(id) || !self.queued_ids.insert(id) {
+                continue;
+            }
+            self.queued
+                .entry(r.namespace.clone())
+                .or_default()
+                .push((r, now));
+            n += 1;
+        }
+        n
+    }
+
+    /// Takes `head` as `ns`'s (read from storage): its ids are remembered as written.
+    fn set_head(&mut self, ns: &str, head: Head) {
+        for id in head.ids() {
+            self.written.insert(id);
+        }
+        self.heads.insert(ns.to_string(), head);
+    }
+
+    /// Drops the queued records of `ns` the chain holds (as its head tells) and returns the
+    /// next segment: its index, the previous segment's hash and at most `max` records, oldest
+    /// first. `None` when the head of `ns` is not known.
+    fn next_batch(&mut self, ns: &str, max: usize) -> Option<(u64, String, Vec<AuditRecord>)> {
+        let head = self.heads.get(ns)?;
+        let queue = self.queued.remove(ns).unwrap_or_default();
+        let mut keep = Vec::new();
+        let mut dropped = Vec::new();
+        for (r, t) in queue {
+            // A spooled record is compared by id only: it may have waited in the spool for
+            // longer than the tail covers, and its time is when it was spooled.
+            let id = Id::of(&r.id);
+            let held = self.written.contains(id)
+                || head.takes_as_written(&r, id, self.spooled.contains(id));
+            if held {
+                dropped.push(r.id);
+            } else {
+                keep.push((r, t));
+            }
+        }
+        let (index, previous) = (head.next_index, head.previous.clone());
+        for id in dropped {
+            self.queued_ids.remove(Id::of(&id));
+            if self.spooled.remove(Id::of(&id)) {
+                self.confirmed.push(id);
+            }
+        }
+        let mut batch: Vec<AuditRecord> = keep.iter().take(max).map(|(r, _)| r.clone()).collect();
+        if !keep.is_empty() {
+            self.queued.insert(ns.to_string(), keep);
+        }
+        batch.sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.id.cmp(&b.id)));
+        Some((index, previous, batch))
+    }
+
+    /// After the segment `index` of `ns`'s chain holding `batch` (SHA-256 `hash`) was
+    /// written at `now`: its records leave the queue and are remembered, the head moves on
+    /// (unless it was forgotten meanwhile: then it is read again).
+    fn segment_written(
+        &mut self,
+        ns: &str,
+        index: u64,
+        hash: String,
+        batch: &[AuditRecord],
+        now: DateTime<Utc>,
+    ) {
+        let ids: HashSet<&str> = batch.iter().map(|r| r.id.as_str()).collect();
+        if let Some(q) = self.queued.get_mut(ns) {
+            q.retain(|(r, _)| !ids.contains(r.id.as_str()));
+            if q.is_empty() {
+                self.queued.remove(ns);
+            }
+        }
+        let mut spooled = Vec::with_capacity(batch.len());
+        for r in batch {
+            let id = Id::of(&r.id);
+            self.queued_ids.remove(id);
+            self.written.insert(id);
+            let was = self.spooled.remove(id);
+            if was {
+                self.confirmed.push(r.id.clone());
+            }
+            spooled.push(was);
+        }
+        if let Some(head) = self.heads.get_mut(ns)
+            && head.next_index == index
+        {
+            head.push_written(hash, batch, &spooled, now);
         }
     }
 }
@@ -148,7 +370,7 @@ impl AuditSink {
         AuditSink {
             target: Arc::default(),
             settings,
-            state: Arc::default(),
+            state: Arc::new(Mutex::new(State::new(REMEMBERED))),
             wake: Arc::default(),
             room: Arc::default(),
             metrics,
@@ -218,7 +440,7 @@ impl AuditSink {
     pub fn is_written(&self, id: &str) -> bool {
         self.state
             .lock()
-            .map(|s| s.written.contains(id))
+            .map(|s| s.written.contains(Id::of(id)))
             .unwrap_or(false)
     }
 
@@ -272,30 +494,7 @@ impl AuditSink {
         let Ok(mut state) = self.state.lock() else {
             return 0;
         };
-        let now = Instant::now();
-        let mut n = 0;
-        for r in records {
-            if spooled {
-                if state.written.contains(&r.id) {
-                    // Already in the chain: only its entry is left to remove.
-                    if !state.confirmed.contains(&r.id) {
-                        state.confirmed.push(r.id.clone());
-                    }
-                    continue;
-                }
-                state.spooled.insert(r.id.clone());
-            }
-            if state.written.contains(&r.id) || state.queued_ids.contains(&r.id) {
-                continue;
-            }
-            state.queued_ids.insert(r.id.clone());
-            state
-                .queued
-                .entry(r.namespace.clone())
-                .or_default()
-                .push((r, now));
-            n += 1;
-        }
+        let n = state.queue(records, spooled, Instant::now());
         self.publish(&state);
         n
     }
@@ -412,67 +611,29 @@ impl AuditSink {
         let known = self
             .state
             .lock()
-            .ok()
-            .and_then(|s| s.heads.get(ns).cloned());
-        let head = match known {
-            Some(h) => h,
-            None => {
-                let head = self.read_head(&target.access, ns).await?;
-                if let Ok(mut s) = self.state.lock() {
-                    for id in &head.ids {
-                        s.remember(id.clone());
-                    }
-                    s.heads.insert(ns.to_string(), head.clone());
-                }
-                head
+            .map(|s| s.heads.contains_key(ns))
+            .unwrap_or(false);
+        if !known {
+            let head = self.read_head(&target.access, ns).await?;
+            if let Ok(mut s) = self.state.lock() {
+                s.set_head(ns, head);
             }
-        };
+        }
         // The batch: queued records the chain does not hold, oldest first.
-        let batch: Vec<AuditRecord> = {
-            let Ok(mut s) = self.state.lock() else {
-                return Ok(0);
-            };
-            let queue = s.queued.remove(ns).unwrap_or_default();
-            let mut keep = Vec::new();
-            let mut dropped = Vec::new();
-            for (r, t) in queue {
-                // A spooled record is compared by id only: it may have waited in the spool for
-                // longer than the tail covers, and its time is when it was spooled.
-                let held = s.written.contains(&r.id)
-                    || head.ids.contains(&r.id)
-                    || (!s.spooled.contains(&r.id)
-                        && head
-                            .covered_from
-                            .is_some_and(|from| r.time < from - window_slack()));
-                if held {
-                    dropped.push(r.id);
-                } else {
-                    keep.push((r, t));
-                }
-            }
-            for id in dropped {
-                s.queued_ids.remove(&id);
-                if s.spooled.remove(&id) {
-                    s.confirmed.push(id);
-                }
-            }
-            let mut batch: Vec<AuditRecord> = keep
-                .iter()
-                .take(self.settings.max_records_per_segment)
-                .map(|(r, _)| r.clone())
-                .collect();
-            if !keep.is_empty() {
-                s.queued.insert(ns.to_string(), keep);
-            }
-            batch.sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.id.cmp(&b.id)));
-            batch
+        let Some((index, previous, batch)) = self
+            .state
+            .lock()
+            .ok()
+            .and_then(|mut s| s.next_batch(ns, self.settings.max_records_per_segment))
+        else {
+            return Ok(0);
         };
         if batch.is_empty() {
             return Ok(0);
         }
-        let bytes = chain::encode_segment(ns, head.next_index, &head.previous, &batch, Utc::now());
+        let bytes = chain::encode_segment(ns, index, &previous, &batch, Utc::now());
         let hash = chain::sha256_hex(&bytes);
-        let key = target.access.key(&chain::segment_key(ns, head.next_index));
+        let key = target.access.key(&chain::segment_key(ns, index));
         // A segment is written once: never over an existing key (a previous leader's write
         // that this one's cached head does not know of).
         let written = target
@@ -491,33 +652,14 @@ impl AuditSink {
         self.metrics.audit_written.inc_by(batch.len() as u64);
         tracing::debug!(
             namespace = ns,
-            segment = head.next_index,
+            segment = index,
             records = batch.len(),
             "audit segment written"
         );
-        let Ok(mut s) = self.state.lock() else {
-            return Ok(batch.len());
-        };
-        let ids: HashSet<&str> = batch.iter().map(|r| r.id.as_str()).collect();
-        if let Some(q) = s.queued.get_mut(ns) {
-            q.retain(|(r, _)| !ids.contains(r.id.as_str()));
-            if q.is_empty() {
-                s.queued.remove(ns);
-            }
+        if let Ok(mut s) = self.state.lock() {
+            s.segment_written(ns, index, hash, &batch, Utc::now());
+            self.publish(&s);
         }
-        for r in &batch {
-            s.queued_ids.remove(&r.id);
-            s.remember(r.id.clone());
-            if s.spooled.remove(&r.id) {
-                s.confirmed.push(r.id.clone());
-            }
-        }
-        let mut next = head;
-        next.next_index += 1;
-        next.previous = hash;
-        next.ids.extend(batch.iter().map(|r| r.id.clone()));
-        s.heads.insert(ns.to_string(), next);
-        self.publish(&s);
         Ok(batch.len())
     }
 
@@ -538,42 +680,372 @@ impl AuditSink {
             })
             .collect();
         indices.sort();
+        let mut head = Head::empty(self.settings.tail_segments);
         let Some((last, _)) = indices.last().cloned() else {
-            return Ok(Head {
-                next_index: 0,
-                previous: GENESIS.to_string(),
-                ids: HashSet::new(),
-                covered_from: None,
-            });
+            return Ok(head);
         };
-        let tail_from = indices
-            .len()
-            .saturating_sub(self.settings.tail_segments.max(1));
-        let mut ids = HashSet::new();
-        let mut oldest: Option<DateTime<Utc>> = None;
-        let mut previous = GENESIS.to_string();
+        let tail_from = indices.len().saturating_sub(head.keep);
         for (i, key) in &indices[tail_from..] {
             let bytes = access.get(key, 64 << 20).await?;
             if *i == last {
-                previous = chain::sha256_hex(&bytes);
+                head.previous = chain::sha256_hex(&bytes);
             }
-            match chain::parse_segment(&bytes) {
-                Ok((_, records)) => {
-                    for r in records {
-                        oldest = Some(oldest.map_or(r.time, |o| o.min(r.time)));
-                        ids.insert(r.id);
-                    }
-                }
+            let segment = match chain::parse_segment(&bytes) {
+                Ok((_, records)) => SegmentIds {
+                    ids: IdList::new(records.iter().map(|r| r.id.as_str())),
+                    oldest: records.iter().map(|r| r.time).min(),
+                },
                 Err(e) => {
                     tracing::warn!(namespace = ns, segment = i, error = %e, location = %access.location(key), "an audit segment does not verify; the chain continues after it (kubectl dataguardian audit verify)");
+                    SegmentIds {
+                        ids: IdList::default(),
+                        oldest: None,
+                    }
                 }
+            };
+            head.push(segment);
+        }
+        head.next_index = last + 1;
+        head.older = tail_from > 0;
+        Ok(head)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::record::{AuditAction, record_id};
+    use chrono::TimeZone;
+
+    const NS: &str = "shop";
+
+    fn at(minutes: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_800_000_000, 0).unwrap() + chrono::Duration::minutes(minutes)
+    }
+
+    fn hours(h: i64) -> chrono::Duration {
+        chrono::Duration::hours(h)
+    }
+
+    fn record(uid: &str, time: DateTime<Utc>) -> AuditRecord {
+        AuditRecord {
+            id: record_id(uid, AuditAction::RunCreated, ""),
+            time,
+            action: AuditAction::RunCreated,
+            namespace: NS.into(),
+            kind: "BackupRun".into(),
+            name: uid.into(),
+            uid: uid.into(),
+            actor: None,
+            approver: None,
+            outcome: None,
+            reason: None,
+            detail: None,
+        }
+    }
+
+    /// The sink's bookkeeping writing into a chain held in memory (what `flush` does, without
+    /// S3): the head of `NS` keeps `keep` segments, the sink remembers `remembered` ids, and
+    /// the clock reads `now`.
+    struct Writer {
+        state: State,
+        chain: Vec<Vec<AuditRecord>>,
+        keep: usize,
+        max: usize,
+        now: DateTime<Utc>,
+    }
+
+    impl Writer {
+        fn new(keep: usize, remembered: usize, max: usize) -> Self {
+            let mut state = State::new(remembered);
+            state.set_head(NS, Head::empty(keep));
+            Writer {
+                state,
+                chain: Vec::new(),
+                keep,
+                max,
+                now: at(0),
             }
         }
-        Ok(Head {
-            next_index: last + 1,
-            previous,
-            ids,
-            covered_from: if tail_from > 0 { oldest } else { None },
-        })
+
+        fn offer(&mut self, records: Vec<AuditRecord>) -> usize {
+            self.state.queue(records, false, Instant::now())
+        }
+
+        fn offer_spooled(&mut self, records: Vec<AuditRecord>) -> usize {
+            self.state.queue(records, true, Instant::now())
+        }
+
+        /// Writes segments while records are queued; returns how many records were written.
+        fn flush(&mut self) -> usize {
+            let mut written = 0;
+            loop {
+                let (index, previous, batch) = self.state.next_batch(NS, self.max).expect("a head");
+                if batch.is_empty() {
+                    return written;
+                }
+                assert_eq!(index as usize, self.chain.len());
+                let expected_previous = match index {
+                    0 => GENESIS.to_string(),
+                    i => format!("hash-{}", i - 1),
+                };
+                assert_eq!(previous, expected_previous);
+                written += batch.len();
+                self.chain.push(batch.clone());
+                self.state
+                    .segment_written(NS, index, format!("hash-{index}"), &batch, self.now);
+            }
+        }
+
+        /// Offers `records` as they happen (the clock at the newest), then writes them.
+        fn live(&mut self, records: Vec<AuditRecord>) -> usize {
+            if let Some(t) = records.iter().map(|r| r.time).max() {
+                self.now = self.now.max(t + chrono::Duration::seconds(5));
+            }
+            self.offer(records);
+            self.flush()
+        }
+
+        fn head(&self) -> &Head {
+            self.state.heads.get(NS).expect("a head")
+        }
+
+        /// The head a restarted writer reads from this chain (`read_head` on S3).
+        fn read_again(&self) -> Head {
+            let mut head = Head::empty(self.keep);
+            let from = self.chain.len().saturating_sub(self.keep);
+            for segment in &self.chain[from..] {
+                head.push(SegmentIds {
+                    ids: IdList::new(segment.iter().map(|r| r.id.as_str())),
+                    oldest: segment.iter().map(|r| r.time).min(),
+                });
+            }
+            head.next_index = self.chain.len() as u64;
+            head.older = from > 0;
+            head
+        }
+
+        /// Asserts that the chain holds each of `expected` exactly once, and nothing else.
+        fn assert_each_once(&self, expected: &[AuditRecord]) {
+            let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+            for r in self.chain.iter().flatten() {
+                *counts.entry(r.id.as_str()).or_default() += 1;
+            }
+            for r in expected {
+                assert_eq!(
+                    counts.get(r.id.as_str()),
+                    Some(&1),
+                    "{} ({})",
+                    r.name,
+                    r.time
+                );
+            }
+            assert_eq!(counts.len(), expected.len(), "nothing else in the chain");
+        }
+    }
+
+    fn ids_of(head: &Head) -> Vec<String> {
+        let mut out: Vec<String> = head
+            .ids()
+            .map(|id| match id {
+                Id::Digest(d) => d.to_string(),
+                Id::Other(s) => s.to_string(),
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn a_running_head_keeps_the_last_segments_and_still_drops_every_record_written() {
+        // Records as they happen, 10 minutes apart, 5 a segment: 30 segments. The head keeps 3
+        // (15 ids), the sink remembers 25 ids: the hour before the kept segments (6 records)
+        // and the head's own. Everything older is dropped by time.
+        let mut w = Writer::new(3, 25, 5);
+        let all: Vec<AuditRecord> = (0..150)
+            .map(|n| record(&format!("run-{n}"), at(10 * n)))
+            .collect();
+        for chunk in all.chunks(5) {
+            assert_eq!(w.live(chunk.to_vec()), 5);
+        }
+        assert_eq!(w.chain.len(), 30);
+        let head = w.head();
+        assert_eq!(head.segments.len(), 3, "bounded to the tail");
+        assert_eq!(head.ids().count(), 15);
+        assert_eq!(head.next_index, 30);
+        assert_eq!(head.previous, "hash-29");
+        assert_eq!(head.covered_from(), Some(all[135].time));
+        assert_eq!(w.state.written.len(), 25);
+        // What a restarted writer would read: the same ids, the same rule.
+        let again = w.read_again();
+        assert_eq!(ids_of(head), ids_of(&again));
+        assert_eq!(head.covered_from(), again.covered_from());
+
+        // Everything offered again (a re-list), and one new record: only that one is written.
+        let new = record("run-150", at(1500));
+        let mut offered = all.clone();
+        offered.push(new.clone());
+        assert_eq!(w.offer(offered), 126, "the 25 remembered are not queued");
+        w.now = at(1501);
+        assert_eq!(w.flush(), 1);
+        assert_eq!(w.chain.last().unwrap(), &vec![new.clone()]);
+        let mut expected = all.clone();
+        expected.push(new.clone());
+        w.assert_each_once(&expected);
+        assert_eq!(w.state.queued_ids.len(), 0);
+        assert!(w.state.queued.is_empty());
+
+        // A record never written, within the hour before what the kept segments cover:
+        // compared by id, so written; the by-time rule takes only what is older than that.
+        let from = w.head().covered_from().unwrap();
+        assert_eq!(from, all[140].time);
+        let close = record("close", from - chrono::Duration::minutes(59));
+        let ancient = record("ancient", from - hours(5));
+        assert_eq!(w.offer(vec![close.clone(), ancient.clone()]), 2);
+        assert_eq!(w.flush(), 1);
+        assert_eq!(w.chain.last().unwrap(), &vec![close]);
+    }
+
+    #[test]
+    fn a_first_start_writing_history_in_no_order_writes_each_record_once() {
+        // A first start offers the history of three policies one policy after the other (the
+        // list's order), each over the same 20 hours and written days later: every policy's
+        // first records are older than the segments written just before. The head keeps 2
+        // segments, the sink remembers 4 ids.
+        let mut w = Writer::new(2, 4, 5);
+        w.now = at(10_000);
+        let history: Vec<AuditRecord> = (0..3)
+            .flat_map(|p| (0..20).map(move |h| record(&format!("p{p}-run-{h}"), at(60 * h))))
+            .collect();
+        for chunk in history.chunks(5) {
+            w.offer(chunk.to_vec());
+            w.flush();
+        }
+        // Had the head let its oldest segments go, the second and third policies' first
+        // records (10 hours older than the last two segments) would have been taken as written.
+        w.assert_each_once(&history);
+        assert_eq!(
+            w.head().segments.len(),
+            12,
+            "every segment of the catch-up kept"
+        );
+        assert_eq!(w.head().covered_from(), None, "the whole chain is known");
+
+        // Caught up: records as they happen. Once the last 2 segments were on time, the head
+        // lets the older ones go, and a re-list writes nothing twice.
+        let live: Vec<AuditRecord> = (0..3)
+            .map(|n| record(&format!("live-{n}"), at(10_000 + n)))
+            .collect();
+        w.live(vec![live[0].clone()]);
+        assert_eq!(w.head().segments.len(), 13);
+        w.live(vec![live[1].clone()]);
+        assert_eq!(w.head().segments.len(), 2);
+        assert_eq!(w.head().covered_from(), Some(live[0].time));
+        w.live(vec![live[2].clone()]);
+        assert_eq!(w.head().segments.len(), 2);
+        let mut everything = history.clone();
+        everything.extend(live);
+        w.offer(everything.clone());
+        assert_eq!(w.flush(), 0);
+        w.assert_each_once(&everything);
+
+        // A record written more than an hour after its time again (a lagging watch): the head
+        // keeps every segment from then on until 2 in a row are on time.
+        let from = w.head().covered_from().unwrap();
+        let lagging = record("lagging", from - hours(1));
+        assert!(lagging.time < w.now - hours(1));
+        assert_eq!(w.live(vec![lagging]), 1);
+        assert_eq!(w.head().segments.len(), 3);
+        assert_eq!(w.head().covered_from(), Some(from - hours(1)));
+        w.live(vec![record("live-3", w.now)]);
+        assert_eq!(w.head().segments.len(), 4);
+        w.live(vec![record("live-4", w.now)]);
+        assert_eq!(w.head().segments.len(), 2);
+    }
+
+    #[test]
+    fn a_spooled_record_older_than_the_tail_is_chained_exactly_once() {
+        // The head keeps 2 segments of records from hour 100 on, as they happen; a retention
+        // deletion spooled at hour 80 (the storage was down) is compared by id only.
+        let mut w = Writer::new(2, 1000, 5);
+        let status: Vec<AuditRecord> = (0..40)
+            .map(|n| record(&format!("run-{n}"), at(6000 + 10 * n)))
+            .collect();
+        for chunk in status.chunks(5) {
+            w.live(chunk.to_vec());
+        }
+        assert_eq!(w.head().segments.len(), 2);
+        assert_eq!(w.head().covered_from(), Some(status[30].time));
+        let deletion = AuditRecord {
+            id: record_id("policy", AuditAction::RetentionDeletion, "run-0"),
+            action: AuditAction::RetentionDeletion,
+            ..record("policy", at(80 * 60))
+        };
+        // The same time from status would be taken as written; from the spool it is not.
+        let from_status = AuditRecord {
+            id: record_id("policy", AuditAction::RetentionDeletion, "run-1"),
+            ..deletion.clone()
+        };
+        assert_eq!(w.offer(vec![from_status]), 1);
+        assert_eq!(w.offer_spooled(vec![deletion.clone()]), 1);
+        assert_eq!(w.flush(), 1);
+        assert_eq!(w.chain.last().unwrap(), &vec![deletion.clone()]);
+        assert_eq!(w.state.confirmed, vec![deletion.id.clone()]);
+        assert!(w.state.spooled.is_empty());
+        // Its time is the spool's: it does not count as late, the head still keeps 2.
+        assert_eq!(w.head().segments.len(), 2);
+
+        // More segments: the head lets the deletion's go. Spooled again (retention retried),
+        // it is found written, its entry released again, and not chained twice.
+        let more: Vec<AuditRecord> = (40..60)
+            .map(|n| record(&format!("run-{n}"), at(6000 + 10 * n)))
+            .collect();
+        for chunk in more.chunks(5) {
+            w.live(chunk.to_vec());
+        }
+        assert!(!w.head().holds(Id::of(&deletion.id)));
+        w.state.confirmed.clear();
+        assert_eq!(w.offer_spooled(vec![deletion.clone()]), 0);
+        assert_eq!(w.state.confirmed, vec![deletion.id.clone()]);
+        assert_eq!(w.flush(), 0);
+        let mut expected = status;
+        expected.extend(more);
+        expected.push(deletion);
+        w.assert_each_once(&expected);
+    }
+
+    #[test]
+    fn ids_of_another_form_in_a_chain_are_compared_as_they_are() {
+        // A chain whose tail holds ids record_id does not make: one is the upper-case spelling
+        // of a real id (the same 16 bytes if it were parsed leniently).
+        let real = record("run-1", at(1));
+        let legacy = AuditRecord {
+            id: "legacy-7".into(),
+            ..record("run-2", at(2))
+        };
+        let mut state = State::new(100);
+        let mut head = Head::empty(4);
+        head.push(SegmentIds {
+            ids: IdList::new([real.id.to_uppercase().as_str(), "legacy-7"]),
+            oldest: Some(at(1)),
+        });
+        head.next_index = 1;
+        head.previous = "hash-0".into();
+        state.set_head(NS, head);
+        let mut w = Writer {
+            state,
+            chain: vec![Vec::new()],
+            keep: 4,
+            max: 5,
+            now: at(3),
+        };
+        assert_eq!(w.offer(vec![legacy.clone()]), 0, "remembered from the read");
+        assert_eq!(w.offer(vec![real.clone()]), 1);
+        assert_eq!(w.flush(), 1);
+        assert_eq!(w.chain.last().unwrap(), &vec![real.clone()]);
+        // The head now holds both spellings, each for itself.
+        assert!(w.head().holds(Id::of(&real.id)));
+        assert!(w.head().holds(Id::Other(&real.id.to_uppercase())));
+        assert!(w.head().holds(Id::Other("legacy-7")));
     }
 }
