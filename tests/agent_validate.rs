@@ -360,7 +360,10 @@ fn all_databases_validation(layout: &str, extra: &[&str]) {
         {"name": "wrong-database", "schema": {"tables": ["beta.customers"]}},
         {"name": "bare", "schema": {"tables": ["customers"]}},
         {"name": "absent-count", "rowCounts": {"tables": ["gamma.nothing"]}},
-        {"name": "accounts", "sql": "SELECT COUNT(*) FROM mysql.user", "expect": {"min": 0}}
+        {"name": "accounts", "sql": "SELECT COUNT(*) FROM mysql.user", "expect": {"min": 0}},
+        {"name": "in-beta", "database": "beta", "sql": "SELECT COUNT(*) FROM notes", "expect": {"equals": 40}},
+        {"name": "beta-tables", "database": "beta", "schema": {"tables": ["notes", "alpha.customers"]}},
+        {"name": "accounts-database", "database": "mysql", "sql": "SELECT 1", "expect": {"equals": 1}}
     ]"#;
     let run = run_agent(
         &[
@@ -404,7 +407,15 @@ fn all_databases_validation(layout: &str, extra: &[&str]) {
     assert_eq!(some["result"], "Passed", "{some}");
     assert_eq!(some["expected"], "3 tables, 343 rows", "{some}");
     assert_eq!(some["observed"], "3 tables, 343 rows", "{some}");
-    for name in ["orders", "notes", "dotted", "view", "function"] {
+    for name in [
+        "orders",
+        "notes",
+        "dotted",
+        "view",
+        "function",
+        "in-beta",
+        "beta-tables",
+    ] {
         let c = check(s, name);
         assert_eq!(c["result"], "Passed", "{c}");
     }
@@ -445,6 +456,16 @@ fn all_databases_validation(layout: &str, extra: &[&str]) {
     let accounts = check(s, "accounts");
     assert_eq!(accounts["result"], "Failed", "{accounts}");
     assert_eq!(accounts["observed"], "error", "{accounts}");
+    // Nor may a check run in it.
+    let accounts_db = check(s, "accounts-database");
+    assert_eq!(accounts_db["observed"], "not run", "{accounts_db}");
+    assert!(
+        accounts_db["message"]
+            .as_str()
+            .unwrap()
+            .contains("database \"mysql\" is not a restored database the checks may read"),
+        "{accounts_db}"
+    );
 
     let failed: Vec<&str> = s["checks"]
         .as_array()
@@ -460,7 +481,8 @@ fn all_databases_validation(layout: &str, extra: &[&str]) {
             "wrong-database",
             "bare",
             "absent-count",
-            "accounts"
+            "accounts",
+            "accounts-database"
         ],
         "{s}"
     );
