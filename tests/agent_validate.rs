@@ -360,7 +360,10 @@ fn all_databases_validation(layout: &str, extra: &[&str]) {
         {"name": "wrong-database", "schema": {"tables": ["beta.customers"]}},
         {"name": "bare", "schema": {"tables": ["customers"]}},
         {"name": "absent-count", "rowCounts": {"tables": ["gamma.nothing"]}},
-        {"name": "accounts", "sql": "SELECT COUNT(*) FROM mysql.user", "expect": {"min": 0}}
+        {"name": "accounts", "sql": "SELECT COUNT(*) FROM mysql.user", "expect": {"min": 0}},
+        {"name": "in-beta", "database": "beta", "sql": "SELECT COUNT(*) FROM notes", "expect": {"equals": 40}},
+        {"name": "beta-tables", "database": "beta", "schema": {"tables": ["notes", "alpha.customers"]}},
+        {"name": "accounts-database", "database": "mysql", "sql": "SELECT 1", "expect": {"equals": 1}}
     ]"#;
     let run = run_agent(
         &[
@@ -404,7 +407,15 @@ fn all_databases_validation(layout: &str, extra: &[&str]) {
     assert_eq!(some["result"], "Passed", "{some}");
     assert_eq!(some["expected"], "3 tables, 343 rows", "{some}");
     assert_eq!(some["observed"], "3 tables, 343 rows", "{some}");
-    for name in ["orders", "notes", "dotted", "view", "function"] {
+    for name in [
+        "orders",
+        "notes",
+        "dotted",
+        "view",
+        "function",
+        "in-beta",
+        "beta-tables",
+    ] {
         let c = check(s, name);
         assert_eq!(c["result"], "Passed", "{c}");
     }
@@ -445,6 +456,16 @@ fn all_databases_validation(layout: &str, extra: &[&str]) {
     let accounts = check(s, "accounts");
     assert_eq!(accounts["result"], "Failed", "{accounts}");
     assert_eq!(accounts["observed"], "error", "{accounts}");
+    // Nor may a check run in it.
+    let accounts_db = check(s, "accounts-database");
+    assert_eq!(accounts_db["observed"], "not run", "{accounts_db}");
+    assert!(
+        accounts_db["message"]
+            .as_str()
+            .unwrap()
+            .contains("database \"mysql\" is not a restored database the checks may read"),
+        "{accounts_db}"
+    );
 
     let failed: Vec<&str> = s["checks"]
         .as_array()
@@ -460,7 +481,8 @@ fn all_databases_validation(layout: &str, extra: &[&str]) {
             "wrong-database",
             "bare",
             "absent-count",
-            "accounts"
+            "accounts",
+            "accounts-database"
         ],
         "{s}"
     );
@@ -476,6 +498,257 @@ fn mariadb_all_databases_single_stream_validates_database_qualified_checks() {
 #[test]
 fn mariadb_all_databases_parallel_layout_validates_database_qualified_checks() {
     all_databases_validation(
+        "parallel",
+        &["--parallelism", "2", "--parallel-min-bytes", "0"],
+    );
+}
+
+/// A PostgreSQL source with two user databases for the all-databases validations: `alpha` (the
+/// shared fill: customers, `sales.orders` 3000 rows, `"Odd ""Name"" Tbl"`, a view, a function)
+/// and `beta` (schema `archive` with `notes`, 40 rows, and a table whose name holds a dot; and a
+/// `public.customers` of its own, 5 rows, to tell the databases apart).
+fn pg_all_databases_source() -> Postgres {
+    let source = Postgres::start().unwrap();
+    source.create_database("alpha").unwrap();
+    source.create_database("beta").unwrap();
+    pg_fill(&source, "alpha", 1);
+    source
+        .psql(
+            "beta",
+            r#"CREATE SCHEMA archive;
+               CREATE TABLE archive.notes (id int PRIMARY KEY, body text);
+               INSERT INTO archive.notes SELECT g, md5(g::text) FROM generate_series(1, 40) g;
+               CREATE TABLE archive."dotted.name" (v int);
+               INSERT INTO archive."dotted.name" VALUES (1), (2), (3);
+               CREATE TABLE customers (id int);
+               INSERT INTO customers SELECT generate_series(1, 5);"#,
+        )
+        .unwrap();
+    source
+}
+
+/// Back up every database of a PostgreSQL server (`extra`: layout flags), validate the backup
+/// into a fresh sandbox server with checks that name tables of each database, and check the
+/// verdict of each.
+fn pg_all_databases_validation(layout: &str, extra: &[&str]) {
+    let source = pg_all_databases_source();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("backups");
+    let to = format!("file://{}", store.display());
+    let mut args = vec![
+        "backup",
+        "--engine",
+        "postgres",
+        "--all-databases",
+        "--to",
+        &to,
+        "--run-id",
+        layout,
+    ];
+    args.extend_from_slice(extra);
+    run_agent(&args, &[("DG_URI", &source.uri("postgres"))]).assert_ok();
+    let manifest: Value = serde_json::from_str(
+        &std::fs::read_to_string(store.join(layout).join("manifest.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest["allDatabases"], true, "{manifest}");
+    let kinds: Vec<&str> = manifest["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds[0], "globals", "{manifest}");
+    let parts = kinds.iter().filter(|k| **k == "tableData").count();
+    if extra.is_empty() {
+        assert_eq!(parts, 0, "the single stream: {manifest}");
+    } else {
+        assert!(parts >= 2, "the parallel layout: {manifest}");
+    }
+
+    let sandbox = Postgres::start().unwrap();
+    let from = format!("{to}/{layout}/manifest.json");
+    let term = tmp.path().join("term");
+    let checks = r#"[
+        {"rowCounts": {}},
+        {"name": "some-counts", "rowCounts": {"tables": ["alpha.sales.orders", "beta/archive.notes", "beta.customers", "beta.archive.dotted.name"]}},
+        {"name": "orders", "database": "alpha", "sql": "SELECT count(*) FROM sales.orders", "expect": {"equals": 3000}},
+        {"name": "alpha-customers", "database": "alpha", "sql": "SELECT count(*) FROM customers", "expect": {"equals": 2000}},
+        {"name": "beta-customers", "database": "beta", "sql": "SELECT count(*) FROM customers", "expect": {"equals": 5}},
+        {"name": "notes", "database": "beta", "sql": "SELECT count(*) FROM archive.notes", "expect": {"equals": 40}},
+        {"name": "dotted", "database": "beta", "sql": "SELECT sum(v) FROM archive.\"dotted.name\"", "expect": {"equals": 6}},
+        {"name": "function", "database": "alpha", "sql": "SELECT add_one(41)", "expect": {"equals": "42"}},
+        {"name": "not-superuser", "database": "beta", "sql": "SELECT rolsuper::text FROM pg_roles WHERE rolname = current_user", "expect": {"equals": "false"}},
+        {"name": "tables", "schema": {"tables": ["alpha.customers", "alpha.sales.orders", "alpha.public.big_orders", "alpha.Odd \"Name\" Tbl", "alpha.empty_table", "beta.archive.notes", "beta.archive.dotted.name", "beta.customers"]}},
+        {"name": "in-beta", "database": "beta", "schema": {"tables": ["archive.notes", "customers"]}},
+        {"name": "absent", "schema": {"tables": ["alpha.customers", "alpha.sales.no_such_table"]}},
+        {"name": "wrong-database", "schema": {"tables": ["beta.sales.orders"]}},
+        {"name": "unknown-database", "schema": {"tables": ["gamma.public.t"]}},
+        {"name": "bare", "schema": {"tables": ["customers"]}},
+        {"name": "no-database", "sql": "SELECT count(*) FROM customers", "expect": {"min": 0}},
+        {"name": "not-restored", "database": "gamma", "sql": "SELECT 1", "expect": {"equals": 1}},
+        {"name": "write", "database": "alpha", "sql": "DELETE FROM customers", "expect": {"min": 0}},
+        {"name": "absent-count", "rowCounts": {"tables": ["beta.sales.orders"]}}
+    ]"#;
+    let run = run_agent(
+        &[
+            "validate",
+            "--engine",
+            "postgres",
+            "--from",
+            &from,
+            "--termination-log",
+            &term.display().to_string(),
+            "--wait-seconds",
+            "30",
+        ],
+        &[("DG_URI", &sandbox.uri("postgres")), ("DG_CHECKS", checks)],
+    );
+    assert_eq!(
+        run.code, 1,
+        "the checks meant to fail fail: {}\n{}",
+        run.stdout, run.stderr
+    );
+    run.assert_no_secret(sandbox.password());
+    let s = &run.summary;
+    assert_eq!(s["status"], "succeeded", "the validation ran: {s}");
+    assert_eq!(s["result"], "Failed", "{s}");
+    assert_eq!(s["reason"], "CheckFailed", "{s}");
+    assert!(s["restoreDurationSeconds"].as_f64().unwrap() > 0.0, "{s}");
+    let databases: Vec<&str> = s["databases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap())
+        .collect();
+    for db in ["alpha", "beta", "postgres"] {
+        assert!(databases.contains(&db), "{db} restored: {s}");
+    }
+    assert_eq!(
+        pg_fingerprint(&sandbox, "beta"),
+        pg_fingerprint(&source, "beta")
+    );
+
+    let rc = check(s, "rowCounts-0");
+    assert_eq!(rc["result"], "Passed", "{rc}");
+    assert_eq!(rc["expected"], rc["observed"], "{rc}");
+    let some = check(s, "some-counts");
+    assert_eq!(some["result"], "Passed", "{some}");
+    assert_eq!(some["expected"], "4 tables, 3048 rows", "{some}");
+    assert_eq!(some["observed"], "4 tables, 3048 rows", "{some}");
+    for name in [
+        "orders",
+        "alpha-customers",
+        "beta-customers",
+        "notes",
+        "dotted",
+        "function",
+        "not-superuser",
+    ] {
+        let c = check(s, name);
+        assert_eq!(c["result"], "Passed", "{c}");
+    }
+    assert_eq!(check(s, "orders")["observed"], "3000");
+    assert_eq!(check(s, "beta-customers")["observed"], "5");
+    let tables = check(s, "tables");
+    assert_eq!(tables["result"], "Passed", "{tables}");
+    assert_eq!(tables["observed"], "8 present", "{tables}");
+    assert_eq!(check(s, "in-beta")["result"], "Passed");
+
+    // Tables that are not there fail, and say which.
+    let absent = check(s, "absent");
+    assert_eq!(absent["result"], "Failed", "{absent}");
+    assert_eq!(absent["observed"], "1 present", "{absent}");
+    assert_eq!(
+        absent["message"], "missing: alpha.sales.no_such_table",
+        "{absent}"
+    );
+    let wrong = check(s, "wrong-database");
+    assert_eq!(wrong["message"], "missing: beta.sales.orders", "{wrong}");
+    let unknown = check(s, "unknown-database");
+    assert_eq!(
+        unknown["message"], "missing: gamma.public.t (no restored database \"gamma\")",
+        "{unknown}"
+    );
+    // Several databases restored, no default: a bare name names no table, and a query must
+    // say where it runs.
+    let bare = check(s, "bare");
+    assert_eq!(
+        bare["message"], "missing: customers (name it database.schema.table)",
+        "{bare}"
+    );
+    let no_db = check(s, "no-database");
+    assert_eq!(no_db["result"], "Failed", "{no_db}");
+    assert_eq!(no_db["observed"], "not run", "{no_db}");
+    let message = no_db["message"].as_str().unwrap();
+    assert!(
+        message.contains("set the check's database") && message.contains("alpha, beta"),
+        "{no_db}"
+    );
+    let not_restored = check(s, "not-restored");
+    assert_eq!(not_restored["observed"], "not run", "{not_restored}");
+    assert!(
+        not_restored["message"]
+            .as_str()
+            .unwrap()
+            .contains("database \"gamma\" is not a restored database"),
+        "{not_restored}"
+    );
+    // Read-only: a write is refused by the server.
+    let write = check(s, "write");
+    assert_eq!(write["observed"], "error", "{write}");
+    assert!(
+        write["message"].as_str().unwrap().contains("read-only"),
+        "{write}"
+    );
+    assert_eq!(
+        sandbox
+            .psql("alpha", "SELECT count(*) FROM customers")
+            .unwrap(),
+        "2000"
+    );
+    let absent_count = check(s, "absent-count");
+    assert!(
+        absent_count["message"]
+            .as_str()
+            .unwrap()
+            .contains("beta/sales.orders: not in the backup's manifest"),
+        "{absent_count}"
+    );
+
+    let failed: Vec<&str> = s["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["result"] == "Failed")
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        failed,
+        [
+            "absent",
+            "wrong-database",
+            "unknown-database",
+            "bare",
+            "no-database",
+            "not-restored",
+            "write",
+            "absent-count"
+        ],
+        "{s}"
+    );
+    let written: Value = serde_json::from_str(&std::fs::read_to_string(&term).unwrap()).unwrap();
+    assert_eq!(written["result"], "Failed");
+}
+
+#[test]
+fn postgres_all_databases_single_stream_validates_checks_of_every_database() {
+    pg_all_databases_validation("single", &[]);
+}
+
+#[test]
+fn postgres_all_databases_parallel_layout_validates_checks_of_every_database() {
+    pg_all_databases_validation(
         "parallel",
         &["--parallelism", "2", "--parallel-min-bytes", "0"],
     );

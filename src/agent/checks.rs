@@ -66,6 +66,9 @@ pub struct NamedCheck {
     pub name: String,
     /// What to run.
     pub spec: CheckSpec,
+    /// The database it runs in (the check's `database`; none: the job's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
 }
 
 /// Everything the check process needs: the check role's connection and the checks.
@@ -81,9 +84,13 @@ pub struct CheckJob {
     pub user: String,
     /// Its password (made for this validation; never logged).
     pub password: String,
-    /// Database the checks run in (the restored one; none for a MySQL all-databases backup,
-    /// whose checks name `database.table`).
+    /// Default database of the checks (the restored one; none for an all-databases backup
+    /// that restored several: MySQL checks name `database.table`, PostgreSQL `schema` checks
+    /// `database.schema.table` and `sql` checks set their `database`).
     pub database: Option<String>,
+    /// The databases the check role may read: the only ones a check may name.
+    #[serde(default)]
+    pub databases: Vec<String>,
     /// The checks, in order.
     pub checks: Vec<NamedCheck>,
 }
@@ -96,6 +103,7 @@ impl std::fmt::Debug for CheckJob {
             .field("port", &self.port)
             .field("user", &self.user)
             .field("database", &self.database)
+            .field("databases", &self.databases)
             .field("checks", &self.checks.len())
             .finish_non_exhaustive()
     }
@@ -220,6 +228,71 @@ fn schema_result(name: String, tables: &[String], missing: Vec<String>) -> Check
     }
 }
 
+/// Where a check runs: its own `database` when the role may read it, else the job's default
+/// (`Ok(None)`: no default database). `Err`: why the check cannot run (a database that was not
+/// restored, or that the checks may not read).
+fn check_database<'a>(
+    job: &'a CheckJob,
+    check: &'a NamedCheck,
+) -> std::result::Result<Option<&'a str>, String> {
+    match check.database.as_deref() {
+        None => Ok(job.database.as_deref()),
+        Some(db) if job.databases.iter().any(|d| d == db) => Ok(Some(db)),
+        Some(db) => Err(format!(
+            "database {db:?} is not a restored database the checks may read (they may read: {})",
+            listed(&job.databases)
+        )),
+    }
+}
+
+/// Databases as a list for a message.
+fn listed(databases: &[String]) -> String {
+    if databases.is_empty() {
+        "none".into()
+    } else {
+        databases.join(", ")
+    }
+}
+
+/// A check that did not run, failed with `why`.
+fn not_run(check: &NamedCheck, why: String) -> CheckResult {
+    let (kind, expected) = match &check.spec {
+        CheckSpec::Sql { expect, .. } => (CheckKind::Sql, describe_expectation(expect)),
+        CheckSpec::Schema { tables } => (
+            CheckKind::Schema,
+            format!("{} tables present", tables.len()),
+        ),
+    };
+    CheckResult {
+        name: check.name.clone(),
+        kind,
+        result: ValidationResult::Failed,
+        expected: Some(expected),
+        observed: Some("not run".into()),
+        message: Some(truncate(&why, MESSAGE_LIMIT)),
+    }
+}
+
+/// Where a PostgreSQL `schema` check looks a name up (pure): in `default_db` as `schema.table`
+/// or `table` (schema `public`); without one (all databases) the first dot separates the
+/// database: `database.schema.table` or `database.table`. `Err`: why the name names no table.
+pub fn pg_table_ref(
+    name: &str,
+    default_db: Option<&str>,
+    databases: &[String],
+) -> std::result::Result<(String, String, String), String> {
+    let (db, rest) = match default_db {
+        Some(db) => (db, name),
+        None => match name.split_once('.') {
+            Some((db, rest)) if databases.iter().any(|d| d == db) => (db, rest),
+            Some((db, _)) => return Err(format!("{name} (no restored database {db:?})")),
+            None => return Err(format!("{name} (name it database.schema.table)")),
+        },
+    };
+    let (schema, table) = split_table(rest, "public");
+    Ok((db.to_string(), schema, table))
+}
+
 /// Create the check role in the sandbox (as its superuser, with fixed SQL: nothing of the
 /// user's reaches it): LOGIN, no superuser, no role creation, no file access; it may read
 /// `databases` and nothing else. Returns its connection, whose default database (where the
@@ -293,6 +366,7 @@ pub fn prepare_role(
 pub fn run_isolated(
     engine: Engine,
     role: &DbUri,
+    databases: Vec<String>,
     checks: Vec<NamedCheck>,
 ) -> Result<Vec<CheckResult>> {
     let exe = std::env::current_exe()
@@ -309,6 +383,7 @@ pub fn run_isolated(
             .map(|p| p.0.clone())
             .unwrap_or_default(),
         database: role.database.clone(),
+        databases,
         checks,
     };
     let input = serde_json::to_vec(&job)
@@ -405,13 +480,17 @@ mod pg {
     use super::*;
     use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
-    pub(super) async fn run(job: &CheckJob) -> Result<Vec<CheckResult>> {
+    /// One connection as the check role, to `database`, with the statement timeout set.
+    async fn connect(
+        job: &CheckJob,
+        database: &str,
+    ) -> Result<(Client, tokio::task::JoinHandle<()>)> {
         let mut config = tokio_postgres::Config::new();
         config
             .host(&job.host)
             .user(&job.user)
             .password(job.password.as_bytes())
-            .dbname(job.database.as_deref().unwrap_or(postgres::MAINTENANCE_DB))
+            .dbname(database)
             .application_name("dataguardian-checks")
             .connect_timeout(Duration::from_secs(15));
         if let Some(p) = job.port {
@@ -423,7 +502,9 @@ mod pg {
                 driver_error(e)
             ))
         })?;
-        let conn = tokio::spawn(connection);
+        let conn = tokio::spawn(async move {
+            let _ = connection.await;
+        });
         client
             .batch_execute(&format!(
                 "SET statement_timeout = {}",
@@ -431,11 +512,65 @@ mod pg {
             ))
             .await
             .map_err(|e| AgentError::Target(driver_error(e)))?;
+        Ok((client, conn))
+    }
+
+    /// The connections of a job: one per database, opened when a check first needs it.
+    struct Connections<'a> {
+        job: &'a CheckJob,
+        open: Vec<(String, Client, tokio::task::JoinHandle<()>)>,
+    }
+
+    impl Connections<'_> {
+        async fn to(&mut self, database: &str) -> Result<&Client> {
+            let i = match self.open.iter().position(|(db, ..)| db == database) {
+                Some(i) => i,
+                None => {
+                    let (client, conn) = connect(self.job, database).await?;
+                    self.open.push((database.to_string(), client, conn));
+                    self.open.len() - 1
+                }
+            };
+            Ok(&self.open[i].1)
+        }
+
+        async fn close(self) {
+            for (_, client, conn) in self.open {
+                drop(client);
+                let _ = conn.await;
+            }
+        }
+    }
+
+    pub(super) async fn run(job: &CheckJob) -> Result<Vec<CheckResult>> {
+        let mut conns = Connections {
+            job,
+            open: Vec::new(),
+        };
         let mut results = Vec::new();
         for check in &job.checks {
+            let database = match check_database(job, check) {
+                Ok(db) => db,
+                Err(why) => {
+                    results.push(not_run(check, why));
+                    continue;
+                }
+            };
             let result = match &check.spec {
                 CheckSpec::Sql { sql, expect } => {
-                    let value = tokio::time::timeout(CHECK_TIMEOUT, first_value(&client, sql))
+                    let Some(database) = database else {
+                        results.push(not_run(
+                            check,
+                            format!(
+                                "several databases were restored: set the check's database to \
+                                 the one it runs in ({})",
+                                listed(&job.databases)
+                            ),
+                        ));
+                        continue;
+                    };
+                    let client = conns.to(database).await?;
+                    let value = tokio::time::timeout(CHECK_TIMEOUT, first_value(client, sql))
                         .await
                         .unwrap_or_else(|_| Err("timed out".into()));
                     sql_result(check.name.clone(), expect, value)
@@ -443,8 +578,16 @@ mod pg {
                 CheckSpec::Schema { tables } => {
                     let mut missing = Vec::new();
                     for t in tables {
-                        let (schema, table) = split_table(t, "public");
-                        let row = client
+                        let (db, schema, table) = match pg_table_ref(t, database, &job.databases) {
+                            Ok(r) => r,
+                            Err(why) => {
+                                missing.push(why);
+                                continue;
+                            }
+                        };
+                        let row = conns
+                            .to(&db)
+                            .await?
                             .query_one(
                                 "SELECT count(*) FROM pg_catalog.pg_class c \
                                  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
@@ -463,8 +606,7 @@ mod pg {
             };
             results.push(result);
         }
-        drop(client);
-        let _ = conn.await;
+        conns.close().await;
         Ok(results)
     }
 
@@ -505,13 +647,14 @@ mod my {
     use mysql_async::prelude::Queryable;
     use mysql_async::{Conn, OptsBuilder, Row, Value};
 
-    pub(super) async fn run(job: &CheckJob) -> Result<Vec<CheckResult>> {
+    /// One connection as the check role, with `database` as its default database.
+    async fn connect(job: &CheckJob, database: Option<&str>) -> Result<Conn> {
         let opts = OptsBuilder::default()
             .ip_or_hostname(job.host.clone())
             .tcp_port(job.port.unwrap_or(3306))
             .user(Some(job.user.clone()))
             .pass(Some(job.password.clone()))
-            .db_name(job.database.clone())
+            .db_name(database.map(str::to_string))
             .prefer_socket(false);
         let mut conn = tokio::time::timeout(Duration::from_secs(15), Conn::new(opts))
             .await
@@ -530,11 +673,33 @@ mod my {
                 CHECK_TIMEOUT.as_secs()
             ))
             .await;
+        Ok(conn)
+    }
+
+    pub(super) async fn run(job: &CheckJob) -> Result<Vec<CheckResult>> {
+        // One connection per default database, opened when a check first needs it.
+        let mut open: Vec<(Option<String>, Conn)> = Vec::new();
         let mut results = Vec::new();
         for check in &job.checks {
+            let database = match check_database(job, check) {
+                Ok(db) => db,
+                Err(why) => {
+                    results.push(not_run(check, why));
+                    continue;
+                }
+            };
+            let i = match open.iter().position(|(db, _)| db.as_deref() == database) {
+                Some(i) => i,
+                None => {
+                    let conn = connect(job, database).await?;
+                    open.push((database.map(str::to_string), conn));
+                    open.len() - 1
+                }
+            };
+            let conn = &mut open[i].1;
             let result = match &check.spec {
                 CheckSpec::Sql { sql, expect } => {
-                    let value = tokio::time::timeout(CHECK_TIMEOUT, first_value(&mut conn, sql))
+                    let value = tokio::time::timeout(CHECK_TIMEOUT, first_value(conn, sql))
                         .await
                         .unwrap_or_else(|_| Err("timed out".into()));
                     sql_result(check.name.clone(), expect, value)
@@ -542,13 +707,12 @@ mod my {
                 CheckSpec::Schema { tables } => {
                     let mut missing = Vec::new();
                     for t in tables {
-                        if job.database.is_none() && !t.contains('.') {
+                        if database.is_none() && !t.contains('.') {
                             // No default database (all databases): a bare name names nothing.
                             missing.push(format!("{t} (name it database.table)"));
                             continue;
                         }
-                        let (schema, table) =
-                            split_table(t, job.database.as_deref().unwrap_or_default());
+                        let (schema, table) = split_table(t, database.unwrap_or_default());
                         let n: Option<u64> = conn
                             .exec_first(
                                 "SELECT COUNT(*) FROM information_schema.tables \
@@ -566,7 +730,9 @@ mod my {
             };
             results.push(result);
         }
-        let _ = conn.disconnect().await;
+        for (_, conn) in open {
+            let _ = conn.disconnect().await;
+        }
         Ok(results)
     }
 
@@ -631,9 +797,79 @@ mod tests {
             user: "dataguardian_check_x".into(),
             password: "s3cr3t-value".into(),
             database: Some("shop".into()),
+            databases: vec!["shop".into()],
             checks: Vec::new(),
         };
         assert!(!format!("{job:?}").contains("s3cr3t-value"));
+    }
+
+    #[test]
+    fn postgres_schema_names_take_the_database_first_without_a_default() {
+        let dbs = ["alpha", "beta", "postgres"].map(String::from);
+        let r = |name, default| pg_table_ref(name, default, &dbs);
+        let ok = |db: &str, schema: &str, table: &str| {
+            Ok((db.to_string(), schema.to_string(), table.to_string()))
+        };
+        // One database (or the check's `database`): `schema.table` or `table` in it.
+        assert_eq!(
+            r("sales.orders", Some("shop")),
+            ok("shop", "sales", "orders")
+        );
+        assert_eq!(r("orders", Some("shop")), ok("shop", "public", "orders"));
+        // All databases: the first dot separates the database.
+        assert_eq!(
+            r("alpha.sales.orders", None),
+            ok("alpha", "sales", "orders")
+        );
+        assert_eq!(r("alpha.orders", None), ok("alpha", "public", "orders"));
+        assert_eq!(
+            r("beta.archive.dotted.name", None),
+            ok("beta", "archive", "dotted.name")
+        );
+        assert_eq!(
+            r("gamma.public.t", None),
+            Err("gamma.public.t (no restored database \"gamma\")".into())
+        );
+        assert_eq!(
+            r("orders", None),
+            Err("orders (name it database.schema.table)".into())
+        );
+    }
+
+    #[test]
+    fn a_check_runs_in_its_database_only_when_the_role_may_read_it() {
+        let job = |database: Option<&str>| CheckJob {
+            engine: Engine::Postgres,
+            host: "127.0.0.1".into(),
+            port: None,
+            user: "u".into(),
+            password: "p".into(),
+            database: database.map(str::to_string),
+            databases: vec!["alpha".into(), "beta".into()],
+            checks: Vec::new(),
+        };
+        let check = |database: Option<&str>| NamedCheck {
+            name: "c".into(),
+            spec: CheckSpec::Schema { tables: vec![] },
+            database: database.map(str::to_string),
+        };
+        assert_eq!(check_database(&job(None), &check(None)), Ok(None));
+        assert_eq!(
+            check_database(&job(Some("alpha")), &check(None)),
+            Ok(Some("alpha"))
+        );
+        assert_eq!(
+            check_database(&job(None), &check(Some("beta"))),
+            Ok(Some("beta"))
+        );
+        let err = check_database(&job(None), &check(Some("mysql"))).unwrap_err();
+        assert!(
+            err.contains("\"mysql\"") && err.contains("alpha, beta"),
+            "{err}"
+        );
+        let failed = not_run(&check(Some("mysql")), err);
+        assert_eq!(failed.result, ValidationResult::Failed);
+        assert_eq!(failed.kind, CheckKind::Schema);
     }
 
     #[test]

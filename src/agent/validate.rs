@@ -113,6 +113,11 @@ pub fn parse_checks(json: Option<&str>) -> Result<Vec<ValidationCheck>> {
                 "check {i}: sql and expect go together"
             )));
         }
+        if c.database.is_some() && c.row_counts.is_some() {
+            return Err(AgentError::Config(format!(
+                "check {i}: database applies to sql and schema checks"
+            )));
+        }
     }
     if checks.is_empty() {
         return Ok(vec![ValidationCheck {
@@ -121,9 +126,24 @@ pub fn parse_checks(json: Option<&str>) -> Result<Vec<ValidationCheck>> {
             sql: None,
             expect: None,
             schema: None,
+            database: None,
         }]);
     }
     Ok(checks)
+}
+
+/// A PostgreSQL all-databases `rowCounts` filter name as the comparison spells it (pure): there
+/// a table's schema is `database/schema`; a name whose part before the first dot is a restored
+/// database (`alpha.sales.orders`, `alpha.orders` for schema `public`) is the same table as
+/// `alpha/sales.orders`. Other names are unchanged.
+pub fn pg_all_databases_filter(name: &str, databases: &[&str]) -> String {
+    match name.split_once('.') {
+        Some((db, rest)) if !name.contains('/') && databases.contains(&db) => {
+            let (schema, table) = split_table(rest, "public");
+            format!("{db}/{schema}.{table}")
+        }
+        _ => name.to_string(),
+    }
 }
 
 fn table_matches(filter: &[String], t: &TableCount) -> bool {
@@ -490,13 +510,25 @@ pub async fn run(req: ValidateRequest) -> Result<ValidateOutcome> {
             let result = in_span(
                 span.clone(),
                 blocking(move || -> Result<CheckResult> {
+                    let several_pg = engine == Engine::Postgres && expected.len() > 1;
+                    let filter: Vec<String> = if several_pg {
+                        let dbs: Vec<&str> = expected
+                            .iter()
+                            .filter_map(|(db, _)| db.as_deref())
+                            .collect();
+                        rc.tables
+                            .iter()
+                            .map(|f| pg_all_databases_filter(f, &dbs))
+                            .collect()
+                    } else {
+                        rc.tables.clone()
+                    };
                     let mut exp_all = Vec::new();
                     let mut obs_all = Vec::new();
                     for (db, tables) in &expected {
                         let mut obs = observed_counts(engine, &uri, db.as_deref(), tables)?;
                         if let Some(db) = db
-                            && engine == Engine::Postgres
-                            && expected.len() > 1
+                            && several_pg
                         {
                             // Several databases: qualify the schema with the database.
                             obs.iter_mut()
@@ -510,7 +542,7 @@ pub async fn run(req: ValidateRequest) -> Result<ValidateOutcome> {
                         }
                         obs_all.extend(obs);
                     }
-                    Ok(compare_row_counts(name, &rc.tables, &exp_all, &obs_all))
+                    Ok(compare_row_counts(name, &filter, &exp_all, &obs_all))
                 }),
             )
             .await?;
@@ -532,13 +564,19 @@ pub async fn run(req: ValidateRequest) -> Result<ValidateOutcome> {
         };
         user_slots.push(slots.len());
         slots.push(None);
-        user_checks.push(NamedCheck { name, spec });
+        user_checks.push(NamedCheck {
+            name,
+            spec,
+            database: check.database.clone(),
+        });
     }
     if !user_checks.is_empty() {
         let engine = req.engine;
         let uri = req.uri.clone();
         // The check role reads the restored databases. MySQL all databases: not the accounts,
-        // and no default database (tables are named `database.table`).
+        // and no default database (tables are named `database.table`). PostgreSQL all
+        // databases: no default database when several were restored (a `schema` check names
+        // `database.schema.table`, a `sql` check sets its `database`).
         let (dbs, default_db) = if mysql_all {
             let dbs: Vec<String> = restored_dbs
                 .iter()
@@ -546,6 +584,8 @@ pub async fn run(req: ValidateRequest) -> Result<ValidateOutcome> {
                 .cloned()
                 .collect();
             (dbs, None)
+        } else if manifest.all_databases && restored_dbs.len() > 1 {
+            (restored_dbs.clone(), None)
         } else {
             (restored_dbs.clone(), restored_dbs.first().cloned())
         };
@@ -578,7 +618,7 @@ pub async fn run(req: ValidateRequest) -> Result<ValidateOutcome> {
             batch,
             blocking(move || {
                 let role = checks::prepare_role(engine, &uri, &dbs, default_db)?;
-                checks::run_isolated(engine, &role, user_checks)
+                checks::run_isolated(engine, &role, dbs, user_checks)
             }),
         )
         .await?;
@@ -864,6 +904,28 @@ mod tests {
     }
 
     #[test]
+    fn postgres_all_databases_filters_take_the_database_first() {
+        let dbs = ["alpha", "beta"];
+        let f = |name| pg_all_databases_filter(name, &dbs);
+        assert_eq!(f("alpha.sales.orders"), "alpha/sales.orders");
+        assert_eq!(f("alpha.orders"), "alpha/public.orders");
+        assert_eq!(f("beta.archive.dotted.name"), "beta/archive.dotted.name");
+        // Already in the comparison's spelling, bare, or of no restored database: unchanged.
+        assert_eq!(f("alpha/sales.orders"), "alpha/sales.orders");
+        assert_eq!(f("orders"), "orders");
+        assert_eq!(f("gamma.public.t"), "gamma.public.t");
+        let expected = [t("alpha/sales", "orders", 3), t("beta/public", "orders", 1)];
+        let only = compare_row_counts(
+            "rc".into(),
+            &[f("alpha.sales.orders")],
+            &expected,
+            &expected,
+        );
+        assert_eq!(only.result, ValidationResult::Passed);
+        assert_eq!(only.expected.as_deref(), Some("1 tables, 3 rows"));
+    }
+
+    #[test]
     fn table_names() {
         assert_eq!(
             split_table("sales.orders", "public"),
@@ -888,6 +950,9 @@ mod tests {
         assert!(parse_checks(Some(r#"[{"sql":"SELECT 1"}]"#)).is_err());
         assert!(parse_checks(Some(r#"[{"rowCounts":{},"schema":{"tables":["a"]}}]"#)).is_err());
         assert!(parse_checks(Some("nope")).is_err());
+        assert!(parse_checks(Some(r#"[{"rowCounts":{},"database":"a"}]"#)).is_err());
+        let c = parse_checks(Some(r#"[{"schema":{"tables":["a"]},"database":"shop"}]"#)).unwrap();
+        assert_eq!(c[0].database.as_deref(), Some("shop"));
     }
 
     #[test]

@@ -98,7 +98,9 @@ pub struct Sandbox {
     validation = Rule::new("(has(self.rowCounts) ? 1 : 0) + (has(self.sql) ? 1 : 0) + (has(self.schema) ? 1 : 0) == 1")
         .message("each check must set exactly one of rowCounts, sql or schema"),
     validation = Rule::new("has(self.sql) == has(self.expect)")
-        .message("sql and expect must be set together")
+        .message("sql and expect must be set together"),
+    validation = Rule::new("!has(self.database) || !has(self.rowCounts)")
+        .message("database applies to sql and schema checks")
 )]
 pub struct ValidationCheck {
     /// Name of the check in status (default: derived from its kind and position).
@@ -120,6 +122,14 @@ pub struct ValidationCheck {
     /// Tables that must exist after the restore.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<SchemaCheck>,
+    /// Restored database a `sql` or `schema` check runs in (its default database: where a
+    /// `schema` check's names are looked up). Needed by a `sql` check of a PostgreSQL
+    /// `allDatabases` backup that restored several databases; otherwise the restored database
+    /// (one database) or none (MariaDB/MySQL `allDatabases`, whose checks name
+    /// `database.table`). A database that was not restored fails the check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub database: Option<String>,
 }
 
 impl ValidationCheck {

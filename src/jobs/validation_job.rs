@@ -110,6 +110,7 @@ pub fn effective_checks(checks: &[ValidationCheck]) -> Vec<ValidationCheck> {
             sql: None,
             expect: None,
             schema: None,
+            database: None,
         }]
     } else {
         checks.to_vec()
