@@ -458,6 +458,11 @@ impl AuditSink {
         }
     }
 
+    /// Whether [`AuditSink::history_offered`] was called.
+    pub fn history_was_offered(&self) -> bool {
+        self.state.lock().map(|s| s.history).unwrap_or(false)
+    }
+
     /// Whether this process wrote (or found in the chain) the record `id`.
     pub fn is_written(&self, id: &str) -> bool {
         self.state
@@ -1066,9 +1071,9 @@ mod tests {
     #[test]
     fn a_sink_told_the_history_was_offered_lets_its_heads_trim() {
         let sink = AuditSink::unopened(SinkSettings::default(), Metrics::new());
-        assert!(!sink.state.lock().unwrap().history);
+        assert!(!sink.history_was_offered());
         sink.history_offered();
-        assert!(sink.state.lock().unwrap().history);
+        assert!(sink.history_was_offered());
     }
 
     #[test]
