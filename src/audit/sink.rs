@@ -82,6 +82,8 @@ fn window_slack() -> chrono::Duration {
 /// What the head knows of one of its segments.
 #[derive(Debug)]
 struct SegmentIds {
+    /// Its index in the chain.
+    index: u64,
     ids: IdList,
     /// Its oldest record's time (`None`: no record, or the segment does not parse).
     oldest: Option<DateTime<Utc>>,
@@ -103,6 +105,9 @@ struct Head {
     older: bool,
     /// How many of the last segments written held only records written as they happened.
     on_time: usize,
+    /// Whether it must be read from storage again before the next write (a write failed: it
+    /// may have landed, or another writer's did). What it knows is kept until then.
+    stale: bool,
 }
 
 impl Head {
@@ -115,7 +120,27 @@ impl Head {
             keep: keep.max(1),
             older: false,
             on_time: 0,
+            stale: false,
         }
+    }
+
+    /// This head was just read from storage again; `old` is what was known before. Keeps the
+    /// segments `old` knew before those read, so a re-read lets nothing go that the head kept
+    /// (during the history, or while records came late) and the by-time rule does not move
+    /// on. A gap between them (another writer's segments) is compared by id only if `old` knew
+    /// the chain from its start: at worst a record twice, never one taken as written.
+    fn keep_known(&mut self, old: Head) {
+        let first = self.segments.front().map_or(self.next_index, |s| s.index);
+        let mut known: VecDeque<SegmentIds> = old
+            .segments
+            .into_iter()
+            .filter(|s| s.index < first)
+            .collect();
+        known.append(&mut self.segments);
+        self.segments = known;
+        self.older &= old.older;
+        // Whether the segments read were on time is not known: count again.
+        self.on_time = 0;
     }
 
     /// Adds the next segment, letting the oldest go beyond `keep`.
@@ -153,6 +178,7 @@ impl Head {
         now: DateTime<Utc>,
         history: bool,
     ) {
+        let index = self.next_index;
         self.next_index += 1;
         self.previous = hash;
         let on_time = batch
@@ -161,6 +187,7 @@ impl Head {
             .all(|(r, s)| *s || r.time >= now - window_slack());
         self.on_time = if on_time { self.on_time + 1 } else { 0 };
         self.segments.push_back(SegmentIds {
+            index,
             ids: IdList::new(batch.iter().map(|r| r.id.as_str())),
             oldest: batch.iter().map(|r| r.time).min(),
         });
@@ -255,8 +282,12 @@ impl State {
         n
     }
 
-    /// Takes `head` as `ns`'s (read from storage): its ids are remembered as written.
-    fn set_head(&mut self, ns: &str, head: Head) {
+    /// Takes `head` as `ns`'s (read from storage): its ids are remembered as written. A head
+    /// known before (stale) leaves what it knew ([`Head::keep_known`]).
+    fn set_head(&mut self, ns: &str, mut head: Head) {
+        if let Some(old) = self.heads.remove(ns) {
+            head.keep_known(old);
+        }
         for id in head.ids() {
             self.written.insert(id);
         }
@@ -267,7 +298,7 @@ impl State {
     /// next segment: its index, the previous segment's hash and at most `max` records, oldest
     /// first. `None` when the head of `ns` is not known.
     fn next_batch(&mut self, ns: &str, max: usize) -> Option<(u64, String, Vec<AuditRecord>)> {
-        let head = self.heads.get(ns)?;
+        let head = self.heads.get(ns).filter(|h| !h.stale)?;
         let queue = self.queued.remove(ns).unwrap_or_default();
         let mut keep = Vec::new();
         let mut dropped = Vec::new();
@@ -552,13 +583,17 @@ impl AuditSink {
     /// storage again (before a last flush whose writer may have been stopped mid-write).
     pub fn forget_heads(&self) {
         if let Ok(mut s) = self.state.lock() {
-            s.heads.clear();
+            for head in s.heads.values_mut() {
+                head.stale = true;
+            }
         }
     }
 
     fn forget_head(&self, ns: &str) {
-        if let Ok(mut s) = self.state.lock() {
-            s.heads.remove(ns);
+        if let Ok(mut s) = self.state.lock()
+            && let Some(head) = s.heads.get_mut(ns)
+        {
+            head.stale = true;
         }
     }
 
@@ -638,7 +673,7 @@ impl AuditSink {
         let known = self
             .state
             .lock()
-            .map(|s| s.heads.contains_key(ns))
+            .map(|s| s.heads.get(ns).is_some_and(|h| !h.stale))
             .unwrap_or(false);
         if !known {
             let head = self.read_head(&target.access, ns).await?;
@@ -719,12 +754,14 @@ impl AuditSink {
             }
             let segment = match chain::parse_segment(&bytes) {
                 Ok((_, records)) => SegmentIds {
+                    index: *i,
                     ids: IdList::new(records.iter().map(|r| r.id.as_str())),
                     oldest: records.iter().map(|r| r.time).min(),
                 },
                 Err(e) => {
                     tracing::warn!(namespace = ns, segment = i, error = %e, location = %access.location(key), "an audit segment does not verify; the chain continues after it (kubectl dataguardian audit verify)");
                     SegmentIds {
+                        index: *i,
                         ids: IdList::default(),
                         oldest: None,
                     }
@@ -844,26 +881,34 @@ mod tests {
         fn read_again(&self) -> Head {
             let mut head = Head::empty(self.keep);
             let from = self.chain.len().saturating_sub(self.keep);
-            for segment in &self.chain[from..] {
+            for (i, segment) in self.chain.iter().enumerate().skip(from) {
                 head.push(SegmentIds {
+                    index: i as u64,
                     ids: IdList::new(segment.iter().map(|r| r.id.as_str())),
                     oldest: segment.iter().map(|r| r.time).min(),
                 });
             }
             head.next_index = self.chain.len() as u64;
+            if let Some(last) = self.chain.len().checked_sub(1) {
+                head.previous = format!("hash-{last}");
+            }
             head.older = from > 0;
             head
+        }
+
+        /// A write failed (`forget_head`): the next flush reads the head again.
+        fn read_again_after_a_failed_write(&mut self) {
+            self.state.heads.get_mut(NS).expect("a head").stale = true;
+            assert!(self.state.next_batch(NS, self.max).is_none());
+            let head = self.read_again();
+            self.state.set_head(NS, head);
         }
 
         /// A new process over the same chain: it reads the head, remembers `remembered` ids,
         /// and its watches have not offered the history yet.
         fn restarted(&self, remembered: usize) -> Writer {
             let mut state = State::new(remembered);
-            let mut head = self.read_again();
-            if let Some(last) = self.chain.len().checked_sub(1) {
-                head.previous = format!("hash-{last}");
-            }
-            state.set_head(NS, head);
+            state.set_head(NS, self.read_again());
             Writer {
                 state,
                 chain: self.chain.clone(),
@@ -985,6 +1030,10 @@ mod tests {
         // Had the head let the read segments go (2 on-time segments in a row), the missing
         // records (3 h before the live ones) would be taken as written.
         assert_eq!(w.head().segments.len(), 5, "every segment kept");
+        assert_eq!(w.head().covered_from(), Some(from), "not moved on");
+        // Nor when a write fails and the head is read again (the last 2 segments).
+        w.read_again_after_a_failed_write();
+        assert_eq!(w.head().segments.len(), 5, "every segment still kept");
         assert_eq!(w.head().covered_from(), Some(from), "not moved on");
         // The list reaches them: they are written.
         assert_eq!(w.offer(missing.clone()), 5);
@@ -1197,6 +1246,7 @@ mod tests {
         let mut state = State::new(100);
         let mut head = Head::empty(4);
         head.push(SegmentIds {
+            index: 0,
             ids: IdList::new([real.id.to_uppercase().as_str(), "legacy-7"]),
             oldest: Some(at(1)),
         });
