@@ -408,6 +408,8 @@ fn a_running_writer_keeps_only_its_tail_and_writes_each_record_once() {
         r
     };
     let writer = AuditSink::new(target(), tail(), Metrics::new());
+    // The watches' first lists are done: only then does a head let its oldest segments go.
+    writer.history_offered();
     for n in (0..30).step_by(3) {
         writer.offer((n..n + 3).map(live).collect());
         assert_eq!(rt.block_on(writer.flush()).unwrap(), 3);

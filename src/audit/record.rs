@@ -17,6 +17,7 @@ use crate::api::common::time_to_chrono;
 use crate::api::{
     BackupPolicy, BackupRun, BackupRunPhase, RestoreRun, RestoreRunPhase, RestoreValidation,
 };
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
 /// What was done. The names are part of the record format (`kubectl dataguardian audit show`,
 /// SIEM queries): add variants freely, rename none.
@@ -207,6 +208,20 @@ fn created<K: kube::Resource>(obj: &K) -> DateTime<Utc> {
         .unwrap_or_default()
 }
 
+/// When the object was last written other than through its status: the newest time among its
+/// `managedFields` entries that are not the status subresource's (the API server sets an
+/// entry's time whenever its manager adds, changes or removes one of its fields). A spec change
+/// is such a write, so a policy's current generation is no older than this; later metadata
+/// writes (labels, finalizers) can make it newer. `None` when the object has no such entry.
+pub fn last_written(meta: &ObjectMeta) -> Option<&Time> {
+    meta.managed_fields
+        .iter()
+        .flatten()
+        .filter(|e| e.subresource.as_deref().unwrap_or("").is_empty())
+        .filter_map(|e| e.time.as_ref())
+        .max_by_key(|t| time_to_chrono(t))
+}
+
 /// The records an object's current state shows (what must be in the trail by now).
 /// `requester_recorded`: whether the operator's admission webhook records requesters (only then
 /// are the requester annotations believed, see [`crate::controller::common::requester`]).
@@ -386,11 +401,20 @@ impl Audited for BackupPolicy {
             return Vec::new();
         };
         let annotations = self.annotations();
-        let time = annotations
+        // When the generation came: no earlier than the webhook's stamp (when it records), the
+        // last write that can have changed the spec, or the creation. The stamp alone can be
+        // older than the generation (a change admitted while the webhook was down keeps the
+        // previous stamp), and so is the creation (no webhook): after a restart such a time
+        // would have the sink take a generation it never wrote as written long ago.
+        let stamped = annotations
             .get(LAST_CHANGED_AT)
+            .filter(|_| recorded)
             .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| t.with_timezone(&Utc))
-            .unwrap_or_else(|| created(self));
+            .map(|t| t.with_timezone(&Utc));
+        let time = [stamped, last_written(self.meta()).map(time_to_chrono)]
+            .into_iter()
+            .flatten()
+            .fold(created(self), DateTime::max);
         let mut r = s.record(
             AuditAction::PolicySpecChanged,
             &generation.to_string(),
@@ -634,6 +658,75 @@ mod tests {
         .expect("record");
         assert_eq!(rotation.action, AuditAction::KeyRotation);
         assert_eq!(rotation.actor.as_deref(), Some("carol"));
+    }
+
+    /// A policy at generation 5, created on Dec 1st, whose spec `kubectl edit` changed on Dec 7th
+    /// at 09:00 while the webhook was down (the stamp is the previous change's, Dec 2nd); the
+    /// operator wrote its status at 12:00. `fields`: its `managedFields` as the API serves them.
+    pub(crate) fn changed_policy(fields: serde_json::Value) -> BackupPolicy {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "dataguardian.io/v1alpha1",
+            "kind": "BackupPolicy",
+            "metadata": {
+                "name": "nightly", "namespace": "shop", "uid": "u-policy",
+                "generation": 5,
+                "creationTimestamp": "2026-12-01T00:00:00Z",
+                "annotations": {LAST_CHANGED_BY: "bob", LAST_CHANGED_AT: "2026-12-02T00:00:00Z"},
+                "managedFields": fields
+            },
+            "spec": {
+                "source": {"postgres": {"host": "db", "database": "shop", "user": "u",
+                    "passwordSecretRef": {"name": "s", "key": "password"}}},
+                "storageRef": {"name": "main"},
+                "schedule": "0 2 * * *"
+            }
+        }))
+        .expect("policy")
+    }
+
+    pub(crate) fn edited_at_nine() -> serde_json::Value {
+        serde_json::json!([
+            {"manager": "kubectl-client-side-apply", "operation": "Update",
+             "apiVersion": "dataguardian.io/v1alpha1", "time": "2026-12-01T00:00:00Z",
+             "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:source": {}}}},
+            {"manager": "kubectl-edit", "operation": "Update",
+             "apiVersion": "dataguardian.io/v1alpha1", "time": "2026-12-07T09:00:00Z",
+             "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:schedule": {}}}},
+            {"manager": "dataguardian", "operation": "Update", "subresource": "status",
+             "apiVersion": "dataguardian.io/v1alpha1", "time": "2026-12-07T12:00:00Z",
+             "fieldsType": "FieldsV1", "fieldsV1": {"f:status": {"f:observedGeneration": {}}}}
+        ])
+    }
+
+    #[test]
+    fn a_policy_change_is_timed_no_earlier_than_the_write_that_made_it() {
+        let edited = changed_policy(edited_at_nine());
+        for recorded in [true, false] {
+            let r = &edited.audit_records(recorded)[0];
+            assert_eq!(
+                r.time.to_rfc3339(),
+                "2026-12-07T09:00:00+00:00",
+                "the last write other than status's (recorded: {recorded})"
+            );
+            assert_eq!(
+                r.id,
+                record_id("u-policy", AuditAction::PolicySpecChanged, "5")
+            );
+        }
+        // Nothing but the stamp and the creation: the stamp when believed, else the creation.
+        let bare = changed_policy(serde_json::Value::Null);
+        assert_eq!(
+            bare.audit_records(true)[0].time.to_rfc3339(),
+            "2026-12-02T00:00:00+00:00"
+        );
+        assert_eq!(
+            bare.audit_records(false)[0].time.to_rfc3339(),
+            "2026-12-01T00:00:00+00:00"
+        );
+        assert_eq!(
+            last_written(edited.meta()).map(time_to_chrono),
+            Some("2026-12-07T09:00:00Z".parse().unwrap())
+        );
     }
 
     #[test]

@@ -14,11 +14,15 @@
 //! `tail_segments` segments (those read, then those written since, the oldest let go), and the
 //! by-time rule moves on with them; the ids in the hour before them are among the ids the sink
 //! wrote most recently (up to [`REMEMBERED`], across namespaces). Ids are held as 16 bytes
-//! ([`super::ids`]). One exception keeps the rule true: while the records written come more
-//! than an hour after their time (a first start writing a cluster's history in no particular
-//! order, a storage that was down), a record not written yet may be older than anything just
-//! written, so the head lets no segment go (and the by-time rule does not move on) until
-//! `tail_segments` segments in a row held only records written within the hour.
+//! ([`super::ids`]). Two exceptions keep the rule true, both because records may then come in
+//! no particular time order, so a record not written yet may be older than anything just
+//! written: the head lets no segment go (and the by-time rule does not move on)
+//! - until the watches' first lists are done ([`AuditSink::history_offered`]): a start offers
+//!   the cluster's history in list order (a policy's runs, then the next policy's, older ones);
+//! - after that, until `tail_segments` segments in a row held only records written within the
+//!   hour of their time: while they come more than an hour late (a re-list after the storage
+//!   or the API was away long enough for the watches to lose their place, a lagging watch),
+//!   they are history offered again in list order.
 //!
 //! Records no status shows afterwards go through the write-ahead [`Spool`] first
 //! ([`AuditSink::offer_durably`]): the sink remembers which queued records are spooled, compares
@@ -78,6 +82,8 @@ fn window_slack() -> chrono::Duration {
 /// What the head knows of one of its segments.
 #[derive(Debug)]
 struct SegmentIds {
+    /// Its index in the chain.
+    index: u64,
     ids: IdList,
     /// Its oldest record's time (`None`: no record, or the segment does not parse).
     oldest: Option<DateTime<Utc>>,
@@ -99,6 +105,9 @@ struct Head {
     older: bool,
     /// How many of the last segments written held only records written as they happened.
     on_time: usize,
+    /// Whether it must be read from storage again before the next write (a write failed: it
+    /// may have landed, or another writer's did). What it knows is kept until then.
+    stale: bool,
 }
 
 impl Head {
@@ -111,7 +120,27 @@ impl Head {
             keep: keep.max(1),
             older: false,
             on_time: 0,
+            stale: false,
         }
+    }
+
+    /// This head was just read from storage again; `old` is what was known before. Keeps the
+    /// segments `old` knew before those read, so a re-read lets nothing go that the head kept
+    /// (during the history, or while records came late) and the by-time rule does not move
+    /// on. A gap between them (another writer's segments) is compared by id only if `old` knew
+    /// the chain from its start: at worst a record twice, never one taken as written.
+    fn keep_known(&mut self, old: Head) {
+        let first = self.segments.front().map_or(self.next_index, |s| s.index);
+        let mut known: VecDeque<SegmentIds> = old
+            .segments
+            .into_iter()
+            .filter(|s| s.index < first)
+            .collect();
+        known.append(&mut self.segments);
+        self.segments = known;
+        self.older &= old.older;
+        // Whether the segments read were on time is not known: count again.
+        self.on_time = 0;
     }
 
     /// Adds the next segment, letting the oldest go beyond `keep`.
@@ -128,23 +157,28 @@ impl Head {
     }
 
     /// After writing `batch` as the next segment (whose SHA-256 is `hash`) at `now`;
-    /// `spooled[i]`: whether `batch[i]` came from the spool.
+    /// `spooled[i]`: whether `batch[i]` came from the spool; `history`: whether the watches'
+    /// first lists are done ([`AuditSink::history_offered`]).
     ///
-    /// The head lets its oldest segments go only once the last `keep` segments written held
-    /// only records written as they happened (at most [`window_slack`] after their time; a
-    /// spooled record's time is when it was spooled, so it does not count). Records written
-    /// later than that come from a first start writing a cluster's history (in no particular
-    /// order: the next object listed may have older records than every segment written), a
-    /// storage that was down, or a lagging watch; while they come, an unwritten record may be
-    /// older than the kept segments, so the by-time rule must not move on, and the head keeps
-    /// every id it wrote (16 bytes each).
+    /// The head lets its oldest segments go only once the cluster's history was offered (until
+    /// then the lists offer it in their order, not in time order: the next object listed may
+    /// have older records than every segment written, in this namespace or any other) and the
+    /// last `keep` segments written held only records written as they happened (at most
+    /// [`window_slack`] after their time; a spooled record's time is when it was spooled, so
+    /// it does not count). Records written later than that come from a re-list after a long
+    /// outage (a storage down long enough for the watches to pause and lose their place), or
+    /// a lagging watch: again in no particular order. While either holds, an unwritten record
+    /// may be older than the kept segments, so the by-time rule must not move on, and the head
+    /// keeps every id it wrote (16 bytes each).
     fn push_written(
         &mut self,
         hash: String,
         batch: &[AuditRecord],
         spooled: &[bool],
         now: DateTime<Utc>,
+        history: bool,
     ) {
+        let index = self.next_index;
         self.next_index += 1;
         self.previous = hash;
         let on_time = batch
@@ -153,10 +187,11 @@ impl Head {
             .all(|(r, s)| *s || r.time >= now - window_slack());
         self.on_time = if on_time { self.on_time + 1 } else { 0 };
         self.segments.push_back(SegmentIds {
+            index,
             ids: IdList::new(batch.iter().map(|r| r.id.as_str())),
             oldest: batch.iter().map(|r| r.time).min(),
         });
-        if self.on_time >= self.keep {
+        if history && self.on_time >= self.keep {
             self.trim();
         }
     }
@@ -202,6 +237,8 @@ struct State {
     spooled: IdSet,
     /// Spooled records the chain holds (written, or found there): their entries can go.
     confirmed: Vec<String>,
+    /// Whether the watches' first lists are done: until then no head lets a segment go.
+    history: bool,
 }
 
 impl State {
@@ -213,6 +250,7 @@ impl State {
             heads: HashMap::new(),
             spooled: IdSet::default(),
             confirmed: Vec::new(),
+            history: false,
         }
     }
 
@@ -244,8 +282,12 @@ impl State {
         n
     }
 
-    /// Takes `head` as `ns`'s (read from storage): its ids are remembered as written.
-    fn set_head(&mut self, ns: &str, head: Head) {
+    /// Takes `head` as `ns`'s (read from storage): its ids are remembered as written. A head
+    /// known before (stale) leaves what it knew ([`Head::keep_known`]).
+    fn set_head(&mut self, ns: &str, mut head: Head) {
+        if let Some(old) = self.heads.remove(ns) {
+            head.keep_known(old);
+        }
         for id in head.ids() {
             self.written.insert(id);
         }
@@ -256,7 +298,7 @@ impl State {
     /// next segment: its index, the previous segment's hash and at most `max` records, oldest
     /// first. `None` when the head of `ns` is not known.
     fn next_batch(&mut self, ns: &str, max: usize) -> Option<(u64, String, Vec<AuditRecord>)> {
-        let head = self.heads.get(ns)?;
+        let head = self.heads.get(ns).filter(|h| !h.stale)?;
         let queue = self.queued.remove(ns).unwrap_or_default();
         let mut keep = Vec::new();
         let mut dropped = Vec::new();
@@ -319,7 +361,7 @@ impl State {
         if let Some(head) = self.heads.get_mut(ns)
             && head.next_index == index
         {
-            head.push_written(hash, batch, &spooled, now);
+            head.push_written(hash, batch, &spooled, now, self.history);
         }
     }
 }
@@ -436,6 +478,22 @@ impl AuditSink {
         Ok(())
     }
 
+    /// Tells the sink that the cluster's history was offered: every audit watch has seen its
+    /// first list through (kube's `InitDone`). Until then the lists offer records in their
+    /// order, not in time order, so no chain head lets a segment go (and the by-time rule does
+    /// not move on); from then on, records arriving are live events. A sink never told keeps
+    /// every id it writes (16 bytes each): never a record lost.
+    pub fn history_offered(&self) {
+        if let Ok(mut s) = self.state.lock() {
+            s.history = true;
+        }
+    }
+
+    /// Whether [`AuditSink::history_offered`] was called.
+    pub fn history_was_offered(&self) -> bool {
+        self.state.lock().map(|s| s.history).unwrap_or(false)
+    }
+
     /// Whether this process wrote (or found in the chain) the record `id`.
     pub fn is_written(&self, id: &str) -> bool {
         self.state
@@ -525,13 +583,17 @@ impl AuditSink {
     /// storage again (before a last flush whose writer may have been stopped mid-write).
     pub fn forget_heads(&self) {
         if let Ok(mut s) = self.state.lock() {
-            s.heads.clear();
+            for head in s.heads.values_mut() {
+                head.stale = true;
+            }
         }
     }
 
     fn forget_head(&self, ns: &str) {
-        if let Ok(mut s) = self.state.lock() {
-            s.heads.remove(ns);
+        if let Ok(mut s) = self.state.lock()
+            && let Some(head) = s.heads.get_mut(ns)
+        {
+            head.stale = true;
         }
     }
 
@@ -611,7 +673,7 @@ impl AuditSink {
         let known = self
             .state
             .lock()
-            .map(|s| s.heads.contains_key(ns))
+            .map(|s| s.heads.get(ns).is_some_and(|h| !h.stale))
             .unwrap_or(false);
         if !known {
             let head = self.read_head(&target.access, ns).await?;
@@ -692,12 +754,14 @@ impl AuditSink {
             }
             let segment = match chain::parse_segment(&bytes) {
                 Ok((_, records)) => SegmentIds {
+                    index: *i,
                     ids: IdList::new(records.iter().map(|r| r.id.as_str())),
                     oldest: records.iter().map(|r| r.time).min(),
                 },
                 Err(e) => {
                     tracing::warn!(namespace = ns, segment = i, error = %e, location = %access.location(key), "an audit segment does not verify; the chain continues after it (kubectl dataguardian audit verify)");
                     SegmentIds {
+                        index: *i,
                         ids: IdList::default(),
                         oldest: None,
                     }
@@ -756,8 +820,11 @@ mod tests {
     }
 
     impl Writer {
+        /// A writer whose watches have offered the history already (see
+        /// [`Writer::restarted`] for one whose have not).
         fn new(keep: usize, remembered: usize, max: usize) -> Self {
             let mut state = State::new(remembered);
+            state.history = true;
             state.set_head(NS, Head::empty(keep));
             Writer {
                 state,
@@ -814,15 +881,41 @@ mod tests {
         fn read_again(&self) -> Head {
             let mut head = Head::empty(self.keep);
             let from = self.chain.len().saturating_sub(self.keep);
-            for segment in &self.chain[from..] {
+            for (i, segment) in self.chain.iter().enumerate().skip(from) {
                 head.push(SegmentIds {
+                    index: i as u64,
                     ids: IdList::new(segment.iter().map(|r| r.id.as_str())),
                     oldest: segment.iter().map(|r| r.time).min(),
                 });
             }
             head.next_index = self.chain.len() as u64;
+            if let Some(last) = self.chain.len().checked_sub(1) {
+                head.previous = format!("hash-{last}");
+            }
             head.older = from > 0;
             head
+        }
+
+        /// A write failed (`forget_head`): the next flush reads the head again.
+        fn read_again_after_a_failed_write(&mut self) {
+            self.state.heads.get_mut(NS).expect("a head").stale = true;
+            assert!(self.state.next_batch(NS, self.max).is_none());
+            let head = self.read_again();
+            self.state.set_head(NS, head);
+        }
+
+        /// A new process over the same chain: it reads the head, remembers `remembered` ids,
+        /// and its watches have not offered the history yet.
+        fn restarted(&self, remembered: usize) -> Writer {
+            let mut state = State::new(remembered);
+            state.set_head(NS, self.read_again());
+            Writer {
+                state,
+                chain: self.chain.clone(),
+                keep: self.keep,
+                max: self.max,
+                now: self.now,
+            }
         }
 
         /// Asserts that the chain holds each of `expected` exactly once, and nothing else.
@@ -907,11 +1000,138 @@ mod tests {
     }
 
     #[test]
-    fn a_first_start_writing_history_in_no_order_writes_each_record_once() {
-        // A first start offers the history of three policies one policy after the other (the
-        // list's order), each over the same 20 hours and written days later: every policy's
-        // first records are older than the segments written just before. The head keeps 2
-        // segments, the sink remembers 4 ids.
+    fn until_the_history_is_offered_no_head_lets_a_segment_go() {
+        // Before a restart: 20 segments of records as they happened, 10 minutes apart.
+        let mut before = Writer::new(2, 1000, 5);
+        let written: Vec<AuditRecord> = (0..100)
+            .map(|n| record(&format!("run-{n}"), at(6000 + 10 * n)))
+            .collect();
+        for chunk in written.chunks(5) {
+            before.live(chunk.to_vec());
+        }
+        // The process stopped before writing what happened next (from minute 7000 on). The
+        // new one reads the last 2 segments: the by-time rule takes what is older than
+        // minute 6900 - 1 h as written.
+        let missing: Vec<AuditRecord> = (0..5)
+            .map(|n| record(&format!("missing-{n}"), at(7000 + n)))
+            .collect();
+        let mut w = before.restarted(1000);
+        w.now = at(7200);
+        let from = at(6900);
+        assert_eq!(w.head().covered_from(), Some(from));
+        // Live records in the namespace come first (the policies' watch listed sooner than the
+        // runs' watch reached this namespace): 3 segments, each on time.
+        let mut live: Vec<AuditRecord> = (0..15)
+            .map(|n| record(&format!("live-{n}"), at(7200 + n)))
+            .collect();
+        for chunk in live.chunks(5) {
+            assert_eq!(w.live(chunk.to_vec()), 5);
+        }
+        // Had the head let the read segments go (2 on-time segments in a row), the missing
+        // records (3 h before the live ones) would be taken as written.
+        assert_eq!(w.head().segments.len(), 5, "every segment kept");
+        assert_eq!(w.head().covered_from(), Some(from), "not moved on");
+        // Nor when a write fails and the head is read again (the last 2 segments).
+        w.read_again_after_a_failed_write();
+        assert_eq!(w.head().segments.len(), 5, "every segment still kept");
+        assert_eq!(w.head().covered_from(), Some(from), "not moved on");
+        // The list reaches them: they are written.
+        assert_eq!(w.offer(missing.clone()), 5);
+        assert_eq!(w.flush(), 5);
+        let mut everything = written.clone();
+        everything.extend(missing.clone());
+        everything.extend(live.clone());
+        w.assert_each_once(&everything);
+        assert_eq!(w.head().segments.len(), 6);
+
+        // The history offered: records arriving are live events, and once 2 segments in a row
+        // were on time (the missing ones came late), the head keeps only the last 2.
+        w.state.history = true;
+        let more: Vec<AuditRecord> = (0..2)
+            .map(|n| record(&format!("more-{n}"), at(7300 + n)))
+            .collect();
+        w.live(vec![more[0].clone()]);
+        assert_eq!(w.head().segments.len(), 7);
+        w.live(vec![more[1].clone()]);
+        assert_eq!(w.head().segments.len(), 2);
+        assert_eq!(w.head().covered_from(), Some(more[0].time));
+        live.extend(more);
+        everything.extend(live[15..].iter().cloned());
+        w.offer(everything.clone());
+        assert_eq!(w.flush(), 0);
+        w.assert_each_once(&everything);
+    }
+
+    #[test]
+    fn a_policy_generation_made_while_the_operator_was_down_is_written_after_the_restart() {
+        use crate::admission::{LAST_CHANGED_AT, LAST_CHANGED_BY};
+        use crate::api::BackupPolicy;
+        use crate::audit::record::Audited;
+        // The chain before the restart: 20 segments, minutes 0 to 990.
+        let mut before = Writer::new(2, 1000, 5);
+        let written: Vec<AuditRecord> = (0..100)
+            .map(|n| record(&format!("run-{n}"), at(10 * n)))
+            .collect();
+        for chunk in written.chunks(5) {
+            before.live(chunk.to_vec());
+        }
+        // Meanwhile (minute 1000, the operator and its webhook down) the policy, created long
+        // before, got generation 5 by `kubectl edit`: its stamp is the previous change's.
+        let rfc = |m: i64| at(m).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let policy: BackupPolicy = serde_json::from_value(serde_json::json!({
+            "apiVersion": "dataguardian.io/v1alpha1",
+            "kind": "BackupPolicy",
+            "metadata": {
+                "name": "nightly", "namespace": NS, "uid": "u-policy", "generation": 5,
+                "creationTimestamp": rfc(-10_000),
+                "annotations": {LAST_CHANGED_BY: "bob", LAST_CHANGED_AT: rfc(-9_000)},
+                "managedFields": [
+                    {"manager": "kubectl-edit", "operation": "Update",
+                     "apiVersion": "dataguardian.io/v1alpha1", "time": rfc(1000),
+                     "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:schedule": {}}}}
+                ]
+            },
+            "spec": {
+                "source": {"postgres": {"host": "db", "database": "shop", "user": "u",
+                    "passwordSecretRef": {"name": "s", "key": "password"}}},
+                "storageRef": {"name": "main"},
+                "schedule": "0 2 * * *"
+            }
+        }))
+        .expect("policy");
+        for recorded in [true, false] {
+            let mut w = before.restarted(1000);
+            w.state.history = true;
+            w.now = at(1100);
+            assert_eq!(w.head().covered_from(), Some(at(900)));
+            let change = policy.audit_records(recorded);
+            assert_eq!(w.offer(change.clone()), 1);
+            assert_eq!(w.flush(), 1, "not taken as written (recorded: {recorded})");
+            let mut everything = written.clone();
+            everything.extend(change.clone());
+            w.assert_each_once(&everything);
+            // Offered again after another restart: found, not written twice.
+            let mut again = w.restarted(1000);
+            again.offer(policy.audit_records(recorded));
+            assert_eq!(again.flush(), 0);
+        }
+    }
+
+    #[test]
+    fn a_sink_told_the_history_was_offered_lets_its_heads_trim() {
+        let sink = AuditSink::unopened(SinkSettings::default(), Metrics::new());
+        assert!(!sink.history_was_offered());
+        sink.history_offered();
+        assert!(sink.history_was_offered());
+    }
+
+    #[test]
+    fn history_offered_again_in_no_order_is_written_once() {
+        // After the first lists (the history offered), a re-list after a long outage offers
+        // the history of three policies one policy after the other (the list's order), each
+        // over the same 20 hours and written days later: every policy's first records are
+        // older than the segments written just before. The head keeps 2 segments, the sink
+        // remembers 4 ids.
         let mut w = Writer::new(2, 4, 5);
         w.now = at(10_000);
         let history: Vec<AuditRecord> = (0..3)
@@ -1026,6 +1246,7 @@ mod tests {
         let mut state = State::new(100);
         let mut head = Head::empty(4);
         head.push(SegmentIds {
+            index: 0,
             ids: IdList::new([real.id.to_uppercase().as_str(), "legacy-7"]),
             oldest: Some(at(1)),
         });
