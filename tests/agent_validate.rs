@@ -121,10 +121,7 @@ fn postgres_validation_passes_fails_on_sql_and_on_tampering() {
     assert_eq!(c["observed"], "3000");
     let c = check(s, "broken");
     assert_eq!(c["result"], "Failed");
-    assert!(
-        c["message"].as_str().unwrap().contains("no_such_table"),
-        "{c}"
-    );
+    assert_message_contains(c, "no_such_table");
     assert_eq!(check(s, "missing")["result"], "Failed");
     assert_eq!(check(s, "rowCounts-3")["result"], "Passed");
     let written: Value = serde_json::from_str(&std::fs::read_to_string(&term).unwrap()).unwrap();
@@ -445,13 +442,7 @@ fn all_databases_validation(layout: &str, extra: &[&str]) {
     );
     let absent_count = check(s, "absent-count");
     assert_eq!(absent_count["result"], "Failed", "{absent_count}");
-    assert!(
-        absent_count["message"]
-            .as_str()
-            .unwrap()
-            .contains("gamma.nothing: not in the backup's manifest"),
-        "{absent_count}"
-    );
+    assert_message_contains(absent_count, "gamma.nothing: not in the backup's manifest");
     // The accounts (the `mysql` database) are not the checks' to read.
     let accounts = check(s, "accounts");
     assert_eq!(accounts["result"], "Failed", "{accounts}");
@@ -459,23 +450,13 @@ fn all_databases_validation(layout: &str, extra: &[&str]) {
     // Nor may a check run in it.
     let accounts_db = check(s, "accounts-database");
     assert_eq!(accounts_db["observed"], "not run", "{accounts_db}");
-    assert!(
-        accounts_db["message"]
-            .as_str()
-            .unwrap()
-            .contains("database \"mysql\" is not a restored database the checks may read"),
-        "{accounts_db}"
+    assert_message_contains(
+        accounts_db,
+        "database \"mysql\" is not a restored database the checks may read",
     );
 
-    let failed: Vec<&str> = s["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["result"] == "Failed")
-        .map(|c| c["name"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        failed,
+        failed_checks(s),
         [
             "absent",
             "wrong-database",
@@ -687,20 +668,14 @@ fn pg_all_databases_validation(layout: &str, extra: &[&str]) {
     );
     let not_restored = check(s, "not-restored");
     assert_eq!(not_restored["observed"], "not run", "{not_restored}");
-    assert!(
-        not_restored["message"]
-            .as_str()
-            .unwrap()
-            .contains("database \"gamma\" is not a restored database"),
-        "{not_restored}"
+    assert_message_contains(
+        not_restored,
+        "database \"gamma\" is not a restored database",
     );
     // Read-only: a write is refused by the server.
     let write = check(s, "write");
     assert_eq!(write["observed"], "error", "{write}");
-    assert!(
-        write["message"].as_str().unwrap().contains("read-only"),
-        "{write}"
-    );
+    assert_message_contains(write, "read-only");
     assert_eq!(
         sandbox
             .psql("alpha", "SELECT count(*) FROM customers")
@@ -708,23 +683,13 @@ fn pg_all_databases_validation(layout: &str, extra: &[&str]) {
         "2000"
     );
     let absent_count = check(s, "absent-count");
-    assert!(
-        absent_count["message"]
-            .as_str()
-            .unwrap()
-            .contains("beta/sales.orders: not in the backup's manifest"),
-        "{absent_count}"
+    assert_message_contains(
+        absent_count,
+        "beta/sales.orders: not in the backup's manifest",
     );
 
-    let failed: Vec<&str> = s["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["result"] == "Failed")
-        .map(|c| c["name"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        failed,
+        failed_checks(s),
         [
             "absent",
             "wrong-database",

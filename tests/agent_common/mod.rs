@@ -284,3 +284,22 @@ pub fn check<'a>(summary: &'a serde_json::Value, name: &str) -> &'a serde_json::
         .find(|c| c["name"] == name)
         .unwrap_or_else(|| panic!("no check {name} in {summary}"))
 }
+
+/// The names of the summary's failed checks, in order.
+pub fn failed_checks(summary: &serde_json::Value) -> Vec<&str> {
+    summary["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["result"] == "Failed")
+        .map(|c| c["name"].as_str().unwrap())
+        .collect()
+}
+
+/// Asserts that the check's message contains `text`.
+pub fn assert_message_contains(check: &serde_json::Value, text: &str) {
+    assert!(
+        check["message"].as_str().unwrap_or_default().contains(text),
+        "{text:?} not in {check}"
+    );
+}
