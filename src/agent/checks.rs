@@ -870,6 +870,23 @@ mod tests {
         let failed = not_run(&check(Some("mysql")), err);
         assert_eq!(failed.result, ValidationResult::Failed);
         assert_eq!(failed.kind, CheckKind::Schema);
+        // A tenant's value never reaches a connection unless it is exactly a restored
+        // database: no connection-string options, no prefix, no other server's database.
+        for hostile in [
+            "alpha host=169.254.169.254",
+            "alpha' OR '1'='1",
+            "alpha;\\! id",
+            "ALPHA",
+            "alph",
+            "",
+            "postgres",
+            "other-namespace-db",
+        ] {
+            assert!(
+                check_database(&job(None), &check(Some(hostile))).is_err(),
+                "{hostile:?} accepted"
+            );
+        }
     }
 
     #[test]
