@@ -109,33 +109,11 @@ fn postgres_parallel_round_trip_checksums_counts_and_one_snapshot() {
 
     // A writer adds one tick and one order per transaction while the backup runs: in one
     // snapshot both tables gain the same number of rows, whichever artifacts hold them.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = {
-        let stop = stop.clone();
-        let mut cmd = pg.client_command("psql");
-        cmd.args(["-X", "-q", "-d", "shop", "-f", "-"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null());
-        std::thread::spawn(move || {
-            use std::io::Write;
-            let mut child = cmd.spawn().unwrap();
-            let mut stdin = child.stdin.take().unwrap();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                if stdin
-                    .write_all(b"BEGIN; INSERT INTO ticks DEFAULT VALUES; INSERT INTO sales.orders (customer, amount) VALUES (1, -1); COMMIT;\n")
-                    .is_err()
-                {
-                    break;
-                }
-            }
-            drop(stdin);
-            let _ = child.wait();
-        })
-    };
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut client = pg.client_command("psql");
+    client.args(["-X", "-q", "-d", "shop", "-f", "-"]);
+    let writer = LoopingWriter::start(client, b"BEGIN; INSERT INTO ticks DEFAULT VALUES; INSERT INTO sales.orders (customer, amount) VALUES (1, -1); COMMIT;\n");
     let run = parallel_backup(&pg, "shop", &to, "par", &["--recipient", &public]);
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    writer.join().unwrap();
+    writer.stop();
     run.assert_ok();
     let before = pg_fingerprint(&pg, "shop");
 
@@ -689,30 +667,9 @@ fn mariadb_parallel_round_trip_in_one_snapshot() {
     let uri = db.uri("shop");
 
     // One tick and one order per transaction while the backup runs.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = {
-        let stop = stop.clone();
-        let mut cmd = db.client_command("mariadb");
-        cmd.args(["--batch", "--database=shop"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null());
-        std::thread::spawn(move || {
-            use std::io::Write;
-            let mut child = cmd.spawn().unwrap();
-            let mut stdin = child.stdin.take().unwrap();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                if stdin
-                    .write_all(b"BEGIN; INSERT INTO ticks () VALUES (); INSERT INTO orders (customer, amount, blob_text) VALUES (1, -1, 'w'); COMMIT;\n")
-                    .is_err()
-                {
-                    break;
-                }
-            }
-            drop(stdin);
-            let _ = child.wait();
-        })
-    };
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut client = db.client_command("mariadb");
+    client.args(["--batch", "--database=shop"]);
+    let writer = LoopingWriter::start(client, b"BEGIN; INSERT INTO ticks () VALUES (); INSERT INTO orders (customer, amount, blob_text) VALUES (1, -1, 'w'); COMMIT;\n");
     let run = run_agent(
         &[
             "backup",
@@ -729,8 +686,7 @@ fn mariadb_parallel_round_trip_in_one_snapshot() {
         ],
         &[("DG_URI", &uri)],
     );
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    writer.join().unwrap();
+    writer.stop();
     run.assert_ok();
 
     let dir = store.join("par");
@@ -851,30 +807,9 @@ fn mariadb_all_databases_parallel_round_trip_in_one_snapshot_and_validation() {
     let uri = db.uri("");
 
     // One order in alpha and one note in beta per transaction while the backup runs.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = {
-        let stop = stop.clone();
-        let mut cmd = db.client_command("mariadb");
-        cmd.args(["--batch"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null());
-        std::thread::spawn(move || {
-            use std::io::Write;
-            let mut child = cmd.spawn().unwrap();
-            let mut stdin = child.stdin.take().unwrap();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                if stdin
-                    .write_all(b"BEGIN; INSERT INTO alpha.orders (customer, amount, blob_text) VALUES (1, -1, 'w'); INSERT INTO beta.notes (body, src) VALUES ('w', 'writer'); COMMIT;\n")
-                    .is_err()
-                {
-                    break;
-                }
-            }
-            drop(stdin);
-            let _ = child.wait();
-        })
-    };
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut client = db.client_command("mariadb");
+    client.args(["--batch"]);
+    let writer = LoopingWriter::start(client, b"BEGIN; INSERT INTO alpha.orders (customer, amount, blob_text) VALUES (1, -1, 'w'); INSERT INTO beta.notes (body, src) VALUES ('w', 'writer'); COMMIT;\n");
     let run = run_agent(
         &[
             "backup",
@@ -892,8 +827,7 @@ fn mariadb_all_databases_parallel_round_trip_in_one_snapshot_and_validation() {
         ],
         &[("DG_URI", &uri)],
     );
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    writer.join().unwrap();
+    writer.stop();
     run.assert_ok();
 
     // The manifest: the all-databases artifact (every database's CREATE DATABASE, views,

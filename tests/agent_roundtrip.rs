@@ -321,30 +321,9 @@ fn postgres_counts_come_from_the_dump_snapshot_under_concurrent_writes() {
     let uri = pg.uri("shop");
 
     // A writer inserts into two tables continuously while the backup runs.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = {
-        let stop = stop.clone();
-        let mut cmd = pg.client_command("psql");
-        cmd.args(["-X", "-q", "-d", "shop", "-f", "-"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null());
-        std::thread::spawn(move || {
-            use std::io::Write;
-            let mut child = cmd.spawn().unwrap();
-            let mut stdin = child.stdin.take().unwrap();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                if stdin
-                    .write_all(b"INSERT INTO ticks DEFAULT VALUES; INSERT INTO sales.orders (customer, amount) VALUES (1, 5);\n")
-                    .is_err()
-                {
-                    break;
-                }
-            }
-            drop(stdin);
-            let _ = child.wait();
-        })
-    };
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut client = pg.client_command("psql");
+    client.args(["-X", "-q", "-d", "shop", "-f", "-"]);
+    let writer = LoopingWriter::start(client, b"INSERT INTO ticks DEFAULT VALUES; INSERT INTO sales.orders (customer, amount) VALUES (1, 5);\n");
     let run = run_agent(
         &[
             "backup",
@@ -359,8 +338,7 @@ fn postgres_counts_come_from_the_dump_snapshot_under_concurrent_writes() {
         ],
         &[("DG_URI", &uri)],
     );
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    writer.join().unwrap();
+    writer.stop();
     run.assert_ok();
     let counts = summary_counts(&run.summary);
     assert!(

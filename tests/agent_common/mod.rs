@@ -303,3 +303,44 @@ pub fn assert_message_contains(check: &serde_json::Value, text: &str) {
         "{text:?} not in {check}"
     );
 }
+
+/// A database client writing `statement` over and over, each in its own line, while a backup
+/// runs (what a consistent snapshot must not split); running for 300 ms when `start` returns.
+pub struct LoopingWriter {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl LoopingWriter {
+    /// Starts `client` (a `psql` or `mariadb` command reading statements from stdin).
+    pub fn start(mut client: std::process::Command, statement: &'static [u8]) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        client
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null());
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                use std::io::Write;
+                let mut child = client.spawn().unwrap();
+                let mut stdin = child.stdin.take().unwrap();
+                while !stop.load(Ordering::Relaxed) {
+                    if stdin.write_all(statement).is_err() {
+                        break;
+                    }
+                }
+                drop(stdin);
+                let _ = child.wait();
+            })
+        };
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        LoopingWriter { stop, thread }
+    }
+
+    /// Stops writing and waits for the client to exit.
+    pub fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap();
+    }
+}
