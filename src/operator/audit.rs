@@ -20,7 +20,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
-use kube::api::Api;
 use kube::runtime::watcher;
 
 use super::run_watch::{strip_metadata, trimmed_watch};
@@ -101,26 +100,26 @@ pub fn spawn(
     vec![
         spool_reader,
         writer,
-        tokio::spawn(watch(
-            Api::<BackupRun>::all(client.clone()),
+        tokio::spawn(watch::<BackupRun>(
+            client.clone(),
             strip_metadata::<BackupRun>,
             listing.clone(),
             requester_recorded,
         )),
-        tokio::spawn(watch(
-            Api::<RestoreRun>::all(client.clone()),
+        tokio::spawn(watch::<RestoreRun>(
+            client.clone(),
             strip_metadata::<RestoreRun>,
             listing.clone(),
             requester_recorded,
         )),
-        tokio::spawn(watch(
-            Api::<RestoreValidation>::all(client.clone()),
+        tokio::spawn(watch::<RestoreValidation>(
+            client.clone(),
             strip_metadata::<RestoreValidation>,
             listing.clone(),
             requester_recorded,
         )),
-        tokio::spawn(watch(
-            Api::<BackupPolicy>::all(client),
+        tokio::spawn(watch::<BackupPolicy>(
+            client,
             strip_keeping_last_write::<BackupPolicy>,
             listing,
             requester_recorded,
@@ -171,14 +170,21 @@ fn strip_keeping_last_write<K: Resource>(o: &mut K) {
 
 /// Offers the records of every object of `api` as it is listed and changes; tells `listing`
 /// when its first list is done.
-async fn watch<K>(api: Api<K>, trim: fn(&mut K), listing: Listing, recorded: bool)
+async fn watch<K>(client: kube::Client, trim: fn(&mut K), listing: Listing, recorded: bool)
 where
-    K: Resource + Audited + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K: Resource<DynamicType = ()>
+        + Audited
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
 {
     // Listed in pages and trimmed like the controllers' watches: at 100,000 BackupRuns one
     // unpaged list is hundreds of MiB of JSON and typed objects, managedFields included, held
     // at once (docs/benchmarks.md, "At 10,000 policies and 100,000 runs").
-    let mut stream = trimmed_watch(api, watcher::Config::default().any_semantic(), trim).boxed();
+    let mut stream = trimmed_watch(client, watcher::Config::default().any_semantic(), trim).boxed();
     let sink = &listing.sink;
     let mut listed = false;
     while let Some(item) = stream.next().await {

@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod health;
 pub mod leader;
+pub mod lean;
 pub mod memory;
 pub mod run;
 pub mod run_watch;

@@ -14,8 +14,7 @@ use kube::api::Api;
 use kube::runtime::controller::Controller;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
-use kube::{Client, Resource, ResourceExt};
-use serde::de::DeserializeOwned;
+use kube::{Client, ResourceExt};
 
 use crate::api::{BackupPolicy, BackupStorage, RestoreRun, RestoreRunPhase, RestoreValidation};
 use crate::audit::sink::{AuditSink, SinkSettings};
@@ -129,7 +128,7 @@ pub async fn run(args: OperatorConfig) -> Result<(), RunError> {
     let runs_synced = readiness.track("BackupRun", CacheRole::Standby);
     let run_watch_task = {
         let synced = runs_synced.clone();
-        run_feed.spawn(Api::all(client.clone()), act.clone(), move || {
+        run_feed.spawn(client.clone(), act.clone(), move || {
             if !synced.get() {
                 tracing::info!("BackupRun cache synced");
             }
@@ -140,8 +139,8 @@ pub async fn run(args: OperatorConfig) -> Result<(), RunError> {
     // BackupPolicies: one watch and cache for the policy controller and the policy's automatic
     // validations. Both controllers wait for the same cache to fill; they are polled together
     // (one `join!` below), so the cache's ready signal reaches both.
-    let mut policy_watch = shared_watch::spawn(
-        Api::<BackupPolicy>::all(client.clone()),
+    let mut policy_watch = shared_watch::spawn::<BackupPolicy>(
+        client.clone(),
         2,
         act.clone(),
         readiness.track("BackupPolicy", CacheRole::Standby),
@@ -193,22 +192,21 @@ pub async fn run(args: OperatorConfig) -> Result<(), RunError> {
     let run_controller = fed_controller(runs_cache.active().clone())
         .reconcile_on(run_watch.runs)
         .owns_stream(
-            slim_watch(
-                Api::<Job>::all(client.clone()),
+            slim_watch::<Job>(
+                client.clone(),
                 watcher::Config::default().labels(crate::contract::JOB_SELECTOR),
             )
             .touched_objects(),
         );
     // Restores: the reflector feeds the restore queue; a finished restore wakes the queued ones.
-    let restores_api: Api<RestoreRun> = Api::all(client.clone());
-    let restore_controller = slim_controller(
-        restores_api.clone(),
+    let restore_controller = slim_controller::<RestoreRun>(
+        client.clone(),
         watcher::Config::default().any_semantic(),
         readiness.track("RestoreRun", CacheRole::Leader),
     )
     .owns_stream(
-        slim_watch(
-            Api::<Job>::all(client.clone()),
+        slim_watch::<Job>(
+            client.clone(),
             watcher::Config::default().labels(crate::contract::JOB_SELECTOR),
         )
         .touched_objects(),
@@ -216,7 +214,8 @@ pub async fn run(args: OperatorConfig) -> Result<(), RunError> {
     let restore_store = restore_controller.store();
     let queued = restore_store.clone();
     let restore_controller = restore_controller.watches_stream(
-        slim_watch(restores_api, watcher::Config::default().any_semantic()).touched_objects(),
+        slim_watch::<RestoreRun>(client.clone(), watcher::Config::default().any_semantic())
+            .touched_objects(),
         move |r: RestoreRun| {
             if !r
                 .status
@@ -237,17 +236,16 @@ pub async fn run(args: OperatorConfig) -> Result<(), RunError> {
         },
     );
     // Validations: the reflector feeds the validation queue.
-    let validations_api: Api<RestoreValidation> = Api::all(client.clone());
     // A finished validation wakes the queued ones through this channel.
     let (validation_wake, validation_woken) = futures::channel::mpsc::unbounded();
-    let validation_controller = slim_controller(
-        validations_api.clone(),
+    let validation_controller = slim_controller::<RestoreValidation>(
+        client.clone(),
         watcher::Config::default().any_semantic(),
         readiness.track("RestoreValidation", CacheRole::Leader),
     )
     .owns_stream(
-        slim_watch(
-            Api::<Job>::all(client.clone()),
+        slim_watch::<Job>(
+            client.clone(),
             watcher::Config::default().labels(crate::contract::JOB_SELECTOR),
         )
         .touched_objects(),
@@ -291,8 +289,11 @@ pub async fn run(args: OperatorConfig) -> Result<(), RunError> {
         .reconcile_on(policy_refs_for_validations)
         .reconcile_on(run_watch.policy_validations)
         .watches_stream(
-            slim_watch(validations_api, watcher::Config::default().any_semantic())
-                .touched_objects(),
+            slim_watch::<RestoreValidation>(
+                client.clone(),
+                watcher::Config::default().any_semantic(),
+            )
+            .touched_objects(),
             move |v: RestoreValidation| {
                 let ns = v.namespace()?;
                 let policy = v
@@ -317,11 +318,8 @@ pub async fn run(args: OperatorConfig) -> Result<(), RunError> {
         .reconcile_on(policy_refs)
         .reconcile_on(run_watch.policies)
         .watches_stream(
-            slim_watch(
-                Api::<BackupStorage>::all(client.clone()),
-                watcher::Config::default().any_semantic(),
-            )
-            .touched_objects(),
+            slim_watch::<BackupStorage>(client.clone(), watcher::Config::default().any_semantic())
+                .touched_objects(),
             move |s: BackupStorage| {
                 // A storage's readiness feeds the StorageReady condition of the policies using it,
                 // and a secondary storage that is back lets their copies catch up at once.
@@ -338,8 +336,8 @@ pub async fn run(args: OperatorConfig) -> Result<(), RunError> {
                     .collect::<Vec<_>>()
             },
         );
-    let storage_controller = slim_controller(
-        Api::<BackupStorage>::all(client.clone()),
+    let storage_controller = slim_controller::<BackupStorage>(
+        client.clone(),
         watcher::Config::default().any_semantic(),
         readiness.track("BackupStorage", CacheRole::Leader),
     );
@@ -505,25 +503,25 @@ fn controller_config() -> kube::runtime::controller::Config {
 /// A watch whose objects lose what the operator never reads ([`run_watch::strip_metadata`])
 /// before they reach a cache or a mapper.
 fn slim_watch<K>(
-    api: Api<K>,
+    client: Client,
     cfg: watcher::Config,
 ) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static
 where
-    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K: Watched,
 {
-    run_watch::trimmed_watch(api, cfg, run_watch::strip_metadata::<K>)
+    run_watch::trimmed_watch(client, cfg, run_watch::strip_metadata::<K>)
 }
 
 /// A controller whose cache holds slimmed objects ([`slim_watch`]); `synced` is marked once the
 /// cache holds its first full list.
-fn slim_controller<K>(api: Api<K>, cfg: watcher::Config, synced: Synced) -> Controller<K>
+fn slim_controller<K>(client: Client, cfg: watcher::Config, synced: Synced) -> Controller<K>
 where
     K: Watched,
 {
     let (reader, writer) = reflector::store();
     let stream = reflector(
         writer,
-        run_watch::marking_synced(slim_watch(api, cfg), synced),
+        run_watch::marking_synced(slim_watch(client, cfg), synced),
     )
     .applied_objects();
     Controller::for_stream(stream, reader).with_config(controller_config())

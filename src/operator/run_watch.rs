@@ -22,6 +22,8 @@ use kube::{Resource, ResourceExt};
 use crate::api::{BackupPolicy, BackupRun, BackupRunPhase};
 use crate::controller::common::run_cache::{self, RunCache, RunCacheWriter};
 
+use super::lean::Lean;
+
 /// A kind the operator watches and caches (a shorthand for the bounds watches and controllers
 /// need).
 pub trait Watched:
@@ -62,19 +64,41 @@ pub fn strip_metadata<K: Resource>(o: &mut K) {
     }
 }
 
-/// A watch over every `K`, listed in pages of [`LIST_PAGE_SIZE`], retried with backoff, each
-/// object trimmed by `trim` before it reaches a cache or a mapper.
+/// A watch over every `K` in every namespace, listed in pages of [`LIST_PAGE_SIZE`], retried
+/// with backoff, each object read without its managedFields' field sets ([`Lean`]) and trimmed
+/// by `trim` before it reaches a cache or a mapper.
 pub fn trimmed_watch<K>(
-    api: Api<K>,
+    client: kube::Client,
     cfg: watcher::Config,
     trim: fn(&mut K),
 ) -> impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static
 where
-    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
 {
-    watcher(api, cfg.page_size(LIST_PAGE_SIZE))
-        .default_backoff()
-        .modify(trim)
+    watcher(
+        Api::<Lean<K>>::all_with(client, &()),
+        cfg.page_size(LIST_PAGE_SIZE),
+    )
+    .default_backoff()
+    .map(|event| event.map(unlean))
+    .modify(trim)
+}
+
+/// The event of a [`Lean`] watch, with the objects it carries.
+fn unlean<K>(event: watcher::Event<Lean<K>>) -> watcher::Event<K> {
+    match event {
+        watcher::Event::Apply(o) => watcher::Event::Apply(o.into_inner()),
+        watcher::Event::Delete(o) => watcher::Event::Delete(o.into_inner()),
+        watcher::Event::Init => watcher::Event::Init,
+        watcher::Event::InitApply(o) => watcher::Event::InitApply(o.into_inner()),
+        watcher::Event::InitDone => watcher::Event::InitDone,
+    }
 }
 
 /// `events`, marking `synced` when the first complete list has been seen (`InitDone`).
@@ -198,7 +222,7 @@ impl Feed {
     /// (after the first list, and after a re-list).
     pub fn spawn(
         self,
-        api: Api<BackupRun>,
+        client: kube::Client,
         mut act: tokio::sync::watch::Receiver<bool>,
         on_synced: impl Fn() + Send + 'static,
     ) -> tokio::task::JoinHandle<()> {
@@ -208,7 +232,7 @@ impl Feed {
             cache,
         } = self;
         let events = trimmed_watch(
-            api,
+            client,
             watcher::Config::default().any_semantic(),
             strip_metadata,
         );

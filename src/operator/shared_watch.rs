@@ -10,7 +10,6 @@
 use futures::StreamExt;
 use futures::channel::mpsc::{UnboundedReceiver, unbounded};
 use kube::Resource;
-use kube::api::Api;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 
@@ -30,7 +29,7 @@ pub struct SharedWatch<K: Resource<DynamicType = ()> + 'static> {
 /// Starts watching every `K` for `consumers` consumers, who hear of changes while `act` is
 /// true.
 pub fn spawn<K>(
-    api: Api<K>,
+    client: kube::Client,
     consumers: usize,
     mut act: tokio::sync::watch::Receiver<bool>,
     synced: Synced,
@@ -43,7 +42,7 @@ where
     let kind = K::kind(&()).to_string();
     let events = marking_synced(
         trimmed_watch(
-            api,
+            client,
             watcher::Config::default().any_semantic(),
             strip_metadata::<K>,
         ),
