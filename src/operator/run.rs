@@ -126,6 +126,9 @@ pub async fn run(args: OperatorConfig) -> Result<(), RunError> {
     let (run_watch, run_feed) = run_watch::new();
     let runs_cache = run_watch.cache.clone();
     let runs_synced = readiness.track("BackupRun", CacheRole::Standby);
+    // The policy controllers start once the run cache holds its first list (see
+    // `after_runs_listed`).
+    let (runs_listed_tx, runs_listed) = tokio::sync::watch::channel(false);
     let run_watch_task = {
         let synced = runs_synced.clone();
         run_feed.spawn(client.clone(), act.clone(), move || {
@@ -133,6 +136,7 @@ pub async fn run(args: OperatorConfig) -> Result<(), RunError> {
                 tracing::info!("BackupRun cache synced");
             }
             synced.mark();
+            runs_listed_tx.send_replace(true);
             super::memory::release_free_memory();
         })
     };
@@ -350,21 +354,24 @@ pub async fn run(args: OperatorConfig) -> Result<(), RunError> {
             ctx.clone(),
         )
         .for_each(|r| log_result("backuprun", r));
-    let policies = policy_controller
-        .graceful_shutdown_on(shutdown_signal())
-        .run(
-            |obj, ctx| {
-                instrumented(
-                    ControllerKind::BackupPolicy,
-                    obj,
-                    ctx,
-                    backup_policy::reconcile,
-                )
-            },
-            |obj, err, ctx| error_policy(ControllerKind::BackupPolicy, obj.as_ref(), err, &ctx),
-            ctx.clone(),
-        )
-        .for_each(|r| log_result("backuppolicy", r));
+    let policies = after_runs_listed(
+        runs_listed.clone(),
+        policy_controller
+            .graceful_shutdown_on(shutdown_signal())
+            .run(
+                |obj, ctx| {
+                    instrumented(
+                        ControllerKind::BackupPolicy,
+                        obj,
+                        ctx,
+                        backup_policy::reconcile,
+                    )
+                },
+                |obj, err, ctx| error_policy(ControllerKind::BackupPolicy, obj.as_ref(), err, &ctx),
+                ctx.clone(),
+            )
+            .for_each(|r| log_result("backuppolicy", r)),
+    );
     let storages = storage_controller
         .graceful_shutdown_on(shutdown_signal())
         .run(
@@ -406,21 +413,26 @@ pub async fn run(args: OperatorConfig) -> Result<(), RunError> {
             ctx.clone(),
         )
         .for_each(|r| log_result("restorevalidation", r));
-    let policy_validations = policy_validation_controller
-        .graceful_shutdown_on(shutdown_signal())
-        .run(
-            |obj, ctx| {
-                instrumented(
-                    ControllerKind::PolicyValidation,
-                    obj,
-                    ctx,
-                    backup_policy::validation::reconcile_policy,
-                )
-            },
-            |obj, err, ctx| error_policy(ControllerKind::PolicyValidation, obj.as_ref(), err, &ctx),
-            ctx.clone(),
-        )
-        .for_each(|r| log_result("policyvalidation", r));
+    let policy_validations = after_runs_listed(
+        runs_listed,
+        policy_validation_controller
+            .graceful_shutdown_on(shutdown_signal())
+            .run(
+                |obj, ctx| {
+                    instrumented(
+                        ControllerKind::PolicyValidation,
+                        obj,
+                        ctx,
+                        backup_policy::validation::reconcile_policy,
+                    )
+                },
+                |obj, err, ctx| {
+                    error_policy(ControllerKind::PolicyValidation, obj.as_ref(), err, &ctx)
+                },
+                ctx.clone(),
+            )
+            .for_each(|r| log_result("policyvalidation", r)),
+    );
 
     let controllers = async {
         tokio::join!(
@@ -500,6 +512,34 @@ fn controller_config() -> kube::runtime::controller::Config {
     kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY)
 }
 
+/// Runs `controller` (a policy controller's future) once the BackupRun cache holds its first
+/// full list, or not at all if the operator stops first.
+///
+/// A policy's reconcile reads its runs from that cache; before it is listed there is nothing
+/// to act on. Started at once, the two policy controllers re-queued every policy every
+/// [`RUNS_CACHE_WAIT`](crate::controller::common::reconcile::RUNS_CACHE_WAIT) while the runs
+/// were listed: at 10,000 policies, tens of thousands of empty reconciles a second competing
+/// for the CPU with the list they waited for (docs/benchmarks.md, "At 10,000 policies and
+/// 100,000 runs"). Their triggers wait meanwhile in the channels that feed them; the run
+/// cache's first list then wakes every policy once.
+async fn after_runs_listed(
+    mut listed: tokio::sync::watch::Receiver<bool>,
+    controller: impl std::future::Future<Output = ()>,
+) {
+    if until_listed(&mut listed).await {
+        controller.await;
+    }
+}
+
+/// Waits until `listed` turns true (`true`), or the operator is asked to stop or the cache's
+/// feeder goes away first (`false`).
+async fn until_listed(listed: &mut tokio::sync::watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        res = listed.wait_for(|l| *l) => res.is_ok(),
+        _ = shutdown_signal() => false,
+    }
+}
+
 /// A watch whose objects lose what the operator never reads ([`run_watch::strip_metadata`])
 /// before they reach a cache or a mapper.
 fn slim_watch<K>(
@@ -564,5 +604,59 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    #[tokio::test]
+    async fn a_policy_controller_runs_only_once_the_runs_are_listed() {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let ran = Arc::new(AtomicBool::new(false));
+        let controller = {
+            let ran = ran.clone();
+            async move { ran.store(true, Ordering::SeqCst) }
+        };
+        let task = tokio::spawn(after_runs_listed(rx, controller));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !ran.load(Ordering::SeqCst),
+            "started before the run cache was listed"
+        );
+        tx.send_replace(true);
+        task.await.unwrap();
+        assert!(ran.load(Ordering::SeqCst), "the first list starts it");
+    }
+
+    #[tokio::test]
+    async fn a_policy_controller_never_runs_if_the_run_cache_goes_away_unlisted() {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let ran = Arc::new(AtomicBool::new(false));
+        let controller = {
+            let ran = ran.clone();
+            async move { ran.store(true, Ordering::SeqCst) }
+        };
+        let task = tokio::spawn(after_runs_listed(rx, controller));
+        drop(tx);
+        task.await.unwrap();
+        assert!(!ran.load(Ordering::SeqCst));
+    }
+
+    #[tokio::test]
+    async fn a_cache_listed_before_the_controllers_start_lets_them_run_at_once() {
+        // A follower that takes over has listed its runs long before it leads.
+        let (_tx, rx) = tokio::sync::watch::channel(true);
+        let mut rx2 = rx.clone();
+        assert!(until_listed(&mut rx2).await);
+        let ran = Arc::new(AtomicBool::new(false));
+        let controller = {
+            let ran = ran.clone();
+            async move { ran.store(true, Ordering::SeqCst) }
+        };
+        after_runs_listed(rx, controller).await;
+        assert!(ran.load(Ordering::SeqCst));
     }
 }
