@@ -294,12 +294,18 @@ async fn route(
                 );
                 return Ok(resp);
             }
-            let list = state.list(&rd, target.namespace.as_deref(), &list_opts()?)?;
             if let Some(inc) = table_mode {
+                let list = state.list(&rd, target.namespace.as_deref(), &list_opts()?)?;
                 let items = list["items"].as_array().cloned().unwrap_or_default();
                 return Ok(ok(&table(&rd, &items, inc, list["metadata"].clone(), true)));
             }
-            Ok(ok(&list))
+            let list = state.list_json(&rd, target.namespace.as_deref(), &list_opts()?)?;
+            Ok((
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                list,
+            )
+                .into_response())
         }
         (Method::GET, Some(name)) if target.sub.as_deref() == Some("scale") => {
             Ok(ok(&state.get_scale(&rd, &ns, &name)?))
