@@ -26,7 +26,7 @@ pub fn limit_malloc_arenas() {
 
 /// Hands the free pages inside the heap back to the system (glibc `malloc_trim`). After a
 /// complete list of every BackupRun the heap holds the freed pages of every list page
-/// (JSON and whole typed objects, `managedFields` included, trimmed into the cache), scattered
+/// (JSON and whole typed objects, trimmed into the cache), scattered
 /// between the cached objects where glibc's own trimming (top of the heap only) cannot reach
 /// them. Called once per complete list, never on a hot path. No-op on other C libraries.
 pub fn release_free_memory() {
