@@ -484,7 +484,7 @@ pub fn key_rotation(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::admission::REQUESTED_BY;
     use crate::api::common::time_from_chrono;
@@ -623,23 +623,12 @@ mod tests {
     #[test]
     fn a_policy_change_is_one_record_per_generation_with_its_last_changer() {
         let policy = |generation: i64, by: &str| -> BackupPolicy {
-            serde_json::from_value(serde_json::json!({
-                "apiVersion": "dataguardian.io/v1alpha1",
-                "kind": "BackupPolicy",
-                "metadata": {
-                    "name": "nightly", "namespace": "shop", "uid": "u-policy",
-                    "generation": generation,
-                    "creationTimestamp": "2026-12-01T00:00:00Z",
-                    "annotations": {LAST_CHANGED_BY: by, LAST_CHANGED_AT: "2026-12-07T09:00:00Z"}
-                },
-                "spec": {
-                    "source": {"postgres": {"host": "db", "database": "shop", "user": "u",
-                        "passwordSecretRef": {"name": "s", "key": "password"}}},
-                    "storageRef": {"name": "main"},
-                    "schedule": "0 2 * * *"
-                }
+            policy_with(serde_json::json!({
+                "name": "nightly", "namespace": "shop", "uid": "u-policy",
+                "generation": generation,
+                "creationTimestamp": "2026-12-01T00:00:00Z",
+                "annotations": {LAST_CHANGED_BY: by, LAST_CHANGED_AT: "2026-12-07T09:00:00Z"}
             }))
-            .expect("policy")
         };
         let first = policy(3, "bob").audit_records(true);
         assert_eq!(first.len(), 1);
@@ -660,20 +649,12 @@ mod tests {
         assert_eq!(rotation.actor.as_deref(), Some("carol"));
     }
 
-    /// A policy at generation 5, created on Dec 1st, whose spec `kubectl edit` changed on Dec 7th
-    /// at 09:00 while the webhook was down (the stamp is the previous change's, Dec 2nd); the
-    /// operator wrote its status at 12:00. `fields`: its `managedFields` as the API serves them.
-    pub(crate) fn changed_policy(fields: serde_json::Value) -> BackupPolicy {
+    /// A PostgreSQL BackupPolicy (storage `main`, nightly at 02:00) with `metadata`.
+    pub(crate) fn policy_with(metadata: serde_json::Value) -> BackupPolicy {
         serde_json::from_value(serde_json::json!({
             "apiVersion": "dataguardian.io/v1alpha1",
             "kind": "BackupPolicy",
-            "metadata": {
-                "name": "nightly", "namespace": "shop", "uid": "u-policy",
-                "generation": 5,
-                "creationTimestamp": "2026-12-01T00:00:00Z",
-                "annotations": {LAST_CHANGED_BY: "bob", LAST_CHANGED_AT: "2026-12-02T00:00:00Z"},
-                "managedFields": fields
-            },
+            "metadata": metadata,
             "spec": {
                 "source": {"postgres": {"host": "db", "database": "shop", "user": "u",
                     "passwordSecretRef": {"name": "s", "key": "password"}}},
@@ -682,6 +663,19 @@ mod tests {
             }
         }))
         .expect("policy")
+    }
+
+    /// A policy at generation 5, created on Dec 1st, whose spec `kubectl edit` changed on Dec 7th
+    /// at 09:00 while the webhook was down (the stamp is the previous change's, Dec 2nd); the
+    /// operator wrote its status at 12:00. `fields`: its `managedFields` as the API serves them.
+    pub(crate) fn changed_policy(fields: serde_json::Value) -> BackupPolicy {
+        policy_with(serde_json::json!({
+            "name": "nightly", "namespace": "shop", "uid": "u-policy",
+            "generation": 5,
+            "creationTimestamp": "2026-12-01T00:00:00Z",
+            "annotations": {LAST_CHANGED_BY: "bob", LAST_CHANGED_AT: "2026-12-02T00:00:00Z"},
+            "managedFields": fields
+        }))
     }
 
     pub(crate) fn edited_at_nine() -> serde_json::Value {

@@ -1078,27 +1078,16 @@ mod tests {
         // Meanwhile (minute 1000, the operator and its webhook down) the policy, created long
         // before, got generation 5 by `kubectl edit`: its stamp is the previous change's.
         let rfc = |m: i64| at(m).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        let policy: BackupPolicy = serde_json::from_value(serde_json::json!({
-            "apiVersion": "dataguardian.io/v1alpha1",
-            "kind": "BackupPolicy",
-            "metadata": {
-                "name": "nightly", "namespace": NS, "uid": "u-policy", "generation": 5,
-                "creationTimestamp": rfc(-10_000),
-                "annotations": {LAST_CHANGED_BY: "bob", LAST_CHANGED_AT: rfc(-9_000)},
-                "managedFields": [
-                    {"manager": "kubectl-edit", "operation": "Update",
-                     "apiVersion": "dataguardian.io/v1alpha1", "time": rfc(1000),
-                     "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:schedule": {}}}}
-                ]
-            },
-            "spec": {
-                "source": {"postgres": {"host": "db", "database": "shop", "user": "u",
-                    "passwordSecretRef": {"name": "s", "key": "password"}}},
-                "storageRef": {"name": "main"},
-                "schedule": "0 2 * * *"
-            }
-        }))
-        .expect("policy");
+        let policy: BackupPolicy = crate::audit::record::tests::policy_with(serde_json::json!({
+            "name": "nightly", "namespace": NS, "uid": "u-policy", "generation": 5,
+            "creationTimestamp": rfc(-10_000),
+            "annotations": {LAST_CHANGED_BY: "bob", LAST_CHANGED_AT: rfc(-9_000)},
+            "managedFields": [
+                {"manager": "kubectl-edit", "operation": "Update",
+                 "apiVersion": "dataguardian.io/v1alpha1", "time": rfc(1000),
+                 "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:schedule": {}}}}
+            ]
+        }));
         for recorded in [true, false] {
             let mut w = before.restarted(1000);
             w.state.history = true;

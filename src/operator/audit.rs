@@ -223,29 +223,20 @@ mod tests {
 
     #[test]
     fn a_trimmed_policy_keeps_only_the_time_of_its_last_write_other_than_status() {
-        let mut policy: BackupPolicy = serde_json::from_value(serde_json::json!({
-            "apiVersion": "dataguardian.io/v1alpha1",
-            "kind": "BackupPolicy",
-            "metadata": {
-                "name": "nightly", "namespace": "shop", "uid": "u-policy", "generation": 2,
-                "creationTimestamp": "2026-12-01T00:00:00Z",
-                "managedFields": [
-                    {"manager": "kubectl-edit", "operation": "Update",
-                     "apiVersion": "dataguardian.io/v1alpha1", "time": "2026-12-07T09:00:00Z",
-                     "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:schedule": {}}}},
-                    {"manager": "dataguardian", "operation": "Update", "subresource": "status",
-                     "apiVersion": "dataguardian.io/v1alpha1", "time": "2026-12-07T12:00:00Z",
-                     "fieldsType": "FieldsV1", "fieldsV1": {"f:status": {}}}
-                ]
-            },
-            "spec": {
-                "source": {"postgres": {"host": "db", "database": "shop", "user": "u",
-                    "passwordSecretRef": {"name": "s", "key": "password"}}},
-                "storageRef": {"name": "main"},
-                "schedule": "0 2 * * *"
-            }
-        }))
-        .expect("policy");
+        let mut policy: BackupPolicy = crate::audit::record::tests::policy_with(
+            serde_json::json!({
+                            "name": "nightly", "namespace": "shop", "uid": "u-policy", "generation": 2,
+                            "creationTimestamp": "2026-12-01T00:00:00Z",
+                            "managedFields": [
+                                {"manager": "kubectl-edit", "operation": "Update",
+                                 "apiVersion": "dataguardian.io/v1alpha1", "time": "2026-12-07T09:00:00Z",
+                                 "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:schedule": {}}}},
+                                {"manager": "dataguardian", "operation": "Update", "subresource": "status",
+                                 "apiVersion": "dataguardian.io/v1alpha1", "time": "2026-12-07T12:00:00Z",
+                                 "fieldsType": "FieldsV1", "fieldsV1": {"f:status": {}}}
+                            ]
+            }),
+        );
         let before = policy.audit_records(false);
         strip_keeping_last_write(&mut policy);
         let kept = policy.meta().managed_fields.as_deref().expect("one entry");

@@ -113,6 +113,16 @@ struct Filtered<D> {
     at: Level,
 }
 
+impl<D> Filtered<D> {
+    /// `visitor`, wrapped to filter what it is given at this level.
+    fn wrap<V>(&self, visitor: V) -> FilteredVisitor<V> {
+        FilteredVisitor {
+            inner: visitor,
+            at: self.at,
+        }
+    }
+}
+
 /// The visitor that wraps the maps and sequences `inner` is given.
 struct FilteredVisitor<V> {
     inner: V,
@@ -123,7 +133,8 @@ macro_rules! forward_deserialize {
     ($($method:ident),* $(,)?) => {
         $(
             fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
-                self.inner.$method(FilteredVisitor { inner: visitor, at: self.at })
+                let visitor = self.wrap(visitor);
+                self.inner.$method(visitor)
             }
         )*
     };
@@ -165,13 +176,8 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Filtered<D> {
         name: &'static str,
         visitor: V,
     ) -> Result<V::Value, D::Error> {
-        self.inner.deserialize_unit_struct(
-            name,
-            FilteredVisitor {
-                inner: visitor,
-                at: self.at,
-            },
-        )
+        let visitor = self.wrap(visitor);
+        self.inner.deserialize_unit_struct(name, visitor)
     }
 
     fn deserialize_newtype_struct<V: Visitor<'de>>(
@@ -179,13 +185,8 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Filtered<D> {
         name: &'static str,
         visitor: V,
     ) -> Result<V::Value, D::Error> {
-        self.inner.deserialize_newtype_struct(
-            name,
-            FilteredVisitor {
-                inner: visitor,
-                at: self.at,
-            },
-        )
+        let visitor = self.wrap(visitor);
+        self.inner.deserialize_newtype_struct(name, visitor)
     }
 
     fn deserialize_tuple<V: Visitor<'de>>(
@@ -193,13 +194,8 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Filtered<D> {
         len: usize,
         visitor: V,
     ) -> Result<V::Value, D::Error> {
-        self.inner.deserialize_tuple(
-            len,
-            FilteredVisitor {
-                inner: visitor,
-                at: self.at,
-            },
-        )
+        let visitor = self.wrap(visitor);
+        self.inner.deserialize_tuple(len, visitor)
     }
 
     fn deserialize_tuple_struct<V: Visitor<'de>>(
@@ -208,14 +204,8 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Filtered<D> {
         len: usize,
         visitor: V,
     ) -> Result<V::Value, D::Error> {
-        self.inner.deserialize_tuple_struct(
-            name,
-            len,
-            FilteredVisitor {
-                inner: visitor,
-                at: self.at,
-            },
-        )
+        let visitor = self.wrap(visitor);
+        self.inner.deserialize_tuple_struct(name, len, visitor)
     }
 
     fn deserialize_struct<V: Visitor<'de>>(
@@ -224,14 +214,8 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Filtered<D> {
         fields: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, D::Error> {
-        self.inner.deserialize_struct(
-            name,
-            fields,
-            FilteredVisitor {
-                inner: visitor,
-                at: self.at,
-            },
-        )
+        let visitor = self.wrap(visitor);
+        self.inner.deserialize_struct(name, fields, visitor)
     }
 
     fn deserialize_enum<V: Visitor<'de>>(

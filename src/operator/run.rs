@@ -612,14 +612,17 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicBool, Ordering};
 
+    /// A stand-in for a controller's future, and the flag it sets when it runs.
+    fn recording_controller() -> (Arc<AtomicBool>, impl std::future::Future<Output = ()>) {
+        let ran = Arc::new(AtomicBool::new(false));
+        let flag = ran.clone();
+        (ran, async move { flag.store(true, Ordering::SeqCst) })
+    }
+
     #[tokio::test]
     async fn a_policy_controller_runs_only_once_the_runs_are_listed() {
         let (tx, rx) = tokio::sync::watch::channel(false);
-        let ran = Arc::new(AtomicBool::new(false));
-        let controller = {
-            let ran = ran.clone();
-            async move { ran.store(true, Ordering::SeqCst) }
-        };
+        let (ran, controller) = recording_controller();
         let task = tokio::spawn(after_runs_listed(rx, controller));
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(
@@ -634,11 +637,7 @@ mod tests {
     #[tokio::test]
     async fn a_policy_controller_never_runs_if_the_run_cache_goes_away_unlisted() {
         let (tx, rx) = tokio::sync::watch::channel(false);
-        let ran = Arc::new(AtomicBool::new(false));
-        let controller = {
-            let ran = ran.clone();
-            async move { ran.store(true, Ordering::SeqCst) }
-        };
+        let (ran, controller) = recording_controller();
         let task = tokio::spawn(after_runs_listed(rx, controller));
         drop(tx);
         task.await.unwrap();
@@ -651,11 +650,7 @@ mod tests {
         let (_tx, rx) = tokio::sync::watch::channel(true);
         let mut rx2 = rx.clone();
         assert!(until_listed(&mut rx2).await);
-        let ran = Arc::new(AtomicBool::new(false));
-        let controller = {
-            let ran = ran.clone();
-            async move { ran.store(true, Ordering::SeqCst) }
-        };
+        let (ran, controller) = recording_controller();
         after_runs_listed(rx, controller).await;
         assert!(ran.load(Ordering::SeqCst));
     }

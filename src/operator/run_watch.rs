@@ -73,13 +73,7 @@ pub fn trimmed_watch<K>(
     trim: fn(&mut K),
 ) -> impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static
 where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
+    K: Watched,
 {
     watcher(
         Api::<Lean<K>>::all_with(client, &()),
