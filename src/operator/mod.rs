@@ -1,6 +1,7 @@
 //! The operator process: leader election, health and metrics endpoints, controller startup.
 
 pub mod audit;
+pub mod compact;
 pub mod health;
 pub mod leader;
 pub mod lean;
