@@ -228,12 +228,33 @@ pub struct Packed(Box<[u8]>);
 pub struct PackError(#[from] postcard::Error);
 
 impl Packed {
+    /// The record, with its manifest location written relative to its artifact key
+    /// ([`ManifestKey`]) after it.
     pub fn pack(record: &FinishedRun) -> Result<Self, PackError> {
-        Ok(Packed(postcard::to_allocvec(record)?.into_boxed_slice()))
+        let mut record = record.clone();
+        let manifest = record.artifact.as_mut().and_then(|a| {
+            a.manifest_key
+                .take()
+                .map(|m| ManifestKey::relative_to(&a.key, m))
+        });
+        Ok(Packed(
+            postcard::to_allocvec(&(record, manifest))?.into_boxed_slice(),
+        ))
     }
 
     pub fn unpack(&self) -> Result<FinishedRun, PackError> {
-        Ok(postcard::from_bytes(&self.0)?)
+        let (mut record, manifest): (FinishedRun, Option<ManifestKey>) =
+            postcard::from_bytes(&self.0)?;
+        if let Some(a) = record.artifact.as_mut() {
+            a.manifest_key = match manifest {
+                Some(m) => Some(
+                    m.resolve(&a.key)
+                        .ok_or(PackError(postcard::Error::DeserializeBadEncoding))?,
+                ),
+                None => None,
+            };
+        }
+        Ok(record)
     }
 
     /// The run's name, read without unpacking the rest (it is the record's first field).
@@ -248,6 +269,55 @@ impl Packed {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+}
+
+/// A manifest location as packed: the operator records `s3://bucket/<key's directory>/manifest.json`
+/// beside the artifact key `<key's directory>/…`, so the shared part (≈ 70 of a typical
+/// location's ≈ 95 bytes) is kept once, in the key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+enum ManifestKey {
+    /// `before` + the key's first `shared` bytes + `after`.
+    AroundKey {
+        before: String,
+        shared: u32,
+        after: String,
+    },
+    /// A location that shares no directory with the key.
+    Whole(String),
+}
+
+impl ManifestKey {
+    /// `location` in terms of `key`: around the longest of the key and its directories (at a
+    /// `/`) that the location holds.
+    fn relative_to(key: &str, location: String) -> Self {
+        let mut candidates = std::iter::once(key.len())
+            .chain(key.rmatch_indices('/').map(|(i, _)| i))
+            .filter(|&n| n > 0);
+        let found = candidates.find_map(|n| location.find(&key[..n]).map(|at| (at, n)));
+        match found {
+            Some((at, n)) => ManifestKey::AroundKey {
+                before: location[..at].to_string(),
+                shared: n as u32,
+                after: location[at + n..].to_string(),
+            },
+            None => ManifestKey::Whole(location),
+        }
+    }
+
+    /// The location again (`None`: the key is not the one it was packed with).
+    fn resolve(self, key: &str) -> Option<String> {
+        match self {
+            ManifestKey::AroundKey {
+                before,
+                shared,
+                after,
+            } => {
+                let shared = key.get(..shared as usize)?;
+                Some([before.as_str(), shared, after.as_str()].concat())
+            }
+            ManifestKey::Whole(location) => Some(location),
+        }
     }
 }
 
@@ -551,6 +621,31 @@ mod tests {
     }
 
     #[test]
+    fn a_manifest_location_is_kept_around_the_key_it_shares() {
+        let key = "p/ns/pol/2026-12-07/r";
+        for (location, shared) in [
+            (format!("s3://b/{key}/manifest.json"), key.len()),
+            (format!("s3://b/{key}.manifest"), key.len()),
+            (
+                "s3://b/p/ns/pol/other/manifest.json".to_string(),
+                "p/ns/pol".len(),
+            ),
+            ("file:///elsewhere/manifest.json".to_string(), 0),
+            (String::new(), 0),
+        ] {
+            let m = ManifestKey::relative_to(key, location.clone());
+            match &m {
+                ManifestKey::AroundKey { shared: n, .. } => assert_eq!(*n as usize, shared),
+                ManifestKey::Whole(_) => assert_eq!(shared, 0, "{location}"),
+            }
+            assert_eq!(m.resolve(key).as_deref(), Some(location.as_str()));
+        }
+        // Against a shorter key than it was packed with: refused, never a wrong location.
+        let m = ManifestKey::relative_to(key, format!("s3://b/{key}/manifest.json"));
+        assert_eq!(m.resolve("p/ns"), None);
+    }
+
+    #[test]
     fn a_typical_succeeded_run_packs_small() {
         // What the operator benchmark loads (benches/operator/fixtures.rs), at its longest.
         let key = "ns-0999/policy-09999/2026-12-07/20261207T030000Z-policy-09999-202612070300";
@@ -577,14 +672,16 @@ mod tests {
         };
         let packed = Packed::pack(&record).unwrap();
         let a = record.artifact.as_ref().unwrap();
+        // The manifest location's directory is the key's: kept once.
         let strings = record.name.len()
             + a.storage.len()
             + a.key.len()
-            + a.manifest_key.as_ref().map_or(0, String::len);
-        // The strings and at most 32 bytes of lengths, flags, numbers and empty fields, in one
-        // allocation (the unpacked record takes ~550 bytes in seven).
+            + a.manifest_key.as_ref().map_or(0, String::len)
+            - key.len();
+        // The strings and at most 36 bytes of lengths, flags, numbers, tags and empty fields,
+        // in one allocation (the unpacked record takes ~550 bytes in seven).
         assert!(
-            packed.len() <= strings + 32,
+            packed.len() <= strings + 36,
             "{} bytes for {strings} bytes of strings",
             packed.len()
         );
@@ -601,6 +698,8 @@ mod tests {
             size in proptest::num::u64::ANY,
             copies in proptest::collection::vec((".{0,20}", proptest::option::of(0i64..4_000_000_000)), 0..3),
             flags in 0u8..8,
+            location in proptest::option::of(".{0,60}"),
+            around_key in 0usize..3,
         ) {
             let time = |s: i64| DateTime::from_timestamp(s, 0).unwrap();
             let mut record = rich(&name);
@@ -610,6 +709,12 @@ mod tests {
             record.scheduled = flags & 4 == 4;
             record.failure.as_mut().unwrap().message = message;
             let a = record.artifact.as_mut().unwrap();
+            // A location around the key, around one of its directories, or anything.
+            a.manifest_key = location.map(|l| match around_key {
+                0 => format!("s3://{l}/{key}/manifest.json"),
+                1 => format!("{l}{}", key.rsplit_once('/').map_or(key.as_str(), |(d, _)| d)),
+                _ => l,
+            });
             a.key = key;
             a.size_bytes = size;
             a.copies = copies.into_iter().map(|(s, t)| (s, t.map(time))).collect();
