@@ -293,8 +293,10 @@ pub async fn run(args: OperatorConfig) -> Result<(), RunError> {
     // A policy's automatic validations: woken by its BackupRuns and RestoreValidations.
     let runs_by_name = runs_cache.clone();
     let policy_validation_controller = fed_controller(policy_watch.store.clone())
-        .reconcile_on(policy_refs_for_validations)
-        .reconcile_on(run_watch.policy_validations.map(compact_ref))
+        .reconcile_on(paced(futures::stream::select(
+            policy_refs_for_validations,
+            run_watch.policy_validations.map(compact_ref),
+        )))
         .watches_stream(
             slim_watch::<RestoreValidation>(
                 client.clone(),
@@ -322,8 +324,10 @@ pub async fn run(args: OperatorConfig) -> Result<(), RunError> {
 
     let policies_store = policy_watch.store.clone();
     let policy_controller = fed_controller(policy_watch.store.clone())
-        .reconcile_on(policy_refs)
-        .reconcile_on(run_watch.policies.map(compact_ref))
+        .reconcile_on(paced(futures::stream::select(
+            policy_refs,
+            run_watch.policies.map(compact_ref),
+        )))
         .watches_stream(
             slim_watch::<BackupStorage>(client.clone(), watcher::Config::default().any_semantic())
                 .touched_objects(),
@@ -519,6 +523,41 @@ fn controller_config() -> kube::runtime::controller::Config {
     kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY)
 }
 
+/// Triggers a policy controller takes at once ([`paced`]).
+const TRIGGER_BURST: usize = 64;
+/// ... and the time between two bursts: at most 640 triggers a second.
+const TRIGGER_EVERY: Duration = Duration::from_millis(100);
+
+/// `triggers`, at most [`TRIGGER_BURST`] per [`TRIGGER_EVERY`]; a trigger after a quiet spell
+/// passes at once.
+///
+/// A leader's start wakes every policy (each of the two policy controllers hears of every
+/// cached policy and of every policy with runs). kube's controller queue keeps a hash-map
+/// entry, a delay-queue slot and a pending-set slot (about 0.45 KB together) for every object
+/// queued, and its tables keep the capacity of their largest moment for the life of the
+/// process: 10,000 policies at once left ≈ 7 MB per controller behind (heaptrack,
+/// docs/benchmarks.md). Paced, the queue holds what the reconciles have not caught up with.
+fn paced<S>(triggers: S) -> impl Stream<Item = S::Item> + Send + 'static
+where
+    S: Stream + Send + 'static,
+    S::Item: Send,
+{
+    futures::stream::unfold(
+        (Box::pin(triggers.ready_chunks(TRIGGER_BURST)), None),
+        |(mut chunks, last): (_, Option<tokio::time::Instant>)| async move {
+            let chunk = chunks.next().await?;
+            if let Some(last) = last {
+                tokio::time::sleep_until(last + TRIGGER_EVERY).await;
+            }
+            Some((
+                futures::stream::iter(chunk),
+                (chunks, Some(tokio::time::Instant::now())),
+            ))
+        },
+    )
+    .flatten()
+}
+
 /// Runs `controller` (a policy controller's future) once the BackupRun cache holds its first
 /// full list, or not at all if the operator stops first.
 ///
@@ -643,6 +682,19 @@ mod tests {
         let ran = Arc::new(AtomicBool::new(false));
         let flag = ran.clone();
         (ran, async move { flag.store(true, Ordering::SeqCst) })
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_triggers_comes_through_paced_whole_and_in_order() {
+        let n = TRIGGER_BURST * 3 + 5;
+        let started = tokio::time::Instant::now();
+        let out: Vec<usize> = paced(futures::stream::iter(0..n)).collect().await;
+        assert_eq!(out, (0..n).collect::<Vec<_>>());
+        // Four bursts: three waits between them at least.
+        assert!(started.elapsed() >= TRIGGER_EVERY * 3);
+        // An ended source ends the paced stream.
+        let none: Vec<usize> = paced(futures::stream::iter(0..0)).collect().await;
+        assert!(none.is_empty());
     }
 
     #[tokio::test]
