@@ -181,7 +181,8 @@ pub struct S3Settings {
     pub region: Option<String>,
     /// Path-style addressing (`endpoint/bucket/key`).
     pub path_style: bool,
-    /// Size of each multipart part in bytes (≥ 5 MiB).
+    /// Size of the first 1,000 multipart parts in bytes (5 MiB to 5 GiB); later parts double
+    /// every 1,000 (`s3::part_size_for`).
     pub part_size: usize,
     /// Parts uploaded in parallel.
     pub concurrency: usize,
@@ -210,7 +211,7 @@ impl Default for S3Settings {
             endpoint: None,
             region: None,
             path_style: false,
-            part_size: 8 << 20,
+            part_size: 5 << 20,
             concurrency: 2,
             retries: 4,
             backoff: Duration::from_millis(250),

@@ -1,7 +1,7 @@
 //! S3 store on aws-sdk-s3 with a rustls/ring HTTP client.
 //!
-//! Uploads are multipart: the pipeline thread cuts the stored stream into parts of a fixed
-//! size and hands them over a bounded channel; up to `concurrency` parts are in flight at once,
+//! Uploads are multipart: the pipeline thread cuts the stored stream into parts (the configured
+//! size, doubling every 1,000 parts) and hands them over a bounded channel; up to `concurrency` parts are in flight at once,
 //! each retried with exponential backoff. Every part carries its SHA-256 (`x-amz-checksum-sha256`),
 //! which the server checks on receipt; after `CompleteMultipartUpload` a `HEAD` with checksum
 //! mode confirms the size and the composite SHA-256 over the parts before success is reported.
@@ -45,10 +45,10 @@ pub struct S3Store {
     client: Client,
     bucket: String,
     settings: S3Settings,
-    /// Permits for part buffers, shared by every upload of this store (and its clones):
-    /// `concurrency + 1` parts of `part_size` exist at most, however many streams upload at
-    /// once (a parallel backup's jobs take turns instead of each holding its own parts).
-    part_buffers: Arc<Semaphore>,
+    /// The part buffers, shared by every upload of this store (and its clones):
+    /// `concurrency + 1` parts exist at most, however many streams upload at once (a parallel
+    /// backup's jobs take turns instead of each holding its own parts).
+    part_buffers: Arc<PartPool>,
 }
 
 /// Build an S3 client: rustls with the ring provider (no aws-lc), plain-http endpoints allowed,
@@ -131,24 +131,36 @@ where
     }
 }
 
+/// Refuse settings S3 cannot serve: parts below its 5 MiB minimum or beyond its 5 GiB maximum,
+/// or no part in flight.
+fn check_settings(settings: &S3Settings) -> Result<()> {
+    if settings.part_size < 5 << 20 {
+        return Err(AgentError::Config(
+            "S3 part size must be at least 5 MiB".into(),
+        ));
+    }
+    if settings.part_size > MAX_PART {
+        return Err(AgentError::Config(
+            "S3 part size must be at most 5 GiB (5120 MiB)".into(),
+        ));
+    }
+    if settings.concurrency == 0 {
+        return Err(AgentError::Config(
+            "S3 upload concurrency must be at least 1".into(),
+        ));
+    }
+    Ok(())
+}
+
 impl S3Store {
     /// Connect to `bucket` with `settings`.
     pub async fn connect(bucket: String, settings: S3Settings) -> Result<Self> {
-        if settings.part_size < 5 << 20 {
-            return Err(AgentError::Config(
-                "S3 part size must be at least 5 MiB".into(),
-            ));
-        }
-        if settings.concurrency == 0 {
-            return Err(AgentError::Config(
-                "S3 upload concurrency must be at least 1".into(),
-            ));
-        }
+        check_settings(&settings)?;
         let client = client(&settings).await;
         Ok(Self {
             client,
             bucket,
-            part_buffers: Arc::new(Semaphore::new(settings.concurrency + 1)),
+            part_buffers: PartPool::new(settings.concurrency + 1),
             settings,
         })
     }
@@ -621,7 +633,7 @@ impl S3Store {
                 }
                 chunk = rx.recv(), if !closed && inflight.len() < self.settings.concurrency => {
                     match chunk {
-                        Some((data, permit)) => {
+                        Some((data, lease)) => {
                             next_part += 1;
                             if next_part > 10_000 {
                                 inflight.abort_all();
@@ -631,8 +643,8 @@ impl S3Store {
                             let (key, id) = (key.to_string(), upload_id.to_string());
                             let n = next_part;
                             inflight.spawn(async move {
-                                let done = store.upload_part(&key, &id, n, data).await;
-                                drop(permit); // the part's buffer is gone: the writer may fill another
+                                let done = store.upload_part(&key, &id, n, &data).await;
+                                lease.give_back(data); // the writer may fill the buffer again
                                 done
                             }.in_current_span());
                         }
@@ -651,9 +663,9 @@ impl S3Store {
         key: &str,
         upload_id: &str,
         number: i32,
-        data: Bytes,
+        data: &Bytes,
     ) -> Result<UploadedPart> {
-        let digest = sha256_raw(&data);
+        let digest = sha256_raw(data);
         let sum = base64::encode(digest);
         let size = data.len() as u64;
         // One span per part; its retries are events on it. The part's MD5, computed once if the server confirms no SHA-256 (its ETag is checked
@@ -674,9 +686,18 @@ impl S3Store {
                 .content_length(size as i64)
                 .checksum_sha256(&sum)
                 .body(ByteStream::from(data.clone()));
-            let (sum, md5_cell, data) = (&sum, &md5_cell, &data);
+            let (sum, md5_cell) = (&sum, &md5_cell);
             async move {
-                let out = req.send().await.map_err(|e| S3Fail::of(&e))?;
+                // The body is not hashed again for the signature: its SHA-256 travels in the
+                // signed checksum header, which the server checks (or, where it ignores it,
+                // the part's ETag is checked against its MD5 and the object confirmed after
+                // completion), and age authenticates every block besides.
+                let out = req
+                    .customize()
+                    .disable_payload_signing()
+                    .send()
+                    .await
+                    .map_err(|e| S3Fail::of(&e))?;
                 let etag = out.e_tag().unwrap_or_default().to_string();
                 match out.checksum_sha256() {
                     Some(returned) if returned == sum.as_str() => Ok((etag, None)),
@@ -937,7 +958,67 @@ fn multipart_etag_verdict(etag: Option<&str>, parts: &[UploadedPart]) -> EtagVer
 }
 
 /// A part and the permit that accounts for its buffer.
-type Part = (Bytes, OwnedSemaphorePermit);
+type Part = (Bytes, PartLease);
+
+/// Parts of one size before the size doubles. S3 allows 10,000 parts per upload: parts start at
+/// the configured size and double every 1,000 parts (at most 9 times, never beyond S3's 5 GiB),
+/// so an object of up to 1,023,000 first-size parts fits (≈ 4.9 TiB from 5 MiB) while the
+/// agent's memory stays that of the first size for every object under 1,000 of them (≈ 4.9 GiB
+/// stored from 5 MiB).
+pub(crate) const PARTS_PER_SIZE: u32 = 1_000;
+
+/// S3's largest part.
+const MAX_PART: usize = 5 << 30;
+
+/// The size of part `number` (from 1) of an upload whose parts start at `base` bytes.
+pub(crate) fn part_size_for(base: usize, number: u32) -> usize {
+    let doublings = (number.saturating_sub(1) / PARTS_PER_SIZE).min(9);
+    base.saturating_mul(1 << doublings).min(MAX_PART)
+}
+
+/// The part buffers of a store: a permit per buffer that may exist, and the buffers given back
+/// after their upload, filled again instead of being allocated (and faulted in) anew.
+pub(crate) struct PartPool {
+    permits: Arc<Semaphore>,
+    free: std::sync::Mutex<Vec<BytesMut>>,
+}
+
+impl PartPool {
+    pub(crate) fn new(buffers: usize) -> Arc<Self> {
+        Arc::new(Self {
+            permits: Arc::new(Semaphore::new(buffers)),
+            free: std::sync::Mutex::new(Vec::with_capacity(buffers)),
+        })
+    }
+
+    /// A buffer with room for `size` bytes: one given back if it is large enough.
+    fn buffer(&self, size: usize) -> BytesMut {
+        let reused = self.free.lock().ok().and_then(|mut free| free.pop());
+        match reused {
+            Some(buf) if buf.capacity() >= size => buf,
+            _ => BytesMut::with_capacity(size),
+        }
+    }
+}
+
+/// A part buffer's permit, travelling with its part until the part is uploaded (or dropped).
+pub(crate) struct PartLease {
+    _permit: OwnedSemaphorePermit,
+    pool: Arc<PartPool>,
+}
+
+impl PartLease {
+    /// The part is uploaded: keep its buffer for the next part (when nothing else holds it),
+    /// then free the permit.
+    fn give_back(self, data: Bytes) {
+        if let Ok(mut buf) = data.try_into_mut() {
+            buf.clear();
+            if let Ok(mut free) = self.pool.free.lock() {
+                free.push(buf);
+            }
+        }
+    }
+}
 
 /// Bytes a [`PartWriter`] holds before it takes a part buffer's permit: a stream can write its
 /// first bytes (the age header, the first compressed blocks) while other streams hold every
@@ -945,27 +1026,34 @@ type Part = (Bytes, OwnedSemaphorePermit);
 /// (MySQL's parallel dumps signal that they are past their snapshot from it, under a lock).
 const UNACCOUNTED_BYTES: usize = 64 << 10;
 
-/// Cuts the stored stream into parts and hands them to the uploader (blocking side). A part
-/// buffer is only allocated once a permit is free; the permits are the store's pool (shared by
-/// the uploads under way), so at most that many parts exist, plus [`UNACCOUNTED_BYTES`] per
-/// stream waiting for one.
+/// Cuts the stored stream into parts ([`part_size_for`]) and hands them to the uploader
+/// (blocking side). A part buffer is only taken once a permit is free; the permits are the
+/// store's pool (shared by the uploads under way), so at most that many parts exist, plus
+/// [`UNACCOUNTED_BYTES`] per stream waiting for one.
 struct PartWriter {
     buf: BytesMut,
     permit: Option<OwnedSemaphorePermit>,
-    part_size: usize,
-    permits: Arc<Semaphore>,
+    base_size: usize,
+    /// The number of the part being filled (from 1).
+    number: u32,
+    pool: Arc<PartPool>,
     tx: mpsc::Sender<Part>,
 }
 
 impl PartWriter {
-    fn new(part_size: usize, permits: Arc<Semaphore>, tx: mpsc::Sender<Part>) -> Self {
+    fn new(base_size: usize, pool: Arc<PartPool>, tx: mpsc::Sender<Part>) -> Self {
         Self {
             buf: BytesMut::new(),
             permit: None,
-            part_size,
-            permits,
+            base_size,
+            number: 1,
+            pool,
             tx,
         }
+    }
+
+    fn part_size(&self) -> usize {
+        part_size_for(self.base_size, self.number)
     }
 
     fn stopped() -> io::Error {
@@ -974,10 +1062,10 @@ impl PartWriter {
 
     /// Wait for a part buffer's permit and move the bytes held so far into a part buffer.
     fn take_permit(&mut self) -> io::Result<()> {
-        let permit = futures::executor::block_on(Arc::clone(&self.permits).acquire_owned())
+        let permit = futures::executor::block_on(Arc::clone(&self.pool.permits).acquire_owned())
             .map_err(|_| Self::stopped())?;
         self.permit = Some(permit);
-        let mut part = BytesMut::with_capacity(self.part_size);
+        let mut part = self.pool.buffer(self.part_size());
         part.extend_from_slice(&self.buf);
         self.buf = part;
         Ok(())
@@ -989,17 +1077,23 @@ impl PartWriter {
         }
         let data = std::mem::take(&mut self.buf).freeze();
         let permit = self.permit.take().ok_or_else(Self::stopped)?;
+        let lease = PartLease {
+            _permit: permit,
+            pool: Arc::clone(&self.pool),
+        };
+        self.number += 1;
         self.tx
-            .blocking_send((data, permit))
+            .blocking_send((data, lease))
             .map_err(|_| Self::stopped())
     }
 }
 
 impl io::Write for PartWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let part_size = self.part_size();
         if self.permit.is_none() {
             // Less than a part, so a part buffer always has room once its permit is taken.
-            let allowance = UNACCOUNTED_BYTES.min(self.part_size.saturating_sub(1));
+            let allowance = UNACCOUNTED_BYTES.min(part_size.saturating_sub(1));
             let room = allowance.saturating_sub(self.buf.len());
             if room > 0 {
                 let n = room.min(buf.len());
@@ -1008,10 +1102,10 @@ impl io::Write for PartWriter {
             }
             self.take_permit()?;
         }
-        let room = self.part_size - self.buf.len();
+        let room = part_size - self.buf.len();
         let n = room.min(buf.len());
         self.buf.extend_from_slice(&buf[..n]);
-        if self.buf.len() == self.part_size {
+        if self.buf.len() == part_size {
             self.send()?;
         }
         Ok(n)
@@ -1314,44 +1408,121 @@ mod tests {
         }
     }
 
-    #[test]
-    fn part_writer_cuts_exact_parts() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        let (tx, mut rx) = mpsc::channel::<Part>(8);
-        let handle = std::thread::spawn(move || {
-            let mut w: Box<dyn SinkWriter> =
-                Box::new(PartWriter::new(10, Arc::new(Semaphore::new(8)), tx));
-            io::Write::write_all(&mut w, &[1u8; 25]).unwrap();
+    /// Every part the writer sent, in order (the writer runs on its own thread, as in a backup).
+    fn cut(pool: Arc<PartPool>, base: usize, bytes: usize) -> Vec<usize> {
+        let (tx, mut rx) = mpsc::channel::<Part>(1);
+        let writer = std::thread::spawn(move || {
+            let mut w: Box<dyn SinkWriter> = Box::new(PartWriter::new(base, pool, tx));
+            let chunk = [7u8; 3];
+            let mut left = bytes;
+            while left > 0 {
+                let n = left.min(chunk.len());
+                io::Write::write_all(&mut w, &chunk[..n]).unwrap();
+                left -= n;
+            }
             w.close().unwrap();
         });
-        handle.join().unwrap();
-        let sizes: Vec<usize> = rt.block_on(async {
-            let mut v = Vec::new();
-            while let Some(b) = rx.recv().await {
-                v.push(b.0.len());
-            }
-            v
-        });
-        assert_eq!(sizes, vec![10, 10, 5]);
+        let mut sizes = Vec::new();
+        while let Some((data, lease)) = rx.blocking_recv() {
+            sizes.push(data.len());
+            lease.give_back(data);
+        }
+        writer.join().unwrap();
+        sizes
+    }
+
+    #[test]
+    fn part_writer_cuts_exact_parts() {
+        assert_eq!(cut(PartPool::new(8), 10, 25), vec![10, 10, 5]);
+        assert_eq!(cut(PartPool::new(8), 10, 20), vec![10, 10]);
+        assert_eq!(cut(PartPool::new(8), 10, 0), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn part_sizes_s3_cannot_take_are_refused() {
+        let with = |part_size: usize, concurrency: usize| S3Settings {
+            part_size,
+            concurrency,
+            ..S3Settings::default()
+        };
+        assert!(check_settings(&S3Settings::default()).is_ok());
+        assert!(check_settings(&with(5 << 20, 1)).is_ok());
+        assert!(check_settings(&with(5 << 30, 1)).is_ok());
+        for (bad, says) in [
+            (with((5 << 20) - 1, 2), "at least 5 MiB"),
+            (with((5 << 30) + 1, 2), "at most 5 GiB"),
+            (with(5 << 20, 0), "at least 1"),
+        ] {
+            let err = check_settings(&bad).unwrap_err().to_string();
+            assert!(err.contains(says), "{err}");
+        }
+    }
+
+    #[test]
+    fn parts_double_every_thousand_so_ten_thousand_reach_five_tib() {
+        let mib = 1usize << 20;
+        assert_eq!(part_size_for(5 * mib, 1), 5 * mib);
+        assert_eq!(part_size_for(5 * mib, 1000), 5 * mib);
+        assert_eq!(part_size_for(5 * mib, 1001), 10 * mib);
+        assert_eq!(part_size_for(5 * mib, 2001), 20 * mib);
+        assert_eq!(part_size_for(5 * mib, 10_000), 2560 * mib);
+        let total: u64 = (1..=10_000).map(|n| part_size_for(5 * mib, n) as u64).sum();
+        assert_eq!(
+            total,
+            5 * 1_023_000 * mib as u64,
+            "≈ 4.9 TiB in 10,000 parts"
+        );
+        // Never beyond S3's largest part.
+        assert_eq!(part_size_for(64 * mib, 10_000), MAX_PART);
+        // The writer follows it: 1,000 parts of the first size, then twice that.
+        let sizes = cut(PartPool::new(3), 10, 10 * 1000 + 25);
+        assert_eq!(sizes.len(), 1002);
+        assert!(sizes[..1000].iter().all(|&n| n == 10));
+        assert_eq!(sizes[1000..], [20, 5]);
+    }
+
+    #[test]
+    fn an_uploaded_part_s_buffer_is_filled_again() {
+        let pool = PartPool::new(1);
+        let (tx, mut rx) = mpsc::channel::<Part>(1);
+        let mut w = PartWriter::new(10, Arc::clone(&pool), tx);
+        io::Write::write_all(&mut w, &[1u8; 10]).unwrap();
+        let (first, lease) = rx.try_recv().expect("a whole part is sent");
+        let address = first.as_ptr();
+        lease.give_back(first);
+        io::Write::write_all(&mut w, &[2u8; 10]).unwrap();
+        let (second, lease) = rx.try_recv().expect("the second part is sent");
+        assert_eq!(
+            second.as_ptr(),
+            address,
+            "the first part's buffer, filled again"
+        );
+        assert_eq!(&second[..], &[2u8; 10]);
+        // A part still referenced elsewhere keeps its buffer: a new one is allocated.
+        let held = second.clone();
+        lease.give_back(second);
+        io::Write::write_all(&mut w, &[3u8; 10]).unwrap();
+        let (third, _lease) = rx.try_recv().expect("the third part is sent");
+        assert_ne!(third.as_ptr(), held.as_ptr());
+        assert_eq!(&held[..], &[2u8; 10], "a part in use is never overwritten");
+        assert_eq!(&third[..], &[3u8; 10]);
     }
 
     #[test]
     fn part_buffers_are_shared_and_a_stream_starts_without_one() {
         // A pool of one part buffer for two uploads.
-        let permits = Arc::new(Semaphore::new(1));
+        let pool = PartPool::new(1);
+        let permits = Arc::clone(&pool.permits);
         let (tx_a, mut rx_a) = mpsc::channel::<Part>(8);
         let (tx_b, mut rx_b) = mpsc::channel::<Part>(8);
         // A fills a whole part: the pool's permit travels with it until it is uploaded.
-        let mut a = PartWriter::new(10, Arc::clone(&permits), tx_a);
+        let mut a = PartWriter::new(10, Arc::clone(&pool), tx_a);
         io::Write::write_all(&mut a, &[1u8; 10]).unwrap();
         let part_a = rx_a.try_recv().expect("A's part was sent");
         assert_eq!(part_a.0.len(), 10);
         assert_eq!(permits.available_permits(), 0);
         // B writes its first bytes without a permit, then waits for one.
         let (said, heard) = std::sync::mpsc::channel();
-        let pool = Arc::clone(&permits);
         let b = std::thread::spawn(move || {
             let mut b: Box<dyn SinkWriter> = Box::new(PartWriter::new(10, pool, tx_b));
             io::Write::write_all(&mut b, &[2u8; 9]).unwrap();
@@ -1370,10 +1541,10 @@ mod tests {
         assert_eq!(heard.recv_timeout(wait), Ok("wrote a part"));
         // B's last part needs the buffer its first one holds until that one is uploaded.
         let mut sizes = Vec::new();
-        while let Some((data, permit)) = rx_b.blocking_recv() {
+        while let Some((data, lease)) = rx_b.blocking_recv() {
             assert!(data.iter().all(|&x| x == 2));
             sizes.push(data.len());
-            drop(permit);
+            lease.give_back(data);
         }
         b.join().unwrap();
         assert_eq!(sizes, vec![10, 5]);

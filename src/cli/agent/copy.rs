@@ -77,8 +77,10 @@ pub struct CopyArgs {
     /// Storage class at the destination.
     #[arg(long, env = "DG_STORAGE_CLASS")]
     pub storage_class: Option<String>,
-    /// Multipart part size in MiB (≥ 5).
-    #[arg(long, env = "DG_S3_PART_SIZE_MIB", default_value_t = 8)]
+    /// Size of the first 1,000 multipart parts in MiB (5 to 5120); later parts double every
+    /// 1,000 so that 10,000 parts hold ≈ 1,000,000 times this size (4.9 TiB from 5 MiB).
+    /// `--s3-concurrency` + 1 parts are in memory at most.
+    #[arg(long, env = "DG_S3_PART_SIZE_MIB", default_value_t = 5)]
     pub s3_part_size_mib: usize,
     /// Retries per S3 request after the first attempt.
     #[arg(long, env = "DG_S3_RETRIES", default_value_t = 4)]

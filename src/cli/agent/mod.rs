@@ -167,8 +167,10 @@ pub struct CommonArgs {
     /// Path-style S3 addressing.
     #[arg(long, env = "DG_S3_PATH_STYLE")]
     pub s3_path_style: bool,
-    /// Multipart part size in MiB (≥ 5).
-    #[arg(long, env = "DG_S3_PART_SIZE_MIB", default_value_t = 8)]
+    /// Size of the first 1,000 multipart parts in MiB (5 to 5120); later parts double every
+    /// 1,000 so that 10,000 parts hold ≈ 1,000,000 times this size (4.9 TiB from 5 MiB).
+    /// `--s3-concurrency` + 1 parts are in memory at most.
+    #[arg(long, env = "DG_S3_PART_SIZE_MIB", default_value_t = 5)]
     pub s3_part_size_mib: usize,
     /// Parts uploaded in parallel.
     #[arg(long, env = "DG_S3_CONCURRENCY", default_value_t = 2)]
