@@ -528,8 +528,9 @@ const TRIGGER_BURST: usize = 64;
 /// ... and the time between two bursts: at most 640 triggers a second.
 const TRIGGER_EVERY: Duration = Duration::from_millis(100);
 
-/// `triggers`, at most [`TRIGGER_BURST`] per [`TRIGGER_EVERY`]; a trigger after a quiet spell
-/// passes at once.
+/// `triggers`, at most [`TRIGGER_BURST`] per [`TRIGGER_EVERY`], each object once however often
+/// it was triggered while it waited (in the order of its first trigger); a trigger after a quiet
+/// spell passes at once.
 ///
 /// A leader's start wakes every policy (each of the two policy controllers hears of every
 /// cached policy and of every policy with runs). kube's controller queue keeps a hash-map
@@ -537,24 +538,81 @@ const TRIGGER_EVERY: Duration = Duration::from_millis(100);
 /// queued, and its tables keep the capacity of their largest moment for the life of the
 /// process: 10,000 policies at once left ≈ 7 MB per controller behind (heaptrack,
 /// docs/benchmarks.md). Paced, the queue holds what the reconciles have not caught up with.
+/// What waits here is merged as kube's queue would merge it: a policy triggered by its own
+/// status write, by its storage's probe and by its runs while it waits is reconciled once.
 fn paced<S>(triggers: S) -> impl Stream<Item = S::Item> + Send + 'static
 where
     S: Stream + Send + 'static,
-    S::Item: Send,
+    S::Item: Send + Clone + Eq + std::hash::Hash,
 {
-    futures::stream::unfold(
-        (Box::pin(triggers.ready_chunks(TRIGGER_BURST)), None),
-        |(mut chunks, last): (_, Option<tokio::time::Instant>)| async move {
-            let chunk = chunks.next().await?;
-            if let Some(last) = last {
-                tokio::time::sleep_until(last + TRIGGER_EVERY).await;
+    use futures::FutureExt;
+    use std::collections::{HashSet, VecDeque};
+
+    struct Waiting<T> {
+        order: VecDeque<T>,
+        seen: HashSet<T>,
+    }
+    impl<T: Clone + Eq + std::hash::Hash> Waiting<T> {
+        fn add(&mut self, items: Vec<T>) {
+            for item in items {
+                if self.seen.insert(item.clone()) {
+                    self.order.push_back(item);
+                }
             }
-            Some((
-                futures::stream::iter(chunk),
-                (chunks, Some(tokio::time::Instant::now())),
-            ))
+        }
+        fn take(&mut self, n: usize) -> Vec<T> {
+            let out: Vec<T> = self.order.drain(..n.min(self.order.len())).collect();
+            for item in &out {
+                self.seen.remove(item);
+            }
+            if self.order.is_empty() && self.seen.capacity() > 4 * TRIGGER_BURST {
+                // A start's backlog is gone: do not keep its tables' size.
+                self.order.shrink_to(TRIGGER_BURST);
+                self.seen.shrink_to(TRIGGER_BURST);
+            }
+            out
+        }
+    }
+    struct State<C, T> {
+        chunks: C,
+        waiting: Waiting<T>,
+        ended: bool,
+        last: Option<tokio::time::Instant>,
+    }
+    let state = State {
+        chunks: Box::pin(triggers.ready_chunks(TRIGGER_BURST)),
+        waiting: Waiting {
+            order: VecDeque::new(),
+            seen: HashSet::new(),
         },
-    )
+        ended: false,
+        last: None,
+    };
+    futures::stream::unfold(state, |mut st| async move {
+        if st.waiting.order.is_empty() {
+            if st.ended {
+                return None;
+            }
+            match st.chunks.next().await {
+                Some(chunk) => st.waiting.add(chunk),
+                None => return None,
+            }
+        }
+        if let Some(last) = st.last {
+            tokio::time::sleep_until(last + TRIGGER_EVERY).await;
+        }
+        // Everything triggered meanwhile joins the wait, merged with what is there.
+        while !st.ended {
+            match st.chunks.next().now_or_never() {
+                Some(Some(chunk)) => st.waiting.add(chunk),
+                Some(None) => st.ended = true,
+                None => break,
+            }
+        }
+        let burst = st.waiting.take(TRIGGER_BURST);
+        st.last = Some(tokio::time::Instant::now());
+        Some((futures::stream::iter(burst), st))
+    })
     .flatten()
 }
 
@@ -695,6 +753,29 @@ mod tests {
         // An ended source ends the paced stream.
         let none: Vec<usize> = paced(futures::stream::iter(0..0)).collect().await;
         assert!(none.is_empty());
+    }
+
+    #[tokio::test]
+    async fn triggers_of_an_object_that_waits_are_merged_into_one() {
+        // A start's backlog: every policy, then each again (its status write), then a few a
+        // third time (their storage's probe) — all waiting at once.
+        let n = TRIGGER_BURST * 2;
+        let backlog: Vec<usize> = (0..n).chain(0..n).chain([3, 1, 3]).collect();
+        let out: Vec<usize> = paced(futures::stream::iter(backlog)).collect().await;
+        assert_eq!(
+            out,
+            (0..n).collect::<Vec<_>>(),
+            "each once, in first-trigger order"
+        );
+        // Once passed on, an object triggered again comes through again.
+        let (tx, rx) = futures::channel::mpsc::unbounded::<usize>();
+        let mut out = Box::pin(paced(rx));
+        tx.unbounded_send(7).unwrap();
+        assert_eq!(out.next().await, Some(7));
+        tx.unbounded_send(7).unwrap();
+        assert_eq!(out.next().await, Some(7));
+        drop(tx);
+        assert_eq!(out.next().await, None);
     }
 
     #[tokio::test]
