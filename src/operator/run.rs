@@ -293,10 +293,10 @@ pub async fn run(args: OperatorConfig) -> Result<(), RunError> {
     // A policy's automatic validations: woken by its BackupRuns and RestoreValidations.
     let runs_by_name = runs_cache.clone();
     let policy_validation_controller = fed_controller(policy_watch.store.clone())
-        .reconcile_on(paced(futures::stream::select(
+        .reconcile_on(futures::stream::select(
             policy_refs_for_validations,
             run_watch.policy_validations.map(compact_ref),
-        )))
+        ))
         .watches_stream(
             slim_watch::<RestoreValidation>(
                 client.clone(),
@@ -324,10 +324,10 @@ pub async fn run(args: OperatorConfig) -> Result<(), RunError> {
 
     let policies_store = policy_watch.store.clone();
     let policy_controller = fed_controller(policy_watch.store.clone())
-        .reconcile_on(paced(futures::stream::select(
+        .reconcile_on(futures::stream::select(
             policy_refs,
             run_watch.policies.map(compact_ref),
-        )))
+        ))
         .watches_stream(
             slim_watch::<BackupStorage>(client.clone(), watcher::Config::default().any_semantic())
                 .touched_objects(),
@@ -523,99 +523,6 @@ fn controller_config() -> kube::runtime::controller::Config {
     kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY)
 }
 
-/// Triggers a policy controller takes at once ([`paced`]).
-const TRIGGER_BURST: usize = 64;
-/// ... and the time between two bursts: at most 640 triggers a second.
-const TRIGGER_EVERY: Duration = Duration::from_millis(100);
-
-/// `triggers`, at most [`TRIGGER_BURST`] per [`TRIGGER_EVERY`], each object once however often
-/// it was triggered while it waited (in the order of its first trigger); a trigger after a quiet
-/// spell passes at once.
-///
-/// A leader's start wakes every policy (each of the two policy controllers hears of every
-/// cached policy and of every policy with runs). kube's controller queue keeps a hash-map
-/// entry, a delay-queue slot and a pending-set slot (about 0.45 KB together) for every object
-/// queued, and its tables keep the capacity of their largest moment for the life of the
-/// process: 10,000 policies at once left ≈ 7 MB per controller behind (heaptrack,
-/// docs/benchmarks.md). Paced, the queue holds what the reconciles have not caught up with.
-/// What waits here is merged as kube's queue would merge it: a policy triggered by its own
-/// status write, by its storage's probe and by its runs while it waits is reconciled once.
-fn paced<S>(triggers: S) -> impl Stream<Item = S::Item> + Send + 'static
-where
-    S: Stream + Send + 'static,
-    S::Item: Send + Clone + Eq + std::hash::Hash,
-{
-    use futures::FutureExt;
-    use std::collections::{HashSet, VecDeque};
-
-    struct Waiting<T> {
-        order: VecDeque<T>,
-        seen: HashSet<T>,
-    }
-    impl<T: Clone + Eq + std::hash::Hash> Waiting<T> {
-        fn add(&mut self, items: Vec<T>) {
-            for item in items {
-                if self.seen.insert(item.clone()) {
-                    self.order.push_back(item);
-                }
-            }
-        }
-        fn take(&mut self, n: usize) -> Vec<T> {
-            let out: Vec<T> = self.order.drain(..n.min(self.order.len())).collect();
-            for item in &out {
-                self.seen.remove(item);
-            }
-            if self.order.is_empty() && self.seen.capacity() > 4 * TRIGGER_BURST {
-                // A start's backlog is gone: do not keep its tables' size.
-                self.order.shrink_to(TRIGGER_BURST);
-                self.seen.shrink_to(TRIGGER_BURST);
-            }
-            out
-        }
-    }
-    struct State<C, T> {
-        chunks: C,
-        waiting: Waiting<T>,
-        ended: bool,
-        last: Option<tokio::time::Instant>,
-    }
-    let state = State {
-        chunks: Box::pin(triggers.ready_chunks(TRIGGER_BURST)),
-        waiting: Waiting {
-            order: VecDeque::new(),
-            seen: HashSet::new(),
-        },
-        ended: false,
-        last: None,
-    };
-    futures::stream::unfold(state, |mut st| async move {
-        if st.waiting.order.is_empty() {
-            if st.ended {
-                return None;
-            }
-            match st.chunks.next().await {
-                Some(chunk) => st.waiting.add(chunk),
-                None => return None,
-            }
-        }
-        if let Some(last) = st.last {
-            tokio::time::sleep_until(last + TRIGGER_EVERY).await;
-        }
-        // Everything triggered meanwhile joins the wait, merged with what is there.
-        while !st.ended {
-            match st.chunks.next().now_or_never() {
-                Some(Some(chunk)) => st.waiting.add(chunk),
-                Some(None) => st.ended = true,
-                None => break,
-            }
-        }
-        let burst = st.waiting.take(TRIGGER_BURST);
-        st.last = Some(tokio::time::Instant::now());
-        Some((futures::stream::iter(burst), st))
-    })
-    .flatten()
-}
-
 /// Runs `controller` (a policy controller's future) once the BackupRun cache holds its first
 /// full list, or not at all if the operator stops first.
 ///
@@ -740,42 +647,6 @@ mod tests {
         let ran = Arc::new(AtomicBool::new(false));
         let flag = ran.clone();
         (ran, async move { flag.store(true, Ordering::SeqCst) })
-    }
-
-    #[tokio::test]
-    async fn a_burst_of_triggers_comes_through_paced_whole_and_in_order() {
-        let n = TRIGGER_BURST * 3 + 5;
-        let started = tokio::time::Instant::now();
-        let out: Vec<usize> = paced(futures::stream::iter(0..n)).collect().await;
-        assert_eq!(out, (0..n).collect::<Vec<_>>());
-        // Four bursts: three waits between them at least.
-        assert!(started.elapsed() >= TRIGGER_EVERY * 3);
-        // An ended source ends the paced stream.
-        let none: Vec<usize> = paced(futures::stream::iter(0..0)).collect().await;
-        assert!(none.is_empty());
-    }
-
-    #[tokio::test]
-    async fn triggers_of_an_object_that_waits_are_merged_into_one() {
-        // A start's backlog: every policy, then each again (its status write), then a few a
-        // third time (their storage's probe) — all waiting at once.
-        let n = TRIGGER_BURST * 2;
-        let backlog: Vec<usize> = (0..n).chain(0..n).chain([3, 1, 3]).collect();
-        let out: Vec<usize> = paced(futures::stream::iter(backlog)).collect().await;
-        assert_eq!(
-            out,
-            (0..n).collect::<Vec<_>>(),
-            "each once, in first-trigger order"
-        );
-        // Once passed on, an object triggered again comes through again.
-        let (tx, rx) = futures::channel::mpsc::unbounded::<usize>();
-        let mut out = Box::pin(paced(rx));
-        tx.unbounded_send(7).unwrap();
-        assert_eq!(out.next().await, Some(7));
-        tx.unbounded_send(7).unwrap();
-        assert_eq!(out.next().await, Some(7));
-        drop(tx);
-        assert_eq!(out.next().await, None);
     }
 
     #[tokio::test]
