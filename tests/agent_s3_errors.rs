@@ -210,3 +210,42 @@ fn throttling_and_server_errors_back_off_and_retry() {
         "first attempt and two retries"
     );
 }
+
+#[test]
+fn part_sizes_s3_cannot_take_are_refused_before_any_request() {
+    let pg = Postgres::start().unwrap();
+    pg.create_database("shop").unwrap();
+    pg_fill(&pg, "shop", 1);
+    let uri = pg.uri("shop");
+    let s3s = S3sFs::start().unwrap();
+    s3s.create_bucket("backups").unwrap();
+    let proxy = S3TamperProxy::start(s3s.addr(), TamperPlan::default()).unwrap();
+    let endpoint = proxy.endpoint();
+    let mut env = s3_env();
+    env.extend([
+        ("DG_URI", uri.as_str()),
+        ("DG_S3_ENDPOINT", endpoint.as_str()),
+        ("DG_S3_PATH_STYLE", "true"),
+    ]);
+    for (mib, says) in [("4", "at least 5 MiB"), ("5121", "at most 5 GiB")] {
+        let run = run_agent(
+            &[
+                "backup",
+                "--engine",
+                "postgres",
+                "--to",
+                "s3://backups/shop",
+                "--run-id",
+                "bad-part-size",
+                "--s3-part-size-mib",
+                mib,
+            ],
+            &env,
+        );
+        run.assert_failed("config");
+        assert!(run.error().contains(says), "{mib} MiB: {}", run.error());
+        run.assert_no_secret(pg.password());
+        run.assert_no_secret(testkit::SECRET_ACCESS_KEY);
+    }
+    assert_eq!(proxy.stats().requests, 0, "nothing was sent to the server");
+}
