@@ -20,6 +20,7 @@ use kube::Resource;
 use kube::core::ObjectMeta;
 use serde::de::{self, DeserializeOwned, Deserializer};
 
+use super::lean::resource_of_wrapped_kind;
 use super::run_watch::strip_metadata;
 
 /// zstd level of the packed JSON: objects of a few KB compress about as well at 1 as at 3, at
@@ -36,13 +37,13 @@ thread_local! {
 }
 
 fn compress(json: &[u8]) -> std::io::Result<Vec<u8>> {
-    COMPRESSOR.with(|c| {
-        let mut c = c.borrow_mut();
-        if c.is_none() {
-            *c = Some(zstd::bulk::Compressor::new(LEVEL)?);
-        }
-        c.as_mut()
-            .map_or_else(|| zstd::bulk::compress(json, LEVEL), |c| c.compress(json))
+    COMPRESSOR.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        let compressor = match &mut *slot {
+            Some(c) => c,
+            None => slot.insert(zstd::bulk::Compressor::new(LEVEL)?),
+        };
+        compressor.compress(json)
     })
 }
 
@@ -129,28 +130,7 @@ where
 }
 
 impl<K: Resource> Resource for Compact<K> {
-    type DynamicType = K::DynamicType;
-    type Scope = K::Scope;
-
-    fn kind(dt: &Self::DynamicType) -> Cow<'_, str> {
-        K::kind(dt)
-    }
-
-    fn group(dt: &Self::DynamicType) -> Cow<'_, str> {
-        K::group(dt)
-    }
-
-    fn version(dt: &Self::DynamicType) -> Cow<'_, str> {
-        K::version(dt)
-    }
-
-    fn api_version(dt: &Self::DynamicType) -> Cow<'_, str> {
-        K::api_version(dt)
-    }
-
-    fn plural(dt: &Self::DynamicType) -> Cow<'_, str> {
-        K::plural(dt)
-    }
+    resource_of_wrapped_kind!();
 
     fn meta(&self) -> &ObjectMeta {
         &self.meta

@@ -34,29 +34,40 @@ impl<K> Lean<K> {
     }
 }
 
+/// The type-level half of [`Resource`] for a wrapper of a kind `K` in scope: kind, group,
+/// version, apiVersion, plural, scope and dynamic type are `K`'s, so a watch over the wrapper
+/// asks the API server for exactly what a watch over `K` does. (Used by [`Lean`] and
+/// [`super::compact::Compact`]; each writes its own `meta`/`meta_mut`.)
+macro_rules! resource_of_wrapped_kind {
+    () => {
+        type DynamicType = K::DynamicType;
+        type Scope = K::Scope;
+
+        fn kind(dt: &Self::DynamicType) -> Cow<'_, str> {
+            K::kind(dt)
+        }
+
+        fn group(dt: &Self::DynamicType) -> Cow<'_, str> {
+            K::group(dt)
+        }
+
+        fn version(dt: &Self::DynamicType) -> Cow<'_, str> {
+            K::version(dt)
+        }
+
+        fn api_version(dt: &Self::DynamicType) -> Cow<'_, str> {
+            K::api_version(dt)
+        }
+
+        fn plural(dt: &Self::DynamicType) -> Cow<'_, str> {
+            K::plural(dt)
+        }
+    };
+}
+pub(crate) use resource_of_wrapped_kind;
+
 impl<K: Resource> Resource for Lean<K> {
-    type DynamicType = K::DynamicType;
-    type Scope = K::Scope;
-
-    fn kind(dt: &Self::DynamicType) -> Cow<'_, str> {
-        K::kind(dt)
-    }
-
-    fn group(dt: &Self::DynamicType) -> Cow<'_, str> {
-        K::group(dt)
-    }
-
-    fn version(dt: &Self::DynamicType) -> Cow<'_, str> {
-        K::version(dt)
-    }
-
-    fn api_version(dt: &Self::DynamicType) -> Cow<'_, str> {
-        K::api_version(dt)
-    }
-
-    fn plural(dt: &Self::DynamicType) -> Cow<'_, str> {
-        K::plural(dt)
-    }
+    resource_of_wrapped_kind!();
 
     fn meta(&self) -> &ObjectMeta {
         self.0.meta()
