@@ -37,7 +37,7 @@ impl<K> Lean<K> {
 /// The type-level half of [`Resource`] for a wrapper of a kind `K` in scope: kind, group,
 /// version, apiVersion, plural, scope and dynamic type are `K`'s, so a watch over the wrapper
 /// asks the API server for exactly what a watch over `K` does. (Used by [`Lean`] and
-/// [`super::compact::Compact`]; each writes its own `meta`/`meta_mut`.)
+/// `Compact` (operator::compact); each writes its own `meta`/`meta_mut`.)
 macro_rules! resource_of_wrapped_kind {
     () => {
         type DynamicType = K::DynamicType;
